@@ -1,0 +1,235 @@
+#include "core/config.h"
+
+#include <algorithm>
+#include <cassert>
+#include <charconv>
+#include <filesystem>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+extern char** environ;
+
+namespace certfleet {
+namespace {
+
+constexpr int64_t kMiB = 1024 * 1024;
+
+constexpr ConfigKey kKeys[] = {
+    {"data_dir", ConfigType::kPath, "./var", "Folder for the database, TLS files, blobs and outbox of the embedded defaults."},
+    {"db", ConfigType::kUrl, "sqlite://{data_dir}/certfleet.db",
+     "Store: sqlite://PATH (embedded) or postgresql://user:pass@host:port/db."},
+    {"db_pool_size", ConfigType::kInt, "8", "Database connections kept open per node.", 1, 256},
+    {"blobs", ConfigType::kUrl, "file://{data_dir}/blobs", "Object store: file://PATH or s3://bucket/prefix?endpoint=...&region=..."},
+    {"mail", ConfigType::kUrl, "file://{data_dir}/outbox", "Mail: file://PATH writes .eml files; smtp://user:pass@host:port sends."},
+    {"log_level", ConfigType::kString, "info", "debug, info, warn or error."},
+    {"server.listen", ConfigType::kString, "127.0.0.1:8443", "HTTPS listen address host:port (port 0 picks a free port)."},
+    {"server.tls_cert", ConfigType::kPath, "{data_dir}/tls/server.pem", "Server certificate chain (PEM)."},
+    {"server.tls_key", ConfigType::kPath, "{data_dir}/tls/server.key", "Server private key (PEM)."},
+    {"server.tls_sans", ConfigType::kString, "localhost,127.0.0.1",
+     "Names and IP addresses `certfleet init` puts in the server certificate, comma-separated."},
+    {"server.client_ca", ConfigType::kPath, "",
+     "PEM file of CAs whose client certificates are accepted (mTLS routes); empty: none requested."},
+    {"server.threads", ConfigType::kInt, "4", "Threads serving HTTPS connections.", 1, 256},
+    {"server.body_limit", ConfigType::kInt, "1048576", "Largest request body in bytes; larger ones get 413.", 1024, 1024 * kMiB},
+    {"server.header_timeout", ConfigType::kInt, "10", "Seconds a client has to send the TLS handshake and request headers.", 1, 3600},
+    {"server.body_timeout", ConfigType::kInt, "60", "Seconds a client has to send the request body.", 1, 3600},
+    {"server.idle_timeout", ConfigType::kInt, "60", "Seconds an idle keep-alive connection stays open.", 1, 3600},
+    {"server.shutdown_grace", ConfigType::kInt, "5", "Seconds in-flight requests get to finish on SIGTERM/SIGINT.", 0, 300},
+    {"jobs.workers", ConfigType::kInt, "4", "Jobs run at once by this node, over all kinds.", 1, 1024},
+    {"jobs.lease_seconds", ConfigType::kInt, "60", "A running job's lease; renewed while it runs, re-run by another worker once expired.", 5, 86400},
+    {"jobs.poll_ms", ConfigType::kInt, "500", "How often idle workers look for due jobs, in milliseconds.", 10, 60000},
+    {"jobs.retention_days", ConfigType::kInt, "7", "Finished (done) jobs older than this are deleted daily; dead jobs are kept.", 1, 3650},
+};
+
+const ConfigKey* FindKey(std::string_view name) {
+  for (const auto& k : kKeys) {
+    if (k.name == name) return &k;
+  }
+  return nullptr;
+}
+
+Result<void> Validate(const ConfigKey& key, const std::string& value, const std::string& source) {
+  if (key.type != ConfigType::kInt) {
+    if (value.find('\0') != std::string::npos || value.find('\n') != std::string::npos) {
+      return MakeError(ErrorCode::kInvalidArgument, fmt::format("config {} (from {}): control characters", key.name, source));
+    }
+    return Ok();
+  }
+  int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+  if (ec != std::errc() || ptr != value.data() + value.size()) {
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("config {} (from {}): '{}' is not an integer", key.name, source, value));
+  }
+  if (v < key.min || v > key.max) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     fmt::format("config {} (from {}): {} is outside {}..{}", key.name, source, v, key.min, key.max));
+  }
+  return Ok();
+}
+
+// Flattens a TOML table into dotted key -> string value.
+Result<void> ReadToml(const toml::table& table, const std::string& prefix, std::map<std::string, std::string>& out) {
+  for (const auto& [k, node] : table) {
+    std::string name = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    if (const auto* sub = node.as_table()) {
+      CF_RETURN_IF_ERROR(ReadToml(*sub, name, out));
+    } else if (auto s = node.value<std::string>(); s && node.is_string()) {
+      out[name] = *s;
+    } else if (auto i = node.value<int64_t>(); i && node.is_integer()) {
+      out[name] = std::to_string(*i);
+    } else if (auto b = node.value<bool>(); b && node.is_boolean()) {
+      out[name] = *b ? "true" : "false";
+    } else {
+      return MakeError(ErrorCode::kInvalidArgument, fmt::format("config file: {} must be a string or an integer", name));
+    }
+  }
+  return Ok();
+}
+
+std::string ExpandDataDir(std::string value, const std::string& data_dir) {
+  const std::string marker = "{data_dir}";
+  for (size_t pos; (pos = value.find(marker)) != std::string::npos;) value.replace(pos, marker.size(), data_dir);
+  return value;
+}
+
+}  // namespace
+
+std::span<const ConfigKey> Config::Keys() { return kKeys; }
+
+std::string Config::EnvName(std::string_view key) {
+  std::string out = "CERTFLEET_";
+  for (char c : key) out.push_back(c == '.' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+  return out;
+}
+
+std::string Config::FlagName(std::string_view key) {
+  std::string out(key);
+  std::replace(out.begin(), out.end(), '.', '-');
+  std::replace(out.begin(), out.end(), '_', '-');
+  return out;
+}
+
+std::map<std::string, std::string> Config::ProcessEnvironment() {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e && *e; ++e) {
+    std::string_view kv(*e);
+    if (auto eq = kv.find('='); eq != std::string_view::npos) env.emplace(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  return env;
+}
+
+Result<Config> Config::Load(const Sources& sources) {
+  Config cfg;
+  for (const auto& k : kKeys) cfg.values_[std::string(k.name)] = Entry{std::string(k.default_value), "default"};
+
+  auto apply = [&](const std::string& name, const std::string& value, const std::string& source) -> Result<void> {
+    const ConfigKey* key = FindKey(name);
+    if (!key) return MakeError(ErrorCode::kInvalidArgument, fmt::format("unknown config key '{}' (from {})", name, source));
+    CF_RETURN_IF_ERROR(Validate(*key, value, source));
+    cfg.values_[name] = Entry{value, source};
+    return Ok();
+  };
+
+  std::string file = sources.file;
+  if (file.empty()) {
+    if (auto it = sources.env.find("CERTFLEET_CONFIG"); it != sources.env.end()) file = it->second;
+  }
+  bool explicit_file = !file.empty();
+  if (!explicit_file && std::filesystem::exists("certfleet.toml")) file = "certfleet.toml";
+  if (!file.empty()) {
+    if (!std::filesystem::exists(file)) {
+      return MakeError(ErrorCode::kInvalidArgument, fmt::format("config file {} does not exist", file));
+    }
+    toml::table parsed;
+    try {
+      parsed = toml::parse_file(file);
+    } catch (const toml::parse_error& err) {
+      return MakeError(ErrorCode::kInvalidArgument, fmt::format("config file {} line {}: {}", file,
+                                                                err.source().begin.line, err.description()));
+    }
+    std::map<std::string, std::string> flat;
+    CF_RETURN_IF_ERROR(ReadToml(parsed, "", flat));
+    for (const auto& [name, value] : flat) CF_RETURN_IF_ERROR(apply(name, value, "file"));
+    cfg.file_ = file;
+  }
+  for (const auto& k : kKeys) {
+    if (auto it = sources.env.find(EnvName(k.name)); it != sources.env.end()) {
+      CF_RETURN_IF_ERROR(apply(std::string(k.name), it->second, "env"));
+    }
+  }
+  for (const auto& [name, value] : sources.overrides) CF_RETURN_IF_ERROR(apply(name, value, "flag"));
+
+  const std::string data_dir = cfg.values_["data_dir"].value;
+  for (auto& [name, entry] : cfg.values_) entry.value = ExpandDataDir(entry.value, data_dir);
+  static constexpr std::string_view kLevels[] = {"debug", "info", "warn", "error"};
+  if (std::find(std::begin(kLevels), std::end(kLevels), cfg.Get("log_level")) == std::end(kLevels)) {
+    return MakeError(ErrorCode::kInvalidArgument, "config log_level: use debug, info, warn or error");
+  }
+  return cfg;
+}
+
+Config Config::ForTest(const std::map<std::string, std::string>& values) {
+  Sources s;
+  s.file = "";
+  s.overrides = values;
+  auto cfg = Load(s);
+  assert(cfg.ok() && "test configuration must be valid");
+  return std::move(cfg).value();
+}
+
+const std::string& Config::Get(std::string_view key) const {
+  auto it = values_.find(key);
+  assert(it != values_.end() && "config key must be declared in kKeys");
+  return it->second.value;
+}
+
+int64_t Config::GetInt(std::string_view key) const {
+  const std::string& v = Get(key);
+  int64_t out = 0;
+  std::from_chars(v.data(), v.data() + v.size(), out);
+  return out;
+}
+
+const std::string& Config::SourceOf(std::string_view key) const {
+  auto it = values_.find(key);
+  assert(it != values_.end() && "config key must be declared in kKeys");
+  return it->second.source;
+}
+
+std::string Config::Show() const {
+  std::string out;
+  std::string section;
+  for (const auto& k : kKeys) {
+    std::string_view name = k.name;
+    std::string this_section;
+    if (auto dot = name.find('.'); dot != std::string_view::npos) {
+      this_section = std::string(name.substr(0, dot));
+      name = name.substr(dot + 1);
+    }
+    if (this_section != section) {
+      out += fmt::format("\n[{}]\n", this_section);
+      section = this_section;
+    }
+    std::string value = Get(k.name);
+    if (k.type == ConfigType::kUrl) value = MaskUrlCredentials(value);
+    std::string shown = k.type == ConfigType::kInt ? value : fmt::format("\"{}\"", value);
+    out += fmt::format("{} = {}  # {}\n", name, shown, SourceOf(k.name));
+  }
+  return out;
+}
+
+std::string MaskUrlCredentials(std::string_view url) {
+  auto scheme = url.find("://");
+  if (scheme == std::string_view::npos) return std::string(url);
+  auto authority_start = scheme + 3;
+  auto authority_end = url.find_first_of("/?#", authority_start);
+  auto at = url.rfind('@', authority_end == std::string_view::npos ? url.size() : authority_end);
+  if (at == std::string_view::npos || at < authority_start) return std::string(url);
+  auto colon = url.find(':', authority_start);
+  if (colon == std::string_view::npos || colon > at) return std::string(url);
+  return std::string(url.substr(0, colon + 1)) + "***" + std::string(url.substr(at));
+}
+
+}  // namespace certfleet

@@ -1,0 +1,69 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+
+namespace certfleet {
+
+// How a configuration value is checked and shown.
+enum class ConfigType { kString, kInt, kUrl /* credentials masked when shown */, kPath };
+
+// One configuration key. Every key can be set in certfleet.toml (`server.listen` is
+// `listen` under `[server]`), by the environment (`CERTFLEET_SERVER_LISTEN`) and by a
+// flag (`--server-listen`); later sources win: default < file < environment < flag.
+struct ConfigKey {
+  std::string_view name;
+  ConfigType type;
+  std::string_view default_value;  // may refer to {data_dir}
+  std::string_view help;
+  int64_t min = 0;  // for kInt
+  int64_t max = 0;  // for kInt
+};
+
+// The effective configuration. Immutable after Load; thread-safe to read.
+class Config {
+ public:
+  struct Sources {
+    std::string file;                              // empty: ./certfleet.toml if present
+    std::map<std::string, std::string> env;        // the process environment
+    std::map<std::string, std::string> overrides;  // from flags, by key name
+  };
+
+  static std::span<const ConfigKey> Keys();
+  static std::string EnvName(std::string_view key);   // CERTFLEET_SERVER_LISTEN
+  static std::string FlagName(std::string_view key);  // server-listen
+  // The environment of this process as a map, for Sources::env.
+  static std::map<std::string, std::string> ProcessEnvironment();
+
+  // Reads all sources and validates every value; a bad value names its key and source.
+  static Result<Config> Load(const Sources& sources);
+  // Defaults plus the given values, for tests.
+  static Config ForTest(const std::map<std::string, std::string>& values);
+
+  const std::string& Get(std::string_view key) const;
+  int64_t GetInt(std::string_view key) const;
+  // Where a key's value came from: default, file, env or flag.
+  const std::string& SourceOf(std::string_view key) const;
+  // Key = value lines as TOML, with credentials in URLs masked.
+  std::string Show() const;
+  const std::string& file() const { return file_; }
+
+ private:
+  struct Entry {
+    std::string value;
+    std::string source;
+  };
+  std::map<std::string, Entry, std::less<>> values_;
+  std::string file_;
+};
+
+// "postgresql://u:secret@h/db" -> "postgresql://u:***@h/db".
+std::string MaskUrlCredentials(std::string_view url);
+
+}  // namespace certfleet

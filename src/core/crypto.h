@@ -1,0 +1,23 @@
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace certfleet {
+
+// Small cryptographic helpers on OpenSSL's libcrypto. Thread-safe.
+
+// `n` bytes from a cryptographically secure generator. Aborts if the generator fails:
+// without randomness no token or serial may be made.
+std::string RandomBytes(size_t n);
+// `n` random bytes as base64url without padding.
+std::string RandomToken(size_t n);
+std::string HexEncode(std::string_view bytes);
+std::string Base64UrlEncode(std::string_view bytes);
+std::string Sha256(std::string_view data);     // 32 raw bytes
+std::string Sha256Hex(std::string_view data);  // 64 lowercase hex chars
+// Compares in time that depends only on the lengths.
+bool ConstantTimeEquals(std::string_view a, std::string_view b);
+
+}  // namespace certfleet

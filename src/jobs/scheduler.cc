@@ -1,0 +1,81 @@
+#include "jobs/scheduler.h"
+
+#include <fmt/format.h>
+
+#include "core/log.h"
+
+namespace certfleet::jobs {
+
+Scheduler::Scheduler(store::Store& store, const Clock& clock) : store_(store), clock_(clock) {}
+
+Scheduler::~Scheduler() { Stop(); }
+
+Result<void> Scheduler::Add(std::string name, std::string_view spec, store::NewJob job) {
+  CF_ASSIGN_OR_RETURN(ScheduleSpec parsed, ScheduleSpec::Parse(spec));
+  std::lock_guard lock(mu_);
+  entries_.push_back(Entry{std::move(name), std::move(parsed), std::move(job)});
+  return Ok();
+}
+
+bool Scheduler::leader() const {
+  std::lock_guard lock(mu_);
+  return lease_ != nullptr;
+}
+
+Result<int> Scheduler::Tick() {
+  std::lock_guard lock(mu_);
+  if (lease_ && !lease_->Held()) {
+    log::Warn("scheduler lost its leader lease");
+    lease_.reset();
+  }
+  if (!lease_) {
+    CF_ASSIGN_OR_RETURN(lease_, store_.TryLead("scheduler"));
+    if (!lease_) return 0;
+    log::Info("scheduler is the leader on this node");
+  }
+  int enqueued = 0;
+  const int64_t now = clock_.NowMillis();
+  for (const Entry& e : entries_) {
+    Result<void> r = store_.Transact([&](store::Tx& tx) -> Result<void> {
+      CF_ASSIGN_OR_RETURN(auto state, store::GetSchedule(tx, e.name));
+      if (!state || state->spec != e.spec.text()) {
+        // New or changed schedule: first firing from now on.
+        return store::PutSchedule(tx, e.name, {e.spec.text(), e.spec.NextAfter(now), state ? state->last_run_at : std::nullopt});
+      }
+      if (state->next_run_at > now) return Ok();
+      store::NewJob job = e.job;
+      job.run_at = now;
+      job.dedupe_key = fmt::format("schedule:{}:{}", e.name, state->next_run_at);
+      CF_ASSIGN_OR_RETURN(auto id, store::EnqueueJob(tx, job, now));
+      if (id) ++enqueued;
+      return store::PutSchedule(tx, e.name, {e.spec.text(), e.spec.NextAfter(now), now});
+    });
+    if (!r.ok()) log::Error("schedule", {{"schedule", e.name}, {"error", r.error().message}});
+  }
+  return enqueued;
+}
+
+void Scheduler::Start(std::chrono::milliseconds interval) {
+  stopping_ = false;
+  thread_ = std::thread([this, interval] {
+    for (;;) {
+      Result<int> r = Tick();
+      if (!r.ok()) log::Error("scheduler tick", {{"error", r.error().message}});
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, interval, [&] { return stopping_; })) return;
+    }
+  });
+}
+
+void Scheduler::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::lock_guard lock(mu_);
+  lease_.reset();
+}
+
+}  // namespace certfleet::jobs

@@ -1,0 +1,54 @@
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/result.h"
+#include "jobs/schedule_spec.h"
+#include "store/jobs_repo.h"
+#include "store/store.h"
+
+namespace certfleet::jobs {
+
+// Turns schedules into jobs. Among all nodes sharing a database one scheduler is active
+// (a leader lease: an advisory lock on PostgreSQL, a file lock on SQLite); each firing
+// enqueues one job with a dedupe key, so even two leaders could not enqueue it twice.
+// A firing missed while no node ran is made up once at the next tick. Thread-safe.
+class Scheduler {
+ public:
+  Scheduler(store::Store& store, const Clock& clock);
+  ~Scheduler();
+
+  // `job` is the template of the job each firing enqueues (its run_at and dedupe key are set per firing).
+  Result<void> Add(std::string name, std::string_view spec, store::NewJob job);
+  // Takes or checks the leader lease, then enqueues every due firing. Returns how many
+  // jobs it enqueued (0 when another node leads).
+  Result<int> Tick();
+  bool leader() const;
+
+  void Start(std::chrono::milliseconds interval);
+  void Stop();
+
+ private:
+  struct Entry {
+    std::string name;
+    ScheduleSpec spec;
+    store::NewJob job;
+  };
+
+  store::Store& store_;
+  const Clock& clock_;
+  std::vector<Entry> entries_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::unique_ptr<store::LeaderLease> lease_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace certfleet::jobs

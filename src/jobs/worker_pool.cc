@@ -1,0 +1,172 @@
+#include "jobs/worker_pool.h"
+
+#include <exception>
+#include <random>
+
+#include "core/crypto.h"
+#include "core/log.h"
+
+namespace certfleet::jobs {
+
+WorkerPool::WorkerPool(store::Store& store, const Clock& clock, Options options)
+    : store_(store), clock_(clock), options_(std::move(options)), owner_(options_.node_id + "/" + RandomToken(6)) {}
+
+WorkerPool::~WorkerPool() { Stop(); }
+
+void WorkerPool::Register(std::string kind, JobHandler handler, HandlerOptions options) {
+  std::lock_guard lock(mu_);
+  kinds_[std::move(kind)] = Kind{std::move(handler), options, 0};
+}
+
+void WorkerPool::Start() {
+  std::lock_guard lock(mu_);
+  stopping_ = false;
+  for (int i = 0; i < options_.workers; ++i) threads_.emplace_back([this] { WorkerLoop(); });
+  threads_.emplace_back([this] { HeartbeatLoop(); });
+}
+
+void WorkerPool::Stop() {
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    threads.swap(threads_);
+  }
+  cv_.notify_all();
+  for (auto& t : threads) t.join();
+}
+
+std::vector<std::string> WorkerPool::ReserveSlots() {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> free;
+  for (auto& [name, kind] : kinds_) {
+    if (kind.running < kind.options.concurrency) {
+      ++kind.running;
+      free.push_back(name);
+    }
+  }
+  return free;
+}
+
+void WorkerPool::ReleaseSlots(const std::vector<std::string>& kinds, const std::string& keep) {
+  std::lock_guard lock(mu_);
+  for (const auto& k : kinds) {
+    if (k != keep) --kinds_[k].running;
+  }
+}
+
+int64_t WorkerPool::BackoffMillis(const HandlerOptions& options, int attempt) const {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  double base = static_cast<double>(options.backoff_base.count());
+  for (int i = 1; i < attempt && base < static_cast<double>(options.backoff_max.count()); ++i) base *= 2;
+  base = std::min(base, static_cast<double>(options.backoff_max.count()));
+  // Full jitter over [base/2, base]: retries of many failed jobs spread out instead of stampeding.
+  std::uniform_real_distribution<double> jitter(0.5, 1.0);
+  return static_cast<int64_t>(base * jitter(rng));
+}
+
+Result<bool> WorkerPool::RunOne() {
+  CF_RETURN_IF_ERROR(store_.Transact([&](store::Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(store::ReclaimExpiredLeases(tx, clock_.NowMillis()));
+    return Ok();
+  }));
+  std::vector<std::string> kinds = ReserveSlots();
+  std::optional<store::Job> job;
+  Result<void> leased = store_.Transact([&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(job, store::LeaseJob(tx, kinds, owner_, clock_.NowMillis(), options_.lease.count()));
+    return Ok();
+  });
+  ReleaseSlots(kinds, job ? job->kind : std::string());
+  if (!leased.ok()) return leased.error();
+  if (!job) return false;
+
+  JobHandler handler;
+  HandlerOptions handler_options;
+  {
+    std::lock_guard lock(mu_);
+    handler = kinds_[job->kind].handler;
+    handler_options = kinds_[job->kind].options;
+    running_ids_.insert(job->id);
+  }
+  log::Info("job started", {{"job_id", job->id}, {"kind", job->kind}, {"attempt", job->attempts}});
+  JobContext ctx(*job, [&](int64_t done, int64_t total) {
+    Result<void> r = store_.Transact([&](store::Tx& tx) -> Result<void> {
+      CF_RETURN_IF_ERROR(store::SetJobProgress(tx, job->id, owner_, done, total, clock_.NowMillis()));
+      return Ok();
+    });
+    if (!r.ok()) log::Warn("recording job progress", {{"job_id", job->id}, {"error", r.error().message}});
+  });
+  Result<void> outcome = Ok();
+  try {
+    outcome = handler(ctx);
+  } catch (const std::exception& e) {
+    outcome = MakeError(ErrorCode::kInternal, std::string("handler threw: ") + e.what());
+  } catch (...) {
+    outcome = MakeError(ErrorCode::kInternal, "handler threw a non-standard exception");
+  }
+  {
+    std::lock_guard lock(mu_);
+    running_ids_.erase(job->id);
+    --kinds_[job->kind].running;
+  }
+
+  bool recorded = false;
+  const int64_t now = clock_.NowMillis();
+  Result<void> saved = store_.Transact([&](store::Tx& tx) -> Result<void> {
+    if (outcome.ok()) {
+      CF_ASSIGN_OR_RETURN(recorded, store::CompleteJob(tx, job->id, owner_, job->attempts, now));
+    } else {
+      const bool permanent = outcome.error().code == ErrorCode::kInvalidArgument;
+      CF_ASSIGN_OR_RETURN(recorded, store::FailJob(tx, job->id, owner_, job->attempts, outcome.error().message,
+                                                   now + BackoffMillis(handler_options, job->attempts), permanent, now));
+    }
+    return Ok();
+  });
+  if (!saved.ok()) return saved.error();
+  log::Fields fields{{"job_id", job->id}, {"kind", job->kind}, {"attempt", job->attempts}};
+  if (!recorded) {
+    log::Warn("job finished after its lease was lost; another worker owns it now", fields);
+  } else if (outcome.ok()) {
+    log::Info("job done", fields);
+  } else {
+    fields["error"] = outcome.error().message;
+    log::Warn("job attempt failed", fields);
+  }
+  return true;
+}
+
+void WorkerPool::WorkerLoop() {
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+    }
+    Result<bool> ran = RunOne();
+    if (!ran.ok()) log::Error("job worker", {{"error", ran.error().message}});
+    if (ran.ok() && *ran) continue;
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, options_.poll, [&] { return stopping_; });
+  }
+}
+
+void WorkerPool::HeartbeatLoop() {
+  // Renew at a third of the lease, so two renewals may fail before another node re-runs the job.
+  const auto interval = options_.lease / 3;
+  for (;;) {
+    std::vector<int64_t> ids;
+    {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, interval, [&] { return stopping_; })) return;
+      ids.assign(running_ids_.begin(), running_ids_.end());
+    }
+    if (ids.empty()) continue;
+    const int64_t now = clock_.NowMillis();
+    Result<void> r = store_.Transact([&](store::Tx& tx) -> Result<void> {
+      CF_RETURN_IF_ERROR(store::ExtendLeases(tx, owner_, ids, now + options_.lease.count(), now));
+      return Ok();
+    });
+    if (!r.ok()) log::Error("renewing job leases", {{"error", r.error().message}});
+  }
+}
+
+}  // namespace certfleet::jobs

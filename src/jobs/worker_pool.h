@@ -1,0 +1,99 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/result.h"
+#include "store/jobs_repo.h"
+#include "store/store.h"
+
+namespace certfleet::jobs {
+
+// What a handler sees of the job it runs.
+class JobContext {
+ public:
+  JobContext(const store::Job& job, std::function<void(int64_t, int64_t)> progress)
+      : job_(job), progress_(std::move(progress)) {}
+  const store::Job& job() const { return job_; }
+  // Records progress (done of total) where `GET /v1/jobs/{id}` shows it.
+  void Progress(int64_t done, int64_t total) { progress_(done, total); }
+
+ private:
+  const store::Job& job_;
+  std::function<void(int64_t, int64_t)> progress_;
+};
+
+// Runs one job. May run twice for one job (a crash or lease expiry between the work and
+// its completion), so it must be idempotent. Returning an error with code
+// kInvalidArgument marks the job dead at once (retrying cannot help); any other error
+// is retried with backoff until max_attempts.
+using JobHandler = std::function<Result<void>(JobContext&)>;
+
+struct HandlerOptions {
+  int concurrency = 1;                          // at most this many jobs of the kind at once on this node
+  std::chrono::milliseconds backoff_base{1000};  // first retry delay; doubles per attempt
+  std::chrono::milliseconds backoff_max{3600 * 1000};
+};
+
+// A pool of worker threads that lease due jobs from the store's job table, run their
+// handlers, renew leases while they run, and record the outcome. Several pools (nodes)
+// may share one PostgreSQL database. Thread-safe.
+class WorkerPool {
+ public:
+  struct Options {
+    std::string node_id;  // unique per process; part of each lease owner
+    int workers = 4;
+    std::chrono::milliseconds lease{60'000};
+    std::chrono::milliseconds poll{500};
+  };
+
+  WorkerPool(store::Store& store, const Clock& clock, Options options);
+  ~WorkerPool();
+
+  // Register every kind before Start().
+  void Register(std::string kind, JobHandler handler, HandlerOptions options = {});
+  void Start();
+  // Stops leasing, waits for running handlers to return, then joins the threads.
+  void Stop();
+
+  // Reclaims expired leases, then leases one due job and runs it in the calling thread.
+  // True if a job ran. The worker threads call this in a loop; tests call it directly.
+  Result<bool> RunOne();
+
+ private:
+  struct Kind {
+    JobHandler handler;
+    HandlerOptions options;
+    int running = 0;
+  };
+
+  void WorkerLoop();
+  void HeartbeatLoop();
+  // Kinds with a free slot, their slots reserved; ReleaseSlots undoes it for those unused.
+  std::vector<std::string> ReserveSlots();
+  void ReleaseSlots(const std::vector<std::string>& kinds, const std::string& keep);
+  int64_t BackoffMillis(const HandlerOptions& options, int attempt) const;
+
+  store::Store& store_;
+  const Clock& clock_;
+  const Options options_;
+  const std::string owner_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, Kind> kinds_;
+  std::set<int64_t> running_ids_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace certfleet::jobs

@@ -1,0 +1,99 @@
+#include "pki/certificate.h"
+
+#include <openssl/pem.h>
+
+#include "core/crypto.h"
+
+namespace certfleet::pki {
+namespace {
+
+constexpr size_t kSerialBytes = 16;  // 128 bits, as CA/B Forum and RFC 5280 allow (<= 20 octets)
+
+Result<void> AddExtension(X509* cert, X509* issuer, int nid, const std::string& value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuer ? issuer : cert, cert, nullptr, nullptr, 0);
+  X509ExtPtr ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str()));
+  if (!ext || X509_add_ext(cert, ext.get(), -1) != 1) return OpenSslError("adding extension " + value);
+  return Ok();
+}
+
+const EVP_MD* DigestFor(EVP_PKEY* key) {
+  if (EVP_PKEY_is_a(key, "ED25519") || EVP_PKEY_is_a(key, "ED448")) return nullptr;
+  if (EVP_PKEY_get_bits(key) == 384 && EVP_PKEY_is_a(key, "EC")) return EVP_sha384();
+  return EVP_sha256();
+}
+
+}  // namespace
+
+Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X509* issuer,
+                                EVP_PKEY* issuer_key) {
+  X509Ptr cert(X509_new());
+  if (!cert || X509_set_version(cert.get(), X509_VERSION_3) != 1) return OpenSslError("X509_new");
+
+  std::string serial = RandomBytes(kSerialBytes);
+  serial[0] = static_cast<char>(serial[0] & 0x7f);  // positive, as RFC 5280 requires
+  BignumPtr bn(BN_bin2bn(reinterpret_cast<const unsigned char*>(serial.data()), kSerialBytes, nullptr));
+  if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get()))) return OpenSslError("serial");
+
+  X509NamePtr name(X509_NAME_new());
+  if (!spec.organization.empty() &&
+      X509_NAME_add_entry_by_txt(name.get(), "O", MBSTRING_UTF8,
+                                 reinterpret_cast<const unsigned char*>(spec.organization.c_str()), -1, -1, 0) != 1) {
+    return OpenSslError("subject O", ErrorCode::kInvalidArgument);
+  }
+  if (X509_NAME_add_entry_by_txt(name.get(), "CN", MBSTRING_UTF8,
+                                 reinterpret_cast<const unsigned char*>(spec.common_name.c_str()), -1, -1, 0) != 1) {
+    return OpenSslError("subject CN", ErrorCode::kInvalidArgument);
+  }
+  if (X509_set_subject_name(cert.get(), name.get()) != 1 ||
+      X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : name.get()) != 1) {
+    return OpenSslError("names");
+  }
+  if (!ASN1_TIME_set(X509_getm_notBefore(cert.get()), static_cast<time_t>(spec.not_before_millis / 1000)) ||
+      !ASN1_TIME_set(X509_getm_notAfter(cert.get()), static_cast<time_t>(spec.not_after_millis / 1000))) {
+    return OpenSslError("validity");
+  }
+  if (X509_set_pubkey(cert.get(), subject_key) != 1) return OpenSslError("public key");
+
+  if (spec.is_ca) {
+    std::string bc = "critical,CA:TRUE";
+    if (spec.path_len >= 0) bc += ",pathlen:" + std::to_string(spec.path_len);
+    CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_basic_constraints, bc));
+    CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_key_usage, "critical,keyCertSign,cRLSign"));
+  } else {
+    CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_basic_constraints, "critical,CA:FALSE"));
+    std::string ku = "critical,digitalSignature";
+    if (EVP_PKEY_is_a(subject_key, "RSA")) ku += ",keyEncipherment";
+    CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_key_usage, ku));
+    std::string eku;
+    if (spec.server_auth) eku = "serverAuth";
+    if (spec.client_auth) eku += eku.empty() ? "clientAuth" : ",clientAuth";
+    if (!eku.empty()) CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_ext_key_usage, eku));
+  }
+  CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_subject_key_identifier, "hash"));
+  if (issuer) CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_authority_key_identifier, "keyid:always"));
+
+  std::string san;
+  for (const auto& d : spec.dns_names) san += (san.empty() ? "DNS:" : ",DNS:") + d;
+  for (const auto& ip : spec.ip_addresses) san += (san.empty() ? "IP:" : ",IP:") + ip;
+  if (!san.empty()) CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_subject_alt_name, san));
+
+  if (X509_sign(cert.get(), issuer_key, DigestFor(issuer_key)) <= 0) return OpenSslError("signing certificate");
+  return cert;
+}
+
+Result<std::string> CertificateToPem(X509* cert) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1) return OpenSslError("writing certificate");
+  return BioToString(bio.get());
+}
+
+Result<X509Ptr> CertificateFromPem(std::string_view pem) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  X509* cert = bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr;
+  if (!cert) return OpenSslError("reading certificate", ErrorCode::kInvalidArgument);
+  return X509Ptr(cert);
+}
+
+}  // namespace certfleet::pki

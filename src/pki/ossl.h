@@ -1,0 +1,37 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "core/result.h"
+
+namespace certfleet::pki {
+
+// OpenSSL objects owned by unique_ptr with their free function as deleter.
+template <auto Fn>
+struct Deleter {
+  template <typename T>
+  void operator()(T* p) const { Fn(p); }
+};
+using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
+using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, Deleter<EVP_PKEY_CTX_free>>;
+using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
+using X509NamePtr = std::unique_ptr<X509_NAME, Deleter<X509_NAME_free>>;
+using X509ExtPtr = std::unique_ptr<X509_EXTENSION, Deleter<X509_EXTENSION_free>>;
+using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free_all>>;
+using BignumPtr = std::unique_ptr<BIGNUM, Deleter<BN_free>>;
+using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, Deleter<GENERAL_NAMES_free>>;
+
+// The OpenSSL error queue as one message (and the queue cleared), prefixed by `what`.
+Error OpenSslError(std::string_view what, ErrorCode code = ErrorCode::kInternal);
+
+// Everything written to a memory BIO, as a string.
+std::string BioToString(BIO* bio);
+
+}  // namespace certfleet::pki

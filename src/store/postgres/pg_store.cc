@@ -1,0 +1,219 @@
+#include "store/postgres/pg_store.h"
+
+#include <libpq-fe.h>
+
+#include <map>
+
+#include <fmt/format.h>
+
+#include "core/crypto.h"
+#include "core/config.h"
+#include "store/pool.h"
+
+namespace certfleet::store::postgres {
+namespace {
+
+// Whole-transaction retries after a serialization failure or deadlock.
+constexpr int kMaxAttempts = 5;
+
+using PgResultPtr = std::unique_ptr<PGresult, decltype(&PQclear)>;
+
+class Connection {
+ public:
+  explicit Connection(PGconn* conn) : conn_(conn) {}
+  ~Connection() { PQfinish(conn_); }
+  PGconn* get() { return conn_; }
+  bool Broken() const { return PQstatus(conn_) != CONNECTION_OK; }
+
+  // The name of the prepared statement for `sql`, preparing it on first use.
+  Result<std::string> Prepared(std::string_view sql, int nparams) {
+    auto it = statements_.find(sql);
+    if (it != statements_.end()) return it->second;
+    std::string name = fmt::format("cf{}", statements_.size());
+    PgResultPtr res(PQprepare(conn_, name.c_str(), ToPgPlaceholders(sql).c_str(), nparams, nullptr), &PQclear);
+    if (PQresultStatus(res.get()) != PGRES_COMMAND_OK) return ResultError(res.get(), sql);
+    statements_.emplace(std::string(sql), name);
+    return name;
+  }
+
+  Error ResultError(const PGresult* res, std::string_view sql) {
+    const char* state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+    std::string_view sqlstate = state ? state : "";
+    ErrorCode code = ErrorCode::kInternal;
+    if (sqlstate == "23505") {
+      code = ErrorCode::kAlreadyExists;
+    } else if (sqlstate == "23503") {
+      code = ErrorCode::kFailedPrecondition;
+    } else if (sqlstate == "40001" || sqlstate == "40P01" || Broken() || sqlstate.starts_with("08")) {
+      code = ErrorCode::kUnavailable;
+    }
+    std::string msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn_);
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    return Error{code, fmt::format("postgresql {}: {} in: {}", sqlstate, msg, sql.substr(0, 200))};
+  }
+
+ private:
+  PGconn* conn_;
+  std::map<std::string, std::string, std::less<>> statements_;
+};
+
+class PgTx final : public Tx {
+ public:
+  explicit PgTx(Connection& conn) : conn_(conn) {}
+  Dialect dialect() const override { return Dialect::kPostgres; }
+
+  Result<int64_t> Exec(std::string_view sql, const Params& params) override {
+    CF_ASSIGN_OR_RETURN(auto res, Run(sql, params));
+    const char* n = PQcmdTuples(res.get());
+    return n && *n ? std::stoll(n) : int64_t{0};
+  }
+
+  Result<Rows> Query(std::string_view sql, const Params& params) override {
+    CF_ASSIGN_OR_RETURN(auto res, Run(sql, params));
+    Rows rows;
+    const int nrows = PQntuples(res.get());
+    const int ncols = PQnfields(res.get());
+    rows.reserve(nrows);
+    for (int r = 0; r < nrows; ++r) {
+      std::vector<std::optional<std::string>> cells(ncols);
+      for (int c = 0; c < ncols; ++c) {
+        if (!PQgetisnull(res.get(), r, c)) cells[c] = std::string(PQgetvalue(res.get(), r, c), PQgetlength(res.get(), r, c));
+      }
+      rows.emplace_back(std::move(cells));
+    }
+    return rows;
+  }
+
+  Result<void> ExecScript(std::string_view sql) override {
+    std::string s(sql);
+    PgResultPtr res(PQexec(conn_.get(), s.c_str()), &PQclear);
+    if (PQresultStatus(res.get()) != PGRES_COMMAND_OK && PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
+      return conn_.ResultError(res.get(), sql);
+    }
+    return Ok();
+  }
+
+ private:
+  Result<PgResultPtr> Run(std::string_view sql, const Params& params) {
+    CF_ASSIGN_OR_RETURN(std::string name, conn_.Prepared(sql, static_cast<int>(params.size())));
+    std::vector<std::string> text(params.size());
+    std::vector<const char*> values(params.size(), nullptr);
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (const auto* v = std::get_if<int64_t>(&params[i])) {
+        text[i] = std::to_string(*v);
+        values[i] = text[i].c_str();
+      } else if (const auto* s = std::get_if<std::string>(&params[i])) {
+        values[i] = s->c_str();
+      }
+    }
+    PgResultPtr res(PQexecPrepared(conn_.get(), name.c_str(), static_cast<int>(params.size()), values.data(), nullptr,
+                                   nullptr, 0),
+                    &PQclear);
+    auto status = PQresultStatus(res.get());
+    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) return conn_.ResultError(res.get(), sql);
+    return res;
+  }
+
+  Connection& conn_;
+};
+
+Result<std::unique_ptr<Connection>> Connect(const std::string& url) {
+  auto conn = std::make_unique<Connection>(PQconnectdb(url.c_str()));
+  if (conn->Broken()) {
+    std::string msg = PQerrorMessage(conn->get());
+    while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+    return MakeError(ErrorCode::kUnavailable, fmt::format("connecting to {}: {}", MaskUrlCredentials(url), msg));
+  }
+  PgResultPtr res(PQexec(conn->get(), "SET client_min_messages TO warning"), &PQclear);
+  return conn;
+}
+
+// A session-level advisory lock held on a connection of its own.
+class AdvisoryLease final : public LeaderLease {
+ public:
+  explicit AdvisoryLease(std::unique_ptr<Connection> conn) : conn_(std::move(conn)) {}
+  bool Held() override {
+    PgResultPtr res(PQexec(conn_->get(), "SELECT 1"), &PQclear);
+    return PQresultStatus(res.get()) == PGRES_TUPLES_OK;
+  }
+
+ private:
+  std::unique_ptr<Connection> conn_;  // closing it releases the lock
+};
+
+class PgStore final : public Store {
+ public:
+  PgStore(std::string url, int pool_size) : url_(std::move(url)), pool_(pool_size, [this] { return Connect(url_); }) {}
+
+  Dialect dialect() const override { return Dialect::kPostgres; }
+
+  Result<void> Transact(const std::function<Result<void>(Tx&)>& fn, TxMode mode) override {
+    for (int attempt = 1;; ++attempt) {
+      CF_ASSIGN_OR_RETURN(auto conn, pool_.Acquire());
+      Result<void> r = RunOnce(*conn, fn, mode);
+      if (conn->Broken()) conn.Discard();
+      if (r.ok() || r.error().code != ErrorCode::kUnavailable || attempt >= kMaxAttempts) return r;
+    }
+  }
+
+  Result<void> Ping() override {
+    return Transact([](Tx& tx) -> Result<void> { return tx.Query("SELECT 1").ok() ? Ok() : MakeError(ErrorCode::kUnavailable, "postgresql ping failed"); },
+                    TxMode::kRead);
+  }
+
+  Result<std::unique_ptr<LeaderLease>> TryLead(std::string_view name) override {
+    CF_ASSIGN_OR_RETURN(auto conn, Connect(url_));
+    // Advisory locks take a 64-bit key: the first 8 bytes of SHA-256 of the name.
+    std::string digest = Sha256(name);
+    int64_t key = 0;
+    for (int i = 0; i < 8; ++i) key = (key << 8) | static_cast<uint8_t>(digest[i]);
+    std::string sql = fmt::format("SELECT pg_try_advisory_lock({})", key);
+    PgResultPtr res(PQexec(conn->get(), sql.c_str()), &PQclear);
+    if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) return conn->ResultError(res.get(), sql);
+    if (std::string_view(PQgetvalue(res.get(), 0, 0)) != "t") return std::unique_ptr<LeaderLease>();
+    return std::unique_ptr<LeaderLease>(std::make_unique<AdvisoryLease>(std::move(conn)));
+  }
+
+ private:
+  static Result<void> RunOnce(Connection& conn, const std::function<Result<void>(Tx&)>& fn, TxMode mode) {
+    PgTx tx(conn);
+    CF_RETURN_IF_ERROR(tx.ExecScript(mode == TxMode::kWrite ? "BEGIN" : "BEGIN READ ONLY"));
+    Result<void> r = fn(tx);
+    if (!r.ok()) {
+      PgResultPtr res(PQexec(conn.get(), "ROLLBACK"), &PQclear);
+      return r;
+    }
+    Result<void> c = tx.ExecScript("COMMIT");
+    if (!c.ok()) PgResultPtr(PQexec(conn.get(), "ROLLBACK"), &PQclear);
+    return c;
+  }
+
+  const std::string url_;
+  Pool<Connection> pool_;
+};
+
+}  // namespace
+
+std::string ToPgPlaceholders(std::string_view sql) {
+  std::string out;
+  out.reserve(sql.size() + 16);
+  int n = 0;
+  bool quoted = false;
+  for (char c : sql) {
+    if (c == '\'') quoted = !quoted;
+    if (c == '?' && !quoted) {
+      out += fmt::format("${}", ++n);
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+Result<std::unique_ptr<Store>> OpenPgStore(const std::string& url, const Store::Options& options) {
+  auto store = std::make_unique<PgStore>(url, options.pool_size);
+  CF_RETURN_IF_ERROR(store->Ping());
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace certfleet::store::postgres

@@ -1,0 +1,244 @@
+#include "store/sqlite/sqlite_store.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "store/pool.h"
+
+namespace certfleet::store::sqlite {
+namespace {
+
+// Writers queue on SQLite's single write lock; wait this long before answering "busy".
+constexpr int kBusyTimeoutMs = 10'000;
+// Whole-transaction retries after SQLITE_BUSY that outlasted the busy timeout.
+constexpr int kMaxAttempts = 3;
+
+class Connection {
+ public:
+  explicit Connection(sqlite3* db) : db_(db) {}
+  ~Connection() {
+    for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+    sqlite3_close_v2(db_);
+  }
+  sqlite3* db() { return db_; }
+
+  Result<sqlite3_stmt*> Prepare(std::string_view sql) {
+    auto it = statements_.find(sql);
+    if (it != statements_.end()) return it->second;
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) !=
+        SQLITE_OK) {
+      return MakeError(ErrorCode::kInternal, fmt::format("sqlite prepare: {} in: {}", sqlite3_errmsg(db_), sql));
+    }
+    statements_.emplace(std::string(sql), stmt);
+    return stmt;
+  }
+
+ private:
+  sqlite3* db_;
+  std::map<std::string, sqlite3_stmt*, std::less<>> statements_;
+};
+
+Error SqliteError(sqlite3* db, int rc, std::string_view what) {
+  ErrorCode code = ErrorCode::kInternal;
+  int ext = sqlite3_extended_errcode(db);
+  if (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY) {
+    code = ErrorCode::kAlreadyExists;
+  } else if (ext == SQLITE_CONSTRAINT_FOREIGNKEY) {
+    code = ErrorCode::kFailedPrecondition;
+  } else if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) {
+    code = ErrorCode::kUnavailable;
+  }
+  return Error{code, fmt::format("sqlite {}: {}", what, sqlite3_errmsg(db))};
+}
+
+class SqliteTx final : public Tx {
+ public:
+  explicit SqliteTx(Connection& conn) : conn_(conn) {}
+  Dialect dialect() const override { return Dialect::kSqlite; }
+
+  Result<int64_t> Exec(std::string_view sql, const Params& params) override {
+    CF_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Bind(sql, params));
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    }
+    if (rc != SQLITE_DONE) return Finish(stmt, rc, sql);
+    sqlite3_reset(stmt);
+    return static_cast<int64_t>(sqlite3_changes64(conn_.db()));
+  }
+
+  Result<Rows> Query(std::string_view sql, const Params& params) override {
+    CF_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Bind(sql, params));
+    Rows rows;
+    int rc;
+    const int n = sqlite3_column_count(stmt);
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+      std::vector<std::optional<std::string>> cells(n);
+      for (int i = 0; i < n; ++i) {
+        if (sqlite3_column_type(stmt, i) == SQLITE_NULL) continue;
+        const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt, i));
+        cells[i] = std::string(text, sqlite3_column_bytes(stmt, i));
+      }
+      rows.emplace_back(std::move(cells));
+    }
+    if (rc != SQLITE_DONE) return Finish(stmt, rc, sql);
+    sqlite3_reset(stmt);
+    return rows;
+  }
+
+  Result<void> ExecScript(std::string_view sql) override {
+    std::string s(sql);
+    char* err = nullptr;
+    if (sqlite3_exec(conn_.db(), s.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "unknown error";
+      sqlite3_free(err);
+      return MakeError(ErrorCode::kInternal, "sqlite script: " + msg);
+    }
+    return Ok();
+  }
+
+ private:
+  Result<sqlite3_stmt*> Bind(std::string_view sql, const Params& params) {
+    CF_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, conn_.Prepare(sql));
+    sqlite3_clear_bindings(stmt);
+    if (static_cast<int>(params.size()) != sqlite3_bind_parameter_count(stmt)) {
+      return MakeError(ErrorCode::kInternal, fmt::format("sqlite: {} parameters for {} placeholders in: {}",
+                                                         params.size(), sqlite3_bind_parameter_count(stmt), sql));
+    }
+    for (size_t i = 0; i < params.size(); ++i) {
+      const int idx = static_cast<int>(i) + 1;
+      int rc = SQLITE_OK;
+      if (const auto* v = std::get_if<int64_t>(&params[i])) {
+        rc = sqlite3_bind_int64(stmt, idx, *v);
+      } else if (const auto* s = std::get_if<std::string>(&params[i])) {
+        rc = sqlite3_bind_text64(stmt, idx, s->data(), s->size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+      } else {
+        rc = sqlite3_bind_null(stmt, idx);
+      }
+      if (rc != SQLITE_OK) return SqliteError(conn_.db(), rc, "bind");
+    }
+    return stmt;
+  }
+
+  Error Finish(sqlite3_stmt* stmt, int rc, std::string_view sql) {
+    Error e = SqliteError(conn_.db(), rc, "step");
+    sqlite3_reset(stmt);
+    e.message += fmt::format(" in: {}", sql.substr(0, 200));
+    return e;
+  }
+
+  Connection& conn_;
+};
+
+// Leader leases on one machine: an exclusive flock on a file beside the database, so two
+// processes on the same SQLite file never both lead.
+class FileLease final : public LeaderLease {
+ public:
+  explicit FileLease(int fd) : fd_(fd) {}
+  ~FileLease() override {
+    flock(fd_, LOCK_UN);
+    close(fd_);
+  }
+  bool Held() override { return true; }
+
+ private:
+  int fd_;
+};
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(std::string path, int pool_size)
+      : path_(std::move(path)), pool_(pool_size, [this] { return Connect(); }) {}
+
+  Dialect dialect() const override { return Dialect::kSqlite; }
+
+  Result<std::unique_ptr<Connection>> Connect() {
+    sqlite3* db = nullptr;
+    int rc = sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             nullptr);
+    auto conn = std::make_unique<Connection>(db);
+    if (rc != SQLITE_OK) {
+      return MakeError(ErrorCode::kUnavailable, fmt::format("opening {}: {}", path_, sqlite3_errmsg(db)));
+    }
+    sqlite3_busy_timeout(db, kBusyTimeoutMs);
+    char* err = nullptr;
+    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;", nullptr,
+                     nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "";
+      sqlite3_free(err);
+      return MakeError(ErrorCode::kUnavailable, fmt::format("configuring {}: {}", path_, msg));
+    }
+    return conn;
+  }
+
+  Result<void> Transact(const std::function<Result<void>(Tx&)>& fn, TxMode mode) override {
+    for (int attempt = 1;; ++attempt) {
+      CF_ASSIGN_OR_RETURN(auto conn, pool_.Acquire());
+      Result<void> r = RunOnce(*conn, fn, mode);
+      if (r.ok() || r.error().code != ErrorCode::kUnavailable || attempt >= kMaxAttempts) return r;
+    }
+  }
+
+  Result<void> Ping() override {
+    return Transact([](Tx& tx) -> Result<void> { return tx.Query("SELECT 1").ok() ? Ok() : MakeError(ErrorCode::kUnavailable, "sqlite ping failed"); },
+                    TxMode::kRead);
+  }
+
+  Result<std::unique_ptr<LeaderLease>> TryLead(std::string_view name) override {
+    std::string lock_path = fmt::format("{}.{}.lock", path_, name);
+    int fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return MakeError(ErrorCode::kUnavailable, "cannot open lock file " + lock_path);
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      close(fd);
+      return std::unique_ptr<LeaderLease>();
+    }
+    return std::unique_ptr<LeaderLease>(std::make_unique<FileLease>(fd));
+  }
+
+ private:
+  static Result<void> RunOnce(Connection& conn, const std::function<Result<void>(Tx&)>& fn, TxMode mode) {
+    const char* begin = mode == TxMode::kWrite ? "BEGIN IMMEDIATE" : "BEGIN";
+    int rc = sqlite3_exec(conn.db(), begin, nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) return SqliteError(conn.db(), rc, "begin");
+    SqliteTx tx(conn);
+    Result<void> r = fn(tx);
+    if (!r.ok()) {
+      sqlite3_exec(conn.db(), "ROLLBACK", nullptr, nullptr, nullptr);
+      return r;
+    }
+    rc = sqlite3_exec(conn.db(), "COMMIT", nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) {
+      Error e = SqliteError(conn.db(), rc, "commit");
+      sqlite3_exec(conn.db(), "ROLLBACK", nullptr, nullptr, nullptr);
+      return e;
+    }
+    return Ok();
+  }
+
+  const std::string path_;
+  Pool<Connection> pool_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, const Store::Options& options) {
+  if (path.empty()) return MakeError(ErrorCode::kInvalidArgument, "sqlite:// needs a file path");
+  std::error_code ec;
+  auto parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (ec) return MakeError(ErrorCode::kUnavailable, fmt::format("creating {}: {}", parent.string(), ec.message()));
+  auto store = std::make_unique<SqliteStore>(path, options.pool_size);
+  CF_RETURN_IF_ERROR(store->Ping());
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace certfleet::store::sqlite

@@ -1,0 +1,96 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "core/result.h"
+
+namespace certfleet::store {
+
+enum class Dialect { kSqlite, kPostgres };
+
+// A statement parameter. SQL is written with `?` placeholders for both drivers.
+using Value = std::variant<std::nullptr_t, int64_t, std::string>;
+using Params = std::vector<Value>;
+
+// One result row; cells are text as the database rendered them, or null.
+class Row {
+ public:
+  explicit Row(std::vector<std::optional<std::string>> cells) : cells_(std::move(cells)) {}
+  size_t size() const { return cells_.size(); }
+  bool IsNull(size_t i) const { return !cells_.at(i).has_value(); }
+  // The cell as text; "" for null.
+  const std::string& Text(size_t i) const;
+  // The cell as an integer; 0 for null.
+  int64_t Int(size_t i) const;
+  std::optional<std::string> OptText(size_t i) const { return cells_.at(i); }
+  std::optional<int64_t> OptInt(size_t i) const;
+
+ private:
+  std::vector<std::optional<std::string>> cells_;
+};
+using Rows = std::vector<Row>;
+
+// A Tx runs statements inside one open transaction. Not thread-safe; valid only inside
+// the Store::Transact call that created it.
+class Tx {
+ public:
+  virtual ~Tx() = default;
+  virtual Dialect dialect() const = 0;
+  // Runs one statement; returns the number of rows it changed.
+  virtual Result<int64_t> Exec(std::string_view sql, const Params& params = {}) = 0;
+  virtual Result<Rows> Query(std::string_view sql, const Params& params = {}) = 0;
+  // Runs several `;`-separated statements without parameters (migrations).
+  virtual Result<void> ExecScript(std::string_view sql) = 0;
+
+  // The first row, or nullopt when there is none.
+  Result<std::optional<Row>> QueryOne(std::string_view sql, const Params& params = {});
+  bool postgres() const { return dialect() == Dialect::kPostgres; }
+};
+
+// Held while this node is the one leader for a name (the scheduler); released on destruction.
+class LeaderLease {
+ public:
+  virtual ~LeaderLease() = default;
+  // False once the lease was lost (e.g. the database connection holding it broke).
+  virtual bool Held() = 0;
+};
+
+enum class TxMode {
+  kWrite,  // takes the write lock at BEGIN (SQLite: BEGIN IMMEDIATE) so it never fails midway on lock upgrade
+  kRead,
+};
+
+// A Store is the database: a connection pool and transactions. Thread-safe.
+class Store {
+ public:
+  struct Options {
+    int pool_size = 8;
+  };
+
+  // sqlite://PATH or postgresql://user:pass@host:port/db (any libpq URI).
+  static Result<std::unique_ptr<Store>> Open(const std::string& url, const Options& options);
+  virtual ~Store() = default;
+
+  virtual Dialect dialect() const = 0;
+  // Runs `fn` in one transaction: commits if it returns ok, rolls back otherwise. On a
+  // serialization failure or deadlock the whole `fn` runs again, so it must change nothing
+  // outside the transaction.
+  virtual Result<void> Transact(const std::function<Result<void>(Tx&)>& fn, TxMode mode = TxMode::kWrite) = 0;
+  // True when a round trip to the database works.
+  virtual Result<void> Ping() = 0;
+  // Takes the named leader lease if no node holds it; nullptr if another one does.
+  virtual Result<std::unique_ptr<LeaderLease>> TryLead(std::string_view name) = 0;
+
+  // One statement in its own transaction.
+  Result<int64_t> Exec(std::string_view sql, const Params& params = {});
+  Result<Rows> Query(std::string_view sql, const Params& params = {});
+};
+
+}  // namespace certfleet::store
