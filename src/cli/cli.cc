@@ -1,0 +1,183 @@
+#include "cli/cli.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "core/log.h"
+#include "store/audit_repo.h"
+#include "store/migrations.h"
+#include "store/tokens_repo.h"
+
+namespace certfleet::cli {
+namespace {
+
+// How the audit log names changes made from the command line.
+std::string CliActor() {
+  const char* user = std::getenv("USER");
+  return fmt::format("cli:{}", user && *user ? user : std::to_string(getuid()));
+}
+
+int Fail(const Error& e) {
+  std::cerr << "certfleet: " << e.message << "\n";
+  return 1;
+}
+
+int TokenCreate(const Config& config, const Clock& clock, const std::string& role_name, const std::string& name) {
+  auto role = store::ParseRole(role_name);
+  if (!role.ok()) return Fail(role.error());
+  auto st = OpenStore(config);
+  if (!st.ok()) return Fail(st.error());
+  store::NewToken token;
+  Result<void> r = (*st)->Transact([&](store::Tx& tx) -> Result<void> {
+    const int64_t now = clock.NowMillis();
+    CF_ASSIGN_OR_RETURN(token, store::CreateApiToken(tx, *role, name, CliActor(), now));
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, CliActor(), "token.create", "token:" + token.record.id,
+                                          fmt::format(R"({{"role":"{}"}})", role_name)));
+    return Ok();
+  });
+  if (!r.ok()) return Fail(r.error());
+  std::cerr << fmt::format("created {} token {} ({}); it is shown once:\n", role_name, token.record.id, token.record.name);
+  std::cout << token.bearer << "\n";
+  return 0;
+}
+
+int TokenList(const Config& config) {
+  auto st = OpenStore(config);
+  if (!st.ok()) return Fail(st.error());
+  std::vector<store::ApiToken> tokens;
+  Result<void> r = (*st)->Transact([&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(tokens, store::ListApiTokens(tx));
+    return Ok();
+  }, store::TxMode::kRead);
+  if (!r.ok()) return Fail(r.error());
+  std::cout << fmt::format("{:<14} {:<9} {:<25} {:<8} {}\n", "ID", "ROLE", "CREATED", "STATUS", "NAME");
+  for (const auto& t : tokens) {
+    std::cout << fmt::format("{:<14} {:<9} {:<25} {:<8} {}\n", t.id, store::RoleName(t.role), FormatRfc3339(t.created_at),
+                             t.revoked_at ? "revoked" : "active", t.name);
+  }
+  return 0;
+}
+
+int TokenRevoke(const Config& config, const Clock& clock, const std::string& id) {
+  auto st = OpenStore(config);
+  if (!st.ok()) return Fail(st.error());
+  Result<void> r = (*st)->Transact([&](store::Tx& tx) -> Result<void> {
+    const int64_t now = clock.NowMillis();
+    CF_ASSIGN_OR_RETURN(bool revoked, store::RevokeApiToken(tx, id, now));
+    if (!revoked) return MakeError(ErrorCode::kNotFound, "no active token " + id);
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, CliActor(), "token.revoke", "token:" + id, "{}"));
+    return Ok();
+  });
+  if (!r.ok()) return Fail(r.error());
+  std::cerr << "revoked token " << id << "\n";
+  return 0;
+}
+
+int AuditVerify(const Config& config) {
+  auto st = OpenStore(config);
+  if (!st.ok()) return Fail(st.error());
+  auto report = store::VerifyAuditChain(**st);
+  if (!report.ok()) return Fail(report.error());
+  if (report->first_broken_seq) {
+    std::cout << fmt::format("audit chain BROKEN at row {}: {} ({} rows before it verified)\n", *report->first_broken_seq,
+                             report->reason, report->rows_checked);
+    return 2;
+  }
+  std::cout << fmt::format("audit chain intact: {} rows verified\n", report->rows_checked);
+  return 0;
+}
+
+int Migrate(const Config& config) {
+  auto st = OpenStore(config);  // applies the migrations
+  if (!st.ok()) return Fail(st.error());
+  auto version = store::SchemaVersion(**st);
+  if (!version.ok()) return Fail(version.error());
+  std::cout << fmt::format("schema at version {}\n", *version);
+  return 0;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<store::Store>> OpenStore(const Config& config) {
+  store::Store::Options options;
+  options.pool_size = static_cast<int>(config.GetInt("db_pool_size"));
+  CF_ASSIGN_OR_RETURN(auto st, store::Store::Open(config.Get("db"), options));
+  auto applied = store::Migrate(*st);
+  if (!applied.ok()) return applied.error();
+  return st;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"certfleet: a self-hosted certificate lifecycle platform for device fleets.\n"
+               "Every option below is also a key of certfleet.toml and a CERTFLEET_* environment variable."};
+  app.require_subcommand(1);
+  app.fallthrough();
+  Config::Sources sources;
+  app.add_option("--config", sources.file, "certfleet.toml to read (default: ./certfleet.toml if present, or $CERTFLEET_CONFIG)");
+  std::map<std::string, std::string> flag_values;
+  for (const auto& key : Config::Keys()) {
+    app.add_option("--" + Config::FlagName(key.name), flag_values[std::string(key.name)],
+                   fmt::format("{} [{}]", key.help, Config::EnvName(key.name)))
+        ->group("Configuration");
+  }
+
+  auto* init = app.add_subcommand("init", "Create the data folder, the schema, the server's TLS files and the first admin token.");
+  auto* serve = app.add_subcommand("serve", "Run the HTTPS API, the job workers and the scheduler until SIGTERM/SIGINT.");
+  auto* migrate = app.add_subcommand("migrate", "Apply pending database migrations and print the schema version.");
+
+  auto* token = app.add_subcommand("token", "Manage API tokens.");
+  token->require_subcommand(1);
+  std::string role, token_name, token_id;
+  auto* token_create = token->add_subcommand("create", "Create a token and print it once on stdout.");
+  token_create->add_option("--role", role, "admin, operator or reader")->required();
+  token_create->add_option("--name", token_name, "A label for the token (who or what uses it)");
+  auto* token_list = token->add_subcommand("list", "List tokens (never their secrets).");
+  auto* token_revoke = token->add_subcommand("revoke", "Revoke a token at once.");
+  token_revoke->add_option("id", token_id, "The token's id (the part after cf_ and before the next _)")->required();
+
+  auto* audit = app.add_subcommand("audit", "Inspect the audit log.");
+  audit->require_subcommand(1);
+  auto* audit_verify = audit->add_subcommand("verify", "Recompute the audit hash chain and report the first broken row (exit 2).");
+
+  auto* config_cmd = app.add_subcommand("config", "Inspect the configuration.");
+  config_cmd->require_subcommand(1);
+  auto* config_show = config_cmd->add_subcommand("show", "Print the effective configuration, secrets masked, with each value's source.");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  sources.env = Config::ProcessEnvironment();
+  for (const auto& key : Config::Keys()) {
+    const std::string name(key.name);
+    if (app.count("--" + Config::FlagName(key.name)) > 0) sources.overrides[name] = flag_values[name];
+  }
+  auto config = Config::Load(sources);
+  if (!config.ok()) return Fail(config.error());
+  log::SetLevel(config->Get("log_level"));
+  const Clock& clock = SystemClock::Instance();
+
+  if (*init) return Init(*config, clock);
+  if (*serve) return Serve(*config, clock);
+  if (*migrate) return Migrate(*config);
+  if (*token_create) return TokenCreate(*config, clock, role, token_name);
+  if (*token_list) return TokenList(*config);
+  if (*token_revoke) return TokenRevoke(*config, clock, token_id);
+  if (*audit_verify) return AuditVerify(*config);
+  if (*config_show) {
+    std::cout << "# effective configuration" << (config->file().empty() ? "" : " (file: " + config->file() + ")")
+              << "; each value's source follows it\n" << config->Show();
+    return 0;
+  }
+  return 1;
+}
+
+}  // namespace certfleet::cli

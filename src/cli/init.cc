@@ -1,0 +1,132 @@
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "core/log.h"
+#include "pki/tls_identity.h"
+#include "store/audit_repo.h"
+#include "store/tokens_repo.h"
+
+namespace certfleet::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The local TLS certificate lasts this long; `certfleet init` makes a new one once it is deleted.
+constexpr int kTlsValidityDays = 825;
+
+std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    size_t end = s.find(',', start);
+    if (end == std::string::npos) end = s.size();
+    std::string item = s.substr(start, end - start);
+    item.erase(0, item.find_first_not_of(' '));
+    item.erase(item.find_last_not_of(' ') + 1);
+    if (!item.empty()) out.push_back(item);
+    start = end + 1;
+  }
+  return out;
+}
+
+// Writes `data` to `path` with `mode`, through a temporary file and a rename so a crash
+// never leaves half a file.
+Result<void> WriteFile(const fs::path& path, const std::string& data, fs::perms mode) {
+  std::error_code ec;
+  if (path.has_parent_path()) fs::create_directories(path.parent_path(), ec);
+  if (ec) return MakeError(ErrorCode::kUnavailable, fmt::format("creating {}: {}", path.parent_path().string(), ec.message()));
+  fs::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return MakeError(ErrorCode::kUnavailable, "cannot write " + tmp.string());
+    fs::permissions(tmp, mode, ec);
+    out << data;
+    out.close();
+    if (!out) return MakeError(ErrorCode::kUnavailable, "cannot write " + tmp.string());
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) return MakeError(ErrorCode::kUnavailable, fmt::format("renaming {}: {}", tmp.string(), ec.message()));
+  return Ok();
+}
+
+constexpr fs::perms kPrivate = fs::perms::owner_read | fs::perms::owner_write;
+constexpr fs::perms kPublic = kPrivate | fs::perms::group_read | fs::perms::others_read;
+
+}  // namespace
+
+int Init(const Config& config, const Clock& clock) {
+  const fs::path data_dir = config.Get("data_dir");
+  std::error_code ec;
+  fs::create_directories(data_dir, ec);
+  if (ec) {
+    std::cerr << fmt::format("certfleet: creating {}: {}\n", data_dir.string(), ec.message());
+    return 1;
+  }
+  fs::permissions(data_dir, fs::perms::owner_all, ec);
+
+  auto st = OpenStore(config);
+  if (!st.ok()) {
+    std::cerr << "certfleet: " << st.error().message << "\n";
+    return 1;
+  }
+  const std::string actor = "cli:init";
+
+  const fs::path cert_path = config.Get("server.tls_cert");
+  const fs::path key_path = config.Get("server.tls_key");
+  const fs::path ca_path = data_dir / "tls" / "ca.pem";
+  if (fs::exists(cert_path) && fs::exists(key_path)) {
+    std::cerr << fmt::format("TLS: keeping {} and {}\n", cert_path.string(), key_path.string());
+  } else {
+    auto identity = pki::MakeTlsIdentity(SplitList(config.Get("server.tls_sans")), clock.NowMillis(), kTlsValidityDays);
+    if (!identity.ok()) {
+      std::cerr << "certfleet: server.tls_sans: " << identity.error().message << "\n";
+      return 1;
+    }
+    for (auto r : {WriteFile(key_path, identity->server_key_pem, kPrivate),
+                   WriteFile(cert_path, identity->server_chain_pem, kPublic),
+                   WriteFile(ca_path, identity->ca_pem, kPublic)}) {
+      if (!r.ok()) {
+        std::cerr << "certfleet: " << r.error().message << "\n";
+        return 1;
+      }
+    }
+    Result<void> audited = (*st)->Transact([&](store::Tx& tx) -> Result<void> {
+      CF_RETURN_IF_ERROR(store::AppendAudit(tx, clock.NowMillis(), actor, "tls.create", cert_path.string(),
+                                            fmt::format(R"({{"sans":"{}"}})", config.Get("server.tls_sans"))));
+      return Ok();
+    });
+    if (!audited.ok()) std::cerr << "certfleet: audit: " << audited.error().message << "\n";
+    std::cerr << fmt::format("TLS: wrote {} and {}; clients trust {}\n", cert_path.string(), key_path.string(), ca_path.string());
+  }
+
+  const fs::path token_path = data_dir / "admin.token";
+  if (fs::exists(token_path)) {
+    std::cerr << fmt::format("admin token: keeping {}\n", token_path.string());
+  } else {
+    store::NewToken token;
+    Result<void> r = (*st)->Transact([&](store::Tx& tx) -> Result<void> {
+      const int64_t now = clock.NowMillis();
+      CF_ASSIGN_OR_RETURN(token, store::CreateApiToken(tx, store::Role::kAdmin, "initial admin", actor, now));
+      CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "token.create", "token:" + token.record.id, R"({"role":"admin"})"));
+      return Ok();
+    });
+    if (r.ok()) r = WriteFile(token_path, token.bearer + "\n", kPrivate);
+    if (!r.ok()) {
+      std::cerr << "certfleet: " << r.error().message << "\n";
+      return 1;
+    }
+    std::cerr << fmt::format("admin token (shown once, also in {} mode 0600):\n", token_path.string());
+    std::cout << token.bearer << "\n";
+  }
+  std::cerr << fmt::format("initialized {} with store {}\n", data_dir.string(), MaskUrlCredentials(config.Get("db")));
+  return 0;
+}
+
+}  // namespace certfleet::cli

@@ -1,0 +1,87 @@
+#include <unistd.h>
+
+#include <iostream>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "core/log.h"
+#include "http/api.h"
+#include "http/server.h"
+#include "jobs/housekeeping.h"
+#include "jobs/scheduler.h"
+#include "jobs/worker_pool.h"
+
+namespace certfleet::cli {
+namespace {
+
+// How often the scheduler checks for due firings; cron has minute resolution.
+constexpr std::chrono::seconds kSchedulerTick{10};
+
+std::string NodeId() {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return fmt::format("{}:{}", host, getpid());
+}
+
+}  // namespace
+
+int Serve(const Config& config, const Clock& clock) {
+  auto st = OpenStore(config);
+  if (!st.ok()) {
+    log::Error("cannot open the store", {{"error", st.error().message}});
+    return 1;
+  }
+  store::Store& store = **st;
+
+  http::Metrics metrics;
+  http::Router router(http::MakeStoreAuthenticator(store, clock));
+  http::ApiContext api{store, clock, metrics};
+  http::AddSystemRoutes(router, api);
+
+  http::ServerOptions options;
+  options.listen = config.Get("server.listen");
+  options.tls_cert_file = config.Get("server.tls_cert");
+  options.tls_key_file = config.Get("server.tls_key");
+  options.client_ca_file = config.Get("server.client_ca");
+  options.threads = static_cast<int>(config.GetInt("server.threads"));
+  options.body_limit = static_cast<size_t>(config.GetInt("server.body_limit"));
+  options.header_timeout = std::chrono::seconds(config.GetInt("server.header_timeout"));
+  options.body_timeout = std::chrono::seconds(config.GetInt("server.body_timeout"));
+  options.idle_timeout = std::chrono::seconds(config.GetInt("server.idle_timeout"));
+  options.shutdown_grace = std::chrono::seconds(config.GetInt("server.shutdown_grace"));
+  http::Server server(router, metrics, options);
+  if (auto r = server.Listen(); !r.ok()) {
+    log::Error("cannot start the HTTPS server", {{"error", r.error().message}});
+    return 1;
+  }
+
+  jobs::WorkerPool::Options pool_options;
+  pool_options.node_id = NodeId();
+  pool_options.workers = static_cast<int>(config.GetInt("jobs.workers"));
+  pool_options.lease = std::chrono::seconds(config.GetInt("jobs.lease_seconds"));
+  pool_options.poll = std::chrono::milliseconds(config.GetInt("jobs.poll_ms"));
+  jobs::WorkerPool pool(store, clock, pool_options);
+  jobs::Scheduler scheduler(store, clock);
+  if (auto r = jobs::AddHousekeeping(pool, scheduler, store, clock, static_cast<int>(config.GetInt("jobs.retention_days")));
+      !r.ok()) {
+    log::Error("cannot set up housekeeping", {{"error", r.error().message}});
+    return 1;
+  }
+  pool.Start();
+  scheduler.Start(kSchedulerTick);
+
+  const std::string host = options.listen.substr(0, options.listen.rfind(':'));
+  log::Info("listening", {{"url", fmt::format("https://{}:{}", host, server.port())},
+                          {"port", server.port()},
+                          {"node", pool_options.node_id},
+                          {"db", MaskUrlCredentials(config.Get("db"))}});
+  server.Run();
+
+  scheduler.Stop();
+  pool.Stop();
+  log::Info("stopped");
+  return 0;
+}
+
+}  // namespace certfleet::cli

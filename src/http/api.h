@@ -1,0 +1,23 @@
+#pragma once
+
+#include "core/clock.h"
+#include "http/metrics.h"
+#include "http/router.h"
+#include "store/store.h"
+
+namespace certfleet::http {
+
+// What route handlers need from the rest of the process.
+struct ApiContext {
+  store::Store& store;
+  const Clock& clock;
+  Metrics& metrics;
+};
+
+// Bearer tokens checked against the store's api_tokens table.
+Authenticator MakeStoreAuthenticator(store::Store& store, const Clock& clock);
+
+// /healthz, /readyz, /metrics, /v1/audit, /v1/jobs, /v1/tokens.
+void AddSystemRoutes(Router& router, const ApiContext& ctx);
+
+}  // namespace certfleet::http

@@ -1,0 +1,101 @@
+#include "http/json.h"
+
+#include <charconv>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <fmt/format.h>
+
+namespace certfleet::http {
+namespace {
+
+constexpr int kMaxPageLimit = 1000;  // bounds the work and memory of one list request
+constexpr int kDefaultPageLimit = 100;
+
+Result<int64_t> ParseInt(std::string_view s, std::string_view name) {
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) {
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} must be an integer", name));
+  }
+  return v;
+}
+
+}  // namespace
+
+int StatusFor(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument: return 400;
+    case ErrorCode::kUnauthenticated: return 401;
+    case ErrorCode::kPermissionDenied: return 403;
+    case ErrorCode::kNotFound: return 404;
+    case ErrorCode::kAlreadyExists: return 409;
+    case ErrorCode::kFailedPrecondition: return 409;
+    case ErrorCode::kResourceExhausted: return 429;
+    case ErrorCode::kUnavailable: return 503;
+    case ErrorCode::kDeadlineExceeded: return 504;
+    case ErrorCode::kInternal: return 500;
+  }
+  return 500;
+}
+
+Response ErrorResponse(int status, std::string_view code, std::string_view message) {
+  boost::json::object err{{"code", code}, {"message", message}};
+  return JsonResponse(status, boost::json::object{{"error", std::move(err)}});
+}
+
+Response ErrorResponse(const Error& error) {
+  const int status = StatusFor(error.code);
+  if (status >= 500) return ErrorResponse(status, ErrorCodeName(error.code), "the server could not complete the request; see its log");
+  return ErrorResponse(status, ErrorCodeName(error.code), error.message);
+}
+
+Response JsonResponse(int status, const boost::json::value& body) {
+  Response r;
+  r.status = status;
+  r.body = boost::json::serialize(body);
+  r.body.push_back('\n');
+  return r;
+}
+
+Result<boost::json::object> ParseJsonObject(std::string_view body) {
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(body, ec);
+  if (ec) return MakeError(ErrorCode::kInvalidArgument, "malformed JSON: " + ec.message());
+  if (!v.is_object()) return MakeError(ErrorCode::kInvalidArgument, "the body must be a JSON object");
+  return std::move(v.as_object());
+}
+
+Result<std::optional<std::string>> OptionalString(const boost::json::object& o, std::string_view key, size_t max_len) {
+  auto it = o.find(key);
+  if (it == o.end() || it->value().is_null()) return std::optional<std::string>();
+  if (!it->value().is_string()) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} must be a string", key));
+  const auto& s = it->value().as_string();
+  if (s.size() > max_len) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} is longer than {} characters", key, max_len));
+  return std::optional<std::string>(std::string(s));
+}
+
+Result<std::string> RequiredString(const boost::json::object& o, std::string_view key, size_t max_len) {
+  CF_ASSIGN_OR_RETURN(auto s, OptionalString(o, key, max_len));
+  if (!s || s->empty()) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} is required", key));
+  return *s;
+}
+
+Result<Page> ParsePage(const Request& req) {
+  Page page;
+  page.limit = kDefaultPageLimit;
+  if (auto it = req.query.find("limit"); it != req.query.end()) {
+    CF_ASSIGN_OR_RETURN(int64_t limit, ParseInt(it->second, "limit"));
+    if (limit < 1 || limit > kMaxPageLimit) {
+      return MakeError(ErrorCode::kInvalidArgument, fmt::format("limit must be between 1 and {}", kMaxPageLimit));
+    }
+    page.limit = static_cast<int>(limit);
+  }
+  if (auto it = req.query.find("next"); it != req.query.end()) {
+    CF_ASSIGN_OR_RETURN(int64_t cursor, ParseInt(it->second, "next"));
+    page.cursor = cursor;
+  }
+  return page;
+}
+
+}  // namespace certfleet::http

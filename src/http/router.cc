@@ -1,0 +1,129 @@
+#include "http/router.h"
+
+#include <cassert>
+#include <exception>
+
+#include "core/log.h"
+#include "http/json.h"
+
+namespace certfleet::http {
+namespace {
+
+std::vector<std::string> SplitPath(std::string_view path) {
+  std::vector<std::string> out;
+  size_t start = 1;
+  while (start <= path.size()) {
+    size_t end = path.find('/', start);
+    if (end == std::string_view::npos) end = path.size();
+    out.emplace_back(path.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+bool IsParam(const std::string& segment) { return segment.size() > 2 && segment.front() == '{' && segment.back() == '}'; }
+
+store::Role RequiredRole(Access access) {
+  switch (access) {
+    case Access::kReader: return store::Role::kReader;
+    case Access::kOperator: return store::Role::kOperator;
+    default: return store::Role::kAdmin;
+  }
+}
+
+}  // namespace
+
+void Router::Add(std::string method, std::string pattern, RouteOptions options, Handler handler) {
+  assert(pattern.starts_with('/') && "route patterns are absolute");
+  Route r{std::move(method), pattern, SplitPath(pattern), options, std::move(handler)};
+  routes_.push_back(std::move(r));
+}
+
+Router::Match Router::Find(std::string_view method, std::string_view path) const {
+  Match m;
+  m.status = 404;
+  if (!path.starts_with('/')) return m;
+  const auto segments = SplitPath(path);
+  for (const Route& r : routes_) {
+    if (r.segments.size() != segments.size()) continue;
+    std::map<std::string, std::string> params;
+    bool ok = true;
+    for (size_t i = 0; i < segments.size() && ok; ++i) {
+      if (IsParam(r.segments[i])) {
+        if (segments[i].empty()) ok = false;
+        else params[r.segments[i].substr(1, r.segments[i].size() - 2)] = segments[i];
+      } else {
+        ok = r.segments[i] == segments[i];
+      }
+    }
+    if (!ok) continue;
+    if (r.method == method || (method == "HEAD" && r.method == "GET")) {
+      m.route = &r;
+      m.params = std::move(params);
+      m.status = 200;
+      return m;
+    }
+    m.status = 405;
+    m.allow += m.allow.empty() ? r.method : ", " + r.method;
+  }
+  return m;
+}
+
+Response Router::Dispatch(const Match& match, Request& req) const {
+  if (!match.route) {
+    if (match.status == 405) {
+      Response r = ErrorResponse(405, "method_not_allowed", req.method + " is not allowed on " + req.path);
+      r.headers.emplace_back("Allow", match.allow);
+      return r;
+    }
+    return ErrorResponse(404, "not_found", "no such path: " + req.path);
+  }
+  const Route& route = *match.route;
+  req.params = match.params;
+
+  if (route.options.client_cert_required && !req.client_cert) {
+    return ErrorResponse(401, "client_certificate_required", "this route needs a TLS client certificate");
+  }
+  if (route.options.access != Access::kPublic) {
+    auto header = req.Header("authorization");
+    constexpr std::string_view kBearer = "Bearer ";
+    if (!header || !header->starts_with(kBearer)) {
+      Response r = ErrorResponse(401, "unauthenticated", "send Authorization: Bearer <token>");
+      r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"certfleet\"");
+      return r;
+    }
+    Result<std::optional<Principal>> principal = authenticator_(header->substr(kBearer.size()));
+    if (!principal.ok()) {
+      log::Error("authenticating", {{"request_id", req.request_id}, {"error", principal.error().message}});
+      return ErrorResponse(principal.error());
+    }
+    if (!*principal) {
+      Response r = ErrorResponse(401, "unauthenticated", "the token is unknown or revoked");
+      r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"certfleet\", error=\"invalid_token\"");
+      return r;
+    }
+    req.principal = **principal;
+    if (req.principal.role < RequiredRole(route.options.access)) {
+      return ErrorResponse(403, "permission_denied",
+                           "this route needs the " + std::string(store::RoleName(RequiredRole(route.options.access))) +
+                               " role; the token has " + std::string(store::RoleName(req.principal.role)));
+    }
+  }
+  try {
+    return route.handler(req);
+  } catch (const std::exception& e) {
+    log::Error("handler threw", {{"request_id", req.request_id}, {"route", route.pattern}, {"error", e.what()}});
+  } catch (...) {
+    log::Error("handler threw", {{"request_id", req.request_id}, {"route", route.pattern}});
+  }
+  return ErrorResponse(500, "internal", "the server could not complete the request; see its log");
+}
+
+std::optional<std::string_view> Request::Header(std::string_view lowercase_name) const {
+  for (const auto& [k, v] : headers) {
+    if (k == lowercase_name) return std::string_view(v);
+  }
+  return std::nullopt;
+}
+
+}  // namespace certfleet::http

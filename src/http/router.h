@@ -1,0 +1,63 @@
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+#include "http/types.h"
+
+namespace certfleet::http {
+
+// Who may call a route. Roles nest (admin > operator > reader); kPublic needs no token
+// and must be chosen explicitly.
+enum class Access { kPublic, kReader, kOperator, kAdmin };
+
+struct RouteOptions {
+  Access access = Access::kAdmin;
+  bool client_cert_required = false;  // the caller must present a verified TLS client certificate
+  size_t body_limit = 0;              // 0: the server's default (server.body_limit)
+};
+
+using Handler = std::function<Response(Request&)>;
+// Resolves a bearer token to a principal: nullopt when the token is unknown or revoked.
+using Authenticator = std::function<Result<std::optional<Principal>>(std::string_view bearer)>;
+
+struct Route {
+  std::string method;
+  std::string pattern;  // "/v1/jobs/{id}"; also the route's label in metrics
+  std::vector<std::string> segments;
+  RouteOptions options;
+  Handler handler;
+};
+
+// Maps method and path to a route and runs it behind authentication and authorization.
+// Routes are added before serving; afterwards the router is read-only and thread-safe.
+class Router {
+ public:
+  explicit Router(Authenticator authenticator) : authenticator_(std::move(authenticator)) {}
+
+  void Add(std::string method, std::string pattern, RouteOptions options, Handler handler);
+
+  struct Match {
+    const Route* route = nullptr;  // null: see status
+    std::map<std::string, std::string> params;
+    int status = 200;              // 404 no such path, 405 path exists with other methods
+    std::string allow;             // for 405
+  };
+  Match Find(std::string_view method, std::string_view path) const;
+
+  // Authenticates, authorizes and runs the matched route; never throws.
+  Response Dispatch(const Match& match, Request& req) const;
+
+  const std::vector<Route>& routes() const { return routes_; }
+
+ private:
+  Authenticator authenticator_;
+  std::vector<Route> routes_;
+};
+
+}  // namespace certfleet::http

@@ -1,0 +1,280 @@
+// Routes of the platform itself: health, metrics, audit log, jobs and API tokens.
+#include <charconv>
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include "core/log.h"
+#include "http/api.h"
+#include "http/json.h"
+#include "store/audit_repo.h"
+#include "store/jobs_repo.h"
+#include "store/tokens_repo.h"
+
+namespace certfleet::http {
+namespace {
+
+namespace json = boost::json;
+
+// last_used_at is written at most this often per token, so reads do not all become writes.
+constexpr int64_t kLastUsedResolutionMs = 60'000;
+constexpr size_t kMaxNameLength = 200;
+
+json::value OptTime(const std::optional<int64_t>& v) { return v ? json::value(FormatRfc3339(*v)) : json::value(nullptr); }
+json::value OptStr(const std::optional<std::string>& v) { return v ? json::value(*v) : json::value(nullptr); }
+
+json::object JobJson(const store::Job& j) {
+  json::value payload = json::parse(j.payload);
+  const double percent = j.progress_total > 0 ? 100.0 * static_cast<double>(j.progress_done) / static_cast<double>(j.progress_total) : 0;
+  return {{"id", j.id},
+          {"kind", j.kind},
+          {"state", store::JobStateName(j.state)},
+          {"payload", payload},
+          {"run_at", FormatRfc3339(j.run_at)},
+          {"attempts", j.attempts},
+          {"max_attempts", j.max_attempts},
+          {"lease_owner", OptStr(j.lease_owner)},
+          {"lease_expires_at", OptTime(j.lease_expires_at)},
+          {"last_error", OptStr(j.last_error)},
+          {"progress", {{"done", j.progress_done}, {"total", j.progress_total}, {"percent", percent}}},
+          {"created_at", FormatRfc3339(j.created_at)},
+          {"updated_at", FormatRfc3339(j.updated_at)},
+          {"finished_at", OptTime(j.finished_at)}};
+}
+
+json::object TokenJson(const store::ApiToken& t) {
+  return {{"id", t.id},
+          {"name", t.name},
+          {"role", store::RoleName(t.role)},
+          {"created_at", FormatRfc3339(t.created_at)},
+          {"created_by", t.created_by},
+          {"last_used_at", OptTime(t.last_used_at)},
+          {"revoked_at", OptTime(t.revoked_at)}};
+}
+
+Result<int64_t> PathId(const Request& req) {
+  const std::string& s = req.params.at("id");
+  int64_t id = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), id);
+  if (ec != std::errc() || p != s.data() + s.size() || id <= 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "the id must be a positive integer");
+  }
+  return id;
+}
+
+// The value of query parameter `key` if present; an error if it is longer than `max_len`.
+Result<std::optional<std::string>> QueryParam(const Request& req, std::string_view key, size_t max_len) {
+  auto it = req.query.find(std::string(key));
+  if (it == req.query.end()) return std::optional<std::string>();
+  if (it->second.size() > max_len) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} is too long", key));
+  return std::optional<std::string>(it->second);
+}
+
+Response Fail(const Request& req, const Error& e) {
+  if (StatusFor(e.code) >= 500) log::Error("request failed", {{"request_id", req.request_id}, {"error", e.message}});
+  return ErrorResponse(e);
+}
+
+Response Healthz(const Request&) { return JsonResponse(200, json::object{{"status", "ok"}}); }
+
+Response Readyz(const ApiContext& ctx, const Request& req) {
+  Result<void> ping = ctx.store.Ping();
+  if (!ping.ok()) {
+    log::Warn("not ready: store unreachable", {{"request_id", req.request_id}, {"error", ping.error().message}});
+    return ErrorResponse(503, "unavailable", "the store is unreachable");
+  }
+  return JsonResponse(200, json::object{{"status", "ready"}});
+}
+
+Response ListAudit(const ApiContext& ctx, const Request& req) {
+  auto page = ParsePage(req);
+  if (!page.ok()) return Fail(req, page.error());
+  store::AuditFilter filter;
+  filter.limit = page->limit;
+  filter.after_seq = page->cursor;
+  auto actor = QueryParam(req, "actor", kMaxNameLength);
+  auto action = QueryParam(req, "action", kMaxNameLength);
+  if (!actor.ok()) return Fail(req, actor.error());
+  if (!action.ok()) return Fail(req, action.error());
+  filter.actor = *actor;
+  filter.action = *action;
+  std::vector<store::AuditEntry> rows;
+  Result<void> r = ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(rows, store::ListAudit(tx, filter));
+    return Ok();
+  }, store::TxMode::kRead);
+  if (!r.ok()) return Fail(req, r.error());
+  json::array items;
+  for (const auto& e : rows) {
+    json::value details = json::parse(e.details);
+    items.push_back(json::object{{"seq", e.seq}, {"at", FormatRfc3339(e.at)}, {"actor", e.actor}, {"action", e.action},
+                                 {"object", e.object}, {"details", details}, {"prev_hash", e.prev_hash}, {"hash", e.hash}});
+  }
+  json::value next = rows.size() == static_cast<size_t>(filter.limit) ? json::value(std::to_string(rows.back().seq)) : json::value(nullptr);
+  return JsonResponse(200, json::object{{"items", std::move(items)}, {"next", next}});
+}
+
+Response ListJobs(const ApiContext& ctx, const Request& req) {
+  auto page = ParsePage(req);
+  if (!page.ok()) return Fail(req, page.error());
+  store::JobFilter filter;
+  filter.limit = page->limit;
+  filter.before_id = page->cursor;
+  if (auto it = req.query.find("state"); it != req.query.end()) {
+    auto state = store::ParseJobState(it->second);
+    if (!state.ok()) return Fail(req, state.error());
+    filter.state = *state;
+  }
+  auto kind = QueryParam(req, "kind", kMaxNameLength);
+  if (!kind.ok()) return Fail(req, kind.error());
+  filter.kind = *kind;
+  std::vector<store::Job> jobs;
+  Result<void> r = ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(jobs, store::ListJobs(tx, filter));
+    return Ok();
+  }, store::TxMode::kRead);
+  if (!r.ok()) return Fail(req, r.error());
+  json::array items;
+  for (const auto& j : jobs) items.push_back(JobJson(j));
+  json::value next = jobs.size() == static_cast<size_t>(filter.limit) ? json::value(std::to_string(jobs.back().id)) : json::value(nullptr);
+  return JsonResponse(200, json::object{{"items", std::move(items)}, {"next", next}});
+}
+
+Response GetJob(const ApiContext& ctx, const Request& req) {
+  auto id = PathId(req);
+  if (!id.ok()) return Fail(req, id.error());
+  std::optional<store::Job> job;
+  Result<void> r = ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(job, store::GetJob(tx, *id));
+    return Ok();
+  }, store::TxMode::kRead);
+  if (!r.ok()) return Fail(req, r.error());
+  if (!job) return ErrorResponse(404, "not_found", fmt::format("no job {}", *id));
+  return JsonResponse(200, JobJson(*job));
+}
+
+Response RetryJob(const ApiContext& ctx, const Request& req) {
+  auto id = PathId(req);
+  if (!id.ok()) return Fail(req, id.error());
+  std::optional<store::Job> job;
+  Result<void> r = ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
+    const int64_t now = ctx.clock.NowMillis();
+    CF_ASSIGN_OR_RETURN(bool retried, store::RetryDeadJob(tx, *id, now));
+    CF_ASSIGN_OR_RETURN(job, store::GetJob(tx, *id));
+    if (!job) return MakeError(ErrorCode::kNotFound, fmt::format("no job {}", *id));
+    if (!retried) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       fmt::format("job {} is {}; only dead jobs can be retried", *id, store::JobStateName(job->state)));
+    }
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, req.principal.Actor(), "job.retry", fmt::format("job:{}", *id),
+                                          json::serialize(json::object{{"kind", job->kind}})));
+    return Ok();
+  });
+  if (!r.ok()) return Fail(req, r.error());
+  return JsonResponse(200, JobJson(*job));
+}
+
+Response CreateToken(const ApiContext& ctx, const Request& req) {
+  auto body = ParseJsonObject(req.body);
+  if (!body.ok()) return Fail(req, body.error());
+  auto role_name = RequiredString(*body, "role", 20);
+  if (!role_name.ok()) return Fail(req, role_name.error());
+  auto role = store::ParseRole(*role_name);
+  if (!role.ok()) return Fail(req, role.error());
+  auto name = OptionalString(*body, "name", kMaxNameLength);
+  if (!name.ok()) return Fail(req, name.error());
+  store::NewToken token;
+  Result<void> r = ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
+    const int64_t now = ctx.clock.NowMillis();
+    CF_ASSIGN_OR_RETURN(token, store::CreateApiToken(tx, *role, name->value_or(""), req.principal.Actor(), now));
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, req.principal.Actor(), "token.create", "token:" + token.record.id,
+                                          json::serialize(json::object{{"role", *role_name}, {"name", token.record.name}})));
+    return Ok();
+  });
+  if (!r.ok()) return Fail(req, r.error());
+  json::object out = TokenJson(token.record);
+  out["token"] = token.bearer;
+  return JsonResponse(201, out);
+}
+
+Response ListTokens(const ApiContext& ctx, const Request& req) {
+  std::vector<store::ApiToken> tokens;
+  Result<void> r = ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(tokens, store::ListApiTokens(tx));
+    return Ok();
+  }, store::TxMode::kRead);
+  if (!r.ok()) return Fail(req, r.error());
+  json::array items;
+  for (const auto& t : tokens) items.push_back(TokenJson(t));
+  return JsonResponse(200, json::object{{"items", std::move(items)}});
+}
+
+Response RevokeToken(const ApiContext& ctx, const Request& req) {
+  const std::string& id = req.params.at("id");
+  Result<void> r = ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
+    const int64_t now = ctx.clock.NowMillis();
+    CF_ASSIGN_OR_RETURN(bool revoked, store::RevokeApiToken(tx, id, now));
+    if (!revoked) return MakeError(ErrorCode::kNotFound, "no unrevoked token " + id);
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, req.principal.Actor(), "token.revoke", "token:" + id, "{}"));
+    return Ok();
+  });
+  if (!r.ok()) return Fail(req, r.error());
+  Response res;
+  res.status = 204;
+  return res;
+}
+
+std::string JobCountsText(store::Store& store) {
+  std::vector<store::JobCount> counts;
+  Result<void> r = store.Transact([&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(counts, store::CountJobs(tx));
+    return Ok();
+  }, store::TxMode::kRead);
+  std::string out = "# HELP certfleet_jobs Jobs in the job table by kind and state.\n# TYPE certfleet_jobs gauge\n";
+  if (!r.ok()) return out;
+  for (const auto& c : counts) {
+    out += fmt::format("certfleet_jobs{{kind=\"{}\",state=\"{}\"}} {}\n", EscapeLabel(c.kind), store::JobStateName(c.state), c.count);
+  }
+  return out;
+}
+
+}  // namespace
+
+Authenticator MakeStoreAuthenticator(store::Store& store, const Clock& clock) {
+  return [&store, &clock](std::string_view bearer) -> Result<std::optional<Principal>> {
+    std::optional<store::ApiToken> token;
+    CF_RETURN_IF_ERROR(store.Transact([&](store::Tx& tx) -> Result<void> {
+      CF_ASSIGN_OR_RETURN(token, store::AuthenticateBearer(tx, bearer));
+      return Ok();
+    }, store::TxMode::kRead));
+    if (!token) return std::optional<Principal>();
+    const int64_t now = clock.NowMillis();
+    if (!token->last_used_at || *token->last_used_at < now - kLastUsedResolutionMs) {
+      Result<int64_t> touched = store.Exec("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", {now, token->id});
+      if (!touched.ok()) log::Warn("recording token use", {{"error", touched.error().message}});
+    }
+    return std::optional<Principal>(Principal{true, token->id, token->name, token->role});
+  };
+}
+
+void AddSystemRoutes(Router& router, const ApiContext& ctx) {
+  const ApiContext* c = &ctx;
+  router.Add("GET", "/healthz", {Access::kPublic}, Healthz);
+  router.Add("GET", "/readyz", {Access::kPublic}, [c](Request& r) { return Readyz(*c, r); });
+  router.Add("GET", "/metrics", {Access::kReader}, [c](Request&) {
+    Response res;
+    res.content_type = "text/plain; version=0.0.4";
+    res.body = c->metrics.Render();
+    return res;
+  });
+  ctx.metrics.AddCollector([c] { return JobCountsText(c->store); });
+  router.Add("GET", "/v1/audit", {Access::kAdmin}, [c](Request& r) { return ListAudit(*c, r); });
+  router.Add("GET", "/v1/jobs", {Access::kReader}, [c](Request& r) { return ListJobs(*c, r); });
+  router.Add("GET", "/v1/jobs/{id}", {Access::kReader}, [c](Request& r) { return GetJob(*c, r); });
+  router.Add("POST", "/v1/jobs/{id}/retry", {Access::kOperator}, [c](Request& r) { return RetryJob(*c, r); });
+  router.Add("POST", "/v1/tokens", {Access::kAdmin}, [c](Request& r) { return CreateToken(*c, r); });
+  router.Add("GET", "/v1/tokens", {Access::kAdmin}, [c](Request& r) { return ListTokens(*c, r); });
+  router.Add("DELETE", "/v1/tokens/{id}", {Access::kAdmin}, [c](Request& r) { return RevokeToken(*c, r); });
+}
+
+}  // namespace certfleet::http

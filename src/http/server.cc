@@ -1,0 +1,435 @@
+#include "http/server.h"
+
+#include <atomic>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <fmt/format.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "core/crypto.h"
+#include "core/log.h"
+#include "http/json.h"
+
+namespace certfleet::http {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace ssl = boost::asio::ssl;
+using tcp = asio::ip::tcp;
+
+// Request line plus headers; larger ones are refused (431-like 400) to bound memory per connection.
+constexpr uint32_t kHeaderLimit = 16 * 1024;
+// How long a closing connection gets for the TLS close_notify exchange.
+constexpr std::chrono::seconds kCloseTimeout{2};
+// Pending connections the kernel queues before accept.
+constexpr int kListenBacklog = 512;
+
+std::string PercentDecode(std::string_view in, bool plus_is_space) {
+  std::string out;
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (c == '%' && i + 2 < in.size() && std::isxdigit(static_cast<unsigned char>(in[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(in[i + 2]))) {
+      out.push_back(static_cast<char>(std::stoi(std::string(in.substr(i + 1, 2)), nullptr, 16)));
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      out.push_back(' ');
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+void ParseTarget(std::string_view target, Request& req) {
+  auto q = target.find('?');
+  req.path = PercentDecode(target.substr(0, q), false);
+  if (q == std::string_view::npos) return;
+  std::string_view query = target.substr(q + 1);
+  while (!query.empty()) {
+    auto amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    auto eq = pair.find('=');
+    std::string key = PercentDecode(pair.substr(0, eq), true);
+    std::string value = eq == std::string_view::npos ? "" : PercentDecode(pair.substr(eq + 1), true);
+    if (!key.empty()) req.query[key] = value;
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+}
+
+bool ValidRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+  }
+  return true;
+}
+
+std::optional<ClientCert> PeerCertificate(SSL* ssl) {
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (!cert || SSL_get_verify_result(ssl) != X509_V_OK) return std::nullopt;
+  ClientCert out;
+  BIO* bio = BIO_new(BIO_s_mem());
+  X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio, &data);
+  out.subject.assign(data, static_cast<size_t>(len));
+  BIO_free(bio);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int md_len = 0;
+  X509_digest(cert, EVP_sha256(), md, &md_len);
+  out.sha256_fingerprint = HexEncode(std::string_view(reinterpret_cast<char*>(md), md_len));
+  return out;
+}
+
+}  // namespace
+
+struct Server::Impl {
+  class Session;
+
+  Impl(const Router& r, Metrics& m, ServerOptions o)
+      : router(r), metrics(m), options(std::move(o)), ioc(options.threads), ctx(ssl::context::tls_server),
+        acceptor(asio::make_strand(ioc)), signals(ioc, SIGINT, SIGTERM), grace_timer(ioc) {}
+  // Sessions still held by unfinished handlers die with `ioc`; they must not call back.
+  ~Impl() { destroying = true; }
+
+  Result<void> Listen();
+  void Accept();
+  void BeginShutdown();
+  void SessionStarted(const std::shared_ptr<Session>& s);
+  void SessionEnded(Session* s);
+
+  const Router& router;
+  Metrics& metrics;
+  const ServerOptions options;
+  // Declared before `ioc` so that they outlive the sessions it destroys.
+  std::atomic<bool> destroying{false};
+  std::atomic<bool> shutting_down{false};
+  std::mutex mu;
+  std::map<Session*, std::weak_ptr<Session>> sessions;
+  asio::io_context ioc;
+  ssl::context ctx;
+  tcp::acceptor acceptor;
+  asio::signal_set signals;
+  asio::steady_timer grace_timer;
+};
+
+// One connection: owns its TLS stream and lives as long as its pending I/O. All of its
+// handlers run on its strand.
+class Server::Impl::Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(Impl& server, tcp::socket socket) : server_(server), stream_(std::move(socket), server.ctx) {
+    beast::error_code ec;
+    auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
+    if (!ec) remote_ = fmt::format("{}:{}", ep.address().to_string(), ep.port());
+  }
+  ~Session() { server_.SessionEnded(this); }
+
+  void Start() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      beast::get_lowest_layer(self->stream_).expires_after(self->server_.options.header_timeout);
+      self->stream_.async_handshake(ssl::stream_base::server,
+                                    [self](beast::error_code ec) { self->OnHandshake(ec); });
+    });
+  }
+
+  // Closes the connection if it is waiting for a new request (shutdown).
+  void CloseIfIdle() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      if (self->idle_ && self->buffer_.size() == 0) beast::get_lowest_layer(self->stream_).cancel();
+    });
+  }
+
+ private:
+  void OnHandshake(beast::error_code ec) {
+    if (ec) {
+      log::Debug("TLS handshake failed", {{"remote", remote_}, {"error", ec.message()}});
+      return;
+    }
+    client_cert_ = PeerCertificate(stream_.native_handle());
+    ReadHeader();
+  }
+
+  void ReadHeader() {
+    if (server_.shutting_down) return Close();
+    parser_.emplace();
+    parser_->header_limit(kHeaderLimit);
+    parser_->body_limit(boost::none);  // the route's limit is set once the headers say which route
+    idle_ = true;
+    beast::get_lowest_layer(stream_).expires_after(first_ ? server_.options.header_timeout : server_.options.idle_timeout);
+    bhttp::async_read_header(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->OnHeader(ec);
+    });
+  }
+
+  void OnHeader(beast::error_code ec) {
+    idle_ = false;
+    started_ = std::chrono::steady_clock::now();
+    req_.request_id = RandomToken(9);
+    if (ec == bhttp::error::end_of_stream || ec == asio::error::operation_aborted || ec == beast::error::timeout ||
+        ec == asio::ssl::error::stream_truncated || ec == asio::error::eof) {
+      return Close();
+    }
+    if (ec == bhttp::error::body_limit) {
+      return Reply(ErrorResponse(413, "payload_too_large", "the body is larger than this route accepts"), true);
+    }
+    if (ec) return Reply(ErrorResponse(400, "bad_request", "malformed HTTP request: " + ec.message()), true);
+
+    const auto& h = parser_->get();
+    ParseTarget(std::string_view(h.target().data(), h.target().size()), req_);
+    req_.method = std::string(h.method_string());
+    match_ = server_.router.Find(req_.method, req_.path);
+    const size_t limit = match_.route && match_.route->options.body_limit ? match_.route->options.body_limit
+                                                                           : server_.options.body_limit;
+    if (parser_->content_length() && *parser_->content_length() > limit) {
+      return Reply(ErrorResponse(413, "payload_too_large", fmt::format("the body is larger than {} bytes", limit)), true);
+    }
+    parser_->body_limit(limit);
+    if (parser_->is_done()) return OnBody({});
+    if (beast::iequals(h[bhttp::field::expect], "100-continue")) {
+      auto cont = std::make_shared<bhttp::response<bhttp::empty_body>>(bhttp::status::continue_, h.version());
+      bhttp::async_write(stream_, *cont, [self = shared_from_this(), cont](beast::error_code wec, size_t) {
+        if (wec) return self->Close();
+        self->ReadBody();
+      });
+      return;
+    }
+    ReadBody();
+  }
+
+  void ReadBody() {
+    beast::get_lowest_layer(stream_).expires_after(server_.options.body_timeout);
+    bhttp::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->OnBody(ec);
+    });
+  }
+
+  void OnBody(beast::error_code ec) {
+    if (ec == bhttp::error::body_limit) {
+      return Reply(ErrorResponse(413, "payload_too_large", "the body is larger than this route accepts"), true);
+    }
+    if (ec == beast::error::timeout) {
+      return Reply(ErrorResponse(408, "request_timeout", "the body did not arrive in time"), true);
+    }
+    if (ec) return Close();
+
+    auto msg = parser_->release();
+    for (const auto& f : msg) {
+      std::string name(f.name_string());
+      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      req_.headers.emplace_back(std::move(name), std::string(f.value()));
+    }
+    req_.body = std::move(msg.body());
+    if (auto rid = req_.Header("x-request-id"); rid && ValidRequestId(*rid)) req_.request_id = std::string(*rid);
+    req_.remote_address = remote_;
+    req_.client_cert = client_cert_;
+    keep_alive_ = msg.keep_alive();
+    version_ = msg.version();
+    head_ = msg.method() == bhttp::verb::head;
+
+    Response res = server_.router.Dispatch(match_, req_);
+    Reply(std::move(res), false);
+  }
+
+  void Reply(Response res, bool close) {
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    const std::string route = match_.route ? match_.route->pattern : "unmatched";
+    server_.metrics.ObserveRequest(route, req_.method, res.status, seconds);
+    log::Info("request", {{"request_id", req_.request_id},
+                          {"method", req_.method},
+                          {"route", route},
+                          {"status", res.status},
+                          {"ms", static_cast<int64_t>(seconds * 1000)},
+                          {"remote", remote_},
+                          {"actor", req_.principal.Actor()}});
+
+    close = close || !keep_alive_ || server_.shutting_down;
+    auto out = std::make_shared<bhttp::response<bhttp::string_body>>(static_cast<bhttp::status>(res.status),
+                                                                      version_ ? version_ : 11);
+    out->set(bhttp::field::server, "certfleet");
+    out->set(bhttp::field::content_type, res.content_type);
+    if (!req_.request_id.empty()) out->set("X-Request-Id", req_.request_id);
+    for (const auto& [k, v] : res.headers) out->set(k, v);
+    out->body() = std::move(res.body);
+    out->keep_alive(!close);
+    out->prepare_payload();
+    if (head_) out->body().clear();
+    bhttp::async_write(stream_, *out, [self = shared_from_this(), out, close](beast::error_code ec, size_t) {
+      if (ec || close) return self->Close();
+      self->first_ = false;
+      self->req_ = Request{};
+      self->match_ = Router::Match{};
+      self->head_ = false;
+      self->ReadHeader();
+    });
+  }
+
+  void Close() {
+    beast::get_lowest_layer(stream_).expires_after(kCloseTimeout);
+    stream_.async_shutdown([self = shared_from_this()](beast::error_code) {
+      beast::error_code ignored;
+      beast::get_lowest_layer(self->stream_).socket().shutdown(tcp::socket::shutdown_both, ignored);
+      beast::get_lowest_layer(self->stream_).close();
+    });
+  }
+
+  Impl& server_;
+  beast::ssl_stream<beast::tcp_stream> stream_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::string remote_;
+  std::optional<ClientCert> client_cert_;
+  Request req_;
+  Router::Match match_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  bool idle_ = false;
+  bool first_ = true;
+  bool keep_alive_ = false;
+  bool head_ = false;
+  unsigned version_ = 11;
+};
+
+Result<void> Server::Impl::Listen() {
+  beast::error_code ec;
+  ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                  ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  ctx.use_certificate_chain_file(options.tls_cert_file, ec);
+  if (ec) return MakeError(ErrorCode::kFailedPrecondition, fmt::format("server.tls_cert {}: {} (run certfleet init?)", options.tls_cert_file, ec.message()));
+  ctx.use_private_key_file(options.tls_key_file, ssl::context::pem, ec);
+  if (ec) return MakeError(ErrorCode::kFailedPrecondition, fmt::format("server.tls_key {}: {}", options.tls_key_file, ec.message()));
+  if (!options.client_ca_file.empty()) {
+    ctx.load_verify_file(options.client_ca_file, ec);
+    if (ec) return MakeError(ErrorCode::kFailedPrecondition, fmt::format("server.client_ca {}: {}", options.client_ca_file, ec.message()));
+    // Ask for a certificate without requiring one: routes that need it say so.
+    ctx.set_verify_mode(ssl::verify_peer);
+    if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(options.client_ca_file.c_str())) {
+      SSL_CTX_set_client_CA_list(ctx.native_handle(), names);
+    }
+    static const unsigned char kSessionContext[] = "certfleet";
+    SSL_CTX_set_session_id_context(ctx.native_handle(), kSessionContext, sizeof(kSessionContext) - 1);
+  }
+
+  auto colon = options.listen.rfind(':');
+  if (colon == std::string::npos) return MakeError(ErrorCode::kInvalidArgument, "server.listen must be host:port");
+  std::string host = options.listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  int port = 0;
+  try {
+    port = std::stoi(options.listen.substr(colon + 1));
+  } catch (...) {
+    port = -1;
+  }
+  if (port < 0 || port > 65535) return MakeError(ErrorCode::kInvalidArgument, "server.listen: bad port");
+  auto address = asio::ip::make_address(host, ec);
+  if (ec) return MakeError(ErrorCode::kInvalidArgument, "server.listen: '" + host + "' is not an IP address");
+  tcp::endpoint endpoint(address, static_cast<uint16_t>(port));
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(kListenBacklog, ec);
+  if (ec) return MakeError(ErrorCode::kFailedPrecondition, fmt::format("listening on {}: {}", options.listen, ec.message()));
+  return Ok();
+}
+
+void Server::Impl::Accept() {
+  acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+    if (ec) {
+      if (!acceptor.is_open() || shutting_down) return;
+      log::Warn("accept failed", {{"error", ec.message()}});
+    } else {
+      auto session = std::make_shared<Session>(*this, std::move(socket));
+      SessionStarted(session);
+      session->Start();
+    }
+    Accept();
+  });
+}
+
+void Server::Impl::SessionStarted(const std::shared_ptr<Session>& s) {
+  std::lock_guard lock(mu);
+  sessions[s.get()] = s;
+}
+
+void Server::Impl::SessionEnded(Session* s) {
+  if (destroying) return;
+  std::lock_guard lock(mu);
+  sessions.erase(s);
+  if (shutting_down && sessions.empty()) {
+    asio::post(ioc, [this] { grace_timer.cancel(); });
+  }
+}
+
+void Server::Impl::BeginShutdown() {
+  if (shutting_down.exchange(true)) return;
+  log::Info("shutting down: finishing in-flight requests", {{"grace_seconds", options.shutdown_grace.count()}});
+  asio::post(acceptor.get_executor(), [this] {
+    beast::error_code ec;
+    acceptor.close(ec);
+  });
+  signals.cancel();
+  std::vector<std::shared_ptr<Session>> live;
+  {
+    std::lock_guard lock(mu);
+    for (auto& [ptr, weak] : sessions) {
+      if (auto s = weak.lock()) live.push_back(std::move(s));
+    }
+  }
+  for (auto& s : live) s->CloseIfIdle();
+  grace_timer.expires_after(options.shutdown_grace);
+  grace_timer.async_wait([this](beast::error_code ec) {
+    if (ec == asio::error::operation_aborted) return;  // every connection closed in time
+    log::Warn("shutdown grace period over: closing the remaining connections");
+    ioc.stop();
+  });
+  live.clear();
+  std::lock_guard lock(mu);
+  if (sessions.empty()) asio::post(ioc, [this] { grace_timer.cancel(); });
+}
+
+Server::Server(const Router& router, Metrics& metrics, ServerOptions options)
+    : impl_(std::make_unique<Impl>(router, metrics, std::move(options))) {}
+
+Server::~Server() = default;
+
+Result<void> Server::Listen() { return impl_->Listen(); }
+
+uint16_t Server::port() const {
+  beast::error_code ec;
+  return impl_->acceptor.local_endpoint(ec).port();
+}
+
+void Server::Run() {
+  impl_->signals.async_wait([this](beast::error_code ec, int) {
+    if (!ec) impl_->BeginShutdown();
+  });
+  impl_->Accept();
+  std::vector<std::thread> threads;
+  for (int i = 1; i < impl_->options.threads; ++i) threads.emplace_back([this] { impl_->ioc.run(); });
+  impl_->ioc.run();
+  for (auto& t : threads) t.join();
+}
+
+void Server::Shutdown() {
+  asio::post(impl_->ioc, [this] { impl_->BeginShutdown(); });
+}
+
+}  // namespace certfleet::http

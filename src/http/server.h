@@ -1,0 +1,50 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/result.h"
+#include "http/metrics.h"
+#include "http/router.h"
+
+namespace certfleet::http {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:8443";  // host:port; port 0 picks a free one
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string client_ca_file;  // empty: client certificates are not requested
+  int threads = 4;
+  size_t body_limit = 1 << 20;
+  std::chrono::seconds header_timeout{10};
+  std::chrono::seconds body_timeout{60};
+  std::chrono::seconds idle_timeout{60};
+  std::chrono::seconds shutdown_grace{5};
+};
+
+// The HTTPS server: TLS 1.2/1.3, HTTP/1.1 keep-alive, per-request body limits and
+// timeouts, optional client certificates, graceful shutdown on SIGTERM/SIGINT.
+// Handlers run on the server's threads. Thread contract: Listen, then Run from one
+// thread; Shutdown from any thread.
+class Server {
+ public:
+  Server(const Router& router, Metrics& metrics, ServerOptions options);
+  ~Server();
+
+  // Loads the TLS files and binds the listen address.
+  Result<void> Listen();
+  uint16_t port() const;
+  // Serves until SIGTERM, SIGINT or Shutdown(); then stops accepting, lets in-flight
+  // requests finish within shutdown_grace, closes idle connections and returns.
+  void Run();
+  void Shutdown();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace certfleet::http

@@ -1,0 +1,54 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "store/tokens_repo.h"
+
+namespace certfleet::http {
+
+// A verified TLS client certificate.
+struct ClientCert {
+  std::string subject;             // RFC 2253
+  std::string sha256_fingerprint;  // hex
+};
+
+// Who is calling: set by the router before a handler runs.
+struct Principal {
+  bool authenticated = false;
+  std::string token_id;
+  std::string token_name;
+  store::Role role = store::Role::kReader;
+  // How the audit log names this caller.
+  std::string Actor() const { return authenticated ? "token:" + token_id : "anonymous"; }
+};
+
+// An HTTP request as handlers see it: plain types, no Beast.
+struct Request {
+  std::string method;
+  std::string path;                           // percent-decoded, without the query
+  std::map<std::string, std::string> query;   // percent-decoded; a repeated key keeps its last value
+  std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
+  std::string body;
+  std::map<std::string, std::string> params;  // from {name} segments of the route
+  std::string request_id;
+  std::string remote_address;
+  std::optional<ClientCert> client_cert;
+  Principal principal;
+
+  std::optional<std::string_view> Header(std::string_view lowercase_name) const;
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+}  // namespace certfleet::http
