@@ -59,6 +59,22 @@ Result<void> WriteFile(const fs::path& path, const std::string& data, fs::perms 
 constexpr fs::perms kPrivate = fs::perms::owner_read | fs::perms::owner_write;
 constexpr fs::perms kPublic = kPrivate | fs::perms::group_read | fs::perms::others_read;
 
+// True if `path` holds a token that is valid in this store (it may have been made for
+// another store, e.g. before CERTFLEET_DB pointed to PostgreSQL).
+Result<bool> KeptAdminToken(store::Store& st, const fs::path& path) {
+  if (!fs::exists(path)) return false;
+  std::ifstream in(path);
+  std::string bearer;
+  std::getline(in, bearer);
+  std::optional<store::ApiToken> token;
+  CF_RETURN_IF_ERROR(st.Transact([&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(token, store::AuthenticateBearer(tx, bearer));
+    return Ok();
+  }, store::TxMode::kRead));
+  if (!token) std::cerr << fmt::format("admin token: {} is not valid in this store; making a new one\n", path.string());
+  return token.has_value();
+}
+
 }  // namespace
 
 int Init(const Config& config, const Clock& clock) {
@@ -107,7 +123,10 @@ int Init(const Config& config, const Clock& clock) {
   }
 
   const fs::path token_path = data_dir / "admin.token";
-  if (fs::exists(token_path)) {
+  if (auto kept = KeptAdminToken(**st, token_path); !kept.ok()) {
+    std::cerr << "certfleet: " << kept.error().message << "\n";
+    return 1;
+  } else if (*kept) {
     std::cerr << fmt::format("admin token: keeping {}\n", token_path.string());
   } else {
     store::NewToken token;

@@ -62,7 +62,7 @@ Result<int64_t> ReclaimExpiredLeases(Tx& tx, int64_t now) {
       "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'failed' END, "
       "last_error = 'lease expired: the worker stopped (crash, kill or lost connection) before finishing', "
       "lease_owner = NULL, lease_expires_at = NULL, run_at = ?, updated_at = ?, "
-      "finished_at = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END "
+      "finished_at = CASE WHEN attempts >= max_attempts THEN CAST(? AS BIGINT) ELSE NULL END "
       "WHERE state = 'running' AND lease_expires_at < ?",
       {now, now, now, now});
 }
@@ -108,7 +108,7 @@ Result<bool> FailJob(Tx& tx, int64_t id, std::string_view owner, int attempt, st
   std::string err(error.substr(0, kMaxErrorLength));
   CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec(
       "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts OR ? = 1 THEN 'dead' ELSE 'failed' END, "
-      "finished_at = CASE WHEN attempts >= max_attempts OR ? = 1 THEN ? ELSE NULL END, "
+      "finished_at = CASE WHEN attempts >= max_attempts OR ? = 1 THEN CAST(? AS BIGINT) ELSE NULL END, "
       "run_at = ?, last_error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ? "
       "WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempts = ?",
       {int64_t{permanent}, int64_t{permanent}, now, retry_at, err, now, id, std::string(owner), int64_t{attempt}}));

@@ -1,0 +1,169 @@
+// The HTTPS server in-process, with curl as the independent client.
+#include "http/server.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <boost/json/parse.hpp>
+#include <gtest/gtest.h>
+
+#include "core/clock.h"
+#include "http/json.h"
+#include "pki/certificate.h"
+#include "pki/key.h"
+#include "pki/tls_identity.h"
+#include "testing/db.h"
+
+namespace certfleet::http {
+namespace {
+
+struct Curl {
+  int status = 0;
+  std::string body;
+};
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::TempDir();
+    auto id = pki::MakeTlsIdentity({"localhost", "127.0.0.1"}, SystemClock::Instance().NowMillis(), 1);
+    ASSERT_TRUE(id.ok());
+    Write("ca.pem", id->ca_pem);
+    Write("server.pem", id->server_chain_pem);
+    Write("server.key", id->server_key_pem);
+    MakeClientCa();
+
+    router_.Add("GET", "/hello", {Access::kPublic}, [](Request& r) {
+      return JsonResponse(200, boost::json::object{{"q", r.query.count("q") ? r.query.at("q") : ""}, {"path", r.path}});
+    });
+    router_.Add("POST", "/echo", {Access::kPublic, false, 64}, [](Request& r) {
+      return JsonResponse(200, boost::json::object{{"bytes", r.body.size()}});
+    });
+    router_.Add("GET", "/whoami", {Access::kPublic, true}, [](Request& r) {
+      return JsonResponse(200, boost::json::object{{"subject", r.client_cert->subject}});
+    });
+    router_.Add("GET", "/slow", {Access::kPublic}, [](Request&) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(800));
+      return JsonResponse(200, boost::json::object{{"slow", true}});
+    });
+
+    ServerOptions o;
+    o.listen = "127.0.0.1:0";
+    o.tls_cert_file = dir_ + "/server.pem";
+    o.tls_key_file = dir_ + "/server.key";
+    o.client_ca_file = dir_ + "/client-ca.pem";
+    o.threads = 2;
+    o.body_limit = 1024;
+    o.shutdown_grace = std::chrono::seconds(5);
+    server_ = std::make_unique<Server>(router_, metrics_, o);
+    auto listening = server_->Listen();
+    ASSERT_TRUE(listening.ok()) << listening.error().message;
+    thread_ = std::thread([this] { server_->Run(); });
+  }
+  void TearDown() override {
+    if (server_) server_->Shutdown();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  void Write(const std::string& name, const std::string& data) { std::ofstream(dir_ + "/" + name) << data; }
+
+  // A client CA and a client certificate it issued, made with certfleet's own PKI code
+  // but checked by the server through OpenSSL's verifier.
+  void MakeClientCa() {
+    auto ca_key = pki::GenerateKey(pki::KeyType::kEcP256);
+    pki::CertificateSpec ca_spec{"test client CA", "", {}, {}, 0, 4'000'000'000'000, true, 0};
+    auto ca = pki::SignCertificate(ca_spec, ca_key->get(), nullptr, ca_key->get());
+    auto key = pki::GenerateKey(pki::KeyType::kEcP256);
+    pki::CertificateSpec leaf{"agent-7", "", {}, {}, 0, 4'000'000'000'000, false, -1, false, true};
+    auto cert = pki::SignCertificate(leaf, key->get(), ca->get(), ca_key->get());
+    ASSERT_TRUE(cert.ok());
+    Write("client-ca.pem", *pki::CertificateToPem(ca->get()));
+    Write("client.pem", *pki::CertificateToPem(cert->get()));
+    Write("client.key", *pki::PrivateKeyToPem(key->get()));
+  }
+
+  Curl Fetch(const std::string& args) {
+    const std::string cmd = "curl -s --max-time 10 --cacert " + dir_ + "/ca.pem -w '\\n%{http_code}' " + args + " 2>&1";
+    Curl out;
+    FILE* p = popen(cmd.c_str(), "r");
+    char buf[4096];
+    while (p && fgets(buf, sizeof(buf), p)) out.body += buf;
+    if (p) pclose(p);
+    auto nl = out.body.rfind('\n');
+    out.status = std::atoi(out.body.substr(nl + 1).c_str());
+    out.body.resize(nl == std::string::npos ? 0 : nl);
+    return out;
+  }
+  std::string Url(const std::string& path) { return "https://127.0.0.1:" + std::to_string(server_->port()) + path; }
+
+  std::string dir_;
+  Metrics metrics_;
+  Router router_{[](std::string_view) -> Result<std::optional<Principal>> { return std::optional<Principal>(); }};
+  std::unique_ptr<Server> server_;
+  std::thread thread_;
+};
+
+TEST_F(ServerTest, ServesOverVerifiedTlsWithDecodedQueries) {
+  auto r = Fetch("'" + Url("/hello?q=a%20b+c&x") + "'");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(boost::json::parse(r.body).at("q").as_string(), "a b c");
+  auto wrong_name = Fetch("--resolve wrong.test:" + std::to_string(server_->port()) + ":127.0.0.1 https://wrong.test:" +
+                        std::to_string(server_->port()) + "/hello");
+  EXPECT_EQ(wrong_name.status, 0) << "curl must refuse a certificate without the name";
+}
+
+TEST_F(ServerTest, RefusesOldTlsVersions) {
+  EXPECT_EQ(Fetch("--tlsv1.1 --tls-max 1.1 " + Url("/hello")).status, 0);
+  EXPECT_EQ(Fetch("--tlsv1.2 --tls-max 1.2 " + Url("/hello")).status, 200);
+  EXPECT_EQ(Fetch("--tlsv1.3 " + Url("/hello")).status, 200);
+}
+
+TEST_F(ServerTest, BodyLimitsPerRoute) {
+  EXPECT_EQ(Fetch("-X POST --data-binary 0123456789 " + Url("/echo")).status, 200);
+  auto big = Fetch("-X POST --data-binary @/etc/services " + Url("/echo"));
+  EXPECT_EQ(big.status, 413) << big.body;
+  EXPECT_NE(big.body.find("payload_too_large"), std::string::npos);
+  auto chunked = Fetch("-X POST -H 'Transfer-Encoding: chunked' --data-binary @/etc/services " + Url("/echo"));
+  EXPECT_EQ(chunked.status, 413) << chunked.body;
+}
+
+TEST_F(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+  auto r = Fetch("-v " + Url("/hello") + " " + Url("/hello"));
+  EXPECT_NE(r.body.find("Re-using existing connection"), std::string::npos) << r.body;
+}
+
+TEST_F(ServerTest, ClientCertificatesAreVerifiedPerRoute) {
+  EXPECT_EQ(Fetch(Url("/whoami")).status, 401);
+  auto r = Fetch("--cert " + dir_ + "/client.pem --key " + dir_ + "/client.key " + Url("/whoami"));
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(boost::json::parse(r.body).at("subject").as_string(), "CN=agent-7");
+  // A certificate from an unknown CA fails the handshake.
+  EXPECT_EQ(Fetch("--cert " + dir_ + "/server.pem --key " + dir_ + "/server.key " + Url("/whoami")).status, 0);
+}
+
+TEST_F(ServerTest, ShutdownLetsInFlightRequestsFinish) {
+  Curl slow;
+  std::thread client([&] { slow = Fetch(Url("/slow")); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto start = std::chrono::steady_clock::now();
+  server_->Shutdown();
+  thread_.join();
+  client.join();
+  EXPECT_EQ(slow.status, 200) << slow.body;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_EQ(Fetch(Url("/hello")).status, 0) << "no longer accepting";
+}
+
+TEST_F(ServerTest, MetricsCountRequestsByRouteAndStatus) {
+  Fetch(Url("/hello"));
+  Fetch(Url("/nowhere"));
+  const std::string text = metrics_.Render();
+  EXPECT_NE(text.find(R"(certfleet_http_requests_total{route="/hello",method="GET",status="200"} 1)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"(certfleet_http_requests_total{route="unmatched",method="GET",status="404"} 1)"), std::string::npos);
+  EXPECT_NE(text.find(R"(certfleet_http_request_duration_seconds_count{route="/hello"} 1)"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace certfleet::http

@@ -1,0 +1,250 @@
+#include "jobs/worker_pool.h"
+
+#include <atomic>
+#include <map>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "testing/db.h"
+
+namespace certfleet::jobs {
+namespace {
+
+using std::chrono::milliseconds;
+
+class WorkerPoolTest : public ::testing::TestWithParam<store::Dialect> {
+ protected:
+  void SetUp() override {
+    store_ = testing::FreshStore(GetParam(), &url_);
+    ASSERT_NE(store_, nullptr);
+  }
+  int64_t Enqueue(const std::string& kind, int max_attempts = 5) {
+    std::optional<int64_t> id;
+    EXPECT_TRUE(store_->Transact([&](store::Tx& tx) -> Result<void> {
+      CF_ASSIGN_OR_RETURN(id, store::EnqueueJob(tx, store::NewJob{kind, "{}", 0, max_attempts, std::nullopt}, clock_.NowMillis()));
+      return Ok();
+    }).ok());
+    return id.value_or(0);
+  }
+  store::Job Get(int64_t id) {
+    std::optional<store::Job> job;
+    EXPECT_TRUE(store_->Transact([&](store::Tx& tx) -> Result<void> {
+      CF_ASSIGN_OR_RETURN(job, store::GetJob(tx, id));
+      return Ok();
+    }).ok());
+    return job.value_or(store::Job{});
+  }
+  WorkerPool::Options PoolOptions(std::string node, milliseconds lease = milliseconds(60'000)) {
+    WorkerPool::Options o;
+    o.node_id = std::move(node);
+    o.workers = 4;
+    o.lease = lease;
+    o.poll = milliseconds(20);
+    return o;
+  }
+
+  ManualClock clock_;
+  std::unique_ptr<store::Store> store_;
+  std::string url_;
+};
+
+TEST_P(WorkerPoolTest, AJobWhoseWorkerDiedRunsAgainAndCompletesOnce) {
+  const int64_t id = Enqueue("work");
+  // A worker leases the job and dies without finishing it.
+  std::optional<store::Job> lost;
+  ASSERT_TRUE(store_->Transact([&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(lost, store::LeaseJob(tx, {"work"}, "crashed-node/w1", clock_.NowMillis(), 60'000));
+    return Ok();
+  }).ok());
+  ASSERT_TRUE(lost.has_value());
+
+  int runs = 0;
+  WorkerPool pool(*store_, clock_, PoolOptions("survivor"));
+  pool.Register("work", [&](JobContext&) -> Result<void> {
+    ++runs;
+    return Ok();
+  });
+  auto ran = pool.RunOne();
+  ASSERT_TRUE(ran.ok()) << ran.error().message;
+  EXPECT_FALSE(*ran) << "the lease is still valid: nobody else may run the job";
+
+  clock_.Advance(milliseconds(60'001));
+  ran = pool.RunOne();
+  ASSERT_TRUE(ran.ok());
+  EXPECT_TRUE(*ran);
+  EXPECT_EQ(runs, 1);
+  store::Job job = Get(id);
+  EXPECT_EQ(job.state, store::JobState::kDone);
+  EXPECT_EQ(job.attempts, 2);
+
+  // The dead worker comes back and tries to record its stale attempt: refused.
+  bool recorded = true;
+  ASSERT_TRUE(store_->Transact([&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(recorded, store::CompleteJob(tx, id, "crashed-node/w1", lost->attempts, clock_.NowMillis()));
+    return Ok();
+  }).ok());
+  EXPECT_FALSE(recorded);
+  EXPECT_FALSE(*pool.RunOne());
+  EXPECT_EQ(runs, 1);
+}
+
+TEST_P(WorkerPoolTest, AJobThatAlwaysFailsEndsDeadWithItsLastError) {
+  const int64_t id = Enqueue("flaky", 3);
+  int runs = 0;
+  WorkerPool pool(*store_, clock_, PoolOptions("n1"));
+  pool.Register("flaky", [&](JobContext& ctx) -> Result<void> {
+    ++runs;
+    return MakeError(ErrorCode::kUnavailable, "upstream down (attempt " + std::to_string(ctx.job().attempts) + ")");
+  }, HandlerOptions{1, milliseconds(1000), milliseconds(10'000)});
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(pool.RunOne().ok());
+    store::Job j = Get(id);
+    if (j.state == store::JobState::kFailed) {
+      EXPECT_GT(j.run_at, clock_.NowMillis()) << "a retry waits for its backoff";
+    }
+    clock_.Advance(milliseconds(10'001));
+  }
+  store::Job job = Get(id);
+  EXPECT_EQ(runs, 3);
+  EXPECT_EQ(job.state, store::JobState::kDead);
+  EXPECT_EQ(job.attempts, 3);
+  EXPECT_EQ(job.last_error.value_or(""), "upstream down (attempt 3)");
+  EXPECT_TRUE(job.finished_at.has_value());
+
+  // An operator retries it: queued with fresh attempts.
+  bool retried = false;
+  ASSERT_TRUE(store_->Transact([&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(retried, store::RetryDeadJob(tx, id, clock_.NowMillis()));
+    return Ok();
+  }).ok());
+  EXPECT_TRUE(retried);
+  EXPECT_EQ(Get(id).state, store::JobState::kQueued);
+}
+
+TEST_P(WorkerPoolTest, InvalidArgumentIsPermanent) {
+  const int64_t id = Enqueue("strict", 5);
+  WorkerPool pool(*store_, clock_, PoolOptions("n1"));
+  pool.Register("strict", [](JobContext&) -> Result<void> { return MakeError(ErrorCode::kInvalidArgument, "bad payload"); });
+  ASSERT_TRUE(pool.RunOne().ok());
+  EXPECT_EQ(Get(id).state, store::JobState::kDead);
+  EXPECT_EQ(Get(id).attempts, 1);
+}
+
+TEST_P(WorkerPoolTest, ProgressIsRecorded) {
+  const int64_t id = Enqueue("long");
+  WorkerPool pool(*store_, clock_, PoolOptions("n1"));
+  pool.Register("long", [](JobContext& ctx) -> Result<void> {
+    ctx.Progress(40, 100);
+    return Ok();
+  });
+  ASSERT_TRUE(pool.RunOne().ok());
+  EXPECT_EQ(Get(id).progress_done, 40);
+  EXPECT_EQ(Get(id).progress_total, 100);
+}
+
+TEST_P(WorkerPoolTest, ALongJobKeepsItsLeaseWhileItRuns) {
+  const int64_t id = Enqueue("slow");
+  std::atomic<int> runs{0};
+  auto handler = [&](JobContext&) -> Result<void> {
+    ++runs;
+    std::this_thread::sleep_for(milliseconds(1500));
+    return Ok();
+  };
+  const Clock& real = SystemClock::Instance();
+  WorkerPool a(*store_, real, PoolOptions("a", milliseconds(600)));
+  WorkerPool b(*store_, real, PoolOptions("b", milliseconds(600)));
+  a.Register("slow", handler);
+  b.Register("slow", handler);
+  a.Start();
+  std::this_thread::sleep_for(milliseconds(100));
+  b.Start();
+  for (int i = 0; i < 100 && Get(id).state != store::JobState::kDone; ++i) std::this_thread::sleep_for(milliseconds(50));
+  a.Stop();
+  b.Stop();
+  EXPECT_EQ(Get(id).state, store::JobState::kDone);
+  EXPECT_EQ(runs, 1) << "the lease was renewed, so the second pool never took the job over";
+}
+
+TEST_P(WorkerPoolTest, ConcurrencyPerKindIsBounded) {
+  for (int i = 0; i < 6; ++i) Enqueue("serial");
+  std::atomic<int> now_running{0}, max_running{0}, done{0};
+  WorkerPool pool(*store_, SystemClock::Instance(), PoolOptions("n1"));
+  pool.Register("serial", [&](JobContext&) -> Result<void> {
+    int n = ++now_running;
+    int m = max_running;
+    while (n > m && !max_running.compare_exchange_weak(m, n)) {}
+    std::this_thread::sleep_for(milliseconds(30));
+    --now_running;
+    ++done;
+    return Ok();
+  }, HandlerOptions{1});
+  pool.Start();
+  for (int i = 0; i < 200 && done < 6; ++i) std::this_thread::sleep_for(milliseconds(20));
+  pool.Stop();
+  EXPECT_EQ(done, 6);
+  EXPECT_EQ(max_running, 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, WorkerPoolTest, ::testing::Values(store::Dialect::kSqlite, store::Dialect::kPostgres),
+                         [](const auto& info) { return info.param == store::Dialect::kSqlite ? "SQLite" : "PostgreSQL"; });
+
+TEST(WorkerPoolPostgres, TwoPoolsNeverRunTheSameJobAtTheSameTime) {
+  std::string url;
+  auto store_a = testing::FreshStore(store::Dialect::kPostgres, &url);
+  ASSERT_NE(store_a, nullptr);
+  auto store_b = store::Store::Open(url, {8});  // a second node: its own connections
+  ASSERT_TRUE(store_b.ok());
+  constexpr int kJobs = 200;
+  ASSERT_TRUE(store_a->Transact([&](store::Tx& tx) -> Result<void> {
+    for (int i = 0; i < kJobs; ++i) CF_RETURN_IF_ERROR(store::EnqueueJob(tx, store::NewJob{"unit", "{}", 0, 3, std::nullopt}, 0));
+    return Ok();
+  }).ok());
+
+  std::mutex mu;
+  std::map<int64_t, int> running, runs;
+  std::atomic<int> overlaps{0}, done{0};
+  std::map<std::string, int> per_node;
+  auto handler = [&](const std::string& node) {
+    return [&, node](JobContext& ctx) -> Result<void> {
+      {
+        std::lock_guard lock(mu);
+        if (running[ctx.job().id]++ > 0) ++overlaps;
+        ++runs[ctx.job().id];
+        ++per_node[node];
+      }
+      std::this_thread::sleep_for(milliseconds(2));
+      {
+        std::lock_guard lock(mu);
+        --running[ctx.job().id];
+      }
+      ++done;
+      return Ok();
+    };
+  };
+  WorkerPool::Options o;
+  o.workers = 4;
+  o.poll = milliseconds(10);
+  o.node_id = "a";
+  WorkerPool a(*store_a, SystemClock::Instance(), o);
+  o.node_id = "b";
+  WorkerPool b(**store_b, SystemClock::Instance(), o);
+  a.Register("unit", handler("a"), HandlerOptions{4});
+  b.Register("unit", handler("b"), HandlerOptions{4});
+  a.Start();
+  b.Start();
+  for (int i = 0; i < 1500 && done < kJobs; ++i) std::this_thread::sleep_for(milliseconds(20));
+  a.Stop();
+  b.Stop();
+  EXPECT_EQ(done, kJobs);
+  EXPECT_EQ(overlaps, 0);
+  EXPECT_EQ(runs.size(), static_cast<size_t>(kJobs));
+  for (const auto& [id, n] : runs) EXPECT_EQ(n, 1) << "job " << id;
+  EXPECT_GT(per_node["a"], 0);
+  EXPECT_GT(per_node["b"], 0);
+  auto left = store_a->Query("SELECT COUNT(*) FROM jobs WHERE state <> 'done'");
+  EXPECT_EQ(left->at(0).Int(0), 0);
+}
+
+}  // namespace
+}  // namespace certfleet::jobs

@@ -1,0 +1,139 @@
+#include "store/store.h"
+
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "store/migrations.h"
+#include "store/tokens_repo.h"
+#include "testing/db.h"
+
+namespace certfleet::store {
+namespace {
+
+class StoreTest : public ::testing::TestWithParam<Dialect> {
+ protected:
+  void SetUp() override {
+    store_ = testing::FreshStore(GetParam(), &url_);
+    ASSERT_NE(store_, nullptr);
+    ASSERT_TRUE(store_->Exec("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT UNIQUE, n BIGINT)").ok());
+  }
+  std::unique_ptr<Store> store_;
+  std::string url_;
+};
+
+TEST_P(StoreTest, MigrationsApplyOnceAndRecordTheirVersion) {
+  auto again = Migrate(*store_);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(*again, 0);
+  auto version = SchemaVersion(*store_);
+  ASSERT_TRUE(version.ok());
+  EXPECT_GE(*version, 1);
+}
+
+TEST_P(StoreTest, ValuesRoundTripIncludingNullsQuotesAndQuestionMarks) {
+  ASSERT_TRUE(store_->Exec("INSERT INTO items (id, name, n) VALUES (?, ?, ?)", {int64_t{1}, "it's a '?'", nullptr}).ok());
+  ASSERT_TRUE(store_->Exec("INSERT INTO items (id, name, n) VALUES (2, 'literal ?', ?)", {int64_t{-9007199254740993}}).ok());
+  auto rows = store_->Query("SELECT id, name, n FROM items ORDER BY id");
+  ASSERT_TRUE(rows.ok()) << rows.error().message;
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].Text(1), "it's a '?'");
+  EXPECT_TRUE((*rows)[0].IsNull(2));
+  EXPECT_EQ((*rows)[1].Text(1), "literal ?");
+  EXPECT_EQ((*rows)[1].Int(2), -9007199254740993);
+}
+
+TEST_P(StoreTest, AFailedTransactionLeavesNothingBehind) {
+  Result<void> r = store_->Transact([](Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, name) VALUES (1, 'a')"));
+    return MakeError(ErrorCode::kInvalidArgument, "changed my mind");
+  });
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message, "changed my mind");
+  EXPECT_TRUE(store_->Query("SELECT * FROM items")->empty());
+}
+
+TEST_P(StoreTest, UniqueViolationIsAlreadyExists) {
+  ASSERT_TRUE(store_->Exec("INSERT INTO items (id, name) VALUES (1, 'a')").ok());
+  auto dup = store_->Exec("INSERT INTO items (id, name) VALUES (2, 'a')");
+  ASSERT_FALSE(dup.ok());
+  EXPECT_EQ(dup.error().code, ErrorCode::kAlreadyExists);
+}
+
+TEST_P(StoreTest, ConcurrentTransactionsLoseNoUpdate) {
+  ASSERT_TRUE(store_->Exec("INSERT INTO items (id, name, n) VALUES (1, 'counter', 0)").ok());
+  constexpr int kThreads = 8, kIncrements = 40;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kIncrements; ++i) {
+        Result<void> r = store_->Transact([](Tx& tx) -> Result<void> {
+          // Read-modify-write: only correct if transactions serialize on the row.
+          const char* lock = tx.postgres() ? "SELECT n FROM items WHERE id = 1 FOR UPDATE" : "SELECT n FROM items WHERE id = 1";
+          CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(lock));
+          CF_RETURN_IF_ERROR(tx.Exec("UPDATE items SET n = ? WHERE id = 1", {row->Int(0) + 1}));
+          return Ok();
+        });
+        if (!r.ok()) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(store_->Query("SELECT n FROM items WHERE id = 1")->at(0).Int(0), kThreads * kIncrements);
+}
+
+TEST_P(StoreTest, OneLeaderAtATime) {
+  auto other = Store::Open(url_, {2});
+  ASSERT_TRUE(other.ok());
+  auto first = store_->TryLead("scheduler");
+  ASSERT_TRUE(first.ok());
+  ASSERT_NE(*first, nullptr);
+  EXPECT_TRUE((*first)->Held());
+  auto second = (*other)->TryLead("scheduler");
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(*second, nullptr);
+  auto unrelated = (*other)->TryLead("another-name");
+  ASSERT_TRUE(unrelated.ok());
+  EXPECT_NE(*unrelated, nullptr);
+  first->reset();
+  auto third = (*other)->TryLead("scheduler");
+  ASSERT_TRUE(third.ok());
+  EXPECT_NE(*third, nullptr);
+}
+
+TEST_P(StoreTest, TokensAuthenticateUntilRevoked) {
+  NewToken token;
+  ASSERT_TRUE(store_->Transact([&](Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(token, CreateApiToken(tx, Role::kOperator, "ci", "test", 1000));
+    return Ok();
+  }).ok());
+  auto auth = [&](const std::string& bearer) {
+    std::optional<ApiToken> t;
+    EXPECT_TRUE(store_->Transact([&](Tx& tx) -> Result<void> {
+      CF_ASSIGN_OR_RETURN(t, AuthenticateBearer(tx, bearer));
+      return Ok();
+    }).ok());
+    return t;
+  };
+  auto ok = auth(token.bearer);
+  ASSERT_TRUE(ok.has_value());
+  EXPECT_EQ(ok->role, Role::kOperator);
+  EXPECT_EQ(ok->name, "ci");
+  std::string tampered = token.bearer;
+  tampered.back() = tampered.back() == 'A' ? 'B' : 'A';
+  EXPECT_FALSE(auth(tampered).has_value());
+  EXPECT_FALSE(auth("cf_nonsense").has_value());
+  EXPECT_FALSE(auth("").has_value());
+  auto stored = store_->Query("SELECT secret_hash FROM api_tokens");
+  EXPECT_EQ(token.bearer.find(stored->at(0).Text(0)), std::string::npos) << "the secret must not be stored";
+  ASSERT_TRUE(store_->Transact([&](Tx& tx) -> Result<void> { return RevokeApiToken(tx, token.record.id, 2000).ok() ? Ok() : MakeError(ErrorCode::kInternal, "x"); }).ok());
+  EXPECT_FALSE(auth(token.bearer).has_value());
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, StoreTest, ::testing::Values(Dialect::kSqlite, Dialect::kPostgres),
+                         [](const auto& info) { return info.param == Dialect::kSqlite ? "SQLite" : "PostgreSQL"; });
+
+}  // namespace
+}  // namespace certfleet::store

@@ -1,0 +1,18 @@
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "store/store.h"
+
+namespace certfleet::testing {
+
+// The URL of the PostgreSQL server the ctest fixture started; fails the test if absent.
+std::string PostgresAdminUrl();
+// A new, empty, migrated database of the given kind: a SQLite file in a fresh temporary
+// folder, or a fresh database on the fixture's PostgreSQL server. `url` receives its URL.
+std::unique_ptr<store::Store> FreshStore(store::Dialect dialect, std::string* url = nullptr, int pool_size = 8);
+// A fresh temporary folder.
+std::string TempDir();
+
+}  // namespace certfleet::testing
