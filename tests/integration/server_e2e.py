@@ -1,0 +1,217 @@
+#!/usr/bin/python3
+"""End to end: the real certfleet binary, its CLI and its HTTPS API, on SQLite or PostgreSQL.
+
+usage: server_e2e.py CERTFLEET_BINARY sqlite|postgres
+
+Python's ssl module is the independent TLS client: it verifies the server certificate
+against var/tls/ca.pem and the IP address 127.0.0.1, as a user's client would.
+"""
+import http.client
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import ssl
+import stat
+import subprocess
+import sys
+import time
+
+BINARY, DB_KIND = sys.argv[1], sys.argv[2]
+STATE = os.environ.get("CERTFLEET_TEST_STATE", "/tmp")
+WORK = os.path.join(STATE, "e2e", f"{DB_KIND}-{secrets.token_hex(4)}")
+DATA = os.path.join(WORK, "var")
+os.makedirs(WORK)
+
+passed, failed = 0, 0
+
+
+def check(cond, what):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL: {what}", flush=True)
+
+
+def psql(url, sql):
+    return subprocess.run(["psql", "-X", "-q", "-t", "-A", url, "-c", sql], check=True, capture_output=True, text=True).stdout
+
+
+env = dict(os.environ, CERTFLEET_DATA_DIR=DATA, CERTFLEET_SERVER_LISTEN="127.0.0.1:0",
+           CERTFLEET_MAIL="smtp://mailer:hunter2@127.0.0.1:2525", CERTFLEET_LOG_LEVEL="info")
+if DB_KIND == "postgres":
+    admin_url = open(os.path.join(STATE, "pg", "url")).read().strip()
+    name = "e2e_" + secrets.token_hex(4)
+    psql(admin_url, f"CREATE DATABASE {name}")
+    env["CERTFLEET_DB"] = admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def cli(*args, expect=0):
+    p = subprocess.run([BINARY, *args], env=env, cwd=WORK, capture_output=True, text=True, timeout=60)
+    check(p.returncode == expect, f"certfleet {' '.join(args)} exited {p.returncode}, wanted {expect}: {p.stderr[-2000:]}")
+    return p
+
+
+# init: data folder, schema, TLS files, first admin token (printed once, file mode 0600).
+first = cli("init")
+token = open(os.path.join(DATA, "admin.token")).read().strip()
+check(first.stdout.strip() == token, "init prints the admin token it wrote")
+check(stat.S_IMODE(os.stat(os.path.join(DATA, "admin.token")).st_mode) == 0o600, "admin.token is mode 0600")
+check(stat.S_IMODE(os.stat(os.path.join(DATA, "tls", "server.key")).st_mode) == 0o600, "server.key is mode 0600")
+again = cli("init")
+check(again.stdout == "" and "keeping" in again.stderr, "a second init keeps the token and TLS files")
+check(open(os.path.join(DATA, "admin.token")).read().strip() == token, "the admin token is unchanged by a second init")
+
+shown = cli("config", "show").stdout
+check("hunter2" not in shown and 'mail = "smtp://mailer:***@127.0.0.1:2525"  # env' in shown, "config show masks secrets")
+check("--db" in cli("--help").stdout and "token" in cli("--help").stdout, "--help lists options and commands")
+check("--role" in cli("token", "create", "--help").stdout, "token create --help")
+reader = cli("token", "create", "--role", "reader", "--name", "dashboards").stdout.strip()
+check(reader.startswith("cf_"), "token create prints a token")
+cli("token", "create", "--role", "boss", expect=1)
+
+# serve
+log_path = os.path.join(WORK, "serve.log")
+log = open(log_path, "w")
+server = subprocess.Popen([BINARY, "serve"], env=env, cwd=WORK, stderr=log, stdout=subprocess.DEVNULL)
+port = None
+for _ in range(100):
+    m = re.search(r'"msg":"listening".*"port":(\d+)', open(log_path).read())
+    if m:
+        port = int(m.group(1))
+        break
+    time.sleep(0.1)
+check(port is not None, "serve logs the port it listens on")
+
+ctx = ssl.create_default_context(cafile=os.path.join(DATA, "tls", "ca.pem"))
+
+
+def request(method, path, body=None, bearer=None, headers=None):
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    h = dict(headers or {})
+    if bearer:
+        h["Authorization"] = f"Bearer {bearer}"
+    conn.request(method, path, body=body, headers=h)
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    try:
+        parsed = json.loads(data) if data else None
+    except ValueError:
+        parsed = data.decode()
+    return r.status, parsed, r
+
+
+status, body, resp = request("GET", "/healthz")
+check(status == 200 and body == {"status": "ok"}, f"healthz 200 over verified TLS: {status} {body}")
+check(resp.getheader("X-Request-Id"), "responses carry a request id")
+check(request("GET", "/readyz")[0] == 200, "readyz 200 with the store reachable")
+
+status, body, resp = request("GET", "/v1/audit")
+check(status == 401 and body["error"]["code"] == "unauthenticated", f"audit without token: {status} {body}")
+check(request("GET", "/v1/audit", bearer="cf_abcdefghijkl_wrongwrongwrongwrong")[0] == 401, "audit with a bad token: 401")
+status, body, _ = request("GET", "/v1/audit", bearer=token)
+check(status == 200 and any(e["action"] == "token.create" for e in body["items"]), f"audit with the admin token: {status}")
+check(request("GET", "/v1/audit", bearer=reader)[0] == 403, "audit with a reader token: 403")
+status, body, _ = request("GET", "/v1/audit?limit=1", bearer=token)
+check(status == 200 and len(body["items"]) == 1 and body["next"] == "1", f"audit pages: {body}")
+status, body, _ = request("GET", "/v1/audit?limit=1&next=1", bearer=token)
+check(status == 200 and body["items"][0]["seq"] == 2, "audit cursor")
+check(request("GET", "/v1/audit?limit=5000", bearer=token)[0] == 400, "limit over 1000: 400")
+
+status, body, _ = request("GET", "/v1/jobs?state=dead", bearer=reader)
+check(status == 200 and body["items"] == [], f"jobs?state=dead: {status} {body}")
+check(request("GET", "/v1/jobs?state=zombie", bearer=reader)[0] == 400, "unknown job state: 400")
+check(request("GET", "/v1/jobs/999999", bearer=reader)[0] == 404, "unknown job: 404")
+check(request("POST", "/v1/jobs/1/retry", bearer=reader)[0] == 403, "retry needs operator")
+
+status, body, _ = request("GET", "/metrics", bearer=reader)
+check(status == 200 and "certfleet_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1" in body
+      and "certfleet_http_request_duration_seconds_bucket" in body and "certfleet_jobs" in body, "metrics")
+check(request("GET", "/metrics")[0] == 401, "metrics need a token")
+
+status, body, _ = request("GET", "/v1/nothing-here", bearer=token)
+check(status == 404 and body["error"]["code"] == "not_found", "unknown path: 404")
+status, body, resp = request("PUT", "/healthz")
+check(status == 405 and resp.getheader("Allow") == "GET", "wrong method: 405 with Allow")
+status, body, _ = request("POST", "/v1/tokens", body="{not json", bearer=token)
+check(status == 400 and "malformed JSON" in body["error"]["message"], f"malformed JSON: {status} {body}")
+status, body, _ = request("POST", "/v1/tokens", body='{"role":"emperor"}', bearer=token)
+check(status == 400, "invalid role: 400")
+status, body, _ = request("POST", "/v1/tokens", body="x" * (1024 * 1024 + 1), bearer=token)
+check(status == 413 and body["error"]["code"] == "payload_too_large", f"body over the limit: {status}")
+
+status, created, _ = request("POST", "/v1/tokens", body='{"role":"operator","name":"deployer"}', bearer=token)
+check(status == 201 and created["token"].startswith("cf_") and created["role"] == "operator", f"token via API: {status}")
+check(request("GET", "/v1/jobs", bearer=created["token"])[0] == 200, "the new operator token works")
+status, listed, _ = request("GET", "/v1/tokens", bearer=token)
+check(status == 200 and all("token" not in t and "secret_hash" not in t for t in listed["items"]), "token list shows no secrets")
+check(request("DELETE", f"/v1/tokens/{created['id']}", bearer=token)[0] == 204, "revoke via API")
+check(request("GET", "/v1/jobs", bearer=created["token"])[0] == 401, "a revoked token: 401")
+
+# Keep-alive: two requests on one connection.
+conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+for _ in range(2):
+    conn.request("GET", "/healthz")
+    r = conn.getresponse()
+    r.read()
+check(r.status == 200 and not r.will_close, "keep-alive")
+conn.close()
+
+# Graceful shutdown: a request in flight when SIGTERM arrives still gets its answer, an idle
+# keep-alive connection does not hold the exit up, and the process exits 0 within 5 s.
+idle = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1")
+inflight = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1")
+payload = b'{"role":"reader","name":"in-flight"}'
+inflight.sendall(b"POST /v1/tokens HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token.encode() +
+                 b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload[:10])
+time.sleep(0.3)
+started = time.monotonic()
+server.send_signal(signal.SIGTERM)
+time.sleep(0.3)
+inflight.sendall(payload[10:])
+reply = b""
+while True:
+    chunk = inflight.recv(65536)
+    if not chunk:
+        break
+    reply += chunk
+check(reply.startswith(b"HTTP/1.1 201"), f"the in-flight request finished: {reply[:80]!r}")
+check(b"Connection: close" in reply, "the in-flight answer closes the connection")
+try:
+    code = server.wait(timeout=6)
+except subprocess.TimeoutExpired:
+    server.kill()
+    code = None
+elapsed = time.monotonic() - started
+check(code == 0, f"serve exits 0 on SIGTERM (got {code})")
+check(elapsed < 5, f"shutdown took {elapsed:.2f} s")
+idle.close()
+log.close()
+lines = [json.loads(l) for l in open(log_path) if l.startswith("{")]
+check(lines and all("ts" in l and "level" in l and "msg" in l for l in lines), "logs are JSON lines")
+check(token.split("_")[2] not in open(log_path).read(), "no token secret in the log")
+
+# The audit chain verifies, and a row altered behind certfleet's back is found.
+check("intact" in cli("audit", "verify").stdout, "audit verify on an intact chain")
+tamper = "UPDATE audit_log SET details = '{\"role\":\"reader\"}' WHERE seq = 2"
+if DB_KIND == "postgres":
+    psql(env["CERTFLEET_DB"], tamper)
+else:
+    db = sqlite3.connect(os.path.join(DATA, "certfleet.db"))
+    db.execute(tamper)
+    db.commit()
+    db.close()
+broken = cli("audit", "verify", expect=2).stdout
+check("BROKEN at row 2" in broken, f"audit verify names the altered row: {broken}")
+
+print(f"server_e2e ({DB_KIND}): {passed} passed, {failed} failed")
+if not failed:
+    shutil.rmtree(WORK, ignore_errors=True)  # kept on failure for inspection
+sys.exit(1 if failed else 0)
