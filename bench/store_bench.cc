@@ -1,14 +1,14 @@
 // Store throughput on the embedded SQLite driver: the job queue's full cycle (enqueue,
 // lease, complete) and audit appends, each a committed transaction as in production.
 // No figure is named by an issue yet; this gives the baseline later changes compare to.
-#include <filesystem>
-
 #include <benchmark/benchmark.h>
 
+#include <filesystem>
+
 #include "core/crypto.h"
+#include "core/log.h"
 #include "store/audit_repo.h"
 #include "store/jobs_repo.h"
-#include "core/log.h"
 #include "store/migrations.h"
 
 namespace certfleet::store {
@@ -42,7 +42,8 @@ void BM_JobCycle(benchmark::State& state) {
     });
     if (!r.ok()) state.SkipWithError(r.error().message.c_str());
   }
-  state.counters["jobs_per_s"] = benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["jobs_per_s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_JobCycle)->Unit(benchmark::kMicrosecond)->MinTime(1.0)->UseRealTime();
 
@@ -56,7 +57,8 @@ void BM_AuditAppend(benchmark::State& state) {
     });
     if (!r.ok()) state.SkipWithError(r.error().message.c_str());
   }
-  state.counters["appends_per_s"] = benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["appends_per_s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_AuditAppend)->Unit(benchmark::kMicrosecond)->MinTime(1.0)->UseRealTime();
 

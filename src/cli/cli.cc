@@ -1,12 +1,11 @@
 #include "cli/cli.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
-
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "core/log.h"
@@ -42,7 +41,8 @@ int TokenCreate(const Config& config, const Clock& clock, const std::string& rol
     return Ok();
   });
   if (!r.ok()) return Fail(r.error());
-  std::cerr << fmt::format("created {} token {} ({}); it is shown once:\n", role_name, token.record.id, token.record.name);
+  std::cerr << fmt::format("created {} token {} ({}); it is shown once:\n", role_name, token.record.id,
+                           token.record.name);
   std::cout << token.bearer << "\n";
   return 0;
 }
@@ -51,15 +51,17 @@ int TokenList(const Config& config) {
   auto st = OpenStore(config);
   if (!st.ok()) return Fail(st.error());
   std::vector<store::ApiToken> tokens;
-  Result<void> r = (*st)->Transact([&](store::Tx& tx) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(tokens, store::ListApiTokens(tx));
-    return Ok();
-  }, store::TxMode::kRead);
+  Result<void> r = (*st)->Transact(
+      [&](store::Tx& tx) -> Result<void> {
+        CF_ASSIGN_OR_RETURN(tokens, store::ListApiTokens(tx));
+        return Ok();
+      },
+      store::TxMode::kRead);
   if (!r.ok()) return Fail(r.error());
   std::cout << fmt::format("{:<14} {:<9} {:<25} {:<8} {}\n", "ID", "ROLE", "CREATED", "STATUS", "NAME");
   for (const auto& t : tokens) {
-    std::cout << fmt::format("{:<14} {:<9} {:<25} {:<8} {}\n", t.id, store::RoleName(t.role), FormatRfc3339(t.created_at),
-                             t.revoked_at ? "revoked" : "active", t.name);
+    std::cout << fmt::format("{:<14} {:<9} {:<25} {:<8} {}\n", t.id, store::RoleName(t.role),
+                             FormatRfc3339(t.created_at), t.revoked_at ? "revoked" : "active", t.name);
   }
   return 0;
 }
@@ -85,8 +87,8 @@ int AuditVerify(const Config& config) {
   auto report = store::VerifyAuditChain(**st);
   if (!report.ok()) return Fail(report.error());
   if (report->first_broken_seq) {
-    std::cout << fmt::format("audit chain BROKEN at row {}: {} ({} rows before it verified)\n", *report->first_broken_seq,
-                             report->reason, report->rows_checked);
+    std::cout << fmt::format("audit chain BROKEN at row {}: {} ({} rows before it verified)\n",
+                             *report->first_broken_seq, report->reason, report->rows_checked);
     return 2;
   }
   std::cout << fmt::format("audit chain intact: {} rows verified\n", report->rows_checked);
@@ -114,12 +116,14 @@ Result<std::unique_ptr<store::Store>> OpenStore(const Config& config) {
 }
 
 int Main(int argc, char** argv) {
-  CLI::App app{"certfleet: a self-hosted certificate lifecycle platform for device fleets.\n"
-               "Every option below is also a key of certfleet.toml and a CERTFLEET_* environment variable."};
+  CLI::App app{
+      "certfleet: a self-hosted certificate lifecycle platform for device fleets.\n"
+      "Every option below is also a key of certfleet.toml and a CERTFLEET_* environment variable."};
   app.require_subcommand(1);
   app.fallthrough();
   Config::Sources sources;
-  app.add_option("--config", sources.file, "certfleet.toml to read (default: ./certfleet.toml if present, or $CERTFLEET_CONFIG)");
+  app.add_option("--config", sources.file,
+                 "certfleet.toml to read (default: ./certfleet.toml if present, or $CERTFLEET_CONFIG)");
   std::map<std::string, std::string> flag_values;
   for (const auto& key : Config::Keys()) {
     app.add_option("--" + Config::FlagName(key.name), flag_values[std::string(key.name)],
@@ -127,8 +131,10 @@ int Main(int argc, char** argv) {
         ->group("Configuration");
   }
 
-  auto* init = app.add_subcommand("init", "Create the data folder, the schema, the server's TLS files and the first admin token.");
-  auto* serve = app.add_subcommand("serve", "Run the HTTPS API, the job workers and the scheduler until SIGTERM/SIGINT.");
+  auto* init = app.add_subcommand(
+      "init", "Create the data folder, the schema, the server's TLS files and the first admin token.");
+  auto* serve =
+      app.add_subcommand("serve", "Run the HTTPS API, the job workers and the scheduler until SIGTERM/SIGINT.");
   auto* migrate = app.add_subcommand("migrate", "Apply pending database migrations and print the schema version.");
 
   auto* token = app.add_subcommand("token", "Manage API tokens.");
@@ -143,11 +149,13 @@ int Main(int argc, char** argv) {
 
   auto* audit = app.add_subcommand("audit", "Inspect the audit log.");
   audit->require_subcommand(1);
-  auto* audit_verify = audit->add_subcommand("verify", "Recompute the audit hash chain and report the first broken row (exit 2).");
+  auto* audit_verify =
+      audit->add_subcommand("verify", "Recompute the audit hash chain and report the first broken row (exit 2).");
 
   auto* config_cmd = app.add_subcommand("config", "Inspect the configuration.");
   config_cmd->require_subcommand(1);
-  auto* config_show = config_cmd->add_subcommand("show", "Print the effective configuration, secrets masked, with each value's source.");
+  auto* config_show = config_cmd->add_subcommand(
+      "show", "Print the effective configuration, secrets masked, with each value's source.");
 
   try {
     app.parse(argc, argv);
@@ -174,7 +182,8 @@ int Main(int argc, char** argv) {
   if (*audit_verify) return AuditVerify(*config);
   if (*config_show) {
     std::cout << "# effective configuration" << (config->file().empty() ? "" : " (file: " + config->file() + ")")
-              << "; each value's source follows it\n" << config->Show();
+              << "; each value's source follows it\n"
+              << config->Show();
     return 0;
   }
   return 1;

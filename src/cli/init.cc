@@ -1,10 +1,9 @@
+#include <fmt/format.h>
 #include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-
-#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "core/log.h"
@@ -40,7 +39,9 @@ std::vector<std::string> SplitList(const std::string& s) {
 Result<void> WriteFile(const fs::path& path, const std::string& data, fs::perms mode) {
   std::error_code ec;
   if (path.has_parent_path()) fs::create_directories(path.parent_path(), ec);
-  if (ec) return MakeError(ErrorCode::kUnavailable, fmt::format("creating {}: {}", path.parent_path().string(), ec.message()));
+  if (ec)
+    return MakeError(ErrorCode::kUnavailable,
+                     fmt::format("creating {}: {}", path.parent_path().string(), ec.message()));
   fs::path tmp = path;
   tmp += ".tmp";
   {
@@ -67,10 +68,12 @@ Result<bool> KeptAdminToken(store::Store& st, const fs::path& path) {
   std::string bearer;
   std::getline(in, bearer);
   std::optional<store::ApiToken> token;
-  CF_RETURN_IF_ERROR(st.Transact([&](store::Tx& tx) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(token, store::AuthenticateBearer(tx, bearer));
-    return Ok();
-  }, store::TxMode::kRead));
+  CF_RETURN_IF_ERROR(st.Transact(
+      [&](store::Tx& tx) -> Result<void> {
+        CF_ASSIGN_OR_RETURN(token, store::AuthenticateBearer(tx, bearer));
+        return Ok();
+      },
+      store::TxMode::kRead));
   if (!token) std::cerr << fmt::format("admin token: {} is not valid in this store; making a new one\n", path.string());
   return token.has_value();
 }
@@ -105,9 +108,9 @@ int Init(const Config& config, const Clock& clock) {
       std::cerr << "certfleet: server.tls_sans: " << identity.error().message << "\n";
       return 1;
     }
-    for (auto r : {WriteFile(key_path, identity->server_key_pem, kPrivate),
-                   WriteFile(cert_path, identity->server_chain_pem, kPublic),
-                   WriteFile(ca_path, identity->ca_pem, kPublic)}) {
+    for (auto r :
+         {WriteFile(key_path, identity->server_key_pem, kPrivate),
+          WriteFile(cert_path, identity->server_chain_pem, kPublic), WriteFile(ca_path, identity->ca_pem, kPublic)}) {
       if (!r.ok()) {
         std::cerr << "certfleet: " << r.error().message << "\n";
         return 1;
@@ -119,7 +122,8 @@ int Init(const Config& config, const Clock& clock) {
       return Ok();
     });
     if (!audited.ok()) std::cerr << "certfleet: audit: " << audited.error().message << "\n";
-    std::cerr << fmt::format("TLS: wrote {} and {}; clients trust {}\n", cert_path.string(), key_path.string(), ca_path.string());
+    std::cerr << fmt::format("TLS: wrote {} and {}; clients trust {}\n", cert_path.string(), key_path.string(),
+                             ca_path.string());
   }
 
   const fs::path token_path = data_dir / "admin.token";
@@ -133,7 +137,8 @@ int Init(const Config& config, const Clock& clock) {
     Result<void> r = (*st)->Transact([&](store::Tx& tx) -> Result<void> {
       const int64_t now = clock.NowMillis();
       CF_ASSIGN_OR_RETURN(token, store::CreateApiToken(tx, store::Role::kAdmin, "initial admin", actor, now));
-      CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "token.create", "token:" + token.record.id, R"({"role":"admin"})"));
+      CF_RETURN_IF_ERROR(
+          store::AppendAudit(tx, now, actor, "token.create", "token:" + token.record.id, R"({"role":"admin"})"));
       return Ok();
     });
     if (r.ok()) r = WriteFile(token_path, token.bearer + "\n", kPrivate);

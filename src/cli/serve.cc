@@ -1,8 +1,7 @@
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <iostream>
-
-#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "core/log.h"
@@ -63,7 +62,8 @@ int Serve(const Config& config, const Clock& clock) {
   pool_options.poll = std::chrono::milliseconds(config.GetInt("jobs.poll_ms"));
   jobs::WorkerPool pool(store, clock, pool_options);
   jobs::Scheduler scheduler(store, clock);
-  if (auto r = jobs::AddHousekeeping(pool, scheduler, store, clock, static_cast<int>(config.GetInt("jobs.retention_days")));
+  if (auto r =
+          jobs::AddHousekeeping(pool, scheduler, store, clock, static_cast<int>(config.GetInt("jobs.retention_days")));
       !r.ok()) {
     log::Error("cannot set up housekeeping", {{"error", r.error().message}});
     return 1;

@@ -1,13 +1,13 @@
 #include "core/config.h"
 
+#include <fmt/format.h>
+#include <toml++/toml.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cassert>
 #include <charconv>
 #include <filesystem>
-#include <unistd.h>
-
-#include <fmt/format.h>
-#include <toml++/toml.h>
 
 extern char** environ;
 
@@ -17,14 +17,18 @@ namespace {
 constexpr int64_t kMiB = 1024 * 1024;
 
 constexpr ConfigKey kKeys[] = {
-    {"data_dir", ConfigType::kPath, "./var", "Folder for the database, TLS files, blobs and outbox of the embedded defaults."},
+    {"data_dir", ConfigType::kPath, "./var",
+     "Folder for the database, TLS files, blobs and outbox of the embedded defaults."},
     {"db", ConfigType::kUrl, "sqlite://{data_dir}/certfleet.db",
      "Store: sqlite://PATH (embedded) or postgresql://user:pass@host:port/db."},
     {"db_pool_size", ConfigType::kInt, "8", "Database connections kept open per node.", 1, 256},
-    {"blobs", ConfigType::kUrl, "file://{data_dir}/blobs", "Object store: file://PATH or s3://bucket/prefix?endpoint=...&region=..."},
-    {"mail", ConfigType::kUrl, "file://{data_dir}/outbox", "Mail: file://PATH writes .eml files; smtp://user:pass@host:port sends."},
+    {"blobs", ConfigType::kUrl, "file://{data_dir}/blobs",
+     "Object store: file://PATH or s3://bucket/prefix?endpoint=...&region=..."},
+    {"mail", ConfigType::kUrl, "file://{data_dir}/outbox",
+     "Mail: file://PATH writes .eml files; smtp://user:pass@host:port sends."},
     {"log_level", ConfigType::kString, "info", "debug, info, warn or error."},
-    {"server.listen", ConfigType::kString, "127.0.0.1:8443", "HTTPS listen address host:port (port 0 picks a free port)."},
+    {"server.listen", ConfigType::kString, "127.0.0.1:8443",
+     "HTTPS listen address host:port (port 0 picks a free port)."},
     {"server.tls_cert", ConfigType::kPath, "{data_dir}/tls/server.pem", "Server certificate chain (PEM)."},
     {"server.tls_key", ConfigType::kPath, "{data_dir}/tls/server.key", "Server private key (PEM)."},
     {"server.tls_sans", ConfigType::kString, "localhost,127.0.0.1",
@@ -32,15 +36,20 @@ constexpr ConfigKey kKeys[] = {
     {"server.client_ca", ConfigType::kPath, "",
      "PEM file of CAs whose client certificates are accepted (mTLS routes); empty: none requested."},
     {"server.threads", ConfigType::kInt, "4", "Threads serving HTTPS connections.", 1, 256},
-    {"server.body_limit", ConfigType::kInt, "1048576", "Largest request body in bytes; larger ones get 413.", 1024, 1024 * kMiB},
-    {"server.header_timeout", ConfigType::kInt, "10", "Seconds a client has to send the TLS handshake and request headers.", 1, 3600},
+    {"server.body_limit", ConfigType::kInt, "1048576", "Largest request body in bytes; larger ones get 413.", 1024,
+     1024 * kMiB},
+    {"server.header_timeout", ConfigType::kInt, "10",
+     "Seconds a client has to send the TLS handshake and request headers.", 1, 3600},
     {"server.body_timeout", ConfigType::kInt, "60", "Seconds a client has to send the request body.", 1, 3600},
     {"server.idle_timeout", ConfigType::kInt, "60", "Seconds an idle keep-alive connection stays open.", 1, 3600},
-    {"server.shutdown_grace", ConfigType::kInt, "5", "Seconds in-flight requests get to finish on SIGTERM/SIGINT.", 0, 300},
+    {"server.shutdown_grace", ConfigType::kInt, "5", "Seconds in-flight requests get to finish on SIGTERM/SIGINT.", 0,
+     300},
     {"jobs.workers", ConfigType::kInt, "4", "Jobs run at once by this node, over all kinds.", 1, 1024},
-    {"jobs.lease_seconds", ConfigType::kInt, "60", "A running job's lease; renewed while it runs, re-run by another worker once expired.", 5, 86400},
+    {"jobs.lease_seconds", ConfigType::kInt, "60",
+     "A running job's lease; renewed while it runs, re-run by another worker once expired.", 5, 86400},
     {"jobs.poll_ms", ConfigType::kInt, "500", "How often idle workers look for due jobs, in milliseconds.", 10, 60000},
-    {"jobs.retention_days", ConfigType::kInt, "7", "Finished (done) jobs older than this are deleted daily; dead jobs are kept.", 1, 3650},
+    {"jobs.retention_days", ConfigType::kInt, "7",
+     "Finished (done) jobs older than this are deleted daily; dead jobs are kept.", 1, 3650},
 };
 
 const ConfigKey* FindKey(std::string_view name) {
@@ -53,14 +62,16 @@ const ConfigKey* FindKey(std::string_view name) {
 Result<void> Validate(const ConfigKey& key, const std::string& value, const std::string& source) {
   if (key.type != ConfigType::kInt) {
     if (value.find('\0') != std::string::npos || value.find('\n') != std::string::npos) {
-      return MakeError(ErrorCode::kInvalidArgument, fmt::format("config {} (from {}): control characters", key.name, source));
+      return MakeError(ErrorCode::kInvalidArgument,
+                       fmt::format("config {} (from {}): control characters", key.name, source));
     }
     return Ok();
   }
   int64_t v = 0;
   auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
   if (ec != std::errc() || ptr != value.data() + value.size()) {
-    return MakeError(ErrorCode::kInvalidArgument, fmt::format("config {} (from {}): '{}' is not an integer", key.name, source, value));
+    return MakeError(ErrorCode::kInvalidArgument,
+                     fmt::format("config {} (from {}): '{}' is not an integer", key.name, source, value));
   }
   if (v < key.min || v > key.max) {
     return MakeError(ErrorCode::kInvalidArgument,
@@ -82,7 +93,8 @@ Result<void> ReadToml(const toml::table& table, const std::string& prefix, std::
     } else if (auto b = node.value<bool>(); b && node.is_boolean()) {
       out[name] = *b ? "true" : "false";
     } else {
-      return MakeError(ErrorCode::kInvalidArgument, fmt::format("config file: {} must be a string or an integer", name));
+      return MakeError(ErrorCode::kInvalidArgument,
+                       fmt::format("config file: {} must be a string or an integer", name));
     }
   }
   return Ok();
@@ -126,7 +138,8 @@ Result<Config> Config::Load(const Sources& sources) {
 
   auto apply = [&](const std::string& name, const std::string& value, const std::string& source) -> Result<void> {
     const ConfigKey* key = FindKey(name);
-    if (!key) return MakeError(ErrorCode::kInvalidArgument, fmt::format("unknown config key '{}' (from {})", name, source));
+    if (!key)
+      return MakeError(ErrorCode::kInvalidArgument, fmt::format("unknown config key '{}' (from {})", name, source));
     CF_RETURN_IF_ERROR(Validate(*key, value, source));
     cfg.values_[name] = Entry{value, source};
     return Ok();
@@ -146,8 +159,8 @@ Result<Config> Config::Load(const Sources& sources) {
     try {
       parsed = toml::parse_file(file);
     } catch (const toml::parse_error& err) {
-      return MakeError(ErrorCode::kInvalidArgument, fmt::format("config file {} line {}: {}", file,
-                                                                err.source().begin.line, err.description()));
+      return MakeError(ErrorCode::kInvalidArgument,
+                       fmt::format("config file {} line {}: {}", file, err.source().begin.line, err.description()));
     }
     std::map<std::string, std::string> flat;
     CF_RETURN_IF_ERROR(ReadToml(parsed, "", flat));

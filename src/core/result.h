@@ -30,9 +30,7 @@ struct Error {
   std::string message;
 
   // Returns a copy whose message is prefixed with `context: `.
-  Error Wrap(std::string_view context) const {
-    return Error{code, std::string(context) + ": " + message};
-  }
+  Error Wrap(std::string_view context) const { return Error{code, std::string(context) + ": " + message}; }
 };
 
 inline Error MakeError(ErrorCode code, std::string message) { return Error{code, std::move(message)}; }
@@ -41,21 +39,33 @@ inline Error MakeError(ErrorCode code, std::string message) { return Error{code,
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
   Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
 
-  T& value() & { assert(ok() && "value() on an error Result"); return std::get<0>(v_); }
-  const T& value() const& { assert(ok() && "value() on an error Result"); return std::get<0>(v_); }
-  T&& value() && { assert(ok() && "value() on an error Result"); return std::get<0>(std::move(v_)); }
+  T& value() & {
+    assert(ok() && "value() on an error Result");
+    return std::get<0>(v_);
+  }
+  const T& value() const& {
+    assert(ok() && "value() on an error Result");
+    return std::get<0>(v_);
+  }
+  T&& value() && {
+    assert(ok() && "value() on an error Result");
+    return std::get<0>(std::move(v_));
+  }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
 
-  const Error& error() const { assert(!ok() && "error() on an ok Result"); return std::get<1>(v_); }
+  const Error& error() const {
+    assert(!ok() && "error() on an ok Result");
+    return std::get<1>(v_);
+  }
 
  private:
   std::variant<T, Error> v_;
@@ -69,7 +79,10 @@ class [[nodiscard]] Result<void> {
 
   bool ok() const { return ok_; }
   explicit operator bool() const { return ok_; }
-  const Error& error() const { assert(!ok_ && "error() on an ok Result"); return error_; }
+  const Error& error() const {
+    assert(!ok_ && "error() on an ok Result");
+    return error_;
+  }
 
  private:
   Error error_;
@@ -81,9 +94,9 @@ inline Result<void> Ok() { return {}; }
 }  // namespace certfleet
 
 // Returns the error of `expr` (a Result) from the enclosing function if it failed.
-#define CF_RETURN_IF_ERROR(expr)                  \
-  do {                                            \
-    auto cf_status_ = (expr);                     \
+#define CF_RETURN_IF_ERROR(expr)                     \
+  do {                                               \
+    auto cf_status_ = (expr);                        \
     if (!cf_status_.ok()) return cf_status_.error(); \
   } while (0)
 

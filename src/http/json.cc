@@ -1,10 +1,10 @@
 #include "http/json.h"
 
-#include <charconv>
+#include <fmt/format.h>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
-#include <fmt/format.h>
+#include <charconv>
 
 namespace certfleet::http {
 namespace {
@@ -25,16 +25,26 @@ Result<int64_t> ParseInt(std::string_view s, std::string_view name) {
 
 int StatusFor(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kInvalidArgument: return 400;
-    case ErrorCode::kUnauthenticated: return 401;
-    case ErrorCode::kPermissionDenied: return 403;
-    case ErrorCode::kNotFound: return 404;
-    case ErrorCode::kAlreadyExists: return 409;
-    case ErrorCode::kFailedPrecondition: return 409;
-    case ErrorCode::kResourceExhausted: return 429;
-    case ErrorCode::kUnavailable: return 503;
-    case ErrorCode::kDeadlineExceeded: return 504;
-    case ErrorCode::kInternal: return 500;
+    case ErrorCode::kInvalidArgument:
+      return 400;
+    case ErrorCode::kUnauthenticated:
+      return 401;
+    case ErrorCode::kPermissionDenied:
+      return 403;
+    case ErrorCode::kNotFound:
+      return 404;
+    case ErrorCode::kAlreadyExists:
+      return 409;
+    case ErrorCode::kFailedPrecondition:
+      return 409;
+    case ErrorCode::kResourceExhausted:
+      return 429;
+    case ErrorCode::kUnavailable:
+      return 503;
+    case ErrorCode::kDeadlineExceeded:
+      return 504;
+    case ErrorCode::kInternal:
+      return 500;
   }
   return 500;
 }
@@ -46,7 +56,8 @@ Response ErrorResponse(int status, std::string_view code, std::string_view messa
 
 Response ErrorResponse(const Error& error) {
   const int status = StatusFor(error.code);
-  if (status >= 500) return ErrorResponse(status, ErrorCodeName(error.code), "the server could not complete the request; see its log");
+  if (status >= 500)
+    return ErrorResponse(status, ErrorCodeName(error.code), "the server could not complete the request; see its log");
   return ErrorResponse(status, ErrorCodeName(error.code), error.message);
 }
 
@@ -71,7 +82,8 @@ Result<std::optional<std::string>> OptionalString(const boost::json::object& o, 
   if (it == o.end() || it->value().is_null()) return std::optional<std::string>();
   if (!it->value().is_string()) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} must be a string", key));
   const auto& s = it->value().as_string();
-  if (s.size() > max_len) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} is longer than {} characters", key, max_len));
+  if (s.size() > max_len)
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} is longer than {} characters", key, max_len));
   return std::optional<std::string>(std::string(s));
 }
 

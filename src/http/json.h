@@ -1,8 +1,7 @@
 #pragma once
 
-#include <string_view>
-
 #include <boost/json/value.hpp>
+#include <string_view>
 
 #include "core/result.h"
 #include "http/types.h"

@@ -50,8 +50,8 @@ std::string Metrics::Render() const {
     for (const auto& [route, h] : latency_) {
       const std::string r = EscapeLabel(route);
       for (size_t i = 0; i < kBuckets.size(); ++i) {
-        out += fmt::format("certfleet_http_request_duration_seconds_bucket{{route=\"{}\",le=\"{}\"}} {}\n", r, kBuckets[i],
-                           h.counts[i]);
+        out += fmt::format("certfleet_http_request_duration_seconds_bucket{{route=\"{}\",le=\"{}\"}} {}\n", r,
+                           kBuckets[i], h.counts[i]);
       }
       out += fmt::format("certfleet_http_request_duration_seconds_bucket{{route=\"{}\",le=\"+Inf\"}} {}\n", r, h.count);
       out += fmt::format("certfleet_http_request_duration_seconds_sum{{route=\"{}\"}} {}\n", r, h.sum);

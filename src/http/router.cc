@@ -21,13 +21,18 @@ std::vector<std::string> SplitPath(std::string_view path) {
   return out;
 }
 
-bool IsParam(const std::string& segment) { return segment.size() > 2 && segment.front() == '{' && segment.back() == '}'; }
+bool IsParam(const std::string& segment) {
+  return segment.size() > 2 && segment.front() == '{' && segment.back() == '}';
+}
 
 store::Role RequiredRole(Access access) {
   switch (access) {
-    case Access::kReader: return store::Role::kReader;
-    case Access::kOperator: return store::Role::kOperator;
-    default: return store::Role::kAdmin;
+    case Access::kReader:
+      return store::Role::kReader;
+    case Access::kOperator:
+      return store::Role::kOperator;
+    default:
+      return store::Role::kAdmin;
   }
 }
 
@@ -50,8 +55,10 @@ Router::Match Router::Find(std::string_view method, std::string_view path) const
     bool ok = true;
     for (size_t i = 0; i < segments.size() && ok; ++i) {
       if (IsParam(r.segments[i])) {
-        if (segments[i].empty()) ok = false;
-        else params[r.segments[i].substr(1, r.segments[i].size() - 2)] = segments[i];
+        if (segments[i].empty())
+          ok = false;
+        else
+          params[r.segments[i].substr(1, r.segments[i].size() - 2)] = segments[i];
       } else {
         ok = r.segments[i] == segments[i];
       }

@@ -45,8 +45,8 @@ class Router {
   struct Match {
     const Route* route = nullptr;  // null: see status
     std::map<std::string, std::string> params;
-    int status = 200;              // 404 no such path, 405 path exists with other methods
-    std::string allow;             // for 405
+    int status = 200;   // 404 no such path, 405 path exists with other methods
+    std::string allow;  // for 405
   };
   Match Find(std::string_view method, std::string_view path) const;
 

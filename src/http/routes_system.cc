@@ -1,8 +1,8 @@
 // Routes of the platform itself: health, metrics, audit log, jobs and API tokens.
-#include <charconv>
+#include <fmt/format.h>
 
 #include <boost/json.hpp>
-#include <fmt/format.h>
+#include <charconv>
 
 #include "core/log.h"
 #include "http/api.h"
@@ -20,12 +20,15 @@ namespace json = boost::json;
 constexpr int64_t kLastUsedResolutionMs = 60'000;
 constexpr size_t kMaxNameLength = 200;
 
-json::value OptTime(const std::optional<int64_t>& v) { return v ? json::value(FormatRfc3339(*v)) : json::value(nullptr); }
+json::value OptTime(const std::optional<int64_t>& v) {
+  return v ? json::value(FormatRfc3339(*v)) : json::value(nullptr);
+}
 json::value OptStr(const std::optional<std::string>& v) { return v ? json::value(*v) : json::value(nullptr); }
 
 json::object JobJson(const store::Job& j) {
   json::value payload = json::parse(j.payload);
-  const double percent = j.progress_total > 0 ? 100.0 * static_cast<double>(j.progress_done) / static_cast<double>(j.progress_total) : 0;
+  const double percent =
+      j.progress_total > 0 ? 100.0 * static_cast<double>(j.progress_done) / static_cast<double>(j.progress_total) : 0;
   return {{"id", j.id},
           {"kind", j.kind},
           {"state", store::JobStateName(j.state)},
@@ -99,18 +102,27 @@ Response ListAudit(const ApiContext& ctx, const Request& req) {
   filter.actor = *actor;
   filter.action = *action;
   std::vector<store::AuditEntry> rows;
-  Result<void> r = ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(rows, store::ListAudit(tx, filter));
-    return Ok();
-  }, store::TxMode::kRead);
+  Result<void> r = ctx.store.Transact(
+      [&](store::Tx& tx) -> Result<void> {
+        CF_ASSIGN_OR_RETURN(rows, store::ListAudit(tx, filter));
+        return Ok();
+      },
+      store::TxMode::kRead);
   if (!r.ok()) return Fail(req, r.error());
   json::array items;
   for (const auto& e : rows) {
     json::value details = json::parse(e.details);
-    items.push_back(json::object{{"seq", e.seq}, {"at", FormatRfc3339(e.at)}, {"actor", e.actor}, {"action", e.action},
-                                 {"object", e.object}, {"details", details}, {"prev_hash", e.prev_hash}, {"hash", e.hash}});
+    items.push_back(json::object{{"seq", e.seq},
+                                 {"at", FormatRfc3339(e.at)},
+                                 {"actor", e.actor},
+                                 {"action", e.action},
+                                 {"object", e.object},
+                                 {"details", details},
+                                 {"prev_hash", e.prev_hash},
+                                 {"hash", e.hash}});
   }
-  json::value next = rows.size() == static_cast<size_t>(filter.limit) ? json::value(std::to_string(rows.back().seq)) : json::value(nullptr);
+  json::value next = rows.size() == static_cast<size_t>(filter.limit) ? json::value(std::to_string(rows.back().seq))
+                                                                      : json::value(nullptr);
   return JsonResponse(200, json::object{{"items", std::move(items)}, {"next", next}});
 }
 
@@ -129,14 +141,17 @@ Response ListJobs(const ApiContext& ctx, const Request& req) {
   if (!kind.ok()) return Fail(req, kind.error());
   filter.kind = *kind;
   std::vector<store::Job> jobs;
-  Result<void> r = ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(jobs, store::ListJobs(tx, filter));
-    return Ok();
-  }, store::TxMode::kRead);
+  Result<void> r = ctx.store.Transact(
+      [&](store::Tx& tx) -> Result<void> {
+        CF_ASSIGN_OR_RETURN(jobs, store::ListJobs(tx, filter));
+        return Ok();
+      },
+      store::TxMode::kRead);
   if (!r.ok()) return Fail(req, r.error());
   json::array items;
   for (const auto& j : jobs) items.push_back(JobJson(j));
-  json::value next = jobs.size() == static_cast<size_t>(filter.limit) ? json::value(std::to_string(jobs.back().id)) : json::value(nullptr);
+  json::value next = jobs.size() == static_cast<size_t>(filter.limit) ? json::value(std::to_string(jobs.back().id))
+                                                                      : json::value(nullptr);
   return JsonResponse(200, json::object{{"items", std::move(items)}, {"next", next}});
 }
 
@@ -144,10 +159,12 @@ Response GetJob(const ApiContext& ctx, const Request& req) {
   auto id = PathId(req);
   if (!id.ok()) return Fail(req, id.error());
   std::optional<store::Job> job;
-  Result<void> r = ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(job, store::GetJob(tx, *id));
-    return Ok();
-  }, store::TxMode::kRead);
+  Result<void> r = ctx.store.Transact(
+      [&](store::Tx& tx) -> Result<void> {
+        CF_ASSIGN_OR_RETURN(job, store::GetJob(tx, *id));
+        return Ok();
+      },
+      store::TxMode::kRead);
   if (!r.ok()) return Fail(req, r.error());
   if (!job) return ErrorResponse(404, "not_found", fmt::format("no job {}", *id));
   return JsonResponse(200, JobJson(*job));
@@ -163,8 +180,8 @@ Response RetryJob(const ApiContext& ctx, const Request& req) {
     CF_ASSIGN_OR_RETURN(job, store::GetJob(tx, *id));
     if (!job) return MakeError(ErrorCode::kNotFound, fmt::format("no job {}", *id));
     if (!retried) {
-      return MakeError(ErrorCode::kFailedPrecondition,
-                       fmt::format("job {} is {}; only dead jobs can be retried", *id, store::JobStateName(job->state)));
+      return MakeError(ErrorCode::kFailedPrecondition, fmt::format("job {} is {}; only dead jobs can be retried", *id,
+                                                                   store::JobStateName(job->state)));
     }
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, req.principal.Actor(), "job.retry", fmt::format("job:{}", *id),
                                           json::serialize(json::object{{"kind", job->kind}})));
@@ -187,8 +204,9 @@ Response CreateToken(const ApiContext& ctx, const Request& req) {
   Result<void> r = ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
     const int64_t now = ctx.clock.NowMillis();
     CF_ASSIGN_OR_RETURN(token, store::CreateApiToken(tx, *role, name->value_or(""), req.principal.Actor(), now));
-    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, req.principal.Actor(), "token.create", "token:" + token.record.id,
-                                          json::serialize(json::object{{"role", *role_name}, {"name", token.record.name}})));
+    CF_RETURN_IF_ERROR(
+        store::AppendAudit(tx, now, req.principal.Actor(), "token.create", "token:" + token.record.id,
+                           json::serialize(json::object{{"role", *role_name}, {"name", token.record.name}})));
     return Ok();
   });
   if (!r.ok()) return Fail(req, r.error());
@@ -199,10 +217,12 @@ Response CreateToken(const ApiContext& ctx, const Request& req) {
 
 Response ListTokens(const ApiContext& ctx, const Request& req) {
   std::vector<store::ApiToken> tokens;
-  Result<void> r = ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(tokens, store::ListApiTokens(tx));
-    return Ok();
-  }, store::TxMode::kRead);
+  Result<void> r = ctx.store.Transact(
+      [&](store::Tx& tx) -> Result<void> {
+        CF_ASSIGN_OR_RETURN(tokens, store::ListApiTokens(tx));
+        return Ok();
+      },
+      store::TxMode::kRead);
   if (!r.ok()) return Fail(req, r.error());
   json::array items;
   for (const auto& t : tokens) items.push_back(TokenJson(t));
@@ -226,14 +246,17 @@ Response RevokeToken(const ApiContext& ctx, const Request& req) {
 
 std::string JobCountsText(store::Store& store) {
   std::vector<store::JobCount> counts;
-  Result<void> r = store.Transact([&](store::Tx& tx) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(counts, store::CountJobs(tx));
-    return Ok();
-  }, store::TxMode::kRead);
+  Result<void> r = store.Transact(
+      [&](store::Tx& tx) -> Result<void> {
+        CF_ASSIGN_OR_RETURN(counts, store::CountJobs(tx));
+        return Ok();
+      },
+      store::TxMode::kRead);
   std::string out = "# HELP certfleet_jobs Jobs in the job table by kind and state.\n# TYPE certfleet_jobs gauge\n";
   if (!r.ok()) return out;
   for (const auto& c : counts) {
-    out += fmt::format("certfleet_jobs{{kind=\"{}\",state=\"{}\"}} {}\n", EscapeLabel(c.kind), store::JobStateName(c.state), c.count);
+    out += fmt::format("certfleet_jobs{{kind=\"{}\",state=\"{}\"}} {}\n", EscapeLabel(c.kind),
+                       store::JobStateName(c.state), c.count);
   }
   return out;
 }
@@ -243,10 +266,12 @@ std::string JobCountsText(store::Store& store) {
 Authenticator MakeStoreAuthenticator(store::Store& store, const Clock& clock) {
   return [&store, &clock](std::string_view bearer) -> Result<std::optional<Principal>> {
     std::optional<store::ApiToken> token;
-    CF_RETURN_IF_ERROR(store.Transact([&](store::Tx& tx) -> Result<void> {
-      CF_ASSIGN_OR_RETURN(token, store::AuthenticateBearer(tx, bearer));
-      return Ok();
-    }, store::TxMode::kRead));
+    CF_RETURN_IF_ERROR(store.Transact(
+        [&](store::Tx& tx) -> Result<void> {
+          CF_ASSIGN_OR_RETURN(token, store::AuthenticateBearer(tx, bearer));
+          return Ok();
+        },
+        store::TxMode::kRead));
     if (!token) return std::optional<Principal>();
     const int64_t now = clock.NowMillis();
     if (!token->last_used_at || *token->last_used_at < now - kLastUsedResolutionMs) {

@@ -1,11 +1,10 @@
 #include "http/server.h"
 
-#include <atomic>
-#include <mutex>
-#include <optional>
-#include <set>
-#include <thread>
+#include <fmt/format.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
+#include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -16,9 +15,10 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
-#include <fmt/format.h>
-#include <openssl/ssl.h>
-#include <openssl/x509.h>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
 
 #include "core/crypto.h"
 #include "core/log.h"
@@ -106,8 +106,14 @@ struct Server::Impl {
   class Session;
 
   Impl(const Router& r, Metrics& m, ServerOptions o)
-      : router(r), metrics(m), options(std::move(o)), ioc(options.threads), ctx(ssl::context::tls_server),
-        acceptor(asio::make_strand(ioc)), signals(ioc, SIGINT, SIGTERM), grace_timer(ioc) {}
+      : router(r),
+        metrics(m),
+        options(std::move(o)),
+        ioc(options.threads),
+        ctx(ssl::context::tls_server),
+        acceptor(asio::make_strand(ioc)),
+        signals(ioc, SIGINT, SIGTERM),
+        grace_timer(ioc) {}
   // Sessions still held by unfinished handlers die with `ioc`; they must not call back.
   ~Impl() { destroying = true; }
 
@@ -146,8 +152,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
   void Start() {
     asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
       beast::get_lowest_layer(self->stream_).expires_after(self->server_.options.header_timeout);
-      self->stream_.async_handshake(ssl::stream_base::server,
-                                    [self](beast::error_code ec) { self->OnHandshake(ec); });
+      self->stream_.async_handshake(ssl::stream_base::server, [self](beast::error_code ec) { self->OnHandshake(ec); });
     });
   }
 
@@ -174,10 +179,10 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(boost::none);  // the route's limit is set once the headers say which route
     idle_ = true;
-    beast::get_lowest_layer(stream_).expires_after(first_ ? server_.options.header_timeout : server_.options.idle_timeout);
-    bhttp::async_read_header(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      self->OnHeader(ec);
-    });
+    beast::get_lowest_layer(stream_).expires_after(first_ ? server_.options.header_timeout
+                                                          : server_.options.idle_timeout);
+    bhttp::async_read_header(stream_, buffer_, *parser_,
+                             [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
   }
 
   void OnHeader(beast::error_code ec) {
@@ -198,9 +203,10 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     req_.method = std::string(h.method_string());
     match_ = server_.router.Find(req_.method, req_.path);
     const size_t limit = match_.route && match_.route->options.body_limit ? match_.route->options.body_limit
-                                                                           : server_.options.body_limit;
+                                                                          : server_.options.body_limit;
     if (parser_->content_length() && *parser_->content_length() > limit) {
-      return Reply(ErrorResponse(413, "payload_too_large", fmt::format("the body is larger than {} bytes", limit)), true);
+      return Reply(ErrorResponse(413, "payload_too_large", fmt::format("the body is larger than {} bytes", limit)),
+                   true);
     }
     parser_->body_limit(limit);
     if (parser_->is_done()) return OnBody({});
@@ -217,9 +223,8 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
 
   void ReadBody() {
     beast::get_lowest_layer(stream_).expires_after(server_.options.body_timeout);
-    bhttp::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      self->OnBody(ec);
-    });
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnBody(ec); });
   }
 
   void OnBody(beast::error_code ec) {
@@ -263,7 +268,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
 
     close = close || !keep_alive_ || server_.shutting_down;
     auto out = std::make_shared<bhttp::response<bhttp::string_body>>(static_cast<bhttp::status>(res.status),
-                                                                      version_ ? version_ : 11);
+                                                                     version_ ? version_ : 11);
     out->set(bhttp::field::server, "certfleet");
     out->set(bhttp::field::content_type, res.content_type);
     if (!req_.request_id.empty()) out->set("X-Request-Id", req_.request_id);
@@ -313,12 +318,18 @@ Result<void> Server::Impl::Listen() {
                   ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
   SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
   ctx.use_certificate_chain_file(options.tls_cert_file, ec);
-  if (ec) return MakeError(ErrorCode::kFailedPrecondition, fmt::format("server.tls_cert {}: {} (run certfleet init?)", options.tls_cert_file, ec.message()));
+  if (ec)
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     fmt::format("server.tls_cert {}: {} (run certfleet init?)", options.tls_cert_file, ec.message()));
   ctx.use_private_key_file(options.tls_key_file, ssl::context::pem, ec);
-  if (ec) return MakeError(ErrorCode::kFailedPrecondition, fmt::format("server.tls_key {}: {}", options.tls_key_file, ec.message()));
+  if (ec)
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     fmt::format("server.tls_key {}: {}", options.tls_key_file, ec.message()));
   if (!options.client_ca_file.empty()) {
     ctx.load_verify_file(options.client_ca_file, ec);
-    if (ec) return MakeError(ErrorCode::kFailedPrecondition, fmt::format("server.client_ca {}: {}", options.client_ca_file, ec.message()));
+    if (ec)
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       fmt::format("server.client_ca {}: {}", options.client_ca_file, ec.message()));
     // Ask for a certificate without requiring one: routes that need it say so.
     ctx.set_verify_mode(ssl::verify_peer);
     if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(options.client_ca_file.c_str())) {
@@ -346,7 +357,8 @@ Result<void> Server::Impl::Listen() {
   if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
   if (!ec) acceptor.listen(kListenBacklog, ec);
-  if (ec) return MakeError(ErrorCode::kFailedPrecondition, fmt::format("listening on {}: {}", options.listen, ec.message()));
+  if (ec)
+    return MakeError(ErrorCode::kFailedPrecondition, fmt::format("listening on {}: {}", options.listen, ec.message()));
   return Ok();
 }
 

@@ -31,8 +31,8 @@ struct Principal {
 // An HTTP request as handlers see it: plain types, no Beast.
 struct Request {
   std::string method;
-  std::string path;                           // percent-decoded, without the query
-  std::map<std::string, std::string> query;   // percent-decoded; a repeated key keeps its last value
+  std::string path;                                          // percent-decoded, without the query
+  std::map<std::string, std::string> query;                  // percent-decoded; a repeated key keeps its last value
   std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
   std::string body;
   std::map<std::string, std::string> params;  // from {name} segments of the route

@@ -1,10 +1,10 @@
 #include "jobs/schedule_spec.h"
 
+#include <fmt/format.h>
+
 #include <charconv>
 #include <ctime>
 #include <vector>
-
-#include <fmt/format.h>
 
 namespace certfleet::jobs {
 namespace {
@@ -94,10 +94,14 @@ Result<ScheduleSpec> ScheduleSpec::Parse(std::string_view text) {
     int64_t n = 0;
     auto [p, ec] = std::from_chars(d.data(), d.data() + d.size() - 1, n);
     const char unit = d.back();
-    const int64_t unit_ms = unit == 's' ? 1000 : unit == 'm' ? kMinuteMs : unit == 'h' ? 60 * kMinuteMs
-                          : unit == 'd' ? 24 * 60 * kMinuteMs : 0;
+    const int64_t unit_ms = unit == 's'   ? 1000
+                            : unit == 'm' ? kMinuteMs
+                            : unit == 'h' ? 60 * kMinuteMs
+                            : unit == 'd' ? 24 * 60 * kMinuteMs
+                                          : 0;
     if (ec != std::errc() || p != d.data() + d.size() - 1 || n <= 0 || unit_ms == 0) {
-      return MakeError(ErrorCode::kInvalidArgument, fmt::format("@every '{}': use a positive number and s, m, h or d", d));
+      return MakeError(ErrorCode::kInvalidArgument,
+                       fmt::format("@every '{}': use a positive number and s, m, h or d", d));
     }
     spec.interval_ms_ = n * unit_ms;
     return spec;
@@ -107,7 +111,8 @@ Result<ScheduleSpec> ScheduleSpec::Parse(std::string_view text) {
     if (!f.empty()) fields.push_back(f);
   }
   if (fields.size() != 5) {
-    return MakeError(ErrorCode::kInvalidArgument, fmt::format("cron '{}': expected 5 fields (minute hour day month weekday)", text));
+    return MakeError(ErrorCode::kInvalidArgument,
+                     fmt::format("cron '{}': expected 5 fields (minute hour day month weekday)", text));
   }
   CF_RETURN_IF_ERROR(ParseField(fields[0], 0, 0, 59, spec.minutes_));
   CF_RETURN_IF_ERROR(ParseField(fields[1], 1, 0, 23, spec.hours_));

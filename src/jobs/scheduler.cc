@@ -40,7 +40,8 @@ Result<int> Scheduler::Tick() {
       CF_ASSIGN_OR_RETURN(auto state, store::GetSchedule(tx, e.name));
       if (!state || state->spec != e.spec.text()) {
         // New or changed schedule: first firing from now on.
-        return store::PutSchedule(tx, e.name, {e.spec.text(), e.spec.NextAfter(now), state ? state->last_run_at : std::nullopt});
+        return store::PutSchedule(tx, e.name,
+                                  {e.spec.text(), e.spec.NextAfter(now), state ? state->last_run_at : std::nullopt});
       }
       if (state->next_run_at > now) return Ok();
       store::NewJob job = e.job;

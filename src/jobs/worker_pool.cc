@@ -66,10 +66,15 @@ int64_t WorkerPool::BackoffMillis(const HandlerOptions& options, int attempt) co
 }
 
 Result<bool> WorkerPool::RunOne() {
-  CF_RETURN_IF_ERROR(store_.Transact([&](store::Tx& tx) -> Result<void> {
-    CF_RETURN_IF_ERROR(store::ReclaimExpiredLeases(tx, clock_.NowMillis()));
-    return Ok();
-  }));
+  // Reclaiming scans the running jobs: once per poll interval per pool is often enough.
+  const int64_t now = clock_.NowMillis();
+  int64_t last = last_reclaim_.load();
+  if (now - last >= options_.poll.count() && last_reclaim_.compare_exchange_strong(last, now)) {
+    CF_RETURN_IF_ERROR(store_.Transact([&](store::Tx& tx) -> Result<void> {
+      CF_RETURN_IF_ERROR(store::ReclaimExpiredLeases(tx, now));
+      return Ok();
+    }));
+  }
   std::vector<std::string> kinds = ReserveSlots();
   std::optional<store::Job> job;
   Result<void> leased = store_.Transact([&](store::Tx& tx) -> Result<void> {
@@ -111,14 +116,15 @@ Result<bool> WorkerPool::RunOne() {
   }
 
   bool recorded = false;
-  const int64_t now = clock_.NowMillis();
+  const int64_t finished = clock_.NowMillis();
   Result<void> saved = store_.Transact([&](store::Tx& tx) -> Result<void> {
     if (outcome.ok()) {
-      CF_ASSIGN_OR_RETURN(recorded, store::CompleteJob(tx, job->id, owner_, job->attempts, now));
+      CF_ASSIGN_OR_RETURN(recorded, store::CompleteJob(tx, job->id, owner_, job->attempts, finished));
     } else {
       const bool permanent = outcome.error().code == ErrorCode::kInvalidArgument;
-      CF_ASSIGN_OR_RETURN(recorded, store::FailJob(tx, job->id, owner_, job->attempts, outcome.error().message,
-                                                   now + BackoffMillis(handler_options, job->attempts), permanent, now));
+      CF_ASSIGN_OR_RETURN(
+          recorded, store::FailJob(tx, job->id, owner_, job->attempts, outcome.error().message,
+                                   finished + BackoffMillis(handler_options, job->attempts), permanent, finished));
     }
     return Ok();
   });

@@ -39,7 +39,7 @@ class JobContext {
 using JobHandler = std::function<Result<void>(JobContext&)>;
 
 struct HandlerOptions {
-  int concurrency = 1;                          // at most this many jobs of the kind at once on this node
+  int concurrency = 1;                           // at most this many jobs of the kind at once on this node
   std::chrono::milliseconds backoff_base{1000};  // first retry delay; doubles per attempt
   std::chrono::milliseconds backoff_max{3600 * 1000};
 };
@@ -94,6 +94,7 @@ class WorkerPool {
   std::set<int64_t> running_ids_;
   bool stopping_ = false;
   std::vector<std::thread> threads_;
+  std::atomic<int64_t> last_reclaim_{INT64_MIN / 2};
 };
 
 }  // namespace certfleet::jobs

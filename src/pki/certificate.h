@@ -25,8 +25,7 @@ struct CertificateSpec {
 
 // Builds and signs a certificate with a 128-bit random serial. With `issuer` null the
 // certificate is self-signed by `issuer_key` (which must then be the subject's key).
-Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X509* issuer,
-                                EVP_PKEY* issuer_key);
+Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X509* issuer, EVP_PKEY* issuer_key);
 Result<std::string> CertificateToPem(X509* cert);
 Result<X509Ptr> CertificateFromPem(std::string_view pem);
 

@@ -20,8 +20,8 @@ Result<KeyType> ParseKeyType(std::string_view name) {
   for (const auto& k : kKeyTypes) {
     if (k.name == name) return k.type;
   }
-  return MakeError(ErrorCode::kInvalidArgument,
-                   "unknown key type '" + std::string(name) + "' (ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096, ed25519)");
+  return MakeError(ErrorCode::kInvalidArgument, "unknown key type '" + std::string(name) +
+                                                    "' (ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096, ed25519)");
 }
 
 std::string_view KeyTypeName(KeyType type) {
@@ -34,12 +34,24 @@ std::string_view KeyTypeName(KeyType type) {
 Result<PkeyPtr> GenerateKey(KeyType type) {
   EVP_PKEY* raw = nullptr;
   switch (type) {
-    case KeyType::kEcP256: raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"); break;
-    case KeyType::kEcP384: raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384"); break;
-    case KeyType::kRsa2048: raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048}); break;
-    case KeyType::kRsa3072: raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{3072}); break;
-    case KeyType::kRsa4096: raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{4096}); break;
-    case KeyType::kEd25519: raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"); break;
+    case KeyType::kEcP256:
+      raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+      break;
+    case KeyType::kEcP384:
+      raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384");
+      break;
+    case KeyType::kRsa2048:
+      raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048});
+      break;
+    case KeyType::kRsa3072:
+      raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{3072});
+      break;
+    case KeyType::kRsa4096:
+      raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{4096});
+      break;
+    case KeyType::kEd25519:
+      raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
+      break;
   }
   if (!raw) return OpenSslError("key generation failed");
   return PkeyPtr(raw);

@@ -51,9 +51,10 @@ Result<AuditEntry> AppendAudit(Tx& tx, int64_t at, std::string_view actor, std::
   e.details = details_json.empty() ? "{}" : std::string(details_json);
   e.hash = AuditHash(e);
   CF_RETURN_IF_ERROR(tx.Exec("UPDATE audit_head SET hash = ? WHERE id = 1", {e.hash}));
-  CF_RETURN_IF_ERROR(tx.Exec(
-      "INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-      {e.seq, e.at, e.actor, e.action, e.object, e.details, e.prev_hash, e.hash}));
+  CF_RETURN_IF_ERROR(
+      tx.Exec("INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, "
+              "?, ?, ?)",
+              {e.seq, e.at, e.actor, e.action, e.object, e.details, e.prev_hash, e.hash}));
   return e;
 }
 
@@ -83,8 +84,9 @@ Result<AuditVerifyReport> VerifyAuditChain(Store& store) {
   int64_t expected_seq = 1;
   int64_t cursor = 0;
   for (;;) {
-    CF_ASSIGN_OR_RETURN(Rows rows, store.Query(fmt::format("SELECT {} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", kColumns),
-                                               {cursor, int64_t{kVerifyPage}}));
+    CF_ASSIGN_OR_RETURN(
+        Rows rows, store.Query(fmt::format("SELECT {} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", kColumns),
+                               {cursor, int64_t{kVerifyPage}}));
     for (const auto& r : rows) {
       AuditEntry e = FromRow(r);
       auto broken = [&](std::string reason) {
@@ -92,7 +94,8 @@ Result<AuditVerifyReport> VerifyAuditChain(Store& store) {
         report.reason = std::move(reason);
         return report;
       };
-      if (e.seq != expected_seq) return broken(fmt::format("expected row {}, found row {} (rows removed)", expected_seq, e.seq));
+      if (e.seq != expected_seq)
+        return broken(fmt::format("expected row {}, found row {} (rows removed)", expected_seq, e.seq));
       if (e.prev_hash != prev_hash) return broken("prev_hash does not match the previous row's hash");
       if (AuditHash(e) != e.hash) return broken("the row's contents do not match its hash (row altered)");
       prev_hash = e.hash;

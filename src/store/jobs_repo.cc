@@ -49,10 +49,11 @@ Result<JobState> ParseJobState(std::string_view name) {
 Result<std::optional<int64_t>> EnqueueJob(Tx& tx, const NewJob& job, int64_t now) {
   if (job.max_attempts < 1) return MakeError(ErrorCode::kInvalidArgument, "max_attempts must be at least 1");
   Value dedupe = job.dedupe_key ? Value(*job.dedupe_key) : Value(nullptr);
-  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(
-      "INSERT INTO jobs (kind, payload, state, run_at, max_attempts, dedupe_key, created_at, updated_at) "
-      "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-      {job.kind, job.payload, job.run_at ? job.run_at : now, int64_t{job.max_attempts}, dedupe, now, now}));
+  CF_ASSIGN_OR_RETURN(
+      auto row,
+      tx.QueryOne("INSERT INTO jobs (kind, payload, state, run_at, max_attempts, dedupe_key, created_at, updated_at) "
+                  "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+                  {job.kind, job.payload, job.run_at ? job.run_at : now, int64_t{job.max_attempts}, dedupe, now, now}));
   if (!row) return std::optional<int64_t>();
   return std::optional<int64_t>(row->Int(0));
 }
@@ -67,13 +68,14 @@ Result<int64_t> ReclaimExpiredLeases(Tx& tx, int64_t now) {
       {now, now, now, now});
 }
 
-Result<std::optional<Job>> LeaseJob(Tx& tx, const std::vector<std::string>& kinds, std::string_view owner,
-                                    int64_t now, int64_t lease_ms) {
+Result<std::optional<Job>> LeaseJob(Tx& tx, const std::vector<std::string>& kinds, std::string_view owner, int64_t now,
+                                    int64_t lease_ms) {
   if (kinds.empty()) return std::optional<Job>();
   std::string in = "?";
   for (size_t i = 1; i < kinds.size(); ++i) in += ", ?";
   std::string sql = fmt::format(
-      "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?, lease_expires_at = ?, updated_at = ? "
+      "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?, lease_expires_at = ?, updated_at = "
+      "? "
       "WHERE id = (SELECT id FROM jobs WHERE state IN ('queued', 'failed') AND run_at <= ? AND kind IN ({}) "
       "ORDER BY run_at, id LIMIT 1{}) RETURNING {}",
       in, tx.postgres() ? " FOR UPDATE SKIP LOCKED" : "", kColumns);
@@ -84,7 +86,8 @@ Result<std::optional<Job>> LeaseJob(Tx& tx, const std::vector<std::string>& kind
   return std::optional<Job>(FromRow(*row));
 }
 
-Result<int64_t> ExtendLeases(Tx& tx, std::string_view owner, const std::vector<int64_t>& ids, int64_t until, int64_t now) {
+Result<int64_t> ExtendLeases(Tx& tx, std::string_view owner, const std::vector<int64_t>& ids, int64_t until,
+                             int64_t now) {
   int64_t n = 0;
   for (int64_t id : ids) {
     CF_ASSIGN_OR_RETURN(int64_t changed, tx.Exec("UPDATE jobs SET lease_expires_at = ?, updated_at = ? "
@@ -96,22 +99,25 @@ Result<int64_t> ExtendLeases(Tx& tx, std::string_view owner, const std::vector<i
 }
 
 Result<bool> CompleteJob(Tx& tx, int64_t id, std::string_view owner, int attempt, int64_t now) {
-  CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec(
-      "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, "
-      "updated_at = ?, finished_at = ? WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempts = ?",
-      {now, now, id, std::string(owner), int64_t{attempt}}));
+  CF_ASSIGN_OR_RETURN(
+      int64_t n,
+      tx.Exec("UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, "
+              "updated_at = ?, finished_at = ? WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempts = ?",
+              {now, now, id, std::string(owner), int64_t{attempt}}));
   return n == 1;
 }
 
-Result<bool> FailJob(Tx& tx, int64_t id, std::string_view owner, int attempt, std::string_view error,
-                     int64_t retry_at, bool permanent, int64_t now) {
+Result<bool> FailJob(Tx& tx, int64_t id, std::string_view owner, int attempt, std::string_view error, int64_t retry_at,
+                     bool permanent, int64_t now) {
   std::string err(error.substr(0, kMaxErrorLength));
-  CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec(
-      "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts OR ? = 1 THEN 'dead' ELSE 'failed' END, "
-      "finished_at = CASE WHEN attempts >= max_attempts OR ? = 1 THEN CAST(? AS BIGINT) ELSE NULL END, "
-      "run_at = ?, last_error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ? "
-      "WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempts = ?",
-      {int64_t{permanent}, int64_t{permanent}, now, retry_at, err, now, id, std::string(owner), int64_t{attempt}}));
+  CF_ASSIGN_OR_RETURN(
+      int64_t n,
+      tx.Exec(
+          "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts OR ? = 1 THEN 'dead' ELSE 'failed' END, "
+          "finished_at = CASE WHEN attempts >= max_attempts OR ? = 1 THEN CAST(? AS BIGINT) ELSE NULL END, "
+          "run_at = ?, last_error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ? "
+          "WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempts = ?",
+          {int64_t{permanent}, int64_t{permanent}, now, retry_at, err, now, id, std::string(owner), int64_t{attempt}}));
   return n == 1;
 }
 
@@ -156,7 +162,8 @@ Result<std::optional<Job>> GetJob(Tx& tx, int64_t id) {
 }
 
 Result<std::vector<JobCount>> CountJobs(Tx& tx) {
-  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state ORDER BY kind, state"));
+  CF_ASSIGN_OR_RETURN(Rows rows,
+                      tx.Query("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state ORDER BY kind, state"));
   std::vector<JobCount> out;
   for (const auto& r : rows) {
     auto state = ParseJobState(r.Text(1));
@@ -178,10 +185,11 @@ Result<std::optional<ScheduleState>> GetSchedule(Tx& tx, std::string_view name) 
 
 Result<void> PutSchedule(Tx& tx, std::string_view name, const ScheduleState& state) {
   Value last = state.last_run_at ? Value(*state.last_run_at) : Value(nullptr);
-  CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO schedules (name, spec, next_run_at, last_run_at) VALUES (?, ?, ?, ?) "
-                             "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, next_run_at = excluded.next_run_at, "
-                             "last_run_at = excluded.last_run_at",
-                             {std::string(name), state.spec, state.next_run_at, last}));
+  CF_RETURN_IF_ERROR(
+      tx.Exec("INSERT INTO schedules (name, spec, next_run_at, last_run_at) VALUES (?, ?, ?, ?) "
+              "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, next_run_at = excluded.next_run_at, "
+              "last_run_at = excluded.last_run_at",
+              {std::string(name), state.spec, state.next_run_at, last}));
   return Ok();
 }
 

@@ -50,15 +50,16 @@ Result<std::optional<int64_t>> EnqueueJob(Tx& tx, const NewJob& job, int64_t now
 Result<int64_t> ReclaimExpiredLeases(Tx& tx, int64_t now);
 // Leases the most overdue job of one of `kinds`; nullopt when none is due. On PostgreSQL
 // concurrent callers skip each other's rows (FOR UPDATE SKIP LOCKED).
-Result<std::optional<Job>> LeaseJob(Tx& tx, const std::vector<std::string>& kinds, std::string_view owner,
-                                    int64_t now, int64_t lease_ms);
+Result<std::optional<Job>> LeaseJob(Tx& tx, const std::vector<std::string>& kinds, std::string_view owner, int64_t now,
+                                    int64_t lease_ms);
 // Extends the leases `owner` still holds on `ids`.
-Result<int64_t> ExtendLeases(Tx& tx, std::string_view owner, const std::vector<int64_t>& ids, int64_t until, int64_t now);
+Result<int64_t> ExtendLeases(Tx& tx, std::string_view owner, const std::vector<int64_t>& ids, int64_t until,
+                             int64_t now);
 // Marks the job done if `owner` still holds the lease of attempt `attempt`; false if it lost it.
 Result<bool> CompleteJob(Tx& tx, int64_t id, std::string_view owner, int attempt, int64_t now);
 // Records a failed attempt: retried at `retry_at`, or dead when out of attempts or `permanent`.
-Result<bool> FailJob(Tx& tx, int64_t id, std::string_view owner, int attempt, std::string_view error,
-                     int64_t retry_at, bool permanent, int64_t now);
+Result<bool> FailJob(Tx& tx, int64_t id, std::string_view owner, int attempt, std::string_view error, int64_t retry_at,
+                     bool permanent, int64_t now);
 Result<bool> SetJobProgress(Tx& tx, int64_t id, std::string_view owner, int64_t done, int64_t total, int64_t now);
 // A dead job queued again with fresh attempts; false if it is not dead.
 Result<bool> RetryDeadJob(Tx& tx, int64_t id, int64_t now);

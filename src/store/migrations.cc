@@ -85,7 +85,8 @@ std::string Expand(std::string_view sql, Dialect dialect) {
 }
 
 constexpr std::string_view kCreateMigrationsTable =
-    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT "
+    "NOT NULL)";
 
 }  // namespace
 
@@ -110,8 +111,10 @@ Result<int> Migrate(Store& store) {
     bool ran = false;
     Result<void> r = store.Transact([&](Tx& tx) -> Result<void> {
       ran = false;
-      if (tx.postgres()) CF_RETURN_IF_ERROR(tx.Query(fmt::format("SELECT pg_advisory_xact_lock({})", kMigrationLockKey)));
-      CF_ASSIGN_OR_RETURN(auto done, tx.QueryOne("SELECT 1 FROM schema_migrations WHERE version = ?", {int64_t{m.version}}));
+      if (tx.postgres())
+        CF_RETURN_IF_ERROR(tx.Query(fmt::format("SELECT pg_advisory_xact_lock({})", kMigrationLockKey)));
+      CF_ASSIGN_OR_RETURN(auto done,
+                          tx.QueryOne("SELECT 1 FROM schema_migrations WHERE version = ?", {int64_t{m.version}}));
       if (done) return Ok();
       CF_RETURN_IF_ERROR(tx.ExecScript(Expand(m.sql, tx.dialect())));
       CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",

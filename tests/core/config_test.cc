@@ -1,9 +1,9 @@
 #include "core/config.h"
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
-
-#include <gtest/gtest.h>
 
 namespace certfleet {
 namespace {

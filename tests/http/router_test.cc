@@ -1,7 +1,8 @@
 #include "http/router.h"
 
-#include <boost/json/parse.hpp>
 #include <gtest/gtest.h>
+
+#include <boost/json/parse.hpp>
 
 #include "http/json.h"
 
@@ -16,11 +17,13 @@ class RouterTest : public ::testing::Test {
  protected:
   RouterTest()
       : router_([](std::string_view bearer) -> Result<std::optional<Principal>> {
-          if (bearer == "reader-token") return std::optional<Principal>(Principal{true, "r1", "r", store::Role::kReader});
+          if (bearer == "reader-token")
+            return std::optional<Principal>(Principal{true, "r1", "r", store::Role::kReader});
           if (bearer == "admin-token") return std::optional<Principal>(Principal{true, "a1", "a", store::Role::kAdmin});
           return std::optional<Principal>();
         }) {
-    router_.Add("GET", "/healthz", {Access::kPublic}, [](Request&) { return JsonResponse(200, boost::json::object{}); });
+    router_.Add("GET", "/healthz", {Access::kPublic},
+                [](Request&) { return JsonResponse(200, boost::json::object{}); });
     router_.Add("GET", "/v1/things/{name}", {Access::kReader}, [](Request& r) {
       return JsonResponse(200, boost::json::object{{"name", r.params.at("name")}, {"actor", r.principal.Actor()}});
     });

@@ -1,13 +1,13 @@
 // The HTTPS server in-process, with curl as the independent client.
 #include "http/server.h"
 
+#include <gtest/gtest.h>
+
+#include <boost/json/parse.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <thread>
-
-#include <boost/json/parse.hpp>
-#include <gtest/gtest.h>
 
 #include "core/clock.h"
 #include "http/json.h"
@@ -109,8 +109,8 @@ TEST_F(ServerTest, ServesOverVerifiedTlsWithDecodedQueries) {
   auto r = Fetch("'" + Url("/hello?q=a%20b+c&x") + "'");
   EXPECT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(boost::json::parse(r.body).at("q").as_string(), "a b c");
-  auto wrong_name = Fetch("--resolve wrong.test:" + std::to_string(server_->port()) + ":127.0.0.1 https://wrong.test:" +
-                        std::to_string(server_->port()) + "/hello");
+  auto wrong_name = Fetch("--resolve wrong.test:" + std::to_string(server_->port()) +
+                          ":127.0.0.1 https://wrong.test:" + std::to_string(server_->port()) + "/hello");
   EXPECT_EQ(wrong_name.status, 0) << "curl must refuse a certificate without the name";
 }
 
@@ -160,8 +160,11 @@ TEST_F(ServerTest, MetricsCountRequestsByRouteAndStatus) {
   Fetch(Url("/hello"));
   Fetch(Url("/nowhere"));
   const std::string text = metrics_.Render();
-  EXPECT_NE(text.find(R"(certfleet_http_requests_total{route="/hello",method="GET",status="200"} 1)"), std::string::npos) << text;
-  EXPECT_NE(text.find(R"(certfleet_http_requests_total{route="unmatched",method="GET",status="404"} 1)"), std::string::npos);
+  EXPECT_NE(text.find(R"(certfleet_http_requests_total{route="/hello",method="GET",status="200"} 1)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find(R"(certfleet_http_requests_total{route="unmatched",method="GET",status="404"} 1)"),
+            std::string::npos);
   EXPECT_NE(text.find(R"(certfleet_http_request_duration_seconds_count{route="/hello"} 1)"), std::string::npos);
 }
 

@@ -46,8 +46,8 @@ TEST(ScheduleSpec, Intervals) {
 }
 
 TEST(ScheduleSpec, RefusesWhatCannotFireOrParse) {
-  for (const char* bad : {"0 0 31 2 *", "60 * * * *", "* 24 * * *", "* * 0 * *", "* * * 13 *", "* * * * 8",
-                          "* * * *", "a b c d e", "*/0 * * * *", "5-1 * * * *", ""}) {
+  for (const char* bad : {"0 0 31 2 *", "60 * * * *", "* 24 * * *", "* * 0 * *", "* * * 13 *", "* * * * 8", "* * * *",
+                          "a b c d e", "*/0 * * * *", "5-1 * * * *", ""}) {
     auto s = ScheduleSpec::Parse(bad);
     EXPECT_FALSE(s.ok()) << "accepted: '" << bad << "'";
   }

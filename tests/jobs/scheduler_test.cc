@@ -43,7 +43,8 @@ TEST_P(SchedulerTest, OnlyOneSchedulerLeads) {
   ASSERT_TRUE(other_store.ok());
   Scheduler a(*store_, clock_);
   Scheduler b(**other_store, clock_);
-  for (Scheduler* s : {&a, &b}) ASSERT_TRUE(s->Add("report", "@every 1m", store::NewJob{"report", "{}", 0, 3, std::nullopt}).ok());
+  for (Scheduler* s : {&a, &b})
+    ASSERT_TRUE(s->Add("report", "@every 1m", store::NewJob{"report", "{}", 0, 3, std::nullopt}).ok());
   ASSERT_TRUE(a.Tick().ok());
   ASSERT_TRUE(b.Tick().ok());
   EXPECT_TRUE(a.leader());
@@ -59,7 +60,9 @@ TEST_P(SchedulerTest, OnlyOneSchedulerLeads) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, SchedulerTest, ::testing::Values(store::Dialect::kSqlite, store::Dialect::kPostgres),
-                         [](const auto& info) { return info.param == store::Dialect::kSqlite ? "SQLite" : "PostgreSQL"; });
+                         [](const auto& info) {
+                           return info.param == store::Dialect::kSqlite ? "SQLite" : "PostgreSQL";
+                         });
 
 }  // namespace
 }  // namespace certfleet::jobs

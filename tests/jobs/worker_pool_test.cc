@@ -1,10 +1,10 @@
 #include "jobs/worker_pool.h"
 
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <map>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "testing/db.h"
 
@@ -21,18 +21,24 @@ class WorkerPoolTest : public ::testing::TestWithParam<store::Dialect> {
   }
   int64_t Enqueue(const std::string& kind, int max_attempts = 5) {
     std::optional<int64_t> id;
-    EXPECT_TRUE(store_->Transact([&](store::Tx& tx) -> Result<void> {
-      CF_ASSIGN_OR_RETURN(id, store::EnqueueJob(tx, store::NewJob{kind, "{}", 0, max_attempts, std::nullopt}, clock_.NowMillis()));
-      return Ok();
-    }).ok());
+    EXPECT_TRUE(store_
+                    ->Transact([&](store::Tx& tx) -> Result<void> {
+                      CF_ASSIGN_OR_RETURN(
+                          id, store::EnqueueJob(tx, store::NewJob{kind, "{}", 0, max_attempts, std::nullopt},
+                                                clock_.NowMillis()));
+                      return Ok();
+                    })
+                    .ok());
     return id.value_or(0);
   }
   store::Job Get(int64_t id) {
     std::optional<store::Job> job;
-    EXPECT_TRUE(store_->Transact([&](store::Tx& tx) -> Result<void> {
-      CF_ASSIGN_OR_RETURN(job, store::GetJob(tx, id));
-      return Ok();
-    }).ok());
+    EXPECT_TRUE(store_
+                    ->Transact([&](store::Tx& tx) -> Result<void> {
+                      CF_ASSIGN_OR_RETURN(job, store::GetJob(tx, id));
+                      return Ok();
+                    })
+                    .ok());
     return job.value_or(store::Job{});
   }
   WorkerPool::Options PoolOptions(std::string node, milliseconds lease = milliseconds(60'000)) {
@@ -53,10 +59,13 @@ TEST_P(WorkerPoolTest, AJobWhoseWorkerDiedRunsAgainAndCompletesOnce) {
   const int64_t id = Enqueue("work");
   // A worker leases the job and dies without finishing it.
   std::optional<store::Job> lost;
-  ASSERT_TRUE(store_->Transact([&](store::Tx& tx) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(lost, store::LeaseJob(tx, {"work"}, "crashed-node/w1", clock_.NowMillis(), 60'000));
-    return Ok();
-  }).ok());
+  ASSERT_TRUE(store_
+                  ->Transact([&](store::Tx& tx) -> Result<void> {
+                    CF_ASSIGN_OR_RETURN(lost,
+                                        store::LeaseJob(tx, {"work"}, "crashed-node/w1", clock_.NowMillis(), 60'000));
+                    return Ok();
+                  })
+                  .ok());
   ASSERT_TRUE(lost.has_value());
 
   int runs = 0;
@@ -80,10 +89,13 @@ TEST_P(WorkerPoolTest, AJobWhoseWorkerDiedRunsAgainAndCompletesOnce) {
 
   // The dead worker comes back and tries to record its stale attempt: refused.
   bool recorded = true;
-  ASSERT_TRUE(store_->Transact([&](store::Tx& tx) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(recorded, store::CompleteJob(tx, id, "crashed-node/w1", lost->attempts, clock_.NowMillis()));
-    return Ok();
-  }).ok());
+  ASSERT_TRUE(store_
+                  ->Transact([&](store::Tx& tx) -> Result<void> {
+                    CF_ASSIGN_OR_RETURN(
+                        recorded, store::CompleteJob(tx, id, "crashed-node/w1", lost->attempts, clock_.NowMillis()));
+                    return Ok();
+                  })
+                  .ok());
   EXPECT_FALSE(recorded);
   EXPECT_FALSE(*pool.RunOne());
   EXPECT_EQ(runs, 1);
@@ -93,10 +105,13 @@ TEST_P(WorkerPoolTest, AJobThatAlwaysFailsEndsDeadWithItsLastError) {
   const int64_t id = Enqueue("flaky", 3);
   int runs = 0;
   WorkerPool pool(*store_, clock_, PoolOptions("n1"));
-  pool.Register("flaky", [&](JobContext& ctx) -> Result<void> {
-    ++runs;
-    return MakeError(ErrorCode::kUnavailable, "upstream down (attempt " + std::to_string(ctx.job().attempts) + ")");
-  }, HandlerOptions{1, milliseconds(1000), milliseconds(10'000)});
+  pool.Register(
+      "flaky",
+      [&](JobContext& ctx) -> Result<void> {
+        ++runs;
+        return MakeError(ErrorCode::kUnavailable, "upstream down (attempt " + std::to_string(ctx.job().attempts) + ")");
+      },
+      HandlerOptions{1, milliseconds(1000), milliseconds(10'000)});
   for (int i = 0; i < 10; ++i) {
     ASSERT_TRUE(pool.RunOne().ok());
     store::Job j = Get(id);
@@ -114,10 +129,12 @@ TEST_P(WorkerPoolTest, AJobThatAlwaysFailsEndsDeadWithItsLastError) {
 
   // An operator retries it: queued with fresh attempts.
   bool retried = false;
-  ASSERT_TRUE(store_->Transact([&](store::Tx& tx) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(retried, store::RetryDeadJob(tx, id, clock_.NowMillis()));
-    return Ok();
-  }).ok());
+  ASSERT_TRUE(store_
+                  ->Transact([&](store::Tx& tx) -> Result<void> {
+                    CF_ASSIGN_OR_RETURN(retried, store::RetryDeadJob(tx, id, clock_.NowMillis()));
+                    return Ok();
+                  })
+                  .ok());
   EXPECT_TRUE(retried);
   EXPECT_EQ(Get(id).state, store::JobState::kQueued);
 }
@@ -125,7 +142,8 @@ TEST_P(WorkerPoolTest, AJobThatAlwaysFailsEndsDeadWithItsLastError) {
 TEST_P(WorkerPoolTest, InvalidArgumentIsPermanent) {
   const int64_t id = Enqueue("strict", 5);
   WorkerPool pool(*store_, clock_, PoolOptions("n1"));
-  pool.Register("strict", [](JobContext&) -> Result<void> { return MakeError(ErrorCode::kInvalidArgument, "bad payload"); });
+  pool.Register("strict",
+                [](JobContext&) -> Result<void> { return MakeError(ErrorCode::kInvalidArgument, "bad payload"); });
   ASSERT_TRUE(pool.RunOne().ok());
   EXPECT_EQ(Get(id).state, store::JobState::kDead);
   EXPECT_EQ(Get(id).attempts, 1);
@@ -159,7 +177,8 @@ TEST_P(WorkerPoolTest, ALongJobKeepsItsLeaseWhileItRuns) {
   a.Start();
   std::this_thread::sleep_for(milliseconds(100));
   b.Start();
-  for (int i = 0; i < 100 && Get(id).state != store::JobState::kDone; ++i) std::this_thread::sleep_for(milliseconds(50));
+  for (int i = 0; i < 100 && Get(id).state != store::JobState::kDone; ++i)
+    std::this_thread::sleep_for(milliseconds(50));
   a.Stop();
   b.Stop();
   EXPECT_EQ(Get(id).state, store::JobState::kDone);
@@ -170,15 +189,19 @@ TEST_P(WorkerPoolTest, ConcurrencyPerKindIsBounded) {
   for (int i = 0; i < 6; ++i) Enqueue("serial");
   std::atomic<int> now_running{0}, max_running{0}, done{0};
   WorkerPool pool(*store_, SystemClock::Instance(), PoolOptions("n1"));
-  pool.Register("serial", [&](JobContext&) -> Result<void> {
-    int n = ++now_running;
-    int m = max_running;
-    while (n > m && !max_running.compare_exchange_weak(m, n)) {}
-    std::this_thread::sleep_for(milliseconds(30));
-    --now_running;
-    ++done;
-    return Ok();
-  }, HandlerOptions{1});
+  pool.Register(
+      "serial",
+      [&](JobContext&) -> Result<void> {
+        int n = ++now_running;
+        int m = max_running;
+        while (n > m && !max_running.compare_exchange_weak(m, n)) {
+        }
+        std::this_thread::sleep_for(milliseconds(30));
+        --now_running;
+        ++done;
+        return Ok();
+      },
+      HandlerOptions{1});
   pool.Start();
   for (int i = 0; i < 200 && done < 6; ++i) std::this_thread::sleep_for(milliseconds(20));
   pool.Stop();
@@ -187,7 +210,9 @@ TEST_P(WorkerPoolTest, ConcurrencyPerKindIsBounded) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, WorkerPoolTest, ::testing::Values(store::Dialect::kSqlite, store::Dialect::kPostgres),
-                         [](const auto& info) { return info.param == store::Dialect::kSqlite ? "SQLite" : "PostgreSQL"; });
+                         [](const auto& info) {
+                           return info.param == store::Dialect::kSqlite ? "SQLite" : "PostgreSQL";
+                         });
 
 TEST(WorkerPoolPostgres, TwoPoolsNeverRunTheSameJobAtTheSameTime) {
   std::string url;
@@ -196,10 +221,13 @@ TEST(WorkerPoolPostgres, TwoPoolsNeverRunTheSameJobAtTheSameTime) {
   auto store_b = store::Store::Open(url, {8});  // a second node: its own connections
   ASSERT_TRUE(store_b.ok());
   constexpr int kJobs = 200;
-  ASSERT_TRUE(store_a->Transact([&](store::Tx& tx) -> Result<void> {
-    for (int i = 0; i < kJobs; ++i) CF_RETURN_IF_ERROR(store::EnqueueJob(tx, store::NewJob{"unit", "{}", 0, 3, std::nullopt}, 0));
-    return Ok();
-  }).ok());
+  ASSERT_TRUE(store_a
+                  ->Transact([&](store::Tx& tx) -> Result<void> {
+                    for (int i = 0; i < kJobs; ++i)
+                      CF_RETURN_IF_ERROR(store::EnqueueJob(tx, store::NewJob{"unit", "{}", 0, 3, std::nullopt}, 0));
+                    return Ok();
+                  })
+                  .ok());
 
   std::mutex mu;
   std::map<int64_t, int> running, runs;

@@ -1,10 +1,10 @@
 #include "pki/tls_identity.h"
 
+#include <gtest/gtest.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-
-#include <gtest/gtest.h>
 
 #include "core/clock.h"
 
@@ -31,14 +31,19 @@ TEST(TlsIdentity, OpenSslAcceptsTheServerCertificateForItsNames) {
   const std::string d = dir.string();
   int status = 0;
   for (const char* name : {"-verify_hostname localhost", "-verify_ip 127.0.0.1", "-verify_hostname api.example.test"}) {
-    std::string out = Shell("openssl verify -purpose sslserver " + std::string(name) + " -CAfile " + d + "/ca.pem " + d + "/server.pem", &status);
+    std::string out = Shell(
+        "openssl verify -purpose sslserver " + std::string(name) + " -CAfile " + d + "/ca.pem " + d + "/server.pem",
+        &status);
     EXPECT_EQ(status, 0) << out;
     EXPECT_NE(out.find(": OK"), std::string::npos) << out;
   }
-  std::string wrong = Shell("openssl verify -verify_hostname other.test -CAfile " + d + "/ca.pem " + d + "/server.pem", &status);
+  std::string wrong =
+      Shell("openssl verify -verify_hostname other.test -CAfile " + d + "/ca.pem " + d + "/server.pem", &status);
   EXPECT_NE(status, 0) << wrong;
-  std::string match = Shell("openssl x509 -noout -pubkey -in " + d + "/server.pem | openssl sha256; openssl pkey -pubout -in " + d +
-                              "/server.key | openssl sha256", &status);
+  std::string match =
+      Shell("openssl x509 -noout -pubkey -in " + d + "/server.pem | openssl sha256; openssl pkey -pubout -in " + d +
+                "/server.key | openssl sha256",
+            &status);
   auto nl = match.find('\n');
   EXPECT_EQ(match.substr(0, nl), match.substr(nl + 1, nl)) << "key does not match certificate";
 }

@@ -1,9 +1,8 @@
-#include "store/audit_repo.h"
+#include <gtest/gtest.h>
 
 #include <thread>
 
-#include <gtest/gtest.h>
-
+#include "store/audit_repo.h"
 #include "testing/db.h"
 
 namespace certfleet::store {
@@ -17,7 +16,8 @@ class AuditTest : public ::testing::TestWithParam<Dialect> {
   }
   void Append(int i) {
     Result<void> r = store_->Transact([&](Tx& tx) -> Result<void> {
-      CF_RETURN_IF_ERROR(AppendAudit(tx, 1000 + i, "token:abc", "thing.create", "thing:" + std::to_string(i), R"({"n":1})"));
+      CF_RETURN_IF_ERROR(
+          AppendAudit(tx, 1000 + i, "token:abc", "thing.create", "thing:" + std::to_string(i), R"({"n":1})"));
       return Ok();
     });
     ASSERT_TRUE(r.ok()) << r.error().message;
@@ -76,10 +76,13 @@ TEST_P(AuditTest, ConcurrentAppendsKeepOneChain) {
 TEST_P(AuditTest, ListsWithFiltersAndCursor) {
   for (int i = 0; i < 5; ++i) Append(i);
   std::vector<AuditEntry> page;
-  ASSERT_TRUE(store_->Transact([&](Tx& tx) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(page, ListAudit(tx, AuditFilter{std::nullopt, std::string("thing.create"), 2, 2}));
-    return Ok();
-  }).ok());
+  ASSERT_TRUE(
+      store_
+          ->Transact([&](Tx& tx) -> Result<void> {
+            CF_ASSIGN_OR_RETURN(page, ListAudit(tx, AuditFilter{std::nullopt, std::string("thing.create"), 2, 2}));
+            return Ok();
+          })
+          .ok());
   ASSERT_EQ(page.size(), 2u);
   EXPECT_EQ(page[0].seq, 3);
   EXPECT_EQ(page[1].object, "thing:3");

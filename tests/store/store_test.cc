@@ -1,8 +1,8 @@
 #include "store/store.h"
 
-#include <thread>
-
 #include <gtest/gtest.h>
+
+#include <thread>
 
 #include "store/migrations.h"
 #include "store/tokens_repo.h"
@@ -32,8 +32,10 @@ TEST_P(StoreTest, MigrationsApplyOnceAndRecordTheirVersion) {
 }
 
 TEST_P(StoreTest, ValuesRoundTripIncludingNullsQuotesAndQuestionMarks) {
-  ASSERT_TRUE(store_->Exec("INSERT INTO items (id, name, n) VALUES (?, ?, ?)", {int64_t{1}, "it's a '?'", nullptr}).ok());
-  ASSERT_TRUE(store_->Exec("INSERT INTO items (id, name, n) VALUES (2, 'literal ?', ?)", {int64_t{-9007199254740993}}).ok());
+  ASSERT_TRUE(
+      store_->Exec("INSERT INTO items (id, name, n) VALUES (?, ?, ?)", {int64_t{1}, "it's a '?'", nullptr}).ok());
+  ASSERT_TRUE(
+      store_->Exec("INSERT INTO items (id, name, n) VALUES (2, 'literal ?', ?)", {int64_t{-9007199254740993}}).ok());
   auto rows = store_->Query("SELECT id, name, n FROM items ORDER BY id");
   ASSERT_TRUE(rows.ok()) << rows.error().message;
   ASSERT_EQ(rows->size(), 2u);
@@ -70,7 +72,8 @@ TEST_P(StoreTest, ConcurrentTransactionsLoseNoUpdate) {
       for (int i = 0; i < kIncrements; ++i) {
         Result<void> r = store_->Transact([](Tx& tx) -> Result<void> {
           // Read-modify-write: only correct if transactions serialize on the row.
-          const char* lock = tx.postgres() ? "SELECT n FROM items WHERE id = 1 FOR UPDATE" : "SELECT n FROM items WHERE id = 1";
+          const char* lock =
+              tx.postgres() ? "SELECT n FROM items WHERE id = 1 FOR UPDATE" : "SELECT n FROM items WHERE id = 1";
           CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(lock));
           CF_RETURN_IF_ERROR(tx.Exec("UPDATE items SET n = ? WHERE id = 1", {row->Int(0) + 1}));
           return Ok();
@@ -105,16 +108,20 @@ TEST_P(StoreTest, OneLeaderAtATime) {
 
 TEST_P(StoreTest, TokensAuthenticateUntilRevoked) {
   NewToken token;
-  ASSERT_TRUE(store_->Transact([&](Tx& tx) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(token, CreateApiToken(tx, Role::kOperator, "ci", "test", 1000));
-    return Ok();
-  }).ok());
+  ASSERT_TRUE(store_
+                  ->Transact([&](Tx& tx) -> Result<void> {
+                    CF_ASSIGN_OR_RETURN(token, CreateApiToken(tx, Role::kOperator, "ci", "test", 1000));
+                    return Ok();
+                  })
+                  .ok());
   auto auth = [&](const std::string& bearer) {
     std::optional<ApiToken> t;
-    EXPECT_TRUE(store_->Transact([&](Tx& tx) -> Result<void> {
-      CF_ASSIGN_OR_RETURN(t, AuthenticateBearer(tx, bearer));
-      return Ok();
-    }).ok());
+    EXPECT_TRUE(store_
+                    ->Transact([&](Tx& tx) -> Result<void> {
+                      CF_ASSIGN_OR_RETURN(t, AuthenticateBearer(tx, bearer));
+                      return Ok();
+                    })
+                    .ok());
     return t;
   };
   auto ok = auth(token.bearer);
@@ -128,7 +135,11 @@ TEST_P(StoreTest, TokensAuthenticateUntilRevoked) {
   EXPECT_FALSE(auth("").has_value());
   auto stored = store_->Query("SELECT secret_hash FROM api_tokens");
   EXPECT_EQ(token.bearer.find(stored->at(0).Text(0)), std::string::npos) << "the secret must not be stored";
-  ASSERT_TRUE(store_->Transact([&](Tx& tx) -> Result<void> { return RevokeApiToken(tx, token.record.id, 2000).ok() ? Ok() : MakeError(ErrorCode::kInternal, "x"); }).ok());
+  ASSERT_TRUE(store_
+                  ->Transact([&](Tx& tx) -> Result<void> {
+                    return RevokeApiToken(tx, token.record.id, 2000).ok() ? Ok() : MakeError(ErrorCode::kInternal, "x");
+                  })
+                  .ok());
   EXPECT_FALSE(auth(token.bearer).has_value());
 }
 

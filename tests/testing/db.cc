@@ -1,12 +1,11 @@
 #include "testing/db.h"
 
+#include <gtest/gtest.h>
 #include <libpq-fe.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-
-#include <gtest/gtest.h>
 
 #include "core/crypto.h"
 #include "store/migrations.h"

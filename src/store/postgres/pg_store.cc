@@ -1,13 +1,12 @@
 #include "store/postgres/pg_store.h"
 
+#include <fmt/format.h>
 #include <libpq-fe.h>
 
 #include <map>
 
-#include <fmt/format.h>
-
-#include "core/crypto.h"
 #include "core/config.h"
+#include "core/crypto.h"
 #include "store/pool.h"
 
 namespace certfleet::store::postgres {
@@ -77,7 +76,8 @@ class PgTx final : public Tx {
     for (int r = 0; r < nrows; ++r) {
       std::vector<std::optional<std::string>> cells(ncols);
       for (int c = 0; c < ncols; ++c) {
-        if (!PQgetisnull(res.get(), r, c)) cells[c] = std::string(PQgetvalue(res.get(), r, c), PQgetlength(res.get(), r, c));
+        if (!PQgetisnull(res.get(), r, c))
+          cells[c] = std::string(PQgetvalue(res.get(), r, c), PQgetlength(res.get(), r, c));
       }
       rows.emplace_back(std::move(cells));
     }
@@ -106,9 +106,9 @@ class PgTx final : public Tx {
         values[i] = s->c_str();
       }
     }
-    PgResultPtr res(PQexecPrepared(conn_.get(), name.c_str(), static_cast<int>(params.size()), values.data(), nullptr,
-                                   nullptr, 0),
-                    &PQclear);
+    PgResultPtr res(
+        PQexecPrepared(conn_.get(), name.c_str(), static_cast<int>(params.size()), values.data(), nullptr, nullptr, 0),
+        &PQclear);
     auto status = PQresultStatus(res.get());
     if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) return conn_.ResultError(res.get(), sql);
     return res;
@@ -157,8 +157,11 @@ class PgStore final : public Store {
   }
 
   Result<void> Ping() override {
-    return Transact([](Tx& tx) -> Result<void> { return tx.Query("SELECT 1").ok() ? Ok() : MakeError(ErrorCode::kUnavailable, "postgresql ping failed"); },
-                    TxMode::kRead);
+    return Transact(
+        [](Tx& tx) -> Result<void> {
+          return tx.Query("SELECT 1").ok() ? Ok() : MakeError(ErrorCode::kUnavailable, "postgresql ping failed");
+        },
+        TxMode::kRead);
   }
 
   Result<std::unique_ptr<LeaderLease>> TryLead(std::string_view name) override {

@@ -1,6 +1,7 @@
 #include "store/sqlite/sqlite_store.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sqlite3.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -9,8 +10,6 @@
 #include <map>
 #include <mutex>
 #include <set>
-
-#include <fmt/format.h>
 
 #include "store/pool.h"
 
@@ -163,8 +162,8 @@ class SqliteStore final : public Store {
 
   Result<std::unique_ptr<Connection>> Connect() {
     sqlite3* db = nullptr;
-    int rc = sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             nullptr);
+    int rc =
+        sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
     auto conn = std::make_unique<Connection>(db);
     if (rc != SQLITE_OK) {
       return MakeError(ErrorCode::kUnavailable, fmt::format("opening {}: {}", path_, sqlite3_errmsg(db)));
@@ -189,8 +188,11 @@ class SqliteStore final : public Store {
   }
 
   Result<void> Ping() override {
-    return Transact([](Tx& tx) -> Result<void> { return tx.Query("SELECT 1").ok() ? Ok() : MakeError(ErrorCode::kUnavailable, "sqlite ping failed"); },
-                    TxMode::kRead);
+    return Transact(
+        [](Tx& tx) -> Result<void> {
+          return tx.Query("SELECT 1").ok() ? Ok() : MakeError(ErrorCode::kUnavailable, "sqlite ping failed");
+        },
+        TxMode::kRead);
   }
 
   Result<std::unique_ptr<LeaderLease>> TryLead(std::string_view name) override {
