@@ -4,6 +4,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <array>
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -37,6 +38,9 @@ using tcp = asio::ip::tcp;
 constexpr uint32_t kHeaderLimit = 16 * 1024;
 // How long a closing connection gets for the TLS close_notify exchange.
 constexpr std::chrono::seconds kCloseTimeout{2};
+// How long and how much of a refused body is read and dropped before closing (see Linger).
+constexpr std::chrono::seconds kLingerTimeout{3};
+constexpr size_t kLingerMaxBytes = 64 * 1024 * 1024;
 // Pending connections the kernel queues before accept.
 constexpr int kListenBacklog = 512;
 
@@ -194,6 +198,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
       return Close();
     }
     if (ec == bhttp::error::body_limit) {
+      unread_body_ = true;
       return Reply(ErrorResponse(413, "payload_too_large", "the body is larger than this route accepts"), true);
     }
     if (ec) return Reply(ErrorResponse(400, "bad_request", "malformed HTTP request: " + ec.message()), true);
@@ -205,6 +210,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     const size_t limit = match_.route && match_.route->options.body_limit ? match_.route->options.body_limit
                                                                           : server_.options.body_limit;
     if (parser_->content_length() && *parser_->content_length() > limit) {
+      unread_body_ = true;
       return Reply(ErrorResponse(413, "payload_too_large", fmt::format("the body is larger than {} bytes", limit)),
                    true);
     }
@@ -229,6 +235,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
 
   void OnBody(beast::error_code ec) {
     if (ec == bhttp::error::body_limit) {
+      unread_body_ = true;
       return Reply(ErrorResponse(413, "payload_too_large", "the body is larger than this route accepts"), true);
     }
     if (ec == beast::error::timeout) {
@@ -278,12 +285,29 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     out->prepare_payload();
     if (head_) out->body().clear();
     bhttp::async_write(stream_, *out, [self = shared_from_this(), out, close](beast::error_code ec, size_t) {
+      if (!ec && self->unread_body_) return self->Linger();
       if (ec || close) return self->Close();
       self->first_ = false;
       self->req_ = Request{};
       self->match_ = Router::Match{};
       self->head_ = false;
       self->ReadHeader();
+    });
+  }
+
+  // After refusing a request whose body is still arriving, reads and drops the rest for a
+  // while before closing: closing at once would reset the connection while the client is
+  // still sending, and the client would never read the refusal.
+  void Linger() {
+    beast::get_lowest_layer(stream_).expires_after(kLingerTimeout);
+    DrainSome();
+  }
+
+  void DrainSome() {
+    stream_.async_read_some(asio::buffer(drain_), [self = shared_from_this()](beast::error_code ec, size_t n) {
+      self->drained_ += n;
+      if (ec || self->drained_ > kLingerMaxBytes) return self->Close();
+      self->DrainSome();
     });
   }
 
@@ -309,7 +333,10 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
   bool first_ = true;
   bool keep_alive_ = false;
   bool head_ = false;
+  bool unread_body_ = false;
   unsigned version_ = 11;
+  std::array<char, 16 * 1024> drain_{};
+  size_t drained_ = 0;
 };
 
 Result<void> Server::Impl::Listen() {
