@@ -32,34 +32,27 @@ int TokenCreate(const Config& config, const Clock& clock, const std::string& rol
   if (!role.ok()) return Fail(role.error());
   auto st = OpenStore(config);
   if (!st.ok()) return Fail(st.error());
-  store::NewToken token;
-  Result<void> r = (*st)->Transact([&](store::Tx& tx) -> Result<void> {
+  auto token = store::Write(**st, [&](store::Tx& tx) -> Result<store::NewToken> {
     const int64_t now = clock.NowMillis();
-    CF_ASSIGN_OR_RETURN(token, store::CreateApiToken(tx, *role, name, CliActor(), now));
+    CF_ASSIGN_OR_RETURN(auto token, store::CreateApiToken(tx, *role, name, CliActor(), now));
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, CliActor(), "token.create", "token:" + token.record.id,
                                           fmt::format(R"({{"role":"{}"}})", role_name)));
-    return Ok();
+    return token;
   });
-  if (!r.ok()) return Fail(r.error());
-  std::cerr << fmt::format("created {} token {} ({}); it is shown once:\n", role_name, token.record.id,
-                           token.record.name);
-  std::cout << token.bearer << "\n";
+  if (!token.ok()) return Fail(token.error());
+  std::cerr << fmt::format("created {} token {} ({}); it is shown once:\n", role_name, token->record.id,
+                           token->record.name);
+  std::cout << token->bearer << "\n";
   return 0;
 }
 
 int TokenList(const Config& config) {
   auto st = OpenStore(config);
   if (!st.ok()) return Fail(st.error());
-  std::vector<store::ApiToken> tokens;
-  Result<void> r = (*st)->Transact(
-      [&](store::Tx& tx) -> Result<void> {
-        CF_ASSIGN_OR_RETURN(tokens, store::ListApiTokens(tx));
-        return Ok();
-      },
-      store::TxMode::kRead);
-  if (!r.ok()) return Fail(r.error());
+  auto tokens = store::Read(**st, [](store::Tx& tx) { return store::ListApiTokens(tx); });
+  if (!tokens.ok()) return Fail(tokens.error());
   std::cout << fmt::format("{:<14} {:<9} {:<25} {:<8} {}\n", "ID", "ROLE", "CREATED", "STATUS", "NAME");
-  for (const auto& t : tokens) {
+  for (const auto& t : *tokens) {
     std::cout << fmt::format("{:<14} {:<9} {:<25} {:<8} {}\n", t.id, store::RoleName(t.role),
                              FormatRfc3339(t.created_at), t.revoked_at ? "revoked" : "active", t.name);
   }

@@ -67,13 +67,8 @@ Result<bool> KeptAdminToken(store::Store& st, const fs::path& path) {
   std::ifstream in(path);
   std::string bearer;
   std::getline(in, bearer);
-  std::optional<store::ApiToken> token;
-  CF_RETURN_IF_ERROR(st.Transact(
-      [&](store::Tx& tx) -> Result<void> {
-        CF_ASSIGN_OR_RETURN(token, store::AuthenticateBearer(tx, bearer));
-        return Ok();
-      },
-      store::TxMode::kRead));
+  CF_ASSIGN_OR_RETURN(auto token,
+                      store::Read(st, [&](store::Tx& tx) { return store::AuthenticateBearer(tx, bearer); }));
   if (!token) std::cerr << fmt::format("admin token: {} is not valid in this store; making a new one\n", path.string());
   return token.has_value();
 }
@@ -133,21 +128,20 @@ int Init(const Config& config, const Clock& clock) {
   } else if (*kept) {
     std::cerr << fmt::format("admin token: keeping {}\n", token_path.string());
   } else {
-    store::NewToken token;
-    Result<void> r = (*st)->Transact([&](store::Tx& tx) -> Result<void> {
+    auto token = store::Write(**st, [&](store::Tx& tx) -> Result<store::NewToken> {
       const int64_t now = clock.NowMillis();
-      CF_ASSIGN_OR_RETURN(token, store::CreateApiToken(tx, store::Role::kAdmin, "initial admin", actor, now));
+      CF_ASSIGN_OR_RETURN(auto token, store::CreateApiToken(tx, store::Role::kAdmin, "initial admin", actor, now));
       CF_RETURN_IF_ERROR(
           store::AppendAudit(tx, now, actor, "token.create", "token:" + token.record.id, R"({"role":"admin"})"));
-      return Ok();
+      return token;
     });
-    if (r.ok()) r = WriteFile(token_path, token.bearer + "\n", kPrivate);
-    if (!r.ok()) {
-      std::cerr << "certfleet: " << r.error().message << "\n";
+    Result<void> written = token.ok() ? WriteFile(token_path, token->bearer + "\n", kPrivate) : token.error();
+    if (!written.ok()) {
+      std::cerr << "certfleet: " << written.error().message << "\n";
       return 1;
     }
     std::cerr << fmt::format("admin token (shown once, also in {} mode 0600):\n", token_path.string());
-    std::cout << token.bearer << "\n";
+    std::cout << token->bearer << "\n";
   }
   std::cerr << fmt::format("initialized {} with store {}\n", data_dir.string(), MaskUrlCredentials(config.Get("db")));
   return 0;

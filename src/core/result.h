@@ -39,6 +39,8 @@ inline Error MakeError(ErrorCode code, std::string message) { return Error{code,
 template <typename T>
 class [[nodiscard]] Result {
  public:
+  using value_type = T;
+
   Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
   Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
@@ -74,6 +76,8 @@ class [[nodiscard]] Result {
 template <>
 class [[nodiscard]] Result<void> {
  public:
+  using value_type = void;
+
   Result() = default;
   Result(Error error) : error_(std::move(error)), ok_(false) {}  // NOLINT(google-explicit-constructor)
 

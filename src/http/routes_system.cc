@@ -73,6 +73,12 @@ Result<std::optional<std::string>> QueryParam(const Request& req, std::string_vi
   return std::optional<std::string>(it->second);
 }
 
+// {"items": [...], "next": cursor or null}: a full page means there may be more after `last`.
+json::object PageJson(json::array items, size_t count, int limit, int64_t last) {
+  json::value next = count == static_cast<size_t>(limit) ? json::value(std::to_string(last)) : json::value(nullptr);
+  return json::object{{"items", std::move(items)}, {"next", next}};
+}
+
 Response Fail(const Request& req, const Error& e) {
   if (StatusFor(e.code) >= 500) log::Error("request failed", {{"request_id", req.request_id}, {"error", e.message}});
   return ErrorResponse(e);
@@ -101,16 +107,10 @@ Response ListAudit(const ApiContext& ctx, const Request& req) {
   if (!action.ok()) return Fail(req, action.error());
   filter.actor = *actor;
   filter.action = *action;
-  std::vector<store::AuditEntry> rows;
-  Result<void> r = ctx.store.Transact(
-      [&](store::Tx& tx) -> Result<void> {
-        CF_ASSIGN_OR_RETURN(rows, store::ListAudit(tx, filter));
-        return Ok();
-      },
-      store::TxMode::kRead);
-  if (!r.ok()) return Fail(req, r.error());
+  auto rows = store::Read(ctx.store, [&](store::Tx& tx) { return store::ListAudit(tx, filter); });
+  if (!rows.ok()) return Fail(req, rows.error());
   json::array items;
-  for (const auto& e : rows) {
+  for (const auto& e : *rows) {
     json::value details = json::parse(e.details);
     items.push_back(json::object{{"seq", e.seq},
                                  {"at", FormatRfc3339(e.at)},
@@ -121,9 +121,8 @@ Response ListAudit(const ApiContext& ctx, const Request& req) {
                                  {"prev_hash", e.prev_hash},
                                  {"hash", e.hash}});
   }
-  json::value next = rows.size() == static_cast<size_t>(filter.limit) ? json::value(std::to_string(rows.back().seq))
-                                                                      : json::value(nullptr);
-  return JsonResponse(200, json::object{{"items", std::move(items)}, {"next", next}});
+  return JsonResponse(200,
+                      PageJson(std::move(items), rows->size(), filter.limit, rows->empty() ? 0 : rows->back().seq));
 }
 
 Response ListJobs(const ApiContext& ctx, const Request& req) {
@@ -140,44 +139,29 @@ Response ListJobs(const ApiContext& ctx, const Request& req) {
   auto kind = QueryParam(req, "kind", kMaxNameLength);
   if (!kind.ok()) return Fail(req, kind.error());
   filter.kind = *kind;
-  std::vector<store::Job> jobs;
-  Result<void> r = ctx.store.Transact(
-      [&](store::Tx& tx) -> Result<void> {
-        CF_ASSIGN_OR_RETURN(jobs, store::ListJobs(tx, filter));
-        return Ok();
-      },
-      store::TxMode::kRead);
-  if (!r.ok()) return Fail(req, r.error());
+  auto jobs = store::Read(ctx.store, [&](store::Tx& tx) { return store::ListJobs(tx, filter); });
+  if (!jobs.ok()) return Fail(req, jobs.error());
   json::array items;
-  for (const auto& j : jobs) items.push_back(JobJson(j));
-  json::value next = jobs.size() == static_cast<size_t>(filter.limit) ? json::value(std::to_string(jobs.back().id))
-                                                                      : json::value(nullptr);
-  return JsonResponse(200, json::object{{"items", std::move(items)}, {"next", next}});
+  for (const auto& j : *jobs) items.push_back(JobJson(j));
+  return JsonResponse(200, PageJson(std::move(items), jobs->size(), filter.limit, jobs->empty() ? 0 : jobs->back().id));
 }
 
 Response GetJob(const ApiContext& ctx, const Request& req) {
   auto id = PathId(req);
   if (!id.ok()) return Fail(req, id.error());
-  std::optional<store::Job> job;
-  Result<void> r = ctx.store.Transact(
-      [&](store::Tx& tx) -> Result<void> {
-        CF_ASSIGN_OR_RETURN(job, store::GetJob(tx, *id));
-        return Ok();
-      },
-      store::TxMode::kRead);
-  if (!r.ok()) return Fail(req, r.error());
-  if (!job) return ErrorResponse(404, "not_found", fmt::format("no job {}", *id));
-  return JsonResponse(200, JobJson(*job));
+  auto job = store::Read(ctx.store, [&](store::Tx& tx) { return store::GetJob(tx, *id); });
+  if (!job.ok()) return Fail(req, job.error());
+  if (!*job) return ErrorResponse(404, "not_found", fmt::format("no job {}", *id));
+  return JsonResponse(200, JobJson(**job));
 }
 
 Response RetryJob(const ApiContext& ctx, const Request& req) {
   auto id = PathId(req);
   if (!id.ok()) return Fail(req, id.error());
-  std::optional<store::Job> job;
-  Result<void> r = ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
+  auto job = store::Write(ctx.store, [&](store::Tx& tx) -> Result<store::Job> {
     const int64_t now = ctx.clock.NowMillis();
     CF_ASSIGN_OR_RETURN(bool retried, store::RetryDeadJob(tx, *id, now));
-    CF_ASSIGN_OR_RETURN(job, store::GetJob(tx, *id));
+    CF_ASSIGN_OR_RETURN(auto job, store::GetJob(tx, *id));
     if (!job) return MakeError(ErrorCode::kNotFound, fmt::format("no job {}", *id));
     if (!retried) {
       return MakeError(ErrorCode::kFailedPrecondition, fmt::format("job {} is {}; only dead jobs can be retried", *id,
@@ -185,9 +169,9 @@ Response RetryJob(const ApiContext& ctx, const Request& req) {
     }
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, req.principal.Actor(), "job.retry", fmt::format("job:{}", *id),
                                           json::serialize(json::object{{"kind", job->kind}})));
-    return Ok();
+    return *job;
   });
-  if (!r.ok()) return Fail(req, r.error());
+  if (!job.ok()) return Fail(req, job.error());
   return JsonResponse(200, JobJson(*job));
 }
 
@@ -200,32 +184,25 @@ Response CreateToken(const ApiContext& ctx, const Request& req) {
   if (!role.ok()) return Fail(req, role.error());
   auto name = OptionalString(*body, "name", kMaxNameLength);
   if (!name.ok()) return Fail(req, name.error());
-  store::NewToken token;
-  Result<void> r = ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
+  auto token = store::Write(ctx.store, [&](store::Tx& tx) -> Result<store::NewToken> {
     const int64_t now = ctx.clock.NowMillis();
-    CF_ASSIGN_OR_RETURN(token, store::CreateApiToken(tx, *role, name->value_or(""), req.principal.Actor(), now));
+    CF_ASSIGN_OR_RETURN(auto token, store::CreateApiToken(tx, *role, name->value_or(""), req.principal.Actor(), now));
     CF_RETURN_IF_ERROR(
         store::AppendAudit(tx, now, req.principal.Actor(), "token.create", "token:" + token.record.id,
                            json::serialize(json::object{{"role", *role_name}, {"name", token.record.name}})));
-    return Ok();
+    return token;
   });
-  if (!r.ok()) return Fail(req, r.error());
-  json::object out = TokenJson(token.record);
-  out["token"] = token.bearer;
+  if (!token.ok()) return Fail(req, token.error());
+  json::object out = TokenJson(token->record);
+  out["token"] = token->bearer;
   return JsonResponse(201, out);
 }
 
 Response ListTokens(const ApiContext& ctx, const Request& req) {
-  std::vector<store::ApiToken> tokens;
-  Result<void> r = ctx.store.Transact(
-      [&](store::Tx& tx) -> Result<void> {
-        CF_ASSIGN_OR_RETURN(tokens, store::ListApiTokens(tx));
-        return Ok();
-      },
-      store::TxMode::kRead);
-  if (!r.ok()) return Fail(req, r.error());
+  auto tokens = store::Read(ctx.store, [&](store::Tx& tx) { return store::ListApiTokens(tx); });
+  if (!tokens.ok()) return Fail(req, tokens.error());
   json::array items;
-  for (const auto& t : tokens) items.push_back(TokenJson(t));
+  for (const auto& t : *tokens) items.push_back(TokenJson(t));
   return JsonResponse(200, json::object{{"items", std::move(items)}});
 }
 
@@ -245,16 +222,10 @@ Response RevokeToken(const ApiContext& ctx, const Request& req) {
 }
 
 std::string JobCountsText(store::Store& store) {
-  std::vector<store::JobCount> counts;
-  Result<void> r = store.Transact(
-      [&](store::Tx& tx) -> Result<void> {
-        CF_ASSIGN_OR_RETURN(counts, store::CountJobs(tx));
-        return Ok();
-      },
-      store::TxMode::kRead);
+  auto counts = store::Read(store, [](store::Tx& tx) { return store::CountJobs(tx); });
   std::string out = "# HELP certfleet_jobs Jobs in the job table by kind and state.\n# TYPE certfleet_jobs gauge\n";
-  if (!r.ok()) return out;
-  for (const auto& c : counts) {
+  if (!counts.ok()) return out;
+  for (const auto& c : *counts) {
     out += fmt::format("certfleet_jobs{{kind=\"{}\",state=\"{}\"}} {}\n", EscapeLabel(c.kind),
                        store::JobStateName(c.state), c.count);
   }
@@ -265,13 +236,8 @@ std::string JobCountsText(store::Store& store) {
 
 Authenticator MakeStoreAuthenticator(store::Store& store, const Clock& clock) {
   return [&store, &clock](std::string_view bearer) -> Result<std::optional<Principal>> {
-    std::optional<store::ApiToken> token;
-    CF_RETURN_IF_ERROR(store.Transact(
-        [&](store::Tx& tx) -> Result<void> {
-          CF_ASSIGN_OR_RETURN(token, store::AuthenticateBearer(tx, bearer));
-          return Ok();
-        },
-        store::TxMode::kRead));
+    CF_ASSIGN_OR_RETURN(auto token,
+                        store::Read(store, [&](store::Tx& tx) { return store::AuthenticateBearer(tx, bearer); }));
     if (!token) return std::optional<Principal>();
     const int64_t now = clock.NowMillis();
     if (!token->last_used_at || *token->last_used_at < now - kLastUsedResolutionMs) {

@@ -76,14 +76,13 @@ Result<bool> WorkerPool::RunOne() {
     }));
   }
   std::vector<std::string> kinds = ReserveSlots();
-  std::optional<store::Job> job;
-  Result<void> leased = store_.Transact([&](store::Tx& tx) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(job, store::LeaseJob(tx, kinds, owner_, clock_.NowMillis(), options_.lease.count()));
-    return Ok();
+  auto leased = store::Write(store_, [&](store::Tx& tx) {
+    return store::LeaseJob(tx, kinds, owner_, clock_.NowMillis(), options_.lease.count());
   });
-  ReleaseSlots(kinds, job ? job->kind : std::string());
+  ReleaseSlots(kinds, leased.ok() && *leased ? (*leased)->kind : std::string());
   if (!leased.ok()) return leased.error();
-  if (!job) return false;
+  if (!*leased) return false;
+  const std::optional<store::Job>& job = *leased;
 
   JobHandler handler;
   HandlerOptions handler_options;

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -92,5 +93,34 @@ class Store {
   Result<int64_t> Exec(std::string_view sql, const Params& params = {});
   Result<Rows> Query(std::string_view sql, const Params& params = {});
 };
+
+// Runs `fn(tx)`, which returns a Result<T>, in one transaction and returns what it
+// returned: `auto jobs = store::Read(st, [&](Tx& tx) { return ListJobs(tx, filter); });`
+template <typename Fn>
+auto InTransaction(Store& store, TxMode mode, Fn&& fn) -> std::invoke_result_t<Fn&, Tx&> {
+  using R = std::invoke_result_t<Fn&, Tx&>;
+  if constexpr (std::is_void_v<typename R::value_type>) {
+    return store.Transact(fn, mode);
+  } else {
+    std::optional<typename R::value_type> out;
+    CF_RETURN_IF_ERROR(store.Transact(
+        [&](Tx& tx) -> Result<void> {
+          R r = fn(tx);
+          if (!r.ok()) return r.error();
+          out.emplace(std::move(r).value());
+          return Ok();
+        },
+        mode));
+    return std::move(*out);
+  }
+}
+template <typename Fn>
+auto Read(Store& store, Fn&& fn) {
+  return InTransaction(store, TxMode::kRead, std::forward<Fn>(fn));
+}
+template <typename Fn>
+auto Write(Store& store, Fn&& fn) {
+  return InTransaction(store, TxMode::kWrite, std::forward<Fn>(fn));
+}
 
 }  // namespace certfleet::store

@@ -9,17 +9,10 @@ import re
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checks import check, failed, finish  # noqa: E402
+
 src, binary = sys.argv[1], sys.argv[2]
-passed, failed = 0, 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL: {what}")
 
 
 roles = {"kPublic": "public", "kReader": "reader", "kOperator": "operator", "kAdmin": "admin"}
@@ -51,5 +44,4 @@ for line in shown.splitlines():
         env = "CERTFLEET_" + key.upper().replace(".", "_")
         check(f"| `{key}` | `{env}` |" in readme, f"config key {key} is in the README's configuration reference")
 
-print(f"docs_check: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish("docs_check")

@@ -21,22 +21,15 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checks import check, failed, finish  # noqa: E402
+
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
 STATE = os.environ.get("CERTFLEET_TEST_STATE", "/tmp")
 WORK = os.path.join(STATE, "e2e", f"{DB_KIND}-{secrets.token_hex(4)}")
 DATA = os.path.join(WORK, "var")
 os.makedirs(WORK)
 
-passed, failed = 0, 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL: {what}", flush=True)
 
 
 def psql(url, sql):
@@ -211,7 +204,6 @@ else:
 broken = cli("audit", "verify", expect=2).stdout
 check("BROKEN at row 2" in broken, f"audit verify names the altered row: {broken}")
 
-print(f"server_e2e ({DB_KIND}): {passed} passed, {failed} failed")
-if not failed:
+if not failed():
     shutil.rmtree(WORK, ignore_errors=True)  # kept on failure for inspection
-sys.exit(1 if failed else 0)
+finish(f"server_e2e ({DB_KIND})")
