@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <tuple>
 
 #include "cli/commands.h"
 #include "core/log.h"
@@ -103,10 +104,12 @@ int Init(const Config& config, const Clock& clock) {
       std::cerr << "certfleet: server.tls_sans: " << identity.error().message << "\n";
       return 1;
     }
-    for (auto r :
-         {WriteFile(key_path, identity->server_key_pem, kPrivate),
-          WriteFile(cert_path, identity->server_chain_pem, kPublic), WriteFile(ca_path, identity->ca_pem, kPublic)}) {
-      if (!r.ok()) {
+    const std::tuple<const fs::path&, const std::string&, fs::perms> files[] = {
+        {key_path, identity->server_key_pem, kPrivate},
+        {cert_path, identity->server_chain_pem, kPublic},
+        {ca_path, identity->ca_pem, kPublic}};
+    for (const auto& [path, data, mode] : files) {
+      if (auto r = WriteFile(path, data, mode); !r.ok()) {
         std::cerr << "certfleet: " << r.error().message << "\n";
         return 1;
       }

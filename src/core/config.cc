@@ -14,7 +14,7 @@ extern char** environ;
 namespace certfleet {
 namespace {
 
-constexpr int64_t kMiB = 1024 * 1024;
+constexpr int64_t kMiB = int64_t{1024} * 1024;
 
 constexpr ConfigKey kKeys[] = {
     {"data_dir", ConfigType::kPath, "./var",

@@ -40,7 +40,8 @@ store::Role RequiredRole(Access access) {
 
 void Router::Add(std::string method, std::string pattern, RouteOptions options, Handler handler) {
   assert(pattern.starts_with('/') && "route patterns are absolute");
-  Route r{std::move(method), pattern, SplitPath(pattern), options, std::move(handler)};
+  std::vector<std::string> segments = SplitPath(pattern);
+  Route r{std::move(method), std::move(pattern), std::move(segments), options, std::move(handler)};
   routes_.push_back(std::move(r));
 }
 

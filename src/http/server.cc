@@ -40,7 +40,9 @@ constexpr uint32_t kHeaderLimit = 16 * 1024;
 constexpr std::chrono::seconds kCloseTimeout{2};
 // How long and how much of a refused body is read and dropped before closing (see Linger).
 constexpr std::chrono::seconds kLingerTimeout{3};
-constexpr size_t kLingerMaxBytes = 64 * 1024 * 1024;
+constexpr size_t kLingerMaxBytes = size_t{64} * 1024 * 1024;
+// Bytes read per call while draining a refused body.
+constexpr size_t kDrainChunk = 16384;
 // Pending connections the kernel queues before accept.
 constexpr int kListenBacklog = 512;
 
@@ -151,7 +153,8 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
     if (!ec) remote_ = fmt::format("{}:{}", ep.address().to_string(), ep.port());
   }
-  ~Session() { server_.SessionEnded(this); }
+  // Only a failing mutex could throw here, and then terminating is right.
+  ~Session() { server_.SessionEnded(this); }  // NOLINT(bugprone-exception-escape)
 
   void Start() {
     asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
@@ -335,7 +338,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
   bool head_ = false;
   bool unread_body_ = false;
   unsigned version_ = 11;
-  std::array<char, 16 * 1024> drain_{};
+  std::array<char, kDrainChunk> drain_{};
   size_t drained_ = 0;
 };
 

@@ -96,8 +96,8 @@ Result<ScheduleSpec> ScheduleSpec::Parse(std::string_view text) {
     const char unit = d.back();
     const int64_t unit_ms = unit == 's'   ? 1000
                             : unit == 'm' ? kMinuteMs
-                            : unit == 'h' ? 60 * kMinuteMs
-                            : unit == 'd' ? 24 * 60 * kMinuteMs
+                            : unit == 'h' ? kMinuteMs * 60
+                            : unit == 'd' ? kMinuteMs * 60 * 24
                                           : 0;
     if (ec != std::errc() || p != d.data() + d.size() - 1 || n <= 0 || unit_ms == 0) {
       return MakeError(ErrorCode::kInvalidArgument,

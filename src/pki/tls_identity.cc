@@ -22,7 +22,7 @@ bool IsDnsName(const std::string& s) {
 }
 
 constexpr int64_t kDayMillis = 86'400'000;
-constexpr int64_t kBackdateMillis = 5 * 60 * 1000;  // tolerate clients whose clock runs a little late
+constexpr int64_t kBackdateMillis = int64_t{5} * 60 * 1000;  // tolerate clients whose clock runs a little late
 
 }  // namespace
 

@@ -21,7 +21,7 @@ class Pool {
   class Lease {
    public:
     Lease(Pool* pool, std::unique_ptr<Conn> conn) : pool_(pool), conn_(std::move(conn)) {}
-    Lease(Lease&&) = default;
+    Lease(Lease&&) noexcept = default;
     ~Lease() {
       if (conn_) pool_->Release(std::move(conn_));
     }

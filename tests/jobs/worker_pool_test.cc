@@ -166,12 +166,12 @@ TEST_P(WorkerPoolTest, ALongJobKeepsItsLeaseWhileItRuns) {
   std::atomic<int> runs{0};
   auto handler = [&](JobContext&) -> Result<void> {
     ++runs;
-    std::this_thread::sleep_for(milliseconds(1500));
+    std::this_thread::sleep_for(milliseconds(2500));
     return Ok();
   };
   const Clock& real = SystemClock::Instance();
-  WorkerPool a(*store_, real, PoolOptions("a", milliseconds(600)));
-  WorkerPool b(*store_, real, PoolOptions("b", milliseconds(600)));
+  WorkerPool a(*store_, real, PoolOptions("a", milliseconds(1000)));
+  WorkerPool b(*store_, real, PoolOptions("b", milliseconds(1000)));
   a.Register("slow", handler);
   b.Register("slow", handler);
   a.Start();
