@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "core/log.h"
+#include "pki/file/file_key_backend.h"
 #include "pki/tls_identity.h"
 #include "store/audit_repo.h"
 #include "store/tokens_repo.h"
@@ -92,6 +93,15 @@ int Init(const Config& config, const Clock& clock) {
     return 1;
   }
   const std::string actor = "cli:init";
+
+  const bool had_master_key = !config.Get("master_key").empty() || fs::exists(config.Get("master_key_file"));
+  if (auto key = pki::file::LoadMasterKey(config.Get("master_key"), config.Get("master_key_file"), true); !key.ok()) {
+    std::cerr << "certfleet: " << key.error().message << "\n";
+    return 1;
+  }
+  std::cerr << (had_master_key ? "master key: keeping it\n"
+                               : fmt::format("master key: wrote {} (0600); back it up: the CA keys need it\n",
+                                             config.Get("master_key_file")));
 
   const fs::path cert_path = config.Get("server.tls_cert");
   const fs::path key_path = config.Get("server.tls_key");

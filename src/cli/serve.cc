@@ -3,6 +3,7 @@
 
 #include <iostream>
 
+#include "ca/ca_service.h"
 #include "cli/commands.h"
 #include "core/log.h"
 #include "http/api.h"
@@ -10,12 +11,15 @@
 #include "jobs/housekeeping.h"
 #include "jobs/scheduler.h"
 #include "jobs/worker_pool.h"
+#include "pki/file/file_key_backend.h"
 
 namespace certfleet::cli {
 namespace {
 
 // How often the scheduler checks for due firings; cron has minute resolution.
 constexpr std::chrono::seconds kSchedulerTick{10};
+// CRLs are re-signed once half their validity has passed; checking this often keeps them fresh.
+constexpr std::string_view kCrlRefreshSchedule = "@every 15m";
 
 std::string NodeId() {
   char host[256] = {};
@@ -32,11 +36,16 @@ int Serve(const Config& config, const Clock& clock) {
     return 1;
   }
   store::Store& store = **st;
+  auto master_key = pki::file::LoadMasterKey(config.Get("master_key"), config.Get("master_key_file"), false);
+  if (!master_key.ok()) {
+    log::Error("cannot read the master key", {{"error", master_key.error().message}});
+    return 1;
+  }
+  pki::file::FileKeyBackend keys(config.Get("key_dir"), *master_key);
 
   http::Metrics metrics;
   http::Router router(http::MakeStoreAuthenticator(store, clock));
   http::ApiContext api{store, clock, metrics};
-  http::AddSystemRoutes(router, api);
 
   http::ServerOptions options;
   options.listen = config.Get("server.listen");
@@ -54,6 +63,17 @@ int Serve(const Config& config, const Clock& clock) {
     log::Error("cannot start the HTTPS server", {{"error", r.error().message}});
     return 1;
   }
+  const std::string host = options.listen.substr(0, options.listen.rfind(':'));
+  const std::string url = fmt::format("https://{}:{}", host, server.port());
+
+  ca::CaService::Options ca_options;
+  ca_options.public_url = config.Get("public_url").empty() ? url : config.Get("public_url");
+  ca_options.crl_validity_ms = config.GetInt("ca.crl_hours") * 3600 * 1000;
+  ca_options.ocsp_validity_ms = config.GetInt("ca.ocsp_minutes") * 60 * 1000;
+  ca::CaService ca(store, keys, clock, ca_options);
+  api.ca = &ca;
+  http::AddSystemRoutes(router, api);
+  http::AddCaRoutes(router, api);
 
   jobs::WorkerPool::Options pool_options;
   pool_options.node_id = NodeId();
@@ -68,11 +88,22 @@ int Serve(const Config& config, const Clock& clock) {
     log::Error("cannot set up housekeeping", {{"error", r.error().message}});
     return 1;
   }
+  pool.Register(std::string(ca::CaService::kCrlRefreshJob), [&ca](jobs::JobContext&) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(int resigned, ca.RefreshDueCrls());
+    if (resigned > 0) log::Info("re-signed CRLs", {{"count", resigned}});
+    return Ok();
+  });
+  store::NewJob crl_job;
+  crl_job.kind = std::string(ca::CaService::kCrlRefreshJob);
+  crl_job.max_attempts = 3;
+  if (auto r = scheduler.Add("ca-crl-refresh", kCrlRefreshSchedule, crl_job); !r.ok()) {
+    log::Error("cannot schedule CRL refresh", {{"error", r.error().message}});
+    return 1;
+  }
   pool.Start();
   scheduler.Start(kSchedulerTick);
 
-  const std::string host = options.listen.substr(0, options.listen.rfind(':'));
-  log::Info("listening", {{"url", fmt::format("https://{}:{}", host, server.port())},
+  log::Info("listening", {{"url", url},
                           {"port", server.port()},
                           {"node", pool_options.node_id},
                           {"db", MaskUrlCredentials(config.Get("db"))}});

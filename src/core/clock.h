@@ -3,7 +3,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace certfleet {
 
@@ -41,5 +43,7 @@ int64_t ToMillis(TimePoint t);
 TimePoint FromMillis(int64_t millis);
 // RFC 3339 in UTC with milliseconds, e.g. 2026-11-23T17:56:45.123Z.
 std::string FormatRfc3339(int64_t millis);
+// Parses "2026-11-23T17:56:45Z", with optional fraction and a Z or ±hh:mm offset.
+std::optional<int64_t> ParseRfc3339(std::string_view text);
 
 }  // namespace certfleet

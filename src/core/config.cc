@@ -27,6 +27,17 @@ constexpr ConfigKey kKeys[] = {
     {"mail", ConfigType::kUrl, "file://{data_dir}/outbox",
      "Mail: file://PATH writes .eml files; smtp://user:pass@host:port sends."},
     {"log_level", ConfigType::kString, "info", "debug, info, warn or error."},
+    {"public_url", ConfigType::kString, "",
+     "Base URL clients reach this server at, put in certificates (CRL and OCSP); empty: https://<server.listen>."},
+    {"master_key", ConfigType::kSecret, "",
+     "Master key encrypting CA keys (at least 32 characters); empty: master_key_file."},
+    {"master_key_file", ConfigType::kPath, "{data_dir}/master.key",
+     "File holding the master key; `certfleet init` creates it (0600)."},
+    {"key_dir", ConfigType::kPath, "{data_dir}/keys", "Folder of the encrypted CA keys (PKCS#8, AES-256)."},
+    {"ca.crl_hours", ConfigType::kInt, "24",
+     "A CRL's validity (nextUpdate); it is re-signed when half of it has passed.", 1, 8760},
+    {"ca.ocsp_minutes", ConfigType::kInt, "60", "An OCSP response's validity (nextUpdate) and how long it is cached.",
+     1, 10080},
     {"server.listen", ConfigType::kString, "127.0.0.1:8443",
      "HTTPS listen address host:port (port 0 picks a free port)."},
     {"server.tls_cert", ConfigType::kPath, "{data_dir}/tls/server.pem", "Server certificate chain (PEM)."},
@@ -227,6 +238,7 @@ std::string Config::Show() const {
     }
     std::string value = Get(k.name);
     if (k.type == ConfigType::kUrl) value = MaskUrlCredentials(value);
+    if (k.type == ConfigType::kSecret && !value.empty()) value = "***";
     std::string shown = k.type == ConfigType::kInt ? value : fmt::format("\"{}\"", value);
     out += fmt::format("{} = {}  # {}\n", name, shown, SourceOf(k.name));
   }

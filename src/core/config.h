@@ -12,7 +12,7 @@
 namespace certfleet {
 
 // How a configuration value is checked and shown.
-enum class ConfigType { kString, kInt, kUrl /* credentials masked when shown */, kPath };
+enum class ConfigType { kString, kInt, kUrl /* credentials masked when shown */, kPath, kSecret /* never shown */ };
 
 // One configuration key. Every key can be set in certfleet.toml (`server.listen` is
 // `listen` under `[server]`), by the environment (`CERTFLEET_SERVER_LISTEN`) and by a

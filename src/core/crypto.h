@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -15,6 +16,10 @@ std::string RandomBytes(size_t n);
 std::string RandomToken(size_t n);
 std::string HexEncode(std::string_view bytes);
 std::string Base64UrlEncode(std::string_view bytes);
+// Standard base64 with padding (RFC 4648 section 4).
+std::string Base64Encode(std::string_view bytes);
+// Decodes standard or URL-safe base64, padded or not; nullopt if `text` is not base64.
+std::optional<std::string> Base64Decode(std::string_view text);
 std::string Sha256(std::string_view data);     // 32 raw bytes
 std::string Sha256Hex(std::string_view data);  // 64 lowercase hex chars
 // Compares in time that depends only on the lengths.

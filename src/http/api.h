@@ -1,5 +1,6 @@
 #pragma once
 
+#include "ca/ca_service.h"
 #include "core/clock.h"
 #include "http/metrics.h"
 #include "http/router.h"
@@ -12,6 +13,7 @@ struct ApiContext {
   store::Store& store;
   const Clock& clock;
   Metrics& metrics;
+  ca::CaService* ca = nullptr;  // W1 routes are added when set
 };
 
 // Bearer tokens checked against the store's api_tokens table.
@@ -19,5 +21,8 @@ Authenticator MakeStoreAuthenticator(store::Store& store, const Clock& clock);
 
 // /healthz, /readyz, /metrics, /v1/audit, /v1/jobs, /v1/tokens.
 void AddSystemRoutes(Router& router, const ApiContext& ctx);
+
+// W1: /v1/certificates (and the seed's /certificates), /crl, /ocsp.
+void AddCaRoutes(Router& router, const ApiContext& ctx);
 
 }  // namespace certfleet::http

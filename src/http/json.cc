@@ -6,6 +6,9 @@
 #include <boost/json/serialize.hpp>
 #include <charconv>
 
+#include "core/clock.h"
+#include "core/log.h"
+
 namespace certfleet::http {
 namespace {
 
@@ -90,6 +93,30 @@ Result<std::string> RequiredString(const boost::json::object& o, std::string_vie
   CF_ASSIGN_OR_RETURN(auto s, OptionalString(o, key, max_len));
   if (!s || s->empty()) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} is required", key));
   return *s;
+}
+
+Response Fail(const Request& req, const Error& e) {
+  if (StatusFor(e.code) >= 500) log::Error("request failed", {{"request_id", req.request_id}, {"error", e.message}});
+  return ErrorResponse(e);
+}
+
+Result<std::optional<std::string>> QueryParam(const Request& req, std::string_view key, size_t max_len) {
+  auto it = req.query.find(std::string(key));
+  if (it == req.query.end()) return std::optional<std::string>();
+  if (it->second.size() > max_len) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} is too long", key));
+  return std::optional<std::string>(it->second);
+}
+
+boost::json::value OptTime(const std::optional<int64_t>& millis) {
+  return millis ? boost::json::value(FormatRfc3339(*millis)) : boost::json::value(nullptr);
+}
+
+boost::json::value OptStr(const std::optional<std::string>& v) {
+  return v ? boost::json::value(*v) : boost::json::value(nullptr);
+}
+
+boost::json::object PageJson(boost::json::array items, std::optional<std::string> next) {
+  return {{"items", std::move(items)}, {"next", next ? boost::json::value(*next) : boost::json::value(nullptr)}};
 }
 
 Result<Page> ParsePage(const Request& req) {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <boost/json/value.hpp>
+#include <optional>
 #include <string_view>
 
 #include "core/result.h"
@@ -22,6 +23,21 @@ Result<boost::json::object> ParseJsonObject(std::string_view body);
 // Typed fields of a JSON object, with errors that name the field.
 Result<std::string> RequiredString(const boost::json::object& o, std::string_view key, size_t max_len);
 Result<std::optional<std::string>> OptionalString(const boost::json::object& o, std::string_view key, size_t max_len);
+
+// A JSON error response for `e`; errors of the server (5xx) are logged with the request id.
+Response Fail(const Request& req, const Error& e);
+// The value of query parameter `key` if present; kInvalidArgument if longer than `max_len`.
+Result<std::optional<std::string>> QueryParam(const Request& req, std::string_view key, size_t max_len);
+boost::json::value OptTime(const std::optional<int64_t>& millis);  // RFC 3339 or null
+boost::json::value OptStr(const std::optional<std::string>& v);
+// {"items": [...], "next": cursor or null}.
+boost::json::object PageJson(boost::json::array items, std::optional<std::string> next);
+// The cursor after a page: a full page may have more after it, a short one is the last.
+template <typename LastKey>
+std::optional<std::string> NextCursor(size_t count, int limit, LastKey last_key) {
+  if (count != static_cast<size_t>(limit) || count == 0) return std::nullopt;
+  return last_key();
+}
 
 // `limit` and `next` of a paginated list: limit 1..1000, default 100.
 struct Page {

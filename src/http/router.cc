@@ -51,17 +51,23 @@ Router::Match Router::Find(std::string_view method, std::string_view path) const
   if (!path.starts_with('/')) return m;
   const auto segments = SplitPath(path);
   for (const Route& r : routes_) {
-    if (r.segments.size() != segments.size()) continue;
+    // A last segment {*name} takes the rest of the path, slashes included.
+    const bool rest = !r.segments.empty() && r.segments.back().starts_with("{*");
+    if (rest ? segments.size() < r.segments.size() : r.segments.size() != segments.size()) continue;
     std::map<std::string, std::string> params;
     bool ok = true;
-    for (size_t i = 0; i < segments.size() && ok; ++i) {
-      if (IsParam(r.segments[i])) {
-        if (segments[i].empty())
-          ok = false;
-        else
-          params[r.segments[i].substr(1, r.segments[i].size() - 2)] = segments[i];
+    for (size_t i = 0; i < r.segments.size() && ok; ++i) {
+      const std::string& pattern = r.segments[i];
+      if (!IsParam(pattern)) {
+        ok = pattern == segments[i];
+      } else if (segments[i].empty()) {
+        ok = false;
+      } else if (rest && i + 1 == r.segments.size()) {
+        std::string value = segments[i];
+        for (size_t j = i + 1; j < segments.size(); ++j) value += "/" + segments[j];
+        params[pattern.substr(2, pattern.size() - 3)] = value;
       } else {
-        ok = r.segments[i] == segments[i];
+        params[pattern.substr(1, pattern.size() - 2)] = segments[i];
       }
     }
     if (!ok) continue;

@@ -28,7 +28,7 @@ using Authenticator = std::function<Result<std::optional<Principal>>(std::string
 
 struct Route {
   std::string method;
-  std::string pattern;  // "/v1/jobs/{id}"; also the route's label in metrics
+  std::string pattern;  // "/v1/jobs/{id}"; a last segment "{*rest}" takes the rest of the path; the metrics label
   std::vector<std::string> segments;
   RouteOptions options;
   Handler handler;

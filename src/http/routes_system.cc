@@ -20,11 +20,6 @@ namespace json = boost::json;
 constexpr int64_t kLastUsedResolutionMs = 60'000;
 constexpr size_t kMaxNameLength = 200;
 
-json::value OptTime(const std::optional<int64_t>& v) {
-  return v ? json::value(FormatRfc3339(*v)) : json::value(nullptr);
-}
-json::value OptStr(const std::optional<std::string>& v) { return v ? json::value(*v) : json::value(nullptr); }
-
 json::object JobJson(const store::Job& j) {
   json::value payload = json::parse(j.payload);
   const double percent =
@@ -65,25 +60,6 @@ Result<int64_t> PathId(const Request& req) {
   return id;
 }
 
-// The value of query parameter `key` if present; an error if it is longer than `max_len`.
-Result<std::optional<std::string>> QueryParam(const Request& req, std::string_view key, size_t max_len) {
-  auto it = req.query.find(std::string(key));
-  if (it == req.query.end()) return std::optional<std::string>();
-  if (it->second.size() > max_len) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} is too long", key));
-  return std::optional<std::string>(it->second);
-}
-
-// {"items": [...], "next": cursor or null}: a full page means there may be more after `last`.
-json::object PageJson(json::array items, size_t count, int limit, int64_t last) {
-  json::value next = count == static_cast<size_t>(limit) ? json::value(std::to_string(last)) : json::value(nullptr);
-  return json::object{{"items", std::move(items)}, {"next", next}};
-}
-
-Response Fail(const Request& req, const Error& e) {
-  if (StatusFor(e.code) >= 500) log::Error("request failed", {{"request_id", req.request_id}, {"error", e.message}});
-  return ErrorResponse(e);
-}
-
 Response Healthz(const Request&) { return JsonResponse(200, json::object{{"status", "ok"}}); }
 
 Response Readyz(const ApiContext& ctx, const Request& req) {
@@ -121,8 +97,8 @@ Response ListAudit(const ApiContext& ctx, const Request& req) {
                                  {"prev_hash", e.prev_hash},
                                  {"hash", e.hash}});
   }
-  return JsonResponse(200,
-                      PageJson(std::move(items), rows->size(), filter.limit, rows->empty() ? 0 : rows->back().seq));
+  auto next = NextCursor(rows->size(), filter.limit, [&] { return std::to_string(rows->back().seq); });
+  return JsonResponse(200, PageJson(std::move(items), next));
 }
 
 Response ListJobs(const ApiContext& ctx, const Request& req) {
@@ -143,7 +119,8 @@ Response ListJobs(const ApiContext& ctx, const Request& req) {
   if (!jobs.ok()) return Fail(req, jobs.error());
   json::array items;
   for (const auto& j : *jobs) items.push_back(JobJson(j));
-  return JsonResponse(200, PageJson(std::move(items), jobs->size(), filter.limit, jobs->empty() ? 0 : jobs->back().id));
+  return JsonResponse(200, PageJson(std::move(items), NextCursor(jobs->size(), filter.limit,
+                                                                 [&] { return std::to_string(jobs->back().id); })));
 }
 
 Response GetJob(const ApiContext& ctx, const Request& req) {

@@ -2,6 +2,8 @@
 
 #include <openssl/pem.h>
 
+#include <ctime>
+
 #include "core/crypto.h"
 
 namespace certfleet::pki {
@@ -37,6 +39,14 @@ Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_k
   if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get()))) return OpenSslError("serial");
 
   X509NamePtr name(X509_NAME_new());
+  auto add_rdn = [&](const char* field, const std::string& value) {
+    return value.empty() ||
+           X509_NAME_add_entry_by_txt(name.get(), field, MBSTRING_UTF8,
+                                      reinterpret_cast<const unsigned char*>(value.c_str()), -1, -1, 0) == 1;
+  };
+  if (!add_rdn("C", spec.country) || !add_rdn("ST", spec.state)) {
+    return OpenSslError("subject C/ST", ErrorCode::kInvalidArgument);
+  }
   if (!spec.organization.empty() &&
       X509_NAME_add_entry_by_txt(name.get(), "O", MBSTRING_UTF8,
                                  reinterpret_cast<const unsigned char*>(spec.organization.c_str()), -1, -1, 0) != 1) {
@@ -74,6 +84,12 @@ Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_k
   CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_subject_key_identifier, "hash"));
   if (issuer) CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_authority_key_identifier, "keyid:always"));
 
+  if (!spec.crl_url.empty()) {
+    CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_crl_distribution_points, "URI:" + spec.crl_url));
+  }
+  if (!spec.ocsp_url.empty()) {
+    CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_info_access, "OCSP;URI:" + spec.ocsp_url));
+  }
   std::string san;
   for (const auto& d : spec.dns_names) san += (san.empty() ? "DNS:" : ",DNS:") + d;
   for (const auto& ip : spec.ip_addresses) san += (san.empty() ? "IP:" : ",IP:") + ip;
@@ -94,6 +110,50 @@ Result<X509Ptr> CertificateFromPem(std::string_view pem) {
   X509* cert = bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr;
   if (!cert) return OpenSslError("reading certificate", ErrorCode::kInvalidArgument);
   return X509Ptr(cert);
+}
+
+Result<std::string> CertificateToDer(X509* cert) {
+  unsigned char* der = nullptr;
+  int len = i2d_X509(cert, &der);
+  if (len <= 0) return OpenSslError("encoding certificate");
+  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(der);
+  return out;
+}
+
+std::string SerialHex(const ASN1_INTEGER* serial) {
+  BignumPtr bn(ASN1_INTEGER_to_BN(serial, nullptr));
+  char* hex = bn ? BN_bn2hex(bn.get()) : nullptr;
+  std::string out = hex ? hex : "";
+  OPENSSL_free(hex);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  size_t nz = out.find_first_not_of('0');
+  return nz == std::string::npos ? "0" : out.substr(nz);
+}
+
+Result<CertificateFacts> Inspect(X509* cert) {
+  CertificateFacts f;
+  f.serial_hex = SerialHex(X509_get0_serialNumber(cert));
+  auto to_millis = [](const ASN1_TIME* t) -> int64_t {
+    std::tm tm{};
+    if (ASN1_TIME_to_tm(t, &tm) != 1) return 0;
+    return static_cast<int64_t>(timegm(&tm)) * 1000;
+  };
+  f.not_before_millis = to_millis(X509_get0_notBefore(cert));
+  f.not_after_millis = to_millis(X509_get0_notAfter(cert));
+  CF_ASSIGN_OR_RETURN(std::string der, CertificateToDer(cert));
+  f.sha256_fingerprint = Sha256Hex(der);
+  X509_NAME* subject = X509_get_subject_name(cert);
+  int idx = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (idx >= 0) {
+    ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx));
+    unsigned char* utf8 = nullptr;
+    int len = ASN1_STRING_to_UTF8(&utf8, data);
+    if (len >= 0) f.common_name.assign(reinterpret_cast<char*>(utf8), static_cast<size_t>(len));
+    OPENSSL_free(utf8);
+  }
+  f.is_ca = X509_check_ca(cert) > 0;
+  return f;
 }
 
 }  // namespace certfleet::pki

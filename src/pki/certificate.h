@@ -9,7 +9,7 @@
 
 namespace certfleet::pki {
 
-// What goes into a certificate. The W1 profiles build on this.
+// What goes into a certificate; profile.h fills it per certificate type.
 struct CertificateSpec {
   std::string common_name;
   std::string organization;
@@ -21,6 +21,10 @@ struct CertificateSpec {
   int path_len = -1;  // -1: no pathLenConstraint
   bool server_auth = false;
   bool client_auth = false;
+  std::string country;  // two letters, or empty
+  std::string state;
+  std::string crl_url;   // CRL distribution point, or empty
+  std::string ocsp_url;  // OCSP responder in the AIA, or empty
 };
 
 // Builds and signs a certificate with a 128-bit random serial. With `issuer` null the
@@ -28,5 +32,20 @@ struct CertificateSpec {
 Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X509* issuer, EVP_PKEY* issuer_key);
 Result<std::string> CertificateToPem(X509* cert);
 Result<X509Ptr> CertificateFromPem(std::string_view pem);
+Result<std::string> CertificateToDer(X509* cert);
+
+// The facts about a certificate the inventory keeps.
+struct CertificateFacts {
+  std::string serial_hex;  // lowercase, no leading zeros
+  int64_t not_before_millis = 0;
+  int64_t not_after_millis = 0;
+  std::string sha256_fingerprint;  // lowercase hex of the DER
+  std::string common_name;
+  bool is_ca = false;
+};
+Result<CertificateFacts> Inspect(X509* cert);
+
+// Serial numbers as the inventory writes them: lowercase hex without leading zeros.
+std::string SerialHex(const ASN1_INTEGER* serial);
 
 }  // namespace certfleet::pki

@@ -73,6 +73,55 @@ CREATE TABLE audit_head (
 );
 INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
 )sql"},
+    {2, "certificates", R"sql(
+-- The inventory: every certificate certfleet issued. Lists are served from the indexes,
+-- each ending in serial so that pages are stable.
+CREATE TABLE certificates (
+  serial TEXT PRIMARY KEY,
+  fqdn TEXT NOT NULL,
+  type TEXT NOT NULL CHECK (type IN ('root', 'intermediate', 'server', 'device')),
+  parent_fqdn TEXT NOT NULL,
+  issuer_serial TEXT REFERENCES certificates (serial),
+  status TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+  not_before BIGINT NOT NULL,
+  not_after BIGINT NOT NULL,
+  fingerprint TEXT NOT NULL UNIQUE,
+  certificate_pem TEXT NOT NULL,
+  revoked_at BIGINT,
+  revocation_reason INTEGER,
+  created_at BIGINT NOT NULL,
+  created_by TEXT NOT NULL
+);
+CREATE INDEX certificates_fqdn ON certificates (fqdn);
+CREATE INDEX certificates_parent ON certificates (parent_fqdn, serial);
+CREATE INDEX certificates_type ON certificates (type, serial);
+CREATE INDEX certificates_status ON certificates (status, serial);
+CREATE INDEX certificates_expiry ON certificates (not_after, serial);
+CREATE INDEX certificates_issuer ON certificates (issuer_serial, status);
+
+-- CAs by fqdn: their key, their current CRL and the hash OCSP requests name them by.
+CREATE TABLE cas (
+  fqdn TEXT PRIMARY KEY,
+  serial TEXT NOT NULL UNIQUE REFERENCES certificates (serial),
+  key_ref TEXT NOT NULL,
+  key_hash TEXT NOT NULL,
+  crl_number BIGINT NOT NULL DEFAULT 0,
+  crl_der TEXT,
+  crl_this_update BIGINT,
+  crl_next_update BIGINT
+);
+CREATE INDEX cas_key_hash ON cas (key_hash);
+CREATE INDEX cas_crl_due ON cas (crl_next_update);
+
+-- The event bus: subscribers (webhooks, workflows) read it in id order.
+CREATE TABLE events (
+  id {{id}},
+  at BIGINT NOT NULL,
+  type TEXT NOT NULL,
+  payload TEXT NOT NULL
+);
+CREATE INDEX events_type ON events (type, id);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

@@ -73,10 +73,17 @@ class ServerTest : public ::testing::Test {
   // but checked by the server through OpenSSL's verifier.
   void MakeClientCa() {
     auto ca_key = pki::GenerateKey(pki::KeyType::kEcP256);
-    pki::CertificateSpec ca_spec{"test client CA", "", {}, {}, 0, 4'000'000'000'000, true, 0};
+    pki::CertificateSpec ca_spec;
+    ca_spec.common_name = "test client CA";
+    ca_spec.not_after_millis = 4'000'000'000'000;
+    ca_spec.is_ca = true;
+    ca_spec.path_len = 0;
     auto ca = pki::SignCertificate(ca_spec, ca_key->get(), nullptr, ca_key->get());
     auto key = pki::GenerateKey(pki::KeyType::kEcP256);
-    pki::CertificateSpec leaf{"agent-7", "", {}, {}, 0, 4'000'000'000'000, false, -1, false, true};
+    pki::CertificateSpec leaf;
+    leaf.common_name = "agent-7";
+    leaf.not_after_millis = 4'000'000'000'000;
+    leaf.client_auth = true;
     auto cert = pki::SignCertificate(leaf, key->get(), ca->get(), ca_key->get());
     ASSERT_TRUE(cert.ok());
     Write("client-ca.pem", *pki::CertificateToPem(ca->get()));

@@ -1,0 +1,466 @@
+#include "ca/ca_service.h"
+
+#include <set>
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include "ca/fqdn.h"
+#include "core/crypto.h"
+#include "core/log.h"
+#include "pki/certificate.h"
+#include "pki/crl.h"
+#include "pki/csr.h"
+#include "pki/key.h"
+#include "pki/ocsp.h"
+#include "store/audit_repo.h"
+
+namespace certfleet::ca {
+namespace {
+
+namespace json = boost::json;
+
+constexpr int64_t kDayMs = 86'400'000;
+constexpr int64_t kMaxValidityDays = 36'500;  // a century is past any sane CA lifetime
+// Backdating absorbs clock skew between certfleet and the clients checking notBefore.
+constexpr int64_t kBackdateMs = 5 * 60 * 1000;
+constexpr std::string_view kRootParent = "Root";  // the parent_fqdn of roots, as in the seed
+// Bounds a cascade: a CA with more descendants than this is revoked in steps.
+constexpr size_t kMaxCascade = 1'000'000;
+
+int64_t DefaultValidityDays(pki::CertType type) {
+  switch (type) {
+    case pki::CertType::kRoot: return 3650;
+    case pki::CertType::kIntermediate: return 1825;
+    default: return 365;
+  }
+}
+
+// The seed's event Type values.
+std::string_view SeedType(pki::CertType type) {
+  switch (type) {
+    case pki::CertType::kRoot: return "Root";
+    case pki::CertType::kIntermediate: return "Intermediate";
+    case pki::CertType::kServer: return "Server";
+    case pki::CertType::kDevice: return "Client";
+  }
+  return "Server";
+}
+
+std::string Uuid4() {
+  std::string b = RandomBytes(16);
+  b[6] = static_cast<char>((b[6] & 0x0f) | 0x40);
+  b[8] = static_cast<char>((b[8] & 0x3f) | 0x80);
+  std::string hex = HexEncode(b);
+  return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" + hex.substr(16, 4) + "-" +
+         hex.substr(20);
+}
+
+std::string Lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// Checks the request's names against the seed's rules and fills in the fqdn and parent.
+Result<void> ResolveNames(CreateRequest& r) {
+  r.fqdn = Lower(r.fqdn);
+  if (r.parent_fqdn) *r.parent_fqdn = Lower(*r.parent_fqdn);
+  if (r.type == pki::CertType::kDevice) {
+    if (!r.parent_fqdn || r.parent_fqdn->empty()) {
+      return MakeError(ErrorCode::kInvalidArgument, "parent_fqdn is required for a device certificate");
+    }
+    if (!r.fqdn.empty()) return MakeError(ErrorCode::kInvalidArgument, "a device's fqdn is made by certfleet");
+    r.fqdn = Uuid4() + "." + *r.parent_fqdn;
+    return Ok();
+  }
+  if (r.fqdn.empty()) return MakeError(ErrorCode::kInvalidArgument, "fqdn is required");
+  if (!pki::IsValidDnsName(r.fqdn)) {
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("fqdn '{}' is not a valid DNS name", r.fqdn));
+  }
+  auto registrable = RegistrableDomain(r.fqdn);
+  if (!registrable) {
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("fqdn '{}' is a public suffix or under none", r.fqdn));
+  }
+  switch (r.type) {
+    case pki::CertType::kRoot:
+      if (*registrable != r.fqdn) {
+        return MakeError(ErrorCode::kInvalidArgument,
+                         fmt::format("a root's fqdn must be a registrable domain such as {}", *registrable));
+      }
+      if (r.parent_fqdn && *r.parent_fqdn != Lower(std::string(kRootParent))) {
+        return MakeError(ErrorCode::kInvalidArgument, "a root has no parent");
+      }
+      r.parent_fqdn = std::string(kRootParent);
+      return Ok();
+    case pki::CertType::kIntermediate:
+      if (*registrable == r.fqdn) {
+        return MakeError(ErrorCode::kInvalidArgument,
+                         "an intermediate's fqdn must be below a registrable domain (e.g. iot.example.com)");
+      }
+      if (!r.parent_fqdn) r.parent_fqdn = *registrable;
+      return Ok();
+    default:
+      if (!r.parent_fqdn) r.parent_fqdn = DefaultServerParent(r.fqdn, *registrable);
+      return Ok();
+  }
+}
+
+json::object RecordSummary(const store::CertificateRecord& c) {
+  return {{"fqdn", c.fqdn}, {"type", c.type}, {"parent_fqdn", c.parent_fqdn}};
+}
+
+}  // namespace
+
+CaService::CaService(store::Store& store, pki::KeyBackend& keys, const Clock& clock, Options options)
+    : store_(store), keys_(keys), clock_(clock), options_(std::move(options)) {}
+
+std::string CaService::CrlUrl(std::string_view ca_fqdn) const {
+  return fmt::format("{}/crl/{}.crl", options_.public_url, ca_fqdn);
+}
+
+Result<std::shared_ptr<X509>> CaService::CaCertificate(const store::CertificateRecord& record) {
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = ca_certs_.find(record.serial); it != ca_certs_.end()) return it->second;
+  }
+  CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromPem(record.certificate_pem));
+  std::shared_ptr<X509> shared(cert.release(), X509_free);
+  std::lock_guard lock(mu_);
+  ca_certs_.emplace(record.serial, shared);
+  return shared;
+}
+
+Result<CaService::Parent> CaService::FindParent(store::Tx& tx, const std::string& parent_fqdn) {
+  CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, parent_fqdn));
+  if (!ca) {
+    CF_ASSIGN_OR_RETURN(auto leaves, store::FindCertificatesByFqdn(tx, parent_fqdn));
+    if (!leaves.empty()) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       fmt::format("parent {} is a {} certificate, not a CA", parent_fqdn, leaves.front().type));
+    }
+    return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", parent_fqdn));
+  }
+  CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, ca->serial));
+  if (!cert) return MakeError(ErrorCode::kInternal, "CA " + parent_fqdn + " has no inventory row");
+  if (cert->status != "active") {
+    return MakeError(ErrorCode::kFailedPrecondition, fmt::format("the CA {} is revoked", parent_fqdn));
+  }
+  return Parent{std::move(*ca), std::move(*cert)};
+}
+
+Result<Created> CaService::Create(const CreateRequest& request, std::string_view actor) {
+  CreateRequest req = request;
+  CF_RETURN_IF_ERROR(ResolveNames(req));
+  const bool is_ca = pki::IsCa(req.type);
+  if (req.csr_pem && is_ca) {
+    return MakeError(ErrorCode::kInvalidArgument, "CA keys are always made by certfleet; csr_pem is for leaves");
+  }
+  const int64_t days = req.validity_days.value_or(DefaultValidityDays(req.type));
+  if (days < 1 || days > kMaxValidityDays) {
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("validity_days must be 1 to {}", kMaxValidityDays));
+  }
+  pki::KeyType key_type = pki::KeyType::kEcP256;
+  if (req.key_type) {
+    if (req.csr_pem) return MakeError(ErrorCode::kInvalidArgument, "key_type and csr_pem exclude each other");
+    CF_ASSIGN_OR_RETURN(key_type, pki::ParseKeyType(*req.key_type));
+  }
+
+  // The parent, and a first check that the name is free (checked again when writing).
+  std::optional<Parent> parent;
+  CF_RETURN_IF_ERROR(store_.Transact(
+      [&](store::Tx& tx) -> Result<void> {
+        if (is_ca) {
+          CF_ASSIGN_OR_RETURN(auto existing, store::FindCa(tx, req.fqdn));
+          if (existing) return MakeError(ErrorCode::kAlreadyExists, fmt::format("a CA {} exists", req.fqdn));
+        }
+        if (req.type != pki::CertType::kRoot) {
+          CF_ASSIGN_OR_RETURN(parent, FindParent(tx, *req.parent_fqdn));
+        }
+        return Ok();
+      },
+      store::TxMode::kRead));
+
+  // The subject's key: from the CSR, or made here.
+  pki::PkeyPtr subject_key;
+  std::optional<std::string> private_key_pem;
+  if (req.csr_pem) {
+    CF_ASSIGN_OR_RETURN(pki::Csr csr, pki::ParseCsr(*req.csr_pem));
+    subject_key = std::move(csr.public_key);
+  } else {
+    CF_ASSIGN_OR_RETURN(subject_key, pki::GenerateKey(key_type));
+    if (!is_ca) {
+      CF_ASSIGN_OR_RETURN(std::string pem, pki::PrivateKeyToPem(subject_key.get()));
+      private_key_pem = std::move(pem);
+    }
+  }
+
+  std::shared_ptr<X509> issuer;
+  std::shared_ptr<EVP_PKEY> issuer_key;
+  if (parent) {
+    CF_ASSIGN_OR_RETURN(issuer, CaCertificate(parent->cert));
+    CF_ASSIGN_OR_RETURN(issuer_key, keys_.Get(parent->ca.key_ref));
+  }
+  const int64_t now = clock_.NowMillis();
+  pki::ProfileInput input;
+  input.type = req.type;
+  input.fqdn = req.fqdn;
+  input.sans = req.sans;
+  input.country = req.country;
+  input.state = req.state;
+  input.organization = req.organization;
+  input.not_before_millis = now - kBackdateMs;
+  input.not_after_millis = now + days * kDayMs;
+  if (parent) {
+    input.crl_url = CrlUrl(parent->ca.fqdn);
+    input.ocsp_url = options_.public_url + "/ocsp";
+  }
+  CF_ASSIGN_OR_RETURN(pki::ProfiledSpec profiled, pki::ApplyProfile(input, subject_key.get(), issuer.get()));
+  CF_ASSIGN_OR_RETURN(pki::X509Ptr cert,
+                      pki::SignCertificate(profiled.spec, subject_key.get(), issuer.get(),
+                                           issuer ? issuer_key.get() : subject_key.get()));
+  CF_ASSIGN_OR_RETURN(pki::CertificateFacts facts, pki::Inspect(cert.get()));
+
+  Created out;
+  store::CertificateRecord& rec = out.record;
+  rec.serial = facts.serial_hex;
+  rec.fqdn = req.fqdn;
+  rec.type = std::string(pki::CertTypeName(req.type));
+  rec.parent_fqdn = *req.parent_fqdn;
+  if (parent) rec.issuer_serial = parent->cert.serial;
+  rec.status = "active";
+  rec.not_before = facts.not_before_millis;
+  rec.not_after = facts.not_after_millis;
+  rec.fingerprint = facts.sha256_fingerprint;
+  CF_ASSIGN_OR_RETURN(rec.certificate_pem, pki::CertificateToPem(cert.get()));
+  rec.created_at = now;
+  rec.created_by = actor;
+  out.private_key_pem = std::move(private_key_pem);
+  out.validity_clamped = profiled.validity_clamped;
+
+  std::string key_ref;
+  if (is_ca) {
+    CF_ASSIGN_OR_RETURN(key_ref, keys_.Put(subject_key.get()));
+  }
+  Result<void> written = store_.Transact([&](store::Tx& tx) -> Result<void> {
+    if (!is_ca) {
+      CF_ASSIGN_OR_RETURN(auto same, store::FindCertificatesByFqdn(tx, rec.fqdn));
+      for (const auto& c : same) {
+        if (c.status == "active") {
+          return MakeError(ErrorCode::kAlreadyExists,
+                           fmt::format("an active certificate for {} exists (serial {}); revoke it first", rec.fqdn,
+                                       c.serial));
+        }
+      }
+    }
+    CF_RETURN_IF_ERROR(store::InsertCertificate(tx, rec));
+    if (is_ca) {
+      Result<void> ca = store::InsertCa(
+          tx, store::CaRecord{rec.fqdn, rec.serial, key_ref, HexEncode(pki::IssuerKeyHash(cert.get())), 0, {}, {}, {}});
+      if (!ca.ok() && ca.error().code == ErrorCode::kAlreadyExists) {
+        return MakeError(ErrorCode::kAlreadyExists, fmt::format("a CA {} exists", rec.fqdn));
+      }
+      CF_RETURN_IF_ERROR(ca);
+    }
+    json::object details = RecordSummary(rec);
+    details["serial"] = rec.serial;
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "certificate.create", "certificate:" + rec.serial,
+                                          json::serialize(details)));
+    CF_RETURN_IF_ERROR(store::AppendEvent(tx, now, "certificates/created",
+                                          json::serialize(json::object{{"FQDN", rec.fqdn},
+                                                                       {"Type", SeedType(req.type)},
+                                                                       {"ParentFQDN", rec.parent_fqdn},
+                                                                       {"ValidUntil", FormatRfc3339(rec.not_after)},
+                                                                       {"Serial", rec.serial}})));
+    if (is_ca) {
+      // The new CA's first (empty) CRL, so its CRL URL answers at once.
+      CF_ASSIGN_OR_RETURN(std::string crl, pki::BuildCrl(cert.get(), subject_key.get(), {}, 1, now,
+                                                         now + options_.crl_validity_ms));
+      CF_RETURN_IF_ERROR(store::SaveCrl(tx, rec.fqdn, 1, crl, now, now + options_.crl_validity_ms));
+    }
+    return Ok();
+  });
+  if (!written.ok()) {
+    if (is_ca) (void)keys_.Remove(key_ref);
+    return written.error();
+  }
+  if (parent) {
+    CF_ASSIGN_OR_RETURN(out.chain_pem, ChainOf(rec));
+  }
+  log::Info("certificate issued", {{"serial", rec.serial}, {"fqdn", rec.fqdn}, {"type", rec.type}, {"actor", actor}});
+  return out;
+}
+
+Result<std::vector<store::CertificateRecord>> CaService::List(const store::CertificateFilter& filter) {
+  return store::Read(store_, [&](store::Tx& tx) { return store::ListCertificates(tx, filter); });
+}
+
+Result<store::CertificateRecord> CaService::Get(std::string_view id) {
+  const std::string key = Lower(std::string(id));
+  return store::Read(store_, [&](store::Tx& tx) -> Result<store::CertificateRecord> {
+    CF_ASSIGN_OR_RETURN(auto by_serial, store::FindCertificate(tx, key));
+    if (by_serial) return *by_serial;
+    CF_ASSIGN_OR_RETURN(auto by_fqdn, store::FindCertificatesByFqdn(tx, key));
+    if (!by_fqdn.empty()) return by_fqdn.front();
+    return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial or fqdn {}", id));
+  });
+}
+
+Result<std::string> CaService::ChainOf(const store::CertificateRecord& record) {
+  return store::Read(store_, [&](store::Tx& tx) -> Result<std::string> {
+    std::string chain;
+    std::optional<std::string> next = record.issuer_serial;
+    for (int depth = 0; next && depth < 8; ++depth) {
+      CF_ASSIGN_OR_RETURN(auto issuer, store::FindCertificate(tx, *next));
+      if (!issuer) break;
+      chain += issuer->certificate_pem;
+      next = issuer->issuer_serial;
+    }
+    return chain;
+  });
+}
+
+Result<void> CaService::ResignCrl(store::Tx& tx, std::string_view ca_fqdn, int64_t now) {
+  CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, ca_fqdn));
+  if (!ca) return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", ca_fqdn));
+  CF_ASSIGN_OR_RETURN(auto cert_row, store::FindCertificate(tx, ca->serial));
+  if (!cert_row) return MakeError(ErrorCode::kInternal, "CA without inventory row");
+  CF_ASSIGN_OR_RETURN(auto cert, CaCertificate(*cert_row));
+  CF_ASSIGN_OR_RETURN(auto key, keys_.Get(ca->key_ref));
+  CF_ASSIGN_OR_RETURN(auto revoked, store::RevokedChildren(tx, ca->serial));
+  std::vector<pki::RevokedEntry> entries;
+  entries.reserve(revoked.size());
+  for (const auto& r : revoked) entries.push_back({r.serial, r.revoked_at.value_or(now), r.revocation_reason.value_or(0)});
+  const int64_t number = ca->crl_number + 1;
+  CF_ASSIGN_OR_RETURN(std::string der, pki::BuildCrl(cert.get(), key.get(), entries, number, now,
+                                                     now + options_.crl_validity_ms));
+  return store::SaveCrl(tx, ca_fqdn, number, der, now, now + options_.crl_validity_ms);
+}
+
+Result<Revoked> CaService::Revoke(std::string_view serial, std::string_view reason_name, bool cascade,
+                                  std::string_view actor) {
+  CF_ASSIGN_OR_RETURN(int reason, pki::ParseRevocationReason(reason_name.empty() ? "unspecified" : reason_name));
+  const std::string key = Lower(std::string(serial));
+  const int64_t now = clock_.NowMillis();
+  auto result = store::Write(store_, [&](store::Tx& tx) -> Result<Revoked> {
+    CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, key));
+    if (!cert) return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial {}", serial));
+    Revoked out;
+    std::vector<store::CertificateRecord> touched;  // newly revoked ones
+    std::vector<std::string> queue{cert->serial};
+    for (size_t i = 0; i < queue.size() && i < kMaxCascade; ++i) {
+      CF_ASSIGN_OR_RETURN(bool revoked, store::RevokeCertificate(tx, queue[i], now, reason));
+      if (revoked) {
+        ++out.newly_revoked;
+        CF_ASSIGN_OR_RETURN(auto row, store::FindCertificate(tx, queue[i]));
+        touched.push_back(std::move(*row));
+      }
+      if (cascade) {
+        CF_ASSIGN_OR_RETURN(auto children, store::ActiveChildren(tx, queue[i]));
+        queue.insert(queue.end(), children.begin(), children.end());
+      }
+    }
+    if (out.newly_revoked == 0) {
+      out.record = *cert;
+      return out;  // already revoked: nothing to do
+    }
+    // Re-sign every CRL that lists a newly revoked certificate.
+    std::set<std::string> crls;
+    for (const auto& t : touched) {
+      if (t.type != "root") crls.insert(t.parent_fqdn);
+    }
+    for (const auto& fqdn : crls) {
+      CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, fqdn));
+      if (ca) CF_RETURN_IF_ERROR(ResignCrl(tx, fqdn, now));
+    }
+    for (const auto& t : touched) {
+      json::object details = RecordSummary(t);
+      details["reason"] = reason_name.empty() ? "unspecified" : std::string(reason_name);
+      details["cascade_from"] = t.serial == cert->serial ? json::value(nullptr) : json::value(cert->serial);
+      CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "certificate.revoke", "certificate:" + t.serial,
+                                            json::serialize(details)));
+      CF_RETURN_IF_ERROR(store::AppendEvent(
+          tx, now, "certificates/revoked",
+          json::serialize(json::object{{"FQDN", t.fqdn}, {"Serial", t.serial}, {"Reason", details["reason"]}})));
+    }
+    CF_ASSIGN_OR_RETURN(auto updated, store::FindCertificate(tx, key));
+    out.record = std::move(*updated);
+    return out;
+  });
+  if (result.ok() && result->newly_revoked > 0) {
+    std::lock_guard lock(mu_);
+    ocsp_cache_.clear();
+  }
+  return result;
+}
+
+Result<std::string> CaService::Crl(std::string_view ca_fqdn) {
+  const std::string fqdn = Lower(std::string(ca_fqdn));
+  CF_ASSIGN_OR_RETURN(auto ca, store::Read(store_, [&](store::Tx& tx) { return store::FindCa(tx, fqdn); }));
+  if (!ca) return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", ca_fqdn));
+  const int64_t now = clock_.NowMillis();
+  if (ca->crl_der && ca->crl_next_update && *ca->crl_next_update > now) return *ca->crl_der;
+  return store::Write(store_, [&](store::Tx& tx) -> Result<std::string> {
+    CF_RETURN_IF_ERROR(ResignCrl(tx, fqdn, now));
+    CF_ASSIGN_OR_RETURN(auto fresh, store::FindCa(tx, fqdn));
+    return *fresh->crl_der;
+  });
+}
+
+Result<int> CaService::RefreshDueCrls() {
+  const int64_t now = clock_.NowMillis();
+  return store::Write(store_, [&](store::Tx& tx) -> Result<int> {
+    CF_ASSIGN_OR_RETURN(auto due, store::CasWithCrlDue(tx, now + options_.crl_validity_ms / 2));
+    for (const auto& fqdn : due) CF_RETURN_IF_ERROR(ResignCrl(tx, fqdn, now));
+    return static_cast<int>(due.size());
+  });
+}
+
+std::string CaService::Ocsp(std::string_view request_der) {
+  auto request = pki::ParseOcspRequest(request_der);
+  if (!request.ok()) return pki::OcspErrorResponse(OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+  const bool has_nonce = OCSP_REQUEST_get_ext_by_NID(request->req.get(), NID_id_pkix_OCSP_Nonce, -1) >= 0;
+  std::string cache_key;
+  for (const auto& q : request->questions) cache_key += HexEncode(q.issuer_key_hash) + ":" + q.serial_hex + ";";
+  const int64_t now = clock_.NowMillis();
+  if (!has_nonce) {
+    std::lock_guard lock(mu_);
+    if (auto it = ocsp_cache_.find(cache_key); it != ocsp_cache_.end() && it->second.expires_at > now) {
+      return it->second.der;
+    }
+  }
+  const auto& first = request->questions.front();
+  auto answered = store::Read(store_, [&](store::Tx& tx) -> Result<std::string> {
+    if (first.hash_nid != NID_sha1) return std::string();
+    CF_ASSIGN_OR_RETURN(auto ca, store::FindCaByKeyHash(tx, HexEncode(first.issuer_key_hash)));
+    if (!ca) return std::string();
+    std::vector<pki::OcspAnswer> answers;
+    for (const auto& q : request->questions) {
+      pki::OcspAnswer a;
+      if (q.issuer_key_hash == first.issuer_key_hash && q.hash_nid == first.hash_nid) {
+        CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, q.serial_hex));
+        if (cert && cert->issuer_serial == ca->serial) {
+          a.status = cert->status == "revoked" ? pki::OcspStatus::kRevoked : pki::OcspStatus::kGood;
+          a.revoked_at_millis = cert->revoked_at.value_or(0);
+          a.reason = cert->revocation_reason.value_or(0);
+        }
+      }
+      answers.push_back(a);
+    }
+    CF_ASSIGN_OR_RETURN(auto ca_row, store::FindCertificate(tx, ca->serial));
+    CF_ASSIGN_OR_RETURN(auto ca_cert, CaCertificate(*ca_row));
+    CF_ASSIGN_OR_RETURN(auto key, keys_.Get(ca->key_ref));
+    return pki::BuildOcspResponse(*request, ca_cert.get(), key.get(), answers, now, now + options_.ocsp_validity_ms);
+  });
+  if (!answered.ok()) {
+    log::Error("OCSP", {{"error", answered.error().message}});
+    return pki::OcspErrorResponse(OCSP_RESPONSE_STATUS_INTERNALERROR);
+  }
+  if (answered->empty()) return pki::OcspErrorResponse(OCSP_RESPONSE_STATUS_UNAUTHORIZED);
+  if (!has_nonce) {
+    std::lock_guard lock(mu_);
+    ocsp_cache_[cache_key] = CachedOcsp{*answered, now + options_.ocsp_validity_ms / 2};
+  }
+  return *answered;
+}
+
+}  // namespace certfleet::ca

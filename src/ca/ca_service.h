@@ -1,0 +1,101 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/result.h"
+#include "pki/key_backend.h"
+#include "pki/profile.h"
+#include "store/certificates_repo.h"
+#include "store/store.h"
+
+namespace certfleet::ca {
+
+// What a caller asks to be issued (the API's request bodies).
+struct CreateRequest {
+  pki::CertType type = pki::CertType::kServer;
+  std::string fqdn;                        // empty for devices (made from a UUID)
+  std::optional<std::string> parent_fqdn;  // defaults as in the seed
+  std::vector<std::string> sans;
+  std::optional<std::string> csr_pem;  // server and device only
+  std::string country;
+  std::string state;
+  std::string organization;
+  std::optional<int64_t> validity_days;
+  std::optional<std::string> key_type;  // when certfleet makes the key
+};
+
+struct Created {
+  store::CertificateRecord record;
+  std::string chain_pem;                       // the issuers up to the root
+  std::optional<std::string> private_key_pem;  // only when certfleet made a leaf's key; never stored
+  bool validity_clamped = false;
+};
+
+struct Revoked {
+  store::CertificateRecord record;
+  int newly_revoked = 0;  // this one plus, with cascade, those below it
+};
+
+// The CA hierarchy: issuance under the profiles, the inventory, revocation, CRLs and the
+// OCSP responder. Every change commits with its inventory rows, audit entry and event in
+// one transaction. Thread-safe.
+class CaService {
+ public:
+  struct Options {
+    std::string public_url;  // base of the CRL and OCSP URLs put in certificates
+    int64_t crl_validity_ms = 24 * 3600 * 1000LL;
+    int64_t ocsp_validity_ms = 3600 * 1000LL;
+  };
+
+  CaService(store::Store& store, pki::KeyBackend& keys, const Clock& clock, Options options);
+
+  Result<Created> Create(const CreateRequest& request, std::string_view actor);
+  Result<std::vector<store::CertificateRecord>> List(const store::CertificateFilter& filter);
+  // By serial (hex), then by fqdn (the newest certificate with it).
+  Result<store::CertificateRecord> Get(std::string_view id);
+  Result<std::string> ChainOf(const store::CertificateRecord& record);
+  // Idempotent: revoking a revoked certificate changes nothing. `cascade` on a CA revokes
+  // every active certificate below it too. CRLs of the affected CAs are re-signed.
+  Result<Revoked> Revoke(std::string_view serial, std::string_view reason, bool cascade, std::string_view actor);
+  // The CA's current CRL (DER), re-signed first if it is due.
+  Result<std::string> Crl(std::string_view ca_fqdn);
+  // Re-signs the CRLs past half their validity; returns how many. Run by a schedule.
+  Result<int> RefreshDueCrls();
+  // An OCSP response (DER) to a DER request, an error response if it cannot be answered.
+  std::string Ocsp(std::string_view request_der);
+
+  static constexpr std::string_view kCrlRefreshJob = "ca.crl_refresh";
+
+ private:
+  struct Parent {
+    store::CaRecord ca;
+    store::CertificateRecord cert;
+  };
+  Result<Parent> FindParent(store::Tx& tx, const std::string& parent_fqdn);
+  Result<std::shared_ptr<X509>> CaCertificate(const store::CertificateRecord& record);
+  Result<void> ResignCrl(store::Tx& tx, std::string_view ca_fqdn, int64_t now);
+  std::string CrlUrl(std::string_view ca_fqdn) const;
+
+  store::Store& store_;
+  pki::KeyBackend& keys_;
+  const Clock& clock_;
+  const Options options_;
+
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<X509>, std::less<>> ca_certs_;  // parsed CA certificates by serial
+  struct CachedOcsp {
+    std::string der;
+    int64_t expires_at;
+  };
+  std::map<std::string, CachedOcsp, std::less<>> ocsp_cache_;
+};
+
+}  // namespace certfleet::ca

@@ -1,0 +1,217 @@
+// W1 routes: the CA hierarchy and its inventory, revocation, CRLs and OCSP.
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include "core/crypto.h"
+#include "http/api.h"
+#include "http/json.h"
+#include "pki/crl.h"
+#include "pki/csr.h"
+#include "pki/ocsp.h"
+#include "pki/profile.h"
+
+namespace certfleet::http {
+namespace {
+
+namespace json = boost::json;
+
+// A creation body: a CSR of at most 16 KiB plus a few short fields.
+constexpr size_t kCreateBodyLimit = 64 * 1024;
+constexpr size_t kMaxField = 256;
+constexpr size_t kMaxSans = 100;
+constexpr std::string_view kRootParent = "Root";
+
+json::object RecordJson(const store::CertificateRecord& c) {
+  return {{"serial", c.serial},
+          {"fqdn", c.fqdn},
+          {"type", c.type},
+          {"parent_fqdn", c.parent_fqdn},
+          {"status", c.status},
+          {"not_before", FormatRfc3339(c.not_before)},
+          {"not_after", FormatRfc3339(c.not_after)},
+          {"fingerprint", c.fingerprint},
+          {"certificate_pem", c.certificate_pem},
+          {"revoked_at", OptTime(c.revoked_at)},
+          {"revocation_reason", c.revocation_reason ? json::value(pki::RevocationReasonName(*c.revocation_reason))
+                                                    : json::value(nullptr)},
+          {"created_at", FormatRfc3339(c.created_at)}};
+}
+
+// A name given plain or, as the seed does, base64-encoded ("Um9vdA==" is "Root").
+std::string PlainOrBase64Name(const std::string& value) {
+  if (value == kRootParent || value.find('.') != std::string::npos) return value;
+  auto decoded = Base64Decode(value);
+  if (decoded && (*decoded == kRootParent || pki::IsValidDnsName(*decoded))) return *decoded;
+  return value;
+}
+
+Result<ca::CreateRequest> ParseCreate(pki::CertType type, const Request& req) {
+  CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(req.body));
+  ca::CreateRequest r;
+  r.type = type;
+  CF_ASSIGN_OR_RETURN(auto fqdn, OptionalString(body, "fqdn", kMaxField));
+  r.fqdn = fqdn.value_or("");
+  CF_ASSIGN_OR_RETURN(r.parent_fqdn, OptionalString(body, "parent_fqdn", kMaxField));
+  CF_ASSIGN_OR_RETURN(r.csr_pem, OptionalString(body, "csr_pem", pki::kMaxCsrBytes));
+  CF_ASSIGN_OR_RETURN(auto country, OptionalString(body, "country", kMaxField));
+  CF_ASSIGN_OR_RETURN(auto state, OptionalString(body, "state", kMaxField));
+  CF_ASSIGN_OR_RETURN(auto org, OptionalString(body, "organization", kMaxField));
+  r.country = country.value_or("");
+  r.state = state.value_or("");
+  r.organization = org.value_or("");
+  CF_ASSIGN_OR_RETURN(r.key_type, OptionalString(body, "key_type", 32));
+  if (auto it = body.find("validity_days"); it != body.end() && !it->value().is_null()) {
+    if (!it->value().is_int64()) return MakeError(ErrorCode::kInvalidArgument, "validity_days must be an integer");
+    r.validity_days = it->value().as_int64();
+  }
+  if (auto it = body.find("sans"); it != body.end() && !it->value().is_null()) {
+    if (!it->value().is_array() || it->value().as_array().size() > kMaxSans) {
+      return MakeError(ErrorCode::kInvalidArgument, fmt::format("sans must be an array of at most {} names", kMaxSans));
+    }
+    for (const auto& v : it->value().as_array()) {
+      if (!v.is_string() || v.as_string().size() > kMaxField) {
+        return MakeError(ErrorCode::kInvalidArgument, "sans must hold DNS names");
+      }
+      r.sans.emplace_back(v.as_string());
+    }
+  }
+  if ((type == pki::CertType::kRoot || type == pki::CertType::kIntermediate) && !r.sans.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "sans are for server and device certificates");
+  }
+  return r;
+}
+
+Response Create(const ApiContext& ctx, pki::CertType type, const Request& req) {
+  auto parsed = ParseCreate(type, req);
+  if (!parsed.ok()) return Fail(req, parsed.error());
+  auto created = ctx.ca->Create(*parsed, req.principal.Actor());
+  if (!created.ok()) return Fail(req, created.error());
+  json::object out = RecordJson(created->record);
+  out["chain_pem"] = created->chain_pem;
+  out["validity_clamped"] = created->validity_clamped;
+  if (created->private_key_pem) out["private_key_pem"] = *created->private_key_pem;
+  Response res = JsonResponse(201, out);
+  res.headers.emplace_back("Cache-Control", "no-store");  // may hold a private key
+  return res;
+}
+
+Response List(const ApiContext& ctx, const Request& req) {
+  auto page = ParsePage(req);
+  if (!page.ok()) return Fail(req, page.error());
+  store::CertificateFilter filter;
+  filter.limit = page->limit;
+  if (auto it = req.query.find("next"); it != req.query.end()) {
+    auto serial = Base64Decode(it->second);
+    if (!serial) return ErrorResponse(400, "invalid_argument", "next is not a cursor from a previous page");
+    filter.after_serial = *serial;
+  }
+  auto parent = QueryParam(req, "parent", kMaxField);
+  auto type = QueryParam(req, "type", 20);
+  auto status = QueryParam(req, "status", 20);
+  auto expires = QueryParam(req, "expires_before", 40);
+  for (const auto* r : {&parent, &type, &status, &expires}) {
+    if (!r->ok()) return Fail(req, r->error());
+  }
+  if (*parent) filter.parent_fqdn = PlainOrBase64Name(**parent);
+  if (*type) {
+    if (!pki::ParseCertType(**type).ok()) return Fail(req, pki::ParseCertType(**type).error());
+    filter.type = **type;
+  }
+  if (*status) {
+    if (**status != "active" && **status != "revoked") {
+      return ErrorResponse(400, "invalid_argument", "status must be active or revoked");
+    }
+    filter.status = **status;
+  }
+  if (*expires) {
+    auto millis = ParseRfc3339(**expires);
+    if (!millis) return ErrorResponse(400, "invalid_argument", "expires_before must be an RFC 3339 time");
+    filter.expires_before = *millis;
+  }
+  // Page through the unfiltered index when no filter narrows it: the page stays bounded.
+  auto rows = ctx.ca->List(filter);
+  if (!rows.ok()) return Fail(req, rows.error());
+  json::array items;
+  for (const auto& c : *rows) items.push_back(RecordJson(c));
+  auto next = NextCursor(rows->size(), filter.limit, [&] { return Base64UrlEncode(rows->back().serial); });
+  return JsonResponse(200, PageJson(std::move(items), next));
+}
+
+Response Get(const ApiContext& ctx, const Request& req) {
+  const std::string& id = req.params.at("id");
+  auto found = ctx.ca->Get(id);
+  if (!found.ok() && found.error().code == ErrorCode::kNotFound) {
+    if (auto decoded = Base64Decode(id); decoded && pki::IsValidDnsName(*decoded)) found = ctx.ca->Get(*decoded);
+  }
+  if (!found.ok()) return Fail(req, found.error());
+  auto chain = ctx.ca->ChainOf(*found);
+  if (!chain.ok()) return Fail(req, chain.error());
+  json::object out = RecordJson(*found);
+  out["chain_pem"] = *chain;
+  return JsonResponse(200, out);
+}
+
+Response Revoke(const ApiContext& ctx, const Request& req) {
+  auto body = ParseJsonObject(req.body.empty() ? "{}" : req.body);
+  if (!body.ok()) return Fail(req, body.error());
+  auto reason = OptionalString(*body, "reason", 40);
+  if (!reason.ok()) return Fail(req, reason.error());
+  bool cascade = false;
+  if (auto it = body->find("cascade"); it != body->end() && !it->value().is_null()) {
+    if (!it->value().is_bool()) return ErrorResponse(400, "invalid_argument", "cascade must be true or false");
+    cascade = it->value().as_bool();
+  }
+  auto revoked = ctx.ca->Revoke(req.params.at("serial"), reason->value_or("unspecified"), cascade, req.principal.Actor());
+  if (!revoked.ok()) return Fail(req, revoked.error());
+  json::object out = RecordJson(revoked->record);
+  out["newly_revoked"] = revoked->newly_revoked;
+  return JsonResponse(200, out);
+}
+
+Response Crl(const ApiContext& ctx, const Request& req) {
+  std::string name = req.params.at("name");
+  constexpr std::string_view kSuffix = ".crl";
+  if (!name.ends_with(kSuffix)) return ErrorResponse(404, "not_found", "CRLs are at /crl/<ca fqdn>.crl");
+  name.resize(name.size() - kSuffix.size());
+  auto der = ctx.ca->Crl(name);
+  if (!der.ok()) return Fail(req, der.error());
+  Response res;
+  res.content_type = "application/pkix-crl";
+  res.body = std::move(*der);
+  return res;
+}
+
+Response OcspAnswer(const ApiContext& ctx, std::string_view der) {
+  Response res;
+  res.content_type = "application/ocsp-response";
+  res.body = ctx.ca->Ocsp(der);
+  return res;
+}
+
+}  // namespace
+
+void AddCaRoutes(Router& router, const ApiContext& ctx) {
+  const ApiContext* c = &ctx;
+  const RouteOptions create{Access::kOperator, false, kCreateBodyLimit};
+  for (auto type : {pki::CertType::kRoot, pki::CertType::kIntermediate, pki::CertType::kServer, pki::CertType::kDevice}) {
+    const std::string name(pki::CertTypeName(type));
+    auto handler = [c, type](Request& r) { return Create(*c, type, r); };
+    router.Add("POST", "/v1/certificates/" + name, create, handler);
+    router.Add("POST", "/certificates/" + name, create, handler);  // the seed's path
+  }
+  for (const char* base : {"/v1/certificates", "/certificates"}) {
+    router.Add("GET", base, {Access::kReader}, [c](Request& r) { return List(*c, r); });
+    // {*id}: a base64 fqdn may hold '/'.
+    router.Add("GET", std::string(base) + "/{*id}", {Access::kReader}, [c](Request& r) { return Get(*c, r); });
+  }
+  router.Add("POST", "/v1/certificates/{serial}/revoke", {Access::kOperator}, [c](Request& r) { return Revoke(*c, r); });
+  router.Add("GET", "/crl/{name}", {Access::kPublic}, [c](Request& r) { return Crl(*c, r); });
+  router.Add("POST", "/ocsp", {Access::kPublic, false, pki::kMaxOcspRequestBytes},
+             [c](Request& r) { return OcspAnswer(*c, r.body); });
+  router.Add("GET", "/ocsp/{*request}", {Access::kPublic}, [c](Request& r) {
+    auto der = Base64Decode(r.params.at("request"));
+    return OcspAnswer(*c, der ? *der : std::string());
+  });
+}
+
+}  // namespace certfleet::http

@@ -1,0 +1,31 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+#include "pki/ossl.h"
+
+namespace certfleet::pki {
+
+// Largest CSR accepted (PEM or DER); real ones are under 2 KiB even with RSA-4096.
+inline constexpr size_t kMaxCsrBytes = 16 * 1024;
+
+// A certificate signing request whose signature verified.
+struct Csr {
+  X509ReqPtr req;
+  PkeyPtr public_key;
+  std::string common_name;  // empty if the subject has none
+  std::vector<std::string> dns_names;
+};
+
+// Parses a PEM or DER CSR and checks its self-signature; kInvalidArgument otherwise.
+Result<Csr> ParseCsr(std::string_view data);
+
+// Refuses keys RFC 5280 profiles and current practice forbid: RSA under 2048 bits, EC
+// curves other than P-256/P-384/P-521, and algorithms other than RSA, EC and Ed25519.
+Result<void> LintPublicKey(EVP_PKEY* key);
+Result<std::string> PublicKeyToPem(EVP_PKEY* key);
+
+}  // namespace certfleet::pki

@@ -1,0 +1,91 @@
+#include "pki/ocsp.h"
+
+#include "pki/certificate.h"
+
+namespace certfleet::pki {
+namespace {
+
+using OcspBasicPtr = std::unique_ptr<OCSP_BASICRESP, Deleter<OCSP_BASICRESP_free>>;
+using OcspResponsePtr = std::unique_ptr<OCSP_RESPONSE, Deleter<OCSP_RESPONSE_free>>;
+
+std::string ResponseDer(OCSP_RESPONSE* resp) {
+  unsigned char* der = nullptr;
+  int len = i2d_OCSP_RESPONSE(resp, &der);
+  std::string out = len > 0 ? std::string(reinterpret_cast<char*>(der), static_cast<size_t>(len)) : "";
+  OPENSSL_free(der);
+  return out;
+}
+
+}  // namespace
+
+Result<OcspRequest> ParseOcspRequest(std::string_view der) {
+  if (der.empty() || der.size() > kMaxOcspRequestBytes) {
+    return MakeError(ErrorCode::kInvalidArgument, "the OCSP request is empty or too large");
+  }
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  OcspRequest out;
+  out.req.reset(d2i_OCSP_REQUEST(nullptr, &p, static_cast<long>(der.size())));
+  if (!out.req) return OpenSslError("not an OCSP request", ErrorCode::kInvalidArgument);
+  const int n = OCSP_request_onereq_count(out.req.get());
+  if (n <= 0) return MakeError(ErrorCode::kInvalidArgument, "the OCSP request asks about no certificate");
+  for (int i = 0; i < n; ++i) {
+    OCSP_CERTID* id = OCSP_onereq_get0_id(OCSP_request_onereq_get0(out.req.get(), i));
+    ASN1_OBJECT* md = nullptr;
+    ASN1_OCTET_STRING* key_hash = nullptr;
+    ASN1_INTEGER* serial = nullptr;
+    if (OCSP_id_get0_info(nullptr, &md, &key_hash, &serial, id) != 1) {
+      return MakeError(ErrorCode::kInvalidArgument, "unreadable CertID");
+    }
+    OcspQuestion q;
+    q.hash_nid = OBJ_obj2nid(md);
+    q.issuer_key_hash.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(key_hash)),
+                             static_cast<size_t>(ASN1_STRING_length(key_hash)));
+    q.serial_hex = SerialHex(serial);
+    out.questions.push_back(std::move(q));
+  }
+  return out;
+}
+
+Result<std::string> BuildOcspResponse(const OcspRequest& request, X509* ca, EVP_PKEY* ca_key,
+                                      const std::vector<OcspAnswer>& answers, int64_t this_update_millis,
+                                      int64_t next_update_millis) {
+  OcspBasicPtr basic(OCSP_BASICRESP_new());
+  if (!basic) return OpenSslError("OCSP response");
+  Asn1TimePtr this_update(ASN1_TIME_set(nullptr, static_cast<time_t>(this_update_millis / 1000)));
+  Asn1TimePtr next_update(ASN1_TIME_set(nullptr, static_cast<time_t>(next_update_millis / 1000)));
+  for (size_t i = 0; i < answers.size(); ++i) {
+    OCSP_CERTID* id = OCSP_onereq_get0_id(OCSP_request_onereq_get0(request.req.get(), static_cast<int>(i)));
+    const OcspAnswer& a = answers[i];
+    const int status = a.status == OcspStatus::kGood      ? V_OCSP_CERTSTATUS_GOOD
+                       : a.status == OcspStatus::kRevoked ? V_OCSP_CERTSTATUS_REVOKED
+                                                          : V_OCSP_CERTSTATUS_UNKNOWN;
+    Asn1TimePtr revoked(a.status == OcspStatus::kRevoked
+                            ? ASN1_TIME_set(nullptr, static_cast<time_t>(a.revoked_at_millis / 1000))
+                            : nullptr);
+    if (!OCSP_basic_add1_status(basic.get(), id, status, a.reason, revoked.get(), this_update.get(),
+                                next_update.get())) {
+      return OpenSslError("OCSP status");
+    }
+  }
+  if (OCSP_copy_nonce(basic.get(), request.req.get()) <= 0) return OpenSslError("OCSP nonce");
+  const EVP_MD* md = EVP_PKEY_is_a(ca_key, "ED25519") ? nullptr : EVP_sha256();
+  if (OCSP_basic_sign(basic.get(), ca, ca_key, md, nullptr, OCSP_NOCERTS) != 1) return OpenSslError("signing OCSP");
+  OcspResponsePtr resp(OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, basic.get()));
+  if (!resp) return OpenSslError("OCSP response");
+  return ResponseDer(resp.get());
+}
+
+std::string OcspErrorResponse(int status) {
+  OcspResponsePtr resp(OCSP_response_create(status, nullptr));
+  return resp ? ResponseDer(resp.get()) : "";
+}
+
+std::string IssuerKeyHash(X509* ca, int hash_nid) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  const EVP_MD* digest = EVP_get_digestbynid(hash_nid);
+  if (!digest || X509_pubkey_digest(ca, digest, md, &len) != 1) return "";
+  return std::string(reinterpret_cast<char*>(md), len);
+}
+
+}  // namespace certfleet::pki

@@ -1,0 +1,152 @@
+#include "pki/profile.h"
+
+#include <ctime>
+
+#include <fmt/format.h>
+
+#include "pki/csr.h"
+
+namespace certfleet::pki {
+namespace {
+
+// RFC 5280 upper bounds (ub-common-name, ub-organization-name, ub-state-name).
+constexpr size_t kMaxCommonName = 64;
+constexpr size_t kMaxOrganization = 64;
+constexpr size_t kMaxState = 128;
+constexpr size_t kMaxDnsName = 253;
+constexpr size_t kMaxLabel = 63;
+constexpr size_t kMaxSans = 100;  // keeps certificates a sane size
+
+constexpr std::string_view kTypeNames[] = {"root", "intermediate", "server", "device"};
+
+Result<void> CheckText(std::string_view field, const std::string& value, size_t max_len) {
+  if (value.size() > max_len) {
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} is longer than {} characters", field, max_len));
+  }
+  for (unsigned char c : value) {
+    if (c < 0x20 || c == 0x7f) {
+      return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} contains control characters", field));
+    }
+  }
+  return Ok();
+}
+
+int64_t AsnTimeMillis(const ASN1_TIME* t) {
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(t, &tm) != 1) return 0;
+  return static_cast<int64_t>(timegm(&tm)) * 1000;
+}
+
+}  // namespace
+
+std::string_view CertTypeName(CertType type) { return kTypeNames[static_cast<int>(type)]; }
+
+Result<CertType> ParseCertType(std::string_view name) {
+  for (int i = 0; i < 4; ++i) {
+    if (kTypeNames[i] == name) return static_cast<CertType>(i);
+  }
+  return MakeError(ErrorCode::kInvalidArgument, "type must be root, intermediate, server or device");
+}
+
+bool IsValidDnsName(std::string_view name, bool allow_wildcard) {
+  if (name.empty() || name.size() > kMaxDnsName) return false;
+  size_t start = 0;
+  bool first = true;
+  while (start <= name.size()) {
+    size_t end = name.find('.', start);
+    if (end == std::string_view::npos) end = name.size();
+    std::string_view label = name.substr(start, end - start);
+    if (label.empty() || label.size() > kMaxLabel) return false;
+    if (!(first && allow_wildcard && label == "*")) {
+      if (label.front() == '-' || label.back() == '-') return false;
+      for (char c : label) {
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-')) return false;
+      }
+    }
+    first = false;
+    start = end + 1;
+  }
+  return name.back() != '.';
+}
+
+Result<ProfiledSpec> ApplyProfile(const ProfileInput& in, EVP_PKEY* subject_key, X509* issuer) {
+  ProfiledSpec out;
+  CertificateSpec& s = out.spec;
+
+  if (in.fqdn.empty()) return MakeError(ErrorCode::kInvalidArgument, "fqdn is required");
+  CF_RETURN_IF_ERROR(CheckText("fqdn", in.fqdn, kMaxDnsName));
+  if (!IsValidDnsName(in.fqdn)) {
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("fqdn '{}' is not a valid DNS name", in.fqdn));
+  }
+  if (in.fqdn.size() > kMaxCommonName) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     fmt::format("fqdn '{}' is longer than the {} characters a common name may have", in.fqdn,
+                                 kMaxCommonName));
+  }
+  CF_RETURN_IF_ERROR(CheckText("organization", in.organization, kMaxOrganization));
+  CF_RETURN_IF_ERROR(CheckText("state", in.state, kMaxState));
+  if (!in.country.empty() && (in.country.size() != 2 || !std::isupper(static_cast<unsigned char>(in.country[0])) ||
+                              !std::isupper(static_cast<unsigned char>(in.country[1])))) {
+    return MakeError(ErrorCode::kInvalidArgument, "country must be two capital letters (ISO 3166), e.g. SE");
+  }
+  if (in.sans.size() > kMaxSans) {
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("at most {} sans", kMaxSans));
+  }
+  CF_RETURN_IF_ERROR(LintPublicKey(subject_key));
+
+  s.common_name = in.fqdn;
+  s.organization = in.organization;
+  s.country = in.country;
+  s.state = in.state;
+  s.not_before_millis = in.not_before_millis;
+  s.not_after_millis = in.not_after_millis;
+  if (s.not_after_millis <= s.not_before_millis) {
+    return MakeError(ErrorCode::kInvalidArgument, "the validity must be at least one day");
+  }
+
+  if (in.type == CertType::kRoot) {
+    if (issuer) return MakeError(ErrorCode::kInvalidArgument, "a root has no parent");
+    s.is_ca = true;
+    return out;
+  }
+  if (!issuer) return MakeError(ErrorCode::kInvalidArgument, "only a root is self-signed; this type needs a parent");
+  if (X509_check_ca(issuer) <= 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "the parent is a leaf certificate and cannot sign");
+  }
+  const long issuer_path_len = X509_get_pathlen(issuer);
+  if (in.type == CertType::kIntermediate && issuer_path_len == 0) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "the parent is an intermediate (pathLen 0): it signs server and device certificates only");
+  }
+  const int64_t issuer_not_before = AsnTimeMillis(X509_get0_notBefore(issuer));
+  const int64_t issuer_not_after = AsnTimeMillis(X509_get0_notAfter(issuer));
+  if (s.not_before_millis < issuer_not_before) s.not_before_millis = issuer_not_before;
+  if (s.not_after_millis > issuer_not_after) {
+    s.not_after_millis = issuer_not_after;
+    out.validity_clamped = true;
+  }
+  if (s.not_after_millis <= s.not_before_millis) {
+    return MakeError(ErrorCode::kInvalidArgument, "the parent's validity has ended");
+  }
+  s.crl_url = in.crl_url;
+  s.ocsp_url = in.ocsp_url;
+
+  if (in.type == CertType::kIntermediate) {
+    s.is_ca = true;
+    s.path_len = 0;
+    return out;
+  }
+  s.dns_names.push_back(in.fqdn);
+  for (const auto& san : in.sans) {
+    CF_RETURN_IF_ERROR(CheckText("sans", san, kMaxDnsName));
+    if (!IsValidDnsName(san, /*allow_wildcard=*/in.type == CertType::kServer)) {
+      return MakeError(ErrorCode::kInvalidArgument, fmt::format("san '{}' is not a valid DNS name", san));
+    }
+    if (san != in.fqdn) s.dns_names.push_back(san);
+  }
+  s.server_auth = in.type == CertType::kServer;
+  s.client_auth = in.type == CertType::kDevice;
+  return out;
+}
+
+}  // namespace certfleet::pki

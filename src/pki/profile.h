@@ -1,0 +1,48 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+#include "pki/certificate.h"
+
+namespace certfleet::pki {
+
+enum class CertType { kRoot, kIntermediate, kServer, kDevice };
+std::string_view CertTypeName(CertType type);  // "root", "intermediate", "server", "device"
+Result<CertType> ParseCertType(std::string_view name);
+inline bool IsCa(CertType t) { return t == CertType::kRoot || t == CertType::kIntermediate; }
+
+// What the caller asks for; the profile decides the rest.
+struct ProfileInput {
+  CertType type = CertType::kServer;
+  std::string fqdn;  // the subject CN (the device id's fqdn for devices), also a SAN for leaves
+  std::vector<std::string> sans;
+  std::string country;
+  std::string state;
+  std::string organization;
+  int64_t not_before_millis = 0;
+  int64_t not_after_millis = 0;
+  std::string crl_url;   // for intermediates and leaves: the parent's CRL
+  std::string ocsp_url;  // for intermediates and leaves
+};
+
+struct ProfiledSpec {
+  CertificateSpec spec;
+  bool validity_clamped = false;  // notAfter was cut to the issuer's
+};
+
+// Builds the certificate spec of the type's profile and lints it before anything is
+// signed: names (RFC 5280 lengths, DNS syntax, no control characters), country code,
+// validity (positive, clamped to the issuer's), the subject key, and the issuer (a CA;
+// an intermediate, whose pathLen is 0, signs leaves only). Refusals are kInvalidArgument
+// with a message that names the field. `issuer` is null for a root.
+Result<ProfiledSpec> ApplyProfile(const ProfileInput& input, EVP_PKEY* subject_key, X509* issuer);
+
+// True if `name` is a DNS name certfleet issues for: 1 to 253 characters, labels of 1 to 63
+// letters, digits and hyphens not at either end; a leftmost "*" label if `allow_wildcard`.
+bool IsValidDnsName(std::string_view name, bool allow_wildcard = false);
+
+}  // namespace certfleet::pki

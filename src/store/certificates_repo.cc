@@ -1,0 +1,161 @@
+#include "store/certificates_repo.h"
+
+#include <fmt/format.h>
+
+#include "core/crypto.h"
+
+namespace certfleet::store {
+namespace {
+
+constexpr std::string_view kColumns =
+    "serial, fqdn, type, parent_fqdn, issuer_serial, status, not_before, not_after, fingerprint, certificate_pem, "
+    "revoked_at, revocation_reason, created_at, created_by";
+constexpr std::string_view kCaColumns =
+    "fqdn, serial, key_ref, key_hash, crl_number, crl_der, crl_this_update, crl_next_update";
+
+CertificateRecord FromRow(const Row& r) {
+  CertificateRecord c;
+  c.serial = r.Text(0);
+  c.fqdn = r.Text(1);
+  c.type = r.Text(2);
+  c.parent_fqdn = r.Text(3);
+  c.issuer_serial = r.OptText(4);
+  c.status = r.Text(5);
+  c.not_before = r.Int(6);
+  c.not_after = r.Int(7);
+  c.fingerprint = r.Text(8);
+  c.certificate_pem = r.Text(9);
+  c.revoked_at = r.OptInt(10);
+  if (auto reason = r.OptInt(11)) c.revocation_reason = static_cast<int>(*reason);
+  c.created_at = r.Int(12);
+  c.created_by = r.Text(13);
+  return c;
+}
+
+CaRecord CaFromRow(const Row& r) {
+  CaRecord ca;
+  ca.fqdn = r.Text(0);
+  ca.serial = r.Text(1);
+  ca.key_ref = r.Text(2);
+  ca.key_hash = r.Text(3);
+  ca.crl_number = r.Int(4);
+  if (auto der = r.OptText(5)) ca.crl_der = Base64Decode(*der);
+  ca.crl_this_update = r.OptInt(6);
+  ca.crl_next_update = r.OptInt(7);
+  return ca;
+}
+
+Value Opt(const std::optional<std::string>& v) { return v ? Value(*v) : Value(nullptr); }
+
+Result<std::vector<CertificateRecord>> Many(Tx& tx, const std::string& sql, const Params& params) {
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(sql, params));
+  std::vector<CertificateRecord> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.push_back(FromRow(r));
+  return out;
+}
+
+}  // namespace
+
+Result<void> InsertCertificate(Tx& tx, const CertificateRecord& c) {
+  CF_RETURN_IF_ERROR(tx.Exec(fmt::format("INSERT INTO certificates ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, "
+                                         "NULL, ?, ?)",
+                                         kColumns),
+                             {c.serial, c.fqdn, c.type, c.parent_fqdn, Opt(c.issuer_serial), c.status, c.not_before,
+                              c.not_after, c.fingerprint, c.certificate_pem, c.created_at, c.created_by}));
+  return Ok();
+}
+
+Result<void> InsertCa(Tx& tx, const CaRecord& ca) {
+  CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO cas (fqdn, serial, key_ref, key_hash, crl_number) VALUES (?, ?, ?, ?, 0)",
+                             {ca.fqdn, ca.serial, ca.key_ref, ca.key_hash}));
+  return Ok();
+}
+
+Result<std::optional<CertificateRecord>> FindCertificate(Tx& tx, std::string_view serial) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(fmt::format("SELECT {} FROM certificates WHERE serial = ?", kColumns),
+                                            {std::string(serial)}));
+  if (!row) return std::optional<CertificateRecord>();
+  return std::optional<CertificateRecord>(FromRow(*row));
+}
+
+Result<std::vector<CertificateRecord>> FindCertificatesByFqdn(Tx& tx, std::string_view fqdn) {
+  return Many(tx, fmt::format("SELECT {} FROM certificates WHERE fqdn = ? ORDER BY created_at DESC, serial", kColumns),
+              {std::string(fqdn)});
+}
+
+Result<std::optional<CaRecord>> FindCa(Tx& tx, std::string_view fqdn) {
+  CF_ASSIGN_OR_RETURN(auto row,
+                      tx.QueryOne(fmt::format("SELECT {} FROM cas WHERE fqdn = ?", kCaColumns), {std::string(fqdn)}));
+  if (!row) return std::optional<CaRecord>();
+  return std::optional<CaRecord>(CaFromRow(*row));
+}
+
+Result<std::optional<CaRecord>> FindCaByKeyHash(Tx& tx, std::string_view key_hash_hex) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(fmt::format("SELECT {} FROM cas WHERE key_hash = ?", kCaColumns),
+                                            {std::string(key_hash_hex)}));
+  if (!row) return std::optional<CaRecord>();
+  return std::optional<CaRecord>(CaFromRow(*row));
+}
+
+Result<std::vector<CertificateRecord>> ListCertificates(Tx& tx, const CertificateFilter& f) {
+  std::string sql = fmt::format("SELECT {} FROM certificates WHERE serial > ?", kColumns);
+  Params params{f.after_serial.value_or("")};
+  auto add = [&](std::string_view clause, Value v) {
+    sql += clause;
+    params.push_back(std::move(v));
+  };
+  if (f.parent_fqdn) add(" AND parent_fqdn = ?", *f.parent_fqdn);
+  if (f.type) add(" AND type = ?", *f.type);
+  if (f.status) add(" AND status = ?", *f.status);
+  if (f.expires_before) add(" AND not_after < ?", *f.expires_before);
+  add(" ORDER BY serial LIMIT ?", int64_t{f.limit});
+  return Many(tx, sql, params);
+}
+
+Result<bool> RevokeCertificate(Tx& tx, std::string_view serial, int64_t at, int reason) {
+  CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec("UPDATE certificates SET status = 'revoked', revoked_at = ?, "
+                                         "revocation_reason = ? WHERE serial = ? AND status = 'active'",
+                                         {at, int64_t{reason}, std::string(serial)}));
+  return n == 1;
+}
+
+Result<std::vector<std::string>> ActiveChildren(Tx& tx, std::string_view issuer_serial) {
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT serial FROM certificates WHERE issuer_serial = ? AND status = 'active'",
+                                          {std::string(issuer_serial)}));
+  std::vector<std::string> out;
+  for (const auto& r : rows) out.push_back(r.Text(0));
+  return out;
+}
+
+Result<std::vector<CertificateRecord>> RevokedChildren(Tx& tx, std::string_view issuer_serial) {
+  return Many(tx,
+              fmt::format("SELECT {} FROM certificates WHERE issuer_serial = ? AND status = 'revoked' ORDER BY serial",
+                          kColumns),
+              {std::string(issuer_serial)});
+}
+
+Result<void> SaveCrl(Tx& tx, std::string_view ca_fqdn, int64_t number, const std::string& der, int64_t this_update,
+                     int64_t next_update) {
+  CF_RETURN_IF_ERROR(tx.Exec(
+      "UPDATE cas SET crl_number = ?, crl_der = ?, crl_this_update = ?, crl_next_update = ? WHERE fqdn = ?",
+      {number, Base64Encode(der), this_update, next_update, std::string(ca_fqdn)}));
+  return Ok();
+}
+
+Result<std::vector<std::string>> CasWithCrlDue(Tx& tx, int64_t before) {
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT fqdn FROM cas WHERE crl_next_update IS NULL OR crl_next_update < ? "
+                                          "ORDER BY fqdn",
+                                          {before}));
+  std::vector<std::string> out;
+  for (const auto& r : rows) out.push_back(r.Text(0));
+  return out;
+}
+
+Result<void> AppendEvent(Tx& tx, int64_t at, std::string_view type, std::string_view payload_json) {
+  CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO events (at, type, payload) VALUES (?, ?, ?)",
+                             {at, std::string(type), std::string(payload_json)}));
+  return Ok();
+}
+
+}  // namespace certfleet::store

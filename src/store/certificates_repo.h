@@ -1,0 +1,76 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+#include "store/store.h"
+
+namespace certfleet::store {
+
+// A row of the certificate inventory.
+struct CertificateRecord {
+  std::string serial;  // lowercase hex
+  std::string fqdn;
+  std::string type;  // root, intermediate, server, device
+  std::string parent_fqdn;  // "Root" for roots, as in the seed
+  std::optional<std::string> issuer_serial;
+  std::string status;  // active, revoked
+  int64_t not_before = 0;
+  int64_t not_after = 0;
+  std::string fingerprint;  // SHA-256 hex of the DER
+  std::string certificate_pem;
+  std::optional<int64_t> revoked_at;
+  std::optional<int> revocation_reason;
+  int64_t created_at = 0;
+  std::string created_by;
+};
+
+// A CA: its key reference, the SHA-1 hash of its public key (how OCSP names issuers) and its CRL.
+struct CaRecord {
+  std::string fqdn;
+  std::string serial;
+  std::string key_ref;
+  std::string key_hash;  // hex
+  int64_t crl_number = 0;
+  std::optional<std::string> crl_der;  // raw DER
+  std::optional<int64_t> crl_this_update;
+  std::optional<int64_t> crl_next_update;
+};
+
+Result<void> InsertCertificate(Tx& tx, const CertificateRecord& c);
+Result<void> InsertCa(Tx& tx, const CaRecord& ca);
+Result<std::optional<CertificateRecord>> FindCertificate(Tx& tx, std::string_view serial);
+// Newest first.
+Result<std::vector<CertificateRecord>> FindCertificatesByFqdn(Tx& tx, std::string_view fqdn);
+Result<std::optional<CaRecord>> FindCa(Tx& tx, std::string_view fqdn);
+Result<std::optional<CaRecord>> FindCaByKeyHash(Tx& tx, std::string_view key_hash_hex);
+
+struct CertificateFilter {
+  std::optional<std::string> parent_fqdn;
+  std::optional<std::string> type;
+  std::optional<std::string> status;
+  std::optional<int64_t> expires_before;
+  std::optional<std::string> after_serial;  // cursor
+  int limit = 100;
+};
+// In serial order, through the index of the most selective filter given.
+Result<std::vector<CertificateRecord>> ListCertificates(Tx& tx, const CertificateFilter& filter);
+
+// Marks an active certificate revoked; false if it was not active.
+Result<bool> RevokeCertificate(Tx& tx, std::string_view serial, int64_t at, int reason);
+// Serials of the active certificates `issuer_serial` signed.
+Result<std::vector<std::string>> ActiveChildren(Tx& tx, std::string_view issuer_serial);
+// The revoked certificates `issuer_serial` signed, for its CRL.
+Result<std::vector<CertificateRecord>> RevokedChildren(Tx& tx, std::string_view issuer_serial);
+Result<void> SaveCrl(Tx& tx, std::string_view ca_fqdn, int64_t number, const std::string& der, int64_t this_update,
+                     int64_t next_update);
+// CAs whose CRL is missing or due for re-signing before `before`.
+Result<std::vector<std::string>> CasWithCrlDue(Tx& tx, int64_t before);
+
+// Appends an event to the bus.
+Result<void> AppendEvent(Tx& tx, int64_t at, std::string_view type, std::string_view payload_json);
+
+}  // namespace certfleet::store
