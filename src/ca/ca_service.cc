@@ -1,9 +1,9 @@
 #include "ca/ca_service.h"
 
-#include <set>
+#include <fmt/format.h>
 
 #include <boost/json.hpp>
-#include <fmt/format.h>
+#include <set>
 
 #include "ca/fqdn.h"
 #include "core/crypto.h"
@@ -30,19 +30,26 @@ constexpr size_t kMaxCascade = 1'000'000;
 
 int64_t DefaultValidityDays(pki::CertType type) {
   switch (type) {
-    case pki::CertType::kRoot: return 3650;
-    case pki::CertType::kIntermediate: return 1825;
-    default: return 365;
+    case pki::CertType::kRoot:
+      return 3650;
+    case pki::CertType::kIntermediate:
+      return 1825;
+    default:
+      return 365;
   }
 }
 
 // The seed's event Type values.
 std::string_view SeedType(pki::CertType type) {
   switch (type) {
-    case pki::CertType::kRoot: return "Root";
-    case pki::CertType::kIntermediate: return "Intermediate";
-    case pki::CertType::kServer: return "Server";
-    case pki::CertType::kDevice: return "Client";
+    case pki::CertType::kRoot:
+      return "Root";
+    case pki::CertType::kIntermediate:
+      return "Intermediate";
+    case pki::CertType::kServer:
+      return "Server";
+    case pki::CertType::kDevice:
+      return "Client";
   }
   return "Server";
 }
@@ -215,9 +222,8 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
     input.ocsp_url = options_.public_url + "/ocsp";
   }
   CF_ASSIGN_OR_RETURN(pki::ProfiledSpec profiled, pki::ApplyProfile(input, subject_key.get(), issuer.get()));
-  CF_ASSIGN_OR_RETURN(pki::X509Ptr cert,
-                      pki::SignCertificate(profiled.spec, subject_key.get(), issuer.get(),
-                                           issuer ? issuer_key.get() : subject_key.get()));
+  CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::SignCertificate(profiled.spec, subject_key.get(), issuer.get(),
+                                                              issuer ? issuer_key.get() : subject_key.get()));
   CF_ASSIGN_OR_RETURN(pki::CertificateFacts facts, pki::Inspect(cert.get()));
 
   Created out;
@@ -246,9 +252,9 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
       CF_ASSIGN_OR_RETURN(auto same, store::FindCertificatesByFqdn(tx, rec.fqdn));
       for (const auto& c : same) {
         if (c.status == "active") {
-          return MakeError(ErrorCode::kAlreadyExists,
-                           fmt::format("an active certificate for {} exists (serial {}); revoke it first", rec.fqdn,
-                                       c.serial));
+          return MakeError(
+              ErrorCode::kAlreadyExists,
+              fmt::format("an active certificate for {} exists (serial {}); revoke it first", rec.fqdn, c.serial));
         }
       }
     }
@@ -273,8 +279,8 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
                                                                        {"Serial", rec.serial}})));
     if (is_ca) {
       // The new CA's first (empty) CRL, so its CRL URL answers at once.
-      CF_ASSIGN_OR_RETURN(std::string crl, pki::BuildCrl(cert.get(), subject_key.get(), {}, 1, now,
-                                                         now + options_.crl_validity_ms));
+      CF_ASSIGN_OR_RETURN(std::string crl,
+                          pki::BuildCrl(cert.get(), subject_key.get(), {}, 1, now, now + options_.crl_validity_ms));
       CF_RETURN_IF_ERROR(store::SaveCrl(tx, rec.fqdn, 1, crl, now, now + options_.crl_validity_ms));
     }
     return Ok();
@@ -329,10 +335,11 @@ Result<void> CaService::ResignCrl(store::Tx& tx, std::string_view ca_fqdn, int64
   CF_ASSIGN_OR_RETURN(auto revoked, store::RevokedChildren(tx, ca->serial));
   std::vector<pki::RevokedEntry> entries;
   entries.reserve(revoked.size());
-  for (const auto& r : revoked) entries.push_back({r.serial, r.revoked_at.value_or(now), r.revocation_reason.value_or(0)});
+  for (const auto& r : revoked)
+    entries.push_back({r.serial, r.revoked_at.value_or(now), r.revocation_reason.value_or(0)});
   const int64_t number = ca->crl_number + 1;
-  CF_ASSIGN_OR_RETURN(std::string der, pki::BuildCrl(cert.get(), key.get(), entries, number, now,
-                                                     now + options_.crl_validity_ms));
+  CF_ASSIGN_OR_RETURN(std::string der,
+                      pki::BuildCrl(cert.get(), key.get(), entries, number, now, now + options_.crl_validity_ms));
   return store::SaveCrl(tx, ca_fqdn, number, der, now, now + options_.crl_validity_ms);
 }
 

@@ -1,6 +1,7 @@
 // W1 routes: the CA hierarchy and its inventory, revocation, CRLs and OCSP.
-#include <boost/json.hpp>
 #include <fmt/format.h>
+
+#include <boost/json.hpp>
 
 #include "core/crypto.h"
 #include "http/api.h"
@@ -32,8 +33,8 @@ json::object RecordJson(const store::CertificateRecord& c) {
           {"fingerprint", c.fingerprint},
           {"certificate_pem", c.certificate_pem},
           {"revoked_at", OptTime(c.revoked_at)},
-          {"revocation_reason", c.revocation_reason ? json::value(pki::RevocationReasonName(*c.revocation_reason))
-                                                    : json::value(nullptr)},
+          {"revocation_reason",
+           c.revocation_reason ? json::value(pki::RevocationReasonName(*c.revocation_reason)) : json::value(nullptr)},
           {"created_at", FormatRfc3339(c.created_at)}};
 }
 
@@ -161,7 +162,8 @@ Response Revoke(const ApiContext& ctx, const Request& req) {
     if (!it->value().is_bool()) return ErrorResponse(400, "invalid_argument", "cascade must be true or false");
     cascade = it->value().as_bool();
   }
-  auto revoked = ctx.ca->Revoke(req.params.at("serial"), reason->value_or("unspecified"), cascade, req.principal.Actor());
+  auto revoked =
+      ctx.ca->Revoke(req.params.at("serial"), reason->value_or("unspecified"), cascade, req.principal.Actor());
   if (!revoked.ok()) return Fail(req, revoked.error());
   json::object out = RecordJson(revoked->record);
   out["newly_revoked"] = revoked->newly_revoked;
@@ -193,7 +195,8 @@ Response OcspAnswer(const ApiContext& ctx, std::string_view der) {
 void AddCaRoutes(Router& router, const ApiContext& ctx) {
   const ApiContext* c = &ctx;
   const RouteOptions create{Access::kOperator, false, kCreateBodyLimit};
-  for (auto type : {pki::CertType::kRoot, pki::CertType::kIntermediate, pki::CertType::kServer, pki::CertType::kDevice}) {
+  for (auto type :
+       {pki::CertType::kRoot, pki::CertType::kIntermediate, pki::CertType::kServer, pki::CertType::kDevice}) {
     const std::string name(pki::CertTypeName(type));
     auto handler = [c, type](Request& r) { return Create(*c, type, r); };
     router.Add("POST", "/v1/certificates/" + name, create, handler);
@@ -204,7 +207,8 @@ void AddCaRoutes(Router& router, const ApiContext& ctx) {
     // {*id}: a base64 fqdn may hold '/'.
     router.Add("GET", std::string(base) + "/{*id}", {Access::kReader}, [c](Request& r) { return Get(*c, r); });
   }
-  router.Add("POST", "/v1/certificates/{serial}/revoke", {Access::kOperator}, [c](Request& r) { return Revoke(*c, r); });
+  router.Add("POST", "/v1/certificates/{serial}/revoke", {Access::kOperator},
+             [c](Request& r) { return Revoke(*c, r); });
   router.Add("GET", "/crl/{name}", {Access::kPublic}, [c](Request& r) { return Crl(*c, r); });
   router.Add("POST", "/ocsp", {Access::kPublic, false, pki::kMaxOcspRequestBytes},
              [c](Request& r) { return OcspAnswer(*c, r.body); });

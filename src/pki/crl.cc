@@ -5,10 +5,10 @@
 namespace certfleet::pki {
 namespace {
 
-constexpr std::string_view kReasons[] = {"unspecified",          "keyCompromise",   "cACompromise",
-                                         "affiliationChanged",   "superseded",      "cessationOfOperation",
-                                         "certificateHold",      "",                "removeFromCRL",
-                                         "privilegeWithdrawn",   "aACompromise"};
+constexpr std::string_view kReasons[] = {
+    "unspecified",   "keyCompromise",        "cACompromise",    "affiliationChanged",
+    "superseded",    "cessationOfOperation", "certificateHold", "",
+    "removeFromCRL", "privilegeWithdrawn",   "aACompromise"};
 
 Result<Asn1IntegerPtr> SerialFromHex(const std::string& hex) {
   BIGNUM* raw = nullptr;
@@ -35,8 +35,8 @@ std::string_view RevocationReasonName(int code) {
   return code >= 0 && code < static_cast<int>(std::size(kReasons)) ? kReasons[code] : "unspecified";
 }
 
-Result<std::string> BuildCrl(X509* ca, EVP_PKEY* ca_key, const std::vector<RevokedEntry>& entries,
-                             int64_t crl_number, int64_t this_update_millis, int64_t next_update_millis) {
+Result<std::string> BuildCrl(X509* ca, EVP_PKEY* ca_key, const std::vector<RevokedEntry>& entries, int64_t crl_number,
+                             int64_t this_update_millis, int64_t next_update_millis) {
   X509CrlPtr crl(X509_CRL_new());
   if (!crl || X509_CRL_set_version(crl.get(), X509_CRL_VERSION_2) != 1 ||
       X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca)) != 1) {

@@ -24,7 +24,7 @@ struct RevokedEntry {
 
 // A CRL v2 signed by `ca_key`: the entries with their reasons, CRL number, AKI,
 // thisUpdate and nextUpdate. Returns DER.
-Result<std::string> BuildCrl(X509* ca, EVP_PKEY* ca_key, const std::vector<RevokedEntry>& entries,
-                             int64_t crl_number, int64_t this_update_millis, int64_t next_update_millis);
+Result<std::string> BuildCrl(X509* ca, EVP_PKEY* ca_key, const std::vector<RevokedEntry>& entries, int64_t crl_number,
+                             int64_t this_update_millis, int64_t next_update_millis);
 
 }  // namespace certfleet::pki

@@ -1,8 +1,7 @@
 #include "pki/csr.h"
 
-#include <openssl/pem.h>
-
 #include <fmt/format.h>
+#include <openssl/pem.h>
 
 namespace certfleet::pki {
 namespace {
@@ -60,8 +59,8 @@ Result<void> LintPublicKey(EVP_PKEY* key) {
   if (EVP_PKEY_is_a(key, "RSA")) {
     const int bits = EVP_PKEY_get_bits(key);
     if (bits < kMinRsaBits || bits > kMaxRsaBits) {
-      return MakeError(ErrorCode::kInvalidArgument,
-                       fmt::format("RSA keys must have {} to {} bits; this one has {}", kMinRsaBits, kMaxRsaBits, bits));
+      return MakeError(ErrorCode::kInvalidArgument, fmt::format("RSA keys must have {} to {} bits; this one has {}",
+                                                                kMinRsaBits, kMaxRsaBits, bits));
     }
     return Ok();
   }
@@ -73,7 +72,8 @@ Result<void> LintPublicKey(EVP_PKEY* key) {
     }
     const std::string_view c(curve, len);
     if (c != "prime256v1" && c != "secp384r1" && c != "secp521r1" && c != "P-256" && c != "P-384" && c != "P-521") {
-      return MakeError(ErrorCode::kInvalidArgument, fmt::format("EC curve {} is not accepted (P-256, P-384, P-521)", c));
+      return MakeError(ErrorCode::kInvalidArgument,
+                       fmt::format("EC curve {} is not accepted (P-256, P-384, P-521)", c));
     }
     return Ok();
   }

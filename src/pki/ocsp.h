@@ -1,12 +1,12 @@
 #pragma once
 
+#include <openssl/ocsp.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <openssl/ocsp.h>
 
 #include "core/result.h"
 #include "pki/ossl.h"

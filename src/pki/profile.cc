@@ -1,8 +1,8 @@
 #include "pki/profile.h"
 
-#include <ctime>
-
 #include <fmt/format.h>
+
+#include <ctime>
 
 #include "pki/csr.h"
 
@@ -76,12 +76,14 @@ Result<ProfiledSpec> ApplyProfile(const ProfileInput& in, EVP_PKEY* subject_key,
   if (in.fqdn.empty()) return MakeError(ErrorCode::kInvalidArgument, "fqdn is required");
   CF_RETURN_IF_ERROR(CheckText("fqdn", in.fqdn, kMaxDnsName));
   if (!IsValidDnsName(in.fqdn)) {
-    return MakeError(ErrorCode::kInvalidArgument, fmt::format("fqdn '{}' is not a valid DNS name", in.fqdn));
+    return MakeError(
+        ErrorCode::kInvalidArgument,
+        fmt::format("fqdn '{}' is not a valid DNS name (labels of 1 to 63 letters, digits and hyphens)", in.fqdn));
   }
   if (in.fqdn.size() > kMaxCommonName) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     fmt::format("fqdn '{}' is longer than the {} characters a common name may have", in.fqdn,
-                                 kMaxCommonName));
+    return MakeError(
+        ErrorCode::kInvalidArgument,
+        fmt::format("fqdn '{}' is longer than the {} characters a common name may have", in.fqdn, kMaxCommonName));
   }
   CF_RETURN_IF_ERROR(CheckText("organization", in.organization, kMaxOrganization));
   CF_RETURN_IF_ERROR(CheckText("state", in.state, kMaxState));

@@ -121,8 +121,9 @@ Result<bool> RevokeCertificate(Tx& tx, std::string_view serial, int64_t at, int 
 }
 
 Result<std::vector<std::string>> ActiveChildren(Tx& tx, std::string_view issuer_serial) {
-  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT serial FROM certificates WHERE issuer_serial = ? AND status = 'active'",
-                                          {std::string(issuer_serial)}));
+  CF_ASSIGN_OR_RETURN(Rows rows,
+                      tx.Query("SELECT serial FROM certificates WHERE issuer_serial = ? AND status = 'active'",
+                               {std::string(issuer_serial)}));
   std::vector<std::string> out;
   for (const auto& r : rows) out.push_back(r.Text(0));
   return out;
@@ -137,9 +138,9 @@ Result<std::vector<CertificateRecord>> RevokedChildren(Tx& tx, std::string_view 
 
 Result<void> SaveCrl(Tx& tx, std::string_view ca_fqdn, int64_t number, const std::string& der, int64_t this_update,
                      int64_t next_update) {
-  CF_RETURN_IF_ERROR(tx.Exec(
-      "UPDATE cas SET crl_number = ?, crl_der = ?, crl_this_update = ?, crl_next_update = ? WHERE fqdn = ?",
-      {number, Base64Encode(der), this_update, next_update, std::string(ca_fqdn)}));
+  CF_RETURN_IF_ERROR(
+      tx.Exec("UPDATE cas SET crl_number = ?, crl_der = ?, crl_this_update = ?, crl_next_update = ? WHERE fqdn = ?",
+              {number, Base64Encode(der), this_update, next_update, std::string(ca_fqdn)}));
   return Ok();
 }
 

@@ -14,7 +14,7 @@ namespace certfleet::store {
 struct CertificateRecord {
   std::string serial;  // lowercase hex
   std::string fqdn;
-  std::string type;  // root, intermediate, server, device
+  std::string type;         // root, intermediate, server, device
   std::string parent_fqdn;  // "Root" for roots, as in the seed
   std::optional<std::string> issuer_serial;
   std::string status;  // active, revoked

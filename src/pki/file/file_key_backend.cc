@@ -1,13 +1,12 @@
 #include "pki/file/file_key_backend.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <openssl/pem.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-
-#include <fmt/format.h>
 
 #include "core/crypto.h"
 
@@ -17,8 +16,8 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::string_view kRefPrefix = "file:";
-constexpr size_t kMasterKeyBytes = 32;      // 256 bits
-constexpr size_t kMinMasterKeyChars = 32;   // refuse short passphrases given by hand
+constexpr size_t kMasterKeyBytes = 32;     // 256 bits
+constexpr size_t kMinMasterKeyChars = 32;  // refuse short passphrases given by hand
 
 // Writes a file only its owner may read, all at once; fails if it exists.
 Result<void> WritePrivateFile(const std::string& path, const std::string& data) {
@@ -105,7 +104,8 @@ Result<std::string> LoadMasterKey(const std::string& from_env, const std::string
     std::ifstream in(path);
     std::string key;
     std::getline(in, key);
-    if (key.size() < kMinMasterKeyChars) return MakeError(ErrorCode::kFailedPrecondition, path + " holds no master key");
+    if (key.size() < kMinMasterKeyChars)
+      return MakeError(ErrorCode::kFailedPrecondition, path + " holds no master key");
     return key;
   }
   if (!create) {

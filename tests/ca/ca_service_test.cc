@@ -1,0 +1,215 @@
+#include "ca/ca_service.h"
+
+#include <openssl/pem.h>
+
+#include <filesystem>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "ca/fqdn.h"
+#include "pki/file/file_key_backend.h"
+#include "pki/key.h"
+#include "testing/db.h"
+
+namespace certfleet::ca {
+namespace {
+
+using pki::CertType;
+
+TEST(Fqdn, RegistrableDomainsAndSeedParents) {
+  EXPECT_EQ(RegistrableDomain("bbq.example.com").value_or(""), "example.com");
+  EXPECT_EQ(RegistrableDomain("a.b.example.co.uk").value_or(""), "example.co.uk");
+  EXPECT_FALSE(RegistrableDomain("co.uk").has_value());
+  EXPECT_EQ(DefaultServerParent("api.iot.example.com", "example.com"), "iot.example.com");
+  EXPECT_EQ(DefaultServerParent("www.example.com", "example.com"), "example.com");
+}
+
+class CaServiceTest : public ::testing::TestWithParam<store::Dialect> {
+ protected:
+  void SetUp() override {
+    store_ = testing::FreshStore(GetParam());
+    ASSERT_NE(store_, nullptr);
+    key_dir_ = testing::TempDir() + "/keys";
+    keys_ = std::make_unique<pki::file::FileKeyBackend>(key_dir_, std::string(64, 'k'));
+    ca_ = std::make_unique<CaService>(*store_, *keys_, clock_, CaService::Options{"https://ca.test"});
+  }
+  Created Ok(CreateRequest r) {
+    auto c = ca_->Create(r, "test");
+    EXPECT_TRUE(c.ok()) << c.error().message;
+    return c.ok() ? *c : Created{};
+  }
+  Error Refused(CreateRequest r) {
+    auto c = ca_->Create(r, "test");
+    EXPECT_FALSE(c.ok()) << "issued " << r.fqdn;
+    return c.ok() ? Error{} : c.error();
+  }
+  static CreateRequest Req(CertType type, std::string fqdn, std::optional<std::string> parent = std::nullopt) {
+    CreateRequest r;
+    r.type = type;
+    r.fqdn = std::move(fqdn);
+    r.parent_fqdn = std::move(parent);
+    return r;
+  }
+  int64_t Count(const std::string& table) { return store_->Query("SELECT COUNT(*) FROM " + table)->at(0).Int(0); }
+  size_t KeyFiles() {
+    if (!std::filesystem::exists(key_dir_)) return 0;
+    return static_cast<size_t>(std::distance(std::filesystem::directory_iterator(key_dir_), {}));
+  }
+  void Hierarchy() {
+    Ok(Req(CertType::kRoot, "example.com"));
+    Ok(Req(CertType::kIntermediate, "iot.example.com"));
+  }
+
+  ManualClock clock_{1'795'456'605'000};
+  std::unique_ptr<store::Store> store_;
+  std::string key_dir_;
+  std::unique_ptr<pki::file::FileKeyBackend> keys_;
+  std::unique_ptr<CaService> ca_;
+};
+
+TEST_P(CaServiceTest, ParentsDefaultAsInTheSeed) {
+  auto root = Ok(Req(CertType::kRoot, "Example.com"));
+  EXPECT_EQ(root.record.fqdn, "example.com");
+  EXPECT_EQ(root.record.parent_fqdn, "Root");
+  EXPECT_FALSE(root.private_key_pem.has_value()) << "CA keys never leave the key backend";
+  auto inter = Ok(Req(CertType::kIntermediate, "iot.example.com"));
+  EXPECT_EQ(inter.record.parent_fqdn, "example.com");
+  EXPECT_EQ(inter.record.issuer_serial.value_or(""), root.record.serial);
+  auto deep = Ok(Req(CertType::kServer, "api.iot.example.com"));
+  EXPECT_EQ(deep.record.parent_fqdn, "iot.example.com");
+  EXPECT_TRUE(deep.private_key_pem.has_value());
+  EXPECT_NE(deep.chain_pem.find(inter.record.certificate_pem), std::string::npos);
+  EXPECT_NE(deep.chain_pem.find(root.record.certificate_pem), std::string::npos);
+  auto shallow = Ok(Req(CertType::kServer, "www.example.com"));
+  EXPECT_EQ(shallow.record.parent_fqdn, "example.com");
+  CreateRequest dev = Req(CertType::kDevice, "", "iot.example.com");
+  auto device = Ok(dev);
+  EXPECT_TRUE(device.record.fqdn.ends_with(".iot.example.com"));
+  EXPECT_EQ(device.record.fqdn.size(), 36 + 16u);
+  EXPECT_EQ(Count("events"), 5);
+}
+
+TEST_P(CaServiceTest, RefusalsLeaveNothingBehind) {
+  Hierarchy();
+  Ok(Req(CertType::kServer, "leaf.iot.example.com"));
+  const int64_t certs = Count("certificates"), audit = Count("audit_log"), events = Count("events");
+  const size_t keys = KeyFiles();
+
+  EXPECT_EQ(Refused(Req(CertType::kRoot, "iot.other.com")).code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Refused(Req(CertType::kRoot, "co.uk")).code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Refused(Req(CertType::kRoot, "example.com")).code, ErrorCode::kAlreadyExists);
+  EXPECT_EQ(Refused(Req(CertType::kIntermediate, "example.com")).code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Refused(Req(CertType::kIntermediate, "iot.example.com")).code, ErrorCode::kAlreadyExists);
+  EXPECT_EQ(Refused(Req(CertType::kIntermediate, "x.nowhere.com")).code, ErrorCode::kNotFound);
+  EXPECT_EQ(Refused(Req(CertType::kServer, "leaf.iot.example.com")).code, ErrorCode::kAlreadyExists);
+  EXPECT_EQ(Refused(Req(CertType::kServer, "x.leaf.iot.example.com")).code, ErrorCode::kInvalidArgument)
+      << "a leaf as parent";
+  EXPECT_EQ(Refused(Req(CertType::kServer, "bad_name.example.com")).code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Refused(Req(CertType::kIntermediate, "sub.iot.example.com", "iot.example.com")).code,
+            ErrorCode::kInvalidArgument);
+  for (int64_t days : {0, -1, 100000}) {
+    CreateRequest r = Req(CertType::kServer, "v.iot.example.com");
+    r.validity_days = days;
+    EXPECT_EQ(Refused(r).code, ErrorCode::kInvalidArgument) << days;
+  }
+  CreateRequest kt = Req(CertType::kServer, "k.iot.example.com");
+  kt.key_type = "dsa-512";
+  EXPECT_EQ(Refused(kt).code, ErrorCode::kInvalidArgument);
+  CreateRequest garbage = Req(CertType::kServer, "g.iot.example.com");
+  garbage.csr_pem = "-----BEGIN CERTIFICATE REQUEST-----\nnonsense\n-----END CERTIFICATE REQUEST-----\n";
+  EXPECT_EQ(Refused(garbage).code, ErrorCode::kInvalidArgument);
+  CreateRequest no_parent = Req(CertType::kDevice, "");
+  EXPECT_EQ(Refused(no_parent).code, ErrorCode::kInvalidArgument);
+
+  EXPECT_EQ(Count("certificates"), certs);
+  EXPECT_EQ(Count("audit_log"), audit);
+  EXPECT_EQ(Count("events"), events);
+  EXPECT_EQ(KeyFiles(), keys);
+}
+
+TEST_P(CaServiceTest, KeysFromCsrsAndClampedValidity) {
+  Hierarchy();
+  auto key = pki::GenerateKey(pki::KeyType::kEcP384);
+  pki::X509ReqPtr req(X509_REQ_new());
+  X509_REQ_set_pubkey(req.get(), key->get());
+  X509_REQ_sign(req.get(), key->get(), EVP_sha384());
+  pki::BioPtr bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_X509_REQ(bio.get(), req.get());
+  CreateRequest r = Req(CertType::kDevice, "", "iot.example.com");
+  r.csr_pem = pki::BioToString(bio.get());
+  r.validity_days = 36000;
+  auto c = Ok(r);
+  EXPECT_FALSE(c.private_key_pem.has_value()) << "no key is made when a CSR is given";
+  EXPECT_TRUE(c.validity_clamped);
+  auto cert = pki::CertificateFromPem(c.record.certificate_pem);
+  pki::PkeyPtr pub(X509_get_pubkey(cert->get()));
+  EXPECT_EQ(EVP_PKEY_eq(pub.get(), key->get()), 1);
+}
+
+TEST_P(CaServiceTest, ListsByParentInStablePages) {
+  Hierarchy();
+  std::set<std::string> issued;
+  for (int i = 0; i < 5; ++i) issued.insert(Ok(Req(CertType::kDevice, "", "iot.example.com")).record.serial);
+  std::set<std::string> seen;
+  store::CertificateFilter f;
+  f.parent_fqdn = "iot.example.com";
+  f.limit = 2;
+  for (int page = 0; page < 5; ++page) {
+    auto rows = ca_->List(f);
+    ASSERT_TRUE(rows.ok());
+    for (const auto& r : *rows) EXPECT_TRUE(seen.insert(r.serial).second) << "a serial came twice";
+    if (rows->size() < 2) break;
+    f.after_serial = rows->back().serial;
+  }
+  EXPECT_EQ(seen, issued);
+  auto by_fqdn = ca_->Get("iot.example.com");
+  ASSERT_TRUE(by_fqdn.ok());
+  EXPECT_EQ(by_fqdn->type, "intermediate");
+  EXPECT_EQ(ca_->Get("nope.example.com").error().code, ErrorCode::kNotFound);
+}
+
+TEST_P(CaServiceTest, CascadingRevocationAndCrls) {
+  Hierarchy();
+  auto leaf = Ok(Req(CertType::kServer, "api.iot.example.com"));
+  auto other = Ok(Req(CertType::kDevice, "", "iot.example.com"));
+  auto inter = ca_->Get("iot.example.com");
+  auto crl1 = ca_->Crl("example.com");
+  ASSERT_TRUE(crl1.ok());
+
+  auto single = ca_->Revoke(leaf.record.serial, "keyCompromise", false, "test");
+  ASSERT_TRUE(single.ok()) << single.error().message;
+  EXPECT_EQ(single->newly_revoked, 1);
+  EXPECT_EQ(single->record.status, "revoked");
+  auto again = ca_->Revoke(leaf.record.serial, "keyCompromise", false, "test");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->newly_revoked, 0) << "revocation is idempotent";
+  EXPECT_EQ(ca_->Revoke(leaf.record.serial, "whatever", false, "test").error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(ca_->Revoke("00", "unspecified", false, "test").error().code, ErrorCode::kNotFound);
+
+  auto cascade = ca_->Revoke(inter->serial, "cACompromise", true, "test");
+  ASSERT_TRUE(cascade.ok()) << cascade.error().message;
+  EXPECT_EQ(cascade->newly_revoked, 2);  // the intermediate and the device
+  EXPECT_EQ(ca_->Get(other.record.serial)->status, "revoked");
+  auto crl2 = ca_->Crl("example.com");
+  ASSERT_TRUE(crl2.ok());
+  EXPECT_NE(*crl1, *crl2);
+  EXPECT_EQ(Refused(Req(CertType::kServer, "new.iot.example.com")).code, ErrorCode::kFailedPrecondition)
+      << "a revoked CA issues nothing";
+
+  auto number = [&](const std::string& fqdn) {
+    return store_->Query("SELECT crl_number FROM cas WHERE fqdn = ?", {fqdn})->at(0).Int(0);
+  };
+  const int64_t before = number("iot.example.com");
+  clock_.Advance(std::chrono::hours(13));  // past half the 24 h validity
+  auto refreshed = ca_->RefreshDueCrls();
+  ASSERT_TRUE(refreshed.ok());
+  EXPECT_EQ(*refreshed, 2);
+  EXPECT_EQ(number("iot.example.com"), before + 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, CaServiceTest, ::testing::Values(store::Dialect::kSqlite, store::Dialect::kPostgres),
+                         [](const auto& info) { return info.param == store::Dialect::kSqlite ? "SQLite" : "PostgreSQL"; });
+
+}  // namespace
+}  // namespace certfleet::ca

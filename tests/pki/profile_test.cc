@@ -1,0 +1,245 @@
+// The profiles field by field, the lint, CSRs, CRLs and OCSP, read back with OpenSSL.
+#include "pki/profile.h"
+
+#include <openssl/pem.h>
+
+#include <gtest/gtest.h>
+
+#include "pki/certificate.h"
+#include "pki/crl.h"
+#include "pki/csr.h"
+#include "pki/key.h"
+#include "pki/ocsp.h"
+
+namespace certfleet::pki {
+namespace {
+
+constexpr int64_t kNow = 1'795'456'605'000;
+constexpr int64_t kDay = 86'400'000;
+
+struct Issued {
+  PkeyPtr key;
+  X509Ptr cert;
+};
+
+Issued Make(CertType type, const std::string& fqdn, const Issued* issuer, KeyType kt = KeyType::kEcP256,
+            std::vector<std::string> sans = {}) {
+  Issued out;
+  out.key = std::move(GenerateKey(kt)).value();
+  ProfileInput in;
+  in.type = type;
+  in.fqdn = fqdn;
+  in.sans = std::move(sans);
+  in.not_before_millis = kNow;
+  in.not_after_millis = kNow + 365 * kDay;
+  if (issuer) {
+    in.crl_url = "https://ca.test/crl/p.crl";
+    in.ocsp_url = "https://ca.test/ocsp";
+  }
+  auto spec = ApplyProfile(in, out.key.get(), issuer ? issuer->cert.get() : nullptr);
+  EXPECT_TRUE(spec.ok()) << spec.error().message;
+  out.cert = std::move(SignCertificate(spec->spec, out.key.get(), issuer ? issuer->cert.get() : nullptr,
+                                       issuer ? issuer->key.get() : out.key.get()))
+                 .value();
+  return out;
+}
+
+ProfileInput Input(CertType type, std::string fqdn) {
+  ProfileInput in;
+  in.type = type;
+  in.fqdn = std::move(fqdn);
+  return in;
+}
+
+bool Critical(X509* cert, int nid) {
+  int idx = X509_get_ext_by_NID(cert, nid, -1);
+  return idx >= 0 && X509_EXTENSION_get_critical(X509_get_ext(cert, idx));
+}
+bool Has(X509* cert, int nid) { return X509_get_ext_by_NID(cert, nid, -1) >= 0; }
+
+class Profiles : public ::testing::Test {
+ protected:
+  Issued root_ = Make(CertType::kRoot, "example.com", nullptr);
+  Issued inter_ = Make(CertType::kIntermediate, "iot.example.com", &root_);
+};
+
+TEST_F(Profiles, Root) {
+  X509* c = root_.cert.get();
+  EXPECT_EQ(X509_check_ca(c), 1);
+  EXPECT_TRUE(Critical(c, NID_basic_constraints));
+  EXPECT_EQ(X509_get_pathlen(c), -1);
+  EXPECT_TRUE(Critical(c, NID_key_usage));
+  EXPECT_EQ(X509_get_key_usage(c), static_cast<uint32_t>(KU_KEY_CERT_SIGN | KU_CRL_SIGN));
+  EXPECT_TRUE(Has(c, NID_subject_key_identifier));
+  EXPECT_FALSE(Has(c, NID_crl_distribution_points));
+  EXPECT_EQ(X509_check_issued(c, c), X509_V_OK);
+}
+
+TEST_F(Profiles, Intermediate) {
+  X509* c = inter_.cert.get();
+  EXPECT_TRUE(Critical(c, NID_basic_constraints));
+  EXPECT_EQ(X509_get_pathlen(c), 0);
+  EXPECT_EQ(X509_get_key_usage(c), static_cast<uint32_t>(KU_KEY_CERT_SIGN | KU_CRL_SIGN));
+  EXPECT_TRUE(Has(c, NID_subject_key_identifier));
+  EXPECT_TRUE(Has(c, NID_authority_key_identifier));
+  EXPECT_TRUE(Has(c, NID_crl_distribution_points));
+  EXPECT_TRUE(Has(c, NID_info_access));
+  EXPECT_EQ(X509_check_issued(root_.cert.get(), c), X509_V_OK);
+}
+
+TEST_F(Profiles, ServerWithRsaHasKeyEnciphermentAndSans) {
+  Issued s = Make(CertType::kServer, "api.iot.example.com", &inter_, KeyType::kRsa2048, {"www.example.com"});
+  X509* c = s.cert.get();
+  EXPECT_EQ(X509_check_ca(c), 0);
+  EXPECT_TRUE(Critical(c, NID_basic_constraints));
+  EXPECT_EQ(X509_get_key_usage(c), static_cast<uint32_t>(KU_DIGITAL_SIGNATURE | KU_KEY_ENCIPHERMENT));
+  EXPECT_EQ(X509_get_extended_key_usage(c), static_cast<uint32_t>(XKU_SSL_SERVER));
+  EXPECT_EQ(X509_check_host(c, "api.iot.example.com", 0, 0, nullptr), 1);
+  EXPECT_EQ(X509_check_host(c, "www.example.com", 0, 0, nullptr), 1);
+  EXPECT_EQ(X509_check_host(c, "other.example.com", 0, 0, nullptr), 0);
+  for (int nid : {NID_subject_key_identifier, NID_authority_key_identifier, NID_crl_distribution_points, NID_info_access}) {
+    EXPECT_TRUE(Has(c, nid)) << OBJ_nid2sn(nid);
+  }
+  auto facts = Inspect(c);
+  ASSERT_TRUE(facts.ok());
+  EXPECT_EQ(facts->serial_hex.size() >= 30, true) << facts->serial_hex;  // 128 random bits, top bit clear
+}
+
+TEST_F(Profiles, DeviceIsClientAuthWithTheDeviceIdAsCn) {
+  Issued d = Make(CertType::kDevice, "0b7c1e7a-1d0f-4a57-9d7b-6f1f9e0e2d11.iot.example.com", &inter_);
+  X509* c = d.cert.get();
+  EXPECT_EQ(X509_get_key_usage(c), static_cast<uint32_t>(KU_DIGITAL_SIGNATURE));
+  EXPECT_EQ(X509_get_extended_key_usage(c), static_cast<uint32_t>(XKU_SSL_CLIENT));
+  EXPECT_EQ(Inspect(c)->common_name, "0b7c1e7a-1d0f-4a57-9d7b-6f1f9e0e2d11.iot.example.com");
+}
+
+TEST_F(Profiles, LintRefusals) {
+  auto key = GenerateKey(KeyType::kEcP256);
+  auto refuse = [&](ProfileInput in, X509* issuer, std::string_view needle) {
+    if (in.not_after_millis == 0) {
+      in.not_before_millis = kNow;
+      in.not_after_millis = kNow + kDay;
+    }
+    auto r = ApplyProfile(in, key->get(), issuer);
+    ASSERT_FALSE(r.ok()) << "accepted " << in.fqdn;
+    EXPECT_NE(r.error().message.find(needle), std::string::npos) << r.error().message;
+    EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
+  };
+  refuse(Input(CertType::kServer, ""), inter_.cert.get(), "required");
+  refuse(Input(CertType::kServer, "bad name.example.com"), inter_.cert.get(), "not a valid DNS name");
+  refuse(Input(CertType::kServer, "ctl\x01.example.com"), inter_.cert.get(), "control characters");
+  refuse(Input(CertType::kServer, std::string(70, 'a') + ".example.com"), inter_.cert.get(), "63");
+  refuse(Input(CertType::kServer, std::string(60, 'a') + ".example.com"), inter_.cert.get(), "64 characters");
+  ProfileInput zero = Input(CertType::kServer, "a.example.com");
+  zero.not_before_millis = zero.not_after_millis = kNow;
+  refuse(zero, inter_.cert.get(), "validity");
+  Issued leaf = Make(CertType::kServer, "leaf.iot.example.com", &inter_);
+  refuse(Input(CertType::kServer, "x.example.com"), leaf.cert.get(), "leaf");
+  refuse(Input(CertType::kIntermediate, "sub.iot.example.com"), inter_.cert.get(), "pathLen 0");
+  ProfileInput country = Input(CertType::kServer, "a.example.com");
+  country.country = "Sweden";
+  refuse(country, inter_.cert.get(), "country");
+
+  auto weak = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{1024});
+  ProfileInput ok = Input(CertType::kServer, "a.example.com");
+  ok.not_before_millis = kNow;
+  ok.not_after_millis = kNow + kDay;
+  auto r = ApplyProfile(ok, weak, inter_.cert.get());
+  EVP_PKEY_free(weak);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("2048"), std::string::npos);
+}
+
+TEST_F(Profiles, ValidityIsClampedToTheIssuer) {
+  auto key = GenerateKey(KeyType::kEcP256);
+  ProfileInput in = Input(CertType::kServer, "long.iot.example.com");
+  in.not_before_millis = kNow;
+  in.not_after_millis = kNow + 5000 * kDay;
+  auto r = ApplyProfile(in, key->get(), inter_.cert.get());
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->validity_clamped);
+  EXPECT_EQ(r->spec.not_after_millis, Inspect(inter_.cert.get())->not_after_millis);
+}
+
+std::string CsrPem(EVP_PKEY* key, const std::string& cn) {
+  X509ReqPtr req(X509_REQ_new());
+  X509_NAME* name = X509_REQ_get_subject_name(req.get());
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
+  X509_REQ_set_pubkey(req.get(), key);
+  X509_REQ_sign(req.get(), key, EVP_sha256());
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_X509_REQ(bio.get(), req.get());
+  return BioToString(bio.get());
+}
+
+TEST(Csr, ParsesVerifiesAndRefusesBadOnes) {
+  auto key = GenerateKey(KeyType::kEcP256);
+  const std::string pem = CsrPem(key->get(), "device-1");
+  auto csr = ParseCsr(pem);
+  ASSERT_TRUE(csr.ok()) << csr.error().message;
+  EXPECT_EQ(csr->common_name, "device-1");
+  EXPECT_EQ(EVP_PKEY_eq(csr->public_key.get(), key->get()), 1);
+
+  EXPECT_FALSE(ParseCsr("").ok());
+  EXPECT_FALSE(ParseCsr("garbage").ok());
+  EXPECT_FALSE(ParseCsr(pem.substr(0, pem.size() / 2)).ok()) << "truncated";
+  EXPECT_FALSE(ParseCsr(std::string(kMaxCsrBytes + 1, 'A')).ok());
+  // Wrongly signed: the signature of one CSR under the body of another.
+  auto other = GenerateKey(KeyType::kEcP256);
+  auto a = ParseCsr(pem);
+  X509ReqPtr forged(X509_REQ_dup(a->req.get()));
+  X509_REQ_set_pubkey(forged.get(), other->get());
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_X509_REQ(bio.get(), forged.get());
+  auto bad = ParseCsr(BioToString(bio.get()));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("signature"), std::string::npos);
+}
+
+TEST_F(Profiles, CrlListsRevokedSerialsWithReasons) {
+  auto der = BuildCrl(inter_.cert.get(), inter_.key.get(), {{"abcdef01", kNow, 1}}, 7, kNow, kNow + kDay);
+  ASSERT_TRUE(der.ok()) << der.error().message;
+  const auto* p = reinterpret_cast<const unsigned char*>(der->data());
+  X509CrlPtr crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(der->size())));
+  ASSERT_TRUE(crl);
+  EXPECT_EQ(X509_CRL_verify(crl.get(), inter_.key.get()), 1);
+  ASSERT_EQ(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl.get())), 1);
+  X509_REVOKED* r = sk_X509_REVOKED_value(X509_CRL_get_REVOKED(crl.get()), 0);
+  EXPECT_EQ(SerialHex(X509_REVOKED_get0_serialNumber(r)), "abcdef01");
+  Asn1IntegerPtr number(static_cast<ASN1_INTEGER*>(X509_CRL_get_ext_d2i(crl.get(), NID_crl_number, nullptr, nullptr)));
+  EXPECT_EQ(ASN1_INTEGER_get(number.get()), 7);
+  EXPECT_EQ(ParseRevocationReason("keyCompromise").value(), 1);
+  EXPECT_FALSE(ParseRevocationReason("bored").ok());
+}
+
+TEST_F(Profiles, OcspAnswersGoodAndRevoked) {
+  Issued d = Make(CertType::kDevice, "d.iot.example.com", &inter_);
+  using CertIdPtr = std::unique_ptr<OCSP_CERTID, Deleter<OCSP_CERTID_free>>;
+  OcspRequestPtr req(OCSP_REQUEST_new());
+  OCSP_request_add0_id(req.get(), OCSP_cert_to_id(nullptr, d.cert.get(), inter_.cert.get()));
+  unsigned char* der = nullptr;
+  int len = i2d_OCSP_REQUEST(req.get(), &der);
+  std::string request(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(der);
+  auto parsed = ParseOcspRequest(request);
+  ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+  ASSERT_EQ(parsed->questions.size(), 1u);
+  EXPECT_EQ(parsed->questions[0].serial_hex, Inspect(d.cert.get())->serial_hex);
+  EXPECT_EQ(parsed->questions[0].issuer_key_hash, IssuerKeyHash(inter_.cert.get()));
+  auto resp = BuildOcspResponse(*parsed, inter_.cert.get(), inter_.key.get(),
+                                {OcspAnswer{OcspStatus::kRevoked, kNow, 1}}, kNow, kNow + kDay);
+  ASSERT_TRUE(resp.ok()) << resp.error().message;
+  const auto* p = reinterpret_cast<const unsigned char*>(resp->data());
+  std::unique_ptr<OCSP_RESPONSE, Deleter<OCSP_RESPONSE_free>> r(d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(resp->size())));
+  ASSERT_TRUE(r);
+  std::unique_ptr<OCSP_BASICRESP, Deleter<OCSP_BASICRESP_free>> basic(OCSP_response_get1_basic(r.get()));
+  CertIdPtr id(OCSP_cert_to_id(nullptr, d.cert.get(), inter_.cert.get()));
+  int status = -1, reason = -1;
+  ASSERT_EQ(OCSP_resp_find_status(basic.get(), id.get(), &status, &reason, nullptr, nullptr, nullptr), 1);
+  EXPECT_EQ(status, V_OCSP_CERTSTATUS_REVOKED);
+  EXPECT_EQ(reason, 1);
+  EXPECT_FALSE(ParseOcspRequest("nonsense").ok());
+}
+
+}  // namespace
+}  // namespace certfleet::pki
