@@ -130,10 +130,18 @@ Result<Page> ParsePage(const Request& req) {
     page.limit = static_cast<int>(limit);
   }
   if (auto it = req.query.find("next"); it != req.query.end()) {
-    CF_ASSIGN_OR_RETURN(int64_t cursor, ParseInt(it->second, "next"));
-    page.cursor = cursor;
+    page.after = Base64Decode(it->second);
+    if (!page.after || page.after->empty()) {
+      return MakeError(ErrorCode::kInvalidArgument, "next is not a cursor from a previous page");
+    }
   }
   return page;
+}
+
+Result<std::optional<int64_t>> AfterNumber(const Page& page) {
+  if (!page.after) return std::optional<int64_t>();
+  CF_ASSIGN_OR_RETURN(int64_t n, ParseInt(*page.after, "next"));
+  return std::optional<int64_t>(n);
 }
 
 }  // namespace certfleet::http

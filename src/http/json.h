@@ -4,6 +4,7 @@
 #include <optional>
 #include <string_view>
 
+#include "core/crypto.h"
 #include "core/result.h"
 #include "http/types.h"
 
@@ -32,18 +33,21 @@ boost::json::value OptTime(const std::optional<int64_t>& millis);  // RFC 3339 o
 boost::json::value OptStr(const std::optional<std::string>& v);
 // {"items": [...], "next": cursor or null}.
 boost::json::object PageJson(boost::json::array items, std::optional<std::string> next);
-// The cursor after a page: a full page may have more after it, a short one is the last.
+// The opaque cursor after a page (the last row's key, base64url): a full page may have
+// more after it, a short one is the last.
 template <typename LastKey>
 std::optional<std::string> NextCursor(size_t count, int limit, LastKey last_key) {
   if (count != static_cast<size_t>(limit) || count == 0) return std::nullopt;
-  return last_key();
+  return Base64UrlEncode(last_key());
 }
 
 // `limit` and `next` of a paginated list: limit 1..1000, default 100.
 struct Page {
   int limit = 100;
-  std::optional<int64_t> cursor;
+  std::optional<std::string> after;  // the key `next` carries
 };
 Result<Page> ParsePage(const Request& req);
+// `after` as a number, for lists keyed by a numeric id.
+Result<std::optional<int64_t>> AfterNumber(const Page& page);
 
 }  // namespace certfleet::http

@@ -101,11 +101,7 @@ Response List(const ApiContext& ctx, const Request& req) {
   if (!page.ok()) return Fail(req, page.error());
   store::CertificateFilter filter;
   filter.limit = page->limit;
-  if (auto it = req.query.find("next"); it != req.query.end()) {
-    auto serial = Base64Decode(it->second);
-    if (!serial) return ErrorResponse(400, "invalid_argument", "next is not a cursor from a previous page");
-    filter.after_serial = *serial;
-  }
+  filter.after_serial = page->after;
   auto parent = QueryParam(req, "parent", kMaxField);
   auto type = QueryParam(req, "type", 20);
   auto status = QueryParam(req, "status", 20);
@@ -134,7 +130,7 @@ Response List(const ApiContext& ctx, const Request& req) {
   if (!rows.ok()) return Fail(req, rows.error());
   json::array items;
   for (const auto& c : *rows) items.push_back(RecordJson(c));
-  auto next = NextCursor(rows->size(), filter.limit, [&] { return Base64UrlEncode(rows->back().serial); });
+  auto next = NextCursor(rows->size(), filter.limit, [&] { return rows->back().serial; });
   return JsonResponse(200, PageJson(std::move(items), next));
 }
 

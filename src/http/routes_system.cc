@@ -76,7 +76,9 @@ Response ListAudit(const ApiContext& ctx, const Request& req) {
   if (!page.ok()) return Fail(req, page.error());
   store::AuditFilter filter;
   filter.limit = page->limit;
-  filter.after_seq = page->cursor;
+  auto after = AfterNumber(*page);
+  if (!after.ok()) return Fail(req, after.error());
+  filter.after_seq = *after;
   auto actor = QueryParam(req, "actor", kMaxNameLength);
   auto action = QueryParam(req, "action", kMaxNameLength);
   if (!actor.ok()) return Fail(req, actor.error());
@@ -106,7 +108,9 @@ Response ListJobs(const ApiContext& ctx, const Request& req) {
   if (!page.ok()) return Fail(req, page.error());
   store::JobFilter filter;
   filter.limit = page->limit;
-  filter.before_id = page->cursor;
+  auto before = AfterNumber(*page);
+  if (!before.ok()) return Fail(req, before.error());
+  filter.before_id = *before;
   if (auto it = req.query.find("state"); it != req.query.end()) {
     auto state = store::ParseJobState(it->second);
     if (!state.ok()) return Fail(req, state.error());

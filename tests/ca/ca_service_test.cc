@@ -1,11 +1,10 @@
 #include "ca/ca_service.h"
 
+#include <gtest/gtest.h>
 #include <openssl/pem.h>
 
 #include <filesystem>
 #include <set>
-
-#include <gtest/gtest.h>
 
 #include "ca/fqdn.h"
 #include "pki/file/file_key_backend.h"
@@ -209,7 +208,9 @@ TEST_P(CaServiceTest, CascadingRevocationAndCrls) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, CaServiceTest, ::testing::Values(store::Dialect::kSqlite, store::Dialect::kPostgres),
-                         [](const auto& info) { return info.param == store::Dialect::kSqlite ? "SQLite" : "PostgreSQL"; });
+                         [](const auto& info) {
+                           return info.param == store::Dialect::kSqlite ? "SQLite" : "PostgreSQL";
+                         });
 
 }  // namespace
 }  // namespace certfleet::ca

@@ -1,9 +1,8 @@
 // The profiles field by field, the lint, CSRs, CRLs and OCSP, read back with OpenSSL.
 #include "pki/profile.h"
 
-#include <openssl/pem.h>
-
 #include <gtest/gtest.h>
+#include <openssl/pem.h>
 
 #include "pki/certificate.h"
 #include "pki/crl.h"
@@ -97,7 +96,8 @@ TEST_F(Profiles, ServerWithRsaHasKeyEnciphermentAndSans) {
   EXPECT_EQ(X509_check_host(c, "api.iot.example.com", 0, 0, nullptr), 1);
   EXPECT_EQ(X509_check_host(c, "www.example.com", 0, 0, nullptr), 1);
   EXPECT_EQ(X509_check_host(c, "other.example.com", 0, 0, nullptr), 0);
-  for (int nid : {NID_subject_key_identifier, NID_authority_key_identifier, NID_crl_distribution_points, NID_info_access}) {
+  for (int nid :
+       {NID_subject_key_identifier, NID_authority_key_identifier, NID_crl_distribution_points, NID_info_access}) {
     EXPECT_TRUE(Has(c, nid)) << OBJ_nid2sn(nid);
   }
   auto facts = Inspect(c);
@@ -230,7 +230,8 @@ TEST_F(Profiles, OcspAnswersGoodAndRevoked) {
                                 {OcspAnswer{OcspStatus::kRevoked, kNow, 1}}, kNow, kNow + kDay);
   ASSERT_TRUE(resp.ok()) << resp.error().message;
   const auto* p = reinterpret_cast<const unsigned char*>(resp->data());
-  std::unique_ptr<OCSP_RESPONSE, Deleter<OCSP_RESPONSE_free>> r(d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(resp->size())));
+  std::unique_ptr<OCSP_RESPONSE, Deleter<OCSP_RESPONSE_free>> r(
+      d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(resp->size())));
   ASSERT_TRUE(r);
   std::unique_ptr<OCSP_BASICRESP, Deleter<OCSP_BASICRESP_free>> basic(OCSP_response_get1_basic(r.get()));
   CertIdPtr id(OCSP_cert_to_id(nullptr, d.cert.get(), inter_.cert.get()));

@@ -1,0 +1,94 @@
+"""Starts the real certfleet binary for the Python integration tests: a fresh data folder,
+SQLite or a fresh database on the ctest fixture's PostgreSQL, `init`, then `serve` on a
+free loopback port; HTTPS requests verify the server against var/tls/ca.pem."""
+import http.client
+import json
+import os
+import re
+import secrets
+import subprocess
+import time
+
+from checks import check
+
+
+def psql(url, sql):
+    return subprocess.run(["psql", "-X", "-q", "-t", "-A", url, "-c", sql], check=True, capture_output=True,
+                          text=True).stdout
+
+
+class Certfleet:
+    def __init__(self, binary, db_kind, name, extra_env=None):
+        import ssl
+        self.binary = binary
+        self.state = os.environ.get("CERTFLEET_TEST_STATE", "/tmp")
+        self.work = os.path.join(self.state, name, f"{db_kind}-{secrets.token_hex(4)}")
+        self.data = os.path.join(self.work, "var")
+        os.makedirs(self.work)
+        self.env = dict(os.environ, CERTFLEET_DATA_DIR=self.data, CERTFLEET_SERVER_LISTEN="127.0.0.1:0",
+                        CERTFLEET_LOG_LEVEL="info", **(extra_env or {}))
+        if db_kind == "postgres":
+            admin_url = open(os.path.join(self.state, "pg", "url")).read().strip()
+            db = "e2e_" + secrets.token_hex(4)
+            psql(admin_url, f"CREATE DATABASE {db}")
+            self.env["CERTFLEET_DB"] = admin_url.rsplit("/", 1)[0] + "/" + db
+        self.server = None
+        self.port = None
+        self.log_path = os.path.join(self.work, "serve.log")
+        self._ssl = ssl
+
+    def cli(self, *args, expect=0):
+        p = subprocess.run([self.binary, *args], env=self.env, cwd=self.work, capture_output=True, text=True,
+                           timeout=120)
+        check(p.returncode == expect,
+              f"certfleet {' '.join(args)} exited {p.returncode}, wanted {expect}: {p.stderr[-2000:]}")
+        return p
+
+    def init(self):
+        p = self.cli("init")
+        self.token = open(os.path.join(self.data, "admin.token")).read().strip()
+        return p
+
+    def start(self):
+        self.log = open(self.log_path, "w")
+        self.server = subprocess.Popen([self.binary, "serve"], env=self.env, cwd=self.work, stderr=self.log,
+                                       stdout=subprocess.DEVNULL)
+        for _ in range(100):
+            m = re.search(r'"msg":"listening".*"port":(\d+)', open(self.log_path).read())
+            if m:
+                self.port = int(m.group(1))
+                break
+            time.sleep(0.1)
+        check(self.port is not None, "serve logs the port it listens on")
+        self.ctx = self._ssl.create_default_context(cafile=os.path.join(self.data, "tls", "ca.pem"))
+        self.url = f"https://127.0.0.1:{self.port}"
+
+    def request(self, method, path, body=None, bearer=None, headers=None, raw=False):
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=30)
+        h = dict(headers or {})
+        if bearer:
+            h["Authorization"] = f"Bearer {bearer}"
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+            h.setdefault("Content-Type", "application/json")
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        data = r.read()
+        conn.close()
+        if raw:
+            return r.status, data, r
+        try:
+            parsed = json.loads(data) if data else None
+        except ValueError:
+            parsed = data.decode(errors="replace")
+        return r.status, parsed, r
+
+    def stop(self):
+        if self.server and self.server.poll() is None:
+            self.server.terminate()
+            try:
+                self.server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+        if self.server:
+            self.log.close()
