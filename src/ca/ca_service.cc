@@ -137,22 +137,39 @@ Result<std::shared_ptr<X509>> CaService::CaCertificate(const store::CertificateR
   return shared;
 }
 
-Result<CaService::Parent> CaService::FindParent(store::Tx& tx, const std::string& parent_fqdn) {
-  CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, parent_fqdn));
-  if (!ca) {
-    CF_ASSIGN_OR_RETURN(auto leaves, store::FindCertificatesByFqdn(tx, parent_fqdn));
-    if (!leaves.empty()) {
-      return MakeError(ErrorCode::kInvalidArgument,
-                       fmt::format("parent {} is a {} certificate, not a CA", parent_fqdn, leaves.front().type));
-    }
-    return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", parent_fqdn));
+Result<std::shared_ptr<const CaService::Parent>> CaService::FindParent(const std::string& parent_fqdn) {
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = parents_.find(parent_fqdn); it != parents_.end()) return it->second;
   }
-  CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, ca->serial));
-  if (!cert) return MakeError(ErrorCode::kInternal, "CA " + parent_fqdn + " has no inventory row");
-  if (cert->status != "active") {
-    return MakeError(ErrorCode::kFailedPrecondition, fmt::format("the CA {} is revoked", parent_fqdn));
-  }
-  return Parent{std::move(*ca), std::move(*cert)};
+  auto parent = std::make_shared<Parent>();
+  CF_RETURN_IF_ERROR(store_.Transact(
+      [&](store::Tx& tx) -> Result<void> {
+        CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, parent_fqdn));
+        if (!ca) {
+          CF_ASSIGN_OR_RETURN(auto leaves, store::FindCertificatesByFqdn(tx, parent_fqdn));
+          if (!leaves.empty()) {
+            return MakeError(ErrorCode::kInvalidArgument,
+                             fmt::format("parent {} is a {} certificate, not a CA", parent_fqdn, leaves.front().type));
+          }
+          return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", parent_fqdn));
+        }
+        CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, ca->serial));
+        if (!cert) return MakeError(ErrorCode::kInternal, "CA " + parent_fqdn + " has no inventory row");
+        if (cert->status != "active") {
+          return MakeError(ErrorCode::kFailedPrecondition, fmt::format("the CA {} is revoked", parent_fqdn));
+        }
+        parent->ca = std::move(*ca);
+        parent->cert = std::move(*cert);
+        return Ok();
+      },
+      store::TxMode::kRead));
+  CF_ASSIGN_OR_RETURN(parent->x509, CaCertificate(parent->cert));
+  CF_ASSIGN_OR_RETURN(std::string above, ChainOf(parent->cert));
+  parent->chain_pem = parent->cert.certificate_pem + above;
+  std::lock_guard lock(mu_);
+  parents_[parent_fqdn] = parent;
+  return std::shared_ptr<const Parent>(parent);
 }
 
 Result<Created> CaService::Create(const CreateRequest& request, std::string_view actor) {
@@ -172,27 +189,23 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
     CF_ASSIGN_OR_RETURN(key_type, pki::ParseKeyType(*req.key_type));
   }
 
-  // The parent, and a first check that the name is free (checked again when writing).
-  std::optional<Parent> parent;
-  CF_RETURN_IF_ERROR(store_.Transact(
-      [&](store::Tx& tx) -> Result<void> {
-        if (is_ca) {
-          CF_ASSIGN_OR_RETURN(auto existing, store::FindCa(tx, req.fqdn));
-          if (existing) return MakeError(ErrorCode::kAlreadyExists, fmt::format("a CA {} exists", req.fqdn));
-        }
-        if (req.type != pki::CertType::kRoot) {
-          CF_ASSIGN_OR_RETURN(parent, FindParent(tx, *req.parent_fqdn));
-        }
-        return Ok();
-      },
-      store::TxMode::kRead));
+  // The parent, and for a CA a first check that the name is free (checked again when writing).
+  std::shared_ptr<const Parent> parent;
+  if (is_ca) {
+    CF_ASSIGN_OR_RETURN(auto existing, store::Read(store_, [&](store::Tx& tx) { return store::FindCa(tx, req.fqdn); }));
+    if (existing) return MakeError(ErrorCode::kAlreadyExists, fmt::format("a CA {} exists", req.fqdn));
+  }
+  if (req.type != pki::CertType::kRoot) {
+    CF_ASSIGN_OR_RETURN(parent, FindParent(*req.parent_fqdn));
+  }
 
   // The subject's key: from the CSR, or made here.
   pki::PkeyPtr subject_key;
+  std::optional<pki::Csr> csr;
   std::optional<std::string> private_key_pem;
   if (req.csr_pem) {
-    CF_ASSIGN_OR_RETURN(pki::Csr csr, pki::ParseCsr(*req.csr_pem));
-    subject_key = std::move(csr.public_key);
+    CF_ASSIGN_OR_RETURN(csr, pki::ParseCsr(*req.csr_pem));
+    subject_key = std::move(csr->public_key);
   } else {
     CF_ASSIGN_OR_RETURN(subject_key, pki::GenerateKey(key_type));
     if (!is_ca) {
@@ -201,10 +214,9 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
     }
   }
 
-  std::shared_ptr<X509> issuer;
+  X509* issuer = parent ? parent->x509.get() : nullptr;
   std::shared_ptr<EVP_PKEY> issuer_key;
   if (parent) {
-    CF_ASSIGN_OR_RETURN(issuer, CaCertificate(parent->cert));
     CF_ASSIGN_OR_RETURN(issuer_key, keys_.Get(parent->ca.key_ref));
   }
   const int64_t now = clock_.NowMillis();
@@ -221,9 +233,11 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
     input.crl_url = CrlUrl(parent->ca.fqdn);
     input.ocsp_url = options_.public_url + "/ocsp";
   }
-  CF_ASSIGN_OR_RETURN(pki::ProfiledSpec profiled, pki::ApplyProfile(input, subject_key.get(), issuer.get()));
-  CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::SignCertificate(profiled.spec, subject_key.get(), issuer.get(),
-                                                              issuer ? issuer_key.get() : subject_key.get()));
+  CF_ASSIGN_OR_RETURN(pki::ProfiledSpec profiled, pki::ApplyProfile(input, subject_key.get(), issuer));
+  CF_ASSIGN_OR_RETURN(
+      pki::X509Ptr cert,
+      pki::SignCertificate(profiled.spec, subject_key.get(), issuer, issuer ? issuer_key.get() : subject_key.get(),
+                           csr ? X509_REQ_get_X509_PUBKEY(csr->req.get()) : nullptr));
   CF_ASSIGN_OR_RETURN(pki::CertificateFacts facts, pki::Inspect(cert.get()));
 
   Created out;
@@ -248,6 +262,13 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
     CF_ASSIGN_OR_RETURN(key_ref, keys_.Put(subject_key.get()));
   }
   Result<void> written = store_.Transact([&](store::Tx& tx) -> Result<void> {
+    if (parent) {
+      // The parent may have been revoked (here or on another node) since it was cached.
+      CF_ASSIGN_OR_RETURN(auto status, store::CertificateStatus(tx, parent->cert.serial));
+      if (status != "active") {
+        return MakeError(ErrorCode::kFailedPrecondition, fmt::format("the CA {} is revoked", parent->ca.fqdn));
+      }
+    }
     if (!is_ca) {
       CF_ASSIGN_OR_RETURN(auto same, store::FindCertificatesByFqdn(tx, rec.fqdn));
       for (const auto& c : same) {
@@ -289,9 +310,7 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
     if (is_ca) (void)keys_.Remove(key_ref);
     return written.error();
   }
-  if (parent) {
-    CF_ASSIGN_OR_RETURN(out.chain_pem, ChainOf(rec));
-  }
+  if (parent) out.chain_pem = parent->chain_pem;
   log::Info("certificate issued", {{"serial", rec.serial}, {"fqdn", rec.fqdn}, {"type", rec.type}, {"actor", actor}});
   return out;
 }
@@ -396,6 +415,7 @@ Result<Revoked> CaService::Revoke(std::string_view serial, std::string_view reas
   if (result.ok() && result->newly_revoked > 0) {
     std::lock_guard lock(mu_);
     ocsp_cache_.clear();
+    parents_.clear();
   }
   return result;
 }

@@ -75,11 +75,15 @@ class CaService {
   static constexpr std::string_view kCrlRefreshJob = "ca.crl_refresh";
 
  private:
+  // An issuing CA as issuance needs it. Cached by fqdn: a CA's certificate and chain never
+  // change, and its status is checked again in the transaction that stores a new certificate.
   struct Parent {
     store::CaRecord ca;
     store::CertificateRecord cert;
+    std::shared_ptr<X509> x509;
+    std::string chain_pem;  // the parent's own certificate and its issuers up to the root
   };
-  Result<Parent> FindParent(store::Tx& tx, const std::string& parent_fqdn);
+  Result<std::shared_ptr<const Parent>> FindParent(const std::string& parent_fqdn);
   Result<std::shared_ptr<X509>> CaCertificate(const store::CertificateRecord& record);
   Result<void> ResignCrl(store::Tx& tx, std::string_view ca_fqdn, int64_t now);
   std::string CrlUrl(std::string_view ca_fqdn) const;
@@ -90,7 +94,8 @@ class CaService {
   const Options options_;
 
   std::mutex mu_;
-  std::map<std::string, std::shared_ptr<X509>, std::less<>> ca_certs_;  // parsed CA certificates by serial
+  std::map<std::string, std::shared_ptr<X509>, std::less<>> ca_certs_;         // parsed CA certificates by serial
+  std::map<std::string, std::shared_ptr<const Parent>, std::less<>> parents_;  // by fqdn; cleared on revocation
   struct CachedOcsp {
     std::string der;
     int64_t expires_at;

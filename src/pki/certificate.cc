@@ -28,8 +28,39 @@ const EVP_MD* DigestFor(EVP_PKEY* key) {
 
 }  // namespace
 
-Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X509* issuer,
-                                EVP_PKEY* issuer_key) {
+namespace {
+
+// Sets the certificate's SubjectPublicKeyInfo to a copy of `from`, without decoding the key.
+Result<void> CopyPublicKey(X509* cert, const X509_PUBKEY* from) {
+  ASN1_OBJECT* key_alg = nullptr;
+  const unsigned char* bits = nullptr;
+  int bits_len = 0;
+  X509_ALGOR* alg = nullptr;
+  if (X509_PUBKEY_get0_param(&key_alg, &bits, &bits_len, &alg, from) != 1) return OpenSslError("reading the CSR key");
+  const ASN1_OBJECT* alg_oid = nullptr;
+  int param_type = V_ASN1_UNDEF;
+  const void* param = nullptr;
+  X509_ALGOR_get0(&alg_oid, &param_type, &param, alg);
+  void* param_copy = nullptr;
+  if (param_type == V_ASN1_OBJECT) {
+    param_copy = OBJ_dup(static_cast<const ASN1_OBJECT*>(param));
+  } else if (param_type == V_ASN1_SEQUENCE) {
+    param_copy = ASN1_STRING_dup(static_cast<const ASN1_STRING*>(param));
+  } else if (param_type != V_ASN1_NULL && param_type != V_ASN1_UNDEF) {
+    return MakeError(ErrorCode::kInvalidArgument, "unsupported public key parameters");
+  }
+  auto* bits_copy = static_cast<unsigned char*>(OPENSSL_memdup(bits, static_cast<size_t>(bits_len)));
+  if (X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(cert), OBJ_dup(alg_oid), param_type, param_copy, bits_copy,
+                             bits_len) != 1) {
+    return OpenSslError("copying the public key");
+  }
+  return Ok();
+}
+
+}  // namespace
+
+Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X509* issuer, EVP_PKEY* issuer_key,
+                                const X509_PUBKEY* subject_spki) {
   X509Ptr cert(X509_new());
   if (!cert || X509_set_version(cert.get(), X509_VERSION_3) != 1) return OpenSslError("X509_new");
 
@@ -64,7 +95,11 @@ Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_k
       !ASN1_TIME_set(X509_getm_notAfter(cert.get()), static_cast<time_t>(spec.not_after_millis / 1000))) {
     return OpenSslError("validity");
   }
-  if (X509_set_pubkey(cert.get(), subject_key) != 1) return OpenSslError("public key");
+  if (subject_spki) {
+    CF_RETURN_IF_ERROR(CopyPublicKey(cert.get(), subject_spki));
+  } else if (X509_set_pubkey(cert.get(), subject_key) != 1) {
+    return OpenSslError("public key");
+  }
 
   if (spec.is_ca) {
     std::string bc = "critical,CA:TRUE";

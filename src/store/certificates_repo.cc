@@ -91,6 +91,12 @@ Result<std::optional<CaRecord>> FindCa(Tx& tx, std::string_view fqdn) {
   return std::optional<CaRecord>(CaFromRow(*row));
 }
 
+Result<std::string> CertificateStatus(Tx& tx, std::string_view serial) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT status FROM certificates WHERE serial = ?", {std::string(serial)}));
+  if (!row) return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial {}", serial));
+  return row->Text(0);
+}
+
 Result<std::optional<CaRecord>> FindCaByKeyHash(Tx& tx, std::string_view key_hash_hex) {
   CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(fmt::format("SELECT {} FROM cas WHERE key_hash = ?", kCaColumns),
                                             {std::string(key_hash_hex)}));

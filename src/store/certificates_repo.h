@@ -46,6 +46,8 @@ Result<std::optional<CertificateRecord>> FindCertificate(Tx& tx, std::string_vie
 // Newest first.
 Result<std::vector<CertificateRecord>> FindCertificatesByFqdn(Tx& tx, std::string_view fqdn);
 Result<std::optional<CaRecord>> FindCa(Tx& tx, std::string_view fqdn);
+// "active" or "revoked"; kNotFound if there is no such certificate.
+Result<std::string> CertificateStatus(Tx& tx, std::string_view serial);
 Result<std::optional<CaRecord>> FindCaByKeyHash(Tx& tx, std::string_view key_hash_hex);
 
 struct CertificateFilter {

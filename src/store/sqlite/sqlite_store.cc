@@ -182,6 +182,10 @@ class SqliteStore final : public Store {
   Result<void> Transact(const std::function<Result<void>(Tx&)>& fn, TxMode mode) override {
     for (int attempt = 1;; ++attempt) {
       CF_ASSIGN_OR_RETURN(auto conn, pool_.Acquire());
+      // SQLite has one writer at a time; writers of this process queue here instead of in
+      // SQLite's busy handler, which sleeps for milliseconds between tries.
+      std::unique_lock<std::mutex> writer(write_mu_, std::defer_lock);
+      if (mode == TxMode::kWrite) writer.lock();
       Result<void> r = RunOnce(*conn, fn, mode);
       if (r.ok() || r.error().code != ErrorCode::kUnavailable || attempt >= kMaxAttempts) return r;
     }
@@ -207,20 +211,28 @@ class SqliteStore final : public Store {
   }
 
  private:
+  // Runs one of BEGIN, COMMIT, ROLLBACK through the connection's statement cache.
+  static int Control(Connection& conn, std::string_view sql) {
+    auto stmt = conn.Prepare(sql);
+    if (!stmt.ok()) return SQLITE_ERROR;
+    const int rc = sqlite3_step(*stmt);
+    sqlite3_reset(*stmt);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+  }
+
   static Result<void> RunOnce(Connection& conn, const std::function<Result<void>(Tx&)>& fn, TxMode mode) {
-    const char* begin = mode == TxMode::kWrite ? "BEGIN IMMEDIATE" : "BEGIN";
-    int rc = sqlite3_exec(conn.db(), begin, nullptr, nullptr, nullptr);
+    int rc = Control(conn, mode == TxMode::kWrite ? "BEGIN IMMEDIATE" : "BEGIN");
     if (rc != SQLITE_OK) return SqliteError(conn.db(), rc, "begin");
     SqliteTx tx(conn);
     Result<void> r = fn(tx);
     if (!r.ok()) {
-      sqlite3_exec(conn.db(), "ROLLBACK", nullptr, nullptr, nullptr);
+      Control(conn, "ROLLBACK");
       return r;
     }
-    rc = sqlite3_exec(conn.db(), "COMMIT", nullptr, nullptr, nullptr);
+    rc = Control(conn, "COMMIT");
     if (rc != SQLITE_OK) {
       Error e = SqliteError(conn.db(), rc, "commit");
-      sqlite3_exec(conn.db(), "ROLLBACK", nullptr, nullptr, nullptr);
+      Control(conn, "ROLLBACK");
       return e;
     }
     return Ok();
@@ -228,6 +240,7 @@ class SqliteStore final : public Store {
 
   const std::string path_;
   Pool<Connection> pool_;
+  std::mutex write_mu_;
 };
 
 }  // namespace
