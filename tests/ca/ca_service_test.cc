@@ -4,6 +4,7 @@
 #include <openssl/pem.h>
 
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "ca/fqdn.h"
@@ -207,6 +208,23 @@ TEST_P(CaServiceTest, CascadingRevocationAndCrls) {
   EXPECT_EQ(number("iot.example.com"), before + 1);
 }
 
+// The embedded store's plans (PostgreSQL chooses its plans by table statistics).
+TEST(CertificateInventory, ListsUseAnIndexOnSqlite) {
+  auto store = testing::FreshStore(store::Dialect::kSqlite);
+  ASSERT_NE(store, nullptr);
+  for (const auto& [column, index] : std::vector<std::pair<std::string, std::string>>{
+           {"parent_fqdn", "certificates_parent"}, {"type", "certificates_type"}, {"status", "certificates_status"}}) {
+    auto plan = store->Query("EXPLAIN QUERY PLAN SELECT serial FROM certificates WHERE serial > ? AND " + column +
+                                 " = ? ORDER BY serial LIMIT 100",
+                             {std::string(), std::string("x")});
+    ASSERT_TRUE(plan.ok());
+    std::string text;
+    for (const auto& row : *plan) text += row.Text(3) + "\n";
+    EXPECT_NE(text.find(index), std::string::npos) << text;
+    EXPECT_EQ(text.find("SCAN certificates"), std::string::npos) << text;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Drivers, CaServiceTest, ::testing::Values(store::Dialect::kSqlite, store::Dialect::kPostgres),
                          [](const auto& info) {
                            return info.param == store::Dialect::kSqlite ? "SQLite" : "PostgreSQL";
@@ -214,3 +232,42 @@ INSTANTIATE_TEST_SUITE_P(Drivers, CaServiceTest, ::testing::Values(store::Dialec
 
 }  // namespace
 }  // namespace certfleet::ca
+
+namespace certfleet::pki::file {
+namespace {
+
+TEST(FileKeyBackend, KeysAreEncryptedPrivateFilesThatNeedTheMasterKey) {
+  const std::string dir = testing::TempDir() + "/keys";
+  FileKeyBackend keys(dir, std::string(64, 'm'));
+  auto key = GenerateKey(KeyType::kEcP256);
+  auto ref = keys.Put(key->get());
+  ASSERT_TRUE(ref.ok()) << ref.error().message;
+  auto file = std::filesystem::directory_iterator(dir)->path();
+  EXPECT_EQ(std::filesystem::status(file).permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  std::ifstream in(file);
+  std::string pem((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(pem.find("BEGIN ENCRYPTED PRIVATE KEY"), std::string::npos);
+  auto back = keys.Get(*ref);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(EVP_PKEY_eq(back->get(), key->get()), 1);
+  FileKeyBackend wrong(dir, std::string(64, 'x'));
+  EXPECT_FALSE(wrong.Get(*ref).ok());
+  EXPECT_FALSE(keys.Get("file:../etc/passwd").ok());
+  EXPECT_TRUE(keys.Remove(*ref).ok());
+  EXPECT_FALSE(std::filesystem::exists(file));
+}
+
+TEST(FileKeyBackend, MasterKeyIsMadeOnceAndShortOnesAreRefused) {
+  const std::string path = testing::TempDir() + "/master.key";
+  EXPECT_FALSE(LoadMasterKey("", path, false).ok()) << "serve must not make a master key";
+  auto made = LoadMasterKey("", path, true);
+  ASSERT_TRUE(made.ok());
+  EXPECT_EQ(made->size(), 64u);
+  EXPECT_EQ(*LoadMasterKey("", path, true), *made);
+  EXPECT_EQ(*LoadMasterKey(std::string(40, 'e'), path, false), std::string(40, 'e'));
+  EXPECT_FALSE(LoadMasterKey("short", path, false).ok());
+}
+
+}  // namespace
+}  // namespace certfleet::pki::file

@@ -192,10 +192,14 @@ rc, out = mosquitto_run()
 check(rc == 0, f"Mosquitto accepts the device certificate: {out}")
 
 # OCSP: good before revocation.
+# Without a nonce, so the second answer would come from the cache if revocation did not drop it.
 ocsp = ["openssl", "ocsp", "-issuer", path("inter.pem"), "-cert", path("device.pem"), "-url", f"{cf.url}/ocsp",
-        "-CAfile", path("root.pem")]
+        "-CAfile", path("root.pem"), "-no_nonce"]
 rc, out = run(*ocsp)
 check(rc == 0 and "device.pem: good" in out and "Response verify OK" in out, f"openssl ocsp: good: {out}")
+rc, out = run("openssl", "ocsp", "-issuer", path("inter.pem"), "-serial", "0x1234abcd", "-url", f"{cf.url}/ocsp",
+              "-CAfile", path("root.pem"))
+check(rc == 0 and "0x1234abcd: unknown" in out, f"openssl ocsp: a serial this CA never issued is unknown: {out}")
 
 status, revoked, _ = cf.request("POST", f"/v1/certificates/{device['serial']}/revoke", body={"reason": "keyCompromise"},
                                 bearer=T)
