@@ -119,7 +119,7 @@ json::object RecordSummary(const store::CertificateRecord& c) {
 }  // namespace
 
 CaService::CaService(store::Store& store, pki::KeyBackend& keys, const Clock& clock, Options options)
-    : store_(store), keys_(keys), clock_(clock), options_(std::move(options)) {}
+    : store_(store), writes_(store), keys_(keys), clock_(clock), options_(std::move(options)) {}
 
 std::string CaService::CrlUrl(std::string_view ca_fqdn) const {
   return fmt::format("{}/crl/{}.crl", options_.public_url, ca_fqdn);
@@ -261,7 +261,7 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
   if (is_ca) {
     CF_ASSIGN_OR_RETURN(key_ref, keys_.Put(subject_key.get()));
   }
-  Result<void> written = store_.Transact([&](store::Tx& tx) -> Result<void> {
+  Result<void> written = writes_.Run([&](store::Tx& tx) -> Result<void> {
     if (parent) {
       // The parent may have been revoked (here or on another node) since it was cached.
       CF_ASSIGN_OR_RETURN(auto status, store::CertificateStatus(tx, parent->cert.serial));

@@ -14,6 +14,7 @@
 #include "pki/key_backend.h"
 #include "pki/profile.h"
 #include "store/certificates_repo.h"
+#include "store/group_commit.h"
 #include "store/store.h"
 
 namespace certfleet::ca {
@@ -89,6 +90,7 @@ class CaService {
   std::string CrlUrl(std::string_view ca_fqdn) const;
 
   store::Store& store_;
+  store::GroupCommitter writes_;  // issuances commit in groups under load
   pki::KeyBackend& keys_;
   const Clock& clock_;
   const Options options_;

@@ -1,0 +1,46 @@
+#include "store/group_commit.h"
+
+namespace certfleet::store {
+
+Result<void> GroupCommitter::Run(std::function<Result<void>(Tx&)> piece) {
+  auto pending = std::make_shared<Pending>();
+  pending->piece = std::move(piece);
+  std::unique_lock lock(mu_);
+  queue_.push_back(pending);
+  while (!pending->done) {
+    if (leader_active_) {
+      cv_.wait(lock);
+      continue;
+    }
+    leader_active_ = true;
+    std::deque<std::shared_ptr<Pending>> batch;
+    while (!queue_.empty() && batch.size() < max_batch_) {
+      batch.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    lock.unlock();
+    RunBatch(batch);
+    lock.lock();
+    for (auto& p : batch) p->done = true;
+    leader_active_ = false;
+    cv_.notify_all();
+  }
+  return pending->result;
+}
+
+void GroupCommitter::RunBatch(const std::deque<std::shared_ptr<Pending>>& batch) {
+  Result<void> committed = store_.Transact([&](Tx& tx) -> Result<void> {
+    for (const auto& p : batch) {
+      CF_RETURN_IF_ERROR(tx.Exec("SAVEPOINT piece"));
+      p->result = p->piece(tx);
+      if (!p->result.ok()) CF_RETURN_IF_ERROR(tx.Exec("ROLLBACK TO SAVEPOINT piece"));
+      CF_RETURN_IF_ERROR(tx.Exec("RELEASE SAVEPOINT piece"));
+    }
+    return Ok();
+  });
+  if (!committed.ok()) {
+    for (const auto& p : batch) p->result = committed.error();
+  }
+}
+
+}  // namespace certfleet::store

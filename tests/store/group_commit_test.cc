@@ -1,0 +1,72 @@
+#include "store/group_commit.h"
+
+#include <atomic>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "testing/db.h"
+
+namespace certfleet::store {
+namespace {
+
+class GroupCommitTest : public ::testing::TestWithParam<Dialect> {
+ protected:
+  void SetUp() override {
+    store_ = testing::FreshStore(GetParam());
+    ASSERT_NE(store_, nullptr);
+    ASSERT_TRUE(store_->Exec("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT UNIQUE)").ok());
+  }
+  std::unique_ptr<Store> store_;
+};
+
+TEST_P(GroupCommitTest, EveryPieceCommitsOrFailsAlone) {
+  GroupCommitter group(*store_, 16);
+  constexpr int kThreads = 8, kPerThread = 25;
+  std::atomic<int> ok{0}, duplicates{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const int64_t id = t * 1000 + i;
+        // Every thread also inserts one name all threads share: only the first may succeed.
+        const std::string name = i == 0 ? "shared" : "n" + std::to_string(id);
+        Result<void> r = group.Run([&](Tx& tx) -> Result<void> {
+          CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, name) VALUES (?, ?)", {id, name}));
+          return Ok();
+        });
+        if (r.ok()) {
+          ++ok;
+        } else if (r.error().code == ErrorCode::kAlreadyExists) {
+          ++duplicates;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(duplicates, kThreads - 1);
+  EXPECT_EQ(ok, kThreads * kPerThread - (kThreads - 1));
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM items")->at(0).Int(0), ok.load())
+      << "every acknowledged piece is stored, and no failed one";
+}
+
+TEST_P(GroupCommitTest, APieceSeesWhatEarlierPiecesOfItsGroupWrote) {
+  GroupCommitter group(*store_);
+  ASSERT_TRUE(group.Run([](Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, name) VALUES (1, 'a')"));
+    return Ok();
+  }).ok());
+  auto second = group.Run([](Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT name FROM items WHERE id = 1"));
+    if (!row) return MakeError(ErrorCode::kNotFound, "missing");
+    return MakeError(ErrorCode::kFailedPrecondition, "seen " + row->Text(0));
+  });
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.error().message, "seen a");
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, GroupCommitTest, ::testing::Values(Dialect::kSqlite, Dialect::kPostgres),
+                         [](const auto& info) { return info.param == Dialect::kSqlite ? "SQLite" : "PostgreSQL"; });
+
+}  // namespace
+}  // namespace certfleet::store
