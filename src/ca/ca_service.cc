@@ -23,7 +23,7 @@ namespace json = boost::json;
 constexpr int64_t kDayMs = 86'400'000;
 constexpr int64_t kMaxValidityDays = 36'500;  // a century is past any sane CA lifetime
 // Backdating absorbs clock skew between certfleet and the clients checking notBefore.
-constexpr int64_t kBackdateMs = 5 * 60 * 1000;
+constexpr int64_t kBackdateMs = int64_t{5} * 60 * 1000;
 constexpr std::string_view kRootParent = "Root";  // the parent_fqdn of roots, as in the seed
 // Bounds a cascade: a CA with more descendants than this is revoked in steps.
 constexpr size_t kMaxCascade = 1'000'000;
@@ -283,10 +283,12 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
     if (is_ca) {
       Result<void> ca = store::InsertCa(
           tx, store::CaRecord{rec.fqdn, rec.serial, key_ref, HexEncode(pki::IssuerKeyHash(cert.get())), 0, {}, {}, {}});
-      if (!ca.ok() && ca.error().code == ErrorCode::kAlreadyExists) {
-        return MakeError(ErrorCode::kAlreadyExists, fmt::format("a CA {} exists", rec.fqdn));
+      if (!ca.ok()) {
+        if (ca.error().code == ErrorCode::kAlreadyExists) {
+          return MakeError(ErrorCode::kAlreadyExists, fmt::format("a CA {} exists", rec.fqdn));
+        }
+        return ca.error();
       }
-      CF_RETURN_IF_ERROR(ca);
     }
     json::object details = RecordSummary(rec);
     details["serial"] = rec.serial;

@@ -52,8 +52,8 @@ class CaService {
  public:
   struct Options {
     std::string public_url;  // base of the CRL and OCSP URLs put in certificates
-    int64_t crl_validity_ms = 24 * 3600 * 1000LL;
-    int64_t ocsp_validity_ms = 3600 * 1000LL;
+    int64_t crl_validity_ms = int64_t{24} * 3600 * 1000;
+    int64_t ocsp_validity_ms = int64_t{3600} * 1000;
   };
 
   CaService(store::Store& store, pki::KeyBackend& keys, const Clock& clock, Options options);

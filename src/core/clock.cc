@@ -62,7 +62,7 @@ std::optional<int64_t> ParseRfc3339(std::string_view text) {
   } else if (rest.size() == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':') {
     int oh = 0, om = 0;
     if (std::sscanf(std::string(rest.substr(1)).c_str(), "%2d:%2d", &oh, &om) != 2) return std::nullopt;
-    offset_minutes = (rest[0] == '+' ? 1 : -1) * (oh * 60 + om);
+    offset_minutes = (rest[0] == '+' ? 1 : -1) * (int64_t{oh} * 60 + om);
   } else {
     return std::nullopt;
   }

@@ -17,7 +17,7 @@ namespace {
 namespace json = boost::json;
 
 // A creation body: a CSR of at most 16 KiB plus a few short fields.
-constexpr size_t kCreateBodyLimit = 64 * 1024;
+constexpr size_t kCreateBodyLimit = size_t{64} * 1024;
 constexpr size_t kMaxField = 256;
 constexpr size_t kMaxSans = 100;
 constexpr std::string_view kRootParent = "Root";

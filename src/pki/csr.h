@@ -10,7 +10,7 @@
 namespace certfleet::pki {
 
 // Largest CSR accepted (PEM or DER); real ones are under 2 KiB even with RSA-4096.
-inline constexpr size_t kMaxCsrBytes = 16 * 1024;
+inline constexpr size_t kMaxCsrBytes = size_t{16} * 1024;
 
 // A certificate signing request whose signature verified.
 struct Csr {

@@ -16,7 +16,7 @@ namespace certfleet::pki {
 using OcspRequestPtr = std::unique_ptr<OCSP_REQUEST, Deleter<OCSP_REQUEST_free>>;
 
 // Largest OCSP request accepted; one with a few CertIDs and a nonce is under 1 KiB.
-inline constexpr size_t kMaxOcspRequestBytes = 8 * 1024;
+inline constexpr size_t kMaxOcspRequestBytes = size_t{8} * 1024;
 
 // One certificate asked about: the issuer's public-key hash and the serial.
 struct OcspQuestion {

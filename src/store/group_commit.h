@@ -20,8 +20,7 @@ namespace certfleet::store {
 // whole transaction is retried, like any Store::Transact function. Thread-safe.
 class GroupCommitter {
  public:
-  explicit GroupCommitter(Store& store, size_t max_batch = kDefaultMaxBatch)
-      : store_(store), max_batch_(max_batch) {}
+  explicit GroupCommitter(Store& store, size_t max_batch = kDefaultMaxBatch) : store_(store), max_batch_(max_batch) {}
 
   Result<void> Run(std::function<Result<void>(Tx&)> piece);
 

@@ -1,9 +1,9 @@
 #include "store/group_commit.h"
 
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "testing/db.h"
 
@@ -52,10 +52,12 @@ TEST_P(GroupCommitTest, EveryPieceCommitsOrFailsAlone) {
 
 TEST_P(GroupCommitTest, APieceSeesWhatEarlierPiecesOfItsGroupWrote) {
   GroupCommitter group(*store_);
-  ASSERT_TRUE(group.Run([](Tx& tx) -> Result<void> {
-    CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, name) VALUES (1, 'a')"));
-    return Ok();
-  }).ok());
+  ASSERT_TRUE(group
+                  .Run([](Tx& tx) -> Result<void> {
+                    CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, name) VALUES (1, 'a')"));
+                    return Ok();
+                  })
+                  .ok());
   auto second = group.Run([](Tx& tx) -> Result<void> {
     CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT name FROM items WHERE id = 1"));
     if (!row) return MakeError(ErrorCode::kNotFound, "missing");
