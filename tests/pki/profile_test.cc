@@ -242,5 +242,27 @@ TEST_F(Profiles, OcspAnswersGoodAndRevoked) {
   EXPECT_FALSE(ParseOcspRequest("nonsense").ok());
 }
 
+TEST(KeyTypes, EveryKeyTypeSignsCertificatesCrlsAndOcsp) {
+  for (KeyType kt : {KeyType::kEcP256, KeyType::kEcP384, KeyType::kRsa2048, KeyType::kEd25519}) {
+    SCOPED_TRACE(std::string(KeyTypeName(kt)));
+    Issued root = Make(CertType::kRoot, "example.com", nullptr, kt);
+    Issued leaf = Make(CertType::kServer, "a.example.com", &root, kt);
+    EXPECT_EQ(X509_verify(leaf.cert.get(), root.key.get()), 1);
+    EXPECT_TRUE(BuildCrl(root.cert.get(), root.key.get(), {{"01", kNow, 0}}, 1, kNow, kNow + kDay).ok());
+    OcspRequestPtr req(OCSP_REQUEST_new());
+    OCSP_request_add0_id(req.get(), OCSP_cert_to_id(nullptr, leaf.cert.get(), root.cert.get()));
+    unsigned char* der = nullptr;
+    int len = i2d_OCSP_REQUEST(req.get(), &der);
+    auto parsed = ParseOcspRequest(std::string(reinterpret_cast<char*>(der), static_cast<size_t>(len)));
+    OPENSSL_free(der);
+    ASSERT_TRUE(parsed.ok());
+    auto resp =
+        BuildOcspResponse(*parsed, root.cert.get(), root.key.get(), {OcspAnswer{OcspStatus::kGood}}, kNow, kNow + kDay);
+    EXPECT_TRUE(resp.ok()) << resp.error().message;
+  }
+  EXPECT_TRUE(GenerateKey(KeyType::kRsa3072).ok());
+  EXPECT_FALSE(ParseKeyType("rsa-1024").ok());
+}
+
 }  // namespace
 }  // namespace certfleet::pki
