@@ -6,6 +6,7 @@ import json
 import os
 import re
 import secrets
+import ssl
 import subprocess
 import time
 
@@ -19,7 +20,6 @@ def psql(url, sql):
 
 class Certfleet:
     def __init__(self, binary, db_kind, name, extra_env=None):
-        import ssl
         self.binary = binary
         self.state = os.environ.get("CERTFLEET_TEST_STATE", "/tmp")
         self.work = os.path.join(self.state, name, f"{db_kind}-{secrets.token_hex(4)}")
@@ -35,7 +35,6 @@ class Certfleet:
         self.server = None
         self.port = None
         self.log_path = os.path.join(self.work, "serve.log")
-        self._ssl = ssl
 
     def cli(self, *args, expect=0):
         p = subprocess.run([self.binary, *args], env=self.env, cwd=self.work, capture_output=True, text=True,
@@ -60,7 +59,7 @@ class Certfleet:
                 break
             time.sleep(0.1)
         check(self.port is not None, "serve logs the port it listens on")
-        self.ctx = self._ssl.create_default_context(cafile=os.path.join(self.data, "tls", "ca.pem"))
+        self.ctx = ssl.create_default_context(cafile=os.path.join(self.data, "tls", "ca.pem"))
         self.url = f"https://127.0.0.1:{self.port}"
 
     def request(self, method, path, body=None, bearer=None, headers=None, raw=False):

@@ -9,51 +9,26 @@ against var/tls/ca.pem and the IP address 127.0.0.1, as a user's client would.
 import http.client
 import json
 import os
-import re
-import secrets
 import shutil
 import signal
 import socket
 import sqlite3
-import ssl
 import stat
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, failed, finish  # noqa: E402
+from harness import Certfleet, psql  # noqa: E402
 
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
-STATE = os.environ.get("CERTFLEET_TEST_STATE", "/tmp")
-WORK = os.path.join(STATE, "e2e", f"{DB_KIND}-{secrets.token_hex(4)}")
-DATA = os.path.join(WORK, "var")
-os.makedirs(WORK)
-
-
-
-def psql(url, sql):
-    return subprocess.run(["psql", "-X", "-q", "-t", "-A", url, "-c", sql], check=True, capture_output=True, text=True).stdout
-
-
-env = dict(os.environ, CERTFLEET_DATA_DIR=DATA, CERTFLEET_SERVER_LISTEN="127.0.0.1:0",
-           CERTFLEET_MAIL="smtp://mailer:hunter2@127.0.0.1:2525", CERTFLEET_LOG_LEVEL="info")
-if DB_KIND == "postgres":
-    admin_url = open(os.path.join(STATE, "pg", "url")).read().strip()
-    name = "e2e_" + secrets.token_hex(4)
-    psql(admin_url, f"CREATE DATABASE {name}")
-    env["CERTFLEET_DB"] = admin_url.rsplit("/", 1)[0] + "/" + name
-
-
-def cli(*args, expect=0):
-    p = subprocess.run([BINARY, *args], env=env, cwd=WORK, capture_output=True, text=True, timeout=60)
-    check(p.returncode == expect, f"certfleet {' '.join(args)} exited {p.returncode}, wanted {expect}: {p.stderr[-2000:]}")
-    return p
-
+cf = Certfleet(BINARY, DB_KIND, "e2e", {"CERTFLEET_MAIL": "smtp://mailer:hunter2@127.0.0.1:2525"})
+DATA = cf.data
+cli = cf.cli
 
 # init: data folder, schema, TLS files, first admin token (printed once, file mode 0600).
-first = cli("init")
-token = open(os.path.join(DATA, "admin.token")).read().strip()
+first = cf.init()
+token = cf.token
 check(first.stdout.strip() == token, "init prints the admin token it wrote")
 check(stat.S_IMODE(os.stat(os.path.join(DATA, "admin.token")).st_mode) == 0o600, "admin.token is mode 0600")
 check(stat.S_IMODE(os.stat(os.path.join(DATA, "tls", "server.key")).st_mode) == 0o600, "server.key is mode 0600")
@@ -70,36 +45,9 @@ check(reader.startswith("cf_"), "token create prints a token")
 cli("token", "create", "--role", "boss", expect=1)
 
 # serve
-log_path = os.path.join(WORK, "serve.log")
-log = open(log_path, "w")
-server = subprocess.Popen([BINARY, "serve"], env=env, cwd=WORK, stderr=log, stdout=subprocess.DEVNULL)
-port = None
-for _ in range(100):
-    m = re.search(r'"msg":"listening".*"port":(\d+)', open(log_path).read())
-    if m:
-        port = int(m.group(1))
-        break
-    time.sleep(0.1)
-check(port is not None, "serve logs the port it listens on")
-
-ctx = ssl.create_default_context(cafile=os.path.join(DATA, "tls", "ca.pem"))
-
-
-def request(method, path, body=None, bearer=None, headers=None):
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
-    h = dict(headers or {})
-    if bearer:
-        h["Authorization"] = f"Bearer {bearer}"
-    conn.request(method, path, body=body, headers=h)
-    r = conn.getresponse()
-    data = r.read()
-    conn.close()
-    try:
-        parsed = json.loads(data) if data else None
-    except ValueError:
-        parsed = data.decode()
-    return r.status, parsed, r
-
+cf.start()
+port, ctx, server, log_path = cf.port, cf.ctx, cf.server, cf.log_path
+request = cf.request
 
 status, body, resp = request("GET", "/healthz")
 check(status == 200 and body == {"status": "ok"}, f"healthz 200 over verified TLS: {status} {body}")
@@ -187,7 +135,7 @@ elapsed = time.monotonic() - started
 check(code == 0, f"serve exits 0 on SIGTERM (got {code})")
 check(elapsed < 5, f"shutdown took {elapsed:.2f} s")
 idle.close()
-log.close()
+cf.log.close()
 lines = [json.loads(l) for l in open(log_path) if l.startswith("{")]
 check(lines and all("ts" in l and "level" in l and "msg" in l for l in lines), "logs are JSON lines")
 check(token.split("_", 2)[2] not in open(log_path).read(), "no token secret in the log")
@@ -196,7 +144,7 @@ check(token.split("_", 2)[2] not in open(log_path).read(), "no token secret in t
 check("intact" in cli("audit", "verify").stdout, "audit verify on an intact chain")
 tamper = "UPDATE audit_log SET details = '{\"role\":\"reader\"}' WHERE seq = 2"
 if DB_KIND == "postgres":
-    psql(env["CERTFLEET_DB"], tamper)
+    psql(cf.env["CERTFLEET_DB"], tamper)
 else:
     db = sqlite3.connect(os.path.join(DATA, "certfleet.db"))
     db.execute(tamper)
@@ -206,5 +154,5 @@ broken = cli("audit", "verify", expect=2).stdout
 check("BROKEN at row 2" in broken, f"audit verify names the altered row: {broken}")
 
 if not failed():
-    shutil.rmtree(WORK, ignore_errors=True)  # kept on failure for inspection
+    shutil.rmtree(cf.work, ignore_errors=True)  # kept on failure for inspection
 finish(f"server_e2e ({DB_KIND})")
