@@ -1,6 +1,6 @@
 // Store throughput on the embedded SQLite driver: the job queue's full cycle (enqueue,
-// lease, complete) and audit appends, each a committed transaction as in production.
-// No figure is named by an issue yet; this gives the baseline later changes compare to.
+// lease, complete), audit appends, and storing an issued certificate, each committed as in
+// production. These are the store's share of the workflows' figures (bench/issue).
 #include <benchmark/benchmark.h>
 
 #include <filesystem>
@@ -8,6 +8,8 @@
 #include "core/crypto.h"
 #include "core/log.h"
 #include "store/audit_repo.h"
+#include "store/certificates_repo.h"
+#include "store/group_commit.h"
 #include "store/jobs_repo.h"
 #include "store/migrations.h"
 
@@ -61,6 +63,44 @@ void BM_AuditAppend(benchmark::State& state) {
       benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_AuditAppend)->Unit(benchmark::kMicrosecond)->MinTime(1.0)->UseRealTime();
+
+// What storing one issued certificate costs on its own: the inventory row, the audit entry
+// and the event, one certificate per transaction (arg 0) or 16 per transaction (arg 1, as
+// the group committer does under concurrent issuance).
+void BM_StoreIssuedCertificate(benchmark::State& state) {
+  auto st = OpenTemp();
+  const std::string pem(900, 'P');  // the size of a P-256 leaf in PEM
+  const bool grouped = state.range(0) == 1;
+  int64_t n = 0;
+  auto piece = [&](Tx& tx) -> Result<void> {
+    ++n;
+    CertificateRecord c;
+    c.serial = HexEncode(RandomBytes(16));
+    c.fqdn = c.serial + ".iot.example.com";
+    c.type = "device";
+    c.parent_fqdn = "iot.example.com";
+    c.status = "active";
+    c.not_before = n;
+    c.not_after = n + 1000;
+    c.fingerprint = HexEncode(RandomBytes(32));
+    c.certificate_pem = pem;
+    c.created_at = n;
+    c.created_by = "bench";
+    CF_RETURN_IF_ERROR(InsertCertificate(tx, c));
+    CF_RETURN_IF_ERROR(
+        AppendAudit(tx, n, "bench", "certificate.create", "certificate:" + c.serial, R"({"type":"device"})"));
+    return AppendEvent(tx, n, "certificates/created", R"({"FQDN":"x","Type":"Client"})");
+  };
+  for (auto _ : state) {
+    Result<void> r = st->Transact([&](Tx& tx) -> Result<void> {
+      for (int i = 0; i < (grouped ? 16 : 1); ++i) CF_RETURN_IF_ERROR(piece(tx));
+      return Ok();
+    });
+    if (!r.ok()) state.SkipWithError(r.error().message.c_str());
+  }
+  state.counters["certs_per_s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_StoreIssuedCertificate)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->MinTime(1.0)->UseRealTime();
 
 }  // namespace
 }  // namespace certfleet::store
