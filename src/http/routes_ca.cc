@@ -125,7 +125,6 @@ Response List(const ApiContext& ctx, const Request& req) {
     if (!millis) return ErrorResponse(400, "invalid_argument", "expires_before must be an RFC 3339 time");
     filter.expires_before = *millis;
   }
-  // Page through the unfiltered index when no filter narrows it: the page stays bounded.
   auto rows = ctx.ca->List(filter);
   if (!rows.ok()) return Fail(req, rows.error());
   json::array items;
