@@ -1,9 +1,8 @@
 // The PKI core's costs per certificate issued from a CSR: parsing and verifying the CSR,
 // and building and signing the certificate, single-threaded. bench/issue compares the whole
 // path with cfssl; this splits it.
-#include <openssl/pem.h>
-
 #include <benchmark/benchmark.h>
+#include <openssl/pem.h>
 
 #include "core/log.h"
 #include "pki/certificate.h"
