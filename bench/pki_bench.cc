@@ -4,7 +4,6 @@
 #include <benchmark/benchmark.h>
 #include <openssl/pem.h>
 
-#include "core/log.h"
 #include "pki/certificate.h"
 #include "pki/csr.h"
 #include "pki/key.h"
@@ -63,11 +62,3 @@ BENCHMARK(BM_SignDeviceFromCsr)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace certfleet::pki
-
-int main(int argc, char** argv) {
-  certfleet::log::SetLevel("warn");
-  benchmark::Initialize(&argc, argv);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}

@@ -6,7 +6,6 @@
 #include <filesystem>
 
 #include "core/crypto.h"
-#include "core/log.h"
 #include "store/audit_repo.h"
 #include "store/certificates_repo.h"
 #include "store/group_commit.h"
@@ -104,11 +103,3 @@ BENCHMARK(BM_StoreIssuedCertificate)->Arg(0)->Arg(1)->Unit(benchmark::kMicroseco
 
 }  // namespace
 }  // namespace certfleet::store
-
-int main(int argc, char** argv) {
-  certfleet::log::SetLevel("warn");
-  benchmark::Initialize(&argc, argv);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}

@@ -270,13 +270,11 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
       }
     }
     if (!is_ca) {
-      CF_ASSIGN_OR_RETURN(auto same, store::FindCertificatesByFqdn(tx, rec.fqdn));
-      for (const auto& c : same) {
-        if (c.status == "active") {
-          return MakeError(
-              ErrorCode::kAlreadyExists,
-              fmt::format("an active certificate for {} exists (serial {}); revoke it first", rec.fqdn, c.serial));
-        }
+      CF_ASSIGN_OR_RETURN(auto active, store::ActiveSerialForFqdn(tx, rec.fqdn));
+      if (active) {
+        return MakeError(
+            ErrorCode::kAlreadyExists,
+            fmt::format("an active certificate for {} exists (serial {}); revoke it first", rec.fqdn, *active));
       }
     }
     CF_RETURN_IF_ERROR(store::InsertCertificate(tx, rec));

@@ -65,11 +65,4 @@ Result<std::string> PrivateKeyToPem(EVP_PKEY* key) {
   return BioToString(bio.get());
 }
 
-Result<PkeyPtr> PrivateKeyFromPem(std::string_view pem) {
-  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  EVP_PKEY* key = bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr) : nullptr;
-  if (!key) return OpenSslError("reading private key", ErrorCode::kInvalidArgument);
-  return PkeyPtr(key);
-}
-
 }  // namespace certfleet::pki

@@ -16,6 +16,5 @@ std::string_view KeyTypeName(KeyType type);
 Result<PkeyPtr> GenerateKey(KeyType type);
 // Unencrypted PKCS#8 PEM. Callers write it only where the user asked for the key.
 Result<std::string> PrivateKeyToPem(EVP_PKEY* key);
-Result<PkeyPtr> PrivateKeyFromPem(std::string_view pem);
 
 }  // namespace certfleet::pki

@@ -79,6 +79,14 @@ Result<std::optional<CertificateRecord>> FindCertificate(Tx& tx, std::string_vie
   return std::optional<CertificateRecord>(FromRow(*row));
 }
 
+Result<std::optional<std::string>> ActiveSerialForFqdn(Tx& tx, std::string_view fqdn) {
+  CF_ASSIGN_OR_RETURN(
+      auto row,
+      tx.QueryOne("SELECT serial FROM certificates WHERE fqdn = ? AND status = 'active' LIMIT 1", {std::string(fqdn)}));
+  if (!row) return std::optional<std::string>();
+  return std::optional<std::string>(row->Text(0));
+}
+
 Result<std::vector<CertificateRecord>> FindCertificatesByFqdn(Tx& tx, std::string_view fqdn) {
   return Many(tx, fmt::format("SELECT {} FROM certificates WHERE fqdn = ? ORDER BY created_at DESC, serial", kColumns),
               {std::string(fqdn)});

@@ -43,6 +43,8 @@ struct CaRecord {
 Result<void> InsertCertificate(Tx& tx, const CertificateRecord& c);
 Result<void> InsertCa(Tx& tx, const CaRecord& ca);
 Result<std::optional<CertificateRecord>> FindCertificate(Tx& tx, std::string_view serial);
+// The serial of the active certificate with this fqdn, if there is one.
+Result<std::optional<std::string>> ActiveSerialForFqdn(Tx& tx, std::string_view fqdn);
 // Newest first.
 Result<std::vector<CertificateRecord>> FindCertificatesByFqdn(Tx& tx, std::string_view fqdn);
 Result<std::optional<CaRecord>> FindCa(Tx& tx, std::string_view fqdn);

@@ -36,23 +36,11 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& url, const Options
 }
 
 Result<int64_t> Store::Exec(std::string_view sql, const Params& params) {
-  int64_t changed = 0;
-  CF_RETURN_IF_ERROR(Transact([&](Tx& tx) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(changed, tx.Exec(sql, params));
-    return Ok();
-  }));
-  return changed;
+  return Write(*this, [&](Tx& tx) { return tx.Exec(sql, params); });
 }
 
 Result<Rows> Store::Query(std::string_view sql, const Params& params) {
-  Rows rows;
-  CF_RETURN_IF_ERROR(Transact(
-      [&](Tx& tx) -> Result<void> {
-        CF_ASSIGN_OR_RETURN(rows, tx.Query(sql, params));
-        return Ok();
-      },
-      TxMode::kRead));
-  return rows;
+  return Read(*this, [&](Tx& tx) { return tx.Query(sql, params); });
 }
 
 }  // namespace certfleet::store

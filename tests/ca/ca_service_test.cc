@@ -225,10 +225,7 @@ TEST(CertificateInventory, ListsUseAnIndexOnSqlite) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Drivers, CaServiceTest, ::testing::Values(store::Dialect::kSqlite, store::Dialect::kPostgres),
-                         [](const auto& info) {
-                           return info.param == store::Dialect::kSqlite ? "SQLite" : "PostgreSQL";
-                         });
+INSTANTIATE_TEST_SUITE_P(Drivers, CaServiceTest, testing::kBothDialects, testing::DialectName);
 
 }  // namespace
 }  // namespace certfleet::ca

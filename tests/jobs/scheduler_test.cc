@@ -59,10 +59,7 @@ TEST_P(SchedulerTest, OnlyOneSchedulerLeads) {
   EXPECT_EQ(Jobs(), 2);
 }
 
-INSTANTIATE_TEST_SUITE_P(Drivers, SchedulerTest, ::testing::Values(store::Dialect::kSqlite, store::Dialect::kPostgres),
-                         [](const auto& info) {
-                           return info.param == store::Dialect::kSqlite ? "SQLite" : "PostgreSQL";
-                         });
+INSTANTIATE_TEST_SUITE_P(Drivers, SchedulerTest, testing::kBothDialects, testing::DialectName);
 
 }  // namespace
 }  // namespace certfleet::jobs

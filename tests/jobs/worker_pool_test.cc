@@ -209,10 +209,7 @@ TEST_P(WorkerPoolTest, ConcurrencyPerKindIsBounded) {
   EXPECT_EQ(max_running, 1);
 }
 
-INSTANTIATE_TEST_SUITE_P(Drivers, WorkerPoolTest, ::testing::Values(store::Dialect::kSqlite, store::Dialect::kPostgres),
-                         [](const auto& info) {
-                           return info.param == store::Dialect::kSqlite ? "SQLite" : "PostgreSQL";
-                         });
+INSTANTIATE_TEST_SUITE_P(Drivers, WorkerPoolTest, testing::kBothDialects, testing::DialectName);
 
 TEST(WorkerPoolPostgres, TwoPoolsNeverRunTheSameJobAtTheSameTime) {
   std::string url;

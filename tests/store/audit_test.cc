@@ -88,8 +88,7 @@ TEST_P(AuditTest, ListsWithFiltersAndCursor) {
   EXPECT_EQ(page[1].object, "thing:3");
 }
 
-INSTANTIATE_TEST_SUITE_P(Drivers, AuditTest, ::testing::Values(Dialect::kSqlite, Dialect::kPostgres),
-                         [](const auto& info) { return info.param == Dialect::kSqlite ? "SQLite" : "PostgreSQL"; });
+INSTANTIATE_TEST_SUITE_P(Drivers, AuditTest, testing::kBothDialects, testing::DialectName);
 
 }  // namespace
 }  // namespace certfleet::store

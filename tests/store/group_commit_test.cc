@@ -67,8 +67,7 @@ TEST_P(GroupCommitTest, APieceSeesWhatEarlierPiecesOfItsGroupWrote) {
   EXPECT_EQ(second.error().message, "seen a");
 }
 
-INSTANTIATE_TEST_SUITE_P(Drivers, GroupCommitTest, ::testing::Values(Dialect::kSqlite, Dialect::kPostgres),
-                         [](const auto& info) { return info.param == Dialect::kSqlite ? "SQLite" : "PostgreSQL"; });
+INSTANTIATE_TEST_SUITE_P(Drivers, GroupCommitTest, testing::kBothDialects, testing::DialectName);
 
 }  // namespace
 }  // namespace certfleet::store

@@ -143,8 +143,7 @@ TEST_P(StoreTest, TokensAuthenticateUntilRevoked) {
   EXPECT_FALSE(auth(token.bearer).has_value());
 }
 
-INSTANTIATE_TEST_SUITE_P(Drivers, StoreTest, ::testing::Values(Dialect::kSqlite, Dialect::kPostgres),
-                         [](const auto& info) { return info.param == Dialect::kSqlite ? "SQLite" : "PostgreSQL"; });
+INSTANTIATE_TEST_SUITE_P(Drivers, StoreTest, testing::kBothDialects, testing::DialectName);
 
 }  // namespace
 }  // namespace certfleet::store
