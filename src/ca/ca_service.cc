@@ -237,7 +237,7 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
   CF_ASSIGN_OR_RETURN(
       pki::X509Ptr cert,
       pki::SignCertificate(profiled.spec, subject_key.get(), issuer, issuer ? issuer_key.get() : subject_key.get(),
-                           csr ? X509_REQ_get_X509_PUBKEY(csr->req.get()) : nullptr));
+                           csr ? std::string_view(csr->spki_der) : std::string_view()));
   CF_ASSIGN_OR_RETURN(pki::CertificateFacts facts, pki::Inspect(cert.get()));
 
   Created out;

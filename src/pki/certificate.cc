@@ -5,6 +5,7 @@
 #include <ctime>
 
 #include "core/crypto.h"
+#include "pki/der.h"
 
 namespace certfleet::pki {
 namespace {
@@ -30,17 +31,22 @@ const EVP_MD* DigestFor(EVP_PKEY* key) {
 
 namespace {
 
-// Sets the certificate's SubjectPublicKeyInfo to a copy of `from`, without decoding the key.
-Result<void> CopyPublicKey(X509* cert, const X509_PUBKEY* from) {
-  ASN1_OBJECT* key_alg = nullptr;
-  const unsigned char* bits = nullptr;
-  int bits_len = 0;
-  X509_ALGOR* alg = nullptr;
-  if (X509_PUBKEY_get0_param(&key_alg, &bits, &bits_len, &alg, from) != 1) return OpenSslError("reading the CSR key");
+// Sets the certificate's SubjectPublicKeyInfo to `spki_der` without decoding the key.
+Result<void> CopyPublicKey(X509* cert, std::string_view spki_der) {
+  DerReader top(spki_der);
+  CF_ASSIGN_OR_RETURN(DerElement spki, top.Next(kDerSequence, "subject public key info"));
+  DerReader parts(spki.contents);
+  CF_ASSIGN_OR_RETURN(DerElement alg_der, parts.Next(kDerSequence, "public key algorithm"));
+  CF_ASSIGN_OR_RETURN(DerElement bits_der, parts.Next(kDerBitString, "public key"));
+  CF_ASSIGN_OR_RETURN(std::string_view bits, BitStringBytes(bits_der, "public key"));
+  const auto* p = reinterpret_cast<const unsigned char*>(alg_der.encoding.data());
+  std::unique_ptr<X509_ALGOR, Deleter<X509_ALGOR_free>> alg(
+      d2i_X509_ALGOR(nullptr, &p, static_cast<long>(alg_der.encoding.size())));
+  if (!alg) return OpenSslError("reading the public key algorithm", ErrorCode::kInvalidArgument);
   const ASN1_OBJECT* alg_oid = nullptr;
   int param_type = V_ASN1_UNDEF;
   const void* param = nullptr;
-  X509_ALGOR_get0(&alg_oid, &param_type, &param, alg);
+  X509_ALGOR_get0(&alg_oid, &param_type, &param, alg.get());
   void* param_copy = nullptr;
   if (param_type == V_ASN1_OBJECT) {
     param_copy = OBJ_dup(static_cast<const ASN1_OBJECT*>(param));
@@ -49,9 +55,9 @@ Result<void> CopyPublicKey(X509* cert, const X509_PUBKEY* from) {
   } else if (param_type != V_ASN1_NULL && param_type != V_ASN1_UNDEF) {
     return MakeError(ErrorCode::kInvalidArgument, "unsupported public key parameters");
   }
-  auto* bits_copy = static_cast<unsigned char*>(OPENSSL_memdup(bits, static_cast<size_t>(bits_len)));
+  auto* bits_copy = static_cast<unsigned char*>(OPENSSL_memdup(bits.data(), bits.size()));
   if (X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(cert), OBJ_dup(alg_oid), param_type, param_copy, bits_copy,
-                             bits_len) != 1) {
+                             static_cast<int>(bits.size())) != 1) {
     return OpenSslError("copying the public key");
   }
   return Ok();
@@ -60,7 +66,7 @@ Result<void> CopyPublicKey(X509* cert, const X509_PUBKEY* from) {
 }  // namespace
 
 Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X509* issuer, EVP_PKEY* issuer_key,
-                                const X509_PUBKEY* subject_spki) {
+                                std::string_view subject_spki_der) {
   X509Ptr cert(X509_new());
   if (!cert || X509_set_version(cert.get(), X509_VERSION_3) != 1) return OpenSslError("X509_new");
 
@@ -95,8 +101,8 @@ Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_k
       !ASN1_TIME_set(X509_getm_notAfter(cert.get()), static_cast<time_t>(spec.not_after_millis / 1000))) {
     return OpenSslError("validity");
   }
-  if (subject_spki) {
-    CF_RETURN_IF_ERROR(CopyPublicKey(cert.get(), subject_spki));
+  if (!subject_spki_der.empty()) {
+    CF_RETURN_IF_ERROR(CopyPublicKey(cert.get(), subject_spki_der));
   } else if (X509_set_pubkey(cert.get(), subject_key) != 1) {
     return OpenSslError("public key");
   }

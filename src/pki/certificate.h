@@ -29,11 +29,11 @@ struct CertificateSpec {
 
 // Builds and signs a certificate with a 128-bit random serial. With `issuer` null the
 // certificate is self-signed by `issuer_key` (which must then be the subject's key).
-// `subject_spki`, when given (a CSR's), is copied into the certificate as it is instead of
-// encoding `subject_key` anew: OpenSSL 3.0 runs its encoder and decoder for that, which
-// costs more than the signature.
+// `subject_spki_der`, when given (a CSR's SubjectPublicKeyInfo), is copied into the
+// certificate as it is instead of encoding `subject_key` anew: OpenSSL 3.0 runs its encoder
+// and decoder for that, which costs more than the signature.
 Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X509* issuer, EVP_PKEY* issuer_key,
-                                const X509_PUBKEY* subject_spki = nullptr);
+                                std::string_view subject_spki_der = {});
 Result<std::string> CertificateToPem(X509* cert);
 Result<X509Ptr> CertificateFromPem(std::string_view pem);
 Result<std::string> CertificateToDer(X509* cert);

@@ -1,7 +1,10 @@
 #include "pki/csr.h"
 
 #include <fmt/format.h>
+#include <openssl/core_names.h>
 #include <openssl/pem.h>
+
+#include "pki/der.h"
 
 namespace certfleet::pki {
 namespace {
@@ -9,48 +12,224 @@ namespace {
 constexpr int kMinRsaBits = 2048;
 constexpr int kMaxRsaBits = 8192;  // larger keys only cost the CA time
 
-}  // namespace
+using AlgorPtr = std::unique_ptr<X509_ALGOR, Deleter<X509_ALGOR_free>>;
+using AttributePtr = std::unique_ptr<X509_ATTRIBUTE, Deleter<X509_ATTRIBUTE_free>>;
+using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX_free>>;
+void FreeExtensions(STACK_OF(X509_EXTENSION) * exts) { sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free); }
+using ExtensionsPtr = std::unique_ptr<STACK_OF(X509_EXTENSION), Deleter<FreeExtensions>>;
 
-Result<Csr> ParseCsr(std::string_view data) {
-  if (data.empty()) return MakeError(ErrorCode::kInvalidArgument, "the CSR is empty");
-  if (data.size() > kMaxCsrBytes) {
-    return MakeError(ErrorCode::kInvalidArgument, fmt::format("the CSR is larger than {} bytes", kMaxCsrBytes));
+Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
+
+// d2i of a whole element; refuses trailing bytes.
+template <typename T, T* (*D2i)(T**, const unsigned char**, long), auto Free>
+Result<std::unique_ptr<T, Deleter<Free>>> Decode(std::string_view der, std::string_view what) {
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  std::unique_ptr<T, Deleter<Free>> out(D2i(nullptr, &p, static_cast<long>(der.size())));
+  if (!out || p != reinterpret_cast<const unsigned char*>(der.data() + der.size())) {
+    return OpenSslError(fmt::format("the CSR's {} is not valid", what), ErrorCode::kInvalidArgument);
   }
-  Csr csr;
-  if (data.find("-----BEGIN") != std::string_view::npos) {
-    BioPtr bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
-    csr.req.reset(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
-  } else {
-    const auto* p = reinterpret_cast<const unsigned char*>(data.data());
-    csr.req.reset(d2i_X509_REQ(nullptr, &p, static_cast<long>(data.size())));
+  return out;
+}
+
+Result<AlgorPtr> DecodeAlgorithm(std::string_view der, std::string_view what) {
+  return Decode<X509_ALGOR, d2i_X509_ALGOR, X509_ALGOR_free>(der, what);
+}
+
+// The CSR's public key. OpenSSL 3.0 builds a whole decoder chain for each key it reads from
+// DER (d2i_X509_REQ, d2i_PUBKEY), which costs more than verifying the signature; EC and
+// Ed25519 keys, the ones devices use, are imported from their raw bytes instead.
+Result<PkeyPtr> ImportPublicKey(const DerElement& spki) {
+  DerReader reader(spki.contents);
+  CF_ASSIGN_OR_RETURN(DerElement alg_der, reader.Next(kDerSequence, "public key algorithm"));
+  CF_ASSIGN_OR_RETURN(DerElement bits_der, reader.Next(kDerBitString, "public key"));
+  if (!reader.done()) return Invalid("the CSR's public key has trailing data");
+  CF_ASSIGN_OR_RETURN(std::string_view bits, BitStringBytes(bits_der, "public key"));
+  CF_ASSIGN_OR_RETURN(AlgorPtr alg, DecodeAlgorithm(alg_der.encoding, "public key algorithm"));
+  const ASN1_OBJECT* oid = nullptr;
+  int param_type = V_ASN1_UNDEF;
+  const void* param = nullptr;
+  X509_ALGOR_get0(&oid, &param_type, &param, alg.get());
+
+  PkeyPtr key;
+  switch (OBJ_obj2nid(oid)) {
+    case NID_X9_62_id_ecPublicKey: {
+      if (param_type != V_ASN1_OBJECT) return Invalid("the CSR's EC key must name its curve");
+      const char* group = OBJ_nid2sn(OBJ_obj2nid(static_cast<const ASN1_OBJECT*>(param)));
+      if (group == nullptr) return Invalid("the CSR's EC key is on an unknown curve");
+      OSSL_PARAM params[] = {
+          OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, const_cast<char*>(group), 0),
+          OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, const_cast<char*>(bits.data()), bits.size()),
+          OSSL_PARAM_construct_end()};
+      PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
+      EVP_PKEY* raw = nullptr;
+      if (!ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
+          EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+        return OpenSslError(fmt::format("the CSR's EC key is not a point on {}", group), ErrorCode::kInvalidArgument);
+      }
+      key.reset(raw);
+      break;
+    }
+    case NID_ED25519:
+      key.reset(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr,
+                                            reinterpret_cast<const unsigned char*>(bits.data()), bits.size()));
+      if (!key) return OpenSslError("the CSR's Ed25519 key is not valid", ErrorCode::kInvalidArgument);
+      break;
+    default: {
+      const auto* p = reinterpret_cast<const unsigned char*>(spki.encoding.data());
+      key.reset(d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.encoding.size())));
+      if (!key) return OpenSslError("the CSR has no readable public key", ErrorCode::kInvalidArgument);
+    }
   }
-  if (!csr.req) return OpenSslError("the CSR is not a PKCS#10 request", ErrorCode::kInvalidArgument);
-  csr.public_key.reset(X509_REQ_get_pubkey(csr.req.get()));
-  if (!csr.public_key) return OpenSslError("the CSR has no readable public key", ErrorCode::kInvalidArgument);
-  if (X509_REQ_verify(csr.req.get(), csr.public_key.get()) != 1) {
+  return key;
+}
+
+// Checks the signature over the request's info with the algorithm the CSR names.
+Result<void> VerifySignature(EVP_PKEY* key, std::string_view signed_der, const DerElement& alg_der,
+                             const DerElement& signature_der) {
+  CF_ASSIGN_OR_RETURN(AlgorPtr alg, DecodeAlgorithm(alg_der.encoding, "signature algorithm"));
+  const ASN1_OBJECT* oid = nullptr;
+  X509_ALGOR_get0(&oid, nullptr, nullptr, alg.get());
+  int md_nid = NID_undef;
+  int key_nid = NID_undef;
+  if (OBJ_find_sigid_algs(OBJ_obj2nid(oid), &md_nid, &key_nid) != 1) {
+    return Invalid("the CSR's signature algorithm is unknown");
+  }
+  if (key_nid == NID_rsassaPss)
+    return Invalid("RSA-PSS signed CSRs are not accepted; use PKCS#1 v1.5, ECDSA or Ed25519");
+  if (!EVP_PKEY_is_a(key, OBJ_nid2sn(key_nid))) return Invalid("the CSR's signature algorithm does not fit its key");
+  const char* md = nullptr;
+  if (md_nid != NID_undef) {
+    if (md_nid != NID_sha256 && md_nid != NID_sha384 && md_nid != NID_sha512) {
+      return Invalid(
+          fmt::format("CSRs signed with {} are not accepted; use SHA-256, SHA-384 or SHA-512", OBJ_nid2sn(md_nid)));
+    }
+    md = OBJ_nid2sn(md_nid);
+  } else if (!EVP_PKEY_is_a(key, "ED25519")) {
+    return Invalid("the CSR's signature algorithm names no digest");
+  }
+  CF_ASSIGN_OR_RETURN(std::string_view signature, BitStringBytes(signature_der, "signature"));
+  MdCtxPtr ctx(EVP_MD_CTX_new());
+  if (!ctx || EVP_DigestVerifyInit_ex(ctx.get(), nullptr, md, nullptr, nullptr, key, nullptr) != 1) {
+    return OpenSslError("checking the CSR's signature", ErrorCode::kInvalidArgument);
+  }
+  if (EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
+                       reinterpret_cast<const unsigned char*>(signed_der.data()), signed_der.size()) != 1) {
     return OpenSslError("the CSR's signature does not verify", ErrorCode::kInvalidArgument);
   }
-  CF_RETURN_IF_ERROR(LintPublicKey(csr.public_key.get()));
+  return Ok();
+}
 
-  X509_NAME* subject = X509_REQ_get_subject_name(csr.req.get());
-  if (int idx = X509_NAME_get_index_by_NID(subject, NID_commonName, -1); idx >= 0) {
-    unsigned char* utf8 = nullptr;
-    int len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx)));
-    if (len < 0) return MakeError(ErrorCode::kInvalidArgument, "the CSR's common name is not valid text");
-    csr.common_name.assign(reinterpret_cast<char*>(utf8), static_cast<size_t>(len));
-    OPENSSL_free(utf8);
-  }
-  if (STACK_OF(X509_EXTENSION)* exts = X509_REQ_get_extensions(csr.req.get())) {
-    GeneralNamesPtr names(static_cast<GENERAL_NAMES*>(X509V3_get_d2i(exts, NID_subject_alt_name, nullptr, nullptr)));
-    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+Result<std::string> CommonName(std::string_view subject_der) {
+  CF_ASSIGN_OR_RETURN(X509NamePtr subject, (Decode<X509_NAME, d2i_X509_NAME, X509_NAME_free>(subject_der, "subject")));
+  const int idx = X509_NAME_get_index_by_NID(subject.get(), NID_commonName, -1);
+  if (idx < 0) return std::string();
+  unsigned char* utf8 = nullptr;
+  const int len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject.get(), idx)));
+  if (len < 0) return Invalid("the CSR's common name is not valid text");
+  std::string out(reinterpret_cast<char*>(utf8), static_cast<size_t>(len));
+  OPENSSL_free(utf8);
+  return out;
+}
+
+// The DNS names of the subjectAltName in the request's extensionRequest attribute, if any.
+Result<std::vector<std::string>> RequestedDnsNames(std::string_view attributes) {
+  std::vector<std::string> out;
+  DerReader reader(attributes);
+  while (!reader.done()) {
+    CF_ASSIGN_OR_RETURN(DerElement attr_der, reader.Next(kDerSequence, "attribute"));
+    CF_ASSIGN_OR_RETURN(AttributePtr attr, (Decode<X509_ATTRIBUTE, d2i_X509_ATTRIBUTE, X509_ATTRIBUTE_free>(
+                                               attr_der.encoding, "attribute")));
+    if (OBJ_obj2nid(X509_ATTRIBUTE_get0_object(attr.get())) != NID_ext_req) continue;
+    const ASN1_TYPE* value = X509_ATTRIBUTE_get0_type(attr.get(), 0);
+    if (value == nullptr || value->type != V_ASN1_SEQUENCE) return Invalid("the CSR's extension request is not valid");
+    const ASN1_STRING* seq = value->value.sequence;
+    CF_ASSIGN_OR_RETURN(ExtensionsPtr exts,
+                        (Decode<STACK_OF(X509_EXTENSION), d2i_X509_EXTENSIONS, FreeExtensions>(
+                            std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(seq)),
+                                             static_cast<size_t>(ASN1_STRING_length(seq))),
+                            "extension request")));
+    GeneralNamesPtr names(
+        static_cast<GENERAL_NAMES*>(X509V3_get_d2i(exts.get(), NID_subject_alt_name, nullptr, nullptr)));
     for (int i = 0; names && i < sk_GENERAL_NAME_num(names.get()); ++i) {
       const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names.get(), i);
       if (gn->type == GEN_DNS) {
         const ASN1_STRING* s = gn->d.dNSName;
-        csr.dns_names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-                                   static_cast<size_t>(ASN1_STRING_length(s)));
+        out.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                         static_cast<size_t>(ASN1_STRING_length(s)));
       }
     }
+  }
+  return out;
+}
+
+Result<std::string> CsrDer(std::string_view data) {
+  if (data.find("-----BEGIN") == std::string_view::npos) return std::string(data);
+  BioPtr bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
+  char* name = nullptr;
+  char* header = nullptr;
+  unsigned char* der = nullptr;
+  long len = 0;
+  // Accepts "CERTIFICATE REQUEST" and the older "NEW CERTIFICATE REQUEST".
+  if (!bio || PEM_bytes_read_bio(&der, &len, &name, PEM_STRING_X509_REQ, bio.get(), nullptr, nullptr) != 1) {
+    return OpenSslError("the CSR is not a PEM certificate request", ErrorCode::kInvalidArgument);
+  }
+  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(name);
+  OPENSSL_free(header);
+  OPENSSL_free(der);
+  return out;
+}
+
+// The parts of a CertificationRequest (RFC 2986), as views into its DER.
+struct RequestParts {
+  DerElement info;  // what the signature covers
+  DerElement subject;
+  DerElement spki;
+  std::optional<DerElement> attributes;
+  DerElement signature_alg;
+  DerElement signature;
+};
+
+Result<RequestParts> Split(std::string_view der) {
+  RequestParts out;
+  DerReader top(der);
+  CF_ASSIGN_OR_RETURN(DerElement request, top.Next(kDerSequence, "certificate request"));
+  if (!top.done()) return Invalid("trailing data after the request");
+  DerReader parts(request.contents);
+  CF_ASSIGN_OR_RETURN(out.info, parts.Next(kDerSequence, "certification request info"));
+  CF_ASSIGN_OR_RETURN(out.signature_alg, parts.Next(kDerSequence, "signature algorithm"));
+  CF_ASSIGN_OR_RETURN(out.signature, parts.Next(kDerBitString, "signature"));
+  if (!parts.done()) return Invalid("trailing data after the signature");
+
+  DerReader fields(out.info.contents);
+  CF_ASSIGN_OR_RETURN(DerElement version, fields.Next(kDerInteger, "version"));
+  if (version.contents != std::string_view("\0", 1)) return Invalid("the version must be 1 (0)");
+  CF_ASSIGN_OR_RETURN(out.subject, fields.Next(kDerSequence, "subject"));
+  CF_ASSIGN_OR_RETURN(out.spki, fields.Next(kDerSequence, "subject public key info"));
+  CF_ASSIGN_OR_RETURN(out.attributes, fields.NextIf(kDerContext0, "attributes"));
+  if (!fields.done()) return Invalid("trailing data in the request info");
+  return out;
+}
+
+}  // namespace
+
+// The request is split with DerReader and each part decoded on its own (see ImportPublicKey).
+Result<Csr> ParseCsr(std::string_view data) {
+  if (data.empty()) return Invalid("the CSR is empty");
+  if (data.size() > kMaxCsrBytes) return Invalid(fmt::format("the CSR is larger than {} bytes", kMaxCsrBytes));
+  CF_ASSIGN_OR_RETURN(const std::string der, CsrDer(data));
+  Result<RequestParts> split = Split(der);
+  if (!split.ok()) return Invalid("the CSR is not a PKCS#10 request: " + split.error().message);
+  const RequestParts& r = *split;
+
+  Csr csr;
+  CF_ASSIGN_OR_RETURN(csr.public_key, ImportPublicKey(r.spki));
+  CF_RETURN_IF_ERROR(VerifySignature(csr.public_key.get(), r.info.encoding, r.signature_alg, r.signature));
+  CF_RETURN_IF_ERROR(LintPublicKey(csr.public_key.get()));
+  csr.spki_der = r.spki.encoding;
+  CF_ASSIGN_OR_RETURN(csr.common_name, CommonName(r.subject.encoding));
+  if (r.attributes) {
+    CF_ASSIGN_OR_RETURN(csr.dns_names, RequestedDnsNames(r.attributes->contents));
   }
   return csr;
 }

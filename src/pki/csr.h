@@ -14,13 +14,15 @@ inline constexpr size_t kMaxCsrBytes = size_t{16} * 1024;
 
 // A certificate signing request whose signature verified.
 struct Csr {
-  X509ReqPtr req;
   PkeyPtr public_key;
+  std::string spki_der;     // the SubjectPublicKeyInfo as the CSR encodes it
   std::string common_name;  // empty if the subject has none
   std::vector<std::string> dns_names;
 };
 
 // Parses a PEM or DER CSR and checks its self-signature; kInvalidArgument otherwise.
+// Signatures must be ECDSA, RSA PKCS#1 v1.5 (both with SHA-256/384/512) or Ed25519; SHA-1,
+// MD5 and RSA-PSS signed requests are refused.
 Result<Csr> ParseCsr(std::string_view data);
 
 // Refuses keys RFC 5280 profiles and current practice forbid: RSA under 2048 bits, EC

@@ -6,7 +6,6 @@
 
 #include "pki/certificate.h"
 #include "pki/crl.h"
-#include "pki/csr.h"
 #include "pki/key.h"
 #include "pki/ocsp.h"
 
@@ -159,41 +158,6 @@ TEST_F(Profiles, ValidityIsClampedToTheIssuer) {
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(r->validity_clamped);
   EXPECT_EQ(r->spec.not_after_millis, Inspect(inter_.cert.get())->not_after_millis);
-}
-
-std::string CsrPem(EVP_PKEY* key, const std::string& cn) {
-  X509ReqPtr req(X509_REQ_new());
-  X509_NAME* name = X509_REQ_get_subject_name(req.get());
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
-  X509_REQ_set_pubkey(req.get(), key);
-  X509_REQ_sign(req.get(), key, EVP_sha256());
-  BioPtr bio(BIO_new(BIO_s_mem()));
-  PEM_write_bio_X509_REQ(bio.get(), req.get());
-  return BioToString(bio.get());
-}
-
-TEST(Csr, ParsesVerifiesAndRefusesBadOnes) {
-  auto key = GenerateKey(KeyType::kEcP256);
-  const std::string pem = CsrPem(key->get(), "device-1");
-  auto csr = ParseCsr(pem);
-  ASSERT_TRUE(csr.ok()) << csr.error().message;
-  EXPECT_EQ(csr->common_name, "device-1");
-  EXPECT_EQ(EVP_PKEY_eq(csr->public_key.get(), key->get()), 1);
-
-  EXPECT_FALSE(ParseCsr("").ok());
-  EXPECT_FALSE(ParseCsr("garbage").ok());
-  EXPECT_FALSE(ParseCsr(pem.substr(0, pem.size() / 2)).ok()) << "truncated";
-  EXPECT_FALSE(ParseCsr(std::string(kMaxCsrBytes + 1, 'A')).ok());
-  // Wrongly signed: the signature of one CSR under the body of another.
-  auto other = GenerateKey(KeyType::kEcP256);
-  auto a = ParseCsr(pem);
-  X509ReqPtr forged(X509_REQ_dup(a->req.get()));
-  X509_REQ_set_pubkey(forged.get(), other->get());
-  BioPtr bio(BIO_new(BIO_s_mem()));
-  PEM_write_bio_X509_REQ(bio.get(), forged.get());
-  auto bad = ParseCsr(BioToString(bio.get()));
-  ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.error().message.find("signature"), std::string::npos);
 }
 
 TEST_F(Profiles, CrlListsRevokedSerialsWithReasons) {

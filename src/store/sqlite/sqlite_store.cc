@@ -170,8 +170,10 @@ class SqliteStore final : public Store {
     }
     sqlite3_busy_timeout(db, kBusyTimeoutMs);
     char* err = nullptr;
-    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;", nullptr,
-                     nullptr, &err) != SQLITE_OK) {
+    if (sqlite3_exec(db,
+                     "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA "
+                     "temp_store=MEMORY; PRAGMA wal_autocheckpoint=8192;",
+                     nullptr, nullptr, &err) != SQLITE_OK) {
       std::string msg = err ? err : "";
       sqlite3_free(err);
       return MakeError(ErrorCode::kUnavailable, fmt::format("configuring {}: {}", path_, msg));

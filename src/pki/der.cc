@@ -1,0 +1,52 @@
+#include "pki/der.h"
+
+#include <fmt/format.h>
+
+namespace certfleet::pki {
+namespace {
+
+// Lengths of more than four octets would describe gigabytes; nothing certfleet reads is that big.
+constexpr size_t kMaxLengthOctets = 4;
+constexpr uint8_t kHighTagNumber = 0x1f;
+constexpr uint8_t kLongLength = 0x80;
+
+Error Malformed(std::string_view what, std::string_view why) {
+  return MakeError(ErrorCode::kInvalidArgument, fmt::format("malformed {}: {}", what, why));
+}
+
+}  // namespace
+
+Result<std::optional<DerElement>> DerReader::NextIf(uint8_t tag, std::string_view what) {
+  if (rest_.empty() || static_cast<uint8_t>(rest_[0]) != tag) return std::optional<DerElement>();
+  CF_ASSIGN_OR_RETURN(DerElement e, Next(tag, what));
+  return std::optional<DerElement>(e);
+}
+
+Result<DerElement> DerReader::Next(uint8_t tag, std::string_view what) {
+  if (rest_.size() < 2) return Malformed(what, "truncated");
+  const auto first = static_cast<uint8_t>(rest_[0]);
+  if ((first & kHighTagNumber) == kHighTagNumber) return Malformed(what, "unexpected multi-byte tag");
+  if (first != tag) return Malformed(what, fmt::format("tag 0x{:02x} where 0x{:02x} belongs", first, tag));
+  size_t header = 2;
+  size_t length = static_cast<uint8_t>(rest_[1]);
+  if (length & kLongLength) {
+    const size_t octets = length & ~size_t{kLongLength};
+    if (octets == 0) return Malformed(what, "indefinite length");
+    if (octets > kMaxLengthOctets) return Malformed(what, "length too large");
+    if (rest_.size() < header + octets) return Malformed(what, "truncated");
+    length = 0;
+    for (size_t i = 0; i < octets; ++i) length = (length << 8) | static_cast<uint8_t>(rest_[header + i]);
+    header += octets;
+  }
+  if (length > rest_.size() - header) return Malformed(what, "truncated");
+  DerElement e{first, rest_.substr(header, length), rest_.substr(0, header + length)};
+  rest_.remove_prefix(header + length);
+  return e;
+}
+
+Result<std::string_view> BitStringBytes(const DerElement& bit_string, std::string_view what) {
+  if (bit_string.contents.empty() || bit_string.contents[0] != 0) return Malformed(what, "bit string with unused bits");
+  return bit_string.contents.substr(1);
+}
+
+}  // namespace certfleet::pki

@@ -1,0 +1,45 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include "core/result.h"
+
+namespace certfleet::pki {
+
+// DER tags certfleet splits structures by.
+inline constexpr uint8_t kDerInteger = 0x02;
+inline constexpr uint8_t kDerBitString = 0x03;
+inline constexpr uint8_t kDerSequence = 0x30;
+inline constexpr uint8_t kDerContext0 = 0xa0;  // [0] constructed
+
+// One DER element: its tag, its contents, and the whole encoding (tag and length included).
+struct DerElement {
+  uint8_t tag = 0;
+  std::string_view contents;
+  std::string_view encoding;
+};
+
+// Walks the elements of a DER encoding one at a time without decoding them, so that callers
+// can hand each part to the decoder that fits it (or to none). Every length is checked
+// against the input; indefinite lengths and multi-byte tags, which DER structures certfleet
+// reads never use, are refused. Views point into the input, which must outlive them.
+class DerReader {
+ public:
+  explicit DerReader(std::string_view der) : rest_(der) {}
+
+  bool done() const { return rest_.empty(); }
+  // The next element; kInvalidArgument, naming `what`, if it is malformed or not `tag`.
+  Result<DerElement> Next(uint8_t tag, std::string_view what);
+  // The next element if it has `tag`, nothing otherwise (for OPTIONAL fields).
+  Result<std::optional<DerElement>> NextIf(uint8_t tag, std::string_view what);
+
+ private:
+  std::string_view rest_;
+};
+
+// The contents of a BIT STRING with no unused bits (keys and signatures), or kInvalidArgument.
+Result<std::string_view> BitStringBytes(const DerElement& bit_string, std::string_view what);
+
+}  // namespace certfleet::pki
