@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
+#include <charconv>
 
 #include "core/crypto.h"
 #include "http/api.h"
@@ -21,6 +22,21 @@ constexpr size_t kCreateBodyLimit = size_t{64} * 1024;
 constexpr size_t kMaxField = 256;
 constexpr size_t kMaxSans = 100;
 constexpr std::string_view kRootParent = "Root";
+
+// A list cursor is "<created_at>.<serial>" (base64url on the wire, see NextCursor).
+std::optional<store::CertificateCursor> CertificateCursorFrom(std::string_view text) {
+  const size_t dot = text.find('.');
+  if (dot == std::string_view::npos || dot == 0) return std::nullopt;
+  store::CertificateCursor cursor;
+  const std::string_view millis = text.substr(0, dot);
+  auto [end, ec] = std::from_chars(millis.data(), millis.data() + millis.size(), cursor.created_at);
+  if (ec != std::errc() || end != millis.data() + millis.size()) return std::nullopt;
+  cursor.serial = text.substr(dot + 1);
+  if (cursor.serial.empty() || cursor.serial.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return std::nullopt;
+  }
+  return cursor;
+}
 
 json::object RecordJson(const store::CertificateRecord& c) {
   return {{"serial", c.serial},
@@ -101,7 +117,11 @@ Response List(const ApiContext& ctx, const Request& req) {
   if (!page.ok()) return Fail(req, page.error());
   store::CertificateFilter filter;
   filter.limit = page->limit;
-  filter.after_serial = page->after;
+  if (page->after) {
+    auto cursor = CertificateCursorFrom(*page->after);
+    if (!cursor) return ErrorResponse(400, "invalid_argument", "next is not a cursor from a previous page");
+    filter.after = std::move(*cursor);
+  }
   auto parent = QueryParam(req, "parent", kMaxField);
   auto type = QueryParam(req, "type", 20);
   auto status = QueryParam(req, "status", 20);
@@ -129,7 +149,8 @@ Response List(const ApiContext& ctx, const Request& req) {
   if (!rows.ok()) return Fail(req, rows.error());
   json::array items;
   for (const auto& c : *rows) items.push_back(RecordJson(c));
-  auto next = NextCursor(rows->size(), filter.limit, [&] { return rows->back().serial; });
+  auto next = NextCursor(rows->size(), filter.limit,
+                         [&] { return fmt::format("{}.{}", rows->back().created_at, rows->back().serial); });
   return JsonResponse(200, PageJson(std::move(items), next));
 }
 

@@ -112,9 +112,8 @@ Result<std::optional<CaRecord>> FindCaByKeyHash(Tx& tx, std::string_view key_has
   return std::optional<CaRecord>(CaFromRow(*row));
 }
 
-Result<std::vector<CertificateRecord>> ListCertificates(Tx& tx, const CertificateFilter& f) {
-  std::string sql = fmt::format("SELECT {} FROM certificates WHERE serial > ?", kColumns);
-  Params params{f.after_serial.value_or("")};
+std::string ListCertificatesSql(const CertificateFilter& f, Params& params) {
+  std::string sql = fmt::format("SELECT {} FROM certificates WHERE TRUE", kColumns);
   auto add = [&](std::string_view clause, Value v) {
     sql += clause;
     params.push_back(std::move(v));
@@ -123,7 +122,17 @@ Result<std::vector<CertificateRecord>> ListCertificates(Tx& tx, const Certificat
   if (f.type) add(" AND type = ?", *f.type);
   if (f.status) add(" AND status = ?", *f.status);
   if (f.expires_before) add(" AND not_after < ?", *f.expires_before);
-  add(" ORDER BY serial LIMIT ?", int64_t{f.limit});
+  if (f.after) {
+    add(" AND (created_at, serial) > (?,", f.after->created_at);
+    add(" ?)", f.after->serial);
+  }
+  add(" ORDER BY created_at, serial LIMIT ?", int64_t{f.limit});
+  return sql;
+}
+
+Result<std::vector<CertificateRecord>> ListCertificates(Tx& tx, const CertificateFilter& f) {
+  Params params;
+  const std::string sql = ListCertificatesSql(f, params);
   return Many(tx, sql, params);
 }
 

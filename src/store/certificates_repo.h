@@ -52,16 +52,24 @@ Result<std::optional<CaRecord>> FindCa(Tx& tx, std::string_view fqdn);
 Result<std::string> CertificateStatus(Tx& tx, std::string_view serial);
 Result<std::optional<CaRecord>> FindCaByKeyHash(Tx& tx, std::string_view key_hash_hex);
 
+// Where a page of certificates ends: the last row's issuance time and serial.
+struct CertificateCursor {
+  int64_t created_at = 0;
+  std::string serial;
+};
+
 struct CertificateFilter {
   std::optional<std::string> parent_fqdn;
   std::optional<std::string> type;
   std::optional<std::string> status;
   std::optional<int64_t> expires_before;
-  std::optional<std::string> after_serial;  // cursor
+  std::optional<CertificateCursor> after;
   int limit = 100;
 };
-// In serial order, through the index of the most selective filter given.
+// In issuance order (created_at, then serial), through the index of a filter given.
 Result<std::vector<CertificateRecord>> ListCertificates(Tx& tx, const CertificateFilter& filter);
+// The statement ListCertificates runs, for tests of its plan.
+std::string ListCertificatesSql(const CertificateFilter& filter, Params& params);
 
 // Marks an active certificate revoked; false if it was not active.
 Result<bool> RevokeCertificate(Tx& tx, std::string_view serial, int64_t at, int reason);

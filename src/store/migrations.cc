@@ -122,6 +122,21 @@ CREATE TABLE events (
 );
 CREATE INDEX events_type ON events (type, id);
 )sql"},
+    {3, "certificate index order", R"sql(
+-- Index entries in issuance order. Serials are random, so indexes ending in the serial put
+-- each new certificate on a random page; ordered by created_at, new entries append to the
+-- end and the certificates committed together share their pages. Lists page in issuance
+-- order. The fqdn index holds status and serial: the active-name check reads no table row.
+DROP INDEX certificates_fqdn;
+CREATE INDEX certificates_fqdn ON certificates (fqdn, status, serial);
+DROP INDEX certificates_parent;
+CREATE INDEX certificates_parent ON certificates (parent_fqdn, created_at, serial);
+DROP INDEX certificates_type;
+CREATE INDEX certificates_type ON certificates (type, created_at, serial);
+DROP INDEX certificates_status;
+CREATE INDEX certificates_status ON certificates (status, created_at, serial);
+CREATE INDEX certificates_created ON certificates (created_at, serial);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {
