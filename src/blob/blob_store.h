@@ -1,0 +1,58 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+
+namespace certfleet::blob {
+
+// What a listing says of one object.
+struct ObjectInfo {
+  std::string key;
+  std::string etag;  // changes when the content does
+  int64_t last_modified_millis = 0;
+  int64_t size = 0;
+};
+
+// Called with each page of a listing; an error stops the listing and is returned by List.
+using PageFn = std::function<Result<void>(std::vector<ObjectInfo>& page)>;
+
+// An object store: a local folder or an S3-compatible bucket. Keys are '/'-separated paths
+// relative to the store's root. Thread-safe.
+class BlobStore {
+ public:
+  virtual ~BlobStore() = default;
+  // Calls `page` with the objects whose key starts with `prefix`, in key order, at most
+  // 1000 at a time, so that memory does not grow with the size of the bucket.
+  virtual Result<void> List(std::string_view prefix, const PageFn& page) = 0;
+  // The object's content; kNotFound if there is none, kResourceExhausted if it is larger
+  // than `max_bytes`, kUnavailable if the store cannot be reached.
+  virtual Result<std::string> Get(std::string_view key, size_t max_bytes) = 0;
+  // Creates or replaces an object.
+  virtual Result<void> Put(std::string_view key, std::string_view bytes) = 0;
+  // "file:///path" or "s3://bucket?…", without credentials, for logs.
+  virtual std::string Describe() const = 0;
+};
+
+// Credentials and region for s3:// stores; empty fields fall back to AWS_ACCESS_KEY_ID,
+// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and AWS_REGION (or AWS_DEFAULT_REGION).
+struct S3Credentials {
+  std::string access_key_id;
+  std::string secret_access_key;
+  std::string session_token;
+};
+
+// Opens `file:///path` (created if missing) or
+// `s3://bucket?endpoint=https://host:port&region=eu-west-1` (endpoint defaults to AWS's).
+Result<std::unique_ptr<BlobStore>> OpenBlobStore(std::string_view url, const S3Credentials& credentials);
+
+// Keys may not be empty, absolute, hold "." or ".." segments, empty segments, control
+// characters or a backslash; kInvalidArgument otherwise.
+Result<void> CheckKey(std::string_view key);
+
+}  // namespace certfleet::blob

@@ -1,0 +1,204 @@
+#include "blob/s3/s3_blob_store.h"
+
+#include <curl/curl.h>
+#include <fmt/format.h>
+
+#include <pugixml.hpp>
+
+#include "core/clock.h"
+#include "core/crypto.h"
+
+namespace certfleet::blob::s3 {
+namespace {
+
+// Bounds a listing page's XML (1000 keys of up to 1 KiB each, with their metadata).
+constexpr size_t kMaxListBytes = size_t{4} * 1024 * 1024;
+constexpr long kConnectTimeoutSeconds = 10;
+// A request that moves fewer than kLowSpeedBytes per second for this long is abandoned.
+constexpr long kLowSpeedSeconds = 30;
+constexpr long kLowSpeedBytes = 1;
+constexpr std::string_view kEmptySha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+using CurlPtr = std::unique_ptr<CURL, decltype(&curl_easy_cleanup)>;
+using SlistPtr = std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)>;
+
+struct Body {
+  std::string data;
+  size_t limit = 0;
+  bool over = false;
+};
+
+size_t Collect(char* ptr, size_t size, size_t n, void* userdata) {
+  auto* body = static_cast<Body*>(userdata);
+  const size_t len = size * n;
+  if (body->data.size() + len > body->limit) {
+    body->over = true;
+    return 0;  // stops the transfer
+  }
+  body->data.append(ptr, len);
+  return len;
+}
+
+// Percent-encodes as SigV4 wants: unreserved characters stay, and '/' too when `keep_slash`.
+std::string UriEncode(std::string_view s, bool keep_slash) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || (keep_slash && c == '/')) {
+      out += static_cast<char>(c);
+    } else {
+      out += fmt::format("%{:02X}", c);
+    }
+  }
+  return out;
+}
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+class S3BlobStore final : public BlobStore {
+ public:
+  S3BlobStore(S3Location location, S3Credentials credentials)
+      : loc_(std::move(location)), creds_(std::move(credentials)) {
+    if (creds_.access_key_id.empty()) creds_.access_key_id = Env("AWS_ACCESS_KEY_ID");
+    if (creds_.secret_access_key.empty()) creds_.secret_access_key = Env("AWS_SECRET_ACCESS_KEY");
+    if (creds_.session_token.empty()) creds_.session_token = Env("AWS_SESSION_TOKEN");
+  }
+
+  Result<void> List(std::string_view prefix, const PageFn& page) override {
+    std::string token;
+    do {
+      // Query parameters in code-point order, as the canonical request sorts them.
+      std::string query = "list-type=2&max-keys=1000";
+      if (!token.empty()) query = "continuation-token=" + UriEncode(token, false) + "&" + query;
+      query += "&prefix=" + UriEncode(prefix, false);
+      CF_ASSIGN_OR_RETURN(
+          Response r, Request("GET", fmt::format("{}/{}?{}", loc_.endpoint, loc_.bucket, query), {}, kMaxListBytes));
+      if (r.status != 200) return StatusError(r, "listing " + std::string(prefix));
+      CF_ASSIGN_OR_RETURN(ListPage parsed, ParseListObjectsV2(r.body));
+      if (!parsed.objects.empty()) CF_RETURN_IF_ERROR(page(parsed.objects));
+      token = std::move(parsed.next_token);
+    } while (!token.empty());
+    return Ok();
+  }
+
+  Result<std::string> Get(std::string_view key, size_t max_bytes) override {
+    CF_RETURN_IF_ERROR(CheckKey(key));
+    CF_ASSIGN_OR_RETURN(Response r, Request("GET", ObjectUrl(key), {}, max_bytes));
+    if (r.over_limit) {
+      return MakeError(ErrorCode::kResourceExhausted, fmt::format("{} is larger than {} bytes", key, max_bytes));
+    }
+    if (r.status == 404) return MakeError(ErrorCode::kNotFound, fmt::format("no object {}", key));
+    if (r.status != 200) return StatusError(r, "getting " + std::string(key));
+    return std::move(r.body);
+  }
+
+  Result<void> Put(std::string_view key, std::string_view bytes) override {
+    CF_RETURN_IF_ERROR(CheckKey(key));
+    CF_ASSIGN_OR_RETURN(Response r, Request("PUT", ObjectUrl(key), bytes, kMaxListBytes));
+    if (r.status != 200) return StatusError(r, "putting " + std::string(key));
+    return Ok();
+  }
+
+  std::string Describe() const override {
+    return fmt::format("s3://{}?endpoint={}&region={}", loc_.bucket, loc_.endpoint, loc_.region);
+  }
+
+ private:
+  struct Response {
+    long status = 0;
+    std::string body;
+    bool over_limit = false;
+  };
+
+  std::string ObjectUrl(std::string_view key) const {
+    return fmt::format("{}/{}/{}", loc_.endpoint, loc_.bucket, UriEncode(key, true));
+  }
+
+  static Error StatusError(const Response& r, const std::string& what) {
+    // S3 errors are XML with a Code and a Message; keep the message short and key-free.
+    std::string code;
+    pugi::xml_document doc;
+    if (doc.load_buffer(r.body.data(), r.body.size())) code = doc.child("Error").child_value("Code");
+    const ErrorCode ec = r.status == 403 || r.status == 401 ? ErrorCode::kPermissionDenied
+                         : r.status >= 500                  ? ErrorCode::kUnavailable
+                                                            : ErrorCode::kInternal;
+    return MakeError(ec, fmt::format("{}: HTTP {}{}", what, r.status, code.empty() ? "" : " " + code));
+  }
+
+  Result<Response> Request(const char* method, const std::string& url, std::string_view upload, size_t limit) const {
+    CurlPtr curl(curl_easy_init(), &curl_easy_cleanup);
+    if (!curl) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
+    Body body{{}, limit, false};
+    const std::string sigv4 = fmt::format("aws:amz:{}:s3", loc_.region);
+    const std::string payload_hash = upload.empty() ? std::string(kEmptySha256) : Sha256Hex(upload);
+    curl_slist* headers = curl_slist_append(nullptr, ("x-amz-content-sha256: " + payload_hash).c_str());
+    if (!creds_.session_token.empty()) {
+      headers = curl_slist_append(headers, ("x-amz-security-token: " + creds_.session_token).c_str());
+    }
+    SlistPtr header_list(headers, &curl_slist_free_all);
+    CURL* c = curl.get();
+    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, header_list.get());
+    curl_easy_setopt(c, CURLOPT_AWS_SIGV4, sigv4.c_str());
+    curl_easy_setopt(c, CURLOPT_USERNAME, creds_.access_key_id.c_str());
+    curl_easy_setopt(c, CURLOPT_PASSWORD, creds_.secret_access_key.c_str());
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, kConnectTimeoutSeconds);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, kLowSpeedSeconds);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, kLowSpeedBytes);
+    if (!upload.empty()) {
+      curl_easy_setopt(c, CURLOPT_POSTFIELDS, upload.data());
+      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(upload.size()));
+    }
+    const CURLcode rc = curl_easy_perform(c);
+    Response r;
+    r.over_limit = body.over;
+    if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && body.over)) {
+      return MakeError(ErrorCode::kUnavailable, fmt::format("{} {}: {}", method, Describe(), curl_easy_strerror(rc)));
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    r.body = std::move(body.data);
+    return r;
+  }
+
+  const S3Location loc_;
+  S3Credentials creds_;
+};
+
+}  // namespace
+
+std::unique_ptr<BlobStore> OpenS3BlobStore(S3Location location, S3Credentials credentials) {
+  return std::make_unique<S3BlobStore>(std::move(location), std::move(credentials));
+}
+
+Result<ListPage> ParseListObjectsV2(std::string_view xml) {
+  pugi::xml_document doc;
+  if (!doc.load_buffer(xml.data(), xml.size())) {
+    return MakeError(ErrorCode::kUnavailable, "the bucket listing is not XML");
+  }
+  pugi::xml_node root = doc.child("ListBucketResult");
+  if (!root) return MakeError(ErrorCode::kUnavailable, "the bucket listing has no ListBucketResult");
+  ListPage page;
+  for (pugi::xml_node c : root.children("Contents")) {
+    ObjectInfo o;
+    o.key = c.child_value("Key");
+    o.etag = c.child_value("ETag");
+    if (o.etag.size() >= 2 && o.etag.front() == '"' && o.etag.back() == '"')
+      o.etag = o.etag.substr(1, o.etag.size() - 2);
+    o.size = c.child("Size").text().as_llong();
+    o.last_modified_millis = ParseRfc3339(c.child_value("LastModified")).value_or(0);
+    page.objects.push_back(std::move(o));
+  }
+  if (std::string_view(root.child_value("IsTruncated")) == "true") {
+    page.next_token = root.child_value("NextContinuationToken");
+    if (page.next_token.empty()) return MakeError(ErrorCode::kUnavailable, "a truncated listing without a token");
+  }
+  return page;
+}
+
+}  // namespace certfleet::blob::s3
