@@ -56,9 +56,7 @@ Result<void> CheckKey(std::string_view key) {
 Result<std::unique_ptr<BlobStore>> OpenBlobStore(std::string_view url, const S3Credentials& credentials) {
   if (url.starts_with("file://")) {
     std::string path(url.substr(7));
-    if (path.empty() || path.front() != '/') {
-      return MakeError(ErrorCode::kInvalidArgument, fmt::format("{}: file:// needs an absolute path", url));
-    }
+    if (path.empty()) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{}: file:// needs a path", url));
     return local::OpenLocalBlobStore(std::move(path));
   }
   if (url.starts_with("s3://")) {

@@ -47,7 +47,7 @@ struct S3Credentials {
   std::string session_token;
 };
 
-// Opens `file:///path` (created if missing) or
+// Opens `file://PATH` (a folder; relative paths are from the working directory) or
 // `s3://bucket?endpoint=https://host:port&region=eu-west-1` (endpoint defaults to AWS's).
 Result<std::unique_ptr<BlobStore>> OpenBlobStore(std::string_view url, const S3Credentials& credentials);
 

@@ -6,6 +6,7 @@
 #include "ca/ca_service.h"
 #include "cli/commands.h"
 #include "core/log.h"
+#include "distribution/distribution_service.h"
 #include "http/api.h"
 #include "http/server.h"
 #include "jobs/housekeeping.h"
@@ -25,6 +26,35 @@ std::string NodeId() {
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
   return fmt::format("{}:{}", host, getpid());
+}
+
+// W5's jobs: scan the inbound store, mail what is pending, and both on demand.
+Result<void> AddDistributionJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler,
+                                 distribution::DistributionService& dist, const Config& config) {
+  using distribution::DistributionService;
+  auto send = [&dist](jobs::JobContext& job) -> Result<void> {
+    CF_RETURN_IF_ERROR(dist.SendPending([&job](int64_t done, int64_t total) { job.Progress(done, total); }));
+    return Ok();
+  };
+  pool.Register(std::string(DistributionService::kScanJob), [&dist](jobs::JobContext&) -> Result<void> {
+    CF_RETURN_IF_ERROR(dist.Scan());
+    return Ok();
+  });
+  pool.Register(std::string(DistributionService::kSendJob), send);
+  pool.Register(std::string(DistributionService::kRunJob), [&dist, send](jobs::JobContext& job) -> Result<void> {
+    CF_RETURN_IF_ERROR(dist.Scan());
+    return send(job);
+  });
+  store::NewJob scan;
+  scan.kind = std::string(DistributionService::kScanJob);
+  scan.max_attempts = 1;  // the next firing is the retry
+  CF_RETURN_IF_ERROR(
+      scheduler.Add("distribution-scan", fmt::format("@every {}s", config.GetInt("distribution.scan_seconds")), scan));
+  store::NewJob send_job;
+  send_job.kind = std::string(DistributionService::kSendJob);
+  send_job.max_attempts = 1;
+  return scheduler.Add("distribution-send", fmt::format("@every {}m", config.GetInt("distribution.send_minutes")),
+                       send_job);
 }
 
 }  // namespace
@@ -72,8 +102,33 @@ int Serve(const Config& config, const Clock& clock) {
   ca_options.ocsp_validity_ms = config.GetInt("ca.ocsp_minutes") * 60 * 1000;
   ca::CaService ca(store, keys, clock, ca_options);
   api.ca = &ca;
+
+  blob::S3Credentials s3{config.Get("s3.access_key_id"), config.Get("s3.secret_access_key"),
+                         config.Get("s3.session_token")};
+  auto inbound = blob::OpenBlobStore(config.Get("distribution.inbound"), s3);
+  auto mailer = mail::OpenMailer(config.Get("mail"), clock);
+  if (!inbound.ok() || !mailer.ok()) {
+    log::Error("cannot set up distribution", {{"error", (!inbound.ok() ? inbound.error() : mailer.error()).message}});
+    return 1;
+  }
+  distribution::DistributionService::Options dist_options;
+  dist_options.prefix = config.Get("distribution.prefix");
+  dist_options.work_dir = config.Get("distribution.work_dir");
+  dist_options.sender = config.Get("distribution.sender");
+  dist_options.default_recipient = config.Get("distribution.default_recipient");
+  dist_options.operators = config.Get("distribution.operators");
+  dist_options.download_workers = static_cast<int>(config.GetInt("distribution.download_workers"));
+  dist_options.zip_max_bytes = static_cast<uint64_t>(config.GetInt("distribution.zip_max_bytes"));
+  dist_options.mail_max_bytes = static_cast<uint64_t>(config.GetInt("distribution.mail_max_bytes"));
+  dist_options.max_attempts = static_cast<int>(config.GetInt("distribution.max_attempts"));
+  dist_options.send_tries = static_cast<int>(config.GetInt("distribution.send_tries"));
+  dist_options.send_backoff = std::chrono::milliseconds(config.GetInt("distribution.send_backoff_ms"));
+  distribution::DistributionService distribution(store, **inbound, **mailer, clock, dist_options);
+  api.distribution = &distribution;
+
   http::AddSystemRoutes(router, api);
   http::AddCaRoutes(router, api);
+  http::AddDistributionRoutes(router, api);
 
   jobs::WorkerPool::Options pool_options;
   pool_options.node_id = NodeId();
@@ -98,6 +153,10 @@ int Serve(const Config& config, const Clock& clock) {
   crl_job.max_attempts = 3;
   if (auto r = scheduler.Add("ca-crl-refresh", kCrlRefreshSchedule, crl_job); !r.ok()) {
     log::Error("cannot schedule CRL refresh", {{"error", r.error().message}});
+    return 1;
+  }
+  if (auto r = AddDistributionJobs(pool, scheduler, distribution, config); !r.ok()) {
+    log::Error("cannot schedule distribution", {{"error", r.error().message}});
     return 1;
   }
   pool.Start();

@@ -2,6 +2,7 @@
 
 #include "ca/ca_service.h"
 #include "core/clock.h"
+#include "distribution/distribution_service.h"
 #include "http/metrics.h"
 #include "http/router.h"
 #include "store/store.h"
@@ -13,7 +14,8 @@ struct ApiContext {
   store::Store& store;
   const Clock& clock;
   Metrics& metrics;
-  ca::CaService* ca = nullptr;  // W1 routes are added when set
+  ca::CaService* ca = nullptr;                                // W1 routes are added when set
+  distribution::DistributionService* distribution = nullptr;  // W5
 };
 
 // Bearer tokens checked against the store's api_tokens table.
@@ -24,5 +26,8 @@ void AddSystemRoutes(Router& router, const ApiContext& ctx);
 
 // W1: /v1/certificates (and the seed's /certificates), /crl, /ocsp.
 void AddCaRoutes(Router& router, const ApiContext& ctx);
+
+// W5: /v1/distribution/... (events, run, warehouses, status, deliveries) and its metrics.
+void AddDistributionRoutes(Router& router, const ApiContext& ctx);
 
 }  // namespace certfleet::http

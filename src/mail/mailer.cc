@@ -10,9 +10,7 @@ namespace certfleet::mail {
 Result<std::unique_ptr<Mailer>> OpenMailer(std::string_view url, const Clock& clock) {
   if (url.starts_with("file://")) {
     std::string path(url.substr(7));
-    if (path.empty() || path.front() != '/') {
-      return MakeError(ErrorCode::kInvalidArgument, fmt::format("{}: file:// needs an absolute path", url));
-    }
+    if (path.empty()) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{}: file:// needs a path", url));
     return eml::OpenEmlMailer(std::move(path), clock);
   }
   if (url.starts_with("smtp://") || url.starts_with("smtps://")) {

@@ -137,6 +137,61 @@ DROP INDEX certificates_status;
 CREATE INDEX certificates_status ON certificates (status, created_at, serial);
 CREATE INDEX certificates_created ON certificates (created_at, serial);
 )sql"},
+    {4, "distribution", R"sql(
+-- W5: the inbound bucket's objects as last seen, by warehouse and gateway (or SHARED_FILES).
+CREATE TABLE distribution_objects (
+  object_key TEXT PRIMARY KEY,
+  warehouse TEXT NOT NULL,
+  gateway_eui TEXT NOT NULL,
+  etag TEXT NOT NULL,
+  last_modified BIGINT NOT NULL,
+  size BIGINT NOT NULL
+);
+CREATE INDEX distribution_objects_gateway ON distribution_objects (warehouse, gateway_eui);
+
+-- Delivery status per warehouse and gateway (or SHARED_FILES): the seed's EmailGatewayCerts.
+-- version grows with every change of the files, so a mail sent for an older version never
+-- marks a newer one EMAILED.
+CREATE TABLE distribution_records (
+  warehouse TEXT NOT NULL,
+  gateway_eui TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('PENDING_EMAIL', 'EMAILED', 'FAILED_EMAIL')),
+  last_modified BIGINT NOT NULL,
+  last_emailed BIGINT,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT,
+  version BIGINT NOT NULL DEFAULT 1,
+  updated_at BIGINT NOT NULL,
+  PRIMARY KEY (warehouse, gateway_eui)
+);
+CREATE INDEX distribution_records_status ON distribution_records (status, warehouse, gateway_eui);
+
+-- Recipients per warehouse and the password of its AES-256 ZIPs (never returned by the API).
+CREATE TABLE distribution_warehouses (
+  name TEXT PRIMARY KEY,
+  recipients TEXT NOT NULL,
+  zip_password TEXT,
+  updated_at BIGINT NOT NULL,
+  updated_by TEXT NOT NULL
+);
+
+-- Every mail sent: what it held and to whom.
+CREATE TABLE distribution_deliveries (
+  id {{id}},
+  at BIGINT NOT NULL,
+  warehouse TEXT NOT NULL,
+  message_id TEXT NOT NULL,
+  recipients TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  zip_name TEXT NOT NULL,
+  zip_bytes BIGINT NOT NULL,
+  message_bytes BIGINT NOT NULL,
+  part INTEGER NOT NULL,
+  parts INTEGER NOT NULL,
+  gateways TEXT NOT NULL
+);
+CREATE INDEX distribution_deliveries_warehouse ON distribution_deliveries (warehouse, id);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

@@ -1,0 +1,100 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "blob/blob_store.h"
+#include "core/clock.h"
+#include "core/result.h"
+#include "mail/mailer.h"
+#include "store/store.h"
+
+namespace certfleet::distribution {
+
+struct ScanResult {
+  int64_t objects = 0;  // listed under the prefix
+  int64_t ignored = 0;  // not in the layout (each logged as a warning)
+  int64_t marked = 0;   // records set to PENDING_EMAIL
+  int64_t millis = 0;
+};
+
+struct SendResult {
+  int64_t warehouses = 0;
+  int64_t gateways_sent = 0;
+  int64_t gateways_failed = 0;
+  int64_t mails_sent = 0;
+  int64_t mails_failed = 0;
+  int64_t bytes_sent = 0;  // rendered messages
+  // Time spent per phase, summed over warehouses.
+  int64_t download_millis = 0;
+  int64_t zip_millis = 0;
+  int64_t send_millis = 0;
+};
+
+// W5: watches the inbound store for gateway certificates and shared files per warehouse,
+// tracks each gateway's delivery, and mails each warehouse only its own files in ZIPs that
+// fit the mail size limit. Scan and SendPending may run on any node; running two
+// SendPending at once is safe but sends twice, so the job queue runs one at a time.
+// Thread-safe.
+class DistributionService {
+ public:
+  struct Options {
+    std::string prefix = "Inbound/";
+    std::string work_dir;  // ZIPs are built here, in a folder per run
+    std::string sender = "certfleet@localhost";
+    std::string default_recipient;  // for warehouses without their own recipients
+    std::string operators;          // told when a record fails for good; empty: nobody
+    int download_workers = 10;
+    uint64_t zip_max_bytes = 8'000'000;
+    uint64_t mail_max_bytes = 10'000'000;
+    int max_attempts = 5;  // runs a FAILED_EMAIL record is retried in
+    int send_tries = 3;    // tries per mail within one run
+    std::chrono::milliseconds send_backoff{1000};
+  };
+
+  // Mail and byte counts since start, for /metrics.
+  struct Counters {
+    std::atomic<int64_t> mails_sent{0};
+    std::atomic<int64_t> mails_failed{0};
+    std::atomic<int64_t> bytes_sent{0};
+  };
+
+  static constexpr std::string_view kScanJob = "distribution.scan";
+  static constexpr std::string_view kSendJob = "distribution.send";
+  static constexpr std::string_view kRunJob = "distribution.run";  // scan, then send
+
+  DistributionService(store::Store& store, blob::BlobStore& inbound, mail::Mailer& mailer, const Clock& clock,
+                      Options options);
+
+  // Lists the inbound store and marks the records of new or changed objects PENDING_EMAIL.
+  Result<ScanResult> Scan();
+  // The same for objects named by an event (S3 event notifications); returns records marked.
+  // Objects outside the layout are logged and ignored.
+  Result<int64_t> MarkChanged(const std::vector<blob::ObjectInfo>& objects);
+  // Mails every warehouse its pending files. `progress(done, total)` counts gateways.
+  Result<SendResult> SendPending(const std::function<void(int64_t, int64_t)>& progress = {});
+
+  const Counters& counters() const { return counters_; }
+  const Options& options() const { return options_; }
+
+ private:
+  struct Part;
+  struct WarehouseRun;
+  Result<void> SendWarehouse(const std::string& warehouse, const std::string& run_dir, SendResult& result,
+                             const std::function<void(int64_t)>& gateways_done);
+  Result<mail::Sent> SendWithRetries(const mail::Message& message);
+  void Notify(const std::string& warehouse, const std::vector<std::pair<std::string, std::string>>& exhausted);
+
+  store::Store& store_;
+  blob::BlobStore& inbound_;
+  mail::Mailer& mailer_;
+  const Clock& clock_;
+  const Options options_;
+  Counters counters_;
+};
+
+}  // namespace certfleet::distribution

@@ -1,0 +1,264 @@
+// W5 routes: S3 event notifications, runs on demand, warehouse settings, status and
+// deliveries.
+#include <curl/curl.h>
+#include <fmt/format.h>
+
+#include <boost/json.hpp>
+
+#include "distribution/layout.h"
+#include "http/api.h"
+#include "http/json.h"
+#include "mail/message.h"
+#include "store/audit_repo.h"
+#include "store/distribution_repo.h"
+#include "store/jobs_repo.h"
+
+namespace certfleet::http {
+namespace {
+
+namespace json = boost::json;
+using distribution::DistributionService;
+
+// An S3 event batch holds at most a few records; 1 MiB is far beyond any real one.
+constexpr size_t kEventsBodyLimit = size_t{1024} * 1024;
+constexpr size_t kMaxEventRecords = 1000;
+constexpr size_t kMaxRecipients = 50;
+constexpr size_t kMinPasswordChars = 12;  // AES-256 ZIPs are only as strong as their password
+constexpr size_t kMaxPasswordChars = 128;
+constexpr size_t kMaxKeyChars = 1024;
+
+std::string Str(const json::value* v) { return v && v->is_string() ? std::string(v->as_string()) : std::string(); }
+
+// S3 event keys are URL-encoded with '+' for spaces.
+std::string DecodeEventKey(std::string key) {
+  for (auto& c : key) {
+    if (c == '+') c = ' ';
+  }
+  int len = 0;
+  char* decoded = curl_easy_unescape(nullptr, key.data(), static_cast<int>(key.size()), &len);
+  std::string out(decoded ? decoded : "", decoded ? static_cast<size_t>(len) : 0);
+  curl_free(decoded);
+  return out;
+}
+
+Response Events(const ApiContext& ctx, const Request& req) {
+  auto body = ParseJsonObject(req.body);
+  if (!body.ok()) return Fail(req, body.error());
+  const json::value* records = body->if_contains("Records");
+  if (!records || !records->is_array()) {
+    return ErrorResponse(400, "invalid_argument", "expected an S3 event notification with a Records array");
+  }
+  if (records->as_array().size() > kMaxEventRecords) {
+    return ErrorResponse(400, "invalid_argument", fmt::format("at most {} records per event", kMaxEventRecords));
+  }
+  std::vector<blob::ObjectInfo> objects;
+  int64_t skipped = 0;
+  for (const auto& r : records->as_array()) {
+    const json::object* rec = r.if_object();
+    const json::value* s3 = rec ? rec->if_contains("s3") : nullptr;
+    const json::value* object = s3 && s3->is_object() ? s3->as_object().if_contains("object") : nullptr;
+    if (!object || !object->is_object()) {
+      return ErrorResponse(400, "invalid_argument", "each record needs s3.object");
+    }
+    if (!Str(rec->if_contains("eventName")).starts_with("ObjectCreated")) {
+      ++skipped;  // removals and other events change nothing to send
+      continue;
+    }
+    const json::object& o = object->as_object();
+    blob::ObjectInfo info;
+    info.key = DecodeEventKey(Str(o.if_contains("key")));
+    if (info.key.empty() || info.key.size() > kMaxKeyChars) {
+      return ErrorResponse(400, "invalid_argument", "s3.object.key must be 1 to 1024 characters");
+    }
+    info.etag = Str(o.if_contains("eTag"));
+    if (info.etag.empty()) info.etag = Str(o.if_contains("sequencer"));
+    if (const json::value* size = o.if_contains("size"); size && size->is_int64()) info.size = size->as_int64();
+    info.last_modified_millis = ParseRfc3339(Str(rec->if_contains("eventTime"))).value_or(ctx.clock.NowMillis());
+    objects.push_back(std::move(info));
+  }
+  auto marked = ctx.distribution->MarkChanged(objects);
+  if (!marked.ok()) return Fail(req, marked.error());
+  return JsonResponse(
+      202, json::object{{"marked_pending", *marked}, {"objects", objects.size()}, {"skipped_events", skipped}});
+}
+
+Response Run(const ApiContext& ctx, const Request& req) {
+  auto id = store::Write(ctx.store, [&](store::Tx& tx) -> Result<int64_t> {
+    const int64_t now = ctx.clock.NowMillis();
+    store::NewJob job;
+    job.kind = std::string(DistributionService::kRunJob);
+    job.max_attempts = 1;  // records carry their own retries
+    CF_ASSIGN_OR_RETURN(auto id, store::EnqueueJob(tx, job, now));
+    CF_RETURN_IF_ERROR(
+        store::AppendAudit(tx, now, req.principal.Actor(), "distribution.run", fmt::format("job:{}", *id), "{}"));
+    return *id;
+  });
+  if (!id.ok()) return Fail(req, id.error());
+  return JsonResponse(202, json::object{{"job_id", *id}, {"job", fmt::format("/v1/jobs/{}", *id)}});
+}
+
+json::object WarehouseJson(const store::WarehouseSettings& w) {
+  return {{"name", w.name},
+          {"recipients", json::value_from(w.recipients)},
+          {"zip_encrypted", w.zip_password.has_value()},
+          {"updated_at", OptTime(w.updated_at)},
+          {"updated_by", w.updated_by}};
+}
+
+Response PutWarehouse(const ApiContext& ctx, const Request& req) {
+  const std::string& name = req.params.at("name");
+  if (!distribution::IsWarehouseName(name)) {
+    return ErrorResponse(400, "invalid_argument", "a warehouse name is 1 to 64 letters, digits, '_', '-' or '.'");
+  }
+  auto body = ParseJsonObject(req.body);
+  if (!body.ok()) return Fail(req, body.error());
+  store::WarehouseSettings w;
+  w.name = name;
+  const json::value* recipients = body->if_contains("recipients");
+  if (!recipients || !recipients->is_array() || recipients->as_array().empty() ||
+      recipients->as_array().size() > kMaxRecipients) {
+    return ErrorResponse(400, "invalid_argument", fmt::format("recipients: 1 to {} mail addresses", kMaxRecipients));
+  }
+  for (const auto& r : recipients->as_array()) {
+    if (!r.is_string() || !mail::IsMailAddress(r.as_string())) {
+      return ErrorResponse(400, "invalid_argument", "recipients must be mail addresses (name@domain)");
+    }
+    w.recipients.emplace_back(r.as_string());
+  }
+  if (const json::value* pw = body->if_contains("zip_password"); pw && !pw->is_null()) {
+    if (!pw->is_string() || pw->as_string().size() < kMinPasswordChars || pw->as_string().size() > kMaxPasswordChars) {
+      return ErrorResponse(400, "invalid_argument",
+                           fmt::format("zip_password: {} to {} characters, or null for plain ZIPs", kMinPasswordChars,
+                                       kMaxPasswordChars));
+    }
+    w.zip_password = std::string(pw->as_string());
+  }
+  w.updated_at = ctx.clock.NowMillis();
+  w.updated_by = req.principal.Actor();
+  auto saved = store::Write(ctx.store, [&](store::Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(store::PutWarehouse(tx, w));
+    json::object details{{"recipients", json::value_from(w.recipients)}, {"zip_encrypted", w.zip_password.has_value()}};
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, w.updated_at, w.updated_by, "distribution.warehouse.put",
+                                          "warehouse:" + name, json::serialize(details)));
+    return Ok();
+  });
+  if (!saved.ok()) return Fail(req, saved.error());
+  return JsonResponse(200, WarehouseJson(w));
+}
+
+Response ListWarehouses(const ApiContext& ctx, const Request& req) {
+  auto rows = store::Read(ctx.store, [&](store::Tx& tx) { return store::ListWarehouses(tx); });
+  if (!rows.ok()) return Fail(req, rows.error());
+  json::array items;
+  for (const auto& w : *rows) items.push_back(WarehouseJson(w));
+  return JsonResponse(200, PageJson(std::move(items), std::nullopt));
+}
+
+Response Status(const ApiContext& ctx, const Request& req) {
+  auto page = ParsePage(req);
+  if (!page.ok()) return Fail(req, page.error());
+  store::RecordFilter f;
+  f.limit = page->limit;
+  auto warehouse = QueryParam(req, "warehouse", 64);
+  auto status = QueryParam(req, "status", 20);
+  if (!warehouse.ok()) return Fail(req, warehouse.error());
+  if (!status.ok()) return Fail(req, status.error());
+  f.warehouse = *warehouse;
+  if (*status) {
+    if (**status != store::kPendingEmail && **status != store::kEmailed && **status != store::kFailedEmail) {
+      return ErrorResponse(400, "invalid_argument", "status must be PENDING_EMAIL, EMAILED or FAILED_EMAIL");
+    }
+    f.status = **status;
+  }
+  if (page->after) {
+    const size_t sep = page->after->find('/');
+    if (sep == std::string::npos)
+      return ErrorResponse(400, "invalid_argument", "next is not a cursor from a previous page");
+    f.after = std::make_pair(page->after->substr(0, sep), page->after->substr(sep + 1));
+  }
+  auto rows = store::Read(ctx.store, [&](store::Tx& tx) { return store::ListRecords(tx, f); });
+  if (!rows.ok()) return Fail(req, rows.error());
+  json::array items;
+  for (const auto& r : *rows) {
+    items.push_back(json::object{{"warehouse", r.warehouse},
+                                 {"gateway_eui", r.gateway_eui},
+                                 {"status", r.status},
+                                 {"last_modified", OptTime(r.last_modified)},
+                                 {"last_emailed", OptTime(r.last_emailed)},
+                                 {"attempts", r.attempts},
+                                 {"last_error", OptStr(r.last_error)}});
+  }
+  auto next =
+      NextCursor(rows->size(), f.limit, [&] { return rows->back().warehouse + "/" + rows->back().gateway_eui; });
+  return JsonResponse(200, PageJson(std::move(items), next));
+}
+
+Response Deliveries(const ApiContext& ctx, const Request& req) {
+  auto page = ParsePage(req);
+  if (!page.ok()) return Fail(req, page.error());
+  auto before = AfterNumber(*page);
+  auto warehouse = QueryParam(req, "warehouse", 64);
+  if (!before.ok()) return Fail(req, before.error());
+  if (!warehouse.ok()) return Fail(req, warehouse.error());
+  auto rows = store::Read(ctx.store,
+                          [&](store::Tx& tx) { return store::ListDeliveries(tx, *warehouse, *before, page->limit); });
+  if (!rows.ok()) return Fail(req, rows.error());
+  json::array items;
+  for (const auto& d : *rows) {
+    items.push_back(json::object{{"id", d.id},
+                                 {"at", OptTime(d.at)},
+                                 {"warehouse", d.warehouse},
+                                 {"message_id", d.message_id},
+                                 {"recipients", json::value_from(d.recipients)},
+                                 {"subject", d.subject},
+                                 {"zip_name", d.zip_name},
+                                 {"zip_bytes", d.zip_bytes},
+                                 {"message_bytes", d.message_bytes},
+                                 {"part", d.part},
+                                 {"parts", d.parts},
+                                 {"gateways", json::value_from(d.gateways)}});
+  }
+  auto next = NextCursor(rows->size(), page->limit, [&] { return std::to_string(rows->back().id); });
+  return JsonResponse(200, PageJson(std::move(items), next));
+}
+
+std::string DistributionMetrics(const ApiContext& ctx) {
+  std::string out =
+      "# HELP certfleet_distribution_records Distribution records by status.\n"
+      "# TYPE certfleet_distribution_records gauge\n";
+  auto counts = store::Read(ctx.store, [](store::Tx& tx) { return store::CountRecordsByStatus(tx); });
+  if (counts.ok()) {
+    for (const auto& [status, n] : *counts) {
+      out += fmt::format("certfleet_distribution_records{{status=\"{}\"}} {}\n", EscapeLabel(status), n);
+    }
+  }
+  const auto& c = ctx.distribution->counters();
+  out += fmt::format(
+      "# HELP certfleet_distribution_mails_total Distribution mails by outcome.\n"
+      "# TYPE certfleet_distribution_mails_total counter\n"
+      "certfleet_distribution_mails_total{{outcome=\"sent\"}} {}\n"
+      "certfleet_distribution_mails_total{{outcome=\"failed\"}} {}\n"
+      "# HELP certfleet_distribution_mail_bytes_total Bytes of distribution mails sent.\n"
+      "# TYPE certfleet_distribution_mail_bytes_total counter\n"
+      "certfleet_distribution_mail_bytes_total {}\n",
+      c.mails_sent.load(), c.mails_failed.load(), c.bytes_sent.load());
+  return out;
+}
+
+}  // namespace
+
+void AddDistributionRoutes(Router& router, const ApiContext& ctx) {
+  const ApiContext* c = &ctx;
+  router.Add("POST", "/v1/distribution/events", {Access::kOperator, false, kEventsBodyLimit},
+             [c](Request& r) { return Events(*c, r); });
+  router.Add("POST", "/v1/distribution/run", {Access::kOperator}, [c](Request& r) { return Run(*c, r); });
+  router.Add("PUT", "/v1/distribution/warehouses/{name}", {Access::kAdmin},
+             [c](Request& r) { return PutWarehouse(*c, r); });
+  router.Add("GET", "/v1/distribution/warehouses", {Access::kReader},
+             [c](Request& r) { return ListWarehouses(*c, r); });
+  router.Add("GET", "/v1/distribution/status", {Access::kReader}, [c](Request& r) { return Status(*c, r); });
+  router.Add("GET", "/v1/distribution/deliveries", {Access::kReader}, [c](Request& r) { return Deliveries(*c, r); });
+  ctx.metrics.AddCollector([c] { return DistributionMetrics(*c); });
+}
+
+}  // namespace certfleet::http
