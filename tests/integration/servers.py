@@ -1,0 +1,111 @@
+"""Real servers the W5 tests run against, each on a free loopback port: s3rver (npm, an
+S3-compatible server that checks SigV4 signatures) with the AWS CLI as the uploader, and
+aiosmtpd (Debian) writing every message it accepts into a maildir."""
+import mailbox
+import os
+import socket
+import subprocess
+import time
+
+SOURCE = os.environ.get("CERTFLEET_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+S3_KEY = "S3RVER"  # s3rver's built-in credentials
+AWS = "/usr/bin/aws"  # Debian's awscli, not a shim earlier on PATH
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, proc, what):
+    for _ in range(200):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port}")
+
+
+class S3Server:
+    def __init__(self, work, bucket):
+        self.dir = os.path.join(work, "s3rver")
+        os.makedirs(self.dir, exist_ok=True)
+        self.bucket = bucket
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log = open(os.path.join(work, "s3rver.log"), "w")
+        self.proc = subprocess.Popen(
+            ["node", os.path.join(SOURCE, "tools", "node_modules", "s3rver", "bin", "s3rver.js"), "-d", self.dir, "-a",
+             "127.0.0.1", "-p", str(self.port), "--configure-bucket", bucket, "--silent"],
+            stdout=self.log, stderr=self.log)
+        wait_port(self.port, self.proc, "s3rver")
+        self.env = dict(os.environ, AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_KEY,
+                        AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+
+    def aws(self, *args):
+        p = subprocess.run([AWS, "--endpoint-url", self.endpoint, *args], env=self.env, capture_output=True,
+                           text=True, timeout=300)
+        if p.returncode != 0:
+            raise RuntimeError(f"aws {' '.join(args)}: {p.stderr[-2000:]}")
+        return p.stdout
+
+    def upload_tree(self, local_dir):
+        """Uploads every file under local_dir, keys relative to it (as a provisioning system would)."""
+        self.aws("s3", "cp", "--recursive", "--only-show-errors", local_dir, f"s3://{self.bucket}/")
+
+    def object_path(self, key):
+        """Where s3rver keeps an object's bytes on disk (to break it for failure tests)."""
+        return os.path.join(self.dir, self.bucket, key + "._S3rver_object")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+
+class SmtpServer:
+    """aiosmtpd with its Mailbox handler; stop() and start() again simulate an outage."""
+
+    def __init__(self, work):
+        self.maildir = os.path.join(work, "maildir")
+        self.port = free_port()
+        self.work = work
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.log = open(os.path.join(self.work, "smtp.log"), "a")
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.port}", "-c",
+             "aiosmtpd.handlers.Mailbox", self.maildir], stdout=self.log, stderr=self.log)
+        wait_port(self.port, self.proc, "aiosmtpd")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+    def new_messages(self, seen):
+        """Messages received since the keys in `seen` (which gets the new keys), each as
+        (size in bytes, email.message.EmailMessage)."""
+        import email
+        import email.policy
+        if not os.path.isdir(self.maildir):
+            return []
+        box = mailbox.Maildir(self.maildir, create=False)
+        out = []
+        for key in box.keys():
+            if key in seen:
+                continue
+            seen.add(key)
+            raw = box.get_bytes(key)
+            out.append((len(raw), email.message_from_bytes(raw, policy=email.policy.default)))
+        return out
