@@ -1,0 +1,223 @@
+// W5's parts on their own: the inbound layout, ZIP size bounds, and the service over a local
+// inbound folder and the .eml outbox on both stores (the end-to-end test runs it against
+// S3 and SMTP servers).
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <zip.h>
+
+#include <filesystem>
+#include <set>
+
+#include "blob/blob_store.h"
+#include "core/crypto.h"
+#include "distribution/bundle.h"
+#include "distribution/distribution_service.h"
+#include "distribution/layout.h"
+#include "store/distribution_repo.h"
+#include "testing/db.h"
+
+namespace certfleet::distribution {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(Layout, ClassifiesTheSeedsLayoutAndIgnoresTheRest) {
+  auto ok = [](std::string_view key) { return std::get<InboundFile>(Classify(key, "Inbound/")); };
+  auto f = ok("Inbound/Warehouse_US/servertrust_us-east-1_123456789012.pem");
+  EXPECT_EQ(f.warehouse, "Warehouse_US");
+  EXPECT_EQ(f.gateway_eui, "SHARED_FILES");
+  EXPECT_EQ(ok("Inbound/Warehouse_India/endpoints_ap-south-1_1.json").gateway_eui, "SHARED_FILES");
+  f = ok("Inbound/Warehouse_US/00800000d000580f/0580f.key");
+  EXPECT_EQ(f.gateway_eui, "00800000d000580f");
+  EXPECT_EQ(f.name, "0580f.key");
+  EXPECT_EQ(ok("Inbound/Plant-7/00800000D000BC03/0BC03.pem").warehouse, "Plant-7");
+  for (const char* bad :
+       {"Other/Warehouse_US/servertrust_a.pem", "Inbound/readme.txt", "Inbound/W/notes.txt",
+        "Inbound/W/00800000d000580f/0580f.txt", "Inbound/W/00800000d000580f/12345.pem", "Inbound/W/0080/0080.pem",
+        "Inbound/W/00800000d000580f/x/0580f.pem", "Inbound/../W/servertrust_a.pem", "Inbound/.hidden/servertrust_a.pem",
+        "Inbound/W/servertrust_a b.pem", "Inbound/W/00800000d000580f/0580f.pem/x"}) {
+    EXPECT_TRUE(std::holds_alternative<std::string>(Classify(bad, "Inbound/"))) << bad;
+  }
+}
+
+TEST(Bundle, ZipsStayWithinTheirBoundAndReadBack) {
+  const std::string dir = testing::TempDir();
+  for (const std::optional<std::string>& password : {std::optional<std::string>(), std::optional<std::string>("pw")}) {
+    std::vector<std::string> data;
+    for (size_t n : {size_t{0}, size_t{1}, size_t{1000}, size_t{300'000}}) data.push_back(RandomBytes(n));
+    std::vector<ZipEntry> entries;
+    uint64_t bound = kZipEndBound;
+    for (size_t i = 0; i < data.size(); ++i) {
+      entries.push_back({fmt::format("00800000d000580{}/0580{}.pem", i, i), data[i]});
+      bound += ZipEntryBound(entries.back().name.size(), data[i].size());
+    }
+    const std::string path = dir + "/b.zip";
+    auto size = WriteZip(path, entries, password);
+    ASSERT_TRUE(size.ok()) << size.error().message;
+    EXPECT_LE(*size, bound);
+    EXPECT_EQ(*size, fs::file_size(path));
+    int err = 0;
+    zip_t* za = zip_open(path.c_str(), ZIP_RDONLY, &err);
+    ASSERT_NE(za, nullptr);
+    if (password) zip_set_default_password(za, password->c_str());
+    for (size_t i = 0; i < data.size(); ++i) {
+      zip_file_t* zf = zip_fopen(za, entries[i].name.c_str(), 0);
+      ASSERT_NE(zf, nullptr) << zip_strerror(za);
+      std::string back(data[i].size() + 1, '\0');
+      const zip_int64_t n = zip_fread(zf, back.data(), back.size());
+      back.resize(static_cast<size_t>(std::max<zip_int64_t>(n, 0)));
+      EXPECT_EQ(back, data[i]);
+      zip_fclose(zf);
+    }
+    zip_discard(za);
+  }
+  EXPECT_EQ(WriteZip("/nonexistent-dir/x.zip", {}, std::nullopt).error().code, ErrorCode::kUnavailable);
+}
+
+// A real .eml mailer that can run a hook while a message is "in flight".
+class HookedMailer final : public mail::Mailer {
+ public:
+  HookedMailer(std::unique_ptr<mail::Mailer> inner) : inner_(std::move(inner)) {}
+  Result<mail::Sent> Send(const mail::Message& m) override {
+    if (hook) hook();
+    sent.push_back(m);
+    return inner_->Send(m);
+  }
+  std::function<void()> hook;
+  std::vector<mail::Message> sent;
+
+ private:
+  std::unique_ptr<mail::Mailer> inner_;
+};
+
+class ServiceTest : public ::testing::TestWithParam<store::Dialect> {
+ protected:
+  void SetUp() override {
+    store_ = testing::FreshStore(GetParam());
+    ASSERT_NE(store_, nullptr);
+    root_ = testing::TempDir();
+    inbound_ = std::move(blob::OpenBlobStore("file://" + root_ + "/inbound", {})).value();
+    mailer_ =
+        std::make_unique<HookedMailer>(std::move(mail::OpenMailer("file://" + root_ + "/outbox", clock_)).value());
+    options_.work_dir = root_ + "/work";
+    options_.default_recipient = "certs@example.com";
+    options_.send_backoff = std::chrono::milliseconds(1);
+  }
+  DistributionService& Service() {
+    service_ = std::make_unique<DistributionService>(*store_, *inbound_, *mailer_, clock_, options_);
+    return *service_;
+  }
+  void Gateway(const std::string& warehouse, int n, size_t bytes) {
+    const std::string eui = fmt::format("00800000d{:07x}", n);
+    ASSERT_TRUE(
+        inbound_->Put(fmt::format("Inbound/{}/{}/{}.pem", warehouse, eui, eui.substr(11)), RandomBytes(bytes)).ok());
+    ASSERT_TRUE(
+        inbound_->Put(fmt::format("Inbound/{}/{}/{}.key", warehouse, eui, eui.substr(11)), RandomBytes(200)).ok());
+  }
+  std::map<std::string, std::string> Statuses(const std::string& warehouse) {
+    store::RecordFilter f;
+    f.warehouse = warehouse;
+    f.limit = 1000;
+    auto rows = store::Read(*store_, [&](store::Tx& tx) { return store::ListRecords(tx, f); });
+    std::map<std::string, std::string> out;
+    for (const auto& r : *rows) out[r.gateway_eui] = r.status;
+    return out;
+  }
+
+  ManualClock clock_{1'795'456'605'000};
+  std::unique_ptr<store::Store> store_;
+  std::string root_;
+  std::unique_ptr<blob::BlobStore> inbound_;
+  std::unique_ptr<HookedMailer> mailer_;
+  DistributionService::Options options_;
+  std::unique_ptr<DistributionService> service_;
+};
+
+TEST_P(ServiceTest, SplitsUnderBothLimitsWithEveryGatewayOnce) {
+  options_.zip_max_bytes = 40'000;
+  options_.mail_max_bytes = 52'000;  // stricter than the ZIP limit once base64'd
+  ASSERT_TRUE(inbound_->Put("Inbound/W1/servertrust_r_1.pem", RandomBytes(1000)).ok());
+  for (int i = 0; i < 30; ++i) Gateway("W1", i, 2500);
+  auto& svc = Service();
+  auto scan = svc.Scan();
+  ASSERT_TRUE(scan.ok()) << scan.error().message;
+  EXPECT_EQ(scan->marked, 31);
+  auto sent = svc.SendPending();
+  ASSERT_TRUE(sent.ok()) << sent.error().message;
+  EXPECT_EQ(sent->gateways_sent, 30);
+  EXPECT_GE(sent->mails_sent, 3);
+
+  auto deliveries = store::Read(*store_, [](store::Tx& tx) { return store::ListDeliveries(tx, {}, {}, 100); });
+  ASSERT_TRUE(deliveries.ok());
+  std::multiset<std::string> gateways;
+  for (const auto& d : *deliveries) {
+    EXPECT_LE(d.zip_bytes, 40'000);
+    EXPECT_LE(d.message_bytes, 52'000);
+    EXPECT_EQ(d.parts, static_cast<int>(deliveries->size()));
+    gateways.insert(d.gateways.begin(), d.gateways.end());
+  }
+  EXPECT_EQ(gateways.size(), 30u);
+  EXPECT_EQ(std::set<std::string>(gateways.begin(), gateways.end()).size(), 30u) << "a gateway went out twice";
+  for (const auto& e : fs::directory_iterator(root_ + "/outbox")) EXPECT_LE(fs::file_size(e.path()), 52'000u);
+  for (const auto& [eui, status] : Statuses("W1")) EXPECT_EQ(status, "EMAILED") << eui;
+  EXPECT_FALSE(fs::exists(root_ + "/work") && !fs::is_empty(root_ + "/work")) << "run folders are removed";
+}
+
+TEST_P(ServiceTest, AChangeDuringSendingStaysPending) {
+  Gateway("W1", 1, 500);
+  Gateway("W1", 2, 500);
+  auto& svc = Service();
+  ASSERT_TRUE(svc.Scan().ok());
+  // A new upload of gateway 1 lands while the mail is on its way.
+  mailer_->hook = [&] {
+    mailer_->hook = nullptr;
+    Gateway("W1", 1, 501);
+    clock_.Advance(std::chrono::seconds(1));
+    ASSERT_TRUE(svc.Scan().ok());
+  };
+  ASSERT_TRUE(svc.SendPending().ok());
+  auto st = Statuses("W1");
+  EXPECT_EQ(st["00800000d0000001"], "PENDING_EMAIL") << "the newer upload was not lost";
+  EXPECT_EQ(st["00800000d0000002"], "EMAILED");
+  ASSERT_TRUE(svc.SendPending().ok());
+  EXPECT_EQ(Statuses("W1")["00800000d0000001"], "EMAILED");
+  EXPECT_EQ(mailer_->sent.size(), 2u);
+}
+
+TEST_P(ServiceTest, SharedFilesAloneWaitForTheFirstGatewayAndMissingObjectsChangeNothing) {
+  ASSERT_TRUE(inbound_->Put("Inbound/W1/endpoints_r_1.json", "{}").ok());
+  auto& svc = Service();
+  ASSERT_TRUE(svc.Scan().ok());
+  ASSERT_TRUE(svc.SendPending().ok());
+  EXPECT_TRUE(mailer_->sent.empty()) << "no mail for shared files of a warehouse without gateways";
+  EXPECT_EQ(Statuses("W1")["SHARED_FILES"], "PENDING_EMAIL");
+
+  Gateway("W1", 7, 100);
+  Gateway("W1", 8, 100);
+  ASSERT_TRUE(svc.Scan().ok());
+  fs::remove(root_ + "/inbound/Inbound/W1/00800000d0000007/00007.key");  // gone after the scan
+  ASSERT_TRUE(svc.SendPending().ok());
+  ASSERT_EQ(mailer_->sent.size(), 1u);
+  EXPECT_EQ(mailer_->sent[0].subject, "W1: Gateway Certificates and Server/Endpoints Files");
+  auto st = Statuses("W1");
+  EXPECT_EQ(st["00800000d0000007"], "PENDING_EMAIL") << "a missing object changes no record";
+  EXPECT_EQ(st["00800000d0000008"], "EMAILED");
+  EXPECT_EQ(st["SHARED_FILES"], "EMAILED");
+}
+
+TEST_P(ServiceTest, NoRecipientFailsTheRecordsWithTheReason) {
+  options_.default_recipient.clear();
+  Gateway("W1", 1, 100);
+  auto& svc = Service();
+  ASSERT_TRUE(svc.Scan().ok());
+  ASSERT_TRUE(svc.SendPending().ok());
+  auto rec = store::Read(*store_, [](store::Tx& tx) { return store::FindRecord(tx, "W1", "00800000d0000001"); });
+  ASSERT_TRUE(rec.ok() && *rec);
+  EXPECT_EQ((*rec)->status, "FAILED_EMAIL");
+  EXPECT_NE((*rec)->last_error->find("no recipients"), std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, ServiceTest, testing::kBothDialects, testing::DialectName);
+
+}  // namespace
+}  // namespace certfleet::distribution
