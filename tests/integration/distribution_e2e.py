@@ -176,6 +176,11 @@ for e in us:
     gateway("Warehouse_US", e)
 for e in uk:
     gateway("Warehouse_UK", e)
+many = [eui(i, 4) for i in range(500)]  # with the rest, more than one listing page (1000 keys)
+for e in many:
+    put(f"Inbound/Warehouse_MANY/{e}/{e[-5:]}.pem", e.encode())
+    put(f"Inbound/Warehouse_MANY/{e}/{e[-5:]}.key", e.encode()[::-1])
+shared("Warehouse_MANY")
 put("Inbound/Warehouse_US/notes.txt", b"stray")
 put(f"Inbound/Warehouse_US/{us[0]}/extra/deep.pem", b"wrong depth")
 put("Inbound/readme.md", b"stray")
@@ -186,6 +191,12 @@ for k in ("Inbound/Warehouse_US/notes.txt", f"Inbound/Warehouse_US/{us[0]}/extra
 sync()
 run_once()
 got = mails()
+m_many = [m for m in got if m["text"].startswith("Warehouse: Warehouse_MANY")]
+check(len(m_many) == 1, f"the 500-gateway warehouse in one mail: {len(m_many)}")
+if m_many:
+    (name, data), = m_many[0]["attachments"].items()
+    check(unzip(data) == expected("Warehouse_MANY", many), "all 500 gateways, from two listing pages, byte for byte")
+got = [m for m in got if m not in m_many]
 check(len(got) == 2, f"one mail per warehouse: {len(got)}")
 by_to = {m["to"]: m for m in got}
 m_us, m_uk = by_to.get(DEFAULT_TO), by_to.get("uk-certs@certs.test")
@@ -200,9 +211,9 @@ if m_us and m_uk:
     check(unzip(data, UK_PASSWORD) == expected("Warehouse_UK", uk), "the UK ZIP (AES) holds exactly the UK files")
 recs = records()
 check(all(r["status"] == "EMAILED" and r["last_emailed"] for r in recs.values()), f"all EMAILED: {recs}")
-check(len(recs) == 7, f"5 gateways + 2 SHARED_FILES records: {sorted(recs)}")
+check(len(recs) == 508, f"505 gateways + 3 SHARED_FILES records: {len(recs)}")
 _, deliveries, _ = cf.request("GET", "/v1/distribution/deliveries", bearer=T)
-check(len(deliveries["items"]) == 2 and all(d["message_id"] and d["zip_bytes"] > 0 for d in deliveries["items"]),
+check(len(deliveries["items"]) == 3 and all(d["message_id"] and d["zip_bytes"] > 0 for d in deliveries["items"]),
       f"deliveries recorded: {deliveries}")
 
 # Nothing new: nothing sent.

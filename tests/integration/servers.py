@@ -44,7 +44,9 @@ class S3Server:
         self.proc = subprocess.Popen(
             ["node", os.path.join(SOURCE, "tools", "node_modules", "s3rver", "bin", "s3rver.js"), "-d", self.dir, "-a",
              "127.0.0.1", "-p", str(self.port), "--configure-bucket", bucket, "--silent"],
-            stdout=self.log, stderr=self.log)
+            stdout=self.log, stderr=self.log,
+            # s3rver's continuation tokens use a cipher OpenSSL 3 keeps in its legacy provider.
+            env=dict(os.environ, NODE_OPTIONS="--openssl-legacy-provider"))
         wait_port(self.port, self.proc, "s3rver")
         self.env = dict(os.environ, AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_KEY,
                         AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
