@@ -120,7 +120,15 @@ Result<int64_t> DistributionService::MarkChanged(const std::vector<blob::ObjectI
     known.push_back({o.key, std::move(f.warehouse), std::move(f.gateway_eui), o.etag, o.last_modified_millis, o.size});
   }
   const int64_t now = clock_.NowMillis();
-  return store::Write(store_, [&](store::Tx& tx) { return store::RecordObjects(tx, known, now); });
+  return store::Write(store_, [&](store::Tx& tx) -> Result<int64_t> {
+    CF_ASSIGN_OR_RETURN(int64_t marked, store::RecordObjects(tx, known, now));
+    if (marked > 0) {
+      CF_RETURN_IF_ERROR(
+          store::AppendAudit(tx, now, kActor, "distribution.mark_pending", "inbound",
+                             json::serialize(json::object{{"records", marked}, {"objects", known.size()}})));
+    }
+    return marked;
+  });
 }
 
 Result<SendResult> DistributionService::SendPending(const std::function<void(int64_t, int64_t)>& progress) {

@@ -87,7 +87,8 @@ Response Run(const ApiContext& ctx, const Request& req) {
     const int64_t now = ctx.clock.NowMillis();
     store::NewJob job;
     job.kind = std::string(DistributionService::kRunJob);
-    job.max_attempts = 1;  // records carry their own retries
+    // Retried when another run holds the lock; failed records carry their own retries.
+    job.max_attempts = 3;
     CF_ASSIGN_OR_RETURN(auto id, store::EnqueueJob(tx, job, now));
     CF_RETURN_IF_ERROR(
         store::AppendAudit(tx, now, req.principal.Actor(), "distribution.run", fmt::format("job:{}", *id), "{}"));

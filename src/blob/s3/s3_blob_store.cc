@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <fmt/format.h>
 
+#include <mutex>
 #include <pugixml.hpp>
 
 #include "core/clock.h"
@@ -17,6 +18,8 @@ constexpr long kConnectTimeoutSeconds = 10;
 // A request that moves fewer than kLowSpeedBytes per second for this long is abandoned.
 constexpr long kLowSpeedSeconds = 30;
 constexpr long kLowSpeedBytes = 1;
+// Idle connections kept, one per concurrent downloader is enough (distribution.download_workers).
+constexpr size_t kMaxIdleHandles = 64;
 constexpr std::string_view kEmptySha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 using CurlPtr = std::unique_ptr<CURL, decltype(&curl_easy_cleanup)>;
@@ -127,8 +130,27 @@ class S3BlobStore final : public BlobStore {
     return MakeError(ec, fmt::format("{}: HTTP {}{}", what, r.status, code.empty() ? "" : " " + code));
   }
 
+  // Handles are kept between requests so that their connections stay open (keep-alive):
+  // a new TCP connection per object would cost more than the object.
+  CurlPtr TakeHandle() const {
+    {
+      std::lock_guard lock(handles_mu_);
+      if (!handles_.empty()) {
+        CurlPtr h = std::move(handles_.back());
+        handles_.pop_back();
+        curl_easy_reset(h.get());
+        return h;
+      }
+    }
+    return CurlPtr(curl_easy_init(), &curl_easy_cleanup);
+  }
+  void ReturnHandle(CurlPtr h) const {
+    std::lock_guard lock(handles_mu_);
+    if (handles_.size() < kMaxIdleHandles) handles_.push_back(std::move(h));
+  }
+
   Result<Response> Request(const char* method, const std::string& url, std::string_view upload, size_t limit) const {
-    CurlPtr curl(curl_easy_init(), &curl_easy_cleanup);
+    CurlPtr curl = TakeHandle();
     if (!curl) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
     Body body{{}, limit, false};
     const std::string sigv4 = fmt::format("aws:amz:{}:s3", loc_.region);
@@ -163,11 +185,14 @@ class S3BlobStore final : public BlobStore {
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
     r.body = std::move(body.data);
+    ReturnHandle(std::move(curl));
     return r;
   }
 
   const S3Location loc_;
   S3Credentials creds_;
+  mutable std::mutex handles_mu_;
+  mutable std::vector<CurlPtr> handles_;
 };
 
 }  // namespace
