@@ -28,6 +28,22 @@ std::string NodeId() {
   return fmt::format("{}:{}", host, getpid());
 }
 
+distribution::DistributionService::Options DistributionOptions(const Config& config) {
+  distribution::DistributionService::Options o;
+  o.prefix = config.Get("distribution.prefix");
+  o.work_dir = config.Get("distribution.work_dir");
+  o.sender = config.Get("distribution.sender");
+  o.default_recipient = config.Get("distribution.default_recipient");
+  o.operators = config.Get("distribution.operators");
+  o.download_workers = static_cast<int>(config.GetInt("distribution.download_workers"));
+  o.zip_max_bytes = static_cast<uint64_t>(config.GetInt("distribution.zip_max_bytes"));
+  o.mail_max_bytes = static_cast<uint64_t>(config.GetInt("distribution.mail_max_bytes"));
+  o.max_attempts = static_cast<int>(config.GetInt("distribution.max_attempts"));
+  o.send_tries = static_cast<int>(config.GetInt("distribution.send_tries"));
+  o.send_backoff = std::chrono::milliseconds(config.GetInt("distribution.send_backoff_ms"));
+  return o;
+}
+
 // W5's jobs: scan the inbound store, mail what is pending, and both on demand.
 Result<void> AddDistributionJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler,
                                  distribution::DistributionService& dist, const Config& config) {
@@ -111,19 +127,7 @@ int Serve(const Config& config, const Clock& clock) {
     log::Error("cannot set up distribution", {{"error", (!inbound.ok() ? inbound.error() : mailer.error()).message}});
     return 1;
   }
-  distribution::DistributionService::Options dist_options;
-  dist_options.prefix = config.Get("distribution.prefix");
-  dist_options.work_dir = config.Get("distribution.work_dir");
-  dist_options.sender = config.Get("distribution.sender");
-  dist_options.default_recipient = config.Get("distribution.default_recipient");
-  dist_options.operators = config.Get("distribution.operators");
-  dist_options.download_workers = static_cast<int>(config.GetInt("distribution.download_workers"));
-  dist_options.zip_max_bytes = static_cast<uint64_t>(config.GetInt("distribution.zip_max_bytes"));
-  dist_options.mail_max_bytes = static_cast<uint64_t>(config.GetInt("distribution.mail_max_bytes"));
-  dist_options.max_attempts = static_cast<int>(config.GetInt("distribution.max_attempts"));
-  dist_options.send_tries = static_cast<int>(config.GetInt("distribution.send_tries"));
-  dist_options.send_backoff = std::chrono::milliseconds(config.GetInt("distribution.send_backoff_ms"));
-  distribution::DistributionService distribution(store, **inbound, **mailer, clock, dist_options);
+  distribution::DistributionService distribution(store, **inbound, **mailer, clock, DistributionOptions(config));
   api.distribution = &distribution;
 
   http::AddSystemRoutes(router, api);

@@ -144,7 +144,7 @@ Result<SendResult> DistributionService::SendPending(const std::function<void(int
   int64_t done = 0;
   for (const auto& warehouse : warehouses) {
     ++result.warehouses;
-    Result<void> r = SendWarehouse(warehouse, run_dir + "/" + warehouse, result, [&](int64_t n) {
+    Result<void> r = SendWarehouse(warehouse, fmt::format("{}/{}", run_dir, warehouse), result, [&](int64_t n) {
       done += n;
       if (progress) progress(done, 0);
     });
@@ -400,6 +400,7 @@ Result<void> DistributionService::SendWarehouse(const std::string& warehouse, co
 
     const auto zip_start = std::chrono::steady_clock::now();
     std::vector<ZipEntry> entries;
+    entries.reserve(shared_files.size() + 2 * gateways.size());
     for (const auto& f : shared_files) entries.push_back({f.name, f.data});
     for (const auto& g : gateways) {
       std::string names;

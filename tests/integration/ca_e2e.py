@@ -18,6 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, failed, finish  # noqa: E402
 from harness import Certfleet  # noqa: E402
+from servers import free_port  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -49,13 +50,6 @@ def run(*cmd, stdin=None):
     p = subprocess.run(cmd, capture_output=True, text=True, input=stdin, timeout=60)
     return p.returncode, p.stdout + p.stderr
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def create(kind, body, expect=201):
