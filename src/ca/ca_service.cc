@@ -251,7 +251,7 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
   rec.not_before = facts.not_before_millis;
   rec.not_after = facts.not_after_millis;
   rec.fingerprint = facts.sha256_fingerprint;
-  CF_ASSIGN_OR_RETURN(rec.certificate_pem, pki::CertificateToPem(cert.get()));
+  rec.certificate_pem = std::move(facts.pem);
   rec.created_at = now;
   rec.created_by = actor;
   out.private_key_pem = std::move(private_key_pem);

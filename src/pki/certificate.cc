@@ -1,5 +1,6 @@
 #include "pki/certificate.h"
 
+#include <fmt/format.h>
 #include <openssl/pem.h>
 
 #include <ctime>
@@ -141,9 +142,19 @@ Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_k
 }
 
 Result<std::string> CertificateToPem(X509* cert) {
-  BioPtr bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1) return OpenSslError("writing certificate");
-  return BioToString(bio.get());
+  CF_ASSIGN_OR_RETURN(std::string der, CertificateToDer(cert));
+  return PemEncode("CERTIFICATE", der);
+}
+
+std::string PemEncode(std::string_view label, std::string_view der) {
+  constexpr size_t kPemLineBytes = 48;  // 64 base64 characters, as RFC 7468 writes them
+  std::string out = fmt::format("-----BEGIN {}-----\n", label);
+  for (size_t i = 0; i < der.size(); i += kPemLineBytes) {
+    out += Base64Encode(der.substr(i, kPemLineBytes));
+    out += '\n';
+  }
+  out += fmt::format("-----END {}-----\n", label);
+  return out;
 }
 
 Result<X509Ptr> CertificateFromPem(std::string_view pem) {
@@ -184,6 +195,7 @@ Result<CertificateFacts> Inspect(X509* cert) {
   f.not_after_millis = to_millis(X509_get0_notAfter(cert));
   CF_ASSIGN_OR_RETURN(std::string der, CertificateToDer(cert));
   f.sha256_fingerprint = Sha256Hex(der);
+  f.pem = PemEncode("CERTIFICATE", der);
   X509_NAME* subject = X509_get_subject_name(cert);
   int idx = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
   if (idx >= 0) {
@@ -193,7 +205,10 @@ Result<CertificateFacts> Inspect(X509* cert) {
     if (len >= 0) f.common_name.assign(reinterpret_cast<char*>(utf8), static_cast<size_t>(len));
     OPENSSL_free(utf8);
   }
-  f.is_ca = X509_check_ca(cert) > 0;
+  // Only basicConstraints, not X509_check_ca, which decodes every extension and hashes the whole certificate.
+  std::unique_ptr<BASIC_CONSTRAINTS, Deleter<BASIC_CONSTRAINTS_free>> bc(
+      static_cast<BASIC_CONSTRAINTS*>(X509_get_ext_d2i(cert, NID_basic_constraints, nullptr, nullptr)));
+  f.is_ca = bc && bc->ca;
   return f;
 }
 

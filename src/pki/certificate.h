@@ -35,6 +35,8 @@ struct CertificateSpec {
 Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X509* issuer, EVP_PKEY* issuer_key,
                                 std::string_view subject_spki_der = {});
 Result<std::string> CertificateToPem(X509* cert);
+// PEM text of DER bytes under `label` ("CERTIFICATE"), in 64-character lines.
+std::string PemEncode(std::string_view label, std::string_view der);
 Result<X509Ptr> CertificateFromPem(std::string_view pem);
 Result<std::string> CertificateToDer(X509* cert);
 
@@ -45,7 +47,8 @@ struct CertificateFacts {
   int64_t not_after_millis = 0;
   std::string sha256_fingerprint;  // lowercase hex of the DER
   std::string common_name;
-  bool is_ca = false;
+  bool is_ca = false;  // basicConstraints cA
+  std::string pem;     // the certificate, PEM
 };
 Result<CertificateFacts> Inspect(X509* cert);
 

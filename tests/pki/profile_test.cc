@@ -160,6 +160,19 @@ TEST_F(Profiles, ValidityIsClampedToTheIssuer) {
   EXPECT_EQ(r->spec.not_after_millis, Inspect(inter_.cert.get())->not_after_millis);
 }
 
+TEST_F(Profiles, InspectGivesTheFactsAndThePemOpenSslWrites) {
+  Issued leaf = Make(CertType::kServer, "a.iot.example.com", &inter_);
+  for (X509* c : {root_.cert.get(), inter_.cert.get(), leaf.cert.get()}) {
+    auto facts = Inspect(c);
+    ASSERT_TRUE(facts.ok());
+    BioPtr bio(BIO_new(BIO_s_mem()));
+    PEM_write_bio_X509(bio.get(), c);
+    EXPECT_EQ(facts->pem, BioToString(bio.get()));
+    EXPECT_EQ(facts->is_ca, c != leaf.cert.get());
+    EXPECT_EQ(facts->serial_hex, SerialHex(X509_get0_serialNumber(c)));
+  }
+}
+
 TEST_F(Profiles, CrlListsRevokedSerialsWithReasons) {
   auto der = BuildCrl(inter_.cert.get(), inter_.key.get(), {{"abcdef01", kNow, 1}}, 7, kNow, kNow + kDay);
   ASSERT_TRUE(der.ok()) << der.error().message;
