@@ -127,7 +127,9 @@ int Serve(const Config& config, const Clock& clock) {
     log::Error("cannot set up distribution", {{"error", (!inbound.ok() ? inbound.error() : mailer.error()).message}});
     return 1;
   }
-  distribution::DistributionService distribution(store, **inbound, **mailer, clock, DistributionOptions(config));
+  auto dist_options = DistributionOptions(config);
+  dist_options.master_key = *master_key;
+  distribution::DistributionService distribution(store, **inbound, **mailer, clock, dist_options);
   api.distribution = &distribution;
 
   http::AddSystemRoutes(router, api);

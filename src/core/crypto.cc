@@ -2,10 +2,12 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 
 namespace certfleet {
 
@@ -111,6 +113,78 @@ std::string Sha256Hex(std::string_view data) { return HexEncode(Sha256(data)); }
 
 bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+namespace {
+
+constexpr std::string_view kSealVersion = "v1.";
+constexpr size_t kSealKeyBytes = 32;
+constexpr size_t kSealNonceBytes = 12;  // GCM's standard nonce
+constexpr size_t kSealTagBytes = 16;
+
+using CipherCtxPtr = std::unique_ptr<EVP_CIPHER_CTX, decltype(&EVP_CIPHER_CTX_free)>;
+
+// HMAC-SHA256(master key, purpose): one AES key per purpose.
+std::string SealKey(std::string_view master_key, std::string_view purpose) {
+  const std::string label = "certfleet sealed secret v1: " + std::string(purpose);
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (HMAC(EVP_sha256(), master_key.data(), static_cast<int>(master_key.size()),
+           reinterpret_cast<const unsigned char*>(label.data()), label.size(), out, &len) == nullptr ||
+      len != kSealKeyBytes) {
+    std::fputs("certfleet: HMAC-SHA256 failed\n", stderr);
+    std::abort();
+  }
+  return std::string(reinterpret_cast<char*>(out), len);
+}
+
+}  // namespace
+
+std::string SealSecret(std::string_view master_key, std::string_view purpose, std::string_view plaintext) {
+  const std::string key = SealKey(master_key, purpose);
+  const std::string nonce = RandomBytes(kSealNonceBytes);
+  std::string out = nonce;
+  out.resize(kSealNonceBytes + plaintext.size() + kSealTagBytes);
+  auto* ct = reinterpret_cast<unsigned char*>(out.data() + kSealNonceBytes);
+  CipherCtxPtr ctx(EVP_CIPHER_CTX_new(), &EVP_CIPHER_CTX_free);
+  int len = 0;
+  int tail = 0;
+  if (!ctx ||
+      EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, reinterpret_cast<const unsigned char*>(key.data()),
+                         reinterpret_cast<const unsigned char*>(nonce.data())) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), ct, &len, reinterpret_cast<const unsigned char*>(plaintext.data()),
+                        static_cast<int>(plaintext.size())) != 1 ||
+      EVP_EncryptFinal_ex(ctx.get(), ct + len, &tail) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kSealTagBytes, ct + plaintext.size()) != 1) {
+    std::fputs("certfleet: AES-256-GCM failed\n", stderr);
+    std::abort();
+  }
+  return std::string(kSealVersion) + Base64UrlEncode(out);
+}
+
+std::optional<std::string> OpenSecret(std::string_view master_key, std::string_view purpose, std::string_view sealed) {
+  if (!sealed.starts_with(kSealVersion)) return std::nullopt;
+  auto raw = Base64Decode(sealed.substr(kSealVersion.size()));
+  if (!raw || raw->size() < kSealNonceBytes + kSealTagBytes) return std::nullopt;
+  const std::string key = SealKey(master_key, purpose);
+  const size_t ct_len = raw->size() - kSealNonceBytes - kSealTagBytes;
+  const auto* nonce = reinterpret_cast<const unsigned char*>(raw->data());
+  const auto* ct = nonce + kSealNonceBytes;
+  std::string plain(ct_len, '\0');
+  CipherCtxPtr ctx(EVP_CIPHER_CTX_new(), &EVP_CIPHER_CTX_free);
+  int len = 0;
+  int tail = 0;
+  if (!ctx ||
+      EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, reinterpret_cast<const unsigned char*>(key.data()),
+                         nonce) != 1 ||
+      EVP_DecryptUpdate(ctx.get(), reinterpret_cast<unsigned char*>(plain.data()), &len, ct,
+                        static_cast<int>(ct_len)) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kSealTagBytes, const_cast<unsigned char*>(ct + ct_len)) !=
+          1 ||
+      EVP_DecryptFinal_ex(ctx.get(), reinterpret_cast<unsigned char*>(plain.data()) + len, &tail) != 1) {
+    return std::nullopt;
+  }
+  return plain;
 }
 
 }  // namespace certfleet

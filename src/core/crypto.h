@@ -25,4 +25,12 @@ std::string Sha256Hex(std::string_view data);  // 64 lowercase hex chars
 // Compares in time that depends only on the lengths.
 bool ConstantTimeEquals(std::string_view a, std::string_view b);
 
+// Seals a small secret the service must use again later (a ZIP password) with AES-256-GCM
+// under a key derived from the master key and `purpose`, so that the database alone does
+// not reveal it. The result is text: "v1." and base64url of nonce, ciphertext and tag.
+std::string SealSecret(std::string_view master_key, std::string_view purpose, std::string_view plaintext);
+// The plaintext, or nullopt if `sealed` was not sealed with this master key and purpose
+// or was changed.
+std::optional<std::string> OpenSecret(std::string_view master_key, std::string_view purpose, std::string_view sealed);
+
 }  // namespace certfleet

@@ -90,6 +90,11 @@ DistributionService::DistributionService(store::Store& store, blob::BlobStore& i
                                          const Clock& clock, Options options)
     : store_(store), inbound_(inbound), mailer_(mailer), clock_(clock), options_(std::move(options)) {}
 
+std::string DistributionService::SealZipPassword(std::string_view warehouse, std::string_view password) const {
+  if (options_.master_key.empty()) return std::string(password);
+  return SealSecret(options_.master_key, fmt::format("zip-password:{}", warehouse), password);
+}
+
 Result<ScanResult> DistributionService::Scan() {
   const auto start = std::chrono::steady_clock::now();
   ScanResult result;
@@ -181,7 +186,11 @@ Result<void> DistributionService::SendWarehouse(const std::string& warehouse, co
   if (loaded.settings) recipients = loaded.settings->recipients;
   if (recipients.empty() && !options_.default_recipient.empty()) recipients = {options_.default_recipient};
   std::optional<std::string> password;
-  if (loaded.settings) password = loaded.settings->zip_password;
+  if (loaded.settings && loaded.settings->zip_password) {
+    password = options_.master_key.empty() ? loaded.settings->zip_password
+                                           : OpenSecret(options_.master_key, fmt::format("zip-password:{}", warehouse),
+                                                        *loaded.settings->zip_password);
+  }
   const auto& shared_record = loaded.shared_record;
   const bool shared_to_send =
       shared_record && (shared_record->status == store::kPendingEmail ||
@@ -221,6 +230,9 @@ Result<void> DistributionService::SendWarehouse(const std::string& warehouse, co
     return Ok();
   };
 
+  if (loaded.settings && loaded.settings->zip_password && !password) {
+    return fail_all("the ZIP password does not open with this master key; set it again");
+  }
   if (recipients.empty()) {
     return fail_all("no recipients: set them with PUT /v1/distribution/warehouses/" + warehouse +
                     " or distribution.default_recipient");

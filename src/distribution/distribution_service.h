@@ -54,6 +54,9 @@ class DistributionService {
     int max_attempts = 5;  // runs a FAILED_EMAIL record is retried in
     int send_tries = 3;    // tries per mail within one run
     std::chrono::milliseconds send_backoff{1000};
+    // Seals the warehouses' ZIP passwords in the store (see SealSecret); empty: kept as
+    // given (tests).
+    std::string master_key;
   };
 
   // Mail and byte counts since start, for /metrics.
@@ -77,6 +80,9 @@ class DistributionService {
   Result<int64_t> MarkChanged(const std::vector<blob::ObjectInfo>& objects);
   // Mails every warehouse its pending files. `progress(done, total)` counts gateways.
   Result<SendResult> SendPending(const std::function<void(int64_t, int64_t)>& progress = {});
+
+  // A ZIP password as the store keeps it, sealed with the master key for this warehouse.
+  std::string SealZipPassword(std::string_view warehouse, std::string_view password) const;
 
   const Counters& counters() const { return counters_; }
   const Options& options() const { return options_; }

@@ -132,7 +132,7 @@ Response PutWarehouse(const ApiContext& ctx, const Request& req) {
                            fmt::format("zip_password: {} to {} characters, or null for plain ZIPs", kMinPasswordChars,
                                        kMaxPasswordChars));
     }
-    w.zip_password = std::string(pw->as_string());
+    w.zip_password = ctx.distribution->SealZipPassword(name, pw->as_string());
   }
   w.updated_at = ctx.clock.NowMillis();
   w.updated_by = req.principal.Actor();

@@ -17,7 +17,7 @@ import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish  # noqa: E402
-from harness import Certfleet  # noqa: E402
+from harness import Certfleet, psql  # noqa: E402
 from servers import S3Server, SmtpServer  # noqa: E402
 
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
@@ -166,6 +166,13 @@ check(cf.request("POST", "/v1/distribution/run")[0] == 401, "run needs a token")
 status, resp, _ = cf.request("PUT", "/v1/distribution/warehouses/Warehouse_UK",
                              body={"recipients": ["uk-certs@certs.test"], "zip_password": UK_PASSWORD}, bearer=T)
 check(status == 200 and resp["zip_encrypted"] is True and "zip_password" not in resp, f"UK settings saved: {resp}")
+stored_sql = "SELECT zip_password FROM distribution_warehouses WHERE name = 'Warehouse_UK'"
+if DB_KIND == "postgres":
+    stored = psql(cf.env["CERTFLEET_DB"], stored_sql).strip()
+else:
+    import sqlite3
+    stored = sqlite3.connect(os.path.join(cf.data, "certfleet.db")).execute(stored_sql).fetchone()[0]
+check(stored.startswith("v1.") and "horse" not in stored, f"the store keeps the password sealed: {stored[:20]}")
 
 # 1. First upload: two warehouses, shared files, gateways, and stray objects to ignore.
 us = [eui(i, 1) for i in range(3)]
