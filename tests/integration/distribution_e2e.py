@@ -269,7 +269,8 @@ for m in got:
             check(k not in seen_files, f"{k} in one part only")
             seen_files[k] = v
     euis_in = {k.split("/")[0] for k in files if "/" in k}
-    check(all(f"{k.split('/')[0]}/" in str(list(files)) for k in files if "/" in k), "gateway files together")
+    check(all(f"{e}/{e[-5:]}.pem" in files and f"{e}/{e[-5:]}.key" in files for e in euis_in),
+          f"no gateway's files are split across parts ({name})")
     check(all(e in m["text"] for e in euis_in), f"the body lists the part's EUIs ({name})")
 want = {k: v for k, v in expected("Warehouse_EU", eu).items() if "/" in k}
 check(seen_files == want, f"every EU gateway file exactly once over the parts ({len(seen_files)} of {len(want)})")

@@ -8,7 +8,7 @@
 namespace certfleet::mail::eml {
 
 // Writes each message as an .eml file into `dir` (the embedded default's outbox), named
-// <UTC time>-<random>.eml; the file appears whole (written aside, then renamed).
+// <epoch milliseconds>-<random>.eml; the file appears whole (written aside, then renamed).
 std::unique_ptr<Mailer> OpenEmlMailer(std::string dir, const Clock& clock);
 
 }  // namespace certfleet::mail::eml
