@@ -118,7 +118,7 @@ Result<int64_t> DistributionService::MarkChanged(const std::vector<blob::ObjectI
   for (const auto& o : objects) {
     auto where = Classify(o.key, options_.prefix);
     if (auto* why = std::get_if<std::string>(&where)) {
-      log::Warn("ignoring inbound object", {{"key", o.key.substr(0, 300)}, {"reason", *why}});
+      if (FirstWarning(o)) log::Warn("ignoring inbound object", {{"key", o.key.substr(0, 300)}, {"reason", *why}});
       continue;
     }
     auto& f = std::get<InboundFile>(where);
@@ -134,6 +134,12 @@ Result<int64_t> DistributionService::MarkChanged(const std::vector<blob::ObjectI
     }
     return marked;
   });
+}
+
+bool DistributionService::FirstWarning(const blob::ObjectInfo& object) {
+  std::lock_guard lock(warned_mu_);
+  if (warned_.size() >= kMaxRemembered) warned_.clear();
+  return warned_.insert(object.key + "\n" + object.etag).second;
 }
 
 Result<SendResult> DistributionService::SendPending(const std::function<void(int64_t, int64_t)>& progress) {

@@ -4,7 +4,9 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "blob/blob_store.h"
@@ -94,6 +96,13 @@ class DistributionService {
                              const std::function<void(int64_t)>& gateways_done);
   Result<mail::Sent> SendWithRetries(const mail::Message& message);
   void Notify(const std::string& warehouse, const std::vector<std::pair<std::string, std::string>>& exhausted);
+
+  // Objects outside the layout, as "key\netag", so each is warned about once per change
+  // rather than on every scan. Cleared when full.
+  bool FirstWarning(const blob::ObjectInfo& object);
+  static constexpr size_t kMaxRemembered = 100'000;
+  std::mutex warned_mu_;
+  std::unordered_set<std::string> warned_;
 
   store::Store& store_;
   blob::BlobStore& inbound_;

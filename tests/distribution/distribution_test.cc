@@ -205,6 +205,19 @@ TEST_P(ServiceTest, SharedFilesAloneWaitForTheFirstGatewayAndMissingObjectsChang
   EXPECT_EQ(st["SHARED_FILES"], "EMAILED");
 }
 
+TEST_P(ServiceTest, StrayObjectsAreWarnedAboutOncePerChange) {
+  ASSERT_TRUE(inbound_->Put("Inbound/W1/notes.txt", "a").ok());
+  auto& svc = Service();
+  ::testing::internal::CaptureStderr();  // where the JSON log lines go
+  const bool scanned =
+      svc.Scan().ok() && svc.Scan().ok() && inbound_->Put("Inbound/W1/notes.txt", "changed").ok() && svc.Scan().ok();
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(scanned);
+  size_t warnings = 0;
+  for (size_t pos = 0; (pos = log.find("ignoring inbound object", pos)) != std::string::npos; ++pos) ++warnings;
+  EXPECT_EQ(warnings, 2u) << "once at first sight, once after the change";
+}
+
 TEST_P(ServiceTest, NoRecipientFailsTheRecordsWithTheReason) {
   options_.default_recipient.clear();
   Gateway("W1", 1, 100);
