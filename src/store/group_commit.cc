@@ -29,15 +29,33 @@ Result<void> GroupCommitter::Run(std::function<Result<void>(Tx&)> piece) {
 }
 
 void GroupCommitter::RunBatch(const std::deque<std::shared_ptr<Pending>>& batch) {
+  // First without savepoints, which cost two statements per piece (two round trips on
+  // PostgreSQL): pieces rarely fail. If one does, everything rolls back and the batch runs
+  // again with each piece inside its own savepoint, so that only the failing one is undone.
+  bool piece_failed = false;
   Result<void> committed = store_.Transact([&](Tx& tx) -> Result<void> {
+    piece_failed = false;
     for (const auto& p : batch) {
-      CF_RETURN_IF_ERROR(tx.Exec("SAVEPOINT piece"));
       p->result = p->piece(tx);
-      if (!p->result.ok()) CF_RETURN_IF_ERROR(tx.Exec("ROLLBACK TO SAVEPOINT piece"));
-      CF_RETURN_IF_ERROR(tx.Exec("RELEASE SAVEPOINT piece"));
+      if (!p->result.ok()) {
+        piece_failed = true;
+        return p->result.error();
+      }
     }
     return Ok();
   });
+  if (piece_failed && batch.size() > 1) {
+    committed = store_.Transact([&](Tx& tx) -> Result<void> {
+      for (const auto& p : batch) {
+        CF_RETURN_IF_ERROR(tx.Exec("SAVEPOINT piece"));
+        p->result = p->piece(tx);
+        if (!p->result.ok()) CF_RETURN_IF_ERROR(tx.Exec("ROLLBACK TO SAVEPOINT piece"));
+        CF_RETURN_IF_ERROR(tx.Exec("RELEASE SAVEPOINT piece"));
+      }
+      return Ok();
+    });
+  }
+  if (piece_failed && batch.size() == 1) return;  // its own error is its result
   if (!committed.ok()) {
     for (const auto& p : batch) p->result = committed.error();
   }
