@@ -344,6 +344,16 @@ Result<void> DistributionService::SendWarehouse(const std::string& warehouse, co
   std::string shared_list;
   for (const auto& f : shared_files) shared_list += (shared_list.empty() ? "" : ", ") + f.name;
   log::Info(fmt::format("Downloaded shared files for {}: {}", warehouse, shared_list), {{"warehouse", warehouse}});
+  // The parts were planned with the sizes the scan saw; files that grew since would break
+  // the limits. Their new versions are marked by the next scan and go in the next run.
+  uint64_t shared_bytes = 0;
+  uint64_t shared_planned = 0;
+  for (const auto& f : shared_files) shared_bytes += f.data.size();
+  for (const auto& o : loaded.shared) shared_planned += static_cast<uint64_t>(o.size);
+  if (shared_bytes > shared_planned) {
+    log::Warn("shared files changed since the scan; the warehouse waits for the next run", {{"warehouse", warehouse}});
+    return Ok();
+  }
   result.download_millis += Since(download_start);
 
   // Build every ZIP before sending any, so that a failure sends nothing half-built.
@@ -404,6 +414,7 @@ Result<void> DistributionService::SendWarehouse(const std::string& warehouse, co
             }
             continue;
           }
+          if (g.error->code == ErrorCode::kResourceExhausted) continue;  // grew since the scan: see below
           log::Warn("gateway download failed",
                     {{"warehouse", warehouse}, {"gateway", g.record.gateway_eui}, {"error", g.error->message}});
           CF_RETURN_IF_ERROR(mark_failed(tx, g.record.gateway_eui, g.record.version, g.error->message));
@@ -411,7 +422,15 @@ Result<void> DistributionService::SendWarehouse(const std::string& warehouse, co
         }
         return Ok();
       }));
-      std::erase_if(gateways, [](const Gateway& g) { return g.error.has_value(); });
+      std::erase_if(gateways, [&](const Gateway& g) {
+        if (g.error && g.error->code != ErrorCode::kResourceExhausted) return true;
+        uint64_t bytes = 0;
+        for (const auto& f : g.files) bytes += f.data.size();
+        if (!g.error && bytes <= static_cast<uint64_t>(g.record.file_bytes)) return false;
+        log::Warn("gateway files changed since the scan; they go in the next run",
+                  {{"warehouse", warehouse}, {"gateway", g.record.gateway_eui}});
+        return true;
+      });
       result.download_millis += Since(step_start);
       if (gateways.empty()) continue;
     }

@@ -218,6 +218,22 @@ TEST_P(ServiceTest, StrayObjectsAreWarnedAboutOncePerChange) {
   EXPECT_EQ(warnings, 2u) << "once at first sight, once after the change";
 }
 
+TEST_P(ServiceTest, FilesThatGrewSinceTheScanWaitForTheNextRun) {
+  options_.zip_max_bytes = 70'000;
+  Gateway("W1", 1, 1000);
+  Gateway("W1", 2, 1000);
+  auto& svc = Service();
+  ASSERT_TRUE(svc.Scan().ok());
+  Gateway("W1", 1, 200'000);  // re-uploaded, far bigger, after the scan
+  ASSERT_TRUE(svc.SendPending().ok());
+  auto st = Statuses("W1");
+  EXPECT_EQ(st["00800000d0000001"], "PENDING_EMAIL");
+  EXPECT_EQ(st["00800000d0000002"], "EMAILED");
+  auto deliveries = store::Read(*store_, [](store::Tx& tx) { return store::ListDeliveries(tx, {}, {}, 10); });
+  ASSERT_EQ(deliveries->size(), 1u);
+  EXPECT_LE(deliveries->front().zip_bytes, 70'000);
+}
+
 TEST_P(ServiceTest, NoRecipientFailsTheRecordsWithTheReason) {
   options_.default_recipient.clear();
   Gateway("W1", 1, 100);
