@@ -90,13 +90,6 @@ class DistributionService {
   const Options& options() const { return options_; }
 
  private:
-  struct Part;
-  struct WarehouseRun;
-  Result<void> SendWarehouse(const std::string& warehouse, const std::string& run_dir, SendResult& result,
-                             const std::function<void(int64_t)>& gateways_done);
-  Result<mail::Sent> SendWithRetries(const mail::Message& message);
-  void Notify(const std::string& warehouse, const std::vector<std::pair<std::string, std::string>>& exhausted);
-
   // Objects outside the layout, as "key\netag", so each is warned about once per change
   // rather than on every scan. Cleared when full.
   bool FirstWarning(const blob::ObjectInfo& object);
