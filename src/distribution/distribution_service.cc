@@ -11,18 +11,88 @@
 #include "distribution/warehouse_run.h"
 #include "store/audit_repo.h"
 #include "store/distribution_repo.h"
+#include "store/jobs_repo.h"
 
 namespace certfleet::distribution {
 namespace fs = std::filesystem;
 namespace json = boost::json;
 
+namespace {
+
+constexpr size_t kMaxRecipients = 50;
+constexpr size_t kMinPasswordChars = 12;  // AES-256 ZIPs are only as strong as their password
+constexpr size_t kMaxPasswordChars = 128;
+
+}  // namespace
+
 DistributionService::DistributionService(store::Store& store, blob::BlobStore& inbound, mail::Mailer& mailer,
                                          const Clock& clock, Options options)
     : store_(store), inbound_(inbound), mailer_(mailer), clock_(clock), options_(std::move(options)) {}
 
-std::string DistributionService::SealZipPassword(std::string_view warehouse, std::string_view password) const {
-  if (options_.master_key.empty()) return std::string(password);
-  return SealSecret(options_.master_key, fmt::format("zip-password:{}", warehouse), password);
+Result<store::WarehouseSettings> DistributionService::PutWarehouse(const std::string& name,
+                                                                   std::vector<std::string> recipients,
+                                                                   std::optional<std::string> zip_password,
+                                                                   std::string_view actor) {
+  auto invalid = [](std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); };
+  if (!IsWarehouseName(name)) return invalid("a warehouse name is 1 to 64 letters, digits, '_', '-' or '.'");
+  if (recipients.empty() || recipients.size() > kMaxRecipients) {
+    return invalid(fmt::format("recipients: 1 to {} mail addresses", kMaxRecipients));
+  }
+  for (const auto& r : recipients) {
+    if (!mail::IsMailAddress(r)) return invalid("recipients must be mail addresses (name@domain)");
+  }
+  if (zip_password && (zip_password->size() < kMinPasswordChars || zip_password->size() > kMaxPasswordChars)) {
+    return invalid(
+        fmt::format("zip_password: {} to {} characters, or null for plain ZIPs", kMinPasswordChars, kMaxPasswordChars));
+  }
+  store::WarehouseSettings w;
+  w.name = name;
+  w.recipients = std::move(recipients);
+  if (zip_password) {
+    w.zip_password = options_.master_key.empty()
+                         ? *zip_password
+                         : SealSecret(options_.master_key, fmt::format("zip-password:{}", name), *zip_password);
+  }
+  w.updated_at = clock_.NowMillis();
+  w.updated_by = std::string(actor);
+  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(store::PutWarehouse(tx, w));
+    json::object details{{"recipients", json::value_from(w.recipients)}, {"zip_encrypted", w.zip_password.has_value()}};
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, w.updated_at, actor, "distribution.warehouse.put", "warehouse:" + name,
+                                          json::serialize(details)));
+    return Ok();
+  }));
+  return w;
+}
+
+Result<std::vector<store::WarehouseSettings>> DistributionService::Warehouses() {
+  return store::Read(store_, [](store::Tx& tx) { return store::ListWarehouses(tx); });
+}
+
+Result<std::vector<store::DistributionRecord>> DistributionService::Records(const store::RecordFilter& filter) {
+  return store::Read(store_, [&](store::Tx& tx) { return store::ListRecords(tx, filter); });
+}
+
+Result<std::vector<store::Delivery>> DistributionService::Deliveries(const std::optional<std::string>& warehouse,
+                                                                     std::optional<int64_t> before, int limit) {
+  return store::Read(store_, [&](store::Tx& tx) { return store::ListDeliveries(tx, warehouse, before, limit); });
+}
+
+Result<std::vector<std::pair<std::string, int64_t>>> DistributionService::RecordCounts() {
+  return store::Read(store_, [](store::Tx& tx) { return store::CountRecordsByStatus(tx); });
+}
+
+Result<int64_t> DistributionService::RequestRun(std::string_view actor) {
+  return store::Write(store_, [&](store::Tx& tx) -> Result<int64_t> {
+    const int64_t now = clock_.NowMillis();
+    store::NewJob job;
+    job.kind = std::string(kRunJob);
+    // Retried when another run holds the lock; failed records carry their own retries.
+    job.max_attempts = 3;
+    CF_ASSIGN_OR_RETURN(auto id, store::EnqueueJob(tx, job, now));
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "distribution.run", fmt::format("job:{}", *id), "{}"));
+    return *id;
+  });
 }
 
 Result<ScanResult> DistributionService::Scan() {

@@ -13,6 +13,7 @@
 #include "core/clock.h"
 #include "core/result.h"
 #include "mail/mailer.h"
+#include "store/distribution_repo.h"
 #include "store/store.h"
 
 namespace certfleet::distribution {
@@ -83,8 +84,18 @@ class DistributionService {
   // Mails every warehouse its pending files. `progress(done, total)` counts gateways.
   Result<SendResult> SendPending(const std::function<void(int64_t, int64_t)>& progress = {});
 
-  // A ZIP password as the store keeps it, sealed with the master key for this warehouse.
-  std::string SealZipPassword(std::string_view warehouse, std::string_view password) const;
+  // Sets a warehouse's recipients and optional ZIP password (kept sealed with the master
+  // key); kInvalidArgument for a bad name, address or password. Audited as `actor`.
+  Result<store::WarehouseSettings> PutWarehouse(const std::string& name, std::vector<std::string> recipients,
+                                                std::optional<std::string> zip_password, std::string_view actor);
+  Result<std::vector<store::WarehouseSettings>> Warehouses();
+  Result<std::vector<store::DistributionRecord>> Records(const store::RecordFilter& filter);
+  // Newest first, ids below `before` when given.
+  Result<std::vector<store::Delivery>> Deliveries(const std::optional<std::string>& warehouse,
+                                                  std::optional<int64_t> before, int limit);
+  Result<std::vector<std::pair<std::string, int64_t>>> RecordCounts();
+  // Queues a run (scan, then send) as a job and returns its id. Audited as `actor`.
+  Result<int64_t> RequestRun(std::string_view actor);
 
   const Counters& counters() const { return counters_; }
   const Options& options() const { return options_; }

@@ -5,27 +5,22 @@
 
 #include <boost/json.hpp>
 
-#include "distribution/layout.h"
 #include "http/api.h"
 #include "http/json.h"
-#include "mail/message.h"
-#include "store/audit_repo.h"
 #include "store/distribution_repo.h"
-#include "store/jobs_repo.h"
 
 namespace certfleet::http {
 namespace {
 
 namespace json = boost::json;
-using distribution::DistributionService;
 
 // An S3 event batch holds at most a few records; 1 MiB is far beyond any real one.
 constexpr size_t kEventsBodyLimit = size_t{1024} * 1024;
 constexpr size_t kMaxEventRecords = 1000;
-constexpr size_t kMaxRecipients = 50;
-constexpr size_t kMinPasswordChars = 12;  // AES-256 ZIPs are only as strong as their password
-constexpr size_t kMaxPasswordChars = 128;
 constexpr size_t kMaxKeyChars = 1024;
+// Bounds what a settings body may hold before the service checks it.
+constexpr size_t kMaxListItems = 1000;
+constexpr size_t kMaxField = 1024;
 
 std::string Str(const json::value* v) { return v && v->is_string() ? std::string(v->as_string()) : std::string(); }
 
@@ -83,17 +78,7 @@ Response Events(const ApiContext& ctx, const Request& req) {
 }
 
 Response Run(const ApiContext& ctx, const Request& req) {
-  auto id = store::Write(ctx.store, [&](store::Tx& tx) -> Result<int64_t> {
-    const int64_t now = ctx.clock.NowMillis();
-    store::NewJob job;
-    job.kind = std::string(DistributionService::kRunJob);
-    // Retried when another run holds the lock; failed records carry their own retries.
-    job.max_attempts = 3;
-    CF_ASSIGN_OR_RETURN(auto id, store::EnqueueJob(tx, job, now));
-    CF_RETURN_IF_ERROR(
-        store::AppendAudit(tx, now, req.principal.Actor(), "distribution.run", fmt::format("job:{}", *id), "{}"));
-    return *id;
-  });
+  auto id = ctx.distribution->RequestRun(req.principal.Actor());
   if (!id.ok()) return Fail(req, id.error());
   return JsonResponse(202, json::object{{"job_id", *id}, {"job", fmt::format("/v1/jobs/{}", *id)}});
 }
@@ -107,48 +92,34 @@ json::object WarehouseJson(const store::WarehouseSettings& w) {
 }
 
 Response PutWarehouse(const ApiContext& ctx, const Request& req) {
-  const std::string& name = req.params.at("name");
-  if (!distribution::IsWarehouseName(name)) {
-    return ErrorResponse(400, "invalid_argument", "a warehouse name is 1 to 64 letters, digits, '_', '-' or '.'");
-  }
   auto body = ParseJsonObject(req.body);
   if (!body.ok()) return Fail(req, body.error());
-  store::WarehouseSettings w;
-  w.name = name;
-  const json::value* recipients = body->if_contains("recipients");
-  if (!recipients || !recipients->is_array() || recipients->as_array().empty() ||
-      recipients->as_array().size() > kMaxRecipients) {
-    return ErrorResponse(400, "invalid_argument", fmt::format("recipients: 1 to {} mail addresses", kMaxRecipients));
+  std::vector<std::string> recipients;
+  const json::value* list = body->if_contains("recipients");
+  if (!list || !list->is_array() || list->as_array().size() > kMaxListItems) {
+    return ErrorResponse(400, "invalid_argument", "recipients must be an array of mail addresses");
   }
-  for (const auto& r : recipients->as_array()) {
-    if (!r.is_string() || !mail::IsMailAddress(r.as_string())) {
-      return ErrorResponse(400, "invalid_argument", "recipients must be mail addresses (name@domain)");
+  for (const auto& r : list->as_array()) {
+    if (!r.is_string() || r.as_string().size() > kMaxField) {
+      return ErrorResponse(400, "invalid_argument", "recipients must be an array of mail addresses");
     }
-    w.recipients.emplace_back(r.as_string());
+    recipients.emplace_back(r.as_string());
   }
+  std::optional<std::string> password;
   if (const json::value* pw = body->if_contains("zip_password"); pw && !pw->is_null()) {
-    if (!pw->is_string() || pw->as_string().size() < kMinPasswordChars || pw->as_string().size() > kMaxPasswordChars) {
-      return ErrorResponse(400, "invalid_argument",
-                           fmt::format("zip_password: {} to {} characters, or null for plain ZIPs", kMinPasswordChars,
-                                       kMaxPasswordChars));
+    if (!pw->is_string() || pw->as_string().size() > kMaxField) {
+      return ErrorResponse(400, "invalid_argument", "zip_password must be a string or null");
     }
-    w.zip_password = ctx.distribution->SealZipPassword(name, pw->as_string());
+    password = std::string(pw->as_string());
   }
-  w.updated_at = ctx.clock.NowMillis();
-  w.updated_by = req.principal.Actor();
-  auto saved = store::Write(ctx.store, [&](store::Tx& tx) -> Result<void> {
-    CF_RETURN_IF_ERROR(store::PutWarehouse(tx, w));
-    json::object details{{"recipients", json::value_from(w.recipients)}, {"zip_encrypted", w.zip_password.has_value()}};
-    CF_RETURN_IF_ERROR(store::AppendAudit(tx, w.updated_at, w.updated_by, "distribution.warehouse.put",
-                                          "warehouse:" + name, json::serialize(details)));
-    return Ok();
-  });
+  auto saved = ctx.distribution->PutWarehouse(req.params.at("name"), std::move(recipients), std::move(password),
+                                              req.principal.Actor());
   if (!saved.ok()) return Fail(req, saved.error());
-  return JsonResponse(200, WarehouseJson(w));
+  return JsonResponse(200, WarehouseJson(*saved));
 }
 
 Response ListWarehouses(const ApiContext& ctx, const Request& req) {
-  auto rows = store::Read(ctx.store, [&](store::Tx& tx) { return store::ListWarehouses(tx); });
+  auto rows = ctx.distribution->Warehouses();
   if (!rows.ok()) return Fail(req, rows.error());
   json::array items;
   for (const auto& w : *rows) items.push_back(WarehouseJson(w));
@@ -177,7 +148,7 @@ Response Status(const ApiContext& ctx, const Request& req) {
       return ErrorResponse(400, "invalid_argument", "next is not a cursor from a previous page");
     f.after = std::make_pair(page->after->substr(0, sep), page->after->substr(sep + 1));
   }
-  auto rows = store::Read(ctx.store, [&](store::Tx& tx) { return store::ListRecords(tx, f); });
+  auto rows = ctx.distribution->Records(f);
   if (!rows.ok()) return Fail(req, rows.error());
   json::array items;
   for (const auto& r : *rows) {
@@ -201,8 +172,7 @@ Response Deliveries(const ApiContext& ctx, const Request& req) {
   auto warehouse = QueryParam(req, "warehouse", 64);
   if (!before.ok()) return Fail(req, before.error());
   if (!warehouse.ok()) return Fail(req, warehouse.error());
-  auto rows = store::Read(ctx.store,
-                          [&](store::Tx& tx) { return store::ListDeliveries(tx, *warehouse, *before, page->limit); });
+  auto rows = ctx.distribution->Deliveries(*warehouse, *before, page->limit);
   if (!rows.ok()) return Fail(req, rows.error());
   json::array items;
   for (const auto& d : *rows) {
@@ -227,7 +197,7 @@ std::string DistributionMetrics(const ApiContext& ctx) {
   std::string out =
       "# HELP certfleet_distribution_records Distribution records by status.\n"
       "# TYPE certfleet_distribution_records gauge\n";
-  auto counts = store::Read(ctx.store, [](store::Tx& tx) { return store::CountRecordsByStatus(tx); });
+  auto counts = ctx.distribution->RecordCounts();
   if (counts.ok()) {
     for (const auto& [status, n] : *counts) {
       out += fmt::format("certfleet_distribution_records{{status=\"{}\"}} {}\n", EscapeLabel(status), n);
