@@ -56,7 +56,15 @@ Result<void> AddDistributionJobs(jobs::WorkerPool& pool, jobs::Scheduler& schedu
     CF_RETURN_IF_ERROR(dist.Scan());
     return Ok();
   });
-  pool.Register(std::string(DistributionService::kSendJob), send);
+  // A scheduled send that finds a run in progress has nothing left to do: that run sends.
+  pool.Register(std::string(DistributionService::kSendJob), [&dist](jobs::JobContext& job) -> Result<void> {
+    auto sent = dist.SendPending([&job](int64_t done, int64_t total) { job.Progress(done, total); });
+    if (!sent.ok() && sent.error().code == ErrorCode::kFailedPrecondition) {
+      log::Info("distribution send skipped", {{"reason", sent.error().message}});
+      return Ok();
+    }
+    return sent.ok() ? Ok() : Result<void>(sent.error());
+  });
   pool.Register(std::string(DistributionService::kRunJob), [&dist, send](jobs::JobContext& job) -> Result<void> {
     CF_RETURN_IF_ERROR(dist.Scan());
     return send(job);

@@ -145,7 +145,7 @@ bool DistributionService::FirstWarning(const blob::ObjectInfo& object) {
 Result<SendResult> DistributionService::SendPending(const std::function<void(int64_t, int64_t)>& progress) {
   // One run at a time over all nodes: two would mail the same files twice.
   CF_ASSIGN_OR_RETURN(auto lease, store_.TryLead("distribution-send"));
-  if (!lease) return MakeError(ErrorCode::kUnavailable, "another distribution run is in progress");
+  if (!lease) return MakeError(ErrorCode::kFailedPrecondition, "another distribution run is in progress");
   SendResult result;
   CF_ASSIGN_OR_RETURN(auto warehouses, store::Read(store_, [&](store::Tx& tx) {
                         return store::WarehousesToSend(tx, options_.max_attempts);

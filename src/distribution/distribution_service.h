@@ -82,6 +82,7 @@ class DistributionService {
   // Objects outside the layout are logged and ignored.
   Result<int64_t> MarkChanged(const std::vector<blob::ObjectInfo>& objects);
   // Mails every warehouse its pending files. `progress(done, total)` counts gateways.
+  // kFailedPrecondition while another run (on any node) is in progress.
   Result<SendResult> SendPending(const std::function<void(int64_t, int64_t)>& progress = {});
 
   // Sets a warehouse's recipients and optional ZIP password (kept sealed with the master

@@ -234,6 +234,22 @@ TEST_P(ServiceTest, FilesThatGrewSinceTheScanWaitForTheNextRun) {
   EXPECT_LE(deliveries->front().zip_bytes, 70'000);
 }
 
+TEST_P(ServiceTest, OneRunAtATime) {
+  Gateway("W1", 1, 100);
+  auto& svc = Service();
+  ASSERT_TRUE(svc.Scan().ok());
+  {
+    auto held = store_->TryLead("distribution-send");  // as another node's run would
+    ASSERT_TRUE(held.ok() && *held);
+    auto busy = svc.SendPending();
+    ASSERT_FALSE(busy.ok());
+    EXPECT_EQ(busy.error().code, ErrorCode::kFailedPrecondition);
+    EXPECT_TRUE(mailer_->sent.empty());
+  }
+  ASSERT_TRUE(svc.SendPending().ok());
+  EXPECT_EQ(mailer_->sent.size(), 1u);
+}
+
 TEST_P(ServiceTest, NoRecipientFailsTheRecordsWithTheReason) {
   options_.default_recipient.clear();
   Gateway("W1", 1, 100);
