@@ -171,7 +171,7 @@ TEST_P(ServiceTest, AChangeDuringSendingStaysPending) {
   // A new upload of gateway 1 lands while the mail is on its way.
   mailer_->hook = [&] {
     mailer_->hook = nullptr;
-    Gateway("W1", 1, 501);
+    Gateway("W1", 1, 600);  // a new size: a new ETag
     clock_.Advance(std::chrono::seconds(1));
     ASSERT_TRUE(svc.Scan().ok());
   };
