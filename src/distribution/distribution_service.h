@@ -20,7 +20,6 @@ namespace certfleet::distribution {
 
 struct ScanResult {
   int64_t objects = 0;  // listed under the prefix
-  int64_t ignored = 0;  // not in the layout (each logged as a warning)
   int64_t marked = 0;   // records set to PENDING_EMAIL
   int64_t millis = 0;
 };

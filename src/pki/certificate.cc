@@ -28,26 +28,14 @@ const EVP_MD* DigestFor(EVP_PKEY* key) {
   return EVP_sha256();
 }
 
-}  // namespace
-
-namespace {
-
 // Sets the certificate's SubjectPublicKeyInfo to `spki_der` without decoding the key.
 Result<void> CopyPublicKey(X509* cert, std::string_view spki_der) {
-  DerReader top(spki_der);
-  CF_ASSIGN_OR_RETURN(DerElement spki, top.Next(kDerSequence, "subject public key info"));
-  DerReader parts(spki.contents);
-  CF_ASSIGN_OR_RETURN(DerElement alg_der, parts.Next(kDerSequence, "public key algorithm"));
-  CF_ASSIGN_OR_RETURN(DerElement bits_der, parts.Next(kDerBitString, "public key"));
-  CF_ASSIGN_OR_RETURN(std::string_view bits, BitStringBytes(bits_der, "public key"));
-  const auto* p = reinterpret_cast<const unsigned char*>(alg_der.encoding.data());
-  std::unique_ptr<X509_ALGOR, Deleter<X509_ALGOR_free>> alg(
-      d2i_X509_ALGOR(nullptr, &p, static_cast<long>(alg_der.encoding.size())));
-  if (!alg) return OpenSslError("reading the public key algorithm", ErrorCode::kInvalidArgument);
+  CF_ASSIGN_OR_RETURN(PublicKeyInfo info, SplitPublicKeyInfo(spki_der));
+  const std::string_view bits = info.key;
   const ASN1_OBJECT* alg_oid = nullptr;
   int param_type = V_ASN1_UNDEF;
   const void* param = nullptr;
-  X509_ALGOR_get0(&alg_oid, &param_type, &param, alg.get());
+  X509_ALGOR_get0(&alg_oid, &param_type, &param, info.algorithm.get());
   void* param_copy = nullptr;
   if (param_type == V_ASN1_OBJECT) {
     param_copy = OBJ_dup(static_cast<const ASN1_OBJECT*>(param));

@@ -12,7 +12,6 @@ namespace {
 constexpr int kMinRsaBits = 2048;
 constexpr int kMaxRsaBits = 8192;  // larger keys only cost the CA time
 
-using AlgorPtr = std::unique_ptr<X509_ALGOR, Deleter<X509_ALGOR_free>>;
 using AttributePtr = std::unique_ptr<X509_ATTRIBUTE, Deleter<X509_ATTRIBUTE_free>>;
 using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX_free>>;
 void FreeExtensions(STACK_OF(X509_EXTENSION) * exts) { sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free); }
@@ -39,16 +38,13 @@ Result<AlgorPtr> DecodeAlgorithm(std::string_view der, std::string_view what) {
 // DER (d2i_X509_REQ, d2i_PUBKEY), which costs more than verifying the signature; EC and
 // Ed25519 keys, the ones devices use, are imported from their raw bytes instead.
 Result<PkeyPtr> ImportPublicKey(const DerElement& spki) {
-  DerReader reader(spki.contents);
-  CF_ASSIGN_OR_RETURN(DerElement alg_der, reader.Next(kDerSequence, "public key algorithm"));
-  CF_ASSIGN_OR_RETURN(DerElement bits_der, reader.Next(kDerBitString, "public key"));
-  if (!reader.done()) return Invalid("the CSR's public key has trailing data");
-  CF_ASSIGN_OR_RETURN(std::string_view bits, BitStringBytes(bits_der, "public key"));
-  CF_ASSIGN_OR_RETURN(AlgorPtr alg, DecodeAlgorithm(alg_der.encoding, "public key algorithm"));
+  Result<PublicKeyInfo> info = SplitPublicKeyInfo(spki.encoding);
+  if (!info.ok()) return Invalid("the CSR's public key: " + info.error().message);
+  const std::string_view bits = info->key;
   const ASN1_OBJECT* oid = nullptr;
   int param_type = V_ASN1_UNDEF;
   const void* param = nullptr;
-  X509_ALGOR_get0(&oid, &param_type, &param, alg.get());
+  X509_ALGOR_get0(&oid, &param_type, &param, info->algorithm.get());
 
   PkeyPtr key;
   switch (OBJ_obj2nid(oid)) {

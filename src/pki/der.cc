@@ -49,4 +49,22 @@ Result<std::string_view> BitStringBytes(const DerElement& bit_string, std::strin
   return bit_string.contents.substr(1);
 }
 
+Result<PublicKeyInfo> SplitPublicKeyInfo(std::string_view spki_der) {
+  DerReader top(spki_der);
+  CF_ASSIGN_OR_RETURN(DerElement spki, top.Next(kDerSequence, "subject public key info"));
+  if (!top.done()) return Malformed("subject public key info", "trailing data");
+  DerReader parts(spki.contents);
+  CF_ASSIGN_OR_RETURN(DerElement alg, parts.Next(kDerSequence, "public key algorithm"));
+  CF_ASSIGN_OR_RETURN(DerElement bits, parts.Next(kDerBitString, "public key"));
+  if (!parts.done()) return Malformed("public key", "trailing data");
+  PublicKeyInfo out;
+  CF_ASSIGN_OR_RETURN(out.key, BitStringBytes(bits, "public key"));
+  const auto* p = reinterpret_cast<const unsigned char*>(alg.encoding.data());
+  out.algorithm.reset(d2i_X509_ALGOR(nullptr, &p, static_cast<long>(alg.encoding.size())));
+  if (!out.algorithm || p != reinterpret_cast<const unsigned char*>(alg.encoding.data() + alg.encoding.size())) {
+    return OpenSslError("malformed public key algorithm", ErrorCode::kInvalidArgument);
+  }
+  return out;
+}
+
 }  // namespace certfleet::pki

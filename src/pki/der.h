@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "core/result.h"
+#include "pki/ossl.h"
 
 namespace certfleet::pki {
 
@@ -41,5 +42,14 @@ class DerReader {
 
 // The contents of a BIT STRING with no unused bits (keys and signatures), or kInvalidArgument.
 Result<std::string_view> BitStringBytes(const DerElement& bit_string, std::string_view what);
+
+// A SubjectPublicKeyInfo split without decoding the key (OpenSSL 3.0 would build a decoder
+// chain for that): the algorithm, decoded, and the key's bytes (a view into `spki_der`).
+struct PublicKeyInfo {
+  AlgorPtr algorithm;
+  std::string_view key;
+};
+// `spki_der` is the whole SEQUENCE; kInvalidArgument if it is malformed.
+Result<PublicKeyInfo> SplitPublicKeyInfo(std::string_view spki_der);
 
 }  // namespace certfleet::pki
