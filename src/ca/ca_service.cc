@@ -235,10 +235,10 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
   }
   CF_ASSIGN_OR_RETURN(pki::ProfiledSpec profiled, pki::ApplyProfile(input, subject_key.get(), issuer));
   CF_ASSIGN_OR_RETURN(
-      pki::X509Ptr cert,
-      pki::SignCertificate(profiled.spec, subject_key.get(), issuer, issuer ? issuer_key.get() : subject_key.get(),
-                           csr ? std::string_view(csr->spki_der) : std::string_view()));
-  CF_ASSIGN_OR_RETURN(pki::CertificateFacts facts, pki::Inspect(cert.get()));
+      pki::IssuedCertificate issued,
+      pki::IssueCertificate(profiled.spec, subject_key.get(), issuer, issuer ? issuer_key.get() : subject_key.get(),
+                            csr ? std::string_view(csr->spki_der) : std::string_view()));
+  pki::CertificateFacts& facts = issued.facts;
 
   Created out;
   store::CertificateRecord& rec = out.record;
@@ -258,8 +258,12 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
   out.validity_clamped = profiled.validity_clamped;
 
   std::string key_ref;
+  std::string issuer_key_hash;  // how OCSP requests name a CA
+  pki::X509Ptr cert;            // a new CA's, to sign its first CRL
   if (is_ca) {
     CF_ASSIGN_OR_RETURN(key_ref, keys_.Put(subject_key.get()));
+    CF_ASSIGN_OR_RETURN(cert, pki::CertificateFromPem(rec.certificate_pem));
+    issuer_key_hash = HexEncode(pki::IssuerKeyHash(cert.get()));
   }
   Result<void> written = writes_.Run([&](store::Tx& tx) -> Result<void> {
     if (parent) {
@@ -279,8 +283,8 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
     }
     CF_RETURN_IF_ERROR(store::InsertCertificate(tx, rec));
     if (is_ca) {
-      Result<void> ca = store::InsertCa(
-          tx, store::CaRecord{rec.fqdn, rec.serial, key_ref, HexEncode(pki::IssuerKeyHash(cert.get())), 0, {}, {}, {}});
+      Result<void> ca =
+          store::InsertCa(tx, store::CaRecord{rec.fqdn, rec.serial, key_ref, issuer_key_hash, 0, {}, {}, {}});
       if (!ca.ok()) {
         if (ca.error().code == ErrorCode::kAlreadyExists) {
           return MakeError(ErrorCode::kAlreadyExists, fmt::format("a CA {} exists", rec.fqdn));

@@ -1,9 +1,12 @@
 #include "pki/certificate.h"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <openssl/pem.h>
 
+#include <algorithm>
 #include <ctime>
+#include <optional>
 
 #include "core/crypto.h"
 #include "pki/der.h"
@@ -12,120 +15,300 @@ namespace certfleet::pki {
 namespace {
 
 constexpr size_t kSerialBytes = 16;  // 128 bits, as CA/B Forum and RFC 5280 allow (<= 20 octets)
+// Upper bounds of X.520 (RFC 5280 appendix A), in characters.
+constexpr size_t kUbCommonName = 64;
+constexpr size_t kUbOrganization = 64;
+constexpr size_t kUbState = 128;
+// RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.
+constexpr int kFirstGeneralizedYear = 2050;
+constexpr int kFirstUtcYear = 1950;
+// keyUsage bits (RFC 5280 4.2.1.3), numbered from the first octet's high bit.
+constexpr int kDigitalSignature = 0;
+constexpr int kKeyEncipherment = 2;
+constexpr int kKeyCertSign = 5;
+constexpr int kCrlSign = 6;
 
-Result<void> AddExtension(X509* cert, X509* issuer, int nid, const std::string& value) {
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, issuer ? issuer : cert, cert, nullptr, nullptr, 0);
-  X509ExtPtr ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str()));
-  if (!ext || X509_add_ext(cert, ext.get(), -1) != 1) return OpenSslError("adding extension " + value);
+Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
+
+// Characters of well-formed UTF-8 text, or nothing if it is not.
+std::optional<size_t> Utf8Length(std::string_view s) {
+  size_t chars = 0;
+  for (size_t i = 0; i < s.size(); ++chars) {
+    const auto c = static_cast<uint8_t>(s[i]);
+    size_t n = 0;
+    uint32_t cp = 0;
+    if (c < 0x80) {
+      n = 1, cp = c;
+    } else if ((c & 0xe0) == 0xc0) {
+      n = 2, cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      n = 3, cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      n = 4, cp = c & 0x07;
+    } else {
+      return std::nullopt;
+    }
+    if (i + n > s.size()) return std::nullopt;
+    for (size_t k = 1; k < n; ++k) {
+      const auto cc = static_cast<uint8_t>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return std::nullopt;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    constexpr uint32_t kMinOf[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMinOf[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return std::nullopt;  // overlong, surrogate
+    i += n;
+  }
+  return chars;
+}
+
+// One RelativeDistinguishedName with a single attribute.
+Result<void> AppendRdn(std::string& name, int nid, uint8_t string_tag, std::string_view value, size_t max_chars,
+                       std::string_view field) {
+  if (value.empty()) return Ok();
+  std::optional<size_t> chars = Utf8Length(value);
+  if (!chars) return Invalid(fmt::format("the {} is not valid UTF-8", field));
+  if (*chars > max_chars) return Invalid(fmt::format("the {} is longer than {} characters", field, max_chars));
+  DerAppend(name, kDerSet, Der(kDerSequence, DerOid(nid) + Der(string_tag, value)));
   return Ok();
 }
 
-const EVP_MD* DigestFor(EVP_PKEY* key) {
-  if (EVP_PKEY_is_a(key, "ED25519") || EVP_PKEY_is_a(key, "ED448")) return nullptr;
-  if (EVP_PKEY_get_bits(key) == 384 && EVP_PKEY_is_a(key, "EC")) return EVP_sha384();
-  return EVP_sha256();
+Result<std::string> SubjectName(const CertificateSpec& spec) {
+  if (!spec.country.empty() &&
+      (spec.country.size() != 2 || !std::isalpha(static_cast<unsigned char>(spec.country[0])) ||
+       !std::isalpha(static_cast<unsigned char>(spec.country[1])))) {
+    return Invalid("the country must be two letters");
+  }
+  std::string rdns;
+  CF_RETURN_IF_ERROR(AppendRdn(rdns, NID_countryName, kDerPrintableString, spec.country, 2, "country"));
+  CF_RETURN_IF_ERROR(AppendRdn(rdns, NID_stateOrProvinceName, kDerUtf8String, spec.state, kUbState, "state"));
+  CF_RETURN_IF_ERROR(
+      AppendRdn(rdns, NID_organizationName, kDerUtf8String, spec.organization, kUbOrganization, "organization"));
+  if (spec.common_name.empty()) return Invalid("the common name is empty");
+  CF_RETURN_IF_ERROR(AppendRdn(rdns, NID_commonName, kDerUtf8String, spec.common_name, kUbCommonName, "common name"));
+  return Der(kDerSequence, rdns);
 }
 
-// Sets the certificate's SubjectPublicKeyInfo to `spki_der` without decoding the key.
-Result<void> CopyPublicKey(X509* cert, std::string_view spki_der) {
-  CF_ASSIGN_OR_RETURN(PublicKeyInfo info, SplitPublicKeyInfo(spki_der));
-  const std::string_view bits = info.key;
-  const ASN1_OBJECT* alg_oid = nullptr;
-  int param_type = V_ASN1_UNDEF;
-  const void* param = nullptr;
-  X509_ALGOR_get0(&alg_oid, &param_type, &param, info.algorithm.get());
-  void* param_copy = nullptr;
-  if (param_type == V_ASN1_OBJECT) {
-    param_copy = OBJ_dup(static_cast<const ASN1_OBJECT*>(param));
-  } else if (param_type == V_ASN1_SEQUENCE) {
-    param_copy = ASN1_STRING_dup(static_cast<const ASN1_STRING*>(param));
-  } else if (param_type != V_ASN1_NULL && param_type != V_ASN1_UNDEF) {
-    return MakeError(ErrorCode::kInvalidArgument, "unsupported public key parameters");
+Result<std::string> DerTime(int64_t millis) {
+  const auto seconds = static_cast<time_t>(millis / 1000);
+  std::tm tm{};
+  if (gmtime_r(&seconds, &tm) == nullptr) return Invalid("a time out of range");
+  const int year = tm.tm_year + 1900;
+  if (year < kFirstUtcYear || year > 9999) return Invalid("a time out of range");
+  const bool utc = year < kFirstGeneralizedYear;
+  std::string text = utc ? fmt::format("{:02}", year % 100) : fmt::format("{:04}", year);
+  text += fmt::format("{:02}{:02}{:02}{:02}{:02}Z", tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  return Der(utc ? kDerUtcTime : kDerGeneralizedTime, text);
+}
+
+// A BIT STRING of the named bits, in DER's shortest form.
+std::string KeyUsageBits(std::initializer_list<int> bits) {
+  uint16_t value = 0;
+  int last = 0;
+  for (int b : bits) {
+    value |= static_cast<uint16_t>(0x8000 >> b);
+    last = std::max(last, b);
   }
-  auto* bits_copy = static_cast<unsigned char*>(OPENSSL_memdup(bits.data(), bits.size()));
-  if (X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(cert), OBJ_dup(alg_oid), param_type, param_copy, bits_copy,
-                             static_cast<int>(bits.size())) != 1) {
-    return OpenSslError("copying the public key");
+  const int octets = last / 8 + 1;
+  std::string contents(1, static_cast<char>(8 * octets - 1 - last));
+  for (int i = 0; i < octets; ++i) contents += static_cast<char>((value >> (8 * (1 - i))) & 0xff);
+  return Der(kDerBitString, contents);
+}
+
+void AppendExtension(std::string& out, int nid, bool critical, std::string_view value) {
+  std::string ext = DerOid(nid);
+  if (critical) ext += Der(kDerBoolean, std::string_view("\xff", 1));
+  DerAppend(ext, kDerOctetString, value);
+  DerAppend(out, kDerSequence, ext);
+}
+
+std::string Sha1(std::string_view data) {
+  static EVP_MD* const kSha1 = EVP_MD_fetch(nullptr, "SHA1", nullptr);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (kSha1 == nullptr || EVP_Digest(data.data(), data.size(), md, &len, kSha1, nullptr) != 1) return {};
+  return std::string(reinterpret_cast<char*>(md), len);
+}
+
+Result<std::string> SubjectAltName(const CertificateSpec& spec) {
+  std::string names;
+  for (const auto& d : spec.dns_names) {
+    for (char c : d) {
+      if (static_cast<unsigned char>(c) >= 0x80) return Invalid("DNS name " + d + " is not ASCII");
+    }
+    DerAppend(names, 0x82, d);  // [2] dNSName IA5String
   }
-  return Ok();
+  for (const auto& ip : spec.ip_addresses) {
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, ip.c_str(), addr) == 1) {
+      DerAppend(names, 0x87, std::string_view(reinterpret_cast<char*>(addr), 4));  // [7] iPAddress
+    } else if (inet_pton(AF_INET6, ip.c_str(), addr) == 1) {
+      DerAppend(names, 0x87, std::string_view(reinterpret_cast<char*>(addr), 16));
+    } else {
+      return Invalid("not an IP address: " + ip);
+    }
+  }
+  return Der(kDerSequence, names);
+}
+
+Result<std::string> Extensions(const CertificateSpec& spec, EVP_PKEY* subject_key, std::string_view subject_key_bits,
+                               X509* issuer) {
+  std::string exts;
+  if (spec.is_ca) {
+    std::string bc = Der(kDerBoolean, std::string_view("\xff", 1));
+    if (spec.path_len >= 0) {
+      const auto len = static_cast<uint32_t>(spec.path_len);
+      std::string magnitude;
+      for (int i = 3; i >= 0; --i) magnitude += static_cast<char>((len >> (8 * i)) & 0xff);
+      bc += DerUnsignedInteger(magnitude);
+    }
+    AppendExtension(exts, NID_basic_constraints, true, Der(kDerSequence, bc));
+    AppendExtension(exts, NID_key_usage, true, KeyUsageBits({kKeyCertSign, kCrlSign}));
+  } else {
+    AppendExtension(exts, NID_basic_constraints, true, Der(kDerSequence, ""));
+    AppendExtension(exts, NID_key_usage, true,
+                    EVP_PKEY_is_a(subject_key, "RSA") ? KeyUsageBits({kDigitalSignature, kKeyEncipherment})
+                                                      : KeyUsageBits({kDigitalSignature}));
+    std::string eku;
+    if (spec.server_auth) eku += DerOid(NID_server_auth);
+    if (spec.client_auth) eku += DerOid(NID_client_auth);
+    if (!eku.empty()) AppendExtension(exts, NID_ext_key_usage, false, Der(kDerSequence, eku));
+  }
+  // RFC 5280 4.2.1.2 method (1): SHA-1 of the subjectPublicKey bits.
+  AppendExtension(exts, NID_subject_key_identifier, false, Der(kDerOctetString, Sha1(subject_key_bits)));
+  if (issuer) {
+    const ASN1_OCTET_STRING* issuer_ski = X509_get0_subject_key_id(issuer);
+    if (issuer_ski == nullptr) return MakeError(ErrorCode::kInternal, "the issuer has no subject key identifier");
+    AppendExtension(
+        exts, NID_authority_key_identifier, false,
+        Der(kDerSequence, Der(0x80, std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(issuer_ski)),
+                                                     ASN1_STRING_length(issuer_ski)))));
+  }
+  if (!spec.crl_url.empty()) {
+    // DistributionPoint { distributionPoint [0] { fullName [0] { uniformResourceIdentifier [6] } } }
+    AppendExtension(
+        exts, NID_crl_distribution_points, false,
+        Der(kDerSequence, Der(kDerSequence, Der(kDerContext0, Der(kDerContext0, Der(0x86, spec.crl_url))))));
+  }
+  if (!spec.ocsp_url.empty()) {
+    AppendExtension(exts, NID_info_access, false,
+                    Der(kDerSequence, Der(kDerSequence, DerOid(NID_ad_OCSP) + Der(0x86, spec.ocsp_url))));
+  }
+  if (!spec.dns_names.empty() || !spec.ip_addresses.empty()) {
+    CF_ASSIGN_OR_RETURN(std::string san, SubjectAltName(spec));
+    AppendExtension(exts, NID_subject_alt_name, false, san);
+  }
+  return Der(kDerContext3, Der(kDerSequence, exts));
+}
+
+// How an issuer key signs: the AlgorithmIdentifier and the digest (null: none, Ed25519).
+struct SignatureAlgorithmInfo {
+  std::string der;
+  const char* digest;
+};
+Result<SignatureAlgorithmInfo> SignatureAlgorithm(EVP_PKEY* key) {
+  if (EVP_PKEY_is_a(key, "ED25519")) return SignatureAlgorithmInfo{Der(kDerSequence, DerOid(NID_ED25519)), nullptr};
+  if (EVP_PKEY_is_a(key, "EC")) {
+    if (EVP_PKEY_get_bits(key) == 384) {
+      return SignatureAlgorithmInfo{Der(kDerSequence, DerOid(NID_ecdsa_with_SHA384)), "SHA384"};
+    }
+    return SignatureAlgorithmInfo{Der(kDerSequence, DerOid(NID_ecdsa_with_SHA256)), "SHA256"};
+  }
+  if (EVP_PKEY_is_a(key, "RSA")) {
+    return SignatureAlgorithmInfo{Der(kDerSequence, DerOid(NID_sha256WithRSAEncryption) + Der(kDerNull, "")), "SHA256"};
+  }
+  return MakeError(ErrorCode::kInvalidArgument, "the issuer's key type cannot sign certificates");
+}
+
+Result<std::string> SubjectPublicKeyInfo(EVP_PKEY* key) {
+  unsigned char* der = nullptr;
+  const int len = i2d_PUBKEY(key, &der);
+  if (len <= 0) return OpenSslError("encoding the public key");
+  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(der);
+  return out;
+}
+
+Result<std::string> IssuerName(X509* issuer) {
+  unsigned char* der = nullptr;
+  const int len = i2d_X509_NAME(X509_get_subject_name(issuer), &der);
+  if (len <= 0) return OpenSslError("encoding the issuer's name");
+  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(der);
+  return out;
 }
 
 }  // namespace
 
-Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X509* issuer, EVP_PKEY* issuer_key,
-                                std::string_view subject_spki_der) {
-  X509Ptr cert(X509_new());
-  if (!cert || X509_set_version(cert.get(), X509_VERSION_3) != 1) return OpenSslError("X509_new");
+// Certificates are written as DER directly: OpenSSL 3.0's X509 builder (X509V3_EXT_conf,
+// X509_sign) costs twice the signature itself, and the issuance path is the product's hot path.
+Result<IssuedCertificate> IssueCertificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X509* issuer,
+                                           EVP_PKEY* issuer_key, std::string_view subject_spki_der) {
+  std::string spki_storage;
+  if (subject_spki_der.empty()) {
+    CF_ASSIGN_OR_RETURN(spki_storage, SubjectPublicKeyInfo(subject_key));
+    subject_spki_der = spki_storage;
+  }
+  CF_ASSIGN_OR_RETURN(PublicKeyInfo spki, SplitPublicKeyInfo(subject_spki_der));
+  CF_ASSIGN_OR_RETURN(auto algorithm, SignatureAlgorithm(issuer_key));
 
   std::string serial = RandomBytes(kSerialBytes);
   serial[0] = static_cast<char>(serial[0] & 0x7f);  // positive, as RFC 5280 requires
-  BignumPtr bn(BN_bin2bn(reinterpret_cast<const unsigned char*>(serial.data()), kSerialBytes, nullptr));
-  if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get()))) return OpenSslError("serial");
 
-  X509NamePtr name(X509_NAME_new());
-  auto add_rdn = [&](const char* field, const std::string& value) {
-    return value.empty() ||
-           X509_NAME_add_entry_by_txt(name.get(), field, MBSTRING_UTF8,
-                                      reinterpret_cast<const unsigned char*>(value.c_str()), -1, -1, 0) == 1;
-  };
-  if (!add_rdn("C", spec.country) || !add_rdn("ST", spec.state)) {
-    return OpenSslError("subject C/ST", ErrorCode::kInvalidArgument);
+  CF_ASSIGN_OR_RETURN(std::string subject, SubjectName(spec));
+  std::string issuer_name = subject;
+  if (issuer) {
+    CF_ASSIGN_OR_RETURN(issuer_name, IssuerName(issuer));
   }
-  if (!spec.organization.empty() &&
-      X509_NAME_add_entry_by_txt(name.get(), "O", MBSTRING_UTF8,
-                                 reinterpret_cast<const unsigned char*>(spec.organization.c_str()), -1, -1, 0) != 1) {
-    return OpenSslError("subject O", ErrorCode::kInvalidArgument);
-  }
-  if (X509_NAME_add_entry_by_txt(name.get(), "CN", MBSTRING_UTF8,
-                                 reinterpret_cast<const unsigned char*>(spec.common_name.c_str()), -1, -1, 0) != 1) {
-    return OpenSslError("subject CN", ErrorCode::kInvalidArgument);
-  }
-  if (X509_set_subject_name(cert.get(), name.get()) != 1 ||
-      X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : name.get()) != 1) {
-    return OpenSslError("names");
-  }
-  if (!ASN1_TIME_set(X509_getm_notBefore(cert.get()), static_cast<time_t>(spec.not_before_millis / 1000)) ||
-      !ASN1_TIME_set(X509_getm_notAfter(cert.get()), static_cast<time_t>(spec.not_after_millis / 1000))) {
-    return OpenSslError("validity");
-  }
-  if (!subject_spki_der.empty()) {
-    CF_RETURN_IF_ERROR(CopyPublicKey(cert.get(), subject_spki_der));
-  } else if (X509_set_pubkey(cert.get(), subject_key) != 1) {
-    return OpenSslError("public key");
-  }
+  CF_ASSIGN_OR_RETURN(std::string not_before, DerTime(spec.not_before_millis));
+  CF_ASSIGN_OR_RETURN(std::string not_after, DerTime(spec.not_after_millis));
+  CF_ASSIGN_OR_RETURN(std::string extensions, Extensions(spec, subject_key, spki.key, issuer));
 
-  if (spec.is_ca) {
-    std::string bc = "critical,CA:TRUE";
-    if (spec.path_len >= 0) bc += ",pathlen:" + std::to_string(spec.path_len);
-    CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_basic_constraints, bc));
-    CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_key_usage, "critical,keyCertSign,cRLSign"));
-  } else {
-    CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_basic_constraints, "critical,CA:FALSE"));
-    std::string ku = "critical,digitalSignature";
-    if (EVP_PKEY_is_a(subject_key, "RSA")) ku += ",keyEncipherment";
-    CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_key_usage, ku));
-    std::string eku;
-    if (spec.server_auth) eku = "serverAuth";
-    if (spec.client_auth) eku += eku.empty() ? "clientAuth" : ",clientAuth";
-    if (!eku.empty()) CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_ext_key_usage, eku));
-  }
-  CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_subject_key_identifier, "hash"));
-  if (issuer) CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_authority_key_identifier, "keyid:always"));
+  std::string tbs_fields = Der(kDerContext0, Der(kDerInteger, "\x02"));  // version v3
+  tbs_fields += DerUnsignedInteger(serial);
+  tbs_fields += algorithm.der;
+  tbs_fields += issuer_name;
+  tbs_fields += Der(kDerSequence, not_before + not_after);
+  tbs_fields += subject;
+  tbs_fields += subject_spki_der;
+  tbs_fields += extensions;
+  const std::string tbs = Der(kDerSequence, tbs_fields);
 
-  if (!spec.crl_url.empty()) {
-    CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_crl_distribution_points, "URI:" + spec.crl_url));
+  std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX_free>> ctx(EVP_MD_CTX_new());
+  size_t sig_len = 0;
+  if (!ctx || EVP_DigestSignInit_ex(ctx.get(), nullptr, algorithm.digest, nullptr, nullptr, issuer_key, nullptr) != 1 ||
+      EVP_DigestSign(ctx.get(), nullptr, &sig_len, reinterpret_cast<const unsigned char*>(tbs.data()), tbs.size()) !=
+          1) {
+    return OpenSslError("signing certificate");
   }
-  if (!spec.ocsp_url.empty()) {
-    CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_info_access, "OCSP;URI:" + spec.ocsp_url));
+  std::string signature(sig_len + 1, '\0');  // a leading zero: no unused bits
+  if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(signature.data() + 1), &sig_len,
+                     reinterpret_cast<const unsigned char*>(tbs.data()), tbs.size()) != 1) {
+    return OpenSslError("signing certificate");
   }
-  std::string san;
-  for (const auto& d : spec.dns_names) san += (san.empty() ? "DNS:" : ",DNS:") + d;
-  for (const auto& ip : spec.ip_addresses) san += (san.empty() ? "IP:" : ",IP:") + ip;
-  if (!san.empty()) CF_RETURN_IF_ERROR(AddExtension(cert.get(), issuer, NID_subject_alt_name, san));
+  signature.resize(sig_len + 1);
 
-  if (X509_sign(cert.get(), issuer_key, DigestFor(issuer_key)) <= 0) return OpenSslError("signing certificate");
+  IssuedCertificate out;
+  out.der = Der(kDerSequence, tbs + algorithm.der + Der(kDerBitString, signature));
+  CertificateFacts& f = out.facts;
+  f.serial_hex = HexEncode(serial);
+  const size_t nz = f.serial_hex.find_first_not_of('0');
+  f.serial_hex = nz == std::string::npos ? "0" : f.serial_hex.substr(nz);
+  f.not_before_millis = spec.not_before_millis / 1000 * 1000;
+  f.not_after_millis = spec.not_after_millis / 1000 * 1000;
+  f.sha256_fingerprint = Sha256Hex(out.der);
+  f.common_name = spec.common_name;
+  f.is_ca = spec.is_ca;
+  f.pem = PemEncode("CERTIFICATE", out.der);
+  return out;
+}
+
+Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X509* issuer, EVP_PKEY* issuer_key,
+                                std::string_view subject_spki_der) {
+  CF_ASSIGN_OR_RETURN(IssuedCertificate issued,
+                      IssueCertificate(spec, subject_key, issuer, issuer_key, subject_spki_der));
+  const auto* p = reinterpret_cast<const unsigned char*>(issued.der.data());
+  X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(issued.der.size())));
+  if (!cert) return OpenSslError("reading the certificate just signed");
   return cert;
 }
 

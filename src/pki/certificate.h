@@ -27,19 +27,6 @@ struct CertificateSpec {
   std::string ocsp_url;  // OCSP responder in the AIA, or empty
 };
 
-// Builds and signs a certificate with a 128-bit random serial. With `issuer` null the
-// certificate is self-signed by `issuer_key` (which must then be the subject's key).
-// `subject_spki_der`, when given (a CSR's SubjectPublicKeyInfo), is copied into the
-// certificate as it is instead of encoding `subject_key` anew: OpenSSL 3.0 runs its encoder
-// and decoder for that, which costs more than the signature.
-Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X509* issuer, EVP_PKEY* issuer_key,
-                                std::string_view subject_spki_der = {});
-Result<std::string> CertificateToPem(X509* cert);
-// PEM text of DER bytes under `label` ("CERTIFICATE"), in 64-character lines.
-std::string PemEncode(std::string_view label, std::string_view der);
-Result<X509Ptr> CertificateFromPem(std::string_view pem);
-Result<std::string> CertificateToDer(X509* cert);
-
 // The facts about a certificate the inventory keeps.
 struct CertificateFacts {
   std::string serial_hex;  // lowercase, no leading zeros
@@ -50,6 +37,29 @@ struct CertificateFacts {
   bool is_ca = false;  // basicConstraints cA
   std::string pem;     // the certificate, PEM
 };
+
+// A certificate as issued: its DER and the facts about it.
+struct IssuedCertificate {
+  std::string der;
+  CertificateFacts facts;
+};
+
+// Builds and signs a certificate with a 128-bit random serial. With `issuer` null the
+// certificate is self-signed by `issuer_key` (which must then be the subject's key).
+// `subject_spki_der`, when given (a CSR's SubjectPublicKeyInfo), is copied into the
+// certificate as it is instead of encoding `subject_key` anew: OpenSSL 3.0 runs its encoder
+// and decoder for that, which costs more than the signature.
+Result<IssuedCertificate> IssueCertificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X509* issuer,
+                                           EVP_PKEY* issuer_key, std::string_view subject_spki_der = {});
+// The same, as an OpenSSL object.
+Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X509* issuer, EVP_PKEY* issuer_key,
+                                std::string_view subject_spki_der = {});
+Result<std::string> CertificateToPem(X509* cert);
+// PEM text of DER bytes under `label` ("CERTIFICATE"), in 64-character lines.
+std::string PemEncode(std::string_view label, std::string_view der);
+Result<X509Ptr> CertificateFromPem(std::string_view pem);
+Result<std::string> CertificateToDer(X509* cert);
+
 Result<CertificateFacts> Inspect(X509* cert);
 
 // Serial numbers as the inventory writes them: lowercase hex without leading zeros.

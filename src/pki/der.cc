@@ -44,6 +44,42 @@ Result<DerElement> DerReader::Next(uint8_t tag, std::string_view what) {
   return e;
 }
 
+void DerAppend(std::string& out, uint8_t tag, std::string_view contents) {
+  out += static_cast<char>(tag);
+  const size_t n = contents.size();
+  if (n < kLongLength) {
+    out += static_cast<char>(n);
+  } else {
+    int octets = 0;
+    for (size_t rest = n; rest != 0; rest >>= 8) ++octets;
+    out += static_cast<char>(kLongLength | octets);
+    for (int i = octets - 1; i >= 0; --i) out += static_cast<char>((n >> (8 * i)) & 0xff);
+  }
+  out += contents;
+}
+
+std::string Der(uint8_t tag, std::string_view contents) {
+  std::string out;
+  out.reserve(contents.size() + 6);
+  DerAppend(out, tag, contents);
+  return out;
+}
+
+std::string DerUnsignedInteger(std::string_view magnitude) {
+  while (magnitude.size() > 1 && magnitude[0] == 0) magnitude.remove_prefix(1);
+  std::string contents;
+  // A set top bit would make the number negative: a zero octet keeps it positive.
+  if (magnitude.empty() || (static_cast<uint8_t>(magnitude[0]) & 0x80) != 0) contents += '\0';
+  contents += magnitude;
+  return Der(kDerInteger, contents);
+}
+
+std::string DerOid(int nid) {
+  const ASN1_OBJECT* obj = OBJ_nid2obj(nid);
+  if (obj == nullptr || OBJ_length(obj) == 0) return {};
+  return Der(kDerOid, std::string_view(reinterpret_cast<const char*>(OBJ_get0_data(obj)), OBJ_length(obj)));
+}
+
 Result<std::string_view> BitStringBytes(const DerElement& bit_string, std::string_view what) {
   if (bit_string.contents.empty() || bit_string.contents[0] != 0) return Malformed(what, "bit string with unused bits");
   return bit_string.contents.substr(1);

@@ -9,11 +9,22 @@
 
 namespace certfleet::pki {
 
-// DER tags certfleet splits structures by.
+// DER tags certfleet reads and writes.
+inline constexpr uint8_t kDerBoolean = 0x01;
 inline constexpr uint8_t kDerInteger = 0x02;
 inline constexpr uint8_t kDerBitString = 0x03;
+inline constexpr uint8_t kDerOctetString = 0x04;
+inline constexpr uint8_t kDerNull = 0x05;
+inline constexpr uint8_t kDerOid = 0x06;
+inline constexpr uint8_t kDerUtf8String = 0x0c;
+inline constexpr uint8_t kDerPrintableString = 0x13;
+inline constexpr uint8_t kDerIa5String = 0x16;
+inline constexpr uint8_t kDerUtcTime = 0x17;
+inline constexpr uint8_t kDerGeneralizedTime = 0x18;
 inline constexpr uint8_t kDerSequence = 0x30;
+inline constexpr uint8_t kDerSet = 0x31;
 inline constexpr uint8_t kDerContext0 = 0xa0;  // [0] constructed
+inline constexpr uint8_t kDerContext3 = 0xa3;  // [3] constructed
 
 // One DER element: its tag, its contents, and the whole encoding (tag and length included).
 struct DerElement {
@@ -39,6 +50,15 @@ class DerReader {
  private:
   std::string_view rest_;
 };
+
+// Appends one DER element (tag, definite length, contents) to `out`.
+void DerAppend(std::string& out, uint8_t tag, std::string_view contents);
+// One DER element as a new string.
+std::string Der(uint8_t tag, std::string_view contents);
+// A DER INTEGER of the unsigned big-endian `magnitude`, in its shortest form.
+std::string DerUnsignedInteger(std::string_view magnitude);
+// The DER encoding of an OpenSSL object (OID) by its NID; empty for an unknown NID.
+std::string DerOid(int nid);
 
 // The contents of a BIT STRING with no unused bits (keys and signatures), or kInvalidArgument.
 Result<std::string_view> BitStringBytes(const DerElement& bit_string, std::string_view what);
