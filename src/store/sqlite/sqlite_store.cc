@@ -6,11 +6,15 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 
+#include "core/log.h"
 #include "store/pool.h"
 
 namespace certfleet::store::sqlite {
@@ -20,6 +24,9 @@ namespace {
 constexpr int kBusyTimeoutMs = 10'000;
 // Whole-transaction retries after SQLITE_BUSY that outlasted the busy timeout.
 constexpr int kMaxAttempts = 3;
+// How long a log restart waits for readers still on the log, holding writers back meanwhile.
+constexpr int kRestartWaitMs = 100;
+constexpr int kPageBytes = 4096;  // SQLite's default page size, one log frame each
 
 class Connection {
  public:
@@ -155,8 +162,24 @@ class FileLease final : public LeaderLease {
 
 class SqliteStore final : public Store {
  public:
-  SqliteStore(std::string path, int pool_size)
-      : path_(std::move(path)), pool_(pool_size, [this] { return Connect(); }) {}
+  SqliteStore(std::string path, int pool_size, CheckpointPolicy checkpoints)
+      : path_(std::move(path)), checkpoints_(checkpoints), pool_(pool_size, [this] { return Connect(); }) {}
+  ~SqliteStore() override {
+    {
+      std::lock_guard lock(checkpoint_mu_);
+      stopping_ = true;
+    }
+    checkpoint_cv_.notify_all();
+    if (checkpointer_.joinable()) checkpointer_.join();
+  }
+
+  Result<void> StartCheckpointer() {
+    CF_ASSIGN_OR_RETURN(auto conn, Connect());
+    // Writers wait while a restart waits for readers: give up soon and try at the next round.
+    sqlite3_busy_timeout(conn->db(), kRestartWaitMs);
+    checkpointer_ = std::thread([this, conn = std::move(conn)] { CheckpointLoop(*conn); });
+    return Ok();
+  }
 
   Dialect dialect() const override { return Dialect::kSqlite; }
 
@@ -170,10 +193,13 @@ class SqliteStore final : public Store {
     }
     sqlite3_busy_timeout(db, kBusyTimeoutMs);
     char* err = nullptr;
-    if (sqlite3_exec(db,
-                     "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA "
-                     "temp_store=MEMORY; PRAGMA wal_autocheckpoint=8192;",
-                     nullptr, nullptr, &err) != SQLITE_OK) {
+    // Checkpoints are the checkpointer thread's (wal_autocheckpoint=0); a log that grew
+    // during a burst is cut back to the restart length when it starts over.
+    const std::string pragmas = fmt::format(
+        "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; "
+        "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={};",
+        int64_t{checkpoints_.restart_frames} * kPageBytes);
+    if (sqlite3_exec(db, pragmas.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
       std::string msg = err ? err : "";
       sqlite3_free(err);
       return MakeError(ErrorCode::kUnavailable, fmt::format("configuring {}: {}", path_, msg));
@@ -183,12 +209,21 @@ class SqliteStore final : public Store {
 
   Result<void> Transact(const std::function<Result<void>(Tx&)>& fn, TxMode mode) override {
     for (int attempt = 1;; ++attempt) {
-      CF_ASSIGN_OR_RETURN(auto conn, pool_.Acquire());
-      // SQLite has one writer at a time; writers of this process queue here instead of in
-      // SQLite's busy handler, which sleeps for milliseconds between tries.
-      std::unique_lock<std::mutex> writer(write_mu_, std::defer_lock);
-      if (mode == TxMode::kWrite) writer.lock();
-      Result<void> r = RunOnce(*conn, fn, mode);
+      Result<void> r = Ok();
+      if (mode == TxMode::kWrite) {
+        // SQLite has one writer at a time; writers of this process queue here instead of in
+        // SQLite's busy handler, which sleeps for milliseconds between tries. They share one
+        // connection, whose page cache stays valid from one commit to the next, where a
+        // pooled connection would reread every page another connection's commit changed.
+        std::lock_guard writer(write_mu_);
+        if (!writer_) {
+          CF_ASSIGN_OR_RETURN(writer_, Connect());
+        }
+        r = RunOnce(*writer_, fn, mode);
+      } else {
+        CF_ASSIGN_OR_RETURN(auto conn, pool_.Acquire());
+        r = RunOnce(*conn, fn, mode);
+      }
       if (r.ok() || r.error().code != ErrorCode::kUnavailable || attempt >= kMaxAttempts) return r;
     }
   }
@@ -213,6 +248,26 @@ class SqliteStore final : public Store {
   }
 
  private:
+  void CheckpointLoop(Connection& conn) {
+    std::unique_lock lock(checkpoint_mu_);
+    while (!checkpoint_cv_.wait_for(lock, checkpoints_.interval, [&] { return stopping_; })) {
+      lock.unlock();
+      int frames = 0;
+      int copied = 0;
+      int rc = sqlite3_wal_checkpoint_v2(conn.db(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &frames, &copied);
+      if (rc == SQLITE_OK && frames >= checkpoints_.restart_frames) {
+        // Copies the few frames committed since with writers held back, and waits for the
+        // readers still on the log, so that the next writer starts the log over.
+        std::lock_guard writer(write_mu_);
+        rc = sqlite3_wal_checkpoint_v2(conn.db(), nullptr, SQLITE_CHECKPOINT_RESTART, &frames, &copied);
+      }
+      if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+        log::Warn("sqlite checkpoint failed", {{"error", sqlite3_errmsg(conn.db())}});
+      }
+      lock.lock();
+    }
+  }
+
   // Runs one of BEGIN, COMMIT, ROLLBACK through the connection's statement cache.
   static int Control(Connection& conn, std::string_view sql) {
     auto stmt = conn.Prepare(sql);
@@ -241,20 +296,28 @@ class SqliteStore final : public Store {
   }
 
   const std::string path_;
+  const CheckpointPolicy checkpoints_;
   Pool<Connection> pool_;
   std::mutex write_mu_;
+  std::unique_ptr<Connection> writer_;  // guarded by write_mu_
+  std::mutex checkpoint_mu_;
+  std::condition_variable checkpoint_cv_;
+  bool stopping_ = false;  // guarded by checkpoint_mu_
+  std::thread checkpointer_;
 };
 
 }  // namespace
 
-Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, const Store::Options& options) {
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, const Store::Options& options,
+                                               const CheckpointPolicy& checkpoints) {
   if (path.empty()) return MakeError(ErrorCode::kInvalidArgument, "sqlite:// needs a file path");
   std::error_code ec;
   auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
   if (ec) return MakeError(ErrorCode::kUnavailable, fmt::format("creating {}: {}", parent.string(), ec.message()));
-  auto store = std::make_unique<SqliteStore>(path, options.pool_size);
+  auto store = std::make_unique<SqliteStore>(path, options.pool_size, checkpoints);
   CF_RETURN_IF_ERROR(store->Ping());
+  CF_RETURN_IF_ERROR(store->StartCheckpointer());
   return std::unique_ptr<Store>(std::move(store));
 }
 
