@@ -98,8 +98,9 @@ int Serve(const Config& config, const Clock& clock) {
   pki::file::FileKeyBackend keys(config.Get("key_dir"), *master_key);
 
   http::Metrics metrics;
-  http::Router router(http::MakeStoreAuthenticator(store, clock));
-  http::ApiContext api{store, clock, metrics};
+  http::TokenCache tokens(config.GetInt("auth.token_cache_ms"));
+  http::Router router(http::MakeStoreAuthenticator(store, clock, tokens));
+  http::ApiContext api{store, clock, metrics, tokens};
 
   http::ServerOptions options;
   options.listen = config.Get("server.listen");

@@ -5,6 +5,7 @@
 #include "distribution/distribution_service.h"
 #include "http/metrics.h"
 #include "http/router.h"
+#include "http/token_cache.h"
 #include "store/store.h"
 
 namespace certfleet::http {
@@ -14,12 +15,13 @@ struct ApiContext {
   store::Store& store;
   const Clock& clock;
   Metrics& metrics;
+  TokenCache& tokens;                                         // the authenticator's; revoking a token clears it
   ca::CaService* ca = nullptr;                                // W1 routes are added when set
   distribution::DistributionService* distribution = nullptr;  // W5
 };
 
-// Bearer tokens checked against the store's api_tokens table.
-Authenticator MakeStoreAuthenticator(store::Store& store, const Clock& clock);
+// Bearer tokens checked against the store's api_tokens table, remembered in `cache`.
+Authenticator MakeStoreAuthenticator(store::Store& store, const Clock& clock, TokenCache& cache);
 
 // /healthz, /readyz, /metrics, /v1/audit, /v1/jobs, /v1/tokens.
 void AddSystemRoutes(Router& router, const ApiContext& ctx);

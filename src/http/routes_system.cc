@@ -197,6 +197,7 @@ Response RevokeToken(const ApiContext& ctx, const Request& req) {
     return Ok();
   });
   if (!r.ok()) return Fail(req, r.error());
+  ctx.tokens.Clear();
   Response res;
   res.status = 204;
   return res;
@@ -215,17 +216,20 @@ std::string JobCountsText(store::Store& store) {
 
 }  // namespace
 
-Authenticator MakeStoreAuthenticator(store::Store& store, const Clock& clock) {
-  return [&store, &clock](std::string_view bearer) -> Result<std::optional<Principal>> {
+Authenticator MakeStoreAuthenticator(store::Store& store, const Clock& clock, TokenCache& cache) {
+  return [&store, &clock, &cache](std::string_view bearer) -> Result<std::optional<Principal>> {
+    const int64_t now = clock.NowMillis();
+    if (auto cached = cache.Find(bearer, now)) return cached;
     CF_ASSIGN_OR_RETURN(auto token,
                         store::Read(store, [&](store::Tx& tx) { return store::AuthenticateBearer(tx, bearer); }));
     if (!token) return std::optional<Principal>();
-    const int64_t now = clock.NowMillis();
     if (!token->last_used_at || *token->last_used_at < now - kLastUsedResolutionMs) {
       Result<int64_t> touched = store.Exec("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", {now, token->id});
       if (!touched.ok()) log::Warn("recording token use", {{"error", touched.error().message}});
     }
-    return std::optional<Principal>(Principal{true, token->id, token->name, token->role});
+    Principal principal{true, token->id, token->name, token->role};
+    cache.Put(bearer, principal, now);
+    return std::optional<Principal>(std::move(principal));
   };
 }
 
