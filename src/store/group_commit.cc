@@ -9,7 +9,7 @@ Result<void> GroupCommitter::Run(std::function<Result<void>(Tx&)> piece) {
   queue_.push_back(pending);
   while (!pending->done) {
     if (leader_active_) {
-      cv_.wait(lock);
+      pending->cv.wait(lock);
       continue;
     }
     leader_active_ = true;
@@ -21,9 +21,14 @@ Result<void> GroupCommitter::Run(std::function<Result<void>(Tx&)> piece) {
     lock.unlock();
     RunBatch(batch);
     lock.lock();
-    for (auto& p : batch) p->done = true;
+    for (auto& p : batch) {
+      p->done = true;
+      p->cv.notify_one();
+    }
     leader_active_ = false;
-    cv_.notify_all();
+    // Waking every waiter would wake those whose pieces wait for the next batch only for
+    // them to sleep again; the oldest one leads the next batch.
+    if (!queue_.empty()) queue_.front()->cv.notify_one();
   }
   return pending->result;
 }

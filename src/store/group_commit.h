@@ -31,14 +31,14 @@ class GroupCommitter {
   struct Pending {
     std::function<Result<void>(Tx&)> piece;
     Result<void> result;
-    bool done = false;
+    bool done = false;           // guarded by mu_
+    std::condition_variable cv;  // wakes this caller alone: its piece is done, or it leads next
   };
   void RunBatch(const std::deque<std::shared_ptr<Pending>>& batch);
 
   Store& store_;
   const size_t max_batch_;
   std::mutex mu_;
-  std::condition_variable cv_;
   std::deque<std::shared_ptr<Pending>> queue_;
   bool leader_active_ = false;
 };
