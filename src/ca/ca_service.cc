@@ -273,7 +273,8 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
         return MakeError(ErrorCode::kFailedPrecondition, fmt::format("the CA {} is revoked", parent->ca.fqdn));
       }
     }
-    if (!is_ca) {
+    // A device's fqdn starts with a UUID made for it just now: no other certificate has it.
+    if (!is_ca && req.type != pki::CertType::kDevice) {
       CF_ASSIGN_OR_RETURN(auto active, store::ActiveSerialForFqdn(tx, rec.fqdn));
       if (active) {
         return MakeError(

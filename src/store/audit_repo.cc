@@ -37,9 +37,8 @@ std::string AuditHash(const AuditEntry& e) {
 
 Result<AuditEntry> AppendAudit(Tx& tx, int64_t at, std::string_view actor, std::string_view action,
                                std::string_view object, std::string_view details_json) {
-  // UPDATE first: it takes the head's row lock, so appends queue here one at a time.
-  CF_RETURN_IF_ERROR(tx.Exec("UPDATE audit_head SET seq = seq + 1 WHERE id = 1"));
-  CF_ASSIGN_OR_RETURN(auto head, tx.QueryOne("SELECT seq, hash FROM audit_head WHERE id = 1"));
+  // An UPDATE takes the head's row lock, so appends queue here one at a time.
+  CF_ASSIGN_OR_RETURN(auto head, tx.QueryOne("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash"));
   if (!head) return MakeError(ErrorCode::kInternal, "audit_head row missing: the schema was altered by hand");
   AuditEntry e;
   e.seq = head->Int(0);
@@ -50,11 +49,11 @@ Result<AuditEntry> AppendAudit(Tx& tx, int64_t at, std::string_view actor, std::
   e.object = object;
   e.details = details_json.empty() ? "{}" : std::string(details_json);
   e.hash = AuditHash(e);
-  CF_RETURN_IF_ERROR(tx.Exec("UPDATE audit_head SET hash = ? WHERE id = 1", {e.hash}));
-  CF_RETURN_IF_ERROR(
-      tx.Exec("INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, "
-              "?, ?, ?)",
-              {e.seq, e.at, e.actor, e.action, e.object, e.details, e.prev_hash, e.hash}));
+  CF_RETURN_IF_ERROR(tx.ExecDeferred("UPDATE audit_head SET hash = ? WHERE id = 1", {e.hash}));
+  CF_RETURN_IF_ERROR(tx.ExecDeferred(
+      "INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, "
+      "?, ?, ?)",
+      {e.seq, e.at, e.actor, e.action, e.object, e.details, e.prev_hash, e.hash}));
   return e;
 }
 

@@ -23,7 +23,8 @@ struct AuditEntry {
 };
 
 // Appends within the caller's transaction, so the entry commits with the change it
-// records. hash = SHA-256 over prev_hash and the row's fields.
+// records. hash = SHA-256 over prev_hash and the row's fields. The row is written deferred
+// (Tx::ExecDeferred).
 Result<AuditEntry> AppendAudit(Tx& tx, int64_t at, std::string_view actor, std::string_view action,
                                std::string_view object, std::string_view details_json);
 

@@ -58,11 +58,11 @@ Result<std::vector<CertificateRecord>> Many(Tx& tx, const std::string& sql, cons
 }  // namespace
 
 Result<void> InsertCertificate(Tx& tx, const CertificateRecord& c) {
-  CF_RETURN_IF_ERROR(tx.Exec(fmt::format("INSERT INTO certificates ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, "
-                                         "NULL, ?, ?)",
-                                         kColumns),
-                             {c.serial, c.fqdn, c.type, c.parent_fqdn, Opt(c.issuer_serial), c.status, c.not_before,
-                              c.not_after, c.fingerprint, c.certificate_pem, c.created_at, c.created_by}));
+  static const std::string kInsert =
+      fmt::format("INSERT INTO certificates ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)", kColumns);
+  CF_RETURN_IF_ERROR(
+      tx.ExecDeferred(kInsert, {c.serial, c.fqdn, c.type, c.parent_fqdn, Opt(c.issuer_serial), c.status, c.not_before,
+                                c.not_after, c.fingerprint, c.certificate_pem, c.created_at, c.created_by}));
   return Ok();
 }
 
@@ -177,8 +177,8 @@ Result<std::vector<std::string>> CasWithCrlDue(Tx& tx, int64_t before) {
 }
 
 Result<void> AppendEvent(Tx& tx, int64_t at, std::string_view type, std::string_view payload_json) {
-  CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO events (at, type, payload) VALUES (?, ?, ?)",
-                             {at, std::string(type), std::string(payload_json)}));
+  CF_RETURN_IF_ERROR(tx.ExecDeferred("INSERT INTO events (at, type, payload) VALUES (?, ?, ?)",
+                                     {at, std::string(type), std::string(payload_json)}));
   return Ok();
 }
 

@@ -40,6 +40,7 @@ struct CaRecord {
   std::optional<int64_t> crl_next_update;
 };
 
+// Deferred (Tx::ExecDeferred): a failure shows at the Tx's next statement or its commit.
 Result<void> InsertCertificate(Tx& tx, const CertificateRecord& c);
 Result<void> InsertCa(Tx& tx, const CaRecord& ca);
 Result<std::optional<CertificateRecord>> FindCertificate(Tx& tx, std::string_view serial);
@@ -83,6 +84,7 @@ Result<void> SaveCrl(Tx& tx, std::string_view ca_fqdn, int64_t number, const std
 Result<std::vector<std::string>> CasWithCrlDue(Tx& tx, int64_t before);
 
 // Appends an event to the bus.
+// Deferred, like InsertCertificate.
 Result<void> AppendEvent(Tx& tx, int64_t at, std::string_view type, std::string_view payload_json);
 
 }  // namespace certfleet::store

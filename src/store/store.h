@@ -49,6 +49,13 @@ class Tx {
   virtual Result<Rows> Query(std::string_view sql, const Params& params = {}) = 0;
   // Runs several `;`-separated statements without parameters (migrations).
   virtual Result<void> ExecScript(std::string_view sql) = 0;
+  // Runs a statement whose outcome the caller does not need at once. A driver may send it
+  // without waiting for the answer (PostgreSQL pipelines it, saving a round trip each); its
+  // error then comes from the next Exec, Query, ExecScript or Flush of this Tx, and at the
+  // latest fails the commit. Statements run in the order they were given.
+  virtual Result<void> ExecDeferred(std::string_view sql, const Params& params = {}) = 0;
+  // Waits for the deferred statements; the first error among them, if any.
+  virtual Result<void> Flush() = 0;
 
   // The first row, or nullopt when there is none.
   Result<std::optional<Row>> QueryOne(std::string_view sql, const Params& params = {});

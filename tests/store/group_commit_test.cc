@@ -20,8 +20,11 @@ class GroupCommitTest : public ::testing::TestWithParam<Dialect> {
   std::unique_ptr<Store> store_;
 };
 
-TEST_P(GroupCommitTest, EveryPieceCommitsOrFailsAlone) {
-  GroupCommitter group(*store_, 16);
+// Threads insert through one committer, every thread also a name all share: only the first
+// of those may succeed. With `deferred` the inserts are pipelined (Tx::ExecDeferred), so a
+// failure shows only at a later statement, possibly another piece's.
+void InsertConcurrently(Store& store, bool deferred) {
+  GroupCommitter group(store, 16);
   constexpr int kThreads = 8, kPerThread = 25;
   std::atomic<int> ok{0}, duplicates{0};
   std::vector<std::thread> threads;
@@ -32,6 +35,7 @@ TEST_P(GroupCommitTest, EveryPieceCommitsOrFailsAlone) {
         // Every thread also inserts one name all threads share: only the first may succeed.
         const std::string name = i == 0 ? "shared" : "n" + std::to_string(id);
         Result<void> r = group.Run([&](Tx& tx) -> Result<void> {
+          if (deferred) return tx.ExecDeferred("INSERT INTO items (id, name) VALUES (?, ?)", {id, name});
           CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, name) VALUES (?, ?)", {id, name}));
           return Ok();
         });
@@ -46,8 +50,20 @@ TEST_P(GroupCommitTest, EveryPieceCommitsOrFailsAlone) {
   for (auto& th : threads) th.join();
   EXPECT_EQ(duplicates, kThreads - 1);
   EXPECT_EQ(ok, kThreads * kPerThread - (kThreads - 1));
-  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM items")->at(0).Int(0), ok.load())
+  EXPECT_EQ(store.Query("SELECT COUNT(*) FROM items")->at(0).Int(0), ok.load())
       << "every acknowledged piece is stored, and no failed one";
+}
+
+TEST_P(GroupCommitTest, EveryPieceCommitsOrFailsAlone) { InsertConcurrently(*store_, false); }
+
+TEST_P(GroupCommitTest, EveryPieceCommitsOrFailsAloneWithDeferredStatements) { InsertConcurrently(*store_, true); }
+
+TEST_P(GroupCommitTest, ALonePiecesDeferredFailureIsItsResult) {
+  GroupCommitter group(*store_);
+  ASSERT_TRUE(store_->Exec("INSERT INTO items (id, name) VALUES (1, 'a')").ok());
+  Result<void> r = group.Run([](Tx& tx) { return tx.ExecDeferred("INSERT INTO items (id, name) VALUES (2, 'a')"); });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kAlreadyExists);
 }
 
 TEST_P(GroupCommitTest, APieceSeesWhatEarlierPiecesOfItsGroupWrote) {

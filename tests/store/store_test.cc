@@ -62,6 +62,45 @@ TEST_P(StoreTest, UniqueViolationIsAlreadyExists) {
   EXPECT_EQ(dup.error().code, ErrorCode::kAlreadyExists);
 }
 
+TEST_P(StoreTest, DeferredStatementsRunInOrderBeforeTheNextStatement) {
+  Result<void> r = store_->Transact([](Tx& tx) -> Result<void> {
+    for (int64_t i = 1; i <= 50; ++i) {
+      CF_RETURN_IF_ERROR(
+          tx.ExecDeferred("INSERT INTO items (id, name, n) VALUES (?, ?, ?)", {i, "n" + std::to_string(i), i}));
+    }
+    CF_RETURN_IF_ERROR(tx.ExecDeferred("UPDATE items SET n = n * 2 WHERE id = ?", {int64_t{7}}));
+    CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT COUNT(*), SUM(n) FROM items"));
+    EXPECT_EQ(row->Int(0), 50);
+    EXPECT_EQ(row->Int(1), 50 * 51 / 2 + 7);
+    // Left unanswered at the end: the commit waits for it.
+    return tx.ExecDeferred("INSERT INTO items (id, name, n) VALUES (51, 'last', 0)");
+  });
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM items")->at(0).Int(0), 51);
+}
+
+TEST_P(StoreTest, AFailingDeferredStatementFailsItsTransactionAndLeavesNothing) {
+  ASSERT_TRUE(store_->Exec("INSERT INTO items (id, name) VALUES (1, 'a')").ok());
+  // The error comes from the next statement...
+  Result<void> r = store_->Transact([](Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(tx.ExecDeferred("INSERT INTO items (id, name) VALUES (2, 'b')"));
+    CF_RETURN_IF_ERROR(tx.ExecDeferred("INSERT INTO items (id, name) VALUES (3, 'a')"));
+    CF_RETURN_IF_ERROR(tx.ExecDeferred("INSERT INTO items (id, name) VALUES (4, 'c')"));
+    CF_RETURN_IF_ERROR(tx.Query("SELECT 1"));
+    ADD_FAILURE() << "the duplicate went unnoticed";
+    return Ok();
+  });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kAlreadyExists) << r.error().message;
+  // ...or from the commit.
+  r = store_->Transact([](Tx& tx) { return tx.ExecDeferred("INSERT INTO items (id, name) VALUES (5, 'a')"); });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kAlreadyExists) << r.error().message;
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM items")->at(0).Int(0), 1);
+  // The connection is usable afterwards.
+  EXPECT_TRUE(store_->Exec("INSERT INTO items (id, name) VALUES (6, 'f')").ok());
+}
+
 TEST_P(StoreTest, ConcurrentTransactionsLoseNoUpdate) {
   ASSERT_TRUE(store_->Exec("INSERT INTO items (id, name, n) VALUES (1, 'counter', 0)").ok());
   constexpr int kThreads = 8, kIncrements = 40;

@@ -24,6 +24,7 @@ class Connection {
   PGconn* get() { return conn_; }
   bool Broken() const { return PQstatus(conn_) != CONNECTION_OK; }
 
+  bool IsPrepared(std::string_view sql) const { return statements_.find(sql) != statements_.end(); }
   // The name of the prepared statement for `sql`, preparing it on first use.
   Result<std::string> Prepared(std::string_view sql, int nparams) {
     auto it = statements_.find(sql);
@@ -62,12 +63,14 @@ class PgTx final : public Tx {
   Dialect dialect() const override { return Dialect::kPostgres; }
 
   Result<int64_t> Exec(std::string_view sql, const Params& params) override {
+    CF_RETURN_IF_ERROR(Flush());
     CF_ASSIGN_OR_RETURN(auto res, Run(sql, params));
     const char* n = PQcmdTuples(res.get());
     return n && *n ? std::stoll(n) : int64_t{0};
   }
 
   Result<Rows> Query(std::string_view sql, const Params& params) override {
+    CF_RETURN_IF_ERROR(Flush());
     CF_ASSIGN_OR_RETURN(auto res, Run(sql, params));
     Rows rows;
     const int nrows = PQntuples(res.get());
@@ -85,6 +88,7 @@ class PgTx final : public Tx {
   }
 
   Result<void> ExecScript(std::string_view sql) override {
+    CF_RETURN_IF_ERROR(Flush());
     std::string s(sql);
     PgResultPtr res(PQexec(conn_.get(), s.c_str()), &PQclear);
     if (PQresultStatus(res.get()) != PGRES_COMMAND_OK && PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
@@ -93,28 +97,81 @@ class PgTx final : public Tx {
     return Ok();
   }
 
- private:
-  Result<PgResultPtr> Run(std::string_view sql, const Params& params) {
+  // Deferred statements go out in libpq's pipeline mode: sent one after another, their
+  // answers read together by Flush.
+  Result<void> ExecDeferred(std::string_view sql, const Params& params) override {
+    if (!conn_.IsPrepared(sql)) {
+      CF_RETURN_IF_ERROR(Flush());  // preparing waits for its answer: not inside a pipeline
+      CF_RETURN_IF_ERROR(conn_.Prepared(sql, static_cast<int>(params.size())));
+    }
     CF_ASSIGN_OR_RETURN(std::string name, conn_.Prepared(sql, static_cast<int>(params.size())));
-    std::vector<std::string> text(params.size());
-    std::vector<const char*> values(params.size(), nullptr);
-    for (size_t i = 0; i < params.size(); ++i) {
-      if (const auto* v = std::get_if<int64_t>(&params[i])) {
-        text[i] = std::to_string(*v);
-        values[i] = text[i].c_str();
-      } else if (const auto* s = std::get_if<std::string>(&params[i])) {
-        values[i] = s->c_str();
+    if (pending_.empty() && PQenterPipelineMode(conn_.get()) != 1) return conn_.ResultError(nullptr, sql);
+    Bound bound(params);
+    if (PQsendQueryPrepared(conn_.get(), name.c_str(), static_cast<int>(params.size()), bound.values.data(), nullptr,
+                            nullptr, 0) != 1) {
+      Error e = conn_.ResultError(nullptr, sql);
+      if (pending_.empty()) PQexitPipelineMode(conn_.get());
+      Result<void> drained = Flush();
+      return drained.ok() ? e : drained;
+    }
+    pending_.emplace_back(sql.substr(0, kSqlInErrors));
+    return Ok();
+  }
+
+  Result<void> Flush() override {
+    if (pending_.empty()) return Ok();
+    std::optional<Error> first;
+    if (PQpipelineSync(conn_.get()) != 1) first = conn_.ResultError(nullptr, pending_.front());
+    for (const auto& sql : pending_) {
+      PgResultPtr res(PQgetResult(conn_.get()), &PQclear);
+      const auto status = PQresultStatus(res.get());
+      if (!first && status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) first = conn_.ResultError(res.get(), sql);
+      while (PGresult* rest = PQgetResult(conn_.get())) PQclear(rest);  // the null that ends each statement's answer
+    }
+    // The sync point's own answer.
+    while (PGresult* sync = PQgetResult(conn_.get())) {
+      const bool done = PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+      PQclear(sync);
+      if (done) break;
+    }
+    pending_.clear();
+    if (PQexitPipelineMode(conn_.get()) != 1 && !first) first = conn_.ResultError(nullptr, "leaving pipeline mode");
+    if (first) return *first;
+    return Ok();
+  }
+
+ private:
+  static constexpr size_t kSqlInErrors = 200;  // how much of a statement an error message quotes
+
+  // Parameters as the text libpq sends.
+  struct Bound {
+    explicit Bound(const Params& params) : text(params.size()), values(params.size(), nullptr) {
+      for (size_t i = 0; i < params.size(); ++i) {
+        if (const auto* v = std::get_if<int64_t>(&params[i])) {
+          text[i] = std::to_string(*v);
+          values[i] = text[i].c_str();
+        } else if (const auto* s = std::get_if<std::string>(&params[i])) {
+          values[i] = s->c_str();
+        }
       }
     }
-    PgResultPtr res(
-        PQexecPrepared(conn_.get(), name.c_str(), static_cast<int>(params.size()), values.data(), nullptr, nullptr, 0),
-        &PQclear);
+    std::vector<std::string> text;
+    std::vector<const char*> values;
+  };
+
+  Result<PgResultPtr> Run(std::string_view sql, const Params& params) {
+    CF_ASSIGN_OR_RETURN(std::string name, conn_.Prepared(sql, static_cast<int>(params.size())));
+    Bound bound(params);
+    PgResultPtr res(PQexecPrepared(conn_.get(), name.c_str(), static_cast<int>(params.size()), bound.values.data(),
+                                   nullptr, nullptr, 0),
+                    &PQclear);
     auto status = PQresultStatus(res.get());
     if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) return conn_.ResultError(res.get(), sql);
     return res;
   }
 
   Connection& conn_;
+  std::vector<std::string> pending_;  // deferred statements sent and not yet answered, for errors
 };
 
 Result<std::unique_ptr<Connection>> Connect(const std::string& url) {
@@ -182,6 +239,8 @@ class PgStore final : public Store {
     PgTx tx(conn);
     CF_RETURN_IF_ERROR(tx.ExecScript(mode == TxMode::kWrite ? "BEGIN" : "BEGIN READ ONLY"));
     Result<void> r = fn(tx);
+    Result<void> flushed = tx.Flush();  // deferred statements answered before COMMIT or ROLLBACK
+    if (r.ok() && !flushed.ok()) r = flushed;
     if (!r.ok()) {
       PgResultPtr res(PQexec(conn.get(), "ROLLBACK"), &PQclear);
       return r;

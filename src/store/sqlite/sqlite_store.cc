@@ -72,6 +72,13 @@ class SqliteTx final : public Tx {
   explicit SqliteTx(Connection& conn) : conn_(conn) {}
   Dialect dialect() const override { return Dialect::kSqlite; }
 
+  // SQLite runs in-process: nothing to gain from deferring.
+  Result<void> ExecDeferred(std::string_view sql, const Params& params) override {
+    CF_RETURN_IF_ERROR(Exec(sql, params));
+    return Ok();
+  }
+  Result<void> Flush() override { return Ok(); }
+
   Result<int64_t> Exec(std::string_view sql, const Params& params) override {
     CF_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Bind(sql, params));
     int rc;
