@@ -49,7 +49,7 @@ constexpr ConfigKey kKeys[] = {
      "Names and IP addresses `certfleet init` puts in the server certificate, comma-separated."},
     {"server.client_ca", ConfigType::kPath, "",
      "PEM file of CAs whose client certificates are accepted (mTLS routes); empty: none requested."},
-    {"server.threads", ConfigType::kInt, "16",
+    {"server.threads", ConfigType::kInt, "32",
      "Threads serving HTTPS connections; handlers block on the store, and more of them in flight share one commit.", 1,
      256},
     {"server.body_limit", ConfigType::kInt, "1048576", "Largest request body in bytes; larger ones get 413.", 1024,
