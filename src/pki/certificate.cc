@@ -5,6 +5,7 @@
 #include <openssl/pem.h>
 
 #include <algorithm>
+#include <cctype>
 #include <ctime>
 #include <optional>
 
@@ -27,6 +28,12 @@ constexpr int kDigitalSignature = 0;
 constexpr int kKeyEncipherment = 2;
 constexpr int kKeyCertSign = 5;
 constexpr int kCrlSign = 6;
+// Context tags of GeneralName (RFC 5280 4.2.1.6) and AuthorityKeyIdentifier, all IMPLICIT.
+constexpr uint8_t kGeneralNameDns = 0x82;        // [2] dNSName
+constexpr uint8_t kGeneralNameUri = 0x86;        // [6] uniformResourceIdentifier
+constexpr uint8_t kGeneralNameIp = 0x87;         // [7] iPAddress
+constexpr uint8_t kKeyIdentifier = 0x80;         // [0] keyIdentifier
+constexpr std::string_view kDerTrue("\xff", 1);  // a BOOLEAN's contents
 
 Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
 
@@ -116,16 +123,18 @@ std::string KeyUsageBits(std::initializer_list<int> bits) {
 
 void AppendExtension(std::string& out, int nid, bool critical, std::string_view value) {
   std::string ext = DerOid(nid);
-  if (critical) ext += Der(kDerBoolean, std::string_view("\xff", 1));
+  if (critical) ext += Der(kDerBoolean, kDerTrue);
   DerAppend(ext, kDerOctetString, value);
   DerAppend(out, kDerSequence, ext);
 }
 
-std::string Sha1(std::string_view data) {
+Result<std::string> Sha1(std::string_view data) {
   static EVP_MD* const kSha1 = EVP_MD_fetch(nullptr, "SHA1", nullptr);
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  if (kSha1 == nullptr || EVP_Digest(data.data(), data.size(), md, &len, kSha1, nullptr) != 1) return {};
+  if (kSha1 == nullptr || EVP_Digest(data.data(), data.size(), md, &len, kSha1, nullptr) != 1) {
+    return OpenSslError("hashing the subject key identifier");
+  }
   return std::string(reinterpret_cast<char*>(md), len);
 }
 
@@ -135,14 +144,14 @@ Result<std::string> SubjectAltName(const CertificateSpec& spec) {
     for (char c : d) {
       if (static_cast<unsigned char>(c) >= 0x80) return Invalid("DNS name " + d + " is not ASCII");
     }
-    DerAppend(names, 0x82, d);  // [2] dNSName IA5String
+    DerAppend(names, kGeneralNameDns, d);
   }
   for (const auto& ip : spec.ip_addresses) {
     unsigned char addr[16];
     if (inet_pton(AF_INET, ip.c_str(), addr) == 1) {
-      DerAppend(names, 0x87, std::string_view(reinterpret_cast<char*>(addr), 4));  // [7] iPAddress
+      DerAppend(names, kGeneralNameIp, std::string_view(reinterpret_cast<char*>(addr), 4));
     } else if (inet_pton(AF_INET6, ip.c_str(), addr) == 1) {
-      DerAppend(names, 0x87, std::string_view(reinterpret_cast<char*>(addr), 16));
+      DerAppend(names, kGeneralNameIp, std::string_view(reinterpret_cast<char*>(addr), 16));
     } else {
       return Invalid("not an IP address: " + ip);
     }
@@ -154,7 +163,7 @@ Result<std::string> Extensions(const CertificateSpec& spec, EVP_PKEY* subject_ke
                                X509* issuer) {
   std::string exts;
   if (spec.is_ca) {
-    std::string bc = Der(kDerBoolean, std::string_view("\xff", 1));
+    std::string bc = Der(kDerBoolean, kDerTrue);
     if (spec.path_len >= 0) {
       const auto len = static_cast<uint32_t>(spec.path_len);
       std::string magnitude;
@@ -174,24 +183,26 @@ Result<std::string> Extensions(const CertificateSpec& spec, EVP_PKEY* subject_ke
     if (!eku.empty()) AppendExtension(exts, NID_ext_key_usage, false, Der(kDerSequence, eku));
   }
   // RFC 5280 4.2.1.2 method (1): SHA-1 of the subjectPublicKey bits.
-  AppendExtension(exts, NID_subject_key_identifier, false, Der(kDerOctetString, Sha1(subject_key_bits)));
+  CF_ASSIGN_OR_RETURN(std::string key_id, Sha1(subject_key_bits));
+  AppendExtension(exts, NID_subject_key_identifier, false, Der(kDerOctetString, key_id));
   if (issuer) {
     const ASN1_OCTET_STRING* issuer_ski = X509_get0_subject_key_id(issuer);
     if (issuer_ski == nullptr) return MakeError(ErrorCode::kInternal, "the issuer has no subject key identifier");
     AppendExtension(
         exts, NID_authority_key_identifier, false,
-        Der(kDerSequence, Der(0x80, std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(issuer_ski)),
-                                                     ASN1_STRING_length(issuer_ski)))));
+        Der(kDerSequence,
+            Der(kKeyIdentifier, std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(issuer_ski)),
+                                                 ASN1_STRING_length(issuer_ski)))));
   }
   if (!spec.crl_url.empty()) {
     // DistributionPoint { distributionPoint [0] { fullName [0] { uniformResourceIdentifier [6] } } }
     AppendExtension(
         exts, NID_crl_distribution_points, false,
-        Der(kDerSequence, Der(kDerSequence, Der(kDerContext0, Der(kDerContext0, Der(0x86, spec.crl_url))))));
+        Der(kDerSequence, Der(kDerSequence, Der(kDerContext0, Der(kDerContext0, Der(kGeneralNameUri, spec.crl_url))))));
   }
   if (!spec.ocsp_url.empty()) {
     AppendExtension(exts, NID_info_access, false,
-                    Der(kDerSequence, Der(kDerSequence, DerOid(NID_ad_OCSP) + Der(0x86, spec.ocsp_url))));
+                    Der(kDerSequence, Der(kDerSequence, DerOid(NID_ad_OCSP) + Der(kGeneralNameUri, spec.ocsp_url))));
   }
   if (!spec.dns_names.empty() || !spec.ip_addresses.empty()) {
     CF_ASSIGN_OR_RETURN(std::string san, SubjectAltName(spec));

@@ -14,10 +14,10 @@ namespace certfleet::store {
 
 // Commits many small write transactions as one. Each caller hands in its work and waits;
 // one of the waiting callers (the leader) runs the queued pieces in a single transaction,
-// each inside its own SAVEPOINT so that a failing piece rolls back alone, commits once and
-// wakes every caller with its own result. A caller returns only after its piece committed
-// (or failed), so nothing is acknowledged before it is stored. Pieces may run again if the
-// whole transaction is retried, like any Store::Transact function. Thread-safe.
+// commits once and wakes every caller with its own result. If a piece fails, the batch runs
+// again with each piece inside its own SAVEPOINT, so that the failing one rolls back alone. A caller returns only after
+// its piece committed (or failed), so nothing is acknowledged before it is stored. Pieces may run again if the whole
+// transaction is retried, like any Store::Transact function. Thread-safe.
 class GroupCommitter {
  public:
   explicit GroupCommitter(Store& store, size_t max_batch = kDefaultMaxBatch) : store_(store), max_batch_(max_batch) {}

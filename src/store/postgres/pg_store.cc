@@ -100,10 +100,8 @@ class PgTx final : public Tx {
   // Deferred statements go out in libpq's pipeline mode: sent one after another, their
   // answers read together by Flush.
   Result<void> ExecDeferred(std::string_view sql, const Params& params) override {
-    if (!conn_.IsPrepared(sql)) {
-      CF_RETURN_IF_ERROR(Flush());  // preparing waits for its answer: not inside a pipeline
-      CF_RETURN_IF_ERROR(conn_.Prepared(sql, static_cast<int>(params.size())));
-    }
+    // Preparing waits for its answer, which cannot happen inside a pipeline.
+    if (!conn_.IsPrepared(sql)) CF_RETURN_IF_ERROR(Flush());
     CF_ASSIGN_OR_RETURN(std::string name, conn_.Prepared(sql, static_cast<int>(params.size())));
     if (pending_.empty() && PQenterPipelineMode(conn_.get()) != 1) return conn_.ResultError(nullptr, sql);
     Bound bound(params);
