@@ -230,24 +230,6 @@ Result<SignatureAlgorithmInfo> SignatureAlgorithm(EVP_PKEY* key) {
   return MakeError(ErrorCode::kInvalidArgument, "the issuer's key type cannot sign certificates");
 }
 
-Result<std::string> SubjectPublicKeyInfo(EVP_PKEY* key) {
-  unsigned char* der = nullptr;
-  const int len = i2d_PUBKEY(key, &der);
-  if (len <= 0) return OpenSslError("encoding the public key");
-  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
-  OPENSSL_free(der);
-  return out;
-}
-
-Result<std::string> IssuerName(X509* issuer) {
-  unsigned char* der = nullptr;
-  const int len = i2d_X509_NAME(X509_get_subject_name(issuer), &der);
-  if (len <= 0) return OpenSslError("encoding the issuer's name");
-  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
-  OPENSSL_free(der);
-  return out;
-}
-
 }  // namespace
 
 // Certificates are written as DER directly: OpenSSL 3.0's X509 builder (X509V3_EXT_conf,
@@ -256,7 +238,7 @@ Result<IssuedCertificate> IssueCertificate(const CertificateSpec& spec, EVP_PKEY
                                            EVP_PKEY* issuer_key, std::string_view subject_spki_der) {
   std::string spki_storage;
   if (subject_spki_der.empty()) {
-    CF_ASSIGN_OR_RETURN(spki_storage, SubjectPublicKeyInfo(subject_key));
+    CF_ASSIGN_OR_RETURN(spki_storage, I2d<i2d_PUBKEY>(subject_key, "the public key"));
     subject_spki_der = spki_storage;
   }
   CF_ASSIGN_OR_RETURN(PublicKeyInfo spki, SplitPublicKeyInfo(subject_spki_der));
@@ -268,7 +250,7 @@ Result<IssuedCertificate> IssueCertificate(const CertificateSpec& spec, EVP_PKEY
   CF_ASSIGN_OR_RETURN(std::string subject, SubjectName(spec));
   std::string issuer_name = subject;
   if (issuer) {
-    CF_ASSIGN_OR_RETURN(issuer_name, IssuerName(issuer));
+    CF_ASSIGN_OR_RETURN(issuer_name, I2d<i2d_X509_NAME>(X509_get_subject_name(issuer), "the issuer's name"));
   }
   CF_ASSIGN_OR_RETURN(std::string not_before, DerTime(spec.not_before_millis));
   CF_ASSIGN_OR_RETURN(std::string not_after, DerTime(spec.not_after_millis));
@@ -346,14 +328,7 @@ Result<X509Ptr> CertificateFromPem(std::string_view pem) {
   return X509Ptr(cert);
 }
 
-Result<std::string> CertificateToDer(X509* cert) {
-  unsigned char* der = nullptr;
-  int len = i2d_X509(cert, &der);
-  if (len <= 0) return OpenSslError("encoding certificate");
-  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
-  OPENSSL_free(der);
-  return out;
-}
+Result<std::string> CertificateToDer(X509* cert) { return I2d<i2d_X509>(cert, "the certificate"); }
 
 std::string SerialHex(const ASN1_INTEGER* serial) {
   BignumPtr bn(ASN1_INTEGER_to_BN(serial, nullptr));

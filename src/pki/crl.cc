@@ -77,12 +77,7 @@ Result<std::string> BuildCrl(X509* ca, EVP_PKEY* ca_key, const std::vector<Revok
 
   const EVP_MD* md = EVP_PKEY_is_a(ca_key, "ED25519") ? nullptr : EVP_sha256();
   if (X509_CRL_sign(crl.get(), ca_key, md) <= 0) return OpenSslError("signing CRL");
-  unsigned char* der = nullptr;
-  int len = i2d_X509_CRL(crl.get(), &der);
-  if (len <= 0) return OpenSslError("encoding CRL");
-  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
-  OPENSSL_free(der);
-  return out;
+  return I2d<i2d_X509_CRL>(crl.get(), "the CRL");
 }
 
 }  // namespace certfleet::pki

@@ -8,14 +8,6 @@ namespace {
 using OcspBasicPtr = std::unique_ptr<OCSP_BASICRESP, Deleter<OCSP_BASICRESP_free>>;
 using OcspResponsePtr = std::unique_ptr<OCSP_RESPONSE, Deleter<OCSP_RESPONSE_free>>;
 
-std::string ResponseDer(OCSP_RESPONSE* resp) {
-  unsigned char* der = nullptr;
-  int len = i2d_OCSP_RESPONSE(resp, &der);
-  std::string out = len > 0 ? std::string(reinterpret_cast<char*>(der), static_cast<size_t>(len)) : "";
-  OPENSSL_free(der);
-  return out;
-}
-
 }  // namespace
 
 Result<OcspRequest> ParseOcspRequest(std::string_view der) {
@@ -72,12 +64,14 @@ Result<std::string> BuildOcspResponse(const OcspRequest& request, X509* ca, EVP_
   if (OCSP_basic_sign(basic.get(), ca, ca_key, md, nullptr, OCSP_NOCERTS) != 1) return OpenSslError("signing OCSP");
   OcspResponsePtr resp(OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, basic.get()));
   if (!resp) return OpenSslError("OCSP response");
-  return ResponseDer(resp.get());
+  return I2d<i2d_OCSP_RESPONSE>(resp.get(), "the OCSP response");
 }
 
 std::string OcspErrorResponse(int status) {
   OcspResponsePtr resp(OCSP_response_create(status, nullptr));
-  return resp ? ResponseDer(resp.get()) : "";
+  if (!resp) return "";
+  Result<std::string> der = I2d<i2d_OCSP_RESPONSE>(resp.get(), "the OCSP response");
+  return der.ok() ? *der : "";
 }
 
 std::string IssuerKeyHash(X509* ca, int hash_nid) {

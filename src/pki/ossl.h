@@ -38,6 +38,18 @@ using Asn1TimePtr = std::unique_ptr<ASN1_TIME, Deleter<ASN1_TIME_free>>;
 // The OpenSSL error queue as one message (and the queue cleared), prefixed by `what`.
 Error OpenSslError(std::string_view what, ErrorCode code = ErrorCode::kInternal);
 
+// The DER encoding of an OpenSSL object by its i2d function, e.g. I2d<i2d_X509>(cert, "the
+// certificate"); kInternal naming `what` if OpenSSL cannot encode it.
+template <auto Encode, typename T>
+Result<std::string> I2d(T* object, std::string_view what) {
+  unsigned char* der = nullptr;
+  const int len = Encode(object, &der);
+  if (len <= 0) return OpenSslError(std::string("encoding ") + std::string(what));
+  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(der);
+  return out;
+}
+
 // Everything written to a memory BIO, as a string.
 std::string BioToString(BIO* bio);
 
