@@ -97,6 +97,14 @@ check(status == 200 and all("token" not in t and "secret_hash" not in t for t in
 check(request("DELETE", f"/v1/tokens/{created['id']}", bearer=token)[0] == 204, "revoke via API")
 check(request("GET", "/v1/jobs", bearer=created["token"])[0] == 401, "a revoked token: 401")
 
+# Revoked outside this server (the CLI, as another node would): refused once the server's
+# memory of the token (auth.token_cache_ms, 1 s) runs out.
+reader_id = reader.split("_")[1]
+check(request("GET", "/v1/jobs", bearer=reader)[0] == 200, "the reader token works before its revocation")
+cli("token", "revoke", reader_id)
+time.sleep(1.2)
+check(request("GET", "/v1/jobs", bearer=reader)[0] == 401, "a token revoked with the CLI: 401 within a second")
+
 # Keep-alive: two requests on one connection.
 conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
 for _ in range(2):
