@@ -265,6 +265,21 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
     CF_ASSIGN_OR_RETURN(cert, pki::CertificateFromPem(rec.certificate_pem));
     issuer_key_hash = HexEncode(pki::IssuerKeyHash(cert.get()));
   }
+  // Everything that needs no database is made before the piece: pieces run one after
+  // another while the write lock is held.
+  json::object details = RecordSummary(rec);
+  details["serial"] = rec.serial;
+  const std::string audit_details = json::serialize(details);
+  const std::string event_payload = json::serialize(json::object{{"FQDN", rec.fqdn},
+                                                                 {"Type", SeedType(req.type)},
+                                                                 {"ParentFQDN", rec.parent_fqdn},
+                                                                 {"ValidUntil", FormatRfc3339(rec.not_after)},
+                                                                 {"Serial", rec.serial}});
+  std::string first_crl;  // a new CA's, empty, so that its CRL URL answers at once
+  if (is_ca) {
+    CF_ASSIGN_OR_RETURN(first_crl,
+                        pki::BuildCrl(cert.get(), subject_key.get(), {}, 1, now, now + options_.crl_validity_ms));
+  }
   Result<void> written = writes_.Run([&](store::Tx& tx) -> Result<void> {
     if (parent) {
       // The parent may have been revoked (here or on another node) since it was cached.
@@ -293,22 +308,10 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
         return ca.error();
       }
     }
-    json::object details = RecordSummary(rec);
-    details["serial"] = rec.serial;
-    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "certificate.create", "certificate:" + rec.serial,
-                                          json::serialize(details)));
-    CF_RETURN_IF_ERROR(store::AppendEvent(tx, now, "certificates/created",
-                                          json::serialize(json::object{{"FQDN", rec.fqdn},
-                                                                       {"Type", SeedType(req.type)},
-                                                                       {"ParentFQDN", rec.parent_fqdn},
-                                                                       {"ValidUntil", FormatRfc3339(rec.not_after)},
-                                                                       {"Serial", rec.serial}})));
-    if (is_ca) {
-      // The new CA's first (empty) CRL, so its CRL URL answers at once.
-      CF_ASSIGN_OR_RETURN(std::string crl,
-                          pki::BuildCrl(cert.get(), subject_key.get(), {}, 1, now, now + options_.crl_validity_ms));
-      CF_RETURN_IF_ERROR(store::SaveCrl(tx, rec.fqdn, 1, crl, now, now + options_.crl_validity_ms));
-    }
+    CF_RETURN_IF_ERROR(
+        store::AppendAudit(tx, now, actor, "certificate.create", "certificate:" + rec.serial, audit_details));
+    CF_RETURN_IF_ERROR(store::AppendEvent(tx, now, "certificates/created", event_payload));
+    if (is_ca) CF_RETURN_IF_ERROR(store::SaveCrl(tx, rec.fqdn, 1, first_crl, now, now + options_.crl_validity_ms));
     return Ok();
   });
   if (!written.ok()) {
