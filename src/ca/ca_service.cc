@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
+#include <future>
 #include <set>
 
 #include "ca/fqdn.h"
@@ -172,7 +173,14 @@ Result<std::shared_ptr<const CaService::Parent>> CaService::FindParent(const std
   return std::shared_ptr<const Parent>(parent);
 }
 
-Result<Created> CaService::Create(const CreateRequest& request, std::string_view actor) {
+void CaService::CreateAsync(const CreateRequest& request, std::string_view actor,
+                            std::function<void(Result<Created>)> done) {
+  Result<void> made = Prepare(request, actor, done);
+  if (!made.ok()) done(made.error());
+}
+
+Result<void> CaService::Prepare(const CreateRequest& request, std::string_view actor,
+                                std::function<void(Result<Created>)>& done) {
   CreateRequest req = request;
   CF_RETURN_IF_ERROR(ResolveNames(req));
   const bool is_ca = pki::IsCa(req.type);
@@ -280,16 +288,29 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
     CF_ASSIGN_OR_RETURN(first_crl,
                         pki::BuildCrl(cert.get(), subject_key.get(), {}, 1, now, now + options_.crl_validity_ms));
   }
-  Result<void> written = writes_.Run([&](store::Tx& tx) -> Result<void> {
-    if (parent) {
+  // What the write piece and the completion share; they outlive this call.
+  struct Write {
+    Created out;
+    std::shared_ptr<const Parent> parent;
+    bool is_ca = false;
+    pki::CertType type = pki::CertType::kDevice;
+    std::string key_ref, issuer_key_hash, audit_details, event_payload, first_crl, actor;
+    int64_t now = 0;
+  };
+  auto w = std::make_shared<Write>(Write{std::move(out), parent, is_ca, req.type, std::move(key_ref),
+                                         std::move(issuer_key_hash), audit_details, event_payload, std::move(first_crl),
+                                         std::string(actor), now});
+  auto piece = [this, w](store::Tx& tx) -> Result<void> {
+    const store::CertificateRecord& rec = w->out.record;
+    if (w->parent) {
       // The parent may have been revoked (here or on another node) since it was cached.
-      CF_ASSIGN_OR_RETURN(auto status, store::CertificateStatus(tx, parent->cert.serial));
+      CF_ASSIGN_OR_RETURN(auto status, store::CertificateStatus(tx, w->parent->cert.serial));
       if (status != "active") {
-        return MakeError(ErrorCode::kFailedPrecondition, fmt::format("the CA {} is revoked", parent->ca.fqdn));
+        return MakeError(ErrorCode::kFailedPrecondition, fmt::format("the CA {} is revoked", w->parent->ca.fqdn));
       }
     }
     // A device's fqdn starts with a UUID made for it just now: no other certificate has it.
-    if (!is_ca && req.type != pki::CertType::kDevice) {
+    if (!w->is_ca && w->type != pki::CertType::kDevice) {
       CF_ASSIGN_OR_RETURN(auto active, store::ActiveSerialForFqdn(tx, rec.fqdn));
       if (active) {
         return MakeError(
@@ -298,9 +319,9 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
       }
     }
     CF_RETURN_IF_ERROR(store::InsertCertificate(tx, rec));
-    if (is_ca) {
+    if (w->is_ca) {
       Result<void> ca =
-          store::InsertCa(tx, store::CaRecord{rec.fqdn, rec.serial, key_ref, issuer_key_hash, 0, {}, {}, {}});
+          store::InsertCa(tx, store::CaRecord{rec.fqdn, rec.serial, w->key_ref, w->issuer_key_hash, 0, {}, {}, {}});
       if (!ca.ok()) {
         if (ca.error().code == ErrorCode::kAlreadyExists) {
           return MakeError(ErrorCode::kAlreadyExists, fmt::format("a CA {} exists", rec.fqdn));
@@ -309,18 +330,32 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
       }
     }
     CF_RETURN_IF_ERROR(
-        store::AppendAudit(tx, now, actor, "certificate.create", "certificate:" + rec.serial, audit_details));
-    CF_RETURN_IF_ERROR(store::AppendEvent(tx, now, "certificates/created", event_payload));
-    if (is_ca) CF_RETURN_IF_ERROR(store::SaveCrl(tx, rec.fqdn, 1, first_crl, now, now + options_.crl_validity_ms));
+        store::AppendAudit(tx, w->now, w->actor, "certificate.create", "certificate:" + rec.serial, w->audit_details));
+    CF_RETURN_IF_ERROR(store::AppendEvent(tx, w->now, "certificates/created", w->event_payload));
+    if (w->is_ca) {
+      CF_RETURN_IF_ERROR(store::SaveCrl(tx, rec.fqdn, 1, w->first_crl, w->now, w->now + options_.crl_validity_ms));
+    }
     return Ok();
+  };
+  writes_.Submit(std::move(piece), [this, w, done = std::move(done)](const Result<void>& written) {
+    if (!written.ok()) {
+      if (w->is_ca) (void)keys_.Remove(w->key_ref);
+      return done(written.error());
+    }
+    const store::CertificateRecord& rec = w->out.record;
+    if (w->parent) w->out.chain_pem = w->parent->chain_pem;
+    log::Info("certificate issued",
+              {{"serial", rec.serial}, {"fqdn", rec.fqdn}, {"type", rec.type}, {"actor", w->actor}});
+    done(std::move(w->out));
   });
-  if (!written.ok()) {
-    if (is_ca) (void)keys_.Remove(key_ref);
-    return written.error();
-  }
-  if (parent) out.chain_pem = parent->chain_pem;
-  log::Info("certificate issued", {{"serial", rec.serial}, {"fqdn", rec.fqdn}, {"type", rec.type}, {"actor", actor}});
-  return out;
+  return Ok();
+}
+
+Result<Created> CaService::Create(const CreateRequest& request, std::string_view actor) {
+  std::promise<Result<Created>> promise;
+  std::future<Result<Created>> future = promise.get_future();
+  CreateAsync(request, actor, [&promise](Result<Created> r) { promise.set_value(std::move(r)); });
+  return future.get();
 }
 
 Result<std::vector<store::CertificateRecord>> CaService::List(const store::CertificateFilter& filter) {

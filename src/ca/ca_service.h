@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -59,6 +60,10 @@ class CaService {
   CaService(store::Store& store, pki::KeyBackend& keys, const Clock& clock, Options options);
 
   Result<Created> Create(const CreateRequest& request, std::string_view actor);
+  // The same without waiting: `done` gets the result, on the calling thread when the request
+  // is refused before anything is written, else on the store's committing thread (keep it
+  // short there: hand the result to another thread).
+  void CreateAsync(const CreateRequest& request, std::string_view actor, std::function<void(Result<Created>)> done);
   Result<std::vector<store::CertificateRecord>> List(const store::CertificateFilter& filter);
   // By serial (hex), then by fqdn (the newest certificate with it).
   Result<store::CertificateRecord> Get(std::string_view id);
@@ -76,6 +81,10 @@ class CaService {
   static constexpr std::string_view kCrlRefreshJob = "ca.crl_refresh";
 
  private:
+  // CreateAsync up to handing the write to the committer (which then owns `done`); an error
+  // means nothing was handed over and `done` is still the caller's.
+  Result<void> Prepare(const CreateRequest& request, std::string_view actor,
+                       std::function<void(Result<Created>)>& done);
   // An issuing CA as issuance needs it. Cached by fqdn: a CA's certificate and chain never
   // change, and its status is checked again in the transaction that stores a new certificate.
   struct Parent {

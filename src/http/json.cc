@@ -95,8 +95,10 @@ Result<std::string> RequiredString(const boost::json::object& o, std::string_vie
   return *s;
 }
 
-Response Fail(const Request& req, const Error& e) {
-  if (StatusFor(e.code) >= 500) log::Error("request failed", {{"request_id", req.request_id}, {"error", e.message}});
+Response Fail(const Request& req, const Error& e) { return Fail(req.request_id, e); }
+
+Response Fail(std::string_view request_id, const Error& e) {
+  if (StatusFor(e.code) >= 500) log::Error("request failed", {{"request_id", request_id}, {"error", e.message}});
   return ErrorResponse(e);
 }
 

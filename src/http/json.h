@@ -27,6 +27,7 @@ Result<std::optional<std::string>> OptionalString(const boost::json::object& o, 
 
 // A JSON error response for `e`; errors of the server (5xx) are logged with the request id.
 Response Fail(const Request& req, const Error& e);
+Response Fail(std::string_view request_id, const Error& e);
 // The value of query parameter `key` if present; kInvalidArgument if longer than `max_len`.
 Result<std::optional<std::string>> QueryParam(const Request& req, std::string_view key, size_t max_len);
 boost::json::value OptTime(const std::optional<int64_t>& millis);  // RFC 3339 or null

@@ -41,8 +41,13 @@ store::Role RequiredRole(Access access) {
 void Router::Add(std::string method, std::string pattern, RouteOptions options, Handler handler) {
   assert(pattern.starts_with('/') && "route patterns are absolute");
   std::vector<std::string> segments = SplitPath(pattern);
-  Route r{std::move(method), std::move(pattern), std::move(segments), options, std::move(handler)};
+  Route r{std::move(method), std::move(pattern), std::move(segments), options, std::move(handler), {}};
   routes_.push_back(std::move(r));
+}
+
+void Router::AddAsync(std::string method, std::string pattern, RouteOptions options, AsyncHandler handler) {
+  Add(std::move(method), std::move(pattern), options, nullptr);
+  routes_.back().async_handler = std::move(handler);
 }
 
 Router::Match Router::Find(std::string_view method, std::string_view path) const {
@@ -83,7 +88,7 @@ Router::Match Router::Find(std::string_view method, std::string_view path) const
   return m;
 }
 
-Response Router::Dispatch(const Match& match, Request& req) const {
+std::optional<Response> Router::Dispatch(const Match& match, Request& req, const Responder& respond) const {
   if (!match.route) {
     if (match.status == 405) {
       Response r = ErrorResponse(405, "method_not_allowed", req.method + " is not allowed on " + req.path);
@@ -124,7 +129,9 @@ Response Router::Dispatch(const Match& match, Request& req) const {
     }
   }
   try {
-    return route.handler(req);
+    if (!route.async_handler) return route.handler(req);
+    route.async_handler(req, respond);
+    return std::nullopt;
   } catch (const std::exception& e) {
     log::Error("handler threw", {{"request_id", req.request_id}, {"route", route.pattern}, {"error", e.what()}});
   } catch (...) {

@@ -23,6 +23,12 @@ struct RouteOptions {
 };
 
 using Handler = std::function<Response(Request&)>;
+// Gives an asynchronous handler's response to its connection: call it once, from any thread;
+// `make` builds the response on one of the server's threads.
+using Responder = std::function<void(std::function<Response()> make)>;
+// A handler that answers later, through the Responder, without holding a server thread while
+// it waits (for the store's commit, say). It must not touch the Request after returning.
+using AsyncHandler = std::function<void(Request&, Responder)>;
 // Resolves a bearer token to a principal: nullopt when the token is unknown or revoked.
 using Authenticator = std::function<Result<std::optional<Principal>>(std::string_view bearer)>;
 
@@ -32,6 +38,7 @@ struct Route {
   std::vector<std::string> segments;
   RouteOptions options;
   Handler handler;
+  AsyncHandler async_handler;  // set instead of `handler` for asynchronous routes
 };
 
 // Maps method and path to a route and runs it behind authentication and authorization.
@@ -41,6 +48,7 @@ class Router {
   explicit Router(Authenticator authenticator) : authenticator_(std::move(authenticator)) {}
 
   void Add(std::string method, std::string pattern, RouteOptions options, Handler handler);
+  void AddAsync(std::string method, std::string pattern, RouteOptions options, AsyncHandler handler);
 
   struct Match {
     const Route* route = nullptr;  // null: see status
@@ -50,8 +58,9 @@ class Router {
   };
   Match Find(std::string_view method, std::string_view path) const;
 
-  // Authenticates, authorizes and runs the matched route; never throws.
-  Response Dispatch(const Match& match, Request& req) const;
+  // Authenticates, authorizes and runs the matched route; never throws. The response, or
+  // nothing when an asynchronous route took the request: it answers through `respond`.
+  std::optional<Response> Dispatch(const Match& match, Request& req, const Responder& respond) const;
 
   const std::vector<Route>& routes() const { return routes_; }
 

@@ -98,18 +98,22 @@ Result<ca::CreateRequest> ParseCreate(pki::CertType type, const Request& req) {
   return r;
 }
 
-Response Create(const ApiContext& ctx, pki::CertType type, const Request& req) {
+// Asynchronous: the server thread is free while the certificate waits for its commit.
+void Create(const ApiContext& ctx, pki::CertType type, const Request& req, const Responder& respond) {
   auto parsed = ParseCreate(type, req);
-  if (!parsed.ok()) return Fail(req, parsed.error());
-  auto created = ctx.ca->Create(*parsed, req.principal.Actor());
-  if (!created.ok()) return Fail(req, created.error());
-  json::object out = RecordJson(created->record);
-  out["chain_pem"] = created->chain_pem;
-  out["validity_clamped"] = created->validity_clamped;
-  if (created->private_key_pem) out["private_key_pem"] = *created->private_key_pem;
-  Response res = JsonResponse(201, out);
-  res.headers.emplace_back("Cache-Control", "no-store");  // may hold a private key
-  return res;
+  if (!parsed.ok()) return respond([e = parsed.error(), id = req.request_id] { return Fail(id, e); });
+  ctx.ca->CreateAsync(*parsed, req.principal.Actor(), [respond, id = req.request_id](Result<ca::Created> created) {
+    respond([created = std::move(created), id]() -> Response {
+      if (!created.ok()) return Fail(id, created.error());
+      json::object out = RecordJson(created->record);
+      out["chain_pem"] = created->chain_pem;
+      out["validity_clamped"] = created->validity_clamped;
+      if (created->private_key_pem) out["private_key_pem"] = *created->private_key_pem;
+      Response res = JsonResponse(201, out);
+      res.headers.emplace_back("Cache-Control", "no-store");  // may hold a private key
+      return res;
+    });
+  });
 }
 
 Response List(const ApiContext& ctx, const Request& req) {
@@ -214,9 +218,9 @@ void AddCaRoutes(Router& router, const ApiContext& ctx) {
   for (auto type :
        {pki::CertType::kRoot, pki::CertType::kIntermediate, pki::CertType::kServer, pki::CertType::kDevice}) {
     const std::string name(pki::CertTypeName(type));
-    auto handler = [c, type](Request& r) { return Create(*c, type, r); };
-    router.Add("POST", "/v1/certificates/" + name, create, handler);
-    router.Add("POST", "/certificates/" + name, create, handler);  // the seed's path
+    auto handler = [c, type](Request& r, const Responder& respond) { Create(*c, type, r, respond); };
+    router.AddAsync("POST", "/v1/certificates/" + name, create, handler);
+    router.AddAsync("POST", "/certificates/" + name, create, handler);  // the seed's path
   }
   for (const char* base : {"/v1/certificates", "/certificates"}) {
     router.Add("GET", base, {Access::kReader}, [c](Request& r) { return List(*c, r); });

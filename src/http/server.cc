@@ -260,8 +260,18 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     version_ = msg.version();
     head_ = msg.method() == bhttp::verb::head;
 
-    Response res = server_.router.Dispatch(match_, req_);
-    Reply(std::move(res), false);
+    const bool async = match_.route && match_.route->async_handler;
+    std::optional<Response> res = server_.router.Dispatch(match_, req_, async ? MakeResponder() : Responder());
+    if (res) Reply(std::move(*res), false);
+  }
+
+  // Answers for an asynchronous route: the reply is made on this connection's strand, and
+  // until then the server counts it as outstanding work, so a graceful shutdown waits for it.
+  Responder MakeResponder() {
+    auto executor = asio::prefer(stream_.get_executor(), asio::execution::outstanding_work.tracked);
+    return [self = shared_from_this(), executor](std::function<Response()> make) {
+      asio::post(executor, [self, make = std::move(make)] { self->Reply(make(), false); });
+    };
   }
 
   void Reply(Response res, bool close) {

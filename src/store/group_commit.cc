@@ -1,39 +1,70 @@
 #include "store/group_commit.h"
 
+#include <optional>
+
 namespace certfleet::store {
 
-Result<void> GroupCommitter::Run(std::function<Result<void>(Tx&)> piece) {
-  auto pending = std::make_shared<Pending>();
+GroupCommitter::GroupCommitter(Store& store, size_t max_batch) : store_(store), max_batch_(max_batch) {
+  committer_ = std::thread([this] { Loop(); });
+}
+
+GroupCommitter::~GroupCommitter() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  work_.notify_one();
+  committer_.join();
+}
+
+void GroupCommitter::Submit(Piece piece, Done done) {
+  auto pending = std::make_unique<Pending>();
   pending->piece = std::move(piece);
+  pending->done = std::move(done);
+  bool was_empty = false;
+  {
+    std::lock_guard lock(mu_);
+    was_empty = queue_.empty();
+    queue_.push_back(std::move(pending));
+  }
+  if (was_empty) work_.notify_one();
+}
+
+Result<void> GroupCommitter::Run(Piece piece) {
+  struct Waiter {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<Result<void>> result;
+  };
+  auto waiter = std::make_shared<Waiter>();
+  Submit(std::move(piece), [waiter](Result<void> r) {
+    std::lock_guard lock(waiter->mu);
+    waiter->result = std::move(r);
+    waiter->cv.notify_one();
+  });
+  std::unique_lock lock(waiter->mu);
+  waiter->cv.wait(lock, [&] { return waiter->result.has_value(); });
+  return *waiter->result;
+}
+
+void GroupCommitter::Loop() {
   std::unique_lock lock(mu_);
-  queue_.push_back(pending);
-  while (!pending->done) {
-    if (leader_active_) {
-      pending->cv.wait(lock);
-      continue;
-    }
-    leader_active_ = true;
-    std::deque<std::shared_ptr<Pending>> batch;
+  for (;;) {
+    work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, and nothing left
+    std::deque<std::unique_ptr<Pending>> batch;
     while (!queue_.empty() && batch.size() < max_batch_) {
       batch.push_back(std::move(queue_.front()));
       queue_.pop_front();
     }
     lock.unlock();
     RunBatch(batch);
+    for (auto& p : batch) p->done(std::move(p->result));
     lock.lock();
-    for (auto& p : batch) {
-      p->done = true;
-      p->cv.notify_one();
-    }
-    leader_active_ = false;
-    // Waking every waiter would wake those whose pieces wait for the next batch only for
-    // them to sleep again; the oldest one leads the next batch.
-    if (!queue_.empty()) queue_.front()->cv.notify_one();
   }
-  return pending->result;
 }
 
-void GroupCommitter::RunBatch(const std::deque<std::shared_ptr<Pending>>& batch) {
+void GroupCommitter::RunBatch(const std::deque<std::unique_ptr<Pending>>& batch) {
   // First without savepoints, which cost two statements per piece (two round trips on
   // PostgreSQL): pieces rarely fail. If one does, everything rolls back and the batch runs
   // again with each piece inside its own savepoint, so that only the failing one is undone.

@@ -42,7 +42,7 @@ class RouterTest : public ::testing::Test {
     req.method = method;
     req.path = path;
     if (!token.empty()) req.headers.emplace_back("authorization", "Bearer " + token);
-    return router_.Dispatch(router_.Find(req.method, req.path), req);
+    return *router_.Dispatch(router_.Find(req.method, req.path), req, nullptr);
   }
   Router router_;
 };

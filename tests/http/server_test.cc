@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "core/clock.h"
 #include "http/json.h"
@@ -49,6 +51,15 @@ class ServerTest : public ::testing::Test {
       return JsonResponse(200, boost::json::object{{"slow", true}});
     });
 
+    // Answers from another thread 800 ms later, holding no server thread meanwhile.
+    router_.AddAsync("GET", "/later", {Access::kPublic}, [this](Request& r, const Responder& respond) {
+      std::lock_guard lock(answerers_mu_);
+      answerers_.emplace_back([respond, path = r.path] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(800));
+        respond([path] { return JsonResponse(200, boost::json::object{{"later", path}}); });
+      });
+    });
+
     ServerOptions o;
     o.listen = "127.0.0.1:0";
     o.tls_cert_file = dir_ + "/server.pem";
@@ -65,6 +76,8 @@ class ServerTest : public ::testing::Test {
   void TearDown() override {
     if (server_) server_->Shutdown();
     if (thread_.joinable()) thread_.join();
+    std::lock_guard lock(answerers_mu_);
+    for (auto& t : answerers_) t.join();
   }
 
   void Write(const std::string& name, const std::string& data) { std::ofstream(dir_ + "/" + name) << data; }
@@ -110,6 +123,8 @@ class ServerTest : public ::testing::Test {
   Router router_{[](std::string_view) -> Result<std::optional<Principal>> { return std::optional<Principal>(); }};
   std::unique_ptr<Server> server_;
   std::thread thread_;
+  std::mutex answerers_mu_;
+  std::vector<std::thread> answerers_;  // the /later route's
 };
 
 TEST_F(ServerTest, ServesOverVerifiedTlsWithDecodedQueries) {
@@ -161,6 +176,32 @@ TEST_F(ServerTest, ShutdownLetsInFlightRequestsFinish) {
   EXPECT_EQ(slow.status, 200) << slow.body;
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
   EXPECT_EQ(Fetch(Url("/hello")).status, 0) << "no longer accepting";
+}
+
+TEST_F(ServerTest, AsynchronousRoutesHoldNoThreadWhileTheyWait) {
+  // Four waiting answers on a server of two threads, and other requests still go through.
+  std::vector<Curl> later(4);
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < later.size(); ++i) clients.emplace_back([&, i] { later[i] = Fetch(Url("/later")); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(Fetch(Url("/hello")).status, 200);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(400));
+  for (auto& c : clients) c.join();
+  for (const auto& r : later) {
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_NE(r.body.find("\"later\":\"/later\""), std::string::npos) << r.body;
+  }
+}
+
+TEST_F(ServerTest, ShutdownWaitsForAsynchronousAnswers) {
+  Curl later;
+  std::thread client([&] { later = Fetch(Url("/later")); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  server_->Shutdown();
+  thread_.join();
+  client.join();
+  EXPECT_EQ(later.status, 200) << later.body;
 }
 
 TEST_F(ServerTest, MetricsCountRequestsByRouteAndStatus) {

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include "testing/db.h"
@@ -57,6 +60,33 @@ void InsertConcurrently(Store& store, bool deferred) {
 TEST_P(GroupCommitTest, EveryPieceCommitsOrFailsAlone) { InsertConcurrently(*store_, false); }
 
 TEST_P(GroupCommitTest, EveryPieceCommitsOrFailsAloneWithDeferredStatements) { InsertConcurrently(*store_, true); }
+
+TEST_P(GroupCommitTest, SubmittedPiecesGetTheirResultsWithoutWaiting) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::pair<int64_t, std::optional<ErrorCode>>> results;  // by piece: nothing when it committed
+  {
+    GroupCommitter group(*store_);
+    for (int64_t id = 1; id <= 20; ++id) {
+      const std::string name = id == 20 ? "n1" : "n" + std::to_string(id);  // the last one a duplicate
+      group.Submit(
+          [id, name](Tx& tx) {
+            return tx.ExecDeferred("INSERT INTO items (id, name) VALUES (?, ?)", {id, name});
+          },
+          [&, id](Result<void> r) {
+            std::lock_guard lock(mu);
+            results.emplace_back(id, r.ok() ? std::nullopt : std::optional<ErrorCode>(r.error().code));
+            cv.notify_one();
+          });
+    }
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return results.size() == 20; }));
+  }
+  for (const auto& [id, code] : results) {
+    EXPECT_EQ(code, id == 20 ? std::optional<ErrorCode>(ErrorCode::kAlreadyExists) : std::nullopt) << "piece " << id;
+  }
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM items")->at(0).Int(0), 19);
+}
 
 TEST_P(GroupCommitTest, ALonePiecesDeferredFailureIsItsResult) {
   GroupCommitter group(*store_);
