@@ -269,7 +269,6 @@ Result<void> CaService::Prepare(const CreateRequest& request, std::string_view a
   std::string issuer_key_hash;  // how OCSP requests name a CA
   pki::X509Ptr cert;            // a new CA's, to sign its first CRL
   if (is_ca) {
-    CF_ASSIGN_OR_RETURN(key_ref, keys_.Put(subject_key.get()));
     CF_ASSIGN_OR_RETURN(cert, pki::CertificateFromPem(rec.certificate_pem));
     issuer_key_hash = HexEncode(pki::IssuerKeyHash(cert.get()));
   }
@@ -287,6 +286,8 @@ Result<void> CaService::Prepare(const CreateRequest& request, std::string_view a
   if (is_ca) {
     CF_ASSIGN_OR_RETURN(first_crl,
                         pki::BuildCrl(cert.get(), subject_key.get(), {}, 1, now, now + options_.crl_validity_ms));
+    // Last before the write: from here on a failure removes the key again.
+    CF_ASSIGN_OR_RETURN(key_ref, keys_.Put(subject_key.get()));
   }
   // What the write piece and the completion share; they outlive this call.
   struct Write {
