@@ -120,7 +120,7 @@ json::object RecordSummary(const store::CertificateRecord& c) {
 }  // namespace
 
 CaService::CaService(store::Store& store, pki::KeyBackend& keys, const Clock& clock, Options options)
-    : store_(store), writes_(store), keys_(keys), clock_(clock), options_(std::move(options)) {}
+    : store_(store), keys_(keys), clock_(clock), options_(std::move(options)), writes_(store) {}
 
 std::string CaService::CrlUrl(std::string_view ca_fqdn) const {
   return fmt::format("{}/crl/{}.crl", options_.public_url, ca_fqdn);

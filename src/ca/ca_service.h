@@ -99,7 +99,6 @@ class CaService {
   std::string CrlUrl(std::string_view ca_fqdn) const;
 
   store::Store& store_;
-  store::GroupCommitter writes_;  // issuances commit in groups under load
   pki::KeyBackend& keys_;
   const Clock& clock_;
   const Options options_;
@@ -112,6 +111,9 @@ class CaService {
     int64_t expires_at;
   };
   std::map<std::string, CachedOcsp, std::less<>> ocsp_cache_;
+  // Issuances commit in groups under load. Last, so that it is destroyed first: it finishes
+  // the writes still queued, which use the members above.
+  store::GroupCommitter writes_;
 };
 
 }  // namespace certfleet::ca
