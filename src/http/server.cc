@@ -23,6 +23,7 @@
 
 #include "core/crypto.h"
 #include "core/log.h"
+#include "core/thread_name.h"
 #include "http/json.h"
 
 namespace certfleet::http {
@@ -475,7 +476,12 @@ void Server::Run() {
   });
   impl_->Accept();
   std::vector<std::thread> threads;
-  for (int i = 1; i < impl_->options.threads; ++i) threads.emplace_back([this] { impl_->ioc.run(); });
+  for (int i = 1; i < impl_->options.threads; ++i) {
+    threads.emplace_back([this] {
+      NameThisThread("cf-http");
+      impl_->ioc.run();
+    });
+  }
   impl_->ioc.run();
   for (auto& t : threads) t.join();
 }

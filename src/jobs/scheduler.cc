@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "core/log.h"
+#include "core/thread_name.h"
 
 namespace certfleet::jobs {
 
@@ -59,6 +60,7 @@ Result<int> Scheduler::Tick() {
 void Scheduler::Start(std::chrono::milliseconds interval) {
   stopping_ = false;
   thread_ = std::thread([this, interval] {
+    NameThisThread("cf-scheduler");
     for (;;) {
       Result<int> r = Tick();
       if (!r.ok()) log::Error("scheduler tick", {{"error", r.error().message}});

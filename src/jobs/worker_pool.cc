@@ -5,6 +5,7 @@
 
 #include "core/crypto.h"
 #include "core/log.h"
+#include "core/thread_name.h"
 
 namespace certfleet::jobs {
 
@@ -21,8 +22,16 @@ void WorkerPool::Register(std::string kind, JobHandler handler, HandlerOptions o
 void WorkerPool::Start() {
   std::lock_guard lock(mu_);
   stopping_ = false;
-  for (int i = 0; i < options_.workers; ++i) threads_.emplace_back([this] { WorkerLoop(); });
-  threads_.emplace_back([this] { HeartbeatLoop(); });
+  for (int i = 0; i < options_.workers; ++i) {
+    threads_.emplace_back([this] {
+      NameThisThread("cf-worker");
+      WorkerLoop();
+    });
+  }
+  threads_.emplace_back([this] {
+    NameThisThread("cf-heartbeat");
+    HeartbeatLoop();
+  });
 }
 
 void WorkerPool::Stop() {

@@ -2,10 +2,15 @@
 
 #include <optional>
 
+#include "core/thread_name.h"
+
 namespace certfleet::store {
 
 GroupCommitter::GroupCommitter(Store& store, size_t max_batch) : store_(store), max_batch_(max_batch) {
-  committer_ = std::thread([this] { Loop(); });
+  committer_ = std::thread([this] {
+    NameThisThread("cf-commit");
+    Loop();
+  });
 }
 
 GroupCommitter::~GroupCommitter() {

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "core/log.h"
+#include "core/thread_name.h"
 #include "store/pool.h"
 
 namespace certfleet::store::sqlite {
@@ -184,7 +185,10 @@ class SqliteStore final : public Store {
     CF_ASSIGN_OR_RETURN(auto conn, Connect());
     // Writers wait while a restart waits for readers: give up soon and try at the next round.
     sqlite3_busy_timeout(conn->db(), kRestartWaitMs);
-    checkpointer_ = std::thread([this, conn = std::move(conn)] { CheckpointLoop(*conn); });
+    checkpointer_ = std::thread([this, conn = std::move(conn)] {
+      NameThisThread("cf-checkpoint");
+      CheckpointLoop(*conn);
+    });
     return Ok();
   }
 
