@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <string>
+#include <string_view>
 #include <thread>
 
 namespace certfleet {
@@ -19,23 +20,23 @@ std::string ShownName() {
   return name;
 }
 
-TEST(ThreadName, ShownForTheThreadItNames) {
-  std::string named;
+// The name a new thread shows after naming itself `name`.
+std::string ShownAfterNaming(std::string_view name) {
+  std::string shown;
   std::thread([&] {
-    NameThisThread("cf-commit");
-    named = ShownName();
+    NameThisThread(name);
+    shown = ShownName();
   }).join();
-  EXPECT_EQ(named, "cf-commit");
+  return shown;
+}
+
+TEST(ThreadName, ShownForTheThreadItNames) {
+  EXPECT_EQ(ShownAfterNaming("cf-commit"), "cf-commit");
   EXPECT_NE(ShownName(), "cf-commit") << "other threads keep their names";
 }
 
 TEST(ThreadName, LongNamesKeepTheirFirstFifteenBytes) {
-  std::string named;
-  std::thread([&] {
-    NameThisThread("cf-a-very-long-thread-name");
-    named = ShownName();
-  }).join();
-  EXPECT_EQ(named, "cf-a-very-long-");
+  EXPECT_EQ(ShownAfterNaming("cf-a-very-long-thread-name"), "cf-a-very-long-");
 }
 
 }  // namespace
