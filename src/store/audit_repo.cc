@@ -37,8 +37,15 @@ std::string AuditHash(const AuditEntry& e) {
 
 Result<AuditEntry> AppendAudit(Tx& tx, int64_t at, std::string_view actor, std::string_view action,
                                std::string_view object, std::string_view details_json) {
-  // An UPDATE takes the head's row lock, so appends queue here one at a time.
-  CF_ASSIGN_OR_RETURN(auto head, tx.QueryOne("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash"));
+  // The head's next sequence number and hash; appends queue here one at a time. PostgreSQL:
+  // the UPDATE takes the head's row lock. SQLite: the transaction holds the database's one
+  // write lock already, and a plain read costs less than RETURNING's temporary table.
+  std::optional<Row> head;
+  if (tx.postgres()) {
+    CF_ASSIGN_OR_RETURN(head, tx.QueryOne("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash"));
+  } else {
+    CF_ASSIGN_OR_RETURN(head, tx.QueryOne("SELECT seq + 1, hash FROM audit_head WHERE id = 1"));
+  }
   if (!head) return MakeError(ErrorCode::kInternal, "audit_head row missing: the schema was altered by hand");
   AuditEntry e;
   e.seq = head->Int(0);
@@ -49,7 +56,7 @@ Result<AuditEntry> AppendAudit(Tx& tx, int64_t at, std::string_view actor, std::
   e.object = object;
   e.details = details_json.empty() ? "{}" : std::string(details_json);
   e.hash = AuditHash(e);
-  CF_RETURN_IF_ERROR(tx.ExecDeferred("UPDATE audit_head SET hash = ? WHERE id = 1", {e.hash}));
+  CF_RETURN_IF_ERROR(tx.ExecDeferred("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", {e.seq, e.hash}));
   CF_RETURN_IF_ERROR(tx.ExecDeferred(
       "INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, "
       "?, ?, ?)",
