@@ -1,12 +1,13 @@
 #include "store/group_commit.h"
 
+#include <algorithm>
 #include <optional>
 
 #include "core/thread_name.h"
 
 namespace certfleet::store {
 
-GroupCommitter::GroupCommitter(Store& store, size_t max_batch) : store_(store), max_batch_(max_batch) {
+GroupCommitter::GroupCommitter(Store& store, Options options) : store_(store), options_(options) {
   committer_ = std::thread([this] {
     NameThisThread("cf-commit");
     Loop();
@@ -26,13 +27,14 @@ void GroupCommitter::Submit(Piece piece, Done done) {
   auto pending = std::make_unique<Pending>();
   pending->piece = std::move(piece);
   pending->done = std::move(done);
-  bool was_empty = false;
+  pending->queued_at = std::chrono::steady_clock::now();
+  bool wake = false;
   {
     std::lock_guard lock(mu_);
-    was_empty = queue_.empty();
+    wake = queue_.empty() || (gathering_ && queue_.size() + 1 == options_.gather_target);
     queue_.push_back(std::move(pending));
   }
-  if (was_empty) work_.notify_one();
+  if (wake) work_.notify_one();
 }
 
 Result<void> GroupCommitter::Run(Piece piece) {
@@ -57,16 +59,33 @@ void GroupCommitter::Loop() {
   for (;;) {
     work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stopping, and nothing left
+    if (last_batch_ > 1) Gather(lock);
     std::deque<std::unique_ptr<Pending>> batch;
-    while (!queue_.empty() && batch.size() < max_batch_) {
+    while (!queue_.empty() && batch.size() < options_.max_batch) {
       batch.push_back(std::move(queue_.front()));
       queue_.pop_front();
     }
+    last_batch_ = batch.size();
     lock.unlock();
     RunBatch(batch);
     for (auto& p : batch) p->done(std::move(p->result));
     lock.lock();
   }
+}
+
+void GroupCommitter::Gather(std::unique_lock<std::mutex>& lock) {
+  const auto deadline = queue_.front()->queued_at + options_.gather_wait;
+  gathering_ = true;
+  // Looks again every gather_gap rather than at each new piece, which would wake this thread
+  // once per piece.
+  auto full = [&] { return stopping_ || queue_.size() >= options_.gather_target; };
+  while (!full()) {
+    const size_t had = queue_.size();
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline || work_.wait_until(lock, std::min(deadline, now + options_.gather_gap), full)) break;
+    if (queue_.size() == had) break;  // nothing came for a whole gap
+  }
+  gathering_ = false;
 }
 
 void GroupCommitter::RunBatch(const std::deque<std::unique_ptr<Pending>>& batch) {

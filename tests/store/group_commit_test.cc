@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -27,7 +29,7 @@ class GroupCommitTest : public ::testing::TestWithParam<Dialect> {
 // of those may succeed. With `deferred` the inserts are pipelined (Tx::ExecDeferred), so a
 // failure shows only at a later statement, possibly another piece's.
 void InsertConcurrently(Store& store, bool deferred) {
-  GroupCommitter group(store, 16);
+  GroupCommitter group(store, {.max_batch = 16});
   constexpr int kThreads = 8, kPerThread = 25;
   std::atomic<int> ok{0}, duplicates{0};
   std::vector<std::thread> threads;
@@ -111,6 +113,81 @@ TEST_P(GroupCommitTest, APieceSeesWhatEarlierPiecesOfItsGroupWrote) {
   });
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.error().message, "seen a");
+}
+
+// The store, counting the transactions run through it.
+class CountingStore final : public Store {
+ public:
+  explicit CountingStore(Store& inner) : inner_(inner) {}
+  Dialect dialect() const override { return inner_.dialect(); }
+  Result<void> Transact(const std::function<Result<void>(Tx&)>& fn, TxMode mode) override {
+    ++transactions;
+    return inner_.Transact(fn, mode);
+  }
+  Result<void> Ping() override { return inner_.Ping(); }
+  Result<std::unique_ptr<LeaderLease>> TryLead(std::string_view name) override { return inner_.TryLead(name); }
+  std::atomic<int> transactions{0};
+
+ private:
+  Store& inner_;
+};
+
+// Inserts item `id` through `group` and waits for its result.
+Result<void> InsertItem(GroupCommitter& group, int64_t id) {
+  return group.Run([id](Tx& tx) { return tx.ExecDeferred("INSERT INTO items (id) VALUES (?)", {id}); });
+}
+
+// Makes the committer's last group one of two pieces, as under concurrent callers: a first
+// piece holds the committer while two more queue behind it.
+void CommitAGroupOfTwo(GroupCommitter& group) {
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::thread holder([&] {
+    ASSERT_TRUE(group
+                    .Run([released](Tx&) -> Result<void> {
+                      released.wait();
+                      return Ok();
+                    })
+                    .ok());
+  });
+  std::thread a([&] { ASSERT_TRUE(InsertItem(group, 1001).ok()); });
+  std::thread b([&] { ASSERT_TRUE(InsertItem(group, 1002).ok()); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // both queued behind the holder
+  release.set_value();
+  holder.join();
+  a.join();
+  b.join();
+}
+
+TEST_P(GroupCommitTest, UnderConcurrencyPiecesArrivingCloseTogetherShareOneCommit) {
+  CountingStore counting(*store_);
+  GroupCommitter group(
+      counting, {.gather_target = 8, .gather_gap = std::chrono::seconds(5), .gather_wait = std::chrono::seconds(20)});
+  CommitAGroupOfTwo(group);
+  const int before = counting.transactions;
+  // Eight pieces 20 ms apart: without gathering each would be committed alone.
+  std::atomic<int> done{0};
+  for (int64_t id = 1; id <= 8; ++id) {
+    group.Submit([id](Tx& tx) { return tx.ExecDeferred("INSERT INTO items (id) VALUES (?)", {id}); },
+                 [&](Result<void> r) {
+                   EXPECT_TRUE(r.ok());
+                   ++done;
+                 });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  while (done < 8) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(counting.transactions - before, 1);
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM items")->at(0).Int(0), 10);
+}
+
+TEST_P(GroupCommitTest, ALoneCallerAfterABusySpellWaitsOneGapNotTheWholeGathering) {
+  const auto gap = std::chrono::milliseconds(50);
+  const auto wait = std::chrono::seconds(30);
+  GroupCommitter group(*store_, {.gather_target = 8, .gather_gap = gap, .gather_wait = wait});
+  CommitAGroupOfTwo(group);
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(InsertItem(group, 1).ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, wait / 2) << "held back for the whole gathering time";
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, GroupCommitTest, testing::kBothDialects, testing::DialectName);
