@@ -140,23 +140,29 @@ Result<void> InsertItem(GroupCommitter& group, int64_t id) {
 // Makes the committer's last group one of two pieces, as under concurrent callers: a first
 // piece holds the committer while two more queue behind it.
 void CommitAGroupOfTwo(GroupCommitter& group) {
-  std::promise<void> release;
+  std::promise<void> started, release, first, second;
   std::shared_future<void> released = release.get_future().share();
   std::thread holder([&] {
     ASSERT_TRUE(group
-                    .Run([released](Tx&) -> Result<void> {
+                    .Run([&](Tx&) -> Result<void> {
+                      started.set_value();
                       released.wait();
                       return Ok();
                     })
                     .ok());
   });
-  std::thread a([&] { ASSERT_TRUE(InsertItem(group, 1001).ok()); });
-  std::thread b([&] { ASSERT_TRUE(InsertItem(group, 1002).ok()); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // both queued behind the holder
+  started.get_future().wait();
+  for (auto [id, done] : {std::pair{int64_t{1001}, &first}, std::pair{int64_t{1002}, &second}}) {
+    group.Submit([id](Tx& tx) { return tx.ExecDeferred("INSERT INTO items (id) VALUES (?)", {id}); },
+                 [done](Result<void> r) {
+                   EXPECT_TRUE(r.ok());
+                   done->set_value();
+                 });
+  }
   release.set_value();
   holder.join();
-  a.join();
-  b.join();
+  first.get_future().wait();
+  second.get_future().wait();
 }
 
 TEST_P(GroupCommitTest, UnderConcurrencyPiecesArrivingCloseTogetherShareOneCommit) {
