@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 
 #include <map>
@@ -274,6 +275,22 @@ Result<void> LintPublicKey(EVP_PKEY* key) {
   }
   if (EVP_PKEY_is_a(key, "ED25519")) return Ok();
   return MakeError(ErrorCode::kInvalidArgument, "the key must be RSA, EC or Ed25519");
+}
+
+Result<std::string> PublicKeyPemToDer(std::string_view pem) {
+  if (pem.size() > kMaxPublicKeyPemBytes) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     fmt::format("the public key is larger than {} bytes", kMaxPublicKeyPemBytes));
+  }
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  PkeyPtr key(bio ? PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!key) {
+    ERR_clear_error();
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "the public key is not a PEM SubjectPublicKeyInfo (BEGIN PUBLIC KEY)");
+  }
+  CF_RETURN_IF_ERROR(LintPublicKey(key.get()));
+  return I2d<i2d_PUBKEY>(key.get(), "the public key");
 }
 
 Result<std::string> PublicKeyToPem(EVP_PKEY* key) {

@@ -30,4 +30,10 @@ Result<Csr> ParseCsr(std::string_view data);
 Result<void> LintPublicKey(EVP_PKEY* key);
 Result<std::string> PublicKeyToPem(EVP_PKEY* key);
 
+// Largest public key accepted as PEM; an RSA-4096 key is about 800 bytes.
+inline constexpr size_t kMaxPublicKeyPemBytes = size_t{8} * 1024;
+// A PEM public key ("BEGIN PUBLIC KEY") as its DER SubjectPublicKeyInfo, as a CSR carrying
+// the same key encodes it; kInvalidArgument if it is unreadable or LintPublicKey refuses it.
+Result<std::string> PublicKeyPemToDer(std::string_view pem);
+
 }  // namespace certfleet::pki

@@ -151,5 +151,40 @@ TEST(Csr, RefusesForgedWeakAndUnsupported) {
   ExpectRefused(Pem(MakeRequest(k1.get(), "device-1").get()), "not accepted");
 }
 
+// A device's key registered as PEM must compare equal to the key its CSR carries.
+TEST(PublicKeyPem, ItsDerIsTheSpkiACsrWithTheSameKeyCarries) {
+  for (KeyType kt : {KeyType::kEcP256, KeyType::kEcP384, KeyType::kRsa2048, KeyType::kEd25519}) {
+    SCOPED_TRACE(std::string(KeyTypeName(kt)));
+    auto key = GenerateKey(kt);
+    ASSERT_TRUE(key.ok());
+    auto pem = PublicKeyToPem(key->get());
+    ASSERT_TRUE(pem.ok());
+    auto der = PublicKeyPemToDer(*pem);
+    ASSERT_TRUE(der.ok()) << der.error().message;
+    const EVP_MD* md = kt == KeyType::kEd25519 ? nullptr : EVP_sha256();
+    auto csr = ParseCsr(Pem(MakeRequest(key->get(), "device-1", {}, md).get()));
+    ASSERT_TRUE(csr.ok());
+    EXPECT_EQ(*der, csr->spki_der);
+  }
+}
+
+TEST(PublicKeyPem, RefusesGarbagePrivateKeysWeakKeysAndSize) {
+  auto expect_refused = [](std::string_view pem, std::string_view words) {
+    auto r = PublicKeyPemToDer(pem);
+    ASSERT_FALSE(r.ok()) << "accepted; expected: " << words;
+    EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(r.error().message.find(words), std::string::npos) << r.error().message;
+  };
+  expect_refused("", "BEGIN PUBLIC KEY");
+  expect_refused("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n", "BEGIN PUBLIC KEY");
+  auto key = GenerateKey(KeyType::kEcP256);
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_PrivateKey(bio.get(), key->get(), nullptr, nullptr, 0, nullptr, nullptr);
+  expect_refused(BioToString(bio.get()), "BEGIN PUBLIC KEY");
+  PkeyPtr rsa1024(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{1024}));
+  expect_refused(*PublicKeyToPem(rsa1024.get()), "RSA keys must have");
+  expect_refused(std::string(kMaxPublicKeyPemBytes + 1, 'A'), "larger than");
+}
+
 }  // namespace
 }  // namespace certfleet::pki
