@@ -192,6 +192,22 @@ CREATE TABLE distribution_deliveries (
 );
 CREATE INDEX distribution_deliveries_warehouse ON distribution_deliveries (warehouse, id);
 )sql"},
+    {5, "devices", R"sql(
+-- W2: devices registered before they first power on, each with the public key its CSR must
+-- carry. public_key is the SubjectPublicKeyInfo (DER, base64); key_sha256 its SHA-256 (hex),
+-- which a CSR's key is compared with.
+CREATE TABLE devices (
+  device_id TEXT PRIMARY KEY,
+  public_key TEXT NOT NULL,
+  key_sha256 TEXT NOT NULL,
+  batch TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('registered', 'provisioned', 'disabled')),
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+CREATE INDEX devices_batch ON devices (batch, device_id);
+CREATE INDEX devices_status ON devices (status, device_id);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

@@ -1,0 +1,46 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+#include "store/store.h"
+
+namespace certfleet::store {
+
+inline constexpr std::string_view kDeviceRegistered = "registered";    // no certificate yet
+inline constexpr std::string_view kDeviceProvisioned = "provisioned";  // has had a certificate
+inline constexpr std::string_view kDeviceDisabled = "disabled";        // refused until enabled
+
+// A device registered ahead of its first start, with the key its CSR must carry.
+struct DeviceRecord {
+  std::string device_id;
+  std::string public_key;  // SubjectPublicKeyInfo, DER
+  std::string key_sha256;  // hex SHA-256 of public_key
+  std::string batch;       // "" when registered without one
+  std::string status;
+  int64_t created_at = 0;
+  int64_t updated_at = 0;
+};
+
+// What registering a device did to the registry.
+enum class DeviceUpsert { kInserted, kUnchanged, kReplaced };
+
+// Registers the device, or gives a registered one the new key and batch (its status stays).
+Result<DeviceUpsert> UpsertDevice(Tx& tx, const DeviceRecord& d, int64_t now);
+Result<std::optional<DeviceRecord>> FindDevice(Tx& tx, std::string_view device_id);
+// False if there is no such device.
+Result<bool> SetDeviceStatus(Tx& tx, std::string_view device_id, std::string_view status, int64_t now);
+
+struct DeviceFilter {
+  std::optional<std::string> batch;
+  std::optional<std::string> status;
+  std::optional<std::string> after;  // the last device id of the previous page
+  int limit = 100;
+};
+// In device id order, through the index of the filter given (batch first).
+Result<std::vector<DeviceRecord>> ListDevices(Tx& tx, const DeviceFilter& filter);
+
+}  // namespace certfleet::store
