@@ -1,0 +1,143 @@
+#include "provision/device_upload.h"
+
+#include <fmt/format.h>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+#include <cctype>
+#include <vector>
+
+namespace certfleet::provision {
+namespace {
+
+namespace json = boost::json;
+
+bool IsIdChar(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+         c == ':' || c == '-';
+}
+
+// The string field `name` of `entry` into `out`; a problem if present and not a string.
+void StringField(const json::object& entry, std::string_view name, std::string& out, std::string& problem) {
+  const json::value* v = entry.if_contains(name);
+  if (v == nullptr || v->is_null()) return;
+  if (!v->is_string()) {
+    if (problem.empty()) problem = fmt::format("{} is not a string", name);
+    return;
+  }
+  out = std::string(v->get_string());
+}
+
+Result<void> ForEachJsonRow(std::string_view body, const std::function<Result<void>(const UploadRow&)>& row) {
+  boost::system::error_code ec;
+  json::value doc = json::parse(body, ec);
+  if (ec) return MakeError(ErrorCode::kInvalidArgument, "the upload is not JSON: " + ec.message());
+  if (!doc.is_array()) return MakeError(ErrorCode::kInvalidArgument, "the upload must be a JSON array of devices");
+  size_t number = 0;
+  for (const json::value& entry : doc.get_array()) {
+    UploadRow r;
+    r.number = ++number;
+    if (const json::object* o = entry.if_object()) {
+      StringField(*o, "device_id", r.device_id, r.problem);
+      StringField(*o, "public_key_pem", r.public_key_pem, r.problem);
+      StringField(*o, "batch", r.batch, r.problem);
+    } else {
+      r.problem = "not an object";
+    }
+    CF_RETURN_IF_ERROR(row(r));
+  }
+  return Ok();
+}
+
+// Reads RFC 4180 records one at a time: fields split by commas, quoted fields may hold
+// commas, line breaks and doubled quotes.
+class CsvReader {
+ public:
+  explicit CsvReader(std::string_view text) : text_(text) {}
+
+  // The next non-empty record into `fields`; false at the end.
+  Result<bool> Next(std::vector<std::string>& fields) {
+    fields.clear();
+    while (pos_ < text_.size() && (text_[pos_] == '\n' || text_[pos_] == '\r')) ++pos_;
+    if (pos_ >= text_.size()) return false;
+    for (;;) {
+      std::string field;
+      if (text_[pos_] == '"') {
+        ++pos_;
+        for (;;) {
+          const size_t quote = text_.find('"', pos_);
+          if (quote == std::string_view::npos) {
+            return MakeError(ErrorCode::kInvalidArgument, "a quoted CSV field is never closed");
+          }
+          field.append(text_.substr(pos_, quote - pos_));
+          pos_ = quote + 1;
+          if (pos_ < text_.size() && text_[pos_] == '"') {
+            field += '"';
+            ++pos_;
+            continue;
+          }
+          break;
+        }
+      } else {
+        const size_t end = text_.find_first_of(",\n", pos_);
+        field = std::string(text_.substr(pos_, end == std::string_view::npos ? std::string_view::npos : end - pos_));
+        if (!field.empty() && field.back() == '\r') field.pop_back();
+        pos_ = end == std::string_view::npos ? text_.size() : end;
+      }
+      fields.push_back(std::move(field));
+      if (pos_ < text_.size() && text_[pos_] == '\r') ++pos_;
+      if (pos_ >= text_.size() || text_[pos_] == '\n') return true;
+      if (text_[pos_] != ',') {
+        return MakeError(ErrorCode::kInvalidArgument, "a quoted CSV field is followed by more than a comma");
+      }
+      ++pos_;
+    }
+  }
+
+ private:
+  std::string_view text_;
+  size_t pos_ = 0;
+};
+
+Result<void> ForEachCsvRow(std::string_view body, const std::function<Result<void>(const UploadRow&)>& row) {
+  CsvReader reader(body);
+  std::vector<std::string> fields;
+  size_t number = 0;
+  bool first = true;
+  for (;;) {
+    CF_ASSIGN_OR_RETURN(bool more, reader.Next(fields));
+    if (!more) return Ok();
+    if (first && fields[0] == "device_id") {
+      first = false;
+      continue;  // the header
+    }
+    first = false;
+    UploadRow r;
+    r.number = ++number;
+    if (fields.size() < 2 || fields.size() > 3) {
+      r.problem = fmt::format("expected device_id,public_key_pem[,batch]; found {} fields", fields.size());
+    }
+    if (!fields.empty()) r.device_id = fields[0];
+    if (fields.size() > 1) r.public_key_pem = fields[1];
+    if (fields.size() > 2) r.batch = fields[2];
+    CF_RETURN_IF_ERROR(row(r));
+  }
+}
+
+}  // namespace
+
+bool IsValidDeviceId(std::string_view id) {
+  if (id.empty() || id.size() > kMaxDeviceIdBytes) return false;
+  if (!std::isalnum(static_cast<unsigned char>(id.front()))) return false;
+  for (char c : id) {
+    if (!IsIdChar(c)) return false;
+  }
+  return true;
+}
+
+Result<void> ForEachUploadRow(std::string_view body, UploadFormat format,
+                              const std::function<Result<void>(const UploadRow&)>& row) {
+  return format == UploadFormat::kJson ? ForEachJsonRow(body, row) : ForEachCsvRow(body, row);
+}
+
+}  // namespace certfleet::provision
