@@ -24,7 +24,7 @@ struct UploadRow {
   size_t number = 0;  // 1-based, the header row of a CSV not counted
   std::string device_id;
   std::string public_key_pem;
-  std::string batch;  // "" when the row names none
+  std::string batch;    // "" when the row names none
   std::string problem;  // why the row cannot be read (wrong shape or type); "" when it can
 };
 

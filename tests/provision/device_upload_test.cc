@@ -64,13 +64,18 @@ TEST(DeviceUpload, JsonRowsInOrderWithTheirProblems) {
 
 TEST(DeviceUpload, CsvWithHeaderQuotedPemsAndCrLf) {
   std::string quoted_pem = "\"" + kPem + "\"";
-  const std::string body = "device_id,public_key_pem,batch\r\n"
-                           "d1," + quoted_pem + ",factory-7\r\n"
-                           "\r\n"
-                           "d2," + quoted_pem + "\n"
-                           "\"d,3\",\"say \"\"hi\"\"\"\n"
-                           "d4\n"
-                           "d5,p,b,extra";
+  const std::string body =
+      "device_id,public_key_pem,batch\r\n"
+      "d1," +
+      quoted_pem +
+      ",factory-7\r\n"
+      "\r\n"
+      "d2," +
+      quoted_pem +
+      "\n"
+      "\"d,3\",\"say \"\"hi\"\"\"\n"
+      "d4\n"
+      "d5,p,b,extra";
   std::vector<UploadRow> rows = Rows(body, UploadFormat::kCsv);
   ASSERT_EQ(rows.size(), 5u);
   EXPECT_EQ(rows[0].number, 1u) << "the header is not a row";
