@@ -34,7 +34,7 @@ std::string Check(const UploadRow& row, store::DeviceRecord& device) {
 }  // namespace
 
 Result<RegisterReport> DeviceRegistry::RegisterKeys(std::string_view body, UploadFormat format,
-                                                   std::string_view actor) {
+                                                    std::string_view actor) {
   RegisterReport report;
   std::vector<store::DeviceRecord> pending;
   std::unordered_map<std::string, size_t> first_row;  // device id -> the row that listed it first
@@ -51,8 +51,8 @@ Result<RegisterReport> DeviceRegistry::RegisterKeys(std::string_view body, Uploa
            : what == store::DeviceUpsert::kUnchanged ? step.unchanged
                                                      : step.replaced);
       }
-      const std::string details = boost::json::serialize(boost::json::object{
-          {"inserted", step.inserted}, {"unchanged", step.unchanged}, {"replaced", step.replaced}});
+      const std::string details = boost::json::serialize(
+          boost::json::object{{"inserted", step.inserted}, {"unchanged", step.unchanged}, {"replaced", step.replaced}});
       CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "devices.register", "devices", details));
       return Ok();
     }));
@@ -68,7 +68,8 @@ Result<RegisterReport> DeviceRegistry::RegisterKeys(std::string_view body, Uploa
     std::string reason = Check(row, device);
     if (reason.empty()) {
       auto [it, fresh] = first_row.emplace(row.device_id, row.number);
-      if (!fresh) reason = fmt::format("device {} is listed twice in this upload (row {} first)", row.device_id, it->second);
+      if (!fresh)
+        reason = fmt::format("device {} is listed twice in this upload (row {} first)", row.device_id, it->second);
     }
     if (!reason.empty()) {
       ++report.rejected;
@@ -83,7 +84,8 @@ Result<RegisterReport> DeviceRegistry::RegisterKeys(std::string_view body, Uploa
 }
 
 Result<store::DeviceRecord> DeviceRegistry::Get(std::string_view device_id) {
-  CF_ASSIGN_OR_RETURN(auto device, store::Read(store_, [&](store::Tx& tx) { return store::FindDevice(tx, device_id); }));
+  CF_ASSIGN_OR_RETURN(auto device,
+                      store::Read(store_, [&](store::Tx& tx) { return store::FindDevice(tx, device_id); }));
   if (!device) return MakeError(ErrorCode::kNotFound, fmt::format("no device {}", device_id));
   return std::move(*device);
 }
@@ -94,16 +96,17 @@ Result<std::vector<store::DeviceRecord>> DeviceRegistry::List(const store::Devic
 
 Result<store::DeviceRecord> DeviceRegistry::Disable(std::string_view device_id, std::string_view actor) {
   const int64_t now = clock_.NowMillis();
-  CF_ASSIGN_OR_RETURN(auto device, store::Write(store_, [&](store::Tx& tx) -> Result<std::optional<store::DeviceRecord>> {
-    CF_ASSIGN_OR_RETURN(auto found, store::FindDevice(tx, device_id));
-    if (!found || found->status == store::kDeviceDisabled) return found;
-    CF_ASSIGN_OR_RETURN(bool changed, store::SetDeviceStatus(tx, device_id, store::kDeviceDisabled, now));
-    if (!changed) return MakeError(ErrorCode::kInternal, "device vanished while disabling it");
-    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "device.disable", "device:" + found->device_id, "{}"));
-    found->status = store::kDeviceDisabled;
-    found->updated_at = now;
-    return found;
-  }));
+  CF_ASSIGN_OR_RETURN(
+      auto device, store::Write(store_, [&](store::Tx& tx) -> Result<std::optional<store::DeviceRecord>> {
+        CF_ASSIGN_OR_RETURN(auto found, store::FindDevice(tx, device_id));
+        if (!found || found->status == store::kDeviceDisabled) return found;
+        CF_ASSIGN_OR_RETURN(bool changed, store::SetDeviceStatus(tx, device_id, store::kDeviceDisabled, now));
+        if (!changed) return MakeError(ErrorCode::kInternal, "device vanished while disabling it");
+        CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "device.disable", "device:" + found->device_id, "{}"));
+        found->status = store::kDeviceDisabled;
+        found->updated_at = now;
+        return found;
+      }));
   if (!device) return MakeError(ErrorCode::kNotFound, fmt::format("no device {}", device_id));
   return std::move(*device);
 }

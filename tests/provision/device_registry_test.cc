@@ -66,8 +66,9 @@ TEST_P(DeviceRegistryTest, EachRowIsRegisteredOrRefusedWithItsReason) {
   EXPECT_EQ(report.rejected, 6);
   ASSERT_EQ(report.rejections.size(), 6u);
   const std::vector<std::pair<size_t, std::string>> expected = {
-      {2, "device_id must be"}, {3, "BEGIN PUBLIC KEY"}, {4, "RSA keys must have"},
-      {5, "listed twice in this upload (row 1 first)"}, {6, "batch is longer"}, {8, "expected device_id"}};
+      {2, "device_id must be"},  {3, "BEGIN PUBLIC KEY"},
+      {4, "RSA keys must have"}, {5, "listed twice in this upload (row 1 first)"},
+      {6, "batch is longer"},    {8, "expected device_id"}};
   for (size_t i = 0; i < expected.size(); ++i) {
     EXPECT_EQ(report.rejections[i].row, expected[i].first);
     EXPECT_NE(report.rejections[i].reason.find(expected[i].second), std::string::npos) << report.rejections[i].reason;
@@ -103,7 +104,8 @@ TEST_P(DeviceRegistryTest, UploadingAgainChangesNothingAndANewKeyReplaces) {
 TEST_P(DeviceRegistryTest, LargeUploadsGoInSeveralTransactions) {
   std::string body = "device_id,public_key_pem\n";
   const size_t rows = DeviceRegistry::kRowsPerTransaction * 2 + 5;
-  for (size_t i = 0; i < rows; ++i) body += "dev-" + std::to_string(i) + ",\"" + KeyPem(static_cast<int>(i % 3)) + "\"\n";
+  for (size_t i = 0; i < rows; ++i)
+    body += "dev-" + std::to_string(i) + ",\"" + KeyPem(static_cast<int>(i % 3)) + "\"\n";
   RegisterReport report = Register(body);
   EXPECT_EQ(report.inserted, static_cast<int64_t>(rows));
   EXPECT_EQ(Audit().size(), 3u);
