@@ -68,8 +68,9 @@ Result<RegisterReport> DeviceRegistry::RegisterKeys(std::string_view body, Uploa
     std::string reason = Check(row, device);
     if (reason.empty()) {
       auto [it, fresh] = first_row.emplace(row.device_id, row.number);
-      if (!fresh)
+      if (!fresh) {
         reason = fmt::format("device {} is listed twice in this upload (row {} first)", row.device_id, it->second);
+      }
     }
     if (!reason.empty()) {
       ++report.rejected;
