@@ -4,7 +4,6 @@
 
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
-#include <cctype>
 #include <vector>
 
 namespace certfleet::provision {
@@ -12,10 +11,9 @@ namespace {
 
 namespace json = boost::json;
 
-bool IsIdChar(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-         c == ':' || c == '-';
-}
+// ASCII only, whatever the process's locale.
+bool IsAsciiAlnum(char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+bool IsIdChar(char c) { return IsAsciiAlnum(c) || c == '.' || c == '_' || c == ':' || c == '-'; }
 
 // The string field `name` of `entry` into `out`; a problem if present and not a string.
 void StringField(const json::object& entry, std::string_view name, std::string& out, std::string& problem) {
@@ -128,7 +126,7 @@ Result<void> ForEachCsvRow(std::string_view body, const std::function<Result<voi
 
 bool IsValidDeviceId(std::string_view id) {
   if (id.empty() || id.size() > kMaxDeviceIdBytes) return false;
-  if (!std::isalnum(static_cast<unsigned char>(id.front()))) return false;
+  if (!IsAsciiAlnum(id.front())) return false;
   for (char c : id) {
     if (!IsIdChar(c)) return false;
   }

@@ -31,7 +31,8 @@ void GroupCommitter::Submit(Piece piece, Done done) {
   bool wake = false;
   {
     std::lock_guard lock(mu_);
-    wake = queue_.empty() || (gathering_ && queue_.size() + 1 == options_.gather_target);
+    // The committer waits for the first piece, and while it gathers for a full group.
+    wake = queue_.empty() || queue_.size() + 1 == options_.gather_target;
     queue_.push_back(std::move(pending));
   }
   if (wake) work_.notify_one();
@@ -75,7 +76,6 @@ void GroupCommitter::Loop() {
 
 void GroupCommitter::Gather(std::unique_lock<std::mutex>& lock) {
   const auto deadline = queue_.front()->queued_at + options_.gather_wait;
-  gathering_ = true;
   // Looks again every gather_gap rather than at each new piece, which would wake this thread
   // once per piece.
   auto full = [&] { return stopping_ || queue_.size() >= options_.gather_target; };
@@ -85,7 +85,6 @@ void GroupCommitter::Gather(std::unique_lock<std::mutex>& lock) {
     if (now >= deadline || work_.wait_until(lock, std::min(deadline, now + options_.gather_gap), full)) break;
     if (queue_.size() == had) break;  // nothing came for a whole gap
   }
-  gathering_ = false;
 }
 
 void GroupCommitter::RunBatch(const std::deque<std::unique_ptr<Pending>>& batch) {

@@ -69,7 +69,6 @@ class GroupCommitter {
   std::condition_variable work_;
   std::deque<std::unique_ptr<Pending>> queue_;  // guarded by mu_
   bool stopping_ = false;                       // guarded by mu_
-  bool gathering_ = false;                      // guarded by mu_: Submit wakes the committer at gather_target
   size_t last_batch_ = 0;                       // the committer's own
   std::thread committer_;
 };
