@@ -136,9 +136,12 @@ Result<void> VerifySignature(EVP_PKEY* key, std::string_view signed_der, const D
   return Ok();
 }
 
-Result<std::string> CommonName(std::string_view subject_der) {
+// The subject's first common name, and how many it has.
+Result<std::string> CommonName(std::string_view subject_der, int& count) {
   CF_ASSIGN_OR_RETURN(X509NamePtr subject, (Decode<X509_NAME, d2i_X509_NAME, X509_NAME_free>(subject_der, "subject")));
   const int idx = X509_NAME_get_index_by_NID(subject.get(), NID_commonName, -1);
+  count = 0;
+  for (int i = idx; i >= 0; i = X509_NAME_get_index_by_NID(subject.get(), NID_commonName, i)) ++count;
   if (idx < 0) return std::string();
   unsigned char* utf8 = nullptr;
   const int len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject.get(), idx)));
@@ -244,7 +247,7 @@ Result<Csr> ParseCsr(std::string_view data) {
   CF_RETURN_IF_ERROR(VerifySignature(csr.public_key.get(), r.info.encoding, r.signature_alg, r.signature));
   CF_RETURN_IF_ERROR(LintPublicKey(csr.public_key.get()));
   csr.spki_der = r.spki.encoding;
-  CF_ASSIGN_OR_RETURN(csr.common_name, CommonName(r.subject.encoding));
+  CF_ASSIGN_OR_RETURN(csr.common_name, CommonName(r.subject.encoding, csr.common_names));
   if (r.attributes) {
     CF_ASSIGN_OR_RETURN(csr.dns_names, RequestedDnsNames(r.attributes->contents));
   }

@@ -16,7 +16,8 @@ inline constexpr size_t kMaxCsrBytes = size_t{16} * 1024;
 struct Csr {
   PkeyPtr public_key;
   std::string spki_der;     // the SubjectPublicKeyInfo as the CSR encodes it
-  std::string common_name;  // empty if the subject has none
+  std::string common_name;  // the first; empty if the subject has none
+  int common_names = 0;     // how many the subject has
   std::vector<std::string> dns_names;
 };
 

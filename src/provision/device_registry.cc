@@ -20,7 +20,9 @@ std::string Check(const UploadRow& row, store::DeviceRecord& device) {
     return fmt::format("device_id must be 1 to {} of A-Z a-z 0-9 . _ : - starting with a letter or digit",
                        kMaxDeviceIdBytes);
   }
-  if (row.batch.size() > kMaxBatchBytes) return fmt::format("batch is longer than {} bytes", kMaxBatchBytes);
+  if (!row.batch.empty() && !IsValidName(row.batch, kMaxBatchBytes)) {
+    return fmt::format("batch must be 1 to {} of A-Z a-z 0-9 . _ : - starting with a letter or digit", kMaxBatchBytes);
+  }
   if (row.public_key_pem.empty()) return "public_key_pem is missing";
   Result<std::string> der = pki::PublicKeyPemToDer(row.public_key_pem);
   if (!der.ok()) return der.error().message;

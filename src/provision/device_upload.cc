@@ -124,14 +124,16 @@ Result<void> ForEachCsvRow(std::string_view body, const std::function<Result<voi
 
 }  // namespace
 
-bool IsValidDeviceId(std::string_view id) {
-  if (id.empty() || id.size() > kMaxDeviceIdBytes) return false;
-  if (!IsAsciiAlnum(id.front())) return false;
-  for (char c : id) {
+bool IsValidName(std::string_view name, size_t max_bytes) {
+  if (name.empty() || name.size() > max_bytes) return false;
+  if (!IsAsciiAlnum(name.front())) return false;
+  for (char c : name) {
     if (!IsIdChar(c)) return false;
   }
   return true;
 }
+
+bool IsValidDeviceId(std::string_view id) { return IsValidName(id, kMaxDeviceIdBytes); }
 
 Result<void> ForEachUploadRow(std::string_view body, UploadFormat format,
                               const std::function<Result<void>(const UploadRow&)>& row) {

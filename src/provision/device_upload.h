@@ -12,11 +12,15 @@ namespace certfleet::provision {
 
 // Longest device id; it becomes a certificate's CN, which X.520 bounds at 64 characters.
 inline constexpr size_t kMaxDeviceIdBytes = 64;
-// Longest batch name.
+// Longest batch name, and longest name of a registry object (thing, policy, template, ...).
 inline constexpr size_t kMaxBatchBytes = 128;
+inline constexpr size_t kMaxNameBytes = 128;
 
-// Device ids: 1 to 64 of A-Z a-z 0-9 . _ : -, starting with a letter or digit. They name
-// things, certificates (CN) and URLs, so nothing that needs escaping in any of them.
+// Names in W2 (device ids, batches, registry objects): 1 to `max_bytes` of A-Z a-z 0-9 . _ : -,
+// starting with a letter or digit. They appear in certificates (CN), URLs and SQL parameters,
+// so nothing that needs escaping in any of them.
+bool IsValidName(std::string_view name, size_t max_bytes);
+// A device id: a name of at most 64 bytes.
 bool IsValidDeviceId(std::string_view id);
 
 // One row of a device key upload, as given.

@@ -208,6 +208,34 @@ CREATE TABLE devices (
 CREATE INDEX devices_batch ON devices (batch, device_id);
 CREATE INDEX devices_status ON devices (status, device_id);
 )sql"},
+    {6, "registry", R"sql(
+-- W2: the registry. Things, thing types, thing groups, policies and provisioning templates
+-- are objects of a kind: a name, a JSON body and `ref`, the one reference lists filter by
+-- (a thing's type, a template's CA). Links join two names: a certificate to a thing (state
+-- active or superseded, with when a superseded one is due for revocation), a policy to a
+-- certificate, a thing to a group, a batch to its provisioning template.
+CREATE TABLE registry_objects (
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  ref TEXT,
+  body TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  PRIMARY KEY (kind, name)
+);
+CREATE INDEX registry_objects_ref ON registry_objects (kind, ref, name);
+CREATE TABLE registry_links (
+  kind TEXT NOT NULL,
+  from_name TEXT NOT NULL,
+  to_name TEXT NOT NULL,
+  state TEXT NOT NULL,
+  due_at BIGINT,
+  created_at BIGINT NOT NULL,
+  PRIMARY KEY (kind, from_name, to_name)
+);
+CREATE INDEX registry_links_to ON registry_links (kind, to_name, from_name);
+CREATE INDEX registry_links_due ON registry_links (kind, due_at);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

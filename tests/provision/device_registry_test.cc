@@ -68,7 +68,7 @@ TEST_P(DeviceRegistryTest, EachRowIsRegisteredOrRefusedWithItsReason) {
   const std::vector<std::pair<size_t, std::string>> expected = {
       {2, "device_id must be"},  {3, "BEGIN PUBLIC KEY"},
       {4, "RSA keys must have"}, {5, "listed twice in this upload (row 1 first)"},
-      {6, "batch is longer"},    {8, "expected device_id"}};
+      {6, "batch must be"},      {8, "expected device_id"}};
   for (size_t i = 0; i < expected.size(); ++i) {
     EXPECT_EQ(report.rejections[i].row, expected[i].first);
     EXPECT_NE(report.rejections[i].reason.find(expected[i].second), std::string::npos) << report.rejections[i].reason;

@@ -1,0 +1,95 @@
+#pragma once
+
+#include <boost/json/object.hpp>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/result.h"
+#include "store/registry_repo.h"
+#include "store/store.h"
+
+namespace certfleet::provision {
+
+// The kinds of registry object, as the API names them ("thing", "thing-type", ...).
+enum class Kind { kThing, kThingType, kThingGroup, kPolicy, kTemplate };
+std::string_view KindName(Kind kind);
+
+// The links the registry keeps between names (store::RegistryLink::kind), each directed
+// from -> to.
+inline constexpr std::string_view kThingCertificate = "thing-certificate";    // thing -> serial
+inline constexpr std::string_view kPolicyCertificate = "policy-certificate";  // policy -> serial
+inline constexpr std::string_view kGroupThing = "group-thing";                // group -> thing
+inline constexpr std::string_view kBatchTemplate = "batch-template";          // batch -> template
+// The batch name the default template is linked from; never a valid batch name.
+inline constexpr std::string_view kDefaultBatch = "*";
+// States of a thing-certificate link.
+inline constexpr std::string_view kAttachmentActive = "active";
+inline constexpr std::string_view kAttachmentSuperseded = "superseded";
+
+// A provisioning template as issuance uses it.
+struct ProvisioningTemplate {
+  std::string name;
+  std::string ca_fqdn;   // the CA that signs the devices' certificates
+  std::string endpoint;  // where devices connect afterwards; given back to them
+  std::optional<std::string> thing_type;
+  std::vector<std::string> thing_groups;
+  std::vector<std::pair<std::string, std::string>> policies;  // name, JSON document
+  std::optional<int64_t> validity_days;
+};
+
+struct ListFilter {
+  std::optional<std::string> ref;    // things: their type; templates: their CA
+  std::optional<std::string> group;  // things: members of this group
+  std::optional<std::string> after;  // the last name of the previous page
+  int limit = 100;
+};
+
+// The device registry of W2: things, thing types, thing groups, policies and provisioning
+// templates, their links, and what provisioning writes into it. Every change is audited.
+// Bodies are JSON objects, validated here; an object is answered as its JSON view (its
+// fields plus name, created_at and updated_at). Thread-safe.
+class Registry {
+ public:
+  Registry(store::Store& store, const Clock& clock) : store_(store), clock_(clock) {}
+
+  Result<boost::json::object> Create(Kind kind, const boost::json::object& body, std::string_view actor);
+  // A thing's view also shows its groups, certificates (with status) and effective policies.
+  Result<boost::json::object> Get(Kind kind, std::string_view name);
+  Result<std::vector<boost::json::object>> List(Kind kind, const ListFilter& filter);
+  // Replaces the fields the body gives; a `name` in it must be the object's.
+  Result<boost::json::object> Update(Kind kind, std::string_view name, const boost::json::object& body,
+                                     std::string_view actor);
+  // Refused (kFailedPrecondition, naming the dependency) while something depends on it.
+  Result<void> Delete(Kind kind, std::string_view name, std::string_view actor);
+
+  // Links a thing to a certificate, a policy to a certificate, or a thing to a group. `kind`
+  // is one of kThingCertificate, kPolicyCertificate, kGroupThing. Attaching twice is no error.
+  Result<void> Attach(std::string_view kind, std::string_view from, std::string_view to, std::string_view actor);
+  // kNotFound if they were not linked.
+  Result<void> Detach(std::string_view kind, std::string_view from, std::string_view to, std::string_view actor);
+
+  // The template of the batch, else the default template; nullopt if neither exists.
+  static Result<std::optional<ProvisioningTemplate>> TemplateFor(store::Tx& tx, std::string_view batch);
+  // What provisioning writes with a device's new certificate, in its transaction: the thing
+  // (created with the template's type, or found), the certificate attached to it, the thing
+  // added to the template's groups, its policies (created if missing) attached to the
+  // certificate. The thing's earlier active certificates become superseded, due for
+  // revocation at `revoke_superseded_at`.
+  static Result<void> RecordProvisioning(store::Tx& tx, const ProvisioningTemplate& tmpl, std::string_view thing,
+                                         std::string_view serial, int64_t now, int64_t revoke_superseded_at);
+  // Points every template signing with `old_ca` at `new_ca`; returns how many.
+  static Result<int> MoveTemplates(store::Tx& tx, std::string_view old_ca, std::string_view new_ca, int64_t now);
+
+  // Largest policy document, serialized.
+  static constexpr size_t kMaxPolicyBytes = size_t{20} * 1024;
+
+ private:
+  store::Store& store_;
+  const Clock& clock_;
+};
+
+}  // namespace certfleet::provision

@@ -1,0 +1,124 @@
+#include "store/registry_repo.h"
+
+namespace certfleet::store {
+namespace {
+
+constexpr std::string_view kObjectColumns = "kind, name, ref, body, created_at, updated_at";
+constexpr std::string_view kLinkColumns = "kind, from_name, to_name, state, due_at, created_at";
+
+Value OptValue(const std::optional<std::string>& v) { return v ? Value(*v) : Value(nullptr); }
+Value OptValue(const std::optional<int64_t>& v) { return v ? Value(*v) : Value(nullptr); }
+
+RegistryObject ObjectFrom(const Row& r) {
+  return RegistryObject{r.Text(0), r.Text(1), r.OptText(2), r.Text(3), r.Int(4), r.Int(5)};
+}
+
+RegistryLink LinkFrom(const Row& r) {
+  return RegistryLink{r.Text(0), r.Text(1), r.Text(2), r.Text(3), r.OptInt(4), r.Int(5)};
+}
+
+Result<std::vector<RegistryLink>> Links(Tx& tx, std::string_view where, const Params& params) {
+  CF_ASSIGN_OR_RETURN(
+      Rows rows,
+      tx.Query("SELECT " + std::string(kLinkColumns) + " FROM registry_links WHERE " + std::string(where), params));
+  std::vector<RegistryLink> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.push_back(LinkFrom(r));
+  return out;
+}
+
+}  // namespace
+
+Result<void> InsertObject(Tx& tx, const RegistryObject& o) {
+  CF_RETURN_IF_ERROR(
+      tx.Exec("INSERT INTO registry_objects (" + std::string(kObjectColumns) + ") VALUES (?, ?, ?, ?, ?, ?)",
+              {o.kind, o.name, OptValue(o.ref), o.body, o.created_at, o.updated_at}));
+  return Ok();
+}
+
+Result<void> InsertObjectIfMissing(Tx& tx, const RegistryObject& o) {
+  CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO registry_objects (" + std::string(kObjectColumns) +
+                                 ") VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, name) DO NOTHING",
+                             {o.kind, o.name, OptValue(o.ref), o.body, o.created_at, o.updated_at}));
+  return Ok();
+}
+
+Result<bool> UpdateObject(Tx& tx, const RegistryObject& o) {
+  CF_ASSIGN_OR_RETURN(
+      int64_t changed,
+      tx.Exec("UPDATE registry_objects SET ref = ?, body = ?, updated_at = ? WHERE kind = ? AND name = ?",
+              {OptValue(o.ref), o.body, o.updated_at, o.kind, o.name}));
+  return changed > 0;
+}
+
+Result<std::optional<RegistryObject>> FindObject(Tx& tx, std::string_view kind, std::string_view name) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT " + std::string(kObjectColumns) +
+                                                " FROM registry_objects WHERE kind = ? AND name = ?",
+                                            {std::string(kind), std::string(name)}));
+  if (!row) return std::optional<RegistryObject>();
+  return std::optional<RegistryObject>(ObjectFrom(*row));
+}
+
+Result<bool> DeleteObject(Tx& tx, std::string_view kind, std::string_view name) {
+  CF_ASSIGN_OR_RETURN(int64_t changed, tx.Exec("DELETE FROM registry_objects WHERE kind = ? AND name = ?",
+                                               {std::string(kind), std::string(name)}));
+  return changed > 0;
+}
+
+Result<std::vector<RegistryObject>> ListObjects(Tx& tx, const ObjectFilter& filter) {
+  std::string sql = "SELECT " + std::string(kObjectColumns) + " FROM registry_objects WHERE kind = ?";
+  Params params{filter.kind};
+  if (filter.ref) {
+    sql += " AND ref = ?";
+    params.emplace_back(*filter.ref);
+  }
+  if (filter.after) {
+    sql += " AND name > ?";
+    params.emplace_back(*filter.after);
+  }
+  sql += " ORDER BY name LIMIT ?";
+  params.emplace_back(int64_t{filter.limit});
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(sql, params));
+  std::vector<RegistryObject> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.push_back(ObjectFrom(r));
+  return out;
+}
+
+Result<void> PutLink(Tx& tx, const RegistryLink& link) {
+  CF_RETURN_IF_ERROR(tx.Exec(
+      "INSERT INTO registry_links (" + std::string(kLinkColumns) +
+          ") VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, from_name, to_name) DO UPDATE SET state = excluded.state, "
+          "due_at = excluded.due_at",
+      {link.kind, link.from_name, link.to_name, link.state, OptValue(link.due_at), link.created_at}));
+  return Ok();
+}
+
+Result<bool> DeleteLink(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view to_name) {
+  CF_ASSIGN_OR_RETURN(int64_t changed,
+                      tx.Exec("DELETE FROM registry_links WHERE kind = ? AND from_name = ? AND to_name = ?",
+                              {std::string(kind), std::string(from_name), std::string(to_name)}));
+  return changed > 0;
+}
+
+Result<std::vector<RegistryLink>> LinksFrom(Tx& tx, std::string_view kind, std::string_view from_name,
+                                            std::string_view after, int limit) {
+  return Links(tx, "kind = ? AND from_name = ? AND to_name > ? ORDER BY to_name LIMIT ?",
+               {std::string(kind), std::string(from_name), std::string(after), int64_t{limit}});
+}
+
+Result<std::vector<RegistryLink>> LinksTo(Tx& tx, std::string_view kind, std::string_view to_name, int limit) {
+  return Links(tx, "kind = ? AND to_name = ? ORDER BY from_name LIMIT ?",
+               {std::string(kind), std::string(to_name), int64_t{limit}});
+}
+
+Result<std::vector<RegistryLink>> LinksDue(Tx& tx, std::string_view kind, int64_t now, int limit) {
+  return Links(tx, "kind = ? AND due_at <= ? ORDER BY due_at LIMIT ?", {std::string(kind), now, int64_t{limit}});
+}
+
+Result<int64_t> DeleteLinksFrom(Tx& tx, std::string_view kind, std::string_view from_name) {
+  return tx.Exec("DELETE FROM registry_links WHERE kind = ? AND from_name = ?",
+                 {std::string(kind), std::string(from_name)});
+}
+
+}  // namespace certfleet::store

@@ -1,0 +1,69 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+#include "store/store.h"
+
+namespace certfleet::store {
+
+// An object of the W2 registry (a thing, thing type, thing group, policy or provisioning
+// template): its kind, name, the JSON body the registry service validated, and `ref`, the
+// one reference lists filter by.
+struct RegistryObject {
+  std::string kind;
+  std::string name;
+  std::optional<std::string> ref;
+  std::string body;  // JSON object
+  int64_t created_at = 0;
+  int64_t updated_at = 0;
+};
+
+// kAlreadyExists if the kind has an object of that name.
+Result<void> InsertObject(Tx& tx, const RegistryObject& o);
+// The same, but an existing object stays as it is and is no error.
+Result<void> InsertObjectIfMissing(Tx& tx, const RegistryObject& o);
+// Replaces ref and body; false if there is no such object.
+Result<bool> UpdateObject(Tx& tx, const RegistryObject& o);
+Result<std::optional<RegistryObject>> FindObject(Tx& tx, std::string_view kind, std::string_view name);
+// False if there was no such object.
+Result<bool> DeleteObject(Tx& tx, std::string_view kind, std::string_view name);
+
+struct ObjectFilter {
+  std::string kind;
+  std::optional<std::string> ref;
+  std::optional<std::string> after;  // the last name of the previous page
+  int limit = 100;
+};
+// In name order.
+Result<std::vector<RegistryObject>> ListObjects(Tx& tx, const ObjectFilter& filter);
+
+// A link between two names, directed as its kind says (see migration 6).
+struct RegistryLink {
+  std::string kind;
+  std::string from_name;
+  std::string to_name;
+  std::string state;              // "" where the kind has none
+  std::optional<int64_t> due_at;  // a superseded certificate's revocation time
+  int64_t created_at = 0;
+};
+
+// Adds the link, or sets the state and due time of an existing one.
+Result<void> PutLink(Tx& tx, const RegistryLink& link);
+// False if there was no such link.
+Result<bool> DeleteLink(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view to_name);
+// Links of the kind from `from_name` with to_name after `after`, in to_name order, at most `limit`.
+Result<std::vector<RegistryLink>> LinksFrom(Tx& tx, std::string_view kind, std::string_view from_name,
+                                            std::string_view after = "", int limit = 10'000);
+// Links of the kind to `to_name`, in from_name order, at most `limit`.
+Result<std::vector<RegistryLink>> LinksTo(Tx& tx, std::string_view kind, std::string_view to_name, int limit = 10'000);
+// Links of the kind whose due time has come (due_at <= now), oldest first, at most `limit`.
+Result<std::vector<RegistryLink>> LinksDue(Tx& tx, std::string_view kind, int64_t now, int limit);
+// Removes every link of the kind from `from_name`; returns how many.
+Result<int64_t> DeleteLinksFrom(Tx& tx, std::string_view kind, std::string_view from_name);
+
+}  // namespace certfleet::store
