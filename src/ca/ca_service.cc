@@ -78,9 +78,10 @@ Result<void> ResolveNames(CreateRequest& r) {
       return MakeError(ErrorCode::kInvalidArgument, "parent_fqdn is required for a device certificate");
     }
     if (!r.fqdn.empty()) return MakeError(ErrorCode::kInvalidArgument, "a device's fqdn is made by certfleet");
-    r.fqdn = Uuid4() + "." + *r.parent_fqdn;
+    r.fqdn = r.device_id.empty() ? Uuid4() + "." + *r.parent_fqdn : r.device_id;
     return Ok();
   }
+  if (!r.device_id.empty()) return MakeError(ErrorCode::kInvalidArgument, "only devices have a device id");
   if (r.fqdn.empty()) return MakeError(ErrorCode::kInvalidArgument, "fqdn is required");
   if (!pki::IsValidDnsName(r.fqdn)) {
     return MakeError(ErrorCode::kInvalidArgument, fmt::format("fqdn '{}' is not a valid DNS name", r.fqdn));
@@ -184,7 +185,7 @@ Result<void> CaService::Prepare(const CreateRequest& request, std::string_view a
   CreateRequest req = request;
   CF_RETURN_IF_ERROR(ResolveNames(req));
   const bool is_ca = pki::IsCa(req.type);
-  if (req.csr_pem && is_ca) {
+  if ((req.csr_pem || req.csr) && is_ca) {
     return MakeError(ErrorCode::kInvalidArgument, "CA keys are always made by certfleet; csr_pem is for leaves");
   }
   const int64_t days = req.validity_days.value_or(DefaultValidityDays(req.type));
@@ -193,7 +194,9 @@ Result<void> CaService::Prepare(const CreateRequest& request, std::string_view a
   }
   pki::KeyType key_type = pki::KeyType::kEcP256;
   if (req.key_type) {
-    if (req.csr_pem) return MakeError(ErrorCode::kInvalidArgument, "key_type and csr_pem exclude each other");
+    if (req.csr_pem || req.csr) {
+      return MakeError(ErrorCode::kInvalidArgument, "key_type and csr_pem exclude each other");
+    }
     CF_ASSIGN_OR_RETURN(key_type, pki::ParseKeyType(*req.key_type));
   }
 
@@ -211,7 +214,10 @@ Result<void> CaService::Prepare(const CreateRequest& request, std::string_view a
   pki::PkeyPtr subject_key;
   std::optional<pki::Csr> csr;
   std::optional<std::string> private_key_pem;
-  if (req.csr_pem) {
+  if (req.csr) {
+    csr = std::move(*req.csr);
+    subject_key = std::move(csr->public_key);
+  } else if (req.csr_pem) {
     CF_ASSIGN_OR_RETURN(csr, pki::ParseCsr(*req.csr_pem));
     subject_key = std::move(csr->public_key);
   } else {
@@ -231,6 +237,7 @@ Result<void> CaService::Prepare(const CreateRequest& request, std::string_view a
   pki::ProfileInput input;
   input.type = req.type;
   input.fqdn = req.fqdn;
+  input.fqdn_is_device_id = !req.device_id.empty();
   input.sans = req.sans;
   input.country = req.country;
   input.state = req.state;
@@ -297,10 +304,11 @@ Result<void> CaService::Prepare(const CreateRequest& request, std::string_view a
     pki::CertType type = pki::CertType::kDevice;
     std::string key_ref, issuer_key_hash, audit_details, event_payload, first_crl, actor;
     int64_t now = 0;
+    std::function<Result<void>(store::Tx&, const store::CertificateRecord&)> also;
   };
   auto w = std::make_shared<Write>(Write{std::move(out), parent, is_ca, req.type, std::move(key_ref),
                                          std::move(issuer_key_hash), audit_details, event_payload, std::move(first_crl),
-                                         std::string(actor), now});
+                                         std::string(actor), now, std::move(req.also)});
   auto piece = [this, w](store::Tx& tx) -> Result<void> {
     const store::CertificateRecord& rec = w->out.record;
     if (w->parent) {
@@ -336,6 +344,7 @@ Result<void> CaService::Prepare(const CreateRequest& request, std::string_view a
     if (w->is_ca) {
       CF_RETURN_IF_ERROR(store::SaveCrl(tx, rec.fqdn, 1, w->first_crl, w->now, w->now + options_.crl_validity_ms));
     }
+    if (w->also) CF_RETURN_IF_ERROR(w->also(tx, rec));
     return Ok();
   };
   writes_.Submit(std::move(piece), [this, w, done = std::move(done)](const Result<void>& written) {
@@ -357,6 +366,29 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
   std::future<Result<Created>> future = promise.get_future();
   CreateAsync(request, actor, [&promise](Result<Created> r) { promise.set_value(std::move(r)); });
   return future.get();
+}
+
+Result<Created> CaService::Rotate(std::string_view fqdn, CreateRequest request, std::string_view actor) {
+  const std::string old_fqdn = Lower(std::string(fqdn));
+  CF_ASSIGN_OR_RETURN(auto old, store::Read(store_, [&](store::Tx& tx) -> Result<store::CertificateRecord> {
+    CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, old_fqdn));
+    if (!ca) return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", fqdn));
+    CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, ca->serial));
+    if (!cert) return MakeError(ErrorCode::kInternal, "CA " + old_fqdn + " has no inventory row");
+    return std::move(*cert);
+  }));
+  if (old.type != pki::CertTypeName(pki::CertType::kIntermediate)) {
+    return MakeError(ErrorCode::kInvalidArgument, "only intermediates rotate; a new root is a new hierarchy");
+  }
+  CF_ASSIGN_OR_RETURN(auto x509, CaCertificate(old));
+  request.type = pki::CertType::kIntermediate;
+  request.parent_fqdn = old.parent_fqdn;
+  if (request.fqdn.empty()) request.fqdn = NextGeneration(old_fqdn);
+  const X509_NAME* subject = X509_get_subject_name(x509.get());
+  request.country = pki::NameEntry(subject, NID_countryName);
+  request.state = pki::NameEntry(subject, NID_stateOrProvinceName);
+  request.organization = pki::NameEntry(subject, NID_organizationName);
+  return Create(request, actor);
 }
 
 Result<std::vector<store::CertificateRecord>> CaService::List(const store::CertificateFilter& filter) {

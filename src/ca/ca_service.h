@@ -12,6 +12,7 @@
 
 #include "core/clock.h"
 #include "core/result.h"
+#include "pki/csr.h"
 #include "pki/key_backend.h"
 #include "pki/profile.h"
 #include "store/certificates_repo.h"
@@ -27,11 +28,18 @@ struct CreateRequest {
   std::optional<std::string> parent_fqdn;  // defaults as in the seed
   std::vector<std::string> sans;
   std::optional<std::string> csr_pem;  // server and device only
+  std::shared_ptr<pki::Csr> csr;       // a CSR read already, instead of csr_pem; issuance takes its key
   std::string country;
   std::string state;
   std::string organization;
   std::optional<int64_t> validity_days;
   std::optional<std::string> key_type;  // when certfleet makes the key
+  // W2: a provisioned device's id, its certificate's CN and its name in the inventory
+  // (instead of a UUID under the parent). Needs type device, a CSR and the parent.
+  std::string device_id;
+  // More writes that belong with the certificate: run in its transaction after its row is
+  // written; a failure refuses the certificate. Run again if the transaction is retried.
+  std::function<Result<void>(store::Tx&, const store::CertificateRecord&)> also;
 };
 
 struct Created {
@@ -68,6 +76,12 @@ class CaService {
   // By serial (hex), then by fqdn (the newest certificate with it).
   Result<store::CertificateRecord> Get(std::string_view id);
   Result<std::string> ChainOf(const store::CertificateRecord& record);
+  // A new intermediate under the same parent as the intermediate `fqdn`, with its subject's
+  // country, state and organization, to take over its issuing (`request.also` moves what
+  // pointed at it). `request.fqdn` names the new one; empty: the next generation of the old
+  // name (iot.example.com -> iot-g2.example.com -> iot-g3.example.com). The old CA keeps
+  // validating until it is revoked.
+  Result<Created> Rotate(std::string_view fqdn, CreateRequest request, std::string_view actor);
   // Idempotent: revoking a revoked certificate changes nothing. `cascade` on a CA revokes
   // every active certificate below it too. CRLs of the affected CAs are re-signed.
   Result<Revoked> Revoke(std::string_view serial, std::string_view reason, bool cascade, std::string_view actor);

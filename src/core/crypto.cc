@@ -126,19 +126,22 @@ using CipherCtxPtr = std::unique_ptr<EVP_CIPHER_CTX, decltype(&EVP_CIPHER_CTX_fr
 
 // HMAC-SHA256(master key, purpose): one AES key per purpose.
 std::string SealKey(std::string_view master_key, std::string_view purpose) {
-  const std::string label = "certfleet sealed secret v1: " + std::string(purpose);
+  return HmacSha256(master_key, "certfleet sealed secret v1: " + std::string(purpose));
+}
+
+}  // namespace
+
+std::string HmacSha256(std::string_view key, std::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  if (HMAC(EVP_sha256(), master_key.data(), static_cast<int>(master_key.size()),
-           reinterpret_cast<const unsigned char*>(label.data()), label.size(), out, &len) == nullptr ||
+  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
+           data.size(), out, &len) == nullptr ||
       len != kSealKeyBytes) {
     std::fputs("certfleet: HMAC-SHA256 failed\n", stderr);
     std::abort();
   }
   return std::string(reinterpret_cast<char*>(out), len);
 }
-
-}  // namespace
 
 std::string SealSecret(std::string_view master_key, std::string_view purpose, std::string_view plaintext) {
   const std::string key = SealKey(master_key, purpose);

@@ -340,6 +340,17 @@ std::string SerialHex(const ASN1_INTEGER* serial) {
   return nz == std::string::npos ? "0" : out.substr(nz);
 }
 
+std::string NameEntry(const X509_NAME* name, int nid) {
+  const int idx = X509_NAME_get_index_by_NID(name, nid, -1);
+  if (idx < 0) return std::string();
+  unsigned char* utf8 = nullptr;
+  const int len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx)));
+  if (len < 0) return std::string();
+  std::string out(reinterpret_cast<char*>(utf8), static_cast<size_t>(len));
+  OPENSSL_free(utf8);
+  return out;
+}
+
 Result<CertificateFacts> Inspect(X509* cert) {
   CertificateFacts f;
   f.serial_hex = SerialHex(X509_get0_serialNumber(cert));
@@ -353,15 +364,7 @@ Result<CertificateFacts> Inspect(X509* cert) {
   CF_ASSIGN_OR_RETURN(std::string der, CertificateToDer(cert));
   f.sha256_fingerprint = Sha256Hex(der);
   f.pem = PemEncode("CERTIFICATE", der);
-  X509_NAME* subject = X509_get_subject_name(cert);
-  int idx = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
-  if (idx >= 0) {
-    ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx));
-    unsigned char* utf8 = nullptr;
-    int len = ASN1_STRING_to_UTF8(&utf8, data);
-    if (len >= 0) f.common_name.assign(reinterpret_cast<char*>(utf8), static_cast<size_t>(len));
-    OPENSSL_free(utf8);
-  }
+  f.common_name = NameEntry(X509_get_subject_name(cert), NID_commonName);
   // Only basicConstraints, not X509_check_ca, which decodes every extension and hashes the whole certificate.
   std::unique_ptr<BASIC_CONSTRAINTS, Deleter<BASIC_CONSTRAINTS_free>> bc(
       static_cast<BASIC_CONSTRAINTS*>(X509_get_ext_d2i(cert, NID_basic_constraints, nullptr, nullptr)));

@@ -60,6 +60,8 @@ std::string PemEncode(std::string_view label, std::string_view der);
 Result<X509Ptr> CertificateFromPem(std::string_view pem);
 Result<std::string> CertificateToDer(X509* cert);
 
+// The first entry of `nid` in `name` as UTF-8; "" if there is none or it is not text.
+std::string NameEntry(const X509_NAME* name, int nid);
 Result<CertificateFacts> Inspect(X509* cert);
 
 // Serial numbers as the inventory writes them: lowercase hex without leading zeros.

@@ -74,8 +74,11 @@ Result<ProfiledSpec> ApplyProfile(const ProfileInput& in, EVP_PKEY* subject_key,
   CertificateSpec& s = out.spec;
 
   if (in.fqdn.empty()) return MakeError(ErrorCode::kInvalidArgument, "fqdn is required");
-  CF_RETURN_IF_ERROR(CheckText("fqdn", in.fqdn, kMaxDnsName));
-  if (!IsValidDnsName(in.fqdn)) {
+  if (in.fqdn_is_device_id && in.type != CertType::kDevice) {
+    return MakeError(ErrorCode::kInvalidArgument, "only device certificates are named by a device id");
+  }
+  CF_RETURN_IF_ERROR(CheckText("fqdn", in.fqdn, in.fqdn_is_device_id ? kMaxCommonName : kMaxDnsName));
+  if (!in.fqdn_is_device_id && !IsValidDnsName(in.fqdn)) {
     return MakeError(
         ErrorCode::kInvalidArgument,
         fmt::format("fqdn '{}' is not a valid DNS name (labels of 1 to 63 letters, digits and hyphens)", in.fqdn));
@@ -138,7 +141,7 @@ Result<ProfiledSpec> ApplyProfile(const ProfileInput& in, EVP_PKEY* subject_key,
     s.path_len = 0;
     return out;
   }
-  s.dns_names.push_back(in.fqdn);
+  if (!in.fqdn_is_device_id) s.dns_names.push_back(in.fqdn);
   for (const auto& san : in.sans) {
     CF_RETURN_IF_ERROR(CheckText("sans", san, kMaxDnsName));
     if (!IsValidDnsName(san, /*allow_wildcard=*/in.type == CertType::kServer)) {

@@ -19,6 +19,9 @@ inline bool IsCa(CertType t) { return t == CertType::kRoot || t == CertType::kIn
 struct ProfileInput {
   CertType type = CertType::kServer;
   std::string fqdn;  // the subject CN (the device id's fqdn for devices), also a SAN for leaves
+  // For devices provisioned under W2: `fqdn` is the device's id (any printable text up to 64
+  // characters), its CN only, and the certificate has no DNS name.
+  bool fqdn_is_device_id = false;
   std::vector<std::string> sans;
   std::string country;
   std::string state;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
+#include <algorithm>
 #include <set>
 
 #include "provision/device_upload.h"
@@ -21,6 +22,7 @@ constexpr size_t kMaxAttributeValue = 800;
 constexpr size_t kMaxSearchable = 3;  // searchable attributes of a thing type, as in AWS IoT
 constexpr size_t kMaxListed = 100;    // groups, policies or batches a template names
 constexpr size_t kMaxEndpoint = 512;
+constexpr size_t kMaxFqdn = 253;
 constexpr size_t kMaxStatements = 100;
 constexpr int64_t kMaxTemplateValidityDays = 3650;
 // Bounds the scan of templates when checking what names an object; far above real counts.
@@ -273,8 +275,9 @@ Result<Normalized> Normalize(store::Tx& tx, Kind kind, const std::string& name, 
       return out;
     }
     case Kind::kTemplate: {
-      CF_ASSIGN_OR_RETURN(auto ca, Text(in, "ca_fqdn", 253));
+      CF_ASSIGN_OR_RETURN(auto ca, Text(in, "ca_fqdn", kMaxFqdn));
       if (!ca) return Invalid("ca_fqdn is required: the CA that signs the devices' certificates");
+      std::transform(ca->begin(), ca->end(), ca->begin(), [](unsigned char c) { return std::tolower(c); });
       CF_ASSIGN_OR_RETURN(auto ca_row, store::FindCa(tx, *ca));
       if (!ca_row) return Invalid(fmt::format("there is no CA {}", *ca));
       out.body["ca_fqdn"] = *ca;

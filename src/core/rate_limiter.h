@@ -1,0 +1,40 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "core/clock.h"
+
+namespace certfleet {
+
+// Token buckets by key (a device id, a client address): each key may take `per_minute`
+// requests a minute, in bursts of up to as many. Counts are this process's own. Thread-safe.
+class RateLimiter {
+ public:
+  // per_minute 0: no limit.
+  RateLimiter(const Clock& clock, int64_t per_minute) : clock_(clock), per_minute_(per_minute) {}
+
+  // Takes one request for `key`: nullopt if allowed, else how many seconds until it would be.
+  std::optional<int64_t> Take(std::string_view key);
+
+  // Keys tracked before those idle for a minute (full buckets) are dropped: bounds memory
+  // whatever number of distinct keys callers send.
+  static constexpr size_t kMaxKeys = 100'000;
+
+ private:
+  struct Bucket {
+    double tokens = 0;
+    int64_t at_ms = 0;
+  };
+  const Clock& clock_;
+  const int64_t per_minute_;
+  std::mutex mu_;
+  std::unordered_map<std::string, Bucket> buckets_;
+};
+
+}  // namespace certfleet

@@ -1,0 +1,178 @@
+#include "provision/provision_service.h"
+
+#include <fmt/format.h>
+
+#include <boost/json.hpp>
+#include <charconv>
+#include <future>
+
+#include "core/crypto.h"
+#include "core/log.h"
+#include "provision/device_upload.h"
+#include "provision/registry.h"
+#include "store/audit_repo.h"
+#include "store/devices_repo.h"
+
+namespace certfleet::provision {
+namespace {
+
+// Superseded certificates revoked per run of the job; the next run takes the rest.
+constexpr int kRevokeBatch = 1000;
+
+Error Denied(std::string message) { return MakeError(ErrorCode::kPermissionDenied, std::move(message)); }
+
+// The authorizer's checks of a registered device against the CSR, in the order
+// after "registered": disabled, then the key.
+Result<void> Authorize(const std::optional<store::DeviceRecord>& device, std::string_view device_id,
+                       const std::string& csr_key_sha256) {
+  if (!device) return MakeError(ErrorCode::kNotFound, fmt::format("device {} is not registered", device_id));
+  if (device->status == store::kDeviceDisabled) return Denied(fmt::format("device {} is disabled", device_id));
+  if (!ConstantTimeEquals(device->key_sha256, csr_key_sha256)) {
+    return Denied(fmt::format("the CSR's public key is not the one registered for device {}", device_id));
+  }
+  return Ok();
+}
+
+}  // namespace
+
+ProvisionService::ProvisionService(store::Store& store, ca::CaService& ca, const Clock& clock, Options options)
+    : store_(store),
+      ca_(ca),
+      clock_(clock),
+      options_(std::move(options)),
+      by_address_(clock, options_.address_rate_per_minute),
+      by_device_(clock, options_.device_rate_per_minute) {}
+
+Result<pki::Csr> ProvisionService::ReadCsr(std::string_view data) {
+  CF_ASSIGN_OR_RETURN(pki::Csr csr, pki::ParseCsr(data));
+  if (csr.common_names != 1) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     fmt::format("the CSR's subject must have exactly one common name, the device id; it has {}",
+                                 csr.common_names));
+  }
+  if (!IsValidDeviceId(csr.common_name)) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     fmt::format("the CSR's common name is not a device id (1 to {} of A-Z a-z 0-9 . _ : - starting "
+                                 "with a letter or digit)",
+                                 kMaxDeviceIdBytes));
+  }
+  return csr;
+}
+
+void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Provisioned>)> done) {
+  const std::string device_id = csr.common_name;
+  const std::string key_sha256 = Sha256Hex(csr.spki_der);
+  std::optional<ProvisioningTemplate> tmpl;
+  Result<void> authorized = store_.Transact(
+      [&](store::Tx& tx) -> Result<void> {
+        CF_ASSIGN_OR_RETURN(auto device, store::FindDevice(tx, device_id));
+        CF_RETURN_IF_ERROR(Authorize(device, device_id, key_sha256));
+        CF_ASSIGN_OR_RETURN(tmpl, Registry::TemplateFor(tx, device->batch));
+        if (!tmpl) {
+          return MakeError(ErrorCode::kFailedPrecondition,
+                           fmt::format("no provisioning template for device {} (batch '{}') and no default template",
+                                       device_id, device->batch));
+        }
+        return Ok();
+      },
+      store::TxMode::kRead);
+  if (!authorized.ok()) return done(authorized.error());
+
+  ca::CreateRequest request;
+  request.type = pki::CertType::kDevice;
+  request.device_id = device_id;
+  request.parent_fqdn = tmpl->ca_fqdn;
+  request.validity_days = tmpl->validity_days;
+  request.csr = std::make_shared<pki::Csr>(std::move(csr));
+  const int64_t now = clock_.NowMillis();
+  const int64_t revoke_at = now + options_.supersede_grace_ms;
+  request.also = [tmpl = *tmpl, device_id, key_sha256, now, revoke_at](store::Tx& tx,
+                                                                       const store::CertificateRecord& rec) -> Result<void> {
+    // Checked again where it counts: the device may have been disabled or re-keyed meanwhile.
+    CF_ASSIGN_OR_RETURN(auto device, store::FindDevice(tx, device_id));
+    CF_RETURN_IF_ERROR(Authorize(device, device_id, key_sha256));
+    if (device->status != store::kDeviceProvisioned) {
+      CF_RETURN_IF_ERROR(store::SetDeviceStatus(tx, device_id, store::kDeviceProvisioned, now));
+    }
+    CF_RETURN_IF_ERROR(Registry::RecordProvisioning(tx, tmpl, device_id, rec.serial, now, revoke_at));
+    const std::string details = boost::json::serialize(
+        boost::json::object{{"serial", rec.serial}, {"template", tmpl.name}, {"ca", tmpl.ca_fqdn}});
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, kActor, "device.provision", "device:" + device_id, details));
+    return Ok();
+  };
+  ca_.CreateAsync(request, kActor,
+                  [done = std::move(done), device_id, endpoint = tmpl->endpoint](Result<ca::Created> created) {
+                    if (!created.ok()) return done(created.error());
+                    done(Provisioned{std::move(created->record), std::move(created->chain_pem), device_id, endpoint});
+                  });
+}
+
+Result<Provisioned> ProvisionService::Provision(pki::Csr csr) {
+  std::promise<Result<Provisioned>> promise;
+  auto future = promise.get_future();
+  ProvisionAsync(std::move(csr), [&promise](Result<Provisioned> r) { promise.set_value(std::move(r)); });
+  return future.get();
+}
+
+std::string ProvisionService::Signature(std::string_view serial, std::string_view expires) const {
+  return Base64UrlEncode(HmacSha256(options_.url_key, fmt::format("certfleet retrieve v1:{}:{}", serial, expires)));
+}
+
+RetrieveLink ProvisionService::MakeRetrieveLink(std::string_view serial) const {
+  const int64_t expires_at = clock_.NowMillis() + options_.retrieve_ttl_ms;
+  const std::string expires = std::to_string(expires_at / 1000);
+  return RetrieveLink{fmt::format("{}/v1/provision/certificates/{}?expires={}&signature={}", options_.public_url,
+                                  serial, expires, Signature(serial, expires)),
+                      expires_at / 1000 * 1000};
+}
+
+LinkCheck ProvisionService::CheckRetrieveLink(std::string_view serial, std::string_view expires,
+                                              std::string_view signature) const {
+  if (!ConstantTimeEquals(Signature(serial, expires), signature)) return LinkCheck::kTampered;
+  int64_t seconds = 0;
+  auto [end, ec] = std::from_chars(expires.data(), expires.data() + expires.size(), seconds);
+  if (ec != std::errc() || end != expires.data() + expires.size()) return LinkCheck::kTampered;
+  return seconds * 1000 <= clock_.NowMillis() ? LinkCheck::kExpired : LinkCheck::kValid;
+}
+
+Result<std::string> ProvisionService::ChainPem(std::string_view serial) {
+  CF_ASSIGN_OR_RETURN(store::CertificateRecord record, ca_.Get(serial));
+  CF_ASSIGN_OR_RETURN(std::string chain, ca_.ChainOf(record));
+  return record.certificate_pem + chain;
+}
+
+Result<int> ProvisionService::RevokeDueSuperseded() {
+  const int64_t now = clock_.NowMillis();
+  CF_ASSIGN_OR_RETURN(auto due, store::Read(store_, [&](store::Tx& tx) {
+                        return store::LinksDue(tx, kThingCertificate, now, kRevokeBatch);
+                      }));
+  int revoked = 0;
+  for (auto& link : due) {
+    CF_ASSIGN_OR_RETURN(ca::Revoked r, ca_.Revoke(link.to_name, "superseded", false, kActor));
+    revoked += r.newly_revoked;
+    link.due_at.reset();  // done: the link stays, superseded
+    CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) { return store::PutLink(tx, link); }));
+  }
+  if (revoked > 0) log::Info("revoked superseded device certificates", {{"count", revoked}});
+  return revoked;
+}
+
+Result<Rotated> ProvisionService::RotateCa(std::string_view fqdn, std::string_view new_fqdn, std::string_view actor) {
+  auto moved = std::make_shared<int>(0);
+  ca::CreateRequest request;
+  request.fqdn = std::string(new_fqdn);
+  const int64_t now = clock_.NowMillis();
+  const std::string old_fqdn(fqdn);
+  const std::string who(actor);
+  request.also = [moved, old_fqdn, now, who](store::Tx& tx, const store::CertificateRecord& rec) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(*moved, Registry::MoveTemplates(tx, old_fqdn, rec.fqdn, now));
+    const std::string details =
+        boost::json::serialize(boost::json::object{{"new", rec.fqdn}, {"templates_moved", *moved}});
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, who, "ca.rotate", "ca:" + old_fqdn, details));
+    return Ok();
+  };
+  CF_ASSIGN_OR_RETURN(ca::Created created, ca_.Rotate(fqdn, std::move(request), actor));
+  return Rotated{std::move(created), *moved};
+}
+
+}  // namespace certfleet::provision

@@ -1,0 +1,99 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "ca/ca_service.h"
+#include "core/clock.h"
+#include "core/rate_limiter.h"
+#include "core/result.h"
+#include "pki/csr.h"
+#include "store/store.h"
+
+namespace certfleet::provision {
+
+// A device's certificate as provisioning answers it.
+struct Provisioned {
+  store::CertificateRecord record;
+  std::string chain_pem;   // the issuers up to the root
+  std::string thing_name;  // the device id
+  std::string endpoint;    // from the provisioning template
+};
+
+// A signed URL that gives a certificate's PEM chain until it expires.
+struct RetrieveLink {
+  std::string url;
+  int64_t expires_at = 0;  // ms since the epoch
+};
+enum class LinkCheck { kValid, kTampered, kExpired };
+
+struct Rotated {
+  ca::Created created;      // the new intermediate
+  int templates_moved = 0;  // provisioning templates that now sign with it
+};
+
+// W2's provisioning: a device that was registered with its public key sends a CSR and gets
+// a certificate from its batch's provisioning template; the registry is written in the
+// certificate's transaction. Also rotation (superseded certificates revoked after a grace
+// period), delayed retrieval by signed URL, per-device and per-address rate limits and
+// intermediate CA rotation. Thread-safe.
+class ProvisionService {
+ public:
+  struct Options {
+    int64_t supersede_grace_ms = int64_t{24} * 3600 * 1000;  // before a replaced certificate is revoked
+    int64_t retrieve_ttl_ms = int64_t{24} * 3600 * 1000;     // how long a retrieval URL works
+    std::string public_url;                                  // base of retrieval URLs
+    std::string url_key;                                     // HMAC key that signs them
+    int64_t device_rate_per_minute = 10;                     // 0: no limit
+    int64_t address_rate_per_minute = 6000;                  // a factory provisions through one address
+  };
+
+  ProvisionService(store::Store& store, ca::CaService& ca, const Clock& clock, Options options);
+
+  // Rate limits, checked before any work: nullopt if the request may go on, else the
+  // seconds after which it may be tried again.
+  std::optional<int64_t> AdmitAddress(std::string_view address) { return by_address_.Take(address); }
+  std::optional<int64_t> AdmitDevice(std::string_view device_id) { return by_device_.Take(device_id); }
+
+  // The CSR (PEM or DER) read and its signature verified, with exactly one common name that
+  // is a valid device id; kInvalidArgument otherwise.
+  static Result<pki::Csr> ReadCsr(std::string_view data);
+
+  // The authorizer, then issuance: kNotFound if the CSR's device is not registered,
+  // kPermissionDenied if it is disabled or the CSR's key is not the registered one,
+  // kFailedPrecondition if no provisioning template applies. `done` runs as for
+  // CaService::CreateAsync.
+  void ProvisionAsync(pki::Csr csr, std::function<void(Result<Provisioned>)> done);
+  Result<Provisioned> Provision(pki::Csr csr);
+
+  RetrieveLink MakeRetrieveLink(std::string_view serial) const;
+  // `expires` (seconds since the epoch) and `signature` as the URL carries them.
+  LinkCheck CheckRetrieveLink(std::string_view serial, std::string_view expires, std::string_view signature) const;
+  // The certificate and its issuers up to the root, PEM.
+  Result<std::string> ChainPem(std::string_view serial);
+
+  // Revokes the superseded certificates whose grace period has ended; returns how many.
+  Result<int> RevokeDueSuperseded();
+
+  // CaService::Rotate, and the provisioning templates of the old CA moved to the new one in
+  // the same transaction. `new_fqdn` empty: the next generation of the old name.
+  Result<Rotated> RotateCa(std::string_view fqdn, std::string_view new_fqdn, std::string_view actor);
+
+  static constexpr std::string_view kRevokeSupersededJob = "provision.revoke_superseded";
+  static constexpr std::string_view kActor = "system:provision";  // how the audit log names the device's own request
+
+ private:
+  std::string Signature(std::string_view serial, std::string_view expires) const;
+
+  store::Store& store_;
+  ca::CaService& ca_;
+  const Clock& clock_;
+  const Options options_;
+  RateLimiter by_address_;
+  RateLimiter by_device_;
+};
+
+}  // namespace certfleet::provision
