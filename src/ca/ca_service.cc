@@ -371,12 +371,12 @@ Result<Created> CaService::Create(const CreateRequest& request, std::string_view
 Result<Created> CaService::Rotate(std::string_view fqdn, CreateRequest request, std::string_view actor) {
   const std::string old_fqdn = Lower(std::string(fqdn));
   CF_ASSIGN_OR_RETURN(auto old, store::Read(store_, [&](store::Tx& tx) -> Result<store::CertificateRecord> {
-    CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, old_fqdn));
-    if (!ca) return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", fqdn));
-    CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, ca->serial));
-    if (!cert) return MakeError(ErrorCode::kInternal, "CA " + old_fqdn + " has no inventory row");
-    return std::move(*cert);
-  }));
+                        CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, old_fqdn));
+                        if (!ca) return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", fqdn));
+                        CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, ca->serial));
+                        if (!cert) return MakeError(ErrorCode::kInternal, "CA " + old_fqdn + " has no inventory row");
+                        return std::move(*cert);
+                      }));
   if (old.type != pki::CertTypeName(pki::CertType::kIntermediate)) {
     return MakeError(ErrorCode::kInvalidArgument, "only intermediates rotate; a new root is a new hierarchy");
   }

@@ -1,8 +1,7 @@
 #include "ca/fqdn.h"
 
-#include <libpsl.h>
-
 #include <fmt/format.h>
+#include <libpsl.h>
 
 #include <algorithm>
 #include <charconv>

@@ -7,6 +7,7 @@
 
 #include "ca/ca_service.h"
 #include "cli/commands.h"
+#include "core/crypto.h"
 #include "core/log.h"
 #include "distribution/distribution_service.h"
 #include "http/api.h"
@@ -26,6 +27,8 @@ constexpr int kMinAutoThreads = 4;
 constexpr std::chrono::seconds kSchedulerTick{10};
 // CRLs are re-signed once half their validity has passed; checking this often keeps them fresh.
 constexpr std::string_view kCrlRefreshSchedule = "@every 15m";
+// Superseded device certificates are revoked within this of their grace period's end.
+constexpr std::string_view kSupersededSchedule = "@every 1m";
 
 std::string NodeId() {
   char host[256] = {};
@@ -148,7 +151,22 @@ int Serve(const Config& config, const Clock& clock) {
   distribution::DistributionService distribution(store, **inbound, **mailer, clock, dist_options);
   api.distribution = &distribution;
 
+  provision::DeviceRegistry devices(store, clock);
+  provision::Registry registry(store, clock);
+  provision::ProvisionService::Options provision_options;
+  provision_options.public_url = ca_options.public_url;
+  provision_options.url_key = HmacSha256(*master_key, "certfleet provision retrieval URLs");
+  provision_options.supersede_grace_ms = config.GetInt("provision.supersede_grace_hours") * 3600 * 1000;
+  provision_options.retrieve_ttl_ms = config.GetInt("provision.retrieve_ttl_minutes") * 60 * 1000;
+  provision_options.device_rate_per_minute = config.GetInt("provision.device_rate_per_minute");
+  provision_options.address_rate_per_minute = config.GetInt("provision.address_rate_per_minute");
+  provision::ProvisionService provision(store, ca, clock, provision_options);
+  api.devices = &devices;
+  api.registry = &registry;
+  api.provision = &provision;
+
   http::AddSystemRoutes(router, api);
+  http::AddProvisionRoutes(router, api);
   http::AddCaRoutes(router, api);
   http::AddDistributionRoutes(router, api);
 
@@ -175,6 +193,18 @@ int Serve(const Config& config, const Clock& clock) {
   crl_job.max_attempts = 3;
   if (auto r = scheduler.Add("ca-crl-refresh", kCrlRefreshSchedule, crl_job); !r.ok()) {
     log::Error("cannot schedule CRL refresh", {{"error", r.error().message}});
+    return 1;
+  }
+  pool.Register(std::string(provision::ProvisionService::kRevokeSupersededJob),
+                [&provision](jobs::JobContext&) -> Result<void> {
+                  CF_RETURN_IF_ERROR(provision.RevokeDueSuperseded());
+                  return Ok();
+                });
+  store::NewJob supersede_job;
+  supersede_job.kind = std::string(provision::ProvisionService::kRevokeSupersededJob);
+  supersede_job.max_attempts = 1;  // the next firing is the retry
+  if (auto r = scheduler.Add("provision-revoke-superseded", kSupersededSchedule, supersede_job); !r.ok()) {
+    log::Error("cannot schedule revocation of superseded certificates", {{"error", r.error().message}});
     return 1;
   }
   if (auto r = AddDistributionJobs(pool, scheduler, distribution, config); !r.ok()) {

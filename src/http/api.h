@@ -1,11 +1,16 @@
 #pragma once
 
+#include <boost/json/object.hpp>
+
 #include "ca/ca_service.h"
 #include "core/clock.h"
 #include "distribution/distribution_service.h"
 #include "http/metrics.h"
 #include "http/router.h"
 #include "http/token_cache.h"
+#include "provision/device_registry.h"
+#include "provision/provision_service.h"
+#include "provision/registry.h"
 #include "store/store.h"
 
 namespace certfleet::http {
@@ -18,6 +23,9 @@ struct ApiContext {
   TokenCache& tokens;                                         // the authenticator's; revoking a token clears it
   ca::CaService* ca = nullptr;                                // W1 routes are added when set
   distribution::DistributionService* distribution = nullptr;  // W5
+  provision::DeviceRegistry* devices = nullptr;               // W2, with the two below
+  provision::Registry* registry = nullptr;
+  provision::ProvisionService* provision = nullptr;
 };
 
 // Bearer tokens checked against the store's api_tokens table, remembered in `cache`.
@@ -28,6 +36,13 @@ void AddSystemRoutes(Router& router, const ApiContext& ctx);
 
 // W1: /v1/certificates (and the seed's /certificates), /crl, /ocsp.
 void AddCaRoutes(Router& router, const ApiContext& ctx);
+
+// W2: /v1/devices, /v1/provision, the registry (/v1/things, /v1/thing-types,
+// /v1/thing-groups, /v1/policies, /v1/provisioning-templates) and /v1/cas/{fqdn}/rotate.
+void AddProvisionRoutes(Router& router, const ApiContext& ctx);
+
+// A certificate's inventory record as the API shows it.
+boost::json::object CertificateJson(const store::CertificateRecord& c);
 
 // W5: /v1/distribution/... (events, run, warehouses, status, deliveries) and its metrics.
 void AddDistributionRoutes(Router& router, const ApiContext& ctx);

@@ -38,7 +38,9 @@ std::optional<store::CertificateCursor> CertificateCursorFrom(std::string_view t
   return cursor;
 }
 
-json::object RecordJson(const store::CertificateRecord& c) {
+}  // namespace
+
+json::object CertificateJson(const store::CertificateRecord& c) {
   return {{"serial", c.serial},
           {"fqdn", c.fqdn},
           {"type", c.type},
@@ -53,6 +55,8 @@ json::object RecordJson(const store::CertificateRecord& c) {
            c.revocation_reason ? json::value(pki::RevocationReasonName(*c.revocation_reason)) : json::value(nullptr)},
           {"created_at", FormatRfc3339(c.created_at)}};
 }
+
+namespace {
 
 // A name given plain or, as the seed does, base64-encoded ("Um9vdA==" is "Root").
 std::string PlainOrBase64Name(const std::string& value) {
@@ -105,7 +109,7 @@ void Create(const ApiContext& ctx, pki::CertType type, const Request& req, const
   ctx.ca->CreateAsync(*parsed, req.principal.Actor(), [respond, id = req.request_id](Result<ca::Created> created) {
     respond([created = std::move(created), id]() -> Response {
       if (!created.ok()) return Fail(id, created.error());
-      json::object out = RecordJson(created->record);
+      json::object out = CertificateJson(created->record);
       out["chain_pem"] = created->chain_pem;
       out["validity_clamped"] = created->validity_clamped;
       if (created->private_key_pem) out["private_key_pem"] = *created->private_key_pem;
@@ -152,7 +156,7 @@ Response List(const ApiContext& ctx, const Request& req) {
   auto rows = ctx.ca->List(filter);
   if (!rows.ok()) return Fail(req, rows.error());
   json::array items;
-  for (const auto& c : *rows) items.push_back(RecordJson(c));
+  for (const auto& c : *rows) items.push_back(CertificateJson(c));
   auto next = NextCursor(rows->size(), filter.limit,
                          [&] { return fmt::format("{}.{}", rows->back().created_at, rows->back().serial); });
   return JsonResponse(200, PageJson(std::move(items), next));
@@ -167,7 +171,7 @@ Response Get(const ApiContext& ctx, const Request& req) {
   if (!found.ok()) return Fail(req, found.error());
   auto chain = ctx.ca->ChainOf(*found);
   if (!chain.ok()) return Fail(req, chain.error());
-  json::object out = RecordJson(*found);
+  json::object out = CertificateJson(*found);
   out["chain_pem"] = *chain;
   return JsonResponse(200, out);
 }
@@ -185,7 +189,7 @@ Response Revoke(const ApiContext& ctx, const Request& req) {
   auto revoked =
       ctx.ca->Revoke(req.params.at("serial"), reason->value_or("unspecified"), cascade, req.principal.Actor());
   if (!revoked.ok()) return Fail(req, revoked.error());
-  json::object out = RecordJson(revoked->record);
+  json::object out = CertificateJson(revoked->record);
   out["newly_revoked"] = revoked->newly_revoked;
   return JsonResponse(200, out);
 }

@@ -35,7 +35,7 @@ namespace bhttp = boost::beast::http;
 namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
 
-// Request line plus headers; larger ones are refused (431-like 400) to bound memory per connection.
+// Request line plus headers; larger ones are refused (431) to bound memory per connection.
 constexpr uint32_t kHeaderLimit = 16 * 1024;
 // How long a closing connection gets for the TLS close_notify exchange.
 constexpr std::chrono::seconds kCloseTimeout{2};
@@ -204,6 +204,11 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     if (ec == bhttp::error::body_limit) {
       unread_body_ = true;
       return Reply(ErrorResponse(413, "payload_too_large", "the body is larger than this route accepts"), true);
+    }
+    if (ec == bhttp::error::header_limit) {
+      return Reply(ErrorResponse(431, "headers_too_large",
+                                 fmt::format("the request line and headers are larger than {} bytes", kHeaderLimit)),
+                   true);
     }
     if (ec) return Reply(ErrorResponse(400, "bad_request", "malformed HTTP request: " + ec.message()), true);
 

@@ -46,9 +46,9 @@ ProvisionService::ProvisionService(store::Store& store, ca::CaService& ca, const
 Result<pki::Csr> ProvisionService::ReadCsr(std::string_view data) {
   CF_ASSIGN_OR_RETURN(pki::Csr csr, pki::ParseCsr(data));
   if (csr.common_names != 1) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     fmt::format("the CSR's subject must have exactly one common name, the device id; it has {}",
-                                 csr.common_names));
+    return MakeError(
+        ErrorCode::kInvalidArgument,
+        fmt::format("the CSR's subject must have exactly one common name, the device id; it has {}", csr.common_names));
   }
   if (!IsValidDeviceId(csr.common_name)) {
     return MakeError(ErrorCode::kInvalidArgument,
@@ -86,8 +86,8 @@ void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Pr
   request.csr = std::make_shared<pki::Csr>(std::move(csr));
   const int64_t now = clock_.NowMillis();
   const int64_t revoke_at = now + options_.supersede_grace_ms;
-  request.also = [tmpl = *tmpl, device_id, key_sha256, now, revoke_at](store::Tx& tx,
-                                                                       const store::CertificateRecord& rec) -> Result<void> {
+  request.also = [tmpl = *tmpl, device_id, key_sha256, now, revoke_at](
+                     store::Tx& tx, const store::CertificateRecord& rec) -> Result<void> {
     // Checked again where it counts: the device may have been disabled or re-keyed meanwhile.
     CF_ASSIGN_OR_RETURN(auto device, store::FindDevice(tx, device_id));
     CF_RETURN_IF_ERROR(Authorize(device, device_id, key_sha256));

@@ -1,0 +1,301 @@
+// W2 routes: device keys, provisioning (with delayed retrieval), the registry and CA rotation.
+#include <fmt/format.h>
+
+#include <boost/json.hpp>
+
+#include "http/api.h"
+#include "http/json.h"
+#include "pki/csr.h"
+
+namespace certfleet::http {
+namespace {
+
+namespace json = boost::json;
+using provision::Kind;
+
+// A key upload of 100,000 devices with RSA-2048 keys is about 50 MB; more goes in several.
+constexpr size_t kKeysBodyLimit = size_t{64} * 1024 * 1024;
+// A provisioning body: one CSR (at most 16 KiB), as PEM in JSON at worst.
+constexpr size_t kProvisionBodyLimit = size_t{64} * 1024;
+// A registry body: a policy document (20 KiB) or a template holding a few of them.
+constexpr size_t kRegistryBodyLimit = size_t{1024} * 1024;
+constexpr size_t kMaxQueryName = 253;
+
+struct KindRoute {
+  Kind kind;
+  std::string_view path;        // under /v1/
+  std::string_view ref_filter;  // the query parameter that filters by ref, "" if none
+};
+constexpr KindRoute kKinds[] = {{Kind::kThing, "things", "thing_type"},
+                                {Kind::kThingType, "thing-types", ""},
+                                {Kind::kThingGroup, "thing-groups", ""},
+                                {Kind::kPolicy, "policies", ""},
+                                {Kind::kTemplate, "provisioning-templates", "ca_fqdn"}};
+
+Response RateLimited(int64_t retry_after, std::string_view what) {
+  Response res = ErrorResponse(429, "rate_limited",
+                               fmt::format("too many requests from this {}; retry after {} s", what, retry_after));
+  res.headers.emplace_back("Retry-After", std::to_string(retry_after));
+  return res;
+}
+
+// ---- device keys ----
+
+json::object DeviceJson(const store::DeviceRecord& d) {
+  return {{"device_id", d.device_id},
+          {"public_key_pem", pki::PemEncode("PUBLIC KEY", d.public_key)},
+          {"key_sha256", d.key_sha256},
+          {"batch", d.batch},
+          {"status", d.status},
+          {"created_at", FormatRfc3339(d.created_at)},
+          {"updated_at", FormatRfc3339(d.updated_at)}};
+}
+
+Response RegisterKeys(const ApiContext& ctx, const Request& req) {
+  const std::string_view type = req.Header("content-type").value_or("");
+  provision::UploadFormat format = provision::UploadFormat::kJson;
+  if (type.starts_with("text/csv")) {
+    format = provision::UploadFormat::kCsv;
+  } else if (!type.empty() && !type.starts_with("application/json")) {
+    return ErrorResponse(415, "unsupported_media_type", "send application/json or text/csv");
+  }
+  auto report = ctx.devices->RegisterKeys(req.body, format, req.principal.Actor());
+  if (!report.ok()) return Fail(req, report.error());
+  json::array rejections;
+  for (const auto& r : report->rejections) {
+    rejections.push_back(json::object{{"row", r.row}, {"device_id", r.device_id}, {"reason", r.reason}});
+  }
+  return JsonResponse(200, json::object{{"inserted", report->inserted},
+                                        {"unchanged", report->unchanged},
+                                        {"replaced", report->replaced},
+                                        {"rejected", report->rejected},
+                                        {"rejections", std::move(rejections)}});
+}
+
+Response GetDevice(const ApiContext& ctx, const Request& req) {
+  auto d = ctx.devices->Get(req.params.at("id"));
+  if (!d.ok()) return Fail(req, d.error());
+  return JsonResponse(200, DeviceJson(*d));
+}
+
+Response ListDevices(const ApiContext& ctx, const Request& req) {
+  auto page = ParsePage(req);
+  if (!page.ok()) return Fail(req, page.error());
+  auto batch = QueryParam(req, "batch", provision::kMaxBatchBytes);
+  auto status = QueryParam(req, "status", 20);
+  if (!batch.ok()) return Fail(req, batch.error());
+  if (!status.ok()) return Fail(req, status.error());
+  if (*status && **status != store::kDeviceRegistered && **status != store::kDeviceProvisioned &&
+      **status != store::kDeviceDisabled) {
+    return ErrorResponse(400, "invalid_argument", "status must be registered, provisioned or disabled");
+  }
+  store::DeviceFilter filter{*batch, *status, page->after, page->limit};
+  auto rows = ctx.devices->List(filter);
+  if (!rows.ok()) return Fail(req, rows.error());
+  json::array items;
+  for (const auto& d : *rows) items.push_back(DeviceJson(d));
+  auto next = NextCursor(rows->size(), filter.limit, [&] { return rows->back().device_id; });
+  return JsonResponse(200, PageJson(std::move(items), next));
+}
+
+Response DisableDevice(const ApiContext& ctx, const Request& req) {
+  auto d = ctx.devices->Disable(req.params.at("id"), req.principal.Actor());
+  if (!d.ok()) return Fail(req, d.error());
+  return JsonResponse(200, DeviceJson(*d));
+}
+
+// ---- provisioning ----
+
+// The CSR as the seed sends it, in the device-csr header (PEM with "\n" escapes, or base64
+// of the PEM), else the body (application/pkcs10 DER or PEM, or JSON {csr}).
+Result<std::string> CsrFrom(const Request& req) {
+  if (auto header = req.Header("device-csr")) {
+    std::string value(*header);
+    if (value.find("-----BEGIN") != std::string::npos) {
+      for (size_t pos; (pos = value.find("\\n")) != std::string::npos;) value.replace(pos, 2, "\n");
+      return value;
+    }
+    auto decoded = Base64Decode(value);
+    if (!decoded) return MakeError(ErrorCode::kInvalidArgument, "device-csr is neither a PEM CSR nor base64 of one");
+    return std::move(*decoded);
+  }
+  if (req.body.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "no CSR: send it in the device-csr header or in the body");
+  }
+  const std::string_view type = req.Header("content-type").value_or("");
+  if (type.starts_with("application/json") || (type.empty() && req.body.front() == '{')) {
+    CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(req.body));
+    return RequiredString(body, "csr", pki::kMaxCsrBytes);
+  }
+  return req.body;
+}
+
+json::object ProvisionedJson(const provision::Provisioned& p) {
+  return {{"certificate_pem", p.record.certificate_pem},
+          {"chain_pem", p.chain_pem},
+          {"thing_name", p.thing_name},
+          {"endpoint", p.endpoint},
+          {"serial", p.record.serial},
+          {"not_after", FormatRfc3339(p.record.not_after)}};
+}
+
+void Provision(const ApiContext& ctx, const Request& req, const Responder& respond) {
+  auto answer = [&](Response res) { respond([res = std::move(res)] { return res; }); };
+  if (auto wait = ctx.provision->AdmitAddress(req.remote_address)) return answer(RateLimited(*wait, "address"));
+  bool deferred = false;
+  if (auto prefer = req.Header("prefer"); prefer && prefer->find("respond-async") != std::string_view::npos) {
+    deferred = true;
+  }
+  if (auto it = req.query.find("delivery"); it != req.query.end()) {
+    if (it->second != "url" && it->second != "inline") {
+      return answer(ErrorResponse(400, "invalid_argument", "delivery must be inline or url"));
+    }
+    deferred = it->second == "url";
+  }
+  auto data = CsrFrom(req);
+  if (!data.ok()) return answer(Fail(req, data.error()));
+  auto csr = provision::ProvisionService::ReadCsr(*data);
+  if (!csr.ok()) return answer(Fail(req, csr.error()));
+  if (auto wait = ctx.provision->AdmitDevice(csr->common_name)) return answer(RateLimited(*wait, "device"));
+  ctx.provision->ProvisionAsync(
+      std::move(*csr), [respond, deferred, svc = ctx.provision, id = req.request_id](Result<provision::Provisioned> r) {
+        respond([r = std::move(r), deferred, svc, id]() -> Response {
+          if (!r.ok()) return Fail(id, r.error());
+          if (!deferred) return JsonResponse(200, ProvisionedJson(*r));
+          provision::RetrieveLink link = svc->MakeRetrieveLink(r->record.serial);
+          return JsonResponse(202, json::object{{"retrieve_url", link.url},
+                                                {"expires_at", FormatRfc3339(link.expires_at)},
+                                                {"thing_name", r->thing_name},
+                                                {"endpoint", r->endpoint}});
+        });
+      });
+}
+
+Response Retrieve(const ApiContext& ctx, const Request& req) {
+  const std::string& serial = req.params.at("serial");
+  auto expires = req.query.find("expires");
+  auto signature = req.query.find("signature");
+  if (expires == req.query.end() || signature == req.query.end()) {
+    return ErrorResponse(403, "forbidden", "this URL is not signed");
+  }
+  switch (ctx.provision->CheckRetrieveLink(serial, expires->second, signature->second)) {
+    case provision::LinkCheck::kTampered:
+      return ErrorResponse(403, "forbidden", "this URL's signature does not match");
+    case provision::LinkCheck::kExpired:
+      return ErrorResponse(410, "gone", "this URL has expired; provision again for a new one");
+    case provision::LinkCheck::kValid:
+      break;
+  }
+  auto pem = ctx.provision->ChainPem(serial);
+  if (!pem.ok()) return Fail(req, pem.error());
+  Response res;
+  res.content_type = "application/x-pem-file";
+  res.body = std::move(*pem);
+  return res;
+}
+
+// ---- registry ----
+
+Response Created(Result<json::object> r, const Request& req, int status = 200) {
+  if (!r.ok()) return Fail(req, r.error());
+  return JsonResponse(status, *r);
+}
+
+Response ListKind(const ApiContext& ctx, const KindRoute& k, const Request& req) {
+  auto page = ParsePage(req);
+  if (!page.ok()) return Fail(req, page.error());
+  provision::ListFilter filter;
+  filter.after = page->after;
+  filter.limit = page->limit;
+  if (!k.ref_filter.empty()) {
+    auto ref = QueryParam(req, k.ref_filter, kMaxQueryName);
+    if (!ref.ok()) return Fail(req, ref.error());
+    filter.ref = *ref;
+  }
+  if (k.kind == Kind::kThing) {
+    auto group = QueryParam(req, "group", kMaxQueryName);
+    if (!group.ok()) return Fail(req, group.error());
+    filter.group = *group;
+  }
+  auto rows = ctx.registry->List(k.kind, filter);
+  if (!rows.ok()) return Fail(req, rows.error());
+  json::array items(rows->begin(), rows->end());
+  auto next = NextCursor(rows->size(), filter.limit, [&] { return std::string(rows->back().at("name").as_string()); });
+  return JsonResponse(200, PageJson(std::move(items), next));
+}
+
+void AddKindRoutes(Router& router, const ApiContext* c, const KindRoute& k) {
+  const std::string base = fmt::format("/v1/{}", k.path);
+  const RouteOptions write{Access::kOperator, false, kRegistryBodyLimit};
+  router.Add("POST", base, write, [c, k](Request& r) {
+    auto body = ParseJsonObject(r.body);
+    if (!body.ok()) return Fail(r, body.error());
+    return Created(c->registry->Create(k.kind, *body, r.principal.Actor()), r, 201);
+  });
+  router.Add("GET", base, {Access::kReader}, [c, k](Request& r) { return ListKind(*c, k, r); });
+  router.Add("GET", base + "/{name}", {Access::kReader},
+             [c, k](Request& r) { return Created(c->registry->Get(k.kind, r.params.at("name")), r); });
+  router.Add("PUT", base + "/{name}", write, [c, k](Request& r) {
+    auto body = ParseJsonObject(r.body);
+    if (!body.ok()) return Fail(r, body.error());
+    return Created(c->registry->Update(k.kind, r.params.at("name"), *body, r.principal.Actor()), r);
+  });
+  router.Add("DELETE", base + "/{name}", {Access::kOperator}, [c, k](Request& r) {
+    auto done = c->registry->Delete(k.kind, r.params.at("name"), r.principal.Actor());
+    if (!done.ok()) return Fail(r, done.error());
+    return Response{204, "application/json", "", {}};
+  });
+}
+
+// PUT attaches, DELETE detaches: /v1/<from kind>/{from}/<to>/{to}.
+void AddLinkRoutes(Router& router, const ApiContext* c, std::string_view link, const std::string& pattern) {
+  router.Add("PUT", pattern, {Access::kOperator}, [c, link](Request& r) {
+    auto done = c->registry->Attach(link, r.params.at("from"), r.params.at("to"), r.principal.Actor());
+    if (!done.ok()) return Fail(r, done.error());
+    return JsonResponse(200, json::object{{"attached", true}});
+  });
+  router.Add("DELETE", pattern, {Access::kOperator}, [c, link](Request& r) {
+    auto done = c->registry->Detach(link, r.params.at("from"), r.params.at("to"), r.principal.Actor());
+    if (!done.ok()) return Fail(r, done.error());
+    return Response{204, "application/json", "", {}};
+  });
+}
+
+Response RotateCa(const ApiContext& ctx, const Request& req) {
+  auto body = ParseJsonObject(req.body.empty() ? "{}" : req.body);
+  if (!body.ok()) return Fail(req, body.error());
+  auto fqdn = OptionalString(*body, "fqdn", kMaxQueryName);
+  if (!fqdn.ok()) return Fail(req, fqdn.error());
+  auto rotated = ctx.provision->RotateCa(req.params.at("fqdn"), fqdn->value_or(""), req.principal.Actor());
+  if (!rotated.ok()) return Fail(req, rotated.error());
+  json::object out = CertificateJson(rotated->created.record);
+  out["chain_pem"] = rotated->created.chain_pem;
+  out["replaces"] = req.params.at("fqdn");
+  out["templates_moved"] = rotated->templates_moved;
+  return JsonResponse(201, out);
+}
+
+}  // namespace
+
+void AddProvisionRoutes(Router& router, const ApiContext& ctx) {
+  const ApiContext* c = &ctx;
+  router.Add("POST", "/v1/devices/keys", {Access::kOperator, false, kKeysBodyLimit},
+             [c](Request& r) { return RegisterKeys(*c, r); });
+  router.Add("GET", "/v1/devices", {Access::kReader}, [c](Request& r) { return ListDevices(*c, r); });
+  router.Add("GET", "/v1/devices/{id}", {Access::kReader}, [c](Request& r) { return GetDevice(*c, r); });
+  router.Add("POST", "/v1/devices/{id}/disable", {Access::kOperator}, [c](Request& r) { return DisableDevice(*c, r); });
+
+  router.AddAsync("POST", "/v1/provision", {Access::kPublic, false, kProvisionBodyLimit},
+                  [c](Request& r, const Responder& respond) { Provision(*c, r, respond); });
+  router.Add("GET", "/v1/provision/certificates/{serial}", {Access::kPublic},
+             [c](Request& r) { return Retrieve(*c, r); });
+
+  for (const KindRoute& k : kKinds) AddKindRoutes(router, c, k);
+  AddLinkRoutes(router, c, provision::kThingCertificate, "/v1/things/{from}/certificates/{to}");
+  AddLinkRoutes(router, c, provision::kPolicyCertificate, "/v1/policies/{from}/certificates/{to}");
+  AddLinkRoutes(router, c, provision::kGroupThing, "/v1/thing-groups/{from}/things/{to}");
+
+  router.Add("POST", "/v1/cas/{fqdn}/rotate", {Access::kOperator}, [c](Request& r) { return RotateCa(*c, r); });
+}
+
+}  // namespace certfleet::http
