@@ -157,7 +157,7 @@ int Serve(const Config& config, const Clock& clock) {
   provision_options.public_url = ca_options.public_url;
   provision_options.url_key = HmacSha256(*master_key, "certfleet provision retrieval URLs");
   provision_options.supersede_grace_ms = config.GetInt("provision.supersede_grace_hours") * 3600 * 1000;
-  provision_options.retrieve_ttl_ms = config.GetInt("provision.retrieve_ttl_minutes") * 60 * 1000;
+  provision_options.retrieve_ttl_ms = config.GetInt("provision.retrieve_ttl_seconds") * 1000;
   provision_options.device_rate_per_minute = config.GetInt("provision.device_rate_per_minute");
   provision_options.address_rate_per_minute = config.GetInt("provision.address_rate_per_minute");
   provision::ProvisionService provision(store, ca, clock, provision_options);

@@ -1,0 +1,260 @@
+// Provisioning as a device sees it: the authorizer's answers in order, the certificate and
+// the registry written with it, rotation with revocation after the grace period, retrieval
+// links, and intermediate CA rotation.
+#include "provision/provision_service.h"
+
+#include <gtest/gtest.h>
+#include <openssl/pem.h>
+
+#include <boost/json.hpp>
+
+#include "ca/fqdn.h"
+#include "core/crypto.h"
+#include "pki/certificate.h"
+#include "pki/file/file_key_backend.h"
+#include "pki/key.h"
+#include "provision/device_registry.h"
+#include "provision/registry.h"
+#include "store/certificates_repo.h"
+#include "testing/db.h"
+
+namespace certfleet::provision {
+namespace {
+
+namespace json = boost::json;
+
+constexpr int64_t kGraceMs = int64_t{3600} * 1000;
+constexpr int64_t kTtlMs = int64_t{600} * 1000;
+
+// A PEM CSR for `key` whose subject has the common names `cns`, in order.
+std::string CsrPem(EVP_PKEY* key, const std::vector<std::string>& cns) {
+  pki::X509ReqPtr req(X509_REQ_new());
+  X509_NAME* name = X509_REQ_get_subject_name(req.get());
+  for (const auto& cn : cns) {
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1,
+                               0);
+  }
+  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>("Acme"), -1, -1, 0);
+  X509_REQ_set_pubkey(req.get(), key);
+  EXPECT_GT(X509_REQ_sign(req.get(), key, EVP_sha256()), 0);
+  pki::BioPtr bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_X509_REQ(bio.get(), req.get());
+  return pki::BioToString(bio.get());
+}
+
+pki::PkeyPtr NewKey() {
+  auto key = pki::GenerateKey(pki::KeyType::kEcP256);
+  return std::move(key.value());
+}
+
+pki::X509Ptr Cert(const std::string& pem) {
+  auto cert = pki::CertificateFromPem(pem);
+  return std::move(cert.value());
+}
+
+class ProvisionTest : public ::testing::TestWithParam<store::Dialect> {
+ protected:
+  void SetUp() override {
+    store_ = testing::FreshStore(GetParam());
+    ASSERT_NE(store_, nullptr);
+    keys_ = std::make_unique<pki::file::FileKeyBackend>(testing::TempDir() + "/keys", std::string(64, 'k'));
+    ca_ = std::make_unique<ca::CaService>(*store_, *keys_, clock_, ca::CaService::Options{"https://ca.test"});
+    ProvisionService::Options options;
+    options.public_url = "https://ca.test";
+    options.url_key = std::string(32, 'u');
+    options.supersede_grace_ms = kGraceMs;
+    options.retrieve_ttl_ms = kTtlMs;
+    service_ = std::make_unique<ProvisionService>(*store_, *ca_, clock_, options);
+    registry_ = std::make_unique<Registry>(*store_, clock_);
+    devices_ = std::make_unique<DeviceRegistry>(*store_, clock_);
+
+    ca::CreateRequest root;
+    root.type = pki::CertType::kRoot;
+    root.fqdn = "example.com";
+    root.organization = "Acme";
+    ASSERT_TRUE(ca_->Create(root, "test").ok());
+    ca::CreateRequest inter;
+    inter.type = pki::CertType::kIntermediate;
+    inter.fqdn = "iot.example.com";
+    inter.organization = "Acme";
+    ASSERT_TRUE(ca_->Create(inter, "test").ok());
+    Make(Kind::kThingType, {{"name", "sensor"}});
+    Make(Kind::kThingGroup, {{"name", "factory-7"}});
+    Make(Kind::kTemplate,
+         {{"name", "line-7"},
+          {"ca_fqdn", "iot.example.com"},
+          {"endpoint", "mqtts://mqtt.example.com:8883"},
+          {"thing_type", "sensor"},
+          {"thing_groups", {"factory-7"}},
+          {"batches", {"batch-7"}},
+          {"policies",
+           {{{"name", "telemetry"},
+             {"document",
+              {{"Version", "2012-10-17"},
+               {"Statement", {{{"Effect", "Allow"}, {"Action", "iot:Publish"}, {"Resource", "*"}}}}}}}}}});
+  }
+
+  json::object Make(Kind kind, json::value body) {
+    auto made = registry_->Create(kind, body.as_object(), "token:ops");
+    EXPECT_TRUE(made.ok()) << made.error().message;
+    return made.ok() ? *made : json::object{};
+  }
+  // Registers `id` with a fresh key, in `batch`; returns the key.
+  pki::PkeyPtr Register(const std::string& id, const std::string& batch = "batch-7") {
+    pki::PkeyPtr key = NewKey();
+    const std::string csv = id + ",\"" + *pki::PublicKeyToPem(key.get()) + "\"," + batch + "\n";
+    auto report = devices_->RegisterKeys(csv, UploadFormat::kCsv, "token:ops");
+    EXPECT_TRUE(report.ok() && report->inserted == 1);
+    return key;
+  }
+  Result<Provisioned> Provision(EVP_PKEY* key, const std::vector<std::string>& cns) {
+    CF_ASSIGN_OR_RETURN(pki::Csr csr, ProvisionService::ReadCsr(CsrPem(key, cns)));
+    return service_->Provision(std::move(csr));
+  }
+  ErrorCode Refusal(EVP_PKEY* key, const std::vector<std::string>& cns) {
+    auto r = Provision(key, cns);
+    EXPECT_FALSE(r.ok());
+    return r.ok() ? ErrorCode::kInternal : r.error().code;
+  }
+  int64_t Certificates() { return store_->Query("SELECT COUNT(*) FROM certificates")->at(0).Int(0); }
+  json::object Thing(const std::string& name) { return *registry_->Get(Kind::kThing, name); }
+
+  ManualClock clock_{1'795'456'605'000};
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<pki::file::FileKeyBackend> keys_;
+  std::unique_ptr<ca::CaService> ca_;
+  std::unique_ptr<ProvisionService> service_;
+  std::unique_ptr<Registry> registry_;
+  std::unique_ptr<DeviceRegistry> devices_;
+};
+
+TEST_P(ProvisionTest, TheAuthorizerAnswersInItsOrderAndWritesNothingWhenItRefuses) {
+  pki::PkeyPtr key = Register("dev-1");
+  pki::PkeyPtr other = NewKey();
+  const int64_t before = Certificates();
+
+  EXPECT_EQ(ProvisionService::ReadCsr("not a CSR").error().code, ErrorCode::kInvalidArgument);
+  std::string forged = CsrPem(key.get(), {"dev-1"});
+  forged[forged.size() / 2] = forged[forged.size() / 2] == 'A' ? 'B' : 'A';
+  EXPECT_EQ(ProvisionService::ReadCsr(forged).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Refusal(key.get(), {}), ErrorCode::kInvalidArgument) << "no CN";
+  EXPECT_EQ(Refusal(key.get(), {"dev-1", "dev-2"}), ErrorCode::kInvalidArgument) << "two CNs";
+  EXPECT_EQ(Refusal(key.get(), {"dev-1'; DROP TABLE devices;--"}), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Refusal(key.get(), {"../dev-1"}), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Refusal(key.get(), {"dev-404"}), ErrorCode::kNotFound);
+  EXPECT_EQ(Refusal(other.get(), {"dev-1"}), ErrorCode::kPermissionDenied) << "not the registered key";
+  ASSERT_TRUE(devices_->Disable("dev-1", "token:ops").ok());
+  EXPECT_EQ(Refusal(key.get(), {"dev-1"}), ErrorCode::kPermissionDenied) << "disabled, even with the right key";
+  pki::PkeyPtr orphan = Register("dev-2", "batch-without-template");
+  EXPECT_EQ(Refusal(orphan.get(), {"dev-2"}), ErrorCode::kFailedPrecondition) << "no template, no default";
+
+  EXPECT_EQ(Certificates(), before);
+  EXPECT_FALSE(registry_->Get(Kind::kThing, "dev-1").ok()) << "no thing made";
+  EXPECT_EQ(devices_->Get("dev-2")->status, store::kDeviceRegistered);
+}
+
+TEST_P(ProvisionTest, ACertificateComesWithItsThingGroupsAndPolicies) {
+  pki::PkeyPtr key = Register("dev-1");
+  auto p = Provision(key.get(), {"dev-1"});
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  EXPECT_EQ(p->thing_name, "dev-1");
+  EXPECT_EQ(p->endpoint, "mqtts://mqtt.example.com:8883");
+  EXPECT_EQ(p->record.parent_fqdn, "iot.example.com");
+  EXPECT_EQ(p->record.fqdn, "dev-1");
+  pki::X509Ptr cert = Cert(p->record.certificate_pem);
+  EXPECT_EQ(pki::NameEntry(X509_get_subject_name(cert.get()), NID_commonName), "dev-1");
+  EXPECT_EQ(X509_get_ext_by_NID(cert.get(), NID_subject_alt_name, -1), -1) << "a device id is no DNS name";
+  EXPECT_EQ(X509_check_purpose(cert.get(), X509_PURPOSE_SSL_CLIENT, 0), 1);
+  EXPECT_NE(p->chain_pem.find("BEGIN CERTIFICATE"), std::string::npos);
+
+  json::object thing = Thing("dev-1");
+  EXPECT_EQ(thing["thing_type"], "sensor");
+  EXPECT_EQ(thing["thing_groups"], json::array({"factory-7"}));
+  ASSERT_EQ(thing["certificates"].as_array().size(), 1u);
+  EXPECT_EQ(thing["certificates"].as_array()[0].at("serial"), p->record.serial.c_str());
+  EXPECT_EQ(thing["certificates"].as_array()[0].at("status"), "active");
+  ASSERT_EQ(thing["effective_policies"].as_array().size(), 1u);
+  EXPECT_EQ(thing["effective_policies"].as_array()[0].at("name"), "telemetry");
+  EXPECT_TRUE(registry_->Get(Kind::kPolicy, "telemetry").ok()) << "the template's missing policy was created";
+  EXPECT_EQ(devices_->Get("dev-1")->status, store::kDeviceProvisioned);
+}
+
+TEST_P(ProvisionTest, ANewCertificateSupersedesTheOldOneWhichIsRevokedAfterTheGracePeriod) {
+  pki::PkeyPtr key = Register("dev-1");
+  auto first = Provision(key.get(), {"dev-1"});
+  ASSERT_TRUE(first.ok());
+  clock_.Advance(std::chrono::minutes(1));
+  auto second = Provision(key.get(), {"dev-1"});
+  ASSERT_TRUE(second.ok());
+  ASSERT_NE(first->record.serial, second->record.serial);
+
+  json::object thing = Thing("dev-1");
+  const json::array& certs = thing["certificates"].as_array();
+  ASSERT_EQ(certs.size(), 2u);
+  for (const auto& c : certs) {
+    const bool old = c.at("serial") == first->record.serial.c_str();
+    EXPECT_EQ(c.at("attachment"), old ? "superseded" : "active");
+    EXPECT_EQ(c.at("revoke_after").is_null(), !old);
+  }
+  EXPECT_EQ(*service_->RevokeDueSuperseded(), 0) << "within the grace period";
+  EXPECT_EQ(ca_->Get(first->record.serial)->status, "active");
+  clock_.Advance(std::chrono::milliseconds(kGraceMs));
+  EXPECT_EQ(*service_->RevokeDueSuperseded(), 1);
+  auto old = ca_->Get(first->record.serial);
+  EXPECT_EQ(old->status, "revoked");
+  EXPECT_EQ(old->revocation_reason.value_or(0), 4) << "RFC 5280 superseded";
+  EXPECT_EQ(ca_->Get(second->record.serial)->status, "active");
+  EXPECT_EQ(*service_->RevokeDueSuperseded(), 0) << "once";
+}
+
+TEST_P(ProvisionTest, RetrievalLinksWorkUntilTheyExpireAndOnlyAsSigned) {
+  pki::PkeyPtr key = Register("dev-1");
+  auto p = Provision(key.get(), {"dev-1"});
+  ASSERT_TRUE(p.ok());
+  RetrieveLink link = service_->MakeRetrieveLink(p->record.serial);
+  const std::string query = link.url.substr(link.url.find('?') + 1);
+  const std::string expires = query.substr(8, query.find('&') - 8);
+  const std::string signature = query.substr(query.find("signature=") + 10);
+  EXPECT_EQ(link.url.substr(0, link.url.find('?')), "https://ca.test/v1/provision/certificates/" + p->record.serial);
+  EXPECT_EQ(service_->CheckRetrieveLink(p->record.serial, expires, signature), LinkCheck::kValid);
+  EXPECT_EQ(*service_->ChainPem(p->record.serial), p->record.certificate_pem + p->chain_pem);
+  EXPECT_EQ(service_->CheckRetrieveLink(p->record.serial, std::to_string(std::stoll(expires) + 3600), signature),
+            LinkCheck::kTampered)
+      << "a later expiry";
+  EXPECT_EQ(service_->CheckRetrieveLink("01" + p->record.serial, expires, signature), LinkCheck::kTampered);
+  EXPECT_EQ(service_->CheckRetrieveLink(p->record.serial, expires, "x" + signature.substr(1)), LinkCheck::kTampered);
+  clock_.Advance(std::chrono::milliseconds(kTtlMs));
+  EXPECT_EQ(service_->CheckRetrieveLink(p->record.serial, expires, signature), LinkCheck::kExpired);
+}
+
+TEST_P(ProvisionTest, ARotatedIntermediateTakesOverItsTemplates) {
+  EXPECT_EQ(ca::NextGeneration("iot.example.com"), "iot-g2.example.com");
+  EXPECT_EQ(ca::NextGeneration("iot-g2.example.com"), "iot-g3.example.com");
+  EXPECT_EQ(ca::NextGeneration("iot-gx.example.com"), "iot-gx-g2.example.com");
+  pki::PkeyPtr key = Register("dev-1");
+  auto before = Provision(key.get(), {"dev-1"});
+  ASSERT_TRUE(before.ok());
+
+  auto rotated = service_->RotateCa("iot.example.com", "", "token:ops");
+  ASSERT_TRUE(rotated.ok()) << rotated.error().message;
+  EXPECT_EQ(rotated->created.record.fqdn, "iot-g2.example.com");
+  EXPECT_EQ(rotated->created.record.parent_fqdn, "example.com");
+  EXPECT_EQ(rotated->templates_moved, 1);
+  pki::X509Ptr new_ca = Cert(rotated->created.record.certificate_pem);
+  EXPECT_EQ(pki::NameEntry(X509_get_subject_name(new_ca.get()), NID_organizationName), "Acme");
+  EXPECT_EQ(registry_->Get(Kind::kTemplate, "line-7")->at("ca_fqdn"), "iot-g2.example.com");
+
+  auto after = Provision(key.get(), {"dev-1"});
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->record.parent_fqdn, "iot-g2.example.com");
+  EXPECT_EQ(ca_->Get(before->record.serial)->status, "active") << "the old CA's certificates stay valid";
+
+  EXPECT_EQ(service_->RotateCa("example.com", "", "token:ops").error().code, ErrorCode::kInvalidArgument)
+      << "roots do not rotate";
+  EXPECT_EQ(service_->RotateCa("nope.example.com", "", "token:ops").error().code, ErrorCode::kNotFound);
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, ProvisionTest, testing::kBothDialects, testing::DialectName);
+
+}  // namespace
+}  // namespace certfleet::provision

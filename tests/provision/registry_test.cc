@@ -1,0 +1,182 @@
+// The registry as an operator uses it: create, read, list with filters and pages, update,
+// delete refused while something depends on it, attach and detach, validation.
+#include "provision/registry.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include "ca/ca_service.h"
+#include "pki/file/file_key_backend.h"
+#include "testing/db.h"
+
+namespace certfleet::provision {
+namespace {
+
+namespace json = boost::json;
+
+class RegistryTest : public ::testing::TestWithParam<store::Dialect> {
+ protected:
+  void SetUp() override {
+    store_ = testing::FreshStore(GetParam());
+    ASSERT_NE(store_, nullptr);
+    registry_ = std::make_unique<Registry>(*store_, clock_);
+  }
+  Result<json::object> Create(Kind kind, json::value body) { return registry_->Create(kind, body.as_object(), "t"); }
+  json::object Made(Kind kind, json::value body) {
+    auto r = Create(kind, std::move(body));
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    return r.ok() ? *r : json::object{};
+  }
+  // The refusal's code, and its message in `message`.
+  ErrorCode Refused(const Result<json::object>& r, std::string* message = nullptr) {
+    EXPECT_FALSE(r.ok());
+    if (r.ok()) return ErrorCode::kInternal;
+    if (message) *message = r.error().message;
+    return r.error().code;
+  }
+  // A CA to issue certificates that things and policies can be attached to.
+  std::string IssueDevice() {
+    if (!ca_) {
+      keys_ = std::make_unique<pki::file::FileKeyBackend>(testing::TempDir() + "/keys", std::string(64, 'k'));
+      ca_ = std::make_unique<ca::CaService>(*store_, *keys_, clock_, ca::CaService::Options{"https://ca.test"});
+      ca::CreateRequest root;
+      root.type = pki::CertType::kRoot;
+      root.fqdn = "example.com";
+      EXPECT_TRUE(ca_->Create(root, "t").ok());
+    }
+    ca::CreateRequest device;
+    device.type = pki::CertType::kDevice;
+    device.parent_fqdn = "example.com";
+    return ca_->Create(device, "t")->record.serial;
+  }
+
+  ManualClock clock_{1'795'456'605'000};
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<Registry> registry_;
+  std::unique_ptr<pki::file::FileKeyBackend> keys_;
+  std::unique_ptr<ca::CaService> ca_;
+};
+
+const json::value kPolicy = {{"Version", "2012-10-17"},
+                             {"Statement", {{{"Effect", "Allow"}, {"Action", {"iot:Connect"}}, {"Resource", "*"}}}}};
+
+TEST_P(RegistryTest, ObjectsAreCreatedReadListedInPagesUpdatedAndDeleted) {
+  json::object made = Made(Kind::kThingType, {{"name", "sensor"}, {"description", "a sensor"}});
+  EXPECT_EQ(made["name"], "sensor");
+  EXPECT_EQ(made["description"], "a sensor");
+  EXPECT_EQ(Refused(Create(Kind::kThingType, {{"name", "sensor"}})), ErrorCode::kAlreadyExists);
+  for (const char* name : {"t-3", "t-1", "t-2"}) Made(Kind::kThing, {{"name", name}, {"thing_type", "sensor"}});
+  Made(Kind::kThing, {{"name", "t-0"}, {"attributes", {{"color", "red"}}}});
+
+  auto page = registry_->List(Kind::kThing, {"sensor", {}, {}, 2});
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->size(), 2u);
+  EXPECT_EQ((*page)[0]["name"], "t-1");
+  auto rest = registry_->List(Kind::kThing, {"sensor", {}, std::string((*page)[1]["name"].as_string()), 2});
+  ASSERT_EQ(rest->size(), 1u);
+  EXPECT_EQ((*rest)[0]["name"], "t-3");
+
+  auto updated = registry_->Update(Kind::kThing, "t-0", json::object{{"attributes", {{"color", "blue"}}}}, "t");
+  ASSERT_TRUE(updated.ok()) << updated.error().message;
+  EXPECT_EQ(registry_->Get(Kind::kThing, "t-0")->at("attributes").at("color"), "blue");
+  EXPECT_EQ(Refused(registry_->Update(Kind::kThing, "t-0", json::object{{"name", "t-9"}}, "t")),
+            ErrorCode::kInvalidArgument);
+
+  std::string message;
+  EXPECT_EQ(registry_->Delete(Kind::kThingType, "sensor", "t").error().code, ErrorCode::kFailedPrecondition);
+  message = registry_->Delete(Kind::kThingType, "sensor", "t").error().message;
+  EXPECT_NE(message.find("thing t-1 has this type"), std::string::npos) << message;
+  for (const char* name : {"t-1", "t-2", "t-3"}) ASSERT_TRUE(registry_->Delete(Kind::kThing, name, "t").ok());
+  EXPECT_TRUE(registry_->Delete(Kind::kThingType, "sensor", "t").ok());
+  EXPECT_EQ(registry_->Get(Kind::kThingType, "sensor").error().code, ErrorCode::kNotFound);
+}
+
+TEST_P(RegistryTest, BodiesAreValidated) {
+  std::string message;
+  EXPECT_EQ(Refused(Create(Kind::kThing, {{"name", "a/b"}}), &message), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Refused(Create(Kind::kThing, {{"name", "x' OR '1'='1"}})), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Refused(Create(Kind::kThing, {{"description", "no name"}})), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Refused(Create(Kind::kThing, {{"name", "t"}, {"thing_type", "missing"}}), &message),
+            ErrorCode::kInvalidArgument);
+  EXPECT_NE(message.find("no thing-type missing"), std::string::npos) << message;
+  EXPECT_EQ(Refused(Create(Kind::kThing, {{"name", "t"}, {"attributes", {{"n", 5}}}})), ErrorCode::kInvalidArgument)
+      << "attribute values are strings";
+  EXPECT_EQ(Refused(Create(Kind::kPolicy, {{"name", "p"}, {"document", "{}"}})), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Refused(Create(Kind::kPolicy, {{"name", "p"}, {"document", {{"Statement", json::array()}}}})),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(
+      Refused(Create(Kind::kPolicy,
+                     {{"name", "p"},
+                      {"document", {{"Statement", {{{"Effect", "Maybe"}, {"Action", "a"}, {"Resource", "*"}}}}}}}),
+              &message),
+      ErrorCode::kInvalidArgument);
+  EXPECT_NE(message.find("Effect must be Allow or Deny"), std::string::npos) << message;
+  EXPECT_EQ(Refused(Create(Kind::kTemplate, {{"name", "tp"}, {"ca_fqdn", "nope.example.com"}}), &message),
+            ErrorCode::kInvalidArgument);
+  EXPECT_NE(message.find("no CA"), std::string::npos) << message;
+  Made(Kind::kPolicy, {{"name", "p"}, {"document", kPolicy}});
+  EXPECT_EQ(registry_->List(Kind::kThing, {{}, {}, {}, 100})->size(), 0u) << "nothing refused was stored";
+}
+
+TEST_P(RegistryTest, AttachmentsShowInTheThingAndBlockDeletes) {
+  const std::string serial = IssueDevice();
+  Made(Kind::kThing, {{"name", "dev-1"}});
+  Made(Kind::kThingGroup, {{"name", "plant"}});
+  Made(Kind::kPolicy, {{"name", "connect"}, {"document", kPolicy}});
+  ASSERT_TRUE(registry_->Attach(kThingCertificate, "dev-1", serial, "t").ok());
+  ASSERT_TRUE(registry_->Attach(kThingCertificate, "dev-1", serial, "t").ok()) << "twice is no error";
+  ASSERT_TRUE(registry_->Attach(kPolicyCertificate, "connect", serial, "t").ok());
+  ASSERT_TRUE(registry_->Attach(kGroupThing, "plant", "dev-1", "t").ok());
+  EXPECT_EQ(registry_->Attach(kThingCertificate, "dev-1", "00ff", "t").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(registry_->Attach(kGroupThing, "plant", "dev-404", "t").error().code, ErrorCode::kNotFound);
+
+  json::object thing = *registry_->Get(Kind::kThing, "dev-1");
+  EXPECT_EQ(thing["thing_groups"], json::array({"plant"}));
+  ASSERT_EQ(thing["certificates"].as_array().size(), 1u);
+  EXPECT_EQ(thing["certificates"].as_array()[0].at("status"), "active");
+  ASSERT_EQ(thing["effective_policies"].as_array().size(), 1u);
+  EXPECT_EQ(thing["effective_policies"].as_array()[0].at("document"), kPolicy);
+
+  auto members = registry_->List(Kind::kThing, {{}, std::string("plant"), {}, 100});
+  ASSERT_EQ(members->size(), 1u);
+  EXPECT_EQ(registry_->Delete(Kind::kThingGroup, "plant", "t").error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_NE(registry_->Delete(Kind::kPolicy, "connect", "t").error().message.find(serial), std::string::npos);
+  EXPECT_NE(registry_->Delete(Kind::kThing, "dev-1", "t").error().message.find("detach it first"), std::string::npos);
+
+  ASSERT_TRUE(registry_->Detach(kThingCertificate, "dev-1", serial, "t").ok());
+  EXPECT_EQ(registry_->Detach(kThingCertificate, "dev-1", serial, "t").error().code, ErrorCode::kNotFound);
+  ASSERT_TRUE(registry_->Detach(kPolicyCertificate, "connect", serial, "t").ok());
+  EXPECT_TRUE(registry_->Delete(Kind::kPolicy, "connect", "t").ok());
+  EXPECT_TRUE(registry_->Delete(Kind::kThing, "dev-1", "t").ok()) << "its group memberships go with it";
+  EXPECT_TRUE(registry_->Delete(Kind::kThingGroup, "plant", "t").ok());
+}
+
+TEST_P(RegistryTest, ABatchBelongsToOneTemplateAndOneTemplateIsTheDefault) {
+  IssueDevice();  // makes the CA
+  Made(Kind::kTemplate, {{"name", "a"}, {"ca_fqdn", "Example.com"}, {"batches", {"b-1"}}, {"default", true}});
+  std::string message;
+  EXPECT_EQ(
+      Refused(Create(Kind::kTemplate, {{"name", "b"}, {"ca_fqdn", "example.com"}, {"batches", {"b-1"}}}), &message),
+      ErrorCode::kAlreadyExists);
+  EXPECT_NE(message.find("batch b-1 belongs to provisioning template a"), std::string::npos) << message;
+  EXPECT_EQ(Refused(Create(Kind::kTemplate, {{"name", "b"}, {"ca_fqdn", "example.com"}, {"default", true}})),
+            ErrorCode::kAlreadyExists);
+  Made(Kind::kTemplate, {{"name", "b"}, {"ca_fqdn", "example.com"}, {"batches", {"b-2"}}});
+  auto for_batch = [&](const std::string& batch) {
+    return *store::Read(*store_, [&](store::Tx& tx) { return Registry::TemplateFor(tx, batch); });
+  };
+  EXPECT_EQ(for_batch("b-2")->name, "b");
+  EXPECT_EQ(for_batch("b-1")->name, "a");
+  EXPECT_EQ(for_batch("elsewhere")->name, "a") << "the default";
+  EXPECT_EQ(for_batch("b-1")->ca_fqdn, "example.com") << "CA names are lowercase";
+  ASSERT_TRUE(registry_->Update(Kind::kTemplate, "a", json::object{{"default", false}}, "t").ok());
+  EXPECT_FALSE(for_batch("elsewhere").has_value());
+  ASSERT_TRUE(registry_->Delete(Kind::kTemplate, "b", "t").ok());
+  EXPECT_FALSE(for_batch("b-2").has_value()) << "its batches went with it";
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, RegistryTest, testing::kBothDialects, testing::DialectName);
+
+}  // namespace
+}  // namespace certfleet::provision
