@@ -21,7 +21,14 @@ routes = []
 for root, _, files in os.walk(os.path.join(src, "src", "http")):
     for f in files:
         text = open(os.path.join(root, f)).read()
-        routes += re.findall(r'router\.Add\("([A-Z]+)", "([^"]+)", \{Access::(\w+)', text)
+        routes += re.findall(r'router\.Add(?:Async)?\("([A-Z]+)", "([^"]+)", \{Access::(\w+)', text)
+        # W2's registry: five routes per kind of the kKinds table, two per link route.
+        for kind in re.findall(r'\{Kind::\w+, "([a-z-]+)", "\w*"\}', text):
+            routes += [("POST", f"/v1/{kind}", "kOperator"), ("GET", f"/v1/{kind}", "kReader"),
+                       ("GET", f"/v1/{kind}/{{name}}", "kReader"), ("PUT", f"/v1/{kind}/{{name}}", "kOperator"),
+                       ("DELETE", f"/v1/{kind}/{{name}}", "kOperator")]
+        for link in re.findall(r'AddLinkRoutes\(router, c, [\w:]+, "([^"]+)"\)', text):
+            routes += [("PUT", link, "kOperator"), ("DELETE", link, "kOperator")]
 check(len(routes) >= 10, f"found the registered routes ({len(routes)})")
 for method, path, access in routes:
     path = path.replace("{*", "{")  # a rest-of-path parameter is a plain one in OpenAPI
