@@ -583,25 +583,21 @@ Result<void> Registry::RecordProvisioning(store::Tx& tx, const ProvisioningTempl
   if (tmpl.thing_type) thing_body["thing_type"] = *tmpl.thing_type;
   CF_RETURN_IF_ERROR(store::InsertObjectIfMissing(tx, {std::string(KindName(Kind::kThing)), std::string(thing),
                                                        tmpl.thing_type, json::serialize(thing_body), now, now}));
-  CF_ASSIGN_OR_RETURN(auto attached, store::LinksFrom(tx, kThingCertificate, thing));
-  for (auto& link : attached) {
-    if (link.state != kAttachmentActive) continue;
-    link.state = kAttachmentSuperseded;
-    link.due_at = revoke_superseded_at;
-    CF_RETURN_IF_ERROR(store::PutLink(tx, link));
-  }
+  CF_RETURN_IF_ERROR(store::SetLinkStates(tx, kThingCertificate, thing, kAttachmentActive, kAttachmentSuperseded,
+                                          revoke_superseded_at));
   const std::string serial_s(serial);
   CF_RETURN_IF_ERROR(store::PutLink(tx, {std::string(kThingCertificate), std::string(thing), serial_s,
                                          std::string(kAttachmentActive), std::nullopt, now}));
   for (const auto& group : tmpl.thing_groups) {
     CF_RETURN_IF_ERROR(
-        store::PutLink(tx, {std::string(kGroupThing), group, std::string(thing), "", std::nullopt, now}));
+        store::AddLinkIfMissing(tx, {std::string(kGroupThing), group, std::string(thing), "", std::nullopt, now}));
   }
   for (const auto& [name, document] : tmpl.policies) {
     const std::string body = json::serialize(json::object{{"document", json::parse(document)}});
     CF_RETURN_IF_ERROR(
         store::InsertObjectIfMissing(tx, {std::string(KindName(Kind::kPolicy)), name, std::nullopt, body, now, now}));
-    CF_RETURN_IF_ERROR(store::PutLink(tx, {std::string(kPolicyCertificate), name, serial_s, "", std::nullopt, now}));
+    CF_RETURN_IF_ERROR(
+        store::AddLinkIfMissing(tx, {std::string(kPolicyCertificate), name, serial_s, "", std::nullopt, now}));
   }
   return Ok();
 }

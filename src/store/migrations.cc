@@ -234,7 +234,7 @@ CREATE TABLE registry_links (
   PRIMARY KEY (kind, from_name, to_name)
 );
 CREATE INDEX registry_links_to ON registry_links (kind, to_name, from_name);
-CREATE INDEX registry_links_due ON registry_links (kind, due_at);
+CREATE INDEX registry_links_due ON registry_links (kind, due_at) WHERE due_at IS NOT NULL;
 )sql"},
 };
 

@@ -94,6 +94,14 @@ Result<void> PutLink(Tx& tx, const RegistryLink& link) {
   return Ok();
 }
 
+Result<void> AddLinkIfMissing(Tx& tx, const RegistryLink& link) {
+  CF_RETURN_IF_ERROR(
+      tx.Exec("INSERT INTO registry_links (" + std::string(kLinkColumns) +
+                  ") VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, from_name, to_name) DO NOTHING",
+              {link.kind, link.from_name, link.to_name, link.state, OptValue(link.due_at), link.created_at}));
+  return Ok();
+}
+
 Result<bool> DeleteLink(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view to_name) {
   CF_ASSIGN_OR_RETURN(int64_t changed,
                       tx.Exec("DELETE FROM registry_links WHERE kind = ? AND from_name = ? AND to_name = ?",
@@ -116,9 +124,11 @@ Result<std::vector<RegistryLink>> LinksDue(Tx& tx, std::string_view kind, int64_
   return Links(tx, "kind = ? AND due_at <= ? ORDER BY due_at LIMIT ?", {std::string(kind), now, int64_t{limit}});
 }
 
-Result<int64_t> DeleteLinksFrom(Tx& tx, std::string_view kind, std::string_view from_name) {
-  return tx.Exec("DELETE FROM registry_links WHERE kind = ? AND from_name = ?",
-                 {std::string(kind), std::string(from_name)});
+Result<int64_t> SetLinkStates(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view from_state,
+                              std::string_view to_state, std::optional<int64_t> due_at) {
+  return tx.Exec(
+      "UPDATE registry_links SET state = ?, due_at = ? WHERE kind = ? AND from_name = ? AND state = ?",
+      {std::string(to_state), OptValue(due_at), std::string(kind), std::string(from_name), std::string(from_state)});
 }
 
 }  // namespace certfleet::store

@@ -54,6 +54,8 @@ struct RegistryLink {
 
 // Adds the link, or sets the state and due time of an existing one.
 Result<void> PutLink(Tx& tx, const RegistryLink& link);
+// Adds the link unless it exists (then nothing is written).
+Result<void> AddLinkIfMissing(Tx& tx, const RegistryLink& link);
 // False if there was no such link.
 Result<bool> DeleteLink(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view to_name);
 // Links of the kind from `from_name` with to_name after `after`, in to_name order, at most `limit`.
@@ -63,7 +65,9 @@ Result<std::vector<RegistryLink>> LinksFrom(Tx& tx, std::string_view kind, std::
 Result<std::vector<RegistryLink>> LinksTo(Tx& tx, std::string_view kind, std::string_view to_name, int limit = 10'000);
 // Links of the kind whose due time has come (due_at <= now), oldest first, at most `limit`.
 Result<std::vector<RegistryLink>> LinksDue(Tx& tx, std::string_view kind, int64_t now, int limit);
-// Removes every link of the kind from `from_name`; returns how many.
-Result<int64_t> DeleteLinksFrom(Tx& tx, std::string_view kind, std::string_view from_name);
+// Moves every link of the kind from `from_name` in state `from_state` to `to_state` with the
+// due time given; returns how many.
+Result<int64_t> SetLinkStates(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view from_state,
+                              std::string_view to_state, std::optional<int64_t> due_at);
 
 }  // namespace certfleet::store

@@ -1,0 +1,17 @@
+-- wrk script: each request provisions the next registered device (its CSR in the device-csr
+-- header, newlines escaped as the seed sends it), round robin over BENCH_CSRS (one per line).
+local csrs = {}
+for line in io.lines(os.getenv("BENCH_CSRS")) do
+  csrs[#csrs + 1] = line
+end
+local next_csr = 0
+
+function init(args)
+  -- Each wrk thread starts at another place in the list.
+  next_csr = math.random(#csrs)
+end
+
+function request()
+  next_csr = next_csr % #csrs + 1
+  return wrk.format("POST", "/v1/provision", {["device-csr"] = csrs[next_csr]}, "")
+end
