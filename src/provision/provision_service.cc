@@ -62,12 +62,12 @@ Result<pki::Csr> ProvisionService::ReadCsr(std::string_view data) {
 void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Provisioned>)> done) {
   const std::string device_id = csr.common_name;
   const std::string key_sha256 = Sha256Hex(csr.spki_der);
-  std::optional<ProvisioningTemplate> tmpl;
+  std::shared_ptr<const ProvisioningTemplate> tmpl;
   Result<void> authorized = store_.Transact(
       [&](store::Tx& tx) -> Result<void> {
-        CF_ASSIGN_OR_RETURN(auto device, store::FindDevice(tx, device_id));
+        CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, device_id));
         CF_RETURN_IF_ERROR(Authorize(device, device_id, key_sha256));
-        CF_ASSIGN_OR_RETURN(tmpl, Registry::TemplateFor(tx, device->batch));
+        CF_ASSIGN_OR_RETURN(tmpl, TemplateFor(tx, device->batch));
         if (!tmpl) {
           return MakeError(ErrorCode::kFailedPrecondition,
                            fmt::format("no provisioning template for device {} (batch '{}') and no default template",
@@ -86,17 +86,17 @@ void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Pr
   request.csr = std::make_shared<pki::Csr>(std::move(csr));
   const int64_t now = clock_.NowMillis();
   const int64_t revoke_at = now + options_.supersede_grace_ms;
-  request.also = [tmpl = *tmpl, device_id, key_sha256, now, revoke_at](
-                     store::Tx& tx, const store::CertificateRecord& rec) -> Result<void> {
+  request.also = [tmpl, device_id, key_sha256, now, revoke_at](store::Tx& tx,
+                                                               const store::CertificateRecord& rec) -> Result<void> {
     // Checked again where it counts: the device may have been disabled or re-keyed meanwhile.
-    CF_ASSIGN_OR_RETURN(auto device, store::FindDevice(tx, device_id));
+    CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, device_id));
     CF_RETURN_IF_ERROR(Authorize(device, device_id, key_sha256));
     if (device->status != store::kDeviceProvisioned) {
       CF_RETURN_IF_ERROR(store::SetDeviceStatus(tx, device_id, store::kDeviceProvisioned, now));
     }
-    CF_RETURN_IF_ERROR(Registry::RecordProvisioning(tx, tmpl, device_id, rec.serial, now, revoke_at));
+    CF_RETURN_IF_ERROR(Registry::RecordProvisioning(tx, *tmpl, device_id, rec.serial, now, revoke_at));
     const std::string details = boost::json::serialize(
-        boost::json::object{{"serial", rec.serial}, {"template", tmpl.name}, {"ca", tmpl.ca_fqdn}});
+        boost::json::object{{"serial", rec.serial}, {"template", tmpl->name}, {"ca", tmpl->ca_fqdn}});
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, kActor, "device.provision", "device:" + device_id, details));
     return Ok();
   };
@@ -105,6 +105,28 @@ void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Pr
                     if (!created.ok()) return done(created.error());
                     done(Provisioned{std::move(created->record), std::move(created->chain_pem), device_id, endpoint});
                   });
+}
+
+Result<std::shared_ptr<const ProvisioningTemplate>> ProvisionService::TemplateFor(store::Tx& tx,
+                                                                                  const std::string& batch) {
+  const int64_t now = clock_.NowMillis();
+  // Read before the store: a change committed after this makes the entry stale at once.
+  const uint64_t changes = Registry::TemplateChanges();
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = templates_.find(batch);
+        it != templates_.end() && it->second.changes == changes && now - it->second.fetched_at < kTemplateCacheMs) {
+      return it->second.tmpl;
+    }
+  }
+  CF_ASSIGN_OR_RETURN(auto found, Registry::TemplateFor(tx, batch));
+  std::shared_ptr<const ProvisioningTemplate> tmpl;
+  if (found) tmpl = std::make_shared<const ProvisioningTemplate>(std::move(*found));
+  std::lock_guard lock(mu_);
+  // Bounded: batches are few, but a device table could name many; start over past the bound.
+  if (templates_.size() >= kMaxCachedBatches) templates_.clear();
+  templates_[batch] = CachedTemplate{tmpl, now, changes};
+  return tmpl;
 }
 
 Result<Provisioned> ProvisionService::Provision(pki::Csr csr) {

@@ -2,6 +2,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -11,6 +14,7 @@
 #include "core/rate_limiter.h"
 #include "core/result.h"
 #include "pki/csr.h"
+#include "provision/registry.h"
 #include "store/store.h"
 
 namespace certfleet::provision {
@@ -87,6 +91,15 @@ class ProvisionService {
 
  private:
   std::string Signature(std::string_view serial, std::string_view expires) const;
+  // The batch's template (or the default one; null if none), remembered for
+  // kTemplateCacheMs, or until this process changes a template: a provisioning burst reads
+  // it once, not once per device.
+  Result<std::shared_ptr<const ProvisioningTemplate>> TemplateFor(store::Tx& tx, const std::string& batch);
+
+  // How long a template is remembered: other nodes' changes to templates reach provisioning
+  // within this.
+  static constexpr int64_t kTemplateCacheMs = 1000;
+  static constexpr size_t kMaxCachedBatches = 10'000;
 
   store::Store& store_;
   ca::CaService& ca_;
@@ -94,6 +107,13 @@ class ProvisionService {
   const Options options_;
   RateLimiter by_address_;
   RateLimiter by_device_;
+  struct CachedTemplate {
+    std::shared_ptr<const ProvisioningTemplate> tmpl;  // null: no template applies
+    int64_t fetched_at = 0;
+    uint64_t changes = 0;  // Registry::TemplateChanges() when read
+  };
+  std::mutex mu_;
+  std::map<std::string, CachedTemplate, std::less<>> templates_;  // by batch
 };
 
 }  // namespace certfleet::provision

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/json.hpp>
 #include <set>
 
@@ -27,6 +28,8 @@ constexpr size_t kMaxStatements = 100;
 constexpr int64_t kMaxTemplateValidityDays = 3650;
 // Bounds the scan of templates when checking what names an object; far above real counts.
 constexpr int kMaxTemplates = 10'000;
+
+std::atomic<uint64_t> template_changes{0};
 
 Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
 
@@ -197,7 +200,8 @@ ProvisioningTemplate TemplateFrom(const std::string& name, const json::object& b
   if (const json::value* p = body.if_contains("policies"); p && p->is_array()) {
     for (const auto& e : p->get_array()) {
       const json::object& policy = e.get_object();
-      t.policies.emplace_back(std::string(policy.at("name").get_string()), json::serialize(policy.at("document")));
+      t.policies.emplace_back(std::string(policy.at("name").get_string()),
+                              json::serialize(json::object{{"document", policy.at("document")}}));
     }
   }
   if (const json::value* d = body.if_contains("validity_days"); d && d->is_int64()) t.validity_days = d->get_int64();
@@ -445,7 +449,10 @@ Result<json::object> Registry::Create(Kind kind, const json::object& body, std::
       return MakeError(ErrorCode::kAlreadyExists, fmt::format("a {} {} exists", KindName(kind), *name));
     }
     CF_RETURN_IF_ERROR(inserted);
-    if (kind == Kind::kTemplate) CF_RETURN_IF_ERROR(LinkBatches(tx, *name, n.body, now));
+    if (kind == Kind::kTemplate) {
+      CF_RETURN_IF_ERROR(LinkBatches(tx, *name, n.body, now));
+      ++template_changes;
+    }
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, fmt::format("{}.create", KindName(kind)),
                                           fmt::format("{}:{}", KindName(kind), *name), o.body));
     return View(o, std::move(n.body));
@@ -501,7 +508,10 @@ Result<json::object> Registry::Update(Kind kind, std::string_view name, const js
     o.body = json::serialize(n.body);
     o.updated_at = now;
     CF_RETURN_IF_ERROR(store::UpdateObject(tx, o));
-    if (kind == Kind::kTemplate) CF_RETURN_IF_ERROR(LinkBatches(tx, o.name, n.body, now));
+    if (kind == Kind::kTemplate) {
+      CF_RETURN_IF_ERROR(LinkBatches(tx, o.name, n.body, now));
+      ++template_changes;
+    }
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, fmt::format("{}.update", KindName(kind)),
                                           fmt::format("{}:{}", KindName(kind), o.name), o.body));
     if (kind == Kind::kThing) return ThingView(tx, o, std::move(n.body));
@@ -522,6 +532,7 @@ Result<void> Registry::Delete(Kind kind, std::string_view name, std::string_view
     if (kind == Kind::kTemplate) {
       CF_ASSIGN_OR_RETURN(auto batches, store::LinksTo(tx, kBatchTemplate, o.name));
       for (const auto& b : batches) CF_RETURN_IF_ERROR(store::DeleteLink(tx, kBatchTemplate, b.from_name, o.name));
+      ++template_changes;
     }
     CF_RETURN_IF_ERROR(store::DeleteObject(tx, KindName(kind), o.name));
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, fmt::format("{}.delete", KindName(kind)),
@@ -592,8 +603,7 @@ Result<void> Registry::RecordProvisioning(store::Tx& tx, const ProvisioningTempl
     CF_RETURN_IF_ERROR(
         store::AddLinkIfMissing(tx, {std::string(kGroupThing), group, std::string(thing), "", std::nullopt, now}));
   }
-  for (const auto& [name, document] : tmpl.policies) {
-    const std::string body = json::serialize(json::object{{"document", json::parse(document)}});
+  for (const auto& [name, body] : tmpl.policies) {
     CF_RETURN_IF_ERROR(
         store::InsertObjectIfMissing(tx, {std::string(KindName(Kind::kPolicy)), name, std::nullopt, body, now, now}));
     CF_RETURN_IF_ERROR(
@@ -614,7 +624,10 @@ Result<int> Registry::MoveTemplates(store::Tx& tx, std::string_view old_ca, std:
     t.updated_at = now;
     CF_RETURN_IF_ERROR(store::UpdateObject(tx, t));
   }
+  ++template_changes;
   return static_cast<int>(templates.size());
 }
+
+uint64_t Registry::TemplateChanges() { return template_changes.load(); }
 
 }  // namespace certfleet::provision

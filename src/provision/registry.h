@@ -37,7 +37,7 @@ struct ProvisioningTemplate {
   std::string endpoint;  // where devices connect afterwards; given back to them
   std::optional<std::string> thing_type;
   std::vector<std::string> thing_groups;
-  std::vector<std::pair<std::string, std::string>> policies;  // name, JSON document
+  std::vector<std::pair<std::string, std::string>> policies;  // name, the policy's stored body ({"document": …})
   std::optional<int64_t> validity_days;
 };
 
@@ -83,6 +83,10 @@ class Registry {
                                          std::string_view serial, int64_t now, int64_t revoke_superseded_at);
   // Points every template signing with `old_ca` at `new_ca`; returns how many.
   static Result<int> MoveTemplates(store::Tx& tx, std::string_view old_ca, std::string_view new_ca, int64_t now);
+
+  // Counts this process's changes to provisioning templates (create, update, delete, CA
+  // rotation), so that a cache of templates can tell that it is stale.
+  static uint64_t TemplateChanges();
 
   // Largest policy document, serialized.
   static constexpr size_t kMaxPolicyBytes = size_t{20} * 1024;

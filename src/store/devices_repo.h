@@ -31,6 +31,9 @@ enum class DeviceUpsert { kInserted, kUnchanged, kReplaced };
 // Registers the device, or gives a registered one the new key and batch (its status stays).
 Result<DeviceUpsert> UpsertDevice(Tx& tx, const DeviceRecord& d, int64_t now);
 Result<std::optional<DeviceRecord>> FindDevice(Tx& tx, std::string_view device_id);
+// The same without the public key (empty), for the provisioning authorizer, which compares
+// key_sha256 only.
+Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view device_id);
 // False if there is no such device.
 Result<bool> SetDeviceStatus(Tx& tx, std::string_view device_id, std::string_view status, int64_t now);
 

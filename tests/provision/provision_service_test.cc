@@ -207,6 +207,13 @@ TEST_P(ProvisionTest, ANewCertificateSupersedesTheOldOneWhichIsRevokedAfterTheGr
   EXPECT_EQ(*service_->RevokeDueSuperseded(), 0) << "once";
 }
 
+TEST_P(ProvisionTest, ATemplateChangedOnThisNodeAppliesToTheNextDevice) {
+  pki::PkeyPtr key = Register("dev-1");
+  ASSERT_EQ(Provision(key.get(), {"dev-1"})->endpoint, "mqtts://mqtt.example.com:8883");
+  ASSERT_TRUE(registry_->Update(Kind::kTemplate, "line-7", json::object{{"endpoint", "mqtts://new:8883"}}, "t").ok());
+  EXPECT_EQ(Provision(key.get(), {"dev-1"})->endpoint, "mqtts://new:8883") << "not the remembered template";
+}
+
 TEST_P(ProvisionTest, RetrievalLinksWorkUntilTheyExpireAndOnlyAsSigned) {
   pki::PkeyPtr key = Register("dev-1");
   auto p = Provision(key.get(), {"dev-1"});
