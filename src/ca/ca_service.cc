@@ -283,7 +283,9 @@ Result<void> CaService::Prepare(const CreateRequest& request, std::string_view a
   // another while the write lock is held.
   json::object details = RecordSummary(rec);
   details["serial"] = rec.serial;
+  for (const auto& [key, value] : req.audit_details) details[key] = value;
   const std::string audit_details = json::serialize(details);
+  const std::string audit_action = req.audit_action.empty() ? "certificate.create" : req.audit_action;
   const std::string event_payload = json::serialize(json::object{{"FQDN", rec.fqdn},
                                                                  {"Type", SeedType(req.type)},
                                                                  {"ParentFQDN", rec.parent_fqdn},
@@ -302,13 +304,13 @@ Result<void> CaService::Prepare(const CreateRequest& request, std::string_view a
     std::shared_ptr<const Parent> parent;
     bool is_ca = false;
     pki::CertType type = pki::CertType::kDevice;
-    std::string key_ref, issuer_key_hash, audit_details, event_payload, first_crl, actor;
+    std::string key_ref, issuer_key_hash, audit_action, audit_details, event_payload, first_crl, actor;
     int64_t now = 0;
     std::function<Result<void>(store::Tx&, const store::CertificateRecord&)> also;
   };
   auto w = std::make_shared<Write>(Write{std::move(out), parent, is_ca, req.type, std::move(key_ref),
-                                         std::move(issuer_key_hash), audit_details, event_payload, std::move(first_crl),
-                                         std::string(actor), now, std::move(req.also)});
+                                         std::move(issuer_key_hash), audit_action, audit_details, event_payload,
+                                         std::move(first_crl), std::string(actor), now, std::move(req.also)});
   auto piece = [this, w](store::Tx& tx) -> Result<void> {
     const store::CertificateRecord& rec = w->out.record;
     if (w->parent) {
@@ -339,7 +341,7 @@ Result<void> CaService::Prepare(const CreateRequest& request, std::string_view a
       }
     }
     CF_RETURN_IF_ERROR(
-        store::AppendAudit(tx, w->now, w->actor, "certificate.create", "certificate:" + rec.serial, w->audit_details));
+        store::AppendAudit(tx, w->now, w->actor, w->audit_action, "certificate:" + rec.serial, w->audit_details));
     CF_RETURN_IF_ERROR(store::AppendEvent(tx, w->now, "certificates/created", w->event_payload));
     if (w->is_ca) {
       CF_RETURN_IF_ERROR(store::SaveCrl(tx, rec.fqdn, 1, w->first_crl, w->now, w->now + options_.crl_validity_ms));

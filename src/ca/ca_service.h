@@ -40,6 +40,11 @@ struct CreateRequest {
   // More writes that belong with the certificate: run in its transaction after its row is
   // written; a failure refuses the certificate. Run again if the transaction is retried.
   std::function<Result<void>(store::Tx&, const store::CertificateRecord&)> also;
+  // How the certificate's audit entry names the change (default certificate.create), and
+  // more fields for its details: a caller whose `also` belongs to the same change (W2's
+  // provisioning) records it in this one entry.
+  std::string audit_action;
+  std::vector<std::pair<std::string, std::string>> audit_details;
 };
 
 struct Created {

@@ -75,7 +75,7 @@ void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Pr
         }
         return Ok();
       },
-      store::TxMode::kRead);
+      store::TxMode::kReadEach);
   if (!authorized.ok()) return done(authorized.error());
 
   ca::CreateRequest request;
@@ -84,21 +84,18 @@ void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Pr
   request.parent_fqdn = tmpl->ca_fqdn;
   request.validity_days = tmpl->validity_days;
   request.csr = std::make_shared<pki::Csr>(std::move(csr));
+  // One audit entry for the certificate and what provisioning wrote with it.
+  request.audit_action = "device.provision";
+  request.audit_details = {{"device_id", device_id}, {"template", tmpl->name}};
   const int64_t now = clock_.NowMillis();
   const int64_t revoke_at = now + options_.supersede_grace_ms;
   request.also = [tmpl, device_id, key_sha256, now, revoke_at](store::Tx& tx,
                                                                const store::CertificateRecord& rec) -> Result<void> {
     // Checked again where it counts: the device may have been disabled or re-keyed meanwhile.
-    CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, device_id));
+    CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, device_id, /*hold=*/true));
     CF_RETURN_IF_ERROR(Authorize(device, device_id, key_sha256));
-    if (device->status != store::kDeviceProvisioned) {
-      CF_RETURN_IF_ERROR(store::SetDeviceStatus(tx, device_id, store::kDeviceProvisioned, now));
-    }
-    CF_RETURN_IF_ERROR(Registry::RecordProvisioning(tx, *tmpl, device_id, rec.serial, now, revoke_at));
-    const std::string details = boost::json::serialize(
-        boost::json::object{{"serial", rec.serial}, {"template", tmpl->name}, {"ca", tmpl->ca_fqdn}});
-    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, kActor, "device.provision", "device:" + device_id, details));
-    return Ok();
+    CF_RETURN_IF_ERROR(store::MarkDeviceProvisioned(tx, device_id, now));
+    return Registry::RecordProvisioning(tx, *tmpl, device_id, rec.serial, now, revoke_at);
   };
   ca_.CreateAsync(request, kActor,
                   [done = std::move(done), device_id, endpoint = tmpl->endpoint](Result<ca::Created> created) {

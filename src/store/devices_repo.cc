@@ -40,12 +40,22 @@ Result<std::optional<DeviceRecord>> FindDevice(Tx& tx, std::string_view device_i
   return std::optional<DeviceRecord>(std::move(d));
 }
 
-Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view device_id) {
-  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT key_sha256, batch, status FROM devices WHERE device_id = ?",
+Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view device_id, bool hold) {
+  // SQLite has one writer: its transactions hold the whole database already.
+  const bool lock = hold && tx.postgres();
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(lock ? "SELECT key_sha256, batch, status FROM devices WHERE device_id = ? "
+                                                   "FOR SHARE"
+                                                 : "SELECT key_sha256, batch, status FROM devices WHERE device_id = ?",
                                             {std::string(device_id)}));
   if (!row) return std::optional<DeviceRecord>();
   return std::optional<DeviceRecord>(
       DeviceRecord{std::string(device_id), "", row->Text(0), row->Text(1), row->Text(2), 0, 0});
+}
+
+Result<void> MarkDeviceProvisioned(Tx& tx, std::string_view device_id, int64_t now) {
+  return tx.ExecDeferred(
+      "UPDATE devices SET status = ?, updated_at = ? WHERE device_id = ? AND status = ?",
+      {std::string(kDeviceProvisioned), now, std::string(device_id), std::string(kDeviceRegistered)});
 }
 
 Result<bool> SetDeviceStatus(Tx& tx, std::string_view device_id, std::string_view status, int64_t now) {

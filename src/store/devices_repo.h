@@ -32,8 +32,13 @@ enum class DeviceUpsert { kInserted, kUnchanged, kReplaced };
 Result<DeviceUpsert> UpsertDevice(Tx& tx, const DeviceRecord& d, int64_t now);
 Result<std::optional<DeviceRecord>> FindDevice(Tx& tx, std::string_view device_id);
 // The same without the public key (empty), for the provisioning authorizer, which compares
-// key_sha256 only.
-Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view device_id);
+// key_sha256 only. `hold`: on PostgreSQL the row stays share-locked until the transaction
+// ends, so that a concurrent disable or new key commits before or after it, never between
+// the check and the certificate it allows.
+Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view device_id, bool hold = false);
+// A registered device's first certificate: registered -> provisioned; other states stay.
+// Deferred (see Tx::ExecDeferred).
+Result<void> MarkDeviceProvisioned(Tx& tx, std::string_view device_id, int64_t now);
 // False if there is no such device.
 Result<bool> SetDeviceStatus(Tx& tx, std::string_view device_id, std::string_view status, int64_t now);
 

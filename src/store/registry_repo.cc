@@ -37,9 +37,9 @@ Result<void> InsertObject(Tx& tx, const RegistryObject& o) {
 }
 
 Result<void> InsertObjectIfMissing(Tx& tx, const RegistryObject& o) {
-  CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO registry_objects (" + std::string(kObjectColumns) +
-                                 ") VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, name) DO NOTHING",
-                             {o.kind, o.name, OptValue(o.ref), o.body, o.created_at, o.updated_at}));
+  CF_RETURN_IF_ERROR(tx.ExecDeferred("INSERT INTO registry_objects (" + std::string(kObjectColumns) +
+                                         ") VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, name) DO NOTHING",
+                                     {o.kind, o.name, OptValue(o.ref), o.body, o.created_at, o.updated_at}));
   return Ok();
 }
 
@@ -86,7 +86,7 @@ Result<std::vector<RegistryObject>> ListObjects(Tx& tx, const ObjectFilter& filt
 }
 
 Result<void> PutLink(Tx& tx, const RegistryLink& link) {
-  CF_RETURN_IF_ERROR(tx.Exec(
+  CF_RETURN_IF_ERROR(tx.ExecDeferred(
       "INSERT INTO registry_links (" + std::string(kLinkColumns) +
           ") VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, from_name, to_name) DO UPDATE SET state = excluded.state, "
           "due_at = excluded.due_at",
@@ -124,9 +124,9 @@ Result<std::vector<RegistryLink>> LinksDue(Tx& tx, std::string_view kind, int64_
   return Links(tx, "kind = ? AND due_at <= ? ORDER BY due_at LIMIT ?", {std::string(kind), now, int64_t{limit}});
 }
 
-Result<int64_t> SetLinkStates(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view from_state,
-                              std::string_view to_state, std::optional<int64_t> due_at) {
-  return tx.Exec(
+Result<void> SetLinkStates(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view from_state,
+                           std::string_view to_state, std::optional<int64_t> due_at) {
+  return tx.ExecDeferred(
       "UPDATE registry_links SET state = ?, due_at = ? WHERE kind = ? AND from_name = ? AND state = ?",
       {std::string(to_state), OptValue(due_at), std::string(kind), std::string(from_name), std::string(from_state)});
 }

@@ -52,6 +52,8 @@ struct RegistryLink {
   int64_t created_at = 0;
 };
 
+// The writes of links and of objects that may exist already are deferred (see
+// Tx::ExecDeferred): their errors come with the transaction's next read or its commit.
 // Adds the link, or sets the state and due time of an existing one.
 Result<void> PutLink(Tx& tx, const RegistryLink& link);
 // Adds the link unless it exists (then nothing is written).
@@ -66,8 +68,8 @@ Result<std::vector<RegistryLink>> LinksTo(Tx& tx, std::string_view kind, std::st
 // Links of the kind whose due time has come (due_at <= now), oldest first, at most `limit`.
 Result<std::vector<RegistryLink>> LinksDue(Tx& tx, std::string_view kind, int64_t now, int limit);
 // Moves every link of the kind from `from_name` in state `from_state` to `to_state` with the
-// due time given; returns how many.
-Result<int64_t> SetLinkStates(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view from_state,
-                              std::string_view to_state, std::optional<int64_t> due_at);
+// due time given.
+Result<void> SetLinkStates(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view from_state,
+                           std::string_view to_state, std::optional<int64_t> due_at);
 
 }  // namespace certfleet::store

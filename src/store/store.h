@@ -73,6 +73,10 @@ class LeaderLease {
 enum class TxMode {
   kWrite,  // takes the write lock at BEGIN (SQLite: BEGIN IMMEDIATE) so it never fails midway on lock upgrade
   kRead,
+  // Reads with no transaction around them: each statement sees the latest commit, and on
+  // PostgreSQL costs one round trip instead of three. For lookups that tolerate a write
+  // between two of their statements (the writes they lead to check again). SQLite: as kRead.
+  kReadEach,
 };
 
 // A Store is the database: a connection pool and transactions. Thread-safe.

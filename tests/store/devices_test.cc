@@ -1,6 +1,10 @@
 // The device registry of W2: registering keys, finding, disabling and listing devices.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include "core/crypto.h"
 #include "store/devices_repo.h"
 #include "testing/db.h"
@@ -41,6 +45,30 @@ class DevicesTest : public ::testing::TestWithParam<Dialect> {
   }
   std::unique_ptr<Store> store_;
 };
+
+TEST_P(DevicesTest, AHeldAuthorizerCheckKeepsADisableWaitingUntilItCommits) {
+  Upsert(Device("dev-1", "key"));
+  std::atomic<bool> checked{false};
+  std::atomic<bool> about_to_commit{false};
+  std::thread provisioning([&] {
+    auto r = store_->Transact([&](Tx& tx) -> Result<void> {
+      CF_ASSIGN_OR_RETURN(auto d, FindDeviceForAuth(tx, "dev-1", /*hold=*/true));
+      EXPECT_EQ(d->status, kDeviceRegistered);
+      EXPECT_EQ(d->key_sha256, HexEncode("key"));
+      checked = true;
+      // Gives the disable below every chance to run now if nothing holds it back.
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      about_to_commit = true;
+      return Ok();
+    });
+    EXPECT_TRUE(r.ok());
+  });
+  while (!checked) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto disabled = Write(*store_, [](Tx& tx) { return SetDeviceStatus(tx, "dev-1", kDeviceDisabled, 2000); });
+  EXPECT_TRUE(disabled.ok() && *disabled);
+  EXPECT_TRUE(about_to_commit) << "the disable committed between the check and its transaction's commit";
+  provisioning.join();
+}
 
 TEST_P(DevicesTest, RegisteringAgainReportsUnchangedOrReplaced) {
   const std::string key("\x30\x59\x00\x13", 4);

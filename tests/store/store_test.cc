@@ -55,6 +55,24 @@ TEST_P(StoreTest, AFailedTransactionLeavesNothingBehind) {
   EXPECT_TRUE(store_->Query("SELECT * FROM items")->empty());
 }
 
+TEST_P(StoreTest, ReadEachRunsEveryStatementOnItsOwn) {
+  ASSERT_TRUE(store_->Exec("INSERT INTO items (id, name, n) VALUES (1, 'a', 1)").ok());
+  // A failed statement then a good one: inside a PostgreSQL transaction the second fails too
+  // (the transaction is aborted); statements on their own do not share that fate.
+  auto failed_then_read = [&](TxMode mode) {
+    return store_->Transact(
+        [&](Tx& tx) -> Result<void> {
+          EXPECT_FALSE(tx.Query("SELECT n FROM no_such_table").ok());
+          CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT n FROM items WHERE id = 1"));
+          EXPECT_EQ(row->Int(0), 1);
+          return Ok();
+        },
+        mode);
+  };
+  EXPECT_TRUE(failed_then_read(TxMode::kReadEach).ok());
+  if (GetParam() == Dialect::kPostgres) EXPECT_FALSE(failed_then_read(TxMode::kRead).ok());
+}
+
 TEST_P(StoreTest, UniqueViolationIsAlreadyExists) {
   ASSERT_TRUE(store_->Exec("INSERT INTO items (id, name) VALUES (1, 'a')").ok());
   auto dup = store_->Exec("INSERT INTO items (id, name) VALUES (2, 'a')");

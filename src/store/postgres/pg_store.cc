@@ -235,6 +235,7 @@ class PgStore final : public Store {
  private:
   static Result<void> RunOnce(Connection& conn, const std::function<Result<void>(Tx&)>& fn, TxMode mode) {
     PgTx tx(conn);
+    if (mode == TxMode::kReadEach) return fn(tx);
     CF_RETURN_IF_ERROR(tx.ExecScript(mode == TxMode::kWrite ? "BEGIN" : "BEGIN READ ONLY"));
     Result<void> r = fn(tx);
     Result<void> flushed = tx.Flush();  // deferred statements answered before COMMIT or ROLLBACK
