@@ -196,7 +196,7 @@ Response Retrieve(const ApiContext& ctx, const Request& req) {
 
 // ---- registry ----
 
-Response Created(Result<json::object> r, const Request& req, int status = 200) {
+Response ObjectResponse(Result<json::object> r, const Request& req, int status = 200) {
   if (!r.ok()) return Fail(req, r.error());
   return JsonResponse(status, *r);
 }
@@ -230,15 +230,15 @@ void AddKindRoutes(Router& router, const ApiContext* c, const KindRoute& k) {
   router.Add("POST", base, write, [c, k](Request& r) {
     auto body = ParseJsonObject(r.body);
     if (!body.ok()) return Fail(r, body.error());
-    return Created(c->registry->Create(k.kind, *body, r.principal.Actor()), r, 201);
+    return ObjectResponse(c->registry->Create(k.kind, *body, r.principal.Actor()), r, 201);
   });
   router.Add("GET", base, {Access::kReader}, [c, k](Request& r) { return ListKind(*c, k, r); });
   router.Add("GET", base + "/{name}", {Access::kReader},
-             [c, k](Request& r) { return Created(c->registry->Get(k.kind, r.params.at("name")), r); });
+             [c, k](Request& r) { return ObjectResponse(c->registry->Get(k.kind, r.params.at("name")), r); });
   router.Add("PUT", base + "/{name}", write, [c, k](Request& r) {
     auto body = ParseJsonObject(r.body);
     if (!body.ok()) return Fail(r, body.error());
-    return Created(c->registry->Update(k.kind, r.params.at("name"), *body, r.principal.Actor()), r);
+    return ObjectResponse(c->registry->Update(k.kind, r.params.at("name"), *body, r.principal.Actor()), r);
   });
   router.Add("DELETE", base + "/{name}", {Access::kOperator}, [c, k](Request& r) {
     auto done = c->registry->Delete(k.kind, r.params.at("name"), r.principal.Actor());

@@ -448,7 +448,7 @@ Result<json::object> Registry::Create(Kind kind, const json::object& body, std::
     if (!inserted.ok() && inserted.error().code == ErrorCode::kAlreadyExists) {
       return MakeError(ErrorCode::kAlreadyExists, fmt::format("a {} {} exists", KindName(kind), *name));
     }
-    CF_RETURN_IF_ERROR(inserted);
+    if (!inserted.ok()) return inserted.error();
     if (kind == Kind::kTemplate) {
       CF_RETURN_IF_ERROR(LinkBatches(tx, *name, n.body, now));
       ++template_changes;

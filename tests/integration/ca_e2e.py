@@ -9,7 +9,6 @@ usage: ca_e2e.py CERTFLEET_BINARY sqlite|postgres
 import base64
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, failed, finish  # noqa: E402
 from harness import Certfleet  # noqa: E402
-from servers import free_port  # noqa: E402
+from servers import free_port, mosquitto_publish  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -157,28 +156,8 @@ def fetch_crl(name):
 
 # Mosquitto with require_certificate and the intermediate's CRL.
 def mosquitto_run():
-    mport = free_port()
-    conf = write("mosquitto.conf", f"""listener {mport} 127.0.0.1
-cafile {path('cafile.pem')}
-certfile {path('server-chain.pem')}
-keyfile {path('server.key')}
-require_certificate true
-use_identity_as_username true
-crlfile {path('iot.example.com.crl.pem')}
-allow_anonymous true
-""")
-    proc = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    for _ in range(50):
-        try:
-            socket.create_connection(("127.0.0.1", mport), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    rc, out = run("mosquitto_pub", "-h", "localhost", "-p", str(mport), "--cafile", path("root.pem"), "--cert",
-                  path("device-chain.pem"), "--key", path("device.key"), "-t", "certfleet/test", "-m", "hello")
-    proc.terminate()
-    proc.wait(timeout=10)
-    return rc, out
+    return mosquitto_publish(files, path("server-chain.pem"), path("server.key"), path("cafile.pem"),
+                             path("iot.example.com.crl.pem"), path("device-chain.pem"), path("device.key"))
 
 
 fetch_crl("iot.example.com")

@@ -9,7 +9,6 @@ usage: provision_e2e.py CERTFLEET_BINARY sqlite|postgres
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish  # noqa: E402
 from harness import Certfleet  # noqa: E402
-from servers import free_port  # noqa: E402
+from servers import mosquitto_publish  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -296,36 +295,16 @@ def fetch_crls(*cas):
     write("crls.pem", text)
 
 
-def mosquitto_publish():
-    port = free_port()
-    conf = write("mosquitto.conf", f"""listener {port} 127.0.0.1
-cafile {path('root.pem')}
-certfile {path('server.pem')}
-keyfile {path('server.key')}
-require_certificate true
-use_identity_as_username true
-crlfile {path('crls.pem')}
-allow_anonymous true
-""")
-    proc = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    for _ in range(50):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    rc, text = run("mosquitto_pub", "-h", "localhost", "-p", str(port), "--cafile", path("root.pem"), "--cert",
-                   path("mqtt-device.pem"), "--key", path("mqtt-device.key"), "-t", "devices/mqtt-1", "-m", "hi")
-    proc.terminate()
-    proc.wait(timeout=10)
-    return rc, text
+def mqtt_publish():
+    return mosquitto_publish(files, path("server.pem"), path("server.key"), path("root.pem"), path("crls.pem"),
+                             path("mqtt-device.pem"), path("mqtt-device.key"))
 
 
 old = provision_mqtt_device()
 check(old["serial"] and "iot.example.com" == api("GET", f"/v1/certificates/{old['serial']}")["parent_fqdn"],
       "provisioned under the old intermediate")
 fetch_crls("iot.example.com")
-rc, text = mosquitto_publish()
+rc, text = mqtt_publish()
 check(rc == 0, f"Mosquitto accepts the provisioned device: {text}")
 
 rotated = api("POST", "/v1/cas/iot.example.com/rotate", {}, expect=201)
@@ -337,13 +316,13 @@ revoked = api("POST", f"/v1/certificates/{inter_serial}/revoke", {"reason": "sup
 check(revoked["newly_revoked"] >= 6, f"cascade revokes the old intermediate and what it issued: {revoked['newly_revoked']}")
 check(api("GET", f"/v1/certificates/{old['serial']}")["status"] == "revoked", "the device's certificate is revoked")
 fetch_crls("iot.example.com", "iot-g2.example.com")
-rc, text = mosquitto_publish()
+rc, text = mqtt_publish()
 check(rc != 0, f"Mosquitto refuses the revoked certificate: rc={rc}")
 
 new = provision_mqtt_device()
 check(api("GET", f"/v1/certificates/{new['serial']}")["parent_fqdn"] == "iot-g2.example.com",
       "provisioned again, from the new intermediate")
-rc, text = mosquitto_publish()
+rc, text = mqtt_publish()
 check(rc == 0, f"Mosquitto accepts the new certificate: {text}")
 api("POST", "/v1/cas/example.com/rotate", {}, expect=400)
 

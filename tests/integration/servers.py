@@ -1,6 +1,7 @@
-"""Real servers the W5 tests run against, each on a free loopback port: s3rver (npm, an
-S3-compatible server that checks SigV4 signatures) with the AWS CLI as the uploader, and
-aiosmtpd (Debian) writing every message it accepts into a maildir."""
+"""Real servers the tests run against, each on a free loopback port: s3rver (npm, an
+S3-compatible server that checks SigV4 signatures) with the AWS CLI as the uploader,
+aiosmtpd (Debian) writing every message it accepts into a maildir, and Mosquitto as the
+TLS broker that must accept the device certificates certfleet issues."""
 import mailbox
 import os
 import socket
@@ -31,6 +32,29 @@ def wait_port(port, proc, what):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{what} did not listen on {port}")
+
+
+def mosquitto_publish(folder, server_chain, server_key, ca, crls, client_chain, client_key):
+    """Starts Mosquitto on a free port with TLS, require_certificate and the CRLs in the PEM
+    file `crls` (checked for the client's issuer), publishes once with mosquitto_pub and the
+    client certificate, stops it. Files are paths; Mosquitto drops root, so they and `folder`
+    (where its config goes) must be world-readable. Returns (exit code, output) of the client."""
+    port = free_port()
+    conf = os.path.join(folder, "mosquitto.conf")
+    with open(conf, "w") as f:
+        f.write(f"listener {port} 127.0.0.1\ncafile {ca}\ncertfile {server_chain}\nkeyfile {server_key}\n"
+                f"require_certificate true\nuse_identity_as_username true\ncrlfile {crls}\nallow_anonymous true\n")
+    os.chmod(conf, 0o644)
+    proc = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port, proc, "mosquitto")
+        p = subprocess.run(["mosquitto_pub", "-h", "localhost", "-p", str(port), "--cafile", ca, "--cert", client_chain,
+                            "--key", client_key, "-t", "certfleet/test", "-m", "hello"],
+                           capture_output=True, text=True, timeout=60)
+        return p.returncode, p.stdout + p.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 class S3Server:
