@@ -1,6 +1,7 @@
 // W2 routes: device keys, provisioning (with delayed retrieval), the registry and CA rotation.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 
 #include "http/api.h"
@@ -139,9 +140,16 @@ json::object ProvisionedJson(const provision::Provisioned& p) {
           {"not_after", FormatRfc3339(p.record.not_after)}};
 }
 
+// The client's address without its port ("10.0.0.7:51234" -> "10.0.0.7", "::1:443" -> "::1"):
+// limits count per address, whatever connections it opens.
+std::string_view ClientAddress(const Request& req) {
+  std::string_view a = req.remote_address;
+  return a.substr(0, std::min(a.rfind(':'), a.size()));
+}
+
 void Provision(const ApiContext& ctx, const Request& req, const Responder& respond) {
   auto answer = [&](Response res) { respond([res = std::move(res)] { return res; }); };
-  if (auto wait = ctx.provision->AdmitAddress(req.remote_address)) return answer(RateLimited(*wait, "address"));
+  if (auto wait = ctx.provision->AdmitAddress(ClientAddress(req))) return answer(RateLimited(*wait, "address"));
   bool deferred = false;
   if (auto prefer = req.Header("prefer"); prefer && prefer->find("respond-async") != std::string_view::npos) {
     deferred = true;

@@ -327,4 +327,14 @@ check(rc == 0, f"Mosquitto accepts the new certificate: {text}")
 api("POST", "/v1/cas/example.com/rotate", {}, expect=400)
 
 cf.stop()
+
+# ---- rate limit per client address: every new connection from 127.0.0.1 counts ----
+limited_cf = Certfleet(BINARY, DB_KIND, "provision-e2e", extra_env={"CERTFLEET_PROVISION_ADDRESS_RATE_PER_MINUTE": "3"})
+limited_cf.init()
+limited_cf.start()
+statuses = [limited_cf.request("POST", "/v1/provision", headers={"device-csr": "x"})[0] for _ in range(3)]
+status, out, resp = limited_cf.request("POST", "/v1/provision", headers={"device-csr": "x"})
+check(statuses == [400, 400, 400] and status == 429 and "address" in out["error"]["message"] and
+      int(resp.getheader("Retry-After")) >= 1, f"the fourth request from one address in a minute: {statuses} {status}")
+limited_cf.stop()
 finish("provision_e2e")
