@@ -6,6 +6,8 @@
 #include <boost/json/value.hpp>
 #include <vector>
 
+#include "core/csv.h"
+
 namespace certfleet::provision {
 namespace {
 
@@ -47,58 +49,8 @@ Result<void> ForEachJsonRow(std::string_view body, const std::function<Result<vo
   return Ok();
 }
 
-// Reads RFC 4180 records one at a time: fields split by commas, quoted fields may hold
-// commas, line breaks and doubled quotes.
-class CsvReader {
- public:
-  explicit CsvReader(std::string_view text) : text_(text) {}
-
-  // The next non-empty record into `fields`; false at the end.
-  Result<bool> Next(std::vector<std::string>& fields) {
-    fields.clear();
-    while (pos_ < text_.size() && (text_[pos_] == '\n' || text_[pos_] == '\r')) ++pos_;
-    if (pos_ >= text_.size()) return false;
-    for (;;) {
-      std::string field;
-      if (text_[pos_] == '"') {
-        ++pos_;
-        for (;;) {
-          const size_t quote = text_.find('"', pos_);
-          if (quote == std::string_view::npos) {
-            return MakeError(ErrorCode::kInvalidArgument, "a quoted CSV field is never closed");
-          }
-          field.append(text_.substr(pos_, quote - pos_));
-          pos_ = quote + 1;
-          if (pos_ < text_.size() && text_[pos_] == '"') {
-            field += '"';
-            ++pos_;
-            continue;
-          }
-          break;
-        }
-      } else {
-        const size_t end = text_.find_first_of(",\n", pos_);
-        field = std::string(text_.substr(pos_, end == std::string_view::npos ? std::string_view::npos : end - pos_));
-        if (!field.empty() && field.back() == '\r') field.pop_back();
-        pos_ = end == std::string_view::npos ? text_.size() : end;
-      }
-      fields.push_back(std::move(field));
-      if (pos_ < text_.size() && text_[pos_] == '\r') ++pos_;
-      if (pos_ >= text_.size() || text_[pos_] == '\n') return true;
-      if (text_[pos_] != ',') {
-        return MakeError(ErrorCode::kInvalidArgument, "a quoted CSV field is followed by more than a comma");
-      }
-      ++pos_;
-    }
-  }
-
- private:
-  std::string_view text_;
-  size_t pos_ = 0;
-};
-
 Result<void> ForEachCsvRow(std::string_view body, const std::function<Result<void>(const UploadRow&)>& row) {
-  CsvReader reader(body);
+  CsvReader reader = CsvReader::OfText(body);
   std::vector<std::string> fields;
   size_t number = 0;
   bool first = true;
