@@ -70,7 +70,9 @@ TEST_P(StoreTest, ReadEachRunsEveryStatementOnItsOwn) {
         mode);
   };
   EXPECT_TRUE(failed_then_read(TxMode::kReadEach).ok());
-  if (GetParam() == Dialect::kPostgres) EXPECT_FALSE(failed_then_read(TxMode::kRead).ok());
+  if (GetParam() == Dialect::kPostgres) {
+    EXPECT_FALSE(failed_then_read(TxMode::kRead).ok());
+  }
 }
 
 TEST_P(StoreTest, UniqueViolationIsAlreadyExists) {
