@@ -1,0 +1,87 @@
+#include "bulk/manifest_reader.h"
+
+#include <fmt/format.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "bulk/readers/espressif/espressif_reader.h"
+#include "bulk/readers/generated/generated_reader.h"
+#include "bulk/readers/infineon/infineon_reader.h"
+#include "bulk/readers/microchip/microchip_reader.h"
+#include "bulk/readers/pem/pem_reader.h"
+#include "pki/certificate.h"
+#include "pki/ossl.h"
+
+namespace certfleet::bulk {
+
+const std::vector<std::string_view>& Suppliers() {
+  static const std::vector<std::string_view> suppliers = {"microchip", "infineon", "espressif", "generated", "pem"};
+  return suppliers;
+}
+
+Result<std::unique_ptr<ManifestReader>> OpenManifest(std::string_view supplier, const std::string& path,
+                                                     const ReaderOptions& options) {
+  if (supplier == "microchip") return readers::OpenMicrochipManifest(path, options.verifiers_pem);
+  if (supplier == "infineon") return readers::OpenInfineonManifest(path, options.bundle_type, options.limits);
+  if (supplier == "espressif") return readers::OpenEspressifManifest(path);
+  if (supplier == "generated") return readers::OpenGeneratedManifest(path);
+  if (supplier == "pem") return readers::OpenPemManifest(path);
+  return MakeError(ErrorCode::kInvalidArgument,
+                   fmt::format("unknown supplier '{}' (microchip, infineon, espressif, generated, pem)", supplier));
+}
+
+ManifestEntry EntryFromDer(size_t index, std::string der, std::string_view fallback_name) {
+  ManifestEntry e;
+  e.index = index;
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  pki::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (!cert || p != reinterpret_cast<const unsigned char*>(der.data() + der.size())) {
+    ERR_clear_error();
+    e.problem = "not an X.509 certificate";
+    return e;
+  }
+  e.thing_name = pki::NameEntry(X509_get_subject_name(cert.get()), NID_commonName);
+  if (e.thing_name.empty()) e.thing_name = std::string(fallback_name);
+  if (e.thing_name.empty()) e.problem = "the certificate has no subject CN to name its thing";
+  e.certificate = std::move(der);
+  return e;
+}
+
+Result<std::string> CertificateDerFromPem(std::string_view pem) {
+  pki::BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  char* name = nullptr;
+  char* header = nullptr;
+  unsigned char* der = nullptr;
+  long len = 0;
+  if (!bio || PEM_bytes_read_bio(&der, &len, &name, PEM_STRING_X509, bio.get(), nullptr, nullptr) != 1) {
+    ERR_clear_error();
+    return MakeError(ErrorCode::kInvalidArgument, "no PEM certificate (BEGIN CERTIFICATE)");
+  }
+  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(name);
+  OPENSSL_free(header);
+  OPENSSL_free(der);
+  return out;
+}
+
+Result<bool> ReadLine(std::istream& in, std::string& line, size_t max_bytes) {
+  line.clear();
+  std::streambuf* buf = in.rdbuf();
+  for (;;) {
+    const int c = buf->sbumpc();
+    if (c == std::char_traits<char>::eof()) {
+      if (line.empty()) return false;
+      break;
+    }
+    if (c == '\n') break;
+    if (line.size() >= max_bytes) {
+      return MakeError(ErrorCode::kInvalidArgument, fmt::format("a line is longer than {} bytes", max_bytes));
+    }
+    line += static_cast<char>(c);
+  }
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  return true;
+}
+
+}  // namespace certfleet::bulk

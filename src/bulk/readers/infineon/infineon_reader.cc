@@ -1,0 +1,146 @@
+#include "bulk/readers/infineon/infineon_reader.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <fmt/format.h>
+
+namespace certfleet::bulk::readers {
+namespace {
+
+constexpr size_t kReadBlockBytes = size_t{64} * 1024;
+// A PEM file holds one device certificate.
+constexpr uint64_t kMaxPemFileBytes = uint64_t{64} * 1024;
+
+using ArchivePtr = std::unique_ptr<archive, decltype(&archive_read_free)>;
+
+ArchivePtr NewReader() {
+  ArchivePtr a(archive_read_new(), archive_read_free);
+  if (a) {
+    archive_read_support_format_7zip(a.get());
+    archive_read_support_filter_all(a.get());
+  }
+  return a;
+}
+
+Error ArchiveError(archive* a, std::string_view what) {
+  const char* msg = archive_error_string(a);
+  return MakeError(ErrorCode::kInvalidArgument, fmt::format("{}: {}", what, msg ? msg : "unreadable"));
+}
+
+class InfineonReader final : public ManifestReader {
+ public:
+  InfineonReader(ArchivePtr outer, std::string suffix, ArchiveLimits limits)
+      : outer_(std::move(outer)), suffix_(std::move(suffix)), limits_(limits) {}
+
+  Result<std::optional<ManifestEntry>> Next() override {
+    for (;;) {
+      if (inner_) {
+        archive_entry* entry = nullptr;
+        const int rc = archive_read_next_header(inner_.get(), &entry);
+        if (rc == ARCHIVE_EOF) {
+          inner_.reset();
+          inner_data_.clear();
+          continue;
+        }
+        if (rc != ARCHIVE_OK) return ArchiveError(inner_.get(), "the bundle archive");
+        CF_RETURN_IF_ERROR(Count(entry));
+        const std::string name = archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "";
+        if (!name.ends_with(".pem")) continue;  // folders, READMEs
+        CF_ASSIGN_OR_RETURN(std::string pem, ReadData(inner_.get(), kMaxPemFileBytes, name));
+        ++index_;
+        Result<std::string> der = CertificateDerFromPem(pem);
+        if (!der.ok()) {
+          ManifestEntry e;
+          e.index = index_;
+          e.problem = fmt::format("{}: {}", name, der.error().message);
+          return std::optional<ManifestEntry>(std::move(e));
+        }
+        return std::optional<ManifestEntry>(EntryFromDer(index_, std::move(*der)));
+      }
+      archive_entry* entry = nullptr;
+      const int rc = archive_read_next_header(outer_.get(), &entry);
+      if (rc == ARCHIVE_EOF) {
+        if (!found_) {
+          return MakeError(ErrorCode::kInvalidArgument, fmt::format("the archive has no *{} bundle", suffix_));
+        }
+        return std::optional<ManifestEntry>();
+      }
+      if (rc != ARCHIVE_OK) return ArchiveError(outer_.get(), "the manifest archive");
+      CF_RETURN_IF_ERROR(Count(entry));
+      const std::string name = archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "";
+      if (!name.ends_with(suffix_)) continue;  // other bundle types, the encrypted keys, README
+      if (limits_.max_depth < 2) {
+        return MakeError(ErrorCode::kInvalidArgument, "the manifest nests archives deeper than allowed");
+      }
+      found_ = true;
+      CF_ASSIGN_OR_RETURN(inner_data_, ReadData(outer_.get(), limits_.max_entry_bytes, name));
+      inner_ = NewReader();
+      if (!inner_ || archive_read_open_memory(inner_.get(), inner_data_.data(), inner_data_.size()) != ARCHIVE_OK) {
+        return ArchiveError(inner_.get(), name);
+      }
+    }
+  }
+
+ private:
+  Result<void> Count(archive_entry* entry) {
+    if (++entries_ > limits_.max_entries) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       fmt::format("the archive holds more than {} files", limits_.max_entries));
+    }
+    if (archive_entry_size_is_set(entry) && archive_entry_size(entry) > 0) {
+      const auto size = static_cast<uint64_t>(archive_entry_size(entry));
+      if (size > limits_.max_entry_bytes) {
+        return MakeError(ErrorCode::kInvalidArgument,
+                         fmt::format("a file in the archive expands to more than {} bytes", limits_.max_entry_bytes));
+      }
+    }
+    return Ok();
+  }
+
+  // The current entry's data, at most `max` bytes; counted against max_expanded_bytes as it is
+  // read (entry sizes in headers can lie).
+  Result<std::string> ReadData(archive* a, uint64_t max, const std::string& name) {
+    std::string out;
+    char block[kReadBlockBytes];
+    for (;;) {
+      const la_ssize_t n = archive_read_data(a, block, sizeof(block));
+      if (n < 0) return ArchiveError(a, name);
+      if (n == 0) return out;
+      expanded_ += static_cast<uint64_t>(n);
+      if (out.size() + static_cast<size_t>(n) > max || expanded_ > limits_.max_expanded_bytes) {
+        return MakeError(ErrorCode::kInvalidArgument,
+                         fmt::format("{} expands past the archive limits ({} bytes a file, {} in all)", name, max,
+                                     limits_.max_expanded_bytes));
+      }
+      out.append(block, static_cast<size_t>(n));
+    }
+  }
+
+  ArchivePtr outer_;
+  ArchivePtr inner_{nullptr, archive_read_free};
+  std::string inner_data_;  // the inner archive, which inner_ reads from memory
+  const std::string suffix_;
+  const ArchiveLimits limits_;
+  bool found_ = false;
+  size_t entries_ = 0;
+  uint64_t expanded_ = 0;
+  size_t index_ = 0;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<ManifestReader>> OpenInfineonManifest(const std::string& path, const std::string& bundle_type,
+                                                             const ArchiveLimits& limits) {
+  if (bundle_type != "E0E0" && bundle_type != "E0E1" && bundle_type != "E0E2") {
+    return MakeError(ErrorCode::kInvalidArgument, "an Infineon import needs bundle_type E0E0, E0E1 or E0E2");
+  }
+  ArchivePtr outer = NewReader();
+  if (!outer) return MakeError(ErrorCode::kInternal, "libarchive: out of memory");
+  if (archive_read_open_filename(outer.get(), path.c_str(), kReadBlockBytes) != ARCHIVE_OK) {
+    return MakeError(ErrorCode::kNotFound, fmt::format("cannot open {}: {}", path, archive_error_string(outer.get())));
+  }
+  return std::unique_ptr<ManifestReader>(
+      std::make_unique<InfineonReader>(std::move(outer), "_" + bundle_type + "_Certs.7z", limits));
+}
+
+}  // namespace certfleet::bulk::readers
