@@ -31,7 +31,8 @@ constexpr KindRoute kKinds[] = {{Kind::kThing, "things", "thing_type"},
                                 {Kind::kThingType, "thing-types", ""},
                                 {Kind::kThingGroup, "thing-groups", ""},
                                 {Kind::kPolicy, "policies", ""},
-                                {Kind::kTemplate, "provisioning-templates", "ca_fqdn"}};
+                                {Kind::kTemplate, "provisioning-templates", "ca_fqdn"},
+                                {Kind::kProfile, "profiles", ""}};
 
 Response RateLimited(int64_t retry_after, std::string_view what) {
   Response res = ErrorResponse(429, "rate_limited",

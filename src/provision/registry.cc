@@ -16,7 +16,8 @@ namespace {
 
 namespace json = boost::json;
 
-constexpr std::string_view kKindNames[] = {"thing", "thing-type", "thing-group", "policy", "provisioning-template"};
+constexpr std::string_view kKindNames[] = {"thing",  "thing-type", "thing-group", "policy", "provisioning-template",
+                                           "profile"};
 constexpr size_t kMaxDescription = 2028;  // as AWS IoT allows for thing types and groups
 constexpr size_t kMaxAttributes = 50;     // attributes of a thing or group
 constexpr size_t kMaxAttributeValue = 800;
@@ -247,6 +248,18 @@ Result<Normalized> Normalize(store::Tx& tx, Kind kind, const std::string& name, 
     return Ok();
   };
   switch (kind) {
+    case Kind::kProfile: {
+      CF_ASSIGN_OR_RETURN(auto type, Text(in, "thing_type", kMaxNameBytes));
+      if (type) {
+        CF_RETURN_IF_ERROR(CheckName("thing_type", *type));
+        out.body["thing_type"] = *type;
+      }
+      CF_ASSIGN_OR_RETURN(auto groups, Names(in, "thing_groups", kMaxListed));
+      out.body["thing_groups"] = json::value_from(groups);
+      CF_ASSIGN_OR_RETURN(auto policies, Names(in, "policies", kMaxListed));
+      out.body["policies"] = json::value_from(policies);
+      return out;
+    }
     case Kind::kThingType: {
       CF_RETURN_IF_ERROR(text("description", kMaxDescription));
       CF_ASSIGN_OR_RETURN(auto searchable, Names(in, "searchable_attributes", kMaxSearchable));
@@ -427,6 +440,7 @@ Result<std::string> Dependency(store::Tx& tx, Kind kind, const std::string& name
       return std::string();
     }
     case Kind::kTemplate:
+    case Kind::kProfile:
       return std::string();
   }
   return std::string();

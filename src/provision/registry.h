@@ -14,8 +14,10 @@
 
 namespace certfleet::provision {
 
-// The kinds of registry object, as the API names them ("thing", "thing-type", ...).
-enum class Kind { kThing, kThingType, kThingGroup, kPolicy, kTemplate };
+// The kinds of registry object, as the API names them ("thing", "thing-type", ...). A
+// profile (W3) names the thing type, groups and policies a bulk import gives its things;
+// what it names is checked when an import starts, not when the profile is written.
+enum class Kind { kThing, kThingType, kThingGroup, kPolicy, kTemplate, kProfile };
 std::string_view KindName(Kind kind);
 
 // The links the registry keeps between names (store::RegistryLink::kind), each directed

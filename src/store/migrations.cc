@@ -236,6 +236,51 @@ CREATE TABLE registry_links (
 CREATE INDEX registry_links_to ON registry_links (kind, to_name, from_name);
 CREATE INDEX registry_links_due ON registry_links (kind, due_at) WHERE due_at IS NOT NULL;
 )sql"},
+    {7, "imports", R"sql(
+-- W3: supplier manifests imported into the registry. An import's counts and `position` (the
+-- manifest entries done) commit with each batch it writes, so that an interrupted import
+-- resumes after its last committed batch. import_rows keeps the entries not imported
+-- (rejected, conflict) with the reason. Imported certificates are the supplier's, not
+-- certfleet's: they are kept apart from the CA's inventory, by SHA-256 fingerprint (DER as base64).
+CREATE TABLE imports (
+  id {{id}},
+  supplier TEXT NOT NULL,
+  profile TEXT NOT NULL,
+  bundle_type TEXT NOT NULL,
+  manifest TEXT NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+  position BIGINT NOT NULL,
+  seen BIGINT NOT NULL,
+  imported BIGINT NOT NULL,
+  already_present BIGINT NOT NULL,
+  rejected BIGINT NOT NULL,
+  conflicts BIGINT NOT NULL,
+  error TEXT,
+  created_by TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  started_at BIGINT,
+  finished_at BIGINT
+);
+CREATE TABLE import_rows (
+  import_id BIGINT NOT NULL,
+  idx BIGINT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('rejected', 'conflict')),
+  thing_name TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  PRIMARY KEY (import_id, idx)
+);
+CREATE INDEX import_rows_status ON import_rows (import_id, status, idx);
+CREATE TABLE imported_certificates (
+  fingerprint TEXT PRIMARY KEY,
+  source TEXT NOT NULL,
+  thing_name TEXT NOT NULL,
+  certificate TEXT NOT NULL,
+  import_id BIGINT NOT NULL,
+  created_at BIGINT NOT NULL
+);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

@@ -1,0 +1,288 @@
+#include "bulk/import_service.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <filesystem>
+#include <unordered_map>
+
+#include "core/crypto.h"
+#include "core/log.h"
+#include "provision/registry.h"
+#include "store/audit_repo.h"
+#include "store/jobs_repo.h"
+#include "store/registry_repo.h"
+
+namespace certfleet::bulk {
+namespace {
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+using provision::Kind;
+using provision::KindName;
+
+// An import job is retried after a crash or a store outage; each run resumes.
+constexpr int kJobAttempts = 10;
+
+// What a profile gives each imported thing.
+struct Profile {
+  std::optional<std::string> thing_type;
+  std::vector<std::string> groups;
+  std::vector<std::string> policies;
+};
+
+std::vector<std::string> Strings(const json::object& o, std::string_view key) {
+  std::vector<std::string> out;
+  if (const json::value* v = o.if_contains(key); v && v->is_array()) {
+    for (const auto& e : v->get_array()) {
+      if (e.is_string()) out.emplace_back(e.get_string());
+    }
+  }
+  return out;
+}
+
+// The profile, once everything it names is known to exist (as Thingpress checks first).
+Result<Profile> LoadProfile(store::Tx& tx, std::string_view name) {
+  CF_ASSIGN_OR_RETURN(auto o, store::FindObject(tx, KindName(Kind::kProfile), name));
+  if (!o) return MakeError(ErrorCode::kNotFound, fmt::format("no profile {}", name));
+  boost::system::error_code ec;
+  json::value body = json::parse(o->body, ec);
+  if (ec || !body.is_object()) return MakeError(ErrorCode::kInternal, "profile " + std::string(name) + " unreadable");
+  Profile p;
+  if (const json::value* t = body.get_object().if_contains("thing_type"); t && t->is_string()) {
+    p.thing_type = std::string(t->get_string());
+  }
+  p.groups = Strings(body.get_object(), "thing_groups");
+  p.policies = Strings(body.get_object(), "policies");
+  auto must_exist = [&](Kind kind, const std::string& what) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(auto found, store::FindObject(tx, KindName(kind), what));
+    if (!found) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       fmt::format("profile {} names {} {}, which does not exist", name, KindName(kind), what));
+    }
+    return Ok();
+  };
+  if (p.thing_type) CF_RETURN_IF_ERROR(must_exist(Kind::kThingType, *p.thing_type));
+  for (const auto& g : p.groups) CF_RETURN_IF_ERROR(must_exist(Kind::kThingGroup, g));
+  for (const auto& pol : p.policies) CF_RETURN_IF_ERROR(must_exist(Kind::kPolicy, pol));
+  return p;
+}
+
+Result<void> MoveFile(const std::string& from, const std::string& to) {
+  std::error_code ec;
+  fs::rename(from, to, ec);
+  if (!ec) return Ok();
+  fs::copy_file(from, to, ec);  // another file system
+  if (ec)
+    return MakeError(ErrorCode::kUnavailable, fmt::format("cannot keep the manifest in {}: {}", to, ec.message()));
+  fs::remove(from, ec);
+  return Ok();
+}
+
+}  // namespace
+
+Result<store::ImportRecord> ImportService::Start(std::string_view supplier, std::string_view profile,
+                                                 std::string_view bundle_type, const std::string& path,
+                                                 std::string_view actor) {
+  const auto& suppliers = Suppliers();
+  if (std::find(suppliers.begin(), suppliers.end(), supplier) == suppliers.end()) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     fmt::format("unknown supplier '{}' (microchip, infineon, espressif, generated, pem)", supplier));
+  }
+  if ((supplier == "infineon") != !bundle_type.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "bundle_type (E0E0, E0E1 or E0E2) is for infineon imports, and needed there");
+  }
+  if (supplier == "infineon" && bundle_type != "E0E0" && bundle_type != "E0E1" && bundle_type != "E0E2") {
+    return MakeError(ErrorCode::kInvalidArgument, "bundle_type must be E0E0, E0E1 or E0E2");
+  }
+  if (supplier == "microchip" && options_.verifiers_pem.empty()) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     "no Microchip verification certificates are configured (bulk.verifier_dir)");
+  }
+  CF_RETURN_IF_ERROR(store::Read(store_, [&](store::Tx& tx) { return LoadProfile(tx, profile); }));
+  std::error_code ec;
+  fs::create_directories(options_.manifest_dir, ec);
+  const std::string kept = (fs::path(options_.manifest_dir) / (RandomToken(12) + ".manifest")).string();
+  CF_RETURN_IF_ERROR(MoveFile(path, kept));
+  const int64_t now = clock_.NowMillis();
+  store::ImportRecord r;
+  r.supplier = std::string(supplier);
+  r.profile = std::string(profile);
+  r.bundle_type = std::string(bundle_type);
+  r.manifest = kept;
+  r.state = "queued";
+  r.created_by = std::string(actor);
+  r.created_at = r.updated_at = now;
+  auto started = store::Write(store_, [&](store::Tx& tx) -> Result<int64_t> {
+    CF_ASSIGN_OR_RETURN(int64_t id, store::InsertImport(tx, r));
+    store::NewJob job;
+    job.kind = std::string(kJob);
+    job.payload = json::serialize(json::object{{"import_id", id}});
+    job.max_attempts = kJobAttempts;
+    CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));
+    CF_RETURN_IF_ERROR(store::AppendAudit(
+        tx, now, actor, "import.start", fmt::format("import:{}", id),
+        json::serialize(json::object{{"supplier", supplier}, {"profile", profile}, {"bundle_type", bundle_type}})));
+    return id;
+  });
+  if (!started.ok()) {
+    fs::remove(kept, ec);
+    return started.error();
+  }
+  r.id = *started;
+  return r;
+}
+
+Result<store::ImportRecord> ImportService::Run(int64_t id, const std::function<void(int64_t)>& progress) {
+  CF_ASSIGN_OR_RETURN(store::ImportRecord imp, Get(id));
+  if (imp.state == "done" || imp.state == "cancelled" || imp.state == "failed") return imp;
+  auto profile = store::Read(store_, [&](store::Tx& tx) { return LoadProfile(tx, imp.profile); });
+  ReaderOptions reader_options{imp.bundle_type, options_.verifiers_pem, options_.limits};
+  Result<std::unique_ptr<ManifestReader>> reader = profile.ok()
+                                                       ? OpenManifest(imp.supplier, imp.manifest, reader_options)
+                                                       : Result<std::unique_ptr<ManifestReader>>(profile.error());
+  auto fail = [&](const Error& e) -> Result<store::ImportRecord> {
+    imp.state = "failed";
+    imp.error = e.message;
+    imp.updated_at = imp.finished_at.emplace(clock_.NowMillis());
+    CF_RETURN_IF_ERROR(store_.Transact([&](store::Tx& tx) { return store::UpdateImport(tx, imp); }));
+    log::Error("import failed", {{"import", id}, {"error", e.message}});
+    // Reading it again cannot help: the job ends here.
+    return MakeError(ErrorCode::kInvalidArgument, e.message);
+  };
+  if (!reader.ok()) return fail(reader.error());
+  // Resume: the entries of committed batches were counted already.
+  for (int64_t i = 0; i < imp.position; ++i) {
+    CF_ASSIGN_OR_RETURN(auto skipped, (*reader)->Next());
+    if (!skipped) break;
+  }
+  if (!imp.started_at) imp.started_at = clock_.NowMillis();
+  imp.state = "running";
+  int batches = 0;
+  std::vector<ManifestEntry> batch;
+  for (;;) {
+    batch.clear();
+    while (batch.size() < options_.batch_size) {
+      auto next = (*reader)->Next();
+      if (!next.ok()) return fail(next.error());
+      if (!*next) break;
+      batch.push_back(std::move(**next));
+    }
+    const int64_t now = clock_.NowMillis();
+    bool cancelled = false;
+    store::ImportRecord updated = imp;
+    CF_RETURN_IF_ERROR(store_.Transact([&](store::Tx& tx) -> Result<void> {
+      updated = imp;
+      CF_ASSIGN_OR_RETURN(auto current, store::FindImport(tx, id));
+      cancelled = current && current->state == "cancelled";
+      if (cancelled) return Ok();
+      std::unordered_map<std::string, std::string> in_batch;  // fingerprint -> thing, for repeats
+      for (auto& e : batch) {
+        ++updated.counts.seen;
+        ++updated.position;
+        auto reject = [&](std::string status, std::string fingerprint, std::string reason) {
+          ++(status == "conflict" ? updated.counts.conflicts : updated.counts.rejected);
+          return store::InsertImportRow(tx, id,
+                                        {static_cast<int64_t>(e.index), std::move(status), e.thing_name,
+                                         std::move(fingerprint), std::move(reason)});
+        };
+        if (!e.problem.empty()) {
+          CF_RETURN_IF_ERROR(reject("rejected", "", e.problem));
+          continue;
+        }
+        const std::string fp = Sha256Hex(e.certificate);
+        std::optional<std::string> owner;
+        if (auto it = in_batch.find(fp); it != in_batch.end()) {
+          owner = it->second;
+        } else {
+          CF_ASSIGN_OR_RETURN(owner, store::ImportedCertificateThing(tx, fp));
+        }
+        if (owner) {
+          if (*owner == e.thing_name) {
+            ++updated.counts.already_present;
+          } else {
+            CF_RETURN_IF_ERROR(
+                reject("conflict", fp, fmt::format("the certificate was imported for thing {}; not moved", *owner)));
+          }
+          continue;
+        }
+        in_batch.emplace(fp, e.thing_name);
+        CF_RETURN_IF_ERROR(store::InsertImportedCertificate(tx, {fp, imp.supplier, e.thing_name, e.certificate, id,
+                                                                 now}));  // not moved: a retried transaction runs again
+        json::object thing{{"attributes", json::object()}};
+        if (profile->thing_type) thing["thing_type"] = *profile->thing_type;
+        CF_RETURN_IF_ERROR(store::InsertObjectIfMissing(tx, {std::string(KindName(Kind::kThing)), e.thing_name,
+                                                             profile->thing_type, json::serialize(thing), now, now}));
+        CF_RETURN_IF_ERROR(store::PutLink(tx, {std::string(provision::kThingCertificate), e.thing_name, fp,
+                                               std::string(provision::kAttachmentActive), std::nullopt, now}));
+        for (const auto& g : profile->groups) {
+          CF_RETURN_IF_ERROR(store::AddLinkIfMissing(
+              tx, {std::string(provision::kGroupThing), g, e.thing_name, "", std::nullopt, now}));
+        }
+        for (const auto& p : profile->policies) {
+          CF_RETURN_IF_ERROR(
+              store::AddLinkIfMissing(tx, {std::string(provision::kPolicyCertificate), p, fp, "", std::nullopt, now}));
+        }
+        ++updated.counts.imported;
+      }
+      if (batch.empty()) {
+        updated.state = "done";
+        updated.finished_at = now;
+      }
+      updated.updated_at = now;
+      return store::UpdateImport(tx, updated);
+    }));
+    if (cancelled) return Get(id);
+    imp = std::move(updated);
+    if (progress) progress(imp.position);
+    if (imp.state == "done") {
+      std::error_code ec;
+      fs::remove(imp.manifest, ec);  // everything in it is in the store now
+      log::Info("import done", {{"import", id},
+                                {"seen", imp.counts.seen},
+                                {"imported", imp.counts.imported},
+                                {"already_present", imp.counts.already_present},
+                                {"rejected", imp.counts.rejected},
+                                {"conflicts", imp.counts.conflicts}});
+      return imp;
+    }
+    if (++batches == fail_after_batches) return MakeError(ErrorCode::kUnavailable, "stopped for a test");
+  }
+}
+
+Result<store::ImportRecord> ImportService::Get(int64_t id) {
+  CF_ASSIGN_OR_RETURN(auto r, store::Read(store_, [&](store::Tx& tx) { return store::FindImport(tx, id); }));
+  if (!r) return MakeError(ErrorCode::kNotFound, fmt::format("no import {}", id));
+  return std::move(*r);
+}
+
+Result<std::vector<store::ImportRecord>> ImportService::List(std::optional<int64_t> before, int limit) {
+  return store::Read(store_, [&](store::Tx& tx) { return store::ListImports(tx, before, limit); });
+}
+
+Result<std::vector<store::ImportRow>> ImportService::Rows(int64_t id, std::optional<std::string> status, int64_t after,
+                                                          int limit) {
+  CF_RETURN_IF_ERROR(Get(id));
+  return store::Read(store_, [&](store::Tx& tx) { return store::ListImportRows(tx, id, status, after, limit); });
+}
+
+Result<store::ImportRecord> ImportService::Cancel(int64_t id, std::string_view actor) {
+  const int64_t now = clock_.NowMillis();
+  return store::Write(store_, [&](store::Tx& tx) -> Result<store::ImportRecord> {
+    CF_ASSIGN_OR_RETURN(auto r, store::FindImport(tx, id));
+    if (!r) return MakeError(ErrorCode::kNotFound, fmt::format("no import {}", id));
+    if (r->state != "queued" && r->state != "running") {
+      return MakeError(ErrorCode::kFailedPrecondition, fmt::format("import {} is {} already", id, r->state));
+    }
+    r->state = "cancelled";
+    r->updated_at = now;
+    r->finished_at = now;
+    CF_RETURN_IF_ERROR(store::UpdateImport(tx, *r));
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "import.cancel", fmt::format("import:{}", id), "{}"));
+    return std::move(*r);
+  });
+}
+
+}  // namespace certfleet::bulk

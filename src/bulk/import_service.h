@@ -1,0 +1,62 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bulk/manifest_reader.h"
+#include "core/clock.h"
+#include "core/result.h"
+#include "store/imports_repo.h"
+#include "store/store.h"
+
+namespace certfleet::bulk {
+
+// Imports supplier manifests into the registry (W3): every certificate registered by its
+// SHA-256 fingerprint, its thing created if missing with the profile's type, the
+// certificate attached to it, the profile's policies attached and groups joined. An import
+// is a job: it writes in batches, each one transaction with the import's counts and
+// position, so that a crash resumes it after its last committed batch. Idempotent: a
+// certificate imported before is counted already present; one imported for another thing
+// is a conflict and is not moved. Thread-safe.
+class ImportService {
+ public:
+  struct Options {
+    std::string manifest_dir;                // where manifests wait for their import
+    std::vector<std::string> verifiers_pem;  // Microchip manifest signers
+    ArchiveLimits limits;
+    size_t batch_size = 2000;  // entries per transaction
+  };
+
+  ImportService(store::Store& store, const Clock& clock, Options options)
+      : store_(store), clock_(clock), options_(std::move(options)) {}
+
+  // Checks the supplier, bundle type and profile (it and everything it names must exist),
+  // moves the manifest file at `path` into manifest_dir, records the import and queues its
+  // job, in one transaction.
+  Result<store::ImportRecord> Start(std::string_view supplier, std::string_view profile, std::string_view bundle_type,
+                                    const std::string& path, std::string_view actor);
+  // Runs the import, or resumes it from its position; `progress` gets the entries done.
+  // Returns at once for an import that is done or cancelled.
+  Result<store::ImportRecord> Run(int64_t id, const std::function<void(int64_t)>& progress = {});
+  Result<store::ImportRecord> Get(int64_t id);
+  Result<std::vector<store::ImportRecord>> List(std::optional<int64_t> before, int limit);
+  Result<std::vector<store::ImportRow>> Rows(int64_t id, std::optional<std::string> status, int64_t after, int limit);
+  // A queued or running import stops after its current batch; kFailedPrecondition if it ended.
+  Result<store::ImportRecord> Cancel(int64_t id, std::string_view actor);
+
+  static constexpr std::string_view kJob = "bulk.import";
+
+  // For tests: Run returns kUnavailable after this many batches, as a crash would leave it.
+  int fail_after_batches = -1;
+
+ private:
+  store::Store& store_;
+  const Clock& clock_;
+  const Options options_;
+};
+
+}  // namespace certfleet::bulk

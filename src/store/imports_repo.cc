@@ -1,0 +1,110 @@
+#include "store/imports_repo.h"
+
+#include "core/crypto.h"
+
+namespace certfleet::store {
+namespace {
+
+constexpr std::string_view kColumns =
+    "id, supplier, profile, bundle_type, manifest, state, position, seen, imported, already_present, rejected, "
+    "conflicts, error, created_by, created_at, updated_at, started_at, finished_at";
+
+Value Opt(const std::optional<int64_t>& v) { return v ? Value(*v) : Value(nullptr); }
+Value Opt(const std::optional<std::string>& v) { return v ? Value(*v) : Value(nullptr); }
+
+ImportRecord FromRow(const Row& r) {
+  ImportRecord i;
+  i.id = r.Int(0);
+  i.supplier = r.Text(1);
+  i.profile = r.Text(2);
+  i.bundle_type = r.Text(3);
+  i.manifest = r.Text(4);
+  i.state = r.Text(5);
+  i.position = r.Int(6);
+  i.counts = ImportCounts{r.Int(7), r.Int(8), r.Int(9), r.Int(10), r.Int(11)};
+  i.error = r.OptText(12);
+  i.created_by = r.Text(13);
+  i.created_at = r.Int(14);
+  i.updated_at = r.Int(15);
+  i.started_at = r.OptInt(16);
+  i.finished_at = r.OptInt(17);
+  return i;
+}
+
+}  // namespace
+
+Result<int64_t> InsertImport(Tx& tx, const ImportRecord& r) {
+  CF_ASSIGN_OR_RETURN(
+      auto row,
+      tx.QueryOne(
+          "INSERT INTO imports (supplier, profile, bundle_type, manifest, state, position, seen, imported, "
+          "already_present, rejected, conflicts, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 0, "
+          "0, 0, 0, 0, 0, ?, ?, ?) RETURNING id",
+          {r.supplier, r.profile, r.bundle_type, r.manifest, r.state, r.created_by, r.created_at, r.updated_at}));
+  return row->Int(0);
+}
+
+Result<std::optional<ImportRecord>> FindImport(Tx& tx, int64_t id) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT " + std::string(kColumns) + " FROM imports WHERE id = ?", {id}));
+  if (!row) return std::optional<ImportRecord>();
+  return std::optional<ImportRecord>(FromRow(*row));
+}
+
+Result<std::vector<ImportRecord>> ListImports(Tx& tx, std::optional<int64_t> before, int limit) {
+  CF_ASSIGN_OR_RETURN(
+      Rows rows, tx.Query("SELECT " + std::string(kColumns) + " FROM imports WHERE id < ? ORDER BY id DESC LIMIT ?",
+                          {before.value_or(INT64_MAX), int64_t{limit}}));
+  std::vector<ImportRecord> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.push_back(FromRow(r));
+  return out;
+}
+
+Result<void> UpdateImport(Tx& tx, const ImportRecord& r) {
+  CF_RETURN_IF_ERROR(tx.ExecDeferred(
+      "UPDATE imports SET state = ?, position = ?, seen = ?, imported = ?, already_present = ?, rejected = ?, "
+      "conflicts = ?, error = ?, updated_at = ?, started_at = ?, finished_at = ? WHERE id = ?",
+      {r.state, r.position, r.counts.seen, r.counts.imported, r.counts.already_present, r.counts.rejected,
+       r.counts.conflicts, Opt(r.error), r.updated_at, Opt(r.started_at), Opt(r.finished_at), r.id}));
+  return Ok();
+}
+
+Result<void> InsertImportRow(Tx& tx, int64_t import_id, const ImportRow& row) {
+  return tx.ExecDeferred(
+      "INSERT INTO import_rows (import_id, idx, status, thing_name, fingerprint, reason) VALUES (?, ?, ?, ?, ?, ?)",
+      {import_id, row.index, row.status, row.thing_name, row.fingerprint, row.reason});
+}
+
+Result<std::vector<ImportRow>> ListImportRows(Tx& tx, int64_t import_id, std::optional<std::string> status,
+                                              int64_t after, int limit) {
+  std::string sql = "SELECT idx, status, thing_name, fingerprint, reason FROM import_rows WHERE import_id = ?";
+  Params params{import_id};
+  if (status) {
+    sql += " AND status = ?";
+    params.emplace_back(*status);
+  }
+  sql += " AND idx > ? ORDER BY idx LIMIT ?";
+  params.emplace_back(after);
+  params.emplace_back(int64_t{limit});
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(sql, params));
+  std::vector<ImportRow> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.push_back(ImportRow{r.Int(0), r.Text(1), r.Text(2), r.Text(3), r.Text(4)});
+  return out;
+}
+
+Result<std::optional<std::string>> ImportedCertificateThing(Tx& tx, std::string_view fingerprint) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT thing_name FROM imported_certificates WHERE fingerprint = ?",
+                                            {std::string(fingerprint)}));
+  if (!row) return std::optional<std::string>();
+  return std::optional<std::string>(row->Text(0));
+}
+
+Result<void> InsertImportedCertificate(Tx& tx, const ImportedCertificate& c) {
+  return tx.ExecDeferred(
+      "INSERT INTO imported_certificates (fingerprint, source, thing_name, certificate, import_id, created_at) VALUES "
+      "(?, ?, ?, ?, ?, ?)",
+      {c.fingerprint, c.source, c.thing_name, Base64Encode(c.der), c.import_id, c.created_at});
+}
+
+}  // namespace certfleet::store

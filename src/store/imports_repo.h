@@ -1,0 +1,75 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+#include "store/store.h"
+
+namespace certfleet::store {
+
+// What an import has done so far; every entry of the manifest it has read is counted once.
+struct ImportCounts {
+  int64_t seen = 0;
+  int64_t imported = 0;
+  int64_t already_present = 0;
+  int64_t rejected = 0;
+  int64_t conflicts = 0;
+};
+
+// An import of a supplier manifest into the registry (W3).
+struct ImportRecord {
+  int64_t id = 0;
+  std::string supplier;
+  std::string profile;
+  std::string bundle_type;  // infineon only, else ""
+  std::string manifest;     // where the manifest file is kept
+  std::string state;        // queued, running, done, failed, cancelled
+  int64_t position = 0;     // manifest entries done (committed)
+  ImportCounts counts;
+  std::optional<std::string> error;
+  std::string created_by;
+  int64_t created_at = 0;
+  int64_t updated_at = 0;
+  std::optional<int64_t> started_at;
+  std::optional<int64_t> finished_at;
+};
+
+// The new import's id.
+Result<int64_t> InsertImport(Tx& tx, const ImportRecord& r);
+Result<std::optional<ImportRecord>> FindImport(Tx& tx, int64_t id);
+// Newest first; `before`: the id of the last import of the previous page.
+Result<std::vector<ImportRecord>> ListImports(Tx& tx, std::optional<int64_t> before, int limit);
+// Sets state, position, counts, error and the times from `r`.
+Result<void> UpdateImport(Tx& tx, const ImportRecord& r);
+
+// An entry that was not imported, with why.
+struct ImportRow {
+  int64_t index = 0;   // its place in the manifest, 1-based
+  std::string status;  // rejected or conflict
+  std::string thing_name;
+  std::string fingerprint;
+  std::string reason;
+};
+Result<void> InsertImportRow(Tx& tx, int64_t import_id, const ImportRow& row);
+// In manifest order after `after`; `status` filters when set.
+Result<std::vector<ImportRow>> ListImportRows(Tx& tx, int64_t import_id, std::optional<std::string> status,
+                                              int64_t after, int limit);
+
+// A supplier's certificate as imported: by the SHA-256 of its DER.
+struct ImportedCertificate {
+  std::string fingerprint;  // hex
+  std::string source;       // the supplier
+  std::string thing_name;
+  std::string der;
+  int64_t import_id = 0;
+  int64_t created_at = 0;
+};
+// The thing an imported certificate belongs to, if it was imported.
+Result<std::optional<std::string>> ImportedCertificateThing(Tx& tx, std::string_view fingerprint);
+Result<void> InsertImportedCertificate(Tx& tx, const ImportedCertificate& c);
+
+}  // namespace certfleet::store
