@@ -161,13 +161,17 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const std::function<v
   if (!imp.started_at) imp.started_at = clock_.NowMillis();
   imp.state = "running";
   int batches = 0;
+  bool at_end = false;
   std::vector<ManifestEntry> batch;
   for (;;) {
     batch.clear();
     while (batch.size() < options_.batch_size) {
       auto next = (*reader)->Next();
       if (!next.ok()) return fail(next.error());
-      if (!*next) break;
+      if (!*next) {
+        at_end = true;
+        break;
+      }
       batch.push_back(std::move(**next));
     }
     const int64_t now = clock_.NowMillis();
@@ -227,7 +231,7 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const std::function<v
         }
         ++updated.counts.imported;
       }
-      if (batch.empty()) {
+      if (at_end) {
         updated.state = "done";
         updated.finished_at = now;
       }

@@ -10,6 +10,7 @@
 #include "provision/device_upload.h"
 #include "store/audit_repo.h"
 #include "store/certificates_repo.h"
+#include "store/imports_repo.h"
 
 namespace certfleet::provision {
 namespace {
@@ -388,7 +389,16 @@ Result<json::object> ThingView(store::Tx& tx, const store::RegistryObject& o, js
   std::set<std::string> policy_names;
   for (const auto& link : attached) {
     CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, link.to_name));
-    if (!cert) continue;
+    if (!cert) {
+      // A supplier's certificate (W3), named by its fingerprint: active while attached.
+      CF_ASSIGN_OR_RETURN(auto source, store::ImportedCertificateSource(tx, link.to_name));
+      if (!source) continue;
+      certificates.push_back(json::object{
+          {"fingerprint", link.to_name}, {"status", "active"}, {"attachment", link.state}, {"source", *source}});
+      CF_ASSIGN_OR_RETURN(auto policies, store::LinksTo(tx, kPolicyCertificate, link.to_name));
+      for (const auto& p : policies) policy_names.insert(p.from_name);
+      continue;
+    }
     certificates.push_back(
         json::object{{"serial", cert->serial},
                      {"status", cert->status},

@@ -100,6 +100,13 @@ Result<std::optional<std::string>> ImportedCertificateThing(Tx& tx, std::string_
   return std::optional<std::string>(row->Text(0));
 }
 
+Result<std::optional<std::string>> ImportedCertificateSource(Tx& tx, std::string_view fingerprint) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT source FROM imported_certificates WHERE fingerprint = ?",
+                                            {std::string(fingerprint)}));
+  if (!row) return std::optional<std::string>();
+  return std::optional<std::string>(row->Text(0));
+}
+
 Result<void> InsertImportedCertificate(Tx& tx, const ImportedCertificate& c) {
   return tx.ExecDeferred(
       "INSERT INTO imported_certificates (fingerprint, source, thing_name, certificate, import_id, created_at) VALUES "

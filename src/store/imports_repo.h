@@ -71,5 +71,7 @@ struct ImportedCertificate {
 // The thing an imported certificate belongs to, if it was imported.
 Result<std::optional<std::string>> ImportedCertificateThing(Tx& tx, std::string_view fingerprint);
 Result<void> InsertImportedCertificate(Tx& tx, const ImportedCertificate& c);
+// The supplier an imported certificate came from, if it was imported.
+Result<std::optional<std::string>> ImportedCertificateSource(Tx& tx, std::string_view fingerprint);
 
 }  // namespace certfleet::store

@@ -57,7 +57,11 @@ std::vector<ManifestEntry> ReadAll(const std::string& supplier, const std::strin
       EXPECT_NE(error, nullptr) << next.error().message;
       return out;
     }
-    if (!*next) return out;
+    if (!*next) {
+      auto again = (*reader)->Next();
+      EXPECT_TRUE(again.ok() && !*again) << supplier << ": after the end, the end again";
+      return out;
+    }
     out.push_back(std::move(**next));
   }
 }

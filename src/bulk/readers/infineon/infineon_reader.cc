@@ -33,6 +33,7 @@ class InfineonReader final : public ManifestReader {
       : outer_(std::move(outer)), suffix_(std::move(suffix)), limits_(limits) {}
 
   Result<std::optional<ManifestEntry>> Next() override {
+    if (done_) return std::optional<ManifestEntry>();
     for (;;) {
       if (inner_) {
         archive_entry* entry = nullptr;
@@ -63,6 +64,7 @@ class InfineonReader final : public ManifestReader {
         if (!found_) {
           return MakeError(ErrorCode::kInvalidArgument, fmt::format("the archive has no *{} bundle", suffix_));
         }
+        done_ = true;  // libarchive may not be asked for another header after its end
         return std::optional<ManifestEntry>();
       }
       if (rc != ARCHIVE_OK) return ArchiveError(outer_.get(), "the manifest archive");
@@ -122,6 +124,7 @@ class InfineonReader final : public ManifestReader {
   const std::string suffix_;
   const ArchiveLimits limits_;
   bool found_ = false;
+  bool done_ = false;
   size_t entries_ = 0;
   uint64_t expanded_ = 0;
   size_t index_ = 0;

@@ -1,0 +1,188 @@
+// Importing Thingpress's real manifests into the registry: counts, idempotence, conflicts,
+// resuming after an interruption, cancelling, and what the things look like afterwards.
+#include "bulk/import_service.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "provision/registry.h"
+#include "testing/db.h"
+
+namespace certfleet::bulk {
+namespace {
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+using provision::Kind;
+
+std::string Fixture(const std::string& name) {
+  const char* src = std::getenv("CERTFLEET_SOURCE_DIR");
+  return (fs::path(src ? src : ".") / ".." / "shared" / "fixtures" / "thingpress" / name).string();
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+class ImportTest : public ::testing::TestWithParam<store::Dialect> {
+ protected:
+  void SetUp() override {
+    store_ = testing::FreshStore(GetParam());
+    ASSERT_NE(store_, nullptr);
+    dir_ = testing::TempDir();
+    registry_ = std::make_unique<provision::Registry>(*store_, clock_);
+    ImportService::Options options;
+    options.manifest_dir = dir_ + "/manifests";
+    options.verifiers_pem = {Slurp(Fixture("mchp_verifiers/MCHP_manifest_signer_5_Mar_6-2024_noExpiration.crt"))};
+    options.batch_size = 30;
+    imports_ = std::make_unique<ImportService>(*store_, clock_, options);
+    Make(Kind::kThingType, {{"name", "tracker"}});
+    Make(Kind::kThingGroup, {{"name", "fleet"}});
+    Make(Kind::kPolicy, json::parse(R"({"name": "connect", "document": {"Statement": [
+           {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}})"));
+    Make(Kind::kProfile,
+         {{"name", "trackers"}, {"thing_type", "tracker"}, {"thing_groups", {"fleet"}}, {"policies", {"connect"}}});
+  }
+  void Make(Kind kind, json::value body) {
+    auto made = registry_->Create(kind, body.as_object(), "t");
+    ASSERT_TRUE(made.ok()) << made.error().message;
+  }
+  // A copy of the fixture (Start moves the file it is given).
+  std::string Copy(const std::string& name) {
+    const std::string to = dir_ + "/" + std::to_string(copies_++) + "-" + name.substr(name.rfind('/') + 1);
+    fs::copy_file(Fixture(name), to);
+    return to;
+  }
+  store::ImportRecord Import(const std::string& supplier, const std::string& fixture, const std::string& bundle = "") {
+    auto started = imports_->Start(supplier, "trackers", bundle, Copy(fixture), "token:ops");
+    EXPECT_TRUE(started.ok()) << started.error().message;
+    if (!started.ok()) return {};
+    auto done = imports_->Run(started->id);
+    EXPECT_TRUE(done.ok()) << done.error().message;
+    return done.ok() ? *done : store::ImportRecord{};
+  }
+  int64_t Count(const std::string& sql) { return store_->Query(sql)->at(0).Int(0); }
+
+  ManualClock clock_{1'795'456'605'000};
+  std::unique_ptr<store::Store> store_;
+  std::string dir_;
+  std::unique_ptr<provision::Registry> registry_;
+  std::unique_ptr<ImportService> imports_;
+  int copies_ = 0;
+};
+
+TEST_P(ImportTest, EveryFixtureImportsAndASecondImportFindsEverythingPresent) {
+  const std::vector<std::tuple<std::string, std::string, std::string, int64_t>> fixtures = {
+      {"microchip", "ECC608C-TNGTLSU-B.json", "", 10},
+      {"espressif", "manifest-espressif.csv", "", 7},
+      {"infineon", "manifest-infineon.7z", "E0E1", 200},
+      {"generated", "certificates_test.txt", "", 100}};
+  int64_t total = 0;
+  for (const auto& [supplier, file, bundle, count] : fixtures) {
+    store::ImportRecord first = Import(supplier, file, bundle);
+    EXPECT_EQ(first.state, "done") << supplier;
+    EXPECT_EQ(first.counts.seen, count) << supplier;
+    EXPECT_EQ(first.counts.imported, count) << supplier;
+    EXPECT_EQ(first.counts.rejected + first.counts.conflicts, 0) << supplier;
+    total += count;
+    store::ImportRecord again = Import(supplier, file, bundle);
+    EXPECT_EQ(again.counts.already_present, count) << supplier;
+    EXPECT_EQ(again.counts.imported, 0) << supplier;
+  }
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM imported_certificates"), total);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM registry_objects WHERE kind = 'thing'"), total);
+
+  json::object thing = *registry_->Get(Kind::kThing, "4BA2BB8764BD");
+  EXPECT_EQ(thing["thing_type"], "tracker");
+  EXPECT_EQ(thing["thing_groups"], json::array({"fleet"}));
+  ASSERT_EQ(thing["certificates"].as_array().size(), 1u);
+  EXPECT_EQ(thing["certificates"].as_array()[0].at("source"), "espressif");
+  ASSERT_EQ(thing["effective_policies"].as_array().size(), 1u);
+  EXPECT_EQ(thing["effective_policies"].as_array()[0].at("name"), "connect");
+}
+
+TEST_P(ImportTest, ACertificateImportedForAnotherThingIsAConflictAndStays) {
+  Import("espressif", "manifest-espressif.csv");          // its first certificate is named 4BA2BB8764BD
+  store::ImportRecord pem = Import("pem", "single.pem");  // the same certificate, named by its CN
+  EXPECT_EQ(pem.counts.conflicts, 1);
+  auto rows = imports_->Rows(pem.id, std::string("conflict"), 0, 100);
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_NE((*rows)[0].reason.find("4BA2BB8764BD"), std::string::npos) << (*rows)[0].reason;
+  EXPECT_FALSE(registry_->Get(Kind::kThing, "6d1d54ba-ed81-4c32-8e08-f9f8c885a6ed").ok()) << "not moved";
+}
+
+TEST_P(ImportTest, AnInterruptedImportResumesAfterItsLastBatchWithNothingTwice) {
+  auto started = imports_->Start("generated", "trackers", "", Copy("certificates_test.txt"), "t");
+  ASSERT_TRUE(started.ok());
+  imports_->fail_after_batches = 2;
+  EXPECT_FALSE(imports_->Run(started->id).ok()) << "stopped as a crash would";
+  store::ImportRecord halfway = *imports_->Get(started->id);
+  EXPECT_EQ(halfway.position, 60);
+  EXPECT_EQ(halfway.state, "running");
+  imports_->fail_after_batches = -1;
+  std::vector<int64_t> progress;
+  auto done = imports_->Run(started->id, [&](int64_t n) { progress.push_back(n); });
+  ASSERT_TRUE(done.ok()) << done.error().message;
+  EXPECT_EQ(done->counts.seen, 100);
+  EXPECT_EQ(done->counts.imported, 100);
+  EXPECT_EQ(done->counts.already_present, 0) << "the resumed run skipped what was committed";
+  EXPECT_EQ(progress, (std::vector<int64_t>{90, 100}));
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM imported_certificates"), 100);
+  EXPECT_TRUE(imports_->Run(started->id).ok()) << "a done import runs as a no-op";
+}
+
+TEST_P(ImportTest, AnImportRefusesToStartWhenItsProfileNamesWhatDoesNotExist) {
+  Make(Kind::kProfile, {{"name", "broken"}, {"policies", {"missing-policy"}}});
+  auto started = imports_->Start("generated", "broken", "", Copy("certificates_test.txt"), "t");
+  ASSERT_FALSE(started.ok());
+  EXPECT_EQ(started.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_NE(started.error().message.find("policy missing-policy"), std::string::npos);
+  EXPECT_EQ(imports_->Start("acme", "trackers", "", Copy("single.pem"), "t").error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(imports_->Start("infineon", "trackers", "", Copy("manifest-infineon.7z"), "t").error().code,
+            ErrorCode::kInvalidArgument)
+      << "no bundle type";
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM imports"), 0);
+}
+
+TEST_P(ImportTest, RejectedEntriesAreListedWithTheirReason) {
+  // Three good lines, then one that is base64 of something else.
+  std::istringstream lines(Slurp(Fixture("certificates_test.txt")));
+  std::ofstream mixed(dir_ + "/mixed.txt");
+  std::string line;
+  for (int i = 0; i < 3 && std::getline(lines, line); ++i) mixed << line << "\n";
+  mixed << "bm9wZQ==\n";
+  mixed.close();
+  auto started = imports_->Start("generated", "trackers", "", dir_ + "/mixed.txt", "t");
+  ASSERT_TRUE(started.ok());
+  auto done = imports_->Run(started->id);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->counts.rejected, 1);
+  auto rows = imports_->Rows(started->id, std::string("rejected"), 0, 10);
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0].index, done->counts.seen);
+  EXPECT_NE((*rows)[0].reason.find("base64 of a PEM"), std::string::npos) << (*rows)[0].reason;
+}
+
+TEST_P(ImportTest, ACancelledImportStopsAndStaysCancelled) {
+  auto started = imports_->Start("generated", "trackers", "", Copy("certificates_test.txt"), "t");
+  ASSERT_TRUE(started.ok());
+  ASSERT_TRUE(imports_->Cancel(started->id, "t").ok());
+  auto run = imports_->Run(started->id);
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ(run->state, "cancelled");
+  EXPECT_EQ(run->counts.seen, 0);
+  EXPECT_EQ(imports_->Cancel(started->id, "t").error().code, ErrorCode::kFailedPrecondition);
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, ImportTest, testing::kBothDialects, testing::DialectName);
+
+}  // namespace
+}  // namespace certfleet::bulk
