@@ -5,6 +5,9 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "bulk/readers/espressif/espressif_reader.h"
 #include "bulk/readers/generated/generated_reader.h"
 #include "bulk/readers/infineon/infineon_reader.h"
@@ -29,6 +32,25 @@ Result<std::unique_ptr<ManifestReader>> OpenManifest(std::string_view supplier, 
   if (supplier == "pem") return readers::OpenPemManifest(path);
   return MakeError(ErrorCode::kInvalidArgument,
                    fmt::format("unknown supplier '{}' (microchip, infineon, espressif, generated, pem)", supplier));
+}
+
+Result<std::vector<std::string>> ReadVerifierDir(const std::string& dir) {
+  constexpr uintmax_t kMaxCertificateFile = 64 * 1024;  // a PEM certificate is a few KiB
+  std::vector<std::string> out;
+  if (dir.empty()) return out;
+  std::error_code ec;
+  for (const auto& f : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string ext = f.path().extension().string();
+    if (!f.is_regular_file() || (ext != ".crt" && ext != ".pem")) continue;
+    if (f.file_size() > kMaxCertificateFile) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       fmt::format("{} is too large for a certificate", f.path().string()));
+    }
+    std::ifstream in(f.path(), std::ios::binary);
+    out.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  if (ec) return MakeError(ErrorCode::kInvalidArgument, fmt::format("cannot read {}: {}", dir, ec.message()));
+  return out;
 }
 
 ManifestEntry EntryFromDer(size_t index, std::string der, std::string_view fallback_name) {

@@ -54,6 +54,10 @@ const std::vector<std::string_view>& Suppliers();
 Result<std::unique_ptr<ManifestReader>> OpenManifest(std::string_view supplier, const std::string& path,
                                                      const ReaderOptions& options);
 
+// The Microchip manifest signers in `dir`: every .crt and .pem file, PEM text each. An
+// empty `dir` gives none.
+Result<std::vector<std::string>> ReadVerifierDir(const std::string& dir);
+
 // Helpers the readers share.
 // An entry for a DER certificate: parsed, and named by its subject CN (or `fallback_name`
 // when it has none); `problem` set if it is not a certificate.

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <boost/json.hpp>
 #include <iostream>
 #include <thread>
 
@@ -165,7 +166,20 @@ int Serve(const Config& config, const Clock& clock) {
   api.registry = &registry;
   api.provision = &provision;
 
+  auto verifiers = bulk::ReadVerifierDir(config.Get("bulk.verifier_dir"));
+  if (!verifiers.ok()) {
+    log::Error("cannot read the Microchip verification certificates", {{"error", verifiers.error().message}});
+    return 1;
+  }
+  bulk::ImportService::Options import_options;
+  import_options.manifest_dir = config.Get("bulk.manifest_dir");
+  import_options.verifiers_pem = std::move(*verifiers);
+  import_options.batch_size = static_cast<size_t>(config.GetInt("bulk.batch_size"));
+  bulk::ImportService imports(store, clock, import_options);
+  api.imports = &imports;
+
   http::AddSystemRoutes(router, api);
+  http::AddBulkRoutes(router, api);
   http::AddProvisionRoutes(router, api);
   http::AddCaRoutes(router, api);
   http::AddDistributionRoutes(router, api);
@@ -200,6 +214,14 @@ int Serve(const Config& config, const Clock& clock) {
                   CF_RETURN_IF_ERROR(provision.RevokeDueSuperseded());
                   return Ok();
                 });
+  pool.Register(std::string(bulk::ImportService::kJob), [&imports](jobs::JobContext& job) -> Result<void> {
+    boost::system::error_code ec;
+    const boost::json::value payload = boost::json::parse(job.job().payload, ec);
+    const boost::json::value* id = !ec && payload.is_object() ? payload.get_object().if_contains("import_id") : nullptr;
+    if (id == nullptr || !id->is_int64()) return MakeError(ErrorCode::kInvalidArgument, "no import_id in the job");
+    CF_RETURN_IF_ERROR(imports.Run(id->get_int64(), [&job](int64_t done) { job.Progress(done, 0); }));
+    return Ok();
+  });
   store::NewJob supersede_job;
   supersede_job.kind = std::string(provision::ProvisionService::kRevokeSupersededJob);
   supersede_job.max_attempts = 1;  // the next firing is the retry

@@ -53,6 +53,12 @@ constexpr ConfigKey kKeys[] = {
      "W2: provisioning requests one client address may make a minute, per node (a factory's devices may share one); "
      "0: no limit.",
      0, 100000000},
+    {"bulk.manifest_dir", ConfigType::kPath, "{data_dir}/imports",
+     "W3: where manifests wait for their import (removed when it is done); shared by the nodes that run imports."},
+    {"bulk.verifier_dir", ConfigType::kPath, "",
+     "W3: folder of Microchip manifest signer certificates (.crt/.pem); empty: Microchip imports are refused."},
+    {"bulk.batch_size", ConfigType::kInt, "2000",
+     "W3: manifest entries written per transaction; an interrupted import resumes after its last batch.", 1, 100000},
     {"server.listen", ConfigType::kString, "127.0.0.1:8443",
      "HTTPS listen address host:port (port 0 picks a free port)."},
     {"server.tls_cert", ConfigType::kPath, "{data_dir}/tls/server.pem", "Server certificate chain (PEM)."},

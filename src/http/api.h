@@ -2,6 +2,7 @@
 
 #include <boost/json/object.hpp>
 
+#include "bulk/import_service.h"
 #include "ca/ca_service.h"
 #include "core/clock.h"
 #include "distribution/distribution_service.h"
@@ -26,6 +27,7 @@ struct ApiContext {
   provision::DeviceRegistry* devices = nullptr;               // W2, with the two below
   provision::Registry* registry = nullptr;
   provision::ProvisionService* provision = nullptr;
+  bulk::ImportService* imports = nullptr;  // W3
 };
 
 // Bearer tokens checked against the store's api_tokens table, remembered in `cache`.
@@ -40,6 +42,9 @@ void AddCaRoutes(Router& router, const ApiContext& ctx);
 // W2: /v1/devices, /v1/provision, the registry (/v1/things, /v1/thing-types,
 // /v1/thing-groups, /v1/policies, /v1/provisioning-templates) and /v1/cas/{fqdn}/rotate.
 void AddProvisionRoutes(Router& router, const ApiContext& ctx);
+
+// W3: /v1/imports (profiles are registry routes, /v1/profiles).
+void AddBulkRoutes(Router& router, const ApiContext& ctx);
 
 // A certificate's inventory record as the API shows it.
 boost::json::object CertificateJson(const store::CertificateRecord& c);
