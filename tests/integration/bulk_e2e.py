@@ -1,0 +1,138 @@
+#!/usr/bin/python3
+"""W3 end to end: supplier manifests imported over HTTPS as jobs (every Thingpress fixture
+with its expected count, a second import all present, a tampered Microchip entry reported
+and its neighbours imported), the registry afterwards, and an import of 20,000 certificates
+killed with SIGKILL halfway and resumed by the restarted server with nothing twice.
+
+usage: bulk_e2e.py CERTFLEET_BINARY sqlite|postgres
+"""
+import base64
+import datetime
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checks import check, finish  # noqa: E402
+from harness import Certfleet  # noqa: E402
+from servers import SOURCE  # noqa: E402
+
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.x509.oid import NameOID  # noqa: E402
+
+BINARY, DB_KIND = sys.argv[1], sys.argv[2]
+FIXTURES = os.path.join(SOURCE, "..", "shared", "fixtures", "thingpress")
+cf = Certfleet(BINARY, DB_KIND, "bulk-e2e", extra_env={
+    "CERTFLEET_BULK_VERIFIER_DIR": os.path.join(FIXTURES, "mchp_verifiers"),
+    "CERTFLEET_BULK_BATCH_SIZE": "200",
+    "CERTFLEET_JOBS_LEASE_SECONDS": "5",
+    "CERTFLEET_JOBS_POLL_MS": "100"})
+cf.init()
+cf.start()
+T = cf.token
+
+
+def api(method, route, body=None, expect=200, **kw):
+    status, out, _ = cf.request(method, route, body=body, bearer=T, **kw)
+    check(status == expect, f"{method} {route}: {status}, wanted {expect}: {str(out)[:300]}")
+    return out
+
+
+def start_import(supplier, data, bundle=None, expect=202):
+    query = f"/v1/imports?supplier={supplier}&profile=trackers" + (f"&bundle_type={bundle}" if bundle else "")
+    return api("POST", query, data, expect=expect, headers={"Content-Type": "application/octet-stream"})
+
+
+def wait_done(import_id, seconds=120):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        imp = api("GET", f"/v1/imports/{import_id}")
+        if imp["state"] in ("done", "failed", "cancelled"):
+            return imp
+        time.sleep(0.2)
+    check(False, f"import {import_id} finished within {seconds} s")
+    return imp
+
+
+api("POST", "/v1/thing-types", {"name": "tracker"}, expect=201)
+api("POST", "/v1/thing-groups", {"name": "fleet"}, expect=201)
+api("POST", "/v1/policies", {"name": "connect", "document": {"Statement": [
+    {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}}, expect=201)
+api("POST", "/v1/profiles", {"name": "trackers", "thing_type": "tracker", "thing_groups": ["fleet"],
+                             "policies": ["connect"]}, expect=201)
+api("POST", "/v1/profiles", {"name": "broken", "policies": ["nope"]}, expect=201)
+out = api("POST", "/v1/imports?supplier=generated&profile=broken", "x", expect=409)
+check("policy nope, which does not exist" in out["error"]["message"], f"profile checked first: {out}")
+api("POST", "/v1/imports?supplier=acme&profile=trackers", "x", expect=400)
+api("POST", "/v1/imports?supplier=infineon&profile=trackers", "x", expect=400)
+
+fixtures = [("microchip", "ECC608C-TNGTLSU-B.json", None, 10), ("espressif", "manifest-espressif.csv", None, 7),
+            ("infineon", "manifest-infineon.7z", "E0E2", 200), ("generated", "certificates_test.txt", None, 100)]
+for supplier, name, bundle, count in fixtures:
+    data = open(os.path.join(FIXTURES, name), "rb").read()
+    first = wait_done(start_import(supplier, data, bundle)["id"])
+    check(first["state"] == "done" and first["counts"]["imported"] == count and first["counts"]["seen"] == count,
+          f"{supplier}: {count} imported: {first}")
+    again = wait_done(start_import(supplier, data, bundle)["id"])
+    check(again["counts"]["already_present"] == count and again["counts"]["imported"] == 0,
+          f"{supplier} again: all already present: {again['counts']}")
+
+thing = api("GET", "/v1/things/4BA2BB8764BD")
+check(thing["thing_type"] == "tracker" and thing["thing_groups"] == ["fleet"] and
+      thing["certificates"][0]["source"] == "espressif" and thing["effective_policies"][0]["name"] == "connect",
+      f"an imported thing: {thing}")
+page = api("GET", "/v1/imports?limit=2")
+check(len(page["items"]) == 2 and page["items"][0]["id"] > page["items"][1]["id"] and page["next"],
+      "imports list newest first, in pages")
+
+# A Microchip manifest with its fifth signature changed: that entry reported, the rest in.
+text = open(os.path.join(FIXTURES, "ECC608C-TNGTLSU-B.json")).read()
+pos = -1
+for _ in range(5):
+    pos = text.index('"signature"', pos + 1)
+value = text.index('"', text.index(":", pos)) + 1
+text = text[:value + 3] + ("B" if text[value + 3] == "A" else "A") + text[value + 4:]
+tampered = wait_done(start_import("microchip", text)["id"])
+check(tampered["counts"]["rejected"] == 1 and tampered["counts"]["already_present"] == 9,
+      f"one tampered entry rejected, nine present: {tampered['counts']}")
+rows = api("GET", f"/v1/imports/{tampered['id']}/rows?status=rejected")
+check(len(rows["items"]) == 1 and rows["items"][0]["index"] == 5 and "does not verify" in rows["items"][0]["reason"],
+      f"the rejected row and its reason: {rows}")
+
+# 20,000 certificates, killed halfway, resumed.
+key = ec.generate_private_key(ec.SECP256R1())
+ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bulk e2e CA")])
+now = datetime.datetime(2026, 1, 1)
+lines = []
+for i in range(20_000):
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"bulk-{i}")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(i + 1).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=3650)).sign(key, hashes.SHA256()))
+    lines.append(base64.b64encode(cert.public_bytes(serialization.Encoding.PEM)).decode())
+big = start_import("generated", "\n".join(lines) + "\n")
+deadline = time.time() + 60
+while time.time() < deadline:
+    imp = api("GET", f"/v1/imports/{big['id']}")
+    if imp["counts"]["seen"] >= 2_000 or imp["state"] == "done":
+        break
+    time.sleep(0.05)
+check(imp["state"] == "running", f"the large import is running when killed: {imp['state']} {imp['counts']}")
+cf.server.send_signal(signal.SIGKILL)
+cf.server.wait()
+killed_at = imp["counts"]["seen"]
+cf.start()
+done = wait_done(big["id"], seconds=240)
+check(done["state"] == "done" and done["counts"]["seen"] == 20_000 and done["counts"]["imported"] == 20_000 and
+      done["counts"]["already_present"] == 0,
+      f"resumed after SIGKILL at {killed_at}: every certificate once: {done['counts']}")
+things = api("GET", "/v1/things?thing_type=tracker&limit=1000")
+total = len(things["items"])
+while things["next"]:
+    things = api("GET", f"/v1/things?thing_type=tracker&limit=1000&next={things['next']}")
+    total += len(things["items"])
+check(total == 10 + 7 + 200 + 100 + 20_000, f"one thing per certificate: {total}")
+cf.stop()
+finish("bulk_e2e")
