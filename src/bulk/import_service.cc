@@ -84,7 +84,7 @@ Result<void> MoveFile(const std::string& from, const std::string& to) {
 
 Result<store::ImportRecord> ImportService::Start(std::string_view supplier, std::string_view profile,
                                                  std::string_view bundle_type, const std::string& path,
-                                                 std::string_view actor) {
+                                                 std::string_view actor, bool queue_job) {
   const auto& suppliers = Suppliers();
   if (std::find(suppliers.begin(), suppliers.end(), supplier) == suppliers.end()) {
     return MakeError(ErrorCode::kInvalidArgument,
@@ -117,11 +117,13 @@ Result<store::ImportRecord> ImportService::Start(std::string_view supplier, std:
   r.created_at = r.updated_at = now;
   auto started = store::Write(store_, [&](store::Tx& tx) -> Result<int64_t> {
     CF_ASSIGN_OR_RETURN(int64_t id, store::InsertImport(tx, r));
-    store::NewJob job;
-    job.kind = std::string(kJob);
-    job.payload = json::serialize(json::object{{"import_id", id}});
-    job.max_attempts = kJobAttempts;
-    CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));
+    if (queue_job) {
+      store::NewJob job;
+      job.kind = std::string(kJob);
+      job.payload = json::serialize(json::object{{"import_id", id}});
+      job.max_attempts = kJobAttempts;
+      CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));
+    }
     CF_RETURN_IF_ERROR(store::AppendAudit(
         tx, now, actor, "import.start", fmt::format("import:{}", id),
         json::serialize(json::object{{"supplier", supplier}, {"profile", profile}, {"bundle_type", bundle_type}})));
@@ -135,7 +137,7 @@ Result<store::ImportRecord> ImportService::Start(std::string_view supplier, std:
   return r;
 }
 
-Result<store::ImportRecord> ImportService::Run(int64_t id, const std::function<void(int64_t)>& progress) {
+Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progress) {
   CF_ASSIGN_OR_RETURN(store::ImportRecord imp, Get(id));
   if (imp.state == "done" || imp.state == "cancelled" || imp.state == "failed") return imp;
   auto profile = store::Read(store_, [&](store::Tx& tx) { return LoadProfile(tx, imp.profile); });
@@ -240,7 +242,7 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const std::function<v
     }));
     if (cancelled) return Get(id);
     imp = std::move(updated);
-    if (progress) progress(imp.position);
+    if (progress) progress(imp, imp.state == "done" ? 1.0 : (*reader)->Fraction());
     if (imp.state == "done") {
       std::error_code ec;
       fs::remove(imp.manifest, ec);  // everything in it is in the store now

@@ -35,13 +35,15 @@ class ImportService {
       : store_(store), clock_(clock), options_(std::move(options)) {}
 
   // Checks the supplier, bundle type and profile (it and everything it names must exist),
-  // moves the manifest file at `path` into manifest_dir, records the import and queues its
-  // job, in one transaction.
+  // moves the manifest file at `path` into manifest_dir, records the import and, with
+  // `queue_job`, queues its job (the CLI runs it itself instead), in one transaction.
   Result<store::ImportRecord> Start(std::string_view supplier, std::string_view profile, std::string_view bundle_type,
-                                    const std::string& path, std::string_view actor);
-  // Runs the import, or resumes it from its position; `progress` gets the entries done.
-  // Returns at once for an import that is done or cancelled.
-  Result<store::ImportRecord> Run(int64_t id, const std::function<void(int64_t)>& progress = {});
+                                    const std::string& path, std::string_view actor, bool queue_job = true);
+  // Called after each batch with the import so far and the share of the manifest read (0-1).
+  using Progress = std::function<void(const store::ImportRecord&, double)>;
+  // Runs the import, or resumes it from its position. Returns at once for an import that is
+  // done, failed or cancelled.
+  Result<store::ImportRecord> Run(int64_t id, const Progress& progress = {});
   Result<store::ImportRecord> Get(int64_t id);
   Result<std::vector<store::ImportRecord>> List(std::optional<int64_t> before, int limit);
   Result<std::vector<store::ImportRow>> Rows(int64_t id, std::optional<std::string> status, int64_t after, int limit);

@@ -5,6 +5,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -85,6 +86,12 @@ Result<std::string> CertificateDerFromPem(std::string_view pem) {
   OPENSSL_free(header);
   OPENSSL_free(der);
   return out;
+}
+
+double FileFraction(std::istream& in, uint64_t size) {
+  const std::streamoff at = in.tellg();
+  if (size == 0 || at < 0) return in.eof() ? 1.0 : 0.0;
+  return std::min(1.0, static_cast<double>(at) / static_cast<double>(size));
 }
 
 Result<bool> ReadLine(std::istream& in, std::string& line, size_t max_bytes) {

@@ -31,6 +31,8 @@ class ManifestReader {
   // `problem`; an error means the manifest cannot be read any further (not the format, an
   // archive past its limits, an I/O error).
   virtual Result<std::optional<ManifestEntry>> Next() = 0;
+  // How much of the manifest file is read, 0 to 1, by bytes: for progress bars.
+  virtual double Fraction() = 0;
 };
 
 // Bounds on what an archive may expand to, so that an archive bomb stops with an error.
@@ -68,5 +70,7 @@ Result<std::string> CertificateDerFromPem(std::string_view pem);
 // longer than `max_bytes` is kInvalidArgument: a text manifest's lines are short, and this
 // keeps a file without line breaks from being read into memory whole.
 Result<bool> ReadLine(std::istream& in, std::string& line, size_t max_bytes);
+// The share of a file of `size` bytes that `in` has read.
+double FileFraction(std::istream& in, uint64_t size);
 
 }  // namespace certfleet::bulk

@@ -145,6 +145,19 @@ int Main(int argc, char** argv) {
   auto* audit_verify =
       audit->add_subcommand("verify", "Recompute the audit hash chain and report the first broken row (exit 2).");
 
+  ImportArgs import_args;
+  auto* import_cmd = app.add_subcommand(
+      "import",
+      "Import a supplier manifest into the registry here, with a progress bar, and print the counts (W3). The "
+      "server's POST /v1/imports does the same as a job.");
+  import_cmd->add_option("file", import_args.file, "The manifest file");
+  import_cmd->add_option("--supplier", import_args.supplier, "microchip, infineon, espressif, generated or pem");
+  import_cmd->add_option("--profile", import_args.profile, "The profile whose type, groups and policies things get");
+  import_cmd->add_option("--bundle-type", import_args.bundle_type, "Infineon: E0E0, E0E1 or E0E2");
+  import_cmd->add_option("--verifier-dir", import_args.verifier_dir,
+                         "Folder of Microchip signer certificates (default: bulk.verifier_dir)");
+  import_cmd->add_option("--resume", import_args.resume_id, "Go on with an interrupted import (its id) instead");
+
   auto* config_cmd = app.add_subcommand("config", "Inspect the configuration.");
   config_cmd->require_subcommand(1);
   auto* config_show = config_cmd->add_subcommand(
@@ -173,6 +186,14 @@ int Main(int argc, char** argv) {
   if (*token_list) return TokenList(*config);
   if (*token_revoke) return TokenRevoke(*config, clock, token_id);
   if (*audit_verify) return AuditVerify(*config);
+  if (*import_cmd) {
+    if (import_args.resume_id == 0 &&
+        (import_args.file.empty() || import_args.supplier.empty() || import_args.profile.empty())) {
+      std::cerr << "certfleet import: give FILE --supplier S --profile P, or --resume ID\n";
+      return 2;
+    }
+    return Import(*config, clock, import_args);
+  }
   if (*config_show) {
     std::cout << "# effective configuration" << (config->file().empty() ? "" : " (file: " + config->file() + ")")
               << "; each value's source follows it\n"

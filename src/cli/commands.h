@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -16,5 +17,16 @@ Result<std::unique_ptr<store::Store>> OpenStore(const Config& config);
 // Each command returns the process exit code; errors go to stderr.
 int Init(const Config& config, const Clock& clock);
 int Serve(const Config& config, const Clock& clock);
+
+// What `certfleet import` was given.
+struct ImportArgs {
+  std::string file;
+  std::string supplier;
+  std::string profile;
+  std::string bundle_type;
+  std::string verifier_dir;  // "" : bulk.verifier_dir
+  int64_t resume_id = 0;     // an import to go on with instead of a new one
+};
+int Import(const Config& config, const Clock& clock, const ImportArgs& args);
 
 }  // namespace certfleet::cli

@@ -219,7 +219,11 @@ int Serve(const Config& config, const Clock& clock) {
     const boost::json::value payload = boost::json::parse(job.job().payload, ec);
     const boost::json::value* id = !ec && payload.is_object() ? payload.get_object().if_contains("import_id") : nullptr;
     if (id == nullptr || !id->is_int64()) return MakeError(ErrorCode::kInvalidArgument, "no import_id in the job");
-    CF_RETURN_IF_ERROR(imports.Run(id->get_int64(), [&job](int64_t done) { job.Progress(done, 0); }));
+    // The job shows the share of the manifest read; the import itself has the counts.
+    constexpr int64_t kScale = 1000;
+    CF_RETURN_IF_ERROR(imports.Run(id->get_int64(), [&job](const store::ImportRecord&, double fraction) {
+      job.Progress(static_cast<int64_t>(fraction * kScale), kScale);
+    }));
     return Ok();
   });
   store::NewJob supersede_job;

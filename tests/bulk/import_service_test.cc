@@ -129,7 +129,11 @@ TEST_P(ImportTest, AnInterruptedImportResumesAfterItsLastBatchWithNothingTwice) 
   EXPECT_EQ(halfway.state, "running");
   imports_->fail_after_batches = -1;
   std::vector<int64_t> progress;
-  auto done = imports_->Run(started->id, [&](int64_t n) { progress.push_back(n); });
+  auto done = imports_->Run(started->id, [&](const store::ImportRecord& r, double fraction) {
+    progress.push_back(r.position);
+    EXPECT_GT(fraction, 0.0);
+    EXPECT_LE(fraction, 1.0);
+  });
   ASSERT_TRUE(done.ok()) << done.error().message;
   EXPECT_EQ(done->counts.seen, 100);
   EXPECT_EQ(done->counts.imported, 100);

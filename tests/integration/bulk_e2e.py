@@ -102,6 +102,15 @@ rows = api("GET", f"/v1/imports/{tampered['id']}/rows?status=rejected")
 check(len(rows["items"]) == 1 and rows["items"][0]["index"] == 5 and "does not verify" in rows["items"][0]["reason"],
       f"the rejected row and its reason: {rows}")
 
+# The CLI, beside the running server, on the same store: a progress bar, then the counts.
+p = cf.cli("import", os.path.join(FIXTURES, "manifest-espressif.csv"), "--supplier", "espressif", "--profile",
+           "trackers")
+check("seen 7, imported 0, already present 7" in p.stdout and "100%" in p.stderr,
+      f"certfleet import prints its progress and counts: {p.stdout} {p.stderr[-200:]}")
+check(os.path.exists(os.path.join(FIXTURES, "manifest-espressif.csv")), "the CLI leaves the user's file")
+p = cf.cli("import", "--resume", "999999", expect=1)
+check("no import 999999" in p.stderr, f"resuming an unknown import: {p.stderr}")
+
 # 20,000 certificates, killed halfway, resumed.
 key = ec.generate_private_key(ec.SECP256R1())
 ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bulk e2e CA")])

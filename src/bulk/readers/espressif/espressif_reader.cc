@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "core/csv.h"
@@ -58,6 +59,10 @@ class EspressifReader final : public ManifestReader {
     return std::optional<ManifestEntry>(std::move(e));
   }
 
+  double Fraction() override { return FileFraction(*in_, size_); }
+
+  uint64_t size_ = 0;  // of the file, for Fraction
+
  private:
   std::unique_ptr<std::ifstream> in_;  // a pointer: the CSV reader's line source refers to it
   CsvReader csv_;
@@ -71,7 +76,10 @@ class EspressifReader final : public ManifestReader {
 Result<std::unique_ptr<ManifestReader>> OpenEspressifManifest(const std::string& path) {
   auto in = std::make_unique<std::ifstream>(path, std::ios::binary);
   if (!*in) return MakeError(ErrorCode::kNotFound, "cannot open " + path);
-  return std::unique_ptr<ManifestReader>(std::make_unique<EspressifReader>(std::move(in)));
+  auto reader = std::make_unique<EspressifReader>(std::move(in));
+  std::error_code ec;
+  reader->size_ = std::filesystem::file_size(path, ec);
+  return std::unique_ptr<ManifestReader>(std::move(reader));
 }
 
 }  // namespace certfleet::bulk::readers

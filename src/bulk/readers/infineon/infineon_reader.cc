@@ -4,6 +4,9 @@
 #include <archive_entry.h>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <filesystem>
+
 namespace certfleet::bulk::readers {
 namespace {
 
@@ -83,6 +86,14 @@ class InfineonReader final : public ManifestReader {
     }
   }
 
+  double Fraction() override {
+    if (done_) return 1.0;
+    const la_int64_t read = archive_filter_bytes(outer_.get(), -1);
+    return size_ > 0 && read > 0 ? std::min(1.0, static_cast<double>(read) / static_cast<double>(size_)) : 0.0;
+  }
+
+  uint64_t size_ = 0;  // of the file, for Fraction
+
  private:
   Result<void> Count(archive_entry* entry) {
     if (++entries_ > limits_.max_entries) {
@@ -142,8 +153,10 @@ Result<std::unique_ptr<ManifestReader>> OpenInfineonManifest(const std::string& 
   if (archive_read_open_filename(outer.get(), path.c_str(), kReadBlockBytes) != ARCHIVE_OK) {
     return MakeError(ErrorCode::kNotFound, fmt::format("cannot open {}: {}", path, archive_error_string(outer.get())));
   }
-  return std::unique_ptr<ManifestReader>(
-      std::make_unique<InfineonReader>(std::move(outer), "_" + bundle_type + "_Certs.7z", limits));
+  auto reader = std::make_unique<InfineonReader>(std::move(outer), "_" + bundle_type + "_Certs.7z", limits);
+  std::error_code ec;
+  reader->size_ = std::filesystem::file_size(path, ec);
+  return std::unique_ptr<ManifestReader>(std::move(reader));
 }
 
 }  // namespace certfleet::bulk::readers

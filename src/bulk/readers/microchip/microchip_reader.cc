@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <filesystem>
 #include <fstream>
 
 #include "core/crypto.h"
@@ -198,6 +199,10 @@ class MicrochipReader final : public ManifestReader {
     return std::optional<ManifestEntry>(std::move(e));
   }
 
+  double Fraction() override { return FileFraction(*in_, size_); }
+
+  uint64_t size_ = 0;  // of the file, for Fraction
+
  private:
   // Fills `e` from one JWS entry; the reason it cannot be imported, or "".
   std::string Read(const std::string& text, ManifestEntry& e) {
@@ -279,7 +284,10 @@ Result<std::unique_ptr<ManifestReader>> OpenMicrochipManifest(const std::string&
   CF_ASSIGN_OR_RETURN(std::vector<Signer> signers, LoadSigners(verifiers_pem));
   auto in = std::make_unique<std::ifstream>(path, std::ios::binary);
   if (!*in) return MakeError(ErrorCode::kNotFound, "cannot open " + path);
-  return std::unique_ptr<ManifestReader>(std::make_unique<MicrochipReader>(std::move(in), std::move(signers)));
+  auto reader = std::make_unique<MicrochipReader>(std::move(in), std::move(signers));
+  std::error_code ec;
+  reader->size_ = std::filesystem::file_size(path, ec);
+  return std::unique_ptr<ManifestReader>(std::move(reader));
 }
 
 }  // namespace certfleet::bulk::readers

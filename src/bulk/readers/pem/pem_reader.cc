@@ -1,5 +1,6 @@
 #include "bulk/readers/pem/pem_reader.h"
 
+#include <filesystem>
 #include <fstream>
 
 #include "core/crypto.h"
@@ -47,6 +48,10 @@ class PemReader final : public ManifestReader {
     return std::optional<ManifestEntry>();
   }
 
+  double Fraction() override { return FileFraction(in_, size_); }
+
+  uint64_t size_ = 0;  // of the file, for Fraction
+
  private:
   std::ifstream in_;
   size_t index_ = 0;
@@ -57,7 +62,10 @@ class PemReader final : public ManifestReader {
 Result<std::unique_ptr<ManifestReader>> OpenPemManifest(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return MakeError(ErrorCode::kNotFound, "cannot open " + path);
-  return std::unique_ptr<ManifestReader>(std::make_unique<PemReader>(std::move(in)));
+  auto reader = std::make_unique<PemReader>(std::move(in));
+  std::error_code ec;
+  reader->size_ = std::filesystem::file_size(path, ec);
+  return std::unique_ptr<ManifestReader>(std::move(reader));
 }
 
 }  // namespace certfleet::bulk::readers
