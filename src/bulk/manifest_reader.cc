@@ -1,9 +1,6 @@
 #include "bulk/manifest_reader.h"
 
 #include <fmt/format.h>
-#include <openssl/err.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -14,8 +11,8 @@
 #include "bulk/readers/infineon/infineon_reader.h"
 #include "bulk/readers/microchip/microchip_reader.h"
 #include "bulk/readers/pem/pem_reader.h"
+#include "core/crypto.h"
 #include "pki/certificate.h"
-#include "pki/ossl.h"
 
 namespace certfleet::bulk {
 
@@ -57,35 +54,33 @@ Result<std::vector<std::string>> ReadVerifierDir(const std::string& dir) {
 ManifestEntry EntryFromDer(size_t index, std::string der, std::string_view fallback_name) {
   ManifestEntry e;
   e.index = index;
-  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
-  pki::X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
-  if (!cert || p != reinterpret_cast<const unsigned char*>(der.data() + der.size())) {
-    ERR_clear_error();
-    e.problem = "not an X.509 certificate";
+  Result<std::string> cn = pki::CertificateSubjectCn(der);
+  if (!cn.ok()) {
+    e.problem = cn.error().message;
     return e;
   }
-  e.thing_name = pki::NameEntry(X509_get_subject_name(cert.get()), NID_commonName);
-  if (e.thing_name.empty()) e.thing_name = std::string(fallback_name);
+  e.thing_name = cn->empty() ? std::string(fallback_name) : std::move(*cn);
   if (e.thing_name.empty()) e.problem = "the certificate has no subject CN to name its thing";
   e.certificate = std::move(der);
   return e;
 }
 
 Result<std::string> CertificateDerFromPem(std::string_view pem) {
-  pki::BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  char* name = nullptr;
-  char* header = nullptr;
-  unsigned char* der = nullptr;
-  long len = 0;
-  if (!bio || PEM_bytes_read_bio(&der, &len, &name, PEM_STRING_X509, bio.get(), nullptr, nullptr) != 1) {
-    ERR_clear_error();
+  constexpr std::string_view kBegin = "-----BEGIN CERTIFICATE-----";
+  constexpr std::string_view kEnd = "-----END CERTIFICATE-----";
+  const size_t begin = pem.find(kBegin);
+  const size_t end = begin == std::string_view::npos ? begin : pem.find(kEnd, begin);
+  if (end == std::string_view::npos) {
     return MakeError(ErrorCode::kInvalidArgument, "no PEM certificate (BEGIN CERTIFICATE)");
   }
-  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
-  OPENSSL_free(name);
-  OPENSSL_free(header);
-  OPENSSL_free(der);
-  return out;
+  std::string base64;
+  base64.reserve(end - begin);
+  for (char c : pem.substr(begin + kBegin.size(), end - begin - kBegin.size())) {
+    if (c != '\n' && c != '\r' && c != ' ' && c != '\t') base64 += c;
+  }
+  std::optional<std::string> der = Base64Decode(base64);
+  if (!der || der->empty()) return MakeError(ErrorCode::kInvalidArgument, "the PEM certificate is not base64");
+  return std::move(*der);
 }
 
 double FileFraction(std::istream& in, uint64_t size) {

@@ -100,9 +100,12 @@ std::optional<std::string> Base64Decode(std::string_view text) {
 }
 
 std::string Sha256(std::string_view data) {
+  // Fetched once: EVP_sha256() makes OpenSSL 3 look the implementation up, under a lock, on
+  // every call, which cost more than hashing a certificate.
+  static EVP_MD* const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) {
+  if (sha256 == nullptr || EVP_Digest(data.data(), data.size(), md, &len, sha256, nullptr) != 1) {
     std::fputs("fatal: SHA-256 failed\n", stderr);
     std::abort();
   }

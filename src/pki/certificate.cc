@@ -340,6 +340,53 @@ std::string SerialHex(const ASN1_INTEGER* serial) {
   return nz == std::string::npos ? "0" : out.substr(nz);
 }
 
+Result<std::string> CertificateSubjectCn(std::string_view der) {
+  auto bad = [] { return MakeError(ErrorCode::kInvalidArgument, "not an X.509 certificate"); };
+  DerReader top(der);
+  auto cert = top.Next(kDerSequence, "certificate");
+  if (!cert.ok() || !top.done()) return bad();
+  DerReader parts(cert->contents);
+  auto tbs = parts.Next(kDerSequence, "tbsCertificate");
+  auto alg = parts.Next(kDerSequence, "signatureAlgorithm");
+  auto sig = parts.Next(kDerBitString, "signature");
+  if (!tbs.ok() || !alg.ok() || !sig.ok() || !parts.done()) return bad();
+  DerReader fields(tbs->contents);
+  if (!fields.NextIf(kDerContext0, "version").ok() || !fields.Next(kDerInteger, "serial").ok() ||
+      !fields.Next(kDerSequence, "signature").ok() || !fields.Next(kDerSequence, "issuer").ok() ||
+      !fields.Next(kDerSequence, "validity").ok()) {
+    return bad();
+  }
+  auto subject = fields.Next(kDerSequence, "subject");
+  if (!subject.ok() || !fields.Next(kDerSequence, "subjectPublicKeyInfo").ok()) return bad();
+  // Name: SEQUENCE OF SET OF SEQUENCE {type OID, value}; CN is 2.5.4.3.
+  constexpr std::string_view kCnOid = "\x55\x04\x03";
+  DerReader rdns(subject->contents);
+  while (!rdns.done()) {
+    auto rdn = rdns.Next(kDerSet, "RDN");
+    if (!rdn.ok()) return bad();
+    DerReader attrs(rdn->contents);
+    while (!attrs.done()) {
+      auto attr = attrs.Next(kDerSequence, "attribute");
+      if (!attr.ok()) return bad();
+      DerReader tv(attr->contents);
+      auto type = tv.Next(kDerOid, "attribute type");
+      if (!type.ok()) return bad();
+      if (type->contents != kCnOid) continue;
+      auto value = tv.NextIf(kDerUtf8String, "CN");
+      if (value.ok() && *value) return std::string((*value)->contents);
+      value = tv.NextIf(kDerPrintableString, "CN");
+      if (value.ok() && *value) return std::string((*value)->contents);
+      // Other string types (BMPString, T61String, ...): OpenSSL converts them.
+      const auto* p = reinterpret_cast<const unsigned char*>(subject->encoding.data());
+      std::unique_ptr<X509_NAME, decltype(&X509_NAME_free)> name(
+          d2i_X509_NAME(nullptr, &p, static_cast<long>(subject->encoding.size())), X509_NAME_free);
+      if (!name) return bad();
+      return NameEntry(name.get(), NID_commonName);
+    }
+  }
+  return std::string();
+}
+
 std::string NameEntry(const X509_NAME* name, int nid) {
   const int idx = X509_NAME_get_index_by_NID(name, nid, -1);
   if (idx < 0) return std::string();
