@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "pki/der.h"
 #include "pki/key.h"
 #include "pki/profile.h"
@@ -187,6 +189,55 @@ TEST(IssueCertificate, RefusesNamesOpenSslWouldRefuse) {
   std::string wide;
   for (int i = 0; i < 64; ++i) wide += "é";
   EXPECT_TRUE(IssueCertificate(Spec(wide, true), key->get(), nullptr, key->get()).ok());
+}
+
+}  // namespace
+}  // namespace certfleet::pki
+
+namespace certfleet::pki {
+namespace {
+
+std::string CnOf(std::string_view der) {
+  auto cn = CertificateSubjectCn(der);
+  return cn.ok() ? *cn : "error: " + cn.error().message;
+}
+
+TEST(CertificateSubjectCn, ReadsTheCnAsOpenSslDoesAndRefusesWhatIsNoCertificate) {
+  Made root = Issue(Spec("Root ÅÄÖ CA", true), KeyType::kEcP256, nullptr);  // UTF8String
+  EXPECT_EQ(CnOf(root.issued.der), NameEntry(X509_get_subject_name(root.cert.get()), NID_commonName));
+  // Self-signed by OpenSSL's builder with the subject `fill` makes.
+  auto self_signed = [&](const std::function<void(X509_NAME*)>& fill) {
+    X509Ptr x(X509_new());
+    fill(X509_get_subject_name(x.get()));
+    X509_set_issuer_name(x.get(), X509_get_subject_name(x.get()));
+    X509_set_pubkey(x.get(), root.key.get());
+    ASN1_TIME_set(X509_getm_notBefore(x.get()), 0);
+    ASN1_TIME_set(X509_getm_notAfter(x.get()), 86400);
+    EXPECT_GT(X509_sign(x.get(), root.key.get(), EVP_sha256()), 0);
+    unsigned char* der = nullptr;
+    const int len = i2d_X509(x.get(), &der);
+    std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+    OPENSSL_free(der);
+    return out;
+  };
+  // A CN as BMPString: converted to UTF-8 as OpenSSL does.
+  EXPECT_EQ(CnOf(self_signed([](X509_NAME* n) {
+              X509_NAME_add_entry_by_NID(n, NID_commonName, MBSTRING_BMP,
+                                         reinterpret_cast<const unsigned char*>("\0d\0e\0v"), 6, -1, 0);
+            })),
+            "dev");
+  EXPECT_EQ(CnOf(self_signed([](X509_NAME* n) {
+              X509_NAME_add_entry_by_txt(n, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>("Acme"), -1, -1,
+                                         0);
+            })),
+            "")
+      << "no CN";
+
+  const std::string& good = root.issued.der;
+  EXPECT_FALSE(CertificateSubjectCn(good.substr(0, good.size() - 1)).ok()) << "cut short";
+  EXPECT_FALSE(CertificateSubjectCn(good + "x").ok()) << "trailing bytes";
+  EXPECT_FALSE(CertificateSubjectCn("").ok());
+  EXPECT_FALSE(CertificateSubjectCn(std::string("\x30\x03\x02\x01\x01", 5)).ok()) << "a SEQUENCE, not a certificate";
 }
 
 }  // namespace
