@@ -83,10 +83,19 @@ Result<std::string> CertificateDerFromPem(std::string_view pem) {
   return std::move(*der);
 }
 
-double FileFraction(std::istream& in, uint64_t size) {
-  const std::streamoff at = in.tellg();
-  if (size == 0 || at < 0) return in.eof() ? 1.0 : 0.0;
-  return std::min(1.0, static_cast<double>(at) / static_cast<double>(size));
+double FileManifestReader::Fraction() {
+  const std::streamoff at = in_->tellg();
+  if (size_ == 0 || at < 0) return in_->eof() ? 1.0 : 0.0;
+  return std::min(1.0, static_cast<double>(at) / static_cast<double>(size_));
+}
+
+Result<void> FileManifestReader::OpenFile(const std::string& path) {
+  auto file = std::make_unique<std::ifstream>(path, std::ios::binary);
+  if (!*file) return MakeError(ErrorCode::kNotFound, "cannot open " + path);
+  in_ = std::move(file);
+  std::error_code ec;
+  size_ = std::filesystem::file_size(path, ec);
+  return Ok();
 }
 
 Result<bool> ReadLine(std::istream& in, std::string& line, size_t max_bytes) {

@@ -35,6 +35,21 @@ class ManifestReader {
   virtual double Fraction() = 0;
 };
 
+// A manifest read as a stream from a file: owns the file and says how much of it is read.
+class FileManifestReader : public ManifestReader {
+ public:
+  double Fraction() override;
+  // Before the first Next(); kNotFound if the file cannot be opened.
+  Result<void> OpenFile(const std::string& path);
+
+ protected:
+  std::istream& in() { return *in_; }
+
+ private:
+  std::unique_ptr<std::istream> in_;
+  uint64_t size_ = 0;
+};
+
 // Bounds on what an archive may expand to, so that an archive bomb stops with an error.
 struct ArchiveLimits {
   size_t max_entries = 100'000;                     // files, over all nesting levels
@@ -70,7 +85,5 @@ Result<std::string> CertificateDerFromPem(std::string_view pem);
 // longer than `max_bytes` is kInvalidArgument: a text manifest's lines are short, and this
 // keeps a file without line breaks from being read into memory whole.
 Result<bool> ReadLine(std::istream& in, std::string& line, size_t max_bytes);
-// The share of a file of `size` bytes that `in` has read.
-double FileFraction(std::istream& in, uint64_t size);
 
 }  // namespace certfleet::bulk

@@ -5,13 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "provision/registry.h"
 #include "testing/db.h"
+#include "testing/files.h"
 
 namespace certfleet::bulk {
 namespace {
@@ -20,17 +20,8 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 using provision::Kind;
 
-std::string Fixture(const std::string& name) {
-  const char* src = std::getenv("CERTFLEET_SOURCE_DIR");
-  return (fs::path(src ? src : ".") / ".." / "shared" / "fixtures" / "thingpress" / name).string();
-}
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string Fixture(const std::string& name) { return testing::ThingpressFixture(name); }
+std::string Slurp(const std::string& path) { return testing::ReadFile(path); }
 
 class ImportTest : public ::testing::TestWithParam<store::Dialect> {
  protected:

@@ -3,7 +3,6 @@
 // reported one by one while their neighbours read.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -11,23 +10,15 @@
 #include "bulk/manifest_reader.h"
 #include "core/crypto.h"
 #include "testing/db.h"
+#include "testing/files.h"
 
 namespace certfleet::bulk {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string Fixture(const std::string& name) {
-  const char* src = std::getenv("CERTFLEET_SOURCE_DIR");
-  return (fs::path(src ? src : ".") / ".." / "shared" / "fixtures" / "thingpress" / name).string();
-}
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string Fixture(const std::string& name) { return testing::ThingpressFixture(name); }
+std::string Slurp(const std::string& path) { return testing::ReadFile(path); }
 
 // The Microchip signers, newest last, as the fixtures name them.
 std::vector<std::string> Signers(std::initializer_list<int> which) {

@@ -2,9 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <filesystem>
-#include <fstream>
-
 #include "core/csv.h"
 
 namespace certfleet::bulk::readers {
@@ -13,11 +10,11 @@ namespace {
 // One CSV line; a PEM line is 64 characters, a MAC 12.
 constexpr size_t kMaxLineBytes = size_t{16} * 1024;
 
-class EspressifReader final : public ManifestReader {
+class EspressifReader final : public FileManifestReader {
  public:
-  explicit EspressifReader(std::unique_ptr<std::ifstream> in)
-      : in_(std::move(in)), csv_([this](std::string& line) {
-          Result<bool> more = ReadLine(*in_, line, kMaxLineBytes);
+  EspressifReader()
+      : csv_([this](std::string& line) {
+          Result<bool> more = ReadLine(in(), line, kMaxLineBytes);
           if (!more.ok()) {
             line_error_ = more.error();
             return false;
@@ -59,12 +56,7 @@ class EspressifReader final : public ManifestReader {
     return std::optional<ManifestEntry>(std::move(e));
   }
 
-  double Fraction() override { return FileFraction(*in_, size_); }
-
-  uint64_t size_ = 0;  // of the file, for Fraction
-
  private:
-  std::unique_ptr<std::ifstream> in_;  // a pointer: the CSV reader's line source refers to it
   CsvReader csv_;
   std::optional<Error> line_error_;
   bool header_seen_ = false;
@@ -74,11 +66,8 @@ class EspressifReader final : public ManifestReader {
 }  // namespace
 
 Result<std::unique_ptr<ManifestReader>> OpenEspressifManifest(const std::string& path) {
-  auto in = std::make_unique<std::ifstream>(path, std::ios::binary);
-  if (!*in) return MakeError(ErrorCode::kNotFound, "cannot open " + path);
-  auto reader = std::make_unique<EspressifReader>(std::move(in));
-  std::error_code ec;
-  reader->size_ = std::filesystem::file_size(path, ec);
+  auto reader = std::make_unique<EspressifReader>();
+  CF_RETURN_IF_ERROR(reader->OpenFile(path));
   return std::unique_ptr<ManifestReader>(std::move(reader));
 }
 

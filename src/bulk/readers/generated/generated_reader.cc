@@ -1,8 +1,5 @@
 #include "bulk/readers/generated/generated_reader.h"
 
-#include <filesystem>
-#include <fstream>
-
 #include "core/crypto.h"
 
 namespace certfleet::bulk::readers {
@@ -12,14 +9,12 @@ namespace {
 constexpr size_t kMaxLineBytes = size_t{64} * 1024;
 constexpr size_t kFallbackHexDigits = 8;
 
-class GeneratedReader final : public ManifestReader {
+class GeneratedReader final : public FileManifestReader {
  public:
-  explicit GeneratedReader(std::ifstream in) : in_(std::move(in)) {}
-
   Result<std::optional<ManifestEntry>> Next() override {
     std::string line;
     do {
-      CF_ASSIGN_OR_RETURN(bool more, ReadLine(in_, line, kMaxLineBytes));
+      CF_ASSIGN_OR_RETURN(bool more, ReadLine(in(), line, kMaxLineBytes));
       if (!more) return std::optional<ManifestEntry>();
     } while (line.empty());
     ++index_;
@@ -36,23 +31,15 @@ class GeneratedReader final : public ManifestReader {
     return std::optional<ManifestEntry>(EntryFromDer(index_, std::move(*der), fallback));
   }
 
-  double Fraction() override { return FileFraction(in_, size_); }
-
-  uint64_t size_ = 0;  // of the file, for Fraction
-
  private:
-  std::ifstream in_;
   size_t index_ = 0;
 };
 
 }  // namespace
 
 Result<std::unique_ptr<ManifestReader>> OpenGeneratedManifest(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return MakeError(ErrorCode::kNotFound, "cannot open " + path);
-  auto reader = std::make_unique<GeneratedReader>(std::move(in));
-  std::error_code ec;
-  reader->size_ = std::filesystem::file_size(path, ec);
+  auto reader = std::make_unique<GeneratedReader>();
+  CF_RETURN_IF_ERROR(reader->OpenFile(path));
   return std::unique_ptr<ManifestReader>(std::move(reader));
 }
 

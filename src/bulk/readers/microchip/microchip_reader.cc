@@ -8,8 +8,6 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
-#include <filesystem>
-#include <fstream>
 
 #include "core/crypto.h"
 #include "pki/certificate.h"
@@ -184,13 +182,13 @@ class ArraySplitter {
   bool seen_ = false;  // an element was read: the next one needs a comma first
 };
 
-class MicrochipReader final : public ManifestReader {
+class MicrochipReader final : public FileManifestReader {
  public:
-  MicrochipReader(std::unique_ptr<std::ifstream> in, std::vector<Signer> signers)
-      : in_(std::move(in)), splitter_(*in_), signers_(std::move(signers)) {}
+  explicit MicrochipReader(std::vector<Signer> signers) : signers_(std::move(signers)) {}
 
   Result<std::optional<ManifestEntry>> Next() override {
-    CF_ASSIGN_OR_RETURN(auto text, splitter_.Next());
+    if (!splitter_) splitter_.emplace(in());
+    CF_ASSIGN_OR_RETURN(auto text, splitter_->Next());
     if (!text) return std::optional<ManifestEntry>();
     ++index_;
     ManifestEntry e;
@@ -198,10 +196,6 @@ class MicrochipReader final : public ManifestReader {
     e.problem = Read(*text, e);
     return std::optional<ManifestEntry>(std::move(e));
   }
-
-  double Fraction() override { return FileFraction(*in_, size_); }
-
-  uint64_t size_ = 0;  // of the file, for Fraction
 
  private:
   // Fills `e` from one JWS entry; the reason it cannot be imported, or "".
@@ -271,8 +265,7 @@ class MicrochipReader final : public ManifestReader {
     return "";
   }
 
-  std::unique_ptr<std::ifstream> in_;  // a pointer: the splitter refers to its buffer
-  ArraySplitter splitter_;
+  std::optional<ArraySplitter> splitter_;  // on the file, once it is open
   std::vector<Signer> signers_;
   size_t index_ = 0;
 };
@@ -282,11 +275,8 @@ class MicrochipReader final : public ManifestReader {
 Result<std::unique_ptr<ManifestReader>> OpenMicrochipManifest(const std::string& path,
                                                               const std::vector<std::string>& verifiers_pem) {
   CF_ASSIGN_OR_RETURN(std::vector<Signer> signers, LoadSigners(verifiers_pem));
-  auto in = std::make_unique<std::ifstream>(path, std::ios::binary);
-  if (!*in) return MakeError(ErrorCode::kNotFound, "cannot open " + path);
-  auto reader = std::make_unique<MicrochipReader>(std::move(in), std::move(signers));
-  std::error_code ec;
-  reader->size_ = std::filesystem::file_size(path, ec);
+  auto reader = std::make_unique<MicrochipReader>(std::move(signers));
+  CF_RETURN_IF_ERROR(reader->OpenFile(path));
   return std::unique_ptr<ManifestReader>(std::move(reader));
 }
 

@@ -1,8 +1,5 @@
 #include "bulk/readers/pem/pem_reader.h"
 
-#include <filesystem>
-#include <fstream>
-
 #include "core/crypto.h"
 
 namespace certfleet::bulk::readers {
@@ -13,16 +10,14 @@ constexpr std::string_view kEnd = "-----END CERTIFICATE-----";
 // A certificate's base64 beyond this is no device certificate: bounds memory on a broken file.
 constexpr size_t kMaxPemBytes = size_t{64} * 1024;
 
-class PemReader final : public ManifestReader {
+class PemReader final : public FileManifestReader {
  public:
-  explicit PemReader(std::ifstream in) : in_(std::move(in)) {}
-
   Result<std::optional<ManifestEntry>> Next() override {
     std::string line;
     std::string base64;
     bool inside = false;
     for (;;) {
-      CF_ASSIGN_OR_RETURN(bool more, ReadLine(in_, line, kMaxPemBytes));
+      CF_ASSIGN_OR_RETURN(bool more, ReadLine(in(), line, kMaxPemBytes));
       if (!more) break;
       if (!inside) {
         inside = line == kBegin;
@@ -48,23 +43,15 @@ class PemReader final : public ManifestReader {
     return std::optional<ManifestEntry>();
   }
 
-  double Fraction() override { return FileFraction(in_, size_); }
-
-  uint64_t size_ = 0;  // of the file, for Fraction
-
  private:
-  std::ifstream in_;
   size_t index_ = 0;
 };
 
 }  // namespace
 
 Result<std::unique_ptr<ManifestReader>> OpenPemManifest(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return MakeError(ErrorCode::kNotFound, "cannot open " + path);
-  auto reader = std::make_unique<PemReader>(std::move(in));
-  std::error_code ec;
-  reader->size_ = std::filesystem::file_size(path, ec);
+  auto reader = std::make_unique<PemReader>();
+  CF_RETURN_IF_ERROR(reader->OpenFile(path));
   return std::unique_ptr<ManifestReader>(std::move(reader));
 }
 
