@@ -215,13 +215,16 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
           continue;
         }
         in_batch.emplace(fp, e.thing_name);
-        CF_RETURN_IF_ERROR(store::InsertImportedCertificate(tx, {fp, imp.supplier, e.thing_name, e.certificate, id,
-                                                                 now}));  // not moved: a retried transaction runs again
+        // Zero-padded, so that refs sort in the order they are written.
+        const std::string ref = fmt::format("import:{:010}:{:010}", id, e.index);
+        // The DER is copied, not moved: a retried transaction runs this again.
+        CF_RETURN_IF_ERROR(
+            store::InsertImportedCertificate(tx, {fp, ref, imp.supplier, e.thing_name, e.certificate, id, now}));
         json::object thing{{"attributes", json::object()}};
         if (profile->thing_type) thing["thing_type"] = *profile->thing_type;
         CF_RETURN_IF_ERROR(store::InsertObjectIfMissing(tx, {std::string(KindName(Kind::kThing)), e.thing_name,
                                                              profile->thing_type, json::serialize(thing), now, now}));
-        CF_RETURN_IF_ERROR(store::PutLink(tx, {std::string(provision::kThingCertificate), e.thing_name, fp,
+        CF_RETURN_IF_ERROR(store::PutLink(tx, {std::string(provision::kThingCertificate), e.thing_name, ref,
                                                std::string(provision::kAttachmentActive), std::nullopt, now}));
         for (const auto& g : profile->groups) {
           CF_RETURN_IF_ERROR(store::AddLinkIfMissing(
@@ -229,7 +232,7 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
         }
         for (const auto& p : profile->policies) {
           CF_RETURN_IF_ERROR(
-              store::AddLinkIfMissing(tx, {std::string(provision::kPolicyCertificate), p, fp, "", std::nullopt, now}));
+              store::AddLinkIfMissing(tx, {std::string(provision::kPolicyCertificate), p, ref, "", std::nullopt, now}));
         }
         ++updated.counts.imported;
       }

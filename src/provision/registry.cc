@@ -390,11 +390,13 @@ Result<json::object> ThingView(store::Tx& tx, const store::RegistryObject& o, js
   for (const auto& link : attached) {
     CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, link.to_name));
     if (!cert) {
-      // A supplier's certificate (W3), named by its fingerprint: active while attached.
-      CF_ASSIGN_OR_RETURN(auto source, store::ImportedCertificateSource(tx, link.to_name));
-      if (!source) continue;
-      certificates.push_back(json::object{
-          {"fingerprint", link.to_name}, {"status", "active"}, {"attachment", link.state}, {"source", *source}});
+      // A supplier's certificate (W3), named by its ref: active while attached.
+      CF_ASSIGN_OR_RETURN(auto imported, store::FindImportedCertificate(tx, link.to_name));
+      if (!imported) continue;
+      certificates.push_back(json::object{{"fingerprint", imported->fingerprint},
+                                          {"status", "active"},
+                                          {"attachment", link.state},
+                                          {"source", imported->source}});
       CF_ASSIGN_OR_RETURN(auto policies, store::LinksTo(tx, kPolicyCertificate, link.to_name));
       for (const auto& p : policies) policy_names.insert(p.from_name);
       continue;

@@ -100,18 +100,20 @@ Result<std::optional<std::string>> ImportedCertificateThing(Tx& tx, std::string_
   return std::optional<std::string>(row->Text(0));
 }
 
-Result<std::optional<std::string>> ImportedCertificateSource(Tx& tx, std::string_view fingerprint) {
-  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT source FROM imported_certificates WHERE fingerprint = ?",
-                                            {std::string(fingerprint)}));
-  if (!row) return std::optional<std::string>();
-  return std::optional<std::string>(row->Text(0));
+Result<std::optional<ImportedCertificate>> FindImportedCertificate(Tx& tx, std::string_view ref) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT fingerprint, source, thing_name, import_id, created_at FROM "
+                                            "imported_certificates WHERE ref = ?",
+                                            {std::string(ref)}));
+  if (!row) return std::optional<ImportedCertificate>();
+  return std::optional<ImportedCertificate>(
+      ImportedCertificate{row->Text(0), std::string(ref), row->Text(1), row->Text(2), "", row->Int(3), row->Int(4)});
 }
 
 Result<void> InsertImportedCertificate(Tx& tx, const ImportedCertificate& c) {
   return tx.ExecDeferred(
-      "INSERT INTO imported_certificates (fingerprint, source, thing_name, certificate, import_id, created_at) VALUES "
-      "(?, ?, ?, ?, ?, ?)",
-      {c.fingerprint, c.source, c.thing_name, Base64Encode(c.der), c.import_id, c.created_at});
+      "INSERT INTO imported_certificates (fingerprint, ref, source, thing_name, certificate, import_id, created_at) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?)",
+      {c.fingerprint, c.ref, c.source, c.thing_name, Base64Encode(c.der), c.import_id, c.created_at});
 }
 
 }  // namespace certfleet::store

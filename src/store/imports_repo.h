@@ -62,6 +62,7 @@ Result<std::vector<ImportRow>> ListImportRows(Tx& tx, int64_t import_id, std::op
 // A supplier's certificate as imported: by the SHA-256 of its DER.
 struct ImportedCertificate {
   std::string fingerprint;  // hex
+  std::string ref;          // how registry links name it (see migration 7)
   std::string source;       // the supplier
   std::string thing_name;
   std::string der;
@@ -71,7 +72,7 @@ struct ImportedCertificate {
 // The thing an imported certificate belongs to, if it was imported.
 Result<std::optional<std::string>> ImportedCertificateThing(Tx& tx, std::string_view fingerprint);
 Result<void> InsertImportedCertificate(Tx& tx, const ImportedCertificate& c);
-// The supplier an imported certificate came from, if it was imported.
-Result<std::optional<std::string>> ImportedCertificateSource(Tx& tx, std::string_view fingerprint);
+// The imported certificate a link names (by its ref), without its DER.
+Result<std::optional<ImportedCertificate>> FindImportedCertificate(Tx& tx, std::string_view ref);
 
 }  // namespace certfleet::store

@@ -241,7 +241,10 @@ CREATE INDEX registry_links_due ON registry_links (kind, due_at) WHERE due_at IS
 -- manifest entries done) commit with each batch it writes, so that an interrupted import
 -- resumes after its last committed batch. import_rows keeps the entries not imported
 -- (rejected, conflict) with the reason. Imported certificates are the supplier's, not
--- certfleet's: they are kept apart from the CA's inventory, by SHA-256 fingerprint (DER as base64).
+-- certfleet's: they are kept apart from the CA's inventory, by SHA-256 fingerprint (DER as
+-- base64). Links name them by `ref`, "import:<import id>:<entry>" zero-padded, which grows in the order
+-- they are written, so that the link indexes are appended to rather than written all over
+-- as random fingerprints would make them.
 CREATE TABLE imports (
   id {{id}},
   supplier TEXT NOT NULL,
@@ -274,6 +277,7 @@ CREATE TABLE import_rows (
 CREATE INDEX import_rows_status ON import_rows (import_id, status, idx);
 CREATE TABLE imported_certificates (
   fingerprint TEXT PRIMARY KEY,
+  ref TEXT NOT NULL UNIQUE,
   source TEXT NOT NULL,
   thing_name TEXT NOT NULL,
   certificate TEXT NOT NULL,
