@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <filesystem>
-#include <unordered_map>
 
 #include "core/crypto.h"
 #include "core/log.h"
@@ -184,7 +183,14 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
       CF_ASSIGN_OR_RETURN(auto current, store::FindImport(tx, id));
       cancelled = current && current->state == "cancelled";
       if (cancelled) return Ok();
-      std::unordered_map<std::string, std::string> in_batch;  // fingerprint -> thing, for repeats
+      // Fingerprint -> thing of what was imported before, then of this batch too (repeats).
+      std::vector<std::string> fingerprints;
+      fingerprints.reserve(batch.size());
+      for (const auto& e : batch) {
+        if (e.problem.empty()) fingerprints.push_back(Sha256Hex(e.certificate));
+      }
+      CF_ASSIGN_OR_RETURN(auto owners, store::ImportedCertificateThings(tx, fingerprints));
+      size_t next_fingerprint = 0;
       for (auto& e : batch) {
         ++updated.counts.seen;
         ++updated.position;
@@ -198,23 +204,17 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
           CF_RETURN_IF_ERROR(reject("rejected", "", e.problem));
           continue;
         }
-        const std::string fp = Sha256Hex(e.certificate);
-        std::optional<std::string> owner;
-        if (auto it = in_batch.find(fp); it != in_batch.end()) {
-          owner = it->second;
-        } else {
-          CF_ASSIGN_OR_RETURN(owner, store::ImportedCertificateThing(tx, fp));
-        }
-        if (owner) {
-          if (*owner == e.thing_name) {
+        const std::string& fp = fingerprints[next_fingerprint++];
+        if (auto owner = owners.find(fp); owner != owners.end()) {
+          if (owner->second == e.thing_name) {
             ++updated.counts.already_present;
           } else {
-            CF_RETURN_IF_ERROR(
-                reject("conflict", fp, fmt::format("the certificate was imported for thing {}; not moved", *owner)));
+            CF_RETURN_IF_ERROR(reject(
+                "conflict", fp, fmt::format("the certificate was imported for thing {}; not moved", owner->second)));
           }
           continue;
         }
-        in_batch.emplace(fp, e.thing_name);
+        owners.emplace(fp, e.thing_name);
         // Zero-padded, so that refs sort in the order they are written.
         const std::string ref = fmt::format("import:{:010}:{:010}", id, e.index);
         // The DER is copied, not moved: a retried transaction runs this again.

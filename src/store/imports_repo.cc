@@ -93,11 +93,21 @@ Result<std::vector<ImportRow>> ListImportRows(Tx& tx, int64_t import_id, std::op
   return out;
 }
 
-Result<std::optional<std::string>> ImportedCertificateThing(Tx& tx, std::string_view fingerprint) {
-  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT thing_name FROM imported_certificates WHERE fingerprint = ?",
-                                            {std::string(fingerprint)}));
-  if (!row) return std::optional<std::string>();
-  return std::optional<std::string>(row->Text(0));
+Result<std::map<std::string, std::string>> ImportedCertificateThings(Tx& tx,
+                                                                     const std::vector<std::string>& fingerprints) {
+  std::map<std::string, std::string> out;
+  if (fingerprints.empty()) return out;
+  std::string sql = "SELECT fingerprint, thing_name FROM imported_certificates WHERE fingerprint IN (";
+  Params params;
+  params.reserve(fingerprints.size());
+  for (const auto& fp : fingerprints) {
+    sql += params.empty() ? "?" : ", ?";
+    params.emplace_back(fp);
+  }
+  sql += ")";
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(sql, params));
+  for (const auto& r : rows) out.emplace(r.Text(0), r.Text(1));
+  return out;
 }
 
 Result<std::optional<ImportedCertificate>> FindImportedCertificate(Tx& tx, std::string_view ref) {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -69,8 +70,10 @@ struct ImportedCertificate {
   int64_t import_id = 0;
   int64_t created_at = 0;
 };
-// The thing an imported certificate belongs to, if it was imported.
-Result<std::optional<std::string>> ImportedCertificateThing(Tx& tx, std::string_view fingerprint);
+// The things the imported certificates among `fingerprints` belong to, by fingerprint; one
+// query for them all.
+Result<std::map<std::string, std::string>> ImportedCertificateThings(Tx& tx,
+                                                                     const std::vector<std::string>& fingerprints);
 Result<void> InsertImportedCertificate(Tx& tx, const ImportedCertificate& c);
 // The imported certificate a link names (by its ref), without its DER.
 Result<std::optional<ImportedCertificate>> FindImportedCertificate(Tx& tx, std::string_view ref);
