@@ -33,7 +33,7 @@ Result<std::unique_ptr<ManifestReader>> OpenManifest(std::string_view supplier, 
 }
 
 Result<std::vector<std::string>> ReadVerifierDir(const std::string& dir) {
-  constexpr uintmax_t kMaxCertificateFile = 64 * 1024;  // a PEM certificate is a few KiB
+  constexpr uintmax_t kMaxCertificateFile = uintmax_t{64} * 1024;  // a PEM certificate is a few KiB
   std::vector<std::string> out;
   if (dir.empty()) return out;
   std::error_code ec;

@@ -11,12 +11,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, failed, finish  # noqa: E402
-from harness import Certfleet  # noqa: E402
+from harness import Certfleet, Files, run  # noqa: E402
 from servers import free_port, mosquitto_publish  # noqa: E402
 
 from cryptography import x509  # noqa: E402
@@ -29,25 +28,8 @@ cf = Certfleet(BINARY, DB_KIND, "ca-e2e")
 cf.init()
 cf.start()
 T = cf.token
-files = tempfile.mkdtemp(prefix="certfleet-ca-e2e-")
-os.chmod(files, 0o755)  # Mosquitto drops root and reads them as its own user
-
-
-def path(name):
-    return os.path.join(files, name)
-
-
-def write(name, data):
-    mode = "wb" if isinstance(data, bytes) else "w"
-    with open(path(name), mode) as f:
-        f.write(data)
-    os.chmod(path(name), 0o644)
-    return path(name)
-
-
-def run(*cmd, stdin=None):
-    p = subprocess.run(cmd, capture_output=True, text=True, input=stdin, timeout=60)
-    return p.returncode, p.stdout + p.stderr
+files = Files("certfleet-ca-e2e-")
+path, write = files.path, files.write
 
 
 
@@ -156,7 +138,7 @@ def fetch_crl(name):
 
 # Mosquitto with require_certificate and the intermediate's CRL.
 def mosquitto_run():
-    return mosquitto_publish(files, path("server-chain.pem"), path("server.key"), path("cafile.pem"),
+    return mosquitto_publish(files.dir, path("server-chain.pem"), path("server.key"), path("cafile.pem"),
                              path("iot.example.com.crl.pem"), path("device-chain.pem"), path("device.key"))
 
 
@@ -269,6 +251,6 @@ check("certificate.revoke" in str(cf.request("GET", "/v1/audit?action=certificat
 
 cf.stop()
 if not failed():
-    shutil.rmtree(files, ignore_errors=True)
+    shutil.rmtree(files.dir, ignore_errors=True)
     shutil.rmtree(cf.work, ignore_errors=True)
 finish(f"ca_e2e ({DB_KIND})")

@@ -8,9 +8,34 @@ import re
 import secrets
 import ssl
 import subprocess
+import tempfile
 import time
 
 from checks import check
+
+
+class Files:
+    """A temporary folder whose files every user may read (Mosquitto drops root and reads
+    what it is given as its own user)."""
+
+    def __init__(self, prefix):
+        self.dir = tempfile.mkdtemp(prefix=prefix)
+        os.chmod(self.dir, 0o755)
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def write(self, name, data):
+        with open(self.path(name), "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+        os.chmod(self.path(name), 0o644)
+        return self.path(name)
+
+
+def run(*cmd, stdin=None):
+    """A command's exit code and its output and errors together."""
+    p = subprocess.run(cmd, capture_output=True, text=True, input=stdin, timeout=60)
+    return p.returncode, p.stdout + p.stderr
 
 
 def psql(url, sql):

@@ -9,15 +9,13 @@ usage: provision_e2e.py CERTFLEET_BINARY sqlite|postgres
 import base64
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish  # noqa: E402
-from harness import Certfleet  # noqa: E402
+from harness import Certfleet, Files, run  # noqa: E402
 from servers import mosquitto_publish  # noqa: E402
 
 from cryptography import x509  # noqa: E402
@@ -34,24 +32,8 @@ cf = Certfleet(BINARY, DB_KIND, "provision-e2e", extra_env={
 cf.init()
 cf.start()
 T = cf.token
-files = tempfile.mkdtemp(prefix="certfleet-provision-e2e-")
-os.chmod(files, 0o755)  # Mosquitto drops root and reads them as its own user
-
-
-def path(name):
-    return os.path.join(files, name)
-
-
-def write(name, data):
-    with open(path(name), "wb" if isinstance(data, bytes) else "w") as f:
-        f.write(data)
-    os.chmod(path(name), 0o644)
-    return path(name)
-
-
-def run(*cmd):
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    return p.returncode, p.stdout + p.stderr
+files = Files("certfleet-provision-e2e-")
+path, write = files.path, files.write
 
 
 def api(method, route, body=None, expect=200, **kw):
@@ -296,7 +278,7 @@ def fetch_crls(*cas):
 
 
 def mqtt_publish():
-    return mosquitto_publish(files, path("server.pem"), path("server.key"), path("root.pem"), path("crls.pem"),
+    return mosquitto_publish(files.dir, path("server.pem"), path("server.key"), path("root.pem"), path("crls.pem"),
                              path("mqtt-device.pem"), path("mqtt-device.key"))
 
 

@@ -28,11 +28,11 @@ constexpr int kBusyTimeoutMs = 10'000;
 constexpr int kMaxAttempts = 3;
 // How long a log restart waits for readers still on the log, holding writers back meanwhile.
 constexpr int kRestartWaitMs = 100;
-constexpr int kPageBytes = 4096;
+constexpr int kPageBytes = 4096;  // SQLite's default page size, one log frame each
 // The one writer's page cache (SQLite's default is 2 MiB). Indexes on random keys
-// (fingerprints, serials) are written all over; bulk imports (W3) went from 13,000 to
-// 19,000 certificates/s with this. Readers keep the default: there are many of them.
-constexpr int kWriterCacheKiB = 64 * 1024;  // SQLite's default page size, one log frame each
+// (fingerprints, serials) are written all over; a 100,000-certificate import (W3) went
+// from 13,000 to 20,000 certificates/s with this. Readers keep the default: there are many.
+constexpr int kWriterCacheKiB = 64 * 1024;
 
 class Connection {
  public:
