@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <filesystem>
+#include <fstream>
 
 #include "core/crypto.h"
 #include "core/log.h"
@@ -83,7 +84,8 @@ Result<void> MoveFile(const std::string& from, const std::string& to) {
 
 Result<store::ImportRecord> ImportService::Start(std::string_view supplier, std::string_view profile,
                                                  std::string_view bundle_type, const std::string& path,
-                                                 std::string_view actor, bool queue_job) {
+                                                 std::string_view actor, bool queue_job,
+                                                 std::optional<std::string> source) {
   const auto& suppliers = Suppliers();
   if (std::find(suppliers.begin(), suppliers.end(), supplier) == suppliers.end()) {
     return MakeError(ErrorCode::kInvalidArgument,
@@ -114,6 +116,7 @@ Result<store::ImportRecord> ImportService::Start(std::string_view supplier, std:
   r.state = "queued";
   r.created_by = std::string(actor);
   r.created_at = r.updated_at = now;
+  r.source = std::move(source);
   auto started = store::Write(store_, [&](store::Tx& tx) -> Result<int64_t> {
     CF_ASSIGN_OR_RETURN(int64_t id, store::InsertImport(tx, r));
     if (queue_job) {
@@ -259,6 +262,70 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
     }
     if (++batches == fail_after_batches) return MakeError(ErrorCode::kUnavailable, "stopped for a test");
   }
+}
+
+Result<int> ImportService::ScanInbound(blob::BlobStore& inbound) {
+  int started = 0;
+  CF_RETURN_IF_ERROR(inbound.List(kInboundPrefix, [&](std::vector<blob::ObjectInfo>& page) -> Result<void> {
+    for (const auto& o : page) {
+      const std::string source = o.key + " " + o.etag;
+      CF_ASSIGN_OR_RETURN(bool seen,
+                          store::Read(store_, [&](store::Tx& tx) { return store::ImportSourceSeen(tx, source); }));
+      if (seen) continue;
+      // imports/<supplier>[.<bundle type>]/<profile>/<file>
+      const std::string_view rest = std::string_view(o.key).substr(kInboundPrefix.size());
+      const size_t a = rest.find('/');
+      const size_t b = a == std::string_view::npos ? a : rest.find('/', a + 1);
+      if (b == std::string_view::npos || rest.find('/', b + 1) != std::string_view::npos || b + 1 == rest.size()) {
+        continue;  // not imports/<supplier>/<profile>/<file>: nothing to import
+      }
+      std::string supplier(rest.substr(0, a));
+      std::string bundle;
+      if (const size_t dot = supplier.find('.'); dot != std::string::npos) {
+        bundle = supplier.substr(dot + 1);
+        supplier.resize(dot);
+      }
+      const std::string profile(rest.substr(a + 1, b - a - 1));
+      Result<store::ImportRecord> imp = MakeError(ErrorCode::kInternal, "not started");
+      Result<std::string> data = inbound.Get(o.key, kMaxInboundBytes);
+      if (data.ok()) {
+        std::error_code ec;
+        fs::create_directories(options_.manifest_dir, ec);
+        const std::string path = (fs::path(options_.manifest_dir) / (RandomToken(12) + ".inbound")).string();
+        std::ofstream(path, std::ios::binary).write(data->data(), static_cast<std::streamsize>(data->size()));
+        imp = Start(supplier, profile, bundle, path, "inbound:" + o.key, true, source);
+        fs::remove(path, ec);  // left only if Start refused before keeping it
+      } else {
+        imp = data.error();
+      }
+      if (imp.ok()) {
+        ++started;
+        log::Info("import started from the inbound store", {{"import", imp->id}, {"key", o.key}});
+        continue;
+      }
+      if (imp.error().code == ErrorCode::kAlreadyExists || imp.error().code == ErrorCode::kUnavailable) continue;
+      // Recorded once as failed, so that the next scans do not try it again.
+      log::Error("cannot import from the inbound store", {{"key", o.key}, {"error", imp.error().message}});
+      const int64_t now = clock_.NowMillis();
+      store::ImportRecord failed;
+      failed.supplier = supplier;
+      failed.profile = profile;
+      failed.bundle_type = bundle;
+      failed.state = "failed";
+      failed.created_by = "inbound:" + o.key;
+      failed.created_at = failed.updated_at = now;
+      failed.source = source;
+      failed.error = imp.error().message;
+      failed.finished_at = now;
+      Result<void> kept = store_.Transact([&](store::Tx& tx) -> Result<void> {
+        CF_ASSIGN_OR_RETURN(failed.id, store::InsertImport(tx, failed));
+        return store::UpdateImport(tx, failed);
+      });
+      if (!kept.ok() && kept.error().code != ErrorCode::kAlreadyExists) return kept.error();
+    }
+    return Ok();
+  }));
+  return started;
 }
 
 Result<store::ImportRecord> ImportService::Get(int64_t id) {

@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "blob/blob_store.h"
 #include "bulk/manifest_reader.h"
 #include "core/clock.h"
 #include "core/result.h"
@@ -37,8 +38,17 @@ class ImportService {
   // Checks the supplier, bundle type and profile (it and everything it names must exist),
   // moves the manifest file at `path` into manifest_dir, records the import and, with
   // `queue_job`, queues its job (the CLI runs it itself instead), in one transaction.
+  // `source` names the inbound store object it came from ("<key> <etag>"): kAlreadyExists
+  // if an import of it exists.
   Result<store::ImportRecord> Start(std::string_view supplier, std::string_view profile, std::string_view bundle_type,
-                                    const std::string& path, std::string_view actor, bool queue_job = true);
+                                    const std::string& path, std::string_view actor, bool queue_job = true,
+                                    std::optional<std::string> source = std::nullopt);
+  // Starts an import of every object of `inbound` under imports/<supplier>/<profile>/ not
+  // imported before (by key and ETag, once whichever node sees it); Infineon's bundle type
+  // goes with the supplier: imports/infineon.E0E1/<profile>/<file>. An object that cannot
+  // start (an unknown profile, say) is recorded as a failed import with the reason, once.
+  // Returns how many started. Run by the bulk.scan schedule.
+  Result<int> ScanInbound(blob::BlobStore& inbound);
   // Called after each batch with the import so far and the share of the manifest read (0-1).
   using Progress = std::function<void(const store::ImportRecord&, double)>;
   // Runs the import, or resumes it from its position. Returns at once for an import that is
@@ -51,6 +61,10 @@ class ImportService {
   Result<store::ImportRecord> Cancel(int64_t id, std::string_view actor);
 
   static constexpr std::string_view kJob = "bulk.import";
+  static constexpr std::string_view kScanJob = "bulk.scan";
+  static constexpr std::string_view kInboundPrefix = "imports/";
+  // Largest manifest taken from the inbound store (it is read whole into a file).
+  static constexpr size_t kMaxInboundBytes = size_t{1} << 30;
 
   // For tests: Run returns kUnavailable after this many batches, as a crash would leave it.
   int fail_after_batches = -1;

@@ -177,6 +177,11 @@ int Serve(const Config& config, const Clock& clock) {
   import_options.batch_size = static_cast<size_t>(config.GetInt("bulk.batch_size"));
   bulk::ImportService imports(store, clock, import_options);
   api.imports = &imports;
+  auto bulk_inbound = blob::OpenBlobStore(config.Get("bulk.inbound"), s3);
+  if (!bulk_inbound.ok()) {
+    log::Error("cannot open bulk.inbound", {{"error", bulk_inbound.error().message}});
+    return 1;
+  }
 
   http::AddSystemRoutes(router, api);
   http::AddBulkRoutes(router, api);
@@ -226,6 +231,19 @@ int Serve(const Config& config, const Clock& clock) {
     }));
     return Ok();
   });
+  pool.Register(std::string(bulk::ImportService::kScanJob),
+                [&imports, &bulk_inbound](jobs::JobContext&) -> Result<void> {
+                  CF_RETURN_IF_ERROR(imports.ScanInbound(**bulk_inbound));
+                  return Ok();
+                });
+  store::NewJob bulk_scan;
+  bulk_scan.kind = std::string(bulk::ImportService::kScanJob);
+  bulk_scan.max_attempts = 1;  // the next firing is the retry
+  if (auto r = scheduler.Add("bulk-scan", fmt::format("@every {}s", config.GetInt("bulk.scan_seconds")), bulk_scan);
+      !r.ok()) {
+    log::Error("cannot schedule the inbound scan for imports", {{"error", r.error().message}});
+    return 1;
+  }
   store::NewJob supersede_job;
   supersede_job.kind = std::string(provision::ProvisionService::kRevokeSupersededJob);
   supersede_job.max_attempts = 1;  // the next firing is the retry

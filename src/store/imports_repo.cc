@@ -7,7 +7,7 @@ namespace {
 
 constexpr std::string_view kColumns =
     "id, supplier, profile, bundle_type, manifest, state, position, seen, imported, already_present, rejected, "
-    "conflicts, error, created_by, created_at, updated_at, started_at, finished_at";
+    "conflicts, error, created_by, created_at, updated_at, started_at, finished_at, source";
 
 Value Opt(const std::optional<int64_t>& v) { return v ? Value(*v) : Value(nullptr); }
 Value Opt(const std::optional<std::string>& v) { return v ? Value(*v) : Value(nullptr); }
@@ -28,6 +28,7 @@ ImportRecord FromRow(const Row& r) {
   i.updated_at = r.Int(15);
   i.started_at = r.OptInt(16);
   i.finished_at = r.OptInt(17);
+  i.source = r.OptText(18);
   return i;
 }
 
@@ -36,12 +37,17 @@ ImportRecord FromRow(const Row& r) {
 Result<int64_t> InsertImport(Tx& tx, const ImportRecord& r) {
   CF_ASSIGN_OR_RETURN(
       auto row,
-      tx.QueryOne(
-          "INSERT INTO imports (supplier, profile, bundle_type, manifest, state, position, seen, imported, "
-          "already_present, rejected, conflicts, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 0, "
-          "0, 0, 0, 0, 0, ?, ?, ?) RETURNING id",
-          {r.supplier, r.profile, r.bundle_type, r.manifest, r.state, r.created_by, r.created_at, r.updated_at}));
+      tx.QueryOne("INSERT INTO imports (supplier, profile, bundle_type, manifest, state, position, seen, imported, "
+                  "already_present, rejected, conflicts, created_by, created_at, updated_at, source) VALUES (?, ?, ?, "
+                  "?, ?, 0, 0, 0, 0, 0, 0, ?, ?, ?, ?) RETURNING id",
+                  {r.supplier, r.profile, r.bundle_type, r.manifest, r.state, r.created_by, r.created_at, r.updated_at,
+                   Opt(r.source)}));
   return row->Int(0);
+}
+
+Result<bool> ImportSourceSeen(Tx& tx, std::string_view source) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT 1 FROM imports WHERE source = ?", {std::string(source)}));
+  return row.has_value();
 }
 
 Result<std::optional<ImportRecord>> FindImport(Tx& tx, int64_t id) {

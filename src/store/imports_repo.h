@@ -37,10 +37,13 @@ struct ImportRecord {
   int64_t updated_at = 0;
   std::optional<int64_t> started_at;
   std::optional<int64_t> finished_at;
+  std::optional<std::string> source;  // the inbound store object it came from, "<key> <etag>"
 };
 
-// The new import's id.
+// The new import's id; kAlreadyExists if an import of the same source exists.
 Result<int64_t> InsertImport(Tx& tx, const ImportRecord& r);
+// True if an import of this inbound store object exists.
+Result<bool> ImportSourceSeen(Tx& tx, std::string_view source);
 Result<std::optional<ImportRecord>> FindImport(Tx& tx, int64_t id);
 // Newest first; `before`: the id of the last import of the previous page.
 Result<std::vector<ImportRecord>> ListImports(Tx& tx, std::optional<int64_t> before, int limit);

@@ -263,8 +263,11 @@ CREATE TABLE imports (
   created_at BIGINT NOT NULL,
   updated_at BIGINT NOT NULL,
   started_at BIGINT,
-  finished_at BIGINT
+  finished_at BIGINT,
+  source TEXT
 );
+-- An object of the inbound store ("<key> <etag>") is imported once, whichever node sees it.
+CREATE UNIQUE INDEX imports_source ON imports (source);
 CREATE TABLE import_rows (
   import_id BIGINT NOT NULL,
   idx BIGINT NOT NULL,

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "blob/blob_store.h"
 #include "provision/registry.h"
 #include "testing/db.h"
 #include "testing/files.h"
@@ -175,6 +176,33 @@ TEST_P(ImportTest, ACancelledImportStopsAndStaysCancelled) {
   EXPECT_EQ(run->state, "cancelled");
   EXPECT_EQ(run->counts.seen, 0);
   EXPECT_EQ(imports_->Cancel(started->id, "t").error().code, ErrorCode::kFailedPrecondition);
+}
+
+TEST_P(ImportTest, ManifestsDroppedIntoTheInboundStoreAreImportedOnce) {
+  auto inbound = blob::OpenBlobStore("file://" + dir_ + "/inbound", {});
+  ASSERT_TRUE(inbound.ok());
+  const std::string manifest = Slurp(Fixture("certificates_test.txt"));
+  ASSERT_TRUE((*inbound)->Put("imports/generated/trackers/batch-1.txt", manifest).ok());
+  ASSERT_TRUE((*inbound)->Put("imports/generated/no-such-profile/batch-2.txt", manifest).ok());
+  ASSERT_TRUE((*inbound)->Put("imports/readme.txt", "not a manifest place").ok());
+  auto started = imports_->ScanInbound(**inbound);
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  EXPECT_EQ(*started, 1);
+  auto list = imports_->List(std::nullopt, 10);
+  ASSERT_EQ(list->size(), 2u) << "the one that started and the one recorded as failed";
+  const store::ImportRecord& failed = (*list)[0].state == "failed" ? (*list)[0] : (*list)[1];
+  const store::ImportRecord& queued = (*list)[0].state == "failed" ? (*list)[1] : (*list)[0];
+  EXPECT_NE(failed.error.value_or("").find("no profile no-such-profile"), std::string::npos);
+  EXPECT_EQ(queued.state, "queued");
+  EXPECT_EQ(imports_->Run(queued.id)->counts.imported, 100);
+
+  EXPECT_EQ(*imports_->ScanInbound(**inbound), 0) << "seen: not again";
+  EXPECT_EQ(imports_->List(std::nullopt, 10)->size(), 2u);
+  // A new version of the object (another ETag) is a new import: everything in it is present.
+  ASSERT_TRUE((*inbound)->Put("imports/generated/trackers/batch-1.txt", manifest + "\n").ok());
+  EXPECT_EQ(*imports_->ScanInbound(**inbound), 1);
+  auto again = imports_->List(std::nullopt, 1);
+  EXPECT_EQ(imports_->Run((*again)[0].id)->counts.already_present, 100);
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, ImportTest, testing::kBothDialects, testing::DialectName);

@@ -29,7 +29,8 @@ cf = Certfleet(BINARY, DB_KIND, "bulk-e2e", extra_env={
     "CERTFLEET_BULK_VERIFIER_DIR": os.path.join(FIXTURES, "mchp_verifiers"),
     "CERTFLEET_BULK_BATCH_SIZE": "200",
     "CERTFLEET_JOBS_LEASE_SECONDS": "5",
-    "CERTFLEET_JOBS_POLL_MS": "100"})
+    "CERTFLEET_JOBS_POLL_MS": "100",
+    "CERTFLEET_BULK_SCAN_SECONDS": "5"})
 cf.init()
 cf.start()
 T = cf.token
@@ -101,6 +102,21 @@ check(tampered["counts"]["rejected"] == 1 and tampered["counts"]["already_presen
 rows = api("GET", f"/v1/imports/{tampered['id']}/rows?status=rejected")
 check(len(rows["items"]) == 1 and rows["items"][0]["index"] == 5 and "does not verify" in rows["items"][0]["reason"],
       f"the rejected row and its reason: {rows}")
+
+# A manifest dropped into the inbound store (the default: a folder) is imported by itself.
+inbound = os.path.join(cf.data, "inbound", "imports", "espressif", "trackers")
+os.makedirs(inbound, exist_ok=True)
+with open(os.path.join(inbound, "reel-9.csv"), "wb") as f:
+    f.write(open(os.path.join(FIXTURES, "manifest-espressif.csv"), "rb").read())
+deadline = time.time() + 60
+dropped = None
+while time.time() < deadline and dropped is None:
+    for imp in api("GET", "/v1/imports?limit=5")["items"]:
+        if imp["created_by"] == "inbound:imports/espressif/trackers/reel-9.csv" and imp["state"] == "done":
+            dropped = imp
+    time.sleep(0.5)
+check(dropped is not None and dropped["counts"]["already_present"] == 7,
+      f"the dropped manifest was imported by the scheduled scan: {dropped}")
 
 # The CLI, beside the running server, on the same store: a progress bar, then the counts.
 p = cf.cli("import", os.path.join(FIXTURES, "manifest-espressif.csv"), "--supplier", "espressif", "--profile",
