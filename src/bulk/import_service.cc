@@ -179,6 +179,8 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
       batch.push_back(std::move(**next));
     }
     const int64_t now = clock_.NowMillis();
+    constexpr double kPermille = 1000;
+    const double read = at_end ? 1.0 : (*reader)->Fraction();
     bool cancelled = false;
     store::ImportRecord updated = imp;
     CF_RETURN_IF_ERROR(store_.Transact([&](store::Tx& tx) -> Result<void> {
@@ -244,11 +246,12 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
         updated.finished_at = now;
       }
       updated.updated_at = now;
+      updated.read_permille = static_cast<int64_t>(read * kPermille);
       return store::UpdateImport(tx, updated);
     }));
     if (cancelled) return Get(id);
     imp = std::move(updated);
-    if (progress) progress(imp, imp.state == "done" ? 1.0 : (*reader)->Fraction());
+    if (progress) progress(imp, read);
     if (imp.state == "done") {
       std::error_code ec;
       fs::remove(imp.manifest, ec);  // everything in it is in the store now

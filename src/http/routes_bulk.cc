@@ -26,6 +26,10 @@ json::object ImportJson(const store::ImportRecord& r, int64_t now) {
   const int64_t end = r.finished_at.value_or(now);
   const double seconds = r.started_at ? static_cast<double>(end - *r.started_at) / 1000.0 : 0.0;
   const double rate = seconds > 0 ? static_cast<double>(r.counts.seen) / seconds : 0.0;
+  // The rest of the manifest at the pace of what was read so far.
+  const double read = static_cast<double>(r.read_permille) / 1000.0;
+  json::value eta = nullptr;
+  if (r.state == "running" && read > 0 && read < 1) eta = seconds * (1 - read) / read;
   return {{"id", r.id},
           {"supplier", r.supplier},
           {"profile", r.profile},
@@ -38,6 +42,8 @@ json::object ImportJson(const store::ImportRecord& r, int64_t now) {
             {"rejected", r.counts.rejected},
             {"conflicts", r.counts.conflicts}}},
           {"rate_per_second", rate},
+          {"read_fraction", read},
+          {"eta_seconds", eta},
           {"error", OptStr(r.error)},
           {"created_by", r.created_by},
           {"created_at", FormatRfc3339(r.created_at)},

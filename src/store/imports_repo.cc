@@ -7,7 +7,7 @@ namespace {
 
 constexpr std::string_view kColumns =
     "id, supplier, profile, bundle_type, manifest, state, position, seen, imported, already_present, rejected, "
-    "conflicts, error, created_by, created_at, updated_at, started_at, finished_at, source";
+    "conflicts, error, created_by, created_at, updated_at, started_at, finished_at, source, read_permille";
 
 Value Opt(const std::optional<int64_t>& v) { return v ? Value(*v) : Value(nullptr); }
 Value Opt(const std::optional<std::string>& v) { return v ? Value(*v) : Value(nullptr); }
@@ -29,6 +29,7 @@ ImportRecord FromRow(const Row& r) {
   i.started_at = r.OptInt(16);
   i.finished_at = r.OptInt(17);
   i.source = r.OptText(18);
+  i.read_permille = r.Int(19);
   return i;
 }
 
@@ -68,10 +69,11 @@ Result<std::vector<ImportRecord>> ListImports(Tx& tx, std::optional<int64_t> bef
 
 Result<void> UpdateImport(Tx& tx, const ImportRecord& r) {
   CF_RETURN_IF_ERROR(tx.ExecDeferred(
-      "UPDATE imports SET state = ?, position = ?, seen = ?, imported = ?, already_present = ?, rejected = ?, "
-      "conflicts = ?, error = ?, updated_at = ?, started_at = ?, finished_at = ? WHERE id = ?",
-      {r.state, r.position, r.counts.seen, r.counts.imported, r.counts.already_present, r.counts.rejected,
-       r.counts.conflicts, Opt(r.error), r.updated_at, Opt(r.started_at), Opt(r.finished_at), r.id}));
+      "UPDATE imports SET state = ?, position = ?, read_permille = ?, seen = ?, imported = ?, already_present = ?, "
+      "rejected = ?, conflicts = ?, error = ?, updated_at = ?, started_at = ?, finished_at = ? WHERE id = ?",
+      {r.state, r.position, r.read_permille, r.counts.seen, r.counts.imported, r.counts.already_present,
+       r.counts.rejected, r.counts.conflicts, Opt(r.error), r.updated_at, Opt(r.started_at), Opt(r.finished_at),
+       r.id}));
   return Ok();
 }
 

@@ -26,10 +26,11 @@ struct ImportRecord {
   int64_t id = 0;
   std::string supplier;
   std::string profile;
-  std::string bundle_type;  // infineon only, else ""
-  std::string manifest;     // where the manifest file is kept
-  std::string state;        // queued, running, done, failed, cancelled
-  int64_t position = 0;     // manifest entries done (committed)
+  std::string bundle_type;    // infineon only, else ""
+  std::string manifest;       // where the manifest file is kept
+  std::string state;          // queued, running, done, failed, cancelled
+  int64_t position = 0;       // manifest entries done (committed)
+  int64_t read_permille = 0;  // how much of the manifest file was read then, in 1/1000
   ImportCounts counts;
   std::optional<std::string> error;
   std::string created_by;

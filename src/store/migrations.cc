@@ -253,6 +253,7 @@ CREATE TABLE imports (
   manifest TEXT NOT NULL,
   state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
   position BIGINT NOT NULL,
+  read_permille BIGINT NOT NULL DEFAULT 0,
   seen BIGINT NOT NULL,
   imported BIGINT NOT NULL,
   already_present BIGINT NOT NULL,

@@ -119,6 +119,8 @@ TEST_P(ImportTest, AnInterruptedImportResumesAfterItsLastBatchWithNothingTwice) 
   store::ImportRecord halfway = *imports_->Get(started->id);
   EXPECT_EQ(halfway.position, 60);
   EXPECT_EQ(halfway.state, "running");
+  EXPECT_GT(halfway.read_permille, 500) << "60 of 100 lines read";
+  EXPECT_LT(halfway.read_permille, 700);
   imports_->fail_after_batches = -1;
   std::vector<int64_t> progress;
   auto done = imports_->Run(started->id, [&](const store::ImportRecord& r, double fraction) {
@@ -127,6 +129,7 @@ TEST_P(ImportTest, AnInterruptedImportResumesAfterItsLastBatchWithNothingTwice) 
     EXPECT_LE(fraction, 1.0);
   });
   ASSERT_TRUE(done.ok()) << done.error().message;
+  EXPECT_EQ(done->read_permille, 1000);
   EXPECT_EQ(done->counts.seen, 100);
   EXPECT_EQ(done->counts.imported, 100);
   EXPECT_EQ(done->counts.already_present, 0) << "the resumed run skipped what was committed";

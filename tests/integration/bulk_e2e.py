@@ -145,6 +145,8 @@ while time.time() < deadline:
         break
     time.sleep(0.05)
 check(imp["state"] == "running", f"the large import is running when killed: {imp['state']} {imp['counts']}")
+check(0 < imp["read_fraction"] < 1 and imp["eta_seconds"] is not None and imp["eta_seconds"] > 0,
+      f"a running import shows how much is read and an ETA: {imp['read_fraction']} {imp['eta_seconds']}")
 cf.server.send_signal(signal.SIGKILL)
 cf.server.wait()
 killed_at = imp["counts"]["seen"]
