@@ -9,7 +9,6 @@
 
 #include "core/crypto.h"
 #include "core/log.h"
-#include "provision/registry.h"
 #include "store/audit_repo.h"
 #include "store/jobs_repo.h"
 #include "store/registry_repo.h"
@@ -19,8 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 namespace json = boost::json;
-using provision::Kind;
-using provision::KindName;
 
 // An import job is retried after a crash or a store outage; each run resumes.
 constexpr int kJobAttempts = 10;
@@ -44,7 +41,7 @@ std::vector<std::string> Strings(const json::object& o, std::string_view key) {
 
 // The profile, once everything it names is known to exist (as Thingpress checks first).
 Result<Profile> LoadProfile(store::Tx& tx, std::string_view name) {
-  CF_ASSIGN_OR_RETURN(auto o, store::FindObject(tx, KindName(Kind::kProfile), name));
+  CF_ASSIGN_OR_RETURN(auto o, store::FindObject(tx, store::kObjectProfile, name));
   if (!o) return MakeError(ErrorCode::kNotFound, fmt::format("no profile {}", name));
   boost::system::error_code ec;
   json::value body = json::parse(o->body, ec);
@@ -55,17 +52,17 @@ Result<Profile> LoadProfile(store::Tx& tx, std::string_view name) {
   }
   p.groups = Strings(body.get_object(), "thing_groups");
   p.policies = Strings(body.get_object(), "policies");
-  auto must_exist = [&](Kind kind, const std::string& what) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(auto found, store::FindObject(tx, KindName(kind), what));
+  auto must_exist = [&](std::string_view kind, const std::string& what) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(auto found, store::FindObject(tx, kind, what));
     if (!found) {
       return MakeError(ErrorCode::kFailedPrecondition,
-                       fmt::format("profile {} names {} {}, which does not exist", name, KindName(kind), what));
+                       fmt::format("profile {} names {} {}, which does not exist", name, kind, what));
     }
     return Ok();
   };
-  if (p.thing_type) CF_RETURN_IF_ERROR(must_exist(Kind::kThingType, *p.thing_type));
-  for (const auto& g : p.groups) CF_RETURN_IF_ERROR(must_exist(Kind::kThingGroup, g));
-  for (const auto& pol : p.policies) CF_RETURN_IF_ERROR(must_exist(Kind::kPolicy, pol));
+  if (p.thing_type) CF_RETURN_IF_ERROR(must_exist(store::kObjectThingType, *p.thing_type));
+  for (const auto& g : p.groups) CF_RETURN_IF_ERROR(must_exist(store::kObjectThingGroup, g));
+  for (const auto& pol : p.policies) CF_RETURN_IF_ERROR(must_exist(store::kObjectPolicy, pol));
   return p;
 }
 
@@ -227,17 +224,17 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
             store::InsertImportedCertificate(tx, {fp, ref, imp.supplier, e.thing_name, e.certificate, id, now}));
         json::object thing{{"attributes", json::object()}};
         if (profile->thing_type) thing["thing_type"] = *profile->thing_type;
-        CF_RETURN_IF_ERROR(store::InsertObjectIfMissing(tx, {std::string(KindName(Kind::kThing)), e.thing_name,
+        CF_RETURN_IF_ERROR(store::InsertObjectIfMissing(tx, {std::string(store::kObjectThing), e.thing_name,
                                                              profile->thing_type, json::serialize(thing), now, now}));
-        CF_RETURN_IF_ERROR(store::PutLink(tx, {std::string(provision::kThingCertificate), e.thing_name, ref,
-                                               std::string(provision::kAttachmentActive), std::nullopt, now}));
+        CF_RETURN_IF_ERROR(store::PutLink(tx, {std::string(store::kThingCertificate), e.thing_name, ref,
+                                               std::string(store::kAttachmentActive), std::nullopt, now}));
         for (const auto& g : profile->groups) {
-          CF_RETURN_IF_ERROR(store::AddLinkIfMissing(
-              tx, {std::string(provision::kGroupThing), g, e.thing_name, "", std::nullopt, now}));
+          CF_RETURN_IF_ERROR(
+              store::AddLinkIfMissing(tx, {std::string(store::kGroupThing), g, e.thing_name, "", std::nullopt, now}));
         }
         for (const auto& p : profile->policies) {
           CF_RETURN_IF_ERROR(
-              store::AddLinkIfMissing(tx, {std::string(provision::kPolicyCertificate), p, ref, "", std::nullopt, now}));
+              store::AddLinkIfMissing(tx, {std::string(store::kPolicyCertificate), p, ref, "", std::nullopt, now}));
         }
         ++updated.counts.imported;
       }

@@ -140,6 +140,16 @@ Result<Page> ParsePage(const Request& req) {
   return page;
 }
 
+Result<int64_t> PathId(const Request& req) {
+  const std::string& s = req.params.at("id");
+  int64_t id = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), id);
+  if (ec != std::errc() || p != s.data() + s.size() || id <= 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "the id must be a positive integer");
+  }
+  return id;
+}
+
 Result<std::optional<int64_t>> AfterNumber(const Page& page) {
   if (!page.after) return std::optional<int64_t>();
   CF_ASSIGN_OR_RETURN(int64_t n, ParseInt(*page.after, "next"));

@@ -48,6 +48,8 @@ struct Page {
   std::optional<std::string> after;  // the key `next` carries
 };
 Result<Page> ParsePage(const Request& req);
+// The route's {id} as a positive integer; kInvalidArgument otherwise.
+Result<int64_t> PathId(const Request& req);
 // `after` as a number, for lists keyed by a numeric id.
 Result<std::optional<int64_t>> AfterNumber(const Page& page);
 

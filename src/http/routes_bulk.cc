@@ -1,10 +1,8 @@
 // W3 routes: imports of supplier manifests (their profiles are registry objects, see
 // routes_provision.cc).
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <boost/json.hpp>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -51,14 +49,6 @@ json::object ImportJson(const store::ImportRecord& r, int64_t now) {
           {"finished_at", OptTime(r.finished_at)}};
 }
 
-Result<int64_t> IdParam(const Request& req) {
-  const std::string& text = req.params.at("id");
-  char* end = nullptr;
-  const long long id = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || id <= 0) return MakeError(ErrorCode::kNotFound, "no import " + text);
-  return static_cast<int64_t>(id);
-}
-
 Response Start(const ApiContext& ctx, const Request& req) {
   auto supplier = QueryParam(req, "supplier", kMaxQueryName);
   auto profile = QueryParam(req, "profile", kMaxQueryName);
@@ -96,7 +86,7 @@ Response List(const ApiContext& ctx, const Request& req) {
 }
 
 Response Get(const ApiContext& ctx, const Request& req) {
-  auto id = IdParam(req);
+  auto id = PathId(req);
   if (!id.ok()) return Fail(req, id.error());
   auto r = ctx.imports->Get(*id);
   if (!r.ok()) return Fail(req, r.error());
@@ -104,7 +94,7 @@ Response Get(const ApiContext& ctx, const Request& req) {
 }
 
 Response Rows(const ApiContext& ctx, const Request& req) {
-  auto id = IdParam(req);
+  auto id = PathId(req);
   if (!id.ok()) return Fail(req, id.error());
   auto page = ParsePage(req);
   if (!page.ok()) return Fail(req, page.error());
@@ -130,7 +120,7 @@ Response Rows(const ApiContext& ctx, const Request& req) {
 }
 
 Response Cancel(const ApiContext& ctx, const Request& req) {
-  auto id = IdParam(req);
+  auto id = PathId(req);
   if (!id.ok()) return Fail(req, id.error());
   auto r = ctx.imports->Cancel(*id, req.principal.Actor());
   if (!r.ok()) return Fail(req, r.error());

@@ -2,7 +2,6 @@
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
-#include <charconv>
 
 #include "core/log.h"
 #include "http/api.h"
@@ -48,16 +47,6 @@ json::object TokenJson(const store::ApiToken& t) {
           {"created_by", t.created_by},
           {"last_used_at", OptTime(t.last_used_at)},
           {"revoked_at", OptTime(t.revoked_at)}};
-}
-
-Result<int64_t> PathId(const Request& req) {
-  const std::string& s = req.params.at("id");
-  int64_t id = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), id);
-  if (ec != std::errc() || p != s.data() + s.size() || id <= 0) {
-    return MakeError(ErrorCode::kInvalidArgument, "the id must be a positive integer");
-  }
-  return id;
 }
 
 Response Healthz(const Request&) { return JsonResponse(200, json::object{{"status", "ok"}}); }

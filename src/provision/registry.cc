@@ -17,8 +17,8 @@ namespace {
 
 namespace json = boost::json;
 
-constexpr std::string_view kKindNames[] = {"thing",  "thing-type", "thing-group", "policy", "provisioning-template",
-                                           "profile"};
+constexpr std::string_view kKindNames[] = {store::kObjectThing,  store::kObjectThingType, store::kObjectThingGroup,
+                                           store::kObjectPolicy, store::kObjectTemplate,  store::kObjectProfile};
 constexpr size_t kMaxDescription = 2028;  // as AWS IoT allows for thing types and groups
 constexpr size_t kMaxAttributes = 50;     // attributes of a thing or group
 constexpr size_t kMaxAttributeValue = 800;

@@ -20,17 +20,14 @@ namespace certfleet::provision {
 enum class Kind { kThing, kThingType, kThingGroup, kPolicy, kTemplate, kProfile };
 std::string_view KindName(Kind kind);
 
-// The links the registry keeps between names (store::RegistryLink::kind), each directed
-// from -> to.
-inline constexpr std::string_view kThingCertificate = "thing-certificate";    // thing -> serial
-inline constexpr std::string_view kPolicyCertificate = "policy-certificate";  // policy -> serial
-inline constexpr std::string_view kGroupThing = "group-thing";                // group -> thing
-inline constexpr std::string_view kBatchTemplate = "batch-template";          // batch -> template
+using store::kAttachmentActive;
+using store::kAttachmentSuperseded;
+using store::kBatchTemplate;
+using store::kGroupThing;
+using store::kPolicyCertificate;
+using store::kThingCertificate;
 // The batch name the default template is linked from; never a valid batch name.
 inline constexpr std::string_view kDefaultBatch = "*";
-// States of a thing-certificate link.
-inline constexpr std::string_view kAttachmentActive = "active";
-inline constexpr std::string_view kAttachmentSuperseded = "superseded";
 
 // A provisioning template as issuance uses it.
 struct ProvisioningTemplate {

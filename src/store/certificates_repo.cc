@@ -45,8 +45,6 @@ CaRecord CaFromRow(const Row& r) {
   return ca;
 }
 
-Value Opt(const std::optional<std::string>& v) { return v ? Value(*v) : Value(nullptr); }
-
 Result<std::vector<CertificateRecord>> Many(Tx& tx, const std::string& sql, const Params& params) {
   CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(sql, params));
   std::vector<CertificateRecord> out;
@@ -60,9 +58,9 @@ Result<std::vector<CertificateRecord>> Many(Tx& tx, const std::string& sql, cons
 Result<void> InsertCertificate(Tx& tx, const CertificateRecord& c) {
   static const std::string kInsert =
       fmt::format("INSERT INTO certificates ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)", kColumns);
-  CF_RETURN_IF_ERROR(
-      tx.ExecDeferred(kInsert, {c.serial, c.fqdn, c.type, c.parent_fqdn, Opt(c.issuer_serial), c.status, c.not_before,
-                                c.not_after, c.fingerprint, c.certificate_pem, c.created_at, c.created_by}));
+  CF_RETURN_IF_ERROR(tx.ExecDeferred(
+      kInsert, {c.serial, c.fqdn, c.type, c.parent_fqdn, OptionalValue(c.issuer_serial), c.status, c.not_before,
+                c.not_after, c.fingerprint, c.certificate_pem, c.created_at, c.created_by}));
   return Ok();
 }
 

@@ -212,7 +212,7 @@ Result<std::vector<std::pair<std::string, int64_t>>> CountRecordsByStatus(Tx& tx
 }
 
 Result<void> PutWarehouse(Tx& tx, const WarehouseSettings& w) {
-  Value password = w.zip_password ? Value(*w.zip_password) : Value(nullptr);
+  Value password = OptionalValue(w.zip_password);
   CF_RETURN_IF_ERROR(
       tx.Exec("INSERT INTO distribution_warehouses (name, recipients, zip_password, updated_at, "
               "updated_by) VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET recipients = "

@@ -9,9 +9,6 @@ constexpr std::string_view kColumns =
     "id, supplier, profile, bundle_type, manifest, state, position, seen, imported, already_present, rejected, "
     "conflicts, error, created_by, created_at, updated_at, started_at, finished_at, source, read_permille";
 
-Value Opt(const std::optional<int64_t>& v) { return v ? Value(*v) : Value(nullptr); }
-Value Opt(const std::optional<std::string>& v) { return v ? Value(*v) : Value(nullptr); }
-
 ImportRecord FromRow(const Row& r) {
   ImportRecord i;
   i.id = r.Int(0);
@@ -42,7 +39,7 @@ Result<int64_t> InsertImport(Tx& tx, const ImportRecord& r) {
                   "already_present, rejected, conflicts, created_by, created_at, updated_at, source) VALUES (?, ?, ?, "
                   "?, ?, 0, 0, 0, 0, 0, 0, ?, ?, ?, ?) RETURNING id",
                   {r.supplier, r.profile, r.bundle_type, r.manifest, r.state, r.created_by, r.created_at, r.updated_at,
-                   Opt(r.source)}));
+                   OptionalValue(r.source)}));
   return row->Int(0);
 }
 
@@ -72,8 +69,8 @@ Result<void> UpdateImport(Tx& tx, const ImportRecord& r) {
       "UPDATE imports SET state = ?, position = ?, read_permille = ?, seen = ?, imported = ?, already_present = ?, "
       "rejected = ?, conflicts = ?, error = ?, updated_at = ?, started_at = ?, finished_at = ? WHERE id = ?",
       {r.state, r.position, r.read_permille, r.counts.seen, r.counts.imported, r.counts.already_present,
-       r.counts.rejected, r.counts.conflicts, Opt(r.error), r.updated_at, Opt(r.started_at), Opt(r.finished_at),
-       r.id}));
+       r.counts.rejected, r.counts.conflicts, OptionalValue(r.error), r.updated_at, OptionalValue(r.started_at),
+       OptionalValue(r.finished_at), r.id}));
   return Ok();
 }
 

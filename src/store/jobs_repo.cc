@@ -48,7 +48,7 @@ Result<JobState> ParseJobState(std::string_view name) {
 
 Result<std::optional<int64_t>> EnqueueJob(Tx& tx, const NewJob& job, int64_t now) {
   if (job.max_attempts < 1) return MakeError(ErrorCode::kInvalidArgument, "max_attempts must be at least 1");
-  Value dedupe = job.dedupe_key ? Value(*job.dedupe_key) : Value(nullptr);
+  Value dedupe = OptionalValue(job.dedupe_key);
   CF_ASSIGN_OR_RETURN(
       auto row,
       tx.QueryOne("INSERT INTO jobs (kind, payload, state, run_at, max_attempts, dedupe_key, created_at, updated_at) "
@@ -184,7 +184,7 @@ Result<std::optional<ScheduleState>> GetSchedule(Tx& tx, std::string_view name) 
 }
 
 Result<void> PutSchedule(Tx& tx, std::string_view name, const ScheduleState& state) {
-  Value last = state.last_run_at ? Value(*state.last_run_at) : Value(nullptr);
+  Value last = OptionalValue(state.last_run_at);
   CF_RETURN_IF_ERROR(
       tx.Exec("INSERT INTO schedules (name, spec, next_run_at, last_run_at) VALUES (?, ?, ?, ?) "
               "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, next_run_at = excluded.next_run_at, "

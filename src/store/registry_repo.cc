@@ -6,9 +6,6 @@ namespace {
 constexpr std::string_view kObjectColumns = "kind, name, ref, body, created_at, updated_at";
 constexpr std::string_view kLinkColumns = "kind, from_name, to_name, state, due_at, created_at";
 
-Value OptValue(const std::optional<std::string>& v) { return v ? Value(*v) : Value(nullptr); }
-Value OptValue(const std::optional<int64_t>& v) { return v ? Value(*v) : Value(nullptr); }
-
 RegistryObject ObjectFrom(const Row& r) {
   return RegistryObject{r.Text(0), r.Text(1), r.OptText(2), r.Text(3), r.Int(4), r.Int(5)};
 }
@@ -32,14 +29,14 @@ Result<std::vector<RegistryLink>> Links(Tx& tx, std::string_view where, const Pa
 Result<void> InsertObject(Tx& tx, const RegistryObject& o) {
   CF_RETURN_IF_ERROR(
       tx.Exec("INSERT INTO registry_objects (" + std::string(kObjectColumns) + ") VALUES (?, ?, ?, ?, ?, ?)",
-              {o.kind, o.name, OptValue(o.ref), o.body, o.created_at, o.updated_at}));
+              {o.kind, o.name, OptionalValue(o.ref), o.body, o.created_at, o.updated_at}));
   return Ok();
 }
 
 Result<void> InsertObjectIfMissing(Tx& tx, const RegistryObject& o) {
   CF_RETURN_IF_ERROR(tx.ExecDeferred("INSERT INTO registry_objects (" + std::string(kObjectColumns) +
                                          ") VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, name) DO NOTHING",
-                                     {o.kind, o.name, OptValue(o.ref), o.body, o.created_at, o.updated_at}));
+                                     {o.kind, o.name, OptionalValue(o.ref), o.body, o.created_at, o.updated_at}));
   return Ok();
 }
 
@@ -47,7 +44,7 @@ Result<bool> UpdateObject(Tx& tx, const RegistryObject& o) {
   CF_ASSIGN_OR_RETURN(
       int64_t changed,
       tx.Exec("UPDATE registry_objects SET ref = ?, body = ?, updated_at = ? WHERE kind = ? AND name = ?",
-              {OptValue(o.ref), o.body, o.updated_at, o.kind, o.name}));
+              {OptionalValue(o.ref), o.body, o.updated_at, o.kind, o.name}));
   return changed > 0;
 }
 
@@ -90,7 +87,7 @@ Result<void> PutLink(Tx& tx, const RegistryLink& link) {
       "INSERT INTO registry_links (" + std::string(kLinkColumns) +
           ") VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, from_name, to_name) DO UPDATE SET state = excluded.state, "
           "due_at = excluded.due_at",
-      {link.kind, link.from_name, link.to_name, link.state, OptValue(link.due_at), link.created_at}));
+      {link.kind, link.from_name, link.to_name, link.state, OptionalValue(link.due_at), link.created_at}));
   return Ok();
 }
 
@@ -98,7 +95,7 @@ Result<void> AddLinkIfMissing(Tx& tx, const RegistryLink& link) {
   CF_RETURN_IF_ERROR(
       tx.Exec("INSERT INTO registry_links (" + std::string(kLinkColumns) +
                   ") VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, from_name, to_name) DO NOTHING",
-              {link.kind, link.from_name, link.to_name, link.state, OptValue(link.due_at), link.created_at}));
+              {link.kind, link.from_name, link.to_name, link.state, OptionalValue(link.due_at), link.created_at}));
   return Ok();
 }
 
@@ -128,7 +125,8 @@ Result<void> SetLinkStates(Tx& tx, std::string_view kind, std::string_view from_
                            std::string_view to_state, std::optional<int64_t> due_at) {
   return tx.ExecDeferred(
       "UPDATE registry_links SET state = ?, due_at = ? WHERE kind = ? AND from_name = ? AND state = ?",
-      {std::string(to_state), OptValue(due_at), std::string(kind), std::string(from_name), std::string(from_state)});
+      {std::string(to_state), OptionalValue(due_at), std::string(kind), std::string(from_name),
+       std::string(from_state)});
 }
 
 }  // namespace certfleet::store

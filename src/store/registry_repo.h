@@ -11,6 +11,23 @@
 
 namespace certfleet::store {
 
+// The registry's vocabulary, shared by the workflows that write it (W2 provisioning, W3
+// imports). Kinds of object:
+inline constexpr std::string_view kObjectThing = "thing";
+inline constexpr std::string_view kObjectThingType = "thing-type";
+inline constexpr std::string_view kObjectThingGroup = "thing-group";
+inline constexpr std::string_view kObjectPolicy = "policy";
+inline constexpr std::string_view kObjectTemplate = "provisioning-template";
+inline constexpr std::string_view kObjectProfile = "profile";
+// Kinds of link, each directed from -> to:
+inline constexpr std::string_view kThingCertificate = "thing-certificate";    // thing -> certificate
+inline constexpr std::string_view kPolicyCertificate = "policy-certificate";  // policy -> certificate
+inline constexpr std::string_view kGroupThing = "group-thing";                // group -> thing
+inline constexpr std::string_view kBatchTemplate = "batch-template";          // batch -> template
+// States of a thing-certificate link.
+inline constexpr std::string_view kAttachmentActive = "active";
+inline constexpr std::string_view kAttachmentSuperseded = "superseded";
+
 // An object of the W2 registry (a thing, thing type, thing group, policy or provisioning
 // template): its kind, name, the JSON body the registry service validated, and `ref`, the
 // one reference lists filter by.

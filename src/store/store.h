@@ -19,6 +19,11 @@ enum class Dialect { kSqlite, kPostgres };
 // A statement parameter. SQL is written with `?` placeholders for both drivers.
 using Value = std::variant<std::nullptr_t, int64_t, std::string>;
 using Params = std::vector<Value>;
+// A nullable column's parameter: NULL when `v` is empty.
+template <typename T>
+Value OptionalValue(const std::optional<T>& v) {
+  return v ? Value(*v) : Value(nullptr);
+}
 
 // One result row; cells are text as the database rendered them, or null.
 class Row {
