@@ -192,18 +192,27 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
         if (e.problem.empty()) fingerprints.push_back(Sha256Hex(e.certificate));
       }
       CF_ASSIGN_OR_RETURN(auto owners, store::ImportedCertificateThings(tx, fingerprints));
+      // What the batch writes, each table in one statement (see store::InsertRows).
+      std::vector<store::ImportRow> rows;
+      std::vector<store::ImportedCertificate> certificates;
+      std::vector<store::RegistryObject> things;
+      std::vector<store::RegistryLink> attachments;
+      std::vector<store::RegistryLink> memberships;
+      std::vector<store::RegistryLink> grants;
+      json::object thing_body{{"attributes", json::object()}};
+      if (profile->thing_type) thing_body["thing_type"] = *profile->thing_type;
+      const std::string thing_json = json::serialize(thing_body);
       size_t next_fingerprint = 0;
       for (auto& e : batch) {
         ++updated.counts.seen;
         ++updated.position;
         auto reject = [&](std::string status, std::string fingerprint, std::string reason) {
           ++(status == "conflict" ? updated.counts.conflicts : updated.counts.rejected);
-          return store::InsertImportRow(tx, id,
-                                        {static_cast<int64_t>(e.index), std::move(status), e.thing_name,
-                                         std::move(fingerprint), std::move(reason)});
+          rows.push_back({static_cast<int64_t>(e.index), std::move(status), e.thing_name, std::move(fingerprint),
+                          std::move(reason)});
         };
         if (!e.problem.empty()) {
-          CF_RETURN_IF_ERROR(reject("rejected", "", e.problem));
+          reject("rejected", "", e.problem);
           continue;
         }
         const std::string& fp = fingerprints[next_fingerprint++];
@@ -211,8 +220,7 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
           if (owner->second == e.thing_name) {
             ++updated.counts.already_present;
           } else {
-            CF_RETURN_IF_ERROR(reject(
-                "conflict", fp, fmt::format("the certificate was imported for thing {}; not moved", owner->second)));
+            reject("conflict", fp, fmt::format("the certificate was imported for thing {}; not moved", owner->second));
           }
           continue;
         }
@@ -220,24 +228,24 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
         // Zero-padded, so that refs sort in the order they are written.
         const std::string ref = fmt::format("import:{:010}:{:010}", id, e.index);
         // The DER is copied, not moved: a retried transaction runs this again.
-        CF_RETURN_IF_ERROR(
-            store::InsertImportedCertificate(tx, {fp, ref, imp.supplier, e.thing_name, e.certificate, id, now}));
-        json::object thing{{"attributes", json::object()}};
-        if (profile->thing_type) thing["thing_type"] = *profile->thing_type;
-        CF_RETURN_IF_ERROR(store::InsertObjectIfMissing(tx, {std::string(store::kObjectThing), e.thing_name,
-                                                             profile->thing_type, json::serialize(thing), now, now}));
-        CF_RETURN_IF_ERROR(store::PutLink(tx, {std::string(store::kThingCertificate), e.thing_name, ref,
-                                               std::string(store::kAttachmentActive), std::nullopt, now}));
+        certificates.push_back({fp, ref, imp.supplier, e.thing_name, e.certificate, id, now});
+        things.push_back({std::string(store::kObjectThing), e.thing_name, profile->thing_type, thing_json, now, now});
+        attachments.push_back({std::string(store::kThingCertificate), e.thing_name, ref,
+                               std::string(store::kAttachmentActive), std::nullopt, now});
         for (const auto& g : profile->groups) {
-          CF_RETURN_IF_ERROR(
-              store::AddLinkIfMissing(tx, {std::string(store::kGroupThing), g, e.thing_name, "", std::nullopt, now}));
+          memberships.push_back({std::string(store::kGroupThing), g, e.thing_name, "", std::nullopt, now});
         }
         for (const auto& p : profile->policies) {
-          CF_RETURN_IF_ERROR(
-              store::AddLinkIfMissing(tx, {std::string(store::kPolicyCertificate), p, ref, "", std::nullopt, now}));
+          grants.push_back({std::string(store::kPolicyCertificate), p, ref, "", std::nullopt, now});
         }
         ++updated.counts.imported;
       }
+      CF_RETURN_IF_ERROR(store::InsertImportedCertificates(tx, certificates));
+      CF_RETURN_IF_ERROR(store::InsertObjectsIfMissing(tx, things));
+      CF_RETURN_IF_ERROR(store::PutLinks(tx, attachments));
+      CF_RETURN_IF_ERROR(store::AddLinksIfMissing(tx, memberships));
+      CF_RETURN_IF_ERROR(store::AddLinksIfMissing(tx, grants));
+      CF_RETURN_IF_ERROR(store::InsertImportRows(tx, id, rows));
       if (at_end) {
         updated.state = "done";
         updated.finished_at = now;

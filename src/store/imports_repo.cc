@@ -74,10 +74,13 @@ Result<void> UpdateImport(Tx& tx, const ImportRecord& r) {
   return Ok();
 }
 
-Result<void> InsertImportRow(Tx& tx, int64_t import_id, const ImportRow& row) {
-  return tx.ExecDeferred(
-      "INSERT INTO import_rows (import_id, idx, status, thing_name, fingerprint, reason) VALUES (?, ?, ?, ?, ?, ?)",
-      {import_id, row.index, row.status, row.thing_name, row.fingerprint, row.reason});
+Result<void> InsertImportRows(Tx& tx, int64_t import_id, const std::vector<ImportRow>& rows) {
+  static constexpr Column kColumns[] = {{"import_id", "bigint"}, {"idx", "bigint"},       {"status", "text"},
+                                        {"thing_name", "text"},  {"fingerprint", "text"}, {"reason", "text"}};
+  std::vector<Params> values;
+  values.reserve(rows.size());
+  for (const auto& r : rows) values.push_back({import_id, r.index, r.status, r.thing_name, r.fingerprint, r.reason});
+  return InsertRows(tx, "import_rows", kColumns, values);
 }
 
 Result<std::vector<ImportRow>> ListImportRows(Tx& tx, int64_t import_id, std::optional<std::string> status,
@@ -102,15 +105,10 @@ Result<std::map<std::string, std::string>> ImportedCertificateThings(Tx& tx,
                                                                      const std::vector<std::string>& fingerprints) {
   std::map<std::string, std::string> out;
   if (fingerprints.empty()) return out;
-  std::string sql = "SELECT fingerprint, thing_name FROM imported_certificates WHERE fingerprint IN (";
   Params params;
-  params.reserve(fingerprints.size());
-  for (const auto& fp : fingerprints) {
-    sql += params.empty() ? "?" : ", ?";
-    params.emplace_back(fp);
-  }
-  sql += ")";
-  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(sql, params));
+  const std::string where = InValues(tx, "fingerprint", fingerprints, params);
+  CF_ASSIGN_OR_RETURN(Rows rows,
+                      tx.Query("SELECT fingerprint, thing_name FROM imported_certificates WHERE " + where, params));
   for (const auto& r : rows) out.emplace(r.Text(0), r.Text(1));
   return out;
 }
@@ -124,11 +122,16 @@ Result<std::optional<ImportedCertificate>> FindImportedCertificate(Tx& tx, std::
       ImportedCertificate{row->Text(0), std::string(ref), row->Text(1), row->Text(2), "", row->Int(3), row->Int(4)});
 }
 
-Result<void> InsertImportedCertificate(Tx& tx, const ImportedCertificate& c) {
-  return tx.ExecDeferred(
-      "INSERT INTO imported_certificates (fingerprint, ref, source, thing_name, certificate, import_id, created_at) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?)",
-      {c.fingerprint, c.ref, c.source, c.thing_name, Base64Encode(c.der), c.import_id, c.created_at});
+Result<void> InsertImportedCertificates(Tx& tx, const std::vector<ImportedCertificate>& certificates) {
+  static constexpr Column kColumns[] = {{"fingerprint", "text"}, {"ref", "text"},         {"source", "text"},
+                                        {"thing_name", "text"},  {"certificate", "text"}, {"import_id", "bigint"},
+                                        {"created_at", "bigint"}};
+  std::vector<Params> rows;
+  rows.reserve(certificates.size());
+  for (const auto& c : certificates) {
+    rows.push_back({c.fingerprint, c.ref, c.source, c.thing_name, Base64Encode(c.der), c.import_id, c.created_at});
+  }
+  return InsertRows(tx, "imported_certificates", kColumns, rows);
 }
 
 }  // namespace certfleet::store

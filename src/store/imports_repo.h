@@ -59,7 +59,8 @@ struct ImportRow {
   std::string fingerprint;
   std::string reason;
 };
-Result<void> InsertImportRow(Tx& tx, int64_t import_id, const ImportRow& row);
+// Deferred, in one write (see InsertRows).
+Result<void> InsertImportRows(Tx& tx, int64_t import_id, const std::vector<ImportRow>& rows);
 // In manifest order after `after`; `status` filters when set.
 Result<std::vector<ImportRow>> ListImportRows(Tx& tx, int64_t import_id, std::optional<std::string> status,
                                               int64_t after, int limit);
@@ -78,7 +79,8 @@ struct ImportedCertificate {
 // query for them all.
 Result<std::map<std::string, std::string>> ImportedCertificateThings(Tx& tx,
                                                                      const std::vector<std::string>& fingerprints);
-Result<void> InsertImportedCertificate(Tx& tx, const ImportedCertificate& c);
+// Deferred, in one write (see InsertRows); kAlreadyExists (at the latest on commit) if one was imported before.
+Result<void> InsertImportedCertificates(Tx& tx, const std::vector<ImportedCertificate>& certificates);
 // The imported certificate a link names (by its ref), without its DER.
 Result<std::optional<ImportedCertificate>> FindImportedCertificate(Tx& tx, std::string_view ref);
 

@@ -5,6 +5,10 @@ namespace {
 
 constexpr std::string_view kObjectColumns = "kind, name, ref, body, created_at, updated_at";
 constexpr std::string_view kLinkColumns = "kind, from_name, to_name, state, due_at, created_at";
+constexpr Column kObjectTypes[] = {{"kind", "text"}, {"name", "text"},         {"ref", "text"},
+                                   {"body", "text"}, {"created_at", "bigint"}, {"updated_at", "bigint"}};
+constexpr Column kLinkTypes[] = {{"kind", "text"},  {"from_name", "text"}, {"to_name", "text"},
+                                 {"state", "text"}, {"due_at", "bigint"},  {"created_at", "bigint"}};
 
 RegistryObject ObjectFrom(const Row& r) {
   return RegistryObject{r.Text(0), r.Text(1), r.OptText(2), r.Text(3), r.Int(4), r.Int(5)};
@@ -24,6 +28,14 @@ Result<std::vector<RegistryLink>> Links(Tx& tx, std::string_view where, const Pa
   return out;
 }
 
+std::vector<Params> LinkRows(const std::vector<RegistryLink>& links) {
+  std::vector<Params> rows;
+  rows.reserve(links.size());
+  for (const auto& l : links)
+    rows.push_back({l.kind, l.from_name, l.to_name, l.state, OptionalValue(l.due_at), l.created_at});
+  return rows;
+}
+
 }  // namespace
 
 Result<void> InsertObject(Tx& tx, const RegistryObject& o) {
@@ -33,11 +45,14 @@ Result<void> InsertObject(Tx& tx, const RegistryObject& o) {
   return Ok();
 }
 
-Result<void> InsertObjectIfMissing(Tx& tx, const RegistryObject& o) {
-  CF_RETURN_IF_ERROR(tx.ExecDeferred("INSERT INTO registry_objects (" + std::string(kObjectColumns) +
-                                         ") VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, name) DO NOTHING",
-                                     {o.kind, o.name, OptionalValue(o.ref), o.body, o.created_at, o.updated_at}));
-  return Ok();
+Result<void> InsertObjectIfMissing(Tx& tx, const RegistryObject& o) { return InsertObjectsIfMissing(tx, {o}); }
+
+Result<void> InsertObjectsIfMissing(Tx& tx, const std::vector<RegistryObject>& objects) {
+  std::vector<Params> rows;
+  rows.reserve(objects.size());
+  for (const auto& o : objects)
+    rows.push_back({o.kind, o.name, OptionalValue(o.ref), o.body, o.created_at, o.updated_at});
+  return InsertRows(tx, "registry_objects", kObjectTypes, rows, "ON CONFLICT (kind, name) DO NOTHING");
 }
 
 Result<bool> UpdateObject(Tx& tx, const RegistryObject& o) {
@@ -82,21 +97,19 @@ Result<std::vector<RegistryObject>> ListObjects(Tx& tx, const ObjectFilter& filt
   return out;
 }
 
-Result<void> PutLink(Tx& tx, const RegistryLink& link) {
-  CF_RETURN_IF_ERROR(tx.ExecDeferred(
-      "INSERT INTO registry_links (" + std::string(kLinkColumns) +
-          ") VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, from_name, to_name) DO UPDATE SET state = excluded.state, "
-          "due_at = excluded.due_at",
-      {link.kind, link.from_name, link.to_name, link.state, OptionalValue(link.due_at), link.created_at}));
-  return Ok();
+Result<void> PutLink(Tx& tx, const RegistryLink& link) { return PutLinks(tx, {link}); }
+
+Result<void> PutLinks(Tx& tx, const std::vector<RegistryLink>& links) {
+  return InsertRows(
+      tx, "registry_links", kLinkTypes, LinkRows(links),
+      "ON CONFLICT (kind, from_name, to_name) DO UPDATE SET state = excluded.state, due_at = excluded.due_at");
 }
 
-Result<void> AddLinkIfMissing(Tx& tx, const RegistryLink& link) {
-  CF_RETURN_IF_ERROR(
-      tx.Exec("INSERT INTO registry_links (" + std::string(kLinkColumns) +
-                  ") VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, from_name, to_name) DO NOTHING",
-              {link.kind, link.from_name, link.to_name, link.state, OptionalValue(link.due_at), link.created_at}));
-  return Ok();
+Result<void> AddLinkIfMissing(Tx& tx, const RegistryLink& link) { return AddLinksIfMissing(tx, {link}); }
+
+Result<void> AddLinksIfMissing(Tx& tx, const std::vector<RegistryLink>& links) {
+  return InsertRows(tx, "registry_links", kLinkTypes, LinkRows(links),
+                    "ON CONFLICT (kind, from_name, to_name) DO NOTHING");
 }
 
 Result<bool> DeleteLink(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view to_name) {

@@ -44,6 +44,8 @@ struct RegistryObject {
 Result<void> InsertObject(Tx& tx, const RegistryObject& o);
 // The same, but an existing object stays as it is and is no error.
 Result<void> InsertObjectIfMissing(Tx& tx, const RegistryObject& o);
+// The same for many objects in one write (see InsertRows).
+Result<void> InsertObjectsIfMissing(Tx& tx, const std::vector<RegistryObject>& objects);
 // Replaces ref and body; false if there is no such object.
 Result<bool> UpdateObject(Tx& tx, const RegistryObject& o);
 Result<std::optional<RegistryObject>> FindObject(Tx& tx, std::string_view kind, std::string_view name);
@@ -73,8 +75,12 @@ struct RegistryLink {
 // Tx::ExecDeferred): their errors come with the transaction's next read or its commit.
 // Adds the link, or sets the state and due time of an existing one.
 Result<void> PutLink(Tx& tx, const RegistryLink& link);
+// The same for many links in one write (see InsertRows), each link once.
+Result<void> PutLinks(Tx& tx, const std::vector<RegistryLink>& links);
 // Adds the link unless it exists (then nothing is written).
 Result<void> AddLinkIfMissing(Tx& tx, const RegistryLink& link);
+// The same for many links in one write; a link may come more than once.
+Result<void> AddLinksIfMissing(Tx& tx, const std::vector<RegistryLink>& links);
 // False if there was no such link.
 Result<bool> DeleteLink(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view to_name);
 // Links of the kind from `from_name` with to_name after `after`, in to_name order, at most `limit`.

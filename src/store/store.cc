@@ -1,5 +1,7 @@
 #include "store/store.h"
 
+#include <fmt/format.h>
+
 #include <charconv>
 
 #include "store/postgres/pg_store.h"
@@ -27,6 +29,92 @@ Result<std::optional<Row>> Tx::QueryOne(std::string_view sql, const Params& para
   CF_ASSIGN_OR_RETURN(Rows rows, Query(sql, params));
   if (rows.empty()) return std::optional<Row>();
   return std::optional<Row>(std::move(rows.front()));
+}
+
+namespace {
+
+// A text element of a PostgreSQL array literal: quoted, with `"` and `\` escaped.
+void AppendArrayText(std::string& out, std::string_view s) {
+  out.push_back('"');
+  for (char c : s) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  out.push_back('"');
+}
+
+void AppendArrayElement(std::string& out, const Value& v) {
+  if (std::holds_alternative<std::nullptr_t>(v)) {
+    out += "NULL";
+  } else if (const auto* i = std::get_if<int64_t>(&v)) {
+    out += std::to_string(*i);
+  } else {
+    AppendArrayText(out, std::get<std::string>(v));
+  }
+}
+
+// A JSON string for SQLite's json_each: `"` and `\` escaped, control characters as \u00XX.
+void AppendJsonString(std::string& out, std::string_view s) {
+  out.push_back('"');
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += fmt::format("\\u{:04x}", static_cast<int>(c));
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+}
+
+}  // namespace
+
+Result<void> InsertRows(Tx& tx, std::string_view table, std::span<const Column> columns,
+                        const std::vector<Params>& rows, std::string_view tail) {
+  if (rows.empty()) return Ok();
+  std::string names;
+  for (const auto& c : columns) names += fmt::format("{}{}", names.empty() ? "" : ", ", c.name);
+  if (!tx.postgres()) {
+    std::string placeholders;
+    for (size_t i = 0; i < columns.size(); ++i) placeholders += i == 0 ? "?" : ", ?";
+    const std::string sql = fmt::format("INSERT INTO {} ({}) VALUES ({}) {}", table, names, placeholders, tail);
+    for (const auto& row : rows) CF_RETURN_IF_ERROR(tx.ExecDeferred(sql, row));
+    return Ok();
+  }
+  std::string arrays;
+  Params params(columns.size());
+  for (size_t i = 0; i < columns.size(); ++i) {
+    arrays += fmt::format("{}?::{}[]", i == 0 ? "" : ", ", columns[i].pg_type);
+    std::string literal = "{";
+    for (const auto& row : rows) {
+      if (literal.size() > 1) literal.push_back(',');
+      AppendArrayElement(literal, row.at(i));
+    }
+    literal.push_back('}');
+    params[i] = std::move(literal);
+  }
+  return tx.ExecDeferred(fmt::format("INSERT INTO {} ({}) SELECT * FROM unnest({}) {}", table, names, arrays, tail),
+                         params);
+}
+
+std::string InValues(const Tx& tx, std::string_view column, const std::vector<std::string>& values, Params& params) {
+  std::string list;
+  for (const auto& v : values) {
+    if (!list.empty()) list.push_back(',');
+    if (tx.postgres()) {
+      AppendArrayText(list, v);
+    } else {
+      AppendJsonString(list, v);
+    }
+  }
+  if (tx.postgres()) {
+    params.emplace_back("{" + list + "}");
+    return fmt::format("{} = ANY(?::text[])", column);
+  }
+  params.emplace_back("[" + list + "]");
+  return fmt::format("{} IN (SELECT value FROM json_each(?))", column);
 }
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& url, const Options& options) {

@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -109,6 +110,22 @@ class Store {
   Result<int64_t> Exec(std::string_view sql, const Params& params = {});
   Result<Rows> Query(std::string_view sql, const Params& params = {});
 };
+
+// A column of a many-row write: its name and its PostgreSQL type ("text", "bigint").
+struct Column {
+  std::string_view name;
+  std::string_view pg_type;
+};
+// Writes `rows` (a value per column each) into `table`, with `tail` after the values (e.g.
+// "ON CONFLICT (kind, name) DO NOTHING"). On PostgreSQL it is one statement whatever the
+// number of rows (each column goes as one array parameter), elsewhere one prepared statement
+// a row. Deferred (see Tx::ExecDeferred). As in PostgreSQL, a row that conflicts with another
+// of the same call is allowed with DO NOTHING only.
+Result<void> InsertRows(Tx& tx, std::string_view table, std::span<const Column> columns,
+                        const std::vector<Params>& rows, std::string_view tail = {});
+// `column IN <values>` for a WHERE clause, the values appended to `params` as one parameter,
+// so that the statement is prepared once whatever their number.
+std::string InValues(const Tx& tx, std::string_view column, const std::vector<std::string>& values, Params& params);
 
 // Runs `fn(tx)`, which returns a Result<T>, in one transaction and returns what it
 // returned: `auto jobs = store::Read(st, [&](Tx& tx) { return ListJobs(tx, filter); });`

@@ -121,6 +121,56 @@ TEST_P(StoreTest, AFailingDeferredStatementFailsItsTransactionAndLeavesNothing) 
   EXPECT_TRUE(store_->Exec("INSERT INTO items (id, name) VALUES (6, 'f')").ok());
 }
 
+TEST_P(StoreTest, ManyRowsGoInOneWriteWithAnyTextAndFindOneParameterAway) {
+  static constexpr Column kColumns[] = {{"id", "bigint"}, {"name", "text"}, {"n", "bigint"}};
+  // Text that array literals and JSON must escape, an empty one, a NULL and a "NULL".
+  const std::vector<std::string> names = {
+      "plain", "with \"quotes\"", "back\\slash", "{braces}, commas", "line\nbreak", "", "NULL", "ünïcödé ✓"};
+  std::vector<Params> rows;
+  for (size_t i = 0; i < names.size(); ++i) {
+    rows.push_back(
+        {static_cast<int64_t>(i + 1), names[i], i % 2 ? Value(nullptr) : Value(-5 * static_cast<int64_t>(i))});
+  }
+  ASSERT_TRUE(store_->Transact([&](Tx& tx) { return InsertRows(tx, "items", kColumns, rows); }).ok());
+  auto stored = store_->Query("SELECT id, name, n FROM items ORDER BY id");
+  ASSERT_TRUE(stored.ok()) << stored.error().message;
+  ASSERT_EQ(stored->size(), names.size());
+  for (size_t i = 0; i < names.size(); ++i) {
+    EXPECT_EQ((*stored)[i].Text(1), names[i]);
+    EXPECT_EQ((*stored)[i].IsNull(2), i % 2 == 1);
+    if (i % 2 == 0) {
+      EXPECT_EQ((*stored)[i].Int(2), -5 * static_cast<int64_t>(i));
+    }
+  }
+  // Written again with a conflict clause: one new row, even proposed twice; the rest stay.
+  rows.push_back({int64_t{100}, "new", int64_t{1}});
+  rows.push_back({int64_t{100}, "new", int64_t{1}});
+  Result<void> again =
+      store_->Transact([&](Tx& tx) { return InsertRows(tx, "items", kColumns, rows, "ON CONFLICT (id) DO NOTHING"); });
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM items")->at(0).Int(0), static_cast<int64_t>(names.size() + 1));
+  // Without one, the duplicate fails the write and nothing of it stays.
+  Result<void> dup = store_->Transact([&](Tx& tx) { return InsertRows(tx, "items", kColumns, {rows.front()}); });
+  ASSERT_FALSE(dup.ok());
+  EXPECT_EQ(dup.error().code, ErrorCode::kAlreadyExists);
+
+  auto find = [&](const std::vector<std::string>& wanted) {
+    return Read(*store_, [&](Tx& tx) -> Result<Rows> {
+      Params params;
+      const std::string where = InValues(tx, "name", wanted, params);
+      return tx.Query("SELECT name FROM items WHERE " + where + " ORDER BY id", params);
+    });
+  };
+  auto found = find({"with \"quotes\"", "back\\slash", "line\nbreak", "NULL", "absent"});
+  ASSERT_TRUE(found.ok()) << found.error().message;
+  ASSERT_EQ(found->size(), 4u);
+  EXPECT_EQ((*found)[0].Text(0), "with \"quotes\"");
+  EXPECT_EQ((*found)[3].Text(0), "NULL");
+  auto none = find({"absent"});
+  ASSERT_TRUE(none.ok()) << none.error().message;
+  EXPECT_TRUE(none->empty());
+}
+
 TEST_P(StoreTest, ConcurrentTransactionsLoseNoUpdate) {
   ASSERT_TRUE(store_->Exec("INSERT INTO items (id, name, n) VALUES (1, 'counter', 0)").ok());
   constexpr int kThreads = 8, kIncrements = 40;
