@@ -4,11 +4,16 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <condition_variable>
+#include <deque>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <thread>
 
 #include "core/crypto.h"
 #include "core/log.h"
+#include "core/thread_name.h"
 #include "store/audit_repo.h"
 #include "store/jobs_repo.h"
 #include "store/registry_repo.h"
@@ -21,6 +26,8 @@ namespace json = boost::json;
 
 // An import job is retried after a crash or a store outage; each run resumes.
 constexpr int kJobAttempts = 10;
+// A batch is written again when a certificate of it was written meanwhile by another.
+constexpr int kBatchAttempts = 3;
 
 // What a profile gives each imported thing.
 struct Profile {
@@ -75,6 +82,154 @@ Result<void> MoveFile(const std::string& from, const std::string& to) {
     return MakeError(ErrorCode::kUnavailable, fmt::format("cannot keep the manifest in {}: {}", to, ec.message()));
   fs::remove(from, ec);
   return Ok();
+}
+
+// A slice of the manifest written in one transaction.
+struct Batch {
+  store::ImportBatch range;
+  std::vector<ManifestEntry> entries;
+  std::vector<std::string> fingerprints;  // SHA-256 of the entries without a problem, in order
+  double read = 0;                        // the share of the manifest read once it was taken
+};
+
+// What writing a batch did.
+struct BatchOutcome {
+  store::ImportCounts counts;
+  bool cancelled = false;  // the import was cancelled: nothing written
+};
+
+// Batches on their way from the reader to the writers. Push waits while `capacity` batches
+// wait, so that memory stays flat whatever the manifest size. Thread-safe.
+class BatchQueue {
+ public:
+  explicit BatchQueue(size_t capacity) : capacity_(capacity) {}
+  // False once stopped: the batch is dropped.
+  bool Push(Batch b) {
+    std::unique_lock lock(mu_);
+    changed_.wait(lock, [&] { return stopped_ || queue_.size() < capacity_; });
+    if (stopped_) return false;
+    queue_.push_back(std::move(b));
+    changed_.notify_all();
+    return true;
+  }
+  // The next batch; nullopt once stopped, or finished and empty.
+  std::optional<Batch> Pop() {
+    std::unique_lock lock(mu_);
+    changed_.wait(lock, [&] { return stopped_ || finished_ || !queue_.empty(); });
+    if (stopped_ || queue_.empty()) return std::nullopt;
+    Batch b = std::move(queue_.front());
+    queue_.pop_front();
+    changed_.notify_all();
+    return b;
+  }
+  // No more batches will come.
+  void Finish() {
+    std::lock_guard lock(mu_);
+    finished_ = true;
+    changed_.notify_all();
+  }
+  // Drops what waits and refuses what comes.
+  void Stop() {
+    std::lock_guard lock(mu_);
+    stopped_ = true;
+    queue_.clear();
+    changed_.notify_all();
+  }
+
+ private:
+  const size_t capacity_;
+  std::mutex mu_;
+  std::condition_variable changed_;
+  std::deque<Batch> queue_;
+  bool finished_ = false;
+  bool stopped_ = false;
+};
+
+// Writes the batches of one import, each in a transaction with its counts. Thread-safe.
+struct BatchWriter {
+  store::Store& store;
+  const Clock& clock;
+  const int64_t id;
+  const std::string supplier;
+  const Profile profile;
+
+  Result<BatchOutcome> Write(const Batch& batch);
+};
+
+Result<BatchOutcome> BatchWriter::Write(const Batch& batch) {
+  BatchOutcome out;
+  auto write = [&](store::Tx& tx) -> Result<void> {
+    out = BatchOutcome{};
+    const int64_t now = clock.NowMillis();
+    CF_ASSIGN_OR_RETURN(auto current, store::FindImport(tx, id));
+    out.cancelled = current && current->state == "cancelled";
+    if (out.cancelled) return Ok();
+    // Fingerprint -> thing of what was imported before, then of this batch too (repeats).
+    CF_ASSIGN_OR_RETURN(auto owners, store::ImportedCertificateThings(tx, batch.fingerprints));
+    // What the batch writes, each table in one statement (see store::InsertRows).
+    std::vector<store::ImportRow> rows;
+    std::vector<store::ImportedCertificate> certificates;
+    std::vector<store::RegistryObject> things;
+    std::vector<store::RegistryLink> attachments;
+    std::vector<store::RegistryLink> memberships;
+    std::vector<store::RegistryLink> grants;
+    json::object thing_body{{"attributes", json::object()}};
+    if (profile.thing_type) thing_body["thing_type"] = *profile.thing_type;
+    const std::string thing_json = json::serialize(thing_body);
+    size_t next_fingerprint = 0;
+    for (const auto& e : batch.entries) {
+      ++out.counts.seen;
+      auto reject = [&](std::string status, std::string fingerprint, std::string reason) {
+        ++(status == "conflict" ? out.counts.conflicts : out.counts.rejected);
+        rows.push_back({static_cast<int64_t>(e.index), std::move(status), e.thing_name, std::move(fingerprint),
+                        std::move(reason)});
+      };
+      if (!e.problem.empty()) {
+        reject("rejected", "", e.problem);
+        continue;
+      }
+      const std::string& fp = batch.fingerprints[next_fingerprint++];
+      if (auto owner = owners.find(fp); owner != owners.end()) {
+        if (owner->second == e.thing_name) {
+          ++out.counts.already_present;
+        } else {
+          reject("conflict", fp, fmt::format("the certificate was imported for thing {}; not moved", owner->second));
+        }
+        continue;
+      }
+      owners.emplace(fp, e.thing_name);
+      // Zero-padded, so that refs sort in the order they are written.
+      const std::string ref = fmt::format("import:{:010}:{:010}", id, e.index);
+      certificates.push_back({fp, ref, supplier, e.thing_name, e.certificate, id, now});
+      things.push_back({std::string(store::kObjectThing), e.thing_name, profile.thing_type, thing_json, now, now});
+      attachments.push_back({std::string(store::kThingCertificate), e.thing_name, ref,
+                             std::string(store::kAttachmentActive), std::nullopt, now});
+      for (const auto& g : profile.groups) {
+        memberships.push_back({std::string(store::kGroupThing), g, e.thing_name, "", std::nullopt, now});
+      }
+      for (const auto& p : profile.policies) {
+        grants.push_back({std::string(store::kPolicyCertificate), p, ref, "", std::nullopt, now});
+      }
+      ++out.counts.imported;
+    }
+    CF_RETURN_IF_ERROR(store::InsertImportedCertificates(tx, certificates));
+    CF_RETURN_IF_ERROR(store::InsertObjectsIfMissing(tx, things));
+    CF_RETURN_IF_ERROR(store::PutLinks(tx, attachments));
+    CF_RETURN_IF_ERROR(store::AddLinksIfMissing(tx, memberships));
+    CF_RETURN_IF_ERROR(store::AddLinksIfMissing(tx, grants));
+    CF_RETURN_IF_ERROR(store::InsertImportRows(tx, id, rows));
+    constexpr double kPermille = 1000;
+    return store::RecordImportBatch(tx, id, batch.range, out.counts, static_cast<int64_t>(batch.read * kPermille), now);
+  };
+  for (int attempt = 1;; ++attempt) {
+    Result<void> r = store.Transact(write);
+    // A certificate of the batch was written meanwhile by another (the same certificate twice
+    // in a manifest, in two batches written at once): written again, it counts as imported before.
+    if (r.ok() || r.error().code != ErrorCode::kAlreadyExists || attempt == kBatchAttempts) {
+      if (!r.ok()) return r.error();
+      return out;
+    }
+  }
 }
 
 }  // namespace
@@ -144,132 +299,116 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
   Result<std::unique_ptr<ManifestReader>> reader = profile.ok()
                                                        ? OpenManifest(imp.supplier, imp.manifest, reader_options)
                                                        : Result<std::unique_ptr<ManifestReader>>(profile.error());
-  auto fail = [&](const Error& e) -> Result<store::ImportRecord> {
-    imp.state = "failed";
-    imp.error = e.message;
-    imp.updated_at = imp.finished_at.emplace(clock_.NowMillis());
-    CF_RETURN_IF_ERROR(store_.Transact([&](store::Tx& tx) { return store::UpdateImport(tx, imp); }));
-    log::Error("import failed", {{"import", id}, {"error", e.message}});
-    // Reading it again cannot help: the job ends here.
-    return MakeError(ErrorCode::kInvalidArgument, e.message);
+  if (!reader.ok()) return Fail(id, reader.error());
+  CF_ASSIGN_OR_RETURN(auto committed, store::Read(store_, [&](store::Tx& tx) { return store::ImportBatches(tx, id); }));
+
+  // The writers: each takes the next batch and writes it in a transaction of its own.
+  BatchWriter writer{store_, clock_, id, imp.supplier, *profile};
+  BatchQueue queue(options_.writers);
+  std::mutex mu;  // guards imp, read, batches_done and the outcome below, and calls `progress`
+  double read = 0;
+  int batches_done = 0;
+  std::optional<Error> write_error;
+  bool cancelled = false;
+  auto write = [&] {
+    NameThisThread("cf-import");
+    while (std::optional<Batch> batch = queue.Pop()) {
+      Result<BatchOutcome> r = writer.Write(*batch);
+      std::lock_guard lock(mu);
+      if (!r.ok() || r->cancelled) {
+        if (!r.ok() && !write_error) write_error = r.error();
+        cancelled = cancelled || (r.ok() && r->cancelled);
+        queue.Stop();
+        return;
+      }
+      imp.counts += r->counts;
+      imp.position += batch->range.entries;
+      read = std::max(read, batch->read);
+      if (progress) progress(imp, read);
+      if (++batches_done == fail_after_batches) {
+        write_error = MakeError(ErrorCode::kUnavailable, "stopped for a test");
+        queue.Stop();
+      }
+    }
   };
-  if (!reader.ok()) return fail(reader.error());
-  // Resume: the entries of committed batches were counted already.
-  for (int64_t i = 0; i < imp.position; ++i) {
-    CF_ASSIGN_OR_RETURN(auto skipped, (*reader)->Next());
-    if (!skipped) break;
-  }
-  if (!imp.started_at) imp.started_at = clock_.NowMillis();
-  imp.state = "running";
-  int batches = 0;
-  bool at_end = false;
-  std::vector<ManifestEntry> batch;
-  for (;;) {
-    batch.clear();
-    while (batch.size() < options_.batch_size) {
-      auto next = (*reader)->Next();
-      if (!next.ok()) return fail(next.error());
-      if (!*next) {
-        at_end = true;
-        break;
-      }
-      batch.push_back(std::move(**next));
+  std::vector<std::thread> writers;
+  for (size_t i = 0; i < options_.writers; ++i) writers.emplace_back(write);
+
+  // The reader: the manifest in batches, without the entries of batches committed before.
+  std::optional<Error> read_error;
+  Batch batch;
+  auto dispatch = [&](double fraction) {
+    if (batch.entries.empty()) return true;
+    batch.range.entries = static_cast<int64_t>(batch.entries.size());
+    batch.read = fraction;
+    return queue.Push(std::exchange(batch, Batch{}));
+  };
+  size_t next_committed = 0;
+  for (int64_t offset = 0;; ++offset) {
+    auto next = (*reader)->Next();
+    if (!next.ok()) {
+      read_error = next.error();
+      break;
     }
-    const int64_t now = clock_.NowMillis();
-    constexpr double kPermille = 1000;
-    const double read = at_end ? 1.0 : (*reader)->Fraction();
-    bool cancelled = false;
-    store::ImportRecord updated = imp;
-    CF_RETURN_IF_ERROR(store_.Transact([&](store::Tx& tx) -> Result<void> {
-      updated = imp;
-      CF_ASSIGN_OR_RETURN(auto current, store::FindImport(tx, id));
-      cancelled = current && current->state == "cancelled";
-      if (cancelled) return Ok();
-      // Fingerprint -> thing of what was imported before, then of this batch too (repeats).
-      std::vector<std::string> fingerprints;
-      fingerprints.reserve(batch.size());
-      for (const auto& e : batch) {
-        if (e.problem.empty()) fingerprints.push_back(Sha256Hex(e.certificate));
-      }
-      CF_ASSIGN_OR_RETURN(auto owners, store::ImportedCertificateThings(tx, fingerprints));
-      // What the batch writes, each table in one statement (see store::InsertRows).
-      std::vector<store::ImportRow> rows;
-      std::vector<store::ImportedCertificate> certificates;
-      std::vector<store::RegistryObject> things;
-      std::vector<store::RegistryLink> attachments;
-      std::vector<store::RegistryLink> memberships;
-      std::vector<store::RegistryLink> grants;
-      json::object thing_body{{"attributes", json::object()}};
-      if (profile->thing_type) thing_body["thing_type"] = *profile->thing_type;
-      const std::string thing_json = json::serialize(thing_body);
-      size_t next_fingerprint = 0;
-      for (auto& e : batch) {
-        ++updated.counts.seen;
-        ++updated.position;
-        auto reject = [&](std::string status, std::string fingerprint, std::string reason) {
-          ++(status == "conflict" ? updated.counts.conflicts : updated.counts.rejected);
-          rows.push_back({static_cast<int64_t>(e.index), std::move(status), e.thing_name, std::move(fingerprint),
-                          std::move(reason)});
-        };
-        if (!e.problem.empty()) {
-          reject("rejected", "", e.problem);
-          continue;
-        }
-        const std::string& fp = fingerprints[next_fingerprint++];
-        if (auto owner = owners.find(fp); owner != owners.end()) {
-          if (owner->second == e.thing_name) {
-            ++updated.counts.already_present;
-          } else {
-            reject("conflict", fp, fmt::format("the certificate was imported for thing {}; not moved", owner->second));
-          }
-          continue;
-        }
-        owners.emplace(fp, e.thing_name);
-        // Zero-padded, so that refs sort in the order they are written.
-        const std::string ref = fmt::format("import:{:010}:{:010}", id, e.index);
-        // The DER is copied, not moved: a retried transaction runs this again.
-        certificates.push_back({fp, ref, imp.supplier, e.thing_name, e.certificate, id, now});
-        things.push_back({std::string(store::kObjectThing), e.thing_name, profile->thing_type, thing_json, now, now});
-        attachments.push_back({std::string(store::kThingCertificate), e.thing_name, ref,
-                               std::string(store::kAttachmentActive), std::nullopt, now});
-        for (const auto& g : profile->groups) {
-          memberships.push_back({std::string(store::kGroupThing), g, e.thing_name, "", std::nullopt, now});
-        }
-        for (const auto& p : profile->policies) {
-          grants.push_back({std::string(store::kPolicyCertificate), p, ref, "", std::nullopt, now});
-        }
-        ++updated.counts.imported;
-      }
-      CF_RETURN_IF_ERROR(store::InsertImportedCertificates(tx, certificates));
-      CF_RETURN_IF_ERROR(store::InsertObjectsIfMissing(tx, things));
-      CF_RETURN_IF_ERROR(store::PutLinks(tx, attachments));
-      CF_RETURN_IF_ERROR(store::AddLinksIfMissing(tx, memberships));
-      CF_RETURN_IF_ERROR(store::AddLinksIfMissing(tx, grants));
-      CF_RETURN_IF_ERROR(store::InsertImportRows(tx, id, rows));
-      if (at_end) {
-        updated.state = "done";
-        updated.finished_at = now;
-      }
-      updated.updated_at = now;
-      updated.read_permille = static_cast<int64_t>(read * kPermille);
-      return store::UpdateImport(tx, updated);
-    }));
-    if (cancelled) return Get(id);
-    imp = std::move(updated);
-    if (progress) progress(imp, read);
-    if (imp.state == "done") {
-      std::error_code ec;
-      fs::remove(imp.manifest, ec);  // everything in it is in the store now
-      log::Info("import done", {{"import", id},
-                                {"seen", imp.counts.seen},
-                                {"imported", imp.counts.imported},
-                                {"already_present", imp.counts.already_present},
-                                {"rejected", imp.counts.rejected},
-                                {"conflicts", imp.counts.conflicts}});
-      return imp;
+    if (!*next) {
+      dispatch(1.0);
+      break;
     }
-    if (++batches == fail_after_batches) return MakeError(ErrorCode::kUnavailable, "stopped for a test");
+    while (next_committed < committed.size() &&
+           committed[next_committed].first + committed[next_committed].entries <= offset) {
+      ++next_committed;
+    }
+    if (next_committed < committed.size() && committed[next_committed].first <= offset) {
+      if (!dispatch((*reader)->Fraction())) break;
+      continue;  // written before the interruption
+    }
+    if (batch.entries.empty()) batch.range.first = offset;
+    if ((*next)->problem.empty()) batch.fingerprints.push_back(Sha256Hex((*next)->certificate));
+    batch.entries.push_back(std::move(**next));
+    if (batch.entries.size() == options_.batch_size && !dispatch((*reader)->Fraction())) break;
   }
+  queue.Finish();
+  for (auto& w : writers) w.join();
+
+  if (read_error) return Fail(id, *read_error);
+  if (write_error) return *write_error;  // the job runs again and resumes
+  if (cancelled) return Get(id);
+  CF_ASSIGN_OR_RETURN(imp, Finish(id, "done", std::nullopt));
+  std::error_code ec;
+  fs::remove(imp.manifest, ec);  // everything in it is in the store now
+  log::Info("import done", {{"import", id},
+                            {"seen", imp.counts.seen},
+                            {"imported", imp.counts.imported},
+                            {"already_present", imp.counts.already_present},
+                            {"rejected", imp.counts.rejected},
+                            {"conflicts", imp.counts.conflicts}});
+  return imp;
+}
+
+Result<store::ImportRecord> ImportService::Fail(int64_t id, const Error& e) {
+  CF_RETURN_IF_ERROR(Finish(id, "failed", e.message));
+  log::Error("import failed", {{"import", id}, {"error", e.message}});
+  // Reading it again cannot help: the job ends here.
+  return MakeError(ErrorCode::kInvalidArgument, e.message);
+}
+
+Result<store::ImportRecord> ImportService::Finish(int64_t id, std::string_view state,
+                                                  std::optional<std::string> error) {
+  const int64_t now = clock_.NowMillis();
+  return store::Write(store_, [&](store::Tx& tx) -> Result<store::ImportRecord> {
+    CF_ASSIGN_OR_RETURN(auto r, store::FindImport(tx, id));
+    if (!r) return MakeError(ErrorCode::kNotFound, fmt::format("no import {}", id));
+    if (r->state == "cancelled") return std::move(*r);
+    r->state = std::string(state);
+    r->error = error;
+    r->started_at = r->started_at.value_or(now);
+    r->updated_at = now;
+    r->finished_at = now;
+    constexpr int64_t kWhole = 1000;
+    if (state == "done") r->read_permille = kWhole;
+    CF_RETURN_IF_ERROR(store::UpdateImport(tx, *r));
+    return std::move(*r);
+  });
 }
 
 Result<int> ImportService::ScanInbound(blob::BlobStore& inbound) {

@@ -19,8 +19,8 @@ namespace certfleet::bulk {
 // Imports supplier manifests into the registry (W3): every certificate registered by its
 // SHA-256 fingerprint, its thing created if missing with the profile's type, the
 // certificate attached to it, the profile's policies attached and groups joined. An import
-// is a job: it writes in batches, each one transaction with the import's counts and
-// position, so that a crash resumes it after its last committed batch. Idempotent: a
+// is a job: it writes in batches, several at once, each one transaction with what it adds
+// to the import's counts, so that a crash resumes it with the batches not committed. Idempotent: a
 // certificate imported before is counted already present; one imported for another thing
 // is a conflict and is not moved. Thread-safe.
 class ImportService {
@@ -30,6 +30,7 @@ class ImportService {
     std::vector<std::string> verifiers_pem;  // Microchip manifest signers
     ArchiveLimits limits;
     size_t batch_size = 2000;  // entries per transaction
+    size_t writers = 2;        // batches written at once, each in its own transaction
   };
 
   ImportService(store::Store& store, const Clock& clock, Options options)
@@ -51,7 +52,7 @@ class ImportService {
   Result<int> ScanInbound(blob::BlobStore& inbound);
   // Called after each batch with the import so far and the share of the manifest read (0-1).
   using Progress = std::function<void(const store::ImportRecord&, double)>;
-  // Runs the import, or resumes it from its position. Returns at once for an import that is
+  // Runs the import, or resumes it with the batches not committed before. Returns at once for an import that is
   // done, failed or cancelled.
   Result<store::ImportRecord> Run(int64_t id, const Progress& progress = {});
   Result<store::ImportRecord> Get(int64_t id);
@@ -70,6 +71,11 @@ class ImportService {
   int fail_after_batches = -1;
 
  private:
+  // Ends the import as failed with the error; returns the error for the job (not retried).
+  Result<store::ImportRecord> Fail(int64_t id, const Error& e);
+  // Sets the import's final state unless it was cancelled.
+  Result<store::ImportRecord> Finish(int64_t id, std::string_view state, std::optional<std::string> error);
+
   store::Store& store_;
   const Clock& clock_;
   const Options options_;

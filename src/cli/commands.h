@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "bulk/import_service.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/result.h"
@@ -13,6 +14,10 @@ namespace certfleet::cli {
 
 // Opens the configured store and applies pending migrations.
 Result<std::unique_ptr<store::Store>> OpenStore(const Config& config);
+
+// The import service's options from the bulk.* keys; Microchip signers from `verifier_dir`,
+// or from bulk.verifier_dir when it is "".
+Result<bulk::ImportService::Options> ImportOptions(const Config& config, const std::string& verifier_dir);
 
 // Each command returns the process exit code; errors go to stderr.
 int Init(const Config& config, const Clock& clock);

@@ -27,30 +27,36 @@ void PrintCounts(const store::ImportRecord& r) {
 
 }  // namespace
 
+Result<bulk::ImportService::Options> ImportOptions(const Config& config, const std::string& verifier_dir) {
+  CF_ASSIGN_OR_RETURN(auto verifiers,
+                      bulk::ReadVerifierDir(verifier_dir.empty() ? config.Get("bulk.verifier_dir") : verifier_dir));
+  bulk::ImportService::Options options;
+  options.manifest_dir = config.Get("bulk.manifest_dir");
+  options.verifiers_pem = std::move(verifiers);
+  options.batch_size = static_cast<size_t>(config.GetInt("bulk.batch_size"));
+  options.writers = static_cast<size_t>(config.GetInt("bulk.writers"));
+  return options;
+}
+
 int Import(const Config& config, const Clock& clock, const ImportArgs& args) {
   auto st = OpenStore(config);
   if (!st.ok()) {
     std::cerr << "certfleet import: " << st.error().message << "\n";
     return 1;
   }
-  auto verifiers =
-      bulk::ReadVerifierDir(args.verifier_dir.empty() ? config.Get("bulk.verifier_dir") : args.verifier_dir);
-  if (!verifiers.ok()) {
-    std::cerr << "certfleet import: " << verifiers.error().message << "\n";
+  auto options = ImportOptions(config, args.verifier_dir);
+  if (!options.ok()) {
+    std::cerr << "certfleet import: " << options.error().message << "\n";
     return 1;
   }
-  bulk::ImportService::Options options;
-  options.manifest_dir = config.Get("bulk.manifest_dir");
-  options.verifiers_pem = std::move(*verifiers);
-  options.batch_size = static_cast<size_t>(config.GetInt("bulk.batch_size"));
-  bulk::ImportService imports(**st, clock, options);
+  bulk::ImportService imports(**st, clock, *options);
 
   int64_t id = args.resume_id;
   if (id == 0) {
     // Start moves the file it is given: it gets a copy, and the user keeps the original.
     std::error_code ec;
-    std::filesystem::create_directories(options.manifest_dir, ec);
-    const std::string copy = (std::filesystem::path(options.manifest_dir) / (RandomToken(12) + ".upload")).string();
+    std::filesystem::create_directories(options->manifest_dir, ec);
+    const std::string copy = (std::filesystem::path(options->manifest_dir) / (RandomToken(12) + ".upload")).string();
     if (!std::filesystem::copy_file(args.file, copy, ec)) {
       std::cerr << fmt::format("certfleet import: cannot read {}: {}\n", args.file, ec.message());
       return 1;

@@ -166,16 +166,12 @@ int Serve(const Config& config, const Clock& clock) {
   api.registry = &registry;
   api.provision = &provision;
 
-  auto verifiers = bulk::ReadVerifierDir(config.Get("bulk.verifier_dir"));
-  if (!verifiers.ok()) {
-    log::Error("cannot read the Microchip verification certificates", {{"error", verifiers.error().message}});
+  auto import_options = ImportOptions(config, "");
+  if (!import_options.ok()) {
+    log::Error("cannot read the Microchip verification certificates", {{"error", import_options.error().message}});
     return 1;
   }
-  bulk::ImportService::Options import_options;
-  import_options.manifest_dir = config.Get("bulk.manifest_dir");
-  import_options.verifiers_pem = std::move(*verifiers);
-  import_options.batch_size = static_cast<size_t>(config.GetInt("bulk.batch_size"));
-  bulk::ImportService imports(store, clock, import_options);
+  bulk::ImportService imports(store, clock, *import_options);
   api.imports = &imports;
   auto bulk_inbound = blob::OpenBlobStore(config.Get("bulk.inbound"), s3);
   if (!bulk_inbound.ok()) {

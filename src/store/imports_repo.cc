@@ -74,6 +74,30 @@ Result<void> UpdateImport(Tx& tx, const ImportRecord& r) {
   return Ok();
 }
 
+Result<std::vector<ImportBatch>> ImportBatches(Tx& tx, int64_t import_id) {
+  CF_ASSIGN_OR_RETURN(Rows rows,
+                      tx.Query("SELECT first_entry, entries FROM import_batches WHERE import_id = ? ORDER BY "
+                               "first_entry",
+                               {import_id}));
+  std::vector<ImportBatch> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.push_back(ImportBatch{r.Int(0), r.Int(1)});
+  return out;
+}
+
+Result<void> RecordImportBatch(Tx& tx, int64_t import_id, const ImportBatch& batch, const ImportCounts& counts,
+                               int64_t read_permille, int64_t now) {
+  CF_RETURN_IF_ERROR(tx.ExecDeferred("INSERT INTO import_batches (import_id, first_entry, entries) VALUES (?, ?, ?)",
+                                     {import_id, batch.first, batch.entries}));
+  return tx.ExecDeferred(
+      "UPDATE imports SET state = CASE WHEN state = 'queued' THEN 'running' ELSE state END, position = position + ?, "
+      "seen = seen + ?, imported = imported + ?, already_present = already_present + ?, rejected = rejected + ?, "
+      "conflicts = conflicts + ?, read_permille = CASE WHEN read_permille > ? THEN read_permille ELSE ? END, "
+      "started_at = COALESCE(started_at, ?), updated_at = ? WHERE id = ?",
+      {batch.entries, counts.seen, counts.imported, counts.already_present, counts.rejected, counts.conflicts,
+       read_permille, read_permille, now, now, import_id});
+}
+
 Result<void> InsertImportRows(Tx& tx, int64_t import_id, const std::vector<ImportRow>& rows) {
   static constexpr Column kColumns[] = {{"import_id", "bigint"}, {"idx", "bigint"},       {"status", "text"},
                                         {"thing_name", "text"},  {"fingerprint", "text"}, {"reason", "text"}};

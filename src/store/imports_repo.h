@@ -19,6 +19,15 @@ struct ImportCounts {
   int64_t already_present = 0;
   int64_t rejected = 0;
   int64_t conflicts = 0;
+
+  ImportCounts& operator+=(const ImportCounts& o) {
+    seen += o.seen;
+    imported += o.imported;
+    already_present += o.already_present;
+    rejected += o.rejected;
+    conflicts += o.conflicts;
+    return *this;
+  }
 };
 
 // An import of a supplier manifest into the registry (W3).
@@ -29,7 +38,7 @@ struct ImportRecord {
   std::string bundle_type;    // infineon only, else ""
   std::string manifest;       // where the manifest file is kept
   std::string state;          // queued, running, done, failed, cancelled
-  int64_t position = 0;       // manifest entries done (committed)
+  int64_t position = 0;       // manifest entries done (committed), in any order
   int64_t read_permille = 0;  // how much of the manifest file was read then, in 1/1000
   ImportCounts counts;
   std::optional<std::string> error;
@@ -50,6 +59,20 @@ Result<std::optional<ImportRecord>> FindImport(Tx& tx, int64_t id);
 Result<std::vector<ImportRecord>> ListImports(Tx& tx, std::optional<int64_t> before, int limit);
 // Sets state, position, counts, error and the times from `r`.
 Result<void> UpdateImport(Tx& tx, const ImportRecord& r);
+
+// Manifest entries written by one committed transaction of an import.
+struct ImportBatch {
+  int64_t first = 0;    // the first entry's offset in the manifest, 0-based
+  int64_t entries = 0;  // how many from there
+};
+// The import's committed batches, by offset.
+Result<std::vector<ImportBatch>> ImportBatches(Tx& tx, int64_t import_id);
+// Records a batch written in `tx` and adds what it did to the import's counts and position
+// (a queued import becomes running); `read_permille` raises the import's, never lowers it.
+// Batches of one import may commit concurrently (each waits for the other's row lock at this
+// point only: call it last).
+Result<void> RecordImportBatch(Tx& tx, int64_t import_id, const ImportBatch& batch, const ImportCounts& counts,
+                               int64_t read_permille, int64_t now);
 
 // An entry that was not imported, with why.
 struct ImportRow {

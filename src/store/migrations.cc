@@ -289,6 +289,19 @@ CREATE TABLE imported_certificates (
   created_at BIGINT NOT NULL
 );
 )sql"},
+    {8, "import batches", R"sql(
+-- W3: an import writes several batches at once (bulk.writers), which may commit in any
+-- order; each records the manifest entries it covers (0-based offset, count) in the same
+-- transaction, and an interrupted import resumes by skipping exactly those. An import that
+-- was interrupted before this migration had committed the first `position` entries.
+CREATE TABLE import_batches (
+  import_id BIGINT NOT NULL,
+  first_entry BIGINT NOT NULL,
+  entries BIGINT NOT NULL,
+  PRIMARY KEY (import_id, first_entry)
+);
+INSERT INTO import_batches (import_id, first_entry, entries) SELECT id, 0, position FROM imports WHERE position > 0;
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {
