@@ -33,6 +33,9 @@ class BlobStore {
   // The object's content; kNotFound if there is none, kResourceExhausted if it is larger
   // than `max_bytes`, kUnavailable if the store cannot be reached.
   virtual Result<std::string> Get(std::string_view key, size_t max_bytes) = 0;
+  // The same, written to the file at `path` as it arrives, so that memory does not grow with
+  // the object; on any error the file is removed.
+  virtual Result<void> GetToFile(std::string_view key, const std::string& path, size_t max_bytes) = 0;
   // Creates or replaces an object.
   virtual Result<void> Put(std::string_view key, std::string_view bytes) = 0;
   // "file:///path" or "s3://bucket?…", without credentials, for logs.

@@ -7,7 +7,6 @@
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <thread>
 
@@ -434,16 +433,15 @@ Result<int> ImportService::ScanInbound(blob::BlobStore& inbound) {
       }
       const std::string profile(rest.substr(a + 1, b - a - 1));
       Result<store::ImportRecord> imp = MakeError(ErrorCode::kInternal, "not started");
-      Result<std::string> data = inbound.Get(o.key, kMaxInboundBytes);
-      if (data.ok()) {
-        std::error_code ec;
-        fs::create_directories(options_.manifest_dir, ec);
-        const std::string path = (fs::path(options_.manifest_dir) / (RandomToken(12) + ".inbound")).string();
-        std::ofstream(path, std::ios::binary).write(data->data(), static_cast<std::streamsize>(data->size()));
+      std::error_code ec;
+      fs::create_directories(options_.manifest_dir, ec);
+      const std::string path = (fs::path(options_.manifest_dir) / (RandomToken(12) + ".inbound")).string();
+      Result<void> fetched = inbound.GetToFile(o.key, path, kMaxInboundBytes);
+      if (fetched.ok()) {
         imp = Start(supplier, profile, bundle, path, "inbound:" + o.key, true, source);
         fs::remove(path, ec);  // left only if Start refused before keeping it
       } else {
-        imp = data.error();
+        imp = fetched.error();
       }
       if (imp.ok()) {
         ++started;

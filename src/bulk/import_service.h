@@ -64,8 +64,9 @@ class ImportService {
   static constexpr std::string_view kJob = "bulk.import";
   static constexpr std::string_view kScanJob = "bulk.scan";
   static constexpr std::string_view kInboundPrefix = "imports/";
-  // Largest manifest taken from the inbound store (it is read whole into a file).
-  static constexpr size_t kMaxInboundBytes = size_t{1} << 30;
+  // Largest manifest taken from the inbound store (copied into manifest_dir first, as it
+  // arrives): a bound on the disk one dropped object may take.
+  static constexpr size_t kMaxInboundBytes = size_t{16} << 30;
 
   // For tests: Run returns kUnavailable after this many batches, as a crash would leave it.
   int fail_after_batches = -1;

@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include "blob/blob_store.h"
 #include "blob/s3/s3_blob_store.h"
 #include "testing/db.h"
+#include "testing/files.h"
 
 namespace certfleet::blob {
 namespace {
@@ -37,6 +39,22 @@ TEST(LocalBlobStore, PutGetAndListInPages) {
   EXPECT_EQ((*store)->Get("other/missing", 10).error().code, ErrorCode::kNotFound);
   ASSERT_TRUE((*store)->Put("big", std::string(100, 'b')).ok());
   EXPECT_EQ((*store)->Get("big", 99).error().code, ErrorCode::kResourceExhausted);
+}
+
+TEST(LocalBlobStore, GetToFileCopiesTheObjectAndLeavesNoFileOnError) {
+  const std::string dir = testing::TempDir();
+  auto store = OpenBlobStore("file://" + dir + "/blobs", {});
+  ASSERT_TRUE(store.ok()) << store.error().message;
+  const std::string content = "line one\n" + std::string(100'000, 'z');
+  ASSERT_TRUE((*store)->Put("imports/a.txt", content).ok());
+  const std::string out = dir + "/copy";
+  ASSERT_TRUE((*store)->GetToFile("imports/a.txt", out, content.size()).ok());
+  EXPECT_EQ(testing::ReadFile(out), content);
+  EXPECT_EQ((*store)->GetToFile("imports/a.txt", dir + "/small", content.size() - 1).error().code,
+            ErrorCode::kResourceExhausted);
+  EXPECT_EQ((*store)->GetToFile("imports/none.txt", dir + "/none", 10).error().code, ErrorCode::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(dir + "/small"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/none"));
 }
 
 TEST(LocalBlobStore, ChangedContentChangesTheEtag) {

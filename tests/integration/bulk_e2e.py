@@ -2,7 +2,9 @@
 """W3 end to end: supplier manifests imported over HTTPS as jobs (every Thingpress fixture
 with its expected count, a second import all present, a tampered Microchip entry reported
 and its neighbours imported), the registry afterwards, and an import of 20,000 certificates
-killed with SIGKILL halfway and resumed by the restarted server with nothing twice.
+killed with SIGKILL halfway and resumed by the restarted server with nothing twice. A
+manifest dropped into the inbound store is imported by the scheduled scan: a folder with
+SQLite, an S3-compatible bucket (s3rver, uploaded with the AWS CLI) with PostgreSQL.
 
 usage: bulk_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
@@ -11,12 +13,13 @@ import datetime
 import os
 import signal
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish  # noqa: E402
 from harness import Certfleet  # noqa: E402
-from servers import SOURCE  # noqa: E402
+from servers import SOURCE, S3Server  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -25,7 +28,14 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
 FIXTURES = os.path.join(SOURCE, "..", "shared", "fixtures", "thingpress")
+s3 = None
+inbound_env = {}
+if DB_KIND == "postgres":
+    s3 = S3Server(tempfile.mkdtemp(prefix="bulk-e2e-s3"), "inbound")
+    inbound_env = {"CERTFLEET_BULK_INBOUND": f"s3://inbound?endpoint={s3.endpoint}&region=us-east-1",
+                   "CERTFLEET_S3_ACCESS_KEY_ID": "S3RVER", "CERTFLEET_S3_SECRET_ACCESS_KEY": "S3RVER"}
 cf = Certfleet(BINARY, DB_KIND, "bulk-e2e", extra_env={
+    **inbound_env,
     "CERTFLEET_BULK_VERIFIER_DIR": os.path.join(FIXTURES, "mchp_verifiers"),
     "CERTFLEET_BULK_BATCH_SIZE": "200",
     "CERTFLEET_JOBS_LEASE_SECONDS": "5",
@@ -103,11 +113,15 @@ rows = api("GET", f"/v1/imports/{tampered['id']}/rows?status=rejected")
 check(len(rows["items"]) == 1 and rows["items"][0]["index"] == 5 and "does not verify" in rows["items"][0]["reason"],
       f"the rejected row and its reason: {rows}")
 
-# A manifest dropped into the inbound store (the default: a folder) is imported by itself.
-inbound = os.path.join(cf.data, "inbound", "imports", "espressif", "trackers")
-os.makedirs(inbound, exist_ok=True)
-with open(os.path.join(inbound, "reel-9.csv"), "wb") as f:
-    f.write(open(os.path.join(FIXTURES, "manifest-espressif.csv"), "rb").read())
+# A manifest dropped into the inbound store (a folder, or a bucket) is imported by itself.
+if s3:
+    s3.aws("s3", "cp", "--only-show-errors", os.path.join(FIXTURES, "manifest-espressif.csv"),
+           "s3://inbound/imports/espressif/trackers/reel-9.csv")
+else:
+    inbound = os.path.join(cf.data, "inbound", "imports", "espressif", "trackers")
+    os.makedirs(inbound, exist_ok=True)
+    with open(os.path.join(inbound, "reel-9.csv"), "wb") as f:
+        f.write(open(os.path.join(FIXTURES, "manifest-espressif.csv"), "rb").read())
 deadline = time.time() + 60
 dropped = None
 while time.time() < deadline and dropped is None:
@@ -162,4 +176,6 @@ while things["next"]:
     total += len(things["items"])
 check(total == 10 + 7 + 200 + 100 + 20_000, f"one thing per certificate: {total}")
 cf.stop()
+if s3:
+    s3.stop()
 finish("bulk_e2e")

@@ -48,25 +48,24 @@ class LocalBlobStore final : public BlobStore {
   }
 
   Result<std::string> Get(std::string_view key, size_t max_bytes) override {
-    CF_RETURN_IF_ERROR(CheckKey(key));
+    CF_ASSIGN_OR_RETURN(const uintmax_t size, Size(key, max_bytes));
     const std::string path = fmt::format("{}/{}", root_, key);
-    std::error_code ec;
-    const auto size = fs::file_size(path, ec);
-    if (ec) {
-      if (ec == std::errc::no_such_file_or_directory) {
-        return MakeError(ErrorCode::kNotFound, fmt::format("no object {}", key));
-      }
-      return MakeError(ErrorCode::kUnavailable, fmt::format("reading {}: {}", key, ec.message()));
-    }
-    if (size > max_bytes) {
-      return MakeError(ErrorCode::kResourceExhausted, fmt::format("{} is larger than {} bytes", key, max_bytes));
-    }
     std::ifstream in(path, std::ios::binary);
     std::string data(size, '\0');
     if (!in.read(data.data(), static_cast<std::streamsize>(size))) {
       return MakeError(ErrorCode::kUnavailable, fmt::format("reading {} failed", key));
     }
     return data;
+  }
+
+  Result<void> GetToFile(std::string_view key, const std::string& path, size_t max_bytes) override {
+    CF_RETURN_IF_ERROR(Size(key, max_bytes));
+    std::error_code ec;
+    fs::copy_file(fmt::format("{}/{}", root_, key), path, fs::copy_options::overwrite_existing, ec);
+    if (!ec) return Ok();
+    const std::string why = ec.message();
+    fs::remove(path, ec);
+    return MakeError(ErrorCode::kUnavailable, fmt::format("copying {} to {}: {}", key, path, why));
   }
 
   Result<void> Put(std::string_view key, std::string_view bytes) override {
@@ -90,6 +89,23 @@ class LocalBlobStore final : public BlobStore {
   std::string Describe() const override { return "file://" + root_; }
 
  private:
+  // The object's size; kNotFound, or kResourceExhausted when over `max_bytes`.
+  Result<uintmax_t> Size(std::string_view key, size_t max_bytes) const {
+    CF_RETURN_IF_ERROR(CheckKey(key));
+    std::error_code ec;
+    const uintmax_t size = fs::file_size(fmt::format("{}/{}", root_, key), ec);
+    if (ec) {
+      if (ec == std::errc::no_such_file_or_directory) {
+        return MakeError(ErrorCode::kNotFound, fmt::format("no object {}", key));
+      }
+      return MakeError(ErrorCode::kUnavailable, fmt::format("reading {}: {}", key, ec.message()));
+    }
+    if (size > max_bytes) {
+      return MakeError(ErrorCode::kResourceExhausted, fmt::format("{} is larger than {} bytes", key, max_bytes));
+    }
+    return size;
+  }
+
   const std::string root_;
 };
 

@@ -3,6 +3,8 @@
 #include <curl/curl.h>
 #include <fmt/format.h>
 
+#include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <pugixml.hpp>
 
@@ -25,20 +27,28 @@ constexpr std::string_view kEmptySha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae4
 using CurlPtr = std::unique_ptr<CURL, decltype(&curl_easy_cleanup)>;
 using SlistPtr = std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)>;
 
+// A response body as it arrives: in memory, or written to `file` when one is given.
 struct Body {
   std::string data;
   size_t limit = 0;
+  std::ofstream* file = nullptr;
+  size_t received = 0;
   bool over = false;
 };
 
 size_t Collect(char* ptr, size_t size, size_t n, void* userdata) {
   auto* body = static_cast<Body*>(userdata);
   const size_t len = size * n;
-  if (body->data.size() + len > body->limit) {
+  if (body->received + len > body->limit) {
     body->over = true;
     return 0;  // stops the transfer
   }
-  body->data.append(ptr, len);
+  body->received += len;
+  if (body->file == nullptr) {
+    body->data.append(ptr, len);
+  } else if (!body->file->write(ptr, static_cast<std::streamsize>(len))) {
+    return 0;  // the disk is full: stops the transfer, which fails
+  }
   return len;
 }
 
@@ -97,6 +107,28 @@ class S3BlobStore final : public BlobStore {
     return std::move(r.body);
   }
 
+  Result<void> GetToFile(std::string_view key, const std::string& path, size_t max_bytes) override {
+    CF_RETURN_IF_ERROR(CheckKey(key));
+    std::ofstream file(path, std::ios::binary | std::ios::trunc);
+    if (!file) return MakeError(ErrorCode::kUnavailable, fmt::format("cannot write {}", path));
+    Result<Response> r = Request("GET", ObjectUrl(key), {}, max_bytes, &file);
+    file.close();
+    Result<void> out = Ok();
+    if (!r.ok()) {
+      out = r.error();
+    } else if (r->over_limit) {
+      out = MakeError(ErrorCode::kResourceExhausted, fmt::format("{} is larger than {} bytes", key, max_bytes));
+    } else if (r->status == 404) {
+      out = MakeError(ErrorCode::kNotFound, fmt::format("no object {}", key));
+    } else if (r->status != 200) {
+      out = StatusError(*r, "getting " + std::string(key));
+    } else if (!file) {
+      out = MakeError(ErrorCode::kUnavailable, fmt::format("writing {} failed", path));
+    }
+    if (!out.ok()) std::filesystem::remove(path);
+    return out;
+  }
+
   Result<void> Put(std::string_view key, std::string_view bytes) override {
     CF_RETURN_IF_ERROR(CheckKey(key));
     CF_ASSIGN_OR_RETURN(Response r, Request("PUT", ObjectUrl(key), bytes, kMaxListBytes));
@@ -149,10 +181,12 @@ class S3BlobStore final : public BlobStore {
     if (handles_.size() < kMaxIdleHandles) handles_.push_back(std::move(h));
   }
 
-  Result<Response> Request(const char* method, const std::string& url, std::string_view upload, size_t limit) const {
+  // The response; its body goes to `file` instead of Response::body when one is given.
+  Result<Response> Request(const char* method, const std::string& url, std::string_view upload, size_t limit,
+                           std::ofstream* file = nullptr) const {
     CurlPtr curl = TakeHandle();
     if (!curl) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
-    Body body{{}, limit, false};
+    Body body{{}, limit, file};
     const std::string sigv4 = fmt::format("aws:amz:{}:s3", loc_.region);
     const std::string payload_hash = upload.empty() ? std::string(kEmptySha256) : Sha256Hex(upload);
     curl_slist* headers = curl_slist_append(nullptr, ("x-amz-content-sha256: " + payload_hash).c_str());
