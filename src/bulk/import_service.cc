@@ -8,6 +8,7 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "core/crypto.h"
@@ -169,6 +170,7 @@ Result<BatchOutcome> BatchWriter::Write(const Batch& batch) {
     std::vector<store::ImportRow> rows;
     std::vector<store::ImportedCertificate> certificates;
     std::vector<store::RegistryObject> things;
+    std::set<std::string_view> thing_names;  // each thing once: PutThings may update it
     std::vector<store::RegistryLink> attachments;
     std::vector<store::RegistryLink> memberships;
     std::vector<store::RegistryLink> grants;
@@ -200,7 +202,9 @@ Result<BatchOutcome> BatchWriter::Write(const Batch& batch) {
       // Zero-padded, so that refs sort in the order they are written.
       const std::string ref = fmt::format("import:{:010}:{:010}", id, e.index);
       certificates.push_back({fp, ref, supplier, e.thing_name, e.certificate, id, now});
-      things.push_back({std::string(store::kObjectThing), e.thing_name, profile.thing_type, thing_json, now, now});
+      if (thing_names.insert(e.thing_name).second) {
+        things.push_back({std::string(store::kObjectThing), e.thing_name, profile.thing_type, thing_json, now, now});
+      }
       attachments.push_back({std::string(store::kThingCertificate), e.thing_name, ref,
                              std::string(store::kAttachmentActive), std::nullopt, now});
       for (const auto& g : profile.groups) {
@@ -212,7 +216,7 @@ Result<BatchOutcome> BatchWriter::Write(const Batch& batch) {
       ++out.counts.imported;
     }
     CF_RETURN_IF_ERROR(store::InsertImportedCertificates(tx, certificates));
-    CF_RETURN_IF_ERROR(store::InsertObjectsIfMissing(tx, things));
+    CF_RETURN_IF_ERROR(store::PutThings(tx, things));
     CF_RETURN_IF_ERROR(store::PutLinks(tx, attachments));
     CF_RETURN_IF_ERROR(store::AddLinksIfMissing(tx, memberships));
     CF_RETURN_IF_ERROR(store::AddLinksIfMissing(tx, grants));

@@ -1,5 +1,7 @@
 #include "store/registry_repo.h"
 
+#include <fmt/format.h>
+
 namespace certfleet::store {
 namespace {
 
@@ -53,6 +55,23 @@ Result<void> InsertObjectsIfMissing(Tx& tx, const std::vector<RegistryObject>& o
   for (const auto& o : objects)
     rows.push_back({o.kind, o.name, OptionalValue(o.ref), o.body, o.created_at, o.updated_at});
   return InsertRows(tx, "registry_objects", kObjectTypes, rows, "ON CONFLICT (kind, name) DO NOTHING");
+}
+
+Result<void> PutThings(Tx& tx, const std::vector<RegistryObject>& things) {
+  std::vector<Params> rows;
+  rows.reserve(things.size());
+  for (const auto& o : things)
+    rows.push_back({o.kind, o.name, OptionalValue(o.ref), o.body, o.created_at, o.updated_at});
+  // A thing's ref is its type, which its body repeats.
+  const std::string_view set_type =
+      tx.postgres() ? "jsonb_set(registry_objects.body::jsonb, '{thing_type}', to_jsonb(excluded.ref))::text"
+                    : "json_set(registry_objects.body, '$.thing_type', excluded.ref)";
+  return InsertRows(
+      tx, "registry_objects", kObjectTypes, rows,
+      fmt::format("ON CONFLICT (kind, name) DO UPDATE SET ref = excluded.ref, body = {}, updated_at = "
+                  "excluded.updated_at WHERE excluded.ref IS NOT NULL AND registry_objects.ref IS DISTINCT "
+                  "FROM excluded.ref",
+                  set_type));
 }
 
 Result<bool> UpdateObject(Tx& tx, const RegistryObject& o) {

@@ -46,6 +46,10 @@ Result<void> InsertObject(Tx& tx, const RegistryObject& o);
 Result<void> InsertObjectIfMissing(Tx& tx, const RegistryObject& o);
 // The same for many objects in one write (see InsertRows).
 Result<void> InsertObjectsIfMissing(Tx& tx, const std::vector<RegistryObject>& objects);
+// Things (kObjectThing, ref = their type) in one write: each missing one is added, and an
+// existing one takes the type given (its ref and its body's "thing_type", the rest of the
+// body as it was) unless that is null. Each name once per call; deferred.
+Result<void> PutThings(Tx& tx, const std::vector<RegistryObject>& things);
 // Replaces ref and body; false if there is no such object.
 Result<bool> UpdateObject(Tx& tx, const RegistryObject& o);
 Result<std::optional<RegistryObject>> FindObject(Tx& tx, std::string_view kind, std::string_view name);

@@ -103,6 +103,40 @@ TEST_P(ImportTest, EveryFixtureImportsAndASecondImportFindsEverythingPresent) {
   EXPECT_EQ(thing["effective_policies"].as_array()[0].at("name"), "connect");
 }
 
+TEST_P(ImportTest, AThingThatExistsTakesTheProfilesTypeAndKeepsItsAttributes) {
+  Make(Kind::kThingType, {{"name", "sensor"}});
+  Make(Kind::kThing, {{"name", "4BA2BB8764BD"}, {"thing_type", "sensor"}, {"attributes", {{"site", "lyon"}}}});
+  Make(Kind::kThing, {{"name", "untyped"}});
+  store::ImportRecord r = Import("espressif", "manifest-espressif.csv");
+  EXPECT_EQ(r.counts.imported, 7);
+  json::object thing = *registry_->Get(Kind::kThing, "4BA2BB8764BD");
+  EXPECT_EQ(thing["thing_type"], "tracker");
+  EXPECT_EQ(thing["attributes"], json::object({{"site", "lyon"}}));
+  EXPECT_EQ(thing["certificates"].as_array().size(), 1u);
+  // Listed under its new type only, as the registry filters by it.
+  provision::ListFilter by_type;
+  by_type.ref = "tracker";
+  auto trackers = registry_->List(Kind::kThing, by_type);
+  ASSERT_TRUE(trackers.ok()) << trackers.error().message;
+  EXPECT_EQ(trackers->size(), 7u);
+  by_type.ref = "sensor";
+  auto sensors = registry_->List(Kind::kThing, by_type);
+  ASSERT_TRUE(sensors.ok());
+  EXPECT_TRUE(sensors->empty());
+  // A profile without a type leaves a thing's type alone (Device-0: the CN of the first
+  // certificate of the generated fixture).
+  Make(Kind::kThing, {{"name", "Device-0"}, {"thing_type", "sensor"}});
+  Make(Kind::kProfile, {{"name", "untyped-profile"}});
+  auto started = imports_->Start("generated", "untyped-profile", "", Copy("certificates_test.txt"), "t");
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  auto done = imports_->Run(started->id);
+  ASSERT_TRUE(done.ok()) << done.error().message;
+  EXPECT_EQ(done->counts.imported, 100);
+  json::object device0 = *registry_->Get(Kind::kThing, "Device-0");
+  EXPECT_EQ(device0["thing_type"], "sensor");
+  EXPECT_EQ(device0["certificates"].as_array().size(), 1u);
+}
+
 TEST_P(ImportTest, ACertificateImportedForAnotherThingIsAConflictAndStays) {
   Import("espressif", "manifest-espressif.csv");          // its first certificate is named 4BA2BB8764BD
   store::ImportRecord pem = Import("pem", "single.pem");  // the same certificate, named by its CN
