@@ -14,13 +14,13 @@
 #include "store/tokens_repo.h"
 
 namespace certfleet::cli {
-namespace {
 
-// How the audit log names changes made from the command line.
 std::string CliActor() {
   const char* user = std::getenv("USER");
   return fmt::format("cli:{}", user && *user ? user : std::to_string(getuid()));
 }
+
+namespace {
 
 int Fail(const Error& e) {
   std::cerr << "certfleet: " << e.message << "\n";
@@ -158,6 +158,13 @@ int Main(int argc, char** argv) {
                          "Folder of Microchip signer certificates (default: bulk.verifier_dir)");
   import_cmd->add_option("--resume", import_args.resume_id, "Go on with an interrupted import (its id) instead");
 
+  auto* host = app.add_subcommand("host", "Hosts whose certificates certfleet-agent renews (W4).");
+  host->require_subcommand(1);
+  std::string host_id;
+  auto* host_token = host->add_subcommand(
+      "token", "Print a single-use enrollment token for the host's agent (certfleet-agent --bootstrap-token).");
+  host_token->add_option("id", host_id, "The host's id (POST /v1/hosts)")->required();
+
   auto* config_cmd = app.add_subcommand("config", "Inspect the configuration.");
   config_cmd->require_subcommand(1);
   auto* config_show = config_cmd->add_subcommand(
@@ -186,6 +193,7 @@ int Main(int argc, char** argv) {
   if (*token_list) return TokenList(*config);
   if (*token_revoke) return TokenRevoke(*config, clock, token_id);
   if (*audit_verify) return AuditVerify(*config);
+  if (*host_token) return HostToken(*config, clock, host_id);
   if (*import_cmd) {
     if (import_args.resume_id == 0 &&
         (import_args.file.empty() || import_args.supplier.empty() || import_args.profile.empty())) {

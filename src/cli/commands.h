@@ -8,9 +8,13 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/result.h"
+#include "renewal/host_service.h"
 #include "store/store.h"
 
 namespace certfleet::cli {
+
+// How the audit log names changes made from the command line: cli:<user>.
+std::string CliActor();
 
 // Opens the configured store and applies pending migrations.
 Result<std::unique_ptr<store::Store>> OpenStore(const Config& config);
@@ -18,6 +22,9 @@ Result<std::unique_ptr<store::Store>> OpenStore(const Config& config);
 // The import service's options from the bulk.* keys; Microchip signers from `verifier_dir`,
 // or from bulk.verifier_dir when it is "".
 Result<bulk::ImportService::Options> ImportOptions(const Config& config, const std::string& verifier_dir);
+
+// The host service's options from the renewal.* keys, checked.
+Result<renewal::HostService::Options> HostOptions(const Config& config);
 
 // Each command returns the process exit code; errors go to stderr.
 int Init(const Config& config, const Clock& clock);
@@ -33,5 +40,7 @@ struct ImportArgs {
   int64_t resume_id = 0;     // an import to go on with instead of a new one
 };
 int Import(const Config& config, const Clock& clock, const ImportArgs& args);
+// Prints a new single-use enrollment token for the host's agent.
+int HostToken(const Config& config, const Clock& clock, const std::string& host_id);
 
 }  // namespace certfleet::cli

@@ -179,11 +179,20 @@ int Serve(const Config& config, const Clock& clock) {
     return 1;
   }
 
+  auto host_options = HostOptions(config);
+  if (!host_options.ok()) {
+    log::Error("bad renewal settings", {{"error", host_options.error().message}});
+    return 1;
+  }
+  renewal::HostService hosts(store, clock, *host_options);
+  api.hosts = &hosts;
+
   http::AddSystemRoutes(router, api);
   http::AddBulkRoutes(router, api);
   http::AddProvisionRoutes(router, api);
   http::AddCaRoutes(router, api);
   http::AddDistributionRoutes(router, api);
+  http::AddRenewalRoutes(router, api);
 
   jobs::WorkerPool::Options pool_options;
   pool_options.node_id = NodeId();

@@ -302,6 +302,41 @@ CREATE TABLE import_batches (
 );
 INSERT INTO import_batches (import_id, first_entry, entries) SELECT id, 0, position FROM imports WHERE position > 0;
 )sql"},
+    {9, "hosts", R"sql(
+-- W4: hosts whose certificates certfleet-agent renews. Settings left null follow the
+-- renewal.* defaults of the configuration. renew_at is when the host is due: its
+-- certificate's expiry minus its threshold, or the time it was added while it has none, so
+-- that a renewal run finds every due host through one index. host_tokens holds the agents'
+-- single-use enrollment tokens by the SHA-256 of their secret.
+CREATE TABLE hosts (
+  host_id TEXT PRIMARY KEY,
+  cert_path TEXT,
+  key_path TEXT,
+  cacert_path TEXT,
+  sans TEXT NOT NULL,
+  key_type TEXT,
+  profile TEXT,
+  threshold_days BIGINT,
+  reload_command TEXT,
+  status TEXT NOT NULL CHECK (status IN ('enrolling', 'active', 'failed', 'revoked')),
+  serial TEXT,
+  not_after BIGINT,
+  renew_at BIGINT NOT NULL,
+  last_run BIGINT,
+  last_error TEXT,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+CREATE INDEX hosts_renew_at ON hosts (renew_at);
+CREATE INDEX hosts_status ON hosts (status, host_id);
+CREATE TABLE host_tokens (
+  token_sha256 TEXT PRIMARY KEY,
+  host_id TEXT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  used_at BIGINT,
+  created_at BIGINT NOT NULL
+);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

@@ -1,0 +1,174 @@
+#include "renewal/host_service.h"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+
+#include <boost/json.hpp>
+
+#include "core/crypto.h"
+#include "pki/key.h"
+#include "pki/profile.h"
+#include "store/audit_repo.h"
+
+namespace certfleet::renewal {
+namespace {
+
+namespace json = boost::json;
+
+// Enrollment tokens: 32 random bytes, as API tokens.
+constexpr size_t kTokenBytes = 32;
+
+Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
+
+bool IsIpAddress(const std::string& s) {
+  unsigned char buf[sizeof(struct in6_addr)];
+  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
+}
+
+Result<void> CheckHostId(std::string_view id) {
+  if (id.empty() || id.size() > HostService::kMaxHostId) {
+    return Invalid(fmt::format("host_id must have 1 to {} characters", HostService::kMaxHostId));
+  }
+  for (char c : id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-') {
+      return Invalid("host_id may hold letters, digits, '.' and '-' only");
+    }
+  }
+  return Ok();
+}
+
+Result<void> CheckSans(const std::vector<std::string>& sans) {
+  if (sans.size() > HostService::kMaxSans) return Invalid(fmt::format("at most {} sans", HostService::kMaxSans));
+  for (const auto& san : sans) {
+    if (!pki::IsValidDnsName(san) && !IsIpAddress(san)) {
+      return Invalid(fmt::format("san '{}' is neither a DNS name nor an IP address", san.substr(0, 100)));
+    }
+  }
+  return Ok();
+}
+
+Result<void> CheckCommand(const std::optional<std::string>& command) {
+  if (!command) return Ok();
+  if (command->empty() || command->size() > HostService::kMaxCommand) {
+    return Invalid(fmt::format("reload_command must have 1 to {} characters", HostService::kMaxCommand));
+  }
+  for (char c : *command) {
+    if (static_cast<unsigned char>(c) < 0x20) return Invalid("reload_command may not hold control characters");
+  }
+  return Ok();
+}
+
+Result<void> CheckProfile(const std::optional<std::string>& profile) {
+  if (profile && *profile != "host" && *profile != "client") return Invalid("profile must be host or client");
+  return Ok();
+}
+
+}  // namespace
+
+Result<void> CheckPath(std::string_view field, std::string_view path) {
+  if (path.empty() || path.size() > HostService::kMaxPath || path.front() != '/') {
+    return Invalid(fmt::format("{} must be an absolute path of at most {} characters", field, HostService::kMaxPath));
+  }
+  for (char c : path) {
+    if (static_cast<unsigned char>(c) < 0x20) return Invalid(fmt::format("{} may not hold control characters", field));
+  }
+  for (size_t start = 1; start <= path.size();) {
+    const size_t end = std::min(path.find('/', start), path.size());
+    if (path.substr(start, end - start) == "..") return Invalid(fmt::format("{} may not hold '..'", field));
+    start = end + 1;
+  }
+  return Ok();
+}
+
+Result<void> CheckKeyType(std::string_view key_type) {
+  if (!pki::ParseKeyType(key_type).ok()) {
+    return Invalid(fmt::format("key_type '{}' is not one of ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096, ed25519",
+                               key_type.substr(0, 40)));
+  }
+  return Ok();
+}
+
+Result<void> CheckThresholdDays(int64_t days) {
+  if (days < 1 || days > HostService::kMaxThresholdDays) {
+    return Invalid(fmt::format("renewal_threshold_days must be 1 to {}", HostService::kMaxThresholdDays));
+  }
+  return Ok();
+}
+
+Result<store::HostRecord> HostService::Create(const HostSpec& spec, std::string_view actor) {
+  CF_RETURN_IF_ERROR(CheckHostId(spec.host_id));
+  if (spec.cert_path) CF_RETURN_IF_ERROR(CheckPath("cert_path", *spec.cert_path));
+  if (spec.key_path) CF_RETURN_IF_ERROR(CheckPath("key_path", *spec.key_path));
+  if (spec.cacert_path) CF_RETURN_IF_ERROR(CheckPath("cacert_path", *spec.cacert_path));
+  CF_RETURN_IF_ERROR(CheckSans(spec.sans));
+  if (spec.key_type) CF_RETURN_IF_ERROR(CheckKeyType(*spec.key_type));
+  CF_RETURN_IF_ERROR(CheckProfile(spec.profile));
+  if (spec.renewal_threshold_days) CF_RETURN_IF_ERROR(CheckThresholdDays(*spec.renewal_threshold_days));
+  CF_RETURN_IF_ERROR(CheckCommand(spec.reload_command));
+
+  const int64_t now = clock_.NowMillis();
+  store::HostRecord h;
+  h.host_id = spec.host_id;
+  h.cert_path = spec.cert_path;
+  h.key_path = spec.key_path;
+  h.cacert_path = spec.cacert_path;
+  h.sans = json::serialize(json::value_from(spec.sans));
+  h.key_type = spec.key_type;
+  h.profile = spec.profile;
+  h.threshold_days = spec.renewal_threshold_days;
+  h.reload_command = spec.reload_command;
+  h.status = std::string(store::kHostEnrolling);
+  h.renew_at = now;  // no certificate yet: due at once
+  h.created_at = h.updated_at = now;
+  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    Result<void> inserted = store::InsertHost(tx, h);
+    if (!inserted.ok() && inserted.error().code == ErrorCode::kAlreadyExists) {
+      return MakeError(ErrorCode::kAlreadyExists, fmt::format("host {} exists", h.host_id));
+    }
+    if (!inserted.ok()) return inserted.error();
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "host.create", "host:" + h.host_id,
+                                          json::serialize(json::object{{"sans", json::value_from(spec.sans)}})));
+    return Ok();
+  }));
+  return h;
+}
+
+Result<store::HostRecord> HostService::Get(std::string_view host_id) {
+  CF_ASSIGN_OR_RETURN(auto h, store::Read(store_, [&](store::Tx& tx) { return store::FindHost(tx, host_id); }));
+  if (!h) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host_id.substr(0, kMaxHostId)));
+  return std::move(*h);
+}
+
+Result<std::vector<store::HostRecord>> HostService::List(const store::HostFilter& filter) {
+  return store::Read(store_, [&](store::Tx& tx) { return store::ListHosts(tx, filter); });
+}
+
+HostSettings HostService::SettingsOf(const store::HostRecord& host) const {
+  const HostSettings& d = options_.defaults;
+  return HostSettings{host.cert_path.value_or(d.cert_path),
+                      host.key_path.value_or(d.key_path),
+                      host.cacert_path.value_or(d.cacert_path),
+                      host.key_type.value_or(d.key_type),
+                      host.profile.value_or(d.profile),
+                      host.threshold_days.value_or(d.threshold_days),
+                      host.reload_command ? host.reload_command : d.reload_command};
+}
+
+Result<std::string> HostService::CreateToken(std::string_view host_id, std::string_view actor) {
+  const std::string token = RandomToken(kTokenBytes);
+  const int64_t now = clock_.NowMillis();
+  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(auto host, store::FindHost(tx, host_id));
+    if (!host) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host_id.substr(0, kMaxHostId)));
+    if (host->status == store::kHostRevoked) {
+      return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} is revoked", host_id));
+    }
+    CF_RETURN_IF_ERROR(store::InsertHostToken(tx, Sha256Hex(token), host_id, now + options_.token_ttl_ms, now));
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "host.token", "host:" + std::string(host_id),
+                                          json::serialize(json::object{{"expires_at", now + options_.token_ttl_ms}})));
+    return Ok();
+  }));
+  return token;
+}
+
+}  // namespace certfleet::renewal

@@ -1,0 +1,81 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/result.h"
+#include "store/hosts_repo.h"
+#include "store/store.h"
+
+namespace certfleet::renewal {
+
+// What a host is registered with (POST /v1/hosts); what is left unset follows the defaults.
+struct HostSpec {
+  std::string host_id;
+  std::optional<std::string> cert_path;
+  std::optional<std::string> key_path;
+  std::optional<std::string> cacert_path;
+  std::vector<std::string> sans;
+  std::optional<std::string> key_type;
+  std::optional<std::string> profile;
+  std::optional<int64_t> renewal_threshold_days;
+  std::optional<std::string> reload_command;
+};
+
+// A host's settings with the defaults filled in, as its agent and the renewal use them.
+struct HostSettings {
+  std::string cert_path;    // folder of {host_id}.crt
+  std::string key_path;     // folder of {host_id}.key
+  std::string cacert_path;  // folder of ca_chain_certificate.crt
+  std::string key_type;
+  std::string profile;
+  int64_t threshold_days = 0;
+  std::optional<std::string> reload_command;
+};
+
+// The hosts of W4 whose certificates certfleet-agent renews, and their agents' enrollment
+// tokens. Every change is audited. Thread-safe.
+class HostService {
+ public:
+  struct Options {
+    HostSettings defaults;
+    int64_t token_ttl_ms = int64_t{24} * 3600 * 1000;  // how long an enrollment token may wait
+  };
+
+  HostService(store::Store& store, const Clock& clock, Options options)
+      : store_(store), clock_(clock), options_(std::move(options)) {}
+
+  // kInvalidArgument naming the field for bad input, kAlreadyExists for a known host id.
+  Result<store::HostRecord> Create(const HostSpec& spec, std::string_view actor);
+  // kNotFound for an unknown host.
+  Result<store::HostRecord> Get(std::string_view host_id);
+  Result<std::vector<store::HostRecord>> List(const store::HostFilter& filter);
+  HostSettings SettingsOf(const store::HostRecord& host) const;
+  // A single-use enrollment token for the host's agent, valid for token_ttl_ms: returned
+  // once, stored only as its SHA-256.
+  Result<std::string> CreateToken(std::string_view host_id, std::string_view actor);
+
+  // Limits of the input, each with its reason.
+  static constexpr size_t kMaxHostId = 253;    // a DNS name's length
+  static constexpr size_t kMaxPath = 1024;     // well under PATH_MAX
+  static constexpr size_t kMaxSans = 100;      // as many as a certificate reasonably carries
+  static constexpr size_t kMaxCommand = 1024;  // a command line, not a script
+  static constexpr int64_t kMaxThresholdDays = 365;
+
+ private:
+  store::Store& store_;
+  const Clock& clock_;
+  const Options options_;
+};
+
+// The checks HostSpec's fields get, for the configuration's defaults too: an absolute path
+// with no ".." segment, a key type certfleet makes, a threshold of 1-365 days.
+Result<void> CheckPath(std::string_view field, std::string_view path);
+Result<void> CheckKeyType(std::string_view key_type);
+Result<void> CheckThresholdDays(int64_t days);
+
+}  // namespace certfleet::renewal

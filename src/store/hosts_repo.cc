@@ -1,0 +1,130 @@
+#include "store/hosts_repo.h"
+
+namespace certfleet::store {
+namespace {
+
+constexpr std::string_view kColumns =
+    "host_id, cert_path, key_path, cacert_path, sans, key_type, profile, threshold_days, reload_command, status, "
+    "serial, not_after, renew_at, last_run, last_error, created_at, updated_at";
+
+HostRecord FromRow(const Row& r) {
+  HostRecord h;
+  h.host_id = r.Text(0);
+  h.cert_path = r.OptText(1);
+  h.key_path = r.OptText(2);
+  h.cacert_path = r.OptText(3);
+  h.sans = r.Text(4);
+  h.key_type = r.OptText(5);
+  h.profile = r.OptText(6);
+  h.threshold_days = r.OptInt(7);
+  h.reload_command = r.OptText(8);
+  h.status = r.Text(9);
+  h.serial = r.OptText(10);
+  h.not_after = r.OptInt(11);
+  h.renew_at = r.Int(12);
+  h.last_run = r.OptInt(13);
+  h.last_error = r.OptText(14);
+  h.created_at = r.Int(15);
+  h.updated_at = r.Int(16);
+  return h;
+}
+
+// Every column but host_id and created_at, in kColumns order.
+Params Settings(const HostRecord& h) {
+  return {OptionalValue(h.cert_path),
+          OptionalValue(h.key_path),
+          OptionalValue(h.cacert_path),
+          h.sans,
+          OptionalValue(h.key_type),
+          OptionalValue(h.profile),
+          OptionalValue(h.threshold_days),
+          OptionalValue(h.reload_command),
+          h.status,
+          OptionalValue(h.serial),
+          OptionalValue(h.not_after),
+          h.renew_at,
+          OptionalValue(h.last_run),
+          OptionalValue(h.last_error),
+          h.updated_at};
+}
+
+Result<std::vector<HostRecord>> Hosts(Tx& tx, const std::string& where, const Params& params) {
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT " + std::string(kColumns) + " FROM hosts " + where, params));
+  std::vector<HostRecord> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.push_back(FromRow(r));
+  return out;
+}
+
+}  // namespace
+
+Result<void> InsertHost(Tx& tx, const HostRecord& h) {
+  Params params{h.host_id};
+  for (auto& v : Settings(h)) params.push_back(std::move(v));
+  params.emplace_back(h.created_at);
+  CF_RETURN_IF_ERROR(
+      tx.Exec("INSERT INTO hosts (host_id, cert_path, key_path, cacert_path, sans, key_type, profile, "
+              "threshold_days, reload_command, status, serial, not_after, renew_at, last_run, "
+              "last_error, updated_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+              "?, ?)",
+              params));
+  return Ok();
+}
+
+Result<std::optional<HostRecord>> FindHost(Tx& tx, std::string_view host_id) {
+  CF_ASSIGN_OR_RETURN(auto hosts, Hosts(tx, "WHERE host_id = ?", {std::string(host_id)}));
+  if (hosts.empty()) return std::optional<HostRecord>();
+  return std::optional<HostRecord>(std::move(hosts.front()));
+}
+
+Result<bool> UpdateHost(Tx& tx, const HostRecord& h) {
+  Params params = Settings(h);
+  params.emplace_back(h.host_id);
+  CF_ASSIGN_OR_RETURN(int64_t changed,
+                      tx.Exec("UPDATE hosts SET cert_path = ?, key_path = ?, cacert_path = ?, sans = ?, key_type = ?, "
+                              "profile = ?, threshold_days = ?, reload_command = ?, status = ?, serial = ?, "
+                              "not_after = ?, renew_at = ?, last_run = ?, last_error = ?, updated_at = ? WHERE "
+                              "host_id = ?",
+                              params));
+  return changed > 0;
+}
+
+Result<std::vector<HostRecord>> ListHosts(Tx& tx, const HostFilter& filter) {
+  std::string where = "WHERE host_id > ?";
+  Params params{filter.after.value_or("")};
+  if (filter.status) {
+    where += " AND status = ?";
+    params.emplace_back(*filter.status);
+  }
+  if (filter.due_before) {
+    where += " AND renew_at <= ?";
+    params.emplace_back(*filter.due_before);
+  }
+  where += " ORDER BY host_id LIMIT ?";
+  params.emplace_back(int64_t{filter.limit});
+  return Hosts(tx, where, params);
+}
+
+Result<std::vector<HostRecord>> DueHosts(Tx& tx, int64_t now, int limit) {
+  return Hosts(tx, "WHERE renew_at <= ? AND status <> ? ORDER BY renew_at, host_id LIMIT ?",
+               {now, std::string(kHostRevoked), int64_t{limit}});
+}
+
+Result<void> InsertHostToken(Tx& tx, std::string_view token_sha256, std::string_view host_id, int64_t expires_at,
+                             int64_t now) {
+  CF_RETURN_IF_ERROR(tx.Exec(
+      "INSERT INTO host_tokens (token_sha256, host_id, expires_at, used_at, created_at) VALUES (?, ?, ?, NULL, ?)",
+      {std::string(token_sha256), std::string(host_id), expires_at, now}));
+  return Ok();
+}
+
+Result<std::optional<std::string>> SpendHostToken(Tx& tx, std::string_view token_sha256, int64_t now) {
+  // One statement, so that two enrollments with the same token cannot both spend it.
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("UPDATE host_tokens SET used_at = ? WHERE token_sha256 = ? AND used_at IS "
+                                            "NULL AND expires_at > ? RETURNING host_id",
+                                            {now, std::string(token_sha256), now}));
+  if (!row) return std::optional<std::string>();
+  return std::optional<std::string>(row->Text(0));
+}
+
+}  // namespace certfleet::store

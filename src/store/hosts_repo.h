@@ -1,0 +1,68 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+#include "store/store.h"
+
+namespace certfleet::store {
+
+// States of a host (W4).
+inline constexpr std::string_view kHostEnrolling = "enrolling";  // added; its agent has not enrolled yet
+inline constexpr std::string_view kHostActive = "active";        // has a valid certificate
+inline constexpr std::string_view kHostFailed = "failed";        // its last renewal failed
+inline constexpr std::string_view kHostRevoked = "revoked";      // its certificate was revoked; not renewed
+
+// A host whose certificate certfleet-agent renews. Optional settings are null when the
+// host uses the renewal.* default of the configuration.
+struct HostRecord {
+  std::string host_id;
+  std::optional<std::string> cert_path;
+  std::optional<std::string> key_path;
+  std::optional<std::string> cacert_path;
+  std::string sans = "[]";  // JSON array of DNS names and IP addresses
+  std::optional<std::string> key_type;
+  std::optional<std::string> profile;
+  std::optional<int64_t> threshold_days;
+  std::optional<std::string> reload_command;
+  std::string status;
+  std::optional<std::string> serial;  // the current certificate's, hex
+  std::optional<int64_t> not_after;   // its expiry, ms
+  // When it is due for renewal, ms: expiry minus the threshold, or when the host was added
+  // while it has no certificate (see migration 9).
+  int64_t renew_at = 0;
+  std::optional<int64_t> last_run;  // the id of its last renewal
+  std::optional<std::string> last_error;
+  int64_t created_at = 0;
+  int64_t updated_at = 0;
+};
+
+// kAlreadyExists if a host of that id exists.
+Result<void> InsertHost(Tx& tx, const HostRecord& h);
+Result<std::optional<HostRecord>> FindHost(Tx& tx, std::string_view host_id);
+// Replaces everything but host_id and created_at; false if there is no such host.
+Result<bool> UpdateHost(Tx& tx, const HostRecord& h);
+
+struct HostFilter {
+  std::optional<std::string> status;
+  std::optional<int64_t> due_before;  // renew_at at most this
+  std::optional<std::string> after;   // the last host id of the previous page
+  int limit = 100;
+};
+// In host id order.
+Result<std::vector<HostRecord>> ListHosts(Tx& tx, const HostFilter& filter);
+// Hosts not revoked whose renew_at is at most `now`, earliest first, through the renew_at
+// index: what a renewal run takes.
+Result<std::vector<HostRecord>> DueHosts(Tx& tx, int64_t now, int limit);
+
+// A single-use enrollment token of a host's agent, by the SHA-256 of its secret.
+Result<void> InsertHostToken(Tx& tx, std::string_view token_sha256, std::string_view host_id, int64_t expires_at,
+                             int64_t now);
+// Spends the token: the host it is for, or nullopt if it is unknown, spent or expired.
+Result<std::optional<std::string>> SpendHostToken(Tx& tx, std::string_view token_sha256, int64_t now);
+
+}  // namespace certfleet::store
