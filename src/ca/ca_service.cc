@@ -78,10 +78,19 @@ Result<void> ResolveNames(CreateRequest& r) {
       return MakeError(ErrorCode::kInvalidArgument, "parent_fqdn is required for a device certificate");
     }
     if (!r.fqdn.empty()) return MakeError(ErrorCode::kInvalidArgument, "a device's fqdn is made by certfleet");
-    r.fqdn = r.device_id.empty() ? Uuid4() + "." + *r.parent_fqdn : r.device_id;
+    r.fqdn = r.subject_id.empty() ? Uuid4() + "." + *r.parent_fqdn : r.subject_id;
     return Ok();
   }
-  if (!r.device_id.empty()) return MakeError(ErrorCode::kInvalidArgument, "only devices have a device id");
+  if (!r.subject_id.empty()) {
+    if (r.type != pki::CertType::kServer || r.usage == pki::ServerUsage::kServer) {
+      return MakeError(ErrorCode::kInvalidArgument, "only devices and hosts are named by an id");
+    }
+    if (!r.parent_fqdn || r.parent_fqdn->empty()) {
+      return MakeError(ErrorCode::kInvalidArgument, "parent_fqdn is required for a host certificate");
+    }
+    r.fqdn = r.subject_id;
+    return Ok();
+  }
   if (r.fqdn.empty()) return MakeError(ErrorCode::kInvalidArgument, "fqdn is required");
   if (!pki::IsValidDnsName(r.fqdn)) {
     return MakeError(ErrorCode::kInvalidArgument, fmt::format("fqdn '{}' is not a valid DNS name", r.fqdn));
@@ -237,8 +246,9 @@ Result<void> CaService::Prepare(const CreateRequest& request, std::string_view a
   pki::ProfileInput input;
   input.type = req.type;
   input.fqdn = req.fqdn;
-  input.fqdn_is_device_id = !req.device_id.empty();
+  input.fqdn_is_id = !req.subject_id.empty();
   input.sans = req.sans;
+  input.usage = req.usage;
   input.country = req.country;
   input.state = req.state;
   input.organization = req.organization;

@@ -33,10 +33,12 @@ struct CreateRequest {
   std::string state;
   std::string organization;
   std::optional<int64_t> validity_days;
-  std::optional<std::string> key_type;  // when certfleet makes the key
-  // W2: a provisioned device's id, its certificate's CN and its name in the inventory
-  // (instead of a UUID under the parent). Needs type device, a CSR and the parent.
-  std::string device_id;
+  std::optional<std::string> key_type;                 // when certfleet makes the key
+  pki::ServerUsage usage = pki::ServerUsage::kServer;  // what a server certificate authenticates
+  // The certificate's CN and its name in the inventory, from which no DNS name is made: a
+  // W2 device's id (instead of a UUID under the parent; type device) or a W4 host's id (type
+  // server with a usage other than kServer, instead of an fqdn). Needs a CSR and the parent.
+  std::string subject_id;
   // More writes that belong with the certificate: run in its transaction after its row is
   // written; a failure refuses the certificate. Run again if the transaction is retried.
   std::function<Result<void>(store::Tx&, const store::CertificateRecord&)> also;

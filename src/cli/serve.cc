@@ -185,7 +185,10 @@ int Serve(const Config& config, const Clock& clock) {
     return 1;
   }
   renewal::HostService hosts(store, clock, *host_options);
+  renewal::AgentService agents(store, hosts, ca, clock,
+                               {config.Get("renewal.ca"), config.GetInt("renewal.validity_days")});
   api.hosts = &hosts;
+  api.agents = &agents;
 
   http::AddSystemRoutes(router, api);
   http::AddBulkRoutes(router, api);

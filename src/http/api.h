@@ -12,6 +12,7 @@
 #include "provision/device_registry.h"
 #include "provision/provision_service.h"
 #include "provision/registry.h"
+#include "renewal/agent_service.h"
 #include "renewal/host_service.h"
 #include "store/store.h"
 
@@ -29,7 +30,8 @@ struct ApiContext {
   provision::Registry* registry = nullptr;
   provision::ProvisionService* provision = nullptr;
   bulk::ImportService* imports = nullptr;  // W3
-  renewal::HostService* hosts = nullptr;   // W4
+  renewal::HostService* hosts = nullptr;   // W4, with the one below
+  renewal::AgentService* agents = nullptr;
 };
 
 // Bearer tokens checked against the store's api_tokens table, remembered in `cache`.
@@ -48,7 +50,7 @@ void AddProvisionRoutes(Router& router, const ApiContext& ctx);
 // W3: /v1/imports (profiles are registry routes, /v1/profiles).
 void AddBulkRoutes(Router& router, const ApiContext& ctx);
 
-// W4: /v1/hosts.
+// W4: /v1/hosts and the agent protocol (/v1/agent/...).
 void AddRenewalRoutes(Router& router, const ApiContext& ctx);
 
 // A certificate's inventory record as the API shows it.

@@ -1,4 +1,4 @@
-// W4 routes: the hosts whose certificates certfleet-agent renews.
+// W4 routes: the hosts whose certificates certfleet-agent renews, and the agent protocol.
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
@@ -6,6 +6,7 @@
 #include "core/clock.h"
 #include "http/api.h"
 #include "http/json.h"
+#include "pki/csr.h"
 
 namespace certfleet::http {
 namespace {
@@ -112,6 +113,33 @@ Response Get(const ApiContext& ctx, const Request& req) {
   return JsonResponse(200, HostJson(*ctx.hosts, *h));
 }
 
+// The agent's first request: its bootstrap token as the bearer, its host id and CSR.
+Response Enroll(const ApiContext& ctx, const Request& req) {
+  constexpr std::string_view kBearer = "Bearer ";
+  auto header = req.Header("authorization");
+  if (!header || !header->starts_with(kBearer) || header->size() == kBearer.size()) {
+    return ErrorResponse(401, "unauthenticated", "send Authorization: Bearer <enrollment token>");
+  }
+  auto body = ParseJsonObject(req.body);
+  if (!body.ok()) return Fail(req, body.error());
+  auto host_id = RequiredString(*body, "host_id", renewal::HostService::kMaxHostId);
+  auto csr = RequiredString(*body, "csr", pki::kMaxCsrBytes);
+  if (!host_id.ok()) return Fail(req, host_id.error());
+  if (!csr.ok()) return Fail(req, csr.error());
+  auto enrolled = ctx.agents->Enroll(*host_id, header->substr(kBearer.size()), *csr);
+  if (!enrolled.ok()) return Fail(req, enrolled.error());
+  const renewal::HostSettings& s = enrolled->settings;
+  return JsonResponse(201, json::object{{"host_id", *host_id},
+                                        {"serial", enrolled->record.serial},
+                                        {"not_after", FormatRfc3339(enrolled->record.not_after)},
+                                        {"certificate", enrolled->certificate_pem},
+                                        {"chain", enrolled->chain_pem},
+                                        {"cert_path", s.cert_path},
+                                        {"key_path", s.key_path},
+                                        {"cacert_path", s.cacert_path},
+                                        {"reload_command", OptStr(s.reload_command)}});
+}
+
 }  // namespace
 
 void AddRenewalRoutes(Router& router, const ApiContext& ctx) {
@@ -120,6 +148,9 @@ void AddRenewalRoutes(Router& router, const ApiContext& ctx) {
              [c](Request& r) { return Create(*c, r); });
   router.Add("GET", "/v1/hosts", {Access::kReader}, [c](Request& r) { return List(*c, r); });
   router.Add("GET", "/v1/hosts/{id}", {Access::kReader}, [c](Request& r) { return Get(*c, r); });
+  // Public: the enrollment token is the credential, checked by the agent service.
+  router.Add("POST", "/v1/agent/enroll", {Access::kPublic, false, kHostBodyLimit},
+             [c](Request& r) { return Enroll(*c, r); });
 }
 
 }  // namespace certfleet::http

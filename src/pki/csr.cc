@@ -1,9 +1,11 @@
 #include "pki/csr.h"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
 #include <map>
 #include <mutex>
@@ -20,6 +22,7 @@ using AttributePtr = std::unique_ptr<X509_ATTRIBUTE, Deleter<X509_ATTRIBUTE_free
 using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX_free>>;
 void FreeExtensions(STACK_OF(X509_EXTENSION) * exts) { sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free); }
 using ExtensionsPtr = std::unique_ptr<STACK_OF(X509_EXTENSION), Deleter<FreeExtensions>>;
+using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, Deleter<GENERAL_NAMES_free>>;
 
 Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
 
@@ -313,6 +316,53 @@ Result<std::string> PublicKeyPemToDer(std::string_view pem) {
 Result<std::string> PublicKeyToPem(EVP_PKEY* key) {
   BioPtr bio(BIO_new(BIO_s_mem()));
   if (!bio || PEM_write_bio_PUBKEY(bio.get(), key) != 1) return OpenSslError("writing public key");
+  return BioToString(bio.get());
+}
+
+Result<std::string> MakeCsrPem(EVP_PKEY* key, std::string_view common_name, const std::vector<std::string>& sans) {
+  X509ReqPtr req(X509_REQ_new());
+  if (!req) return OpenSslError("making a CSR");
+  const std::string cn(common_name);
+  X509_NAME* name = X509_REQ_get_subject_name(req.get());
+  if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1,
+                                 0) != 1) {
+    return OpenSslError("the CSR's common name");
+  }
+  if (!sans.empty()) {
+    GeneralNamesPtr names(sk_GENERAL_NAME_new_null());
+    for (const auto& san : sans) {
+      unsigned char ip[16];
+      int ip_len = 0;
+      if (inet_pton(AF_INET, san.c_str(), ip) == 1) {
+        ip_len = 4;
+      } else if (inet_pton(AF_INET6, san.c_str(), ip) == 1) {
+        ip_len = 16;
+      }
+      GENERAL_NAME* gn = GENERAL_NAME_new();
+      ASN1_STRING* value = ip_len ? ASN1_OCTET_STRING_new() : ASN1_IA5STRING_new();
+      const bool set = gn && value &&
+                       (ip_len ? ASN1_OCTET_STRING_set(value, ip, ip_len)
+                               : ASN1_STRING_set(value, san.data(), static_cast<int>(san.size())));
+      if (!set || sk_GENERAL_NAME_push(names.get(), gn) == 0) {
+        ASN1_STRING_free(value);
+        GENERAL_NAME_free(gn);
+        return OpenSslError("the CSR's subjectAltName");
+      }
+      GENERAL_NAME_set0_value(gn, ip_len ? GEN_IPADD : GEN_DNS, value);
+    }
+    ExtensionsPtr exts(sk_X509_EXTENSION_new_null());
+    X509_EXTENSION* ext = X509V3_EXT_i2d(NID_subject_alt_name, 0, names.get());
+    if (!ext || sk_X509_EXTENSION_push(exts.get(), ext) == 0) {
+      X509_EXTENSION_free(ext);
+      return OpenSslError("the CSR's subjectAltName");
+    }
+    if (X509_REQ_add_extensions(req.get(), exts.get()) != 1) return OpenSslError("the CSR's extensions");
+  }
+  if (X509_REQ_set_pubkey(req.get(), key) != 1) return OpenSslError("the CSR's public key");
+  const bool ed25519 = EVP_PKEY_get_id(key) == EVP_PKEY_ED25519;
+  if (X509_REQ_sign(req.get(), key, ed25519 ? nullptr : EVP_sha256()) <= 0) return OpenSslError("signing the CSR");
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || PEM_write_bio_X509_REQ(bio.get(), req.get()) != 1) return OpenSslError("writing the CSR");
   return BioToString(bio.get());
 }
 

@@ -26,6 +26,11 @@ struct Csr {
 // MD5 and RSA-PSS signed requests are refused.
 Result<Csr> ParseCsr(std::string_view data);
 
+// A PEM CSR for `key` with the subject CN `common_name` and the DNS names and IP addresses
+// `sans` as subjectAltName, signed with SHA-256 (Ed25519: itself). certfleet-agent makes
+// its requests with it.
+Result<std::string> MakeCsrPem(EVP_PKEY* key, std::string_view common_name, const std::vector<std::string>& sans);
+
 // Refuses keys RFC 5280 profiles and current practice forbid: RSA under 2048 bits, EC
 // curves other than P-256/P-384/P-521, and algorithms other than RSA, EC and Ed25519.
 Result<void> LintPublicKey(EVP_PKEY* key);

@@ -1,5 +1,6 @@
 #include "pki/profile.h"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
 
 #include <ctime>
@@ -69,16 +70,23 @@ bool IsValidDnsName(std::string_view name, bool allow_wildcard) {
   return name.back() != '.';
 }
 
+bool IsIpAddress(std::string_view text) {
+  const std::string s(text);
+  unsigned char addr[16];
+  return inet_pton(AF_INET, s.c_str(), addr) == 1 || inet_pton(AF_INET6, s.c_str(), addr) == 1;
+}
+
 Result<ProfiledSpec> ApplyProfile(const ProfileInput& in, EVP_PKEY* subject_key, X509* issuer) {
   ProfiledSpec out;
   CertificateSpec& s = out.spec;
 
   if (in.fqdn.empty()) return MakeError(ErrorCode::kInvalidArgument, "fqdn is required");
-  if (in.fqdn_is_device_id && in.type != CertType::kDevice) {
-    return MakeError(ErrorCode::kInvalidArgument, "only device certificates are named by a device id");
+  if (in.fqdn_is_id && in.type != CertType::kDevice &&
+      (in.type != CertType::kServer || in.usage == ServerUsage::kServer)) {
+    return MakeError(ErrorCode::kInvalidArgument, "only device and host certificates are named by an id");
   }
-  CF_RETURN_IF_ERROR(CheckText("fqdn", in.fqdn, in.fqdn_is_device_id ? kMaxCommonName : kMaxDnsName));
-  if (!in.fqdn_is_device_id && !IsValidDnsName(in.fqdn)) {
+  CF_RETURN_IF_ERROR(CheckText("fqdn", in.fqdn, in.fqdn_is_id ? kMaxCommonName : kMaxDnsName));
+  if (!in.fqdn_is_id && !IsValidDnsName(in.fqdn)) {
     return MakeError(
         ErrorCode::kInvalidArgument,
         fmt::format("fqdn '{}' is not a valid DNS name (labels of 1 to 63 letters, digits and hyphens)", in.fqdn));
@@ -141,16 +149,22 @@ Result<ProfiledSpec> ApplyProfile(const ProfileInput& in, EVP_PKEY* subject_key,
     s.path_len = 0;
     return out;
   }
-  if (!in.fqdn_is_device_id) s.dns_names.push_back(in.fqdn);
+  if (!in.fqdn_is_id) s.dns_names.push_back(in.fqdn);
   for (const auto& san : in.sans) {
     CF_RETURN_IF_ERROR(CheckText("sans", san, kMaxDnsName));
+    // A server's address, as an IP name rather than a DNS name that looks like one.
+    if (in.type == CertType::kServer && IsIpAddress(san)) {
+      s.ip_addresses.push_back(san);
+      continue;
+    }
     if (!IsValidDnsName(san, /*allow_wildcard=*/in.type == CertType::kServer)) {
       return MakeError(ErrorCode::kInvalidArgument, fmt::format("san '{}' is not a valid DNS name", san));
     }
-    if (san != in.fqdn) s.dns_names.push_back(san);
+    if (in.fqdn_is_id || san != in.fqdn) s.dns_names.push_back(san);
   }
-  s.server_auth = in.type == CertType::kServer;
-  s.client_auth = in.type == CertType::kDevice;
+  const bool server = in.type == CertType::kServer;
+  s.server_auth = server && in.usage != ServerUsage::kClient;
+  s.client_auth = in.type == CertType::kDevice || (server && in.usage != ServerUsage::kServer);
   return out;
 }
 

@@ -15,21 +15,27 @@ std::string_view CertTypeName(CertType type);  // "root", "intermediate", "serve
 Result<CertType> ParseCertType(std::string_view name);
 inline bool IsCa(CertType t) { return t == CertType::kRoot || t == CertType::kIntermediate; }
 
+// What a server certificate authenticates: a TLS server (the server profile), a W4 host,
+// which is also the TLS client of its agent's mutual TLS and of IAM Roles Anywhere, or a
+// client only.
+enum class ServerUsage { kServer, kHost, kClient };
+
 // What the caller asks for; the profile decides the rest.
 struct ProfileInput {
   CertType type = CertType::kServer;
   std::string fqdn;  // the subject CN (the device id's fqdn for devices), also a SAN for leaves
-  // For devices provisioned under W2: `fqdn` is the device's id (any printable text up to 64
-  // characters), its CN only, and the certificate has no DNS name.
-  bool fqdn_is_device_id = false;
+  // For devices provisioned under W2 and W4 hosts: `fqdn` is the device's or host's id (any
+  // printable text up to 64 characters), its CN only; the DNS names are the sans.
+  bool fqdn_is_id = false;
   std::vector<std::string> sans;
   std::string country;
   std::string state;
   std::string organization;
   int64_t not_before_millis = 0;
   int64_t not_after_millis = 0;
-  std::string crl_url;   // for intermediates and leaves: the parent's CRL
-  std::string ocsp_url;  // for intermediates and leaves
+  ServerUsage usage = ServerUsage::kServer;  // server certificates only
+  std::string crl_url;                       // for intermediates and leaves: the parent's CRL
+  std::string ocsp_url;                      // for intermediates and leaves
 };
 
 struct ProfiledSpec {
@@ -47,5 +53,7 @@ Result<ProfiledSpec> ApplyProfile(const ProfileInput& input, EVP_PKEY* subject_k
 // True if `name` is a DNS name certfleet issues for: 1 to 253 characters, labels of 1 to 63
 // letters, digits and hyphens not at either end; a leftmost "*" label if `allow_wildcard`.
 bool IsValidDnsName(std::string_view name, bool allow_wildcard = false);
+// An IPv4 or IPv6 address in text form.
+bool IsIpAddress(std::string_view text);
 
 }  // namespace certfleet::pki

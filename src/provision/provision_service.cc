@@ -80,7 +80,7 @@ void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Pr
 
   ca::CreateRequest request;
   request.type = pki::CertType::kDevice;
-  request.device_id = device_id;
+  request.subject_id = device_id;
   request.parent_fqdn = tmpl->ca_fqdn;
   request.validity_days = tmpl->validity_days;
   request.csr = std::make_shared<pki::Csr>(std::move(csr));

@@ -1,6 +1,5 @@
 #include "renewal/host_service.h"
 
-#include <arpa/inet.h>
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
@@ -20,11 +19,6 @@ constexpr size_t kTokenBytes = 32;
 
 Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
 
-bool IsIpAddress(const std::string& s) {
-  unsigned char buf[sizeof(struct in6_addr)];
-  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
-}
-
 Result<void> CheckHostId(std::string_view id) {
   if (id.empty() || id.size() > HostService::kMaxHostId) {
     return Invalid(fmt::format("host_id must have 1 to {} characters", HostService::kMaxHostId));
@@ -40,7 +34,7 @@ Result<void> CheckHostId(std::string_view id) {
 Result<void> CheckSans(const std::vector<std::string>& sans) {
   if (sans.size() > HostService::kMaxSans) return Invalid(fmt::format("at most {} sans", HostService::kMaxSans));
   for (const auto& san : sans) {
-    if (!pki::IsValidDnsName(san) && !IsIpAddress(san)) {
+    if (!pki::IsValidDnsName(san) && !pki::IsIpAddress(san)) {
       return Invalid(fmt::format("san '{}' is neither a DNS name nor an IP address", san.substr(0, 100)));
     }
   }

@@ -62,6 +62,8 @@ Result<std::vector<HostRecord>> DueHosts(Tx& tx, int64_t now, int limit);
 // A single-use enrollment token of a host's agent, by the SHA-256 of its secret.
 Result<void> InsertHostToken(Tx& tx, std::string_view token_sha256, std::string_view host_id, int64_t expires_at,
                              int64_t now);
+// The host an unspent, unexpired token is for, without spending it; nullopt otherwise.
+Result<std::optional<std::string>> HostTokenOwner(Tx& tx, std::string_view token_sha256, int64_t now);
 // Spends the token: the host it is for, or nullopt if it is unknown, spent or expired.
 Result<std::optional<std::string>> SpendHostToken(Tx& tx, std::string_view token_sha256, int64_t now);
 

@@ -1,20 +1,29 @@
 #!/usr/bin/python3
-"""W4 end to end, the host registry: hosts registered over HTTPS with their checks and
-defaults, listed by status and due date, and an agent's enrollment token made with
-`certfleet host token`.
+"""W4 end to end, the host registry and enrollment: hosts registered over HTTPS with their
+checks and defaults, listed by status and due date, an agent's enrollment token made with
+`certfleet host token`, and an enrollment with it (a key and CSR made here with Python
+cryptography), whose certificate `openssl verify` accepts as a TLS server and client.
 
 usage: renewal_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
+import datetime
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish  # noqa: E402
 from harness import Certfleet  # noqa: E402
 
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
+
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
 cf = Certfleet(BINARY, DB_KIND, "renewal-e2e", extra_env={
-    "CERTFLEET_RENEWAL_KEY_PATH": "/etc/pki/private", "CERTFLEET_RENEWAL_THRESHOLD_DAYS": "7"})
+    "CERTFLEET_RENEWAL_KEY_PATH": "/etc/pki/private", "CERTFLEET_RENEWAL_THRESHOLD_DAYS": "7",
+    "CERTFLEET_RENEWAL_CA": "hosts.example.com", "CERTFLEET_RENEWAL_VALIDITY_DAYS": "30"})
 cf.init()
 cf.start()
 
@@ -64,8 +73,58 @@ token = p.stdout.strip()
 check(len(token) >= 40 and "single use" in p.stderr, f"certfleet host token prints a token: {p.stdout} {p.stderr}")
 p = cf.cli("host", "token", "nope", expect=1)
 check("no host nope" in p.stderr, f"a token for an unknown host is refused: {p.stderr}")
+# Enrollment: the agent's key never leaves it; the CSR carries it.
+api("POST", "/v1/certificates/root", {"fqdn": "example.com", "organization": "Acme"}, expect=201)
+api("POST", "/v1/certificates/intermediate", {"fqdn": "hosts.example.com", "organization": "Acme"}, expect=201)
+key = ec.generate_private_key(ec.SECP256R1())
+csr = (x509.CertificateSigningRequestBuilder()
+       .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "db-1")]))
+       .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
+
+
+def enroll(host_id, bearer, expect):
+    status, out, _ = cf.request("POST", "/v1/agent/enroll", body={"host_id": host_id, "csr": csr},
+                                headers={"Authorization": f"Bearer {bearer}"} if bearer else None)
+    check(status == expect, f"enroll {host_id}: {status}, wanted {expect}: {str(out)[:300]}")
+    return out
+
+
+enroll("web-1.example.com", token, 403)  # another host's token
+enroll("db-1", None, 401)
+enroll("db-1", "x" * 43, 403)
+got = enroll("db-1", token, 201)
+enroll("db-1", token, 403)  # single use
+cert = x509.load_pem_x509_certificate(got["certificate"].encode())
+check(cert.public_key().public_numbers() == key.public_key().public_numbers(), "the certificate is for the agent's key")
+check(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "db-1", "CN = host id")
+eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+check(ExtendedKeyUsageOID.SERVER_AUTH in eku and ExtendedKeyUsageOID.CLIENT_AUTH in eku, f"server and client: {eku}")
+check(got["key_path"] == "/etc/pki/private" and got["cacert_path"] == "/etc/certfleet/certs", f"where it goes: {got}")
+folder = os.path.join(cf.work, "enrolled")
+os.makedirs(folder)
+for name, pem in [("cert.pem", got["certificate"]), ("chain.pem", got["chain"])]:
+    with open(os.path.join(folder, name), "w") as f:
+        f.write(pem)
+root = api("GET", "/v1/certificates/example.com")["certificate_pem"]
+with open(os.path.join(folder, "root.pem"), "w") as f:
+    f.write(root)
+for purpose in ("sslclient", "sslserver"):
+    p = subprocess.run(["openssl", "verify", "-CAfile", os.path.join(folder, "root.pem"), "-untrusted",
+                        os.path.join(folder, "chain.pem"), "-purpose", purpose, os.path.join(folder, "cert.pem")],
+                       capture_output=True, text=True)
+    check(p.returncode == 0, f"openssl verify -purpose {purpose}: {p.stdout} {p.stderr}")
+host = api("GET", "/v1/hosts/db-1")
+not_after = cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+renewal = datetime.datetime.fromisoformat(host["renewal_date"].replace("Z", "+00:00"))
+check(host["status"] == "active" and host["certificate"]["serial"] == got["serial"] and
+      abs((not_after - renewal) - datetime.timedelta(days=2)) < datetime.timedelta(seconds=2),
+      f"the host is active with its certificate, due 2 days (its threshold) before expiry: {host}")
+check(datetime.timedelta(days=29) < not_after - datetime.datetime.now(datetime.timezone.utc) <
+      datetime.timedelta(days=31), f"valid renewal.validity_days: {not_after}")
+
 audit = api("GET", "/v1/audit?limit=100")
 actions = [e["action"] for e in audit["items"]]
-check(actions.count("host.create") == 2 and actions.count("host.token") == 1, f"audited: {actions}")
+check(actions.count("host.create") == 2 and actions.count("host.token") == 1 and actions.count("host.enroll") == 1,
+      f"audited: {actions}")
 cf.stop()
 finish("renewal_e2e")

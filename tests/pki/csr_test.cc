@@ -92,6 +92,24 @@ TEST(Csr, EveryKeyTypeParsesAndItsKeyGoesIntoTheCertificate) {
   }
 }
 
+TEST(Csr, MakeCsrPemWritesWhatParseCsrReadsForEveryKeyType) {
+  for (KeyType kt : {KeyType::kEcP256, KeyType::kRsa2048, KeyType::kEd25519}) {
+    PkeyPtr key = std::move(GenerateKey(kt)).value();
+    auto pem = MakeCsrPem(key.get(), "web-1.example.com", {"web-1.example.com", "10.0.0.7", "::1", "alt.example.com"});
+    ASSERT_TRUE(pem.ok()) << pem.error().message;
+    EXPECT_TRUE(pem->starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+    auto csr = ParseCsr(*pem);
+    ASSERT_TRUE(csr.ok()) << KeyTypeName(kt) << ": " << csr.error().message;
+    EXPECT_EQ(csr->common_name, "web-1.example.com");
+    EXPECT_EQ(csr->dns_names, (std::vector<std::string>{"web-1.example.com", "alt.example.com"}));
+    EXPECT_EQ(EVP_PKEY_eq(csr->public_key.get(), key.get()), 1);
+  }
+  PkeyPtr key = std::move(GenerateKey(KeyType::kEcP256)).value();
+  auto bare = MakeCsrPem(key.get(), "db-1", {});
+  ASSERT_TRUE(bare.ok());
+  EXPECT_TRUE(ParseCsr(*bare)->dns_names.empty());
+}
+
 TEST(Csr, OldPemLabelAndNoSansAreFine) {
   auto key = GenerateKey(KeyType::kEcP256);
   X509ReqPtr req = MakeRequest(key->get(), "device-2");

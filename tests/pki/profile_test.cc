@@ -21,13 +21,14 @@ struct Issued {
 };
 
 Issued Make(CertType type, const std::string& fqdn, const Issued* issuer, KeyType kt = KeyType::kEcP256,
-            std::vector<std::string> sans = {}) {
+            std::vector<std::string> sans = {}, ServerUsage usage = ServerUsage::kServer) {
   Issued out;
   out.key = std::move(GenerateKey(kt)).value();
   ProfileInput in;
   in.type = type;
   in.fqdn = fqdn;
   in.sans = std::move(sans);
+  in.usage = usage;
   in.not_before_millis = kNow;
   in.not_after_millis = kNow + 365 * kDay;
   if (issuer) {
@@ -110,6 +111,16 @@ TEST_F(Profiles, DeviceIsClientAuthWithTheDeviceIdAsCn) {
   EXPECT_EQ(X509_get_key_usage(c), static_cast<uint32_t>(KU_DIGITAL_SIGNATURE));
   EXPECT_EQ(X509_get_extended_key_usage(c), static_cast<uint32_t>(XKU_SSL_CLIENT));
   EXPECT_EQ(Inspect(c)->common_name, "0b7c1e7a-1d0f-4a57-9d7b-6f1f9e0e2d11.iot.example.com");
+}
+
+TEST_F(Profiles, AHostAuthenticatesAsServerAndClientAndAClientAsClientOnly) {
+  Issued host = Make(CertType::kServer, "web-1.example.com", &inter_, KeyType::kEcP256, {}, ServerUsage::kHost);
+  EXPECT_EQ(X509_get_extended_key_usage(host.cert.get()), static_cast<uint32_t>(XKU_SSL_SERVER | XKU_SSL_CLIENT));
+  EXPECT_EQ(X509_check_host(host.cert.get(), "web-1.example.com", 0, 0, nullptr), 1);
+  Issued client = Make(CertType::kServer, "db-1", &inter_, KeyType::kEcP256, {}, ServerUsage::kClient);
+  EXPECT_EQ(X509_get_extended_key_usage(client.cert.get()), static_cast<uint32_t>(XKU_SSL_CLIENT));
+  EXPECT_EQ(X509_check_purpose(client.cert.get(), X509_PURPOSE_SSL_SERVER, 0), 0);
+  EXPECT_EQ(X509_check_purpose(client.cert.get(), X509_PURPOSE_SSL_CLIENT, 0), 1);
 }
 
 TEST_F(Profiles, LintRefusals) {

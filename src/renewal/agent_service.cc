@@ -1,0 +1,86 @@
+#include "renewal/agent_service.h"
+
+#include <fmt/format.h>
+
+#include <boost/json.hpp>
+
+#include "core/crypto.h"
+#include "store/hosts_repo.h"
+
+namespace certfleet::renewal {
+namespace {
+
+namespace json = boost::json;
+
+constexpr int64_t kDayMs = int64_t{24} * 3600 * 1000;
+
+Error BadToken() {
+  return MakeError(ErrorCode::kPermissionDenied, "the enrollment token is unknown, spent, expired or another host's");
+}
+
+std::vector<std::string> Sans(const store::HostRecord& host) {
+  std::vector<std::string> out;
+  boost::system::error_code ec;
+  json::value v = json::parse(host.sans, ec);
+  if (ec || !v.is_array()) return out;
+  for (const auto& s : v.get_array()) {
+    if (s.is_string()) out.emplace_back(s.get_string());
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view token, const std::string& csr_pem) {
+  CF_ASSIGN_OR_RETURN(store::HostRecord host, hosts_.Get(host_id));
+  if (host.status == store::kHostRevoked) {
+    return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} is revoked", host.host_id));
+  }
+  if (options_.ca_fqdn.empty()) {
+    return MakeError(ErrorCode::kFailedPrecondition, "renewal.ca (the CA that issues host certificates) is not set");
+  }
+  const std::string token_sha256 = Sha256Hex(token);
+  // A look before anything is signed, so that no valid token costs no signature; the
+  // token is spent with the certificate below.
+  CF_ASSIGN_OR_RETURN(auto owner, store::Read(store_, [&](store::Tx& tx) {
+                        return store::HostTokenOwner(tx, token_sha256, clock_.NowMillis());
+                      }));
+  if (owner != host.host_id) return BadToken();
+
+  Enrolled out;
+  out.settings = hosts_.SettingsOf(host);
+  ca::CreateRequest req;
+  req.type = pki::CertType::kServer;
+  req.subject_id = host.host_id;
+  req.parent_fqdn = options_.ca_fqdn;
+  req.sans = Sans(host);
+  req.csr_pem = csr_pem;
+  req.validity_days = options_.validity_days;
+  req.usage = out.settings.profile == "client" ? pki::ServerUsage::kClient : pki::ServerUsage::kHost;
+  req.audit_action = "host.enroll";
+  const int64_t threshold_ms = out.settings.threshold_days * kDayMs;
+  req.also = [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
+    const int64_t now = clock_.NowMillis();
+    CF_ASSIGN_OR_RETURN(auto spent, store::SpendHostToken(tx, token_sha256, now));
+    if (spent != host.host_id) return BadToken();
+    CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
+    if (!h || h->status == store::kHostRevoked) {
+      return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} is gone or revoked", host.host_id));
+    }
+    h->status = std::string(store::kHostActive);
+    h->serial = cert.serial;
+    h->not_after = cert.not_after;
+    h->renew_at = cert.not_after - threshold_ms;
+    h->last_error.reset();
+    h->updated_at = now;
+    CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
+    return Ok();
+  };
+  CF_ASSIGN_OR_RETURN(ca::Created created, ca_.Create(req, "host:" + host.host_id));
+  out.record = std::move(created.record);
+  out.certificate_pem = out.record.certificate_pem;
+  out.chain_pem = std::move(created.chain_pem);
+  return out;
+}
+
+}  // namespace certfleet::renewal

@@ -1,0 +1,50 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "ca/ca_service.h"
+#include "core/clock.h"
+#include "core/result.h"
+#include "renewal/host_service.h"
+#include "store/store.h"
+
+namespace certfleet::renewal {
+
+// What an agent gets when it enrolls: its first certificate and where to put it.
+struct Enrolled {
+  store::CertificateRecord record;
+  std::string certificate_pem;
+  std::string chain_pem;  // the issuers up to the root
+  HostSettings settings;
+};
+
+// The server side of the certfleet-agent protocol (W4): enrollment with a single-use
+// token, after which the agent authenticates with its certificate. Thread-safe.
+class AgentService {
+ public:
+  struct Options {
+    std::string ca_fqdn;         // the intermediate that issues host certificates (renewal.ca)
+    int64_t validity_days = 90;  // of a host certificate
+  };
+
+  AgentService(store::Store& store, HostService& hosts, ca::CaService& ca, const Clock& clock, Options options)
+      : store_(store), hosts_(hosts), ca_(ca), clock_(clock), options_(std::move(options)) {}
+
+  // Issues the host's certificate for the key of `csr_pem` (its names are the host's: CN
+  // the host id, the SANs it was registered with), spends the token and makes the host
+  // active with the new certificate, in one transaction. kPermissionDenied for a token that
+  // is unknown, spent, expired or another host's; kNotFound for an unknown host;
+  // kFailedPrecondition for a revoked host or when renewal.ca is not set.
+  Result<Enrolled> Enroll(std::string_view host_id, std::string_view token, const std::string& csr_pem);
+
+ private:
+  store::Store& store_;
+  HostService& hosts_;
+  ca::CaService& ca_;
+  const Clock& clock_;
+  const Options options_;
+};
+
+}  // namespace certfleet::renewal

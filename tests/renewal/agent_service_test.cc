@@ -1,0 +1,124 @@
+// W4 enrollment: an agent's first certificate for the key of its CSR, with the host's
+// names, against a single-use token; every refusal leaves the token and the store as they were.
+#include "renewal/agent_service.h"
+
+#include <gtest/gtest.h>
+#include <openssl/x509v3.h>
+
+#include "pki/certificate.h"
+#include "pki/csr.h"
+#include "pki/file/file_key_backend.h"
+#include "pki/key.h"
+#include "testing/db.h"
+
+namespace certfleet::renewal {
+namespace {
+
+constexpr int64_t kDayMs = int64_t{24} * 3600 * 1000;
+
+class EnrollTest : public ::testing::TestWithParam<store::Dialect> {
+ protected:
+  void SetUp() override {
+    store_ = testing::FreshStore(GetParam());
+    ASSERT_NE(store_, nullptr);
+    keys_ = std::make_unique<pki::file::FileKeyBackend>(testing::TempDir() + "/keys", std::string(64, 'k'));
+    ca_ = std::make_unique<ca::CaService>(*store_, *keys_, clock_, ca::CaService::Options{"https://ca.test"});
+    for (auto [type, fqdn] : {std::pair{pki::CertType::kRoot, "example.com"},
+                              std::pair{pki::CertType::kIntermediate, "hosts.example.com"}}) {
+      ca::CreateRequest r;
+      r.type = type;
+      r.fqdn = fqdn;
+      r.organization = "Acme";
+      ASSERT_TRUE(ca_->Create(r, "test").ok());
+    }
+    HostService::Options options;
+    options.defaults = {"/etc/pki/certs", "/etc/pki/private", "/etc/pki/ca", "ec-p256", "host", 30, std::nullopt};
+    options.token_ttl_ms = 3600 * 1000;
+    hosts_ = std::make_unique<HostService>(*store_, clock_, options);
+    agents_ =
+        std::make_unique<AgentService>(*store_, *hosts_, *ca_, clock_, AgentService::Options{"hosts.example.com", 90});
+    for (const char* id : {"web-1.example.com", "db-1"}) {
+      HostSpec spec;
+      spec.host_id = id;
+      spec.sans = {id, "10.0.0.7", "alt.example.com"};
+      ASSERT_TRUE(hosts_->Create(spec, "t").ok());
+    }
+    key_ = std::move(pki::GenerateKey(pki::KeyType::kEcP256)).value();
+  }
+  std::string Csr(const std::string& cn) { return *pki::MakeCsrPem(key_.get(), cn, {cn, "evil.example.net"}); }
+  int64_t Certificates() {
+    return store_
+        ->Query(
+            "SELECT COUNT(*) FROM certificates WHERE fqdn NOT LIKE '%example.com' OR fqdn LIKE "
+            "'web-1%'")
+        ->at(0)
+        .Int(0);
+  }
+
+  ManualClock clock_{1'795'456'605'000};
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<pki::KeyBackend> keys_;
+  std::unique_ptr<ca::CaService> ca_;
+  std::unique_ptr<HostService> hosts_;
+  std::unique_ptr<AgentService> agents_;
+  pki::PkeyPtr key_;
+};
+
+TEST_P(EnrollTest, AnAgentGetsACertificateForItsKeyWithTheHostsNamesOnce) {
+  const std::string token = *hosts_->CreateToken("web-1.example.com", "t");
+  auto enrolled = agents_->Enroll("web-1.example.com", token, Csr("web-1.example.com"));
+  ASSERT_TRUE(enrolled.ok()) << enrolled.error().message;
+  auto cert = pki::CertificateFromPem(enrolled->certificate_pem);
+  ASSERT_TRUE(cert.ok());
+  X509* c = cert->get();
+  EXPECT_EQ(EVP_PKEY_eq(X509_get0_pubkey(c), key_.get()), 1) << "the key of the CSR";
+  EXPECT_EQ(X509_get_extended_key_usage(c), static_cast<uint32_t>(XKU_SSL_SERVER | XKU_SSL_CLIENT));
+  EXPECT_EQ(X509_check_host(c, "web-1.example.com", 0, 0, nullptr), 1);
+  EXPECT_EQ(X509_check_host(c, "alt.example.com", 0, 0, nullptr), 1);
+  EXPECT_EQ(X509_check_host(c, "evil.example.net", 0, 0, nullptr), 0) << "names come from the host, not the CSR";
+  EXPECT_EQ(X509_check_ip_asc(c, "10.0.0.7", 0), 1);
+  EXPECT_NE(enrolled->chain_pem.find("BEGIN CERTIFICATE"), std::string::npos);
+  EXPECT_EQ(enrolled->settings.key_path, "/etc/pki/private");
+
+  store::HostRecord host = *hosts_->Get("web-1.example.com");
+  EXPECT_EQ(host.status, "active");
+  EXPECT_EQ(host.serial, enrolled->record.serial);
+  EXPECT_EQ(host.not_after, enrolled->record.not_after);
+  EXPECT_EQ(host.renew_at, enrolled->record.not_after - 30 * kDayMs);
+  EXPECT_NEAR(static_cast<double>(enrolled->record.not_after - clock_.NowMillis()), 90.0 * kDayMs, kDayMs);
+
+  auto again = agents_->Enroll("web-1.example.com", token, Csr("web-1.example.com"));
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code, ErrorCode::kPermissionDenied) << "single use";
+  auto audit = store_->Query("SELECT actor FROM audit_log WHERE action = 'host.enroll'");
+  ASSERT_EQ(audit->size(), 1u);
+  EXPECT_EQ(audit->at(0).Text(0), "host:web-1.example.com");
+}
+
+TEST_P(EnrollTest, RefusalsSpendNoTokenAndIssueNothing) {
+  const std::string token = *hosts_->CreateToken("db-1", "t");
+  const int64_t before = Certificates();
+  auto other = agents_->Enroll("web-1.example.com", token, Csr("web-1.example.com"));
+  ASSERT_FALSE(other.ok());
+  EXPECT_EQ(other.error().code, ErrorCode::kPermissionDenied) << "another host's token";
+  EXPECT_EQ(agents_->Enroll("db-1", "made-up", Csr("db-1")).error().code, ErrorCode::kPermissionDenied);
+  EXPECT_EQ(agents_->Enroll("db-1", token, "not a CSR").error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(agents_->Enroll("nope", token, Csr("nope")).error().code, ErrorCode::kNotFound);
+  AgentService no_ca(*store_, *hosts_, *ca_, clock_, AgentService::Options{"", 90});
+  EXPECT_EQ(no_ca.Enroll("db-1", token, Csr("db-1")).error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(Certificates(), before);
+  EXPECT_EQ(hosts_->Get("db-1")->status, "enrolling");
+  auto own = agents_->Enroll("db-1", token, Csr("db-1"));
+  EXPECT_TRUE(own.ok()) << "the token still works for its host: " << own.error().message;
+
+  const std::string late = *hosts_->CreateToken("web-1.example.com", "t");
+  clock_.Advance(std::chrono::hours(2));
+  EXPECT_EQ(agents_->Enroll("web-1.example.com", late, Csr("web-1.example.com")).error().code,
+            ErrorCode::kPermissionDenied)
+      << "expired";
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, EnrollTest, testing::kBothDialects, testing::DialectName);
+
+}  // namespace
+}  // namespace certfleet::renewal
