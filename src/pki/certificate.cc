@@ -2,7 +2,9 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/x509_vfy.h>
 
 #include <algorithm>
 #include <cctype>
@@ -417,6 +419,34 @@ Result<CertificateFacts> Inspect(X509* cert) {
       static_cast<BASIC_CONSTRAINTS*>(X509_get_ext_d2i(cert, NID_basic_constraints, nullptr, nullptr)));
   f.is_ca = bc && bc->ca;
   return f;
+}
+
+Result<std::vector<X509Ptr>> CertificatesFromPem(std::string_view pem) {
+  std::vector<X509Ptr> out;
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  while (X509* c = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) out.emplace_back(c);
+  ERR_clear_error();  // the end of the bundle
+  if (out.empty()) return MakeError(ErrorCode::kInvalidArgument, "no PEM certificate");
+  return out;
+}
+
+Result<void> VerifyChain(X509* leaf, const std::vector<X509Ptr>& chain) {
+  if (chain.empty()) return MakeError(ErrorCode::kInvalidArgument, "an empty chain");
+  X509StorePtr store(X509_STORE_new());
+  X509StoreCtxPtr ctx(X509_STORE_CTX_new());
+  STACK_OF(X509)* untrusted = sk_X509_new_null();
+  bool ready = store && ctx && untrusted && X509_STORE_add_cert(store.get(), chain.back().get()) == 1;
+  for (size_t i = 0; ready && i + 1 < chain.size(); ++i) ready = sk_X509_push(untrusted, chain[i].get()) > 0;
+  ready = ready && X509_STORE_CTX_init(ctx.get(), store.get(), leaf, untrusted) == 1;
+  const int verified = ready ? X509_verify_cert(ctx.get()) : -1;
+  const int error = ready ? X509_STORE_CTX_get_error(ctx.get()) : 0;
+  sk_X509_free(untrusted);  // the certificates stay the caller's
+  if (!ready) return OpenSslError("setting up chain verification");
+  if (verified != 1) {
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("the certificate does not verify to its chain: {}",
+                                                              X509_verify_cert_error_string(error)));
+  }
+  return Ok();
 }
 
 }  // namespace certfleet::pki

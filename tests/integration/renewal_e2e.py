@@ -4,10 +4,14 @@ checks and defaults, listed by status and due date, an agent's enrollment token 
 `certfleet host token`, and an enrollment with it (a key and CSR made here with Python
 cryptography), whose certificate `openssl verify` accepts as a TLS server and client.
 
+A real certfleet-agent process enrolls too: key, certificate and chain land in the folders
+registered for its host, the key with mode 0400, and `openssl verify` accepts the chain.
+
 usage: renewal_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
 import datetime
 import os
+import stat
 import subprocess
 import sys
 
@@ -122,9 +126,36 @@ check(host["status"] == "active" and host["certificate"]["serial"] == got["seria
 check(datetime.timedelta(days=29) < not_after - datetime.datetime.now(datetime.timezone.utc) <
       datetime.timedelta(days=31), f"valid renewal.validity_days: {not_after}")
 
+# A real agent, in a folder of its own as a host would be.
+AGENT = os.path.join(os.path.dirname(BINARY), "certfleet-agent")
+home = os.path.join(cf.work, "agent-1")
+api("POST", "/v1/hosts", {"host_id": "agent-1", "cert_path": f"{home}/certs", "key_path": f"{home}/private",
+                          "cacert_path": f"{home}/ca", "sans": ["agent-1.example.com"]}, expect=201)
+agent_token = cf.cli("host", "token", "agent-1").stdout.strip()
+run_agent = [AGENT, "--server", cf.url, "--host-id", "agent-1", "--ca-file", os.path.join(cf.data, "tls", "ca.pem"),
+             "--state-dir", f"{home}/state"]
+p = subprocess.run(run_agent, capture_output=True, text=True, timeout=60)
+check(p.returncode == 1 and "bootstrap-token" in p.stderr, f"the first start needs a token: {p.stderr}")
+p = subprocess.run(run_agent + ["--bootstrap-token", agent_token], capture_output=True, text=True, timeout=60)
+check(p.returncode == 0 and '"msg":"enrolled"' in p.stdout, f"certfleet-agent enrolls: {p.stdout} {p.stderr}")
+key_file, cert_file = f"{home}/private/agent-1.key", f"{home}/certs/agent-1.crt"
+chain_file = f"{home}/ca/ca_chain_certificate.crt"
+check(all(os.path.exists(f) for f in (key_file, cert_file, chain_file)), "key, certificate and chain by their names")
+check(stat.S_IMODE(os.stat(key_file).st_mode) == 0o400, f"the key is 0400: {oct(os.stat(key_file).st_mode)}")
+agent_key = serialization.load_pem_private_key(open(key_file, "rb").read(), None)
+agent_cert = x509.load_pem_x509_certificate(open(cert_file, "rb").read())
+check(agent_cert.public_key().public_numbers() == agent_key.public_key().public_numbers(),
+      "the certificate is for the key made on the host")
+p = subprocess.run(["openssl", "verify", "-CAfile", os.path.join(folder, "root.pem"), "-untrusted", chain_file,
+                    "-purpose", "sslclient", cert_file], capture_output=True, text=True)
+check(p.returncode == 0, f"openssl verify accepts the agent's chain: {p.stdout} {p.stderr}")
+check(api("GET", "/v1/hosts/agent-1")["status"] == "active", "the host is active")
+p = subprocess.run(run_agent + ["--bootstrap-token", agent_token], capture_output=True, text=True, timeout=60)
+check(p.returncode == 0 and "enrolled" not in p.stdout, f"a second start does not enroll again: {p.stdout}")
+
 audit = api("GET", "/v1/audit?limit=100")
 actions = [e["action"] for e in audit["items"]]
-check(actions.count("host.create") == 2 and actions.count("host.token") == 1 and actions.count("host.enroll") == 1,
+check(actions.count("host.create") == 3 and actions.count("host.token") == 2 and actions.count("host.enroll") == 2,
       f"audited: {actions}")
 cf.stop()
 finish("renewal_e2e")

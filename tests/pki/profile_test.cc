@@ -123,6 +123,21 @@ TEST_F(Profiles, AHostAuthenticatesAsServerAndClientAndAClientAsClientOnly) {
   EXPECT_EQ(X509_check_purpose(client.cert.get(), X509_PURPOSE_SSL_CLIENT, 0), 1);
 }
 
+TEST_F(Profiles, VerifyChainAcceptsTheIssuersAndRefusesAnotherRoot) {
+  Issued leaf = Make(CertType::kServer, "web-1.example.com", &inter_, KeyType::kEcP256, {}, ServerUsage::kHost);
+  auto pem = [](X509* c) { return std::move(CertificateToPem(c)).value(); };
+  auto chain = CertificatesFromPem(pem(inter_.cert.get()) + pem(root_.cert.get()));
+  ASSERT_TRUE(chain.ok()) << chain.error().message;
+  ASSERT_EQ(chain->size(), 2u);
+  EXPECT_TRUE(VerifyChain(leaf.cert.get(), *chain).ok());
+  Issued other_root = Make(CertType::kRoot, "example.org", nullptr);
+  auto wrong = CertificatesFromPem(pem(inter_.cert.get()) + pem(other_root.cert.get()));
+  auto refused = VerifyChain(leaf.cert.get(), *wrong);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_FALSE(CertificatesFromPem("no certificate").ok());
+}
+
 TEST_F(Profiles, LintRefusals) {
   auto key = GenerateKey(KeyType::kEcP256);
   auto refuse = [&](ProfileInput in, X509* issuer, std::string_view needle) {
