@@ -113,6 +113,16 @@ Response Get(const ApiContext& ctx, const Request& req) {
   return JsonResponse(200, HostJson(*ctx.hosts, *h));
 }
 
+Response Revoke(const ApiContext& ctx, const Request& req) {
+  auto body = ParseJsonObject(req.body.empty() ? "{}" : req.body);
+  if (!body.ok()) return Fail(req, body.error());
+  auto reason = OptionalString(*body, "reason", 40);
+  if (!reason.ok()) return Fail(req, reason.error());
+  auto h = ctx.agents->Revoke(req.params.at("id"), reason->value_or("cessationOfOperation"), req.principal.Actor());
+  if (!h.ok()) return Fail(req, h.error());
+  return JsonResponse(200, HostJson(*ctx.hosts, *h));
+}
+
 // The agent's first request: its bootstrap token as the bearer, its host id and CSR.
 Response Enroll(const ApiContext& ctx, const Request& req) {
   constexpr std::string_view kBearer = "Bearer ";
@@ -148,6 +158,8 @@ void AddRenewalRoutes(Router& router, const ApiContext& ctx) {
              [c](Request& r) { return Create(*c, r); });
   router.Add("GET", "/v1/hosts", {Access::kReader}, [c](Request& r) { return List(*c, r); });
   router.Add("GET", "/v1/hosts/{id}", {Access::kReader}, [c](Request& r) { return Get(*c, r); });
+  router.Add("POST", "/v1/hosts/{id}/revoke", {Access::kOperator, false, kHostBodyLimit},
+             [c](Request& r) { return Revoke(*c, r); });
   // Public: the enrollment token is the credential, checked by the agent service.
   router.Add("POST", "/v1/agent/enroll", {Access::kPublic, false, kHostBodyLimit},
              [c](Request& r) { return Enroll(*c, r); });

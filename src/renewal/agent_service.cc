@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 
 #include "core/crypto.h"
+#include "store/audit_repo.h"
 #include "store/hosts_repo.h"
 
 namespace certfleet::renewal {
@@ -81,6 +82,28 @@ Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view
   out.certificate_pem = out.record.certificate_pem;
   out.chain_pem = std::move(created.chain_pem);
   return out;
+}
+
+Result<store::HostRecord> AgentService::Revoke(std::string_view host_id, std::string_view reason,
+                                               std::string_view actor) {
+  CF_ASSIGN_OR_RETURN(store::HostRecord host, hosts_.Get(host_id));
+  if (!host.serial) {
+    return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} has no certificate", host.host_id));
+  }
+  // Idempotent: a certificate revoked before stays as it was.
+  CF_RETURN_IF_ERROR(ca_.Revoke(*host.serial, reason, /*cascade=*/false, actor));
+  const int64_t now = clock_.NowMillis();
+  return store::Write(store_, [&](store::Tx& tx) -> Result<store::HostRecord> {
+    CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
+    if (!h) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host.host_id));
+    if (h->status == store::kHostRevoked) return std::move(*h);
+    h->status = std::string(store::kHostRevoked);
+    h->updated_at = now;
+    CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "host.revoke", "host:" + h->host_id,
+                                          json::serialize(json::object{{"serial", *h->serial}, {"reason", reason}})));
+    return std::move(*h);
+  });
 }
 
 }  // namespace certfleet::renewal

@@ -20,8 +20,9 @@ struct Enrolled {
   HostSettings settings;
 };
 
-// The server side of the certfleet-agent protocol (W4): enrollment with a single-use
-// token, after which the agent authenticates with its certificate. Thread-safe.
+// The certificates of W4 hosts: the server side of the certfleet-agent protocol (enrollment
+// with a single-use token, after which the agent authenticates with its certificate) and
+// revocation. Thread-safe.
 class AgentService {
  public:
   struct Options {
@@ -38,6 +39,10 @@ class AgentService {
   // is unknown, spent, expired or another host's; kNotFound for an unknown host;
   // kFailedPrecondition for a revoked host or when renewal.ca is not set.
   Result<Enrolled> Enroll(std::string_view host_id, std::string_view token, const std::string& csr_pem);
+  // Revokes the host's current certificate (its CA's CRL is re-signed) and marks the host
+  // revoked, so that it is no longer renewed and cannot enroll. Run again after a failure
+  // it completes what is left. kFailedPrecondition if the host has no certificate.
+  Result<store::HostRecord> Revoke(std::string_view host_id, std::string_view reason, std::string_view actor);
 
  private:
   store::Store& store_;

@@ -153,9 +153,24 @@ check(api("GET", "/v1/hosts/agent-1")["status"] == "active", "the host is active
 p = subprocess.run(run_agent + ["--bootstrap-token", agent_token], capture_output=True, text=True, timeout=60)
 check(p.returncode == 0 and "enrolled" not in p.stdout, f"a second start does not enroll again: {p.stdout}")
 
+# Revoking a host puts its certificate on its CA's CRL; the host is no longer renewed.
+api("POST", "/v1/hosts/nope/revoke", {}, expect=404)
+api("POST", "/v1/hosts/web-1.example.com/revoke", {}, expect=409)  # no certificate yet
+revoked = api("POST", "/v1/hosts/db-1/revoke", {"reason": "keyCompromise"})
+check(revoked["status"] == "revoked", f"the host is revoked: {revoked}")
+api("POST", "/v1/hosts/db-1/revoke", {"reason": "notAReason"}, expect=400)
+status, crl, _ = cf.request("GET", "/crl/hosts.example.com.crl", raw=True)
+with open(os.path.join(folder, "hosts.crl"), "wb") as f:
+    f.write(crl)
+p = subprocess.run(["openssl", "crl", "-inform", "DER", "-in", os.path.join(folder, "hosts.crl"), "-noout", "-text"],
+                   capture_output=True, text=True)
+check(status == 200 and got["serial"].upper().lstrip("0") in p.stdout.replace(":", "").upper(),
+      f"openssl reads the host's serial on the CRL: {p.stdout[-400:]}")
+check(cf.cli("host", "token", "db-1", expect=1).returncode == 1, "a revoked host gets no enrollment token")
+
 audit = api("GET", "/v1/audit?limit=100")
 actions = [e["action"] for e in audit["items"]]
-check(actions.count("host.create") == 3 and actions.count("host.token") == 2 and actions.count("host.enroll") == 2,
+check(actions.count("host.create") == 3 and actions.count("host.token") == 2 and actions.count("host.enroll") == 2 and actions.count("host.revoke") == 1,
       f"audited: {actions}")
 cf.stop()
 finish("renewal_e2e")

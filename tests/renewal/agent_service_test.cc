@@ -118,6 +118,33 @@ TEST_P(EnrollTest, RefusalsSpendNoTokenAndIssueNothing) {
       << "expired";
 }
 
+TEST_P(EnrollTest, ARevokedHostsCertificateIsOnItsCasCrlAndTheHostIsNoLongerRenewed) {
+  EXPECT_EQ(agents_->Revoke("db-1", "keyCompromise", "t").error().code, ErrorCode::kFailedPrecondition)
+      << "no certificate yet";
+  auto enrolled = agents_->Enroll("db-1", *hosts_->CreateToken("db-1", "t"), Csr("db-1"));
+  ASSERT_TRUE(enrolled.ok()) << enrolled.error().message;
+  auto revoked = agents_->Revoke("db-1", "keyCompromise", "token:ops");
+  ASSERT_TRUE(revoked.ok()) << revoked.error().message;
+  EXPECT_EQ(revoked->status, "revoked");
+  EXPECT_EQ(ca_->Get(enrolled->record.serial)->status, "revoked");
+  auto crl_der = ca_->Crl("hosts.example.com");
+  ASSERT_TRUE(crl_der.ok());
+  const auto* p = reinterpret_cast<const unsigned char*>(crl_der->data());
+  pki::X509CrlPtr crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(crl_der->size())));
+  ASSERT_NE(crl, nullptr);
+  X509_REVOKED* entry = nullptr;
+  EXPECT_EQ(X509_CRL_get0_by_serial(crl.get(), &entry,
+                                    X509_get0_serialNumber(pki::CertificateFromPem(enrolled->certificate_pem)->get())),
+            1)
+      << "the serial is on the CRL";
+  EXPECT_TRUE(agents_->Revoke("db-1", "keyCompromise", "token:ops").ok()) << "again: nothing more to do";
+  auto due =
+      store::Read(*store_, [&](store::Tx& tx) { return store::DueHosts(tx, clock_.NowMillis() + 400 * kDayMs, 10); });
+  ASSERT_TRUE(due.ok());
+  for (const auto& h : *due) EXPECT_NE(h.host_id, "db-1") << "a revoked host is not renewed";
+  EXPECT_EQ(hosts_->CreateToken("db-1", "t").error().code, ErrorCode::kFailedPrecondition) << "no new enrollment";
+}
+
 INSTANTIATE_TEST_SUITE_P(Drivers, EnrollTest, testing::kBothDialects, testing::DialectName);
 
 }  // namespace
