@@ -35,4 +35,7 @@ Result<std::optional<Identity>> LoadIdentity(const std::string& state_dir);
 // the chain.
 Result<Identity> Enroll(const AgentOptions& options, const std::string& token);
 
+// certfleet-agent's command line; the process exit code.
+int Main(int argc, char** argv);
+
 }  // namespace certfleet::agent
