@@ -21,9 +21,7 @@ Result<renewal::HostService::Options> HostOptions(const Config& config) {
   CF_RETURN_IF_ERROR(renewal::CheckPath("renewal.key_path", d.key_path));
   CF_RETURN_IF_ERROR(renewal::CheckPath("renewal.cacert_path", d.cacert_path));
   CF_RETURN_IF_ERROR(renewal::CheckKeyType(d.key_type));
-  if (d.profile != "host" && d.profile != "client") {
-    return MakeError(ErrorCode::kInvalidArgument, "renewal.profile must be host or client");
-  }
+  CF_RETURN_IF_ERROR(renewal::CheckProfile(d.profile));
   options.token_ttl_ms = config.GetInt("renewal.token_ttl_hours") * 3600 * 1000;
   return options;
 }

@@ -52,11 +52,6 @@ Result<void> CheckCommand(const std::optional<std::string>& command) {
   return Ok();
 }
 
-Result<void> CheckProfile(const std::optional<std::string>& profile) {
-  if (profile && *profile != "host" && *profile != "client") return Invalid("profile must be host or client");
-  return Ok();
-}
-
 }  // namespace
 
 Result<void> CheckPath(std::string_view field, std::string_view path) {
@@ -82,6 +77,11 @@ Result<void> CheckKeyType(std::string_view key_type) {
   return Ok();
 }
 
+Result<void> CheckProfile(std::string_view profile) {
+  if (profile != "host" && profile != "client") return Invalid("profile must be host or client");
+  return Ok();
+}
+
 Result<void> CheckThresholdDays(int64_t days) {
   if (days < 1 || days > HostService::kMaxThresholdDays) {
     return Invalid(fmt::format("renewal_threshold_days must be 1 to {}", HostService::kMaxThresholdDays));
@@ -96,7 +96,7 @@ Result<store::HostRecord> HostService::Create(const HostSpec& spec, std::string_
   if (spec.cacert_path) CF_RETURN_IF_ERROR(CheckPath("cacert_path", *spec.cacert_path));
   CF_RETURN_IF_ERROR(CheckSans(spec.sans));
   if (spec.key_type) CF_RETURN_IF_ERROR(CheckKeyType(*spec.key_type));
-  CF_RETURN_IF_ERROR(CheckProfile(spec.profile));
+  if (spec.profile) CF_RETURN_IF_ERROR(CheckProfile(*spec.profile));
   if (spec.renewal_threshold_days) CF_RETURN_IF_ERROR(CheckThresholdDays(*spec.renewal_threshold_days));
   CF_RETURN_IF_ERROR(CheckCommand(spec.reload_command));
 

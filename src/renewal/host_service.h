@@ -73,9 +73,10 @@ class HostService {
 };
 
 // The checks HostSpec's fields get, for the configuration's defaults too: an absolute path
-// with no ".." segment, a key type certfleet makes, a threshold of 1-365 days.
+// with no ".." segment, a key type certfleet makes, host or client, a threshold of 1-365 days.
 Result<void> CheckPath(std::string_view field, std::string_view path);
 Result<void> CheckKeyType(std::string_view key_type);
+Result<void> CheckProfile(std::string_view profile);
 Result<void> CheckThresholdDays(int64_t days);
 
 }  // namespace certfleet::renewal
