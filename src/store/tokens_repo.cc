@@ -47,10 +47,11 @@ std::string_view RoleName(Role role) {
 Result<NewToken> CreateApiToken(Tx& tx, Role role, std::string_view name, std::string_view created_by, int64_t now) {
   if (name.size() > 200) return MakeError(ErrorCode::kInvalidArgument, "token name longer than 200 characters");
   NewToken out;
-  // base64url may contain '_'; ids are made without it so the bearer splits unambiguously.
+  // base64url may contain '_'; ids are made without it so the bearer splits unambiguously,
+  // and do not begin with '-', which `certfleet token revoke ID` would read as an option.
   do {
     out.record.id = RandomToken(kIdBytes);
-  } while (out.record.id.find('_') != std::string::npos);
+  } while (out.record.id.find('_') != std::string::npos || out.record.id.front() == '-');
   const std::string secret = RandomToken(kSecretBytes);
   out.record.name = name.empty() ? std::string(RoleName(role)) : std::string(name);
   out.record.role = role;

@@ -215,6 +215,20 @@ TEST_P(StoreTest, OneLeaderAtATime) {
   EXPECT_NE(*third, nullptr);
 }
 
+TEST_P(StoreTest, TokenIdsCanBeTypedOnACommandLine) {
+  // 400 ids: one in 64 would begin with '-' if nothing prevented it.
+  ASSERT_TRUE(store_
+                  ->Transact([](Tx& tx) -> Result<void> {
+                    for (int i = 0; i < 400; ++i) {
+                      CF_ASSIGN_OR_RETURN(auto t, CreateApiToken(tx, Role::kReader, "", "t", 0));
+                      EXPECT_NE(t.record.id.front(), '-') << t.record.id;
+                      EXPECT_EQ(t.record.id.find('_'), std::string::npos) << t.record.id;
+                    }
+                    return Ok();
+                  })
+                  .ok());
+}
+
 TEST_P(StoreTest, TokensAuthenticateUntilRevoked) {
   NewToken token;
   ASSERT_TRUE(store_
