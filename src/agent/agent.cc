@@ -1,19 +1,15 @@
 #include "agent/agent.h"
 
 #include <curl/curl.h>
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <boost/json.hpp>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
 
-#include "core/crypto.h"
+#include "core/files.h"
 #include "pki/certificate.h"
 #include "pki/csr.h"
 #include "pki/key.h"
@@ -94,33 +90,6 @@ Result<std::string> Field(const json::object& o, std::string_view key) {
   return std::string(v->get_string());
 }
 
-// Writes `data` to `path` through a temporary file in the same folder, synced and renamed
-// into place, so that the old file stays whole until the new one is complete.
-Result<void> WriteAtomically(const fs::path& path, std::string_view data, mode_t mode) {
-  std::error_code ec;
-  fs::create_directories(path.parent_path(), ec);
-  if (ec)
-    return MakeError(ErrorCode::kUnavailable,
-                     fmt::format("creating {}: {}", path.parent_path().string(), ec.message()));
-  const std::string tmp = path.string() + ".new-" + RandomToken(6);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0) return MakeError(ErrorCode::kUnavailable, fmt::format("creating {}: {}", tmp, std::strerror(errno)));
-  bool ok = ::fchmod(fd, mode) == 0;  // exactly `mode`, whatever the umask
-  for (size_t done = 0; ok && done < data.size();) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    ok = n > 0;
-    done += ok ? static_cast<size_t>(n) : 0;
-  }
-  ok = ok && ::fsync(fd) == 0;
-  ok = (::close(fd) == 0) && ok;
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    return MakeError(ErrorCode::kUnavailable, fmt::format("writing {}: {}", path.string(), why));
-  }
-  return Ok();
-}
-
 }  // namespace
 
 Result<std::optional<Identity>> LoadIdentity(const std::string& state_dir) {
@@ -173,12 +142,12 @@ Result<Identity> Enroll(const AgentOptions& options, const std::string& token) {
   id.chain_file = (fs::path(cacert_path) / "ca_chain_certificate.crt").string();
   CF_ASSIGN_OR_RETURN(id.serial, Field(o, "serial"));
   CF_ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(key.get()));
-  CF_RETURN_IF_ERROR(WriteAtomically(id.key_file, key_pem, 0400));
-  CF_RETURN_IF_ERROR(WriteAtomically(id.cert_file, cert_pem, 0644));
-  CF_RETURN_IF_ERROR(WriteAtomically(id.chain_file, chain_pem, 0644));
+  CF_RETURN_IF_ERROR(WriteFileAtomically(id.key_file, key_pem, 0400));
+  CF_RETURN_IF_ERROR(WriteFileAtomically(id.cert_file, cert_pem, 0644));
+  CF_RETURN_IF_ERROR(WriteFileAtomically(id.chain_file, chain_pem, 0644));
   const json::object state{{"host_id", id.host_id},       {"cert_file", id.cert_file}, {"key_file", id.key_file},
                            {"chain_file", id.chain_file}, {"serial", id.serial},       {"server", options.server}};
-  CF_RETURN_IF_ERROR(WriteAtomically(fs::path(options.state_dir) / kIdentityFile, json::serialize(state), 0600));
+  CF_RETURN_IF_ERROR(WriteFileAtomically(fs::path(options.state_dir) / kIdentityFile, json::serialize(state), 0600));
   return id;
 }
 

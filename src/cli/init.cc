@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "cli/commands.h"
+#include "core/files.h"
 #include "core/log.h"
 #include "pki/file/file_key_backend.h"
 #include "pki/tls_identity.h"
@@ -36,31 +37,8 @@ std::vector<std::string> SplitList(const std::string& s) {
   return out;
 }
 
-// Writes `data` to `path` with `mode`, through a temporary file and a rename so a crash
-// never leaves half a file.
-Result<void> WriteFile(const fs::path& path, const std::string& data, fs::perms mode) {
-  std::error_code ec;
-  if (path.has_parent_path()) fs::create_directories(path.parent_path(), ec);
-  if (ec)
-    return MakeError(ErrorCode::kUnavailable,
-                     fmt::format("creating {}: {}", path.parent_path().string(), ec.message()));
-  fs::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return MakeError(ErrorCode::kUnavailable, "cannot write " + tmp.string());
-    fs::permissions(tmp, mode, ec);
-    out << data;
-    out.close();
-    if (!out) return MakeError(ErrorCode::kUnavailable, "cannot write " + tmp.string());
-  }
-  fs::rename(tmp, path, ec);
-  if (ec) return MakeError(ErrorCode::kUnavailable, fmt::format("renaming {}: {}", tmp.string(), ec.message()));
-  return Ok();
-}
-
-constexpr fs::perms kPrivate = fs::perms::owner_read | fs::perms::owner_write;
-constexpr fs::perms kPublic = kPrivate | fs::perms::group_read | fs::perms::others_read;
+constexpr mode_t kPrivate = 0600;
+constexpr mode_t kPublic = 0644;
 
 // True if `path` holds a token that is valid in this store (it may have been made for
 // another store, e.g. before CERTFLEET_DB pointed to PostgreSQL).
@@ -114,12 +92,12 @@ int Init(const Config& config, const Clock& clock) {
       std::cerr << "certfleet: server.tls_sans: " << identity.error().message << "\n";
       return 1;
     }
-    const std::tuple<const fs::path&, const std::string&, fs::perms> files[] = {
+    const std::tuple<const fs::path&, const std::string&, mode_t> files[] = {
         {key_path, identity->server_key_pem, kPrivate},
         {cert_path, identity->server_chain_pem, kPublic},
         {ca_path, identity->ca_pem, kPublic}};
     for (const auto& [path, data, mode] : files) {
-      if (auto r = WriteFile(path, data, mode); !r.ok()) {
+      if (auto r = WriteFileAtomically(path, data, mode); !r.ok()) {
         std::cerr << "certfleet: " << r.error().message << "\n";
         return 1;
       }
@@ -148,7 +126,7 @@ int Init(const Config& config, const Clock& clock) {
           store::AppendAudit(tx, now, actor, "token.create", "token:" + token.record.id, R"({"role":"admin"})"));
       return token;
     });
-    Result<void> written = token.ok() ? WriteFile(token_path, token->bearer + "\n", kPrivate) : token.error();
+    Result<void> written = token.ok() ? WriteFileAtomically(token_path, token->bearer + "\n", kPrivate) : token.error();
     if (!written.ok()) {
       std::cerr << "certfleet: " << written.error().message << "\n";
       return 1;

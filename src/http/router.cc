@@ -104,14 +104,13 @@ std::optional<Response> Router::Dispatch(const Match& match, Request& req, const
     return ErrorResponse(401, "client_certificate_required", "this route needs a TLS client certificate");
   }
   if (route.options.access != Access::kPublic) {
-    auto header = req.Header("authorization");
-    constexpr std::string_view kBearer = "Bearer ";
-    if (!header || !header->starts_with(kBearer)) {
+    auto token = req.BearerToken();
+    if (!token) {
       Response r = ErrorResponse(401, "unauthenticated", "send Authorization: Bearer <token>");
       r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"certfleet\"");
       return r;
     }
-    Result<std::optional<Principal>> principal = authenticator_(header->substr(kBearer.size()));
+    Result<std::optional<Principal>> principal = authenticator_(*token);
     if (!principal.ok()) {
       log::Error("authenticating", {{"request_id", req.request_id}, {"error", principal.error().message}});
       return ErrorResponse(principal.error());
@@ -138,6 +137,13 @@ std::optional<Response> Router::Dispatch(const Match& match, Request& req, const
     log::Error("handler threw", {{"request_id", req.request_id}, {"route", route.pattern}});
   }
   return ErrorResponse(500, "internal", "the server could not complete the request; see its log");
+}
+
+std::optional<std::string_view> Request::BearerToken() const {
+  constexpr std::string_view kBearer = "Bearer ";
+  auto header = Header("authorization");
+  if (!header || !header->starts_with(kBearer) || header->size() == kBearer.size()) return std::nullopt;
+  return header->substr(kBearer.size());
 }
 
 std::optional<std::string_view> Request::Header(std::string_view lowercase_name) const {

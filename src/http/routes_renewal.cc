@@ -19,15 +19,13 @@ constexpr size_t kMaxSan = 253;  // a DNS name's length
 
 json::object HostJson(const renewal::HostService& hosts, const store::HostRecord& h) {
   const renewal::HostSettings s = hosts.SettingsOf(h);
-  boost::system::error_code ec;
-  json::value sans = json::parse(h.sans, ec);
   return {
       {"host_id", h.host_id},
       {"status", h.status},
       {"cert_path", s.cert_path},
       {"key_path", s.key_path},
       {"cacert_path", s.cacert_path},
-      {"sans", ec ? json::value(json::array()) : sans},
+      {"sans", json::value_from(s.sans)},
       {"key_type", s.key_type},
       {"profile", s.profile},
       {"renewal_threshold_days", s.threshold_days},
@@ -125,9 +123,8 @@ Response Revoke(const ApiContext& ctx, const Request& req) {
 
 // The agent's first request: its bootstrap token as the bearer, its host id and CSR.
 Response Enroll(const ApiContext& ctx, const Request& req) {
-  constexpr std::string_view kBearer = "Bearer ";
-  auto header = req.Header("authorization");
-  if (!header || !header->starts_with(kBearer) || header->size() == kBearer.size()) {
+  auto token = req.BearerToken();
+  if (!token) {
     return ErrorResponse(401, "unauthenticated", "send Authorization: Bearer <enrollment token>");
   }
   auto body = ParseJsonObject(req.body);
@@ -136,7 +133,7 @@ Response Enroll(const ApiContext& ctx, const Request& req) {
   auto csr = RequiredString(*body, "csr", pki::kMaxCsrBytes);
   if (!host_id.ok()) return Fail(req, host_id.error());
   if (!csr.ok()) return Fail(req, csr.error());
-  auto enrolled = ctx.agents->Enroll(*host_id, header->substr(kBearer.size()), *csr);
+  auto enrolled = ctx.agents->Enroll(*host_id, *token, *csr);
   if (!enrolled.ok()) return Fail(req, enrolled.error());
   const renewal::HostSettings& s = enrolled->settings;
   return JsonResponse(201, json::object{{"host_id", *host_id},

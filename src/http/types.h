@@ -42,6 +42,8 @@ struct Request {
   Principal principal;
 
   std::optional<std::string_view> Header(std::string_view lowercase_name) const;
+  // The token of `Authorization: Bearer <token>`; nullopt when there is none.
+  std::optional<std::string_view> BearerToken() const;
 };
 
 struct Response {

@@ -19,17 +19,6 @@ Error BadToken() {
   return MakeError(ErrorCode::kPermissionDenied, "the enrollment token is unknown, spent, expired or another host's");
 }
 
-std::vector<std::string> Sans(const store::HostRecord& host) {
-  std::vector<std::string> out;
-  boost::system::error_code ec;
-  json::value v = json::parse(host.sans, ec);
-  if (ec || !v.is_array()) return out;
-  for (const auto& s : v.get_array()) {
-    if (s.is_string()) out.emplace_back(s.get_string());
-  }
-  return out;
-}
-
 }  // namespace
 
 Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view token, const std::string& csr_pem) {
@@ -54,7 +43,7 @@ Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view
   req.type = pki::CertType::kServer;
   req.subject_id = host.host_id;
   req.parent_fqdn = options_.ca_fqdn;
-  req.sans = Sans(host);
+  req.sans = out.settings.sans;
   req.csr_pem = csr_pem;
   req.validity_days = options_.validity_days;
   req.usage = out.settings.profile == "client" ? pki::ServerUsage::kClient : pki::ServerUsage::kHost;

@@ -139,7 +139,16 @@ Result<std::vector<store::HostRecord>> HostService::List(const store::HostFilter
 
 HostSettings HostService::SettingsOf(const store::HostRecord& host) const {
   const HostSettings& d = options_.defaults;
-  return HostSettings{host.cert_path.value_or(d.cert_path),
+  std::vector<std::string> sans;
+  boost::system::error_code ec;
+  const json::value stored = json::parse(host.sans, ec);  // written by Create: a JSON array of strings
+  if (!ec && stored.is_array()) {
+    for (const auto& s : stored.get_array()) {
+      if (s.is_string()) sans.emplace_back(s.get_string());
+    }
+  }
+  return HostSettings{std::move(sans),
+                      host.cert_path.value_or(d.cert_path),
                       host.key_path.value_or(d.key_path),
                       host.cacert_path.value_or(d.cacert_path),
                       host.key_type.value_or(d.key_type),

@@ -28,9 +28,10 @@ struct HostSpec {
 
 // A host's settings with the defaults filled in, as its agent and the renewal use them.
 struct HostSettings {
-  std::string cert_path;    // folder of {host_id}.crt
-  std::string key_path;     // folder of {host_id}.key
-  std::string cacert_path;  // folder of ca_chain_certificate.crt
+  std::vector<std::string> sans;  // DNS names and IP addresses: the host's own (no default)
+  std::string cert_path;          // folder of {host_id}.crt
+  std::string key_path;           // folder of {host_id}.key
+  std::string cacert_path;        // folder of ca_chain_certificate.crt
   std::string key_type;
   std::string profile;
   int64_t threshold_days = 0;

@@ -30,6 +30,10 @@ Result<std::vector<RegistryLink>> Links(Tx& tx, std::string_view where, const Pa
   return out;
 }
 
+Params ObjectRow(const RegistryObject& o) {
+  return {o.kind, o.name, OptionalValue(o.ref), o.body, o.created_at, o.updated_at};
+}
+
 std::vector<Params> LinkRows(const std::vector<RegistryLink>& links) {
   std::vector<Params> rows;
   rows.reserve(links.size());
@@ -41,27 +45,19 @@ std::vector<Params> LinkRows(const std::vector<RegistryLink>& links) {
 }  // namespace
 
 Result<void> InsertObject(Tx& tx, const RegistryObject& o) {
-  CF_RETURN_IF_ERROR(
-      tx.Exec("INSERT INTO registry_objects (" + std::string(kObjectColumns) + ") VALUES (?, ?, ?, ?, ?, ?)",
-              {o.kind, o.name, OptionalValue(o.ref), o.body, o.created_at, o.updated_at}));
+  CF_RETURN_IF_ERROR(tx.Exec(
+      "INSERT INTO registry_objects (" + std::string(kObjectColumns) + ") VALUES (?, ?, ?, ?, ?, ?)", ObjectRow(o)));
   return Ok();
 }
 
-Result<void> InsertObjectIfMissing(Tx& tx, const RegistryObject& o) { return InsertObjectsIfMissing(tx, {o}); }
-
-Result<void> InsertObjectsIfMissing(Tx& tx, const std::vector<RegistryObject>& objects) {
-  std::vector<Params> rows;
-  rows.reserve(objects.size());
-  for (const auto& o : objects)
-    rows.push_back({o.kind, o.name, OptionalValue(o.ref), o.body, o.created_at, o.updated_at});
-  return InsertRows(tx, "registry_objects", kObjectTypes, rows, "ON CONFLICT (kind, name) DO NOTHING");
+Result<void> InsertObjectIfMissing(Tx& tx, const RegistryObject& o) {
+  return InsertRows(tx, "registry_objects", kObjectTypes, {ObjectRow(o)}, "ON CONFLICT (kind, name) DO NOTHING");
 }
 
 Result<void> PutThings(Tx& tx, const std::vector<RegistryObject>& things) {
   std::vector<Params> rows;
   rows.reserve(things.size());
-  for (const auto& o : things)
-    rows.push_back({o.kind, o.name, OptionalValue(o.ref), o.body, o.created_at, o.updated_at});
+  for (const auto& o : things) rows.push_back(ObjectRow(o));
   // A thing's ref is its type, which its body repeats.
   const std::string_view set_type =
       tx.postgres() ? "jsonb_set(registry_objects.body::jsonb, '{thing_type}', to_jsonb(excluded.ref))::text"

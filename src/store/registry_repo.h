@@ -44,8 +44,6 @@ struct RegistryObject {
 Result<void> InsertObject(Tx& tx, const RegistryObject& o);
 // The same, but an existing object stays as it is and is no error.
 Result<void> InsertObjectIfMissing(Tx& tx, const RegistryObject& o);
-// The same for many objects in one write (see InsertRows).
-Result<void> InsertObjectsIfMissing(Tx& tx, const std::vector<RegistryObject>& objects);
 // Things (kObjectThing, ref = their type) in one write: each missing one is added, and an
 // existing one takes the type given (its ref and its body's "thing_type", the rest of the
 // body as it was) unless that is null. Each name once per call; deferred.

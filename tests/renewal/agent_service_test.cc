@@ -32,7 +32,7 @@ class EnrollTest : public ::testing::TestWithParam<store::Dialect> {
       ASSERT_TRUE(ca_->Create(r, "test").ok());
     }
     HostService::Options options;
-    options.defaults = {"/etc/pki/certs", "/etc/pki/private", "/etc/pki/ca", "ec-p256", "host", 30, std::nullopt};
+    options.defaults = {{}, "/etc/pki/certs", "/etc/pki/private", "/etc/pki/ca", "ec-p256", "host", 30, std::nullopt};
     options.token_ttl_ms = 3600 * 1000;
     hosts_ = std::make_unique<HostService>(*store_, clock_, options);
     agents_ =

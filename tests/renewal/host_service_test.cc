@@ -32,7 +32,7 @@ class HostTest : public ::testing::TestWithParam<store::Dialect> {
     store_ = testing::FreshStore(GetParam());
     ASSERT_NE(store_, nullptr);
     HostService::Options options;
-    options.defaults = {"/etc/pki/certs", "/etc/pki/private", "/etc/pki/ca", "ec-p256", "host", 30, std::nullopt};
+    options.defaults = {{}, "/etc/pki/certs", "/etc/pki/private", "/etc/pki/ca", "ec-p256", "host", 30, std::nullopt};
     options.token_ttl_ms = 3600 * 1000;
     hosts_ = std::make_unique<HostService>(*store_, clock_, options);
   }
