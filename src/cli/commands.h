@@ -3,12 +3,14 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "bulk/import_service.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/result.h"
 #include "renewal/host_service.h"
+#include "renewal/renewal_service.h"
 #include "store/store.h"
 
 namespace certfleet::cli {
@@ -23,8 +25,13 @@ Result<std::unique_ptr<store::Store>> OpenStore(const Config& config);
 // or from bulk.verifier_dir when it is "".
 Result<bulk::ImportService::Options> ImportOptions(const Config& config, const std::string& verifier_dir);
 
+// The items of a comma-separated list, trimmed; empty ones dropped.
+std::vector<std::string> SplitList(const std::string& s);
+
 // The host service's options from the renewal.* keys, checked.
 Result<renewal::HostService::Options> HostOptions(const Config& config);
+// The renewal workflow's options from the renewal.* keys (the config checked their ranges).
+renewal::RenewalService::Options RenewalOptions(const Config& config);
 
 // Each command returns the process exit code; errors go to stderr.
 int Init(const Config& config, const Clock& clock);

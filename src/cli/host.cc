@@ -26,6 +26,19 @@ Result<renewal::HostService::Options> HostOptions(const Config& config) {
   return options;
 }
 
+
+renewal::RenewalService::Options RenewalOptions(const Config& config) {
+  renewal::RenewalService::Options o;
+  o.concurrency = static_cast<int>(config.GetInt("renewal.concurrency"));
+  o.deadline_ms = config.GetInt("renewal.deadline_seconds") * 1000;
+  o.max_attempts = static_cast<int>(config.GetInt("renewal.max_attempts"));
+  o.backoff_ms = config.GetInt("renewal.backoff_seconds") * 1000;
+  o.grace_ms = config.GetInt("renewal.grace_seconds") * 1000;
+  o.notify = SplitList(config.Get("renewal.notify"));
+  o.sender = config.Get("renewal.sender");
+  return o;
+}
+
 int HostToken(const Config& config, const Clock& clock, const std::string& host_id) {
   auto fail = [](const Error& e) {
     std::cerr << "certfleet host token: " << e.message << "\n";

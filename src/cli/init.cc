@@ -22,20 +22,6 @@ namespace fs = std::filesystem;
 // The local TLS certificate lasts this long; `certfleet init` makes a new one once it is deleted.
 constexpr int kTlsValidityDays = 825;
 
-std::vector<std::string> SplitList(const std::string& s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= s.size()) {
-    size_t end = s.find(',', start);
-    if (end == std::string::npos) end = s.size();
-    std::string item = s.substr(start, end - start);
-    item.erase(0, item.find_first_not_of(' '));
-    item.erase(item.find_last_not_of(' ') + 1);
-    if (!item.empty()) out.push_back(item);
-    start = end + 1;
-  }
-  return out;
-}
 
 constexpr mode_t kPrivate = 0600;
 constexpr mode_t kPublic = 0644;

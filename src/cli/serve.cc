@@ -9,6 +9,7 @@
 #include "ca/ca_service.h"
 #include "cli/commands.h"
 #include "core/crypto.h"
+#include "core/files.h"
 #include "core/log.h"
 #include "distribution/distribution_service.h"
 #include "http/api.h"
@@ -90,6 +91,43 @@ Result<void> AddDistributionJobs(jobs::WorkerPool& pool, jobs::Scheduler& schedu
                        send_job);
 }
 
+// The file server.client_ca defaults to when renewal.ca is set: the chain of renewal.ca, so
+// that agents authenticate with the certificates it issues them.
+Result<std::string> WriteAgentTrust(store::Store& store, pki::KeyBackend& keys, const Clock& clock,
+                                    const Config& config) {
+  ca::CaService lookup(store, keys, clock, {});
+  CF_ASSIGN_OR_RETURN(store::CertificateRecord ca, lookup.Get(config.Get("renewal.ca")));
+  CF_ASSIGN_OR_RETURN(std::string above, lookup.ChainOf(ca));
+  const std::string path = config.Get("data_dir") + "/tls/agents-ca.pem";
+  CF_RETURN_IF_ERROR(WriteFileAtomically(path, ca.certificate_pem + above, 0644));
+  return path;
+}
+
+// W4's jobs: the scheduled runs, failure notifications and revocation of replaced certificates.
+Result<void> AddRenewalJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, renewal::RenewalService& renewals,
+                            const Config& config) {
+  using renewal::RenewalService;
+  pool.Register(std::string(RenewalService::kRunJob), [&renewals](jobs::JobContext&) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(auto started, renewals.StartRun({}, "schedule", "certfleet"));
+    log::Info("renewal run started", {{"run_id", started.run_id}, {"queued", started.queued}});
+    return Ok();
+  });
+  pool.Register(std::string(RenewalService::kNotifyJob), [&renewals](jobs::JobContext& job) -> Result<void> {
+    boost::system::error_code ec;
+    const boost::json::value payload = boost::json::parse(job.job().payload, ec);
+    const boost::json::value* id = !ec && payload.is_object() ? payload.get_object().if_contains("renewal_id") : nullptr;
+    if (id == nullptr || !id->is_int64()) return MakeError(ErrorCode::kInvalidArgument, "no renewal_id in the job");
+    return renewals.NotifyFailure(id->get_int64());
+  });
+  pool.Register(std::string(RenewalService::kRevokeJob), [&renewals](jobs::JobContext& job) -> Result<void> {
+    return renewals.RunRevokeJob(job.job().payload);
+  });
+  store::NewJob run;
+  run.kind = std::string(RenewalService::kRunJob);
+  run.max_attempts = 3;
+  return scheduler.Add("renewal-run", config.Get("renewal.schedule"), run);
+}
+
 }  // namespace
 
 int Serve(const Config& config, const Clock& clock) {
@@ -116,6 +154,14 @@ int Serve(const Config& config, const Clock& clock) {
   options.tls_cert_file = config.Get("server.tls_cert");
   options.tls_key_file = config.Get("server.tls_key");
   options.client_ca_file = config.Get("server.client_ca");
+  if (options.client_ca_file.empty() && !config.Get("renewal.ca").empty()) {
+    auto written = WriteAgentTrust(store, keys, clock, config);
+    if (!written.ok()) {
+      log::Error("cannot trust the agents' certificates", {{"error", written.error().message}});
+      return 1;
+    }
+    options.client_ca_file = *written;
+  }
   options.threads = static_cast<int>(config.GetInt("server.threads"));
   if (options.threads == 0)
     options.threads = std::max(kMinAutoThreads, 2 * static_cast<int>(std::thread::hardware_concurrency()));
@@ -189,6 +235,8 @@ int Serve(const Config& config, const Clock& clock) {
                                {config.Get("renewal.ca"), config.GetInt("renewal.validity_days")});
   api.hosts = &hosts;
   api.agents = &agents;
+  renewal::RenewalService renewals(store, hosts, agents, ca, mailer->get(), clock, RenewalOptions(config));
+  api.renewals = &renewals;
 
   http::AddSystemRoutes(router, api);
   http::AddBulkRoutes(router, api);
@@ -263,8 +311,13 @@ int Serve(const Config& config, const Clock& clock) {
     log::Error("cannot schedule distribution", {{"error", r.error().message}});
     return 1;
   }
+  if (auto r = AddRenewalJobs(pool, scheduler, renewals, config); !r.ok()) {
+    log::Error("cannot schedule renewals (renewal.schedule)", {{"error", r.error().message}});
+    return 1;
+  }
   pool.Start();
   scheduler.Start(kSchedulerTick);
+  renewals.Start();
 
   log::Info("listening", {{"url", url},
                           {"port", server.port()},
@@ -272,6 +325,7 @@ int Serve(const Config& config, const Clock& clock) {
                           {"db", MaskUrlCredentials(config.Get("db"))}});
   server.Run();
 
+  renewals.Stop();
   scheduler.Stop();
   pool.Stop();
   log::Info("stopped");

@@ -14,6 +14,7 @@
 #include "provision/registry.h"
 #include "renewal/agent_service.h"
 #include "renewal/host_service.h"
+#include "renewal/renewal_service.h"
 #include "store/store.h"
 
 namespace certfleet::http {
@@ -32,6 +33,7 @@ struct ApiContext {
   bulk::ImportService* imports = nullptr;  // W3
   renewal::HostService* hosts = nullptr;   // W4, with the one below
   renewal::AgentService* agents = nullptr;
+  renewal::RenewalService* renewals = nullptr;  // W4's renewal workflow and the agent's tasks
 };
 
 // Bearer tokens checked against the store's api_tokens table, remembered in `cache`.

@@ -15,6 +15,8 @@ namespace {
 constexpr int kMaxPageLimit = 1000;  // bounds the work and memory of one list request
 constexpr int kDefaultPageLimit = 100;
 
+}  // namespace
+
 Result<int64_t> ParseInt(std::string_view s, std::string_view name) {
   int64_t v = 0;
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
@@ -23,8 +25,6 @@ Result<int64_t> ParseInt(std::string_view s, std::string_view name) {
   }
   return v;
 }
-
-}  // namespace
 
 int StatusFor(ErrorCode code) {
   switch (code) {

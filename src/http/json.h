@@ -50,6 +50,8 @@ struct Page {
 Result<Page> ParsePage(const Request& req);
 // The route's {id} as a positive integer; kInvalidArgument otherwise.
 Result<int64_t> PathId(const Request& req);
+// A query value as an integer; kInvalidArgument naming it otherwise.
+Result<int64_t> ParseInt(std::string_view s, std::string_view name);
 // `after` as a number, for lists keyed by a numeric id.
 Result<std::optional<int64_t>> AfterNumber(const Page& page);
 

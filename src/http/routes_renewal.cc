@@ -1,6 +1,7 @@
 // W4 routes: the hosts whose certificates certfleet-agent renews, and the agent protocol.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 
 #include "core/clock.h"
@@ -16,6 +17,10 @@ namespace json = boost::json;
 // A host's registration is a few paths and names; 64 KiB leaves room for 100 long SANs.
 constexpr size_t kHostBodyLimit = size_t{64} * 1024;
 constexpr size_t kMaxSan = 253;  // a DNS name's length
+// A run names at most RenewalService::kMaxRunHosts host ids of at most 253 bytes.
+constexpr size_t kRunBodyLimit = size_t{3} * 1024 * 1024;
+// A long poll holds a connection; a minute stays under common proxies' idle timeouts.
+constexpr int64_t kMaxWaitSeconds = 60;
 
 json::object HostJson(const renewal::HostService& hosts, const store::HostRecord& h) {
   const renewal::HostSettings s = hosts.SettingsOf(h);
@@ -147,6 +152,226 @@ Response Enroll(const ApiContext& ctx, const Request& req) {
                                         {"reload_command", OptStr(s.reload_command)}});
 }
 
+// The host an agent's verified client certificate speaks for.
+Result<store::HostRecord> AgentHost(const ApiContext& ctx, const Request& req) {
+  return ctx.agents->Authenticate(req.client_cert->serial);
+}
+
+json::object RenewalJson(const store::RenewalRecord& r) {
+  boost::system::error_code ec;
+  json::value history = json::parse(r.history, ec);
+  if (ec) history = json::array{};
+  return {{"id", r.id},
+          {"run_id", r.run_id},
+          {"host_id", r.host_id},
+          {"state", r.state},
+          {"attempt", r.attempt},
+          {"max_attempts", r.max_attempts},
+          {r.finished_at || r.state == store::kRenewalQueued ? "due_at" : "deadline", FormatRfc3339(r.due_at)},
+          {"serial", OptStr(r.serial)},
+          {"old_serial", OptStr(r.old_serial)},
+          {"failed_step", OptStr(r.failed_step)},
+          {"error", OptStr(r.error)},
+          {"history", std::move(history)},
+          {"created_at", FormatRfc3339(r.created_at)},
+          {"updated_at", FormatRfc3339(r.updated_at)},
+          {"finished_at", OptTime(r.finished_at)}};
+}
+
+json::object RunJson(const store::RenewalRunSummary& s) {
+  json::object states;
+  for (const auto& [state, count] : s.states) states[state] = count;
+  return {{"id", s.run.id},
+          {"trigger", s.run.trigger},
+          {"actor", s.run.actor},
+          {"total", s.run.total},
+          {"states", std::move(states)},
+          {"created_at", FormatRfc3339(s.run.created_at)}};
+}
+
+Response StartRun(const ApiContext& ctx, const Request& req) {
+  auto body = ParseJsonObject(req.body.empty() ? "{}" : req.body);
+  if (!body.ok()) return Fail(req, body.error());
+  renewal::RunScope scope;
+  if (const json::value* all = body->if_contains("all"); all && !all->is_null()) {
+    if (!all->is_bool()) return ErrorResponse(400, "invalid_argument", "all must be true or false");
+    scope.all = all->get_bool();
+  }
+  if (const json::value* hosts = body->if_contains("hosts"); hosts && !hosts->is_null()) {
+    if (!hosts->is_array()) return ErrorResponse(400, "invalid_argument", "hosts must be an array of host ids");
+    if (hosts->get_array().size() > renewal::RenewalService::kMaxRunHosts) {
+      return ErrorResponse(400, "invalid_argument",
+                           fmt::format("at most {} hosts in one run", renewal::RenewalService::kMaxRunHosts));
+    }
+    for (const auto& h : hosts->get_array()) {
+      if (!h.is_string() || h.get_string().empty() || h.get_string().size() > renewal::HostService::kMaxHostId) {
+        return ErrorResponse(400, "invalid_argument", "hosts must be an array of host ids");
+      }
+      scope.hosts.emplace_back(h.get_string());
+    }
+  }
+  if (scope.all && !scope.hosts.empty()) {
+    return ErrorResponse(400, "invalid_argument", "give hosts or all, not both");
+  }
+  auto started = ctx.renewals->StartRun(scope, "manual", req.principal.Actor());
+  if (!started.ok()) return Fail(req, started.error());
+  return JsonResponse(201, json::object{{"run_id", started->run_id}, {"queued", started->queued}});
+}
+
+Response ListRenewals(const ApiContext& ctx, const Request& req) {
+  auto page = ParsePage(req);
+  if (!page.ok()) return Fail(req, page.error());
+  auto before = AfterNumber(*page);
+  auto state = QueryParam(req, "state", 16);
+  auto host = QueryParam(req, "host", renewal::HostService::kMaxHostId);
+  auto run = QueryParam(req, "run", 20);
+  for (const auto* q : {&state, &host, &run}) {
+    if (!q->ok()) return Fail(req, q->error());
+  }
+  if (!before.ok()) return Fail(req, before.error());
+  store::RenewalFilter filter;
+  filter.limit = page->limit;
+  filter.before_id = *before;
+  filter.host_id = *host;
+  if (*state) {
+    static constexpr std::string_view kStates[] = {store::kRenewalQueued,   store::kRenewalAwaitingCsr,
+                                                   store::kRenewalIssued,   store::kRenewalDeployed,
+                                                   store::kRenewalValidated, store::kRenewalFailed};
+    if (std::find(std::begin(kStates), std::end(kStates), **state) == std::end(kStates)) {
+      return ErrorResponse(400, "invalid_argument",
+                           "state must be queued, awaiting_csr, issued, deployed, validated or failed");
+    }
+    filter.state = **state;
+  }
+  if (*run) {
+    auto id = ParseInt(**run, "run");
+    if (!id.ok()) return Fail(req, id.error());
+    filter.run_id = *id;
+  }
+  auto renewals = ctx.renewals->List(filter);
+  if (!renewals.ok()) return Fail(req, renewals.error());
+  // The newest runs with their counts, so that one request shows where the work stands.
+  constexpr int kRunsShown = 20;
+  auto runs = ctx.renewals->Runs(std::nullopt, kRunsShown);
+  if (!runs.ok()) return Fail(req, runs.error());
+  json::array items;
+  for (const auto& r : *renewals) items.push_back(RenewalJson(r));
+  json::array run_items;
+  for (const auto& r : *runs) run_items.push_back(RunJson(r));
+  auto next = NextCursor(renewals->size(), page->limit, [&] { return std::to_string(renewals->back().id); });
+  json::object out = PageJson(std::move(items), next);
+  out["runs"] = std::move(run_items);
+  return JsonResponse(200, out);
+}
+
+Response GetRenewal(const ApiContext& ctx, const Request& req) {
+  auto id = PathId(req);
+  if (!id.ok()) return Fail(req, id.error());
+  auto r = ctx.renewals->Get(*id);
+  if (!r.ok()) return Fail(req, r.error());
+  return JsonResponse(200, RenewalJson(*r));
+}
+
+json::object TaskJson(const renewal::RenewalTask& t) {
+  const renewal::HostSettings& s = t.settings;
+  return {{"renewal_id", t.renewal_id},
+          {"attempt", t.attempt},
+          {"deadline", FormatRfc3339(t.deadline)},
+          {"host_id", t.host_id},
+          {"sans", json::value_from(s.sans)},
+          {"key_type", s.key_type},
+          {"cert_path", s.cert_path},
+          {"key_path", s.key_path},
+          {"cacert_path", s.cacert_path},
+          {"reload_command", OptStr(s.reload_command)}};
+}
+
+Response TaskResponse(const ApiContext& ctx, const Request& req, const std::string& host_id) {
+  auto task = ctx.renewals->TaskFor(host_id);
+  if (!task.ok()) return Fail(req, task.error());
+  if (!*task) return Response{204, "application/json", "", {}};
+  return JsonResponse(200, TaskJson(**task));
+}
+
+// The agent's long poll: a task at once if there is one, else when one comes or after `wait`
+// seconds (204).
+void Tasks(const ApiContext& ctx, Request& req, const Responder& respond) {
+  auto host = AgentHost(ctx, req);
+  if (!host.ok()) return respond([e = host.error(), id = req.request_id] { return Fail(id, e); });
+  auto wait = QueryParam(req, "wait", 4);
+  if (!wait.ok()) return respond([e = wait.error(), id = req.request_id] { return Fail(id, e); });
+  int64_t wait_s = 0;
+  if (*wait) {
+    auto n = ParseInt(**wait, "wait");
+    if (!n.ok() || *n < 0 || *n > kMaxWaitSeconds) {
+      return respond([id = req.request_id] {
+        return Fail(id, MakeError(ErrorCode::kInvalidArgument,
+                                  fmt::format("wait must be 0-{} seconds", kMaxWaitSeconds)));
+      });
+    }
+    wait_s = *n;
+  }
+  auto now = TaskResponse(ctx, req, host->host_id);
+  if (now.status != 204 || wait_s == 0) return respond([now] { return now; });
+  ctx.renewals->WaitForTask(host->host_id, wait_s * 1000,
+                            [c = &ctx, respond, id = req.request_id, host_id = host->host_id](bool) {
+                              respond([c, id, host_id] {
+                                Request r;
+                                r.request_id = id;
+                                return TaskResponse(*c, r, host_id);
+                              });
+                            });
+}
+
+Response SubmitCsr(const ApiContext& ctx, const Request& req) {
+  auto host = AgentHost(ctx, req);
+  if (!host.ok()) return Fail(req, host.error());
+  auto id = PathId(req);
+  if (!id.ok()) return Fail(req, id.error());
+  auto body = ParseJsonObject(req.body);
+  if (!body.ok()) return Fail(req, body.error());
+  auto csr = RequiredString(*body, "csr", pki::kMaxCsrBytes);
+  if (!csr.ok()) return Fail(req, csr.error());
+  auto issued = ctx.renewals->SubmitCsr(*host, *id, *csr);
+  if (!issued.ok()) return Fail(req, issued.error());
+  return JsonResponse(201, json::object{{"renewal_id", *id},
+                                        {"serial", issued->record.serial},
+                                        {"not_after", FormatRfc3339(issued->record.not_after)},
+                                        {"certificate", issued->certificate_pem},
+                                        {"chain", issued->chain_pem}});
+}
+
+Response ReportStatus(const ApiContext& ctx, const Request& req) {
+  auto host = AgentHost(ctx, req);
+  if (!host.ok()) return Fail(req, host.error());
+  auto id = PathId(req);
+  if (!id.ok()) return Fail(req, id.error());
+  auto body = ParseJsonObject(req.body);
+  if (!body.ok()) return Fail(req, body.error());
+  auto state = RequiredString(*body, "state", 16);
+  auto step = OptionalString(*body, "step", 16);
+  // Longer errors are cut to what the renewal keeps.
+  auto error = OptionalString(*body, "error", renewal::RenewalService::kMaxError * 4);
+  if (!state.ok()) return Fail(req, state.error());
+  if (!step.ok()) return Fail(req, step.error());
+  if (!error.ok()) return Fail(req, error.error());
+  auto r = ctx.renewals->Report(*host, *id, *state, step->value_or(""), error->value_or(""));
+  if (!r.ok()) return Fail(req, r.error());
+  return JsonResponse(200, RenewalJson(*r));
+}
+
+// An agent whose certificate is near its end asks for a renewal itself.
+Response SelfRenew(const ApiContext& ctx, const Request& req) {
+  auto host = AgentHost(ctx, req);
+  if (!host.ok()) return Fail(req, host.error());
+  renewal::RunScope scope;
+  scope.hosts = {host->host_id};
+  auto started = ctx.renewals->StartRun(scope, "agent", "host:" + host->host_id);
+  if (!started.ok()) return Fail(req, started.error());
+  return JsonResponse(started->queued > 0 ? 201 : 200,
+                      json::object{{"run_id", started->run_id}, {"queued", started->queued}});
+}
+
 }  // namespace
 
 void AddRenewalRoutes(Router& router, const ApiContext& ctx) {
@@ -160,6 +385,18 @@ void AddRenewalRoutes(Router& router, const ApiContext& ctx) {
   // Public: the enrollment token is the credential, checked by the agent service.
   router.Add("POST", "/v1/agent/enroll", {Access::kPublic, false, kHostBodyLimit},
              [c](Request& r) { return Enroll(*c, r); });
+  if (ctx.renewals == nullptr) return;
+  router.Add("POST", "/v1/renewals/run", {Access::kOperator, false, kRunBodyLimit},
+             [c](Request& r) { return StartRun(*c, r); });
+  router.Add("GET", "/v1/renewals", {Access::kReader}, [c](Request& r) { return ListRenewals(*c, r); });
+  router.Add("GET", "/v1/renewals/{id}", {Access::kReader}, [c](Request& r) { return GetRenewal(*c, r); });
+  // The agent protocol: no token, the agent's certificate (mutual TLS) is the credential.
+  const RouteOptions agent{Access::kPublic, true, kHostBodyLimit};
+  router.AddAsync("GET", "/v1/agent/tasks", agent,
+                  [c](Request& r, const Responder& respond) { Tasks(*c, r, respond); });
+  router.Add("POST", "/v1/agent/renewals/{id}/csr", agent, [c](Request& r) { return SubmitCsr(*c, r); });
+  router.Add("POST", "/v1/agent/renewals/{id}/status", agent, [c](Request& r) { return ReportStatus(*c, r); });
+  router.Add("POST", "/v1/agent/renew", agent, [c](Request& r) { return SelfRenew(*c, r); });
 }
 
 }  // namespace certfleet::http

@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "core/thread_name.h"
 #include "http/json.h"
+#include "pki/certificate.h"
 
 namespace certfleet::http {
 namespace {
@@ -104,6 +105,7 @@ std::optional<ClientCert> PeerCertificate(SSL* ssl) {
   unsigned int md_len = 0;
   X509_digest(cert, EVP_sha256(), md, &md_len);
   out.sha256_fingerprint = HexEncode(std::string_view(reinterpret_cast<char*>(md), md_len));
+  out.serial = pki::SerialHex(X509_get0_serialNumber(cert));
   return out;
 }
 

@@ -16,6 +16,7 @@ namespace certfleet::http {
 struct ClientCert {
   std::string subject;             // RFC 2253
   std::string sha256_fingerprint;  // hex
+  std::string serial;              // lowercase hex without leading zeros, as the inventory writes it
 };
 
 // Who is calling: set by the router before a handler runs.

@@ -6,6 +6,7 @@
 
 #include "core/crypto.h"
 #include "store/audit_repo.h"
+#include "store/certificates_repo.h"
 #include "store/hosts_repo.h"
 
 namespace certfleet::renewal {
@@ -26,9 +27,6 @@ Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view
   if (host.status == store::kHostRevoked) {
     return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} is revoked", host.host_id));
   }
-  if (options_.ca_fqdn.empty()) {
-    return MakeError(ErrorCode::kFailedPrecondition, "renewal.ca (the CA that issues host certificates) is not set");
-  }
   const std::string token_sha256 = Sha256Hex(token);
   // A look before anything is signed, so that no valid token costs no signature; the
   // token is spent with the certificate below.
@@ -37,6 +35,34 @@ Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view
                       }));
   if (owner != host.host_id) return BadToken();
 
+  const int64_t threshold_ms = hosts_.SettingsOf(host).threshold_days * kDayMs;
+  return Issue(host, csr_pem, "host.enroll",
+               [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
+                 const int64_t now = clock_.NowMillis();
+                 CF_ASSIGN_OR_RETURN(auto spent, store::SpendHostToken(tx, token_sha256, now));
+                 if (spent != host.host_id) return BadToken();
+                 CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
+                 if (!h || h->status == store::kHostRevoked) {
+                   return MakeError(ErrorCode::kFailedPrecondition,
+                                    fmt::format("host {} is gone or revoked", host.host_id));
+                 }
+                 h->status = std::string(store::kHostActive);
+                 h->serial = cert.serial;
+                 h->not_after = cert.not_after;
+                 h->renew_at = cert.not_after - threshold_ms;
+                 h->last_error.reset();
+                 h->updated_at = now;
+                 CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
+                 return Ok();
+               });
+}
+
+Result<Enrolled> AgentService::Issue(const store::HostRecord& host, const std::string& csr_pem,
+                                     std::string audit_action,
+                                     std::function<Result<void>(store::Tx&, const store::CertificateRecord&)> also) {
+  if (options_.ca_fqdn.empty()) {
+    return MakeError(ErrorCode::kFailedPrecondition, "renewal.ca (the CA that issues host certificates) is not set");
+  }
   Enrolled out;
   out.settings = hosts_.SettingsOf(host);
   ca::CreateRequest req;
@@ -47,30 +73,29 @@ Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view
   req.csr_pem = csr_pem;
   req.validity_days = options_.validity_days;
   req.usage = out.settings.profile == "client" ? pki::ServerUsage::kClient : pki::ServerUsage::kHost;
-  req.audit_action = "host.enroll";
-  const int64_t threshold_ms = out.settings.threshold_days * kDayMs;
-  req.also = [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
-    const int64_t now = clock_.NowMillis();
-    CF_ASSIGN_OR_RETURN(auto spent, store::SpendHostToken(tx, token_sha256, now));
-    if (spent != host.host_id) return BadToken();
-    CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
-    if (!h || h->status == store::kHostRevoked) {
-      return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} is gone or revoked", host.host_id));
-    }
-    h->status = std::string(store::kHostActive);
-    h->serial = cert.serial;
-    h->not_after = cert.not_after;
-    h->renew_at = cert.not_after - threshold_ms;
-    h->last_error.reset();
-    h->updated_at = now;
-    CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
-    return Ok();
-  };
+  req.audit_action = std::move(audit_action);
+  req.also = std::move(also);
   CF_ASSIGN_OR_RETURN(ca::Created created, ca_.Create(req, "host:" + host.host_id));
   out.record = std::move(created.record);
   out.certificate_pem = out.record.certificate_pem;
   out.chain_pem = std::move(created.chain_pem);
   return out;
+}
+
+Result<store::HostRecord> AgentService::Authenticate(std::string_view serial) {
+  auto refused = [] {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "the client certificate is not a current certificate of a host (revoked, or not a host's)");
+  };
+  CF_ASSIGN_OR_RETURN(auto found, store::Read(store_, [&](store::Tx& tx) -> Result<std::optional<store::HostRecord>> {
+                        CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, serial));
+                        if (!cert || cert->status != "active" || cert->type != "server") {
+                          return std::optional<store::HostRecord>();
+                        }
+                        return store::FindHost(tx, cert->fqdn);
+                      }));
+  if (!found || found->status == store::kHostRevoked) return refused();
+  return std::move(*found);
 }
 
 Result<store::HostRecord> AgentService::Revoke(std::string_view host_id, std::string_view reason,

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -39,6 +40,14 @@ class AgentService {
   // is unknown, spent, expired or another host's; kNotFound for an unknown host;
   // kFailedPrecondition for a revoked host or when renewal.ca is not set.
   Result<Enrolled> Enroll(std::string_view host_id, std::string_view token, const std::string& csr_pem);
+  // Issues a certificate of the host for the key of `csr_pem`, with `also` in its
+  // transaction (see ca::CreateRequest::also) and `audit_action` naming the change.
+  Result<Enrolled> Issue(const store::HostRecord& host, const std::string& csr_pem, std::string audit_action,
+                         std::function<Result<void>(store::Tx&, const store::CertificateRecord&)> also);
+  // The host an agent's TLS client certificate (verified by the server) speaks for: a
+  // certificate certfleet issued to that host and has not revoked, the host not revoked.
+  // kPermissionDenied otherwise.
+  Result<store::HostRecord> Authenticate(std::string_view serial);
   // Revokes the host's current certificate (its CA's CRL is re-signed) and marks the host
   // revoked, so that it is no longer renewed and cannot enroll. Run again after a failure
   // it completes what is left. kFailedPrecondition if the host has no certificate.

@@ -110,6 +110,16 @@ Result<std::vector<HostRecord>> DueHosts(Tx& tx, int64_t now, int limit) {
                {now, std::string(kHostRevoked), int64_t{limit}});
 }
 
+Result<std::map<std::string, bool>> HostsHaveCertificate(Tx& tx, const std::vector<std::string>& host_ids) {
+  std::map<std::string, bool> out;
+  if (host_ids.empty()) return out;
+  Params params;
+  const std::string in = InValues(tx, "host_id", host_ids, params);
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT host_id, serial IS NOT NULL FROM hosts WHERE " + in, params));
+  for (const auto& r : rows) out[r.Text(0)] = r.Text(1) == "1" || r.Text(1) == "t";
+  return out;
+}
+
 Result<void> InsertHostToken(Tx& tx, std::string_view token_sha256, std::string_view host_id, int64_t expires_at,
                              int64_t now) {
   CF_RETURN_IF_ERROR(tx.Exec(

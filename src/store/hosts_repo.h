@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -58,6 +59,9 @@ Result<std::vector<HostRecord>> ListHosts(Tx& tx, const HostFilter& filter);
 // Hosts not revoked whose renew_at is at most `now`, earliest first, through the renew_at
 // index: what a renewal run takes.
 Result<std::vector<HostRecord>> DueHosts(Tx& tx, int64_t now, int limit);
+
+// Of `host_ids`, the known hosts, each with whether it has a certificate.
+Result<std::map<std::string, bool>> HostsHaveCertificate(Tx& tx, const std::vector<std::string>& host_ids);
 
 // A single-use enrollment token of a host's agent, by the SHA-256 of its secret.
 Result<void> InsertHostToken(Tx& tx, std::string_view token_sha256, std::string_view host_id, int64_t expires_at,

@@ -337,6 +337,40 @@ CREATE TABLE host_tokens (
   created_at BIGINT NOT NULL
 );
 )sql"},
+    {10, "renewals", R"sql(
+-- W4: renewal runs (what one schedule firing, request or agent started) and renewals, one
+-- per host and run: durable jobs whose state the host's agent advances. At most one renewal
+-- per host is open (not validated or failed). due_at is when a queued renewal may start, or
+-- the deadline of an active one.
+CREATE TABLE renewal_runs (
+  id {{id}},
+  trigger TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  total BIGINT NOT NULL,
+  created_at BIGINT NOT NULL
+);
+CREATE TABLE renewals (
+  id {{id}},
+  run_id BIGINT NOT NULL,
+  host_id TEXT NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('queued', 'awaiting_csr', 'issued', 'deployed', 'validated', 'failed')),
+  attempt INTEGER NOT NULL,
+  max_attempts INTEGER NOT NULL,
+  due_at BIGINT NOT NULL,
+  serial TEXT,
+  old_serial TEXT,
+  not_after BIGINT,
+  failed_step TEXT,
+  error TEXT,
+  history TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  finished_at BIGINT
+);
+CREATE UNIQUE INDEX renewals_open_host ON renewals (host_id) WHERE state NOT IN ('validated', 'failed');
+CREATE INDEX renewals_state_due ON renewals (state, due_at);
+CREATE INDEX renewals_run ON renewals (run_id, state);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

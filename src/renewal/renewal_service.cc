@@ -1,0 +1,452 @@
+#include "renewal/renewal_service.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <set>
+
+#include "core/log.h"
+#include "core/thread_name.h"
+#include "store/audit_repo.h"
+#include "store/certificates_repo.h"
+#include "store/hosts_repo.h"
+#include "store/jobs_repo.h"
+
+namespace certfleet::renewal {
+namespace {
+
+namespace json = boost::json;
+
+constexpr int64_t kDayMs = int64_t{24} * 3600 * 1000;
+// Serializes the pumps of all nodes on PostgreSQL, so that together they keep the limit.
+constexpr int64_t kPumpLockKey = 0x63667277;  // "cfrw"
+// Overdue attempts one pump times out; the next pump takes the rest.
+constexpr int kMaxOverduePerPump = 1000;
+// Waiting hosts asked about in one statement.
+constexpr size_t kWaiterChunk = 1000;
+// Steps an agent may name in a failure report (the agent's steps of a renewal task).
+constexpr std::string_view kSteps[] = {"key", "csr", "submit", "write", "verify", "reload", "swap", "report"};
+constexpr size_t kMaxErrorBytes = RenewalService::kMaxError;
+constexpr int kRevokeAttempts = 10;
+
+void AppendHistory(store::RenewalRecord& r, int64_t now, json::object entry) {
+  json::value history = json::parse(r.history);
+  entry.emplace("at", now);
+  entry.emplace("attempt", r.attempt);
+  if (!entry.contains("state")) entry.emplace("state", r.state);
+  history.as_array().push_back(std::move(entry));
+  r.history = json::serialize(history);
+  r.updated_at = now;
+}
+
+// The step that was due when an attempt in `state` ran out of time.
+std::string_view StepDue(std::string_view state) {
+  if (state == store::kRenewalAwaitingCsr) return "csr";
+  if (state == store::kRenewalIssued) return "deploy";
+  return "validate";
+}
+
+// At most kMaxErrorBytes, cut at a UTF-8 character's start.
+std::string Truncated(std::string_view text) {
+  if (text.size() <= kMaxErrorBytes) return std::string(text);
+  size_t n = kMaxErrorBytes;
+  while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
+  return std::string(text.substr(0, n));
+}
+
+}  // namespace
+
+RenewalService::RenewalService(store::Store& store, HostService& hosts, AgentService& agents, ca::CaService& ca,
+                               mail::Mailer* mailer, const Clock& clock, Options options)
+    : store_(store),
+      hosts_(hosts),
+      agents_(agents),
+      ca_(ca),
+      mailer_(mailer),
+      clock_(clock),
+      options_(std::move(options)) {}
+
+RenewalService::~RenewalService() { Stop(); }
+
+Result<RunStarted> RenewalService::StartRun(const RunScope& scope, std::string_view trigger, std::string_view actor) {
+  if (scope.hosts.size() > kMaxRunHosts) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     fmt::format("at most {} hosts in one run (all: true takes every host)", kMaxRunHosts));
+  }
+  const int64_t now = clock_.NowMillis();
+  auto started = store::Write(store_, [&](store::Tx& tx) -> Result<RunStarted> {
+    store::RenewalSelection selection;
+    if (!scope.hosts.empty()) {
+      CF_ASSIGN_OR_RETURN(auto known, store::HostsHaveCertificate(tx, scope.hosts));
+      for (const auto& h : scope.hosts) {
+        if (!known.contains(h)) return MakeError(ErrorCode::kInvalidArgument, fmt::format("no host {}", h));
+      }
+      selection.host_ids = scope.hosts;
+    }
+    selection.all = scope.all;
+    selection.due_by = now;
+    RunStarted out;
+    CF_ASSIGN_OR_RETURN(out.run_id, store::InsertRenewalRun(tx, {0, std::string(trigger), std::string(actor), 0, now}));
+    const std::string first =
+        json::serialize(json::array{json::object{{"at", now}, {"attempt", 0}, {"state", store::kRenewalQueued}}});
+    CF_ASSIGN_OR_RETURN(out.queued,
+                        store::QueueRenewals(tx, out.run_id, selection, options_.max_attempts, first, now));
+    CF_RETURN_IF_ERROR(store::SetRenewalRunTotal(tx, out.run_id, out.queued));
+    CF_RETURN_IF_ERROR(store::AppendAudit(
+        tx, now, actor, "renewal.run", fmt::format("renewal_run:{}", out.run_id),
+        json::serialize(json::object{{"trigger", trigger}, {"queued", out.queued}, {"all", scope.all},
+                                     {"hosts", static_cast<int64_t>(scope.hosts.size())}})));
+    return out;
+  });
+  if (started.ok()) Wake();
+  return started;
+}
+
+Result<int> RenewalService::Pump() {
+  CF_ASSIGN_OR_RETURN(auto hosts, PumpStarted());
+  return static_cast<int>(hosts.size());
+}
+
+Result<std::vector<std::string>> RenewalService::PumpStarted() {
+  const int64_t now = clock_.NowMillis();
+  return store::Write(store_, [&](store::Tx& tx) -> Result<std::vector<std::string>> {
+    if (tx.postgres()) CF_RETURN_IF_ERROR(tx.Query(fmt::format("SELECT pg_advisory_xact_lock({})", kPumpLockKey)));
+    CF_ASSIGN_OR_RETURN(auto overdue, store::OverdueRenewals(tx, now, kMaxOverduePerPump));
+    for (auto& r : overdue) {
+      const std::string error = fmt::format("the agent did not finish before the deadline (it was {})", r.state);
+      CF_RETURN_IF_ERROR(FailAttempt(tx, r, StepDue(r.state), error, "certfleet", now));
+    }
+    std::vector<std::string> started;
+    CF_ASSIGN_OR_RETURN(int64_t active, store::CountActiveRenewals(tx));
+    const int64_t free = options_.concurrency - active;
+    if (free <= 0) return started;
+    CF_ASSIGN_OR_RETURN(auto startable, store::StartableRenewals(tx, now, static_cast<int>(free)));
+    std::vector<std::string> ids;
+    for (const auto& r : startable) ids.push_back(r.host_id);
+    CF_ASSIGN_OR_RETURN(auto has_certificate, store::HostsHaveCertificate(tx, ids));
+    for (auto& r : startable) {
+      ++r.attempt;
+      if (!has_certificate[r.host_id]) {
+        // Its agent cannot authenticate: no attempt can succeed until it enrolls.
+        r.attempt = r.max_attempts;
+        CF_RETURN_IF_ERROR(FailAttempt(tx, r, "enroll",
+                                       "the host has no certificate: its agent has not enrolled (certfleet host token)",
+                                       "certfleet", now));
+        continue;
+      }
+      r.state = std::string(store::kRenewalAwaitingCsr);
+      r.due_at = now + options_.deadline_ms;
+      r.serial.reset();
+      r.not_after.reset();
+      AppendHistory(r, now, {});
+      CF_RETURN_IF_ERROR(store::UpdateRenewal(tx, r));
+      started.push_back(r.host_id);
+    }
+    return started;
+  });
+}
+
+Result<void> RenewalService::FailAttempt(store::Tx& tx, store::RenewalRecord& r, std::string_view step,
+                                         std::string_view error, std::string_view actor, int64_t now) {
+  if (r.serial) CF_RETURN_IF_ERROR(RevokeLater(tx, *r.serial, now));
+  AppendHistory(r, now, {{"state", "attempt_failed"}, {"step", step}, {"error", error}, {"serial", r.serial ? json::value(*r.serial) : nullptr}});
+  r.serial.reset();
+  r.not_after.reset();
+  if (r.attempt < r.max_attempts) {
+    // Backoff doubles per attempt: base, 2 base, 4 base, ... up to the cap.
+    const int shift = std::min(r.attempt - 1, 30);
+    r.state = std::string(store::kRenewalQueued);
+    r.due_at = now + std::min(options_.backoff_ms << std::max(shift, 0), options_.backoff_max_ms);
+    AppendHistory(r, now, {});
+    return store::UpdateRenewal(tx, r);
+  }
+  r.state = std::string(store::kRenewalFailed);
+  r.failed_step = std::string(step);
+  r.error = std::string(error);
+  r.finished_at = now;
+  AppendHistory(r, now, {});
+  CF_RETURN_IF_ERROR(store::UpdateRenewal(tx, r));
+  CF_ASSIGN_OR_RETURN(auto host, store::FindHost(tx, r.host_id));
+  if (host && host->status != store::kHostRevoked) {
+    host->status = std::string(store::kHostFailed);
+    host->last_run = r.id;
+    host->last_error = fmt::format("{}: {}", step, error);
+    host->updated_at = now;
+    CF_RETURN_IF_ERROR(store::UpdateHost(tx, *host));
+  }
+  const json::object details{{"renewal_id", r.id}, {"host_id", r.host_id}, {"step", step},
+                             {"error", error},     {"attempts", r.attempt}};
+  CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "renewal.fail", "host:" + r.host_id, json::serialize(details)));
+  CF_RETURN_IF_ERROR(store::AppendEvent(tx, now, "renewal/failed", json::serialize(details)));
+  store::NewJob notify;
+  notify.kind = std::string(kNotifyJob);
+  notify.payload = json::serialize(json::object{{"renewal_id", r.id}});
+  notify.run_at = now;
+  notify.dedupe_key = fmt::format("renewal-notify:{}", r.id);
+  CF_RETURN_IF_ERROR(store::EnqueueJob(tx, notify, now));
+  return Ok();
+}
+
+Result<void> RenewalService::RevokeLater(store::Tx& tx, const std::string& serial, int64_t now) {
+  store::NewJob job;
+  job.kind = std::string(kRevokeJob);
+  job.payload = json::serialize(json::object{{"serial", serial}});
+  job.run_at = now + options_.grace_ms;
+  job.max_attempts = kRevokeAttempts;
+  job.dedupe_key = "renewal-revoke:" + serial;
+  CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));
+  return Ok();
+}
+
+Result<void> RenewalService::RunRevokeJob(std::string_view payload) {
+  boost::system::error_code ec;
+  const json::value v = json::parse(payload, ec);
+  const json::value* serial = !ec && v.is_object() ? v.get_object().if_contains("serial") : nullptr;
+  if (serial == nullptr || !serial->is_string()) return MakeError(ErrorCode::kInvalidArgument, "no serial in the job");
+  CF_RETURN_IF_ERROR(ca_.Revoke(serial->get_string(), "superseded", /*cascade=*/false, "certfleet"));
+  return Ok();
+}
+
+Result<std::optional<RenewalTask>> RenewalService::TaskFor(std::string_view host_id) {
+  CF_ASSIGN_OR_RETURN(auto open, store::Read(store_, [&](store::Tx& tx) { return store::OpenRenewalOf(tx, host_id); }));
+  if (!open || open->state != store::kRenewalAwaitingCsr) return std::optional<RenewalTask>();
+  CF_ASSIGN_OR_RETURN(store::HostRecord host, hosts_.Get(host_id));
+  RenewalTask task;
+  task.renewal_id = open->id;
+  task.attempt = open->attempt;
+  task.deadline = open->due_at;
+  task.host_id = host.host_id;
+  task.settings = hosts_.SettingsOf(host);
+  return std::optional<RenewalTask>(std::move(task));
+}
+
+void RenewalService::WaitForTask(const std::string& host_id, int64_t wait_ms, std::function<void(bool)> ready) {
+  std::lock_guard lock(mu_);
+  if (stopping_) {
+    ready(false);
+    return;
+  }
+  waiters_.emplace(host_id, Waiter{clock_.NowMillis() + wait_ms, std::move(ready)});
+}
+
+Result<Enrolled> RenewalService::SubmitCsr(const store::HostRecord& host, int64_t renewal_id,
+                                           const std::string& csr_pem) {
+  CF_ASSIGN_OR_RETURN(store::RenewalRecord r, Get(renewal_id));
+  if (r.host_id != host.host_id) return MakeError(ErrorCode::kNotFound, fmt::format("no renewal {}", renewal_id));
+  if (r.state != store::kRenewalAwaitingCsr) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     fmt::format("renewal {} is {}, not awaiting a CSR", renewal_id, r.state));
+  }
+  const int attempt = r.attempt;
+  return agents_.Issue(host, csr_pem, "renewal.issue",
+                       [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
+                         const int64_t now = clock_.NowMillis();
+                         CF_ASSIGN_OR_RETURN(auto current, store::FindRenewal(tx, renewal_id));
+                         if (!current || current->state != store::kRenewalAwaitingCsr || current->attempt != attempt ||
+                             current->due_at < now) {
+                           return MakeError(ErrorCode::kFailedPrecondition,
+                                            fmt::format("renewal {} no longer awaits this CSR (deadline passed or "
+                                                        "attempt over)",
+                                                        renewal_id));
+                         }
+                         current->state = std::string(store::kRenewalIssued);
+                         current->serial = cert.serial;
+                         current->not_after = cert.not_after;
+                         AppendHistory(*current, now, {{"serial", cert.serial}});
+                         return store::UpdateRenewal(tx, *current);
+                       });
+}
+
+Result<store::RenewalRecord> RenewalService::Report(const store::HostRecord& host, int64_t renewal_id,
+                                                    std::string_view state, std::string_view step,
+                                                    std::string_view error) {
+  const bool failed = state == store::kRenewalFailed;
+  if (state != store::kRenewalDeployed && state != store::kRenewalValidated && !failed) {
+    return MakeError(ErrorCode::kInvalidArgument, "state must be deployed, validated or failed");
+  }
+  if (failed && std::find(std::begin(kSteps), std::end(kSteps), step) == std::end(kSteps)) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "step must be one of key, csr, submit, write, verify, reload, swap, report");
+  }
+  const std::string actor = "host:" + host.host_id;
+  bool finished = false;
+  auto reported = store::Write(store_, [&](store::Tx& tx) -> Result<store::RenewalRecord> {
+    finished = false;
+    const int64_t now = clock_.NowMillis();
+    CF_ASSIGN_OR_RETURN(auto r, store::FindRenewal(tx, renewal_id));
+    if (!r || r->host_id != host.host_id) {
+      return MakeError(ErrorCode::kNotFound, fmt::format("no renewal {}", renewal_id));
+    }
+    if (r->state == state) return std::move(*r);  // a report sent again
+    const bool issued = r->state == store::kRenewalIssued || r->state == store::kRenewalDeployed;
+    if (failed) {
+      if (!issued && r->state != store::kRenewalAwaitingCsr) {
+        return MakeError(ErrorCode::kFailedPrecondition, fmt::format("renewal {} is {}", renewal_id, r->state));
+      }
+      CF_RETURN_IF_ERROR(FailAttempt(tx, *r, step, Truncated(error), actor, now));
+      finished = true;
+      return std::move(*r);
+    }
+    if (!issued || (state == store::kRenewalDeployed && r->state != store::kRenewalIssued)) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       fmt::format("renewal {} is {}: it cannot become {}", renewal_id, r->state, state));
+    }
+    r->state = std::string(state);
+    if (state == store::kRenewalDeployed) {
+      AppendHistory(*r, now, {});
+      CF_RETURN_IF_ERROR(store::UpdateRenewal(tx, *r));
+      return std::move(*r);
+    }
+    // Validated: the host's certificate is the new one from now on.
+    CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
+    if (!h) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host.host_id));
+    if (h->serial && h->serial != r->serial) {
+      r->old_serial = h->serial;
+      CF_RETURN_IF_ERROR(RevokeLater(tx, *h->serial, now));
+    }
+    if (h->status != store::kHostRevoked) h->status = std::string(store::kHostActive);
+    h->serial = r->serial;
+    h->not_after = r->not_after;
+    h->renew_at = *r->not_after - hosts_.SettingsOf(*h).threshold_days * kDayMs;
+    h->last_run = r->id;
+    h->last_error.reset();
+    h->updated_at = now;
+    CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
+    r->finished_at = now;
+    AppendHistory(*r, now, {});
+    CF_RETURN_IF_ERROR(store::UpdateRenewal(tx, *r));
+    CF_RETURN_IF_ERROR(store::AppendAudit(
+        tx, now, actor, "renewal.validate", "host:" + host.host_id,
+        json::serialize(json::object{{"renewal_id", r->id},
+                                     {"serial", *r->serial},
+                                     {"old_serial", r->old_serial ? json::value(*r->old_serial) : nullptr}})));
+    finished = true;
+    return std::move(*r);
+  });
+  if (reported.ok() && finished) Wake();
+  return reported;
+}
+
+Result<store::RenewalRecord> RenewalService::Get(int64_t renewal_id) {
+  CF_ASSIGN_OR_RETURN(auto r, store::Read(store_, [&](store::Tx& tx) { return store::FindRenewal(tx, renewal_id); }));
+  if (!r) return MakeError(ErrorCode::kNotFound, fmt::format("no renewal {}", renewal_id));
+  return std::move(*r);
+}
+
+Result<std::vector<store::RenewalRecord>> RenewalService::List(const store::RenewalFilter& filter) {
+  return store::Read(store_, [&](store::Tx& tx) { return store::ListRenewals(tx, filter); });
+}
+
+Result<std::vector<store::RenewalRunSummary>> RenewalService::Runs(std::optional<int64_t> before_id, int limit) {
+  return store::Read(store_, [&](store::Tx& tx) { return store::ListRenewalRuns(tx, before_id, limit); });
+}
+
+Result<void> RenewalService::NotifyFailure(int64_t renewal_id) {
+  if (mailer_ == nullptr || options_.notify.empty()) return Ok();
+  CF_ASSIGN_OR_RETURN(store::RenewalRecord r, Get(renewal_id));
+  mail::Message m;
+  m.from = options_.sender;
+  m.to = options_.notify;
+  m.subject = fmt::format("certfleet: renewal of {} failed at step {}", r.host_id, r.failed_step.value_or("?"));
+  m.text = fmt::format(
+      "The certificate of host {} was not renewed.\n\n"
+      "Failed step: {}\nError: {}\nAttempts: {} of {}\nRenewal: {} (run {})\n\n"
+      "The host keeps its current certificate. See GET /v1/renewals/{} for the history, and\n"
+      "POST /v1/renewals/run {{\"hosts\": [\"{}\"]}} to try again.\n",
+      r.host_id, r.failed_step.value_or("?"), r.error.value_or("?"), r.attempt, r.max_attempts, r.id, r.run_id, r.id,
+      r.host_id);
+  CF_ASSIGN_OR_RETURN(mail::Sent sent, mailer_->Send(m));
+  log::Info("renewal failure notified", {{"renewal_id", r.id}, {"host_id", r.host_id}, {"message_id", sent.message_id}});
+  return Ok();
+}
+
+void RenewalService::Start() {
+  std::lock_guard lock(mu_);
+  if (thread_.joinable()) return;
+  stopping_ = false;
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void RenewalService::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  AnswerWaiters({}, false);
+}
+
+void RenewalService::Wake() {
+  {
+    std::lock_guard lock(mu_);
+    woken_ = true;
+  }
+  cv_.notify_all();
+}
+
+void RenewalService::Loop() {
+  NameThisThread("cf-renewal");
+  auto next_tick = std::chrono::steady_clock::now();
+  for (;;) {
+    bool tick = false;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_until(lock, next_tick, [&] { return woken_ || stopping_; });
+      if (stopping_) return;
+      woken_ = false;
+      if (std::chrono::steady_clock::now() >= next_tick) {
+        tick = true;
+        next_tick = std::chrono::steady_clock::now() + options_.tick;
+      }
+    }
+    auto started = PumpStarted();
+    if (!started.ok()) log::Error("renewal pump failed", {{"error", started.error().message}});
+    // On a tick, also the tasks other nodes started for the agents waiting here.
+    AnswerWaiters(started.ok() ? std::move(*started) : std::vector<std::string>{}, tick);
+  }
+}
+
+void RenewalService::AnswerWaiters(std::vector<std::string> ready_hosts, bool check_store) {
+  if (check_store) {
+    std::vector<std::string> waiting;
+    {
+      std::lock_guard lock(mu_);
+      for (auto it = waiters_.begin(); it != waiters_.end(); it = waiters_.upper_bound(it->first)) {
+        waiting.push_back(it->first);
+      }
+    }
+    for (size_t i = 0; i < waiting.size(); i += kWaiterChunk) {
+      std::vector<std::string> chunk(waiting.begin() + static_cast<std::ptrdiff_t>(i),
+                                     waiting.begin() + static_cast<std::ptrdiff_t>(std::min(i + kWaiterChunk, waiting.size())));
+      auto with_tasks = store::Read(store_, [&](store::Tx& tx) { return store::HostsWithTasks(tx, chunk); });
+      if (!with_tasks.ok()) {
+        log::Error("checking tasks of waiting agents", {{"error", with_tasks.error().message}});
+        break;
+      }
+      for (auto& [host, id] : *with_tasks) ready_hosts.push_back(host);
+    }
+  }
+  std::vector<std::pair<std::function<void(bool)>, bool>> answers;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& host : ready_hosts) {
+      auto [first, last] = waiters_.equal_range(host);
+      for (auto it = first; it != last; ++it) answers.emplace_back(std::move(it->second.ready), true);
+      waiters_.erase(first, last);
+    }
+    const int64_t now = clock_.NowMillis();
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      if (stopping_ || it->second.until <= now) {
+        answers.emplace_back(std::move(it->second.ready), false);
+        it = waiters_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& [ready, has_task] : answers) ready(has_task);
+}
+
+}  // namespace certfleet::renewal

@@ -1,0 +1,154 @@
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "ca/ca_service.h"
+#include "core/clock.h"
+#include "core/result.h"
+#include "mail/mailer.h"
+#include "renewal/agent_service.h"
+#include "renewal/host_service.h"
+#include "store/renewals_repo.h"
+#include "store/store.h"
+
+namespace certfleet::renewal {
+
+// What an agent is asked to do: renew its host's certificate with these settings before
+// the deadline.
+struct RenewalTask {
+  int64_t renewal_id = 0;
+  int attempt = 0;
+  int64_t deadline = 0;  // ms
+  std::string host_id;
+  HostSettings settings;
+};
+
+// What a run started.
+struct RunStarted {
+  int64_t run_id = 0;
+  int64_t queued = 0;   // renewals queued
+  int64_t skipped = 0;  // hosts that have a renewal open already, or are revoked or unknown
+};
+
+// How a run chooses its hosts.
+struct RunScope {
+  std::vector<std::string> hosts;  // these hosts, due or not
+  bool all = false;                // every host that is not revoked, due or not
+  // Neither: the due hosts (renewal date passed, or no certificate), found through the
+  // renew_at index.
+};
+
+// The renewal workflow of W4: runs queue a renewal per host; at most `concurrency` are at
+// work at once; each is offered to its host's agent as a task and advances as the agent
+// submits its CSR and reports the new files deployed and validated; an attempt that fails or
+// passes its deadline is retried with backoff, and a renewal out of attempts fails, which
+// notifies people by mail and as a `renewal/failed` event. Every state lives in the store,
+// so a restart loses nothing: overdue attempts time out and are retried. Several nodes may
+// share a PostgreSQL database. Thread-safe.
+class RenewalService {
+ public:
+  struct Options {
+    int concurrency = 200;                               // renewals at work at once, over all nodes
+    int64_t deadline_ms = int64_t{600} * 1000;           // for the agent to finish an attempt
+    int max_attempts = 3;                                // of a renewal
+    int64_t backoff_ms = int64_t{60} * 1000;             // before the second attempt; doubles after
+    int64_t backoff_max_ms = int64_t{3600} * 1000;       // cap of the backoff
+    int64_t grace_ms = int64_t{24} * 3600 * 1000;        // before a superseded certificate is revoked
+    std::chrono::milliseconds tick{1000};                // how often deadlines and waiting agents are checked
+    std::vector<std::string> notify;                     // mail recipients of failures
+    std::string sender = "certfleet@localhost";          // their From
+  };
+
+  RenewalService(store::Store& store, HostService& hosts, AgentService& agents, ca::CaService& ca,
+                 mail::Mailer* mailer, const Clock& clock, Options options);
+  ~RenewalService();
+
+  // Queues the renewals of `scope` in a new run. kInvalidArgument names an unknown host.
+  Result<RunStarted> StartRun(const RunScope& scope, std::string_view trigger, std::string_view actor);
+  // Times out overdue attempts and starts queued renewals in the free slots. Returns how
+  // many it started. The background thread runs it; tests call it directly.
+  Result<int> Pump();
+
+  // The host's task, if a renewal of it awaits its CSR.
+  Result<std::optional<RenewalTask>> TaskFor(std::string_view host_id);
+  // Calls `ready(true)` once the host has a task, or `ready(false)` after `wait_ms`; from
+  // the background thread. Without Start() only Pump() or Stop() answers.
+  void WaitForTask(const std::string& host_id, int64_t wait_ms, std::function<void(bool)> ready);
+
+  // The agent's CSR for its task: the certificate is issued and the renewal moves to
+  // issued. kNotFound for another host's or an unknown renewal, kFailedPrecondition when it
+  // does not await a CSR (finished, timed out, or submitted already).
+  Result<Enrolled> SubmitCsr(const store::HostRecord& host, int64_t renewal_id, const std::string& csr_pem);
+  // The agent's report: "deployed", "validated" (the host's certificate is now the new
+  // one), or "failed" at `step` with `error` (the attempt fails).
+  Result<store::RenewalRecord> Report(const store::HostRecord& host, int64_t renewal_id, std::string_view state,
+                                      std::string_view step, std::string_view error);
+
+  Result<store::RenewalRecord> Get(int64_t renewal_id);
+  Result<std::vector<store::RenewalRecord>> List(const store::RenewalFilter& filter);
+  Result<std::vector<store::RenewalRunSummary>> Runs(std::optional<int64_t> before_id, int limit);
+
+  // Runs a job of kRevokeJob: revokes a superseded certificate once its grace period ended.
+  Result<void> RunRevokeJob(std::string_view payload);
+  // Mails the failure of a renewal to `notify` (the notification job). Nothing without
+  // recipients or a mailer.
+  Result<void> NotifyFailure(int64_t renewal_id);
+
+  // The background thread: Pump() every tick and whenever a slot frees, and answers
+  // WaitForTask. Stop() answers every waiting agent with false.
+  void Start();
+  void Stop();
+
+  static constexpr std::string_view kRunJob = "renewal.run";
+  static constexpr std::string_view kNotifyJob = "renewal.notify";
+  static constexpr std::string_view kRevokeJob = "renewal.revoke";
+  // Limits of the input, each with its reason.
+  static constexpr size_t kMaxRunHosts = 10'000;  // hosts named in one request; `all` for more
+  static constexpr size_t kMaxError = 2048;       // an agent's error message kept in history
+
+ private:
+  struct Waiter {
+    int64_t until = 0;
+    std::function<void(bool)> ready;
+  };
+  // Fails the attempt in `tx`: retried after backoff, or failed for good (host marked,
+  // notification queued). A certificate issued in the attempt is revoked after the grace.
+  Result<void> FailAttempt(store::Tx& tx, store::RenewalRecord& r, std::string_view step, std::string_view error,
+                           std::string_view actor, int64_t now);
+  // Queues the revocation (superseded) of `serial` after the grace period.
+  Result<void> RevokeLater(store::Tx& tx, const std::string& serial, int64_t now);
+  // Pump(), returning the hosts whose tasks it started.
+  Result<std::vector<std::string>> PumpStarted();
+  void Loop();
+  // Answers the waiters of `ready_hosts` with true, and with false those whose wait is over
+  // (all of them when stopping). With `check_store`, first asks the store which waiting
+  // hosts have a task (one another node started).
+  void AnswerWaiters(std::vector<std::string> ready_hosts, bool check_store);
+  void Wake();
+
+  store::Store& store_;
+  HostService& hosts_;
+  AgentService& agents_;
+  ca::CaService& ca_;
+  mail::Mailer* mailer_;
+  const Clock& clock_;
+  const Options options_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::multimap<std::string, Waiter> waiters_;  // by host id
+  bool woken_ = false;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace certfleet::renewal
