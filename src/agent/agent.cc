@@ -1,14 +1,14 @@
 #include "agent/agent.h"
 
-#include <curl/curl.h>
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
 #include <filesystem>
-#include <fstream>
+#include <iostream>
 #include <memory>
-#include <sstream>
 
+#include "agent/client.h"
+#include "agent/common.h"
 #include "core/files.h"
 #include "pki/certificate.h"
 #include "pki/csr.h"
@@ -20,68 +20,17 @@ namespace {
 namespace fs = std::filesystem;
 namespace json = boost::json;
 
-constexpr long kConnectTimeoutSeconds = 10;
-constexpr long kRequestTimeoutSeconds = 60;
-// An answer is a certificate and its chain: a few KiB.
-constexpr size_t kMaxResponseBytes = size_t{1} << 20;
 constexpr std::string_view kIdentityFile = "identity.json";
+// identity.json holds a few paths and a serial.
+constexpr size_t kMaxStateBytes = size_t{64} * 1024;
 
-struct Response {
-  long status = 0;
-  std::string body;
-};
+}  // namespace
 
-size_t Collect(char* data, size_t size, size_t n, void* out) {
-  auto* body = static_cast<std::string*>(out);
-  if (body->size() + size * n > kMaxResponseBytes) return 0;  // stops the transfer
-  body->append(data, size * n);
-  return size * n;
-}
-
-// One HTTPS request with a JSON body; the server's certificate is verified (ca_file or the
-// system store) and so is its name.
-Result<Response> Post(const AgentOptions& options, const std::string& path, const std::string& bearer,
-                      const std::string& body) {
-  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), &curl_easy_cleanup);
-  if (!curl) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
-  const std::string url = options.server + path;
-  std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> headers(nullptr, &curl_slist_free_all);
-  for (const std::string& h : {std::string("Content-Type: application/json"), "Authorization: Bearer " + bearer}) {
-    headers.reset(curl_slist_append(headers.release(), h.c_str()));
-  }
-  Response r;
-  CURL* c = curl.get();
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
-  curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
-  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, kConnectTimeoutSeconds);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, kRequestTimeoutSeconds);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
-  if (!options.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, options.ca_file.c_str());
-  const CURLcode rc = curl_easy_perform(c);
-  if (rc != CURLE_OK) {
-    return MakeError(ErrorCode::kUnavailable, fmt::format("POST {}: {}", url, curl_easy_strerror(rc)));
-  }
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-  return r;
-}
-
-// The server's error message, or the status.
-std::string ServerError(const Response& r) {
-  boost::system::error_code ec;
-  json::value v = json::parse(r.body, ec);
-  if (!ec && v.is_object()) {
-    if (const json::value* e = v.get_object().if_contains("error"); e && e->is_object()) {
-      if (const json::value* m = e->get_object().if_contains("message"); m && m->is_string()) {
-        return fmt::format("HTTP {}: {}", r.status, std::string(m->get_string()));
-      }
-    }
-  }
-  return fmt::format("HTTP {}", r.status);
+void Log(std::string_view level, std::string_view msg, json::object fields) {
+  fields.emplace("level", level);
+  fields.emplace("msg", msg);
+  const bool bad = level == "error" || level == "warn";
+  (bad ? std::cerr : std::cout) << json::serialize(fields) << std::endl;
 }
 
 Result<std::string> Field(const json::object& o, std::string_view key) {
@@ -90,16 +39,41 @@ Result<std::string> Field(const json::object& o, std::string_view key) {
   return std::string(v->get_string());
 }
 
-}  // namespace
+Result<json::object> JsonAnswer(const HttpResponse& r, std::string_view what) {
+  boost::system::error_code ec;
+  json::value v = json::parse(r.body, ec);
+  if (ec || !v.is_object()) return MakeError(ErrorCode::kUnavailable, fmt::format("{}: the answer is not JSON", what));
+  return std::move(v.get_object());
+}
+
+Result<void> CheckIssued(const std::string& cert_pem, const std::string& chain_pem, EVP_PKEY* key) {
+  CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromPem(cert_pem));
+  CF_ASSIGN_OR_RETURN(auto chain, pki::CertificatesFromPem(chain_pem));
+  if (EVP_PKEY_eq(X509_get0_pubkey(cert.get()), key) != 1) {
+    return MakeError(ErrorCode::kInvalidArgument, "the certificate is not for this host's key");
+  }
+  return pki::VerifyChain(cert.get(), chain);
+}
+
+Identity::Files Identity::FilesFor(const std::string& host_id, const std::string& cert_path,
+                                   const std::string& key_path, const std::string& cacert_path) {
+  return {(fs::path(cert_path) / (host_id + ".crt")).string(), (fs::path(key_path) / (host_id + ".key")).string(),
+          (fs::path(cacert_path) / "ca_chain_certificate.crt").string()};
+}
+
+Result<void> SaveIdentity(const std::string& state_dir, const std::string& server, const Identity& id) {
+  const json::object state{{"host_id", id.host_id},       {"cert_file", id.cert_file}, {"key_file", id.key_file},
+                           {"chain_file", id.chain_file}, {"serial", id.serial},       {"server", server}};
+  return WriteFileAtomically(fs::path(state_dir) / kIdentityFile, json::serialize(state), 0600);
+}
 
 Result<std::optional<Identity>> LoadIdentity(const std::string& state_dir) {
   const fs::path path = fs::path(state_dir) / kIdentityFile;
-  std::ifstream in(path);
-  if (!in) return std::optional<Identity>();
-  std::stringstream text;
-  text << in.rdbuf();
+  auto text = ReadFile(path, kMaxStateBytes);
+  if (!text.ok() && text.error().code == ErrorCode::kNotFound) return std::optional<Identity>();
+  if (!text.ok()) return text.error();
   boost::system::error_code ec;
-  json::value v = json::parse(text.str(), ec);
+  json::value v = json::parse(*text, ec);
   if (ec || !v.is_object())
     return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} is unreadable", path.string()));
   const json::object& o = v.get_object();
@@ -116,38 +90,31 @@ Result<Identity> Enroll(const AgentOptions& options, const std::string& token) {
   CF_ASSIGN_OR_RETURN(pki::KeyType key_type, pki::ParseKeyType(options.key_type));
   CF_ASSIGN_OR_RETURN(pki::PkeyPtr key, pki::GenerateKey(key_type));
   CF_ASSIGN_OR_RETURN(std::string csr, pki::MakeCsrPem(key.get(), options.host_id, {}));
-  CF_ASSIGN_OR_RETURN(Response r, Post(options, "/v1/agent/enroll", token,
-                                       json::serialize(json::object{{"host_id", options.host_id}, {"csr", csr}})));
+  Client client({options.server, options.ca_file, "", ""});
+  CF_ASSIGN_OR_RETURN(HttpResponse r,
+                      client.Post("/v1/agent/enroll",
+                                  json::serialize(json::object{{"host_id", options.host_id}, {"csr", csr}}), token));
   if (r.status != 201) return MakeError(ErrorCode::kPermissionDenied, "enrolling: " + ServerError(r));
-  boost::system::error_code ec;
-  json::value v = json::parse(r.body, ec);
-  if (ec || !v.is_object()) return MakeError(ErrorCode::kUnavailable, "enrolling: the answer is not JSON");
-  const json::object& o = v.get_object();
+  CF_ASSIGN_OR_RETURN(json::object o, JsonAnswer(r, "enrolling"));
   CF_ASSIGN_OR_RETURN(std::string cert_pem, Field(o, "certificate"));
   CF_ASSIGN_OR_RETURN(std::string chain_pem, Field(o, "chain"));
   CF_ASSIGN_OR_RETURN(std::string cert_path, Field(o, "cert_path"));
   CF_ASSIGN_OR_RETURN(std::string key_path, Field(o, "key_path"));
   CF_ASSIGN_OR_RETURN(std::string cacert_path, Field(o, "cacert_path"));
-  CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromPem(cert_pem));
-  CF_ASSIGN_OR_RETURN(auto chain, pki::CertificatesFromPem(chain_pem));
-  if (EVP_PKEY_eq(X509_get0_pubkey(cert.get()), key.get()) != 1) {
-    return MakeError(ErrorCode::kInvalidArgument, "the certificate is not for this host's key");
-  }
-  CF_RETURN_IF_ERROR(pki::VerifyChain(cert.get(), chain));
+  CF_RETURN_IF_ERROR(CheckIssued(cert_pem, chain_pem, key.get()));
 
   Identity id;
   id.host_id = options.host_id;
-  id.cert_file = (fs::path(cert_path) / (options.host_id + ".crt")).string();
-  id.key_file = (fs::path(key_path) / (options.host_id + ".key")).string();
-  id.chain_file = (fs::path(cacert_path) / "ca_chain_certificate.crt").string();
+  auto files = Identity::FilesFor(options.host_id, cert_path, key_path, cacert_path);
+  id.cert_file = files.cert;
+  id.key_file = files.key;
+  id.chain_file = files.chain;
   CF_ASSIGN_OR_RETURN(id.serial, Field(o, "serial"));
   CF_ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(key.get()));
   CF_RETURN_IF_ERROR(WriteFileAtomically(id.key_file, key_pem, 0400));
   CF_RETURN_IF_ERROR(WriteFileAtomically(id.cert_file, cert_pem, 0644));
   CF_RETURN_IF_ERROR(WriteFileAtomically(id.chain_file, chain_pem, 0644));
-  const json::object state{{"host_id", id.host_id},       {"cert_file", id.cert_file}, {"key_file", id.key_file},
-                           {"chain_file", id.chain_file}, {"serial", id.serial},       {"server", options.server}};
-  CF_RETURN_IF_ERROR(WriteFileAtomically(fs::path(options.state_dir) / kIdentityFile, json::serialize(state), 0600));
+  CF_RETURN_IF_ERROR(SaveIdentity(options.state_dir, options.server, id));
   return id;
 }
 

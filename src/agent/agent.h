@@ -1,5 +1,7 @@
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <optional>
 #include <string>
 
@@ -23,6 +25,15 @@ struct Identity {
   std::string key_file;    // {key_path}/{host_id}.key, mode 0400
   std::string chain_file;  // {cacert_path}/ca_chain_certificate.crt
   std::string serial;
+
+  // The final names of a host's files in the folders the server names.
+  struct Files {
+    std::string cert;
+    std::string key;
+    std::string chain;
+  };
+  static Files FilesFor(const std::string& host_id, const std::string& cert_path, const std::string& key_path,
+                        const std::string& cacert_path);
 };
 
 // The identity recorded in state_dir, or nullopt before the first enrollment.
@@ -34,6 +45,30 @@ Result<std::optional<Identity>> LoadIdentity(const std::string& state_dir);
 // Checked before anything is written: the certificate is for the new key and verifies to
 // the chain.
 Result<Identity> Enroll(const AgentOptions& options, const std::string& token);
+
+Result<void> SaveIdentity(const std::string& state_dir, const std::string& server, const Identity& id);
+
+// How the agent works once enrolled.
+struct RunOptions {
+  int wait_seconds = 30;                   // of each long poll
+  std::chrono::seconds backoff_min{1};     // after the server could not be reached; doubles
+  std::chrono::seconds backoff_max{300};   // each time up to this
+  // The agent asks for a renewal itself when less than this share of its certificate's
+  // lifetime is left (the server renews at its threshold, 30 of 90 days by default).
+  double self_renew_share = 1.0 / 6;
+  std::chrono::seconds self_renew_every{3600};  // how often it asks again meanwhile
+};
+
+// Undoes a renewal interrupted between swapping the new files in and recording them: the
+// old files, kept beside as *.prev, go back into place. Run at start.
+Result<void> Recover(const Identity& id);
+
+// Long-polls the server for tasks and runs them until `stop` is set (SIGTERM): on a renewal
+// task makes a new key (0400) and CSR, has it signed, writes the new files beside the old
+// ones, checks them (key matches certificate, chain verifies), swaps them in by rename, runs
+// the reload command (restoring the old files if it fails), and reports each state. Any
+// failure leaves the old files in place and is reported with its step.
+void Run(const AgentOptions& options, Identity id, const RunOptions& run, const std::atomic<bool>& stop);
 
 // certfleet-agent's command line; the process exit code.
 int Main(int argc, char** argv);

@@ -1,19 +1,19 @@
 // The certfleet-agent command line.
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
+#include <atomic>
+#include <csignal>
 #include <iostream>
 
 #include "agent/agent.h"
+#include "agent/common.h"
 
 namespace certfleet::agent {
 namespace {
 
-// One JSON log line.
-void Log(std::ostream& out, std::string_view level, std::string_view msg, boost::json::object fields) {
-  fields.emplace("level", level);
-  fields.emplace("msg", msg);
-  out << boost::json::serialize(fields) << "\n";
-}
+std::atomic<bool> g_stop{false};
+
+void OnSignal(int) { g_stop = true; }
 
 }  // namespace
 
@@ -33,13 +33,23 @@ int Main(int argc, char** argv) {
       ->default_val("/var/lib/certfleet-agent");
   app.add_option("--key-type", options.key_type, "The first key's type (later ones: the host's key_type)")
       ->default_val("ec-p256");
+  RunOptions run;
+  app.add_option("--poll-wait", run.wait_seconds, "Seconds each long poll for tasks waits")
+      ->default_val(30)
+      ->check(CLI::Range(1, 60));
+  app.add_option("--self-renew-below", run.self_renew_share,
+                 "Ask for a renewal itself when less than this share of the certificate's lifetime is left")
+      ->default_val(1.0 / 6)
+      ->check(CLI::Range(0.0, 1.0));
+  bool enroll_only = false;
+  app.add_flag("--enroll-only", enroll_only, "Enroll (if not yet) and exit, instead of serving tasks");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   auto fail = [](std::string_view what, const Error& e) {
-    Log(std::cerr, "error", what, {{"error", e.message}});
+    Log("error", what, {{"error", e.message}});
     return 1;
   };
   auto identity = LoadIdentity(options.state_dir);
@@ -50,9 +60,17 @@ int Main(int argc, char** argv) {
     }
     auto enrolled = Enroll(options, token);
     if (!enrolled.ok()) return fail("enrollment failed", enrolled.error());
-    Log(std::cout, "info", "enrolled",
+    Log("info", "enrolled",
         {{"host", enrolled->host_id}, {"serial", enrolled->serial}, {"certificate", enrolled->cert_file}});
+    identity = std::optional<Identity>(*enrolled);
   }
+  if (enroll_only) return 0;
+  if (auto r = Recover(**identity); !r.ok()) return fail("cannot undo an interrupted renewal", r.error());
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+  Log("info", "serving tasks", {{"host", (*identity)->host_id}, {"server", options.server}});
+  Run(options, **identity, run, g_stop);
+  Log("info", "stopped");
   return 0;
 }
 

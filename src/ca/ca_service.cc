@@ -313,12 +313,15 @@ Result<void> CaService::Prepare(const CreateRequest& request, std::string_view a
     Created out;
     std::shared_ptr<const Parent> parent;
     bool is_ca = false;
-    pki::CertType type = pki::CertType::kDevice;
+    bool one_active = false;  // refused while the name has an active certificate
+
     std::string key_ref, issuer_key_hash, audit_action, audit_details, event_payload, first_crl, actor;
     int64_t now = 0;
     std::function<Result<void>(store::Tx&, const store::CertificateRecord&)> also;
   };
-  auto w = std::make_shared<Write>(Write{std::move(out), parent, is_ca, req.type, std::move(key_ref),
+  // A device's fqdn starts with a UUID made for it just now: no other certificate has it.
+  const bool one_active = !is_ca && req.type != pki::CertType::kDevice && !req.overlaps_active;
+  auto w = std::make_shared<Write>(Write{std::move(out), parent, is_ca, one_active, std::move(key_ref),
                                          std::move(issuer_key_hash), audit_action, audit_details, event_payload,
                                          std::move(first_crl), std::string(actor), now, std::move(req.also)});
   auto piece = [this, w](store::Tx& tx) -> Result<void> {
@@ -330,8 +333,7 @@ Result<void> CaService::Prepare(const CreateRequest& request, std::string_view a
         return MakeError(ErrorCode::kFailedPrecondition, fmt::format("the CA {} is revoked", w->parent->ca.fqdn));
       }
     }
-    // A device's fqdn starts with a UUID made for it just now: no other certificate has it.
-    if (!w->is_ca && w->type != pki::CertType::kDevice) {
+    if (w->one_active) {
       CF_ASSIGN_OR_RETURN(auto active, store::ActiveSerialForFqdn(tx, rec.fqdn));
       if (active) {
         return MakeError(

@@ -39,6 +39,10 @@ struct CreateRequest {
   // W2 device's id (instead of a UUID under the parent; type device) or a W4 host's id (type
   // server with a usage other than kServer, instead of an fqdn). Needs a CSR and the parent.
   std::string subject_id;
+  // The caller retires the subject's active certificate itself (W4 renewal revokes it after
+  // a grace period), so the new one may overlap it; otherwise a second active certificate
+  // of a server name is refused.
+  bool overlaps_active = false;
   // More writes that belong with the certificate: run in its transaction after its row is
   // written; a failure refuses the certificate. Run again if the transaction is retried.
   std::function<Result<void>(store::Tx&, const store::CertificateRecord&)> also;

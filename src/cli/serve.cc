@@ -155,12 +155,15 @@ int Serve(const Config& config, const Clock& clock) {
   options.tls_key_file = config.Get("server.tls_key");
   options.client_ca_file = config.Get("server.client_ca");
   if (options.client_ca_file.empty() && !config.Get("renewal.ca").empty()) {
+    // Until renewal.ca exists (it may be made through this server), agents cannot
+    // authenticate: restart once it does.
     auto written = WriteAgentTrust(store, keys, clock, config);
-    if (!written.ok()) {
-      log::Error("cannot trust the agents' certificates", {{"error", written.error().message}});
-      return 1;
+    if (written.ok()) {
+      options.client_ca_file = *written;
+    } else {
+      log::Warn("agents cannot authenticate until renewal.ca exists and certfleet restarts",
+                {{"error", written.error().message}});
     }
-    options.client_ca_file = *written;
   }
   options.threads = static_cast<int>(config.GetInt("server.threads"));
   if (options.threads == 0)

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+
+#include <fstream>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,6 +38,25 @@ Result<void> WriteFileAtomically(const std::filesystem::path& path, std::string_
     return MakeError(ErrorCode::kUnavailable, fmt::format("writing {}: {}", path.string(), why));
   }
   return Ok();
+}
+
+Result<std::string> ReadFile(const std::filesystem::path& path, size_t max_bytes) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec)) return MakeError(ErrorCode::kNotFound, fmt::format("no file {}", path.string()));
+    return MakeError(ErrorCode::kUnavailable, fmt::format("reading {}: {}", path.string(), std::strerror(errno)));
+  }
+  std::string out;
+  char buf[8192];
+  while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
+    out.append(buf, static_cast<size_t>(in.gcount()));
+    if (out.size() > max_bytes) {
+      return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} is larger than {} bytes", path.string(), max_bytes));
+    }
+  }
+  if (in.bad()) return MakeError(ErrorCode::kUnavailable, fmt::format("reading {}", path.string()));
+  return out;
 }
 
 }  // namespace certfleet

@@ -2,7 +2,9 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <filesystem>
+#include <string>
 #include <string_view>
 
 #include "core/result.h"
@@ -14,5 +16,9 @@ namespace certfleet {
 // crash) sees the old file whole or the new one whole, never half of either. Creates the
 // folder if missing. kUnavailable naming the file otherwise.
 Result<void> WriteFileAtomically(const std::filesystem::path& path, std::string_view data, mode_t mode);
+
+// The whole file, if it is at most `max_bytes`: kNotFound when it does not exist,
+// kInvalidArgument when it is larger, kUnavailable when it cannot be read.
+Result<std::string> ReadFile(const std::filesystem::path& path, size_t max_bytes);
 
 }  // namespace certfleet

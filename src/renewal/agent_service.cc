@@ -36,7 +36,7 @@ Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view
   if (owner != host.host_id) return BadToken();
 
   const int64_t threshold_ms = hosts_.SettingsOf(host).threshold_days * kDayMs;
-  return Issue(host, csr_pem, "host.enroll",
+  return Issue(host, csr_pem, /*renewing=*/false, "host.enroll",
                [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
                  const int64_t now = clock_.NowMillis();
                  CF_ASSIGN_OR_RETURN(auto spent, store::SpendHostToken(tx, token_sha256, now));
@@ -57,7 +57,7 @@ Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view
                });
 }
 
-Result<Enrolled> AgentService::Issue(const store::HostRecord& host, const std::string& csr_pem,
+Result<Enrolled> AgentService::Issue(const store::HostRecord& host, const std::string& csr_pem, bool renewing,
                                      std::string audit_action,
                                      std::function<Result<void>(store::Tx&, const store::CertificateRecord&)> also) {
   if (options_.ca_fqdn.empty()) {
@@ -74,6 +74,7 @@ Result<Enrolled> AgentService::Issue(const store::HostRecord& host, const std::s
   req.validity_days = options_.validity_days;
   req.usage = out.settings.profile == "client" ? pki::ServerUsage::kClient : pki::ServerUsage::kHost;
   req.audit_action = std::move(audit_action);
+  req.overlaps_active = renewing;
   req.also = std::move(also);
   CF_ASSIGN_OR_RETURN(ca::Created created, ca_.Create(req, "host:" + host.host_id));
   out.record = std::move(created.record);

@@ -41,8 +41,10 @@ class AgentService {
   // kFailedPrecondition for a revoked host or when renewal.ca is not set.
   Result<Enrolled> Enroll(std::string_view host_id, std::string_view token, const std::string& csr_pem);
   // Issues a certificate of the host for the key of `csr_pem`, with `also` in its
-  // transaction (see ca::CreateRequest::also) and `audit_action` naming the change.
-  Result<Enrolled> Issue(const store::HostRecord& host, const std::string& csr_pem, std::string audit_action,
+  // transaction (see ca::CreateRequest::also) and `audit_action` naming the change. When
+  // `renewing`, it may overlap the host's current certificate (revoked after the grace).
+  Result<Enrolled> Issue(const store::HostRecord& host, const std::string& csr_pem, bool renewing,
+                         std::string audit_action,
                          std::function<Result<void>(store::Tx&, const store::CertificateRecord&)> also);
   // The host an agent's TLS client certificate (verified by the server) speaks for: a
   // certificate certfleet issued to that host and has not revoked, the host not revoked.

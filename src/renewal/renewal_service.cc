@@ -239,7 +239,7 @@ Result<Enrolled> RenewalService::SubmitCsr(const store::HostRecord& host, int64_
                      fmt::format("renewal {} is {}, not awaiting a CSR", renewal_id, r.state));
   }
   const int attempt = r.attempt;
-  return agents_.Issue(host, csr_pem, "renewal.issue",
+  return agents_.Issue(host, csr_pem, /*renewing=*/true, "renewal.issue",
                        [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
                          const int64_t now = clock_.NowMillis();
                          CF_ASSIGN_OR_RETURN(auto current, store::FindRenewal(tx, renewal_id));

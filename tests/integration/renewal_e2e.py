@@ -10,14 +10,19 @@ registered for its host, the key with mode 0400, and `openssl verify` accepts th
 usage: renewal_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
 import datetime
+import http.client
 import os
 import stat
 import subprocess
+import ssl
 import sys
+import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish  # noqa: E402
 from harness import Certfleet  # noqa: E402
+from servers import SmtpServer  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -25,9 +30,15 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
+mail_dir = tempfile.mkdtemp(prefix="renewal-smtp-", dir=os.environ.get("CERTFLEET_TEST_STATE", "/tmp"))
+smtp = SmtpServer(mail_dir)
+# Short deadlines and grace, one attempt: a killed agent's renewal fails within seconds.
 cf = Certfleet(BINARY, DB_KIND, "renewal-e2e", extra_env={
     "CERTFLEET_RENEWAL_KEY_PATH": "/etc/pki/private", "CERTFLEET_RENEWAL_THRESHOLD_DAYS": "7",
-    "CERTFLEET_RENEWAL_CA": "hosts.example.com", "CERTFLEET_RENEWAL_VALIDITY_DAYS": "30"})
+    "CERTFLEET_RENEWAL_CA": "hosts.example.com", "CERTFLEET_RENEWAL_VALIDITY_DAYS": "30",
+    "CERTFLEET_RENEWAL_DEADLINE_SECONDS": "6", "CERTFLEET_RENEWAL_MAX_ATTEMPTS": "1",
+    "CERTFLEET_RENEWAL_GRACE_SECONDS": "3", "CERTFLEET_RENEWAL_NOTIFY": "ops@example.com",
+    "CERTFLEET_MAIL": f"smtp://127.0.0.1:{smtp.port}"})
 cf.init()
 cf.start()
 
@@ -80,6 +91,9 @@ check("no host nope" in p.stderr, f"a token for an unknown host is refused: {p.s
 # Enrollment: the agent's key never leaves it; the CSR carries it.
 api("POST", "/v1/certificates/root", {"fqdn": "example.com", "organization": "Acme"}, expect=201)
 api("POST", "/v1/certificates/intermediate", {"fqdn": "hosts.example.com", "organization": "Acme"}, expect=201)
+# Agents authenticate with certificates of renewal.ca, which now exists: the server trusts it from its start.
+cf.stop()
+cf.start()
 key = ec.generate_private_key(ec.SECP256R1())
 csr = (x509.CertificateSigningRequestBuilder()
        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "db-1")]))
@@ -133,7 +147,7 @@ api("POST", "/v1/hosts", {"host_id": "agent-1", "cert_path": f"{home}/certs", "k
                           "cacert_path": f"{home}/ca", "sans": ["agent-1.example.com"]}, expect=201)
 agent_token = cf.cli("host", "token", "agent-1").stdout.strip()
 run_agent = [AGENT, "--server", cf.url, "--host-id", "agent-1", "--ca-file", os.path.join(cf.data, "tls", "ca.pem"),
-             "--state-dir", f"{home}/state"]
+             "--state-dir", f"{home}/state", "--enroll-only"]
 p = subprocess.run(run_agent, capture_output=True, text=True, timeout=60)
 check(p.returncode == 1 and "bootstrap-token" in p.stderr, f"the first start needs a token: {p.stderr}")
 p = subprocess.run(run_agent + ["--bootstrap-token", agent_token], capture_output=True, text=True, timeout=60)
@@ -172,5 +186,176 @@ audit = api("GET", "/v1/audit?limit=100")
 actions = [e["action"] for e in audit["items"]]
 check(actions.count("host.create") == 3 and actions.count("host.token") == 2 and actions.count("host.enroll") == 2 and actions.count("host.revoke") == 1,
       f"audited: {actions}")
+
+# --- The renewal workflow with real agents, each in a folder of its own. ---
+CA_FILE = os.path.join(cf.data, "tls", "ca.pem")
+ROOT_PEM = os.path.join(folder, "root.pem")
+agents = {}
+
+
+def files_of(name):
+    h = os.path.join(cf.work, name)
+    return {"key": f"{h}/private/{name}.key", "cert": f"{h}/certs/{name}.crt", "chain": f"{h}/ca/ca_chain_certificate.crt"}
+
+
+def add_host(name, **extra):
+    h = os.path.join(cf.work, name)
+    api("POST", "/v1/hosts", {"host_id": name, "cert_path": f"{h}/certs", "key_path": f"{h}/private",
+                              "cacert_path": f"{h}/ca", "sans": [f"{name}.example.com"], **extra}, expect=201)
+    return cf.cli("host", "token", name).stdout.strip()
+
+
+def start_agent(name, token=None, *extra):
+    h = os.path.join(cf.work, name)
+    cmd = [AGENT, "--server", cf.url, "--host-id", name, "--ca-file", CA_FILE, "--state-dir", f"{h}/state",
+           "--poll-wait", "2", *extra]
+    if token:
+        cmd += ["--bootstrap-token", token]
+    log = open(os.path.join(cf.work, f"{name}.log"), "a")
+    agents[name] = subprocess.Popen(cmd, stdout=log, stderr=log)
+
+
+def serial_of(path):
+    return format(x509.load_pem_x509_certificate(open(path, "rb").read()).serial_number, "x")
+
+
+def wait_for(what, fn, timeout=40):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = fn()
+        if got:
+            return got
+        time.sleep(0.2)
+    check(False, f"timed out waiting for {what}")
+
+
+def run_renewals(body):
+    started = api("POST", "/v1/renewals/run", body, expect=201)
+    done = wait_for(f"run {started['run_id']} to finish", lambda: (
+        lambda items: items if items and all(r["state"] in ("validated", "failed") for r in items) else None)(
+        api("GET", f"/v1/renewals?run={started['run_id']}")["items"]))
+    return started, {r["host_id"]: r for r in done}
+
+
+def verify(name):
+    f = files_of(name)
+    p = subprocess.run(["openssl", "verify", "-CAfile", ROOT_PEM, "-untrusted", f["chain"], "-purpose", "sslserver",
+                        f["cert"]], capture_output=True, text=True)
+    return p.returncode == 0
+
+
+# The agent proves who it is with its certificate: none, or a revoked host's, is refused.
+status, _, _ = cf.request("GET", "/v1/agent/tasks")
+check(status == 401, f"the agent protocol needs a client certificate: {status}")
+revoked_ctx = ssl.create_default_context(cafile=CA_FILE)
+with open(os.path.join(folder, "db-1.key"), "wb") as f:
+    f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+revoked_ctx.load_cert_chain(os.path.join(folder, "cert.pem"), os.path.join(folder, "db-1.key"))
+conn = http.client.HTTPSConnection("127.0.0.1", cf.port, context=revoked_ctx, timeout=10)
+conn.request("GET", "/v1/agent/tasks")
+check(conn.getresponse().status == 403, "a revoked host's certificate is refused")
+conn.close()
+
+tokens = {"agent-2": add_host("agent-2", reload_command=f"cp {files_of('agent-2')['cert']} {cf.work}/agent-2/reloaded.pem"),
+          "agent-3": add_host("agent-3", reload_command="echo broken config >&2; exit 3"),
+          "agent-4": add_host("agent-4")}
+start_agent("agent-1")
+for name, token in tokens.items():
+    start_agent(name, token)
+wait_for("the agents to enroll", lambda: all(api("GET", f"/v1/hosts/{n}")["status"] == "active" for n in tokens))
+old = {n: serial_of(files_of(n)["cert"]) for n in ["agent-1", *tokens]}
+
+# Operators' mistakes are refused.
+api("POST", "/v1/renewals/run", {"hosts": ["nope"]}, expect=400)
+api("POST", "/v1/renewals/run", {"hosts": ["agent-1"], "all": True}, expect=400)
+api("POST", "/v1/renewals/run", {"hosts": "agent-1"}, expect=400)
+api("GET", "/v1/renewals?state=sleeping", expect=400)
+status, _, _ = cf.request("POST", "/v1/renewals/run", body={})
+check(status == 401, "starting a run needs a token")
+
+# A forced run: agents 1, 2 renew; agent 3's reload command fails, so its old files stay.
+seen = set()
+run, done = run_renewals({"hosts": ["agent-1", "agent-2", "agent-3"]})
+check(run["queued"] == 3, f"three renewals queued: {run}")
+for name in ("agent-1", "agent-2"):
+    r, f = done[name], files_of(name)
+    states = [h["state"] for h in r["history"]]
+    check(r["state"] == "validated" and states == ["queued", "awaiting_csr", "issued", "deployed", "validated"],
+          f"{name} went through every state: {states} {r.get('error')}")
+    check(serial_of(f["cert"]) == r["serial"] != old[name] and r["old_serial"] == old[name],
+          f"{name} has its new certificate in place: {r}")
+    check(stat.S_IMODE(os.stat(f["key"]).st_mode) == 0o400, f"{name}'s new key is 0400")
+    new_key = serialization.load_pem_private_key(open(f["key"], "rb").read(), None)
+    check(new_key.public_key().public_numbers() ==
+          x509.load_pem_x509_certificate(open(f["cert"], "rb").read()).public_key().public_numbers(),
+          f"{name}'s new certificate is for its new key")
+    check(verify(name), f"openssl verify accepts {name}'s new chain")
+    check(not any(p.endswith((".new", ".prev")) for p in os.listdir(os.path.dirname(f["cert"]))),
+          f"{name} left no temporary files")
+    host = api("GET", f"/v1/hosts/{name}")
+    check(host["certificate"]["serial"] == r["serial"] and host["status"] == "active" and host["last_run"] == r["id"],
+          f"the inventory has {name}'s new certificate: {host}")
+check(open(f"{cf.work}/agent-2/reloaded.pem").read() == open(files_of("agent-2")["cert"]).read(),
+      "the reload command ran with the new certificate in place")
+r3 = done["agent-3"]
+check(r3["state"] == "failed" and r3["failed_step"] == "reload" and "exit status 3" in r3["error"],
+      f"agent-3 failed at its reload: {r3}")
+check(serial_of(files_of("agent-3")["cert"]) == old["agent-3"] and verify("agent-3"),
+      "agent-3 keeps its old valid files")
+check(api("GET", "/v1/hosts/agent-3")["status"] == "failed", "agent-3 is marked failed")
+mails = wait_for("the failure mail", lambda: [m for _, m in smtp.new_messages(seen)])
+check(len(mails) == 1 and "agent-3" in mails[0]["Subject"] and "reload" in mails[0]["Subject"] and
+      mails[0]["To"] == "ops@example.com" and "exit status 3" in mails[0].get_body().get_content(),
+      f"one mail names the host, the failed step and the error: {[m['Subject'] for m in mails]}")
+
+# After the grace period the superseded certificates are on the CRL.
+def crl_text():
+    status, crl, _ = cf.request("GET", "/crl/hosts.example.com.crl", raw=True)
+    path = os.path.join(folder, "after.crl")
+    with open(path, "wb") as f:
+        f.write(crl)
+    return subprocess.run(["openssl", "crl", "-inform", "DER", "-in", path, "-noout", "-text"],
+                          capture_output=True, text=True).stdout.replace(":", "").upper()
+
+
+wait_for("the superseded certificates on the CRL",
+         lambda: all(old[n].upper().lstrip("0") in crl_text() for n in ("agent-1", "agent-2")), timeout=30)
+check(done["agent-1"]["serial"].upper().lstrip("0") not in crl_text(), "the new certificate is not on the CRL")
+
+# An agent killed in the middle of a renewal: the renewal fails at its deadline, people
+# are told, the host keeps its old files; restarted, the agent renews on the next run.
+agents["agent-4"].send_signal(19)  # SIGSTOP: the agent hangs with its task poll open
+run = api("POST", "/v1/renewals/run", {"hosts": ["agent-4"]}, expect=201)
+wait_for("agent-4's task", lambda: api("GET", f"/v1/renewals?run={run['run_id']}")["items"][0]["state"] == "awaiting_csr")
+agents["agent-4"].kill()
+agents["agent-4"].wait()
+r4 = wait_for("agent-4's renewal to fail", lambda: (lambda r: r if r["state"] == "failed" else None)(
+    api("GET", f"/v1/renewals?run={run['run_id']}")["items"][0]))
+check(r4["failed_step"] == "csr" and "deadline" in r4["error"], f"it failed at its deadline, at the CSR: {r4}")
+mails = wait_for("the second failure mail", lambda: [m for _, m in smtp.new_messages(seen)])
+check(len(mails) == 1 and "agent-4" in mails[0]["Subject"] and "csr" in mails[0]["Subject"],
+      f"the mail names agent-4 and the step: {[m['Subject'] for m in mails]}")
+check(serial_of(files_of("agent-4")["cert"]) == old["agent-4"] and verify("agent-4"), "agent-4 keeps its old valid files")
+start_agent("agent-4")
+_, done = run_renewals({"hosts": ["agent-4"]})
+check(done["agent-4"]["state"] == "validated" and serial_of(files_of("agent-4")["cert"]) == done["agent-4"]["serial"],
+      f"restarted, agent-4 renews: {done['agent-4']}")
+
+# An agent whose certificate is near its end asks for its renewal itself.
+agents["agent-1"].terminate()
+check(agents["agent-1"].wait(timeout=10) == 0, "the agent stops on SIGTERM")
+before = serial_of(files_of("agent-1")["cert"])
+start_agent("agent-1", None, "--self-renew-below", "1")
+wait_for("agent-1 to renew itself", lambda: serial_of(files_of("agent-1")["cert"]) != before)
+listing = api("GET", "/v1/renewals?host=agent-1&limit=1")
+check(listing["items"][0]["state"] == "validated" and any(r["trigger"] == "agent" for r in listing["runs"]),
+      f"a run started by the agent: {listing['runs'][:2]}")
+check(all(set(r["states"]) <= {"validated", "failed"} for r in listing["runs"][1:]), "earlier runs are finished")
+
+for p in agents.values():
+    p.terminate()
+    p.wait(timeout=10)
+smtp.stop()
 cf.stop()
 finish("renewal_e2e")

@@ -1,0 +1,324 @@
+// The agent's work after enrollment: long-poll for tasks, renew, report, back off.
+#include <fmt/format.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <array>
+#include <boost/json.hpp>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "agent/agent.h"
+#include "agent/client.h"
+#include "agent/common.h"
+#include "core/files.h"
+#include "pki/certificate.h"
+#include "pki/csr.h"
+#include "pki/key.h"
+
+namespace certfleet::agent {
+namespace {
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+
+constexpr std::string_view kNew = ".new";    // a renewal's files before the swap
+constexpr std::string_view kPrev = ".prev";  // the old files while the new ones are tried
+// A report is retried this often (with backoff) before the agent gives up on it: the
+// server's deadline then decides the attempt.
+constexpr int kReportTries = 5;
+// A long poll's transfer may take this much longer than its wait.
+constexpr long kPollMarginSeconds = 15;
+// A certificate or a chain of a few certificates.
+constexpr size_t kMaxPemBytes = size_t{1} << 20;
+
+// A step of a renewal task that failed, and why.
+struct Failure {
+  std::string step;
+  std::string error;
+};
+
+// Sleeps up to `d`, in slices, returning early once `stop` is set.
+void SleepFor(std::chrono::milliseconds d, const std::atomic<bool>& stop) {
+  const auto until = std::chrono::steady_clock::now() + d;
+  while (!stop && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(std::chrono::milliseconds(100), d));
+  }
+}
+
+// Backoff with ±20% jitter, so that agents cut off together do not return together.
+std::chrono::milliseconds Jittered(std::chrono::seconds d) {
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  std::uniform_real_distribution<double> f(0.8, 1.2);
+  return std::chrono::milliseconds(static_cast<int64_t>(std::chrono::duration<double, std::milli>(d).count() * f(rng)));
+}
+
+Result<pki::CertificateFacts> FactsOf(const std::string& cert_file) {
+  CF_ASSIGN_OR_RETURN(std::string pem, ReadFile(cert_file, kMaxPemBytes));
+  CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromPem(pem));
+  return pki::Inspect(cert.get());
+}
+
+// Runs the reload command through the shell; its exit status must be 0.
+Result<void> RunReload(const std::string& command) {
+  const int status = std::system(command.c_str());  // NOLINT(cert-env33-c): the operator's command, by design
+  if (status == -1) return MakeError(ErrorCode::kInternal, "the reload command could not be started");
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return MakeError(ErrorCode::kInternal,
+                     fmt::format("the reload command `{}` failed (exit status {})", command,
+                                 WIFEXITED(status) ? WEXITSTATUS(status) : -1));
+  }
+  return Ok();
+}
+
+std::array<std::string, 3> FinalNames(const Identity::Files& f) { return {f.key, f.cert, f.chain}; }
+
+void RemoveQuietly(const std::string& path) {
+  std::error_code ec;
+  fs::remove(path, ec);
+}
+
+// Puts the new files (kNew) in place, keeping the old ones as kPrev. On a failure midway
+// the old files are put back.
+Result<void> Swap(const Identity::Files& files) {
+  std::vector<std::string> swapped;
+  auto undo = [&] {
+    for (const auto& f : swapped) {
+      std::error_code ec;
+      if (fs::exists(f + std::string(kPrev), ec)) fs::rename(f + std::string(kPrev), f, ec);
+    }
+  };
+  for (const auto& f : FinalNames(files)) {
+    std::error_code ec;
+    RemoveQuietly(f + std::string(kPrev));
+    if (fs::exists(f, ec)) fs::create_hard_link(f, f + std::string(kPrev), ec);
+    if (!ec) fs::rename(f + std::string(kNew), f, ec);
+    if (ec) {
+      undo();
+      return MakeError(ErrorCode::kInternal, fmt::format("swapping in {}: {}", f, ec.message()));
+    }
+    swapped.push_back(f);
+  }
+  return Ok();
+}
+
+// The old files back in place, where a kPrev copy exists.
+void Restore(const Identity::Files& files) {
+  for (const auto& f : FinalNames(files)) {
+    std::error_code ec;
+    if (fs::exists(f + std::string(kPrev), ec)) fs::rename(f + std::string(kPrev), f, ec);
+  }
+}
+
+class Renewer {
+ public:
+  Renewer(const AgentOptions& options, Identity id, const RunOptions& run, const std::atomic<bool>& stop)
+      : options_(options),
+        run_(run),
+        stop_(stop),
+        id_(std::move(id)),
+        client_(std::make_unique<Client>(Client::Options{options.server, options.ca_file, id_.cert_file, id_.key_file, &stop})) {}
+
+  void Loop() {
+    std::chrono::seconds backoff = run_.backoff_min;
+    while (!stop_) {
+      MaybeSelfRenew();
+      auto r = client_->Get(fmt::format("/v1/agent/tasks?wait={}", run_.wait_seconds),
+                            run_.wait_seconds + kPollMarginSeconds);
+      if (!r.ok() || r->status >= 500 || r->status == 401 || r->status == 403) {
+        Log("warn", "cannot get tasks; backing off",
+            {{"error", r.ok() ? ServerError(*r) : r.error().message}, {"backoff_s", backoff.count()}});
+        SleepFor(Jittered(backoff), stop_);
+        backoff = std::min(backoff * 2, run_.backoff_max);
+        continue;
+      }
+      backoff = run_.backoff_min;
+      if (r->status == 204) continue;
+      if (r->status != 200) {
+        Log("error", "unexpected answer to the task poll", {{"error", ServerError(*r)}});
+        SleepFor(Jittered(run_.backoff_max), stop_);
+        continue;
+      }
+      auto task = JsonAnswer(*r, "task");
+      if (!task.ok()) {
+        Log("error", "unreadable task", {{"error", task.error().message}});
+        continue;
+      }
+      RunTask(*task);
+    }
+  }
+
+ private:
+  // Asks the server for a renewal when the certificate is near its end and the server's
+  // schedule has not come (a late or stopped scheduler must not let the host expire).
+  void MaybeSelfRenew() {
+    const auto now = std::chrono::steady_clock::now();
+    if (last_self_renew_ && now - *last_self_renew_ < run_.self_renew_every) return;
+    auto facts = FactsOf(id_.cert_file);
+    if (!facts.ok()) return;
+    const int64_t wall = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+    const auto lifetime = static_cast<double>(facts->not_after_millis - facts->not_before_millis);
+    if (static_cast<double>(facts->not_after_millis - wall) > lifetime * run_.self_renew_share) return;
+    last_self_renew_ = now;
+    auto r = client_->Post("/v1/agent/renew", "{}");
+    Log(r.ok() && r->status < 300 ? "info" : "warn", "certificate near its end: asked for a renewal",
+        {{"not_after_ms", facts->not_after_millis}, {"answer", r.ok() ? ServerError(*r) : r.error().message}});
+  }
+
+  void RunTask(const json::object& task) {
+    const json::value* idv = task.if_contains("renewal_id");
+    if (idv == nullptr || !idv->is_int64()) {
+      Log("error", "task without renewal_id");
+      return;
+    }
+    const int64_t renewal_id = idv->get_int64();
+    Log("info", "renewal task", {{"renewal_id", renewal_id}});
+    Identity::Files files;
+    auto done = Renew(task, renewal_id, files);
+    if (!done.has_value()) {
+      Log("info", "renewed", {{"renewal_id", renewal_id}, {"serial", id_.serial}});
+      return;
+    }
+    for (const auto& f : FinalNames(files)) RemoveQuietly(f + std::string(kNew));
+    Log("error", "renewal failed; the old files stay",
+        {{"renewal_id", renewal_id}, {"step", done->step}, {"error", done->error}});
+    Report(renewal_id, json::object{{"state", "failed"}, {"step", done->step}, {"error", done->error}});
+  }
+
+  // The renewal's steps; the failure, or nullopt when it was validated.
+  std::optional<Failure> Renew(const json::object& task, int64_t renewal_id, Identity::Files& files) {
+    auto text = [&](std::string_view key) { return Field(task, key); };
+    auto cert_path = text("cert_path");
+    auto key_path = text("key_path");
+    auto cacert_path = text("cacert_path");
+    auto key_type = text("key_type");
+    if (!cert_path.ok() || !key_path.ok() || !cacert_path.ok() || !key_type.ok()) {
+      return Failure{"key", "the task lacks its paths or key type"};
+    }
+    files = Identity::FilesFor(id_.host_id, *cert_path, *key_path, *cacert_path);
+    std::vector<std::string> sans;
+    if (const json::value* s = task.if_contains("sans"); s && s->is_array()) {
+      for (const auto& v : s->get_array()) {
+        if (v.is_string()) sans.emplace_back(v.get_string());
+      }
+    }
+    std::optional<std::string> reload;
+    if (const json::value* c = task.if_contains("reload_command"); c && c->is_string()) reload = c->get_string();
+
+    auto type = pki::ParseKeyType(*key_type);
+    if (!type.ok()) return Failure{"key", type.error().message};
+    auto key = pki::GenerateKey(*type);
+    if (!key.ok()) return Failure{"key", key.error().message};
+    auto csr = pki::MakeCsrPem(key->get(), id_.host_id, sans);
+    if (!csr.ok()) return Failure{"csr", csr.error().message};
+
+    auto r = client_->Post(fmt::format("/v1/agent/renewals/{}/csr", renewal_id),
+                           json::serialize(json::object{{"csr", *csr}}));
+    if (!r.ok()) return Failure{"submit", r.error().message};
+    if (r->status != 201) return Failure{"submit", ServerError(*r)};
+    auto answer = JsonAnswer(*r, "the signed certificate");
+    if (!answer.ok()) return Failure{"submit", answer.error().message};
+    auto cert_pem = Field(*answer, "certificate");
+    auto chain_pem = Field(*answer, "chain");
+    auto serial = Field(*answer, "serial");
+    if (!cert_pem.ok() || !chain_pem.ok() || !serial.ok()) return Failure{"submit", "the answer lacks the certificate"};
+
+    auto key_pem = pki::PrivateKeyToPem(key->get());
+    if (!key_pem.ok()) return Failure{"write", key_pem.error().message};
+    for (auto [path, data, mode] : {std::tuple{files.key, &*key_pem, mode_t{0400}},
+                                    std::tuple{files.cert, &*cert_pem, mode_t{0644}},
+                                    std::tuple{files.chain, &*chain_pem, mode_t{0644}}}) {
+      if (auto w = WriteFileAtomically(path + std::string(kNew), *data, mode); !w.ok()) {
+        return Failure{"write", w.error().message};
+      }
+    }
+    Report(renewal_id, json::object{{"state", "deployed"}});
+
+    // What is on disk is checked, not what was received.
+    auto written = ReadFile(files.cert + std::string(kNew), kMaxPemBytes);
+    auto written_chain = ReadFile(files.chain + std::string(kNew), kMaxPemBytes);
+    if (!written.ok() || !written_chain.ok()) return Failure{"verify", "the new files cannot be read back"};
+    if (auto c = CheckIssued(*written, *written_chain, key->get()); !c.ok()) return Failure{"verify", c.error().message};
+
+    if (auto s = Swap(files); !s.ok()) return Failure{"swap", s.error().message};
+    if (reload) {
+      if (auto rc = RunReload(*reload); !rc.ok()) {
+        Restore(files);
+        // The service goes back to the old files too.
+        if (auto again = RunReload(*reload); !again.ok()) {
+          Log("error", "the reload command failed again with the old files", {{"error", again.error().message}});
+        }
+        return Failure{"reload", rc.error().message};
+      }
+    }
+    Identity next = id_;
+    next.cert_file = files.cert;
+    next.key_file = files.key;
+    next.chain_file = files.chain;
+    next.serial = *serial;
+    if (auto saved = SaveIdentity(options_.state_dir, options_.server, next); !saved.ok()) {
+      Restore(files);
+      return Failure{"swap", saved.error().message};
+    }
+    for (const auto& f : FinalNames(files)) RemoveQuietly(f + std::string(kPrev));
+    id_ = std::move(next);
+    // From now on the agent authenticates with its new certificate.
+    client_ = std::make_unique<Client>(Client::Options{options_.server, options_.ca_file, id_.cert_file, id_.key_file, &stop_});
+    Report(renewal_id, json::object{{"state", "validated"}});
+    return std::nullopt;
+  }
+
+  // Sends a report, retrying a few times while the server cannot be reached.
+  void Report(int64_t renewal_id, const json::object& report) {
+    std::chrono::seconds backoff = run_.backoff_min;
+    for (int i = 0; i < kReportTries && !stop_; ++i) {
+      auto r = client_->Post(fmt::format("/v1/agent/renewals/{}/status", renewal_id), json::serialize(report));
+      if (r.ok() && r->status < 500) {
+        if (r->status != 200) Log("warn", "report refused", {{"renewal_id", renewal_id}, {"error", ServerError(*r)}});
+        return;
+      }
+      SleepFor(Jittered(backoff), stop_);
+      backoff = std::min(backoff * 2, run_.backoff_max);
+    }
+    Log("error", "could not report", {{"renewal_id", renewal_id}});
+  }
+
+  const AgentOptions& options_;
+  const RunOptions& run_;
+  const std::atomic<bool>& stop_;
+  Identity id_;
+  std::unique_ptr<Client> client_;
+  std::optional<std::chrono::steady_clock::time_point> last_self_renew_;
+};
+
+}  // namespace
+
+Result<void> Recover(const Identity& id) {
+  const Identity::Files files{id.cert_file, id.key_file, id.chain_file};
+  bool interrupted = false;
+  for (const auto& f : FinalNames(files)) {
+    std::error_code ec;
+    interrupted = interrupted || fs::exists(f + std::string(kPrev), ec);
+    RemoveQuietly(f + std::string(kNew));
+  }
+  if (!interrupted) return Ok();
+  // The identity records the serial once a renewal completed: a certificate in place that
+  // is not the recorded one belongs to a renewal that was cut short.
+  auto facts = FactsOf(id.cert_file);
+  if (facts.ok() && facts->serial_hex == id.serial) {
+    for (const auto& f : FinalNames(files)) RemoveQuietly(f + std::string(kPrev));
+    return Ok();
+  }
+  Restore(files);
+  Log("warn", "an interrupted renewal was undone: the old files are back", {{"serial", id.serial}});
+  return Ok();
+}
+
+void Run(const AgentOptions& options, Identity id, const RunOptions& run, const std::atomic<bool>& stop) {
+  Renewer(options, std::move(id), run, stop).Loop();
+}
+
+}  // namespace certfleet::agent
