@@ -50,9 +50,9 @@ Result<void> SaveIdentity(const std::string& state_dir, const std::string& serve
 
 // How the agent works once enrolled.
 struct RunOptions {
-  int wait_seconds = 30;                   // of each long poll
-  std::chrono::seconds backoff_min{1};     // after the server could not be reached; doubles
-  std::chrono::seconds backoff_max{300};   // each time up to this
+  int wait_seconds = 30;                  // of each long poll
+  std::chrono::seconds backoff_min{1};    // after the server could not be reached; doubles
+  std::chrono::seconds backoff_max{300};  // each time up to this
   // The agent asks for a renewal itself when less than this share of its certificate's
   // lifetime is left (the server renews at its threshold, 30 of 90 days by default).
   double self_renew_share = 1.0 / 6;

@@ -1,7 +1,7 @@
 // The certfleet-agent command line.
 #include <CLI/CLI.hpp>
-#include <boost/json.hpp>
 #include <atomic>
+#include <boost/json.hpp>
 #include <csignal>
 #include <iostream>
 

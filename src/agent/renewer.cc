@@ -65,9 +65,8 @@ Result<void> RunReload(const std::string& command) {
   const int status = std::system(command.c_str());  // NOLINT(cert-env33-c): the operator's command, by design
   if (status == -1) return MakeError(ErrorCode::kInternal, "the reload command could not be started");
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return MakeError(ErrorCode::kInternal,
-                     fmt::format("the reload command `{}` failed (exit status {})", command,
-                                 WIFEXITED(status) ? WEXITSTATUS(status) : -1));
+    return MakeError(ErrorCode::kInternal, fmt::format("the reload command `{}` failed (exit status {})", command,
+                                                       WIFEXITED(status) ? WEXITSTATUS(status) : -1));
   }
   return Ok();
 }
@@ -118,7 +117,8 @@ class Renewer {
         run_(run),
         stop_(stop),
         id_(std::move(id)),
-        client_(std::make_unique<Client>(Client::Options{options.server, options.ca_file, id_.cert_file, id_.key_file, &stop})) {}
+        client_(std::make_unique<Client>(
+            Client::Options{options.server, options.ca_file, id_.cert_file, id_.key_file, &stop})) {}
 
   void Loop() {
     std::chrono::seconds backoff = run_.backoff_min;
@@ -157,9 +157,9 @@ class Renewer {
     if (last_self_renew_ && now - *last_self_renew_ < run_.self_renew_every) return;
     auto facts = FactsOf(id_.cert_file);
     if (!facts.ok()) return;
-    const int64_t wall = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
+    const int64_t wall =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
     const auto lifetime = static_cast<double>(facts->not_after_millis - facts->not_before_millis);
     if (static_cast<double>(facts->not_after_millis - wall) > lifetime * run_.self_renew_share) return;
     last_self_renew_ = now;
@@ -228,9 +228,9 @@ class Renewer {
 
     auto key_pem = pki::PrivateKeyToPem(key->get());
     if (!key_pem.ok()) return Failure{"write", key_pem.error().message};
-    for (auto [path, data, mode] : {std::tuple{files.key, &*key_pem, mode_t{0400}},
-                                    std::tuple{files.cert, &*cert_pem, mode_t{0644}},
-                                    std::tuple{files.chain, &*chain_pem, mode_t{0644}}}) {
+    for (auto [path, data, mode] :
+         {std::tuple{files.key, &*key_pem, mode_t{0400}}, std::tuple{files.cert, &*cert_pem, mode_t{0644}},
+          std::tuple{files.chain, &*chain_pem, mode_t{0644}}}) {
       if (auto w = WriteFileAtomically(path + std::string(kNew), *data, mode); !w.ok()) {
         return Failure{"write", w.error().message};
       }
@@ -241,7 +241,8 @@ class Renewer {
     auto written = ReadFile(files.cert + std::string(kNew), kMaxPemBytes);
     auto written_chain = ReadFile(files.chain + std::string(kNew), kMaxPemBytes);
     if (!written.ok() || !written_chain.ok()) return Failure{"verify", "the new files cannot be read back"};
-    if (auto c = CheckIssued(*written, *written_chain, key->get()); !c.ok()) return Failure{"verify", c.error().message};
+    if (auto c = CheckIssued(*written, *written_chain, key->get()); !c.ok())
+      return Failure{"verify", c.error().message};
 
     if (auto s = Swap(files); !s.ok()) return Failure{"swap", s.error().message};
     if (reload) {
@@ -266,7 +267,8 @@ class Renewer {
     for (const auto& f : FinalNames(files)) RemoveQuietly(f + std::string(kPrev));
     id_ = std::move(next);
     // From now on the agent authenticates with its new certificate.
-    client_ = std::make_unique<Client>(Client::Options{options_.server, options_.ca_file, id_.cert_file, id_.key_file, &stop_});
+    client_ = std::make_unique<Client>(
+        Client::Options{options_.server, options_.ca_file, id_.cert_file, id_.key_file, &stop_});
     Report(renewal_id, json::object{{"state", "validated"}});
     return std::nullopt;
   }

@@ -26,7 +26,6 @@ Result<renewal::HostService::Options> HostOptions(const Config& config) {
   return options;
 }
 
-
 renewal::RenewalService::Options RenewalOptions(const Config& config) {
   renewal::RenewalService::Options o;
   o.concurrency = static_cast<int>(config.GetInt("renewal.concurrency"));

@@ -22,7 +22,6 @@ namespace fs = std::filesystem;
 // The local TLS certificate lasts this long; `certfleet init` makes a new one once it is deleted.
 constexpr int kTlsValidityDays = 825;
 
-
 constexpr mode_t kPrivate = 0600;
 constexpr mode_t kPublic = 0644;
 

@@ -115,7 +115,8 @@ Result<void> AddRenewalJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, 
   pool.Register(std::string(RenewalService::kNotifyJob), [&renewals](jobs::JobContext& job) -> Result<void> {
     boost::system::error_code ec;
     const boost::json::value payload = boost::json::parse(job.job().payload, ec);
-    const boost::json::value* id = !ec && payload.is_object() ? payload.get_object().if_contains("renewal_id") : nullptr;
+    const boost::json::value* id =
+        !ec && payload.is_object() ? payload.get_object().if_contains("renewal_id") : nullptr;
     if (id == nullptr || !id->is_int64()) return MakeError(ErrorCode::kInvalidArgument, "no renewal_id in the job");
     return renewals.NotifyFailure(id->get_int64());
   });

@@ -2,13 +2,12 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
-
-#include <fstream>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
 #include "core/crypto.h"
 
@@ -44,7 +43,8 @@ Result<std::string> ReadFile(const std::filesystem::path& path, size_t max_bytes
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     std::error_code ec;
-    if (!std::filesystem::exists(path, ec)) return MakeError(ErrorCode::kNotFound, fmt::format("no file {}", path.string()));
+    if (!std::filesystem::exists(path, ec))
+      return MakeError(ErrorCode::kNotFound, fmt::format("no file {}", path.string()));
     return MakeError(ErrorCode::kUnavailable, fmt::format("reading {}: {}", path.string(), std::strerror(errno)));
   }
   std::string out;
@@ -52,7 +52,8 @@ Result<std::string> ReadFile(const std::filesystem::path& path, size_t max_bytes
   while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
     out.append(buf, static_cast<size_t>(in.gcount()));
     if (out.size() > max_bytes) {
-      return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} is larger than {} bytes", path.string(), max_bytes));
+      return MakeError(ErrorCode::kInvalidArgument,
+                       fmt::format("{} is larger than {} bytes", path.string(), max_bytes));
     }
   }
   if (in.bad()) return MakeError(ErrorCode::kUnavailable, fmt::format("reading {}", path.string()));

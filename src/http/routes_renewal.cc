@@ -181,12 +181,8 @@ json::object RenewalJson(const store::RenewalRecord& r) {
 json::object RunJson(const store::RenewalRunSummary& s) {
   json::object states;
   for (const auto& [state, count] : s.states) states[state] = count;
-  return {{"id", s.run.id},
-          {"trigger", s.run.trigger},
-          {"actor", s.run.actor},
-          {"total", s.run.total},
-          {"states", std::move(states)},
-          {"created_at", FormatRfc3339(s.run.created_at)}};
+  return {{"id", s.run.id},       {"trigger", s.run.trigger},    {"actor", s.run.actor},
+          {"total", s.run.total}, {"states", std::move(states)}, {"created_at", FormatRfc3339(s.run.created_at)}};
 }
 
 Response StartRun(const ApiContext& ctx, const Request& req) {
@@ -234,8 +230,8 @@ Response ListRenewals(const ApiContext& ctx, const Request& req) {
   filter.before_id = *before;
   filter.host_id = *host;
   if (*state) {
-    static constexpr std::string_view kStates[] = {store::kRenewalQueued,   store::kRenewalAwaitingCsr,
-                                                   store::kRenewalIssued,   store::kRenewalDeployed,
+    static constexpr std::string_view kStates[] = {store::kRenewalQueued,    store::kRenewalAwaitingCsr,
+                                                   store::kRenewalIssued,    store::kRenewalDeployed,
                                                    store::kRenewalValidated, store::kRenewalFailed};
     if (std::find(std::begin(kStates), std::end(kStates), **state) == std::end(kStates)) {
       return ErrorResponse(400, "invalid_argument",
@@ -305,8 +301,8 @@ void Tasks(const ApiContext& ctx, Request& req, const Responder& respond) {
     auto n = ParseInt(**wait, "wait");
     if (!n.ok() || *n < 0 || *n > kMaxWaitSeconds) {
       return respond([id = req.request_id] {
-        return Fail(id, MakeError(ErrorCode::kInvalidArgument,
-                                  fmt::format("wait must be 0-{} seconds", kMaxWaitSeconds)));
+        return Fail(id,
+                    MakeError(ErrorCode::kInvalidArgument, fmt::format("wait must be 0-{} seconds", kMaxWaitSeconds)));
       });
     }
     wait_s = *n;

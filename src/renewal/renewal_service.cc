@@ -90,13 +90,14 @@ Result<RunStarted> RenewalService::StartRun(const RunScope& scope, std::string_v
     CF_ASSIGN_OR_RETURN(out.run_id, store::InsertRenewalRun(tx, {0, std::string(trigger), std::string(actor), 0, now}));
     const std::string first =
         json::serialize(json::array{json::object{{"at", now}, {"attempt", 0}, {"state", store::kRenewalQueued}}});
-    CF_ASSIGN_OR_RETURN(out.queued,
-                        store::QueueRenewals(tx, out.run_id, selection, options_.max_attempts, first, now));
+    CF_ASSIGN_OR_RETURN(out.queued, store::QueueRenewals(tx, out.run_id, selection, options_.max_attempts, first, now));
     CF_RETURN_IF_ERROR(store::SetRenewalRunTotal(tx, out.run_id, out.queued));
-    CF_RETURN_IF_ERROR(store::AppendAudit(
-        tx, now, actor, "renewal.run", fmt::format("renewal_run:{}", out.run_id),
-        json::serialize(json::object{{"trigger", trigger}, {"queued", out.queued}, {"all", scope.all},
-                                     {"hosts", static_cast<int64_t>(scope.hosts.size())}})));
+    CF_RETURN_IF_ERROR(
+        store::AppendAudit(tx, now, actor, "renewal.run", fmt::format("renewal_run:{}", out.run_id),
+                           json::serialize(json::object{{"trigger", trigger},
+                                                        {"queued", out.queued},
+                                                        {"all", scope.all},
+                                                        {"hosts", static_cast<int64_t>(scope.hosts.size())}})));
     return out;
   });
   if (started.ok()) Wake();
@@ -150,7 +151,11 @@ Result<std::vector<std::string>> RenewalService::PumpStarted() {
 Result<void> RenewalService::FailAttempt(store::Tx& tx, store::RenewalRecord& r, std::string_view step,
                                          std::string_view error, std::string_view actor, int64_t now) {
   if (r.serial) CF_RETURN_IF_ERROR(RevokeLater(tx, *r.serial, now));
-  AppendHistory(r, now, {{"state", "attempt_failed"}, {"step", step}, {"error", error}, {"serial", r.serial ? json::value(*r.serial) : nullptr}});
+  AppendHistory(r, now,
+                {{"state", "attempt_failed"},
+                 {"step", step},
+                 {"error", error},
+                 {"serial", r.serial ? json::value(*r.serial) : nullptr}});
   r.serial.reset();
   r.not_after.reset();
   if (r.attempt < r.max_attempts) {
@@ -175,8 +180,8 @@ Result<void> RenewalService::FailAttempt(store::Tx& tx, store::RenewalRecord& r,
     host->updated_at = now;
     CF_RETURN_IF_ERROR(store::UpdateHost(tx, *host));
   }
-  const json::object details{{"renewal_id", r.id}, {"host_id", r.host_id}, {"step", step},
-                             {"error", error},     {"attempts", r.attempt}};
+  const json::object details{
+      {"renewal_id", r.id}, {"host_id", r.host_id}, {"step", step}, {"error", error}, {"attempts", r.attempt}};
   CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "renewal.fail", "host:" + r.host_id, json::serialize(details)));
   CF_RETURN_IF_ERROR(store::AppendEvent(tx, now, "renewal/failed", json::serialize(details)));
   store::NewJob notify;
@@ -357,7 +362,8 @@ Result<void> RenewalService::NotifyFailure(int64_t renewal_id) {
       r.host_id, r.failed_step.value_or("?"), r.error.value_or("?"), r.attempt, r.max_attempts, r.id, r.run_id, r.id,
       r.host_id);
   CF_ASSIGN_OR_RETURN(mail::Sent sent, mailer_->Send(m));
-  log::Info("renewal failure notified", {{"renewal_id", r.id}, {"host_id", r.host_id}, {"message_id", sent.message_id}});
+  log::Info("renewal failure notified",
+            {{"renewal_id", r.id}, {"host_id", r.host_id}, {"message_id", sent.message_id}});
   return Ok();
 }
 
@@ -418,8 +424,9 @@ void RenewalService::AnswerWaiters(std::vector<std::string> ready_hosts, bool ch
       }
     }
     for (size_t i = 0; i < waiting.size(); i += kWaiterChunk) {
-      std::vector<std::string> chunk(waiting.begin() + static_cast<std::ptrdiff_t>(i),
-                                     waiting.begin() + static_cast<std::ptrdiff_t>(std::min(i + kWaiterChunk, waiting.size())));
+      std::vector<std::string> chunk(
+          waiting.begin() + static_cast<std::ptrdiff_t>(i),
+          waiting.begin() + static_cast<std::ptrdiff_t>(std::min(i + kWaiterChunk, waiting.size())));
       auto with_tasks = store::Read(store_, [&](store::Tx& tx) { return store::HostsWithTasks(tx, chunk); });
       if (!with_tasks.ok()) {
         log::Error("checking tasks of waiting agents", {{"error", with_tasks.error().message}});

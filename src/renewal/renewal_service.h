@@ -57,19 +57,19 @@ struct RunScope {
 class RenewalService {
  public:
   struct Options {
-    int concurrency = 200;                               // renewals at work at once, over all nodes
-    int64_t deadline_ms = int64_t{600} * 1000;           // for the agent to finish an attempt
-    int max_attempts = 3;                                // of a renewal
-    int64_t backoff_ms = int64_t{60} * 1000;             // before the second attempt; doubles after
-    int64_t backoff_max_ms = int64_t{3600} * 1000;       // cap of the backoff
-    int64_t grace_ms = int64_t{24} * 3600 * 1000;        // before a superseded certificate is revoked
-    std::chrono::milliseconds tick{1000};                // how often deadlines and waiting agents are checked
-    std::vector<std::string> notify;                     // mail recipients of failures
-    std::string sender = "certfleet@localhost";          // their From
+    int concurrency = 200;                          // renewals at work at once, over all nodes
+    int64_t deadline_ms = int64_t{600} * 1000;      // for the agent to finish an attempt
+    int max_attempts = 3;                           // of a renewal
+    int64_t backoff_ms = int64_t{60} * 1000;        // before the second attempt; doubles after
+    int64_t backoff_max_ms = int64_t{3600} * 1000;  // cap of the backoff
+    int64_t grace_ms = int64_t{24} * 3600 * 1000;   // before a superseded certificate is revoked
+    std::chrono::milliseconds tick{1000};           // how often deadlines and waiting agents are checked
+    std::vector<std::string> notify;                // mail recipients of failures
+    std::string sender = "certfleet@localhost";     // their From
   };
 
-  RenewalService(store::Store& store, HostService& hosts, AgentService& agents, ca::CaService& ca,
-                 mail::Mailer* mailer, const Clock& clock, Options options);
+  RenewalService(store::Store& store, HostService& hosts, AgentService& agents, ca::CaService& ca, mail::Mailer* mailer,
+                 const Clock& clock, Options options);
   ~RenewalService();
 
   // Queues the renewals of `scope` in a new run. kInvalidArgument names an unknown host.

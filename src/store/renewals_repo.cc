@@ -92,17 +92,18 @@ Result<std::optional<RenewalRecord>> OpenRenewalOf(Tx& tx, std::string_view host
 }
 
 Result<void> UpdateRenewal(Tx& tx, const RenewalRecord& r) {
-  return tx.ExecDeferred("UPDATE renewals SET state = ?, attempt = ?, max_attempts = ?, due_at = ?, serial = ?, "
-                             "old_serial = ?, not_after = ?, failed_step = ?, error = ?, history = ?, updated_at = ?, "
-                             "finished_at = ? WHERE id = ?",
-                             {r.state, int64_t{r.attempt}, int64_t{r.max_attempts}, r.due_at, OptionalValue(r.serial),
-                              OptionalValue(r.old_serial), OptionalValue(r.not_after),
-                              OptionalValue(r.failed_step), OptionalValue(r.error), r.history, r.updated_at,
-                              OptionalValue(r.finished_at), r.id});
+  return tx.ExecDeferred(
+      "UPDATE renewals SET state = ?, attempt = ?, max_attempts = ?, due_at = ?, serial = ?, "
+      "old_serial = ?, not_after = ?, failed_step = ?, error = ?, history = ?, updated_at = ?, "
+      "finished_at = ? WHERE id = ?",
+      {r.state, int64_t{r.attempt}, int64_t{r.max_attempts}, r.due_at, OptionalValue(r.serial),
+       OptionalValue(r.old_serial), OptionalValue(r.not_after), OptionalValue(r.failed_step), OptionalValue(r.error),
+       r.history, r.updated_at, OptionalValue(r.finished_at), r.id});
 }
 
 Result<int64_t> CountActiveRenewals(Tx& tx) {
-  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(fmt::format("SELECT COUNT(*) FROM renewals WHERE state IN {}", kActiveStates)));
+  CF_ASSIGN_OR_RETURN(auto row,
+                      tx.QueryOne(fmt::format("SELECT COUNT(*) FROM renewals WHERE state IN {}", kActiveStates)));
   return row->Int(0);
 }
 
@@ -120,9 +121,9 @@ Result<std::vector<std::pair<std::string, int64_t>>> HostsWithTasks(Tx& tx, cons
   if (host_ids.empty()) return out;
   Params params;
   const std::string in = InValues(tx, "host_id", host_ids, params);
-  CF_ASSIGN_OR_RETURN(Rows rows,
-                      tx.Query(fmt::format("SELECT host_id, id FROM renewals WHERE state = 'awaiting_csr' AND {}", in),
-                               params));
+  CF_ASSIGN_OR_RETURN(
+      Rows rows,
+      tx.Query(fmt::format("SELECT host_id, id FROM renewals WHERE state = 'awaiting_csr' AND {}", in), params));
   out.reserve(rows.size());
   for (const auto& r : rows) out.emplace_back(r.Text(0), r.Int(1));
   return out;

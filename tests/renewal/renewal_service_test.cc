@@ -1,0 +1,311 @@
+// W4's renewal workflow: runs queue renewals, at most `concurrency` work at once, an agent
+// advances its renewal, deadlines and failures retry with backoff and then fail for good
+// (host marked, mail and event), the replaced certificate is revoked after the grace, and a
+// new service over the same store (a restart) carries on. On both stores.
+#include "renewal/renewal_service.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "pki/csr.h"
+#include "pki/file/file_key_backend.h"
+#include "pki/key.h"
+#include "store/certificates_repo.h"
+#include "store/hosts_repo.h"
+#include "store/jobs_repo.h"
+#include "testing/db.h"
+
+namespace certfleet::renewal {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr int64_t kDayMs = int64_t{24} * 3600 * 1000;
+
+class RenewalTest : public ::testing::TestWithParam<store::Dialect> {
+ protected:
+  void SetUp() override {
+    store_ = testing::FreshStore(GetParam());
+    ASSERT_NE(store_, nullptr);
+    keys_ = std::make_unique<pki::file::FileKeyBackend>(testing::TempDir() + "/keys", std::string(64, 'k'));
+    ca_ = std::make_unique<ca::CaService>(*store_, *keys_, clock_, ca::CaService::Options{"https://ca.test"});
+    for (auto [type, fqdn] : {std::pair{pki::CertType::kRoot, "example.com"},
+                              std::pair{pki::CertType::kIntermediate, "hosts.example.com"}}) {
+      ca::CreateRequest r;
+      r.type = type;
+      r.fqdn = fqdn;
+      r.organization = "Acme";
+      ASSERT_TRUE(ca_->Create(r, "test").ok());
+    }
+    HostService::Options options;
+    options.defaults = {{}, "/etc/pki/certs", "/etc/pki/private", "/etc/pki/ca", "ec-p256", "host", 30, std::nullopt};
+    hosts_ = std::make_unique<HostService>(*store_, clock_, options);
+    agents_ =
+        std::make_unique<AgentService>(*store_, *hosts_, *ca_, clock_, AgentService::Options{"hosts.example.com", 90});
+    mail_dir_ = testing::TempDir() + "/mail";
+    mailer_ = std::move(mail::OpenMailer("file://" + mail_dir_, clock_)).value();
+    options_.concurrency = 2;
+    options_.deadline_ms = 60'000;
+    options_.max_attempts = 2;
+    options_.backoff_ms = 30'000;
+    options_.grace_ms = kDayMs;
+    options_.notify = {"ops@example.com"};
+    Restart();
+    key_ = std::move(pki::GenerateKey(pki::KeyType::kEcP256)).value();
+  }
+
+  // A new service over the same store, as after a crash or restart.
+  void Restart() {
+    renewals_.reset();
+    renewals_ = std::make_unique<RenewalService>(*store_, *hosts_, *agents_, *ca_, mailer_.get(), clock_, options_);
+  }
+
+  // Registers and enrolls hosts h1..hN; their certificates are due in 60 days.
+  void Enroll(int n) {
+    for (int i = 1; i <= n; ++i) {
+      HostSpec spec;
+      spec.host_id = "h" + std::to_string(i);
+      ASSERT_TRUE(hosts_->Create(spec, "t").ok());
+      auto token = hosts_->CreateToken(spec.host_id, "t");
+      ASSERT_TRUE(agents_->Enroll(spec.host_id, *token, Csr(spec.host_id)).ok());
+    }
+  }
+  std::string Csr(const std::string& cn) { return *pki::MakeCsrPem(key_.get(), cn, {}); }
+  store::HostRecord Host(const std::string& id) { return std::move(hosts_->Get(id)).value(); }
+  store::RenewalRecord Renewal(int64_t id) { return std::move(renewals_->Get(id)).value(); }
+  std::vector<store::RenewalRecord> InState(std::string_view state) {
+    store::RenewalFilter f;
+    f.state = std::string(state);
+    return std::move(renewals_->List(f)).value();
+  }
+  int64_t Count(const std::string& sql) { return store_->Query(sql)->at(0).Int(0); }
+  // The agent's part of a renewal, up to validated.
+  void Complete(const store::RenewalRecord& r) {
+    const store::HostRecord host = Host(r.host_id);
+    ASSERT_TRUE(renewals_->SubmitCsr(host, r.id, Csr(r.host_id)).ok());
+    ASSERT_TRUE(renewals_->Report(host, r.id, "deployed", "", "").ok());
+    auto done = renewals_->Report(host, r.id, "validated", "", "");
+    ASSERT_TRUE(done.ok()) << done.error().message;
+  }
+  RunScope All() {
+    RunScope s;
+    s.all = true;
+    return s;
+  }
+
+  ManualClock clock_{1'795'456'605'000};
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<pki::KeyBackend> keys_;
+  std::unique_ptr<ca::CaService> ca_;
+  std::unique_ptr<HostService> hosts_;
+  std::unique_ptr<AgentService> agents_;
+  std::string mail_dir_;
+  std::unique_ptr<mail::Mailer> mailer_;
+  RenewalService::Options options_;
+  std::unique_ptr<RenewalService> renewals_;
+  pki::PkeyPtr key_;
+};
+
+TEST_P(RenewalTest, AtMostConcurrencyRenewalsWorkAndEachSuccessUpdatesTheHost) {
+  Enroll(3);
+  const store::HostRecord before = Host("h1");
+  const store::HostRecord before2 = Host("h2");
+  auto run = renewals_->StartRun(All(), "manual", "t");
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  EXPECT_EQ(run->queued, 3);
+  EXPECT_EQ(*renewals_->Pump(), 2);
+  EXPECT_EQ(InState(store::kRenewalAwaitingCsr).size(), 2u);
+  EXPECT_EQ(*renewals_->Pump(), 0) << "no slot is free";
+
+  // A second run finds every host with its renewal open: nothing queued twice.
+  EXPECT_EQ(renewals_->StartRun(All(), "manual", "t")->queued, 0);
+
+  auto working = InState(store::kRenewalAwaitingCsr);
+  auto task = renewals_->TaskFor(working.back().host_id);
+  ASSERT_TRUE(task.ok() && task->has_value());
+  EXPECT_EQ((*task)->renewal_id, working.back().id);
+  EXPECT_EQ((*task)->settings.key_path, "/etc/pki/private");
+  for (const auto& r : working) Complete(r);
+  EXPECT_EQ(*renewals_->Pump(), 1) << "the third starts once slots free";
+
+  const store::RenewalRecord done = Renewal(working.front().id);
+  EXPECT_EQ(done.state, store::kRenewalValidated);
+  const store::HostRecord after = Host(done.host_id);
+  EXPECT_EQ(after.serial, done.serial);
+  EXPECT_NE(after.serial, done.host_id == "h1" ? before.serial : before2.serial);
+  EXPECT_EQ(after.renew_at, *after.not_after - 30 * kDayMs) << "expiry minus the threshold";
+  EXPECT_EQ(after.last_run, done.id);
+  auto runs = renewals_->Runs(std::nullopt, 10);
+  ASSERT_TRUE(runs.ok());
+  ASSERT_EQ(runs->size(), 2u);
+  EXPECT_EQ(runs->back().run.total, 3);
+}
+
+TEST_P(RenewalTest, TheReplacedCertificateIsRevokedAfterTheGrace) {
+  Enroll(1);
+  const std::string old_serial = *Host("h1").serial;
+  ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
+  ASSERT_EQ(*renewals_->Pump(), 1);
+  const auto r = InState(store::kRenewalAwaitingCsr).front();
+  Complete(r);
+  EXPECT_EQ(Renewal(r.id).old_serial, old_serial);
+  auto job = store::Write(*store_, [&](store::Tx& tx) {
+    return store::LeaseJob(tx, {std::string(RenewalService::kRevokeJob)}, "w", clock_.NowMillis(), 1000);
+  });
+  ASSERT_TRUE(job.ok());
+  EXPECT_FALSE(job->has_value()) << "not before the grace ends";
+  clock_.Advance(milliseconds(kDayMs));
+  job = store::Write(*store_, [&](store::Tx& tx) {
+    return store::LeaseJob(tx, {std::string(RenewalService::kRevokeJob)}, "w", clock_.NowMillis(), 1000);
+  });
+  ASSERT_TRUE(job.ok() && job->has_value());
+  ASSERT_TRUE(renewals_->RunRevokeJob((*job)->payload).ok());
+  EXPECT_EQ(ca_->Get(old_serial)->status, "revoked");
+  EXPECT_EQ(ca_->Get(*Host("h1").serial)->status, "active");
+}
+
+TEST_P(RenewalTest, AMissedDeadlineIsRetriedWithBackoffThenFailsAndTellsPeople) {
+  Enroll(1);
+  ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
+  ASSERT_EQ(*renewals_->Pump(), 1);
+  const int64_t id = InState(store::kRenewalAwaitingCsr).front().id;
+
+  clock_.Advance(seconds(61));
+  EXPECT_EQ(*renewals_->Pump(), 0) << "timed out, then waits for its backoff";
+  store::RenewalRecord r = Renewal(id);
+  EXPECT_EQ(r.state, store::kRenewalQueued);
+  EXPECT_EQ(r.due_at, clock_.NowMillis() + 30'000);
+  clock_.Advance(seconds(30));
+  EXPECT_EQ(*renewals_->Pump(), 1) << "the second attempt";
+  EXPECT_EQ(Renewal(id).attempt, 2);
+
+  // The agent got its certificate but never reported: the attempt fails at its deadline.
+  ASSERT_TRUE(renewals_->SubmitCsr(Host("h1"), id, Csr("h1")).ok());
+  const std::string unused = *Renewal(id).serial;
+  clock_.Advance(seconds(61));
+  EXPECT_EQ(*renewals_->Pump(), 0);
+  r = Renewal(id);
+  EXPECT_EQ(r.state, store::kRenewalFailed);
+  EXPECT_EQ(r.failed_step, "deploy");
+  EXPECT_NE(r.error->find("deadline"), std::string::npos);
+  EXPECT_TRUE(r.finished_at.has_value());
+  const store::HostRecord host = Host("h1");
+  EXPECT_EQ(host.status, store::kHostFailed);
+  EXPECT_EQ(host.last_error, "deploy: " + *r.error);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM events WHERE type = 'renewal/failed'"), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_log WHERE action = 'renewal.fail'"), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs WHERE kind = 'renewal.revoke' AND payload LIKE '%" + unused + "%'"), 1)
+      << "the certificate of the failed attempt is revoked after the grace";
+
+  ASSERT_TRUE(renewals_->NotifyFailure(id).ok());
+  std::vector<std::string> mails;
+  for (const auto& f : std::filesystem::directory_iterator(mail_dir_)) {
+    std::ifstream in(f.path());
+    std::stringstream text;
+    text << in.rdbuf();
+    mails.push_back(text.str());
+  }
+  ASSERT_EQ(mails.size(), 1u);
+  EXPECT_NE(mails[0].find("Subject: certfleet: renewal of h1 failed at step deploy"), std::string::npos) << mails[0];
+  EXPECT_NE(mails[0].find("To: ops@example.com"), std::string::npos);
+}
+
+TEST_P(RenewalTest, AnAgentsFailureIsRetriedAndItsStepKept) {
+  Enroll(1);
+  ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
+  ASSERT_EQ(*renewals_->Pump(), 1);
+  const int64_t id = InState(store::kRenewalAwaitingCsr).front().id;
+  const store::HostRecord host = Host("h1");
+  EXPECT_EQ(renewals_->Report(host, id, "failed", "dance", "x").error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(renewals_->Report(host, id, "validated", "", "").error().code, ErrorCode::kFailedPrecondition)
+      << "nothing was issued yet";
+  auto r = renewals_->Report(host, id, "failed", "key", std::string(5000, 'e'));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->state, store::kRenewalQueued);
+  EXPECT_NE(r->history.find("\"step\":\"key\""), std::string::npos);
+  EXPECT_EQ(r->history.find(std::string(RenewalService::kMaxError + 1, 'e')), std::string::npos) << "errors are cut";
+  EXPECT_EQ(Host("h1").status, store::kHostActive) << "a retry is coming";
+}
+
+TEST_P(RenewalTest, AgentsActOnlyOnTheirOwnRenewalsAndBeforeTheDeadline) {
+  Enroll(2);
+  ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
+  ASSERT_EQ(*renewals_->Pump(), 2);
+  const auto r = InState(store::kRenewalAwaitingCsr).front();
+  const std::string other = r.host_id == "h1" ? "h2" : "h1";
+  EXPECT_EQ(renewals_->SubmitCsr(Host(other), r.id, Csr(other)).error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(renewals_->Report(Host(other), r.id, "deployed", "", "").error().code, ErrorCode::kNotFound);
+  clock_.Advance(seconds(61));
+  EXPECT_EQ(renewals_->SubmitCsr(Host(r.host_id), r.id, Csr(r.host_id)).error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM certificates WHERE fqdn = '" + r.host_id + "'"), 1)
+      << "nothing issued after the deadline";
+}
+
+TEST_P(RenewalTest, AScheduledRunTakesTheDueHostsAndFailsThoseNeverEnrolled) {
+  Enroll(2);
+  HostSpec spec;
+  spec.host_id = "new-host";
+  ASSERT_TRUE(hosts_->Create(spec, "t").ok());
+  auto run = renewals_->StartRun({}, "schedule", "certfleet");
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ(run->queued, 1) << "only the host without a certificate is due now";
+  EXPECT_EQ(*renewals_->Pump(), 0);
+  auto failed = InState(store::kRenewalFailed);
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0].host_id, "new-host");
+  EXPECT_EQ(failed[0].failed_step, "enroll");
+  EXPECT_EQ(failed[0].attempt, failed[0].max_attempts) << "retrying cannot help";
+
+  clock_.Advance(milliseconds(61 * kDayMs));  // the enrolled hosts' renewal dates passed
+  EXPECT_EQ(renewals_->StartRun({}, "schedule", "certfleet")->queued, 3);
+  RunScope unknown;
+  unknown.hosts = {"h1", "ghost"};
+  EXPECT_EQ(renewals_->StartRun(unknown, "manual", "t").error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST_P(RenewalTest, ARestartLosesNoRenewal) {
+  Enroll(3);
+  ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
+  ASSERT_EQ(*renewals_->Pump(), 2);
+  const auto working = InState(store::kRenewalAwaitingCsr);
+  ASSERT_TRUE(renewals_->SubmitCsr(Host(working[0].host_id), working[0].id, Csr(working[0].host_id)).ok());
+  Restart();
+  // The issued one goes on; the other, whose agent is gone, times out and is retried; the
+  // queued one starts when a slot frees.
+  ASSERT_TRUE(renewals_->Report(Host(working[0].host_id), working[0].id, "validated", "", "").ok());
+  clock_.Advance(seconds(40));
+  EXPECT_EQ(*renewals_->Pump(), 1);
+  clock_.Advance(seconds(21));
+  EXPECT_EQ(*renewals_->Pump(), 0) << "the one whose agent is gone timed out";
+  clock_.Advance(seconds(30));
+  EXPECT_EQ(*renewals_->Pump(), 1);
+  EXPECT_EQ(Renewal(working[1].id).attempt, 2);
+  EXPECT_EQ(InState(store::kRenewalAwaitingCsr).size(), 2u);
+}
+
+TEST_P(RenewalTest, AWaitingAgentHearsOfItsTaskAtOnce) {
+  Enroll(1);
+  options_.tick = milliseconds(3'600'000);  // only a local start can answer within the test
+  Restart();
+  renewals_->Start();
+  std::atomic<int> answer{-1};
+  renewals_->WaitForTask("h1", 3'600'000, [&](bool has) { answer = has ? 1 : 0; });
+  ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
+  for (int i = 0; i < 500 && answer < 0; ++i) std::this_thread::sleep_for(milliseconds(10));
+  EXPECT_EQ(answer, 1);
+  std::atomic<int> stopped{-1};
+  renewals_->WaitForTask("h1", 3'600'000, [&](bool has) { stopped = has ? 1 : 0; });
+  renewals_->Stop();
+  EXPECT_EQ(stopped, 0) << "stopping answers every waiting agent";
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, RenewalTest, testing::kBothDialects, testing::DialectName);
+
+}  // namespace
+}  // namespace certfleet::renewal
