@@ -15,6 +15,7 @@
 #include "pki/key.h"
 #include "pki/ocsp.h"
 #include "store/audit_repo.h"
+#include "store/jobs_repo.h"
 
 namespace certfleet::ca {
 namespace {
@@ -449,7 +450,35 @@ Result<void> CaService::ResignCrl(store::Tx& tx, std::string_view ca_fqdn, int64
   const int64_t number = ca->crl_number + 1;
   CF_ASSIGN_OR_RETURN(std::string der,
                       pki::BuildCrl(cert.get(), key.get(), entries, number, now, now + options_.crl_validity_ms));
-  return store::SaveCrl(tx, ca_fqdn, number, der, now, now + options_.crl_validity_ms);
+  CF_RETURN_IF_ERROR(store::SaveCrl(tx, ca_fqdn, number, der, now, now + options_.crl_validity_ms));
+  // Published after the commit, by a job, so that a failing blob store delays it, never loses it.
+  store::NewJob publish;
+  publish.kind = std::string(kCrlPublishJob);
+  publish.payload = json::serialize(json::object{{"ca", ca_fqdn}});
+  publish.run_at = now;
+  publish.max_attempts = kPublishAttempts;
+  publish.dedupe_key = fmt::format("crl-publish:{}:{}", ca_fqdn, number);
+  CF_RETURN_IF_ERROR(store::EnqueueJob(tx, publish, now));
+  return Ok();
+}
+
+Result<void> CaService::PublishCrl(std::string_view ca_fqdn, blob::BlobStore& blob) {
+  const std::string fqdn = Lower(std::string(ca_fqdn));
+  CF_ASSIGN_OR_RETURN(auto ca, store::Read(store_, [&](store::Tx& tx) { return store::FindCa(tx, fqdn); }));
+  if (!ca || !ca->crl_der) return MakeError(ErrorCode::kInvalidArgument, fmt::format("no CRL of CA {}", ca_fqdn));
+  const std::string key = "crl/" + fqdn + ".crl";
+  CF_RETURN_IF_ERROR(blob.Put(key, *ca->crl_der));
+  const int64_t now = clock_.NowMillis();
+  const json::object event{{"ca", fqdn},
+                           {"crl_number", ca->crl_number},
+                           {"key", key},
+                           {"store", blob.Describe()},
+                           {"url", CrlUrl(fqdn)},
+                           {"this_update", FormatRfc3339(ca->crl_this_update.value_or(now))},
+                           {"next_update", FormatRfc3339(ca->crl_next_update.value_or(now))}};
+  return store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    return store::AppendEvent(tx, now, "crl/published", json::serialize(event));
+  });
 }
 
 Result<Revoked> CaService::Revoke(std::string_view serial, std::string_view reason_name, bool cascade,

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "blob/blob_store.h"
 #include "core/clock.h"
 #include "core/result.h"
 #include "pki/csr.h"
@@ -103,7 +104,13 @@ class CaService {
   // An OCSP response (DER) to a DER request, an error response if it cannot be answered.
   std::string Ocsp(std::string_view request_der);
 
+  // Writes the CA's current CRL to `blob` as crl/<fqdn>.crl (as the seed's CRL bucket) and
+  // announces it with a crl/published event. Every re-signed CRL queues a job that does it.
+  Result<void> PublishCrl(std::string_view ca_fqdn, blob::BlobStore& blob);
+
   static constexpr std::string_view kCrlRefreshJob = "ca.crl_refresh";
+  static constexpr std::string_view kCrlPublishJob = "ca.crl_publish";  // payload {"ca": fqdn}
+  static constexpr int kPublishAttempts = 20;
 
  private:
   // CreateAsync up to handing the write to the committer (which then owns `done`); an error

@@ -12,6 +12,7 @@
 #include "core/files.h"
 #include "core/log.h"
 #include "distribution/distribution_service.h"
+#include "events/webhooks.h"
 #include "http/api.h"
 #include "http/server.h"
 #include "jobs/housekeeping.h"
@@ -127,6 +128,27 @@ Result<void> AddRenewalJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, 
   run.kind = std::string(RenewalService::kRunJob);
   run.max_attempts = 3;
   return scheduler.Add("renewal-run", config.Get("renewal.schedule"), run);
+}
+
+// Sends the event bus to webhooks every webhooks.every_seconds, when any are configured.
+Result<void> AddWebhookJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, events::WebhookDispatcher& webhooks,
+                            const Config& config) {
+  for (const auto& url : SplitList(config.Get("webhooks.urls"))) {
+    if (!url.starts_with("https://") && !url.starts_with("http://")) {
+      return MakeError(ErrorCode::kInvalidArgument, fmt::format("webhooks.urls: {} is not an http(s) URL", url));
+    }
+  }
+  if (config.Get("webhooks.urls").empty()) return Ok();
+  CF_RETURN_IF_ERROR(webhooks.Subscribe());
+  pool.Register(std::string(events::WebhookDispatcher::kJob), [&webhooks](jobs::JobContext&) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(int sent, webhooks.Deliver());
+    if (sent > 0) log::Info("webhooks sent", {{"events", sent}});
+    return Ok();
+  });
+  store::NewJob job;
+  job.kind = std::string(events::WebhookDispatcher::kJob);
+  job.max_attempts = 1;  // the next firing is the retry
+  return scheduler.Add("webhooks", fmt::format("@every {}s", config.GetInt("webhooks.every_seconds")), job);
 }
 
 }  // namespace
@@ -260,6 +282,25 @@ int Serve(const Config& config, const Clock& clock) {
           jobs::AddHousekeeping(pool, scheduler, store, clock, static_cast<int>(config.GetInt("jobs.retention_days")));
       !r.ok()) {
     log::Error("cannot set up housekeeping", {{"error", r.error().message}});
+    return 1;
+  }
+  auto published = blob::OpenBlobStore(config.Get("blobs"), s3);
+  if (!published.ok()) {
+    log::Error("cannot open blobs (where CRLs are published)", {{"error", published.error().message}});
+    return 1;
+  }
+  pool.Register(std::string(ca::CaService::kCrlPublishJob), [&ca, &published](jobs::JobContext& job) -> Result<void> {
+    boost::system::error_code ec;
+    const boost::json::value payload = boost::json::parse(job.job().payload, ec);
+    const boost::json::value* fqdn = !ec && payload.is_object() ? payload.get_object().if_contains("ca") : nullptr;
+    if (fqdn == nullptr || !fqdn->is_string()) return MakeError(ErrorCode::kInvalidArgument, "no ca in the job");
+    return ca.PublishCrl(fqdn->get_string(), **published);
+  });
+  events::WebhookDispatcher webhooks(store, clock,
+                                     {SplitList(config.Get("webhooks.urls")), SplitList(config.Get("webhooks.events")),
+                                      config.Get("webhooks.secret"), config.Get("webhooks.ca")});
+  if (auto r = AddWebhookJobs(pool, scheduler, webhooks, config); !r.ok()) {
+    log::Error("cannot set up webhooks", {{"error", r.error().message}});
     return 1;
   }
   pool.Register(std::string(ca::CaService::kCrlRefreshJob), [&ca](jobs::JobContext&) -> Result<void> {

@@ -371,6 +371,15 @@ CREATE UNIQUE INDEX renewals_open_host ON renewals (host_id) WHERE state NOT IN 
 CREATE INDEX renewals_state_due ON renewals (state, due_at);
 CREATE INDEX renewals_run ON renewals (run_id, state);
 )sql"},
+    {11, "webhook cursors", R"sql(
+-- How far each webhook URL has been sent the event bus: the id of the last event it took.
+CREATE TABLE webhook_cursors (
+  url TEXT PRIMARY KEY,
+  last_event_id BIGINT NOT NULL,
+  last_error TEXT,
+  updated_at BIGINT NOT NULL
+);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

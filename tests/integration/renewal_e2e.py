@@ -10,13 +10,18 @@ registered for its host, the key with mode 0400, and `openssl verify` accepts th
 usage: renewal_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
 import datetime
+import json
+import hashlib
+import hmac
 import http.client
+import http.server
 import os
 import stat
 import subprocess
 import ssl
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -32,13 +37,33 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
 mail_dir = tempfile.mkdtemp(prefix="renewal-smtp-", dir=os.environ.get("CERTFLEET_TEST_STATE", "/tmp"))
 smtp = SmtpServer(mail_dir)
+
+
+class Hooks(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver: keeps each POST's headers and JSON body."""
+    received = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Hooks.received.append((dict(self.headers), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+hooks = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hooks)
+threading.Thread(target=hooks.serve_forever, daemon=True).start()
 # Short deadlines and grace, one attempt: a killed agent's renewal fails within seconds.
 cf = Certfleet(BINARY, DB_KIND, "renewal-e2e", extra_env={
     "CERTFLEET_RENEWAL_KEY_PATH": "/etc/pki/private", "CERTFLEET_RENEWAL_THRESHOLD_DAYS": "7",
     "CERTFLEET_RENEWAL_CA": "hosts.example.com", "CERTFLEET_RENEWAL_VALIDITY_DAYS": "30",
     "CERTFLEET_RENEWAL_DEADLINE_SECONDS": "6", "CERTFLEET_RENEWAL_MAX_ATTEMPTS": "1",
     "CERTFLEET_RENEWAL_GRACE_SECONDS": "3", "CERTFLEET_RENEWAL_NOTIFY": "ops@example.com",
-    "CERTFLEET_MAIL": f"smtp://127.0.0.1:{smtp.port}"})
+    "CERTFLEET_MAIL": f"smtp://127.0.0.1:{smtp.port}",
+    "CERTFLEET_WEBHOOKS_URLS": f"http://127.0.0.1:{hooks.server_address[1]}/hook",
+    "CERTFLEET_WEBHOOKS_SECRET": "hook-s3cret", "CERTFLEET_WEBHOOKS_EVERY_SECONDS": "1"})
 cf.init()
 cf.start()
 
@@ -47,6 +72,16 @@ def api(method, route, body=None, expect=200, bearer=None):
     status, out, _ = cf.request(method, route, body=body, bearer=bearer or cf.token)
     check(status == expect, f"{method} {route}: {status}, wanted {expect}: {str(out)[:300]}")
     return out
+
+
+def wait_for(what, fn, timeout=40):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = fn()
+        if got:
+            return got
+        time.sleep(0.2)
+    check(False, f"timed out waiting for {what}")
 
 
 web = api("POST", "/v1/hosts", {"host_id": "web-1.example.com", "sans": ["web-1.example.com", "10.0.0.7"],
@@ -182,6 +217,30 @@ check(status == 200 and got["serial"].upper().lstrip("0") in p.stdout.replace(":
       f"openssl reads the host's serial on the CRL: {p.stdout[-400:]}")
 check(cf.cli("host", "token", "db-1", expect=1).returncode == 1, "a revoked host gets no enrollment token")
 
+
+def published_crl():
+    path = os.path.join(cf.data, "blobs", "crl", "hosts.example.com.crl")
+    return open(path, "rb").read() if os.path.exists(path) else None
+
+
+wait_for("the CRL in the blob store", lambda: published_crl() == crl)
+
+
+def hook_events(kind):
+    out = []
+    for headers, body in list(Hooks.received):
+        signature = "sha256=" + hmac.new(b"hook-s3cret", body, hashlib.sha256).hexdigest()
+        event = json.loads(body)
+        if event["type"] == kind and headers.get("X-Certfleet-Signature") == signature:
+            out.append(event)
+    return out
+
+
+published = wait_for("the crl/published webhook", lambda: hook_events("crl/published"))
+check(published[-1]["data"]["ca"] == "hosts.example.com" and published[-1]["data"]["key"] == "crl/hosts.example.com.crl"
+      and published[-1]["data"]["url"].endswith("/crl/hosts.example.com.crl"),
+      f"a signed crl/published event names the CA, the object and the URL: {published[-1]}")
+
 audit = api("GET", "/v1/audit?limit=100")
 actions = [e["action"] for e in audit["items"]]
 check(actions.count("host.create") == 3 and actions.count("host.token") == 2 and actions.count("host.enroll") == 2 and actions.count("host.revoke") == 1,
@@ -217,16 +276,6 @@ def start_agent(name, token=None, *extra):
 
 def serial_of(path):
     return format(x509.load_pem_x509_certificate(open(path, "rb").read()).serial_number, "x")
-
-
-def wait_for(what, fn, timeout=40):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.2)
-    check(False, f"timed out waiting for {what}")
 
 
 def run_renewals(body):
@@ -309,6 +358,10 @@ check(len(mails) == 1 and "agent-3" in mails[0]["Subject"] and "reload" in mails
       mails[0]["To"] == "ops@example.com" and "exit status 3" in mails[0].get_body().get_content(),
       f"one mail names the host, the failed step and the error: {[m['Subject'] for m in mails]}")
 
+failed_hooks = wait_for("the renewal/failed webhook", lambda: hook_events("renewal/failed"))
+check(failed_hooks[0]["data"]["host_id"] == "agent-3" and failed_hooks[0]["data"]["step"] == "reload" and
+      "exit status 3" in failed_hooks[0]["data"]["error"], f"a renewal/failed event for agent-3: {failed_hooks}")
+
 # After the grace period the superseded certificates are on the CRL.
 def crl_text():
     status, crl, _ = cf.request("GET", "/crl/hosts.example.com.crl", raw=True)
@@ -357,5 +410,6 @@ for p in agents.values():
     p.terminate()
     p.wait(timeout=10)
 smtp.stop()
+hooks.shutdown()
 cf.stop()
 finish("renewal_e2e")

@@ -1,0 +1,34 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+#include "store/store.h"
+
+namespace certfleet::store {
+
+// An entry of the event bus (AppendEvent writes them).
+struct EventRecord {
+  int64_t id = 0;
+  int64_t at = 0;
+  std::string type;
+  std::string payload;  // JSON
+};
+
+// Events after `after_id` of one of `types`, in id order.
+Result<std::vector<EventRecord>> EventsAfter(Tx& tx, int64_t after_id, const std::vector<std::string>& types,
+                                             int limit);
+// The id of the newest event; 0 when there is none.
+Result<int64_t> LastEventId(Tx& tx);
+
+// Where a webhook stands: the last event it took; nullopt for a URL not seen before.
+Result<std::optional<int64_t>> WebhookCursor(Tx& tx, std::string_view url);
+// Records the last event taken and the last error (nullopt after a success).
+Result<void> PutWebhookCursor(Tx& tx, std::string_view url, int64_t last_event_id,
+                              const std::optional<std::string>& last_error, int64_t now);
+
+}  // namespace certfleet::store
