@@ -126,6 +126,13 @@ Response Revoke(const ApiContext& ctx, const Request& req) {
   return JsonResponse(200, HostJson(*ctx.hosts, *h));
 }
 
+// The same single-use enrollment token as `certfleet host token ID`, for automation.
+Response CreateToken(const ApiContext& ctx, const Request& req) {
+  auto token = ctx.hosts->CreateToken(req.params.at("id"), req.principal.Actor());
+  if (!token.ok()) return Fail(req, token.error());
+  return JsonResponse(201, json::object{{"host_id", req.params.at("id")}, {"token", *token}});
+}
+
 // The agent's first request: its bootstrap token as the bearer, its host id and CSR.
 Response Enroll(const ApiContext& ctx, const Request& req) {
   auto token = req.BearerToken();
@@ -378,6 +385,7 @@ void AddRenewalRoutes(Router& router, const ApiContext& ctx) {
   router.Add("GET", "/v1/hosts/{id}", {Access::kReader}, [c](Request& r) { return Get(*c, r); });
   router.Add("POST", "/v1/hosts/{id}/revoke", {Access::kOperator, false, kHostBodyLimit},
              [c](Request& r) { return Revoke(*c, r); });
+  router.Add("POST", "/v1/hosts/{id}/token", {Access::kOperator}, [c](Request& r) { return CreateToken(*c, r); });
   // Public: the enrollment token is the credential, checked by the agent service.
   router.Add("POST", "/v1/agent/enroll", {Access::kPublic, false, kHostBodyLimit},
              [c](Request& r) { return Enroll(*c, r); });
@@ -387,12 +395,14 @@ void AddRenewalRoutes(Router& router, const ApiContext& ctx) {
   router.Add("GET", "/v1/renewals", {Access::kReader}, [c](Request& r) { return ListRenewals(*c, r); });
   router.Add("GET", "/v1/renewals/{id}", {Access::kReader}, [c](Request& r) { return GetRenewal(*c, r); });
   // The agent protocol: no token, the agent's certificate (mutual TLS) is the credential.
-  const RouteOptions agent{Access::kPublic, true, kHostBodyLimit};
-  router.AddAsync("GET", "/v1/agent/tasks", agent,
+  router.AddAsync("GET", "/v1/agent/tasks", {Access::kPublic, true, kHostBodyLimit},
                   [c](Request& r, const Responder& respond) { Tasks(*c, r, respond); });
-  router.Add("POST", "/v1/agent/renewals/{id}/csr", agent, [c](Request& r) { return SubmitCsr(*c, r); });
-  router.Add("POST", "/v1/agent/renewals/{id}/status", agent, [c](Request& r) { return ReportStatus(*c, r); });
-  router.Add("POST", "/v1/agent/renew", agent, [c](Request& r) { return SelfRenew(*c, r); });
+  router.Add("POST", "/v1/agent/renewals/{id}/csr", {Access::kPublic, true, kHostBodyLimit},
+             [c](Request& r) { return SubmitCsr(*c, r); });
+  router.Add("POST", "/v1/agent/renewals/{id}/status", {Access::kPublic, true, kHostBodyLimit},
+             [c](Request& r) { return ReportStatus(*c, r); });
+  router.Add("POST", "/v1/agent/renew", {Access::kPublic, true, kHostBodyLimit},
+             [c](Request& r) { return SelfRenew(*c, r); });
 }
 
 }  // namespace certfleet::http
