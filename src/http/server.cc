@@ -269,6 +269,9 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     head_ = msg.method() == bhttp::verb::head;
 
     const bool async = match_.route && match_.route->async_handler;
+    // An asynchronous route may wait long (a long poll): no read or write is pending meanwhile,
+    // so the timeouts of reading the request must not run out under it. Reply sets the next.
+    if (async) beast::get_lowest_layer(stream_).expires_never();
     std::optional<Response> res = server_.router.Dispatch(match_, req_, async ? MakeResponder() : Responder());
     if (res) Reply(std::move(*res), false);
   }
@@ -305,6 +308,8 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     out->keep_alive(!close);
     out->prepare_payload();
     if (head_) out->body().clear();
+    // The client has as long to take the answer as it had to send its body.
+    beast::get_lowest_layer(stream_).expires_after(server_.options.body_timeout);
     bhttp::async_write(stream_, *out, [self = shared_from_this(), out, close](beast::error_code ec, size_t) {
       if (!ec && self->unread_body_) return self->Linger();
       if (ec || close) return self->Close();
@@ -321,11 +326,12 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
   // still sending, and the client would never read the refusal.
   void Linger() {
     beast::get_lowest_layer(stream_).expires_after(kLingerTimeout);
+    drain_ = std::make_unique<std::array<char, kDrainChunk>>();
     DrainSome();
   }
 
   void DrainSome() {
-    stream_.async_read_some(asio::buffer(drain_), [self = shared_from_this()](beast::error_code ec, size_t n) {
+    stream_.async_read_some(asio::buffer(*drain_), [self = shared_from_this()](beast::error_code ec, size_t n) {
       self->drained_ += n;
       if (ec || self->drained_ > kLingerMaxBytes) return self->Close();
       self->DrainSome();
@@ -356,7 +362,8 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
   bool head_ = false;
   bool unread_body_ = false;
   unsigned version_ = 11;
-  std::array<char, kDrainChunk> drain_{};
+  // Only while lingering: a connection per agent must stay small.
+  std::unique_ptr<std::array<char, kDrainChunk>> drain_;
   size_t drained_ = 0;
 };
 
@@ -365,6 +372,9 @@ Result<void> Server::Impl::Listen() {
   ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                   ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
   SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  // Idle keep-alive connections (agents' long polls: one per host) give back OpenSSL's
+  // read and write buffers, about 34 KiB each.
+  SSL_CTX_set_mode(ctx.native_handle(), SSL_MODE_RELEASE_BUFFERS);
   ctx.use_certificate_chain_file(options.tls_cert_file, ec);
   if (ec)
     return MakeError(ErrorCode::kFailedPrecondition,

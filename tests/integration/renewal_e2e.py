@@ -16,6 +16,7 @@ import hmac
 import http.client
 import http.server
 import os
+import shutil
 import stat
 import subprocess
 import ssl
@@ -399,9 +400,19 @@ check(done["agent-4"]["state"] == "validated" and serial_of(files_of("agent-4")[
 agents["agent-1"].terminate()
 check(agents["agent-1"].wait(timeout=10) == 0, "the agent stops on SIGTERM")
 before = serial_of(files_of("agent-1")["cert"])
+# A renewal cut short after the swap (here: another certificate in place, the old files kept
+# as *.prev) is undone when the agent starts again.
+for f in files_of("agent-1").values():
+    shutil.copy2(f, f + ".prev")
+shutil.copy(files_of("agent-2")["cert"], files_of("agent-1")["cert"])
 start_agent("agent-1", None, "--self-renew-below", "1")
+wait_for("the interrupted renewal undone", lambda: "interrupted renewal was undone" in
+         open(os.path.join(cf.work, "agent-1.log")).read())
 wait_for("agent-1 to renew itself", lambda: serial_of(files_of("agent-1")["cert"]) != before)
+wait_for("agent-1's renewal validated", lambda: api("GET", "/v1/renewals?host=agent-1&limit=1")["items"][0]["state"] == "validated")
 listing = api("GET", "/v1/renewals?host=agent-1&limit=1")
+check(serial_of(files_of("agent-1")["cert"]) == listing["items"][0]["serial"] and
+      not os.path.exists(files_of("agent-1")["cert"] + ".prev"), "the renewed certificate is in place, nothing left over")
 check(listing["items"][0]["state"] == "validated" and any(r["trigger"] == "agent" for r in listing["runs"]),
       f"a run started by the agent: {listing['runs'][:2]}")
 check(all(set(r["states"]) <= {"validated", "failed"} for r in listing["runs"][1:]), "earlier runs are finished")
