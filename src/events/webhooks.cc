@@ -20,7 +20,7 @@ constexpr long kConnectTimeoutSeconds = 10;
 // A receiver acknowledges an event; it should queue work, not do it before answering.
 constexpr long kRequestTimeoutSeconds = 30;
 // Only the status matters; a receiver's body is read up to this and dropped.
-constexpr size_t kMaxAnswerBytes = 64 * 1024;
+constexpr size_t kMaxAnswerBytes = size_t{64} * 1024;
 
 size_t Drop(char*, size_t size, size_t n, void* seen) {
   auto* total = static_cast<size_t*>(seen);

@@ -67,7 +67,8 @@ RenewalService::RenewalService(store::Store& store, HostService& hosts, AgentSer
       clock_(clock),
       options_(std::move(options)) {}
 
-RenewalService::~RenewalService() { Stop(); }
+// Stop() throws only when a thread cannot be joined or memory runs out: terminating is right.
+RenewalService::~RenewalService() { Stop(); }  // NOLINT(bugprone-exception-escape)
 
 Result<RunStarted> RenewalService::StartRun(const RunScope& scope, std::string_view trigger, std::string_view actor) {
   if (scope.hosts.size() > kMaxRunHosts) {
@@ -124,6 +125,7 @@ Result<std::vector<std::string>> RenewalService::PumpStarted() {
     if (free <= 0) return started;
     CF_ASSIGN_OR_RETURN(auto startable, store::StartableRenewals(tx, now, static_cast<int>(free)));
     std::vector<std::string> ids;
+    ids.reserve(startable.size());
     for (const auto& r : startable) ids.push_back(r.host_id);
     CF_ASSIGN_OR_RETURN(auto has_certificate, store::HostsHaveCertificate(tx, ids));
     for (auto& r : startable) {

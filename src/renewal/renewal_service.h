@@ -70,7 +70,7 @@ class RenewalService {
 
   RenewalService(store::Store& store, HostService& hosts, AgentService& agents, ca::CaService& ca, mail::Mailer* mailer,
                  const Clock& clock, Options options);
-  ~RenewalService();
+  ~RenewalService();  // NOLINT(bugprone-exception-escape): see the definition
 
   // Queues the renewals of `scope` in a new run. kInvalidArgument names an unknown host.
   Result<RunStarted> StartRun(const RunScope& scope, std::string_view trigger, std::string_view actor);
