@@ -28,7 +28,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish  # noqa: E402
 from harness import Certfleet  # noqa: E402
-from servers import SmtpServer  # noqa: E402
+from servers import S3Server, SmtpServer  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -41,13 +41,21 @@ smtp = SmtpServer(mail_dir)
 
 
 class Hooks(http.server.BaseHTTPRequestHandler):
-    """A webhook receiver: keeps each POST's headers and JSON body."""
+    """A webhook receiver: keeps each POST's headers and JSON body; refuses the next
+    `failures` POSTs with 500 (their delivery ids in `refused`)."""
     received = []
+    refused = []
+    failures = 0
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        Hooks.received.append((dict(self.headers), body))
-        self.send_response(204)
+        if Hooks.failures > 0:
+            Hooks.failures -= 1
+            Hooks.refused.append(self.headers["X-Certfleet-Delivery"])
+            self.send_response(500)
+        else:
+            Hooks.received.append((dict(self.headers), body))
+            self.send_response(204)
         self.end_headers()
 
     def log_message(self, *args):
@@ -55,6 +63,10 @@ class Hooks(http.server.BaseHTTPRequestHandler):
 
 
 hooks = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hooks)
+# With PostgreSQL (the multi-node setup), CRLs are published to an S3-compatible store.
+s3 = S3Server(mail_dir, "crls") if DB_KIND == "postgres" else None
+blobs_env = {"CERTFLEET_BLOBS": f"s3://crls?endpoint={s3.endpoint}&region=us-east-1",
+             "CERTFLEET_S3_ACCESS_KEY_ID": "S3RVER", "CERTFLEET_S3_SECRET_ACCESS_KEY": "S3RVER"} if s3 else {}
 threading.Thread(target=hooks.serve_forever, daemon=True).start()
 # Short deadlines and grace, one attempt: a killed agent's renewal fails within seconds.
 cf = Certfleet(BINARY, DB_KIND, "renewal-e2e", extra_env={
@@ -64,7 +76,7 @@ cf = Certfleet(BINARY, DB_KIND, "renewal-e2e", extra_env={
     "CERTFLEET_RENEWAL_GRACE_SECONDS": "3", "CERTFLEET_RENEWAL_NOTIFY": "ops@example.com",
     "CERTFLEET_MAIL": f"smtp://127.0.0.1:{smtp.port}",
     "CERTFLEET_WEBHOOKS_URLS": f"http://127.0.0.1:{hooks.server_address[1]}/hook",
-    "CERTFLEET_WEBHOOKS_SECRET": "hook-s3cret", "CERTFLEET_WEBHOOKS_EVERY_SECONDS": "1"})
+    "CERTFLEET_WEBHOOKS_SECRET": "hook-s3cret", "CERTFLEET_WEBHOOKS_EVERY_SECONDS": "1", **blobs_env})
 cf.init()
 cf.start()
 
@@ -206,6 +218,7 @@ check(p.returncode == 0 and "enrolled" not in p.stdout, f"a second start does no
 # Revoking a host puts its certificate on its CA's CRL; the host is no longer renewed.
 api("POST", "/v1/hosts/nope/revoke", {}, expect=404)
 api("POST", "/v1/hosts/web-1.example.com/revoke", {}, expect=409)  # no certificate yet
+Hooks.failures = 2  # the receiver is down for the first two tries of the next event
 revoked = api("POST", "/v1/hosts/db-1/revoke", {"reason": "keyCompromise"})
 check(revoked["status"] == "revoked", f"the host is revoked: {revoked}")
 api("POST", "/v1/hosts/db-1/revoke", {"reason": "notAReason"}, expect=400)
@@ -220,6 +233,13 @@ check(cf.cli("host", "token", "db-1", expect=1).returncode == 1, "a revoked host
 
 
 def published_crl():
+    if s3:  # read back with an independent S3 client
+        out = os.path.join(folder, "published.crl")
+        try:
+            s3.aws("s3", "cp", "--only-show-errors", "s3://crls/crl/hosts.example.com.crl", out)
+        except RuntimeError:
+            return None
+        return open(out, "rb").read()
     path = os.path.join(cf.data, "blobs", "crl", "hosts.example.com.crl")
     return open(path, "rb").read() if os.path.exists(path) else None
 
@@ -238,6 +258,7 @@ def hook_events(kind):
 
 
 published = wait_for("the crl/published webhook", lambda: hook_events("crl/published"))
+check(Hooks.refused == [str(published[0]["id"])] * 2, f"refused twice, then delivered again: {Hooks.refused}")
 check(published[-1]["data"]["ca"] == "hosts.example.com" and published[-1]["data"]["key"] == "crl/hosts.example.com.crl"
       and published[-1]["data"]["url"].endswith("/crl/hosts.example.com.crl"),
       f"a signed crl/published event names the CA, the object and the URL: {published[-1]}")
@@ -422,5 +443,7 @@ for p in agents.values():
     p.wait(timeout=10)
 smtp.stop()
 hooks.shutdown()
+if s3:
+    s3.stop()
 cf.stop()
 finish("renewal_e2e")
