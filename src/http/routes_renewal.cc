@@ -326,18 +326,30 @@ void Tasks(const ApiContext& ctx, Request& req, const Responder& respond) {
                             });
 }
 
+// What every agent request on one of its renewals carries: who it is (its certificate),
+// which renewal (the path) and a JSON body.
+struct AgentCall {
+  store::HostRecord host;
+  int64_t renewal_id = 0;
+  json::object body;
+};
+
+Result<AgentCall> ParseAgentCall(const ApiContext& ctx, const Request& req) {
+  AgentCall call;
+  CF_ASSIGN_OR_RETURN(call.host, AgentHost(ctx, req));
+  CF_ASSIGN_OR_RETURN(call.renewal_id, PathId(req));
+  CF_ASSIGN_OR_RETURN(call.body, ParseJsonObject(req.body));
+  return call;
+}
+
 Response SubmitCsr(const ApiContext& ctx, const Request& req) {
-  auto host = AgentHost(ctx, req);
-  if (!host.ok()) return Fail(req, host.error());
-  auto id = PathId(req);
-  if (!id.ok()) return Fail(req, id.error());
-  auto body = ParseJsonObject(req.body);
-  if (!body.ok()) return Fail(req, body.error());
-  auto csr = RequiredString(*body, "csr", pki::kMaxCsrBytes);
+  auto call = ParseAgentCall(ctx, req);
+  if (!call.ok()) return Fail(req, call.error());
+  auto csr = RequiredString(call->body, "csr", pki::kMaxCsrBytes);
   if (!csr.ok()) return Fail(req, csr.error());
-  auto issued = ctx.renewals->SubmitCsr(*host, *id, *csr);
+  auto issued = ctx.renewals->SubmitCsr(call->host, call->renewal_id, *csr);
   if (!issued.ok()) return Fail(req, issued.error());
-  return JsonResponse(201, json::object{{"renewal_id", *id},
+  return JsonResponse(201, json::object{{"renewal_id", call->renewal_id},
                                         {"serial", issued->record.serial},
                                         {"not_after", FormatRfc3339(issued->record.not_after)},
                                         {"certificate", issued->certificate_pem},
@@ -345,20 +357,16 @@ Response SubmitCsr(const ApiContext& ctx, const Request& req) {
 }
 
 Response ReportStatus(const ApiContext& ctx, const Request& req) {
-  auto host = AgentHost(ctx, req);
-  if (!host.ok()) return Fail(req, host.error());
-  auto id = PathId(req);
-  if (!id.ok()) return Fail(req, id.error());
-  auto body = ParseJsonObject(req.body);
-  if (!body.ok()) return Fail(req, body.error());
-  auto state = RequiredString(*body, "state", 16);
-  auto step = OptionalString(*body, "step", 16);
+  auto call = ParseAgentCall(ctx, req);
+  if (!call.ok()) return Fail(req, call.error());
+  auto state = RequiredString(call->body, "state", 16);
+  auto step = OptionalString(call->body, "step", 16);
   // Longer errors are cut to what the renewal keeps.
-  auto error = OptionalString(*body, "error", renewal::RenewalService::kMaxError * 4);
+  auto error = OptionalString(call->body, "error", renewal::RenewalService::kMaxError * 4);
   if (!state.ok()) return Fail(req, state.error());
   if (!step.ok()) return Fail(req, step.error());
   if (!error.ok()) return Fail(req, error.error());
-  auto r = ctx.renewals->Report(*host, *id, *state, step->value_or(""), error->value_or(""));
+  auto r = ctx.renewals->Report(call->host, call->renewal_id, *state, step->value_or(""), error->value_or(""));
   if (!r.ok()) return Fail(req, r.error());
   return JsonResponse(200, RenewalJson(*r));
 }

@@ -7,43 +7,23 @@
 
 #include "pki/certificate.h"
 #include "pki/csr.h"
-#include "pki/file/file_key_backend.h"
-#include "pki/key.h"
-#include "testing/db.h"
+#include "renewal/fixture.h"
 
 namespace certfleet::renewal {
 namespace {
 
 constexpr int64_t kDayMs = int64_t{24} * 3600 * 1000;
 
-class EnrollTest : public ::testing::TestWithParam<store::Dialect> {
+class EnrollTest : public HostsFixture {
  protected:
   void SetUp() override {
-    store_ = testing::FreshStore(GetParam());
-    ASSERT_NE(store_, nullptr);
-    keys_ = std::make_unique<pki::file::FileKeyBackend>(testing::TempDir() + "/keys", std::string(64, 'k'));
-    ca_ = std::make_unique<ca::CaService>(*store_, *keys_, clock_, ca::CaService::Options{"https://ca.test"});
-    for (auto [type, fqdn] : {std::pair{pki::CertType::kRoot, "example.com"},
-                              std::pair{pki::CertType::kIntermediate, "hosts.example.com"}}) {
-      ca::CreateRequest r;
-      r.type = type;
-      r.fqdn = fqdn;
-      r.organization = "Acme";
-      ASSERT_TRUE(ca_->Create(r, "test").ok());
-    }
-    HostService::Options options;
-    options.defaults = {{}, "/etc/pki/certs", "/etc/pki/private", "/etc/pki/ca", "ec-p256", "host", 30, std::nullopt};
-    options.token_ttl_ms = 3600 * 1000;
-    hosts_ = std::make_unique<HostService>(*store_, clock_, options);
-    agents_ =
-        std::make_unique<AgentService>(*store_, *hosts_, *ca_, clock_, AgentService::Options{"hosts.example.com", 90});
+    HostsFixture::SetUp();
     for (const char* id : {"web-1.example.com", "db-1"}) {
       HostSpec spec;
       spec.host_id = id;
       spec.sans = {id, "10.0.0.7", "alt.example.com"};
       ASSERT_TRUE(hosts_->Create(spec, "t").ok());
     }
-    key_ = std::move(pki::GenerateKey(pki::KeyType::kEcP256)).value();
   }
   std::string Csr(const std::string& cn) { return *pki::MakeCsrPem(key_.get(), cn, {cn, "evil.example.net"}); }
   int64_t Certificates() {
@@ -54,14 +34,6 @@ class EnrollTest : public ::testing::TestWithParam<store::Dialect> {
         ->at(0)
         .Int(0);
   }
-
-  ManualClock clock_{1'795'456'605'000};
-  std::unique_ptr<store::Store> store_;
-  std::unique_ptr<pki::KeyBackend> keys_;
-  std::unique_ptr<ca::CaService> ca_;
-  std::unique_ptr<HostService> hosts_;
-  std::unique_ptr<AgentService> agents_;
-  pki::PkeyPtr key_;
 };
 
 TEST_P(EnrollTest, AnAgentGetsACertificateForItsKeyWithTheHostsNamesOnce) {

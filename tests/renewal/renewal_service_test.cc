@@ -13,12 +13,10 @@
 #include <thread>
 
 #include "pki/csr.h"
-#include "pki/file/file_key_backend.h"
-#include "pki/key.h"
+#include "renewal/fixture.h"
 #include "store/certificates_repo.h"
 #include "store/hosts_repo.h"
 #include "store/jobs_repo.h"
-#include "testing/db.h"
 
 namespace certfleet::renewal {
 namespace {
@@ -28,26 +26,10 @@ using std::chrono::seconds;
 
 constexpr int64_t kDayMs = int64_t{24} * 3600 * 1000;
 
-class RenewalTest : public ::testing::TestWithParam<store::Dialect> {
+class RenewalTest : public HostsFixture {
  protected:
   void SetUp() override {
-    store_ = testing::FreshStore(GetParam());
-    ASSERT_NE(store_, nullptr);
-    keys_ = std::make_unique<pki::file::FileKeyBackend>(testing::TempDir() + "/keys", std::string(64, 'k'));
-    ca_ = std::make_unique<ca::CaService>(*store_, *keys_, clock_, ca::CaService::Options{"https://ca.test"});
-    for (auto [type, fqdn] : {std::pair{pki::CertType::kRoot, "example.com"},
-                              std::pair{pki::CertType::kIntermediate, "hosts.example.com"}}) {
-      ca::CreateRequest r;
-      r.type = type;
-      r.fqdn = fqdn;
-      r.organization = "Acme";
-      ASSERT_TRUE(ca_->Create(r, "test").ok());
-    }
-    HostService::Options options;
-    options.defaults = {{}, "/etc/pki/certs", "/etc/pki/private", "/etc/pki/ca", "ec-p256", "host", 30, std::nullopt};
-    hosts_ = std::make_unique<HostService>(*store_, clock_, options);
-    agents_ =
-        std::make_unique<AgentService>(*store_, *hosts_, *ca_, clock_, AgentService::Options{"hosts.example.com", 90});
+    HostsFixture::SetUp();
     mail_dir_ = testing::TempDir() + "/mail";
     mailer_ = std::move(mail::OpenMailer("file://" + mail_dir_, clock_)).value();
     options_.concurrency = 2;
@@ -57,7 +39,6 @@ class RenewalTest : public ::testing::TestWithParam<store::Dialect> {
     options_.grace_ms = kDayMs;
     options_.notify = {"ops@example.com"};
     Restart();
-    key_ = std::move(pki::GenerateKey(pki::KeyType::kEcP256)).value();
   }
 
   // A new service over the same store, as after a crash or restart.
@@ -99,17 +80,10 @@ class RenewalTest : public ::testing::TestWithParam<store::Dialect> {
     return s;
   }
 
-  ManualClock clock_{1'795'456'605'000};
-  std::unique_ptr<store::Store> store_;
-  std::unique_ptr<pki::KeyBackend> keys_;
-  std::unique_ptr<ca::CaService> ca_;
-  std::unique_ptr<HostService> hosts_;
-  std::unique_ptr<AgentService> agents_;
   std::string mail_dir_;
   std::unique_ptr<mail::Mailer> mailer_;
   RenewalService::Options options_;
   std::unique_ptr<RenewalService> renewals_;
-  pki::PkeyPtr key_;
 };
 
 TEST_P(RenewalTest, AtMostConcurrencyRenewalsWorkAndEachSuccessUpdatesTheHost) {
