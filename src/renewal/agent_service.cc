@@ -88,13 +88,16 @@ Result<store::HostRecord> AgentService::Authenticate(std::string_view serial) {
     return MakeError(ErrorCode::kPermissionDenied,
                      "the client certificate is not a current certificate of a host (revoked, or not a host's)");
   };
-  CF_ASSIGN_OR_RETURN(auto found, store::Read(store_, [&](store::Tx& tx) -> Result<std::optional<store::HostRecord>> {
-                        CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, serial));
-                        if (!cert || cert->status != "active" || cert->type != "server") {
-                          return std::optional<store::HostRecord>();
-                        }
-                        return store::FindHost(tx, cert->fqdn);
-                      }));
+  CF_ASSIGN_OR_RETURN(
+      auto found, store::Read(store_, [&](store::Tx& tx) -> Result<std::optional<store::HostRecord>> {
+        CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, serial));
+        // Only certificates issued to the host itself (enrollment, renewal):
+        // a W1 server certificate with the same name is not an agent's.
+        if (!cert || cert->status != "active" || cert->type != "server" || cert->created_by != "host:" + cert->fqdn) {
+          return std::optional<store::HostRecord>();
+        }
+        return store::FindHost(tx, cert->fqdn);
+      }));
   if (!found || found->status == store::kHostRevoked) return refused();
   return std::move(*found);
 }

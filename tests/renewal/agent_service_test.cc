@@ -117,6 +117,31 @@ TEST_P(EnrollTest, ARevokedHostsCertificateIsOnItsCasCrlAndTheHostIsNoLongerRene
   EXPECT_EQ(hosts_->CreateToken("db-1", "t").error().code, ErrorCode::kFailedPrecondition) << "no new enrollment";
 }
 
+TEST_P(EnrollTest, OnlyAHostsOwnCurrentCertificateAuthenticatesItsAgent) {
+  auto enrolled =
+      agents_->Enroll("web-1.example.com", *hosts_->CreateToken("web-1.example.com", "t"), Csr("web-1.example.com"));
+  ASSERT_TRUE(enrolled.ok());
+  auto host = agents_->Authenticate(enrolled->record.serial);
+  ASSERT_TRUE(host.ok()) << host.error().message;
+  EXPECT_EQ(host->host_id, "web-1.example.com");
+  EXPECT_EQ(agents_->Authenticate("abcdef").error().code, ErrorCode::kPermissionDenied) << "unknown serial";
+
+  // A W1 server certificate named like a host is not that host's agent.
+  HostSpec spec;
+  spec.host_id = "api.example.com";
+  ASSERT_TRUE(hosts_->Create(spec, "t").ok());
+  ca::CreateRequest w1;
+  w1.type = pki::CertType::kServer;
+  w1.fqdn = "api.example.com";
+  w1.parent_fqdn = "hosts.example.com";
+  auto server = ca_->Create(w1, "token:ops");
+  ASSERT_TRUE(server.ok()) << server.error().message;
+  EXPECT_EQ(agents_->Authenticate(server->record.serial).error().code, ErrorCode::kPermissionDenied);
+
+  ASSERT_TRUE(agents_->Revoke("web-1.example.com", "keyCompromise", "t").ok());
+  EXPECT_EQ(agents_->Authenticate(enrolled->record.serial).error().code, ErrorCode::kPermissionDenied) << "revoked";
+}
+
 INSTANTIATE_TEST_SUITE_P(Drivers, EnrollTest, testing::kBothDialects, testing::DialectName);
 
 }  // namespace
