@@ -39,6 +39,28 @@ std::string NodeId() {
   return fmt::format("{}:{}", host, getpid());
 }
 
+// A field of a job's JSON payload; kInvalidArgument (the job is dead at once) when it is
+// missing or of another type.
+Result<boost::json::value> PayloadField(const jobs::JobContext& job, std::string_view key) {
+  boost::system::error_code ec;
+  boost::json::value payload = boost::json::parse(job.job().payload, ec);
+  const boost::json::value* v = !ec && payload.is_object() ? payload.get_object().if_contains(key) : nullptr;
+  if (v == nullptr) return MakeError(ErrorCode::kInvalidArgument, fmt::format("no {} in the job", key));
+  return *v;
+}
+
+Result<int64_t> PayloadInt(const jobs::JobContext& job, std::string_view key) {
+  CF_ASSIGN_OR_RETURN(boost::json::value v, PayloadField(job, key));
+  if (!v.is_int64()) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} of the job is not a number", key));
+  return v.get_int64();
+}
+
+Result<std::string> PayloadString(const jobs::JobContext& job, std::string_view key) {
+  CF_ASSIGN_OR_RETURN(boost::json::value v, PayloadField(job, key));
+  if (!v.is_string()) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} of the job is not text", key));
+  return std::string(v.get_string());
+}
+
 distribution::DistributionService::Options DistributionOptions(const Config& config) {
   distribution::DistributionService::Options o;
   o.prefix = config.Get("distribution.prefix");
@@ -114,15 +136,12 @@ Result<void> AddRenewalJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, 
     return Ok();
   });
   pool.Register(std::string(RenewalService::kNotifyJob), [&renewals](jobs::JobContext& job) -> Result<void> {
-    boost::system::error_code ec;
-    const boost::json::value payload = boost::json::parse(job.job().payload, ec);
-    const boost::json::value* id =
-        !ec && payload.is_object() ? payload.get_object().if_contains("renewal_id") : nullptr;
-    if (id == nullptr || !id->is_int64()) return MakeError(ErrorCode::kInvalidArgument, "no renewal_id in the job");
-    return renewals.NotifyFailure(id->get_int64());
+    CF_ASSIGN_OR_RETURN(int64_t id, PayloadInt(job, "renewal_id"));
+    return renewals.NotifyFailure(id);
   });
   pool.Register(std::string(RenewalService::kRevokeJob), [&renewals](jobs::JobContext& job) -> Result<void> {
-    return renewals.RunRevokeJob(job.job().payload);
+    CF_ASSIGN_OR_RETURN(std::string serial, PayloadString(job, "serial"));
+    return renewals.RevokeSuperseded(serial);
   });
   store::NewJob run;
   run.kind = std::string(RenewalService::kRunJob);
@@ -290,11 +309,8 @@ int Serve(const Config& config, const Clock& clock) {
     return 1;
   }
   pool.Register(std::string(ca::CaService::kCrlPublishJob), [&ca, &published](jobs::JobContext& job) -> Result<void> {
-    boost::system::error_code ec;
-    const boost::json::value payload = boost::json::parse(job.job().payload, ec);
-    const boost::json::value* fqdn = !ec && payload.is_object() ? payload.get_object().if_contains("ca") : nullptr;
-    if (fqdn == nullptr || !fqdn->is_string()) return MakeError(ErrorCode::kInvalidArgument, "no ca in the job");
-    return ca.PublishCrl(fqdn->get_string(), **published);
+    CF_ASSIGN_OR_RETURN(std::string fqdn, PayloadString(job, "ca"));
+    return ca.PublishCrl(fqdn, **published);
   });
   events::WebhookDispatcher webhooks(store, clock,
                                      {SplitList(config.Get("webhooks.urls")), SplitList(config.Get("webhooks.events")),
@@ -321,13 +337,10 @@ int Serve(const Config& config, const Clock& clock) {
                   return Ok();
                 });
   pool.Register(std::string(bulk::ImportService::kJob), [&imports](jobs::JobContext& job) -> Result<void> {
-    boost::system::error_code ec;
-    const boost::json::value payload = boost::json::parse(job.job().payload, ec);
-    const boost::json::value* id = !ec && payload.is_object() ? payload.get_object().if_contains("import_id") : nullptr;
-    if (id == nullptr || !id->is_int64()) return MakeError(ErrorCode::kInvalidArgument, "no import_id in the job");
+    CF_ASSIGN_OR_RETURN(int64_t id, PayloadInt(job, "import_id"));
     // The job shows the share of the manifest read; the import itself has the counts.
     constexpr int64_t kScale = 1000;
-    CF_RETURN_IF_ERROR(imports.Run(id->get_int64(), [&job](const store::ImportRecord&, double fraction) {
+    CF_RETURN_IF_ERROR(imports.Run(id, [&job](const store::ImportRecord&, double fraction) {
       job.Progress(static_cast<int64_t>(fraction * kScale), kScale);
     }));
     return Ok();

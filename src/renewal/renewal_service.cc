@@ -206,12 +206,8 @@ Result<void> RenewalService::RevokeLater(store::Tx& tx, const std::string& seria
   return Ok();
 }
 
-Result<void> RenewalService::RunRevokeJob(std::string_view payload) {
-  boost::system::error_code ec;
-  const json::value v = json::parse(payload, ec);
-  const json::value* serial = !ec && v.is_object() ? v.get_object().if_contains("serial") : nullptr;
-  if (serial == nullptr || !serial->is_string()) return MakeError(ErrorCode::kInvalidArgument, "no serial in the job");
-  CF_RETURN_IF_ERROR(ca_.Revoke(serial->get_string(), "superseded", /*cascade=*/false, "certfleet"));
+Result<void> RenewalService::RevokeSuperseded(const std::string& serial) {
+  CF_RETURN_IF_ERROR(ca_.Revoke(serial, "superseded", /*cascade=*/false, "certfleet"));
   return Ok();
 }
 

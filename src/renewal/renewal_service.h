@@ -97,8 +97,9 @@ class RenewalService {
   Result<std::vector<store::RenewalRecord>> List(const store::RenewalFilter& filter);
   Result<std::vector<store::RenewalRunSummary>> Runs(std::optional<int64_t> before_id, int limit);
 
-  // Runs a job of kRevokeJob: revokes a superseded certificate once its grace period ended.
-  Result<void> RunRevokeJob(std::string_view payload);
+  // Revokes a superseded certificate once its grace period ended: the job of kRevokeJob,
+  // whose payload is {"serial": ...}.
+  Result<void> RevokeSuperseded(const std::string& serial);
   // Mails the failure of a renewal to `notify` (the notification job). Nothing without
   // recipients or a mailer.
   Result<void> NotifyFailure(int64_t renewal_id);
