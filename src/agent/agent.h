@@ -57,6 +57,9 @@ struct RunOptions {
   // lifetime is left (the server renews at its threshold, 30 of 90 days by default).
   double self_renew_share = 1.0 / 6;
   std::chrono::seconds self_renew_every{3600};  // how often it asks again meanwhile
+  // A reload command still running after this is killed (its process group) and the
+  // renewal fails at step reload; well inside the server's deadline (600 s by default).
+  std::chrono::seconds reload_timeout{120};
 };
 
 // Undoes a renewal interrupted between swapping the new files in and recording them: the

@@ -41,6 +41,11 @@ int Main(int argc, char** argv) {
                  "Ask for a renewal itself when less than this share of the certificate's lifetime is left")
       ->default_val(1.0 / 6)
       ->check(CLI::Range(0.0, 1.0));
+  int64_t reload_timeout = run.reload_timeout.count();
+  app.add_option("--reload-timeout", reload_timeout,
+                 "Seconds the reload command may run before it is killed and the renewal fails")
+      ->default_val(run.reload_timeout.count())
+      ->check(CLI::Range(1, 3600));
   bool enroll_only = false;
   app.add_flag("--enroll-only", enroll_only, "Enroll (if not yet) and exit, instead of serving tasks");
   try {
@@ -64,6 +69,7 @@ int Main(int argc, char** argv) {
         {{"host", enrolled->host_id}, {"serial", enrolled->serial}, {"certificate", enrolled->cert_file}});
     identity = std::optional<Identity>(*enrolled);
   }
+  run.reload_timeout = std::chrono::seconds(reload_timeout);
   if (enroll_only) return 0;
   if (auto r = Recover(**identity); !r.ok()) return fail("cannot undo an interrupted renewal", r.error());
   std::signal(SIGTERM, OnSignal);

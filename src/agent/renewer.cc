@@ -1,10 +1,14 @@
 // The agent's work after enrollment: long-poll for tasks, renew, report, back off.
 #include <fmt/format.h>
+#include <spawn.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <boost/json.hpp>
+#include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -60,10 +64,39 @@ Result<pki::CertificateFacts> FactsOf(const std::string& cert_file) {
   return pki::Inspect(cert.get());
 }
 
-// Runs the reload command through the shell; its exit status must be 0.
-Result<void> RunReload(const std::string& command) {
-  const int status = std::system(command.c_str());  // NOLINT(cert-env33-c): the operator's command, by design
-  if (status == -1) return MakeError(ErrorCode::kInternal, "the reload command could not be started");
+// Runs the reload command through /bin/sh in a process group of its own; its exit status
+// must be 0 within `timeout`, else the group is killed.
+Result<void> RunReload(const std::string& command, std::chrono::seconds timeout) {
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
+  std::string sh = "/bin/sh";
+  std::string flag = "-c";
+  std::string cmd = command;
+  std::array<char*, 4> argv{sh.data(), flag.data(), cmd.data(), nullptr};
+  pid_t pid = 0;
+  const int spawned = posix_spawn(&pid, sh.c_str(), nullptr, &attr, argv.data(), environ);
+  posix_spawnattr_destroy(&attr);
+  if (spawned != 0) {
+    return MakeError(ErrorCode::kInternal,
+                     fmt::format("the reload command could not be started: {}", std::strerror(spawned)));
+  }
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  int status = 0;
+  for (;;) {
+    const pid_t done = waitpid(pid, &status, WNOHANG);
+    if (done == pid) break;
+    if (done < 0 && errno != EINTR) return MakeError(ErrorCode::kInternal, "waiting for the reload command failed");
+    if (std::chrono::steady_clock::now() >= until) {
+      kill(-pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return MakeError(
+          ErrorCode::kDeadlineExceeded,
+          fmt::format("the reload command `{}` did not finish within {} s: killed", command, timeout.count()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     return MakeError(ErrorCode::kInternal, fmt::format("the reload command `{}` failed (exit status {})", command,
                                                        WIFEXITED(status) ? WEXITSTATUS(status) : -1));
@@ -246,10 +279,10 @@ class Renewer {
 
     if (auto s = Swap(files); !s.ok()) return Failure{"swap", s.error().message};
     if (reload) {
-      if (auto rc = RunReload(*reload); !rc.ok()) {
+      if (auto rc = RunReload(*reload, run_.reload_timeout); !rc.ok()) {
         Restore(files);
         // The service goes back to the old files too.
-        if (auto again = RunReload(*reload); !again.ok()) {
+        if (auto again = RunReload(*reload, run_.reload_timeout); !again.ok()) {
           Log("error", "the reload command failed again with the old files", {{"error", again.error().message}});
         }
         return Failure{"reload", rc.error().message};

@@ -330,10 +330,10 @@ conn.close()
 
 tokens = {"agent-2": add_host("agent-2", reload_command=f"cp {files_of('agent-2')['cert']} {cf.work}/agent-2/reloaded.pem"),
           "agent-3": add_host("agent-3", reload_command="echo broken config >&2; exit 3"),
-          "agent-4": add_host("agent-4")}
+          "agent-4": add_host("agent-4"), "agent-5": add_host("agent-5", reload_command="sleep 600")}
 start_agent("agent-1")
 for name, token in tokens.items():
-    start_agent(name, token)
+    start_agent(name, token, *(["--reload-timeout", "1"] if name == "agent-5" else []))
 wait_for("the agents to enroll", lambda: all(api("GET", f"/v1/hosts/{n}")["status"] == "active" for n in tokens))
 old = {n: serial_of(files_of(n)["cert"]) for n in ["agent-1", *tokens]}
 
@@ -347,8 +347,8 @@ check(status == 401, "starting a run needs a token")
 
 # A forced run: agents 1, 2 renew; agent 3's reload command fails, so its old files stay.
 seen = set()
-run, done = run_renewals({"hosts": ["agent-1", "agent-2", "agent-3"]})
-check(run["queued"] == 3, f"three renewals queued: {run}")
+run, done = run_renewals({"hosts": ["agent-1", "agent-2", "agent-3", "agent-5"]})
+check(run["queued"] == 4, f"four renewals queued: {run}")
 for name in ("agent-1", "agent-2"):
     r, f = done[name], files_of(name)
     states = [h["state"] for h in r["history"]]
@@ -375,14 +375,23 @@ check(r3["state"] == "failed" and r3["failed_step"] == "reload" and "exit status
 check(serial_of(files_of("agent-3")["cert"]) == old["agent-3"] and verify("agent-3"),
       "agent-3 keeps its old valid files")
 check(api("GET", "/v1/hosts/agent-3")["status"] == "failed", "agent-3 is marked failed")
-mails = wait_for("the failure mail", lambda: [m for _, m in smtp.new_messages(seen)])
-check(len(mails) == 1 and "agent-3" in mails[0]["Subject"] and "reload" in mails[0]["Subject"] and
-      mails[0]["To"] == "ops@example.com" and "exit status 3" in mails[0].get_body().get_content(),
-      f"one mail names the host, the failed step and the error: {[m['Subject'] for m in mails]}")
+# agent-5's reload command hangs: killed at the agent's --reload-timeout, the old files back.
+r5 = done["agent-5"]
+check(r5["state"] == "failed" and r5["failed_step"] == "reload" and "did not finish within 1 s" in r5["error"],
+      f"a hanging reload command fails the renewal at its step: {r5}")
+check(serial_of(files_of("agent-5")["cert"]) == old["agent-5"] and verify("agent-5"), "agent-5 keeps its old files")
+mails = []
+wait_for("the failure mails", lambda: mails.extend(m for _, m in smtp.new_messages(seen)) or len(mails) >= 2)
+mail3 = [m for m in mails if "agent-3" in m["Subject"]]
+check(len(mails) == 2 and len(mail3) == 1 and "reload" in mail3[0]["Subject"] and
+      mail3[0]["To"] == "ops@example.com" and "exit status 3" in mail3[0].get_body().get_content(),
+      f"a mail per failure names the host, the failed step and the error: {[m['Subject'] for m in mails]}")
 
-failed_hooks = wait_for("the renewal/failed webhook", lambda: hook_events("renewal/failed"))
-check(failed_hooks[0]["data"]["host_id"] == "agent-3" and failed_hooks[0]["data"]["step"] == "reload" and
-      "exit status 3" in failed_hooks[0]["data"]["error"], f"a renewal/failed event for agent-3: {failed_hooks}")
+failed_hooks = wait_for("the renewal/failed webhooks", lambda: (lambda h: h if len(h) >= 2 else None)(
+    hook_events("renewal/failed")))
+hook3 = [h for h in failed_hooks if h["data"]["host_id"] == "agent-3"]
+check(len(hook3) == 1 and hook3[0]["data"]["step"] == "reload" and "exit status 3" in hook3[0]["data"]["error"],
+      f"a renewal/failed event for agent-3: {failed_hooks}")
 
 # After the grace period the superseded certificates are on the CRL.
 def crl_text():
