@@ -62,8 +62,8 @@ Identity::Files Identity::FilesFor(const std::string& host_id, const std::string
 }
 
 Result<void> SaveIdentity(const std::string& state_dir, const std::string& server, const Identity& id) {
-  const json::object state{{"host_id", id.host_id},       {"cert_file", id.cert_file}, {"key_file", id.key_file},
-                           {"chain_file", id.chain_file}, {"serial", id.serial},       {"server", server}};
+  const json::object state{{"host_id", id.host_id},        {"cert_file", id.files.cert}, {"key_file", id.files.key},
+                           {"chain_file", id.files.chain}, {"serial", id.serial},        {"server", server}};
   return WriteFileAtomically(fs::path(state_dir) / kIdentityFile, json::serialize(state), 0600);
 }
 
@@ -79,8 +79,8 @@ Result<std::optional<Identity>> LoadIdentity(const std::string& state_dir) {
   const json::object& o = v.get_object();
   Identity id;
   for (auto [key, field] :
-       {std::pair{"host_id", &id.host_id}, std::pair{"cert_file", &id.cert_file}, std::pair{"key_file", &id.key_file},
-        std::pair{"chain_file", &id.chain_file}, std::pair{"serial", &id.serial}}) {
+       {std::pair{"host_id", &id.host_id}, std::pair{"cert_file", &id.files.cert}, std::pair{"key_file", &id.files.key},
+        std::pair{"chain_file", &id.files.chain}, std::pair{"serial", &id.serial}}) {
     CF_ASSIGN_OR_RETURN(*field, Field(o, key));
   }
   return std::optional<Identity>(std::move(id));
@@ -105,15 +105,12 @@ Result<Identity> Enroll(const AgentOptions& options, const std::string& token) {
 
   Identity id;
   id.host_id = options.host_id;
-  auto files = Identity::FilesFor(options.host_id, cert_path, key_path, cacert_path);
-  id.cert_file = files.cert;
-  id.key_file = files.key;
-  id.chain_file = files.chain;
+  id.files = Identity::FilesFor(options.host_id, cert_path, key_path, cacert_path);
   CF_ASSIGN_OR_RETURN(id.serial, Field(o, "serial"));
   CF_ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(key.get()));
-  CF_RETURN_IF_ERROR(WriteFileAtomically(id.key_file, key_pem, 0400));
-  CF_RETURN_IF_ERROR(WriteFileAtomically(id.cert_file, cert_pem, 0644));
-  CF_RETURN_IF_ERROR(WriteFileAtomically(id.chain_file, chain_pem, 0644));
+  CF_RETURN_IF_ERROR(WriteFileAtomically(id.files.key, key_pem, 0400));
+  CF_RETURN_IF_ERROR(WriteFileAtomically(id.files.cert, cert_pem, 0644));
+  CF_RETURN_IF_ERROR(WriteFileAtomically(id.files.chain, chain_pem, 0644));
   CF_RETURN_IF_ERROR(SaveIdentity(options.state_dir, options.server, id));
   return id;
 }

@@ -18,22 +18,20 @@ struct AgentOptions {
   std::string key_type = "ec-p256";  // of the first key, made before the server is asked
 };
 
-// Where a host's files are, as the server said at enrollment.
+// Who the agent is and where its files are, as the server said at enrollment or renewal.
 struct Identity {
-  std::string host_id;
-  std::string cert_file;   // {cert_path}/{host_id}.crt
-  std::string key_file;    // {key_path}/{host_id}.key, mode 0400
-  std::string chain_file;  // {cacert_path}/ca_chain_certificate.crt
-  std::string serial;
-
   // The final names of a host's files in the folders the server names.
   struct Files {
-    std::string cert;
-    std::string key;
-    std::string chain;
+    std::string cert;   // {cert_path}/{host_id}.crt
+    std::string key;    // {key_path}/{host_id}.key, mode 0400
+    std::string chain;  // {cacert_path}/ca_chain_certificate.crt
   };
   static Files FilesFor(const std::string& host_id, const std::string& cert_path, const std::string& key_path,
                         const std::string& cacert_path);
+
+  std::string host_id;
+  Files files;
+  std::string serial;  // of the certificate in files.cert
 };
 
 // The identity recorded in state_dir, or nullopt before the first enrollment.

@@ -66,7 +66,7 @@ int Main(int argc, char** argv) {
     auto enrolled = Enroll(options, token);
     if (!enrolled.ok()) return fail("enrollment failed", enrolled.error());
     Log("info", "enrolled",
-        {{"host", enrolled->host_id}, {"serial", enrolled->serial}, {"certificate", enrolled->cert_file}});
+        {{"host", enrolled->host_id}, {"serial", enrolled->serial}, {"certificate", enrolled->files.cert}});
     identity = std::optional<Identity>(*enrolled);
   }
   run.reload_timeout = std::chrono::seconds(reload_timeout);

@@ -111,36 +111,28 @@ void RemoveQuietly(const std::string& path) {
   fs::remove(path, ec);
 }
 
-// Puts the new files (kNew) in place, keeping the old ones as kPrev. On a failure midway
-// the old files are put back.
-Result<void> Swap(const Identity::Files& files) {
-  std::vector<std::string> swapped;
-  auto undo = [&] {
-    for (const auto& f : swapped) {
-      std::error_code ec;
-      if (fs::exists(f + std::string(kPrev), ec)) fs::rename(f + std::string(kPrev), f, ec);
-    }
-  };
-  for (const auto& f : FinalNames(files)) {
-    std::error_code ec;
-    RemoveQuietly(f + std::string(kPrev));
-    if (fs::exists(f, ec)) fs::create_hard_link(f, f + std::string(kPrev), ec);
-    if (!ec) fs::rename(f + std::string(kNew), f, ec);
-    if (ec) {
-      undo();
-      return MakeError(ErrorCode::kInternal, fmt::format("swapping in {}: {}", f, ec.message()));
-    }
-    swapped.push_back(f);
-  }
-  return Ok();
-}
-
 // The old files back in place, where a kPrev copy exists.
 void Restore(const Identity::Files& files) {
   for (const auto& f : FinalNames(files)) {
     std::error_code ec;
     if (fs::exists(f + std::string(kPrev), ec)) fs::rename(f + std::string(kPrev), f, ec);
   }
+}
+
+// Puts the new files (kNew) in place, keeping the old ones as kPrev. On a failure midway
+// the old files are put back.
+Result<void> Swap(const Identity::Files& files) {
+  for (const auto& f : FinalNames(files)) RemoveQuietly(f + std::string(kPrev));
+  for (const auto& f : FinalNames(files)) {
+    std::error_code ec;
+    if (fs::exists(f, ec)) fs::create_hard_link(f, f + std::string(kPrev), ec);
+    if (!ec) fs::rename(f + std::string(kNew), f, ec);
+    if (ec) {
+      Restore(files);
+      return MakeError(ErrorCode::kInternal, fmt::format("swapping in {}: {}", f, ec.message()));
+    }
+  }
+  return Ok();
 }
 
 class Renewer {
@@ -151,7 +143,7 @@ class Renewer {
         stop_(stop),
         id_(std::move(id)),
         client_(std::make_unique<Client>(
-            Client::Options{options.server, options.ca_file, id_.cert_file, id_.key_file, &stop})) {}
+            Client::Options{options.server, options.ca_file, id_.files.cert, id_.files.key, &stop})) {}
 
   void Loop() {
     std::chrono::seconds backoff = run_.backoff_min;
@@ -188,7 +180,7 @@ class Renewer {
   void MaybeSelfRenew() {
     const auto now = std::chrono::steady_clock::now();
     if (last_self_renew_ && now - *last_self_renew_ < run_.self_renew_every) return;
-    auto facts = FactsOf(id_.cert_file);
+    auto facts = FactsOf(id_.files.cert);
     if (!facts.ok()) return;
     const int64_t wall =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -289,9 +281,7 @@ class Renewer {
       }
     }
     Identity next = id_;
-    next.cert_file = files.cert;
-    next.key_file = files.key;
-    next.chain_file = files.chain;
+    next.files = files;
     next.serial = *serial;
     if (auto saved = SaveIdentity(options_.state_dir, options_.server, next); !saved.ok()) {
       Restore(files);
@@ -301,7 +291,7 @@ class Renewer {
     id_ = std::move(next);
     // From now on the agent authenticates with its new certificate.
     client_ = std::make_unique<Client>(
-        Client::Options{options_.server, options_.ca_file, id_.cert_file, id_.key_file, &stop_});
+        Client::Options{options_.server, options_.ca_file, id_.files.cert, id_.files.key, &stop_});
     Report(renewal_id, json::object{{"state", "validated"}});
     return std::nullopt;
   }
@@ -332,7 +322,7 @@ class Renewer {
 }  // namespace
 
 Result<void> Recover(const Identity& id) {
-  const Identity::Files files{id.cert_file, id.key_file, id.chain_file};
+  const Identity::Files& files = id.files;
   bool interrupted = false;
   for (const auto& f : FinalNames(files)) {
     std::error_code ec;
@@ -342,7 +332,7 @@ Result<void> Recover(const Identity& id) {
   if (!interrupted) return Ok();
   // The identity records the serial once a renewal completed: a certificate in place that
   // is not the recorded one belongs to a renewal that was cut short.
-  auto facts = FactsOf(id.cert_file);
+  auto facts = FactsOf(id.files.cert);
   if (facts.ok() && facts->serial_hex == id.serial) {
     for (const auto& f : FinalNames(files)) RemoveQuietly(f + std::string(kPrev));
     return Ok();

@@ -52,10 +52,12 @@ Result<int> WebhookDispatcher::Deliver() {
   int delivered = 0;
   std::vector<std::string> failed;
   for (const auto& url : options_.urls) {
+    int64_t last = 0;  // the last event this URL took
     CF_ASSIGN_OR_RETURN(auto pending,
                         store::Read(store_, [&](store::Tx& tx) -> Result<std::vector<store::EventRecord>> {
                           CF_ASSIGN_OR_RETURN(auto cursor, store::WebhookCursor(tx, url));
-                          return store::EventsAfter(tx, cursor.value_or(0), options_.types, kBatch);
+                          last = cursor.value_or(0);
+                          return store::EventsAfter(tx, last, options_.types, kBatch);
                         }));
     for (const auto& e : pending) {
       boost::system::error_code ec;
@@ -64,12 +66,11 @@ Result<int> WebhookDispatcher::Deliver() {
       const std::string body = json::serialize(
           json::object{{"id", e.id}, {"type", e.type}, {"at", FormatRfc3339(e.at)}, {"data", std::move(data)}});
       Result<void> sent = Post(url, e.type, e.id, body);
-      const int64_t now = clock_.NowMillis();
+      if (sent.ok()) last = e.id;
+      const std::optional<std::string> error =
+          sent.ok() ? std::nullopt : std::optional<std::string>(sent.error().message);
       CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
-        CF_ASSIGN_OR_RETURN(auto cursor, store::WebhookCursor(tx, url));
-        const int64_t last = sent.ok() ? e.id : cursor.value_or(0);
-        return store::PutWebhookCursor(
-            tx, url, last, sent.ok() ? std::nullopt : std::optional<std::string>(sent.error().message), now);
+        return store::PutWebhookCursor(tx, url, last, error, clock_.NowMillis());
       }));
       if (!sent.ok()) {
         log::Warn("webhook delivery failed; retried later",

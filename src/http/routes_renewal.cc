@@ -289,9 +289,9 @@ json::object TaskJson(const renewal::RenewalTask& t) {
           {"reload_command", OptStr(s.reload_command)}};
 }
 
-Response TaskResponse(const ApiContext& ctx, const Request& req, const std::string& host_id) {
+Response TaskResponse(const ApiContext& ctx, std::string_view request_id, const std::string& host_id) {
   auto task = ctx.renewals->TaskFor(host_id);
-  if (!task.ok()) return Fail(req, task.error());
+  if (!task.ok()) return Fail(request_id, task.error());
   if (!*task) return Response{204, "application/json", "", {}};
   return JsonResponse(200, TaskJson(**task));
 }
@@ -314,15 +314,11 @@ void Tasks(const ApiContext& ctx, Request& req, const Responder& respond) {
     }
     wait_s = *n;
   }
-  auto now = TaskResponse(ctx, req, host->host_id);
+  auto now = TaskResponse(ctx, req.request_id, host->host_id);
   if (now.status != 204 || wait_s == 0) return respond([now] { return now; });
   ctx.renewals->WaitForTask(host->host_id, wait_s * 1000,
                             [c = &ctx, respond, id = req.request_id, host_id = host->host_id](bool) {
-                              respond([c, id, host_id] {
-                                Request r;
-                                r.request_id = id;
-                                return TaskResponse(*c, r, host_id);
-                              });
+                              respond([c, id, host_id] { return TaskResponse(*c, id, host_id); });
                             });
 }
 

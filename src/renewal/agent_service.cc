@@ -14,8 +14,6 @@ namespace {
 
 namespace json = boost::json;
 
-constexpr int64_t kDayMs = int64_t{24} * 3600 * 1000;
-
 Error BadToken() {
   return MakeError(ErrorCode::kPermissionDenied, "the enrollment token is unknown, spent, expired or another host's");
 }
@@ -35,7 +33,6 @@ Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view
                       }));
   if (owner != host.host_id) return BadToken();
 
-  const int64_t threshold_ms = hosts_.SettingsOf(host).threshold_days * kDayMs;
   return Issue(host, csr_pem, /*renewing=*/false, "host.enroll",
                [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
                  const int64_t now = clock_.NowMillis();
@@ -46,12 +43,7 @@ Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view
                    return MakeError(ErrorCode::kFailedPrecondition,
                                     fmt::format("host {} is gone or revoked", host.host_id));
                  }
-                 h->status = std::string(store::kHostActive);
-                 h->serial = cert.serial;
-                 h->not_after = cert.not_after;
-                 h->renew_at = cert.not_after - threshold_ms;
-                 h->last_error.reset();
-                 h->updated_at = now;
+                 hosts_.SetCertificate(*h, cert.serial, cert.not_after, now);
                  CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
                  return Ok();
                });

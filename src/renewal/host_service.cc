@@ -137,6 +137,17 @@ Result<std::vector<store::HostRecord>> HostService::List(const store::HostFilter
   return store::Read(store_, [&](store::Tx& tx) { return store::ListHosts(tx, filter); });
 }
 
+void HostService::SetCertificate(store::HostRecord& host, const std::string& serial, int64_t not_after,
+                                 int64_t now) const {
+  constexpr int64_t kDayMs = int64_t{24} * 3600 * 1000;
+  if (host.status != store::kHostRevoked) host.status = std::string(store::kHostActive);
+  host.serial = serial;
+  host.not_after = not_after;
+  host.renew_at = not_after - SettingsOf(host).threshold_days * kDayMs;
+  host.last_error.reset();
+  host.updated_at = now;
+}
+
 HostSettings HostService::SettingsOf(const store::HostRecord& host) const {
   const HostSettings& d = options_.defaults;
   std::vector<std::string> sans;

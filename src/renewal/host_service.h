@@ -56,6 +56,9 @@ class HostService {
   Result<store::HostRecord> Get(std::string_view host_id);
   Result<std::vector<store::HostRecord>> List(const store::HostFilter& filter);
   HostSettings SettingsOf(const store::HostRecord& host) const;
+  // Makes the certificate `serial` the host's current one: its expiry, the renewal date
+  // (expiry minus the host's threshold), status active unless revoked, no last error.
+  void SetCertificate(store::HostRecord& host, const std::string& serial, int64_t not_after, int64_t now) const;
   // A single-use enrollment token for the host's agent, valid for token_ttl_ms: returned
   // once, stored only as its SHA-256.
   Result<std::string> CreateToken(std::string_view host_id, std::string_view actor);

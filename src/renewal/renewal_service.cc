@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
-#include <set>
 
 #include "core/log.h"
 #include "core/thread_name.h"
@@ -18,7 +17,6 @@ namespace {
 
 namespace json = boost::json;
 
-constexpr int64_t kDayMs = int64_t{24} * 3600 * 1000;
 // Serializes the pumps of all nodes on PostgreSQL, so that together they keep the limit.
 constexpr int64_t kPumpLockKey = 0x63667277;  // "cfrw"
 // Overdue attempts one pump times out; the next pump takes the rest.
@@ -27,7 +25,6 @@ constexpr int kMaxOverduePerPump = 1000;
 constexpr size_t kWaiterChunk = 1000;
 // Steps an agent may name in a failure report (the agent's steps of a renewal task).
 constexpr std::string_view kSteps[] = {"key", "csr", "submit", "write", "verify", "reload", "swap", "report"};
-constexpr size_t kMaxErrorBytes = RenewalService::kMaxError;
 constexpr int kRevokeAttempts = 10;
 
 void AppendHistory(store::RenewalRecord& r, int64_t now, json::object entry) {
@@ -47,10 +44,10 @@ std::string_view StepDue(std::string_view state) {
   return "validate";
 }
 
-// At most kMaxErrorBytes, cut at a UTF-8 character's start.
+// At most RenewalService::kMaxError bytes, cut at a UTF-8 character's start.
 std::string Truncated(std::string_view text) {
-  if (text.size() <= kMaxErrorBytes) return std::string(text);
-  size_t n = kMaxErrorBytes;
+  if (text.size() <= RenewalService::kMaxError) return std::string(text);
+  size_t n = RenewalService::kMaxError;
   while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
   return std::string(text.substr(0, n));
 }
@@ -212,16 +209,14 @@ Result<void> RenewalService::RevokeSuperseded(const std::string& serial) {
 }
 
 Result<std::optional<RenewalTask>> RenewalService::TaskFor(std::string_view host_id) {
-  CF_ASSIGN_OR_RETURN(auto open, store::Read(store_, [&](store::Tx& tx) { return store::OpenRenewalOf(tx, host_id); }));
-  if (!open || open->state != store::kRenewalAwaitingCsr) return std::optional<RenewalTask>();
-  CF_ASSIGN_OR_RETURN(store::HostRecord host, hosts_.Get(host_id));
-  RenewalTask task;
-  task.renewal_id = open->id;
-  task.attempt = open->attempt;
-  task.deadline = open->due_at;
-  task.host_id = host.host_id;
-  task.settings = hosts_.SettingsOf(host);
-  return std::optional<RenewalTask>(std::move(task));
+  return store::Read(store_, [&](store::Tx& tx) -> Result<std::optional<RenewalTask>> {
+    CF_ASSIGN_OR_RETURN(auto open, store::OpenRenewalOf(tx, host_id));
+    if (!open || open->state != store::kRenewalAwaitingCsr) return std::optional<RenewalTask>();
+    CF_ASSIGN_OR_RETURN(auto host, store::FindHost(tx, host_id));
+    if (!host) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host_id));
+    return std::optional<RenewalTask>(
+        RenewalTask{open->id, open->attempt, open->due_at, host->host_id, hosts_.SettingsOf(*host)});
+  });
 }
 
 void RenewalService::WaitForTask(const std::string& host_id, int64_t wait_ms, std::function<void(bool)> ready) {
@@ -308,13 +303,8 @@ Result<store::RenewalRecord> RenewalService::Report(const store::HostRecord& hos
       r->old_serial = h->serial;
       CF_RETURN_IF_ERROR(RevokeLater(tx, *h->serial, now));
     }
-    if (h->status != store::kHostRevoked) h->status = std::string(store::kHostActive);
-    h->serial = r->serial;
-    h->not_after = r->not_after;
-    h->renew_at = *r->not_after - hosts_.SettingsOf(*h).threshold_days * kDayMs;
+    hosts_.SetCertificate(*h, *r->serial, *r->not_after, now);
     h->last_run = r->id;
-    h->last_error.reset();
-    h->updated_at = now;
     CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
     r->finished_at = now;
     AppendHistory(*r, now, {});

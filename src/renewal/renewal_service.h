@@ -35,8 +35,7 @@ struct RenewalTask {
 // What a run started.
 struct RunStarted {
   int64_t run_id = 0;
-  int64_t queued = 0;   // renewals queued
-  int64_t skipped = 0;  // hosts that have a renewal open already, or are revoked or unknown
+  int64_t queued = 0;  // renewals queued; a host with one open already, or revoked, gets none
 };
 
 // How a run chooses its hosts.
