@@ -13,6 +13,7 @@
 
 #include "core/crypto.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "core/thread_name.h"
 #include "store/audit_repo.h"
 #include "store/jobs_repo.h"
@@ -73,14 +74,20 @@ Result<Profile> LoadProfile(store::Tx& tx, std::string_view name) {
   return p;
 }
 
+// Moves a manifest into manifest_dir, readable by certfleet alone (it may name every device
+// of a supplier's delivery). Errors name no server path: readers of the import see them.
 Result<void> MoveFile(const std::string& from, const std::string& to) {
   std::error_code ec;
   fs::rename(from, to, ec);
-  if (!ec) return Ok();
-  fs::copy_file(from, to, ec);  // another file system
-  if (ec)
-    return MakeError(ErrorCode::kUnavailable, fmt::format("cannot keep the manifest in {}: {}", to, ec.message()));
-  fs::remove(from, ec);
+  if (ec) {
+    fs::copy_file(from, to, ec);  // another file system
+    if (!ec) fs::remove(from, ec);
+  }
+  if (!ec) fs::permissions(to, fs::perms::owner_read | fs::perms::owner_write, ec);
+  if (ec) {
+    log::Error("cannot keep a manifest", {{"path", to}, {"error", ec.message()}});
+    return MakeError(ErrorCode::kUnavailable, "cannot keep the manifest: " + ec.message());
+  }
   return Ok();
 }
 
@@ -235,6 +242,17 @@ Result<BatchOutcome> BatchWriter::Write(const Batch& batch) {
   }
 }
 
+// Things imported take their names from the manifest: they must follow the registry's name
+// rule, like things made through the API, or they could not be read or deleted by name. A
+// rejected entry keeps its name escaped, to be shown in the import's report.
+void CheckThingName(ManifestEntry& e) {
+  if (IsValidName(e.thing_name)) return;
+  if (e.problem.empty()) {
+    e.problem = fmt::format("thing name '{}' refused: {}", Escaped(e.thing_name), NameRule("a thing name"));
+  }
+  e.thing_name = Escaped(e.thing_name);
+}
+
 }  // namespace
 
 Result<store::ImportRecord> ImportService::Start(std::string_view supplier, std::string_view profile,
@@ -296,7 +314,10 @@ Result<store::ImportRecord> ImportService::Start(std::string_view supplier, std:
 
 Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progress) {
   CF_ASSIGN_OR_RETURN(store::ImportRecord imp, Get(id));
-  if (imp.state == "done" || imp.state == "cancelled" || imp.state == "failed") return imp;
+  if (imp.state == "done" || imp.state == "cancelled" || imp.state == "failed") {
+    RemoveManifest(imp);  // cancelled while queued, or a run that ended before removing it
+    return imp;
+  }
   auto profile = store::Read(store_, [&](store::Tx& tx) { return LoadProfile(tx, imp.profile); });
   ReaderOptions reader_options{imp.bundle_type, options_.verifiers_pem, options_.limits};
   Result<std::unique_ptr<ManifestReader>> reader = profile.ok()
@@ -366,6 +387,7 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
       continue;  // written before the interruption
     }
     if (batch.entries.empty()) batch.range.first = offset;
+    CheckThingName(**next);
     if ((*next)->problem.empty()) batch.fingerprints.push_back(Sha256Hex((*next)->certificate));
     batch.entries.push_back(std::move(**next));
     if (batch.entries.size() == options_.batch_size && !dispatch((*reader)->Fraction())) break;
@@ -374,11 +396,9 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
   for (auto& w : writers) w.join();
 
   if (read_error) return Fail(id, *read_error);
-  if (write_error) return *write_error;  // the job runs again and resumes
-  if (cancelled) return Get(id);
-  CF_ASSIGN_OR_RETURN(imp, Finish(id, "done", std::nullopt));
-  std::error_code ec;
-  fs::remove(imp.manifest, ec);  // everything in it is in the store now
+  if (write_error) return *write_error;                        // the job runs again and resumes
+  CF_ASSIGN_OR_RETURN(imp, Finish(id, "done", std::nullopt));  // a cancelled import stays cancelled
+  if (imp.state == "cancelled") return imp;
   log::Info("import done", {{"import", id},
                             {"seen", imp.counts.seen},
                             {"imported", imp.counts.imported},
@@ -398,7 +418,7 @@ Result<store::ImportRecord> ImportService::Fail(int64_t id, const Error& e) {
 Result<store::ImportRecord> ImportService::Finish(int64_t id, std::string_view state,
                                                   std::optional<std::string> error) {
   const int64_t now = clock_.NowMillis();
-  return store::Write(store_, [&](store::Tx& tx) -> Result<store::ImportRecord> {
+  auto finished = store::Write(store_, [&](store::Tx& tx) -> Result<store::ImportRecord> {
     CF_ASSIGN_OR_RETURN(auto r, store::FindImport(tx, id));
     if (!r) return MakeError(ErrorCode::kNotFound, fmt::format("no import {}", id));
     if (r->state == "cancelled") return std::move(*r);
@@ -412,6 +432,8 @@ Result<store::ImportRecord> ImportService::Finish(int64_t id, std::string_view s
     CF_RETURN_IF_ERROR(store::UpdateImport(tx, *r));
     return std::move(*r);
   });
+  if (finished.ok()) RemoveManifest(*finished);
+  return finished;
 }
 
 Result<int> ImportService::ScanInbound(blob::BlobStore& inbound) {
@@ -495,9 +517,11 @@ Result<std::vector<store::ImportRow>> ImportService::Rows(int64_t id, std::optio
 
 Result<store::ImportRecord> ImportService::Cancel(int64_t id, std::string_view actor) {
   const int64_t now = clock_.NowMillis();
-  return store::Write(store_, [&](store::Tx& tx) -> Result<store::ImportRecord> {
+  bool was_queued = false;
+  auto cancelled = store::Write(store_, [&](store::Tx& tx) -> Result<store::ImportRecord> {
     CF_ASSIGN_OR_RETURN(auto r, store::FindImport(tx, id));
     if (!r) return MakeError(ErrorCode::kNotFound, fmt::format("no import {}", id));
+    was_queued = r->state == "queued";
     if (r->state != "queued" && r->state != "running") {
       return MakeError(ErrorCode::kFailedPrecondition, fmt::format("import {} is {} already", id, r->state));
     }
@@ -508,6 +532,17 @@ Result<store::ImportRecord> ImportService::Cancel(int64_t id, std::string_view a
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "import.cancel", fmt::format("import:{}", id), "{}"));
     return std::move(*r);
   });
+  // A running import's reader still has the file open: its run removes it when it stops.
+  if (cancelled.ok() && was_queued) RemoveManifest(*cancelled);
+  return cancelled;
+}
+
+void ImportService::RemoveManifest(const store::ImportRecord& imp) {
+  if (imp.manifest.empty()) return;
+  std::error_code ec;
+  if (!fs::remove(imp.manifest, ec) && ec) {
+    log::Warn("cannot remove an import's manifest", {{"import", imp.id}, {"error", ec.message()}});
+  }
 }
 
 }  // namespace certfleet::bulk

@@ -91,7 +91,7 @@ double FileManifestReader::Fraction() {
 
 Result<void> FileManifestReader::OpenFile(const std::string& path) {
   auto file = std::make_unique<std::ifstream>(path, std::ios::binary);
-  if (!*file) return MakeError(ErrorCode::kNotFound, "cannot open " + path);
+  if (!*file) return MakeError(ErrorCode::kNotFound, "cannot open the manifest file");
   in_ = std::move(file);
   std::error_code ec;
   size_ = std::filesystem::file_size(path, ec);

@@ -412,9 +412,12 @@ Result<std::vector<store::CertificateRecord>> CaService::List(const store::Certi
 
 Result<store::CertificateRecord> CaService::Get(std::string_view id) {
   const std::string key = Lower(std::string(id));
+  const std::optional<std::string> serial = pki::CanonicalSerial(id);
   return store::Read(store_, [&](store::Tx& tx) -> Result<store::CertificateRecord> {
-    CF_ASSIGN_OR_RETURN(auto by_serial, store::FindCertificate(tx, key));
-    if (by_serial) return *by_serial;
+    if (serial) {
+      CF_ASSIGN_OR_RETURN(auto by_serial, store::FindCertificate(tx, *serial));
+      if (by_serial) return *by_serial;
+    }
     CF_ASSIGN_OR_RETURN(auto by_fqdn, store::FindCertificatesByFqdn(tx, key));
     if (!by_fqdn.empty()) return by_fqdn.front();
     return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial or fqdn {}", id));
@@ -484,7 +487,9 @@ Result<void> CaService::PublishCrl(std::string_view ca_fqdn, blob::BlobStore& bl
 Result<Revoked> CaService::Revoke(std::string_view serial, std::string_view reason_name, bool cascade,
                                   std::string_view actor) {
   CF_ASSIGN_OR_RETURN(int reason, pki::ParseRevocationReason(reason_name.empty() ? "unspecified" : reason_name));
-  const std::string key = Lower(std::string(serial));
+  const std::optional<std::string> canonical = pki::CanonicalSerial(serial);
+  if (!canonical) return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial {}", serial));
+  const std::string& key = *canonical;
   const int64_t now = clock_.NowMillis();
   auto result = store::Write(store_, [&](store::Tx& tx) -> Result<Revoked> {
     CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, key));
@@ -534,6 +539,7 @@ Result<Revoked> CaService::Revoke(std::string_view serial, std::string_view reas
   if (result.ok() && result->newly_revoked > 0) {
     std::lock_guard lock(mu_);
     ocsp_cache_.clear();
+    ocsp_order_.clear();
     parents_.clear();
   }
   return result;
@@ -565,8 +571,12 @@ std::string CaService::Ocsp(std::string_view request_der) {
   auto request = pki::ParseOcspRequest(request_der);
   if (!request.ok()) return pki::OcspErrorResponse(OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
   const bool has_nonce = OCSP_REQUEST_get_ext_by_NID(request->req.get(), NID_id_pkix_OCSP_Nonce, -1) >= 0;
+  // Keyed by whole CertIDs: only requests whose CertIDs are exactly the CA's are cached (see
+  // below), so every client that asks rightly gets a response that names what it asked.
   std::string cache_key;
-  for (const auto& q : request->questions) cache_key += HexEncode(q.issuer_key_hash) + ":" + q.serial_hex + ";";
+  for (const auto& q : request->questions) {
+    cache_key += HexEncode(q.issuer_name_hash) + ":" + HexEncode(q.issuer_key_hash) + ":" + q.serial_hex + ";";
+  }
   const int64_t now = clock_.NowMillis();
   if (!has_nonce) {
     std::lock_guard lock(mu_);
@@ -575,14 +585,22 @@ std::string CaService::Ocsp(std::string_view request_der) {
     }
   }
   const auto& first = request->questions.front();
+  bool all_known = true;  // every question names a certificate of this CA by its exact CertID
   auto answered = store::Read(store_, [&](store::Tx& tx) -> Result<std::string> {
+    all_known = true;
     if (first.hash_nid != NID_sha1) return std::string();
     CF_ASSIGN_OR_RETURN(auto ca, store::FindCaByKeyHash(tx, HexEncode(first.issuer_key_hash)));
     if (!ca) return std::string();
+    CF_ASSIGN_OR_RETURN(auto ca_row, store::FindCertificate(tx, ca->serial));
+    if (!ca_row) return MakeError(ErrorCode::kInternal, "CA " + ca->fqdn + " has no inventory row");
+    CF_ASSIGN_OR_RETURN(auto ca_cert, CaCertificate(*ca_row));
+    const std::string name_hash = pki::IssuerNameHash(ca_cert.get());
     std::vector<pki::OcspAnswer> answers;
     for (const auto& q : request->questions) {
       pki::OcspAnswer a;
-      if (q.issuer_key_hash == first.issuer_key_hash && q.hash_nid == first.hash_nid) {
+      // A CertID that does not name this CA exactly (another hash, a wrong name hash) is
+      // answered "unknown": RFC 6960 matches responses to requests by the whole CertID.
+      if (q.hash_nid == NID_sha1 && q.issuer_key_hash == first.issuer_key_hash && q.issuer_name_hash == name_hash) {
         CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, q.serial_hex));
         if (cert && cert->issuer_serial == ca->serial) {
           a.status = cert->status == "revoked" ? pki::OcspStatus::kRevoked : pki::OcspStatus::kGood;
@@ -590,10 +608,9 @@ std::string CaService::Ocsp(std::string_view request_der) {
           a.reason = cert->revocation_reason.value_or(0);
         }
       }
+      all_known = all_known && a.status != pki::OcspStatus::kUnknown;
       answers.push_back(a);
     }
-    CF_ASSIGN_OR_RETURN(auto ca_row, store::FindCertificate(tx, ca->serial));
-    CF_ASSIGN_OR_RETURN(auto ca_cert, CaCertificate(*ca_row));
     CF_ASSIGN_OR_RETURN(auto key, keys_.Get(ca->key_ref));
     return pki::BuildOcspResponse(*request, ca_cert.get(), key.get(), answers, now, now + options_.ocsp_validity_ms);
   });
@@ -602,11 +619,24 @@ std::string CaService::Ocsp(std::string_view request_der) {
     return pki::OcspErrorResponse(OCSP_RESPONSE_STATUS_INTERNALERROR);
   }
   if (answered->empty()) return pki::OcspErrorResponse(OCSP_RESPONSE_STATUS_UNAUTHORIZED);
-  if (!has_nonce) {
-    std::lock_guard lock(mu_);
-    ocsp_cache_[cache_key] = CachedOcsp{*answered, now + options_.ocsp_validity_ms / 2};
-  }
+  // Unknown serials are answered afresh each time: anyone may ask about any number of them.
+  if (!has_nonce && all_known) CacheOcsp(std::move(cache_key), *answered, now);
   return *answered;
+}
+
+void CaService::CacheOcsp(std::string key, const std::string& der, int64_t now) {
+  if (options_.ocsp_cache_entries == 0) return;
+  const int64_t expires_at = now + options_.ocsp_validity_ms / 2;
+  std::lock_guard lock(mu_);
+  // Every entry lives as long, so the oldest inserted expires first: evict from the front.
+  while (!ocsp_order_.empty() &&
+         (ocsp_order_.size() >= options_.ocsp_cache_entries || ocsp_order_.front().second <= now)) {
+    auto it = ocsp_cache_.find(ocsp_order_.front().first);
+    if (it != ocsp_cache_.end() && it->second.expires_at == ocsp_order_.front().second) ocsp_cache_.erase(it);
+    ocsp_order_.pop_front();
+  }
+  ocsp_order_.emplace_back(key, expires_at);
+  ocsp_cache_[std::move(key)] = CachedOcsp{der, expires_at};
 }
 
 }  // namespace certfleet::ca

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -75,6 +76,9 @@ class CaService {
     std::string public_url;  // base of the CRL and OCSP URLs put in certificates
     int64_t crl_validity_ms = int64_t{24} * 3600 * 1000;
     int64_t ocsp_validity_ms = int64_t{3600} * 1000;
+    // Nonce-less OCSP responses kept, oldest evicted first: a response is 0.5 to 2 KiB, so
+    // the default holds the hot part of a large fleet in a few tens of MiB at most.
+    size_t ocsp_cache_entries = 20'000;
   };
 
   CaService(store::Store& store, pki::KeyBackend& keys, const Clock& clock, Options options);
@@ -128,6 +132,7 @@ class CaService {
   Result<std::shared_ptr<const Parent>> FindParent(const std::string& parent_fqdn);
   Result<std::shared_ptr<X509>> CaCertificate(const store::CertificateRecord& record);
   Result<void> ResignCrl(store::Tx& tx, std::string_view ca_fqdn, int64_t now);
+  void CacheOcsp(std::string key, const std::string& der, int64_t now);
   std::string CrlUrl(std::string_view ca_fqdn) const;
 
   store::Store& store_;
@@ -138,11 +143,13 @@ class CaService {
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<X509>, std::less<>> ca_certs_;         // parsed CA certificates by serial
   std::map<std::string, std::shared_ptr<const Parent>, std::less<>> parents_;  // by fqdn; cleared on revocation
+  // Nonce-less OCSP responses about known certificates, by their requests' CertIDs.
   struct CachedOcsp {
     std::string der;
     int64_t expires_at;
   };
   std::map<std::string, CachedOcsp, std::less<>> ocsp_cache_;
+  std::deque<std::pair<std::string, int64_t>> ocsp_order_;  // keys and expiry, oldest first
   // Issuances commit in groups under load. Last, so that it is destroyed first: it finishes
   // the writes still queued, which use the members above.
   store::GroupCommitter writes_;

@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "store/audit_repo.h"
 #include "store/migrations.h"
 #include "store/tokens_repo.h"
@@ -45,6 +46,7 @@ int Fail(const Error& e) {
 int TokenCreate(const Config& config, const Clock& clock, const std::string& role_name, const std::string& name) {
   auto role = store::ParseRole(role_name);
   if (!role.ok()) return Fail(role.error());
+  if (auto printable = CheckPrintable("--name", name); !printable.ok()) return Fail(printable.error());
   auto st = OpenStore(config);
   if (!st.ok()) return Fail(st.error());
   auto token = store::Write(**st, [&](store::Tx& tx) -> Result<store::NewToken> {
@@ -69,7 +71,7 @@ int TokenList(const Config& config) {
   std::cout << fmt::format("{:<14} {:<9} {:<25} {:<8} {}\n", "ID", "ROLE", "CREATED", "STATUS", "NAME");
   for (const auto& t : *tokens) {
     std::cout << fmt::format("{:<14} {:<9} {:<25} {:<8} {}\n", t.id, store::RoleName(t.role),
-                             FormatRfc3339(t.created_at), t.revoked_at ? "revoked" : "active", t.name);
+                             FormatRfc3339(t.created_at), t.revoked_at ? "revoked" : "active", Escaped(t.name));
   }
   return 0;
 }

@@ -2,18 +2,86 @@
 
 #include <fmt/format.h>
 
+#include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <charconv>
+#include <set>
+#include <vector>
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/text.h"
 
 namespace certfleet::http {
 namespace {
 
+namespace json = boost::json;
+
 constexpr int kMaxPageLimit = 1000;  // bounds the work and memory of one list request
 constexpr int kDefaultPageLimit = 100;
+constexpr size_t kMaxEchoedKey = 64;  // of a duplicate key named in an error
+
+// A boost::json::basic_parser handler that only remembers the keys of the objects open at
+// the moment and stops at the first key an object has twice.
+class DuplicateKeyFinder {
+ public:
+  static constexpr size_t max_object_size = size_t(-1);  // NOLINT(readability-identifier-naming)
+  static constexpr size_t max_array_size = size_t(-1);   // NOLINT(readability-identifier-naming)
+  static constexpr size_t max_key_size = size_t(-1);     // NOLINT(readability-identifier-naming)
+  static constexpr size_t max_string_size = size_t(-1);  // NOLINT(readability-identifier-naming)
+
+  bool on_document_begin(json::error_code&) { return true; }
+  bool on_document_end(json::error_code&) { return true; }
+  bool on_array_begin(json::error_code&) { return true; }
+  bool on_array_end(size_t, json::error_code&) { return true; }
+  bool on_object_begin(json::error_code&) {
+    open_.emplace_back();
+    return true;
+  }
+  bool on_object_end(size_t, json::error_code&) {
+    open_.pop_back();
+    return true;
+  }
+  bool on_string_part(json::string_view, size_t, json::error_code&) { return true; }
+  bool on_string(json::string_view, size_t, json::error_code&) { return true; }
+  bool on_key_part(json::string_view s, size_t, json::error_code&) {
+    key_.append(s.data(), s.size());
+    return true;
+  }
+  bool on_key(json::string_view s, size_t, json::error_code& ec) {
+    key_.append(s.data(), s.size());
+    if (!open_.back().insert(key_).second) {
+      duplicate = key_;
+      ec = json::error::syntax;
+      return false;
+    }
+    key_.clear();
+    return true;
+  }
+  bool on_number_part(json::string_view, json::error_code&) { return true; }
+  bool on_int64(int64_t, json::string_view, json::error_code&) { return true; }
+  bool on_uint64(uint64_t, json::string_view, json::error_code&) { return true; }
+  bool on_double(double, json::string_view, json::error_code&) { return true; }
+  bool on_bool(bool, json::error_code&) { return true; }
+  bool on_null(json::error_code&) { return true; }
+  bool on_comment_part(json::string_view, json::error_code&) { return true; }
+  bool on_comment(json::string_view, json::error_code&) { return true; }
+
+  std::optional<std::string> duplicate;  // the first key found twice in one object
+
+ private:
+  std::vector<std::set<std::string>> open_;  // keys of each object being read, innermost last
+  std::string key_;
+};
+
+// The first key that an object of `text` (valid JSON) has twice.
+std::optional<std::string> DuplicateKey(std::string_view text) {
+  json::basic_parser<DuplicateKeyFinder> parser(json::parse_options{});
+  json::error_code ec;
+  parser.write_some(false, text.data(), text.size(), ec);
+  return parser.handler().duplicate;
+}
 
 }  // namespace
 
@@ -67,6 +135,9 @@ Response JsonResponse(int status, const boost::json::value& body) {
   Response r;
   r.status = status;
   r.body = boost::json::serialize(body);
+  // Boost.JSON writes strings' bytes as they are: text that came in as something other than
+  // UTF-8 (a CSV field, a file name) would make the whole answer invalid JSON.
+  if (!IsValidUtf8(r.body)) r.body = ToValidUtf8(r.body);
   r.body.push_back('\n');
   return r;
 }
@@ -76,23 +147,45 @@ Result<boost::json::object> ParseJsonObject(std::string_view body) {
   boost::json::value v = boost::json::parse(body, ec);
   if (ec) return MakeError(ErrorCode::kInvalidArgument, "malformed JSON: " + ec.message());
   if (!v.is_object()) return MakeError(ErrorCode::kInvalidArgument, "the body must be a JSON object");
+  if (auto key = DuplicateKey(body)) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     fmt::format("malformed JSON: the key \"{}\" appears twice in an object",
+                                 Escaped(key->substr(0, kMaxEchoedKey))));
+  }
   return std::move(v.as_object());
 }
 
-Result<std::optional<std::string>> OptionalString(const boost::json::object& o, std::string_view key, size_t max_len) {
+Result<std::optional<std::string>> OptionalString(const boost::json::object& o, std::string_view key, size_t max_len,
+                                                  Text text) {
   auto it = o.find(key);
   if (it == o.end() || it->value().is_null()) return std::optional<std::string>();
   if (!it->value().is_string()) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} must be a string", key));
   const auto& s = it->value().as_string();
   if (s.size() > max_len)
     return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} is longer than {} characters", key, max_len));
+  CF_RETURN_IF_ERROR(CheckPrintable(key, s, text == Text::kLines));
   return std::optional<std::string>(std::string(s));
 }
 
-Result<std::string> RequiredString(const boost::json::object& o, std::string_view key, size_t max_len) {
-  CF_ASSIGN_OR_RETURN(auto s, OptionalString(o, key, max_len));
+Result<std::string> RequiredString(const boost::json::object& o, std::string_view key, size_t max_len, Text text) {
+  CF_ASSIGN_OR_RETURN(auto s, OptionalString(o, key, max_len, text));
   if (!s || s->empty()) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} is required", key));
   return *s;
+}
+
+std::string MediaType(const Request& req) {
+  std::string_view type = req.Header("content-type").value_or("");
+  type = type.substr(0, type.find(';'));
+  while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
+  while (!type.empty() && (type.front() == ' ' || type.front() == '\t')) type.remove_prefix(1);
+  std::string out(type);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+Response NoStore(Response res) {
+  res.headers.emplace_back("Cache-Control", "no-store");
+  return res;
 }
 
 Response Fail(const Request& req, const Error& e) { return Fail(req.request_id, e); }

@@ -18,12 +18,22 @@ Response ErrorResponse(int status, std::string_view code, std::string_view messa
 // are logged by the caller, not sent.
 Response ErrorResponse(const Error& error);
 Response JsonResponse(int status, const boost::json::value& body);
-// The body as a JSON object, or a 400 Error ("malformed JSON ..." / "expected an object").
+// The body as a JSON object, or a 400 Error ("malformed JSON ...", "expected an object", or
+// a key given twice in one object, which parsers read differently: the first or the last).
 Result<boost::json::object> ParseJsonObject(std::string_view body);
 
+// What a string field may hold: one line (names, ids, paths, commands), or lines (PEM,
+// an error report). Control characters other than tab, CR and LF are refused in both.
+enum class Text { kLine, kLines };
 // Typed fields of a JSON object, with errors that name the field.
-Result<std::string> RequiredString(const boost::json::object& o, std::string_view key, size_t max_len);
-Result<std::optional<std::string>> OptionalString(const boost::json::object& o, std::string_view key, size_t max_len);
+Result<std::string> RequiredString(const boost::json::object& o, std::string_view key, size_t max_len,
+                                   Text text = Text::kLine);
+Result<std::optional<std::string>> OptionalString(const boost::json::object& o, std::string_view key, size_t max_len,
+                                                  Text text = Text::kLine);
+// The request's media type (type/subtype, lowercased, without parameters); "" if none was sent.
+std::string MediaType(const Request& req);
+// Tells caches and proxies not to keep the response: it holds a secret (a token, a key).
+Response NoStore(Response res);
 
 // A JSON error response for `e`; errors of the server (5xx) are logged with the request id.
 Response Fail(const Request& req, const Error& e);

@@ -73,7 +73,7 @@ Result<ca::CreateRequest> ParseCreate(pki::CertType type, const Request& req) {
   CF_ASSIGN_OR_RETURN(auto fqdn, OptionalString(body, "fqdn", kMaxField));
   r.fqdn = fqdn.value_or("");
   CF_ASSIGN_OR_RETURN(r.parent_fqdn, OptionalString(body, "parent_fqdn", kMaxField));
-  CF_ASSIGN_OR_RETURN(r.csr_pem, OptionalString(body, "csr_pem", pki::kMaxCsrBytes));
+  CF_ASSIGN_OR_RETURN(r.csr_pem, OptionalString(body, "csr_pem", pki::kMaxCsrBytes, Text::kLines));
   CF_ASSIGN_OR_RETURN(auto country, OptionalString(body, "country", kMaxField));
   CF_ASSIGN_OR_RETURN(auto state, OptionalString(body, "state", kMaxField));
   CF_ASSIGN_OR_RETURN(auto org, OptionalString(body, "organization", kMaxField));
@@ -113,9 +113,7 @@ void Create(const ApiContext& ctx, pki::CertType type, const Request& req, const
       out["chain_pem"] = created->chain_pem;
       out["validity_clamped"] = created->validity_clamped;
       if (created->private_key_pem) out["private_key_pem"] = *created->private_key_pem;
-      Response res = JsonResponse(201, out);
-      res.headers.emplace_back("Cache-Control", "no-store");  // may hold a private key
-      return res;
+      return NoStore(JsonResponse(201, out));  // may hold a private key
     });
   });
 }

@@ -54,11 +54,11 @@ json::object DeviceJson(const store::DeviceRecord& d) {
 }
 
 Response RegisterKeys(const ApiContext& ctx, const Request& req) {
-  const std::string_view type = req.Header("content-type").value_or("");
+  const std::string type = MediaType(req);
   provision::UploadFormat format = provision::UploadFormat::kJson;
-  if (type.starts_with("text/csv")) {
+  if (type == "text/csv") {
     format = provision::UploadFormat::kCsv;
-  } else if (!type.empty() && !type.starts_with("application/json")) {
+  } else if (!type.empty() && type != "application/json") {
     return ErrorResponse(415, "unsupported_media_type", "send application/json or text/csv");
   }
   auto report = ctx.devices->RegisterKeys(req.body, format, req.principal.Actor());
@@ -124,10 +124,10 @@ Result<std::string> CsrFrom(const Request& req) {
   if (req.body.empty()) {
     return MakeError(ErrorCode::kInvalidArgument, "no CSR: send it in the device-csr header or in the body");
   }
-  const std::string_view type = req.Header("content-type").value_or("");
-  if (type.starts_with("application/json") || (type.empty() && req.body.front() == '{')) {
+  const std::string type = MediaType(req);
+  if (type == "application/json" || (type.empty() && req.body.front() == '{')) {
     CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(req.body));
-    return RequiredString(body, "csr", pki::kMaxCsrBytes);
+    return RequiredString(body, "csr", pki::kMaxCsrBytes, Text::kLines);
   }
   return req.body;
 }

@@ -130,7 +130,7 @@ Response Revoke(const ApiContext& ctx, const Request& req) {
 Response CreateToken(const ApiContext& ctx, const Request& req) {
   auto token = ctx.hosts->CreateToken(req.params.at("id"), req.principal.Actor());
   if (!token.ok()) return Fail(req, token.error());
-  return JsonResponse(201, json::object{{"host_id", req.params.at("id")}, {"token", *token}});
+  return NoStore(JsonResponse(201, json::object{{"host_id", req.params.at("id")}, {"token", *token}}));
 }
 
 // The agent's first request: its bootstrap token as the bearer, its host id and CSR.
@@ -142,7 +142,7 @@ Response Enroll(const ApiContext& ctx, const Request& req) {
   auto body = ParseJsonObject(req.body);
   if (!body.ok()) return Fail(req, body.error());
   auto host_id = RequiredString(*body, "host_id", renewal::HostService::kMaxHostId);
-  auto csr = RequiredString(*body, "csr", pki::kMaxCsrBytes);
+  auto csr = RequiredString(*body, "csr", pki::kMaxCsrBytes, Text::kLines);
   if (!host_id.ok()) return Fail(req, host_id.error());
   if (!csr.ok()) return Fail(req, csr.error());
   auto enrolled = ctx.agents->Enroll(*host_id, *token, *csr);
@@ -341,7 +341,7 @@ Result<AgentCall> ParseAgentCall(const ApiContext& ctx, const Request& req) {
 Response SubmitCsr(const ApiContext& ctx, const Request& req) {
   auto call = ParseAgentCall(ctx, req);
   if (!call.ok()) return Fail(req, call.error());
-  auto csr = RequiredString(call->body, "csr", pki::kMaxCsrBytes);
+  auto csr = RequiredString(call->body, "csr", pki::kMaxCsrBytes, Text::kLines);
   if (!csr.ok()) return Fail(req, csr.error());
   auto issued = ctx.renewals->SubmitCsr(call->host, call->renewal_id, *csr);
   if (!issued.ok()) return Fail(req, issued.error());
@@ -358,7 +358,7 @@ Response ReportStatus(const ApiContext& ctx, const Request& req) {
   auto state = RequiredString(call->body, "state", 16);
   auto step = OptionalString(call->body, "step", 16);
   // Longer errors are cut to what the renewal keeps.
-  auto error = OptionalString(call->body, "error", renewal::RenewalService::kMaxError * 4);
+  auto error = OptionalString(call->body, "error", renewal::RenewalService::kMaxError * 4, Text::kLines);
   if (!state.ok()) return Fail(req, state.error());
   if (!step.ok()) return Fail(req, step.error());
   if (!error.ok()) return Fail(req, error.error());

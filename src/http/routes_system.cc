@@ -165,7 +165,7 @@ Response CreateToken(const ApiContext& ctx, const Request& req) {
   if (!token.ok()) return Fail(req, token.error());
   json::object out = TokenJson(token->record);
   out["token"] = token->bearer;
-  return JsonResponse(201, out);
+  return NoStore(JsonResponse(201, out));
 }
 
 Response ListTokens(const ApiContext& ctx, const Request& req) {

@@ -47,6 +47,10 @@ constexpr size_t kLingerMaxBytes = size_t{64} * 1024 * 1024;
 constexpr size_t kDrainChunk = 16384;
 // Pending connections the kernel queues before accept.
 constexpr int kListenBacklog = 512;
+// TLS 1.2 suites offered: ECDHE with AES-GCM or ChaCha20-Poly1305 (Mozilla's "intermediate").
+constexpr const char* kTls12Ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
 std::string PercentDecode(std::string_view in, bool plus_is_space) {
   std::string out;
@@ -91,22 +95,41 @@ bool ValidRequestId(std::string_view id) {
   return true;
 }
 
+// The client's certificate if it sent one that chains to server.client_ca; nullopt otherwise
+// (none, an untrusted one, or one OpenSSL could not read).
 std::optional<ClientCert> PeerCertificate(SSL* ssl) {
   X509* cert = SSL_get0_peer_certificate(ssl);
   if (!cert || SSL_get_verify_result(ssl) != X509_V_OK) return std::nullopt;
   ClientCert out;
-  BIO* bio = BIO_new(BIO_s_mem());
-  X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+  if (!bio || X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) < 0) return std::nullopt;
   char* data = nullptr;
-  long len = BIO_get_mem_data(bio, &data);
-  out.subject.assign(data, static_cast<size_t>(len));
-  BIO_free(bio);
+  const long len = BIO_get_mem_data(bio.get(), &data);
+  if (len < 0 || (len > 0 && data == nullptr)) return std::nullopt;
+  out.subject.assign(data == nullptr ? "" : data, static_cast<size_t>(len));
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int md_len = 0;
-  X509_digest(cert, EVP_sha256(), md, &md_len);
+  if (X509_digest(cert, EVP_sha256(), md, &md_len) != 1) return std::nullopt;
   out.sha256_fingerprint = HexEncode(std::string_view(reinterpret_cast<char*>(md), md_len));
   out.serial = pki::SerialHex(X509_get0_serialNumber(cert));
+  if (out.serial.empty()) return std::nullopt;
   return out;
+}
+
+// The methods certfleet's routes use; any other is one metrics label and one log value.
+bool KnownMethod(std::string_view method) {
+  for (std::string_view m : {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}) {
+    if (method == m) return true;
+  }
+  return false;
+}
+
+// Errors that mean the client went away or stopped sending, as opposed to sending a
+// malformed request: no answer can reach it.
+bool ClientGone(const beast::error_code& ec) {
+  return ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message ||
+         ec == asio::error::operation_aborted || ec == asio::ssl::error::stream_truncated || ec == asio::error::eof ||
+         ec == asio::error::connection_reset || ec == asio::error::broken_pipe;
 }
 
 }  // namespace
@@ -199,24 +222,40 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     idle_ = false;
     started_ = std::chrono::steady_clock::now();
     req_.request_id = RandomToken(9);
-    if (ec == bhttp::error::end_of_stream || ec == asio::error::operation_aborted || ec == beast::error::timeout ||
-        ec == asio::ssl::error::stream_truncated || ec == asio::error::eof) {
-      return Close();
-    }
+    if (ClientGone(ec) || ec == beast::error::timeout) return Close();
     if (ec == bhttp::error::body_limit) {
       unread_body_ = true;
       return Reply(ErrorResponse(413, "payload_too_large", "the body is larger than this route accepts"), true);
     }
     if (ec == bhttp::error::header_limit) {
+      unread_body_ = true;  // the client may still be sending its headers: let it finish, then read the answer
       return Reply(ErrorResponse(431, "headers_too_large",
                                  fmt::format("the request line and headers are larger than {} bytes", kHeaderLimit)),
                    true);
     }
-    if (ec) return Reply(ErrorResponse(400, "bad_request", "malformed HTTP request: " + ec.message()), true);
+    if (ec) {
+      unread_body_ = true;
+      return Reply(ErrorResponse(400, "bad_request", "malformed HTTP request: " + ec.message()), true);
+    }
 
     const auto& h = parser_->get();
-    ParseTarget(std::string_view(h.target().data(), h.target().size()), req_);
     req_.method = std::string(h.method_string());
+    // Refused before anything else looks at them: a method no route has, and requests whose
+    // framing a proxy in front could read differently (RFC 9112 6.3: a Transfer-Encoding
+    // that does not end in chunked; RFC 9112 3.2: HTTP/1.1 without exactly one Host).
+    if (!KnownMethod(req_.method)) {
+      unread_body_ = !parser_->is_done();
+      return Reply(ErrorResponse(405, "method_not_allowed", "unknown HTTP method"), true);
+    }
+    if (h.find(bhttp::field::transfer_encoding) != h.end() && !parser_->chunked()) {
+      unread_body_ = true;
+      return Reply(ErrorResponse(400, "bad_request", "a Transfer-Encoding must end in chunked"), true);
+    }
+    if (h.count(bhttp::field::host) > 1 || (h.version() >= 11 && h.count(bhttp::field::host) == 0)) {
+      unread_body_ = !parser_->is_done();
+      return Reply(ErrorResponse(400, "bad_request", "an HTTP/1.1 request needs exactly one Host header"), true);
+    }
+    ParseTarget(std::string_view(h.target().data(), h.target().size()), req_);
     match_ = server_.router.Find(req_.method, req_.path);
     const size_t limit = match_.route && match_.route->options.body_limit ? match_.route->options.body_limit
                                                                           : server_.options.body_limit;
@@ -252,7 +291,11 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     if (ec == beast::error::timeout) {
       return Reply(ErrorResponse(408, "request_timeout", "the body did not arrive in time"), true);
     }
-    if (ec) return Close();
+    if (ec && ClientGone(ec)) return Close();
+    if (ec) {  // a malformed body: a bad chunk size or extension, say
+      unread_body_ = true;
+      return Reply(ErrorResponse(400, "bad_request", "malformed HTTP body: " + ec.message()), true);
+    }
 
     auto msg = parser_->release();
     for (const auto& f : msg) {
@@ -288,9 +331,11 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
   void Reply(Response res, bool close) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     const std::string route = match_.route ? match_.route->pattern : "unmatched";
-    server_.metrics.ObserveRequest(route, req_.method, res.status, seconds);
+    // Bounded: a made-up method is one label and one log value, whatever its length.
+    const std::string_view method = KnownMethod(req_.method) ? std::string_view(req_.method) : "other";
+    server_.metrics.ObserveRequest(route, method, res.status, seconds);
     log::Info("request", {{"request_id", req_.request_id},
-                          {"method", req_.method},
+                          {"method", method},
                           {"route", route},
                           {"status", res.status},
                           {"ms", static_cast<int64_t>(seconds * 1000)},
@@ -371,7 +416,12 @@ Result<void> Server::Impl::Listen() {
   beast::error_code ec;
   ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                   ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
-  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  // TLS 1.2 with forward-secret AEAD suites only (TLS 1.3's suites are all AEAD): no CBC,
+  // no static-RSA key exchange.
+  if (SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION) != 1 ||
+      SSL_CTX_set_cipher_list(ctx.native_handle(), kTls12Ciphers) != 1) {
+    return MakeError(ErrorCode::kFailedPrecondition, "OpenSSL refused the TLS protocol and cipher settings");
+  }
   // Idle keep-alive connections (agents' long polls: one per host) give back OpenSSL's
   // read and write buffers, about 34 KiB each.
   SSL_CTX_set_mode(ctx.native_handle(), SSL_MODE_RELEASE_BUFFERS);
@@ -388,8 +438,11 @@ Result<void> Server::Impl::Listen() {
     if (ec)
       return MakeError(ErrorCode::kFailedPrecondition,
                        fmt::format("server.client_ca {}: {}", options.client_ca_file, ec.message()));
-    // Ask for a certificate without requiring one: routes that need it say so.
+    // Ask for a certificate without requiring one, and without failing the handshake on one
+    // that does not chain to client_ca (a device's certificate from another CA, say): routes
+    // that need a trusted one say so, and PeerCertificate gives them only a verified one.
     ctx.set_verify_mode(ssl::verify_peer);
+    ctx.set_verify_callback([](bool, ssl::verify_context&) { return true; });
     if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(options.client_ca_file.c_str())) {
       SSL_CTX_set_client_CA_list(ctx.native_handle(), names);
     }

@@ -342,6 +342,25 @@ std::string SerialHex(const ASN1_INTEGER* serial) {
   return nz == std::string::npos ? "0" : out.substr(nz);
 }
 
+std::optional<std::string> CanonicalSerial(std::string_view text) {
+  // A serial is at most 20 bytes (RFC 5280 4.1.2.2); the bound also keeps junk short.
+  constexpr size_t kMaxSerialText = 64;
+  if (text.size() > kMaxSerialText) return std::nullopt;
+  if (text.starts_with("0x") || text.starts_with("0X")) text.remove_prefix(2);
+  std::string out;
+  for (char c : text) {
+    if (c == ':') continue;
+    if (!std::isxdigit(static_cast<unsigned char>(c))) return std::nullopt;
+    if (out.empty() && c == '0') continue;
+    out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  }
+  if (out.empty()) {
+    if (text.find('0') == std::string_view::npos) return std::nullopt;  // no digit at all
+    return "0";
+  }
+  return out;
+}
+
 Result<std::string> CertificateSubjectCn(std::string_view der) {
   auto bad = [] { return MakeError(ErrorCode::kInvalidArgument, "not an X.509 certificate"); };
   DerReader top(der);

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -76,5 +77,8 @@ Result<CertificateFacts> Inspect(X509* cert);
 
 // Serial numbers as the inventory writes them: lowercase hex without leading zeros.
 std::string SerialHex(const ASN1_INTEGER* serial);
+// A serial as a user may write it (any case, leading zeros, colons between bytes, an 0x
+// prefix: "0C:0E:E2", "0x0c0ee2", "C0EE2") in the inventory's form; nullopt if it is not hex.
+std::optional<std::string> CanonicalSerial(std::string_view text);
 
 }  // namespace certfleet::pki

@@ -1,6 +1,7 @@
 #include "pki/crl.h"
 
 #include <fmt/format.h>
+#include <openssl/x509v3.h>
 
 namespace certfleet::pki {
 namespace {
@@ -22,6 +23,16 @@ Result<Asn1IntegerPtr> SerialFromHex(const std::string& hex) {
 }  // namespace
 
 Result<int> ParseRevocationReason(std::string_view name) {
+  if (name == kReasons[CRL_REASON_REMOVE_FROM_CRL]) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "removeFromCRL belongs in delta CRLs only (RFC 5280 5.3.1); certfleet publishes full CRLs, "
+                     "and a certificate left off them is valid again");
+  }
+  if (name == kReasons[CRL_REASON_CERTIFICATE_HOLD]) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "certificateHold is not supported: revocations are final (revoke, then issue a new "
+                     "certificate when the subject is trusted again)");
+  }
   for (int i = 0; i < static_cast<int>(std::size(kReasons)); ++i) {
     if (!kReasons[i].empty() && kReasons[i] == name) return i;
   }

@@ -10,9 +10,11 @@
 
 namespace certfleet::pki {
 
-// RFC 5280 CRLReason names: unspecified, keyCompromise, cACompromise, affiliationChanged,
-// superseded, cessationOfOperation, certificateHold, removeFromCRL, privilegeWithdrawn,
-// aACompromise. Returns the reason code.
+// The reason of a revocation, by its RFC 5280 CRLReason name: unspecified, keyCompromise,
+// cACompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn,
+// aACompromise. Returns the reason code. certfleet's revocations are final and its CRLs
+// full CRLs, so removeFromCRL (meaningful only in delta CRLs, RFC 5280 5.3.1) and
+// certificateHold (a revocation that may be undone) are kInvalidArgument, as is any other name.
 Result<int> ParseRevocationReason(std::string_view name);
 std::string_view RevocationReasonName(int code);
 

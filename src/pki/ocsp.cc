@@ -18,18 +18,24 @@ Result<OcspRequest> ParseOcspRequest(std::string_view der) {
   OcspRequest out;
   out.req.reset(d2i_OCSP_REQUEST(nullptr, &p, static_cast<long>(der.size())));
   if (!out.req) return OpenSslError("not an OCSP request", ErrorCode::kInvalidArgument);
+  if (p != reinterpret_cast<const unsigned char*>(der.data() + der.size())) {
+    return MakeError(ErrorCode::kInvalidArgument, "bytes follow the OCSP request");
+  }
   const int n = OCSP_request_onereq_count(out.req.get());
   if (n <= 0) return MakeError(ErrorCode::kInvalidArgument, "the OCSP request asks about no certificate");
   for (int i = 0; i < n; ++i) {
     OCSP_CERTID* id = OCSP_onereq_get0_id(OCSP_request_onereq_get0(out.req.get(), i));
+    ASN1_OCTET_STRING* name_hash = nullptr;
     ASN1_OBJECT* md = nullptr;
     ASN1_OCTET_STRING* key_hash = nullptr;
     ASN1_INTEGER* serial = nullptr;
-    if (OCSP_id_get0_info(nullptr, &md, &key_hash, &serial, id) != 1) {
+    if (OCSP_id_get0_info(&name_hash, &md, &key_hash, &serial, id) != 1) {
       return MakeError(ErrorCode::kInvalidArgument, "unreadable CertID");
     }
     OcspQuestion q;
     q.hash_nid = OBJ_obj2nid(md);
+    q.issuer_name_hash.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(name_hash)),
+                              static_cast<size_t>(ASN1_STRING_length(name_hash)));
     q.issuer_key_hash.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(key_hash)),
                              static_cast<size_t>(ASN1_STRING_length(key_hash)));
     q.serial_hex = SerialHex(serial);
@@ -79,6 +85,14 @@ std::string IssuerKeyHash(X509* ca, int hash_nid) {
   unsigned int len = 0;
   const EVP_MD* digest = EVP_get_digestbynid(hash_nid);
   if (!digest || X509_pubkey_digest(ca, digest, md, &len) != 1) return "";
+  return std::string(reinterpret_cast<char*>(md), len);
+}
+
+std::string IssuerNameHash(X509* ca, int hash_nid) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  const EVP_MD* digest = EVP_get_digestbynid(hash_nid);
+  if (!digest || X509_NAME_digest(X509_get_subject_name(ca), digest, md, &len) != 1) return "";
   return std::string(reinterpret_cast<char*>(md), len);
 }
 

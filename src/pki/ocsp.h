@@ -18,9 +18,10 @@ using OcspRequestPtr = std::unique_ptr<OCSP_REQUEST, Deleter<OCSP_REQUEST_free>>
 // Largest OCSP request accepted; one with a few CertIDs and a nonce is under 1 KiB.
 inline constexpr size_t kMaxOcspRequestBytes = size_t{8} * 1024;
 
-// One certificate asked about: the issuer's public-key hash and the serial.
+// One certificate asked about (a CertID): hashes of the issuer's name and public key, and the serial.
 struct OcspQuestion {
-  std::string issuer_key_hash;  // raw bytes, SHA-1 (as RFC 6960 clients send) unless hash_nid says otherwise
+  std::string issuer_name_hash;  // raw bytes, SHA-1 (as RFC 6960 clients send) unless hash_nid says otherwise
+  std::string issuer_key_hash;   // raw bytes, the same digest
   int hash_nid = 0;
   std::string serial_hex;
 };
@@ -29,7 +30,7 @@ struct OcspRequest {
   OcspRequestPtr req;
   std::vector<OcspQuestion> questions;
 };
-// Parses a DER OCSPRequest (RFC 6960); kInvalidArgument if it is not one.
+// Parses a DER OCSPRequest (RFC 6960); kInvalidArgument if it is not one, or if bytes follow it.
 Result<OcspRequest> ParseOcspRequest(std::string_view der);
 
 enum class OcspStatus { kGood, kRevoked, kUnknown };
@@ -48,5 +49,7 @@ Result<std::string> BuildOcspResponse(const OcspRequest& request, X509* ca, EVP_
 std::string OcspErrorResponse(int status);
 // The hash of a CA's public key as CertIDs carry it, for the digest `hash_nid`.
 std::string IssuerKeyHash(X509* ca, int hash_nid = NID_sha1);
+// The hash of a CA's subject name (DER) as CertIDs carry it, for the digest `hash_nid`.
+std::string IssuerNameHash(X509* ca, int hash_nid = NID_sha1);
 
 }  // namespace certfleet::pki

@@ -13,10 +13,6 @@ namespace {
 
 namespace json = boost::json;
 
-// ASCII only, whatever the process's locale.
-bool IsAsciiAlnum(char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
-bool IsIdChar(char c) { return IsAsciiAlnum(c) || c == '.' || c == '_' || c == ':' || c == '-'; }
-
 // The string field `name` of `entry` into `out`; a problem if present and not a string.
 void StringField(const json::object& entry, std::string_view name, std::string& out, std::string& problem) {
   const json::value* v = entry.if_contains(name);
@@ -75,15 +71,6 @@ Result<void> ForEachCsvRow(std::string_view body, const std::function<Result<voi
 }
 
 }  // namespace
-
-bool IsValidName(std::string_view name, size_t max_bytes) {
-  if (name.empty() || name.size() > max_bytes) return false;
-  if (!IsAsciiAlnum(name.front())) return false;
-  for (char c : name) {
-    if (!IsIdChar(c)) return false;
-  }
-  return true;
-}
 
 bool IsValidDeviceId(std::string_view id) { return IsValidName(id, kMaxDeviceIdBytes); }
 

@@ -7,20 +7,16 @@
 #include <string_view>
 
 #include "core/result.h"
+#include "core/text.h"
 
 namespace certfleet::provision {
 
 // Longest device id; it becomes a certificate's CN, which X.520 bounds at 64 characters.
 inline constexpr size_t kMaxDeviceIdBytes = 64;
-// Longest batch name, and longest name of a registry object (thing, policy, template, ...).
+// Longest batch name.
 inline constexpr size_t kMaxBatchBytes = 128;
-inline constexpr size_t kMaxNameBytes = 128;
 
-// Names in W2 (device ids, batches, registry objects): 1 to `max_bytes` of A-Z a-z 0-9 . _ : -,
-// starting with a letter or digit. They appear in certificates (CN), URLs and SQL parameters,
-// so nothing that needs escaping in any of them.
-bool IsValidName(std::string_view name, size_t max_bytes);
-// A device id: a name of at most 64 bytes.
+// A device id: a registry name (IsValidName) of at most 64 bytes.
 bool IsValidDeviceId(std::string_view id);
 
 // One row of a device key upload, as given.

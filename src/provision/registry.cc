@@ -35,20 +35,9 @@ std::atomic<uint64_t> template_changes{0};
 
 Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
 
-std::string NameRule(std::string_view field) {
-  return fmt::format("{} must be 1 to {} of A-Z a-z 0-9 . _ : - starting with a letter or digit", field, kMaxNameBytes);
-}
-
 Result<void> CheckName(std::string_view field, std::string_view name) {
   if (!IsValidName(name, kMaxNameBytes)) return Invalid(NameRule(field));
   return Ok();
-}
-
-bool Printable(std::string_view s) {
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f) return false;
-  }
-  return true;
 }
 
 // An optional string field; absent and null are nullopt.
@@ -57,7 +46,7 @@ Result<std::optional<std::string>> Text(const json::object& o, std::string_view 
   if (v == nullptr || v->is_null()) return std::optional<std::string>();
   if (!v->is_string()) return Invalid(fmt::format("{} must be a string", key));
   std::string s(v->get_string());
-  if (s.size() > max || !Printable(s)) {
+  if (s.size() > max || HasControlCharacter(s)) {
     return Invalid(fmt::format("{} must be printable text of at most {} bytes", key, max));
   }
   return std::optional<std::string>(std::move(s));
@@ -93,7 +82,8 @@ Result<json::object> Attributes(const json::object& o) {
   }
   for (const auto& [key, value] : v->get_object()) {
     if (!IsValidName(key, kMaxNameBytes)) return Invalid(NameRule("an attribute name"));
-    if (!value.is_string() || value.get_string().size() > kMaxAttributeValue || !Printable(value.get_string())) {
+    if (!value.is_string() || value.get_string().size() > kMaxAttributeValue ||
+        HasControlCharacter(value.get_string())) {
       return Invalid(
           fmt::format("attribute {} must be a string of at most {} bytes", std::string_view(key), kMaxAttributeValue));
     }

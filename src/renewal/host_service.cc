@@ -28,6 +28,10 @@ Result<void> CheckHostId(std::string_view id) {
       return Invalid("host_id may hold letters, digits, '.' and '-' only");
     }
   }
+  // A host id names folders and URL segments: "." and ".." (and any empty label) never.
+  if (id.front() == '.' || id.back() == '.' || id.find("..") != std::string_view::npos) {
+    return Invalid("host_id is labels separated by single dots, like a host name ('.' and '..' are refused)");
+  }
   return Ok();
 }
 

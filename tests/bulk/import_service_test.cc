@@ -12,6 +12,8 @@
 #include <sstream>
 
 #include "blob/blob_store.h"
+#include "pki/certificate.h"
+#include "pki/key.h"
 #include "provision/registry.h"
 #include "testing/db.h"
 #include "testing/files.h"
@@ -297,6 +299,72 @@ TEST_P(ImportTest, ManifestsDroppedIntoTheInboundStoreAreImportedOnce) {
   EXPECT_EQ(*imports_->ScanInbound(**inbound), 1);
   auto again = imports_->List(std::nullopt, 1);
   EXPECT_EQ(imports_->Run((*again)[0].id)->counts.already_present, 100);
+}
+
+TEST_P(ImportTest, ThingNamesFromManifestsFollowTheRegistrysRule) {
+  // A PEM manifest whose certificates' CNs name things: one good, three that the registry's
+  // API refuses (and that could then never be read or deleted by name).
+  std::string pem;
+  for (const std::string cn : {"good-1", "bad cn/with slash", "../../x", "a\x1b[31mb"}) {
+    auto key = pki::GenerateKey(pki::KeyType::kEcP256);
+    pki::CertificateSpec spec;
+    spec.common_name = cn;
+    spec.not_after_millis = clock_.NowMillis() + 86'400'000;
+    auto cert = pki::SignCertificate(spec, key->get(), nullptr, key->get());
+    ASSERT_TRUE(cert.ok());
+    pem += *pki::CertificateToPem(cert->get());
+  }
+  std::ofstream(dir_ + "/names.pem") << pem;
+  auto started = imports_->Start("pem", "trackers", "", dir_ + "/names.pem", "t");
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  auto done = imports_->Run(started->id);
+  ASSERT_TRUE(done.ok()) << done.error().message;
+  EXPECT_EQ(done->counts.imported, 1);
+  EXPECT_EQ(done->counts.rejected, 3);
+  auto rows = imports_->Rows(started->id, std::string("rejected"), 0, 10);
+  ASSERT_EQ(rows->size(), 3u);
+  for (const auto& row : *rows) EXPECT_NE(row.reason.find("a thing name must be"), std::string::npos) << row.reason;
+  EXPECT_EQ((*rows)[2].thing_name, "a\\x1b[31mb") << "kept escaped, for the report";
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM registry_objects WHERE kind = 'thing'"), 1);
+  EXPECT_TRUE(registry_->Get(Kind::kThing, "good-1").ok());
+}
+
+TEST_P(ImportTest, ManifestsAreDeletedWhenTheirImportEnds) {
+  const fs::path kept = dir_ + "/manifests";
+  auto files = [&] { return std::distance(fs::directory_iterator(kept), fs::directory_iterator{}); };
+  // Done.
+  EXPECT_EQ(Import("generated", "certificates_test.txt").state, "done");
+  EXPECT_EQ(files(), 0);
+  // Failed: not an archive.
+  std::ofstream(dir_ + "/not.7z") << "not an archive";
+  auto failing = imports_->Start("infineon", "trackers", "E0E1", dir_ + "/not.7z", "t");
+  ASSERT_TRUE(failing.ok());
+  EXPECT_EQ(files(), 1);
+  EXPECT_FALSE(imports_->Run(failing->id).ok());
+  EXPECT_EQ(imports_->Get(failing->id)->state, "failed");
+  EXPECT_EQ(files(), 0);
+  // Cancelled while queued: at once, before any run.
+  auto queued = imports_->Start("generated", "trackers", "", Copy("certificates_test.txt"), "t");
+  ASSERT_TRUE(queued.ok());
+  ASSERT_TRUE(imports_->Cancel(queued->id, "t").ok());
+  EXPECT_EQ(files(), 0);
+  EXPECT_EQ(imports_->Run(queued->id)->state, "cancelled");
+  // Cancelled while running (after its first batch): when the run stops.
+  ImportService::Options one_writer;
+  one_writer.manifest_dir = kept.string();
+  one_writer.batch_size = 30;
+  one_writer.writers = 1;
+  ImportService imports(*store_, clock_, one_writer);
+  auto running = imports.Start("generated", "trackers", "", Copy("certificates_test.txt"), "t");
+  ASSERT_TRUE(running.ok());
+  bool cancelled = false;
+  auto stopped = imports.Run(running->id, [&](const store::ImportRecord&, double) {
+    if (!std::exchange(cancelled, true)) EXPECT_TRUE(imports.Cancel(running->id, "t").ok());
+  });
+  ASSERT_TRUE(stopped.ok()) << stopped.error().message;
+  EXPECT_EQ(stopped->state, "cancelled");
+  EXPECT_LT(stopped->counts.seen, 100);
+  EXPECT_EQ(files(), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, ImportTest, testing::kBothDialects, testing::DialectName);

@@ -1,6 +1,7 @@
 #include "ca/ca_service.h"
 
 #include <gtest/gtest.h>
+#include <openssl/ocsp.h>
 #include <openssl/pem.h>
 
 #include <filesystem>
@@ -8,6 +9,7 @@
 #include <set>
 
 #include "ca/fqdn.h"
+#include "pki/certificate.h"
 #include "pki/file/file_key_backend.h"
 #include "pki/key.h"
 #include "testing/db.h"
@@ -206,6 +208,92 @@ TEST_P(CaServiceTest, CascadingRevocationAndCrls) {
   ASSERT_TRUE(refreshed.ok());
   EXPECT_EQ(*refreshed, 2);
   EXPECT_EQ(number("iot.example.com"), before + 1);
+}
+
+// An OCSP request (DER) about `serial_hex` under the CA certificate `ca_pem`, without a nonce.
+// `name_of` names the issuer in the CertID: the CA's own subject unless a test lies.
+struct OcspAsk {
+  std::unique_ptr<OCSP_CERTID, decltype(&OCSP_CERTID_free)> id{nullptr, OCSP_CERTID_free};
+  std::string der;
+};
+OcspAsk AskOcsp(const std::string& ca_pem, const std::string& serial_hex, const X509_NAME* name_of = nullptr) {
+  auto ca = pki::CertificateFromPem(ca_pem);
+  EXPECT_TRUE(ca.ok());
+  BIGNUM* bn = nullptr;
+  BN_hex2bn(&bn, serial_hex.c_str());
+  std::unique_ptr<ASN1_INTEGER, decltype(&ASN1_INTEGER_free)> serial(BN_to_ASN1_INTEGER(bn, nullptr),
+                                                                     ASN1_INTEGER_free);
+  BN_free(bn);
+  const X509_NAME* name = name_of != nullptr ? name_of : X509_get_subject_name(ca->get());
+  OcspAsk out;
+  out.id.reset(OCSP_cert_id_new(EVP_sha1(), name, X509_get0_pubkey_bitstr(ca->get()), serial.get()));
+  std::unique_ptr<OCSP_REQUEST, decltype(&OCSP_REQUEST_free)> req(OCSP_REQUEST_new(), OCSP_REQUEST_free);
+  OCSP_request_add0_id(req.get(), OCSP_CERTID_dup(out.id.get()));
+  unsigned char* der = nullptr;
+  const int len = i2d_OCSP_REQUEST(req.get(), &der);
+  out.der.assign(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(der);
+  return out;
+}
+
+// The status the response gives for `id` as OpenSSL's client finds it: V_OCSP_CERTSTATUS_*,
+// or -1 when the response names no such CertID ("No Status found").
+int OcspStatusFor(const std::string& response_der, OCSP_CERTID* id) {
+  const auto* p = reinterpret_cast<const unsigned char*>(response_der.data());
+  std::unique_ptr<OCSP_RESPONSE, decltype(&OCSP_RESPONSE_free)> resp(
+      d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(response_der.size())), OCSP_RESPONSE_free);
+  if (!resp || OCSP_response_status(resp.get()) != OCSP_RESPONSE_STATUS_SUCCESSFUL) return -2;
+  std::unique_ptr<OCSP_BASICRESP, decltype(&OCSP_BASICRESP_free)> basic(OCSP_response_get1_basic(resp.get()),
+                                                                        OCSP_BASICRESP_free);
+  int status = -1;
+  int reason = 0;
+  if (OCSP_resp_find_status(basic.get(), id, &status, &reason, nullptr, nullptr, nullptr) != 1) return -1;
+  return status;
+}
+
+TEST_P(CaServiceTest, OcspAnswersTheCertIdAskedAndCannotBePoisoned) {
+  Hierarchy();
+  auto leaf = Ok(Req(CertType::kDevice, "", "iot.example.com"));
+  const std::string inter_pem = ca_->Get("iot.example.com")->certificate_pem;
+  ASSERT_TRUE(ca_->Revoke(leaf.record.serial, "keyCompromise", false, "test").ok());
+
+  // Someone asks first with a CertID whose issuer name hash is not the CA's.
+  std::unique_ptr<X509_NAME, decltype(&X509_NAME_free)> other(X509_NAME_new(), X509_NAME_free);
+  X509_NAME_add_entry_by_txt(other.get(), "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("nobody"), -1, -1,
+                             0);
+  OcspAsk poison = AskOcsp(inter_pem, leaf.record.serial, other.get());
+  EXPECT_EQ(OcspStatusFor(ca_->Ocsp(poison.der), poison.id.get()), V_OCSP_CERTSTATUS_UNKNOWN);
+
+  // A client asking rightly still learns that the certificate is revoked.
+  OcspAsk right = AskOcsp(inter_pem, leaf.record.serial);
+  EXPECT_EQ(OcspStatusFor(ca_->Ocsp(right.der), right.id.get()), V_OCSP_CERTSTATUS_REVOKED);
+  EXPECT_EQ(OcspStatusFor(ca_->Ocsp(right.der), right.id.get()), V_OCSP_CERTSTATUS_REVOKED) << "and from the cache";
+
+  // Bytes after the request are refused.
+  EXPECT_EQ(OcspStatusFor(ca_->Ocsp(right.der + "junk"), right.id.get()), -2);
+}
+
+TEST_P(CaServiceTest, OcspCachesKnownCertificatesOnlyAndBoundsTheCache) {
+  CaService::Options options;
+  options.public_url = "https://ca.test";
+  options.ocsp_cache_entries = 2;
+  ca_ = std::make_unique<CaService>(*store_, *keys_, clock_, options);
+  Hierarchy();
+  const std::string inter_pem = ca_->Get("iot.example.com")->certificate_pem;
+  std::vector<OcspAsk> asks;
+  for (int i = 0; i < 3; ++i)
+    asks.push_back(AskOcsp(inter_pem, Ok(Req(CertType::kDevice, "", "iot.example.com")).record.serial));
+  OcspAsk unknown = AskOcsp(inter_pem, "1234abcd");
+
+  // A cached response is the same bytes again; a fresh one is signed anew (ECDSA signatures
+  // differ each time).
+  const std::string unknown_first = ca_->Ocsp(unknown.der);
+  EXPECT_NE(ca_->Ocsp(unknown.der), unknown_first) << "a serial the CA never issued is not cached";
+  std::vector<std::string> first;
+  for (const auto& ask : asks) first.push_back(ca_->Ocsp(ask.der));  // the third evicts the first
+  EXPECT_EQ(ca_->Ocsp(asks[2].der), first[2]);
+  EXPECT_EQ(ca_->Ocsp(asks[1].der), first[1]);
+  EXPECT_NE(ca_->Ocsp(asks[0].der), first[0]) << "evicted: the cache holds two";
 }
 
 // The embedded store's plans for the lists the API serves (PostgreSQL chooses its plans by

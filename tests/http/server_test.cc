@@ -118,6 +118,27 @@ class ServerTest : public ::testing::Test {
   }
   std::string Url(const std::string& path) { return "https://127.0.0.1:" + std::to_string(server_->port()) + path; }
 
+  // Sends `bytes` as they are over TLS (openssl s_client) and returns all the server wrote
+  // back before it closed the connection (or 10 s passed).
+  std::string Raw(const std::string& bytes, const std::string& options = "") {
+    const std::string in = dir_ + "/raw-request";
+    std::ofstream(in, std::ios::binary) << bytes;
+    const std::string cmd = "timeout 10 openssl s_client -quiet -connect 127.0.0.1:" + std::to_string(server_->port()) +
+                            " " + options + " < " + in + " 2>/dev/null";
+    std::string out;
+    FILE* p = popen(cmd.c_str(), "r");
+    char buf[4096];
+    size_t n = 0;
+    while (p && (n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+    if (p) pclose(p);
+    return out;
+  }
+  static int Responses(const std::string& raw) {
+    int n = 0;
+    for (size_t at = raw.find("HTTP/1.1 "); at != std::string::npos; at = raw.find("HTTP/1.1 ", at + 1)) ++n;
+    return n;
+  }
+
   std::string dir_;
   Metrics metrics_;
   Router router_{[](std::string_view) -> Result<std::optional<Principal>> { return std::optional<Principal>(); }};
@@ -161,8 +182,76 @@ TEST_F(ServerTest, ClientCertificatesAreVerifiedPerRoute) {
   auto r = Fetch("--cert " + dir_ + "/client.pem --key " + dir_ + "/client.key " + Url("/whoami"));
   EXPECT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(boost::json::parse(r.body).at("subject").as_string(), "CN=agent-7");
-  // A certificate from an unknown CA fails the handshake.
-  EXPECT_EQ(Fetch("--cert " + dir_ + "/server.pem --key " + dir_ + "/server.key " + Url("/whoami")).status, 0);
+  // A certificate from another CA (a device's, say) is no client certificate to the routes
+  // that need one, and changes nothing for the others: the handshake does not fail.
+  const std::string untrusted = "--cert " + dir_ + "/server.pem --key " + dir_ + "/server.key ";
+  EXPECT_EQ(Fetch(untrusted + Url("/whoami")).status, 401);
+  EXPECT_EQ(Fetch(untrusted + Url("/hello")).status, 200);
+}
+
+TEST_F(ServerTest, Tls12OffersForwardSecretAeadSuitesOnly) {
+  for (const char* cbc : {"ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384", "AES256-SHA", "AES128-SHA256"}) {
+    EXPECT_EQ(Fetch(std::string("--tlsv1.2 --tls-max 1.2 --ciphers ") + cbc + " " + Url("/hello")).status, 0) << cbc;
+  }
+  EXPECT_EQ(Fetch("--tlsv1.2 --tls-max 1.2 --ciphers ECDHE-ECDSA-AES128-GCM-SHA256 " + Url("/hello")).status, 200);
+  EXPECT_EQ(Fetch("--tlsv1.2 --tls-max 1.2 --ciphers ECDHE-ECDSA-CHACHA20-POLY1305 " + Url("/hello")).status, 200);
+}
+
+TEST_F(ServerTest, RequestsAProxyCouldFrameDifferentlyAreRefusedAndClosed) {
+  // RFC 9112 6.3: a Transfer-Encoding that does not end in chunked. The body, a request of
+  // its own, must not be served as a second request on the connection.
+  const std::string smuggled = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+  std::string out = Raw("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\nContent-Length: " +
+                        std::to_string(smuggled.size()) + "\r\n\r\n" + smuggled);
+  EXPECT_EQ(Responses(out), 1) << out;
+  EXPECT_TRUE(out.starts_with("HTTP/1.1 400")) << out;
+  out = Raw("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n" + smuggled);
+  EXPECT_EQ(Responses(out), 1) << out;
+  EXPECT_TRUE(out.starts_with("HTTP/1.1 400")) << out;
+  // A chunk size that is not hex: answered, not just dropped.
+  out = Raw("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n");
+  EXPECT_TRUE(out.starts_with("HTTP/1.1 400")) << out;
+  EXPECT_NE(out.find("Connection: close"), std::string::npos) << out;
+  // A well-formed chunked body still works.
+  out =
+      Raw("POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "3\r\nabc\r\n0\r\n\r\n");
+  EXPECT_TRUE(out.starts_with("HTTP/1.1 200")) << out;
+  EXPECT_NE(out.find("{\"bytes\":3}"), std::string::npos) << out;
+}
+
+TEST_F(ServerTest, Http11NeedsExactlyOneHost) {
+  EXPECT_TRUE(Raw("GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n").starts_with("HTTP/1.1 400"));
+  EXPECT_TRUE(
+      Raw("GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n").starts_with("HTTP/1.1 400"));
+  EXPECT_TRUE(Raw("GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").starts_with("HTTP/1.1 200"));
+  EXPECT_TRUE(Raw("GET /hello HTTP/1.0\r\n\r\n").starts_with("HTTP/1.0 200")) << "HTTP/1.0 has no Host rule";
+}
+
+TEST_F(ServerTest, MadeUpMethodsAreOneMetricsLabelAndRefusedFirst) {
+  for (int i = 0; i < 5; ++i) {
+    const std::string method = "FAKE" + std::string(static_cast<size_t>(i) * 2000, 'X');
+    const std::string out = Raw(method + " /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_TRUE(out.starts_with("HTTP/1.1 405")) << out.substr(0, 200);
+    EXPECT_EQ(out.find("FAKE"), std::string::npos) << "the method is not echoed";
+  }
+  EXPECT_EQ(Raw("PROPFIND /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").substr(0, 12), "HTTP/1.1 405");
+  const std::string text = metrics_.Render();
+  EXPECT_EQ(text.find("FAKE"), std::string::npos) << text;
+  EXPECT_EQ(text.find("PROPFIND"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"(certfleet_http_requests_total{route="unmatched",method="other",status="405"} 6)"),
+            std::string::npos)
+      << text;
+}
+
+TEST_F(ServerTest, HeadersTooLargeAreAnsweredAfterTheClientHasSentThem) {
+  // The client sends far more than the header limit in one go: the server reads on after
+  // deciding, so that the client gets the 431 instead of a reset.
+  std::string request = "GET /hello HTTP/1.1\r\nHost: x\r\n";
+  for (int i = 0; i < 200; ++i) request += "X-Filler-" + std::to_string(i) + ": " + std::string(1000, 'f') + "\r\n";
+  request += "\r\n";
+  const std::string out = Raw(request);
+  EXPECT_TRUE(out.starts_with("HTTP/1.1 431")) << out.substr(0, 200);
 }
 
 TEST_F(ServerTest, ShutdownLetsInFlightRequestsFinish) {

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """The docs stay true: every route the code registers is in docs/openapi.yaml with the
-role the code requires, and every configuration key is in the README's reference.
+role and the credential the code requires, and every configuration key is in the README's
+reference.
 
 usage: docs_check.py SOURCE_DIR CERTFLEET_BINARY
 """
@@ -8,6 +9,8 @@ import os
 import re
 import subprocess
 import sys
+
+import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, failed, finish  # noqa: E402
@@ -21,16 +24,18 @@ routes = []
 for root, _, files in os.walk(os.path.join(src, "src", "http")):
     for f in files:
         text = open(os.path.join(root, f)).read()
-        routes += re.findall(r'router\.Add(?:Async)?\("([A-Z]+)", "([^"]+)", \{Access::(\w+)', text)
+        routes += [(m, p, a, c == "true") for m, p, a, c in
+                   re.findall(r'router\.Add(?:Async)?\("([A-Z]+)", "([^"]+)", \{Access::(\w+)(?:, (true|false))?', text)]
         # W2's registry: five routes per kind of the kKinds table, two per link route.
         for kind in re.findall(r'\{Kind::\w+, "([a-z-]+)", "\w*"\}', text):
-            routes += [("POST", f"/v1/{kind}", "kOperator"), ("GET", f"/v1/{kind}", "kReader"),
-                       ("GET", f"/v1/{kind}/{{name}}", "kReader"), ("PUT", f"/v1/{kind}/{{name}}", "kOperator"),
-                       ("DELETE", f"/v1/{kind}/{{name}}", "kOperator")]
+            routes += [("POST", f"/v1/{kind}", "kOperator", False), ("GET", f"/v1/{kind}", "kReader", False),
+                       ("GET", f"/v1/{kind}/{{name}}", "kReader", False),
+                       ("PUT", f"/v1/{kind}/{{name}}", "kOperator", False),
+                       ("DELETE", f"/v1/{kind}/{{name}}", "kOperator", False)]
         for link in re.findall(r'AddLinkRoutes\(router, c, [\w:]+, "([^"]+)"\)', text):
-            routes += [("PUT", link, "kOperator"), ("DELETE", link, "kOperator")]
+            routes += [("PUT", link, "kOperator", False), ("DELETE", link, "kOperator", False)]
 check(len(routes) >= 10, f"found the registered routes ({len(routes)})")
-for method, path, access in routes:
+for method, path, access, client_cert in routes:
     path = path.replace("{*", "{")  # a rest-of-path parameter is a plain one in OpenAPI
     m = re.search(r"^  " + re.escape(path) + r":\n((?:    .*\n|\n)*)", openapi, re.M)
     check(m is not None, f"{path} is in docs/openapi.yaml")
@@ -40,6 +45,29 @@ for method, path, access in routes:
     check(op is not None, f"{method} {path} is in docs/openapi.yaml")
     if op:
         check(f"x-certfleet-role: {roles[access]}" in op.group(1), f"{method} {path} documents role {roles[access]}")
+        # Routes without a bearer token say what they need instead of inheriting the bearer.
+        if client_cert:
+            check("security:\n        - agentCertificate: []" in op.group(1),
+                  f"{method} {path} documents its mutual-TLS credential")
+        elif access == "kPublic":
+            check("security: []" in op.group(1), f"{method} {path} is documented as public")
+
+
+def null_keys(node, where):
+    """Keys without a value: in a YAML flow mapping an unquoted comma ends the value, and
+    what follows it becomes such a key ({description: SHA-256 of the DER, hex})."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if v is None:
+                yield f"{where}/{k}"
+            yield from null_keys(v, f"{where}/{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from null_keys(v, f"{where}/{i}")
+
+
+stray = list(null_keys(yaml.safe_load(openapi), ""))
+check(not stray, f"docs/openapi.yaml has no keys without values: {stray[:5]}")
 
 readme = open(os.path.join(src, "README.md")).read()
 shown = subprocess.run([binary, "config", "show"], capture_output=True, text=True, cwd="/", env={"PATH": os.environ["PATH"]}).stdout

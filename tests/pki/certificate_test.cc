@@ -6,6 +6,7 @@
 
 #include <functional>
 
+#include "pki/crl.h"
 #include "pki/der.h"
 #include "pki/key.h"
 #include "pki/profile.h"
@@ -238,6 +239,30 @@ TEST(CertificateSubjectCn, ReadsTheCnAsOpenSslDoesAndRefusesWhatIsNoCertificate)
   EXPECT_FALSE(CertificateSubjectCn(good + "x").ok()) << "trailing bytes";
   EXPECT_FALSE(CertificateSubjectCn("").ok());
   EXPECT_FALSE(CertificateSubjectCn(std::string("\x30\x03\x02\x01\x01", 5)).ok()) << "a SEQUENCE, not a certificate";
+}
+
+TEST(Serials, AnySpellingOfASerialFindsItsCanonicalForm) {
+  // OpenSSL prints whole bytes in upper case; the inventory drops leading zeros.
+  EXPECT_EQ(CanonicalSerial("0C0EE20BF1").value_or(""), "c0ee20bf1");
+  EXPECT_EQ(CanonicalSerial("c0ee20bf1").value_or(""), "c0ee20bf1");
+  EXPECT_EQ(CanonicalSerial("0c:0e:e2:0b:f1").value_or(""), "c0ee20bf1");
+  EXPECT_EQ(CanonicalSerial("0x0C0EE20BF1").value_or(""), "c0ee20bf1");
+  EXPECT_EQ(CanonicalSerial("00").value_or(""), "0");
+  EXPECT_FALSE(CanonicalSerial("").has_value());
+  EXPECT_FALSE(CanonicalSerial(":").has_value());
+  EXPECT_FALSE(CanonicalSerial("api.example.com").has_value());
+  EXPECT_FALSE(CanonicalSerial(std::string(65, 'a')).has_value());
+}
+
+TEST(Revocation, ReasonsThatDoNotRevokeForGoodAreRefused) {
+  EXPECT_EQ(*ParseRevocationReason("keyCompromise"), 1);
+  EXPECT_EQ(*ParseRevocationReason("aACompromise"), 10);
+  for (const char* refused : {"removeFromCRL", "certificateHold", "", "whatever"}) {
+    auto r = ParseRevocationReason(refused);
+    ASSERT_FALSE(r.ok()) << refused;
+    EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument) << refused;
+  }
+  EXPECT_NE(ParseRevocationReason("removeFromCRL").error().message.find("delta CRL"), std::string::npos);
 }
 
 }  // namespace

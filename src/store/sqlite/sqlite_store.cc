@@ -4,10 +4,13 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -28,7 +31,8 @@ constexpr int kBusyTimeoutMs = 10'000;
 constexpr int kMaxAttempts = 3;
 // How long a log restart waits for readers still on the log, holding writers back meanwhile.
 constexpr int kRestartWaitMs = 100;
-constexpr int kPageBytes = 4096;  // SQLite's default page size, one log frame each
+constexpr int kPageBytes = 4096;            // SQLite's default page size, one log frame each
+constexpr mode_t kDatabaseFileMode = 0600;  // owner read and write only
 // The one writer's page cache (SQLite's default is 2 MiB). Indexes on random keys
 // (fingerprints, serials) are written all over; a 100,000-certificate import (W3) went
 // from 13,000 to 20,000 certificates/s with this. Readers keep the default: there are many.
@@ -338,6 +342,16 @@ Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, const St
   auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
   if (ec) return MakeError(ErrorCode::kUnavailable, fmt::format("creating {}: {}", parent.string(), ec.message()));
+  // The database holds token hashes, keys' references and the whole registry: certfleet's
+  // alone. SQLite gives its -wal and -shm files the database file's mode, so creating it
+  // 0600 here covers them too; a file an older version made 0644 is narrowed.
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, kDatabaseFileMode);
+  if (fd < 0 || ::fchmod(fd, kDatabaseFileMode) != 0) {
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    return MakeError(ErrorCode::kUnavailable, fmt::format("opening {}: {}", path, std::strerror(err)));
+  }
+  ::close(fd);
   auto store = std::make_unique<SqliteStore>(path, options.pool_size, checkpoints);
   CF_RETURN_IF_ERROR(store->Ping());
   CF_RETURN_IF_ERROR(store->StartCheckpointer());

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 
 namespace certfleet::bulk::readers {
@@ -151,7 +152,9 @@ Result<std::unique_ptr<ManifestReader>> OpenInfineonManifest(const std::string& 
   ArchivePtr outer = NewReader();
   if (!outer) return MakeError(ErrorCode::kInternal, "libarchive: out of memory");
   if (archive_read_open_filename(outer.get(), path.c_str(), kReadBlockBytes) != ARCHIVE_OK) {
-    return MakeError(ErrorCode::kNotFound, fmt::format("cannot open {}: {}", path, archive_error_string(outer.get())));
+    // libarchive's message names the path; the import's readers are told what failed, not where.
+    return MakeError(ErrorCode::kNotFound,
+                     fmt::format("cannot open the manifest archive: {}", std::strerror(archive_errno(outer.get()))));
   }
   auto reader = std::make_unique<InfineonReader>(std::move(outer), "_" + bundle_type + "_Certs.7z", limits);
   std::error_code ec;

@@ -1,0 +1,111 @@
+#include "core/text.h"
+
+#include <fmt/format.h>
+
+namespace certfleet {
+namespace {
+
+// ASCII only, whatever the process's locale.
+bool IsAsciiAlnum(char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+bool IsNameChar(char c) { return IsAsciiAlnum(c) || c == '.' || c == '_' || c == ':' || c == '-'; }
+
+constexpr unsigned char kDel = 0x7f;
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+
+// The length of the well-formed UTF-8 sequence at the start of `s`, 0 if there is none
+// (RFC 3629's table of well-formed byte sequences).
+size_t Utf8SequenceLength(std::string_view s) {
+  const auto b = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  const auto cont = [&](size_t i, unsigned char lo = 0x80, unsigned char hi = 0xBF) {
+    return i < s.size() && b(i) >= lo && b(i) <= hi;
+  };
+  const unsigned char c = b(0);
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    const unsigned char lo = c == 0xE0 ? 0xA0 : 0x80;  // no overlong forms
+    const unsigned char hi = c == 0xED ? 0x9F : 0xBF;  // no surrogates
+    return cont(1, lo, hi) && cont(2) ? 3 : 0;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    const unsigned char lo = c == 0xF0 ? 0x90 : 0x80;  // no overlong forms
+    const unsigned char hi = c == 0xF4 ? 0x8F : 0xBF;  // nothing past U+10FFFF
+    return cont(1, lo, hi) && cont(2) && cont(3) ? 4 : 0;
+  }
+  return 0;
+}
+
+}  // namespace
+
+bool IsValidName(std::string_view name, size_t max_bytes) {
+  if (name.empty() || name.size() > max_bytes || !IsAsciiAlnum(name.front())) return false;
+  for (char c : name) {
+    if (!IsNameChar(c)) return false;
+  }
+  return true;
+}
+
+std::string NameRule(std::string_view field, size_t max_bytes) {
+  return fmt::format("{} must be 1 to {} of A-Z a-z 0-9 . _ : - starting with a letter or digit", field, max_bytes);
+}
+
+bool HasControlCharacter(std::string_view text) {
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == kDel) return true;
+  }
+  return false;
+}
+
+Result<void> CheckPrintable(std::string_view field, std::string_view text, bool allow_line_breaks) {
+  for (unsigned char c : text) {
+    if (allow_line_breaks && (c == '\t' || c == '\r' || c == '\n')) continue;
+    if (c < 0x20 || c == kDel) {
+      return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} must not hold control characters", field));
+    }
+  }
+  return Ok();
+}
+
+bool IsValidUtf8(std::string_view text) {
+  while (!text.empty()) {
+    const size_t n = Utf8SequenceLength(text);
+    if (n == 0) return false;
+    text.remove_prefix(n);
+  }
+  return true;
+}
+
+std::string ToValidUtf8(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  while (!text.empty()) {
+    const size_t n = Utf8SequenceLength(text);
+    if (n == 0) {
+      out += kReplacement;
+      text.remove_prefix(1);
+    } else {
+      out.append(text.substr(0, n));
+      text.remove_prefix(n);
+    }
+  }
+  return out;
+}
+
+std::string Escaped(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  while (!text.empty()) {
+    const size_t n = Utf8SequenceLength(text);
+    const auto c = static_cast<unsigned char>(text.front());
+    if (n == 0 || c < 0x20 || c == kDel || c == '\\') {
+      out += fmt::format("\\x{:02x}", c);
+      text.remove_prefix(1);
+    } else {
+      out.append(text.substr(0, n));
+      text.remove_prefix(n);
+    }
+  }
+  return out;
+}
+
+}  // namespace certfleet
