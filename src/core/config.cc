@@ -64,7 +64,7 @@ constexpr ConfigKey kKeys[] = {
      "0: no limit.",
      0, 100000000},
     {"bulk.manifest_dir", ConfigType::kPath, "{data_dir}/imports",
-     "W3: where manifests wait for their import (removed when it is done); shared by the nodes that run imports."},
+     "W3: where manifests wait for their import (deleted when it ends); shared by the nodes that run imports."},
     {"bulk.verifier_dir", ConfigType::kPath, "",
      "W3: folder of Microchip manifest signer certificates (.crt/.pem); empty: Microchip imports are refused."},
     {"bulk.inbound", ConfigType::kUrl, "file://{data_dir}/inbound",

@@ -4,9 +4,9 @@
 
 #include <boost/json.hpp>
 #include <filesystem>
-#include <fstream>
 
 #include "core/crypto.h"
+#include "core/files.h"
 #include "http/api.h"
 #include "http/json.h"
 
@@ -58,12 +58,11 @@ Response Start(const ApiContext& ctx, const Request& req) {
   }
   if (!*supplier || !*profile) return ErrorResponse(400, "invalid_argument", "supplier and profile are required");
   if (req.body.empty()) return ErrorResponse(400, "invalid_argument", "the body is the manifest; it is empty");
-  // The manifest goes to a file that the import reads as a stream (Start moves it).
+  // The manifest goes to a file that the import reads as a stream (Start moves it), readable
+  // by certfleet alone from the start.
   const std::string path = (std::filesystem::temp_directory_path() / ("certfleet-upload-" + RandomToken(12))).string();
-  {
-    std::ofstream out(path, std::ios::binary);
-    out.write(req.body.data(), static_cast<std::streamsize>(req.body.size()));
-    if (!out) return Fail(req, MakeError(ErrorCode::kUnavailable, "cannot write the manifest to a temporary file"));
+  if (!WriteFileAtomically(path, req.body, 0600).ok()) {
+    return Fail(req, MakeError(ErrorCode::kUnavailable, "cannot write the manifest to a temporary file"));
   }
   auto started = ctx.imports->Start(**supplier, **profile, bundle->value_or(""), path, req.principal.Actor());
   std::error_code ec;

@@ -165,6 +165,26 @@ TEST(Readers, ArchiveLimitsStopABomb) {
   EXPECT_NE(error.find("unknown supplier"), std::string::npos) << error;
 }
 
+// A reel with a file before the bundle in one solid 7z block, whose size is a multiple of
+// 64 KiB (a datasheet, a README): libarchive 3.6.2 cannot skip such a file ("Truncated 7-Zip
+// file body"), so the reader reads past it instead.
+TEST(Readers, AnInfineonReelWithFilesBeforeTheBundleInASolidBlockReads) {
+  const std::string dir = testing::TempDir();
+  const std::string bundle = "78211223032C7EFA_b41425b9-b42b-47fd-95c2-f981b4c61561_E0E1_Certs.7z";
+  ASSERT_EQ(std::system(("cd " + dir + " && 7z x -y " + Fixture("manifest-infineon.7z") + " " + bundle +
+                         " >/dev/null && yes datasheet | head -c 4194304 > 0-datasheet.txt && 7z a -ms=on reel.7z "
+                         "0-datasheet.txt " +
+                         bundle + " >/dev/null && 7z l reel.7z | grep -q 'Solid = +'")
+                            .c_str()),
+            0);
+  ReaderOptions infineon;
+  infineon.bundle_type = "E0E1";
+  std::string error;
+  auto entries = ReadAll("infineon", dir + "/reel.7z", infineon, &error);
+  EXPECT_EQ(error, "");
+  EXPECT_EQ(Good(entries), 200u);
+}
+
 TEST(Readers, AFileThatIsNotItsFormatIsAnErrorNotAnEndlessRead) {
   const std::string dir = testing::TempDir();
   std::ofstream(dir + "/noise.bin") << std::string(size_t{2} << 20, 'x');

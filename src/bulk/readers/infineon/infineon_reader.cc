@@ -50,7 +50,10 @@ class InfineonReader final : public ManifestReader {
         if (rc != ARCHIVE_OK) return ArchiveError(inner_.get(), "the bundle archive");
         CF_RETURN_IF_ERROR(Count(entry));
         const std::string name = archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "";
-        if (!name.ends_with(".pem")) continue;  // folders, READMEs
+        if (!name.ends_with(".pem")) {  // folders, READMEs
+          CF_RETURN_IF_ERROR(Drain(inner_.get(), name));
+          continue;
+        }
         CF_ASSIGN_OR_RETURN(std::string pem, ReadData(inner_.get(), kMaxPemFileBytes, name));
         ++index_;
         Result<std::string> der = CertificateDerFromPem(pem);
@@ -74,7 +77,10 @@ class InfineonReader final : public ManifestReader {
       if (rc != ARCHIVE_OK) return ArchiveError(outer_.get(), "the manifest archive");
       CF_RETURN_IF_ERROR(Count(entry));
       const std::string name = archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "";
-      if (!name.ends_with(suffix_)) continue;  // other bundle types, the encrypted keys, README
+      if (!name.ends_with(suffix_)) {  // other bundle types, the encrypted keys, README, a datasheet
+        CF_RETURN_IF_ERROR(Drain(outer_.get(), name));
+        continue;
+      }
       if (limits_.max_depth < 2) {
         return MakeError(ErrorCode::kInvalidArgument, "the manifest nests archives deeper than allowed");
       }
@@ -112,22 +118,34 @@ class InfineonReader final : public ManifestReader {
   }
 
   // The current entry's data, at most `max` bytes; counted against max_expanded_bytes as it is
-  // read (entry sizes in headers can lie).
-  Result<std::string> ReadData(archive* a, uint64_t max, const std::string& name) {
+  // read (entry sizes in headers can lie). Without `keep`, read and dropped.
+  Result<std::string> ReadData(archive* a, uint64_t max, const std::string& name, bool keep = true) {
     std::string out;
+    uint64_t size = 0;
     char block[kReadBlockBytes];
     for (;;) {
       const la_ssize_t n = archive_read_data(a, block, sizeof(block));
       if (n < 0) return ArchiveError(a, name);
       if (n == 0) return out;
+      size += static_cast<uint64_t>(n);
       expanded_ += static_cast<uint64_t>(n);
-      if (out.size() + static_cast<size_t>(n) > max || expanded_ > limits_.max_expanded_bytes) {
+      if (size > max || expanded_ > limits_.max_expanded_bytes) {
         return MakeError(ErrorCode::kInvalidArgument,
                          fmt::format("{} expands past the archive limits ({} bytes a file, {} in all)", name, max,
                                      limits_.max_expanded_bytes));
       }
-      out.append(block, static_cast<size_t>(n));
+      if (keep) out.append(block, static_cast<size_t>(n));
     }
+  }
+
+  // Reads past an entry that is not needed instead of letting libarchive skip it: libarchive
+  // 3.6.2 (Debian 12) loses its place when it skips, inside a solid 7z block, a file whose
+  // size is a multiple of 64 KiB, and then fails on the next file with "Truncated 7-Zip file
+  // body" (libarchive issues 2106 and 2245). Skipping inside a solid block decompresses the
+  // entry anyway, so reading it costs no more.
+  Result<void> Drain(archive* a, const std::string& name) {
+    CF_RETURN_IF_ERROR(ReadData(a, limits_.max_entry_bytes, name, false));
+    return Ok();
   }
 
   ArchivePtr outer_;
