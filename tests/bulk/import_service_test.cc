@@ -340,8 +340,14 @@ TEST_P(ImportTest, ManifestsAreDeletedWhenTheirImportEnds) {
   auto failing = imports_->Start("infineon", "trackers", "E0E1", dir_ + "/not.7z", "t");
   ASSERT_TRUE(failing.ok());
   EXPECT_EQ(files(), 1);
+  for (const auto& f : fs::directory_iterator(kept)) {
+    EXPECT_EQ(f.status().permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write)
+        << "a waiting manifest is certfleet's alone";
+  }
   EXPECT_FALSE(imports_->Run(failing->id).ok());
-  EXPECT_EQ(imports_->Get(failing->id)->state, "failed");
+  auto failed = imports_->Get(failing->id);
+  EXPECT_EQ(failed->state, "failed");
+  EXPECT_EQ(failed->error.value_or("").find(dir_), std::string::npos) << "no server path: " << *failed->error;
   EXPECT_EQ(files(), 0);
   // Cancelled while queued: at once, before any run.
   auto queued = imports_->Start("generated", "trackers", "", Copy("certificates_test.txt"), "t");

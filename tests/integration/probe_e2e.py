@@ -153,6 +153,8 @@ out, _ = api("POST", "/v1/tokens", body='{"role": "reader", "name": "x\\u001b[2J
 check("control characters" in out["error"]["message"], f"a name with control characters: {out}")
 out, _ = api("POST", "/v1/tokens", body='{"role": "reader", "role": "admin"}', expect=400)
 check("twice" in out["error"]["message"], f"a key given twice: {out}")
+p = cf.cli("token", "create", "--role", "reader", "--name", "x\x1b[2J", expect=1)
+check("control characters" in p.stderr, f"the CLI refuses a token name with control characters: {p.stderr}")
 for host in ("..", ".", "a..b", ".a"):
     api("POST", "/v1/hosts", {"host_id": host}, expect=400)
 out, resp = api("POST", "/v1/hosts", {"host_id": "web-1"}, expect=201)
