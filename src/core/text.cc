@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace certfleet {
 namespace {
 
@@ -10,6 +12,7 @@ bool IsAsciiAlnum(char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= '
 bool IsNameChar(char c) { return IsAsciiAlnum(c) || c == '.' || c == '_' || c == ':' || c == '-'; }
 
 constexpr unsigned char kDel = 0x7f;
+bool IsControl(char c) { return static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) == kDel; }
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 
 // The length of the well-formed UTF-8 sequence at the start of `s`, 0 if there is none
@@ -50,19 +53,14 @@ std::string NameRule(std::string_view field, size_t max_bytes) {
 }
 
 bool HasControlCharacter(std::string_view text) {
-  for (unsigned char c : text) {
-    if (c < 0x20 || c == kDel) return true;
-  }
-  return false;
+  return std::any_of(text.begin(), text.end(), [](char c) { return IsControl(c); });
 }
 
 Result<void> CheckPrintable(std::string_view field, std::string_view text, bool allow_line_breaks) {
-  for (unsigned char c : text) {
-    if (allow_line_breaks && (c == '\t' || c == '\r' || c == '\n')) continue;
-    if (c < 0x20 || c == kDel) {
-      return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} must not hold control characters", field));
-    }
-  }
+  const bool refused = std::any_of(text.begin(), text.end(), [&](char c) {
+    return IsControl(c) && !(allow_line_breaks && (c == '\t' || c == '\r' || c == '\n'));
+  });
+  if (refused) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} must not hold control characters", field));
   return Ok();
 }
 
@@ -96,9 +94,8 @@ std::string Escaped(std::string_view text) {
   out.reserve(text.size());
   while (!text.empty()) {
     const size_t n = Utf8SequenceLength(text);
-    const auto c = static_cast<unsigned char>(text.front());
-    if (n == 0 || c < 0x20 || c == kDel || c == '\\') {
-      out += fmt::format("\\x{:02x}", c);
+    if (n == 0 || IsControl(text.front()) || text.front() == '\\') {
+      out += fmt::format("\\x{:02x}", static_cast<unsigned char>(text.front()));
       text.remove_prefix(1);
     } else {
       out.append(text.substr(0, n));
