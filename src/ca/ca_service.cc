@@ -2,59 +2,17 @@
 
 #include <fmt/format.h>
 
-#include <boost/json.hpp>
 #include <future>
-#include <set>
 
 #include "ca/fqdn.h"
 #include "core/crypto.h"
-#include "core/log.h"
-#include "pki/certificate.h"
-#include "pki/crl.h"
 #include "pki/csr.h"
 #include "pki/key.h"
-#include "pki/ocsp.h"
-#include "store/audit_repo.h"
-#include "store/jobs_repo.h"
 
 namespace certfleet::ca {
 namespace {
 
-namespace json = boost::json;
-
-constexpr int64_t kDayMs = 86'400'000;
-constexpr int64_t kMaxValidityDays = 36'500;  // a century is past any sane CA lifetime
-// Backdating absorbs clock skew between certfleet and the clients checking notBefore.
-constexpr int64_t kBackdateMs = int64_t{5} * 60 * 1000;
-constexpr std::string_view kRootParent = "Root";  // the parent_fqdn of roots, as in the seed
-// Bounds a cascade: a CA with more descendants than this is revoked in steps.
-constexpr size_t kMaxCascade = 1'000'000;
-
-int64_t DefaultValidityDays(pki::CertType type) {
-  switch (type) {
-    case pki::CertType::kRoot:
-      return 3650;
-    case pki::CertType::kIntermediate:
-      return 1825;
-    default:
-      return 365;
-  }
-}
-
-// The seed's event Type values.
-std::string_view SeedType(pki::CertType type) {
-  switch (type) {
-    case pki::CertType::kRoot:
-      return "Root";
-    case pki::CertType::kIntermediate:
-      return "Intermediate";
-    case pki::CertType::kServer:
-      return "Server";
-    case pki::CertType::kDevice:
-      return "Client";
-  }
-  return "Server";
-}
+constexpr std::string_view kRootParent = "root";  // the seed's parent_fqdn of roots, "Root", lowercased
 
 std::string Uuid4() {
   std::string b = RandomBytes(16);
@@ -70,573 +28,79 @@ std::string Lower(std::string s) {
   return s;
 }
 
-// Checks the request's names against the seed's rules and fills in the fqdn and parent.
-Result<void> ResolveNames(CreateRequest& r) {
-  r.fqdn = Lower(r.fqdn);
-  if (r.parent_fqdn) *r.parent_fqdn = Lower(*r.parent_fqdn);
+Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
+
+// The name and parent by the seed's rules: `parent` is the given parent_fqdn, lowercased.
+Result<void> ResolveNames(const CreateRequest& r, const std::optional<std::string>& parent,
+                          issuance::IssueRequest& out) {
+  out.name = Lower(r.fqdn);
   if (r.type == pki::CertType::kDevice) {
-    if (!r.parent_fqdn || r.parent_fqdn->empty()) {
-      return MakeError(ErrorCode::kInvalidArgument, "parent_fqdn is required for a device certificate");
-    }
-    if (!r.fqdn.empty()) return MakeError(ErrorCode::kInvalidArgument, "a device's fqdn is made by certfleet");
-    r.fqdn = r.subject_id.empty() ? Uuid4() + "." + *r.parent_fqdn : r.subject_id;
+    if (!parent || parent->empty()) return Invalid("parent_fqdn is required for a device certificate");
+    if (!out.name.empty()) return Invalid("a device's fqdn is made by certfleet");
+    out.name = Uuid4() + "." + *parent;
+    out.parent = *parent;
     return Ok();
   }
-  if (!r.subject_id.empty()) {
-    if (r.type != pki::CertType::kServer || r.usage == pki::ServerUsage::kServer) {
-      return MakeError(ErrorCode::kInvalidArgument, "only devices and hosts are named by an id");
-    }
-    if (!r.parent_fqdn || r.parent_fqdn->empty()) {
-      return MakeError(ErrorCode::kInvalidArgument, "parent_fqdn is required for a host certificate");
-    }
-    r.fqdn = r.subject_id;
-    return Ok();
-  }
-  if (r.fqdn.empty()) return MakeError(ErrorCode::kInvalidArgument, "fqdn is required");
-  if (!pki::IsValidDnsName(r.fqdn)) {
-    return MakeError(ErrorCode::kInvalidArgument, fmt::format("fqdn '{}' is not a valid DNS name", r.fqdn));
-  }
-  auto registrable = RegistrableDomain(r.fqdn);
-  if (!registrable) {
-    return MakeError(ErrorCode::kInvalidArgument, fmt::format("fqdn '{}' is a public suffix or under none", r.fqdn));
-  }
+  if (out.name.empty()) return Invalid("fqdn is required");
+  if (!pki::IsValidDnsName(out.name)) return Invalid(fmt::format("fqdn '{}' is not a valid DNS name", out.name));
+  auto registrable = RegistrableDomain(out.name);
+  if (!registrable) return Invalid(fmt::format("fqdn '{}' is a public suffix or under none", out.name));
   switch (r.type) {
     case pki::CertType::kRoot:
-      if (*registrable != r.fqdn) {
-        return MakeError(ErrorCode::kInvalidArgument,
-                         fmt::format("a root's fqdn must be a registrable domain such as {}", *registrable));
+      if (*registrable != out.name) {
+        return Invalid(fmt::format("a root's fqdn must be a registrable domain such as {}", *registrable));
       }
-      if (r.parent_fqdn && *r.parent_fqdn != Lower(std::string(kRootParent))) {
-        return MakeError(ErrorCode::kInvalidArgument, "a root has no parent");
-      }
-      r.parent_fqdn = std::string(kRootParent);
+      if (parent && *parent != kRootParent) return Invalid("a root has no parent");
       return Ok();
     case pki::CertType::kIntermediate:
-      if (*registrable == r.fqdn) {
-        return MakeError(ErrorCode::kInvalidArgument,
-                         "an intermediate's fqdn must be below a registrable domain (e.g. iot.example.com)");
+      if (*registrable == out.name) {
+        return Invalid("an intermediate's fqdn must be below a registrable domain (e.g. iot.example.com)");
       }
-      if (!r.parent_fqdn) r.parent_fqdn = *registrable;
+      out.parent = parent.value_or(*registrable);
       return Ok();
     default:
-      if (!r.parent_fqdn) r.parent_fqdn = DefaultServerParent(r.fqdn, *registrable);
+      out.parent = parent.value_or(DefaultServerParent(out.name, *registrable));
       return Ok();
   }
-}
-
-json::object RecordSummary(const store::CertificateRecord& c) {
-  return {{"fqdn", c.fqdn}, {"type", c.type}, {"parent_fqdn", c.parent_fqdn}};
 }
 
 }  // namespace
 
-CaService::CaService(store::Store& store, pki::KeyBackend& keys, const Clock& clock, Options options)
-    : store_(store), keys_(keys), clock_(clock), options_(std::move(options)), writes_(store) {}
-
-std::string CaService::CrlUrl(std::string_view ca_fqdn) const {
-  return fmt::format("{}/crl/{}.crl", options_.public_url, ca_fqdn);
-}
-
-Result<std::shared_ptr<X509>> CaService::CaCertificate(const store::CertificateRecord& record) {
-  {
-    std::lock_guard lock(mu_);
-    if (auto it = ca_certs_.find(record.serial); it != ca_certs_.end()) return it->second;
+Result<issuance::IssueRequest> CaService::Resolve(const CreateRequest& request) {
+  issuance::IssueRequest out;
+  out.type = request.type;
+  std::optional<std::string> parent;
+  if (request.parent_fqdn) parent = Lower(*request.parent_fqdn);
+  CF_RETURN_IF_ERROR(ResolveNames(request, parent, out));
+  if (request.csr_pem && pki::IsCa(request.type)) {
+    return Invalid("CA keys are always made by certfleet; csr_pem is for leaves");
   }
-  CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromPem(record.certificate_pem));
-  std::shared_ptr<X509> shared(cert.release(), X509_free);
-  std::lock_guard lock(mu_);
-  ca_certs_.emplace(record.serial, shared);
-  return shared;
-}
-
-Result<std::shared_ptr<const CaService::Parent>> CaService::FindParent(const std::string& parent_fqdn) {
-  {
-    std::lock_guard lock(mu_);
-    if (auto it = parents_.find(parent_fqdn); it != parents_.end()) return it->second;
+  if (request.key_type) {
+    if (request.csr_pem) return Invalid("key_type and csr_pem exclude each other");
+    CF_ASSIGN_OR_RETURN(out.key_type, pki::ParseKeyType(*request.key_type));
   }
-  auto parent = std::make_shared<Parent>();
-  CF_RETURN_IF_ERROR(store_.Transact(
-      [&](store::Tx& tx) -> Result<void> {
-        CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, parent_fqdn));
-        if (!ca) {
-          CF_ASSIGN_OR_RETURN(auto leaves, store::FindCertificatesByFqdn(tx, parent_fqdn));
-          if (!leaves.empty()) {
-            return MakeError(ErrorCode::kInvalidArgument,
-                             fmt::format("parent {} is a {} certificate, not a CA", parent_fqdn, leaves.front().type));
-          }
-          return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", parent_fqdn));
-        }
-        CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, ca->serial));
-        if (!cert) return MakeError(ErrorCode::kInternal, "CA " + parent_fqdn + " has no inventory row");
-        if (cert->status != "active") {
-          return MakeError(ErrorCode::kFailedPrecondition, fmt::format("the CA {} is revoked", parent_fqdn));
-        }
-        parent->ca = std::move(*ca);
-        parent->cert = std::move(*cert);
-        return Ok();
-      },
-      store::TxMode::kRead));
-  CF_ASSIGN_OR_RETURN(parent->x509, CaCertificate(parent->cert));
-  CF_ASSIGN_OR_RETURN(std::string above, ChainOf(parent->cert));
-  parent->chain_pem = parent->cert.certificate_pem + above;
-  std::lock_guard lock(mu_);
-  parents_[parent_fqdn] = parent;
-  return std::shared_ptr<const Parent>(parent);
+  if (request.csr_pem) {
+    CF_ASSIGN_OR_RETURN(pki::Csr csr, pki::ParseCsr(*request.csr_pem));
+    out.csr = std::make_shared<const pki::Csr>(std::move(csr));
+  }
+  out.sans = request.sans;
+  out.country = request.country;
+  out.state = request.state;
+  out.organization = request.organization;
+  out.validity_days = request.validity_days;
+  return out;
 }
 
 void CaService::CreateAsync(const CreateRequest& request, std::string_view actor,
-                            std::function<void(Result<Created>)> done) {
-  Result<void> made = Prepare(request, actor, done);
-  if (!made.ok()) done(made.error());
+                            std::function<void(Result<issuance::Issued>)> done) {
+  Result<issuance::IssueRequest> resolved = Resolve(request);
+  if (!resolved.ok()) return done(resolved.error());
+  issuer_.IssueAsync(std::move(*resolved), actor, std::move(done));
 }
 
-Result<void> CaService::Prepare(const CreateRequest& request, std::string_view actor,
-                                std::function<void(Result<Created>)>& done) {
-  CreateRequest req = request;
-  CF_RETURN_IF_ERROR(ResolveNames(req));
-  const bool is_ca = pki::IsCa(req.type);
-  if ((req.csr_pem || req.csr) && is_ca) {
-    return MakeError(ErrorCode::kInvalidArgument, "CA keys are always made by certfleet; csr_pem is for leaves");
-  }
-  const int64_t days = req.validity_days.value_or(DefaultValidityDays(req.type));
-  if (days < 1 || days > kMaxValidityDays) {
-    return MakeError(ErrorCode::kInvalidArgument, fmt::format("validity_days must be 1 to {}", kMaxValidityDays));
-  }
-  pki::KeyType key_type = pki::KeyType::kEcP256;
-  if (req.key_type) {
-    if (req.csr_pem || req.csr) {
-      return MakeError(ErrorCode::kInvalidArgument, "key_type and csr_pem exclude each other");
-    }
-    CF_ASSIGN_OR_RETURN(key_type, pki::ParseKeyType(*req.key_type));
-  }
-
-  // The parent, and for a CA a first check that the name is free (checked again when writing).
-  std::shared_ptr<const Parent> parent;
-  if (is_ca) {
-    CF_ASSIGN_OR_RETURN(auto existing, store::Read(store_, [&](store::Tx& tx) { return store::FindCa(tx, req.fqdn); }));
-    if (existing) return MakeError(ErrorCode::kAlreadyExists, fmt::format("a CA {} exists", req.fqdn));
-  }
-  if (req.type != pki::CertType::kRoot) {
-    CF_ASSIGN_OR_RETURN(parent, FindParent(*req.parent_fqdn));
-  }
-
-  // The subject's key: from the CSR, or made here.
-  pki::PkeyPtr subject_key;
-  std::optional<pki::Csr> csr;
-  std::optional<std::string> private_key_pem;
-  if (req.csr) {
-    csr = std::move(*req.csr);
-    subject_key = std::move(csr->public_key);
-  } else if (req.csr_pem) {
-    CF_ASSIGN_OR_RETURN(csr, pki::ParseCsr(*req.csr_pem));
-    subject_key = std::move(csr->public_key);
-  } else {
-    CF_ASSIGN_OR_RETURN(subject_key, pki::GenerateKey(key_type));
-    if (!is_ca) {
-      CF_ASSIGN_OR_RETURN(std::string pem, pki::PrivateKeyToPem(subject_key.get()));
-      private_key_pem = std::move(pem);
-    }
-  }
-
-  X509* issuer = parent ? parent->x509.get() : nullptr;
-  std::shared_ptr<EVP_PKEY> issuer_key;
-  if (parent) {
-    CF_ASSIGN_OR_RETURN(issuer_key, keys_.Get(parent->ca.key_ref));
-  }
-  const int64_t now = clock_.NowMillis();
-  pki::ProfileInput input;
-  input.type = req.type;
-  input.fqdn = req.fqdn;
-  input.fqdn_is_id = !req.subject_id.empty();
-  input.sans = req.sans;
-  input.usage = req.usage;
-  input.country = req.country;
-  input.state = req.state;
-  input.organization = req.organization;
-  input.not_before_millis = now - kBackdateMs;
-  input.not_after_millis = now + days * kDayMs;
-  if (parent) {
-    input.crl_url = CrlUrl(parent->ca.fqdn);
-    input.ocsp_url = options_.public_url + "/ocsp";
-  }
-  CF_ASSIGN_OR_RETURN(pki::ProfiledSpec profiled, pki::ApplyProfile(input, subject_key.get(), issuer));
-  CF_ASSIGN_OR_RETURN(
-      pki::IssuedCertificate issued,
-      pki::IssueCertificate(profiled.spec, subject_key.get(), issuer, issuer ? issuer_key.get() : subject_key.get(),
-                            csr ? std::string_view(csr->spki_der) : std::string_view()));
-  pki::CertificateFacts& facts = issued.facts;
-
-  Created out;
-  store::CertificateRecord& rec = out.record;
-  rec.serial = facts.serial_hex;
-  rec.fqdn = req.fqdn;
-  rec.type = std::string(pki::CertTypeName(req.type));
-  rec.parent_fqdn = *req.parent_fqdn;
-  if (parent) rec.issuer_serial = parent->cert.serial;
-  rec.status = "active";
-  rec.not_before = facts.not_before_millis;
-  rec.not_after = facts.not_after_millis;
-  rec.fingerprint = facts.sha256_fingerprint;
-  rec.certificate_pem = std::move(facts.pem);
-  rec.created_at = now;
-  rec.created_by = actor;
-  out.private_key_pem = std::move(private_key_pem);
-  out.validity_clamped = profiled.validity_clamped;
-
-  std::string key_ref;
-  std::string issuer_key_hash;  // how OCSP requests name a CA
-  pki::X509Ptr cert;            // a new CA's, to sign its first CRL
-  if (is_ca) {
-    CF_ASSIGN_OR_RETURN(cert, pki::CertificateFromPem(rec.certificate_pem));
-    issuer_key_hash = HexEncode(pki::IssuerKeyHash(cert.get()));
-  }
-  // Everything that needs no database is made before the piece: pieces run one after
-  // another while the write lock is held.
-  json::object details = RecordSummary(rec);
-  details["serial"] = rec.serial;
-  for (const auto& [key, value] : req.audit_details) details[key] = value;
-  const std::string audit_details = json::serialize(details);
-  const std::string audit_action = req.audit_action.empty() ? "certificate.create" : req.audit_action;
-  const std::string event_payload = json::serialize(json::object{{"FQDN", rec.fqdn},
-                                                                 {"Type", SeedType(req.type)},
-                                                                 {"ParentFQDN", rec.parent_fqdn},
-                                                                 {"ValidUntil", FormatRfc3339(rec.not_after)},
-                                                                 {"Serial", rec.serial}});
-  std::string first_crl;  // a new CA's, empty, so that its CRL URL answers at once
-  if (is_ca) {
-    CF_ASSIGN_OR_RETURN(first_crl,
-                        pki::BuildCrl(cert.get(), subject_key.get(), {}, 1, now, now + options_.crl_validity_ms));
-    // Last before the write: from here on a failure removes the key again.
-    CF_ASSIGN_OR_RETURN(key_ref, keys_.Put(subject_key.get()));
-  }
-  // What the write piece and the completion share; they outlive this call.
-  struct Write {
-    Created out;
-    std::shared_ptr<const Parent> parent;
-    bool is_ca = false;
-    bool one_active = false;  // refused while the name has an active certificate
-
-    std::string key_ref, issuer_key_hash, audit_action, audit_details, event_payload, first_crl, actor;
-    int64_t now = 0;
-    std::function<Result<void>(store::Tx&, const store::CertificateRecord&)> also;
-  };
-  // A device's fqdn starts with a UUID made for it just now: no other certificate has it.
-  const bool one_active = !is_ca && req.type != pki::CertType::kDevice && !req.overlaps_active;
-  auto w = std::make_shared<Write>(Write{std::move(out), parent, is_ca, one_active, std::move(key_ref),
-                                         std::move(issuer_key_hash), audit_action, audit_details, event_payload,
-                                         std::move(first_crl), std::string(actor), now, std::move(req.also)});
-  auto piece = [this, w](store::Tx& tx) -> Result<void> {
-    const store::CertificateRecord& rec = w->out.record;
-    if (w->parent) {
-      // The parent may have been revoked (here or on another node) since it was cached.
-      CF_ASSIGN_OR_RETURN(auto status, store::CertificateStatus(tx, w->parent->cert.serial));
-      if (status != "active") {
-        return MakeError(ErrorCode::kFailedPrecondition, fmt::format("the CA {} is revoked", w->parent->ca.fqdn));
-      }
-    }
-    if (w->one_active) {
-      CF_ASSIGN_OR_RETURN(auto active, store::ActiveSerialForFqdn(tx, rec.fqdn));
-      if (active) {
-        return MakeError(
-            ErrorCode::kAlreadyExists,
-            fmt::format("an active certificate for {} exists (serial {}); revoke it first", rec.fqdn, *active));
-      }
-    }
-    CF_RETURN_IF_ERROR(store::InsertCertificate(tx, rec));
-    if (w->is_ca) {
-      Result<void> ca =
-          store::InsertCa(tx, store::CaRecord{rec.fqdn, rec.serial, w->key_ref, w->issuer_key_hash, 0, {}, {}, {}});
-      if (!ca.ok()) {
-        if (ca.error().code == ErrorCode::kAlreadyExists) {
-          return MakeError(ErrorCode::kAlreadyExists, fmt::format("a CA {} exists", rec.fqdn));
-        }
-        return ca.error();
-      }
-    }
-    CF_RETURN_IF_ERROR(
-        store::AppendAudit(tx, w->now, w->actor, w->audit_action, "certificate:" + rec.serial, w->audit_details));
-    CF_RETURN_IF_ERROR(store::AppendEvent(tx, w->now, "certificates/created", w->event_payload));
-    if (w->is_ca) {
-      CF_RETURN_IF_ERROR(store::SaveCrl(tx, rec.fqdn, 1, w->first_crl, w->now, w->now + options_.crl_validity_ms));
-    }
-    if (w->also) CF_RETURN_IF_ERROR(w->also(tx, rec));
-    return Ok();
-  };
-  writes_.Submit(std::move(piece), [this, w, done = std::move(done)](const Result<void>& written) {
-    if (!written.ok()) {
-      if (w->is_ca) (void)keys_.Remove(w->key_ref);
-      return done(written.error());
-    }
-    const store::CertificateRecord& rec = w->out.record;
-    if (w->parent) w->out.chain_pem = w->parent->chain_pem;
-    log::Info("certificate issued",
-              {{"serial", rec.serial}, {"fqdn", rec.fqdn}, {"type", rec.type}, {"actor", w->actor}});
-    done(std::move(w->out));
-  });
-  return Ok();
-}
-
-Result<Created> CaService::Create(const CreateRequest& request, std::string_view actor) {
-  std::promise<Result<Created>> promise;
-  std::future<Result<Created>> future = promise.get_future();
-  CreateAsync(request, actor, [&promise](Result<Created> r) { promise.set_value(std::move(r)); });
-  return future.get();
-}
-
-Result<Created> CaService::Rotate(std::string_view fqdn, CreateRequest request, std::string_view actor) {
-  const std::string old_fqdn = Lower(std::string(fqdn));
-  CF_ASSIGN_OR_RETURN(auto old, store::Read(store_, [&](store::Tx& tx) -> Result<store::CertificateRecord> {
-                        CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, old_fqdn));
-                        if (!ca) return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", fqdn));
-                        CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, ca->serial));
-                        if (!cert) return MakeError(ErrorCode::kInternal, "CA " + old_fqdn + " has no inventory row");
-                        return std::move(*cert);
-                      }));
-  if (old.type != pki::CertTypeName(pki::CertType::kIntermediate)) {
-    return MakeError(ErrorCode::kInvalidArgument, "only intermediates rotate; a new root is a new hierarchy");
-  }
-  CF_ASSIGN_OR_RETURN(auto x509, CaCertificate(old));
-  request.type = pki::CertType::kIntermediate;
-  request.parent_fqdn = old.parent_fqdn;
-  if (request.fqdn.empty()) request.fqdn = NextGeneration(old_fqdn);
-  const X509_NAME* subject = X509_get_subject_name(x509.get());
-  request.country = pki::NameEntry(subject, NID_countryName);
-  request.state = pki::NameEntry(subject, NID_stateOrProvinceName);
-  request.organization = pki::NameEntry(subject, NID_organizationName);
-  return Create(request, actor);
-}
-
-Result<std::vector<store::CertificateRecord>> CaService::List(const store::CertificateFilter& filter) {
-  return store::Read(store_, [&](store::Tx& tx) { return store::ListCertificates(tx, filter); });
-}
-
-Result<store::CertificateRecord> CaService::Get(std::string_view id) {
-  const std::string key = Lower(std::string(id));
-  const std::optional<std::string> serial = pki::CanonicalSerial(id);
-  return store::Read(store_, [&](store::Tx& tx) -> Result<store::CertificateRecord> {
-    if (serial) {
-      CF_ASSIGN_OR_RETURN(auto by_serial, store::FindCertificate(tx, *serial));
-      if (by_serial) return *by_serial;
-    }
-    CF_ASSIGN_OR_RETURN(auto by_fqdn, store::FindCertificatesByFqdn(tx, key));
-    if (!by_fqdn.empty()) return by_fqdn.front();
-    return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial or fqdn {}", id));
-  });
-}
-
-Result<std::string> CaService::ChainOf(const store::CertificateRecord& record) {
-  return store::Read(store_, [&](store::Tx& tx) -> Result<std::string> {
-    std::string chain;
-    std::optional<std::string> next = record.issuer_serial;
-    for (int depth = 0; next && depth < 8; ++depth) {
-      CF_ASSIGN_OR_RETURN(auto issuer, store::FindCertificate(tx, *next));
-      if (!issuer) break;
-      chain += issuer->certificate_pem;
-      next = issuer->issuer_serial;
-    }
-    return chain;
-  });
-}
-
-Result<void> CaService::ResignCrl(store::Tx& tx, std::string_view ca_fqdn, int64_t now) {
-  CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, ca_fqdn));
-  if (!ca) return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", ca_fqdn));
-  CF_ASSIGN_OR_RETURN(auto cert_row, store::FindCertificate(tx, ca->serial));
-  if (!cert_row) return MakeError(ErrorCode::kInternal, "CA without inventory row");
-  CF_ASSIGN_OR_RETURN(auto cert, CaCertificate(*cert_row));
-  CF_ASSIGN_OR_RETURN(auto key, keys_.Get(ca->key_ref));
-  CF_ASSIGN_OR_RETURN(auto revoked, store::RevokedChildren(tx, ca->serial));
-  std::vector<pki::RevokedEntry> entries;
-  entries.reserve(revoked.size());
-  for (const auto& r : revoked)
-    entries.push_back({r.serial, r.revoked_at.value_or(now), r.revocation_reason.value_or(0)});
-  const int64_t number = ca->crl_number + 1;
-  CF_ASSIGN_OR_RETURN(std::string der,
-                      pki::BuildCrl(cert.get(), key.get(), entries, number, now, now + options_.crl_validity_ms));
-  CF_RETURN_IF_ERROR(store::SaveCrl(tx, ca_fqdn, number, der, now, now + options_.crl_validity_ms));
-  // Published after the commit, by a job, so that a failing blob store delays it, never loses it.
-  store::NewJob publish;
-  publish.kind = std::string(kCrlPublishJob);
-  publish.payload = json::serialize(json::object{{"ca", ca_fqdn}});
-  publish.run_at = now;
-  publish.max_attempts = kPublishAttempts;
-  publish.dedupe_key = fmt::format("crl-publish:{}:{}", ca_fqdn, number);
-  CF_RETURN_IF_ERROR(store::EnqueueJob(tx, publish, now));
-  return Ok();
-}
-
-Result<void> CaService::PublishCrl(std::string_view ca_fqdn, blob::BlobStore& blob) {
-  const std::string fqdn = Lower(std::string(ca_fqdn));
-  CF_ASSIGN_OR_RETURN(auto ca, store::Read(store_, [&](store::Tx& tx) { return store::FindCa(tx, fqdn); }));
-  if (!ca || !ca->crl_der) return MakeError(ErrorCode::kInvalidArgument, fmt::format("no CRL of CA {}", ca_fqdn));
-  const std::string key = "crl/" + fqdn + ".crl";
-  CF_RETURN_IF_ERROR(blob.Put(key, *ca->crl_der));
-  const int64_t now = clock_.NowMillis();
-  const json::object event{{"ca", fqdn},
-                           {"crl_number", ca->crl_number},
-                           {"key", key},
-                           {"store", blob.Describe()},
-                           {"url", CrlUrl(fqdn)},
-                           {"this_update", FormatRfc3339(ca->crl_this_update.value_or(now))},
-                           {"next_update", FormatRfc3339(ca->crl_next_update.value_or(now))}};
-  return store::Write(store_, [&](store::Tx& tx) -> Result<void> {
-    return store::AppendEvent(tx, now, "crl/published", json::serialize(event));
-  });
-}
-
-Result<Revoked> CaService::Revoke(std::string_view serial, std::string_view reason_name, bool cascade,
-                                  std::string_view actor) {
-  CF_ASSIGN_OR_RETURN(int reason, pki::ParseRevocationReason(reason_name.empty() ? "unspecified" : reason_name));
-  const std::optional<std::string> canonical = pki::CanonicalSerial(serial);
-  if (!canonical) return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial {}", serial));
-  const std::string& key = *canonical;
-  const int64_t now = clock_.NowMillis();
-  auto result = store::Write(store_, [&](store::Tx& tx) -> Result<Revoked> {
-    CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, key));
-    if (!cert) return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial {}", serial));
-    Revoked out;
-    std::vector<store::CertificateRecord> touched;  // newly revoked ones
-    std::vector<std::string> queue{cert->serial};
-    for (size_t i = 0; i < queue.size() && i < kMaxCascade; ++i) {
-      CF_ASSIGN_OR_RETURN(bool revoked, store::RevokeCertificate(tx, queue[i], now, reason));
-      if (revoked) {
-        ++out.newly_revoked;
-        CF_ASSIGN_OR_RETURN(auto row, store::FindCertificate(tx, queue[i]));
-        touched.push_back(std::move(*row));
-      }
-      if (cascade) {
-        CF_ASSIGN_OR_RETURN(auto children, store::ActiveChildren(tx, queue[i]));
-        queue.insert(queue.end(), children.begin(), children.end());
-      }
-    }
-    if (out.newly_revoked == 0) {
-      out.record = *cert;
-      return out;  // already revoked: nothing to do
-    }
-    // Re-sign every CRL that lists a newly revoked certificate.
-    std::set<std::string> crls;
-    for (const auto& t : touched) {
-      if (t.type != "root") crls.insert(t.parent_fqdn);
-    }
-    for (const auto& fqdn : crls) {
-      CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, fqdn));
-      if (ca) CF_RETURN_IF_ERROR(ResignCrl(tx, fqdn, now));
-    }
-    for (const auto& t : touched) {
-      json::object details = RecordSummary(t);
-      details["reason"] = reason_name.empty() ? "unspecified" : std::string(reason_name);
-      details["cascade_from"] = t.serial == cert->serial ? json::value(nullptr) : json::value(cert->serial);
-      CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "certificate.revoke", "certificate:" + t.serial,
-                                            json::serialize(details)));
-      CF_RETURN_IF_ERROR(store::AppendEvent(
-          tx, now, "certificates/revoked",
-          json::serialize(json::object{{"FQDN", t.fqdn}, {"Serial", t.serial}, {"Reason", details["reason"]}})));
-    }
-    CF_ASSIGN_OR_RETURN(auto updated, store::FindCertificate(tx, key));
-    out.record = std::move(*updated);
-    return out;
-  });
-  if (result.ok() && result->newly_revoked > 0) {
-    std::lock_guard lock(mu_);
-    ocsp_cache_.clear();
-    ocsp_order_.clear();
-    parents_.clear();
-  }
-  return result;
-}
-
-Result<std::string> CaService::Crl(std::string_view ca_fqdn) {
-  const std::string fqdn = Lower(std::string(ca_fqdn));
-  CF_ASSIGN_OR_RETURN(auto ca, store::Read(store_, [&](store::Tx& tx) { return store::FindCa(tx, fqdn); }));
-  if (!ca) return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", ca_fqdn));
-  const int64_t now = clock_.NowMillis();
-  if (ca->crl_der && ca->crl_next_update && *ca->crl_next_update > now) return *ca->crl_der;
-  return store::Write(store_, [&](store::Tx& tx) -> Result<std::string> {
-    CF_RETURN_IF_ERROR(ResignCrl(tx, fqdn, now));
-    CF_ASSIGN_OR_RETURN(auto fresh, store::FindCa(tx, fqdn));
-    return *fresh->crl_der;
-  });
-}
-
-Result<int> CaService::RefreshDueCrls() {
-  const int64_t now = clock_.NowMillis();
-  return store::Write(store_, [&](store::Tx& tx) -> Result<int> {
-    CF_ASSIGN_OR_RETURN(auto due, store::CasWithCrlDue(tx, now + options_.crl_validity_ms / 2));
-    for (const auto& fqdn : due) CF_RETURN_IF_ERROR(ResignCrl(tx, fqdn, now));
-    return static_cast<int>(due.size());
-  });
-}
-
-std::string CaService::Ocsp(std::string_view request_der) {
-  auto request = pki::ParseOcspRequest(request_der);
-  if (!request.ok()) return pki::OcspErrorResponse(OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
-  const bool has_nonce = OCSP_REQUEST_get_ext_by_NID(request->req.get(), NID_id_pkix_OCSP_Nonce, -1) >= 0;
-  // Keyed by whole CertIDs: only requests whose CertIDs are exactly the CA's are cached (see
-  // below), so every client that asks rightly gets a response that names what it asked.
-  std::string cache_key;
-  for (const auto& q : request->questions) {
-    cache_key += HexEncode(q.issuer_name_hash) + ":" + HexEncode(q.issuer_key_hash) + ":" + q.serial_hex + ";";
-  }
-  const int64_t now = clock_.NowMillis();
-  if (!has_nonce) {
-    std::lock_guard lock(mu_);
-    if (auto it = ocsp_cache_.find(cache_key); it != ocsp_cache_.end() && it->second.expires_at > now) {
-      return it->second.der;
-    }
-  }
-  const auto& first = request->questions.front();
-  bool all_known = true;  // every question names a certificate of this CA by its exact CertID
-  auto answered = store::Read(store_, [&](store::Tx& tx) -> Result<std::string> {
-    all_known = true;
-    if (first.hash_nid != NID_sha1) return std::string();
-    CF_ASSIGN_OR_RETURN(auto ca, store::FindCaByKeyHash(tx, HexEncode(first.issuer_key_hash)));
-    if (!ca) return std::string();
-    CF_ASSIGN_OR_RETURN(auto ca_row, store::FindCertificate(tx, ca->serial));
-    if (!ca_row) return MakeError(ErrorCode::kInternal, "CA " + ca->fqdn + " has no inventory row");
-    CF_ASSIGN_OR_RETURN(auto ca_cert, CaCertificate(*ca_row));
-    const std::string name_hash = pki::IssuerNameHash(ca_cert.get());
-    std::vector<pki::OcspAnswer> answers;
-    for (const auto& q : request->questions) {
-      pki::OcspAnswer a;
-      // A CertID that does not name this CA exactly (another hash, a wrong name hash) is
-      // answered "unknown": RFC 6960 matches responses to requests by the whole CertID.
-      if (q.hash_nid == NID_sha1 && q.issuer_key_hash == first.issuer_key_hash && q.issuer_name_hash == name_hash) {
-        CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, q.serial_hex));
-        if (cert && cert->issuer_serial == ca->serial) {
-          a.status = cert->status == "revoked" ? pki::OcspStatus::kRevoked : pki::OcspStatus::kGood;
-          a.revoked_at_millis = cert->revoked_at.value_or(0);
-          a.reason = cert->revocation_reason.value_or(0);
-        }
-      }
-      all_known = all_known && a.status != pki::OcspStatus::kUnknown;
-      answers.push_back(a);
-    }
-    CF_ASSIGN_OR_RETURN(auto key, keys_.Get(ca->key_ref));
-    return pki::BuildOcspResponse(*request, ca_cert.get(), key.get(), answers, now, now + options_.ocsp_validity_ms);
-  });
-  if (!answered.ok()) {
-    log::Error("OCSP", {{"error", answered.error().message}});
-    return pki::OcspErrorResponse(OCSP_RESPONSE_STATUS_INTERNALERROR);
-  }
-  if (answered->empty()) return pki::OcspErrorResponse(OCSP_RESPONSE_STATUS_UNAUTHORIZED);
-  // Unknown serials are answered afresh each time: anyone may ask about any number of them.
-  if (!has_nonce && all_known) CacheOcsp(std::move(cache_key), *answered, now);
-  return *answered;
-}
-
-void CaService::CacheOcsp(std::string key, const std::string& der, int64_t now) {
-  if (options_.ocsp_cache_entries == 0) return;
-  const int64_t expires_at = now + options_.ocsp_validity_ms / 2;
-  std::lock_guard lock(mu_);
-  // Every entry lives as long, so the oldest inserted expires first: evict from the front.
-  while (!ocsp_order_.empty() &&
-         (ocsp_order_.size() >= options_.ocsp_cache_entries || ocsp_order_.front().second <= now)) {
-    auto it = ocsp_cache_.find(ocsp_order_.front().first);
-    if (it != ocsp_cache_.end() && it->second.expires_at == ocsp_order_.front().second) ocsp_cache_.erase(it);
-    ocsp_order_.pop_front();
-  }
-  ocsp_order_.emplace_back(key, expires_at);
-  ocsp_cache_[std::move(key)] = CachedOcsp{der, expires_at};
+Result<issuance::Issued> CaService::Create(const CreateRequest& request, std::string_view actor) {
+  CF_ASSIGN_OR_RETURN(issuance::IssueRequest resolved, Resolve(request));
+  return issuer_.Issue(std::move(resolved), actor);
 }
 
 }  // namespace certfleet::ca

@@ -1,10 +1,8 @@
 #include "ca/fqdn.h"
 
-#include <fmt/format.h>
 #include <libpsl.h>
 
 #include <algorithm>
-#include <charconv>
 
 namespace certfleet::ca {
 namespace {
@@ -36,22 +34,6 @@ int LabelsBelow(std::string_view fqdn, std::string_view domain) {
 std::string DefaultServerParent(std::string_view fqdn, std::string_view registrable) {
   if (LabelsBelow(fqdn, registrable) >= 2) return std::string(fqdn.substr(fqdn.find('.') + 1));
   return std::string(registrable);
-}
-
-std::string NextGeneration(std::string_view fqdn) {
-  const size_t dot = std::min(fqdn.find('.'), fqdn.size());
-  std::string_view label = fqdn.substr(0, dot);
-  int generation = 1;
-  if (const size_t g = label.rfind("-g"); g != std::string_view::npos && g + 2 < label.size()) {
-    std::string_view digits = label.substr(g + 2);
-    int n = 0;
-    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
-    if (ec == std::errc() && end == digits.data() + digits.size() && n >= 2) {
-      generation = n;
-      label = label.substr(0, g);
-    }
-  }
-  return fmt::format("{}-g{}{}", label, generation + 1, fqdn.substr(dot));
 }
 
 }  // namespace certfleet::ca

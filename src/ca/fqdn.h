@@ -18,8 +18,4 @@ int LabelsBelow(std::string_view fqdn, std::string_view domain);
 // it has two or more labels below its registrable domain, else the registrable domain.
 std::string DefaultServerParent(std::string_view fqdn, std::string_view registrable);
 
-// The name of a CA that takes over from `fqdn`: its first label with a generation suffix
-// added or counted up ("iot.example.com" -> "iot-g2.example.com" -> "iot-g3.example.com").
-std::string NextGeneration(std::string_view fqdn);
-
 }  // namespace certfleet::ca

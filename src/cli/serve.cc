@@ -15,6 +15,7 @@
 #include "events/webhooks.h"
 #include "http/api.h"
 #include "http/server.h"
+#include "issuance/issuer.h"
 #include "jobs/housekeeping.h"
 #include "jobs/scheduler.h"
 #include "jobs/worker_pool.h"
@@ -118,7 +119,7 @@ Result<void> AddDistributionJobs(jobs::WorkerPool& pool, jobs::Scheduler& schedu
 // that agents authenticate with the certificates it issues them.
 Result<std::string> WriteAgentTrust(store::Store& store, pki::KeyBackend& keys, const Clock& clock,
                                     const Config& config) {
-  ca::CaService lookup(store, keys, clock, {});
+  issuance::Issuer lookup(store, keys, clock, {});
   CF_ASSIGN_OR_RETURN(store::CertificateRecord ca, lookup.Get(config.Get("renewal.ca")));
   CF_ASSIGN_OR_RETURN(std::string above, lookup.ChainOf(ca));
   const std::string path = config.Get("data_dir") + "/tls/agents-ca.pem";
@@ -223,11 +224,13 @@ int Serve(const Config& config, const Clock& clock) {
   const std::string host = options.listen.substr(0, options.listen.rfind(':'));
   const std::string url = fmt::format("https://{}:{}", host, server.port());
 
-  ca::CaService::Options ca_options;
+  issuance::Issuer::Options ca_options;
   ca_options.public_url = config.Get("public_url").empty() ? url : config.Get("public_url");
   ca_options.crl_validity_ms = config.GetInt("ca.crl_hours") * 3600 * 1000;
   ca_options.ocsp_validity_ms = config.GetInt("ca.ocsp_minutes") * 60 * 1000;
-  ca::CaService ca(store, keys, clock, ca_options);
+  issuance::Issuer issuer(store, keys, clock, ca_options);
+  ca::CaService ca(issuer);
+  api.issuer = &issuer;
   api.ca = &ca;
 
   blob::S3Credentials s3{config.Get("s3.access_key_id"), config.Get("s3.secret_access_key"),
@@ -252,7 +255,7 @@ int Serve(const Config& config, const Clock& clock) {
   provision_options.retrieve_ttl_ms = config.GetInt("provision.retrieve_ttl_seconds") * 1000;
   provision_options.device_rate_per_minute = config.GetInt("provision.device_rate_per_minute");
   provision_options.address_rate_per_minute = config.GetInt("provision.address_rate_per_minute");
-  provision::ProvisionService provision(store, ca, clock, provision_options);
+  provision::ProvisionService provision(store, issuer, clock, provision_options);
   api.devices = &devices;
   api.registry = &registry;
   api.provision = &provision;
@@ -276,11 +279,11 @@ int Serve(const Config& config, const Clock& clock) {
     return 1;
   }
   renewal::HostService hosts(store, clock, *host_options);
-  renewal::AgentService agents(store, hosts, ca, clock,
+  renewal::AgentService agents(store, hosts, issuer, clock,
                                {config.Get("renewal.ca"), config.GetInt("renewal.validity_days")});
   api.hosts = &hosts;
   api.agents = &agents;
-  renewal::RenewalService renewals(store, hosts, agents, ca, mailer->get(), clock, RenewalOptions(config));
+  renewal::RenewalService renewals(store, hosts, agents, issuer, mailer->get(), clock, RenewalOptions(config));
   api.renewals = &renewals;
 
   http::AddSystemRoutes(router, api);
@@ -308,10 +311,11 @@ int Serve(const Config& config, const Clock& clock) {
     log::Error("cannot open blobs (where CRLs are published)", {{"error", published.error().message}});
     return 1;
   }
-  pool.Register(std::string(ca::CaService::kCrlPublishJob), [&ca, &published](jobs::JobContext& job) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(std::string fqdn, PayloadString(job, "ca"));
-    return ca.PublishCrl(fqdn, **published);
-  });
+  pool.Register(std::string(issuance::Issuer::kCrlPublishJob),
+                [&issuer, &published](jobs::JobContext& job) -> Result<void> {
+                  CF_ASSIGN_OR_RETURN(std::string fqdn, PayloadString(job, "ca"));
+                  return issuer.PublishCrl(fqdn, **published);
+                });
   events::WebhookDispatcher webhooks(store, clock,
                                      {SplitList(config.Get("webhooks.urls")), SplitList(config.Get("webhooks.events")),
                                       config.Get("webhooks.secret"), config.Get("webhooks.ca")});
@@ -319,13 +323,13 @@ int Serve(const Config& config, const Clock& clock) {
     log::Error("cannot set up webhooks", {{"error", r.error().message}});
     return 1;
   }
-  pool.Register(std::string(ca::CaService::kCrlRefreshJob), [&ca](jobs::JobContext&) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(int resigned, ca.RefreshDueCrls());
+  pool.Register(std::string(issuance::Issuer::kCrlRefreshJob), [&issuer](jobs::JobContext&) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(int resigned, issuer.RefreshDueCrls());
     if (resigned > 0) log::Info("re-signed CRLs", {{"count", resigned}});
     return Ok();
   });
   store::NewJob crl_job;
-  crl_job.kind = std::string(ca::CaService::kCrlRefreshJob);
+  crl_job.kind = std::string(issuance::Issuer::kCrlRefreshJob);
   crl_job.max_attempts = 3;
   if (auto r = scheduler.Add("ca-crl-refresh", kCrlRefreshSchedule, crl_job); !r.ok()) {
     log::Error("cannot schedule CRL refresh", {{"error", r.error().message}});

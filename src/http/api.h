@@ -9,6 +9,7 @@
 #include "http/metrics.h"
 #include "http/router.h"
 #include "http/token_cache.h"
+#include "issuance/issuer.h"
 #include "provision/device_registry.h"
 #include "provision/provision_service.h"
 #include "provision/registry.h"
@@ -24,8 +25,9 @@ struct ApiContext {
   store::Store& store;
   const Clock& clock;
   Metrics& metrics;
-  TokenCache& tokens;                                         // the authenticator's; revoking a token clears it
-  ca::CaService* ca = nullptr;                                // W1 routes are added when set
+  TokenCache& tokens;                  // the authenticator's; revoking a token clears it
+  issuance::Issuer* issuer = nullptr;  // W1 routes are added when set, with `ca`
+  ca::CaService* ca = nullptr;
   distribution::DistributionService* distribution = nullptr;  // W5
   provision::DeviceRegistry* devices = nullptr;               // W2, with the two below
   provision::Registry* registry = nullptr;

@@ -106,7 +106,7 @@ Result<ca::CreateRequest> ParseCreate(pki::CertType type, const Request& req) {
 void Create(const ApiContext& ctx, pki::CertType type, const Request& req, const Responder& respond) {
   auto parsed = ParseCreate(type, req);
   if (!parsed.ok()) return respond([e = parsed.error(), id = req.request_id] { return Fail(id, e); });
-  ctx.ca->CreateAsync(*parsed, req.principal.Actor(), [respond, id = req.request_id](Result<ca::Created> created) {
+  ctx.ca->CreateAsync(*parsed, req.principal.Actor(), [respond, id = req.request_id](Result<issuance::Issued> created) {
     respond([created = std::move(created), id]() -> Response {
       if (!created.ok()) return Fail(id, created.error());
       json::object out = CertificateJson(created->record);
@@ -151,7 +151,7 @@ Response List(const ApiContext& ctx, const Request& req) {
     if (!millis) return ErrorResponse(400, "invalid_argument", "expires_before must be an RFC 3339 time");
     filter.expires_before = *millis;
   }
-  auto rows = ctx.ca->List(filter);
+  auto rows = ctx.issuer->List(filter);
   if (!rows.ok()) return Fail(req, rows.error());
   json::array items;
   for (const auto& c : *rows) items.push_back(CertificateJson(c));
@@ -162,12 +162,12 @@ Response List(const ApiContext& ctx, const Request& req) {
 
 Response Get(const ApiContext& ctx, const Request& req) {
   const std::string& id = req.params.at("id");
-  auto found = ctx.ca->Get(id);
+  auto found = ctx.issuer->Get(id);
   if (!found.ok() && found.error().code == ErrorCode::kNotFound) {
-    if (auto decoded = Base64Decode(id); decoded && pki::IsValidDnsName(*decoded)) found = ctx.ca->Get(*decoded);
+    if (auto decoded = Base64Decode(id); decoded && pki::IsValidDnsName(*decoded)) found = ctx.issuer->Get(*decoded);
   }
   if (!found.ok()) return Fail(req, found.error());
-  auto chain = ctx.ca->ChainOf(*found);
+  auto chain = ctx.issuer->ChainOf(*found);
   if (!chain.ok()) return Fail(req, chain.error());
   json::object out = CertificateJson(*found);
   out["chain_pem"] = *chain;
@@ -185,7 +185,7 @@ Response Revoke(const ApiContext& ctx, const Request& req) {
     cascade = it->value().as_bool();
   }
   auto revoked =
-      ctx.ca->Revoke(req.params.at("serial"), reason->value_or("unspecified"), cascade, req.principal.Actor());
+      ctx.issuer->Revoke(req.params.at("serial"), reason->value_or("unspecified"), cascade, req.principal.Actor());
   if (!revoked.ok()) return Fail(req, revoked.error());
   json::object out = CertificateJson(revoked->record);
   out["newly_revoked"] = revoked->newly_revoked;
@@ -197,7 +197,7 @@ Response Crl(const ApiContext& ctx, const Request& req) {
   constexpr std::string_view kSuffix = ".crl";
   if (!name.ends_with(kSuffix)) return ErrorResponse(404, "not_found", "CRLs are at /crl/<ca fqdn>.crl");
   name.resize(name.size() - kSuffix.size());
-  auto der = ctx.ca->Crl(name);
+  auto der = ctx.issuer->Crl(name);
   if (!der.ok()) return Fail(req, der.error());
   Response res;
   res.content_type = "application/pkix-crl";
@@ -208,7 +208,7 @@ Response Crl(const ApiContext& ctx, const Request& req) {
 Response OcspAnswer(const ApiContext& ctx, std::string_view der) {
   Response res;
   res.content_type = "application/ocsp-response";
-  res.body = ctx.ca->Ocsp(der);
+  res.body = ctx.issuer->Ocsp(der);
   return res;
 }
 

@@ -35,9 +35,9 @@ Result<void> Authorize(const std::optional<store::DeviceRecord>& device, std::st
 
 }  // namespace
 
-ProvisionService::ProvisionService(store::Store& store, ca::CaService& ca, const Clock& clock, Options options)
+ProvisionService::ProvisionService(store::Store& store, issuance::Issuer& issuer, const Clock& clock, Options options)
     : store_(store),
-      ca_(ca),
+      issuer_(issuer),
       clock_(clock),
       options_(std::move(options)),
       by_address_(clock, options_.address_rate_per_minute),
@@ -78,30 +78,31 @@ void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Pr
       store::TxMode::kReadEach);
   if (!authorized.ok()) return done(authorized.error());
 
-  ca::CreateRequest request;
+  issuance::IssueRequest request;
   request.type = pki::CertType::kDevice;
-  request.subject_id = device_id;
-  request.parent_fqdn = tmpl->ca_fqdn;
+  request.name = device_id;
+  request.name_is_id = true;
+  request.parent = tmpl->ca_fqdn;
   request.validity_days = tmpl->validity_days;
-  request.csr = std::make_shared<pki::Csr>(std::move(csr));
+  request.csr = std::make_shared<const pki::Csr>(std::move(csr));
   // One audit entry for the certificate and what provisioning wrote with it.
-  request.audit_action = "device.provision";
-  request.audit_details = {{"device_id", device_id}, {"template", tmpl->name}};
+  request.audit = {"device.provision", {{"device_id", device_id}, {"template", tmpl->name}}};
   const int64_t now = clock_.NowMillis();
   const int64_t revoke_at = now + options_.supersede_grace_ms;
-  request.also = [tmpl, device_id, key_sha256, now, revoke_at](store::Tx& tx,
-                                                               const store::CertificateRecord& rec) -> Result<void> {
+  request.in_transaction = [tmpl, device_id, key_sha256, now, revoke_at](
+                               store::Tx& tx, const store::CertificateRecord& rec) -> Result<void> {
     // Checked again where it counts: the device may have been disabled or re-keyed meanwhile.
     CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, device_id, /*hold=*/true));
     CF_RETURN_IF_ERROR(Authorize(device, device_id, key_sha256));
     CF_RETURN_IF_ERROR(store::MarkDeviceProvisioned(tx, device_id, now));
     return Registry::RecordProvisioning(tx, *tmpl, device_id, rec.serial, now, revoke_at);
   };
-  ca_.CreateAsync(request, kActor,
-                  [done = std::move(done), device_id, endpoint = tmpl->endpoint](Result<ca::Created> created) {
-                    if (!created.ok()) return done(created.error());
-                    done(Provisioned{std::move(created->record), std::move(created->chain_pem), device_id, endpoint});
-                  });
+  issuer_.IssueAsync(
+      std::move(request), kActor,
+      [done = std::move(done), device_id, endpoint = tmpl->endpoint](Result<issuance::Issued> created) {
+        if (!created.ok()) return done(created.error());
+        done(Provisioned{std::move(created->record), std::move(created->chain_pem), device_id, endpoint});
+      });
 }
 
 Result<std::shared_ptr<const ProvisioningTemplate>> ProvisionService::TemplateFor(store::Tx& tx,
@@ -155,8 +156,8 @@ LinkCheck ProvisionService::CheckRetrieveLink(std::string_view serial, std::stri
 }
 
 Result<std::string> ProvisionService::ChainPem(std::string_view serial) {
-  CF_ASSIGN_OR_RETURN(store::CertificateRecord record, ca_.Get(serial));
-  CF_ASSIGN_OR_RETURN(std::string chain, ca_.ChainOf(record));
+  CF_ASSIGN_OR_RETURN(store::CertificateRecord record, issuer_.Get(serial));
+  CF_ASSIGN_OR_RETURN(std::string chain, issuer_.ChainOf(record));
   return record.certificate_pem + chain;
 }
 
@@ -167,7 +168,7 @@ Result<int> ProvisionService::RevokeDueSuperseded() {
                       }));
   int revoked = 0;
   for (auto& link : due) {
-    CF_ASSIGN_OR_RETURN(ca::Revoked r, ca_.Revoke(link.to_name, "superseded", false, kActor));
+    CF_ASSIGN_OR_RETURN(issuance::Revoked r, issuer_.Revoke(link.to_name, "superseded", false, kActor));
     revoked += r.newly_revoked;
     link.due_at.reset();  // done: the link stays, superseded
     CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) { return store::PutLink(tx, link); }));
@@ -178,19 +179,18 @@ Result<int> ProvisionService::RevokeDueSuperseded() {
 
 Result<Rotated> ProvisionService::RotateCa(std::string_view fqdn, std::string_view new_fqdn, std::string_view actor) {
   auto moved = std::make_shared<int>(0);
-  ca::CreateRequest request;
-  request.fqdn = std::string(new_fqdn);
   const int64_t now = clock_.NowMillis();
   const std::string old_fqdn(fqdn);
   const std::string who(actor);
-  request.also = [moved, old_fqdn, now, who](store::Tx& tx, const store::CertificateRecord& rec) -> Result<void> {
+  auto move_templates = [moved, old_fqdn, now, who](store::Tx& tx,
+                                                    const store::CertificateRecord& rec) -> Result<void> {
     CF_ASSIGN_OR_RETURN(*moved, Registry::MoveTemplates(tx, old_fqdn, rec.fqdn, now));
     const std::string details =
         boost::json::serialize(boost::json::object{{"new", rec.fqdn}, {"templates_moved", *moved}});
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, who, "ca.rotate", "ca:" + old_fqdn, details));
     return Ok();
   };
-  CF_ASSIGN_OR_RETURN(ca::Created created, ca_.Rotate(fqdn, std::move(request), actor));
+  CF_ASSIGN_OR_RETURN(issuance::Issued created, issuer_.Rotate(fqdn, new_fqdn, std::move(move_templates), actor));
   return Rotated{std::move(created), *moved};
 }
 

@@ -9,10 +9,10 @@
 #include <string>
 #include <string_view>
 
-#include "ca/ca_service.h"
 #include "core/clock.h"
 #include "core/rate_limiter.h"
 #include "core/result.h"
+#include "issuance/issuer.h"
 #include "pki/csr.h"
 #include "provision/registry.h"
 #include "store/store.h"
@@ -35,8 +35,8 @@ struct RetrieveLink {
 enum class LinkCheck { kValid, kTampered, kExpired };
 
 struct Rotated {
-  ca::Created created;      // the new intermediate
-  int templates_moved = 0;  // provisioning templates that now sign with it
+  issuance::Issued created;  // the new intermediate
+  int templates_moved = 0;   // provisioning templates that now sign with it
 };
 
 // W2's provisioning: a device that was registered with its public key sends a CSR and gets
@@ -55,7 +55,7 @@ class ProvisionService {
     int64_t address_rate_per_minute = 6000;                  // a factory provisions through one address
   };
 
-  ProvisionService(store::Store& store, ca::CaService& ca, const Clock& clock, Options options);
+  ProvisionService(store::Store& store, issuance::Issuer& issuer, const Clock& clock, Options options);
 
   // Rate limits, checked before any work: nullopt if the request may go on, else the
   // seconds after which it may be tried again.
@@ -102,7 +102,7 @@ class ProvisionService {
   static constexpr size_t kMaxCachedBatches = 10'000;
 
   store::Store& store_;
-  ca::CaService& ca_;
+  issuance::Issuer& issuer_;
   const Clock& clock_;
   const Options options_;
   RateLimiter by_address_;

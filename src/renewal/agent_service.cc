@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 
 #include "core/crypto.h"
+#include "pki/csr.h"
 #include "store/audit_repo.h"
 #include "store/certificates_repo.h"
 #include "store/hosts_repo.h"
@@ -50,25 +51,26 @@ Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view
 }
 
 Result<Enrolled> AgentService::Issue(const store::HostRecord& host, const std::string& csr_pem, bool renewing,
-                                     std::string audit_action,
-                                     std::function<Result<void>(store::Tx&, const store::CertificateRecord&)> also) {
+                                     std::string audit_action, issuance::InTransaction in_transaction) {
   if (options_.ca_fqdn.empty()) {
     return MakeError(ErrorCode::kFailedPrecondition, "renewal.ca (the CA that issues host certificates) is not set");
   }
   Enrolled out;
   out.settings = hosts_.SettingsOf(host);
-  ca::CreateRequest req;
+  CF_ASSIGN_OR_RETURN(pki::Csr csr, pki::ParseCsr(csr_pem));
+  issuance::IssueRequest req;
   req.type = pki::CertType::kServer;
-  req.subject_id = host.host_id;
-  req.parent_fqdn = options_.ca_fqdn;
+  req.name = host.host_id;
+  req.name_is_id = true;
+  req.parent = options_.ca_fqdn;
   req.sans = out.settings.sans;
-  req.csr_pem = csr_pem;
+  req.csr = std::make_shared<const pki::Csr>(std::move(csr));
   req.validity_days = options_.validity_days;
   req.usage = out.settings.profile == "client" ? pki::ServerUsage::kClient : pki::ServerUsage::kHost;
-  req.audit_action = std::move(audit_action);
-  req.overlaps_active = renewing;
-  req.also = std::move(also);
-  CF_ASSIGN_OR_RETURN(ca::Created created, ca_.Create(req, "host:" + host.host_id));
+  req.audit.action = std::move(audit_action);
+  req.overlap = renewing ? issuance::Overlap::kAllowed : issuance::Overlap::kRefused;
+  req.in_transaction = std::move(in_transaction);
+  CF_ASSIGN_OR_RETURN(issuance::Issued created, issuer_.Issue(std::move(req), "host:" + host.host_id));
   out.record = std::move(created.record);
   out.certificate_pem = out.record.certificate_pem;
   out.chain_pem = std::move(created.chain_pem);
@@ -101,7 +103,7 @@ Result<store::HostRecord> AgentService::Revoke(std::string_view host_id, std::st
     return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} has no certificate", host.host_id));
   }
   // Idempotent: a certificate revoked before stays as it was.
-  CF_RETURN_IF_ERROR(ca_.Revoke(*host.serial, reason, /*cascade=*/false, actor));
+  CF_RETURN_IF_ERROR(issuer_.Revoke(*host.serial, reason, /*cascade=*/false, actor));
   const int64_t now = clock_.NowMillis();
   return store::Write(store_, [&](store::Tx& tx) -> Result<store::HostRecord> {
     CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));

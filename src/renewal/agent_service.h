@@ -5,9 +5,9 @@
 #include <string>
 #include <string_view>
 
-#include "ca/ca_service.h"
 #include "core/clock.h"
 #include "core/result.h"
+#include "issuance/issuer.h"
 #include "renewal/host_service.h"
 #include "store/store.h"
 
@@ -31,8 +31,8 @@ class AgentService {
     int64_t validity_days = 90;  // of a host certificate
   };
 
-  AgentService(store::Store& store, HostService& hosts, ca::CaService& ca, const Clock& clock, Options options)
-      : store_(store), hosts_(hosts), ca_(ca), clock_(clock), options_(std::move(options)) {}
+  AgentService(store::Store& store, HostService& hosts, issuance::Issuer& issuer, const Clock& clock, Options options)
+      : store_(store), hosts_(hosts), issuer_(issuer), clock_(clock), options_(std::move(options)) {}
 
   // Issues the host's certificate for the key of `csr_pem` (its names are the host's: CN
   // the host id, the SANs it was registered with), spends the token and makes the host
@@ -40,12 +40,11 @@ class AgentService {
   // is unknown, spent, expired or another host's; kNotFound for an unknown host;
   // kFailedPrecondition for a revoked host or when renewal.ca is not set.
   Result<Enrolled> Enroll(std::string_view host_id, std::string_view token, const std::string& csr_pem);
-  // Issues a certificate of the host for the key of `csr_pem`, with `also` in its
-  // transaction (see ca::CreateRequest::also) and `audit_action` naming the change. When
-  // `renewing`, it may overlap the host's current certificate (revoked after the grace).
+  // Issues a certificate of the host for the key of `csr_pem`, with `in_transaction` in its
+  // transaction and `audit_action` naming the change. When `renewing`, it may overlap the
+  // host's current certificate (revoked after the grace).
   Result<Enrolled> Issue(const store::HostRecord& host, const std::string& csr_pem, bool renewing,
-                         std::string audit_action,
-                         std::function<Result<void>(store::Tx&, const store::CertificateRecord&)> also);
+                         std::string audit_action, issuance::InTransaction in_transaction);
   // The host an agent's TLS client certificate (verified by the server) speaks for: a
   // certificate certfleet issued to that host and has not revoked, the host not revoked.
   // kPermissionDenied otherwise.
@@ -58,7 +57,7 @@ class AgentService {
  private:
   store::Store& store_;
   HostService& hosts_;
-  ca::CaService& ca_;
+  issuance::Issuer& issuer_;
   const Clock& clock_;
   const Options options_;
 };

@@ -54,12 +54,12 @@ std::string Truncated(std::string_view text) {
 
 }  // namespace
 
-RenewalService::RenewalService(store::Store& store, HostService& hosts, AgentService& agents, ca::CaService& ca,
+RenewalService::RenewalService(store::Store& store, HostService& hosts, AgentService& agents, issuance::Issuer& issuer,
                                mail::Mailer* mailer, const Clock& clock, Options options)
     : store_(store),
       hosts_(hosts),
       agents_(agents),
-      ca_(ca),
+      issuer_(issuer),
       mailer_(mailer),
       clock_(clock),
       options_(std::move(options)) {}
@@ -204,7 +204,7 @@ Result<void> RenewalService::RevokeLater(store::Tx& tx, const std::string& seria
 }
 
 Result<void> RenewalService::RevokeSuperseded(const std::string& serial) {
-  CF_RETURN_IF_ERROR(ca_.Revoke(serial, "superseded", /*cascade=*/false, "certfleet"));
+  CF_RETURN_IF_ERROR(issuer_.Revoke(serial, "superseded", /*cascade=*/false, "certfleet"));
   return Ok();
 }
 

@@ -11,9 +11,9 @@
 #include <thread>
 #include <vector>
 
-#include "ca/ca_service.h"
 #include "core/clock.h"
 #include "core/result.h"
+#include "issuance/issuer.h"
 #include "mail/mailer.h"
 #include "renewal/agent_service.h"
 #include "renewal/host_service.h"
@@ -67,8 +67,8 @@ class RenewalService {
     std::string sender = "certfleet@localhost";     // their From
   };
 
-  RenewalService(store::Store& store, HostService& hosts, AgentService& agents, ca::CaService& ca, mail::Mailer* mailer,
-                 const Clock& clock, Options options);
+  RenewalService(store::Store& store, HostService& hosts, AgentService& agents, issuance::Issuer& issuer,
+                 mail::Mailer* mailer, const Clock& clock, Options options);
   ~RenewalService();  // NOLINT(bugprone-exception-escape): see the definition
 
   // Queues the renewals of `scope` in a new run. kInvalidArgument names an unknown host.
@@ -138,7 +138,7 @@ class RenewalService {
   store::Store& store_;
   HostService& hosts_;
   AgentService& agents_;
-  ca::CaService& ca_;
+  issuance::Issuer& issuer_;
   mail::Mailer* mailer_;
   const Clock& clock_;
   const Options options_;

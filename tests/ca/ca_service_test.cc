@@ -34,12 +34,13 @@ class CaServiceTest : public ::testing::TestWithParam<store::Dialect> {
     ASSERT_NE(store_, nullptr);
     key_dir_ = testing::TempDir() + "/keys";
     keys_ = std::make_unique<pki::file::FileKeyBackend>(key_dir_, std::string(64, 'k'));
-    ca_ = std::make_unique<CaService>(*store_, *keys_, clock_, CaService::Options{"https://ca.test"});
+    issuer_ = std::make_unique<issuance::Issuer>(*store_, *keys_, clock_, issuance::Issuer::Options{"https://ca.test"});
+    ca_ = std::make_unique<CaService>(*issuer_);
   }
-  Created Ok(CreateRequest r) {
+  issuance::Issued Ok(CreateRequest r) {
     auto c = ca_->Create(r, "test");
     EXPECT_TRUE(c.ok()) << c.error().message;
-    return c.ok() ? *c : Created{};
+    return c.ok() ? *c : issuance::Issued{};
   }
   Error Refused(CreateRequest r) {
     auto c = ca_->Create(r, "test");
@@ -67,6 +68,7 @@ class CaServiceTest : public ::testing::TestWithParam<store::Dialect> {
   std::unique_ptr<store::Store> store_;
   std::string key_dir_;
   std::unique_ptr<pki::file::FileKeyBackend> keys_;
+  std::unique_ptr<issuance::Issuer> issuer_;
   std::unique_ptr<CaService> ca_;
 };
 
@@ -158,42 +160,42 @@ TEST_P(CaServiceTest, ListsByParentInStablePages) {
   f.parent_fqdn = "iot.example.com";
   f.limit = 2;
   for (int page = 0; page < 5; ++page) {
-    auto rows = ca_->List(f);
+    auto rows = issuer_->List(f);
     ASSERT_TRUE(rows.ok());
     for (const auto& r : *rows) EXPECT_TRUE(seen.insert(r.serial).second) << "a serial came twice";
     if (rows->size() < 2) break;
     f.after = store::CertificateCursor{rows->back().created_at, rows->back().serial};
   }
   EXPECT_EQ(seen, issued);
-  auto by_fqdn = ca_->Get("iot.example.com");
+  auto by_fqdn = issuer_->Get("iot.example.com");
   ASSERT_TRUE(by_fqdn.ok());
   EXPECT_EQ(by_fqdn->type, "intermediate");
-  EXPECT_EQ(ca_->Get("nope.example.com").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(issuer_->Get("nope.example.com").error().code, ErrorCode::kNotFound);
 }
 
 TEST_P(CaServiceTest, CascadingRevocationAndCrls) {
   Hierarchy();
   auto leaf = Ok(Req(CertType::kServer, "api.iot.example.com"));
   auto other = Ok(Req(CertType::kDevice, "", "iot.example.com"));
-  auto inter = ca_->Get("iot.example.com");
-  auto crl1 = ca_->Crl("example.com");
+  auto inter = issuer_->Get("iot.example.com");
+  auto crl1 = issuer_->Crl("example.com");
   ASSERT_TRUE(crl1.ok());
 
-  auto single = ca_->Revoke(leaf.record.serial, "keyCompromise", false, "test");
+  auto single = issuer_->Revoke(leaf.record.serial, "keyCompromise", false, "test");
   ASSERT_TRUE(single.ok()) << single.error().message;
   EXPECT_EQ(single->newly_revoked, 1);
   EXPECT_EQ(single->record.status, "revoked");
-  auto again = ca_->Revoke(leaf.record.serial, "keyCompromise", false, "test");
+  auto again = issuer_->Revoke(leaf.record.serial, "keyCompromise", false, "test");
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->newly_revoked, 0) << "revocation is idempotent";
-  EXPECT_EQ(ca_->Revoke(leaf.record.serial, "whatever", false, "test").error().code, ErrorCode::kInvalidArgument);
-  EXPECT_EQ(ca_->Revoke("00", "unspecified", false, "test").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(issuer_->Revoke(leaf.record.serial, "whatever", false, "test").error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(issuer_->Revoke("00", "unspecified", false, "test").error().code, ErrorCode::kNotFound);
 
-  auto cascade = ca_->Revoke(inter->serial, "cACompromise", true, "test");
+  auto cascade = issuer_->Revoke(inter->serial, "cACompromise", true, "test");
   ASSERT_TRUE(cascade.ok()) << cascade.error().message;
   EXPECT_EQ(cascade->newly_revoked, 2);  // the intermediate and the device
-  EXPECT_EQ(ca_->Get(other.record.serial)->status, "revoked");
-  auto crl2 = ca_->Crl("example.com");
+  EXPECT_EQ(issuer_->Get(other.record.serial)->status, "revoked");
+  auto crl2 = issuer_->Crl("example.com");
   ASSERT_TRUE(crl2.ok());
   EXPECT_NE(*crl1, *crl2);
   EXPECT_EQ(Refused(Req(CertType::kServer, "new.iot.example.com")).code, ErrorCode::kFailedPrecondition)
@@ -204,7 +206,7 @@ TEST_P(CaServiceTest, CascadingRevocationAndCrls) {
   };
   const int64_t before = number("iot.example.com");
   clock_.Advance(std::chrono::hours(13));  // past half the 24 h validity
-  auto refreshed = ca_->RefreshDueCrls();
+  auto refreshed = issuer_->RefreshDueCrls();
   ASSERT_TRUE(refreshed.ok());
   EXPECT_EQ(*refreshed, 2);
   EXPECT_EQ(number("iot.example.com"), before + 1);
@@ -254,32 +256,33 @@ int OcspStatusFor(const std::string& response_der, OCSP_CERTID* id) {
 TEST_P(CaServiceTest, OcspAnswersTheCertIdAskedAndCannotBePoisoned) {
   Hierarchy();
   auto leaf = Ok(Req(CertType::kDevice, "", "iot.example.com"));
-  const std::string inter_pem = ca_->Get("iot.example.com")->certificate_pem;
-  ASSERT_TRUE(ca_->Revoke(leaf.record.serial, "keyCompromise", false, "test").ok());
+  const std::string inter_pem = issuer_->Get("iot.example.com")->certificate_pem;
+  ASSERT_TRUE(issuer_->Revoke(leaf.record.serial, "keyCompromise", false, "test").ok());
 
   // Someone asks first with a CertID whose issuer name hash is not the CA's.
   std::unique_ptr<X509_NAME, decltype(&X509_NAME_free)> other(X509_NAME_new(), X509_NAME_free);
   X509_NAME_add_entry_by_txt(other.get(), "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("nobody"), -1, -1,
                              0);
   OcspAsk poison = AskOcsp(inter_pem, leaf.record.serial, other.get());
-  EXPECT_EQ(OcspStatusFor(ca_->Ocsp(poison.der), poison.id.get()), V_OCSP_CERTSTATUS_UNKNOWN);
+  EXPECT_EQ(OcspStatusFor(issuer_->Ocsp(poison.der), poison.id.get()), V_OCSP_CERTSTATUS_UNKNOWN);
 
   // A client asking rightly still learns that the certificate is revoked.
   OcspAsk right = AskOcsp(inter_pem, leaf.record.serial);
-  EXPECT_EQ(OcspStatusFor(ca_->Ocsp(right.der), right.id.get()), V_OCSP_CERTSTATUS_REVOKED);
-  EXPECT_EQ(OcspStatusFor(ca_->Ocsp(right.der), right.id.get()), V_OCSP_CERTSTATUS_REVOKED) << "and from the cache";
+  EXPECT_EQ(OcspStatusFor(issuer_->Ocsp(right.der), right.id.get()), V_OCSP_CERTSTATUS_REVOKED);
+  EXPECT_EQ(OcspStatusFor(issuer_->Ocsp(right.der), right.id.get()), V_OCSP_CERTSTATUS_REVOKED) << "and from the cache";
 
   // Bytes after the request are refused.
-  EXPECT_EQ(OcspStatusFor(ca_->Ocsp(right.der + "junk"), right.id.get()), -2);
+  EXPECT_EQ(OcspStatusFor(issuer_->Ocsp(right.der + "junk"), right.id.get()), -2);
 }
 
 TEST_P(CaServiceTest, OcspCachesKnownCertificatesOnlyAndBoundsTheCache) {
-  CaService::Options options;
+  issuance::Issuer::Options options;
   options.public_url = "https://ca.test";
   options.ocsp_cache_entries = 2;
-  ca_ = std::make_unique<CaService>(*store_, *keys_, clock_, options);
+  issuer_ = std::make_unique<issuance::Issuer>(*store_, *keys_, clock_, options);
+  ca_ = std::make_unique<CaService>(*issuer_);
   Hierarchy();
-  const std::string inter_pem = ca_->Get("iot.example.com")->certificate_pem;
+  const std::string inter_pem = issuer_->Get("iot.example.com")->certificate_pem;
   std::vector<OcspAsk> asks;
   for (int i = 0; i < 3; ++i)
     asks.push_back(AskOcsp(inter_pem, Ok(Req(CertType::kDevice, "", "iot.example.com")).record.serial));
@@ -287,13 +290,13 @@ TEST_P(CaServiceTest, OcspCachesKnownCertificatesOnlyAndBoundsTheCache) {
 
   // A cached response is the same bytes again; a fresh one is signed anew (ECDSA signatures
   // differ each time).
-  const std::string unknown_first = ca_->Ocsp(unknown.der);
-  EXPECT_NE(ca_->Ocsp(unknown.der), unknown_first) << "a serial the CA never issued is not cached";
+  const std::string unknown_first = issuer_->Ocsp(unknown.der);
+  EXPECT_NE(issuer_->Ocsp(unknown.der), unknown_first) << "a serial the CA never issued is not cached";
   std::vector<std::string> first;
-  for (const auto& ask : asks) first.push_back(ca_->Ocsp(ask.der));  // the third evicts the first
-  EXPECT_EQ(ca_->Ocsp(asks[2].der), first[2]);
-  EXPECT_EQ(ca_->Ocsp(asks[1].der), first[1]);
-  EXPECT_NE(ca_->Ocsp(asks[0].der), first[0]) << "evicted: the cache holds two";
+  for (const auto& ask : asks) first.push_back(issuer_->Ocsp(ask.der));  // the third evicts the first
+  EXPECT_EQ(issuer_->Ocsp(asks[2].der), first[2]);
+  EXPECT_EQ(issuer_->Ocsp(asks[1].der), first[1]);
+  EXPECT_NE(issuer_->Ocsp(asks[0].der), first[0]) << "evicted: the cache holds two";
 }
 
 // The embedded store's plans for the lists the API serves (PostgreSQL chooses its plans by

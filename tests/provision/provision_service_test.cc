@@ -58,26 +58,27 @@ class ProvisionTest : public ::testing::TestWithParam<store::Dialect> {
     store_ = testing::FreshStore(GetParam());
     ASSERT_NE(store_, nullptr);
     keys_ = std::make_unique<pki::file::FileKeyBackend>(testing::TempDir() + "/keys", std::string(64, 'k'));
-    ca_ = std::make_unique<ca::CaService>(*store_, *keys_, clock_, ca::CaService::Options{"https://ca.test"});
+    issuer_ = std::make_unique<issuance::Issuer>(*store_, *keys_, clock_, issuance::Issuer::Options{"https://ca.test"});
     ProvisionService::Options options;
     options.public_url = "https://ca.test";
     options.url_key = std::string(32, 'u');
     options.supersede_grace_ms = kGraceMs;
     options.retrieve_ttl_ms = kTtlMs;
-    service_ = std::make_unique<ProvisionService>(*store_, *ca_, clock_, options);
+    service_ = std::make_unique<ProvisionService>(*store_, *issuer_, clock_, options);
     registry_ = std::make_unique<Registry>(*store_, clock_);
     devices_ = std::make_unique<DeviceRegistry>(*store_, clock_);
 
-    ca::CreateRequest root;
+    issuance::IssueRequest root;
     root.type = pki::CertType::kRoot;
-    root.fqdn = "example.com";
+    root.name = "example.com";
     root.organization = "Acme";
-    ASSERT_TRUE(ca_->Create(root, "test").ok());
-    ca::CreateRequest inter;
+    ASSERT_TRUE(issuer_->Issue(root, "test").ok());
+    issuance::IssueRequest inter;
     inter.type = pki::CertType::kIntermediate;
-    inter.fqdn = "iot.example.com";
+    inter.name = "iot.example.com";
+    inter.parent = "example.com";
     inter.organization = "Acme";
-    ASSERT_TRUE(ca_->Create(inter, "test").ok());
+    ASSERT_TRUE(issuer_->Issue(inter, "test").ok());
     Make(Kind::kThingType, {{"name", "sensor"}});
     Make(Kind::kThingGroup, {{"name", "factory-7"}});
     Make(Kind::kTemplate,
@@ -122,7 +123,7 @@ class ProvisionTest : public ::testing::TestWithParam<store::Dialect> {
   ManualClock clock_{1'795'456'605'000};
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<pki::file::FileKeyBackend> keys_;
-  std::unique_ptr<ca::CaService> ca_;
+  std::unique_ptr<issuance::Issuer> issuer_;
   std::unique_ptr<ProvisionService> service_;
   std::unique_ptr<Registry> registry_;
   std::unique_ptr<DeviceRegistry> devices_;
@@ -197,13 +198,13 @@ TEST_P(ProvisionTest, ANewCertificateSupersedesTheOldOneWhichIsRevokedAfterTheGr
     EXPECT_EQ(c.at("revoke_after").is_null(), !old);
   }
   EXPECT_EQ(*service_->RevokeDueSuperseded(), 0) << "within the grace period";
-  EXPECT_EQ(ca_->Get(first->record.serial)->status, "active");
+  EXPECT_EQ(issuer_->Get(first->record.serial)->status, "active");
   clock_.Advance(std::chrono::milliseconds(kGraceMs));
   EXPECT_EQ(*service_->RevokeDueSuperseded(), 1);
-  auto old = ca_->Get(first->record.serial);
+  auto old = issuer_->Get(first->record.serial);
   EXPECT_EQ(old->status, "revoked");
   EXPECT_EQ(old->revocation_reason.value_or(0), 4) << "RFC 5280 superseded";
-  EXPECT_EQ(ca_->Get(second->record.serial)->status, "active");
+  EXPECT_EQ(issuer_->Get(second->record.serial)->status, "active");
   EXPECT_EQ(*service_->RevokeDueSuperseded(), 0) << "once";
 }
 
@@ -237,9 +238,9 @@ TEST_P(ProvisionTest, RetrievalLinksWorkUntilTheyExpireAndOnlyAsSigned) {
 }
 
 TEST_P(ProvisionTest, ARotatedIntermediateTakesOverItsTemplates) {
-  EXPECT_EQ(ca::NextGeneration("iot.example.com"), "iot-g2.example.com");
-  EXPECT_EQ(ca::NextGeneration("iot-g2.example.com"), "iot-g3.example.com");
-  EXPECT_EQ(ca::NextGeneration("iot-gx.example.com"), "iot-gx-g2.example.com");
+  EXPECT_EQ(issuance::NextGeneration("iot.example.com"), "iot-g2.example.com");
+  EXPECT_EQ(issuance::NextGeneration("iot-g2.example.com"), "iot-g3.example.com");
+  EXPECT_EQ(issuance::NextGeneration("iot-gx.example.com"), "iot-gx-g2.example.com");
   pki::PkeyPtr key = Register("dev-1");
   auto before = Provision(key.get(), {"dev-1"});
   ASSERT_TRUE(before.ok());
@@ -256,7 +257,7 @@ TEST_P(ProvisionTest, ARotatedIntermediateTakesOverItsTemplates) {
   auto after = Provision(key.get(), {"dev-1"});
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->record.parent_fqdn, "iot-g2.example.com");
-  EXPECT_EQ(ca_->Get(before->record.serial)->status, "active") << "the old CA's certificates stay valid";
+  EXPECT_EQ(issuer_->Get(before->record.serial)->status, "active") << "the old CA's certificates stay valid";
 
   EXPECT_EQ(service_->RotateCa("example.com", "", "token:ops").error().code, ErrorCode::kInvalidArgument)
       << "roots do not rotate";

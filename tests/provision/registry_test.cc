@@ -6,7 +6,7 @@
 
 #include <boost/json.hpp>
 
-#include "ca/ca_service.h"
+#include "issuance/issuer.h"
 #include "pki/file/file_key_backend.h"
 #include "testing/db.h"
 
@@ -37,25 +37,29 @@ class RegistryTest : public ::testing::TestWithParam<store::Dialect> {
   }
   // A CA to issue certificates that things and policies can be attached to.
   std::string IssueDevice() {
-    if (!ca_) {
+    if (!issuer_) {
       keys_ = std::make_unique<pki::file::FileKeyBackend>(testing::TempDir() + "/keys", std::string(64, 'k'));
-      ca_ = std::make_unique<ca::CaService>(*store_, *keys_, clock_, ca::CaService::Options{"https://ca.test"});
-      ca::CreateRequest root;
+      issuer_ =
+          std::make_unique<issuance::Issuer>(*store_, *keys_, clock_, issuance::Issuer::Options{"https://ca.test"});
+      issuance::IssueRequest root;
       root.type = pki::CertType::kRoot;
-      root.fqdn = "example.com";
-      EXPECT_TRUE(ca_->Create(root, "t").ok());
+      root.name = "example.com";
+      EXPECT_TRUE(issuer_->Issue(root, "t").ok());
     }
-    ca::CreateRequest device;
+    issuance::IssueRequest device;
     device.type = pki::CertType::kDevice;
-    device.parent_fqdn = "example.com";
-    return ca_->Create(device, "t")->record.serial;
+    device.name = "device-" + std::to_string(++devices_);
+    device.name_is_id = true;
+    device.parent = "example.com";
+    return issuer_->Issue(device, "t")->record.serial;
   }
 
   ManualClock clock_{1'795'456'605'000};
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<Registry> registry_;
   std::unique_ptr<pki::file::FileKeyBackend> keys_;
-  std::unique_ptr<ca::CaService> ca_;
+  std::unique_ptr<issuance::Issuer> issuer_;
+  int devices_ = 0;
 };
 
 const json::value kPolicy = {{"Version", "2012-10-17"},

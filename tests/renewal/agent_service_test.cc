@@ -76,7 +76,7 @@ TEST_P(EnrollTest, RefusalsSpendNoTokenAndIssueNothing) {
   EXPECT_EQ(agents_->Enroll("db-1", "made-up", Csr("db-1")).error().code, ErrorCode::kPermissionDenied);
   EXPECT_EQ(agents_->Enroll("db-1", token, "not a CSR").error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(agents_->Enroll("nope", token, Csr("nope")).error().code, ErrorCode::kNotFound);
-  AgentService no_ca(*store_, *hosts_, *ca_, clock_, AgentService::Options{"", 90});
+  AgentService no_ca(*store_, *hosts_, *issuer_, clock_, AgentService::Options{"", 90});
   EXPECT_EQ(no_ca.Enroll("db-1", token, Csr("db-1")).error().code, ErrorCode::kFailedPrecondition);
   EXPECT_EQ(Certificates(), before);
   EXPECT_EQ(hosts_->Get("db-1")->status, "enrolling");
@@ -98,8 +98,8 @@ TEST_P(EnrollTest, ARevokedHostsCertificateIsOnItsCasCrlAndTheHostIsNoLongerRene
   auto revoked = agents_->Revoke("db-1", "keyCompromise", "token:ops");
   ASSERT_TRUE(revoked.ok()) << revoked.error().message;
   EXPECT_EQ(revoked->status, "revoked");
-  EXPECT_EQ(ca_->Get(enrolled->record.serial)->status, "revoked");
-  auto crl_der = ca_->Crl("hosts.example.com");
+  EXPECT_EQ(issuer_->Get(enrolled->record.serial)->status, "revoked");
+  auto crl_der = issuer_->Crl("hosts.example.com");
   ASSERT_TRUE(crl_der.ok());
   const auto* p = reinterpret_cast<const unsigned char*>(crl_der->data());
   pki::X509CrlPtr crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(crl_der->size())));
@@ -130,11 +130,11 @@ TEST_P(EnrollTest, OnlyAHostsOwnCurrentCertificateAuthenticatesItsAgent) {
   HostSpec spec;
   spec.host_id = "api.example.com";
   ASSERT_TRUE(hosts_->Create(spec, "t").ok());
-  ca::CreateRequest w1;
+  issuance::IssueRequest w1;
   w1.type = pki::CertType::kServer;
-  w1.fqdn = "api.example.com";
-  w1.parent_fqdn = "hosts.example.com";
-  auto server = ca_->Create(w1, "token:ops");
+  w1.name = "api.example.com";
+  w1.parent = "hosts.example.com";
+  auto server = issuer_->Issue(w1, "token:ops");
   ASSERT_TRUE(server.ok()) << server.error().message;
   EXPECT_EQ(agents_->Authenticate(server->record.serial).error().code, ErrorCode::kPermissionDenied);
 

@@ -4,8 +4,8 @@
 
 #include <memory>
 
-#include "ca/ca_service.h"
 #include "core/clock.h"
+#include "issuance/issuer.h"
 #include "pki/file/file_key_backend.h"
 #include "pki/key.h"
 #include "renewal/agent_service.h"
@@ -24,28 +24,29 @@ class HostsFixture : public ::testing::TestWithParam<store::Dialect> {
     store_ = testing::FreshStore(GetParam());
     ASSERT_NE(store_, nullptr);
     keys_ = std::make_unique<pki::file::FileKeyBackend>(testing::TempDir() + "/keys", std::string(64, 'k'));
-    ca_ = std::make_unique<ca::CaService>(*store_, *keys_, clock_, ca::CaService::Options{"https://ca.test"});
+    issuer_ = std::make_unique<issuance::Issuer>(*store_, *keys_, clock_, issuance::Issuer::Options{"https://ca.test"});
     for (auto [type, fqdn] : {std::pair{pki::CertType::kRoot, "example.com"},
                               std::pair{pki::CertType::kIntermediate, "hosts.example.com"}}) {
-      ca::CreateRequest r;
+      issuance::IssueRequest r;
       r.type = type;
-      r.fqdn = fqdn;
+      r.name = fqdn;
+      r.parent = type == pki::CertType::kRoot ? "" : "example.com";
       r.organization = "Acme";
-      ASSERT_TRUE(ca_->Create(r, "test").ok());
+      ASSERT_TRUE(issuer_->Issue(r, "test").ok());
     }
     HostService::Options options;
     options.defaults = {{}, "/etc/pki/certs", "/etc/pki/private", "/etc/pki/ca", "ec-p256", "host", 30, std::nullopt};
     options.token_ttl_ms = 3600 * 1000;
     hosts_ = std::make_unique<HostService>(*store_, clock_, options);
-    agents_ =
-        std::make_unique<AgentService>(*store_, *hosts_, *ca_, clock_, AgentService::Options{"hosts.example.com", 90});
+    agents_ = std::make_unique<AgentService>(*store_, *hosts_, *issuer_, clock_,
+                                             AgentService::Options{"hosts.example.com", 90});
     key_ = std::move(pki::GenerateKey(pki::KeyType::kEcP256)).value();
   }
 
   ManualClock clock_{1'795'456'605'000};
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<pki::KeyBackend> keys_;
-  std::unique_ptr<ca::CaService> ca_;
+  std::unique_ptr<issuance::Issuer> issuer_;
   std::unique_ptr<HostService> hosts_;
   std::unique_ptr<AgentService> agents_;
   pki::PkeyPtr key_;

@@ -44,7 +44,7 @@ class RenewalTest : public HostsFixture {
   // A new service over the same store, as after a crash or restart.
   void Restart() {
     renewals_.reset();
-    renewals_ = std::make_unique<RenewalService>(*store_, *hosts_, *agents_, *ca_, mailer_.get(), clock_, options_);
+    renewals_ = std::make_unique<RenewalService>(*store_, *hosts_, *agents_, *issuer_, mailer_.get(), clock_, options_);
   }
 
   // Registers and enrolls hosts h1..hN; their certificates are due in 60 days.
@@ -141,8 +141,8 @@ TEST_P(RenewalTest, TheReplacedCertificateIsRevokedAfterTheGrace) {
   ASSERT_TRUE(job.ok() && job->has_value());
   EXPECT_NE((*job)->payload.find(old_serial), std::string::npos);
   ASSERT_TRUE(renewals_->RevokeSuperseded(old_serial).ok());
-  EXPECT_EQ(ca_->Get(old_serial)->status, "revoked");
-  EXPECT_EQ(ca_->Get(*Host("h1").serial)->status, "active");
+  EXPECT_EQ(issuer_->Get(old_serial)->status, "revoked");
+  EXPECT_EQ(issuer_->Get(*Host("h1").serial)->status, "active");
 }
 
 TEST_P(RenewalTest, AMissedDeadlineIsRetriedWithBackoffThenFailsAndTellsPeople) {

@@ -1,0 +1,181 @@
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "blob/blob_store.h"
+#include "core/clock.h"
+#include "core/result.h"
+#include "pki/csr.h"
+#include "pki/key.h"
+#include "pki/key_backend.h"
+#include "pki/profile.h"
+#include "store/certificates_repo.h"
+#include "store/group_commit.h"
+#include "store/store.h"
+
+namespace certfleet::issuance {
+
+// More writes that belong with a new certificate: run in its transaction after its row is
+// written; a failure refuses the certificate. Run again if the transaction is retried.
+using InTransaction = std::function<Result<void>(store::Tx&, const store::CertificateRecord&)>;
+
+// How the audit log names an issuance: a caller whose InTransaction belongs to the same
+// change (W2's provisioning) records it in this one entry.
+struct AuditEntry {
+  std::string action = "certificate.create";
+  std::vector<std::pair<std::string, std::string>> details;  // fields beside the certificate's own
+};
+
+// Whether a new leaf may be active beside another certificate of the same name.
+enum class Overlap {
+  kRefused,  // a second active certificate of a server name is refused (409): revoke the first
+  kAllowed,  // the caller retires the one it replaces itself (W4 revokes it after a grace period)
+};
+
+// A certificate to issue, its names already resolved by the caller's rules (W1's seed
+// naming, W2's device ids, W4's host ids).
+struct IssueRequest {
+  pki::CertType type = pki::CertType::kServer;
+  std::string name;         // in the inventory and the CN: a DNS name, or an id (name_is_id)
+  bool name_is_id = false;  // a device's or host's id: no DNS name is made from it
+  std::string parent;       // the issuing CA's fqdn; empty for a root
+  std::vector<std::string> sans;
+  std::shared_ptr<const pki::Csr> csr;            // the subject's key (leaves only); null: certfleet makes one
+  pki::KeyType key_type = pki::KeyType::kEcP256;  // the key certfleet makes
+  std::string country;
+  std::string state;
+  std::string organization;
+  std::optional<int64_t> validity_days;                // default by type: 10 years, 5, 1
+  pki::ServerUsage usage = pki::ServerUsage::kServer;  // what a server certificate authenticates
+  Overlap overlap = Overlap::kRefused;
+  AuditEntry audit;
+  InTransaction in_transaction;  // optional
+};
+
+struct Issued {
+  store::CertificateRecord record;
+  std::string chain_pem;                       // the issuers up to the root
+  std::optional<std::string> private_key_pem;  // only when certfleet made a leaf's key; never stored
+  bool validity_clamped = false;
+};
+
+struct Revoked {
+  store::CertificateRecord record;
+  int newly_revoked = 0;  // this one plus, with cascade, those below it
+};
+
+// The floor every workflow issues through: issuing CAs and their cache, issue-and-persist
+// (inventory row, audit entry and event in one transaction), the inventory, revocation with
+// cascade, CRLs and their publication, and the OCSP responder. Thread-safe.
+class Issuer {
+ public:
+  struct Options {
+    std::string public_url;  // base of the CRL and OCSP URLs put in certificates
+    int64_t crl_validity_ms = int64_t{24} * 3600 * 1000;
+    int64_t ocsp_validity_ms = int64_t{3600} * 1000;
+    // Nonce-less OCSP responses kept, oldest evicted first: a response is 0.5 to 2 KiB, so
+    // the default holds the hot part of a large fleet in a few tens of MiB at most.
+    size_t ocsp_cache_entries = 20'000;
+  };
+
+  Issuer(store::Store& store, pki::KeyBackend& keys, const Clock& clock, Options options);
+
+  Result<Issued> Issue(IssueRequest request, std::string_view actor);
+  // The same without waiting: `done` gets the result, on the calling thread when the request
+  // is refused before anything is written, else on the store's committing thread (keep it
+  // short there: hand the result to another thread).
+  void IssueAsync(IssueRequest request, std::string_view actor, std::function<void(Result<Issued>)> done);
+  // A new intermediate under the same parent as the intermediate `fqdn`, with its subject's
+  // country, state and organization, to take over its issuing (`in_transaction` moves what
+  // pointed at it). `new_fqdn` names it; empty: the next generation of the old name
+  // (NextGeneration). The old CA keeps validating until it is revoked.
+  Result<Issued> Rotate(std::string_view fqdn, std::string_view new_fqdn, InTransaction in_transaction,
+                        std::string_view actor);
+
+  Result<std::vector<store::CertificateRecord>> List(const store::CertificateFilter& filter);
+  // By serial (in any spelling, see pki::CanonicalSerial), then by name (the newest).
+  Result<store::CertificateRecord> Get(std::string_view id);
+  Result<std::string> ChainOf(const store::CertificateRecord& record);
+  // Idempotent: revoking a revoked certificate changes nothing. `cascade` on a CA revokes
+  // every active certificate below it too. CRLs of the affected CAs are re-signed.
+  Result<Revoked> Revoke(std::string_view serial, std::string_view reason, bool cascade, std::string_view actor);
+  // The CA's current CRL (DER), re-signed first if it is due.
+  Result<std::string> Crl(std::string_view ca_fqdn);
+  // Re-signs the CRLs past half their validity; returns how many. Run by a schedule.
+  Result<int> RefreshDueCrls();
+  // Writes the CA's current CRL to `blob` as crl/<fqdn>.crl (as the seed's CRL bucket) and
+  // announces it with a crl/published event. Every re-signed CRL queues a job that does it.
+  Result<void> PublishCrl(std::string_view ca_fqdn, blob::BlobStore& blob);
+  // An OCSP response (DER) to a DER request, an error response if it cannot be answered.
+  std::string Ocsp(std::string_view request_der);
+
+  static constexpr std::string_view kCrlRefreshJob = "ca.crl_refresh";
+  static constexpr std::string_view kCrlPublishJob = "ca.crl_publish";  // payload {"ca": fqdn}
+  static constexpr int kPublishAttempts = 20;
+
+ private:
+  // An issuing CA as issuance needs it. Cached by fqdn: a CA's certificate and chain never
+  // change, and its status is checked again in the transaction that stores a new certificate.
+  struct Parent {
+    store::CaRecord ca;
+    store::CertificateRecord cert;
+    std::shared_ptr<X509> x509;
+    std::string chain_pem;  // the parent's own certificate and its issuers up to the root
+  };
+  // A certificate made and signed, with what its transaction writes.
+  struct Built;
+
+  // The steps of IssueAsync: checks that need no key, the subject's key, the certificate
+  // (no I/O), and the write handed to the committer (which then owns `done`; an error means
+  // nothing was handed over and `done` is still the caller's).
+  Result<std::shared_ptr<const Parent>> Validate(const IssueRequest& req);
+  struct SubjectKey {
+    pki::PkeyPtr key;
+    std::optional<std::string> private_key_pem;  // when made here for a leaf
+  };
+  Result<SubjectKey> MakeKey(const IssueRequest& req);
+  Result<std::shared_ptr<Built>> Build(IssueRequest req, const std::shared_ptr<const Parent>& parent, SubjectKey key,
+                                       std::string_view actor);
+  Result<void> Persist(std::shared_ptr<Built> built, std::function<void(Result<Issued>)>& done);
+
+  Result<std::shared_ptr<const Parent>> FindParent(const std::string& parent_fqdn);
+  Result<std::shared_ptr<X509>> CaCertificate(const store::CertificateRecord& record);
+  Result<void> ResignCrl(store::Tx& tx, std::string_view ca_fqdn, int64_t now);
+  void CacheOcsp(std::string key, const std::string& der, int64_t now);
+  std::string CrlUrl(std::string_view ca_fqdn) const;
+
+  store::Store& store_;
+  pki::KeyBackend& keys_;
+  const Clock& clock_;
+  const Options options_;
+
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<X509>, std::less<>> ca_certs_;         // parsed CA certificates by serial
+  std::map<std::string, std::shared_ptr<const Parent>, std::less<>> parents_;  // by fqdn; cleared on revocation
+  // Nonce-less OCSP responses about known certificates, by their requests' CertIDs.
+  struct CachedOcsp {
+    std::string der;
+    int64_t expires_at;
+  };
+  std::map<std::string, CachedOcsp, std::less<>> ocsp_cache_;
+  std::deque<std::pair<std::string, int64_t>> ocsp_order_;  // keys and expiry, oldest first
+  // Issuances commit in groups under load. Last, so that it is destroyed first: it finishes
+  // the writes still queued, which use the members above.
+  store::GroupCommitter writes_;
+};
+
+// The name of a CA that takes over from `fqdn`: its first label with a generation suffix
+// added or counted up ("iot.example.com" -> "iot-g2.example.com" -> "iot-g3.example.com").
+std::string NextGeneration(std::string_view fqdn);
+
+}  // namespace certfleet::issuance
