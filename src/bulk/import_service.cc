@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "core/thread_name.h"
+#include "registry/registry.h"
 #include "store/audit_repo.h"
 #include "store/jobs_repo.h"
 #include "store/registry_repo.h"
@@ -29,50 +30,6 @@ namespace json = boost::json;
 constexpr int kJobAttempts = 10;
 // A batch is written again when a certificate of it was written meanwhile by another.
 constexpr int kBatchAttempts = 3;
-
-// What a profile gives each imported thing.
-struct Profile {
-  std::optional<std::string> thing_type;
-  std::vector<std::string> groups;
-  std::vector<std::string> policies;
-};
-
-std::vector<std::string> Strings(const json::object& o, std::string_view key) {
-  std::vector<std::string> out;
-  if (const json::value* v = o.if_contains(key); v && v->is_array()) {
-    for (const auto& e : v->get_array()) {
-      if (e.is_string()) out.emplace_back(e.get_string());
-    }
-  }
-  return out;
-}
-
-// The profile, once everything it names is known to exist (as Thingpress checks first).
-Result<Profile> LoadProfile(store::Tx& tx, std::string_view name) {
-  CF_ASSIGN_OR_RETURN(auto o, store::FindObject(tx, store::kObjectProfile, name));
-  if (!o) return MakeError(ErrorCode::kNotFound, fmt::format("no profile {}", name));
-  boost::system::error_code ec;
-  json::value body = json::parse(o->body, ec);
-  if (ec || !body.is_object()) return MakeError(ErrorCode::kInternal, "profile " + std::string(name) + " unreadable");
-  Profile p;
-  if (const json::value* t = body.get_object().if_contains("thing_type"); t && t->is_string()) {
-    p.thing_type = std::string(t->get_string());
-  }
-  p.groups = Strings(body.get_object(), "thing_groups");
-  p.policies = Strings(body.get_object(), "policies");
-  auto must_exist = [&](std::string_view kind, const std::string& what) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(auto found, store::FindObject(tx, kind, what));
-    if (!found) {
-      return MakeError(ErrorCode::kFailedPrecondition,
-                       fmt::format("profile {} names {} {}, which does not exist", name, kind, what));
-    }
-    return Ok();
-  };
-  if (p.thing_type) CF_RETURN_IF_ERROR(must_exist(store::kObjectThingType, *p.thing_type));
-  for (const auto& g : p.groups) CF_RETURN_IF_ERROR(must_exist(store::kObjectThingGroup, g));
-  for (const auto& pol : p.policies) CF_RETURN_IF_ERROR(must_exist(store::kObjectPolicy, pol));
-  return p;
-}
 
 // Moves a manifest into manifest_dir, readable by certfleet alone (it may name every device
 // of a supplier's delivery). Errors name no server path: readers of the import see them.
@@ -158,7 +115,7 @@ struct BatchWriter {
   const Clock& clock;
   const int64_t id;
   const std::string supplier;
-  const Profile profile;
+  const registry::ProductProfile profile;
 
   Result<BatchOutcome> Write(const Batch& batch);
 };
@@ -246,9 +203,10 @@ Result<BatchOutcome> BatchWriter::Write(const Batch& batch) {
 // rule, like things made through the API, or they could not be read or deleted by name. A
 // rejected entry keeps its name escaped, to be shown in the import's report.
 void CheckThingName(ManifestEntry& e) {
-  if (IsValidName(e.thing_name)) return;
+  Result<void> valid = registry::CheckName("a thing name", e.thing_name);
+  if (valid.ok()) return;
   if (e.problem.empty()) {
-    e.problem = fmt::format("thing name '{}' refused: {}", Escaped(e.thing_name), NameRule("a thing name"));
+    e.problem = fmt::format("thing name '{}' refused: {}", Escaped(e.thing_name), valid.error().message);
   }
   e.thing_name = Escaped(e.thing_name);
 }
@@ -275,7 +233,7 @@ Result<store::ImportRecord> ImportService::Start(std::string_view supplier, std:
     return MakeError(ErrorCode::kFailedPrecondition,
                      "no Microchip verification certificates are configured (bulk.verifier_dir)");
   }
-  CF_RETURN_IF_ERROR(store::Read(store_, [&](store::Tx& tx) { return LoadProfile(tx, profile); }));
+  CF_RETURN_IF_ERROR(store::Read(store_, [&](store::Tx& tx) { return registry::Registry::ProfileFor(tx, profile); }));
   std::error_code ec;
   fs::create_directories(options_.manifest_dir, ec);
   const std::string kept = (fs::path(options_.manifest_dir) / (RandomToken(12) + ".manifest")).string();
@@ -318,7 +276,7 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
     RemoveManifest(imp);  // cancelled while queued, or a run that ended before removing it
     return imp;
   }
-  auto profile = store::Read(store_, [&](store::Tx& tx) { return LoadProfile(tx, imp.profile); });
+  auto profile = store::Read(store_, [&](store::Tx& tx) { return registry::Registry::ProfileFor(tx, imp.profile); });
   ReaderOptions reader_options{imp.bundle_type, options_.verifiers_pem, options_.limits};
   Result<std::unique_ptr<ManifestReader>> reader = profile.ok()
                                                        ? OpenManifest(imp.supplier, imp.manifest, reader_options)

@@ -247,7 +247,7 @@ int Serve(const Config& config, const Clock& clock) {
   api.distribution = &distribution;
 
   provision::DeviceRegistry devices(store, clock);
-  provision::Registry registry(store, clock);
+  registry::Registry registry(store, clock);
   provision::ProvisionService::Options provision_options;
   provision_options.public_url = ca_options.public_url;
   provision_options.url_key = HmacSha256(*master_key, "certfleet provision retrieval URLs");
@@ -255,7 +255,7 @@ int Serve(const Config& config, const Clock& clock) {
   provision_options.retrieve_ttl_ms = config.GetInt("provision.retrieve_ttl_seconds") * 1000;
   provision_options.device_rate_per_minute = config.GetInt("provision.device_rate_per_minute");
   provision_options.address_rate_per_minute = config.GetInt("provision.address_rate_per_minute");
-  provision::ProvisionService provision(store, issuer, clock, provision_options);
+  provision::ProvisionService provision(store, issuer, registry, clock, provision_options);
   api.devices = &devices;
   api.registry = &registry;
   api.provision = &provision;
@@ -287,6 +287,7 @@ int Serve(const Config& config, const Clock& clock) {
   api.renewals = &renewals;
 
   http::AddSystemRoutes(router, api);
+  http::AddRegistryRoutes(router, api);
   http::AddBulkRoutes(router, api);
   http::AddProvisionRoutes(router, api);
   http::AddCaRoutes(router, api);

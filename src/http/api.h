@@ -12,7 +12,7 @@
 #include "issuance/issuer.h"
 #include "provision/device_registry.h"
 #include "provision/provision_service.h"
-#include "provision/registry.h"
+#include "registry/registry.h"
 #include "renewal/agent_service.h"
 #include "renewal/host_service.h"
 #include "renewal/renewal_service.h"
@@ -29,8 +29,8 @@ struct ApiContext {
   issuance::Issuer* issuer = nullptr;  // W1 routes are added when set, with `ca`
   ca::CaService* ca = nullptr;
   distribution::DistributionService* distribution = nullptr;  // W5
-  provision::DeviceRegistry* devices = nullptr;               // W2, with the two below
-  provision::Registry* registry = nullptr;
+  registry::Registry* registry = nullptr;                     // the registry routes are added when set
+  provision::DeviceRegistry* devices = nullptr;               // W2, with the one below
   provision::ProvisionService* provision = nullptr;
   bulk::ImportService* imports = nullptr;  // W3
   renewal::HostService* hosts = nullptr;   // W4, with the one below
@@ -47,11 +47,21 @@ void AddSystemRoutes(Router& router, const ApiContext& ctx);
 // W1: /v1/certificates (and the seed's /certificates), /crl, /ocsp.
 void AddCaRoutes(Router& router, const ApiContext& ctx);
 
-// W2: /v1/devices, /v1/provision, the registry (/v1/things, /v1/thing-types,
-// /v1/thing-groups, /v1/policies, /v1/provisioning-templates) and /v1/cas/{fqdn}/rotate.
+// The registry: /v1/things, /v1/thing-types, /v1/thing-groups, /v1/policies and their links.
+void AddRegistryRoutes(Router& router, const ApiContext& ctx);
+// A kind of registry object a workflow owns, served at /v1/<path> (create, list, get,
+// replace, delete); `ref_filter` names the list's query parameter that filters by its ref.
+struct RegistryKindRoute {
+  registry::Kind kind;
+  std::string_view path;
+  std::string_view ref_filter;
+};
+void AddRegistryKindRoutes(Router& router, const ApiContext& ctx, const RegistryKindRoute& route);
+
+// W2: /v1/devices, /v1/provision, /v1/provisioning-templates and /v1/cas/{fqdn}/rotate.
 void AddProvisionRoutes(Router& router, const ApiContext& ctx);
 
-// W3: /v1/imports (profiles are registry routes, /v1/profiles).
+// W3: /v1/imports and /v1/profiles.
 void AddBulkRoutes(Router& router, const ApiContext& ctx);
 
 // W4: /v1/hosts and the agent protocol (/v1/agent/...).

@@ -1,5 +1,5 @@
-// W3 routes: imports of supplier manifests (their profiles are registry objects, see
-// routes_provision.cc).
+// W3 routes: imports of supplier manifests, and the product profiles they apply (registry
+// objects, served through the registry's routes).
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
@@ -136,6 +136,7 @@ void AddBulkRoutes(Router& router, const ApiContext& ctx) {
   router.Add("GET", "/v1/imports/{id}", {Access::kReader}, [c](Request& r) { return Get(*c, r); });
   router.Add("GET", "/v1/imports/{id}/rows", {Access::kReader}, [c](Request& r) { return Rows(*c, r); });
   router.Add("POST", "/v1/imports/{id}/cancel", {Access::kOperator}, [c](Request& r) { return Cancel(*c, r); });
+  AddRegistryKindRoutes(router, ctx, {registry::Kind::kProfile, "profiles", ""});
 }
 
 }  // namespace certfleet::http

@@ -1,4 +1,4 @@
-// W2 routes: device keys, provisioning (with delayed retrieval), the registry and CA rotation.
+// W2 routes: device keys, provisioning (with delayed retrieval), provisioning templates and CA rotation.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -12,27 +12,12 @@ namespace certfleet::http {
 namespace {
 
 namespace json = boost::json;
-using provision::Kind;
 
 // A key upload of 100,000 devices with RSA-2048 keys is about 50 MB; more goes in several.
 constexpr size_t kKeysBodyLimit = size_t{64} * 1024 * 1024;
 // A provisioning body: one CSR (at most 16 KiB), as PEM in JSON at worst.
 constexpr size_t kProvisionBodyLimit = size_t{64} * 1024;
-// A registry body: a policy document (20 KiB) or a template holding a few of them.
-constexpr size_t kRegistryBodyLimit = size_t{1024} * 1024;
 constexpr size_t kMaxQueryName = 253;
-
-struct KindRoute {
-  Kind kind;
-  std::string_view path;        // under /v1/
-  std::string_view ref_filter;  // the query parameter that filters by ref, "" if none
-};
-constexpr KindRoute kKinds[] = {{Kind::kThing, "things", "thing_type"},
-                                {Kind::kThingType, "thing-types", ""},
-                                {Kind::kThingGroup, "thing-groups", ""},
-                                {Kind::kPolicy, "policies", ""},
-                                {Kind::kTemplate, "provisioning-templates", "ca_fqdn"},
-                                {Kind::kProfile, "profiles", ""}};
 
 Response RateLimited(int64_t retry_after, std::string_view what) {
   Response res = ErrorResponse(429, "rate_limited",
@@ -203,73 +188,6 @@ Response Retrieve(const ApiContext& ctx, const Request& req) {
   return res;
 }
 
-// ---- registry ----
-
-Response ObjectResponse(Result<json::object> r, const Request& req, int status = 200) {
-  if (!r.ok()) return Fail(req, r.error());
-  return JsonResponse(status, *r);
-}
-
-Response ListKind(const ApiContext& ctx, const KindRoute& k, const Request& req) {
-  auto page = ParsePage(req);
-  if (!page.ok()) return Fail(req, page.error());
-  provision::ListFilter filter;
-  filter.after = page->after;
-  filter.limit = page->limit;
-  if (!k.ref_filter.empty()) {
-    auto ref = QueryParam(req, k.ref_filter, kMaxQueryName);
-    if (!ref.ok()) return Fail(req, ref.error());
-    filter.ref = *ref;
-  }
-  if (k.kind == Kind::kThing) {
-    auto group = QueryParam(req, "group", kMaxQueryName);
-    if (!group.ok()) return Fail(req, group.error());
-    filter.group = *group;
-  }
-  auto rows = ctx.registry->List(k.kind, filter);
-  if (!rows.ok()) return Fail(req, rows.error());
-  json::array items(rows->begin(), rows->end());
-  auto next = NextCursor(rows->size(), filter.limit, [&] { return std::string(rows->back().at("name").as_string()); });
-  return JsonResponse(200, PageJson(std::move(items), next));
-}
-
-void AddKindRoutes(Router& router, const ApiContext* c, const KindRoute& k) {
-  const std::string base = fmt::format("/v1/{}", k.path);
-  const RouteOptions write{Access::kOperator, false, kRegistryBodyLimit};
-  router.Add("POST", base, write, [c, k](Request& r) {
-    auto body = ParseJsonObject(r.body);
-    if (!body.ok()) return Fail(r, body.error());
-    return ObjectResponse(c->registry->Create(k.kind, *body, r.principal.Actor()), r, 201);
-  });
-  router.Add("GET", base, {Access::kReader}, [c, k](Request& r) { return ListKind(*c, k, r); });
-  router.Add("GET", base + "/{name}", {Access::kReader},
-             [c, k](Request& r) { return ObjectResponse(c->registry->Get(k.kind, r.params.at("name")), r); });
-  router.Add("PUT", base + "/{name}", write, [c, k](Request& r) {
-    auto body = ParseJsonObject(r.body);
-    if (!body.ok()) return Fail(r, body.error());
-    return ObjectResponse(c->registry->Update(k.kind, r.params.at("name"), *body, r.principal.Actor()), r);
-  });
-  router.Add("DELETE", base + "/{name}", {Access::kOperator}, [c, k](Request& r) {
-    auto done = c->registry->Delete(k.kind, r.params.at("name"), r.principal.Actor());
-    if (!done.ok()) return Fail(r, done.error());
-    return Response{204, "application/json", "", {}};
-  });
-}
-
-// PUT attaches, DELETE detaches: /v1/<from kind>/{from}/<to>/{to}.
-void AddLinkRoutes(Router& router, const ApiContext* c, std::string_view link, const std::string& pattern) {
-  router.Add("PUT", pattern, {Access::kOperator}, [c, link](Request& r) {
-    auto done = c->registry->Attach(link, r.params.at("from"), r.params.at("to"), r.principal.Actor());
-    if (!done.ok()) return Fail(r, done.error());
-    return JsonResponse(200, json::object{{"attached", true}});
-  });
-  router.Add("DELETE", pattern, {Access::kOperator}, [c, link](Request& r) {
-    auto done = c->registry->Detach(link, r.params.at("from"), r.params.at("to"), r.principal.Actor());
-    if (!done.ok()) return Fail(r, done.error());
-    return Response{204, "application/json", "", {}};
-  });
-}
-
 Response RotateCa(const ApiContext& ctx, const Request& req) {
   auto body = ParseJsonObject(req.body.empty() ? "{}" : req.body);
   if (!body.ok()) return Fail(req, body.error());
@@ -299,10 +217,7 @@ void AddProvisionRoutes(Router& router, const ApiContext& ctx) {
   router.Add("GET", "/v1/provision/certificates/{serial}", {Access::kPublic},
              [c](Request& r) { return Retrieve(*c, r); });
 
-  for (const KindRoute& k : kKinds) AddKindRoutes(router, c, k);
-  AddLinkRoutes(router, c, provision::kThingCertificate, "/v1/things/{from}/certificates/{to}");
-  AddLinkRoutes(router, c, provision::kPolicyCertificate, "/v1/policies/{from}/certificates/{to}");
-  AddLinkRoutes(router, c, provision::kGroupThing, "/v1/thing-groups/{from}/things/{to}");
+  AddRegistryKindRoutes(router, ctx, {registry::Kind::kTemplate, "provisioning-templates", "ca_fqdn"});
 
   router.Add("POST", "/v1/cas/{fqdn}/rotate", {Access::kOperator}, [c](Request& r) { return RotateCa(*c, r); });
 }

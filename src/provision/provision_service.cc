@@ -9,7 +9,7 @@
 #include "core/crypto.h"
 #include "core/log.h"
 #include "provision/device_upload.h"
-#include "provision/registry.h"
+#include "registry/registry.h"
 #include "store/audit_repo.h"
 #include "store/devices_repo.h"
 
@@ -35,9 +35,11 @@ Result<void> Authorize(const std::optional<store::DeviceRecord>& device, std::st
 
 }  // namespace
 
-ProvisionService::ProvisionService(store::Store& store, issuance::Issuer& issuer, const Clock& clock, Options options)
+ProvisionService::ProvisionService(store::Store& store, issuance::Issuer& issuer, registry::Registry& registry,
+                                   const Clock& clock, Options options)
     : store_(store),
       issuer_(issuer),
+      registry_(registry),
       clock_(clock),
       options_(std::move(options)),
       by_address_(clock, options_.address_rate_per_minute),
@@ -62,7 +64,7 @@ Result<pki::Csr> ProvisionService::ReadCsr(std::string_view data) {
 void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Provisioned>)> done) {
   const std::string device_id = csr.common_name;
   const std::string key_sha256 = Sha256Hex(csr.spki_der);
-  std::shared_ptr<const ProvisioningTemplate> tmpl;
+  std::shared_ptr<const registry::ProvisioningTemplate> tmpl;
   Result<void> authorized = store_.Transact(
       [&](store::Tx& tx) -> Result<void> {
         CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, device_id));
@@ -95,7 +97,7 @@ void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Pr
     CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, device_id, /*hold=*/true));
     CF_RETURN_IF_ERROR(Authorize(device, device_id, key_sha256));
     CF_RETURN_IF_ERROR(store::MarkDeviceProvisioned(tx, device_id, now));
-    return Registry::RecordProvisioning(tx, *tmpl, device_id, rec.serial, now, revoke_at);
+    return registry::Registry::RecordProvisioning(tx, *tmpl, device_id, rec.serial, now, revoke_at);
   };
   issuer_.IssueAsync(
       std::move(request), kActor,
@@ -105,11 +107,11 @@ void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Pr
       });
 }
 
-Result<std::shared_ptr<const ProvisioningTemplate>> ProvisionService::TemplateFor(store::Tx& tx,
-                                                                                  const std::string& batch) {
+Result<std::shared_ptr<const registry::ProvisioningTemplate>> ProvisionService::TemplateFor(store::Tx& tx,
+                                                                                            const std::string& batch) {
   const int64_t now = clock_.NowMillis();
   // Read before the store: a change committed after this makes the entry stale at once.
-  const uint64_t changes = Registry::TemplateChanges();
+  const uint64_t changes = registry_.TemplateChanges();
   {
     std::lock_guard lock(mu_);
     if (auto it = templates_.find(batch);
@@ -117,9 +119,9 @@ Result<std::shared_ptr<const ProvisioningTemplate>> ProvisionService::TemplateFo
       return it->second.tmpl;
     }
   }
-  CF_ASSIGN_OR_RETURN(auto found, Registry::TemplateFor(tx, batch));
-  std::shared_ptr<const ProvisioningTemplate> tmpl;
-  if (found) tmpl = std::make_shared<const ProvisioningTemplate>(std::move(*found));
+  CF_ASSIGN_OR_RETURN(auto found, registry::Registry::TemplateFor(tx, batch));
+  std::shared_ptr<const registry::ProvisioningTemplate> tmpl;
+  if (found) tmpl = std::make_shared<const registry::ProvisioningTemplate>(std::move(*found));
   std::lock_guard lock(mu_);
   // Bounded: batches are few, but a device table could name many; start over past the bound.
   if (templates_.size() >= kMaxCachedBatches) templates_.clear();
@@ -164,7 +166,7 @@ Result<std::string> ProvisionService::ChainPem(std::string_view serial) {
 Result<int> ProvisionService::RevokeDueSuperseded() {
   const int64_t now = clock_.NowMillis();
   CF_ASSIGN_OR_RETURN(auto due, store::Read(store_, [&](store::Tx& tx) {
-                        return store::LinksDue(tx, kThingCertificate, now, kRevokeBatch);
+                        return store::LinksDue(tx, store::kThingCertificate, now, kRevokeBatch);
                       }));
   int revoked = 0;
   for (auto& link : due) {
@@ -182,9 +184,9 @@ Result<Rotated> ProvisionService::RotateCa(std::string_view fqdn, std::string_vi
   const int64_t now = clock_.NowMillis();
   const std::string old_fqdn(fqdn);
   const std::string who(actor);
-  auto move_templates = [moved, old_fqdn, now, who](store::Tx& tx,
-                                                    const store::CertificateRecord& rec) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(*moved, Registry::MoveTemplates(tx, old_fqdn, rec.fqdn, now));
+  auto move_templates = [&registry = registry_, moved, old_fqdn, now, who](
+                            store::Tx& tx, const store::CertificateRecord& rec) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(*moved, registry.MoveTemplates(tx, old_fqdn, rec.fqdn, now));
     const std::string details =
         boost::json::serialize(boost::json::object{{"new", rec.fqdn}, {"templates_moved", *moved}});
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, who, "ca.rotate", "ca:" + old_fqdn, details));

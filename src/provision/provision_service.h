@@ -14,7 +14,7 @@
 #include "core/result.h"
 #include "issuance/issuer.h"
 #include "pki/csr.h"
-#include "provision/registry.h"
+#include "registry/registry.h"
 #include "store/store.h"
 
 namespace certfleet::provision {
@@ -55,7 +55,8 @@ class ProvisionService {
     int64_t address_rate_per_minute = 6000;                  // a factory provisions through one address
   };
 
-  ProvisionService(store::Store& store, issuance::Issuer& issuer, const Clock& clock, Options options);
+  ProvisionService(store::Store& store, issuance::Issuer& issuer, registry::Registry& registry, const Clock& clock,
+                   Options options);
 
   // Rate limits, checked before any work: nullopt if the request may go on, else the
   // seconds after which it may be tried again.
@@ -94,7 +95,7 @@ class ProvisionService {
   // The batch's template (or the default one; null if none), remembered for
   // kTemplateCacheMs, or until this process changes a template: a provisioning burst reads
   // it once, not once per device.
-  Result<std::shared_ptr<const ProvisioningTemplate>> TemplateFor(store::Tx& tx, const std::string& batch);
+  Result<std::shared_ptr<const registry::ProvisioningTemplate>> TemplateFor(store::Tx& tx, const std::string& batch);
 
   // How long a template is remembered: other nodes' changes to templates reach provisioning
   // within this.
@@ -103,14 +104,15 @@ class ProvisionService {
 
   store::Store& store_;
   issuance::Issuer& issuer_;
+  registry::Registry& registry_;
   const Clock& clock_;
   const Options options_;
   RateLimiter by_address_;
   RateLimiter by_device_;
   struct CachedTemplate {
-    std::shared_ptr<const ProvisioningTemplate> tmpl;  // null: no template applies
+    std::shared_ptr<const registry::ProvisioningTemplate> tmpl;  // null: no template applies
     int64_t fetched_at = 0;
-    uint64_t changes = 0;  // Registry::TemplateChanges() when read
+    uint64_t changes = 0;  // registry_.TemplateChanges() when read
   };
   std::mutex mu_;
   std::map<std::string, CachedTemplate, std::less<>> templates_;  // by batch

@@ -14,7 +14,7 @@
 #include "blob/blob_store.h"
 #include "pki/certificate.h"
 #include "pki/key.h"
-#include "provision/registry.h"
+#include "registry/registry.h"
 #include "testing/db.h"
 #include "testing/files.h"
 
@@ -23,7 +23,7 @@ namespace {
 
 namespace fs = std::filesystem;
 namespace json = boost::json;
-using provision::Kind;
+using registry::Kind;
 
 std::string Fixture(const std::string& name) { return testing::ThingpressFixture(name); }
 std::string Slurp(const std::string& path) { return testing::ReadFile(path); }
@@ -34,7 +34,7 @@ class ImportTest : public ::testing::TestWithParam<store::Dialect> {
     store_ = testing::FreshStore(GetParam());
     ASSERT_NE(store_, nullptr);
     dir_ = testing::TempDir();
-    registry_ = std::make_unique<provision::Registry>(*store_, clock_);
+    registry_ = std::make_unique<registry::Registry>(*store_, clock_);
     ImportService::Options options;
     options.manifest_dir = dir_ + "/manifests";
     options.verifiers_pem = {Slurp(Fixture("mchp_verifiers/MCHP_manifest_signer_5_Mar_6-2024_noExpiration.crt"))};
@@ -70,7 +70,7 @@ class ImportTest : public ::testing::TestWithParam<store::Dialect> {
   ManualClock clock_{1'795'456'605'000};
   std::unique_ptr<store::Store> store_;
   std::string dir_;
-  std::unique_ptr<provision::Registry> registry_;
+  std::unique_ptr<registry::Registry> registry_;
   std::unique_ptr<ImportService> imports_;
   int copies_ = 0;
 };
@@ -116,7 +116,7 @@ TEST_P(ImportTest, AThingThatExistsTakesTheProfilesTypeAndKeepsItsAttributes) {
   EXPECT_EQ(thing["attributes"], json::object({{"site", "lyon"}}));
   EXPECT_EQ(thing["certificates"].as_array().size(), 1u);
   // Listed under its new type only, as the registry filters by it.
-  provision::ListFilter by_type;
+  registry::ListFilter by_type;
   by_type.ref = "tracker";
   auto trackers = registry_->List(Kind::kThing, by_type);
   ASSERT_TRUE(trackers.ok()) << trackers.error().message;

@@ -26,8 +26,8 @@ for root, _, files in os.walk(os.path.join(src, "src", "http")):
         text = open(os.path.join(root, f)).read()
         routes += [(m, p, a, c == "true") for m, p, a, c in
                    re.findall(r'router\.Add(?:Async)?\("([A-Z]+)", "([^"]+)", \{Access::(\w+)(?:, (true|false))?', text)]
-        # W2's registry: five routes per kind of the kKinds table, two per link route.
-        for kind in re.findall(r'\{Kind::\w+, "([a-z-]+)", "\w*"\}', text):
+        # The registry's: five routes per kind (AddRegistryKindRoutes), two per link route.
+        for kind in re.findall(r'\{(?:RegistryKindRoute\{|registry::)?Kind::\w+, "([a-z-]+)", "\w*"\}', text):
             routes += [("POST", f"/v1/{kind}", "kOperator", False), ("GET", f"/v1/{kind}", "kReader", False),
                        ("GET", f"/v1/{kind}/{{name}}", "kReader", False),
                        ("PUT", f"/v1/{kind}/{{name}}", "kOperator", False),

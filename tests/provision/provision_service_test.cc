@@ -14,7 +14,7 @@
 #include "pki/file/file_key_backend.h"
 #include "pki/key.h"
 #include "provision/device_registry.h"
-#include "provision/registry.h"
+#include "registry/registry.h"
 #include "store/certificates_repo.h"
 #include "testing/db.h"
 
@@ -22,6 +22,7 @@ namespace certfleet::provision {
 namespace {
 
 namespace json = boost::json;
+using registry::Kind;
 
 constexpr int64_t kGraceMs = int64_t{3600} * 1000;
 constexpr int64_t kTtlMs = int64_t{600} * 1000;
@@ -64,8 +65,8 @@ class ProvisionTest : public ::testing::TestWithParam<store::Dialect> {
     options.url_key = std::string(32, 'u');
     options.supersede_grace_ms = kGraceMs;
     options.retrieve_ttl_ms = kTtlMs;
-    service_ = std::make_unique<ProvisionService>(*store_, *issuer_, clock_, options);
-    registry_ = std::make_unique<Registry>(*store_, clock_);
+    registry_ = std::make_unique<registry::Registry>(*store_, clock_);
+    service_ = std::make_unique<ProvisionService>(*store_, *issuer_, *registry_, clock_, options);
     devices_ = std::make_unique<DeviceRegistry>(*store_, clock_);
 
     issuance::IssueRequest root;
@@ -124,8 +125,8 @@ class ProvisionTest : public ::testing::TestWithParam<store::Dialect> {
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<pki::file::FileKeyBackend> keys_;
   std::unique_ptr<issuance::Issuer> issuer_;
+  std::unique_ptr<registry::Registry> registry_;
   std::unique_ptr<ProvisionService> service_;
-  std::unique_ptr<Registry> registry_;
   std::unique_ptr<DeviceRegistry> devices_;
 };
 

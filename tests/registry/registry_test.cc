@@ -1,6 +1,6 @@
 // The registry as an operator uses it: create, read, list with filters and pages, update,
 // delete refused while something depends on it, attach and detach, validation.
-#include "provision/registry.h"
+#include "registry/registry.h"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 #include "pki/file/file_key_backend.h"
 #include "testing/db.h"
 
-namespace certfleet::provision {
+namespace certfleet::registry {
 namespace {
 
 namespace json = boost::json;
@@ -183,4 +183,4 @@ TEST_P(RegistryTest, ABatchBelongsToOneTemplateAndOneTemplateIsTheDefault) {
 INSTANTIATE_TEST_SUITE_P(Drivers, RegistryTest, testing::kBothDialects, testing::DialectName);
 
 }  // namespace
-}  // namespace certfleet::provision
+}  // namespace certfleet::registry

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <boost/json/object.hpp>
 #include <cstdint>
 #include <optional>
@@ -12,7 +13,7 @@
 #include "store/registry_repo.h"
 #include "store/store.h"
 
-namespace certfleet::provision {
+namespace certfleet::registry {
 
 // The kinds of registry object, as the API names them ("thing", "thing-type", ...). A
 // profile (W3) names the thing type, groups and policies a bulk import gives its things;
@@ -40,6 +41,17 @@ struct ProvisioningTemplate {
   std::optional<int64_t> validity_days;
 };
 
+// A product profile as a bulk import (W3) uses it: what each imported thing gets.
+struct ProductProfile {
+  std::optional<std::string> thing_type;
+  std::vector<std::string> groups;
+  std::vector<std::string> policies;
+};
+
+// The registry's name rule (core's IsValidName) for every object and link, whoever writes
+// it (the API, W3's imports): kInvalidArgument naming `field` otherwise.
+Result<void> CheckName(std::string_view field, std::string_view name);
+
 struct ListFilter {
   std::optional<std::string> ref;    // things: their type; templates: their CA
   std::optional<std::string> group;  // things: members of this group
@@ -47,8 +59,9 @@ struct ListFilter {
   int limit = 100;
 };
 
-// The device registry of W2: things, thing types, thing groups, policies and provisioning
-// templates, their links, and what provisioning writes into it. Every change is audited.
+// The registry floor: things, thing types, thing groups, policies, provisioning templates
+// (W2) and product profiles (W3), their links, and what provisioning writes into it. Every
+// change is audited.
 // Bodies are JSON objects, validated here; an object is answered as its JSON view (its
 // fields plus name, created_at and updated_at). Thread-safe.
 class Registry {
@@ -80,12 +93,15 @@ class Registry {
   // revocation at `revoke_superseded_at`.
   static Result<void> RecordProvisioning(store::Tx& tx, const ProvisioningTemplate& tmpl, std::string_view thing,
                                          std::string_view serial, int64_t now, int64_t revoke_superseded_at);
+  // The profile `name`, once everything it names is known to exist (as Thingpress checks
+  // first): kNotFound for no such profile, kFailedPrecondition naming what is missing.
+  static Result<ProductProfile> ProfileFor(store::Tx& tx, std::string_view name);
   // Points every template signing with `old_ca` at `new_ca`; returns how many.
-  static Result<int> MoveTemplates(store::Tx& tx, std::string_view old_ca, std::string_view new_ca, int64_t now);
+  Result<int> MoveTemplates(store::Tx& tx, std::string_view old_ca, std::string_view new_ca, int64_t now);
 
-  // Counts this process's changes to provisioning templates (create, update, delete, CA
+  // Counts this registry's changes to provisioning templates (create, update, delete, CA
   // rotation), so that a cache of templates can tell that it is stale.
-  static uint64_t TemplateChanges();
+  uint64_t TemplateChanges() const;
 
   // Largest policy document, serialized.
   static constexpr size_t kMaxPolicyBytes = size_t{20} * 1024;
@@ -93,6 +109,7 @@ class Registry {
  private:
   store::Store& store_;
   const Clock& clock_;
+  std::atomic<uint64_t> template_changes_{0};
 };
 
-}  // namespace certfleet::provision
+}  // namespace certfleet::registry

@@ -1,18 +1,17 @@
-#include "provision/registry.h"
+#include "registry/registry.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <atomic>
 #include <boost/json.hpp>
 #include <set>
 
-#include "provision/device_upload.h"
+#include "core/text.h"
 #include "store/audit_repo.h"
 #include "store/certificates_repo.h"
 #include "store/imports_repo.h"
 
-namespace certfleet::provision {
+namespace certfleet::registry {
 namespace {
 
 namespace json = boost::json;
@@ -31,14 +30,7 @@ constexpr int64_t kMaxTemplateValidityDays = 3650;
 // Bounds the scan of templates when checking what names an object; far above real counts.
 constexpr int kMaxTemplates = 10'000;
 
-std::atomic<uint64_t> template_changes{0};
-
 Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
-
-Result<void> CheckName(std::string_view field, std::string_view name) {
-  if (!IsValidName(name, kMaxNameBytes)) return Invalid(NameRule(field));
-  return Ok();
-}
 
 // An optional string field; absent and null are nullopt.
 Result<std::optional<std::string>> Text(const json::object& o, std::string_view key, size_t max) {
@@ -318,7 +310,7 @@ Result<Normalized> Normalize(store::Tx& tx, Kind kind, const std::string& name, 
         }
       }
       out.body["policies"] = std::move(policies);
-      CF_ASSIGN_OR_RETURN(auto batches, Names(in, "batches", kMaxListed, kMaxBatchBytes));
+      CF_ASSIGN_OR_RETURN(auto batches, Names(in, "batches", kMaxListed, kMaxNameBytes));
       out.body["batches"] = json::value_from(batches);
       bool is_default = false;
       if (const json::value* d = in.if_contains("default"); d && !d->is_null()) {
@@ -448,7 +440,23 @@ Result<std::string> Dependency(store::Tx& tx, Kind kind, const std::string& name
   return std::string();
 }
 
+// The string members of the array `key` of `o`.
+std::vector<std::string> Strings(const json::object& o, std::string_view key) {
+  std::vector<std::string> out;
+  if (const json::value* v = o.if_contains(key); v && v->is_array()) {
+    for (const auto& e : v->get_array()) {
+      if (e.is_string()) out.emplace_back(e.get_string());
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+Result<void> CheckName(std::string_view field, std::string_view name) {
+  if (!IsValidName(name, kMaxNameBytes)) return Invalid(NameRule(field));
+  return Ok();
+}
 
 std::string_view KindName(Kind kind) { return kKindNames[static_cast<int>(kind)]; }
 
@@ -467,7 +475,7 @@ Result<json::object> Registry::Create(Kind kind, const json::object& body, std::
     if (!inserted.ok()) return inserted.error();
     if (kind == Kind::kTemplate) {
       CF_RETURN_IF_ERROR(LinkBatches(tx, *name, n.body, now));
-      ++template_changes;
+      ++template_changes_;
     }
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, fmt::format("{}.create", KindName(kind)),
                                           fmt::format("{}:{}", KindName(kind), *name), o.body));
@@ -526,7 +534,7 @@ Result<json::object> Registry::Update(Kind kind, std::string_view name, const js
     CF_RETURN_IF_ERROR(store::UpdateObject(tx, o));
     if (kind == Kind::kTemplate) {
       CF_RETURN_IF_ERROR(LinkBatches(tx, o.name, n.body, now));
-      ++template_changes;
+      ++template_changes_;
     }
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, fmt::format("{}.update", KindName(kind)),
                                           fmt::format("{}:{}", KindName(kind), o.name), o.body));
@@ -548,7 +556,7 @@ Result<void> Registry::Delete(Kind kind, std::string_view name, std::string_view
     if (kind == Kind::kTemplate) {
       CF_ASSIGN_OR_RETURN(auto batches, store::LinksTo(tx, kBatchTemplate, o.name));
       for (const auto& b : batches) CF_RETURN_IF_ERROR(store::DeleteLink(tx, kBatchTemplate, b.from_name, o.name));
-      ++template_changes;
+      ++template_changes_;
     }
     CF_RETURN_IF_ERROR(store::DeleteObject(tx, KindName(kind), o.name));
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, fmt::format("{}.delete", KindName(kind)),
@@ -640,10 +648,34 @@ Result<int> Registry::MoveTemplates(store::Tx& tx, std::string_view old_ca, std:
     t.updated_at = now;
     CF_RETURN_IF_ERROR(store::UpdateObject(tx, t));
   }
-  ++template_changes;
+  ++template_changes_;
   return static_cast<int>(templates.size());
 }
 
-uint64_t Registry::TemplateChanges() { return template_changes.load(); }
+uint64_t Registry::TemplateChanges() const { return template_changes_.load(); }
 
-}  // namespace certfleet::provision
+Result<ProductProfile> Registry::ProfileFor(store::Tx& tx, std::string_view name) {
+  CF_ASSIGN_OR_RETURN(auto o, store::FindObject(tx, store::kObjectProfile, name));
+  if (!o) return MakeError(ErrorCode::kNotFound, fmt::format("no profile {}", name));
+  CF_ASSIGN_OR_RETURN(json::object body, ParseBody(*o));
+  ProductProfile p;
+  if (const json::value* t = body.if_contains("thing_type"); t && t->is_string()) {
+    p.thing_type = std::string(t->get_string());
+  }
+  p.groups = Strings(body, "thing_groups");
+  p.policies = Strings(body, "policies");
+  auto must_exist = [&](std::string_view kind, const std::string& what) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(auto found, store::FindObject(tx, kind, what));
+    if (!found) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       fmt::format("profile {} names {} {}, which does not exist", name, kind, what));
+    }
+    return Ok();
+  };
+  if (p.thing_type) CF_RETURN_IF_ERROR(must_exist(store::kObjectThingType, *p.thing_type));
+  for (const auto& g : p.groups) CF_RETURN_IF_ERROR(must_exist(store::kObjectThingGroup, g));
+  for (const auto& pol : p.policies) CF_RETURN_IF_ERROR(must_exist(store::kObjectPolicy, pol));
+  return p;
+}
+
+}  // namespace certfleet::registry
