@@ -2,7 +2,8 @@
 #
 # certfleet_module(NAME SOURCES ... MODULES ... LIBS ...)
 #   Adds the library target certfleet_<NAME>. MODULES lists the certfleet modules it may
-#   use; configuring fails if one of its files includes a header of any other module.
+#   use; configuring fails if one of its files includes a header of any other module, or
+#   holds SQL outside the store module.
 # certfleet_test(NAME SOURCES ... LIBS ... [FIXTURES ...] [LABELS ...])
 #   Adds a GoogleTest executable and registers it with ctest.
 
@@ -11,6 +12,13 @@ set(CERTFLEET_MODULES core pki store blob mail jobs events issuance registry ca 
 function(certfleet_check_includes name allowed)
   file(GLOB_RECURSE files "${CMAKE_CURRENT_SOURCE_DIR}/*.h" "${CMAKE_CURRENT_SOURCE_DIR}/*.cc")
   foreach(f IN LISTS files)
+    # SQL lives in the store alone (DESIGN.md): a statement anywhere else is refused.
+    if(NOT name STREQUAL "store")
+      file(STRINGS "${f}" sql REGEX "\"(SELECT|INSERT INTO|UPDATE [a-z_]+ SET|DELETE FROM) ")
+      if(sql)
+        message(FATAL_ERROR "${f}: SQL outside src/store: ${sql}")
+      endif()
+    endif()
     file(STRINGS "${f}" includes REGEX "^#include \"[a-z_]+/")
     foreach(line IN LISTS includes)
       string(REGEX REPLACE "^#include \"([a-z_]+)/.*" "\\1" used "${line}")

@@ -86,10 +86,9 @@ void AddRegistryKindRoutes(Router& router, const ApiContext& ctx, const Registry
 }
 
 void AddRegistryRoutes(Router& router, const ApiContext& ctx) {
-  for (const RegistryKindRoute& k : {RegistryKindRoute{Kind::kThing, "things", "thing_type"},
-                                     RegistryKindRoute{Kind::kThingType, "thing-types", ""},
-                                     RegistryKindRoute{Kind::kThingGroup, "thing-groups", ""},
-                                     RegistryKindRoute{Kind::kPolicy, "policies", ""}}) {
+  for (const RegistryKindRoute& k :
+       {RegistryKindRoute{Kind::kThing, "things", "thing_type"}, RegistryKindRoute{Kind::kThingType, "thing-types", ""},
+        RegistryKindRoute{Kind::kThingGroup, "thing-groups", ""}, RegistryKindRoute{Kind::kPolicy, "policies", ""}}) {
     AddRegistryKindRoutes(router, ctx, k);
   }
   AddLinkRoutes(router, &ctx, store::kThingCertificate, "/v1/things/{from}/certificates/{to}");

@@ -213,7 +213,7 @@ Authenticator MakeStoreAuthenticator(store::Store& store, const Clock& clock, To
                         store::Read(store, [&](store::Tx& tx) { return store::AuthenticateBearer(tx, bearer); }));
     if (!token) return std::optional<Principal>();
     if (!token->last_used_at || *token->last_used_at < now - kLastUsedResolutionMs) {
-      Result<int64_t> touched = store.Exec("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", {now, token->id});
+      Result<void> touched = store::TouchApiToken(store, token->id, now);
       if (!touched.ok()) log::Warn("recording token use", {{"error", touched.error().message}});
     }
     Principal principal{true, token->id, token->name, token->role};

@@ -110,7 +110,7 @@ Result<int> RenewalService::Pump() {
 Result<std::vector<std::string>> RenewalService::PumpStarted() {
   const int64_t now = clock_.NowMillis();
   return store::Write(store_, [&](store::Tx& tx) -> Result<std::vector<std::string>> {
-    if (tx.postgres()) CF_RETURN_IF_ERROR(tx.Query(fmt::format("SELECT pg_advisory_xact_lock({})", kPumpLockKey)));
+    CF_RETURN_IF_ERROR(store::LockForTransaction(tx, kPumpLockKey));
     CF_ASSIGN_OR_RETURN(auto overdue, store::OverdueRenewals(tx, now, kMaxOverduePerPump));
     for (auto& r : overdue) {
       const std::string error = fmt::format("the agent did not finish before the deadline (it was {})", r.state);

@@ -407,7 +407,7 @@ Result<int> Migrate(Store& store) {
   if (store.dialect() == Dialect::kPostgres) {
     // CREATE TABLE IF NOT EXISTS can still race on PostgreSQL's catalog: take the lock first.
     CF_RETURN_IF_ERROR(store.Transact([](Tx& tx) -> Result<void> {
-      CF_RETURN_IF_ERROR(tx.Query(fmt::format("SELECT pg_advisory_xact_lock({})", kMigrationLockKey)));
+      CF_RETURN_IF_ERROR(LockForTransaction(tx, kMigrationLockKey));
       return tx.ExecScript(kCreateMigrationsTable);
     }));
   } else {
@@ -418,8 +418,7 @@ Result<int> Migrate(Store& store) {
     bool ran = false;
     Result<void> r = store.Transact([&](Tx& tx) -> Result<void> {
       ran = false;
-      if (tx.postgres())
-        CF_RETURN_IF_ERROR(tx.Query(fmt::format("SELECT pg_advisory_xact_lock({})", kMigrationLockKey)));
+      CF_RETURN_IF_ERROR(LockForTransaction(tx, kMigrationLockKey));
       CF_ASSIGN_OR_RETURN(auto done,
                           tx.QueryOne("SELECT 1 FROM schema_migrations WHERE version = ?", {int64_t{m.version}}));
       if (done) return Ok();

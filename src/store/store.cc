@@ -71,6 +71,12 @@ void AppendJsonString(std::string& out, std::string_view s) {
 
 }  // namespace
 
+Result<void> LockForTransaction(Tx& tx, int64_t key) {
+  if (!tx.postgres()) return Ok();
+  CF_RETURN_IF_ERROR(tx.Query("SELECT pg_advisory_xact_lock(?)", {key}));
+  return Ok();
+}
+
 Result<void> InsertRows(Tx& tx, std::string_view table, std::span<const Column> columns,
                         const std::vector<Params>& rows, std::string_view tail) {
   if (rows.empty()) return Ok();

@@ -123,6 +123,10 @@ struct Column {
 // of the same call is allowed with DO NOTHING only.
 Result<void> InsertRows(Tx& tx, std::string_view table, std::span<const Column> columns,
                         const std::vector<Params>& rows, std::string_view tail = {});
+// Serializes the transactions that call it with the same `key` among all nodes: on
+// PostgreSQL an advisory lock held until the transaction ends; SQLite's writers are
+// serialized already.
+Result<void> LockForTransaction(Tx& tx, int64_t key);
 // `column IN <values>` for a WHERE clause, the values appended to `params` as one parameter,
 // so that the statement is prepared once whatever their number.
 std::string InValues(const Tx& tx, std::string_view column, const std::vector<std::string>& values, Params& params);

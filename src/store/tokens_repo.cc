@@ -93,4 +93,9 @@ Result<bool> RevokeApiToken(Tx& tx, std::string_view id, int64_t now) {
   return n > 0;
 }
 
+Result<void> TouchApiToken(Store& store, std::string_view id, int64_t now) {
+  CF_RETURN_IF_ERROR(store.Exec("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", {now, std::string(id)}));
+  return Ok();
+}
+
 }  // namespace certfleet::store

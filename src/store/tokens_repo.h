@@ -39,5 +39,7 @@ Result<std::optional<ApiToken>> AuthenticateBearer(Tx& tx, std::string_view bear
 Result<std::vector<ApiToken>> ListApiTokens(Tx& tx);
 // True if a token was revoked now, false if there is no such unrevoked token.
 Result<bool> RevokeApiToken(Tx& tx, std::string_view id, int64_t now);
+// Records that the token was used at `now`.
+Result<void> TouchApiToken(Store& store, std::string_view id, int64_t now);
 
 }  // namespace certfleet::store
