@@ -127,14 +127,26 @@ std::optional<Response> Router::Dispatch(const Match& match, Request& req, const
                                " role; the token has " + std::string(store::RoleName(req.principal.role)));
     }
   }
-  try {
-    if (!route.async_handler) return route.handler(req);
+  if (!route.async_handler) return Answer(req.request_id, route.pattern, [&] { return route.handler(req); });
+  bool taken = false;
+  Response refused = Answer(req.request_id, route.pattern, [&]() -> Result<Response> {
     route.async_handler(req, respond);
-    return std::nullopt;
+    taken = true;
+    return Response{};
+  });
+  if (taken) return std::nullopt;  // it answers through `respond`
+  return refused;                  // it threw before taking the request
+}
+
+Response Router::Answer(std::string_view request_id, std::string_view route, const MakeResponse& make) {
+  try {
+    Result<Response> res = make();
+    if (res.ok()) return std::move(*res);
+    return Fail(request_id, res.error());
   } catch (const std::exception& e) {
-    log::Error("handler threw", {{"request_id", req.request_id}, {"route", route.pattern}, {"error", e.what()}});
+    log::Error("handler threw", {{"request_id", request_id}, {"route", route}, {"error", e.what()}});
   } catch (...) {
-    log::Error("handler threw", {{"request_id", req.request_id}, {"route", route.pattern}});
+    log::Error("handler threw", {{"request_id", request_id}, {"route", route}});
   }
   return ErrorResponse(500, "internal", "the server could not complete the request; see its log");
 }

@@ -22,10 +22,13 @@ struct RouteOptions {
   size_t body_limit = 0;              // 0: the server's default (server.body_limit)
 };
 
-using Handler = std::function<Response(Request&)>;
-// Gives an asynchronous handler's response to its connection: call it once, from any thread;
-// `make` builds the response on one of the server's threads.
-using Responder = std::function<void(std::function<Response()> make)>;
+// A route's handler: the response, or the Error the router answers with its status and code
+// (ErrorResponse: one status and one code per ErrorCode).
+using Handler = std::function<Result<Response>(Request&)>;
+// Builds an asynchronous route's response, on one of the server's threads.
+using MakeResponse = std::function<Result<Response>()>;
+// Gives an asynchronous handler's response to its connection: call it once, from any thread.
+using Responder = std::function<void(MakeResponse make)>;
 // A handler that answers later, through the Responder, without holding a server thread while
 // it waits (for the store's commit, say). It must not touch the Request after returning.
 using AsyncHandler = std::function<void(Request&, Responder)>;
@@ -63,6 +66,10 @@ class Router {
   std::optional<Response> Dispatch(const Match& match, Request& req, const Responder& respond) const;
 
   const std::vector<Route>& routes() const { return routes_; }
+
+  // Runs `make` behind the router's exception barrier: an Error becomes its JSON response
+  // (5xx logged with the request id, never sent), an exception a 500. Never throws.
+  static Response Answer(std::string_view request_id, std::string_view route, const MakeResponse& make);
 
  private:
   Authenticator authenticator_;

@@ -20,7 +20,7 @@ constexpr size_t kProvisionBodyLimit = size_t{64} * 1024;
 constexpr size_t kMaxQueryName = 253;
 
 Response RateLimited(int64_t retry_after, std::string_view what) {
-  Response res = ErrorResponse(429, "rate_limited",
+  Response res = ErrorResponse(429, "resource_exhausted",
                                fmt::format("too many requests from this {}; retry after {} s", what, retry_after));
   res.headers.emplace_back("Retry-After", std::to_string(retry_after));
   return res;
@@ -170,11 +170,11 @@ Response Retrieve(const ApiContext& ctx, const Request& req) {
   auto expires = req.query.find("expires");
   auto signature = req.query.find("signature");
   if (expires == req.query.end() || signature == req.query.end()) {
-    return ErrorResponse(403, "forbidden", "this URL is not signed");
+    return ErrorResponse(403, "permission_denied", "this URL is not signed");
   }
   switch (ctx.provision->CheckRetrieveLink(serial, expires->second, signature->second)) {
     case provision::LinkCheck::kTampered:
-      return ErrorResponse(403, "forbidden", "this URL's signature does not match");
+      return ErrorResponse(403, "permission_denied", "this URL's signature does not match");
     case provision::LinkCheck::kExpired:
       return ErrorResponse(410, "gone", "this URL has expired; provision again for a new one");
     case provision::LinkCheck::kValid:

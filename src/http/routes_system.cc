@@ -60,24 +60,16 @@ Response Readyz(const ApiContext& ctx, const Request& req) {
   return JsonResponse(200, json::object{{"status", "ready"}});
 }
 
-Response ListAudit(const ApiContext& ctx, const Request& req) {
-  auto page = ParsePage(req);
-  if (!page.ok()) return Fail(req, page.error());
+Result<Response> ListAudit(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(Page page, ParsePage(req));
   store::AuditFilter filter;
-  filter.limit = page->limit;
-  auto after = AfterNumber(*page);
-  if (!after.ok()) return Fail(req, after.error());
-  filter.after_seq = *after;
-  auto actor = QueryParam(req, "actor", kMaxNameLength);
-  auto action = QueryParam(req, "action", kMaxNameLength);
-  if (!actor.ok()) return Fail(req, actor.error());
-  if (!action.ok()) return Fail(req, action.error());
-  filter.actor = *actor;
-  filter.action = *action;
-  auto rows = store::Read(ctx.store, [&](store::Tx& tx) { return store::ListAudit(tx, filter); });
-  if (!rows.ok()) return Fail(req, rows.error());
+  filter.limit = page.limit;
+  CF_ASSIGN_OR_RETURN(filter.after_seq, AfterNumber(page));
+  CF_ASSIGN_OR_RETURN(filter.actor, QueryParam(req, "actor", kMaxNameLength));
+  CF_ASSIGN_OR_RETURN(filter.action, QueryParam(req, "action", kMaxNameLength));
+  CF_ASSIGN_OR_RETURN(auto rows, store::Read(ctx.store, [&](store::Tx& tx) { return store::ListAudit(tx, filter); }));
   json::array items;
-  for (const auto& e : *rows) {
+  for (const auto& e : rows) {
     json::value details = json::parse(e.details);
     items.push_back(json::object{{"seq", e.seq},
                                  {"at", FormatRfc3339(e.at)},
@@ -88,104 +80,87 @@ Response ListAudit(const ApiContext& ctx, const Request& req) {
                                  {"prev_hash", e.prev_hash},
                                  {"hash", e.hash}});
   }
-  auto next = NextCursor(rows->size(), filter.limit, [&] { return std::to_string(rows->back().seq); });
+  auto next = NextCursor(rows.size(), filter.limit, [&] { return std::to_string(rows.back().seq); });
   return JsonResponse(200, PageJson(std::move(items), next));
 }
 
-Response ListJobs(const ApiContext& ctx, const Request& req) {
-  auto page = ParsePage(req);
-  if (!page.ok()) return Fail(req, page.error());
+Result<Response> ListJobs(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(Page page, ParsePage(req));
   store::JobFilter filter;
-  filter.limit = page->limit;
-  auto before = AfterNumber(*page);
-  if (!before.ok()) return Fail(req, before.error());
-  filter.before_id = *before;
+  filter.limit = page.limit;
+  CF_ASSIGN_OR_RETURN(filter.before_id, AfterNumber(page));
   if (auto it = req.query.find("state"); it != req.query.end()) {
-    auto state = store::ParseJobState(it->second);
-    if (!state.ok()) return Fail(req, state.error());
-    filter.state = *state;
+    CF_ASSIGN_OR_RETURN(filter.state, store::ParseJobState(it->second));
   }
-  auto kind = QueryParam(req, "kind", kMaxNameLength);
-  if (!kind.ok()) return Fail(req, kind.error());
-  filter.kind = *kind;
-  auto jobs = store::Read(ctx.store, [&](store::Tx& tx) { return store::ListJobs(tx, filter); });
-  if (!jobs.ok()) return Fail(req, jobs.error());
+  CF_ASSIGN_OR_RETURN(filter.kind, QueryParam(req, "kind", kMaxNameLength));
+  CF_ASSIGN_OR_RETURN(auto jobs, store::Read(ctx.store, [&](store::Tx& tx) { return store::ListJobs(tx, filter); }));
   json::array items;
-  for (const auto& j : *jobs) items.push_back(JobJson(j));
-  return JsonResponse(200, PageJson(std::move(items), NextCursor(jobs->size(), filter.limit,
-                                                                 [&] { return std::to_string(jobs->back().id); })));
+  for (const auto& j : jobs) items.push_back(JobJson(j));
+  return JsonResponse(200, PageJson(std::move(items), NextCursor(jobs.size(), filter.limit,
+                                                                 [&] { return std::to_string(jobs.back().id); })));
 }
 
-Response GetJob(const ApiContext& ctx, const Request& req) {
-  auto id = PathId(req);
-  if (!id.ok()) return Fail(req, id.error());
-  auto job = store::Read(ctx.store, [&](store::Tx& tx) { return store::GetJob(tx, *id); });
-  if (!job.ok()) return Fail(req, job.error());
-  if (!*job) return ErrorResponse(404, "not_found", fmt::format("no job {}", *id));
-  return JsonResponse(200, JobJson(**job));
-}
-
-Response RetryJob(const ApiContext& ctx, const Request& req) {
-  auto id = PathId(req);
-  if (!id.ok()) return Fail(req, id.error());
-  auto job = store::Write(ctx.store, [&](store::Tx& tx) -> Result<store::Job> {
-    const int64_t now = ctx.clock.NowMillis();
-    CF_ASSIGN_OR_RETURN(bool retried, store::RetryDeadJob(tx, *id, now));
-    CF_ASSIGN_OR_RETURN(auto job, store::GetJob(tx, *id));
-    if (!job) return MakeError(ErrorCode::kNotFound, fmt::format("no job {}", *id));
-    if (!retried) {
-      return MakeError(ErrorCode::kFailedPrecondition, fmt::format("job {} is {}; only dead jobs can be retried", *id,
-                                                                   store::JobStateName(job->state)));
-    }
-    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, req.principal.Actor(), "job.retry", fmt::format("job:{}", *id),
-                                          json::serialize(json::object{{"kind", job->kind}})));
-    return *job;
-  });
-  if (!job.ok()) return Fail(req, job.error());
+Result<Response> GetJob(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(int64_t id, PathId(req));
+  CF_ASSIGN_OR_RETURN(auto job, store::Read(ctx.store, [&](store::Tx& tx) { return store::GetJob(tx, id); }));
+  if (!job) return MakeError(ErrorCode::kNotFound, fmt::format("no job {}", id));
   return JsonResponse(200, JobJson(*job));
 }
 
-Response CreateToken(const ApiContext& ctx, const Request& req) {
-  auto body = ParseJsonObject(req.body);
-  if (!body.ok()) return Fail(req, body.error());
-  auto role_name = RequiredString(*body, "role", 20);
-  if (!role_name.ok()) return Fail(req, role_name.error());
-  auto role = store::ParseRole(*role_name);
-  if (!role.ok()) return Fail(req, role.error());
-  auto name = OptionalString(*body, "name", kMaxNameLength);
-  if (!name.ok()) return Fail(req, name.error());
-  auto token = store::Write(ctx.store, [&](store::Tx& tx) -> Result<store::NewToken> {
-    const int64_t now = ctx.clock.NowMillis();
-    CF_ASSIGN_OR_RETURN(auto token, store::CreateApiToken(tx, *role, name->value_or(""), req.principal.Actor(), now));
-    CF_RETURN_IF_ERROR(
-        store::AppendAudit(tx, now, req.principal.Actor(), "token.create", "token:" + token.record.id,
-                           json::serialize(json::object{{"role", *role_name}, {"name", token.record.name}})));
-    return token;
-  });
-  if (!token.ok()) return Fail(req, token.error());
-  json::object out = TokenJson(token->record);
-  out["token"] = token->bearer;
+Result<Response> RetryJob(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(int64_t id, PathId(req));
+  CF_ASSIGN_OR_RETURN(
+      auto job, store::Write(ctx.store, [&](store::Tx& tx) -> Result<store::Job> {
+        const int64_t now = ctx.clock.NowMillis();
+        CF_ASSIGN_OR_RETURN(bool retried, store::RetryDeadJob(tx, id, now));
+        CF_ASSIGN_OR_RETURN(auto job, store::GetJob(tx, id));
+        if (!job) return MakeError(ErrorCode::kNotFound, fmt::format("no job {}", id));
+        if (!retried) {
+          return MakeError(ErrorCode::kFailedPrecondition, fmt::format("job {} is {}; only dead jobs can be retried",
+                                                                       id, store::JobStateName(job->state)));
+        }
+        CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, req.principal.Actor(), "job.retry", fmt::format("job:{}", id),
+                                              json::serialize(json::object{{"kind", job->kind}})));
+        return *job;
+      }));
+  return JsonResponse(200, JobJson(job));
+}
+
+Result<Response> CreateToken(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(req.body));
+  CF_ASSIGN_OR_RETURN(std::string role_name, RequiredString(body, "role", 20));
+  CF_ASSIGN_OR_RETURN(store::Role role, store::ParseRole(role_name));
+  CF_ASSIGN_OR_RETURN(auto name, OptionalString(body, "name", kMaxNameLength));
+  CF_ASSIGN_OR_RETURN(
+      auto token, store::Write(ctx.store, [&](store::Tx& tx) -> Result<store::NewToken> {
+        const int64_t now = ctx.clock.NowMillis();
+        CF_ASSIGN_OR_RETURN(auto token, store::CreateApiToken(tx, role, name.value_or(""), req.principal.Actor(), now));
+        CF_RETURN_IF_ERROR(
+            store::AppendAudit(tx, now, req.principal.Actor(), "token.create", "token:" + token.record.id,
+                               json::serialize(json::object{{"role", role_name}, {"name", token.record.name}})));
+        return token;
+      }));
+  json::object out = TokenJson(token.record);
+  out["token"] = token.bearer;
   return NoStore(JsonResponse(201, out));
 }
 
-Response ListTokens(const ApiContext& ctx, const Request& req) {
-  auto tokens = store::Read(ctx.store, [&](store::Tx& tx) { return store::ListApiTokens(tx); });
-  if (!tokens.ok()) return Fail(req, tokens.error());
+Result<Response> ListTokens(const ApiContext& ctx, const Request&) {
+  CF_ASSIGN_OR_RETURN(auto tokens, store::Read(ctx.store, [&](store::Tx& tx) { return store::ListApiTokens(tx); }));
   json::array items;
-  for (const auto& t : *tokens) items.push_back(TokenJson(t));
+  for (const auto& t : tokens) items.push_back(TokenJson(t));
   return JsonResponse(200, json::object{{"items", std::move(items)}});
 }
 
-Response RevokeToken(const ApiContext& ctx, const Request& req) {
+Result<Response> RevokeToken(const ApiContext& ctx, const Request& req) {
   const std::string& id = req.params.at("id");
-  Result<void> r = ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
+  CF_RETURN_IF_ERROR(ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
     const int64_t now = ctx.clock.NowMillis();
     CF_ASSIGN_OR_RETURN(bool revoked, store::RevokeApiToken(tx, id, now));
     if (!revoked) return MakeError(ErrorCode::kNotFound, "no unrevoked token " + id);
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, req.principal.Actor(), "token.revoke", "token:" + id, "{}"));
     return Ok();
-  });
-  if (!r.ok()) return Fail(req, r.error());
+  }));
   ctx.tokens.Clear();
   Response res;
   res.status = 204;

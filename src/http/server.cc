@@ -235,7 +235,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     }
     if (ec) {
       unread_body_ = true;
-      return Reply(ErrorResponse(400, "bad_request", "malformed HTTP request: " + ec.message()), true);
+      return Reply(ErrorResponse(400, "invalid_argument", "malformed HTTP request: " + ec.message()), true);
     }
 
     const auto& h = parser_->get();
@@ -249,11 +249,11 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     }
     if (h.find(bhttp::field::transfer_encoding) != h.end() && !parser_->chunked()) {
       unread_body_ = true;
-      return Reply(ErrorResponse(400, "bad_request", "a Transfer-Encoding must end in chunked"), true);
+      return Reply(ErrorResponse(400, "invalid_argument", "a Transfer-Encoding must end in chunked"), true);
     }
     if (h.count(bhttp::field::host) > 1 || (h.version() >= 11 && h.count(bhttp::field::host) == 0)) {
       unread_body_ = !parser_->is_done();
-      return Reply(ErrorResponse(400, "bad_request", "an HTTP/1.1 request needs exactly one Host header"), true);
+      return Reply(ErrorResponse(400, "invalid_argument", "an HTTP/1.1 request needs exactly one Host header"), true);
     }
     ParseTarget(std::string_view(h.target().data(), h.target().size()), req_);
     match_ = server_.router.Find(req_.method, req_.path);
@@ -294,7 +294,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     if (ec && ClientGone(ec)) return Close();
     if (ec) {  // a malformed body: a bad chunk size or extension, say
       unread_body_ = true;
-      return Reply(ErrorResponse(400, "bad_request", "malformed HTTP body: " + ec.message()), true);
+      return Reply(ErrorResponse(400, "invalid_argument", "malformed HTTP body: " + ec.message()), true);
     }
 
     auto msg = parser_->release();
@@ -323,8 +323,11 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
   // until then the server counts it as outstanding work, so a graceful shutdown waits for it.
   Responder MakeResponder() {
     auto executor = asio::prefer(stream_.get_executor(), asio::execution::outstanding_work.tracked);
-    return [self = shared_from_this(), executor](std::function<Response()> make) {
-      asio::post(executor, [self, make = std::move(make)] { self->Reply(make(), false); });
+    return [self = shared_from_this(), executor](MakeResponse make) {
+      asio::post(executor, [self, make = std::move(make)] {
+        const std::string_view route = self->match_.route ? std::string_view(self->match_.route->pattern) : "";
+        self->Reply(Router::Answer(self->req_.request_id, route, make), false);
+      });
     };
   }
 

@@ -36,6 +36,11 @@ class RouterTest : public ::testing::Test {
       return JsonResponse(200, boost::json::object{{"subject", r.client_cert->subject}});
     });
     router_.Add("GET", "/v1/boom", {Access::kPublic}, [](Request&) -> Response { throw std::runtime_error("bug"); });
+    router_.Add("GET", "/v1/refused/{code}", {Access::kPublic}, [](Request& r) -> Result<Response> {
+      if (r.params.at("code") == "exists") return MakeError(ErrorCode::kAlreadyExists, "a thing x exists");
+      if (r.params.at("code") == "denied") return MakeError(ErrorCode::kPermissionDenied, "not yours");
+      return MakeError(ErrorCode::kInternal, "disk /var/lib/secret unreadable");
+    });
   }
   Response Call(std::string method, std::string path, std::string token = "") {
     Request req;
@@ -83,6 +88,26 @@ TEST_F(RouterTest, AThrowingHandlerIs500WithoutDetails) {
   auto r = Call("GET", "/v1/boom");
   EXPECT_EQ(r.status, 500);
   EXPECT_EQ(r.body.find("bug"), std::string::npos);
+}
+
+TEST_F(RouterTest, ErrorsAHandlerReturnsAreAnsweredWithOneStatusAndCodeEach) {
+  Response exists = Call("GET", "/v1/refused/exists");
+  EXPECT_EQ(exists.status, 409);
+  EXPECT_EQ(ErrorCodeOf(exists), "already_exists");
+  EXPECT_NE(exists.body.find("a thing x exists"), std::string::npos);
+  Response denied = Call("GET", "/v1/refused/denied");
+  EXPECT_EQ(denied.status, 403);
+  EXPECT_EQ(ErrorCodeOf(denied), "permission_denied");
+  Response internal = Call("GET", "/v1/refused/internal");
+  EXPECT_EQ(internal.status, 500);
+  EXPECT_EQ(internal.body.find("secret"), std::string::npos) << "a server error's details stay in the log";
+}
+
+TEST(Router, AnAsynchronousResponseThatThrowsIsA500) {
+  Response r = Router::Answer("rid", "/v1/later", []() -> Result<Response> { throw std::runtime_error("bug"); });
+  EXPECT_EQ(r.status, 500);
+  EXPECT_EQ(ErrorCodeOf(r), "internal");
+  EXPECT_EQ(Router::Answer("rid", "/v1/later", [] { return MakeError(ErrorCode::kNotFound, "no x"); }).status, 404);
 }
 
 TEST(Json, MalformedBodiesAndPages) {
