@@ -4,7 +4,6 @@
 
 #include <boost/json.hpp>
 #include <filesystem>
-#include <iostream>
 #include <memory>
 
 #include "agent/client.h"
@@ -25,13 +24,6 @@ constexpr std::string_view kIdentityFile = "identity.json";
 constexpr size_t kMaxStateBytes = size_t{64} * 1024;
 
 }  // namespace
-
-void Log(std::string_view level, std::string_view msg, json::object fields) {
-  fields.emplace("level", level);
-  fields.emplace("msg", msg);
-  const bool bad = level == "error" || level == "warn";
-  (bad ? std::cerr : std::cout) << json::serialize(fields) << std::endl;
-}
 
 Result<std::string> Field(const json::object& o, std::string_view key) {
   const json::value* v = o.if_contains(key);

@@ -7,6 +7,7 @@
 
 #include "agent/agent.h"
 #include "agent/common.h"
+#include "core/log.h"
 
 namespace certfleet::agent {
 namespace {
@@ -54,7 +55,7 @@ int Main(int argc, char** argv) {
     return app.exit(e);
   }
   auto fail = [](std::string_view what, const Error& e) {
-    Log("error", what, {{"error", e.message}});
+    log::Error(what, {{"error", e.message}});
     return 1;
   };
   auto identity = LoadIdentity(options.state_dir);
@@ -65,8 +66,8 @@ int Main(int argc, char** argv) {
     }
     auto enrolled = Enroll(options, token);
     if (!enrolled.ok()) return fail("enrollment failed", enrolled.error());
-    Log("info", "enrolled",
-        {{"host", enrolled->host_id}, {"serial", enrolled->serial}, {"certificate", enrolled->files.cert}});
+    log::Info("enrolled",
+              {{"host", enrolled->host_id}, {"serial", enrolled->serial}, {"certificate", enrolled->files.cert}});
     identity = std::optional<Identity>(*enrolled);
   }
   run.reload_timeout = std::chrono::seconds(reload_timeout);
@@ -74,9 +75,9 @@ int Main(int argc, char** argv) {
   if (auto r = Recover(**identity); !r.ok()) return fail("cannot undo an interrupted renewal", r.error());
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
-  Log("info", "serving tasks", {{"host", (*identity)->host_id}, {"server", options.server}});
+  log::Info("serving tasks", {{"host", (*identity)->host_id}, {"server", options.server}});
   Run(options, **identity, run, g_stop);
-  Log("info", "stopped");
+  log::Info("stopped");
   return 0;
 }
 

@@ -11,9 +11,6 @@
 
 namespace certfleet::agent {
 
-// One JSON log line: to stderr for warnings and errors, to stdout otherwise.
-void Log(std::string_view level, std::string_view msg, boost::json::object fields = {});
-
 // The string `key` of a server's answer; kUnavailable when it is missing.
 Result<std::string> Field(const boost::json::object& o, std::string_view key);
 // The answer's JSON object; kUnavailable when it is not one.

@@ -17,6 +17,7 @@
 #include "agent/client.h"
 #include "agent/common.h"
 #include "core/files.h"
+#include "core/log.h"
 #include "pki/certificate.h"
 #include "pki/csr.h"
 #include "pki/key.h"
@@ -152,8 +153,8 @@ class Renewer {
       auto r = client_->Get(fmt::format("/v1/agent/tasks?wait={}", run_.wait_seconds),
                             run_.wait_seconds + kPollMarginSeconds);
       if (!r.ok() || r->status >= 500 || r->status == 401 || r->status == 403) {
-        Log("warn", "cannot get tasks; backing off",
-            {{"error", r.ok() ? ServerError(*r) : r.error().message}, {"backoff_s", backoff.count()}});
+        log::Warn("cannot get tasks; backing off",
+                  {{"error", r.ok() ? ServerError(*r) : r.error().message}, {"backoff_s", backoff.count()}});
         SleepFor(Jittered(backoff), stop_);
         backoff = std::min(backoff * 2, run_.backoff_max);
         continue;
@@ -161,13 +162,13 @@ class Renewer {
       backoff = run_.backoff_min;
       if (r->status == 204) continue;
       if (r->status != 200) {
-        Log("error", "unexpected answer to the task poll", {{"error", ServerError(*r)}});
+        log::Error("unexpected answer to the task poll", {{"error", ServerError(*r)}});
         SleepFor(Jittered(run_.backoff_max), stop_);
         continue;
       }
       auto task = JsonAnswer(*r, "task");
       if (!task.ok()) {
-        Log("error", "unreadable task", {{"error", task.error().message}});
+        log::Error("unreadable task", {{"error", task.error().message}});
         continue;
       }
       RunTask(*task);
@@ -189,27 +190,28 @@ class Renewer {
     if (static_cast<double>(facts->not_after_millis - wall) > lifetime * run_.self_renew_share) return;
     last_self_renew_ = now;
     auto r = client_->Post("/v1/agent/renew", "{}");
-    Log(r.ok() && r->status < 300 ? "info" : "warn", "certificate near its end: asked for a renewal",
-        {{"not_after_ms", facts->not_after_millis}, {"answer", r.ok() ? ServerError(*r) : r.error().message}});
+    log::Write(r.ok() && r->status < 300 ? log::Level::kInfo : log::Level::kWarn,
+               "certificate near its end: asked for a renewal",
+               {{"not_after_ms", facts->not_after_millis}, {"answer", r.ok() ? ServerError(*r) : r.error().message}});
   }
 
   void RunTask(const json::object& task) {
     const json::value* idv = task.if_contains("renewal_id");
     if (idv == nullptr || !idv->is_int64()) {
-      Log("error", "task without renewal_id");
+      log::Error("task without renewal_id");
       return;
     }
     const int64_t renewal_id = idv->get_int64();
-    Log("info", "renewal task", {{"renewal_id", renewal_id}});
+    log::Info("renewal task", {{"renewal_id", renewal_id}});
     Identity::Files files;
     auto done = Renew(task, renewal_id, files);
     if (!done.has_value()) {
-      Log("info", "renewed", {{"renewal_id", renewal_id}, {"serial", id_.serial}});
+      log::Info("renewed", {{"renewal_id", renewal_id}, {"serial", id_.serial}});
       return;
     }
     for (const auto& f : FinalNames(files)) RemoveQuietly(f + std::string(kNew));
-    Log("error", "renewal failed; the old files stay",
-        {{"renewal_id", renewal_id}, {"step", done->step}, {"error", done->error}});
+    log::Error("renewal failed; the old files stay",
+               {{"renewal_id", renewal_id}, {"step", done->step}, {"error", done->error}});
     Report(renewal_id, json::object{{"state", "failed"}, {"step", done->step}, {"error", done->error}});
   }
 
@@ -275,7 +277,7 @@ class Renewer {
         Restore(files);
         // The service goes back to the old files too.
         if (auto again = RunReload(*reload, run_.reload_timeout); !again.ok()) {
-          Log("error", "the reload command failed again with the old files", {{"error", again.error().message}});
+          log::Error("the reload command failed again with the old files", {{"error", again.error().message}});
         }
         return Failure{"reload", rc.error().message};
       }
@@ -302,13 +304,13 @@ class Renewer {
     for (int i = 0; i < kReportTries && !stop_; ++i) {
       auto r = client_->Post(fmt::format("/v1/agent/renewals/{}/status", renewal_id), json::serialize(report));
       if (r.ok() && r->status < 500) {
-        if (r->status != 200) Log("warn", "report refused", {{"renewal_id", renewal_id}, {"error", ServerError(*r)}});
+        if (r->status != 200) log::Warn("report refused", {{"renewal_id", renewal_id}, {"error", ServerError(*r)}});
         return;
       }
       SleepFor(Jittered(backoff), stop_);
       backoff = std::min(backoff * 2, run_.backoff_max);
     }
-    Log("error", "could not report", {{"renewal_id", renewal_id}});
+    log::Error("could not report", {{"renewal_id", renewal_id}});
   }
 
   const AgentOptions& options_;
@@ -338,7 +340,7 @@ Result<void> Recover(const Identity& id) {
     return Ok();
   }
   Restore(files);
-  Log("warn", "an interrupted renewal was undone: the old files are back", {{"serial", id.serial}});
+  log::Warn("an interrupted renewal was undone: the old files are back", {{"serial", id.serial}});
   return Ok();
 }
 

@@ -199,7 +199,7 @@ run_agent = [AGENT, "--server", cf.url, "--host-id", "agent-1", "--ca-file", os.
 p = subprocess.run(run_agent, capture_output=True, text=True, timeout=60)
 check(p.returncode == 1 and "bootstrap-token" in p.stderr, f"the first start needs a token: {p.stderr}")
 p = subprocess.run(run_agent + ["--bootstrap-token", agent_token], capture_output=True, text=True, timeout=60)
-check(p.returncode == 0 and '"msg":"enrolled"' in p.stdout, f"certfleet-agent enrolls: {p.stdout} {p.stderr}")
+check(p.returncode == 0 and '"msg":"enrolled"' in p.stderr, f"certfleet-agent enrolls: {p.stdout} {p.stderr}")
 key_file, cert_file = f"{home}/private/agent-1.key", f"{home}/certs/agent-1.crt"
 chain_file = f"{home}/ca/ca_chain_certificate.crt"
 check(all(os.path.exists(f) for f in (key_file, cert_file, chain_file)), "key, certificate and chain by their names")
@@ -213,7 +213,7 @@ p = subprocess.run(["openssl", "verify", "-CAfile", os.path.join(folder, "root.p
 check(p.returncode == 0, f"openssl verify accepts the agent's chain: {p.stdout} {p.stderr}")
 check(api("GET", "/v1/hosts/agent-1")["status"] == "active", "the host is active")
 p = subprocess.run(run_agent + ["--bootstrap-token", agent_token], capture_output=True, text=True, timeout=60)
-check(p.returncode == 0 and "enrolled" not in p.stdout, f"a second start does not enroll again: {p.stdout}")
+check(p.returncode == 0 and '"msg":"enrolled"' not in p.stderr, f"a second start does not enroll again: {p.stderr}")
 
 # Revoking a host puts its certificate on its CA's CRL; the host is no longer renewed.
 api("POST", "/v1/hosts/nope/revoke", {}, expect=404)
