@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "core/log.h"
 #include "core/text.h"
+#include "http/token_service.h"
 #include "store/audit_repo.h"
 #include "store/migrations.h"
 #include "store/tokens_repo.h"
@@ -46,16 +47,9 @@ int Fail(const Error& e) {
 int TokenCreate(const Config& config, const Clock& clock, const std::string& role_name, const std::string& name) {
   auto role = store::ParseRole(role_name);
   if (!role.ok()) return Fail(role.error());
-  if (auto printable = CheckPrintable("--name", name); !printable.ok()) return Fail(printable.error());
   auto st = OpenStore(config);
   if (!st.ok()) return Fail(st.error());
-  auto token = store::Write(**st, [&](store::Tx& tx) -> Result<store::NewToken> {
-    const int64_t now = clock.NowMillis();
-    CF_ASSIGN_OR_RETURN(auto token, store::CreateApiToken(tx, *role, name, CliActor(), now));
-    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, CliActor(), "token.create", "token:" + token.record.id,
-                                          fmt::format(R"({{"role":"{}"}})", role_name)));
-    return token;
-  });
+  auto token = http::TokenService(**st, clock).Create(*role, name, CliActor());
   if (!token.ok()) return Fail(token.error());
   std::cerr << fmt::format("created {} token {} ({}); it is shown once:\n", role_name, token->record.id,
                            token->record.name);
@@ -63,10 +57,10 @@ int TokenCreate(const Config& config, const Clock& clock, const std::string& rol
   return 0;
 }
 
-int TokenList(const Config& config) {
+int TokenList(const Config& config, const Clock& clock) {
   auto st = OpenStore(config);
   if (!st.ok()) return Fail(st.error());
-  auto tokens = store::Read(**st, [](store::Tx& tx) { return store::ListApiTokens(tx); });
+  auto tokens = http::TokenService(**st, clock).List();
   if (!tokens.ok()) return Fail(tokens.error());
   std::cout << fmt::format("{:<14} {:<9} {:<25} {:<8} {}\n", "ID", "ROLE", "CREATED", "STATUS", "NAME");
   for (const auto& t : *tokens) {
@@ -79,14 +73,7 @@ int TokenList(const Config& config) {
 int TokenRevoke(const Config& config, const Clock& clock, const std::string& id) {
   auto st = OpenStore(config);
   if (!st.ok()) return Fail(st.error());
-  Result<void> r = (*st)->Transact([&](store::Tx& tx) -> Result<void> {
-    const int64_t now = clock.NowMillis();
-    CF_ASSIGN_OR_RETURN(bool revoked, store::RevokeApiToken(tx, id, now));
-    if (!revoked) return MakeError(ErrorCode::kNotFound, "no active token " + id);
-    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, CliActor(), "token.revoke", "token:" + id, "{}"));
-    return Ok();
-  });
-  if (!r.ok()) return Fail(r.error());
+  if (auto r = http::TokenService(**st, clock).Revoke(id, CliActor()); !r.ok()) return Fail(r.error());
   std::cerr << "revoked token " << id << "\n";
   return 0;
 }
@@ -207,7 +194,7 @@ int Main(int argc, char** argv) {
   if (*serve) return Serve(*config, clock);
   if (*migrate) return Migrate(*config);
   if (*token_create) return TokenCreate(*config, clock, role, token_name);
-  if (*token_list) return TokenList(*config);
+  if (*token_list) return TokenList(*config, clock);
   if (*token_revoke) return TokenRevoke(*config, clock, token_id);
   if (*audit_verify) return AuditVerify(*config);
   if (*host_token) return HostToken(*config, clock, host_id);

@@ -190,7 +190,8 @@ int Serve(const Config& config, const Clock& clock) {
   http::Metrics metrics;
   http::TokenCache tokens(config.GetInt("auth.token_cache_ms"));
   http::Router router(http::MakeStoreAuthenticator(store, clock, tokens));
-  http::ApiContext api{store, clock, metrics, tokens};
+  http::TokenService api_tokens(store, clock);
+  http::ApiContext api{store, clock, metrics, tokens, api_tokens};
 
   http::ServerOptions options;
   options.listen = config.Get("server.listen");

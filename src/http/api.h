@@ -9,6 +9,7 @@
 #include "http/metrics.h"
 #include "http/router.h"
 #include "http/token_cache.h"
+#include "http/token_service.h"
 #include "issuance/issuer.h"
 #include "provision/device_registry.h"
 #include "provision/provision_service.h"
@@ -26,6 +27,7 @@ struct ApiContext {
   const Clock& clock;
   Metrics& metrics;
   TokenCache& tokens;                  // the authenticator's; revoking a token clears it
+  TokenService& api_tokens;            // /v1/tokens
   issuance::Issuer* issuer = nullptr;  // W1 routes are added when set, with `ca`
   ca::CaService* ca = nullptr;
   distribution::DistributionService* distribution = nullptr;  // W5

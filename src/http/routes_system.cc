@@ -130,37 +130,22 @@ Result<Response> CreateToken(const ApiContext& ctx, const Request& req) {
   CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(req.body));
   CF_ASSIGN_OR_RETURN(std::string role_name, RequiredString(body, "role", 20));
   CF_ASSIGN_OR_RETURN(store::Role role, store::ParseRole(role_name));
-  CF_ASSIGN_OR_RETURN(auto name, OptionalString(body, "name", kMaxNameLength));
-  CF_ASSIGN_OR_RETURN(
-      auto token, store::Write(ctx.store, [&](store::Tx& tx) -> Result<store::NewToken> {
-        const int64_t now = ctx.clock.NowMillis();
-        CF_ASSIGN_OR_RETURN(auto token, store::CreateApiToken(tx, role, name.value_or(""), req.principal.Actor(), now));
-        CF_RETURN_IF_ERROR(
-            store::AppendAudit(tx, now, req.principal.Actor(), "token.create", "token:" + token.record.id,
-                               json::serialize(json::object{{"role", role_name}, {"name", token.record.name}})));
-        return token;
-      }));
+  CF_ASSIGN_OR_RETURN(auto name, OptionalString(body, "name", TokenService::kMaxNameLength));
+  CF_ASSIGN_OR_RETURN(store::NewToken token, ctx.api_tokens.Create(role, name.value_or(""), req.principal.Actor()));
   json::object out = TokenJson(token.record);
   out["token"] = token.bearer;
   return NoStore(JsonResponse(201, out));
 }
 
 Result<Response> ListTokens(const ApiContext& ctx, const Request&) {
-  CF_ASSIGN_OR_RETURN(auto tokens, store::Read(ctx.store, [&](store::Tx& tx) { return store::ListApiTokens(tx); }));
+  CF_ASSIGN_OR_RETURN(auto tokens, ctx.api_tokens.List());
   json::array items;
   for (const auto& t : tokens) items.push_back(TokenJson(t));
   return JsonResponse(200, json::object{{"items", std::move(items)}});
 }
 
 Result<Response> RevokeToken(const ApiContext& ctx, const Request& req) {
-  const std::string& id = req.params.at("id");
-  CF_RETURN_IF_ERROR(ctx.store.Transact([&](store::Tx& tx) -> Result<void> {
-    const int64_t now = ctx.clock.NowMillis();
-    CF_ASSIGN_OR_RETURN(bool revoked, store::RevokeApiToken(tx, id, now));
-    if (!revoked) return MakeError(ErrorCode::kNotFound, "no unrevoked token " + id);
-    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, req.principal.Actor(), "token.revoke", "token:" + id, "{}"));
-    return Ok();
-  }));
+  CF_RETURN_IF_ERROR(ctx.api_tokens.Revoke(req.params.at("id"), req.principal.Actor()));
   ctx.tokens.Clear();
   Response res;
   res.status = 204;

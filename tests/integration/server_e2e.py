@@ -95,6 +95,11 @@ check(request("GET", "/v1/jobs", bearer=created["token"])[0] == 200, "the new op
 status, listed, _ = request("GET", "/v1/tokens", bearer=token)
 check(status == 200 and all("token" not in t and "secret_hash" not in t for t in listed["items"]), "token list shows no secrets")
 check(request("DELETE", f"/v1/tokens/{created['id']}", bearer=token)[0] == 204, "revoke via API")
+created_entries = request("GET", "/v1/audit?action=token.create", bearer=token)[1]["items"]
+by_name = {e["details"].get("name"): e["details"] for e in created_entries}
+check(by_name.get("dashboards") == {"role": "reader", "name": "dashboards"} and
+      by_name.get("deployer") == {"role": "operator", "name": "deployer"},
+      f"the CLI and the API audit a new token alike: {created_entries}")
 check(request("GET", "/v1/jobs", bearer=created["token"])[0] == 401, "a revoked token: 401")
 
 # Revoked outside this server (the CLI, as another node would): refused once the server's
