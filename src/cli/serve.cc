@@ -24,9 +24,6 @@
 namespace certfleet::cli {
 namespace {
 
-// server.threads = 0: issuing certificates holds no thread while the commit is pending, and
-// the other handlers' waits on the store are short, so a few threads per core keep it busy.
-constexpr int kMinAutoThreads = 4;
 // How often the scheduler checks for due firings; cron has minute resolution.
 constexpr std::chrono::seconds kSchedulerTick{10};
 // CRLs are re-signed once half their validity has passed; checking this often keeps them fresh.
@@ -210,8 +207,6 @@ int Serve(const Config& config, const Clock& clock) {
     }
   }
   options.threads = static_cast<int>(config.GetInt("server.threads"));
-  if (options.threads == 0)
-    options.threads = std::max(kMinAutoThreads, 2 * static_cast<int>(std::thread::hardware_concurrency()));
   options.body_limit = static_cast<size_t>(config.GetInt("server.body_limit"));
   options.header_timeout = std::chrono::seconds(config.GetInt("server.header_timeout"));
   options.body_timeout = std::chrono::seconds(config.GetInt("server.body_timeout"));

@@ -45,6 +45,9 @@ constexpr std::chrono::seconds kLingerTimeout{3};
 constexpr size_t kLingerMaxBytes = size_t{64} * 1024 * 1024;
 // Bytes read per call while draining a refused body.
 constexpr size_t kDrainChunk = 16384;
+// With threads = 0: issuing certificates holds no thread while the commit is pending, and
+// the other handlers' waits on the store are short, so a few threads per core keep it busy.
+constexpr int kMinAutoThreads = 4;
 // Pending connections the kernel queues before accept.
 constexpr int kListenBacklog = 512;
 // TLS 1.2 suites offered: ECDHE with AES-GCM or ChaCha20-Poly1305 (Mozilla's "intermediate").
@@ -140,7 +143,7 @@ struct Server::Impl {
   Impl(const Router& r, Metrics& m, ServerOptions o)
       : router(r),
         metrics(m),
-        options(std::move(o)),
+        options(WithThreads(std::move(o))),
         ioc(options.threads),
         ctx(ssl::context::tls_server),
         acceptor(asio::make_strand(ioc)),
@@ -148,6 +151,12 @@ struct Server::Impl {
         grace_timer(ioc) {}
   // Sessions still held by unfinished handlers die with `ioc`; they must not call back.
   ~Impl() { destroying = true; }
+
+  static ServerOptions WithThreads(ServerOptions o) {
+    if (o.threads <= 0)
+      o.threads = std::max(kMinAutoThreads, 2 * static_cast<int>(std::thread::hardware_concurrency()));
+    return o;
+  }
 
   Result<void> Listen();
   void Accept();

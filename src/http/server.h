@@ -17,7 +17,7 @@ struct ServerOptions {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string client_ca_file;  // empty: client certificates are not requested
-  int threads = 16;
+  int threads = 0;             // 0: twice the CPU cores, at least kMinAutoThreads
   size_t body_limit = 1 << 20;
   std::chrono::seconds header_timeout{10};
   std::chrono::seconds body_timeout{60};
