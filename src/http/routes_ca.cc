@@ -44,6 +44,7 @@ json::object CertificateJson(const store::CertificateRecord& c) {
   return {{"serial", c.serial},
           {"fqdn", c.fqdn},
           {"type", c.type},
+          {"subject_kind", store::SubjectKindName(c.subject_kind)},
           {"parent_fqdn", c.parent_fqdn},
           {"status", c.status},
           {"not_before", FormatRfc3339(c.not_before)},

@@ -155,7 +155,9 @@ Result<std::shared_ptr<const Issuer::Parent>> Issuer::Validate(const IssueReques
   if (req.csr && is_ca) {
     return MakeError(ErrorCode::kInvalidArgument, "CA keys are always made by certfleet; csr_pem is for leaves");
   }
-  if (req.name_is_id && is_ca) return MakeError(ErrorCode::kInvalidArgument, "a CA is named by an fqdn, not an id");
+  if (req.subject != store::SubjectKind::kDnsName && is_ca) {
+    return MakeError(ErrorCode::kInvalidArgument, "a CA is named by an fqdn, not an id");
+  }
   const int64_t days = req.validity_days.value_or(DefaultValidityDays(req.type));
   if (days < 1 || days > kMaxValidityDays) {
     return MakeError(ErrorCode::kInvalidArgument, fmt::format("validity_days must be 1 to {}", kMaxValidityDays));
@@ -200,7 +202,7 @@ Result<std::shared_ptr<Issuer::Built>> Issuer::Build(IssueRequest req, const std
   pki::ProfileInput input;
   input.type = req.type;
   input.fqdn = req.name;
-  input.fqdn_is_id = req.name_is_id;
+  input.fqdn_is_id = req.subject != store::SubjectKind::kDnsName;
   input.sans = req.sans;
   input.usage = req.usage;
   input.country = req.country;
@@ -233,6 +235,7 @@ Result<std::shared_ptr<Issuer::Built>> Issuer::Build(IssueRequest req, const std
   rec.certificate_pem = std::move(facts.pem);
   rec.created_at = now;
   rec.created_by = actor;
+  rec.subject_kind = req.subject;
   w->out.private_key_pem = std::move(key.private_key_pem);
   w->out.validity_clamped = profiled.validity_clamped;
   w->parent = parent;

@@ -46,9 +46,10 @@ enum class Overlap {
 // naming, W2's device ids, W4's host ids).
 struct IssueRequest {
   pki::CertType type = pki::CertType::kServer;
-  std::string name;         // in the inventory and the CN: a DNS name, or an id (name_is_id)
-  bool name_is_id = false;  // a device's or host's id: no DNS name is made from it
-  std::string parent;       // the issuing CA's fqdn; empty for a root
+  std::string name;  // in the inventory and the CN: a DNS name, or a device's or host's id
+  // What the name is; no DNS name is made from an id. Stored with the certificate.
+  store::SubjectKind subject = store::SubjectKind::kDnsName;
+  std::string parent;  // the issuing CA's fqdn; empty for a root
   std::vector<std::string> sans;
   std::shared_ptr<const pki::Csr> csr;            // the subject's key (leaves only); null: certfleet makes one
   pki::KeyType key_type = pki::KeyType::kEcP256;  // the key certfleet makes

@@ -83,7 +83,7 @@ void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Pr
   issuance::IssueRequest request;
   request.type = pki::CertType::kDevice;
   request.name = device_id;
-  request.name_is_id = true;
+  request.subject = store::SubjectKind::kDevice;
   request.parent = tmpl->ca_fqdn;
   request.validity_days = tmpl->validity_days;
   request.csr = std::make_shared<const pki::Csr>(std::move(csr));

@@ -61,7 +61,7 @@ Result<Enrolled> AgentService::Issue(const store::HostRecord& host, const std::s
   issuance::IssueRequest req;
   req.type = pki::CertType::kServer;
   req.name = host.host_id;
-  req.name_is_id = true;
+  req.subject = store::SubjectKind::kHost;
   req.parent = options_.ca_fqdn;
   req.sans = out.settings.sans;
   req.csr = std::make_shared<const pki::Csr>(std::move(csr));
@@ -82,16 +82,15 @@ Result<store::HostRecord> AgentService::Authenticate(std::string_view serial) {
     return MakeError(ErrorCode::kPermissionDenied,
                      "the client certificate is not a current certificate of a host (revoked, or not a host's)");
   };
-  CF_ASSIGN_OR_RETURN(
-      auto found, store::Read(store_, [&](store::Tx& tx) -> Result<std::optional<store::HostRecord>> {
-        CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, serial));
-        // Only certificates issued to the host itself (enrollment, renewal):
-        // a W1 server certificate with the same name is not an agent's.
-        if (!cert || cert->status != "active" || cert->type != "server" || cert->created_by != "host:" + cert->fqdn) {
-          return std::optional<store::HostRecord>();
-        }
-        return store::FindHost(tx, cert->fqdn);
-      }));
+  CF_ASSIGN_OR_RETURN(auto found, store::Read(store_, [&](store::Tx& tx) -> Result<std::optional<store::HostRecord>> {
+                        CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, serial));
+                        // Only certificates issued to the host itself (enrollment, renewal):
+                        // a W1 server certificate with the same name is not an agent's.
+                        if (!cert || cert->status != "active" || cert->subject_kind != store::SubjectKind::kHost) {
+                          return std::optional<store::HostRecord>();
+                        }
+                        return store::FindHost(tx, cert->fqdn);
+                      }));
   if (!found || found->status == store::kHostRevoked) return refused();
   return std::move(*found);
 }

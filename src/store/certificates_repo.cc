@@ -9,7 +9,7 @@ namespace {
 
 constexpr std::string_view kColumns =
     "serial, fqdn, type, parent_fqdn, issuer_serial, status, not_before, not_after, fingerprint, certificate_pem, "
-    "revoked_at, revocation_reason, created_at, created_by";
+    "revoked_at, revocation_reason, created_at, created_by, subject_kind";
 constexpr std::string_view kCaColumns =
     "fqdn, serial, key_ref, key_hash, crl_number, crl_der, crl_this_update, crl_next_update";
 
@@ -29,6 +29,10 @@ CertificateRecord FromRow(const Row& r) {
   if (auto reason = r.OptInt(11)) c.revocation_reason = static_cast<int>(*reason);
   c.created_at = r.Int(12);
   c.created_by = r.Text(13);
+  const std::string kind = r.Text(14);
+  c.subject_kind = kind == "host"     ? SubjectKind::kHost
+                   : kind == "device" ? SubjectKind::kDevice
+                                      : SubjectKind::kDnsName;
   return c;
 }
 
@@ -57,11 +61,24 @@ Result<std::vector<CertificateRecord>> Many(Tx& tx, const std::string& sql, cons
 
 Result<void> InsertCertificate(Tx& tx, const CertificateRecord& c) {
   static const std::string kInsert =
-      fmt::format("INSERT INTO certificates ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)", kColumns);
+      fmt::format("INSERT INTO certificates ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?)", kColumns);
   CF_RETURN_IF_ERROR(tx.ExecDeferred(
-      kInsert, {c.serial, c.fqdn, c.type, c.parent_fqdn, OptionalValue(c.issuer_serial), c.status, c.not_before,
-                c.not_after, c.fingerprint, c.certificate_pem, c.created_at, c.created_by}));
+      kInsert,
+      {c.serial, c.fqdn, c.type, c.parent_fqdn, OptionalValue(c.issuer_serial), c.status, c.not_before, c.not_after,
+       c.fingerprint, c.certificate_pem, c.created_at, c.created_by, std::string(SubjectKindName(c.subject_kind))}));
   return Ok();
+}
+
+std::string_view SubjectKindName(SubjectKind kind) {
+  switch (kind) {
+    case SubjectKind::kDevice:
+      return "device";
+    case SubjectKind::kHost:
+      return "host";
+    case SubjectKind::kDnsName:
+      break;
+  }
+  return "dns";
 }
 
 Result<void> InsertCa(Tx& tx, const CaRecord& ca) {

@@ -11,6 +11,11 @@
 namespace certfleet::store {
 
 // A row of the certificate inventory.
+// What a certificate's name (its CN and inventory name) is: a DNS name (W1), a W2 device's
+// id, or a W4 host's id. A host's agent authenticates with a certificate of kind kHost only.
+enum class SubjectKind { kDnsName, kDevice, kHost };
+std::string_view SubjectKindName(SubjectKind kind);
+
 struct CertificateRecord {
   std::string serial;  // lowercase hex
   std::string fqdn;
@@ -26,6 +31,7 @@ struct CertificateRecord {
   std::optional<int> revocation_reason;
   int64_t created_at = 0;
   std::string created_by;
+  SubjectKind subject_kind = SubjectKind::kDnsName;
 };
 
 // A CA: its key reference, the SHA-1 hash of its public key (how OCSP names issuers) and its CRL.

@@ -380,6 +380,13 @@ CREATE TABLE webhook_cursors (
   updated_at BIGINT NOT NULL
 );
 )sql"},
+    {12, "certificate subject kinds", R"sql(
+-- What a certificate's name is: a DNS name (W1), a device id (W2) or a host id (W4), so
+-- that an agent is recognised by what it was issued as, not by the audit's created_by.
+ALTER TABLE certificates ADD COLUMN subject_kind TEXT NOT NULL DEFAULT 'dns';
+UPDATE certificates SET subject_kind = 'host' WHERE type = 'server' AND created_by = 'host:' || fqdn;
+UPDATE certificates SET subject_kind = 'device' WHERE type = 'device' AND created_by = 'system:provision';
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

@@ -75,6 +75,7 @@ write("device.pem", device["certificate_pem"])
 write("device.key", device_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                              serialization.NoEncryption()))
 serial = device["serial"]
+check(device["subject_kind"] == "dns", f"a W1 certificate is named by a DNS name: {device.get('subject_kind')}")
 curl = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", os.path.join(cf.data, "tls", "ca.pem")]
 
 # 9. A client certificate from another CA than renewal.ca breaks no route.

@@ -49,7 +49,7 @@ class RegistryTest : public ::testing::TestWithParam<store::Dialect> {
     issuance::IssueRequest device;
     device.type = pki::CertType::kDevice;
     device.name = "device-" + std::to_string(++devices_);
-    device.name_is_id = true;
+    device.subject = store::SubjectKind::kDevice;
     device.parent = "example.com";
     return issuer_->Issue(device, "t")->record.serial;
   }
