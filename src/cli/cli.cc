@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "http/token_service.h"
+#include "server/server.h"
 #include "store/audit_repo.h"
 #include "store/migrations.h"
 #include "store/tokens_repo.h"
@@ -20,21 +21,6 @@ namespace certfleet::cli {
 std::string CliActor() {
   const char* user = std::getenv("USER");
   return fmt::format("cli:{}", user && *user ? user : std::to_string(getuid()));
-}
-
-std::vector<std::string> SplitList(const std::string& s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= s.size()) {
-    size_t end = s.find(',', start);
-    if (end == std::string::npos) end = s.size();
-    std::string item = s.substr(start, end - start);
-    item.erase(0, item.find_first_not_of(' '));
-    item.erase(item.find_last_not_of(' ') + 1);
-    if (!item.empty()) out.push_back(item);
-    start = end + 1;
-  }
-  return out;
 }
 
 namespace {
@@ -47,7 +33,7 @@ int Fail(const Error& e) {
 int TokenCreate(const Config& config, const Clock& clock, const std::string& role_name, const std::string& name) {
   auto role = store::ParseRole(role_name);
   if (!role.ok()) return Fail(role.error());
-  auto st = OpenStore(config);
+  auto st = server::OpenStore(config);
   if (!st.ok()) return Fail(st.error());
   auto token = http::TokenService(**st, clock).Create(*role, name, CliActor());
   if (!token.ok()) return Fail(token.error());
@@ -58,7 +44,7 @@ int TokenCreate(const Config& config, const Clock& clock, const std::string& rol
 }
 
 int TokenList(const Config& config, const Clock& clock) {
-  auto st = OpenStore(config);
+  auto st = server::OpenStore(config);
   if (!st.ok()) return Fail(st.error());
   auto tokens = http::TokenService(**st, clock).List();
   if (!tokens.ok()) return Fail(tokens.error());
@@ -71,7 +57,7 @@ int TokenList(const Config& config, const Clock& clock) {
 }
 
 int TokenRevoke(const Config& config, const Clock& clock, const std::string& id) {
-  auto st = OpenStore(config);
+  auto st = server::OpenStore(config);
   if (!st.ok()) return Fail(st.error());
   if (auto r = http::TokenService(**st, clock).Revoke(id, CliActor()); !r.ok()) return Fail(r.error());
   std::cerr << "revoked token " << id << "\n";
@@ -79,7 +65,7 @@ int TokenRevoke(const Config& config, const Clock& clock, const std::string& id)
 }
 
 int AuditVerify(const Config& config) {
-  auto st = OpenStore(config);
+  auto st = server::OpenStore(config);
   if (!st.ok()) return Fail(st.error());
   auto report = store::VerifyAuditChain(**st);
   if (!report.ok()) return Fail(report.error());
@@ -93,7 +79,7 @@ int AuditVerify(const Config& config) {
 }
 
 int Migrate(const Config& config) {
-  auto st = OpenStore(config);  // applies the migrations
+  auto st = server::OpenStore(config);  // applies the migrations
   if (!st.ok()) return Fail(st.error());
   auto version = store::SchemaVersion(**st);
   if (!version.ok()) return Fail(version.error());
@@ -102,15 +88,6 @@ int Migrate(const Config& config) {
 }
 
 }  // namespace
-
-Result<std::unique_ptr<store::Store>> OpenStore(const Config& config) {
-  store::Store::Options options;
-  options.pool_size = static_cast<int>(config.GetInt("db_pool_size"));
-  CF_ASSIGN_OR_RETURN(auto st, store::Store::Open(config.Get("db"), options));
-  auto applied = store::Migrate(*st);
-  if (!applied.ok()) return applied.error();
-  return st;
-}
 
 int Main(int argc, char** argv) {
   CLI::App app{

@@ -5,33 +5,15 @@
 #include <string>
 #include <vector>
 
-#include "bulk/import_service.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/result.h"
-#include "renewal/host_service.h"
-#include "renewal/renewal_service.h"
 #include "store/store.h"
 
 namespace certfleet::cli {
 
 // How the audit log names changes made from the command line: cli:<user>.
 std::string CliActor();
-
-// Opens the configured store and applies pending migrations.
-Result<std::unique_ptr<store::Store>> OpenStore(const Config& config);
-
-// The import service's options from the bulk.* keys; Microchip signers from `verifier_dir`,
-// or from bulk.verifier_dir when it is "".
-Result<bulk::ImportService::Options> ImportOptions(const Config& config, const std::string& verifier_dir);
-
-// The items of a comma-separated list, trimmed; empty ones dropped.
-std::vector<std::string> SplitList(const std::string& s);
-
-// The host service's options from the renewal.* keys, checked.
-Result<renewal::HostService::Options> HostOptions(const Config& config);
-// The renewal workflow's options from the renewal.* keys (the config checked their ranges).
-renewal::RenewalService::Options RenewalOptions(const Config& config);
 
 // Each command returns the process exit code; errors go to stderr.
 int Init(const Config& config, const Clock& clock);

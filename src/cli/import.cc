@@ -6,9 +6,11 @@
 #include <iostream>
 
 #include "bulk/import_service.h"
+#include "bulk/setup.h"
 #include "cli/commands.h"
 #include "core/crypto.h"
 #include "core/log.h"
+#include "server/server.h"
 
 namespace certfleet::cli {
 namespace {
@@ -27,24 +29,13 @@ void PrintCounts(const store::ImportRecord& r) {
 
 }  // namespace
 
-Result<bulk::ImportService::Options> ImportOptions(const Config& config, const std::string& verifier_dir) {
-  CF_ASSIGN_OR_RETURN(auto verifiers,
-                      bulk::ReadVerifierDir(verifier_dir.empty() ? config.Get("bulk.verifier_dir") : verifier_dir));
-  bulk::ImportService::Options options;
-  options.manifest_dir = config.Get("bulk.manifest_dir");
-  options.verifiers_pem = std::move(verifiers);
-  options.batch_size = static_cast<size_t>(config.GetInt("bulk.batch_size"));
-  options.writers = static_cast<size_t>(config.GetInt("bulk.writers"));
-  return options;
-}
-
 int Import(const Config& config, const Clock& clock, const ImportArgs& args) {
-  auto st = OpenStore(config);
+  auto st = server::OpenStore(config);
   if (!st.ok()) {
     std::cerr << "certfleet import: " << st.error().message << "\n";
     return 1;
   }
-  auto options = ImportOptions(config, args.verifier_dir);
+  auto options = bulk::ImportOptions(config, args.verifier_dir);
   if (!options.ok()) {
     std::cerr << "certfleet import: " << options.error().message << "\n";
     return 1;

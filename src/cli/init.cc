@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "pki/file/file_key_backend.h"
 #include "pki/tls_identity.h"
+#include "server/server.h"
 #include "store/audit_repo.h"
 #include "store/tokens_repo.h"
 
@@ -50,7 +51,7 @@ int Init(const Config& config, const Clock& clock) {
   }
   fs::permissions(data_dir, fs::perms::owner_all, ec);
 
-  auto st = OpenStore(config);
+  auto st = server::OpenStore(config);
   if (!st.ok()) {
     std::cerr << "certfleet: " << st.error().message << "\n";
     return 1;

@@ -63,6 +63,9 @@ class Config {
   std::string file_;
 };
 
+// The items of a comma-separated list value, trimmed; empty ones dropped.
+std::vector<std::string> SplitList(std::string_view s);
+
 // "postgresql://u:secret@h/db" -> "postgresql://u:***@h/db".
 std::string MaskUrlCredentials(std::string_view url);
 

@@ -540,6 +540,21 @@ void Server::Impl::BeginShutdown() {
   if (sessions.empty()) asio::post(ioc, [this] { grace_timer.cancel(); });
 }
 
+ServerOptions ServerOptionsFrom(const Config& config) {
+  ServerOptions o;
+  o.listen = config.Get("server.listen");
+  o.tls_cert_file = config.Get("server.tls_cert");
+  o.tls_key_file = config.Get("server.tls_key");
+  o.client_ca_file = config.Get("server.client_ca");
+  o.threads = static_cast<int>(config.GetInt("server.threads"));
+  o.body_limit = static_cast<size_t>(config.GetInt("server.body_limit"));
+  o.header_timeout = std::chrono::seconds(config.GetInt("server.header_timeout"));
+  o.body_timeout = std::chrono::seconds(config.GetInt("server.body_timeout"));
+  o.idle_timeout = std::chrono::seconds(config.GetInt("server.idle_timeout"));
+  o.shutdown_grace = std::chrono::seconds(config.GetInt("server.shutdown_grace"));
+  return o;
+}
+
 Server::Server(const Router& router, Metrics& metrics, ServerOptions options)
     : impl_(std::make_unique<Impl>(router, metrics, std::move(options))) {}
 

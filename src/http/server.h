@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "core/config.h"
 #include "core/result.h"
 #include "http/metrics.h"
 #include "http/router.h"
@@ -24,6 +25,9 @@ struct ServerOptions {
   std::chrono::seconds idle_timeout{60};
   std::chrono::seconds shutdown_grace{5};
 };
+
+// The server.* keys (listen, TLS files, client CAs, threads, limits, timeouts).
+ServerOptions ServerOptionsFrom(const Config& config);
 
 // The HTTPS server: TLS 1.2/1.3, HTTP/1.1 keep-alive, per-request body limits and
 // timeouts, optional client certificates, graceful shutdown on SIGTERM/SIGINT.

@@ -11,6 +11,13 @@ Scheduler::Scheduler(store::Store& store, const Clock& clock) : store_(store), c
 
 Scheduler::~Scheduler() { Stop(); }
 
+Result<void> Scheduler::Add(std::string name, std::string_view spec, std::string_view kind, int max_attempts) {
+  store::NewJob job;
+  job.kind = std::string(kind);
+  job.max_attempts = max_attempts;
+  return Add(std::move(name), spec, std::move(job));
+}
+
 Result<void> Scheduler::Add(std::string name, std::string_view spec, store::NewJob job) {
   CF_ASSIGN_OR_RETURN(ScheduleSpec parsed, ScheduleSpec::Parse(spec));
   std::lock_guard lock(mu_);

@@ -26,6 +26,8 @@ class Scheduler {
 
   // `job` is the template of the job each firing enqueues (its run_at and dedupe key are set per firing).
   Result<void> Add(std::string name, std::string_view spec, store::NewJob job);
+  // The same for a job of `kind` with an empty payload, tried `max_attempts` times.
+  Result<void> Add(std::string name, std::string_view spec, std::string_view kind, int max_attempts);
   // Takes or checks the leader lease, then enqueues every due firing. Returns how many
   // jobs it enqueued (0 when another node leads).
   Result<int> Tick();

@@ -1,5 +1,8 @@
 #include "jobs/worker_pool.h"
 
+#include <fmt/format.h>
+
+#include <boost/json.hpp>
 #include <exception>
 #include <random>
 
@@ -8,6 +11,29 @@
 #include "core/thread_name.h"
 
 namespace certfleet::jobs {
+namespace {
+
+Result<boost::json::value> PayloadField(const store::Job& job, std::string_view key) {
+  boost::system::error_code ec;
+  boost::json::value payload = boost::json::parse(job.payload, ec);
+  const boost::json::value* v = !ec && payload.is_object() ? payload.get_object().if_contains(key) : nullptr;
+  if (v == nullptr) return MakeError(ErrorCode::kInvalidArgument, fmt::format("no {} in the job", key));
+  return *v;
+}
+
+}  // namespace
+
+Result<int64_t> JobContext::PayloadInt(std::string_view key) const {
+  CF_ASSIGN_OR_RETURN(boost::json::value v, PayloadField(job_, key));
+  if (!v.is_int64()) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} of the job is not a number", key));
+  return v.get_int64();
+}
+
+Result<std::string> JobContext::PayloadString(std::string_view key) const {
+  CF_ASSIGN_OR_RETURN(boost::json::value v, PayloadField(job_, key));
+  if (!v.is_string()) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} of the job is not text", key));
+  return std::string(v.get_string());
+}
 
 WorkerPool::WorkerPool(store::Store& store, const Clock& clock, Options options)
     : store_(store), clock_(clock), options_(std::move(options)), owner_(options_.node_id + "/" + RandomToken(6)) {}

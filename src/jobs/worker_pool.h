@@ -24,6 +24,10 @@ class JobContext {
   JobContext(const store::Job& job, std::function<void(int64_t, int64_t)> progress)
       : job_(job), progress_(std::move(progress)) {}
   const store::Job& job() const { return job_; }
+  // A field of the job's JSON payload; kInvalidArgument (the job is dead at once: retrying
+  // cannot help) when it is missing or of another type.
+  Result<int64_t> PayloadInt(std::string_view key) const;
+  Result<std::string> PayloadString(std::string_view key) const;
   // Records progress (done of total) where `GET /v1/jobs/{id}` shows it.
   void Progress(int64_t done, int64_t total) { progress_(done, total); }
 

@@ -1,0 +1,21 @@
+#pragma once
+
+#include <string>
+
+#include "blob/blob_store.h"
+#include "bulk/import_service.h"
+#include "core/config.h"
+#include "core/result.h"
+#include "jobs/scheduler.h"
+#include "jobs/worker_pool.h"
+
+namespace certfleet::bulk {
+
+// The import service's options from the bulk.* keys; Microchip signers from `verifier_dir`,
+// or from bulk.verifier_dir when it is "".
+Result<ImportService::Options> ImportOptions(const Config& config, const std::string& verifier_dir = "");
+// Imports as jobs, and the scan of `inbound` every bulk.scan_seconds.
+Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, ImportService& imports,
+                          blob::BlobStore& inbound, const Config& config);
+
+}  // namespace certfleet::bulk

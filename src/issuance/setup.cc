@@ -1,0 +1,36 @@
+#include "issuance/setup.h"
+
+#include "core/log.h"
+
+namespace certfleet::issuance {
+namespace {
+
+// CRLs are re-signed once half their validity has passed; checking this often keeps them fresh.
+constexpr std::string_view kCrlRefreshSchedule = "@every 15m";
+constexpr int kRefreshAttempts = 3;
+
+}  // namespace
+
+Issuer::Options IssuerOptions(const Config& config, std::string_view served_url) {
+  Issuer::Options o;
+  o.public_url = config.Get("public_url").empty() ? std::string(served_url) : config.Get("public_url");
+  o.crl_validity_ms = config.GetInt("ca.crl_hours") * 3600 * 1000;
+  o.ocsp_validity_ms = config.GetInt("ca.ocsp_minutes") * 60 * 1000;
+  return o;
+}
+
+Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, Issuer& issuer,
+                          blob::BlobStore& published) {
+  pool.Register(std::string(Issuer::kCrlPublishJob), [&issuer, &published](jobs::JobContext& job) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(std::string fqdn, job.PayloadString("ca"));
+    return issuer.PublishCrl(fqdn, published);
+  });
+  pool.Register(std::string(Issuer::kCrlRefreshJob), [&issuer](jobs::JobContext&) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(int resigned, issuer.RefreshDueCrls());
+    if (resigned > 0) log::Info("re-signed CRLs", {{"count", resigned}});
+    return Ok();
+  });
+  return scheduler.Add("ca-crl-refresh", kCrlRefreshSchedule, Issuer::kCrlRefreshJob, kRefreshAttempts);
+}
+
+}  // namespace certfleet::issuance

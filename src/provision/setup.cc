@@ -1,0 +1,34 @@
+#include "provision/setup.h"
+
+#include "core/crypto.h"
+
+namespace certfleet::provision {
+namespace {
+
+// Superseded device certificates are revoked within this of their grace period's end.
+constexpr std::string_view kSupersededSchedule = "@every 1m";
+
+}  // namespace
+
+ProvisionService::Options ProvisionOptions(const Config& config, std::string_view public_url,
+                                           const std::string& master_key) {
+  ProvisionService::Options o;
+  o.public_url = std::string(public_url);
+  o.url_key = HmacSha256(master_key, "certfleet provision retrieval URLs");
+  o.supersede_grace_ms = config.GetInt("provision.supersede_grace_hours") * 3600 * 1000;
+  o.retrieve_ttl_ms = config.GetInt("provision.retrieve_ttl_seconds") * 1000;
+  o.device_rate_per_minute = config.GetInt("provision.device_rate_per_minute");
+  o.address_rate_per_minute = config.GetInt("provision.address_rate_per_minute");
+  return o;
+}
+
+Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, ProvisionService& provision) {
+  pool.Register(std::string(ProvisionService::kRevokeSupersededJob), [&provision](jobs::JobContext&) -> Result<void> {
+    CF_RETURN_IF_ERROR(provision.RevokeDueSuperseded());
+    return Ok();
+  });
+  // The next firing is the retry.
+  return scheduler.Add("provision-revoke-superseded", kSupersededSchedule, ProvisionService::kRevokeSupersededJob, 1);
+}
+
+}  // namespace certfleet::provision

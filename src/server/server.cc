@@ -1,0 +1,173 @@
+#include "server/server.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include "blob/blob_store.h"
+#include "bulk/setup.h"
+#include "ca/ca_service.h"
+#include "core/files.h"
+#include "core/log.h"
+#include "distribution/setup.h"
+#include "events/setup.h"
+#include "http/api.h"
+#include "http/server.h"
+#include "issuance/setup.h"
+#include "jobs/housekeeping.h"
+#include "mail/mailer.h"
+#include "pki/file/file_key_backend.h"
+#include "provision/setup.h"
+#include "registry/registry.h"
+#include "renewal/setup.h"
+#include "store/migrations.h"
+
+namespace certfleet::server {
+namespace {
+
+// How often the scheduler checks for due firings; cron has minute resolution.
+constexpr std::chrono::seconds kSchedulerTick{10};
+
+std::string NodeId() {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return fmt::format("{}:{}", host, getpid());
+}
+
+// The file server.client_ca defaults to when renewal.ca is set: the chain of renewal.ca, so
+// that agents authenticate with the certificates it issues them. Until that CA exists (it
+// may be made through this server), agents cannot authenticate: restart once it does.
+std::string AgentTrust(issuance::Issuer& issuer, const Config& config) {
+  if (!config.Get("server.client_ca").empty() || config.Get("renewal.ca").empty()) {
+    return config.Get("server.client_ca");
+  }
+  auto written = [&]() -> Result<std::string> {
+    CF_ASSIGN_OR_RETURN(store::CertificateRecord ca, issuer.Get(config.Get("renewal.ca")));
+    CF_ASSIGN_OR_RETURN(std::string above, issuer.ChainOf(ca));
+    const std::string path = config.Get("data_dir") + "/tls/agents-ca.pem";
+    CF_RETURN_IF_ERROR(WriteFileAtomically(path, ca.certificate_pem + above, 0644));
+    return path;
+  }();
+  if (written.ok()) return *written;
+  log::Warn("agents cannot authenticate until renewal.ca exists and certfleet restarts",
+            {{"error", written.error().message}});
+  return "";
+}
+
+template <typename T>
+Result<T> Named(Result<T> r, std::string_view what) {
+  if (!r.ok()) return r.error().Wrap(what);
+  return r;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<store::Store>> OpenStore(const Config& config) {
+  store::Store::Options options;
+  options.pool_size = static_cast<int>(config.GetInt("db_pool_size"));
+  CF_ASSIGN_OR_RETURN(auto st, store::Store::Open(config.Get("db"), options));
+  CF_RETURN_IF_ERROR(store::Migrate(*st));
+  return st;
+}
+
+Result<void> Run(const Config& config, const Clock& clock) {
+  // The floors.
+  CF_ASSIGN_OR_RETURN(auto st, Named(OpenStore(config), "opening the store"));
+  store::Store& store = *st;
+  CF_ASSIGN_OR_RETURN(std::string master_key,
+                      Named(pki::file::LoadMasterKey(config.Get("master_key"), config.Get("master_key_file"), false),
+                            "reading the master key"));
+  pki::file::FileKeyBackend keys(config.Get("key_dir"), master_key);
+  const blob::S3Credentials s3{config.Get("s3.access_key_id"), config.Get("s3.secret_access_key"),
+                               config.Get("s3.session_token")};
+  CF_ASSIGN_OR_RETURN(auto published, Named(blob::OpenBlobStore(config.Get("blobs"), s3), "blobs"));
+  CF_ASSIGN_OR_RETURN(auto mailer, Named(mail::OpenMailer(config.Get("mail"), clock), "mail"));
+
+  // The HTTPS server listens first: its port is in the URLs the CA puts in certificates.
+  http::Metrics metrics;
+  http::TokenCache tokens(config.GetInt("auth.token_cache_ms"));
+  http::Router router(http::MakeStoreAuthenticator(store, clock, tokens));
+  http::TokenService api_tokens(store, clock);
+  http::ServerOptions server_options = http::ServerOptionsFrom(config);
+  issuance::Issuer lookup(store, keys, clock, {});
+  server_options.client_ca_file = AgentTrust(lookup, config);
+  http::Server server(router, metrics, server_options);
+  CF_RETURN_IF_ERROR(Named(server.Listen(), "starting the HTTPS server"));
+  const std::string listen = server_options.listen;
+  const std::string url = fmt::format("https://{}:{}", listen.substr(0, listen.rfind(':')), server.port());
+
+  // The shared floors and the workflows.
+  const issuance::Issuer::Options issuer_options = issuance::IssuerOptions(config, url);
+  issuance::Issuer issuer(store, keys, clock, issuer_options);
+  registry::Registry registry(store, clock);
+  ca::CaService ca(issuer);
+  provision::DeviceRegistry devices(store, clock);
+  provision::ProvisionService provision(store, issuer, registry, clock,
+                                        provision::ProvisionOptions(config, issuer_options.public_url, master_key));
+  CF_ASSIGN_OR_RETURN(auto import_options, Named(bulk::ImportOptions(config), "bulk.verifier_dir"));
+  bulk::ImportService imports(store, clock, import_options);
+  CF_ASSIGN_OR_RETURN(auto bulk_inbound, Named(blob::OpenBlobStore(config.Get("bulk.inbound"), s3), "bulk.inbound"));
+  CF_ASSIGN_OR_RETURN(auto host_options, Named(renewal::HostOptions(config), "renewal settings"));
+  renewal::HostService hosts(store, clock, host_options);
+  renewal::AgentService agents(store, hosts, issuer, clock, renewal::AgentOptions(config));
+  renewal::RenewalService renewals(store, hosts, agents, issuer, mailer.get(), clock, renewal::RenewalOptions(config));
+  CF_ASSIGN_OR_RETURN(auto dist_inbound,
+                      Named(blob::OpenBlobStore(config.Get("distribution.inbound"), s3), "distribution.inbound"));
+  distribution::DistributionService distribution(store, *dist_inbound, *mailer, clock,
+                                                 distribution::DistributionOptions(config, master_key));
+  CF_ASSIGN_OR_RETURN(auto webhook_options, Named(events::WebhookOptions(config), "webhooks"));
+  events::WebhookDispatcher webhooks(store, clock, webhook_options);
+
+  // Routes.
+  http::ApiContext api{store, clock, metrics, tokens, api_tokens};
+  api.issuer = &issuer;
+  api.ca = &ca;
+  api.registry = &registry;
+  api.devices = &devices;
+  api.provision = &provision;
+  api.imports = &imports;
+  api.hosts = &hosts;
+  api.agents = &agents;
+  api.renewals = &renewals;
+  api.distribution = &distribution;
+  http::AddSystemRoutes(router, api);
+  http::AddRegistryRoutes(router, api);
+  http::AddCaRoutes(router, api);
+  http::AddProvisionRoutes(router, api);
+  http::AddBulkRoutes(router, api);
+  http::AddRenewalRoutes(router, api);
+  http::AddDistributionRoutes(router, api);
+
+  // Jobs and schedules: each module registers its own.
+  jobs::WorkerPool::Options pool_options;
+  pool_options.node_id = NodeId();
+  pool_options.workers = static_cast<int>(config.GetInt("jobs.workers"));
+  pool_options.lease = std::chrono::seconds(config.GetInt("jobs.lease_seconds"));
+  pool_options.poll = std::chrono::milliseconds(config.GetInt("jobs.poll_ms"));
+  jobs::WorkerPool pool(store, clock, pool_options);
+  jobs::Scheduler scheduler(store, clock);
+  CF_RETURN_IF_ERROR(Named(
+      jobs::AddHousekeeping(pool, scheduler, store, clock, static_cast<int>(config.GetInt("jobs.retention_days"))),
+      "housekeeping"));
+  CF_RETURN_IF_ERROR(Named(issuance::RegisterJobs(pool, scheduler, issuer, *published), "CRL jobs"));
+  CF_RETURN_IF_ERROR(Named(provision::RegisterJobs(pool, scheduler, provision), "provisioning jobs"));
+  CF_RETURN_IF_ERROR(Named(bulk::RegisterJobs(pool, scheduler, imports, *bulk_inbound, config), "import jobs"));
+  CF_RETURN_IF_ERROR(Named(renewal::RegisterJobs(pool, scheduler, renewals, config), "renewal jobs"));
+  CF_RETURN_IF_ERROR(Named(distribution::RegisterJobs(pool, scheduler, distribution, config), "distribution jobs"));
+  CF_RETURN_IF_ERROR(Named(events::RegisterJobs(pool, scheduler, webhooks, config), "webhooks"));
+
+  pool.Start();
+  scheduler.Start(kSchedulerTick);
+  renewals.Start();
+  log::Info("listening", {{"url", url},
+                          {"port", server.port()},
+                          {"node", pool_options.node_id},
+                          {"db", MaskUrlCredentials(config.Get("db"))}});
+  server.Run();
+  renewals.Stop();
+  scheduler.Stop();
+  pool.Stop();
+  log::Info("stopped");
+  return Ok();
+}
+
+}  // namespace certfleet::server
