@@ -3,6 +3,28 @@
 #include <fmt/format.h>
 
 namespace certfleet::bulk {
+namespace {
+
+constexpr ConfigKey kKeys[] = {
+    {"bulk.manifest_dir", ConfigType::kPath, "{data_dir}/imports",
+     "W3: where manifests wait for their import (deleted when it ends); shared by the nodes that run imports."},
+    {"bulk.verifier_dir", ConfigType::kPath, "",
+     "W3: folder of Microchip manifest signer certificates (.crt/.pem); empty: Microchip imports are refused."},
+    {"bulk.inbound", ConfigType::kUrl, "file://{data_dir}/inbound",
+     "W3: store watched for manifests at imports/<supplier>/<profile>/<file>: file://PATH or s3://BUCKET?...."},
+    {"bulk.scan_seconds", ConfigType::kInt, "60", "W3: how often bulk.inbound is looked at for new manifests.", 5,
+     86400},
+    {"bulk.batch_size", ConfigType::kInt, "2000",
+     "W3: manifest entries written per transaction; an interrupted import resumes with the batches not committed.", 1,
+     100000},
+    {"bulk.writers", ConfigType::kInt, "2",
+     "W3: batches an import writes at once, each in its own transaction (PostgreSQL works on each with a core).", 1,
+     16},
+};
+
+}  // namespace
+
+std::span<const ConfigKey> ConfigKeys() { return kKeys; }
 
 Result<ImportService::Options> ImportOptions(const Config& config, const std::string& verifier_dir) {
   CF_ASSIGN_OR_RETURN(auto verifiers,

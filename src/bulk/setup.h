@@ -1,5 +1,6 @@
 #pragma once
 
+#include <span>
 #include <string>
 
 #include "blob/blob_store.h"
@@ -10,6 +11,9 @@
 #include "jobs/worker_pool.h"
 
 namespace certfleet::bulk {
+
+// The configuration keys of W3 (bulk.*): written once, here.
+std::span<const ConfigKey> ConfigKeys();
 
 // The import service's options from the bulk.* keys; Microchip signers from `verifier_dir`,
 // or from bulk.verifier_dir when it is "".

@@ -99,7 +99,8 @@ int Main(int argc, char** argv) {
   app.add_option("--config", sources.file,
                  "certfleet.toml to read (default: ./certfleet.toml if present, or $CERTFLEET_CONFIG)");
   std::map<std::string, std::string> flag_values;
-  for (const auto& key : Config::Keys()) {
+  const std::vector<ConfigKey> keys = server::ConfigKeys();
+  for (const auto& key : keys) {
     app.add_option("--" + Config::FlagName(key.name), flag_values[std::string(key.name)],
                    fmt::format("{} [{}]", key.help, Config::EnvName(key.name)))
         ->group("Configuration");
@@ -150,6 +151,10 @@ int Main(int argc, char** argv) {
   config_cmd->require_subcommand(1);
   auto* config_show = config_cmd->add_subcommand(
       "show", "Print the effective configuration, secrets masked, with each value's source.");
+  auto* config_keys = config_cmd->add_subcommand(
+      "keys",
+      "Print every configuration key as its module declares it: name, environment variable, default, "
+      "range, meaning (tab-separated).");
 
   try {
     app.parse(argc, argv);
@@ -158,11 +163,11 @@ int Main(int argc, char** argv) {
   }
 
   sources.env = Config::ProcessEnvironment();
-  for (const auto& key : Config::Keys()) {
+  for (const auto& key : keys) {
     const std::string name(key.name);
     if (app.count("--" + Config::FlagName(key.name)) > 0) sources.overrides[name] = flag_values[name];
   }
-  auto config = Config::Load(sources);
+  auto config = Config::Load(sources, keys);
   if (!config.ok()) return Fail(config.error());
   log::SetLevel(config->Get("log_level"));
   const Clock& clock = SystemClock::Instance();
@@ -182,6 +187,13 @@ int Main(int argc, char** argv) {
       return 2;
     }
     return Import(*config, clock, import_args);
+  }
+  if (*config_keys) {
+    for (const auto& k : config->keys()) {
+      const std::string range = k.type == ConfigType::kInt ? fmt::format("{}..{}", k.min, k.max) : "";
+      std::cout << fmt::format("{}\t{}\t{}\t{}\t{}\n", k.name, Config::EnvName(k.name), k.default_value, range, k.help);
+    }
+    return 0;
   }
   if (*config_show) {
     std::cout << "# effective configuration" << (config->file().empty() ? "" : " (file: " + config->file() + ")")

@@ -35,16 +35,21 @@ class Config {
     std::map<std::string, std::string> overrides;  // from flags, by key name
   };
 
-  static std::span<const ConfigKey> Keys();
+  // The keys core owns (data_dir, log_level, public_url); every module declares its own
+  // (ConfigKeys() in its setup.h), and the composition root gives them all to Load.
+  static std::span<const ConfigKey> CoreKeys();
   static std::string EnvName(std::string_view key);   // CERTFLEET_SERVER_LISTEN
   static std::string FlagName(std::string_view key);  // server-listen
   // The environment of this process as a map, for Sources::env.
   static std::map<std::string, std::string> ProcessEnvironment();
 
-  // Reads all sources and validates every value; a bad value names its key and source.
-  static Result<Config> Load(const Sources& sources);
+  // Reads all sources for `keys` (plus CoreKeys) and validates every value; a bad value
+  // names its key and source, an unknown key is refused.
+  static Result<Config> Load(const Sources& sources, std::span<const ConfigKey> keys);
   // Defaults plus the given values, for tests.
-  static Config ForTest(const std::map<std::string, std::string>& values);
+  static Config ForTest(std::span<const ConfigKey> keys, const std::map<std::string, std::string>& values);
+  // Every key of this configuration, keys outside a section first.
+  std::span<const ConfigKey> keys() const { return keys_; }
 
   const std::string& Get(std::string_view key) const;
   int64_t GetInt(std::string_view key) const;
@@ -59,6 +64,7 @@ class Config {
     std::string value;
     std::string source;
   };
+  std::vector<ConfigKey> keys_;
   std::map<std::string, Entry, std::less<>> values_;
   std::string file_;
 };

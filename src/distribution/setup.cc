@@ -5,6 +5,41 @@
 #include "core/log.h"
 
 namespace certfleet::distribution {
+namespace {
+
+constexpr int64_t kMiB = int64_t{1024} * 1024;
+
+constexpr ConfigKey kKeys[] = {
+    {"distribution.inbound", ConfigType::kUrl, "file://{data_dir}/inbound",
+     "W5 inbound store: file://PATH or s3://BUCKET?endpoint=http(s)://host:port&region=REGION."},
+    {"distribution.prefix", ConfigType::kString, "Inbound/", "Where the warehouse folders are in the inbound store."},
+    {"distribution.scan_seconds", ConfigType::kInt, "60", "How often the inbound store is scanned for changes.", 5,
+     86400},
+    {"distribution.send_minutes", ConfigType::kInt, "15", "How often pending files are mailed to the warehouses.", 1,
+     10080},
+    {"distribution.download_workers", ConfigType::kInt, "10", "Concurrent downloads from the inbound store.", 1, 64},
+    {"distribution.zip_max_bytes", ConfigType::kInt, "8000000", "Largest ZIP attached to one mail.", 65536,
+     1024 * kMiB},
+    {"distribution.mail_max_bytes", ConfigType::kInt, "10000000",
+     "Largest whole mail (headers, text and base64 attachment), e.g. SES's 10 MB.", 131072, 1024 * kMiB},
+    {"distribution.max_attempts", ConfigType::kInt, "5",
+     "Runs a FAILED_EMAIL record is retried in before it stays failed and the operators are told.", 1, 100},
+    {"distribution.send_tries", ConfigType::kInt, "3", "Tries per mail within one run when the server is unavailable.",
+     1, 10},
+    {"distribution.send_backoff_ms", ConfigType::kInt, "1000", "Wait before the second try of a mail; doubles after.",
+     0, 600000},
+    {"distribution.sender", ConfigType::kString, "certfleet@localhost", "From address of distribution mails."},
+    {"distribution.default_recipient", ConfigType::kString, "",
+     "Recipient for warehouses without their own (PUT /v1/distribution/warehouses/{name})."},
+    {"distribution.operators", ConfigType::kString, "",
+     "Address told when records fail for good; empty: nobody (the log and /metrics still show it)."},
+    {"distribution.work_dir", ConfigType::kPath, "{data_dir}/tmp/distribution",
+     "Folder the ZIPs are built in; each run's files are removed when it ends."},
+};
+
+}  // namespace
+
+std::span<const ConfigKey> ConfigKeys() { return kKeys; }
 
 DistributionService::Options DistributionOptions(const Config& config, const std::string& master_key) {
   DistributionService::Options o;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <span>
 #include <string>
 
 #include "core/config.h"
@@ -9,6 +10,9 @@
 #include "jobs/worker_pool.h"
 
 namespace certfleet::distribution {
+
+// The configuration keys of W5 (distribution.*): written once, here.
+std::span<const ConfigKey> ConfigKeys();
 
 // The distribution's options from the distribution.* keys; ZIP passwords are kept with a
 // key derived from `master_key`.

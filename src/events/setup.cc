@@ -5,6 +5,23 @@
 #include "core/log.h"
 
 namespace certfleet::events {
+namespace {
+
+constexpr ConfigKey kKeys[] = {
+    {"webhooks.urls", ConfigType::kString, "",
+     "URLs (comma-separated, http:// or https://) each event of webhooks.events is POSTed to; empty: none."},
+    {"webhooks.events", ConfigType::kString, "crl/published,renewal/failed",
+     "Event types sent to webhooks (comma-separated): crl/published, renewal/failed, certificates/created, "
+     "certificates/revoked."},
+    {"webhooks.secret", ConfigType::kSecret, "",
+     "Key of each webhook POST's X-Certfleet-Signature (sha256=HMAC-SHA256 of the body, hex); empty: unsigned."},
+    {"webhooks.ca", ConfigType::kPath, "", "CA file trusted for https webhooks; empty: the system store."},
+    {"webhooks.every_seconds", ConfigType::kInt, "5", "How often pending events are sent to webhooks.", 1, 3600},
+};
+
+}  // namespace
+
+std::span<const ConfigKey> ConfigKeys() { return kKeys; }
 
 Result<WebhookDispatcher::Options> WebhookOptions(const Config& config) {
   WebhookDispatcher::Options o{SplitList(config.Get("webhooks.urls")), SplitList(config.Get("webhooks.events")),

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <span>
+
 #include "core/config.h"
 #include "core/result.h"
 #include "events/webhooks.h"
@@ -7,6 +9,9 @@
 #include "jobs/worker_pool.h"
 
 namespace certfleet::events {
+
+// The configuration keys of webhooks (webhooks.*): written once, here.
+std::span<const ConfigKey> ConfigKeys();
 
 // The webhooks' options from the webhooks.* keys; kInvalidArgument for a URL that is not http(s).
 Result<WebhookDispatcher::Options> WebhookOptions(const Config& config);

@@ -5,11 +5,20 @@
 namespace certfleet::issuance {
 namespace {
 
+constexpr ConfigKey kKeys[] = {
+    {"ca.crl_hours", ConfigType::kInt, "24",
+     "A CRL's validity (nextUpdate); it is re-signed when half of it has passed.", 1, 8760},
+    {"ca.ocsp_minutes", ConfigType::kInt, "60", "An OCSP response's validity (nextUpdate) and how long it is cached.",
+     1, 10080},
+};
+
 // CRLs are re-signed once half their validity has passed; checking this often keeps them fresh.
 constexpr std::string_view kCrlRefreshSchedule = "@every 15m";
 constexpr int kRefreshAttempts = 3;
 
 }  // namespace
+
+std::span<const ConfigKey> ConfigKeys() { return kKeys; }
 
 Issuer::Options IssuerOptions(const Config& config, std::string_view served_url) {
   Issuer::Options o;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <span>
 #include <string_view>
 
 #include "blob/blob_store.h"
@@ -10,6 +11,9 @@
 #include "jobs/worker_pool.h"
 
 namespace certfleet::issuance {
+
+// The configuration keys of issuance (ca.*): written once, here.
+std::span<const ConfigKey> ConfigKeys();
 
 // The issuer's options from the ca.* keys and public_url (`served_url` when it is empty).
 Issuer::Options IssuerOptions(const Config& config, std::string_view served_url);

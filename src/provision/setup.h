@@ -1,5 +1,6 @@
 #pragma once
 
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -10,6 +11,9 @@
 #include "provision/provision_service.h"
 
 namespace certfleet::provision {
+
+// The configuration keys of W2 (provision.*): written once, here.
+std::span<const ConfigKey> ConfigKeys();
 
 // Provisioning's options from the provision.* keys; retrieval URLs are signed with a key
 // derived from `master_key` and point at `public_url`.

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <span>
+
 #include "core/config.h"
 #include "core/result.h"
 #include "jobs/scheduler.h"
@@ -9,6 +11,9 @@
 #include "renewal/renewal_service.h"
 
 namespace certfleet::renewal {
+
+// The configuration keys of W4 (renewal.*): written once, here.
+std::span<const ConfigKey> ConfigKeys();
 
 // The host service's options from the renewal.* keys, checked.
 Result<HostService::Options> HostOptions(const Config& config);

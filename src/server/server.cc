@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "blob/blob_store.h"
+#include "blob/setup.h"
 #include "bulk/setup.h"
 #include "ca/ca_service.h"
 #include "core/files.h"
@@ -12,14 +13,19 @@
 #include "events/setup.h"
 #include "http/api.h"
 #include "http/server.h"
+#include "http/setup.h"
 #include "issuance/setup.h"
 #include "jobs/housekeeping.h"
+#include "jobs/setup.h"
 #include "mail/mailer.h"
+#include "mail/setup.h"
 #include "pki/file/file_key_backend.h"
+#include "pki/setup.h"
 #include "provision/setup.h"
 #include "registry/registry.h"
 #include "renewal/setup.h"
 #include "store/migrations.h"
+#include "store/setup.h"
 
 namespace certfleet::server {
 namespace {
@@ -60,6 +66,17 @@ Result<T> Named(Result<T> r, std::string_view what) {
 }
 
 }  // namespace
+
+std::vector<ConfigKey> ConfigKeys() {
+  std::vector<ConfigKey> out;
+  for (std::span<const ConfigKey> keys :
+       {Config::CoreKeys(), store::ConfigKeys(), pki::ConfigKeys(), blob::ConfigKeys(), mail::ConfigKeys(),
+        http::ConfigKeys(), jobs::ConfigKeys(), events::ConfigKeys(), issuance::ConfigKeys(), provision::ConfigKeys(),
+        bulk::ConfigKeys(), renewal::ConfigKeys(), distribution::ConfigKeys()}) {
+    out.insert(out.end(), keys.begin(), keys.end());
+  }
+  return out;
+}
 
 Result<std::unique_ptr<store::Store>> OpenStore(const Config& config) {
   store::Store::Options options;

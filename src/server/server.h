@@ -1,6 +1,7 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "core/clock.h"
 #include "core/config.h"
@@ -12,6 +13,9 @@ namespace certfleet::server {
 // The composition root: the one place that knows every module. Each module gives its
 // options from the configuration and registers its own jobs and schedules (its setup.h);
 // this builds the services, wires their routes, jobs and schedules, and runs them.
+
+// Every configuration key of the process: core's and each module's.
+std::vector<ConfigKey> ConfigKeys();
 
 // Opens the configured store and applies pending migrations.
 Result<std::unique_ptr<store::Store>> OpenStore(const Config& config);

@@ -8,6 +8,19 @@
 namespace certfleet {
 namespace {
 
+// Keys as modules declare them (the real ones live in each module's setup.cc).
+constexpr ConfigKey kKeys[] = {
+    {"db", ConfigType::kUrl, "sqlite://{data_dir}/certfleet.db", "Store."},
+    {"blobs", ConfigType::kUrl, "file://{data_dir}/blobs", "Blobs."},
+    {"server.listen", ConfigType::kString, "127.0.0.1:8443", "Listen."},
+    {"server.tls_cert", ConfigType::kPath, "{data_dir}/tls/server.pem", "Certificate."},
+    {"server.threads", ConfigType::kInt, "0", "Threads.", 0, 256},
+    {"server.body_limit", ConfigType::kInt, "1048576", "Body limit.", 1024, 1 << 30},
+    {"jobs.workers", ConfigType::kInt, "4", "Workers.", 1, 1024},
+};
+
+Result<Config> Load(const Config::Sources& s) { return Config::Load(s, kKeys); }
+
 Config::Sources NoFile() {
   Config::Sources s;
   s.file = "/nonexistent-but-unused";
@@ -16,13 +29,12 @@ Config::Sources NoFile() {
 }
 
 TEST(Config, EmbeddedDefaults) {
-  auto cfg = Config::Load(NoFile());
+  auto cfg = Load(NoFile());
   ASSERT_TRUE(cfg.ok()) << cfg.error().message;
   EXPECT_EQ(cfg->Get("data_dir"), "./var");
   EXPECT_EQ(cfg->Get("db"), "sqlite://./var/certfleet.db");
   EXPECT_EQ(cfg->Get("server.listen"), "127.0.0.1:8443");
   EXPECT_EQ(cfg->Get("blobs"), "file://./var/blobs");
-  EXPECT_EQ(cfg->Get("mail"), "file://./var/outbox");
   EXPECT_EQ(cfg->GetInt("server.body_limit"), 1048576);
   EXPECT_EQ(cfg->SourceOf("db"), "default");
 }
@@ -30,7 +42,7 @@ TEST(Config, EmbeddedDefaults) {
 TEST(Config, DataDirMovesDerivedDefaults) {
   auto s = NoFile();
   s.env["CERTFLEET_DATA_DIR"] = "/srv/cf";
-  auto cfg = Config::Load(s);
+  auto cfg = Load(s);
   ASSERT_TRUE(cfg.ok());
   EXPECT_EQ(cfg->Get("db"), "sqlite:///srv/cf/certfleet.db");
   EXPECT_EQ(cfg->Get("server.tls_cert"), "/srv/cf/tls/server.pem");
@@ -46,7 +58,7 @@ TEST(Config, FileThenEnvironmentThenFlag) {
   s.env["CERTFLEET_SERVER_THREADS"] = "6";
   s.env["CERTFLEET_SERVER_LISTEN"] = "127.0.0.1:9001";
   s.overrides["server.listen"] = "127.0.0.1:9002";
-  auto cfg = Config::Load(s);
+  auto cfg = Load(s);
   ASSERT_TRUE(cfg.ok()) << cfg.error().message;
   EXPECT_EQ(cfg->Get("db"), "postgresql://u:pw@db:5432/cf");
   EXPECT_EQ(cfg->SourceOf("db"), "file");
@@ -66,26 +78,37 @@ TEST(Config, RefusesUnknownKeysAndBadValues) {
   std::ofstream(file) << "[server]\nlistn = \"x\"\n";
   Config::Sources s;
   s.file = file.string();
-  auto cfg = Config::Load(s);
+  auto cfg = Load(s);
   ASSERT_FALSE(cfg.ok());
   EXPECT_NE(cfg.error().message.find("unknown config key 'server.listn'"), std::string::npos);
 
   auto bad = NoFile();
   bad.env["CERTFLEET_SERVER_THREADS"] = "many";
-  auto cfg2 = Config::Load(bad);
+  auto cfg2 = Load(bad);
   ASSERT_FALSE(cfg2.ok());
   EXPECT_NE(cfg2.error().message.find("server.threads (from env)"), std::string::npos);
 
   auto range = NoFile();
   range.overrides["server.body_limit"] = "10";
-  EXPECT_FALSE(Config::Load(range).ok());
+  EXPECT_FALSE(Load(range).ok());
 
   std::ofstream(file) << "[server\n";
-  EXPECT_NE(Config::Load(s).error().message.find("line 1"), std::string::npos);
+  EXPECT_NE(Load(s).error().message.find("line 1"), std::string::npos);
 
   Config::Sources missing;
   missing.file = (dir / "absent.toml").string();
-  EXPECT_FALSE(Config::Load(missing).ok());
+  EXPECT_FALSE(Load(missing).ok());
+}
+
+TEST(Config, CoreKeysComeFirstAndAKeyIsDeclaredOnce) {
+  auto cfg = Load(NoFile());
+  ASSERT_TRUE(cfg.ok());
+  const std::string shown = cfg->Show();
+  EXPECT_LT(shown.find("log_level ="), shown.find("[server]")) << "keys outside a section before any [section]";
+  EXPECT_LT(shown.find("db ="), shown.find("[server]")) << shown;
+  const ConfigKey twice[] = {{"server.listen", ConfigType::kString, "a", "x"},
+                             {"server.listen", ConfigType::kString, "b", "y"}};
+  EXPECT_FALSE(Config::Load(NoFile(), twice).ok());
 }
 
 TEST(Config, NamesForEnvironmentAndFlags) {

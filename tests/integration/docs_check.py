@@ -70,14 +70,22 @@ stray = list(null_keys(yaml.safe_load(openapi), ""))
 check(not stray, f"docs/openapi.yaml has no keys without values: {stray[:5]}")
 
 readme = open(os.path.join(src, "README.md")).read()
-shown = subprocess.run([binary, "config", "show"], capture_output=True, text=True, cwd="/", env={"PATH": os.environ["PATH"]}).stdout
-section = ""
-for line in shown.splitlines():
-    if line.startswith("["):
-        section = line.strip("[]") + "."
-    elif "=" in line and not line.startswith("#"):
-        key = section + line.split("=")[0].strip()
-        env = "CERTFLEET_" + key.upper().replace(".", "_")
-        check(f"| `{key}` | `{env}` |" in readme, f"config key {key} is in the README's configuration reference")
+# The configuration reference: every key its module declares, with the same variable and
+# default (the keys are written once, in their modules; `certfleet config keys` prints them).
+keys = subprocess.run([binary, "config", "keys"], capture_output=True, text=True, cwd="/",
+                      env={"PATH": os.environ["PATH"]}).stdout.splitlines()
+check(len(keys) > 50, f"certfleet config keys lists the keys ({len(keys)})")
+rows = {m.group(1): m for m in re.finditer(r"^\| `([a-z_.0-9]+)` \| `(CERTFLEET_[A-Z_0-9]+)` \| ([^|]*) \|", readme, re.M)}
+for line in keys:
+    name, env, default, _range, _help = line.split("\t")
+    row = rows.get(name)
+    check(row is not None, f"config key {name} is in the README's configuration reference")
+    if not row:
+        continue
+    check(row.group(2) == env, f"{name}: the README names {env}")
+    shown = row.group(3).strip()
+    check(shown == (f"`{default}`" if default else "empty"), f"{name}: the README's default {shown} is `{default}`")
+declared = {line.split("\t")[0] for line in keys}
+check(not set(rows) - declared, f"the README documents no key that is not declared: {set(rows) - declared}")
 
 finish("docs_check")
