@@ -26,10 +26,10 @@ constexpr size_t kMaxEchoedKey = 64;  // of a duplicate key named in an error
 // the moment and stops at the first key an object has twice.
 class DuplicateKeyFinder {
  public:
-  static constexpr size_t max_object_size = size_t(-1);  // NOLINT(readability-identifier-naming)
-  static constexpr size_t max_array_size = size_t(-1);   // NOLINT(readability-identifier-naming)
-  static constexpr size_t max_key_size = size_t(-1);     // NOLINT(readability-identifier-naming)
-  static constexpr size_t max_string_size = size_t(-1);  // NOLINT(readability-identifier-naming)
+  static constexpr size_t max_object_size = size_t(-1);
+  static constexpr size_t max_array_size = size_t(-1);
+  static constexpr size_t max_key_size = size_t(-1);
+  static constexpr size_t max_string_size = size_t(-1);
 
   bool on_document_begin(json::error_code&) { return true; }
   bool on_document_end(json::error_code&) { return true; }

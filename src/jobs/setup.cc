@@ -16,4 +16,13 @@ constexpr ConfigKey kKeys[] = {
 
 std::span<const ConfigKey> ConfigKeys() { return kKeys; }
 
+WorkerPool::Options PoolOptions(const Config& config, std::string node_id) {
+  WorkerPool::Options o;
+  o.node_id = std::move(node_id);
+  o.workers = static_cast<int>(config.GetInt("jobs.workers"));
+  o.lease = std::chrono::seconds(config.GetInt("jobs.lease_seconds"));
+  o.poll = std::chrono::milliseconds(config.GetInt("jobs.poll_ms"));
+  return o;
+}
+
 }  // namespace certfleet::jobs

@@ -155,11 +155,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
   http::AddDistributionRoutes(router, api);
 
   // Jobs and schedules: each module registers its own.
-  jobs::WorkerPool::Options pool_options;
-  pool_options.node_id = NodeId();
-  pool_options.workers = static_cast<int>(config.GetInt("jobs.workers"));
-  pool_options.lease = std::chrono::seconds(config.GetInt("jobs.lease_seconds"));
-  pool_options.poll = std::chrono::milliseconds(config.GetInt("jobs.poll_ms"));
+  const jobs::WorkerPool::Options pool_options = jobs::PoolOptions(config, NodeId());
   jobs::WorkerPool pool(store, clock, pool_options);
   jobs::Scheduler scheduler(store, clock);
   CF_RETURN_IF_ERROR(Named(
