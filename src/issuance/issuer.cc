@@ -137,7 +137,7 @@ void Issuer::IssueAsync(IssueRequest request, std::string_view actor, std::funct
     CF_ASSIGN_OR_RETURN(auto parent, Validate(request));
     CF_ASSIGN_OR_RETURN(SubjectKey key, MakeKey(request));
     CF_ASSIGN_OR_RETURN(auto built, Build(std::move(request), parent, std::move(key), actor));
-    return Persist(std::move(built), done);
+    return Persist(built, done);
   }();
   if (!made.ok()) done(made.error());
 }
@@ -269,7 +269,7 @@ Result<std::shared_ptr<Issuer::Built>> Issuer::Build(IssueRequest req, const std
   return w;
 }
 
-Result<void> Issuer::Persist(std::shared_ptr<Built> w, std::function<void(Result<Issued>)>& done) {
+Result<void> Issuer::Persist(const std::shared_ptr<Built>& w, std::function<void(Result<Issued>)>& done) {
   // Last before the write: from here on a failure removes the key again.
   if (w->is_ca) {
     CF_ASSIGN_OR_RETURN(w->key_ref, keys_.Put(w->ca_key.get()));

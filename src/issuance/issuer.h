@@ -147,7 +147,7 @@ class Issuer {
   Result<SubjectKey> MakeKey(const IssueRequest& req);
   Result<std::shared_ptr<Built>> Build(IssueRequest req, const std::shared_ptr<const Parent>& parent, SubjectKey key,
                                        std::string_view actor);
-  Result<void> Persist(std::shared_ptr<Built> built, std::function<void(Result<Issued>)>& done);
+  Result<void> Persist(const std::shared_ptr<Built>& built, std::function<void(Result<Issued>)>& done);
 
   Result<std::shared_ptr<const Parent>> FindParent(const std::string& parent_fqdn);
   Result<std::shared_ptr<X509>> CaCertificate(const store::CertificateRecord& record);

@@ -29,7 +29,7 @@ CertificateRecord FromRow(const Row& r) {
   if (auto reason = r.OptInt(11)) c.revocation_reason = static_cast<int>(*reason);
   c.created_at = r.Int(12);
   c.created_by = r.Text(13);
-  const std::string kind = r.Text(14);
+  const std::string& kind = r.Text(14);
   c.subject_kind = kind == "host"     ? SubjectKind::kHost
                    : kind == "device" ? SubjectKind::kDevice
                                       : SubjectKind::kDnsName;
