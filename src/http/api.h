@@ -1,23 +1,45 @@
 #pragma once
 
 #include <boost/json/object.hpp>
+#include <string_view>
 
-#include "bulk/import_service.h"
-#include "ca/ca_service.h"
 #include "core/clock.h"
-#include "distribution/distribution_service.h"
 #include "http/metrics.h"
 #include "http/router.h"
 #include "http/token_cache.h"
 #include "http/token_service.h"
-#include "issuance/issuer.h"
-#include "provision/device_registry.h"
-#include "provision/provision_service.h"
-#include "registry/registry.h"
-#include "renewal/agent_service.h"
-#include "renewal/host_service.h"
-#include "renewal/renewal_service.h"
 #include "store/store.h"
+
+// The services behind the routes, declared only: each routes file includes the headers of
+// its own workflow's services and no other's.
+namespace certfleet::issuance {
+class Issuer;
+}
+namespace certfleet::ca {
+class CaService;
+}
+namespace certfleet::registry {
+class Registry;
+enum class Kind;
+}  // namespace certfleet::registry
+namespace certfleet::provision {
+class DeviceRegistry;
+class ProvisionService;
+}  // namespace certfleet::provision
+namespace certfleet::bulk {
+class ImportService;
+}
+namespace certfleet::renewal {
+class HostService;
+class AgentService;
+class RenewalService;
+}  // namespace certfleet::renewal
+namespace certfleet::distribution {
+class DistributionService;
+}
+namespace certfleet::store {
+struct CertificateRecord;
+}
 
 namespace certfleet::http {
 

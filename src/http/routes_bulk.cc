@@ -5,10 +5,12 @@
 #include <boost/json.hpp>
 #include <filesystem>
 
+#include "bulk/import_service.h"
 #include "core/crypto.h"
 #include "core/files.h"
 #include "http/api.h"
 #include "http/json.h"
+#include "registry/registry.h"
 
 namespace certfleet::http {
 namespace {

@@ -4,13 +4,16 @@
 #include <boost/json.hpp>
 #include <charconv>
 
+#include "ca/ca_service.h"
 #include "core/crypto.h"
 #include "http/api.h"
 #include "http/json.h"
+#include "issuance/issuer.h"
 #include "pki/crl.h"
 #include "pki/csr.h"
 #include "pki/ocsp.h"
 #include "pki/profile.h"
+#include "store/certificates_repo.h"
 
 namespace certfleet::http {
 namespace {

@@ -5,6 +5,7 @@
 
 #include <boost/json.hpp>
 
+#include "distribution/distribution_service.h"
 #include "http/api.h"
 #include "http/json.h"
 #include "store/distribution_repo.h"

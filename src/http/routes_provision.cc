@@ -7,6 +7,10 @@
 #include "http/api.h"
 #include "http/json.h"
 #include "pki/csr.h"
+#include "provision/device_registry.h"
+#include "provision/provision_service.h"
+#include "registry/registry.h"
+#include "store/certificates_repo.h"
 
 namespace certfleet::http {
 namespace {

@@ -6,6 +6,8 @@
 
 #include "http/api.h"
 #include "http/json.h"
+#include "registry/registry.h"
+#include "store/registry_repo.h"
 
 namespace certfleet::http {
 namespace {

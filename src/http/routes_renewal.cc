@@ -8,6 +8,10 @@
 #include "http/api.h"
 #include "http/json.h"
 #include "pki/csr.h"
+#include "renewal/agent_service.h"
+#include "renewal/host_service.h"
+#include "renewal/renewal_service.h"
+#include "store/certificates_repo.h"
 
 namespace certfleet::http {
 namespace {

@@ -21,6 +21,7 @@
 #include "mail/setup.h"
 #include "pki/file/file_key_backend.h"
 #include "pki/setup.h"
+#include "provision/device_registry.h"
 #include "provision/setup.h"
 #include "registry/registry.h"
 #include "renewal/setup.h"
