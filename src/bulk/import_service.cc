@@ -199,6 +199,15 @@ Result<BatchOutcome> BatchWriter::Write(const Batch& batch) {
   }
 }
 
+// Deletes a finished import's manifest file: kept only while the import may still run.
+void RemoveManifest(const store::ImportRecord& imp) {
+  if (imp.manifest.empty()) return;
+  std::error_code ec;
+  if (!fs::remove(imp.manifest, ec) && ec) {
+    log::Warn("cannot remove an import's manifest", {{"import", imp.id}, {"error", ec.message()}});
+  }
+}
+
 // Things imported take their names from the manifest: they must follow the registry's name
 // rule, like things made through the API, or they could not be read or deleted by name. A
 // rejected entry keeps its name escaped, to be shown in the import's report.
@@ -493,14 +502,6 @@ Result<store::ImportRecord> ImportService::Cancel(int64_t id, std::string_view a
   // A running import's reader still has the file open: its run removes it when it stops.
   if (cancelled.ok() && was_queued) RemoveManifest(*cancelled);
   return cancelled;
-}
-
-void ImportService::RemoveManifest(const store::ImportRecord& imp) {
-  if (imp.manifest.empty()) return;
-  std::error_code ec;
-  if (!fs::remove(imp.manifest, ec) && ec) {
-    log::Warn("cannot remove an import's manifest", {{"import", imp.id}, {"error", ec.message()}});
-  }
 }
 
 }  // namespace certfleet::bulk

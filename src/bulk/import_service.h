@@ -76,8 +76,6 @@ class ImportService {
   Result<store::ImportRecord> Fail(int64_t id, const Error& e);
   // Sets the import's final state unless it was cancelled.
   Result<store::ImportRecord> Finish(int64_t id, std::string_view state, std::optional<std::string> error);
-  // Deletes a finished import's manifest file: kept only while the import may still run.
-  void RemoveManifest(const store::ImportRecord& imp);
 
   store::Store& store_;
   const Clock& clock_;

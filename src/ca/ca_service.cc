@@ -6,6 +6,7 @@
 
 #include "ca/fqdn.h"
 #include "core/crypto.h"
+#include "core/text.h"
 #include "pki/csr.h"
 #include "pki/key.h"
 
@@ -23,17 +24,12 @@ std::string Uuid4() {
          hex.substr(20);
 }
 
-std::string Lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
 
 // The name and parent by the seed's rules: `parent` is the given parent_fqdn, lowercased.
 Result<void> ResolveNames(const CreateRequest& r, const std::optional<std::string>& parent,
                           issuance::IssueRequest& out) {
-  out.name = Lower(r.fqdn);
+  out.name = AsciiLower(r.fqdn);
   if (r.type == pki::CertType::kDevice) {
     if (!parent || parent->empty()) return Invalid("parent_fqdn is required for a device certificate");
     if (!out.name.empty()) return Invalid("a device's fqdn is made by certfleet");
@@ -70,7 +66,7 @@ Result<issuance::IssueRequest> CaService::Resolve(const CreateRequest& request) 
   issuance::IssueRequest out;
   out.type = request.type;
   std::optional<std::string> parent;
-  if (request.parent_fqdn) parent = Lower(*request.parent_fqdn);
+  if (request.parent_fqdn) parent = AsciiLower(*request.parent_fqdn);
   CF_RETURN_IF_ERROR(ResolveNames(request, parent, out));
   if (request.csr_pem && pki::IsCa(request.type)) {
     return Invalid("CA keys are always made by certfleet; csr_pem is for leaves");

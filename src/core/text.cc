@@ -52,6 +52,14 @@ std::string NameRule(std::string_view field, size_t max_bytes) {
   return fmt::format("{} must be 1 to {} of A-Z a-z 0-9 . _ : - starting with a letter or digit", field, max_bytes);
 }
 
+std::string AsciiLower(std::string_view text) {
+  std::string out(text);
+  for (auto& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
 bool HasControlCharacter(std::string_view text) {
   return std::any_of(text.begin(), text.end(), [](char c) { return IsControl(c); });
 }

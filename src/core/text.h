@@ -19,6 +19,9 @@ bool IsValidName(std::string_view name, size_t max_bytes = kMaxNameBytes);
 // What IsValidName asks of `field`, for error messages.
 std::string NameRule(std::string_view field, size_t max_bytes = kMaxNameBytes);
 
+// `text` with A-Z made a-z, whatever the process's locale (DNS names, serials, media types).
+std::string AsciiLower(std::string_view text);
+
 // True if `text` holds an ASCII control character (C0 or DEL). Such characters in a name
 // move a terminal's cursor or change its colours when the name is printed.
 bool HasControlCharacter(std::string_view text);

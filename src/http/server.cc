@@ -23,6 +23,7 @@
 
 #include "core/crypto.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "core/thread_name.h"
 #include "http/json.h"
 #include "pki/certificate.h"
@@ -308,9 +309,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
 
     auto msg = parser_->release();
     for (const auto& f : msg) {
-      std::string name(f.name_string());
-      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      req_.headers.emplace_back(std::move(name), std::string(f.value()));
+      req_.headers.emplace_back(AsciiLower(f.name_string()), std::string(f.value()));
     }
     req_.body = std::move(msg.body());
     if (auto rid = req_.Header("x-request-id"); rid && ValidRequestId(*rid)) req_.request_id = std::string(*rid);

@@ -9,6 +9,7 @@
 
 #include "core/crypto.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "pki/certificate.h"
 #include "pki/crl.h"
 #include "pki/ocsp.h"
@@ -51,11 +52,6 @@ std::string_view SeedType(pki::CertType type) {
       return "Client";
   }
   return "Server";
-}
-
-std::string Lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
 }
 
 json::object RecordSummary(const store::CertificateRecord& c) {
@@ -328,7 +324,7 @@ Result<void> Issuer::Persist(const std::shared_ptr<Built>& w, std::function<void
 
 Result<Issued> Issuer::Rotate(std::string_view fqdn, std::string_view new_fqdn, InTransaction in_transaction,
                               std::string_view actor) {
-  const std::string old_fqdn = Lower(std::string(fqdn));
+  const std::string old_fqdn = AsciiLower(fqdn);
   CF_ASSIGN_OR_RETURN(auto old, store::Read(store_, [&](store::Tx& tx) -> Result<store::CertificateRecord> {
                         CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, old_fqdn));
                         if (!ca) return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", fqdn));
@@ -342,7 +338,7 @@ Result<Issued> Issuer::Rotate(std::string_view fqdn, std::string_view new_fqdn, 
   CF_ASSIGN_OR_RETURN(auto x509, CaCertificate(old));
   IssueRequest request;
   request.type = pki::CertType::kIntermediate;
-  request.name = new_fqdn.empty() ? NextGeneration(old_fqdn) : Lower(std::string(new_fqdn));
+  request.name = new_fqdn.empty() ? NextGeneration(old_fqdn) : AsciiLower(new_fqdn);
   if (!pki::IsValidDnsName(request.name)) {
     return MakeError(ErrorCode::kInvalidArgument, fmt::format("fqdn '{}' is not a valid DNS name", request.name));
   }
@@ -376,7 +372,7 @@ Result<std::vector<store::CertificateRecord>> Issuer::List(const store::Certific
 }
 
 Result<store::CertificateRecord> Issuer::Get(std::string_view id) {
-  const std::string key = Lower(std::string(id));
+  const std::string key = AsciiLower(id);
   const std::optional<std::string> serial = pki::CanonicalSerial(id);
   return store::Read(store_, [&](store::Tx& tx) -> Result<store::CertificateRecord> {
     if (serial) {
@@ -431,7 +427,7 @@ Result<void> Issuer::ResignCrl(store::Tx& tx, std::string_view ca_fqdn, int64_t 
 }
 
 Result<void> Issuer::PublishCrl(std::string_view ca_fqdn, blob::BlobStore& blob) {
-  const std::string fqdn = Lower(std::string(ca_fqdn));
+  const std::string fqdn = AsciiLower(ca_fqdn);
   CF_ASSIGN_OR_RETURN(auto ca, store::Read(store_, [&](store::Tx& tx) { return store::FindCa(tx, fqdn); }));
   if (!ca || !ca->crl_der) return MakeError(ErrorCode::kInvalidArgument, fmt::format("no CRL of CA {}", ca_fqdn));
   const std::string key = "crl/" + fqdn + ".crl";
@@ -511,7 +507,7 @@ Result<Revoked> Issuer::Revoke(std::string_view serial, std::string_view reason_
 }
 
 Result<std::string> Issuer::Crl(std::string_view ca_fqdn) {
-  const std::string fqdn = Lower(std::string(ca_fqdn));
+  const std::string fqdn = AsciiLower(ca_fqdn);
   CF_ASSIGN_OR_RETURN(auto ca, store::Read(store_, [&](store::Tx& tx) { return store::FindCa(tx, fqdn); }));
   if (!ca) return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", ca_fqdn));
   const int64_t now = clock_.NowMillis();

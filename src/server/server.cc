@@ -43,11 +43,12 @@ std::string NodeId() {
 // The file server.client_ca defaults to when renewal.ca is set: the chain of renewal.ca, so
 // that agents authenticate with the certificates it issues them. Until that CA exists (it
 // may be made through this server), agents cannot authenticate: restart once it does.
-std::string AgentTrust(issuance::Issuer& issuer, const Config& config) {
+std::string AgentTrust(store::Store& store, pki::KeyBackend& keys, const Clock& clock, const Config& config) {
   if (!config.Get("server.client_ca").empty() || config.Get("renewal.ca").empty()) {
     return config.Get("server.client_ca");
   }
   auto written = [&]() -> Result<std::string> {
+    issuance::Issuer issuer(store, keys, clock, {});  // for its inventory; the serving one needs the port
     CF_ASSIGN_OR_RETURN(store::CertificateRecord ca, issuer.Get(config.Get("renewal.ca")));
     CF_ASSIGN_OR_RETURN(std::string above, issuer.ChainOf(ca));
     const std::string path = config.Get("data_dir") + "/tls/agents-ca.pem";
@@ -106,8 +107,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
   http::Router router(http::MakeStoreAuthenticator(store, clock, tokens));
   http::TokenService api_tokens(store, clock);
   http::ServerOptions server_options = http::ServerOptionsFrom(config);
-  issuance::Issuer lookup(store, keys, clock, {});
-  server_options.client_ca_file = AgentTrust(lookup, config);
+  server_options.client_ca_file = AgentTrust(store, keys, clock, config);
   http::Server server(router, metrics, server_options);
   CF_RETURN_IF_ERROR(Named(server.Listen(), "starting the HTTPS server"));
   const std::string listen = server_options.listen;
