@@ -365,7 +365,9 @@ TEST_P(ImportTest, ManifestsAreDeletedWhenTheirImportEnds) {
   ASSERT_TRUE(running.ok());
   bool cancelled = false;
   auto stopped = imports.Run(running->id, [&](const store::ImportRecord&, double) {
-    if (!std::exchange(cancelled, true)) EXPECT_TRUE(imports.Cancel(running->id, "t").ok());
+    if (!std::exchange(cancelled, true)) {
+      EXPECT_TRUE(imports.Cancel(running->id, "t").ok());
+    }
   });
   ASSERT_TRUE(stopped.ok()) << stopped.error().message;
   EXPECT_EQ(stopped->state, "cancelled");
