@@ -138,9 +138,6 @@ Result<BatchOutcome> BatchWriter::Write(const Batch& batch) {
     std::vector<store::RegistryLink> attachments;
     std::vector<store::RegistryLink> memberships;
     std::vector<store::RegistryLink> grants;
-    json::object thing_body{{"attributes", json::object()}};
-    if (profile.thing_type) thing_body["thing_type"] = *profile.thing_type;
-    const std::string thing_json = json::serialize(thing_body);
     size_t next_fingerprint = 0;
     for (const auto& e : batch.entries) {
       ++out.counts.seen;
@@ -167,11 +164,11 @@ Result<BatchOutcome> BatchWriter::Write(const Batch& batch) {
       const std::string ref = fmt::format("import:{:010}:{:010}", id, e.index);
       certificates.push_back({fp, ref, supplier, e.thing_name, e.certificate, id, now});
       if (thing_names.insert(e.thing_name).second) {
-        things.push_back({std::string(store::kObjectThing), e.thing_name, profile.thing_type, thing_json, now, now});
+        things.push_back(registry::Registry::ThingRow(e.thing_name, profile.thing_type, now));
       }
       attachments.push_back({std::string(store::kThingCertificate), e.thing_name, ref,
                              std::string(store::kAttachmentActive), std::nullopt, now});
-      for (const auto& g : profile.groups) {
+      for (const auto& g : profile.thing_groups) {
         memberships.push_back({std::string(store::kGroupThing), g, e.thing_name, "", std::nullopt, now});
       }
       for (const auto& p : profile.policies) {

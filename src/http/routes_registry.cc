@@ -6,8 +6,8 @@
 
 #include "http/api.h"
 #include "http/json.h"
+#include "registry/codec.h"
 #include "registry/registry.h"
-#include "store/registry_repo.h"
 
 namespace certfleet::http {
 namespace {
@@ -19,44 +19,37 @@ using registry::Kind;
 constexpr size_t kRegistryBodyLimit = size_t{1024} * 1024;
 constexpr size_t kMaxQueryName = 253;
 
-Response ObjectResponse(Result<json::object> r, const Request& req, int status = 200) {
-  if (!r.ok()) return Fail(req, r.error());
-  return JsonResponse(status, *r);
+Result<Response> ObjectResponse(const Result<registry::Object>& r, int status = 200) {
+  if (!r.ok()) return r.error();
+  return JsonResponse(status, registry::ToJson(*r));
 }
 
-Response ListKind(const ApiContext& ctx, const RegistryKindRoute& k, const Request& req) {
-  auto page = ParsePage(req);
-  if (!page.ok()) return Fail(req, page.error());
+Result<Response> ListKind(const ApiContext& ctx, const RegistryKindRoute& k, const Request& req) {
+  CF_ASSIGN_OR_RETURN(Page page, ParsePage(req));
   registry::ListFilter filter;
-  filter.after = page->after;
-  filter.limit = page->limit;
+  filter.after = page.after;
+  filter.limit = page.limit;
   if (!k.ref_filter.empty()) {
-    auto ref = QueryParam(req, k.ref_filter, kMaxQueryName);
-    if (!ref.ok()) return Fail(req, ref.error());
-    filter.ref = *ref;
+    CF_ASSIGN_OR_RETURN(filter.ref, QueryParam(req, k.ref_filter, kMaxQueryName));
   }
   if (k.kind == Kind::kThing) {
-    auto group = QueryParam(req, "group", kMaxQueryName);
-    if (!group.ok()) return Fail(req, group.error());
-    filter.group = *group;
+    CF_ASSIGN_OR_RETURN(filter.group, QueryParam(req, "group", kMaxQueryName));
   }
-  auto rows = ctx.registry->List(k.kind, filter);
-  if (!rows.ok()) return Fail(req, rows.error());
-  json::array items(rows->begin(), rows->end());
-  auto next = NextCursor(rows->size(), filter.limit, [&] { return std::string(rows->back().at("name").as_string()); });
+  CF_ASSIGN_OR_RETURN(auto objects, ctx.registry->List(k.kind, filter));
+  json::array items;
+  for (const auto& o : objects) items.push_back(registry::ToJson(o));
+  auto next = NextCursor(objects.size(), filter.limit, [&] { return registry::NameOf(objects.back().body); });
   return JsonResponse(200, PageJson(std::move(items), next));
 }
 
 // PUT attaches, DELETE detaches: /v1/<from kind>/{from}/<to>/{to}.
-void AddLinkRoutes(Router& router, const ApiContext* c, std::string_view link, const std::string& pattern) {
-  router.Add("PUT", pattern, {Access::kOperator}, [c, link](Request& r) {
-    auto done = c->registry->Attach(link, r.params.at("from"), r.params.at("to"), r.principal.Actor());
-    if (!done.ok()) return Fail(r, done.error());
+void AddLinkRoutes(Router& router, const ApiContext* c, registry::Link link, const std::string& pattern) {
+  router.Add("PUT", pattern, {Access::kOperator}, [c, link](Request& r) -> Result<Response> {
+    CF_RETURN_IF_ERROR(c->registry->Attach(link, r.params.at("from"), r.params.at("to"), r.principal.Actor()));
     return JsonResponse(200, json::object{{"attached", true}});
   });
-  router.Add("DELETE", pattern, {Access::kOperator}, [c, link](Request& r) {
-    auto done = c->registry->Detach(link, r.params.at("from"), r.params.at("to"), r.principal.Actor());
-    if (!done.ok()) return Fail(r, done.error());
+  router.Add("DELETE", pattern, {Access::kOperator}, [c, link](Request& r) -> Result<Response> {
+    CF_RETURN_IF_ERROR(c->registry->Detach(link, r.params.at("from"), r.params.at("to"), r.principal.Actor()));
     return Response{204, "application/json", "", {}};
   });
 }
@@ -67,22 +60,21 @@ void AddRegistryKindRoutes(Router& router, const ApiContext& ctx, const Registry
   const ApiContext* c = &ctx;
   const std::string base = fmt::format("/v1/{}", k.path);
   const RouteOptions write{Access::kOperator, false, kRegistryBodyLimit};
-  router.Add("POST", base, write, [c, k](Request& r) {
-    auto body = ParseJsonObject(r.body);
-    if (!body.ok()) return Fail(r, body.error());
-    return ObjectResponse(c->registry->Create(k.kind, *body, r.principal.Actor()), r, 201);
+  router.Add("POST", base, write, [c, k](Request& r) -> Result<Response> {
+    CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(r.body));
+    CF_ASSIGN_OR_RETURN(registry::Body parsed, registry::FromJson(k.kind, body));
+    return ObjectResponse(c->registry->Create(parsed, r.principal.Actor()), 201);
   });
   router.Add("GET", base, {Access::kReader}, [c, k](Request& r) { return ListKind(*c, k, r); });
   router.Add("GET", base + "/{name}", {Access::kReader},
-             [c, k](Request& r) { return ObjectResponse(c->registry->Get(k.kind, r.params.at("name")), r); });
-  router.Add("PUT", base + "/{name}", write, [c, k](Request& r) {
-    auto body = ParseJsonObject(r.body);
-    if (!body.ok()) return Fail(r, body.error());
-    return ObjectResponse(c->registry->Update(k.kind, r.params.at("name"), *body, r.principal.Actor()), r);
+             [c, k](Request& r) { return ObjectResponse(c->registry->Get(k.kind, r.params.at("name"))); });
+  router.Add("PUT", base + "/{name}", write, [c, k](Request& r) -> Result<Response> {
+    CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(r.body));
+    auto merge = [&body](const registry::Body& current) { return registry::Merge(current, body); };
+    return ObjectResponse(c->registry->Update(k.kind, r.params.at("name"), merge, r.principal.Actor()));
   });
-  router.Add("DELETE", base + "/{name}", {Access::kOperator}, [c, k](Request& r) {
-    auto done = c->registry->Delete(k.kind, r.params.at("name"), r.principal.Actor());
-    if (!done.ok()) return Fail(r, done.error());
+  router.Add("DELETE", base + "/{name}", {Access::kOperator}, [c, k](Request& r) -> Result<Response> {
+    CF_RETURN_IF_ERROR(c->registry->Delete(k.kind, r.params.at("name"), r.principal.Actor()));
     return Response{204, "application/json", "", {}};
   });
 }
@@ -93,9 +85,9 @@ void AddRegistryRoutes(Router& router, const ApiContext& ctx) {
         RegistryKindRoute{Kind::kThingGroup, "thing-groups", ""}, RegistryKindRoute{Kind::kPolicy, "policies", ""}}) {
     AddRegistryKindRoutes(router, ctx, k);
   }
-  AddLinkRoutes(router, &ctx, store::kThingCertificate, "/v1/things/{from}/certificates/{to}");
-  AddLinkRoutes(router, &ctx, store::kPolicyCertificate, "/v1/policies/{from}/certificates/{to}");
-  AddLinkRoutes(router, &ctx, store::kGroupThing, "/v1/thing-groups/{from}/things/{to}");
+  AddLinkRoutes(router, &ctx, registry::Link::kThingCertificate, "/v1/things/{from}/certificates/{to}");
+  AddLinkRoutes(router, &ctx, registry::Link::kPolicyCertificate, "/v1/policies/{from}/certificates/{to}");
+  AddLinkRoutes(router, &ctx, registry::Link::kGroupThing, "/v1/thing-groups/{from}/things/{to}");
 }
 
 }  // namespace certfleet::http

@@ -17,6 +17,7 @@
 #include "registry/registry.h"
 #include "testing/db.h"
 #include "testing/files.h"
+#include "testing/registry.h"
 
 namespace certfleet::bulk {
 namespace {
@@ -48,7 +49,7 @@ class ImportTest : public ::testing::TestWithParam<store::Dialect> {
          {{"name", "trackers"}, {"thing_type", "tracker"}, {"thing_groups", {"fleet"}}, {"policies", {"connect"}}});
   }
   void Make(Kind kind, json::value body) {
-    auto made = registry_->Create(kind, body.as_object(), "t");
+    auto made = testing::CreateJson(*registry_, kind, body);
     ASSERT_TRUE(made.ok()) << made.error().message;
   }
   // A copy of the fixture (Start moves the file it is given).
@@ -96,7 +97,7 @@ TEST_P(ImportTest, EveryFixtureImportsAndASecondImportFindsEverythingPresent) {
   EXPECT_EQ(Count("SELECT COUNT(*) FROM imported_certificates"), total);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM registry_objects WHERE kind = 'thing'"), total);
 
-  json::object thing = *registry_->Get(Kind::kThing, "4BA2BB8764BD");
+  json::object thing = *testing::GetJson(*registry_, Kind::kThing, "4BA2BB8764BD");
   EXPECT_EQ(thing["thing_type"], "tracker");
   EXPECT_EQ(thing["thing_groups"], json::array({"fleet"}));
   ASSERT_EQ(thing["certificates"].as_array().size(), 1u);
@@ -111,7 +112,7 @@ TEST_P(ImportTest, AThingThatExistsTakesTheProfilesTypeAndKeepsItsAttributes) {
   Make(Kind::kThing, {{"name", "untyped"}});
   store::ImportRecord r = Import("espressif", "manifest-espressif.csv");
   EXPECT_EQ(r.counts.imported, 7);
-  json::object thing = *registry_->Get(Kind::kThing, "4BA2BB8764BD");
+  json::object thing = *testing::GetJson(*registry_, Kind::kThing, "4BA2BB8764BD");
   EXPECT_EQ(thing["thing_type"], "tracker");
   EXPECT_EQ(thing["attributes"], json::object({{"site", "lyon"}}));
   EXPECT_EQ(thing["certificates"].as_array().size(), 1u);
@@ -134,7 +135,7 @@ TEST_P(ImportTest, AThingThatExistsTakesTheProfilesTypeAndKeepsItsAttributes) {
   auto done = imports_->Run(started->id);
   ASSERT_TRUE(done.ok()) << done.error().message;
   EXPECT_EQ(done->counts.imported, 100);
-  json::object device0 = *registry_->Get(Kind::kThing, "Device-0");
+  json::object device0 = *testing::GetJson(*registry_, Kind::kThing, "Device-0");
   EXPECT_EQ(device0["thing_type"], "sensor");
   EXPECT_EQ(device0["certificates"].as_array().size(), 1u);
 }

@@ -17,6 +17,7 @@
 #include "registry/registry.h"
 #include "store/certificates_repo.h"
 #include "testing/db.h"
+#include "testing/registry.h"
 
 namespace certfleet::provision {
 namespace {
@@ -97,7 +98,7 @@ class ProvisionTest : public ::testing::TestWithParam<store::Dialect> {
   }
 
   json::object Make(Kind kind, json::value body) {
-    auto made = registry_->Create(kind, body.as_object(), "token:ops");
+    auto made = testing::CreateJson(*registry_, kind, body, "token:ops");
     EXPECT_TRUE(made.ok()) << made.error().message;
     return made.ok() ? *made : json::object{};
   }
@@ -119,7 +120,7 @@ class ProvisionTest : public ::testing::TestWithParam<store::Dialect> {
     return r.ok() ? ErrorCode::kInternal : r.error().code;
   }
   int64_t Certificates() { return store_->Query("SELECT COUNT(*) FROM certificates")->at(0).Int(0); }
-  json::object Thing(const std::string& name) { return *registry_->Get(Kind::kThing, name); }
+  json::object Thing(const std::string& name) { return *testing::GetJson(*registry_, Kind::kThing, name); }
 
   ManualClock clock_{1'795'456'605'000};
   std::unique_ptr<store::Store> store_;
@@ -212,7 +213,7 @@ TEST_P(ProvisionTest, ANewCertificateSupersedesTheOldOneWhichIsRevokedAfterTheGr
 TEST_P(ProvisionTest, ATemplateChangedOnThisNodeAppliesToTheNextDevice) {
   pki::PkeyPtr key = Register("dev-1");
   ASSERT_EQ(Provision(key.get(), {"dev-1"})->endpoint, "mqtts://mqtt.example.com:8883");
-  ASSERT_TRUE(registry_->Update(Kind::kTemplate, "line-7", json::object{{"endpoint", "mqtts://new:8883"}}, "t").ok());
+  ASSERT_TRUE(testing::UpdateJson(*registry_, Kind::kTemplate, "line-7", {{"endpoint", "mqtts://new:8883"}}).ok());
   EXPECT_EQ(Provision(key.get(), {"dev-1"})->endpoint, "mqtts://new:8883") << "not the remembered template";
 }
 
@@ -253,7 +254,7 @@ TEST_P(ProvisionTest, ARotatedIntermediateTakesOverItsTemplates) {
   EXPECT_EQ(rotated->templates_moved, 1);
   pki::X509Ptr new_ca = Cert(rotated->created.record.certificate_pem);
   EXPECT_EQ(pki::NameEntry(X509_get_subject_name(new_ca.get()), NID_organizationName), "Acme");
-  EXPECT_EQ(registry_->Get(Kind::kTemplate, "line-7")->at("ca_fqdn"), "iot-g2.example.com");
+  EXPECT_EQ(testing::GetJson(*registry_, Kind::kTemplate, "line-7")->at("ca_fqdn"), "iot-g2.example.com");
 
   auto after = Provision(key.get(), {"dev-1"});
   ASSERT_TRUE(after.ok());

@@ -9,6 +9,7 @@
 #include "issuance/issuer.h"
 #include "pki/file/file_key_backend.h"
 #include "testing/db.h"
+#include "testing/registry.h"
 
 namespace certfleet::registry {
 namespace {
@@ -22,7 +23,9 @@ class RegistryTest : public ::testing::TestWithParam<store::Dialect> {
     ASSERT_NE(store_, nullptr);
     registry_ = std::make_unique<Registry>(*store_, clock_);
   }
-  Result<json::object> Create(Kind kind, json::value body) { return registry_->Create(kind, body.as_object(), "t"); }
+  Result<json::object> Create(Kind kind, const json::value& body) {
+    return testing::CreateJson(*registry_, kind, body);
+  }
   json::object Made(Kind kind, json::value body) {
     auto r = Create(kind, std::move(body));
     EXPECT_TRUE(r.ok()) << r.error().message;
@@ -76,15 +79,15 @@ TEST_P(RegistryTest, ObjectsAreCreatedReadListedInPagesUpdatedAndDeleted) {
   auto page = registry_->List(Kind::kThing, {"sensor", {}, {}, 2});
   ASSERT_TRUE(page.ok());
   ASSERT_EQ(page->size(), 2u);
-  EXPECT_EQ((*page)[0]["name"], "t-1");
-  auto rest = registry_->List(Kind::kThing, {"sensor", {}, std::string((*page)[1]["name"].as_string()), 2});
+  EXPECT_EQ(NameOf((*page)[0].body), "t-1");
+  auto rest = registry_->List(Kind::kThing, {"sensor", {}, NameOf((*page)[1].body), 2});
   ASSERT_EQ(rest->size(), 1u);
-  EXPECT_EQ((*rest)[0]["name"], "t-3");
+  EXPECT_EQ(NameOf((*rest)[0].body), "t-3");
 
-  auto updated = registry_->Update(Kind::kThing, "t-0", json::object{{"attributes", {{"color", "blue"}}}}, "t");
+  auto updated = testing::UpdateJson(*registry_, Kind::kThing, "t-0", {{"attributes", {{"color", "blue"}}}});
   ASSERT_TRUE(updated.ok()) << updated.error().message;
-  EXPECT_EQ(registry_->Get(Kind::kThing, "t-0")->at("attributes").at("color"), "blue");
-  EXPECT_EQ(Refused(registry_->Update(Kind::kThing, "t-0", json::object{{"name", "t-9"}}, "t")),
+  EXPECT_EQ(testing::GetJson(*registry_, Kind::kThing, "t-0")->at("attributes").at("color"), "blue");
+  EXPECT_EQ(Refused(testing::UpdateJson(*registry_, Kind::kThing, "t-0", {{"name", "t-9"}})),
             ErrorCode::kInvalidArgument);
 
   std::string message;
@@ -93,7 +96,7 @@ TEST_P(RegistryTest, ObjectsAreCreatedReadListedInPagesUpdatedAndDeleted) {
   EXPECT_NE(message.find("thing t-1 has this type"), std::string::npos) << message;
   for (const char* name : {"t-1", "t-2", "t-3"}) ASSERT_TRUE(registry_->Delete(Kind::kThing, name, "t").ok());
   EXPECT_TRUE(registry_->Delete(Kind::kThingType, "sensor", "t").ok());
-  EXPECT_EQ(registry_->Get(Kind::kThingType, "sensor").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(testing::GetJson(*registry_, Kind::kThingType, "sensor").error().code, ErrorCode::kNotFound);
 }
 
 TEST_P(RegistryTest, BodiesAreValidated) {
@@ -128,14 +131,14 @@ TEST_P(RegistryTest, AttachmentsShowInTheThingAndBlockDeletes) {
   Made(Kind::kThing, {{"name", "dev-1"}});
   Made(Kind::kThingGroup, {{"name", "plant"}});
   Made(Kind::kPolicy, {{"name", "connect"}, {"document", kPolicy}});
-  ASSERT_TRUE(registry_->Attach(kThingCertificate, "dev-1", serial, "t").ok());
-  ASSERT_TRUE(registry_->Attach(kThingCertificate, "dev-1", serial, "t").ok()) << "twice is no error";
-  ASSERT_TRUE(registry_->Attach(kPolicyCertificate, "connect", serial, "t").ok());
-  ASSERT_TRUE(registry_->Attach(kGroupThing, "plant", "dev-1", "t").ok());
-  EXPECT_EQ(registry_->Attach(kThingCertificate, "dev-1", "00ff", "t").error().code, ErrorCode::kNotFound);
-  EXPECT_EQ(registry_->Attach(kGroupThing, "plant", "dev-404", "t").error().code, ErrorCode::kNotFound);
+  ASSERT_TRUE(registry_->Attach(Link::kThingCertificate, "dev-1", serial, "t").ok());
+  ASSERT_TRUE(registry_->Attach(Link::kThingCertificate, "dev-1", serial, "t").ok()) << "twice is no error";
+  ASSERT_TRUE(registry_->Attach(Link::kPolicyCertificate, "connect", serial, "t").ok());
+  ASSERT_TRUE(registry_->Attach(Link::kGroupThing, "plant", "dev-1", "t").ok());
+  EXPECT_EQ(registry_->Attach(Link::kThingCertificate, "dev-1", "00ff", "t").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(registry_->Attach(Link::kGroupThing, "plant", "dev-404", "t").error().code, ErrorCode::kNotFound);
 
-  json::object thing = *registry_->Get(Kind::kThing, "dev-1");
+  json::object thing = *testing::GetJson(*registry_, Kind::kThing, "dev-1");
   EXPECT_EQ(thing["thing_groups"], json::array({"plant"}));
   ASSERT_EQ(thing["certificates"].as_array().size(), 1u);
   EXPECT_EQ(thing["certificates"].as_array()[0].at("status"), "active");
@@ -148,9 +151,9 @@ TEST_P(RegistryTest, AttachmentsShowInTheThingAndBlockDeletes) {
   EXPECT_NE(registry_->Delete(Kind::kPolicy, "connect", "t").error().message.find(serial), std::string::npos);
   EXPECT_NE(registry_->Delete(Kind::kThing, "dev-1", "t").error().message.find("detach it first"), std::string::npos);
 
-  ASSERT_TRUE(registry_->Detach(kThingCertificate, "dev-1", serial, "t").ok());
-  EXPECT_EQ(registry_->Detach(kThingCertificate, "dev-1", serial, "t").error().code, ErrorCode::kNotFound);
-  ASSERT_TRUE(registry_->Detach(kPolicyCertificate, "connect", serial, "t").ok());
+  ASSERT_TRUE(registry_->Detach(Link::kThingCertificate, "dev-1", serial, "t").ok());
+  EXPECT_EQ(registry_->Detach(Link::kThingCertificate, "dev-1", serial, "t").error().code, ErrorCode::kNotFound);
+  ASSERT_TRUE(registry_->Detach(Link::kPolicyCertificate, "connect", serial, "t").ok());
   EXPECT_TRUE(registry_->Delete(Kind::kPolicy, "connect", "t").ok());
   EXPECT_TRUE(registry_->Delete(Kind::kThing, "dev-1", "t").ok()) << "its group memberships go with it";
   EXPECT_TRUE(registry_->Delete(Kind::kThingGroup, "plant", "t").ok());
@@ -174,10 +177,55 @@ TEST_P(RegistryTest, ABatchBelongsToOneTemplateAndOneTemplateIsTheDefault) {
   EXPECT_EQ(for_batch("b-1")->name, "a");
   EXPECT_EQ(for_batch("elsewhere")->name, "a") << "the default";
   EXPECT_EQ(for_batch("b-1")->ca_fqdn, "example.com") << "CA names are lowercase";
-  ASSERT_TRUE(registry_->Update(Kind::kTemplate, "a", json::object{{"default", false}}, "t").ok());
+  ASSERT_TRUE(testing::UpdateJson(*registry_, Kind::kTemplate, "a", {{"default", false}}).ok());
   EXPECT_FALSE(for_batch("elsewhere").has_value());
   ASSERT_TRUE(registry_->Delete(Kind::kTemplate, "b", "t").ok());
   EXPECT_FALSE(for_batch("b-2").has_value()) << "its batches went with it";
+}
+
+TEST_P(RegistryTest, ObjectsAreTypedValuesAndThePolicyTextIsKeptAsWritten) {
+  ThingType type;
+  type.name = "sensor";
+  type.searchable_attributes = {"site"};
+  ASSERT_TRUE(registry_->Create(type, "t").ok());
+  Thing thing;
+  thing.name = "t-1";
+  thing.thing_type = "sensor";
+  thing.attributes = {{"site", "lyon"}};
+  ASSERT_TRUE(registry_->Create(thing, "t").ok());
+  auto read = registry_->Get(Kind::kThing, "t-1");
+  ASSERT_TRUE(read.ok()) << read.error().message;
+  const auto& got = std::get<Thing>(read->body);
+  EXPECT_EQ(got.thing_type, "sensor");
+  EXPECT_EQ(got.attributes.at("site"), "lyon");
+  ASSERT_TRUE(read->detail.has_value()) << "a thing read alone comes with its detail";
+
+  const std::string written =
+      R"({"Statement":{"Effect":"Deny","Action":"iot:Publish","Resource":["a","b"],"Condition":{"Bool":{"x":"true"}}}})";
+  Made(Kind::kPolicy, {{"name", "deny"}, {"document", json::parse(written)}});
+  auto policy = registry_->Get(Kind::kPolicy, "deny");
+  ASSERT_TRUE(policy.ok());
+  const PolicyDocument& doc = std::get<Policy>(policy->body).document;
+  ASSERT_EQ(doc.statements.size(), 1u);
+  EXPECT_FALSE(doc.statements[0].allow);
+  EXPECT_EQ(doc.statements[0].actions, std::vector<std::string>{"iot:Publish"});
+  EXPECT_EQ(doc.statements[0].resources, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(doc.statements[0].condition, R"({"Bool":{"x":"true"}})");
+  EXPECT_EQ(testing::GetJson(*registry_, Kind::kPolicy, "deny")->at("document"), json::parse(written))
+      << "answered as written: a lone statement and a lone Action stay as they were";
+
+  Thing renamed = got;
+  renamed.name = "t-2";
+  auto refused = registry_->Update(
+      Kind::kThing, "t-1", [&](const Body&) { return Result<Body>(renamed); }, "t");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
+  Thing bad = got;
+  bad.attributes["site"] = std::string("a\x01b");
+  auto unchecked = registry_->Update(
+      Kind::kThing, "t-1", [&](const Body&) { return Result<Body>(bad); }, "t");
+  ASSERT_FALSE(unchecked.ok()) << "a change is checked as a creation is";
+  EXPECT_EQ(std::get<Thing>(registry_->Get(Kind::kThing, "t-1")->body).attributes.at("site"), "lyon");
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, RegistryTest, testing::kBothDialects, testing::DialectName);
