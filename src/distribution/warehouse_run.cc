@@ -155,9 +155,9 @@ Result<void> WarehouseRun::Load() {
                     : OpenSecret(o.master_key, fmt::format("zip-password:{}", warehouse_), *settings->zip_password);
     password_unreadable_ = !password_;
   }
-  shared_to_send_ =
-      shared_record_ && (shared_record_->status == store::kPendingEmail ||
-                         (shared_record_->status == store::kFailedEmail && shared_record_->attempts < o.max_attempts));
+  shared_to_send_ = shared_record_ && (shared_record_->status == store::DistributionStatus::kPendingEmail ||
+                                       (shared_record_->status == store::DistributionStatus::kFailedEmail &&
+                                        shared_record_->attempts < o.max_attempts));
 
   // What a ZIP and its mail may hold: both limits, with the mail's headers, body and base64.
   mail::Message shape;

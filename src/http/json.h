@@ -40,6 +40,16 @@ Response Fail(const Request& req, const Error& e);
 Response Fail(std::string_view request_id, const Error& e);
 // The value of query parameter `key` if present; kInvalidArgument if longer than `max_len`.
 Result<std::optional<std::string>> QueryParam(const Request& req, std::string_view key, size_t max_len);
+// A query parameter naming a value of an enum (core/enum_names.h): nullopt when absent,
+// kInvalidArgument listing the names when it is none of them.
+template <typename E, size_t N>
+Result<std::optional<E>> EnumParam(const Request& req, std::string_view key, const std::string_view (&names)[N]) {
+  constexpr size_t kMaxEnumName = 64;
+  CF_ASSIGN_OR_RETURN(std::optional<std::string> text, QueryParam(req, key, kMaxEnumName));
+  if (!text) return std::optional<E>();
+  if (std::optional<E> value = ParseEnum<E>(*text, names)) return value;
+  return MakeError(ErrorCode::kInvalidArgument, std::string(key) + " must be " + EnumChoices(names));
+}
 boost::json::value OptTime(const std::optional<int64_t>& millis);  // RFC 3339 or null
 boost::json::value OptStr(const std::optional<std::string>& v);
 // {"items": [...], "next": cursor or null}.

@@ -46,10 +46,10 @@ std::optional<store::CertificateCursor> CertificateCursorFrom(std::string_view t
 json::object CertificateJson(const store::CertificateRecord& c) {
   return {{"serial", c.serial},
           {"fqdn", c.fqdn},
-          {"type", c.type},
+          {"type", CertTypeName(c.type)},
           {"subject_kind", store::SubjectKindName(c.subject_kind)},
           {"parent_fqdn", c.parent_fqdn},
-          {"status", c.status},
+          {"status", store::CertStatusName(c.status)},
           {"not_before", FormatRfc3339(c.not_before)},
           {"not_after", FormatRfc3339(c.not_after)},
           {"fingerprint", c.fingerprint},
@@ -133,23 +133,17 @@ Response List(const ApiContext& ctx, const Request& req) {
     filter.after = std::move(*cursor);
   }
   auto parent = QueryParam(req, "parent", kMaxField);
-  auto type = QueryParam(req, "type", 20);
-  auto status = QueryParam(req, "status", 20);
+  auto type = EnumParam<CertType>(req, "type", kCertTypeNames);
+  auto status = EnumParam<store::CertStatus>(req, "status", store::kCertStatusNames);
   auto expires = QueryParam(req, "expires_before", 40);
-  for (const auto* r : {&parent, &type, &status, &expires}) {
+  for (const auto* r : {&parent, &expires}) {
     if (!r->ok()) return Fail(req, r->error());
   }
+  if (!type.ok()) return Fail(req, type.error());
+  if (!status.ok()) return Fail(req, status.error());
   if (*parent) filter.parent_fqdn = PlainOrBase64Name(**parent);
-  if (*type) {
-    if (!pki::ParseCertType(**type).ok()) return Fail(req, pki::ParseCertType(**type).error());
-    filter.type = **type;
-  }
-  if (*status) {
-    if (**status != "active" && **status != "revoked") {
-      return ErrorResponse(400, "invalid_argument", "status must be active or revoked");
-    }
-    filter.status = **status;
-  }
+  filter.type = *type;
+  filter.status = *status;
   if (*expires) {
     auto millis = ParseRfc3339(**expires);
     if (!millis) return ErrorResponse(400, "invalid_argument", "expires_before must be an RFC 3339 time");

@@ -133,16 +133,11 @@ Response Status(const ApiContext& ctx, const Request& req) {
   store::RecordFilter f;
   f.limit = page->limit;
   auto warehouse = QueryParam(req, "warehouse", 64);
-  auto status = QueryParam(req, "status", 20);
+  auto status = EnumParam<store::DistributionStatus>(req, "status", store::kDistributionStatusNames);
   if (!warehouse.ok()) return Fail(req, warehouse.error());
   if (!status.ok()) return Fail(req, status.error());
   f.warehouse = *warehouse;
-  if (*status) {
-    if (**status != store::kPendingEmail && **status != store::kEmailed && **status != store::kFailedEmail) {
-      return ErrorResponse(400, "invalid_argument", "status must be PENDING_EMAIL, EMAILED or FAILED_EMAIL");
-    }
-    f.status = **status;
-  }
+  f.status = *status;
   if (page->after) {
     const size_t sep = page->after->find('/');
     if (sep == std::string::npos)
@@ -155,7 +150,7 @@ Response Status(const ApiContext& ctx, const Request& req) {
   for (const auto& r : *rows) {
     items.push_back(json::object{{"warehouse", r.warehouse},
                                  {"gateway_eui", r.gateway_eui},
-                                 {"status", r.status},
+                                 {"status", store::DistributionStatusName(r.status)},
                                  {"last_modified", OptTime(r.last_modified)},
                                  {"last_emailed", OptTime(r.last_emailed)},
                                  {"attempts", r.attempts},

@@ -30,7 +30,7 @@ json::object HostJson(const renewal::HostService& hosts, const store::HostRecord
   const renewal::HostSettings s = hosts.SettingsOf(h);
   return {
       {"host_id", h.host_id},
-      {"status", h.status},
+      {"status", store::HostStatusName(h.status)},
       {"cert_path", s.cert_path},
       {"key_path", s.key_path},
       {"cacert_path", s.cacert_path},
@@ -88,19 +88,14 @@ Response Create(const ApiContext& ctx, const Request& req) {
 Response List(const ApiContext& ctx, const Request& req) {
   auto page = ParsePage(req);
   if (!page.ok()) return Fail(req, page.error());
-  auto status = QueryParam(req, "status", 16);
+  auto status = EnumParam<store::HostStatus>(req, "status", store::kHostStatusNames);
   auto due = QueryParam(req, "due_before", 40);
   if (!status.ok()) return Fail(req, status.error());
   if (!due.ok()) return Fail(req, due.error());
   store::HostFilter filter;
   filter.limit = page->limit;
   filter.after = page->after;
-  if (*status) {
-    if (**status != "enrolling" && **status != "active" && **status != "failed" && **status != "revoked") {
-      return ErrorResponse(400, "invalid_argument", "status must be enrolling, active, failed or revoked");
-    }
-    filter.status = **status;
-  }
+  filter.status = *status;
   if (*due) {
     auto when = ParseRfc3339(**due);
     if (!when) return ErrorResponse(400, "invalid_argument", "due_before must be an RFC 3339 time");
@@ -175,10 +170,10 @@ json::object RenewalJson(const store::RenewalRecord& r) {
   return {{"id", r.id},
           {"run_id", r.run_id},
           {"host_id", r.host_id},
-          {"state", r.state},
+          {"state", store::RenewalStateName(r.state)},
           {"attempt", r.attempt},
           {"max_attempts", r.max_attempts},
-          {r.finished_at || r.state == store::kRenewalQueued ? "due_at" : "deadline", FormatRfc3339(r.due_at)},
+          {r.finished_at || r.state == store::RenewalState::kQueued ? "due_at" : "deadline", FormatRfc3339(r.due_at)},
           {"serial", OptStr(r.serial)},
           {"old_serial", OptStr(r.old_serial)},
           {"failed_step", OptStr(r.failed_step)},
@@ -229,10 +224,11 @@ Response ListRenewals(const ApiContext& ctx, const Request& req) {
   auto page = ParsePage(req);
   if (!page.ok()) return Fail(req, page.error());
   auto before = AfterNumber(*page);
-  auto state = QueryParam(req, "state", 16);
+  auto state = EnumParam<store::RenewalState>(req, "state", store::kRenewalStateNames);
   auto host = QueryParam(req, "host", renewal::HostService::kMaxHostId);
   auto run = QueryParam(req, "run", 20);
-  for (const auto* q : {&state, &host, &run}) {
+  if (!state.ok()) return Fail(req, state.error());
+  for (const auto* q : {&host, &run}) {
     if (!q->ok()) return Fail(req, q->error());
   }
   if (!before.ok()) return Fail(req, before.error());
@@ -240,16 +236,7 @@ Response ListRenewals(const ApiContext& ctx, const Request& req) {
   filter.limit = page->limit;
   filter.before_id = *before;
   filter.host_id = *host;
-  if (*state) {
-    static constexpr std::string_view kStates[] = {store::kRenewalQueued,    store::kRenewalAwaitingCsr,
-                                                   store::kRenewalIssued,    store::kRenewalDeployed,
-                                                   store::kRenewalValidated, store::kRenewalFailed};
-    if (std::find(std::begin(kStates), std::end(kStates), **state) == std::end(kStates)) {
-      return ErrorResponse(400, "invalid_argument",
-                           "state must be queued, awaiting_csr, issued, deployed, validated or failed");
-    }
-    filter.state = **state;
-  }
+  filter.state = *state;
   if (*run) {
     auto id = ParseInt(**run, "run");
     if (!id.ok()) return Fail(req, id.error());
@@ -366,7 +353,9 @@ Response ReportStatus(const ApiContext& ctx, const Request& req) {
   if (!state.ok()) return Fail(req, state.error());
   if (!step.ok()) return Fail(req, step.error());
   if (!error.ok()) return Fail(req, error.error());
-  auto r = ctx.renewals->Report(call->host, call->renewal_id, *state, step->value_or(""), error->value_or(""));
+  std::optional<store::RenewalState> reported = ParseEnum<store::RenewalState>(*state, store::kRenewalStateNames);
+  if (!reported) return ErrorResponse(400, "invalid_argument", "state must be deployed, validated or failed");
+  auto r = ctx.renewals->Report(call->host, call->renewal_id, *reported, step->value_or(""), error->value_or(""));
   if (!r.ok()) return Fail(req, r.error());
   return JsonResponse(200, RenewalJson(*r));
 }

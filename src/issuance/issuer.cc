@@ -55,7 +55,7 @@ std::string_view SeedType(pki::CertType type) {
 }
 
 json::object RecordSummary(const store::CertificateRecord& c) {
-  return {{"fqdn", c.fqdn}, {"type", c.type}, {"parent_fqdn", c.parent_fqdn}};
+  return {{"fqdn", c.fqdn}, {"type", CertTypeName(c.type)}, {"parent_fqdn", c.parent_fqdn}};
 }
 
 constexpr std::string_view kRootParent = "Root";  // the parent_fqdn of roots, as in the seed
@@ -105,14 +105,14 @@ Result<std::shared_ptr<const Issuer::Parent>> Issuer::FindParent(const std::stri
         if (!ca) {
           CF_ASSIGN_OR_RETURN(auto leaves, store::FindCertificatesByFqdn(tx, parent_fqdn));
           if (!leaves.empty()) {
-            return MakeError(ErrorCode::kInvalidArgument,
-                             fmt::format("parent {} is a {} certificate, not a CA", parent_fqdn, leaves.front().type));
+            return MakeError(ErrorCode::kInvalidArgument, fmt::format("parent {} is a {} certificate, not a CA",
+                                                                      parent_fqdn, CertTypeName(leaves.front().type)));
           }
           return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", parent_fqdn));
         }
         CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, ca->serial));
         if (!cert) return MakeError(ErrorCode::kInternal, "CA " + parent_fqdn + " has no inventory row");
-        if (cert->status != "active") {
+        if (cert->status != store::CertStatus::kActive) {
           return MakeError(ErrorCode::kFailedPrecondition, fmt::format("the CA {} is revoked", parent_fqdn));
         }
         parent->ca = std::move(*ca);
@@ -221,10 +221,10 @@ Result<std::shared_ptr<Issuer::Built>> Issuer::Build(IssueRequest req, const std
   store::CertificateRecord& rec = w->out.record;
   rec.serial = facts.serial_hex;
   rec.fqdn = req.name;
-  rec.type = std::string(pki::CertTypeName(req.type));
+  rec.type = req.type;
   rec.parent_fqdn = parent ? parent->ca.fqdn : std::string(kRootParent);
   if (parent) rec.issuer_serial = parent->cert.serial;
-  rec.status = "active";
+  rec.status = store::CertStatus::kActive;
   rec.not_before = facts.not_before_millis;
   rec.not_after = facts.not_after_millis;
   rec.fingerprint = facts.sha256_fingerprint;
@@ -276,7 +276,7 @@ Result<void> Issuer::Persist(const std::shared_ptr<Built>& w, std::function<void
     if (w->parent) {
       // The parent may have been revoked (here or on another node) since it was cached.
       CF_ASSIGN_OR_RETURN(auto status, store::CertificateStatus(tx, w->parent->cert.serial));
-      if (status != "active") {
+      if (status != store::CertStatus::kActive) {
         return MakeError(ErrorCode::kFailedPrecondition, fmt::format("the CA {} is revoked", w->parent->ca.fqdn));
       }
     }
@@ -316,7 +316,7 @@ Result<void> Issuer::Persist(const std::shared_ptr<Built>& w, std::function<void
     const store::CertificateRecord& rec = w->out.record;
     if (w->parent) w->out.chain_pem = w->parent->chain_pem;
     log::Info("certificate issued",
-              {{"serial", rec.serial}, {"fqdn", rec.fqdn}, {"type", rec.type}, {"actor", w->actor}});
+              {{"serial", rec.serial}, {"fqdn", rec.fqdn}, {"type", CertTypeName(rec.type)}, {"actor", w->actor}});
     done(std::move(w->out));
   });
   return Ok();
@@ -332,7 +332,7 @@ Result<Issued> Issuer::Rotate(std::string_view fqdn, std::string_view new_fqdn, 
                         if (!cert) return MakeError(ErrorCode::kInternal, "CA " + old_fqdn + " has no inventory row");
                         return std::move(*cert);
                       }));
-  if (old.type != pki::CertTypeName(pki::CertType::kIntermediate)) {
+  if (old.type != CertType::kIntermediate) {
     return MakeError(ErrorCode::kInvalidArgument, "only intermediates rotate; a new root is a new hierarchy");
   }
   CF_ASSIGN_OR_RETURN(auto x509, CaCertificate(old));
@@ -477,7 +477,7 @@ Result<Revoked> Issuer::Revoke(std::string_view serial, std::string_view reason_
     // Re-sign every CRL that lists a newly revoked certificate.
     std::set<std::string> crls;
     for (const auto& t : touched) {
-      if (t.type != "root") crls.insert(t.parent_fqdn);
+      if (t.type != CertType::kRoot) crls.insert(t.parent_fqdn);
     }
     for (const auto& fqdn : crls) {
       CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, fqdn));
@@ -564,7 +564,7 @@ std::string Issuer::Ocsp(std::string_view request_der) {
       if (q.hash_nid == NID_sha1 && q.issuer_key_hash == first.issuer_key_hash && q.issuer_name_hash == name_hash) {
         CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, q.serial_hex));
         if (cert && cert->issuer_serial == ca->serial) {
-          a.status = cert->status == "revoked" ? pki::OcspStatus::kRevoked : pki::OcspStatus::kGood;
+          a.status = cert->status == store::CertStatus::kRevoked ? pki::OcspStatus::kRevoked : pki::OcspStatus::kGood;
           a.revoked_at_millis = cert->revoked_at.value_or(0);
           a.reason = cert->revocation_reason.value_or(0);
         }

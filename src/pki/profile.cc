@@ -18,8 +18,6 @@ constexpr size_t kMaxDnsName = 253;
 constexpr size_t kMaxLabel = 63;
 constexpr size_t kMaxSans = 100;  // keeps certificates a sane size
 
-constexpr std::string_view kTypeNames[] = {"root", "intermediate", "server", "device"};
-
 Result<void> CheckText(std::string_view field, const std::string& value, size_t max_len) {
   if (value.size() > max_len) {
     return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} is longer than {} characters", field, max_len));
@@ -39,15 +37,6 @@ int64_t AsnTimeMillis(const ASN1_TIME* t) {
 }
 
 }  // namespace
-
-std::string_view CertTypeName(CertType type) { return kTypeNames[static_cast<int>(type)]; }
-
-Result<CertType> ParseCertType(std::string_view name) {
-  for (int i = 0; i < 4; ++i) {
-    if (kTypeNames[i] == name) return static_cast<CertType>(i);
-  }
-  return MakeError(ErrorCode::kInvalidArgument, "type must be root, intermediate, server or device");
-}
 
 bool IsValidDnsName(std::string_view name, bool allow_wildcard) {
   if (name.empty() || name.size() > kMaxDnsName) return false;

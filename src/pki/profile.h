@@ -5,15 +5,16 @@
 #include <string_view>
 #include <vector>
 
+#include "core/cert_type.h"
 #include "core/result.h"
 #include "pki/certificate.h"
 
 namespace certfleet::pki {
 
-enum class CertType { kRoot, kIntermediate, kServer, kDevice };
-std::string_view CertTypeName(CertType type);  // "root", "intermediate", "server", "device"
-Result<CertType> ParseCertType(std::string_view name);
-inline bool IsCa(CertType t) { return t == CertType::kRoot || t == CertType::kIntermediate; }
+using certfleet::CertType;
+using certfleet::CertTypeName;
+using certfleet::IsCa;
+using certfleet::ParseCertType;
 
 // What a server certificate authenticates: a TLS server (the server profile), a W4 host,
 // which is also the TLS client of its agent's mutual TLS and of IAM Roles Anywhere, or a

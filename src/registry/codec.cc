@@ -215,7 +215,8 @@ json::object Fields(const Policy& p) { return {{"document", DocumentJson(p.docum
 
 json::object Fields(const ProvisioningTemplate& t) {
   json::array policies;
-  for (const auto& p : t.policies) policies.push_back(json::object{{"name", p.name}, {"document", DocumentJson(p.document)}});
+  for (const auto& p : t.policies)
+    policies.push_back(json::object{{"name", p.name}, {"document", DocumentJson(p.document)}});
   json::object o{{"ca_fqdn", t.ca_fqdn},
                  {"endpoint", t.endpoint},
                  {"thing_groups", json::value_from(t.thing_groups)},
@@ -298,7 +299,8 @@ json::object ToJson(const Object& object) {
 }
 
 Result<Body> Merge(const Body& current, const json::object& changes) {
-  if (const json::value* n = changes.if_contains("name"); n && !(n->is_string() && n->get_string() == NameOf(current))) {
+  if (const json::value* n = changes.if_contains("name");
+      n && !(n->is_string() && n->get_string() == NameOf(current))) {
     return Invalid("name cannot change; create a new object instead");
   }
   json::object merged = ToJson(current);

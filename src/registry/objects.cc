@@ -36,7 +36,8 @@ Result<void> CheckText(std::string_view field, const std::optional<std::string>&
 
 // Names, each valid and listed once, at most `max_count`.
 Result<void> CheckNames(std::string_view field, const std::vector<std::string>& names, size_t max_count) {
-  if (names.size() > max_count) return Invalid(fmt::format("{} must be an array of at most {} names", field, max_count));
+  if (names.size() > max_count)
+    return Invalid(fmt::format("{} must be an array of at most {} names", field, max_count));
   std::set<std::string_view> seen;
   for (const auto& n : names) {
     CF_RETURN_IF_ERROR(CheckName(fmt::format("{}[]", field), n));

@@ -159,11 +159,11 @@ Result<ThingDetail> DetailOf(store::Tx& tx, const std::string& thing) {
       continue;
     }
     c.serial = cert->serial;
-    c.status = cert->status;
+    c.status = std::string(store::CertStatusName(cert->status));
     c.not_after = cert->not_after;
     c.revoke_after = link.due_at;
     d.certificates.push_back(std::move(c));
-    if (cert->status == "active") CF_RETURN_IF_ERROR(add_policies(cert->serial));
+    if (cert->status == store::CertStatus::kActive) CF_RETURN_IF_ERROR(add_policies(cert->serial));
   }
   for (const auto& name : policy_names) {
     CF_ASSIGN_OR_RETURN(auto policy, Find(tx, Kind::kPolicy, name));

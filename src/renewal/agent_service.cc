@@ -23,7 +23,7 @@ Error BadToken() {
 
 Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view token, const std::string& csr_pem) {
   CF_ASSIGN_OR_RETURN(store::HostRecord host, hosts_.Get(host_id));
-  if (host.status == store::kHostRevoked) {
+  if (host.status == store::HostStatus::kRevoked) {
     return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} is revoked", host.host_id));
   }
   const std::string token_sha256 = Sha256Hex(token);
@@ -40,7 +40,7 @@ Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view
                  CF_ASSIGN_OR_RETURN(auto spent, store::SpendHostToken(tx, token_sha256, now));
                  if (spent != host.host_id) return BadToken();
                  CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
-                 if (!h || h->status == store::kHostRevoked) {
+                 if (!h || h->status == store::HostStatus::kRevoked) {
                    return MakeError(ErrorCode::kFailedPrecondition,
                                     fmt::format("host {} is gone or revoked", host.host_id));
                  }
@@ -82,16 +82,17 @@ Result<store::HostRecord> AgentService::Authenticate(std::string_view serial) {
     return MakeError(ErrorCode::kPermissionDenied,
                      "the client certificate is not a current certificate of a host (revoked, or not a host's)");
   };
-  CF_ASSIGN_OR_RETURN(auto found, store::Read(store_, [&](store::Tx& tx) -> Result<std::optional<store::HostRecord>> {
-                        CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, serial));
-                        // Only certificates issued to the host itself (enrollment, renewal):
-                        // a W1 server certificate with the same name is not an agent's.
-                        if (!cert || cert->status != "active" || cert->subject_kind != store::SubjectKind::kHost) {
-                          return std::optional<store::HostRecord>();
-                        }
-                        return store::FindHost(tx, cert->fqdn);
-                      }));
-  if (!found || found->status == store::kHostRevoked) return refused();
+  CF_ASSIGN_OR_RETURN(
+      auto found, store::Read(store_, [&](store::Tx& tx) -> Result<std::optional<store::HostRecord>> {
+        CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, serial));
+        // Only certificates issued to the host itself (enrollment, renewal):
+        // a W1 server certificate with the same name is not an agent's.
+        if (!cert || cert->status != store::CertStatus::kActive || cert->subject_kind != store::SubjectKind::kHost) {
+          return std::optional<store::HostRecord>();
+        }
+        return store::FindHost(tx, cert->fqdn);
+      }));
+  if (!found || found->status == store::HostStatus::kRevoked) return refused();
   return std::move(*found);
 }
 
@@ -107,8 +108,8 @@ Result<store::HostRecord> AgentService::Revoke(std::string_view host_id, std::st
   return store::Write(store_, [&](store::Tx& tx) -> Result<store::HostRecord> {
     CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
     if (!h) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host.host_id));
-    if (h->status == store::kHostRevoked) return std::move(*h);
-    h->status = std::string(store::kHostRevoked);
+    if (h->status == store::HostStatus::kRevoked) return std::move(*h);
+    h->status = store::HostStatus::kRevoked;
     h->updated_at = now;
     CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "host.revoke", "host:" + h->host_id,

@@ -115,7 +115,7 @@ Result<store::HostRecord> HostService::Create(const HostSpec& spec, std::string_
   h.profile = spec.profile;
   h.threshold_days = spec.renewal_threshold_days;
   h.reload_command = spec.reload_command;
-  h.status = std::string(store::kHostEnrolling);
+  h.status = store::HostStatus::kEnrolling;
   h.renew_at = now;  // no certificate yet: due at once
   h.created_at = h.updated_at = now;
   CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
@@ -144,7 +144,7 @@ Result<std::vector<store::HostRecord>> HostService::List(const store::HostFilter
 void HostService::SetCertificate(store::HostRecord& host, const std::string& serial, int64_t not_after,
                                  int64_t now) const {
   constexpr int64_t kDayMs = int64_t{24} * 3600 * 1000;
-  if (host.status != store::kHostRevoked) host.status = std::string(store::kHostActive);
+  if (host.status != store::HostStatus::kRevoked) host.status = store::HostStatus::kActive;
   host.serial = serial;
   host.not_after = not_after;
   host.renew_at = not_after - SettingsOf(host).threshold_days * kDayMs;
@@ -178,7 +178,7 @@ Result<std::string> HostService::CreateToken(std::string_view host_id, std::stri
   CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
     CF_ASSIGN_OR_RETURN(auto host, store::FindHost(tx, host_id));
     if (!host) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host_id.substr(0, kMaxHostId)));
-    if (host->status == store::kHostRevoked) {
+    if (host->status == store::HostStatus::kRevoked) {
       return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} is revoked", host_id));
     }
     CF_RETURN_IF_ERROR(store::InsertHostToken(tx, Sha256Hex(token), host_id, now + options_.token_ttl_ms, now));

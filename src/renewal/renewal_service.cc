@@ -31,16 +31,16 @@ void AppendHistory(store::RenewalRecord& r, int64_t now, json::object entry) {
   json::value history = json::parse(r.history);
   entry.emplace("at", now);
   entry.emplace("attempt", r.attempt);
-  if (!entry.contains("state")) entry.emplace("state", r.state);
+  if (!entry.contains("state")) entry.emplace("state", store::RenewalStateName(r.state));
   history.as_array().push_back(std::move(entry));
   r.history = json::serialize(history);
   r.updated_at = now;
 }
 
 // The step that was due when an attempt in `state` ran out of time.
-std::string_view StepDue(std::string_view state) {
-  if (state == store::kRenewalAwaitingCsr) return "csr";
-  if (state == store::kRenewalIssued) return "deploy";
+std::string_view StepDue(store::RenewalState state) {
+  if (state == store::RenewalState::kAwaitingCsr) return "csr";
+  if (state == store::RenewalState::kIssued) return "deploy";
   return "validate";
 }
 
@@ -86,8 +86,8 @@ Result<RunStarted> RenewalService::StartRun(const RunScope& scope, std::string_v
     selection.due_by = now;
     RunStarted out;
     CF_ASSIGN_OR_RETURN(out.run_id, store::InsertRenewalRun(tx, {0, std::string(trigger), std::string(actor), 0, now}));
-    const std::string first =
-        json::serialize(json::array{json::object{{"at", now}, {"attempt", 0}, {"state", store::kRenewalQueued}}});
+    const std::string first = json::serialize(json::array{
+        json::object{{"at", now}, {"attempt", 0}, {"state", store::RenewalStateName(store::RenewalState::kQueued)}}});
     CF_ASSIGN_OR_RETURN(out.queued, store::QueueRenewals(tx, out.run_id, selection, options_.max_attempts, first, now));
     CF_RETURN_IF_ERROR(store::SetRenewalRunTotal(tx, out.run_id, out.queued));
     CF_RETURN_IF_ERROR(
@@ -113,7 +113,8 @@ Result<std::vector<std::string>> RenewalService::PumpStarted() {
     CF_RETURN_IF_ERROR(store::LockForTransaction(tx, kPumpLockKey));
     CF_ASSIGN_OR_RETURN(auto overdue, store::OverdueRenewals(tx, now, kMaxOverduePerPump));
     for (auto& r : overdue) {
-      const std::string error = fmt::format("the agent did not finish before the deadline (it was {})", r.state);
+      const std::string error =
+          fmt::format("the agent did not finish before the deadline (it was {})", store::RenewalStateName(r.state));
       CF_RETURN_IF_ERROR(FailAttempt(tx, r, StepDue(r.state), error, "certfleet", now));
     }
     std::vector<std::string> started;
@@ -135,7 +136,7 @@ Result<std::vector<std::string>> RenewalService::PumpStarted() {
                                        "certfleet", now));
         continue;
       }
-      r.state = std::string(store::kRenewalAwaitingCsr);
+      r.state = store::RenewalState::kAwaitingCsr;
       r.due_at = now + options_.deadline_ms;
       r.serial.reset();
       r.not_after.reset();
@@ -160,20 +161,20 @@ Result<void> RenewalService::FailAttempt(store::Tx& tx, store::RenewalRecord& r,
   if (r.attempt < r.max_attempts) {
     // Backoff doubles per attempt: base, 2 base, 4 base, ... up to the cap.
     const int shift = std::min(r.attempt - 1, 30);
-    r.state = std::string(store::kRenewalQueued);
+    r.state = store::RenewalState::kQueued;
     r.due_at = now + std::min(options_.backoff_ms << std::max(shift, 0), options_.backoff_max_ms);
     AppendHistory(r, now, {});
     return store::UpdateRenewal(tx, r);
   }
-  r.state = std::string(store::kRenewalFailed);
+  r.state = store::RenewalState::kFailed;
   r.failed_step = std::string(step);
   r.error = std::string(error);
   r.finished_at = now;
   AppendHistory(r, now, {});
   CF_RETURN_IF_ERROR(store::UpdateRenewal(tx, r));
   CF_ASSIGN_OR_RETURN(auto host, store::FindHost(tx, r.host_id));
-  if (host && host->status != store::kHostRevoked) {
-    host->status = std::string(store::kHostFailed);
+  if (host && host->status != store::HostStatus::kRevoked) {
+    host->status = store::HostStatus::kFailed;
     host->last_run = r.id;
     host->last_error = fmt::format("{}: {}", step, error);
     host->updated_at = now;
@@ -211,7 +212,7 @@ Result<void> RenewalService::RevokeSuperseded(const std::string& serial) {
 Result<std::optional<RenewalTask>> RenewalService::TaskFor(std::string_view host_id) {
   return store::Read(store_, [&](store::Tx& tx) -> Result<std::optional<RenewalTask>> {
     CF_ASSIGN_OR_RETURN(auto open, store::OpenRenewalOf(tx, host_id));
-    if (!open || open->state != store::kRenewalAwaitingCsr) return std::optional<RenewalTask>();
+    if (!open || open->state != store::RenewalState::kAwaitingCsr) return std::optional<RenewalTask>();
     CF_ASSIGN_OR_RETURN(auto host, store::FindHost(tx, host_id));
     if (!host) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host_id));
     return std::optional<RenewalTask>(
@@ -232,23 +233,23 @@ Result<Enrolled> RenewalService::SubmitCsr(const store::HostRecord& host, int64_
                                            const std::string& csr_pem) {
   CF_ASSIGN_OR_RETURN(store::RenewalRecord r, Get(renewal_id));
   if (r.host_id != host.host_id) return MakeError(ErrorCode::kNotFound, fmt::format("no renewal {}", renewal_id));
-  if (r.state != store::kRenewalAwaitingCsr) {
+  if (r.state != store::RenewalState::kAwaitingCsr) {
     return MakeError(ErrorCode::kFailedPrecondition,
-                     fmt::format("renewal {} is {}, not awaiting a CSR", renewal_id, r.state));
+                     fmt::format("renewal {} is {}, not awaiting a CSR", renewal_id, store::RenewalStateName(r.state)));
   }
   const int attempt = r.attempt;
   return agents_.Issue(host, csr_pem, /*renewing=*/true, "renewal.issue",
                        [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
                          const int64_t now = clock_.NowMillis();
                          CF_ASSIGN_OR_RETURN(auto current, store::FindRenewal(tx, renewal_id));
-                         if (!current || current->state != store::kRenewalAwaitingCsr || current->attempt != attempt ||
-                             current->due_at < now) {
+                         if (!current || current->state != store::RenewalState::kAwaitingCsr ||
+                             current->attempt != attempt || current->due_at < now) {
                            return MakeError(ErrorCode::kFailedPrecondition,
                                             fmt::format("renewal {} no longer awaits this CSR (deadline passed or "
                                                         "attempt over)",
                                                         renewal_id));
                          }
-                         current->state = std::string(store::kRenewalIssued);
+                         current->state = store::RenewalState::kIssued;
                          current->serial = cert.serial;
                          current->not_after = cert.not_after;
                          AppendHistory(*current, now, {{"serial", cert.serial}});
@@ -257,10 +258,10 @@ Result<Enrolled> RenewalService::SubmitCsr(const store::HostRecord& host, int64_
 }
 
 Result<store::RenewalRecord> RenewalService::Report(const store::HostRecord& host, int64_t renewal_id,
-                                                    std::string_view state, std::string_view step,
+                                                    store::RenewalState state, std::string_view step,
                                                     std::string_view error) {
-  const bool failed = state == store::kRenewalFailed;
-  if (state != store::kRenewalDeployed && state != store::kRenewalValidated && !failed) {
+  const bool failed = state == store::RenewalState::kFailed;
+  if (state != store::RenewalState::kDeployed && state != store::RenewalState::kValidated && !failed) {
     return MakeError(ErrorCode::kInvalidArgument, "state must be deployed, validated or failed");
   }
   if (failed && std::find(std::begin(kSteps), std::end(kSteps), step) == std::end(kSteps)) {
@@ -277,21 +278,23 @@ Result<store::RenewalRecord> RenewalService::Report(const store::HostRecord& hos
       return MakeError(ErrorCode::kNotFound, fmt::format("no renewal {}", renewal_id));
     }
     if (r->state == state) return std::move(*r);  // a report sent again
-    const bool issued = r->state == store::kRenewalIssued || r->state == store::kRenewalDeployed;
+    const bool issued = r->state == store::RenewalState::kIssued || r->state == store::RenewalState::kDeployed;
     if (failed) {
-      if (!issued && r->state != store::kRenewalAwaitingCsr) {
-        return MakeError(ErrorCode::kFailedPrecondition, fmt::format("renewal {} is {}", renewal_id, r->state));
+      if (!issued && r->state != store::RenewalState::kAwaitingCsr) {
+        return MakeError(ErrorCode::kFailedPrecondition,
+                         fmt::format("renewal {} is {}", renewal_id, store::RenewalStateName(r->state)));
       }
       CF_RETURN_IF_ERROR(FailAttempt(tx, *r, step, Truncated(error), actor, now));
       finished = true;
       return std::move(*r);
     }
-    if (!issued || (state == store::kRenewalDeployed && r->state != store::kRenewalIssued)) {
+    if (!issued || (state == store::RenewalState::kDeployed && r->state != store::RenewalState::kIssued)) {
       return MakeError(ErrorCode::kFailedPrecondition,
-                       fmt::format("renewal {} is {}: it cannot become {}", renewal_id, r->state, state));
+                       fmt::format("renewal {} is {}: it cannot become {}", renewal_id,
+                                   store::RenewalStateName(r->state), store::RenewalStateName(state)));
     }
-    r->state = std::string(state);
-    if (state == store::kRenewalDeployed) {
+    r->state = state;
+    if (state == store::RenewalState::kDeployed) {
       AppendHistory(*r, now, {});
       CF_RETURN_IF_ERROR(store::UpdateRenewal(tx, *r));
       return std::move(*r);

@@ -89,7 +89,7 @@ class RenewalService {
   Result<Enrolled> SubmitCsr(const store::HostRecord& host, int64_t renewal_id, const std::string& csr_pem);
   // The agent's report: "deployed", "validated" (the host's certificate is now the new
   // one), or "failed" at `step` with `error` (the attempt fails).
-  Result<store::RenewalRecord> Report(const store::HostRecord& host, int64_t renewal_id, std::string_view state,
+  Result<store::RenewalRecord> Report(const store::HostRecord& host, int64_t renewal_id, store::RenewalState state,
                                       std::string_view step, std::string_view error);
 
   Result<store::RenewalRecord> Get(int64_t renewal_id);

@@ -13,14 +13,14 @@ constexpr std::string_view kColumns =
 constexpr std::string_view kCaColumns =
     "fqdn, serial, key_ref, key_hash, crl_number, crl_der, crl_this_update, crl_next_update";
 
-CertificateRecord FromRow(const Row& r) {
+Result<CertificateRecord> FromRow(const Row& r) {
   CertificateRecord c;
   c.serial = r.Text(0);
   c.fqdn = r.Text(1);
-  c.type = r.Text(2);
+  CF_ASSIGN_OR_RETURN(c.type, r.Enum<CertType>(2, "certificates.type", kCertTypeNames));
   c.parent_fqdn = r.Text(3);
   c.issuer_serial = r.OptText(4);
-  c.status = r.Text(5);
+  CF_ASSIGN_OR_RETURN(c.status, r.Enum<CertStatus>(5, "certificates.status", kCertStatusNames));
   c.not_before = r.Int(6);
   c.not_after = r.Int(7);
   c.fingerprint = r.Text(8);
@@ -29,10 +29,7 @@ CertificateRecord FromRow(const Row& r) {
   if (auto reason = r.OptInt(11)) c.revocation_reason = static_cast<int>(*reason);
   c.created_at = r.Int(12);
   c.created_by = r.Text(13);
-  const std::string& kind = r.Text(14);
-  c.subject_kind = kind == "host"     ? SubjectKind::kHost
-                   : kind == "device" ? SubjectKind::kDevice
-                                      : SubjectKind::kDnsName;
+  CF_ASSIGN_OR_RETURN(c.subject_kind, r.Enum<SubjectKind>(14, "certificates.subject_kind", kSubjectKindNames));
   return c;
 }
 
@@ -53,7 +50,10 @@ Result<std::vector<CertificateRecord>> Many(Tx& tx, const std::string& sql, cons
   CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(sql, params));
   std::vector<CertificateRecord> out;
   out.reserve(rows.size());
-  for (const auto& r : rows) out.push_back(FromRow(r));
+  for (const auto& r : rows) {
+    CF_ASSIGN_OR_RETURN(CertificateRecord c, FromRow(r));
+    out.push_back(std::move(c));
+  }
   return out;
 }
 
@@ -63,22 +63,10 @@ Result<void> InsertCertificate(Tx& tx, const CertificateRecord& c) {
   static const std::string kInsert =
       fmt::format("INSERT INTO certificates ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?)", kColumns);
   CF_RETURN_IF_ERROR(tx.ExecDeferred(
-      kInsert,
-      {c.serial, c.fqdn, c.type, c.parent_fqdn, OptionalValue(c.issuer_serial), c.status, c.not_before, c.not_after,
-       c.fingerprint, c.certificate_pem, c.created_at, c.created_by, std::string(SubjectKindName(c.subject_kind))}));
+      kInsert, {c.serial, c.fqdn, std::string(CertTypeName(c.type)), c.parent_fqdn, OptionalValue(c.issuer_serial),
+                std::string(CertStatusName(c.status)), c.not_before, c.not_after, c.fingerprint, c.certificate_pem,
+                c.created_at, c.created_by, std::string(SubjectKindName(c.subject_kind))}));
   return Ok();
-}
-
-std::string_view SubjectKindName(SubjectKind kind) {
-  switch (kind) {
-    case SubjectKind::kDevice:
-      return "device";
-    case SubjectKind::kHost:
-      return "host";
-    case SubjectKind::kDnsName:
-      break;
-  }
-  return "dns";
 }
 
 Result<void> InsertCa(Tx& tx, const CaRecord& ca) {
@@ -91,7 +79,8 @@ Result<std::optional<CertificateRecord>> FindCertificate(Tx& tx, std::string_vie
   CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(fmt::format("SELECT {} FROM certificates WHERE serial = ?", kColumns),
                                             {std::string(serial)}));
   if (!row) return std::optional<CertificateRecord>();
-  return std::optional<CertificateRecord>(FromRow(*row));
+  CF_ASSIGN_OR_RETURN(CertificateRecord c, FromRow(*row));
+  return std::optional<CertificateRecord>(std::move(c));
 }
 
 Result<std::optional<std::string>> ActiveSerialForFqdn(Tx& tx, std::string_view fqdn) {
@@ -114,10 +103,10 @@ Result<std::optional<CaRecord>> FindCa(Tx& tx, std::string_view fqdn) {
   return std::optional<CaRecord>(CaFromRow(*row));
 }
 
-Result<std::string> CertificateStatus(Tx& tx, std::string_view serial) {
+Result<CertStatus> CertificateStatus(Tx& tx, std::string_view serial) {
   CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT status FROM certificates WHERE serial = ?", {std::string(serial)}));
   if (!row) return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial {}", serial));
-  return row->Text(0);
+  return row->Enum<CertStatus>(0, "certificates.status", kCertStatusNames);
 }
 
 Result<std::optional<CaRecord>> FindCaByKeyHash(Tx& tx, std::string_view key_hash_hex) {
@@ -134,8 +123,8 @@ std::string ListCertificatesSql(const CertificateFilter& f, Params& params) {
     params.push_back(std::move(v));
   };
   if (f.parent_fqdn) add(" AND parent_fqdn = ?", *f.parent_fqdn);
-  if (f.type) add(" AND type = ?", *f.type);
-  if (f.status) add(" AND status = ?", *f.status);
+  if (f.type) add(" AND type = ?", std::string(CertTypeName(*f.type)));
+  if (f.status) add(" AND status = ?", std::string(CertStatusName(*f.status)));
   if (f.expires_before) add(" AND not_after < ?", *f.expires_before);
   if (f.after) {
     add(" AND (created_at, serial) > (?,", f.after->created_at);

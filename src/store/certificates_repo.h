@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "core/cert_type.h"
+#include "core/enum_names.h"
 #include "core/result.h"
 #include "store/store.h"
 
@@ -14,15 +16,21 @@ namespace certfleet::store {
 // What a certificate's name (its CN and inventory name) is: a DNS name (W1), a W2 device's
 // id, or a W4 host's id. A host's agent authenticates with a certificate of kind kHost only.
 enum class SubjectKind { kDnsName, kDevice, kHost };
-std::string_view SubjectKindName(SubjectKind kind);
+inline constexpr std::string_view kSubjectKindNames[] = {"dns", "device", "host"};
+constexpr std::string_view SubjectKindName(SubjectKind kind) { return EnumName(kind, kSubjectKindNames); }
+
+// A certificate's status in the inventory. Expiry is not a status: it is read from not_after.
+enum class CertStatus { kActive, kRevoked };
+inline constexpr std::string_view kCertStatusNames[] = {"active", "revoked"};
+constexpr std::string_view CertStatusName(CertStatus status) { return EnumName(status, kCertStatusNames); }
 
 struct CertificateRecord {
   std::string serial;  // lowercase hex
   std::string fqdn;
-  std::string type;         // root, intermediate, server, device
+  CertType type = CertType::kServer;
   std::string parent_fqdn;  // "Root" for roots, as in the seed
   std::optional<std::string> issuer_serial;
-  std::string status;  // active, revoked
+  CertStatus status = CertStatus::kActive;
   int64_t not_before = 0;
   int64_t not_after = 0;
   std::string fingerprint;  // SHA-256 hex of the DER
@@ -55,8 +63,8 @@ Result<std::optional<std::string>> ActiveSerialForFqdn(Tx& tx, std::string_view 
 // Newest first.
 Result<std::vector<CertificateRecord>> FindCertificatesByFqdn(Tx& tx, std::string_view fqdn);
 Result<std::optional<CaRecord>> FindCa(Tx& tx, std::string_view fqdn);
-// "active" or "revoked"; kNotFound if there is no such certificate.
-Result<std::string> CertificateStatus(Tx& tx, std::string_view serial);
+// kNotFound if there is no such certificate.
+Result<CertStatus> CertificateStatus(Tx& tx, std::string_view serial);
 Result<std::optional<CaRecord>> FindCaByKeyHash(Tx& tx, std::string_view key_hash_hex);
 
 // Where a page of certificates ends: the last row's issuance time and serial.
@@ -67,8 +75,8 @@ struct CertificateCursor {
 
 struct CertificateFilter {
   std::optional<std::string> parent_fqdn;
-  std::optional<std::string> type;
-  std::optional<std::string> status;
+  std::optional<CertType> type;
+  std::optional<CertStatus> status;
   std::optional<int64_t> expires_before;
   std::optional<CertificateCursor> after;
   int limit = 100;

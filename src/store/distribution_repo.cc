@@ -32,11 +32,11 @@ std::vector<std::string> SplitLines(const std::string& text) {
   return out;
 }
 
-DistributionRecord RecordFromRow(const Row& r) {
+Result<DistributionRecord> RecordFromRow(const Row& r) {
   DistributionRecord d;
   d.warehouse = r.Text(0);
   d.gateway_eui = r.Text(1);
-  d.status = r.Text(2);
+  CF_ASSIGN_OR_RETURN(d.status, r.Enum<DistributionStatus>(2, "distribution_records.status", kDistributionStatusNames));
   d.last_modified = r.Int(3);
   d.last_emailed = r.OptInt(4);
   d.attempts = static_cast<int>(r.Int(5));
@@ -133,7 +133,7 @@ Result<std::vector<DistributionRecord>> GatewaysToSend(Tx& tx, std::string_view 
                {std::string(warehouse), std::string(after), int64_t{max_attempts}, int64_t{limit}}));
   std::vector<DistributionRecord> out;
   for (const auto& r : rows) {
-    DistributionRecord d = RecordFromRow(r);
+    CF_ASSIGN_OR_RETURN(DistributionRecord d, RecordFromRow(r));
     d.file_count = r.Int(9);
     d.file_bytes = r.Int(10);
     out.push_back(std::move(d));
@@ -147,7 +147,8 @@ Result<std::optional<DistributionRecord>> FindRecord(Tx& tx, std::string_view wa
                                                         kRecordColumns),
                                             {std::string(warehouse), std::string(gateway_eui)}));
   if (!row) return std::optional<DistributionRecord>();
-  return std::optional<DistributionRecord>(RecordFromRow(*row));
+  CF_ASSIGN_OR_RETURN(DistributionRecord d, RecordFromRow(*row));
+  return std::optional<DistributionRecord>(std::move(d));
 }
 
 Result<bool> WarehouseHasGateways(Tx& tx, std::string_view warehouse) {
@@ -188,7 +189,7 @@ Result<std::vector<DistributionRecord>> ListRecords(Tx& tx, const RecordFilter& 
   }
   if (f.status) {
     sql += " AND status = ?";
-    params.emplace_back(*f.status);
+    params.emplace_back(std::string(DistributionStatusName(*f.status)));
   }
   if (f.after) {
     sql += " AND (warehouse, gateway_eui) > (?, ?)";
@@ -199,7 +200,10 @@ Result<std::vector<DistributionRecord>> ListRecords(Tx& tx, const RecordFilter& 
   params.emplace_back(int64_t{f.limit});
   CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(sql, params));
   std::vector<DistributionRecord> out;
-  for (const auto& r : rows) out.push_back(RecordFromRow(r));
+  for (const auto& r : rows) {
+    CF_ASSIGN_OR_RETURN(DistributionRecord d, RecordFromRow(r));
+    out.push_back(std::move(d));
+  }
   return out;
 }
 

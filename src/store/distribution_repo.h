@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "core/result.h"
 #include "store/store.h"
 
@@ -12,9 +13,13 @@ namespace certfleet::store {
 
 // The gateway_eui of a warehouse's shared files (servertrust, endpoints), as in the seed.
 inline constexpr std::string_view kSharedFiles = "SHARED_FILES";
-inline constexpr std::string_view kPendingEmail = "PENDING_EMAIL";
-inline constexpr std::string_view kEmailed = "EMAILED";
-inline constexpr std::string_view kFailedEmail = "FAILED_EMAIL";
+// A gateway's record: its bundle is to be mailed, was mailed, or failed to be (retried
+// while attempts are left).
+enum class DistributionStatus { kPendingEmail, kEmailed, kFailedEmail };
+inline constexpr std::string_view kDistributionStatusNames[] = {"PENDING_EMAIL", "EMAILED", "FAILED_EMAIL"};
+constexpr std::string_view DistributionStatusName(DistributionStatus status) {
+  return EnumName(status, kDistributionStatusNames);
+}
 
 struct DistributionObject {
   std::string key;
@@ -28,7 +33,7 @@ struct DistributionObject {
 struct DistributionRecord {
   std::string warehouse;
   std::string gateway_eui;
-  std::string status;
+  DistributionStatus status = DistributionStatus::kPendingEmail;
   int64_t last_modified = 0;
   std::optional<int64_t> last_emailed;
   int attempts = 0;
@@ -66,7 +71,7 @@ Result<bool> MarkFailed(Tx& tx, std::string_view warehouse, std::string_view gat
 
 struct RecordFilter {
   std::optional<std::string> warehouse;
-  std::optional<std::string> status;
+  std::optional<DistributionStatus> status;
   std::optional<std::pair<std::string, std::string>> after;  // (warehouse, gateway_eui)
   int limit = 100;
 };

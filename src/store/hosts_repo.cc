@@ -7,7 +7,7 @@ constexpr std::string_view kColumns =
     "host_id, cert_path, key_path, cacert_path, sans, key_type, profile, threshold_days, reload_command, status, "
     "serial, not_after, renew_at, last_run, last_error, created_at, updated_at";
 
-HostRecord FromRow(const Row& r) {
+Result<HostRecord> FromRow(const Row& r) {
   HostRecord h;
   h.host_id = r.Text(0);
   h.cert_path = r.OptText(1);
@@ -18,7 +18,7 @@ HostRecord FromRow(const Row& r) {
   h.profile = r.OptText(6);
   h.threshold_days = r.OptInt(7);
   h.reload_command = r.OptText(8);
-  h.status = r.Text(9);
+  CF_ASSIGN_OR_RETURN(h.status, r.Enum<HostStatus>(9, "hosts.status", kHostStatusNames));
   h.serial = r.OptText(10);
   h.not_after = r.OptInt(11);
   h.renew_at = r.Int(12);
@@ -39,7 +39,7 @@ Params Settings(const HostRecord& h) {
           OptionalValue(h.profile),
           OptionalValue(h.threshold_days),
           OptionalValue(h.reload_command),
-          h.status,
+          std::string(HostStatusName(h.status)),
           OptionalValue(h.serial),
           OptionalValue(h.not_after),
           h.renew_at,
@@ -52,7 +52,10 @@ Result<std::vector<HostRecord>> Hosts(Tx& tx, const std::string& where, const Pa
   CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT " + std::string(kColumns) + " FROM hosts " + where, params));
   std::vector<HostRecord> out;
   out.reserve(rows.size());
-  for (const auto& r : rows) out.push_back(FromRow(r));
+  for (const auto& r : rows) {
+    CF_ASSIGN_OR_RETURN(HostRecord h, FromRow(r));
+    out.push_back(std::move(h));
+  }
   return out;
 }
 
@@ -94,7 +97,7 @@ Result<std::vector<HostRecord>> ListHosts(Tx& tx, const HostFilter& filter) {
   Params params{filter.after.value_or("")};
   if (filter.status) {
     where += " AND status = ?";
-    params.emplace_back(*filter.status);
+    params.emplace_back(std::string(HostStatusName(*filter.status)));
   }
   if (filter.due_before) {
     where += " AND renew_at <= ?";
@@ -107,7 +110,7 @@ Result<std::vector<HostRecord>> ListHosts(Tx& tx, const HostFilter& filter) {
 
 Result<std::vector<HostRecord>> DueHosts(Tx& tx, int64_t now, int limit) {
   return Hosts(tx, "WHERE renew_at <= ? AND status <> ? ORDER BY renew_at, host_id LIMIT ?",
-               {now, std::string(kHostRevoked), int64_t{limit}});
+               {now, std::string(HostStatusName(HostStatus::kRevoked)), int64_t{limit}});
 }
 
 Result<std::map<std::string, bool>> HostsHaveCertificate(Tx& tx, const std::vector<std::string>& host_ids) {

@@ -7,16 +7,21 @@
 #include <string_view>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "core/result.h"
 #include "store/store.h"
 
 namespace certfleet::store {
 
 // States of a host (W4).
-inline constexpr std::string_view kHostEnrolling = "enrolling";  // added; its agent has not enrolled yet
-inline constexpr std::string_view kHostActive = "active";        // has a valid certificate
-inline constexpr std::string_view kHostFailed = "failed";        // its last renewal failed
-inline constexpr std::string_view kHostRevoked = "revoked";      // its certificate was revoked; not renewed
+enum class HostStatus {
+  kEnrolling,  // added; its agent has not enrolled yet
+  kActive,     // has a valid certificate
+  kFailed,     // its last renewal failed
+  kRevoked,    // its certificate was revoked; not renewed
+};
+inline constexpr std::string_view kHostStatusNames[] = {"enrolling", "active", "failed", "revoked"};
+constexpr std::string_view HostStatusName(HostStatus status) { return EnumName(status, kHostStatusNames); }
 
 // A host whose certificate certfleet-agent renews. Optional settings are null when the
 // host uses the renewal.* default of the configuration.
@@ -30,7 +35,7 @@ struct HostRecord {
   std::optional<std::string> profile;
   std::optional<int64_t> threshold_days;
   std::optional<std::string> reload_command;
-  std::string status;
+  HostStatus status = HostStatus::kEnrolling;
   std::optional<std::string> serial;  // the current certificate's, hex
   std::optional<int64_t> not_after;   // its expiry, ms
   // When it is due for renewal, ms: expiry minus the threshold, or when the host was added
@@ -49,7 +54,7 @@ Result<std::optional<HostRecord>> FindHost(Tx& tx, std::string_view host_id);
 Result<bool> UpdateHost(Tx& tx, const HostRecord& h);
 
 struct HostFilter {
-  std::optional<std::string> status;
+  std::optional<HostStatus> status;
   std::optional<int64_t> due_before;  // renew_at at most this
   std::optional<std::string> after;   // the last host id of the previous page
   int limit = 100;

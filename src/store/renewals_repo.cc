@@ -16,12 +16,12 @@ constexpr std::string_view kColumns =
 // The states of a renewal at work, as an SQL list.
 constexpr std::string_view kActiveStates = "('awaiting_csr', 'issued', 'deployed')";
 
-RenewalRecord FromRow(const Row& r) {
+Result<RenewalRecord> FromRow(const Row& r) {
   RenewalRecord x;
   x.id = r.Int(0);
   x.run_id = r.Int(1);
   x.host_id = r.Text(2);
-  x.state = r.Text(3);
+  CF_ASSIGN_OR_RETURN(x.state, r.Enum<RenewalState>(3, "renewals.state", kRenewalStateNames));
   x.attempt = static_cast<int>(r.Int(4));
   x.max_attempts = static_cast<int>(r.Int(5));
   x.due_at = r.Int(6);
@@ -41,7 +41,10 @@ Result<std::vector<RenewalRecord>> Renewals(Tx& tx, const std::string& where, co
   CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT " + std::string(kColumns) + " FROM renewals " + where, params));
   std::vector<RenewalRecord> out;
   out.reserve(rows.size());
-  for (const auto& r : rows) out.push_back(FromRow(r));
+  for (const auto& r : rows) {
+    CF_ASSIGN_OR_RETURN(RenewalRecord x, FromRow(r));
+    out.push_back(std::move(x));
+  }
   return out;
 }
 
@@ -67,7 +70,13 @@ Result<void> SetRenewalRunTotal(Tx& tx, int64_t run_id, int64_t total) {
 
 Result<int64_t> QueueRenewals(Tx& tx, int64_t run_id, const RenewalSelection& selection, int max_attempts,
                               std::string_view history, int64_t now) {
-  Params params{run_id, int64_t{max_attempts}, now, std::string(history), now, now, std::string(kHostRevoked)};
+  Params params{run_id,
+                int64_t{max_attempts},
+                now,
+                std::string(history),
+                now,
+                now,
+                std::string(HostStatusName(HostStatus::kRevoked))};
   std::string where = "status <> ?";
   if (!selection.host_ids.empty()) {
     where += " AND " + InValues(tx, "host_id", selection.host_ids, params);
@@ -96,9 +105,9 @@ Result<void> UpdateRenewal(Tx& tx, const RenewalRecord& r) {
       "UPDATE renewals SET state = ?, attempt = ?, max_attempts = ?, due_at = ?, serial = ?, "
       "old_serial = ?, not_after = ?, failed_step = ?, error = ?, history = ?, updated_at = ?, "
       "finished_at = ? WHERE id = ?",
-      {r.state, int64_t{r.attempt}, int64_t{r.max_attempts}, r.due_at, OptionalValue(r.serial),
-       OptionalValue(r.old_serial), OptionalValue(r.not_after), OptionalValue(r.failed_step), OptionalValue(r.error),
-       r.history, r.updated_at, OptionalValue(r.finished_at), r.id});
+      {std::string(RenewalStateName(r.state)), int64_t{r.attempt}, int64_t{r.max_attempts}, r.due_at,
+       OptionalValue(r.serial), OptionalValue(r.old_serial), OptionalValue(r.not_after), OptionalValue(r.failed_step),
+       OptionalValue(r.error), r.history, r.updated_at, OptionalValue(r.finished_at), r.id});
 }
 
 Result<int64_t> CountActiveRenewals(Tx& tx) {
@@ -134,7 +143,7 @@ Result<std::vector<RenewalRecord>> ListRenewals(Tx& tx, const RenewalFilter& fil
   Params params{filter.before_id.value_or(INT64_MAX)};
   if (filter.state) {
     where += " AND state = ?";
-    params.emplace_back(*filter.state);
+    params.emplace_back(std::string(RenewalStateName(*filter.state)));
   }
   if (filter.run_id) {
     where += " AND run_id = ?";

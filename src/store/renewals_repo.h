@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "core/result.h"
 #include "store/store.h"
 
@@ -15,12 +16,13 @@ namespace certfleet::store {
 // awaiting_csr: its task is offered to the host's agent; issued: the agent's CSR was signed;
 // deployed: the agent wrote the new files beside the old ones; validated: the agent checked
 // and swapped them in (the end); failed: out of attempts (the end).
-inline constexpr std::string_view kRenewalQueued = "queued";
-inline constexpr std::string_view kRenewalAwaitingCsr = "awaiting_csr";
-inline constexpr std::string_view kRenewalIssued = "issued";
-inline constexpr std::string_view kRenewalDeployed = "deployed";
-inline constexpr std::string_view kRenewalValidated = "validated";
-inline constexpr std::string_view kRenewalFailed = "failed";
+enum class RenewalState { kQueued, kAwaitingCsr, kIssued, kDeployed, kValidated, kFailed };
+inline constexpr std::string_view kRenewalStateNames[] = {"queued",   "awaiting_csr", "issued",
+                                                          "deployed", "validated",    "failed"};
+constexpr std::string_view RenewalStateName(RenewalState state) { return EnumName(state, kRenewalStateNames); }
+constexpr bool IsFinal(RenewalState state) {
+  return state == RenewalState::kValidated || state == RenewalState::kFailed;
+}
 
 // A run: the renewals one firing of the schedule, one request or one agent started.
 struct RenewalRunRecord {
@@ -36,7 +38,7 @@ struct RenewalRecord {
   int64_t id = 0;
   int64_t run_id = 0;
   std::string host_id;
-  std::string state;
+  RenewalState state = RenewalState::kQueued;
   int attempt = 0;  // attempts started
   int max_attempts = 0;
   // queued: when it may start; awaiting_csr/issued/deployed: the deadline of the attempt.
@@ -81,7 +83,7 @@ Result<std::vector<RenewalRecord>> OverdueRenewals(Tx& tx, int64_t now, int limi
 Result<std::vector<std::pair<std::string, int64_t>>> HostsWithTasks(Tx& tx, const std::vector<std::string>& host_ids);
 
 struct RenewalFilter {
-  std::optional<std::string> state;
+  std::optional<RenewalState> state;
   std::optional<int64_t> run_id;
   std::optional<std::string> host_id;
   std::optional<int64_t> before_id;  // cursor: renewals with a smaller id (newest first)

@@ -11,6 +11,7 @@
 #include <variant>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "core/result.h"
 
 namespace certfleet::store {
@@ -38,6 +39,13 @@ class Row {
   int64_t Int(size_t i) const;
   std::optional<std::string> OptText(size_t i) const { return cells_.at(i); }
   std::optional<int64_t> OptInt(size_t i) const;
+  // The cell as a value of an enum with one string mapping (core/enum_names.h); kInternal
+  // naming `column` for a value the mapping does not know.
+  template <typename E, size_t N>
+  Result<E> Enum(size_t i, std::string_view column, const std::string_view (&names)[N]) const {
+    if (std::optional<E> v = ParseEnum<E>(Text(i), names)) return *v;
+    return MakeError(ErrorCode::kInternal, std::string(column) + " holds an unknown value: " + Text(i));
+  }
 
  private:
   std::vector<std::optional<std::string>> cells_;

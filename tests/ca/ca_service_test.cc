@@ -169,7 +169,7 @@ TEST_P(CaServiceTest, ListsByParentInStablePages) {
   EXPECT_EQ(seen, issued);
   auto by_fqdn = issuer_->Get("iot.example.com");
   ASSERT_TRUE(by_fqdn.ok());
-  EXPECT_EQ(by_fqdn->type, "intermediate");
+  EXPECT_EQ(by_fqdn->type, CertType::kIntermediate);
   EXPECT_EQ(issuer_->Get("nope.example.com").error().code, ErrorCode::kNotFound);
 }
 
@@ -184,7 +184,7 @@ TEST_P(CaServiceTest, CascadingRevocationAndCrls) {
   auto single = issuer_->Revoke(leaf.record.serial, "keyCompromise", false, "test");
   ASSERT_TRUE(single.ok()) << single.error().message;
   EXPECT_EQ(single->newly_revoked, 1);
-  EXPECT_EQ(single->record.status, "revoked");
+  EXPECT_EQ(single->record.status, store::CertStatus::kRevoked);
   auto again = issuer_->Revoke(leaf.record.serial, "keyCompromise", false, "test");
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->newly_revoked, 0) << "revocation is idempotent";
@@ -194,7 +194,7 @@ TEST_P(CaServiceTest, CascadingRevocationAndCrls) {
   auto cascade = issuer_->Revoke(inter->serial, "cACompromise", true, "test");
   ASSERT_TRUE(cascade.ok()) << cascade.error().message;
   EXPECT_EQ(cascade->newly_revoked, 2);  // the intermediate and the device
-  EXPECT_EQ(issuer_->Get(other.record.serial)->status, "revoked");
+  EXPECT_EQ(issuer_->Get(other.record.serial)->status, store::CertStatus::kRevoked);
   auto crl2 = issuer_->Crl("example.com");
   ASSERT_TRUE(crl2.ok());
   EXPECT_NE(*crl1, *crl2);
@@ -311,10 +311,10 @@ TEST(CertificateInventory, ListsUseAnIndexOnSqlite) {
   cases[1] = cases[0];
   cases[1].first.after = after;
   cases[2] = {{}, "certificates_type"};
-  cases[2].first.type = "device";
+  cases[2].first.type = CertType::kDevice;
   cases[2].first.after = after;
   cases[3] = {{}, "certificates_status"};
-  cases[3].first.status = "revoked";
+  cases[3].first.status = store::CertStatus::kRevoked;
   cases[4] = {{}, "certificates_created"};
   cases[4].first.after = after;
   for (const auto& [filter, index] : cases) {

@@ -120,7 +120,7 @@ class ServiceTest : public ::testing::TestWithParam<store::Dialect> {
     f.limit = 1000;
     auto rows = store::Read(*store_, [&](store::Tx& tx) { return store::ListRecords(tx, f); });
     std::map<std::string, std::string> out;
-    for (const auto& r : *rows) out[r.gateway_eui] = r.status;
+    for (const auto& r : *rows) out[r.gateway_eui] = store::DistributionStatusName(r.status);
     return out;
   }
 
@@ -258,7 +258,7 @@ TEST_P(ServiceTest, NoRecipientFailsTheRecordsWithTheReason) {
   ASSERT_TRUE(svc.SendPending().ok());
   auto rec = store::Read(*store_, [](store::Tx& tx) { return store::FindRecord(tx, "W1", "00800000d0000001"); });
   ASSERT_TRUE(rec.ok() && *rec);
-  EXPECT_EQ((*rec)->status, "FAILED_EMAIL");
+  EXPECT_EQ((*rec)->status, store::DistributionStatus::kFailedEmail);
   EXPECT_NE((*rec)->last_error->find("no recipients"), std::string::npos);
 }
 

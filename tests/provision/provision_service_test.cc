@@ -200,13 +200,13 @@ TEST_P(ProvisionTest, ANewCertificateSupersedesTheOldOneWhichIsRevokedAfterTheGr
     EXPECT_EQ(c.at("revoke_after").is_null(), !old);
   }
   EXPECT_EQ(*service_->RevokeDueSuperseded(), 0) << "within the grace period";
-  EXPECT_EQ(issuer_->Get(first->record.serial)->status, "active");
+  EXPECT_EQ(issuer_->Get(first->record.serial)->status, store::CertStatus::kActive);
   clock_.Advance(std::chrono::milliseconds(kGraceMs));
   EXPECT_EQ(*service_->RevokeDueSuperseded(), 1);
   auto old = issuer_->Get(first->record.serial);
-  EXPECT_EQ(old->status, "revoked");
+  EXPECT_EQ(old->status, store::CertStatus::kRevoked);
   EXPECT_EQ(old->revocation_reason.value_or(0), 4) << "RFC 5280 superseded";
-  EXPECT_EQ(issuer_->Get(second->record.serial)->status, "active");
+  EXPECT_EQ(issuer_->Get(second->record.serial)->status, store::CertStatus::kActive);
   EXPECT_EQ(*service_->RevokeDueSuperseded(), 0) << "once";
 }
 
@@ -259,7 +259,8 @@ TEST_P(ProvisionTest, ARotatedIntermediateTakesOverItsTemplates) {
   auto after = Provision(key.get(), {"dev-1"});
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->record.parent_fqdn, "iot-g2.example.com");
-  EXPECT_EQ(issuer_->Get(before->record.serial)->status, "active") << "the old CA's certificates stay valid";
+  EXPECT_EQ(issuer_->Get(before->record.serial)->status, store::CertStatus::kActive)
+      << "the old CA's certificates stay valid";
 
   EXPECT_EQ(service_->RotateCa("example.com", "", "token:ops").error().code, ErrorCode::kInvalidArgument)
       << "roots do not rotate";

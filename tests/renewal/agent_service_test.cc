@@ -53,7 +53,7 @@ TEST_P(EnrollTest, AnAgentGetsACertificateForItsKeyWithTheHostsNamesOnce) {
   EXPECT_EQ(enrolled->settings.key_path, "/etc/pki/private");
 
   store::HostRecord host = *hosts_->Get("web-1.example.com");
-  EXPECT_EQ(host.status, "active");
+  EXPECT_EQ(host.status, store::HostStatus::kActive);
   EXPECT_EQ(host.serial, enrolled->record.serial);
   EXPECT_EQ(host.not_after, enrolled->record.not_after);
   EXPECT_EQ(host.renew_at, enrolled->record.not_after - 30 * kDayMs);
@@ -79,7 +79,7 @@ TEST_P(EnrollTest, RefusalsSpendNoTokenAndIssueNothing) {
   AgentService no_ca(*store_, *hosts_, *issuer_, clock_, AgentService::Options{"", 90});
   EXPECT_EQ(no_ca.Enroll("db-1", token, Csr("db-1")).error().code, ErrorCode::kFailedPrecondition);
   EXPECT_EQ(Certificates(), before);
-  EXPECT_EQ(hosts_->Get("db-1")->status, "enrolling");
+  EXPECT_EQ(hosts_->Get("db-1")->status, store::HostStatus::kEnrolling);
   auto own = agents_->Enroll("db-1", token, Csr("db-1"));
   EXPECT_TRUE(own.ok()) << "the token still works for its host: " << own.error().message;
 
@@ -97,8 +97,8 @@ TEST_P(EnrollTest, ARevokedHostsCertificateIsOnItsCasCrlAndTheHostIsNoLongerRene
   ASSERT_TRUE(enrolled.ok()) << enrolled.error().message;
   auto revoked = agents_->Revoke("db-1", "keyCompromise", "token:ops");
   ASSERT_TRUE(revoked.ok()) << revoked.error().message;
-  EXPECT_EQ(revoked->status, "revoked");
-  EXPECT_EQ(issuer_->Get(enrolled->record.serial)->status, "revoked");
+  EXPECT_EQ(revoked->status, store::HostStatus::kRevoked);
+  EXPECT_EQ(issuer_->Get(enrolled->record.serial)->status, store::CertStatus::kRevoked);
   auto crl_der = issuer_->Crl("hosts.example.com");
   ASSERT_TRUE(crl_der.ok());
   const auto* p = reinterpret_cast<const unsigned char*>(crl_der->data());

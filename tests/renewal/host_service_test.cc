@@ -52,7 +52,7 @@ TEST_P(HostTest, AHostTakesTheDefaultsItDoesNotOverrideAndIsDueAtOnce) {
   ASSERT_TRUE(made.ok()) << made.error().message;
   auto h = hosts_->Get("web-1.example.com");
   ASSERT_TRUE(h.ok());
-  EXPECT_EQ(h->status, "enrolling");
+  EXPECT_EQ(h->status, store::HostStatus::kEnrolling);
   EXPECT_EQ(h->renew_at, clock_.NowMillis());
   EXPECT_EQ(h->sans, R"(["web-1.example.com","10.0.0.7","::1"])");
   HostSettings s = hosts_->SettingsOf(*h);
@@ -108,12 +108,12 @@ TEST_P(HostTest, HostsListByStatusAndDueDateAndARunTakesTheEarliestFirst) {
   ASSERT_TRUE(store_
                   ->Transact([&](store::Tx& tx) -> Result<void> {
                     CF_ASSIGN_OR_RETURN(auto b, store::FindHost(tx, "b"));
-                    b->status = "active";
+                    b->status = store::HostStatus::kActive;
                     b->serial = "0a";
                     b->renew_at = clock_.NowMillis() + int64_t{10} * 24 * 3600 * 1000;
                     CF_RETURN_IF_ERROR(store::UpdateHost(tx, *b));
                     CF_ASSIGN_OR_RETURN(auto a, store::FindHost(tx, "a"));
-                    a->status = "revoked";
+                    a->status = store::HostStatus::kRevoked;
                     return store::UpdateHost(tx, *a).ok() ? Ok() : MakeError(ErrorCode::kInternal, "update");
                   })
                   .ok());
@@ -123,7 +123,7 @@ TEST_P(HostTest, HostsListByStatusAndDueDateAndARunTakesTheEarliestFirst) {
     return out;
   };
   EXPECT_EQ(ids(*hosts_->List(store::HostFilter{})), (std::vector<std::string>{"a", "b", "c"}));
-  EXPECT_EQ(ids(*hosts_->List(Filter([](store::HostFilter& f) { f.status = "active"; }))),
+  EXPECT_EQ(ids(*hosts_->List(Filter([](store::HostFilter& f) { f.status = store::HostStatus::kActive; }))),
             (std::vector<std::string>{"b"}));
   EXPECT_EQ(ids(*hosts_->List(Filter([&](store::HostFilter& f) { f.due_before = clock_.NowMillis(); }))),
             (std::vector<std::string>{"a", "c"}));

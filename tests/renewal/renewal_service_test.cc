@@ -60,9 +60,9 @@ class RenewalTest : public HostsFixture {
   std::string Csr(const std::string& cn) { return *pki::MakeCsrPem(key_.get(), cn, {}); }
   store::HostRecord Host(const std::string& id) { return std::move(hosts_->Get(id)).value(); }
   store::RenewalRecord Renewal(int64_t id) { return std::move(renewals_->Get(id)).value(); }
-  std::vector<store::RenewalRecord> InState(std::string_view state) {
+  std::vector<store::RenewalRecord> InState(store::RenewalState state) {
     store::RenewalFilter f;
-    f.state = std::string(state);
+    f.state = state;
     return std::move(renewals_->List(f)).value();
   }
   int64_t Count(const std::string& sql) { return store_->Query(sql)->at(0).Int(0); }
@@ -70,8 +70,8 @@ class RenewalTest : public HostsFixture {
   void Complete(const store::RenewalRecord& r) {
     const store::HostRecord host = Host(r.host_id);
     ASSERT_TRUE(renewals_->SubmitCsr(host, r.id, Csr(r.host_id)).ok());
-    ASSERT_TRUE(renewals_->Report(host, r.id, "deployed", "", "").ok());
-    auto done = renewals_->Report(host, r.id, "validated", "", "");
+    ASSERT_TRUE(renewals_->Report(host, r.id, store::RenewalState::kDeployed, "", "").ok());
+    auto done = renewals_->Report(host, r.id, store::RenewalState::kValidated, "", "");
     ASSERT_TRUE(done.ok()) << done.error().message;
   }
   RunScope All() {
@@ -94,13 +94,13 @@ TEST_P(RenewalTest, AtMostConcurrencyRenewalsWorkAndEachSuccessUpdatesTheHost) {
   ASSERT_TRUE(run.ok()) << run.error().message;
   EXPECT_EQ(run->queued, 3);
   EXPECT_EQ(*renewals_->Pump(), 2);
-  EXPECT_EQ(InState(store::kRenewalAwaitingCsr).size(), 2u);
+  EXPECT_EQ(InState(store::RenewalState::kAwaitingCsr).size(), 2u);
   EXPECT_EQ(*renewals_->Pump(), 0) << "no slot is free";
 
   // A second run finds every host with its renewal open: nothing queued twice.
   EXPECT_EQ(renewals_->StartRun(All(), "manual", "t")->queued, 0);
 
-  auto working = InState(store::kRenewalAwaitingCsr);
+  auto working = InState(store::RenewalState::kAwaitingCsr);
   auto task = renewals_->TaskFor(working.back().host_id);
   ASSERT_TRUE(task.ok() && task->has_value());
   EXPECT_EQ((*task)->renewal_id, working.back().id);
@@ -109,7 +109,7 @@ TEST_P(RenewalTest, AtMostConcurrencyRenewalsWorkAndEachSuccessUpdatesTheHost) {
   EXPECT_EQ(*renewals_->Pump(), 1) << "the third starts once slots free";
 
   const store::RenewalRecord done = Renewal(working.front().id);
-  EXPECT_EQ(done.state, store::kRenewalValidated);
+  EXPECT_EQ(done.state, store::RenewalState::kValidated);
   const store::HostRecord after = Host(done.host_id);
   EXPECT_EQ(after.serial, done.serial);
   EXPECT_NE(after.serial, done.host_id == "h1" ? before.serial : before2.serial);
@@ -126,7 +126,7 @@ TEST_P(RenewalTest, TheReplacedCertificateIsRevokedAfterTheGrace) {
   const std::string old_serial = *Host("h1").serial;
   ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
   ASSERT_EQ(*renewals_->Pump(), 1);
-  const auto r = InState(store::kRenewalAwaitingCsr).front();
+  const auto r = InState(store::RenewalState::kAwaitingCsr).front();
   Complete(r);
   EXPECT_EQ(Renewal(r.id).old_serial, old_serial);
   auto job = store::Write(*store_, [&](store::Tx& tx) {
@@ -141,20 +141,20 @@ TEST_P(RenewalTest, TheReplacedCertificateIsRevokedAfterTheGrace) {
   ASSERT_TRUE(job.ok() && job->has_value());
   EXPECT_NE((*job)->payload.find(old_serial), std::string::npos);
   ASSERT_TRUE(renewals_->RevokeSuperseded(old_serial).ok());
-  EXPECT_EQ(issuer_->Get(old_serial)->status, "revoked");
-  EXPECT_EQ(issuer_->Get(*Host("h1").serial)->status, "active");
+  EXPECT_EQ(issuer_->Get(old_serial)->status, store::CertStatus::kRevoked);
+  EXPECT_EQ(issuer_->Get(*Host("h1").serial)->status, store::CertStatus::kActive);
 }
 
 TEST_P(RenewalTest, AMissedDeadlineIsRetriedWithBackoffThenFailsAndTellsPeople) {
   Enroll(1);
   ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
   ASSERT_EQ(*renewals_->Pump(), 1);
-  const int64_t id = InState(store::kRenewalAwaitingCsr).front().id;
+  const int64_t id = InState(store::RenewalState::kAwaitingCsr).front().id;
 
   clock_.Advance(seconds(61));
   EXPECT_EQ(*renewals_->Pump(), 0) << "timed out, then waits for its backoff";
   store::RenewalRecord r = Renewal(id);
-  EXPECT_EQ(r.state, store::kRenewalQueued);
+  EXPECT_EQ(r.state, store::RenewalState::kQueued);
   EXPECT_EQ(r.due_at, clock_.NowMillis() + 30'000);
   clock_.Advance(seconds(30));
   EXPECT_EQ(*renewals_->Pump(), 1) << "the second attempt";
@@ -166,12 +166,12 @@ TEST_P(RenewalTest, AMissedDeadlineIsRetriedWithBackoffThenFailsAndTellsPeople) 
   clock_.Advance(seconds(61));
   EXPECT_EQ(*renewals_->Pump(), 0);
   r = Renewal(id);
-  EXPECT_EQ(r.state, store::kRenewalFailed);
+  EXPECT_EQ(r.state, store::RenewalState::kFailed);
   EXPECT_EQ(r.failed_step, "deploy");
   EXPECT_NE(r.error->find("deadline"), std::string::npos);
   EXPECT_TRUE(r.finished_at.has_value());
   const store::HostRecord host = Host("h1");
-  EXPECT_EQ(host.status, store::kHostFailed);
+  EXPECT_EQ(host.status, store::HostStatus::kFailed);
   EXPECT_EQ(host.last_error, "deploy: " + *r.error);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM events WHERE type = 'renewal/failed'"), 1);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_log WHERE action = 'renewal.fail'"), 1);
@@ -195,27 +195,30 @@ TEST_P(RenewalTest, AnAgentsFailureIsRetriedAndItsStepKept) {
   Enroll(1);
   ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
   ASSERT_EQ(*renewals_->Pump(), 1);
-  const int64_t id = InState(store::kRenewalAwaitingCsr).front().id;
+  const int64_t id = InState(store::RenewalState::kAwaitingCsr).front().id;
   const store::HostRecord host = Host("h1");
-  EXPECT_EQ(renewals_->Report(host, id, "failed", "dance", "x").error().code, ErrorCode::kInvalidArgument);
-  EXPECT_EQ(renewals_->Report(host, id, "validated", "", "").error().code, ErrorCode::kFailedPrecondition)
+  EXPECT_EQ(renewals_->Report(host, id, store::RenewalState::kFailed, "dance", "x").error().code,
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(renewals_->Report(host, id, store::RenewalState::kValidated, "", "").error().code,
+            ErrorCode::kFailedPrecondition)
       << "nothing was issued yet";
-  auto r = renewals_->Report(host, id, "failed", "key", std::string(5000, 'e'));
+  auto r = renewals_->Report(host, id, store::RenewalState::kFailed, "key", std::string(5000, 'e'));
   ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_EQ(r->state, store::kRenewalQueued);
+  EXPECT_EQ(r->state, store::RenewalState::kQueued);
   EXPECT_NE(r->history.find("\"step\":\"key\""), std::string::npos);
   EXPECT_EQ(r->history.find(std::string(RenewalService::kMaxError + 1, 'e')), std::string::npos) << "errors are cut";
-  EXPECT_EQ(Host("h1").status, store::kHostActive) << "a retry is coming";
+  EXPECT_EQ(Host("h1").status, store::HostStatus::kActive) << "a retry is coming";
 }
 
 TEST_P(RenewalTest, AgentsActOnlyOnTheirOwnRenewalsAndBeforeTheDeadline) {
   Enroll(2);
   ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
   ASSERT_EQ(*renewals_->Pump(), 2);
-  const auto r = InState(store::kRenewalAwaitingCsr).front();
+  const auto r = InState(store::RenewalState::kAwaitingCsr).front();
   const std::string other = r.host_id == "h1" ? "h2" : "h1";
   EXPECT_EQ(renewals_->SubmitCsr(Host(other), r.id, Csr(other)).error().code, ErrorCode::kNotFound);
-  EXPECT_EQ(renewals_->Report(Host(other), r.id, "deployed", "", "").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(renewals_->Report(Host(other), r.id, store::RenewalState::kDeployed, "", "").error().code,
+            ErrorCode::kNotFound);
   clock_.Advance(seconds(61));
   EXPECT_EQ(renewals_->SubmitCsr(Host(r.host_id), r.id, Csr(r.host_id)).error().code, ErrorCode::kFailedPrecondition);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM certificates WHERE fqdn = '" + r.host_id + "'"), 1)
@@ -231,7 +234,7 @@ TEST_P(RenewalTest, AScheduledRunTakesTheDueHostsAndFailsThoseNeverEnrolled) {
   ASSERT_TRUE(run.ok());
   EXPECT_EQ(run->queued, 1) << "only the host without a certificate is due now";
   EXPECT_EQ(*renewals_->Pump(), 0);
-  auto failed = InState(store::kRenewalFailed);
+  auto failed = InState(store::RenewalState::kFailed);
   ASSERT_EQ(failed.size(), 1u);
   EXPECT_EQ(failed[0].host_id, "new-host");
   EXPECT_EQ(failed[0].failed_step, "enroll");
@@ -248,12 +251,12 @@ TEST_P(RenewalTest, ARestartLosesNoRenewal) {
   Enroll(3);
   ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
   ASSERT_EQ(*renewals_->Pump(), 2);
-  const auto working = InState(store::kRenewalAwaitingCsr);
+  const auto working = InState(store::RenewalState::kAwaitingCsr);
   ASSERT_TRUE(renewals_->SubmitCsr(Host(working[0].host_id), working[0].id, Csr(working[0].host_id)).ok());
   Restart();
   // The issued one goes on; the other, whose agent is gone, times out and is retried; the
   // queued one starts when a slot frees.
-  ASSERT_TRUE(renewals_->Report(Host(working[0].host_id), working[0].id, "validated", "", "").ok());
+  ASSERT_TRUE(renewals_->Report(Host(working[0].host_id), working[0].id, store::RenewalState::kValidated, "", "").ok());
   clock_.Advance(seconds(40));
   EXPECT_EQ(*renewals_->Pump(), 1);
   clock_.Advance(seconds(21));
@@ -261,7 +264,7 @@ TEST_P(RenewalTest, ARestartLosesNoRenewal) {
   clock_.Advance(seconds(30));
   EXPECT_EQ(*renewals_->Pump(), 1);
   EXPECT_EQ(Renewal(working[1].id).attempt, 2);
-  EXPECT_EQ(InState(store::kRenewalAwaitingCsr).size(), 2u);
+  EXPECT_EQ(InState(store::RenewalState::kAwaitingCsr).size(), 2u);
 }
 
 TEST_P(RenewalTest, AWaitingAgentHearsOfItsTaskAtOnce) {
