@@ -14,7 +14,70 @@ const Clock& SystemClock::Instance() {
   return clock;
 }
 
+bool SystemClock::WaitUntil(std::condition_variable& cv, std::unique_lock<std::mutex>& lock, TimePoint deadline,
+                            const std::function<bool()>& done) const {
+  return cv.wait_until(lock, deadline, done);
+}
+
 TimePoint ManualClock::Now() const { return FromMillis(millis_.load()); }
+
+bool ManualClock::WaitUntil(std::condition_variable& cv, std::unique_lock<std::mutex>& lock, TimePoint deadline,
+                            const std::function<bool()>& done) const {
+  if (done() || Now() >= deadline) return done();
+  Sleeper self{lock.mutex(), &cv, deadline};
+  // The caller's mutex is let go while mu_ is held, so that the order is always mu_ first.
+  lock.unlock();
+  {
+    std::lock_guard guard(mu_);
+    sleepers_.push_back(&self);
+  }
+  sleepers_changed_.notify_all();
+  lock.lock();
+  // A move of the clock after this check takes the caller's mutex to notify: none is lost.
+  while (!done() && Now() < deadline) cv.wait(lock);
+  lock.unlock();
+  {
+    std::lock_guard guard(mu_);
+    sleepers_.remove(&self);
+  }
+  sleepers_changed_.notify_all();
+  lock.lock();
+  return done();
+}
+
+void ManualClock::Advance(std::chrono::milliseconds by) {
+  millis_ += by.count();
+  WakeDue();
+}
+
+void ManualClock::Set(int64_t millis) {
+  millis_ = millis;
+  WakeDue();
+}
+
+void ManualClock::WakeDue() {
+  {
+    std::lock_guard guard(mu_);
+    const TimePoint now = Now();
+    for (auto it = sleepers_.begin(); it != sleepers_.end();) {
+      if ((*it)->deadline > now) {
+        ++it;
+        continue;
+      }
+      {
+        std::lock_guard sleeper(*(*it)->mu);
+        (*it)->cv->notify_all();
+      }
+      it = sleepers_.erase(it);
+    }
+  }
+  sleepers_changed_.notify_all();
+}
+
+bool ManualClock::WaitForSleepers(size_t n, std::chrono::milliseconds limit) const {
+  std::unique_lock guard(mu_);
+  return sleepers_changed_.wait_for(guard, limit, [&] { return sleepers_.size() >= n; });
+}
 
 int64_t ToMillis(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();

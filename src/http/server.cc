@@ -379,8 +379,11 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
 
   // After refusing a request whose body is still arriving, reads and drops the rest for a
   // while before closing: closing at once would reset the connection while the client is
-  // still sending, and the client would never read the refusal.
+  // still sending, and the client would never read the refusal. Our side is half-closed
+  // first (RFC 9112 9.6), so that a client that has read the answer closes at once.
   void Linger() {
+    beast::error_code ignored;
+    beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_send, ignored);
     beast::get_lowest_layer(stream_).expires_after(kLingerTimeout);
     drain_ = std::make_unique<std::array<char, kDrainChunk>>();
     DrainSome();

@@ -72,7 +72,7 @@ void Scheduler::Start(std::chrono::milliseconds interval) {
       Result<int> r = Tick();
       if (!r.ok()) log::Error("scheduler tick", {{"error", r.error().message}});
       std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, interval, [&] { return stopping_; })) return;
+      if (clock_.WaitFor(cv_, lock, interval, [&] { return stopping_; })) return;
     }
   });
 }

@@ -185,7 +185,7 @@ void WorkerPool::WorkerLoop() {
     if (!ran.ok()) log::Error("job worker", {{"error", ran.error().message}});
     if (ran.ok() && *ran) continue;
     std::unique_lock lock(mu_);
-    cv_.wait_for(lock, options_.poll, [&] { return stopping_; });
+    clock_.WaitFor(cv_, lock, options_.poll, [&] { return stopping_; });
   }
 }
 
@@ -196,7 +196,7 @@ void WorkerPool::HeartbeatLoop() {
     std::vector<int64_t> ids;
     {
       std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, interval, [&] { return stopping_; })) return;
+      if (clock_.WaitFor(cv_, lock, interval, [&] { return stopping_; })) return;
       ids.assign(running_ids_.begin(), running_ids_.end());
     }
     if (ids.empty()) continue;

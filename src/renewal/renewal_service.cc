@@ -385,17 +385,17 @@ void RenewalService::Wake() {
 
 void RenewalService::Loop() {
   NameThisThread("cf-renewal");
-  auto next_tick = std::chrono::steady_clock::now();
+  TimePoint next_tick = clock_.Now();
   for (;;) {
     bool tick = false;
     {
       std::unique_lock lock(mu_);
-      cv_.wait_until(lock, next_tick, [&] { return woken_ || stopping_; });
+      clock_.WaitUntil(cv_, lock, next_tick, [&] { return woken_ || stopping_; });
       if (stopping_) return;
       woken_ = false;
-      if (std::chrono::steady_clock::now() >= next_tick) {
+      if (clock_.Now() >= next_tick) {
         tick = true;
-        next_tick = std::chrono::steady_clock::now() + options_.tick;
+        next_tick = clock_.Now() + options_.tick;
       }
     }
     auto started = PumpStarted();

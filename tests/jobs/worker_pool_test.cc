@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <map>
+#include <semaphore>
 #include <thread>
 
 #include "testing/db.h"
@@ -161,51 +162,105 @@ TEST_P(WorkerPoolTest, ProgressIsRecorded) {
   EXPECT_EQ(Get(id).progress_total, 100);
 }
 
+// A handler that, once started, waits for the test to let it finish.
+struct HeldHandler {
+  std::atomic<int> runs{0};
+  std::counting_semaphore<> started{0};
+  std::counting_semaphore<> release{0};
+  JobHandler Get() {
+    return [this](JobContext&) -> Result<void> {
+      ++runs;
+      started.release();
+      release.acquire();
+      return Ok();
+    };
+  }
+};
+
 TEST_P(WorkerPoolTest, ALongJobKeepsItsLeaseWhileItRuns) {
   const int64_t id = Enqueue("slow");
-  std::atomic<int> runs{0};
-  auto handler = [&](JobContext&) -> Result<void> {
-    ++runs;
-    std::this_thread::sleep_for(milliseconds(2500));
+  HeldHandler held;
+  WorkerPool::Options one = PoolOptions("a", milliseconds(900));  // renewed every 300 ms
+  one.workers = 1;
+  WorkerPool a(*store_, clock_, one);
+  WorkerPool b(*store_, clock_, PoolOptions("b", milliseconds(900)));
+  std::atomic<int> b_runs{0};
+  a.Register("slow", held.Get());
+  b.Register("slow", [&](JobContext&) -> Result<void> {
+    ++b_runs;
     return Ok();
-  };
-  const Clock& real = SystemClock::Instance();
-  WorkerPool a(*store_, real, PoolOptions("a", milliseconds(1000)));
-  WorkerPool b(*store_, real, PoolOptions("b", milliseconds(1000)));
-  a.Register("slow", handler);
-  b.Register("slow", handler);
+  });
   a.Start();
-  std::this_thread::sleep_for(milliseconds(100));
-  b.Start();
-  for (int i = 0; i < 100 && Get(id).state != store::JobState::kDone; ++i)
-    std::this_thread::sleep_for(milliseconds(50));
+  ASSERT_TRUE(held.started.try_acquire_for(std::chrono::seconds(60)));
+  ASSERT_TRUE(clock_.WaitForSleepers(1)) << "a's heartbeat waits for its first renewal";
+  // Four renewal intervals: the lease first taken has run out, the renewed one has not.
+  for (int i = 0; i < 4; ++i) {
+    clock_.Advance(milliseconds(300));
+    ASSERT_TRUE(clock_.WaitForSleepers(1)) << "the heartbeat renewed the lease and waits again";
+  }
+  EXPECT_FALSE(*b.RunOne()) << "the lease was renewed, so another node does not take the job over";
+  held.release.release();
   a.Stop();
-  b.Stop();
   EXPECT_EQ(Get(id).state, store::JobState::kDone);
-  EXPECT_EQ(runs, 1) << "the lease was renewed, so the second pool never took the job over";
+  EXPECT_EQ(held.runs, 1);
+  EXPECT_EQ(b_runs, 0);
+}
+
+TEST_P(WorkerPoolTest, AJobWhoseLeaseIsNotRenewedIsTakenOver) {
+  // The same as above without a heartbeat (RunOne alone renews nothing): what the lease
+  // renewal prevents does happen.
+  const int64_t id = Enqueue("slow");
+  HeldHandler held;
+  WorkerPool a(*store_, clock_, PoolOptions("a", milliseconds(900)));
+  WorkerPool b(*store_, clock_, PoolOptions("b", milliseconds(900)));
+  std::atomic<int> b_runs{0};
+  a.Register("slow", held.Get());
+  b.Register("slow", [&](JobContext&) -> Result<void> {
+    ++b_runs;
+    return Ok();
+  });
+  std::thread first([&] { EXPECT_TRUE(*a.RunOne()); });
+  ASSERT_TRUE(held.started.try_acquire_for(std::chrono::seconds(60)));
+  clock_.Advance(milliseconds(901));
+  EXPECT_TRUE(*b.RunOne()) << "the lease ran out";
+  EXPECT_EQ(b_runs, 1);
+  EXPECT_EQ(Get(id).state, store::JobState::kDone);
+  held.release.release();
+  first.join();
+  EXPECT_EQ(held.runs, 1);
+  EXPECT_EQ(Get(id).state, store::JobState::kDone) << "the first run's late completion changes nothing";
 }
 
 TEST_P(WorkerPoolTest, ConcurrencyPerKindIsBounded) {
-  for (int i = 0; i < 6; ++i) Enqueue("serial");
-  std::atomic<int> now_running{0}, max_running{0}, done{0};
-  WorkerPool pool(*store_, SystemClock::Instance(), PoolOptions("n1"));
+  constexpr int kJobs = 4;
+  for (int i = 0; i < kJobs; ++i) Enqueue("serial");
+  std::atomic<int> now_running{0}, max_running{0};
+  HeldHandler held;
+  WorkerPool pool(*store_, clock_, PoolOptions("n1"));  // four workers
+  JobHandler run = held.Get();
   pool.Register(
       "serial",
-      [&](JobContext&) -> Result<void> {
-        int n = ++now_running;
+      [&](JobContext& ctx) -> Result<void> {
+        const int n = ++now_running;
         int m = max_running;
         while (n > m && !max_running.compare_exchange_weak(m, n)) {
         }
-        std::this_thread::sleep_for(milliseconds(30));
+        Result<void> r = run(ctx);
         --now_running;
-        ++done;
-        return Ok();
+        return r;
       },
       HandlerOptions{1});
   pool.Start();
-  for (int i = 0; i < 200 && done < 6; ++i) std::this_thread::sleep_for(milliseconds(20));
+  for (int i = 0; i < kJobs; ++i) {
+    ASSERT_TRUE(held.started.try_acquire_for(std::chrono::seconds(60)));
+    // Every idle worker looks for work once more while this job runs, and finds none it may take.
+    clock_.Advance(milliseconds(20));
+    ASSERT_TRUE(clock_.WaitForSleepers(3 + 1)) << "three idle workers and the heartbeat";
+    EXPECT_EQ(now_running, 1);
+    held.release.release();
+  }
   pool.Stop();
-  EXPECT_EQ(done, 6);
+  EXPECT_EQ(held.runs, kJobs);
   EXPECT_EQ(max_running, 1);
 }
 
@@ -238,7 +293,7 @@ TEST(WorkerPoolPostgres, TwoPoolsNeverRunTheSameJobAtTheSameTime) {
         ++runs[ctx.job().id];
         ++per_node[node];
       }
-      std::this_thread::sleep_for(milliseconds(2));
+      std::this_thread::yield();
       {
         std::lock_guard lock(mu);
         --running[ctx.job().id];
@@ -251,14 +306,21 @@ TEST(WorkerPoolPostgres, TwoPoolsNeverRunTheSameJobAtTheSameTime) {
   o.workers = 4;
   o.poll = milliseconds(10);
   o.node_id = "a";
-  WorkerPool a(*store_a, SystemClock::Instance(), o);
+  ManualClock clock;
+  WorkerPool a(*store_a, clock, o);
   o.node_id = "b";
-  WorkerPool b(**store_b, SystemClock::Instance(), o);
+  WorkerPool b(**store_b, clock, o);
   a.Register("unit", handler("a"), HandlerOptions{4});
   b.Register("unit", handler("b"), HandlerOptions{4});
   a.Start();
   b.Start();
-  for (int i = 0; i < 1500 && done < kJobs; ++i) std::this_thread::sleep_for(milliseconds(20));
+  // When every thread of both pools waits on the clock (2 x 4 workers and 2 heartbeats)
+  // and jobs are left (a worker found none free for a moment), the clock moves on.
+  for (int moves = 0; moves < 1000; ++moves) {
+    ASSERT_TRUE(clock.WaitForSleepers(10));
+    if (done == kJobs) break;
+    clock.Advance(o.poll);
+  }
   a.Stop();
   b.Stop();
   EXPECT_EQ(done, kJobs);

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <sstream>
 #include <thread>
 
@@ -272,11 +273,12 @@ TEST_P(RenewalTest, AWaitingAgentHearsOfItsTaskAtOnce) {
   options_.tick = milliseconds(3'600'000);  // only a local start can answer within the test
   Restart();
   renewals_->Start();
-  std::atomic<int> answer{-1};
-  renewals_->WaitForTask("h1", 3'600'000, [&](bool has) { answer = has ? 1 : 0; });
+  std::promise<bool> answer;
+  renewals_->WaitForTask("h1", 3'600'000, [&](bool has) { answer.set_value(has); });
   ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
-  for (int i = 0; i < 500 && answer < 0; ++i) std::this_thread::sleep_for(milliseconds(10));
-  EXPECT_EQ(answer, 1);
+  auto heard = answer.get_future();
+  ASSERT_EQ(heard.wait_for(seconds(60)), std::future_status::ready) << "answered without the clock moving";
+  EXPECT_TRUE(heard.get());
   std::atomic<int> stopped{-1};
   renewals_->WaitForTask("h1", 3'600'000, [&](bool has) { stopped = has ? 1 : 0; });
   renewals_->Stop();
