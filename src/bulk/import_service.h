@@ -29,8 +29,10 @@ class ImportService {
     std::string manifest_dir;                // where manifests wait for their import
     std::vector<std::string> verifiers_pem;  // Microchip manifest signers
     ArchiveLimits limits;
-    size_t batch_size = 2000;  // entries per transaction
-    size_t writers = 2;        // batches written at once, each in its own transaction
+    // Entries per transaction: 2,000, large enough that commits cost little, small enough
+    // that a failed batch is redone quickly and a cancel is seen within a second.
+    size_t batch_size = 2000;
+    size_t writers = 2;  // batches written at once, each in its own transaction: one parses while one commits
   };
 
   ImportService(store::Store& store, const Clock& clock, Options options)

@@ -74,6 +74,8 @@ class ManualClock final : public Clock {
 };
 
 int64_t ToMillis(TimePoint t);
+// A duration in milliseconds, as times are stored and compared (any coarser duration converts).
+constexpr int64_t Millis(std::chrono::milliseconds d) { return d.count(); }
 TimePoint FromMillis(int64_t millis);
 // RFC 3339 in UTC with milliseconds, e.g. 2026-11-23T17:56:45.123Z.
 std::string FormatRfc3339(int64_t millis);

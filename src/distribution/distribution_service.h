@@ -48,14 +48,18 @@ class DistributionService {
     std::string prefix = "Inbound/";
     std::string work_dir;  // ZIPs are built here, in a folder per run
     std::string sender = "certfleet@localhost";
-    std::string default_recipient;  // for warehouses without their own recipients
-    std::string operators;          // told when a record fails for good; empty: nobody
-    int download_workers = 10;
+    std::string default_recipient;       // for warehouses without their own recipients
+    std::vector<std::string> operators;  // told when a record fails for good; none: nobody
+    int download_workers = 10;           // concurrent downloads: S3 answers each in tens of ms
+    // Largest ZIP attached to one mail: 8 MB, the seed's split size. Base64 makes a ZIP 4/3
+    // larger in the mail, so with SES the mail limit below is what splits first; this one
+    // bounds the files a run builds on disk.
     uint64_t zip_max_bytes = 8'000'000;
+    // Largest whole mail (headers, text and base64 attachment): SES's 10 MB.
     uint64_t mail_max_bytes = 10'000'000;
-    int max_attempts = 5;  // runs a FAILED_EMAIL record is retried in
-    int send_tries = 3;    // tries per mail within one run
-    std::chrono::milliseconds send_backoff{1000};
+    int max_attempts = 5;  // runs a FAILED_EMAIL record is retried in: 75 minutes at the default schedule
+    int send_tries = 3;    // tries per mail within one run, for a mail server briefly unavailable
+    std::chrono::milliseconds send_backoff{1000};  // before the second try; doubles after
     // Seals the warehouses' ZIP passwords in the store (see SealSecret); empty: kept as
     // given (tests).
     std::string master_key;

@@ -32,7 +32,8 @@ constexpr ConfigKey kKeys[] = {
     {"distribution.default_recipient", ConfigType::kString, "",
      "Recipient for warehouses without their own (PUT /v1/distribution/warehouses/{name})."},
     {"distribution.operators", ConfigType::kString, "",
-     "Address told when records fail for good; empty: nobody (the log and /metrics still show it)."},
+     "Addresses (comma-separated) told when records fail for good; empty: nobody (the log and /metrics still show "
+     "it)."},
     {"distribution.work_dir", ConfigType::kPath, "{data_dir}/tmp/distribution",
      "Folder the ZIPs are built in; each run's files are removed when it ends."},
 };
@@ -47,7 +48,7 @@ DistributionService::Options DistributionOptions(const Config& config, const std
   o.work_dir = config.Get("distribution.work_dir");
   o.sender = config.Get("distribution.sender");
   o.default_recipient = config.Get("distribution.default_recipient");
-  o.operators = config.Get("distribution.operators");
+  o.operators = SplitList(config.Get("distribution.operators"));
   o.download_workers = static_cast<int>(config.GetInt("distribution.download_workers"));
   o.zip_max_bytes = static_cast<uint64_t>(config.GetInt("distribution.zip_max_bytes"));
   o.mail_max_bytes = static_cast<uint64_t>(config.GetInt("distribution.mail_max_bytes"));

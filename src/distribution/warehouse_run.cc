@@ -513,7 +513,7 @@ void WarehouseRun::Notify() {
   if (exhausted_.empty() || o.operators.empty()) return;
   mail::Message m;
   m.from = o.sender;
-  m.to = {o.operators};
+  m.to = o.operators;
   m.subject = fmt::format("certfleet: {} distribution records failed for good in {}", exhausted_.size(), warehouse_);
   m.text = fmt::format("These records of {} failed {} times and are no longer retried:\n", warehouse_, o.max_attempts);
   for (const auto& [eui, error] : exhausted_) m.text += fmt::format("{}: {}\n", eui, error);

@@ -17,12 +17,16 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:8443";  // host:port; port 0 picks a free one
   std::string tls_cert_file;
   std::string tls_key_file;
-  std::string client_ca_file;  // empty: client certificates are not requested
-  int threads = 0;             // 0: twice the CPU cores, at least kMinAutoThreads
-  size_t body_limit = 1 << 20;
+  std::string client_ca_file;   // empty: client certificates are not requested
+  int threads = 0;              // 0: twice the CPU cores, at least kMinAutoThreads
+  size_t body_limit = 1 << 20;  // 1 MiB for routes that set none: every JSON body fits; uploads set their own
+  // For the request line and headers: 10 s, so that a slow-loris client holds a connection briefly.
   std::chrono::seconds header_timeout{10};
+  // For a body, and for the client to take the answer: a minute, for uploads over slow links.
   std::chrono::seconds body_timeout{60};
+  // A kept-alive connection with no request: a minute, above clients' pools' idle times.
   std::chrono::seconds idle_timeout{60};
+  // For in-flight requests at shutdown: 5 s, inside a service manager's stop timeout.
   std::chrono::seconds shutdown_grace{5};
 };
 

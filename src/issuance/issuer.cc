@@ -259,7 +259,7 @@ Result<std::shared_ptr<Issuer::Built>> Issuer::Build(IssueRequest req, const std
     CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromPem(rec.certificate_pem));
     w->issuer_key_hash = HexEncode(pki::IssuerKeyHash(cert.get()));
     CF_ASSIGN_OR_RETURN(w->first_crl,
-                        pki::BuildCrl(cert.get(), key.key.get(), {}, 1, now, now + options_.crl_validity_ms));
+                        pki::BuildCrl(cert.get(), key.key.get(), {}, 1, now, now + Millis(options_.crl_validity)));
     w->ca_key = std::move(key.key);
   }
   return w;
@@ -303,7 +303,7 @@ Result<void> Issuer::Persist(const std::shared_ptr<Built>& w, std::function<void
         store::AppendAudit(tx, w->now, w->actor, w->audit_action, "certificate:" + rec.serial, w->audit_details));
     CF_RETURN_IF_ERROR(store::AppendEvent(tx, w->now, "certificates/created", w->event_payload));
     if (w->is_ca) {
-      CF_RETURN_IF_ERROR(store::SaveCrl(tx, rec.fqdn, 1, w->first_crl, w->now, w->now + options_.crl_validity_ms));
+      CF_RETURN_IF_ERROR(store::SaveCrl(tx, rec.fqdn, 1, w->first_crl, w->now, w->now + Millis(options_.crl_validity)));
     }
     if (w->in_transaction) CF_RETURN_IF_ERROR(w->in_transaction(tx, rec));
     return Ok();
@@ -413,8 +413,8 @@ Result<void> Issuer::ResignCrl(store::Tx& tx, std::string_view ca_fqdn, int64_t 
     entries.push_back({r.serial, r.revoked_at.value_or(now), r.revocation_reason.value_or(0)});
   const int64_t number = ca->crl_number + 1;
   CF_ASSIGN_OR_RETURN(std::string der,
-                      pki::BuildCrl(cert.get(), key.get(), entries, number, now, now + options_.crl_validity_ms));
-  CF_RETURN_IF_ERROR(store::SaveCrl(tx, ca_fqdn, number, der, now, now + options_.crl_validity_ms));
+                      pki::BuildCrl(cert.get(), key.get(), entries, number, now, now + Millis(options_.crl_validity)));
+  CF_RETURN_IF_ERROR(store::SaveCrl(tx, ca_fqdn, number, der, now, now + Millis(options_.crl_validity)));
   // Published after the commit, by a job, so that a failing blob store delays it, never loses it.
   store::NewJob publish;
   publish.kind = std::string(kCrlPublishJob);
@@ -522,7 +522,7 @@ Result<std::string> Issuer::Crl(std::string_view ca_fqdn) {
 Result<int> Issuer::RefreshDueCrls() {
   const int64_t now = clock_.NowMillis();
   return store::Write(store_, [&](store::Tx& tx) -> Result<int> {
-    CF_ASSIGN_OR_RETURN(auto due, store::CasWithCrlDue(tx, now + options_.crl_validity_ms / 2));
+    CF_ASSIGN_OR_RETURN(auto due, store::CasWithCrlDue(tx, now + Millis(options_.crl_validity) / 2));
     for (const auto& fqdn : due) CF_RETURN_IF_ERROR(ResignCrl(tx, fqdn, now));
     return static_cast<int>(due.size());
   });
@@ -573,7 +573,8 @@ std::string Issuer::Ocsp(std::string_view request_der) {
       answers.push_back(a);
     }
     CF_ASSIGN_OR_RETURN(auto key, keys_.Get(ca->key_ref));
-    return pki::BuildOcspResponse(*request, ca_cert.get(), key.get(), answers, now, now + options_.ocsp_validity_ms);
+    return pki::BuildOcspResponse(*request, ca_cert.get(), key.get(), answers, now,
+                                  now + Millis(options_.ocsp_validity));
   });
   if (!answered.ok()) {
     log::Error("OCSP", {{"error", answered.error().message}});
@@ -587,7 +588,7 @@ std::string Issuer::Ocsp(std::string_view request_der) {
 
 void Issuer::CacheOcsp(std::string key, const std::string& der, int64_t now) {
   if (options_.ocsp_cache_entries == 0) return;
-  const int64_t expires_at = now + options_.ocsp_validity_ms / 2;
+  const int64_t expires_at = now + Millis(options_.ocsp_validity) / 2;
   std::lock_guard lock(mu_);
   // Every entry lives as long, so the oldest inserted expires first: evict from the front.
   while (!ocsp_order_.empty() &&

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -82,8 +83,11 @@ class Issuer {
  public:
   struct Options {
     std::string public_url;  // base of the CRL and OCSP URLs put in certificates
-    int64_t crl_validity_ms = int64_t{24} * 3600 * 1000;
-    int64_t ocsp_validity_ms = int64_t{3600} * 1000;
+    // How long a CRL is valid (its nextUpdate): a day, republished at half-time, so a
+    // relying party that caches it sees a revocation within a day at worst (ca.crl_hours).
+    std::chrono::hours crl_validity{24};
+    // How long an OCSP response is valid: an hour, cached for half of it (ca.ocsp_minutes).
+    std::chrono::minutes ocsp_validity{60};
     // Nonce-less OCSP responses kept, oldest evicted first: a response is 0.5 to 2 KiB, so
     // the default holds the hot part of a large fleet in a few tens of MiB at most.
     size_t ocsp_cache_entries = 20'000;

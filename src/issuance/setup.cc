@@ -23,8 +23,8 @@ std::span<const ConfigKey> ConfigKeys() { return kKeys; }
 Issuer::Options IssuerOptions(const Config& config, std::string_view served_url) {
   Issuer::Options o;
   o.public_url = config.Get("public_url").empty() ? std::string(served_url) : config.Get("public_url");
-  o.crl_validity_ms = config.GetInt("ca.crl_hours") * 3600 * 1000;
-  o.ocsp_validity_ms = config.GetInt("ca.ocsp_minutes") * 60 * 1000;
+  o.crl_validity = std::chrono::hours(config.GetInt("ca.crl_hours"));
+  o.ocsp_validity = std::chrono::minutes(config.GetInt("ca.ocsp_minutes"));
   return o;
 }
 

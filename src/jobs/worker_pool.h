@@ -55,8 +55,11 @@ class WorkerPool {
  public:
   struct Options {
     std::string node_id;  // unique per process; part of each lease owner
-    int workers = 4;
+    int workers = 4;      // jobs at once on this node: imports and mail runs are I/O bound
+    // How long a job stays leased without a renewal: a minute, renewed every 20 s, so a
+    // crashed node's jobs run elsewhere within a minute and two lost renewals are survived.
     std::chrono::milliseconds lease{60'000};
+    // How often an idle worker looks for due jobs: half a second, the latency of a new job.
     std::chrono::milliseconds poll{500};
   };
 

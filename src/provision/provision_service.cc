@@ -90,7 +90,7 @@ void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Pr
   // One audit entry for the certificate and what provisioning wrote with it.
   request.audit = {"device.provision", {{"device_id", device_id}, {"template", tmpl->name}}};
   const int64_t now = clock_.NowMillis();
-  const int64_t revoke_at = now + options_.supersede_grace_ms;
+  const int64_t revoke_at = now + Millis(options_.supersede_grace);
   request.in_transaction = [tmpl, device_id, key_sha256, now, revoke_at](
                                store::Tx& tx, const store::CertificateRecord& rec) -> Result<void> {
     // Checked again where it counts: the device may have been disabled or re-keyed meanwhile.
@@ -141,7 +141,7 @@ std::string ProvisionService::Signature(std::string_view serial, std::string_vie
 }
 
 RetrieveLink ProvisionService::MakeRetrieveLink(std::string_view serial) const {
-  const int64_t expires_at = clock_.NowMillis() + options_.retrieve_ttl_ms;
+  const int64_t expires_at = clock_.NowMillis() + Millis(options_.retrieve_ttl);
   const std::string expires = std::to_string(expires_at / 1000);
   return RetrieveLink{fmt::format("{}/v1/provision/certificates/{}?expires={}&signature={}", options_.public_url,
                                   serial, expires, Signature(serial, expires)),

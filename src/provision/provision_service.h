@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -47,12 +48,16 @@ struct Rotated {
 class ProvisionService {
  public:
   struct Options {
-    int64_t supersede_grace_ms = int64_t{24} * 3600 * 1000;  // before a replaced certificate is revoked
-    int64_t retrieve_ttl_ms = int64_t{24} * 3600 * 1000;     // how long a retrieval URL works
-    std::string public_url;                                  // base of retrieval URLs
-    std::string url_key;                                     // HMAC key that signs them
-    int64_t device_rate_per_minute = 10;                     // 0: no limit
-    int64_t address_rate_per_minute = 6000;                  // a factory provisions through one address
+    // Before a replaced certificate is revoked: a day, for the device to switch over
+    // (provision.supersede_grace_hours).
+    std::chrono::hours supersede_grace{24};
+    // How long a retrieval URL works: a day, as a factory line fetches its certificates
+    // the same shift (provision.retrieve_ttl_seconds).
+    std::chrono::seconds retrieve_ttl{86400};
+    std::string public_url;                  // base of retrieval URLs
+    std::string url_key;                     // HMAC key that signs them
+    int64_t device_rate_per_minute = 10;     // 0: no limit
+    int64_t address_rate_per_minute = 6000;  // a factory provisions through one address
   };
 
   ProvisionService(store::Store& store, issuance::Issuer& issuer, registry::Registry& registry, const Clock& clock,

@@ -32,8 +32,8 @@ ProvisionService::Options ProvisionOptions(const Config& config, std::string_vie
   ProvisionService::Options o;
   o.public_url = std::string(public_url);
   o.url_key = HmacSha256(master_key, "certfleet provision retrieval URLs");
-  o.supersede_grace_ms = config.GetInt("provision.supersede_grace_hours") * 3600 * 1000;
-  o.retrieve_ttl_ms = config.GetInt("provision.retrieve_ttl_seconds") * 1000;
+  o.supersede_grace = std::chrono::hours(config.GetInt("provision.supersede_grace_hours"));
+  o.retrieve_ttl = std::chrono::seconds(config.GetInt("provision.retrieve_ttl_seconds"));
   o.device_rate_per_minute = config.GetInt("provision.device_rate_per_minute");
   o.address_rate_per_minute = config.GetInt("provision.address_rate_per_minute");
   return o;

@@ -181,9 +181,10 @@ Result<std::string> HostService::CreateToken(std::string_view host_id, std::stri
     if (host->status == store::HostStatus::kRevoked) {
       return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} is revoked", host_id));
     }
-    CF_RETURN_IF_ERROR(store::InsertHostToken(tx, Sha256Hex(token), host_id, now + options_.token_ttl_ms, now));
-    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "host.token", "host:" + std::string(host_id),
-                                          json::serialize(json::object{{"expires_at", now + options_.token_ttl_ms}})));
+    CF_RETURN_IF_ERROR(store::InsertHostToken(tx, Sha256Hex(token), host_id, now + Millis(options_.token_ttl), now));
+    CF_RETURN_IF_ERROR(
+        store::AppendAudit(tx, now, actor, "host.token", "host:" + std::string(host_id),
+                           json::serialize(json::object{{"expires_at", now + Millis(options_.token_ttl)}})));
     return Ok();
   }));
   return token;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -44,7 +45,9 @@ class HostService {
  public:
   struct Options {
     HostSettings defaults;
-    int64_t token_ttl_ms = int64_t{24} * 3600 * 1000;  // how long an enrollment token may wait
+    // How long an enrollment token may wait for its agent: a day, for a host being set up
+    // (renewal.token_ttl_hours).
+    std::chrono::hours token_ttl{24};
   };
 
   HostService(store::Store& store, const Clock& clock, Options options)

@@ -137,7 +137,7 @@ Result<std::vector<std::string>> RenewalService::PumpStarted() {
         continue;
       }
       r.state = store::RenewalState::kAwaitingCsr;
-      r.due_at = now + options_.deadline_ms;
+      r.due_at = now + Millis(options_.deadline);
       r.serial.reset();
       r.not_after.reset();
       AppendHistory(r, now, {});
@@ -162,7 +162,7 @@ Result<void> RenewalService::FailAttempt(store::Tx& tx, store::RenewalRecord& r,
     // Backoff doubles per attempt: base, 2 base, 4 base, ... up to the cap.
     const int shift = std::min(r.attempt - 1, 30);
     r.state = store::RenewalState::kQueued;
-    r.due_at = now + std::min(options_.backoff_ms << std::max(shift, 0), options_.backoff_max_ms);
+    r.due_at = now + std::min(Millis(options_.backoff) << std::max(shift, 0), Millis(options_.backoff_max));
     AppendHistory(r, now, {});
     return store::UpdateRenewal(tx, r);
   }
@@ -197,7 +197,7 @@ Result<void> RenewalService::RevokeLater(store::Tx& tx, const std::string& seria
   store::NewJob job;
   job.kind = std::string(kRevokeJob);
   job.payload = json::serialize(json::object{{"serial", serial}});
-  job.run_at = now + options_.grace_ms;
+  job.run_at = now + Millis(options_.grace);
   job.max_attempts = kRevokeAttempts;
   job.dedupe_key = "renewal-revoke:" + serial;
   CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));

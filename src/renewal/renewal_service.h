@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -56,15 +57,25 @@ struct RunScope {
 class RenewalService {
  public:
   struct Options {
-    int concurrency = 200;                          // renewals at work at once, over all nodes
-    int64_t deadline_ms = int64_t{600} * 1000;      // for the agent to finish an attempt
-    int max_attempts = 3;                           // of a renewal
-    int64_t backoff_ms = int64_t{60} * 1000;        // before the second attempt; doubles after
-    int64_t backoff_max_ms = int64_t{3600} * 1000;  // cap of the backoff
-    int64_t grace_ms = int64_t{24} * 3600 * 1000;   // before a superseded certificate is revoked
-    std::chrono::milliseconds tick{1000};           // how often deadlines and waiting agents are checked
-    std::vector<std::string> notify;                // mail recipients of failures
-    std::string sender = "certfleet@localhost";     // their From
+    // Renewals at work at once, over all nodes: 200, so that a fleet renewed at once does
+    // not issue faster than one CA signs while agents wait (renewal.concurrency).
+    int concurrency = 200;
+    // For the agent to finish an attempt: 10 minutes, well above its 2-minute reload
+    // timeout (renewal.deadline_seconds).
+    std::chrono::seconds deadline{600};
+    int max_attempts = 3;  // of a renewal (renewal.max_attempts)
+    // Before the second attempt: a minute, doubled after each, at most an hour, so a host
+    // that is down is retried often at first and cheaply later (renewal.backoff_seconds).
+    std::chrono::seconds backoff{60};
+    std::chrono::seconds backoff_max{3600};
+    // Before a superseded certificate is revoked: a day, for services still holding the old
+    // one to reload (renewal.grace_seconds).
+    std::chrono::seconds grace{86400};
+    // How often deadlines and waiting agents are checked: a second, the latency of a
+    // long-polling agent hearing of a task another node started.
+    std::chrono::milliseconds tick{1000};
+    std::vector<std::string> notify;             // mail recipients of failures (renewal.notify); none: nobody
+    std::string sender = "certfleet@localhost";  // their From (renewal.sender)
   };
 
   RenewalService(store::Store& store, HostService& hosts, AgentService& agents, issuance::Issuer& issuer,

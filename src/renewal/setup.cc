@@ -61,7 +61,7 @@ Result<HostService::Options> HostOptions(const Config& config) {
   CF_RETURN_IF_ERROR(CheckPath("renewal.cacert_path", d.cacert_path));
   CF_RETURN_IF_ERROR(CheckKeyType(d.key_type));
   CF_RETURN_IF_ERROR(CheckProfile(d.profile));
-  options.token_ttl_ms = config.GetInt("renewal.token_ttl_hours") * 3600 * 1000;
+  options.token_ttl = std::chrono::hours(config.GetInt("renewal.token_ttl_hours"));
   return options;
 }
 
@@ -72,10 +72,10 @@ AgentService::Options AgentOptions(const Config& config) {
 RenewalService::Options RenewalOptions(const Config& config) {
   RenewalService::Options o;
   o.concurrency = static_cast<int>(config.GetInt("renewal.concurrency"));
-  o.deadline_ms = config.GetInt("renewal.deadline_seconds") * 1000;
+  o.deadline = std::chrono::seconds(config.GetInt("renewal.deadline_seconds"));
   o.max_attempts = static_cast<int>(config.GetInt("renewal.max_attempts"));
-  o.backoff_ms = config.GetInt("renewal.backoff_seconds") * 1000;
-  o.grace_ms = config.GetInt("renewal.grace_seconds") * 1000;
+  o.backoff = std::chrono::seconds(config.GetInt("renewal.backoff_seconds"));
+  o.grace = std::chrono::seconds(config.GetInt("renewal.grace_seconds"));
   o.notify = SplitList(config.Get("renewal.notify"));
   o.sender = config.Get("renewal.sender");
   return o;

@@ -64,8 +64,8 @@ class ProvisionTest : public ::testing::TestWithParam<store::Dialect> {
     ProvisionService::Options options;
     options.public_url = "https://ca.test";
     options.url_key = std::string(32, 'u');
-    options.supersede_grace_ms = kGraceMs;
-    options.retrieve_ttl_ms = kTtlMs;
+    options.supersede_grace = std::chrono::hours(1);   // kGraceMs
+    options.retrieve_ttl = std::chrono::seconds(600);  // kTtlMs
     registry_ = std::make_unique<registry::Registry>(*store_, clock_);
     service_ = std::make_unique<ProvisionService>(*store_, *issuer_, *registry_, clock_, options);
     devices_ = std::make_unique<DeviceRegistry>(*store_, clock_);

@@ -36,7 +36,7 @@ class HostsFixture : public ::testing::TestWithParam<store::Dialect> {
     }
     HostService::Options options;
     options.defaults = {{}, "/etc/pki/certs", "/etc/pki/private", "/etc/pki/ca", "ec-p256", "host", 30, std::nullopt};
-    options.token_ttl_ms = 3600 * 1000;
+    options.token_ttl = std::chrono::hours(1);
     hosts_ = std::make_unique<HostService>(*store_, clock_, options);
     agents_ = std::make_unique<AgentService>(*store_, *hosts_, *issuer_, clock_,
                                              AgentService::Options{"hosts.example.com", 90});

@@ -33,7 +33,7 @@ class HostTest : public ::testing::TestWithParam<store::Dialect> {
     ASSERT_NE(store_, nullptr);
     HostService::Options options;
     options.defaults = {{}, "/etc/pki/certs", "/etc/pki/private", "/etc/pki/ca", "ec-p256", "host", 30, std::nullopt};
-    options.token_ttl_ms = 3600 * 1000;
+    options.token_ttl = std::chrono::hours(1);
     hosts_ = std::make_unique<HostService>(*store_, clock_, options);
   }
   Result<store::HostRecord> Create(HostSpec spec) { return hosts_->Create(spec, "token:ops"); }

@@ -34,10 +34,10 @@ class RenewalTest : public HostsFixture {
     mail_dir_ = testing::TempDir() + "/mail";
     mailer_ = std::move(mail::OpenMailer("file://" + mail_dir_, clock_)).value();
     options_.concurrency = 2;
-    options_.deadline_ms = 60'000;
+    options_.deadline = seconds(60);
     options_.max_attempts = 2;
-    options_.backoff_ms = 30'000;
-    options_.grace_ms = kDayMs;
+    options_.backoff = seconds(30);
+    options_.grace = std::chrono::hours(24);
     options_.notify = {"ops@example.com"};
     Restart();
   }
