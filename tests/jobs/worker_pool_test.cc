@@ -177,6 +177,14 @@ struct HeldHandler {
   }
 };
 
+// A handler that counts its runs and returns at once.
+JobHandler Counting(std::atomic<int>& runs) {
+  return [&runs](JobContext&) -> Result<void> {
+    ++runs;
+    return Ok();
+  };
+}
+
 TEST_P(WorkerPoolTest, ALongJobKeepsItsLeaseWhileItRuns) {
   const int64_t id = Enqueue("slow");
   HeldHandler held;
@@ -186,10 +194,7 @@ TEST_P(WorkerPoolTest, ALongJobKeepsItsLeaseWhileItRuns) {
   WorkerPool b(*store_, clock_, PoolOptions("b", milliseconds(900)));
   std::atomic<int> b_runs{0};
   a.Register("slow", held.Get());
-  b.Register("slow", [&](JobContext&) -> Result<void> {
-    ++b_runs;
-    return Ok();
-  });
+  b.Register("slow", Counting(b_runs));
   a.Start();
   ASSERT_TRUE(held.started.try_acquire_for(std::chrono::seconds(60)));
   ASSERT_TRUE(clock_.WaitForSleepers(1)) << "a's heartbeat waits for its first renewal";
@@ -215,10 +220,7 @@ TEST_P(WorkerPoolTest, AJobWhoseLeaseIsNotRenewedIsTakenOver) {
   WorkerPool b(*store_, clock_, PoolOptions("b", milliseconds(900)));
   std::atomic<int> b_runs{0};
   a.Register("slow", held.Get());
-  b.Register("slow", [&](JobContext&) -> Result<void> {
-    ++b_runs;
-    return Ok();
-  });
+  b.Register("slow", Counting(b_runs));
   std::thread first([&] { EXPECT_TRUE(*a.RunOne()); });
   ASSERT_TRUE(held.started.try_acquire_for(std::chrono::seconds(60)));
   clock_.Advance(milliseconds(901));
