@@ -1,4 +1,6 @@
 // The certfleet-agent command line.
+#include <fmt/format.h>
+
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <boost/json.hpp>
@@ -49,6 +51,10 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 3600));
   bool enroll_only = false;
   app.add_flag("--enroll-only", enroll_only, "Enroll (if not yet) and exit, instead of serving tasks");
+  bool re_enroll = false;
+  app.add_flag("--re-enroll", re_enroll,
+               "Enroll again with --bootstrap-token although --state-dir holds an identity (a host reactivated "
+               "after its certificate was revoked: POST /v1/hosts/{id}/reactivate)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -60,9 +66,19 @@ int Main(int argc, char** argv) {
   };
   auto identity = LoadIdentity(options.state_dir);
   if (!identity.ok()) return fail("cannot read the agent's state", identity.error());
-  if (!*identity) {
+  // Never act as another host: two agents sharing one state folder would.
+  if (*identity && (*identity)->host_id != options.host_id) {
+    return fail("the state folder belongs to another host",
+                Error{ErrorCode::kFailedPrecondition,
+                      fmt::format("{} holds the identity of host {}, not of {} (--host-id); give each agent a "
+                                  "--state-dir of its own",
+                                  options.state_dir, (*identity)->host_id, options.host_id)});
+  }
+  if (!*identity || re_enroll) {
     if (token.empty()) {
-      return fail("not enrolled", Error{ErrorCode::kInvalidArgument, "the first start needs --bootstrap-token"});
+      return fail(*identity ? "cannot enroll again" : "not enrolled",
+                  Error{ErrorCode::kInvalidArgument,
+                        *identity ? "--re-enroll needs --bootstrap-token" : "the first start needs --bootstrap-token"});
     }
     auto enrolled = Enroll(options, token);
     if (!enrolled.ok()) return fail("enrollment failed", enrolled.error());

@@ -146,6 +146,9 @@ int Main(int argc, char** argv) {
   auto* host_token = host->add_subcommand(
       "token", "Print a single-use enrollment token for the host's agent (certfleet-agent --bootstrap-token).");
   host_token->add_option("id", host_id, "The host's id (POST /v1/hosts)")->required();
+  auto* host_reactivate = host->add_subcommand(
+      "reactivate", "Give a revoked or failed host a new start: enrolling again, and print its agent's new token.");
+  host_reactivate->add_option("id", host_id, "The host's id")->required();
 
   auto* config_cmd = app.add_subcommand("config", "Inspect the configuration.");
   config_cmd->require_subcommand(1);
@@ -179,7 +182,8 @@ int Main(int argc, char** argv) {
   if (*token_list) return TokenList(*config, clock);
   if (*token_revoke) return TokenRevoke(*config, clock, token_id);
   if (*audit_verify) return AuditVerify(*config);
-  if (*host_token) return HostToken(*config, clock, host_id);
+  if (*host_token) return HostToken(*config, clock, host_id, false);
+  if (*host_reactivate) return HostToken(*config, clock, host_id, true);
   if (*import_cmd) {
     if (import_args.resume_id == 0 &&
         (import_args.file.empty() || import_args.supplier.empty() || import_args.profile.empty())) {

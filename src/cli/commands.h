@@ -29,7 +29,8 @@ struct ImportArgs {
   int64_t resume_id = 0;     // an import to go on with instead of a new one
 };
 int Import(const Config& config, const Clock& clock, const ImportArgs& args);
-// Prints a new single-use enrollment token for the host's agent.
-int HostToken(const Config& config, const Clock& clock, const std::string& host_id);
+// Prints a new single-use enrollment token for the host's agent; with `reactivate`, of a
+// revoked or failed host made to enroll again.
+int HostToken(const Config& config, const Clock& clock, const std::string& host_id, bool reactivate);
 
 }  // namespace certfleet::cli

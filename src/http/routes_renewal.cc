@@ -125,6 +125,40 @@ Response Revoke(const ApiContext& ctx, const Request& req) {
   return JsonResponse(200, HostJson(*ctx.hosts, *h));
 }
 
+// A JSON merge patch (RFC 7396) of the host's settings: a field given replaces its value,
+// null returns it to the default, one not given stays.
+Result<Response> Patch(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(json::object patch, ParseJsonObject(req.body));
+  auto change = [&patch](const renewal::HostSpec& current) -> Result<renewal::HostSpec> {
+    json::object merged = renewal::SpecJson(current);
+    merged["host_id"] = current.host_id;
+    for (const auto& [key, value] : patch) merged[key] = value;
+    return ParseHostSpec(merged);
+  };
+  CF_ASSIGN_OR_RETURN(store::HostRecord h, ctx.hosts->Update(req.params.at("id"), change, req.principal.Actor()));
+  return JsonResponse(200, HostJson(*ctx.hosts, h));
+}
+
+// Removes the host, revoking its certificate unless ?revoke=false.
+Result<Response> Delete(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(auto revoke, QueryParam(req, "revoke", 5));
+  if (revoke && *revoke != "true" && *revoke != "false") {
+    return MakeError(ErrorCode::kInvalidArgument, "revoke must be true or false");
+  }
+  CF_RETURN_IF_ERROR(
+      ctx.renewals->DeleteHost(req.params.at("id"), revoke.value_or("true") == "true", req.principal.Actor()));
+  return Response{204, "application/json", "", {}};
+}
+
+// A revoked or failed host enrolls again: a new single-use token for its agent.
+Result<Response> Reactivate(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(std::string token, ctx.hosts->Reactivate(req.params.at("id"), req.principal.Actor()));
+  CF_ASSIGN_OR_RETURN(store::HostRecord h, ctx.hosts->Get(req.params.at("id")));
+  json::object out = HostJson(*ctx.hosts, h);
+  out["token"] = token;
+  return NoStore(JsonResponse(200, out));
+}
+
 // The same single-use enrollment token as `certfleet host token ID`, for automation.
 Response CreateToken(const ApiContext& ctx, const Request& req) {
   auto token = ctx.hosts->CreateToken(req.params.at("id"), req.principal.Actor());
@@ -383,6 +417,10 @@ void AddRenewalRoutes(Router& router, const ApiContext& ctx) {
   router.Add("POST", "/v1/hosts/{id}/revoke", {Access::kOperator, false, kHostBodyLimit},
              [c](Request& r) { return Revoke(*c, r); });
   router.Add("POST", "/v1/hosts/{id}/token", {Access::kOperator}, [c](Request& r) { return CreateToken(*c, r); });
+  router.Add("PATCH", "/v1/hosts/{id}", {Access::kOperator, false, kHostBodyLimit},
+             [c](Request& r) { return Patch(*c, r); });
+  router.Add("DELETE", "/v1/hosts/{id}", {Access::kOperator}, [c](Request& r) { return Delete(*c, r); });
+  router.Add("POST", "/v1/hosts/{id}/reactivate", {Access::kOperator}, [c](Request& r) { return Reactivate(*c, r); });
   // Public: the enrollment token is the credential, checked by the agent service.
   router.Add("POST", "/v1/agent/enroll", {Access::kPublic, false, kHostBodyLimit},
              [c](Request& r) { return Enroll(*c, r); });

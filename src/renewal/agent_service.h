@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -28,7 +29,10 @@ class AgentService {
  public:
   struct Options {
     std::string ca_fqdn;         // the intermediate that issues host certificates (renewal.ca)
-    int64_t validity_days = 90;  // of a host certificate
+    int64_t validity_days = 90;  // of a host certificate (renewal.validity_days)
+    // Before the certificate a reactivated host enrolled past is revoked: as a renewal's
+    // superseded one (renewal.grace_seconds).
+    std::chrono::seconds grace{86400};
   };
 
   AgentService(store::Store& store, HostService& hosts, issuance::Issuer& issuer, const Clock& clock, Options options)

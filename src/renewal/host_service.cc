@@ -8,6 +8,7 @@
 #include "pki/key.h"
 #include "pki/profile.h"
 #include "store/audit_repo.h"
+#include "store/jobs_repo.h"
 
 namespace certfleet::renewal {
 namespace {
@@ -56,7 +57,56 @@ Result<void> CheckCommand(const std::optional<std::string>& command) {
   return Ok();
 }
 
+// Every field of a registration, as Create and Update check them.
+Result<void> CheckSpec(const HostSpec& spec) {
+  CF_RETURN_IF_ERROR(CheckHostId(spec.host_id));
+  if (spec.cert_path) CF_RETURN_IF_ERROR(CheckPath("cert_path", *spec.cert_path));
+  if (spec.key_path) CF_RETURN_IF_ERROR(CheckPath("key_path", *spec.key_path));
+  if (spec.cacert_path) CF_RETURN_IF_ERROR(CheckPath("cacert_path", *spec.cacert_path));
+  CF_RETURN_IF_ERROR(CheckSans(spec.sans));
+  if (spec.key_type) CF_RETURN_IF_ERROR(CheckKeyType(*spec.key_type));
+  if (spec.profile) CF_RETURN_IF_ERROR(CheckProfile(*spec.profile));
+  if (spec.renewal_threshold_days) CF_RETURN_IF_ERROR(CheckThresholdDays(*spec.renewal_threshold_days));
+  return CheckCommand(spec.reload_command);
+}
+
+// The record's settings from `spec` (its host_id aside).
+void ApplySpec(store::HostRecord& h, const HostSpec& spec) {
+  h.cert_path = spec.cert_path;
+  h.key_path = spec.key_path;
+  h.cacert_path = spec.cacert_path;
+  h.sans = json::serialize(json::value_from(spec.sans));
+  h.key_type = spec.key_type;
+  h.profile = spec.profile;
+  h.threshold_days = spec.renewal_threshold_days;
+  h.reload_command = spec.reload_command;
+}
+
 }  // namespace
+
+json::object SpecJson(const HostSpec& spec) {
+  auto opt = [](const auto& v) { return v ? json::value_from(*v) : json::value(nullptr); };
+  return {{"cert_path", opt(spec.cert_path)},
+          {"key_path", opt(spec.key_path)},
+          {"cacert_path", opt(spec.cacert_path)},
+          {"sans", json::value_from(spec.sans)},
+          {"key_type", opt(spec.key_type)},
+          {"profile", opt(spec.profile)},
+          {"renewal_threshold_days", opt(spec.renewal_threshold_days)},
+          {"reload_command", opt(spec.reload_command)}};
+}
+
+Result<void> RevokeAfter(store::Tx& tx, const std::string& serial, int64_t run_at, int64_t now) {
+  constexpr int kRevokeAttempts = 10;
+  store::NewJob job;
+  job.kind = std::string(kRevokeSupersededJob);
+  job.payload = json::serialize(json::object{{"serial", serial}});
+  job.run_at = run_at;
+  job.max_attempts = kRevokeAttempts;
+  job.dedupe_key = "renewal-revoke:" + serial;
+  CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));
+  return Ok();
+}
 
 Result<void> CheckPath(std::string_view field, std::string_view path) {
   if (path.empty() || path.size() > HostService::kMaxPath || path.front() != '/') {
@@ -94,27 +144,11 @@ Result<void> CheckThresholdDays(int64_t days) {
 }
 
 Result<store::HostRecord> HostService::Create(const HostSpec& spec, std::string_view actor) {
-  CF_RETURN_IF_ERROR(CheckHostId(spec.host_id));
-  if (spec.cert_path) CF_RETURN_IF_ERROR(CheckPath("cert_path", *spec.cert_path));
-  if (spec.key_path) CF_RETURN_IF_ERROR(CheckPath("key_path", *spec.key_path));
-  if (spec.cacert_path) CF_RETURN_IF_ERROR(CheckPath("cacert_path", *spec.cacert_path));
-  CF_RETURN_IF_ERROR(CheckSans(spec.sans));
-  if (spec.key_type) CF_RETURN_IF_ERROR(CheckKeyType(*spec.key_type));
-  if (spec.profile) CF_RETURN_IF_ERROR(CheckProfile(*spec.profile));
-  if (spec.renewal_threshold_days) CF_RETURN_IF_ERROR(CheckThresholdDays(*spec.renewal_threshold_days));
-  CF_RETURN_IF_ERROR(CheckCommand(spec.reload_command));
-
+  CF_RETURN_IF_ERROR(CheckSpec(spec));
   const int64_t now = clock_.NowMillis();
   store::HostRecord h;
   h.host_id = spec.host_id;
-  h.cert_path = spec.cert_path;
-  h.key_path = spec.key_path;
-  h.cacert_path = spec.cacert_path;
-  h.sans = json::serialize(json::value_from(spec.sans));
-  h.key_type = spec.key_type;
-  h.profile = spec.profile;
-  h.threshold_days = spec.renewal_threshold_days;
-  h.reload_command = spec.reload_command;
+  ApplySpec(h, spec);
   h.status = store::HostStatus::kEnrolling;
   h.renew_at = now;  // no certificate yet: due at once
   h.created_at = h.updated_at = now;
@@ -129,6 +163,74 @@ Result<store::HostRecord> HostService::Create(const HostSpec& spec, std::string_
     return Ok();
   }));
   return h;
+}
+
+Result<store::HostRecord> HostService::Update(std::string_view host_id, const Change& change, std::string_view actor) {
+  constexpr int64_t kDayMs = int64_t{24} * 3600 * 1000;
+  const int64_t now = clock_.NowMillis();
+  return store::Write(store_, [&](store::Tx& tx) -> Result<store::HostRecord> {
+    CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host_id));
+    if (!h) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host_id.substr(0, kMaxHostId)));
+    CF_ASSIGN_OR_RETURN(HostSpec spec, change(SpecOf(*h)));
+    if (spec.host_id != h->host_id) return Invalid("host_id cannot change; register a new host instead");
+    CF_RETURN_IF_ERROR(CheckSpec(spec));
+    ApplySpec(*h, spec);
+    if (h->not_after) h->renew_at = *h->not_after - SettingsOf(*h).threshold_days * kDayMs;
+    h->updated_at = now;
+    CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
+    CF_RETURN_IF_ERROR(
+        store::AppendAudit(tx, now, actor, "host.update", "host:" + h->host_id, json::serialize(SpecJson(spec))));
+    return std::move(*h);
+  });
+}
+
+HostSpec HostService::SpecOf(const store::HostRecord& host) {
+  HostSpec spec;
+  spec.host_id = host.host_id;
+  spec.cert_path = host.cert_path;
+  spec.key_path = host.key_path;
+  spec.cacert_path = host.cacert_path;
+  boost::system::error_code ec;
+  const json::value stored = json::parse(host.sans, ec);  // written by ApplySpec: a JSON array of strings
+  if (!ec && stored.is_array()) {
+    for (const auto& s : stored.get_array()) {
+      if (s.is_string()) spec.sans.emplace_back(s.get_string());
+    }
+  }
+  spec.key_type = host.key_type;
+  spec.profile = host.profile;
+  spec.renewal_threshold_days = host.threshold_days;
+  spec.reload_command = host.reload_command;
+  return spec;
+}
+
+Result<std::string> HostService::Reactivate(std::string_view host_id, std::string_view actor) {
+  const int64_t now = clock_.NowMillis();
+  return store::Write(store_, [&](store::Tx& tx) -> Result<std::string> {
+    CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host_id));
+    if (!h) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host_id.substr(0, kMaxHostId)));
+    if (h->status != store::HostStatus::kRevoked && h->status != store::HostStatus::kFailed) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       fmt::format("host {} is {}: only a revoked or failed host is reactivated", h->host_id,
+                                   store::HostStatusName(h->status)));
+    }
+    h->status = store::HostStatus::kEnrolling;
+    h->renew_at = now;
+    h->last_error.reset();
+    h->updated_at = now;
+    CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
+    return NewToken(tx, h->host_id, now, "host.reactivate", actor);
+  });
+}
+
+Result<std::string> HostService::NewToken(store::Tx& tx, const std::string& host_id, int64_t now,
+                                          std::string_view action, std::string_view actor) const {
+  std::string token = RandomToken(kTokenBytes);
+  const int64_t expires_at = now + Millis(options_.token_ttl);
+  CF_RETURN_IF_ERROR(store::InsertHostToken(tx, Sha256Hex(token), host_id, expires_at, now));
+  CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, action, "host:" + host_id,
+                                        json::serialize(json::object{{"expires_at", expires_at}})));
+  return token;
 }
 
 Result<store::HostRecord> HostService::Get(std::string_view host_id) {
@@ -154,15 +256,7 @@ void HostService::SetCertificate(store::HostRecord& host, const std::string& ser
 
 HostSettings HostService::SettingsOf(const store::HostRecord& host) const {
   const HostSettings& d = options_.defaults;
-  std::vector<std::string> sans;
-  boost::system::error_code ec;
-  const json::value stored = json::parse(host.sans, ec);  // written by Create: a JSON array of strings
-  if (!ec && stored.is_array()) {
-    for (const auto& s : stored.get_array()) {
-      if (s.is_string()) sans.emplace_back(s.get_string());
-    }
-  }
-  return HostSettings{std::move(sans),
+  return HostSettings{SpecOf(host).sans,
                       host.cert_path.value_or(d.cert_path),
                       host.key_path.value_or(d.key_path),
                       host.cacert_path.value_or(d.cacert_path),
@@ -173,21 +267,17 @@ HostSettings HostService::SettingsOf(const store::HostRecord& host) const {
 }
 
 Result<std::string> HostService::CreateToken(std::string_view host_id, std::string_view actor) {
-  const std::string token = RandomToken(kTokenBytes);
   const int64_t now = clock_.NowMillis();
-  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+  return store::Write(store_, [&](store::Tx& tx) -> Result<std::string> {
     CF_ASSIGN_OR_RETURN(auto host, store::FindHost(tx, host_id));
     if (!host) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host_id.substr(0, kMaxHostId)));
     if (host->status == store::HostStatus::kRevoked) {
-      return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} is revoked", host_id));
+      return MakeError(
+          ErrorCode::kFailedPrecondition,
+          fmt::format("host {} is revoked; POST /v1/hosts/{}/reactivate gives it a new start", host_id, host_id));
     }
-    CF_RETURN_IF_ERROR(store::InsertHostToken(tx, Sha256Hex(token), host_id, now + Millis(options_.token_ttl), now));
-    CF_RETURN_IF_ERROR(
-        store::AppendAudit(tx, now, actor, "host.token", "host:" + std::string(host_id),
-                           json::serialize(json::object{{"expires_at", now + Millis(options_.token_ttl)}})));
-    return Ok();
-  }));
-  return token;
+    return NewToken(tx, host->host_id, now, "host.token", actor);
+  });
 }
 
 }  // namespace certfleet::renewal

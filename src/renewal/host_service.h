@@ -1,7 +1,9 @@
 #pragma once
 
+#include <boost/json/object.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -55,6 +57,18 @@ class HostService {
 
   // kInvalidArgument naming the field for bad input, kAlreadyExists for a known host id.
   Result<store::HostRecord> Create(const HostSpec& spec, std::string_view actor);
+  // The host's settings as `change` makes them from its current ones (SpecOf), checked as
+  // Create checks them, in the transaction that writes them; the next renewal uses them. A
+  // new threshold moves the renewal date of a host with a certificate. The host id cannot
+  // change. kNotFound for an unknown host.
+  using Change = std::function<Result<HostSpec>(const HostSpec& current)>;
+  Result<store::HostRecord> Update(std::string_view host_id, const Change& change, std::string_view actor);
+  // What the host was registered with: its own settings, unset where it follows the defaults.
+  static HostSpec SpecOf(const store::HostRecord& host);
+  // Gives a revoked or failed host a new start: enrolling again, due at once, and a new
+  // single-use enrollment token for its agent (returned once). kFailedPrecondition for a
+  // host that is enrolling or active.
+  Result<std::string> Reactivate(std::string_view host_id, std::string_view actor);
   // kNotFound for an unknown host.
   Result<store::HostRecord> Get(std::string_view host_id);
   Result<std::vector<store::HostRecord>> List(const store::HostFilter& filter);
@@ -74,10 +88,23 @@ class HostService {
   static constexpr int64_t kMaxThresholdDays = 365;
 
  private:
+  // Stores a new token of the host, valid token_ttl; audited as `action`.
+  Result<std::string> NewToken(store::Tx& tx, const std::string& host_id, int64_t now, std::string_view action,
+                               std::string_view actor) const;
+
   store::Store& store_;
   const Clock& clock_;
   const Options options_;
 };
+
+// The job that revokes a host's superseded certificate once its grace period has ended
+// (RenewalService runs it), and its enqueuing, once per serial.
+inline constexpr std::string_view kRevokeSupersededJob = "renewal.revoke";
+Result<void> RevokeAfter(store::Tx& tx, const std::string& serial, int64_t run_at, int64_t now);
+
+// The settings of `spec` (its host_id aside) as POST /v1/hosts takes them, null where the
+// host follows the defaults.
+boost::json::object SpecJson(const HostSpec& spec);
 
 // The checks HostSpec's fields get, for the configuration's defaults too: an absolute path
 // with no ".." segment, a key type certfleet makes, host or client, a threshold of 1-365 days.

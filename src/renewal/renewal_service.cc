@@ -25,7 +25,6 @@ constexpr int kMaxOverduePerPump = 1000;
 constexpr size_t kWaiterChunk = 1000;
 // Steps an agent may name in a failure report (the agent's steps of a renewal task).
 constexpr std::string_view kSteps[] = {"key", "csr", "submit", "write", "verify", "reload", "swap", "report"};
-constexpr int kRevokeAttempts = 10;
 
 void AppendHistory(store::RenewalRecord& r, int64_t now, json::object entry) {
   json::value history = json::parse(r.history);
@@ -193,15 +192,36 @@ Result<void> RenewalService::FailAttempt(store::Tx& tx, store::RenewalRecord& r,
   return Ok();
 }
 
+Result<void> RenewalService::DeleteHost(std::string_view host_id, bool revoke, std::string_view actor) {
+  CF_ASSIGN_OR_RETURN(store::HostRecord host, hosts_.Get(host_id));
+  if (revoke && host.serial && host.status != store::HostStatus::kRevoked) {
+    CF_RETURN_IF_ERROR(agents_.Revoke(host.host_id, "cessationOfOperation", actor));
+  }
+  const int64_t now = clock_.NowMillis();
+  return store_.Transact([&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(auto open, store::OpenRenewalOf(tx, host.host_id));
+    if (open) {
+      constexpr std::string_view kDeleted = "the host was deleted";
+      // What this attempt issued goes as a failed attempt's does.
+      if (open->serial && revoke) CF_RETURN_IF_ERROR(RevokeLater(tx, *open->serial, now));
+      open->state = store::RenewalState::kFailed;
+      open->error = std::string(kDeleted);
+      open->finished_at = now;
+      AppendHistory(*open, now, {{"error", kDeleted}});
+      CF_RETURN_IF_ERROR(store::UpdateRenewal(tx, *open));
+    }
+    CF_ASSIGN_OR_RETURN(bool deleted, store::DeleteHost(tx, host.host_id));
+    if (!deleted) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host.host_id));
+    const json::object details{{"revoked", revoke && host.serial ? json::value(*host.serial) : nullptr},
+                               {"open_renewal", open ? json::value(open->id) : nullptr}};
+    CF_RETURN_IF_ERROR(
+        store::AppendAudit(tx, now, actor, "host.delete", "host:" + host.host_id, json::serialize(details)));
+    return Ok();
+  });
+}
+
 Result<void> RenewalService::RevokeLater(store::Tx& tx, const std::string& serial, int64_t now) {
-  store::NewJob job;
-  job.kind = std::string(kRevokeJob);
-  job.payload = json::serialize(json::object{{"serial", serial}});
-  job.run_at = now + Millis(options_.grace);
-  job.max_attempts = kRevokeAttempts;
-  job.dedupe_key = "renewal-revoke:" + serial;
-  CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));
-  return Ok();
+  return RevokeAfter(tx, serial, now + Millis(options_.grace), now);
 }
 
 Result<void> RenewalService::RevokeSuperseded(const std::string& serial) {

@@ -103,6 +103,11 @@ class RenewalService {
   Result<store::RenewalRecord> Report(const store::HostRecord& host, int64_t renewal_id, store::RenewalState state,
                                       std::string_view step, std::string_view error);
 
+  // Removes a host: its certificate is revoked (cessationOfOperation) when `revoke`, its
+  // open renewal ends failed, its enrollment tokens go; its renewals and audit entries stay
+  // as history, and its id may be registered again. kNotFound for an unknown host.
+  Result<void> DeleteHost(std::string_view host_id, bool revoke, std::string_view actor);
+
   Result<store::RenewalRecord> Get(int64_t renewal_id);
   Result<std::vector<store::RenewalRecord>> List(const store::RenewalFilter& filter);
   Result<std::vector<store::RenewalRunSummary>> Runs(std::optional<int64_t> before_id, int limit);
@@ -121,7 +126,7 @@ class RenewalService {
 
   static constexpr std::string_view kRunJob = "renewal.run";
   static constexpr std::string_view kNotifyJob = "renewal.notify";
-  static constexpr std::string_view kRevokeJob = "renewal.revoke";
+  static constexpr std::string_view kRevokeJob = kRevokeSupersededJob;
   // Limits of the input, each with its reason.
   static constexpr size_t kMaxRunHosts = 10'000;  // hosts named in one request; `all` for more
   static constexpr size_t kMaxError = 2048;       // an agent's error message kept in history

@@ -66,7 +66,8 @@ Result<HostService::Options> HostOptions(const Config& config) {
 }
 
 AgentService::Options AgentOptions(const Config& config) {
-  return {config.Get("renewal.ca"), config.GetInt("renewal.validity_days")};
+  return {config.Get("renewal.ca"), config.GetInt("renewal.validity_days"),
+          std::chrono::seconds(config.GetInt("renewal.grace_seconds"))};
 }
 
 RenewalService::Options RenewalOptions(const Config& config) {

@@ -92,6 +92,12 @@ Result<bool> UpdateHost(Tx& tx, const HostRecord& h) {
   return changed > 0;
 }
 
+Result<bool> DeleteHost(Tx& tx, std::string_view host_id) {
+  CF_RETURN_IF_ERROR(tx.Exec("DELETE FROM host_tokens WHERE host_id = ?", {std::string(host_id)}));
+  CF_ASSIGN_OR_RETURN(int64_t deleted, tx.Exec("DELETE FROM hosts WHERE host_id = ?", {std::string(host_id)}));
+  return deleted > 0;
+}
+
 Result<std::vector<HostRecord>> ListHosts(Tx& tx, const HostFilter& filter) {
   std::string where = "WHERE host_id > ?";
   Params params{filter.after.value_or("")};

@@ -52,6 +52,8 @@ Result<void> InsertHost(Tx& tx, const HostRecord& h);
 Result<std::optional<HostRecord>> FindHost(Tx& tx, std::string_view host_id);
 // Replaces everything but host_id and created_at; false if there is no such host.
 Result<bool> UpdateHost(Tx& tx, const HostRecord& h);
+// The host and its enrollment tokens; its renewals stay, as history. False if there was none.
+Result<bool> DeleteHost(Tx& tx, std::string_view host_id);
 
 struct HostFilter {
   std::optional<HostStatus> status;

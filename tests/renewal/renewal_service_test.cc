@@ -9,6 +9,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <sstream>
 #include <thread>
@@ -283,6 +284,86 @@ TEST_P(RenewalTest, AWaitingAgentHearsOfItsTaskAtOnce) {
   renewals_->WaitForTask("h1", 3'600'000, [&](bool has) { stopped = has ? 1 : 0; });
   renewals_->Stop();
   EXPECT_EQ(stopped, 0) << "stopping answers every waiting agent";
+}
+
+TEST_P(RenewalTest, AnOperatorChangesAHostAndTheRenewalDateFollows) {
+  Enroll(1);
+  const store::HostRecord before = Host("h1");
+  constexpr int64_t kDay = kDayMs;
+  auto change = [](const std::function<void(HostSpec&)>& edit) {
+    return [edit](const HostSpec& current) -> Result<HostSpec> {
+      HostSpec next = current;
+      edit(next);
+      return next;
+    };
+  };
+  auto changed = hosts_->Update("h1", change([](HostSpec& s) {
+                                  s.renewal_threshold_days = 10;
+                                  s.sans = {"h1.example.com", "10.0.0.9"};
+                                  s.key_type = "rsa-2048";
+                                  s.reload_command = "systemctl reload nginx";
+                                }),
+                                "token:ops");
+  ASSERT_TRUE(changed.ok()) << changed.error().message;
+  EXPECT_EQ(changed->renew_at, *before.not_after - 10 * kDay) << "the renewal date moves with the threshold";
+  HostSettings settings = hosts_->SettingsOf(Host("h1"));
+  EXPECT_EQ(settings.key_type, "rsa-2048");
+  EXPECT_EQ(settings.sans, (std::vector<std::string>{"h1.example.com", "10.0.0.9"}));
+  ASSERT_TRUE(hosts_->Update("h1", change([](HostSpec& s) { s.key_type.reset(); }), "t").ok());
+  EXPECT_EQ(hosts_->SettingsOf(Host("h1")).key_type, "ec-p256") << "unset: the default again";
+
+  auto bad = hosts_->Update("h1", change([](HostSpec& s) { s.cert_path = "../etc"; }), "t");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, ErrorCode::kInvalidArgument);
+  auto renamed = hosts_->Update("h1", change([](HostSpec& s) { s.host_id = "h9"; }), "t");
+  ASSERT_FALSE(renamed.ok());
+  EXPECT_EQ(renamed.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(hosts_->Update("nope", change([](HostSpec&) {}), "t").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(Host("h1").cert_path, std::nullopt) << "a refused change wrote nothing";
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_log WHERE action = 'host.update'"), 2);
+}
+
+TEST_P(RenewalTest, ADeletedHostsCertificateIsRevokedAndItsHistoryStays) {
+  Enroll(2);
+  const store::HostRecord h1 = Host("h1");
+  const store::HostRecord h2 = Host("h2");
+  ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
+  ASSERT_EQ(*renewals_->Pump(), 2);
+  const auto open = InState(store::RenewalState::kAwaitingCsr);
+
+  ASSERT_TRUE(renewals_->DeleteHost("h2", /*revoke=*/true, "token:ops").ok());
+  EXPECT_EQ(hosts_->Get("h2").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(issuer_->Get(*h2.serial)->status, store::CertStatus::kRevoked);
+  for (const auto& r : open) {
+    if (r.host_id != "h2") continue;
+    const store::RenewalRecord closed = Renewal(r.id);
+    EXPECT_EQ(closed.state, store::RenewalState::kFailed) << "kept, as history";
+    EXPECT_EQ(closed.error, "the host was deleted");
+  }
+  EXPECT_EQ(renewals_->DeleteHost("h2", true, "t").error().code, ErrorCode::kNotFound);
+  HostSpec again;
+  again.host_id = "h2";
+  EXPECT_TRUE(hosts_->Create(again, "t").ok()) << "its id may be registered again";
+
+  ASSERT_TRUE(renewals_->DeleteHost("h1", /*revoke=*/false, "t").ok());
+  EXPECT_EQ(issuer_->Get(*h1.serial)->status, store::CertStatus::kActive) << "told not to revoke";
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_log WHERE action = 'host.delete'"), 2);
+}
+
+TEST_P(RenewalTest, ARevokedHostIsReactivatedAndEnrollsAgain) {
+  Enroll(1);
+  EXPECT_EQ(hosts_->Reactivate("h1", "t").error().code, ErrorCode::kFailedPrecondition) << "active";
+  ASSERT_TRUE(agents_->Revoke("h1", "keyCompromise", "t").ok());
+  EXPECT_EQ(hosts_->CreateToken("h1", "t").error().code, ErrorCode::kFailedPrecondition);
+  auto token = hosts_->Reactivate("h1", "token:ops");
+  ASSERT_TRUE(token.ok()) << token.error().message;
+  EXPECT_EQ(Host("h1").status, store::HostStatus::kEnrolling);
+  EXPECT_EQ(Host("h1").renew_at, clock_.NowMillis()) << "due at once";
+  auto enrolled = agents_->Enroll("h1", *token, Csr("h1"));
+  ASSERT_TRUE(enrolled.ok()) << enrolled.error().message;
+  EXPECT_EQ(Host("h1").status, store::HostStatus::kActive);
+  EXPECT_EQ(Host("h1").serial, enrolled->record.serial);
+  EXPECT_EQ(hosts_->Reactivate("nope", "t").error().code, ErrorCode::kNotFound);
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, RenewalTest, testing::kBothDialects, testing::DialectName);
