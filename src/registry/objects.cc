@@ -113,6 +113,8 @@ Result<void> CheckBody(const ProvisioningTemplate& t) {
 }
 
 Result<void> CheckBody(const ProductProfile& p) {
+  // As the seed's profiles: every imported thing gets at least one policy.
+  if (p.policies.empty()) return Invalid("policies must name at least one policy");
   CF_RETURN_IF_ERROR(CheckOptionalName("thing_type", p.thing_type));
   CF_RETURN_IF_ERROR(CheckNames("thing_groups", p.thing_groups, kMaxListed));
   return CheckNames("policies", p.policies, kMaxListed);

@@ -90,8 +90,9 @@ struct ProvisioningTemplate {
   std::optional<int64_t> validity_days;
 };
 
-// A W3 product profile: what each thing of a bulk import gets. What it names is checked
-// when an import starts, not when the profile is written.
+// A W3 product profile: what each thing of a bulk import gets, at least one policy (type
+// and groups are optional), as the seed's profiles. What it names is checked when an import
+// starts, not when the profile is written.
 struct ProductProfile {
   std::string name;
   std::optional<std::string> thing_type;

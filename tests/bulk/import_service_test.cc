@@ -129,7 +129,7 @@ TEST_P(ImportTest, AThingThatExistsTakesTheProfilesTypeAndKeepsItsAttributes) {
   // A profile without a type leaves a thing's type alone (Device-0: the CN of the first
   // certificate of the generated fixture).
   Make(Kind::kThing, {{"name", "Device-0"}, {"thing_type", "sensor"}});
-  Make(Kind::kProfile, {{"name", "untyped-profile"}});
+  Make(Kind::kProfile, {{"name", "untyped-profile"}, {"policies", {"connect"}}});
   auto started = imports_->Start("generated", "untyped-profile", "", Copy("certificates_test.txt"), "t");
   ASSERT_TRUE(started.ok()) << started.error().message;
   auto done = imports_->Run(started->id);

@@ -75,6 +75,8 @@ api("POST", "/v1/policies", {"name": "connect", "document": {"Statement": [
 api("POST", "/v1/profiles", {"name": "trackers", "thing_type": "tracker", "thing_groups": ["fleet"],
                              "policies": ["connect"]}, expect=201)
 api("POST", "/v1/profiles", {"name": "broken", "policies": ["nope"]}, expect=201)
+out = api("POST", "/v1/profiles", {"name": "no-policy", "thing_type": "tracker"}, expect=400)
+check("at least one policy" in out["error"]["message"], f"a profile names a policy, as the seed's: {out}")
 out = api("POST", "/v1/imports?supplier=generated&profile=broken", "x", expect=409)
 check("policy nope, which does not exist" in out["error"]["message"], f"profile checked first: {out}")
 api("POST", "/v1/imports?supplier=acme&profile=trackers", "x", expect=400)
