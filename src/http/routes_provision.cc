@@ -89,10 +89,43 @@ Response ListDevices(const ApiContext& ctx, const Request& req) {
   return JsonResponse(200, PageJson(std::move(items), next));
 }
 
-Response DisableDevice(const ApiContext& ctx, const Request& req) {
-  auto d = ctx.devices->Disable(req.params.at("id"), req.principal.Actor());
-  if (!d.ok()) return Fail(req, d.error());
-  return JsonResponse(200, DeviceJson(*d));
+// {"revoke": true} in an optional body: the device's active certificates are revoked too.
+Result<bool> RevokeAsked(const Request& req) {
+  CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(req.body.empty() ? "{}" : req.body));
+  const json::value* revoke = body.if_contains("revoke");
+  if (revoke == nullptr || revoke->is_null()) return false;
+  if (!revoke->is_bool()) return MakeError(ErrorCode::kInvalidArgument, "revoke must be true or false");
+  return revoke->get_bool();
+}
+
+json::array Serials(const std::vector<std::string>& serials) { return json::array(serials.begin(), serials.end()); }
+
+Result<Response> DisableDevice(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(bool revoke, RevokeAsked(req));
+  CF_ASSIGN_OR_RETURN(store::DeviceRecord d, ctx.devices->Disable(req.params.at("id"), req.principal.Actor()));
+  std::vector<std::string> revoked;
+  if (revoke) {
+    CF_ASSIGN_OR_RETURN(revoked, ctx.provision->RevokeDevice(d.device_id, req.principal.Actor()));
+  }
+  json::object out = DeviceJson(d);
+  out["revoked"] = Serials(revoked);
+  return JsonResponse(200, out);
+}
+
+Result<Response> EnableDevice(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(store::DeviceRecord d, ctx.devices->Enable(req.params.at("id"), req.principal.Actor()));
+  return JsonResponse(200, DeviceJson(d));
+}
+
+Result<Response> DeleteDevice(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(bool revoke, RevokeAsked(req));
+  const std::string& id = req.params.at("id");
+  CF_RETURN_IF_ERROR(ctx.devices->Delete(id, req.principal.Actor()));
+  std::vector<std::string> revoked;
+  if (revoke) {
+    CF_ASSIGN_OR_RETURN(revoked, ctx.provision->RevokeDevice(id, req.principal.Actor()));
+  }
+  return JsonResponse(200, json::object{{"device_id", id}, {"deleted", true}, {"revoked", Serials(revoked)}});
 }
 
 // ---- provisioning ----
@@ -214,6 +247,8 @@ void AddProvisionRoutes(Router& router, const ApiContext& ctx) {
              [c](Request& r) { return RegisterKeys(*c, r); });
   router.Add("GET", "/v1/devices", {Access::kReader}, [c](Request& r) { return ListDevices(*c, r); });
   router.Add("GET", "/v1/devices/{id}", {Access::kReader}, [c](Request& r) { return GetDevice(*c, r); });
+  router.Add("POST", "/v1/devices/{id}/enable", {Access::kOperator}, [c](Request& r) { return EnableDevice(*c, r); });
+  router.Add("DELETE", "/v1/devices/{id}", {Access::kOperator}, [c](Request& r) { return DeleteDevice(*c, r); });
   router.Add("POST", "/v1/devices/{id}/disable", {Access::kOperator}, [c](Request& r) { return DisableDevice(*c, r); });
 
   router.AddAsync("POST", "/v1/provision", {Access::kPublic, false, kProvisionBodyLimit},

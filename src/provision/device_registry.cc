@@ -2,12 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/json/serialize.hpp>
 #include <unordered_map>
 
 #include "core/crypto.h"
 #include "pki/csr.h"
 #include "store/audit_repo.h"
+#include "store/certificates_repo.h"
 
 namespace certfleet::provision {
 namespace {
@@ -112,6 +114,33 @@ Result<store::DeviceRecord> DeviceRegistry::Disable(std::string_view device_id, 
       }));
   if (!device) return MakeError(ErrorCode::kNotFound, fmt::format("no device {}", device_id));
   return std::move(*device);
+}
+
+Result<store::DeviceRecord> DeviceRegistry::Enable(std::string_view device_id, std::string_view actor) {
+  const int64_t now = clock_.NowMillis();
+  return store::Write(store_, [&](store::Tx& tx) -> Result<store::DeviceRecord> {
+    CF_ASSIGN_OR_RETURN(auto found, store::FindDevice(tx, device_id));
+    if (!found) return MakeError(ErrorCode::kNotFound, fmt::format("no device {}", device_id));
+    if (found->status != store::kDeviceDisabled) return std::move(*found);
+    CF_ASSIGN_OR_RETURN(auto certificates, store::FindCertificatesByFqdn(tx, found->device_id));
+    const bool had_one = std::any_of(certificates.begin(), certificates.end(),
+                                     [](const auto& c) { return c.subject_kind == store::SubjectKind::kDevice; });
+    found->status = std::string(had_one ? store::kDeviceProvisioned : store::kDeviceRegistered);
+    found->updated_at = now;
+    CF_RETURN_IF_ERROR(store::SetDeviceStatus(tx, found->device_id, found->status, now));
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "device.enable", "device:" + found->device_id, "{}"));
+    return std::move(*found);
+  });
+}
+
+Result<void> DeviceRegistry::Delete(std::string_view device_id, std::string_view actor) {
+  const int64_t now = clock_.NowMillis();
+  return store_.Transact([&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(bool deleted, store::DeleteDevice(tx, device_id));
+    if (!deleted) return MakeError(ErrorCode::kNotFound, fmt::format("no device {}", device_id));
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "device.delete", "device:" + std::string(device_id), "{}"));
+    return Ok();
+  });
 }
 
 }  // namespace certfleet::provision

@@ -45,6 +45,12 @@ class DeviceRegistry {
   Result<std::vector<store::DeviceRecord>> List(const store::DeviceFilter& filter);
   // Idempotent; the device's CSRs are refused from then on. kNotFound if unknown.
   Result<store::DeviceRecord> Disable(std::string_view device_id, std::string_view actor);
+  // Idempotent: a disabled device may provision again, provisioned if it has had a
+  // certificate, registered otherwise. kNotFound if unknown.
+  Result<store::DeviceRecord> Enable(std::string_view device_id, std::string_view actor);
+  // Removes the device: its CSRs are refused from then on as an unknown device's. Its
+  // certificates, thing and audit entries stay. kNotFound if unknown.
+  Result<void> Delete(std::string_view device_id, std::string_view actor);
 
   // Rows written per transaction: large uploads go in steps, each short for the writer lock.
   static constexpr size_t kRowsPerTransaction = 1000;

@@ -163,6 +163,18 @@ Result<std::string> ProvisionService::ChainPem(std::string_view serial) {
   return record.certificate_pem + chain;
 }
 
+Result<std::vector<std::string>> ProvisionService::RevokeDevice(std::string_view device_id, std::string_view actor) {
+  CF_ASSIGN_OR_RETURN(auto certificates,
+                      store::Read(store_, [&](store::Tx& tx) { return store::FindCertificatesByFqdn(tx, device_id); }));
+  std::vector<std::string> revoked;
+  for (const auto& c : certificates) {
+    if (c.subject_kind != store::SubjectKind::kDevice || c.status != store::CertStatus::kActive) continue;
+    CF_RETURN_IF_ERROR(issuer_.Revoke(c.serial, "cessationOfOperation", /*cascade=*/false, actor));
+    revoked.push_back(c.serial);
+  }
+  return revoked;
+}
+
 Result<int> ProvisionService::RevokeDueSuperseded() {
   const int64_t now = clock_.NowMillis();
   CF_ASSIGN_OR_RETURN(auto due, store::Read(store_, [&](store::Tx& tx) {

@@ -87,6 +87,9 @@ class ProvisionService {
 
   // Revokes the superseded certificates whose grace period has ended; returns how many.
   Result<int> RevokeDueSuperseded();
+  // Revokes the device's active certificates (cessationOfOperation; their CAs' CRLs are
+  // re-signed), for a device disabled or deleted for good; returns their serials.
+  Result<std::vector<std::string>> RevokeDevice(std::string_view device_id, std::string_view actor);
 
   // CaService::Rotate, and the provisioning templates of the old CA moved to the new one in
   // the same transaction. `new_fqdn` empty: the next generation of the old name.

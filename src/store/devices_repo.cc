@@ -58,6 +58,11 @@ Result<void> MarkDeviceProvisioned(Tx& tx, std::string_view device_id, int64_t n
       {std::string(kDeviceProvisioned), now, std::string(device_id), std::string(kDeviceRegistered)});
 }
 
+Result<bool> DeleteDevice(Tx& tx, std::string_view device_id) {
+  CF_ASSIGN_OR_RETURN(int64_t deleted, tx.Exec("DELETE FROM devices WHERE device_id = ?", {std::string(device_id)}));
+  return deleted > 0;
+}
+
 Result<bool> SetDeviceStatus(Tx& tx, std::string_view device_id, std::string_view status, int64_t now) {
   CF_ASSIGN_OR_RETURN(int64_t changed, tx.Exec("UPDATE devices SET status = ?, updated_at = ? WHERE device_id = ?",
                                                {std::string(status), now, std::string(device_id)}));

@@ -39,6 +39,8 @@ Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view d
 // A registered device's first certificate: registered -> provisioned; other states stay.
 // Deferred (see Tx::ExecDeferred).
 Result<void> MarkDeviceProvisioned(Tx& tx, std::string_view device_id, int64_t now);
+// False if there was no such device.
+Result<bool> DeleteDevice(Tx& tx, std::string_view device_id);
 // False if there is no such device.
 Result<bool> SetDeviceStatus(Tx& tx, std::string_view device_id, std::string_view status, int64_t now);
 

@@ -308,6 +308,31 @@ rc, text = mqtt_publish()
 check(rc == 0, f"Mosquitto accepts the new certificate: {text}")
 api("POST", "/v1/cas/example.com/rotate", {}, expect=400)
 
+# ---- device lifecycle: disabled with its certificate revoked, enabled again, deleted ----
+api("POST", "/v1/devices/mqtt-1/disable", {"revoke": "yes"}, expect=400)
+out = api("POST", "/v1/devices/mqtt-1/disable", {"revoke": True})
+check(out["status"] == "disabled" and out["revoked"] == [new["serial"]], f"disabled, its certificate revoked: {out}")
+fetch_crls("iot.example.com", "iot-g2.example.com")
+rc, text = mqtt_publish()
+check(rc != 0, f"Mosquitto refuses the disabled device's certificate (on the CRL): rc={rc}")
+provision({"device-csr": escaped(csr_for(mqtt_key, "mqtt-1"))}, expect=403)
+enabled = api("POST", "/v1/devices/mqtt-1/enable")
+check(enabled["status"] == "provisioned", f"enabled: provisioned, as it has had a certificate: {enabled}")
+api("POST", "/v1/devices/nope/enable", expect=404)
+again = provision_mqtt_device()
+fetch_crls("iot.example.com", "iot-g2.example.com")
+rc, text = mqtt_publish()
+check(rc == 0, f"enabled and provisioned again, Mosquitto accepts it: {text}")
+out = api("DELETE", "/v1/devices/mqtt-1", {"revoke": True})
+check(out["deleted"] and out["revoked"] == [again["serial"]], f"deleted, its certificate revoked: {out}")
+api("GET", "/v1/devices/mqtt-1", expect=404)
+api("DELETE", "/v1/devices/mqtt-1", expect=404)
+fetch_crls("iot.example.com", "iot-g2.example.com")
+rc, text = mqtt_publish()
+check(rc != 0, f"Mosquitto refuses the deleted device's certificate: rc={rc}")
+actions = [e["action"] for e in api("GET", "/v1/audit?limit=500")["items"]]
+check(actions.count("device.enable") == 1 and actions.count("device.delete") == 1, f"audited: {actions[:20]}")
+
 cf.stop()
 
 # ---- rate limit per client address: every new connection from 127.0.0.1 counts ----

@@ -267,6 +267,33 @@ TEST_P(ProvisionTest, ARotatedIntermediateTakesOverItsTemplates) {
   EXPECT_EQ(service_->RotateCa("nope.example.com", "", "token:ops").error().code, ErrorCode::kNotFound);
 }
 
+TEST_P(ProvisionTest, ADisabledDeviceIsEnabledAgainAndADeletedOneIsUnknown) {
+  pki::PkeyPtr key = Register("dev-1");
+  auto first = Provision(key.get(), {"dev-1"});
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  ASSERT_TRUE(devices_->Disable("dev-1", "token:ops").ok());
+  auto revoked = service_->RevokeDevice("dev-1", "token:ops");
+  ASSERT_TRUE(revoked.ok()) << revoked.error().message;
+  EXPECT_EQ(*revoked, std::vector<std::string>{first->record.serial});
+  EXPECT_EQ(issuer_->Get(first->record.serial)->status, store::CertStatus::kRevoked);
+  EXPECT_TRUE(service_->RevokeDevice("dev-1", "t")->empty()) << "nothing left to revoke";
+  EXPECT_EQ(Refusal(key.get(), {"dev-1"}), ErrorCode::kPermissionDenied);
+
+  auto enabled = devices_->Enable("dev-1", "token:ops");
+  ASSERT_TRUE(enabled.ok()) << enabled.error().message;
+  EXPECT_EQ(enabled->status, store::kDeviceProvisioned) << "it has had a certificate";
+  ASSERT_TRUE(Provision(key.get(), {"dev-1"}).ok());
+  pki::PkeyPtr unused = Register("dev-2");
+  ASSERT_TRUE(devices_->Disable("dev-2", "t").ok());
+  EXPECT_EQ(devices_->Enable("dev-2", "t")->status, store::kDeviceRegistered) << "never provisioned";
+
+  ASSERT_TRUE(devices_->Delete("dev-1", "token:ops").ok());
+  EXPECT_EQ(devices_->Get("dev-1").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(devices_->Delete("dev-1", "t").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(Refusal(key.get(), {"dev-1"}), ErrorCode::kNotFound) << "an unknown device";
+  EXPECT_EQ(devices_->Enable("dev-1", "t").error().code, ErrorCode::kNotFound);
+}
+
 INSTANTIATE_TEST_SUITE_P(Drivers, ProvisionTest, testing::kBothDialects, testing::DialectName);
 
 }  // namespace
