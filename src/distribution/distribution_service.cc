@@ -82,6 +82,25 @@ Result<std::vector<std::pair<std::string, int64_t>>> DistributionService::Record
   return store::Read(store_, [](store::Tx& tx) { return store::CountRecordsByStatus(tx); });
 }
 
+Result<int64_t> DistributionService::Resend(const std::string& warehouse, const std::vector<std::string>& gateway_euis,
+                                            bool failed_only, std::string_view actor) {
+  constexpr size_t kMaxGateways = 10'000;
+  if (gateway_euis.size() > kMaxGateways) {
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("at most {} gateways at once", kMaxGateways));
+  }
+  return store::Write(store_, [&](store::Tx& tx) -> Result<int64_t> {
+    const int64_t now = clock_.NowMillis();
+    CF_ASSIGN_OR_RETURN(bool known, store::WarehouseHasGateways(tx, warehouse));
+    if (!known) return MakeError(ErrorCode::kNotFound, fmt::format("no records of warehouse {}", warehouse));
+    CF_ASSIGN_OR_RETURN(int64_t marked, store::ResendRecords(tx, warehouse, gateway_euis, failed_only, now));
+    const boost::json::object details{
+        {"gateways", boost::json::value_from(gateway_euis)}, {"failed_only", failed_only}, {"marked", marked}};
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "distribution.resend", "warehouse:" + warehouse,
+                                          boost::json::serialize(details)));
+    return marked;
+  });
+}
+
 Result<int64_t> DistributionService::RequestRun(std::string_view actor) {
   return store::Write(store_, [&](store::Tx& tx) -> Result<int64_t> {
     const int64_t now = clock_.NowMillis();

@@ -98,6 +98,11 @@ class DistributionService {
   Result<std::vector<store::Delivery>> Deliveries(const std::optional<std::string>& warehouse,
                                                   std::optional<int64_t> before, int limit);
   Result<std::vector<std::pair<std::string, int64_t>>> RecordCounts();
+  // Sets the warehouse's records (of `gateway_euis`, or all; with `failed_only` only those
+  // out of attempts or failing) back to PENDING_EMAIL with fresh attempts, for the next run
+  // to mail; returns how many. kNotFound for a warehouse without records. Audited.
+  Result<int64_t> Resend(const std::string& warehouse, const std::vector<std::string>& gateway_euis, bool failed_only,
+                         std::string_view actor);
   // Queues a run (scan, then send) as a job and returns its id. Audited as `actor`.
   Result<int64_t> RequestRun(std::string_view actor);
 

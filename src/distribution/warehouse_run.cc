@@ -517,7 +517,11 @@ void WarehouseRun::Notify() {
   m.subject = fmt::format("certfleet: {} distribution records failed for good in {}", exhausted_.size(), warehouse_);
   m.text = fmt::format("These records of {} failed {} times and are no longer retried:\n", warehouse_, o.max_attempts);
   for (const auto& [eui, error] : exhausted_) m.text += fmt::format("{}: {}\n", eui, error);
-  m.text += "Fix the cause, then upload the files again (or retry with POST /v1/distribution/run).\n";
+  m.text += fmt::format(
+      "Fix the cause, then send them again: POST /v1/distribution/warehouses/{}/resend with "
+      "{{\"failed_only\": true}} sets them back to PENDING_EMAIL with fresh attempts, for the next run "
+      "(or POST /v1/distribution/run at once).\n",
+      warehouse_);
   exhausted_.clear();
   auto sent = SendWithRetries(env_, m);
   if (!sent.ok()) log::Error("cannot notify the operators", {{"error", sent.error().message}});

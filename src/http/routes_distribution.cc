@@ -17,6 +17,8 @@ namespace json = boost::json;
 
 // An S3 event batch holds at most a few records; 1 MiB is far beyond any real one.
 constexpr size_t kEventsBodyLimit = size_t{1024} * 1024;
+// A resend names at most 10,000 gateway EUIs of a few dozen bytes.
+constexpr size_t kResendBodyLimit = size_t{1024} * 1024;
 constexpr size_t kMaxEventRecords = 1000;
 constexpr size_t kMaxKeyChars = 1024;
 // Bounds what a settings body may hold before the service checks it.
@@ -82,6 +84,30 @@ Response Run(const ApiContext& ctx, const Request& req) {
   auto id = ctx.distribution->RequestRun(req.principal.Actor());
   if (!id.ok()) return Fail(req, id.error());
   return JsonResponse(202, json::object{{"job_id", *id}, {"job", fmt::format("/v1/jobs/{}", *id)}});
+}
+
+// {"gateways"?: [EUI...], "failed_only"?: bool}: the records set back to PENDING_EMAIL.
+Result<Response> Resend(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(req.body.empty() ? "{}" : req.body));
+  std::vector<std::string> gateways;
+  if (const json::value* g = body.if_contains("gateways"); g && !g->is_null()) {
+    if (!g->is_array()) return MakeError(ErrorCode::kInvalidArgument, "gateways must be an array of gateway EUIs");
+    for (const json::value& eui : g->get_array()) {
+      if (!eui.is_string() || eui.get_string().empty() || eui.get_string().size() > kMaxField) {
+        return MakeError(ErrorCode::kInvalidArgument, "gateways must be an array of gateway EUIs");
+      }
+      gateways.emplace_back(eui.get_string());
+    }
+  }
+  bool failed_only = false;
+  if (const json::value* f = body.if_contains("failed_only"); f && !f->is_null()) {
+    if (!f->is_bool()) return MakeError(ErrorCode::kInvalidArgument, "failed_only must be true or false");
+    failed_only = f->get_bool();
+  }
+  const std::string& warehouse = req.params.at("name");
+  CF_ASSIGN_OR_RETURN(int64_t marked,
+                      ctx.distribution->Resend(warehouse, gateways, failed_only, req.principal.Actor()));
+  return JsonResponse(200, json::object{{"warehouse", warehouse}, {"marked", marked}});
 }
 
 json::object WarehouseJson(const store::WarehouseSettings& w) {
@@ -219,6 +245,8 @@ void AddDistributionRoutes(Router& router, const ApiContext& ctx) {
   router.Add("POST", "/v1/distribution/events", {Access::kOperator, false, kEventsBodyLimit},
              [c](Request& r) { return Events(*c, r); });
   router.Add("POST", "/v1/distribution/run", {Access::kOperator}, [c](Request& r) { return Run(*c, r); });
+  router.Add("POST", "/v1/distribution/warehouses/{name}/resend", {Access::kOperator, false, kResendBodyLimit},
+             [c](Request& r) { return Resend(*c, r); });
   router.Add("PUT", "/v1/distribution/warehouses/{name}", {Access::kAdmin},
              [c](Request& r) { return PutWarehouse(*c, r); });
   router.Add("GET", "/v1/distribution/warehouses", {Access::kReader},

@@ -158,6 +158,17 @@ Result<bool> WarehouseHasGateways(Tx& tx, std::string_view warehouse) {
   return row.has_value();
 }
 
+Result<int64_t> ResendRecords(Tx& tx, std::string_view warehouse, const std::vector<std::string>& gateway_euis,
+                              bool failed_only, int64_t now) {
+  Params params{now, std::string(warehouse)};
+  std::string sql =
+      "UPDATE distribution_records SET status = 'PENDING_EMAIL', attempts = 0, last_error = NULL, "
+      "version = version + 1, updated_at = ? WHERE warehouse = ?";
+  if (failed_only) sql += " AND status = 'FAILED_EMAIL'";
+  if (!gateway_euis.empty()) sql += " AND " + InValues(tx, "gateway_eui", gateway_euis, params);
+  return tx.Exec(sql, params);
+}
+
 Result<bool> MarkEmailed(Tx& tx, std::string_view warehouse, std::string_view gateway_eui, int64_t version,
                          int64_t now) {
   CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec("UPDATE distribution_records SET status = 'EMAILED', last_emailed = ?, "

@@ -61,6 +61,11 @@ Result<std::optional<DistributionRecord>> FindRecord(Tx& tx, std::string_view wa
 // True if the warehouse has any gateway record (a shared-files-only mail needs one).
 Result<bool> WarehouseHasGateways(Tx& tx, std::string_view warehouse);
 
+// Sets the warehouse's records (those of `gateway_euis`, or all; with `failed_only` only
+// FAILED_EMAIL ones) back to PENDING_EMAIL with fresh attempts; returns how many.
+Result<int64_t> ResendRecords(Tx& tx, std::string_view warehouse, const std::vector<std::string>& gateway_euis,
+                              bool failed_only, int64_t now);
+
 // EMAILED (or FAILED_EMAIL with `error`) for the record as it was at `version`; a record
 // whose files changed since stays PENDING_EMAIL. Returns false in that case. A failure
 // returns the attempts now spent through `attempts`.
