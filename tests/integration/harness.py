@@ -107,6 +107,12 @@ class Certfleet:
             parsed = data.decode(errors="replace")
         return r.status, parsed, r
 
+    def api(self, method, path, body=None, expect=200, bearer=None):
+        """A request with the admin token (or `bearer`), checked to answer `expect`."""
+        status, out, _ = self.request(method, path, body=body, bearer=bearer or self.token)
+        check(status == expect, f"{method} {path}: {status}, wanted {expect}: {str(out)[:300]}")
+        return out
+
     def stop(self):
         if self.server and self.server.poll() is None:
             self.server.terminate()

@@ -11,10 +11,9 @@ import datetime
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from checks import check, finish  # noqa: E402
+from checks import check, finish, wait_for  # noqa: E402
 from harness import Certfleet  # noqa: E402
 
 from cryptography import x509  # noqa: E402
@@ -28,22 +27,7 @@ cf.init()
 cf.start()
 
 
-def api(method, route, body=None, expect=200):
-    status, out, _ = cf.request(method, route, body=body, bearer=cf.token)
-    check(status == expect, f"{method} {route}: {status}, wanted {expect}: {str(out)[:300]}")
-    return out
-
-
-def wait_for(what, fn, timeout=40):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.2)
-    check(False, f"timed out waiting for {what}")
-
-
+api = cf.api
 api("POST", "/v1/certificates/root", {"fqdn": "example.com", "organization": "Acme"}, expect=201)
 api("POST", "/v1/certificates/intermediate", {"fqdn": "hosts.example.com", "organization": "Acme"}, expect=201)
 cf.stop()

@@ -23,10 +23,9 @@ import ssl
 import sys
 import tempfile
 import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from checks import check, finish  # noqa: E402
+from checks import check, finish, wait_for  # noqa: E402
 from harness import Certfleet  # noqa: E402
 from servers import S3Server, SmtpServer  # noqa: E402
 
@@ -85,16 +84,6 @@ def api(method, route, body=None, expect=200, bearer=None):
     status, out, _ = cf.request(method, route, body=body, bearer=bearer or cf.token)
     check(status == expect, f"{method} {route}: {status}, wanted {expect}: {str(out)[:300]}")
     return out
-
-
-def wait_for(what, fn, timeout=40):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.2)
-    check(False, f"timed out waiting for {what}")
 
 
 web = api("POST", "/v1/hosts", {"host_id": "web-1.example.com", "sans": ["web-1.example.com", "10.0.0.7"],
