@@ -120,11 +120,13 @@ Result<Response> EnableDevice(const ApiContext& ctx, const Request& req) {
 Result<Response> DeleteDevice(const ApiContext& ctx, const Request& req) {
   CF_ASSIGN_OR_RETURN(bool revoke, RevokeAsked(req));
   const std::string& id = req.params.at("id");
-  CF_RETURN_IF_ERROR(ctx.devices->Delete(id, req.principal.Actor()));
+  CF_RETURN_IF_ERROR(ctx.devices->Get(id));
+  // Revoked first: a failure leaves the device there, and the request can be repeated.
   std::vector<std::string> revoked;
   if (revoke) {
     CF_ASSIGN_OR_RETURN(revoked, ctx.provision->RevokeDevice(id, req.principal.Actor()));
   }
+  CF_RETURN_IF_ERROR(ctx.devices->Delete(id, req.principal.Actor()));
   return JsonResponse(200, json::object{{"device_id", id}, {"deleted", true}, {"revoked", Serials(revoked)}});
 }
 
