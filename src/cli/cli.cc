@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <boost/json/serialize.hpp>
 #include <cstdio>
 #include <iostream>
 
@@ -11,6 +12,8 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "http/token_service.h"
+#include "registry/codec.h"
+#include "registry/registry.h"
 #include "server/server.h"
 #include "store/audit_repo.h"
 #include "store/migrations.h"
@@ -78,6 +81,16 @@ int AuditVerify(const Config& config) {
   return 0;
 }
 
+int RegistrySummary(const Config& config, const Clock& clock) {
+  auto st = server::OpenStore(config);
+  if (!st.ok()) return Fail(st.error());
+  registry::Registry registry(**st, clock);
+  auto counts = registry.Summary();
+  if (!counts.ok()) return Fail(counts.error());
+  std::cout << boost::json::serialize(registry::SummaryJson(*counts)) << "\n";
+  return 0;
+}
+
 int Migrate(const Config& config) {
   auto st = server::OpenStore(config);  // applies the migrations
   if (!st.ok()) return Fail(st.error());
@@ -121,6 +134,13 @@ int Main(int argc, char** argv) {
   auto* token_list = token->add_subcommand("list", "List tokens (never their secrets).");
   auto* token_revoke = token->add_subcommand("revoke", "Revoke a token at once.");
   token_revoke->add_option("id", token_id, "The token's id (the part after cf_ and before the next _)")->required();
+
+  auto* registry_cmd = app.add_subcommand("registry", "Inspect the registry (things, certificates, policies).");
+  registry_cmd->require_subcommand(1);
+  auto* registry_summary = registry_cmd->add_subcommand(
+      "summary",
+      "Print how many things, types, groups, policies, templates and profiles there are, and the "
+      "certificates attached to things by source and status (JSON, as GET /v1/registry/summary).");
 
   auto* audit = app.add_subcommand("audit", "Inspect the audit log.");
   audit->require_subcommand(1);
@@ -182,6 +202,7 @@ int Main(int argc, char** argv) {
   if (*token_list) return TokenList(*config, clock);
   if (*token_revoke) return TokenRevoke(*config, clock, token_id);
   if (*audit_verify) return AuditVerify(*config);
+  if (*registry_summary) return RegistrySummary(*config, clock);
   if (*host_token) return HostToken(*config, clock, host_id, false);
   if (*host_reactivate) return HostToken(*config, clock, host_id, true);
   if (*import_cmd) {

@@ -85,6 +85,10 @@ void AddRegistryRoutes(Router& router, const ApiContext& ctx) {
         RegistryKindRoute{Kind::kThingGroup, "thing-groups", ""}, RegistryKindRoute{Kind::kPolicy, "policies", ""}}) {
     AddRegistryKindRoutes(router, ctx, k);
   }
+  router.Add("GET", "/v1/registry/summary", {Access::kReader}, [c = &ctx](Request&) -> Result<Response> {
+    CF_ASSIGN_OR_RETURN(store::RegistryCounts counts, c->registry->Summary());
+    return JsonResponse(200, registry::SummaryJson(counts));
+  });
   AddLinkRoutes(router, &ctx, registry::Link::kThingCertificate, "/v1/things/{from}/certificates/{to}");
   AddLinkRoutes(router, &ctx, registry::Link::kPolicyCertificate, "/v1/policies/{from}/certificates/{to}");
   AddLinkRoutes(router, &ctx, registry::Link::kGroupThing, "/v1/thing-groups/{from}/things/{to}");

@@ -298,6 +298,24 @@ json::object ToJson(const Object& object) {
   return o;
 }
 
+json::object SummaryJson(const store::RegistryCounts& counts) {
+  json::object out;
+  for (Kind kind :
+       {Kind::kThing, Kind::kThingType, Kind::kThingGroup, Kind::kPolicy, Kind::kTemplate, Kind::kProfile}) {
+    int64_t n = 0;
+    for (const auto& [name, count] : counts.objects) {
+      if (name == KindName(kind)) n = count;
+    }
+    out[KindName(kind)] = n;
+  }
+  json::array certificates;
+  for (const auto& c : counts.certificates) {
+    certificates.push_back(json::object{{"source", c.source}, {"status", c.status}, {"count", c.count}});
+  }
+  out["certificates"] = std::move(certificates);
+  return out;
+}
+
 Result<Body> Merge(const Body& current, const json::object& changes) {
   if (const json::value* n = changes.if_contains("name");
       n && !(n->is_string() && n->get_string() == NameOf(current))) {

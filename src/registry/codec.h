@@ -6,6 +6,7 @@
 
 #include "core/result.h"
 #include "registry/objects.h"
+#include "store/registry_repo.h"
 
 namespace certfleet::registry {
 
@@ -19,6 +20,10 @@ boost::json::object ToJson(const Body& body);
 // The API's view: the body's JSON with created_at and updated_at, and a thing's detail
 // (thing_groups, certificates, effective_policies) when it has one.
 boost::json::object ToJson(const Object& object);
+
+// The registry's summary: a count per kind (every kind named, 0 when none) and the
+// certificates attached to things by source and status.
+boost::json::object SummaryJson(const store::RegistryCounts& counts);
 
 // `current` with the fields `changes` gives replaced; a `name` in `changes` must be the
 // object's (kInvalidArgument otherwise).

@@ -405,6 +405,10 @@ Result<int> Registry::MoveTemplates(store::Tx& tx, std::string_view old_ca, std:
   return static_cast<int>(rows.size());
 }
 
+Result<store::RegistryCounts> Registry::Summary() {
+  return store::Read(store_, [](store::Tx& tx) { return store::CountRegistry(tx); });
+}
+
 uint64_t Registry::TemplateChanges() const { return template_changes_.load(); }
 
 Result<ProductProfile> Registry::ProfileFor(store::Tx& tx, std::string_view name) {

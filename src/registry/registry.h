@@ -72,6 +72,9 @@ class Registry {
   // The row of a thing that provisioning (W2) or an import (W3) writes: of `type`, no attributes.
   static store::RegistryObject ThingRow(const std::string& name, const std::optional<std::string>& type, int64_t now);
 
+  // What the registry holds, as the seed's get-iot-summary.sh tells it.
+  Result<store::RegistryCounts> Summary();
+
   // Counts this registry's changes to provisioning templates (create, update, delete, CA
   // rotation), so that a cache of templates can tell that it is stale.
   uint64_t TemplateChanges() const;

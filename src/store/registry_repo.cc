@@ -157,4 +157,22 @@ Result<void> SetLinkStates(Tx& tx, std::string_view kind, std::string_view from_
        std::string(from_state)});
 }
 
+Result<RegistryCounts> CountRegistry(Tx& tx) {
+  RegistryCounts out;
+  CF_ASSIGN_OR_RETURN(Rows objects,
+                      tx.Query("SELECT kind, COUNT(*) FROM registry_objects GROUP BY kind ORDER BY kind"));
+  for (const auto& r : objects) out.objects.emplace_back(r.Text(0), r.Int(1));
+  CF_ASSIGN_OR_RETURN(
+      Rows issued,
+      tx.Query("SELECT c.status, COUNT(DISTINCT c.serial) FROM registry_links l JOIN certificates c ON c.serial = "
+               "l.to_name WHERE l.kind = ? GROUP BY c.status ORDER BY c.status",
+               {std::string(kThingCertificate)}));
+  for (const auto& r : issued) out.certificates.push_back({"certfleet", r.Text(0), r.Int(1)});
+  // A supplier's certificate is active while it is attached (see the registry's thing view).
+  CF_ASSIGN_OR_RETURN(Rows imported, tx.Query("SELECT source, COUNT(*) FROM imported_certificates GROUP BY source "
+                                              "ORDER BY source"));
+  for (const auto& r : imported) out.certificates.push_back({r.Text(0), "active", r.Int(1)});
+  return out;
+}
+
 }  // namespace certfleet::store

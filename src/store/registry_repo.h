@@ -97,4 +97,17 @@ Result<std::vector<RegistryLink>> LinksDue(Tx& tx, std::string_view kind, int64_
 Result<void> SetLinkStates(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view from_state,
                            std::string_view to_state, std::optional<int64_t> due_at);
 
+// The registry's counts: objects by kind; certificates attached to things by source
+// ("certfleet" for those issued here, else the W3 supplier) and status.
+struct RegistryCounts {
+  std::vector<std::pair<std::string, int64_t>> objects;  // (kind, count)
+  struct Certificates {
+    std::string source;
+    std::string status;
+    int64_t count = 0;
+  };
+  std::vector<Certificates> certificates;  // by source, then status
+};
+Result<RegistryCounts> CountRegistry(Tx& tx);
+
 }  // namespace certfleet::store

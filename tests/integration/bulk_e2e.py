@@ -9,6 +9,7 @@ SQLite, an S3-compatible bucket (s3rver, uploaded with the AWS CLI) with Postgre
 usage: bulk_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
 import base64
+import json
 import datetime
 import os
 import signal
@@ -177,7 +178,15 @@ while things["next"]:
     things = api("GET", f"/v1/things?thing_type=tracker&limit=1000&next={things['next']}")
     total += len(things["items"])
 check(total == 10 + 7 + 200 + 100 + 20_000, f"one thing per certificate: {total}")
+# The seed's get-iot-summary.sh: the same figures over the API and on the command line.
+summary = api("GET", "/v1/registry/summary")
+imported = {c["source"]: c["count"] for c in summary["certificates"] if c["status"] == "active"}
+check(summary["thing"] == total and summary["policy"] == 1 and summary["thing-type"] == 1 and
+      imported == {"microchip": 10, "espressif": 7, "infineon": 200, "generated": 20_100},
+      f"the registry summary: {summary}")
 cf.stop()
+p = cf.cli("registry", "summary")
+check(json.loads(p.stdout) == summary, f"certfleet registry summary prints the same: {p.stdout[:300]}")
 if s3:
     s3.stop()
 finish("bulk_e2e")

@@ -228,6 +228,24 @@ TEST_P(RegistryTest, ObjectsAreTypedValuesAndThePolicyTextIsKeptAsWritten) {
   EXPECT_EQ(std::get<Thing>(registry_->Get(Kind::kThing, "t-1")->body).attributes.at("site"), "lyon");
 }
 
+TEST_P(RegistryTest, TheSummaryCountsObjectsAndAttachedCertificates) {
+  const std::string serial = IssueDevice();
+  IssueDevice();  // not attached: not counted
+  Made(Kind::kThingType, {{"name", "sensor"}});
+  Made(Kind::kThing, {{"name", "dev-1"}, {"thing_type", "sensor"}});
+  Made(Kind::kThing, {{"name", "dev-2"}});
+  Made(Kind::kPolicy, {{"name", "connect"}, {"document", kPolicy}});
+  ASSERT_TRUE(registry_->Attach(Link::kThingCertificate, "dev-1", serial, "t").ok());
+  auto counts = registry_->Summary();
+  ASSERT_TRUE(counts.ok()) << counts.error().message;
+  const json::object summary = SummaryJson(*counts);
+  EXPECT_EQ(summary.at("thing"), 2);
+  EXPECT_EQ(summary.at("thing-type"), 1);
+  EXPECT_EQ(summary.at("policy"), 1);
+  EXPECT_EQ(summary.at("thing-group"), 0) << "every kind is named";
+  EXPECT_EQ(summary.at("certificates"), json::parse(R"([{"source":"certfleet","status":"active","count":1}])"));
+}
+
 INSTANTIATE_TEST_SUITE_P(Drivers, RegistryTest, testing::kBothDialects, testing::DialectName);
 
 }  // namespace
