@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
+#include <functional>
 #include <set>
 
 #include "registry/codec.h"
@@ -77,20 +79,12 @@ Result<std::vector<ProvisioningTemplate>> Templates(store::Tx& tx, std::optional
   return out;
 }
 
-Result<std::optional<std::string>> TemplateNamingType(store::Tx& tx, std::string_view type) {
+// The first template `names` says names the object; nullopt when none does.
+Result<std::optional<std::string>> TemplateNaming(store::Tx& tx,
+                                                  const std::function<bool(const ProvisioningTemplate&)>& names) {
   CF_ASSIGN_OR_RETURN(auto templates, Templates(tx, std::nullopt));
   for (const auto& t : templates) {
-    if (t.thing_type == type) return std::optional<std::string>(t.name);
-  }
-  return std::optional<std::string>();
-}
-
-Result<std::optional<std::string>> TemplateNamingGroup(store::Tx& tx, std::string_view group) {
-  CF_ASSIGN_OR_RETURN(auto templates, Templates(tx, std::nullopt));
-  for (const auto& t : templates) {
-    if (std::find(t.thing_groups.begin(), t.thing_groups.end(), group) != t.thing_groups.end()) {
-      return std::optional<std::string>(t.name);
-    }
+    if (names(t)) return std::optional<std::string>(t.name);
   }
   return std::optional<std::string>();
 }
@@ -178,14 +172,18 @@ Result<std::string> Dependency(store::Tx& tx, Kind kind, const std::string& name
     case Kind::kThingType: {
       CF_ASSIGN_OR_RETURN(auto things, store::ListObjects(tx, {std::string(KindName(Kind::kThing)), name, {}, 1}));
       if (!things.empty()) return fmt::format("thing {} has this type", things.front().name);
-      CF_ASSIGN_OR_RETURN(auto tmpl, TemplateNamingType(tx, name));
+      CF_ASSIGN_OR_RETURN(auto tmpl,
+                          TemplateNaming(tx, [&](const ProvisioningTemplate& t) { return t.thing_type == name; }));
       if (tmpl) return fmt::format("provisioning template {} names it", *tmpl);
       return std::string();
     }
     case Kind::kThingGroup: {
       CF_ASSIGN_OR_RETURN(auto members, store::LinksFrom(tx, store::kGroupThing, name, "", 1));
       if (!members.empty()) return fmt::format("thing {} is a member", members.front().to_name);
-      CF_ASSIGN_OR_RETURN(auto tmpl, TemplateNamingGroup(tx, name));
+      CF_ASSIGN_OR_RETURN(auto tmpl, TemplateNaming(tx, [&](const ProvisioningTemplate& t) {
+                            return std::find(t.thing_groups.begin(), t.thing_groups.end(), name) !=
+                                   t.thing_groups.end();
+                          }));
       if (tmpl) return fmt::format("provisioning template {} names it", *tmpl);
       return std::string();
     }

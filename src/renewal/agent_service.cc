@@ -114,7 +114,7 @@ Result<store::HostRecord> AgentService::Revoke(std::string_view host_id, std::st
   const int64_t now = clock_.NowMillis();
   return store::Write(store_, [&](store::Tx& tx) -> Result<store::HostRecord> {
     CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
-    if (!h) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host.host_id));
+    if (!h) return NoSuchHost(host.host_id);
     if (h->status == store::HostStatus::kRevoked) return std::move(*h);
     h->status = store::HostStatus::kRevoked;
     h->updated_at = now;

@@ -96,6 +96,10 @@ json::object SpecJson(const HostSpec& spec) {
           {"reload_command", opt(spec.reload_command)}};
 }
 
+Error NoSuchHost(std::string_view host_id) {
+  return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host_id.substr(0, HostService::kMaxHostId)));
+}
+
 Result<void> RevokeAfter(store::Tx& tx, const std::string& serial, int64_t run_at, int64_t now) {
   constexpr int kRevokeAttempts = 10;
   store::NewJob job;
@@ -170,7 +174,7 @@ Result<store::HostRecord> HostService::Update(std::string_view host_id, const Ch
   const int64_t now = clock_.NowMillis();
   return store::Write(store_, [&](store::Tx& tx) -> Result<store::HostRecord> {
     CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host_id));
-    if (!h) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host_id.substr(0, kMaxHostId)));
+    if (!h) return NoSuchHost(host_id);
     CF_ASSIGN_OR_RETURN(HostSpec spec, change(SpecOf(*h)));
     if (spec.host_id != h->host_id) return Invalid("host_id cannot change; register a new host instead");
     CF_RETURN_IF_ERROR(CheckSpec(spec));
@@ -208,7 +212,7 @@ Result<std::string> HostService::Reactivate(std::string_view host_id, std::strin
   const int64_t now = clock_.NowMillis();
   return store::Write(store_, [&](store::Tx& tx) -> Result<std::string> {
     CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host_id));
-    if (!h) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host_id.substr(0, kMaxHostId)));
+    if (!h) return NoSuchHost(host_id);
     if (h->status != store::HostStatus::kRevoked && h->status != store::HostStatus::kFailed) {
       return MakeError(ErrorCode::kFailedPrecondition,
                        fmt::format("host {} is {}: only a revoked or failed host is reactivated", h->host_id,
@@ -235,7 +239,7 @@ Result<std::string> HostService::NewToken(store::Tx& tx, const std::string& host
 
 Result<store::HostRecord> HostService::Get(std::string_view host_id) {
   CF_ASSIGN_OR_RETURN(auto h, store::Read(store_, [&](store::Tx& tx) { return store::FindHost(tx, host_id); }));
-  if (!h) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host_id.substr(0, kMaxHostId)));
+  if (!h) return NoSuchHost(host_id);
   return std::move(*h);
 }
 
@@ -270,7 +274,7 @@ Result<std::string> HostService::CreateToken(std::string_view host_id, std::stri
   const int64_t now = clock_.NowMillis();
   return store::Write(store_, [&](store::Tx& tx) -> Result<std::string> {
     CF_ASSIGN_OR_RETURN(auto host, store::FindHost(tx, host_id));
-    if (!host) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host_id.substr(0, kMaxHostId)));
+    if (!host) return NoSuchHost(host_id);
     if (host->status == store::HostStatus::kRevoked) {
       return MakeError(
           ErrorCode::kFailedPrecondition,

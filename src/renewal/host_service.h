@@ -97,6 +97,9 @@ class HostService {
   const Options options_;
 };
 
+// kNotFound naming the host (its id cut to kMaxHostId), whoever looked it up.
+Error NoSuchHost(std::string_view host_id);
+
 // The job that revokes a host's superseded certificate once its grace period has ended
 // (RenewalService runs it), and its enqueuing, once per serial.
 inline constexpr std::string_view kRevokeSupersededJob = "renewal.revoke";

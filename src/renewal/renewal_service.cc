@@ -211,7 +211,7 @@ Result<void> RenewalService::DeleteHost(std::string_view host_id, bool revoke, s
       CF_RETURN_IF_ERROR(store::UpdateRenewal(tx, *open));
     }
     CF_ASSIGN_OR_RETURN(bool deleted, store::DeleteHost(tx, host.host_id));
-    if (!deleted) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host.host_id));
+    if (!deleted) return NoSuchHost(host.host_id);
     const json::object details{{"revoked", revoke && host.serial ? json::value(*host.serial) : nullptr},
                                {"open_renewal", open ? json::value(open->id) : nullptr}};
     CF_RETURN_IF_ERROR(
@@ -234,7 +234,7 @@ Result<std::optional<RenewalTask>> RenewalService::TaskFor(std::string_view host
     CF_ASSIGN_OR_RETURN(auto open, store::OpenRenewalOf(tx, host_id));
     if (!open || open->state != store::RenewalState::kAwaitingCsr) return std::optional<RenewalTask>();
     CF_ASSIGN_OR_RETURN(auto host, store::FindHost(tx, host_id));
-    if (!host) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host_id));
+    if (!host) return NoSuchHost(host_id);
     return std::optional<RenewalTask>(
         RenewalTask{open->id, open->attempt, open->due_at, host->host_id, hosts_.SettingsOf(*host)});
   });
@@ -321,7 +321,7 @@ Result<store::RenewalRecord> RenewalService::Report(const store::HostRecord& hos
     }
     // Validated: the host's certificate is the new one from now on.
     CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
-    if (!h) return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host.host_id));
+    if (!h) return NoSuchHost(host.host_id);
     if (h->serial && h->serial != r->serial) {
       r->old_serial = h->serial;
       CF_RETURN_IF_ERROR(RevokeLater(tx, *h->serial, now));

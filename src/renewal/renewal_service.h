@@ -112,7 +112,7 @@ class RenewalService {
   Result<std::vector<store::RenewalRecord>> List(const store::RenewalFilter& filter);
   Result<std::vector<store::RenewalRunSummary>> Runs(std::optional<int64_t> before_id, int limit);
 
-  // Revokes a superseded certificate once its grace period ended: the job of kRevokeJob,
+  // Revokes a superseded certificate once its grace period ended: the job of kRevokeSupersededJob,
   // whose payload is {"serial": ...}.
   Result<void> RevokeSuperseded(const std::string& serial);
   // Mails the failure of a renewal to `notify` (the notification job). Nothing without
@@ -126,7 +126,6 @@ class RenewalService {
 
   static constexpr std::string_view kRunJob = "renewal.run";
   static constexpr std::string_view kNotifyJob = "renewal.notify";
-  static constexpr std::string_view kRevokeJob = kRevokeSupersededJob;
   // Limits of the input, each with its reason.
   static constexpr size_t kMaxRunHosts = 10'000;  // hosts named in one request; `all` for more
   static constexpr size_t kMaxError = 2048;       // an agent's error message kept in history

@@ -132,13 +132,13 @@ TEST_P(RenewalTest, TheReplacedCertificateIsRevokedAfterTheGrace) {
   Complete(r);
   EXPECT_EQ(Renewal(r.id).old_serial, old_serial);
   auto job = store::Write(*store_, [&](store::Tx& tx) {
-    return store::LeaseJob(tx, {std::string(RenewalService::kRevokeJob)}, "w", clock_.NowMillis(), 1000);
+    return store::LeaseJob(tx, {std::string(kRevokeSupersededJob)}, "w", clock_.NowMillis(), 1000);
   });
   ASSERT_TRUE(job.ok());
   EXPECT_FALSE(job->has_value()) << "not before the grace ends";
   clock_.Advance(milliseconds(kDayMs));
   job = store::Write(*store_, [&](store::Tx& tx) {
-    return store::LeaseJob(tx, {std::string(RenewalService::kRevokeJob)}, "w", clock_.NowMillis(), 1000);
+    return store::LeaseJob(tx, {std::string(kRevokeSupersededJob)}, "w", clock_.NowMillis(), 1000);
   });
   ASSERT_TRUE(job.ok() && job->has_value());
   EXPECT_NE((*job)->payload.find(old_serial), std::string::npos);
