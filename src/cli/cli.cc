@@ -169,6 +169,19 @@ int Main(int argc, char** argv) {
   auto* host_reactivate = host->add_subcommand(
       "reactivate", "Give a revoked or failed host a new start: enrolling again, and print its agent's new token.");
   host_reactivate->add_option("id", host_id, "The host's id")->required();
+  renewal::CredentialSpec credential;
+  std::string credential_ttl = "24h";
+  auto* host_credential = host->add_subcommand(
+      "credential",
+      "Print a fleet enrollment credential: one secret that enrolls up to --uses hosts whose ids match --pattern "
+      "(certfleet-agent --bootstrap-token), until --ttl ends.");
+  host_credential
+      ->add_option("--pattern", credential.hosts,
+                   "A host id, or a pattern with '*' within labels (web-*.example.com); repeat for more")
+      ->required();
+  host_credential->add_option("--uses", credential.uses, "How many hosts it may enroll")->required();
+  host_credential->add_option("--ttl", credential_ttl, "How long it is valid: 90m, 72h, 7d (at most 30d)")
+      ->capture_default_str();
 
   auto* config_cmd = app.add_subcommand("config", "Inspect the configuration.");
   config_cmd->require_subcommand(1);
@@ -205,6 +218,7 @@ int Main(int argc, char** argv) {
   if (*registry_summary) return RegistrySummary(*config, clock);
   if (*host_token) return HostToken(*config, clock, host_id, false);
   if (*host_reactivate) return HostToken(*config, clock, host_id, true);
+  if (*host_credential) return HostCredential(*config, clock, credential, credential_ttl);
   if (*import_cmd) {
     if (import_args.resume_id == 0 &&
         (import_args.file.empty() || import_args.supplier.empty() || import_args.profile.empty())) {

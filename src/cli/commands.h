@@ -8,6 +8,7 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/result.h"
+#include "renewal/host_service.h"
 #include "store/store.h"
 
 namespace certfleet::cli {
@@ -32,5 +33,7 @@ int Import(const Config& config, const Clock& clock, const ImportArgs& args);
 // Prints a new single-use enrollment token for the host's agent; with `reactivate`, of a
 // revoked or failed host made to enroll again.
 int HostToken(const Config& config, const Clock& clock, const std::string& host_id, bool reactivate);
+// Prints a new fleet enrollment credential's secret (`ttl` as "72h").
+int HostCredential(const Config& config, const Clock& clock, renewal::CredentialSpec spec, const std::string& ttl);
 
 }  // namespace certfleet::cli

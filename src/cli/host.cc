@@ -1,9 +1,11 @@
-// `certfleet host token ID` and `certfleet host reactivate ID`.
+// `certfleet host token ID`, `certfleet host reactivate ID` and `certfleet host credential`.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <iostream>
 
 #include "cli/commands.h"
+#include "core/text.h"
 #include "renewal/setup.h"
 #include "server/server.h"
 
@@ -24,6 +26,29 @@ int HostToken(const Config& config, const Clock& clock, const std::string& host_
   std::cerr << fmt::format("enrollment token for host {}, single use, valid {} hours; it is shown once:\n", host_id,
                            config.GetInt("renewal.token_ttl_hours"));
   std::cout << *token << "\n";
+  return 0;
+}
+
+int HostCredential(const Config& config, const Clock& clock, renewal::CredentialSpec spec, const std::string& ttl) {
+  auto fail = [](const Error& e) {
+    std::cerr << "certfleet host credential: " << e.message << "\n";
+    return 1;
+  };
+  auto parsed = ParseDuration("--ttl", ttl, renewal::HostService::kMaxCredentialTtl);
+  if (!parsed.ok()) return fail(parsed.error());
+  spec.ttl = *parsed;
+  auto options = renewal::HostOptions(config);
+  if (!options.ok()) return fail(options.error());
+  auto st = server::OpenStore(config);
+  if (!st.ok()) return fail(st.error());
+  renewal::HostService hosts(**st, clock, *options);
+  auto minted = hosts.CreateCredential(spec, CliActor());
+  if (!minted.ok()) return fail(minted.error());
+  const store::EnrollmentCredential& c = minted->credential;
+  std::cerr << fmt::format(
+      "enrollment credential {}: enrolls up to {} new hosts matching {}, until {}; it is shown once:\n", c.id,
+      c.max_uses, fmt::join(spec.hosts, " "), FormatRfc3339(c.expires_at));
+  std::cout << minted->secret << "\n";
   return 0;
 }
 

@@ -113,4 +113,39 @@ std::string Escaped(std::string_view text) {
   return out;
 }
 
+Result<std::chrono::seconds> ParseDuration(std::string_view field, std::string_view text, std::chrono::seconds max) {
+  auto invalid = [&] {
+    return MakeError(
+        ErrorCode::kInvalidArgument,
+        fmt::format("{} must be a whole number and a unit s, m, h or d (like 72h), at most {}s", field, max.count()));
+  };
+  constexpr size_t kMaxDigits = 9;
+  if (text.size() < 2 || text.size() > kMaxDigits + 1) return invalid();
+  int64_t n = 0;
+  for (char c : text.substr(0, text.size() - 1)) {
+    if (c < '0' || c > '9') return invalid();
+    n = n * 10 + (c - '0');
+  }
+  int64_t unit = 0;
+  switch (text.back()) {
+    case 's':
+      unit = 1;
+      break;
+    case 'm':
+      unit = 60;
+      break;
+    case 'h':
+      unit = 3600;
+      break;
+    case 'd':
+      unit = 86400;
+      break;
+    default:
+      return invalid();
+  }
+  const std::chrono::seconds d(n * unit);
+  if (d.count() <= 0 || d > max) return invalid();
+  return d;
+}
+
 }  // namespace certfleet

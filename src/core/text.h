@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -37,5 +38,9 @@ std::string ToValidUtf8(std::string_view text);
 // `text` with control characters and bytes that are not well-formed UTF-8 written as \xNN,
 // so that a rejected value can be shown and stored as it was sent, harmlessly.
 std::string Escaped(std::string_view text);
+
+// A duration as people write it: a whole number and a unit, s, m, h or d ("90s", "72h", "7d").
+// kInvalidArgument naming `field` otherwise, or past `max`.
+Result<std::chrono::seconds> ParseDuration(std::string_view field, std::string_view text, std::chrono::seconds max);
 
 }  // namespace certfleet

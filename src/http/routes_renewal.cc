@@ -1,10 +1,15 @@
 // W4 routes: the hosts whose certificates certfleet-agent renews, and the agent protocol.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <map>
 
 #include "core/clock.h"
+#include "core/csv.h"
+#include "core/enum_names.h"
+#include "core/text.h"
 #include "http/api.h"
 #include "http/json.h"
 #include "pki/csr.h"
@@ -20,6 +25,8 @@ namespace json = boost::json;
 
 // A host's registration is a few paths and names; 64 KiB leaves room for 100 long SANs.
 constexpr size_t kHostBodyLimit = size_t{64} * 1024;
+// A list of up to HostService::kMaxBulkHosts registrations: a few hundred bytes each.
+constexpr size_t kHostListBodyLimit = size_t{16} * 1024 * 1024;
 constexpr size_t kMaxSan = 253;  // a DNS name's length
 // A run names at most RenewalService::kMaxRunHosts host ids of at most 253 bytes.
 constexpr size_t kRunBodyLimit = size_t{3} * 1024 * 1024;
@@ -75,14 +82,132 @@ Result<renewal::HostSpec> ParseHostSpec(const json::object& body) {
   return spec;
 }
 
-Response Create(const ApiContext& ctx, const Request& req) {
-  auto body = ParseJsonObject(req.body);
-  if (!body.ok()) return Fail(req, body.error());
-  auto spec = ParseHostSpec(*body);
-  if (!spec.ok()) return Fail(req, spec.error());
-  auto made = ctx.hosts->Create(*spec, req.principal.Actor());
-  if (!made.ok()) return Fail(req, made.error());
-  return JsonResponse(201, HostJson(*ctx.hosts, *made));
+// The columns of a CSV list of hosts: its header names some of these, host_id among them.
+constexpr std::string_view kCsvColumns[] = {"host_id",       "sans",     "cert_path", "key_path",
+                                            "cacert_path",   "key_type", "profile",   "renewal_threshold_days",
+                                            "reload_command"};
+
+// A CSV list of hosts (header first), each row as the JSON object POST /v1/hosts takes:
+// empty cells follow the defaults, SANs are separated by spaces or ';'.
+Result<std::vector<Result<renewal::HostSpec>>> ParseHostCsv(std::string_view text) {
+  CsvReader reader = CsvReader::OfText(text);
+  std::vector<std::string> header;
+  CF_ASSIGN_OR_RETURN(bool any, reader.Next(header));
+  if (!any) return MakeError(ErrorCode::kInvalidArgument, "the CSV is empty: its first line names the columns");
+  for (const auto& column : header) {
+    if (std::find(std::begin(kCsvColumns), std::end(kCsvColumns), column) == std::end(kCsvColumns)) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       fmt::format("unknown CSV column '{}'; the columns are {}", Escaped(column.substr(0, 64)),
+                                   fmt::join(kCsvColumns, ", ")));
+    }
+  }
+  if (std::find(header.begin(), header.end(), "host_id") == header.end()) {
+    return MakeError(ErrorCode::kInvalidArgument, "the CSV's header must name a host_id column");
+  }
+  std::vector<Result<renewal::HostSpec>> rows;
+  for (std::vector<std::string> fields;;) {
+    CF_ASSIGN_OR_RETURN(bool more, reader.Next(fields));
+    if (!more) break;
+    if (rows.size() == renewal::HostService::kMaxBulkHosts) {
+      return MakeError(ErrorCode::kInvalidArgument, fmt::format("at most {} hosts in one request; split the list",
+                                                                renewal::HostService::kMaxBulkHosts));
+    }
+    if (fields.size() != header.size()) {
+      rows.push_back(MakeError(ErrorCode::kInvalidArgument,
+                               fmt::format("{} fields where the header has {}", fields.size(), header.size())));
+      continue;
+    }
+    json::object row;
+    Result<void> read = Ok();
+    for (size_t i = 0; i < header.size() && read.ok(); ++i) {
+      const std::string& cell = fields[i];
+      if (cell.empty()) continue;
+      if (header[i] == "sans") {
+        json::array sans;
+        for (size_t start = 0; start < cell.size();) {
+          const size_t end = std::min(cell.find_first_of(" ;", start), cell.size());
+          if (end > start) sans.emplace_back(cell.substr(start, end - start));
+          start = end + 1;
+        }
+        row["sans"] = std::move(sans);
+      } else if (header[i] == "renewal_threshold_days") {
+        auto days = ParseInt(cell, "renewal_threshold_days");
+        if (days.ok())
+          row["renewal_threshold_days"] = *days;
+        else
+          read = days.error();
+      } else {
+        row[header[i]] = cell;
+      }
+    }
+    if (!read.ok()) {
+      rows.push_back(read.error());
+    } else {
+      rows.push_back(ParseHostSpec(row));
+    }
+  }
+  return rows;
+}
+
+Result<std::vector<Result<renewal::HostSpec>>> ParseHostArray(const json::array& items) {
+  if (items.size() > renewal::HostService::kMaxBulkHosts) {
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("at most {} hosts in one request; split the list",
+                                                              renewal::HostService::kMaxBulkHosts));
+  }
+  std::vector<Result<renewal::HostSpec>> rows;
+  rows.reserve(items.size());
+  for (const auto& item : items) {
+    if (!item.is_object()) {
+      rows.push_back(MakeError(ErrorCode::kInvalidArgument, "each host is a JSON object"));
+    } else {
+      rows.push_back(ParseHostSpec(item.get_object()));
+    }
+  }
+  return rows;
+}
+
+// Each row's outcome and the counts, in the order given (row 1 is the first host).
+json::object BulkJson(const std::vector<renewal::RowResult>& results) {
+  json::array rows;
+  std::map<std::string_view, int64_t> counts{{"created", 0}, {"unchanged", 0}, {"rejected", 0}};
+  for (size_t i = 0; i < results.size(); ++i) {
+    const renewal::RowResult& r = results[i];
+    const std::string_view outcome = EnumName(r.outcome, renewal::kRowOutcomeNames);
+    ++counts[outcome];
+    json::object row{{"row", i + 1},
+                     {"host_id", r.host_id.empty() ? json::value(nullptr) : json::value(r.host_id)},
+                     {"result", outcome}};
+    if (r.outcome == renewal::RowOutcome::kRejected) row["error"] = r.error;
+    rows.push_back(std::move(row));
+  }
+  json::object out;
+  for (const auto& [name, n] : counts) out[name] = n;
+  out["rows"] = std::move(rows);
+  return out;
+}
+
+// One host (a JSON object: 201 with the host), or a list of them (a JSON array, or CSV as
+// text/csv: 200 with each row's outcome).
+Result<Response> Create(const ApiContext& ctx, const Request& req) {
+  std::vector<Result<renewal::HostSpec>> rows;
+  if (MediaType(req) == "text/csv") {
+    CF_ASSIGN_OR_RETURN(rows, ParseHostCsv(req.body));
+  } else {
+    boost::system::error_code ec;
+    json::value body = json::parse(req.body, ec);
+    if (ec || !(body.is_object() || body.is_array())) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "the body must be a JSON object (a host), a JSON array of hosts, or CSV sent as text/csv");
+    }
+    if (body.is_object()) {
+      CF_ASSIGN_OR_RETURN(renewal::HostSpec spec, ParseHostSpec(body.get_object()));
+      CF_ASSIGN_OR_RETURN(store::HostRecord made, ctx.hosts->Create(spec, req.principal.Actor()));
+      return JsonResponse(201, HostJson(*ctx.hosts, made));
+    }
+    CF_ASSIGN_OR_RETURN(rows, ParseHostArray(body.get_array()));
+  }
+  CF_ASSIGN_OR_RETURN(auto results, ctx.hosts->CreateMany(rows, req.principal.Actor()));
+  return JsonResponse(200, BulkJson(results));
 }
 
 Response List(const ApiContext& ctx, const Request& req) {
@@ -164,6 +289,64 @@ Response CreateToken(const ApiContext& ctx, const Request& req) {
   auto token = ctx.hosts->CreateToken(req.params.at("id"), req.principal.Actor());
   if (!token.ok()) return Fail(req, token.error());
   return NoStore(JsonResponse(201, json::object{{"host_id", req.params.at("id")}, {"token", *token}}));
+}
+
+json::object CredentialJson(const store::EnrollmentCredential& c) {
+  boost::system::error_code ec;
+  json::value hosts = json::parse(c.patterns, ec);
+  if (ec) hosts = json::array{};
+  return {{"id", c.id},
+          {"hosts", std::move(hosts)},
+          {"uses", c.max_uses},
+          {"used", c.used},
+          {"expires_at", FormatRfc3339(c.expires_at)},
+          {"revoked_at", OptTime(c.revoked_at)},
+          {"last_used_at", OptTime(c.last_used_at)},
+          {"created_by", c.created_by},
+          {"created_at", FormatRfc3339(c.created_at)}};
+}
+
+// A fleet enrollment credential: {"hosts": [patterns], "uses": N, "ttl": "72h"}; its secret
+// is in the answer, once.
+Result<Response> CreateCredential(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(req.body));
+  renewal::CredentialSpec spec;
+  const json::value* hosts = body.if_contains("hosts");
+  if (hosts == nullptr || !hosts->is_array()) {
+    return MakeError(ErrorCode::kInvalidArgument, "hosts must be an array of host ids and patterns");
+  }
+  for (const auto& h : hosts->get_array()) {
+    if (!h.is_string() || h.get_string().size() > renewal::HostService::kMaxHostId) {
+      return MakeError(ErrorCode::kInvalidArgument, "hosts must be an array of host ids and patterns");
+    }
+    spec.hosts.emplace_back(h.get_string());
+    if (spec.hosts.size() > renewal::HostService::kMaxCredentialHosts) break;  // the service says why
+  }
+  const json::value* uses = body.if_contains("uses");
+  if (uses == nullptr || !uses->is_int64()) return MakeError(ErrorCode::kInvalidArgument, "uses must be an integer");
+  spec.uses = uses->get_int64();
+  CF_ASSIGN_OR_RETURN(std::string ttl, RequiredString(body, "ttl", 16));
+  CF_ASSIGN_OR_RETURN(spec.ttl, ParseDuration("ttl", ttl, renewal::HostService::kMaxCredentialTtl));
+  CF_ASSIGN_OR_RETURN(renewal::MintedCredential minted, ctx.hosts->CreateCredential(spec, req.principal.Actor()));
+  json::object out = CredentialJson(minted.credential);
+  out["secret"] = minted.secret;
+  return NoStore(JsonResponse(201, out));
+}
+
+Result<Response> ListCredentials(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(Page page, ParsePage(req));
+  CF_ASSIGN_OR_RETURN(auto before, AfterNumber(page));
+  CF_ASSIGN_OR_RETURN(auto credentials, ctx.hosts->ListCredentials(before, page.limit));
+  json::array items;
+  for (const auto& c : credentials) items.push_back(CredentialJson(c));
+  auto next = NextCursor(credentials.size(), page.limit, [&] { return std::to_string(credentials.back().id); });
+  return JsonResponse(200, PageJson(std::move(items), next));
+}
+
+Result<Response> RevokeCredential(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(int64_t id, PathId(req));
+  CF_ASSIGN_OR_RETURN(auto c, ctx.hosts->RevokeCredential(id, req.principal.Actor()));
+  return JsonResponse(200, CredentialJson(c));
 }
 
 // The agent's first request: its bootstrap token as the bearer, its host id and CSR.
@@ -410,8 +593,14 @@ Response SelfRenew(const ApiContext& ctx, const Request& req) {
 
 void AddRenewalRoutes(Router& router, const ApiContext& ctx) {
   const ApiContext* c = &ctx;
-  router.Add("POST", "/v1/hosts", {Access::kOperator, false, kHostBodyLimit},
+  router.Add("POST", "/v1/hosts", {Access::kOperator, false, kHostListBodyLimit},
              [c](Request& r) { return Create(*c, r); });
+  router.Add("POST", "/v1/enrollment-credentials", {Access::kOperator, false, kHostBodyLimit},
+             [c](Request& r) { return CreateCredential(*c, r); });
+  router.Add("GET", "/v1/enrollment-credentials", {Access::kReader},
+             [c](Request& r) { return ListCredentials(*c, r); });
+  router.Add("DELETE", "/v1/enrollment-credentials/{id}", {Access::kOperator},
+             [c](Request& r) { return RevokeCredential(*c, r); });
   router.Add("GET", "/v1/hosts", {Access::kReader}, [c](Request& r) { return List(*c, r); });
   router.Add("GET", "/v1/hosts/{id}", {Access::kReader}, [c](Request& r) { return Get(*c, r); });
   router.Add("POST", "/v1/hosts/{id}/revoke", {Access::kOperator, false, kHostBodyLimit},

@@ -22,16 +22,17 @@ Error BadToken() {
 }  // namespace
 
 Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view token, const std::string& csr_pem) {
-  CF_ASSIGN_OR_RETURN(store::HostRecord host, hosts_.Get(host_id));
-  if (host.status == store::HostStatus::kRevoked) {
-    return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} is revoked", host.host_id));
-  }
   const std::string token_sha256 = Sha256Hex(token);
   // A look before anything is signed, so that no valid token costs no signature; the
   // token is spent with the certificate below.
   CF_ASSIGN_OR_RETURN(auto owner, store::Read(store_, [&](store::Tx& tx) {
                         return store::HostTokenOwner(tx, token_sha256, clock_.NowMillis());
                       }));
+  if (!owner) return EnrollWithCredential(host_id, token_sha256, csr_pem);
+  CF_ASSIGN_OR_RETURN(store::HostRecord host, hosts_.Get(host_id));
+  if (host.status == store::HostStatus::kRevoked) {
+    return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} is revoked", host.host_id));
+  }
   if (owner != host.host_id) return BadToken();
 
   // A reactivated host enrolls past the certificate it had, which is revoked after the grace.
@@ -53,6 +54,59 @@ Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view
                  }
                  hosts_.SetCertificate(*h, cert.serial, cert.not_after, now);
                  CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
+                 return Ok();
+               });
+}
+
+Result<Enrolled> AgentService::EnrollWithCredential(std::string_view host_id, const std::string& token_sha256,
+                                                    const std::string& csr_pem) {
+  const int64_t now = clock_.NowMillis();
+  CF_ASSIGN_OR_RETURN(auto found, store::Read(store_, [&](store::Tx& tx) {
+                        return store::FindEnrollmentCredential(tx, token_sha256);
+                      }));
+  if (!found) return BadToken();
+  const store::EnrollmentCredential credential = std::move(*found);
+  CF_RETURN_IF_ERROR(CheckCredential(credential, host_id, now));
+  const std::string actor = fmt::format("credential:{}", credential.id);
+  // Only a host's first enrollment: a fleet secret never takes over an enrolled host.
+  auto first_enrollment = [&](const store::HostRecord& h) -> Result<void> {
+    if (h.status == store::HostStatus::kEnrolling && !h.serial) return Ok();
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     fmt::format("host {} is {}: a fleet enrollment credential enrolls a host once; `certfleet host "
+                                 "token {}` gives its agent a single-use token",
+                                 h.host_id, store::HostStatusName(h.status), h.host_id));
+  };
+  CF_ASSIGN_OR_RETURN(auto existing, hosts_.Find(host_id));
+  store::HostRecord host;
+  if (existing) {
+    CF_RETURN_IF_ERROR(first_enrollment(*existing));
+    host = std::move(*existing);
+  } else {
+    // Not registered: the credential registers it with the defaults.
+    HostSpec spec;
+    spec.host_id = std::string(host_id);
+    CF_ASSIGN_OR_RETURN(host, HostService::NewRecord(spec, now));
+  }
+  return Issue(host, csr_pem, /*renewing=*/false, "host.enroll",
+               [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
+                 CF_ASSIGN_OR_RETURN(auto use, store::UseEnrollmentCredential(tx, credential.id, now));
+                 if (!use) {
+                   return MakeError(
+                       ErrorCode::kPermissionDenied,
+                       fmt::format("enrollment credential {} was spent, revoked or expired meanwhile", credential.id));
+                 }
+                 CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
+                 if (h) {
+                   CF_RETURN_IF_ERROR(first_enrollment(*h));
+                 } else {
+                   CF_RETURN_IF_ERROR(HostService::Insert(tx, host, actor, now));
+                   h = host;
+                 }
+                 hosts_.SetCertificate(*h, cert.serial, cert.not_after, now);
+                 CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
+                 CF_RETURN_IF_ERROR(store::AppendAudit(
+                     tx, now, actor, "credential.use", actor,
+                     json::serialize(json::object{{"host_id", h->host_id}, {"serial", cert.serial}, {"use", *use}})));
                  return Ok();
                });
 }

@@ -40,8 +40,11 @@ class AgentService {
 
   // Issues the host's certificate for the key of `csr_pem` (its names are the host's: CN
   // the host id, the SANs it was registered with), spends the token and makes the host
-  // active with the new certificate, in one transaction. kPermissionDenied for a token that
-  // is unknown, spent, expired or another host's; kNotFound for an unknown host;
+  // active with the new certificate, in one transaction. The token is the host's single-use
+  // token, or a fleet enrollment credential for its id, which registers the host with the
+  // defaults if it is not, enrolls only a host that never enrolled, and takes one of its
+  // uses (audited with the host). kPermissionDenied for a token that is unknown, spent,
+  // expired, revoked or another host's; kNotFound for an unknown host with a host token;
   // kFailedPrecondition for a revoked host or when renewal.ca is not set.
   Result<Enrolled> Enroll(std::string_view host_id, std::string_view token, const std::string& csr_pem);
   // Issues a certificate of the host for the key of `csr_pem`, with `in_transaction` in its
@@ -59,6 +62,9 @@ class AgentService {
   Result<store::HostRecord> Revoke(std::string_view host_id, std::string_view reason, std::string_view actor);
 
  private:
+  Result<Enrolled> EnrollWithCredential(std::string_view host_id, const std::string& token_sha256,
+                                        const std::string& csr_pem);
+
   store::Store& store_;
   HostService& hosts_;
   issuance::Issuer& issuer_;

@@ -2,9 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 
 #include "core/crypto.h"
+#include "core/text.h"
 #include "pki/key.h"
 #include "pki/profile.h"
 #include "store/audit_repo.h"
@@ -68,6 +70,24 @@ Result<void> CheckSpec(const HostSpec& spec) {
   if (spec.profile) CF_RETURN_IF_ERROR(CheckProfile(*spec.profile));
   if (spec.renewal_threshold_days) CF_RETURN_IF_ERROR(CheckThresholdDays(*spec.renewal_threshold_days));
   return CheckCommand(spec.reload_command);
+}
+
+// A credential's host pattern: a host id, or one whose labels may hold '*' but the last, so
+// that no pattern matches every host.
+Result<void> CheckHostPattern(std::string_view pattern) {
+  std::string as_id(pattern);
+  std::replace(as_id.begin(), as_id.end(), '*', 'x');
+  if (!CheckHostId(as_id).ok()) {
+    return Invalid(fmt::format("'{}' is not a host id or pattern: labels of letters, digits, '-' and '*'",
+                               Escaped(pattern.substr(0, HostService::kMaxHostId))));
+  }
+  const size_t last_dot = pattern.rfind('.');
+  if (pattern.find('*') != std::string_view::npos &&
+      (last_dot == std::string_view::npos || pattern.find('*', last_dot) != std::string_view::npos)) {
+    return Invalid(
+        fmt::format("pattern '{}' must end in a label without '*' (like web-*.example.com)", Escaped(pattern)));
+  }
+  return Ok();
 }
 
 // The record's settings from `spec` (its host_id aside).
@@ -147,26 +167,74 @@ Result<void> CheckThresholdDays(int64_t days) {
   return Ok();
 }
 
-Result<store::HostRecord> HostService::Create(const HostSpec& spec, std::string_view actor) {
+Result<store::HostRecord> HostService::NewRecord(const HostSpec& spec, int64_t now) {
   CF_RETURN_IF_ERROR(CheckSpec(spec));
-  const int64_t now = clock_.NowMillis();
   store::HostRecord h;
   h.host_id = spec.host_id;
   ApplySpec(h, spec);
   h.status = store::HostStatus::kEnrolling;
   h.renew_at = now;  // no certificate yet: due at once
   h.created_at = h.updated_at = now;
-  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
-    Result<void> inserted = store::InsertHost(tx, h);
-    if (!inserted.ok() && inserted.error().code == ErrorCode::kAlreadyExists) {
-      return MakeError(ErrorCode::kAlreadyExists, fmt::format("host {} exists", h.host_id));
-    }
-    if (!inserted.ok()) return inserted.error();
-    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "host.create", "host:" + h.host_id,
-                                          json::serialize(json::object{{"sans", json::value_from(spec.sans)}})));
-    return Ok();
-  }));
   return h;
+}
+
+Result<void> HostService::Insert(store::Tx& tx, const store::HostRecord& host, std::string_view actor, int64_t now) {
+  Result<void> inserted = store::InsertHost(tx, host);
+  if (!inserted.ok() && inserted.error().code == ErrorCode::kAlreadyExists) {
+    return MakeError(ErrorCode::kAlreadyExists, fmt::format("host {} exists", host.host_id));
+  }
+  if (!inserted.ok()) return inserted.error();
+  CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "host.create", "host:" + host.host_id,
+                                        json::serialize(json::object{{"sans", json::value_from(SpecOf(host).sans)}})));
+  return Ok();
+}
+
+Result<store::HostRecord> HostService::Create(const HostSpec& spec, std::string_view actor) {
+  const int64_t now = clock_.NowMillis();
+  CF_ASSIGN_OR_RETURN(store::HostRecord h, NewRecord(spec, now));
+  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) { return Insert(tx, h, actor, now); }));
+  return h;
+}
+
+Result<std::vector<RowResult>> HostService::CreateMany(const std::vector<Result<HostSpec>>& rows,
+                                                       std::string_view actor) {
+  if (rows.size() > kMaxBulkHosts) {
+    return Invalid(fmt::format("{} hosts: at most {} in one request; split the list", rows.size(), kMaxBulkHosts));
+  }
+  const int64_t now = clock_.NowMillis();
+  return store::Write(store_, [&](store::Tx& tx) -> Result<std::vector<RowResult>> {
+    std::vector<RowResult> out;
+    out.reserve(rows.size());
+    for (const auto& row : rows) {
+      RowResult& r = out.emplace_back();
+      auto reject = [&r](const Error& e) {
+        r.outcome = RowOutcome::kRejected;
+        r.error = e.message;
+      };
+      if (!row.ok()) {
+        reject(row.error());
+        continue;
+      }
+      r.host_id = row->host_id;
+      Result<store::HostRecord> record = NewRecord(*row, now);
+      if (!record.ok()) {
+        reject(record.error());
+        continue;
+      }
+      CF_ASSIGN_OR_RETURN(auto existing, store::FindHost(tx, row->host_id));
+      if (!existing) {
+        CF_RETURN_IF_ERROR(Insert(tx, *record, actor, now));
+        r.outcome = RowOutcome::kCreated;
+      } else if (SpecJson(SpecOf(*existing)) == SpecJson(*row)) {
+        r.outcome = RowOutcome::kUnchanged;
+      } else {
+        reject(MakeError(ErrorCode::kAlreadyExists,
+                         fmt::format("host {} exists with other settings; PATCH /v1/hosts/{} changes them",
+                                     row->host_id, row->host_id)));
+      }
+    }
+    return out;
+  });
 }
 
 Result<store::HostRecord> HostService::Update(std::string_view host_id, const Change& change, std::string_view actor) {
@@ -237,8 +305,114 @@ Result<std::string> HostService::NewToken(store::Tx& tx, const std::string& host
   return token;
 }
 
+Result<MintedCredential> HostService::CreateCredential(const CredentialSpec& spec, std::string_view actor) {
+  if (spec.hosts.empty() || spec.hosts.size() > kMaxCredentialHosts) {
+    return Invalid(fmt::format("hosts must name 1 to {} host ids or patterns", kMaxCredentialHosts));
+  }
+  for (const auto& pattern : spec.hosts) CF_RETURN_IF_ERROR(CheckHostPattern(pattern));
+  if (spec.uses < 1 || spec.uses > kMaxCredentialUses) {
+    return Invalid(fmt::format("uses must be 1 to {}", kMaxCredentialUses));
+  }
+  if (spec.ttl.count() <= 0 || spec.ttl > kMaxCredentialTtl) {
+    return Invalid(fmt::format("ttl must be positive and at most {} days", kMaxCredentialTtl.count() / 86400));
+  }
+  const int64_t now = clock_.NowMillis();
+  MintedCredential out;
+  out.secret = RandomToken(kTokenBytes);
+  store::EnrollmentCredential& c = out.credential;
+  c.token_sha256 = Sha256Hex(out.secret);
+  c.patterns = json::serialize(json::value_from(spec.hosts));
+  c.max_uses = spec.uses;
+  c.expires_at = now + Millis(spec.ttl);
+  c.created_by = std::string(actor);
+  c.created_at = now;
+  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(c.id, store::InsertEnrollmentCredential(tx, c));
+    CF_RETURN_IF_ERROR(store::AppendAudit(
+        tx, now, actor, "credential.create", fmt::format("credential:{}", c.id),
+        json::serialize(json::object{
+            {"hosts", json::value_from(spec.hosts)}, {"uses", c.max_uses}, {"expires_at", c.expires_at}})));
+    return Ok();
+  }));
+  return out;
+}
+
+Result<std::vector<store::EnrollmentCredential>> HostService::ListCredentials(std::optional<int64_t> before_id,
+                                                                              int limit) {
+  return store::Read(store_, [&](store::Tx& tx) { return store::ListEnrollmentCredentials(tx, before_id, limit); });
+}
+
+Result<store::EnrollmentCredential> HostService::RevokeCredential(int64_t id, std::string_view actor) {
+  const int64_t now = clock_.NowMillis();
+  return store::Write(store_, [&](store::Tx& tx) -> Result<store::EnrollmentCredential> {
+    CF_ASSIGN_OR_RETURN(bool revoked, store::RevokeEnrollmentCredential(tx, id, now));
+    CF_ASSIGN_OR_RETURN(auto c, store::GetEnrollmentCredential(tx, id));
+    if (!c) return MakeError(ErrorCode::kNotFound, fmt::format("no enrollment credential {}", id));
+    if (revoked) {
+      CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "credential.revoke", fmt::format("credential:{}", id),
+                                            json::serialize(json::object{{"used", c->used}})));
+    }
+    return std::move(*c);
+  });
+}
+
+bool MatchesHostPattern(std::string_view pattern, std::string_view host_id) {
+  // Label by label; within a label '*' matches any run of characters (never a dot).
+  auto label_matches = [](std::string_view p, std::string_view l) {
+    // Classic glob with one backtracking point: the last '*' seen.
+    size_t pi = 0, li = 0, star = std::string_view::npos, mark = 0;
+    while (li < l.size()) {
+      if (pi < p.size() && p[pi] == '*') {
+        star = pi++;
+        mark = li;
+      } else if (pi < p.size() && AsciiLower(p.substr(pi, 1)) == AsciiLower(l.substr(li, 1))) {
+        ++pi;
+        ++li;
+      } else if (star != std::string_view::npos) {
+        pi = star + 1;
+        li = ++mark;
+      } else {
+        return false;
+      }
+    }
+    while (pi < p.size() && p[pi] == '*') ++pi;
+    return pi == p.size();
+  };
+  while (true) {
+    const size_t pd = pattern.find('.');
+    const size_t hd = host_id.find('.');
+    if ((pd == std::string_view::npos) != (hd == std::string_view::npos)) return false;
+    if (!label_matches(pattern.substr(0, pd), host_id.substr(0, hd))) return false;
+    if (pd == std::string_view::npos) return true;
+    pattern.remove_prefix(pd + 1);
+    host_id.remove_prefix(hd + 1);
+  }
+}
+
+Result<void> CheckCredential(const store::EnrollmentCredential& c, std::string_view host_id, int64_t now) {
+  auto denied = [&c](std::string why) {
+    return MakeError(ErrorCode::kPermissionDenied, fmt::format("enrollment credential {} {}", c.id, why));
+  };
+  if (c.revoked_at) return denied(fmt::format("was revoked at {}", FormatRfc3339(*c.revoked_at)));
+  if (c.expires_at <= now) return denied(fmt::format("expired at {}", FormatRfc3339(c.expires_at)));
+  if (c.used >= c.max_uses) return denied(fmt::format("is spent: all {} of its uses are taken", c.max_uses));
+  boost::system::error_code ec;
+  const json::value patterns = json::parse(c.patterns, ec);  // written by CreateCredential
+  if (!ec && patterns.is_array()) {
+    for (const auto& p : patterns.get_array()) {
+      if (p.is_string() && MatchesHostPattern(p.get_string(), host_id)) return Ok();
+    }
+  }
+  return denied(fmt::format("is not for host {} (its hosts: {})", Escaped(host_id.substr(0, HostService::kMaxHostId)),
+                            c.patterns));
+}
+
+Result<std::optional<store::HostRecord>> HostService::Find(std::string_view host_id) {
+  return store::Read(store_, [&](store::Tx& tx) { return store::FindHost(tx, host_id); });
+}
+
 Result<store::HostRecord> HostService::Get(std::string_view host_id) {
-  CF_ASSIGN_OR_RETURN(auto h, store::Read(store_, [&](store::Tx& tx) { return store::FindHost(tx, host_id); }));
+  CF_ASSIGN_OR_RETURN(auto h, Find(host_id));
   if (!h) return NoSuchHost(host_id);
   return std::move(*h);
 }

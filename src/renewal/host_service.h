@@ -41,6 +41,30 @@ struct HostSettings {
   std::optional<std::string> reload_command;
 };
 
+// What a fleet enrollment credential is minted with (POST /v1/enrollment-credentials).
+struct CredentialSpec {
+  // Host ids and patterns: '*' matches any run of characters within one label
+  // ("web-*.example.com" matches web-01.example.com, not web-01.eu.example.com).
+  std::vector<std::string> hosts;
+  int64_t uses = 0;  // how many hosts it may enroll
+  std::chrono::seconds ttl{0};
+};
+
+// A credential just minted: its secret is returned once and stored only as its SHA-256.
+struct MintedCredential {
+  store::EnrollmentCredential credential;
+  std::string secret;
+};
+
+// What became of one row of a bulk registration (POST /v1/hosts with a list).
+enum class RowOutcome { kCreated, kUnchanged, kRejected };
+inline constexpr std::string_view kRowOutcomeNames[] = {"created", "unchanged", "rejected"};
+struct RowResult {
+  std::string host_id;  // empty when the row did not name one
+  RowOutcome outcome = RowOutcome::kRejected;
+  std::string error;  // why it was rejected
+};
+
 // The hosts of W4 whose certificates certfleet-agent renews, and their agents' enrollment
 // tokens. Every change is audited. Thread-safe.
 class HostService {
@@ -57,6 +81,16 @@ class HostService {
 
   // kInvalidArgument naming the field for bad input, kAlreadyExists for a known host id.
   Result<store::HostRecord> Create(const HostSpec& spec, std::string_view actor);
+  // Registers many hosts in one transaction, each row on its own: created, unchanged (the
+  // host exists with these very settings) or rejected with the reason (bad input, or the
+  // host exists with other settings). A row that could not be read comes as its error.
+  // kInvalidArgument for more than kMaxBulkHosts rows.
+  Result<std::vector<RowResult>> CreateMany(const std::vector<Result<HostSpec>>& rows, std::string_view actor);
+  // The record of a new host registered as `spec`, checked as Create checks it: enrolling,
+  // due at once.
+  static Result<store::HostRecord> NewRecord(const HostSpec& spec, int64_t now);
+  // Inserts a new host and audits it. kAlreadyExists naming it if it exists.
+  static Result<void> Insert(store::Tx& tx, const store::HostRecord& host, std::string_view actor, int64_t now);
   // The host's settings as `change` makes them from its current ones (SpecOf), checked as
   // Create checks them, in the transaction that writes them; the next renewal uses them. A
   // new threshold moves the renewal date of a host with a certificate. The host id cannot
@@ -71,6 +105,7 @@ class HostService {
   Result<std::string> Reactivate(std::string_view host_id, std::string_view actor);
   // kNotFound for an unknown host.
   Result<store::HostRecord> Get(std::string_view host_id);
+  Result<std::optional<store::HostRecord>> Find(std::string_view host_id);
   Result<std::vector<store::HostRecord>> List(const store::HostFilter& filter);
   HostSettings SettingsOf(const store::HostRecord& host) const;
   // Makes the certificate `serial` the host's current one: its expiry, the renewal date
@@ -80,12 +115,26 @@ class HostService {
   // once, stored only as its SHA-256.
   Result<std::string> CreateToken(std::string_view host_id, std::string_view actor);
 
+  // Mints a fleet enrollment credential (audited). kInvalidArgument for bad patterns, a use
+  // count of 1 to kMaxCredentialUses or a ttl past kMaxCredentialTtl.
+  Result<MintedCredential> CreateCredential(const CredentialSpec& spec, std::string_view actor);
+  // Newest first, without their secrets.
+  Result<std::vector<store::EnrollmentCredential>> ListCredentials(std::optional<int64_t> before_id, int limit);
+  // Refuses its further uses; the hosts it enrolled stay. kNotFound for an unknown id;
+  // a credential revoked before is returned as it is.
+  Result<store::EnrollmentCredential> RevokeCredential(int64_t id, std::string_view actor);
+
   // Limits of the input, each with its reason.
   static constexpr size_t kMaxHostId = 253;    // a DNS name's length
   static constexpr size_t kMaxPath = 1024;     // well under PATH_MAX
   static constexpr size_t kMaxSans = 100;      // as many as a certificate reasonably carries
   static constexpr size_t kMaxCommand = 1024;  // a command line, not a script
   static constexpr int64_t kMaxThresholdDays = 365;
+  static constexpr size_t kMaxBulkHosts = 10000;  // one configuration management inventory
+  static constexpr size_t kMaxCredentialHosts = 1000;
+  static constexpr int64_t kMaxCredentialUses = 100000;
+  // A credential is for one rollout, not a standing secret.
+  static constexpr std::chrono::seconds kMaxCredentialTtl{int64_t{30} * 86400};
 
  private:
   // Stores a new token of the host, valid token_ttl; audited as `action`.
@@ -96,6 +145,12 @@ class HostService {
   const Clock& clock_;
   const Options options_;
 };
+
+// Whether `host_id` matches `pattern` (see CredentialSpec::hosts).
+bool MatchesHostPattern(std::string_view pattern, std::string_view host_id);
+// Why `credential` cannot enroll `host_id` at `now` (revoked, expired, spent, not one of its
+// hosts): kPermissionDenied saying which.
+Result<void> CheckCredential(const store::EnrollmentCredential& credential, std::string_view host_id, int64_t now);
 
 // kNotFound naming the host (its id cut to kMaxHostId), whoever looked it up.
 Error NoSuchHost(std::string_view host_id);

@@ -1,5 +1,7 @@
 #include "store/hosts_repo.h"
 
+#include <limits>
+
 namespace certfleet::store {
 namespace {
 
@@ -152,6 +154,72 @@ Result<std::optional<std::string>> SpendHostToken(Tx& tx, std::string_view token
                                             {now, std::string(token_sha256), now}));
   if (!row) return std::optional<std::string>();
   return std::optional<std::string>(row->Text(0));
+}
+
+namespace {
+
+constexpr std::string_view kCredentialColumns =
+    "id, token_sha256, patterns, max_uses, used, expires_at, revoked_at, last_used_at, created_by, created_at";
+
+Result<std::vector<EnrollmentCredential>> Credentials(Tx& tx, const std::string& where, const Params& params) {
+  CF_ASSIGN_OR_RETURN(
+      Rows rows,
+      tx.Query("SELECT " + std::string(kCredentialColumns) + " FROM enrollment_credentials " + where, params));
+  std::vector<EnrollmentCredential> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) {
+    out.push_back(
+        {r.Int(0), r.Text(1), r.Text(2), r.Int(3), r.Int(4), r.Int(5), r.OptInt(6), r.OptInt(7), r.Text(8), r.Int(9)});
+  }
+  return out;
+}
+
+Result<std::optional<EnrollmentCredential>> OneCredential(Tx& tx, const std::string& where, const Params& params) {
+  CF_ASSIGN_OR_RETURN(auto found, Credentials(tx, where, params));
+  if (found.empty()) return std::optional<EnrollmentCredential>();
+  return std::optional<EnrollmentCredential>(std::move(found.front()));
+}
+
+}  // namespace
+
+Result<int64_t> InsertEnrollmentCredential(Tx& tx, const EnrollmentCredential& c) {
+  CF_ASSIGN_OR_RETURN(auto row,
+                      tx.QueryOne("INSERT INTO enrollment_credentials (token_sha256, patterns, max_uses, "
+                                  "used, expires_at, revoked_at, last_used_at, created_by, created_at) "
+                                  "VALUES (?, ?, ?, 0, ?, NULL, NULL, ?, ?) RETURNING id",
+                                  {c.token_sha256, c.patterns, c.max_uses, c.expires_at, c.created_by, c.created_at}));
+  return row->Int(0);
+}
+
+Result<std::optional<EnrollmentCredential>> FindEnrollmentCredential(Tx& tx, std::string_view token_sha256) {
+  return OneCredential(tx, "WHERE token_sha256 = ?", {std::string(token_sha256)});
+}
+
+Result<std::optional<EnrollmentCredential>> GetEnrollmentCredential(Tx& tx, int64_t id) {
+  return OneCredential(tx, "WHERE id = ?", {id});
+}
+
+Result<std::vector<EnrollmentCredential>> ListEnrollmentCredentials(Tx& tx, std::optional<int64_t> before_id,
+                                                                    int limit) {
+  return Credentials(tx, "WHERE id < ? ORDER BY id DESC LIMIT ?",
+                     {before_id.value_or(std::numeric_limits<int64_t>::max()), int64_t{limit}});
+}
+
+Result<std::optional<int64_t>> UseEnrollmentCredential(Tx& tx, int64_t id, int64_t now) {
+  // One statement, so that concurrent enrollments never take more than max_uses.
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("UPDATE enrollment_credentials SET used = used + 1, last_used_at = ? "
+                                            "WHERE id = ? AND revoked_at IS NULL AND expires_at > ? AND used < "
+                                            "max_uses RETURNING used",
+                                            {now, id, now}));
+  if (!row) return std::optional<int64_t>();
+  return std::optional<int64_t>(row->Int(0));
+}
+
+Result<bool> RevokeEnrollmentCredential(Tx& tx, int64_t id, int64_t now) {
+  CF_ASSIGN_OR_RETURN(
+      int64_t changed,
+      tx.Exec("UPDATE enrollment_credentials SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", {now, id}));
+  return changed > 0;
 }
 
 }  // namespace certfleet::store

@@ -78,4 +78,31 @@ Result<std::optional<std::string>> HostTokenOwner(Tx& tx, std::string_view token
 // Spends the token: the host it is for, or nullopt if it is unknown, spent or expired.
 Result<std::optional<std::string>> SpendHostToken(Tx& tx, std::string_view token_sha256, int64_t now);
 
+// A fleet enrollment credential (W4): one secret for many hosts' first enrollment.
+struct EnrollmentCredential {
+  int64_t id = 0;
+  std::string token_sha256;
+  std::string patterns = "[]";  // JSON array of host ids and patterns ('*' within a label)
+  int64_t max_uses = 0;
+  int64_t used = 0;
+  int64_t expires_at = 0;
+  std::optional<int64_t> revoked_at;
+  std::optional<int64_t> last_used_at;
+  std::string created_by;
+  int64_t created_at = 0;
+};
+
+// Its id.
+Result<int64_t> InsertEnrollmentCredential(Tx& tx, const EnrollmentCredential& c);
+Result<std::optional<EnrollmentCredential>> FindEnrollmentCredential(Tx& tx, std::string_view token_sha256);
+Result<std::optional<EnrollmentCredential>> GetEnrollmentCredential(Tx& tx, int64_t id);
+// Newest first.
+Result<std::vector<EnrollmentCredential>> ListEnrollmentCredentials(Tx& tx, std::optional<int64_t> before_id,
+                                                                    int limit);
+// Takes one use, in one statement: the uses taken so far, or nullopt if it is revoked,
+// expired or spent.
+Result<std::optional<int64_t>> UseEnrollmentCredential(Tx& tx, int64_t id, int64_t now);
+// False if there is no such credential or it was revoked before.
+Result<bool> RevokeEnrollmentCredential(Tx& tx, int64_t id, int64_t now);
+
 }  // namespace certfleet::store

@@ -387,6 +387,22 @@ ALTER TABLE certificates ADD COLUMN subject_kind TEXT NOT NULL DEFAULT 'dns';
 UPDATE certificates SET subject_kind = 'host' WHERE type = 'server' AND created_by = 'host:' || fqdn;
 UPDATE certificates SET subject_kind = 'device' WHERE type = 'device' AND created_by = 'system:provision';
 )sql"},
+    {13, "enrollment credentials", R"sql(
+-- W4: fleet enrollment credentials: one secret (kept as its SHA-256) that enrolls up to
+-- max_uses hosts whose ids match one of its patterns (a JSON array), until expires_at.
+CREATE TABLE enrollment_credentials (
+  id {{id}},
+  token_sha256 TEXT NOT NULL UNIQUE,
+  patterns TEXT NOT NULL,
+  max_uses BIGINT NOT NULL,
+  used BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  revoked_at BIGINT,
+  last_used_at BIGINT,
+  created_by TEXT NOT NULL,
+  created_at BIGINT NOT NULL
+);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

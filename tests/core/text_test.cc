@@ -54,5 +54,19 @@ TEST(Text, EscapedShowsWhatWasSentHarmlessly) {
   EXPECT_EQ(Escaped("../../x"), "../../x");
 }
 
+TEST(ParseDuration, ANumberAndAUnitUpToTheLimit) {
+  using std::chrono::seconds;
+  const seconds max(30 * 86400);
+  EXPECT_EQ(*ParseDuration("ttl", "90s", max), seconds(90));
+  EXPECT_EQ(*ParseDuration("ttl", "15m", max), seconds(900));
+  EXPECT_EQ(*ParseDuration("ttl", "72h", max), seconds(72 * 3600));
+  EXPECT_EQ(*ParseDuration("ttl", "30d", max), max);
+  for (const char* bad : {"", "h", "0h", "31d", "3 days", "-1h", "1.5h", "72H", "1w", "9999999999s"}) {
+    auto r = ParseDuration("ttl", bad, max);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.error().message.find("ttl must be"), std::string::npos) << r.error().message;
+  }
+}
+
 }  // namespace
 }  // namespace certfleet

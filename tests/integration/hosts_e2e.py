@@ -3,7 +3,9 @@
 done by a real certfleet-agent, uses the new settings; a revoked host is reactivated and its
 agent enrolls again (--re-enroll); an agent never acts as another host whose identity its
 state folder holds; a deleted host's certificate is on its CA's CRL (read by openssl) and its
-renewals stay as history.
+renewals stay as history. Onboarding at fleet scale: a JSON array and a CSV of hosts answered
+row by row (10,000 at once), and one fleet enrollment credential that real agents enroll with
+until its uses are spent.
 
 usage: hosts_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
@@ -147,5 +149,62 @@ api("POST", "/v1/hosts", {"host_id": "web-2"}, expect=201)  # the id may be used
 actions = audit_actions()
 check(actions.count("host.update") == 2 and actions.count("host.delete") == 2 and
       actions.count("host.reactivate") == 2, f"each change is audited: {actions}")
+
+# Onboarding in bulk: a JSON array and CSV (text/csv), answered row by row.
+out = api("POST", "/v1/hosts", [{"host_id": "app-1", "sans": ["app-1.example.com"]}, {"host_id": "web-2"},
+                                 {"host_id": "bad id"}, {"sans": []}, "not an object"])
+check((out["created"], out["unchanged"], out["rejected"]) == (1, 1, 3) and
+      [r["result"] for r in out["rows"]] == ["created", "unchanged", "rejected", "rejected", "rejected"] and
+      "host_id" in out["rows"][2]["error"] and out["rows"][3]["host_id"] is None, f"each row answered: {out}")
+csv_text = ('host_id,sans,key_type,renewal_threshold_days\r\n'
+            'app-2,app-2.example.com;alt-2.example.com,rsa-2048,10\r\n'
+            'app-1,app-1.example.com,,\r\n'
+            'app-3,,ec-p521,\r\n'
+            '"app-4","app-4.example.com 10.0.0.4",,x\r\n')
+status, out, _ = cf.request("POST", "/v1/hosts", body=csv_text, bearer=cf.token, headers={"Content-Type": "text/csv"})
+check(status == 200 and [r["result"] for r in out["rows"]] == ["created", "unchanged", "rejected", "rejected"] and
+      "key_type" in out["rows"][2]["error"] and "renewal_threshold_days" in out["rows"][3]["error"],
+      f"CSV rows answered: {status} {out}")
+app2 = api("GET", "/v1/hosts/app-2")
+check(app2["sans"] == ["app-2.example.com", "alt-2.example.com"] and app2["key_type"] == "rsa-2048" and
+      app2["renewal_threshold_days"] == 10, f"a CSV row's settings: {app2}")
+status, out, _ = cf.request("POST", "/v1/hosts", body="name\nx\n", bearer=cf.token, headers={"Content-Type": "text/csv"})
+check(status == 400 and "unknown CSV column 'name'" in out["error"]["message"], f"a bad header: {status} {out}")
+many = [{"host_id": f"node-{i:05d}.fleet.example.com"} for i in range(10000)]
+out = api("POST", "/v1/hosts", many)
+check(out["created"] == 10000, f"10,000 hosts in one request: {out['created']}, {out['rejected']}")
+out = api("POST", "/v1/hosts", many + [{"host_id": "one-too-many"}], expect=400)
+check("at most 10000" in out["error"]["message"], f"more than 10,000 refused: {out}")
+check(api("GET", "/v1/hosts?limit=1&status=enrolling")["items"], "listed")
+
+# One fleet credential, three uses; real agents enroll with it and the fourth is refused.
+p = cf.cli("host", "credential", "--pattern", "edge-*.example.com", "--uses", "3", "--ttl", "2h")
+secret = p.stdout.strip()
+check(len(secret) >= 40 and "edge-*.example.com" in p.stderr, f"certfleet host credential prints a secret: {p.stderr}")
+for i in range(3):
+    name = f"edge-{i}.example.com"
+    p = subprocess.run(agent_cmd(name, "--enroll-only", "--bootstrap-token", secret), capture_output=True, text=True,
+                       timeout=60)
+    check(p.returncode == 0 and '"msg":"enrolled"' in p.stderr, f"{name} enrolls with the fleet credential: {p.stderr}")
+    check(api("GET", f"/v1/hosts/{name}")["status"] == "active", f"{name} is registered and active")
+p = subprocess.run(agent_cmd("edge-3.example.com", "--enroll-only", "--bootstrap-token", secret),
+                   capture_output=True, text=True, timeout=60)
+check(p.returncode != 0 and "is spent" in p.stderr, f"the fourth is refused, saying why: {p.stderr[-500:]}")
+made = api("POST", "/v1/enrollment-credentials", {"hosts": ["db-*.example.com"], "uses": 5, "ttl": "72h"}, expect=201)
+check(len(made["secret"]) >= 40 and made["uses"] == 5 and made["used"] == 0, f"minted through the API: {made}")
+p = subprocess.run(agent_cmd("other.example.com", "--enroll-only", "--bootstrap-token", made["secret"]),
+                   capture_output=True, text=True, timeout=60)
+check(p.returncode != 0 and "is not for host other.example.com" in p.stderr, f"not its host: {p.stderr[-500:]}")
+api("POST", "/v1/enrollment-credentials", {"hosts": ["*"], "uses": 5, "ttl": "72h"}, expect=400)
+api("POST", "/v1/enrollment-credentials", {"hosts": ["db-1"], "uses": 5, "ttl": "3 days"}, expect=400)
+listed = api("GET", "/v1/enrollment-credentials")["items"]
+check([c["used"] for c in listed] == [0, 3] and all("secret" not in c for c in listed), f"listed: {listed}")
+check(api("DELETE", f"/v1/enrollment-credentials/{made['id']}")["revoked_at"] is not None, "revoked")
+p = subprocess.run(agent_cmd("db-1.example.com", "--enroll-only", "--bootstrap-token", made["secret"]),
+                   capture_output=True, text=True, timeout=60)
+check(p.returncode != 0 and "was revoked" in p.stderr, f"a revoked credential is refused: {p.stderr[-500:]}")
+uses = api("GET", "/v1/audit?action=credential.use")["items"]
+check(sorted(e["details"]["host_id"] for e in uses) == [f"edge-{i}.example.com" for i in range(3)],
+      f"each use audited with its host: {uses}")
 cf.stop()
 finish("hosts_e2e")

@@ -2,6 +2,7 @@
 // names, against a single-use token; every refusal leaves the token and the store as they were.
 #include "renewal/agent_service.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <openssl/x509v3.h>
 
@@ -140,6 +141,96 @@ TEST_P(EnrollTest, OnlyAHostsOwnCurrentCertificateAuthenticatesItsAgent) {
 
   ASSERT_TRUE(agents_->Revoke("web-1.example.com", "keyCompromise", "t").ok());
   EXPECT_EQ(agents_->Authenticate(enrolled->record.serial).error().code, ErrorCode::kPermissionDenied) << "revoked";
+}
+
+TEST_P(EnrollTest, AFleetCredentialEnrollsNewMatchingHostsUpToItsUsesEachAudited) {
+  CredentialSpec spec{{"web-*.example.com", "db-1"}, 3, std::chrono::hours(72)};
+  auto minted = hosts_->CreateCredential(spec, "t");
+  ASSERT_TRUE(minted.ok()) << minted.error().message;
+  const std::string& secret = minted->secret;
+
+  // Not registered: registered with the defaults by its first enrollment.
+  auto fresh = agents_->Enroll("web-7.example.com", secret, Csr("web-7.example.com"));
+  ASSERT_TRUE(fresh.ok()) << fresh.error().message;
+  EXPECT_EQ(hosts_->Get("web-7.example.com")->status, store::HostStatus::kActive);
+  // Registered and never enrolled: its own settings (SANs) are kept.
+  auto registered = agents_->Enroll("web-1.example.com", secret, Csr("web-1.example.com"));
+  ASSERT_TRUE(registered.ok()) << registered.error().message;
+  auto cert = pki::CertificateFromPem(registered->certificate_pem);
+  EXPECT_EQ(X509_check_host(cert->get(), "alt.example.com", 0, 0, nullptr), 1);
+
+  // Refusals take no use and issue nothing.
+  const int64_t before = Certificates();
+  auto enrolled_before = agents_->Enroll("web-1.example.com", secret, Csr("web-1.example.com"));
+  ASSERT_FALSE(enrolled_before.ok());
+  EXPECT_EQ(enrolled_before.error().code, ErrorCode::kFailedPrecondition) << "never takes over an enrolled host";
+  auto other = agents_->Enroll("web-1.eu.example.com", secret, Csr("web-1.eu.example.com"));
+  ASSERT_FALSE(other.ok());
+  EXPECT_EQ(other.error().code, ErrorCode::kPermissionDenied) << "'*' stays within a label";
+  EXPECT_NE(other.error().message.find("is not for host web-1.eu.example.com"), std::string::npos)
+      << other.error().message;
+  EXPECT_EQ(agents_->Enroll("mail.example.com", secret, Csr("mail.example.com")).error().code,
+            ErrorCode::kPermissionDenied);
+  EXPECT_EQ(Certificates(), before);
+
+  ASSERT_TRUE(agents_->Enroll("db-1", secret, Csr("db-1")).ok()) << "an exact id of its list";
+  auto spent = agents_->Enroll("web-9.example.com", secret, Csr("web-9.example.com"));
+  ASSERT_FALSE(spent.ok());
+  EXPECT_EQ(spent.error().code, ErrorCode::kPermissionDenied);
+  EXPECT_NE(spent.error().message.find("is spent: all 3 of its uses are taken"), std::string::npos)
+      << spent.error().message;
+  EXPECT_FALSE(hosts_->Get("web-9.example.com").ok()) << "a refused enrollment registers nothing";
+
+  auto uses = store_->Query("SELECT actor, details FROM audit_log WHERE action = 'credential.use' ORDER BY seq");
+  ASSERT_EQ(uses->size(), 3u);
+  EXPECT_EQ(uses->at(0).Text(0), fmt::format("credential:{}", minted->credential.id));
+  EXPECT_NE(uses->at(0).Text(1).find("\"host_id\":\"web-7.example.com\""), std::string::npos) << uses->at(0).Text(1);
+  EXPECT_NE(uses->at(2).Text(1).find("\"host_id\":\"db-1\""), std::string::npos);
+  EXPECT_EQ(hosts_->ListCredentials(std::nullopt, 10)->at(0).used, 3);
+}
+
+TEST_P(EnrollTest, AnExpiredOrRevokedCredentialIsRefusedSayingSo) {
+  auto a = hosts_->CreateCredential({{"web-*.example.com"}, 10, std::chrono::hours(1)}, "t");
+  auto b = hosts_->CreateCredential({{"web-*.example.com"}, 10, std::chrono::hours(5)}, "t");
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE(hosts_->RevokeCredential(b->credential.id, "t").ok());
+  auto revoked = agents_->Enroll("web-2.example.com", b->secret, Csr("web-2.example.com"));
+  ASSERT_FALSE(revoked.ok());
+  EXPECT_NE(revoked.error().message.find("was revoked"), std::string::npos) << revoked.error().message;
+  clock_.Advance(std::chrono::hours(2));
+  auto expired = agents_->Enroll("web-2.example.com", a->secret, Csr("web-2.example.com"));
+  ASSERT_FALSE(expired.ok());
+  EXPECT_EQ(expired.error().code, ErrorCode::kPermissionDenied);
+  EXPECT_NE(expired.error().message.find("expired at"), std::string::npos) << expired.error().message;
+  EXPECT_EQ(hosts_->RevokeCredential(999, "t").error().code, ErrorCode::kNotFound);
+}
+
+TEST_P(EnrollTest, CredentialsAreCheckedWhenMinted) {
+  auto code = [&](CredentialSpec spec) -> std::optional<ErrorCode> {
+    auto r = hosts_->CreateCredential(spec, "t");
+    if (r.ok()) return std::nullopt;
+    return r.error().code;
+  };
+  const auto day = std::chrono::hours(24);
+  EXPECT_EQ(code({{"*.example.*"}, 1, day}), ErrorCode::kInvalidArgument) << "the last label has no '*'";
+  EXPECT_EQ(code({{"*"}, 1, day}), ErrorCode::kInvalidArgument) << "never every host";
+  EXPECT_EQ(code({{"web_1.example.com"}, 1, day}), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(code({{}, 1, day}), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(code({{"db-1"}, 0, day}), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(code({{"db-1"}, 1, std::chrono::hours(24 * 31)}), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(code({{"db-1", "web-*.example.com"}, 1, day}), std::nullopt);
+}
+
+TEST(HostPattern, StarMatchesWithinOneLabelCaseInsensitively) {
+  EXPECT_TRUE(MatchesHostPattern("web-*.example.com", "web-01.example.com"));
+  EXPECT_TRUE(MatchesHostPattern("web-*.example.com", "WEB-01.Example.com"));
+  EXPECT_TRUE(MatchesHostPattern("web-*.example.com", "web-.example.com"));
+  EXPECT_TRUE(MatchesHostPattern("*-db-*.example.com", "eu-db-7.example.com"));
+  EXPECT_TRUE(MatchesHostPattern("*.*.example.com", "a.b.example.com"));
+  EXPECT_FALSE(MatchesHostPattern("web-*.example.com", "web-01.eu.example.com"));
+  EXPECT_FALSE(MatchesHostPattern("web-*.example.com", "api-01.example.com"));
+  EXPECT_FALSE(MatchesHostPattern("web-*.example.com", "web-01.example.com.evil.net"));
+  EXPECT_FALSE(MatchesHostPattern("db-1", "db-10"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, EnrollTest, testing::kBothDialects, testing::DialectName);

@@ -159,6 +159,40 @@ TEST_P(HostTest, AnEnrollmentTokenWorksOnceAndUntilItExpires) {
   EXPECT_EQ(*spend("made-up"), std::nullopt);
 }
 
+TEST_P(HostTest, ABulkRegistrationAnswersEachRowAndKeepsGoingPastRejectedOnes) {
+  ASSERT_TRUE(Create(Spec("same", [](HostSpec& s) { s.sans = {"same.example.com"}; })).ok());
+  ASSERT_TRUE(Create(Spec("other")).ok());
+  std::vector<Result<HostSpec>> rows{
+      Spec("new-1"),
+      Spec("same", [](HostSpec& s) { s.sans = {"same.example.com"}; }),
+      Spec("other", [](HostSpec& s) { s.key_type = "rsa-2048"; }),
+      Spec("bad", [](HostSpec& s) { s.key_type = "dsa"; }),
+      MakeError(ErrorCode::kInvalidArgument, "host_id is missing"),
+      Spec("new-1"),
+  };
+  auto results = hosts_->CreateMany(rows, "token:ops");
+  ASSERT_TRUE(results.ok()) << results.error().message;
+  ASSERT_EQ(results->size(), rows.size());
+  auto outcome = [&](size_t i) { return std::string(EnumName(results->at(i).outcome, kRowOutcomeNames)); };
+  EXPECT_EQ(outcome(0), "created");
+  EXPECT_EQ(outcome(1), "unchanged");
+  EXPECT_EQ(outcome(2), "rejected");
+  EXPECT_NE(results->at(2).error.find("exists with other settings"), std::string::npos) << results->at(2).error;
+  EXPECT_EQ(outcome(3), "rejected");
+  EXPECT_NE(results->at(3).error.find("key_type"), std::string::npos);
+  EXPECT_EQ(outcome(4), "rejected");
+  EXPECT_EQ(results->at(4).error, "host_id is missing");
+  EXPECT_EQ(outcome(5), "unchanged") << "the same host twice in one list";
+  EXPECT_EQ(hosts_->Get("new-1")->status, store::HostStatus::kEnrolling);
+  EXPECT_FALSE(hosts_->Get("other")->key_type.has_value()) << "a rejected row changes nothing";
+  EXPECT_FALSE(hosts_->Get("bad").ok());
+  auto audited = store_->Query("SELECT COUNT(*) FROM audit_log WHERE action = 'host.create'");
+  EXPECT_EQ(audited->at(0).Int(0), 3) << "two before, one created by the list";
+
+  std::vector<Result<HostSpec>> too_many(HostService::kMaxBulkHosts + 1, Result<HostSpec>(Spec("x")));
+  EXPECT_EQ(hosts_->CreateMany(too_many, "t").error().code, ErrorCode::kInvalidArgument);
+}
+
 INSTANTIATE_TEST_SUITE_P(Drivers, HostTest, testing::kBothDialects, testing::DialectName);
 
 }  // namespace
