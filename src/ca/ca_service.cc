@@ -2,11 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <future>
 
 #include "ca/fqdn.h"
 #include "core/crypto.h"
 #include "core/text.h"
+#include "pki/certificate.h"
 #include "pki/csr.h"
 #include "pki/key.h"
 
@@ -92,6 +94,58 @@ void CaService::CreateAsync(const CreateRequest& request, std::string_view actor
   Result<issuance::IssueRequest> resolved = Resolve(request);
   if (!resolved.ok()) return done(resolved.error());
   issuer_.IssueAsync(std::move(*resolved), actor, std::move(done));
+}
+
+Result<issuance::Issued> CaService::Renew(std::string_view serial, const RenewRequest& request,
+                                          std::string_view actor) {
+  CF_ASSIGN_OR_RETURN(store::CertificateRecord old, issuer_.Get(serial));
+  auto refused = [&old](std::string why) {
+    return MakeError(ErrorCode::kFailedPrecondition, fmt::format("certificate {} {}", old.serial, why));
+  };
+  if (pki::IsCa(old.type)) return refused("is a CA: a CA is rotated, not renewed");
+  if (old.subject_kind == store::SubjectKind::kHost) {
+    return refused("is a W4 host's: its agent renews it (POST /v1/renewals/run)");
+  }
+  if (old.subject_kind == store::SubjectKind::kDevice) {
+    return refused("is a W2 device's: the device rotates it through provisioning");
+  }
+  if (old.status != store::CertStatus::kActive) {
+    return refused(fmt::format("is {}: issue a new certificate instead", store::CertStatusName(old.status)));
+  }
+  CF_ASSIGN_OR_RETURN(pki::X509Ptr x509, pki::CertificateFromPem(old.certificate_pem));
+  issuance::IssueRequest req;
+  req.type = old.type;
+  req.name = old.fqdn;
+  req.subject = old.subject_kind;
+  req.parent = old.parent_fqdn;
+  req.sans = pki::SubjectAltNames(x509.get());
+  const X509_NAME* subject = X509_get_subject_name(x509.get());
+  req.country = pki::NameEntry(subject, NID_countryName);
+  req.state = pki::NameEntry(subject, NID_stateOrProvinceName);
+  req.organization = pki::NameEntry(subject, NID_organizationName);
+  constexpr int64_t kDayMs = int64_t{24} * 3600 * 1000;
+  req.validity_days = request.validity_days.value_or(std::max<int64_t>(1, (old.not_after - old.not_before) / kDayMs));
+  if (request.key_type && request.csr_pem) return Invalid("key_type and csr_pem exclude each other");
+  if (request.csr_pem) {
+    CF_ASSIGN_OR_RETURN(pki::Csr csr, pki::ParseCsr(*request.csr_pem));
+    req.csr = std::make_shared<const pki::Csr>(std::move(csr));
+  } else if (request.key_type) {
+    CF_ASSIGN_OR_RETURN(req.key_type, pki::ParseKeyType(*request.key_type));
+  } else {
+    auto old_type = pki::KeyTypeOf(X509_get0_pubkey(x509.get()));
+    req.key_type = old_type.ok() ? *old_type : pki::KeyType::kEcP256;
+  }
+  req.overlap = issuance::Overlap::kAllowed;
+  req.audit.action = "certificate.renew";
+  req.audit.details = {{"renews", old.serial}, {"keep", request.keep ? "true" : "false"}};
+  if (!request.keep) {
+    const int64_t revoke_at = clock_.NowMillis() + Millis(options_.renew_grace);
+    req.in_transaction = [serial = old.serial, revoke_at, this](store::Tx& tx,
+                                                                const store::CertificateRecord&) -> Result<void> {
+      return issuance::RevokeSupersededAfter(tx, serial, revoke_at, clock_.NowMillis());
+    };
+  }
+  return issuer_.Issue(std::move(req), actor);
 }
 
 Result<issuance::Issued> CaService::Create(const CreateRequest& request, std::string_view actor) {

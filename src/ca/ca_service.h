@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -8,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/result.h"
 #include "issuance/issuer.h"
 #include "pki/profile.h"
@@ -28,16 +30,39 @@ struct CreateRequest {
   std::optional<std::string> key_type;  // when certfleet makes the key
 };
 
+// A renewal of a W1 leaf (POST /v1/certificates/{serial}/renew): the same name, parent,
+// names and subject; a new key made by certfleet (of `key_type`, else the old key's type) or
+// the key of `csr_pem`.
+struct RenewRequest {
+  std::optional<std::string> csr_pem;
+  std::optional<std::string> key_type;
+  std::optional<int64_t> validity_days;  // default: the old certificate's lifetime
+  bool keep = false;                     // leave the old certificate active (else revoked after the grace)
+};
+
 // W1: certificates named by the seed's rules (registrable domains, default parents, UUID
 // device names), issued through the issuance floor. Thread-safe.
 class CaService {
  public:
-  explicit CaService(issuance::Issuer& issuer) : issuer_(issuer) {}
+  struct Options {
+    // Before a renewed certificate is revoked (superseded): a day, for the services still
+    // presenting it to be given the new one (ca.renew_grace_hours).
+    std::chrono::hours renew_grace{24};
+  };
+
+  explicit CaService(issuance::Issuer& issuer, const Clock& clock, Options options)
+      : issuer_(issuer), clock_(clock), options_(options) {}
 
   Result<issuance::Issued> Create(const CreateRequest& request, std::string_view actor);
   // The same without waiting; see issuance::Issuer::IssueAsync for where `done` runs.
   void CreateAsync(const CreateRequest& request, std::string_view actor,
                    std::function<void(Result<issuance::Issued>)> done);
+  // Issues the successor of the active W1 server or device certificate `serial`, allowed to
+  // overlap it; the old one is revoked (superseded) after the grace unless `keep`. Audited as
+  // certificate.renew. kNotFound for an unknown serial; kFailedPrecondition for a revoked
+  // certificate, a CA (rotated, not renewed) or a certificate another workflow owns (a W2
+  // device's, a W4 host's).
+  Result<issuance::Issued> Renew(std::string_view serial, const RenewRequest& request, std::string_view actor);
 
  private:
   // The request as the issuance floor takes it, its names resolved; kInvalidArgument if
@@ -45,6 +70,8 @@ class CaService {
   Result<issuance::IssueRequest> Resolve(const CreateRequest& request);
 
   issuance::Issuer& issuer_;
+  const Clock& clock_;
+  const Options options_;
 };
 
 }  // namespace certfleet::ca

@@ -106,6 +106,14 @@ Result<ca::CreateRequest> ParseCreate(pki::CertType type, const Request& req) {
   return r;
 }
 
+Response IssuedResponse(const issuance::Issued& issued) {
+  json::object out = CertificateJson(issued.record);
+  out["chain_pem"] = issued.chain_pem;
+  out["validity_clamped"] = issued.validity_clamped;
+  if (issued.private_key_pem) out["private_key_pem"] = *issued.private_key_pem;
+  return NoStore(JsonResponse(201, out));  // may hold a private key
+}
+
 // Asynchronous: the server thread is free while the certificate waits for its commit.
 void Create(const ApiContext& ctx, pki::CertType type, const Request& req, const Responder& respond) {
   auto parsed = ParseCreate(type, req);
@@ -113,11 +121,7 @@ void Create(const ApiContext& ctx, pki::CertType type, const Request& req, const
   ctx.ca->CreateAsync(*parsed, req.principal.Actor(), [respond, id = req.request_id](Result<issuance::Issued> created) {
     respond([created = std::move(created), id]() -> Response {
       if (!created.ok()) return Fail(id, created.error());
-      json::object out = CertificateJson(created->record);
-      out["chain_pem"] = created->chain_pem;
-      out["validity_clamped"] = created->validity_clamped;
-      if (created->private_key_pem) out["private_key_pem"] = *created->private_key_pem;
-      return NoStore(JsonResponse(201, out));  // may hold a private key
+      return IssuedResponse(*created);
     });
   });
 }
@@ -190,6 +194,29 @@ Response Revoke(const ApiContext& ctx, const Request& req) {
   return JsonResponse(200, out);
 }
 
+// The certificate's successor: {"csr_pem"?, "key_type"?, "validity_days"?, "keep"?}.
+void Renew(const ApiContext& ctx, const Request& req, const Responder& respond) {
+  auto renewed = [&]() -> Result<issuance::Issued> {
+    CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(req.body.empty() ? "{}" : req.body));
+    ca::RenewRequest r;
+    CF_ASSIGN_OR_RETURN(r.csr_pem, OptionalString(body, "csr_pem", pki::kMaxCsrBytes, Text::kLines));
+    CF_ASSIGN_OR_RETURN(r.key_type, OptionalString(body, "key_type", 32));
+    if (auto it = body.find("validity_days"); it != body.end() && !it->value().is_null()) {
+      if (!it->value().is_int64()) return MakeError(ErrorCode::kInvalidArgument, "validity_days must be an integer");
+      r.validity_days = it->value().as_int64();
+    }
+    if (auto it = body.find("keep"); it != body.end() && !it->value().is_null()) {
+      if (!it->value().is_bool()) return MakeError(ErrorCode::kInvalidArgument, "keep must be true or false");
+      r.keep = it->value().as_bool();
+    }
+    return ctx.ca->Renew(req.params.at("serial"), r, req.principal.Actor());
+  }();
+  respond([renewed = std::move(renewed), id = req.request_id]() -> Response {
+    if (!renewed.ok()) return Fail(id, renewed.error());
+    return IssuedResponse(*renewed);
+  });
+}
+
 Response Crl(const ApiContext& ctx, const Request& req) {
   std::string name = req.params.at("name");
   constexpr std::string_view kSuffix = ".crl";
@@ -229,6 +256,8 @@ void AddCaRoutes(Router& router, const ApiContext& ctx) {
   }
   router.Add("POST", "/v1/certificates/{serial}/revoke", {Access::kOperator},
              [c](Request& r) { return Revoke(*c, r); });
+  router.AddAsync("POST", "/v1/certificates/{serial}/renew", create,
+                  [c](Request& r, const Responder& respond) { Renew(*c, r, respond); });
   router.Add("GET", "/crl/{name}", {Access::kPublic}, [c](Request& r) { return Crl(*c, r); });
   router.Add("POST", "/ocsp", {Access::kPublic, false, pki::kMaxOcspRequestBytes},
              [c](Request& r) { return OcspAnswer(*c, r.body); });

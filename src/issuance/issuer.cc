@@ -351,6 +351,18 @@ Result<Issued> Issuer::Rotate(std::string_view fqdn, std::string_view new_fqdn, 
   return Issue(std::move(request), actor);
 }
 
+Result<void> RevokeSupersededAfter(store::Tx& tx, const std::string& serial, int64_t run_at, int64_t now) {
+  constexpr int kRevokeAttempts = 10;
+  store::NewJob job;
+  job.kind = std::string(kRevokeSupersededJob);
+  job.payload = boost::json::serialize(boost::json::object{{"serial", serial}});
+  job.run_at = run_at;
+  job.max_attempts = kRevokeAttempts;
+  job.dedupe_key = "revoke-superseded:" + serial;
+  CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));
+  return Ok();
+}
+
 std::string NextGeneration(std::string_view fqdn) {
   const size_t dot = std::min(fqdn.find('.'), fqdn.size());
   std::string_view label = fqdn.substr(0, dot);

@@ -179,6 +179,12 @@ class Issuer {
   store::GroupCommitter writes_;
 };
 
+// The job that revokes a superseded certificate (reason superseded) once its grace period has
+// ended, whichever workflow replaced it (a W1 renewal, a W4 host's renewal or enrollment),
+// and its enqueuing, once per serial, in the transaction that issued the replacement.
+inline constexpr std::string_view kRevokeSupersededJob = "ca.revoke_superseded";
+Result<void> RevokeSupersededAfter(store::Tx& tx, const std::string& serial, int64_t run_at, int64_t now);
+
 // The name of a CA that takes over from `fqdn`: its first label with a generation suffix
 // added or counted up ("iot.example.com" -> "iot-g2.example.com" -> "iot-g3.example.com").
 std::string NextGeneration(std::string_view fqdn);

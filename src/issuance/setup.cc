@@ -8,6 +8,9 @@ namespace {
 constexpr ConfigKey kKeys[] = {
     {"ca.crl_hours", ConfigType::kInt, "24",
      "A CRL's validity (nextUpdate); it is re-signed when half of it has passed.", 1, 8760},
+    {"ca.renew_grace_hours", ConfigType::kInt, "24",
+     "W1: how long a renewed certificate stays valid beside its successor before it is revoked (superseded).", 0,
+     24 * 90},
     {"ca.ocsp_minutes", ConfigType::kInt, "60", "An OCSP response's validity (nextUpdate) and how long it is cached.",
      1, 10080},
 };
@@ -34,6 +37,13 @@ Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, Is
     CF_ASSIGN_OR_RETURN(std::string fqdn, job.PayloadString("ca"));
     return issuer.PublishCrl(fqdn, published);
   });
+  auto revoke_superseded = [&issuer](jobs::JobContext& job) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(std::string serial, job.PayloadString("serial"));
+    CF_RETURN_IF_ERROR(issuer.Revoke(serial, "superseded", /*cascade=*/false, "certfleet"));
+    return Ok();
+  };
+  pool.Register(std::string(kRevokeSupersededJob), revoke_superseded);
+  pool.Register("renewal.revoke", revoke_superseded);  // its name when W4 alone queued it
   pool.Register(std::string(Issuer::kCrlRefreshJob), [&issuer](jobs::JobContext&) -> Result<void> {
     CF_ASSIGN_OR_RETURN(int resigned, issuer.RefreshDueCrls());
     if (resigned > 0) log::Info("re-signed CRLs", {{"count", resigned}});

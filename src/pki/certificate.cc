@@ -332,6 +332,27 @@ Result<X509Ptr> CertificateFromPem(std::string_view pem) {
 
 Result<std::string> CertificateToDer(X509* cert) { return I2d<i2d_X509>(cert, "the certificate"); }
 
+std::vector<std::string> SubjectAltNames(X509* cert) {
+  std::vector<std::string> out;
+  GENERAL_NAMES* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
+    if (gn->type == GEN_DNS) {
+      out.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(gn->d.dNSName)),
+                       static_cast<size_t>(ASN1_STRING_length(gn->d.dNSName)));
+    } else if (gn->type == GEN_IPADD) {
+      const int len = ASN1_STRING_length(gn->d.iPAddress);
+      char text[INET6_ADDRSTRLEN] = {};
+      if ((len == 4 || len == 16) && inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(gn->d.iPAddress),
+                                               text, sizeof(text)) != nullptr) {
+        out.emplace_back(text);
+      }
+    }
+  }
+  GENERAL_NAMES_free(names);
+  return out;
+}
+
 std::string SerialHex(const ASN1_INTEGER* serial) {
   BignumPtr bn(ASN1_INTEGER_to_BN(serial, nullptr));
   char* hex = bn ? BN_bn2hex(bn.get()) : nullptr;

@@ -74,6 +74,8 @@ Result<std::string> CertificateSubjectCn(std::string_view der);
 // The first entry of `nid` in `name` as UTF-8; "" if there is none or it is not text.
 std::string NameEntry(const X509_NAME* name, int nid);
 Result<CertificateFacts> Inspect(X509* cert);
+// The subjectAltName's DNS names and IP addresses (as text), in order.
+std::vector<std::string> SubjectAltNames(X509* cert);
 
 // Serial numbers as the inventory writes them: lowercase hex without leading zeros.
 std::string SerialHex(const ASN1_INTEGER* serial);

@@ -57,6 +57,38 @@ Result<PkeyPtr> GenerateKey(KeyType type) {
   return PkeyPtr(raw);
 }
 
+Result<KeyType> KeyTypeOf(EVP_PKEY* key) {
+  switch (EVP_PKEY_get_base_id(key)) {
+    case EVP_PKEY_ED25519:
+      return KeyType::kEd25519;
+    case EVP_PKEY_RSA:
+      switch (EVP_PKEY_get_bits(key)) {
+        case 2048:
+          return KeyType::kRsa2048;
+        case 3072:
+          return KeyType::kRsa3072;
+        case 4096:
+          return KeyType::kRsa4096;
+        default:
+          break;
+      }
+      break;
+    case EVP_PKEY_EC: {
+      char group[32] = {};
+      size_t len = 0;
+      if (EVP_PKEY_get_group_name(key, group, sizeof(group), &len) == 1) {
+        const std::string_view name(group, len);
+        if (name == "prime256v1" || name == "P-256") return KeyType::kEcP256;
+        if (name == "secp384r1" || name == "P-384") return KeyType::kEcP384;
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  return MakeError(ErrorCode::kInvalidArgument, "the key is of a type certfleet does not make");
+}
+
 Result<std::string> PrivateKeyToPem(EVP_PKEY* key) {
   BioPtr bio(BIO_new(BIO_s_mem()));
   if (!bio || PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {

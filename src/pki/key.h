@@ -14,6 +14,8 @@ Result<KeyType> ParseKeyType(std::string_view name);  // "ec-p256", "rsa-2048", 
 std::string_view KeyTypeName(KeyType type);
 
 Result<PkeyPtr> GenerateKey(KeyType type);
+// The type of an existing key: kInvalidArgument for one certfleet does not make.
+Result<KeyType> KeyTypeOf(EVP_PKEY* key);
 // Unencrypted PKCS#8 PEM. Callers write it only where the user asked for the key.
 Result<std::string> PrivateKeyToPem(EVP_PKEY* key);
 

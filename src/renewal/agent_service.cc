@@ -36,26 +36,26 @@ Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view
   if (owner != host.host_id) return BadToken();
 
   // A reactivated host enrolls past the certificate it had, which is revoked after the grace.
-  return Issue(host, csr_pem, /*renewing=*/host.serial.has_value(), "host.enroll",
-               [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
-                 const int64_t now = clock_.NowMillis();
-                 CF_ASSIGN_OR_RETURN(auto spent, store::SpendHostToken(tx, token_sha256, now));
-                 if (spent != host.host_id) return BadToken();
-                 CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
-                 if (!h || h->status == store::HostStatus::kRevoked) {
-                   return MakeError(ErrorCode::kFailedPrecondition,
-                                    fmt::format("host {} is gone or revoked", host.host_id));
-                 }
-                 if (h->serial) {
-                   CF_ASSIGN_OR_RETURN(store::CertStatus status, store::CertificateStatus(tx, *h->serial));
-                   if (status == store::CertStatus::kActive) {
-                     CF_RETURN_IF_ERROR(RevokeAfter(tx, *h->serial, now + Millis(options_.grace), now));
-                   }
-                 }
-                 hosts_.SetCertificate(*h, cert.serial, cert.not_after, now);
-                 CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
-                 return Ok();
-               });
+  return Issue(
+      host, csr_pem, /*renewing=*/host.serial.has_value(), "host.enroll",
+      [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
+        const int64_t now = clock_.NowMillis();
+        CF_ASSIGN_OR_RETURN(auto spent, store::SpendHostToken(tx, token_sha256, now));
+        if (spent != host.host_id) return BadToken();
+        CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
+        if (!h || h->status == store::HostStatus::kRevoked) {
+          return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} is gone or revoked", host.host_id));
+        }
+        if (h->serial) {
+          CF_ASSIGN_OR_RETURN(store::CertStatus status, store::CertificateStatus(tx, *h->serial));
+          if (status == store::CertStatus::kActive) {
+            CF_RETURN_IF_ERROR(issuance::RevokeSupersededAfter(tx, *h->serial, now + Millis(options_.grace), now));
+          }
+        }
+        hosts_.SetCertificate(*h, cert.serial, cert.not_after, now);
+        CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
+        return Ok();
+      });
 }
 
 Result<Enrolled> AgentService::EnrollWithCredential(std::string_view host_id, const std::string& token_sha256,

@@ -120,18 +120,6 @@ Error NoSuchHost(std::string_view host_id) {
   return MakeError(ErrorCode::kNotFound, fmt::format("no host {}", host_id.substr(0, HostService::kMaxHostId)));
 }
 
-Result<void> RevokeAfter(store::Tx& tx, const std::string& serial, int64_t run_at, int64_t now) {
-  constexpr int kRevokeAttempts = 10;
-  store::NewJob job;
-  job.kind = std::string(kRevokeSupersededJob);
-  job.payload = json::serialize(json::object{{"serial", serial}});
-  job.run_at = run_at;
-  job.max_attempts = kRevokeAttempts;
-  job.dedupe_key = "renewal-revoke:" + serial;
-  CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));
-  return Ok();
-}
-
 Result<void> CheckPath(std::string_view field, std::string_view path) {
   if (path.empty() || path.size() > HostService::kMaxPath || path.front() != '/') {
     return Invalid(fmt::format("{} must be an absolute path of at most {} characters", field, HostService::kMaxPath));

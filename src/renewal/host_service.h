@@ -155,11 +155,6 @@ Result<void> CheckCredential(const store::EnrollmentCredential& credential, std:
 // kNotFound naming the host (its id cut to kMaxHostId), whoever looked it up.
 Error NoSuchHost(std::string_view host_id);
 
-// The job that revokes a host's superseded certificate once its grace period has ended
-// (RenewalService runs it), and its enqueuing, once per serial.
-inline constexpr std::string_view kRevokeSupersededJob = "renewal.revoke";
-Result<void> RevokeAfter(store::Tx& tx, const std::string& serial, int64_t run_at, int64_t now);
-
 // The settings of `spec` (its host_id aside) as POST /v1/hosts takes them, null where the
 // host follows the defaults.
 boost::json::object SpecJson(const HostSpec& spec);

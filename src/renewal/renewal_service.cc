@@ -221,12 +221,7 @@ Result<void> RenewalService::DeleteHost(std::string_view host_id, bool revoke, s
 }
 
 Result<void> RenewalService::RevokeLater(store::Tx& tx, const std::string& serial, int64_t now) {
-  return RevokeAfter(tx, serial, now + Millis(options_.grace), now);
-}
-
-Result<void> RenewalService::RevokeSuperseded(const std::string& serial) {
-  CF_RETURN_IF_ERROR(issuer_.Revoke(serial, "superseded", /*cascade=*/false, "certfleet"));
-  return Ok();
+  return issuance::RevokeSupersededAfter(tx, serial, now + Millis(options_.grace), now);
 }
 
 Result<std::optional<RenewalTask>> RenewalService::TaskFor(std::string_view host_id) {

@@ -112,9 +112,6 @@ class RenewalService {
   Result<std::vector<store::RenewalRecord>> List(const store::RenewalFilter& filter);
   Result<std::vector<store::RenewalRunSummary>> Runs(std::optional<int64_t> before_id, int limit);
 
-  // Revokes a superseded certificate once its grace period ended: the job of kRevokeSupersededJob,
-  // whose payload is {"serial": ...}.
-  Result<void> RevokeSuperseded(const std::string& serial);
   // Mails the failure of a renewal to `notify` (the notification job). Nothing without
   // recipients or a mailer.
   Result<void> NotifyFailure(int64_t renewal_id);

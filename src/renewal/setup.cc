@@ -93,10 +93,6 @@ Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, Re
     CF_ASSIGN_OR_RETURN(int64_t id, job.PayloadInt("renewal_id"));
     return renewals.NotifyFailure(id);
   });
-  pool.Register(std::string(kRevokeSupersededJob), [&renewals](jobs::JobContext& job) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(std::string serial, job.PayloadString("serial"));
-    return renewals.RevokeSuperseded(serial);
-  });
   constexpr int kRunAttempts = 3;
   return scheduler.Add("renewal-run", config.Get("renewal.schedule"), RenewalService::kRunJob, kRunAttempts);
 }

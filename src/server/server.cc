@@ -117,7 +117,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
   const issuance::Issuer::Options issuer_options = issuance::IssuerOptions(config, url);
   issuance::Issuer issuer(store, keys, clock, issuer_options);
   registry::Registry registry(store, clock);
-  ca::CaService ca(issuer);
+  ca::CaService ca(issuer, clock, {std::chrono::hours(config.GetInt("ca.renew_grace_hours"))});
   provision::DeviceRegistry devices(store, clock);
   provision::ProvisionService provision(store, issuer, registry, clock,
                                         provision::ProvisionOptions(config, issuer_options.public_url, master_key));

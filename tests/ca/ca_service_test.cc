@@ -35,7 +35,7 @@ class CaServiceTest : public ::testing::TestWithParam<store::Dialect> {
     key_dir_ = testing::TempDir() + "/keys";
     keys_ = std::make_unique<pki::file::FileKeyBackend>(key_dir_, std::string(64, 'k'));
     issuer_ = std::make_unique<issuance::Issuer>(*store_, *keys_, clock_, issuance::Issuer::Options{"https://ca.test"});
-    ca_ = std::make_unique<CaService>(*issuer_);
+    ca_ = std::make_unique<CaService>(*issuer_, clock_, CaService::Options{});
   }
   issuance::Issued Ok(CreateRequest r) {
     auto c = ca_->Create(r, "test");
@@ -280,7 +280,7 @@ TEST_P(CaServiceTest, OcspCachesKnownCertificatesOnlyAndBoundsTheCache) {
   options.public_url = "https://ca.test";
   options.ocsp_cache_entries = 2;
   issuer_ = std::make_unique<issuance::Issuer>(*store_, *keys_, clock_, options);
-  ca_ = std::make_unique<CaService>(*issuer_);
+  ca_ = std::make_unique<CaService>(*issuer_, clock_, CaService::Options{});
   Hierarchy();
   const std::string inter_pem = issuer_->Get("iot.example.com")->certificate_pem;
   std::vector<OcspAsk> asks;
@@ -333,6 +333,55 @@ TEST(CertificateInventory, ListsUseAnIndexOnSqlite) {
                            {std::string("a.example.com")});
   ASSERT_TRUE(plan.ok());
   EXPECT_NE(plan->at(0).Text(3).find("COVERING INDEX certificates_fqdn"), std::string::npos) << plan->at(0).Text(3);
+}
+
+TEST_P(CaServiceTest, ARenewalKeepsTheNamesOverlapsAndRevokesTheOldAfterTheGrace) {
+  Hierarchy();
+  CreateRequest r = Req(CertType::kServer, "api.iot.example.com");
+  r.sans = {"api.iot.example.com", "alt.example.com", "10.0.0.9"};
+  r.organization = "Acme";
+  r.key_type = "ec-p384";
+  r.validity_days = 30;
+  const issuance::Issued old = Ok(r);
+  EXPECT_EQ(Refused(r).code, ErrorCode::kAlreadyExists) << "a second certificate of the name needs a renewal";
+
+  auto renewed = ca_->Renew(old.record.serial, {}, "test");
+  ASSERT_TRUE(renewed.ok()) << renewed.error().message;
+  auto cert = pki::CertificateFromPem(renewed->record.certificate_pem);
+  ASSERT_TRUE(cert.ok());
+  EXPECT_EQ(pki::SubjectAltNames(cert->get()),
+            (std::vector<std::string>{"api.iot.example.com", "alt.example.com", "10.0.0.9"}));
+  EXPECT_EQ(pki::NameEntry(X509_get_subject_name(cert->get()), NID_organizationName), "Acme");
+  EXPECT_EQ(*pki::KeyTypeOf(X509_get0_pubkey(cert->get())), pki::KeyType::kEcP384) << "the old key's type";
+  EXPECT_TRUE(renewed->private_key_pem.has_value());
+  EXPECT_EQ(renewed->record.parent_fqdn, "iot.example.com");
+  EXPECT_EQ((renewed->record.not_after - renewed->record.not_before) / (int64_t{24} * 3600 * 1000), 30);
+  EXPECT_EQ(issuer_->Get(old.record.serial)->status, store::CertStatus::kActive) << "overlap during the grace";
+  auto job = store_->Query("SELECT run_at, payload FROM jobs WHERE kind = 'ca.revoke_superseded'");
+  ASSERT_EQ(job->size(), 1u);
+  EXPECT_EQ(job->at(0).Int(0), clock_.NowMillis() + int64_t{24} * 3600 * 1000);
+  EXPECT_NE(job->at(0).Text(1).find(old.record.serial), std::string::npos);
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM audit_log WHERE action = 'certificate.renew'")->at(0).Int(0), 1);
+
+  // With a CSR, and kept: no revocation queued.
+  auto key = pki::GenerateKey(pki::KeyType::kEcP256);
+  RenewRequest with_csr;
+  with_csr.csr_pem = *pki::MakeCsrPem(key->get(), "x", {});
+  with_csr.keep = true;
+  auto second = ca_->Renew(renewed->record.serial, with_csr, "test");
+  ASSERT_TRUE(second.ok()) << second.error().message;
+  EXPECT_FALSE(second->private_key_pem.has_value());
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM jobs WHERE kind = 'ca.revoke_superseded'")->at(0).Int(0), 1);
+
+  EXPECT_EQ(ca_->Renew("abcdef", {}, "test").error().code, ErrorCode::kNotFound);
+  auto ca = issuer_->Get("iot.example.com");
+  EXPECT_EQ(ca_->Renew(ca->serial, {}, "test").error().code, ErrorCode::kFailedPrecondition) << "CAs are rotated";
+  ASSERT_TRUE(issuer_->Revoke(old.record.serial, "superseded", false, "t").ok());
+  EXPECT_EQ(ca_->Renew(old.record.serial, {}, "test").error().code, ErrorCode::kFailedPrecondition) << "revoked";
+  RenewRequest both;
+  both.csr_pem = with_csr.csr_pem;
+  both.key_type = "rsa-2048";
+  EXPECT_EQ(ca_->Renew(second->record.serial, both, "test").error().code, ErrorCode::kInvalidArgument);
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, CaServiceTest, testing::kBothDialects, testing::DialectName);

@@ -2,7 +2,8 @@
 """W1 end to end: the real binary issues a CA hierarchy over its API, and independent
 implementations agree with what it issued: openssl verify, GnuTLS certtool, Python
 cryptography, an openssl s_server/s_client handshake, Mosquitto with
-require_certificate and a CRL, openssl crl and openssl ocsp.
+require_certificate and a CRL, openssl crl and openssl ocsp. A server certificate is renewed
+(from an openssl CSR, and kept) and the one it replaced is revoked superseded.
 
 usage: ca_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
@@ -14,7 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from checks import check, failed, finish  # noqa: E402
+from checks import check, failed, finish, wait_for  # noqa: E402
 from harness import Certfleet, Files, run  # noqa: E402
 from servers import free_port, mosquitto_publish  # noqa: E402
 
@@ -24,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
-cf = Certfleet(BINARY, DB_KIND, "ca-e2e")
+# A renewed certificate is revoked at once (no grace), so that the test sees it.
+cf = Certfleet(BINARY, DB_KIND, "ca-e2e", extra_env={"CERTFLEET_CA_RENEW_GRACE_HOURS": "0"})
 cf.init()
 cf.start()
 T = cf.token
@@ -183,6 +185,35 @@ rc, out = run("openssl", "ocsp", "-respin", path("resp.der"), "-issuer", path("i
               "-CAfile", path("root.pem"))
 check(status == 200 and "server.pem: good" in out, f"OCSP over GET: {out}")
 
+# Renew the server certificate for a key of openssl's; the old one is revoked superseded.
+rc, out = run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+              path("renewed.key"), "-out", path("renewed.csr"), "-subj", "/CN=ignored")
+status, renewed, _ = cf.request("POST", f"/v1/certificates/{server['serial']}/renew",
+                                body={"csr_pem": open(path("renewed.csr")).read()}, bearer=T)
+check(status == 201 and renewed["fqdn"] == server["fqdn"] and renewed["serial"] != server["serial"] and
+      "private_key_pem" not in renewed, f"renewed: {status} {renewed}")
+write("renewed.pem", renewed["certificate_pem"])
+rc, out = run("openssl", "x509", "-in", path("renewed.pem"), "-noout", "-ext", "subjectAltName")
+check("DNS:mqtt.iot.example.com" in out and "DNS:localhost" in out, f"the same names: {out}")
+rc, out = run("openssl", "verify", "-CAfile", path("root.pem"), "-untrusted", path("inter.pem"), "-purpose",
+              "sslserver", path("renewed.pem"))
+check(rc == 0, f"openssl verifies the renewed certificate: {out}")
+rc, out = run("openssl", "x509", "-in", path("renewed.pem"), "-noout", "-pubkey")
+rc2, key_out = run("openssl", "pkey", "-in", path("renewed.key"), "-pubout")
+check(out.strip() == key_out.strip(), "for the CSR's key")
+wait_for("the old certificate revoked", lambda: cf.request(
+    "GET", f"/v1/certificates/{server['serial']}", bearer=T)[1]["status"] == "revoked")
+rc, out = run(*[a if a != path("device.pem") else path("server.pem") for a in ocsp])
+check("server.pem: revoked" in out and "superseded" in out, f"openssl ocsp: the old one is superseded: {out}")
+status, kept, _ = cf.request("POST", f"/v1/certificates/{renewed['serial']}/renew", body={"keep": True}, bearer=T)
+check(status == 201 and "private_key_pem" in kept, f"renewed again with a key of certfleet's: {status}")
+check(cf.request("GET", f"/v1/certificates/{renewed['serial']}", bearer=T)[1]["status"] == "active",
+      "kept: the previous one stays active")
+status, out, _ = cf.request("POST", f"/v1/certificates/{server['serial']}/renew", body={}, bearer=T)
+check(status == 409 and "revoked" in out["error"]["message"], f"a revoked certificate is not renewed: {status} {out}")
+status, out, _ = cf.request("POST", f"/v1/certificates/{inter['serial']}/renew", body={}, bearer=T)
+check(status == 409 and "rotated" in out["error"]["message"], f"a CA is not renewed: {status} {out}")
+
 # Bad input: 4xx, a clear message, nothing stored.
 before = count()
 bad_sig = bytearray(csr.public_bytes(serialization.Encoding.DER))
@@ -241,7 +272,7 @@ check(cf.request("GET", "/v1/certificates?type=bogus", bearer=reader)[0] == 400,
 # Cascade: revoking the intermediate revokes everything below it.
 status, out, _ = cf.request("POST", f"/v1/certificates/{inter['serial']}/revoke",
                             body={"reason": "cACompromise", "cascade": True}, bearer=T)
-check(status == 200 and out["newly_revoked"] == 3, f"cascade revokes the intermediate and its 2 active leaves: {out}")
+check(status == 200 and out["newly_revoked"] == 4, f"cascade revokes the intermediate and its 3 active leaves: {out}")
 status, root_crl, _ = cf.request("GET", "/crl/example.com.crl", raw=True)
 write("root.crl", root_crl)
 rc, out = run("openssl", "crl", "-inform", "DER", "-in", path("root.crl"), "-noout", "-text")

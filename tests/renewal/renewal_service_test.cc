@@ -132,17 +132,17 @@ TEST_P(RenewalTest, TheReplacedCertificateIsRevokedAfterTheGrace) {
   Complete(r);
   EXPECT_EQ(Renewal(r.id).old_serial, old_serial);
   auto job = store::Write(*store_, [&](store::Tx& tx) {
-    return store::LeaseJob(tx, {std::string(kRevokeSupersededJob)}, "w", clock_.NowMillis(), 1000);
+    return store::LeaseJob(tx, {std::string(issuance::kRevokeSupersededJob)}, "w", clock_.NowMillis(), 1000);
   });
   ASSERT_TRUE(job.ok());
   EXPECT_FALSE(job->has_value()) << "not before the grace ends";
   clock_.Advance(milliseconds(kDayMs));
   job = store::Write(*store_, [&](store::Tx& tx) {
-    return store::LeaseJob(tx, {std::string(kRevokeSupersededJob)}, "w", clock_.NowMillis(), 1000);
+    return store::LeaseJob(tx, {std::string(issuance::kRevokeSupersededJob)}, "w", clock_.NowMillis(), 1000);
   });
   ASSERT_TRUE(job.ok() && job->has_value());
   EXPECT_NE((*job)->payload.find(old_serial), std::string::npos);
-  ASSERT_TRUE(renewals_->RevokeSuperseded(old_serial).ok());
+  ASSERT_TRUE(issuer_->Revoke(old_serial, "superseded", false, "certfleet").ok());
   EXPECT_EQ(issuer_->Get(old_serial)->status, store::CertStatus::kRevoked);
   EXPECT_EQ(issuer_->Get(*Host("h1").serial)->status, store::CertStatus::kActive);
 }
@@ -177,7 +177,8 @@ TEST_P(RenewalTest, AMissedDeadlineIsRetriedWithBackoffThenFailsAndTellsPeople) 
   EXPECT_EQ(host.last_error, "deploy: " + *r.error);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM events WHERE type = 'renewal/failed'"), 1);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_log WHERE action = 'renewal.fail'"), 1);
-  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs WHERE kind = 'renewal.revoke' AND payload LIKE '%" + unused + "%'"), 1)
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs WHERE kind = 'ca.revoke_superseded' AND payload LIKE '%" + unused + "%'"),
+            1)
       << "the certificate of the failed attempt is revoked after the grace";
 
   ASSERT_TRUE(renewals_->NotifyFailure(id).ok());
