@@ -349,6 +349,22 @@ Result<Response> RevokeCredential(const ApiContext& ctx, const Request& req) {
   return JsonResponse(200, CredentialJson(c));
 }
 
+// Renewal settings changed while serving, on every node: {"ca": fqdn}.
+Result<Response> RenewalSettings(const ApiContext& ctx) {
+  CF_ASSIGN_OR_RETURN(std::string ca, ctx.agents->RenewalCa());
+  return JsonResponse(200, json::object{{"ca", ca.empty() ? json::value(nullptr) : json::value(ca)}});
+}
+
+Result<Response> PutRenewalSettings(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(req.body));
+  for (const auto& [key, value] : body) {
+    if (key != "ca") return MakeError(ErrorCode::kInvalidArgument, "the renewal settings are: ca");
+  }
+  CF_ASSIGN_OR_RETURN(std::string ca, RequiredString(body, "ca", renewal::HostService::kMaxHostId));
+  CF_RETURN_IF_ERROR(ctx.renewals->SetCa(ca, req.principal.Actor()));
+  return RenewalSettings(ctx);
+}
+
 // The agent's first request: its bootstrap token as the bearer, its host id and CSR.
 Response Enroll(const ApiContext& ctx, const Request& req) {
   auto token = req.BearerToken();
@@ -617,6 +633,9 @@ void AddRenewalRoutes(Router& router, const ApiContext& ctx) {
   router.Add("POST", "/v1/renewals/run", {Access::kOperator, false, kRunBodyLimit},
              [c](Request& r) { return StartRun(*c, r); });
   router.Add("GET", "/v1/renewals", {Access::kReader}, [c](Request& r) { return ListRenewals(*c, r); });
+  router.Add("GET", "/v1/renewal/settings", {Access::kReader}, [c](Request&) { return RenewalSettings(*c); });
+  router.Add("PUT", "/v1/renewal/settings", {Access::kAdmin, false, kHostBodyLimit},
+             [c](Request& r) { return PutRenewalSettings(*c, r); });
   router.Add("GET", "/v1/renewals/{id}", {Access::kReader}, [c](Request& r) { return GetRenewal(*c, r); });
   // The agent protocol: no token, the agent's certificate (mutual TLS) is the credential.
   router.AddAsync("GET", "/v1/agent/tasks", {Access::kPublic, true, kHostBodyLimit},

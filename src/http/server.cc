@@ -99,11 +99,11 @@ bool ValidRequestId(std::string_view id) {
   return true;
 }
 
-// The client's certificate if it sent one that chains to server.client_ca; nullopt otherwise
+// The client's certificate if it sent one that chains to a CA of `trust`; nullopt otherwise
 // (none, an untrusted one, or one OpenSSL could not read).
-std::optional<ClientCert> PeerCertificate(SSL* ssl) {
+std::optional<ClientCert> PeerCertificate(SSL* ssl, const ClientTrust& trust) {
   X509* cert = SSL_get0_peer_certificate(ssl);
-  if (!cert || SSL_get_verify_result(ssl) != X509_V_OK) return std::nullopt;
+  if (!cert || !trust.Verifies(ssl)) return std::nullopt;
   ClientCert out;
   std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
   if (!bio || X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) < 0) return std::nullopt;
@@ -145,6 +145,7 @@ struct Server::Impl {
       : router(r),
         metrics(m),
         options(WithThreads(std::move(o))),
+        trust(options.client_trust ? options.client_trust : std::make_shared<ClientTrust>()),
         ioc(options.threads),
         ctx(ssl::context::tls_server),
         acceptor(asio::make_strand(ioc)),
@@ -168,6 +169,7 @@ struct Server::Impl {
   const Router& router;
   Metrics& metrics;
   const ServerOptions options;
+  const std::shared_ptr<ClientTrust> trust;
   // Declared before `ioc` so that they outlive the sessions it destroys.
   std::atomic<bool> destroying{false};
   std::atomic<bool> shutting_down{false};
@@ -212,7 +214,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
       log::Debug("TLS handshake failed", {{"remote", remote_}, {"error", ec.message()}});
       return;
     }
-    client_cert_ = PeerCertificate(stream_.native_handle());
+    client_cert_ = PeerCertificate(stream_.native_handle(), *server_.trust);
     ReadHeader();
   }
 
@@ -448,21 +450,21 @@ Result<void> Server::Impl::Listen() {
     return MakeError(ErrorCode::kFailedPrecondition,
                      fmt::format("server.tls_key {}: {}", options.tls_key_file, ec.message()));
   if (!options.client_ca_file.empty()) {
-    ctx.load_verify_file(options.client_ca_file, ec);
-    if (ec)
+    Result<void> loaded = trust->LoadFile(options.client_ca_file);
+    if (!loaded.ok()) {
       return MakeError(ErrorCode::kFailedPrecondition,
-                       fmt::format("server.client_ca {}: {}", options.client_ca_file, ec.message()));
-    // Ask for a certificate without requiring one, and without failing the handshake on one
-    // that does not chain to client_ca (a device's certificate from another CA, say): routes
-    // that need a trusted one say so, and PeerCertificate gives them only a verified one.
-    ctx.set_verify_mode(ssl::verify_peer);
-    ctx.set_verify_callback([](bool, ssl::verify_context&) { return true; });
-    if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(options.client_ca_file.c_str())) {
-      SSL_CTX_set_client_CA_list(ctx.native_handle(), names);
+                       fmt::format("server.client_ca {}: {}", options.client_ca_file, loaded.error().message));
     }
-    static const unsigned char kSessionContext[] = "certfleet";
-    SSL_CTX_set_session_id_context(ctx.native_handle(), kSessionContext, sizeof(kSessionContext) - 1);
   }
+  // Ask for a certificate without requiring one, and without failing the handshake on one
+  // that does not chain to a trusted CA (a device's certificate from another CA, say): routes
+  // that need a trusted one say so, and PeerCertificate gives them only one that verifies
+  // against the CAs trusted when the handshake completed (they change while serving). No CA
+  // list is sent, so that a client offers its certificate whichever CA issued it.
+  ctx.set_verify_mode(ssl::verify_peer);
+  ctx.set_verify_callback([](bool, ssl::verify_context&) { return true; });
+  static const unsigned char kSessionContext[] = "certfleet";
+  SSL_CTX_set_session_id_context(ctx.native_handle(), kSessionContext, sizeof(kSessionContext) - 1);
 
   auto colon = options.listen.rfind(':');
   if (colon == std::string::npos) return MakeError(ErrorCode::kInvalidArgument, "server.listen must be host:port");

@@ -8,6 +8,7 @@
 
 #include "core/config.h"
 #include "core/result.h"
+#include "http/client_trust.h"
 #include "http/metrics.h"
 #include "http/router.h"
 
@@ -17,7 +18,10 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:8443";  // host:port; port 0 picks a free one
   std::string tls_cert_file;
   std::string tls_key_file;
-  std::string client_ca_file;   // empty: client certificates are not requested
+  std::string client_ca_file;  // CAs of client certificates, fixed (server.client_ca); may be empty
+  // The CAs of client certificates, changed while serving (agents' CAs) beside those of
+  // client_ca_file; null: client_ca_file's alone.
+  std::shared_ptr<ClientTrust> client_trust;
   int threads = 0;              // 0: twice the CPU cores, at least kMinAutoThreads
   size_t body_limit = 1 << 20;  // 1 MiB for routes that set none: every JSON body fits; uploads set their own
   // For the request line and headers: 10 s, so that a slow-loris client holds a connection briefly.

@@ -16,7 +16,7 @@ constexpr ConfigKey kKeys[] = {
     {"server.tls_sans", ConfigType::kString, "localhost,127.0.0.1",
      "Names and IP addresses `certfleet init` puts in the server certificate, comma-separated."},
     {"server.client_ca", ConfigType::kPath, "",
-     "PEM file of CAs whose client certificates are accepted (mTLS routes); empty: none requested."},
+     "PEM file of CAs whose client certificates are accepted (mTLS routes), beside the agents' CAs."},
     {"server.threads", ConfigType::kInt, "0",
      "Threads serving HTTPS connections and running handlers; 0: twice the CPU cores, at least 4.", 0, 256},
     {"server.body_limit", ConfigType::kInt, "1048576", "Largest request body in bytes; larger ones get 413.", 1024,

@@ -2,9 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 
 #include "core/crypto.h"
+#include "core/text.h"
 #include "pki/csr.h"
 #include "store/audit_repo.h"
 #include "store/certificates_repo.h"
@@ -14,6 +16,9 @@ namespace certfleet::renewal {
 namespace {
 
 namespace json = boost::json;
+
+// The settings table's name of the renewal CA set while serving.
+constexpr std::string_view kCaSetting = "renewal.ca";
 
 Error BadToken() {
   return MakeError(ErrorCode::kPermissionDenied, "the enrollment token is unknown, spent, expired or another host's");
@@ -111,10 +116,50 @@ Result<Enrolled> AgentService::EnrollWithCredential(std::string_view host_id, co
                });
 }
 
+Result<std::string> AgentService::RenewalCa() {
+  CF_ASSIGN_OR_RETURN(auto set, store::Read(store_, [](store::Tx& tx) { return store::GetSetting(tx, kCaSetting); }));
+  return set.value_or(options_.ca_fqdn);
+}
+
+Result<void> AgentService::SetRenewalCa(std::string_view fqdn, std::string_view actor) {
+  auto ca = issuer_.Get(fqdn);
+  if (!ca.ok() || ca->type != pki::CertType::kIntermediate || ca->status != store::CertStatus::kActive) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     fmt::format("ca must name an active intermediate CA of this certfleet; {} is not one",
+                                 Escaped(fqdn.substr(0, 253))));
+  }
+  const int64_t now = clock_.NowMillis();
+  return store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(store::PutSetting(tx, kCaSetting, ca->fqdn, actor, now));
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "renewal.settings", "settings:renewal",
+                                          json::serialize(json::object{{"ca", ca->fqdn}})));
+    return Ok();
+  });
+}
+
+Result<std::string> AgentService::TrustBundle() {
+  CF_ASSIGN_OR_RETURN(std::string current, RenewalCa());
+  CF_ASSIGN_OR_RETURN(std::vector<std::string> cas, store::Read(store_, store::HostCertificateIssuers));
+  if (!current.empty()) cas.push_back(current);
+  std::sort(cas.begin(), cas.end());
+  cas.erase(std::unique(cas.begin(), cas.end()), cas.end());
+  std::string pem;
+  for (const auto& fqdn : cas) {
+    auto ca = issuer_.Get(fqdn);
+    if (!ca.ok() && ca.error().code == ErrorCode::kNotFound) continue;  // renewal.ca not made yet
+    if (!ca.ok()) return ca.error();
+    CF_ASSIGN_OR_RETURN(std::string above, issuer_.ChainOf(*ca));
+    pem += ca->certificate_pem + above;
+  }
+  return pem;
+}
+
 Result<Enrolled> AgentService::Issue(const store::HostRecord& host, const std::string& csr_pem, bool renewing,
                                      std::string audit_action, issuance::InTransaction in_transaction) {
-  if (options_.ca_fqdn.empty()) {
-    return MakeError(ErrorCode::kFailedPrecondition, "renewal.ca (the CA that issues host certificates) is not set");
+  CF_ASSIGN_OR_RETURN(std::string ca_fqdn, RenewalCa());
+  if (ca_fqdn.empty()) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     "no CA issues host certificates: set renewal.ca or PUT /v1/renewal/settings {\"ca\": ...}");
   }
   Enrolled out;
   out.settings = hosts_.SettingsOf(host);
@@ -123,7 +168,7 @@ Result<Enrolled> AgentService::Issue(const store::HostRecord& host, const std::s
   req.type = pki::CertType::kServer;
   req.name = host.host_id;
   req.subject = store::SubjectKind::kHost;
-  req.parent = options_.ca_fqdn;
+  req.parent = ca_fqdn;
   req.sans = out.settings.sans;
   req.csr = std::make_shared<const pki::Csr>(std::move(csr));
   req.validity_days = options_.validity_days;

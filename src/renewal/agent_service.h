@@ -28,7 +28,9 @@ struct Enrolled {
 class AgentService {
  public:
   struct Options {
-    std::string ca_fqdn;         // the intermediate that issues host certificates (renewal.ca)
+    // The intermediate that issues host certificates (renewal.ca), unless one is set while
+    // serving (SetRenewalCa).
+    std::string ca_fqdn;
     int64_t validity_days = 90;  // of a host certificate (renewal.validity_days)
     // Before the certificate a reactivated host enrolled past is revoked: as a renewal's
     // superseded one (renewal.grace_seconds).
@@ -56,6 +58,18 @@ class AgentService {
   // certificate certfleet issued to that host and has not revoked, the host not revoked.
   // kPermissionDenied otherwise.
   Result<store::HostRecord> Authenticate(std::string_view serial);
+  // The CA that issues host certificates now: the one set while serving, else renewal.ca
+  // ("" when neither).
+  Result<std::string> RenewalCa();
+  // Makes `fqdn` (an active intermediate) the CA of every later enrollment and renewal, on
+  // every node (the settings table), audited as renewal.settings. kInvalidArgument naming it
+  // otherwise.
+  Result<void> SetRenewalCa(std::string_view fqdn, std::string_view actor);
+  // The CAs agents' certificates chain to, PEM, each with its issuers up to the root: the
+  // renewal CA and the issuers of hosts' current certificates (so that agents enrolled under
+  // an earlier CA still authenticate until they are renewed).
+  Result<std::string> TrustBundle();
+
   // Revokes the host's current certificate (its CA's CRL is re-signed) and marks the host
   // revoked, so that it is no longer renewed and cannot enroll. Run again after a failure
   // it completes what is left. kFailedPrecondition if the host has no certificate.

@@ -398,9 +398,37 @@ void RenewalService::Wake() {
   cv_.notify_all();
 }
 
+Result<void> RenewalService::TrustAgentsThrough(TrustSink apply) {
+  {
+    std::lock_guard lock(trust_mu_);
+    trust_sink_ = std::move(apply);
+    trusted_.clear();
+  }
+  return RefreshTrust();
+}
+
+Result<void> RenewalService::SetCa(std::string_view fqdn, std::string_view actor) {
+  CF_RETURN_IF_ERROR(agents_.SetRenewalCa(fqdn, actor));
+  return RefreshTrust();
+}
+
+Result<void> RenewalService::RefreshTrust() {
+  std::lock_guard lock(trust_mu_);
+  if (!trust_sink_) return Ok();
+  CF_ASSIGN_OR_RETURN(std::string bundle, agents_.TrustBundle());
+  if (bundle == trusted_) return Ok();
+  CF_RETURN_IF_ERROR(trust_sink_(bundle));
+  trusted_ = std::move(bundle);
+  int64_t certificates = 0;
+  for (size_t at = 0; (at = trusted_.find("-----BEGIN CERTIFICATE", at)) != std::string::npos; ++at) ++certificates;
+  log::Info("agents' CAs trusted", {{"certificates", certificates}});
+  return Ok();
+}
+
 void RenewalService::Loop() {
   NameThisThread("cf-renewal");
   TimePoint next_tick = clock_.Now();
+  TimePoint next_trust = clock_.Now() + kTrustRefresh;
   for (;;) {
     bool tick = false;
     {
@@ -411,6 +439,12 @@ void RenewalService::Loop() {
       if (clock_.Now() >= next_tick) {
         tick = true;
         next_tick = clock_.Now() + options_.tick;
+      }
+    }
+    if (tick && clock_.Now() >= next_trust) {
+      next_trust = clock_.Now() + kTrustRefresh;
+      if (auto refreshed = RefreshTrust(); !refreshed.ok()) {
+        log::Error("refreshing the agents' CAs failed", {{"error", refreshed.error().message}});
       }
     }
     auto started = PumpStarted();

@@ -116,6 +116,17 @@ class RenewalService {
   // recipients or a mailer.
   Result<void> NotifyFailure(int64_t renewal_id);
 
+  // Keeps the server trusting agents' certificates: `apply` gets AgentService::TrustBundle
+  // now, and again whenever it changes: after SetCa, and as checked every kTrustRefresh (a CA
+  // set on another node applies here within that). `apply` runs on the caller's thread or
+  // the background thread, never two at once.
+  using TrustSink = std::function<Result<void>(const std::string& pem)>;
+  Result<void> TrustAgentsThrough(TrustSink apply);
+  // Makes `fqdn` the renewal CA on every node (AgentService::SetRenewalCa) and trusts
+  // its agents here at once.
+  Result<void> SetCa(std::string_view fqdn, std::string_view actor);
+  static constexpr std::chrono::seconds kTrustRefresh{15};
+
   // The background thread: Pump() every tick and whenever a slot frees, and answers
   // WaitForTask. Stop() answers every waiting agent with false.
   void Start();
@@ -146,6 +157,8 @@ class RenewalService {
   // hosts have a task (one another node started).
   void AnswerWaiters(std::vector<std::string> ready_hosts, bool check_store);
   void Wake();
+  // Gives trust_sink_ the trust bundle if it changed.
+  Result<void> RefreshTrust();
 
   store::Store& store_;
   HostService& hosts_;
@@ -161,6 +174,10 @@ class RenewalService {
   bool woken_ = false;
   bool stopping_ = false;
   std::thread thread_;
+
+  std::mutex trust_mu_;
+  TrustSink trust_sink_;
+  std::string trusted_;  // the bundle trust_sink_ got last
 };
 
 }  // namespace certfleet::renewal

@@ -21,7 +21,7 @@ constexpr ConfigKey kKeys[] = {
     {"renewal.reload_command", ConfigType::kString, "",
      "W4: the command agents run after writing a new certificate (empty: none), unless the host names one."},
     {"renewal.ca", ConfigType::kString, "",
-     "W4: the intermediate CA (its fqdn) that issues host certificates; empty: agents cannot enroll yet."},
+     "W4: the intermediate CA (its fqdn) that issues host certificates, unless PUT /v1/renewal/settings set one."},
     {"renewal.validity_days", ConfigType::kInt, "90", "W4: how long a host certificate is valid.", 1, 825},
     {"renewal.token_ttl_hours", ConfigType::kInt, "24",
      "W4: how long an agent's enrollment token (certfleet host token) stays valid.", 1, 720},

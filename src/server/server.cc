@@ -40,27 +40,6 @@ std::string NodeId() {
   return fmt::format("{}:{}", host, getpid());
 }
 
-// The file server.client_ca defaults to when renewal.ca is set: the chain of renewal.ca, so
-// that agents authenticate with the certificates it issues them. Until that CA exists (it
-// may be made through this server), agents cannot authenticate: restart once it does.
-std::string AgentTrust(store::Store& store, pki::KeyBackend& keys, const Clock& clock, const Config& config) {
-  if (!config.Get("server.client_ca").empty() || config.Get("renewal.ca").empty()) {
-    return config.Get("server.client_ca");
-  }
-  auto written = [&]() -> Result<std::string> {
-    issuance::Issuer issuer(store, keys, clock, {});  // for its inventory; the serving one needs the port
-    CF_ASSIGN_OR_RETURN(store::CertificateRecord ca, issuer.Get(config.Get("renewal.ca")));
-    CF_ASSIGN_OR_RETURN(std::string above, issuer.ChainOf(ca));
-    const std::string path = config.Get("data_dir") + "/tls/agents-ca.pem";
-    CF_RETURN_IF_ERROR(WriteFileAtomically(path, ca.certificate_pem + above, 0644));
-    return path;
-  }();
-  if (written.ok()) return *written;
-  log::Warn("agents cannot authenticate until renewal.ca exists and certfleet restarts",
-            {{"error", written.error().message}});
-  return "";
-}
-
 template <typename T>
 Result<T> Named(Result<T> r, std::string_view what) {
   if (!r.ok()) return r.error().Wrap(what);
@@ -107,7 +86,9 @@ Result<void> Run(const Config& config, const Clock& clock) {
   http::Router router(http::MakeStoreAuthenticator(store, clock, tokens));
   http::TokenService api_tokens(store, clock);
   http::ServerOptions server_options = http::ServerOptionsFrom(config);
-  server_options.client_ca_file = AgentTrust(store, keys, clock, config);
+  // Agents' CAs change while serving (PUT /v1/renewal/settings): the renewal service keeps them.
+  auto agent_trust = std::make_shared<http::ClientTrust>();
+  server_options.client_trust = agent_trust;
   http::Server server(router, metrics, server_options);
   CF_RETURN_IF_ERROR(Named(server.Listen(), "starting the HTTPS server"));
   const std::string listen = server_options.listen;
@@ -128,6 +109,9 @@ Result<void> Run(const Config& config, const Clock& clock) {
   renewal::HostService hosts(store, clock, host_options);
   renewal::AgentService agents(store, hosts, issuer, clock, renewal::AgentOptions(config));
   renewal::RenewalService renewals(store, hosts, agents, issuer, mailer.get(), clock, renewal::RenewalOptions(config));
+  CF_RETURN_IF_ERROR(
+      Named(renewals.TrustAgentsThrough([agent_trust](const std::string& pem) { return agent_trust->Set(pem); }),
+            "trusting agents' CAs"));
   CF_ASSIGN_OR_RETURN(auto dist_inbound,
                       Named(blob::OpenBlobStore(config.Get("distribution.inbound"), s3), "distribution.inbound"));
   distribution::DistributionService distribution(store, *dist_inbound, *mailer, clock,

@@ -156,6 +156,29 @@ Result<std::optional<std::string>> SpendHostToken(Tx& tx, std::string_view token
   return std::optional<std::string>(row->Text(0));
 }
 
+Result<std::optional<std::string>> GetSetting(Tx& tx, std::string_view name) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT value FROM settings WHERE name = ?", {std::string(name)}));
+  if (!row) return std::optional<std::string>();
+  return std::optional<std::string>(row->Text(0));
+}
+
+Result<void> PutSetting(Tx& tx, std::string_view name, std::string_view value, std::string_view actor, int64_t now) {
+  CF_RETURN_IF_ERROR(
+      tx.Exec("INSERT INTO settings (name, value, updated_by, updated_at) VALUES (?, ?, ?, ?) ON "
+              "CONFLICT (name) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by, "
+              "updated_at = excluded.updated_at",
+              {std::string(name), std::string(value), std::string(actor), now}));
+  return Ok();
+}
+
+Result<std::vector<std::string>> HostCertificateIssuers(Tx& tx) {
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT DISTINCT c.parent_fqdn FROM hosts h JOIN certificates c ON c.serial "
+                                          "= h.serial WHERE c.status = 'active' ORDER BY c.parent_fqdn"));
+  std::vector<std::string> out;
+  for (const auto& r : rows) out.push_back(r.Text(0));
+  return out;
+}
+
 namespace {
 
 constexpr std::string_view kCredentialColumns =

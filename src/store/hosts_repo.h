@@ -78,6 +78,13 @@ Result<std::optional<std::string>> HostTokenOwner(Tx& tx, std::string_view token
 // Spends the token: the host it is for, or nullopt if it is unknown, spent or expired.
 Result<std::optional<std::string>> SpendHostToken(Tx& tx, std::string_view token_sha256, int64_t now);
 
+// A setting changed while serving (the settings table): nullopt if it was never set.
+Result<std::optional<std::string>> GetSetting(Tx& tx, std::string_view name);
+Result<void> PutSetting(Tx& tx, std::string_view name, std::string_view value, std::string_view actor, int64_t now);
+// The CAs (fqdns) that issued hosts' current certificates, if active: those agents
+// authenticate with (through the hosts table, so no scan of every certificate).
+Result<std::vector<std::string>> HostCertificateIssuers(Tx& tx);
+
 // A fleet enrollment credential (W4): one secret for many hosts' first enrollment.
 struct EnrollmentCredential {
   int64_t id = 0;

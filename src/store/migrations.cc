@@ -403,6 +403,16 @@ CREATE TABLE enrollment_credentials (
   created_at BIGINT NOT NULL
 );
 )sql"},
+    {14, "settings", R"sql(
+-- Settings changed while serving (PUT /v1/renewal/settings), shared by every node; each
+-- overrides the configuration key of the same name.
+CREATE TABLE settings (
+  name TEXT PRIMARY KEY,
+  value TEXT NOT NULL,
+  updated_by TEXT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

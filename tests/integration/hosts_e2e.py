@@ -5,7 +5,9 @@ agent enrolls again (--re-enroll); an agent never acts as another host whose ide
 state folder holds; a deleted host's certificate is on its CA's CRL (read by openssl) and its
 renewals stay as history. Onboarding at fleet scale: a JSON array and a CSV of hosts answered
 row by row (10,000 at once), and one fleet enrollment credential that real agents enroll with
-until its uses are spent.
+until its uses are spent. The renewal CA is set and changed while serving (PUT
+/v1/renewal/settings), without a restart: agents enroll and renew under the new CA and
+agents enrolled under the old one still authenticate.
 
 usage: hosts_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
@@ -13,6 +15,7 @@ import datetime
 import os
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish, wait_for  # noqa: E402
@@ -22,9 +25,12 @@ from cryptography import x509  # noqa: E402
 
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
 AGENT = os.path.join(os.path.dirname(BINARY), "certfleet-agent")
+# Where hosts registered without paths (by a fleet credential) keep their files.
+DEFAULTS = tempfile.mkdtemp(prefix="certfleet-hosts-e2e-")
 cf = Certfleet(BINARY, DB_KIND, "hosts-e2e", extra_env={
-    "CERTFLEET_RENEWAL_CA": "hosts.example.com", "CERTFLEET_RENEWAL_VALIDITY_DAYS": "30",
-    "CERTFLEET_RENEWAL_THRESHOLD_DAYS": "7", "CERTFLEET_RENEWAL_GRACE_SECONDS": "3600"})
+    "CERTFLEET_RENEWAL_VALIDITY_DAYS": "30", "CERTFLEET_RENEWAL_THRESHOLD_DAYS": "7",
+    "CERTFLEET_RENEWAL_GRACE_SECONDS": "3600", "CERTFLEET_RENEWAL_CERT_PATH": f"{DEFAULTS}/certs",
+    "CERTFLEET_RENEWAL_KEY_PATH": f"{DEFAULTS}/private", "CERTFLEET_RENEWAL_CACERT_PATH": f"{DEFAULTS}/ca"})
 cf.init()
 cf.start()
 
@@ -32,9 +38,15 @@ cf.start()
 api = cf.api
 api("POST", "/v1/certificates/root", {"fqdn": "example.com", "organization": "Acme"}, expect=201)
 api("POST", "/v1/certificates/intermediate", {"fqdn": "hosts.example.com", "organization": "Acme"}, expect=201)
-cf.stop()
-cf.start()  # agents' certificates of renewal.ca are trusted from the start
 CA_FILE = os.path.join(cf.data, "tls", "ca.pem")
+
+# The renewal CA, set while serving: no restart.
+check(api("GET", "/v1/renewal/settings")["ca"] is None, "no renewal CA yet")
+out = api("PUT", "/v1/renewal/settings", {"ca": "nope.example.com"}, expect=400)
+check("active intermediate" in out["error"]["message"], f"an unknown CA is refused: {out}")
+api("PUT", "/v1/renewal/settings", {"ca": "example.com"}, expect=400)  # a root
+api("PUT", "/v1/renewal/settings", {"ca": "hosts.example.com", "other": 1}, expect=400)
+check(api("PUT", "/v1/renewal/settings", {"ca": "hosts.example.com"})["ca"] == "hosts.example.com", "set")
 
 
 def files_of(name):
@@ -149,6 +161,27 @@ api("POST", "/v1/hosts", {"host_id": "web-2"}, expect=201)  # the id may be used
 actions = audit_actions()
 check(actions.count("host.update") == 2 and actions.count("host.delete") == 2 and
       actions.count("host.reactivate") == 2, f"each change is audited: {actions}")
+
+# The renewal CA changes while serving: agents enrolled under the old one still authenticate,
+# and their next renewal comes from the new one.
+api("POST", "/v1/certificates/intermediate", {"fqdn": "hosts2.example.com", "organization": "Acme"}, expect=201)
+home = os.path.join(cf.work, "swap-1")
+api("POST", "/v1/hosts", {"host_id": "swap-1", "cert_path": f"{home}/certs", "key_path": f"{home}/private",
+                          "cacert_path": f"{home}/ca"}, expect=201)
+p = subprocess.run(agent_cmd("swap-1", "--enroll-only", "--bootstrap-token", cf.cli("host", "token", "swap-1").stdout
+                             .strip()), capture_output=True, text=True, timeout=60)
+check(p.returncode == 0, f"swap-1 enrolls under hosts.example.com: {p.stderr}")
+api("PUT", "/v1/renewal/settings", {"ca": "hosts2.example.com"})
+agent = subprocess.Popen(agent_cmd("swap-1"), stdout=subprocess.DEVNULL, stderr=open(f"{home}.log", "a"))
+for n in range(2):  # the second renewal: the agent authenticates with the new CA's certificate
+    run = api("POST", "/v1/renewals/run", {"hosts": ["swap-1"]}, expect=201)
+    wait_for(f"renewal {n + 1} under the new CA", lambda: api("GET", f"/v1/renewals?run={run['run_id']}")["items"][0][
+        "state"] == "validated")
+    issuer = certificate("swap-1").issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    check(issuer == "hosts2.example.com", f"renewal {n + 1} issued by the new CA: {issuer}")
+agent.terminate()
+agent.wait(timeout=10)
+check("renewal.settings" in audit_actions(), "the change is audited")
 
 # Onboarding in bulk: a JSON array and CSV (text/csv), answered row by row.
 out = api("POST", "/v1/hosts", [{"host_id": "app-1", "sans": ["app-1.example.com"]}, {"host_id": "web-2"},
