@@ -10,9 +10,9 @@ namespace {
 constexpr ConfigKey kKeys[] = {
     {"webhooks.urls", ConfigType::kString, "",
      "URLs (comma-separated, http:// or https://) each event of webhooks.events is POSTed to; empty: none."},
-    {"webhooks.events", ConfigType::kString, "crl/published,renewal/failed",
-     "Event types sent to webhooks (comma-separated): crl/published, renewal/failed, certificates/created, "
-     "certificates/revoked."},
+    {"webhooks.events", ConfigType::kString, "crl/published,renewal/failed,renewal/run-finished",
+     "Event types sent to webhooks (comma-separated): crl/published, renewal/failed, renewal/run-finished, "
+     "certificates/created, certificates/revoked."},
     {"webhooks.secret", ConfigType::kSecret, "",
      "Key of each webhook POST's X-Certfleet-Signature (sha256=HMAC-SHA256 of the body, hex); empty: unsigned."},
     {"webhooks.ca", ConfigType::kPath, "", "CA file trusted for https webhooks; empty: the system store."},

@@ -605,6 +605,43 @@ Response SelfRenew(const ApiContext& ctx, const Request& req) {
                       json::object{{"run_id", started->run_id}, {"queued", started->queued}});
 }
 
+// W4 in Prometheus text: renewals by state, hosts by status and by expiry, from the store
+// (the same on every node); the durations of the runs this node ended.
+std::string RenewalMetricsText(renewal::RenewalService& renewals) {
+  std::string out;
+  if (auto f = renewals.CurrentFigures(); f.ok()) {
+    out += "# HELP certfleet_renewals Renewals (W4) by state, over every run.\n# TYPE certfleet_renewals gauge\n";
+    for (size_t i = 0; i < std::size(store::kRenewalStateNames); ++i) {
+      const auto state = static_cast<store::RenewalState>(i);
+      out += fmt::format("certfleet_renewals{{state=\"{}\"}} {}\n", store::RenewalStateName(state),
+                         f->renewals.contains(state) ? f->renewals.at(state) : 0);
+    }
+    out += "# HELP certfleet_hosts Hosts (W4) by status.\n# TYPE certfleet_hosts gauge\n";
+    for (size_t i = 0; i < std::size(store::kHostStatusNames); ++i) {
+      const auto status = static_cast<store::HostStatus>(i);
+      out += fmt::format("certfleet_hosts{{status=\"{}\"}} {}\n", store::HostStatusName(status),
+                         f->hosts.contains(status) ? f->hosts.at(status) : 0);
+    }
+    out +=
+        "# HELP certfleet_hosts_expiring Hosts (W4) not revoked whose certificate expires within the window (or has "
+        "expired).\n# TYPE certfleet_hosts_expiring gauge\n";
+    out += fmt::format("certfleet_hosts_expiring{{within=\"7d\"}} {}\ncertfleet_hosts_expiring{{within=\"30d\"}} {}\n",
+                       f->expiring_7d, f->expiring_30d);
+  }
+  const renewal::RenewalService::RunDurations d = renewals.EndedRunDurations();
+  out +=
+      "# HELP certfleet_renewal_run_duration_seconds From a renewal run's start to its last renewal's end, for the "
+      "runs this node ended.\n# TYPE certfleet_renewal_run_duration_seconds histogram\n";
+  for (size_t i = 0; i < d.kBuckets.size(); ++i) {
+    out += fmt::format("certfleet_renewal_run_duration_seconds_bucket{{le=\"{}\"}} {}\n", d.kBuckets[i], d.counts[i]);
+  }
+  out += fmt::format(
+      "certfleet_renewal_run_duration_seconds_bucket{{le=\"+Inf\"}} {}\ncertfleet_renewal_run_duration_seconds_sum "
+      "{}\ncertfleet_renewal_run_duration_seconds_count {}\n",
+      d.count, d.sum, d.count);
+  return out;
+}
+
 }  // namespace
 
 void AddRenewalRoutes(Router& router, const ApiContext& ctx) {
@@ -630,6 +667,7 @@ void AddRenewalRoutes(Router& router, const ApiContext& ctx) {
   router.Add("POST", "/v1/agent/enroll", {Access::kPublic, false, kHostBodyLimit},
              [c](Request& r) { return Enroll(*c, r); });
   if (ctx.renewals == nullptr) return;
+  ctx.metrics.AddCollector([c] { return RenewalMetricsText(*c->renewals); });
   router.Add("POST", "/v1/renewals/run", {Access::kOperator, false, kRunBodyLimit},
              [c](Request& r) { return StartRun(*c, r); });
   router.Add("GET", "/v1/renewals", {Access::kReader}, [c](Request& r) { return ListRenewals(*c, r); });

@@ -36,6 +36,62 @@ void AppendHistory(store::RenewalRecord& r, int64_t now, json::object entry) {
   r.updated_at = now;
 }
 
+// Hosts listed by name in a digest (mail and event); the rest are counted.
+constexpr size_t kMaxDigestListed = 1000;
+
+// What a run did, as its digest tells it.
+struct Digest {
+  store::RenewalRunRecord run;
+  std::vector<std::string> renewed;
+  std::vector<store::RenewalRecord> failed;
+  int64_t waiting = 0;   // hosts whose renewal date has passed, at the time of the digest
+  int64_t ended_at = 0;  // its last renewal's end
+};
+
+Result<Digest> DigestOf(store::Tx& tx, int64_t run_id, int64_t now) {
+  Digest d;
+  CF_ASSIGN_OR_RETURN(auto runs, store::ListRenewalRuns(tx, run_id + 1, 1));
+  if (runs.empty() || runs.front().run.id != run_id) {
+    return MakeError(ErrorCode::kNotFound, fmt::format("no renewal run {}", run_id));
+  }
+  d.run = runs.front().run;
+  store::RenewalFilter filter;
+  filter.run_id = run_id;
+  filter.limit = static_cast<int>(std::max<int64_t>(d.run.total, 1));
+  CF_ASSIGN_OR_RETURN(auto renewals, store::ListRenewals(tx, filter));
+  d.ended_at = d.run.created_at;
+  for (auto& r : renewals) {
+    d.ended_at = std::max(d.ended_at, r.finished_at.value_or(r.updated_at));
+    if (r.state == store::RenewalState::kValidated) d.renewed.push_back(r.host_id);
+    if (r.state == store::RenewalState::kFailed) d.failed.push_back(std::move(r));
+  }
+  std::sort(d.renewed.begin(), d.renewed.end());
+  std::sort(d.failed.begin(), d.failed.end(), [](const auto& a, const auto& b) { return a.host_id < b.host_id; });
+  CF_ASSIGN_OR_RETURN(d.waiting, store::CountDueHosts(tx, now));
+  return d;
+}
+
+json::object DigestJson(const Digest& d) {
+  json::array failures;
+  for (size_t i = 0; i < d.failed.size() && i < kMaxDigestListed; ++i) {
+    const auto& r = d.failed[i];
+    failures.push_back({{"host_id", r.host_id},
+                        {"renewal_id", r.id},
+                        {"step", r.failed_step.value_or("")},
+                        {"error", r.error.value_or("")}});
+  }
+  return {{"run_id", d.run.id},
+          {"trigger", d.run.trigger},
+          {"started_at", d.run.created_at},
+          {"ended_at", d.ended_at},
+          {"duration_seconds", static_cast<double>(d.ended_at - d.run.created_at) / 1000.0},
+          {"total", d.run.total},
+          {"renewed", static_cast<int64_t>(d.renewed.size())},
+          {"failed", static_cast<int64_t>(d.failed.size())},
+          {"failures", std::move(failures)},
+          {"waiting", d.waiting}};
+}
+
 // The step that was due when an attempt in `state` ran out of time.
 std::string_view StepDue(store::RenewalState state) {
   if (state == store::RenewalState::kAwaitingCsr) return "csr";
@@ -84,7 +140,8 @@ Result<RunStarted> RenewalService::StartRun(const RunScope& scope, std::string_v
     selection.all = scope.all;
     selection.due_by = now;
     RunStarted out;
-    CF_ASSIGN_OR_RETURN(out.run_id, store::InsertRenewalRun(tx, {0, std::string(trigger), std::string(actor), 0, now}));
+    CF_ASSIGN_OR_RETURN(
+        out.run_id, store::InsertRenewalRun(tx, {0, std::string(trigger), std::string(actor), 0, now, std::nullopt}));
     const std::string first = json::serialize(json::array{
         json::object{{"at", now}, {"attempt", 0}, {"state", store::RenewalStateName(store::RenewalState::kQueued)}}});
     CF_ASSIGN_OR_RETURN(out.queued, store::QueueRenewals(tx, out.run_id, selection, options_.max_attempts, first, now));
@@ -183,6 +240,7 @@ Result<void> RenewalService::FailAttempt(store::Tx& tx, store::RenewalRecord& r,
       {"renewal_id", r.id}, {"host_id", r.host_id}, {"step", step}, {"error", error}, {"attempts", r.attempt}};
   CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "renewal.fail", "host:" + r.host_id, json::serialize(details)));
   CF_RETURN_IF_ERROR(store::AppendEvent(tx, now, "renewal/failed", json::serialize(details)));
+  if (options_.notify_mode == NotifyMode::kDigest) return Ok();
   store::NewJob notify;
   notify.kind = std::string(kNotifyJob);
   notify.payload = json::serialize(json::object{{"renewal_id", r.id}});
@@ -373,6 +431,109 @@ Result<void> RenewalService::NotifyFailure(int64_t renewal_id) {
   return Ok();
 }
 
+Result<int> RenewalService::EndRuns() {
+  constexpr int kRunsPerCall = 100;
+  CF_ASSIGN_OR_RETURN(auto ended,
+                      store::Read(store_, [](store::Tx& tx) { return store::EndedRuns(tx, kRunsPerCall); }));
+  int count = 0;
+  for (int64_t run_id : ended) {
+    const int64_t now = clock_.NowMillis();
+    std::optional<Digest> digest;
+    CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+      digest.reset();
+      CF_ASSIGN_OR_RETURN(bool mine, store::EndRun(tx, run_id, now));
+      if (!mine) return Ok();  // another node ended it
+      CF_ASSIGN_OR_RETURN(digest, DigestOf(tx, run_id, now));
+      if (digest->run.total == 0) return Ok();  // nothing was due: nothing to tell
+      CF_RETURN_IF_ERROR(store::AppendEvent(tx, now, "renewal/run-finished", json::serialize(DigestJson(*digest))));
+      if (options_.notify_mode == NotifyMode::kEach) return Ok();
+      store::NewJob job;
+      job.kind = std::string(kDigestJob);
+      job.payload = json::serialize(json::object{{"run_id", run_id}});
+      job.run_at = now;
+      job.dedupe_key = fmt::format("renewal-digest:{}", run_id);
+      CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));
+      return Ok();
+    }));
+    if (!digest || digest->run.total == 0) continue;
+    ++count;
+    const double seconds = static_cast<double>(digest->ended_at - digest->run.created_at) / 1000.0;
+    {
+      std::lock_guard lock(durations_mu_);
+      for (size_t i = 0; i < RunDurations::kBuckets.size(); ++i) {
+        if (seconds <= RunDurations::kBuckets[i]) ++durations_.counts[i];
+      }
+      ++durations_.count;
+      durations_.sum += seconds;
+    }
+    log::Info("renewal run ended", {{"run_id", run_id},
+                                    {"renewed", static_cast<int64_t>(digest->renewed.size())},
+                                    {"failed", static_cast<int64_t>(digest->failed.size())},
+                                    {"waiting", digest->waiting},
+                                    {"seconds", seconds}});
+  }
+  return count;
+}
+
+Result<void> RenewalService::MailDigest(int64_t run_id) {
+  if (mailer_ == nullptr || options_.notify.empty()) return Ok();
+  const int64_t now = clock_.NowMillis();
+  CF_ASSIGN_OR_RETURN(Digest d, store::Read(store_, [&](store::Tx& tx) { return DigestOf(tx, run_id, now); }));
+  mail::Message m;
+  m.from = options_.sender;
+  m.to = options_.notify;
+  m.subject = fmt::format("certfleet: renewal run {} ended: {} renewed, {} failed, {} waiting", d.run.id,
+                          d.renewed.size(), d.failed.size(), d.waiting);
+  std::string text = fmt::format(
+      "Renewal run {} ({}, started {}) ended {}: {} of {} hosts renewed, {} failed.\n"
+      "Hosts whose renewal date has passed and are still waiting: {}.\n",
+      d.run.id, d.run.trigger, FormatRfc3339(d.run.created_at), FormatRfc3339(d.ended_at), d.renewed.size(),
+      d.run.total, d.failed.size(), d.waiting);
+  if (!d.failed.empty()) {
+    text += fmt::format("\nFailed ({}), each keeping its current certificate:\n", d.failed.size());
+    for (size_t i = 0; i < d.failed.size() && i < kMaxDigestListed; ++i) {
+      const auto& r = d.failed[i];
+      text += fmt::format("  {}  step {}: {}\n", r.host_id, r.failed_step.value_or("?"), r.error.value_or("?"));
+    }
+    if (d.failed.size() > kMaxDigestListed) {
+      text += fmt::format("  ... and {} more: GET /v1/renewals?run={}&state=failed\n",
+                          d.failed.size() - kMaxDigestListed, d.run.id);
+    }
+    text += "POST /v1/renewals/run {\"hosts\": [...]} tries them again.\n";
+  }
+  if (!d.renewed.empty()) {
+    text += fmt::format("\nRenewed ({}):\n", d.renewed.size());
+    for (size_t i = 0; i < d.renewed.size() && i < kMaxDigestListed; ++i) text += "  " + d.renewed[i] + "\n";
+    if (d.renewed.size() > kMaxDigestListed) {
+      text +=
+          fmt::format("  ... and {} more: GET /v1/renewals?run={}\n", d.renewed.size() - kMaxDigestListed, d.run.id);
+    }
+  }
+  m.text = std::move(text);
+  CF_ASSIGN_OR_RETURN(mail::Sent sent, mailer_->Send(m));
+  log::Info("renewal digest mailed", {{"run_id", d.run.id}, {"message_id", sent.message_id}});
+  return Ok();
+}
+
+Result<RenewalService::Figures> RenewalService::CurrentFigures() {
+  constexpr int64_t kDayMs = int64_t{24} * 3600 * 1000;
+  const int64_t now = clock_.NowMillis();
+  return store::Read(store_, [&](store::Tx& tx) -> Result<Figures> {
+    Figures f;
+    CF_ASSIGN_OR_RETURN(f.renewals, store::CountRenewalsByState(tx));
+    CF_ASSIGN_OR_RETURN(f.hosts, store::CountHostsByStatus(tx));
+    CF_ASSIGN_OR_RETURN(auto expiring, store::CountHostsExpiringBy(tx, {now + 7 * kDayMs, now + 30 * kDayMs}));
+    f.expiring_7d = expiring.at(0);
+    f.expiring_30d = expiring.at(1);
+    return f;
+  });
+}
+
+RenewalService::RunDurations RenewalService::EndedRunDurations() const {
+  std::lock_guard lock(durations_mu_);
+  return durations_;
+}
+
 void RenewalService::Start() {
   std::lock_guard lock(mu_);
   if (thread_.joinable()) return;
@@ -449,6 +610,10 @@ void RenewalService::Loop() {
     }
     auto started = PumpStarted();
     if (!started.ok()) log::Error("renewal pump failed", {{"error", started.error().message}});
+    if (tick) {
+      if (auto ended = EndRuns(); !ended.ok())
+        log::Error("ending renewal runs failed", {{"error", ended.error().message}});
+    }
     // On a tick, also the tasks other nodes started for the agents waiting here.
     AnswerWaiters(started.ok() ? std::move(*started) : std::vector<std::string>{}, tick);
   }

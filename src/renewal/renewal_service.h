@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -39,6 +40,11 @@ struct RunStarted {
   int64_t queued = 0;  // renewals queued; a host with one open already, or revoked, gets none
 };
 
+// Which mails renewal failures send (renewal.notify_mode): a mail per failed host, one
+// digest per run when it ends, or both.
+enum class NotifyMode { kDigest, kEach, kBoth };
+inline constexpr std::string_view kNotifyModeNames[] = {"digest", "each", "both"};
+
 // How a run chooses its hosts.
 struct RunScope {
   std::vector<std::string> hosts;  // these hosts, due or not
@@ -76,6 +82,9 @@ class RenewalService {
     std::chrono::milliseconds tick{1000};
     std::vector<std::string> notify;             // mail recipients of failures (renewal.notify); none: nobody
     std::string sender = "certfleet@localhost";  // their From (renewal.sender)
+    // Both: a failure is mailed at once, and a CA outage that fails 200 hosts is also one
+    // digest at the end of the run (renewal.notify_mode).
+    NotifyMode notify_mode = NotifyMode::kBoth;
   };
 
   RenewalService(store::Store& store, HostService& hosts, AgentService& agents, issuance::Issuer& issuer,
@@ -115,6 +124,32 @@ class RenewalService {
   // Mails the failure of a renewal to `notify` (the notification job). Nothing without
   // recipients or a mailer.
   Result<void> NotifyFailure(int64_t renewal_id);
+  // Marks the runs whose renewals have all ended as ended, once over all nodes: for each
+  // (with renewals) a renewal/run-finished event and, unless notify_mode is each, a digest
+  // job, in the same transaction. Returns how many it ended. The background thread runs it
+  // every tick; tests call it directly.
+  Result<int> EndRuns();
+  // Mails the digest of an ended run (the digest job): hosts renewed, each failed host with
+  // its step and error, and the hosts still waiting (renewal date passed). Nothing without
+  // recipients or a mailer.
+  Result<void> MailDigest(int64_t run_id);
+
+  // What /metrics shows of W4, read from the store (so the same on every node).
+  struct Figures {
+    std::map<store::RenewalState, int64_t> renewals;  // by state
+    std::map<store::HostStatus, int64_t> hosts;       // by status
+    int64_t expiring_7d = 0;                          // hosts not revoked expiring within 7 days
+    int64_t expiring_30d = 0;
+  };
+  Result<Figures> CurrentFigures();
+  // Durations of the runs this node ended (from start to the last renewal's end), seconds.
+  struct RunDurations {
+    static constexpr std::array<double, 9> kBuckets = {60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400};
+    std::array<uint64_t, kBuckets.size()> counts{};  // cumulative, as Prometheus buckets
+    uint64_t count = 0;
+    double sum = 0;
+  };
+  RunDurations EndedRunDurations() const;
 
   // Keeps the server trusting agents' certificates: `apply` gets AgentService::TrustBundle
   // now, and again whenever it changes: after SetCa, and as checked every kTrustRefresh (a CA
@@ -134,6 +169,7 @@ class RenewalService {
 
   static constexpr std::string_view kRunJob = "renewal.run";
   static constexpr std::string_view kNotifyJob = "renewal.notify";
+  static constexpr std::string_view kDigestJob = "renewal.digest";
   // Limits of the input, each with its reason.
   static constexpr size_t kMaxRunHosts = 10'000;  // hosts named in one request; `all` for more
   static constexpr size_t kMaxError = 2048;       // an agent's error message kept in history
@@ -174,6 +210,9 @@ class RenewalService {
   bool woken_ = false;
   bool stopping_ = false;
   std::thread thread_;
+
+  mutable std::mutex durations_mu_;
+  RunDurations durations_;
 
   std::mutex trust_mu_;
   TrustSink trust_sink_;

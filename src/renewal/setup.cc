@@ -1,6 +1,10 @@
 #include "renewal/setup.h"
 
+#include <fmt/format.h>
+
+#include "core/enum_names.h"
 #include "core/log.h"
+#include "core/text.h"
 
 namespace certfleet::renewal {
 namespace {
@@ -39,6 +43,9 @@ constexpr ConfigKey kKeys[] = {
      int64_t{90} * 86400},
     {"renewal.notify", ConfigType::kString, "",
      "W4: addresses (comma-separated) mailed when a renewal fails; empty: nobody (the event and log still say)."},
+    {"renewal.notify_mode", ConfigType::kString, "both",
+     "W4: failure mails: each (one per failed host), digest (one per run when it ends: renewed, failed with step "
+     "and error, still waiting) or both."},
     {"renewal.sender", ConfigType::kString, "certfleet@localhost", "W4: From address of renewal failure mails."},
 };
 
@@ -70,8 +77,15 @@ AgentService::Options AgentOptions(const Config& config) {
           std::chrono::seconds(config.GetInt("renewal.grace_seconds"))};
 }
 
-RenewalService::Options RenewalOptions(const Config& config) {
+Result<RenewalService::Options> RenewalOptions(const Config& config) {
   RenewalService::Options o;
+  const std::string mode = config.Get("renewal.notify_mode");
+  auto parsed = ParseEnum<NotifyMode>(mode, kNotifyModeNames);
+  if (!parsed) {
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("renewal.notify_mode must be one of {}, not '{}'",
+                                                              EnumChoices(kNotifyModeNames), Escaped(mode)));
+  }
+  o.notify_mode = *parsed;
   o.concurrency = static_cast<int>(config.GetInt("renewal.concurrency"));
   o.deadline = std::chrono::seconds(config.GetInt("renewal.deadline_seconds"));
   o.max_attempts = static_cast<int>(config.GetInt("renewal.max_attempts"));
@@ -92,6 +106,10 @@ Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, Re
   pool.Register(std::string(RenewalService::kNotifyJob), [&renewals](jobs::JobContext& job) -> Result<void> {
     CF_ASSIGN_OR_RETURN(int64_t id, job.PayloadInt("renewal_id"));
     return renewals.NotifyFailure(id);
+  });
+  pool.Register(std::string(RenewalService::kDigestJob), [&renewals](jobs::JobContext& job) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(int64_t id, job.PayloadInt("run_id"));
+    return renewals.MailDigest(id);
   });
   constexpr int kRunAttempts = 3;
   return scheduler.Add("renewal-run", config.Get("renewal.schedule"), RenewalService::kRunJob, kRunAttempts);

@@ -20,7 +20,8 @@ Result<HostService::Options> HostOptions(const Config& config);
 // The agent protocol's: renewal.ca and renewal.validity_days.
 AgentService::Options AgentOptions(const Config& config);
 // The renewal workflow's options from the renewal.* keys (the config checked their ranges).
-RenewalService::Options RenewalOptions(const Config& config);
+// kInvalidArgument for a renewal.notify_mode that is not one.
+Result<RenewalService::Options> RenewalOptions(const Config& config);
 // The scheduled runs (renewal.schedule), failure notifications and the revocation of
 // replaced certificates.
 Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, RenewalService& renewals,

@@ -413,6 +413,13 @@ CREATE TABLE settings (
   updated_at BIGINT NOT NULL
 );
 )sql"},
+    {15, "renewal run ends", R"sql(
+-- W4: when a run ended (all its renewals validated or failed) and its digest was queued;
+-- the runs before this migration count as ended, so that none is reported late.
+ALTER TABLE renewal_runs ADD COLUMN finished_at BIGINT;
+UPDATE renewal_runs SET finished_at = created_at;
+CREATE INDEX renewal_runs_open ON renewal_runs (id) WHERE finished_at IS NULL;
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

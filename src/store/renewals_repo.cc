@@ -159,14 +159,14 @@ Result<std::vector<RenewalRecord>> ListRenewals(Tx& tx, const RenewalFilter& fil
 }
 
 Result<std::vector<RenewalRunSummary>> ListRenewalRuns(Tx& tx, std::optional<int64_t> before_id, int limit) {
-  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT id, trigger, actor, total, created_at FROM renewal_runs WHERE id < ? "
-                                          "ORDER BY id DESC LIMIT ?",
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT id, trigger, actor, total, created_at, finished_at FROM renewal_runs "
+                                          "WHERE id < ? ORDER BY id DESC LIMIT ?",
                                           {before_id.value_or(INT64_MAX), int64_t{limit}}));
   std::vector<RenewalRunSummary> out;
   std::map<int64_t, size_t> index;
   for (const auto& r : rows) {
     RenewalRunSummary s;
-    s.run = {r.Int(0), r.Text(1), r.Text(2), r.Int(3), r.Int(4)};
+    s.run = {r.Int(0), r.Text(1), r.Text(2), r.Int(3), r.Int(4), r.OptInt(5)};
     index[s.run.id] = out.size();
     out.push_back(std::move(s));
   }
@@ -177,6 +177,60 @@ Result<std::vector<RenewalRunSummary>> ListRenewalRuns(Tx& tx, std::optional<int
                                             {out.back().run.id, out.front().run.id}));
   for (const auto& c : counts) {
     if (auto it = index.find(c.Int(0)); it != index.end()) out[it->second].states.emplace_back(c.Text(1), c.Int(2));
+  }
+  return out;
+}
+
+Result<std::vector<int64_t>> EndedRuns(Tx& tx, int limit) {
+  CF_ASSIGN_OR_RETURN(Rows rows,
+                      tx.Query("SELECT r.id FROM renewal_runs r WHERE r.finished_at IS NULL AND NOT EXISTS (SELECT 1 "
+                               "FROM renewals n WHERE n.run_id = r.id AND n.state NOT IN (?, ?)) ORDER BY r.id LIMIT ?",
+                               {std::string(RenewalStateName(RenewalState::kValidated)),
+                                std::string(RenewalStateName(RenewalState::kFailed)), int64_t{limit}}));
+  std::vector<int64_t> out;
+  for (const auto& r : rows) out.push_back(r.Int(0));
+  return out;
+}
+
+Result<bool> EndRun(Tx& tx, int64_t run_id, int64_t now) {
+  CF_ASSIGN_OR_RETURN(
+      int64_t changed,
+      tx.Exec("UPDATE renewal_runs SET finished_at = ? WHERE id = ? AND finished_at IS NULL", {now, run_id}));
+  return changed > 0;
+}
+
+Result<std::map<RenewalState, int64_t>> CountRenewalsByState(Tx& tx) {
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT state, COUNT(*) FROM renewals GROUP BY state"));
+  std::map<RenewalState, int64_t> out;
+  for (const auto& r : rows) {
+    CF_ASSIGN_OR_RETURN(RenewalState state, r.Enum<RenewalState>(0, "renewals.state", kRenewalStateNames));
+    out[state] = r.Int(1);
+  }
+  return out;
+}
+
+Result<int64_t> CountDueHosts(Tx& tx, int64_t now) {
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT COUNT(*) FROM hosts WHERE renew_at <= ? AND status <> ?",
+                                          {now, std::string(HostStatusName(HostStatus::kRevoked))}));
+  return rows.at(0).Int(0);
+}
+
+Result<std::vector<int64_t>> CountHostsExpiringBy(Tx& tx, const std::vector<int64_t>& horizons) {
+  std::vector<int64_t> out;
+  for (int64_t horizon : horizons) {
+    CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT COUNT(*) FROM hosts WHERE not_after <= ? AND status <> ?",
+                                            {horizon, std::string(HostStatusName(HostStatus::kRevoked))}));
+    out.push_back(rows.at(0).Int(0));
+  }
+  return out;
+}
+
+Result<std::map<HostStatus, int64_t>> CountHostsByStatus(Tx& tx) {
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT status, COUNT(*) FROM hosts GROUP BY status"));
+  std::map<HostStatus, int64_t> out;
+  for (const auto& r : rows) {
+    CF_ASSIGN_OR_RETURN(HostStatus status, r.Enum<HostStatus>(0, "hosts.status", kHostStatusNames));
+    out[status] = r.Int(1);
   }
   return out;
 }

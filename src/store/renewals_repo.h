@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -8,6 +9,7 @@
 
 #include "core/enum_names.h"
 #include "core/result.h"
+#include "store/hosts_repo.h"
 #include "store/store.h"
 
 namespace certfleet::store {
@@ -31,6 +33,7 @@ struct RenewalRunRecord {
   std::string actor;
   int64_t total = 0;  // renewals it started
   int64_t created_at = 0;
+  std::optional<int64_t> finished_at;  // when it ended and its digest was queued
 };
 
 // The renewal of one host's certificate: a durable job whose state its agent advances.
@@ -98,5 +101,18 @@ struct RenewalRunSummary {
 };
 // Newest first; `before_id` a cursor as above.
 Result<std::vector<RenewalRunSummary>> ListRenewalRuns(Tx& tx, std::optional<int64_t> before_id, int limit);
+
+// Runs not marked ended whose renewals have all ended (validated or failed), oldest first.
+Result<std::vector<int64_t>> EndedRuns(Tx& tx, int limit);
+// Marks the run ended at `now`: false if it was before (another node did).
+Result<bool> EndRun(Tx& tx, int64_t run_id, int64_t now);
+// Renewals in each state, over every run.
+Result<std::map<RenewalState, int64_t>> CountRenewalsByState(Tx& tx);
+// Hosts not revoked whose renewal date is at most `now`: still waiting for a renewal.
+Result<int64_t> CountDueHosts(Tx& tx, int64_t now);
+// Hosts not revoked whose certificate expires by each of `horizons` (ms), in that order.
+Result<std::vector<int64_t>> CountHostsExpiringBy(Tx& tx, const std::vector<int64_t>& horizons);
+// Hosts in each status.
+Result<std::map<HostStatus, int64_t>> CountHostsByStatus(Tx& tx);
 
 }  // namespace certfleet::store

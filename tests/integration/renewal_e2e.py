@@ -370,11 +370,34 @@ check(r5["state"] == "failed" and r5["failed_step"] == "reload" and "did not fin
       f"a hanging reload command fails the renewal at its step: {r5}")
 check(serial_of(files_of("agent-5")["cert"]) == old["agent-5"] and verify("agent-5"), "agent-5 keeps its old files")
 mails = []
-wait_for("the failure mails", lambda: mails.extend(m for _, m in smtp.new_messages(seen)) or len(mails) >= 2)
+wait_for("the failure mails and the digest",
+         lambda: mails.extend(m for _, m in smtp.new_messages(seen)) or len(mails) >= 3)
 mail3 = [m for m in mails if "agent-3" in m["Subject"]]
-check(len(mails) == 2 and len(mail3) == 1 and "reload" in mail3[0]["Subject"] and
+digests = [m for m in mails if "ended" in m["Subject"]]
+check(len(mails) == 3 and len(mail3) == 1 and "reload" in mail3[0]["Subject"] and
       mail3[0]["To"] == "ops@example.com" and "exit status 3" in mail3[0].get_body().get_content(),
       f"a mail per failure names the host, the failed step and the error: {[m['Subject'] for m in mails]}")
+digest = digests[0].get_body().get_content() if digests else ""
+check(len(digests) == 1 and f"renewal run {run['run_id']} ended: 2 renewed, 2 failed" in digests[0]["Subject"] and
+      "agent-3  step reload: " in digest and "agent-5  step reload: " in digest and "agent-1" in digest,
+      f"one digest for the run, each failed host with its step and error: {digests and digests[0]['Subject']}\n{digest}")
+finished = wait_for("the renewal/run-finished webhook", lambda: [h for h in hook_events("renewal/run-finished")
+                                                                 if h["data"]["run_id"] == run["run_id"]])
+check(finished[0]["data"]["renewed"] == 2 and finished[0]["data"]["failed"] == 2 and
+      sorted(f["host_id"] for f in finished[0]["data"]["failures"]) == ["agent-3", "agent-5"],
+      f"the digest as an event: {finished[0]['data']}")
+metrics = dict(line.rsplit(" ", 1) for line in cf.request("GET", "/metrics", bearer=cf.token)[1].splitlines()
+               if line and not line.startswith("#"))
+hosts_with_certificates = sum(1 for h in api("GET", "/v1/hosts?limit=1000")["items"] if h["certificate"] and
+                              h["status"] != "revoked")
+check(metrics.get('certfleet_renewals{state="failed"}') == "2" and
+      metrics.get('certfleet_hosts{status="failed"}') == "2" and
+      int(metrics.get('certfleet_renewals{state="validated"}', 0)) >= 2 and
+      metrics.get('certfleet_hosts_expiring{within="7d"}') == "0" and
+      metrics.get('certfleet_hosts_expiring{within="30d"}') == str(hosts_with_certificates) and
+      int(metrics.get("certfleet_renewal_run_duration_seconds_count", 0)) >= 1,
+      f"/metrics: renewals by state, failed hosts, expiry (30-day certificates), run durations: "
+      f"{ {k: v for k, v in metrics.items() if k.startswith(('certfleet_renewal', 'certfleet_hosts'))} }")
 
 failed_hooks = wait_for("the renewal/failed webhooks", lambda: (lambda h: h if len(h) >= 2 else None)(
     hook_events("renewal/failed")))
@@ -406,8 +429,10 @@ agents["agent-4"].wait()
 r4 = wait_for("agent-4's renewal to fail", lambda: (lambda r: r if r["state"] == "failed" else None)(
     api("GET", f"/v1/renewals?run={run['run_id']}")["items"][0]))
 check(r4["failed_step"] == "csr" and "deadline" in r4["error"], f"it failed at its deadline, at the CSR: {r4}")
-mails = wait_for("the second failure mail", lambda: [m for _, m in smtp.new_messages(seen)])
-check(len(mails) == 1 and "agent-4" in mails[0]["Subject"] and "csr" in mails[0]["Subject"],
+mails = []
+wait_for("the second failure mail and its digest",
+         lambda: mails.extend(m for _, m in smtp.new_messages(seen)) or len(mails) >= 2)
+check(len(mails) == 2 and any("agent-4" in m["Subject"] and "csr" in m["Subject"] for m in mails),
       f"the mail names agent-4 and the step: {[m['Subject'] for m in mails]}")
 check(serial_of(files_of("agent-4")["cert"]) == old["agent-4"] and verify("agent-4"), "agent-4 keeps its old valid files")
 start_agent("agent-4")

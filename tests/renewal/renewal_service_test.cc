@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "core/crypto.h"
 #include "pki/csr.h"
 #include "renewal/fixture.h"
 #include "store/certificates_repo.h"
@@ -365,6 +366,71 @@ TEST_P(RenewalTest, ARevokedHostIsReactivatedAndEnrollsAgain) {
   EXPECT_EQ(Host("h1").status, store::HostStatus::kActive);
   EXPECT_EQ(Host("h1").serial, enrolled->record.serial);
   EXPECT_EQ(hosts_->Reactivate("nope", "t").error().code, ErrorCode::kNotFound);
+}
+
+TEST_P(RenewalTest, ARunThatEndsIsOneDigestAndOneEventOnce) {
+  options_.notify_mode = NotifyMode::kDigest;
+  Restart();
+  Enroll(3);
+  auto run = renewals_->StartRun(All(), "manual", "t");
+  ASSERT_TRUE(run.ok());
+  ASSERT_EQ(*renewals_->Pump(), 2);
+  auto working = InState(store::RenewalState::kAwaitingCsr);
+  Complete(working.at(0));
+  const store::HostRecord failing = Host(working.at(1).host_id);
+  ASSERT_TRUE(renewals_->Report(failing, working.at(1).id, store::RenewalState::kFailed, "reload", "nginx: bad").ok());
+  EXPECT_EQ(*renewals_->EndRuns(), 0) << "not before every renewal has ended";
+  clock_.Advance(seconds(31));  // the failed attempt's backoff
+  ASSERT_EQ(*renewals_->Pump(), 2);
+  for (const auto& r : InState(store::RenewalState::kAwaitingCsr)) {
+    if (r.host_id == failing.host_id) {
+      ASSERT_TRUE(renewals_->Report(failing, r.id, store::RenewalState::kFailed, "reload", "nginx: bad").ok());
+    } else {
+      Complete(r);
+    }
+  }
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs WHERE kind = 'renewal.notify'"), 0) << "digest only: no mail per host";
+  EXPECT_EQ(*renewals_->EndRuns(), 1);
+  EXPECT_EQ(*renewals_->EndRuns(), 0) << "once";
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs WHERE kind = 'renewal.digest'"), 1);
+  auto event = store_->Query("SELECT payload FROM events WHERE type = 'renewal/run-finished'");
+  ASSERT_EQ(event->size(), 1u);
+  const std::string data = event->at(0).Text(0);
+  EXPECT_NE(data.find("\"renewed\":2"), std::string::npos) << data;
+  EXPECT_NE(data.find("\"failed\":1"), std::string::npos) << data;
+  EXPECT_NE(data.find("\"step\":\"reload\",\"error\":\"nginx: bad\""), std::string::npos) << data;
+
+  ASSERT_TRUE(renewals_->MailDigest(run->run_id).ok());
+  std::vector<std::string> mails;
+  for (const auto& f : std::filesystem::directory_iterator(mail_dir_)) {
+    std::ifstream in(f.path());
+    std::stringstream text;
+    text << in.rdbuf();
+    mails.push_back(text.str());
+  }
+  ASSERT_EQ(mails.size(), 1u);
+  EXPECT_NE(mails[0].find("2 renewed, 1 failed"), std::string::npos) << mails[0];
+  // The text part, base64 in lines.
+  const size_t start = mails[0].find("base64") + 6;
+  std::string encoded = mails[0].substr(start, mails[0].find("--certfleet", start) - start);
+  std::erase_if(encoded, [](char c) { return c == '\r' || c == '\n'; });
+  const std::string text = Base64Decode(encoded).value_or("");
+  EXPECT_NE(text.find("Failed (1)"), std::string::npos) << text;
+  EXPECT_NE(text.find(failing.host_id + "  step reload: nginx: bad"), std::string::npos) << text;
+  EXPECT_NE(text.find("Renewed (2)"), std::string::npos) << text;
+  const auto durations = renewals_->EndedRunDurations();
+  EXPECT_EQ(durations.count, 1u);
+  EXPECT_EQ(durations.sum, 31.0);
+
+  auto figures = renewals_->CurrentFigures();
+  ASSERT_TRUE(figures.ok());
+  EXPECT_EQ(figures->renewals[store::RenewalState::kValidated], 2);
+  EXPECT_EQ(figures->renewals[store::RenewalState::kFailed], 1);
+  EXPECT_EQ(figures->hosts[store::HostStatus::kFailed], 1);
+  EXPECT_EQ(figures->expiring_30d, 0);
+  clock_.Advance(std::chrono::hours(24 * 65));  // the certificates were made 90 days long
+  EXPECT_EQ(renewals_->CurrentFigures()->expiring_30d, 3);
+  EXPECT_EQ(renewals_->CurrentFigures()->expiring_7d, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, RenewalTest, testing::kBothDialects, testing::DialectName);
