@@ -10,7 +10,7 @@ constexpr ConfigKey kKeys[] = {
      "A CRL's validity (nextUpdate); it is re-signed when half of it has passed.", 1, 8760},
     {"ca.renew_grace_hours", ConfigType::kInt, "24",
      "W1: how long a renewed certificate stays valid beside its successor before it is revoked (superseded).", 0,
-     24 * 90},
+     int64_t{24} * 90},
     {"ca.ocsp_minutes", ConfigType::kInt, "60", "An OCSP response's validity (nextUpdate) and how long it is cached.",
      1, 10080},
 };

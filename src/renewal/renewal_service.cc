@@ -109,15 +109,9 @@ std::string Truncated(std::string_view text) {
 
 }  // namespace
 
-RenewalService::RenewalService(store::Store& store, HostService& hosts, AgentService& agents, issuance::Issuer& issuer,
-                               mail::Mailer* mailer, const Clock& clock, Options options)
-    : store_(store),
-      hosts_(hosts),
-      agents_(agents),
-      issuer_(issuer),
-      mailer_(mailer),
-      clock_(clock),
-      options_(std::move(options)) {}
+RenewalService::RenewalService(store::Store& store, HostService& hosts, AgentService& agents, mail::Mailer* mailer,
+                               const Clock& clock, Options options)
+    : store_(store), hosts_(hosts), agents_(agents), mailer_(mailer), clock_(clock), options_(std::move(options)) {}
 
 // Stop() throws only when a thread cannot be joined or memory runs out: terminating is right.
 RenewalService::~RenewalService() { Stop(); }  // NOLINT(bugprone-exception-escape)

@@ -87,8 +87,8 @@ class RenewalService {
     NotifyMode notify_mode = NotifyMode::kBoth;
   };
 
-  RenewalService(store::Store& store, HostService& hosts, AgentService& agents, issuance::Issuer& issuer,
-                 mail::Mailer* mailer, const Clock& clock, Options options);
+  RenewalService(store::Store& store, HostService& hosts, AgentService& agents, mail::Mailer* mailer,
+                 const Clock& clock, Options options);
   ~RenewalService();  // NOLINT(bugprone-exception-escape): see the definition
 
   // Queues the renewals of `scope` in a new run. kInvalidArgument names an unknown host.
@@ -199,7 +199,6 @@ class RenewalService {
   store::Store& store_;
   HostService& hosts_;
   AgentService& agents_;
-  issuance::Issuer& issuer_;
   mail::Mailer* mailer_;
   const Clock& clock_;
   const Options options_;

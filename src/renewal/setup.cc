@@ -79,7 +79,7 @@ AgentService::Options AgentOptions(const Config& config) {
 
 Result<RenewalService::Options> RenewalOptions(const Config& config) {
   RenewalService::Options o;
-  const std::string mode = config.Get("renewal.notify_mode");
+  const std::string& mode = config.Get("renewal.notify_mode");
   auto parsed = ParseEnum<NotifyMode>(mode, kNotifyModeNames);
   if (!parsed) {
     return MakeError(ErrorCode::kInvalidArgument, fmt::format("renewal.notify_mode must be one of {}, not '{}'",

@@ -109,7 +109,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
   renewal::HostService hosts(store, clock, host_options);
   renewal::AgentService agents(store, hosts, issuer, clock, renewal::AgentOptions(config));
   CF_ASSIGN_OR_RETURN(auto renewal_options, Named(renewal::RenewalOptions(config), "renewal settings"));
-  renewal::RenewalService renewals(store, hosts, agents, issuer, mailer.get(), clock, renewal_options);
+  renewal::RenewalService renewals(store, hosts, agents, mailer.get(), clock, renewal_options);
   CF_RETURN_IF_ERROR(
       Named(renewals.TrustAgentsThrough([agent_trust](const std::string& pem) { return agent_trust->Set(pem); }),
             "trusting agents' CAs"));

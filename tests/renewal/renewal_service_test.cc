@@ -47,7 +47,7 @@ class RenewalTest : public HostsFixture {
   // A new service over the same store, as after a crash or restart.
   void Restart() {
     renewals_.reset();
-    renewals_ = std::make_unique<RenewalService>(*store_, *hosts_, *agents_, *issuer_, mailer_.get(), clock_, options_);
+    renewals_ = std::make_unique<RenewalService>(*store_, *hosts_, *agents_, mailer_.get(), clock_, options_);
   }
 
   // Registers and enrolls hosts h1..hN; their certificates are due in 60 days.
