@@ -8,13 +8,16 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <ranges>
 #include <set>
 #include <thread>
 
 #include "core/crypto.h"
+#include "core/files.h"
 #include "core/log.h"
 #include "core/text.h"
 #include "core/thread_name.h"
+#include "pki/certificate.h"
 #include "registry/registry.h"
 #include "store/audit_repo.h"
 #include "store/jobs_repo.h"
@@ -235,9 +238,13 @@ Result<store::ImportRecord> ImportService::Start(std::string_view supplier, std:
   if (supplier == "infineon" && bundle_type != "E0E0" && bundle_type != "E0E1" && bundle_type != "E0E2") {
     return MakeError(ErrorCode::kInvalidArgument, "bundle_type must be E0E0, E0E1 or E0E2");
   }
-  if (supplier == "microchip" && options_.verifiers_pem.empty()) {
-    return MakeError(ErrorCode::kFailedPrecondition,
-                     "no Microchip verification certificates are configured (bulk.verifier_dir)");
+  if (supplier == "microchip") {
+    CF_ASSIGN_OR_RETURN(auto verifiers, VerifiersPem());
+    if (verifiers.empty()) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       "no Microchip verification certificates: add one (POST /v1/imports/verifiers, or a .crt next "
+                       "to the manifest in the inbound store) or set bulk.verifier_dir");
+    }
   }
   CF_RETURN_IF_ERROR(store::Read(store_, [&](store::Tx& tx) { return registry::Registry::ProfileFor(tx, profile); }));
   std::error_code ec;
@@ -283,7 +290,12 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
     return imp;
   }
   auto profile = store::Read(store_, [&](store::Tx& tx) { return registry::Registry::ProfileFor(tx, imp.profile); });
-  ReaderOptions reader_options{imp.bundle_type, options_.verifiers_pem, options_.limits};
+  ReaderOptions reader_options{imp.bundle_type, {}, options_.limits};
+  if (imp.supplier == "microchip") {
+    auto verifiers = VerifiersPem();
+    if (!verifiers.ok()) return verifiers.error();  // the store: the job is retried
+    reader_options.verifiers_pem = std::move(*verifiers);
+  }
   Result<std::unique_ptr<ManifestReader>> reader = profile.ok()
                                                        ? OpenManifest(imp.supplier, imp.manifest, reader_options)
                                                        : Result<std::unique_ptr<ManifestReader>>(profile.error());
@@ -400,10 +412,154 @@ Result<store::ImportRecord> ImportService::Finish(int64_t id, std::string_view s
   return finished;
 }
 
+Result<std::vector<std::string>> ImportService::VerifiersPem() {
+  CF_ASSIGN_OR_RETURN(auto added, store::Read(store_, store::ActiveImportVerifiers));
+  std::vector<std::string> out = options_.verifiers_pem;
+  for (auto& v : added) out.push_back(std::move(v.certificate_pem));
+  return out;
+}
+
+Result<store::ImportVerifier> ImportService::AddVerifier(std::string_view pem, std::optional<std::string> source,
+                                                         std::string_view actor) {
+  auto invalid = [](std::string why) {
+    return MakeError(ErrorCode::kInvalidArgument, "a Microchip manifest signer must be one PEM certificate: " + why);
+  };
+  if (pem.size() > kMaxVerifierBytes) return invalid(fmt::format("at most {} bytes", kMaxVerifierBytes));
+  auto certs = pki::CertificatesFromPem(pem);
+  if (!certs.ok()) return invalid(certs.error().message);
+  if (certs->size() != 1) return invalid(fmt::format("this holds {}", certs->size()));
+  CF_ASSIGN_OR_RETURN(pki::CertificateFacts facts, pki::Inspect(certs->front().get()));
+  store::ImportVerifier v;
+  v.fingerprint = facts.sha256_fingerprint;
+  v.subject = facts.common_name;
+  v.not_after = facts.not_after_millis;
+  v.certificate_pem = facts.pem;
+  v.source = std::move(source);
+  v.created_by = std::string(actor);
+  v.created_at = clock_.NowMillis();
+  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    Result<int64_t> id = store::InsertImportVerifier(tx, v);
+    if (!id.ok() && id.error().code == ErrorCode::kAlreadyExists) {
+      return MakeError(ErrorCode::kAlreadyExists,
+                       fmt::format("the signer {} (SHA-256 {}) is added already", v.subject, v.fingerprint));
+    }
+    if (!id.ok()) return id.error();
+    v.id = *id;
+    CF_RETURN_IF_ERROR(store::AppendAudit(
+        tx, v.created_at, actor, "import.verifier.add", fmt::format("import_verifier:{}", v.id),
+        json::serialize(json::object{
+            {"subject", v.subject}, {"fingerprint", v.fingerprint}, {"source", v.source ? *v.source : ""}})));
+    return Ok();
+  }));
+  return v;
+}
+
+Result<std::vector<store::ImportVerifier>> ImportService::ListVerifiers() {
+  return store::Read(store_, store::ActiveImportVerifiers);
+}
+
+Result<void> ImportService::RemoveVerifier(int64_t id, std::string_view actor) {
+  const int64_t now = clock_.NowMillis();
+  return store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(bool removed, store::RemoveImportVerifier(tx, id, now));
+    if (!removed) return MakeError(ErrorCode::kNotFound, fmt::format("no Microchip signer {}", id));
+    CF_RETURN_IF_ERROR(
+        store::AppendAudit(tx, now, actor, "import.verifier.remove", fmt::format("import_verifier:{}", id), "{}"));
+    return Ok();
+  });
+}
+
+Result<void> ImportService::RecordFailedInbound(const blob::ObjectInfo& object, const Error& error) {
+  // imports/<supplier>[.<bundle type>]/<profile>/<file>, as far as the key has them.
+  std::vector<std::string> parts;
+  for (const auto part : std::views::split(std::string_view(object.key).substr(kInboundPrefix.size()), '/')) {
+    parts.emplace_back(part.begin(), part.end());
+  }
+  std::string supplier = parts.empty() ? "" : parts[0];
+  std::string bundle;
+  if (const size_t dot = supplier.find('.'); dot != std::string::npos) {
+    bundle = supplier.substr(dot + 1);
+    supplier.resize(dot);
+  }
+  const int64_t now = clock_.NowMillis();
+  store::ImportRecord failed;
+  failed.supplier = supplier;
+  failed.profile = parts.size() > 1 ? parts[1] : "";
+  failed.bundle_type = bundle;
+  failed.state = "failed";
+  failed.created_by = "inbound:" + object.key;
+  failed.created_at = failed.updated_at = now;
+  failed.source = object.key + " " + object.etag;
+  failed.error = error.message;
+  failed.finished_at = now;
+  // Recorded once as failed, so that the next scans do not try it again.
+  Result<void> kept = store_.Transact([&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(failed.id, store::InsertImport(tx, failed));
+    return store::UpdateImport(tx, failed);
+  });
+  if (!kept.ok() && kept.error().code != ErrorCode::kAlreadyExists) return kept.error();
+  return Ok();
+}
+
+Result<void> ImportService::AddInboundVerifier(blob::BlobStore& inbound, const blob::ObjectInfo& object,
+                                               const std::string& source) {
+  CF_ASSIGN_OR_RETURN(bool seen, store::Read(store_, [&](store::Tx& tx) -> Result<bool> {
+                        CF_ASSIGN_OR_RETURN(bool as_import, store::ImportSourceSeen(tx, source));
+                        if (as_import) return true;
+                        return store::VerifierSourceSeen(tx, source);
+                      }));
+  if (seen) return Ok();
+  const std::string actor = "inbound:" + object.key;
+  std::error_code ec;
+  fs::create_directories(options_.manifest_dir, ec);
+  const std::string path = (fs::path(options_.manifest_dir) / (RandomToken(12) + ".signer")).string();
+  Result<void> fetched = inbound.GetToFile(object.key, path, kMaxVerifierBytes);
+  Result<std::string> pem = fetched.ok() ? ReadFile(path, kMaxVerifierBytes) : Result<std::string>(fetched.error());
+  fs::remove(path, ec);
+  if (!pem.ok() && pem.error().code == ErrorCode::kUnavailable) return pem.error();  // the next scan tries again
+  Result<store::ImportVerifier> added =
+      pem.ok() ? AddVerifier(*pem, source, actor) : Result<store::ImportVerifier>(pem.error());
+  if (added.ok()) {
+    log::Info("Microchip signer added from the inbound store", {{"key", object.key}, {"subject", added->subject}});
+    return Ok();
+  }
+  if (added.error().code == ErrorCode::kAlreadyExists) {
+    // Active already (added through the API): remember only that this object was seen.
+    store::ImportVerifier seen_only;
+    seen_only.fingerprint = "-";
+    seen_only.source = source;
+    seen_only.created_by = actor;
+    seen_only.created_at = seen_only.removed_at.emplace(clock_.NowMillis());
+    return store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+      CF_RETURN_IF_ERROR(store::InsertImportVerifier(tx, seen_only));
+      return Ok();
+    });
+  }
+  return added.error();
+}
+
 Result<int> ImportService::ScanInbound(blob::BlobStore& inbound) {
   int started = 0;
+  // Signers (imports/microchip/<profile>/*.crt|.pem) first, so that a manifest dropped with
+  // its signer verifies.
+  auto is_signer = [](std::string_view key) {
+    return key.starts_with("imports/microchip/") && (key.ends_with(".crt") || key.ends_with(".pem"));
+  };
   CF_RETURN_IF_ERROR(inbound.List(kInboundPrefix, [&](std::vector<blob::ObjectInfo>& page) -> Result<void> {
     for (const auto& o : page) {
+      if (!is_signer(o.key)) continue;
+      Result<void> added = AddInboundVerifier(inbound, o, o.key + " " + o.etag);
+      if (added.ok()) continue;
+      if (added.error().code == ErrorCode::kUnavailable) return added.error();
+      log::Error("cannot add the Microchip signer from the inbound store",
+                 {{"key", o.key}, {"error", added.error().message}});
+      CF_RETURN_IF_ERROR(RecordFailedInbound(o, added.error()));
+    }
+    return Ok();
+  }));
+  CF_RETURN_IF_ERROR(inbound.List(kInboundPrefix, [&](std::vector<blob::ObjectInfo>& page) -> Result<void> {
+    for (const auto& o : page) {
+      if (is_signer(o.key)) continue;
       const std::string source = o.key + " " + o.etag;
       CF_ASSIGN_OR_RETURN(bool seen,
                           store::Read(store_, [&](store::Tx& tx) { return store::ImportSourceSeen(tx, source); }));
@@ -439,24 +595,8 @@ Result<int> ImportService::ScanInbound(blob::BlobStore& inbound) {
         continue;
       }
       if (imp.error().code == ErrorCode::kAlreadyExists || imp.error().code == ErrorCode::kUnavailable) continue;
-      // Recorded once as failed, so that the next scans do not try it again.
       log::Error("cannot import from the inbound store", {{"key", o.key}, {"error", imp.error().message}});
-      const int64_t now = clock_.NowMillis();
-      store::ImportRecord failed;
-      failed.supplier = supplier;
-      failed.profile = profile;
-      failed.bundle_type = bundle;
-      failed.state = "failed";
-      failed.created_by = "inbound:" + o.key;
-      failed.created_at = failed.updated_at = now;
-      failed.source = source;
-      failed.error = imp.error().message;
-      failed.finished_at = now;
-      Result<void> kept = store_.Transact([&](store::Tx& tx) -> Result<void> {
-        CF_ASSIGN_OR_RETURN(failed.id, store::InsertImport(tx, failed));
-        return store::UpdateImport(tx, failed);
-      });
-      if (!kept.ok() && kept.error().code != ErrorCode::kAlreadyExists) return kept.error();
+      CF_RETURN_IF_ERROR(RecordFailedInbound(o, imp.error()));
     }
     return Ok();
   }));

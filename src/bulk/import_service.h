@@ -63,6 +63,20 @@ class ImportService {
   // A queued or running import stops after its current batch; kFailedPrecondition if it ended.
   Result<store::ImportRecord> Cancel(int64_t id, std::string_view actor);
 
+  // Microchip manifest signers, PEM: bulk.verifier_dir's and those added while serving (read
+  // from the store, so a signer added on one node applies to the next import on every node).
+  Result<std::vector<std::string>> VerifiersPem();
+  // Adds a Microchip manifest signer (one PEM certificate), audited. `source` names the
+  // inbound store object it came from. kInvalidArgument if it is not one certificate,
+  // kAlreadyExists if it is active already.
+  Result<store::ImportVerifier> AddVerifier(std::string_view pem, std::optional<std::string> source,
+                                            std::string_view actor);
+  Result<std::vector<store::ImportVerifier>> ListVerifiers();
+  // kNotFound for no active signer of that id. Those of bulk.verifier_dir stay.
+  Result<void> RemoveVerifier(int64_t id, std::string_view actor);
+  size_t DirectoryVerifiers() const { return options_.verifiers_pem.size(); }
+  static constexpr size_t kMaxVerifierBytes = size_t{64} * 1024;  // a PEM certificate is a few KiB
+
   static constexpr std::string_view kJob = "bulk.import";
   static constexpr std::string_view kScanJob = "bulk.scan";
   static constexpr std::string_view kInboundPrefix = "imports/";
@@ -74,6 +88,11 @@ class ImportService {
   int fail_after_batches = -1;
 
  private:
+  // Adds the signer of an inbound store object once (by `source`, its key and ETag).
+  Result<void> AddInboundVerifier(blob::BlobStore& inbound, const blob::ObjectInfo& object, const std::string& source);
+  // Records an inbound object that cannot be imported as a failed import with the reason,
+  // so that the next scans leave it.
+  Result<void> RecordFailedInbound(const blob::ObjectInfo& object, const Error& error);
   // Ends the import as failed with the error; returns the error for the job (not retried).
   Result<store::ImportRecord> Fail(int64_t id, const Error& e);
   // Sets the import's final state unless it was cancelled.

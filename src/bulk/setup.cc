@@ -9,7 +9,7 @@ constexpr ConfigKey kKeys[] = {
     {"bulk.manifest_dir", ConfigType::kPath, "{data_dir}/imports",
      "W3: where manifests wait for their import (deleted when it ends); shared by the nodes that run imports."},
     {"bulk.verifier_dir", ConfigType::kPath, "",
-     "W3: folder of Microchip manifest signer certificates (.crt/.pem); empty: Microchip imports are refused."},
+     "W3: folder of Microchip manifest signer certificates (.crt/.pem), beside those added while serving."},
     {"bulk.inbound", ConfigType::kUrl, "file://{data_dir}/inbound",
      "W3: store watched for manifests at imports/<supplier>/<profile>/<file>: file://PATH or s3://BUCKET?...."},
     {"bulk.scan_seconds", ConfigType::kInt, "60", "W3: how often bulk.inbound is looked at for new manifests.", 5,

@@ -128,10 +128,56 @@ Response Cancel(const ApiContext& ctx, const Request& req) {
   return JsonResponse(200, ImportJson(*r, ctx.clock.NowMillis()));
 }
 
+json::object VerifierJson(const store::ImportVerifier& v) {
+  return {{"id", v.id},
+          {"subject", v.subject},
+          {"fingerprint", v.fingerprint},
+          {"not_after", FormatRfc3339(v.not_after)},
+          {"source", v.source ? json::value(v.source->substr(0, v.source->rfind(' '))) : json::value("api")},
+          {"created_by", v.created_by},
+          {"created_at", FormatRfc3339(v.created_at)},
+          {"certificate_pem", v.certificate_pem}};
+}
+
+// A Microchip manifest signer: the PEM certificate as the body (application/x-pem-file), or
+// {"certificate_pem": "..."}.
+Result<Response> AddVerifier(const ApiContext& ctx, const Request& req) {
+  std::string pem;
+  if (MediaType(req) == "application/json") {
+    CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(req.body));
+    CF_ASSIGN_OR_RETURN(pem,
+                        RequiredString(body, "certificate_pem", bulk::ImportService::kMaxVerifierBytes, Text::kLines));
+  } else {
+    pem = req.body;
+  }
+  CF_ASSIGN_OR_RETURN(auto v, ctx.imports->AddVerifier(pem, std::nullopt, req.principal.Actor()));
+  return JsonResponse(201, VerifierJson(v));
+}
+
+Result<Response> ListVerifiers(const ApiContext& ctx) {
+  CF_ASSIGN_OR_RETURN(auto verifiers, ctx.imports->ListVerifiers());
+  json::array items;
+  for (const auto& v : verifiers) items.push_back(VerifierJson(v));
+  return JsonResponse(200, json::object{{"items", std::move(items)},
+                                        {"verifier_dir", static_cast<int64_t>(ctx.imports->DirectoryVerifiers())}});
+}
+
+Result<Response> RemoveVerifier(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(int64_t id, PathId(req));
+  CF_RETURN_IF_ERROR(ctx.imports->RemoveVerifier(id, req.principal.Actor()));
+  return Response{204, "application/json", "", {}};
+}
+
 }  // namespace
 
 void AddBulkRoutes(Router& router, const ApiContext& ctx) {
   const ApiContext* c = &ctx;
+  // Before /v1/imports/{id}: the first route that matches answers.
+  router.Add("POST", "/v1/imports/verifiers", {Access::kOperator, false, bulk::ImportService::kMaxVerifierBytes * 2},
+             [c](Request& r) { return AddVerifier(*c, r); });
+  router.Add("GET", "/v1/imports/verifiers", {Access::kReader}, [c](Request&) { return ListVerifiers(*c); });
+  router.Add("DELETE", "/v1/imports/verifiers/{id}", {Access::kOperator},
+             [c](Request& r) { return RemoveVerifier(*c, r); });
   router.Add("POST", "/v1/imports", {Access::kOperator, false, kManifestBodyLimit},
              [c](Request& r) { return Start(*c, r); });
   router.Add("GET", "/v1/imports", {Access::kReader}, [c](Request& r) { return List(*c, r); });

@@ -43,6 +43,40 @@ Result<int64_t> InsertImport(Tx& tx, const ImportRecord& r) {
   return row->Int(0);
 }
 
+Result<int64_t> InsertImportVerifier(Tx& tx, const ImportVerifier& v) {
+  CF_ASSIGN_OR_RETURN(auto row,
+                      tx.QueryOne("INSERT INTO import_verifiers (fingerprint, subject, not_after, "
+                                  "certificate_pem, source, created_by, created_at, removed_at) VALUES (?, "
+                                  "?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                                  {v.fingerprint, v.subject, v.not_after, v.certificate_pem, OptionalValue(v.source),
+                                   v.created_by, v.created_at, OptionalValue(v.removed_at)}));
+  return row->Int(0);
+}
+
+Result<std::vector<ImportVerifier>> ActiveImportVerifiers(Tx& tx) {
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT id, fingerprint, subject, not_after, certificate_pem, source, "
+                                          "created_by, created_at, removed_at FROM import_verifiers WHERE removed_at "
+                                          "IS NULL ORDER BY id"));
+  std::vector<ImportVerifier> out;
+  for (const auto& r : rows) {
+    out.push_back(
+        {r.Int(0), r.Text(1), r.Text(2), r.Int(3), r.Text(4), r.OptText(5), r.Text(6), r.Int(7), r.OptInt(8)});
+  }
+  return out;
+}
+
+Result<bool> RemoveImportVerifier(Tx& tx, int64_t id, int64_t now) {
+  CF_ASSIGN_OR_RETURN(
+      int64_t changed,
+      tx.Exec("UPDATE import_verifiers SET removed_at = ? WHERE id = ? AND removed_at IS NULL", {now, id}));
+  return changed > 0;
+}
+
+Result<bool> VerifierSourceSeen(Tx& tx, std::string_view source) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT 1 FROM import_verifiers WHERE source = ?", {std::string(source)}));
+  return row.has_value();
+}
+
 Result<bool> ImportSourceSeen(Tx& tx, std::string_view source) {
   CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT 1 FROM imports WHERE source = ?", {std::string(source)}));
   return row.has_value();

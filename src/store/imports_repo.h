@@ -50,6 +50,28 @@ struct ImportRecord {
   std::optional<std::string> source;  // the inbound store object it came from, "<key> <etag>"
 };
 
+// A Microchip manifest signer added while serving.
+struct ImportVerifier {
+  int64_t id = 0;
+  std::string fingerprint;  // SHA-256 of the DER, hex
+  std::string subject;      // RFC 2253
+  int64_t not_after = 0;
+  std::string certificate_pem;
+  std::optional<std::string> source;  // "<key> <etag>" of the inbound object it came from
+  std::string created_by;
+  int64_t created_at = 0;
+  std::optional<int64_t> removed_at;
+};
+// Its id; kAlreadyExists if an active signer has the fingerprint, or a signer the source.
+// One inserted removed records only that its source was seen.
+Result<int64_t> InsertImportVerifier(Tx& tx, const ImportVerifier& v);
+// The active ones (not removed), oldest first.
+Result<std::vector<ImportVerifier>> ActiveImportVerifiers(Tx& tx);
+// False if there is no active signer of that id.
+Result<bool> RemoveImportVerifier(Tx& tx, int64_t id, int64_t now);
+// True if a signer (active or removed) came from this inbound store object.
+Result<bool> VerifierSourceSeen(Tx& tx, std::string_view source);
+
 // The new import's id; kAlreadyExists if an import of the same source exists.
 Result<int64_t> InsertImport(Tx& tx, const ImportRecord& r);
 // True if an import of this inbound store object exists.

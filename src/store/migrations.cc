@@ -420,6 +420,24 @@ ALTER TABLE renewal_runs ADD COLUMN finished_at BIGINT;
 UPDATE renewal_runs SET finished_at = created_at;
 CREATE INDEX renewal_runs_open ON renewal_runs (id) WHERE finished_at IS NULL;
 )sql"},
+    {16, "import verifiers", R"sql(
+-- W3: Microchip manifest signers added while serving (the API, or dropped into the inbound
+-- store next to manifests), beside bulk.verifier_dir's. A removed one keeps its row
+-- (removed_at), so that a signer still lying in the inbound store is not added back.
+CREATE TABLE import_verifiers (
+  id {{id}},
+  fingerprint TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  not_after BIGINT NOT NULL,
+  certificate_pem TEXT NOT NULL,
+  source TEXT,
+  created_by TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  removed_at BIGINT
+);
+CREATE UNIQUE INDEX import_verifiers_active ON import_verifiers (fingerprint) WHERE removed_at IS NULL;
+CREATE UNIQUE INDEX import_verifiers_source ON import_verifiers (source);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

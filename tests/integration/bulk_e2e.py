@@ -37,7 +37,6 @@ if DB_KIND == "postgres":
                    "CERTFLEET_S3_ACCESS_KEY_ID": "S3RVER", "CERTFLEET_S3_SECRET_ACCESS_KEY": "S3RVER"}
 cf = Certfleet(BINARY, DB_KIND, "bulk-e2e", extra_env={
     **inbound_env,
-    "CERTFLEET_BULK_VERIFIER_DIR": os.path.join(FIXTURES, "mchp_verifiers"),
     "CERTFLEET_BULK_BATCH_SIZE": "200",
     "CERTFLEET_JOBS_LEASE_SECONDS": "5",
     "CERTFLEET_JOBS_POLL_MS": "100",
@@ -82,6 +81,23 @@ out = api("POST", "/v1/imports?supplier=generated&profile=broken", "x", expect=4
 check("policy nope, which does not exist" in out["error"]["message"], f"profile checked first: {out}")
 api("POST", "/v1/imports?supplier=acme&profile=trackers", "x", expect=400)
 api("POST", "/v1/imports?supplier=infineon&profile=trackers", "x", expect=400)
+
+# Microchip signers, added while serving: refused without one, then through the API.
+MCHP = os.path.join(FIXTURES, "ECC608C-TNGTLSU-B.json")
+out = start_import("microchip", open(MCHP, "rb").read(), expect=409)
+check("POST /v1/imports/verifiers" in out["error"]["message"], f"no signer yet, and how to add one: {out}")
+SIGNERS = sorted(os.listdir(os.path.join(FIXTURES, "mchp_verifiers")))
+signer_ids = []
+for name in SIGNERS:
+    pem = open(os.path.join(FIXTURES, "mchp_verifiers", name), "rb").read()
+    added = api("POST", "/v1/imports/verifiers", pem, expect=201, headers={"Content-Type": "application/x-pem-file"})
+    signer_ids.append(added["id"])
+api("POST", "/v1/imports/verifiers", {"certificate_pem": pem.decode()}, expect=409)  # the same one again
+api("POST", "/v1/imports/verifiers", {"certificate_pem": "not a certificate"}, expect=400)
+listed = api("GET", "/v1/imports/verifiers")
+check(len(listed["items"]) == len(SIGNERS) and listed["verifier_dir"] == 0 and
+      all(v["source"] == "api" and len(v["fingerprint"]) == 64 for v in listed["items"]),
+      f"the signers are listed: {[(v['subject'], v['source']) for v in listed['items']]}")
 
 fixtures = [("microchip", "ECC608C-TNGTLSU-B.json", None, 10), ("espressif", "manifest-espressif.csv", None, 7),
             ("infineon", "manifest-infineon.7z", "E0E2", 200), ("generated", "certificates_test.txt", None, 100)]
@@ -134,6 +150,48 @@ while time.time() < deadline and dropped is None:
     time.sleep(0.5)
 check(dropped is not None and dropped["counts"]["already_present"] == 7,
       f"the dropped manifest was imported by the scheduled scan: {dropped}")
+
+# Signers dropped next to a Microchip manifest are signers, not failed manifests.
+for i in signer_ids:
+    api("DELETE", f"/v1/imports/verifiers/{i}", expect=204)
+api("DELETE", f"/v1/imports/verifiers/{signer_ids[0]}", expect=404)
+start_import("microchip", open(MCHP, "rb").read(), expect=409)
+
+
+def drop(key, data):
+    if s3:
+        path = os.path.join(cf.work, "drop.tmp")
+        with open(path, "wb") as f:
+            f.write(data)
+        s3.aws("s3", "cp", "--only-show-errors", path, f"s3://inbound/{key}")
+    else:
+        target = os.path.join(cf.data, "inbound", key)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as f:
+            f.write(data)
+
+
+for name in SIGNERS:
+    drop(f"imports/microchip/trackers/{name}", open(os.path.join(FIXTURES, "mchp_verifiers", name), "rb").read())
+drop("imports/microchip/trackers/junk.pem", b"not a certificate")
+drop("imports/microchip/trackers/reel-1.json", open(MCHP, "rb").read())
+deadline = time.time() + 60
+dropped = None
+while time.time() < deadline and dropped is None:
+    for imp in api("GET", "/v1/imports?limit=10")["items"]:
+        if imp["created_by"] == "inbound:imports/microchip/trackers/reel-1.json" and imp["state"] in ("done", "failed"):
+            dropped = imp
+    time.sleep(0.5)
+check(dropped is not None and dropped["state"] == "done" and dropped["counts"]["already_present"] == 10,
+      f"the Microchip manifest dropped with its signers verifies: {dropped}")
+listed = api("GET", "/v1/imports/verifiers")["items"]
+check(sorted(v["source"] for v in listed) == sorted(f"imports/microchip/trackers/{n}" for n in SIGNERS),
+      f"the dropped signers are listed with their source: {[v['source'] for v in listed]}")
+junk = [i for i in api("GET", "/v1/imports?limit=20")["items"]
+        if i["created_by"] == "inbound:imports/microchip/trackers/junk.pem"]
+check(len(junk) == 1 and junk[0]["state"] == "failed" and "PEM certificate" in (junk[0]["error"] or ""),
+      f"a signer that is not a certificate is reported once: {junk}")
+check("import.verifier.add" in str(api("GET", "/v1/audit?action=import.verifier.add")), "signers are audited")
 
 # The CLI, beside the running server, on the same store: a progress bar, then the counts.
 p = cf.cli("import", os.path.join(FIXTURES, "manifest-espressif.csv"), "--supplier", "espressif", "--profile",
