@@ -184,6 +184,29 @@ TEST_P(ServiceTest, AChangeDuringSendingStaysPending) {
   EXPECT_EQ(mailer_->sent.size(), 2u);
 }
 
+TEST_P(ServiceTest, AnObjectMarkedByAnEventAndThenScannedWithTheSameETagIsMailedOnce) {
+  Gateway("W1", 1, 500);
+  std::vector<blob::ObjectInfo> listed;
+  ASSERT_TRUE(inbound_
+                  ->List("Inbound/",
+                         [&](std::vector<blob::ObjectInfo>& page) -> Result<void> {
+                           listed.insert(listed.end(), page.begin(), page.end());
+                           return Ok();
+                         })
+                  .ok());
+  ASSERT_EQ(listed.size(), 2u);
+  // The event's eventTime is not the listing's LastModified.
+  for (auto& o : listed) o.last_modified_millis += 1234;
+  auto& svc = Service();
+  ASSERT_EQ(*svc.MarkChanged(listed), 1);
+  ASSERT_TRUE(svc.SendPending().ok());
+  ASSERT_EQ(mailer_->sent.size(), 1u);
+  ASSERT_TRUE(svc.Scan().ok());
+  ASSERT_TRUE(svc.SendPending().ok());
+  EXPECT_EQ(mailer_->sent.size(), 1u) << "the scan saw the same ETag: nothing to send again";
+  EXPECT_EQ(Statuses("W1")["00800000d0000001"], "EMAILED");
+}
+
 TEST_P(ServiceTest, SharedFilesAloneWaitForTheFirstGatewayAndMissingObjectsChangeNothing) {
   ASSERT_TRUE(inbound_->Put("Inbound/W1/endpoints_r_1.json", "{}").ok());
   auto& svc = Service();
