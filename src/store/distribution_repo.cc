@@ -71,7 +71,11 @@ Result<int64_t> RecordObjects(Tx& tx, const std::vector<DistributionObject>& obj
   std::map<std::pair<std::string, std::string>, int64_t> changed;
   for (const auto& o : objects) {
     auto it = known.find(o.key);
-    if (it != known.end() && it->second.first == o.etag && it->second.second == o.last_modified) continue;
+    // The same ETag is the same content, whatever time the sighting carries (an event's
+    // eventTime, the listing's LastModified); without one, the time decides.
+    if (it != known.end() && it->second.first == o.etag && (!o.etag.empty() || it->second.second == o.last_modified)) {
+      continue;
+    }
     CF_RETURN_IF_ERROR(
         tx.Exec("INSERT INTO distribution_objects (object_key, warehouse, gateway_eui, etag, last_modified, size) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (object_key) DO UPDATE SET etag = excluded.etag, "
