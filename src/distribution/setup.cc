@@ -36,11 +36,27 @@ constexpr ConfigKey kKeys[] = {
      "it)."},
     {"distribution.work_dir", ConfigType::kPath, "{data_dir}/tmp/distribution",
      "Folder the ZIPs are built in; each run's files are removed when it ends."},
+    {"distribution.sns_topics", ConfigType::kString, "",
+     "SNS topic ARNs (comma-separated) whose signed messages POST /v1/distribution/events takes without a token; "
+     "empty: SNS messages are refused."},
+    {"distribution.sns_trust", ConfigType::kPath, "",
+     "PEM file of CAs SNS signing certificates (and their HTTPS downloads) must chain to; empty: the system's."},
+    {"distribution.sns_connect_to", ConfigType::kString, "",
+     "Where downloads from sns.<region>.amazonaws.com go instead, as host:port:connect-host:connect-port (a "
+     "mirror); empty: there."},
 };
 
 }  // namespace
 
 std::span<const ConfigKey> ConfigKeys() { return kKeys; }
+
+SnsVerifier::Options SnsOptions(const Config& config) {
+  SnsVerifier::Options o;
+  o.topics = SplitList(config.Get("distribution.sns_topics"));
+  o.trust_file = config.Get("distribution.sns_trust");
+  o.connect_to = config.Get("distribution.sns_connect_to");
+  return o;
+}
 
 DistributionService::Options DistributionOptions(const Config& config, const std::string& master_key) {
   DistributionService::Options o;

@@ -36,7 +36,8 @@ class RenewalService;
 }  // namespace certfleet::renewal
 namespace certfleet::distribution {
 class DistributionService;
-}
+class SnsVerifier;
+}  // namespace certfleet::distribution
 namespace certfleet::store {
 struct CertificateRecord;
 }
@@ -52,9 +53,10 @@ struct ApiContext {
   TokenService& api_tokens;            // /v1/tokens
   issuance::Issuer* issuer = nullptr;  // W1 routes are added when set, with `ca`
   ca::CaService* ca = nullptr;
-  distribution::DistributionService* distribution = nullptr;  // W5
-  registry::Registry* registry = nullptr;                     // the registry routes are added when set
-  provision::DeviceRegistry* devices = nullptr;               // W2, with the one below
+  distribution::DistributionService* distribution = nullptr;  // W5, with the one below
+  distribution::SnsVerifier* sns = nullptr;
+  registry::Registry* registry = nullptr;        // the registry routes are added when set
+  provision::DeviceRegistry* devices = nullptr;  // W2, with the one below
   provision::ProvisionService* provision = nullptr;
   bulk::ImportService* imports = nullptr;  // W3
   renewal::HostService* hosts = nullptr;   // W4, with the one below

@@ -103,7 +103,8 @@ std::optional<Response> Router::Dispatch(const Match& match, Request& req, const
   if (route.options.client_cert_required && !req.client_cert) {
     return ErrorResponse(401, "client_certificate_required", "this route needs a TLS client certificate");
   }
-  if (route.options.access != Access::kPublic) {
+  const bool signed_request = route.options.signed_request && route.options.signed_request(req);
+  if (route.options.access != Access::kPublic && !signed_request) {
     auto token = req.BearerToken();
     if (!token) {
       Response r = ErrorResponse(401, "unauthenticated", "send Authorization: Bearer <token>");

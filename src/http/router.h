@@ -20,6 +20,9 @@ struct RouteOptions {
   Access access = Access::kAdmin;
   bool client_cert_required = false;  // the caller must present a verified TLS client certificate
   size_t body_limit = 0;              // 0: the server's default (server.body_limit)
+  // When set and true for a request, that request carries its own credential (a signature
+  // the handler verifies, as SNS messages do) instead of a bearer token.
+  std::function<bool(const Request&)> signed_request = nullptr;
 };
 
 // A route's handler: the response, or the Error the router answers with its status and code

@@ -6,6 +6,7 @@
 #include <boost/json.hpp>
 
 #include "distribution/distribution_service.h"
+#include "distribution/sns.h"
 #include "http/api.h"
 #include "http/json.h"
 #include "store/distribution_repo.h"
@@ -39,34 +40,32 @@ std::string DecodeEventKey(std::string key) {
   return out;
 }
 
-Response Events(const ApiContext& ctx, const Request& req) {
-  auto body = ParseJsonObject(req.body);
-  if (!body.ok()) return Fail(req, body.error());
-  const json::value* records = body->if_contains("Records");
+// The objects an S3 event notification ({"Records": [...]}) says were created; `skipped`
+// counts the other records (removals change nothing to send).
+Result<std::vector<blob::ObjectInfo>> CreatedObjects(const ApiContext& ctx, const json::object& event,
+                                                     int64_t& skipped) {
+  const json::value* records = event.if_contains("Records");
   if (!records || !records->is_array()) {
-    return ErrorResponse(400, "invalid_argument", "expected an S3 event notification with a Records array");
+    return MakeError(ErrorCode::kInvalidArgument, "expected an S3 event notification with a Records array");
   }
   if (records->as_array().size() > kMaxEventRecords) {
-    return ErrorResponse(400, "invalid_argument", fmt::format("at most {} records per event", kMaxEventRecords));
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("at most {} records per event", kMaxEventRecords));
   }
   std::vector<blob::ObjectInfo> objects;
-  int64_t skipped = 0;
   for (const auto& r : records->as_array()) {
     const json::object* rec = r.if_object();
     const json::value* s3 = rec ? rec->if_contains("s3") : nullptr;
     const json::value* object = s3 && s3->is_object() ? s3->as_object().if_contains("object") : nullptr;
-    if (!object || !object->is_object()) {
-      return ErrorResponse(400, "invalid_argument", "each record needs s3.object");
-    }
+    if (!object || !object->is_object()) return MakeError(ErrorCode::kInvalidArgument, "each record needs s3.object");
     if (!Str(rec->if_contains("eventName")).starts_with("ObjectCreated")) {
-      ++skipped;  // removals and other events change nothing to send
+      ++skipped;
       continue;
     }
     const json::object& o = object->as_object();
     blob::ObjectInfo info;
     info.key = DecodeEventKey(Str(o.if_contains("key")));
     if (info.key.empty() || info.key.size() > kMaxKeyChars) {
-      return ErrorResponse(400, "invalid_argument", "s3.object.key must be 1 to 1024 characters");
+      return MakeError(ErrorCode::kInvalidArgument, "s3.object.key must be 1 to 1024 characters");
     }
     info.etag = Str(o.if_contains("eTag"));
     if (info.etag.empty()) info.etag = Str(o.if_contains("sequencer"));
@@ -74,10 +73,40 @@ Response Events(const ApiContext& ctx, const Request& req) {
     info.last_modified_millis = ParseRfc3339(Str(rec->if_contains("eventTime"))).value_or(ctx.clock.NowMillis());
     objects.push_back(std::move(info));
   }
-  auto marked = ctx.distribution->MarkChanged(objects);
-  if (!marked.ok()) return Fail(req, marked.error());
+  return objects;
+}
+
+// An SNS message (x-amz-sns-message-type set): verified by its signature, not a token. A
+// subscription is confirmed; a notification carries an S3 event notification as its Message.
+Result<json::object> SnsEvents(const ApiContext& ctx, const Request& req) {
+  if (ctx.sns == nullptr) return MakeError(ErrorCode::kPermissionDenied, "SNS messages are not taken here");
+  CF_ASSIGN_OR_RETURN(distribution::SnsMessage m, ctx.sns->Verify(req.body));
+  if (m.type == "SubscriptionConfirmation") {
+    CF_RETURN_IF_ERROR(ctx.sns->Confirm(m));
+    return json::object{{"confirmed", m.topic_arn}};
+  }
+  if (m.type != "Notification") return json::object{{"type", m.type}};
+  CF_ASSIGN_OR_RETURN(json::object event, ParseJsonObject(m.message));
+  if (const json::value* e = event.if_contains("Event"); e && e->is_string() && e->get_string() == "s3:TestEvent") {
+    return json::object{{"test_event", true}};  // what S3 sends when the notification is set up
+  }
+  int64_t skipped = 0;
+  CF_ASSIGN_OR_RETURN(auto objects, CreatedObjects(ctx, event, skipped));
+  CF_ASSIGN_OR_RETURN(int64_t marked, ctx.distribution->MarkChanged(objects));
+  return json::object{{"marked_pending", marked}, {"objects", objects.size()}, {"skipped_events", skipped}};
+}
+
+Result<Response> Events(const ApiContext& ctx, const Request& req) {
+  if (req.Header("x-amz-sns-message-type")) {
+    CF_ASSIGN_OR_RETURN(json::object out, SnsEvents(ctx, req));
+    return JsonResponse(out.contains("marked_pending") ? 202 : 200, out);
+  }
+  CF_ASSIGN_OR_RETURN(json::object event, ParseJsonObject(req.body));
+  int64_t skipped = 0;
+  CF_ASSIGN_OR_RETURN(auto objects, CreatedObjects(ctx, event, skipped));
+  CF_ASSIGN_OR_RETURN(int64_t marked, ctx.distribution->MarkChanged(objects));
   return JsonResponse(
-      202, json::object{{"marked_pending", *marked}, {"objects", objects.size()}, {"skipped_events", skipped}});
+      202, json::object{{"marked_pending", marked}, {"objects", objects.size()}, {"skipped_events", skipped}});
 }
 
 Response Run(const ApiContext& ctx, const Request& req) {
@@ -242,7 +271,9 @@ std::string DistributionMetrics(const ApiContext& ctx) {
 
 void AddDistributionRoutes(Router& router, const ApiContext& ctx) {
   const ApiContext* c = &ctx;
-  router.Add("POST", "/v1/distribution/events", {Access::kOperator, false, kEventsBodyLimit},
+  // An SNS message carries its own credential, its signature: the handler checks it.
+  auto from_sns = [](const Request& r) { return r.Header("x-amz-sns-message-type").has_value(); };
+  router.Add("POST", "/v1/distribution/events", {Access::kOperator, false, kEventsBodyLimit, from_sns},
              [c](Request& r) { return Events(*c, r); });
   router.Add("POST", "/v1/distribution/run", {Access::kOperator}, [c](Request& r) { return Run(*c, r); });
   router.Add("POST", "/v1/distribution/warehouses/{name}/resend", {Access::kOperator, false, kResendBodyLimit},

@@ -117,6 +117,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
                       Named(blob::OpenBlobStore(config.Get("distribution.inbound"), s3), "distribution.inbound"));
   distribution::DistributionService distribution(store, *dist_inbound, *mailer, clock,
                                                  distribution::DistributionOptions(config, master_key));
+  distribution::SnsVerifier sns(clock, distribution::SnsOptions(config));
   CF_ASSIGN_OR_RETURN(auto webhook_options, Named(events::WebhookOptions(config), "webhooks"));
   events::WebhookDispatcher webhooks(store, clock, webhook_options);
 
@@ -132,6 +133,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
   api.agents = &agents;
   api.renewals = &renewals;
   api.distribution = &distribution;
+  api.sns = &sns;
   http::AddSystemRoutes(router, api);
   http::AddRegistryRoutes(router, api);
   http::AddCaRoutes(router, api);

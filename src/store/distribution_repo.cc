@@ -56,7 +56,7 @@ std::string ToSend(std::string_view t) {
 Result<int64_t> RecordObjects(Tx& tx, const std::vector<DistributionObject>& objects, int64_t now) {
   if (objects.empty()) return int64_t{0};
   // What is recorded of these keys, in one query.
-  std::string sql = "SELECT object_key, etag, last_modified FROM distribution_objects WHERE object_key IN (";
+  std::string sql = "SELECT object_key, etag, last_modified, size FROM distribution_objects WHERE object_key IN (";
   Params params;
   for (size_t i = 0; i < objects.size(); ++i) {
     sql += i ? ",?" : "?";
@@ -64,18 +64,29 @@ Result<int64_t> RecordObjects(Tx& tx, const std::vector<DistributionObject>& obj
   }
   sql += ")";
   CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(sql, params));
-  std::map<std::string, std::pair<std::string, int64_t>, std::less<>> known;
-  for (const auto& r : rows) known.emplace(r.Text(0), std::make_pair(r.Text(1), r.Int(2)));
+  struct Seen {
+    std::string etag;
+    int64_t last_modified;
+    int64_t size;
+  };
+  std::map<std::string, Seen, std::less<>> known;
+  for (const auto& r : rows) known.emplace(r.Text(0), Seen{r.Text(1), r.Int(2), r.Int(3)});
 
   // Records to mark, with the newest change among their objects.
   std::map<std::pair<std::string, std::string>, int64_t> changed;
   for (const auto& o : objects) {
     auto it = known.find(o.key);
     // The same ETag is the same content, whatever time the sighting carries (an event's
-    // eventTime, the listing's LastModified); without one, the time decides.
-    if (it != known.end() && it->second.first == o.etag && (!o.etag.empty() || it->second.second == o.last_modified)) {
+    // eventTime, the listing's LastModified): its time and size are brought up to date, and
+    // nothing is sent again. Without an ETag, the time decides.
+    if (it != known.end() && it->second.etag == o.etag && !o.etag.empty()) {
+      if (it->second.last_modified != o.last_modified || it->second.size != o.size) {
+        CF_RETURN_IF_ERROR(tx.Exec("UPDATE distribution_objects SET last_modified = ?, size = ? WHERE object_key = ?",
+                                   {o.last_modified, o.size, o.key}));
+      }
       continue;
     }
+    if (it != known.end() && it->second.etag == o.etag && it->second.last_modified == o.last_modified) continue;
     CF_RETURN_IF_ERROR(
         tx.Exec("INSERT INTO distribution_objects (object_key, warehouse, gateway_eui, etag, last_modified, size) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (object_key) DO UPDATE SET etag = excluded.etag, "

@@ -13,6 +13,7 @@
 #include "distribution/bundle.h"
 #include "distribution/distribution_service.h"
 #include "distribution/layout.h"
+#include "distribution/sns.h"
 #include "store/distribution_repo.h"
 #include "testing/db.h"
 
@@ -75,6 +76,48 @@ TEST(Bundle, ZipsStayWithinTheirBoundAndReadBack) {
 }
 
 // A real .eml mailer that can run a hook while a message is "in flight".
+TEST(Sns, OnlySnsHostsAndTheFieldsSnsSignsInTheirOrder) {
+  EXPECT_TRUE(IsSnsUrl("https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem"));
+  EXPECT_TRUE(IsSnsUrl("https://sns.cn-north-1.amazonaws.com.cn/x.pem"));
+  for (const char* bad : {"http://sns.us-east-1.amazonaws.com/x.pem", "https://sns.us-east-1.amazonaws.com.evil.net/x",
+                          "https://evil.net/sns.us-east-1.amazonaws.com/x", "https://sns..amazonaws.com/x",
+                          "https://sns.us-east-1.amazonaws.com:8443/x", "https://user@sns.us-east-1.amazonaws.com/x",
+                          "https://s3.us-east-1.amazonaws.com/x"}) {
+    EXPECT_FALSE(IsSnsUrl(bad)) << bad;
+  }
+  auto note = ParseSnsMessage(
+      R"({"Type":"Notification","MessageId":"m1","TopicArn":"arn:t","Subject":"S","Message":"{}","Timestamp":"T",)"
+      R"("SignatureVersion":"2","Signature":"c2ln","SigningCertURL":"https://sns.x.amazonaws.com/c.pem"})");
+  ASSERT_TRUE(note.ok()) << note.error().message;
+  EXPECT_EQ(SnsStringToSign(*note),
+            "Message\n{}\nMessageId\nm1\nSubject\nS\nTimestamp\nT\nTopicArn\narn:t\nType\nNotification\n");
+  auto sub = ParseSnsMessage(
+      R"({"Type":"SubscriptionConfirmation","MessageId":"m2","TopicArn":"arn:t","Message":"M","Timestamp":"T",)"
+      R"("SignatureVersion":"1","Signature":"c2ln","SigningCertURL":"u","SubscribeURL":"s","Token":"k"})");
+  ASSERT_TRUE(sub.ok()) << sub.error().message;
+  EXPECT_EQ(SnsStringToSign(*sub),
+            "Message\nM\nMessageId\nm2\nSubscribeURL\ns\nTimestamp\nT\nToken\nk\nTopicArn\narn:t\nType\n"
+            "SubscriptionConfirmation\n");
+  EXPECT_EQ(ParseSnsMessage(R"({"Type":"SubscriptionConfirmation","MessageId":"m"})").error().code,
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(ParseSnsMessage("[]").error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST(Sns, UnsignedOrForeignMessagesAreRefusedBeforeAnythingIsFetched) {
+  ManualClock clock{1'795'456'605'000};
+  SnsVerifier none(clock, {});
+  const std::string message =
+      R"({"Type":"Notification","MessageId":"m1","TopicArn":"arn:t","Message":"{}","Timestamp":"2026-11-23T17:50:00Z",)"
+      R"("SignatureVersion":"2","Signature":"c2ln","SigningCertURL":"https://evil.net/c.pem"})";
+  EXPECT_EQ(none.Verify(message).error().code, ErrorCode::kPermissionDenied) << "no topic configured";
+  SnsVerifier ours(clock, {{"arn:t"}, "", "", std::chrono::seconds(3600)});
+  auto refused = ours.Verify(message);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("SigningCertURL"), std::string::npos) << refused.error().message;
+  clock.Advance(std::chrono::hours(2));
+  EXPECT_NE(ours.Verify(message).error().message.find("ago"), std::string::npos) << "too old";
+}
+
 class HookedMailer final : public mail::Mailer {
  public:
   HookedMailer(std::unique_ptr<mail::Mailer> inner) : inner_(std::move(inner)) {}

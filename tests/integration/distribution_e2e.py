@@ -2,11 +2,15 @@
 """W5 end to end: the real binary watches an S3-compatible bucket (s3rver, uploads with the
 AWS CLI), tracks each gateway's delivery and mails each warehouse its own files through a
 real SMTP server (aiosmtpd); every mail is parsed, its ZIP opened (Python zipfile, 7z for
-AES-256) and compared file by file with what was uploaded.
+AES-256) and compared file by file with what was uploaded. Bucket notifications come as S3
+sends them, and as SNS delivers them (subscription confirmation and signed notifications,
+verified against a signing certificate of a CA of the test's own); an object marked by an
+event and then seen by the scan with the same ETag is mailed once.
 
 usage: distribution_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
 import io
+import json
 import os
 import secrets
 import shutil
@@ -18,7 +22,7 @@ import zipfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish  # noqa: E402
 from harness import Certfleet, psql  # noqa: E402
-from servers import S3Server, SmtpServer  # noqa: E402
+from servers import S3Server, SmtpServer, SnsEndpoint  # noqa: E402
 
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
 BUCKET = "gateway-certs"
@@ -31,6 +35,8 @@ probe = Certfleet(BINARY, DB_KIND, "distribution-e2e")
 work = probe.work
 s3 = S3Server(work, BUCKET)
 smtp = SmtpServer(work)
+sns = SnsEndpoint(work)
+TOPIC = "arn:aws:sns:us-east-1:123456789012:gref-bucket-events"
 blocked = os.path.join(work, "blocked")
 cf = Certfleet(BINARY, DB_KIND, "distribution-e2e", extra_env={
     "CERTFLEET_DISTRIBUTION_INBOUND": f"s3://{BUCKET}?endpoint={s3.endpoint}&region=us-east-1",
@@ -43,7 +49,9 @@ cf = Certfleet(BINARY, DB_KIND, "distribution-e2e", extra_env={
     "CERTFLEET_DISTRIBUTION_SEND_BACKOFF_MS": "200",
     "CERTFLEET_DISTRIBUTION_WORK_DIR": os.path.join(blocked, "zips"),
     "CERTFLEET_DISTRIBUTION_SCAN_SECONDS": "86400", "CERTFLEET_DISTRIBUTION_SEND_MINUTES": "10080",
-    "CERTFLEET_JOBS_POLL_MS": "50"})
+    "CERTFLEET_JOBS_POLL_MS": "50",
+    "CERTFLEET_DISTRIBUTION_SNS_TOPICS": TOPIC, "CERTFLEET_DISTRIBUTION_SNS_TRUST": sns.ca_file,
+    "CERTFLEET_DISTRIBUTION_SNS_CONNECT_TO": sns.connect_to})
 if DB_KIND == "postgres":
     cf.env["CERTFLEET_DB"] = probe.env["CERTFLEET_DB"]
 cf.init()
@@ -365,6 +373,53 @@ got = mails()
 check(len(got) == 1 and records("Warehouse_UK")[("Warehouse_UK", uk[1])]["status"] == "EMAILED",
       "sent on the next run once the folder is back")
 
+# 9. Bucket notifications through SNS: the subscription is confirmed, signed notifications
+# mark records without a token, and anything unsigned, tampered or from elsewhere is refused.
+def sns_post(message, headers=None):
+    h = {"x-amz-sns-message-type": message["Type"], "Content-Type": "text/plain; charset=UTF-8", **(headers or {})}
+    return cf.request("POST", "/v1/distribution/events", body=json.dumps(message), headers=h)
+
+
+status, out, _ = sns_post(sns.message("SubscriptionConfirmation", TOPIC, "You have chosen to subscribe..."))
+check(status == 200 and out.get("confirmed") == TOPIC and len(sns.confirmed) == 1 and "Token=" in sns.confirmed[0],
+      f"the subscription is confirmed by GETting its SubscribeURL: {status} {out} {sns.confirmed}")
+sns_gw = eui(1, site=9)
+gateway("Warehouse_US", sns_gw)
+sync()
+sns_key = f"Inbound/Warehouse_US/{sns_gw}/{sns_gw[-5:]}.pem"
+etag = json.loads(s3.aws("s3api", "head-object", "--bucket", BUCKET, "--key", sns_key))["ETag"].strip('"')
+s3_event = json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "eventTime": "2026-12-01T08:00:00.123Z",
+                                    "s3": {"bucket": {"name": BUCKET},
+                                           "object": {"key": sns_key, "size": 10, "eTag": etag}}}]})
+status, out, _ = sns_post(sns.message("Notification", TOPIC, json.dumps({"Service": "Amazon S3",
+                                                                         "Event": "s3:TestEvent"})))
+check(status == 200 and out.get("test_event"), f"S3's test event is taken and changes nothing: {status} {out}")
+tampered = sns.message("Notification", TOPIC, s3_event)
+tampered["Message"] = tampered["Message"].replace("08:00", "09:00")
+other_topic = "arn:aws:sns:us-east-1:999999999999:someone-else"
+refusals = [(tampered, "does not verify"),
+            (sns.message("Notification", other_topic, s3_event), "not one of distribution.sns_topics"),
+            (sns.message("Notification", TOPIC, s3_event, cert_url="https://evil.example.com/cert.pem"),
+             "SigningCertURL"),
+            (sns.message("Notification", TOPIC, s3_event, timestamp="2020-01-01T00:00:00.000Z"), "ago")]
+for message, why in refusals:
+    status, out, _ = sns_post(message)
+    check(status == 403 and why in out["error"]["message"], f"refused ({why}): {status} {out}")
+check(not records("Warehouse_US", "PENDING_EMAIL"), "nothing refused marked anything")
+status, out, _ = cf.request("POST", "/v1/distribution/events", body=s3_event)
+check(status == 401, f"a plain S3 event still needs a token: {status}")
+status, out, _ = sns_post(sns.message("Notification", TOPIC, s3_event, version="1", subject="Amazon S3 Notification"))
+check(status == 202 and out["marked_pending"] == 1, f"a signed notification (SHA1withRSA) marks the gateway: {out}")
+status, out, _ = sns_post(sns.message("Notification", TOPIC, s3_event))
+check(status == 202 and out["marked_pending"] == 0, f"the same again (SHA256withRSA) changes nothing: {out}")
+check(sns.fetches == 1, f"the signing certificate is fetched once: {sns.fetches}")
+check(records("Warehouse_US", "PENDING_EMAIL").keys() == {("Warehouse_US", sns_gw)}, "marked by the notification")
+run_once()  # scans first: the same ETag, marked already
+run_once()
+got = mails()
+check(len(got) == 1 and sns_gw in got[0]["text"],
+      f"marked by the event, seen by the scan: one mail ({len(got)}): {records('Warehouse_US').get(('Warehouse_US', sns_gw))}")
+
 status, body, _ = cf.request("GET", "/metrics", bearer=T)
 text = body if isinstance(body, str) else ""
 check('certfleet_distribution_mails_total{outcome="sent"}' in text and "certfleet_distribution_records{" in text,
@@ -376,4 +431,5 @@ check("ignoring inbound object" in log and "Created zip:" in log and "Email sent
 cf.stop()
 s3.stop()
 smtp.stop()
+sns.stop()
 finish(f"distribution_e2e ({DB_KIND})")

@@ -135,3 +135,111 @@ class SmtpServer:
             raw = box.get_bytes(key)
             out.append((len(raw), email.message_from_bytes(raw, policy=email.policy.default)))
         return out
+
+
+class SnsEndpoint:
+    """Stands in for sns.<region>.amazonaws.com: a CA of its own (trust it through
+    distribution.sns_trust), a signing certificate issued to sns.amazonaws.com, an HTTPS
+    server that serves it and records subscription confirmations, and messages signed as
+    SNS signs them (SignatureVersion 1 or 2)."""
+
+    def __init__(self, work, region="us-east-1"):
+        import datetime
+        import http.server
+        import ssl
+        import threading
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+
+        self.host = f"sns.{region}.amazonaws.com"
+        now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+
+        def issue(subject_cn, key, issuer_cert=None, issuer_key=None, dns=None, ca=False):
+            name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
+            b = (x509.CertificateBuilder().subject_name(name)
+                 .issuer_name(issuer_cert.subject if issuer_cert else name).public_key(key.public_key())
+                 .serial_number(x509.random_serial_number()).not_valid_before(now)
+                 .not_valid_after(now + datetime.timedelta(days=30))
+                 .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+            if dns:
+                b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False)
+            return b.sign(issuer_key or key, hashes.SHA256())
+
+        pem = lambda c: c.public_bytes(serialization.Encoding.PEM)  # noqa: E731
+        ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ca = issue("SNS test CA", ca_key, ca=True)
+        self.signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        signing = issue("sns.amazonaws.com", self.signing_key, self.ca, ca_key, dns="sns.amazonaws.com")
+        tls_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        tls = issue(self.host, tls_key, self.ca, ca_key, dns=self.host)
+        self.ca_file = os.path.join(work, "sns-ca.pem")
+        with open(self.ca_file, "wb") as f:
+            f.write(pem(self.ca))
+        chain = os.path.join(work, "sns-tls.pem")
+        with open(chain, "wb") as f:
+            f.write(pem(tls) + tls_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+        self.cert_path = "/SimpleNotificationService-test.pem"
+        self.confirmed = []  # the query strings of confirmation GETs
+        self.fetches = 0
+        signing_pem = pem(signing)
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path == owner.cert_path:
+                    owner.fetches += 1
+                    body = signing_pem
+                elif self.path.startswith("/?Action=ConfirmSubscription"):
+                    owner.confirmed.append(self.path)
+                    body = b"<ConfirmSubscriptionResponse/>"
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(chain)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # distribution.sns_connect_to: downloads from the SNS host come here.
+        self.connect_to = f"{self.host}:443:127.0.0.1:{self.port}"
+
+    def message(self, kind, topic, message, version="2", cert_url=None, subject=None, timestamp=None):
+        """The JSON envelope SNS POSTs, signed."""
+        import base64
+        import datetime
+        import uuid
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        m = {"Type": kind, "MessageId": str(uuid.uuid4()), "TopicArn": topic, "Message": message,
+             "Timestamp": timestamp or datetime.datetime.now(datetime.timezone.utc).strftime(
+                 "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+             "SignatureVersion": version, "SigningCertURL": cert_url or f"https://{self.host}{self.cert_path}"}
+        if kind == "Notification":
+            names = ["Message", "MessageId"] + (["Subject"] if subject else []) + ["Timestamp", "TopicArn", "Type"]
+            if subject:
+                m["Subject"] = subject
+        else:
+            m["Token"] = uuid.uuid4().hex
+            m["SubscribeURL"] = f"https://{self.host}/?Action=ConfirmSubscription&TopicArn={topic}&Token={m['Token']}"
+            names = ["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"]
+        text = "".join(f"{n}\n{m[n]}\n" for n in names).encode()
+        digest = hashes.SHA1() if version == "1" else hashes.SHA256()
+        m["Signature"] = base64.b64encode(self.signing_key.sign(text, padding.PKCS1v15(), digest)).decode()
+        return m
+
+    def stop(self):
+        self.server.shutdown()
