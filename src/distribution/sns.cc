@@ -42,7 +42,8 @@ std::optional<std::string> CaIssuersUrl(X509* cert) {
     const ACCESS_DESCRIPTION* ad = sk_ACCESS_DESCRIPTION_value(aia, i);
     if (OBJ_obj2nid(ad->method) == NID_ad_ca_issuers && ad->location->type == GEN_URI) {
       const ASN1_IA5STRING* uri = ad->location->d.uniformResourceIdentifier;
-      out.emplace(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)), static_cast<size_t>(ASN1_STRING_length(uri)));
+      out.emplace(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+                  static_cast<size_t>(ASN1_STRING_length(uri)));
     }
   }
   AUTHORITY_INFO_ACCESS_free(aia);
@@ -175,9 +176,9 @@ Result<std::shared_ptr<X509>> SnsVerifier::SigningCertificate(const std::string&
   for (size_t i = 1; i < certs->size(); ++i) sk_X509_push(untrusted.get(), (*certs)[i].release());
 
   std::unique_ptr<X509_STORE, decltype(&X509_STORE_free)> store(X509_STORE_new(), &X509_STORE_free);
-  const bool loaded = store && (options_.trust_file.empty()
-                                    ? X509_STORE_set_default_paths(store.get()) == 1
-                                    : X509_STORE_load_file(store.get(), options_.trust_file.c_str()) == 1);
+  const bool loaded =
+      store && (options_.trust_file.empty() ? X509_STORE_set_default_paths(store.get()) == 1
+                                            : X509_STORE_load_file(store.get(), options_.trust_file.c_str()) == 1);
   if (!loaded) return MakeError(ErrorCode::kFailedPrecondition, "cannot read distribution.sns_trust");
   auto verify = [&]() -> int {
     std::unique_ptr<X509_STORE_CTX, decltype(&X509_STORE_CTX_free)> ctx(X509_STORE_CTX_new(), &X509_STORE_CTX_free);

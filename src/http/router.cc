@@ -41,12 +41,12 @@ store::Role RequiredRole(Access access) {
 void Router::Add(std::string method, std::string pattern, RouteOptions options, Handler handler) {
   assert(pattern.starts_with('/') && "route patterns are absolute");
   std::vector<std::string> segments = SplitPath(pattern);
-  Route r{std::move(method), std::move(pattern), std::move(segments), options, std::move(handler), {}};
+  Route r{std::move(method), std::move(pattern), std::move(segments), std::move(options), std::move(handler), {}};
   routes_.push_back(std::move(r));
 }
 
 void Router::AddAsync(std::string method, std::string pattern, RouteOptions options, AsyncHandler handler) {
-  Add(std::move(method), std::move(pattern), options, nullptr);
+  Add(std::move(method), std::move(pattern), std::move(options), nullptr);
   routes_.back().async_handler = std::move(handler);
 }
 
