@@ -3,8 +3,11 @@
 #include <curl/curl.h>
 #include <fmt/format.h>
 
+#include <sstream>
+
 #include "blob/local/local_blob_store.h"
 #include "blob/s3/s3_blob_store.h"
+#include "core/files.h"
 
 namespace certfleet::blob {
 namespace {
@@ -84,6 +87,45 @@ Result<std::unique_ptr<BlobStore>> OpenBlobStore(std::string_view url, const S3C
     return s3::OpenS3BlobStore(std::move(loc), credentials);
   }
   return MakeError(ErrorCode::kInvalidArgument, fmt::format("{}: an object store is file:///path or s3://bucket", url));
+}
+
+Result<S3Credentials> ReadCredentialsFile(const std::string& path, std::string_view profile) {
+  constexpr size_t kMaxCredentialsFile = size_t{1} << 20;  // a few profiles are a few hundred bytes
+  CF_ASSIGN_OR_RETURN(std::string text, ReadFile(path, kMaxCredentialsFile));
+  S3Credentials out;
+  bool in_profile = false;
+  bool found = false;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    auto trim = [](std::string_view s) {
+      const size_t b = s.find_first_not_of(" \t\r");
+      if (b == std::string_view::npos) return std::string_view();
+      return s.substr(b, s.find_last_not_of(" \t\r") - b + 1);
+    };
+    const std::string_view l = trim(line);
+    if (l.empty() || l.front() == '#' || l.front() == ';') continue;
+    if (l.front() == '[' && l.back() == ']') {
+      std::string_view name = trim(l.substr(1, l.size() - 2));
+      if (name.starts_with("profile ")) name = trim(name.substr(8));
+      in_profile = name == profile;
+      found = found || in_profile;
+      continue;
+    }
+    const size_t eq = l.find('=');
+    if (!in_profile || eq == std::string_view::npos) continue;
+    const std::string_view key = trim(l.substr(0, eq));
+    const std::string value(trim(l.substr(eq + 1)));
+    if (key == "aws_access_key_id") out.access_key_id = value;
+    if (key == "aws_secret_access_key") out.secret_access_key = value;
+    if (key == "aws_session_token") out.session_token = value;
+  }
+  if (!found) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} has no profile [{}]", path, profile));
+  if (out.access_key_id.empty() || out.secret_access_key.empty()) {
+    return MakeError(
+        ErrorCode::kInvalidArgument,
+        fmt::format("profile [{}] of {} needs aws_access_key_id and aws_secret_access_key", profile, path));
+  }
+  return out;
 }
 
 }  // namespace certfleet::blob

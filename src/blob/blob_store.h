@@ -48,7 +48,17 @@ struct S3Credentials {
   std::string access_key_id;
   std::string secret_access_key;
   std::string session_token;
+  // When set, the keys come from this file in the AWS CLI's format (its `profile`), read
+  // again whenever it changes, so that a helper that renews temporary credentials keeps the
+  // stores working past their expiry; the fields above are then not used.
+  std::string credentials_file;
+  std::string profile = "default";
 };
+
+// The keys of `profile` in an AWS CLI credentials file ([profile] or [profile name]
+// sections of aws_access_key_id, aws_secret_access_key and aws_session_token). kNotFound for
+// a missing file, kInvalidArgument for a profile missing or without both keys.
+Result<S3Credentials> ReadCredentialsFile(const std::string& path, std::string_view profile);
 
 // Opens `file://PATH` (a folder; relative paths are from the working directory) or
 // `s3://bucket?endpoint=https://host:port&region=eu-west-1` (endpoint defaults to AWS's).

@@ -75,8 +75,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
                       Named(pki::file::LoadMasterKey(config.Get("master_key"), config.Get("master_key_file"), false),
                             "reading the master key"));
   pki::file::FileKeyBackend keys(config.Get("key_dir"), master_key);
-  const blob::S3Credentials s3{config.Get("s3.access_key_id"), config.Get("s3.secret_access_key"),
-                               config.Get("s3.session_token")};
+  const blob::S3Credentials s3 = blob::S3CredentialsFrom(config);
   CF_ASSIGN_OR_RETURN(auto published, Named(blob::OpenBlobStore(config.Get("blobs"), s3), "blobs"));
   CF_ASSIGN_OR_RETURN(auto mailer, Named(mail::OpenMailer(config.Get("mail"), clock), "mail"));
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include "blob/blob_store.h"
 #include "blob/s3/s3_blob_store.h"
@@ -94,6 +95,26 @@ TEST(OpenBlobStore, RefusesUrlsItCannotServe) {
   auto s3 = OpenBlobStore("s3://certs?endpoint=http://127.0.0.1:9000/&region=eu-west-1", {});
   ASSERT_TRUE(s3.ok());
   EXPECT_EQ((*s3)->Describe(), "s3://certs?endpoint=http://127.0.0.1:9000&region=eu-west-1");
+}
+
+TEST(S3Credentials, TheProfileOfAnAwsCliCredentialsFile) {
+  const std::string path = testing::TempDir() + "/credentials";
+  std::ofstream(path)
+      << "# made by the role helper\n[default]\naws_access_key_id = AKIADEFAULT\n"
+         "aws_secret_access_key = s1\n\n[profile gref]\r\n  aws_access_key_id=ASIAGREF\r\n"
+         "aws_secret_access_key = s2 \r\naws_session_token = t0k/en=\r\n[half]\naws_access_key_id = X\n";
+  auto gref = ReadCredentialsFile(path, "gref");
+  ASSERT_TRUE(gref.ok()) << gref.error().message;
+  EXPECT_EQ(gref->access_key_id, "ASIAGREF");
+  EXPECT_EQ(gref->secret_access_key, "s2");
+  EXPECT_EQ(gref->session_token, "t0k/en=");
+  auto def = ReadCredentialsFile(path, "default");
+  ASSERT_TRUE(def.ok());
+  EXPECT_EQ(def->access_key_id, "AKIADEFAULT");
+  EXPECT_TRUE(def->session_token.empty());
+  EXPECT_EQ(ReadCredentialsFile(path, "nope").error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(ReadCredentialsFile(path, "half").error().code, ErrorCode::kInvalidArgument) << "no secret";
+  EXPECT_FALSE(ReadCredentialsFile(path + ".missing", "default").ok());
 }
 
 TEST(S3Listing, ParsesPagesAndTokens) {

@@ -5,7 +5,9 @@ real SMTP server (aiosmtpd); every mail is parsed, its ZIP opened (Python zipfil
 AES-256) and compared file by file with what was uploaded. Bucket notifications come as S3
 sends them, and as SNS delivers them (subscription confirmation and signed notifications,
 verified against a signing certificate of a CA of the test's own); an object marked by an
-event and then seen by the scan with the same ETag is mailed once.
+event and then seen by the scan with the same ETag is mailed once. The S3 keys come from an
+AWS CLI credentials file (a profile with a session token), replaced while serving as a helper
+renewing temporary credentials would.
 
 usage: distribution_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
@@ -37,10 +39,24 @@ s3 = S3Server(work, BUCKET)
 smtp = SmtpServer(work)
 sns = SnsEndpoint(work)
 TOPIC = "arn:aws:sns:us-east-1:123456789012:gref-bucket-events"
+CREDENTIALS = os.path.join(work, "aws-credentials")
+
+
+def write_credentials(key_id):
+    """As a helper that assumes the bucket's role writes them: a new file renamed into place
+    (s3rver checks the key id, not the secret)."""
+    with open(CREDENTIALS + ".tmp", "w") as f:
+        f.write(f"[default]\naws_access_key_id = nobody\naws_secret_access_key = x\n\n[profile gref]\n"
+                f"aws_access_key_id = {key_id}\naws_secret_access_key = S3RVER\n"
+                f"aws_session_token = {secrets.token_hex(16)}\n")
+    os.replace(CREDENTIALS + ".tmp", CREDENTIALS)
+
+
+write_credentials("S3RVER")
 blocked = os.path.join(work, "blocked")
 cf = Certfleet(BINARY, DB_KIND, "distribution-e2e", extra_env={
     "CERTFLEET_DISTRIBUTION_INBOUND": f"s3://{BUCKET}?endpoint={s3.endpoint}&region=us-east-1",
-    "CERTFLEET_S3_ACCESS_KEY_ID": "S3RVER", "CERTFLEET_S3_SECRET_ACCESS_KEY": "S3RVER",
+    "CERTFLEET_S3_CREDENTIALS_FILE": CREDENTIALS, "CERTFLEET_S3_PROFILE": "gref",
     "CERTFLEET_MAIL": f"smtp://127.0.0.1:{smtp.port}",
     "CERTFLEET_DISTRIBUTION_SENDER": "no-reply@certs.test",
     "CERTFLEET_DISTRIBUTION_DEFAULT_RECIPIENT": DEFAULT_TO,
@@ -419,6 +435,25 @@ run_once()
 got = mails()
 check(len(got) == 1 and sns_gw in got[0]["text"],
       f"marked by the event, seen by the scan: one mail ({len(got)}): {records('Warehouse_US').get(('Warehouse_US', sns_gw))}")
+
+# 10. Temporary credentials: keys that no longer work fail the run; the helper writes new
+# ones and the next run works, without a restart.
+write_credentials("ASIAEXPIRED")
+status, body, _ = cf.request("POST", "/v1/distribution/run", bearer=T)
+job = None
+for _ in range(600):
+    job = cf.request("GET", f"/v1/jobs/{body['job_id']}", bearer=T)[1]
+    if job["state"] in ("done", "dead"):
+        break
+    time.sleep(0.1)
+check(job["state"] == "dead" and "403" in (job.get("last_error") or ""),
+      f"the stale keys are refused by the bucket: {job['state']} {job.get('last_error')}")
+write_credentials("S3RVER")
+gateway("Warehouse_US", eui(2, site=9))
+sync()
+run_once()
+got = mails()
+check(len(got) == 1 and eui(2, site=9) in got[0]["text"], f"the new keys are read and the run works: {len(got)}")
 
 status, body, _ = cf.request("GET", "/metrics", bearer=T)
 text = body if isinstance(body, str) else ""

@@ -10,6 +10,7 @@
 
 #include "core/clock.h"
 #include "core/crypto.h"
+#include "core/log.h"
 
 namespace certfleet::blob::s3 {
 namespace {
@@ -74,6 +75,7 @@ class S3BlobStore final : public BlobStore {
  public:
   S3BlobStore(S3Location location, S3Credentials credentials)
       : loc_(std::move(location)), creds_(std::move(credentials)) {
+    if (!creds_.credentials_file.empty()) return;
     if (creds_.access_key_id.empty()) creds_.access_key_id = Env("AWS_ACCESS_KEY_ID");
     if (creds_.secret_access_key.empty()) creds_.secret_access_key = Env("AWS_SECRET_ACCESS_KEY");
     if (creds_.session_token.empty()) creds_.session_token = Env("AWS_SESSION_TOKEN");
@@ -184,14 +186,15 @@ class S3BlobStore final : public BlobStore {
   // The response; its body goes to `file` instead of Response::body when one is given.
   Result<Response> Request(const char* method, const std::string& url, std::string_view upload, size_t limit,
                            std::ofstream* file = nullptr) const {
+    CF_ASSIGN_OR_RETURN(const S3Credentials creds, Credentials());
     CurlPtr curl = TakeHandle();
     if (!curl) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
     Body body{{}, limit, file};
     const std::string sigv4 = fmt::format("aws:amz:{}:s3", loc_.region);
     const std::string payload_hash = upload.empty() ? std::string(kEmptySha256) : Sha256Hex(upload);
     curl_slist* headers = curl_slist_append(nullptr, ("x-amz-content-sha256: " + payload_hash).c_str());
-    if (!creds_.session_token.empty()) {
-      headers = curl_slist_append(headers, ("x-amz-security-token: " + creds_.session_token).c_str());
+    if (!creds.session_token.empty()) {
+      headers = curl_slist_append(headers, ("x-amz-security-token: " + creds.session_token).c_str());
     }
     SlistPtr header_list(headers, &curl_slist_free_all);
     CURL* c = curl.get();
@@ -199,8 +202,8 @@ class S3BlobStore final : public BlobStore {
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, header_list.get());
     curl_easy_setopt(c, CURLOPT_AWS_SIGV4, sigv4.c_str());
-    curl_easy_setopt(c, CURLOPT_USERNAME, creds_.access_key_id.c_str());
-    curl_easy_setopt(c, CURLOPT_PASSWORD, creds_.secret_access_key.c_str());
+    curl_easy_setopt(c, CURLOPT_USERNAME, creds.access_key_id.c_str());
+    curl_easy_setopt(c, CURLOPT_PASSWORD, creds.secret_access_key.c_str());
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -223,8 +226,38 @@ class S3BlobStore final : public BlobStore {
     return r;
   }
 
+  // The keys of the moment: those given, or the credentials file's, read again when its time
+  // or size changed. A file that cannot be read (a helper in the middle of writing it) keeps
+  // the keys read last, if any.
+  Result<S3Credentials> Credentials() const {
+    std::lock_guard lock(creds_mu_);
+    if (creds_.credentials_file.empty()) return creds_;
+    std::error_code ec;
+    const auto mtime = std::filesystem::last_write_time(creds_.credentials_file, ec);
+    const auto size = ec ? 0 : std::filesystem::file_size(creds_.credentials_file, ec);
+    if (!ec && read_ && mtime == file_time_ && size == file_size_) return *read_;
+    Result<S3Credentials> fresh = ReadCredentialsFile(creds_.credentials_file, creds_.profile);
+    if (fresh.ok()) {
+      read_ = std::move(*fresh);
+      file_time_ = mtime;
+      file_size_ = size;
+      log::Info("read the S3 credentials file", {{"file", creds_.credentials_file}, {"profile", creds_.profile}});
+      return *read_;
+    }
+    if (read_) {
+      log::Warn("the S3 credentials file cannot be read now; keeping the keys read last",
+                {{"file", creds_.credentials_file}, {"error", fresh.error().message}});
+      return *read_;
+    }
+    return MakeError(ErrorCode::kUnavailable, "s3.credentials_file: " + fresh.error().message);
+  }
+
   const S3Location loc_;
-  S3Credentials creds_;
+  S3Credentials creds_;  // set in the constructor only
+  mutable std::mutex creds_mu_;
+  mutable std::optional<S3Credentials> read_;  // from the credentials file
+  mutable std::filesystem::file_time_type file_time_;
+  mutable uintmax_t file_size_ = 0;
   mutable std::mutex handles_mu_;
   mutable std::vector<CurlPtr> handles_;
 };
