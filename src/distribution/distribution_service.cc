@@ -161,6 +161,11 @@ bool DistributionService::FirstWarning(const blob::ObjectInfo& object) {
   return warned_.insert(object.key + "\n" + object.etag).second;
 }
 
+std::map<std::string, DistributionService::WarehouseTotals> DistributionService::WarehouseCounters() const {
+  std::lock_guard lock(totals_mu_);
+  return totals_;
+}
+
 Result<SendResult> DistributionService::SendPending(const std::function<void(int64_t, int64_t)>& progress) {
   // One run at a time over all nodes: two would mail the same files twice.
   CF_ASSIGN_OR_RETURN(auto lease, store_.TryLead("distribution-send"));
@@ -179,8 +184,28 @@ Result<SendResult> DistributionService::SendPending(const std::function<void(int
                        done += n;
                        if (progress) progress(done, 0);
                      });
+    const SendResult before = result;
+    const int64_t started = clock_.NowMillis();
     Result<void> r = run.Run();
     if (!r.ok()) log::Error("distribution failed", {{"warehouse", warehouse}, {"error", r.error().message}});
+    // The seed's per-group processor line: what this warehouse got in this run.
+    const WarehouseTotals w{result.gateways_sent - before.gateways_sent,
+                            result.gateways_failed - before.gateways_failed, result.mails_sent - before.mails_sent,
+                            result.mails_failed - before.mails_failed, result.bytes_sent - before.bytes_sent};
+    log::Info("warehouse distributed", {{"warehouse", warehouse},
+                                        {"gateways_mailed", w.gateways_mailed},
+                                        {"gateways_failed", w.gateways_failed},
+                                        {"mails", w.mails_sent},
+                                        {"mails_failed", w.mails_failed},
+                                        {"bytes", w.bytes_sent},
+                                        {"millis", clock_.NowMillis() - started}});
+    std::lock_guard lock(totals_mu_);
+    WarehouseTotals& t = totals_[warehouse];
+    t.gateways_mailed += w.gateways_mailed;
+    t.gateways_failed += w.gateways_failed;
+    t.mails_sent += w.mails_sent;
+    t.mails_failed += w.mails_failed;
+    t.bytes_sent += w.bytes_sent;
   }
   std::error_code ec;
   fs::remove_all(run_dir, ec);

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <unordered_set>
@@ -107,6 +108,16 @@ class DistributionService {
   Result<int64_t> RequestRun(std::string_view actor);
 
   const Counters& counters() const { return counters_; }
+  // What this node's runs did per warehouse since it started (for /metrics), the seed's
+  // per-group processor figures.
+  struct WarehouseTotals {
+    int64_t gateways_mailed = 0;
+    int64_t gateways_failed = 0;
+    int64_t mails_sent = 0;
+    int64_t mails_failed = 0;
+    int64_t bytes_sent = 0;
+  };
+  std::map<std::string, WarehouseTotals> WarehouseCounters() const;
   const Options& options() const { return options_; }
 
  private:
@@ -123,6 +134,8 @@ class DistributionService {
   const Clock& clock_;
   const Options options_;
   Counters counters_;
+  mutable std::mutex totals_mu_;
+  std::map<std::string, WarehouseTotals> totals_;
 };
 
 }  // namespace certfleet::distribution

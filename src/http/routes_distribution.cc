@@ -244,10 +244,42 @@ Response Deliveries(const ApiContext& ctx, const Request& req) {
   return JsonResponse(200, PageJson(std::move(items), next));
 }
 
-std::string DistributionMetrics(const ApiContext& ctx) {
+std::string WarehouseMetrics(const ApiContext& ctx) {
+  const auto totals = ctx.distribution->WarehouseCounters();
   std::string out =
-      "# HELP certfleet_distribution_records Distribution records by status.\n"
-      "# TYPE certfleet_distribution_records gauge\n";
+      "# HELP certfleet_distribution_warehouse_gateways_total Gateways mailed or failed per warehouse, by this "
+      "node's runs.\n# TYPE certfleet_distribution_warehouse_gateways_total counter\n";
+  for (const auto& [w, t] : totals) {
+    const std::string label = EscapeLabel(w);
+    out += fmt::format(
+        "certfleet_distribution_warehouse_gateways_total{{warehouse=\"{0}\",outcome=\"mailed\"}} {1}\n"
+        "certfleet_distribution_warehouse_gateways_total{{warehouse=\"{0}\",outcome=\"failed\"}} {2}\n",
+        label, t.gateways_mailed, t.gateways_failed);
+  }
+  out +=
+      "# HELP certfleet_distribution_warehouse_mails_total Mails per warehouse by outcome, by this node's runs.\n"
+      "# TYPE certfleet_distribution_warehouse_mails_total counter\n";
+  for (const auto& [w, t] : totals) {
+    const std::string label = EscapeLabel(w);
+    out += fmt::format(
+        "certfleet_distribution_warehouse_mails_total{{warehouse=\"{0}\",outcome=\"sent\"}} {1}\n"
+        "certfleet_distribution_warehouse_mails_total{{warehouse=\"{0}\",outcome=\"failed\"}} {2}\n",
+        label, t.mails_sent, t.mails_failed);
+  }
+  out +=
+      "# HELP certfleet_distribution_warehouse_bytes_total Bytes of the mails sent per warehouse, by this node's "
+      "runs.\n# TYPE certfleet_distribution_warehouse_bytes_total counter\n";
+  for (const auto& [w, t] : totals) {
+    out += fmt::format("certfleet_distribution_warehouse_bytes_total{{warehouse=\"{}\"}} {}\n", EscapeLabel(w),
+                       t.bytes_sent);
+  }
+  return out;
+}
+
+std::string DistributionMetrics(const ApiContext& ctx) {
+  std::string out = WarehouseMetrics(ctx) +
+                    "# HELP certfleet_distribution_records Distribution records by status.\n"
+                    "# TYPE certfleet_distribution_records gauge\n";
   auto counts = ctx.distribution->RecordCounts();
   if (counts.ok()) {
     for (const auto& [status, n] : *counts) {

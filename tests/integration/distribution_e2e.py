@@ -459,9 +459,20 @@ status, body, _ = cf.request("GET", "/metrics", bearer=T)
 text = body if isinstance(body, str) else ""
 check('certfleet_distribution_mails_total{outcome="sent"}' in text and "certfleet_distribution_records{" in text,
       "metrics count mails and records")
+per_warehouse = {line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                 if line.startswith("certfleet_distribution_warehouse_")}
+check(per_warehouse.get('certfleet_distribution_warehouse_gateways_total{warehouse="Warehouse_EU",outcome="mailed"}',
+                        0) >= len(eu) and
+      per_warehouse.get('certfleet_distribution_warehouse_gateways_total{warehouse="Warehouse_US",outcome="failed"}',
+                        0) >= 1 and
+      per_warehouse.get('certfleet_distribution_warehouse_bytes_total{warehouse="Warehouse_US"}', 0) > 0,
+      f"per-warehouse metrics: { {k: v for k, v in per_warehouse.items() if 'Warehouse_US' in k} }")
 log = open(cf.log_path).read()
 check("ignoring inbound object" in log and "Created zip:" in log and "Email sent to" in log,
       "the log has the seed's lines and the ignored objects")
+summaries = [json.loads(line) for line in log.splitlines() if '"msg":"warehouse distributed"' in line]
+check(any(s["warehouse"] == "Warehouse_EU" and s["gateways_mailed"] == len(eu) and s["mails"] >= 2 and s["bytes"] > 0
+          for s in summaries), f"a summary line per warehouse and run: {summaries[:3]}")
 
 cf.stop()
 s3.stop()
