@@ -8,7 +8,6 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
-#include <ranges>
 #include <set>
 #include <thread>
 
@@ -421,7 +420,7 @@ Result<std::vector<std::string>> ImportService::VerifiersPem() {
 
 Result<store::ImportVerifier> ImportService::AddVerifier(std::string_view pem, std::optional<std::string> source,
                                                          std::string_view actor) {
-  auto invalid = [](std::string why) {
+  auto invalid = [](const std::string& why) {
     return MakeError(ErrorCode::kInvalidArgument, "a Microchip manifest signer must be one PEM certificate: " + why);
   };
   if (pem.size() > kMaxVerifierBytes) return invalid(fmt::format("at most {} bytes", kMaxVerifierBytes));
@@ -472,8 +471,11 @@ Result<void> ImportService::RemoveVerifier(int64_t id, std::string_view actor) {
 Result<void> ImportService::RecordFailedInbound(const blob::ObjectInfo& object, const Error& error) {
   // imports/<supplier>[.<bundle type>]/<profile>/<file>, as far as the key has them.
   std::vector<std::string> parts;
-  for (const auto part : std::views::split(std::string_view(object.key).substr(kInboundPrefix.size()), '/')) {
-    parts.emplace_back(part.begin(), part.end());
+  const std::string_view rest = std::string_view(object.key).substr(kInboundPrefix.size());
+  for (size_t start = 0; start <= rest.size();) {
+    const size_t end = std::min(rest.find('/', start), rest.size());
+    parts.emplace_back(rest.substr(start, end - start));
+    start = end + 1;
   }
   std::string supplier = parts.empty() ? "" : parts[0];
   std::string bundle;

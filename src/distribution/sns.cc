@@ -25,7 +25,7 @@ constexpr long kTimeoutSeconds = 10;
 // A field of the envelope: a message is at most 256 KiB, the rest are short.
 constexpr size_t kMaxField = size_t{256} * 1024;
 
-Error Denied(std::string why) { return MakeError(ErrorCode::kPermissionDenied, "SNS message refused: " + why); }
+Error Denied(const std::string& why) { return MakeError(ErrorCode::kPermissionDenied, "SNS message refused: " + why); }
 
 size_t Collect(char* data, size_t size, size_t n, void* out) {
   auto* body = static_cast<std::string*>(out);

@@ -378,7 +378,7 @@ bool MatchesHostPattern(std::string_view pattern, std::string_view host_id) {
 }
 
 Result<void> CheckCredential(const store::EnrollmentCredential& c, std::string_view host_id, int64_t now) {
-  auto denied = [&c](std::string why) {
+  auto denied = [&c](const std::string& why) {
     return MakeError(ErrorCode::kPermissionDenied, fmt::format("enrollment credential {} {}", c.id, why));
   };
   if (c.revoked_at) return denied(fmt::format("was revoked at {}", FormatRfc3339(*c.revoked_at)));

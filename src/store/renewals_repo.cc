@@ -199,14 +199,26 @@ Result<bool> EndRun(Tx& tx, int64_t run_id, int64_t now) {
   return changed > 0;
 }
 
-Result<std::map<RenewalState, int64_t>> CountRenewalsByState(Tx& tx) {
-  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT state, COUNT(*) FROM renewals GROUP BY state"));
-  std::map<RenewalState, int64_t> out;
+namespace {
+
+// Rows of `table` by the enum `column` (table and column are this file's constants).
+template <typename E, size_t N>
+Result<std::map<E, int64_t>> CountBy(Tx& tx, std::string_view table, std::string_view column,
+                                     const std::string_view (&names)[N]) {
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(fmt::format("SELECT {1}, COUNT(*) FROM {0} GROUP BY {1}", table, column)));
+  std::map<E, int64_t> out;
+  const std::string what = fmt::format("{}.{}", table, column);
   for (const auto& r : rows) {
-    CF_ASSIGN_OR_RETURN(RenewalState state, r.Enum<RenewalState>(0, "renewals.state", kRenewalStateNames));
-    out[state] = r.Int(1);
+    CF_ASSIGN_OR_RETURN(E value, r.Enum<E>(0, what, names));
+    out[value] = r.Int(1);
   }
   return out;
+}
+
+}  // namespace
+
+Result<std::map<RenewalState, int64_t>> CountRenewalsByState(Tx& tx) {
+  return CountBy<RenewalState>(tx, "renewals", "state", kRenewalStateNames);
 }
 
 Result<int64_t> CountDueHosts(Tx& tx, int64_t now) {
@@ -226,13 +238,7 @@ Result<std::vector<int64_t>> CountHostsExpiringBy(Tx& tx, const std::vector<int6
 }
 
 Result<std::map<HostStatus, int64_t>> CountHostsByStatus(Tx& tx) {
-  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT status, COUNT(*) FROM hosts GROUP BY status"));
-  std::map<HostStatus, int64_t> out;
-  for (const auto& r : rows) {
-    CF_ASSIGN_OR_RETURN(HostStatus status, r.Enum<HostStatus>(0, "hosts.status", kHostStatusNames));
-    out[status] = r.Int(1);
-  }
-  return out;
+  return CountBy<HostStatus>(tx, "hosts", "status", kHostStatusNames);
 }
 
 }  // namespace certfleet::store

@@ -69,6 +69,17 @@ class RenewalTest : public HostsFixture {
     return std::move(renewals_->List(f)).value();
   }
   int64_t Count(const std::string& sql) { return store_->Query(sql)->at(0).Int(0); }
+  // The mails written so far, whole.
+  std::vector<std::string> Mails() {
+    std::vector<std::string> out;
+    for (const auto& f : std::filesystem::directory_iterator(mail_dir_)) {
+      std::ifstream in(f.path());
+      std::stringstream text;
+      text << in.rdbuf();
+      out.push_back(text.str());
+    }
+    return out;
+  }
   // The agent's part of a renewal, up to validated.
   void Complete(const store::RenewalRecord& r) {
     const store::HostRecord host = Host(r.host_id);
@@ -183,13 +194,7 @@ TEST_P(RenewalTest, AMissedDeadlineIsRetriedWithBackoffThenFailsAndTellsPeople) 
       << "the certificate of the failed attempt is revoked after the grace";
 
   ASSERT_TRUE(renewals_->NotifyFailure(id).ok());
-  std::vector<std::string> mails;
-  for (const auto& f : std::filesystem::directory_iterator(mail_dir_)) {
-    std::ifstream in(f.path());
-    std::stringstream text;
-    text << in.rdbuf();
-    mails.push_back(text.str());
-  }
+  const std::vector<std::string> mails = Mails();
   ASSERT_EQ(mails.size(), 1u);
   EXPECT_NE(mails[0].find("Subject: certfleet: renewal of h1 failed at step deploy"), std::string::npos) << mails[0];
   EXPECT_NE(mails[0].find("To: ops@example.com"), std::string::npos);
@@ -401,13 +406,7 @@ TEST_P(RenewalTest, ARunThatEndsIsOneDigestAndOneEventOnce) {
   EXPECT_NE(data.find("\"step\":\"reload\",\"error\":\"nginx: bad\""), std::string::npos) << data;
 
   ASSERT_TRUE(renewals_->MailDigest(run->run_id).ok());
-  std::vector<std::string> mails;
-  for (const auto& f : std::filesystem::directory_iterator(mail_dir_)) {
-    std::ifstream in(f.path());
-    std::stringstream text;
-    text << in.rdbuf();
-    mails.push_back(text.str());
-  }
+  const std::vector<std::string> mails = Mails();
   ASSERT_EQ(mails.size(), 1u);
   EXPECT_NE(mails[0].find("2 renewed, 1 failed"), std::string::npos) << mails[0];
   // The text part, base64 in lines.
