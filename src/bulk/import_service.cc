@@ -468,26 +468,13 @@ Result<void> ImportService::RemoveVerifier(int64_t id, std::string_view actor) {
   });
 }
 
-Result<void> ImportService::RecordFailedInbound(const blob::ObjectInfo& object, const Error& error) {
-  // imports/<supplier>[.<bundle type>]/<profile>/<file>, as far as the key has them.
-  std::vector<std::string> parts;
-  const std::string_view rest = std::string_view(object.key).substr(kInboundPrefix.size());
-  for (size_t start = 0; start <= rest.size();) {
-    const size_t end = std::min(rest.find('/', start), rest.size());
-    parts.emplace_back(rest.substr(start, end - start));
-    start = end + 1;
-  }
-  std::string supplier = parts.empty() ? "" : parts[0];
-  std::string bundle;
-  if (const size_t dot = supplier.find('.'); dot != std::string::npos) {
-    bundle = supplier.substr(dot + 1);
-    supplier.resize(dot);
-  }
+Result<void> ImportService::RecordFailedInbound(const blob::ObjectInfo& object, const InboundKey& where,
+                                                const Error& error) {
   const int64_t now = clock_.NowMillis();
   store::ImportRecord failed;
-  failed.supplier = supplier;
-  failed.profile = parts.size() > 1 ? parts[1] : "";
-  failed.bundle_type = bundle;
+  failed.supplier = where.supplier;
+  failed.profile = where.profile;
+  failed.bundle_type = where.bundle_type;
   failed.state = "failed";
   failed.created_by = "inbound:" + object.key;
   failed.created_at = failed.updated_at = now;
@@ -540,68 +527,72 @@ Result<void> ImportService::AddInboundVerifier(blob::BlobStore& inbound, const b
   return added.error();
 }
 
+std::optional<ImportService::InboundKey> ImportService::ParseInboundKey(std::string_view key) {
+  // imports/<supplier>[.<bundle type>]/<profile>/<file>
+  if (!key.starts_with(kInboundPrefix)) return std::nullopt;
+  const std::string_view rest = key.substr(kInboundPrefix.size());
+  const size_t a = rest.find('/');
+  const size_t b = a == std::string_view::npos ? a : rest.find('/', a + 1);
+  if (b == std::string_view::npos || rest.find('/', b + 1) != std::string_view::npos || b + 1 == rest.size()) {
+    return std::nullopt;
+  }
+  InboundKey out;
+  out.supplier = rest.substr(0, a);
+  if (const size_t dot = out.supplier.find('.'); dot != std::string::npos) {
+    out.bundle_type = out.supplier.substr(dot + 1);
+    out.supplier.resize(dot);
+  }
+  out.profile = rest.substr(a + 1, b - a - 1);
+  out.signer = out.supplier == "microchip" && (key.ends_with(".crt") || key.ends_with(".pem"));
+  return out;
+}
+
 Result<int> ImportService::ScanInbound(blob::BlobStore& inbound) {
-  int started = 0;
-  // Signers (imports/microchip/<profile>/*.crt|.pem) first, so that a manifest dropped with
-  // its signer verifies.
-  auto is_signer = [](std::string_view key) {
-    return key.starts_with("imports/microchip/") && (key.ends_with(".crt") || key.ends_with(".pem"));
-  };
+  // One listing; signers (imports/microchip/<profile>/*.crt|.pem) are taken first, so that a
+  // manifest dropped with its signer verifies. Objects outside the layout are not imports.
+  std::vector<std::pair<blob::ObjectInfo, InboundKey>> objects;
   CF_RETURN_IF_ERROR(inbound.List(kInboundPrefix, [&](std::vector<blob::ObjectInfo>& page) -> Result<void> {
-    for (const auto& o : page) {
-      if (!is_signer(o.key)) continue;
-      Result<void> added = AddInboundVerifier(inbound, o, o.key + " " + o.etag);
+    for (auto& o : page) {
+      if (auto where = ParseInboundKey(o.key)) objects.emplace_back(std::move(o), std::move(*where));
+    }
+    return Ok();
+  }));
+  std::stable_partition(objects.begin(), objects.end(), [](const auto& o) { return o.second.signer; });
+  int started = 0;
+  for (const auto& [o, where] : objects) {
+    const std::string source = o.key + " " + o.etag;
+    if (where.signer) {
+      Result<void> added = AddInboundVerifier(inbound, o, source);
       if (added.ok()) continue;
       if (added.error().code == ErrorCode::kUnavailable) return added.error();
       log::Error("cannot add the Microchip signer from the inbound store",
                  {{"key", o.key}, {"error", added.error().message}});
-      CF_RETURN_IF_ERROR(RecordFailedInbound(o, added.error()));
+      CF_RETURN_IF_ERROR(RecordFailedInbound(o, where, added.error()));
+      continue;
     }
-    return Ok();
-  }));
-  CF_RETURN_IF_ERROR(inbound.List(kInboundPrefix, [&](std::vector<blob::ObjectInfo>& page) -> Result<void> {
-    for (const auto& o : page) {
-      if (is_signer(o.key)) continue;
-      const std::string source = o.key + " " + o.etag;
-      CF_ASSIGN_OR_RETURN(bool seen,
-                          store::Read(store_, [&](store::Tx& tx) { return store::ImportSourceSeen(tx, source); }));
-      if (seen) continue;
-      // imports/<supplier>[.<bundle type>]/<profile>/<file>
-      const std::string_view rest = std::string_view(o.key).substr(kInboundPrefix.size());
-      const size_t a = rest.find('/');
-      const size_t b = a == std::string_view::npos ? a : rest.find('/', a + 1);
-      if (b == std::string_view::npos || rest.find('/', b + 1) != std::string_view::npos || b + 1 == rest.size()) {
-        continue;  // not imports/<supplier>/<profile>/<file>: nothing to import
-      }
-      std::string supplier(rest.substr(0, a));
-      std::string bundle;
-      if (const size_t dot = supplier.find('.'); dot != std::string::npos) {
-        bundle = supplier.substr(dot + 1);
-        supplier.resize(dot);
-      }
-      const std::string profile(rest.substr(a + 1, b - a - 1));
-      Result<store::ImportRecord> imp = MakeError(ErrorCode::kInternal, "not started");
-      std::error_code ec;
-      fs::create_directories(options_.manifest_dir, ec);
-      const std::string path = (fs::path(options_.manifest_dir) / (RandomToken(12) + ".inbound")).string();
-      Result<void> fetched = inbound.GetToFile(o.key, path, kMaxInboundBytes);
-      if (fetched.ok()) {
-        imp = Start(supplier, profile, bundle, path, "inbound:" + o.key, true, source);
-        fs::remove(path, ec);  // left only if Start refused before keeping it
-      } else {
-        imp = fetched.error();
-      }
-      if (imp.ok()) {
-        ++started;
-        log::Info("import started from the inbound store", {{"import", imp->id}, {"key", o.key}});
-        continue;
-      }
-      if (imp.error().code == ErrorCode::kAlreadyExists || imp.error().code == ErrorCode::kUnavailable) continue;
-      log::Error("cannot import from the inbound store", {{"key", o.key}, {"error", imp.error().message}});
-      CF_RETURN_IF_ERROR(RecordFailedInbound(o, imp.error()));
+    CF_ASSIGN_OR_RETURN(bool seen,
+                        store::Read(store_, [&](store::Tx& tx) { return store::ImportSourceSeen(tx, source); }));
+    if (seen) continue;
+    Result<store::ImportRecord> imp = MakeError(ErrorCode::kInternal, "not started");
+    std::error_code ec;
+    fs::create_directories(options_.manifest_dir, ec);
+    const std::string path = (fs::path(options_.manifest_dir) / (RandomToken(12) + ".inbound")).string();
+    Result<void> fetched = inbound.GetToFile(o.key, path, kMaxInboundBytes);
+    if (fetched.ok()) {
+      imp = Start(where.supplier, where.profile, where.bundle_type, path, "inbound:" + o.key, true, source);
+      fs::remove(path, ec);  // left only if Start refused before keeping it
+    } else {
+      imp = fetched.error();
     }
-    return Ok();
-  }));
+    if (imp.ok()) {
+      ++started;
+      log::Info("import started from the inbound store", {{"import", imp->id}, {"key", o.key}});
+      continue;
+    }
+    if (imp.error().code == ErrorCode::kAlreadyExists || imp.error().code == ErrorCode::kUnavailable) continue;
+    log::Error("cannot import from the inbound store", {{"key", o.key}, {"error", imp.error().message}});
+    CF_RETURN_IF_ERROR(RecordFailedInbound(o, where, imp.error()));
+  }
   return started;
 }
 

@@ -90,9 +90,18 @@ class ImportService {
  private:
   // Adds the signer of an inbound store object once (by `source`, its key and ETag).
   Result<void> AddInboundVerifier(blob::BlobStore& inbound, const blob::ObjectInfo& object, const std::string& source);
+  // Where an inbound object goes, from its key imports/<supplier>[.<bundle type>]/<profile>/<file>.
+  struct InboundKey {
+    std::string supplier;
+    std::string bundle_type;
+    std::string profile;
+    bool signer = false;  // a Microchip signer (.crt or .pem), not a manifest
+  };
+  // nullopt for a key outside that layout: nothing to import.
+  static std::optional<InboundKey> ParseInboundKey(std::string_view key);
   // Records an inbound object that cannot be imported as a failed import with the reason,
   // so that the next scans leave it.
-  Result<void> RecordFailedInbound(const blob::ObjectInfo& object, const Error& error);
+  Result<void> RecordFailedInbound(const blob::ObjectInfo& object, const InboundKey& where, const Error& error);
   // Ends the import as failed with the error; returns the error for the job (not retried).
   Result<store::ImportRecord> Fail(int64_t id, const Error& e);
   // Sets the import's final state unless it was cancelled.

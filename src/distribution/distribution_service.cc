@@ -161,7 +161,20 @@ bool DistributionService::FirstWarning(const blob::ObjectInfo& object) {
   return warned_.insert(object.key + "\n" + object.etag).second;
 }
 
-std::map<std::string, DistributionService::WarehouseTotals> DistributionService::WarehouseCounters() const {
+SendResult& SendResult::operator+=(const SendResult& o) {
+  warehouses += o.warehouses;
+  gateways_sent += o.gateways_sent;
+  gateways_failed += o.gateways_failed;
+  mails_sent += o.mails_sent;
+  mails_failed += o.mails_failed;
+  bytes_sent += o.bytes_sent;
+  download_millis += o.download_millis;
+  zip_millis += o.zip_millis;
+  send_millis += o.send_millis;
+  return *this;
+}
+
+std::map<std::string, SendResult> DistributionService::WarehouseCounters() const {
   std::lock_guard lock(totals_mu_);
   return totals_;
 }
@@ -178,34 +191,27 @@ Result<SendResult> DistributionService::SendPending(const std::function<void(int
   const std::string run_dir = fmt::format("{}/run-{}-{}", options_.work_dir, Stamp(now), HexEncode(RandomBytes(4)));
   int64_t done = 0;
   for (const auto& warehouse : warehouses) {
-    ++result.warehouses;
+    SendResult w;  // what this warehouse gets in this run
+    w.warehouses = 1;
     WarehouseRun run({store_, inbound_, mailer_, clock_, options_, counters_}, warehouse,
-                     fmt::format("{}/{}", run_dir, warehouse), result, [&](int64_t n) {
+                     fmt::format("{}/{}", run_dir, warehouse), w, [&](int64_t n) {
                        done += n;
                        if (progress) progress(done, 0);
                      });
-    const SendResult before = result;
     const int64_t started = clock_.NowMillis();
     Result<void> r = run.Run();
     if (!r.ok()) log::Error("distribution failed", {{"warehouse", warehouse}, {"error", r.error().message}});
-    // The seed's per-group processor line: what this warehouse got in this run.
-    const WarehouseTotals w{result.gateways_sent - before.gateways_sent,
-                            result.gateways_failed - before.gateways_failed, result.mails_sent - before.mails_sent,
-                            result.mails_failed - before.mails_failed, result.bytes_sent - before.bytes_sent};
+    // The seed's per-group processor line.
     log::Info("warehouse distributed", {{"warehouse", warehouse},
-                                        {"gateways_mailed", w.gateways_mailed},
+                                        {"gateways_mailed", w.gateways_sent},
                                         {"gateways_failed", w.gateways_failed},
                                         {"mails", w.mails_sent},
                                         {"mails_failed", w.mails_failed},
                                         {"bytes", w.bytes_sent},
                                         {"millis", clock_.NowMillis() - started}});
+    result += w;
     std::lock_guard lock(totals_mu_);
-    WarehouseTotals& t = totals_[warehouse];
-    t.gateways_mailed += w.gateways_mailed;
-    t.gateways_failed += w.gateways_failed;
-    t.mails_sent += w.mails_sent;
-    t.mails_failed += w.mails_failed;
-    t.bytes_sent += w.bytes_sent;
+    totals_[warehouse] += w;
   }
   std::error_code ec;
   fs::remove_all(run_dir, ec);

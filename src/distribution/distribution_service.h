@@ -36,6 +36,8 @@ struct SendResult {
   int64_t download_millis = 0;
   int64_t zip_millis = 0;
   int64_t send_millis = 0;
+
+  SendResult& operator+=(const SendResult& other);
 };
 
 // W5: watches the inbound store for gateway certificates and shared files per warehouse,
@@ -110,14 +112,7 @@ class DistributionService {
   const Counters& counters() const { return counters_; }
   // What this node's runs did per warehouse since it started (for /metrics), the seed's
   // per-group processor figures.
-  struct WarehouseTotals {
-    int64_t gateways_mailed = 0;
-    int64_t gateways_failed = 0;
-    int64_t mails_sent = 0;
-    int64_t mails_failed = 0;
-    int64_t bytes_sent = 0;
-  };
-  std::map<std::string, WarehouseTotals> WarehouseCounters() const;
+  std::map<std::string, SendResult> WarehouseCounters() const;
   const Options& options() const { return options_; }
 
  private:
@@ -135,7 +130,7 @@ class DistributionService {
   const Options options_;
   Counters counters_;
   mutable std::mutex totals_mu_;
-  std::map<std::string, WarehouseTotals> totals_;
+  std::map<std::string, SendResult> totals_;
 };
 
 }  // namespace certfleet::distribution

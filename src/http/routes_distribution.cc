@@ -244,36 +244,30 @@ Response Deliveries(const ApiContext& ctx, const Request& req) {
   return JsonResponse(200, PageJson(std::move(items), next));
 }
 
+// Per warehouse, from this node's runs: each family's header, then its lines, in one pass.
 std::string WarehouseMetrics(const ApiContext& ctx) {
-  const auto totals = ctx.distribution->WarehouseCounters();
-  std::string out =
+  std::string gateways =
       "# HELP certfleet_distribution_warehouse_gateways_total Gateways mailed or failed per warehouse, by this "
       "node's runs.\n# TYPE certfleet_distribution_warehouse_gateways_total counter\n";
-  for (const auto& [w, t] : totals) {
-    const std::string label = EscapeLabel(w);
-    out += fmt::format(
-        "certfleet_distribution_warehouse_gateways_total{{warehouse=\"{0}\",outcome=\"mailed\"}} {1}\n"
-        "certfleet_distribution_warehouse_gateways_total{{warehouse=\"{0}\",outcome=\"failed\"}} {2}\n",
-        label, t.gateways_mailed, t.gateways_failed);
-  }
-  out +=
+  std::string mails =
       "# HELP certfleet_distribution_warehouse_mails_total Mails per warehouse by outcome, by this node's runs.\n"
       "# TYPE certfleet_distribution_warehouse_mails_total counter\n";
-  for (const auto& [w, t] : totals) {
-    const std::string label = EscapeLabel(w);
-    out += fmt::format(
-        "certfleet_distribution_warehouse_mails_total{{warehouse=\"{0}\",outcome=\"sent\"}} {1}\n"
-        "certfleet_distribution_warehouse_mails_total{{warehouse=\"{0}\",outcome=\"failed\"}} {2}\n",
-        label, t.mails_sent, t.mails_failed);
-  }
-  out +=
+  std::string bytes =
       "# HELP certfleet_distribution_warehouse_bytes_total Bytes of the mails sent per warehouse, by this node's "
       "runs.\n# TYPE certfleet_distribution_warehouse_bytes_total counter\n";
-  for (const auto& [w, t] : totals) {
-    out += fmt::format("certfleet_distribution_warehouse_bytes_total{{warehouse=\"{}\"}} {}\n", EscapeLabel(w),
-                       t.bytes_sent);
+  for (const auto& [warehouse, t] : ctx.distribution->WarehouseCounters()) {
+    const std::string w = EscapeLabel(warehouse);
+    gateways += fmt::format(
+        "certfleet_distribution_warehouse_gateways_total{{warehouse=\"{0}\",outcome=\"mailed\"}} {1}\n"
+        "certfleet_distribution_warehouse_gateways_total{{warehouse=\"{0}\",outcome=\"failed\"}} {2}\n",
+        w, t.gateways_sent, t.gateways_failed);
+    mails += fmt::format(
+        "certfleet_distribution_warehouse_mails_total{{warehouse=\"{0}\",outcome=\"sent\"}} {1}\n"
+        "certfleet_distribution_warehouse_mails_total{{warehouse=\"{0}\",outcome=\"failed\"}} {2}\n",
+        w, t.mails_sent, t.mails_failed);
+    bytes += fmt::format("certfleet_distribution_warehouse_bytes_total{{warehouse=\"{}\"}} {}\n", w, t.bytes_sent);
   }
-  return out;
+  return gateways + mails + bytes;
 }
 
 std::string DistributionMetrics(const ApiContext& ctx) {

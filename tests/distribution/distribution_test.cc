@@ -191,7 +191,7 @@ TEST_P(ServiceTest, SplitsUnderBothLimitsWithEveryGatewayOnce) {
   EXPECT_GE(sent->mails_sent, 3);
   const auto totals = svc.WarehouseCounters();
   ASSERT_EQ(totals.size(), 1u);
-  EXPECT_EQ(totals.at("W1").gateways_mailed, 30);
+  EXPECT_EQ(totals.at("W1").gateways_sent, 30);
   EXPECT_EQ(totals.at("W1").mails_sent, sent->mails_sent);
   EXPECT_EQ(totals.at("W1").bytes_sent, sent->bytes_sent);
 
