@@ -73,6 +73,10 @@ Result<issuance::IssueRequest> CaService::Resolve(const CreateRequest& request) 
   if (request.csr_pem && pki::IsCa(request.type)) {
     return Invalid("CA keys are always made by certfleet; csr_pem is for leaves");
   }
+  if (!request.key_backend.empty() && !pki::IsCa(request.type)) {
+    return Invalid("key_backend is for CAs: a leaf's key is the subject's own");
+  }
+  out.key_backend = request.key_backend;
   if (request.key_type) {
     if (request.csr_pem) return Invalid("key_type and csr_pem exclude each other");
     CF_ASSIGN_OR_RETURN(out.key_type, pki::ParseKeyType(*request.key_type));

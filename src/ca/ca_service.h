@@ -28,6 +28,7 @@ struct CreateRequest {
   std::string organization;
   std::optional<int64_t> validity_days;
   std::optional<std::string> key_type;  // when certfleet makes the key
+  std::string key_backend;              // a CA's: where its key is made ("file", "pkcs11"); empty: ca.key_backend
 };
 
 // A renewal of a W1 leaf (POST /v1/certificates/{serial}/renew): the same name, parent,

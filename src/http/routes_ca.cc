@@ -85,6 +85,8 @@ Result<ca::CreateRequest> ParseCreate(pki::CertType type, const Request& req) {
   r.state = state.value_or("");
   r.organization = org.value_or("");
   CF_ASSIGN_OR_RETURN(r.key_type, OptionalString(body, "key_type", 32));
+  CF_ASSIGN_OR_RETURN(auto key_backend, OptionalString(body, "key_backend", 32));
+  r.key_backend = key_backend.value_or("");
   if (auto it = body.find("validity_days"); it != body.end() && !it->value().is_null()) {
     if (!it->value().is_int64()) return MakeError(ErrorCode::kInvalidArgument, "validity_days must be an integer");
     r.validity_days = it->value().as_int64();

@@ -132,8 +132,12 @@ void Issuer::IssueAsync(IssueRequest request, std::string_view actor, std::funct
   auto made = [&]() -> Result<void> {
     CF_ASSIGN_OR_RETURN(auto parent, Validate(request));
     CF_ASSIGN_OR_RETURN(SubjectKey key, MakeKey(request));
-    CF_ASSIGN_OR_RETURN(auto built, Build(std::move(request), parent, std::move(key), actor));
-    return Persist(built, done);
+    const std::string ca_key_ref = key.ref;
+    auto built = Build(std::move(request), parent, std::move(key), actor);
+    Result<void> persisted = built.ok() ? Persist(*built, done) : Result<void>(built.error());
+    // A new CA's key nothing will point at (once handed over, Persist's completion removes it).
+    if (!persisted.ok() && !ca_key_ref.empty()) (void)keys_.Remove(ca_key_ref);
+    return persisted;
   }();
   if (!made.ok()) done(made.error());
 }
@@ -175,14 +179,24 @@ Result<Issuer::SubjectKey> Issuer::MakeKey(const IssueRequest& req) {
   if (req.csr) {
     // The CSR may be shared with the caller: the key is copied, not taken.
     if (EVP_PKEY_up_ref(req.csr->public_key.get()) != 1) return pki::OpenSslError("the CSR's key");
-    out.key.reset(req.csr->public_key.get());
+    out.key.reset(req.csr->public_key.get(), EVP_PKEY_free);
     return out;
   }
-  CF_ASSIGN_OR_RETURN(out.key, pki::GenerateKey(req.key_type));
-  if (!pki::IsCa(req.type)) {
-    CF_ASSIGN_OR_RETURN(std::string pem, pki::PrivateKeyToPem(out.key.get()));
-    out.private_key_pem = std::move(pem);
+  if (pki::IsCa(req.type)) {
+    // Made where it will be kept (a token's keys never leave it), and signed with from there.
+    CF_ASSIGN_OR_RETURN(out.ref, keys_.Generate(req.key_type, req.key_backend));
+    auto key = keys_.Get(out.ref);
+    if (!key.ok()) {
+      (void)keys_.Remove(out.ref);
+      return key.error();
+    }
+    out.key = std::move(*key);
+    return out;
   }
+  CF_ASSIGN_OR_RETURN(pki::PkeyPtr made, pki::GenerateKey(req.key_type));
+  CF_ASSIGN_OR_RETURN(std::string pem, pki::PrivateKeyToPem(made.get()));
+  out.private_key_pem = std::move(pem);
+  out.key.reset(made.release(), EVP_PKEY_free);
   return out;
 }
 
@@ -260,17 +274,12 @@ Result<std::shared_ptr<Issuer::Built>> Issuer::Build(IssueRequest req, const std
     w->issuer_key_hash = HexEncode(pki::IssuerKeyHash(cert.get()));
     CF_ASSIGN_OR_RETURN(w->first_crl,
                         pki::BuildCrl(cert.get(), key.key.get(), {}, 1, now, now + Millis(options_.crl_validity)));
-    w->ca_key = std::move(key.key);
+    w->key_ref = std::move(key.ref);
   }
   return w;
 }
 
 Result<void> Issuer::Persist(const std::shared_ptr<Built>& w, std::function<void(Result<Issued>)>& done) {
-  // Last before the write: from here on a failure removes the key again.
-  if (w->is_ca) {
-    CF_ASSIGN_OR_RETURN(w->key_ref, keys_.Put(w->ca_key.get()));
-    w->ca_key.reset();
-  }
   auto piece = [this, w](store::Tx& tx) -> Result<void> {
     const store::CertificateRecord& rec = w->out.record;
     if (w->parent) {

@@ -54,6 +54,7 @@ struct IssueRequest {
   std::vector<std::string> sans;
   std::shared_ptr<const pki::Csr> csr;            // the subject's key (leaves only); null: certfleet makes one
   pki::KeyType key_type = pki::KeyType::kEcP256;  // the key certfleet makes
+  std::string key_backend;                        // where a new CA's key is made; empty: the default
   std::string country;
   std::string state;
   std::string organization;
@@ -145,8 +146,9 @@ class Issuer {
   // nothing was handed over and `done` is still the caller's).
   Result<std::shared_ptr<const Parent>> Validate(const IssueRequest& req);
   struct SubjectKey {
-    pki::PkeyPtr key;
+    std::shared_ptr<EVP_PKEY> key;
     std::optional<std::string> private_key_pem;  // when made here for a leaf
+    std::string ref;                             // a new CA's, in the key backend
   };
   Result<SubjectKey> MakeKey(const IssueRequest& req);
   Result<std::shared_ptr<Built>> Build(IssueRequest req, const std::shared_ptr<const Parent>& parent, SubjectKey key,

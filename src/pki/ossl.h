@@ -37,7 +37,8 @@ using X509StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX_f
 using Asn1IntegerPtr = std::unique_ptr<ASN1_INTEGER, Deleter<ASN1_INTEGER_free>>;
 using Asn1TimePtr = std::unique_ptr<ASN1_TIME, Deleter<ASN1_TIME_free>>;
 
-// The OpenSSL error queue as one message (and the queue cleared), prefixed by `what`.
+// The OpenSSL error queue as one message (and the queue cleared), prefixed by `what`;
+// kUnavailable instead of `code` when a key backend noted that it could not sign.
 Error OpenSslError(std::string_view what, ErrorCode code = ErrorCode::kInternal);
 
 // The DER encoding of an OpenSSL object by its i2d function, e.g. I2d<i2d_X509>(cert, "the

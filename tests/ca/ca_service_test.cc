@@ -396,7 +396,7 @@ TEST(FileKeyBackend, KeysAreEncryptedPrivateFilesThatNeedTheMasterKey) {
   const std::string dir = testing::TempDir() + "/keys";
   FileKeyBackend keys(dir, std::string(64, 'm'));
   auto key = GenerateKey(KeyType::kEcP256);
-  auto ref = keys.Put(key->get());
+  auto ref = keys.Put(key->get(), "");
   ASSERT_TRUE(ref.ok()) << ref.error().message;
   auto file = std::filesystem::directory_iterator(dir)->path();
   EXPECT_EQ(std::filesystem::status(file).permissions() & std::filesystem::perms::all,

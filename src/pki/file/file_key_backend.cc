@@ -46,7 +46,15 @@ Result<std::string> FileKeyBackend::PathOf(std::string_view ref) const {
   return dir_ + "/" + std::string(name) + ".p8.pem";
 }
 
-Result<std::string> FileKeyBackend::Put(EVP_PKEY* key) {
+Result<std::string> FileKeyBackend::Generate(KeyType type, std::string_view backend) {
+  CF_ASSIGN_OR_RETURN(PkeyPtr key, GenerateKey(type));
+  return Put(key.get(), backend);
+}
+
+Result<std::string> FileKeyBackend::Put(EVP_PKEY* key, std::string_view backend) {
+  if (!backend.empty() && backend != "file") {
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("key backend '{}' is not configured", backend));
+  }
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) return MakeError(ErrorCode::kUnavailable, fmt::format("creating {}: {}", dir_, ec.message()));

@@ -15,7 +15,9 @@ namespace certfleet::pki::file {
 class FileKeyBackend final : public KeyBackend {
  public:
   FileKeyBackend(std::string dir, std::string master_key);
-  Result<std::string> Put(EVP_PKEY* key) override;
+  // Makes the key in memory and writes it encrypted; `backend` is empty or "file".
+  Result<std::string> Generate(KeyType type, std::string_view backend) override;
+  Result<std::string> Put(EVP_PKEY* key, std::string_view backend) override;
   Result<std::shared_ptr<EVP_PKEY>> Get(std::string_view ref) override;
   Result<void> Remove(std::string_view ref) override;
 
