@@ -1,5 +1,14 @@
 #include "pki/setup.h"
 
+#include <fmt/format.h>
+#include <openssl/crypto.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "pki/file/file_key_backend.h"
+#include "pki/pkcs11/pkcs11_key_backend.h"
+
 namespace certfleet::pki {
 namespace {
 
@@ -9,10 +18,62 @@ constexpr ConfigKey kKeys[] = {
     {"master_key_file", ConfigType::kPath, "{data_dir}/master.key",
      "File holding the master key; `certfleet init` creates it (0600)."},
     {"key_dir", ConfigType::kPath, "{data_dir}/keys", "Folder of the encrypted CA keys (PKCS#8, AES-256)."},
+    {"ca.key_backend", ConfigType::kString, "file",
+     "Where a new CA's key is made unless its request names one: `file` (key_dir) or `pkcs11` (the token)."},
+    {"pkcs11.module", ConfigType::kPath, "",
+     "PKCS#11 module of the HSM for CA keys (e.g. /usr/lib/softhsm/libsofthsm2.so); empty: no HSM."},
+    {"pkcs11.token_label", ConfigType::kString, "certfleet", "Label of the PKCS#11 token that holds CA keys."},
+    {"pkcs11.pin_file", ConfigType::kPath, "",
+     "File holding the token's user PIN (mode 0600 or 0400); the PIN is never taken from the config itself."},
 };
+
+// A PIN longer than this is not a PIN but the wrong file.
+constexpr size_t kMaxPinBytes = 256;
+
+Result<std::string> ReadPin(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (path.empty()) return MakeError(ErrorCode::kFailedPrecondition, "pkcs11.module is set but pkcs11.pin_file is not");
+  std::error_code ec;
+  const fs::perms perms = fs::status(path, ec).permissions();
+  if (ec) return MakeError(ErrorCode::kFailedPrecondition, fmt::format("cannot read pkcs11.pin_file {}", path));
+  if ((perms & (fs::perms::group_all | fs::perms::others_all)) != fs::perms::none) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     fmt::format("pkcs11.pin_file {} may be read by others: chmod 600 it", path));
+  }
+  std::ifstream in(path);
+  std::string pin;
+  std::getline(in, pin);
+  if (!pin.empty() && pin.back() == '\r') pin.pop_back();
+  if (pin.empty() || pin.size() > kMaxPinBytes) {
+    OPENSSL_cleanse(pin.data(), pin.size());
+    return MakeError(ErrorCode::kFailedPrecondition, fmt::format("pkcs11.pin_file {} holds no PIN", path));
+  }
+  return pin;
+}
 
 }  // namespace
 
 std::span<const ConfigKey> ConfigKeys() { return kKeys; }
+
+Result<std::unique_ptr<KeyBackends>> OpenKeyBackends(const Config& config, const std::string& master_key) {
+  auto backends = std::make_unique<KeyBackends>(config.Get("ca.key_backend"));
+  backends->Add("file", std::make_unique<file::FileKeyBackend>(config.Get("key_dir"), master_key));
+  if (!config.Get("pkcs11.module").empty()) {
+    pkcs11::Options options{config.Get("pkcs11.module"), config.Get("pkcs11.token_label"), {}};
+    CF_ASSIGN_OR_RETURN(options.pin, ReadPin(config.Get("pkcs11.pin_file")));
+    auto token = pkcs11::Pkcs11KeyBackend::Open(options);
+    OPENSSL_cleanse(options.pin.data(), options.pin.size());
+    if (!token.ok()) return token.error();
+    backends->Add("pkcs11", std::move(*token));
+  }
+  if (config.Get("ca.key_backend") != "file" && config.Get("ca.key_backend") != "pkcs11") {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     fmt::format("ca.key_backend '{}' is neither file nor pkcs11", config.Get("ca.key_backend")));
+  }
+  if (config.Get("ca.key_backend") == "pkcs11" && config.Get("pkcs11.module").empty()) {
+    return MakeError(ErrorCode::kFailedPrecondition, "ca.key_backend is pkcs11 but pkcs11.module is not set");
+  }
+  return backends;
+}
 
 }  // namespace certfleet::pki
