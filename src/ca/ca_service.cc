@@ -152,6 +152,19 @@ Result<issuance::Issued> CaService::Renew(std::string_view serial, const RenewRe
   return issuer_.Issue(std::move(req), actor);
 }
 
+Result<store::PendingCaRecord> CaService::RequestIntermediate(const CaCsrRequest& request, std::string_view actor) {
+  CreateRequest as_create;
+  as_create.type = pki::CertType::kIntermediate;
+  as_create.fqdn = request.fqdn;
+  issuance::IssueRequest resolved;
+  CF_RETURN_IF_ERROR(ResolveNames(as_create, std::nullopt, resolved));
+  pki::KeyType key_type = pki::KeyType::kEcP256;
+  if (request.key_type) {
+    CF_ASSIGN_OR_RETURN(key_type, pki::ParseKeyType(*request.key_type));
+  }
+  return issuer_.RequestCa(resolved.name, key_type, request.key_backend, request.parent_hint, actor);
+}
+
 Result<issuance::Issued> CaService::Create(const CreateRequest& request, std::string_view actor) {
   CF_ASSIGN_OR_RETURN(issuance::IssueRequest resolved, Resolve(request));
   return issuer_.Issue(std::move(resolved), actor);

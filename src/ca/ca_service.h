@@ -41,6 +41,14 @@ struct RenewRequest {
   bool keep = false;                     // leave the old certificate active (else revoked after the grace)
 };
 
+// An intermediate whose certificate a parent outside certfleet signs (POST /v1/cas/intermediate/csr).
+struct CaCsrRequest {
+  std::string fqdn;                        // below a registrable domain, as any intermediate
+  std::optional<std::string> parent_hint;  // who is to sign it, for the operator's records
+  std::optional<std::string> key_type;     // default ec-p256
+  std::string key_backend;                 // empty: ca.key_backend
+};
+
 // W1: certificates named by the seed's rules (registrable domains, default parents, UUID
 // device names), issued through the issuance floor. Thread-safe.
 class CaService {
@@ -64,6 +72,8 @@ class CaService {
   // certificate, a CA (rotated, not renewed) or a certificate another workflow owns (a W2
   // device's, a W4 host's).
   Result<issuance::Issued> Renew(std::string_view serial, const RenewRequest& request, std::string_view actor);
+  // The key and CSR of a pending intermediate (see issuance::Issuer::RequestCa).
+  Result<store::PendingCaRecord> RequestIntermediate(const CaCsrRequest& request, std::string_view actor);
 
  private:
   // The request as the issuance floor takes it, its names resolved; kInvalidArgument if

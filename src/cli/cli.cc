@@ -183,6 +183,23 @@ int Main(int argc, char** argv) {
   host_credential->add_option("--ttl", credential_ttl, "How long it is valid: 90m, 72h, 7d (at most 30d)")
       ->capture_default_str();
 
+  auto* ca_cmd = app.add_subcommand("ca", "The CA hierarchy (W1).");
+  ca_cmd->require_subcommand(1);
+  CaImportArgs ca_import_args;
+  auto* ca_import = ca_cmd->add_subcommand(
+      "import",
+      "Bring an existing CA in (from OpenSSL, step-ca, cfssl, EJBCA): its key moves into the key backend, its "
+      "issuers not held here are recorded as external CAs. Refused: a key that does not match, a certificate that is "
+      "not a CA or not valid now, a name already in use.");
+  ca_import->add_option("--cert", ca_import_args.cert, "The CA certificate (PEM)");
+  ca_import->add_option("--key", ca_import_args.key, "Its private key (PEM, PKCS#8 or traditional; may be encrypted)");
+  ca_import->add_option("--pkcs12", ca_import_args.pkcs12, "Or a PKCS#12 file with the key, certificate and chain");
+  ca_import->add_option("--password-file", ca_import_args.password_file,
+                        "File holding the password of an encrypted key or PKCS#12 file");
+  ca_import->add_option("--chain", ca_import_args.chain, "Its issuers up to the root (PEM), unless already here");
+  ca_import->add_option("--fqdn", ca_import_args.fqdn, "Its name in the inventory (default: its CN)");
+  ca_import->add_option("--key-backend", ca_import_args.key_backend, "file or pkcs11 (default: ca.key_backend)");
+
   auto* config_cmd = app.add_subcommand("config", "Inspect the configuration.");
   config_cmd->require_subcommand(1);
   auto* config_show = config_cmd->add_subcommand(
@@ -219,6 +236,7 @@ int Main(int argc, char** argv) {
   if (*host_token) return HostToken(*config, clock, host_id, false);
   if (*host_reactivate) return HostToken(*config, clock, host_id, true);
   if (*host_credential) return HostCredential(*config, clock, credential, credential_ttl);
+  if (*ca_import) return CaImport(*config, clock, ca_import_args);
   if (*import_cmd) {
     if (import_args.resume_id == 0 &&
         (import_args.file.empty() || import_args.supplier.empty() || import_args.profile.empty())) {

@@ -36,4 +36,16 @@ int HostToken(const Config& config, const Clock& clock, const std::string& host_
 // Prints a new fleet enrollment credential's secret (`ttl` as "72h").
 int HostCredential(const Config& config, const Clock& clock, renewal::CredentialSpec spec, const std::string& ttl);
 
+// What `certfleet ca import` was given: --cert and --key, or --pkcs12.
+struct CaImportArgs {
+  std::string cert;
+  std::string key;
+  std::string pkcs12;
+  std::string password_file;  // of an encrypted key or PKCS#12 file
+  std::string chain;          // its issuers, when certfleet does not hold them already
+  std::string fqdn;           // its name in the inventory; empty: its CN
+  std::string key_backend;    // empty: ca.key_backend
+};
+int CaImport(const Config& config, const Clock& clock, const CaImportArgs& args);
+
 }  // namespace certfleet::cli

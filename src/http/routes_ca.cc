@@ -25,6 +25,10 @@ constexpr size_t kCreateBodyLimit = size_t{64} * 1024;
 constexpr size_t kMaxField = 256;
 constexpr size_t kMaxSans = 100;
 constexpr std::string_view kRootParent = "Root";
+// A CA certificate is a few KiB; a chain of eight of them fits in the activation body.
+constexpr size_t kMaxCertificatePem = size_t{16} * 1024;
+constexpr size_t kMaxChainPem = kMaxCertificatePem * 8;
+constexpr size_t kActivateBodyLimit = kMaxCertificatePem + kMaxChainPem + 1024;
 
 // A list cursor is "<created_at>.<serial>" (base64url on the wire, see NextCursor).
 std::optional<store::CertificateCursor> CertificateCursorFrom(std::string_view text) {
@@ -219,6 +223,55 @@ void Renew(const ApiContext& ctx, const Request& req, const Responder& respond) 
   });
 }
 
+json::object PendingCaJson(const store::PendingCaRecord& p) {
+  return {{"fqdn", p.fqdn},
+          {"status", "pending"},
+          {"key_backend", p.key_ref.substr(0, p.key_ref.find(':'))},
+          {"csr_pem", p.csr_pem},
+          {"parent_hint", p.parent_hint ? json::value(*p.parent_hint) : json::value(nullptr)},
+          {"created_by", p.created_by},
+          {"created_at", FormatRfc3339(p.created_at)}};
+}
+
+// {"fqdn", "parent_hint"?, "key_type"?, "key_backend"?}: a pending intermediate and its CSR.
+Response RequestIntermediateCsr(const ApiContext& ctx, const Request& req) {
+  auto pending = [&]() -> Result<store::PendingCaRecord> {
+    CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(req.body));
+    ca::CaCsrRequest r;
+    CF_ASSIGN_OR_RETURN(r.fqdn, RequiredString(body, "fqdn", kMaxField));
+    CF_ASSIGN_OR_RETURN(r.parent_hint, OptionalString(body, "parent_hint", kMaxField));
+    CF_ASSIGN_OR_RETURN(r.key_type, OptionalString(body, "key_type", 32));
+    CF_ASSIGN_OR_RETURN(auto backend, OptionalString(body, "key_backend", 32));
+    r.key_backend = backend.value_or("");
+    return ctx.ca->RequestIntermediate(r, req.principal.Actor());
+  }();
+  if (!pending.ok()) return Fail(req, pending.error());
+  return JsonResponse(201, PendingCaJson(*pending));
+}
+
+Response ListPendingCas(const ApiContext& ctx, const Request& req) {
+  auto pending = ctx.issuer->PendingCas();
+  if (!pending.ok()) return Fail(req, pending.error());
+  json::array items;
+  for (const auto& p : *pending) items.push_back(PendingCaJson(p));
+  return JsonResponse(200, json::object{{"items", std::move(items)}});
+}
+
+// {"certificate_pem", "chain_pem"?}: the pending CA's certificate, signed elsewhere, and its
+// issuers up to the root; answers every certificate recorded, the activated CA last.
+Response ActivateCa(const ApiContext& ctx, const Request& req) {
+  auto written = [&]() -> Result<std::vector<store::CertificateRecord>> {
+    CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(req.body));
+    CF_ASSIGN_OR_RETURN(std::string cert, RequiredString(body, "certificate_pem", kMaxCertificatePem, Text::kLines));
+    CF_ASSIGN_OR_RETURN(auto chain, OptionalString(body, "chain_pem", kMaxChainPem, Text::kLines));
+    return ctx.issuer->ActivateCa(req.params.at("fqdn"), cert, chain.value_or(""), req.principal.Actor());
+  }();
+  if (!written.ok()) return Fail(req, written.error());
+  json::array items;
+  for (const auto& c : *written) items.push_back(CertificateJson(c));
+  return JsonResponse(201, json::object{{"certificates", std::move(items)}});
+}
+
 Response Crl(const ApiContext& ctx, const Request& req) {
   std::string name = req.params.at("name");
   constexpr std::string_view kSuffix = ".crl";
@@ -260,6 +313,11 @@ void AddCaRoutes(Router& router, const ApiContext& ctx) {
              [c](Request& r) { return Revoke(*c, r); });
   router.AddAsync("POST", "/v1/certificates/{serial}/renew", create,
                   [c](Request& r, const Responder& respond) { Renew(*c, r, respond); });
+  router.Add("POST", "/v1/cas/intermediate/csr", {Access::kAdmin},
+             [c](Request& r) { return RequestIntermediateCsr(*c, r); });
+  router.Add("GET", "/v1/cas/pending", {Access::kReader}, [c](Request& r) { return ListPendingCas(*c, r); });
+  router.Add("POST", "/v1/cas/{fqdn}/certificate", {Access::kAdmin, false, kActivateBodyLimit},
+             [c](Request& r) { return ActivateCa(*c, r); });
   router.Add("GET", "/crl/{name}", {Access::kPublic}, [c](Request& r) { return Crl(*c, r); });
   router.Add("POST", "/ocsp", {Access::kPublic, false, pki::kMaxOcspRequestBytes},
              [c](Request& r) { return OcspAnswer(*c, r.body); });

@@ -110,6 +110,10 @@ Result<std::shared_ptr<const Issuer::Parent>> Issuer::FindParent(const std::stri
           }
           return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", parent_fqdn));
         }
+        if (ca->key_ref.empty()) {
+          return MakeError(ErrorCode::kFailedPrecondition,
+                           fmt::format("the CA {} is external: certfleet holds no key to issue with", parent_fqdn));
+        }
         CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, ca->serial));
         if (!cert) return MakeError(ErrorCode::kInternal, "CA " + parent_fqdn + " has no inventory row");
         if (cert->status != store::CertStatus::kActive) {
@@ -502,7 +506,7 @@ Result<Revoked> Issuer::Revoke(std::string_view serial, std::string_view reason_
     }
     for (const auto& fqdn : crls) {
       CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, fqdn));
-      if (ca) CF_RETURN_IF_ERROR(ResignCrl(tx, fqdn, now));
+      if (ca && !ca->key_ref.empty()) CF_RETURN_IF_ERROR(ResignCrl(tx, fqdn, now));  // an external CA's is not ours
     }
     for (const auto& t : touched) {
       json::object details = RecordSummary(t);
@@ -531,6 +535,10 @@ Result<std::string> Issuer::Crl(std::string_view ca_fqdn) {
   const std::string fqdn = AsciiLower(ca_fqdn);
   CF_ASSIGN_OR_RETURN(auto ca, store::Read(store_, [&](store::Tx& tx) { return store::FindCa(tx, fqdn); }));
   if (!ca) return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", ca_fqdn));
+  if (ca->key_ref.empty()) {
+    return MakeError(ErrorCode::kNotFound,
+                     fmt::format("the CA {} is external: whoever holds its key publishes its CRL", ca_fqdn));
+  }
   const int64_t now = clock_.NowMillis();
   if (ca->crl_der && ca->crl_next_update && *ca->crl_next_update > now) return *ca->crl_der;
   return store::Write(store_, [&](store::Tx& tx) -> Result<std::string> {
@@ -572,7 +580,7 @@ std::string Issuer::Ocsp(std::string_view request_der) {
     all_known = true;
     if (first.hash_nid != NID_sha1) return std::string();
     CF_ASSIGN_OR_RETURN(auto ca, store::FindCaByKeyHash(tx, HexEncode(first.issuer_key_hash)));
-    if (!ca) return std::string();
+    if (!ca || ca->key_ref.empty()) return std::string();  // not ours to answer for
     CF_ASSIGN_OR_RETURN(auto ca_row, store::FindCertificate(tx, ca->serial));
     if (!ca_row) return MakeError(ErrorCode::kInternal, "CA " + ca->fqdn + " has no inventory row");
     CF_ASSIGN_OR_RETURN(auto ca_cert, CaCertificate(*ca_row));

@@ -108,6 +108,28 @@ class Issuer {
   Result<Issued> Rotate(std::string_view fqdn, std::string_view new_fqdn, InTransaction in_transaction,
                         std::string_view actor);
 
+  // CAs signed outside certfleet (external_ca.cc). RequestCa makes the key of a new CA
+  // `name` in `key_backend` (empty: the default) and keeps it pending with its CSR (CN
+  // `name`), audited as ca.csr; the CA issues nothing until ActivateCa takes its certificate.
+  Result<store::PendingCaRecord> RequestCa(const std::string& name, pki::KeyType key_type,
+                                           const std::string& key_backend,
+                                           const std::optional<std::string>& parent_hint, std::string_view actor);
+  Result<std::vector<store::PendingCaRecord>> PendingCas();
+  // Activates the pending CA `fqdn` with its certificate signed elsewhere: it must hold the
+  // pending key, be a CA with keyCertSign, valid now, and verify through `chain_pem` (and the
+  // CAs in the inventory) to a self-signed root. Issuers not in the inventory are recorded as
+  // external CAs (no key: certfleet signs nothing, not even CRLs, for them). Returns what was
+  // written, the activated CA last.
+  Result<std::vector<store::CertificateRecord>> ActivateCa(std::string_view fqdn, std::string_view certificate_pem,
+                                                           std::string_view chain_pem, std::string_view actor);
+  // Brings an existing CA in: its key (which must match) goes into `key_backend`, its issuers
+  // are found as for ActivateCa (none for a root). `fqdn`: its inventory name; empty: its CN.
+  // Refused: a key that does not match, a certificate that is not a CA or not valid now, a
+  // name or certificate already there.
+  Result<std::vector<store::CertificateRecord>> ImportCa(X509* cert, EVP_PKEY* key, std::string_view chain_pem,
+                                                         const std::string& key_backend, const std::string& fqdn,
+                                                         std::string_view actor);
+
   Result<std::vector<store::CertificateRecord>> List(const store::CertificateFilter& filter);
   // By serial (in any spelling, see pki::CanonicalSerial), then by name (the newest).
   Result<store::CertificateRecord> Get(std::string_view id);
@@ -156,6 +178,20 @@ class Issuer {
   Result<void> Persist(const std::shared_ptr<Built>& built, std::function<void(Result<Issued>)>& done);
 
   Result<std::shared_ptr<const Parent>> FindParent(const std::string& parent_fqdn);
+  // A CA certificate made elsewhere and the key certfleet holds for it (empty: none).
+  struct Adopting {
+    std::shared_ptr<X509> cert;
+    std::string key_ref;
+    std::string name;    // its inventory name
+    std::string action;  // its audit entry's
+  };
+  // The issuers of `cert` up to a self-signed root, from `chain_pem` and the inventory's CAs,
+  // nearest first, verified; empty for a root.
+  Result<std::vector<std::shared_ptr<X509>>> IssuersOf(X509* cert, std::string_view chain_pem);
+  // Writes `chain` (root first) in one transaction: certificates already in the inventory are
+  // kept as they are, the others become CAs with their audit entry and event.
+  Result<std::vector<store::CertificateRecord>> Adopt(std::vector<Adopting> chain, InTransaction in_transaction,
+                                                      std::string_view actor);
   Result<std::shared_ptr<X509>> CaCertificate(const store::CertificateRecord& record);
   Result<void> ResignCrl(store::Tx& tx, std::string_view ca_fqdn, int64_t now);
   void CacheOcsp(std::string key, const std::string& der, int64_t now);

@@ -172,8 +172,8 @@ Result<void> SaveCrl(Tx& tx, std::string_view ca_fqdn, int64_t number, const std
 }
 
 Result<std::vector<std::string>> CasWithCrlDue(Tx& tx, int64_t before) {
-  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT fqdn FROM cas WHERE crl_next_update IS NULL OR crl_next_update < ? "
-                                          "ORDER BY fqdn",
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT fqdn FROM cas WHERE key_ref <> '' AND "
+                                          "(crl_next_update IS NULL OR crl_next_update < ?) ORDER BY fqdn",
                                           {before}));
   std::vector<std::string> out;
   for (const auto& r : rows) out.push_back(r.Text(0));
@@ -184,6 +184,56 @@ Result<void> AppendEvent(Tx& tx, int64_t at, std::string_view type, std::string_
   CF_RETURN_IF_ERROR(tx.ExecDeferred("INSERT INTO events (at, type, payload) VALUES (?, ?, ?)",
                                      {at, std::string(type), std::string(payload_json)}));
   return Ok();
+}
+
+namespace {
+
+constexpr std::string_view kPendingColumns = "fqdn, key_ref, csr_pem, parent_hint, created_by, created_at";
+
+PendingCaRecord PendingFromRow(const Row& r) {
+  PendingCaRecord p;
+  p.fqdn = r.Text(0);
+  p.key_ref = r.Text(1);
+  p.csr_pem = r.Text(2);
+  if (!r.IsNull(3)) p.parent_hint = r.Text(3);
+  p.created_by = r.Text(4);
+  p.created_at = r.Int(5);
+  return p;
+}
+
+}  // namespace
+
+Result<void> InsertPendingCa(Tx& tx, const PendingCaRecord& ca) {
+  CF_RETURN_IF_ERROR(
+      tx.Exec(fmt::format("INSERT INTO pending_cas ({}) VALUES (?, ?, ?, ?, ?, ?)", kPendingColumns),
+              {ca.fqdn, ca.key_ref, ca.csr_pem, OptionalValue(ca.parent_hint), ca.created_by, ca.created_at}));
+  return Ok();
+}
+
+Result<std::optional<PendingCaRecord>> FindPendingCa(Tx& tx, std::string_view fqdn) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(fmt::format("SELECT {} FROM pending_cas WHERE fqdn = ?", kPendingColumns),
+                                            {std::string(fqdn)}));
+  if (!row) return std::optional<PendingCaRecord>();
+  return std::optional<PendingCaRecord>(PendingFromRow(*row));
+}
+
+Result<std::vector<PendingCaRecord>> ListPendingCas(Tx& tx) {
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(fmt::format("SELECT {} FROM pending_cas ORDER BY fqdn", kPendingColumns)));
+  std::vector<PendingCaRecord> out;
+  for (const auto& r : rows) out.push_back(PendingFromRow(r));
+  return out;
+}
+
+Result<void> DeletePendingCa(Tx& tx, std::string_view fqdn) {
+  CF_RETURN_IF_ERROR(tx.Exec("DELETE FROM pending_cas WHERE fqdn = ?", {std::string(fqdn)}));
+  return Ok();
+}
+
+Result<std::vector<CaRecord>> ListCas(Tx& tx) {
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(fmt::format("SELECT {} FROM cas ORDER BY fqdn", kCaColumns)));
+  std::vector<CaRecord> out;
+  for (const auto& r : rows) out.push_back(CaFromRow(r));
+  return out;
 }
 
 }  // namespace certfleet::store

@@ -46,7 +46,7 @@ struct CertificateRecord {
 struct CaRecord {
   std::string fqdn;
   std::string serial;
-  std::string key_ref;
+  std::string key_ref;   // empty: an external CA, whose key certfleet does not hold
   std::string key_hash;  // hex
   int64_t crl_number = 0;
   std::optional<std::string> crl_der;  // raw DER
@@ -94,8 +94,25 @@ Result<std::vector<std::string>> ActiveChildren(Tx& tx, std::string_view issuer_
 Result<std::vector<CertificateRecord>> RevokedChildren(Tx& tx, std::string_view issuer_serial);
 Result<void> SaveCrl(Tx& tx, std::string_view ca_fqdn, int64_t number, const std::string& der, int64_t this_update,
                      int64_t next_update);
-// CAs whose CRL is missing or due for re-signing before `before`.
+// CAs whose CRL is missing or due for re-signing before `before` (external CAs never are).
 Result<std::vector<std::string>> CasWithCrlDue(Tx& tx, int64_t before);
+
+// A CA waiting for its certificate from a parent outside certfleet.
+struct PendingCaRecord {
+  std::string fqdn;
+  std::string key_ref;
+  std::string csr_pem;
+  std::optional<std::string> parent_hint;
+  std::string created_by;
+  int64_t created_at = 0;
+};
+// kAlreadyExists if a pending CA has the name.
+Result<void> InsertPendingCa(Tx& tx, const PendingCaRecord& ca);
+Result<std::optional<PendingCaRecord>> FindPendingCa(Tx& tx, std::string_view fqdn);
+Result<std::vector<PendingCaRecord>> ListPendingCas(Tx& tx);
+Result<void> DeletePendingCa(Tx& tx, std::string_view fqdn);
+// Every CA, by fqdn.
+Result<std::vector<CaRecord>> ListCas(Tx& tx);
 
 // Appends an event to the bus.
 // Deferred, like InsertCertificate.

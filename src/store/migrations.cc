@@ -438,6 +438,19 @@ CREATE TABLE import_verifiers (
 CREATE UNIQUE INDEX import_verifiers_active ON import_verifiers (fingerprint) WHERE removed_at IS NULL;
 CREATE UNIQUE INDEX import_verifiers_source ON import_verifiers (source);
 )sql"},
+    {17, "pending CAs", R"sql(
+-- CAs whose key certfleet made and whose certificate a parent outside signs (an offline
+-- root): the CSR waits here until the signed certificate activates the CA. External CAs
+-- (certfleet holds no key) are rows of cas with an empty key_ref.
+CREATE TABLE pending_cas (
+  fqdn TEXT PRIMARY KEY,
+  key_ref TEXT NOT NULL,
+  csr_pem TEXT NOT NULL,
+  parent_hint TEXT,
+  created_by TEXT NOT NULL,
+  created_at BIGINT NOT NULL
+);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

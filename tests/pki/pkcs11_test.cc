@@ -1,13 +1,12 @@
 // CA keys on a real PKCS#11 token (SoftHSM2): made there, signing certificates and CRLs that
 // OpenSSL verifies with the public key alone; imports; a token that goes away and comes back.
-#include "pki/pkcs11/pkcs11_key_backend.h"
-
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "pki/certificate.h"
 #include "pki/crl.h"
+#include "pki/pkcs11/pkcs11_key_backend.h"
 #include "testing/softhsm.h"
 
 namespace certfleet::pki::pkcs11 {

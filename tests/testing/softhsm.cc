@@ -21,7 +21,8 @@ SoftHsmToken MakeSoftHsmToken() {
   t.token_dir = t.dir + "/tokens";
   std::filesystem::create_directories(t.token_dir);
   const std::string conf = t.dir + "/softhsm2.conf";
-  std::ofstream(conf) << "directories.tokendir = " << t.token_dir << "\nobjectstore.backend = file\nlog.level = ERROR\n";
+  std::ofstream(conf) << "directories.tokendir = " << t.token_dir
+                      << "\nobjectstore.backend = file\nlog.level = ERROR\n";
   setenv("SOFTHSM2_CONF", conf.c_str(), 1);
   const std::string init = std::string("softhsm2-util --init-token --free --label ") + SoftHsmToken::kLabel +
                            " --pin " + SoftHsmToken::kPin + " --so-pin 0000-so-pin >/dev/null";

@@ -113,8 +113,7 @@ Result<void> CheckBackend(std::string_view backend) {
 
 // A template attribute pointing at `value`, which must outlive the call that takes it.
 template <typename T>
-  requires std::is_trivially_copyable_v<T>
-CK_ATTRIBUTE Attr(CK_ATTRIBUTE_TYPE type, T& value) {
+requires std::is_trivially_copyable_v<T> CK_ATTRIBUTE Attr(CK_ATTRIBUTE_TYPE type, T& value) {
   return CK_ATTRIBUTE{type, &value, sizeof(value)};
 }
 CK_ATTRIBUTE Attr(CK_ATTRIBUTE_TYPE type, const std::string& value) {
@@ -153,8 +152,7 @@ int RsaSign(int type, const unsigned char* m, unsigned int m_len, unsigned char*
 }
 
 // ECDSA: the token signs the digest and answers r and s side by side (PKCS #11 2.40, 2.3.1).
-ECDSA_SIG* EcSignSig(const unsigned char* dgst, int dgst_len, const BIGNUM* /*kinv*/, const BIGNUM* /*r*/,
-                     EC_KEY* ec) {
+ECDSA_SIG* EcSignSig(const unsigned char* dgst, int dgst_len, const BIGNUM* /*kinv*/, const BIGNUM* /*r*/, EC_KEY* ec) {
   auto* ctx = static_cast<KeyContext*>(EC_KEY_get_ex_data(ec, EcIndex()));
   if (!ctx) return nullptr;
   auto sig = ctx->backend->Sign(ctx->id, CKM_ECDSA,
@@ -193,8 +191,8 @@ const RSA_METHOD* RsaMethod() {
 const EC_KEY_METHOD* EcMethod() {
   static EC_KEY_METHOD* method = [] {
     EC_KEY_METHOD* m = EC_KEY_METHOD_new(EC_KEY_OpenSSL());
-    int (*sign)(int, const unsigned char*, int, unsigned char*, unsigned int*, const BIGNUM*, const BIGNUM*,
-                EC_KEY*) = nullptr;
+    int (*sign)(int, const unsigned char*, int, unsigned char*, unsigned int*, const BIGNUM*, const BIGNUM*, EC_KEY*) =
+        nullptr;
     int (*setup)(EC_KEY*, BN_CTX*, BIGNUM**, BIGNUM**) = nullptr;
     ECDSA_SIG* (*sign_sig)(const unsigned char*, int, const BIGNUM*, const BIGNUM*, EC_KEY*) = nullptr;
     EC_KEY_METHOD_get_sign(EC_KEY_OpenSSL(), &sign, &setup, &sign_sig);
@@ -237,10 +235,10 @@ Result<PkeyPtr> MakeEcKey(const std::string& params, const std::string& point_at
 
 Result<PkeyPtr> MakeRsaKey(const std::string& modulus, const std::string& exponent, KeyContext* ctx) {
   std::unique_ptr<RSA, Deleter<RSA_free>> rsa(RSA_new());
-  BIGNUM* n = BN_bin2bn(reinterpret_cast<const unsigned char*>(modulus.data()), static_cast<int>(modulus.size()),
-                        nullptr);
-  BIGNUM* e = BN_bin2bn(reinterpret_cast<const unsigned char*>(exponent.data()), static_cast<int>(exponent.size()),
-                        nullptr);
+  BIGNUM* n =
+      BN_bin2bn(reinterpret_cast<const unsigned char*>(modulus.data()), static_cast<int>(modulus.size()), nullptr);
+  BIGNUM* e =
+      BN_bin2bn(reinterpret_cast<const unsigned char*>(exponent.data()), static_cast<int>(exponent.size()), nullptr);
   if (!rsa || !n || !e || RSA_set0_key(rsa.get(), n, e, nullptr) != 1) {
     BN_free(n);
     BN_free(e);
@@ -298,15 +296,20 @@ Result<void> ReadKeyValues(EVP_PKEY* key, KeyValues& out) {
   }
   out.type = CKK_RSA;
   constexpr std::pair<CK_ATTRIBUTE_TYPE, const char*> kRsaParams[] = {
-      {CKA_MODULUS, OSSL_PKEY_PARAM_RSA_N},          {CKA_PUBLIC_EXPONENT, OSSL_PKEY_PARAM_RSA_E},
-      {CKA_PRIVATE_EXPONENT, OSSL_PKEY_PARAM_RSA_D}, {CKA_PRIME_1, OSSL_PKEY_PARAM_RSA_FACTOR1},
-      {CKA_PRIME_2, OSSL_PKEY_PARAM_RSA_FACTOR2},    {CKA_EXPONENT_1, OSSL_PKEY_PARAM_RSA_EXPONENT1},
-      {CKA_EXPONENT_2, OSSL_PKEY_PARAM_RSA_EXPONENT2}, {CKA_COEFFICIENT, OSSL_PKEY_PARAM_RSA_COEFFICIENT1},
+      {CKA_MODULUS, OSSL_PKEY_PARAM_RSA_N},
+      {CKA_PUBLIC_EXPONENT, OSSL_PKEY_PARAM_RSA_E},
+      {CKA_PRIVATE_EXPONENT, OSSL_PKEY_PARAM_RSA_D},
+      {CKA_PRIME_1, OSSL_PKEY_PARAM_RSA_FACTOR1},
+      {CKA_PRIME_2, OSSL_PKEY_PARAM_RSA_FACTOR2},
+      {CKA_EXPONENT_1, OSSL_PKEY_PARAM_RSA_EXPONENT1},
+      {CKA_EXPONENT_2, OSSL_PKEY_PARAM_RSA_EXPONENT2},
+      {CKA_COEFFICIENT, OSSL_PKEY_PARAM_RSA_COEFFICIENT1},
   };
   for (const auto& [attr, name] : kRsaParams) {
     CF_ASSIGN_OR_RETURN(BignumPtr value, bn(name));
     out.private_values.emplace_back(attr, BigEndian(value.get()));
-    if (attr == CKA_MODULUS || attr == CKA_PUBLIC_EXPONENT) out.public_values.emplace_back(attr, BigEndian(value.get()));
+    if (attr == CKA_MODULUS || attr == CKA_PUBLIC_EXPONENT)
+      out.public_values.emplace_back(attr, BigEndian(value.get()));
   }
   return Ok();
 }
@@ -535,8 +538,9 @@ Result<std::string> Pkcs11KeyBackend::Generate(KeyType type, std::string_view ba
   } else {
     pub.push_back(Attr(CKA_EC_PARAMS, ec_params));
   }
-  CK_ATTRIBUTE priv[] = {Attr(CKA_TOKEN, kTrue),     Attr(CKA_PRIVATE, kTrue),      Attr(CKA_SENSITIVE, kTrue),
-                         Attr(CKA_EXTRACTABLE, kFalse), Attr(CKA_SIGN, kTrue), Attr(CKA_ID, id),
+  CK_ATTRIBUTE priv[] = {Attr(CKA_TOKEN, kTrue),        Attr(CKA_PRIVATE, kTrue), Attr(CKA_SENSITIVE, kTrue),
+                         Attr(CKA_EXTRACTABLE, kFalse), Attr(CKA_SIGN, kTrue),    Attr(CKA_DECRYPT, kFalse),
+                         Attr(CKA_UNWRAP, kFalse),      Attr(CKA_DERIVE, kFalse), Attr(CKA_ID, id),
                          Attr(CKA_LABEL, label)};
   return WithSession<std::string>("making a key", [&](CK_SESSION_HANDLE session) -> Result<std::string> {
     CK_OBJECT_HANDLE pub_handle = 0;
@@ -558,14 +562,24 @@ Result<std::string> Pkcs11KeyBackend::Put(EVP_PKEY* key, std::string_view backen
   const std::string label = "certfleet-ca-" + HexEncode(id);
   CK_OBJECT_CLASS private_class = CKO_PRIVATE_KEY;
   CK_OBJECT_CLASS public_class = CKO_PUBLIC_KEY;
-  std::vector<CK_ATTRIBUTE> priv = {Attr(CKA_CLASS, private_class), Attr(CKA_KEY_TYPE, values.type),
-                                    Attr(CKA_TOKEN, kTrue),         Attr(CKA_PRIVATE, kTrue),
-                                    Attr(CKA_SENSITIVE, kTrue),     Attr(CKA_EXTRACTABLE, kFalse),
-                                    Attr(CKA_SIGN, kTrue),          Attr(CKA_ID, id),
+  std::vector<CK_ATTRIBUTE> priv = {Attr(CKA_CLASS, private_class),
+                                    Attr(CKA_KEY_TYPE, values.type),
+                                    Attr(CKA_TOKEN, kTrue),
+                                    Attr(CKA_PRIVATE, kTrue),
+                                    Attr(CKA_SENSITIVE, kTrue),
+                                    Attr(CKA_EXTRACTABLE, kFalse),
+                                    Attr(CKA_SIGN, kTrue),
+                                    Attr(CKA_DECRYPT, kFalse),
+                                    Attr(CKA_UNWRAP, kFalse),
+                                    Attr(CKA_DERIVE, kFalse),
+                                    Attr(CKA_ID, id),
                                     Attr(CKA_LABEL, label)};
-  std::vector<CK_ATTRIBUTE> pub = {Attr(CKA_CLASS, public_class), Attr(CKA_KEY_TYPE, values.type),
-                                   Attr(CKA_TOKEN, kTrue),        Attr(CKA_VERIFY, kTrue),
-                                   Attr(CKA_ID, id),              Attr(CKA_LABEL, label)};
+  std::vector<CK_ATTRIBUTE> pub = {Attr(CKA_CLASS, public_class),
+                                   Attr(CKA_KEY_TYPE, values.type),
+                                   Attr(CKA_TOKEN, kTrue),
+                                   Attr(CKA_VERIFY, kTrue),
+                                   Attr(CKA_ID, id),
+                                   Attr(CKA_LABEL, label)};
   for (const auto& [type, value] : values.private_values) priv.push_back(Attr(type, value));
   for (const auto& [type, value] : values.public_values) pub.push_back(Attr(type, value));
   return WithSession<std::string>("taking a key in", [&](CK_SESSION_HANDLE session) -> Result<std::string> {
