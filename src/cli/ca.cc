@@ -65,7 +65,8 @@ Result<Loaded> Load(const CaImportArgs& args) {
       if (pem.ok()) out.chain_pem += *pem;
     }
     sk_X509_pop_free(ca, X509_free);
-    if (!out.key || !out.cert) return MakeError(ErrorCode::kInvalidArgument, args.pkcs12 + " holds no key and certificate");
+    if (!out.key || !out.cert)
+      return MakeError(ErrorCode::kInvalidArgument, args.pkcs12 + " holds no key and certificate");
   } else {
     CF_ASSIGN_OR_RETURN(std::string cert_pem, ReadSmallFile(args.cert, "certificate"));
     CF_ASSIGN_OR_RETURN(out.cert, pki::CertificateFromPem(cert_pem));
@@ -73,7 +74,9 @@ Result<Loaded> Load(const CaImportArgs& args) {
     pki::BioPtr bio(BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())));
     out.key.reset(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, password.data()));
     OPENSSL_cleanse(key_pem.data(), key_pem.size());
-    if (!out.key) return pki::OpenSslError("reading the key " + args.key + " (encrypted? --password-file)", ErrorCode::kInvalidArgument);
+    if (!out.key)
+      return pki::OpenSslError("reading the key " + args.key + " (encrypted? --password-file)",
+                               ErrorCode::kInvalidArgument);
   }
   OPENSSL_cleanse(password.data(), password.size());
   if (!args.chain.empty()) {

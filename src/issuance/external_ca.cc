@@ -170,17 +170,17 @@ Result<std::vector<store::CertificateRecord>> Issuer::ActivateCa(std::string_vie
   if (SelfSigned(cert.get())) return Invalid("the certificate is self-signed: a pending CA is signed by its parent");
   CF_ASSIGN_OR_RETURN(auto issuers, IssuersOf(cert.get(), chain_pem));
   std::vector<Adopting> chain;
-  for (auto it = issuers.rbegin(); it != issuers.rend(); ++it) chain.push_back({*it, "", NameFor(it->get()), "ca.external"});
+  for (auto it = issuers.rbegin(); it != issuers.rend(); ++it)
+    chain.push_back({*it, "", NameFor(it->get()), "ca.external"});
   chain.push_back({cert, pending->key_ref, name, "ca.activate"});
-  return Adopt(std::move(chain),
-               [name](store::Tx& tx, const store::CertificateRecord&) { return store::DeletePendingCa(tx, name); },
-               actor);
+  return Adopt(
+      std::move(chain),
+      [name](store::Tx& tx, const store::CertificateRecord&) { return store::DeletePendingCa(tx, name); }, actor);
 }
 
-Result<std::vector<store::CertificateRecord>> Issuer::ImportCa(X509* cert_in, EVP_PKEY* key,
-                                                               std::string_view chain_pem,
-                                                               const std::string& key_backend,
-                                                               const std::string& fqdn, std::string_view actor) {
+Result<std::vector<store::CertificateRecord>> Issuer::ImportCa(X509* cert_in, EVP_PKEY* key, std::string_view chain_pem,
+                                                               const std::string& key_backend, const std::string& fqdn,
+                                                               std::string_view actor) {
   if (X509_up_ref(cert_in) != 1) return pki::OpenSslError("the certificate");
   std::shared_ptr<X509> cert(cert_in, X509_free);
   if (X509_check_private_key(cert.get(), key) != 1) {
@@ -192,16 +192,19 @@ Result<std::vector<store::CertificateRecord>> Issuer::ImportCa(X509* cert_in, EV
   if (!pki::IsValidDnsName(name)) return Invalid(fmt::format("'{}' is not a valid CA name (a DNS name)", name));
   CF_ASSIGN_OR_RETURN(auto issuers, IssuersOf(cert.get(), chain_pem));
   CF_ASSIGN_OR_RETURN(auto known, store::Read(store_, [&](store::Tx& tx) -> Result<bool> {
-                        CF_ASSIGN_OR_RETURN(auto by_serial,
-                                            store::FindCertificate(tx, pki::SerialHex(X509_get0_serialNumber(cert.get()))));
+                        CF_ASSIGN_OR_RETURN(
+                            auto by_serial,
+                            store::FindCertificate(tx, pki::SerialHex(X509_get0_serialNumber(cert.get()))));
                         CF_ASSIGN_OR_RETURN(auto by_name, store::FindCa(tx, name));
                         CF_ASSIGN_OR_RETURN(auto pending, store::FindPendingCa(tx, name));
                         return by_serial.has_value() || by_name.has_value() || pending.has_value();
                       }));
-  if (known) return MakeError(ErrorCode::kAlreadyExists, fmt::format("the CA {} (or its certificate) is here already", name));
+  if (known)
+    return MakeError(ErrorCode::kAlreadyExists, fmt::format("the CA {} (or its certificate) is here already", name));
   CF_ASSIGN_OR_RETURN(std::string ref, keys_.Put(key, key_backend));
   std::vector<Adopting> chain;
-  for (auto it = issuers.rbegin(); it != issuers.rend(); ++it) chain.push_back({*it, "", NameFor(it->get()), "ca.external"});
+  for (auto it = issuers.rbegin(); it != issuers.rend(); ++it)
+    chain.push_back({*it, "", NameFor(it->get()), "ca.external"});
   chain.push_back({cert, ref, name, "ca.import"});
   auto adopted = Adopt(std::move(chain), nullptr, actor);
   if (!adopted.ok()) (void)keys_.Remove(ref);
@@ -216,8 +219,8 @@ Result<std::vector<store::CertificateRecord>> Issuer::Adopt(std::vector<Adopting
   for (size_t i = 0; i < chain.size(); ++i) {
     if (chain[i].key_ref.empty()) continue;
     CF_ASSIGN_OR_RETURN(auto key, keys_.Get(chain[i].key_ref));
-    CF_ASSIGN_OR_RETURN(first_crls[i], pki::BuildCrl(chain[i].cert.get(), key.get(), {}, 1, now,
-                                                     now + Millis(options_.crl_validity)));
+    CF_ASSIGN_OR_RETURN(first_crls[i],
+                        pki::BuildCrl(chain[i].cert.get(), key.get(), {}, 1, now, now + Millis(options_.crl_validity)));
   }
   return store::Write(store_, [&](store::Tx& tx) -> Result<std::vector<store::CertificateRecord>> {
     std::vector<store::CertificateRecord> written;
@@ -256,18 +259,16 @@ Result<std::vector<store::CertificateRecord>> Issuer::Adopt(std::vector<Adopting
       rec.created_by = std::string(actor);
       CF_RETURN_IF_ERROR(store::InsertCertificate(tx, rec));
       CF_RETURN_IF_ERROR(store::InsertCa(
-          tx, store::CaRecord{rec.fqdn, rec.serial, a.key_ref, HexEncode(pki::IssuerKeyHash(a.cert.get())), 0, {}, {}, {}}));
+          tx, store::CaRecord{
+                  rec.fqdn, rec.serial, a.key_ref, HexEncode(pki::IssuerKeyHash(a.cert.get())), 0, {}, {}, {}}));
       if (!first_crls[i].empty()) {
-        CF_RETURN_IF_ERROR(
-            store::SaveCrl(tx, rec.fqdn, 1, first_crls[i], now, now + Millis(options_.crl_validity)));
+        CF_RETURN_IF_ERROR(store::SaveCrl(tx, rec.fqdn, 1, first_crls[i], now, now + Millis(options_.crl_validity)));
       }
-      const json::object details{{"fqdn", rec.fqdn},
-                                 {"type", CertTypeName(rec.type)},
-                                 {"parent_fqdn", rec.parent_fqdn},
-                                 {"serial", rec.serial},
-                                 {"subject", SubjectText(a.cert.get())},
-                                 {"key_held", !a.key_ref.empty()}};
-      CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, a.action, "certificate:" + rec.serial, json::serialize(details)));
+      const json::object details{
+          {"fqdn", rec.fqdn},     {"type", CertTypeName(rec.type)},       {"parent_fqdn", rec.parent_fqdn},
+          {"serial", rec.serial}, {"subject", SubjectText(a.cert.get())}, {"key_held", !a.key_ref.empty()}};
+      CF_RETURN_IF_ERROR(
+          store::AppendAudit(tx, now, actor, a.action, "certificate:" + rec.serial, json::serialize(details)));
       CF_RETURN_IF_ERROR(store::AppendEvent(tx, now, "certificates/created", json::serialize(details)));
       written.push_back(rec);
       parent = std::move(rec);
