@@ -200,6 +200,21 @@ int Main(int argc, char** argv) {
   ca_import->add_option("--fqdn", ca_import_args.fqdn, "Its name in the inventory (default: its CN)");
   ca_import->add_option("--key-backend", ca_import_args.key_backend, "file or pkcs11 (default: ca.key_backend)");
 
+  std::string backup_dir;
+  bool include_master_key = false;
+  auto* backup = app.add_subcommand(
+      "backup",
+      "Copy the store (SQLite: an online, consistent copy while serving; PostgreSQL: prints the pg_dump to run), the "
+      "CA key folder and a manifest (checksums, row counts) into a new folder.");
+  backup->add_option("dir", backup_dir, "The new (or empty) folder to write")->required();
+  backup->add_flag("--include-master-key", include_master_key,
+                   "Copy the master key too (then the backup is as secret as the key); by default it is left out");
+  auto* restore = app.add_subcommand(
+      "restore",
+      "Put a backup in place in an empty data folder (PostgreSQL: after pg_restore), checking its checksums and the "
+      "restored row counts.");
+  restore->add_option("dir", backup_dir, "The backup's folder")->required();
+
   auto* config_cmd = app.add_subcommand("config", "Inspect the configuration.");
   config_cmd->require_subcommand(1);
   auto* config_show = config_cmd->add_subcommand(
@@ -237,6 +252,8 @@ int Main(int argc, char** argv) {
   if (*host_reactivate) return HostToken(*config, clock, host_id, true);
   if (*host_credential) return HostCredential(*config, clock, credential, credential_ttl);
   if (*ca_import) return CaImport(*config, clock, ca_import_args);
+  if (*backup) return Backup(*config, backup_dir, include_master_key);
+  if (*restore) return Restore(*config, backup_dir);
   if (*import_cmd) {
     if (import_args.resume_id == 0 &&
         (import_args.file.empty() || import_args.supplier.empty() || import_args.profile.empty())) {

@@ -47,5 +47,11 @@ struct CaImportArgs {
   std::string key_backend;    // empty: ca.key_backend
 };
 int CaImport(const Config& config, const Clock& clock, const CaImportArgs& args);
+// Writes a consistent copy of the store (SQLite) or the pg_dump command to run (PostgreSQL),
+// the CA key folder and a manifest into the new folder `dir`; the master key only if asked.
+int Backup(const Config& config, const std::string& dir, bool include_master_key);
+// Puts a backup in place in an empty data folder, after checking its checksums, and checks
+// the restored store's row counts against the manifest.
+int Restore(const Config& config, const std::string& dir);
 
 }  // namespace certfleet::cli

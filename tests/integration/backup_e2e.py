@@ -1,0 +1,119 @@
+#!/usr/bin/python3
+"""Backup and restore end to end (issue 19): `certfleet backup` while certificates are being
+issued, the backup restored into an empty data folder elsewhere (PostgreSQL: with the pg_dump
+and pg_restore it prints), `certfleet audit verify` passing there, and every certificate,
+device, host and job of the backup present and the CAs issuing again.
+
+usage: backup_e2e.py CERTFLEET_BINARY sqlite|postgres
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checks import check, finish  # noqa: E402
+from harness import Certfleet, Files, psql  # noqa: E402
+
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+
+BINARY, DB_KIND = sys.argv[1], sys.argv[2]
+files = Files("certfleet-backup-e2e-")
+cf = Certfleet(BINARY, DB_KIND, "backup-e2e")
+cf.init()
+cf.start()
+cf.api("POST", "/v1/certificates/root", {"fqdn": "example.com"}, expect=201)
+cf.api("POST", "/v1/certificates/intermediate", {"fqdn": "iot.example.com"}, expect=201)
+pub = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+cf.api("POST", "/v1/devices/keys", [{"device_id": f"dev-{i}", "public_key_pem": pub} for i in range(20)])
+cf.api("POST", "/v1/hosts", {"host_id": "web-1.example.com"}, expect=201)
+for i in range(10):
+    last = cf.api("POST", "/v1/certificates/server", {"fqdn": f"s{i}.iot.example.com"}, expect=201)
+cf.api("POST", f"/v1/certificates/{last['serial']}/revoke", {"reason": "superseded"})  # a CRL publication job
+before = {c["serial"] for c in cf.api("GET", "/v1/certificates?limit=1000")["items"]}
+
+# Load: certificates issued all through the backup.
+stop = threading.Event()
+issued_during = []
+
+
+def load():
+    n = 0
+    while not stop.is_set():
+        status, out, _ = cf.request("POST", "/v1/certificates/server", body={"fqdn": f"load{n}.iot.example.com"},
+                                    bearer=cf.token)
+        if status == 201:
+            issued_during.append(out["serial"])
+        n += 1
+
+
+thread = threading.Thread(target=load)
+thread.start()
+while len(issued_during) < 5:
+    pass
+plain = files.path("plain")
+out = cf.cli("backup", plain).stdout
+with_key = files.path("with-key")
+out_key = cf.cli("backup", with_key, "--include-master-key").stdout
+stop.set()
+thread.join()
+check(len(issued_during) > 5, f"certificates were issued during the backups ({len(issued_during)})")
+check("master key is NOT in the backup" in out and not os.path.exists(os.path.join(plain, "master.key")),
+      f"the master key is left out and the command says where it must be kept: {out}")
+check("master key IS in the backup" in out_key and os.path.exists(os.path.join(with_key, "master.key")),
+      f"--include-master-key copies it: {out_key}")
+manifest = json.load(open(os.path.join(with_key, "manifest.json")))
+check(oct(os.stat(with_key).st_mode & 0o777) == "0o700", "the backup folder is private")
+check(any(f["path"].startswith("keys/") for f in manifest["files"]), f"the CA keys are in the manifest: {manifest}")
+cf.cli("backup", plain, expect=1)
+cf.stop()
+
+restored = Certfleet(BINARY, DB_KIND, "backup-e2e-restored")
+if DB_KIND == "postgres":
+    dump = re.search(r"pg_dump --format=custom --file (\S+) '([^']+)'", out_key)
+    check(dump is not None, f"backup prints the pg_dump to run: {out_key}")
+    subprocess.run(["pg_dump", "--format=custom", "--file", dump.group(1), cf.env["CERTFLEET_DB"]], check=True)
+    err = restored.cli("restore", with_key, expect=1).stderr
+    check("pg_restore" in err, f"restore into an empty database says to pg_restore first: {err}")
+    subprocess.run(["pg_restore", "--no-owner", "--dbname", restored.env["CERTFLEET_DB"], dump.group(1)], check=True)
+else:
+    damaged = files.path("damaged")
+    shutil.copytree(with_key, damaged)
+    key_file = next(f["path"] for f in manifest["files"] if f["path"].startswith("keys/"))
+    with open(os.path.join(damaged, key_file), "a") as f:
+        f.write("x")
+    err = restored.cli("restore", damaged, expect=1).stderr
+    check("is damaged" in err, f"a damaged backup is refused before anything is written: {err}")
+    check(not os.path.exists(os.path.join(restored.data, "certfleet.db")), "nothing was restored from it")
+
+out = restored.cli("restore", with_key).stdout
+check("restored" in out, f"restore: {out}")
+err = restored.cli("restore", with_key, expect=1).stderr
+check("empty data folder" in err, f"restoring over a data folder with data is refused: {err}")
+audit = restored.cli("audit", "verify").stdout
+check("audit chain intact" in audit, f"certfleet audit verify passes on the restored store: {audit}")
+if "counts" in manifest:
+    counted = {t: int(n) for t, n in re.findall(r"(\w+) (\d+);", out)}
+    check(counted == manifest["counts"], f"the restored rows are those of the backup: {counted} {manifest['counts']}")
+
+restored.init()  # the TLS files and an admin token of this new node; the data is kept
+restored.start()
+serials = {c["serial"] for c in restored.api("GET", "/v1/certificates?limit=1000")["items"]}
+check(before <= serials, "every certificate issued before the backup is there")
+check(len(serials) >= len(before) + 1, "and those issued during it, up to its snapshot")
+devices = restored.api("GET", "/v1/devices?limit=100")["items"]
+check(len(devices) == 20, f"every device is there ({len(devices)})")
+restored.api("GET", "/v1/hosts/web-1.example.com")
+jobs = restored.api("GET", "/v1/jobs?limit=100")["items"]
+check(len(jobs) > 0 and any(j["kind"] == "ca.crl_publish" for j in jobs), f"the jobs are there: {jobs}")
+new = restored.api("POST", "/v1/certificates/server", {"fqdn": "after.iot.example.com"}, expect=201)
+check(new["parent_fqdn"] == "iot.example.com", "the restored intermediate issues with its restored key")
+restored.stop()
+if DB_KIND == "postgres":
+    psql(cf.env["CERTFLEET_DB"], "SELECT 1")
+finish("backup_e2e")
