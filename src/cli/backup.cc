@@ -1,5 +1,7 @@
 // `certfleet backup DIR` and `certfleet restore DIR`: the store (SQLite's online backup, or
 // the pg_dump to run), the CA key folder and a manifest with checksums and row counts.
+#include "store/backup.h"
+
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
@@ -11,7 +13,6 @@
 #include "core/files.h"
 #include "core/text.h"
 #include "server/server.h"
-#include "store/backup.h"
 #include "store/certificates_repo.h"
 #include "store/migrations.h"
 
@@ -59,9 +60,8 @@ Result<json::array> CopyKeys(const fs::path& from, const fs::path& to) {
     if (!entry.is_regular_file()) continue;
     CF_ASSIGN_OR_RETURN(std::string data, ReadFile(entry.path(), kMaxKeyFile));
     CF_RETURN_IF_ERROR(WriteFileAtomically(to / entry.path().filename(), data, 0600));
-    files.push_back(json::object{{"path", "keys/" + entry.path().filename().string()},
-                                 {"bytes", data.size()},
-                                 {"sha256", Sha256Hex(data)}});
+    files.push_back(json::object{
+        {"path", "keys/" + entry.path().filename().string()}, {"bytes", data.size()}, {"sha256", Sha256Hex(data)}});
   }
   if (ec) return MakeError(ErrorCode::kUnavailable, fmt::format("reading {}: {}", from.string(), ec.message()));
   return files;
@@ -104,8 +104,8 @@ int Backup(const Config& config, const std::string& dir, bool include_master_key
     copied->reset();
     auto sum = FileSha256(copy, kMaxDatabase);
     if (!sum.ok()) return fail(sum.error());
-    files.push_back(json::object{
-        {"path", std::string(kSqliteCopy)}, {"bytes", fs::file_size(copy, ec)}, {"sha256", *sum}});
+    files.push_back(
+        json::object{{"path", std::string(kSqliteCopy)}, {"bytes", fs::file_size(copy, ec)}, {"sha256", *sum}});
   }
   auto keys = CopyKeys(config.Get("key_dir"), out / "keys");
   if (!keys.ok()) return fail(keys.error());
@@ -178,7 +178,8 @@ int Restore(const Config& config, const std::string& dir) {
   std::error_code ec;
   const fs::path key_dir = config.Get("key_dir");
   if (fs::exists(key_dir, ec) && !fs::is_empty(key_dir, ec)) {
-    return fail(MakeError(ErrorCode::kAlreadyExists, key_dir.string() + " holds keys: restore into an empty data folder"));
+    return fail(
+        MakeError(ErrorCode::kAlreadyExists, key_dir.string() + " holds keys: restore into an empty data folder"));
   }
   if (sqlite_backup) {
     const fs::path db = config.Get("db").substr(std::string_view("sqlite://").size());

@@ -338,9 +338,11 @@ Result<void> Issuer::Persist(const std::shared_ptr<Built>& w, std::function<void
 Result<Issued> Issuer::Rotate(std::string_view fqdn, std::string_view new_fqdn, InTransaction in_transaction,
                               std::string_view actor) {
   const std::string old_fqdn = AsciiLower(fqdn);
+  std::string key_backend;  // the successor's key is kept where the old one's is
   CF_ASSIGN_OR_RETURN(auto old, store::Read(store_, [&](store::Tx& tx) -> Result<store::CertificateRecord> {
                         CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, old_fqdn));
                         if (!ca) return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", fqdn));
+                        key_backend = ca->key_ref.substr(0, ca->key_ref.find(':'));
                         CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, ca->serial));
                         if (!cert) return MakeError(ErrorCode::kInternal, "CA " + old_fqdn + " has no inventory row");
                         return std::move(*cert);
@@ -361,6 +363,7 @@ Result<Issued> Issuer::Rotate(std::string_view fqdn, std::string_view new_fqdn, 
   request.state = pki::NameEntry(subject, NID_stateOrProvinceName);
   request.organization = pki::NameEntry(subject, NID_organizationName);
   request.in_transaction = std::move(in_transaction);
+  request.key_backend = key_backend;
   return Issue(std::move(request), actor);
 }
 
