@@ -55,7 +55,7 @@ Result<void> CheckCaCertificate(X509* cert, int64_t now) {
 // An inventory name for a CA made elsewhere: its CN when that is a DNS name, else the CN
 // made one ("ACME Offline Root" -> "acme-offline-root"), else "external-ca-<serial>".
 std::string NameFor(X509* cert) {
-  const std::string cn = AsciiLower(pki::NameEntry(X509_get_subject_name(cert), NID_commonName));
+  std::string cn = AsciiLower(pki::NameEntry(X509_get_subject_name(cert), NID_commonName));
   if (pki::IsValidDnsName(cn)) return cn;
   std::string slug;
   for (char c : cn) {

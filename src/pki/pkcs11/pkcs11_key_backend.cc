@@ -12,6 +12,7 @@
 #include <openssl/rsa.h>
 #include <p11-kit/pkcs11.h>
 
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 
@@ -146,7 +147,7 @@ int RsaSign(int type, const unsigned char* m, unsigned int m_len, unsigned char*
     return 0;
   }
   if (sig->size() > static_cast<size_t>(RSA_size(rsa))) return 0;
-  std::memcpy(sigret, sig->data(), sig->size());
+  std::copy(sig->begin(), sig->end(), sigret);
   *siglen = static_cast<unsigned int>(sig->size());
   return 1;
 }
