@@ -202,10 +202,11 @@ int Main(int argc, char** argv) {
 
   std::string backup_dir;
   bool include_master_key = false;
-  auto* backup = app.add_subcommand(
-      "backup",
-      "Copy the store (SQLite: an online, consistent copy while serving; PostgreSQL: prints the pg_dump to run), the "
-      "CA key folder and a manifest (checksums, row counts) into a new folder.");
+  auto* backup = app.add_subcommand("backup",
+                                    "Copy the store (SQLite: an online, consistent copy while serving; PostgreSQL: "
+                                    "prints the pg_dump to run into DIR "
+                                    "first), the "
+                                    "CA key folder and a manifest (checksums, row counts) into a new folder.");
   backup->add_option("dir", backup_dir, "The new (or empty) folder to write")->required();
   backup->add_flag("--include-master-key", include_master_key,
                    "Copy the master key too (then the backup is as secret as the key); by default it is left out");

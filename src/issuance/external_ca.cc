@@ -143,6 +143,11 @@ Result<std::vector<std::shared_ptr<X509>>> Issuer::IssuersOf(X509* cert, std::st
     issuers.push_back(*it);
     current = it->get();
   }
+  // The root's own signature too: OpenSSL does not check a trust anchor's.
+  if (X509_verify(current, X509_get0_pubkey(current)) != 1) {
+    ERR_clear_error();
+    return Invalid(fmt::format("the root {} is not signed by its own key", SubjectText(current)));
+  }
   if (!issuers.empty()) {
     std::vector<pki::X509Ptr> chain;
     for (const auto& c : issuers) {
@@ -234,6 +239,10 @@ Result<std::vector<store::CertificateRecord>> Issuer::Adopt(std::vector<Adopting
         if (!as_ca || as_ca->serial != existing->serial || !a.key_ref.empty()) {
           return MakeError(ErrorCode::kAlreadyExists,
                            fmt::format("the certificate {} is in the inventory already", existing->serial));
+        }
+        if (existing->status != store::CertStatus::kActive) {
+          return MakeError(ErrorCode::kFailedPrecondition,
+                           fmt::format("the CA {} above it is revoked", existing->fqdn));
         }
         parent = std::move(*existing);
         continue;

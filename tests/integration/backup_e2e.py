@@ -52,14 +52,25 @@ def load():
         n += 1
 
 
+def backup(folder, *flags):
+    """certfleet backup; on PostgreSQL first the pg_dump it asks for, as an operator would."""
+    if DB_KIND == "postgres":
+        first = cf.cli("backup", folder, *flags, expect=1).stdout
+        dump = re.search(r"pg_dump --format=custom --file (\S+) '([^']+)'", first)
+        check(dump is not None and dump.group(1) == os.path.join(folder, "certfleet.pgdump"),
+              f"backup asks for the pg_dump to run first: {first}")
+        subprocess.run(["pg_dump", "--format=custom", "--file", dump.group(1), cf.env["CERTFLEET_DB"]], check=True)
+    return cf.cli("backup", folder, *flags).stdout
+
+
 thread = threading.Thread(target=load)
 thread.start()
 while len(issued_during) < 5:
     pass
 plain = files.path("plain")
-out = cf.cli("backup", plain).stdout
+out = backup(plain)
 with_key = files.path("with-key")
-out_key = cf.cli("backup", with_key, "--include-master-key").stdout
+out_key = backup(with_key, "--include-master-key")
 stop.set()
 thread.join()
 check(len(issued_during) > 5, f"certificates were issued during the backups ({len(issued_during)})")
@@ -75,12 +86,10 @@ cf.stop()
 
 restored = Certfleet(BINARY, DB_KIND, "backup-e2e-restored")
 if DB_KIND == "postgres":
-    dump = re.search(r"pg_dump --format=custom --file (\S+) '([^']+)'", out_key)
-    check(dump is not None, f"backup prints the pg_dump to run: {out_key}")
-    subprocess.run(["pg_dump", "--format=custom", "--file", dump.group(1), cf.env["CERTFLEET_DB"]], check=True)
     err = restored.cli("restore", with_key, expect=1).stderr
     check("pg_restore" in err, f"restore into an empty database says to pg_restore first: {err}")
-    subprocess.run(["pg_restore", "--no-owner", "--dbname", restored.env["CERTFLEET_DB"], dump.group(1)], check=True)
+    subprocess.run(["pg_restore", "--no-owner", "--dbname", restored.env["CERTFLEET_DB"],
+                    os.path.join(with_key, "certfleet.pgdump")], check=True)
 else:
     damaged = files.path("damaged")
     shutil.copytree(with_key, damaged)
@@ -90,6 +99,10 @@ else:
     err = restored.cli("restore", damaged, expect=1).stderr
     check("is damaged" in err, f"a damaged backup is refused before anything is written: {err}")
     check(not os.path.exists(os.path.join(restored.data, "certfleet.db")), "nothing was restored from it")
+    with open(os.path.join(damaged, "manifest.json"), "w") as f:
+        f.write('{"format": 1, "store": "sqlite", "master_key_included": false, "files": [{"path": "../x"}]}')
+    err = restored.cli("restore", damaged, expect=1).stderr
+    check("not a certfleet backup manifest" in err, f"a malformed manifest is a clear error: {err}")
 
 out = restored.cli("restore", with_key).stdout
 check("restored" in out, f"restore: {out}")

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <type_traits>
 
 #include "core/crypto.h"
@@ -79,6 +80,32 @@ std::string RvName(CK_RV rv) {
       return fmt::format("CKR 0x{:x}", rv);
   }
 }
+
+// Errors after which the sessions (or the login) are gone and must be made again; any other
+// is the operation's own, and a new login would only stall every signer.
+bool LostConnection(CK_RV rv) {
+  switch (rv) {
+    case CKR_GENERAL_ERROR:
+    case CKR_DEVICE_ERROR:
+    case CKR_DEVICE_REMOVED:
+    case CKR_DEVICE_MEMORY:
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_TOKEN_NOT_RECOGNIZED:
+    case CKR_SESSION_HANDLE_INVALID:
+    case CKR_SESSION_CLOSED:
+    case CKR_SESSION_COUNT:
+    case CKR_USER_NOT_LOGGED_IN:
+    case CKR_CRYPTOKI_NOT_INITIALIZED:
+    case CKR_OBJECT_HANDLE_INVALID:
+    case CKR_KEY_HANDLE_INVALID:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Login errors that another try would make worse: each wrong PIN counts towards locking it.
+bool LoginRefused(CK_RV rv) { return rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_EXPIRED; }
 
 std::string TrimmedLabel(const unsigned char (&label)[32]) {
   std::string s(reinterpret_cast<const char*>(label), sizeof(label));
@@ -214,9 +241,13 @@ Result<PkeyPtr> MakeEcKey(const std::string& params, const std::string& point_at
   }
   // CKA_EC_POINT is a DER OCTET STRING holding the point; some modules give the bare point.
   std::string point = point_attr;
-  p = reinterpret_cast<const unsigned char*>(point_attr.data());
+  const auto* begin = reinterpret_cast<const unsigned char*>(point_attr.data());
+  p = begin;
   if (ASN1_OCTET_STRING* os = d2i_ASN1_OCTET_STRING(nullptr, &p, static_cast<long>(point_attr.size()))) {
-    point.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(os)), ASN1_STRING_length(os));
+    // Only when the DER is the whole value: a bare point can start like an OCTET STRING.
+    if (p == begin + point_attr.size()) {
+      point.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(os)), ASN1_STRING_length(os));
+    }
     ASN1_OCTET_STRING_free(os);
   }
   std::unique_ptr<EC_KEY, Deleter<EC_KEY_free>> ec(EC_KEY_new_by_curve_name(nid));
@@ -323,9 +354,14 @@ Pkcs11KeyBackend::Pkcs11KeyBackend(Options options, std::unique_ptr<Module> modu
 Pkcs11KeyBackend::~Pkcs11KeyBackend() {
   std::unique_lock lock(conn_mu_);
   DisconnectLocked();
+  OPENSSL_cleanse(options_.pin.data(), options_.pin.size());
 }
 
 Result<std::unique_ptr<Pkcs11KeyBackend>> Pkcs11KeyBackend::Open(Options options) {
+  struct Cleanse {  // the PIN of this copy, on every way out
+    std::string& pin;
+    ~Cleanse() { OPENSSL_cleanse(pin.data(), pin.size()); }
+  } cleanse{options.pin};
   auto module = std::make_unique<Module>();
   module->handle = dlopen(options.module.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!module->handle) {
@@ -346,7 +382,7 @@ Result<std::unique_ptr<Pkcs11KeyBackend>> Pkcs11KeyBackend::Open(Options options
 }
 
 Error Pkcs11KeyBackend::Failed(std::string_view what, unsigned long rv) {
-  broken_ = true;
+  if (LostConnection(rv)) broken_ = true;
   return MakeError(ErrorCode::kUnavailable,
                    fmt::format("the PKCS#11 token '{}' failed {}: {}", options_.token_label, what, RvName(rv)));
 }
@@ -361,6 +397,7 @@ void Pkcs11KeyBackend::DisconnectLocked() {
 }
 
 Result<void> Pkcs11KeyBackend::ConnectLocked() {
+  if (!login_refused_.empty()) return MakeError(ErrorCode::kUnavailable, login_refused_);
   DisconnectLocked();
   CK_FUNCTION_LIST_PTR f = module_->f;
   CK_C_INITIALIZE_ARGS args{};
@@ -411,6 +448,11 @@ Result<void> Pkcs11KeyBackend::ConnectLocked() {
   OPENSSL_cleanse(pin.data(), pin.size());
   if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
     const std::string why = rv == CKR_PIN_INCORRECT ? "wrong PIN (pkcs11.pin_file)" : RvName(rv);
+    if (LoginRefused(rv)) {
+      // Never again in this process: retrying a wrong PIN on every request locks the token.
+      login_refused_ = fmt::format("the PKCS#11 token '{}' refused the PIN ({}); restart certfleet with the right one",
+                                   options_.token_label, RvName(rv));
+    }
     return fail(MakeError(ErrorCode::kUnavailable,
                           fmt::format("cannot log in to PKCS#11 token '{}': {}", options_.token_label, why)));
   }
@@ -458,8 +500,8 @@ Result<T> Pkcs11KeyBackend::WithSession(std::string_view what, Op op) {
   return out;
 }
 
-Result<unsigned long> Pkcs11KeyBackend::FindObject(unsigned long session, const std::string& id,
-                                                   unsigned long object_class) {
+Result<std::optional<unsigned long>> Pkcs11KeyBackend::FindObject(unsigned long session, const std::string& id,
+                                                                  unsigned long object_class) {
   CK_OBJECT_CLASS cls = object_class;
   CK_ATTRIBUTE match[] = {Attr(CKA_CLASS, cls), Attr(CKA_ID, id)};
   CK_FUNCTION_LIST_PTR f = module_->f;
@@ -469,12 +511,18 @@ Result<unsigned long> Pkcs11KeyBackend::FindObject(unsigned long session, const 
   const CK_RV rv = f->C_FindObjects(session, &object, 1, &found);
   f->C_FindObjectsFinal(session);
   if (rv != CKR_OK) return Failed("finding a key", rv);
-  if (found == 0) {
-    broken_ = true;  // perhaps another token took its place: look again after logging in afresh
+  if (found == 0) return std::optional<unsigned long>();
+  return std::optional<unsigned long>(object);
+}
+
+Result<unsigned long> Pkcs11KeyBackend::RequireObject(unsigned long session, const std::string& id,
+                                                      unsigned long object_class) {
+  CF_ASSIGN_OR_RETURN(auto object, FindObject(session, id, object_class));
+  if (!object) {
     return MakeError(ErrorCode::kUnavailable, fmt::format("the key pkcs11:{} is not on the PKCS#11 token '{}'",
                                                           HexEncode(id), options_.token_label));
   }
-  return object;
+  return *object;
 }
 
 Result<unsigned long> Pkcs11KeyBackend::PrivateHandle(unsigned long session, const std::string& id) {
@@ -482,7 +530,7 @@ Result<unsigned long> Pkcs11KeyBackend::PrivateHandle(unsigned long session, con
     std::lock_guard lock(mu_);
     if (auto it = private_handles_.find(id); it != private_handles_.end()) return it->second;
   }
-  CF_ASSIGN_OR_RETURN(unsigned long handle, FindObject(session, id, CKO_PRIVATE_KEY));
+  CF_ASSIGN_OR_RETURN(unsigned long handle, RequireObject(session, id, CKO_PRIVATE_KEY));
   std::lock_guard lock(mu_);
   private_handles_[id] = handle;
   return handle;
@@ -613,7 +661,7 @@ Result<std::shared_ptr<EVP_PKEY>> Pkcs11KeyBackend::Get(std::string_view ref) {
   CF_ASSIGN_OR_RETURN(PkeyPtr key,
                       WithSession<PkeyPtr>("reading a key", [&](CK_SESSION_HANDLE session) -> Result<PkeyPtr> {
                         CF_RETURN_IF_ERROR(PrivateHandle(session, id));
-                        CF_ASSIGN_OR_RETURN(auto pub, FindObject(session, id, CKO_PUBLIC_KEY));
+                        CF_ASSIGN_OR_RETURN(auto pub, RequireObject(session, id, CKO_PUBLIC_KEY));
                         CF_ASSIGN_OR_RETURN(std::string type, Attribute(session, pub, CKA_KEY_TYPE));
                         CK_KEY_TYPE key_type = CKK_EC;
                         if (type.size() != sizeof(key_type)) return MakeError(ErrorCode::kInternal, "bad CKA_KEY_TYPE");
@@ -645,8 +693,8 @@ Result<void> Pkcs11KeyBackend::Remove(std::string_view ref) {
   }
   return WithSession<void>("removing a key", [&](CK_SESSION_HANDLE session) -> Result<void> {
     for (CK_OBJECT_CLASS cls : {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY}) {
-      auto object = FindObject(session, id, cls);
-      if (!object.ok()) continue;
+      CF_ASSIGN_OR_RETURN(auto object, FindObject(session, id, cls));
+      if (!object) continue;  // gone already
       if (CK_RV rv = module_->f->C_DestroyObject(session, *object); rv != CKR_OK) return Failed("removing a key", rv);
     }
     return Ok();

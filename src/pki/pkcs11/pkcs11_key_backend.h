@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -64,15 +65,20 @@ class Pkcs11KeyBackend final : public KeyBackend {
   // A failed PKCS#11 call: kUnavailable naming `what` and the return value; the token is
   // logged in to afresh before the next call.
   Error Failed(std::string_view what, unsigned long rv);
-  Result<unsigned long> FindObject(unsigned long session, const std::string& id, unsigned long object_class);
+  // The object of `object_class` with CKA_ID `id`; nullopt if the token has none.
+  Result<std::optional<unsigned long>> FindObject(unsigned long session, const std::string& id,
+                                                  unsigned long object_class);
+  // The same, kUnavailable naming the key when it is not there.
+  Result<unsigned long> RequireObject(unsigned long session, const std::string& id, unsigned long object_class);
   Result<unsigned long> PrivateHandle(unsigned long session, const std::string& id);
   Result<std::string> Attribute(unsigned long session, unsigned long object, unsigned long type);
 
-  const Options options_;
+  Options options_;  // its PIN is cleansed when the backend goes
   const std::unique_ptr<Module> module_;
   // Shared by operations; exclusive while logging in or out, which invalidates every session.
   std::shared_mutex conn_mu_;
   bool connected_ = false;
+  std::string login_refused_;  // set when the token refused the PIN: no more tries until restart
   std::atomic<bool> broken_{false};
   unsigned long slot_ = 0;
   std::mutex mu_;  // guards what follows
