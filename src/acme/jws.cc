@@ -140,8 +140,10 @@ Result<pki::PkeyPtr> PublicKeyFromJwk(const json::object& jwk) {
   if (kty == "RSA") {
     CF_ASSIGN_OR_RETURN(std::string n, Base64Member(jwk, "n", "the JWK"));
     CF_ASSIGN_OR_RETURN(std::string e, Base64Member(jwk, "e", "the JWK"));
-    pki::BignumPtr bn_n(BN_bin2bn(reinterpret_cast<const unsigned char*>(n.data()), static_cast<int>(n.size()), nullptr));
-    pki::BignumPtr bn_e(BN_bin2bn(reinterpret_cast<const unsigned char*>(e.data()), static_cast<int>(e.size()), nullptr));
+    pki::BignumPtr bn_n(
+        BN_bin2bn(reinterpret_cast<const unsigned char*>(n.data()), static_cast<int>(n.size()), nullptr));
+    pki::BignumPtr bn_e(
+        BN_bin2bn(reinterpret_cast<const unsigned char*>(e.data()), static_cast<int>(e.size()), nullptr));
     if (!bn_n || !bn_e) return pki::OpenSslError("building a key");
     const int bits = BN_num_bits(bn_n.get());
     if (bits < kMinRsaBits || bits > kMaxRsaBits) {

@@ -28,9 +28,12 @@ std::string_view ErrorCodeName(ErrorCode code);
 struct Error {
   ErrorCode code = ErrorCode::kInternal;
   std::string message;
+  // A protocol's own name for the failure where its clients need one (ACME's problem types,
+  // "badNonce"); empty for most errors, whose code says enough.
+  std::string reason = {};
 
   // Returns a copy whose message is prefixed with `context: `.
-  Error Wrap(std::string_view context) const { return Error{code, std::string(context) + ": " + message}; }
+  Error Wrap(std::string_view context) const { return Error{code, std::string(context) + ": " + message, reason}; }
 };
 
 inline Error MakeError(ErrorCode code, std::string message) { return Error{code, std::move(message)}; }

@@ -38,6 +38,9 @@ namespace certfleet::distribution {
 class DistributionService;
 class SnsVerifier;
 }  // namespace certfleet::distribution
+namespace certfleet::acme {
+class AcmeService;
+}
 namespace certfleet::store {
 struct CertificateRecord;
 }
@@ -62,6 +65,7 @@ struct ApiContext {
   renewal::HostService* hosts = nullptr;   // W4, with the one below
   renewal::AgentService* agents = nullptr;
   renewal::RenewalService* renewals = nullptr;  // W4's renewal workflow and the agent's tasks
+  acme::AcmeService* acme = nullptr;            // ACME, served when acme.ca is set
 };
 
 // Bearer tokens checked against the store's api_tokens table, remembered in `cache`.
@@ -69,6 +73,9 @@ Authenticator MakeStoreAuthenticator(store::Store& store, const Clock& clock, To
 
 // /healthz, /readyz, /metrics, /v1/audit, /v1/jobs, /v1/tokens.
 void AddSystemRoutes(Router& router, const ApiContext& ctx);
+
+// ACME (RFC 8555), being built: /acme/{profile}/directory, new-nonce, new-account, account/{id}.
+void AddAcmeRoutes(Router& router, const ApiContext& ctx);
 
 // W1: /v1/certificates (and the seed's /certificates), /crl, /ocsp.
 void AddCaRoutes(Router& router, const ApiContext& ctx);

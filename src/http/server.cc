@@ -359,7 +359,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     auto out = std::make_shared<bhttp::response<bhttp::string_body>>(static_cast<bhttp::status>(res.status),
                                                                      version_ ? version_ : 11);
     out->set(bhttp::field::server, "certfleet");
-    out->set(bhttp::field::content_type, res.content_type);
+    if (!res.content_type.empty()) out->set(bhttp::field::content_type, res.content_type);
     if (!req_.request_id.empty()) out->set("X-Request-Id", req_.request_id);
     for (const auto& [k, v] : res.headers) out->set(k, v);
     out->body() = std::move(res.body);

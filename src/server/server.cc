@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include "acme/setup.h"
 #include "blob/blob_store.h"
 #include "blob/setup.h"
 #include "bulk/setup.h"
@@ -53,7 +54,7 @@ std::vector<ConfigKey> ConfigKeys() {
   for (std::span<const ConfigKey> keys :
        {Config::CoreKeys(), store::ConfigKeys(), pki::ConfigKeys(), blob::ConfigKeys(), mail::ConfigKeys(),
         http::ConfigKeys(), jobs::ConfigKeys(), events::ConfigKeys(), issuance::ConfigKeys(), provision::ConfigKeys(),
-        bulk::ConfigKeys(), renewal::ConfigKeys(), distribution::ConfigKeys()}) {
+        bulk::ConfigKeys(), renewal::ConfigKeys(), distribution::ConfigKeys(), acme::ConfigKeys()}) {
     out.insert(out.end(), keys.begin(), keys.end());
   }
   return out;
@@ -122,8 +123,11 @@ Result<void> Run(const Config& config, const Clock& clock) {
   CF_ASSIGN_OR_RETURN(auto webhook_options, Named(events::WebhookOptions(config), "webhooks"));
   events::WebhookDispatcher webhooks(store, clock, webhook_options);
 
+  acme::AcmeService acme(store, clock, acme::AcmeOptions(config, issuer_options.public_url));
+
   // Routes.
   http::ApiContext api{store, clock, metrics, tokens, api_tokens};
+  api.acme = &acme;
   api.issuer = &issuer;
   api.ca = &ca;
   api.registry = &registry;
@@ -138,6 +142,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
   http::AddSystemRoutes(router, api);
   http::AddRegistryRoutes(router, api);
   http::AddCaRoutes(router, api);
+  http::AddAcmeRoutes(router, api);
   http::AddProvisionRoutes(router, api);
   http::AddBulkRoutes(router, api);
   http::AddRenewalRoutes(router, api);

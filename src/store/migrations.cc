@@ -451,6 +451,24 @@ CREATE TABLE pending_cas (
   created_at BIGINT NOT NULL
 );
 )sql"},
+    {18, "acme accounts and nonces", R"sql(
+-- ACME (RFC 8555): nonces any node may take once, and accounts by their key's thumbprint.
+CREATE TABLE acme_nonces (
+  nonce TEXT PRIMARY KEY,
+  expires_at BIGINT NOT NULL
+);
+CREATE INDEX acme_nonces_expiry ON acme_nonces (expires_at);
+CREATE TABLE acme_accounts (
+  id {{id}},
+  profile TEXT NOT NULL,
+  thumbprint TEXT NOT NULL,
+  jwk TEXT NOT NULL,
+  status TEXT NOT NULL,
+  contact TEXT NOT NULL,
+  created_at BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX acme_accounts_key ON acme_accounts (profile, thumbprint);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

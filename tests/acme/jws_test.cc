@@ -35,7 +35,9 @@ json::object JwkOf(EVP_PKEY* key) {
     unsigned char raw[32];
     size_t len = sizeof(raw);
     EVP_PKEY_get_raw_public_key(key, raw, &len);
-    return {{"kty", "OKP"}, {"crv", "Ed25519"}, {"x", Base64UrlEncode(std::string_view(reinterpret_cast<char*>(raw), len))}};
+    return {{"kty", "OKP"},
+            {"crv", "Ed25519"},
+            {"x", Base64UrlEncode(std::string_view(reinterpret_cast<char*>(raw), len))}};
   }
   unsigned char* point = nullptr;
   const size_t len = EVP_PKEY_get1_encoded_public_key(key, &point);
@@ -50,8 +52,8 @@ json::object JwkOf(EVP_PKEY* key) {
 
 // A flattened JWS over `payload` by `key` with `alg`, the key as jwk.
 std::string Sign(EVP_PKEY* key, const std::string& alg, const std::string& payload, json::object extra = {}) {
-  json::object header{{"alg", alg}, {"nonce", "n0nce"}, {"url", "https://ca.example/acme/new-account"},
-                      {"jwk", JwkOf(key)}};
+  json::object header{
+      {"alg", alg}, {"nonce", "n0nce"}, {"url", "https://ca.example/acme/new-account"}, {"jwk", JwkOf(key)}};
   for (auto& [k, v] : extra) header[k] = v;
   const std::string protected_b64 = Base64UrlEncode(json::serialize(header));
   const std::string payload_b64 = Base64UrlEncode(payload);

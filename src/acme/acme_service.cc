@@ -1,0 +1,223 @@
+#include "acme/acme_service.h"
+
+#include <fmt/format.h>
+
+#include <boost/json.hpp>
+#include <charconv>
+
+#include "core/crypto.h"
+#include "core/text.h"
+#include "store/audit_repo.h"
+
+namespace certfleet::acme {
+namespace {
+
+namespace json = boost::json;
+
+constexpr size_t kNonceBytes = 16;
+// Expired nonces are swept by one nonce request in this many.
+constexpr uint64_t kSweepEvery = 128;
+constexpr size_t kMaxContacts = 10;
+constexpr size_t kMaxContactLength = 320;  // an e-mail address with its "mailto:"
+
+Error Problem(ErrorCode code, std::string_view type, std::string detail) {
+  Error e = MakeError(code, std::move(detail));
+  e.reason = std::string(type);
+  return e;
+}
+
+// Contacts as RFC 8555 7.3 allows them here: mailto: URLs with one plain address each.
+Result<std::string> ContactJson(const json::value* contact) {
+  json::array out;
+  if (contact == nullptr || contact->is_null()) return json::serialize(out);
+  if (!contact->is_array() || contact->as_array().size() > kMaxContacts) {
+    return Problem(ErrorCode::kInvalidArgument, "malformed",
+                   fmt::format("contact must be an array of at most {} URLs", kMaxContacts));
+  }
+  for (const auto& c : contact->as_array()) {
+    if (!c.is_string()) return Problem(ErrorCode::kInvalidArgument, "malformed", "a contact is not a string");
+    const std::string_view url = c.as_string();
+    if (!url.starts_with("mailto:")) {
+      return Problem(ErrorCode::kInvalidArgument, "unsupportedContact",
+                     fmt::format("only mailto: contacts are accepted, not {}", Escaped(url.substr(0, 64))));
+    }
+    const std::string_view address = url.substr(7);
+    const size_t at = address.find('@');
+    const bool plain = url.size() <= kMaxContactLength && at != std::string_view::npos && at > 0 &&
+                       at + 1 < address.size() && address.find_first_of(",?;<> \t\r\n", 0) == std::string_view::npos;
+    if (!plain) {
+      return Problem(ErrorCode::kInvalidArgument, "invalidContact",
+                     fmt::format("{} is not one e-mail address", Escaped(url.substr(0, 64))));
+    }
+    out.emplace_back(url);
+  }
+  return json::serialize(out);
+}
+
+Result<json::object> PayloadObject(const Jws& jws) {
+  boost::system::error_code ec;
+  json::value v = json::parse(jws.payload, ec);
+  if (ec || !v.is_object()) return Problem(ErrorCode::kInvalidArgument, "malformed", "the payload is not a JSON object");
+  return std::move(v.as_object());
+}
+
+}  // namespace
+
+std::optional<int64_t> AcmeService::ParseAccountId(std::string_view text) {
+  int64_t id = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+  if (ec != std::errc() || end != text.data() + text.size() || id <= 0) return std::nullopt;
+  return id;
+}
+
+AcmeService::AcmeService(store::Store& store, const Clock& clock, Options options)
+    : store_(store), clock_(clock), options_(std::move(options)) {}
+
+std::string AcmeService::Url(std::string_view profile, std::string_view path) const {
+  return fmt::format("{}/acme/{}/{}", options_.base_url, profile, path);
+}
+
+Result<void> AcmeService::CheckProfile(std::string_view profile) const {
+  if (!enabled()) return Problem(ErrorCode::kNotFound, "malformed", "ACME is not configured here (acme.ca)");
+  if (profile != kDefaultProfile) {
+    return Problem(ErrorCode::kNotFound, "malformed", fmt::format("no ACME profile {}", Escaped(profile)));
+  }
+  return Ok();
+}
+
+json::object AcmeService::Directory(std::string_view profile) const {
+  return {{"newNonce", Url(profile, "new-nonce")},
+          {"newAccount", Url(profile, "new-account")},
+          {"meta", json::object{{"externalAccountRequired", false}}}};
+}
+
+Result<std::string> AcmeService::NewNonce() {
+  std::string nonce = RandomToken(kNonceBytes);
+  const int64_t now = clock_.NowMillis();
+  const bool sweep = nonces_made_.fetch_add(1) % kSweepEvery == 0;
+  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    if (sweep) CF_RETURN_IF_ERROR(store::DeleteExpiredAcmeNonces(tx, now));
+    return store::InsertAcmeNonce(tx, nonce, now + Millis(options_.nonce_ttl));
+  }));
+  return nonce;
+}
+
+Result<AcmeService::Checked> AcmeService::Check(std::string_view profile, std::string_view path,
+                                                std::string_view body, bool wants_jwk) {
+  auto parsed = ParseJws(body);
+  if (!parsed.ok()) return Problem(ErrorCode::kInvalidArgument, "malformed", parsed.error().message);
+  Checked out{std::move(*parsed), std::nullopt};
+  const Jws& jws = out.jws;
+  if (!SupportedAlgorithm(jws.alg)) {
+    return Problem(ErrorCode::kInvalidArgument, "badSignatureAlgorithm",
+                   fmt::format("alg {} is not accepted (ES256, ES384, RS256, EdDSA)", Escaped(jws.alg)));
+  }
+  if (jws.url != options_.base_url + std::string(path)) {
+    return Problem(ErrorCode::kUnauthenticated, "unauthorized", "the JWS url is not the URL of this request");
+  }
+  pki::PkeyPtr key;
+  if (wants_jwk) {
+    if (!jws.jwk) return Problem(ErrorCode::kInvalidArgument, "malformed", "this request is signed with a jwk, not kid");
+    auto from_jwk = PublicKeyFromJwk(*jws.jwk);
+    if (!from_jwk.ok()) return Problem(ErrorCode::kInvalidArgument, "badPublicKey", from_jwk.error().message);
+    key = std::move(*from_jwk);
+  } else {
+    if (!jws.kid) return Problem(ErrorCode::kInvalidArgument, "malformed", "this request is signed with kid, not a jwk");
+    const std::string prefix = Url(profile, "account/");
+    const std::optional<int64_t> id =
+        jws.kid->starts_with(prefix) ? ParseAccountId(std::string_view(*jws.kid).substr(prefix.size())) : std::nullopt;
+    if (!id) {
+      return Problem(ErrorCode::kInvalidArgument, "accountDoesNotExist", "kid is not an account URL of this profile");
+    }
+    CF_ASSIGN_OR_RETURN(auto account,
+                        store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeAccount(tx, *id); }));
+    if (!account || account->profile != profile) {
+      return Problem(ErrorCode::kInvalidArgument, "accountDoesNotExist", "no such account");
+    }
+    if (account->status != "valid") {
+      return Problem(ErrorCode::kUnauthenticated, "unauthorized", fmt::format("the account is {}", account->status));
+    }
+    boost::system::error_code ec;
+    json::value jwk = json::parse(account->jwk, ec);
+    if (ec || !jwk.is_object()) return MakeError(ErrorCode::kInternal, "an account's stored key is not JSON");
+    CF_ASSIGN_OR_RETURN(key, PublicKeyFromJwk(jwk.as_object()));
+    out.account = std::move(*account);
+  }
+  if (auto verified = VerifyJws(jws, key.get()); !verified.ok()) {
+    return Problem(ErrorCode::kInvalidArgument, "malformed", verified.error().message);
+  }
+  // Taken last, so that a forged request cannot use up another client's nonce.
+  CF_ASSIGN_OR_RETURN(bool fresh, store::Write(store_, [&](store::Tx& tx) {
+                        return store::TakeAcmeNonce(tx, jws.nonce, clock_.NowMillis());
+                      }));
+  if (!fresh) return Problem(ErrorCode::kInvalidArgument, "badNonce", "the nonce is unknown, used or expired");
+  return out;
+}
+
+Result<AcmeService::AccountAnswer> AcmeService::NewAccount(std::string_view profile, const Checked& request) {
+  CF_ASSIGN_OR_RETURN(json::object payload, PayloadObject(request.jws));
+  CF_ASSIGN_OR_RETURN(std::string thumbprint, JwkThumbprint(*request.jws.jwk));
+  const json::value* only_existing = payload.if_contains("onlyReturnExisting");
+  const bool find_only = only_existing && only_existing->is_bool() && only_existing->as_bool();
+  CF_ASSIGN_OR_RETURN(std::string contact, ContactJson(payload.if_contains("contact")));
+  const int64_t now = clock_.NowMillis();
+  return store::Write(store_, [&](store::Tx& tx) -> Result<AccountAnswer> {
+    CF_ASSIGN_OR_RETURN(auto existing, store::FindAcmeAccountByKey(tx, profile, thumbprint));
+    if (existing) return AccountAnswer{std::move(*existing), false};
+    if (find_only) return Problem(ErrorCode::kInvalidArgument, "accountDoesNotExist", "no account has this key");
+    store::AcmeAccountRecord account{0, std::string(profile), thumbprint, json::serialize(*request.jws.jwk), "valid",
+                                     contact, now};
+    CF_ASSIGN_OR_RETURN(account.id, store::InsertAcmeAccount(tx, account));
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, fmt::format("acme:account/{}", account.id), "acme.account.create",
+                                          fmt::format("acme-account:{}", account.id),
+                                          json::serialize(json::object{{"profile", profile},
+                                                                       {"thumbprint", thumbprint},
+                                                                       {"contact", json::parse(contact)}})));
+    return AccountAnswer{std::move(account), true};
+  });
+}
+
+Result<store::AcmeAccountRecord> AcmeService::UpdateAccount(std::string_view profile, int64_t id,
+                                                            const Checked& request) {
+  if (!request.account || request.account->id != id) {
+    return Problem(ErrorCode::kUnauthenticated, "unauthorized", "an account is changed only with its own key");
+  }
+  store::AcmeAccountRecord account = *request.account;
+  if (request.jws.payload.empty()) return account;  // POST-as-GET
+  CF_ASSIGN_OR_RETURN(json::object payload, PayloadObject(request.jws));
+  std::string status = account.status;
+  if (const json::value* s = payload.if_contains("status")) {
+    if (!s->is_string() || s->as_string() != "deactivated") {
+      return Problem(ErrorCode::kInvalidArgument, "malformed", "an account's status can only become deactivated");
+    }
+    status = "deactivated";
+  }
+  std::string contact = account.contact;
+  if (payload.contains("contact")) {
+    CF_ASSIGN_OR_RETURN(contact, ContactJson(payload.if_contains("contact")));
+  }
+  if (status == account.status && contact == account.contact) return account;
+  const int64_t now = clock_.NowMillis();
+  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(store::UpdateAcmeAccount(tx, id, status, contact));
+    CF_RETURN_IF_ERROR(store::AppendAudit(
+        tx, now, fmt::format("acme:account/{}", id),
+        status != account.status ? "acme.account.deactivate" : "acme.account.update", fmt::format("acme-account:{}", id),
+        json::serialize(json::object{{"profile", profile}, {"contact", json::parse(contact)}, {"status", status}})));
+    return Ok();
+  }));
+  account.status = status;
+  account.contact = contact;
+  return account;
+}
+
+json::object AcmeService::AccountJson(std::string_view profile, const store::AcmeAccountRecord& account) const {
+  boost::system::error_code ec;
+  json::value contact = json::parse(account.contact, ec);
+  return {{"status", account.status},
+          {"contact", ec ? json::value(json::array()) : contact},
+          {"orders", Url(profile, fmt::format("account/{}/orders", account.id))},
+          {"createdAt", FormatRfc3339(account.created_at)}};
+}
+
+}  // namespace certfleet::acme

@@ -1,0 +1,17 @@
+#pragma once
+
+#include <span>
+#include <string_view>
+
+#include "acme/acme_service.h"
+#include "core/config.h"
+
+namespace certfleet::acme {
+
+// The configuration keys of the ACME server (acme.*): written once, here.
+std::span<const ConfigKey> ConfigKeys();
+
+// The ACME server's options; `public_url` is the base clients reach certfleet at.
+AcmeService::Options AcmeOptions(const Config& config, std::string_view public_url);
+
+}  // namespace certfleet::acme
