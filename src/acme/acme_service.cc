@@ -57,7 +57,8 @@ Result<std::string> ContactJson(const json::value* contact) {
 Result<json::object> PayloadObject(const Jws& jws) {
   boost::system::error_code ec;
   json::value v = json::parse(jws.payload, ec);
-  if (ec || !v.is_object()) return Problem(ErrorCode::kInvalidArgument, "malformed", "the payload is not a JSON object");
+  if (ec || !v.is_object())
+    return Problem(ErrorCode::kInvalidArgument, "malformed", "the payload is not a JSON object");
   return std::move(v.as_object());
 }
 
@@ -102,8 +103,8 @@ Result<std::string> AcmeService::NewNonce() {
   return nonce;
 }
 
-Result<AcmeService::Checked> AcmeService::Check(std::string_view profile, std::string_view path,
-                                                std::string_view body, bool wants_jwk) {
+Result<AcmeService::Checked> AcmeService::Check(std::string_view profile, std::string_view path, std::string_view body,
+                                                bool wants_jwk) {
   auto parsed = ParseJws(body);
   if (!parsed.ok()) return Problem(ErrorCode::kInvalidArgument, "malformed", parsed.error().message);
   Checked out{std::move(*parsed), std::nullopt};
@@ -117,12 +118,14 @@ Result<AcmeService::Checked> AcmeService::Check(std::string_view profile, std::s
   }
   pki::PkeyPtr key;
   if (wants_jwk) {
-    if (!jws.jwk) return Problem(ErrorCode::kInvalidArgument, "malformed", "this request is signed with a jwk, not kid");
+    if (!jws.jwk)
+      return Problem(ErrorCode::kInvalidArgument, "malformed", "this request is signed with a jwk, not kid");
     auto from_jwk = PublicKeyFromJwk(*jws.jwk);
     if (!from_jwk.ok()) return Problem(ErrorCode::kInvalidArgument, "badPublicKey", from_jwk.error().message);
     key = std::move(*from_jwk);
   } else {
-    if (!jws.kid) return Problem(ErrorCode::kInvalidArgument, "malformed", "this request is signed with kid, not a jwk");
+    if (!jws.kid)
+      return Problem(ErrorCode::kInvalidArgument, "malformed", "this request is signed with kid, not a jwk");
     const std::string prefix = Url(profile, "account/");
     const std::optional<int64_t> id =
         jws.kid->starts_with(prefix) ? ParseAccountId(std::string_view(*jws.kid).substr(prefix.size())) : std::nullopt;
@@ -165,14 +168,14 @@ Result<AcmeService::AccountAnswer> AcmeService::NewAccount(std::string_view prof
     CF_ASSIGN_OR_RETURN(auto existing, store::FindAcmeAccountByKey(tx, profile, thumbprint));
     if (existing) return AccountAnswer{std::move(*existing), false};
     if (find_only) return Problem(ErrorCode::kInvalidArgument, "accountDoesNotExist", "no account has this key");
-    store::AcmeAccountRecord account{0, std::string(profile), thumbprint, json::serialize(*request.jws.jwk), "valid",
-                                     contact, now};
+    store::AcmeAccountRecord account{
+        0, std::string(profile), thumbprint, json::serialize(*request.jws.jwk), "valid", contact, now};
     CF_ASSIGN_OR_RETURN(account.id, store::InsertAcmeAccount(tx, account));
-    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, fmt::format("acme:account/{}", account.id), "acme.account.create",
-                                          fmt::format("acme-account:{}", account.id),
-                                          json::serialize(json::object{{"profile", profile},
-                                                                       {"thumbprint", thumbprint},
-                                                                       {"contact", json::parse(contact)}})));
+    CF_RETURN_IF_ERROR(
+        store::AppendAudit(tx, now, fmt::format("acme:account/{}", account.id), "acme.account.create",
+                           fmt::format("acme-account:{}", account.id),
+                           json::serialize(json::object{
+                               {"profile", profile}, {"thumbprint", thumbprint}, {"contact", json::parse(contact)}})));
     return AccountAnswer{std::move(account), true};
   });
 }
@@ -202,7 +205,8 @@ Result<store::AcmeAccountRecord> AcmeService::UpdateAccount(std::string_view pro
     CF_RETURN_IF_ERROR(store::UpdateAcmeAccount(tx, id, status, contact));
     CF_RETURN_IF_ERROR(store::AppendAudit(
         tx, now, fmt::format("acme:account/{}", id),
-        status != account.status ? "acme.account.deactivate" : "acme.account.update", fmt::format("acme-account:{}", id),
+        status != account.status ? "acme.account.deactivate" : "acme.account.update",
+        fmt::format("acme-account:{}", id),
         json::serialize(json::object{{"profile", profile}, {"contact", json::parse(contact)}, {"status", status}})));
     return Ok();
   }));

@@ -80,7 +80,8 @@ Response SignedPost(const ApiContext& ctx, const Request& req, bool wants_jwk, A
   const std::string& profile = req.params.at("profile");
   if (auto known = ctx.acme->CheckProfile(profile); !known.ok()) return Problem(ctx, req, profile, known.error());
   if (req.Header("content-type").value_or("") != "application/jose+json") {
-    Response res = Problem(ctx, req, profile, MakeError(ErrorCode::kInvalidArgument, "Content-Type must be application/jose+json"));
+    Response res = Problem(ctx, req, profile,
+                           MakeError(ErrorCode::kInvalidArgument, "Content-Type must be application/jose+json"));
     res.status = 415;
     return res;
   }
@@ -107,13 +108,12 @@ Response NewNonce(const ApiContext& ctx, const Request& req) {
 }
 
 Response NewAccount(const ApiContext& ctx, const Request& req) {
-  return SignedPost(ctx, req, true,
-                    [&](std::string_view profile, const acme::AcmeService::Checked& checked) -> Result<Response> {
-                      CF_ASSIGN_OR_RETURN(auto answer, ctx.acme->NewAccount(profile, checked));
-                      return AcmeJson(ctx, profile, answer.created ? 201 : 200,
-                                      ctx.acme->AccountJson(profile, answer.account),
-                                      ctx.acme->Url(profile, fmt::format("account/{}", answer.account.id)));
-                    });
+  return SignedPost(
+      ctx, req, true, [&](std::string_view profile, const acme::AcmeService::Checked& checked) -> Result<Response> {
+        CF_ASSIGN_OR_RETURN(auto answer, ctx.acme->NewAccount(profile, checked));
+        return AcmeJson(ctx, profile, answer.created ? 201 : 200, ctx.acme->AccountJson(profile, answer.account),
+                        ctx.acme->Url(profile, fmt::format("account/{}", answer.account.id)));
+      });
 }
 
 Response Account(const ApiContext& ctx, const Request& req) {

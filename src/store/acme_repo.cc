@@ -12,8 +12,8 @@ AcmeAccountRecord AccountFromRow(const Row& r) {
 }
 
 Result<std::optional<AcmeAccountRecord>> OneAccount(Tx& tx, const std::string& where, const Params& params) {
-  CF_ASSIGN_OR_RETURN(auto row,
-                      tx.QueryOne(fmt::format("SELECT {} FROM acme_accounts WHERE {}", kAccountColumns, where), params));
+  CF_ASSIGN_OR_RETURN(
+      auto row, tx.QueryOne(fmt::format("SELECT {} FROM acme_accounts WHERE {}", kAccountColumns, where), params));
   if (!row) return std::optional<AcmeAccountRecord>();
   return std::optional<AcmeAccountRecord>(AccountFromRow(*row));
 }
@@ -44,9 +44,7 @@ Result<int64_t> InsertAcmeAccount(Tx& tx, const AcmeAccountRecord& a) {
   return row->Int(0);
 }
 
-Result<std::optional<AcmeAccountRecord>> FindAcmeAccount(Tx& tx, int64_t id) {
-  return OneAccount(tx, "id = ?", {id});
-}
+Result<std::optional<AcmeAccountRecord>> FindAcmeAccount(Tx& tx, int64_t id) { return OneAccount(tx, "id = ?", {id}); }
 
 Result<std::optional<AcmeAccountRecord>> FindAcmeAccountByKey(Tx& tx, std::string_view profile,
                                                               std::string_view thumbprint) {
