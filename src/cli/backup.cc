@@ -14,6 +14,7 @@
 #include "core/crypto.h"
 #include "core/files.h"
 #include "core/text.h"
+#include "pki/key_backend.h"
 #include "server/server.h"
 #include "store/certificates_repo.h"
 #include "store/migrations.h"
@@ -213,7 +214,7 @@ int Backup(const Config& config, const std::string& dir, bool include_master_key
     files.push_back(FileEntry("master.key", out / "master.key", Sha256Hex(*key)));
   }
   int token_keys = 0;
-  for (const auto& ca : *cas) token_keys += ca.key_ref.starts_with("pkcs11:") ? 1 : 0;
+  for (const auto& ca : *cas) token_keys += pki::KeyBackendOf(ca.key_ref) == "pkcs11" ? 1 : 0;
   manifest["files"] = std::move(files);
   manifest["master_key_included"] = include_master_key;
   manifest["token_keys"] = token_keys;

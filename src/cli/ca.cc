@@ -5,11 +5,10 @@
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
 
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "cli/commands.h"
+#include "core/files.h"
 #include "issuance/setup.h"
 #include "pki/certificate.h"
 #include "pki/file/file_key_backend.h"
@@ -20,17 +19,11 @@ namespace certfleet::cli {
 namespace {
 
 // CA certificates, keys and bundles are a few KiB; anything this large is the wrong file.
-constexpr std::streamsize kMaxFileBytes = std::streamsize{1} << 20;
+constexpr size_t kMaxFileBytes = size_t{1} << 20;
 
 Result<std::string> ReadSmallFile(const std::string& path, std::string_view what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return MakeError(ErrorCode::kInvalidArgument, fmt::format("cannot read the {} {}", what, path));
-  std::string data(static_cast<size_t>(kMaxFileBytes) + 1, '\0');
-  in.read(data.data(), kMaxFileBytes + 1);
-  data.resize(static_cast<size_t>(in.gcount()));
-  if (data.size() > static_cast<size_t>(kMaxFileBytes)) {
-    return MakeError(ErrorCode::kInvalidArgument, fmt::format("the {} {} is larger than 1 MiB", what, path));
-  }
+  auto data = ReadFile(path, kMaxFileBytes);
+  if (!data.ok()) return data.error().Wrap(fmt::format("the {} {}", what, path));
   return data;
 }
 

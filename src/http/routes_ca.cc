@@ -11,6 +11,7 @@
 #include "issuance/issuer.h"
 #include "pki/crl.h"
 #include "pki/csr.h"
+#include "pki/key_backend.h"
 #include "pki/ocsp.h"
 #include "pki/profile.h"
 #include "store/certificates_repo.h"
@@ -226,7 +227,7 @@ void Renew(const ApiContext& ctx, const Request& req, const Responder& respond) 
 json::object PendingCaJson(const store::PendingCaRecord& p) {
   return {{"fqdn", p.fqdn},
           {"status", "pending"},
-          {"key_backend", p.key_ref.substr(0, p.key_ref.find(':'))},
+          {"key_backend", pki::KeyBackendOf(p.key_ref)},
           {"csr_pem", p.csr_pem},
           {"parent_hint", p.parent_hint ? json::value(*p.parent_hint) : json::value(nullptr)},
           {"created_by", p.created_by},

@@ -105,12 +105,7 @@ std::optional<ClientCert> PeerCertificate(SSL* ssl, const ClientTrust& trust) {
   X509* cert = SSL_get0_peer_certificate(ssl);
   if (!cert || !trust.Verifies(ssl)) return std::nullopt;
   ClientCert out;
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
-  if (!bio || X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) < 0) return std::nullopt;
-  char* data = nullptr;
-  const long len = BIO_get_mem_data(bio.get(), &data);
-  if (len < 0 || (len > 0 && data == nullptr)) return std::nullopt;
-  out.subject.assign(data == nullptr ? "" : data, static_cast<size_t>(len));
+  out.subject = pki::SubjectText(cert);
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int md_len = 0;
   if (X509_digest(cert, EVP_sha256(), md, &md_len) != 1) return std::nullopt;

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
-#include <cstring>
 
 #include "core/crypto.h"
 #include "core/text.h"
@@ -29,25 +28,18 @@ Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgumen
 
 bool SelfSigned(X509* cert) { return X509_check_issued(cert, cert) == X509_V_OK; }
 
-std::string SubjectText(X509* cert) {
-  std::string out(256, '\0');
-  X509_NAME_oneline(X509_get_subject_name(cert), out.data(), static_cast<int>(out.size()));
-  out.resize(std::strlen(out.c_str()));
-  return out;
-}
-
 // A CA certificate certfleet can keep: cA, keyCertSign, valid at `now`.
 Result<void> CheckCaCertificate(X509* cert, int64_t now) {
-  if (X509_check_ca(cert) < 1) return Invalid(fmt::format("{} is not a CA certificate", SubjectText(cert)));
+  if (X509_check_ca(cert) < 1) return Invalid(fmt::format("{} is not a CA certificate", pki::SubjectText(cert)));
   if ((X509_get_extension_flags(cert) & EXFLAG_KUSAGE) == 0 || (X509_get_key_usage(cert) & KU_KEY_CERT_SIGN) == 0) {
-    return Invalid(fmt::format("{} has no keyUsage keyCertSign", SubjectText(cert)));
+    return Invalid(fmt::format("{} has no keyUsage keyCertSign", pki::SubjectText(cert)));
   }
   const time_t at = static_cast<time_t>(now / 1000);
   if (X509_cmp_time(X509_get0_notAfter(cert), const_cast<time_t*>(&at)) <= 0) {
-    return Invalid(fmt::format("{} has expired", SubjectText(cert)));
+    return Invalid(fmt::format("{} has expired", pki::SubjectText(cert)));
   }
   if (X509_cmp_time(X509_get0_notBefore(cert), const_cast<time_t*>(&at)) > 0) {
-    return Invalid(fmt::format("{} is not valid yet", SubjectText(cert)));
+    return Invalid(fmt::format("{} is not valid yet", pki::SubjectText(cert)));
   }
   return Ok();
 }
@@ -138,7 +130,7 @@ Result<std::vector<std::shared_ptr<X509>>> Issuer::IssuersOf(X509* cert, std::st
                            [current](const auto& c) { return X509_check_issued(c.get(), current) == X509_V_OK; });
     if (it == candidates.end()) {
       return Invalid(fmt::format("the chain does not reach a root: the issuer of {} was not given and is not a CA here",
-                                 SubjectText(current)));
+                                 pki::SubjectText(current)));
     }
     issuers.push_back(*it);
     current = it->get();
@@ -146,7 +138,7 @@ Result<std::vector<std::shared_ptr<X509>>> Issuer::IssuersOf(X509* cert, std::st
   // The root's own signature too: OpenSSL does not check a trust anchor's.
   if (X509_verify(current, X509_get0_pubkey(current)) != 1) {
     ERR_clear_error();
-    return Invalid(fmt::format("the root {} is not signed by its own key", SubjectText(current)));
+    return Invalid(fmt::format("the root {} is not signed by its own key", pki::SubjectText(current)));
   }
   if (!issuers.empty()) {
     std::vector<pki::X509Ptr> chain;
@@ -273,9 +265,12 @@ Result<std::vector<store::CertificateRecord>> Issuer::Adopt(std::vector<Adopting
       if (!first_crls[i].empty()) {
         CF_RETURN_IF_ERROR(store::SaveCrl(tx, rec.fqdn, 1, first_crls[i], now, now + Millis(options_.crl_validity)));
       }
-      const json::object details{
-          {"fqdn", rec.fqdn},     {"type", CertTypeName(rec.type)},       {"parent_fqdn", rec.parent_fqdn},
-          {"serial", rec.serial}, {"subject", SubjectText(a.cert.get())}, {"key_held", !a.key_ref.empty()}};
+      const json::object details{{"fqdn", rec.fqdn},
+                                 {"type", CertTypeName(rec.type)},
+                                 {"parent_fqdn", rec.parent_fqdn},
+                                 {"serial", rec.serial},
+                                 {"subject", pki::SubjectText(a.cert.get())},
+                                 {"key_held", !a.key_ref.empty()}};
       CF_RETURN_IF_ERROR(
           store::AppendAudit(tx, now, actor, a.action, "certificate:" + rec.serial, json::serialize(details)));
       CF_RETURN_IF_ERROR(store::AppendEvent(tx, now, "certificates/created", json::serialize(details)));

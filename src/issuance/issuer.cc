@@ -342,7 +342,7 @@ Result<Issued> Issuer::Rotate(std::string_view fqdn, std::string_view new_fqdn, 
   CF_ASSIGN_OR_RETURN(auto old, store::Read(store_, [&](store::Tx& tx) -> Result<store::CertificateRecord> {
                         CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, old_fqdn));
                         if (!ca) return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", fqdn));
-                        key_backend = ca->key_ref.substr(0, ca->key_ref.find(':'));
+                        key_backend = pki::KeyBackendOf(ca->key_ref);
                         CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, ca->serial));
                         if (!cert) return MakeError(ErrorCode::kInternal, "CA " + old_fqdn + " has no inventory row");
                         return std::move(*cert);

@@ -489,4 +489,10 @@ Result<void> VerifyChain(X509* leaf, const std::vector<X509Ptr>& chain) {
   return Ok();
 }
 
+std::string SubjectText(X509* cert) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) < 0) return {};
+  return BioToString(bio.get());
+}
+
 }  // namespace certfleet::pki

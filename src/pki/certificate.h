@@ -71,6 +71,9 @@ Result<std::string> CertificateToDer(X509* cert);
 // kInvalidArgument if it is not one certificate. Neither the key nor the signature is
 // decoded, which OpenSSL 3.0's d2i_X509 does at ~50 µs a certificate: for bulk imports.
 Result<std::string> CertificateSubjectCn(std::string_view der);
+// The certificate's subject as RFC 2253 text ("CN=iot.example.com,O=Acme"); "" if OpenSSL
+// cannot print it.
+std::string SubjectText(X509* cert);
 // The first entry of `nid` in `name` as UTF-8; "" if there is none or it is not text.
 std::string NameEntry(const X509_NAME* name, int nid);
 Result<CertificateFacts> Inspect(X509* cert);

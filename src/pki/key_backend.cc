@@ -20,12 +20,13 @@ Result<KeyBackend*> KeyBackends::Named(std::string_view backend) {
   return it->second.get();
 }
 
+std::string_view KeyBackendOf(std::string_view ref) { return ref.substr(0, ref.find(':')); }
+
 Result<KeyBackend*> KeyBackends::Holding(std::string_view ref) {
-  const size_t colon = ref.find(':');
-  auto it = colon == std::string_view::npos ? backends_.end() : backends_.find(ref.substr(0, colon));
+  auto it = backends_.find(KeyBackendOf(ref));
   if (it == backends_.end()) {
     return MakeError(ErrorCode::kUnavailable,
-                     fmt::format("the key {} is held by a key backend that is not configured", ref.substr(0, colon)));
+                     fmt::format("the key {} is held by a key backend that is not configured", KeyBackendOf(ref)));
   }
   return it->second.get();
 }

@@ -52,6 +52,10 @@ class KeyBackends final : public KeyBackend {
   std::map<std::string, std::unique_ptr<KeyBackend>, std::less<>> backends_;
 };
 
+// The name of the backend a key reference belongs to: "file" of "file:…", "" of "" (an
+// external CA's, which has no key).
+std::string_view KeyBackendOf(std::string_view ref);
+
 // Tells signing code that the key backend could not sign just now (a token away); the next
 // OpenSslError on this thread then reports kUnavailable with `why` instead of kInternal.
 // Called from inside OpenSSL's signing callbacks, where no Result can be returned.

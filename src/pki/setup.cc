@@ -3,9 +3,10 @@
 #include <fmt/format.h>
 #include <openssl/crypto.h>
 
+#include <algorithm>
 #include <filesystem>
-#include <fstream>
 
+#include "core/files.h"
 #include "pki/file/file_key_backend.h"
 #include "pki/pkcs11/pkcs11_key_backend.h"
 
@@ -40,14 +41,10 @@ Result<std::string> ReadPin(const std::string& path) {
     return MakeError(ErrorCode::kFailedPrecondition,
                      fmt::format("pkcs11.pin_file {} may be read by others: chmod 600 it", path));
   }
-  std::ifstream in(path);
-  std::string pin;
-  std::getline(in, pin);
-  if (!pin.empty() && pin.back() == '\r') pin.pop_back();
-  if (pin.empty() || pin.size() > kMaxPinBytes) {
-    OPENSSL_cleanse(pin.data(), pin.size());
+  CF_ASSIGN_OR_RETURN(std::string pin, ReadFile(path, kMaxPinBytes));
+  pin.resize(std::min(pin.find_first_of("\r\n"), pin.size()));  // the first line
+  if (pin.empty())
     return MakeError(ErrorCode::kFailedPrecondition, fmt::format("pkcs11.pin_file {} holds no PIN", path));
-  }
   return pin;
 }
 
