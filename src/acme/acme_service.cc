@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 #include <charconv>
 
+#include "acme/problem.h"
 #include "core/crypto.h"
 #include "core/text.h"
 #include "store/audit_repo.h"
@@ -19,12 +20,6 @@ constexpr size_t kNonceBytes = 16;
 constexpr uint64_t kSweepEvery = 128;
 constexpr size_t kMaxContacts = 10;
 constexpr size_t kMaxContactLength = 320;  // an e-mail address with its "mailto:"
-
-Error Problem(ErrorCode code, std::string_view type, std::string detail) {
-  Error e = MakeError(code, std::move(detail));
-  e.reason = std::string(type);
-  return e;
-}
 
 // Contacts as RFC 8555 7.3 allows them here: mailto: URLs with one plain address each.
 Result<std::string> ContactJson(const json::value* contact) {
@@ -71,8 +66,9 @@ std::optional<int64_t> AcmeService::ParseAccountId(std::string_view text) {
   return id;
 }
 
-AcmeService::AcmeService(store::Store& store, const Clock& clock, Options options)
-    : store_(store), clock_(clock), options_(std::move(options)) {}
+AcmeService::AcmeService(store::Store& store, issuance::Issuer& issuer, const Validator& validator, const Clock& clock,
+                         Options options)
+    : store_(store), issuer_(issuer), validator_(validator), clock_(clock), options_(std::move(options)) {}
 
 std::string AcmeService::Url(std::string_view profile, std::string_view path) const {
   return fmt::format("{}/acme/{}/{}", options_.base_url, profile, path);
@@ -89,6 +85,8 @@ Result<void> AcmeService::CheckProfile(std::string_view profile) const {
 json::object AcmeService::Directory(std::string_view profile) const {
   return {{"newNonce", Url(profile, "new-nonce")},
           {"newAccount", Url(profile, "new-account")},
+          {"newOrder", Url(profile, "new-order")},
+          {"revokeCert", Url(profile, "revoke-cert")},
           {"meta", json::object{{"externalAccountRequired", false}}}};
 }
 
@@ -104,7 +102,7 @@ Result<std::string> AcmeService::NewNonce() {
 }
 
 Result<AcmeService::Checked> AcmeService::Check(std::string_view profile, std::string_view path, std::string_view body,
-                                                bool wants_jwk) {
+                                                Signer signer) {
   auto parsed = ParseJws(body);
   if (!parsed.ok()) return Problem(ErrorCode::kInvalidArgument, "malformed", parsed.error().message);
   Checked out{std::move(*parsed), std::nullopt};
@@ -117,7 +115,7 @@ Result<AcmeService::Checked> AcmeService::Check(std::string_view profile, std::s
     return Problem(ErrorCode::kUnauthenticated, "unauthorized", "the JWS url is not the URL of this request");
   }
   pki::PkeyPtr key;
-  if (wants_jwk) {
+  if (signer == Signer::kJwk || (signer == Signer::kEither && jws.jwk)) {
     if (!jws.jwk)
       return Problem(ErrorCode::kInvalidArgument, "malformed", "this request is signed with a jwk, not kid");
     auto from_jwk = PublicKeyFromJwk(*jws.jwk);

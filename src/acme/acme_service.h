@@ -4,21 +4,43 @@
 #include <boost/json/object.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "acme/jws.h"
+#include "acme/validation.h"
 #include "core/clock.h"
 #include "core/result.h"
+#include "issuance/issuer.h"
 #include "store/acme_repo.h"
 #include "store/store.h"
 
 namespace certfleet::acme {
 
-// The ACME server (RFC 8555), being built: nonces, accounts and the checks every request
-// passes. Errors carry the RFC's problem type in Error::reason ("badNonce", "malformed", …).
-// Thread-safe; every state is in the store, so any node answers any request.
+// An answer to an ACME request: a JSON resource with its status and headers.
+struct AcmeAnswer {
+  int status = 200;
+  boost::json::object body;
+  std::optional<std::string> location;
+  std::vector<std::string> links;  // Link header values: "<url>;rel=\"up\""
+  std::optional<int> retry_after;  // seconds, for resources still being worked on
+};
+
+// A certificate chain to download (RFC 8555 7.4.2).
+struct AcmeCertificate {
+  std::string pem;
+  std::vector<std::string> links;  // the alternate chains and the index
+};
+
+// The ACME server (RFC 8555), being built: nonces, accounts, orders, authorizations,
+// challenges (validated by jobs), finalization into certfleet's inventory, certificate
+// download and revocation. Errors carry the RFC's problem type in Error::reason
+// ("badNonce", "malformed", …). Thread-safe; every state is in the store, so any node answers
+// any request.
 class AcmeService {
  public:
   struct Options {
@@ -26,11 +48,19 @@ class AcmeService {
     std::string ca;        // the CA that issues (acme.ca); empty: ACME is off
     // How long a nonce may wait for its request (acme.nonce_minutes).
     std::chrono::minutes nonce_ttl{60};
+    int64_t validity_days = 90;   // of the certificates issued (acme.validity_days)
+    int validation_attempts = 5;  // tries of one challenge before it is invalid (acme.validation_attempts)
+    Validator::Options validation;
   };
+  // The job that validates a challenge; payload {"challenge": id}.
+  static constexpr std::string_view kValidateJob = "acme.validate";
   // The profile served until ACME profiles are configurable.
   static constexpr std::string_view kDefaultProfile = "default";
 
-  AcmeService(store::Store& store, const Clock& clock, Options options);
+  AcmeService(store::Store& store, issuance::Issuer& issuer, const Validator& validator, const Clock& clock,
+              Options options);
+  // Called after a validation job is queued, so that a worker takes it at once.
+  void OnValidationQueued(std::function<void()> wake) { wake_ = std::move(wake); }
 
   bool enabled() const { return !options_.ca.empty(); }
   // base_url + "/acme/<profile>/<path>".
@@ -41,13 +71,16 @@ class AcmeService {
 
   Result<std::string> NewNonce();
 
+  // How a request must be signed: with its key (jwk: newAccount), by an account (kid), or
+  // either (revokeCert: the certificate's key or the account's).
+  enum class Signer { kJwk, kKid, kEither };
   // A request that passed RFC 8555 6.2-6.5: a supported algorithm, its url this request's,
-  // the key (jwk for new-account, else the kid's valid account), the signature, a fresh nonce.
+  // the key (jwk, or the kid's valid account), the signature, a fresh nonce.
   struct Checked {
     Jws jws;
     std::optional<store::AcmeAccountRecord> account;  // for kid requests
   };
-  Result<Checked> Check(std::string_view profile, std::string_view path, std::string_view body, bool wants_jwk);
+  Result<Checked> Check(std::string_view profile, std::string_view path, std::string_view body, Signer signer);
 
   struct AccountAnswer {
     store::AcmeAccountRecord account;
@@ -61,12 +94,59 @@ class AcmeService {
   static std::optional<int64_t> ParseAccountId(std::string_view text);
   Result<store::AcmeAccountRecord> UpdateAccount(std::string_view profile, int64_t id, const Checked& request);
   boost::json::object AccountJson(std::string_view profile, const store::AcmeAccountRecord& account) const;
+  // The account's orders (7.1.2.1), a page of them after `cursor` (an order id).
+  Result<AcmeAnswer> AccountOrders(std::string_view profile, int64_t account_id, int64_t cursor,
+                                   const Checked& request);
+
+  // newOrder (7.4): identifiers dns (wildcards allowed) and ip (RFC 8738), each with a new
+  // authorization and its challenges. Audited as acme.order.create.
+  Result<AcmeAnswer> NewOrder(std::string_view profile, const Checked& request);
+  Result<AcmeAnswer> Order(std::string_view profile, int64_t id, const Checked& request);
+  // POST-as-GET, or {"status": "deactivated"} (7.5.2).
+  Result<AcmeAnswer> Authorization(std::string_view profile, int64_t id, const Checked& request);
+  // POST-as-GET, or {} to have the challenge validated (7.5.1): a validation job is queued.
+  Result<AcmeAnswer> Challenge(std::string_view profile, int64_t id, const Checked& request);
+  // finalize (7.4): the CSR's names must be the order's; the certificate is issued under the
+  // profile's CA into the inventory, created by "acme:account/<id>/order/<id>".
+  Result<AcmeAnswer> Finalize(std::string_view profile, int64_t order_id, const Checked& request);
+  // The certificate chain (7.4.2): `alternate` 0 ends below the root, 1 includes the root.
+  Result<AcmeCertificate> Certificate(std::string_view profile, std::string_view serial, int alternate,
+                                      const Checked& request);
+  // revokeCert (7.6), signed by the account that ordered the certificate or by its own key.
+  Result<void> RevokeCertificate(std::string_view profile, const Checked& request);
+
+  // Runs the validation job of a challenge, try `attempt` of `max_attempts`: the challenge, its
+  // authorization and order become valid (the order ready when all its authorizations are) or
+  // invalid. A retryable failure before the last attempt is returned, so the job runs again.
+  Result<void> Validate(int64_t challenge_id, int attempt, int max_attempts);
+
+  // For /metrics: orders by status, and validations by outcome since start.
+  Result<std::vector<std::pair<std::string, int64_t>>> OrderCounts();
+  struct ValidationCounts {
+    std::atomic<uint64_t> valid{0};
+    std::atomic<uint64_t> invalid{0};
+    std::atomic<uint64_t> retried{0};
+  };
+  const ValidationCounts& validations() const { return validations_; }
 
  private:
+  // The order, if it belongs to the account of `request` and the profile; expired pending
+  // orders are answered as invalid.
+  Result<store::AcmeOrderRecord> OwnedOrder(std::string_view profile, int64_t id, const Checked& request);
+  Result<AcmeAnswer> OrderAnswer(std::string_view profile, const store::AcmeOrderRecord& order, int status = 200);
+  boost::json::object ChallengeJson(std::string_view profile, const store::AcmeChallengeRecord& c) const;
+  // Records a failed validation: the challenge, its authorization and order become invalid.
+  Result<void> Invalidate(const store::AcmeChallengeRecord& challenge, const store::AcmeAuthzRecord& authz,
+                          const Error& problem);
+
   store::Store& store_;
+  issuance::Issuer& issuer_;
+  const Validator& validator_;
   const Clock& clock_;
   const Options options_;
+  std::function<void()> wake_;
   std::atomic<uint64_t> nonces_made_{0};
+  ValidationCounts validations_;
 };
 
 }  // namespace certfleet::acme

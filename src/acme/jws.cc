@@ -21,15 +21,6 @@ constexpr int kMaxRsaBits = 8192;
 
 Error Malformed(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
 
-// base64url without padding, as JOSE writes it (RFC 7515 2): nothing else is accepted.
-std::optional<std::string> DecodeStrict(std::string_view text) {
-  for (char c : text) {
-    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
-    if (!ok) return std::nullopt;
-  }
-  return Base64Decode(text);
-}
-
 Result<std::string> StringMember(const json::object& o, std::string_view key, std::string_view where) {
   const json::value* v = o.if_contains(key);
   if (!v || !v->is_string()) return Malformed(fmt::format("{} has no string member \"{}\"", where, key));
@@ -38,7 +29,7 @@ Result<std::string> StringMember(const json::object& o, std::string_view key, st
 
 Result<std::string> Base64Member(const json::object& o, std::string_view key, std::string_view where) {
   CF_ASSIGN_OR_RETURN(std::string text, StringMember(o, key, where));
-  auto decoded = DecodeStrict(text);
+  auto decoded = Base64UrlDecode(text);
   if (!decoded) return Malformed(fmt::format("{} member \"{}\" is not base64url", where, key));
   return *decoded;
 }
@@ -75,6 +66,14 @@ using ParamBuilderPtr = std::unique_ptr<OSSL_PARAM_BLD, pki::Deleter<OSSL_PARAM_
 
 }  // namespace
 
+std::optional<std::string> Base64UrlDecode(std::string_view text) {
+  for (char c : text) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+    if (!ok) return std::nullopt;
+  }
+  return Base64Decode(text);
+}
+
 Result<Jws> ParseJws(std::string_view body) {
   boost::system::error_code ec;
   json::value v = json::parse(body, ec);
@@ -87,9 +86,9 @@ Result<Jws> ParseJws(std::string_view body) {
   CF_ASSIGN_OR_RETURN(jws.protected_b64, StringMember(o, "protected", "the JWS"));
   CF_ASSIGN_OR_RETURN(jws.payload_b64, StringMember(o, "payload", "the JWS"));
   CF_ASSIGN_OR_RETURN(jws.signature, Base64Member(o, "signature", "the JWS"));
-  auto header_text = DecodeStrict(jws.protected_b64);
+  auto header_text = Base64UrlDecode(jws.protected_b64);
   if (!header_text) return Malformed("the protected header is not base64url");
-  auto payload = DecodeStrict(jws.payload_b64);
+  auto payload = Base64UrlDecode(jws.payload_b64);
   if (!payload) return Malformed("the payload is not base64url");
   jws.payload = std::move(*payload);
   json::value header = json::parse(*header_text, ec);

@@ -25,6 +25,9 @@ struct Jws {
   std::string payload;                     // decoded; empty for POST-as-GET
 };
 
+// base64url without padding, as JOSE writes it (RFC 7515 2); nullopt for anything else.
+std::optional<std::string> Base64UrlDecode(std::string_view text);
+
 // A request body as a Jws: kInvalidArgument naming what is wrong (not a JSON object, a
 // member missing, not base64url, an unprotected header, both or neither of jwk and kid, no
 // nonce or url). The algorithm is not checked here: see SupportedAlgorithm.

@@ -1,14 +1,35 @@
 #include "acme/setup.h"
 
+#include <fmt/format.h>
+
 namespace certfleet::acme {
 namespace {
 
 constexpr ConfigKey kKeys[] = {
     {"acme.ca", ConfigType::kString, "",
-     "ACME (being built): the CA (fqdn) that issues to ACME clients; empty: no ACME directory is served."},
+     "ACME: the CA (fqdn) that issues to ACME clients under the profile \"default\"; empty: no ACME directory "
+     "is served."},
     {"acme.nonce_minutes", ConfigType::kInt, "60", "How long an ACME nonce waits for the request that uses it.", 1,
      1440},
+    {"acme.validity_days", ConfigType::kInt, "90", "Validity of the certificates ACME clients get.", 1, 825},
+    {"acme.http01_port", ConfigType::kInt, "80",
+     "The port http-01 challenges are fetched from (80 by RFC 8555; another for tests or a proxy).", 1, 65535},
+    {"acme.tlsalpn01_port", ConfigType::kInt, "443",
+     "The port tls-alpn-01 challenges are checked on (443 by RFC 8737).", 1, 65535},
+    {"acme.resolver", ConfigType::kString, "",
+     "The DNS server (IPv4:port) that resolves names and dns-01 TXT records for validation; empty: the "
+     "system's resolvers."},
+    {"acme.validation_attempts", ConfigType::kInt, "5",
+     "Tries of a challenge that cannot be reached (no connection, no DNS record yet) before it is invalid; the "
+     "waits between them double from 2 s.",
+     1, 20},
+    {"acme.validation_workers", ConfigType::kInt, "8",
+     "Challenges validated at once on each node (each waits on the network, not the CPU).", 1, 256},
 };
+
+// The first wait before a challenge is tried again: a client's server or DNS record that was not
+// there yet usually is a few seconds later.
+constexpr std::chrono::milliseconds kValidationBackoff{2000};
 
 }  // namespace
 
@@ -19,7 +40,27 @@ AcmeService::Options AcmeOptions(const Config& config, std::string_view public_u
   o.base_url = std::string(public_url);
   o.ca = config.Get("acme.ca");
   o.nonce_ttl = std::chrono::minutes(config.GetInt("acme.nonce_minutes"));
+  o.validity_days = config.GetInt("acme.validity_days");
+  o.validation_attempts = static_cast<int>(config.GetInt("acme.validation_attempts"));
+  o.validation.http01_port = static_cast<int>(config.GetInt("acme.http01_port"));
+  o.validation.tlsalpn01_port = static_cast<int>(config.GetInt("acme.tlsalpn01_port"));
+  o.validation.resolver = config.Get("acme.resolver");
   return o;
+}
+
+Result<void> RegisterJobs(jobs::WorkerPool& pool, AcmeService& acme, const Config& config) {
+  jobs::HandlerOptions options;
+  options.concurrency = static_cast<int>(config.GetInt("acme.validation_workers"));
+  options.backoff_base = kValidationBackoff;
+  pool.Register(
+      std::string(AcmeService::kValidateJob),
+      [&acme](jobs::JobContext& ctx) -> Result<void> {
+        CF_ASSIGN_OR_RETURN(int64_t challenge, ctx.PayloadInt("challenge"));
+        return acme.Validate(challenge, ctx.job().attempts, ctx.job().max_attempts);
+      },
+      options);
+  acme.OnValidationQueued([&pool] { pool.Wake(); });
+  return Ok();
 }
 
 }  // namespace certfleet::acme

@@ -5,6 +5,7 @@
 
 #include "acme/acme_service.h"
 #include "core/config.h"
+#include "jobs/worker_pool.h"
 
 namespace certfleet::acme {
 
@@ -13,5 +14,8 @@ std::span<const ConfigKey> ConfigKeys();
 
 // The ACME server's options; `public_url` is the base clients reach certfleet at.
 AcmeService::Options AcmeOptions(const Config& config, std::string_view public_url);
+
+// The validation job (acme.validate), run by `pool`, which is woken as soon as one is queued.
+Result<void> RegisterJobs(jobs::WorkerPool& pool, AcmeService& acme, const Config& config);
 
 }  // namespace certfleet::acme

@@ -1,5 +1,6 @@
-// ACME (RFC 8555), being built: the directory, nonces and accounts. Every answer carries a
-// fresh Replay-Nonce and the directory as its index link; errors are problem documents.
+// ACME (RFC 8555): the directory, nonces, accounts, orders, authorizations, challenges,
+// finalization, certificates and revocation. Every answer carries a fresh Replay-Nonce and the
+// directory as its index link; errors are problem documents.
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
@@ -8,6 +9,8 @@
 #include "core/log.h"
 #include "http/api.h"
 #include "http/json.h"
+#include "http/metrics.h"
+#include "pki/certificate.h"
 
 namespace certfleet::http {
 namespace {
@@ -74,9 +77,29 @@ Response AcmeJson(const ApiContext& ctx, std::string_view profile, int status, c
   return Finish(ctx, profile, std::move(res));
 }
 
-// Runs `answer` for a signed POST after the checks every ACME POST passes.
+Response AcmeJson(const ApiContext& ctx, std::string_view profile, const acme::AcmeAnswer& answer) {
+  Response res = JsonResponse(answer.status, answer.body);
+  if (answer.location) res.headers.emplace_back("Location", *answer.location);
+  for (const auto& link : answer.links) res.headers.emplace_back("Link", link);
+  if (answer.retry_after) res.headers.emplace_back("Retry-After", std::to_string(*answer.retry_after));
+  return Finish(ctx, profile, std::move(res));
+}
+
+// An id from a route segment, or a 404 problem.
+Result<int64_t> IdParam(const Request& req, const std::string& name) {
+  const auto id = acme::AcmeService::ParseAccountId(req.params.at(name));
+  if (!id) return MakeError(ErrorCode::kNotFound, fmt::format("no such {}", name));
+  return *id;
+}
+
+using Signer = acme::AcmeService::Signer;
+using Checked = acme::AcmeService::Checked;
+
+// Runs `answer` for a signed POST after the checks every ACME POST passes. `url_path` is the
+// request's path with its query, as the JWS url names it.
 template <typename Answer>
-Response SignedPost(const ApiContext& ctx, const Request& req, bool wants_jwk, Answer answer) {
+Response SignedPost(const ApiContext& ctx, const Request& req, Signer signer, Answer answer,
+                    const std::string& url_path = {}) {
   const std::string& profile = req.params.at("profile");
   if (auto known = ctx.acme->CheckProfile(profile); !known.ok()) return Problem(ctx, req, profile, known.error());
   if (req.Header("content-type").value_or("") != "application/jose+json") {
@@ -85,7 +108,7 @@ Response SignedPost(const ApiContext& ctx, const Request& req, bool wants_jwk, A
     res.status = 415;
     return res;
   }
-  auto checked = ctx.acme->Check(profile, req.path, req.body, wants_jwk);
+  auto checked = ctx.acme->Check(profile, url_path.empty() ? req.path : url_path, req.body, signer);
   if (!checked.ok()) return Problem(ctx, req, profile, checked.error());
   Result<Response> out = answer(profile, *checked);
   if (!out.ok()) return Problem(ctx, req, profile, out.error());
@@ -108,22 +131,99 @@ Response NewNonce(const ApiContext& ctx, const Request& req) {
 }
 
 Response NewAccount(const ApiContext& ctx, const Request& req) {
-  return SignedPost(
-      ctx, req, true, [&](std::string_view profile, const acme::AcmeService::Checked& checked) -> Result<Response> {
-        CF_ASSIGN_OR_RETURN(auto answer, ctx.acme->NewAccount(profile, checked));
-        return AcmeJson(ctx, profile, answer.created ? 201 : 200, ctx.acme->AccountJson(profile, answer.account),
-                        ctx.acme->Url(profile, fmt::format("account/{}", answer.account.id)));
-      });
+  return SignedPost(ctx, req, Signer::kJwk,
+                    [&](std::string_view profile, const acme::AcmeService::Checked& checked) -> Result<Response> {
+                      CF_ASSIGN_OR_RETURN(auto answer, ctx.acme->NewAccount(profile, checked));
+                      return AcmeJson(ctx, profile, answer.created ? 201 : 200,
+                                      ctx.acme->AccountJson(profile, answer.account),
+                                      ctx.acme->Url(profile, fmt::format("account/{}", answer.account.id)));
+                    });
 }
 
 Response Account(const ApiContext& ctx, const Request& req) {
-  return SignedPost(ctx, req, false,
-                    [&](std::string_view profile, const acme::AcmeService::Checked& checked) -> Result<Response> {
-                      const auto id = acme::AcmeService::ParseAccountId(req.params.at("id"));
-                      if (!id) return MakeError(ErrorCode::kNotFound, "no such account");
-                      CF_ASSIGN_OR_RETURN(auto account, ctx.acme->UpdateAccount(profile, *id, checked));
-                      return AcmeJson(ctx, profile, 200, ctx.acme->AccountJson(profile, account));
+  return SignedPost(ctx, req, Signer::kKid, [&](std::string_view profile, const Checked& checked) -> Result<Response> {
+    CF_ASSIGN_OR_RETURN(int64_t id, IdParam(req, "id"));
+    CF_ASSIGN_OR_RETURN(auto account, ctx.acme->UpdateAccount(profile, id, checked));
+    return AcmeJson(ctx, profile, 200, ctx.acme->AccountJson(profile, account));
+  });
+}
+
+Response AccountOrders(const ApiContext& ctx, const Request& req) {
+  int64_t cursor = 0;
+  std::string url_path;
+  if (auto c = req.query.find("cursor"); c != req.query.end()) {
+    const auto parsed = acme::AcmeService::ParseAccountId(c->second);
+    if (!parsed)
+      return Problem(ctx, req, req.params.at("profile"), MakeError(ErrorCode::kInvalidArgument, "bad cursor"));
+    cursor = *parsed;
+    url_path = fmt::format("{}?cursor={}", req.path, cursor);
+  }
+  return SignedPost(
+      ctx, req, Signer::kKid,
+      [&](std::string_view profile, const Checked& checked) -> Result<Response> {
+        CF_ASSIGN_OR_RETURN(int64_t id, IdParam(req, "id"));
+        CF_ASSIGN_OR_RETURN(auto answer, ctx.acme->AccountOrders(profile, id, cursor, checked));
+        return AcmeJson(ctx, profile, answer);
+      },
+      url_path);
+}
+
+// A signed POST by an account about the resource `param` names, answered by `method`.
+template <typename Method>
+Response ResourcePost(const ApiContext& ctx, const Request& req, const std::string& param, Method method) {
+  return SignedPost(ctx, req, Signer::kKid, [&](std::string_view profile, const Checked& checked) -> Result<Response> {
+    CF_ASSIGN_OR_RETURN(int64_t id, IdParam(req, param));
+    CF_ASSIGN_OR_RETURN(auto answer, (ctx.acme->*method)(profile, id, checked));
+    return AcmeJson(ctx, profile, answer);
+  });
+}
+
+Response NewOrder(const ApiContext& ctx, const Request& req) {
+  return SignedPost(ctx, req, Signer::kKid, [&](std::string_view profile, const Checked& checked) -> Result<Response> {
+    CF_ASSIGN_OR_RETURN(auto answer, ctx.acme->NewOrder(profile, checked));
+    return AcmeJson(ctx, profile, answer);
+  });
+}
+
+Response Certificate(const ApiContext& ctx, const Request& req, int alternate) {
+  return SignedPost(ctx, req, Signer::kKid, [&](std::string_view profile, const Checked& checked) -> Result<Response> {
+    const std::optional<std::string> serial = pki::CanonicalSerial(req.params.at("serial"));
+    if (!serial) return MakeError(ErrorCode::kNotFound, "no such certificate");
+    CF_ASSIGN_OR_RETURN(auto cert, ctx.acme->Certificate(profile, *serial, alternate, checked));
+    Response res;
+    res.content_type = "application/pem-certificate-chain";
+    res.body = std::move(cert.pem);
+    for (const auto& link : cert.links) res.headers.emplace_back("Link", link);
+    return Finish(ctx, profile, std::move(res));
+  });
+}
+
+Response RevokeCert(const ApiContext& ctx, const Request& req) {
+  return SignedPost(ctx, req, Signer::kEither,
+                    [&](std::string_view profile, const Checked& checked) -> Result<Response> {
+                      CF_RETURN_IF_ERROR(ctx.acme->RevokeCertificate(profile, checked));
+                      Response res;
+                      res.content_type.clear();
+                      return Finish(ctx, profile, std::move(res));
                     });
+}
+
+std::string AcmeMetrics(acme::AcmeService& acme) {
+  std::string out =
+      "# HELP certfleet_acme_orders ACME orders in the store by status.\n# TYPE certfleet_acme_orders gauge\n";
+  if (auto counts = acme.OrderCounts(); counts.ok()) {
+    for (const auto& [status, n] : *counts) {
+      out += fmt::format("certfleet_acme_orders{{status=\"{}\"}} {}\n", EscapeLabel(status), n);
+    }
+  }
+  const auto& v = acme.validations();
+  out +=
+      "# HELP certfleet_acme_validations_total ACME challenge validations on this node by outcome.\n"
+      "# TYPE certfleet_acme_validations_total counter\n";
+  out += fmt::format("certfleet_acme_validations_total{{outcome=\"valid\"}} {}\n", v.valid.load());
+  out += fmt::format("certfleet_acme_validations_total{{outcome=\"invalid\"}} {}\n", v.invalid.load());
+  out += fmt::format("certfleet_acme_validations_total{{outcome=\"retried\"}} {}\n", v.retried.load());
+  return out;
 }
 
 }  // namespace
@@ -135,6 +235,21 @@ void AddAcmeRoutes(Router& router, const ApiContext& ctx) {
   router.Add("GET", "/acme/{profile}/new-nonce", {Access::kPublic}, [c](Request& r) { return NewNonce(*c, r); });
   router.Add("POST", "/acme/{profile}/new-account", signed_post, [c](Request& r) { return NewAccount(*c, r); });
   router.Add("POST", "/acme/{profile}/account/{id}", signed_post, [c](Request& r) { return Account(*c, r); });
+  router.Add("POST", "/acme/{profile}/account/{id}/orders", signed_post,
+             [c](Request& r) { return AccountOrders(*c, r); });
+  router.Add("POST", "/acme/{profile}/new-order", signed_post, [c](Request& r) { return NewOrder(*c, r); });
+  router.Add("POST", "/acme/{profile}/order/{id}", signed_post,
+             [c](Request& r) { return ResourcePost(*c, r, "id", &acme::AcmeService::Order); });
+  router.Add("POST", "/acme/{profile}/order/{id}/finalize", signed_post,
+             [c](Request& r) { return ResourcePost(*c, r, "id", &acme::AcmeService::Finalize); });
+  router.Add("POST", "/acme/{profile}/authz/{id}", signed_post,
+             [c](Request& r) { return ResourcePost(*c, r, "id", &acme::AcmeService::Authorization); });
+  router.Add("POST", "/acme/{profile}/chall/{id}", signed_post,
+             [c](Request& r) { return ResourcePost(*c, r, "id", &acme::AcmeService::Challenge); });
+  router.Add("POST", "/acme/{profile}/cert/{serial}", signed_post, [c](Request& r) { return Certificate(*c, r, 0); });
+  router.Add("POST", "/acme/{profile}/cert/{serial}/1", signed_post, [c](Request& r) { return Certificate(*c, r, 1); });
+  router.Add("POST", "/acme/{profile}/revoke-cert", signed_post, [c](Request& r) { return RevokeCert(*c, r); });
+  ctx.metrics.AddCollector([c] { return AcmeMetrics(*c->acme); });
 }
 
 }  // namespace certfleet::http

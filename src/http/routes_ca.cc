@@ -62,7 +62,8 @@ json::object CertificateJson(const store::CertificateRecord& c) {
           {"revoked_at", OptTime(c.revoked_at)},
           {"revocation_reason",
            c.revocation_reason ? json::value(pki::RevocationReasonName(*c.revocation_reason)) : json::value(nullptr)},
-          {"created_at", FormatRfc3339(c.created_at)}};
+          {"created_at", FormatRfc3339(c.created_at)},
+          {"created_by", c.created_by}};
 }
 
 namespace {

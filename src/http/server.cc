@@ -356,7 +356,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     out->set(bhttp::field::server, "certfleet");
     if (!res.content_type.empty()) out->set(bhttp::field::content_type, res.content_type);
     if (!req_.request_id.empty()) out->set("X-Request-Id", req_.request_id);
-    for (const auto& [k, v] : res.headers) out->set(k, v);
+    for (const auto& [k, v] : res.headers) out->insert(k, v);
     out->body() = std::move(res.body);
     out->keep_alive(!close);
     out->prepare_payload();

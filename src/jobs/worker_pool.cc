@@ -60,6 +60,14 @@ void WorkerPool::Start() {
   });
 }
 
+void WorkerPool::Wake() {
+  {
+    std::lock_guard lock(mu_);
+    ++wakes_;
+  }
+  cv_.notify_all();  // the heartbeat waits on it too
+}
+
 void WorkerPool::Stop() {
   std::vector<std::thread> threads;
   {
@@ -177,15 +185,17 @@ Result<bool> WorkerPool::RunOne() {
 
 void WorkerPool::WorkerLoop() {
   for (;;) {
+    uint64_t seen = 0;
     {
       std::lock_guard lock(mu_);
       if (stopping_) return;
+      seen = wakes_;
     }
     Result<bool> ran = RunOne();
     if (!ran.ok()) log::Error("job worker", {{"error", ran.error().message}});
     if (ran.ok() && *ran) continue;
     std::unique_lock lock(mu_);
-    clock_.WaitFor(cv_, lock, options_.poll, [&] { return stopping_; });
+    clock_.WaitFor(cv_, lock, options_.poll, [&] { return stopping_ || wakes_ != seen; });
   }
 }
 

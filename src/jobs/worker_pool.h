@@ -72,6 +72,10 @@ class WorkerPool {
   // Stops leasing, waits for running handlers to return, then joins the threads.
   void Stop();
 
+  // Has an idle worker of this node look for due jobs now instead of at its next poll: for
+  // work a client waits on (ACME validation), queued on this node.
+  void Wake();
+
   // Reclaims expired leases, then leases one due job and runs it in the calling thread.
   // True if a job ran. The worker threads call this in a loop; tests call it directly.
   Result<bool> RunOne();
@@ -100,6 +104,7 @@ class WorkerPool {
   std::map<std::string, Kind> kinds_;
   std::set<int64_t> running_ids_;
   bool stopping_ = false;
+  uint64_t wakes_ = 0;  // counts Wake(); a worker that saw another count looks again
   std::vector<std::thread> threads_;
   std::atomic<int64_t> last_reclaim_{INT64_MIN / 2};
 };

@@ -153,9 +153,9 @@ Result<std::string> CommonName(std::string_view subject_der, int& count) {
   return out;
 }
 
-// The DNS names of the subjectAltName in the request's extensionRequest attribute, if any.
-Result<std::vector<std::string>> RequestedDnsNames(std::string_view attributes) {
-  std::vector<std::string> out;
+// The DNS names and IP addresses of the subjectAltName in the request's extensionRequest
+// attribute, if any, into `csr`.
+Result<void> RequestedNames(std::string_view attributes, Csr& csr) {
   DerReader reader(attributes);
   while (!reader.done()) {
     CF_ASSIGN_OR_RETURN(DerElement attr_der, reader.Next(kDerSequence, "attribute"));
@@ -176,12 +176,20 @@ Result<std::vector<std::string>> RequestedDnsNames(std::string_view attributes) 
       const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names.get(), i);
       if (gn->type == GEN_DNS) {
         const ASN1_STRING* s = gn->d.dNSName;
-        out.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-                         static_cast<size_t>(ASN1_STRING_length(s)));
+        csr.dns_names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                                   static_cast<size_t>(ASN1_STRING_length(s)));
+      } else if (gn->type == GEN_IPADD) {
+        const int len = ASN1_STRING_length(gn->d.iPAddress);
+        char text[INET6_ADDRSTRLEN] = {};
+        if ((len != 4 && len != 16) || inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(gn->d.iPAddress),
+                                                 text, sizeof(text)) == nullptr) {
+          return Invalid("the CSR has an IP address that is not 4 or 16 bytes");
+        }
+        csr.ip_addresses.emplace_back(text);
       }
     }
   }
-  return out;
+  return Ok();
 }
 
 Result<std::string> CsrDer(std::string_view data) {
@@ -251,7 +259,7 @@ Result<Csr> ParseCsr(std::string_view data) {
   csr.spki_der = r.spki.encoding;
   CF_ASSIGN_OR_RETURN(csr.common_name, CommonName(r.subject.encoding, csr.common_names));
   if (r.attributes) {
-    CF_ASSIGN_OR_RETURN(csr.dns_names, RequestedDnsNames(r.attributes->contents));
+    CF_RETURN_IF_ERROR(RequestedNames(r.attributes->contents, csr));
   }
   return csr;
 }

@@ -19,6 +19,7 @@ struct Csr {
   std::string common_name;  // the first; empty if the subject has none
   int common_names = 0;     // how many the subject has
   std::vector<std::string> dns_names;
+  std::vector<std::string> ip_addresses;  // as text, from the subjectAltName
 };
 
 // Parses a PEM or DER CSR and checks its self-signature; kInvalidArgument otherwise.

@@ -75,7 +75,10 @@ Result<ProfiledSpec> ApplyProfile(const ProfileInput& in, EVP_PKEY* subject_key,
     return MakeError(ErrorCode::kInvalidArgument, "only device and host certificates are named by an id");
   }
   CF_RETURN_IF_ERROR(CheckText("fqdn", in.fqdn, in.fqdn_is_id ? kMaxCommonName : kMaxDnsName));
-  if (!in.fqdn_is_id && !IsValidDnsName(in.fqdn)) {
+  // A server may be named by its address (RFC 8738) or a wildcard, as ACME orders name them.
+  const bool server = in.type == CertType::kServer;
+  const bool named_by_address = !in.fqdn_is_id && server && IsIpAddress(in.fqdn);
+  if (!in.fqdn_is_id && !named_by_address && !IsValidDnsName(in.fqdn, /*allow_wildcard=*/server)) {
     return MakeError(
         ErrorCode::kInvalidArgument,
         fmt::format("fqdn '{}' is not a valid DNS name (labels of 1 to 63 letters, digits and hyphens)", in.fqdn));
@@ -138,12 +141,16 @@ Result<ProfiledSpec> ApplyProfile(const ProfileInput& in, EVP_PKEY* subject_key,
     s.path_len = 0;
     return out;
   }
-  if (!in.fqdn_is_id) s.dns_names.push_back(in.fqdn);
+  if (named_by_address) {
+    s.ip_addresses.push_back(in.fqdn);
+  } else if (!in.fqdn_is_id) {
+    s.dns_names.push_back(in.fqdn);
+  }
   for (const auto& san : in.sans) {
     CF_RETURN_IF_ERROR(CheckText("sans", san, kMaxDnsName));
     // A server's address, as an IP name rather than a DNS name that looks like one.
-    if (in.type == CertType::kServer && IsIpAddress(san)) {
-      s.ip_addresses.push_back(san);
+    if (server && IsIpAddress(san)) {
+      if (san != in.fqdn) s.ip_addresses.push_back(san);
       continue;
     }
     if (!IsValidDnsName(san, /*allow_wildcard=*/in.type == CertType::kServer)) {
@@ -151,7 +158,6 @@ Result<ProfiledSpec> ApplyProfile(const ProfileInput& in, EVP_PKEY* subject_key,
     }
     if (in.fqdn_is_id || san != in.fqdn) s.dns_names.push_back(san);
   }
-  const bool server = in.type == CertType::kServer;
   s.server_auth = server && in.usage != ServerUsage::kClient;
   s.client_auth = in.type == CertType::kDevice || (server && in.usage != ServerUsage::kServer);
   return out;

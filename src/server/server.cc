@@ -123,7 +123,10 @@ Result<void> Run(const Config& config, const Clock& clock) {
   CF_ASSIGN_OR_RETURN(auto webhook_options, Named(events::WebhookOptions(config), "webhooks"));
   events::WebhookDispatcher webhooks(store, clock, webhook_options);
 
-  acme::AcmeService acme(store, clock, acme::AcmeOptions(config, issuer_options.public_url));
+  const acme::AcmeService::Options acme_options = acme::AcmeOptions(config, issuer_options.public_url);
+  CF_ASSIGN_OR_RETURN(const acme::Validator acme_validator,
+                      Named(acme::Validator::Make(acme_options.validation), "ACME validation"));
+  acme::AcmeService acme(store, issuer, acme_validator, clock, acme_options);
 
   // Routes.
   http::ApiContext api{store, clock, metrics, tokens, api_tokens};
@@ -161,6 +164,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
   CF_RETURN_IF_ERROR(Named(renewal::RegisterJobs(pool, scheduler, renewals, config), "renewal jobs"));
   CF_RETURN_IF_ERROR(Named(distribution::RegisterJobs(pool, scheduler, distribution, config), "distribution jobs"));
   CF_RETURN_IF_ERROR(Named(events::RegisterJobs(pool, scheduler, webhooks, config), "webhooks"));
+  CF_RETURN_IF_ERROR(Named(acme::RegisterJobs(pool, acme, config), "ACME jobs"));
 
   pool.Start();
   scheduler.Start(kSchedulerTick);

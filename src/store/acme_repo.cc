@@ -18,6 +18,31 @@ Result<std::optional<AcmeAccountRecord>> OneAccount(Tx& tx, const std::string& w
   return std::optional<AcmeAccountRecord>(AccountFromRow(*row));
 }
 
+constexpr std::string_view kOrderColumns =
+    "id, account_id, profile, status, identifiers, expires_at, error, serial, replaces, created_at, updated_at";
+constexpr std::string_view kAuthzColumns =
+    "id, order_id, account_id, identifier_type, identifier_value, wildcard, status, expires_at";
+constexpr std::string_view kChallengeColumns = "id, authz_id, type, token, status, validated_at, error";
+
+AcmeOrderRecord OrderFromRow(const Row& r) {
+  return AcmeOrderRecord{r.Int(0),     r.Int(1),     r.Text(2),    r.Text(3), r.Text(4), r.Int(5),
+                         r.OptText(6), r.OptText(7), r.OptText(8), r.Int(9),  r.Int(10)};
+}
+
+AcmeAuthzRecord AuthzFromRow(const Row& r) {
+  return AcmeAuthzRecord{r.Int(0), r.Int(1), r.Int(2), r.Text(3), r.Text(4), r.Int(5) != 0, r.Text(6), r.Int(7)};
+}
+
+AcmeChallengeRecord ChallengeFromRow(const Row& r) {
+  return AcmeChallengeRecord{r.Int(0), r.Int(1), r.Text(2), r.Text(3), r.Text(4), r.OptInt(5), r.OptText(6)};
+}
+
+Result<int64_t> InsertReturningId(Tx& tx, const std::string& sql, const Params& params) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(sql, params));
+  if (!row) return MakeError(ErrorCode::kInternal, "an insert returned no id");
+  return row->Int(0);
+}
+
 }  // namespace
 
 Result<void> InsertAcmeNonce(Tx& tx, std::string_view nonce, int64_t expires_at) {
@@ -55,6 +80,132 @@ Result<void> UpdateAcmeAccount(Tx& tx, int64_t id, std::string_view status, std:
   CF_RETURN_IF_ERROR(tx.Exec("UPDATE acme_accounts SET status = ?, contact = ? WHERE id = ?",
                              {std::string(status), std::string(contact), id}));
   return Ok();
+}
+
+Result<bool> ChangeAcmeAccountKey(Tx& tx, int64_t id, std::string_view thumbprint, std::string_view jwk) {
+  CF_ASSIGN_OR_RETURN(auto taken, tx.QueryOne("SELECT a.id FROM acme_accounts a JOIN acme_accounts b ON a.profile = "
+                                              "b.profile WHERE b.id = ? AND a.thumbprint = ?",
+                                              {id, std::string(thumbprint)}));
+  if (taken) return false;
+  CF_RETURN_IF_ERROR(tx.Exec("UPDATE acme_accounts SET thumbprint = ?, jwk = ? WHERE id = ?",
+                             {std::string(thumbprint), std::string(jwk), id}));
+  return true;
+}
+
+Result<int64_t> InsertAcmeOrder(Tx& tx, const AcmeOrderRecord& o) {
+  return InsertReturningId(
+      tx,
+      "INSERT INTO acme_orders (account_id, profile, status, identifiers, expires_at, error, "
+      "serial, replaces, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+      {o.account_id, o.profile, o.status, o.identifiers, o.expires_at, OptionalValue(o.error), OptionalValue(o.serial),
+       OptionalValue(o.replaces), o.created_at, o.updated_at});
+}
+
+Result<int64_t> InsertAcmeAuthz(Tx& tx, const AcmeAuthzRecord& a) {
+  return InsertReturningId(tx,
+                           "INSERT INTO acme_authzs (order_id, account_id, identifier_type, identifier_value, "
+                           "wildcard, status, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                           {a.order_id, a.account_id, a.identifier_type, a.identifier_value,
+                            int64_t{a.wildcard ? 1 : 0}, a.status, a.expires_at});
+}
+
+Result<int64_t> InsertAcmeChallenge(Tx& tx, const AcmeChallengeRecord& c) {
+  return InsertReturningId(
+      tx,
+      "INSERT INTO acme_challenges (authz_id, type, token, status, validated_at, error) "
+      "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+      {c.authz_id, c.type, c.token, c.status, OptionalValue(c.validated_at), OptionalValue(c.error)});
+}
+
+Result<std::optional<AcmeOrderRecord>> FindAcmeOrder(Tx& tx, int64_t id) {
+  CF_ASSIGN_OR_RETURN(auto row,
+                      tx.QueryOne(fmt::format("SELECT {} FROM acme_orders WHERE id = ?", kOrderColumns), {id}));
+  if (!row) return std::optional<AcmeOrderRecord>();
+  return std::optional<AcmeOrderRecord>(OrderFromRow(*row));
+}
+
+Result<std::optional<AcmeOrderRecord>> FindAcmeOrderBySerial(Tx& tx, std::string_view serial) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(fmt::format("SELECT {} FROM acme_orders WHERE serial = ?", kOrderColumns),
+                                            {std::string(serial)}));
+  if (!row) return std::optional<AcmeOrderRecord>();
+  return std::optional<AcmeOrderRecord>(OrderFromRow(*row));
+}
+
+Result<std::vector<int64_t>> ListAcmeOrderIds(Tx& tx, int64_t account_id, int64_t after_id, int limit) {
+  CF_ASSIGN_OR_RETURN(auto rows, tx.Query("SELECT id FROM acme_orders WHERE account_id = ? AND id > ? ORDER BY id "
+                                          "LIMIT ?",
+                                          {account_id, after_id, int64_t{limit}}));
+  std::vector<int64_t> out;
+  out.reserve(rows.size());
+  for (const Row& r : rows) out.push_back(r.Int(0));
+  return out;
+}
+
+Result<bool> SetAcmeOrderStatus(Tx& tx, int64_t id, std::string_view from, std::string_view to,
+                                const std::optional<std::string>& error, const std::optional<std::string>& serial,
+                                int64_t now) {
+  CF_ASSIGN_OR_RETURN(
+      int64_t n, tx.Exec("UPDATE acme_orders SET status = ?, error = COALESCE(?, error), serial = "
+                         "COALESCE(?, serial), updated_at = ? WHERE id = ? AND status = ?",
+                         {std::string(to), OptionalValue(error), OptionalValue(serial), now, id, std::string(from)}));
+  return n == 1;
+}
+
+Result<std::vector<std::pair<std::string, int64_t>>> CountAcmeOrders(Tx& tx) {
+  CF_ASSIGN_OR_RETURN(auto rows,
+                      tx.Query("SELECT status, COUNT(*) FROM acme_orders GROUP BY status ORDER BY status", {}));
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (const Row& r : rows) out.emplace_back(r.Text(0), r.Int(1));
+  return out;
+}
+
+Result<std::optional<AcmeAuthzRecord>> FindAcmeAuthz(Tx& tx, int64_t id) {
+  CF_ASSIGN_OR_RETURN(auto row,
+                      tx.QueryOne(fmt::format("SELECT {} FROM acme_authzs WHERE id = ?", kAuthzColumns), {id}));
+  if (!row) return std::optional<AcmeAuthzRecord>();
+  return std::optional<AcmeAuthzRecord>(AuthzFromRow(*row));
+}
+
+Result<std::vector<AcmeAuthzRecord>> AcmeAuthzsOfOrder(Tx& tx, int64_t order_id) {
+  CF_ASSIGN_OR_RETURN(
+      auto rows,
+      tx.Query(fmt::format("SELECT {} FROM acme_authzs WHERE order_id = ? ORDER BY id", kAuthzColumns), {order_id}));
+  std::vector<AcmeAuthzRecord> out;
+  out.reserve(rows.size());
+  for (const Row& r : rows) out.push_back(AuthzFromRow(r));
+  return out;
+}
+
+Result<bool> SetAcmeAuthzStatus(Tx& tx, int64_t id, std::string_view from, std::string_view to) {
+  CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec("UPDATE acme_authzs SET status = ? WHERE id = ? AND status = ?",
+                                         {std::string(to), id, std::string(from)}));
+  return n == 1;
+}
+
+Result<std::optional<AcmeChallengeRecord>> FindAcmeChallenge(Tx& tx, int64_t id) {
+  CF_ASSIGN_OR_RETURN(auto row,
+                      tx.QueryOne(fmt::format("SELECT {} FROM acme_challenges WHERE id = ?", kChallengeColumns), {id}));
+  if (!row) return std::optional<AcmeChallengeRecord>();
+  return std::optional<AcmeChallengeRecord>(ChallengeFromRow(*row));
+}
+
+Result<std::vector<AcmeChallengeRecord>> AcmeChallengesOfAuthz(Tx& tx, int64_t authz_id) {
+  CF_ASSIGN_OR_RETURN(auto rows, tx.Query(fmt::format("SELECT {} FROM acme_challenges WHERE authz_id = ? ORDER BY id",
+                                                      kChallengeColumns),
+                                          {authz_id}));
+  std::vector<AcmeChallengeRecord> out;
+  out.reserve(rows.size());
+  for (const Row& r : rows) out.push_back(ChallengeFromRow(r));
+  return out;
+}
+
+Result<bool> SetAcmeChallengeStatus(Tx& tx, int64_t id, std::string_view from, std::string_view to,
+                                    std::optional<int64_t> validated_at, const std::optional<std::string>& error) {
+  CF_ASSIGN_OR_RETURN(
+      int64_t n, tx.Exec("UPDATE acme_challenges SET status = ?, validated_at = COALESCE(?, validated_at), "
+                         "error = COALESCE(?, error) WHERE id = ? AND status = ?",
+                         {std::string(to), OptionalValue(validated_at), OptionalValue(error), id, std::string(from)}));
+  return n == 1;
 }
 
 }  // namespace certfleet::store

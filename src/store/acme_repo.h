@@ -4,6 +4,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "core/result.h"
 #include "store/store.h"
@@ -32,5 +34,75 @@ Result<std::optional<AcmeAccountRecord>> FindAcmeAccount(Tx& tx, int64_t id);
 Result<std::optional<AcmeAccountRecord>> FindAcmeAccountByKey(Tx& tx, std::string_view profile,
                                                               std::string_view thumbprint);
 Result<void> UpdateAcmeAccount(Tx& tx, int64_t id, std::string_view status, std::string_view contact);
+// A key rollover: false if another account of the profile has the new key.
+Result<bool> ChangeAcmeAccountKey(Tx& tx, int64_t id, std::string_view thumbprint, std::string_view jwk);
+
+// An order (RFC 8555 7.1.3). Status: pending, ready, processing, valid, invalid.
+struct AcmeOrderRecord {
+  int64_t id = 0;
+  int64_t account_id = 0;
+  std::string profile;
+  std::string status;
+  std::string identifiers;  // JSON: [{"type": "dns"|"ip", "value": …}]
+  int64_t expires_at = 0;
+  std::optional<std::string> error;     // a problem document (JSON) once invalid
+  std::optional<std::string> serial;    // its certificate, once valid
+  std::optional<std::string> replaces;  // the ARI certificate id (RFC 9773) it replaces
+  int64_t created_at = 0;
+  int64_t updated_at = 0;
+};
+
+// An authorization of one identifier for one order. Status: pending, valid, invalid,
+// deactivated, expired. A wildcard's value is the name without "*.".
+struct AcmeAuthzRecord {
+  int64_t id = 0;
+  int64_t order_id = 0;
+  int64_t account_id = 0;
+  std::string identifier_type;
+  std::string identifier_value;
+  bool wildcard = false;
+  std::string status;
+  int64_t expires_at = 0;
+};
+
+// A challenge of an authorization. Status: pending, processing, valid, invalid.
+struct AcmeChallengeRecord {
+  int64_t id = 0;
+  int64_t authz_id = 0;
+  std::string type;  // http-01, dns-01, tls-alpn-01
+  std::string token;
+  std::string status;
+  std::optional<int64_t> validated_at;
+  std::optional<std::string> error;  // a problem document (JSON)
+};
+
+// The new row's id.
+Result<int64_t> InsertAcmeOrder(Tx& tx, const AcmeOrderRecord& order);
+Result<int64_t> InsertAcmeAuthz(Tx& tx, const AcmeAuthzRecord& authz);
+Result<int64_t> InsertAcmeChallenge(Tx& tx, const AcmeChallengeRecord& challenge);
+
+Result<std::optional<AcmeOrderRecord>> FindAcmeOrder(Tx& tx, int64_t id);
+// The order that got the certificate `serial`.
+Result<std::optional<AcmeOrderRecord>> FindAcmeOrderBySerial(Tx& tx, std::string_view serial);
+// The ids of an account's orders, oldest first, after `after_id`, at most `limit`.
+Result<std::vector<int64_t>> ListAcmeOrderIds(Tx& tx, int64_t account_id, int64_t after_id, int limit);
+// Moves an order from `from` to `to` (compare and set): false if it was not in `from`.
+// `error` and `serial` are written when given.
+Result<bool> SetAcmeOrderStatus(Tx& tx, int64_t id, std::string_view from, std::string_view to,
+                                const std::optional<std::string>& error, const std::optional<std::string>& serial,
+                                int64_t now);
+// Orders by status, for /metrics.
+Result<std::vector<std::pair<std::string, int64_t>>> CountAcmeOrders(Tx& tx);
+
+Result<std::optional<AcmeAuthzRecord>> FindAcmeAuthz(Tx& tx, int64_t id);
+Result<std::vector<AcmeAuthzRecord>> AcmeAuthzsOfOrder(Tx& tx, int64_t order_id);
+// Compare and set, as for orders.
+Result<bool> SetAcmeAuthzStatus(Tx& tx, int64_t id, std::string_view from, std::string_view to);
+
+Result<std::optional<AcmeChallengeRecord>> FindAcmeChallenge(Tx& tx, int64_t id);
+Result<std::vector<AcmeChallengeRecord>> AcmeChallengesOfAuthz(Tx& tx, int64_t authz_id);
+// Compare and set; `validated_at` and `error` are written when given.
+Result<bool> SetAcmeChallengeStatus(Tx& tx, int64_t id, std::string_view from, std::string_view to,
+                                    std::optional<int64_t> validated_at, const std::optional<std::string>& error);
 
 }  // namespace certfleet::store

@@ -469,6 +469,48 @@ CREATE TABLE acme_accounts (
 );
 CREATE UNIQUE INDEX acme_accounts_key ON acme_accounts (profile, thumbprint);
 )sql"},
+    {19, "acme orders, authorizations and challenges", R"sql(
+-- ACME orders (RFC 8555 7.1.3): their identifiers as JSON, their certificate once issued.
+-- Each order has its own authorizations, each with its challenges; validation jobs move
+-- them from pending to valid or invalid.
+CREATE TABLE acme_orders (
+  id {{id}},
+  account_id BIGINT NOT NULL REFERENCES acme_accounts (id),
+  profile TEXT NOT NULL,
+  status TEXT NOT NULL,
+  identifiers TEXT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  error TEXT,
+  serial TEXT,
+  replaces TEXT,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+CREATE INDEX acme_orders_account ON acme_orders (account_id, id);
+CREATE INDEX acme_orders_serial ON acme_orders (serial);
+CREATE INDEX acme_orders_status ON acme_orders (status);
+CREATE TABLE acme_authzs (
+  id {{id}},
+  order_id BIGINT NOT NULL REFERENCES acme_orders (id),
+  account_id BIGINT NOT NULL,
+  identifier_type TEXT NOT NULL,
+  identifier_value TEXT NOT NULL,
+  wildcard INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  expires_at BIGINT NOT NULL
+);
+CREATE INDEX acme_authzs_order ON acme_authzs (order_id);
+CREATE TABLE acme_challenges (
+  id {{id}},
+  authz_id BIGINT NOT NULL REFERENCES acme_authzs (id),
+  type TEXT NOT NULL,
+  token TEXT NOT NULL,
+  status TEXT NOT NULL,
+  validated_at BIGINT,
+  error TEXT
+);
+CREATE INDEX acme_challenges_authz ON acme_challenges (authz_id);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

@@ -1,7 +1,12 @@
 #!/usr/bin/python3
-"""ACME (issue 20, being built) end to end: certbot registers an account with certfleet,
-updates its contact and deactivates it; requests signed here (Python cryptography) get the
-RFC 8555 problem documents for a bad nonce, a wrong url, a forged signature and a weak key.
+"""ACME end to end, with the clients people run: certbot registers an account with
+certfleet, updates its contact and deactivates it, then obtains (standalone http-01), renews
+and revokes a certificate, which openssl verifies against certfleet's chain and finds revoked
+in the CRL and by OCSP; lego obtains certificates through http-01, tls-alpn-01 and dns-01 (a
+wildcard, its TXT record in a small DNS server the test runs) and renews one. Requests signed
+here (Python cryptography) get the RFC 8555 problem documents for a bad nonce, a wrong url, a
+forged signature, a weak key, a forbidden name, a CSR that differs from its order and a
+challenge answered wrongly.
 
 usage: acme_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
@@ -14,13 +19,19 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish  # noqa: E402
 from harness import Certfleet, Files  # noqa: E402
+from servers import DnsServer, free_port  # noqa: E402
 
 from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, padding, utils  # noqa: E402
 
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
 files = Files("certfleet-acme-e2e-")
-cf = Certfleet(BINARY, DB_KIND, "acme-e2e", extra_env={"CERTFLEET_ACME_CA": "iot.example.com"})
+dns = DnsServer(files.path("dns"))
+HTTP01_PORT, TLSALPN01_PORT = free_port(), free_port()
+cf = Certfleet(BINARY, DB_KIND, "acme-e2e", extra_env={
+    "CERTFLEET_ACME_CA": "iot.example.com", "CERTFLEET_ACME_RESOLVER": f"127.0.0.1:{dns.port}",
+    "CERTFLEET_ACME_HTTP01_PORT": str(HTTP01_PORT), "CERTFLEET_ACME_TLSALPN01_PORT": str(TLSALPN01_PORT),
+    "CERTFLEET_ACME_VALIDATION_ATTEMPTS": "3"})
 cf.init()
 cf.start()
 cf.api("POST", "/v1/certificates/root", {"fqdn": "example.com"}, expect=201)
@@ -38,14 +49,15 @@ status, out, _ = cf.request("GET", "/acme/nope/directory")
 check(status == 404 and out["type"] == "urn:ietf:params:acme:error:malformed", f"an unknown profile: {out}")
 
 # ---- certbot: register, update the contact, deactivate ----
-certbot_dir = files.path("certbot")
-env = dict(os.environ, REQUESTS_CA_BUNDLE=os.path.join(cf.data, "tls", "ca.pem"))
-common = ["--server", DIRECTORY, "--config-dir", f"{certbot_dir}/config", "--work-dir", f"{certbot_dir}/work",
-          "--logs-dir", f"{certbot_dir}/logs", "--non-interactive"]
+TLS_CA = os.path.join(cf.data, "tls", "ca.pem")
+env = dict(os.environ, REQUESTS_CA_BUNDLE=TLS_CA)
 
 
-def certbot(*args):
-    p = subprocess.run(["certbot", *args, *common], env=env, capture_output=True, text=True, timeout=120)
+def certbot(*args, folder="certbot"):
+    d = files.path(folder)
+    common = ["--server", DIRECTORY, "--config-dir", f"{d}/config", "--work-dir", f"{d}/work", "--logs-dir",
+              f"{d}/logs", "--non-interactive"]
+    p = subprocess.run(["certbot", *args, *common], env=env, capture_output=True, text=True, timeout=180)
     check(p.returncode == 0, f"certbot {' '.join(args)}: {p.stdout[-1500:]} {p.stderr[-1500:]}")
     return p.stdout + p.stderr
 
@@ -61,6 +73,58 @@ certbot("unregister")
 audit = [a["action"] for a in cf.api("GET", "/v1/audit?limit=100")["items"]]
 for action in ("acme.account.create", "acme.account.update", "acme.account.deactivate"):
     check(action in audit, f"the audit log has {action}")
+
+# ---- certbot: obtain with standalone http-01, renew, revoke ----
+root_pem = cf.api("GET", "/v1/certificates/example.com")["certificate_pem"]
+chain_files = {"root": files.write("root.pem", root_pem)}
+standalone = ["--standalone", "--preferred-challenges", "http", "--http-01-address", "127.0.0.1",
+              "--http-01-port", str(HTTP01_PORT)]
+certbot("certonly", *standalone, "--agree-tos", "-m", "ops@example.com", "--no-eff-email", "--cert-name", "web",
+        "-d", "www.example.test", "-d", "api.example.test", folder="certbot2")
+live = os.path.join(files.path("certbot2"), "config", "live", "web")
+
+
+def sh(*cmd, stdin=None):
+    return subprocess.run(cmd, capture_output=True, input=stdin, timeout=60, text=stdin is None)
+
+
+def verify(cert, chain):
+    return sh("openssl", "verify", "-CAfile", chain_files["root"], "-untrusted", chain, cert)
+
+
+def serial_of(path):
+    return sh("openssl", "x509", "-noout", "-serial", "-in", path).stdout.strip().split("=")[1].lower()
+
+
+check(verify(f"{live}/cert.pem", f"{live}/chain.pem").returncode == 0,
+      "openssl verifies certbot's certificate against certfleet's chain")
+first_serial = serial_of(f"{live}/cert.pem")
+sans = sh("openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", f"{live}/cert.pem").stdout
+check("DNS:www.example.test" in sans and "DNS:api.example.test" in sans, f"both names are in it: {sans}")
+record = cf.api("GET", f"/v1/certificates/{first_serial}")
+check(record["parent_fqdn"] == "iot.example.com" and record["created_by"].startswith("acme:account/")
+      and "/order/" in record["created_by"], f"it is in the inventory under the ACME CA, by account and order: {record}")
+check("BEGIN CERTIFICATE" in open(f"{live}/chain.pem").read() and root_pem.strip() not in open(
+    f"{live}/fullchain.pem").read(), "the default chain ends below the root")
+
+certbot("renew", "--force-renewal", *standalone, folder="certbot2")
+renewed_serial = serial_of(f"{live}/cert.pem")
+check(renewed_serial != first_serial and verify(f"{live}/cert.pem", f"{live}/chain.pem").returncode == 0,
+      "certbot renew --force-renewal got a new certificate that verifies")
+
+certbot("revoke", "--cert-path", f"{live}/cert.pem", "--reason", "keycompromise", "--no-delete-after-revoke",
+        folder="certbot2")
+record = cf.api("GET", f"/v1/certificates/{renewed_serial}")
+check(record["status"] == "revoked" and record.get("revocation_reason") in ("keyCompromise", 1),
+      f"certbot revoke: revoked in the inventory: {record}")
+status, crl, _ = cf.request("GET", "/crl/iot.example.com.crl", raw=True)
+crl_text = sh("openssl", "crl", "-inform", "DER", "-noout", "-text", stdin=crl).stdout.decode()
+check(status == 200 and renewed_serial.upper() in crl_text.upper().replace(":", ""),
+      "the revoked certificate is on iot.example.com's CRL")
+ocsp = sh("openssl", "ocsp", "-issuer", files.write("int.pem", cf.api("GET", "/v1/certificates/iot.example.com")[
+    "certificate_pem"]), "-cert", f"{live}/cert.pem", "-url", f"{cf.url}/ocsp", "-CAfile", chain_files["root"],
+           "-verify_other", files.path("int.pem"), "-no_nonce")
+check(": revoked" in ocsp.stdout, f"OCSP answers revoked: {ocsp.stdout} {ocsp.stderr}")
 
 
 # ---- requests signed here: the problem types ----

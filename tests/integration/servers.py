@@ -1,11 +1,14 @@
 """Real servers the tests run against, each on a free loopback port: s3rver (npm, an
 S3-compatible server that checks SigV4 signatures) with the AWS CLI as the uploader,
-aiosmtpd (Debian) writing every message it accepts into a maildir, and Mosquitto as the
-TLS broker that must accept the device certificates certfleet issues."""
+aiosmtpd (Debian) writing every message it accepts into a maildir, Mosquitto as the
+TLS broker that must accept the device certificates certfleet issues, and a small DNS server
+for ACME validation."""
 import mailbox
 import os
 import socket
+import struct
 import subprocess
+import threading
 import time
 
 SOURCE = os.environ.get("CERTFLEET_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.dirname(
@@ -243,3 +246,60 @@ class SnsEndpoint:
 
     def stop(self):
         self.server.shutdown()
+
+
+class DnsServer:
+    """A small authoritative DNS server on a loopback UDP port, for ACME validation: every name
+    has the A record 127.0.0.1 (so http-01 and tls-alpn-01 reach the test's clients) and no
+    AAAA; TXT records are read from files in `txt_dir`, one per name (lowercase, no final dot),
+    one value per line, so that a lego exec script can write them. Anything else is NXDOMAIN."""
+
+    def __init__(self, txt_dir):
+        self.txt_dir = txt_dir
+        os.makedirs(txt_dir, exist_ok=True)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.queries = []  # (name, type) in the order asked
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def set_txt(self, name, *values):
+        with open(os.path.join(self.txt_dir, name.lower()), "w") as f:
+            f.write("".join(v + "\n" for v in values))
+
+    def _answer(self, query):
+        qid, _flags, qdcount = struct.unpack("!HHH", query[:6])
+        pos, labels = 12, []
+        while query[pos]:
+            labels.append(query[pos + 1:pos + 1 + query[pos]].decode().lower())
+            pos += 1 + query[pos]
+        qtype, _qclass = struct.unpack("!HH", query[pos + 1:pos + 5])
+        question = query[12:pos + 5]
+        name = ".".join(labels)
+        self.queries.append((name, qtype))
+        answers, rcode = [], 0
+        if qtype == 1:  # A
+            answers.append(socket.inet_aton("127.0.0.1"))
+        elif qtype == 16:  # TXT
+            path = os.path.join(self.txt_dir, name)
+            values = open(path).read().split() if os.path.exists(path) else []
+            answers = [bytes([len(v)]) + v.encode() for v in values]
+            rcode = 0 if answers else 3
+        elif qtype != 28:  # AAAA: none, but the name exists
+            rcode = 3
+        header = struct.pack("!HHHHHH", qid, 0x8400 | 0x0100 | rcode, qdcount, len(answers), 0, 0)
+        records = b"".join(struct.pack("!HHHIH", 0xC00C, qtype, 1, 0, len(rdata)) + rdata for rdata in answers)
+        return header + question + records
+
+    def _serve(self):
+        while True:
+            try:
+                query, peer = self.sock.recvfrom(4096)
+                self.sock.sendto(self._answer(query), peer)
+            except OSError:
+                return
+            except (IndexError, struct.error, UnicodeDecodeError):
+                continue  # a malformed query gets no answer
+
+    def stop(self):
+        self.sock.close()

@@ -1,0 +1,567 @@
+// AcmeService's orders, authorizations, challenges and their validation, finalization,
+// certificate download and revocation (RFC 8555 7.1.3-7.6).
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <set>
+
+#include "acme/acme_service.h"
+#include "acme/problem.h"
+#include "core/crypto.h"
+#include "core/text.h"
+#include "pki/certificate.h"
+#include "pki/crl.h"
+#include "pki/csr.h"
+#include "pki/profile.h"
+#include "store/audit_repo.h"
+#include "store/jobs_repo.h"
+
+namespace certfleet::acme {
+namespace {
+
+namespace json = boost::json;
+
+// An order names at most this many identifiers; a certificate carries at most as many names.
+constexpr size_t kMaxIdentifiers = 100;
+// How long an order and its authorizations wait to be validated and finalized: a week, as
+// public CAs give, enough for a client that retries over a weekend.
+constexpr std::chrono::hours kOrderLifetime{24 * 7};
+// A challenge token: 32 random bytes, 43 base64url characters (RFC 8555 8.1 asks for 128 bits).
+constexpr size_t kTokenBytes = 32;
+// Orders listed per page of an account's orders.
+constexpr int kOrdersPerPage = 100;
+// What a client is told to wait before asking again about work under way.
+constexpr int kRetryAfterSeconds = 1;
+// Revocation reasons an ACME client may give (RFC 8555 7.6 lets the server choose): what a
+// subscriber knows of its own certificate, not a CA's reasons.
+constexpr int kClientReasons[] = {0, 1, 3, 4, 5};
+
+Error Malformed(std::string detail) { return Problem(ErrorCode::kInvalidArgument, "malformed", std::move(detail)); }
+Error Unauthorized(std::string detail) {
+  return Problem(ErrorCode::kPermissionDenied, "unauthorized", std::move(detail));
+}
+
+Result<json::object> PayloadObject(const Jws& jws) {
+  boost::system::error_code ec;
+  json::value v = json::parse(jws.payload, ec);
+  if (ec || !v.is_object()) return Malformed("the payload is not a JSON object");
+  return std::move(v.as_object());
+}
+
+json::object ProblemObject(const Error& e) {
+  return {{"type", fmt::format("urn:ietf:params:acme:error:{}", e.reason.empty() ? "malformed" : e.reason)},
+          {"detail", e.message}};
+}
+
+// An identifier of an order as ordered: a wildcard's value keeps its "*.".
+struct Ordered {
+  Identifier id;  // what is validated: a wildcard's value without "*."
+  bool wildcard = false;
+  std::string value;  // as ordered and as the certificate names it
+};
+
+// Canonical text of an address (RFC 8738 3: as inet_ntop writes it), nullopt if not one.
+std::optional<std::string> CanonicalAddress(std::string_view text) {
+  const std::string s(text);
+  unsigned char raw[16] = {};
+  char out[INET6_ADDRSTRLEN] = {};
+  for (const int family : {AF_INET, AF_INET6}) {
+    if (inet_pton(family, s.c_str(), raw) == 1 && inet_ntop(family, raw, out, sizeof(out)) != nullptr) return out;
+  }
+  return std::nullopt;
+}
+
+Result<Ordered> ParseIdentifier(const json::value& v) {
+  if (!v.is_object()) return Malformed("an identifier is not an object");
+  const json::value* type = v.as_object().if_contains("type");
+  const json::value* value = v.as_object().if_contains("value");
+  if (!type || !type->is_string() || !value || !value->is_string()) {
+    return Malformed("an identifier needs a string type and value");
+  }
+  const std::string_view text = value->as_string();
+  if (type->as_string() == "ip") {
+    std::optional<std::string> address = CanonicalAddress(text);
+    if (!address) return Malformed(fmt::format("{} is not an IP address", Escaped(text.substr(0, 64))));
+    return Ordered{{"ip", *address}, false, *address};
+  }
+  if (type->as_string() != "dns") {
+    return Problem(ErrorCode::kInvalidArgument, "unsupportedIdentifier",
+                   fmt::format("identifiers are dns or ip, not {}", Escaped(type->as_string())));
+  }
+  std::string name = AsciiLower(text);
+  const bool wildcard = name.starts_with("*.");
+  std::string base = wildcard ? name.substr(2) : name;
+  if (!pki::IsValidDnsName(base) || CanonicalAddress(base)) {
+    return Problem(ErrorCode::kInvalidArgument, "rejectedIdentifier",
+                   fmt::format("{} is not a DNS name certfleet issues for", Escaped(text.substr(0, 256))));
+  }
+  return Ordered{{"dns", std::move(base)}, wildcard, std::move(name)};
+}
+
+Result<std::vector<Ordered>> ParseIdentifiers(const json::value* v) {
+  if (!v || !v->is_array() || v->as_array().empty()) return Malformed("identifiers must be a non-empty array");
+  if (v->as_array().size() > kMaxIdentifiers) {
+    return Problem(ErrorCode::kInvalidArgument, "rejectedIdentifier",
+                   fmt::format("an order names at most {} identifiers", kMaxIdentifiers));
+  }
+  std::vector<Ordered> out;
+  std::set<std::pair<std::string, std::string>> seen;
+  for (const auto& item : v->as_array()) {
+    CF_ASSIGN_OR_RETURN(Ordered o, ParseIdentifier(item));
+    if (seen.emplace(o.id.type, o.value).second) out.push_back(std::move(o));
+  }
+  return out;
+}
+
+// The identifiers' values as the certificate must name them.
+Result<std::set<std::string>> OrderNames(const store::AcmeOrderRecord& order) {
+  boost::system::error_code ec;
+  json::value v = json::parse(order.identifiers, ec);
+  if (ec || !v.is_array()) return MakeError(ErrorCode::kInternal, "an order's identifiers are not JSON");
+  std::set<std::string> out;
+  for (const auto& item : v.as_array()) out.emplace(item.as_object().at("value").as_string());
+  return out;
+}
+
+bool Expired(const store::AcmeOrderRecord& order, int64_t now) {
+  return (order.status == "pending" || order.status == "ready") && order.expires_at <= now;
+}
+
+std::string Actor(int64_t account_id) { return fmt::format("acme:account/{}", account_id); }
+
+}  // namespace
+
+Result<store::AcmeOrderRecord> AcmeService::OwnedOrder(std::string_view profile, int64_t id, const Checked& request) {
+  CF_ASSIGN_OR_RETURN(auto order, store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeOrder(tx, id); }));
+  if (!order || order->profile != profile) return Problem(ErrorCode::kNotFound, "malformed", "no such order");
+  if (!request.account || order->account_id != request.account->id) {
+    return Unauthorized("the order belongs to another account");
+  }
+  if (Expired(*order, clock_.NowMillis())) order->status = "invalid";
+  return std::move(*order);
+}
+
+Result<AcmeAnswer> AcmeService::OrderAnswer(std::string_view profile, const store::AcmeOrderRecord& order, int status) {
+  CF_ASSIGN_OR_RETURN(auto authzs,
+                      store::Read(store_, [&](store::Tx& tx) { return store::AcmeAuthzsOfOrder(tx, order.id); }));
+  json::array urls;
+  for (const auto& a : authzs) urls.emplace_back(Url(profile, fmt::format("authz/{}", a.id)));
+  AcmeAnswer answer;
+  answer.status = status;
+  answer.body = {{"status", order.status},
+                 {"expires", FormatRfc3339(order.expires_at)},
+                 {"identifiers", json::parse(order.identifiers)},
+                 {"authorizations", std::move(urls)},
+                 {"finalize", Url(profile, fmt::format("order/{}/finalize", order.id))}};
+  if (order.serial) answer.body["certificate"] = Url(profile, "cert/" + *order.serial);
+  if (order.error) answer.body["error"] = json::parse(*order.error);
+  if (order.replaces) answer.body["replaces"] = *order.replaces;
+  if (order.status == "pending" || order.status == "processing") answer.retry_after = kRetryAfterSeconds;
+  answer.location = Url(profile, fmt::format("order/{}", order.id));
+  return answer;
+}
+
+json::object AcmeService::ChallengeJson(std::string_view profile, const store::AcmeChallengeRecord& c) const {
+  json::object out{
+      {"type", c.type}, {"url", Url(profile, fmt::format("chall/{}", c.id))}, {"status", c.status}, {"token", c.token}};
+  if (c.validated_at) out["validated"] = FormatRfc3339(*c.validated_at);
+  if (c.error) out["error"] = json::parse(*c.error);
+  return out;
+}
+
+Result<AcmeAnswer> AcmeService::AccountOrders(std::string_view profile, int64_t account_id, int64_t cursor,
+                                              const Checked& request) {
+  if (!request.account || request.account->id != account_id) {
+    return Unauthorized("an account's orders are listed only to itself");
+  }
+  CF_ASSIGN_OR_RETURN(auto ids, store::Read(store_, [&](store::Tx& tx) {
+                        return store::ListAcmeOrderIds(tx, account_id, cursor, kOrdersPerPage + 1);
+                      }));
+  AcmeAnswer answer;
+  json::array urls;
+  for (size_t i = 0; i < ids.size() && i < kOrdersPerPage; ++i) {
+    urls.emplace_back(Url(profile, fmt::format("order/{}", ids[i])));
+  }
+  if (ids.size() > kOrdersPerPage) {
+    answer.links.push_back(
+        fmt::format("<{}>;rel=\"next\"",
+                    Url(profile, fmt::format("account/{}/orders?cursor={}", account_id, ids[kOrdersPerPage - 1]))));
+  }
+  answer.body = {{"orders", std::move(urls)}};
+  return answer;
+}
+
+Result<AcmeAnswer> AcmeService::NewOrder(std::string_view profile, const Checked& request) {
+  const store::AcmeAccountRecord& account = *request.account;
+  CF_ASSIGN_OR_RETURN(json::object payload, PayloadObject(request.jws));
+  if (payload.contains("notBefore") || payload.contains("notAfter")) {
+    return Malformed("notBefore and notAfter are not accepted: the profile sets the validity");
+  }
+  CF_ASSIGN_OR_RETURN(std::vector<Ordered> identifiers, ParseIdentifiers(payload.if_contains("identifiers")));
+  std::optional<std::string> replaces;
+  if (const json::value* r = payload.if_contains("replaces")) {
+    if (!r->is_string() || r->as_string().empty() || r->as_string().size() > 256) {
+      return Malformed("replaces must be a certificate identifier (RFC 9773)");
+    }
+    replaces = std::string(r->as_string());
+  }
+  json::array listed;
+  for (const auto& o : identifiers) listed.push_back(json::object{{"type", o.id.type}, {"value", o.value}});
+  const int64_t now = clock_.NowMillis();
+  store::AcmeOrderRecord order;
+  order.account_id = account.id;
+  order.profile = std::string(profile);
+  order.status = "pending";
+  order.identifiers = json::serialize(listed);
+  order.expires_at = now + Millis(kOrderLifetime);
+  order.replaces = replaces;
+  order.created_at = now;
+  order.updated_at = now;
+  CF_ASSIGN_OR_RETURN(
+      order.id, store::Write(store_, [&](store::Tx& tx) -> Result<int64_t> {
+        CF_ASSIGN_OR_RETURN(int64_t id, store::InsertAcmeOrder(tx, order));
+        for (const auto& o : identifiers) {
+          store::AcmeAuthzRecord authz{0,          id,         account.id, o.id.type,
+                                       o.id.value, o.wildcard, "pending",  order.expires_at};
+          CF_ASSIGN_OR_RETURN(int64_t authz_id, store::InsertAcmeAuthz(tx, authz));
+          for (const std::string_view type : ChallengeTypesFor(o.id, o.wildcard)) {
+            store::AcmeChallengeRecord c{0,         authz_id,     std::string(type), RandomToken(kTokenBytes),
+                                         "pending", std::nullopt, std::nullopt};
+            CF_RETURN_IF_ERROR(store::InsertAcmeChallenge(tx, c));
+          }
+        }
+        CF_RETURN_IF_ERROR(
+            store::AppendAudit(tx, now, Actor(account.id), "acme.order.create", fmt::format("acme-order:{}", id),
+                               json::serialize(json::object{{"profile", profile}, {"identifiers", listed}})));
+        return id;
+      }));
+  return OrderAnswer(profile, order, 201);
+}
+
+Result<AcmeAnswer> AcmeService::Order(std::string_view profile, int64_t id, const Checked& request) {
+  CF_ASSIGN_OR_RETURN(auto order, OwnedOrder(profile, id, request));
+  return OrderAnswer(profile, order);
+}
+
+Result<AcmeAnswer> AcmeService::Authorization(std::string_view profile, int64_t id, const Checked& request) {
+  CF_ASSIGN_OR_RETURN(auto authz, store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeAuthz(tx, id); }));
+  if (!authz) return Problem(ErrorCode::kNotFound, "malformed", "no such authorization");
+  CF_ASSIGN_OR_RETURN(auto order, OwnedOrder(profile, authz->order_id, request));
+  const int64_t now = clock_.NowMillis();
+  if (!request.jws.payload.empty()) {
+    CF_ASSIGN_OR_RETURN(json::object payload, PayloadObject(request.jws));
+    const json::value* status = payload.if_contains("status");
+    if (!status || !status->is_string() || status->as_string() != "deactivated") {
+      return Malformed("an authorization can only be deactivated");
+    }
+    if (authz->status != "pending" && authz->status != "valid") {
+      return Malformed(fmt::format("the authorization is {}", authz->status));
+    }
+    const std::string from = authz->status;
+    CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+      CF_RETURN_IF_ERROR(store::SetAcmeAuthzStatus(tx, id, from, "deactivated"));
+      for (const char* s : {"pending", "ready"}) {
+        CF_RETURN_IF_ERROR(store::SetAcmeOrderStatus(tx, order.id, s, "invalid", std::nullopt, std::nullopt, now));
+      }
+      CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, Actor(order.account_id), "acme.authz.deactivate",
+                                            fmt::format("acme-order:{}", order.id),
+                                            json::serialize(json::object{{"authorization", id}})));
+      return Ok();
+    }));
+    authz->status = "deactivated";
+  }
+  CF_ASSIGN_OR_RETURN(auto challenges,
+                      store::Read(store_, [&](store::Tx& tx) { return store::AcmeChallengesOfAuthz(tx, id); }));
+  std::string status = authz->status;
+  if (status == "pending" && authz->expires_at <= now) status = "expired";
+  json::array list;
+  bool processing = false;
+  for (const auto& c : challenges) {
+    list.push_back(ChallengeJson(profile, c));
+    processing = processing || c.status == "processing";
+  }
+  AcmeAnswer answer;
+  answer.body = {{"identifier", json::object{{"type", authz->identifier_type}, {"value", authz->identifier_value}}},
+                 {"status", status},
+                 {"expires", FormatRfc3339(authz->expires_at)},
+                 {"challenges", std::move(list)}};
+  if (authz->wildcard) answer.body["wildcard"] = true;
+  if (processing) answer.retry_after = kRetryAfterSeconds;
+  return answer;
+}
+
+Result<AcmeAnswer> AcmeService::Challenge(std::string_view profile, int64_t id, const Checked& request) {
+  CF_ASSIGN_OR_RETURN(auto challenge,
+                      store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeChallenge(tx, id); }));
+  if (!challenge) return Problem(ErrorCode::kNotFound, "malformed", "no such challenge");
+  CF_ASSIGN_OR_RETURN(
+      auto authz, store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeAuthz(tx, challenge->authz_id); }));
+  if (!authz) return MakeError(ErrorCode::kInternal, "a challenge has no authorization");
+  CF_ASSIGN_OR_RETURN(auto order, OwnedOrder(profile, authz->order_id, request));
+  // A POST of {} asks for validation (7.5.1); a POST-as-GET only reads.
+  if (!request.jws.payload.empty() && challenge->status == "pending") {
+    CF_ASSIGN_OR_RETURN(json::object payload, PayloadObject(request.jws));
+    (void)payload;  // {} by the RFC; anything else is ignored as it allows
+    if (authz->status != "pending" || order.status != "pending") {
+      return Malformed(fmt::format("the authorization is {} and its order {}", authz->status, order.status));
+    }
+    const int64_t now = clock_.NowMillis();
+    CF_ASSIGN_OR_RETURN(bool started, store::Write(store_, [&](store::Tx& tx) -> Result<bool> {
+                          CF_ASSIGN_OR_RETURN(bool moved, store::SetAcmeChallengeStatus(tx, id, "pending", "processing",
+                                                                                        std::nullopt, std::nullopt));
+                          if (!moved) return false;
+                          store::NewJob job{std::string(kValidateJob), json::serialize(json::object{{"challenge", id}}),
+                                            now, options_.validation_attempts, fmt::format("{}:{}", kValidateJob, id)};
+                          CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));
+                          return true;
+                        }));
+    if (started) {
+      challenge->status = "processing";
+      if (wake_) wake_();
+    } else {
+      CF_ASSIGN_OR_RETURN(challenge,
+                          store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeChallenge(tx, id); }));
+    }
+  }
+  AcmeAnswer answer;
+  answer.body = ChallengeJson(profile, *challenge);
+  answer.links.push_back(fmt::format("<{}>;rel=\"up\"", Url(profile, fmt::format("authz/{}", authz->id))));
+  if (challenge->status == "processing") answer.retry_after = kRetryAfterSeconds;
+  return answer;
+}
+
+Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_attempts) {
+  struct Found {
+    std::optional<store::AcmeChallengeRecord> challenge;
+    std::optional<store::AcmeAuthzRecord> authz;
+    std::optional<store::AcmeOrderRecord> order;
+    std::optional<store::AcmeAccountRecord> account;
+  };
+  CF_ASSIGN_OR_RETURN(Found f, store::Read(store_, [&](store::Tx& tx) -> Result<Found> {
+                        Found out;
+                        CF_ASSIGN_OR_RETURN(out.challenge, store::FindAcmeChallenge(tx, challenge_id));
+                        if (!out.challenge) return out;
+                        CF_ASSIGN_OR_RETURN(out.authz, store::FindAcmeAuthz(tx, out.challenge->authz_id));
+                        if (!out.authz) return out;
+                        CF_ASSIGN_OR_RETURN(out.order, store::FindAcmeOrder(tx, out.authz->order_id));
+                        CF_ASSIGN_OR_RETURN(out.account, store::FindAcmeAccount(tx, out.authz->account_id));
+                        return out;
+                      }));
+  // Already decided (this job ran before and lost its lease) or gone: nothing to do.
+  if (!f.challenge || f.challenge->status != "processing" || !f.authz || !f.order || !f.account) return Ok();
+  const store::AcmeChallengeRecord& challenge = *f.challenge;
+  const store::AcmeAuthzRecord& authz = *f.authz;
+  const int64_t now = clock_.NowMillis();
+  if (authz.status != "pending" || f.order->status != "pending" || f.order->expires_at <= now) {
+    return Invalidate(challenge, authz, Malformed("the order expired or was abandoned before the validation"));
+  }
+  const std::string key_authorization = challenge.token + "." + f.account->thumbprint;
+  const Identifier identifier{authz.identifier_type, authz.identifier_value};
+  Result<void> outcome = validator_.Validate(challenge.type, identifier, challenge.token, key_authorization);
+  if (!outcome.ok()) {
+    if (outcome.error().code == ErrorCode::kUnavailable && attempt < max_attempts) {
+      ++validations_.retried;
+      return outcome.error();  // the job runs again after its backoff
+    }
+    ++validations_.invalid;
+    return Invalidate(challenge, authz, outcome.error());
+  }
+  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(bool moved,
+                        store::SetAcmeChallengeStatus(tx, challenge.id, "processing", "valid", now, std::nullopt));
+    if (!moved) return Ok();
+    CF_RETURN_IF_ERROR(store::SetAcmeAuthzStatus(tx, authz.id, "pending", "valid"));
+    CF_ASSIGN_OR_RETURN(auto authzs, store::AcmeAuthzsOfOrder(tx, authz.order_id));
+    const bool all_valid = std::all_of(authzs.begin(), authzs.end(), [](const auto& a) { return a.status == "valid"; });
+    if (all_valid) {
+      CF_RETURN_IF_ERROR(
+          store::SetAcmeOrderStatus(tx, authz.order_id, "pending", "ready", std::nullopt, std::nullopt, now));
+    }
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, "acme:validation", "acme.challenge.valid",
+                                          fmt::format("acme-order:{}", authz.order_id),
+                                          json::serialize(json::object{{"challenge", challenge.id},
+                                                                       {"type", challenge.type},
+                                                                       {"identifier", authz.identifier_value},
+                                                                       {"order_ready", all_valid}})));
+    return Ok();
+  }));
+  ++validations_.valid;
+  return Ok();
+}
+
+Result<void> AcmeService::Invalidate(const store::AcmeChallengeRecord& challenge, const store::AcmeAuthzRecord& authz,
+                                     const Error& problem) {
+  const int64_t now = clock_.NowMillis();
+  const json::object error = ProblemObject(problem);
+  json::object subproblem = error;
+  subproblem["identifier"] = json::object{{"type", authz.identifier_type}, {"value", authz.identifier_value}};
+  const json::object order_error{
+      {"type", error.at("type")},
+      {"detail", fmt::format("{} of {} failed: {}", challenge.type, authz.identifier_value, problem.message)},
+      {"subproblems", json::array{subproblem}}};
+  return store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(bool moved, store::SetAcmeChallengeStatus(tx, challenge.id, "processing", "invalid",
+                                                                  std::nullopt, json::serialize(error)));
+    if (!moved) return Ok();
+    CF_RETURN_IF_ERROR(store::SetAcmeAuthzStatus(tx, authz.id, "pending", "invalid"));
+    CF_RETURN_IF_ERROR(store::SetAcmeOrderStatus(tx, authz.order_id, "pending", "invalid", json::serialize(order_error),
+                                                 std::nullopt, now));
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, "acme:validation", "acme.challenge.invalid",
+                                          fmt::format("acme-order:{}", authz.order_id),
+                                          json::serialize(json::object{{"challenge", challenge.id},
+                                                                       {"type", challenge.type},
+                                                                       {"identifier", authz.identifier_value},
+                                                                       {"error", error}})));
+    return Ok();
+  });
+}
+
+Result<AcmeAnswer> AcmeService::Finalize(std::string_view profile, int64_t order_id, const Checked& request) {
+  CF_ASSIGN_OR_RETURN(auto order, OwnedOrder(profile, order_id, request));
+  if (order.status != "ready") {
+    return Problem(ErrorCode::kPermissionDenied, "orderNotReady",
+                   fmt::format("the order is {}, not ready to be finalized", order.status));
+  }
+  CF_ASSIGN_OR_RETURN(json::object payload, PayloadObject(request.jws));
+  const json::value* csr_text = payload.if_contains("csr");
+  std::optional<std::string> der =
+      csr_text && csr_text->is_string() ? Base64UrlDecode(csr_text->as_string()) : std::nullopt;
+  if (!der || der->empty() || der->size() > pki::kMaxCsrBytes) {
+    return Problem(ErrorCode::kInvalidArgument, "badCSR", "csr must be a DER CSR in base64url");
+  }
+  auto parsed = pki::ParseCsr(*der);
+  if (!parsed.ok()) return Problem(ErrorCode::kInvalidArgument, "badCSR", parsed.error().message);
+  auto csr = std::make_shared<const pki::Csr>(std::move(*parsed));
+  // The CSR names exactly the order's identifiers (7.4); its CN, if any, is one of them.
+  CF_ASSIGN_OR_RETURN(std::set<std::string> ordered, OrderNames(order));
+  std::set<std::string> requested;
+  for (const auto& n : csr->dns_names) requested.insert(AsciiLower(n));
+  for (const auto& a : csr->ip_addresses) requested.insert(a);
+  const std::string cn = CanonicalAddress(csr->common_name).value_or(AsciiLower(csr->common_name));
+  if (!cn.empty()) requested.insert(cn);
+  if (requested != ordered) {
+    auto joined = [](const std::set<std::string>& names) {
+      std::string out;
+      for (const auto& n : names) out += (out.empty() ? "" : ", ") + Escaped(n);
+      return out;
+    };
+    return Problem(ErrorCode::kInvalidArgument, "badCSR",
+                   fmt::format("the CSR names {} but the order {}", joined(requested), joined(ordered)));
+  }
+  // The certificate's name: its CN if it has one, else the first DNS name that is not a wildcard.
+  std::string name = cn;
+  if (name.empty()) {
+    auto plain = std::find_if(ordered.begin(), ordered.end(),
+                              [](const std::string& n) { return !n.starts_with("*.") && !CanonicalAddress(n); });
+    name = plain != ordered.end() ? *plain : *ordered.begin();
+  }
+  issuance::IssueRequest req;
+  req.type = pki::CertType::kServer;
+  req.name = name;
+  req.parent = options_.ca;
+  for (const auto& n : ordered) {
+    if (n != name) req.sans.push_back(n);
+  }
+  req.csr = csr;
+  req.validity_days = options_.validity_days;
+  req.overlap = issuance::Overlap::kAllowed;  // a renewal overlaps the certificate it replaces
+  req.audit.details = {{"acme_account", std::to_string(order.account_id)},
+                       {"acme_order", std::to_string(order.id)},
+                       {"acme_profile", std::string(profile)}};
+  const int64_t now = clock_.NowMillis();
+  req.in_transaction = [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(bool moved,
+                        store::SetAcmeOrderStatus(tx, order.id, "ready", "valid", std::nullopt, cert.serial, now));
+    if (!moved) return Problem(ErrorCode::kPermissionDenied, "orderNotReady", "the order was finalized already");
+    return Ok();
+  };
+  auto issued = issuer_.Issue(std::move(req), fmt::format("acme:account/{}/order/{}", order.account_id, order.id));
+  if (!issued.ok()) {
+    Error e = issued.error();
+    if (e.code == ErrorCode::kInvalidArgument && e.reason.empty()) e.reason = "badCSR";
+    return e;
+  }
+  order.status = "valid";
+  order.serial = issued->record.serial;
+  return OrderAnswer(profile, order);
+}
+
+Result<AcmeCertificate> AcmeService::Certificate(std::string_view profile, std::string_view serial, int alternate,
+                                                 const Checked& request) {
+  CF_ASSIGN_OR_RETURN(auto order,
+                      store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeOrderBySerial(tx, serial); }));
+  if (!order || order->profile != profile) return Problem(ErrorCode::kNotFound, "malformed", "no such certificate");
+  if (!request.account || order->account_id != request.account->id) {
+    return Unauthorized("the certificate belongs to another account");
+  }
+  CF_ASSIGN_OR_RETURN(store::CertificateRecord record, issuer_.Get(serial));
+  CF_ASSIGN_OR_RETURN(std::string chain, issuer_.ChainOf(record));
+  CF_ASSIGN_OR_RETURN(std::vector<pki::X509Ptr> issuers, pki::CertificatesFromPem(chain));
+  AcmeCertificate out;
+  out.pem = record.certificate_pem;
+  for (const auto& c : issuers) {
+    const bool root = X509_check_issued(c.get(), c.get()) == X509_V_OK;
+    if (root && alternate == 0) continue;
+    CF_ASSIGN_OR_RETURN(std::string pem, pki::CertificateToPem(c.get()));
+    out.pem += pem;
+  }
+  const std::string other = alternate == 0 ? fmt::format("cert/{}/1", serial) : fmt::format("cert/{}", serial);
+  out.links.push_back(fmt::format("<{}>;rel=\"alternate\"", Url(profile, other)));
+  return out;
+}
+
+Result<void> AcmeService::RevokeCertificate(std::string_view profile, const Checked& request) {
+  CF_ASSIGN_OR_RETURN(json::object payload, PayloadObject(request.jws));
+  const json::value* cert_text = payload.if_contains("certificate");
+  std::optional<std::string> der =
+      cert_text && cert_text->is_string() ? Base64UrlDecode(cert_text->as_string()) : std::nullopt;
+  const auto* p = der ? reinterpret_cast<const unsigned char*>(der->data()) : nullptr;
+  pki::X509Ptr cert(der ? d2i_X509(nullptr, &p, static_cast<long>(der->size())) : nullptr);
+  if (!cert) return Malformed("certificate must be a DER certificate in base64url");
+  int reason = 0;
+  if (const json::value* r = payload.if_contains("reason")) {
+    const bool allowed = r->is_int64() && std::find(std::begin(kClientReasons), std::end(kClientReasons),
+                                                    r->as_int64()) != std::end(kClientReasons);
+    if (!allowed) {
+      return Problem(ErrorCode::kInvalidArgument, "badRevocationReason",
+                     "reason must be 0 (unspecified), 1 (keyCompromise), 3 (affiliationChanged), 4 (superseded) "
+                     "or 5 (cessationOfOperation)");
+    }
+    reason = static_cast<int>(r->as_int64());
+  }
+  const std::string serial = AsciiLower(pki::SerialHex(X509_get0_serialNumber(cert.get())));
+  auto record = issuer_.Get(serial);
+  CF_ASSIGN_OR_RETURN(pki::X509Ptr ours, record.ok() ? pki::CertificateFromPem(record->certificate_pem)
+                                                     : Result<pki::X509Ptr>(record.error()));
+  if (X509_cmp(ours.get(), cert.get()) != 0) return Problem(ErrorCode::kNotFound, "malformed", "no such certificate");
+  std::string actor;
+  if (request.account) {
+    CF_ASSIGN_OR_RETURN(auto order, store::Read(store_, [&](store::Tx& tx) {
+                          return store::FindAcmeOrderBySerial(tx, record->serial);
+                        }));
+    if (!order || order->profile != profile || order->account_id != request.account->id) {
+      return Unauthorized("the certificate was not ordered by this account");
+    }
+    actor = Actor(request.account->id);
+  } else {
+    CF_ASSIGN_OR_RETURN(pki::PkeyPtr key, PublicKeyFromJwk(*request.jws.jwk));
+    if (EVP_PKEY_eq(key.get(), X509_get0_pubkey(cert.get())) != 1) {
+      return Unauthorized("the request is signed by neither an account nor the certificate's key");
+    }
+    actor = "acme:certificate-key";
+  }
+  if (record->status == store::CertStatus::kRevoked) {
+    return Problem(ErrorCode::kInvalidArgument, "alreadyRevoked", "the certificate is revoked already");
+  }
+  CF_RETURN_IF_ERROR(issuer_.Revoke(record->serial, pki::RevocationReasonName(reason), false, actor));
+  return Ok();
+}
+
+Result<std::vector<std::pair<std::string, int64_t>>> AcmeService::OrderCounts() {
+  return store::Read(store_, [](store::Tx& tx) { return store::CountAcmeOrders(tx); });
+}
+
+}  // namespace certfleet::acme
