@@ -107,7 +107,7 @@ check(record["parent_fqdn"] == "iot.example.com" and record["created_by"].starts
 check("BEGIN CERTIFICATE" in open(f"{live}/chain.pem").read() and root_pem.strip() not in open(
     f"{live}/fullchain.pem").read(), "the default chain ends below the root")
 
-certbot("renew", "--force-renewal", *standalone, folder="certbot2")
+certbot("renew", "--force-renewal", "--no-random-sleep-on-renew", *standalone, folder="certbot2")
 renewed_serial = serial_of(f"{live}/cert.pem")
 check(renewed_serial != first_serial and verify(f"{live}/cert.pem", f"{live}/chain.pem").returncode == 0,
       "certbot renew --force-renewal got a new certificate that verifies")
@@ -125,6 +125,50 @@ ocsp = sh("openssl", "ocsp", "-issuer", files.write("int.pem", cf.api("GET", "/v
     "certificate_pem"]), "-cert", f"{live}/cert.pem", "-url", f"{cf.url}/ocsp", "-CAfile", chain_files["root"],
            "-verify_other", files.path("int.pem"), "-no_nonce")
 check(": revoked" in ocsp.stdout, f"OCSP answers revoked: {ocsp.stdout} {ocsp.stderr}")
+
+# ---- lego: http-01, tls-alpn-01, dns-01 (a wildcard), renewal ----
+lego_env = dict(os.environ, LEGO_CA_CERTIFICATES=TLS_CA, EXEC_PATH=files.write("dns-hook.sh", f"""#!/bin/sh
+# lego's exec DNS provider: present|cleanup FQDN VALUE, into the test DNS server's TXT files.
+name=$(printf '%s' "$2" | sed 's/[.]$//' | tr A-Z a-z)
+case "$1" in
+  present) echo "$3" >> "{dns.txt_dir}/$name" ;;
+  cleanup) grep -v -x -- "$3" "{dns.txt_dir}/$name" > "{dns.txt_dir}/$name.new"; mv "{dns.txt_dir}/$name.new" "{dns.txt_dir}/$name" ;;
+esac
+"""), EXEC_POLLING_INTERVAL="1", EXEC_PROPAGATION_TIMEOUT="30")
+os.chmod(lego_env["EXEC_PATH"], 0o755)
+LEGO_PATH = files.path("lego")
+
+
+def lego(*args):
+    p = subprocess.run(["lego", "--server", DIRECTORY, "--path", LEGO_PATH, "--email", "lego@example.com",
+                        "--accept-tos", *args], env=lego_env, capture_output=True, text=True, timeout=180)
+    check(p.returncode == 0, f"lego {' '.join(args)}: {p.stdout[-1500:]} {p.stderr[-1500:]}")
+    return p
+
+
+def lego_cert(name):
+    return os.path.join(LEGO_PATH, "certificates", f"{name}.crt")
+
+
+lego("--http", "--http.port", f"127.0.0.1:{HTTP01_PORT}", "-d", "h.example.test", "run")
+lego("--tls", "--tls.port", f"127.0.0.1:{TLSALPN01_PORT}", "-d", "t.example.test", "run")
+lego("--dns", "exec", "--dns.resolvers", f"127.0.0.1:{dns.port}", "--dns.disable-cp", "-d", "*.w.example.test",
+     "-d", "w.example.test", "run")
+for name in ("h.example.test", "t.example.test", "_.w.example.test"):
+    # lego writes the leaf and its issuers into one file.
+    pem = open(lego_cert(name)).read()
+    leaf = files.write(f"{name}.leaf.pem", pem[:pem.index("-----END CERTIFICATE-----") + 25] + "\n")
+    check(verify(leaf, lego_cert(name)).returncode == 0, f"lego's {name} verifies against certfleet's chain")
+sans = sh("openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", lego_cert("_.w.example.test")).stdout
+check("DNS:*.w.example.test" in sans and "DNS:w.example.test" in sans, f"the dns-01 wildcard certificate: {sans}")
+check(any(q == ("_acme-challenge.w.example.test", 16) for q in dns.queries),
+      "certfleet looked the TXT record up through acme.resolver")
+before = serial_of(lego_cert("h.example.test"))
+lego("--http", "--http.port", f"127.0.0.1:{HTTP01_PORT}", "-d", "h.example.test", "renew", "--days", "1000", "--no-random-sleep")
+check(serial_of(lego_cert("h.example.test")) != before, "lego renew got a new certificate")
+metrics = cf.request("GET", "/metrics", bearer=cf.token)[1]
+check('certfleet_acme_orders{status="valid"}' in metrics and 'certfleet_acme_validations_total{outcome="valid"}'
+      in metrics, "orders and validations are in /metrics")
 
 
 # ---- requests signed here: the problem types ----
