@@ -11,17 +11,20 @@ challenge answered wrongly.
 usage: acme_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
 import base64
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish  # noqa: E402
 from harness import Certfleet, Files  # noqa: E402
 from servers import DnsServer, free_port  # noqa: E402
 
-from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, padding, utils  # noqa: E402
 
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
@@ -188,11 +191,15 @@ def nonce():
     return cf.request("HEAD", "/acme/default/new-nonce", raw=True)[2].getheader("Replay-Nonce")
 
 
-def post(path, payload, key, url=None, nonce_value=None, forge=False):
+def post(path, payload, key, url=None, nonce_value=None, forge=False, kid=None):
+    """A JWS POST signed with `key`, named by `kid` (an account URL) or its jwk; payload None is
+    a POST-as-GET. `path` may be a full URL of this server."""
+    path = path.removeprefix(cf.url)
     alg = "RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256"
-    header = {"alg": alg, "nonce": nonce_value or nonce(), "url": url or f"{cf.url}{path}", "jwk": jwk_of(key)}
+    header = {"alg": alg, "nonce": nonce_value or nonce(), "url": url or f"{cf.url}{path}"}
+    header.update({"kid": kid} if kid else {"jwk": jwk_of(key)})
     protected = b64(json.dumps(header).encode())
-    body = b64(json.dumps(payload).encode())
+    body = "" if payload is None else b64(json.dumps(payload).encode())
     signing_input = f"{protected}.{body}".encode()
     if alg == "RS256":
         sig = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
@@ -230,5 +237,70 @@ status, out, _ = post("/acme/default/new-account", {"contact": ["tel:+4612345"]}
 check(status == 400 and out["type"].endswith(":unsupportedContact"), f"a tel: contact: {out}")
 status, out, _ = cf.request("POST", "/acme/default/new-account", body="{}", headers={"Content-Type": "application/json"})
 check(status == 415, f"a body that is not application/jose+json: {status} {out}")
+
+# ---- orders from a client written here: the problems of bad orders, CSRs and answers ----
+account_key = ec.generate_private_key(ec.SECP256R1())
+_, _, resp = post("/acme/default/new-account", {"termsOfServiceAgreed": True}, account_key)
+kid = resp.getheader("Location")
+jwk = jwk_of(account_key)
+thumbprint = b64(hashlib.sha256(json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"),
+                                           sort_keys=True).encode()).digest())
+
+
+def kpost(path, payload):
+    return post(path, payload, account_key, kid=kid)
+
+
+def order_dns01(name, txt):
+    """An order for `name` whose dns-01 challenge is answered with the TXT value `txt` (None: the
+    right one); returns the order's URL once validation has decided."""
+    status, order, resp = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": name}]})
+    check(status == 201 and order["status"] == "pending", f"new order for {name}: {status} {order}")
+    order_url = resp.getheader("Location")
+    _, authz, _ = kpost(order["authorizations"][0], None)
+    challenge = next(c for c in authz["challenges"] if c["type"] == "dns-01")
+    key_authorization = f"{challenge['token']}.{thumbprint}"
+    dns.set_txt(f"_acme-challenge.{name}", txt or b64(hashlib.sha256(key_authorization.encode()).digest()))
+    status, answered, resp = kpost(challenge["url"], {})
+    check(status == 200 and answered["status"] in ("processing", "valid", "invalid") and "rel=\"up\"" in ",".join(
+        resp.headers.get_all("Link")), f"the challenge is being validated: {answered}")
+    for _ in range(600):  # until the validation job has decided; certbot and lego poll the same way
+        _, order, _ = kpost(order_url, None)
+        if order["status"] != "pending":
+            return order_url, order, challenge["url"]
+        time.sleep(0.05)
+    check(False, f"the validation of {name} ended")
+
+
+status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "bad_name.example.test"}]})
+check(status == 400 and out["type"].endswith(":rejectedIdentifier"), f"a name certfleet does not issue for: {out}")
+status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "email", "value": "a@example.test"}]})
+check(status == 400 and out["type"].endswith(":unsupportedIdentifier"), f"an email identifier: {out}")
+
+order_url, order, _ = order_dns01("c.example.test", None)
+check(order["status"] == "ready", f"a right dns-01 answer makes the order ready: {order}")
+other_key = ec.generate_private_key(ec.SECP256R1())
+csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).add_extension(
+    x509.SubjectAlternativeName([x509.DNSName("other.example.test")]), critical=False).sign(other_key, hashes.SHA256())
+status, out, _ = kpost(order["finalize"], {"csr": b64(csr.public_bytes(serialization.Encoding.DER))})
+check(status == 400 and out["type"].endswith(":badCSR") and "other.example.test" in out["detail"],
+      f"a CSR naming another name than the order: {out}")
+csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).add_extension(
+    x509.SubjectAlternativeName([x509.DNSName("c.example.test")]), critical=False).sign(other_key, hashes.SHA256())
+status, out, _ = kpost(order["finalize"], {"csr": b64(csr.public_bytes(serialization.Encoding.DER))})
+check(status == 200 and out["status"] == "valid" and out["certificate"], f"the right CSR is issued: {out}")
+status, chain, resp = post(out["certificate"], None, account_key, kid=kid)
+alternate = [link for link in resp.headers.get_all("Link") if "alternate" in link]
+check(status == 200 and resp.getheader("Content-Type") == "application/pem-certificate-chain" and alternate,
+      f"the certificate chain, with an alternate chain linked: {resp.headers}")
+status, _, _ = post(out["certificate"], None, ec.generate_private_key(ec.SECP256R1()), kid=kid)
+check(status == 400, "a certificate download signed by another key than the account's is refused")
+
+order_url, order, challenge_url = order_dns01("d.example.test", "not-the-key-authorization")
+_, challenge, _ = kpost(challenge_url, None)
+check(order["status"] == "invalid" and challenge["status"] == "invalid"
+      and challenge["error"]["type"].endswith(":incorrectResponse")
+      and order["error"]["subproblems"][0]["identifier"]["value"] == "d.example.test",
+      f"a challenge answered wrongly: invalid, incorrectResponse: {challenge} {order}")
 cf.stop()
 finish("acme_e2e")
