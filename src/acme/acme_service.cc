@@ -83,11 +83,9 @@ Result<void> AcmeService::CheckProfile(std::string_view profile) const {
 }
 
 json::object AcmeService::Directory(std::string_view profile) const {
-  return {{"newNonce", Url(profile, "new-nonce")},
-          {"newAccount", Url(profile, "new-account")},
-          {"newOrder", Url(profile, "new-order")},
-          {"revokeCert", Url(profile, "revoke-cert")},
-          {"meta", json::object{{"externalAccountRequired", false}}}};
+  return {{"newNonce", Url(profile, "new-nonce")},   {"newAccount", Url(profile, "new-account")},
+          {"newOrder", Url(profile, "new-order")},   {"revokeCert", Url(profile, "revoke-cert")},
+          {"keyChange", Url(profile, "key-change")}, {"meta", json::object{{"externalAccountRequired", false}}}};
 }
 
 Result<std::string> AcmeService::NewNonce() {
@@ -210,6 +208,54 @@ Result<store::AcmeAccountRecord> AcmeService::UpdateAccount(std::string_view pro
   }));
   account.status = status;
   account.contact = contact;
+  return account;
+}
+
+Result<store::AcmeAccountRecord> AcmeService::ChangeKey(std::string_view profile, const Checked& request) {
+  store::AcmeAccountRecord account = *request.account;
+  auto inner = ParseJws(request.jws.payload, JwsRole::kInner);
+  if (!inner.ok()) return Problem(ErrorCode::kInvalidArgument, "malformed", inner.error().message);
+  if (!SupportedAlgorithm(inner->alg)) {
+    return Problem(ErrorCode::kInvalidArgument, "badSignatureAlgorithm",
+                   fmt::format("alg {} is not accepted (ES256, ES384, RS256, EdDSA)", Escaped(inner->alg)));
+  }
+  if (inner->url != request.jws.url) {
+    return Problem(ErrorCode::kInvalidArgument, "malformed", "the inner JWS's url is not the outer one's");
+  }
+  auto new_key = PublicKeyFromJwk(*inner->jwk);
+  if (!new_key.ok()) return Problem(ErrorCode::kInvalidArgument, "badPublicKey", new_key.error().message);
+  if (auto verified = VerifyJws(*inner, new_key->get()); !verified.ok()) {
+    return Problem(ErrorCode::kInvalidArgument, "malformed", "the inner JWS: " + verified.error().message);
+  }
+  CF_ASSIGN_OR_RETURN(json::object payload, PayloadObject(*inner));
+  const json::value* named = payload.if_contains("account");
+  const json::value* old_key = payload.if_contains("oldKey");
+  if (!named || !named->is_string() || named->as_string() != *request.jws.kid) {
+    return Problem(ErrorCode::kInvalidArgument, "malformed", "the inner payload's account is not the signer's");
+  }
+  if (!old_key || !old_key->is_object()) return Problem(ErrorCode::kInvalidArgument, "malformed", "no oldKey");
+  auto old_thumbprint = JwkThumbprint(old_key->as_object());
+  if (!old_thumbprint.ok() || *old_thumbprint != account.thumbprint) {
+    return Problem(ErrorCode::kInvalidArgument, "malformed", "oldKey is not the account's key");
+  }
+  CF_ASSIGN_OR_RETURN(std::string thumbprint, JwkThumbprint(*inner->jwk));
+  const std::string jwk = json::serialize(*inner->jwk);
+  const int64_t now = clock_.NowMillis();
+  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(auto holder, store::FindAcmeAccountByKey(tx, profile, thumbprint));
+    if (holder) {
+      return Problem(ErrorCode::kAlreadyExists, "malformed", Url(profile, fmt::format("account/{}", holder->id)));
+    }
+    CF_RETURN_IF_ERROR(store::ChangeAcmeAccountKey(tx, account.id, thumbprint, jwk));
+    CF_RETURN_IF_ERROR(store::AppendAudit(
+        tx, now, fmt::format("acme:account/{}", account.id), "acme.account.key_change",
+        fmt::format("acme-account:{}", account.id),
+        json::serialize(
+            json::object{{"profile", profile}, {"old_thumbprint", account.thumbprint}, {"thumbprint", thumbprint}})));
+    return Ok();
+  }));
+  account.thumbprint = thumbprint;
+  account.jwk = jwk;
   return account;
 }
 

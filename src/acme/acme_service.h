@@ -93,6 +93,9 @@ class AcmeService {
   // The account id at the end of an account URL path segment; nullopt if it is not one.
   static std::optional<int64_t> ParseAccountId(std::string_view text);
   Result<store::AcmeAccountRecord> UpdateAccount(std::string_view profile, int64_t id, const Checked& request);
+  // keyChange (7.3.5): the account's key becomes the inner JWS's key. kAlreadyExists (409,
+  // with the other account's id in the message) when another account has that key.
+  Result<store::AcmeAccountRecord> ChangeKey(std::string_view profile, const Checked& request);
   boost::json::object AccountJson(std::string_view profile, const store::AcmeAccountRecord& account) const;
   // The account's orders (7.1.2.1), a page of them after `cursor` (an order id).
   Result<AcmeAnswer> AccountOrders(std::string_view profile, int64_t account_id, int64_t cursor,

@@ -74,7 +74,7 @@ std::optional<std::string> Base64UrlDecode(std::string_view text) {
   return Base64Decode(text);
 }
 
-Result<Jws> ParseJws(std::string_view body) {
+Result<Jws> ParseJws(std::string_view body, JwsRole role) {
   boost::system::error_code ec;
   json::value v = json::parse(body, ec);
   if (ec || !v.is_object()) return Malformed("the request is not a JWS in flattened JSON serialization");
@@ -95,7 +95,11 @@ Result<Jws> ParseJws(std::string_view body) {
   if (ec || !header.is_object()) return Malformed("the protected header is not a JSON object");
   const json::object& h = header.as_object();
   CF_ASSIGN_OR_RETURN(jws.alg, StringMember(h, "alg", "the protected header"));
-  CF_ASSIGN_OR_RETURN(jws.nonce, StringMember(h, "nonce", "the protected header"));
+  if (role == JwsRole::kRequest) {
+    CF_ASSIGN_OR_RETURN(jws.nonce, StringMember(h, "nonce", "the protected header"));
+  } else if (h.contains("nonce") || !h.contains("jwk")) {
+    return Malformed("the inner JWS of a key change has a jwk and no nonce (RFC 8555 7.3.5)");
+  }
   CF_ASSIGN_OR_RETURN(jws.url, StringMember(h, "url", "the protected header"));
   const json::value* jwk = h.if_contains("jwk");
   const json::value* kid = h.if_contains("kid");

@@ -31,7 +31,10 @@ std::optional<std::string> Base64UrlDecode(std::string_view text);
 // A request body as a Jws: kInvalidArgument naming what is wrong (not a JSON object, a
 // member missing, not base64url, an unprotected header, both or neither of jwk and kid, no
 // nonce or url). The algorithm is not checked here: see SupportedAlgorithm.
-Result<Jws> ParseJws(std::string_view body);
+// kInner: the inner JWS of a key change (RFC 8555 7.3.5), signed by the new key (jwk) and
+// carrying no nonce.
+enum class JwsRole { kRequest, kInner };
+Result<Jws> ParseJws(std::string_view body, JwsRole role = JwsRole::kRequest);
 
 // ES256, ES384, RS256 and EdDSA: the algorithms certfleet verifies (RFC 8555 6.2 asks ES256
 // and EdDSA at least).

@@ -6,6 +6,7 @@
 #include <boost/json.hpp>
 
 #include "acme/acme_service.h"
+#include "acme/problem.h"
 #include "core/log.h"
 #include "http/api.h"
 #include "http/json.h"
@@ -148,6 +149,22 @@ Response Account(const ApiContext& ctx, const Request& req) {
   });
 }
 
+Response KeyChange(const ApiContext& ctx, const Request& req) {
+  return SignedPost(ctx, req, Signer::kKid, [&](std::string_view profile, const Checked& checked) -> Result<Response> {
+    auto account = ctx.acme->ChangeKey(profile, checked);
+    if (!account.ok() && account.error().code == ErrorCode::kAlreadyExists) {
+      // RFC 8555 7.3.5: 409 with the account that has the key as Location.
+      Response res = Problem(ctx, req, profile,
+                             acme::Problem(ErrorCode::kAlreadyExists, "malformed", "another account has this key"));
+      res.status = 409;
+      res.headers.emplace_back("Location", account.error().message);
+      return res;
+    }
+    if (!account.ok()) return account.error();
+    return AcmeJson(ctx, profile, 200, ctx.acme->AccountJson(profile, *account));
+  });
+}
+
 Response AccountOrders(const ApiContext& ctx, const Request& req) {
   int64_t cursor = 0;
   std::string url_path;
@@ -248,6 +265,7 @@ void AddAcmeRoutes(Router& router, const ApiContext& ctx) {
              [c](Request& r) { return ResourcePost(*c, r, "id", &acme::AcmeService::Challenge); });
   router.Add("POST", "/acme/{profile}/cert/{serial}", signed_post, [c](Request& r) { return Certificate(*c, r, 0); });
   router.Add("POST", "/acme/{profile}/cert/{serial}/1", signed_post, [c](Request& r) { return Certificate(*c, r, 1); });
+  router.Add("POST", "/acme/{profile}/key-change", signed_post, [c](Request& r) { return KeyChange(*c, r); });
   router.Add("POST", "/acme/{profile}/revoke-cert", signed_post, [c](Request& r) { return RevokeCert(*c, r); });
   ctx.metrics.AddCollector([c] { return AcmeMetrics(*c->acme); });
 }

@@ -82,14 +82,10 @@ Result<void> UpdateAcmeAccount(Tx& tx, int64_t id, std::string_view status, std:
   return Ok();
 }
 
-Result<bool> ChangeAcmeAccountKey(Tx& tx, int64_t id, std::string_view thumbprint, std::string_view jwk) {
-  CF_ASSIGN_OR_RETURN(auto taken, tx.QueryOne("SELECT a.id FROM acme_accounts a JOIN acme_accounts b ON a.profile = "
-                                              "b.profile WHERE b.id = ? AND a.thumbprint = ?",
-                                              {id, std::string(thumbprint)}));
-  if (taken) return false;
+Result<void> ChangeAcmeAccountKey(Tx& tx, int64_t id, std::string_view thumbprint, std::string_view jwk) {
   CF_RETURN_IF_ERROR(tx.Exec("UPDATE acme_accounts SET thumbprint = ?, jwk = ? WHERE id = ?",
                              {std::string(thumbprint), std::string(jwk), id}));
-  return true;
+  return Ok();
 }
 
 Result<int64_t> InsertAcmeOrder(Tx& tx, const AcmeOrderRecord& o) {

@@ -34,8 +34,8 @@ Result<std::optional<AcmeAccountRecord>> FindAcmeAccount(Tx& tx, int64_t id);
 Result<std::optional<AcmeAccountRecord>> FindAcmeAccountByKey(Tx& tx, std::string_view profile,
                                                               std::string_view thumbprint);
 Result<void> UpdateAcmeAccount(Tx& tx, int64_t id, std::string_view status, std::string_view contact);
-// A key rollover: false if another account of the profile has the new key.
-Result<bool> ChangeAcmeAccountKey(Tx& tx, int64_t id, std::string_view thumbprint, std::string_view jwk);
+// A key rollover (the unique index refuses a key another account of the profile has).
+Result<void> ChangeAcmeAccountKey(Tx& tx, int64_t id, std::string_view thumbprint, std::string_view jwk);
 
 // An order (RFC 8555 7.1.3). Status: pending, ready, processing, valid, invalid.
 struct AcmeOrderRecord {

@@ -296,6 +296,36 @@ check(status == 200 and resp.getheader("Content-Type") == "application/pem-certi
 status, _, _ = post(out["certificate"], None, ec.generate_private_key(ec.SECP256R1()), kid=kid)
 check(status == 400, "a certificate download signed by another key than the account's is refused")
 
+# ---- key rollover (RFC 8555 7.3.5): the inner JWS signed by the new key ----
+def sign(key, header, payload):
+    protected = b64(json.dumps(header).encode())
+    body = b64(json.dumps(payload).encode())
+    r, s_ = utils.decode_dss_signature(key.sign(f"{protected}.{body}".encode(), ec.ECDSA(hashes.SHA256())))
+    return {"protected": protected, "payload": body, "signature": b64(r.to_bytes(32, "big") + s_.to_bytes(32, "big"))}
+
+
+new_key = ec.generate_private_key(ec.SECP256R1())
+key_change = f"{cf.url}/acme/default/key-change"
+inner = sign(new_key, {"alg": "ES256", "jwk": jwk_of(new_key), "url": key_change}, {"account": kid, "oldKey": jwk})
+status, out, _ = post(key_change, inner, account_key, kid=kid)
+check(status == 200 and out["status"] == "valid", f"key change: {status} {out}")
+status, _, _ = post(kid, None, account_key, kid=kid)
+check(status == 400, "the old key no longer signs for the account")
+account_key = new_key
+jwk = jwk_of(new_key)
+thumbprint = b64(hashlib.sha256(json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"),
+                                           sort_keys=True).encode()).digest())
+status, _, _ = kpost(kid, None)
+check(status == 200, "the new key does")
+taken = ec.generate_private_key(ec.SECP256R1())
+_, _, resp = post("/acme/default/new-account", {"termsOfServiceAgreed": True}, taken)
+inner = sign(taken, {"alg": "ES256", "jwk": jwk_of(taken), "url": key_change}, {"account": kid, "oldKey": jwk})
+status, out, resp2 = kpost(key_change, inner)
+check(status == 409 and resp2.getheader("Location") == resp.getheader("Location"),
+      f"a key another account has: 409 naming that account: {status} {out}")
+check("acme.account.key_change" in [a["action"] for a in cf.api("GET", "/v1/audit?limit=200")["items"]],
+      "the key change is audited")
+
 order_url, order, challenge_url = order_dns01("d.example.test", "not-the-key-authorization")
 _, challenge, _ = kpost(challenge_url, None)
 check(order["status"] == "invalid" and challenge["status"] == "invalid"
