@@ -15,8 +15,9 @@ namespace {
 
 namespace json = boost::json;
 
-constexpr size_t kNonceBytes = 16;
-// Expired nonces are swept by one nonce request in this many.
+constexpr size_t kNonceRandomBytes = 16;
+constexpr size_t kNonceMacBytes = 16;  // a truncated HMAC-SHA256: 128 bits cannot be forged
+// Expired used nonces are swept by one request in this many.
 constexpr uint64_t kSweepEvery = 128;
 constexpr size_t kMaxContacts = 10;
 constexpr size_t kMaxContactLength = 320;  // an e-mail address with its "mailto:"
@@ -88,15 +89,37 @@ json::object AcmeService::Directory(std::string_view profile) const {
           {"keyChange", Url(profile, "key-change")}, {"meta", json::object{{"externalAccountRequired", false}}}};
 }
 
-Result<std::string> AcmeService::NewNonce() {
-  std::string nonce = RandomToken(kNonceBytes);
+// A nonce is random bytes, its expiry and a MAC over both with a key every node derives from
+// the master key: any node can tell it made one without a write, and a request's nonce is
+// written once, when it is used, so that no node accepts it again.
+std::string AcmeService::NewNonce() const {
+  const int64_t expires_at = clock_.NowMillis() + Millis(options_.nonce_ttl);
+  std::string body = RandomBytes(kNonceRandomBytes);
+  for (int shift = 56; shift >= 0; shift -= 8) body.push_back(static_cast<char>((expires_at >> shift) & 0xff));
+  return Base64UrlEncode(body + HmacSha256(options_.nonce_key, body).substr(0, kNonceMacBytes));
+}
+
+Result<void> AcmeService::UseNonce(std::string_view nonce) {
+  const Error bad = Problem(ErrorCode::kInvalidArgument, "badNonce", "the nonce is unknown, used or expired");
+  const std::optional<std::string> raw = Base64UrlDecode(nonce);
+  constexpr size_t kBodyBytes = kNonceRandomBytes + 8;
+  if (!raw || raw->size() != kBodyBytes + kNonceMacBytes) return bad;
+  const std::string_view body = std::string_view(*raw).substr(0, kBodyBytes);
+  if (!ConstantTimeEquals(raw->substr(kBodyBytes), HmacSha256(options_.nonce_key, body).substr(0, kNonceMacBytes))) {
+    return bad;
+  }
+  int64_t expires_at = 0;
+  for (size_t i = kNonceRandomBytes; i < kBodyBytes; ++i)
+    expires_at = (expires_at << 8) | static_cast<uint8_t>(body[i]);
   const int64_t now = clock_.NowMillis();
-  const bool sweep = nonces_made_.fetch_add(1) % kSweepEvery == 0;
-  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
-    if (sweep) CF_RETURN_IF_ERROR(store::DeleteExpiredAcmeNonces(tx, now));
-    return store::InsertAcmeNonce(tx, nonce, now + Millis(options_.nonce_ttl));
-  }));
-  return nonce;
+  if (expires_at <= now) return bad;
+  const bool sweep = nonces_used_.fetch_add(1) % kSweepEvery == 0;
+  CF_ASSIGN_OR_RETURN(bool fresh, store::Write(store_, [&](store::Tx& tx) -> Result<bool> {
+                        if (sweep) CF_RETURN_IF_ERROR(store::DeleteExpiredAcmeNonces(tx, now));
+                        return store::UseAcmeNonce(tx, nonce, expires_at);
+                      }));
+  if (!fresh) return bad;
+  return Ok();
 }
 
 Result<AcmeService::Checked> AcmeService::Check(std::string_view profile, std::string_view path, std::string_view body,
@@ -145,11 +168,8 @@ Result<AcmeService::Checked> AcmeService::Check(std::string_view profile, std::s
   if (auto verified = VerifyJws(jws, key.get()); !verified.ok()) {
     return Problem(ErrorCode::kInvalidArgument, "malformed", verified.error().message);
   }
-  // Taken last, so that a forged request cannot use up another client's nonce.
-  CF_ASSIGN_OR_RETURN(bool fresh, store::Write(store_, [&](store::Tx& tx) {
-                        return store::TakeAcmeNonce(tx, jws.nonce, clock_.NowMillis());
-                      }));
-  if (!fresh) return Problem(ErrorCode::kInvalidArgument, "badNonce", "the nonce is unknown, used or expired");
+  // Used last, so that a forged request cannot use up another client's nonce.
+  CF_RETURN_IF_ERROR(UseNonce(jws.nonce));
   return out;
 }
 

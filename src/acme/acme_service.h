@@ -48,6 +48,7 @@ class AcmeService {
     std::string ca;        // the CA that issues (acme.ca); empty: ACME is off
     // How long a nonce may wait for its request (acme.nonce_minutes).
     std::chrono::minutes nonce_ttl{60};
+    std::string nonce_key;        // the MAC key of nonces, the same on every node (from the master key)
     int64_t validity_days = 90;   // of the certificates issued (acme.validity_days)
     int validation_attempts = 5;  // tries of one challenge before it is invalid (acme.validation_attempts)
     Validator::Options validation;
@@ -69,7 +70,8 @@ class AcmeService {
   Result<void> CheckProfile(std::string_view profile) const;
   boost::json::object Directory(std::string_view profile) const;
 
-  Result<std::string> NewNonce();
+  // A fresh nonce (RFC 8555 7.2); made without a write.
+  std::string NewNonce() const;
 
   // How a request must be signed: with its key (jwk: newAccount), by an account (kid), or
   // either (revokeCert: the certificate's key or the account's).
@@ -133,6 +135,8 @@ class AcmeService {
   const ValidationCounts& validations() const { return validations_; }
 
  private:
+  // badNonce unless `nonce` was made here (by any node), is unexpired and was not used before.
+  Result<void> UseNonce(std::string_view nonce);
   // The order, if it belongs to the account of `request` and the profile; expired pending
   // orders are answered as invalid.
   Result<store::AcmeOrderRecord> OwnedOrder(std::string_view profile, int64_t id, const Checked& request);
@@ -148,7 +152,7 @@ class AcmeService {
   const Clock& clock_;
   const Options options_;
   std::function<void()> wake_;
-  std::atomic<uint64_t> nonces_made_{0};
+  std::atomic<uint64_t> nonces_used_{0};
   ValidationCounts validations_;
 };
 

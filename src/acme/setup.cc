@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "core/crypto.h"
+
 namespace certfleet::acme {
 namespace {
 
@@ -35,8 +37,9 @@ constexpr std::chrono::milliseconds kValidationBackoff{2000};
 
 std::span<const ConfigKey> ConfigKeys() { return kKeys; }
 
-AcmeService::Options AcmeOptions(const Config& config, std::string_view public_url) {
+AcmeService::Options AcmeOptions(const Config& config, std::string_view public_url, std::string_view master_key) {
   AcmeService::Options o;
+  o.nonce_key = HmacSha256(master_key, "certfleet acme nonces");
   o.base_url = std::string(public_url);
   o.ca = config.Get("acme.ca");
   o.nonce_ttl = std::chrono::minutes(config.GetInt("acme.nonce_minutes"));

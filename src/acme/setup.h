@@ -12,8 +12,9 @@ namespace certfleet::acme {
 // The configuration keys of the ACME server (acme.*): written once, here.
 std::span<const ConfigKey> ConfigKeys();
 
-// The ACME server's options; `public_url` is the base clients reach certfleet at.
-AcmeService::Options AcmeOptions(const Config& config, std::string_view public_url);
+// The ACME server's options; `public_url` is the base clients reach certfleet at; nonces are
+// MACed with a key derived from `master_key`.
+AcmeService::Options AcmeOptions(const Config& config, std::string_view public_url, std::string_view master_key);
 
 // The validation job (acme.validate), run by `pool`, which is woken as soon as one is queued.
 Result<void> RegisterJobs(jobs::WorkerPool& pool, AcmeService& acme, const Config& config);

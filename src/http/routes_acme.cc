@@ -46,11 +46,7 @@ std::pair<std::string, int> ProblemOf(const Error& e) {
 
 // Adds what every ACME answer carries.
 Response Finish(const ApiContext& ctx, std::string_view profile, Response res) {
-  if (auto nonce = ctx.acme->NewNonce(); nonce.ok()) {
-    res.headers.emplace_back("Replay-Nonce", *nonce);
-  } else {
-    log::Error("ACME nonce", {{"error", nonce.error().message}});
-  }
+  res.headers.emplace_back("Replay-Nonce", ctx.acme->NewNonce());
   res.headers.emplace_back("Link", fmt::format("<{}>;rel=\"index\"", ctx.acme->Url(profile, "directory")));
   res.headers.emplace_back("Cache-Control", "no-store");
   return res;

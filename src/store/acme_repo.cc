@@ -45,15 +45,10 @@ Result<int64_t> InsertReturningId(Tx& tx, const std::string& sql, const Params& 
 
 }  // namespace
 
-Result<void> InsertAcmeNonce(Tx& tx, std::string_view nonce, int64_t expires_at) {
-  CF_RETURN_IF_ERROR(
-      tx.Exec("INSERT INTO acme_nonces (nonce, expires_at) VALUES (?, ?)", {std::string(nonce), expires_at}));
-  return Ok();
-}
-
-Result<bool> TakeAcmeNonce(Tx& tx, std::string_view nonce, int64_t now) {
-  CF_ASSIGN_OR_RETURN(int64_t n,
-                      tx.Exec("DELETE FROM acme_nonces WHERE nonce = ? AND expires_at > ?", {std::string(nonce), now}));
+Result<bool> UseAcmeNonce(Tx& tx, std::string_view nonce, int64_t expires_at) {
+  CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec("INSERT INTO acme_nonces (nonce, expires_at) VALUES (?, ?) ON CONFLICT "
+                                         "(nonce) DO NOTHING",
+                                         {std::string(nonce), expires_at}));
   return n == 1;
 }
 

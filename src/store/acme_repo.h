@@ -23,9 +23,8 @@ struct AcmeAccountRecord {
   int64_t created_at = 0;
 };
 
-Result<void> InsertAcmeNonce(Tx& tx, std::string_view nonce, int64_t expires_at);
-// Takes the nonce: true if it was issued, unexpired and not taken before (by any node).
-Result<bool> TakeAcmeNonce(Tx& tx, std::string_view nonce, int64_t now);
+// Records a nonce as used until it expires: false if it was used before (by any node).
+Result<bool> UseAcmeNonce(Tx& tx, std::string_view nonce, int64_t expires_at);
 Result<int64_t> DeleteExpiredAcmeNonces(Tx& tx, int64_t now);
 
 // The new account's id.

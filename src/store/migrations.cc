@@ -510,6 +510,9 @@ CREATE TABLE acme_challenges (
   error TEXT
 );
 CREATE INDEX acme_challenges_authz ON acme_challenges (authz_id);
+-- From here on nonces carry their own MAC and expiry, and acme_nonces holds the used ones
+-- until they expire; the issued ones of before go.
+DELETE FROM acme_nonces;
 )sql"},
 };
 
