@@ -370,6 +370,7 @@ Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_at
     return Invalidate(challenge, authz, outcome.error());
   }
   CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(store::LockAcmeOrder(tx, authz.order_id));
     CF_ASSIGN_OR_RETURN(bool moved,
                         store::SetAcmeChallengeStatus(tx, challenge.id, "processing", "valid", now, std::nullopt));
     if (!moved) return Ok();

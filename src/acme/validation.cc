@@ -109,7 +109,7 @@ std::string AcmeIdentifierValue(std::string_view key_authorization) {
 
 Result<Validator> Validator::Make(Options options) {
   CF_ASSIGN_OR_RETURN(Resolver resolver, Resolver::Make(options.resolver));
-  return Validator(std::move(options), std::move(resolver));
+  return Validator(std::move(options), resolver);
 }
 
 std::vector<std::string_view> ChallengeTypesFor(const Identifier& identifier, bool wildcard) {
@@ -119,7 +119,7 @@ std::vector<std::string_view> ChallengeTypesFor(const Identifier& identifier, bo
 }
 
 std::string ReverseName(std::string_view address) {
-  const std::string text(address);
+  std::string text(address);
   unsigned char raw[16] = {};
   std::string out;
   if (inet_pton(AF_INET, text.c_str(), raw) == 1) {

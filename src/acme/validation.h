@@ -36,7 +36,7 @@ class Validator {
                         std::string_view key_authorization) const;
 
  private:
-  Validator(Options options, Resolver resolver) : options_(std::move(options)), resolver_(std::move(resolver)) {}
+  Validator(Options options, Resolver resolver) : options_(std::move(options)), resolver_(resolver) {}
   // The address to connect to: the identifier's own, or its first DNS address.
   Result<std::string> AddressOf(const Identifier& identifier) const;
   Result<void> Http01(const Identifier& identifier, std::string_view token, std::string_view key_authorization) const;

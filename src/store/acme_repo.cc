@@ -115,6 +115,12 @@ Result<std::optional<AcmeOrderRecord>> FindAcmeOrder(Tx& tx, int64_t id) {
   return std::optional<AcmeOrderRecord>(OrderFromRow(*row));
 }
 
+Result<void> LockAcmeOrder(Tx& tx, int64_t id) {
+  // An UPDATE takes the row's lock on PostgreSQL (SQLite's writers are one at a time anyway).
+  CF_RETURN_IF_ERROR(tx.Exec("UPDATE acme_orders SET updated_at = updated_at WHERE id = ?", {id}));
+  return Ok();
+}
+
 Result<std::optional<AcmeOrderRecord>> FindAcmeOrderBySerial(Tx& tx, std::string_view serial) {
   CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(fmt::format("SELECT {} FROM acme_orders WHERE serial = ?", kOrderColumns),
                                             {std::string(serial)}));
@@ -146,6 +152,7 @@ Result<std::vector<std::pair<std::string, int64_t>>> CountAcmeOrders(Tx& tx) {
   CF_ASSIGN_OR_RETURN(auto rows,
                       tx.Query("SELECT status, COUNT(*) FROM acme_orders GROUP BY status ORDER BY status", {}));
   std::vector<std::pair<std::string, int64_t>> out;
+  out.reserve(rows.size());
   for (const Row& r : rows) out.emplace_back(r.Text(0), r.Int(1));
   return out;
 }

@@ -81,6 +81,10 @@ Result<int64_t> InsertAcmeAuthz(Tx& tx, const AcmeAuthzRecord& authz);
 Result<int64_t> InsertAcmeChallenge(Tx& tx, const AcmeChallengeRecord& challenge);
 
 Result<std::optional<AcmeOrderRecord>> FindAcmeOrder(Tx& tx, int64_t id);
+// Holds the order's row until the transaction ends, so that transactions that change its
+// authorizations run one after another and each sees the others' (two validations finishing
+// at once must not both find the other's authorization pending).
+Result<void> LockAcmeOrder(Tx& tx, int64_t id);
 // The order that got the certificate `serial`.
 Result<std::optional<AcmeOrderRecord>> FindAcmeOrderBySerial(Tx& tx, std::string_view serial);
 // The ids of an account's orders, oldest first, after `after_id`, at most `limit`.
