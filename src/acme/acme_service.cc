@@ -69,7 +69,12 @@ std::optional<int64_t> AcmeService::ParseAccountId(std::string_view text) {
 
 AcmeService::AcmeService(store::Store& store, issuance::Issuer& issuer, const Validator& validator, const Clock& clock,
                          Options options)
-    : store_(store), issuer_(issuer), validator_(validator), clock_(clock), options_(std::move(options)) {}
+    : store_(store),
+      issuer_(issuer),
+      validator_(validator),
+      clock_(clock),
+      options_(std::move(options)),
+      writes_(store) {}
 
 std::string AcmeService::Url(std::string_view profile, std::string_view path) const {
   return fmt::format("{}/acme/{}/{}", options_.base_url, profile, path);
@@ -114,7 +119,7 @@ Result<void> AcmeService::UseNonce(std::string_view nonce) {
   const int64_t now = clock_.NowMillis();
   if (expires_at <= now) return bad;
   const bool sweep = nonces_used_.fetch_add(1) % kSweepEvery == 0;
-  CF_ASSIGN_OR_RETURN(bool fresh, store::Write(store_, [&](store::Tx& tx) -> Result<bool> {
+  CF_ASSIGN_OR_RETURN(bool fresh, Batched<bool>([&](store::Tx& tx) -> Result<bool> {
                         if (sweep) CF_RETURN_IF_ERROR(store::DeleteExpiredAcmeNonces(tx, now));
                         return store::UseAcmeNonce(tx, nonce, expires_at);
                       }));

@@ -17,6 +17,7 @@
 #include "core/result.h"
 #include "issuance/issuer.h"
 #include "store/acme_repo.h"
+#include "store/group_commit.h"
 #include "store/store.h"
 
 namespace certfleet::acme {
@@ -135,6 +136,16 @@ class AcmeService {
   const ValidationCounts& validations() const { return validations_; }
 
  private:
+  // Runs `write` through writes_ and gives back what it returned; it may run more than once.
+  template <typename T, typename Write>
+  Result<T> Batched(Write write) {
+    std::optional<T> out;
+    CF_RETURN_IF_ERROR(writes_.Run([&](store::Tx& tx) -> Result<void> {
+      CF_ASSIGN_OR_RETURN(out, write(tx));
+      return Ok();
+    }));
+    return std::move(*out);
+  }
   // badNonce unless `nonce` was made here (by any node), is unexpired and was not used before.
   Result<void> UseNonce(std::string_view nonce);
   // The order, if it belongs to the account of `request` and the profile; expired pending
@@ -154,6 +165,9 @@ class AcmeService {
   std::function<void()> wake_;
   std::atomic<uint64_t> nonces_used_{0};
   ValidationCounts validations_;
+  // The writes of requests and validations (used nonces, orders, challenges) commit in groups:
+  // one sync for many under load. Last, so that it finishes what is queued first.
+  store::GroupCommitter writes_;
 };
 
 }  // namespace certfleet::acme

@@ -221,7 +221,7 @@ Result<AcmeAnswer> AcmeService::NewOrder(std::string_view profile, const Checked
   order.created_at = now;
   order.updated_at = now;
   CF_ASSIGN_OR_RETURN(
-      order.id, store::Write(store_, [&](store::Tx& tx) -> Result<int64_t> {
+      order.id, Batched<int64_t>([&](store::Tx& tx) -> Result<int64_t> {
         CF_ASSIGN_OR_RETURN(int64_t id, store::InsertAcmeOrder(tx, order));
         for (const auto& o : identifiers) {
           store::AcmeAuthzRecord authz{0,          id,         account.id, o.id.type,
@@ -261,7 +261,7 @@ Result<AcmeAnswer> AcmeService::Authorization(std::string_view profile, int64_t 
       return Malformed(fmt::format("the authorization is {}", authz->status));
     }
     const std::string from = authz->status;
-    CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(writes_.Run([&](store::Tx& tx) -> Result<void> {
       CF_RETURN_IF_ERROR(store::SetAcmeAuthzStatus(tx, id, from, "deactivated"));
       for (const char* s : {"pending", "ready"}) {
         CF_RETURN_IF_ERROR(store::SetAcmeOrderStatus(tx, order.id, s, "invalid", std::nullopt, std::nullopt, now));
@@ -309,7 +309,7 @@ Result<AcmeAnswer> AcmeService::Challenge(std::string_view profile, int64_t id, 
       return Malformed(fmt::format("the authorization is {} and its order {}", authz->status, order.status));
     }
     const int64_t now = clock_.NowMillis();
-    CF_ASSIGN_OR_RETURN(bool started, store::Write(store_, [&](store::Tx& tx) -> Result<bool> {
+    CF_ASSIGN_OR_RETURN(bool started, Batched<bool>([&](store::Tx& tx) -> Result<bool> {
                           CF_ASSIGN_OR_RETURN(bool moved, store::SetAcmeChallengeStatus(tx, id, "pending", "processing",
                                                                                         std::nullopt, std::nullopt));
                           if (!moved) return false;
@@ -369,7 +369,7 @@ Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_at
     ++validations_.invalid;
     return Invalidate(challenge, authz, outcome.error());
   }
-  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+  CF_RETURN_IF_ERROR(writes_.Run([&](store::Tx& tx) -> Result<void> {
     CF_RETURN_IF_ERROR(store::LockAcmeOrder(tx, authz.order_id));
     CF_ASSIGN_OR_RETURN(bool moved,
                         store::SetAcmeChallengeStatus(tx, challenge.id, "processing", "valid", now, std::nullopt));
@@ -403,7 +403,7 @@ Result<void> AcmeService::Invalidate(const store::AcmeChallengeRecord& challenge
       {"type", error.at("type")},
       {"detail", fmt::format("{} of {} failed: {}", challenge.type, authz.identifier_value, problem.message)},
       {"subproblems", json::array{subproblem}}};
-  return store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+  return writes_.Run([&](store::Tx& tx) -> Result<void> {
     CF_ASSIGN_OR_RETURN(bool moved, store::SetAcmeChallengeStatus(tx, challenge.id, "processing", "invalid",
                                                                   std::nullopt, json::serialize(error)));
     if (!moved) return Ok();
