@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 #include <charconv>
 
+#include "acme/eab.h"
 #include "acme/problem.h"
 #include "core/crypto.h"
 #include "core/text.h"
@@ -80,23 +81,77 @@ std::string AcmeService::Url(std::string_view profile, std::string_view path) co
   return fmt::format("{}/acme/{}/{}", options_.base_url, profile, path);
 }
 
-Result<void> AcmeService::CheckProfile(std::string_view profile) const {
-  if (!enabled()) return Problem(ErrorCode::kNotFound, "malformed", "ACME is not configured here (acme.ca)");
-  if (profile != kDefaultProfile) {
-    return Problem(ErrorCode::kNotFound, "malformed", fmt::format("no ACME profile {}", Escaped(profile)));
+Result<Profile> AcmeService::FindProfile(std::string_view name) {
+  const std::optional<Profile> configured = Configured();
+  return acme::FindProfile(store_, configured ? &*configured : nullptr, name);
+}
+
+std::optional<Profile> AcmeService::Configured() const {
+  if (options_.ca.empty()) return std::nullopt;
+  return ConfiguredProfile(options_.ca, options_.validity_days);
+}
+
+json::object AcmeService::Directory(const Profile& profile) const {
+  const std::string& name = profile.name;
+  return {{"newNonce", Url(name, "new-nonce")},
+          {"newAccount", Url(name, "new-account")},
+          {"newOrder", Url(name, "new-order")},
+          {"revokeCert", Url(name, "revoke-cert")},
+          {"keyChange", Url(name, "key-change")},
+          {"meta", json::object{{"externalAccountRequired", profile.eab_required}}}};
+}
+
+Result<std::vector<Profile>> AcmeService::ListProfiles() {
+  CF_ASSIGN_OR_RETURN(auto stored, store::Read(store_, [](store::Tx& tx) { return store::ListAcmeProfiles(tx); }));
+  std::vector<Profile> out;
+  bool default_stored = false;
+  for (const auto& r : stored) {
+    out.push_back(ProfileFromRecord(r));
+    default_stored = default_stored || r.name == kDefaultProfile;
   }
-  return Ok();
+  if (auto configured = Configured(); configured && !default_stored) out.insert(out.begin(), *configured);
+  return out;
 }
 
-json::object AcmeService::Directory(std::string_view profile) const {
-  return {{"newNonce", Url(profile, "new-nonce")},   {"newAccount", Url(profile, "new-account")},
-          {"newOrder", Url(profile, "new-order")},   {"revokeCert", Url(profile, "revoke-cert")},
-          {"keyChange", Url(profile, "key-change")}, {"meta", json::object{{"externalAccountRequired", false}}}};
+Result<AcmeService::PutAnswer> AcmeService::PutProfile(std::string_view name, const json::object& body,
+                                                       std::string_view actor) {
+  CF_ASSIGN_OR_RETURN(Profile profile, ProfileFromJson(name, body));
+  const int64_t now = clock_.NowMillis();
+  CF_ASSIGN_OR_RETURN(bool created, store::Write(store_, [&](store::Tx& tx) -> Result<bool> {
+                        CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, profile.ca));
+                        if (!ca || ca->key_ref.empty()) {
+                          return MakeError(ErrorCode::kInvalidArgument,
+                                           fmt::format("ca {} is not a CA whose key certfleet holds", profile.ca));
+                        }
+                        CF_ASSIGN_OR_RETURN(bool is_new, store::PutAcmeProfile(tx, ProfileRecord(profile, now)));
+                        CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "acme.profile.put",
+                                                              fmt::format("acme-profile:{}", profile.name),
+                                                              json::serialize(ProfileJson(profile))));
+                        return is_new;
+                      }));
+  return PutAnswer{std::move(profile), created};
 }
 
-// A nonce is random bytes, its expiry and a MAC over both with a key every node derives from
-// the master key: any node can tell it made one without a write, and a request's nonce is
-// written once, when it is used, so that no node accepts it again.
+Result<void> AcmeService::DeleteProfile(std::string_view name, std::string_view actor) {
+  const int64_t now = clock_.NowMillis();
+  return store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(bool deleted, store::DeleteAcmeProfile(tx, name));
+    if (!deleted) {
+      return MakeError(ErrorCode::kNotFound, fmt::format("no stored ACME profile {} (acme.ca's default is configured, "
+                                                         "not stored)",
+                                                         Escaped(name)));
+    }
+    CF_RETURN_IF_ERROR(
+        store::AppendAudit(tx, now, actor, "acme.profile.delete", fmt::format("acme-profile:{}", name), "{}"));
+    return Ok();
+  });
+}
+
+Result<EabCredentials> AcmeService::NewEab(std::string_view profile, std::string_view actor) {
+  CF_ASSIGN_OR_RETURN(Profile found, FindProfile(profile));
+  return CreateEab(store_, clock_, options_.master_key, found.name, actor);
+}
+
 std::string AcmeService::NewNonce() const {
   const int64_t expires_at = clock_.NowMillis() + Millis(options_.nonce_ttl);
   std::string body = RandomBytes(kNonceRandomBytes);
@@ -184,19 +239,42 @@ Result<AcmeService::AccountAnswer> AcmeService::NewAccount(std::string_view prof
   const json::value* only_existing = payload.if_contains("onlyReturnExisting");
   const bool find_only = only_existing && only_existing->is_bool() && only_existing->as_bool();
   CF_ASSIGN_OR_RETURN(std::string contact, ContactJson(payload.if_contains("contact")));
+  CF_ASSIGN_OR_RETURN(Profile found, FindProfile(profile));
+  // An existing account is found before its binding is looked at: a client that registers
+  // again with its key and the (used) binding gets its account (RFC 8555 7.3.1).
+  CF_ASSIGN_OR_RETURN(auto existing, store::Read(store_, [&](store::Tx& tx) {
+                        return store::FindAcmeAccountByKey(tx, profile, thumbprint);
+                      }));
+  if (existing) return AccountAnswer{std::move(*existing), false};
+  std::optional<std::string> eab_kid;
+  if (const json::value* binding = payload.if_contains("externalAccountBinding"); binding && !find_only) {
+    CF_ASSIGN_OR_RETURN(eab_kid, VerifyEab(store_, options_.master_key, profile, *binding, request.jws));
+  }
   const int64_t now = clock_.NowMillis();
   return store::Write(store_, [&](store::Tx& tx) -> Result<AccountAnswer> {
     CF_ASSIGN_OR_RETURN(auto existing, store::FindAcmeAccountByKey(tx, profile, thumbprint));
     if (existing) return AccountAnswer{std::move(*existing), false};
     if (find_only) return Problem(ErrorCode::kInvalidArgument, "accountDoesNotExist", "no account has this key");
+    if (found.eab_required && !eab_kid) {
+      return Problem(ErrorCode::kUnauthenticated, "externalAccountRequired",
+                     fmt::format("the profile {} needs an external account binding (POST /v1/acme/eab)", profile));
+    }
     store::AcmeAccountRecord account{
         0, std::string(profile), thumbprint, json::serialize(*request.jws.jwk), "valid", contact, now};
     CF_ASSIGN_OR_RETURN(account.id, store::InsertAcmeAccount(tx, account));
-    CF_RETURN_IF_ERROR(
-        store::AppendAudit(tx, now, fmt::format("acme:account/{}", account.id), "acme.account.create",
-                           fmt::format("acme-account:{}", account.id),
-                           json::serialize(json::object{
-                               {"profile", profile}, {"thumbprint", thumbprint}, {"contact", json::parse(contact)}})));
+    if (eab_kid) {
+      CF_ASSIGN_OR_RETURN(bool bound, store::UseAcmeEab(tx, *eab_kid, account.id, now));
+      if (!bound) {
+        return Problem(ErrorCode::kUnauthenticated, "unauthorized", "the external account binding was used already");
+      }
+    }
+    CF_RETURN_IF_ERROR(store::AppendAudit(
+        tx, now, fmt::format("acme:account/{}", account.id), "acme.account.create",
+        fmt::format("acme-account:{}", account.id),
+        json::serialize(json::object{{"profile", profile},
+                                     {"thumbprint", thumbprint},
+                                     {"contact", json::parse(contact)},
+                                     {"eab_kid", eab_kid ? json::value(*eab_kid) : json::value(nullptr)}})));
     return AccountAnswer{std::move(account), true};
   });
 }

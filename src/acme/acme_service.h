@@ -11,7 +11,9 @@
 #include <utility>
 #include <vector>
 
+#include "acme/eab.h"
 #include "acme/jws.h"
+#include "acme/profiles.h"
 #include "acme/validation.h"
 #include "core/clock.h"
 #include "core/result.h"
@@ -50,6 +52,7 @@ class AcmeService {
     // How long a nonce may wait for its request (acme.nonce_minutes).
     std::chrono::minutes nonce_ttl{60};
     std::string nonce_key;        // the MAC key of nonces, the same on every node (from the master key)
+    std::string master_key;       // seals external account binding keys
     int64_t validity_days = 90;   // of the certificates issued (acme.validity_days)
     int validation_attempts = 5;  // tries of one challenge before it is invalid (acme.validation_attempts)
     Validator::Options validation;
@@ -64,12 +67,25 @@ class AcmeService {
   // Called after a validation job is queued, so that a worker takes it at once.
   void OnValidationQueued(std::function<void()> wake) { wake_ = std::move(wake); }
 
-  bool enabled() const { return !options_.ca.empty(); }
   // base_url + "/acme/<profile>/<path>".
   std::string Url(std::string_view profile, std::string_view path) const;
-  // kNotFound (reason malformed) for a profile that is not served.
-  Result<void> CheckProfile(std::string_view profile) const;
-  boost::json::object Directory(std::string_view profile) const;
+  // A profile kept in the store, else acme.ca's "default"; kNotFound (reason malformed) for
+  // one that is not served.
+  Result<Profile> FindProfile(std::string_view name);
+  boost::json::object Directory(const Profile& profile) const;
+
+  // /v1/acme/profiles: the stored profiles and acme.ca's "default" (unless one is stored under
+  // that name). PutProfile creates or replaces one (the CA must hold its key), audited as
+  // acme.profile.put; DeleteProfile as acme.profile.delete.
+  Result<std::vector<Profile>> ListProfiles();
+  struct PutAnswer {
+    Profile profile;
+    bool created = false;
+  };
+  Result<PutAnswer> PutProfile(std::string_view name, const boost::json::object& body, std::string_view actor);
+  Result<void> DeleteProfile(std::string_view name, std::string_view actor);
+  // External account binding credentials for the profile (POST /v1/acme/eab).
+  Result<EabCredentials> NewEab(std::string_view profile, std::string_view actor);
 
   // A fresh nonce (RFC 8555 7.2); made without a write.
   std::string NewNonce() const;
@@ -136,6 +152,7 @@ class AcmeService {
   const ValidationCounts& validations() const { return validations_; }
 
  private:
+  std::optional<Profile> Configured() const;  // acme.ca's profile, if it is set
   // Runs `write` through writes_ and gives back what it returned; it may run more than once.
   template <typename T, typename Write>
   Result<T> Batched(Write write) {

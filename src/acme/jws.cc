@@ -97,8 +97,10 @@ Result<Jws> ParseJws(std::string_view body, JwsRole role) {
   CF_ASSIGN_OR_RETURN(jws.alg, StringMember(h, "alg", "the protected header"));
   if (role == JwsRole::kRequest) {
     CF_ASSIGN_OR_RETURN(jws.nonce, StringMember(h, "nonce", "the protected header"));
-  } else if (h.contains("nonce") || !h.contains("jwk")) {
+  } else if (role == JwsRole::kInner && (h.contains("nonce") || !h.contains("jwk"))) {
     return Malformed("the inner JWS of a key change has a jwk and no nonce (RFC 8555 7.3.5)");
+  } else if (role == JwsRole::kEab && (h.contains("nonce") || !h.contains("kid"))) {
+    return Malformed("an external account binding has a kid and no nonce (RFC 8555 7.3.4)");
   }
   CF_ASSIGN_OR_RETURN(jws.url, StringMember(h, "url", "the protected header"));
   const json::value* jwk = h.if_contains("jwk");

@@ -32,8 +32,8 @@ std::optional<std::string> Base64UrlDecode(std::string_view text);
 // member missing, not base64url, an unprotected header, both or neither of jwk and kid, no
 // nonce or url). The algorithm is not checked here: see SupportedAlgorithm.
 // kInner: the inner JWS of a key change (RFC 8555 7.3.5), signed by the new key (jwk) and
-// carrying no nonce.
-enum class JwsRole { kRequest, kInner };
+// carrying no nonce. kEab: an external account binding (7.3.4), MACed, named by kid, no nonce.
+enum class JwsRole { kRequest, kInner, kEab };
 Result<Jws> ParseJws(std::string_view body, JwsRole role = JwsRole::kRequest);
 
 // ES256, ES384, RS256 and EdDSA: the algorithms certfleet verifies (RFC 8555 6.2 asks ES256

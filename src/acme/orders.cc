@@ -15,6 +15,7 @@
 #include "pki/certificate.h"
 #include "pki/crl.h"
 #include "pki/csr.h"
+#include "pki/key.h"
 #include "pki/profile.h"
 #include "store/audit_repo.h"
 #include "store/jobs_repo.h"
@@ -201,6 +202,8 @@ Result<AcmeAnswer> AcmeService::NewOrder(std::string_view profile, const Checked
     return Malformed("notBefore and notAfter are not accepted: the profile sets the validity");
   }
   CF_ASSIGN_OR_RETURN(std::vector<Ordered> identifiers, ParseIdentifiers(payload.if_contains("identifiers")));
+  CF_ASSIGN_OR_RETURN(Profile found, FindProfile(profile));
+  for (const auto& o : identifiers) CF_RETURN_IF_ERROR(CheckIdentifier(found, o.id.type, o.id.value));
   std::optional<std::string> replaces;
   if (const json::value* r = payload.if_contains("replaces")) {
     if (!r->is_string() || r->as_string().empty() || r->as_string().size() > 256) {
@@ -436,6 +439,9 @@ Result<AcmeAnswer> AcmeService::Finalize(std::string_view profile, int64_t order
   auto parsed = pki::ParseCsr(*der);
   if (!parsed.ok()) return Problem(ErrorCode::kInvalidArgument, "badCSR", parsed.error().message);
   auto csr = std::make_shared<const pki::Csr>(std::move(*parsed));
+  CF_ASSIGN_OR_RETURN(Profile found, FindProfile(profile));
+  CF_ASSIGN_OR_RETURN(pki::KeyType key_type, pki::KeyTypeOf(csr->public_key.get()));
+  CF_RETURN_IF_ERROR(CheckKeyType(found, pki::KeyTypeName(key_type)));
   // The CSR names exactly the order's identifiers (7.4); its CN, if any, is one of them.
   CF_ASSIGN_OR_RETURN(std::set<std::string> ordered, OrderNames(order));
   std::set<std::string> requested;
@@ -462,12 +468,12 @@ Result<AcmeAnswer> AcmeService::Finalize(std::string_view profile, int64_t order
   issuance::IssueRequest req;
   req.type = pki::CertType::kServer;
   req.name = name;
-  req.parent = options_.ca;
+  req.parent = found.ca;
   for (const auto& n : ordered) {
     if (n != name) req.sans.push_back(n);
   }
   req.csr = csr;
-  req.validity_days = options_.validity_days;
+  req.validity_days = found.validity_days;
   req.overlap = issuance::Overlap::kAllowed;  // a renewal overlaps the certificate it replaces
   req.audit.details = {{"acme_account", std::to_string(order.account_id)},
                        {"acme_order", std::to_string(order.id)},

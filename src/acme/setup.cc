@@ -40,6 +40,7 @@ std::span<const ConfigKey> ConfigKeys() { return kKeys; }
 AcmeService::Options AcmeOptions(const Config& config, std::string_view public_url, std::string_view master_key) {
   AcmeService::Options o;
   o.nonce_key = HmacSha256(master_key, "certfleet acme nonces");
+  o.master_key = std::string(master_key);
   o.base_url = std::string(public_url);
   o.ca = config.Get("acme.ca");
   o.nonce_ttl = std::chrono::minutes(config.GetInt("acme.nonce_minutes"));

@@ -200,6 +200,15 @@ int Main(int argc, char** argv) {
   ca_import->add_option("--fqdn", ca_import_args.fqdn, "Its name in the inventory (default: its CN)");
   ca_import->add_option("--key-backend", ca_import_args.key_backend, "file or pkcs11 (default: ca.key_backend)");
 
+  auto* acme_cmd = app.add_subcommand("acme", "The ACME server.");
+  acme_cmd->require_subcommand(1);
+  auto* eab_cmd = acme_cmd->add_subcommand("eab", "External account bindings (RFC 8555 7.3.4).");
+  eab_cmd->require_subcommand(1);
+  std::string eab_profile = "default";
+  auto* eab_create = eab_cmd->add_subcommand(
+      "create", "Make the kid and MAC key that bind one new ACME account of a profile; printed once on stdout.");
+  eab_create->add_option("--profile", eab_profile, "The ACME profile")->capture_default_str();
+
   std::string backup_dir;
   bool include_master_key = false;
   auto* backup = app.add_subcommand("backup",
@@ -253,6 +262,7 @@ int Main(int argc, char** argv) {
   if (*host_reactivate) return HostToken(*config, clock, host_id, true);
   if (*host_credential) return HostCredential(*config, clock, credential, credential_ttl);
   if (*ca_import) return CaImport(*config, clock, ca_import_args);
+  if (*eab_create) return AcmeEabCreate(*config, clock, eab_profile);
   if (*backup) return Backup(*config, backup_dir, include_master_key);
   if (*restore) return Restore(*config, backup_dir);
   if (*import_cmd) {

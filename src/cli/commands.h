@@ -47,6 +47,9 @@ struct CaImportArgs {
   std::string key_backend;    // empty: ca.key_backend
 };
 int CaImport(const Config& config, const Clock& clock, const CaImportArgs& args);
+
+// `certfleet acme eab create --profile P`: prints the kid and MAC key of a new binding once.
+int AcmeEabCreate(const Config& config, const Clock& clock, const std::string& profile);
 // Writes a consistent copy of the store (SQLite) or the pg_dump command to run (PostgreSQL),
 // the CA key folder and a manifest into the new folder `dir`; the master key only if asked.
 int Backup(const Config& config, const std::string& dir, bool include_master_key);

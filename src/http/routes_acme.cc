@@ -21,6 +21,7 @@ namespace json = boost::json;
 // An ACME request is a JWS of a few keys and, for finalize, a CSR: 64 KiB is plenty.
 constexpr size_t kAcmeBodyLimit = size_t{64} * 1024;
 constexpr std::string_view kProblemPrefix = "urn:ietf:params:acme:error:";
+constexpr size_t kMaxProfileName = 64;
 
 // The RFC's problem type and status for an error: its reason when it names one.
 std::pair<std::string, int> ProblemOf(const Error& e) {
@@ -98,7 +99,7 @@ template <typename Answer>
 Response SignedPost(const ApiContext& ctx, const Request& req, Signer signer, Answer answer,
                     const std::string& url_path = {}) {
   const std::string& profile = req.params.at("profile");
-  if (auto known = ctx.acme->CheckProfile(profile); !known.ok()) return Problem(ctx, req, profile, known.error());
+  if (auto known = ctx.acme->FindProfile(profile); !known.ok()) return Problem(ctx, req, profile, known.error());
   if (req.Header("content-type").value_or("") != "application/jose+json") {
     Response res = Problem(ctx, req, profile,
                            MakeError(ErrorCode::kInvalidArgument, "Content-Type must be application/jose+json"));
@@ -114,13 +115,14 @@ Response SignedPost(const ApiContext& ctx, const Request& req, Signer signer, An
 
 Response Directory(const ApiContext& ctx, const Request& req) {
   const std::string& profile = req.params.at("profile");
-  if (auto known = ctx.acme->CheckProfile(profile); !known.ok()) return Problem(ctx, req, profile, known.error());
-  return JsonResponse(200, ctx.acme->Directory(profile));
+  auto found = ctx.acme->FindProfile(profile);
+  if (!found.ok()) return Problem(ctx, req, profile, found.error());
+  return JsonResponse(200, ctx.acme->Directory(*found));
 }
 
 Response NewNonce(const ApiContext& ctx, const Request& req) {
   const std::string& profile = req.params.at("profile");
-  if (auto known = ctx.acme->CheckProfile(profile); !known.ok()) return Problem(ctx, req, profile, known.error());
+  if (auto known = ctx.acme->FindProfile(profile); !known.ok()) return Problem(ctx, req, profile, known.error());
   Response res;
   res.status = req.method == "HEAD" ? 200 : 204;  // RFC 8555 7.2
   res.content_type.clear();
@@ -221,6 +223,48 @@ Response RevokeCert(const ApiContext& ctx, const Request& req) {
                     });
 }
 
+// /v1/acme/profiles and /v1/acme/eab: the operator's side.
+Result<Response> ListProfiles(const ApiContext& ctx) {
+  CF_ASSIGN_OR_RETURN(auto profiles, ctx.acme->ListProfiles());
+  json::array items;
+  for (const auto& p : profiles) items.push_back(acme::ProfileJson(p));
+  return JsonResponse(200, json::object{{"items", std::move(items)}});
+}
+
+Result<Response> GetProfile(const ApiContext& ctx, const Request& req) {
+  auto found = ctx.acme->FindProfile(req.params.at("name"));
+  if (!found.ok()) return MakeError(ErrorCode::kNotFound, found.error().message);
+  return JsonResponse(200, acme::ProfileJson(*found));
+}
+
+Result<Response> PutProfile(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(req.body));
+  CF_ASSIGN_OR_RETURN(auto put, ctx.acme->PutProfile(req.params.at("name"), body, req.principal.Actor()));
+  return JsonResponse(put.created ? 201 : 200, acme::ProfileJson(put.profile));
+}
+
+Result<Response> DeleteProfile(const ApiContext& ctx, const Request& req) {
+  CF_RETURN_IF_ERROR(ctx.acme->DeleteProfile(req.params.at("name"), req.principal.Actor()));
+  Response res;
+  res.status = 204;
+  res.content_type.clear();
+  return res;
+}
+
+Result<Response> CreateEab(const ApiContext& ctx, const Request& req) {
+  CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(req.body));
+  CF_ASSIGN_OR_RETURN(std::string profile, RequiredString(body, "profile", kMaxProfileName));
+  auto eab = ctx.acme->NewEab(profile, req.principal.Actor());
+  if (!eab.ok() && eab.error().code == ErrorCode::kNotFound) {
+    return MakeError(ErrorCode::kInvalidArgument, eab.error().message);
+  }
+  if (!eab.ok()) return eab.error();
+  return NoStore(JsonResponse(201, json::object{{"kid", eab->kid},
+                                                {"hmac_key", eab->hmac_key},
+                                                {"profile", eab->profile},
+                                                {"directory", ctx.acme->Url(eab->profile, "directory")}}));
+}
+
 std::string AcmeMetrics(acme::AcmeService& acme) {
   std::string out =
       "# HELP certfleet_acme_orders ACME orders in the store by status.\n# TYPE certfleet_acme_orders gauge\n";
@@ -263,6 +307,11 @@ void AddAcmeRoutes(Router& router, const ApiContext& ctx) {
   router.Add("POST", "/acme/{profile}/cert/{serial}/1", signed_post, [c](Request& r) { return Certificate(*c, r, 1); });
   router.Add("POST", "/acme/{profile}/key-change", signed_post, [c](Request& r) { return KeyChange(*c, r); });
   router.Add("POST", "/acme/{profile}/revoke-cert", signed_post, [c](Request& r) { return RevokeCert(*c, r); });
+  router.Add("GET", "/v1/acme/profiles", {Access::kReader}, [c](Request&) { return ListProfiles(*c); });
+  router.Add("GET", "/v1/acme/profiles/{name}", {Access::kReader}, [c](Request& r) { return GetProfile(*c, r); });
+  router.Add("PUT", "/v1/acme/profiles/{name}", {Access::kAdmin}, [c](Request& r) { return PutProfile(*c, r); });
+  router.Add("DELETE", "/v1/acme/profiles/{name}", {Access::kAdmin}, [c](Request& r) { return DeleteProfile(*c, r); });
+  router.Add("POST", "/v1/acme/eab", {Access::kAdmin}, [c](Request& r) { return CreateEab(*c, r); });
   ctx.metrics.AddCollector([c] { return AcmeMetrics(*c->acme); });
 }
 

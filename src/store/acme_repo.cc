@@ -206,4 +206,76 @@ Result<bool> SetAcmeChallengeStatus(Tx& tx, int64_t id, std::string_view from, s
   return n == 1;
 }
 
+namespace {
+
+constexpr std::string_view kProfileColumns =
+    "name, ca, dns_suffixes, ip_ranges, validity_days, key_types, eab_required, created_at, updated_at";
+
+AcmeProfileRecord ProfileFromRow(const Row& r) {
+  return AcmeProfileRecord{r.Text(0), r.Text(1),     r.Text(2), r.Text(3), r.Int(4),
+                           r.Text(5), r.Int(6) != 0, r.Int(7),  r.Int(8)};
+}
+
+}  // namespace
+
+Result<bool> PutAcmeProfile(Tx& tx, const AcmeProfileRecord& p) {
+  CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec("UPDATE acme_profiles SET ca = ?, dns_suffixes = ?, ip_ranges = ?, "
+                                         "validity_days = ?, key_types = ?, eab_required = ?, updated_at = ? "
+                                         "WHERE name = ?",
+                                         {p.ca, p.dns_suffixes, p.ip_ranges, p.validity_days, p.key_types,
+                                          int64_t{p.eab_required ? 1 : 0}, p.updated_at, p.name}));
+  if (n == 1) return false;
+  CF_RETURN_IF_ERROR(
+      tx.Exec(fmt::format("INSERT INTO acme_profiles ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", kProfileColumns),
+              {p.name, p.ca, p.dns_suffixes, p.ip_ranges, p.validity_days, p.key_types, int64_t{p.eab_required ? 1 : 0},
+               p.created_at, p.updated_at}));
+  return true;
+}
+
+Result<std::optional<AcmeProfileRecord>> FindAcmeProfile(Tx& tx, std::string_view name) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(fmt::format("SELECT {} FROM acme_profiles WHERE name = ?", kProfileColumns),
+                                            {std::string(name)}));
+  if (!row) return std::optional<AcmeProfileRecord>();
+  return std::optional<AcmeProfileRecord>(ProfileFromRow(*row));
+}
+
+Result<std::vector<AcmeProfileRecord>> ListAcmeProfiles(Tx& tx) {
+  CF_ASSIGN_OR_RETURN(auto rows,
+                      tx.Query(fmt::format("SELECT {} FROM acme_profiles ORDER BY name", kProfileColumns), {}));
+  std::vector<AcmeProfileRecord> out;
+  out.reserve(rows.size());
+  for (const Row& r : rows) out.push_back(ProfileFromRow(r));
+  return out;
+}
+
+Result<bool> DeleteAcmeProfile(Tx& tx, std::string_view name) {
+  CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec("DELETE FROM acme_profiles WHERE name = ?", {std::string(name)}));
+  return n == 1;
+}
+
+Result<void> InsertAcmeEab(Tx& tx, const AcmeEabRecord& e) {
+  CF_RETURN_IF_ERROR(
+      tx.Exec("INSERT INTO acme_eab (kid, profile, key_sealed, created_by, created_at) VALUES (?, ?, ?, "
+              "?, ?)",
+              {e.kid, e.profile, e.key_sealed, e.created_by, e.created_at}));
+  return Ok();
+}
+
+Result<std::optional<AcmeEabRecord>> FindAcmeEab(Tx& tx, std::string_view kid) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT kid, profile, key_sealed, created_by, created_at, account_id, "
+                                            "used_at FROM acme_eab WHERE kid = ?",
+                                            {std::string(kid)}));
+  if (!row) return std::optional<AcmeEabRecord>();
+  const Row& r = *row;
+  return std::optional<AcmeEabRecord>(
+      AcmeEabRecord{r.Text(0), r.Text(1), r.Text(2), r.Text(3), r.Int(4), r.OptInt(5), r.OptInt(6)});
+}
+
+Result<bool> UseAcmeEab(Tx& tx, std::string_view kid, int64_t account_id, int64_t now) {
+  CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec("UPDATE acme_eab SET account_id = ?, used_at = ? WHERE kid = ? AND account_id "
+                                         "IS NULL",
+                                         {account_id, now, std::string(kid)}));
+  return n == 1;
+}
+
 }  // namespace certfleet::store

@@ -108,4 +108,40 @@ Result<std::vector<AcmeChallengeRecord>> AcmeChallengesOfAuthz(Tx& tx, int64_t a
 Result<bool> SetAcmeChallengeStatus(Tx& tx, int64_t id, std::string_view from, std::string_view to,
                                     std::optional<int64_t> validated_at, const std::optional<std::string>& error);
 
+// An ACME profile kept in the store (acme.ca's "default" is not one unless replaced here).
+struct AcmeProfileRecord {
+  std::string name;
+  std::string ca;
+  std::string dns_suffixes;  // JSON array of strings
+  std::string ip_ranges;     // JSON array of CIDR strings
+  int64_t validity_days = 0;
+  std::string key_types;  // JSON array of pki key type names
+  bool eab_required = false;
+  int64_t created_at = 0;
+  int64_t updated_at = 0;
+};
+
+// Writes the profile; true if it is new.
+Result<bool> PutAcmeProfile(Tx& tx, const AcmeProfileRecord& profile);
+Result<std::optional<AcmeProfileRecord>> FindAcmeProfile(Tx& tx, std::string_view name);
+Result<std::vector<AcmeProfileRecord>> ListAcmeProfiles(Tx& tx);
+// True if it was there.
+Result<bool> DeleteAcmeProfile(Tx& tx, std::string_view name);
+
+// An external account binding's credentials.
+struct AcmeEabRecord {
+  std::string kid;
+  std::string profile;
+  std::string key_sealed;
+  std::string created_by;
+  int64_t created_at = 0;
+  std::optional<int64_t> account_id;  // the account it bound, once used
+  std::optional<int64_t> used_at;
+};
+
+Result<void> InsertAcmeEab(Tx& tx, const AcmeEabRecord& eab);
+Result<std::optional<AcmeEabRecord>> FindAcmeEab(Tx& tx, std::string_view kid);
+// Marks the binding used by `account_id`: false if it was used already.
+Result<bool> UseAcmeEab(Tx& tx, std::string_view kid, int64_t account_id, int64_t now);
+
 }  // namespace certfleet::store

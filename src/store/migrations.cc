@@ -514,6 +514,32 @@ CREATE INDEX acme_challenges_authz ON acme_challenges (authz_id);
 -- until they expire; the issued ones of before go.
 DELETE FROM acme_nonces;
 )sql"},
+    {20, "acme profiles and external account bindings", R"sql(
+-- ACME profiles beside the one acme.ca makes: which CA issues, what may be ordered (JSON
+-- lists; empty: anything), the validity, the key types, whether accounts need EAB.
+CREATE TABLE acme_profiles (
+  name TEXT PRIMARY KEY,
+  ca TEXT NOT NULL,
+  dns_suffixes TEXT NOT NULL,
+  ip_ranges TEXT NOT NULL,
+  validity_days BIGINT NOT NULL,
+  key_types TEXT NOT NULL,
+  eab_required INTEGER NOT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+-- External account bindings (RFC 8555 7.3.4): the MAC key sealed with the master key; used
+-- once, by the account it bound.
+CREATE TABLE acme_eab (
+  kid TEXT PRIMARY KEY,
+  profile TEXT NOT NULL,
+  key_sealed TEXT NOT NULL,
+  created_by TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  account_id BIGINT,
+  used_at BIGINT
+);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

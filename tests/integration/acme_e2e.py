@@ -142,10 +142,11 @@ os.chmod(lego_env["EXEC_PATH"], 0o755)
 LEGO_PATH = files.path("lego")
 
 
-def lego(*args):
-    p = subprocess.run(["lego", "--server", DIRECTORY, "--path", LEGO_PATH, "--email", "lego@example.com",
+def lego(*args, directory=DIRECTORY, path=LEGO_PATH, expect_ok=True):
+    p = subprocess.run(["lego", "--server", directory, "--path", path, "--email", "lego@example.com",
                         "--accept-tos", *args], env=lego_env, capture_output=True, text=True, timeout=180)
-    check(p.returncode == 0, f"lego {' '.join(args)}: {p.stdout[-1500:]} {p.stderr[-1500:]}")
+    if expect_ok:
+        check(p.returncode == 0, f"lego {' '.join(args)}: {p.stdout[-1500:]} {p.stderr[-1500:]}")
     return p
 
 
@@ -169,6 +170,48 @@ check(any(q == ("_acme-challenge.w.example.test", 16) for q in dns.queries),
 before = serial_of(lego_cert("h.example.test"))
 lego("--http", "--http.port", f"127.0.0.1:{HTTP01_PORT}", "-d", "h.example.test", "renew", "--days", "1000", "--no-random-sleep")
 check(serial_of(lego_cert("h.example.test")) != before, "lego renew got a new certificate")
+# ---- a profile of its own: names under partner.test, P-256 keys, 30 days, EAB required ----
+status, out, _ = cf.request("PUT", "/v1/acme/profiles/partners", bearer=cf.token, body={
+    "ca": "iot.example.com", "dns_suffixes": ["partner.test"], "key_types": ["ec-p256"], "validity_days": 30,
+    "eab_required": True})
+check(status == 201 and out["eab_required"] is True and out["source"] == "store", f"PUT a profile: {status} {out}")
+status, out, _ = cf.request("PUT", "/v1/acme/profiles/other", bearer=cf.token, body={"ca": "nowhere.example.com"})
+check(status == 400 and "nowhere.example.com" in out["error"]["message"], f"a profile under no CA is refused: {out}")
+names = [p["name"] for p in cf.api("GET", "/v1/acme/profiles")["items"]]
+check(names == ["default", "partners"], f"the profiles: acme.ca's default and the stored one: {names}")
+PARTNERS = f"{cf.url}/acme/partners/directory"
+check(cf.api("GET", "/acme/partners/directory", bearer="-")["meta"]["externalAccountRequired"] is True,
+      "its directory says EAB is required")
+p = lego("--http", "--http.port", f"127.0.0.1:{HTTP01_PORT}", "-d", "a.partner.test", "run", directory=PARTNERS,
+         path=files.path("lego-noeab"), expect_ok=False)
+check(p.returncode != 0 and "requires External Account Binding" in p.stdout + p.stderr,
+      f"lego sees the directory ask for EAB: {p.stderr[-500:]}")
+made = cf.cli("acme", "eab", "create", "--profile", "partners").stdout.split()
+eab_kid, eab_hmac = made[made.index("kid") + 1], made[made.index("hmac_key") + 1]
+partner_path = files.path("lego-partner")
+lego("--eab", "--kid", eab_kid, "--hmac", eab_hmac, "--http", "--http.port", f"127.0.0.1:{HTTP01_PORT}", "-d",
+     "a.partner.test", "run", directory=PARTNERS, path=partner_path)
+partner_cert = os.path.join(partner_path, "certificates", "a.partner.test.crt")
+end = sh("openssl", "x509", "-noout", "-enddate", "-in", partner_cert).stdout
+check(str(time.gmtime(time.time() + 30 * 86400).tm_year) in end, f"lego with EAB got a 30-day certificate: {end}")
+p = lego("--eab", "--kid", eab_kid, "--hmac", eab_hmac, "--http", "--http.port", f"127.0.0.1:{HTTP01_PORT}", "-d",
+         "b.partner.test", "run", directory=PARTNERS, path=files.path("lego-reuse"), expect_ok=False)
+check(p.returncode != 0 and "unauthorized" in p.stdout + p.stderr, "an EAB kid binds one account only")
+with_eab = ["--eab", "--kid", eab_kid, "--hmac", eab_hmac]
+p = lego(*with_eab, "--http", "--http.port", f"127.0.0.1:{HTTP01_PORT}", "-d", "c.example.test", "run",
+         directory=PARTNERS, path=partner_path, expect_ok=False)
+check(p.returncode != 0 and "rejectedIdentifier" in p.stdout + p.stderr,
+      f"a name outside the profile's suffixes: rejectedIdentifier: {p.stderr[-400:]}")
+p = lego(*with_eab, "-k", "rsa2048", "--http", "--http.port", f"127.0.0.1:{HTTP01_PORT}", "-d", "d.partner.test", "run",
+         directory=PARTNERS, path=partner_path, expect_ok=False)
+check(p.returncode != 0 and "badCSR" in p.stdout + p.stderr, f"an RSA key where P-256 is asked: badCSR: {p.stderr[-400:]}")
+api_eab = cf.api("POST", "/v1/acme/eab", {"profile": "partners"}, expect=201)
+check(api_eab["kid"] and len(api_eab["hmac_key"]) == 43 and api_eab["directory"] == PARTNERS,
+      f"POST /v1/acme/eab: {api_eab}")
+cf.api("POST", "/v1/acme/eab", {"profile": "nope"}, expect=400)
+audit = [a["action"] for a in cf.api("GET", "/v1/audit?limit=300")["items"]]
+check("acme.profile.put" in audit and "acme.eab.create" in audit, "profiles and EAB credentials are audited")
+
 metrics = cf.request("GET", "/metrics", bearer=cf.token)[1]
 check('certfleet_acme_orders{status="valid"}' in metrics and 'certfleet_acme_validations_total{outcome="valid"}'
       in metrics, "orders and validations are in /metrics")
@@ -332,5 +375,8 @@ check(order["status"] == "invalid" and challenge["status"] == "invalid"
       and challenge["error"]["type"].endswith(":incorrectResponse")
       and order["error"]["subproblems"][0]["identifier"]["value"] == "d.example.test",
       f"a challenge answered wrongly: invalid, incorrectResponse: {challenge} {order}")
+status, out, _ = post("/acme/partners/new-account", {"termsOfServiceAgreed": True}, ec.generate_private_key(
+    ec.SECP256R1()))
+check(status == 403 and out["type"].endswith(":externalAccountRequired"), f"a new account without EAB: {out}")
 cf.stop()
 finish("acme_e2e")
