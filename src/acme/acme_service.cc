@@ -98,6 +98,7 @@ json::object AcmeService::Directory(const Profile& profile) const {
           {"newOrder", Url(name, "new-order")},
           {"revokeCert", Url(name, "revoke-cert")},
           {"keyChange", Url(name, "key-change")},
+          {"renewalInfo", Url(name, "renewal-info")},
           {"meta", json::object{{"externalAccountRequired", profile.eab_required}}}};
 }
 

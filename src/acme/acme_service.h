@@ -142,6 +142,10 @@ class AcmeService {
   // invalid. A retryable failure before the last attempt is returned, so the job runs again.
   Result<void> Validate(int64_t challenge_id, int attempt, int max_attempts);
 
+  // renewalInfo (RFC 9773 4.2): the window in which to renew the certificate `cert_id` names
+  // (earlier when it is revoked or its CA revoked or replaced), with a Retry-After.
+  Result<AcmeAnswer> RenewalInfo(std::string_view profile, std::string_view cert_id);
+
   // For /metrics: orders by status, and validations by outcome since start.
   Result<std::vector<std::pair<std::string, int64_t>>> OrderCounts();
   struct ValidationCounts {
@@ -152,7 +156,16 @@ class AcmeService {
   const ValidationCounts& validations() const { return validations_; }
 
  private:
-  std::optional<Profile> Configured() const;  // acme.ca's profile, if it is set
+  std::optional<Profile> Configured() const;
+  // The certificate an ARI certificate id names, with the order that got it (of `profile`).
+  struct Identified {
+    store::AcmeOrderRecord order;
+    store::CertificateRecord certificate;
+  };
+  Result<Identified> IdentifyCertificate(std::string_view profile, std::string_view cert_id);
+  // A new order's `replaces`: a certificate of the account, not replaced by another order.
+  Result<void> CheckReplaces(std::string_view profile, int64_t account_id,
+                             std::string_view cert_id);  // acme.ca's profile, if it is set
   // Runs `write` through writes_ and gives back what it returned; it may run more than once.
   template <typename T, typename Write>
   Result<T> Batched(Write write) {

@@ -210,6 +210,7 @@ Result<AcmeAnswer> AcmeService::NewOrder(std::string_view profile, const Checked
       return Malformed("replaces must be a certificate identifier (RFC 9773)");
     }
     replaces = std::string(r->as_string());
+    CF_RETURN_IF_ERROR(CheckReplaces(profile, account.id, *replaces));
   }
   json::array listed;
   for (const auto& o : identifiers) listed.push_back(json::object{{"type", o.id.type}, {"value", o.value}});

@@ -120,6 +120,14 @@ Response Directory(const ApiContext& ctx, const Request& req) {
   return JsonResponse(200, ctx.acme->Directory(*found));
 }
 
+// renewalInfo (RFC 9773): a public GET, like the directory.
+Response RenewalInfo(const ApiContext& ctx, const Request& req) {
+  const std::string& profile = req.params.at("profile");
+  auto answer = ctx.acme->RenewalInfo(profile, req.params.at("id"));
+  if (!answer.ok()) return Problem(ctx, req, profile, answer.error());
+  return AcmeJson(ctx, profile, *answer);
+}
+
 Response NewNonce(const ApiContext& ctx, const Request& req) {
   const std::string& profile = req.params.at("profile");
   if (auto known = ctx.acme->FindProfile(profile); !known.ok()) return Problem(ctx, req, profile, known.error());
@@ -289,6 +297,8 @@ void AddAcmeRoutes(Router& router, const ApiContext& ctx) {
   const ApiContext* c = &ctx;
   const RouteOptions signed_post{Access::kPublic, false, kAcmeBodyLimit};
   router.Add("GET", "/acme/{profile}/directory", {Access::kPublic}, [c](Request& r) { return Directory(*c, r); });
+  router.Add("GET", "/acme/{profile}/renewal-info/{id}", {Access::kPublic},
+             [c](Request& r) { return RenewalInfo(*c, r); });
   router.Add("GET", "/acme/{profile}/new-nonce", {Access::kPublic}, [c](Request& r) { return NewNonce(*c, r); });
   router.Add("POST", "/acme/{profile}/new-account", signed_post, [c](Request& r) { return NewAccount(*c, r); });
   router.Add("POST", "/acme/{profile}/account/{id}", signed_post, [c](Request& r) { return Account(*c, r); });

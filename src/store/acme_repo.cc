@@ -128,6 +128,12 @@ Result<std::optional<AcmeOrderRecord>> FindAcmeOrderBySerial(Tx& tx, std::string
   return std::optional<AcmeOrderRecord>(OrderFromRow(*row));
 }
 
+Result<bool> AcmeOrderReplaces(Tx& tx, std::string_view cert_id) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT id FROM acme_orders WHERE replaces = ? AND status <> 'invalid'",
+                                            {std::string(cert_id)}));
+  return row.has_value();
+}
+
 Result<std::vector<int64_t>> ListAcmeOrderIds(Tx& tx, int64_t account_id, int64_t after_id, int limit) {
   CF_ASSIGN_OR_RETURN(auto rows, tx.Query("SELECT id FROM acme_orders WHERE account_id = ? AND id > ? ORDER BY id "
                                           "LIMIT ?",

@@ -87,6 +87,8 @@ Result<std::optional<AcmeOrderRecord>> FindAcmeOrder(Tx& tx, int64_t id);
 Result<void> LockAcmeOrder(Tx& tx, int64_t id);
 // The order that got the certificate `serial`.
 Result<std::optional<AcmeOrderRecord>> FindAcmeOrderBySerial(Tx& tx, std::string_view serial);
+// Whether an order that is not invalid replaces the certificate `cert_id` (RFC 9773).
+Result<bool> AcmeOrderReplaces(Tx& tx, std::string_view cert_id);
 // The ids of an account's orders, oldest first, after `after_id`, at most `limit`.
 Result<std::vector<int64_t>> ListAcmeOrderIds(Tx& tx, int64_t account_id, int64_t after_id, int limit);
 // Moves an order from `from` to `to` (compare and set): false if it was not in `from`.

@@ -530,6 +530,7 @@ CREATE TABLE acme_profiles (
 );
 -- External account bindings (RFC 8555 7.3.4): the MAC key sealed with the master key; used
 -- once, by the account it bound.
+CREATE INDEX acme_orders_replaces ON acme_orders (replaces);
 CREATE TABLE acme_eab (
   kid TEXT PRIMARY KEY,
   profile TEXT NOT NULL,

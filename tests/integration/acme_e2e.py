@@ -11,6 +11,7 @@ challenge answered wrongly.
 usage: acme_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
 import base64
+import datetime
 import hashlib
 import json
 import os
@@ -338,6 +339,35 @@ check(status == 200 and resp.getheader("Content-Type") == "application/pem-certi
       f"the certificate chain, with an alternate chain linked: {resp.headers}")
 status, _, _ = post(out["certificate"], None, ec.generate_private_key(ec.SECP256R1()), kid=kid)
 check(status == 400, "a certificate download signed by another key than the account's is refused")
+
+# ---- ACME Renewal Information (RFC 9773) ----
+leaf = x509.load_pem_x509_certificate(chain if isinstance(chain, bytes) else chain.encode())
+aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+serial = leaf.serial_number
+cert_id = f"{b64(aki)}.{b64(serial.to_bytes(serial.bit_length() // 8 + 1, 'big'))}"
+check(cf.api("GET", "/acme/default/directory", bearer="-")["renewalInfo"] == f"{cf.url}/acme/default/renewal-info",
+      "the directory names renewalInfo")
+status, info, resp = cf.request("GET", f"/acme/default/renewal-info/{cert_id}")
+window = info["suggestedWindow"] if status == 200 else {}
+check(status == 200 and resp.getheader("Retry-After") and time.time() + 50 * 86400 < datetime.datetime.fromisoformat(
+    window["start"].replace("Z", "+00:00")).timestamp() < datetime.datetime.fromisoformat(
+    window["end"].replace("Z", "+00:00")).timestamp(), f"renewalInfo: a window in the last third of its life: {info}")
+status, info, _ = cf.request("GET", "/acme/default/renewal-info/AAAA.AAAA")
+check(status == 404, f"renewalInfo of an unknown certificate: {status} {info}")
+status, replacing, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "c.example.test"}],
+                                                         "replaces": cert_id})
+check(status == 201 and replacing["replaces"] == cert_id, f"an order that replaces it: {status} {replacing}")
+status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "c.example.test"}],
+                                                   "replaces": cert_id})
+check(status == 409 and out["type"].endswith(":alreadyReplaced"), f"a second order replacing it: {status} {out}")
+status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "c.example.test"}],
+                                                   "replaces": "AAAA.AAAA"})
+check(status == 400 and out["type"].endswith(":malformed"), f"replaces naming no certificate: {out}")
+cf.api("POST", f"/v1/certificates/{format(serial, 'x')}/revoke", {"reason": "superseded"})
+status, info, _ = cf.request("GET", f"/acme/default/renewal-info/{cert_id}")
+check(status == 200 and datetime.datetime.fromisoformat(info["suggestedWindow"]["end"].replace("Z", "+00:00")
+                                                        ).timestamp() <= time.time() + 1,
+      f"once revoked (through /v1), renewalInfo says renew now: {info}")
 
 # ---- key rollover (RFC 8555 7.3.5): the inner JWS signed by the new key ----
 def sign(key, header, payload):
