@@ -408,5 +408,19 @@ check(order["status"] == "invalid" and challenge["status"] == "invalid"
 status, out, _ = post("/acme/partners/new-account", {"termsOfServiceAgreed": True}, ec.generate_private_key(
     ec.SECP256R1()))
 check(status == 403 and out["type"].endswith(":externalAccountRequired"), f"a new account without EAB: {out}")
+# ---- two nodes on one PostgreSQL: a nonce made by one is taken once by either ----
+if DB_KIND == "postgres":
+    node2 = cf.another_node()
+    used = nonce()  # made by the first node
+    status, out, _ = node2.request("POST", kid.removeprefix(cf.url), body=json.dumps(sign(account_key, {
+        "alg": "ES256", "nonce": used, "url": kid, "kid": kid}, {})), headers={"Content-Type": "application/jose+json"})
+    check(status == 200 and out["status"] == "valid", f"the second node takes the first node's nonce: {status} {out}")
+    status, out, _ = post(kid, None, account_key, kid=kid, nonce_value=used)
+    check(status == 400 and out["type"].endswith(":badNonce"), f"and the first node refuses it then: {out}")
+    status, out, _ = node2.request("POST", order_url.removeprefix(cf.url), body=json.dumps(sign(account_key, {
+        "alg": "ES256", "nonce": nonce(), "url": order_url, "kid": kid}, {})), headers={
+        "Content-Type": "application/jose+json"})
+    check(status == 200 and out["status"] == "invalid", f"an order made through one node, read through the other")
+    node2.stop()
 cf.stop()
 finish("acme_e2e")

@@ -61,6 +61,19 @@ class Certfleet:
         self.port = None
         self.log_path = os.path.join(self.work, "serve.log")
 
+    def another_node(self):
+        """A second node of this certfleet, started: the same database, data folder (CA keys,
+        master key, TLS identity) and public URL (as behind a load balancer), its own port and log."""
+        node = Certfleet.__new__(Certfleet)
+        node.binary, node.state, node.data, node.token = self.binary, self.state, self.data, self.token
+        node.work = os.path.join(self.work, f"node-{secrets.token_hex(2)}")
+        os.makedirs(node.work)
+        node.env = dict(self.env, CERTFLEET_PUBLIC_URL=self.url)
+        node.server, node.port = None, None
+        node.log_path = os.path.join(node.work, "serve.log")
+        node.start()
+        return node
+
     def cli(self, *args, expect=0):
         p = subprocess.run([self.binary, *args], env=self.env, cwd=self.work, capture_output=True, text=True,
                            timeout=120)
