@@ -75,6 +75,8 @@ AcmeService::AcmeService(store::Store& store, issuance::Issuer& issuer, const Va
       validator_(validator),
       clock_(clock),
       options_(std::move(options)),
+      // The embedded store is one node: its nonces need not be shared.
+      local_nonces_(store.dialect() == store::Dialect::kSqlite ? std::make_unique<LocalNonces>() : nullptr),
       writes_(store) {}
 
 std::string AcmeService::Url(std::string_view profile, std::string_view path) const {
@@ -155,6 +157,7 @@ Result<EabCredentials> AcmeService::NewEab(std::string_view profile, std::string
 
 std::string AcmeService::NewNonce() const {
   const int64_t expires_at = clock_.NowMillis() + Millis(options_.nonce_ttl);
+  if (local_nonces_) return local_nonces_->Make(expires_at);
   std::string body = RandomBytes(kNonceRandomBytes);
   for (int shift = 56; shift >= 0; shift -= 8) body.push_back(static_cast<char>((expires_at >> shift) & 0xff));
   return Base64UrlEncode(body + HmacSha256(options_.nonce_key, body).substr(0, kNonceMacBytes));
@@ -162,6 +165,10 @@ std::string AcmeService::NewNonce() const {
 
 Result<void> AcmeService::UseNonce(std::string_view nonce) {
   const Error bad = Problem(ErrorCode::kInvalidArgument, "badNonce", "the nonce is unknown, used or expired");
+  if (local_nonces_) {
+    if (!local_nonces_->Use(nonce, clock_.NowMillis())) return bad;
+    return Ok();
+  }
   const std::optional<std::string> raw = Base64UrlDecode(nonce);
   constexpr size_t kBodyBytes = kNonceRandomBytes + 8;
   if (!raw || raw->size() != kBodyBytes + kNonceMacBytes) return bad;

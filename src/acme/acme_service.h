@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -13,6 +14,7 @@
 
 #include "acme/eab.h"
 #include "acme/jws.h"
+#include "acme/local_nonces.h"
 #include "acme/profiles.h"
 #include "acme/validation.h"
 #include "core/clock.h"
@@ -194,6 +196,7 @@ class AcmeService {
   const Options options_;
   std::function<void()> wake_;
   std::atomic<uint64_t> nonces_used_{0};
+  const std::unique_ptr<LocalNonces> local_nonces_;  // on SQLite; null on PostgreSQL
   ValidationCounts validations_;
   // The writes of requests and validations (used nonces, orders, challenges) commit in groups:
   // one sync for many under load. Last, so that it finishes what is queued first.

@@ -7,6 +7,7 @@
 
 #include <boost/json.hpp>
 
+#include "acme/local_nonces.h"
 #include "acme/resolver.h"
 #include "acme/validation.h"
 
@@ -96,6 +97,21 @@ TEST(ValidationTest, ResolverAddress) {
   EXPECT_FALSE(Resolver::Make("dns.example.com:53").ok());
   EXPECT_FALSE(Resolver::Make("127.0.0.1:0").ok());
   EXPECT_FALSE(Resolver::Make("127.0.0.1:99999").ok());
+}
+
+TEST(LocalNoncesTest, EachOnceUnexpiredAndOnlyFromThisProcess) {
+  LocalNonces nonces;
+  const std::string a = nonces.Make(2000);
+  const std::string b = nonces.Make(2000);
+  EXPECT_NE(a, b);
+  EXPECT_TRUE(nonces.Use(b, 1000));
+  EXPECT_FALSE(nonces.Use(b, 1000)) << "a nonce is taken once";
+  EXPECT_FALSE(nonces.Use(a, 2000)) << "an expired nonce is refused";
+  EXPECT_FALSE(nonces.Use(LocalNonces().Make(2000), 1000)) << "another process's nonce is refused";
+  std::string forged = nonces.Make(2000);
+  forged[3] = forged[3] == 'A' ? 'B' : 'A';
+  EXPECT_FALSE(nonces.Use(forged, 1000));
+  EXPECT_FALSE(nonces.Use("not base64url!", 1000));
 }
 
 }  // namespace
