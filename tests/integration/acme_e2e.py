@@ -13,10 +13,13 @@ usage: acme_e2e.py CERTFLEET_BINARY sqlite|postgres
 import base64
 import datetime
 import hashlib
+import http.server
+import ipaddress
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -408,6 +411,44 @@ check(order["status"] == "invalid" and challenge["status"] == "invalid"
 status, out, _ = post("/acme/partners/new-account", {"termsOfServiceAgreed": True}, ec.generate_private_key(
     ec.SECP256R1()))
 check(status == 403 and out["type"].endswith(":externalAccountRequired"), f"a new account without EAB: {out}")
+# ---- an IP identifier (RFC 8738), validated by http-01 against a responder written here ----
+class Http01(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{self.path.rsplit('/', 1)[-1]}.{thumbprint}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+responder = http.server.ThreadingHTTPServer(("127.0.0.1", HTTP01_PORT), Http01)
+threading.Thread(target=responder.serve_forever, daemon=True).start()
+status, order, resp = kpost("/acme/default/new-order", {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]})
+ip_order_url = resp.getheader("Location")
+_, authz, _ = kpost(order["authorizations"][0], None)
+check(sorted(c["type"] for c in authz["challenges"]) == ["http-01", "tls-alpn-01"] and authz["identifier"] == {
+    "type": "ip", "value": "127.0.0.1"}, f"an address is offered http-01 and tls-alpn-01: {authz}")
+kpost(next(c["url"] for c in authz["challenges"] if c["type"] == "http-01"), {})
+for _ in range(600):
+    _, order, _ = kpost(ip_order_url, None)
+    if order["status"] != "pending":
+        break
+    time.sleep(0.05)
+check(order["status"] == "ready", f"http-01 on the address validates: {order}")
+csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).add_extension(
+    x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False).sign(
+    other_key, hashes.SHA256())
+status, order, _ = kpost(order["finalize"], {"csr": b64(csr.public_bytes(serialization.Encoding.DER))})
+_, pem, _ = post(order["certificate"], None, account_key, kid=kid)
+ip_leaf = x509.load_pem_x509_certificate(pem if isinstance(pem, bytes) else pem.encode())
+check(ip_leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+    x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")], "the certificate names the address as an IP SAN")
+responder.shutdown()
+responder.server_close()
+
 # ---- two nodes on one PostgreSQL: a nonce made by one is taken once by either ----
 if DB_KIND == "postgres":
     node2 = cf.another_node()
