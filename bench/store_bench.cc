@@ -76,9 +76,9 @@ void BM_StoreIssuedCertificate(benchmark::State& state) {
     CertificateRecord c;
     c.serial = HexEncode(RandomBytes(16));
     c.fqdn = c.serial + ".iot.example.com";
-    c.type = "device";
+    c.type = CertType::kDevice;
     c.parent_fqdn = "iot.example.com";
-    c.status = "active";
+    c.status = CertStatus::kActive;
     c.not_before = n;
     c.not_after = n + 1000;
     c.fingerprint = HexEncode(RandomBytes(32));

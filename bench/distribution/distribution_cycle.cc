@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
   auto counts = cf::store::Read(**store, [](cf::store::Tx& tx) { return cf::store::CountRecordsByStatus(tx); });
   int64_t emailed = 0;
   for (const auto& [status, n] : counts.value()) {
-    if (status == cf::store::kEmailed) emailed = n;
+    if (status == cf::store::DistributionStatusName(cf::store::DistributionStatus::kEmailed)) emailed = n;
   }
   fmt::print("W5 distribution cycle: {} warehouses x {} gateways (2 files each) = {} gateways, {} objects\n",
              warehouses, gateways, total, scan->objects);
