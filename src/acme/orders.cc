@@ -408,12 +408,16 @@ Result<void> AcmeService::Invalidate(const store::AcmeChallengeRecord& challenge
       {"detail", fmt::format("{} of {} failed: {}", challenge.type, authz.identifier_value, problem.message)},
       {"subproblems", json::array{subproblem}}};
   return writes_.Run([&](store::Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(store::LockAcmeOrder(tx, authz.order_id));
     CF_ASSIGN_OR_RETURN(bool moved, store::SetAcmeChallengeStatus(tx, challenge.id, "processing", "invalid",
                                                                   std::nullopt, json::serialize(error)));
     if (!moved) return Ok();
-    CF_RETURN_IF_ERROR(store::SetAcmeAuthzStatus(tx, authz.id, "pending", "invalid"));
-    CF_RETURN_IF_ERROR(store::SetAcmeOrderStatus(tx, authz.order_id, "pending", "invalid", json::serialize(order_error),
-                                                 std::nullopt, now));
+    // Another challenge of the authorization may have made it valid already: then the order stays.
+    CF_ASSIGN_OR_RETURN(bool failed, store::SetAcmeAuthzStatus(tx, authz.id, "pending", "invalid"));
+    if (failed) {
+      CF_RETURN_IF_ERROR(store::SetAcmeOrderStatus(tx, authz.order_id, "pending", "invalid",
+                                                   json::serialize(order_error), std::nullopt, now));
+    }
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, "acme:validation", "acme.challenge.invalid",
                                           fmt::format("acme-order:{}", authz.order_id),
                                           json::serialize(json::object{{"challenge", challenge.id},

@@ -13,19 +13,17 @@ usage: acme_e2e.py CERTFLEET_BINARY sqlite|postgres
 import base64
 import datetime
 import hashlib
-import http.server
 import ipaddress
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish  # noqa: E402
 from harness import Certfleet, Files  # noqa: E402
-from servers import DnsServer, free_port  # noqa: E402
+from servers import DnsServer, Http01Responder, free_port  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -412,20 +410,7 @@ status, out, _ = post("/acme/partners/new-account", {"termsOfServiceAgreed": Tru
     ec.SECP256R1()))
 check(status == 403 and out["type"].endswith(":externalAccountRequired"), f"a new account without EAB: {out}")
 # ---- an IP identifier (RFC 8738), validated by http-01 against a responder written here ----
-class Http01(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = f"{self.path.rsplit('/', 1)[-1]}.{thumbprint}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-responder = http.server.ThreadingHTTPServer(("127.0.0.1", HTTP01_PORT), Http01)
-threading.Thread(target=responder.serve_forever, daemon=True).start()
+responder = Http01Responder(HTTP01_PORT, lambda: thumbprint)
 status, order, resp = kpost("/acme/default/new-order", {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]})
 ip_order_url = resp.getheader("Location")
 _, authz, _ = kpost(order["authorizations"][0], None)
@@ -446,8 +431,7 @@ _, pem, _ = post(order["certificate"], None, account_key, kid=kid)
 ip_leaf = x509.load_pem_x509_certificate(pem if isinstance(pem, bytes) else pem.encode())
 check(ip_leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
     x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")], "the certificate names the address as an IP SAN")
-responder.shutdown()
-responder.server_close()
+responder.stop()
 
 # ---- two nodes on one PostgreSQL: a nonce made by one is taken once by either ----
 if DB_KIND == "postgres":

@@ -3,6 +3,7 @@ S3-compatible server that checks SigV4 signatures) with the AWS CLI as the uploa
 aiosmtpd (Debian) writing every message it accepts into a maildir, Mosquitto as the
 TLS broker that must accept the device certificates certfleet issues, and a small DNS server
 for ACME validation."""
+import http.server
 import mailbox
 import os
 import socket
@@ -148,7 +149,6 @@ class SnsEndpoint:
 
     def __init__(self, work, region="us-east-1"):
         import datetime
-        import http.server
         import ssl
         import threading
         from cryptography import x509
@@ -303,3 +303,31 @@ class DnsServer:
 
     def stop(self):
         self.sock.close()
+
+
+class Http01Responder:
+    """An ACME http-01 responder on a loopback port for one account: it answers every token with
+    the token and the account's key thumbprint (RFC 8555 8.3), as the account's own server
+    would. `thumbprint` is called per request (a key change changes it); port 0 picks one."""
+
+    def __init__(self, port, thumbprint):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                body = f"{self.path.rsplit('/', 1)[-1]}.{thumbprint()}".encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
