@@ -203,7 +203,7 @@ Result<AcmeService::Checked> AcmeService::Check(std::string_view profile, std::s
   if (jws.url != options_.base_url + std::string(path)) {
     return Problem(ErrorCode::kUnauthenticated, "unauthorized", "the JWS url is not the URL of this request");
   }
-  pki::PkeyPtr key;
+  std::shared_ptr<EVP_PKEY> key;
   if (signer == Signer::kJwk || (signer == Signer::kEither && jws.jwk)) {
     if (!jws.jwk)
       return Problem(ErrorCode::kInvalidArgument, "malformed", "this request is signed with a jwk, not kid");
@@ -227,10 +227,7 @@ Result<AcmeService::Checked> AcmeService::Check(std::string_view profile, std::s
     if (account->status != "valid") {
       return Problem(ErrorCode::kUnauthenticated, "unauthorized", fmt::format("the account is {}", account->status));
     }
-    boost::system::error_code ec;
-    json::value jwk = json::parse(account->jwk, ec);
-    if (ec || !jwk.is_object()) return MakeError(ErrorCode::kInternal, "an account's stored key is not JSON");
-    CF_ASSIGN_OR_RETURN(key, PublicKeyFromJwk(jwk.as_object()));
+    CF_ASSIGN_OR_RETURN(key, AccountKey(*account));
     out.account = std::move(*account);
   }
   if (auto verified = VerifyJws(jws, key.get()); !verified.ok()) {
@@ -239,6 +236,24 @@ Result<AcmeService::Checked> AcmeService::Check(std::string_view profile, std::s
   // Used last, so that a forged request cannot use up another client's nonce.
   CF_RETURN_IF_ERROR(UseNonce(jws.nonce));
   return out;
+}
+
+Result<std::shared_ptr<EVP_PKEY>> AcmeService::AccountKey(const store::AcmeAccountRecord& account) {
+  {
+    std::lock_guard lock(keys_mu_);
+    if (auto it = account_keys_.find(account.id); it != account_keys_.end() && it->second.first == account.jwk) {
+      return it->second.second;
+    }
+  }
+  boost::system::error_code ec;
+  json::value jwk = json::parse(account.jwk, ec);
+  if (ec || !jwk.is_object()) return MakeError(ErrorCode::kInternal, "an account's stored key is not JSON");
+  CF_ASSIGN_OR_RETURN(pki::PkeyPtr parsed, PublicKeyFromJwk(jwk.as_object()));
+  std::shared_ptr<EVP_PKEY> key(parsed.release(), EVP_PKEY_free);
+  std::lock_guard lock(keys_mu_);
+  if (account_keys_.size() >= kAccountKeysKept) account_keys_.clear();
+  account_keys_[account.id] = {account.jwk, key};
+  return key;
 }
 
 Result<AcmeService::AccountAnswer> AcmeService::NewAccount(std::string_view profile, const Checked& request) {

@@ -5,7 +5,9 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -159,6 +161,9 @@ class AcmeService {
 
  private:
   std::optional<Profile> Configured() const;
+  // The account's public key, parsed once per key: the account's row is still read on every
+  // request (its status and key may change on any node), the key is reused while it is the same.
+  Result<std::shared_ptr<EVP_PKEY>> AccountKey(const store::AcmeAccountRecord& account);
   // The certificate an ARI certificate id names, with the order that got it (of `profile`).
   struct Identified {
     store::AcmeOrderRecord order;
@@ -197,6 +202,10 @@ class AcmeService {
   std::function<void()> wake_;
   std::atomic<uint64_t> nonces_used_{0};
   const std::unique_ptr<LocalNonces> local_nonces_;  // on SQLite; null on PostgreSQL
+  // Parsed account keys by account id, with the JWK text they came from; emptied when full.
+  static constexpr size_t kAccountKeysKept = 10'000;
+  std::mutex keys_mu_;
+  std::map<int64_t, std::pair<std::string, std::shared_ptr<EVP_PKEY>>> account_keys_;
   ValidationCounts validations_;
   // The writes of requests and validations (used nonces, orders, challenges) commit in groups:
   // one sync for many under load. Last, so that it finishes what is queued first.

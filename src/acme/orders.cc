@@ -511,15 +511,14 @@ Result<AcmeCertificate> AcmeService::Certificate(std::string_view profile, std::
   }
   CF_ASSIGN_OR_RETURN(store::CertificateRecord record, issuer_.Get(serial));
   CF_ASSIGN_OR_RETURN(std::string chain, issuer_.ChainOf(record));
-  CF_ASSIGN_OR_RETURN(std::vector<pki::X509Ptr> issuers, pki::CertificatesFromPem(chain));
-  AcmeCertificate out;
-  out.pem = record.certificate_pem;
-  for (const auto& c : issuers) {
-    const bool root = X509_check_issued(c.get(), c.get()) == X509_V_OK;
-    if (root && alternate == 0) continue;
-    CF_ASSIGN_OR_RETURN(std::string pem, pki::CertificateToPem(c.get()));
-    out.pem += pem;
+  // The issuers run up to the root, last; the default chain leaves it out.
+  const size_t last = chain.rfind("-----BEGIN CERTIFICATE-----");
+  if (alternate == 0 && last != std::string::npos) {
+    CF_ASSIGN_OR_RETURN(pki::X509Ptr top, pki::CertificateFromPem(std::string_view(chain).substr(last)));
+    if (X509_NAME_cmp(X509_get_subject_name(top.get()), X509_get_issuer_name(top.get())) == 0) chain.resize(last);
   }
+  AcmeCertificate out;
+  out.pem = record.certificate_pem + chain;
   const std::string other = alternate == 0 ? fmt::format("cert/{}/1", serial) : fmt::format("cert/{}", serial);
   out.links.push_back(fmt::format("<{}>;rel=\"alternate\"", Url(profile, other)));
   return out;

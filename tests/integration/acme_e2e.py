@@ -338,6 +338,9 @@ status, chain, resp = post(out["certificate"], None, account_key, kid=kid)
 alternate = [link for link in resp.headers.get_all("Link") if "alternate" in link]
 check(status == 200 and resp.getheader("Content-Type") == "application/pem-certificate-chain" and alternate,
       f"the certificate chain, with an alternate chain linked: {resp.headers}")
+status, alt_chain, _ = post(alternate[0].split(">")[0].lstrip("<"), None, account_key, kid=kid)
+check(status == 200 and root_pem.strip() in str(alt_chain) and root_pem.strip() not in str(chain)
+      and str(alt_chain).startswith(str(chain)), "the alternate chain is the default one and the root")
 status, _, _ = post(out["certificate"], None, ec.generate_private_key(ec.SECP256R1()), kid=kid)
 check(status == 400, "a certificate download signed by another key than the account's is refused")
 
