@@ -22,6 +22,7 @@
 #include "core/clock.h"
 #include "core/result.h"
 #include "issuance/issuer.h"
+#include "jobs/worker_pool.h"
 #include "store/acme_repo.h"
 #include "store/group_commit.h"
 #include "store/store.h"
@@ -68,8 +69,9 @@ class AcmeService {
 
   AcmeService(store::Store& store, issuance::Issuer& issuer, const Validator& validator, const Clock& clock,
               Options options);
-  // Called after a validation job is queued, so that a worker takes it at once.
-  void OnValidationQueued(std::function<void()> wake) { wake_ = std::move(wake); }
+  // The workers that run validation jobs: a validation asked for here starts on one of them at
+  // once (without it, the job waits for any node's worker to poll).
+  void UseWorkers(jobs::WorkerPool& workers) { workers_ = &workers; }
 
   // base_url + "/acme/<profile>/<path>".
   std::string Url(std::string_view profile, std::string_view path) const;
@@ -199,7 +201,7 @@ class AcmeService {
   const Validator& validator_;
   const Clock& clock_;
   const Options options_;
-  std::function<void()> wake_;
+  jobs::WorkerPool* workers_ = nullptr;
   std::atomic<uint64_t> nonces_used_{0};
   const std::unique_ptr<LocalNonces> local_nonces_;  // on SQLite; null on PostgreSQL
   // Parsed account keys by account id, with the JWK text they came from; emptied when full.

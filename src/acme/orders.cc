@@ -313,18 +313,23 @@ Result<AcmeAnswer> AcmeService::Challenge(std::string_view profile, int64_t id, 
       return Malformed(fmt::format("the authorization is {} and its order {}", authz->status, order.status));
     }
     const int64_t now = clock_.NowMillis();
+    const store::NewJob job{std::string(kValidateJob), json::serialize(json::object{{"challenge", id}}), now,
+                            options_.validation_attempts, fmt::format("{}:{}", kValidateJob, id)};
+    std::optional<store::Job> here;
     CF_ASSIGN_OR_RETURN(bool started, Batched<bool>([&](store::Tx& tx) -> Result<bool> {
                           CF_ASSIGN_OR_RETURN(bool moved, store::SetAcmeChallengeStatus(tx, id, "pending", "processing",
                                                                                         std::nullopt, std::nullopt));
                           if (!moved) return false;
-                          store::NewJob job{std::string(kValidateJob), json::serialize(json::object{{"challenge", id}}),
-                                            now, options_.validation_attempts, fmt::format("{}:{}", kValidateJob, id)};
-                          CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));
+                          if (workers_ != nullptr) {
+                            CF_ASSIGN_OR_RETURN(here, workers_->EnqueueHere(tx, job));
+                          } else {
+                            CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));
+                          }
                           return true;
                         }));
     if (started) {
       challenge->status = "processing";
-      if (wake_) wake_();
+      if (here) workers_->RunHere(std::move(*here));
     } else {
       CF_ASSIGN_OR_RETURN(challenge,
                           store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeChallenge(tx, id); }));
@@ -514,8 +519,10 @@ Result<AcmeCertificate> AcmeService::Certificate(std::string_view profile, std::
   // The issuers run up to the root, last; the default chain leaves it out.
   const size_t last = chain.rfind("-----BEGIN CERTIFICATE-----");
   if (alternate == 0 && last != std::string::npos) {
-    CF_ASSIGN_OR_RETURN(pki::X509Ptr top, pki::CertificateFromPem(std::string_view(chain).substr(last)));
-    if (X509_NAME_cmp(X509_get_subject_name(top.get()), X509_get_issuer_name(top.get())) == 0) chain.resize(last);
+    // Read without decoding it: OpenSSL 3.0's d2i_X509 costs ~50 µs, a sixth of a request.
+    CF_ASSIGN_OR_RETURN(std::string top, pki::CertificatePemToDer(std::string_view(chain).substr(last)));
+    CF_ASSIGN_OR_RETURN(bool root, pki::IsSelfIssued(top));
+    if (root) chain.resize(last);
   }
   AcmeCertificate out;
   out.pem = record.certificate_pem + chain;

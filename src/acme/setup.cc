@@ -63,7 +63,7 @@ Result<void> RegisterJobs(jobs::WorkerPool& pool, AcmeService& acme, const Confi
         return acme.Validate(challenge, ctx.job().attempts, ctx.job().max_attempts);
       },
       options);
-  acme.OnValidationQueued([&pool] { pool.Wake(); });
+  acme.UseWorkers(pool);
   return Ok();
 }
 

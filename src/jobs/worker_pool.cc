@@ -60,12 +60,31 @@ void WorkerPool::Start() {
   });
 }
 
-void WorkerPool::Wake() {
+Result<std::optional<store::Job>> WorkerPool::EnqueueHere(store::Tx& tx, const store::NewJob& job) {
+  return store::EnqueueLeasedJob(tx, job, owner_, clock_.NowMillis(), options_.lease.count());
+}
+
+void WorkerPool::RunHere(store::Job job) {
   {
     std::lock_guard lock(mu_);
+    running_ids_.insert(job.id);
+    here_.push_back(std::move(job));
     ++wakes_;
   }
-  cv_.notify_all();  // the heartbeat waits on it too
+  cv_.notify_one();
+}
+
+std::optional<store::Job> WorkerPool::TakeHere() {
+  std::lock_guard lock(mu_);
+  for (auto it = here_.begin(); it != here_.end(); ++it) {
+    auto kind = kinds_.find(it->kind);
+    if (kind != kinds_.end() && kind->second.running >= kind->second.options.concurrency) continue;
+    if (kind != kinds_.end()) ++kind->second.running;
+    store::Job job = std::move(*it);
+    here_.erase(it);
+    return job;
+  }
+  return std::nullopt;
 }
 
 void WorkerPool::Stop() {
@@ -76,6 +95,7 @@ void WorkerPool::Stop() {
     threads.swap(threads_);
   }
   cv_.notify_all();
+  heartbeat_cv_.notify_all();
   for (auto& t : threads) t.join();
 }
 
@@ -118,34 +138,45 @@ Result<bool> WorkerPool::RunOne() {
       return Ok();
     }));
   }
-  std::vector<std::string> kinds = ReserveSlots();
-  auto leased = store::Write(store_, [&](store::Tx& tx) {
-    return store::LeaseJob(tx, kinds, owner_, clock_.NowMillis(), options_.lease.count());
-  });
-  ReleaseSlots(kinds, leased.ok() && *leased ? (*leased)->kind : std::string());
-  if (!leased.ok()) return leased.error();
-  if (!*leased) return false;
-  const std::optional<store::Job>& job = *leased;
+  std::optional<store::Job> job = TakeHere();
+  if (!job) {
+    std::vector<std::string> kinds = ReserveSlots();
+    auto leased = store::Write(store_, [&](store::Tx& tx) {
+      return store::LeaseJob(tx, kinds, owner_, clock_.NowMillis(), options_.lease.count());
+    });
+    ReleaseSlots(kinds, leased.ok() && *leased ? (*leased)->kind : std::string());
+    if (!leased.ok()) return leased.error();
+    if (!*leased) return false;
+    job = std::move(*leased);
+    std::lock_guard lock(mu_);
+    running_ids_.insert(job->id);
+  }
+  CF_RETURN_IF_ERROR(Execute(*job));
+  return true;
+}
 
+Result<void> WorkerPool::Execute(const store::Job& job) {
   JobHandler handler;
   HandlerOptions handler_options;
   {
     std::lock_guard lock(mu_);
-    handler = kinds_[job->kind].handler;
-    handler_options = kinds_[job->kind].options;
-    running_ids_.insert(job->id);
+    auto kind = kinds_.find(job.kind);
+    if (kind != kinds_.end()) {
+      handler = kind->second.handler;
+      handler_options = kind->second.options;
+    }
   }
-  log::Info("job started", {{"job_id", job->id}, {"kind", job->kind}, {"attempt", job->attempts}});
-  JobContext ctx(*job, [&](int64_t done, int64_t total) {
+  log::Info("job started", {{"job_id", job.id}, {"kind", job.kind}, {"attempt", job.attempts}});
+  JobContext ctx(job, [&](int64_t done, int64_t total) {
     Result<void> r = store_.Transact([&](store::Tx& tx) -> Result<void> {
-      CF_RETURN_IF_ERROR(store::SetJobProgress(tx, job->id, owner_, done, total, clock_.NowMillis()));
+      CF_RETURN_IF_ERROR(store::SetJobProgress(tx, job.id, owner_, done, total, clock_.NowMillis()));
       return Ok();
     });
-    if (!r.ok()) log::Warn("recording job progress", {{"job_id", job->id}, {"error", r.error().message}});
+    if (!r.ok()) log::Warn("recording job progress", {{"job_id", job.id}, {"error", r.error().message}});
   });
   Result<void> outcome = Ok();
   try {
-    outcome = handler(ctx);
+    outcome = handler ? handler(ctx) : MakeError(ErrorCode::kInvalidArgument, "no handler for the job's kind");
   } catch (const std::exception& e) {
     outcome = MakeError(ErrorCode::kInternal, std::string("handler threw: ") + e.what());
   } catch (...) {
@@ -153,25 +184,26 @@ Result<bool> WorkerPool::RunOne() {
   }
   {
     std::lock_guard lock(mu_);
-    running_ids_.erase(job->id);
-    --kinds_[job->kind].running;
+    running_ids_.erase(job.id);
+    auto kind = kinds_.find(job.kind);
+    if (kind != kinds_.end()) --kind->second.running;
   }
 
   bool recorded = false;
   const int64_t finished = clock_.NowMillis();
   Result<void> saved = store_.Transact([&](store::Tx& tx) -> Result<void> {
     if (outcome.ok()) {
-      CF_ASSIGN_OR_RETURN(recorded, store::CompleteJob(tx, job->id, owner_, job->attempts, finished));
+      CF_ASSIGN_OR_RETURN(recorded, store::CompleteJob(tx, job.id, owner_, job.attempts, finished));
     } else {
       const bool permanent = outcome.error().code == ErrorCode::kInvalidArgument;
-      CF_ASSIGN_OR_RETURN(
-          recorded, store::FailJob(tx, job->id, owner_, job->attempts, outcome.error().message,
-                                   finished + BackoffMillis(handler_options, job->attempts), permanent, finished));
+      CF_ASSIGN_OR_RETURN(recorded,
+                          store::FailJob(tx, job.id, owner_, job.attempts, outcome.error().message,
+                                         finished + BackoffMillis(handler_options, job.attempts), permanent, finished));
     }
     return Ok();
   });
-  if (!saved.ok()) return saved.error();
-  log::Fields fields{{"job_id", job->id}, {"kind", job->kind}, {"attempt", job->attempts}};
+  CF_RETURN_IF_ERROR(saved);
+  log::Fields fields{{"job_id", job.id}, {"kind", job.kind}, {"attempt", job.attempts}};
   if (!recorded) {
     log::Warn("job finished after its lease was lost; another worker owns it now", fields);
   } else if (outcome.ok()) {
@@ -180,7 +212,7 @@ Result<bool> WorkerPool::RunOne() {
     fields["error"] = outcome.error().message;
     log::Warn("job attempt failed", fields);
   }
-  return true;
+  return Ok();
 }
 
 void WorkerPool::WorkerLoop() {
@@ -206,7 +238,7 @@ void WorkerPool::HeartbeatLoop() {
     std::vector<int64_t> ids;
     {
       std::unique_lock lock(mu_);
-      if (clock_.WaitFor(cv_, lock, interval, [&] { return stopping_; })) return;
+      if (clock_.WaitFor(heartbeat_cv_, lock, interval, [&] { return stopping_; })) return;
       ids.assign(running_ids_.begin(), running_ids_.end());
     }
     if (ids.empty()) continue;

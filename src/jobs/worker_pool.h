@@ -3,9 +3,11 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -72,9 +74,13 @@ class WorkerPool {
   // Stops leasing, waits for running handlers to return, then joins the threads.
   void Stop();
 
-  // Has an idle worker of this node look for due jobs now instead of at its next poll: for
-  // work a client waits on (ACME validation), queued on this node.
-  void Wake();
+  // For work a client waits on (ACME validation): queues `job` in `tx` already leased to this
+  // node, for RunHere to start once `tx` has committed, with no wait for a poll and no lease
+  // transaction. A node that stops before running it leaves a lease that expires and is
+  // reclaimed like any other, so the job still runs. nullopt when its dedupe key exists.
+  Result<std::optional<store::Job>> EnqueueHere(store::Tx& tx, const store::NewJob& job);
+  // Hands a job EnqueueHere returned (committed) to this node's workers.
+  void RunHere(store::Job job);
 
   // Reclaims expired leases, then leases one due job and runs it in the calling thread.
   // True if a job ran. The worker threads call this in a loop; tests call it directly.
@@ -88,6 +94,10 @@ class WorkerPool {
   };
 
   void WorkerLoop();
+  // A job RunHere handed over whose kind has a free slot (taken), if any.
+  std::optional<store::Job> TakeHere();
+  // Runs a leased job's handler and records its outcome.
+  Result<void> Execute(const store::Job& job);
   void HeartbeatLoop();
   // Kinds with a free slot, their slots reserved; ReleaseSlots undoes it for those unused.
   std::vector<std::string> ReserveSlots();
@@ -100,11 +110,13 @@ class WorkerPool {
   const std::string owner_;
 
   std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable cv_;            // workers wait on it
+  std::condition_variable heartbeat_cv_;  // the heartbeat waits on it
   std::map<std::string, Kind> kinds_;
-  std::set<int64_t> running_ids_;
+  std::set<int64_t> running_ids_;  // leases this node renews: the jobs running and those in here_
+  std::deque<store::Job> here_;
   bool stopping_ = false;
-  uint64_t wakes_ = 0;  // counts Wake(); a worker that saw another count looks again
+  uint64_t wakes_ = 0;  // counts RunHere(); a worker that saw another count looks again
   std::vector<std::thread> threads_;
   std::atomic<int64_t> last_reclaim_{INT64_MIN / 2};
 };

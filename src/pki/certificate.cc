@@ -382,7 +382,16 @@ std::optional<std::string> CanonicalSerial(std::string_view text) {
   return out;
 }
 
-Result<std::string> CertificateSubjectCn(std::string_view der) {
+namespace {
+
+struct CertificateNames {
+  DerElement issuer;
+  DerElement subject;
+};
+
+// The issuer and subject of a DER certificate, after checking its outer structure
+// (Certificate, TBSCertificate up to the key) with a DER reader.
+Result<CertificateNames> SplitNames(std::string_view der) {
   auto bad = [] { return MakeError(ErrorCode::kInvalidArgument, "not an X.509 certificate"); };
   DerReader top(der);
   auto cert = top.Next(kDerSequence, "certificate");
@@ -394,12 +403,46 @@ Result<std::string> CertificateSubjectCn(std::string_view der) {
   if (!tbs.ok() || !alg.ok() || !sig.ok() || !parts.done()) return bad();
   DerReader fields(tbs->contents);
   if (!fields.NextIf(kDerContext0, "version").ok() || !fields.Next(kDerInteger, "serial").ok() ||
-      !fields.Next(kDerSequence, "signature").ok() || !fields.Next(kDerSequence, "issuer").ok() ||
-      !fields.Next(kDerSequence, "validity").ok()) {
+      !fields.Next(kDerSequence, "signature").ok()) {
     return bad();
   }
+  auto issuer = fields.Next(kDerSequence, "issuer");
+  auto validity = fields.Next(kDerSequence, "validity");
   auto subject = fields.Next(kDerSequence, "subject");
-  if (!subject.ok() || !fields.Next(kDerSequence, "subjectPublicKeyInfo").ok()) return bad();
+  if (!issuer.ok() || !validity.ok() || !subject.ok() || !fields.Next(kDerSequence, "subjectPublicKeyInfo").ok()) {
+    return bad();
+  }
+  return CertificateNames{*issuer, *subject};
+}
+
+}  // namespace
+
+Result<std::string> CertificatePemToDer(std::string_view pem) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  char* name = nullptr;
+  char* header = nullptr;
+  unsigned char* der = nullptr;
+  long len = 0;
+  if (!bio || PEM_bytes_read_bio(&der, &len, &name, PEM_STRING_X509, bio.get(), nullptr, nullptr) != 1) {
+    ERR_clear_error();
+    return MakeError(ErrorCode::kInvalidArgument, "not a PEM certificate");
+  }
+  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(name);
+  OPENSSL_free(header);
+  OPENSSL_free(der);
+  return out;
+}
+
+Result<bool> IsSelfIssued(std::string_view der) {
+  CF_ASSIGN_OR_RETURN(CertificateNames names, SplitNames(der));
+  return names.issuer.encoding == names.subject.encoding;
+}
+
+Result<std::string> CertificateSubjectCn(std::string_view der) {
+  auto bad = [] { return MakeError(ErrorCode::kInvalidArgument, "not an X.509 certificate"); };
+  CF_ASSIGN_OR_RETURN(CertificateNames names, SplitNames(der));
+  const DerElement* subject = &names.subject;
   // Name: SEQUENCE OF SET OF SEQUENCE {type OID, value}; CN is 2.5.4.3.
   constexpr std::string_view kCnOid = "\x55\x04\x03";
   DerReader rdns(subject->contents);

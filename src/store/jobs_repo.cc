@@ -58,6 +58,22 @@ Result<std::optional<int64_t>> EnqueueJob(Tx& tx, const NewJob& job, int64_t now
   return std::optional<int64_t>(row->Int(0));
 }
 
+Result<std::optional<Job>> EnqueueLeasedJob(Tx& tx, const NewJob& job, std::string_view owner, int64_t now,
+                                            int64_t lease_ms) {
+  if (job.max_attempts < 1) return MakeError(ErrorCode::kInvalidArgument, "max_attempts must be at least 1");
+  CF_ASSIGN_OR_RETURN(
+      auto row,
+      tx.QueryOne(fmt::format("INSERT INTO jobs (kind, payload, state, run_at, attempts, max_attempts, lease_owner, "
+                              "lease_expires_at, dedupe_key, created_at, updated_at) "
+                              "VALUES (?, ?, 'running', ?, 1, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING "
+                              "RETURNING {}",
+                              kColumns),
+                  {job.kind, job.payload, now, int64_t{job.max_attempts}, std::string(owner), now + lease_ms,
+                   OptionalValue(job.dedupe_key), now, now}));
+  if (!row) return std::optional<Job>();
+  return std::optional<Job>(FromRow(*row));
+}
+
 Result<int64_t> ReclaimExpiredLeases(Tx& tx, int64_t now) {
   return tx.Exec(
       "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'failed' END, "

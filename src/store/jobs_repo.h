@@ -46,6 +46,10 @@ struct NewJob {
 
 // The new job's id, or nullopt if a job with the same dedupe key exists.
 Result<std::optional<int64_t>> EnqueueJob(Tx& tx, const NewJob& job, int64_t now);
+// Queues `job` already leased to `owner` for its first attempt (state running), for a worker of
+// the node that queued it to run at once; nullopt if a job with the same dedupe key exists.
+Result<std::optional<Job>> EnqueueLeasedJob(Tx& tx, const NewJob& job, std::string_view owner, int64_t now,
+                                            int64_t lease_ms);
 // Running jobs whose lease expired go back to failed (retry now) or, out of attempts, dead.
 Result<int64_t> ReclaimExpiredLeases(Tx& tx, int64_t now);
 // Leases the most overdue job of one of `kinds`; nullopt when none is due. On PostgreSQL

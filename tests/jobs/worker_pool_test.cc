@@ -233,6 +233,47 @@ TEST_P(WorkerPoolTest, AJobWhoseLeaseIsNotRenewedIsTakenOver) {
   EXPECT_EQ(Get(id).state, store::JobState::kDone) << "the first run's late completion changes nothing";
 }
 
+TEST_P(WorkerPoolTest, AJobQueuedHereRunsWithoutALeaseAndOtherwiseAfterItsLeaseRunsOut) {
+  auto queue_here = [&](WorkerPool& pool, const std::string& dedupe) {
+    std::optional<store::Job> job;
+    EXPECT_TRUE(store_
+                    ->Transact([&](store::Tx& tx) -> Result<void> {
+                      CF_ASSIGN_OR_RETURN(job, pool.EnqueueHere(tx, store::NewJob{"here", "{}", 0, 3, dedupe}));
+                      return Ok();
+                    })
+                    .ok());
+    return job;
+  };
+  std::atomic<int> runs{0};
+  WorkerPool a(*store_, clock_, PoolOptions("a"));
+  WorkerPool b(*store_, clock_, PoolOptions("b"));
+  a.Register("here", Counting(runs));
+  b.Register("here", Counting(runs));
+
+  // Queued already leased to `a`: no other pool may take it, and `a` runs it once handed over.
+  std::optional<store::Job> job = queue_here(a, "here:1");
+  ASSERT_TRUE(job.has_value());
+  EXPECT_EQ(job->state, store::JobState::kRunning);
+  EXPECT_EQ(job->attempts, 1);
+  EXPECT_FALSE(queue_here(a, "here:1").has_value()) << "one job per dedupe key";
+  EXPECT_FALSE(*b.RunOne());
+  a.RunHere(*job);
+  EXPECT_TRUE(*a.RunOne());
+  EXPECT_EQ(runs, 1);
+  EXPECT_EQ(Get(job->id).state, store::JobState::kDone);
+  EXPECT_EQ(Get(job->id).attempts, 1);
+
+  // Queued by a node that stops before running it: another node runs it once the lease ran out.
+  job = queue_here(a, "here:2");
+  ASSERT_TRUE(job.has_value());
+  EXPECT_FALSE(*b.RunOne());
+  clock_.Advance(milliseconds(60'001));
+  EXPECT_TRUE(*b.RunOne());
+  EXPECT_EQ(runs, 2);
+  EXPECT_EQ(Get(job->id).state, store::JobState::kDone);
+  EXPECT_EQ(Get(job->id).attempts, 2);
+}
+
 TEST_P(WorkerPoolTest, ConcurrencyPerKindIsBounded) {
   constexpr int kJobs = 4;
   for (int i = 0; i < kJobs; ++i) Enqueue("serial");

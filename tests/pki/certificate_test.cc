@@ -241,6 +241,18 @@ TEST(CertificateSubjectCn, ReadsTheCnAsOpenSslDoesAndRefusesWhatIsNoCertificate)
   EXPECT_FALSE(CertificateSubjectCn(std::string("\x30\x03\x02\x01\x01", 5)).ok()) << "a SEQUENCE, not a certificate";
 }
 
+TEST(IsSelfIssued, ARootIsAndTheCertificateItSignsIsNot) {
+  Made root = Issue(Spec("Root CA", true), KeyType::kEcP256, nullptr);
+  Made leaf = Issue(Spec("leaf.example.com", false), KeyType::kEcP256, &root);
+  EXPECT_TRUE(*IsSelfIssued(root.issued.der));
+  EXPECT_FALSE(*IsSelfIssued(leaf.issued.der));
+  auto der = CertificatePemToDer(PemEncode("CERTIFICATE", leaf.issued.der) + PemEncode("CERTIFICATE", root.issued.der));
+  ASSERT_TRUE(der.ok()) << der.error().message;
+  EXPECT_EQ(*der, leaf.issued.der) << "the first certificate of a PEM text";
+  EXPECT_FALSE(CertificatePemToDer("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n").ok());
+  EXPECT_FALSE(IsSelfIssued(root.issued.der.substr(1)).ok());
+}
+
 TEST(Serials, AnySpellingOfASerialFindsItsCanonicalForm) {
   // OpenSSL prints whole bytes in upper case; the inventory drops leading zeros.
   EXPECT_EQ(CanonicalSerial("0C0EE20BF1").value_or(""), "c0ee20bf1");
