@@ -146,7 +146,9 @@ class AcmeService {
   // Runs the validation job of a challenge, try `attempt` of `max_attempts`: the challenge, its
   // authorization and order become valid (the order ready when all its authorizations are) or
   // invalid. A retryable failure before the last attempt is returned, so the job runs again.
-  Result<void> Validate(int64_t challenge_id, int attempt, int max_attempts);
+  // `done`, if given, runs in the transaction that records the outcome (the job's completion).
+  using TxStep = std::function<Result<void>(store::Tx&)>;
+  Result<void> Validate(int64_t challenge_id, int attempt, int max_attempts, const TxStep& done = nullptr);
 
   // renewalInfo (RFC 9773 4.2): the window in which to renew the certificate `cert_id` names
   // (earlier when it is revoked or its CA revoked or replaced), with a Retry-After.
@@ -194,7 +196,7 @@ class AcmeService {
   boost::json::object ChallengeJson(std::string_view profile, const store::AcmeChallengeRecord& c) const;
   // Records a failed validation: the challenge, its authorization and order become invalid.
   Result<void> Invalidate(const store::AcmeChallengeRecord& challenge, const store::AcmeAuthzRecord& authz,
-                          const Error& problem);
+                          const Error& problem, const TxStep& done);
 
   store::Store& store_;
   issuance::Issuer& issuer_;

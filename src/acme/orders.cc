@@ -342,7 +342,7 @@ Result<AcmeAnswer> AcmeService::Challenge(std::string_view profile, int64_t id, 
   return answer;
 }
 
-Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_attempts) {
+Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_attempts, const TxStep& done) {
   struct Found {
     std::optional<store::AcmeChallengeRecord> challenge;
     std::optional<store::AcmeAuthzRecord> authz;
@@ -365,7 +365,7 @@ Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_at
   const store::AcmeAuthzRecord& authz = *f.authz;
   const int64_t now = clock_.NowMillis();
   if (authz.status != "pending" || f.order->status != "pending" || f.order->expires_at <= now) {
-    return Invalidate(challenge, authz, Malformed("the order expired or was abandoned before the validation"));
+    return Invalidate(challenge, authz, Malformed("the order expired or was abandoned before the validation"), done);
   }
   const std::string key_authorization = challenge.token + "." + f.account->thumbprint;
   const Identifier identifier{authz.identifier_type, authz.identifier_value};
@@ -376,9 +376,12 @@ Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_at
       return outcome.error();  // the job runs again after its backoff
     }
     ++validations_.invalid;
-    return Invalidate(challenge, authz, outcome.error());
+    return Invalidate(challenge, authz, outcome.error(), done);
   }
   CF_RETURN_IF_ERROR(writes_.Run([&](store::Tx& tx) -> Result<void> {
+    if (done) {
+      CF_RETURN_IF_ERROR(done(tx));
+    }
     CF_RETURN_IF_ERROR(store::LockAcmeOrder(tx, authz.order_id));
     CF_ASSIGN_OR_RETURN(bool moved,
                         store::SetAcmeChallengeStatus(tx, challenge.id, "processing", "valid", now, std::nullopt));
@@ -403,7 +406,7 @@ Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_at
 }
 
 Result<void> AcmeService::Invalidate(const store::AcmeChallengeRecord& challenge, const store::AcmeAuthzRecord& authz,
-                                     const Error& problem) {
+                                     const Error& problem, const TxStep& done) {
   const int64_t now = clock_.NowMillis();
   const json::object error = ProblemObject(problem);
   json::object subproblem = error;
@@ -413,6 +416,9 @@ Result<void> AcmeService::Invalidate(const store::AcmeChallengeRecord& challenge
       {"detail", fmt::format("{} of {} failed: {}", challenge.type, authz.identifier_value, problem.message)},
       {"subproblems", json::array{subproblem}}};
   return writes_.Run([&](store::Tx& tx) -> Result<void> {
+    if (done) {
+      CF_RETURN_IF_ERROR(done(tx));
+    }
     CF_RETURN_IF_ERROR(store::LockAcmeOrder(tx, authz.order_id));
     CF_ASSIGN_OR_RETURN(bool moved, store::SetAcmeChallengeStatus(tx, challenge.id, "processing", "invalid",
                                                                   std::nullopt, json::serialize(error)));

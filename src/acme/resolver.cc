@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <resolv.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <memory>
@@ -58,17 +59,27 @@ Result<Resolver> Resolver::Make(std::string_view server) {
 }
 
 Result<std::vector<std::string>> Resolver::Query(const std::string& name, int type) const {
-  // `__res_state` is a function too (behind `_res`): the struct needs its keyword.
-  auto state = std::make_unique<struct __res_state>();
-  if (res_ninit(state.get()) != 0) return DnsProblem(ErrorCode::kUnavailable, "the DNS resolver cannot start");
-  std::unique_ptr<struct __res_state, void (*)(res_state)> closing(state.release(), [](res_state s) {
-    res_nclose(s);
-    delete s;
-  });
-  res_state st = closing.get();
+  // One resolver state per thread, read from /etc/resolv.conf once (res_ninit per query
+  // would read the file each time); `__res_state` is a function too (behind `_res`): the
+  // struct needs its keyword.
+  struct State {
+    struct __res_state state {};
+    bool ready = res_ninit(&state) == 0;
+    const int system_count = state.nscount;  // the servers of /etc/resolv.conf
+    const std::array<sockaddr_in, MAXNS> system_servers = std::to_array(state.nsaddr_list);
+    ~State() {
+      if (ready) res_nclose(&state);
+    }
+  };
+  thread_local State per_thread;
+  if (!per_thread.ready) return DnsProblem(ErrorCode::kUnavailable, "the DNS resolver cannot start");
+  res_state st = &per_thread.state;
   if (server_) {
     st->nscount = 1;
     st->nsaddr_list[0] = *server_;
+  } else {
+    st->nscount = per_thread.system_count;
+    std::copy(per_thread.system_servers.begin(), per_thread.system_servers.end(), st->nsaddr_list);
   }
   st->retrans = kRetransSeconds;
   st->retry = kRetries;

@@ -60,7 +60,8 @@ Result<void> RegisterJobs(jobs::WorkerPool& pool, AcmeService& acme, const Confi
       std::string(AcmeService::kValidateJob),
       [&acme](jobs::JobContext& ctx) -> Result<void> {
         CF_ASSIGN_OR_RETURN(int64_t challenge, ctx.PayloadInt("challenge"));
-        return acme.Validate(challenge, ctx.job().attempts, ctx.job().max_attempts);
+        return acme.Validate(challenge, ctx.job().attempts, ctx.job().max_attempts,
+                             [&ctx](store::Tx& tx) { return ctx.CompleteIn(tx); });
       },
       options);
   acme.UseWorkers(pool);

@@ -35,6 +35,12 @@ Result<std::string> JobContext::PayloadString(std::string_view key) const {
   return std::string(v.get_string());
 }
 
+Result<void> JobContext::CompleteIn(store::Tx& tx) {
+  CF_ASSIGN_OR_RETURN(bool recorded, complete_(tx));
+  completed_ = recorded;
+  return Ok();
+}
+
 WorkerPool::WorkerPool(store::Store& store, const Clock& clock, Options options)
     : store_(store), clock_(clock), options_(std::move(options)), owner_(options_.node_id + "/" + RandomToken(6)) {}
 
@@ -167,13 +173,16 @@ Result<void> WorkerPool::Execute(const store::Job& job) {
     }
   }
   log::Info("job started", {{"job_id", job.id}, {"kind", job.kind}, {"attempt", job.attempts}});
-  JobContext ctx(job, [&](int64_t done, int64_t total) {
-    Result<void> r = store_.Transact([&](store::Tx& tx) -> Result<void> {
-      CF_RETURN_IF_ERROR(store::SetJobProgress(tx, job.id, owner_, done, total, clock_.NowMillis()));
-      return Ok();
-    });
-    if (!r.ok()) log::Warn("recording job progress", {{"job_id", job.id}, {"error", r.error().message}});
-  });
+  JobContext ctx(
+      job,
+      [&](int64_t done, int64_t total) {
+        Result<void> r = store_.Transact([&](store::Tx& tx) -> Result<void> {
+          CF_RETURN_IF_ERROR(store::SetJobProgress(tx, job.id, owner_, done, total, clock_.NowMillis()));
+          return Ok();
+        });
+        if (!r.ok()) log::Warn("recording job progress", {{"job_id", job.id}, {"error", r.error().message}});
+      },
+      [&](store::Tx& tx) { return store::CompleteJob(tx, job.id, owner_, job.attempts, clock_.NowMillis()); });
   Result<void> outcome = Ok();
   try {
     outcome = handler ? handler(ctx) : MakeError(ErrorCode::kInvalidArgument, "no handler for the job's kind");
@@ -189,9 +198,9 @@ Result<void> WorkerPool::Execute(const store::Job& job) {
     if (kind != kinds_.end()) --kind->second.running;
   }
 
-  bool recorded = false;
+  bool recorded = outcome.ok() && ctx.completed() && *ctx.completed();
   const int64_t finished = clock_.NowMillis();
-  Result<void> saved = store_.Transact([&](store::Tx& tx) -> Result<void> {
+  Result<void> saved = outcome.ok() && ctx.completed() ? Ok() : store_.Transact([&](store::Tx& tx) -> Result<void> {
     if (outcome.ok()) {
       CF_ASSIGN_OR_RETURN(recorded, store::CompleteJob(tx, job.id, owner_, job.attempts, finished));
     } else {

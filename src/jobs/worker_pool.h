@@ -23,8 +23,9 @@ namespace certfleet::jobs {
 // What a handler sees of the job it runs.
 class JobContext {
  public:
-  JobContext(const store::Job& job, std::function<void(int64_t, int64_t)> progress)
-      : job_(job), progress_(std::move(progress)) {}
+  JobContext(const store::Job& job, std::function<void(int64_t, int64_t)> progress,
+             std::function<Result<bool>(store::Tx&)> complete)
+      : job_(job), progress_(std::move(progress)), complete_(std::move(complete)) {}
   const store::Job& job() const { return job_; }
   // A field of the job's JSON payload; kInvalidArgument (the job is dead at once: retrying
   // cannot help) when it is missing or of another type.
@@ -32,10 +33,19 @@ class JobContext {
   Result<std::string> PayloadString(std::string_view key) const;
   // Records progress (done of total) where `GET /v1/jobs/{id}` shows it.
   void Progress(int64_t done, int64_t total) { progress_(done, total); }
+  // Marks the job done in `tx`, the handler's last transaction, so that its work and its
+  // completion commit together (a transaction fewer). A handler that calls it and then
+  // returns Ok leaves nothing more for the pool to record. `tx` may run again (a retried
+  // batch): so may this.
+  Result<void> CompleteIn(store::Tx& tx);
+  // Whether CompleteIn ran, and whether the job's lease was still this attempt's then.
+  std::optional<bool> completed() const { return completed_; }
 
  private:
   const store::Job& job_;
   std::function<void(int64_t, int64_t)> progress_;
+  std::function<Result<bool>(store::Tx&)> complete_;
+  std::optional<bool> completed_;
 };
 
 // Runs one job. May run twice for one job (a crash or lease expiry between the work and

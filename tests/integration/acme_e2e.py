@@ -217,6 +217,9 @@ check("acme.profile.put" in audit and "acme.eab.create" in audit, "profiles and 
 metrics = cf.request("GET", "/metrics", bearer=cf.token)[1]
 check('certfleet_acme_orders{status="valid"}' in metrics and 'certfleet_acme_validations_total{outcome="valid"}'
       in metrics, "orders and validations are in /metrics")
+jobs = cf.api("GET", "/v1/jobs?kind=acme.validate&limit=500")["items"]
+check(jobs and all(j["state"] in ("done", "dead") for j in jobs) and any(j["state"] == "done" for j in jobs),
+      f"every validation job ended, completed with its outcome: {[(j['id'], j['state']) for j in jobs][:10]}")
 
 
 # ---- requests signed here: the problem types ----
