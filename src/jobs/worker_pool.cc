@@ -211,7 +211,7 @@ Result<void> WorkerPool::Execute(const store::Job& job) {
     }
     return Ok();
   });
-  CF_RETURN_IF_ERROR(saved);
+  if (!saved.ok()) return saved.error();
   log::Fields fields{{"job_id", job.id}, {"kind", job.kind}, {"attempt", job.attempts}};
   if (!recorded) {
     log::Warn("job finished after its lease was lost; another worker owns it now", fields);

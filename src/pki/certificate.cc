@@ -417,23 +417,6 @@ Result<CertificateNames> SplitNames(std::string_view der) {
 
 }  // namespace
 
-Result<std::string> CertificatePemToDer(std::string_view pem) {
-  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  char* name = nullptr;
-  char* header = nullptr;
-  unsigned char* der = nullptr;
-  long len = 0;
-  if (!bio || PEM_bytes_read_bio(&der, &len, &name, PEM_STRING_X509, bio.get(), nullptr, nullptr) != 1) {
-    ERR_clear_error();
-    return MakeError(ErrorCode::kInvalidArgument, "not a PEM certificate");
-  }
-  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
-  OPENSSL_free(name);
-  OPENSSL_free(header);
-  OPENSSL_free(der);
-  return out;
-}
-
 Result<bool> IsSelfIssued(std::string_view der) {
   CF_ASSIGN_OR_RETURN(CertificateNames names, SplitNames(der));
   return names.issuer.encoding == names.subject.encoding;

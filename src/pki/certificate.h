@@ -71,8 +71,6 @@ Result<std::string> CertificateToDer(X509* cert);
 // kInvalidArgument if it is not one certificate. Neither the key nor the signature is
 // decoded, which OpenSSL 3.0's d2i_X509 does at ~50 µs a certificate: for bulk imports.
 Result<std::string> CertificateSubjectCn(std::string_view der);
-// The DER bytes of the first certificate of a PEM text, not decoded.
-Result<std::string> CertificatePemToDer(std::string_view pem);
 // Whether a DER certificate's issuer and subject are the same name (the same encoding), as a
 // root's are, read as CertificateSubjectCn reads; kInvalidArgument if it is not a certificate.
 Result<bool> IsSelfIssued(std::string_view der);

@@ -194,20 +194,10 @@ Result<void> RequestedNames(std::string_view attributes, Csr& csr) {
 
 Result<std::string> CsrDer(std::string_view data) {
   if (data.find("-----BEGIN") == std::string_view::npos) return std::string(data);
-  BioPtr bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
-  char* name = nullptr;
-  char* header = nullptr;
-  unsigned char* der = nullptr;
-  long len = 0;
   // Accepts "CERTIFICATE REQUEST" and the older "NEW CERTIFICATE REQUEST".
-  if (!bio || PEM_bytes_read_bio(&der, &len, &name, PEM_STRING_X509_REQ, bio.get(), nullptr, nullptr) != 1) {
-    return OpenSslError("the CSR is not a PEM certificate request", ErrorCode::kInvalidArgument);
-  }
-  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
-  OPENSSL_free(name);
-  OPENSSL_free(header);
-  OPENSSL_free(der);
-  return out;
+  std::optional<std::string> der = PemBlockBytes(data, PEM_STRING_X509_REQ);
+  if (!der) return MakeError(ErrorCode::kInvalidArgument, "the CSR is not a PEM certificate request");
+  return std::move(*der);
 }
 
 // The parts of a CertificationRequest (RFC 2986), as views into its DER.
@@ -299,19 +289,9 @@ Result<std::string> PublicKeyPemToDer(std::string_view pem) {
   }
   // The PEM's bytes, then the key imported as a CSR's is (PEM_read_bio_PUBKEY's decoders
   // cost ~400 µs a key, which a 100,000-row upload pays 100,000 times).
-  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  char* name = nullptr;
-  char* header = nullptr;
-  unsigned char* der = nullptr;
-  long len = 0;
-  if (!bio || PEM_bytes_read_bio(&der, &len, &name, PEM_STRING_PUBLIC, bio.get(), nullptr, nullptr) != 1) {
-    ERR_clear_error();
-    return Invalid(std::string(kNotPublicKeyPem));
-  }
-  std::string spki(reinterpret_cast<char*>(der), static_cast<size_t>(len));
-  OPENSSL_free(name);
-  OPENSSL_free(header);
-  OPENSSL_free(der);
+  std::optional<std::string> bytes = PemBlockBytes(pem, PEM_STRING_PUBLIC);
+  if (!bytes) return Invalid(std::string(kNotPublicKeyPem));
+  const std::string& spki = *bytes;
   DerReader reader(spki);
   Result<DerElement> element = reader.Next(kDerSequence, "public key");
   if (!element.ok() || !reader.done()) return Invalid(std::string(kNotPublicKeyPem));

@@ -1,6 +1,8 @@
 #include "pki/der.h"
 
 #include <fmt/format.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 
 namespace certfleet::pki {
 namespace {
@@ -78,6 +80,23 @@ std::string DerOid(int nid) {
   const ASN1_OBJECT* obj = OBJ_nid2obj(nid);
   if (obj == nullptr || OBJ_length(obj) == 0) return {};
   return Der(kDerOid, std::string_view(reinterpret_cast<const char*>(OBJ_get0_data(obj)), OBJ_length(obj)));
+}
+
+std::optional<std::string> PemBlockBytes(std::string_view pem, const char* label) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  char* name = nullptr;
+  char* header = nullptr;
+  unsigned char* der = nullptr;
+  long len = 0;
+  if (!bio || PEM_bytes_read_bio(&der, &len, &name, label, bio.get(), nullptr, nullptr) != 1) {
+    ERR_clear_error();
+    return std::nullopt;
+  }
+  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(name);
+  OPENSSL_free(header);
+  OPENSSL_free(der);
+  return out;
 }
 
 Result<std::string_view> BitStringBytes(const DerElement& bit_string, std::string_view what) {

@@ -3,6 +3,7 @@
 #include "pki/certificate.h"
 
 #include <gtest/gtest.h>
+#include <openssl/pem.h>
 
 #include <functional>
 
@@ -246,10 +247,12 @@ TEST(IsSelfIssued, ARootIsAndTheCertificateItSignsIsNot) {
   Made leaf = Issue(Spec("leaf.example.com", false), KeyType::kEcP256, &root);
   EXPECT_TRUE(*IsSelfIssued(root.issued.der));
   EXPECT_FALSE(*IsSelfIssued(leaf.issued.der));
-  auto der = CertificatePemToDer(PemEncode("CERTIFICATE", leaf.issued.der) + PemEncode("CERTIFICATE", root.issued.der));
-  ASSERT_TRUE(der.ok()) << der.error().message;
+  auto der = PemBlockBytes(PemEncode("CERTIFICATE", leaf.issued.der) + PemEncode("CERTIFICATE", root.issued.der),
+                           PEM_STRING_X509);
+  ASSERT_TRUE(der.has_value());
   EXPECT_EQ(*der, leaf.issued.der) << "the first certificate of a PEM text";
-  EXPECT_FALSE(CertificatePemToDer("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n").ok());
+  EXPECT_FALSE(PemBlockBytes("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n", PEM_STRING_X509));
+  EXPECT_FALSE(PemBlockBytes(PemEncode("CERTIFICATE", leaf.issued.der), PEM_STRING_PUBLIC)) << "another label";
   EXPECT_FALSE(IsSelfIssued(root.issued.der.substr(1)).ok());
 }
 
