@@ -198,9 +198,11 @@ Result<void> WorkerPool::Execute(const store::Job& job) {
     if (kind != kinds_.end()) --kind->second.running;
   }
 
-  bool recorded = outcome.ok() && ctx.completed() && *ctx.completed();
+  // A handler that completed the job in its own transaction left nothing to record.
+  const std::optional<bool> completed = outcome.ok() ? ctx.completed() : std::nullopt;
+  bool recorded = completed.value_or(false);
   const int64_t finished = clock_.NowMillis();
-  Result<void> saved = outcome.ok() && ctx.completed() ? Ok() : store_.Transact([&](store::Tx& tx) -> Result<void> {
+  Result<void> saved = completed ? Ok() : store_.Transact([&](store::Tx& tx) -> Result<void> {
     if (outcome.ok()) {
       CF_ASSIGN_OR_RETURN(recorded, store::CompleteJob(tx, job.id, owner_, job.attempts, finished));
     } else {

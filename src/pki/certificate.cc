@@ -425,10 +425,10 @@ Result<bool> IsSelfIssued(std::string_view der) {
 Result<std::string> CertificateSubjectCn(std::string_view der) {
   auto bad = [] { return MakeError(ErrorCode::kInvalidArgument, "not an X.509 certificate"); };
   CF_ASSIGN_OR_RETURN(CertificateNames names, SplitNames(der));
-  const DerElement* subject = &names.subject;
+  const DerElement& subject = names.subject;
   // Name: SEQUENCE OF SET OF SEQUENCE {type OID, value}; CN is 2.5.4.3.
   constexpr std::string_view kCnOid = "\x55\x04\x03";
-  DerReader rdns(subject->contents);
+  DerReader rdns(subject.contents);
   while (!rdns.done()) {
     auto rdn = rdns.Next(kDerSet, "RDN");
     if (!rdn.ok()) return bad();
@@ -445,9 +445,9 @@ Result<std::string> CertificateSubjectCn(std::string_view der) {
       value = tv.NextIf(kDerPrintableString, "CN");
       if (value.ok() && *value) return std::string((*value)->contents);
       // Other string types (BMPString, T61String, ...): OpenSSL converts them.
-      const auto* p = reinterpret_cast<const unsigned char*>(subject->encoding.data());
+      const auto* p = reinterpret_cast<const unsigned char*>(subject.encoding.data());
       std::unique_ptr<X509_NAME, decltype(&X509_NAME_free)> name(
-          d2i_X509_NAME(nullptr, &p, static_cast<long>(subject->encoding.size())), X509_NAME_free);
+          d2i_X509_NAME(nullptr, &p, static_cast<long>(subject.encoding.size())), X509_NAME_free);
       if (!name) return bad();
       return NameEntry(name.get(), NID_commonName);
     }

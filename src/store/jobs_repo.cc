@@ -46,32 +46,43 @@ Result<JobState> ParseJobState(std::string_view name) {
   return MakeError(ErrorCode::kInvalidArgument, "state must be queued, running, done, failed or dead");
 }
 
-Result<std::optional<int64_t>> EnqueueJob(Tx& tx, const NewJob& job, int64_t now) {
-  if (job.max_attempts < 1) return MakeError(ErrorCode::kInvalidArgument, "max_attempts must be at least 1");
-  Value dedupe = OptionalValue(job.dedupe_key);
-  CF_ASSIGN_OR_RETURN(
-      auto row,
-      tx.QueryOne("INSERT INTO jobs (kind, payload, state, run_at, max_attempts, dedupe_key, created_at, updated_at) "
-                  "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-                  {job.kind, job.payload, job.run_at ? job.run_at : now, int64_t{job.max_attempts}, dedupe, now, now}));
-  if (!row) return std::optional<int64_t>();
-  return std::optional<int64_t>(row->Int(0));
-}
+namespace {
 
-Result<std::optional<Job>> EnqueueLeasedJob(Tx& tx, const NewJob& job, std::string_view owner, int64_t now,
-                                            int64_t lease_ms) {
+struct Lease {
+  std::string_view owner;
+  int64_t expires_at = 0;
+};
+
+// Inserts `job`: queued, or with `lease` running its first attempt; nullopt if a job with the
+// same dedupe key exists.
+Result<std::optional<Job>> InsertJob(Tx& tx, const NewJob& job, int64_t now, const std::optional<Lease>& lease) {
   if (job.max_attempts < 1) return MakeError(ErrorCode::kInvalidArgument, "max_attempts must be at least 1");
   CF_ASSIGN_OR_RETURN(
       auto row,
       tx.QueryOne(fmt::format("INSERT INTO jobs (kind, payload, state, run_at, attempts, max_attempts, lease_owner, "
                               "lease_expires_at, dedupe_key, created_at, updated_at) "
-                              "VALUES (?, ?, 'running', ?, 1, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING "
                               "RETURNING {}",
                               kColumns),
-                  {job.kind, job.payload, now, int64_t{job.max_attempts}, std::string(owner), now + lease_ms,
-                   OptionalValue(job.dedupe_key), now, now}));
+                  {job.kind, job.payload, std::string(lease ? "running" : "queued"),
+                   lease || job.run_at == 0 ? now : job.run_at, int64_t{lease ? 1 : 0}, int64_t{job.max_attempts},
+                   lease ? Value(std::string(lease->owner)) : Value(nullptr),
+                   lease ? Value(lease->expires_at) : Value(nullptr), OptionalValue(job.dedupe_key), now, now}));
   if (!row) return std::optional<Job>();
   return std::optional<Job>(FromRow(*row));
+}
+
+}  // namespace
+
+Result<std::optional<int64_t>> EnqueueJob(Tx& tx, const NewJob& job, int64_t now) {
+  CF_ASSIGN_OR_RETURN(std::optional<Job> inserted, InsertJob(tx, job, now, std::nullopt));
+  if (!inserted) return std::optional<int64_t>();
+  return std::optional<int64_t>(inserted->id);
+}
+
+Result<std::optional<Job>> EnqueueLeasedJob(Tx& tx, const NewJob& job, std::string_view owner, int64_t now,
+                                            int64_t lease_ms) {
+  return InsertJob(tx, job, now, Lease{owner, now + lease_ms});
 }
 
 Result<int64_t> ReclaimExpiredLeases(Tx& tx, int64_t now) {
