@@ -41,6 +41,9 @@ class SnsVerifier;
 namespace certfleet::acme {
 class AcmeService;
 }
+namespace certfleet::enroll {
+class EnrollService;
+}
 namespace certfleet::store {
 struct CertificateRecord;
 }
@@ -66,6 +69,7 @@ struct ApiContext {
   renewal::AgentService* agents = nullptr;
   renewal::RenewalService* renewals = nullptr;  // W4's renewal workflow and the agent's tasks
   acme::AcmeService* acme = nullptr;            // ACME, served when acme.ca is set
+  enroll::EnrollService* enroll = nullptr;      // EST and the enrollment profiles, secrets and requests
 };
 
 // Bearer tokens checked against the store's api_tokens table, remembered in `cache`.
@@ -76,6 +80,9 @@ void AddSystemRoutes(Router& router, const ApiContext& ctx);
 
 // ACME (RFC 8555), being built: /acme/{profile}/directory, new-nonce, new-account, account/{id}.
 void AddAcmeRoutes(Router& router, const ApiContext& ctx);
+
+// EST (/.well-known/est/...) and /v1/enrollment/profiles, secrets and requests.
+void AddEnrollRoutes(Router& router, const ApiContext& ctx);
 
 // W1: /v1/certificates (and the seed's /certificates), /crl, /ocsp.
 void AddCaRoutes(Router& router, const ApiContext& ctx);

@@ -3,7 +3,9 @@
 #include <cassert>
 #include <exception>
 
+#include "core/crypto.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "http/json.h"
 
 namespace certfleet::http {
@@ -157,6 +159,22 @@ std::optional<std::string_view> Request::BearerToken() const {
   auto header = Header("authorization");
   if (!header || !header->starts_with(kBearer) || header->size() == kBearer.size()) return std::nullopt;
   return header->substr(kBearer.size());
+}
+
+std::optional<std::pair<std::string, std::string>> Request::BasicCredentials() const {
+  constexpr std::string_view kBasic = "Basic ";
+  auto header = Header("authorization");
+  if (!header || header->size() <= kBasic.size() ||
+      !AsciiLower(header->substr(0, kBasic.size())).starts_with("basic ")) {
+    return std::nullopt;
+  }
+  std::string_view encoded = header->substr(kBasic.size());
+  while (!encoded.empty() && encoded.front() == ' ') encoded.remove_prefix(1);
+  std::optional<std::string> decoded = Base64Decode(encoded);
+  if (!decoded) return std::nullopt;
+  const size_t colon = decoded->find(':');
+  if (colon == std::string::npos) return std::nullopt;
+  return std::make_pair(decoded->substr(0, colon), decoded->substr(colon + 1));
 }
 
 std::optional<std::string_view> Request::Header(std::string_view lowercase_name) const {

@@ -115,6 +115,41 @@ std::optional<ClientCert> PeerCertificate(SSL* ssl, const ClientTrust& trust) {
   return out;
 }
 
+// The certificates the client sent (unverified) and the connection's channel binding.
+std::shared_ptr<const PeerTls> PeerTlsOf(SSL* ssl) {
+  auto out = std::make_shared<PeerTls>();
+  auto to_der = [](X509* cert) {
+    unsigned char* der = nullptr;
+    const int len = i2d_X509(cert, &der);
+    std::string bytes = len > 0 ? std::string(reinterpret_cast<char*>(der), len) : std::string();
+    OPENSSL_free(der);
+    return bytes;
+  };
+  if (X509* leaf = SSL_get0_peer_certificate(ssl)) {
+    out->certificates.push_back(to_der(leaf));
+    // On the server's side the chain the client sent does not hold its own certificate.
+    STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl);
+    for (int i = 0; chain && i < sk_X509_num(chain); ++i) out->certificates.push_back(to_der(sk_X509_value(chain, i)));
+  }
+  out->tls13 = SSL_version(ssl) >= TLS1_3_VERSION;
+  if (out->tls13) {
+    // RFC 9266: 32 bytes of the exporter with this label and no context.
+    constexpr std::string_view kLabel = "EXPORTER-Channel-Binding";
+    unsigned char binding[32];
+    if (SSL_export_keying_material(ssl, binding, sizeof(binding), kLabel.data(), kLabel.size(), nullptr, 0, 0) == 1) {
+      out->channel_binding.assign(reinterpret_cast<char*>(binding), sizeof(binding));
+    }
+  } else {
+    // RFC 5929 tls-unique: the first Finished message of the handshake, the client's in a
+    // full handshake and the server's in a resumed one.
+    unsigned char finished[EVP_MAX_MD_SIZE];
+    const size_t n = SSL_session_reused(ssl) ? SSL_get_finished(ssl, finished, sizeof(finished))
+                                             : SSL_get_peer_finished(ssl, finished, sizeof(finished));
+    out->channel_binding.assign(reinterpret_cast<char*>(finished), std::min(n, sizeof(finished)));
+  }
+  return out;
+}
+
 // The methods certfleet's routes use; any other is one metrics label and one log value.
 bool KnownMethod(std::string_view method) {
   for (std::string_view m : {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}) {
@@ -210,6 +245,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
       return;
     }
     client_cert_ = PeerCertificate(stream_.native_handle(), *server_.trust);
+    peer_ = PeerTlsOf(stream_.native_handle());
     ReadHeader();
   }
 
@@ -312,6 +348,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     if (auto rid = req_.Header("x-request-id"); rid && ValidRequestId(*rid)) req_.request_id = std::string(*rid);
     req_.remote_address = remote_;
     req_.client_cert = client_cert_;
+    req_.peer = peer_;
     keep_alive_ = msg.keep_alive();
     version_ = msg.version();
     head_ = msg.method() == bhttp::verb::head;
@@ -409,6 +446,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::string remote_;
   std::optional<ClientCert> client_cert_;
+  std::shared_ptr<const PeerTls> peer_;
   Request req_;
   Router::Match match_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

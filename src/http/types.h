@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -17,6 +18,15 @@ struct ClientCert {
   std::string subject;             // RFC 2253
   std::string sha256_fingerprint;  // hex
   std::string serial;              // lowercase hex without leading zeros, as the inventory writes it
+};
+
+// What the TLS client sent, unverified: its certificate and the chain it sent with it (DER,
+// the client's own first), and the channel binding of the connection (RFC 5929 tls-unique
+// on TLS 1.2, RFC 9266 tls-exporter on TLS 1.3), for protocols that check these themselves.
+struct PeerTls {
+  std::vector<std::string> certificates;
+  std::string channel_binding;
+  bool tls13 = false;
 };
 
 // Who is calling: set by the router before a handler runs.
@@ -40,11 +50,15 @@ struct Request {
   std::string request_id;
   std::string remote_address;
   std::optional<ClientCert> client_cert;
+  std::shared_ptr<const PeerTls> peer;  // the connection's; null on plain connections (tests)
   Principal principal;
 
   std::optional<std::string_view> Header(std::string_view lowercase_name) const;
   // The token of `Authorization: Bearer <token>`; nullopt when there is none.
   std::optional<std::string_view> BearerToken() const;
+  // The user and password of `Authorization: Basic …` (RFC 7617); nullopt when there is none
+  // or it is malformed.
+  std::optional<std::pair<std::string, std::string>> BasicCredentials() const;
 };
 
 struct Response {

@@ -498,21 +498,40 @@ Result<std::vector<X509Ptr>> CertificatesFromPem(std::string_view pem) {
 
 Result<void> VerifyChain(X509* leaf, const std::vector<X509Ptr>& chain) {
   if (chain.empty()) return MakeError(ErrorCode::kInvalidArgument, "an empty chain");
+  std::vector<X509*> untrusted;
+  for (size_t i = 0; i + 1 < chain.size(); ++i) untrusted.push_back(chain[i].get());
+  return VerifyToAnchors(leaf, untrusted, {chain.back().get()}, std::nullopt);
+}
+
+Result<void> VerifyToAnchors(X509* leaf, const std::vector<X509*>& untrusted, const std::vector<X509*>& anchors,
+                             std::optional<int> purpose) {
+  if (anchors.empty()) return MakeError(ErrorCode::kInvalidArgument, "no trust anchor");
   X509StorePtr store(X509_STORE_new());
   X509StoreCtxPtr ctx(X509_STORE_CTX_new());
-  STACK_OF(X509)* untrusted = sk_X509_new_null();
-  bool ready = store && ctx && untrusted && X509_STORE_add_cert(store.get(), chain.back().get()) == 1;
-  for (size_t i = 0; ready && i + 1 < chain.size(); ++i) ready = sk_X509_push(untrusted, chain[i].get()) > 0;
-  ready = ready && X509_STORE_CTX_init(ctx.get(), store.get(), leaf, untrusted) == 1;
+  STACK_OF(X509)* others = sk_X509_new_null();
+  bool ready = store && ctx && others;
+  for (X509* anchor : anchors) ready = ready && X509_STORE_add_cert(store.get(), anchor) == 1;
+  for (X509* cert : untrusted) ready = ready && sk_X509_push(others, cert) > 0;
+  ready = ready && X509_STORE_CTX_init(ctx.get(), store.get(), leaf, others) == 1;
+  if (ready && purpose) ready = X509_STORE_CTX_set_purpose(ctx.get(), *purpose) == 1;
   const int verified = ready ? X509_verify_cert(ctx.get()) : -1;
   const int error = ready ? X509_STORE_CTX_get_error(ctx.get()) : 0;
-  sk_X509_free(untrusted);  // the certificates stay the caller's
+  sk_X509_free(others);  // the certificates stay the caller's
   if (!ready) return OpenSslError("setting up chain verification");
   if (verified != 1) {
     return MakeError(ErrorCode::kInvalidArgument, fmt::format("the certificate does not verify to its chain: {}",
                                                               X509_verify_cert_error_string(error)));
   }
   return Ok();
+}
+
+Result<X509Ptr> CertificateFromDer(std::string_view der) {
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (!cert || p != reinterpret_cast<const unsigned char*>(der.data() + der.size())) {
+    return MakeError(ErrorCode::kInvalidArgument, "not a DER certificate");
+  }
+  return cert;
 }
 
 std::string SubjectText(X509* cert) {

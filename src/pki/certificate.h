@@ -59,11 +59,18 @@ Result<std::string> CertificateToPem(X509* cert);
 // PEM text of DER bytes under `label` ("CERTIFICATE"), in 64-character lines.
 std::string PemEncode(std::string_view label, std::string_view der);
 Result<X509Ptr> CertificateFromPem(std::string_view pem);
+// A DER certificate, all of it; kInvalidArgument otherwise.
+Result<X509Ptr> CertificateFromDer(std::string_view der);
 // Every certificate of a PEM bundle, in order; kInvalidArgument if there is none.
 Result<std::vector<X509Ptr>> CertificatesFromPem(std::string_view pem);
 // Verifies `leaf` through `chain` (its issuers, nearest first) to the chain's last
 // certificate as the trust anchor; kInvalidArgument with OpenSSL's reason otherwise.
 Result<void> VerifyChain(X509* leaf, const std::vector<X509Ptr>& chain);
+// Verifies `leaf` to one of `anchors` through any of `untrusted`, at the current time, for
+// `purpose` (X509_PURPOSE_SSL_CLIENT, say) when given; kInvalidArgument with OpenSSL's reason
+// otherwise. The certificates stay the caller's.
+Result<void> VerifyToAnchors(X509* leaf, const std::vector<X509*>& untrusted, const std::vector<X509*>& anchors,
+                             std::optional<int> purpose);
 Result<std::string> CertificateToDer(X509* cert);
 
 // The subject CN of a DER certificate ("" if it has none), after checking the certificate's

@@ -154,15 +154,27 @@ Result<std::string> CommonName(std::string_view subject_der, int& count) {
 }
 
 // The DNS names and IP addresses of the subjectAltName in the request's extensionRequest
-// attribute, if any, into `csr`.
-Result<void> RequestedNames(std::string_view attributes, Csr& csr) {
+// attribute, and its challengePassword, if any, into `csr`.
+Result<void> RequestedAttributes(std::string_view attributes, Csr& csr) {
   DerReader reader(attributes);
   while (!reader.done()) {
     CF_ASSIGN_OR_RETURN(DerElement attr_der, reader.Next(kDerSequence, "attribute"));
     CF_ASSIGN_OR_RETURN(AttributePtr attr, (Decode<X509_ATTRIBUTE, d2i_X509_ATTRIBUTE, X509_ATTRIBUTE_free>(
                                                attr_der.encoding, "attribute")));
-    if (OBJ_obj2nid(X509_ATTRIBUTE_get0_object(attr.get())) != NID_ext_req) continue;
+    const int nid = OBJ_obj2nid(X509_ATTRIBUTE_get0_object(attr.get()));
     const ASN1_TYPE* value = X509_ATTRIBUTE_get0_type(attr.get(), 0);
+    if (nid == NID_pkcs9_challengePassword) {
+      // A DirectoryString; EST (RFC 7030 3.5) carries the TLS channel binding in it.
+      if (value == nullptr || (value->type != V_ASN1_PRINTABLESTRING && value->type != V_ASN1_UTF8STRING &&
+                               value->type != V_ASN1_IA5STRING)) {
+        return Invalid("the CSR's challengePassword is not a string");
+      }
+      const ASN1_STRING* text = value->value.asn1_string;
+      csr.challenge_password.emplace(reinterpret_cast<const char*>(ASN1_STRING_get0_data(text)),
+                                     static_cast<size_t>(ASN1_STRING_length(text)));
+      continue;
+    }
+    if (nid != NID_ext_req) continue;
     if (value == nullptr || value->type != V_ASN1_SEQUENCE) return Invalid("the CSR's extension request is not valid");
     const ASN1_STRING* seq = value->value.sequence;
     CF_ASSIGN_OR_RETURN(ExtensionsPtr exts,
@@ -237,7 +249,7 @@ Result<RequestParts> Split(std::string_view der) {
 Result<Csr> ParseCsr(std::string_view data) {
   if (data.empty()) return Invalid("the CSR is empty");
   if (data.size() > kMaxCsrBytes) return Invalid(fmt::format("the CSR is larger than {} bytes", kMaxCsrBytes));
-  CF_ASSIGN_OR_RETURN(const std::string der, CsrDer(data));
+  CF_ASSIGN_OR_RETURN(std::string der, CsrDer(data));
   Result<RequestParts> split = Split(der);
   if (!split.ok()) return Invalid("the CSR is not a PKCS#10 request: " + split.error().message);
   const RequestParts& r = *split;
@@ -249,8 +261,9 @@ Result<Csr> ParseCsr(std::string_view data) {
   csr.spki_der = r.spki.encoding;
   CF_ASSIGN_OR_RETURN(csr.common_name, CommonName(r.subject.encoding, csr.common_names));
   if (r.attributes) {
-    CF_RETURN_IF_ERROR(RequestedNames(r.attributes->contents, csr));
+    CF_RETURN_IF_ERROR(RequestedAttributes(r.attributes->contents, csr));
   }
+  csr.der = std::move(der);  // last: the views above point into it
   return csr;
 }
 

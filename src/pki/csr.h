@@ -1,5 +1,6 @@
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,12 +15,14 @@ inline constexpr size_t kMaxCsrBytes = size_t{16} * 1024;
 
 // A certificate signing request whose signature verified.
 struct Csr {
+  std::string der;  // the whole request
   PkeyPtr public_key;
   std::string spki_der;     // the SubjectPublicKeyInfo as the CSR encodes it
   std::string common_name;  // the first; empty if the subject has none
   int common_names = 0;     // how many the subject has
   std::vector<std::string> dns_names;
-  std::vector<std::string> ip_addresses;  // as text, from the subjectAltName
+  std::vector<std::string> ip_addresses;          // as text, from the subjectAltName
+  std::optional<std::string> challenge_password;  // the PKCS#9 attribute, when there is one
 };
 
 // Parses a PEM or DER CSR and checks its self-signature; kInvalidArgument otherwise.

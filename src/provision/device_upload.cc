@@ -72,8 +72,6 @@ Result<void> ForEachCsvRow(std::string_view body, const std::function<Result<voi
 
 }  // namespace
 
-bool IsValidDeviceId(std::string_view id) { return IsValidName(id, kMaxDeviceIdBytes); }
-
 Result<void> ForEachUploadRow(std::string_view body, UploadFormat format,
                               const std::function<Result<void>(const UploadRow&)>& row) {
   return format == UploadFormat::kJson ? ForEachJsonRow(body, row) : ForEachCsvRow(body, row);

@@ -8,16 +8,14 @@
 
 #include "core/result.h"
 #include "core/text.h"
+#include "registry/objects.h"
 
 namespace certfleet::provision {
 
-// Longest device id; it becomes a certificate's CN, which X.520 bounds at 64 characters.
-inline constexpr size_t kMaxDeviceIdBytes = 64;
+using registry::IsValidDeviceId;
+using registry::kMaxDeviceIdBytes;
 // Longest batch name.
 inline constexpr size_t kMaxBatchBytes = 128;
-
-// A device id: a registry name (IsValidName) of at most 64 bytes.
-bool IsValidDeviceId(std::string_view id);
 
 // One row of a device key upload, as given.
 struct UploadRow {

@@ -19,20 +19,6 @@ namespace {
 // Superseded certificates revoked per run of the job; the next run takes the rest.
 constexpr int kRevokeBatch = 1000;
 
-Error Denied(std::string message) { return MakeError(ErrorCode::kPermissionDenied, std::move(message)); }
-
-// The authorizer's checks of a registered device against the CSR, in the order
-// after "registered": disabled, then the key.
-Result<void> Authorize(const std::optional<store::DeviceRecord>& device, std::string_view device_id,
-                       const std::string& csr_key_sha256) {
-  if (!device) return MakeError(ErrorCode::kNotFound, fmt::format("device {} is not registered", device_id));
-  if (device->status == store::kDeviceDisabled) return Denied(fmt::format("device {} is disabled", device_id));
-  if (!ConstantTimeEquals(device->key_sha256, csr_key_sha256)) {
-    return Denied(fmt::format("the CSR's public key is not the one registered for device {}", device_id));
-  }
-  return Ok();
-}
-
 }  // namespace
 
 ProvisionService::ProvisionService(store::Store& store, issuance::Issuer& issuer, registry::Registry& registry,
@@ -68,7 +54,7 @@ void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Pr
   Result<void> authorized = store_.Transact(
       [&](store::Tx& tx) -> Result<void> {
         CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, device_id));
-        CF_RETURN_IF_ERROR(Authorize(device, device_id, key_sha256));
+        CF_RETURN_IF_ERROR(registry::Registry::AuthorizeDeviceKey(device, device_id, key_sha256));
         CF_ASSIGN_OR_RETURN(tmpl, TemplateFor(tx, device->batch));
         if (!tmpl) {
           return MakeError(ErrorCode::kFailedPrecondition,
@@ -95,7 +81,7 @@ void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Pr
                                store::Tx& tx, const store::CertificateRecord& rec) -> Result<void> {
     // Checked again where it counts: the device may have been disabled or re-keyed meanwhile.
     CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, device_id, /*hold=*/true));
-    CF_RETURN_IF_ERROR(Authorize(device, device_id, key_sha256));
+    CF_RETURN_IF_ERROR(registry::Registry::AuthorizeDeviceKey(device, device_id, key_sha256));
     CF_RETURN_IF_ERROR(store::MarkDeviceProvisioned(tx, device_id, now));
     return registry::Registry::RecordProvisioning(tx, *tmpl, device_id, rec.serial, now, revoke_at);
   };

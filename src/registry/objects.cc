@@ -139,4 +139,6 @@ Result<void> Check(const Body& body) {
   return std::visit([](const auto& b) { return CheckBody(b); }, body);
 }
 
+bool IsValidDeviceId(std::string_view id) { return IsValidName(id, kMaxDeviceIdBytes); }
+
 }  // namespace certfleet::registry

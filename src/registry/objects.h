@@ -27,6 +27,11 @@ enum class Link {
 };
 std::string_view LinkName(Link link);
 
+// Longest device id; it becomes a certificate's CN, which X.520 bounds at 64 characters.
+inline constexpr size_t kMaxDeviceIdBytes = 64;
+// A device id (a device's thing name): a registry name (IsValidName) of at most 64 bytes.
+bool IsValidDeviceId(std::string_view id);
+
 // Attribute name -> value, both printable text.
 using Attributes = std::map<std::string, std::string, std::less<>>;
 

@@ -7,6 +7,7 @@
 #include <functional>
 #include <set>
 
+#include "core/crypto.h"
 #include "registry/codec.h"
 #include "store/audit_repo.h"
 #include "store/certificates_repo.h"
@@ -363,6 +364,24 @@ Result<std::optional<ProvisioningTemplate>> Registry::TemplateFor(store::Tx& tx,
   if (link.empty()) return std::optional<ProvisioningTemplate>();
   CF_ASSIGN_OR_RETURN(Object o, MustFind(tx, Kind::kTemplate, link.front().to_name));
   return std::optional<ProvisioningTemplate>(std::get<ProvisioningTemplate>(std::move(o.body)));
+}
+
+Result<ProvisioningTemplate> Registry::TemplateNamed(store::Tx& tx, std::string_view name) {
+  CF_ASSIGN_OR_RETURN(Object o, MustFind(tx, Kind::kTemplate, name));
+  return std::get<ProvisioningTemplate>(std::move(o.body));
+}
+
+Result<void> Registry::AuthorizeDeviceKey(const std::optional<store::DeviceRecord>& device, std::string_view device_id,
+                                          std::string_view csr_key_sha256) {
+  if (!device) return MakeError(ErrorCode::kNotFound, fmt::format("device {} is not registered", device_id));
+  if (device->status == store::kDeviceDisabled) {
+    return MakeError(ErrorCode::kPermissionDenied, fmt::format("device {} is disabled", device_id));
+  }
+  if (!ConstantTimeEquals(device->key_sha256, csr_key_sha256)) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     fmt::format("the CSR's public key is not the one registered for device {}", device_id));
+  }
+  return Ok();
 }
 
 store::RegistryObject Registry::ThingRow(const std::string& name, const std::optional<std::string>& type, int64_t now) {

@@ -11,6 +11,7 @@
 #include "core/clock.h"
 #include "core/result.h"
 #include "registry/objects.h"
+#include "store/devices_repo.h"
 #include "store/registry_repo.h"
 #include "store/store.h"
 
@@ -56,6 +57,13 @@ class Registry {
 
   // The template of the batch, else the default template; nullopt if neither exists.
   static Result<std::optional<ProvisioningTemplate>> TemplateFor(store::Tx& tx, std::string_view batch);
+  // The template `name`; kNotFound if there is none.
+  static Result<ProvisioningTemplate> TemplateNamed(store::Tx& tx, std::string_view name);
+  // The provisioning authorizer (W2's, and enrollment's by registered key), in this order:
+  // kNotFound if the device is not registered, kPermissionDenied if it is disabled or the
+  // CSR's key (`csr_key_sha256`, hex SHA-256 of its SubjectPublicKeyInfo) is not its key.
+  static Result<void> AuthorizeDeviceKey(const std::optional<store::DeviceRecord>& device, std::string_view device_id,
+                                         std::string_view csr_key_sha256);
   // What provisioning writes with a device's new certificate, in its transaction: the thing
   // (created with the template's type, or found), the certificate attached to it, the thing
   // added to the template's groups, its policies (created if missing) attached to the

@@ -11,6 +11,7 @@
 #include "core/files.h"
 #include "core/log.h"
 #include "distribution/setup.h"
+#include "enroll/setup.h"
 #include "events/setup.h"
 #include "http/api.h"
 #include "http/server.h"
@@ -54,7 +55,8 @@ std::vector<ConfigKey> ConfigKeys() {
   for (std::span<const ConfigKey> keys :
        {Config::CoreKeys(), store::ConfigKeys(), pki::ConfigKeys(), blob::ConfigKeys(), mail::ConfigKeys(),
         http::ConfigKeys(), jobs::ConfigKeys(), events::ConfigKeys(), issuance::ConfigKeys(), provision::ConfigKeys(),
-        bulk::ConfigKeys(), renewal::ConfigKeys(), distribution::ConfigKeys(), acme::ConfigKeys()}) {
+        bulk::ConfigKeys(), renewal::ConfigKeys(), distribution::ConfigKeys(), acme::ConfigKeys(),
+        enroll::ConfigKeys()}) {
     out.insert(out.end(), keys.begin(), keys.end());
   }
   return out;
@@ -102,8 +104,11 @@ Result<void> Run(const Config& config, const Clock& clock) {
   registry::Registry registry(store, clock);
   ca::CaService ca(issuer, clock, {std::chrono::hours(config.GetInt("ca.renew_grace_hours"))});
   provision::DeviceRegistry devices(store, clock);
-  provision::ProvisionService provision(store, issuer, registry, clock,
-                                        provision::ProvisionOptions(config, issuer_options.public_url, master_key));
+  const provision::ProvisionService::Options provision_options =
+      provision::ProvisionOptions(config, issuer_options.public_url, master_key);
+  provision::ProvisionService provision(store, issuer, registry, clock, provision_options);
+  enroll::EnrollService enrollment(store, issuer, clock,
+                                   enroll::EnrollOptions(config, master_key, provision_options.supersede_grace));
   CF_ASSIGN_OR_RETURN(auto import_options, Named(bulk::ImportOptions(config), "bulk.verifier_dir"));
   bulk::ImportService imports(store, clock, import_options);
   CF_ASSIGN_OR_RETURN(auto bulk_inbound, Named(blob::OpenBlobStore(config.Get("bulk.inbound"), s3), "bulk.inbound"));
@@ -131,6 +136,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
   // Routes.
   http::ApiContext api{store, clock, metrics, tokens, api_tokens};
   api.acme = &acme;
+  api.enroll = &enrollment;
   api.issuer = &issuer;
   api.ca = &ca;
   api.registry = &registry;
@@ -146,6 +152,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
   http::AddRegistryRoutes(router, api);
   http::AddCaRoutes(router, api);
   http::AddAcmeRoutes(router, api);
+  http::AddEnrollRoutes(router, api);
   http::AddProvisionRoutes(router, api);
   http::AddBulkRoutes(router, api);
   http::AddRenewalRoutes(router, api);

@@ -37,12 +37,6 @@ AcmeChallengeRecord ChallengeFromRow(const Row& r) {
   return AcmeChallengeRecord{r.Int(0), r.Int(1), r.Text(2), r.Text(3), r.Text(4), r.OptInt(5), r.OptText(6)};
 }
 
-Result<int64_t> InsertReturningId(Tx& tx, const std::string& sql, const Params& params) {
-  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(sql, params));
-  if (!row) return MakeError(ErrorCode::kInternal, "an insert returned no id");
-  return row->Int(0);
-}
-
 }  // namespace
 
 Result<bool> UseAcmeNonce(Tx& tx, std::string_view nonce, int64_t expires_at) {

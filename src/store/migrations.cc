@@ -541,6 +541,53 @@ CREATE TABLE acme_eab (
   used_at BIGINT
 );
 )sql"},
+    {21, "enrollment profiles and secrets", R"sql(
+-- EST and CMP enrollment profiles, by the label in their URLs: the provisioning template that
+-- issues (and so the CA, the thing's type, groups and policies), the ways clients may
+-- authenticate (a JSON array), the manufacturer CAs whose certificates identify devices (PEM),
+-- the key type of server-generated keys, and whether an operator approves each request.
+CREATE TABLE enroll_profiles (
+  label TEXT PRIMARY KEY,
+  template TEXT NOT NULL,
+  auth TEXT NOT NULL,
+  factory_anchors TEXT NOT NULL,
+  key_type TEXT NOT NULL,
+  approval INTEGER NOT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+-- One-time enrollment secrets (EST HTTP Basic password, CMP MAC key), sealed with the master
+-- key because CMP's MAC needs the secret itself; bound to a device or to a batch; used once.
+CREATE TABLE enroll_secrets (
+  id TEXT PRIMARY KEY,
+  profile TEXT NOT NULL,
+  device_id TEXT,
+  batch TEXT,
+  secret_sealed TEXT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  used_at BIGINT,
+  used_by TEXT,
+  revoked_at BIGINT,
+  created_by TEXT NOT NULL,
+  created_at BIGINT NOT NULL
+);
+CREATE INDEX enroll_secrets_profile ON enroll_secrets (profile, id);
+-- Enrollment requests waiting for an operator's approval, by their CSR's SHA-256: a client
+-- sends the same CSR again until it is decided.
+CREATE TABLE enroll_requests (
+  id {{id}},
+  profile TEXT NOT NULL,
+  csr_sha256 TEXT NOT NULL,
+  device_id TEXT NOT NULL,
+  csr_pem TEXT NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'rejected', 'issued')),
+  serial TEXT,
+  created_at BIGINT NOT NULL,
+  decided_at BIGINT,
+  decided_by TEXT,
+  UNIQUE (profile, csr_sha256)
+);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

@@ -137,4 +137,10 @@ Result<Rows> Store::Query(std::string_view sql, const Params& params) {
   return Read(*this, [&](Tx& tx) { return tx.Query(sql, params); });
 }
 
+Result<int64_t> InsertReturningId(Tx& tx, std::string_view sql, const Params& params) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(sql, params));
+  if (!row) return MakeError(ErrorCode::kInternal, "an insert returned no id");
+  return row->Int(0);
+}
+
 }  // namespace certfleet::store

@@ -131,6 +131,8 @@ struct Column {
 // of the same call is allowed with DO NOTHING only.
 Result<void> InsertRows(Tx& tx, std::string_view table, std::span<const Column> columns,
                         const std::vector<Params>& rows, std::string_view tail = {});
+// Runs an INSERT … RETURNING id and gives the id.
+Result<int64_t> InsertReturningId(Tx& tx, std::string_view sql, const Params& params);
 // Serializes the transactions that call it with the same `key` among all nodes: on
 // PostgreSQL an advisory lock held until the transaction ends; SQLite's writers are
 // serialized already.

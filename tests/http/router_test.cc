@@ -124,5 +124,19 @@ TEST(Json, MalformedBodiesAndPages) {
   EXPECT_EQ(ParsePage(Request{})->limit, 100);
 }
 
+TEST(RequestTest, BasicCredentialsAreUserAndPassword) {
+  auto with = [](std::string value) {
+    Request req;
+    req.headers.emplace_back("authorization", std::move(value));
+    return req.BasicCredentials();
+  };
+  EXPECT_EQ(with("Basic " + Base64Encode("id-1:pa:ss")), std::make_pair(std::string("id-1"), std::string("pa:ss")));
+  EXPECT_EQ(with("basic  " + Base64Encode("id-1:")), std::make_pair(std::string("id-1"), std::string()));
+  EXPECT_FALSE(with("Basic " + Base64Encode("no colon")));
+  EXPECT_FALSE(with("Basic !!!"));
+  EXPECT_FALSE(with("Bearer abc"));
+  EXPECT_FALSE(Request{}.BasicCredentials());
+}
+
 }  // namespace
 }  // namespace certfleet::http

@@ -206,3 +206,30 @@ TEST(PublicKeyPem, RefusesGarbagePrivateKeysWeakKeysAndSize) {
 
 }  // namespace
 }  // namespace certfleet::pki
+
+namespace certfleet::pki {
+namespace {
+
+TEST(Csr, KeepsItsDerAndChallengePassword) {
+  PkeyPtr key = std::move(GenerateKey(KeyType::kEcP256).value());
+  X509ReqPtr plain = MakeRequest(key.get(), "dev-1");
+  auto parsed = ParseCsr(Pem(plain.get()));
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_EQ(parsed->der, Der(plain.get()));
+  EXPECT_FALSE(parsed->challenge_password);
+
+  X509ReqPtr bound(X509_REQ_new());
+  X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(bound.get()), "CN", MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>("dev-1"), -1, -1, 0);
+  X509_REQ_set_pubkey(bound.get(), key.get());
+  ASSERT_EQ(X509_REQ_add1_attr_by_NID(bound.get(), NID_pkcs9_challengePassword, MBSTRING_ASC,
+                                      reinterpret_cast<const unsigned char*>("dGxzLXVuaXF1ZQ=="), -1),
+            1);
+  ASSERT_GT(X509_REQ_sign(bound.get(), key.get(), EVP_sha256()), 0);
+  parsed = ParseCsr(Der(bound.get()));
+  ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+  EXPECT_EQ(parsed->challenge_password, "dGxzLXVuaXF1ZQ==");
+}
+
+}  // namespace
+}  // namespace certfleet::pki

@@ -1,0 +1,127 @@
+#pragma once
+
+#include <boost/json/object.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/result.h"
+#include "enroll/profiles.h"
+#include "issuance/issuer.h"
+#include "store/enroll_repo.h"
+#include "store/store.h"
+
+namespace certfleet::enroll {
+
+// What an enrolling client presented besides its request.
+struct Credentials {
+  std::vector<std::string> tls_certificates;  // DER, its own first, then the chain it sent; unverified
+  // An enrollment secret's id and the secret (EST: HTTP Basic user and password).
+  std::optional<std::pair<std::string, std::string>> secret;
+  // An enrollment secret whose MAC the protocol verified already (CMP): its id.
+  std::optional<std::string> verified_secret_id;
+  std::string channel_binding;  // of the TLS connection (tls-unique or tls-exporter); empty: none
+};
+
+enum class Operation {
+  kEnroll,        // a first certificate (EST simpleenroll, CMP ir/cr/p10cr)
+  kReenroll,      // a new certificate for the device whose certificate authenticates (EST simplereenroll, CMP kur)
+  kServerKeygen,  // a first certificate with a key certfleet makes (EST serverkeygen)
+};
+
+struct EnrollRequest {
+  std::string label;  // the profile
+  Operation operation = Operation::kEnroll;
+  std::string csr;  // DER or PEM
+  Credentials credentials;
+  std::string protocol;  // "est" or "cmp", for the audit log
+};
+
+struct Enrolled {
+  store::CertificateRecord record;
+  std::string chain_pem;                       // the issuers up to the root
+  std::optional<std::string> private_key_pem;  // kServerKeygen only; never stored
+  std::optional<int64_t> pending;              // set: waiting for approval (this request id), nothing issued
+};
+
+// A newly minted one-time secret: `secret` is shown this once.
+struct MintedSecret {
+  store::EnrollSecretRecord record;
+  std::string secret;
+};
+
+// Enrollment by standard protocols (EST, CMP) bound to the device registry: enrollment
+// profiles, one-time secrets, who may enroll as which device, issuance through the profile's
+// provisioning template (the thing, groups and policies written as W2 provisioning does),
+// supersession on re-enrollment, and requests held for approval. Thread-safe.
+class EnrollService {
+ public:
+  struct Options {
+    std::string master_key;  // seals the secrets
+    // Before a replaced certificate is revoked (as provision.supersede_grace_hours).
+    std::chrono::hours supersede_grace{24};
+    // What a client waiting for approval is told to wait before asking again.
+    std::chrono::seconds retry_after{60};
+  };
+
+  EnrollService(store::Store& store, issuance::Issuer& issuer, const Clock& clock, Options options);
+
+  // kNotFound if there is no such profile.
+  Result<Profile> FindProfile(std::string_view label);
+  Result<std::vector<Profile>> ListProfiles();
+  struct PutAnswer {
+    Profile profile;
+    bool created = false;
+  };
+  // Creates or replaces a profile; its template must exist. Audited as enroll.profile.put.
+  Result<PutAnswer> PutProfile(std::string_view label, const boost::json::object& body, std::string_view actor);
+  Result<void> DeleteProfile(std::string_view label, std::string_view actor);
+
+  // `count` secrets of `profile`, each for `device_id` (count 1) or for one new device of
+  // `batch`, valid for `ttl`. Audited as enroll.secret.create.
+  Result<std::vector<MintedSecret>> CreateSecrets(std::string_view profile, const std::optional<std::string>& device_id,
+                                                  const std::optional<std::string>& batch, int count,
+                                                  std::chrono::seconds ttl, std::string_view actor);
+  Result<std::vector<store::EnrollSecretRecord>> ListSecrets(const std::optional<std::string>& profile,
+                                                             std::string_view after, int limit);
+  // kNotFound if there is no such unused secret.
+  Result<void> RevokeSecret(std::string_view id, std::string_view actor);
+  // The secret itself (CMP checks its MAC with it), if `id` is a secret of `profile` still
+  // usable; nullopt otherwise.
+  Result<std::optional<std::string>> UsableSecret(std::string_view profile, std::string_view id);
+
+  // The issuing CA of the profile and its issuers up to the root, PEM, the CA first.
+  Result<std::string> CaCertificatesPem(std::string_view label);
+
+  // Authenticates the client as the profile allows, then issues (or holds the request for
+  // approval). kNotFound: no such profile or device; kUnauthenticated: no credential the
+  // profile accepts; kPermissionDenied: a credential that does not allow this certificate;
+  // kInvalidArgument: a bad CSR. `done` runs once, on the calling thread or the store's.
+  void EnrollAsync(EnrollRequest request, std::function<void(Result<Enrolled>)> done);
+
+  Result<std::vector<store::EnrollRequestRecord>> ListRequests(const std::optional<std::string>& state,
+                                                               std::optional<int64_t> before_id, int limit);
+  // Decides a pending request: the client's next try gets its certificate, or a refusal.
+  Result<store::EnrollRequestRecord> Decide(int64_t id, bool approve, std::string_view actor);
+
+  std::chrono::seconds retry_after() const { return options_.retry_after; }
+
+  static constexpr std::string_view kActor = "system:enroll";
+
+ private:
+  struct Authorized;
+  Result<Authorized> Authenticate(const Profile& profile, const EnrollRequest& request, const pki::Csr& csr);
+
+  store::Store& store_;
+  issuance::Issuer& issuer_;
+  const Clock& clock_;
+  const Options options_;
+};
+
+}  // namespace certfleet::enroll

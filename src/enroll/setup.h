@@ -1,0 +1,20 @@
+#pragma once
+
+#include <chrono>
+#include <span>
+#include <string_view>
+
+#include "core/config.h"
+#include "enroll/enroll_service.h"
+
+namespace certfleet::enroll {
+
+// The configuration keys of EST and CMP enrollment (enroll.*): written once, here.
+std::span<const ConfigKey> ConfigKeys();
+
+// Secrets are sealed under `master_key`; replaced certificates are revoked after
+// `supersede_grace`, as W2 provisioning's are.
+EnrollService::Options EnrollOptions(const Config& config, std::string_view master_key,
+                                     std::chrono::hours supersede_grace);
+
+}  // namespace certfleet::enroll

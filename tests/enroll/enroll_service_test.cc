@@ -1,0 +1,251 @@
+// Enrollment as a device sees it, on both stores: who may enroll as which device (registered
+// key, one-time secret, current certificate), what is written with the certificate, and
+// requests held for approval. The factory-certificate way and the wire are in est_e2e.py.
+#include "enroll/enroll_service.h"
+
+#include <gtest/gtest.h>
+#include <openssl/pem.h>
+
+#include <boost/json.hpp>
+#include <future>
+
+#include "core/crypto.h"
+#include "pki/certificate.h"
+#include "pki/csr.h"
+#include "pki/der.h"
+#include "pki/file/file_key_backend.h"
+#include "pki/key.h"
+#include "registry/registry.h"
+#include "store/certificates_repo.h"
+#include "store/devices_repo.h"
+#include "testing/db.h"
+#include "testing/registry.h"
+
+namespace certfleet::enroll {
+namespace {
+
+namespace json = boost::json;
+
+pki::PkeyPtr NewKey() { return std::move(pki::GenerateKey(pki::KeyType::kEcP256).value()); }
+
+std::string CsrFor(EVP_PKEY* key, const std::string& cn) { return pki::MakeCsrPem(key, cn, {}).value(); }
+
+class EnrollTest : public ::testing::TestWithParam<store::Dialect> {
+ protected:
+  void SetUp() override {
+    store_ = testing::FreshStore(GetParam());
+    ASSERT_NE(store_, nullptr);
+    keys_ = std::make_unique<pki::file::FileKeyBackend>(testing::TempDir() + "/keys", std::string(64, 'k'));
+    issuer_ = std::make_unique<issuance::Issuer>(*store_, *keys_, clock_, issuance::Issuer::Options{"https://ca.test"});
+    registry_ = std::make_unique<registry::Registry>(*store_, clock_);
+    EnrollService::Options options;
+    options.master_key = std::string(32, 'm');
+    options.supersede_grace = std::chrono::hours(1);
+    service_ = std::make_unique<EnrollService>(*store_, *issuer_, clock_, options);
+
+    issuance::IssueRequest root;
+    root.type = pki::CertType::kRoot;
+    root.name = "example.com";
+    ASSERT_TRUE(issuer_->Issue(root, "test").ok());
+    issuance::IssueRequest inter;
+    inter.type = pki::CertType::kIntermediate;
+    inter.name = "iot.example.com";
+    inter.parent = "example.com";
+    ASSERT_TRUE(issuer_->Issue(inter, "test").ok());
+    ASSERT_TRUE(testing::CreateJson(*registry_, registry::Kind::kThingType, json::object{{"name", "meter"}}, "t").ok());
+    ASSERT_TRUE(testing::CreateJson(*registry_, registry::Kind::kTemplate,
+                                    json::object{{"name", "est-line"},
+                                                 {"ca_fqdn", "iot.example.com"},
+                                                 {"endpoint", "mqtts://m:8883"},
+                                                 {"thing_type", "meter"},
+                                                 {"validity_days", 30}},
+                                    "t")
+                    .ok());
+    Profile({{"template", "est-line"}, {"auth", {"registered_key", "secret", "reenroll"}}});
+  }
+
+  void Profile(const json::object& body, const std::string& label = "default") {
+    auto put = service_->PutProfile(label, body, "token:ops");
+    ASSERT_TRUE(put.ok()) << put.error().message;
+  }
+
+  void Register(const std::string& id, EVP_PKEY* key) {
+    store::DeviceRecord d;
+    d.device_id = id;
+    d.public_key = pki::PublicKeyPemToDer(*pki::PublicKeyToPem(key)).value();
+    d.key_sha256 = Sha256Hex(d.public_key);
+    d.status = std::string(store::kDeviceRegistered);
+    ASSERT_TRUE(
+        store::Write(*store_, [&](store::Tx& tx) { return store::UpsertDevice(tx, d, clock_.NowMillis()); }).ok());
+  }
+
+  Result<Enrolled> Enroll(Operation op, const std::string& csr, Credentials credentials = {},
+                          const std::string& label = "default") {
+    std::promise<Result<Enrolled>> promise;
+    service_->EnrollAsync(EnrollRequest{label, op, csr, std::move(credentials), "test"},
+                          [&promise](Result<Enrolled> r) { promise.set_value(std::move(r)); });
+    return promise.get_future().get();
+  }
+
+  ErrorCode Refusal(Operation op, const std::string& csr, Credentials credentials = {},
+                    const std::string& label = "default") {
+    auto r = Enroll(op, csr, std::move(credentials), label);
+    EXPECT_FALSE(r.ok());
+    return r.ok() ? ErrorCode::kInternal : r.error().code;
+  }
+
+  // The certificate as a TLS client would present it.
+  static Credentials Presenting(const store::CertificateRecord& record) {
+    Credentials c;
+    c.tls_certificates.push_back(*pki::PemBlockBytes(record.certificate_pem, PEM_STRING_X509));
+    return c;
+  }
+
+  std::string Attachment(const std::string& thing, const std::string& serial) {
+    auto detail = testing::GetJson(*registry_, registry::Kind::kThing, thing);
+    EXPECT_TRUE(detail.ok());
+    for (const auto& c : detail->at("certificates").as_array()) {
+      if (c.at("serial").as_string() == serial) return std::string(c.at("attachment").as_string());
+    }
+    return "none";
+  }
+
+  ManualClock clock_{1'795'456'605'000};
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<pki::file::FileKeyBackend> keys_;
+  std::unique_ptr<issuance::Issuer> issuer_;
+  std::unique_ptr<registry::Registry> registry_;
+  std::unique_ptr<EnrollService> service_;
+};
+
+TEST_P(EnrollTest, ARegisteredKeyEnrollsItsDeviceThroughTheTemplate) {
+  pki::PkeyPtr key = NewKey();
+  Register("dev-1", key.get());
+  auto enrolled = Enroll(Operation::kEnroll, CsrFor(key.get(), "dev-1"));
+  ASSERT_TRUE(enrolled.ok()) << enrolled.error().message;
+  EXPECT_EQ(enrolled->record.fqdn, "dev-1");
+  EXPECT_EQ(enrolled->record.parent_fqdn, "iot.example.com");
+  EXPECT_EQ(enrolled->record.not_after - clock_.NowMillis(), int64_t{30} * 86400 * 1000);
+  EXPECT_EQ(Attachment("dev-1", enrolled->record.serial), "active");
+  auto device = store::Read(*store_, [](store::Tx& tx) { return store::FindDevice(tx, "dev-1"); });
+  EXPECT_EQ((*device)->status, store::kDeviceProvisioned);
+
+  EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(NewKey().get(), "dev-1")), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(key.get(), "dev-404")), ErrorCode::kNotFound);
+  // serverkeygen's key is new: a registered key cannot vouch for it.
+  EXPECT_EQ(Refusal(Operation::kServerKeygen, CsrFor(key.get(), "dev-1")), ErrorCode::kUnauthenticated);
+  EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(key.get(), "dev-1"), {}, "nope"), ErrorCode::kNotFound);
+}
+
+TEST_P(EnrollTest, ASecretEnrollsItsDeviceOnceUntilItExpires) {
+  auto minted = service_->CreateSecrets("default", "dev-s", std::nullopt, 1, std::chrono::hours(1), "token:ops");
+  ASSERT_TRUE(minted.ok()) << minted.error().message;
+  const std::string id = minted->front().record.id;
+  const std::string secret = minted->front().secret;
+  Credentials wrong;
+  wrong.secret = {id, secret + "x"};
+  Credentials right;
+  right.secret = {id, secret};
+  EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(NewKey().get(), "dev-s"), wrong), ErrorCode::kUnauthenticated);
+  EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(NewKey().get(), "dev-other"), right), ErrorCode::kPermissionDenied);
+  auto served = Enroll(Operation::kServerKeygen, CsrFor(NewKey().get(), "dev-s"), right);
+  ASSERT_TRUE(served.ok()) << served.error().message;
+  EXPECT_EQ(served->record.fqdn, "dev-s");
+  ASSERT_TRUE(served->private_key_pem);
+  EXPECT_NE(served->private_key_pem->find("BEGIN PRIVATE KEY"), std::string::npos);
+  EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(NewKey().get(), "dev-s"), right), ErrorCode::kUnauthenticated);
+
+  auto later = service_->CreateSecrets("default", "dev-t", std::nullopt, 1, std::chrono::hours(1), "token:ops");
+  ASSERT_TRUE(later.ok());
+  clock_.Advance(std::chrono::hours(1));
+  Credentials expired;
+  expired.secret = {later->front().record.id, later->front().secret};
+  EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(NewKey().get(), "dev-t"), expired), ErrorCode::kUnauthenticated);
+  auto usable = service_->UsableSecret("default", later->front().record.id);
+  ASSERT_TRUE(usable.ok());
+  EXPECT_FALSE(usable->has_value());
+}
+
+TEST_P(EnrollTest, ReenrollmentNeedsTheDevicesActiveUnexpiredCertificate) {
+  pki::PkeyPtr key = NewKey();
+  Register("dev-1", key.get());
+  auto first = Enroll(Operation::kEnroll, CsrFor(key.get(), "dev-1"));
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(Refusal(Operation::kReenroll, CsrFor(key.get(), "dev-1")), ErrorCode::kUnauthenticated);
+  EXPECT_EQ(Refusal(Operation::kReenroll, CsrFor(key.get(), "dev-2"), Presenting(first->record)),
+            ErrorCode::kPermissionDenied);
+  auto second = Enroll(Operation::kReenroll, CsrFor(NewKey().get(), "dev-1"), Presenting(first->record));
+  ASSERT_TRUE(second.ok()) << second.error().message;
+  EXPECT_EQ(Attachment("dev-1", first->record.serial), "superseded");
+  EXPECT_EQ(Attachment("dev-1", second->record.serial), "active");
+
+  ASSERT_TRUE(issuer_->Revoke(first->record.serial, "keyCompromise", false, "test").ok());
+  EXPECT_EQ(Refusal(Operation::kReenroll, CsrFor(key.get(), "dev-1"), Presenting(first->record)),
+            ErrorCode::kPermissionDenied);
+  clock_.Set(second->record.not_after);
+  EXPECT_EQ(Refusal(Operation::kReenroll, CsrFor(key.get(), "dev-1"), Presenting(second->record)),
+            ErrorCode::kPermissionDenied);
+}
+
+TEST_P(EnrollTest, ABatchSecretEnrollsOnlyANewDevice) {
+  pki::PkeyPtr key = NewKey();
+  Register("dev-1", key.get());
+  ASSERT_TRUE(Enroll(Operation::kEnroll, CsrFor(key.get(), "dev-1")).ok());
+  auto minted = service_->CreateSecrets("default", std::nullopt, "b-1", 2, std::chrono::hours(1), "token:ops");
+  ASSERT_TRUE(minted.ok());
+  ASSERT_EQ(minted->size(), 2u);
+  Credentials c;
+  c.secret = {(*minted)[0].record.id, (*minted)[0].secret};
+  EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(NewKey().get(), "dev-1"), c), ErrorCode::kPermissionDenied);
+  auto fresh = Enroll(Operation::kEnroll, CsrFor(NewKey().get(), "dev-new"), c);
+  ASSERT_TRUE(fresh.ok()) << fresh.error().message;
+  EXPECT_EQ(fresh->record.fqdn, "dev-new");
+  EXPECT_FALSE(service_->CreateSecrets("default", "dev-1", "b-1", 1, std::chrono::hours(1), "token:ops").ok());  // both
+  EXPECT_FALSE(service_->CreateSecrets("default", std::nullopt, "b-1", 1001, std::chrono::hours(1), "t").ok());
+}
+
+TEST_P(EnrollTest, ApprovalHoldsARequestUntilAnOperatorDecides) {
+  Profile({{"template", "est-line"}, {"auth", {"registered_key"}}, {"approval", true}}, "approve");
+  pki::PkeyPtr key = NewKey();
+  Register("dev-1", key.get());
+  const std::string csr = CsrFor(key.get(), "dev-1");
+  auto held = Enroll(Operation::kEnroll, csr, {}, "approve");
+  ASSERT_TRUE(held.ok()) << held.error().message;
+  ASSERT_TRUE(held->pending);
+  auto again = Enroll(Operation::kEnroll, csr, {}, "approve");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->pending, held->pending);
+  EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(NewKey().get(), "dev-1"), {}, "approve"),
+            ErrorCode::kPermissionDenied);  // another key: refused before it is kept
+
+  auto approved = service_->Decide(*held->pending, true, "token:ops");
+  ASSERT_TRUE(approved.ok()) << approved.error().message;
+  EXPECT_EQ(approved->state, "approved");
+  EXPECT_EQ(service_->Decide(*held->pending, false, "token:ops").error().code, ErrorCode::kFailedPrecondition);
+  auto issued = Enroll(Operation::kEnroll, csr, {}, "approve");
+  ASSERT_TRUE(issued.ok()) << issued.error().message;
+  ASSERT_FALSE(issued->pending);
+  auto repeated = Enroll(Operation::kEnroll, csr, {}, "approve");
+  ASSERT_TRUE(repeated.ok());
+  EXPECT_EQ(repeated->record.serial, issued->record.serial);
+  auto listed = service_->ListRequests(std::string("issued"), std::nullopt, 10);
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->front().serial, issued->record.serial);
+}
+
+TEST_P(EnrollTest, ProfilesNameAnExistingTemplate) {
+  EXPECT_EQ(service_->PutProfile("x", json::object{{"template", "nope"}, {"auth", {"secret"}}}, "t").error().code,
+            ErrorCode::kInvalidArgument);
+  auto profiles = service_->ListProfiles();
+  ASSERT_TRUE(profiles.ok());
+  ASSERT_EQ(profiles->size(), 1u);
+  EXPECT_EQ(profiles->front().template_name, "est-line");
+  ASSERT_TRUE(service_->DeleteProfile("default", "t").ok());
+  EXPECT_EQ(service_->DeleteProfile("default", "t").error().code, ErrorCode::kNotFound);
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, EnrollTest, testing::kBothDialects, testing::DialectName);
+
+}  // namespace
+}  // namespace certfleet::enroll
