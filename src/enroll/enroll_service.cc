@@ -7,6 +7,7 @@
 #include "core/crypto.h"
 #include "core/text.h"
 #include "pki/certificate.h"
+#include "pki/crl.h"
 #include "pki/csr.h"
 #include "registry/registry.h"
 #include "store/audit_repo.h"
@@ -19,7 +20,7 @@ namespace {
 
 namespace json = boost::json;
 
-constexpr size_t kSecretIdBytes = 9;     // 12 characters: a Basic user name, a CMP sender KID
+constexpr size_t kSecretIdBytes = 8;     // 16 hex digits: a Basic user name, a CMP senderKID, a CLI argument
 constexpr size_t kSecretBytes = 24;      // 192 bits: beyond guessing, and a MAC key as long as CMP's PBM wants
 constexpr int kMaxSecretsAtOnce = 1000;  // a batch's worth; more in several calls
 constexpr std::chrono::seconds kMaxSecretTtl{std::chrono::hours(24 * 90)};
@@ -132,7 +133,7 @@ Result<std::vector<MintedSecret>> EnrollService::CreateSecrets(std::string_view 
   for (int i = 0; i < count; ++i) {
     MintedSecret m;
     m.secret = RandomToken(kSecretBytes);
-    m.record.id = RandomToken(kSecretIdBytes);
+    m.record.id = HexEncode(RandomBytes(kSecretIdBytes));
     m.record.profile = p.label;
     m.record.device_id = device_id;
     m.record.batch = batch;
@@ -170,10 +171,9 @@ Result<void> EnrollService::RevokeSecret(std::string_view id, std::string_view a
   });
 }
 
-Result<std::optional<std::string>> EnrollService::UsableSecret(std::string_view profile, std::string_view id) {
+Result<std::optional<std::string>> EnrollService::MacSecret(std::string_view profile, std::string_view id) {
   CF_ASSIGN_OR_RETURN(auto record, store::Read(store_, [&](store::Tx& tx) { return store::FindEnrollSecret(tx, id); }));
-  if (!record || record->profile != profile || record->used_at || record->revoked_at ||
-      record->expires_at <= clock_.NowMillis()) {
+  if (!record || record->profile != profile || record->revoked_at || record->expires_at <= clock_.NowMillis()) {
     return std::optional<std::string>();
   }
   std::optional<std::string> secret = OpenSecret(options_.master_key, SealPurpose(record->id), record->secret_sealed);
@@ -191,6 +191,28 @@ Result<std::string> EnrollService::CaCertificatesPem(std::string_view label) {
   return ca.certificate_pem + chain;
 }
 
+Result<store::CertificateRecord> EnrollService::PresentedDeviceCertificate(std::string_view der) {
+  CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromDer(der));
+  const std::string serial = pki::SerialHex(X509_get0_serialNumber(cert.get()));
+  CF_ASSIGN_OR_RETURN(auto record,
+                      store::Read(store_, [&](store::Tx& tx) { return store::FindCertificate(tx, serial); }));
+  if (!record || record->fingerprint != Sha256Hex(der)) {
+    return Unauthenticated("the client's certificate is not one certfleet issued");
+  }
+  if (record->status != store::CertStatus::kActive) return Denied("the client's certificate is revoked");
+  if (record->not_after <= clock_.NowMillis()) return Denied("the client's certificate has expired");
+  if (record->subject_kind != store::SubjectKind::kDevice) return Denied("the client's certificate is not a device's");
+  return std::move(*record);
+}
+
+Result<void> EnrollService::RevokePresented(std::string_view certificate_der, std::string_view serial, int reason) {
+  CF_ASSIGN_OR_RETURN(store::CertificateRecord record, PresentedDeviceCertificate(certificate_der));
+  if (record.serial != serial) return Denied("a device revokes its own certificate only");
+  CF_RETURN_IF_ERROR(issuer_.Revoke(record.serial, pki::RevocationReasonName(reason), /*cascade=*/false,
+                                    fmt::format("device:{}", record.fqdn)));
+  return Ok();
+}
+
 Result<EnrollService::Authorized> EnrollService::Authenticate(const Profile& profile, const EnrollRequest& request,
                                                               const pki::Csr& csr) {
   const Credentials& c = request.credentials;
@@ -202,22 +224,11 @@ Result<EnrollService::Authorized> EnrollService::Authenticate(const Profile& pro
     if (c.tls_certificates.empty()) {
       return Unauthenticated("re-enrollment needs the current certificate as the TLS client certificate");
     }
-    CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromDer(c.tls_certificates.front()));
-    const std::string serial = pki::SerialHex(X509_get0_serialNumber(cert.get()));
-    CF_ASSIGN_OR_RETURN(auto record,
-                        store::Read(store_, [&](store::Tx& tx) { return store::FindCertificate(tx, serial); }));
-    if (!record || record->fingerprint != Sha256Hex(c.tls_certificates.front())) {
-      return Unauthenticated("the TLS client certificate is not one certfleet issued");
+    CF_ASSIGN_OR_RETURN(store::CertificateRecord record, PresentedDeviceCertificate(c.tls_certificates.front()));
+    if (csr.common_name != record.fqdn) {
+      return Denied(fmt::format("re-enrollment keeps the subject: the CSR's CN must be {}", record.fqdn));
     }
-    if (record->status != store::CertStatus::kActive) return Denied("the TLS client certificate is revoked");
-    if (record->not_after <= now) return Denied("the TLS client certificate has expired");
-    if (record->subject_kind != store::SubjectKind::kDevice) {
-      return Denied("the TLS client certificate is not a device's");
-    }
-    if (csr.common_name != record->fqdn) {
-      return Denied(fmt::format("re-enrollment keeps the subject: the CSR's CN must be {}", record->fqdn));
-    }
-    return Authorized{record->fqdn, AuthWay::kReenroll, std::nullopt, {}};
+    return Authorized{record.fqdn, AuthWay::kReenroll, std::nullopt, {}};
   }
 
   const std::optional<std::string> secret_id =
@@ -310,7 +321,7 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
   auto fail = [&done](const Error& e) { done(e); };
   Result<Profile> profile = FindProfile(request.label);
   if (!profile.ok()) return fail(profile.error());
-  Result<pki::Csr> csr = pki::ParseCsr(request.csr);
+  Result<pki::Csr> csr = request.checked ? Result<pki::Csr>(std::move(*request.checked)) : pki::ParseCsr(request.csr);
   if (!csr.ok()) return fail(csr.error());
   // RFC 7030 3.5: a challengePassword that carries the channel binding ties the CSR to this
   // TLS connection.
@@ -415,6 +426,13 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
     done(Enrolled{std::move(created->record), std::move(created->chain_pem), std::move(created->private_key_pem),
                   std::nullopt});
   });
+}
+
+Result<bool> EnrollService::IsPending(std::string_view label, std::string_view request_der) {
+  CF_ASSIGN_OR_RETURN(auto request, store::Read(store_, [&](store::Tx& tx) {
+                        return store::FindEnrollRequestByCsr(tx, label, Sha256Hex(request_der));
+                      }));
+  return request && request->state == "pending";
 }
 
 Result<std::vector<store::EnrollRequestRecord>> EnrollService::ListRequests(const std::optional<std::string>& state,

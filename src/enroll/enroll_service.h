@@ -14,6 +14,7 @@
 #include "core/result.h"
 #include "enroll/profiles.h"
 #include "issuance/issuer.h"
+#include "pki/csr.h"
 #include "store/enroll_repo.h"
 #include "store/store.h"
 
@@ -41,6 +42,9 @@ struct EnrollRequest {
   std::string csr;  // DER or PEM
   Credentials credentials;
   std::string protocol;  // "est" or "cmp", for the audit log
+  // Instead of `csr`: a request the protocol read and checked the proof of possession of (a
+  // CMP certificate template).
+  std::optional<pki::Csr> checked;
 };
 
 struct Enrolled {
@@ -92,9 +96,10 @@ class EnrollService {
                                                              std::string_view after, int limit);
   // kNotFound if there is no such unused secret.
   Result<void> RevokeSecret(std::string_view id, std::string_view actor);
-  // The secret itself (CMP checks its MAC with it), if `id` is a secret of `profile` still
-  // usable; nullopt otherwise.
-  Result<std::optional<std::string>> UsableSecret(std::string_view profile, std::string_view id);
+  // The secret itself, if `id` is a secret of `profile` neither revoked nor expired (used or
+  // not: a message of a transaction it began, or a replay that is then refused for what it
+  // is, verifies with it); nullopt otherwise. CMP checks MACs with it.
+  Result<std::optional<std::string>> MacSecret(std::string_view profile, std::string_view id);
 
   // The issuing CA of the profile and its issuers up to the root, PEM, the CA first.
   Result<std::string> CaCertificatesPem(std::string_view label);
@@ -104,6 +109,15 @@ class EnrollService {
   // profile accepts; kPermissionDenied: a credential that does not allow this certificate;
   // kInvalidArgument: a bad CSR. `done` runs once, on the calling thread or the store's.
   void EnrollAsync(EnrollRequest request, std::function<void(Result<Enrolled>)> done);
+
+  // Revokes the certificate a device presents as its own (`certificate_der`, a CMP rr signed
+  // with it): one certfleet issued to a device, still active, whose serial is `serial`.
+  // kPermissionDenied otherwise. `reason` is an RFC 5280 reason code.
+  Result<void> RevokePresented(std::string_view certificate_der, std::string_view serial, int reason);
+
+  // Whether the request `request_der` (a CSR's DER, or Csr::der of a checked request) waits
+  // for approval under the profile.
+  Result<bool> IsPending(std::string_view label, std::string_view request_der);
 
   Result<std::vector<store::EnrollRequestRecord>> ListRequests(const std::optional<std::string>& state,
                                                                std::optional<int64_t> before_id, int limit);
@@ -117,6 +131,9 @@ class EnrollService {
  private:
   struct Authorized;
   Result<Authorized> Authenticate(const Profile& profile, const EnrollRequest& request, const pki::Csr& csr);
+  // The device certificate a client presents (DER), if certfleet issued it and it is active
+  // and unexpired: kUnauthenticated or kPermissionDenied otherwise.
+  Result<store::CertificateRecord> PresentedDeviceCertificate(std::string_view der);
 
   store::Store& store_;
   issuance::Issuer& issuer_;

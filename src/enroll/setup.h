@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "core/config.h"
+#include "enroll/cmp.h"
 #include "enroll/enroll_service.h"
 
 namespace certfleet::enroll {
@@ -16,5 +17,10 @@ std::span<const ConfigKey> ConfigKeys();
 // `supersede_grace`, as W2 provisioning's are.
 EnrollService::Options EnrollOptions(const Config& config, std::string_view master_key,
                                      std::chrono::hours supersede_grace);
+
+// The CMP server, signing with the certificate and key in these PEM files (the server's TLS
+// identity); kFailedPrecondition if they do not read.
+Result<std::unique_ptr<CmpServer>> MakeCmpServer(EnrollService& enroll, store::Store& store, const Clock& clock,
+                                                 const std::string& certificate_file, const std::string& key_file);
 
 }  // namespace certfleet::enroll

@@ -43,7 +43,8 @@ class AcmeService;
 }
 namespace certfleet::enroll {
 class EnrollService;
-}
+class CmpServer;
+}  // namespace certfleet::enroll
 namespace certfleet::store {
 struct CertificateRecord;
 }
@@ -70,6 +71,7 @@ struct ApiContext {
   renewal::RenewalService* renewals = nullptr;  // W4's renewal workflow and the agent's tasks
   acme::AcmeService* acme = nullptr;            // ACME, served when acme.ca is set
   enroll::EnrollService* enroll = nullptr;      // EST and the enrollment profiles, secrets and requests
+  enroll::CmpServer* cmp = nullptr;             // lightweight CMP, with `enroll`
 };
 
 // Bearer tokens checked against the store's api_tokens table, remembered in `cache`.
@@ -81,7 +83,8 @@ void AddSystemRoutes(Router& router, const ApiContext& ctx);
 // ACME (RFC 8555), being built: /acme/{profile}/directory, new-nonce, new-account, account/{id}.
 void AddAcmeRoutes(Router& router, const ApiContext& ctx);
 
-// EST (/.well-known/est/...) and /v1/enrollment/profiles, secrets and requests.
+// EST (/.well-known/est/...), CMP (/.well-known/cmp/p/{label}) and /v1/enrollment/profiles,
+// secrets and requests.
 void AddEnrollRoutes(Router& router, const ApiContext& ctx);
 
 // W1: /v1/certificates (and the seed's /certificates), /crl, /ocsp.

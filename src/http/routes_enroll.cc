@@ -6,6 +6,7 @@
 #include <boost/json.hpp>
 
 #include "core/text.h"
+#include "enroll/cmp.h"
 #include "enroll/enroll_service.h"
 #include "enroll/est.h"
 #include "http/api.h"
@@ -18,6 +19,9 @@ namespace json = boost::json;
 namespace est = enroll::est;
 
 constexpr size_t kMaxLabel = 64;
+constexpr std::string_view kPkixCmp = "application/pkixcmp";
+// A CMP request: a certificate template or CSR, its protection and a few extra certificates.
+constexpr size_t kCmpBodyLimit = size_t{64} * 1024;
 constexpr size_t kMaxSecretId = 64;
 constexpr int64_t kDefaultSecretTtlHours = int64_t{24} * 7;  // a week: a device usually enrolls the day it is installed
 
@@ -70,7 +74,12 @@ void Enroll(const ApiContext& ctx, const Request& req, const Responder& respond,
   if (!der.ok()) {
     return respond([res = EstFail(req, der.error())] { return res; });
   }
-  enroll::EnrollRequest request{LabelOf(req), operation, std::move(*der), CredentialsOf(req), "est"};
+  enroll::EnrollRequest request;
+  request.label = LabelOf(req);
+  request.operation = operation;
+  request.csr = std::move(*der);
+  request.credentials = CredentialsOf(req);
+  request.protocol = "est";
   const std::string request_id = req.request_id;
   ctx.enroll->EnrollAsync(std::move(request), [respond, request_id, operation,
                                                retry = ctx.enroll->retry_after()](Result<enroll::Enrolled> r) {
@@ -101,6 +110,19 @@ void Enroll(const ApiContext& ctx, const Request& req, const Responder& respond,
       return EstBody(est::kCertsOnlyType, *pkcs7);
     });
   });
+}
+
+// Lightweight CMP over HTTP (RFC 6712): a DER PKIMessage in, one out, with 200 also when it
+// refuses (a CMP error message is the refusal the client reads).
+Result<Response> Cmp(const ApiContext& ctx, const Request& req) {
+  if (MediaType(req) != kPkixCmp) {
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("send the PKIMessage as {}", kPkixCmp));
+  }
+  CF_ASSIGN_OR_RETURN(std::string answer, ctx.cmp->Handle(req.params.at("label"), req.body));
+  Response res;
+  res.content_type = std::string(kPkixCmp);
+  res.body = std::move(answer);
+  return res;
 }
 
 // /v1/enrollment/...: the operator's side.
@@ -251,6 +273,10 @@ void AddEnrollRoutes(Router& router, const ApiContext& ctx) {
   router.AddAsync("POST", "/.well-known/est/serverkeygen", est_post, enroll_as(enroll::Operation::kServerKeygen));
   router.AddAsync("POST", "/.well-known/est/{label}/serverkeygen", est_post,
                   enroll_as(enroll::Operation::kServerKeygen));
+  if (ctx.cmp) {
+    router.Add("POST", "/.well-known/cmp/p/{label}", {Access::kPublic, false, kCmpBodyLimit},
+               [c](Request& r) { return Cmp(*c, r); });
+  }
   router.Add("GET", "/v1/enrollment/profiles", {Access::kReader}, [c](Request&) { return ListProfiles(*c); });
   router.Add("GET", "/v1/enrollment/profiles/{label}", {Access::kReader},
              [c](Request& r) { return GetProfile(*c, r); });

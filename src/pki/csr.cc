@@ -153,6 +153,32 @@ Result<std::string> CommonName(std::string_view subject_der, int& count) {
   return out;
 }
 
+// The DNS names and IP addresses of the subjectAltName among `extensions_der` (a DER
+// SEQUENCE OF Extension), into `csr`.
+Result<void> RequestedNames(std::string_view extensions_der, Csr& csr) {
+  CF_ASSIGN_OR_RETURN(ExtensionsPtr exts, (Decode<STACK_OF(X509_EXTENSION), d2i_X509_EXTENSIONS, FreeExtensions>(
+                                              extensions_der, "extension request")));
+  GeneralNamesPtr names(
+      static_cast<GENERAL_NAMES*>(X509V3_get_d2i(exts.get(), NID_subject_alt_name, nullptr, nullptr)));
+  for (int i = 0; names && i < sk_GENERAL_NAME_num(names.get()); ++i) {
+    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names.get(), i);
+    if (gn->type == GEN_DNS) {
+      const ASN1_STRING* s = gn->d.dNSName;
+      csr.dns_names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                                 static_cast<size_t>(ASN1_STRING_length(s)));
+    } else if (gn->type == GEN_IPADD) {
+      const int len = ASN1_STRING_length(gn->d.iPAddress);
+      char text[INET6_ADDRSTRLEN] = {};
+      if ((len != 4 && len != 16) || inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(gn->d.iPAddress),
+                                               text, sizeof(text)) == nullptr) {
+        return Invalid("the CSR has an IP address that is not 4 or 16 bytes");
+      }
+      csr.ip_addresses.emplace_back(text);
+    }
+  }
+  return Ok();
+}
+
 // The DNS names and IP addresses of the subjectAltName in the request's extensionRequest
 // attribute, and its challengePassword, if any, into `csr`.
 Result<void> RequestedAttributes(std::string_view attributes, Csr& csr) {
@@ -177,29 +203,9 @@ Result<void> RequestedAttributes(std::string_view attributes, Csr& csr) {
     if (nid != NID_ext_req) continue;
     if (value == nullptr || value->type != V_ASN1_SEQUENCE) return Invalid("the CSR's extension request is not valid");
     const ASN1_STRING* seq = value->value.sequence;
-    CF_ASSIGN_OR_RETURN(ExtensionsPtr exts,
-                        (Decode<STACK_OF(X509_EXTENSION), d2i_X509_EXTENSIONS, FreeExtensions>(
-                            std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(seq)),
-                                             static_cast<size_t>(ASN1_STRING_length(seq))),
-                            "extension request")));
-    GeneralNamesPtr names(
-        static_cast<GENERAL_NAMES*>(X509V3_get_d2i(exts.get(), NID_subject_alt_name, nullptr, nullptr)));
-    for (int i = 0; names && i < sk_GENERAL_NAME_num(names.get()); ++i) {
-      const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names.get(), i);
-      if (gn->type == GEN_DNS) {
-        const ASN1_STRING* s = gn->d.dNSName;
-        csr.dns_names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-                                   static_cast<size_t>(ASN1_STRING_length(s)));
-      } else if (gn->type == GEN_IPADD) {
-        const int len = ASN1_STRING_length(gn->d.iPAddress);
-        char text[INET6_ADDRSTRLEN] = {};
-        if ((len != 4 && len != 16) || inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(gn->d.iPAddress),
-                                                 text, sizeof(text)) == nullptr) {
-          return Invalid("the CSR has an IP address that is not 4 or 16 bytes");
-        }
-        csr.ip_addresses.emplace_back(text);
-      }
-    }
+    CF_RETURN_IF_ERROR(RequestedNames(std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(seq)),
+                                                       static_cast<size_t>(ASN1_STRING_length(seq))),
+                                      csr));
   }
   return Ok();
 }
@@ -264,6 +270,21 @@ Result<Csr> ParseCsr(std::string_view data) {
     CF_RETURN_IF_ERROR(RequestedAttributes(r.attributes->contents, csr));
   }
   csr.der = std::move(der);  // last: the views above point into it
+  return csr;
+}
+
+Result<Csr> RequestFromTemplate(std::string_view subject_der, std::string_view spki_der,
+                                std::string_view extensions_der, std::string_view identity) {
+  Csr csr;
+  DerReader reader(spki_der);
+  CF_ASSIGN_OR_RETURN(DerElement spki, reader.Next(kDerSequence, "subject public key info"));
+  if (!reader.done()) return Invalid("trailing data after the public key");
+  CF_ASSIGN_OR_RETURN(csr.public_key, ImportPublicKey(spki, "the request's"));
+  CF_RETURN_IF_ERROR(LintPublicKey(csr.public_key.get()));
+  csr.spki_der = std::string(spki_der);
+  CF_ASSIGN_OR_RETURN(csr.common_name, CommonName(subject_der, csr.common_names));
+  if (!extensions_der.empty()) CF_RETURN_IF_ERROR(RequestedNames(extensions_der, csr));
+  csr.der = std::string(identity);
   return csr;
 }
 

@@ -15,7 +15,7 @@ inline constexpr size_t kMaxCsrBytes = size_t{16} * 1024;
 
 // A certificate signing request whose signature verified.
 struct Csr {
-  std::string der;  // the whole request
+  std::string der;  // the whole request (for a template: what identifies it)
   PkeyPtr public_key;
   std::string spki_der;     // the SubjectPublicKeyInfo as the CSR encodes it
   std::string common_name;  // the first; empty if the subject has none
@@ -29,6 +29,14 @@ struct Csr {
 // Signatures must be ECDSA, RSA PKCS#1 v1.5 (both with SHA-256/384/512) or Ed25519; SHA-1,
 // MD5 and RSA-PSS signed requests are refused.
 Result<Csr> ParseCsr(std::string_view data);
+
+// A request made of a certificate template's parts (CRMF, RFC 4211), whose proof of
+// possession the protocol checked: the subject (a DER Name), the public key (a DER
+// SubjectPublicKeyInfo, linted as ParseCsr does) and the requested extensions (a DER
+// SEQUENCE OF Extension, or empty); `identity` goes into `der` (what tells two requests
+// apart). kInvalidArgument if a part is malformed.
+Result<Csr> RequestFromTemplate(std::string_view subject_der, std::string_view spki_der,
+                                std::string_view extensions_der, std::string_view identity);
 
 // A PEM CSR for `key` with the subject CN `common_name` and the DNS names and IP addresses
 // `sans` as subjectAltName, signed with SHA-256 (Ed25519: itself). certfleet-agent makes

@@ -25,10 +25,16 @@ Result<std::optional<DerElement>> DerReader::NextIf(uint8_t tag, std::string_vie
 }
 
 Result<DerElement> DerReader::Next(uint8_t tag, std::string_view what) {
+  if (!rest_.empty() && static_cast<uint8_t>(rest_[0]) != tag) {
+    return Malformed(what, fmt::format("tag 0x{:02x} where 0x{:02x} belongs", static_cast<uint8_t>(rest_[0]), tag));
+  }
+  return NextAny(what);
+}
+
+Result<DerElement> DerReader::NextAny(std::string_view what) {
   if (rest_.size() < 2) return Malformed(what, "truncated");
   const auto first = static_cast<uint8_t>(rest_[0]);
   if ((first & kHighTagNumber) == kHighTagNumber) return Malformed(what, "unexpected multi-byte tag");
-  if (first != tag) return Malformed(what, fmt::format("tag 0x{:02x} where 0x{:02x} belongs", first, tag));
   size_t header = 2;
   size_t length = static_cast<uint8_t>(rest_[1]);
   if (length & kLongLength) {

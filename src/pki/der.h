@@ -45,6 +45,8 @@ class DerReader {
   bool done() const { return rest_.empty(); }
   // The next element; kInvalidArgument, naming `what`, if it is malformed or not `tag`.
   Result<DerElement> Next(uint8_t tag, std::string_view what);
+  // The next element whatever its tag (a CHOICE); kInvalidArgument if it is malformed.
+  Result<DerElement> NextAny(std::string_view what);
   // The next element if it has `tag`, nothing otherwise (for OPTIONAL fields).
   Result<std::optional<DerElement>> NextIf(uint8_t tag, std::string_view what);
 

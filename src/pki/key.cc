@@ -97,4 +97,11 @@ Result<std::string> PrivateKeyToPem(EVP_PKEY* key) {
   return BioToString(bio.get());
 }
 
+Result<PkeyPtr> PrivateKeyFromPem(std::string_view pem) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  PkeyPtr key(bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!key) return MakeError(ErrorCode::kInvalidArgument, "not an unencrypted PEM private key");
+  return key;
+}
+
 }  // namespace certfleet::pki

@@ -18,5 +18,7 @@ Result<PkeyPtr> GenerateKey(KeyType type);
 Result<KeyType> KeyTypeOf(EVP_PKEY* key);
 // Unencrypted PKCS#8 PEM. Callers write it only where the user asked for the key.
 Result<std::string> PrivateKeyToPem(EVP_PKEY* key);
+// An unencrypted PEM private key; kInvalidArgument if it does not read.
+Result<PkeyPtr> PrivateKeyFromPem(std::string_view pem);
 
 }  // namespace certfleet::pki

@@ -109,6 +109,10 @@ Result<void> Run(const Config& config, const Clock& clock) {
   provision::ProvisionService provision(store, issuer, registry, clock, provision_options);
   enroll::EnrollService enrollment(store, issuer, clock,
                                    enroll::EnrollOptions(config, master_key, provision_options.supersede_grace));
+  // CMP signs its answers to signed requests with the server's TLS identity.
+  CF_ASSIGN_OR_RETURN(auto cmp, Named(enroll::MakeCmpServer(enrollment, store, clock, server_options.tls_cert_file,
+                                                            server_options.tls_key_file),
+                                      "CMP"));
   CF_ASSIGN_OR_RETURN(auto import_options, Named(bulk::ImportOptions(config), "bulk.verifier_dir"));
   bulk::ImportService imports(store, clock, import_options);
   CF_ASSIGN_OR_RETURN(auto bulk_inbound, Named(blob::OpenBlobStore(config.Get("bulk.inbound"), s3), "bulk.inbound"));
@@ -137,6 +141,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
   http::ApiContext api{store, clock, metrics, tokens, api_tokens};
   api.acme = &acme;
   api.enroll = &enrollment;
+  api.cmp = cmp.get();
   api.issuer = &issuer;
   api.ca = &ca;
   api.registry = &registry;

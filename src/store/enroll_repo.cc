@@ -166,4 +166,12 @@ Result<std::vector<EnrollRequestRecord>> ListEnrollRequests(Tx& tx, const std::o
   return out;
 }
 
+Result<bool> BeginCmpTransaction(Tx& tx, std::string_view transaction_id, int64_t now, int64_t forget_before) {
+  CF_RETURN_IF_ERROR(tx.Exec("DELETE FROM cmp_transactions WHERE created_at < ?", {forget_before}));
+  CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec("INSERT INTO cmp_transactions (transaction_id, created_at) VALUES (?, ?) ON "
+                                         "CONFLICT (transaction_id) DO NOTHING",
+                                         {std::string(transaction_id), now}));
+  return n == 1;
+}
+
 }  // namespace certfleet::store

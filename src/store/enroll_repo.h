@@ -84,4 +84,8 @@ Result<bool> SetEnrollRequestState(Tx& tx, int64_t id, std::string_view from, st
 Result<std::vector<EnrollRequestRecord>> ListEnrollRequests(Tx& tx, const std::optional<std::string>& state,
                                                             std::optional<int64_t> before_id, int limit);
 
+// Records a new CMP transaction ID (hex): false if it was seen already. Forgets those seen
+// before `forget_before`.
+Result<bool> BeginCmpTransaction(Tx& tx, std::string_view transaction_id, int64_t now, int64_t forget_before);
+
 }  // namespace certfleet::store

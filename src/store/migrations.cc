@@ -588,6 +588,14 @@ CREATE TABLE enroll_requests (
   UNIQUE (profile, csr_sha256)
 );
 )sql"},
+    {22, "cmp transactions", R"sql(
+-- CMP transaction IDs seen (hex), so that a replayed one is refused on any node; kept a week.
+CREATE TABLE cmp_transactions (
+  transaction_id TEXT PRIMARY KEY,
+  created_at BIGINT NOT NULL
+);
+CREATE INDEX cmp_transactions_created ON cmp_transactions (created_at);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

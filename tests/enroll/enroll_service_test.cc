@@ -82,8 +82,13 @@ class EnrollTest : public ::testing::TestWithParam<store::Dialect> {
   Result<Enrolled> Enroll(Operation op, const std::string& csr, Credentials credentials = {},
                           const std::string& label = "default") {
     std::promise<Result<Enrolled>> promise;
-    service_->EnrollAsync(EnrollRequest{label, op, csr, std::move(credentials), "test"},
-                          [&promise](Result<Enrolled> r) { promise.set_value(std::move(r)); });
+    EnrollRequest request;
+    request.label = label;
+    request.operation = op;
+    request.csr = csr;
+    request.credentials = std::move(credentials);
+    request.protocol = "test";
+    service_->EnrollAsync(std::move(request), [&promise](Result<Enrolled> r) { promise.set_value(std::move(r)); });
     return promise.get_future().get();
   }
 
@@ -154,6 +159,9 @@ TEST_P(EnrollTest, ASecretEnrollsItsDeviceOnceUntilItExpires) {
   ASSERT_TRUE(served->private_key_pem);
   EXPECT_NE(served->private_key_pem->find("BEGIN PRIVATE KEY"), std::string::npos);
   EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(NewKey().get(), "dev-s"), right), ErrorCode::kUnauthenticated);
+  auto used = service_->MacSecret("default", id);
+  ASSERT_TRUE(used.ok());
+  EXPECT_EQ(used->value_or(""), secret);  // used, but a transaction it began still verifies with it
 
   auto later = service_->CreateSecrets("default", "dev-t", std::nullopt, 1, std::chrono::hours(1), "token:ops");
   ASSERT_TRUE(later.ok());
@@ -161,9 +169,9 @@ TEST_P(EnrollTest, ASecretEnrollsItsDeviceOnceUntilItExpires) {
   Credentials expired;
   expired.secret = {later->front().record.id, later->front().secret};
   EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(NewKey().get(), "dev-t"), expired), ErrorCode::kUnauthenticated);
-  auto usable = service_->UsableSecret("default", later->front().record.id);
-  ASSERT_TRUE(usable.ok());
-  EXPECT_FALSE(usable->has_value());
+  auto mac = service_->MacSecret("default", later->front().record.id);
+  ASSERT_TRUE(mac.ok());
+  EXPECT_FALSE(mac->has_value());  // expired
 }
 
 TEST_P(EnrollTest, ReenrollmentNeedsTheDevicesActiveUnexpiredCertificate) {

@@ -1,0 +1,20 @@
+-- wrk script: each request enrolls the next registered device by EST simpleenroll (RFC 7030),
+-- the body its CSR as base64 DER, round robin over BENCH_CSRS (one base64 CSR a line). It walks
+-- the list exactly as provision.lua does, so both modes of bench/est/run touch the devices in
+-- the same order.
+local csrs = {}
+for line in io.lines(os.getenv("BENCH_CSRS")) do
+  csrs[#csrs + 1] = line
+end
+local next_csr = 0
+local headers = {["Content-Type"] = "application/pkcs10"}
+
+function init(args)
+  -- As provision.lua (LuaJIT's math.random is not seeded, so every thread draws the same start).
+  next_csr = math.random(#csrs)
+end
+
+function request()
+  next_csr = next_csr % #csrs + 1
+  return wrk.format("POST", "/.well-known/est/simpleenroll", headers, csrs[next_csr])
+end

@@ -1,0 +1,143 @@
+#include "enroll/cmp_message.h"
+
+#include <fmt/format.h>
+#include <openssl/objects.h>
+#include <openssl/x509v3.h>
+
+#include "pki/der.h"
+#include "pki/ossl.h"
+
+namespace certfleet::enroll::cmp {
+namespace {
+
+using pki::DerElement;
+using pki::DerReader;
+
+constexpr uint8_t kContext(int n) { return static_cast<uint8_t>(0xa0 + n); }  // [n] constructed
+
+Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
+
+// The NID of the OID an AlgorithmIdentifier starts with.
+int AlgorithmNid(const DerElement& algorithm) {
+  DerReader reader(algorithm.contents);
+  Result<DerElement> oid = reader.Next(pki::kDerOid, "algorithm");
+  if (!oid.ok()) return NID_undef;
+  const auto* p = reinterpret_cast<const unsigned char*>(oid->encoding.data());
+  ASN1_OBJECT* obj = d2i_ASN1_OBJECT(nullptr, &p, static_cast<long>(oid->encoding.size()));
+  const int nid = obj ? OBJ_obj2nid(obj) : NID_undef;
+  ASN1_OBJECT_free(obj);
+  return nid;
+}
+
+Result<void> ReadHeader(std::string_view header, Request& out) {
+  DerReader fields(header);
+  CF_RETURN_IF_ERROR(fields.Next(pki::kDerInteger, "pvno"));
+  CF_RETURN_IF_ERROR(fields.NextAny("sender"));
+  CF_RETURN_IF_ERROR(fields.NextAny("recipient"));
+  while (!fields.done()) {
+    CF_ASSIGN_OR_RETURN(DerElement field, fields.NextAny("header field"));
+    DerReader inner(field.contents);
+    if (field.tag == kContext(1)) {
+      CF_ASSIGN_OR_RETURN(DerElement alg, inner.Next(pki::kDerSequence, "protectionAlg"));
+      const int nid = AlgorithmNid(alg);
+      out.mac_protected = nid == NID_id_PasswordBasedMAC || nid == NID_pbmac1;
+    } else if (field.tag == kContext(2)) {
+      CF_ASSIGN_OR_RETURN(DerElement kid, inner.Next(pki::kDerOctetString, "senderKID"));
+      out.sender_kid = std::string(kid.contents);
+    } else if (field.tag == kContext(4)) {
+      CF_ASSIGN_OR_RETURN(DerElement id, inner.Next(pki::kDerOctetString, "transactionID"));
+      out.transaction_id = std::string(id.contents);
+    }
+  }
+  return Ok();
+}
+
+Result<Template> ReadTemplate(const DerElement& tmpl) {
+  Template t;
+  t.encoding = std::string(tmpl.encoding);
+  DerReader fields(tmpl.contents);
+  while (!fields.done()) {
+    CF_ASSIGN_OR_RETURN(DerElement field, fields.NextAny("certificate template field"));
+    if (field.tag == kContext(5)) {  // a Name is a CHOICE: tagged explicitly
+      DerReader inner(field.contents);
+      CF_ASSIGN_OR_RETURN(DerElement name, inner.Next(pki::kDerSequence, "subject"));
+      t.subject = std::string(name.encoding);
+    } else if (field.tag == kContext(6)) {  // IMPLICIT SubjectPublicKeyInfo
+      t.public_key = pki::Der(pki::kDerSequence, field.contents);
+    } else if (field.tag == kContext(9)) {  // IMPLICIT Extensions
+      t.extensions = pki::Der(pki::kDerSequence, field.contents);
+    }
+  }
+  return t;
+}
+
+// The first CertReqMsg's template of CertReqMessages.
+Result<Template> FirstTemplate(std::string_view messages) {
+  DerReader list(messages);
+  CF_ASSIGN_OR_RETURN(DerElement messages_seq, list.Next(pki::kDerSequence, "CertReqMessages"));
+  DerReader msgs(messages_seq.contents);
+  CF_ASSIGN_OR_RETURN(DerElement msg, msgs.Next(pki::kDerSequence, "CertReqMsg"));
+  if (!msgs.done()) return Invalid("lightweight CMP takes one certificate request a message (RFC 9483 4.1)");
+  DerReader parts(msg.contents);
+  CF_ASSIGN_OR_RETURN(DerElement request, parts.Next(pki::kDerSequence, "CertRequest"));
+  DerReader req(request.contents);
+  CF_RETURN_IF_ERROR(req.Next(pki::kDerInteger, "certReqId"));
+  CF_ASSIGN_OR_RETURN(DerElement tmpl, req.Next(pki::kDerSequence, "CertTemplate"));
+  return ReadTemplate(tmpl);
+}
+
+// The reasonCode of the first RevDetails' crlEntryDetails; 0 (unspecified) when absent.
+Result<int> RevocationReason(std::string_view content) {
+  DerReader list(content);
+  CF_ASSIGN_OR_RETURN(DerElement all, list.Next(pki::kDerSequence, "RevReqContent"));
+  DerReader details(all.contents);
+  CF_ASSIGN_OR_RETURN(DerElement first, details.Next(pki::kDerSequence, "RevDetails"));
+  DerReader parts(first.contents);
+  CF_RETURN_IF_ERROR(parts.Next(pki::kDerSequence, "certDetails"));
+  CF_ASSIGN_OR_RETURN(auto extensions, parts.NextIf(pki::kDerSequence, "crlEntryDetails"));
+  if (!extensions) return 0;
+  const auto* p = reinterpret_cast<const unsigned char*>(extensions->encoding.data());
+  STACK_OF(X509_EXTENSION)* exts = d2i_X509_EXTENSIONS(nullptr, &p, static_cast<long>(extensions->encoding.size()));
+  if (exts == nullptr) return Invalid("crlEntryDetails are not extensions");
+  auto* reason = static_cast<ASN1_ENUMERATED*>(X509V3_get_d2i(exts, NID_crl_reason, nullptr, nullptr));
+  const long code = reason ? ASN1_ENUMERATED_get(reason) : 0;
+  ASN1_ENUMERATED_free(reason);
+  sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+  return static_cast<int>(code);
+}
+
+}  // namespace
+
+Result<Request> ReadRequest(std::string_view der) {
+  Request out;
+  DerReader top(der);
+  CF_ASSIGN_OR_RETURN(DerElement message, top.Next(pki::kDerSequence, "PKIMessage"));
+  if (!top.done()) return Invalid("trailing data after the PKIMessage");
+  DerReader parts(message.contents);
+  CF_ASSIGN_OR_RETURN(DerElement header, parts.Next(pki::kDerSequence, "PKIHeader"));
+  CF_RETURN_IF_ERROR(ReadHeader(header.contents, out));
+  CF_ASSIGN_OR_RETURN(DerElement body, parts.NextAny("PKIBody"));
+  if (body.tag < kContext(0) || body.tag > kContext(26)) return Invalid("the PKIBody is not one RFC 4210 knows");
+  out.body = body.tag - kContext(0);
+  if (out.body == kIr || out.body == kCr || out.body == kKur) {
+    CF_ASSIGN_OR_RETURN(out.cert_template, FirstTemplate(body.contents));
+  } else if (out.body == kP10cr) {
+    out.p10cr = std::string(body.contents);
+  } else if (out.body == kRr) {
+    CF_ASSIGN_OR_RETURN(out.revocation_reason, RevocationReason(body.contents));
+  }
+  CF_RETURN_IF_ERROR(parts.NextIf(kContext(0), "protection"));
+  CF_ASSIGN_OR_RETURN(auto extra, parts.NextIf(kContext(1), "extraCerts"));
+  if (extra) {
+    DerReader wrapper(extra->contents);
+    CF_ASSIGN_OR_RETURN(DerElement certs, wrapper.Next(pki::kDerSequence, "extraCerts"));
+    DerReader list(certs.contents);
+    while (!list.done()) {
+      CF_ASSIGN_OR_RETURN(DerElement cert, list.Next(pki::kDerSequence, "extra certificate"));
+      out.extra_certs.emplace_back(cert.encoding);
+    }
+  }
+  return out;
+}
+
+}  // namespace certfleet::enroll::cmp

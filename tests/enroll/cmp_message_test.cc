@@ -1,0 +1,77 @@
+// What certfleet reads of a CMP PKIMessage before OpenSSL processes it, from messages built
+// here field by field as RFC 4210 lays them out.
+#include "enroll/cmp_message.h"
+
+#include <gtest/gtest.h>
+#include <openssl/obj_mac.h>
+
+#include "pki/der.h"
+
+namespace certfleet::enroll::cmp {
+namespace {
+
+using pki::Der;
+
+constexpr uint8_t kCtx(int n) { return static_cast<uint8_t>(0xa0 + n); }
+
+std::string Header(bool mac) {
+  std::string h = Der(pki::kDerInteger, "\x02");
+  h += Der(kCtx(4), Der(pki::kDerSequence, ""));  // sender: directoryName, empty
+  h += Der(kCtx(4), Der(pki::kDerSequence, ""));  // recipient
+  h += Der(kCtx(1), Der(pki::kDerSequence, pki::DerOid(mac ? NID_id_PasswordBasedMAC : NID_ecdsa_with_SHA256)));
+  h += Der(kCtx(2), Der(pki::kDerOctetString, "kid-1"));
+  h += Der(kCtx(4), Der(pki::kDerOctetString, "transaction"));
+  return Der(pki::kDerSequence, h);
+}
+
+std::string Message(std::string_view header, int body, std::string_view content, std::string_view extra = {}) {
+  std::string m(header);
+  m += Der(kCtx(body), content);
+  m += Der(kCtx(0), Der(pki::kDerBitString, std::string("\0sig", 4)));
+  if (!extra.empty()) m += Der(kCtx(1), Der(pki::kDerSequence, extra));
+  return Der(pki::kDerSequence, m);
+}
+
+TEST(CmpMessage, ReadsTheHeaderTheTemplateAndTheExtraCertificates) {
+  const std::string name = Der(pki::kDerSequence, "name");
+  const std::string spki = Der(pki::kDerSequence, "key");
+  std::string tmpl = Der(kCtx(5), name);
+  tmpl += Der(kCtx(6), "key");  // IMPLICIT SubjectPublicKeyInfo: its contents
+  const std::string request =
+      Der(pki::kDerSequence, Der(pki::kDerInteger, std::string(1, '\0')) + Der(pki::kDerSequence, tmpl));
+  const std::string messages = Der(pki::kDerSequence, Der(pki::kDerSequence, request));
+  const std::string cert = Der(pki::kDerSequence, "certificate");
+  auto r = ReadRequest(Message(Header(true), kIr, messages, cert + cert));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->body, kIr);
+  EXPECT_TRUE(r->mac_protected);
+  EXPECT_EQ(r->sender_kid, "kid-1");
+  EXPECT_EQ(r->transaction_id, "transaction");
+  ASSERT_TRUE(r->cert_template);
+  EXPECT_EQ(r->cert_template->subject, name);
+  EXPECT_EQ(r->cert_template->public_key, spki);
+  EXPECT_TRUE(r->cert_template->extensions.empty());
+  EXPECT_EQ(r->extra_certs, (std::vector<std::string>{cert, cert}));
+
+  auto signed_genm = ReadRequest(Message(Header(false), kGenm, Der(pki::kDerSequence, "")));
+  ASSERT_TRUE(signed_genm.ok()) << signed_genm.error().message;
+  EXPECT_EQ(signed_genm->body, kGenm);
+  EXPECT_FALSE(signed_genm->mac_protected);
+  EXPECT_FALSE(signed_genm->cert_template);
+}
+
+TEST(CmpMessage, RefusesWhatIsNotOne) {
+  const std::string two_requests = Der(pki::kDerSequence, Der(pki::kDerSequence, "") + Der(pki::kDerSequence, ""));
+  for (const std::string& bad :
+       {std::string(), std::string("\x30\x03\x02\x01\x05"),
+        Message(Header(true), kGenm, Der(pki::kDerSequence, "")) + "x", Message(Header(true), kIr, two_requests)}) {
+    auto r = ReadRequest(bad);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
+  }
+  const std::string good = Message(Header(true), kGenm, Der(pki::kDerSequence, ""));
+  for (size_t cut = 0; cut < good.size(); ++cut) EXPECT_FALSE(ReadRequest(good.substr(0, cut)).ok()) << cut;
+}
+
+}  // namespace
+}  // namespace certfleet::enroll::cmp
