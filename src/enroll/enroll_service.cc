@@ -55,8 +55,38 @@ struct EnrollService::Authorized {
   std::string key_sha256;                // kRegisteredKey: checked again in the issuing transaction
 };
 
-EnrollService::EnrollService(store::Store& store, issuance::Issuer& issuer, const Clock& clock, Options options)
-    : store_(store), issuer_(issuer), clock_(clock), options_(std::move(options)) {}
+EnrollService::EnrollService(store::Store& store, issuance::Issuer& issuer, registry::Registry& registry,
+                             const Clock& clock, Options options)
+    : store_(store), issuer_(issuer), registry_(registry), clock_(clock), options_(std::move(options)) {}
+
+Result<std::shared_ptr<const EnrollService::Served>> EnrollService::ServedProfile(std::string_view label) {
+  const int64_t now = clock_.NowMillis();
+  // Read before the store: a change committed after this makes the entry stale at once.
+  const uint64_t changes = registry_.TemplateChanges() + profile_changes_.load();
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = cache_.find(label);
+        it != cache_.end() && it->second.changes == changes && now - it->second.fetched_at < kCacheMs) {
+      return it->second.served;
+    }
+  }
+  auto served = std::make_shared<Served>();
+  CF_RETURN_IF_ERROR(store_.Transact(
+      [&](store::Tx& tx) -> Result<void> {
+        CF_ASSIGN_OR_RETURN(auto record, store::FindEnrollProfile(tx, label));
+        if (!record) return MakeError(ErrorCode::kNotFound, fmt::format("no enrollment profile {}", Escaped(label)));
+        CF_ASSIGN_OR_RETURN(served->profile, ProfileFromRecord(*record));
+        auto tmpl = registry::Registry::TemplateNamed(tx, served->profile.template_name);
+        if (!tmpl.ok()) return tmpl.error().Wrap(fmt::format("enrollment profile {}", served->profile.label));
+        served->tmpl = std::move(*tmpl);
+        return Ok();
+      },
+      store::TxMode::kReadEach));
+  std::lock_guard lock(mu_);
+  if (cache_.size() >= kMaxCachedProfiles) cache_.clear();
+  cache_[std::string(label)] = Cached{served, now, changes};
+  return std::shared_ptr<const Served>(served);
+}
 
 Result<Profile> EnrollService::FindProfile(std::string_view label) {
   CF_ASSIGN_OR_RETURN(auto record,
@@ -86,6 +116,7 @@ Result<EnrollService::PutAnswer> EnrollService::PutProfile(std::string_view labe
                                            fmt::format("template: {}", tmpl.error().message));
                         }
                         CF_ASSIGN_OR_RETURN(bool is_new, store::PutEnrollProfile(tx, ProfileRecord(profile, now)));
+                        ++profile_changes_;
                         CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "enroll.profile.put",
                                                               fmt::format("enroll-profile:{}", profile.label),
                                                               json::serialize(ProfileJson(profile))));
@@ -98,6 +129,7 @@ Result<void> EnrollService::DeleteProfile(std::string_view label, std::string_vi
   const int64_t now = clock_.NowMillis();
   return store::Write(store_, [&](store::Tx& tx) -> Result<void> {
     CF_ASSIGN_OR_RETURN(bool deleted, store::DeleteEnrollProfile(tx, label));
+    ++profile_changes_;
     if (!deleted) return MakeError(ErrorCode::kNotFound, fmt::format("no enrollment profile {}", Escaped(label)));
     CF_RETURN_IF_ERROR(
         store::AppendAudit(tx, now, actor, "enroll.profile.delete", fmt::format("enroll-profile:{}", label), "{}"));
@@ -182,11 +214,8 @@ Result<std::optional<std::string>> EnrollService::MacSecret(std::string_view pro
 }
 
 Result<std::string> EnrollService::CaCertificatesPem(std::string_view label) {
-  CF_ASSIGN_OR_RETURN(Profile profile, FindProfile(label));
-  CF_ASSIGN_OR_RETURN(auto tmpl, store::Read(store_, [&](store::Tx& tx) {
-                        return registry::Registry::TemplateNamed(tx, profile.template_name);
-                      }));
-  CF_ASSIGN_OR_RETURN(store::CertificateRecord ca, issuer_.Get(tmpl.ca_fqdn));
+  CF_ASSIGN_OR_RETURN(auto served, ServedProfile(label));
+  CF_ASSIGN_OR_RETURN(store::CertificateRecord ca, issuer_.Get(served->tmpl.ca_fqdn));
   CF_ASSIGN_OR_RETURN(std::string chain, issuer_.ChainOf(ca));
   return ca.certificate_pem + chain;
 }
@@ -303,8 +332,14 @@ Result<EnrollService::Authorized> EnrollService::Authenticate(const Profile& pro
 
   if (request.operation == Operation::kEnroll && profile.Allows(AuthWay::kRegisteredKey)) {
     const std::string key_sha256 = Sha256Hex(csr.spki_der);
-    CF_ASSIGN_OR_RETURN(
-        auto device, store::Read(store_, [&](store::Tx& tx) { return store::FindDeviceForAuth(tx, csr.common_name); }));
+    // One round trip on PostgreSQL: the issuing transaction checks the device again.
+    std::optional<store::DeviceRecord> device;
+    CF_RETURN_IF_ERROR(store_.Transact(
+        [&](store::Tx& tx) -> Result<void> {
+          CF_ASSIGN_OR_RETURN(device, store::FindDeviceForAuth(tx, csr.common_name));
+          return Ok();
+        },
+        store::TxMode::kReadEach));
     CF_RETURN_IF_ERROR(registry::Registry::AuthorizeDeviceKey(device, csr.common_name, key_sha256));
     return Authorized{csr.common_name, AuthWay::kRegisteredKey, std::nullopt, key_sha256};
   }
@@ -319,8 +354,11 @@ Result<EnrollService::Authorized> EnrollService::Authenticate(const Profile& pro
 
 void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result<Enrolled>)> done) {
   auto fail = [&done](const Error& e) { done(e); };
-  Result<Profile> profile = FindProfile(request.label);
-  if (!profile.ok()) return fail(profile.error());
+  Result<std::shared_ptr<const Served>> served = ServedProfile(request.label);
+  if (!served.ok()) return fail(served.error());
+  const Profile* profile = &(*served)->profile;
+  // Shares the cache entry's life.
+  const std::shared_ptr<const registry::ProvisioningTemplate> tmpl(*served, &(*served)->tmpl);
   Result<pki::Csr> csr = request.checked ? Result<pki::Csr>(std::move(*request.checked)) : pki::ParseCsr(request.csr);
   if (!csr.ok()) return fail(csr.error());
   // RFC 7030 3.5: a challengePassword that carries the channel binding ties the CSR to this
@@ -329,9 +367,6 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
       !ConstantTimeEquals(*csr->challenge_password, Base64Encode(request.credentials.channel_binding))) {
     return fail(Denied("the CSR's challengePassword is not this TLS connection's channel binding (RFC 7030 3.5)"));
   }
-  auto tmpl =
-      store::Read(store_, [&](store::Tx& tx) { return registry::Registry::TemplateNamed(tx, profile->template_name); });
-  if (!tmpl.ok()) return fail(tmpl.error().Wrap(fmt::format("enrollment profile {}", profile->label)));
 
   const int64_t now = clock_.NowMillis();
   std::optional<int64_t> approved_request;
@@ -401,8 +436,7 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
                   {"auth", std::string(approved_request ? "approved" : AuthWayName(who.way))},
                   {"protocol", request.protocol}}};
   const int64_t revoke_at = now + Millis(options_.supersede_grace);
-  auto shared_tmpl = std::make_shared<const registry::ProvisioningTemplate>(std::move(*tmpl));
-  issue.in_transaction = [shared_tmpl, who, approved_request, now, revoke_at](
+  issue.in_transaction = [tmpl, who, approved_request, now, revoke_at](
                              store::Tx& tx, const store::CertificateRecord& rec) -> Result<void> {
     if (who.way == AuthWay::kRegisteredKey && !approved_request) {
       // Checked again where it counts: the device may have been disabled or re-keyed meanwhile.
@@ -419,7 +453,7 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
                                                                     std::nullopt, rec.serial, now));
       if (!issued) return Denied("the enrollment request was answered already");
     }
-    return registry::Registry::RecordProvisioning(tx, *shared_tmpl, who.device_id, rec.serial, now, revoke_at);
+    return registry::Registry::RecordProvisioning(tx, *tmpl, who.device_id, rec.serial, now, revoke_at);
   };
   issuer_.IssueAsync(std::move(issue), kActor, [done = std::move(done)](Result<issuance::Issued> created) {
     if (!created.ok()) return done(created.error());

@@ -1,9 +1,13 @@
 #pragma once
 
+#include <atomic>
 #include <boost/json/object.hpp>
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,6 +19,7 @@
 #include "enroll/profiles.h"
 #include "issuance/issuer.h"
 #include "pki/csr.h"
+#include "registry/registry.h"
 #include "store/enroll_repo.h"
 #include "store/store.h"
 
@@ -74,7 +79,8 @@ class EnrollService {
     std::chrono::seconds retry_after{60};
   };
 
-  EnrollService(store::Store& store, issuance::Issuer& issuer, const Clock& clock, Options options);
+  EnrollService(store::Store& store, issuance::Issuer& issuer, registry::Registry& registry, const Clock& clock,
+                Options options);
 
   // kNotFound if there is no such profile.
   Result<Profile> FindProfile(std::string_view label);
@@ -130,15 +136,38 @@ class EnrollService {
 
  private:
   struct Authorized;
+  // A profile with its template, as enrollment serves it.
+  struct Served {
+    Profile profile;
+    registry::ProvisioningTemplate tmpl;
+  };
+  // The profile `label` and its template (kNotFound if either is missing), remembered for
+  // kCacheMs or until this process changes a profile or template: an enrollment burst reads
+  // them once, not once per device.
+  Result<std::shared_ptr<const Served>> ServedProfile(std::string_view label);
   Result<Authorized> Authenticate(const Profile& profile, const EnrollRequest& request, const pki::Csr& csr);
   // The device certificate a client presents (DER), if certfleet issued it and it is active
   // and unexpired: kUnauthenticated or kPermissionDenied otherwise.
   Result<store::CertificateRecord> PresentedDeviceCertificate(std::string_view der);
 
+  // How long a profile and its template are remembered: other nodes' changes reach
+  // enrollment within this.
+  static constexpr int64_t kCacheMs = 1000;
+  static constexpr size_t kMaxCachedProfiles = 1000;
+
   store::Store& store_;
   issuance::Issuer& issuer_;
+  registry::Registry& registry_;
   const Clock& clock_;
   const Options options_;
+  struct Cached {
+    std::shared_ptr<const Served> served;
+    int64_t fetched_at = 0;
+    uint64_t changes = 0;  // registry_.TemplateChanges() + profile_changes_ when read
+  };
+  std::mutex mu_;
+  std::map<std::string, Cached, std::less<>> cache_;  // by label
+  std::atomic<uint64_t> profile_changes_{0};
 };
 
 }  // namespace certfleet::enroll

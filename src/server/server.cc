@@ -107,7 +107,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
   const provision::ProvisionService::Options provision_options =
       provision::ProvisionOptions(config, issuer_options.public_url, master_key);
   provision::ProvisionService provision(store, issuer, registry, clock, provision_options);
-  enroll::EnrollService enrollment(store, issuer, clock,
+  enroll::EnrollService enrollment(store, issuer, registry, clock,
                                    enroll::EnrollOptions(config, master_key, provision_options.supersede_grace));
   // CMP signs its answers to signed requests with the server's TLS identity.
   CF_ASSIGN_OR_RETURN(auto cmp, Named(enroll::MakeCmpServer(enrollment, store, clock, server_options.tls_cert_file,

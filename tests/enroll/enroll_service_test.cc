@@ -41,7 +41,7 @@ class EnrollTest : public ::testing::TestWithParam<store::Dialect> {
     EnrollService::Options options;
     options.master_key = std::string(32, 'm');
     options.supersede_grace = std::chrono::hours(1);
-    service_ = std::make_unique<EnrollService>(*store_, *issuer_, clock_, options);
+    service_ = std::make_unique<EnrollService>(*store_, *issuer_, *registry_, clock_, options);
 
     issuance::IssueRequest root;
     root.type = pki::CertType::kRoot;
@@ -240,6 +240,28 @@ TEST_P(EnrollTest, ApprovalHoldsARequestUntilAnOperatorDecides) {
   ASSERT_TRUE(listed.ok());
   ASSERT_EQ(listed->size(), 1u);
   EXPECT_EQ(listed->front().serial, issued->record.serial);
+}
+
+TEST_P(EnrollTest, AChangedProfileOrTemplateAppliesAtOnce) {
+  pki::PkeyPtr key = NewKey();
+  Register("dev-1", key.get());
+  ASSERT_TRUE(Enroll(Operation::kEnroll, CsrFor(key.get(), "dev-1")).ok());  // the profile is remembered now
+  Profile({{"template", "est-line"}, {"auth", {"secret"}}});
+  EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(key.get(), "dev-1")), ErrorCode::kUnauthenticated);
+  Profile({{"template", "est-line"}, {"auth", {"registered_key"}}});
+  ASSERT_TRUE(registry_
+                  ->Update(
+                      registry::Kind::kTemplate, "est-line",
+                      [](const registry::Body& current) -> Result<registry::Body> {
+                        auto t = std::get<registry::ProvisioningTemplate>(current);
+                        t.validity_days = 7;
+                        return registry::Body(t);
+                      },
+                      "t")
+                  .ok());
+  auto enrolled = Enroll(Operation::kEnroll, CsrFor(key.get(), "dev-1"));
+  ASSERT_TRUE(enrolled.ok()) << enrolled.error().message;
+  EXPECT_EQ(enrolled->record.not_after - clock_.NowMillis(), int64_t{7} * 86400 * 1000);
 }
 
 TEST_P(EnrollTest, ProfilesNameAnExistingTemplate) {

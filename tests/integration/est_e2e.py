@@ -9,6 +9,7 @@ openssl and GnuTLS certtool; the things carry the template's type and groups.
 usage: est_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
 import base64
+import datetime
 import email
 import hashlib
 import json
@@ -153,7 +154,9 @@ check(cn == "dev-1", f"the certificate's CN is the device id: {cn}")
 verify(dev1_cert, "the registered-key enrollment")
 thing = api("GET", "/v1/things/dev-1")
 check(thing["thing_type"] == "meter" and thing["thing_groups"] == ["grid"] and
-      thing["certificates"][0]["status"] == "active", f"the thing as the template makes it: {thing}")
+      thing["certificates"][0]["status"] == "active" and
+      [p["name"] for p in thing["effective_policies"]] == ["meter-connect"],
+      f"the thing as the template makes it (type, groups, policies): {thing}")
 check(api("GET", "/v1/devices/dev-1")["status"] == "provisioned", "the device is provisioned")
 enroll("simpleenroll", openssl_csr(key1, "dev-404", "csr-404"), expect=404)
 enroll("simpleenroll", openssl_csr(key1, "dev-2", "csr-2"), expect=403)  # not dev-2's key
@@ -272,6 +275,23 @@ api("PUT", "/v1/enrollment/profiles/factory-ca", {"template": "est-line", "auth"
 _, body = enroll("simpleenroll", openssl_csr(lkey, UID2, "csr-u2"), "--cert", icert2, "--key", ikey2,
                  label="factory-ca")
 check(cn_of(certs_of(body, "ldev2.pem"))[0] == UID2, "a certificate from a manufacturer anchor identifies its thing")
+
+# A factory certificate that has expired, though its manifest was imported: refused.
+UID3 = "0123f2408ea1fcf2cc"
+fca_key = serialization.load_pem_private_key(open(path("fca.key"), "rb").read(), None)
+fca = x509.load_pem_x509_certificate(open(path("fca.pem"), "rb").read())
+old_key = ec.generate_private_key(ec.SECP256R1())
+write("idev-old.key", old_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+expired = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, UID3)]))
+           .issuer_name(fca.subject).public_key(old_key.public_key()).serial_number(x509.random_serial_number())
+           .not_valid_before(datetime.datetime(2020, 1, 1)).not_valid_after(datetime.datetime(2021, 1, 1))
+           .sign(fca_key, hashes.SHA256()))
+write("idev-old.pem", expired.public_bytes(serialization.Encoding.PEM))
+imp = import_manifest(json.dumps([manifest_entry(UID3, path("idev-old.pem"))]).encode())
+check(imp["state"] == "done" and imp["counts"]["imported"] == 1, f"the expired certificate's manifest: {imp}")
+enroll("simpleenroll", openssl_csr(lkey, UID3, "csr-old"), "--cert", path("idev-old.pem"), "--key",
+       path("idev-old.key"), label="factory", expect=403)
 
 # The real Microchip fixture: the fingerprints W3 keeps are the SHA-256 of each x5c[0], what EST
 # compares a TLS client certificate's DER with.
