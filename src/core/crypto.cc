@@ -99,17 +99,31 @@ std::optional<std::string> Base64Decode(std::string_view text) {
   return out;
 }
 
-std::string Sha256(std::string_view data) {
-  // Fetched once: EVP_sha256() makes OpenSSL 3 look the implementation up, under a lock, on
-  // every call, which cost more than hashing a certificate.
-  static EVP_MD* const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  unsigned char md[EVP_MAX_MD_SIZE];
+namespace {
+
+// The digest `name` of `data`; aborts if OpenSSL fails, as RandomBytes does. `md` is fetched
+// once by the caller: EVP_sha256() makes OpenSSL 3 look the implementation up, under a lock,
+// on every call, which cost more than hashing a certificate.
+std::string Digest(const EVP_MD* md, std::string_view data, const char* name) {
+  unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  if (sha256 == nullptr || EVP_Digest(data.data(), data.size(), md, &len, sha256, nullptr) != 1) {
-    std::fputs("fatal: SHA-256 failed\n", stderr);
+  if (md == nullptr || EVP_Digest(data.data(), data.size(), out, &len, md, nullptr) != 1) {
+    std::fprintf(stderr, "fatal: %s failed\n", name);
     std::abort();
   }
-  return std::string(reinterpret_cast<char*>(md), len);
+  return std::string(reinterpret_cast<char*>(out), len);
+}
+
+}  // namespace
+
+std::string Sha256(std::string_view data) {
+  static EVP_MD* const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  return Digest(sha256, data, "SHA-256");
+}
+
+std::string Sha384(std::string_view data) {
+  static EVP_MD* const sha384 = EVP_MD_fetch(nullptr, "SHA384", nullptr);
+  return Digest(sha384, data, "SHA-384");
 }
 
 std::string Sha256Hex(std::string_view data) { return HexEncode(Sha256(data)); }

@@ -22,6 +22,7 @@ std::string Base64Encode(std::string_view bytes);
 std::optional<std::string> Base64Decode(std::string_view text);
 std::string Sha256(std::string_view data);     // 32 raw bytes
 std::string Sha256Hex(std::string_view data);  // 64 lowercase hex chars
+std::string Sha384(std::string_view data);     // 48 raw bytes
 // 32 raw bytes. Aborts if OpenSSL fails, as RandomBytes does.
 std::string HmacSha256(std::string_view key, std::string_view data);
 // Compares in time that depends only on the lengths.

@@ -4,10 +4,12 @@
 #include <openssl/cmp.h>
 #include <openssl/err.h>
 
+#include <algorithm>
 #include <future>
 
 #include "core/crypto.h"
 #include "core/log.h"
+#include "core/thread_name.h"
 #include "enroll/cmp_message.h"
 #include "pki/certificate.h"
 #include "pki/csr.h"
@@ -21,11 +23,10 @@ namespace {
 using SrvCtxPtr = std::unique_ptr<OSSL_CMP_SRV_CTX, pki::Deleter<OSSL_CMP_SRV_CTX_free>>;
 using MsgPtr = std::unique_ptr<OSSL_CMP_MSG, pki::Deleter<OSSL_CMP_MSG_free>>;
 
-// Transactions awaiting a message at once, across clients; past it new ones are refused
-// until some end or expire (each holds an OpenSSL context, a few KiB).
-constexpr size_t kMaxTransactions = 10'000;
 // Transaction IDs are remembered this long to refuse replays (RFC 9483 3.1: unique).
 constexpr std::chrono::hours kReplayWindow{24 * 7};
+// id-it-rootCaCert (RFC 9480), which OpenSSL 3.0 has no name for.
+constexpr std::string_view kRootCaCertOid = "1.3.6.1.5.5.7.4.20";
 
 // OpenSSL's CMP diagnostics go to certfleet's log, at debug (errors reach the client anyway).
 int LogCmp(const char* func, const char* /*file*/, int /*line*/, OSSL_CMP_severity level, const char* msg) {
@@ -33,12 +34,12 @@ int LogCmp(const char* func, const char* /*file*/, int /*line*/, OSSL_CMP_severi
   return 1;
 }
 
-// Refuses the message being processed: OpenSSL answers with a CMP error message whose
-// details carry `reason`.
-template <typename T>
-T* Refuse(const std::string& reason) {
+// Refuses the message being processed (the callback then fails): OpenSSL answers with a CMP
+// error message whose details carry `reason`. OpenSSL takes the earliest error queued, so the
+// queue is cleared first.
+void Refuse(const std::string& reason) {
+  ERR_clear_error();
   ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s", reason.c_str());
-  return nullptr;
 }
 
 OSSL_CMP_PKISI* Status(int status, const char* text = nullptr) { return OSSL_CMP_STATUSINFO_new(status, 0, text); }
@@ -64,12 +65,50 @@ struct CmpServer::Transaction {
   SrvCtxPtr srv;
   cmp::Request first;  // the message that began it: a pollReq brings its certificate request back
   MsgPtr first_msg;
+  cmp::Request current;                // the message being processed
   std::optional<std::string> refusal;  // refuse whatever comes (a replayed transaction ID)
+  bool recorded = false;               // its ID is in the store (after its protection verified)
+  bool awaiting = false;               // a certificate was answered or waits: certConf or pollReq follows
+  bool waiting = false;                // its request waits for approval: pollReq is answered
+  std::string issued_serial;
+  std::string issued_der;
   int64_t expires_at = 0;
   std::mutex mu;  // one message of a transaction at a time
 };
 
 namespace {
+
+// The transaction's ID, recorded once its first message's protection verified: a replayed
+// ID is refused on any node (RFC 9483 3.6.4 transactionIdInUse).
+bool Fresh(CmpServer::Transaction& t) {
+  if (t.refusal) {
+    Refuse(*t.refusal);
+    return false;
+  }
+  if (t.recorded) return true;
+  if (t.first.transaction_id.empty()) {
+    t.refusal = "the message has no transactionID";
+    Refuse(*t.refusal);
+    return false;
+  }
+  CmpServer& server = *t.server;
+  const int64_t now = server.clock().NowMillis();
+  const int64_t forget = now - std::chrono::duration_cast<std::chrono::milliseconds>(kReplayWindow).count();
+  Result<bool> fresh = store::Write(server.store(), [&](store::Tx& tx) {
+    return store::BeginCmpTransaction(tx, HexEncode(t.first.transaction_id), now, forget);
+  });
+  if (!fresh.ok()) {
+    Refuse(fresh.error().message);
+    return false;
+  }
+  t.recorded = true;
+  if (!*fresh) {
+    t.refusal = "transactionIdInUse: this transactionID was used before";
+    Refuse(*t.refusal);
+    return false;
+  }
+  return true;
+}
 
 // The request EnrollService sees for the transaction's certificate request.
 Result<EnrollRequest> EnrollmentOf(const CmpServer::Transaction& t) {
@@ -121,15 +160,38 @@ OSSL_CMP_PKISI* OnCertRequest(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/
                               const OSSL_CRMF_MSG* /*crm*/, const X509_REQ* /*p10cr*/, X509** cert_out,
                               STACK_OF(X509) * *chain_out, STACK_OF(X509) * *ca_pubs) {
   CmpServer::Transaction& t = *Of(srv);
-  if (t.refusal) return Refuse<OSSL_CMP_PKISI>(*t.refusal);
+  if (!t.waiting) {  // a pollReq brings back a request whose ID was checked when it came
+    if (!Fresh(t)) return nullptr;
+    if (!t.server->HasRoom()) {
+      Refuse("too many CMP transactions are open on this node; try again later");
+      return nullptr;
+    }
+  }
   Result<EnrollRequest> request = EnrollmentOf(t);
-  if (!request.ok()) return Refuse<OSSL_CMP_PKISI>(request.error().message);
+  if (!request.ok()) {
+    Refuse(request.error().message);
+    return nullptr;
+  }
   Result<Enrolled> enrolled = EnrollNow(t.server->enroll(), std::move(*request));
-  if (!enrolled.ok()) return Refuse<OSSL_CMP_PKISI>(enrolled.error().message);
-  if (enrolled->pending) return Status(OSSL_CMP_PKISTATUS_waiting, "waiting for an operator's approval");
+  if (!enrolled.ok()) {
+    Refuse(enrolled.error().message);
+    return nullptr;
+  }
+  if (enrolled->pending) {
+    t.waiting = t.awaiting = true;
+    return Status(OSSL_CMP_PKISTATUS_waiting, "waiting for an operator's approval");
+  }
+  t.waiting = false;
   Result<pki::X509Ptr> cert = pki::CertificateFromPem(enrolled->record.certificate_pem);
   Result<std::vector<pki::X509Ptr>> chain = Certificates(enrolled->chain_pem);
-  if (!cert.ok() || !chain.ok()) return Refuse<OSSL_CMP_PKISI>("the issued certificate does not read");
+  Result<std::string> der = cert.ok() ? pki::CertificateToDer(cert->get()) : cert.error();
+  if (!cert.ok() || !chain.ok() || !der.ok()) {
+    Refuse("the issued certificate does not read");
+    return nullptr;
+  }
+  t.issued_serial = enrolled->record.serial;
+  t.issued_der = std::move(*der);
+  t.awaiting = true;
   // A MAC-protected initial request may take the root from caPubs (RFC 9483 4.1.1).
   if (t.first.mac_protected && t.first.body == cmp::kIr && !chain->empty()) {
     std::vector<pki::X509Ptr> root;
@@ -144,54 +206,81 @@ OSSL_CMP_PKISI* OnCertRequest(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/
 OSSL_CMP_PKISI* OnRevocation(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/, const X509_NAME* /*issuer*/,
                              const ASN1_INTEGER* serial) {
   CmpServer::Transaction& t = *Of(srv);
-  if (t.refusal) return Refuse<OSSL_CMP_PKISI>(*t.refusal);
-  if (t.first.mac_protected || t.first.extra_certs.empty()) {
-    return Refuse<OSSL_CMP_PKISI>("a revocation request is signed with the certificate it revokes");
+  if (!Fresh(t)) return nullptr;
+  if (serial == nullptr || t.first.mac_protected || t.first.extra_certs.empty()) {
+    Refuse("a revocation request names the serial of the certificate it is signed with");
+    return nullptr;
   }
   Result<void> revoked = t.server->enroll().RevokePresented(t.first.extra_certs.front(), pki::SerialHex(serial),
                                                             t.first.revocation_reason);
-  if (!revoked.ok()) return Refuse<OSSL_CMP_PKISI>(revoked.error().message);
+  if (!revoked.ok()) {
+    Refuse(revoked.error().message);
+    return nullptr;
+  }
   return Status(OSSL_CMP_PKISTATUS_accepted);
+}
+
+// RFC 9483 4.3.1's caCerts value: the profile's CA and its issuers, a SEQUENCE OF Certificate.
+ASN1_TYPE* CaCertsValue(CmpServer::Transaction& t) {
+  Result<std::string> pem = t.server->enroll().CaCertificatesPem(t.label);
+  Result<std::vector<pki::X509Ptr>> certs = pem.ok() ? pki::CertificatesFromPem(*pem) : pem.error();
+  if (!certs.ok()) {
+    Refuse(certs.error().message);
+    return nullptr;
+  }
+  std::string seq;
+  for (const auto& c : *certs) {
+    Result<std::string> der = pki::CertificateToDer(c.get());
+    if (!der.ok()) return nullptr;
+    seq += *der;
+  }
+  const std::string der = pki::Der(pki::kDerSequence, seq);
+  ASN1_STRING* str = ASN1_STRING_type_new(V_ASN1_SEQUENCE);
+  ASN1_TYPE* value = ASN1_TYPE_new();
+  if (!str || !value || ASN1_STRING_set(str, der.data(), static_cast<int>(der.size())) != 1) {
+    ASN1_STRING_free(str);
+    ASN1_TYPE_free(value);
+    return nullptr;
+  }
+  ASN1_TYPE_set(value, V_ASN1_SEQUENCE, str);  // takes `str`
+  return value;
 }
 
 int OnGeneralMessage(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/, const STACK_OF(OSSL_CMP_ITAV) * in,
                      STACK_OF(OSSL_CMP_ITAV) * *out) {
   CmpServer::Transaction& t = *Of(srv);
-  if (t.refusal) return Refuse<int>(*t.refusal) != nullptr;
-  *out = sk_OSSL_CMP_ITAV_new_null();
-  for (int i = 0; *out && i < sk_OSSL_CMP_ITAV_num(in); ++i) {
+  if (!Fresh(t)) return 0;
+  STACK_OF(OSSL_CMP_ITAV)* answers = sk_OSSL_CMP_ITAV_new_null();
+  for (int i = 0; answers && i < sk_OSSL_CMP_ITAV_num(in); ++i) {
     const ASN1_OBJECT* type = OSSL_CMP_ITAV_get0_type(sk_OSSL_CMP_ITAV_value(in, i));
+    char oid[64] = {};
+    OBJ_obj2txt(oid, sizeof(oid), type, 1);
+    ASN1_OBJECT* answer_type = nullptr;
     ASN1_TYPE* value = nullptr;
     if (OBJ_obj2nid(type) == NID_id_it_caCerts) {
-      // RFC 9483 4.3.1: the CA certificates, a SEQUENCE OF Certificate.
-      Result<std::string> pem = t.server->enroll().CaCertificatesPem(t.label);
-      Result<std::vector<pki::X509Ptr>> certs = pem.ok() ? pki::CertificatesFromPem(*pem) : pem.error();
-      if (!certs.ok()) return Refuse<int>(certs.error().message) != nullptr;
-      std::string seq;
-      for (const auto& c : *certs) {
-        Result<std::string> cert_der = pki::CertificateToDer(c.get());
-        if (!cert_der.ok()) return 0;
-        seq += *cert_der;
-      }
-      const std::string der = pki::Der(pki::kDerSequence, seq);
-      ASN1_STRING* str = ASN1_STRING_type_new(V_ASN1_SEQUENCE);
-      value = ASN1_TYPE_new();
-      if (!str || !value || ASN1_STRING_set(str, der.data(), static_cast<int>(der.size())) != 1) {
-        ASN1_STRING_free(str);
-        ASN1_TYPE_free(value);
-        return 0;
-      }
-      ASN1_TYPE_set(value, V_ASN1_SEQUENCE, str);
+      value = CaCertsValue(t);
+      answer_type = value ? OBJ_dup(type) : nullptr;
+    } else if (std::string_view(oid) == kRootCaCertOid || OBJ_obj2nid(type) == NID_id_it_rootCaKeyUpdate) {
+      // RFC 9483 4.3.2: asked with rootCaCert, answered with rootCaKeyUpdate, with no value
+      // when there is no update: certfleet does not roll a root over in place.
+      answer_type = OBJ_nid2obj(NID_id_it_rootCaKeyUpdate);
+    } else {
+      answer_type = OBJ_dup(type);  // a type certfleet does not serve: answered with no value
     }
-    // Anything else, and a root CA update (certfleet's roots are not rolled over in place:
-    // RFC 9483 4.3.2's "no update available"), is answered with the type and no value.
-    OSSL_CMP_ITAV* itav = OSSL_CMP_ITAV_create(OBJ_dup(type), value);
-    if (itav == nullptr || sk_OSSL_CMP_ITAV_push(*out, itav) <= 0) {
-      OSSL_CMP_ITAV_free(itav);
+    OSSL_CMP_ITAV* itav = answer_type ? OSSL_CMP_ITAV_create(answer_type, value) : nullptr;
+    if (itav == nullptr || sk_OSSL_CMP_ITAV_push(answers, itav) <= 0) {
+      if (itav) {
+        OSSL_CMP_ITAV_free(itav);
+      } else {
+        ASN1_OBJECT_free(answer_type);
+        ASN1_TYPE_free(value);
+      }
+      sk_OSSL_CMP_ITAV_pop_free(answers, OSSL_CMP_ITAV_free);
       return 0;
     }
   }
-  return *out != nullptr;
+  *out = answers;
+  return answers != nullptr;
 }
 
 void OnError(OSSL_CMP_SRV_CTX* /*srv*/, const OSSL_CMP_MSG* /*req*/, const OSSL_CMP_PKISI* /*status*/,
@@ -201,18 +290,42 @@ void OnError(OSSL_CMP_SRV_CTX* /*srv*/, const OSSL_CMP_MSG* /*req*/, const OSSL_
 
 int OnCertConfirm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/, int /*cert_req_id*/,
                   const ASN1_OCTET_STRING* /*cert_hash*/, const OSSL_CMP_PKISI* /*status*/) {
-  return Of(srv)->refusal ? Refuse<int>(*Of(srv)->refusal) != nullptr : 1;
+  CmpServer::Transaction& t = *Of(srv);
+  if (t.issued_serial.empty()) {
+    Refuse("this transaction has no certificate to confirm");
+    return 0;
+  }
+  if (!t.current.cert_accepted) {
+    // RFC 9483 4.1.1: a certificate the client rejects is revoked.
+    Result<void> revoked = t.server->enroll().RevokeRejected(t.issued_serial);
+    if (!revoked.ok()) log::Error("revoking a certificate a CMP client rejected", {{"error", revoked.error().message}});
+    return 1;
+  }
+  // The hash of the certificate answered, with its signature's hash (SHA-256 or SHA-384 here).
+  if (!ConstantTimeEquals(t.current.cert_hash, Sha256(t.issued_der)) &&
+      !ConstantTimeEquals(t.current.cert_hash, Sha384(t.issued_der))) {
+    Refuse("certHash is not the hash of the certificate answered");
+    return 0;
+  }
+  return 1;
 }
 
 int OnPoll(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/, int /*cert_req_id*/, OSSL_CMP_MSG** cert_req,
            int64_t* check_after) {
   CmpServer::Transaction& t = *Of(srv);
   *cert_req = nullptr;
+  if (!t.waiting) {
+    Refuse("no request of this transaction waits");
+    return 0;
+  }
   Result<EnrollRequest> request = EnrollmentOf(t);
-  if (!request.ok()) return Refuse<int>(request.error().message) != nullptr;
-  const std::string identity = request->checked ? request->checked->der : request->csr;
-  Result<bool> pending = t.server->enroll().IsPending(t.label, identity);
-  if (!pending.ok()) return Refuse<int>(pending.error().message) != nullptr;
+  Result<bool> pending =
+      request.ok() ? t.server->enroll().IsPending(t.label, request->checked ? request->checked->der : request->csr)
+                   : request.error();
+  if (!pending.ok()) {
+    Refuse(pending.error().message);
+    return 0;
+  }
   if (*pending) {
     *check_after = t.server->enroll().retry_after().count();
     return 1;
@@ -231,20 +344,60 @@ Result<std::unique_ptr<CmpServer>> CmpServer::Make(EnrollService& enroll, store:
   if (X509_check_private_key(signer.get(), key.get()) != 1) {
     return MakeError(ErrorCode::kInvalidArgument, "the CMP signer's key is not its certificate's");
   }
-  return std::unique_ptr<CmpServer>(
-      new CmpServer(enroll, store, clock, std::move(signer), std::move(key), options.transaction_ttl));
+  return std::unique_ptr<CmpServer>(new CmpServer(enroll, store, clock, std::move(signer), std::move(key), options));
 }
 
 CmpServer::CmpServer(EnrollService& enroll, store::Store& store, const Clock& clock, pki::X509Ptr signer,
-                     pki::PkeyPtr signer_key, std::chrono::seconds ttl)
+                     pki::PkeyPtr signer_key, const Options& options)
     : enroll_(enroll),
       store_(store),
       clock_(clock),
       signer_(std::move(signer)),
       signer_key_(std::move(signer_key)),
-      ttl_(ttl) {}
+      ttl_(std::max(options.transaction_ttl, 2 * enroll.retry_after())) {
+  for (int i = 0; i < options.threads; ++i) threads_.emplace_back([this] { Work(); });
+}
 
-CmpServer::~CmpServer() = default;
+CmpServer::~CmpServer() {
+  {
+    std::lock_guard lock(queue_mu_);
+    stopping_ = true;
+  }
+  queue_cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void CmpServer::Work() {
+  NameThisThread("cmp");
+  for (;;) {
+    std::function<void()> job;
+    {
+      std::unique_lock lock(queue_mu_);
+      queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and nothing left
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    job();
+  }
+}
+
+void CmpServer::HandleAsync(std::string label, std::string der, const std::function<void(Result<std::string>)>& done) {
+  {
+    std::lock_guard lock(queue_mu_);
+    if (queue_.size() < kMaxQueued && !stopping_) {
+      queue_.emplace_back([this, label = std::move(label), der = std::move(der), done]() { done(Handle(label, der)); });
+      queue_cv_.notify_one();
+      return;
+    }
+  }
+  done(MakeError(ErrorCode::kUnavailable, "too many CMP messages wait on this node; send it again shortly"));
+}
+
+bool CmpServer::HasRoom() {
+  std::lock_guard lock(mu_);
+  return transactions_.size() < kMaxTransactions;
+}
 
 std::shared_ptr<CmpServer::Transaction> CmpServer::Begin(const std::string& label, std::string_view der, bool mac,
                                                          const std::string& secret) {
@@ -274,8 +427,7 @@ std::shared_ptr<CmpServer::Transaction> CmpServer::Begin(const std::string& labe
 Result<std::string> CmpServer::Handle(std::string_view label_view, std::string_view der) {
   CF_ASSIGN_OR_RETURN(cmp::Request request, cmp::ReadRequest(der));
   const std::string label(label_view);
-  CF_RETURN_IF_ERROR(enroll_.FindProfile(label));
-  const int64_t now = clock_.NowMillis();
+  CF_RETURN_IF_ERROR(enroll_.Serves(label));
   const bool continues = request.body == cmp::kCertConf || request.body == cmp::kPollReq;
 
   std::shared_ptr<Transaction> t;
@@ -300,23 +452,13 @@ Result<std::string> CmpServer::Handle(std::string_view label_view, std::string_v
       CF_ASSIGN_OR_RETURN(pki::X509Ptr sender, pki::CertificateFromDer(request.extra_certs.front()));
       OSSL_CMP_CTX_set1_srvCert(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv.get()), sender.get());
     }
-    if (!continues) {
-      if (request.transaction_id.empty()) {
-        t->refusal = "the message has no transactionID";
-      } else {
-        const int64_t forget = now - std::chrono::duration_cast<std::chrono::milliseconds>(kReplayWindow).count();
-        CF_ASSIGN_OR_RETURN(bool fresh, store::Write(store_, [&](store::Tx& tx) {
-                              return store::BeginCmpTransaction(tx, HexEncode(request.transaction_id), now, forget);
-                            }));
-        if (!fresh) t->refusal = "transactionIdInUse: this transactionID was used before";
-      }
-    }
   }
 
   std::lock_guard transaction_lock(t->mu);
   const auto* p = reinterpret_cast<const unsigned char*>(der.data());
   MsgPtr req(d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(der.size())));
   if (!req) return MakeError(ErrorCode::kInvalidArgument, "the PKIMessage does not read as CMP");
+  t->current = std::move(request);
   ERR_clear_error();
   MsgPtr rsp(OSSL_CMP_SRV_process_request(t->srv.get(), req.get()));
   ERR_clear_error();
@@ -327,21 +469,22 @@ Result<std::string> CmpServer::Handle(std::string_view label_view, std::string_v
   std::string answer(reinterpret_cast<char*>(out), static_cast<size_t>(len));
   OPENSSL_free(out);
 
-  // Keep a certificate request's transaction for its certConf or pollReq; end it otherwise.
+  // Keep a transaction whose certificate was answered or waits, for its certConf or pollReq;
+  // end it after a confirmation or a refusal. Only this transaction's own entry is touched.
+  const int64_t now = clock_.NowMillis();
   const int answered = OSSL_CMP_MSG_get_bodytype(rsp.get());
-  const bool awaits =
-      answered == cmp::kIp || answered == cmp::kCp || answered == cmp::kKup || answered == cmp::kPollRep;
+  const bool keep = t->awaiting && !t->refusal && answered != cmp::kPkiConf && answered != cmp::kError;
+  const std::string& id = t->first.transaction_id;
   std::lock_guard lock(mu_);
   for (auto it = transactions_.begin(); it != transactions_.end();) {
     it = it->second->expires_at <= now ? transactions_.erase(it) : std::next(it);
   }
-  if (awaits && !t->refusal) {
+  auto it = transactions_.find(id);
+  if (keep) {
     t->expires_at = now + std::chrono::duration_cast<std::chrono::milliseconds>(ttl_).count();
-    if (transactions_.size() < kMaxTransactions || transactions_.count(request.transaction_id)) {
-      transactions_[request.transaction_id] = t;
-    }
-  } else {
-    transactions_.erase(request.transaction_id);
+    if (it == transactions_.end() && transactions_.size() < kMaxTransactions) transactions_.emplace(id, t);
+  } else if (it != transactions_.end() && it->second == t) {
+    transactions_.erase(it);
   }
   return answer;
 }

@@ -1,11 +1,16 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 #include "core/clock.h"
 #include "core/result.h"
@@ -23,14 +28,17 @@ namespace certfleet::enroll {
 // signed with a certificate (the first of extraCerts: the device's current one, or a factory
 // certificate); answers are protected the same way, signed with certfleet's signer. A
 // transaction's later messages (certConf, pollReq) must reach the node that began it, which
-// keeps its state in memory. Thread-safe.
+// keeps its state in memory. Messages are processed on the server's own threads, so that an
+// issuance's wait for the store holds none of the HTTP server's. Thread-safe.
 class CmpServer {
  public:
   struct Options {
     std::string signer_certificate_pem;  // signs answers to signed requests
     std::string signer_key_pem;
-    // How long a transaction waits for its next message (certConf, pollReq).
+    // How long a transaction waits for its next message (certConf, pollReq): at least twice
+    // the wait a polling client is told.
     std::chrono::seconds transaction_ttl{600};
+    int threads = 4;  // messages processed at once; each may wait for an issuance's commit
   };
 
   // kInvalidArgument if the signer's certificate or key does not read.
@@ -42,17 +50,31 @@ class CmpServer {
   // when it refuses (an error message, or a rejected status). kInvalidArgument if `der` is
   // not a PKIMessage; kNotFound if there is no such profile.
   Result<std::string> Handle(std::string_view label, std::string_view der);
+  // The same on one of this server's threads; `done` runs there. kResourceExhausted (at
+  // once, on the caller's thread) when kMaxQueued messages wait already.
+  void HandleAsync(std::string label, std::string der, const std::function<void(Result<std::string>)>& done);
 
   EnrollService& enroll() { return enroll_; }
+  // Whether another transaction may wait for its certConf or pollReq.
+  bool HasRoom();
+  store::Store& store() { return store_; }
+  const Clock& clock() const { return clock_; }
 
   // A transaction's state; public for OpenSSL's callbacks only.
   struct Transaction;
 
  private:
   CmpServer(EnrollService& enroll, store::Store& store, const Clock& clock, pki::X509Ptr signer,
-            pki::PkeyPtr signer_key, std::chrono::seconds ttl);
+            pki::PkeyPtr signer_key, const Options& options);
   std::shared_ptr<Transaction> Begin(const std::string& label, std::string_view der, bool mac,
                                      const std::string& secret);
+  void Work();
+
+  // Messages waiting for a thread; past it clients are told to come back (HTTP 503).
+  static constexpr size_t kMaxQueued = 256;
+  // Transactions awaiting a message at once; past it new certificate requests are refused
+  // before anything is issued (each holds an OpenSSL context, a few KiB).
+  static constexpr size_t kMaxTransactions = 10'000;
 
   EnrollService& enroll_;
   store::Store& store_;
@@ -62,6 +84,11 @@ class CmpServer {
   const std::chrono::seconds ttl_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Transaction>> transactions_;  // by transaction ID, awaiting a message
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace certfleet::enroll

@@ -43,9 +43,11 @@ Result<void> ReadHeader(std::string_view header, Request& out) {
       out.mac_protected = nid == NID_id_PasswordBasedMAC || nid == NID_pbmac1;
     } else if (field.tag == kContext(2)) {
       CF_ASSIGN_OR_RETURN(DerElement kid, inner.Next(pki::kDerOctetString, "senderKID"));
+      if (kid.contents.size() > kMaxIdBytes) return Invalid("the senderKID is too long");
       out.sender_kid = std::string(kid.contents);
     } else if (field.tag == kContext(4)) {
       CF_ASSIGN_OR_RETURN(DerElement id, inner.Next(pki::kDerOctetString, "transactionID"));
+      if (id.contents.size() > kMaxIdBytes) return Invalid("the transactionID is too long");
       out.transaction_id = std::string(id.contents);
     }
   }
@@ -106,6 +108,28 @@ Result<int> RevocationReason(std::string_view content) {
   return static_cast<int>(code);
 }
 
+// The first CertStatus of a CertConfirmContent: its certHash and whether it accepts.
+Result<void> ReadConfirmation(std::string_view content, Request& out) {
+  DerReader list(content);
+  CF_ASSIGN_OR_RETURN(DerElement all, list.Next(pki::kDerSequence, "CertConfirmContent"));
+  DerReader statuses(all.contents);
+  if (statuses.done()) return Ok();  // confirms nothing: rejects (RFC 4210 5.3.18)
+  CF_ASSIGN_OR_RETURN(DerElement first, statuses.Next(pki::kDerSequence, "CertStatus"));
+  DerReader parts(first.contents);
+  CF_ASSIGN_OR_RETURN(DerElement hash, parts.Next(pki::kDerOctetString, "certHash"));
+  out.cert_hash = std::string(hash.contents);
+  out.cert_accepted = true;  // an absent statusInfo accepts
+  CF_RETURN_IF_ERROR(parts.Next(pki::kDerInteger, "certReqId"));
+  CF_ASSIGN_OR_RETURN(auto status_info, parts.NextIf(pki::kDerSequence, "statusInfo"));
+  if (status_info) {
+    DerReader info(status_info->contents);
+    CF_ASSIGN_OR_RETURN(DerElement status, info.Next(pki::kDerInteger, "status"));
+    // accepted (0) or grantedWithMods (1) accept the certificate.
+    out.cert_accepted = status.contents.size() == 1 && (status.contents[0] == 0 || status.contents[0] == 1);
+  }
+  return Ok();
+}
+
 }  // namespace
 
 Result<Request> ReadRequest(std::string_view der) {
@@ -125,6 +149,9 @@ Result<Request> ReadRequest(std::string_view der) {
     out.p10cr = std::string(body.contents);
   } else if (out.body == kRr) {
     CF_ASSIGN_OR_RETURN(out.revocation_reason, RevocationReason(body.contents));
+  } else if (out.body == kCertConf) {
+    out.cert_accepted = false;  // until a CertStatus accepts
+    CF_RETURN_IF_ERROR(ReadConfirmation(body.contents, out));
   }
   CF_RETURN_IF_ERROR(parts.NextIf(kContext(0), "protection"));
   CF_ASSIGN_OR_RETURN(auto extra, parts.NextIf(kContext(1), "extraCerts"));

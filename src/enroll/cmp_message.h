@@ -46,7 +46,13 @@ struct Request {
   std::optional<Template> cert_template;  // ir, cr, kur: the first request's
   std::optional<std::string> p10cr;       // p10cr: the PKCS#10 DER
   int revocation_reason = 0;              // rr: the first request's reasonCode (unspecified when absent)
+  std::string cert_hash;                  // certConf: the first CertStatus's certHash
+  bool cert_accepted = true;              // certConf: its status, accepted when absent
 };
+
+// Longest transactionID and senderKID taken: RFC 9483 3.1 asks 128 random bits and a key
+// identifier; a longer one is refused rather than stored.
+inline constexpr size_t kMaxIdBytes = 64;
 
 // Reads a DER PKIMessage; kInvalidArgument naming what is malformed.
 Result<Request> ReadRequest(std::string_view der);

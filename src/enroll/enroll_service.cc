@@ -6,6 +6,7 @@
 
 #include "core/crypto.h"
 #include "core/text.h"
+#include "enroll/errors.h"
 #include "pki/certificate.h"
 #include "pki/crl.h"
 #include "pki/csr.h"
@@ -25,35 +26,7 @@ constexpr size_t kSecretBytes = 24;      // 192 bits: beyond guessing, and a MAC
 constexpr int kMaxSecretsAtOnce = 1000;  // a batch's worth; more in several calls
 constexpr std::chrono::seconds kMaxSecretTtl{std::chrono::hours(24 * 90)};
 
-Error Unauthenticated(std::string message) { return MakeError(ErrorCode::kUnauthenticated, std::move(message)); }
-Error Denied(std::string message) { return MakeError(ErrorCode::kPermissionDenied, std::move(message)); }
-
-std::string SealPurpose(std::string_view id) { return fmt::format("enroll-secret:{}", id); }
-
-// The CSR's subject names `device` or no one.
-Result<void> CsrNames(const pki::Csr& csr, std::string_view device, std::string_view why) {
-  if (!csr.common_name.empty() && csr.common_name != device) {
-    return Denied(fmt::format("the CSR is for {} but {} is device {}", Escaped(csr.common_name), why, device));
-  }
-  return Ok();
-}
-
-// The certificate's validity period holds now.
-Result<void> ValidNow(X509* cert, std::string_view what) {
-  if (X509_cmp_current_time(X509_get0_notBefore(cert)) > 0) return Denied(fmt::format("{} is not valid yet", what));
-  if (X509_cmp_current_time(X509_get0_notAfter(cert)) < 0) return Denied(fmt::format("{} has expired", what));
-  return Ok();
-}
-
 }  // namespace
-
-// Who the client proved to be.
-struct EnrollService::Authorized {
-  std::string device_id;
-  AuthWay way = AuthWay::kRegisteredKey;
-  std::optional<std::string> secret_id;  // used in the issuing transaction
-  std::string key_sha256;                // kRegisteredKey: checked again in the issuing transaction
-};
 
 EnrollService::EnrollService(store::Store& store, issuance::Issuer& issuer, registry::Registry& registry,
                              const Clock& clock, Options options)
@@ -116,25 +89,29 @@ Result<EnrollService::PutAnswer> EnrollService::PutProfile(std::string_view labe
                                            fmt::format("template: {}", tmpl.error().message));
                         }
                         CF_ASSIGN_OR_RETURN(bool is_new, store::PutEnrollProfile(tx, ProfileRecord(profile, now)));
-                        ++profile_changes_;
                         CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "enroll.profile.put",
                                                               fmt::format("enroll-profile:{}", profile.label),
                                                               json::serialize(ProfileJson(profile))));
                         return is_new;
                       }));
+  ++profile_changes_;  // after the commit: a read before it would remember the old row
   return PutAnswer{std::move(profile), created};
 }
 
 Result<void> EnrollService::DeleteProfile(std::string_view label, std::string_view actor) {
   const int64_t now = clock_.NowMillis();
-  return store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
     CF_ASSIGN_OR_RETURN(bool deleted, store::DeleteEnrollProfile(tx, label));
-    ++profile_changes_;
     if (!deleted) return MakeError(ErrorCode::kNotFound, fmt::format("no enrollment profile {}", Escaped(label)));
-    CF_RETURN_IF_ERROR(
-        store::AppendAudit(tx, now, actor, "enroll.profile.delete", fmt::format("enroll-profile:{}", label), "{}"));
+    // Its unused secrets go with it: a profile made again under the label does not revive them.
+    CF_ASSIGN_OR_RETURN(int64_t revoked, store::RevokeEnrollSecretsOf(tx, label, now));
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "enroll.profile.delete",
+                                          fmt::format("enroll-profile:{}", label),
+                                          json::serialize(json::object{{"secrets_revoked", revoked}})));
     return Ok();
-  });
+  }));
+  ++profile_changes_;
+  return Ok();
 }
 
 Result<std::vector<MintedSecret>> EnrollService::CreateSecrets(std::string_view profile,
@@ -169,7 +146,7 @@ Result<std::vector<MintedSecret>> EnrollService::CreateSecrets(std::string_view 
     m.record.profile = p.label;
     m.record.device_id = device_id;
     m.record.batch = batch;
-    m.record.secret_sealed = SealSecret(options_.master_key, SealPurpose(m.record.id), m.secret);
+    m.record.secret_sealed = SealSecret(options_.master_key, detail::SecretPurpose(m.record.id), m.secret);
     m.record.expires_at = now + ttl.count() * 1000;
     m.record.created_by = std::string(actor);
     m.record.created_at = now;
@@ -208,7 +185,8 @@ Result<std::optional<std::string>> EnrollService::MacSecret(std::string_view pro
   if (!record || record->profile != profile || record->revoked_at || record->expires_at <= clock_.NowMillis()) {
     return std::optional<std::string>();
   }
-  std::optional<std::string> secret = OpenSecret(options_.master_key, SealPurpose(record->id), record->secret_sealed);
+  std::optional<std::string> secret =
+      OpenSecret(options_.master_key, detail::SecretPurpose(record->id), record->secret_sealed);
   if (!secret) return MakeError(ErrorCode::kInternal, "an enrollment secret does not open with the master key");
   return secret;
 }
@@ -220,136 +198,12 @@ Result<std::string> EnrollService::CaCertificatesPem(std::string_view label) {
   return ca.certificate_pem + chain;
 }
 
-Result<store::CertificateRecord> EnrollService::PresentedDeviceCertificate(std::string_view der) {
-  CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromDer(der));
-  const std::string serial = pki::SerialHex(X509_get0_serialNumber(cert.get()));
-  CF_ASSIGN_OR_RETURN(auto record,
-                      store::Read(store_, [&](store::Tx& tx) { return store::FindCertificate(tx, serial); }));
-  if (!record || record->fingerprint != Sha256Hex(der)) {
-    return Unauthenticated("the client's certificate is not one certfleet issued");
-  }
-  if (record->status != store::CertStatus::kActive) return Denied("the client's certificate is revoked");
-  if (record->not_after <= clock_.NowMillis()) return Denied("the client's certificate has expired");
-  if (record->subject_kind != store::SubjectKind::kDevice) return Denied("the client's certificate is not a device's");
-  return std::move(*record);
-}
-
 Result<void> EnrollService::RevokePresented(std::string_view certificate_der, std::string_view serial, int reason) {
   CF_ASSIGN_OR_RETURN(store::CertificateRecord record, PresentedDeviceCertificate(certificate_der));
-  if (record.serial != serial) return Denied("a device revokes its own certificate only");
+  if (record.serial != serial) return detail::Denied("a device revokes its own certificate only");
   CF_RETURN_IF_ERROR(issuer_.Revoke(record.serial, pki::RevocationReasonName(reason), /*cascade=*/false,
                                     fmt::format("device:{}", record.fqdn)));
   return Ok();
-}
-
-Result<EnrollService::Authorized> EnrollService::Authenticate(const Profile& profile, const EnrollRequest& request,
-                                                              const pki::Csr& csr) {
-  const Credentials& c = request.credentials;
-  const int64_t now = clock_.NowMillis();
-  if (request.operation == Operation::kReenroll) {
-    if (!profile.Allows(AuthWay::kReenroll)) {
-      return Denied(fmt::format("enrollment profile {} does not allow re-enrollment", profile.label));
-    }
-    if (c.tls_certificates.empty()) {
-      return Unauthenticated("re-enrollment needs the current certificate as the TLS client certificate");
-    }
-    CF_ASSIGN_OR_RETURN(store::CertificateRecord record, PresentedDeviceCertificate(c.tls_certificates.front()));
-    if (csr.common_name != record.fqdn) {
-      return Denied(fmt::format("re-enrollment keeps the subject: the CSR's CN must be {}", record.fqdn));
-    }
-    return Authorized{record.fqdn, AuthWay::kReenroll, std::nullopt, {}};
-  }
-
-  const std::optional<std::string> secret_id =
-      c.secret ? std::optional<std::string>(c.secret->first) : c.verified_secret_id;
-  if (secret_id && profile.Allows(AuthWay::kSecret)) {
-    CF_ASSIGN_OR_RETURN(auto record,
-                        store::Read(store_, [&](store::Tx& tx) { return store::FindEnrollSecret(tx, *secret_id); }));
-    bool usable = record && record->profile == profile.label && !record->used_at && !record->revoked_at &&
-                  record->expires_at > now;
-    if (usable && c.secret) {
-      std::optional<std::string> secret =
-          OpenSecret(options_.master_key, SealPurpose(record->id), record->secret_sealed);
-      usable = secret && ConstantTimeEquals(*secret, c.secret->second);
-    }
-    if (!usable) return Unauthenticated("the enrollment secret is unknown, wrong, used or expired");
-    const std::string device = record->device_id.value_or(csr.common_name);
-    if (record->device_id) {
-      CF_RETURN_IF_ERROR(CsrNames(csr, device, "the secret's"));
-    } else {
-      if (!registry::IsValidDeviceId(device)) {
-        return MakeError(ErrorCode::kInvalidArgument, "the CSR's common name must be the new device's id");
-      }
-      // A batch's secret enrolls a new device: never one enrolled already or another batch's.
-      CF_ASSIGN_OR_RETURN(auto existing, store::Read(store_, [&](store::Tx& tx) -> Result<bool> {
-                            CF_ASSIGN_OR_RETURN(auto active, store::ActiveSerialForFqdn(tx, device));
-                            CF_ASSIGN_OR_RETURN(auto registered, store::FindDeviceForAuth(tx, device));
-                            return active.has_value() || (registered && registered->batch != *record->batch);
-                          }));
-      if (existing) {
-        return Denied(
-            fmt::format("device {} is enrolled already or in another batch; a batch secret enrolls a new "
-                        "device of its batch",
-                        device));
-      }
-    }
-    return Authorized{device, AuthWay::kSecret, record->id, {}};
-  }
-
-  if (!c.tls_certificates.empty() && profile.Allows(AuthWay::kFactory)) {
-    CF_ASSIGN_OR_RETURN(pki::X509Ptr leaf, pki::CertificateFromDer(c.tls_certificates.front()));
-    const std::string fingerprint = Sha256Hex(c.tls_certificates.front());
-    CF_ASSIGN_OR_RETURN(auto owners, store::Read(store_, [&](store::Tx& tx) {
-                          return store::ImportedCertificateThings(tx, {fingerprint});
-                        }));
-    std::optional<std::string> thing;
-    if (auto it = owners.find(fingerprint); it != owners.end()) {
-      CF_RETURN_IF_ERROR(ValidNow(leaf.get(), "the factory certificate"));
-      thing = it->second;
-    } else if (!profile.factory_anchors.empty()) {
-      CF_ASSIGN_OR_RETURN(auto anchors, pki::CertificatesFromPem(profile.factory_anchors));
-      std::vector<pki::X509Ptr> sent;
-      for (size_t i = 1; i < c.tls_certificates.size(); ++i) {
-        CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromDer(c.tls_certificates[i]));
-        sent.push_back(std::move(cert));
-      }
-      std::vector<X509*> untrusted;
-      std::vector<X509*> trusted;
-      untrusted.reserve(sent.size());
-      trusted.reserve(anchors.size());
-      for (const auto& s : sent) untrusted.push_back(s.get());
-      for (const auto& a : anchors) trusted.push_back(a.get());
-      if (pki::VerifyToAnchors(leaf.get(), untrusted, trusted, X509_PURPOSE_SSL_CLIENT).ok()) {
-        thing = pki::NameEntry(X509_get_subject_name(leaf.get()), NID_commonName);
-        if (!registry::IsValidDeviceId(*thing)) return Denied("the factory certificate's CN is not a device id");
-      }
-    }
-    if (thing) {
-      CF_RETURN_IF_ERROR(CsrNames(csr, *thing, "the factory certificate's"));
-      return Authorized{*thing, AuthWay::kFactory, std::nullopt, {}};
-    }
-  }
-
-  if (request.operation == Operation::kEnroll && profile.Allows(AuthWay::kRegisteredKey)) {
-    const std::string key_sha256 = Sha256Hex(csr.spki_der);
-    // One round trip on PostgreSQL: the issuing transaction checks the device again.
-    std::optional<store::DeviceRecord> device;
-    CF_RETURN_IF_ERROR(store_.Transact(
-        [&](store::Tx& tx) -> Result<void> {
-          CF_ASSIGN_OR_RETURN(device, store::FindDeviceForAuth(tx, csr.common_name));
-          return Ok();
-        },
-        store::TxMode::kReadEach));
-    CF_RETURN_IF_ERROR(registry::Registry::AuthorizeDeviceKey(device, csr.common_name, key_sha256));
-    return Authorized{csr.common_name, AuthWay::kRegisteredKey, std::nullopt, key_sha256};
-  }
-
-  std::string ways;
-  for (AuthWay w : profile.auth) {
-    if (w == AuthWay::kReenroll || (w == AuthWay::kRegisteredKey && request.operation != Operation::kEnroll)) continue;
-    ways += fmt::format("{}{}", ways.empty() ? "" : ", ", AuthWayName(w));
-  }
-  return Unauthenticated(fmt::format("enrollment profile {} takes: {}", profile.label, ways.empty() ? "none" : ways));
 }
 
 void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result<Enrolled>)> done) {
@@ -359,63 +213,52 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
   const Profile* profile = &(*served)->profile;
   // Shares the cache entry's life.
   const std::shared_ptr<const registry::ProvisioningTemplate> tmpl(*served, &(*served)->tmpl);
-  Result<pki::Csr> csr = request.checked ? Result<pki::Csr>(std::move(*request.checked)) : pki::ParseCsr(request.csr);
+  const bool template_request = request.checked.has_value();
+  Result<pki::Csr> csr = template_request ? Result<pki::Csr>(std::move(*request.checked)) : pki::ParseCsr(request.csr);
   if (!csr.ok()) return fail(csr.error());
-  // RFC 7030 3.5: a challengePassword that carries the channel binding ties the CSR to this
-  // TLS connection.
-  if (csr->challenge_password && !request.credentials.channel_binding.empty() &&
-      !ConstantTimeEquals(*csr->challenge_password, Base64Encode(request.credentials.channel_binding))) {
-    return fail(Denied("the CSR's challengePassword is not this TLS connection's channel binding (RFC 7030 3.5)"));
-  }
 
   const int64_t now = clock_.NowMillis();
-  std::optional<int64_t> approved_request;
   Authorized who;
   if (profile->approval) {
+    // The key certfleet would make could be collected by whoever sends the approved request
+    // again: serverkeygen needs a profile without approval.
+    if (request.operation == Operation::kServerKeygen) {
+      return fail(MakeError(
+          ErrorCode::kFailedPrecondition,
+          fmt::format("enrollment profile {} needs approval: serverkeygen is not served on it", profile->label)));
+    }
     const std::string csr_sha256 = Sha256Hex(csr->der);
     auto existing = store::Read(
         store_, [&](store::Tx& tx) { return store::FindEnrollRequestByCsr(tx, profile->label, csr_sha256); });
     if (!existing.ok()) return fail(existing.error());
-    if (*existing) {
-      const store::EnrollRequestRecord& r = **existing;
-      if (r.state == "pending") return done(Enrolled{{}, {}, std::nullopt, r.id});
-      if (r.state == "rejected") return fail(Denied(fmt::format("enrollment request {} was rejected", r.id)));
-      if (r.state == "issued" && r.serial && request.operation != Operation::kServerKeygen) {
-        auto record = issuer_.Get(*r.serial);
-        if (!record.ok()) return fail(record.error());
-        auto chain = issuer_.ChainOf(*record);
-        if (!chain.ok()) return fail(chain.error());
-        return done(Enrolled{std::move(*record), std::move(*chain), std::nullopt, std::nullopt});
-      }
-      if (r.state != "approved") return fail(Denied(fmt::format("enrollment request {} was answered already", r.id)));
-      // Approved: the CSR, signed by the key it certifies, is the one authenticated when it came.
-      approved_request = r.id;
-      who = Authorized{r.device_id, AuthWay::kRegisteredKey, std::nullopt, {}};
-    } else {
-      Result<Authorized> auth = Authenticate(*profile, request, *csr);
-      if (!auth.ok()) return fail(auth.error());
-      store::EnrollRequestRecord pending{
-          0,         profile->label, csr_sha256, auth->device_id, pki::PemEncode("CERTIFICATE REQUEST", csr->der),
-          "pending", std::nullopt,   now,        std::nullopt,    std::nullopt};
-      auto id = store::Write(store_, [&](store::Tx& tx) -> Result<int64_t> {
-        if (auth->secret_id) {
-          CF_ASSIGN_OR_RETURN(bool used, store::UseEnrollSecret(tx, *auth->secret_id, auth->device_id, now));
-          if (!used) return Unauthenticated("the enrollment secret is unknown, wrong, used or expired");
-        }
-        CF_ASSIGN_OR_RETURN(int64_t id, store::InsertEnrollRequest(tx, pending));
-        CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, kActor, "enroll.request", fmt::format("enroll-request:{}", id),
-                                              json::serialize(json::object{{"profile", profile->label},
-                                                                           {"device_id", auth->device_id},
-                                                                           {"auth", AuthWayName(auth->way)},
-                                                                           {"protocol", request.protocol}})));
-        return id;
-      });
-      if (!id.ok()) return fail(id.error());
-      return done(Enrolled{{}, {}, std::nullopt, *id});
+    if (!*existing) {
+      Result<Authorized> asked = Authenticate(*profile, request, *csr);
+      if (!asked.ok()) return fail(asked.error());
+      if (Result<void> bound = CheckBinding(request, *csr); !bound.ok()) return fail(bound.error());
+      return Hold(*profile, request.protocol, template_request, *csr, *asked, done);
     }
+    // Asked again with the request an operator decides: the CSR (signed by the key it
+    // certifies, or a template whose possession the protocol proved) is the one
+    // authenticated when it came; the channel binding was that connection's.
+    const store::EnrollRequestRecord& r = **existing;
+    if (r.state == "pending") return done(Enrolled{{}, {}, std::nullopt, r.id});
+    if (r.state == "rejected") return fail(detail::Denied(fmt::format("enrollment request {} was rejected", r.id)));
+    if (r.state == "issued" && r.serial) {
+      auto record = issuer_.Get(*r.serial);
+      if (!record.ok()) return fail(record.error());
+      auto chain = issuer_.ChainOf(*record);
+      if (!chain.ok()) return fail(chain.error());
+      return done(Enrolled{std::move(*record), std::move(*chain), std::nullopt, std::nullopt});
+    }
+    if (r.state != "approved") {
+      return fail(detail::Denied(fmt::format("enrollment request {} was answered already", r.id)));
+    }
+    who = Authorized{r.device_id, AuthWay::kRegisteredKey};
+    who.approved_request = r.id;
   } else {
     Result<Authorized> auth = Authenticate(*profile, request, *csr);
     if (!auth.ok()) return fail(auth.error());
+    if (Result<void> bound = CheckBinding(request, *csr); !bound.ok()) return fail(bound.error());
     who = std::move(*auth);
   }
 
@@ -433,25 +276,16 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
   issue.audit = {"device.enroll",
                  {{"device_id", who.device_id},
                   {"profile", profile->label},
-                  {"auth", std::string(approved_request ? "approved" : AuthWayName(who.way))},
+                  {"auth", std::string(who.approved_request ? "approved" : AuthWayName(who.way))},
                   {"protocol", request.protocol}}};
   const int64_t revoke_at = now + Millis(options_.supersede_grace);
-  issue.in_transaction = [tmpl, who, approved_request, now, revoke_at](
-                             store::Tx& tx, const store::CertificateRecord& rec) -> Result<void> {
-    if (who.way == AuthWay::kRegisteredKey && !approved_request) {
-      // Checked again where it counts: the device may have been disabled or re-keyed meanwhile.
-      CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, who.device_id, /*hold=*/true));
-      CF_RETURN_IF_ERROR(registry::Registry::AuthorizeDeviceKey(device, who.device_id, who.key_sha256));
-      CF_RETURN_IF_ERROR(store::MarkDeviceProvisioned(tx, who.device_id, now));
-    }
-    if (who.secret_id) {
-      CF_ASSIGN_OR_RETURN(bool used, store::UseEnrollSecret(tx, *who.secret_id, who.device_id, now));
-      if (!used) return Unauthenticated("the enrollment secret is unknown, wrong, used or expired");
-    }
-    if (approved_request) {
-      CF_ASSIGN_OR_RETURN(bool issued, store::SetEnrollRequestState(tx, *approved_request, "approved", "issued",
+  issue.in_transaction = [tmpl, who, now, revoke_at](store::Tx& tx,
+                                                     const store::CertificateRecord& rec) -> Result<void> {
+    CF_RETURN_IF_ERROR(CheckAgain(tx, who, now));
+    if (who.approved_request) {
+      CF_ASSIGN_OR_RETURN(bool issued, store::SetEnrollRequestState(tx, *who.approved_request, "approved", "issued",
                                                                     std::nullopt, rec.serial, now));
-      if (!issued) return Denied("the enrollment request was answered already");
+      if (!issued) return detail::Denied("the enrollment request was answered already");
     }
     return registry::Registry::RecordProvisioning(tx, *tmpl, who.device_id, rec.serial, now, revoke_at);
   };
@@ -460,6 +294,66 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
     done(Enrolled{std::move(created->record), std::move(created->chain_pem), std::move(created->private_key_pem),
                   std::nullopt});
   });
+}
+
+Result<void> EnrollService::CheckBinding(const EnrollRequest& request, const pki::Csr& csr) {
+  // RFC 7030 3.5: a challengePassword that carries the channel binding ties the CSR to this
+  // TLS connection.
+  if (csr.challenge_password && !request.credentials.channel_binding.empty() &&
+      !ConstantTimeEquals(*csr.challenge_password, Base64Encode(request.credentials.channel_binding))) {
+    return detail::Denied("the CSR's challengePassword is not this TLS connection's channel binding (RFC 7030 3.5)");
+  }
+  return Ok();
+}
+
+void EnrollService::Hold(const Profile& profile, const std::string& protocol, bool template_request,
+                         const pki::Csr& csr, const Authorized& who,
+                         const std::function<void(Result<Enrolled>)>& done) {
+  const int64_t now = clock_.NowMillis();
+  // A CMP certificate template is kept under its own label: it is no PKCS#10 request.
+  store::EnrollRequestRecord pending{
+      0,
+      profile.label,
+      Sha256Hex(csr.der),
+      who.device_id,
+      pki::PemEncode(template_request ? "CERTIFICATE TEMPLATE" : "CERTIFICATE REQUEST", csr.der),
+      "pending",
+      std::nullopt,
+      now,
+      std::nullopt,
+      std::nullopt};
+  auto id = store::Write(store_, [&](store::Tx& tx) -> Result<int64_t> {
+    // One waiting request a device: a device cannot fill the queue with fresh CSRs.
+    CF_ASSIGN_OR_RETURN(auto waiting, store::PendingEnrollRequestOf(tx, profile.label, who.device_id));
+    if (waiting) {
+      return MakeError(
+          ErrorCode::kAlreadyExists,
+          fmt::format("device {} has request {} waiting for approval; send that one again", who.device_id, *waiting));
+    }
+    if (who.secret_id) {
+      CF_ASSIGN_OR_RETURN(bool used, store::UseEnrollSecret(tx, *who.secret_id, who.device_id, now));
+      if (!used) return detail::Unauthenticated(std::string(detail::kSecretRefused));
+    }
+    CF_ASSIGN_OR_RETURN(int64_t id, store::InsertEnrollRequest(tx, pending));
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, kActor, "enroll.request", fmt::format("enroll-request:{}", id),
+                                          json::serialize(json::object{{"profile", profile.label},
+                                                                       {"device_id", who.device_id},
+                                                                       {"auth", AuthWayName(who.way)},
+                                                                       {"protocol", protocol}})));
+    return id;
+  });
+  if (!id.ok()) return done(id.error());
+  done(Enrolled{{}, {}, std::nullopt, *id});
+}
+
+Result<void> EnrollService::Serves(std::string_view label) {
+  CF_RETURN_IF_ERROR(ServedProfile(label));
+  return Ok();
+}
+
+Result<void> EnrollService::RevokeRejected(std::string_view serial) {
+  CF_RETURN_IF_ERROR(issuer_.Revoke(serial, "unspecified", /*cascade=*/false, kActor));
+  return Ok();
 }
 
 Result<bool> EnrollService::IsPending(std::string_view label, std::string_view request_der) {

@@ -84,6 +84,8 @@ class EnrollService {
 
   // kNotFound if there is no such profile.
   Result<Profile> FindProfile(std::string_view label);
+  // The same as the protocols see it (remembered for a second), without the profile.
+  Result<void> Serves(std::string_view label);
   Result<std::vector<Profile>> ListProfiles();
   struct PutAnswer {
     Profile profile;
@@ -121,6 +123,9 @@ class EnrollService {
   // kPermissionDenied otherwise. `reason` is an RFC 5280 reason code.
   Result<void> RevokePresented(std::string_view certificate_der, std::string_view serial, int reason);
 
+  // Revokes a certificate the client refused in its confirmation (CMP certConf).
+  Result<void> RevokeRejected(std::string_view serial);
+
   // Whether the request `request_der` (a CSR's DER, or Csr::der of a checked request) waits
   // for approval under the profile.
   Result<bool> IsPending(std::string_view label, std::string_view request_der);
@@ -135,7 +140,18 @@ class EnrollService {
   static constexpr std::string_view kActor = "system:enroll";
 
  private:
-  struct Authorized;
+  // Who the client proved to be, and what the issuing transaction checks again.
+  struct Authorized {
+    Authorized() = default;
+    Authorized(std::string device, AuthWay w) : device_id(std::move(device)), way(w) {}
+    std::string device_id;
+    AuthWay way = AuthWay::kRegisteredKey;
+    std::optional<std::string> secret_id;         // used in the issuing transaction
+    std::string key_sha256;                       // kRegisteredKey: the registered key, checked again
+    std::optional<std::string> presented_serial;  // kReenroll: still the thing's current certificate
+    bool new_device = false;                      // a batch's secret or a manufacturer CA: no such thing yet
+    std::optional<int64_t> approved_request;      // an operator approved the request it made earlier
+  };
   // A profile with its template, as enrollment serves it.
   struct Served {
     Profile profile;
@@ -149,6 +165,16 @@ class EnrollService {
   // The device certificate a client presents (DER), if certfleet issued it and it is active
   // and unexpired: kUnauthenticated or kPermissionDenied otherwise.
   Result<store::CertificateRecord> PresentedDeviceCertificate(std::string_view der);
+  // Authenticate's checks again, where they count: in the transaction that issues (the device
+  // may have been disabled, re-keyed or enrolled meanwhile); uses the secret.
+  static Result<void> CheckAgain(store::Tx& tx, const Authorized& who, int64_t now);
+  // RFC 7030 3.5: a CSR's challengePassword, when there is one and the connection has a
+  // channel binding, must be that binding (base64).
+  static Result<void> CheckBinding(const EnrollRequest& request, const pki::Csr& csr);
+  // Keeps the authenticated request for an operator's decision (using its secret) and
+  // answers it pending.
+  void Hold(const Profile& profile, const std::string& protocol, bool template_request, const pki::Csr& csr,
+            const Authorized& who, const std::function<void(Result<Enrolled>)>& done);
 
   // How long a profile and its template are remembered: other nodes' changes reach
   // enrollment within this.

@@ -33,13 +33,13 @@ Result<std::string> BodyDer(std::string_view body) {
   return std::move(*der);
 }
 
-std::string Base64Body(std::string_view der) {
+std::string Base64Body(std::string_view der, std::string_view eol) {
   const std::string text = Base64Encode(der);
   std::string out;
-  out.reserve(text.size() + text.size() / kLineLength + 1);
+  out.reserve(text.size() + (text.size() / kLineLength + 1) * eol.size());
   for (size_t i = 0; i < text.size(); i += kLineLength) {
     out.append(text, i, kLineLength);
-    out.push_back('\n');
+    out.append(eol);
   }
   return out;
 }
@@ -97,7 +97,8 @@ Result<std::string> ServerKeygenBody(std::string_view private_key_pem, std::stri
   return fmt::format(
       "--{0}\r\nContent-Type: application/pkcs8\r\nContent-Transfer-Encoding: base64\r\n\r\n{1}--{0}\r\n"
       "Content-Type: {2}\r\nContent-Transfer-Encoding: base64\r\n\r\n{3}--{0}--\r\n",
-      boundary, Base64Body(*key), kCertsOnlyType, Base64Body(pkcs7));
+      // MIME (RFC 2046) ends every line of a multipart body with CRLF.
+      boundary, Base64Body(*key, "\r\n"), kCertsOnlyType, Base64Body(pkcs7, "\r\n"));
 }
 
 }  // namespace certfleet::enroll::est

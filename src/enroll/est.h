@@ -20,8 +20,8 @@ inline constexpr std::string_view kCsrAttrsType = "application/csrattrs";
 // The DER a request body carries: base64 (line breaks and spaces ignored, as RFC 7030 sends
 // it), or PEM or DER as some clients send; kInvalidArgument if it is none of them.
 Result<std::string> BodyDer(std::string_view body);
-// DER as an EST body: base64 in lines of 64 characters.
-std::string Base64Body(std::string_view der);
+// DER as an EST body: base64 in lines of 64 characters, each ended by `eol`.
+std::string Base64Body(std::string_view der, std::string_view eol = "\n");
 // The certificates of a PEM bundle as a certs-only PKCS#7, DER.
 Result<std::string> CertsOnly(std::string_view pem);
 // The CSR attributes a profile asks for (RFC 7030 4.5.2, DER): the challengePassword that

@@ -113,16 +113,23 @@ void Enroll(const ApiContext& ctx, const Request& req, const Responder& respond,
 }
 
 // Lightweight CMP over HTTP (RFC 6712): a DER PKIMessage in, one out, with 200 also when it
-// refuses (a CMP error message is the refusal the client reads).
-Result<Response> Cmp(const ApiContext& ctx, const Request& req) {
+// refuses (a CMP error message is the refusal the client reads). Processed on the CMP
+// server's threads: an enrollment waits for the store's commit.
+void Cmp(const ApiContext& ctx, const Request& req, const Responder& respond) {
   if (MediaType(req) != kPkixCmp) {
-    return MakeError(ErrorCode::kInvalidArgument, fmt::format("send the PKIMessage as {}", kPkixCmp));
+    Response res =
+        Fail(req, MakeError(ErrorCode::kInvalidArgument, fmt::format("send the PKIMessage as {}", kPkixCmp)));
+    return respond([res = std::move(res)] { return res; });
   }
-  CF_ASSIGN_OR_RETURN(std::string answer, ctx.cmp->Handle(req.params.at("label"), req.body));
-  Response res;
-  res.content_type = std::string(kPkixCmp);
-  res.body = std::move(answer);
-  return res;
+  ctx.cmp->HandleAsync(LabelOf(req), req.body, [respond, request_id = req.request_id](Result<std::string> answer) {
+    respond([answer = std::move(answer), request_id]() -> Response {
+      if (!answer.ok()) return Fail(request_id, answer.error());
+      Response res;
+      res.content_type = std::string(kPkixCmp);
+      res.body = *answer;
+      return res;
+    });
+  });
 }
 
 // /v1/enrollment/...: the operator's side.
@@ -274,8 +281,12 @@ void AddEnrollRoutes(Router& router, const ApiContext& ctx) {
   router.AddAsync("POST", "/.well-known/est/{label}/serverkeygen", est_post,
                   enroll_as(enroll::Operation::kServerKeygen));
   if (ctx.cmp) {
-    router.Add("POST", "/.well-known/cmp/p/{label}", {Access::kPublic, false, kCmpBodyLimit},
-               [c](Request& r) { return Cmp(*c, r); });
+    // RFC 9483 6.1: /.well-known/cmp serves the profile "default", /p/<label> the others.
+    const RouteOptions cmp_post{Access::kPublic, false, kCmpBodyLimit};
+    router.AddAsync("POST", "/.well-known/cmp", cmp_post,
+                    [c](Request& r, const Responder& respond) { Cmp(*c, r, respond); });
+    router.AddAsync("POST", "/.well-known/cmp/p/{label}", cmp_post,
+                    [c](Request& r, const Responder& respond) { Cmp(*c, r, respond); });
   }
   router.Add("GET", "/v1/enrollment/profiles", {Access::kReader}, [c](Request&) { return ListProfiles(*c); });
   router.Add("GET", "/v1/enrollment/profiles/{label}", {Access::kReader},

@@ -139,9 +139,10 @@ std::shared_ptr<const PeerTls> PeerTlsOf(SSL* ssl) {
     if (SSL_export_keying_material(ssl, binding, sizeof(binding), kLabel.data(), kLabel.size(), nullptr, 0, 0) == 1) {
       out->channel_binding.assign(reinterpret_cast<char*>(binding), sizeof(binding));
     }
-  } else {
+  } else if (SSL_get_extms_support(ssl) == 1) {
     // RFC 5929 tls-unique: the first Finished message of the handshake, the client's in a
-    // full handshake and the server's in a resumed one.
+    // full handshake and the server's in a resumed one. Only with the extended master
+    // secret (RFC 7627): without it a man in the middle can make two connections share it.
     unsigned char finished[EVP_MAX_MD_SIZE];
     const size_t n = SSL_session_reused(ssl) ? SSL_get_finished(ssl, finished, sizeof(finished))
                                              : SSL_get_peer_finished(ssl, finished, sizeof(finished));

@@ -353,7 +353,7 @@ Result<void> Registry::Detach(Link link, std::string_view from, std::string_view
   });
 }
 
-Result<std::optional<ProvisioningTemplate>> Registry::TemplateFor(store::Tx& tx, std::string_view batch) {
+Result<std::optional<std::string>> Registry::TemplateNameFor(store::Tx& tx, std::string_view batch) {
   std::vector<store::RegistryLink> link;
   if (!batch.empty()) {
     CF_ASSIGN_OR_RETURN(link, store::LinksFrom(tx, kBatchTemplate, batch, "", 1));
@@ -361,9 +361,15 @@ Result<std::optional<ProvisioningTemplate>> Registry::TemplateFor(store::Tx& tx,
   if (link.empty()) {
     CF_ASSIGN_OR_RETURN(link, store::LinksFrom(tx, kBatchTemplate, kDefaultBatch, "", 1));
   }
-  if (link.empty()) return std::optional<ProvisioningTemplate>();
-  CF_ASSIGN_OR_RETURN(Object o, MustFind(tx, Kind::kTemplate, link.front().to_name));
-  return std::optional<ProvisioningTemplate>(std::get<ProvisioningTemplate>(std::move(o.body)));
+  if (link.empty()) return std::optional<std::string>();
+  return std::optional<std::string>(std::move(link.front().to_name));
+}
+
+Result<std::optional<ProvisioningTemplate>> Registry::TemplateFor(store::Tx& tx, std::string_view batch) {
+  CF_ASSIGN_OR_RETURN(auto name, TemplateNameFor(tx, batch));
+  if (!name) return std::optional<ProvisioningTemplate>();
+  CF_ASSIGN_OR_RETURN(ProvisioningTemplate t, TemplateNamed(tx, *name));
+  return std::optional<ProvisioningTemplate>(std::move(t));
 }
 
 Result<ProvisioningTemplate> Registry::TemplateNamed(store::Tx& tx, std::string_view name) {

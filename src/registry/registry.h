@@ -57,6 +57,8 @@ class Registry {
 
   // The template of the batch, else the default template; nullopt if neither exists.
   static Result<std::optional<ProvisioningTemplate>> TemplateFor(store::Tx& tx, std::string_view batch);
+  // The name of the template of the batch, else of the default template; nullopt if neither.
+  static Result<std::optional<std::string>> TemplateNameFor(store::Tx& tx, std::string_view batch);
   // The template `name`; kNotFound if there is none.
   static Result<ProvisioningTemplate> TemplateNamed(store::Tx& tx, std::string_view name);
   // The provisioning authorizer (W2's, and enrollment's by registered key), in this order:

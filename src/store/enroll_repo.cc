@@ -101,6 +101,12 @@ Result<bool> RevokeEnrollSecret(Tx& tx, std::string_view id, int64_t now) {
   return n == 1;
 }
 
+Result<int64_t> RevokeEnrollSecretsOf(Tx& tx, std::string_view profile, int64_t now) {
+  return tx.Exec(
+      "UPDATE enroll_secrets SET revoked_at = ? WHERE profile = ? AND used_at IS NULL AND revoked_at IS NULL",
+      {now, std::string(profile)});
+}
+
 Result<std::vector<EnrollSecretRecord>> ListEnrollSecrets(Tx& tx, const std::optional<std::string>& profile,
                                                           std::string_view after, int limit) {
   std::string where = "id > ?";
@@ -128,6 +134,14 @@ Result<int64_t> InsertEnrollRequest(Tx& tx, const EnrollRequestRecord& r) {
 
 Result<std::optional<EnrollRequestRecord>> FindEnrollRequest(Tx& tx, int64_t id) {
   return OneRequest(tx, "id = ?", {id});
+}
+
+Result<std::optional<int64_t>> PendingEnrollRequestOf(Tx& tx, std::string_view profile, std::string_view device_id) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT id FROM enroll_requests WHERE profile = ? AND device_id = ? AND "
+                                            "state = 'pending'",
+                                            {std::string(profile), std::string(device_id)}));
+  if (!row) return std::optional<int64_t>();
+  return std::optional<int64_t>(row->Int(0));
 }
 
 Result<std::optional<EnrollRequestRecord>> FindEnrollRequestByCsr(Tx& tx, std::string_view profile,

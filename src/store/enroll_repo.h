@@ -52,6 +52,8 @@ Result<std::optional<EnrollSecretRecord>> FindEnrollSecret(Tx& tx, std::string_v
 Result<bool> UseEnrollSecret(Tx& tx, std::string_view id, std::string_view device_id, int64_t now);
 // False if there is no such secret or it was used or revoked already.
 Result<bool> RevokeEnrollSecret(Tx& tx, std::string_view id, int64_t now);
+// Revokes the profile's unused secrets; how many.
+Result<int64_t> RevokeEnrollSecretsOf(Tx& tx, std::string_view profile, int64_t now);
 // In id order after `after`, of one profile when given.
 Result<std::vector<EnrollSecretRecord>> ListEnrollSecrets(Tx& tx, const std::optional<std::string>& profile,
                                                           std::string_view after, int limit);
@@ -73,6 +75,8 @@ struct EnrollRequestRecord {
 // The request's id; kAlreadyExists if the profile has one for this CSR.
 Result<int64_t> InsertEnrollRequest(Tx& tx, const EnrollRequestRecord& request);
 Result<std::optional<EnrollRequestRecord>> FindEnrollRequest(Tx& tx, int64_t id);
+// The id of the device's request waiting under the profile, if there is one.
+Result<std::optional<int64_t>> PendingEnrollRequestOf(Tx& tx, std::string_view profile, std::string_view device_id);
 Result<std::optional<EnrollRequestRecord>> FindEnrollRequestByCsr(Tx& tx, std::string_view profile,
                                                                   std::string_view csr_sha256);
 // Moves the request from `from` to `to` (with who decided, or the serial issued): false if it

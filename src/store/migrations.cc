@@ -587,6 +587,7 @@ CREATE TABLE enroll_requests (
   decided_by TEXT,
   UNIQUE (profile, csr_sha256)
 );
+CREATE INDEX enroll_requests_device ON enroll_requests (profile, device_id, state);
 )sql"},
     {22, "cmp transactions", R"sql(
 -- CMP transaction IDs seen (hex), so that a replayed one is refused on any node; kept a week.

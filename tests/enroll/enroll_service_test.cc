@@ -69,9 +69,10 @@ class EnrollTest : public ::testing::TestWithParam<store::Dialect> {
     ASSERT_TRUE(put.ok()) << put.error().message;
   }
 
-  void Register(const std::string& id, EVP_PKEY* key) {
+  void Register(const std::string& id, EVP_PKEY* key, const std::string& batch = "") {
     store::DeviceRecord d;
     d.device_id = id;
+    d.batch = batch;
     d.public_key = pki::PublicKeyPemToDer(*pki::PublicKeyToPem(key)).value();
     d.key_sha256 = Sha256Hex(d.public_key);
     d.status = std::string(store::kDeviceRegistered);
@@ -140,6 +141,18 @@ TEST_P(EnrollTest, ARegisteredKeyEnrollsItsDeviceThroughTheTemplate) {
   // serverkeygen's key is new: a registered key cannot vouch for it.
   EXPECT_EQ(Refusal(Operation::kServerKeygen, CsrFor(key.get(), "dev-1")), ErrorCode::kUnauthenticated);
   EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(key.get(), "dev-1"), {}, "nope"), ErrorCode::kNotFound);
+
+  // A device whose batch another template serves cannot take this profile's.
+  ASSERT_TRUE(testing::CreateJson(*registry_, registry::Kind::kTemplate,
+                                  json::object{{"name", "gateways"},
+                                               {"ca_fqdn", "iot.example.com"},
+                                               {"endpoint", "mqtts://g:8883"},
+                                               {"batches", {"b-gw"}}},
+                                  "t")
+                  .ok());
+  pki::PkeyPtr sensor = NewKey();
+  Register("sensor-1", sensor.get(), "b-gw");
+  EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(sensor.get(), "sensor-1")), ErrorCode::kPermissionDenied);
 }
 
 TEST_P(EnrollTest, ASecretEnrollsItsDeviceOnceUntilItExpires) {

@@ -131,13 +131,18 @@ states = {c["serial"]: c["attachment"] for c in api("GET", "/v1/things/plc-1")["
 check(states.get(serial_of(path("plc-1.pem"))) == "superseded" and
       states.get(serial_of(path("plc-1b.pem"))) == "active", f"the replaced certificate is superseded: {states}")
 
+out = openssl_cmp(*cmp_args("kur"), *signed_by(path("plc-1.pem"), key1), "-newkey", key1b, "-certout", path("x.pem"),
+                  "-unprotected_errors", ok=False)
+check("received ERROR" in out and "replaced" in out, f"kur with the replaced certificate: {out[-400:]}")
+
 # ---- genm: the CA certificates, and the root CA update (none: roots are not rolled in place) ----
 out = openssl_cmp(*cmp_args("genm"), *signed_by(path("plc-1b.pem"), key1b), "-infotype", "caCerts",
                   "-rspout", path("genp.der"))
 check("genp contains ITAV of type: id-it-caCerts" in out, f"genm caCerts: {out[-300:]}")
 rc, parsed = run("openssl", "asn1parse", "-inform", "DER", "-in", path("genp.der"))
 check("iot.example.com" in parsed and ":example.com" in parsed, "the genp holds the intermediate and the root")
-out = openssl_cmp(*cmp_args("genm"), *signed_by(path("plc-1b.pem"), key1b), "-infotype", "rootCaKeyUpdate")
+genm_default = [a if a != ".well-known/cmp/p/default" else ".well-known/cmp" for a in cmp_args("genm")]
+out = openssl_cmp(*genm_default, *signed_by(path("plc-1b.pem"), key1b), "-infotype", "rootCaKeyUpdate")
 check("id-it-rootCaKeyUpdate" in out, f"genm rootCaKeyUpdate answered: {out[-300:]}")
 
 # ---- refusals, each a CMP error message ----

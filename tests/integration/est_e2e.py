@@ -319,6 +319,8 @@ old_serial = format(cn_of(dev1_cert)[1].serial_number, "x")
 check(states.get(old_serial) == "superseded" and list(states.values()).count("active") == 1,
       f"the old certificate is superseded: {states}")
 enroll("simplereenroll", openssl_csr(key1b, "dev-2", "csr-1c"), "--cert", dev1b, "--key", key1b, expect=403)
+# The replaced certificate (its key rotated away from) renews nothing.
+enroll("simplereenroll", openssl_csr(key1, "dev-1", "csr-1g"), "--cert", dev1_cert, "--key", key1, expect=403)
 enroll("simplereenroll", openssl_csr(key1b, "dev-1", "csr-1d"), expect=401)  # no client certificate
 enroll("simplereenroll", openssl_csr(key1b, UID, "csr-1e"), "--cert", icert, "--key", ikey, expect=401)  # not ours
 api("POST", f"/v1/certificates/{old_serial}/revoke", {"reason": "keyCompromise"})
@@ -374,6 +376,10 @@ csr_a1 = openssl_csr(akey, "dev-a1", "csr-a1")
 headers, _ = enroll("simpleenroll", csr_a1, "-u", f"{ap[0]['id']}:{ap[0]['secret']}", label="approve", expect=202)
 check(headers.get("retry-after") == "7", f"202 with Retry-After: {headers}")
 enroll("simpleenroll", csr_a1, label="approve", expect=202)  # the same CSR again: still pending
+again_a1 = api("POST", "/v1/enrollment/secrets", {"profile": "approve", "device_id": "dev-a1"}, expect=201)["items"][0]
+enroll("simpleenroll", openssl_csr(akey, "dev-a1", "csr-a1b"), "-u", f"{again_a1['id']}:{again_a1['secret']}",
+       label="approve", expect=409)  # one request waits already
+enroll("serverkeygen", csr_a1, label="approve", expect=409)  # the key would go to whoever asks again
 pending = api("GET", "/v1/enrollment/requests?state=pending")["items"]
 check(len(pending) == 1 and pending[0]["device_id"] == "dev-a1", f"the pending request: {pending}")
 api("POST", f"/v1/enrollment/requests/{pending[0]['id']}/approve", bearer=None, expect=401)
