@@ -14,10 +14,14 @@
 #include "pki/crl.h"
 #include "pki/ocsp.h"
 #include "store/audit_repo.h"
+#include "store/events_repo.h"
 #include "store/jobs_repo.h"
 
 namespace certfleet::issuance {
 namespace {
+
+// The event each revoked certificate writes; its newest id tells every node of revocations.
+constexpr std::string_view kRevokedEvent = "certificates/revoked";
 
 namespace json = boost::json;
 
@@ -518,7 +522,7 @@ Result<Revoked> Issuer::Revoke(std::string_view serial, std::string_view reason_
       CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "certificate.revoke", "certificate:" + t.serial,
                                             json::serialize(details)));
       CF_RETURN_IF_ERROR(store::AppendEvent(
-          tx, now, "certificates/revoked",
+          tx, now, kRevokedEvent,
           json::serialize(json::object{{"FQDN", t.fqdn}, {"Serial", t.serial}, {"Reason", details["reason"]}})));
     }
     CF_ASSIGN_OR_RETURN(auto updated, store::FindCertificate(tx, key));
@@ -572,15 +576,21 @@ std::string Issuer::Ocsp(std::string_view request_der) {
   }
   const int64_t now = clock_.NowMillis();
   if (!has_nonce) {
+    // An answer cached before a revocation that any node made since is not served.
+    const int64_t seen = RevocationsSeen(now);
     std::lock_guard lock(mu_);
-    if (auto it = ocsp_cache_.find(cache_key); it != ocsp_cache_.end() && it->second.expires_at > now) {
+    if (auto it = ocsp_cache_.find(cache_key);
+        it != ocsp_cache_.end() && it->second.expires_at > now && it->second.revocations == seen) {
       return it->second.der;
     }
   }
   const auto& first = request->questions.front();
   bool all_known = true;  // every question names a certificate of this CA by its exact CertID
+  int64_t revocations = 0;
   auto answered = store::Read(store_, [&](store::Tx& tx) -> Result<std::string> {
     all_known = true;
+    // Read first: a revocation committed after it makes this answer stale, and so unserved.
+    CF_ASSIGN_OR_RETURN(revocations, store::LastEventIdOf(tx, kRevokedEvent));
     if (first.hash_nid != NID_sha1) return std::string();
     CF_ASSIGN_OR_RETURN(auto ca, store::FindCaByKeyHash(tx, HexEncode(first.issuer_key_hash)));
     if (!ca || ca->key_ref.empty()) return std::string();  // not ours to answer for
@@ -614,11 +624,26 @@ std::string Issuer::Ocsp(std::string_view request_der) {
   }
   if (answered->empty()) return pki::OcspErrorResponse(OCSP_RESPONSE_STATUS_UNAUTHORIZED);
   // Unknown serials are answered afresh each time: anyone may ask about any number of them.
-  if (!has_nonce && all_known) CacheOcsp(std::move(cache_key), *answered, now);
+  if (!has_nonce && all_known) CacheOcsp(std::move(cache_key), *answered, now, revocations);
   return *answered;
 }
 
-void Issuer::CacheOcsp(std::string key, const std::string& der, int64_t now) {
+int64_t Issuer::RevocationsSeen(int64_t now) {
+  {
+    std::lock_guard lock(mu_);
+    if (now - revocations_checked_at_ < kRevocationCheckMs) return revocations_seen_;
+    revocations_checked_at_ = now;
+  }
+  auto latest = store::Read(store_, [](store::Tx& tx) { return store::LastEventIdOf(tx, kRevokedEvent); });
+  std::lock_guard lock(mu_);
+  const int64_t seen = latest.ok() ? *latest : -1;
+  // Another node revoked: its CAs may be among them, so the issuing CAs are read again too.
+  if (seen != revocations_seen_) parents_.clear();
+  revocations_seen_ = seen;
+  return seen;
+}
+
+void Issuer::CacheOcsp(std::string key, const std::string& der, int64_t now, int64_t revocations) {
   if (options_.ocsp_cache_entries == 0) return;
   const int64_t expires_at = now + Millis(options_.ocsp_validity) / 2;
   std::lock_guard lock(mu_);
@@ -630,7 +655,7 @@ void Issuer::CacheOcsp(std::string key, const std::string& der, int64_t now) {
     ocsp_order_.pop_front();
   }
   ocsp_order_.emplace_back(key, expires_at);
-  ocsp_cache_[std::move(key)] = CachedOcsp{der, expires_at};
+  ocsp_cache_[std::move(key)] = CachedOcsp{der, expires_at, revocations};
 }
 
 }  // namespace certfleet::issuance

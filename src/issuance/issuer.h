@@ -194,7 +194,13 @@ class Issuer {
                                                       std::string_view actor);
   Result<std::shared_ptr<X509>> CaCertificate(const store::CertificateRecord& record);
   Result<void> ResignCrl(store::Tx& tx, std::string_view ca_fqdn, int64_t now);
-  void CacheOcsp(std::string key, const std::string& der, int64_t now);
+  void CacheOcsp(std::string key, const std::string& der, int64_t now, int64_t revocations);
+  // The newest revocation event any node wrote, read from the store at most once every
+  // kRevocationCheckMs; -1 when it cannot be read (no cached answer is then used).
+  int64_t RevocationsSeen(int64_t now);
+  // How stale another node's revocation may be here: an OCSP answer cached before it is not
+  // served once this much has passed (the cost: one indexed read a second).
+  static constexpr int64_t kRevocationCheckMs = 1000;
   std::string CrlUrl(std::string_view ca_fqdn) const;
 
   store::Store& store_;
@@ -209,9 +215,12 @@ class Issuer {
   struct CachedOcsp {
     std::string der;
     int64_t expires_at;
+    int64_t revocations;  // the newest revocation event when it was answered
   };
   std::map<std::string, CachedOcsp, std::less<>> ocsp_cache_;
   std::deque<std::pair<std::string, int64_t>> ocsp_order_;  // keys and expiry, oldest first
+  int64_t revocations_seen_ = -1;
+  int64_t revocations_checked_at_ = 0;
   // Issuances commit in groups under load. Last, so that it is destroyed first: it finishes
   // the writes still queued, which use the members above.
   store::GroupCommitter writes_;

@@ -26,6 +26,12 @@ Result<int64_t> LastEventId(Tx& tx) {
   return row->Int(0);
 }
 
+Result<int64_t> LastEventIdOf(Tx& tx, std::string_view type) {
+  CF_ASSIGN_OR_RETURN(auto row,
+                      tx.QueryOne("SELECT COALESCE(MAX(id), 0) FROM events WHERE type = ?", {std::string(type)}));
+  return row->Int(0);
+}
+
 Result<std::optional<int64_t>> WebhookCursor(Tx& tx, std::string_view url) {
   CF_ASSIGN_OR_RETURN(auto row,
                       tx.QueryOne("SELECT last_event_id FROM webhook_cursors WHERE url = ?", {std::string(url)}));

@@ -24,6 +24,8 @@ Result<std::vector<EventRecord>> EventsAfter(Tx& tx, int64_t after_id, const std
                                              int limit);
 // The id of the newest event; 0 when there is none.
 Result<int64_t> LastEventId(Tx& tx);
+// The id of the newest event of `type` (through the (type, id) index); 0 if there is none.
+Result<int64_t> LastEventIdOf(Tx& tx, std::string_view type);
 
 // Where a webhook stands: the last event it took; nullopt for a URL not seen before.
 Result<std::optional<int64_t>> WebhookCursor(Tx& tx, std::string_view url);

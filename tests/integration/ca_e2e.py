@@ -269,6 +269,35 @@ check(status == 200 and all(c["type"] in ("server", "device") for c in listed["i
       "filter by expiry")
 check(cf.request("GET", "/v1/certificates?type=bogus", bearer=reader)[0] == 400, "bad type filter: 400")
 
+# Two nodes on one PostgreSQL: a revocation through one is answered by the other's OCSP
+# responder within 5 s, though it had cached the good answer; a revoked token likewise.
+if DB_KIND == "postgres":
+    node2 = cf.another_node()
+    key2 = ec.generate_private_key(ec.SECP256R1())
+    csr2 = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ignored")])).sign(key2, hashes.SHA256())
+    device2 = create("device", {"parent_fqdn": "iot.example.com",
+                                "csr_pem": csr2.public_bytes(serialization.Encoding.PEM).decode()})
+    write("device2.pem", device2["certificate_pem"])
+    ocsp2 = ["openssl", "ocsp", "-issuer", path("inter.pem"), "-cert", path("device2.pem"), "-url",
+             f"{node2.url}/ocsp", "-CAfile", path("root.pem"), "-no_nonce"]
+    for _ in range(2):  # the second from node 2's cache
+        rc, out = run(*ocsp2)
+        check(rc == 0 and "device2.pem: good" in out, f"node 2's OCSP: good: {out}")
+    status, _, _ = cf.request("POST", f"/v1/certificates/{device2['serial']}/revoke", body={"reason": "keyCompromise"},
+                              bearer=T)
+    check(status == 200, "revoked through node 1")
+    wait_for("node 2's OCSP to answer revoked", lambda: "device2.pem: revoked" in run(*ocsp2)[1], timeout=5)
+    # A token revoked through one node stops working on the other within auth.token_cache_ms.
+    status, token, _ = cf.request("POST", "/v1/tokens", body={"role": "reader", "name": "two-nodes"}, bearer=T)
+    check(status == 201, f"a token: {status}")
+    for _ in range(2):  # the second from node 2's token cache
+        check(node2.request("GET", "/v1/certificates?limit=1", bearer=token["token"])[0] == 200, "node 2 takes it")
+    check(cf.request("DELETE", f"/v1/tokens/{token['id']}", bearer=T)[0] in (200, 204), "revoked through node 1")
+    wait_for("node 2 to refuse the revoked token",
+             lambda: node2.request("GET", "/v1/certificates?limit=1", bearer=token["token"])[0] == 401, timeout=3)
+    node2.stop()
+
 # Cascade: revoking the intermediate revokes everything below it.
 status, out, _ = cf.request("POST", f"/v1/certificates/{inter['serial']}/revoke",
                             body={"reason": "cACompromise", "cascade": True}, bearer=T)
