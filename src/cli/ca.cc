@@ -96,7 +96,7 @@ int CaImport(const Config& config, const Clock& clock, const CaImportArgs& args)
   if (!st.ok()) return fail(st.error());
   auto master_key = pki::file::LoadMasterKey(config.Get("master_key"), config.Get("master_key_file"), false);
   if (!master_key.ok()) return fail(master_key.error());
-  auto keys = pki::OpenKeyBackends(config, *master_key);
+  auto keys = issuance::OpenKeyBackends(config, *master_key, **st, clock);
   if (!keys.ok()) return fail(keys.error());
   issuance::Issuer issuer(**st, **keys, clock, issuance::IssuerOptions(config, ""));
   auto written = issuer.ImportCa(loaded->cert.get(), loaded->key.get(), loaded->chain_pem, args.key_backend, args.fqdn,

@@ -1,6 +1,10 @@
 #include "issuance/setup.h"
 
+#include <fmt/format.h>
+
 #include "core/log.h"
+#include "issuance/db_key_backend.h"
+#include "pki/setup.h"
 
 namespace certfleet::issuance {
 namespace {
@@ -50,6 +54,19 @@ Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, Is
     return Ok();
   });
   return scheduler.Add("ca-crl-refresh", kCrlRefreshSchedule, Issuer::kCrlRefreshJob, kRefreshAttempts);
+}
+
+Result<std::unique_ptr<pki::KeyBackends>> OpenKeyBackends(const Config& config, const std::string& master_key,
+                                                          store::Store& store, const Clock& clock) {
+  std::string chosen = config.Get("ca.key_backend");
+  if (chosen.empty()) chosen = store.dialect() == store::Dialect::kPostgres ? "db" : "file";
+  if (chosen != "db" && chosen != "file" && chosen != "pkcs11") {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     fmt::format("ca.key_backend '{}' is none of db, file and pkcs11", chosen));
+  }
+  CF_ASSIGN_OR_RETURN(auto backends, pki::OpenKeyBackends(config, master_key, chosen));
+  backends->Add("db", std::make_unique<DbKeyBackend>(store, clock, master_key));
+  return backends;
 }
 
 }  // namespace certfleet::issuance

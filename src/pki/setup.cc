@@ -19,8 +19,9 @@ constexpr ConfigKey kKeys[] = {
     {"master_key_file", ConfigType::kPath, "{data_dir}/master.key",
      "File holding the master key; `certfleet init` creates it (0600)."},
     {"key_dir", ConfigType::kPath, "{data_dir}/keys", "Folder of the encrypted CA keys (PKCS#8, AES-256)."},
-    {"ca.key_backend", ConfigType::kString, "file",
-     "Where a new CA's key is made unless its request names one: `file` (key_dir) or `pkcs11` (the token)."},
+    {"ca.key_backend", ConfigType::kString, "",
+     "Where a new CA's key is made unless its request names one: `db` (the database, sealed with the master "
+     "key), `file` (key_dir) or `pkcs11` (the token); empty: db when `db` is PostgreSQL, file on SQLite."},
     {"pkcs11.module", ConfigType::kPath, "",
      "PKCS#11 module of the HSM for CA keys (e.g. /usr/lib/softhsm/libsofthsm2.so); empty: no HSM."},
     {"pkcs11.token_label", ConfigType::kString, "certfleet", "Label of the PKCS#11 token that holds CA keys."},
@@ -52,8 +53,9 @@ Result<std::string> ReadPin(const std::string& path) {
 
 std::span<const ConfigKey> ConfigKeys() { return kKeys; }
 
-Result<std::unique_ptr<KeyBackends>> OpenKeyBackends(const Config& config, const std::string& master_key) {
-  auto backends = std::make_unique<KeyBackends>(config.Get("ca.key_backend"));
+Result<std::unique_ptr<KeyBackends>> OpenKeyBackends(const Config& config, const std::string& master_key,
+                                                     const std::string& default_backend) {
+  auto backends = std::make_unique<KeyBackends>(default_backend);
   backends->Add("file", std::make_unique<file::FileKeyBackend>(config.Get("key_dir"), master_key));
   if (!config.Get("pkcs11.module").empty()) {
     pkcs11::Options options{config.Get("pkcs11.module"), config.Get("pkcs11.token_label"), {}};
@@ -63,11 +65,7 @@ Result<std::unique_ptr<KeyBackends>> OpenKeyBackends(const Config& config, const
     if (!token.ok()) return token.error();
     backends->Add("pkcs11", std::move(*token));
   }
-  if (config.Get("ca.key_backend") != "file" && config.Get("ca.key_backend") != "pkcs11") {
-    return MakeError(ErrorCode::kFailedPrecondition,
-                     fmt::format("ca.key_backend '{}' is neither file nor pkcs11", config.Get("ca.key_backend")));
-  }
-  if (config.Get("ca.key_backend") == "pkcs11" && config.Get("pkcs11.module").empty()) {
+  if (default_backend == "pkcs11" && config.Get("pkcs11.module").empty()) {
     return MakeError(ErrorCode::kFailedPrecondition, "ca.key_backend is pkcs11 but pkcs11.module is not set");
   }
   return backends;

@@ -77,8 +77,8 @@ Result<void> Run(const Config& config, const Clock& clock) {
   CF_ASSIGN_OR_RETURN(std::string master_key,
                       Named(pki::file::LoadMasterKey(config.Get("master_key"), config.Get("master_key_file"), false),
                             "reading the master key"));
-  CF_ASSIGN_OR_RETURN(auto key_backends,
-                      Named(pki::OpenKeyBackends(config, master_key), "opening the CA key backends"));
+  CF_ASSIGN_OR_RETURN(auto key_backends, Named(issuance::OpenKeyBackends(config, master_key, store, clock),
+                                               "opening the CA key backends"));
   pki::KeyBackend& keys = *key_backends;
   const blob::S3Credentials s3 = blob::S3CredentialsFrom(config);
   CF_ASSIGN_OR_RETURN(auto published, Named(blob::OpenBlobStore(config.Get("blobs"), s3), "blobs"));

@@ -9,11 +9,23 @@
 namespace certfleet::store {
 namespace {
 
-constexpr const char* kCountedTables[] = {
-    "certificates",        "cas",    "pending_cas",  "devices",  "registry_objects",
-    "registry_links",      "hosts",  "renewal_runs", "renewals", "jobs",
-    "audit_log",           "events", "api_tokens",   "imports",  "import_rows",
-    "distribution_records"};
+constexpr const char* kCountedTables[] = {"certificates",
+                                          "cas",
+                                          "pending_cas",
+                                          "devices",
+                                          "registry_objects",
+                                          "registry_links",
+                                          "hosts",
+                                          "renewal_runs",
+                                          "renewals",
+                                          "jobs",
+                                          "audit_log",
+                                          "events",
+                                          "api_tokens",
+                                          "imports",
+                                          "import_rows",
+                                          "distribution_records",
+                                          "ca_keys"};
 
 struct SqliteCloser {
   void operator()(sqlite3* db) const { sqlite3_close_v2(db); }

@@ -597,6 +597,16 @@ CREATE TABLE cmp_transactions (
 );
 CREATE INDEX cmp_transactions_created ON cmp_transactions (created_at);
 )sql"},
+    {23, "ca keys in the database", R"sql(
+-- CA private keys kept in the database (ca.key_backend db): PKCS#8 PEM sealed with AES-256-GCM
+-- under a key derived from the master key and the row's reference, so that nodes sharing
+-- the database need no shared folder, and the database alone reveals no key.
+CREATE TABLE ca_keys (
+  ref TEXT PRIMARY KEY,
+  key_sealed TEXT NOT NULL,
+  created_at BIGINT NOT NULL
+);
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {
