@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "core/files.h"
+#include "issuance/db_key_backend.h"
 #include "issuance/setup.h"
 #include "pki/certificate.h"
 #include "pki/file/file_key_backend.h"
@@ -108,7 +109,28 @@ int CaImport(const Config& config, const Clock& clock, const CaImportArgs& args)
                              c.serial, c.parent_fqdn, FormatRfc3339(c.not_after));
   }
   std::cerr << fmt::format("the key is in the {} key backend now; delete or lock away the files it came from\n",
-                           args.key_backend.empty() ? config.Get("ca.key_backend") : args.key_backend);
+                           args.key_backend.empty() ? (*keys)->default_backend() : args.key_backend);
+  return 0;
+}
+
+int MigrateKeys(const Config& config, const Clock& clock) {
+  auto fail = [](const Error& e) {
+    std::cerr << "certfleet migrate-keys: " << e.message << "\n";
+    return 1;
+  };
+  auto st = server::OpenStore(config);
+  if (!st.ok()) return fail(st.error());
+  auto master_key = pki::file::LoadMasterKey(config.Get("master_key"), config.Get("master_key_file"), false);
+  if (!master_key.ok()) return fail(master_key.error());
+  auto keys = issuance::OpenKeyBackends(config, *master_key, **st, clock);
+  if (!keys.ok()) return fail(keys.error());
+  auto moved = issuance::MoveFileKeys(**st, **keys, clock, "db", CliActor());
+  if (!moved.ok()) return fail(moved.error());
+  for (const auto& fqdn : *moved) std::cout << "moved the key of " << fqdn << " into the database\n";
+  std::cerr << fmt::format(
+      "{} CA key(s) moved; the files in {} stay for nodes of older releases: delete them once "
+      "every node runs this one\n",
+      moved->size(), config.Get("key_dir"));
   return 0;
 }
 

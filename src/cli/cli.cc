@@ -198,7 +198,12 @@ int Main(int argc, char** argv) {
                         "File holding the password of an encrypted key or PKCS#12 file");
   ca_import->add_option("--chain", ca_import_args.chain, "Its issuers up to the root (PEM), unless already here");
   ca_import->add_option("--fqdn", ca_import_args.fqdn, "Its name in the inventory (default: its CN)");
-  ca_import->add_option("--key-backend", ca_import_args.key_backend, "file or pkcs11 (default: ca.key_backend)");
+  ca_import->add_option("--key-backend", ca_import_args.key_backend, "db, file or pkcs11 (default: ca.key_backend)");
+
+  auto* migrate_keys = app.add_subcommand(
+      "migrate-keys",
+      "Move the CA keys of key_dir into the database (sealed with the master key), so that nodes on one PostgreSQL "
+      "need no shared folder; each CA is pointed at its new key in an audited transaction (ca.key.move).");
 
   auto* acme_cmd = app.add_subcommand("acme", "The ACME server.");
   acme_cmd->require_subcommand(1);
@@ -262,6 +267,7 @@ int Main(int argc, char** argv) {
   if (*host_reactivate) return HostToken(*config, clock, host_id, true);
   if (*host_credential) return HostCredential(*config, clock, credential, credential_ttl);
   if (*ca_import) return CaImport(*config, clock, ca_import_args);
+  if (*migrate_keys) return MigrateKeys(*config, clock);
   if (*eab_create) return AcmeEabCreate(*config, clock, eab_profile);
   if (*backup) return Backup(*config, backup_dir, include_master_key);
   if (*restore) return Restore(*config, backup_dir);

@@ -48,6 +48,9 @@ struct CaImportArgs {
 };
 int CaImport(const Config& config, const Clock& clock, const CaImportArgs& args);
 
+// `certfleet migrate-keys`: the CA keys of key_dir moved into the database (ca.key_backend db).
+int MigrateKeys(const Config& config, const Clock& clock);
+
 // `certfleet acme eab create --profile P`: prints the kid and MAC key of a new binding once.
 int AcmeEabCreate(const Config& config, const Clock& clock, const std::string& profile);
 // Writes a consistent copy of the store (SQLite) or the pg_dump command to run (PostgreSQL),

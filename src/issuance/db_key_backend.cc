@@ -5,6 +5,7 @@
 
 #include "core/crypto.h"
 #include "pki/key.h"
+#include "store/audit_repo.h"
 #include "store/ca_keys_repo.h"
 
 namespace certfleet::issuance {
@@ -71,6 +72,38 @@ Result<void> DbKeyBackend::Remove(std::string_view ref) {
     if (auto it = cache_.find(ref); it != cache_.end()) cache_.erase(it);
   }
   return store::Write(store_, [&](store::Tx& tx) { return store::DeleteCaKey(tx, ref); });
+}
+
+Result<std::vector<std::string>> MoveFileKeys(store::Store& store, pki::KeyBackend& keys, const Clock& clock,
+                                              std::string_view to, std::string_view actor) {
+  CF_ASSIGN_OR_RETURN(auto cas, store::Read(store, [](store::Tx& tx) { return store::CaKeyRefs(tx, "file:"); }));
+  std::vector<std::string> moved;
+  for (const auto& ca : cas) {
+    const std::string& fqdn = ca.first;  // named, not bound: lambdas below capture them
+    const std::string& ref = ca.second;
+    Result<std::shared_ptr<EVP_PKEY>> key = keys.Get(ref);
+    if (!key.ok()) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       fmt::format("the key of CA {} ({}) does not read: {}", fqdn, ref, key.error().message));
+    }
+    CF_ASSIGN_OR_RETURN(std::string new_ref, keys.Put(key->get(), to));
+    const int64_t now = clock.NowMillis();
+    Result<bool> pointed = store::Write(store, [&](store::Tx& tx) -> Result<bool> {
+      CF_ASSIGN_OR_RETURN(bool changed, store::MoveCaKeyRef(tx, fqdn, ref, new_ref));
+      if (changed) {
+        CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "ca.key.move", "ca:" + fqdn,
+                                              fmt::format(R"({{"from":"file","to":"{}"}})", to)));
+      }
+      return changed;
+    });
+    if (!pointed.ok() || !*pointed) {
+      static_cast<void>(keys.Remove(new_ref));  // the CA kept its key: the copy is not needed
+      if (!pointed.ok()) return pointed.error();
+      continue;
+    }
+    moved.push_back(fqdn);
+  }
+  return moved;
 }
 
 }  // namespace certfleet::issuance

@@ -4,6 +4,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "core/clock.h"
 #include "pki/key_backend.h"
@@ -32,5 +33,12 @@ class DbKeyBackend final : public pki::KeyBackend {
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<EVP_PKEY>, std::less<>> cache_;
 };
+
+// Moves the keys of the CAs whose key is in the file backend (key_dir) into the backend `to`
+// ("db"): each is read, put there, and the CA pointed at it in one audited transaction
+// (ca.key.move); the files stay, for the nodes still running an older release. Returns the
+// CAs moved, by fqdn; kFailedPrecondition when a key cannot be read (nothing after it moves).
+Result<std::vector<std::string>> MoveFileKeys(store::Store& store, pki::KeyBackend& keys, const Clock& clock,
+                                              std::string_view to, std::string_view actor);
 
 }  // namespace certfleet::issuance

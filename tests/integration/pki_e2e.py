@@ -292,4 +292,27 @@ check(listing.count("Private Key Object") == 3 and all("sensitive" in a for a in
       f"the imported key is on the token, sensitive, not extractable: {listing}")
 check(listing.count("Usage:      sign\n") == 3, f"CA keys only sign: {listing}")
 hs.stop()
+
+# ---- certfleet migrate-keys: CA keys of key_dir moved into the database (PostgreSQL) ----
+if DB_KIND == "postgres":
+    old = Certfleet(BINARY, DB_KIND, "pki-e2e-keys", extra_env={"CERTFLEET_CA_KEY_BACKEND": "file"})
+    old.init()
+    old.start()
+    old.api("POST", "/v1/certificates/root", {"fqdn": "example.org", "organization": "Acme"}, expect=201)
+    old.api("POST", "/v1/certificates/intermediate", {"fqdn": "keys.example.org", "parent_fqdn":
+                                                      "example.org", "organization": "Acme"}, expect=201)
+    key_dir = os.path.join(old.data, "keys")
+    check(len(os.listdir(key_dir)) == 2, "with ca.key_backend file the CA keys are files")
+    out = old.cli("migrate-keys")
+    check("moved the key of example.org" in out.stdout and "moved the key of keys.example.org" in out.stdout,
+          f"migrate-keys moves both: {out.stdout} {out.stderr}")
+    check("0 CA key(s) moved" in old.cli("migrate-keys").stderr, "a second run has nothing to move")
+    old.stop()
+    shutil.move(key_dir, key_dir + ".old")  # no node reads the files any more
+    old.start()
+    old.api("POST", "/v1/certificates/server", {"fqdn": "www.keys.example.org",
+                                                "parent_fqdn": "keys.example.org"}, expect=201)
+    audit = old.api("GET", "/v1/audit?action=ca.key.move")
+    check(len(audit["items"]) == 2, f"each move is audited: {audit}")
+    old.stop()
 finish("pki_e2e")
