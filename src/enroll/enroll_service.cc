@@ -13,13 +13,15 @@
 #include "registry/registry.h"
 #include "store/audit_repo.h"
 #include "store/certificates_repo.h"
-#include "store/devices_repo.h"
-#include "store/imports_repo.h"
 
 namespace certfleet::enroll {
 namespace {
 
 namespace json = boost::json;
+
+Error NoProfile(std::string_view label) {
+  return MakeError(ErrorCode::kNotFound, fmt::format("no enrollment profile {}", Escaped(label)));
+}
 
 constexpr size_t kSecretIdBytes = 8;     // 16 hex digits: a Basic user name, a CMP senderKID, a CLI argument
 constexpr size_t kSecretBytes = 24;      // 192 bits: beyond guessing, and a MAC key as long as CMP's PBM wants
@@ -47,7 +49,7 @@ Result<std::shared_ptr<const EnrollService::Served>> EnrollService::ServedProfil
   CF_RETURN_IF_ERROR(store_.Transact(
       [&](store::Tx& tx) -> Result<void> {
         CF_ASSIGN_OR_RETURN(auto record, store::FindEnrollProfile(tx, label));
-        if (!record) return MakeError(ErrorCode::kNotFound, fmt::format("no enrollment profile {}", Escaped(label)));
+        if (!record) return NoProfile(label);
         CF_ASSIGN_OR_RETURN(served->profile, ProfileFromRecord(*record));
         auto tmpl = registry::Registry::TemplateNamed(tx, served->profile.template_name);
         if (!tmpl.ok()) return tmpl.error().Wrap(fmt::format("enrollment profile {}", served->profile.label));
@@ -64,7 +66,7 @@ Result<std::shared_ptr<const EnrollService::Served>> EnrollService::ServedProfil
 Result<Profile> EnrollService::FindProfile(std::string_view label) {
   CF_ASSIGN_OR_RETURN(auto record,
                       store::Read(store_, [&](store::Tx& tx) { return store::FindEnrollProfile(tx, label); }));
-  if (!record) return MakeError(ErrorCode::kNotFound, fmt::format("no enrollment profile {}", Escaped(label)));
+  if (!record) return NoProfile(label);
   return ProfileFromRecord(*record);
 }
 
@@ -102,7 +104,7 @@ Result<void> EnrollService::DeleteProfile(std::string_view label, std::string_vi
   const int64_t now = clock_.NowMillis();
   CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
     CF_ASSIGN_OR_RETURN(bool deleted, store::DeleteEnrollProfile(tx, label));
-    if (!deleted) return MakeError(ErrorCode::kNotFound, fmt::format("no enrollment profile {}", Escaped(label)));
+    if (!deleted) return NoProfile(label);
     // Its unused secrets go with it: a profile made again under the label does not revive them.
     CF_ASSIGN_OR_RETURN(int64_t revoked, store::RevokeEnrollSecretsOf(tx, label, now));
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "enroll.profile.delete",

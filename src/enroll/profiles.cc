@@ -13,7 +13,6 @@ namespace {
 
 namespace json = boost::json;
 
-constexpr size_t kMaxLabel = 64;  // a URL path segment
 // A manufacturer's roots and intermediates fit in far less; the bound keeps a profile a row.
 constexpr size_t kMaxAnchorsBytes = size_t{64} * 1024;
 

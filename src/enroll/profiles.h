@@ -33,6 +33,9 @@ struct Profile {
   bool Allows(AuthWay way) const;
 };
 
+// Longest label: a URL path segment.
+inline constexpr size_t kMaxLabel = 64;
+
 // The profile served without a label (/.well-known/est/ itself).
 inline constexpr std::string_view kDefaultLabel = "default";
 

@@ -11,6 +11,7 @@
 #include "enroll/est.h"
 #include "http/api.h"
 #include "http/json.h"
+#include "registry/objects.h"
 
 namespace certfleet::http {
 namespace {
@@ -18,7 +19,7 @@ namespace {
 namespace json = boost::json;
 namespace est = enroll::est;
 
-constexpr size_t kMaxLabel = 64;
+using enroll::kMaxLabel;
 constexpr std::string_view kPkixCmp = "application/pkixcmp";
 // A CMP request: a certificate template or CSR, its protection and a few extra certificates.
 constexpr size_t kCmpBodyLimit = size_t{64} * 1024;
@@ -179,7 +180,7 @@ json::object SecretJson(const store::EnrollSecretRecord& s) {
 Result<Response> CreateSecrets(const ApiContext& ctx, const Request& req) {
   CF_ASSIGN_OR_RETURN(json::object body, ParseJsonObject(req.body));
   CF_ASSIGN_OR_RETURN(std::string profile, RequiredString(body, "profile", kMaxLabel));
-  CF_ASSIGN_OR_RETURN(auto device_id, OptionalString(body, "device_id", kMaxLabel));
+  CF_ASSIGN_OR_RETURN(auto device_id, OptionalString(body, "device_id", registry::kMaxDeviceIdBytes));
   CF_ASSIGN_OR_RETURN(auto batch, OptionalString(body, "batch", kMaxNameBytes));
   int64_t count = 1;
   int64_t ttl_hours = kDefaultSecretTtlHours;
