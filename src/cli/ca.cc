@@ -80,6 +80,20 @@ Result<Loaded> Load(const CaImportArgs& args) {
   return out;
 }
 
+// The store and every CA key backend, as a node opens them.
+struct OpenedKeys {
+  std::unique_ptr<store::Store> store;
+  std::unique_ptr<pki::KeyBackends> keys;
+};
+Result<OpenedKeys> OpenKeys(const Config& config, const Clock& clock) {
+  OpenedKeys out;
+  CF_ASSIGN_OR_RETURN(out.store, server::OpenStore(config));
+  CF_ASSIGN_OR_RETURN(std::string master_key,
+                      pki::file::LoadMasterKey(config.Get("master_key"), config.Get("master_key_file"), false));
+  CF_ASSIGN_OR_RETURN(out.keys, issuance::OpenKeyBackends(config, master_key, *out.store, clock));
+  return out;
+}
+
 }  // namespace
 
 int CaImport(const Config& config, const Clock& clock, const CaImportArgs& args) {
@@ -93,13 +107,9 @@ int CaImport(const Config& config, const Clock& clock, const CaImportArgs& args)
   }
   auto loaded = Load(args);
   if (!loaded.ok()) return fail(loaded.error());
-  auto st = server::OpenStore(config);
-  if (!st.ok()) return fail(st.error());
-  auto master_key = pki::file::LoadMasterKey(config.Get("master_key"), config.Get("master_key_file"), false);
-  if (!master_key.ok()) return fail(master_key.error());
-  auto keys = issuance::OpenKeyBackends(config, *master_key, **st, clock);
-  if (!keys.ok()) return fail(keys.error());
-  issuance::Issuer issuer(**st, **keys, clock, issuance::IssuerOptions(config, ""));
+  auto opened = OpenKeys(config, clock);
+  if (!opened.ok()) return fail(opened.error());
+  issuance::Issuer issuer(*opened->store, *opened->keys, clock, issuance::IssuerOptions(config, ""));
   auto written = issuer.ImportCa(loaded->cert.get(), loaded->key.get(), loaded->chain_pem, args.key_backend, args.fqdn,
                                  CliActor());
   if (!written.ok()) return fail(written.error());
@@ -109,7 +119,7 @@ int CaImport(const Config& config, const Clock& clock, const CaImportArgs& args)
                              c.serial, c.parent_fqdn, FormatRfc3339(c.not_after));
   }
   std::cerr << fmt::format("the key is in the {} key backend now; delete or lock away the files it came from\n",
-                           args.key_backend.empty() ? (*keys)->default_backend() : args.key_backend);
+                           args.key_backend.empty() ? opened->keys->default_backend() : args.key_backend);
   return 0;
 }
 
@@ -118,13 +128,9 @@ int MigrateKeys(const Config& config, const Clock& clock) {
     std::cerr << "certfleet migrate-keys: " << e.message << "\n";
     return 1;
   };
-  auto st = server::OpenStore(config);
-  if (!st.ok()) return fail(st.error());
-  auto master_key = pki::file::LoadMasterKey(config.Get("master_key"), config.Get("master_key_file"), false);
-  if (!master_key.ok()) return fail(master_key.error());
-  auto keys = issuance::OpenKeyBackends(config, *master_key, **st, clock);
-  if (!keys.ok()) return fail(keys.error());
-  auto moved = issuance::MoveFileKeys(**st, **keys, clock, "db", CliActor());
+  auto opened = OpenKeys(config, clock);
+  if (!opened.ok()) return fail(opened.error());
+  auto moved = issuance::MoveFileKeys(*opened->store, *opened->keys, clock, "db", CliActor());
   if (!moved.ok()) return fail(moved.error());
   for (const auto& fqdn : *moved) std::cout << "moved the key of " << fqdn << " into the database\n";
   std::cerr << fmt::format(
