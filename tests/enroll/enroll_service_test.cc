@@ -13,12 +13,12 @@
 #include "pki/certificate.h"
 #include "pki/csr.h"
 #include "pki/der.h"
-#include "pki/file/file_key_backend.h"
 #include "pki/key.h"
 #include "registry/registry.h"
 #include "store/certificates_repo.h"
 #include "store/devices_repo.h"
 #include "testing/db.h"
+#include "testing/issuance.h"
 #include "testing/registry.h"
 
 namespace certfleet::enroll {
@@ -35,23 +35,15 @@ class EnrollTest : public ::testing::TestWithParam<store::Dialect> {
   void SetUp() override {
     store_ = testing::FreshStore(GetParam());
     ASSERT_NE(store_, nullptr);
-    keys_ = std::make_unique<pki::file::FileKeyBackend>(testing::TempDir() + "/keys", std::string(64, 'k'));
-    issuer_ = std::make_unique<issuance::Issuer>(*store_, *keys_, clock_, issuance::Issuer::Options{"https://ca.test"});
+    ca_ = testing::MakeIssuer(*store_, clock_);
+    issuer_ = ca_.issuer.get();
     registry_ = std::make_unique<registry::Registry>(*store_, clock_);
     EnrollService::Options options;
     options.master_key = std::string(32, 'm');
     options.supersede_grace = std::chrono::hours(1);
     service_ = std::make_unique<EnrollService>(*store_, *issuer_, *registry_, clock_, options);
 
-    issuance::IssueRequest root;
-    root.type = pki::CertType::kRoot;
-    root.name = "example.com";
-    ASSERT_TRUE(issuer_->Issue(root, "test").ok());
-    issuance::IssueRequest inter;
-    inter.type = pki::CertType::kIntermediate;
-    inter.name = "iot.example.com";
-    inter.parent = "example.com";
-    ASSERT_TRUE(issuer_->Issue(inter, "test").ok());
+    ASSERT_TRUE(testing::IssueHierarchy(*issuer_));
     ASSERT_TRUE(testing::CreateJson(*registry_, registry::Kind::kThingType, json::object{{"name", "meter"}}, "t").ok());
     ASSERT_TRUE(testing::CreateJson(*registry_, registry::Kind::kTemplate,
                                     json::object{{"name", "est-line"},
@@ -118,8 +110,8 @@ class EnrollTest : public ::testing::TestWithParam<store::Dialect> {
 
   ManualClock clock_{1'795'456'605'000};
   std::unique_ptr<store::Store> store_;
-  std::unique_ptr<pki::file::FileKeyBackend> keys_;
-  std::unique_ptr<issuance::Issuer> issuer_;
+  testing::TestIssuer ca_;
+  issuance::Issuer* issuer_ = nullptr;
   std::unique_ptr<registry::Registry> registry_;
   std::unique_ptr<EnrollService> service_;
 };

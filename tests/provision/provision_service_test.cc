@@ -11,12 +11,12 @@
 #include "ca/fqdn.h"
 #include "core/crypto.h"
 #include "pki/certificate.h"
-#include "pki/file/file_key_backend.h"
 #include "pki/key.h"
 #include "provision/device_registry.h"
 #include "registry/registry.h"
 #include "store/certificates_repo.h"
 #include "testing/db.h"
+#include "testing/issuance.h"
 #include "testing/registry.h"
 
 namespace certfleet::provision {
@@ -59,8 +59,8 @@ class ProvisionTest : public ::testing::TestWithParam<store::Dialect> {
   void SetUp() override {
     store_ = testing::FreshStore(GetParam());
     ASSERT_NE(store_, nullptr);
-    keys_ = std::make_unique<pki::file::FileKeyBackend>(testing::TempDir() + "/keys", std::string(64, 'k'));
-    issuer_ = std::make_unique<issuance::Issuer>(*store_, *keys_, clock_, issuance::Issuer::Options{"https://ca.test"});
+    ca_ = testing::MakeIssuer(*store_, clock_);
+    issuer_ = ca_.issuer.get();
     ProvisionService::Options options;
     options.public_url = "https://ca.test";
     options.url_key = std::string(32, 'u');
@@ -70,17 +70,7 @@ class ProvisionTest : public ::testing::TestWithParam<store::Dialect> {
     service_ = std::make_unique<ProvisionService>(*store_, *issuer_, *registry_, clock_, options);
     devices_ = std::make_unique<DeviceRegistry>(*store_, clock_);
 
-    issuance::IssueRequest root;
-    root.type = pki::CertType::kRoot;
-    root.name = "example.com";
-    root.organization = "Acme";
-    ASSERT_TRUE(issuer_->Issue(root, "test").ok());
-    issuance::IssueRequest inter;
-    inter.type = pki::CertType::kIntermediate;
-    inter.name = "iot.example.com";
-    inter.parent = "example.com";
-    inter.organization = "Acme";
-    ASSERT_TRUE(issuer_->Issue(inter, "test").ok());
+    ASSERT_TRUE(testing::IssueHierarchy(*issuer_));
     Make(Kind::kThingType, {{"name", "sensor"}});
     Make(Kind::kThingGroup, {{"name", "factory-7"}});
     Make(Kind::kTemplate,
@@ -124,8 +114,8 @@ class ProvisionTest : public ::testing::TestWithParam<store::Dialect> {
 
   ManualClock clock_{1'795'456'605'000};
   std::unique_ptr<store::Store> store_;
-  std::unique_ptr<pki::file::FileKeyBackend> keys_;
-  std::unique_ptr<issuance::Issuer> issuer_;
+  testing::TestIssuer ca_;
+  issuance::Issuer* issuer_ = nullptr;
   std::unique_ptr<registry::Registry> registry_;
   std::unique_ptr<ProvisionService> service_;
   std::unique_ptr<DeviceRegistry> devices_;
