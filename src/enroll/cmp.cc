@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <openssl/cmp.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 
 #include <algorithm>
 #include <future>
@@ -223,17 +224,12 @@ OSSL_CMP_PKISI* OnRevocation(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/,
 // RFC 9483 4.3.1's caCerts value: the profile's CA and its issuers, a SEQUENCE OF Certificate.
 ASN1_TYPE* CaCertsValue(CmpServer::Transaction& t) {
   Result<std::string> pem = t.server->enroll().CaCertificatesPem(t.label);
-  Result<std::vector<pki::X509Ptr>> certs = pem.ok() ? pki::CertificatesFromPem(*pem) : pem.error();
-  if (!certs.ok()) {
-    Refuse(certs.error().message);
+  if (!pem.ok()) {
+    Refuse(pem.error().message);
     return nullptr;
   }
   std::string seq;
-  for (const auto& c : *certs) {
-    Result<std::string> der = pki::CertificateToDer(c.get());
-    if (!der.ok()) return nullptr;
-    seq += *der;
-  }
+  for (const auto& der : pki::PemBlocksBytes(*pem, PEM_STRING_X509)) seq += der;
   const std::string der = pki::Der(pki::kDerSequence, seq);
   ASN1_STRING* str = ASN1_STRING_type_new(V_ASN1_SEQUENCE);
   ASN1_TYPE* value = ASN1_TYPE_new();
@@ -399,33 +395,41 @@ bool CmpServer::HasRoom() {
   return transactions_.size() < kMaxTransactions;
 }
 
-std::shared_ptr<CmpServer::Transaction> CmpServer::Begin(const std::string& label, std::string_view der, bool mac,
-                                                         const std::string& secret) {
+Result<std::shared_ptr<CmpServer::Transaction>> CmpServer::Begin(const std::string& label, const cmp::Request& request,
+                                                                 const OSSL_CMP_MSG& msg, const std::string& secret) {
   auto t = std::make_shared<Transaction>();
   t->server = this;
   t->label = label;
+  t->first = request;
   t->srv.reset(OSSL_CMP_SRV_CTX_new(nullptr, nullptr));
-  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
-  t->first_msg.reset(d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(der.size())));
+  t->first_msg.reset(OSSL_CMP_MSG_dup(&msg));
   if (!t->srv || !t->first_msg ||
       OSSL_CMP_SRV_CTX_init(t->srv.get(), t.get(), OnCertRequest, OnRevocation, OnGeneralMessage, OnError,
                             OnCertConfirm, OnPoll) != 1) {
-    return nullptr;
+    return MakeError(ErrorCode::kInternal, "setting up OpenSSL's CMP server");
   }
   OSSL_CMP_CTX* ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv.get());
   OSSL_CMP_CTX_set_log_cb(ctx, LogCmp);
   OSSL_CMP_SRV_CTX_set_grant_implicit_confirm(t->srv.get(), 1);
   // Answers to MAC-protected requests carry the same MAC; signed ones certfleet's signature.
   bool ready = OSSL_CMP_CTX_set1_cert(ctx, signer_.get()) == 1 && OSSL_CMP_CTX_set1_pkey(ctx, signer_key_.get()) == 1;
-  if (mac && !secret.empty()) {
+  if (request.mac_protected && !secret.empty()) {
     ready = ready && OSSL_CMP_CTX_set1_secretValue(ctx, reinterpret_cast<const unsigned char*>(secret.data()),
                                                    static_cast<int>(secret.size())) == 1;
+  } else if (!request.mac_protected && !request.extra_certs.empty()) {
+    // The sender's signature is checked with exactly the certificate it names first.
+    CF_ASSIGN_OR_RETURN(pki::X509Ptr sender, pki::CertificateFromDer(request.extra_certs.front()));
+    ready = ready && OSSL_CMP_CTX_set1_srvCert(ctx, sender.get()) == 1;
   }
-  return ready ? t : nullptr;
+  if (!ready) return MakeError(ErrorCode::kInternal, "setting up OpenSSL's CMP server");
+  return t;
 }
 
 Result<std::string> CmpServer::Handle(std::string_view label_view, std::string_view der) {
   CF_ASSIGN_OR_RETURN(cmp::Request request, cmp::ReadRequest(der));
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  MsgPtr req(d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(der.size())));
+  if (!req) return MakeError(ErrorCode::kInvalidArgument, "the PKIMessage does not read as CMP");
   const std::string label(label_view);
   CF_RETURN_IF_ERROR(enroll_.Serves(label));
   const bool continues = request.body == cmp::kCertConf || request.body == cmp::kPollReq;
@@ -444,20 +448,10 @@ Result<std::string> CmpServer::Handle(std::string_view label_view, std::string_v
       CF_ASSIGN_OR_RETURN(auto known, enroll_.MacSecret(label, *request.sender_kid));
       if (known) secret = std::move(*known);  // else the MAC cannot verify and OpenSSL refuses
     }
-    t = Begin(label, der, request.mac_protected, secret);
-    if (!t) return MakeError(ErrorCode::kInvalidArgument, "the PKIMessage does not read as CMP");
-    t->first = request;
-    if (!request.mac_protected && !request.extra_certs.empty()) {
-      // The sender's signature is checked with exactly the certificate it names first.
-      CF_ASSIGN_OR_RETURN(pki::X509Ptr sender, pki::CertificateFromDer(request.extra_certs.front()));
-      OSSL_CMP_CTX_set1_srvCert(OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv.get()), sender.get());
-    }
+    CF_ASSIGN_OR_RETURN(t, Begin(label, request, *req, secret));
   }
 
   std::lock_guard transaction_lock(t->mu);
-  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
-  MsgPtr req(d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(der.size())));
-  if (!req) return MakeError(ErrorCode::kInvalidArgument, "the PKIMessage does not read as CMP");
   t->current = std::move(request);
   ERR_clear_error();
   MsgPtr rsp(OSSL_CMP_SRV_process_request(t->srv.get(), req.get()));

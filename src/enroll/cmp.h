@@ -1,5 +1,7 @@
 #pragma once
 
+#include <openssl/cmp.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -14,6 +16,7 @@
 
 #include "core/clock.h"
 #include "core/result.h"
+#include "enroll/cmp_message.h"
 #include "enroll/enroll_service.h"
 #include "pki/ossl.h"
 #include "store/store.h"
@@ -66,8 +69,9 @@ class CmpServer {
  private:
   CmpServer(EnrollService& enroll, store::Store& store, const Clock& clock, pki::X509Ptr signer,
             pki::PkeyPtr signer_key, const Options& options);
-  std::shared_ptr<Transaction> Begin(const std::string& label, std::string_view der, bool mac,
-                                     const std::string& secret);
+  // A new transaction begun by `msg` (read as `request`), with the MAC `secret` if known.
+  Result<std::shared_ptr<Transaction>> Begin(const std::string& label, const cmp::Request& request,
+                                             const OSSL_CMP_MSG& msg, const std::string& secret);
   void Work();
 
   // Messages waiting for a thread; past it clients are told to come back (HTTP 503).

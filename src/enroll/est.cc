@@ -47,16 +47,7 @@ std::string Base64Body(std::string_view der, std::string_view eol) {
 Result<std::string> CertsOnly(std::string_view pem) {
   // The PEM blocks' bytes as they are: decoding each certificate (OpenSSL 3.0's d2i_X509,
   // ~50 µs) and encoding it again would cost more than the rest of an answer.
-  std::vector<std::string> ders;
-  constexpr std::string_view kEnd = "-----END CERTIFICATE-----";
-  for (size_t at = 0; at < pem.size();) {
-    const size_t end = pem.find(kEnd, at);
-    if (end == std::string_view::npos) break;
-    std::optional<std::string> der = pki::PemBlockBytes(pem.substr(at, end + kEnd.size() - at), PEM_STRING_X509);
-    if (!der) return MakeError(ErrorCode::kInvalidArgument, "a PEM certificate does not read");
-    ders.push_back(std::move(*der));
-    at = end + kEnd.size();
-  }
+  std::vector<std::string> ders = pki::PemBlocksBytes(pem, PEM_STRING_X509);
   if (ders.empty()) return MakeError(ErrorCode::kInvalidArgument, "no PEM certificate");
   return pki::CertsOnlyPkcs7(ders);
 }

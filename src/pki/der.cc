@@ -88,21 +88,26 @@ std::string DerOid(int nid) {
   return Der(kDerOid, std::string_view(reinterpret_cast<const char*>(OBJ_get0_data(obj)), OBJ_length(obj)));
 }
 
-std::optional<std::string> PemBlockBytes(std::string_view pem, const char* label) {
+std::vector<std::string> PemBlocksBytes(std::string_view pem, const char* label, size_t most) {
+  std::vector<std::string> out;
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  char* name = nullptr;
-  char* header = nullptr;
-  unsigned char* der = nullptr;
-  long len = 0;
-  if (!bio || PEM_bytes_read_bio(&der, &len, &name, label, bio.get(), nullptr, nullptr) != 1) {
-    ERR_clear_error();
-    return std::nullopt;
+  while (bio && out.size() < most) {
+    char* name = nullptr;
+    unsigned char* der = nullptr;
+    long len = 0;
+    if (PEM_bytes_read_bio(&der, &len, &name, label, bio.get(), nullptr, nullptr) != 1) break;
+    out.emplace_back(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+    OPENSSL_free(name);
+    OPENSSL_free(der);
   }
-  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
-  OPENSSL_free(name);
-  OPENSSL_free(header);
-  OPENSSL_free(der);
+  ERR_clear_error();  // the end of the input reads as an error
   return out;
+}
+
+std::optional<std::string> PemBlockBytes(std::string_view pem, const char* label) {
+  std::vector<std::string> blocks = PemBlocksBytes(pem, label, 1);
+  if (blocks.empty()) return std::nullopt;
+  return std::move(blocks.front());
 }
 
 Result<std::string_view> BitStringBytes(const DerElement& bit_string, std::string_view what) {

@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/result.h"
 #include "pki/ossl.h"
@@ -67,6 +68,8 @@ std::string DerOid(int nid);
 // decoded (OpenSSL 3.0's decoders cost ~50 µs a certificate, ~400 µs a public key); nullopt
 // if there is none.
 std::optional<std::string> PemBlockBytes(std::string_view pem, const char* label);
+// The DER bytes of every PEM block labelled `label`, in order, at most `most` of them.
+std::vector<std::string> PemBlocksBytes(std::string_view pem, const char* label, size_t most = SIZE_MAX);
 
 // The contents of a BIT STRING with no unused bits (keys and signatures), or kInvalidArgument.
 Result<std::string_view> BitStringBytes(const DerElement& bit_string, std::string_view what);
