@@ -38,6 +38,11 @@ class BlobStore {
   virtual Result<void> GetToFile(std::string_view key, const std::string& path, size_t max_bytes) = 0;
   // Creates or replaces an object.
   virtual Result<void> Put(std::string_view key, std::string_view bytes) = 0;
+  // The same with the content of the file at `path`, read as it is sent, so that memory does
+  // not grow with the file; kResourceExhausted over the store's largest object (5 GiB on S3).
+  virtual Result<void> PutFile(std::string_view key, const std::string& path) = 0;
+  // Removes an object; removing one that is not there succeeds.
+  virtual Result<void> Delete(std::string_view key) = 0;
   // "file:///path" or "s3://bucket?…", without credentials, for logs.
   virtual std::string Describe() const = 0;
 };

@@ -198,15 +198,6 @@ Result<BatchOutcome> BatchWriter::Write(const Batch& batch) {
   }
 }
 
-// Deletes a finished import's manifest file: kept only while the import may still run.
-void RemoveManifest(const store::ImportRecord& imp) {
-  if (imp.manifest.empty()) return;
-  std::error_code ec;
-  if (!fs::remove(imp.manifest, ec) && ec) {
-    log::Warn("cannot remove an import's manifest", {{"import", imp.id}, {"error", ec.message()}});
-  }
-}
-
 // Things imported take their names from the manifest: they must follow the registry's name
 // rule, like things made through the API, or they could not be read or deleted by name. A
 // rejected entry keeps its name escaped, to be shown in the import's report.
@@ -246,10 +237,7 @@ Result<store::ImportRecord> ImportService::Start(std::string_view supplier, std:
     }
   }
   CF_RETURN_IF_ERROR(store::Read(store_, [&](store::Tx& tx) { return registry::Registry::ProfileFor(tx, profile); }));
-  std::error_code ec;
-  fs::create_directories(options_.manifest_dir, ec);
-  const std::string kept = (fs::path(options_.manifest_dir) / (RandomToken(12) + ".manifest")).string();
-  CF_RETURN_IF_ERROR(MoveFile(path, kept));
+  CF_ASSIGN_OR_RETURN(const std::string kept, Keep(path));
   const int64_t now = clock_.NowMillis();
   store::ImportRecord r;
   r.supplier = std::string(supplier);
@@ -275,11 +263,61 @@ Result<store::ImportRecord> ImportService::Start(std::string_view supplier, std:
     return id;
   });
   if (!started.ok()) {
-    fs::remove(kept, ec);
+    RemoveManifest(r);
     return started.error();
   }
   r.id = *started;
   return r;
+}
+
+Result<std::string> ImportService::Keep(const std::string& path) {
+  const std::string name = RandomToken(12) + ".manifest";
+  if (waiting_ == nullptr) {
+    std::error_code ec;
+    fs::create_directories(options_.manifest_dir, ec);
+    const std::string kept = (fs::path(options_.manifest_dir) / name).string();
+    CF_RETURN_IF_ERROR(MoveFile(path, kept));
+    return kept;
+  }
+  const std::string key = std::string(kWaitingPrefix) + name;
+  if (Result<void> put = waiting_->PutFile(key, path); !put.ok()) {
+    log::Error("cannot keep a manifest in the object store",
+               {{"store", waiting_->Describe()}, {"error", put.error().message}});
+    return MakeError(put.error().code, "cannot keep the manifest in the object store: " + put.error().message);
+  }
+  std::error_code ec;
+  fs::remove(path, ec);
+  return std::string(kBlobScheme) + key;
+}
+
+Result<std::string> ImportService::Fetch(const store::ImportRecord& imp) {
+  if (!imp.manifest.starts_with(kBlobScheme)) return imp.manifest;
+  if (waiting_ == nullptr) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     "the manifest waits in the object store, and this node keeps manifests in a folder");
+  }
+  std::error_code ec;
+  fs::create_directories(options_.manifest_dir, ec);
+  const std::string copy = (fs::path(options_.manifest_dir) / fmt::format("import-{}.run", imp.id)).string();
+  CF_RETURN_IF_ERROR(waiting_->GetToFile(imp.manifest.substr(kBlobScheme.size()), copy, kMaxInboundBytes));
+  fs::permissions(copy, fs::perms::owner_read | fs::perms::owner_write, ec);
+  return copy;
+}
+
+void ImportService::RemoveManifest(const store::ImportRecord& imp) {
+  if (imp.manifest.empty()) return;
+  if (imp.manifest.starts_with(kBlobScheme)) {
+    if (waiting_ == nullptr) return;
+    Result<void> deleted = waiting_->Delete(imp.manifest.substr(kBlobScheme.size()));
+    if (!deleted.ok()) {
+      log::Warn("cannot remove an import's manifest", {{"import", imp.id}, {"error", deleted.error().message}});
+    }
+    return;
+  }
+  std::error_code ec;
+  if (!fs::remove(imp.manifest, ec) && ec) {
+    log::Warn("cannot remove an import's manifest", {{"import", imp.id}, {"error", ec.message()}});
+  }
 }
 
 Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progress) {
@@ -295,9 +333,23 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
     if (!verifiers.ok()) return verifiers.error();  // the store: the job is retried
     reader_options.verifiers_pem = std::move(*verifiers);
   }
-  Result<std::unique_ptr<ManifestReader>> reader = profile.ok()
-                                                       ? OpenManifest(imp.supplier, imp.manifest, reader_options)
-                                                       : Result<std::unique_ptr<ManifestReader>>(profile.error());
+  if (!profile.ok()) return Fail(id, profile.error());
+  Result<std::string> file = Fetch(imp);
+  if (!file.ok()) {
+    // A manifest gone for good fails the import; otherwise (the object store out of reach, a
+    // node configured without it) the job is retried, on this node or another.
+    if (file.error().code == ErrorCode::kNotFound) return Fail(id, file.error());
+    return file.error();
+  }
+  // A copy fetched from the object store is scratch, removed when this run ends.
+  struct Scratch {
+    std::string path;
+    ~Scratch() {
+      std::error_code ec;
+      if (!path.empty()) fs::remove(path, ec);
+    }
+  } scratch{*file != imp.manifest ? *file : std::string()};
+  Result<std::unique_ptr<ManifestReader>> reader = OpenManifest(imp.supplier, *file, reader_options);
   if (!reader.ok()) return Fail(id, reader.error());
   CF_ASSIGN_OR_RETURN(auto committed, store::Read(store_, [&](store::Tx& tx) { return store::ImportBatches(tx, id); }));
 

@@ -35,8 +35,11 @@ class ImportService {
     size_t writers = 2;  // batches written at once, each in its own transaction: one parses while one commits
   };
 
-  ImportService(store::Store& store, const Clock& clock, Options options)
-      : store_(store), clock_(clock), options_(std::move(options)) {}
+  // Manifests wait for their import in manifest_dir or, given `waiting`, in that object store
+  // under manifests/ (so that any node can run or resume any import; manifest_dir then holds
+  // only the copy a run reads, removed when the run ends).
+  ImportService(store::Store& store, const Clock& clock, Options options, blob::BlobStore* waiting = nullptr)
+      : store_(store), clock_(clock), options_(std::move(options)), waiting_(waiting) {}
 
   // Checks the supplier, bundle type and profile (it and everything it names must exist),
   // moves the manifest file at `path` into manifest_dir, records the import and, with
@@ -83,6 +86,9 @@ class ImportService {
   // Largest manifest taken from the inbound store (copied into manifest_dir first, as it
   // arrives): a bound on the disk one dropped object may take.
   static constexpr size_t kMaxInboundBytes = size_t{16} << 30;
+  // An import's manifest kept in the object store is named "blob:<key>" in its record.
+  static constexpr std::string_view kWaitingPrefix = "manifests/";
+  static constexpr std::string_view kBlobScheme = "blob:";
 
   // For tests: Run returns kUnavailable after this many batches, as a crash would leave it.
   int fail_after_batches = -1;
@@ -102,6 +108,13 @@ class ImportService {
   // Records an inbound object that cannot be imported as a failed import with the reason,
   // so that the next scans leave it.
   Result<void> RecordFailedInbound(const blob::ObjectInfo& object, const InboundKey& where, const Error& error);
+  // Keeps the manifest file at `path` where it waits for its import (moved, or put into the
+  // object store and removed); returns what the import's record names it by.
+  Result<std::string> Keep(const std::string& path);
+  // The file a run reads: the kept file, or a copy of the kept object in manifest_dir.
+  Result<std::string> Fetch(const store::ImportRecord& imp);
+  // Deletes an ended import's manifest: kept only while the import may still run.
+  void RemoveManifest(const store::ImportRecord& imp);
   // Ends the import as failed with the error; returns the error for the job (not retried).
   Result<store::ImportRecord> Fail(int64_t id, const Error& e);
   // Sets the import's final state unless it was cancelled.
@@ -110,6 +123,7 @@ class ImportService {
   store::Store& store_;
   const Clock& clock_;
   const Options options_;
+  blob::BlobStore* const waiting_;
 };
 
 }  // namespace certfleet::bulk

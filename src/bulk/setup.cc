@@ -6,8 +6,12 @@ namespace certfleet::bulk {
 namespace {
 
 constexpr ConfigKey kKeys[] = {
+    {"bulk.manifest_store", ConfigType::kString, "",
+     "W3: where manifests wait for their import: `blobs` (under manifests/, any node runs any import) or `folder` "
+     "(bulk.manifest_dir); empty: blobs on PostgreSQL, folder on SQLite."},
     {"bulk.manifest_dir", ConfigType::kPath, "{data_dir}/imports",
-     "W3: where manifests wait for their import (deleted when it ends); shared by the nodes that run imports."},
+     "W3: the folder where manifests wait for their import (deleted when it ends), or, with blobs, a run's scratch "
+     "copy."},
     {"bulk.verifier_dir", ConfigType::kPath, "",
      "W3: folder of Microchip manifest signer certificates (.crt/.pem), beside those added while serving."},
     {"bulk.inbound", ConfigType::kUrl, "file://{data_dir}/inbound",
@@ -35,6 +39,14 @@ Result<ImportService::Options> ImportOptions(const Config& config, const std::st
   options.batch_size = static_cast<size_t>(config.GetInt("bulk.batch_size"));
   options.writers = static_cast<size_t>(config.GetInt("bulk.writers"));
   return options;
+}
+
+Result<bool> ManifestsInBlobs(const Config& config, store::Dialect dialect) {
+  const std::string& chosen = config.Get("bulk.manifest_store");
+  if (chosen.empty()) return dialect == store::Dialect::kPostgres;
+  if (chosen == "blobs" || chosen == "folder") return chosen == "blobs";
+  return MakeError(ErrorCode::kInvalidArgument,
+                   fmt::format("bulk.manifest_store '{}' is neither blobs nor folder", chosen));
 }
 
 Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, ImportService& imports,

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "blob/setup.h"
 #include "bulk/import_service.h"
 #include "bulk/setup.h"
 #include "cli/commands.h"
@@ -40,7 +41,15 @@ int Import(const Config& config, const Clock& clock, const ImportArgs& args) {
     std::cerr << "certfleet import: " << options.error().message << "\n";
     return 1;
   }
-  bulk::ImportService imports(**st, clock, *options);
+  // Manifests wait where the server's imports keep them, so that a node may resume this one.
+  auto in_blobs = bulk::ManifestsInBlobs(config, (*st)->dialect());
+  Result<std::unique_ptr<blob::BlobStore>> blobs = std::unique_ptr<blob::BlobStore>();
+  if (in_blobs.ok() && *in_blobs) blobs = blob::OpenBlobStore(config.Get("blobs"), blob::S3CredentialsFrom(config));
+  if (!in_blobs.ok() || !blobs.ok()) {
+    std::cerr << "certfleet import: " << (in_blobs.ok() ? blobs.error() : in_blobs.error()).message << "\n";
+    return 1;
+  }
+  bulk::ImportService imports(**st, clock, *options, blobs->get());
 
   int64_t id = args.resume_id;
   if (id == 0) {

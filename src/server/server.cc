@@ -114,7 +114,8 @@ Result<void> Run(const Config& config, const Clock& clock) {
                                                             server_options.tls_key_file),
                                       "CMP"));
   CF_ASSIGN_OR_RETURN(auto import_options, Named(bulk::ImportOptions(config), "bulk.verifier_dir"));
-  bulk::ImportService imports(store, clock, import_options);
+  CF_ASSIGN_OR_RETURN(const bool manifests_in_blobs, bulk::ManifestsInBlobs(config, store.dialect()));
+  bulk::ImportService imports(store, clock, import_options, manifests_in_blobs ? published.get() : nullptr);
   CF_ASSIGN_OR_RETURN(auto bulk_inbound, Named(blob::OpenBlobStore(config.Get("bulk.inbound"), s3), "bulk.inbound"));
   CF_ASSIGN_OR_RETURN(auto host_options, Named(renewal::HostOptions(config), "renewal settings"));
   renewal::HostService hosts(store, clock, host_options);

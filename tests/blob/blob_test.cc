@@ -58,6 +58,23 @@ TEST(LocalBlobStore, GetToFileCopiesTheObjectAndLeavesNoFileOnError) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/none"));
 }
 
+TEST(LocalBlobStore, PutFileCopiesAFileAndDeleteRemovesOnce) {
+  const std::string dir = testing::TempDir();
+  auto store = OpenBlobStore("file://" + dir + "/blobs", {});
+  ASSERT_TRUE(store.ok()) << store.error().message;
+  const std::string content = std::string(300'000, 'm') + "end";
+  std::ofstream(dir + "/manifest") << content;
+  ASSERT_TRUE((*store)->PutFile("manifests/m.txt", dir + "/manifest").ok());
+  EXPECT_EQ(*(*store)->Get("manifests/m.txt", content.size()), content);
+  EXPECT_TRUE(std::filesystem::exists(dir + "/manifest")) << "the file stays where it was";
+  EXPECT_EQ((*store)->PutFile("manifests/n.txt", dir + "/no-such-file").error().code, ErrorCode::kUnavailable);
+  EXPECT_EQ((*store)->Get("manifests/n.txt", 10).error().code, ErrorCode::kNotFound) << "nothing half written";
+  ASSERT_TRUE((*store)->Delete("manifests/m.txt").ok());
+  EXPECT_EQ((*store)->Get("manifests/m.txt", content.size()).error().code, ErrorCode::kNotFound);
+  EXPECT_TRUE((*store)->Delete("manifests/m.txt").ok()) << "deleting what is not there succeeds";
+  EXPECT_EQ((*store)->Delete("../escape").error().code, ErrorCode::kInvalidArgument);
+}
+
 TEST(LocalBlobStore, ChangedContentChangesTheEtag) {
   auto store = OpenBlobStore("file://" + testing::TempDir() + "/etag", {});
   auto etag = [&] {

@@ -376,6 +376,65 @@ TEST_P(ImportTest, ManifestsAreDeletedWhenTheirImportEnds) {
   EXPECT_EQ(files(), 0);
 }
 
+TEST_P(ImportTest, AManifestWaitingInTheObjectStoreIsResumedByAnotherNodeAndDeletedAtTheEnd) {
+  auto blobs = blob::OpenBlobStore("file://" + dir_ + "/blobs", {});
+  ASSERT_TRUE(blobs.ok());
+  auto waiting = [&] {
+    std::vector<std::string> keys;
+    EXPECT_TRUE((*blobs)
+                    ->List("manifests/",
+                           [&](std::vector<blob::ObjectInfo>& page) -> Result<void> {
+                             for (const auto& o : page) keys.push_back(o.key);
+                             return Ok();
+                           })
+                    .ok());
+    return keys;
+  };
+  // Two nodes: each its own scratch folder, one object store.
+  auto node = [&](const std::string& name) {
+    ImportService::Options options;
+    options.manifest_dir = dir_ + "/" + name;
+    options.batch_size = 30;
+    return std::make_unique<ImportService>(*store_, clock_, options, blobs->get());
+  };
+  auto first = node("node-1");
+  auto second = node("node-2");
+  const std::string upload = Copy("certificates_test.txt");
+  auto started = first->Start("generated", "trackers", "", upload, "t");
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  EXPECT_FALSE(fs::exists(upload)) << "the upload is in the object store now";
+  EXPECT_FALSE(fs::exists(dir_ + "/node-1") && !fs::is_empty(dir_ + "/node-1")) << "nothing kept on the node";
+  ASSERT_EQ(waiting().size(), 1u);
+  EXPECT_EQ(started->manifest, "blob:" + waiting()[0]);
+
+  first->fail_after_batches = 1;
+  EXPECT_FALSE(first->Run(started->id).ok()) << "stopped as a crash would";
+  EXPECT_TRUE(fs::is_empty(dir_ + "/node-1")) << "the scratch copy is gone with the run";
+  const int64_t halfway = imports_->Get(started->id)->position;
+  EXPECT_GT(halfway, 0);
+  EXPECT_LT(halfway, 100);
+
+  auto done = second->Run(started->id);
+  ASSERT_TRUE(done.ok()) << done.error().message;
+  EXPECT_EQ(done->state, "done");
+  EXPECT_EQ(done->counts.imported, 100);
+  EXPECT_EQ(done->counts.already_present, 0) << "the second node skipped what the first committed";
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM imported_certificates"), 100);
+  EXPECT_TRUE(waiting().empty()) << "deleted when the import ended";
+  EXPECT_TRUE(fs::is_empty(dir_ + "/node-2"));
+
+  // A node that keeps manifests in a folder cannot run it, and says why; a manifest gone
+  // from the store fails the import rather than retrying forever.
+  auto lost = first->Start("generated", "trackers", "", Copy("certificates_test.txt"), "t");
+  ASSERT_TRUE(lost.ok());
+  auto folder_node = imports_->Run(lost->id);
+  ASSERT_FALSE(folder_node.ok());
+  EXPECT_NE(folder_node.error().message.find("object store"), std::string::npos) << folder_node.error().message;
+  ASSERT_TRUE((*blobs)->Delete(lost->manifest.substr(5)).ok());
+  EXPECT_FALSE(second->Run(lost->id).ok());
+  EXPECT_EQ(imports_->Get(lost->id)->state, "failed");
+}
+
 INSTANTIATE_TEST_SUITE_P(Drivers, ImportTest, testing::kBothDialects, testing::DialectName);
 
 }  // namespace

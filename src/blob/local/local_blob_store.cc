@@ -69,20 +69,25 @@ class LocalBlobStore final : public BlobStore {
   }
 
   Result<void> Put(std::string_view key, std::string_view bytes) override {
-    CF_RETURN_IF_ERROR(CheckKey(key));
-    const fs::path path = fs::path(root_) / std::string(key);
-    std::error_code ec;
-    fs::create_directories(path.parent_path(), ec);
-    // Written aside and renamed, so that a reader never sees half an object.
-    const fs::path tmp = path.string() + ".certfleet-tmp";
-    {
+    return Write(key, [&](const fs::path& tmp) {
       std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      if (!out.write(bytes.data(), static_cast<std::streamsize>(bytes.size())) || !out.flush()) {
-        return MakeError(ErrorCode::kUnavailable, fmt::format("writing {} failed", key));
-      }
+      return static_cast<bool>(out.write(bytes.data(), static_cast<std::streamsize>(bytes.size())) && out.flush());
+    });
+  }
+
+  Result<void> PutFile(std::string_view key, const std::string& from) override {
+    return Write(key, [&](const fs::path& tmp) {
+      std::error_code ec;
+      return fs::copy_file(from, tmp, fs::copy_options::overwrite_existing, ec);
+    });
+  }
+
+  Result<void> Delete(std::string_view key) override {
+    CF_RETURN_IF_ERROR(CheckKey(key));
+    std::error_code ec;
+    if (!fs::remove(fs::path(root_) / std::string(key), ec) && ec) {
+      return MakeError(ErrorCode::kUnavailable, fmt::format("removing {}: {}", key, ec.message()));
     }
-    fs::rename(tmp, path, ec);
-    if (ec) return MakeError(ErrorCode::kUnavailable, fmt::format("writing {}: {}", key, ec.message()));
     return Ok();
   }
 
@@ -104,6 +109,24 @@ class LocalBlobStore final : public BlobStore {
       return MakeError(ErrorCode::kResourceExhausted, fmt::format("{} is larger than {} bytes", key, max_bytes));
     }
     return size;
+  }
+
+  // Writes the object aside with `fill` and renames it into place, so that a reader never
+  // sees half an object.
+  template <typename Fill>
+  Result<void> Write(std::string_view key, const Fill& fill) {
+    CF_RETURN_IF_ERROR(CheckKey(key));
+    const fs::path path = fs::path(root_) / std::string(key);
+    std::error_code ec;
+    fs::create_directories(path.parent_path(), ec);
+    const fs::path tmp = path.string() + ".certfleet-tmp";
+    if (!fill(tmp)) {
+      fs::remove(tmp, ec);
+      return MakeError(ErrorCode::kUnavailable, fmt::format("writing {} failed", key));
+    }
+    fs::rename(tmp, path, ec);
+    if (ec) return MakeError(ErrorCode::kUnavailable, fmt::format("writing {}: {}", key, ec.message()));
+    return Ok();
   }
 
   const std::string root_;

@@ -24,6 +24,8 @@ constexpr long kLowSpeedBytes = 1;
 // Idle connections kept, one per concurrent downloader is enough (distribution.download_workers).
 constexpr size_t kMaxIdleHandles = 64;
 constexpr std::string_view kEmptySha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+// The largest object one PUT may create.
+constexpr uintmax_t kMaxPutBytes = uintmax_t{5} << 30;
 
 using CurlPtr = std::unique_ptr<CURL, decltype(&curl_easy_cleanup)>;
 using SlistPtr = std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)>;
@@ -133,8 +135,32 @@ class S3BlobStore final : public BlobStore {
 
   Result<void> Put(std::string_view key, std::string_view bytes) override {
     CF_RETURN_IF_ERROR(CheckKey(key));
-    CF_ASSIGN_OR_RETURN(Response r, Request("PUT", ObjectUrl(key), bytes, kMaxListBytes));
+    CF_ASSIGN_OR_RETURN(Response r, Request("PUT", ObjectUrl(key), Upload{bytes}, kMaxListBytes));
     if (r.status != 200) return StatusError(r, "putting " + std::string(key));
+    return Ok();
+  }
+
+  Result<void> PutFile(std::string_view key, const std::string& path) override {
+    CF_RETURN_IF_ERROR(CheckKey(key));
+    std::error_code ec;
+    const uintmax_t size = std::filesystem::file_size(path, ec);
+    if (ec) return MakeError(ErrorCode::kUnavailable, fmt::format("reading {}: {}", path, ec.message()));
+    if (size > kMaxPutBytes) {
+      return MakeError(ErrorCode::kResourceExhausted,
+                       fmt::format("{} is larger than the {} bytes one S3 PUT takes", key, kMaxPutBytes));
+    }
+    std::unique_ptr<std::FILE, decltype(&std::fclose)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
+    if (!file) return MakeError(ErrorCode::kUnavailable, fmt::format("cannot read {}", path));
+    CF_ASSIGN_OR_RETURN(Response r, Request("PUT", ObjectUrl(key),
+                                            Upload{{}, file.get(), static_cast<curl_off_t>(size)}, kMaxListBytes));
+    if (r.status != 200) return StatusError(r, "putting " + std::string(key));
+    return Ok();
+  }
+
+  Result<void> Delete(std::string_view key) override {
+    CF_RETURN_IF_ERROR(CheckKey(key));
+    CF_ASSIGN_OR_RETURN(Response r, Request("DELETE", ObjectUrl(key), {}, kMaxListBytes));
+    if (r.status != 204 && r.status != 200 && r.status != 404) return StatusError(r, "deleting " + std::string(key));
     return Ok();
   }
 
@@ -143,6 +169,13 @@ class S3BlobStore final : public BlobStore {
   }
 
  private:
+  // What a request sends: nothing, `bytes`, or the open `file` read as it is sent.
+  struct Upload {
+    std::string_view bytes;
+    std::FILE* file = nullptr;
+    curl_off_t file_size = 0;
+  };
+
   struct Response {
     long status = 0;
     std::string body;
@@ -184,14 +217,17 @@ class S3BlobStore final : public BlobStore {
   }
 
   // The response; its body goes to `file` instead of Response::body when one is given.
-  Result<Response> Request(const char* method, const std::string& url, std::string_view upload, size_t limit,
+  Result<Response> Request(const char* method, const std::string& url, const Upload& upload, size_t limit,
                            std::ofstream* file = nullptr) const {
     CF_ASSIGN_OR_RETURN(const S3Credentials creds, Credentials());
     CurlPtr curl = TakeHandle();
     if (!curl) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
     Body body{{}, limit, file};
     const std::string sigv4 = fmt::format("aws:amz:{}:s3", loc_.region);
-    const std::string payload_hash = upload.empty() ? std::string(kEmptySha256) : Sha256Hex(upload);
+    // A file is not read twice to hash it: S3 takes an unsigned payload over TLS.
+    const std::string payload_hash = upload.file != nullptr ? "UNSIGNED-PAYLOAD"
+                                     : upload.bytes.empty() ? std::string(kEmptySha256)
+                                                            : Sha256Hex(upload.bytes);
     curl_slist* headers = curl_slist_append(nullptr, ("x-amz-content-sha256: " + payload_hash).c_str());
     if (!creds.session_token.empty()) {
       headers = curl_slist_append(headers, ("x-amz-security-token: " + creds.session_token).c_str());
@@ -210,9 +246,13 @@ class S3BlobStore final : public BlobStore {
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, kConnectTimeoutSeconds);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, kLowSpeedSeconds);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, kLowSpeedBytes);
-    if (!upload.empty()) {
-      curl_easy_setopt(c, CURLOPT_POSTFIELDS, upload.data());
-      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(upload.size()));
+    if (upload.file != nullptr) {
+      curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+      curl_easy_setopt(c, CURLOPT_READDATA, upload.file);  // curl's own reader: fread
+      curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, upload.file_size);
+    } else if (!upload.bytes.empty()) {
+      curl_easy_setopt(c, CURLOPT_POSTFIELDS, upload.bytes.data());
+      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(upload.bytes.size()));
     }
     const CURLcode rc = curl_easy_perform(c);
     Response r;
