@@ -6,6 +6,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import ssl
 import subprocess
 import tempfile
@@ -44,16 +45,18 @@ def psql(url, sql):
 
 
 class Certfleet:
-    def __init__(self, binary, db_kind, name, extra_env=None):
+    def __init__(self, binary, db_kind, name, extra_env=None, pg_url=None):
+        """pg_url: the PostgreSQL server to make the database on (default: the ctest fixture's)."""
         self.binary = binary
         self.state = os.environ.get("CERTFLEET_TEST_STATE", "/tmp")
         self.work = os.path.join(self.state, name, f"{db_kind}-{secrets.token_hex(4)}")
         self.data = os.path.join(self.work, "var")
         os.makedirs(self.work)
         self.env = dict(os.environ, CERTFLEET_DATA_DIR=self.data, CERTFLEET_SERVER_LISTEN="127.0.0.1:0",
-                        CERTFLEET_LOG_LEVEL="info", **(extra_env or {}))
+                        CERTFLEET_LOG_LEVEL="info")
+        self.env.update(extra_env or {})
         if db_kind == "postgres":
-            admin_url = open(os.path.join(self.state, "pg", "url")).read().strip()
+            admin_url = pg_url or open(os.path.join(self.state, "pg", "url")).read().strip()
             db = "e2e_" + secrets.token_hex(4)
             psql(admin_url, f"CREATE DATABASE {db}")
             self.env["CERTFLEET_DB"] = admin_url.rsplit("/", 1)[0] + "/" + db
@@ -61,14 +64,24 @@ class Certfleet:
         self.port = None
         self.log_path = os.path.join(self.work, "serve.log")
 
-    def another_node(self):
-        """A second node of this certfleet, started: the same database, data folder (CA keys,
-        master key, TLS identity) and public URL (as behind a load balancer), its own port and log."""
+    def another_node(self, own_data=False, port=0):
+        """A second node of this certfleet, started: the same database and public URL (as behind
+        a load balancer), its own port and log. It shares this node's data folder, or with
+        `own_data` has one of its own holding only copies of the master key and TLS identity
+        (so that it shares nothing else with this node but the database and object store).
+        `port`: the port to listen on, so that the node comes back on it after a restart."""
         node = Certfleet.__new__(Certfleet)
         node.binary, node.state, node.data, node.token = self.binary, self.state, self.data, self.token
         node.work = os.path.join(self.work, f"node-{secrets.token_hex(2)}")
         os.makedirs(node.work)
-        node.env = dict(self.env, CERTFLEET_PUBLIC_URL=self.url)
+        node.env = dict(self.env)
+        node.env.setdefault("CERTFLEET_PUBLIC_URL", self.url)
+        if own_data:
+            node.data = os.path.join(node.work, "var")
+            shutil.copytree(os.path.join(self.data, "tls"), os.path.join(node.data, "tls"))
+            shutil.copy2(os.path.join(self.data, "master.key"), node.data)
+            node.env["CERTFLEET_DATA_DIR"] = node.data
+        node.env["CERTFLEET_SERVER_LISTEN"] = f"127.0.0.1:{port}"
         node.server, node.port = None, None
         node.log_path = os.path.join(node.work, "serve.log")
         node.start()
@@ -87,11 +100,16 @@ class Certfleet:
         return p
 
     def start(self):
-        self.log = open(self.log_path, "w")
+        """Starts `serve` (again, after stop or kill, on the same port when it was given one)."""
+        self.log = open(self.log_path, "a")
+        logged = self.log.tell()
+        self.port = None
         self.server = subprocess.Popen([self.binary, "serve"], env=self.env, cwd=self.work, stderr=self.log,
                                        stdout=subprocess.DEVNULL)
         for _ in range(100):
-            m = re.search(r'"msg":"listening".*"port":(\d+)', open(self.log_path).read())
+            with open(self.log_path) as f:
+                f.seek(logged)
+                m = re.search(r'"msg":"listening".*"port":(\d+)', f.read())
             if m:
                 self.port = int(m.group(1))
                 break

@@ -331,3 +331,59 @@ class Http01Responder:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class Haproxy:
+    """haproxy (Debian) in front of certfleet nodes: TCP pass-through (TLS ends at the nodes),
+    round robin, and a health check of each node's GET /readyz over TLS every 300 ms (down
+    after 2 failures, up after 1 success). The configuration is docs/operations.md's example
+    with test timings. `servers()` asks the stats socket which nodes are up."""
+
+    def __init__(self, work, backends, port):
+        self.port = port
+        self.socket = os.path.join(work, "haproxy.sock")
+        self.config = os.path.join(work, "haproxy.cfg")
+        servers = "".join(f"    server node{i + 1} 127.0.0.1:{port}\n" for i, port in enumerate(backends))
+        with open(self.config, "w") as f:
+            f.write(f"""global
+    stats socket {self.socket} mode 600 level admin
+    maxconn 4096
+
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    retries 2
+    option redispatch
+
+frontend certfleet
+    bind 127.0.0.1:{self.port}
+    default_backend nodes
+
+backend nodes
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server check check-ssl verify none inter 300ms fall 2 rise 1
+{servers}""")
+        self.log = open(os.path.join(work, "haproxy.log"), "w")
+        self.proc = subprocess.Popen(["haproxy", "-db", "-f", self.config], stdout=self.log, stderr=self.log)
+        wait_port(self.port, self.proc, "haproxy")
+
+    def servers(self):
+        """{name: "UP" or "DOWN" ...} from `show stat`."""
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(self.socket)
+        s.sendall(b"show stat\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        s.close()
+        rows = [line.split(",") for line in out.decode().splitlines() if line and not line.startswith("#")]
+        return {r[1]: r[17].split(" ")[0] for r in rows if r[0] == "nodes" and r[1].startswith("node")}
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.log.close()

@@ -1,0 +1,331 @@
+#!/usr/bin/python3
+"""Three certfleet nodes on one PostgreSQL behind haproxy (issue 22), sharing nothing but the
+database and the object store (s3rver): each node has its own data folder holding only a copy
+of the master key and TLS identity. The workflows are driven through the balancer, and the
+failures a deployment meets are made to happen:
+
+- W1 issuance and W2 provisioning spread over the nodes (round robin), checked with openssl;
+- a revocation through one node is answered "revoked" by every node's OCSP responder and CRL
+  within 5 s; a revoked token stops working on every node within auth.token_cache_ms;
+- kill -9 of the node running a W3 import halfway: another node finishes it from the object
+  store with exact counts and no duplicate rows;
+- kill -9 of the scheduler's leader: another node leads, and no firing is lost or doubled;
+- PostgreSQL stopped for 20 s under load: /readyz says unready (haproxy marks every node
+  down), requests get a JSON 503 at once, every write acknowledged before is there after, and
+  the nodes recover without a restart;
+- the audit chain written by three nodes at once verifies.
+
+usage: scaleout_e2e.py CERTFLEET_BINARY
+"""
+import atexit
+import base64
+import datetime
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checks import check, finish, wait_for  # noqa: E402
+from harness import Certfleet, Files, psql, run  # noqa: E402
+from servers import S3_KEY, Haproxy, S3Server, free_port  # noqa: E402
+
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.x509.oid import NameOID  # noqa: E402
+
+BINARY = sys.argv[1]
+HERE = os.path.dirname(os.path.abspath(__file__))
+STATE = os.environ.get("CERTFLEET_TEST_STATE", "/tmp")
+BUCKET = "certfleet"
+IMPORT_ENTRIES = 10000
+
+files = Files("certfleet-scaleout-")
+path, write = files.path, files.write
+work = os.path.join(STATE, "scaleout-e2e", secrets.token_hex(4))
+os.makedirs(work)
+started_servers = []  # stopped at exit, whatever happens
+
+
+@atexit.register
+def stop_servers():
+    for server in reversed(started_servers):
+        try:
+            server.stop()
+        except Exception as e:  # noqa: BLE001
+            print(f"stopping {server}: {e}")
+
+# A PostgreSQL server of this test's own: it is stopped halfway.
+pg_dir = os.path.join(work, "pg")
+
+
+def pg(command):
+    subprocess.run([os.path.join(HERE, "pg-harness"), command, pg_dir], check=True, capture_output=True)
+
+
+class Postgres:
+    def stop(self):
+        pg("stop")
+
+
+pg("start")
+started_servers.append(Postgres())
+s3 = S3Server(work, BUCKET)
+started_servers.append(s3)
+lb_port = free_port()
+ports = [free_port() for _ in range(3)]
+env = {
+    "CERTFLEET_PUBLIC_URL": f"https://127.0.0.1:{lb_port}",
+    "CERTFLEET_SERVER_LISTEN": f"127.0.0.1:{ports[0]}",
+    "CERTFLEET_BLOBS": f"s3://{BUCKET}?endpoint={s3.endpoint}&region=us-east-1",
+    "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_KEY,
+    # A crashed node's jobs go to another node after 5 s; the leader lease is the database's.
+    "CERTFLEET_JOBS_LEASE_SECONDS": "5", "CERTFLEET_JOBS_POLL_MS": "100",
+    "CERTFLEET_BULK_BATCH_SIZE": "2", "CERTFLEET_BULK_WRITERS": "1", "CERTFLEET_BULK_SCAN_SECONDS": "5",
+    "CERTFLEET_CA_RENEW_GRACE_HOURS": "0",
+}
+first = Certfleet(BINARY, "postgres", "scaleout-e2e", extra_env=env,
+                  pg_url=open(os.path.join(pg_dir, "url")).read().strip())
+first.init()
+first.start()
+nodes = [first, first.another_node(own_data=True, port=ports[1]), first.another_node(own_data=True, port=ports[2])]
+started_servers.extend(nodes)
+check(not os.path.exists(os.path.join(nodes[1].data, "keys")), "a node has no CA key folder: the keys are in the database")
+lb_proxy = Haproxy(work, ports, lb_port)
+started_servers.append(lb_proxy)
+T = first.token
+
+# `lb` is the balancer: a client of it is a client of whichever node haproxy picks.
+lb = Certfleet.__new__(Certfleet)
+lb.__dict__.update(first.__dict__)
+lb.port, lb.url = lb_port, f"https://127.0.0.1:{lb_port}"
+wait_for("haproxy to see three nodes up", lambda: list(lb_proxy.servers().values()) == ["UP"] * 3, timeout=20)
+
+
+def node_of(pid):
+    return next(n for n in nodes if n.server.pid == pid)
+
+
+def served_by():
+    """The nodes that answered requests, from their own logs (each logs every request)."""
+    return [n for n in nodes if '"route":"/v1/certificates/device"' in open(n.log_path).read()]
+
+
+# ---- W1 through the balancer ----
+lb.api("POST", "/v1/certificates/root", {"fqdn": "example.com", "organization": "Acme"}, expect=201)
+inter = lb.api("POST", "/v1/certificates/intermediate", {"fqdn": "iot.example.com"}, expect=201)
+write("root.pem", lb.api("GET", "/v1/certificates/example.com")["certificate_pem"])
+write("inter.pem", inter["certificate_pem"])
+
+
+def device_csr():
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+issued = [lb.api("POST", "/v1/certificates/device", {"parent_fqdn": "iot.example.com", "csr_pem": device_csr()},
+                 expect=201) for _ in range(9)]
+check(len({c["serial"] for c in issued}) == 9, "nine certificates, nine serials")
+check(len(served_by()) == 3, f"round robin: every node issued ({len(served_by())} did)")
+for i, c in enumerate(issued[:3]):
+    write(f"d{i}.pem", c["certificate_pem"])
+    rc, out = run("openssl", "verify", "-CAfile", path("root.pem"), "-untrusted", path("inter.pem"), path(f"d{i}.pem"))
+    check(rc == 0, f"openssl verify of a certificate issued through the balancer: {out}")
+
+# ---- a revocation and a token, seen by every node ----
+ocsp = [["openssl", "ocsp", "-issuer", path("inter.pem"), "-cert", path("d0.pem"), "-url", f"{n.url}/ocsp",
+         "-CAfile", path("root.pem"), "-no_nonce"] for n in nodes]
+for cmd in ocsp:
+    rc, out = run(*cmd)
+    check(rc == 0 and "d0.pem: good" in out, f"every node's OCSP: good: {out}")
+
+
+def crl_lists(node, serial):
+    status, der, _ = node.request("GET", "/crl/iot.example.com.crl", raw=True)
+    if status != 200:
+        return False
+    crl = x509.load_der_x509_crl(der)
+    return crl.get_revoked_certificate_by_serial_number(int(serial, 16)) is not None
+
+
+lb.api("POST", f"/v1/certificates/{issued[0]['serial']}/revoke", {"reason": "keyCompromise"})
+revoked_at = time.time()
+for i, n in enumerate(nodes):
+    wait_for(f"node {i + 1}'s OCSP to answer revoked", lambda: "d0.pem: revoked" in run(*ocsp[i])[1], timeout=5)
+    wait_for(f"node {i + 1}'s CRL to list it", lambda: crl_lists(n, issued[0]["serial"]), timeout=5)
+check(time.time() - revoked_at < 5 * 3, "every node within 5 s")
+
+token = lb.api("POST", "/v1/tokens", {"role": "reader", "name": "scaleout"}, expect=201)
+for n in nodes:
+    check(n.request("GET", "/v1/certificates?limit=1", bearer=token["token"])[0] == 200, "every node takes the token")
+check(lb.request("DELETE", f"/v1/tokens/{token['id']}", bearer=T)[0] in (200, 204), "the token revoked")
+for i, n in enumerate(nodes):
+    wait_for(f"node {i + 1} to refuse the revoked token",
+             lambda: n.request("GET", "/v1/certificates?limit=1", bearer=token["token"])[0] == 401, timeout=3)
+
+# ---- W2 through the balancer ----
+lb.api("POST", "/v1/thing-types", {"name": "sensor"}, expect=201)
+lb.api("POST", "/v1/provisioning-templates", {
+    "name": "line-1", "ca_fqdn": "iot.example.com", "endpoint": "mqtts://localhost:8883", "thing_type": "sensor",
+    "batches": ["b1"], "policies": []}, expect=201)
+keys = {f"dev-{i}": ec.generate_private_key(ec.SECP256R1()) for i in range(6)}
+report = lb.api("POST", "/v1/devices/keys", [{
+    "device_id": name, "batch": "b1", "public_key_pem": k.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()}
+    for name, k in keys.items()])
+check(report["inserted"] == 6, f"device keys registered: {report}")
+for name, k in keys.items():
+    csr = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])).sign(k, hashes.SHA256())
+    status, out, _ = lb.request("POST", "/v1/provision", body=csr.public_bytes(serialization.Encoding.DER),
+                                headers={"Content-Type": "application/pkcs10"})
+    check(status == 200 and out["thing_name"] == name, f"{name} provisioned through the balancer: {status} {out}")
+check(lb.api("GET", "/v1/things?thing_type=sensor&limit=10")["items"].__len__() == 6, "six things, one per device")
+
+
+# ---- W3: kill -9 of the node running an import, halfway ----
+# Two entries per transaction (bulk.batch_size) make the import long enough to be caught.
+def generated_manifest(count):
+    """Thingpress's generated format: a base64 PEM certificate per line, each its own thing."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    key = ec.generate_private_key(ec.SECP256R1())
+    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Supplier CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    lines = []
+    for i in range(count):
+        cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"tr-{i:05}")]))
+                .issuer_name(issuer).public_key(key.public_key()).serial_number(i + 1)
+                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=365))
+                .sign(ca_key, hashes.SHA256()))
+        lines.append(base64.b64encode(cert.public_bytes(serialization.Encoding.PEM)).decode())
+    return ("\n".join(lines) + "\n").encode()
+
+
+lb.api("POST", "/v1/thing-types", {"name": "tracker"}, expect=201)
+lb.api("POST", "/v1/policies", {"name": "connect", "document": {"Statement": [
+    {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}}, expect=201)
+lb.api("POST", "/v1/profiles", {"name": "trackers", "thing_type": "tracker", "policies": ["connect"]}, expect=201)
+status, started, _ = lb.request("POST", "/v1/imports?supplier=generated&profile=trackers", bearer=T,
+                                body=generated_manifest(IMPORT_ENTRIES),
+                                headers={"Content-Type": "application/octet-stream"})
+check(status == 202, f"an import started through the balancer: {status} {started}")
+imp_id = started["id"]
+waiting = s3.aws("s3api", "list-objects-v2", "--bucket", BUCKET, "--prefix", "manifests/")
+check(".manifest" in waiting, f"the manifest waits in the object store: {waiting}")
+
+
+def runner():
+    owner = psql(first.env["CERTFLEET_DB"], "SELECT lease_owner FROM jobs WHERE kind = 'bulk.import' AND "
+                                            "state = 'running'").strip()
+    imp = lb.api("GET", f"/v1/imports/{imp_id}")
+    return owner if owner and 0 < imp["counts"]["seen"] < IMPORT_ENTRIES else None
+
+
+owner = wait_for("the import to be halfway", runner, timeout=60)
+victim = node_of(int(owner.split("/")[0].rsplit(":", 1)[1]))  # host:pid/worker
+victim.server.send_signal(signal.SIGKILL)
+victim.server.wait()
+halfway = lb.api("GET", f"/v1/imports/{imp_id}")
+check(0 < halfway["counts"]["seen"] < IMPORT_ENTRIES, f"killed halfway: {halfway['counts']}")
+
+
+def finished():
+    imp = lb.api("GET", f"/v1/imports/{imp_id}")
+    return imp if imp["state"] in ("done", "failed", "cancelled") else None
+
+
+done = wait_for("another node to finish the import", finished, timeout=90)
+counts = done["counts"] if done else {}
+check(done and done["state"] == "done", f"the import is done: {done}")
+check(counts.get("seen") == IMPORT_ENTRIES and counts.get("imported") == IMPORT_ENTRIES and
+      counts.get("already_present") == 0, f"exact counts after the crash: {counts}")
+rows = psql(first.env["CERTFLEET_DB"], "SELECT COUNT(*), COUNT(DISTINCT fingerprint) FROM imported_certificates")
+check(rows.strip() == f"{IMPORT_ENTRIES}|{IMPORT_ENTRIES}", f"no duplicate rows: {rows.strip()}")
+check(".manifest" not in s3.aws("s3api", "list-objects-v2", "--bucket", BUCKET, "--prefix", "manifests/"),
+      "the manifest is deleted when its import ends")
+victim.start()
+wait_for("the restarted node to be up again", lambda: list(lb_proxy.servers().values()) == ["UP"] * 3, timeout=20)
+
+
+# ---- kill -9 of the scheduler's leader ----
+def leaders():
+    return [n for n in nodes if "scheduler is the leader" in open(n.log_path).read()]
+
+
+def scan_firings():
+    out = psql(first.env["CERTFLEET_DB"], "SELECT dedupe_key FROM jobs WHERE kind = 'bulk.scan' ORDER BY id")
+    return [int(k.rsplit(":", 1)[1]) for k in out.split()]
+
+
+leader = wait_for("a scheduler leader", lambda: leaders()[0] if leaders() else None, timeout=30)
+before = len(scan_firings())
+leader.server.send_signal(signal.SIGKILL)
+leader.server.wait()
+killed_at = time.time()
+new_leader = wait_for("another node to lead", lambda: [n for n in leaders() if n is not leader], timeout=30)
+check(new_leader and time.time() - killed_at < 15, "another node leads within a scheduler tick or two")
+wait_for("a firing after the change of leader", lambda: len(scan_firings()) >= before + 2, timeout=30)
+firings = scan_firings()
+gaps = [b - a for a, b in zip(firings, firings[1:])]
+check(len(set(firings)) == len(firings) and all(g >= 5000 for g in gaps),
+      f"no firing doubled: bulk.scan every 5 s, due times {firings}")
+leader.start()
+
+# ---- PostgreSQL stopped for 20 s under load ----
+acknowledged, failures, stop_load = [], [], threading.Event()
+
+
+def load():
+    while not stop_load.is_set():
+        try:
+            status, out, _ = lb.request("POST", "/v1/certificates/device", bearer=T,
+                                        body={"parent_fqdn": "iot.example.com", "csr_pem": device_csr()})
+            if status == 201:
+                acknowledged.append(out["serial"])
+            else:
+                failures.append(status)
+        except OSError as e:  # haproxy has no node to send to
+            failures.append(type(e).__name__)
+
+
+wait_for("three nodes up", lambda: list(lb_proxy.servers().values()) == ["UP"] * 3, timeout=20)
+loader = threading.Thread(target=load)
+loader.start()
+wait_for("some certificates issued under load", lambda: len(acknowledged) >= 5, timeout=30)
+pg("pause")
+down_at = time.time()
+before_outage = len(acknowledged)
+for i, n in enumerate(nodes):
+    wait_for(f"node {i + 1}'s /readyz to say unready", lambda: n.request("GET", "/readyz")[0] == 503, timeout=10)
+wait_for("haproxy to mark every node down", lambda: set(lb_proxy.servers().values()) == {"DOWN"}, timeout=10)
+t0 = time.time()
+status, out, _ = nodes[0].request("POST", "/v1/certificates/device", bearer=T,
+                                  body={"parent_fqdn": "iot.example.com", "csr_pem": device_csr()})
+check(status == 503 and isinstance(out, dict) and "error" in out and time.time() - t0 < 5,
+      f"a request while the database is down: a JSON 503 at once, not a hang: {status} {out}")
+while time.time() - down_at < 20:  # the outage lasts 20 s; the load goes on
+    check(nodes[1].request("GET", "/readyz")[0] == 503, "unready for as long as the database is down")
+    time.sleep(1)
+pg("resume")
+for i, n in enumerate(nodes):
+    wait_for(f"node {i + 1} ready again without a restart", lambda: n.request("GET", "/readyz")[0] == 200, timeout=30)
+wait_for("haproxy to route to every node again", lambda: list(lb_proxy.servers().values()) == ["UP"] * 3, timeout=10)
+after = len(acknowledged)
+wait_for("certificates issued again", lambda: len(acknowledged) >= after + 5, timeout=30)
+stop_load.set()
+loader.join()
+check(before_outage >= 5 and failures, f"load before and refusals during the outage ({len(failures)} refused)")
+missing = [s for s in acknowledged if lb.request("GET", f"/v1/certificates/{s}", bearer=T)[0] != 200]
+check(not missing, f"every write acknowledged is there after the outage ({len(acknowledged)}; missing {missing[:5]})")
+
+# ---- the audit chain three nodes wrote at once ----
+p = first.cli("audit", "verify")
+check("audit chain intact" in p.stdout, f"certfleet audit verify: {p.stdout} {p.stderr}")
+
+finish("scaleout_e2e")
