@@ -31,7 +31,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish, wait_for  # noqa: E402
 from harness import Certfleet, Files, psql, run  # noqa: E402
-from servers import S3_KEY, Haproxy, S3Server, free_port  # noqa: E402
+from servers import S3_KEY, Haproxy, S3Server, SmtpServer, free_port  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -76,6 +76,8 @@ pg("start")
 started_servers.append(Postgres())
 s3 = S3Server(work, BUCKET)
 started_servers.append(s3)
+smtp = SmtpServer(work, rcpt_seconds=0.5)  # a W5 run takes long enough to be killed halfway
+started_servers.append(smtp)
 lb_port = free_port()
 ports = [free_port() for _ in range(3)]
 env = {
@@ -87,6 +89,11 @@ env = {
     "CERTFLEET_JOBS_LEASE_SECONDS": "5", "CERTFLEET_JOBS_POLL_MS": "100",
     "CERTFLEET_BULK_BATCH_SIZE": "2", "CERTFLEET_BULK_WRITERS": "1", "CERTFLEET_BULK_SCAN_SECONDS": "5",
     "CERTFLEET_CA_RENEW_GRACE_HOURS": "0",
+    "CERTFLEET_MAIL": f"smtp://127.0.0.1:{smtp.port}",
+    "CERTFLEET_DISTRIBUTION_INBOUND": f"s3://{BUCKET}?endpoint={s3.endpoint}&region=us-east-1",
+    "CERTFLEET_DISTRIBUTION_SENDER": "no-reply@certs.test",
+    "CERTFLEET_DISTRIBUTION_DEFAULT_RECIPIENT": "ops@warehouse.test",
+    "CERTFLEET_DISTRIBUTION_SCAN_SECONDS": "86400", "CERTFLEET_DISTRIBUTION_SEND_MINUTES": "10080",
 }
 first = Certfleet(BINARY, "postgres", "scaleout-e2e", extra_env=env,
                   pg_url=open(os.path.join(pg_dir, "url")).read().strip())
@@ -276,6 +283,49 @@ gaps = [b - a for a, b in zip(firings, firings[1:])]
 check(len(set(firings)) == len(firings) and all(g >= 5000 for g in gaps),
       f"no firing doubled: bulk.scan every 5 s, due times {firings}")
 leader.start()
+
+# ---- W5: kill -9 of the node mailing the warehouses, halfway ----
+WAREHOUSES = 10
+tree = os.path.join(work, "inbound")
+gateways = {}
+for w in range(WAREHOUSES):
+    for g in range(2):
+        eui = f"00800000d{w:02x}{g:05x}"
+        gateways[eui] = f"wh-{w:02}"
+        os.makedirs(os.path.join(tree, "Inbound", f"wh-{w:02}", eui))
+        with open(os.path.join(tree, "Inbound", f"wh-{w:02}", eui, f"{eui[-5:]}.pem"), "w") as f:
+            f.write(f"-----BEGIN CERTIFICATE-----\n{secrets.token_hex(200)}\n")
+s3.upload_tree(tree)
+status, body, _ = lb.request("POST", "/v1/distribution/run", bearer=T)
+check(status == 202, f"a distribution run queued through the balancer: {status} {body}")
+run_job = body["job_id"]
+seen_mail = set()
+mails = []
+
+
+def mailed():
+    mails.extend(m for _, m in smtp.new_messages(seen_mail))
+    return len(mails)
+
+
+wait_for("the first mails of the run", lambda: mailed() >= 2, timeout=60)
+owner = psql(first.env["CERTFLEET_DB"], f"SELECT lease_owner FROM jobs WHERE id = {run_job}").strip()
+victim = node_of(int(owner.split("/")[0].rsplit(":", 1)[1]))
+victim.server.send_signal(signal.SIGKILL)
+victim.server.wait()
+check(mailed() < WAREHOUSES, f"killed halfway through the run: {len(mails)} of {WAREHOUSES} mails sent")
+job = wait_for("another node to finish the run", lambda: (lambda j: j if j["state"] in ("done", "dead") else None)(
+    lb.api("GET", f"/v1/jobs/{run_job}")), timeout=90)
+check(job and job["state"] == "done" and job["attempts"] >= 2, f"the run finished on another attempt: {job}")
+mailed()
+per_gateway = {eui: 0 for eui in gateways}
+for m in mails:
+    for line in m.get_body(("plain",)).get_content().splitlines():
+        if line in per_gateway:
+            per_gateway[line] += 1
+check(len(mails) == WAREHOUSES and set(per_gateway.values()) == {1},
+      f"every gateway mailed exactly once: {len(mails)} mails, {sorted(set(per_gateway.values()))} mails per gateway")
+victim.start()
 
 # ---- PostgreSQL stopped for 20 s under load ----
 acknowledged, failures, stop_load = [], [], threading.Event()

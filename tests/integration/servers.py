@@ -101,20 +101,24 @@ class S3Server:
 
 
 class SmtpServer:
-    """aiosmtpd with its Mailbox handler; stop() and start() again simulate an outage."""
+    """aiosmtpd with its Mailbox handler; stop() and start() again simulate an outage. With
+    `rcpt_seconds`, each recipient takes that long to be accepted (slow_mailbox.py)."""
 
-    def __init__(self, work):
+    def __init__(self, work, rcpt_seconds=None):
         self.maildir = os.path.join(work, "maildir")
         self.port = free_port()
         self.work = work
         self.proc = None
+        self.handler = ["slow_mailbox.SlowMailbox", self.maildir, str(rcpt_seconds)] if rcpt_seconds else \
+            ["aiosmtpd.handlers.Mailbox", self.maildir]
         self.start()
 
     def start(self):
         self.log = open(os.path.join(self.work, "smtp.log"), "a")
         self.proc = subprocess.Popen(
-            ["/usr/bin/python3", "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.port}", "-c",
-             "aiosmtpd.handlers.Mailbox", self.maildir], stdout=self.log, stderr=self.log)
+            ["/usr/bin/python3", "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.port}", "-c", *self.handler],
+            stdout=self.log, stderr=self.log,
+            env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(__file__))))
         wait_port(self.port, self.proc, "aiosmtpd")
 
     def stop(self):
