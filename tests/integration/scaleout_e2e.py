@@ -13,6 +13,8 @@ failures a deployment meets are made to happen:
 - PostgreSQL stopped for 20 s under load: /readyz says unready (haproxy marks every node
   down), requests get a JSON 503 at once, every write acknowledged before is there after, and
   the nodes recover without a restart;
+- a rolling upgrade: the next release's (additive) migration applied while the nodes serve,
+  and a node of this release restarted on the newer schema, without a failed request;
 - the audit chain written by three nodes at once verifies.
 
 usage: scaleout_e2e.py CERTFLEET_BINARY
@@ -327,30 +329,44 @@ check(len(mails) == WAREHOUSES and set(per_gateway.values()) == {1},
       f"every gateway mailed exactly once: {len(mails)} mails, {sorted(set(per_gateway.values()))} mails per gateway")
 victim.start()
 
+class Load:
+    """Certificates issued through the balancer, one after another, until stopped: which were
+    acknowledged (201) and what the others got."""
+
+    def __init__(self):
+        self.acknowledged, self.failures, self.stopping = [], [], threading.Event()
+        self.thread = threading.Thread(target=self.run)
+        self.thread.start()
+        wait_for("certificates issued under load", lambda: len(self.acknowledged) >= 5, timeout=30)
+
+    def run(self):
+        while not self.stopping.is_set():
+            try:
+                status, out, _ = lb.request("POST", "/v1/certificates/device", bearer=T,
+                                            body={"parent_fqdn": "iot.example.com", "csr_pem": device_csr()})
+                if status == 201:
+                    self.acknowledged.append(out["serial"])
+                else:
+                    self.failures.append(status)
+            except OSError as e:  # haproxy has no node to send to
+                self.failures.append(type(e).__name__)
+
+    def more(self, count=5):
+        now = len(self.acknowledged)
+        wait_for("certificates issued again", lambda: len(self.acknowledged) >= now + count, timeout=30)
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join()
+        missing = [s for s in self.acknowledged if lb.request("GET", f"/v1/certificates/{s}", bearer=T)[0] != 200]
+        check(not missing, f"every write acknowledged is there ({len(self.acknowledged)}; missing {missing[:5]})")
+
+
 # ---- PostgreSQL stopped for 20 s under load ----
-acknowledged, failures, stop_load = [], [], threading.Event()
-
-
-def load():
-    while not stop_load.is_set():
-        try:
-            status, out, _ = lb.request("POST", "/v1/certificates/device", bearer=T,
-                                        body={"parent_fqdn": "iot.example.com", "csr_pem": device_csr()})
-            if status == 201:
-                acknowledged.append(out["serial"])
-            else:
-                failures.append(status)
-        except OSError as e:  # haproxy has no node to send to
-            failures.append(type(e).__name__)
-
-
 wait_for("three nodes up", lambda: list(lb_proxy.servers().values()) == ["UP"] * 3, timeout=20)
-loader = threading.Thread(target=load)
-loader.start()
-wait_for("some certificates issued under load", lambda: len(acknowledged) >= 5, timeout=30)
+load = Load()
 pg("pause")
 down_at = time.time()
-before_outage = len(acknowledged)
 for i, n in enumerate(nodes):
     wait_for(f"node {i + 1}'s /readyz to say unready", lambda: n.request("GET", "/readyz")[0] == 503, timeout=10)
 wait_for("haproxy to mark every node down", lambda: set(lb_proxy.servers().values()) == {"DOWN"}, timeout=10)
@@ -366,13 +382,34 @@ pg("resume")
 for i, n in enumerate(nodes):
     wait_for(f"node {i + 1} ready again without a restart", lambda: n.request("GET", "/readyz")[0] == 200, timeout=30)
 wait_for("haproxy to route to every node again", lambda: list(lb_proxy.servers().values()) == ["UP"] * 3, timeout=10)
-after = len(acknowledged)
-wait_for("certificates issued again", lambda: len(acknowledged) >= after + 5, timeout=30)
-stop_load.set()
-loader.join()
-check(before_outage >= 5 and failures, f"load before and refusals during the outage ({len(failures)} refused)")
-missing = [s for s in acknowledged if lb.request("GET", f"/v1/certificates/{s}", bearer=T)[0] != 200]
-check(not missing, f"every write acknowledged is there after the outage ({len(acknowledged)}; missing {missing[:5]})")
+load.more()
+load.stop()
+check(load.failures, f"refusals during the outage ({len(load.failures)})")
+
+# ---- a rolling upgrade: the next release's migration applied while this release serves ----
+# The test is the new release's first node: an additive migration (a column, a table, an
+# index) under the migration lock, as `certfleet migrate` applies one, while the nodes of
+# this release go on issuing; then one of them restarts on the newer schema.
+load = Load()
+psql(first.env["CERTFLEET_DB"], f"""BEGIN;
+SELECT pg_advisory_xact_lock({0x63657274666c6565});
+ALTER TABLE certificates ADD COLUMN rollout_note TEXT;
+CREATE TABLE rollout_probe (id BIGINT PRIMARY KEY, note TEXT NOT NULL DEFAULT '');
+CREATE INDEX certificates_rollout ON certificates (rollout_note);
+INSERT INTO schema_migrations (version, name, applied_at) VALUES (1000, 'the next release (scaleout_e2e)', 0);
+COMMIT;""")
+load.more()
+check(not load.failures, f"no request failed while the migration was applied: {load.failures[:5]}")
+p = nodes[2].cli("migrate")
+check("applied migration" not in p.stdout + p.stderr and "version 1000" in p.stdout + p.stderr,
+      f"this release's migrate leaves the newer schema alone: {p.stdout} {p.stderr}")
+nodes[2].stop()
+nodes[2].start()
+wait_for("a node of this release to restart on the newer schema",
+         lambda: nodes[2].request("GET", "/readyz")[0] == 200, timeout=20)
+load.more(10)
+load.stop()
+check(not load.failures, f"no request failed during the rolling restart: {load.failures[:5]}")
 
 # ---- the audit chain three nodes wrote at once ----
 p = first.cli("audit", "verify")
