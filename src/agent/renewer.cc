@@ -30,9 +30,11 @@ namespace json = boost::json;
 
 constexpr std::string_view kNew = ".new";    // a renewal's files before the swap
 constexpr std::string_view kPrev = ".prev";  // the old files while the new ones are tried
-// A report is retried this often (with backoff) before the agent gives up on it: the
-// server's deadline then decides the attempt.
-constexpr int kReportTries = 5;
+// A CSR or a report is sent this often (with backoff) while the server cannot be reached
+// or fails (a node stopping behind a balancer), before the agent gives up on it: the
+// server's deadline then decides the attempt. The same CSR sent again gets the certificate
+// issued for it, not a second one.
+constexpr int kSendTries = 5;
 // A long poll's transfer may take this much longer than its wait.
 constexpr long kPollMarginSeconds = 15;
 // A certificate or a chain of a few certificates.
@@ -242,8 +244,7 @@ class Renewer {
     auto csr = pki::MakeCsrPem(key->get(), id_.host_id, sans);
     if (!csr.ok()) return Failure{"csr", csr.error().message};
 
-    auto r = client_->Post(fmt::format("/v1/agent/renewals/{}/csr", renewal_id),
-                           json::serialize(json::object{{"csr", *csr}}));
+    auto r = Send(fmt::format("/v1/agent/renewals/{}/csr", renewal_id), json::serialize(json::object{{"csr", *csr}}));
     if (!r.ok()) return Failure{"submit", r.error().message};
     if (r->status != 201) return Failure{"submit", ServerError(*r)};
     auto answer = JsonAnswer(*r, "the signed certificate");
@@ -298,19 +299,28 @@ class Renewer {
     return std::nullopt;
   }
 
-  // Sends a report, retrying a few times while the server cannot be reached.
-  void Report(int64_t renewal_id, const json::object& report) {
+  // POSTs `body`, again after a backoff while the server cannot be reached or fails; the
+  // last answer or error.
+  Result<HttpResponse> Send(const std::string& path, const std::string& body) {
     std::chrono::seconds backoff = run_.backoff_min;
-    for (int i = 0; i < kReportTries && !stop_; ++i) {
-      auto r = client_->Post(fmt::format("/v1/agent/renewals/{}/status", renewal_id), json::serialize(report));
-      if (r.ok() && r->status < 500) {
-        if (r->status != 200) log::Warn("report refused", {{"renewal_id", renewal_id}, {"error", ServerError(*r)}});
-        return;
-      }
+    Result<HttpResponse> r = client_->Post(path, body);
+    for (int i = 1; i < kSendTries && !stop_ && (!r.ok() || r->status >= 500); ++i) {
+      log::Warn("the server did not answer; sending again",
+                {{"path", path}, {"error", r.ok() ? ServerError(*r) : r.error().message}});
       SleepFor(Jittered(backoff), stop_);
       backoff = std::min(backoff * 2, run_.backoff_max);
+      r = client_->Post(path, body);
     }
-    log::Error("could not report", {{"renewal_id", renewal_id}});
+    return r;
+  }
+
+  void Report(int64_t renewal_id, const json::object& report) {
+    auto r = Send(fmt::format("/v1/agent/renewals/{}/status", renewal_id), json::serialize(report));
+    if (!r.ok() || r->status >= 500) {
+      log::Error("could not report", {{"renewal_id", renewal_id}});
+    } else if (r->status != 200) {
+      log::Warn("report refused", {{"renewal_id", renewal_id}, {"error", ServerError(*r)}});
+    }
   }
 
   const AgentOptions& options_;

@@ -7,6 +7,7 @@
 
 #include "core/crypto.h"
 #include "core/text.h"
+#include "pki/certificate.h"
 #include "pki/csr.h"
 #include "store/audit_repo.h"
 #include "store/certificates_repo.h"
@@ -180,6 +181,23 @@ Result<Enrolled> AgentService::Issue(const store::HostRecord& host, const std::s
   out.record = std::move(created.record);
   out.certificate_pem = out.record.certificate_pem;
   out.chain_pem = std::move(created.chain_pem);
+  return out;
+}
+
+Result<Enrolled> AgentService::IssuedBefore(const store::HostRecord& host, std::string_view serial,
+                                            const std::string& csr_pem) {
+  CF_ASSIGN_OR_RETURN(pki::Csr csr, pki::ParseCsr(csr_pem));
+  CF_ASSIGN_OR_RETURN(store::CertificateRecord record, issuer_.Get(serial));
+  CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromPem(record.certificate_pem));
+  if (record.fqdn != host.host_id || EVP_PKEY_eq(X509_get0_pubkey(cert.get()), csr.public_key.get()) != 1) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     "a certificate was issued for this renewal already, for another key");
+  }
+  Enrolled out;
+  out.settings = hosts_.SettingsOf(host);
+  CF_ASSIGN_OR_RETURN(out.chain_pem, issuer_.ChainOf(record));
+  out.certificate_pem = record.certificate_pem;
+  out.record = std::move(record);
   return out;
 }
 

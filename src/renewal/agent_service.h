@@ -54,6 +54,10 @@ class AgentService {
   // host's current certificate (revoked after the grace).
   Result<Enrolled> Issue(const store::HostRecord& host, const std::string& csr_pem, bool renewing,
                          std::string audit_action, issuance::InTransaction in_transaction);
+  // The host's certificate `serial` again, when it certifies the key of `csr_pem`: the
+  // answer to a CSR sent again because the first answer was lost (a node stopped, a
+  // connection broke), without issuing a second certificate. kFailedPrecondition otherwise.
+  Result<Enrolled> IssuedBefore(const store::HostRecord& host, std::string_view serial, const std::string& csr_pem);
   // The host an agent's TLS client certificate (verified by the server) speaks for: a
   // certificate certfleet issued to that host and has not revoked, the host not revoked.
   // kPermissionDenied otherwise.

@@ -300,6 +300,8 @@ Result<Enrolled> RenewalService::SubmitCsr(const store::HostRecord& host, int64_
                                            const std::string& csr_pem) {
   CF_ASSIGN_OR_RETURN(store::RenewalRecord r, Get(renewal_id));
   if (r.host_id != host.host_id) return MakeError(ErrorCode::kNotFound, fmt::format("no renewal {}", renewal_id));
+  // The same CSR again after its answer was lost: the certificate of this attempt, once.
+  if (r.state == store::RenewalState::kIssued && r.serial) return agents_.IssuedBefore(host, *r.serial, csr_pem);
   if (r.state != store::RenewalState::kAwaitingCsr) {
     return MakeError(ErrorCode::kFailedPrecondition,
                      fmt::format("renewal {} is {}, not awaiting a CSR", renewal_id, store::RenewalStateName(r.state)));

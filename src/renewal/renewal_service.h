@@ -104,8 +104,10 @@ class RenewalService {
   void WaitForTask(const std::string& host_id, int64_t wait_ms, std::function<void(bool)> ready);
 
   // The agent's CSR for its task: the certificate is issued and the renewal moves to
-  // issued. kNotFound for another host's or an unknown renewal, kFailedPrecondition when it
-  // does not await a CSR (finished, timed out, or submitted already).
+  // issued. The same key's CSR again while the renewal is issued gets the certificate issued
+  // for it (the agent lost the answer), not a second one. kNotFound for another host's or an
+  // unknown renewal, kFailedPrecondition when it does not await a CSR (finished, timed out,
+  // or issued for another key).
   Result<Enrolled> SubmitCsr(const store::HostRecord& host, int64_t renewal_id, const std::string& csr_pem);
   // The agent's report: "deployed", "validated" (the host's certificate is now the new
   // one), or "failed" at `step` with `error` (the attempt fails).

@@ -4,12 +4,15 @@ database and the object store (s3rver): each node has its own data folder holdin
 of the master key and TLS identity. The workflows are driven through the balancer, and the
 failures a deployment meets are made to happen:
 
-- W1 issuance and W2 provisioning spread over the nodes (round robin), checked with openssl;
+- W1 issuance and W2 provisioning spread over the nodes (round robin), checked with openssl,
+  and a provisioned device accepted by Mosquitto with the CRL fetched through the balancer;
 - a revocation through one node is answered "revoked" by every node's OCSP responder and CRL
   within 5 s; a revoked token stops working on every node within auth.token_cache_ms;
 - kill -9 of the node running a W3 import halfway: another node finishes it from the object
   store with exact counts and no duplicate rows;
 - kill -9 of the scheduler's leader: another node leads, and no firing is lost or doubled;
+- 200 real certfleet-agent processes through the balancer, kill -9 of a node during their
+  renewal run: every host renewed once, no certificate issued twice;
 - PostgreSQL stopped for 20 s under load: /readyz says unready (haproxy marks every node
   down), requests get a JSON 503 at once, every write acknowledged before is there after, and
   the nodes recover without a restart;
@@ -33,7 +36,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish, wait_for  # noqa: E402
 from harness import Certfleet, Files, psql, run  # noqa: E402
-from servers import S3_KEY, Haproxy, S3Server, SmtpServer, free_port  # noqa: E402
+from servers import S3_KEY, Haproxy, S3Server, SmtpServer, free_port, mosquitto_publish  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -91,6 +94,7 @@ env = {
     "CERTFLEET_JOBS_LEASE_SECONDS": "5", "CERTFLEET_JOBS_POLL_MS": "100",
     "CERTFLEET_BULK_BATCH_SIZE": "2", "CERTFLEET_BULK_WRITERS": "1", "CERTFLEET_BULK_SCAN_SECONDS": "5",
     "CERTFLEET_CA_RENEW_GRACE_HOURS": "0",
+    "CERTFLEET_RENEWAL_CA": "hosts.example.com",
     "CERTFLEET_MAIL": f"smtp://127.0.0.1:{smtp.port}",
     "CERTFLEET_DISTRIBUTION_INBOUND": f"s3://{BUCKET}?endpoint={s3.endpoint}&region=us-east-1",
     "CERTFLEET_DISTRIBUTION_SENDER": "no-reply@certs.test",
@@ -129,6 +133,8 @@ lb.api("POST", "/v1/certificates/root", {"fqdn": "example.com", "organization": 
 inter = lb.api("POST", "/v1/certificates/intermediate", {"fqdn": "iot.example.com"}, expect=201)
 write("root.pem", lb.api("GET", "/v1/certificates/example.com")["certificate_pem"])
 write("inter.pem", inter["certificate_pem"])
+# W4's CA, made now: every node trusts its agents within renewal's trust refresh (15 s).
+lb.api("POST", "/v1/certificates/intermediate", {"fqdn": "hosts.example.com", "parent_fqdn": "example.com"}, expect=201)
 
 
 def device_csr():
@@ -196,6 +202,19 @@ for name, k in keys.items():
                                 headers={"Content-Type": "application/pkcs10"})
     check(status == 200 and out["thing_name"] == name, f"{name} provisioned through the balancer: {status} {out}")
 check(lb.api("GET", "/v1/things?thing_type=sensor&limit=10")["items"].__len__() == 6, "six things, one per device")
+# Mosquitto takes a provisioned device, with the CA's CRL fetched through the balancer.
+mqtt = lb.api("POST", "/v1/certificates/server", {"fqdn": "mqtt.iot.example.com", "sans": ["localhost"]}, expect=201)
+write("mqtt-chain.pem", mqtt["certificate_pem"] + inter["certificate_pem"])
+write("mqtt.key", mqtt["private_key_pem"])
+write("cafile.pem", open(path("root.pem")).read() + inter["certificate_pem"])
+status, crl_der, _ = lb.request("GET", "/crl/iot.example.com.crl", raw=True)
+write("iot.crl.pem", x509.load_der_x509_crl(crl_der).public_bytes(serialization.Encoding.PEM))
+write("device-chain.pem", out["certificate_pem"] + out["chain_pem"])
+write("device.key", keys[name].private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+rc, text = mosquitto_publish(files.dir, path("mqtt-chain.pem"), path("mqtt.key"), path("cafile.pem"),
+                             path("iot.crl.pem"), path("device-chain.pem"), path("device.key"))
+check(rc == 0, f"Mosquitto accepts a device provisioned through the balancer: {text}")
 
 
 # ---- W3: kill -9 of the node running an import, halfway ----
@@ -327,6 +346,76 @@ for m in mails:
             per_gateway[line] += 1
 check(len(mails) == WAREHOUSES and set(per_gateway.values()) == {1},
       f"every gateway mailed exactly once: {len(mails)} mails, {sorted(set(per_gateway.values()))} mails per gateway")
+victim.start()
+
+# ---- W4: 200 real agents through the balancer, kill -9 of a node during their run ----
+AGENTS = 200
+AGENT = os.path.join(os.path.dirname(BINARY), "certfleet-agent")
+hosts_dir = os.path.join(work, "hosts")
+os.makedirs(hosts_dir)
+hosts = [f"host-{i:03}" for i in range(AGENTS)]
+for h in hosts:
+    lb.api("POST", "/v1/hosts", {"host_id": h, "cert_path": f"{hosts_dir}/{h}/certs", "key_path": f"{hosts_dir}/{h}/key",
+                                 "cacert_path": f"{hosts_dir}/{h}/ca", "sans": [f"{h}.example.com"]}, expect=201)
+
+
+class Agents:
+    def __init__(self):
+        self.procs = []
+
+    def start(self, host, token):
+        log = open(os.path.join(hosts_dir, f"{host}.log"), "a")
+        self.procs.append(subprocess.Popen(
+            [AGENT, "--server", lb.url, "--host-id", host, "--ca-file", os.path.join(first.data, "tls", "ca.pem"),
+             "--state-dir", f"{hosts_dir}/{host}/state", "--poll-wait", "5", "--bootstrap-token", token],
+            stdout=log, stderr=log))
+
+    def stop(self):
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(timeout=20)
+
+
+agents = Agents()
+started_servers.append(agents)
+for h in hosts:
+    agents.start(h, lb.api("POST", f"/v1/hosts/{h}/token", {}, expect=201)["token"])
+
+
+def count(sql):
+    return int(psql(first.env["CERTFLEET_DB"], sql).strip())
+
+
+wait_for("200 agents to enroll through the balancer",
+         lambda: count("SELECT COUNT(*) FROM hosts WHERE status = 'active'") == AGENTS, timeout=120)
+renewal_run = lb.api("POST", "/v1/renewals/run", {"all": True}, expect=201)
+check(renewal_run["queued"] == AGENTS, f"a run of every host: {renewal_run}")
+in_run = f"FROM renewals WHERE run_id = {renewal_run['run_id']}"
+wait_for("the run to be under way", lambda: count(f"SELECT COUNT(*) {in_run} AND state = 'validated'") >= 10,
+         timeout=60)
+victim = nodes[1]
+victim.server.send_signal(signal.SIGKILL)
+victim.server.wait()
+validated_at_kill = count(f"SELECT COUNT(*) {in_run} AND state = 'validated'")
+check(validated_at_kill < AGENTS, f"killed during the run ({validated_at_kill} of {AGENTS} renewed)")
+wait_for("every renewal to end", lambda: count(f"SELECT COUNT(*) {in_run} AND state IN ('validated', 'failed')")
+         == AGENTS, timeout=120)
+check(count(f"SELECT COUNT(*) {in_run} AND state = 'validated'") == AGENTS, "every host renewed")
+per_host = psql(first.env["CERTFLEET_DB"], "SELECT COUNT(*) FROM certificates WHERE subject_kind = 'host' "
+                                           "GROUP BY fqdn").split()
+check(len(per_host) == AGENTS and set(per_host) == {"2"},
+      f"each host has its enrollment certificate and one renewed certificate, none issued twice: "
+      f"{sorted(set(per_host))}")
+on_disk = psql(first.env["CERTFLEET_DB"], f"SELECT host_id, serial {in_run}").split()
+wrong = []
+for row in on_disk:
+    host, serial = row.split("|")
+    cert = x509.load_pem_x509_certificate(open(f"{hosts_dir}/{host}/certs/{host}.crt", "rb").read())
+    if cert.serial_number != int(serial, 16):
+        wrong.append(host)
+check(len(on_disk) == AGENTS and not wrong, f"every agent has its renewed certificate in place (not: {wrong[:5]})")
+agents.stop()
 victim.start()
 
 class Load:

@@ -234,6 +234,30 @@ TEST_P(RenewalTest, AgentsActOnlyOnTheirOwnRenewalsAndBeforeTheDeadline) {
       << "nothing issued after the deadline";
 }
 
+TEST_P(RenewalTest, TheSameCsrSentAgainGetsTheCertificateIssuedForItNotASecondOne) {
+  Enroll(1);
+  ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
+  ASSERT_EQ(*renewals_->Pump(), 1);
+  const auto r = InState(store::RenewalState::kAwaitingCsr).front();
+  const std::string csr = Csr(r.host_id);
+  auto first = renewals_->SubmitCsr(Host(r.host_id), r.id, csr);
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  const int64_t issued = Count("SELECT COUNT(*) FROM certificates WHERE fqdn = '" + r.host_id + "'");
+  // The answer was lost (the node stopped): the agent sends its CSR again, to any node.
+  auto again = renewals_->SubmitCsr(Host(r.host_id), r.id, csr);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(again->record.serial, first->record.serial);
+  EXPECT_EQ(again->certificate_pem, first->certificate_pem);
+  EXPECT_EQ(again->chain_pem, first->chain_pem);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM certificates WHERE fqdn = '" + r.host_id + "'"), issued)
+      << "no second certificate for one attempt";
+  // Another key's CSR for the same attempt is refused.
+  pki::PkeyPtr other = std::move(pki::GenerateKey(pki::KeyType::kEcP256)).value();
+  EXPECT_EQ(renewals_->SubmitCsr(Host(r.host_id), r.id, *pki::MakeCsrPem(other.get(), r.host_id, {})).error().code,
+            ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(Renewal(r.id).state, store::RenewalState::kIssued);
+}
+
 TEST_P(RenewalTest, AScheduledRunTakesTheDueHostsAndFailsThoseNeverEnrolled) {
   Enroll(2);
   HostSpec spec;
