@@ -209,13 +209,15 @@ Result<void> EnrollService::CheckAgain(store::Tx& tx, const Authorized& who, int
     CF_RETURN_IF_ERROR(NewThing(tx, who.device_id, "this credential"));
   }
   // The device may have been disabled or re-keyed meanwhile; held until the commit.
-  CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, who.device_id, /*hold=*/true));
-  if (who.way == AuthWay::kRegisteredKey && !who.approved_request) {
-    CF_RETURN_IF_ERROR(registry::Registry::AuthorizeDeviceKey(device, who.device_id, who.key_sha256));
-  } else if (device && device->status == store::kDeviceDisabled) {
-    return Denied(fmt::format("device {} is disabled", who.device_id));
-  }
-  if (device) CF_RETURN_IF_ERROR(store::MarkDeviceProvisioned(tx, who.device_id, now));
+  const bool key_registered = who.way == AuthWay::kRegisteredKey && !who.approved_request;
+  CF_RETURN_IF_ERROR(store::CheckDeviceForAuth(
+      tx, who.device_id,
+      [key_registered, id = who.device_id, key = who.key_sha256](const auto& device) -> Result<void> {
+        if (key_registered) return registry::Registry::AuthorizeDeviceKey(device, id, key);
+        if (device && device->status == store::kDeviceDisabled) return Denied(fmt::format("device {} is disabled", id));
+        return Ok();
+      }));
+  CF_RETURN_IF_ERROR(store::MarkDeviceProvisioned(tx, who.device_id, now));  // a device registered before
   if (who.presented_serial) CF_RETURN_IF_ERROR(CurrentCertificate(tx, *who.presented_serial));
   if (who.secret_id) {
     CF_ASSIGN_OR_RETURN(bool used, store::UseEnrollSecret(tx, *who.secret_id, who.device_id, now));

@@ -290,12 +290,14 @@ Result<std::shared_ptr<Issuer::Built>> Issuer::Build(IssueRequest req, const std
 Result<void> Issuer::Persist(const std::shared_ptr<Built>& w, std::function<void(Result<Issued>)>& done) {
   auto piece = [this, w](store::Tx& tx) -> Result<void> {
     const store::CertificateRecord& rec = w->out.record;
-    if (w->parent) {
-      // The parent may have been revoked (here or on another node) since it was cached.
+    // The parent may have been revoked (here or on another node) since it was cached: looked
+    // at once per transaction, which holds a group of certificates.
+    if (w->parent && !tx.Knows("active:" + w->parent->cert.serial)) {
       CF_ASSIGN_OR_RETURN(auto status, store::CertificateStatus(tx, w->parent->cert.serial));
       if (status != store::CertStatus::kActive) {
         return MakeError(ErrorCode::kFailedPrecondition, fmt::format("the CA {} is revoked", w->parent->ca.fqdn));
       }
+      tx.Learn("active:" + w->parent->cert.serial);
     }
     if (w->one_active) {
       CF_ASSIGN_OR_RETURN(auto active, store::ActiveSerialForFqdn(tx, rec.fqdn));

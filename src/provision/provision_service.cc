@@ -80,8 +80,9 @@ void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Pr
   request.in_transaction = [tmpl, device_id, key_sha256, now, revoke_at](
                                store::Tx& tx, const store::CertificateRecord& rec) -> Result<void> {
     // Checked again where it counts: the device may have been disabled or re-keyed meanwhile.
-    CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, device_id, /*hold=*/true));
-    CF_RETURN_IF_ERROR(registry::Registry::AuthorizeDeviceKey(device, device_id, key_sha256));
+    CF_RETURN_IF_ERROR(store::CheckDeviceForAuth(tx, device_id, [device_id, key_sha256](const auto& device) {
+      return registry::Registry::AuthorizeDeviceKey(device, device_id, key_sha256);
+    }));
     CF_RETURN_IF_ERROR(store::MarkDeviceProvisioned(tx, device_id, now));
     return registry::Registry::RecordProvisioning(tx, *tmpl, device_id, rec.serial, now, revoke_at);
   };

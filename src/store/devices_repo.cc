@@ -40,16 +40,30 @@ Result<std::optional<DeviceRecord>> FindDevice(Tx& tx, std::string_view device_i
   return std::optional<DeviceRecord>(std::move(d));
 }
 
-Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view device_id, bool hold) {
+namespace {
+
+constexpr std::string_view kAuthColumns = "SELECT key_sha256, batch, status FROM devices WHERE device_id = ?";
+
+std::optional<DeviceRecord> AuthRecord(std::string_view device_id, const Rows& rows) {
+  if (rows.empty()) return std::nullopt;
+  const Row& row = rows.front();
+  return DeviceRecord{std::string(device_id), "", row.Text(0), row.Text(1), row.Text(2), 0, 0};
+}
+
+}  // namespace
+
+Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view device_id) {
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(kAuthColumns, {std::string(device_id)}));
+  return AuthRecord(device_id, rows);
+}
+
+Result<void> CheckDeviceForAuth(Tx& tx, std::string_view device_id, DeviceCheck check) {
   // SQLite has one writer: its transactions hold the whole database already.
-  const bool lock = hold && tx.postgres();
-  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(lock ? "SELECT key_sha256, batch, status FROM devices WHERE device_id = ? "
-                                                   "FOR SHARE"
-                                                 : "SELECT key_sha256, batch, status FROM devices WHERE device_id = ?",
-                                            {std::string(device_id)}));
-  if (!row) return std::optional<DeviceRecord>();
-  return std::optional<DeviceRecord>(
-      DeviceRecord{std::string(device_id), "", row->Text(0), row->Text(1), row->Text(2), 0, 0});
+  const std::string sql = std::string(kAuthColumns) + (tx.postgres() ? " FOR SHARE" : "");
+  return tx.QueryDeferred(sql, {std::string(device_id)},
+                          [id = std::string(device_id), check = std::move(check)](const Rows& rows) {
+                            return check(AuthRecord(id, rows));
+                          });
 }
 
 Result<void> MarkDeviceProvisioned(Tx& tx, std::string_view device_id, int64_t now) {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,10 +33,15 @@ enum class DeviceUpsert { kInserted, kUnchanged, kReplaced };
 Result<DeviceUpsert> UpsertDevice(Tx& tx, const DeviceRecord& d, int64_t now);
 Result<std::optional<DeviceRecord>> FindDevice(Tx& tx, std::string_view device_id);
 // The same without the public key (empty), for the provisioning authorizer, which compares
-// key_sha256 only. `hold`: on PostgreSQL the row stays share-locked until the transaction
-// ends, so that a concurrent disable or new key commits before or after it, never between
-// the check and the certificate it allows.
-Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view device_id, bool hold = false);
+// key_sha256 only.
+Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view device_id);
+// The authorizer's check again inside the write transaction that issues: `check` gets the
+// device as FindDeviceForAuth finds it, and on PostgreSQL the row stays share-locked until
+// the transaction ends, so that a concurrent disable or new key commits before or after it,
+// never between the check and the certificate it allows. Deferred (Tx::QueryDeferred): an
+// error `check` returns fails the transaction, and the check costs no round trip.
+using DeviceCheck = std::function<Result<void>(const std::optional<DeviceRecord>&)>;
+Result<void> CheckDeviceForAuth(Tx& tx, std::string_view device_id, DeviceCheck check);
 // A registered device's first certificate: registered -> provisioned; other states stay.
 // Deferred (see Tx::ExecDeferred).
 Result<void> MarkDeviceProvisioned(Tx& tx, std::string_view device_id, int64_t now);

@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -68,12 +69,25 @@ class Tx {
   // error then comes from the next Exec, Query, ExecScript or Flush of this Tx, and at the
   // latest fails the commit. Statements run in the order they were given.
   virtual Result<void> ExecDeferred(std::string_view sql, const Params& params = {}) = 0;
+  // A query whose rows `check` looks at once they are in: deferred like ExecDeferred (at the
+  // latest at the next Flush), and an error `check` returns is the query's error, so that a
+  // check made again inside a write transaction costs no round trip of its own.
+  using RowsCheck = std::function<Result<void>(const Rows&)>;
+  virtual Result<void> QueryDeferred(std::string_view sql, const Params& params, RowsCheck check) = 0;
   // Waits for the deferred statements; the first error among them, if any.
   virtual Result<void> Flush() = 0;
 
   // The first row, or nullopt when there is none.
   Result<std::optional<Row>> QueryOne(std::string_view sql, const Params& params = {});
   bool postgres() const { return dialect() == Dialect::kPostgres; }
+
+  // Facts this transaction established that hold until it ends (a CA found active), so
+  // that the pieces of a group commit (GroupCommitter) establish each once.
+  bool Knows(const std::string& fact) const { return facts_.contains(fact); }
+  void Learn(std::string fact) { facts_.insert(std::move(fact)); }
+
+ private:
+  std::set<std::string> facts_;
 };
 
 // Held while this node is the one leader for a name (the scheduler); released on destruction.

@@ -33,6 +33,24 @@ TEST_P(AuditTest, AnIntactChainVerifies) {
   EXPECT_FALSE(report->first_broken_seq.has_value()) << report->reason;
 }
 
+TEST_P(AuditTest, SeveralAppendsInOneTransactionWithAnyTextChainAsTheVerifierComputesIt) {
+  // PostgreSQL computes the hash itself: lengths in bytes, multi-byte text, quotes, colons.
+  Result<void> r = store_->Transact([&](Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(AppendAudit(tx, 1, "token:åäö", "thing.create", "thing:Ünïcödé 🚀", R"({"a":"b:c"})"));
+    CF_RETURN_IF_ERROR(AppendAudit(tx, 2, "it's", "x", "", ""));
+    CF_RETURN_IF_ERROR(AppendAudit(tx, 3, "cli", "token.create", "token:1", R"({"role":"admin"})"));
+    return Ok();
+  });
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  Append(4);
+  auto report = VerifyAuditChain(*store_);
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_EQ(report->rows_checked, 4);
+  EXPECT_FALSE(report->first_broken_seq.has_value()) << report->reason;
+  auto rows = store_->Query("SELECT details FROM audit_log WHERE seq = 2");
+  EXPECT_EQ(rows->at(0).Text(0), "{}") << "no details are an empty object";
+}
+
 TEST_P(AuditTest, AnAlteredRowIsTheFirstBroken) {
   for (int i = 0; i < 5; ++i) Append(i);
   ASSERT_TRUE(store_->Exec("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 3").ok());

@@ -52,9 +52,12 @@ TEST_P(DevicesTest, AHeldAuthorizerCheckKeepsADisableWaitingUntilItCommits) {
   std::atomic<bool> about_to_commit{false};
   std::thread provisioning([&] {
     auto r = store_->Transact([&](Tx& tx) -> Result<void> {
-      CF_ASSIGN_OR_RETURN(auto d, FindDeviceForAuth(tx, "dev-1", /*hold=*/true));
-      EXPECT_EQ(d->status, kDeviceRegistered);
-      EXPECT_EQ(d->key_sha256, HexEncode("key"));
+      CF_RETURN_IF_ERROR(CheckDeviceForAuth(tx, "dev-1", [](const std::optional<DeviceRecord>& d) -> Result<void> {
+        EXPECT_EQ(d->status, kDeviceRegistered);
+        EXPECT_EQ(d->key_sha256, HexEncode("key"));
+        return Ok();
+      }));
+      CF_RETURN_IF_ERROR(tx.Flush());  // the check's answer is in: the row is held
       checked = true;
       // Gives the disable below every chance to run now if nothing holds it back.
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -68,6 +71,31 @@ TEST_P(DevicesTest, AHeldAuthorizerCheckKeepsADisableWaitingUntilItCommits) {
   EXPECT_TRUE(disabled.ok() && *disabled);
   EXPECT_TRUE(about_to_commit) << "the disable committed between the check and its transaction's commit";
   provisioning.join();
+}
+
+TEST_P(DevicesTest, ACheckThatFailsFailsItsTransactionWithItsOwnError) {
+  Upsert(Device("dev-1", "key"));
+  bool looked = false;
+  auto r = store_->Transact([&](Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(CheckDeviceForAuth(tx, "dev-1", [&](const std::optional<DeviceRecord>& d) -> Result<void> {
+      looked = true;
+      EXPECT_TRUE(d.has_value());
+      return MakeError(ErrorCode::kPermissionDenied, "changed meanwhile");
+    }));
+    CF_RETURN_IF_ERROR(MarkDeviceProvisioned(tx, "dev-1", 3000));
+    return Ok();
+  });
+  EXPECT_TRUE(looked);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kPermissionDenied);
+  EXPECT_EQ(r.error().message, "changed meanwhile");
+  EXPECT_EQ(Get("dev-1").status, kDeviceRegistered) << "rolled back";
+  auto missing = store_->Transact([&](Tx& tx) -> Result<void> {
+    return CheckDeviceForAuth(tx, "dev-9", [](const std::optional<DeviceRecord>& d) -> Result<void> {
+      return d ? Ok() : MakeError(ErrorCode::kNotFound, "no dev-9");
+    });
+  });
+  EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
 }
 
 TEST_P(DevicesTest, RegisteringAgainReportsUnchangedOrReplaced) {

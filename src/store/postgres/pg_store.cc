@@ -72,19 +72,7 @@ class PgTx final : public Tx {
   Result<Rows> Query(std::string_view sql, const Params& params) override {
     CF_RETURN_IF_ERROR(Flush());
     CF_ASSIGN_OR_RETURN(auto res, Run(sql, params));
-    Rows rows;
-    const int nrows = PQntuples(res.get());
-    const int ncols = PQnfields(res.get());
-    rows.reserve(nrows);
-    for (int r = 0; r < nrows; ++r) {
-      std::vector<std::optional<std::string>> cells(ncols);
-      for (int c = 0; c < ncols; ++c) {
-        if (!PQgetisnull(res.get(), r, c))
-          cells[c] = std::string(PQgetvalue(res.get(), r, c), PQgetlength(res.get(), r, c));
-      }
-      rows.emplace_back(std::move(cells));
-    }
-    return rows;
+    return RowsOf(res.get());
   }
 
   Result<void> ExecScript(std::string_view sql) override {
@@ -100,30 +88,25 @@ class PgTx final : public Tx {
   // Deferred statements go out in libpq's pipeline mode: sent one after another, their
   // answers read together by Flush.
   Result<void> ExecDeferred(std::string_view sql, const Params& params) override {
-    // Preparing waits for its answer, which cannot happen inside a pipeline.
-    if (!conn_.IsPrepared(sql)) CF_RETURN_IF_ERROR(Flush());
-    CF_ASSIGN_OR_RETURN(std::string name, conn_.Prepared(sql, static_cast<int>(params.size())));
-    if (pending_.empty() && PQenterPipelineMode(conn_.get()) != 1) return conn_.ResultError(nullptr, sql);
-    Bound bound(params);
-    if (PQsendQueryPrepared(conn_.get(), name.c_str(), static_cast<int>(params.size()), bound.values.data(), nullptr,
-                            nullptr, 0) != 1) {
-      Error e = conn_.ResultError(nullptr, sql);
-      if (pending_.empty()) PQexitPipelineMode(conn_.get());
-      Result<void> drained = Flush();
-      return drained.ok() ? e : drained;
-    }
-    pending_.emplace_back(sql.substr(0, kSqlInErrors));
-    return Ok();
+    return SendDeferred(sql, params, nullptr);
+  }
+
+  Result<void> QueryDeferred(std::string_view sql, const Params& params, RowsCheck check) override {
+    return SendDeferred(sql, params, std::move(check));
   }
 
   Result<void> Flush() override {
     if (pending_.empty()) return Ok();
     std::optional<Error> first;
-    if (PQpipelineSync(conn_.get()) != 1) first = conn_.ResultError(nullptr, pending_.front());
-    for (const auto& sql : pending_) {
+    if (PQpipelineSync(conn_.get()) != 1) first = conn_.ResultError(nullptr, pending_.front().sql);
+    for (const auto& p : pending_) {
       PgResultPtr res(PQgetResult(conn_.get()), &PQclear);
       const auto status = PQresultStatus(res.get());
-      if (!first && status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) first = conn_.ResultError(res.get(), sql);
+      if (!first && status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
+        first = conn_.ResultError(res.get(), p.sql);
+      if (!first && p.check) {
+        if (Result<void> checked = p.check(RowsOf(res.get())); !checked.ok()) first = checked.error();
+      }
       while (PGresult* rest = PQgetResult(conn_.get())) PQclear(rest);  // the null that ends each statement's answer
     }
     // The sync point's own answer.
@@ -140,6 +123,44 @@ class PgTx final : public Tx {
 
  private:
   static constexpr size_t kSqlInErrors = 200;  // how much of a statement an error message quotes
+
+  // A deferred statement sent and not yet answered.
+  struct Pending {
+    std::string sql;  // its start, for errors
+    RowsCheck check;  // for a QueryDeferred
+  };
+
+  static Rows RowsOf(PGresult* res) {
+    Rows rows;
+    const int nrows = PQntuples(res);
+    const int ncols = PQnfields(res);
+    rows.reserve(nrows);
+    for (int r = 0; r < nrows; ++r) {
+      std::vector<std::optional<std::string>> cells(ncols);
+      for (int c = 0; c < ncols; ++c) {
+        if (!PQgetisnull(res, r, c)) cells[c] = std::string(PQgetvalue(res, r, c), PQgetlength(res, r, c));
+      }
+      rows.emplace_back(std::move(cells));
+    }
+    return rows;
+  }
+
+  Result<void> SendDeferred(std::string_view sql, const Params& params, RowsCheck check) {
+    // Preparing waits for its answer, which cannot happen inside a pipeline.
+    if (!conn_.IsPrepared(sql)) CF_RETURN_IF_ERROR(Flush());
+    CF_ASSIGN_OR_RETURN(std::string name, conn_.Prepared(sql, static_cast<int>(params.size())));
+    if (pending_.empty() && PQenterPipelineMode(conn_.get()) != 1) return conn_.ResultError(nullptr, sql);
+    Bound bound(params);
+    if (PQsendQueryPrepared(conn_.get(), name.c_str(), static_cast<int>(params.size()), bound.values.data(), nullptr,
+                            nullptr, 0) != 1) {
+      Error e = conn_.ResultError(nullptr, sql);
+      if (pending_.empty()) PQexitPipelineMode(conn_.get());
+      Result<void> drained = Flush();
+      return drained.ok() ? e : drained;
+    }
+    pending_.push_back(Pending{std::string(sql.substr(0, kSqlInErrors)), std::move(check)});
+    return Ok();
+  }
 
   // Parameters as the text libpq sends.
   struct Bound {
@@ -169,7 +190,7 @@ class PgTx final : public Tx {
   }
 
   Connection& conn_;
-  std::vector<std::string> pending_;  // deferred statements sent and not yet answered, for errors
+  std::vector<Pending> pending_;
 };
 
 Result<std::unique_ptr<Connection>> Connect(const std::string& url) {

@@ -87,6 +87,10 @@ class SqliteTx final : public Tx {
     CF_RETURN_IF_ERROR(Exec(sql, params));
     return Ok();
   }
+  Result<void> QueryDeferred(std::string_view sql, const Params& params, RowsCheck check) override {
+    CF_ASSIGN_OR_RETURN(Rows rows, Query(sql, params));
+    return check(rows);
+  }
   Result<void> Flush() override { return Ok(); }
 
   Result<int64_t> Exec(std::string_view sql, const Params& params) override {
