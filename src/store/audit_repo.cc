@@ -14,31 +14,36 @@ AuditEntry FromRow(const Row& r) {
   return AuditEntry{r.Int(0), r.Int(1), r.Text(2), r.Text(3), r.Text(4), r.Text(5), r.Text(6), r.Text(7)};
 }
 
-// AppendAudit on PostgreSQL: AuditHash computed by the database from the head it locks
-// (octet_length is in bytes, as std::string::size, in a UTF-8 database).
-constexpr std::string_view kPgAppend = R"sql(
-WITH v (at, actor, action, object, details) AS (VALUES (?::bigint, ?::text, ?::text, ?::text, ?::text)),
-head AS (SELECT seq + 1 AS seq, hash AS prev_hash FROM audit_head WHERE id = 1 FOR UPDATE),
-entry AS (
-  SELECT head.seq, v.at, v.actor, v.action, v.object, v.details, head.prev_hash,
-         encode(sha256(convert_to(
-           octet_length(head.prev_hash) || ':' || head.prev_hash ||
-           octet_length(head.seq::text) || ':' || head.seq::text ||
-           octet_length(v.at::text) || ':' || v.at::text ||
-           octet_length(v.actor) || ':' || v.actor ||
-           octet_length(v.action) || ':' || v.action ||
-           octet_length(v.object) || ':' || v.object ||
-           octet_length(v.details) || ':' || v.details, 'UTF8')), 'hex') AS hash
-  FROM head, v),
-moved AS (UPDATE audit_head SET seq = entry.seq, hash = entry.hash FROM entry WHERE audit_head.id = 1)
-INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash)
-SELECT seq, at, actor, action, object, details, prev_hash, hash FROM entry)sql";
-
 // Length-prefixed fields, so no two different rows serialize alike.
 void AddField(std::string& out, std::string_view v) {
   out += std::to_string(v.size());
   out += ':';
   out += v;
+}
+
+constexpr Column kAuditColumns[] = {{"seq", "bigint"},  {"at", "bigint"},    {"actor", "text"},     {"action", "text"},
+                                    {"object", "text"}, {"details", "text"}, {"prev_hash", "text"}, {"hash", "text"}};
+
+// Chains `entries` onto the head and writes them, with the new head.
+Result<void> WriteAudit(Tx& tx, std::vector<AuditEntry>& entries) {
+  if (entries.empty()) return Ok();
+  CF_ASSIGN_OR_RETURN(auto head, tx.QueryOne(tx.postgres() ? "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+                                                           : "SELECT seq, hash FROM audit_head WHERE id = 1"));
+  if (!head) return MakeError(ErrorCode::kInternal, "audit_head row missing: the schema was altered by hand");
+  int64_t seq = head->Int(0);
+  std::string prev = head->Text(1);
+  std::vector<Params> rows;
+  rows.reserve(entries.size());
+  for (AuditEntry& e : entries) {
+    e.seq = ++seq;
+    e.prev_hash = std::move(prev);
+    e.hash = AuditHash(e);
+    prev = e.hash;
+    rows.push_back({e.seq, e.at, e.actor, e.action, e.object, e.details, e.prev_hash, e.hash});
+  }
+  CF_RETURN_IF_ERROR(tx.ExecDeferred("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", {seq, prev}));
+  entries.clear();
+  return InsertRows(tx, "audit_log", kAuditColumns, rows);
 }
 
 }  // namespace
@@ -57,29 +62,12 @@ std::string AuditHash(const AuditEntry& e) {
 
 Result<void> AppendAudit(Tx& tx, int64_t at, std::string_view actor, std::string_view action, std::string_view object,
                          std::string_view details_json) {
-  AuditEntry e;
-  e.at = at;
-  e.actor = actor;
-  e.action = action;
-  e.object = object;
-  e.details = details_json.empty() ? "{}" : std::string(details_json);
-  if (tx.postgres()) {
-    // One statement, sent without waiting for its answer: it takes the head's row lock, and
-    // the pieces of a group commit append one after another without a round trip each.
-    return tx.ExecDeferred(kPgAppend, {e.at, e.actor, e.action, e.object, e.details});
-  }
-  // SQLite: the transaction holds the database's one write lock already, and a plain read
-  // costs less than RETURNING's temporary table.
-  CF_ASSIGN_OR_RETURN(auto head, tx.QueryOne("SELECT seq + 1, hash FROM audit_head WHERE id = 1"));
-  if (!head) return MakeError(ErrorCode::kInternal, "audit_head row missing: the schema was altered by hand");
-  e.seq = head->Int(0);
-  e.prev_hash = head->Text(1);
-  e.hash = AuditHash(e);
-  CF_RETURN_IF_ERROR(tx.ExecDeferred("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", {e.seq, e.hash}));
-  return tx.ExecDeferred(
-      "INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, "
-      "?, ?, ?)",
-      {e.seq, e.at, e.actor, e.action, e.object, e.details, e.prev_hash, e.hash});
+  // Gathered until the transaction flushes: a group commit's entries take the chain's head
+  // once (on PostgreSQL its row lock, held from then to the commit) and go in one statement.
+  tx.Gathered<std::vector<AuditEntry>>("audit", WriteAudit)
+      .push_back(AuditEntry{0, at, std::string(actor), std::string(action), std::string(object),
+                            details_json.empty() ? "{}" : std::string(details_json), "", ""});
+  return Ok();
 }
 
 Result<std::vector<AuditEntry>> ListAudit(Tx& tx, const AuditFilter& filter) {

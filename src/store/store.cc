@@ -25,6 +25,14 @@ std::optional<int64_t> Row::OptInt(size_t i) const {
   return v;
 }
 
+Result<void> Tx::WriteGathered() {
+  // Taken out first: a writer's own statements flush, and find nothing gathered.
+  std::vector<Gathering> now = std::move(gathered_);
+  gathered_.clear();
+  for (auto& g : now) CF_RETURN_IF_ERROR(g.write(*this));
+  return Ok();
+}
+
 Result<std::optional<Row>> Tx::QueryOne(std::string_view sql, const Params& params) {
   CF_ASSIGN_OR_RETURN(Rows rows, Query(sql, params));
   if (rows.empty()) return std::optional<Row>();

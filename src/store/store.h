@@ -86,9 +86,39 @@ class Tx {
   bool Knows(const std::string& fact) const { return facts_.contains(fact); }
   void Learn(std::string fact) { facts_.insert(std::move(fact)); }
 
+  // What a repository gathers over a transaction to write in one go (the audit entries of a
+  // group commit, under one look at the chain's head): the state of type T kept under `key`,
+  // made empty on first use. `write` writes it at the next Flush, which the transaction's end
+  // and each piece of a group commit run with savepoints always reach; the state then starts
+  // empty again.
+  template <typename T>
+  T& Gathered(std::string_view key, std::function<Result<void>(Tx&, T&)> write);
+
+ protected:
+  // Writes what was gathered; drivers run it first in Flush.
+  Result<void> WriteGathered();
+
  private:
+  struct Gathering {
+    std::string key;
+    std::shared_ptr<void> state;
+    std::function<Result<void>(Tx&)> write;
+  };
   std::set<std::string> facts_;
+  std::vector<Gathering> gathered_;
 };
+
+template <typename T>
+T& Tx::Gathered(std::string_view key, std::function<Result<void>(Tx&, T&)> write) {
+  for (auto& g : gathered_) {
+    if (g.key == key) return *static_cast<T*>(g.state.get());
+  }
+  auto state = std::make_shared<T>();
+  T& out = *state;
+  gathered_.push_back(
+      Gathering{std::string(key), state, [state, write = std::move(write)](Tx& tx) { return write(tx, *state); }});
+  return out;
+}
 
 // Held while this node is the one leader for a name (the scheduler); released on destruction.
 class LeaderLease {

@@ -96,6 +96,10 @@ class PgTx final : public Tx {
   }
 
   Result<void> Flush() override {
+    if (Result<void> gathered = WriteGathered(); !gathered.ok()) {
+      Result<void> drained = Flush();  // what was sent before still has its answers coming
+      return drained.ok() ? gathered : drained;
+    }
     if (pending_.empty()) return Ok();
     std::optional<Error> first;
     if (PQpipelineSync(conn_.get()) != 1) first = conn_.ResultError(nullptr, pending_.front().sql);
