@@ -398,21 +398,22 @@ Result<void> Registry::RecordProvisioning(store::Tx& tx, const ProvisioningTempl
                                           std::string_view serial, int64_t now, int64_t revoke_superseded_at) {
   const std::string thing_name(thing);
   const std::string serial_s(serial);
-  CF_RETURN_IF_ERROR(store::InsertObjectIfMissing(tx, ThingRow(thing_name, tmpl.thing_type, now)));
+  // A statement per table and kind of write, whatever the template's groups and policies.
+  std::vector<store::RegistryObject> objects{ThingRow(thing_name, tmpl.thing_type, now)};
+  std::vector<store::RegistryLink> links;
+  for (const auto& group : tmpl.thing_groups) {
+    links.push_back({LinkKind(Link::kGroupThing), group, thing_name, "", std::nullopt, now});
+  }
+  for (const auto& p : tmpl.policies) {
+    objects.push_back(Encode(Policy{p.name, p.document}, now, now));
+    links.push_back({LinkKind(Link::kPolicyCertificate), p.name, serial_s, "", std::nullopt, now});
+  }
+  CF_RETURN_IF_ERROR(store::InsertObjectsIfMissing(tx, objects));
   CF_RETURN_IF_ERROR(store::SetLinkStates(tx, store::kThingCertificate, thing, kAttachmentActive, kAttachmentSuperseded,
                                           revoke_superseded_at));
   CF_RETURN_IF_ERROR(store::PutLink(tx, {LinkKind(Link::kThingCertificate), thing_name, serial_s,
                                          std::string(kAttachmentActive), std::nullopt, now}));
-  for (const auto& group : tmpl.thing_groups) {
-    CF_RETURN_IF_ERROR(
-        store::AddLinkIfMissing(tx, {LinkKind(Link::kGroupThing), group, thing_name, "", std::nullopt, now}));
-  }
-  for (const auto& p : tmpl.policies) {
-    CF_RETURN_IF_ERROR(store::InsertObjectIfMissing(tx, Encode(Policy{p.name, p.document}, now, now)));
-    CF_RETURN_IF_ERROR(
-        store::AddLinkIfMissing(tx, {LinkKind(Link::kPolicyCertificate), p.name, serial_s, "", std::nullopt, now}));
-  }
-  return Ok();
+  return store::AddLinksIfMissing(tx, links);
 }
 
 Result<int> Registry::MoveTemplates(store::Tx& tx, std::string_view old_ca, std::string_view new_ca, int64_t now) {

@@ -50,8 +50,11 @@ Result<void> InsertObject(Tx& tx, const RegistryObject& o) {
   return Ok();
 }
 
-Result<void> InsertObjectIfMissing(Tx& tx, const RegistryObject& o) {
-  return InsertRows(tx, "registry_objects", kObjectTypes, {ObjectRow(o)}, "ON CONFLICT (kind, name) DO NOTHING");
+Result<void> InsertObjectsIfMissing(Tx& tx, const std::vector<RegistryObject>& objects) {
+  std::vector<Params> rows;
+  rows.reserve(objects.size());
+  for (const auto& o : objects) rows.push_back(ObjectRow(o));
+  return InsertRows(tx, "registry_objects", kObjectTypes, rows, "ON CONFLICT (kind, name) DO NOTHING");
 }
 
 Result<void> PutThings(Tx& tx, const std::vector<RegistryObject>& things) {
@@ -119,8 +122,6 @@ Result<void> PutLinks(Tx& tx, const std::vector<RegistryLink>& links) {
       tx, "registry_links", kLinkTypes, LinkRows(links),
       "ON CONFLICT (kind, from_name, to_name) DO UPDATE SET state = excluded.state, due_at = excluded.due_at");
 }
-
-Result<void> AddLinkIfMissing(Tx& tx, const RegistryLink& link) { return AddLinksIfMissing(tx, {link}); }
 
 Result<void> AddLinksIfMissing(Tx& tx, const std::vector<RegistryLink>& links) {
   return InsertRows(tx, "registry_links", kLinkTypes, LinkRows(links),

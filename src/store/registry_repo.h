@@ -42,8 +42,9 @@ struct RegistryObject {
 
 // kAlreadyExists if the kind has an object of that name.
 Result<void> InsertObject(Tx& tx, const RegistryObject& o);
-// The same, but an existing object stays as it is and is no error.
-Result<void> InsertObjectIfMissing(Tx& tx, const RegistryObject& o);
+// The same for several in one write (deferred), but an existing object stays as it is and is
+// no error.
+Result<void> InsertObjectsIfMissing(Tx& tx, const std::vector<RegistryObject>& objects);
 // Things (kObjectThing, ref = their type) in one write: each missing one is added, and an
 // existing one takes the type given (its ref and its body's "thing_type", the rest of the
 // body as it was) unless that is null. Each name once per call; deferred.
@@ -79,9 +80,8 @@ struct RegistryLink {
 Result<void> PutLink(Tx& tx, const RegistryLink& link);
 // The same for many links in one write (see InsertRows), each link once.
 Result<void> PutLinks(Tx& tx, const std::vector<RegistryLink>& links);
-// Adds the link unless it exists (then nothing is written).
-Result<void> AddLinkIfMissing(Tx& tx, const RegistryLink& link);
-// The same for many links in one write; a link may come more than once.
+// Adds the links that do not exist, in one write (see InsertRows); a link may come more than
+// once.
 Result<void> AddLinksIfMissing(Tx& tx, const std::vector<RegistryLink>& links);
 // False if there was no such link.
 Result<bool> DeleteLink(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view to_name);
