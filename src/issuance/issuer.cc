@@ -20,6 +20,14 @@
 namespace certfleet::issuance {
 namespace {
 
+// Two groups in flight on PostgreSQL: one's statements run while the other's commit is
+// waited for (the chain's head is locked only from a group's end to its commit).
+store::GroupCommitter::Options CommitOptions(const store::Store& store) {
+  store::GroupCommitter::Options options;
+  options.committers = store.dialect() == store::Dialect::kPostgres ? 2 : 1;
+  return options;
+}
+
 // The event each revoked certificate writes; its newest id tells every node of revocations.
 constexpr std::string_view kRevokedEvent = "certificates/revoked";
 
@@ -79,7 +87,7 @@ struct Issuer::Built {
 };
 
 Issuer::Issuer(store::Store& store, pki::KeyBackend& keys, const Clock& clock, Options options)
-    : store_(store), keys_(keys), clock_(clock), options_(std::move(options)), writes_(store) {}
+    : store_(store), keys_(keys), clock_(clock), options_(std::move(options)), writes_(store, CommitOptions(store)) {}
 
 std::string Issuer::CrlUrl(std::string_view ca_fqdn) const {
   return fmt::format("{}/crl/{}.crl", options_.public_url, ca_fqdn);

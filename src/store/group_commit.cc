@@ -8,10 +8,12 @@
 namespace certfleet::store {
 
 GroupCommitter::GroupCommitter(Store& store, Options options) : store_(store), options_(options) {
-  committer_ = std::thread([this] {
-    NameThisThread("cf-commit");
-    Loop();
-  });
+  for (size_t i = 0; i < std::max<size_t>(options_.committers, 1); ++i) {
+    committers_.emplace_back([this] {
+      NameThisThread("cf-commit");
+      Loop();
+    });
+  }
 }
 
 GroupCommitter::~GroupCommitter() {
@@ -19,8 +21,8 @@ GroupCommitter::~GroupCommitter() {
     std::lock_guard lock(mu_);
     stopping_ = true;
   }
-  work_.notify_one();
-  committer_.join();
+  work_.notify_all();
+  for (auto& t : committers_) t.join();
 }
 
 void GroupCommitter::Submit(Piece piece, Done done) {
@@ -56,17 +58,19 @@ Result<void> GroupCommitter::Run(Piece piece) {
 }
 
 void GroupCommitter::Loop() {
+  size_t last_batch = 0;  // this committer's
   std::unique_lock lock(mu_);
   for (;;) {
     work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stopping, and nothing left
-    if (last_batch_ > 1) Gather(lock);
+    if (last_batch > 1) Gather(lock);
+    if (queue_.empty()) continue;  // another committer took the group
     std::deque<std::unique_ptr<Pending>> batch;
     while (!queue_.empty() && batch.size() < options_.max_batch) {
       batch.push_back(std::move(queue_.front()));
       queue_.pop_front();
     }
-    last_batch_ = batch.size();
+    last_batch = batch.size();
     lock.unlock();
     RunBatch(batch);
     for (auto& p : batch) p->done(std::move(p->result));

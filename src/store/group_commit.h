@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "core/result.h"
 #include "store/store.h"
@@ -40,6 +41,10 @@ class GroupCommitter {
     size_t gather_target = 24;
     std::chrono::microseconds gather_gap{300};
     std::chrono::microseconds gather_wait{3000};
+    // Groups in flight at once, each a transaction on a connection of its own: on PostgreSQL
+    // one group's statements run while another's commit is waited for, on another core of
+    // the database. SQLite has one writer: 1.
+    size_t committers = 1;
   };
 
   explicit GroupCommitter(Store& store) : GroupCommitter(store, Options{}) {}
@@ -69,8 +74,7 @@ class GroupCommitter {
   std::condition_variable work_;
   std::deque<std::unique_ptr<Pending>> queue_;  // guarded by mu_
   bool stopping_ = false;                       // guarded by mu_
-  size_t last_batch_ = 0;                       // the committer's own
-  std::thread committer_;
+  std::vector<std::thread> committers_;
 };
 
 }  // namespace certfleet::store

@@ -28,8 +28,8 @@ class GroupCommitTest : public ::testing::TestWithParam<Dialect> {
 // Threads insert through one committer, every thread also a name all share: only the first
 // of those may succeed. With `deferred` the inserts are pipelined (Tx::ExecDeferred), so a
 // failure shows only at a later statement, possibly another piece's.
-void InsertConcurrently(Store& store, bool deferred) {
-  GroupCommitter group(store, {.max_batch = 16});
+void InsertConcurrently(Store& store, bool deferred, size_t committers = 1) {
+  GroupCommitter group(store, {.max_batch = 16, .committers = committers});
   constexpr int kThreads = 8, kPerThread = 25;
   std::atomic<int> ok{0}, duplicates{0};
   std::vector<std::thread> threads;
@@ -62,6 +62,12 @@ void InsertConcurrently(Store& store, bool deferred) {
 TEST_P(GroupCommitTest, EveryPieceCommitsOrFailsAlone) { InsertConcurrently(*store_, false); }
 
 TEST_P(GroupCommitTest, EveryPieceCommitsOrFailsAloneWithDeferredStatements) { InsertConcurrently(*store_, true); }
+
+TEST_P(GroupCommitTest, EveryPieceCommitsOrFailsAloneWithTwoGroupsInFlight) {
+  InsertConcurrently(*store_, false, 2);
+  ASSERT_TRUE(store_->Exec("DELETE FROM items").ok());
+  InsertConcurrently(*store_, true, 2);
+}
 
 TEST_P(GroupCommitTest, SubmittedPiecesGetTheirResultsWithoutWaiting) {
   std::mutex mu;
