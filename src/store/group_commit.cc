@@ -107,17 +107,17 @@ void GroupCommitter::RunBatch(const std::deque<std::unique_ptr<Pending>>& batch)
     }
     // A deferred statement's error may show only now, or in a later piece than its own: the
     // batch then runs again piece by piece, where each piece's own errors stay its own.
-    Result<void> flushed = tx.Flush();
+    Result<void> flushed = tx.FlushAll();
     if (!flushed.ok()) piece_failed = true;
     return flushed;
   });
   if (piece_failed && batch.size() > 1) {
     committed = store_.Transact([&](Tx& tx) -> Result<void> {
       for (const auto& p : batch) {
-        CF_RETURN_IF_ERROR(tx.Exec("SAVEPOINT piece"));
+        CF_RETURN_IF_ERROR(tx.Savepoint("piece"));
         p->result = p->piece(tx);
         if (p->result.ok()) p->result = tx.Flush();
-        if (!p->result.ok()) CF_RETURN_IF_ERROR(tx.Exec("ROLLBACK TO SAVEPOINT piece"));
+        if (!p->result.ok()) CF_RETURN_IF_ERROR(tx.RollbackTo("piece"));
         CF_RETURN_IF_ERROR(tx.Exec("RELEASE SAVEPOINT piece"));
       }
       return Ok();

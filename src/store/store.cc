@@ -25,11 +25,30 @@ std::optional<int64_t> Row::OptInt(size_t i) const {
   return v;
 }
 
-Result<void> Tx::WriteGathered() {
-  // Taken out first: a writer's own statements flush, and find nothing gathered.
-  std::vector<Gathering> now = std::move(gathered_);
+Result<void> Tx::FlushAll() {
+  for (auto& g : gathered_) CF_RETURN_IF_ERROR(g.write(*this));
   gathered_.clear();
-  for (auto& g : now) CF_RETURN_IF_ERROR(g.write(*this));
+  return Flush();
+}
+
+Result<void> Tx::Savepoint(std::string_view name) {
+  CF_RETURN_IF_ERROR(Exec(fmt::format("SAVEPOINT {}", name)));
+  auto& sizes = savepoints_[std::string(name)];
+  sizes.clear();
+  for (const auto& g : gathered_) sizes[g.key] = g.size();
+  return Ok();
+}
+
+Result<void> Tx::RollbackTo(std::string_view name) {
+  CF_RETURN_IF_ERROR(Exec(fmt::format("ROLLBACK TO SAVEPOINT {}", name)));
+  const auto it = savepoints_.find(name);
+  for (auto& g : gathered_) {
+    size_t keep = 0;  // gathered after the savepoint was taken
+    if (it != savepoints_.end()) {
+      if (auto s = it->second.find(g.key); s != it->second.end()) keep = s->second;
+    }
+    g.truncate(keep);
+  }
   return Ok();
 }
 

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -86,37 +87,45 @@ class Tx {
   bool Knows(const std::string& fact) const { return facts_.contains(fact); }
   void Learn(std::string fact) { facts_.insert(std::move(fact)); }
 
-  // What a repository gathers over a transaction to write in one go (the audit entries of a
-  // group commit, under one look at the chain's head): the state of type T kept under `key`,
-  // made empty on first use. `write` writes it at the next Flush, which the transaction's end
-  // and each piece of a group commit run with savepoints always reach; the state then starts
-  // empty again.
+  // What a repository gathers over a transaction to write in one go at its end (the audit
+  // entries of a group commit, under one look at the chain's head, whose row lock is then held
+  // only from there to the commit): the vector of T kept under `key`, empty on first use.
+  // `write` writes it at FlushAll. A rollback to a savepoint (RollbackTo) drops what was
+  // gathered since.
   template <typename T>
-  T& Gathered(std::string_view key, std::function<Result<void>(Tx&, T&)> write);
-
- protected:
-  // Writes what was gathered; drivers run it first in Flush.
-  Result<void> WriteGathered();
+  std::vector<T>& Gathered(std::string_view key, std::function<Result<void>(Tx&, std::vector<T>&)> write);
+  // Writes what was gathered, then waits for the deferred statements: the end of a write
+  // transaction, which the drivers reach before COMMIT.
+  Result<void> FlushAll();
+  // SAVEPOINT name, and what was gathered until then.
+  Result<void> Savepoint(std::string_view name);
+  // ROLLBACK TO SAVEPOINT name, and what was gathered since is dropped.
+  Result<void> RollbackTo(std::string_view name);
 
  private:
   struct Gathering {
     std::string key;
     std::shared_ptr<void> state;
     std::function<Result<void>(Tx&)> write;
+    std::function<size_t()> size;
+    std::function<void(size_t)> truncate;
   };
   std::set<std::string> facts_;
   std::vector<Gathering> gathered_;
+  std::map<std::string, std::map<std::string, size_t>, std::less<>> savepoints_;  // name -> gathered sizes
 };
 
 template <typename T>
-T& Tx::Gathered(std::string_view key, std::function<Result<void>(Tx&, T&)> write) {
+std::vector<T>& Tx::Gathered(std::string_view key, std::function<Result<void>(Tx&, std::vector<T>&)> write) {
   for (auto& g : gathered_) {
-    if (g.key == key) return *static_cast<T*>(g.state.get());
+    if (g.key == key) return *static_cast<std::vector<T>*>(g.state.get());
   }
-  auto state = std::make_shared<T>();
-  T& out = *state;
+  auto state = std::make_shared<std::vector<T>>();
+  std::vector<T>& out = *state;
   gathered_.push_back(
-      Gathering{std::string(key), state, [state, write = std::move(write)](Tx& tx) { return write(tx, *state); }});
+      Gathering{std::string(key), state, [state, write = std::move(write)](Tx& tx) { return write(tx, *state); },
+                [state] { return state->size(); },
+                [state](size_t n) { state->erase(state->begin() + static_cast<ptrdiff_t>(n), state->end()); }});
   return out;
 }
 

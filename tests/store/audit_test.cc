@@ -51,6 +51,25 @@ TEST_P(AuditTest, SeveralAppendsInOneTransactionWithAnyTextChainAsTheVerifierCom
   EXPECT_EQ(rows->at(0).Text(0), "{}") << "no details are an empty object";
 }
 
+TEST_P(AuditTest, EntriesGatheredAfterASavepointGoWithItsRollback) {
+  Result<void> r = store_->Transact([&](Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(AppendAudit(tx, 1, "cli", "kept.before", "x:1", "{}"));
+    CF_RETURN_IF_ERROR(tx.Savepoint("piece"));
+    CF_RETURN_IF_ERROR(AppendAudit(tx, 2, "cli", "rolled.back", "x:2", "{}"));
+    CF_RETURN_IF_ERROR(tx.RollbackTo("piece"));
+    CF_RETURN_IF_ERROR(tx.Exec("RELEASE SAVEPOINT piece"));
+    CF_RETURN_IF_ERROR(AppendAudit(tx, 3, "cli", "kept.after", "x:3", "{}"));
+    return Ok();
+  });
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  auto rows = store_->Query("SELECT seq, action FROM audit_log ORDER BY seq");
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ(rows->at(0).Text(1), "kept.before");
+  EXPECT_EQ(rows->at(1).Text(1), "kept.after");
+  EXPECT_EQ(rows->at(1).Int(0), 2) << "no gap in the chain";
+  EXPECT_FALSE(VerifyAuditChain(*store_)->first_broken_seq.has_value());
+}
+
 TEST_P(AuditTest, AnAlteredRowIsTheFirstBroken) {
   for (int i = 0; i < 5; ++i) Append(i);
   ASSERT_TRUE(store_->Exec("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 3").ok());

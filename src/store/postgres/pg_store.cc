@@ -96,10 +96,6 @@ class PgTx final : public Tx {
   }
 
   Result<void> Flush() override {
-    if (Result<void> gathered = WriteGathered(); !gathered.ok()) {
-      Result<void> drained = Flush();  // what was sent before still has its answers coming
-      return drained.ok() ? gathered : drained;
-    }
     if (pending_.empty()) return Ok();
     std::optional<Error> first;
     if (PQpipelineSync(conn_.get()) != 1) first = conn_.ResultError(nullptr, pending_.front().sql);
@@ -263,7 +259,8 @@ class PgStore final : public Store {
     if (mode == TxMode::kReadEach) return fn(tx);
     CF_RETURN_IF_ERROR(tx.ExecScript(mode == TxMode::kWrite ? "BEGIN" : "BEGIN READ ONLY"));
     Result<void> r = fn(tx);
-    Result<void> flushed = tx.Flush();  // deferred statements answered before COMMIT or ROLLBACK
+    // What was gathered written, and deferred statements answered, before COMMIT or ROLLBACK.
+    Result<void> flushed = r.ok() ? tx.FlushAll() : tx.Flush();
     if (r.ok() && !flushed.ok()) r = flushed;
     if (!r.ok()) {
       PgResultPtr res(PQexec(conn.get(), "ROLLBACK"), &PQclear);

@@ -91,7 +91,7 @@ class SqliteTx final : public Tx {
     CF_ASSIGN_OR_RETURN(Rows rows, Query(sql, params));
     return check(rows);
   }
-  Result<void> Flush() override { return WriteGathered(); }
+  Result<void> Flush() override { return Ok(); }
 
   Result<int64_t> Exec(std::string_view sql, const Params& params) override {
     CF_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Bind(sql, params));
@@ -313,7 +313,7 @@ class SqliteStore final : public Store {
     if (rc != SQLITE_OK) return SqliteError(conn.db(), rc, "begin");
     SqliteTx tx(conn);
     Result<void> r = fn(tx);
-    if (r.ok()) r = tx.Flush();  // what was gathered for the end
+    if (r.ok()) r = tx.FlushAll();  // what was gathered for the end
     if (!r.ok()) {
       Control(conn, "ROLLBACK");
       return r;
