@@ -7,7 +7,9 @@ end
 local next_csr = 0
 
 function init(args)
-  -- Each wrk thread starts at another place in the list.
+  -- Each wrk thread starts at another place in the list (its own seed: unseeded, every
+  -- thread would draw the same place and provision the same devices at once).
+  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)"), 16))
   next_csr = math.random(#csrs)
 end
 

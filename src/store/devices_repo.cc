@@ -58,8 +58,11 @@ Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view d
 }
 
 Result<void> CheckDeviceForAuth(Tx& tx, std::string_view device_id, DeviceCheck check) {
-  // SQLite has one writer: its transactions hold the whole database already.
-  const std::string sql = std::string(kAuthColumns) + (tx.postgres() ? " FOR SHARE" : "");
+  // SQLite has one writer: its transactions hold the whole database already. PostgreSQL: the
+  // lock the transaction's own update of the row (MarkDeviceProvisioned) takes, so that two
+  // provisionings of one device at once wait for each other rather than both share-locking it
+  // and deadlocking on the upgrade.
+  const std::string sql = std::string(kAuthColumns) + (tx.postgres() ? " FOR NO KEY UPDATE" : "");
   return tx.QueryDeferred(sql, {std::string(device_id)},
                           [id = std::string(device_id), check = std::move(check)](const Rows& rows) {
                             return check(AuthRecord(id, rows));

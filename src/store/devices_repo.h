@@ -36,8 +36,8 @@ Result<std::optional<DeviceRecord>> FindDevice(Tx& tx, std::string_view device_i
 // key_sha256 only.
 Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view device_id);
 // The authorizer's check again inside the write transaction that issues: `check` gets the
-// device as FindDeviceForAuth finds it, and on PostgreSQL the row stays share-locked until
-// the transaction ends, so that a concurrent disable or new key commits before or after it,
+// device as FindDeviceForAuth finds it, and on PostgreSQL the row stays locked until the
+// transaction ends, so that a concurrent disable or new key commits before or after it,
 // never between the check and the certificate it allows. Deferred (Tx::QueryDeferred): an
 // error `check` returns fails the transaction, and the check costs no round trip.
 using DeviceCheck = std::function<Result<void>(const std::optional<DeviceRecord>&)>;
