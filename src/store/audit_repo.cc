@@ -42,7 +42,6 @@ Result<void> WriteAudit(Tx& tx, std::vector<AuditEntry>& entries) {
     rows.push_back({e.seq, e.at, e.actor, e.action, e.object, e.details, e.prev_hash, e.hash});
   }
   CF_RETURN_IF_ERROR(tx.ExecDeferred("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", {seq, prev}));
-  entries.clear();
   return InsertRows(tx, "audit_log", kAuditColumns, rows);
 }
 

@@ -35,19 +35,16 @@ Result<void> Tx::Savepoint(std::string_view name) {
   CF_RETURN_IF_ERROR(Exec(fmt::format("SAVEPOINT {}", name)));
   auto& sizes = savepoints_[std::string(name)];
   sizes.clear();
-  for (const auto& g : gathered_) sizes[g.key] = g.size();
+  for (const auto& g : gathered_) sizes.push_back(g.size());
   return Ok();
 }
 
 Result<void> Tx::RollbackTo(std::string_view name) {
   CF_RETURN_IF_ERROR(Exec(fmt::format("ROLLBACK TO SAVEPOINT {}", name)));
   const auto it = savepoints_.find(name);
-  for (auto& g : gathered_) {
-    size_t keep = 0;  // gathered after the savepoint was taken
-    if (it != savepoints_.end()) {
-      if (auto s = it->second.find(g.key); s != it->second.end()) keep = s->second;
-    }
-    g.truncate(keep);
+  for (size_t i = 0; i < gathered_.size(); ++i) {
+    // A gathering begun after the savepoint keeps nothing.
+    gathered_[i].truncate(it != savepoints_.end() && i < it->second.size() ? it->second[i] : 0);
   }
   return Ok();
 }

@@ -112,7 +112,9 @@ class Tx {
   };
   std::set<std::string> facts_;
   std::vector<Gathering> gathered_;
-  std::map<std::string, std::map<std::string, size_t>, std::less<>> savepoints_;  // name -> gathered sizes
+  // Per savepoint, each gathering's size when it was taken, in gathered_'s order (which
+  // only grows until FlushAll).
+  std::map<std::string, std::vector<size_t>, std::less<>> savepoints_;
 };
 
 template <typename T>
