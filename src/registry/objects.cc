@@ -6,6 +6,7 @@
 
 #include "core/result.h"
 #include "core/text.h"
+#include "registry/policy.h"
 #include "store/registry_repo.h"
 
 namespace certfleet::registry {
@@ -66,6 +67,9 @@ Result<void> CheckDocument(const PolicyDocument& doc) {
   if (doc.statements.empty() || doc.statements.size() > kMaxStatements) {
     return Invalid(fmt::format("document.Statement must hold 1 to {} statements", kMaxStatements));
   }
+  // Refused now rather than meaning something else at the broker (registry/policy.h).
+  auto compiled = CompiledPolicy::Compile("", doc.text);
+  if (!compiled.ok()) return compiled.error().Wrap("document");
   return Ok();
 }
 

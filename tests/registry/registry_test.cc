@@ -201,7 +201,7 @@ TEST_P(RegistryTest, ObjectsAreTypedValuesAndThePolicyTextIsKeptAsWritten) {
   ASSERT_TRUE(read->detail.has_value()) << "a thing read alone comes with its detail";
 
   const std::string written =
-      R"({"Statement":{"Effect":"Deny","Action":"iot:Publish","Resource":["a","b"],"Condition":{"Bool":{"x":"true"}}}})";
+      R"({"Statement":{"Effect":"Deny","Action":"iot:Publish","Resource":["topic/a","topic/b"],"Condition":{"Bool":{"iot:Connection.Thing.IsAttached":"true"}}}})";
   Made(Kind::kPolicy, {{"name", "deny"}, {"document", json::parse(written)}});
   auto policy = registry_->Get(Kind::kPolicy, "deny");
   ASSERT_TRUE(policy.ok());
@@ -209,8 +209,8 @@ TEST_P(RegistryTest, ObjectsAreTypedValuesAndThePolicyTextIsKeptAsWritten) {
   ASSERT_EQ(doc.statements.size(), 1u);
   EXPECT_FALSE(doc.statements[0].allow);
   EXPECT_EQ(doc.statements[0].actions, std::vector<std::string>{"iot:Publish"});
-  EXPECT_EQ(doc.statements[0].resources, (std::vector<std::string>{"a", "b"}));
-  EXPECT_EQ(doc.statements[0].condition, R"({"Bool":{"x":"true"}})");
+  EXPECT_EQ(doc.statements[0].resources, (std::vector<std::string>{"topic/a", "topic/b"}));
+  EXPECT_EQ(doc.statements[0].condition, R"({"Bool":{"iot:Connection.Thing.IsAttached":"true"}})");
   EXPECT_EQ(testing::GetJson(*registry_, Kind::kPolicy, "deny")->at("document"), json::parse(written))
       << "answered as written: a lone statement and a lone Action stay as they were";
 
