@@ -7,7 +7,7 @@
 # certfleet_test(NAME SOURCES ... LIBS ... [FIXTURES ...] [LABELS ...])
 #   Adds a GoogleTest executable and registers it with ctest.
 
-set(CERTFLEET_MODULES core pki store blob mail jobs events issuance registry ca provision bulk renewal distribution acme enroll http server cli agent)
+set(CERTFLEET_MODULES core pki store blob mail jobs events issuance registry ca provision bulk renewal distribution acme enroll broker http server cli agent)
 
 function(certfleet_check_includes name allowed)
   file(GLOB_RECURSE files "${CMAKE_CURRENT_SOURCE_DIR}/*.h" "${CMAKE_CURRENT_SOURCE_DIR}/*.cc")

@@ -184,6 +184,14 @@ Result<BatchOutcome> BatchWriter::Write(const Batch& batch) {
     CF_RETURN_IF_ERROR(store::AddLinksIfMissing(tx, memberships));
     CF_RETURN_IF_ERROR(store::AddLinksIfMissing(tx, grants));
     CF_RETURN_IF_ERROR(store::InsertImportRows(tx, id, rows));
+    // Audited per batch: what reads the registry (the broker snapshot) learns of each one.
+    if (out.counts.imported > 0) {
+      CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, fmt::format("import:{}", id), "import.batch",
+                                            fmt::format("import:{}", id),
+                                            json::serialize(json::object{{"first_entry", batch.range.first},
+                                                                         {"entries", batch.range.entries},
+                                                                         {"imported", out.counts.imported}})));
+    }
     constexpr double kPermille = 1000;
     return store::RecordImportBatch(tx, id, batch.range, out.counts, static_cast<int64_t>(batch.read * kPermille), now);
   };

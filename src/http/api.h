@@ -45,6 +45,9 @@ namespace certfleet::enroll {
 class EnrollService;
 class CmpServer;
 }  // namespace certfleet::enroll
+namespace certfleet::broker {
+class BrokerService;
+}
 namespace certfleet::store {
 struct CertificateRecord;
 }
@@ -72,6 +75,7 @@ struct ApiContext {
   acme::AcmeService* acme = nullptr;            // ACME, served when acme.ca is set
   enroll::EnrollService* enroll = nullptr;      // EST and the enrollment profiles, secrets and requests
   enroll::CmpServer* cmp = nullptr;             // lightweight CMP, with `enroll`
+  broker::BrokerService* broker = nullptr;      // broker enforcement: the snapshot, EMQX's hooks
 };
 
 // Bearer tokens checked against the store's api_tokens table, remembered in `cache`.
@@ -86,6 +90,9 @@ void AddAcmeRoutes(Router& router, const ApiContext& ctx);
 // EST (/.well-known/est/...), CMP (/.well-known/cmp/p/{label}) and /v1/enrollment/profiles,
 // secrets and requests.
 void AddEnrollRoutes(Router& router, const ApiContext& ctx);
+
+// Brokers: /v1/broker/snapshot, /v1/broker/emqx/authn and authz, /v1/policies/evaluate.
+void AddBrokerRoutes(Router& router, const ApiContext& ctx);
 
 // W1: /v1/certificates (and the seed's /certificates), /crl, /ocsp.
 void AddCaRoutes(Router& router, const ApiContext& ctx);

@@ -6,6 +6,7 @@
 #include "acme/setup.h"
 #include "blob/blob_store.h"
 #include "blob/setup.h"
+#include "broker/setup.h"
 #include "bulk/setup.h"
 #include "ca/ca_service.h"
 #include "core/files.h"
@@ -55,8 +56,8 @@ std::vector<ConfigKey> ConfigKeys() {
   for (std::span<const ConfigKey> keys :
        {Config::CoreKeys(), store::ConfigKeys(), pki::ConfigKeys(), blob::ConfigKeys(), mail::ConfigKeys(),
         http::ConfigKeys(), jobs::ConfigKeys(), events::ConfigKeys(), issuance::ConfigKeys(), provision::ConfigKeys(),
-        bulk::ConfigKeys(), renewal::ConfigKeys(), distribution::ConfigKeys(), acme::ConfigKeys(),
-        enroll::ConfigKeys()}) {
+        bulk::ConfigKeys(), renewal::ConfigKeys(), distribution::ConfigKeys(), acme::ConfigKeys(), enroll::ConfigKeys(),
+        broker::ConfigKeys()}) {
     out.insert(out.end(), keys.begin(), keys.end());
   }
   return out;
@@ -143,6 +144,8 @@ Result<void> Run(const Config& config, const Clock& clock) {
   api.acme = &acme;
   api.enroll = &enrollment;
   api.cmp = cmp.get();
+  broker::BrokerService broker(store, clock, broker::BrokerOptions(config));
+  api.broker = &broker;
   api.issuer = &issuer;
   api.ca = &ca;
   api.registry = &registry;
@@ -159,6 +162,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
   http::AddCaRoutes(router, api);
   http::AddAcmeRoutes(router, api);
   http::AddEnrollRoutes(router, api);
+  http::AddBrokerRoutes(router, api);
   http::AddProvisionRoutes(router, api);
   http::AddBulkRoutes(router, api);
   http::AddRenewalRoutes(router, api);

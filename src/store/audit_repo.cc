@@ -124,4 +124,9 @@ Result<AuditVerifyReport> VerifyAuditChain(Store& store) {
   return report;
 }
 
+Result<int64_t> AuditHeadSeq(Tx& tx) {
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT seq FROM audit_head WHERE id = 1"));
+  return rows.empty() ? int64_t{0} : rows.front().Int(0);
+}
+
 }  // namespace certfleet::store

@@ -29,6 +29,9 @@ struct AuditEntry {
 Result<void> AppendAudit(Tx& tx, int64_t at, std::string_view actor, std::string_view action, std::string_view object,
                          std::string_view details_json);
 
+// The sequence number of the last entry: it grows with every change of state.
+Result<int64_t> AuditHeadSeq(Tx& tx);
+
 struct AuditFilter {
   std::optional<std::string> actor;
   std::optional<std::string> action;

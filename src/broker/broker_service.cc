@@ -1,0 +1,182 @@
+#include "broker/broker_service.h"
+
+#include <boost/json.hpp>
+#include <unordered_map>
+
+#include "core/crypto.h"
+#include "core/log.h"
+#include "store/audit_repo.h"
+#include "store/broker_repo.h"
+#include "store/registry_repo.h"
+
+namespace certfleet::broker {
+namespace json = boost::json;
+namespace {
+
+// A stored thing's type and attributes, from its row.
+Snapshot::Thing ThingOf(const store::NamedBody& row) {
+  Snapshot::Thing thing{row.name, row.ref, {}};
+  boost::system::error_code ec;
+  json::value body = json::parse(row.body, ec);
+  const json::object* o = ec ? nullptr : body.if_object();
+  const json::value* attrs = o != nullptr ? o->if_contains("attributes") : nullptr;
+  if (attrs != nullptr && attrs->is_object()) {
+    for (const auto& [key, value] : attrs->get_object()) {
+      if (value.is_string()) thing.attributes.emplace(std::string(key), std::string(value.get_string()));
+    }
+  }
+  return thing;
+}
+
+// A stored policy's document, as JSON text.
+std::string DocumentOf(const store::NamedBody& row) {
+  boost::system::error_code ec;
+  json::value body = json::parse(row.body, ec);
+  const json::object* o = ec ? nullptr : body.if_object();
+  const json::value* doc = o != nullptr ? o->if_contains("document") : nullptr;
+  return doc != nullptr ? json::serialize(*doc) : "{}";
+}
+
+}  // namespace
+
+BrokerService::BrokerService(store::Store& store, const Clock& clock, Options options)
+    : store_(store), clock_(clock), options_(options) {}
+
+Result<broker::Snapshot> BrokerService::Build(store::Tx& tx, std::optional<std::string_view> fingerprint) {
+  broker::Snapshot s;
+  s.generated_at = clock_.NowMillis();
+  CF_ASSIGN_OR_RETURN(auto rows, store::BrokerCertificates(tx, fingerprint));
+  std::optional<std::string_view> one_ref;
+  if (fingerprint) {
+    if (rows.empty()) return s;
+    one_ref = rows.front().ref;
+  }
+  CF_ASSIGN_OR_RETURN(auto grants, store::PolicyGrants(tx, one_ref));
+  CF_ASSIGN_OR_RETURN(auto policies, store::AllObjects(tx, store::kObjectPolicy));
+  std::unordered_map<std::string_view, uint32_t> policy_index;
+  for (const auto& p : policies) {
+    policy_index.emplace(p.name, static_cast<uint32_t>(s.policies.size()));
+    s.policies.emplace_back(p.name, DocumentOf(p));
+  }
+  std::unordered_map<std::string_view, std::vector<uint32_t>> granted;  // certificate ref -> policies
+  for (const auto& [policy, ref] : grants) {
+    if (auto it = policy_index.find(policy); it != policy_index.end()) granted[ref].push_back(it->second);
+  }
+  std::vector<store::NamedBody> things;
+  if (fingerprint) {
+    for (const auto& r : rows) {
+      CF_ASSIGN_OR_RETURN(auto found, store::FindObject(tx, store::kObjectThing, r.thing));
+      if (found) things.push_back({found->name, found->ref, found->body});
+    }
+  } else {
+    CF_ASSIGN_OR_RETURN(things, store::AllObjects(tx, store::kObjectThing));
+  }
+  std::unordered_map<std::string_view, const store::NamedBody*> thing_rows;
+  for (const auto& t : things) thing_rows.emplace(t.name, &t);
+  std::unordered_map<std::string_view, uint32_t> thing_index;
+
+  // Rows come by fingerprint: a certificate attached to several things has a row for each.
+  for (const auto& r : rows) {
+    if (s.certificates.empty() || s.certificates.back().fingerprint != r.fingerprint) {
+      Snapshot::Certificate c;
+      c.fingerprint = r.fingerprint;
+      c.not_after = r.not_after;
+      c.revoke_after = r.revoke_after;
+      if (auto it = granted.find(r.ref); it != granted.end()) c.policies = it->second;
+      s.certificates.push_back(std::move(c));
+    } else if (!r.revoke_after || !s.certificates.back().revoke_after) {
+      s.certificates.back().revoke_after.reset();  // an active attachment outlives a superseded one
+    } else {
+      s.certificates.back().revoke_after = std::max(*s.certificates.back().revoke_after, *r.revoke_after);
+    }
+    auto row = thing_rows.find(r.thing);
+    if (row == thing_rows.end()) continue;  // a link to a thing deleted meanwhile
+    auto [it, added] = thing_index.emplace(row->first, static_cast<uint32_t>(s.things.size()));
+    if (added) s.things.push_back(ThingOf(*row->second));
+    s.certificates.back().things.push_back(it->second);
+  }
+  return s;
+}
+
+Result<std::shared_ptr<const BrokerService::Current>> BrokerService::Latest() {
+  std::lock_guard lock(mu_);
+  const int64_t now = clock_.NowMillis();
+  if (current_ && now - current_->built_at < options_.min_rebuild.count()) return current_;
+  CF_ASSIGN_OR_RETURN(int64_t seq, store::Read(store_, [](store::Tx& tx) { return store::AuditHeadSeq(tx); }));
+  if (current_ && seq == current_seq_ && now - current_->built_at < options_.max_age.count()) return current_;
+  const auto started = std::chrono::steady_clock::now();
+  CF_ASSIGN_OR_RETURN(broker::Snapshot s, store::Read(store_, [&](store::Tx& tx) { return Build(tx, std::nullopt); }));
+  auto next = std::make_shared<Current>();
+  next->json = ToJson(s);
+  next->etag = "\"" + Sha256Hex(next->json).substr(0, 32) + "\"";
+  next->built_at = now;
+  next->view = View::Make(std::move(s));
+  next->build_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
+  for (const auto& skipped : next->view->skipped_policies()) {
+    log::Warn("a policy grants nothing at brokers: it says what certfleet does not evaluate", {{"policy", skipped}});
+  }
+  if (!current_ || current_->etag != next->etag) {
+    log::Info("broker snapshot rebuilt", {{"certificates", next->view->snapshot().certificates.size()},
+                                          {"bytes", next->json.size()},
+                                          {"build_ms", next->build_ms}});
+  }
+  current_ = std::move(next);
+  current_seq_ = seq;
+  return current_;
+}
+
+Result<BrokerService::EvaluateAnswer> BrokerService::Evaluate(const EvaluateRequest& request) {
+  const int64_t now = clock_.NowMillis();
+  return store::Read(store_, [&](store::Tx& tx) -> Result<EvaluateAnswer> {
+    CF_ASSIGN_OR_RETURN(auto id, store::FindCertificateIdentity(tx, request.serial, request.fingerprint));
+    if (!id) return MakeError(ErrorCode::kNotFound, "no such certificate");
+    EvaluateAnswer answer;
+    answer.fingerprint = id->fingerprint;
+    if (!id->imported) answer.serial = id->ref;
+    CF_ASSIGN_OR_RETURN(broker::Snapshot s, Build(tx, id->fingerprint));
+    auto view = View::Make(std::move(s));
+    auto session = view->Open(id->fingerprint, request.client_id, std::nullopt, now);
+    if (!session.ok()) {
+      // Say why precisely, from the store.
+      CF_ASSIGN_OR_RETURN(auto links, store::LinksTo(tx, store::kThingCertificate, id->ref));
+      answer.decision.reason = id->revoked     ? "the certificate is revoked"
+                               : links.empty() ? "the certificate is attached to no thing"
+                               : view->snapshot().certificates.empty()
+                                   ? "the device of every thing the certificate is attached to is disabled"
+                                   : session.error().message;
+      return answer;
+    }
+    const broker::Snapshot& one = view->snapshot();
+    for (uint32_t p : one.certificates.front().policies) answer.policies.push_back(one.policies[p].first);
+    for (const auto& skipped : view->skipped_policies()) {
+      for (const auto& name : answer.policies) {
+        if (skipped.starts_with(name + ": ")) answer.ignored_policies.push_back(skipped);
+      }
+    }
+    answer.thing = session->connection.thing_name;
+    answer.connect_allowed = View::Decide(*session, registry::MqttAction::kConnect, request.client_id).allowed;
+    answer.decision = View::Decide(
+        *session, request.action, request.action == registry::MqttAction::kConnect ? request.client_id : request.topic);
+    return answer;
+  });
+}
+
+Result<bool> BrokerService::Authenticate(const std::string& client_id, std::optional<std::string> common_name) {
+  CF_ASSIGN_OR_RETURN(auto current, Latest());
+  for (const auto& session : current->view->OpenByThing(client_id, client_id, common_name, clock_.NowMillis())) {
+    if (View::Decide(session, registry::MqttAction::kConnect, client_id).allowed) return true;
+  }
+  return false;
+}
+
+Result<bool> BrokerService::Authorize(const std::string& client_id, std::optional<std::string> common_name,
+                                      registry::MqttAction action, const std::string& topic) {
+  CF_ASSIGN_OR_RETURN(auto current, Latest());
+  for (const auto& session : current->view->OpenByThing(client_id, client_id, common_name, clock_.NowMillis())) {
+    if (View::Decide(session, action, topic).allowed) return true;
+  }
+  return false;
+}
+
+}  // namespace certfleet::broker

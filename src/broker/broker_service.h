@@ -1,0 +1,83 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "broker/snapshot.h"
+#include "core/clock.h"
+#include "core/result.h"
+#include "registry/policy.h"
+#include "store/store.h"
+
+namespace certfleet::broker {
+
+// The registry enforced at MQTT brokers: the snapshot brokers pull (the Mosquitto plugin),
+// the answers brokers with HTTP hooks ask for (EMQX), and the operator's "why can this device
+// (not) publish". Decisions come from a snapshot held in memory, rebuilt from the store when
+// the audit log shows a change of state. Thread-safe.
+class BrokerService {
+ public:
+  struct Options {
+    // The least time between two rebuilds, however often the registry changes.
+    std::chrono::milliseconds min_rebuild{1000};
+    // A snapshot is rebuilt after this even without a change (a safety net).
+    std::chrono::milliseconds max_age{std::chrono::minutes(5)};
+  };
+  BrokerService(store::Store& store, const Clock& clock, Options options);
+
+  // The snapshot as served: its JSON, its ETag (a hash of the JSON) and its View.
+  struct Current {
+    std::string json;
+    std::string etag;
+    int64_t built_at = 0;  // ms
+    int64_t build_ms = 0;  // how long building it took
+    std::shared_ptr<const View> view;
+  };
+  Result<std::shared_ptr<const Current>> Latest();
+
+  // POST /v1/policies/evaluate: a certificate (serial or fingerprint), a client id, an action
+  // and its topic (or topic filter; none for iot:Connect).
+  struct EvaluateRequest {
+    std::optional<std::string> serial;
+    std::optional<std::string> fingerprint;
+    std::string client_id;
+    registry::MqttAction action = registry::MqttAction::kConnect;
+    std::string topic;
+  };
+  struct EvaluateAnswer {
+    std::string fingerprint;
+    std::optional<std::string> serial;
+    std::optional<std::string> thing;           // the connection's thing
+    std::vector<std::string> policies;          // attached to the certificate
+    std::vector<std::string> ignored_policies;  // of those, the ones that grant nothing: "name: why"
+    bool connect_allowed = false;               // iot:Connect for the client id
+    registry::Decision decision;                // for the action asked
+  };
+  // Read from the store, not from the snapshot, so that it answers what the next snapshot
+  // will say. kNotFound for an unknown certificate.
+  Result<EvaluateAnswer> Evaluate(const EvaluateRequest& request);
+
+  // EMQX's HTTP authentication and authorization: the client id names the thing; allowed if
+  // one of its usable certificates allows the action (EMQX does not say which certificate the
+  // client presented). From the snapshot.
+  Result<bool> Authenticate(const std::string& client_id, std::optional<std::string> common_name);
+  Result<bool> Authorize(const std::string& client_id, std::optional<std::string> common_name,
+                         registry::MqttAction action, const std::string& topic);
+
+ private:
+  // A snapshot of all certificates, or of the one `fingerprint`.
+  Result<broker::Snapshot> Build(store::Tx& tx, std::optional<std::string_view> fingerprint);
+
+  store::Store& store_;
+  const Clock& clock_;
+  const Options options_;
+  std::mutex mu_;  // one rebuild at a time; guards the two below
+  std::shared_ptr<const Current> current_;
+  int64_t current_seq_ = -1;  // the audit log's head when current_ was built
+};
+
+}  // namespace certfleet::broker

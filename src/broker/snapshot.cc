@@ -1,0 +1,211 @@
+#include "broker/snapshot.h"
+
+#include <boost/json.hpp>
+
+namespace certfleet::broker {
+namespace json = boost::json;
+namespace {
+
+Error Malformed(std::string what) { return MakeError(ErrorCode::kInvalidArgument, "snapshot: " + std::move(what)); }
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& ch : out) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return out;
+}
+
+json::array Indexes(const std::vector<uint32_t>& v) {
+  json::array out;
+  for (uint32_t i : v) out.emplace_back(i);
+  return out;
+}
+
+Result<std::vector<uint32_t>> IndexesOf(const json::object& o, std::string_view key, size_t bound) {
+  std::vector<uint32_t> out;
+  const json::value* v = o.if_contains(key);
+  if (v == nullptr || !v->is_array()) return Malformed(std::string(key) + " must be an array");
+  for (const auto& e : v->get_array()) {
+    if (!e.is_int64() || e.get_int64() < 0 || static_cast<size_t>(e.get_int64()) >= bound) {
+      return Malformed(std::string(key) + " holds an index out of range");
+    }
+    out.push_back(static_cast<uint32_t>(e.get_int64()));
+  }
+  return out;
+}
+
+std::optional<int64_t> OptInt(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  return v != nullptr && v->is_int64() ? std::optional<int64_t>(v->get_int64()) : std::nullopt;
+}
+
+Result<Snapshot> SnapshotFrom(const json::value& v) {
+  if (!v.is_object()) return Malformed("not a JSON object");
+  const json::object& o = v.get_object();
+  const json::value* format = o.if_contains("format");
+  if (format == nullptr || !format->is_int64() || format->get_int64() != kSnapshotFormat) {
+    return Malformed("format is not " + std::to_string(kSnapshotFormat));
+  }
+  Snapshot s;
+  s.generated_at = OptInt(o, "generated_at").value_or(0);
+  const json::value* policies = o.if_contains("policies");
+  const json::value* things = o.if_contains("things");
+  const json::value* certificates = o.if_contains("certificates");
+  if (policies == nullptr || !policies->is_array() || things == nullptr || !things->is_array() ||
+      certificates == nullptr || !certificates->is_array()) {
+    return Malformed("policies, things and certificates must be arrays");
+  }
+  for (const auto& p : policies->get_array()) {
+    const json::object* po = p.if_object();
+    if (po == nullptr || !po->contains("name") || !po->at("name").is_string() || !po->contains("document")) {
+      return Malformed("a policy must have a name and a document");
+    }
+    s.policies.emplace_back(std::string(po->at("name").get_string()), json::serialize(po->at("document")));
+  }
+  for (const auto& t : things->get_array()) {
+    const json::object* to = t.if_object();
+    if (to == nullptr || !to->contains("name") || !to->at("name").is_string()) {
+      return Malformed("a thing must have a name");
+    }
+    Snapshot::Thing thing;
+    thing.name = std::string(to->at("name").get_string());
+    if (const json::value* type = to->if_contains("type"); type != nullptr && type->is_string()) {
+      thing.type = std::string(type->get_string());
+    }
+    if (const json::value* attrs = to->if_contains("attributes"); attrs != nullptr && attrs->is_object()) {
+      for (const auto& [key, value] : attrs->get_object()) {
+        if (value.is_string()) thing.attributes.emplace(std::string(key), std::string(value.get_string()));
+      }
+    }
+    s.things.push_back(std::move(thing));
+  }
+  for (const auto& c : certificates->get_array()) {
+    const json::object* co = c.if_object();
+    if (co == nullptr || !co->contains("fingerprint") || !co->at("fingerprint").is_string()) {
+      return Malformed("a certificate must have a fingerprint");
+    }
+    Snapshot::Certificate cert;
+    cert.fingerprint = Lower(co->at("fingerprint").get_string());
+    CF_ASSIGN_OR_RETURN(cert.things, IndexesOf(*co, "things", s.things.size()));
+    CF_ASSIGN_OR_RETURN(cert.policies, IndexesOf(*co, "policies", s.policies.size()));
+    cert.not_after = OptInt(*co, "not_after");
+    cert.revoke_after = OptInt(*co, "revoke_after");
+    s.certificates.push_back(std::move(cert));
+  }
+  return s;
+}
+
+}  // namespace
+
+std::string ToJson(const Snapshot& s) {
+  json::array policies;
+  for (const auto& [name, document] : s.policies) {
+    boost::system::error_code ec;
+    json::value doc = json::parse(document, ec);
+    policies.push_back(json::object{{"name", name}, {"document", ec ? json::value(json::object()) : doc}});
+  }
+  json::array things;
+  for (const auto& t : s.things) {
+    json::object thing{{"name", t.name}};
+    if (t.type) thing["type"] = *t.type;
+    if (!t.attributes.empty()) {
+      json::object attrs;
+      for (const auto& [key, value] : t.attributes) attrs[key] = value;
+      thing["attributes"] = std::move(attrs);
+    }
+    things.push_back(std::move(thing));
+  }
+  json::array certificates;
+  for (const auto& c : s.certificates) {
+    json::object cert{{"fingerprint", c.fingerprint}, {"things", Indexes(c.things)}, {"policies", Indexes(c.policies)}};
+    if (c.not_after) cert["not_after"] = *c.not_after;
+    if (c.revoke_after) cert["revoke_after"] = *c.revoke_after;
+    certificates.push_back(std::move(cert));
+  }
+  return json::serialize(json::object{{"format", kSnapshotFormat},
+                                      {"generated_at", s.generated_at},
+                                      {"policies", std::move(policies)},
+                                      {"things", std::move(things)},
+                                      {"certificates", std::move(certificates)}});
+}
+
+Result<std::shared_ptr<const View>> View::Parse(std::string_view text) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec) return Malformed("not JSON: " + ec.message());
+  CF_ASSIGN_OR_RETURN(Snapshot s, SnapshotFrom(v));
+  return Make(std::move(s));
+}
+
+std::shared_ptr<const View> View::Make(Snapshot snapshot) {
+  auto view = std::make_shared<View>();
+  view->snapshot_ = std::move(snapshot);
+  const Snapshot& s = view->snapshot_;
+  for (const auto& [name, document] : s.policies) {
+    auto compiled = registry::CompiledPolicy::Compile(name, document);
+    if (!compiled.ok()) view->skipped_.push_back(name + ": " + compiled.error().message);
+    view->compiled_.push_back(compiled.ok() ? std::optional(std::move(*compiled)) : std::nullopt);
+  }
+  view->by_fingerprint_.reserve(s.certificates.size());
+  for (uint32_t i = 0; i < s.certificates.size(); ++i) {
+    view->by_fingerprint_.emplace(s.certificates[i].fingerprint, i);
+    for (uint32_t t : s.certificates[i].things) view->by_thing_[s.things[t].name].push_back(i);
+  }
+  return view;
+}
+
+View::Session View::SessionOf(const Snapshot::Certificate& c, std::string_view client_id,
+                              std::optional<std::string> common_name) const {
+  Session session;
+  registry::Connection& conn = session.connection;
+  conn.client_id = std::string(client_id);
+  conn.common_name = std::move(common_name);
+  // The thing named by the client id where the certificate has several, else the first.
+  const Snapshot::Thing* thing = nullptr;
+  for (uint32_t t : c.things) {
+    if (snapshot_.things[t].name == client_id) thing = &snapshot_.things[t];
+  }
+  conn.thing_attached = thing != nullptr;
+  if (thing == nullptr && !c.things.empty()) thing = &snapshot_.things[c.things.front()];
+  if (thing != nullptr) {
+    conn.thing_name = thing->name;
+    conn.thing_type = thing->type;
+    conn.thing_attributes = thing->attributes;
+  }
+  for (uint32_t p : c.policies) {
+    if (compiled_[p]) session.policies.push_back(&*compiled_[p]);
+  }
+  return session;
+}
+
+Result<View::Session> View::Open(std::string_view fingerprint, std::string_view client_id,
+                                 std::optional<std::string> common_name, int64_t now) const {
+  auto it = by_fingerprint_.find(Lower(fingerprint));
+  if (it == by_fingerprint_.end()) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "the certificate is unknown, revoked, attached to no thing, or its device is disabled");
+  }
+  const Snapshot::Certificate& c = snapshot_.certificates[it->second];
+  if (c.not_after && *c.not_after <= now) return MakeError(ErrorCode::kPermissionDenied, "the certificate has expired");
+  if (c.revoke_after && *c.revoke_after <= now) {
+    return MakeError(ErrorCode::kPermissionDenied, "the certificate was superseded and its grace period is over");
+  }
+  return SessionOf(c, client_id, std::move(common_name));
+}
+
+std::vector<View::Session> View::OpenByThing(std::string_view thing, std::string_view client_id,
+                                             std::optional<std::string> common_name, int64_t now) const {
+  std::vector<Session> out;
+  auto it = by_thing_.find(std::string(thing));
+  if (it == by_thing_.end()) return out;
+  for (uint32_t i : it->second) {
+    auto session = Open(snapshot_.certificates[i].fingerprint, client_id, common_name, now);
+    if (session.ok()) out.push_back(std::move(*session));
+  }
+  return out;
+}
+
+registry::Decision View::Decide(const Session& session, registry::MqttAction action, std::string_view target) {
+  return registry::Evaluate(session.policies, session.connection, action, target);
+}
+
+}  // namespace certfleet::broker
