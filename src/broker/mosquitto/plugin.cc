@@ -1,0 +1,472 @@
+// certfleet's Mosquitto plugin (plugin API v5, Mosquitto 2.0): authenticates each client by
+// its TLS certificate and decides every publish, subscribe and delivery from the registry
+// snapshot certfleet serves (GET /v1/broker/snapshot), pulled by a thread of its own and kept
+// current; no decision waits on certfleet, and while certfleet cannot be reached the last
+// snapshot keeps deciding. A client whose certificate or Connect permission a new snapshot
+// takes away is disconnected.
+//
+// mosquitto.conf:
+//   plugin /usr/lib/certfleet/certfleet_mosquitto.so
+//   plugin_opt_url https://certfleet.example.com:8443
+//   plugin_opt_token_file /etc/mosquitto/certfleet.token   (a reader token)
+//   plugin_opt_ca_file /etc/mosquitto/certfleet-ca.pem     (optional: who signs certfleet's TLS)
+//   plugin_opt_poll_ms 1000                                (optional)
+//   plugin_opt_cache_file /var/lib/mosquitto/certfleet.snapshot (optional: decide after a restart
+//                                                           while certfleet is down)
+//   plugin_opt_stats_file /run/mosquitto/certfleet.stats   (optional: counters, JSON)
+#include <curl/curl.h>
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+#include <mosquitto_plugin.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "broker/snapshot.h"
+
+namespace {
+
+using certfleet::broker::View;
+using certfleet::registry::MqttAction;
+using Clock = std::chrono::steady_clock;
+
+constexpr long kFetchTimeoutSeconds = 30;              // a 100,000-device snapshot is tens of MB
+constexpr size_t kMaxSnapshotBytes = size_t{1} << 30;  // refuse anything larger than 1 GiB
+constexpr auto kRecheck = std::chrono::seconds(1);     // expiry and grace ends, between snapshots
+constexpr auto kStatsEvery = std::chrono::seconds(1);
+constexpr auto kFirstFetchWait = std::chrono::seconds(5);  // at start, before deciding anything
+constexpr int kBucketNs = 25;                              // decision-time histogram resolution
+constexpr int kBuckets = 4000;                             // up to 100 µs; slower ones in the last
+
+int64_t NowMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A connected client: who it is and what it may do under the current snapshot.
+struct Client {
+  std::string id;
+  std::string fingerprint;
+  std::optional<std::string> common_name;
+  std::shared_ptr<const View> view;  // the one `session` points into
+  View::Session session;
+};
+
+struct Plugin {
+  mosquitto_plugin_id_t* id = nullptr;
+  std::string url, token, ca_file, cache_file, stats_file;
+  std::chrono::milliseconds poll{1000};
+
+  // The fetching thread hands snapshots to the broker's thread through `pending`.
+  std::mutex mu;
+  std::condition_variable wake;
+  bool stop = false;
+  std::shared_ptr<const View> pending;
+  std::string etag;
+  std::thread fetcher;
+
+  // Broker thread only.
+  std::shared_ptr<const View> active;
+  std::unordered_map<const mosquitto*, Client> clients;
+  Clock::time_point next_recheck{}, next_stats{};
+  std::array<uint64_t, kBuckets> histogram{};
+  uint64_t checks = 0, denied = 0, kicked = 0;
+
+  // Either thread.
+  std::atomic<uint64_t> fetches{0}, fetch_errors{0}, snapshots{0};
+  std::atomic<int64_t> snapshot_bytes{0}, parse_ms{0}, last_success_at{0};
+};
+
+size_t Collect(char* data, size_t size, size_t count, void* out) {
+  auto* body = static_cast<std::string*>(out);
+  if (body->size() + size * count > kMaxSnapshotBytes) return 0;
+  body->append(data, size * count);
+  return size * count;
+}
+
+size_t CollectHeader(char* data, size_t size, size_t count, void* out) {
+  std::string_view line(data, size * count);
+  if (line.size() > 5 && (line.starts_with("ETag:") || line.starts_with("etag:"))) {
+    std::string value(line.substr(5));
+    value.erase(0, value.find_first_not_of(" \t"));
+    value.erase(value.find_last_not_of(" \t\r\n") + 1);
+    *static_cast<std::string*>(out) = value;
+  }
+  return size * count;
+}
+
+// One GET of the snapshot: a new View, nullptr when it has not changed, or an error.
+certfleet::Result<std::shared_ptr<const View>> Fetch(Plugin& p, std::string& etag, std::string& body) {
+  CURL* curl = curl_easy_init();
+  if (curl == nullptr) return certfleet::MakeError(certfleet::ErrorCode::kInternal, "curl_easy_init failed");
+  std::string url = p.url + "/v1/broker/snapshot";
+  std::string auth = "Authorization: Bearer " + p.token;
+  std::string match = "If-None-Match: " + etag;
+  curl_slist* headers = curl_slist_append(nullptr, auth.c_str());
+  if (!etag.empty()) headers = curl_slist_append(headers, match.c_str());
+  std::string new_etag;
+  body.clear();
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Collect);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, CollectHeader);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &new_etag);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT, kFetchTimeoutSeconds);
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  if (!p.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, p.ca_file.c_str());
+  CURLcode rc = curl_easy_perform(curl);
+  long status = 0;
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  curl_slist_free_all(headers);
+  curl_easy_cleanup(curl);
+  if (rc != CURLE_OK) {
+    return certfleet::MakeError(certfleet::ErrorCode::kUnavailable, std::string(curl_easy_strerror(rc)));
+  }
+  if (status == 304) return std::shared_ptr<const View>();
+  if (status != 200) {
+    return certfleet::MakeError(certfleet::ErrorCode::kUnavailable,
+                                "HTTP " + std::to_string(status) + ": " + body.substr(0, 200));
+  }
+  const auto started = Clock::now();
+  auto view = View::Parse(body);
+  if (!view.ok()) return view.error();
+  p.parse_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+  p.snapshot_bytes = static_cast<int64_t>(body.size());
+  etag = new_etag;
+  return *view;
+}
+
+void Offer(Plugin& p, std::shared_ptr<const View> view) {
+  std::lock_guard lock(p.mu);
+  p.pending = std::move(view);
+  p.snapshots++;
+}
+
+void KeepCopy(const Plugin& p, const std::string& body) {
+  if (p.cache_file.empty()) return;
+  const std::string tmp = p.cache_file + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(body.data(), static_cast<std::streamsize>(body.size()));
+    if (!out) return;
+  }
+  std::rename(tmp.c_str(), p.cache_file.c_str());
+}
+
+void FetchLoop(Plugin* p) {
+  std::string etag, body;
+  bool failing = false;
+  std::unique_lock lock(p->mu);
+  while (!p->stop) {
+    lock.unlock();
+    p->fetches++;
+    auto fetched = Fetch(*p, etag, body);
+    if (fetched.ok()) {
+      p->last_success_at = NowMillis();
+      if (failing) mosquitto_log_printf(MOSQ_LOG_NOTICE, "certfleet: snapshot fetched again");
+      failing = false;
+      if (*fetched) {
+        KeepCopy(*p, body);
+        Offer(*p, *fetched);
+      }
+    } else {
+      p->fetch_errors++;
+      if (!failing) {
+        mosquitto_log_printf(MOSQ_LOG_WARNING, "certfleet: cannot fetch the snapshot, deciding from the last one: %s",
+                             fetched.error().message.c_str());
+      }
+      failing = true;
+    }
+    lock.lock();
+    p->wake.wait_for(lock, p->poll, [p] { return p->stop; });
+  }
+}
+
+std::string Fingerprint(X509* cert) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (X509_digest(cert, EVP_sha256(), md, &len) != 1) return "";
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out.push_back(kHex[md[i] >> 4]);
+    out.push_back(kHex[md[i] & 0xf]);
+  }
+  return out;
+}
+
+std::optional<std::string> CommonName(X509* cert) {
+  X509_NAME* subject = X509_get_subject_name(cert);
+  int i = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (i < 0) return std::nullopt;
+  ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
+  unsigned char* utf8 = nullptr;
+  int n = ASN1_STRING_to_UTF8(&utf8, data);
+  if (n < 0) return std::nullopt;
+  std::string out(reinterpret_cast<char*>(utf8), static_cast<size_t>(n));
+  OPENSSL_free(utf8);
+  return out;
+}
+
+// Re-opens every client's session under the active snapshot and the time now; disconnects the
+// ones it no longer lets connect.
+void Recheck(Plugin& p) {
+  const int64_t now = NowMillis();
+  std::vector<std::pair<const mosquitto*, std::string>> gone;
+  for (auto& [client, c] : p.clients) {
+    auto session = p.active->Open(c.fingerprint, c.id, c.common_name, now);
+    if (session.ok() && View::Decide(*session, MqttAction::kConnect, c.id).allowed) {
+      c.view = p.active;
+      c.session = std::move(*session);
+      continue;
+    }
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, "certfleet: disconnecting %s: %s", c.id.c_str(),
+                         session.ok() ? "its policies no longer allow iot:Connect" : session.error().message.c_str());
+    gone.emplace_back(client, c.id);
+  }
+  for (const auto& [client, id] : gone) {
+    p.clients.erase(client);  // its ACL checks are denied until it is gone
+    mosquitto_kick_client_by_clientid(id.c_str(), false);
+    p.kicked++;
+  }
+}
+
+uint64_t Percentile(const Plugin& p, double q) {
+  uint64_t total = 0;
+  for (uint64_t n : p.histogram) total += n;
+  if (total == 0) return 0;
+  const auto want = static_cast<uint64_t>(static_cast<double>(total) * q);
+  uint64_t seen = 0;
+  for (int i = 0; i < kBuckets; ++i) {
+    seen += p.histogram[i];
+    if (seen > want) return static_cast<uint64_t>(i + 1) * kBucketNs;
+  }
+  return static_cast<uint64_t>(kBuckets) * kBucketNs;
+}
+
+void WriteStats(const Plugin& p) {
+  if (p.stats_file.empty()) return;
+  std::ostringstream s;
+  s << "{\"checks\":" << p.checks << ",\"denied\":" << p.denied << ",\"p50_ns\":" << Percentile(p, 0.5)
+    << ",\"p99_ns\":" << Percentile(p, 0.99) << ",\"clients\":" << p.clients.size() << ",\"kicked\":" << p.kicked
+    << ",\"fetches\":" << p.fetches << ",\"fetch_errors\":" << p.fetch_errors << ",\"snapshots\":" << p.snapshots
+    << ",\"snapshot_bytes\":" << p.snapshot_bytes << ",\"parse_ms\":" << p.parse_ms
+    << ",\"certificates\":" << (p.active ? p.active->snapshot().certificates.size() : 0)
+    << ",\"last_success_at\":" << p.last_success_at << "}\n";
+  const std::string tmp = p.stats_file + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << s.str();
+  }
+  std::rename(tmp.c_str(), p.stats_file.c_str());
+}
+
+int OnTick(int, void*, void* userdata) {
+  auto& p = *static_cast<Plugin*>(userdata);
+  std::shared_ptr<const View> next;
+  {
+    std::lock_guard lock(p.mu);
+    next = std::move(p.pending);
+  }
+  const auto now = Clock::now();
+  if (next) {
+    p.active = std::move(next);
+    Recheck(p);
+    p.next_recheck = now + kRecheck;
+  } else if (p.active && now >= p.next_recheck) {
+    Recheck(p);
+    p.next_recheck = now + kRecheck;
+  }
+  if (now >= p.next_stats) {
+    WriteStats(p);
+    p.next_stats = now + kStatsEvery;
+  }
+  return MOSQ_ERR_SUCCESS;
+}
+
+int OnBasicAuth(int, void* event_data, void* userdata) {
+  auto& p = *static_cast<Plugin*>(userdata);
+  auto* ev = static_cast<mosquitto_evt_basic_auth*>(event_data);
+  OnTick(0, nullptr, userdata);  // a snapshot that came since the last tick decides
+  const char* client_id = mosquitto_client_id(ev->client);
+  auto* cert = static_cast<X509*>(mosquitto_client_certificate(ev->client));
+  if (cert == nullptr || client_id == nullptr || !p.active) {
+    if (cert != nullptr) X509_free(cert);
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, "certfleet: refusing %s: %s", client_id ? client_id : "?",
+                         cert == nullptr ? "no client certificate" : "no snapshot yet");
+    return MOSQ_ERR_AUTH;
+  }
+  Client c;
+  c.id = client_id;
+  c.fingerprint = Fingerprint(cert);
+  c.common_name = CommonName(cert);
+  X509_free(cert);
+  auto session = p.active->Open(c.fingerprint, c.id, c.common_name, NowMillis());
+  if (!session.ok()) {
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, "certfleet: refusing %s: %s", client_id, session.error().message.c_str());
+    return MOSQ_ERR_AUTH;
+  }
+  auto decision = View::Decide(*session, MqttAction::kConnect, c.id);
+  if (!decision.allowed) {
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, "certfleet: refusing %s: %s", client_id, decision.reason.c_str());
+    return MOSQ_ERR_AUTH;
+  }
+  c.view = p.active;
+  c.session = std::move(*session);
+  p.clients[ev->client] = std::move(c);
+  return MOSQ_ERR_SUCCESS;
+}
+
+int OnAclCheck(int, void* event_data, void* userdata) {
+  auto& p = *static_cast<Plugin*>(userdata);
+  auto* ev = static_cast<mosquitto_evt_acl_check*>(event_data);
+  const auto started = Clock::now();
+  auto it = p.clients.find(ev->client);
+  bool allowed = false;
+  if (it != p.clients.end()) {
+    const View::Session& s = it->second.session;
+    switch (ev->access) {
+      case MOSQ_ACL_SUBSCRIBE:
+        allowed = View::Decide(s, MqttAction::kSubscribe, ev->topic).allowed;
+        break;
+      case MOSQ_ACL_WRITE:
+        allowed = View::Decide(s, MqttAction::kPublish, ev->topic).allowed &&
+                  (!ev->retain || View::Decide(s, MqttAction::kRetainPublish, ev->topic).allowed);
+        break;
+      case MOSQ_ACL_READ:
+        allowed = View::Decide(s, MqttAction::kReceive, ev->topic).allowed;
+        break;
+      case MOSQ_ACL_UNSUBSCRIBE:
+        allowed = true;  // no policy action governs it
+        break;
+      default:
+        break;
+    }
+  }
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count();
+  p.histogram[std::min<int64_t>(ns / kBucketNs, kBuckets - 1)]++;
+  p.checks++;
+  if (!allowed) p.denied++;
+  return allowed ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+}
+
+int OnDisconnect(int, void* event_data, void* userdata) {
+  auto& p = *static_cast<Plugin*>(userdata);
+  p.clients.erase(static_cast<mosquitto_evt_disconnect*>(event_data)->client);
+  return MOSQ_ERR_SUCCESS;
+}
+
+bool ReadWhole(const std::string& path, std::string& out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::ostringstream s;
+  s << in.rdbuf();
+  out = s.str();
+  return true;
+}
+
+}  // namespace
+
+// The plugin's entry points, the only symbols it exports.
+#define CERTFLEET_EXPORT __attribute__((visibility("default")))
+extern "C" {
+
+CERTFLEET_EXPORT int mosquitto_plugin_version(int supported_version_count, const int* supported_versions) {
+  for (int i = 0; i < supported_version_count; ++i) {
+    if (supported_versions[i] == 5) return 5;
+  }
+  return -1;
+}
+
+CERTFLEET_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** userdata,
+                                           struct mosquitto_opt* options, int option_count) {
+  auto p = std::make_unique<Plugin>();
+  p->id = identifier;
+  std::string token_file;
+  for (int i = 0; i < option_count; ++i) {
+    const std::string key = options[i].key, value = options[i].value;
+    if (key == "url") {
+      p->url = value;
+      while (!p->url.empty() && p->url.back() == '/') p->url.pop_back();
+    } else if (key == "token_file") {
+      token_file = value;
+    } else if (key == "ca_file") {
+      p->ca_file = value;
+    } else if (key == "cache_file") {
+      p->cache_file = value;
+    } else if (key == "stats_file") {
+      p->stats_file = value;
+    } else if (key == "poll_ms") {
+      p->poll = std::chrono::milliseconds(std::max(100, std::atoi(value.c_str())));
+    } else {
+      mosquitto_log_printf(MOSQ_LOG_ERR, "certfleet: unknown option plugin_opt_%s", key.c_str());
+      return MOSQ_ERR_INVAL;
+    }
+  }
+  if (p->url.empty() || token_file.empty()) {
+    mosquitto_log_printf(MOSQ_LOG_ERR, "certfleet: plugin_opt_url and plugin_opt_token_file are required");
+    return MOSQ_ERR_INVAL;
+  }
+  if (!ReadWhole(token_file, p->token)) {
+    mosquitto_log_printf(MOSQ_LOG_ERR, "certfleet: cannot read %s", token_file.c_str());
+    return MOSQ_ERR_INVAL;
+  }
+  p->token.erase(p->token.find_last_not_of(" \t\r\n") + 1);
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+
+  // The last snapshot kept, if any, decides until a fresh one arrives.
+  if (std::string cached; !p->cache_file.empty() && ReadWhole(p->cache_file, cached)) {
+    auto view = View::Parse(cached);
+    if (view.ok()) p->active = *view;
+  }
+  p->fetcher = std::thread(FetchLoop, p.get());
+  {
+    std::unique_lock lock(p->mu);
+    p->wake.wait_for(lock, kFirstFetchWait, [&] { return p->pending != nullptr; });
+    if (p->pending) p->active = std::move(p->pending);
+  }
+  mosquitto_log_printf(MOSQ_LOG_INFO, "certfleet: deciding from %s",
+                       p->active ? "a snapshot" : "nothing yet (refusing)");
+
+  Plugin* raw = p.release();
+  mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, OnBasicAuth, nullptr, raw);
+  mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, OnAclCheck, nullptr, raw);
+  mosquitto_callback_register(identifier, MOSQ_EVT_TICK, OnTick, nullptr, raw);
+  mosquitto_callback_register(identifier, MOSQ_EVT_DISCONNECT, OnDisconnect, nullptr, raw);
+  *userdata = raw;
+  return MOSQ_ERR_SUCCESS;
+}
+
+CERTFLEET_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*, int) {
+  auto* p = static_cast<Plugin*>(userdata);
+  if (p == nullptr) return MOSQ_ERR_SUCCESS;
+  mosquitto_callback_unregister(p->id, MOSQ_EVT_BASIC_AUTH, OnBasicAuth, nullptr);
+  mosquitto_callback_unregister(p->id, MOSQ_EVT_ACL_CHECK, OnAclCheck, nullptr);
+  mosquitto_callback_unregister(p->id, MOSQ_EVT_TICK, OnTick, nullptr);
+  mosquitto_callback_unregister(p->id, MOSQ_EVT_DISCONNECT, OnDisconnect, nullptr);
+  {
+    std::lock_guard lock(p->mu);
+    p->stop = true;
+  }
+  p->wake.notify_all();
+  if (p->fetcher.joinable()) p->fetcher.join();
+  WriteStats(*p);
+  delete p;
+  curl_global_cleanup();
+  return MOSQ_ERR_SUCCESS;
+}
+
+}  // extern "C"
