@@ -7,7 +7,7 @@ ifeq ($(CI),true)
 endif
 DATA_DIR ?= ./var
 
-.PHONY: deps build run test bench clean
+.PHONY: deps build run test bench clean install-mosquitto-plugin
 
 deps:
 	@scripts/install-deps
@@ -26,6 +26,12 @@ bench: deps
 	@cmake -S . -B $(BENCH_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DCERTFLEET_TESTS=OFF -DCERTFLEET_BENCH=ON >/dev/null
 	@cmake --build $(BENCH_DIR)
 	@scripts/bench $(BENCH_DIR)
+
+# The Mosquitto plugin (README: MQTT brokers); PLUGIN_DIR and DESTDIR say where.
+PLUGIN_DIR ?= /usr/local/lib/certfleet
+install-mosquitto-plugin: build
+	@install -D -m 0644 $(BUILD_DIR)/src/broker/certfleet_mosquitto.so $(DESTDIR)$(PLUGIN_DIR)/certfleet_mosquitto.so
+	@echo "installed $(DESTDIR)$(PLUGIN_DIR)/certfleet_mosquitto.so"
 
 clean:
 	rm -rf $(BUILD_DIR) $(BENCH_DIR)

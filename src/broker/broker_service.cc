@@ -1,6 +1,8 @@
 #include "broker/broker_service.h"
 
+#include <algorithm>
 #include <boost/json.hpp>
+#include <tuple>
 #include <unordered_map>
 
 #include "core/crypto.h"
@@ -16,8 +18,11 @@ namespace {
 // A stored thing's type and attributes, from its row.
 Snapshot::Thing ThingOf(const store::NamedBody& row) {
   Snapshot::Thing thing{row.name, row.ref, {}};
+  // Parsed on the stack: a snapshot parses every thing's body.
+  unsigned char buffer[4096];
+  json::monotonic_resource memory(buffer, sizeof(buffer));
   boost::system::error_code ec;
-  json::value body = json::parse(row.body, ec);
+  json::value body = json::parse(row.body, ec, &memory);
   const json::object* o = ec ? nullptr : body.if_object();
   const json::value* attrs = o != nullptr ? o->if_contains("attributes") : nullptr;
   if (attrs != nullptr && attrs->is_object()) {
@@ -39,6 +44,14 @@ std::string DocumentOf(const store::NamedBody& row) {
 
 }  // namespace
 
+Result<std::shared_ptr<const View>> BrokerService::Current::view() const {
+  std::lock_guard lock(mu_);
+  if (!view_) {
+    CF_ASSIGN_OR_RETURN(view_, View::Parse(json));
+  }
+  return view_;
+}
+
 BrokerService::BrokerService(store::Store& store, const Clock& clock, Options options)
     : store_(store), clock_(clock), options_(options) {}
 
@@ -46,6 +59,10 @@ Result<broker::Snapshot> BrokerService::Build(store::Tx& tx, std::optional<std::
   broker::Snapshot s;
   s.generated_at = clock_.NowMillis();
   CF_ASSIGN_OR_RETURN(auto rows, store::BrokerCertificates(tx, fingerprint));
+  // By fingerprint, so that the same registry makes the same snapshot (and ETag).
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.fingerprint, a.thing) < std::tie(b.fingerprint, b.thing);
+  });
   std::optional<std::string_view> one_ref;
   if (fingerprint) {
     if (rows.empty()) return s;
@@ -101,8 +118,10 @@ Result<broker::Snapshot> BrokerService::Build(store::Tx& tx, std::optional<std::
 Result<std::shared_ptr<const BrokerService::Current>> BrokerService::Latest() {
   std::lock_guard lock(mu_);
   const int64_t now = clock_.NowMillis();
-  if (current_ && now - current_->built_at < options_.min_rebuild.count()) return current_;
+  // The audit log's head is looked at once per min_rebuild at most, however many ask.
+  if (current_ && now - checked_at_ < options_.min_rebuild.count()) return current_;
   CF_ASSIGN_OR_RETURN(int64_t seq, store::Read(store_, [](store::Tx& tx) { return store::AuditHeadSeq(tx); }));
+  checked_at_ = now;
   if (current_ && seq == current_seq_ && now - current_->built_at < options_.max_age.count()) return current_;
   const auto started = std::chrono::steady_clock::now();
   CF_ASSIGN_OR_RETURN(broker::Snapshot s, store::Read(store_, [&](store::Tx& tx) { return Build(tx, std::nullopt); }));
@@ -110,16 +129,19 @@ Result<std::shared_ptr<const BrokerService::Current>> BrokerService::Latest() {
   next->json = ToJson(s);
   next->etag = "\"" + Sha256Hex(next->json).substr(0, 32) + "\"";
   next->built_at = now;
-  next->view = View::Make(std::move(s));
+  next->certificates = s.certificates.size();
   next->build_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
-  for (const auto& skipped : next->view->skipped_policies()) {
-    log::Warn("a policy grants nothing at brokers: it says what certfleet does not evaluate", {{"policy", skipped}});
-  }
   if (!current_ || current_->etag != next->etag) {
-    log::Info("broker snapshot rebuilt", {{"certificates", next->view->snapshot().certificates.size()},
-                                          {"bytes", next->json.size()},
-                                          {"build_ms", next->build_ms}});
+    for (const auto& [name, document] : s.policies) {
+      auto compiled = registry::CompiledPolicy::Compile(name, document);
+      if (!compiled.ok()) {
+        log::Warn("a policy grants nothing at brokers: it says what certfleet does not evaluate",
+                  {{"policy", name}, {"why", compiled.error().message}});
+      }
+    }
+    log::Info("broker snapshot rebuilt",
+              {{"certificates", next->certificates}, {"bytes", next->json.size()}, {"build_ms", next->build_ms}});
   }
   current_ = std::move(next);
   current_seq_ = seq;
@@ -162,18 +184,20 @@ Result<BrokerService::EvaluateAnswer> BrokerService::Evaluate(const EvaluateRequ
   });
 }
 
-Result<bool> BrokerService::Authenticate(const std::string& client_id, std::optional<std::string> common_name) {
+Result<bool> BrokerService::Authenticate(const std::string& client_id, const std::optional<std::string>& common_name) {
   CF_ASSIGN_OR_RETURN(auto current, Latest());
-  for (const auto& session : current->view->OpenByThing(client_id, client_id, common_name, clock_.NowMillis())) {
+  CF_ASSIGN_OR_RETURN(auto view, current->view());
+  for (const auto& session : view->OpenByThing(client_id, client_id, common_name, clock_.NowMillis())) {
     if (View::Decide(session, registry::MqttAction::kConnect, client_id).allowed) return true;
   }
   return false;
 }
 
-Result<bool> BrokerService::Authorize(const std::string& client_id, std::optional<std::string> common_name,
+Result<bool> BrokerService::Authorize(const std::string& client_id, const std::optional<std::string>& common_name,
                                       registry::MqttAction action, const std::string& topic) {
   CF_ASSIGN_OR_RETURN(auto current, Latest());
-  for (const auto& session : current->view->OpenByThing(client_id, client_id, common_name, clock_.NowMillis())) {
+  CF_ASSIGN_OR_RETURN(auto view, current->view());
+  for (const auto& session : view->OpenByThing(client_id, client_id, common_name, clock_.NowMillis())) {
     if (View::Decide(session, action, topic).allowed) return true;
   }
   return false;

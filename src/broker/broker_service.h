@@ -29,13 +29,20 @@ class BrokerService {
   };
   BrokerService(store::Store& store, const Clock& clock, Options options);
 
-  // The snapshot as served: its JSON, its ETag (a hash of the JSON) and its View.
+  // The snapshot as served: its JSON and its ETag (a hash of the JSON).
   struct Current {
     std::string json;
     std::string etag;
-    int64_t built_at = 0;  // ms
-    int64_t build_ms = 0;  // how long building it took
-    std::shared_ptr<const View> view;
+    int64_t built_at = 0;     // ms
+    int64_t build_ms = 0;     // how long building it took
+    size_t certificates = 0;  // in it
+    // Its View, parsed from `json` the first time it is asked for (EMQX's hooks decide from
+    // it; a node that only serves the snapshot never builds one).
+    Result<std::shared_ptr<const View>> view() const;
+
+   private:
+    mutable std::mutex mu_;
+    mutable std::shared_ptr<const View> view_;
   };
   Result<std::shared_ptr<const Current>> Latest();
 
@@ -64,8 +71,8 @@ class BrokerService {
   // EMQX's HTTP authentication and authorization: the client id names the thing; allowed if
   // one of its usable certificates allows the action (EMQX does not say which certificate the
   // client presented). From the snapshot.
-  Result<bool> Authenticate(const std::string& client_id, std::optional<std::string> common_name);
-  Result<bool> Authorize(const std::string& client_id, std::optional<std::string> common_name,
+  Result<bool> Authenticate(const std::string& client_id, const std::optional<std::string>& common_name);
+  Result<bool> Authorize(const std::string& client_id, const std::optional<std::string>& common_name,
                          registry::MqttAction action, const std::string& topic);
 
  private:
@@ -78,6 +85,7 @@ class BrokerService {
   std::mutex mu_;  // one rebuild at a time; guards the two below
   std::shared_ptr<const Current> current_;
   int64_t current_seq_ = -1;  // the audit log's head when current_ was built
+  int64_t checked_at_ = 0;    // when the head was last looked at (ms)
 };
 
 }  // namespace certfleet::broker

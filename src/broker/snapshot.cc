@@ -14,12 +14,6 @@ std::string Lower(std::string_view s) {
   return out;
 }
 
-json::array Indexes(const std::vector<uint32_t>& v) {
-  json::array out;
-  for (uint32_t i : v) out.emplace_back(i);
-  return out;
-}
-
 Result<std::vector<uint32_t>> IndexesOf(const json::object& o, std::string_view key, size_t bound) {
   std::vector<uint32_t> out;
   const json::value* v = o.if_contains(key);
@@ -96,36 +90,92 @@ Result<Snapshot> SnapshotFrom(const json::value& v) {
 
 }  // namespace
 
-std::string ToJson(const Snapshot& s) {
-  json::array policies;
-  for (const auto& [name, document] : s.policies) {
-    boost::system::error_code ec;
-    json::value doc = json::parse(document, ec);
-    policies.push_back(json::object{{"name", name}, {"document", ec ? json::value(json::object()) : doc}});
-  }
-  json::array things;
-  for (const auto& t : s.things) {
-    json::object thing{{"name", t.name}};
-    if (t.type) thing["type"] = *t.type;
-    if (!t.attributes.empty()) {
-      json::object attrs;
-      for (const auto& [key, value] : t.attributes) attrs[key] = value;
-      thing["attributes"] = std::move(attrs);
+namespace {
+
+// A JSON string: the text quoted, with quotes, backslashes and control characters escaped.
+void AppendString(std::string& out, std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (ch == '"' || ch == '\\') {
+      out.push_back('\\');
+      out.push_back(ch);
+    } else if (c < 0x20) {
+      out.append("\\u00");
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xf]);
+    } else {
+      out.push_back(ch);
     }
-    things.push_back(std::move(thing));
   }
-  json::array certificates;
-  for (const auto& c : s.certificates) {
-    json::object cert{{"fingerprint", c.fingerprint}, {"things", Indexes(c.things)}, {"policies", Indexes(c.policies)}};
-    if (c.not_after) cert["not_after"] = *c.not_after;
-    if (c.revoke_after) cert["revoke_after"] = *c.revoke_after;
-    certificates.push_back(std::move(cert));
+  out.push_back('"');
+}
+
+void AppendIndexes(std::string& out, const std::vector<uint32_t>& v) {
+  out.push_back('[');
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    out.append(std::to_string(v[i]));
   }
-  return json::serialize(json::object{{"format", kSnapshotFormat},
-                                      {"generated_at", s.generated_at},
-                                      {"policies", std::move(policies)},
-                                      {"things", std::move(things)},
-                                      {"certificates", std::move(certificates)}});
+  out.push_back(']');
+}
+
+}  // namespace
+
+// Written directly rather than through a json::value: a 100,000-device snapshot is built on
+// every change, and the tree would cost more than everything else.
+std::string ToJson(const Snapshot& s) {
+  std::string out;
+  out.reserve(128 * (s.certificates.size() + s.things.size()) + 1024);
+  out.append("{\"format\":").append(std::to_string(kSnapshotFormat));
+  out.append(",\"generated_at\":").append(std::to_string(s.generated_at));
+  out.append(",\"policies\":[");
+  for (size_t i = 0; i < s.policies.size(); ++i) {
+    boost::system::error_code ec;
+    json::value doc = json::parse(s.policies[i].second, ec);
+    out.append(i > 0 ? ",{\"name\":" : "{\"name\":");
+    AppendString(out, s.policies[i].first);
+    out.append(",\"document\":").append(ec ? "{}" : json::serialize(doc)).push_back('}');
+  }
+  out.append("],\"things\":[");
+  for (size_t i = 0; i < s.things.size(); ++i) {
+    const auto& t = s.things[i];
+    out.append(i > 0 ? ",{\"name\":" : "{\"name\":");
+    AppendString(out, t.name);
+    if (t.type) {
+      out.append(",\"type\":");
+      AppendString(out, *t.type);
+    }
+    if (!t.attributes.empty()) {
+      out.append(",\"attributes\":{");
+      bool first = true;
+      for (const auto& [key, value] : t.attributes) {
+        if (!first) out.push_back(',');
+        first = false;
+        AppendString(out, key);
+        out.push_back(':');
+        AppendString(out, value);
+      }
+      out.push_back('}');
+    }
+    out.push_back('}');
+  }
+  out.append("],\"certificates\":[");
+  for (size_t i = 0; i < s.certificates.size(); ++i) {
+    const auto& c = s.certificates[i];
+    out.append(i > 0 ? ",{\"fingerprint\":" : "{\"fingerprint\":");
+    AppendString(out, c.fingerprint);
+    out.append(",\"things\":");
+    AppendIndexes(out, c.things);
+    out.append(",\"policies\":");
+    AppendIndexes(out, c.policies);
+    if (c.not_after) out.append(",\"not_after\":").append(std::to_string(*c.not_after));
+    if (c.revoke_after) out.append(",\"revoke_after\":").append(std::to_string(*c.revoke_after));
+    out.push_back('}');
+  }
+  out.append("]}");
+  return out;
 }
 
 Result<std::shared_ptr<const View>> View::Parse(std::string_view text) {
@@ -193,7 +243,7 @@ Result<View::Session> View::Open(std::string_view fingerprint, std::string_view 
 }
 
 std::vector<View::Session> View::OpenByThing(std::string_view thing, std::string_view client_id,
-                                             std::optional<std::string> common_name, int64_t now) const {
+                                             const std::optional<std::string>& common_name, int64_t now) const {
   std::vector<Session> out;
   auto it = by_thing_.find(std::string(thing));
   if (it == by_thing_.end()) return out;

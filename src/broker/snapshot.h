@@ -63,7 +63,7 @@ class View {
   // The sessions a thing's certificates give `client_id` (for brokers that do not tell which
   // certificate a client presented, as EMQX's HTTP hooks).
   std::vector<Session> OpenByThing(std::string_view thing, std::string_view client_id,
-                                   std::optional<std::string> common_name, int64_t now) const;
+                                   const std::optional<std::string>& common_name, int64_t now) const;
   static registry::Decision Decide(const Session& session, registry::MqttAction action, std::string_view target);
 
   const Snapshot& snapshot() const { return snapshot_; }

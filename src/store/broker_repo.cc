@@ -15,7 +15,7 @@ Result<std::vector<BrokerCertificate>> BrokerCertificates(Tx& tx, std::optional<
       usable + one +
       " UNION ALL SELECT l.to_name, x.fingerprint, l.from_name, l.due_at, NULL FROM registry_links l JOIN "
       "imported_certificates x ON x.ref = l.to_name WHERE " +
-      usable + one + " ORDER BY 2, 3";
+      usable + one;
   Params params = {std::string(kThingCertificate)};
   if (fingerprint) params.emplace_back(std::string(*fingerprint));
   params.emplace_back(std::string(kThingCertificate));

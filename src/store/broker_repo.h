@@ -24,8 +24,8 @@ struct BrokerCertificate {
   std::optional<int64_t> revoke_after;  // a superseded attachment's due time
   std::optional<int64_t> not_after;     // certificates this CA issued
 };
-// All of them (`fingerprint` nullopt) or those of one certificate, in (fingerprint, thing)
-// order.
+// All of them (`fingerprint` nullopt) or those of one certificate, in no order (sorting
+// 100,000 rows is cheaper in the caller than in SQL).
 Result<std::vector<BrokerCertificate>> BrokerCertificates(Tx& tx, std::optional<std::string_view> fingerprint);
 
 // (policy, certificate ref) of every policy-certificate link, or of those to one certificate,

@@ -16,7 +16,7 @@ Snapshot Sample() {
       {"Effect":"Allow","Action":"iot:Connect","Resource":"client/${iot:Connection.Thing.ThingName}"},
       {"Effect":"Allow","Action":"iot:Publish","Resource":"topic/telemetry/${iot:ClientId}/*"}]})"},
                 {"legacy", R"({"Statement":{"Effect":"Allow","Action":"iot:GetThingShadow","Resource":"*"}})"}};
-  s.things = {{"dev-1", "sensor", {{"site", "lyon"}}}, {"dev-2", std::nullopt, {}}};
+  s.things = {{"dev-1", "sensor", {{"site", "lyon"}, {"note", "a \"quoted\" \\ value"}}}, {"dev-2", std::nullopt, {}}};
   s.certificates = {{"aa11", {0}, {0, 1}, kNow + 1000, std::nullopt},
                     {"bb22", {1}, {0}, std::nullopt, kNow - 1},
                     {"cc33", {0, 1}, {0}, kNow - 1, std::nullopt}};

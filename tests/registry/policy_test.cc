@@ -31,6 +31,7 @@ Connection Device(const std::string& client_id) {
 
 Decision Decide(const std::vector<CompiledPolicy>& policies, const Connection& c, MqttAction a, std::string_view t) {
   std::vector<const CompiledPolicy*> ptrs;
+  ptrs.reserve(policies.size());
   for (const auto& p : policies) ptrs.push_back(&p);
   return Evaluate(ptrs, c, a, t);
 }

@@ -1,0 +1,159 @@
+// The broker snapshot and the operator's evaluation, from a real store: what a certificate gets
+// as the registry changes (attach, detach, revoke, policy edits), and when the snapshot is
+// rebuilt.
+#include "broker/broker_service.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include "issuance/issuer.h"
+#include "pki/file/file_key_backend.h"
+#include "testing/db.h"
+#include "testing/registry.h"
+
+namespace certfleet::broker {
+namespace {
+
+namespace json = boost::json;
+using registry::Kind;
+using registry::Link;
+using registry::MqttAction;
+
+class BrokerServiceTest : public ::testing::TestWithParam<store::Dialect> {
+ protected:
+  void SetUp() override {
+    store_ = testing::FreshStore(GetParam());
+    ASSERT_NE(store_, nullptr);
+    registry_ = std::make_unique<registry::Registry>(*store_, clock_);
+    broker_ = std::make_unique<BrokerService>(*store_, clock_, BrokerService::Options{});
+    keys_ = std::make_unique<pki::file::FileKeyBackend>(testing::TempDir() + "/keys", std::string(64, 'k'));
+    issuer_ = std::make_unique<issuance::Issuer>(*store_, *keys_, clock_, issuance::Issuer::Options{"https://ca.test"});
+    issuance::IssueRequest root;
+    root.type = pki::CertType::kRoot;
+    root.name = "example.com";
+    ASSERT_TRUE(issuer_->Issue(root, "t").ok());
+    ASSERT_TRUE(
+        testing::CreateJson(*registry_, Kind::kPolicy, json::parse(R"({"name": "telemetry", "document": {"Statement": [
+        {"Effect": "Allow", "Action": "iot:Connect", "Resource": "client/${iot:Connection.Thing.ThingName}"},
+        {"Effect": "Allow", "Action": "iot:Publish",
+         "Resource": "topic/${iot:Connection.Thing.Attributes[site]}/${iot:ClientId}/*"}]}})"))
+            .ok());
+  }
+
+  // A device certificate attached to thing `name` (site lyon) with the telemetry policy.
+  std::string Device(const std::string& name) {
+    issuance::IssueRequest device;
+    device.type = pki::CertType::kDevice;
+    device.name = name;
+    device.subject = store::SubjectKind::kDevice;
+    device.parent = "example.com";
+    auto issued = issuer_->Issue(device, "t");
+    EXPECT_TRUE(issued.ok());
+    std::string serial = issued->record.serial;
+    EXPECT_TRUE(
+        testing::CreateJson(*registry_, Kind::kThing, json::object{{"name", name}, {"attributes", {{"site", "lyon"}}}})
+            .ok());
+    EXPECT_TRUE(registry_->Attach(Link::kThingCertificate, name, serial, "t").ok());
+    EXPECT_TRUE(registry_->Attach(Link::kPolicyCertificate, "telemetry", serial, "t").ok());
+    return serial;
+  }
+
+  BrokerService::EvaluateAnswer Evaluate(const std::string& serial, MqttAction action, const std::string& topic) {
+    BrokerService::EvaluateRequest r;
+    r.serial = serial;
+    r.client_id = "dev-1";
+    r.action = action;
+    r.topic = topic;
+    auto a = broker_->Evaluate(r);
+    EXPECT_TRUE(a.ok()) << a.error().message;
+    return a.ok() ? *a : BrokerService::EvaluateAnswer{};
+  }
+
+  ManualClock clock_{1'795'456'605'000};
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<registry::Registry> registry_;
+  std::unique_ptr<BrokerService> broker_;
+  std::unique_ptr<pki::file::FileKeyBackend> keys_;
+  std::unique_ptr<issuance::Issuer> issuer_;
+};
+
+TEST_P(BrokerServiceTest, TheSnapshotHoldsWhatMayConnectWithItsThingAndPolicies) {
+  const std::string serial = Device("dev-1");
+  auto current = broker_->Latest();
+  ASSERT_TRUE(current.ok()) << current.error().message;
+  auto view = (*current)->view();
+  ASSERT_TRUE(view.ok());
+  const Snapshot& s = (*view)->snapshot();
+  ASSERT_EQ(s.certificates.size(), 1u) << "the CA itself is attached to no thing";
+  ASSERT_EQ(s.certificates[0].things.size(), 1u);
+  EXPECT_EQ(s.things[s.certificates[0].things[0]].attributes.at("site"), "lyon");
+  ASSERT_EQ(s.certificates[0].policies.size(), 1u);
+  EXPECT_EQ(s.policies[s.certificates[0].policies[0]].first, "telemetry");
+  auto session = (*view)->Open(s.certificates[0].fingerprint, "dev-1", std::nullopt, clock_.NowMillis());
+  ASSERT_TRUE(session.ok());
+  EXPECT_TRUE(View::Decide(*session, MqttAction::kPublish, "lyon/dev-1/t").allowed);
+
+  Evaluate(serial, MqttAction::kConnect, "");  // reads only
+  clock_.Advance(std::chrono::seconds(2));
+  auto again = broker_->Latest();
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->get(), current->get()) << "nothing was audited since: the same snapshot";
+}
+
+TEST_P(BrokerServiceTest, ChangesShowAfterTheLeastRebuildTime) {
+  const std::string one = Device("dev-1");
+  auto first = broker_->Latest();
+  ASSERT_TRUE(first.ok());
+  const std::string two = Device("dev-2");
+  EXPECT_EQ(broker_->Latest()->get(), first->get()) << "within broker.snapshot_min_rebuild_ms";
+  clock_.Advance(std::chrono::milliseconds(1000));
+  auto second = broker_->Latest();
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ((*second)->certificates, 2u);
+  EXPECT_NE((*second)->etag, (*first)->etag);
+
+  ASSERT_TRUE(issuer_->Revoke(one, "keyCompromise", false, "t").ok());
+  ASSERT_TRUE(registry_->Detach(Link::kThingCertificate, "dev-2", two, "t").ok());
+  clock_.Advance(std::chrono::milliseconds(1000));
+  EXPECT_EQ((*broker_->Latest())->certificates, 0u) << "a revoked certificate and a detached one get nothing";
+}
+
+TEST_P(BrokerServiceTest, EvaluateSaysWhatDecidedAndWhyACertificateGetsNothing) {
+  const std::string serial = Device("dev-1");
+  auto allowed = Evaluate(serial, MqttAction::kPublish, "lyon/dev-1/temp");
+  EXPECT_TRUE(allowed.decision.allowed);
+  EXPECT_EQ(allowed.decision.policy, "telemetry");
+  EXPECT_EQ(allowed.decision.statement, 1);
+  EXPECT_TRUE(allowed.connect_allowed);
+  EXPECT_EQ(allowed.thing, "dev-1");
+  EXPECT_EQ(allowed.policies, std::vector<std::string>{"telemetry"});
+  auto other = Evaluate(serial, MqttAction::kPublish, "paris/dev-1/temp");
+  EXPECT_FALSE(other.decision.allowed);
+  EXPECT_EQ(other.decision.statement, -1);
+
+  ASSERT_TRUE(
+      testing::UpdateJson(*registry_, Kind::kThing, "dev-1", json::object{{"attributes", {{"site", "paris"}}}}).ok());
+  EXPECT_TRUE(Evaluate(serial, MqttAction::kPublish, "paris/dev-1/temp").decision.allowed)
+      << "read from the store: a thing's new attribute counts at once";
+
+  ASSERT_TRUE(registry_->Detach(Link::kThingCertificate, "dev-1", serial, "t").ok());
+  EXPECT_EQ(Evaluate(serial, MqttAction::kConnect, "").decision.reason, "the certificate is attached to no thing");
+  ASSERT_TRUE(registry_->Attach(Link::kThingCertificate, "dev-1", serial, "t").ok());
+  ASSERT_TRUE(issuer_->Revoke(serial, "keyCompromise", false, "t").ok());
+  auto revoked = Evaluate(serial, MqttAction::kConnect, "");
+  EXPECT_FALSE(revoked.decision.allowed);
+  EXPECT_EQ(revoked.decision.reason, "the certificate is revoked");
+
+  BrokerService::EvaluateRequest unknown;
+  unknown.fingerprint = std::string(64, 'a');
+  unknown.client_id = "x";
+  auto missing = broker_->Evaluate(unknown);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, BrokerServiceTest, testing::kBothDialects, testing::DialectName);
+
+}  // namespace
+}  // namespace certfleet::broker
