@@ -274,19 +274,18 @@ void WriteStats(const Plugin& p) {
   std::rename(tmp.c_str(), p.stats_file.c_str());
 }
 
+// Makes a snapshot the fetching thread handed over the active one; true if there was one.
+bool TakePending(Plugin& p) {
+  std::lock_guard lock(p.mu);
+  if (!p.pending) return false;
+  p.active = std::move(p.pending);
+  return true;
+}
+
 int OnTick(int, void*, void* userdata) {
   auto& p = *static_cast<Plugin*>(userdata);
-  std::shared_ptr<const View> next;
-  {
-    std::lock_guard lock(p.mu);
-    next = std::move(p.pending);
-  }
   const auto now = Clock::now();
-  if (next) {
-    p.active = std::move(next);
-    Recheck(p);
-    p.next_recheck = now + kRecheck;
-  } else if (p.active && now >= p.next_recheck) {
+  if ((TakePending(p) || now >= p.next_recheck) && p.active) {
     Recheck(p);
     p.next_recheck = now + kRecheck;
   }
@@ -300,7 +299,9 @@ int OnTick(int, void*, void* userdata) {
 int OnBasicAuth(int, void* event_data, void* userdata) {
   auto& p = *static_cast<Plugin*>(userdata);
   auto* ev = static_cast<mosquitto_evt_basic_auth*>(event_data);
-  OnTick(0, nullptr, userdata);  // a snapshot that came since the last tick decides
+  // A snapshot that came since the last tick decides; the next tick rechecks the others
+  // (not here: disconnecting clients inside another's connect is the tick's job).
+  if (TakePending(p)) p.next_recheck = {};
   const char* client_id = mosquitto_client_id(ev->client);
   auto* cert = static_cast<X509*>(mosquitto_client_certificate(ev->client));
   if (cert == nullptr || client_id == nullptr || !p.active) {
