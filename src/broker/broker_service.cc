@@ -7,6 +7,7 @@
 
 #include "core/crypto.h"
 #include "core/log.h"
+#include "pki/certificate.h"
 #include "store/audit_repo.h"
 #include "store/broker_repo.h"
 #include "store/registry_repo.h"
@@ -55,10 +56,43 @@ Result<std::shared_ptr<const View>> BrokerService::Current::view() const {
 BrokerService::BrokerService(store::Store& store, const Clock& clock, Options options)
     : store_(store), clock_(clock), options_(options) {}
 
+Result<void> BrokerService::AddImportedFacts(store::Tx& tx, std::vector<store::BrokerCertificate>& rows) {
+  std::lock_guard lock(facts_mu_);
+  std::vector<std::string> missing;
+  for (const auto& r : rows) {
+    if (r.imported && !imported_facts_.contains(r.fingerprint)) missing.push_back(r.fingerprint);
+  }
+  if (!missing.empty()) {
+    // Many (a node's first snapshot): one pass over the table rather than lists of them.
+    constexpr size_t kListed = 5000;
+    std::optional<std::vector<std::string>> which;
+    if (missing.size() <= kListed) which = std::move(missing);
+    CF_ASSIGN_OR_RETURN(auto ders, store::ImportedCertificateDers(tx, std::move(which)));
+    for (const auto& [fingerprint, der] : ders) {
+      ImportedFacts facts;
+      if (auto cert = pki::CertificateFromDer(der); cert.ok()) {
+        if (auto inspected = pki::Inspect(cert->get()); inspected.ok()) {
+          facts.common_name = inspected->common_name;
+          facts.not_after = inspected->not_after_millis;
+        }
+      }
+      imported_facts_.emplace(fingerprint, std::move(facts));
+    }
+  }
+  for (auto& r : rows) {
+    if (!r.imported) continue;
+    if (auto it = imported_facts_.find(r.fingerprint); it != imported_facts_.end()) {
+      r.common_name = it->second.common_name;
+      r.not_after = it->second.not_after;
+    }
+  }
+  return Ok();
+}
+
 Result<broker::Snapshot> BrokerService::Build(store::Tx& tx, std::optional<std::string_view> fingerprint) {
   broker::Snapshot s;
-  s.generated_at = clock_.NowMillis();
   CF_ASSIGN_OR_RETURN(auto rows, store::BrokerCertificates(tx, fingerprint));
+  CF_RETURN_IF_ERROR(AddImportedFacts(tx, rows));
   // By fingerprint, so that the same registry makes the same snapshot (and ETag).
   std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
     return std::tie(a.fingerprint, a.thing) < std::tie(b.fingerprint, b.thing);
@@ -99,6 +133,7 @@ Result<broker::Snapshot> BrokerService::Build(store::Tx& tx, std::optional<std::
       c.fingerprint = r.fingerprint;
       c.not_after = r.not_after;
       c.revoke_after = r.revoke_after;
+      c.common_name = r.common_name;
       if (auto it = granted.find(r.ref); it != granted.end()) c.policies = it->second;
       s.certificates.push_back(std::move(c));
     } else if (!r.revoke_after || !s.certificates.back().revoke_after) {
@@ -116,15 +151,43 @@ Result<broker::Snapshot> BrokerService::Build(store::Tx& tx, std::optional<std::
 }
 
 Result<std::shared_ptr<const BrokerService::Current>> BrokerService::Latest() {
-  std::lock_guard lock(mu_);
   const int64_t now = clock_.NowMillis();
-  // The audit log's head is looked at once per min_rebuild at most, however many ask.
-  if (current_ && now - checked_at_ < options_.min_rebuild.count()) return current_;
-  CF_ASSIGN_OR_RETURN(int64_t seq, store::Read(store_, [](store::Tx& tx) { return store::AuditHeadSeq(tx); }));
-  checked_at_ = now;
-  if (current_ && seq == current_seq_ && now - current_->built_at < options_.max_age.count()) return current_;
+  {
+    std::lock_guard lock(mu_);
+    // The audit log's head is looked at once per min_rebuild at most, however many ask.
+    if (current_ && now - checked_at_ < options_.min_rebuild.count()) return current_;
+  }
+  // One rebuild at a time; meanwhile the others are answered from the snapshot there is.
+  std::unique_lock build(build_mu_, std::try_to_lock);
+  if (!build.owns_lock()) {
+    {
+      std::lock_guard lock(mu_);
+      if (current_) return current_;
+    }
+    build.lock();  // the node's first snapshot: wait for it
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (current_ && now - checked_at_ < options_.min_rebuild.count()) return current_;  // just built
+  }
+  auto stale = [this](const Error& e) -> Result<std::shared_ptr<const Current>> {
+    std::lock_guard lock(mu_);
+    if (!current_) return e;
+    log::Warn("the broker snapshot cannot be rebuilt; serving the last one", {{"error", e.message}});
+    checked_at_ = clock_.NowMillis();  // tried again after min_rebuild
+    return current_;
+  };
+  auto seq = store::Read(store_, [](store::Tx& tx) { return store::AuditHeadSeq(tx); });
+  if (!seq.ok()) return stale(seq.error());
+  {
+    std::lock_guard lock(mu_);
+    checked_at_ = now;
+    if (current_ && *seq == current_seq_ && now - rebuilt_at_ < options_.max_age.count()) return current_;
+  }
   const auto started = std::chrono::steady_clock::now();
-  CF_ASSIGN_OR_RETURN(broker::Snapshot s, store::Read(store_, [&](store::Tx& tx) { return Build(tx, std::nullopt); }));
+  auto built = store::Read(store_, [&](store::Tx& tx) { return Build(tx, std::nullopt); });
+  if (!built.ok()) return stale(built.error());
+  const broker::Snapshot& s = *built;
   auto next = std::make_shared<Current>();
   next->json = ToJson(s);
   next->etag = "\"" + Sha256Hex(next->json).substr(0, 32) + "\"";
@@ -132,19 +195,21 @@ Result<std::shared_ptr<const BrokerService::Current>> BrokerService::Latest() {
   next->certificates = s.certificates.size();
   next->build_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
-  if (!current_ || current_->etag != next->etag) {
-    for (const auto& [name, document] : s.policies) {
-      auto compiled = registry::CompiledPolicy::Compile(name, document);
-      if (!compiled.ok()) {
-        log::Warn("a policy grants nothing at brokers: it says what certfleet does not evaluate",
-                  {{"policy", name}, {"why", compiled.error().message}});
-      }
+  std::lock_guard lock(mu_);
+  current_seq_ = *seq;
+  rebuilt_at_ = now;
+  // Nothing brokers see changed: the same snapshot (and its View, if one was parsed).
+  if (current_ && current_->etag == next->etag) return current_;
+  for (const auto& [name, document] : s.policies) {
+    auto compiled = registry::CompiledPolicy::Compile(name, document);
+    if (!compiled.ok()) {
+      log::Warn("a policy grants nothing at brokers: it says what certfleet does not evaluate",
+                {{"policy", name}, {"why", compiled.error().message}});
     }
-    log::Info("broker snapshot rebuilt",
-              {{"certificates", next->certificates}, {"bytes", next->json.size()}, {"build_ms", next->build_ms}});
   }
+  log::Info("broker snapshot rebuilt",
+            {{"certificates", next->certificates}, {"bytes", next->json.size()}, {"build_ms", next->build_ms}});
   current_ = std::move(next);
-  current_seq_ = seq;
   return current_;
 }
 

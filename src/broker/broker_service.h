@@ -6,11 +6,14 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "broker/snapshot.h"
 #include "core/clock.h"
 #include "core/result.h"
 #include "registry/policy.h"
+#include "store/broker_repo.h"
 #include "store/store.h"
 
 namespace certfleet::broker {
@@ -78,14 +81,25 @@ class BrokerService {
  private:
   // A snapshot of all certificates, or of the one `fingerprint`.
   Result<broker::Snapshot> Build(store::Tx& tx, std::optional<std::string_view> fingerprint);
+  // The CN and expiry of the imported certificates among `rows`, from their DER (read once
+  // per node: an imported certificate never changes).
+  Result<void> AddImportedFacts(store::Tx& tx, std::vector<store::BrokerCertificate>& rows);
 
   store::Store& store_;
   const Clock& clock_;
   const Options options_;
-  std::mutex mu_;  // one rebuild at a time; guards the two below
+  std::mutex build_mu_;  // held by the one rebuild at a time
+  std::mutex mu_;        // guards the four below
   std::shared_ptr<const Current> current_;
   int64_t current_seq_ = -1;  // the audit log's head when current_ was built
   int64_t checked_at_ = 0;    // when the head was last looked at (ms)
+  int64_t rebuilt_at_ = 0;    // when the snapshot was last built, changed or not (ms)
+  struct ImportedFacts {
+    std::optional<std::string> common_name;
+    std::optional<int64_t> not_after;
+  };
+  std::mutex facts_mu_;                                            // guards imported_facts_
+  std::unordered_map<std::string, ImportedFacts> imported_facts_;  // by fingerprint
 };
 
 }  // namespace certfleet::broker

@@ -40,7 +40,6 @@ Result<Snapshot> SnapshotFrom(const json::value& v) {
     return Malformed("format is not " + std::to_string(kSnapshotFormat));
   }
   Snapshot s;
-  s.generated_at = OptInt(o, "generated_at").value_or(0);
   const json::value* policies = o.if_contains("policies");
   const json::value* things = o.if_contains("things");
   const json::value* certificates = o.if_contains("certificates");
@@ -83,6 +82,9 @@ Result<Snapshot> SnapshotFrom(const json::value& v) {
     CF_ASSIGN_OR_RETURN(cert.policies, IndexesOf(*co, "policies", s.policies.size()));
     cert.not_after = OptInt(*co, "not_after");
     cert.revoke_after = OptInt(*co, "revoke_after");
+    if (const json::value* cn = co->if_contains("cn"); cn != nullptr && cn->is_string()) {
+      cert.common_name = std::string(cn->get_string());
+    }
     s.certificates.push_back(std::move(cert));
   }
   return s;
@@ -129,7 +131,6 @@ std::string ToJson(const Snapshot& s) {
   std::string out;
   out.reserve(128 * (s.certificates.size() + s.things.size()) + 1024);
   out.append("{\"format\":").append(std::to_string(kSnapshotFormat));
-  out.append(",\"generated_at\":").append(std::to_string(s.generated_at));
   out.append(",\"policies\":[");
   for (size_t i = 0; i < s.policies.size(); ++i) {
     boost::system::error_code ec;
@@ -172,6 +173,10 @@ std::string ToJson(const Snapshot& s) {
     AppendIndexes(out, c.policies);
     if (c.not_after) out.append(",\"not_after\":").append(std::to_string(*c.not_after));
     if (c.revoke_after) out.append(",\"revoke_after\":").append(std::to_string(*c.revoke_after));
+    if (c.common_name) {
+      out.append(",\"cn\":");
+      AppendString(out, *c.common_name);
+    }
     out.push_back('}');
   }
   out.append("]}");
@@ -224,6 +229,8 @@ View::Session View::SessionOf(const Snapshot::Certificate& c, std::string_view c
   for (uint32_t p : c.policies) {
     if (compiled_[p]) session.policies.push_back(&*compiled_[p]);
   }
+  session.ends_at = c.not_after;
+  if (c.revoke_after && (!session.ends_at || *c.revoke_after < *session.ends_at)) session.ends_at = c.revoke_after;
   return session;
 }
 
@@ -248,6 +255,7 @@ std::vector<View::Session> View::OpenByThing(std::string_view thing, std::string
   auto it = by_thing_.find(std::string(thing));
   if (it == by_thing_.end()) return out;
   for (uint32_t i : it->second) {
+    if (!common_name || snapshot_.certificates[i].common_name != common_name) continue;
     auto session = Open(snapshot_.certificates[i].fingerprint, client_id, common_name, now);
     if (session.ok()) out.push_back(std::move(*session));
   }

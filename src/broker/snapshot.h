@@ -33,10 +33,10 @@ struct Snapshot {
     std::string fingerprint;  // SHA-256 hex of the DER, lowercase
     std::vector<uint32_t> things;
     std::vector<uint32_t> policies;
-    std::optional<int64_t> not_after;     // ms; a certificate this CA issued
-    std::optional<int64_t> revoke_after;  // ms; a superseded certificate's end of grace
+    std::optional<int64_t> not_after;        // ms
+    std::optional<int64_t> revoke_after;     // ms; a superseded certificate's end of grace
+    std::optional<std::string> common_name;  // its subject CN
   };
-  int64_t generated_at = 0;                                   // ms
   std::vector<std::pair<std::string, std::string>> policies;  // (name, document JSON)
   std::vector<Thing> things;
   std::vector<Certificate> certificates;  // by fingerprint
@@ -55,13 +55,15 @@ class View {
   struct Session {
     registry::Connection connection;
     std::vector<const registry::CompiledPolicy*> policies;  // the View's; valid while it lives
+    std::optional<int64_t> ends_at;                         // ms: the certificate's expiry or end of grace, the earlier
   };
   // The session of a client presenting the certificate `fingerprint` (hex, any case) with
   // `client_id`, at `now` (ms); kPermissionDenied saying why when the certificate gets nothing.
   Result<Session> Open(std::string_view fingerprint, std::string_view client_id, std::optional<std::string> common_name,
                        int64_t now) const;
-  // The sessions a thing's certificates give `client_id` (for brokers that do not tell which
-  // certificate a client presented, as EMQX's HTTP hooks).
+  // The sessions that the thing's usable certificates with subject CN `common_name` give
+  // `client_id` (for brokers that do not tell which certificate a client presented, only its
+  // CN, as EMQX's HTTP hooks); none without a CN.
   std::vector<Session> OpenByThing(std::string_view thing, std::string_view client_id,
                                    const std::optional<std::string>& common_name, int64_t now) const;
   static registry::Decision Decide(const Session& session, registry::MqttAction action, std::string_view target);

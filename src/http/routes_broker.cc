@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 
 #include "broker/broker_service.h"
+#include "core/text.h"
 #include "http/api.h"
 #include "http/json.h"
 
@@ -43,6 +44,7 @@ Result<Response> Evaluate(const ApiContext& ctx, const Request& req) {
   broker::BrokerService::EvaluateRequest e;
   CF_ASSIGN_OR_RETURN(e.serial, OptionalString(body, "serial", kMaxSerial));
   CF_ASSIGN_OR_RETURN(e.fingerprint, OptionalString(body, "fingerprint", kMaxFingerprint));
+  if (e.fingerprint) e.fingerprint = AsciiLower(*e.fingerprint);
   if (e.serial.has_value() == e.fingerprint.has_value()) {
     return MakeError(ErrorCode::kInvalidArgument, "name the certificate by serial or by fingerprint (one of them)");
   }

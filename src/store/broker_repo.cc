@@ -1,5 +1,8 @@
 #include "store/broker_repo.h"
 
+#include <algorithm>
+
+#include "core/crypto.h"
 #include "store/registry_repo.h"
 
 namespace certfleet::store {
@@ -10,10 +13,11 @@ Result<std::vector<BrokerCertificate>> BrokerCertificates(Tx& tx, std::optional<
       "l.kind = ? AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.device_id = l.from_name AND d.status = 'disabled')";
   const std::string one = fingerprint ? " AND x.fingerprint = ?" : "";
   const std::string sql =
-      "SELECT l.to_name, x.fingerprint, l.from_name, l.due_at, x.not_after FROM registry_links l JOIN certificates x "
+      "SELECT l.to_name, x.fingerprint, l.from_name, l.due_at, x.not_after, x.fqdn, 0 FROM registry_links l JOIN "
+      "certificates x "
       "ON x.serial = l.to_name WHERE x.status = 'active' AND " +
       usable + one +
-      " UNION ALL SELECT l.to_name, x.fingerprint, l.from_name, l.due_at, NULL FROM registry_links l JOIN "
+      " UNION ALL SELECT l.to_name, x.fingerprint, l.from_name, l.due_at, NULL, NULL, 1 FROM registry_links l JOIN "
       "imported_certificates x ON x.ref = l.to_name WHERE " +
       usable + one;
   Params params = {std::string(kThingCertificate)};
@@ -23,7 +27,42 @@ Result<std::vector<BrokerCertificate>> BrokerCertificates(Tx& tx, std::optional<
   CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(sql, params));
   std::vector<BrokerCertificate> out;
   out.reserve(rows.size());
-  for (const auto& r : rows) out.push_back({r.Text(0), r.Text(1), r.Text(2), r.OptInt(3), r.OptInt(4)});
+  for (const auto& r : rows) {
+    out.push_back({r.Text(0), r.Text(1), r.Text(2), r.OptInt(3), r.OptInt(4), r.OptText(5), r.Int(6) == 1});
+  }
+  return out;
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> ImportedCertificateDers(
+    Tx& tx, std::optional<std::vector<std::string>> fingerprints) {
+  constexpr size_t kChunk = 500;  // fingerprints per statement
+  std::vector<std::pair<std::string, std::string>> out;
+  auto add = [&out](const Rows& rows) -> Result<void> {
+    for (const auto& r : rows) {
+      std::optional<std::string> der = Base64Decode(r.Text(1));
+      if (!der) return MakeError(ErrorCode::kInternal, "imported certificate " + r.Text(0) + " is not base64");
+      out.emplace_back(r.Text(0), std::move(*der));
+    }
+    return Ok();
+  };
+  if (!fingerprints) {
+    CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT fingerprint, certificate FROM imported_certificates"));
+    CF_RETURN_IF_ERROR(add(rows));
+    return out;
+  }
+  for (size_t i = 0; i < fingerprints->size(); i += kChunk) {
+    Params params;
+    std::string marks;
+    for (size_t j = i; j < std::min(fingerprints->size(), i + kChunk); ++j) {
+      marks += marks.empty() ? "?" : ", ?";
+      params.emplace_back((*fingerprints)[j]);
+    }
+    CF_ASSIGN_OR_RETURN(
+        Rows rows,
+        tx.Query("SELECT fingerprint, certificate FROM imported_certificates WHERE fingerprint IN (" + marks + ")",
+                 params));
+    CF_RETURN_IF_ERROR(add(rows));
+  }
   return out;
 }
 

@@ -21,12 +21,18 @@ struct BrokerCertificate {
   std::string ref;          // a serial, or an imported certificate's ref (W3)
   std::string fingerprint;  // SHA-256 hex of the DER
   std::string thing;
-  std::optional<int64_t> revoke_after;  // a superseded attachment's due time
-  std::optional<int64_t> not_after;     // certificates this CA issued
+  std::optional<int64_t> revoke_after;     // a superseded attachment's due time
+  std::optional<int64_t> not_after;        // certificates this CA issued
+  std::optional<std::string> common_name;  // certificates this CA issued: the name issued to
+  bool imported = false;                   // a supplier's (W3): its facts are in its DER
 };
 // All of them (`fingerprint` nullopt) or those of one certificate, in no order (sorting
 // 100,000 rows is cheaper in the caller than in SQL).
 Result<std::vector<BrokerCertificate>> BrokerCertificates(Tx& tx, std::optional<std::string_view> fingerprint);
+
+// (fingerprint, DER) of the imported certificates among `fingerprints`, or of all of them.
+Result<std::vector<std::pair<std::string, std::string>>> ImportedCertificateDers(
+    Tx& tx, std::optional<std::vector<std::string>> fingerprints);
 
 // (policy, certificate ref) of every policy-certificate link, or of those to one certificate,
 // in that order.

@@ -99,6 +99,27 @@ TEST_P(BrokerServiceTest, TheSnapshotHoldsWhatMayConnectWithItsThingAndPolicies)
   auto again = broker_->Latest();
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->get(), current->get()) << "nothing was audited since: the same snapshot";
+
+  issuance::IssueRequest other;  // audited, but nothing a broker sees
+  other.type = pki::CertType::kDevice;
+  other.name = "loose";
+  other.subject = store::SubjectKind::kDevice;
+  other.parent = "example.com";
+  ASSERT_TRUE(issuer_->Issue(other, "t").ok());
+  clock_.Advance(std::chrono::seconds(2));
+  auto rebuilt = broker_->Latest();
+  ASSERT_TRUE(rebuilt.ok());
+  EXPECT_EQ((*rebuilt)->etag, (*current)->etag) << "a rebuild that changes nothing keeps its ETag";
+}
+
+TEST_P(BrokerServiceTest, EmqxHooksNeedTheCertificatesCommonName) {
+  Device("dev-1");
+  Device("dev-2");
+  EXPECT_TRUE(*broker_->Authenticate("dev-1", std::string("dev-1")));
+  EXPECT_FALSE(*broker_->Authenticate("dev-1", std::string("dev-2"))) << "dev-2's certificate cannot connect as dev-1";
+  EXPECT_FALSE(*broker_->Authenticate("dev-1", std::nullopt));
+  EXPECT_TRUE(*broker_->Authorize("dev-1", std::string("dev-1"), MqttAction::kPublish, "lyon/dev-1/t"));
+  EXPECT_FALSE(*broker_->Authorize("dev-1", std::string("dev-1"), MqttAction::kPublish, "lyon/dev-2/t"));
 }
 
 TEST_P(BrokerServiceTest, ChangesShowAfterTheLeastRebuildTime) {

@@ -11,15 +11,15 @@ constexpr int64_t kNow = 1'800'000'000'000;
 
 Snapshot Sample() {
   Snapshot s;
-  s.generated_at = kNow;
   s.policies = {{"telemetry", R"({"Statement":[
       {"Effect":"Allow","Action":"iot:Connect","Resource":"client/${iot:Connection.Thing.ThingName}"},
       {"Effect":"Allow","Action":"iot:Publish","Resource":"topic/telemetry/${iot:ClientId}/*"}]})"},
                 {"legacy", R"({"Statement":{"Effect":"Allow","Action":"iot:GetThingShadow","Resource":"*"}})"}};
   s.things = {{"dev-1", "sensor", {{"site", "lyon"}, {"note", "a \"quoted\" \\ value"}}}, {"dev-2", std::nullopt, {}}};
-  s.certificates = {{"aa11", {0}, {0, 1}, kNow + 1000, std::nullopt},
-                    {"bb22", {1}, {0}, std::nullopt, kNow - 1},
-                    {"cc33", {0, 1}, {0}, kNow - 1, std::nullopt}};
+  s.certificates = {{"aa11", {0}, {0, 1}, kNow + 1000, std::nullopt, "dev-1"},
+                    {"bb22", {1}, {0}, std::nullopt, kNow - 1, "dev-2"},
+                    {"cc33", {0, 1}, {0}, kNow - 1, std::nullopt, "dev-1"},
+                    {"dd44", {0}, {0}, std::nullopt, std::nullopt, "someone-else"}};
   return s;
 }
 
@@ -53,7 +53,7 @@ TEST(SnapshotTest, ACertificateGetsWhatItsPoliciesSay) {
 
 TEST(SnapshotTest, WhatGetsNothing) {
   auto view = View::Make(Sample());
-  auto unknown = view->Open("dd44", "dev-1", std::nullopt, kNow);
+  auto unknown = view->Open("ee55", "dev-1", std::nullopt, kNow);
   ASSERT_FALSE(unknown.ok());
   EXPECT_EQ(unknown.error().code, ErrorCode::kPermissionDenied);
   auto superseded = view->Open("bb22", "dev-2", std::nullopt, kNow);
@@ -69,9 +69,11 @@ TEST(SnapshotTest, WhatGetsNothing) {
 
 TEST(SnapshotTest, AThingsCertificatesForBrokersThatDoNotSayWhichOne) {
   auto view = View::Make(Sample());
-  auto sessions = view->OpenByThing("dev-1", "dev-1", std::nullopt, kNow);
-  ASSERT_EQ(sessions.size(), 1u) << "aa11; cc33 has expired";
-  EXPECT_TRUE(view->OpenByThing("nobody", "nobody", std::nullopt, kNow).empty());
+  auto sessions = view->OpenByThing("dev-1", "dev-1", "dev-1", kNow);
+  ASSERT_EQ(sessions.size(), 1u) << "aa11; cc33 has expired, dd44 has another CN";
+  EXPECT_TRUE(view->OpenByThing("dev-1", "dev-1", "someone", kNow).empty()) << "no certificate of dev-1 has that CN";
+  EXPECT_TRUE(view->OpenByThing("dev-1", "dev-1", std::nullopt, kNow).empty()) << "without a CN, nothing";
+  EXPECT_TRUE(view->OpenByThing("nobody", "nobody", "nobody", kNow).empty());
 }
 
 TEST(SnapshotTest, MalformedSnapshotsAreRefused) {

@@ -232,6 +232,15 @@ check(rc == 0 and monitor.delivered("trackers/tracker-1/pos 59.3,18.1"), f"the W
 rc, text = pub("tracker-1", "telemetry/tracker-1/pos", "wrong-place")
 check(not monitor.delivered("wrong-place"), "the tracker's profile policy allows only its own trackers/ topics")
 
+will = subprocess.Popen(["mosquitto_sub", *TLS, "--cert", path("dev-1.pem"), "--key", path("dev-1.key"), "-i", "dev-1",
+                         "-t", "telemetry/dev-1/#", "--will-topic", "telemetry/dev-1/status",
+                         "--will-payload", "dev-1-gone", "-V", "mqttv5"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+within("dev-1 connects with a will", lambda: stats().get("clients", 0) >= 2)
+will.kill()
+check(monitor.delivered("telemetry/dev-1/status dev-1-gone", 5),
+      "a device's will is published when it drops (decided after its disconnect, as its own)")
+
 # ---- the operator's evaluation ----
 out = api("POST", "/v1/policies/evaluate", {"serial": serials["dev-1"], "client_id": "dev-1",
                                               "action": "iot:Publish", "topic": "telemetry/dev-1/temp"})
@@ -256,15 +265,21 @@ api("POST", "/v1/policies/evaluate", {"serial": serials["dev-1"], "client_id": "
 out = api("POST", "/v1/broker/emqx/authn", {"clientid": "tracker-1", "cert_common_name": "tracker-1",
                                             "username": "undefined"}, bearer=reader)
 check(out == {"result": "allow", "is_superuser": False}, f"EMQX authn: {out}")
-out = api("POST", "/v1/broker/emqx/authn", {"clientid": "nobody"}, bearer=reader)
+out = api("POST", "/v1/broker/emqx/authn", {"clientid": "nobody", "cert_common_name": "nobody"}, bearer=reader)
 check(out["result"] == "deny", f"EMQX authn of an unknown client: {out}")
-out = api("POST", "/v1/broker/emqx/authz", {"clientid": "dev-1", "topic": "telemetry/dev-1/t", "action": "publish",
-                                            "qos": "1", "retain": "false"}, bearer=reader)
+out = api("POST", "/v1/broker/emqx/authn", {"clientid": "dev-1", "cert_common_name": "dev-2"}, bearer=reader)
+check(out["result"] == "deny", f"EMQX authn: dev-2's certificate cannot connect as dev-1: {out}")
+out = api("POST", "/v1/broker/emqx/authn", {"clientid": "dev-1", "cert_common_name": ""}, bearer=reader)
+check(out["result"] == "deny", f"EMQX authn without a certificate's CN: {out}")
+out = api("POST", "/v1/broker/emqx/authz", {"clientid": "dev-1", "cert_common_name": "dev-1",
+                                            "topic": "telemetry/dev-1/t", "action": "publish", "qos": "1",
+                                            "retain": "false"}, bearer=reader)
 check(out["result"] == "allow", f"EMQX authz allows: {out}")
-out = api("POST", "/v1/broker/emqx/authz", {"clientid": "dev-1", "topic": "telemetry/dev-1/t", "action": "publish",
-                                            "retain": "true"}, bearer=reader)
+out = api("POST", "/v1/broker/emqx/authz", {"clientid": "dev-1", "cert_common_name": "dev-1",
+                                            "topic": "telemetry/dev-1/t", "action": "publish", "retain": "true"}, bearer=reader)
 check(out["result"] == "deny", f"EMQX authz: a retained publish needs iot:RetainPublish: {out}")
-out = api("POST", "/v1/broker/emqx/authz", {"clientid": "dev-1", "topic": "#", "action": "subscribe"}, bearer=reader)
+out = api("POST", "/v1/broker/emqx/authz", {"clientid": "dev-1", "cert_common_name": "dev-1", "topic": "#",
+                                            "action": "subscribe"}, bearer=reader)
 check(out["result"] == "deny", f"EMQX authz denies: {out}")
 
 # ---- changes reach the broker within 5 s ----

@@ -20,6 +20,7 @@
 #include <mosquitto_plugin.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <strings.h>
 
 #include <algorithm>
 #include <array>
@@ -47,8 +48,11 @@ constexpr size_t kMaxSnapshotBytes = size_t{1} << 30;  // refuse anything larger
 constexpr auto kRecheck = std::chrono::seconds(1);     // expiry and grace ends, between snapshots
 constexpr auto kStatsEvery = std::chrono::seconds(1);
 constexpr auto kFirstFetchWait = std::chrono::seconds(5);  // at start, before deciding anything
-constexpr int kBucketNs = 25;                              // decision-time histogram resolution
-constexpr int kBuckets = 4000;                             // up to 100 µs; slower ones in the last
+// A disconnected client is remembered this long (or until its id connects again): its will,
+// delayed or not, and the messages queued for its persistent session are decided as its own.
+constexpr int64_t kOfflineKeepMs = 3'600'000;
+constexpr int kBucketNs = 25;   // decision-time histogram resolution
+constexpr int kBuckets = 4000;  // up to 100 µs; slower ones in the last
 
 int64_t NowMillis() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -62,6 +66,7 @@ struct Client {
   std::optional<std::string> common_name;
   std::shared_ptr<const View> view;  // the one `session` points into
   View::Session session;
+  std::optional<int64_t> offline_since;  // ms; set when it disconnects
 };
 
 struct Plugin {
@@ -74,13 +79,16 @@ struct Plugin {
   std::condition_variable wake;
   bool stop = false;
   std::shared_ptr<const View> pending;
-  std::string etag;
+  std::vector<std::shared_ptr<const View>> retired;  // freed by the fetching thread, off the broker's
+  std::vector<std::pair<int, std::string>> logs;     // the fetching thread's, written by the broker's
   std::thread fetcher;
 
   // Broker thread only.
   std::shared_ptr<const View> active;
   std::unordered_map<const mosquitto*, Client> clients;
+  std::unordered_map<std::string, const mosquitto*> by_id;  // a client id's latest connection
   Clock::time_point next_recheck{}, next_stats{};
+  bool recheck_due = false;  // a snapshot was taken outside a tick
   std::array<uint64_t, kBuckets> histogram{};
   uint64_t checks = 0, denied = 0, kicked = 0;
 
@@ -98,7 +106,7 @@ size_t Collect(char* data, size_t size, size_t count, void* out) {
 
 size_t CollectHeader(char* data, size_t size, size_t count, void* out) {
   std::string_view line(data, size * count);
-  if (line.size() > 5 && (line.starts_with("ETag:") || line.starts_with("etag:"))) {
+  if (line.size() > 5 && strncasecmp(line.data(), "etag:", 5) == 0) {
     std::string value(line.substr(5));
     value.erase(0, value.find_first_not_of(" \t"));
     value.erase(value.find_last_not_of(" \t\r\n") + 1);
@@ -150,9 +158,19 @@ certfleet::Result<std::shared_ptr<const View>> Fetch(Plugin& p, std::string& eta
 }
 
 void Offer(Plugin& p, std::shared_ptr<const View> view) {
+  {
+    std::lock_guard lock(p.mu);
+    p.pending = std::move(view);
+    p.snapshots++;
+  }
+  p.wake.notify_all();  // plugin_init waits for the first one
+}
+
+// Mosquitto's logging is the broker thread's (it may publish to $SYS): the fetching thread
+// hands its lines over.
+void LogLater(Plugin& p, int level, std::string line) {
   std::lock_guard lock(p.mu);
-  p.pending = std::move(view);
-  p.snapshots++;
+  p.logs.emplace_back(level, std::move(line));
 }
 
 void KeepCopy(const Plugin& p, const std::string& body) {
@@ -176,7 +194,7 @@ void FetchLoop(Plugin* p) {
     auto fetched = Fetch(*p, etag, body);
     if (fetched.ok()) {
       p->last_success_at = NowMillis();
-      if (failing) mosquitto_log_printf(MOSQ_LOG_NOTICE, "certfleet: snapshot fetched again");
+      if (failing) LogLater(*p, MOSQ_LOG_NOTICE, "certfleet: snapshot fetched again");
       failing = false;
       if (*fetched) {
         KeepCopy(*p, body);
@@ -185,13 +203,18 @@ void FetchLoop(Plugin* p) {
     } else {
       p->fetch_errors++;
       if (!failing) {
-        mosquitto_log_printf(MOSQ_LOG_WARNING, "certfleet: cannot fetch the snapshot, deciding from the last one: %s",
-                             fetched.error().message.c_str());
+        LogLater(*p, MOSQ_LOG_WARNING,
+                 "certfleet: cannot fetch the snapshot, deciding from the last one: " + fetched.error().message);
       }
       failing = true;
     }
     lock.lock();
     p->wake.wait_for(lock, p->poll, [p] { return p->stop; });
+    std::vector<std::shared_ptr<const View>> retired;
+    retired.swap(p->retired);
+    lock.unlock();
+    retired.clear();  // a large snapshot takes a while to free
+    lock.lock();
   }
 }
 
@@ -221,8 +244,25 @@ std::optional<std::string> CommonName(X509* cert) {
   return out;
 }
 
-// Re-opens every client's session under the active snapshot and the time now; disconnects the
-// ones it no longer lets connect.
+// Forgets the clients (their ACL checks are denied from now on) and disconnects those with an id.
+void Forget(Plugin& p, const std::vector<std::pair<const mosquitto*, std::string>>& gone) {
+  for (const auto& [client, id] : gone) {
+    auto it = p.clients.find(client);
+    if (it != p.clients.end()) {
+      if (auto latest = p.by_id.find(it->second.id); latest != p.by_id.end() && latest->second == client) {
+        p.by_id.erase(latest);
+      }
+      p.clients.erase(it);
+    }
+    if (!id.empty()) {
+      mosquitto_kick_client_by_clientid(id.c_str(), false);
+      p.kicked++;
+    }
+  }
+}
+
+// Re-opens every client's session under the active snapshot; disconnects the clients it no
+// longer lets connect and forgets the offline ones it refuses.
 void Recheck(Plugin& p) {
   const int64_t now = NowMillis();
   std::vector<std::pair<const mosquitto*, std::string>> gone;
@@ -233,15 +273,30 @@ void Recheck(Plugin& p) {
       c.session = std::move(*session);
       continue;
     }
-    mosquitto_log_printf(MOSQ_LOG_NOTICE, "certfleet: disconnecting %s: %s", c.id.c_str(),
-                         session.ok() ? "its policies no longer allow iot:Connect" : session.error().message.c_str());
-    gone.emplace_back(client, c.id);
+    if (!c.offline_since) {
+      mosquitto_log_printf(MOSQ_LOG_NOTICE, "certfleet: disconnecting %s: %s", c.id.c_str(),
+                           session.ok() ? "its policies no longer allow iot:Connect" : session.error().message.c_str());
+    }
+    gone.emplace_back(client, c.offline_since ? "" : c.id);
   }
-  for (const auto& [client, id] : gone) {
-    p.clients.erase(client);  // its ACL checks are denied until it is gone
-    mosquitto_kick_client_by_clientid(id.c_str(), false);
-    p.kicked++;
+  Forget(p, gone);
+}
+
+// Between snapshots: the clients whose certificate has expired or whose grace period has
+// ended, and the offline clients remembered long enough.
+void ExpireClients(Plugin& p) {
+  const int64_t now = NowMillis();
+  std::vector<std::pair<const mosquitto*, std::string>> gone;
+  for (const auto& [client, c] : p.clients) {
+    if (c.offline_since) {
+      if (now - *c.offline_since >= kOfflineKeepMs) gone.emplace_back(client, "");
+    } else if (c.session.ends_at && *c.session.ends_at <= now) {
+      mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                           "certfleet: disconnecting %s: its certificate has expired or was superseded", c.id.c_str());
+      gone.emplace_back(client, c.id);
+    }
   }
+  Forget(p, gone);
 }
 
 uint64_t Percentile(const Plugin& p, double q) {
@@ -259,10 +314,13 @@ uint64_t Percentile(const Plugin& p, double q) {
 
 void WriteStats(const Plugin& p) {
   if (p.stats_file.empty()) return;
+  size_t offline = 0;
+  for (const auto& [client, c] : p.clients) offline += c.offline_since ? 1 : 0;
   std::ostringstream s;
   s << "{\"checks\":" << p.checks << ",\"denied\":" << p.denied << ",\"p50_ns\":" << Percentile(p, 0.5)
-    << ",\"p99_ns\":" << Percentile(p, 0.99) << ",\"clients\":" << p.clients.size() << ",\"kicked\":" << p.kicked
-    << ",\"fetches\":" << p.fetches << ",\"fetch_errors\":" << p.fetch_errors << ",\"snapshots\":" << p.snapshots
+    << ",\"p99_ns\":" << Percentile(p, 0.99) << ",\"clients\":" << p.clients.size() - offline
+    << ",\"offline\":" << offline << ",\"kicked\":" << p.kicked << ",\"fetches\":" << p.fetches
+    << ",\"fetch_errors\":" << p.fetch_errors << ",\"snapshots\":" << p.snapshots
     << ",\"snapshot_bytes\":" << p.snapshot_bytes << ",\"parse_ms\":" << p.parse_ms
     << ",\"certificates\":" << (p.active ? p.active->snapshot().certificates.size() : 0)
     << ",\"last_success_at\":" << p.last_success_at << "}\n";
@@ -274,19 +332,30 @@ void WriteStats(const Plugin& p) {
   std::rename(tmp.c_str(), p.stats_file.c_str());
 }
 
-// Makes a snapshot the fetching thread handed over the active one; true if there was one.
+// Makes a snapshot the fetching thread handed over the active one; true if there was one. The
+// one it replaces goes back to that thread to be freed (once Recheck has moved the clients off it).
 bool TakePending(Plugin& p) {
   std::lock_guard lock(p.mu);
   if (!p.pending) return false;
+  if (p.active) p.retired.push_back(p.active);
   p.active = std::move(p.pending);
   return true;
 }
 
 int OnTick(int, void*, void* userdata) {
   auto& p = *static_cast<Plugin*>(userdata);
+  std::vector<std::pair<int, std::string>> logs;
+  {
+    std::lock_guard lock(p.mu);
+    logs.swap(p.logs);
+  }
+  for (const auto& [level, line] : logs) mosquitto_log_printf(level, "%s", line.c_str());
   const auto now = Clock::now();
-  if ((TakePending(p) || now >= p.next_recheck) && p.active) {
+  if (TakePending(p) || p.recheck_due) {
     Recheck(p);
+    p.recheck_due = false;
+  } else if (now >= p.next_recheck) {
+    ExpireClients(p);
     p.next_recheck = now + kRecheck;
   }
   if (now >= p.next_stats) {
@@ -301,7 +370,7 @@ int OnBasicAuth(int, void* event_data, void* userdata) {
   auto* ev = static_cast<mosquitto_evt_basic_auth*>(event_data);
   // A snapshot that came since the last tick decides; the next tick rechecks the others
   // (not here: disconnecting clients inside another's connect is the tick's job).
-  if (TakePending(p)) p.next_recheck = {};
+  if (TakePending(p)) p.recheck_due = true;
   const char* client_id = mosquitto_client_id(ev->client);
   auto* cert = static_cast<X509*>(mosquitto_client_certificate(ev->client));
   if (cert == nullptr || client_id == nullptr || !p.active) {
@@ -327,6 +396,19 @@ int OnBasicAuth(int, void* event_data, void* userdata) {
   }
   c.view = p.active;
   c.session = std::move(*session);
+  // The id's previous connection, offline or taken over, is done with; and what was
+  // remembered at this address (a freed connection's) is another client's.
+  if (auto previous = p.by_id.find(c.id); previous != p.by_id.end() && previous->second != ev->client) {
+    if (auto old = p.clients.find(previous->second); old != p.clients.end() && old->second.id == c.id) {
+      p.clients.erase(old);
+    }
+  }
+  if (auto here = p.clients.find(ev->client); here != p.clients.end() && here->second.id != c.id) {
+    if (auto mapped = p.by_id.find(here->second.id); mapped != p.by_id.end() && mapped->second == ev->client) {
+      p.by_id.erase(mapped);
+    }
+  }
+  p.by_id[c.id] = ev->client;
   p.clients[ev->client] = std::move(c);
   return MOSQ_ERR_SUCCESS;
 }
@@ -366,7 +448,9 @@ int OnAclCheck(int, void* event_data, void* userdata) {
 
 int OnDisconnect(int, void* event_data, void* userdata) {
   auto& p = *static_cast<Plugin*>(userdata);
-  p.clients.erase(static_cast<mosquitto_evt_disconnect*>(event_data)->client);
+  // Remembered: its will (sent after this) and its persistent session's messages are its own.
+  auto it = p.clients.find(static_cast<mosquitto_evt_disconnect*>(event_data)->client);
+  if (it != p.clients.end()) it->second.offline_since = NowMillis();
   return MOSQ_ERR_SUCCESS;
 }
 
