@@ -1,6 +1,7 @@
 """Starts the real certfleet binary for the Python integration tests: a fresh data folder,
 SQLite or a fresh database on the ctest fixture's PostgreSQL, `init`, then `serve` on a
 free loopback port; HTTPS requests verify the server against var/tls/ca.pem."""
+import atexit
 import http.client
 import json
 import os
@@ -101,6 +102,9 @@ class Certfleet:
 
     def start(self):
         """Starts `serve` (again, after stop or kill, on the same port when it was given one)."""
+        if not getattr(self, "_stopped_at_exit", False):
+            atexit.register(self.stop)  # a test that dies leaves no server behind
+            self._stopped_at_exit = True
         self.log = open(self.log_path, "a")
         logged = self.log.tell()
         self.port = None
@@ -118,8 +122,8 @@ class Certfleet:
         self.ctx = ssl.create_default_context(cafile=os.path.join(self.data, "tls", "ca.pem"))
         self.url = f"https://127.0.0.1:{self.port}"
 
-    def request(self, method, path, body=None, bearer=None, headers=None, raw=False):
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=30)
+    def request(self, method, path, body=None, bearer=None, headers=None, raw=False, timeout=30):
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=timeout)
         h = dict(headers or {})
         if bearer:
             h["Authorization"] = f"Bearer {bearer}"

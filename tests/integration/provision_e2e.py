@@ -238,7 +238,8 @@ for i in range(100_000):
         big.append('{"device_id": "bulk-%06d", "public_key_pem": "%s", "batch": "bulk"},' % (i, one_key))
 body = "\n".join(big)[:-1] + "]"
 started = time.time()
-report = api("POST", "/v1/devices/keys", body, headers={"Content-Type": "application/json"})
+# About 6 s here; a slow shared machine can take several times that.
+report = api("POST", "/v1/devices/keys", body, headers={"Content-Type": "application/json"}, timeout=180)
 check(report["inserted"] == 99_980 and report["rejected"] == 20, f"100,000 rows: {dict(report, rejections=None)}")
 print(f"100,000-row upload ({len(body) / 1e6:.1f} MB): {time.time() - started:.1f} s")
 total, after = 0, ""
