@@ -8,6 +8,7 @@
 #include "core/crypto.h"
 #include "core/log.h"
 #include "pki/certificate.h"
+#include "registry/codec.h"
 #include "store/audit_repo.h"
 #include "store/broker_repo.h"
 #include "store/registry_repo.h"
@@ -16,31 +17,19 @@ namespace certfleet::broker {
 namespace json = boost::json;
 namespace {
 
-// A stored thing's type and attributes, from its row.
-Snapshot::Thing ThingOf(const store::NamedBody& row) {
-  Snapshot::Thing thing{row.name, row.ref, {}};
-  // Parsed on the stack: a snapshot parses every thing's body.
+// Chunks of imported certificates whose DER is read for their CN and expiry: one statement
+// each, so that a node's first snapshot of millions of them never holds them all at once.
+constexpr size_t kDerChunk = 500;
+
+// A stored registry body, read as the registry reads it (registry/codec.h).
+Result<registry::Body> BodyOf(registry::Kind kind, const store::NamedBody& row) {
+  // Parsed on the stack: a snapshot reads every thing's body.
   unsigned char buffer[4096];
   json::monotonic_resource memory(buffer, sizeof(buffer));
   boost::system::error_code ec;
   json::value body = json::parse(row.body, ec, &memory);
-  const json::object* o = ec ? nullptr : body.if_object();
-  const json::value* attrs = o != nullptr ? o->if_contains("attributes") : nullptr;
-  if (attrs != nullptr && attrs->is_object()) {
-    for (const auto& [key, value] : attrs->get_object()) {
-      if (value.is_string()) thing.attributes.emplace(std::string(key), std::string(value.get_string()));
-    }
-  }
-  return thing;
-}
-
-// A stored policy's document, as JSON text.
-std::string DocumentOf(const store::NamedBody& row) {
-  boost::system::error_code ec;
-  json::value body = json::parse(row.body, ec);
-  const json::object* o = ec ? nullptr : body.if_object();
-  const json::value* doc = o != nullptr ? o->if_contains("document") : nullptr;
-  return doc != nullptr ? json::serialize(*doc) : "{}";
+  if (ec || !body.is_object()) return MakeError(ErrorCode::kInternal, "stored object " + row.name + " is not JSON");
+  return registry::FromJson(kind, body.get_object());
 }
 
 }  // namespace
@@ -62,19 +51,17 @@ Result<void> BrokerService::AddImportedFacts(store::Tx& tx, std::vector<store::B
   for (const auto& r : rows) {
     if (r.imported && !imported_facts_.contains(r.fingerprint)) missing.push_back(r.fingerprint);
   }
-  if (!missing.empty()) {
-    // Many (a node's first snapshot): one pass over the table rather than lists of them.
-    constexpr size_t kListed = 5000;
-    std::optional<std::vector<std::string>> which;
-    if (missing.size() <= kListed) which = std::move(missing);
-    CF_ASSIGN_OR_RETURN(auto ders, store::ImportedCertificateDers(tx, std::move(which)));
+  for (size_t i = 0; i < missing.size(); i += kDerChunk) {
+    const std::vector<std::string> chunk(
+        missing.begin() + static_cast<ptrdiff_t>(i),
+        missing.begin() + static_cast<ptrdiff_t>(std::min(missing.size(), i + kDerChunk)));
+    CF_ASSIGN_OR_RETURN(auto ders, store::ImportedCertificateDers(tx, chunk));
     for (const auto& [fingerprint, der] : ders) {
       ImportedFacts facts;
+      // Only the two facts: not Inspect, which encodes the certificate again and hashes it.
       if (auto cert = pki::CertificateFromDer(der); cert.ok()) {
-        if (auto inspected = pki::Inspect(cert->get()); inspected.ok()) {
-          facts.common_name = inspected->common_name;
-          facts.not_after = inspected->not_after_millis;
-        }
+        facts.common_name = pki::NameEntry(X509_get_subject_name(cert->get()), NID_commonName);
+        facts.not_after = pki::NotAfterMillis(cert->get());
       }
       imported_facts_.emplace(fingerprint, std::move(facts));
     }
@@ -107,7 +94,8 @@ Result<broker::Snapshot> BrokerService::Build(store::Tx& tx, std::optional<std::
   std::unordered_map<std::string_view, uint32_t> policy_index;
   for (const auto& p : policies) {
     policy_index.emplace(p.name, static_cast<uint32_t>(s.policies.size()));
-    s.policies.emplace_back(p.name, DocumentOf(p));
+    CF_ASSIGN_OR_RETURN(registry::Body policy, BodyOf(registry::Kind::kPolicy, p));
+    s.policies.emplace_back(p.name, std::get<registry::Policy>(policy).document.text);
   }
   std::unordered_map<std::string_view, std::vector<uint32_t>> granted;  // certificate ref -> policies
   for (const auto& [policy, ref] : grants) {
@@ -144,7 +132,11 @@ Result<broker::Snapshot> BrokerService::Build(store::Tx& tx, std::optional<std::
     auto row = thing_rows.find(r.thing);
     if (row == thing_rows.end()) continue;  // a link to a thing deleted meanwhile
     auto [it, added] = thing_index.emplace(row->first, static_cast<uint32_t>(s.things.size()));
-    if (added) s.things.push_back(ThingOf(*row->second));
+    if (added) {
+      CF_ASSIGN_OR_RETURN(registry::Body body, BodyOf(registry::Kind::kThing, *row->second));
+      auto& thing = std::get<registry::Thing>(body);
+      s.things.push_back({std::move(thing.name), std::move(thing.thing_type), std::move(thing.attributes)});
+    }
     s.certificates.back().things.push_back(it->second);
   }
   return s;
@@ -191,9 +183,8 @@ Result<std::shared_ptr<const BrokerService::Current>> BrokerService::Latest() {
   auto next = std::make_shared<Current>();
   next->json = ToJson(s);
   next->etag = "\"" + Sha256Hex(next->json).substr(0, 32) + "\"";
-  next->built_at = now;
   next->certificates = s.certificates.size();
-  next->build_ms =
+  const int64_t build_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
   std::lock_guard lock(mu_);
   current_seq_ = *seq;
@@ -208,7 +199,7 @@ Result<std::shared_ptr<const BrokerService::Current>> BrokerService::Latest() {
     }
   }
   log::Info("broker snapshot rebuilt",
-            {{"certificates", next->certificates}, {"bytes", next->json.size()}, {"build_ms", next->build_ms}});
+            {{"certificates", next->certificates}, {"bytes", next->json.size()}, {"build_ms", build_ms}});
   current_ = std::move(next);
   return current_;
 }

@@ -36,8 +36,6 @@ class BrokerService {
   struct Current {
     std::string json;
     std::string etag;
-    int64_t built_at = 0;     // ms
-    int64_t build_ms = 0;     // how long building it took
     size_t certificates = 0;  // in it
     // Its View, parsed from `json` the first time it is asked for (EMQX's hooks decide from
     // it; a node that only serves the snapshot never builds one).

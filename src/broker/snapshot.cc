@@ -2,17 +2,13 @@
 
 #include <boost/json.hpp>
 
+#include "core/text.h"
+
 namespace certfleet::broker {
 namespace json = boost::json;
 namespace {
 
 Error Malformed(std::string what) { return MakeError(ErrorCode::kInvalidArgument, "snapshot: " + std::move(what)); }
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& ch : out) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return out;
-}
 
 Result<std::vector<uint32_t>> IndexesOf(const json::object& o, std::string_view key, size_t bound) {
   std::vector<uint32_t> out;
@@ -77,7 +73,7 @@ Result<Snapshot> SnapshotFrom(const json::value& v) {
       return Malformed("a certificate must have a fingerprint");
     }
     Snapshot::Certificate cert;
-    cert.fingerprint = Lower(co->at("fingerprint").get_string());
+    cert.fingerprint = AsciiLower(co->at("fingerprint").get_string());
     CF_ASSIGN_OR_RETURN(cert.things, IndexesOf(*co, "things", s.things.size()));
     CF_ASSIGN_OR_RETURN(cert.policies, IndexesOf(*co, "policies", s.policies.size()));
     cert.not_after = OptInt(*co, "not_after");
@@ -236,7 +232,7 @@ View::Session View::SessionOf(const Snapshot::Certificate& c, std::string_view c
 
 Result<View::Session> View::Open(std::string_view fingerprint, std::string_view client_id,
                                  std::optional<std::string> common_name, int64_t now) const {
-  auto it = by_fingerprint_.find(Lower(fingerprint));
+  auto it = by_fingerprint_.find(AsciiLower(fingerprint));
   if (it == by_fingerprint_.end()) {
     return MakeError(ErrorCode::kPermissionDenied,
                      "the certificate is unknown, revoked, attached to no thing, or its device is disabled");

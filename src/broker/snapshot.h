@@ -3,8 +3,8 @@
 // The broker snapshot: what a broker needs of the registry to decide every connect, publish,
 // subscribe and delivery without asking certfleet, as a value, its JSON form
 // (GET /v1/broker/snapshot) and a View that decides from it. Self-contained (the standard
-// library, Boost.JSON, core/result.h and registry/policy.h), so that the Mosquitto plugin
-// compiles it in as well.
+// library, Boost.JSON, core/result.h, core/text.h and registry/policy.h), so that the Mosquitto
+// plugin compiles it in as well.
 #include <cstdint>
 #include <map>
 #include <memory>

@@ -466,16 +466,22 @@ std::string NameEntry(const X509_NAME* name, int nid) {
   return out;
 }
 
+namespace {
+int64_t TimeMillis(const ASN1_TIME* t) {
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(t, &tm) != 1) return 0;
+  return static_cast<int64_t>(timegm(&tm)) * 1000;
+}
+}  // namespace
+
+int64_t NotBeforeMillis(const X509* cert) { return TimeMillis(X509_get0_notBefore(cert)); }
+int64_t NotAfterMillis(const X509* cert) { return TimeMillis(X509_get0_notAfter(cert)); }
+
 Result<CertificateFacts> Inspect(X509* cert) {
   CertificateFacts f;
   f.serial_hex = SerialHex(X509_get0_serialNumber(cert));
-  auto to_millis = [](const ASN1_TIME* t) -> int64_t {
-    std::tm tm{};
-    if (ASN1_TIME_to_tm(t, &tm) != 1) return 0;
-    return static_cast<int64_t>(timegm(&tm)) * 1000;
-  };
-  f.not_before_millis = to_millis(X509_get0_notBefore(cert));
-  f.not_after_millis = to_millis(X509_get0_notAfter(cert));
+  f.not_before_millis = NotBeforeMillis(cert);
+  f.not_after_millis = NotAfterMillis(cert);
   CF_ASSIGN_OR_RETURN(std::string der, CertificateToDer(cert));
   f.sha256_fingerprint = Sha256Hex(der);
   f.pem = PemEncode("CERTIFICATE", der);

@@ -87,6 +87,9 @@ std::string SubjectText(X509* cert);
 // The first entry of `nid` in `name` as UTF-8; "" if there is none or it is not text.
 std::string NameEntry(const X509_NAME* name, int nid);
 Result<CertificateFacts> Inspect(X509* cert);
+// The certificate's notBefore and notAfter in ms since the epoch; 0 if OpenSSL cannot read one.
+int64_t NotBeforeMillis(const X509* cert);
+int64_t NotAfterMillis(const X509* cert);
 // The subjectAltName's DNS names and IP addresses (as text), in order.
 std::vector<std::string> SubjectAltNames(X509* cert);
 

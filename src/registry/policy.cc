@@ -2,7 +2,8 @@
 
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
-#include <cctype>
+
+#include "core/text.h"
 
 namespace certfleet::registry {
 namespace json = boost::json;
@@ -25,13 +26,7 @@ constexpr std::string_view kCommonName = "iot:Certificate.Subject.CommonName";
 Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
 
 // Action names and Bool values are matched in any case, as IAM does.
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& ch : out) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return out;
-}
-
-bool IEquals(std::string_view a, std::string_view b) { return Lower(a) == Lower(b); }
+bool IEquals(std::string_view a, std::string_view b) { return AsciiLower(a) == AsciiLower(b); }
 
 bool KnownKey(std::string_view key) {
   if (key.starts_with(kThingAttribute)) return key.size() > kThingAttribute.size() + 1 && key.ends_with(']');
@@ -192,7 +187,7 @@ Result<uint8_t> ParseActions(const json::value* v, std::string_view where) {
   for (std::string_view name : names) {
     uint8_t these = 0;
     for (int a = 0; a < kMqttActionCount; ++a) {
-      if (Glob(Lower(name), Lower(kActionNames[a]), false)) these |= static_cast<uint8_t>(1U << a);
+      if (Glob(AsciiLower(name), AsciiLower(kActionNames[a]), false)) these |= static_cast<uint8_t>(1U << a);
     }
     if (these == 0) {
       return Invalid(std::string(where) + ": " + std::string(name) + " is not an MQTT action certfleet evaluates (" +

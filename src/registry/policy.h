@@ -2,7 +2,7 @@
 
 // Policy evaluation as AWS IoT Core does it for MQTT: which of a connection's policies allow or
 // deny an action on a client id, topic or topic filter. Self-contained (the standard library,
-// Boost.JSON and core/result.h), so that the Mosquitto plugin compiles it in as well.
+// Boost.JSON, core/result.h and core/text.h), so that the Mosquitto plugin compiles it in as well.
 #include <cstdint>
 #include <map>
 #include <optional>

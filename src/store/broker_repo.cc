@@ -1,7 +1,5 @@
 #include "store/broker_repo.h"
 
-#include <algorithm>
-
 #include "core/crypto.h"
 #include "store/registry_repo.h"
 
@@ -34,34 +32,24 @@ Result<std::vector<BrokerCertificate>> BrokerCertificates(Tx& tx, std::optional<
 }
 
 Result<std::vector<std::pair<std::string, std::string>>> ImportedCertificateDers(
-    Tx& tx, std::optional<std::vector<std::string>> fingerprints) {
-  constexpr size_t kChunk = 500;  // fingerprints per statement
+    Tx& tx, const std::vector<std::string>& fingerprints) {
   std::vector<std::pair<std::string, std::string>> out;
-  auto add = [&out](const Rows& rows) -> Result<void> {
-    for (const auto& r : rows) {
-      std::optional<std::string> der = Base64Decode(r.Text(1));
-      if (!der) return MakeError(ErrorCode::kInternal, "imported certificate " + r.Text(0) + " is not base64");
-      out.emplace_back(r.Text(0), std::move(*der));
-    }
-    return Ok();
-  };
-  if (!fingerprints) {
-    CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT fingerprint, certificate FROM imported_certificates"));
-    CF_RETURN_IF_ERROR(add(rows));
-    return out;
+  if (fingerprints.empty()) return out;
+  std::string marks;
+  Params params;
+  for (const auto& f : fingerprints) {
+    marks += marks.empty() ? "?" : ", ?";
+    params.emplace_back(f);
   }
-  for (size_t i = 0; i < fingerprints->size(); i += kChunk) {
-    Params params;
-    std::string marks;
-    for (size_t j = i; j < std::min(fingerprints->size(), i + kChunk); ++j) {
-      marks += marks.empty() ? "?" : ", ?";
-      params.emplace_back((*fingerprints)[j]);
-    }
-    CF_ASSIGN_OR_RETURN(
-        Rows rows,
-        tx.Query("SELECT fingerprint, certificate FROM imported_certificates WHERE fingerprint IN (" + marks + ")",
-                 params));
-    CF_RETURN_IF_ERROR(add(rows));
+  CF_ASSIGN_OR_RETURN(
+      Rows rows,
+      tx.Query("SELECT fingerprint, certificate FROM imported_certificates WHERE fingerprint IN (" + marks + ")",
+               params));
+  out.reserve(rows.size());
+  for (const auto& r : rows) {
+    std::optional<std::string> der = Base64Decode(r.Text(1));
+    if (!der) return MakeError(ErrorCode::kInternal, "imported certificate " + r.Text(0) + " is not base64");
+    out.emplace_back(r.Text(0), std::move(*der));
   }
   return out;
 }

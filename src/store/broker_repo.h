@@ -30,9 +30,10 @@ struct BrokerCertificate {
 // 100,000 rows is cheaper in the caller than in SQL).
 Result<std::vector<BrokerCertificate>> BrokerCertificates(Tx& tx, std::optional<std::string_view> fingerprint);
 
-// (fingerprint, DER) of the imported certificates among `fingerprints`, or of all of them.
+// (fingerprint, DER) of the imported certificates among `fingerprints`, in one statement (the
+// caller keeps the list short).
 Result<std::vector<std::pair<std::string, std::string>>> ImportedCertificateDers(
-    Tx& tx, std::optional<std::vector<std::string>> fingerprints);
+    Tx& tx, const std::vector<std::string>& fingerprints);
 
 // (policy, certificate ref) of every policy-certificate link, or of those to one certificate,
 // in that order.
