@@ -6,11 +6,18 @@ for line in io.lines(os.getenv("BENCH_CSRS")) do
 end
 local next_csr = 0
 
+-- Each wrk thread starts at its own place, spread evenly over the list (BENCH_THREADS: wrk's
+-- -t), so that no two provision the same device at once, as no factory does: each would wait
+-- for the other's lock on the device's row. (Random places drew the same one often: wrk's
+-- threads start in the same second, with same-looking seeds.)
+local threads = 0
+function setup(thread)
+  thread:set("index", threads)
+  threads = threads + 1
+end
+
 function init(args)
-  -- Each wrk thread starts at another place in the list (its own seed: unseeded, every
-  -- thread would draw the same place and provision the same devices at once).
-  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)"), 16))
-  next_csr = math.random(#csrs)
+  next_csr = math.floor(index * #csrs / tonumber(os.getenv("BENCH_THREADS") or "1"))
 end
 
 function request()

@@ -621,6 +621,8 @@ void Server::Run() {
   for (auto& t : threads) t.join();
 }
 
+void Server::Post(std::function<void()> fn) { asio::post(impl_->ioc, std::move(fn)); }
+
 void Server::Shutdown() {
   asio::post(impl_->ioc, [this] { impl_->BeginShutdown(); });
 }

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -53,6 +54,8 @@ class Server {
   // requests finish within shutdown_grace, closes idle connections and returns.
   void Run();
   void Shutdown();
+  // Runs `fn` on one of the server's threads.
+  void Post(std::function<void()> fn);
 
  private:
   struct Impl;

@@ -29,7 +29,8 @@ ProvisionService::ProvisionService(store::Store& store, issuance::Issuer& issuer
       clock_(clock),
       options_(std::move(options)),
       by_address_(clock, options_.address_rate_per_minute),
-      by_device_(clock, options_.device_rate_per_minute) {}
+      by_device_(clock, options_.device_rate_per_minute),
+      devices_(store, store::FindDevicesForAuth, options_.post) {}
 
 Result<pki::Csr> ProvisionService::ReadCsr(std::string_view data) {
   CF_ASSIGN_OR_RETURN(pki::Csr csr, pki::ParseCsr(data));
@@ -48,22 +49,30 @@ Result<pki::Csr> ProvisionService::ReadCsr(std::string_view data) {
 }
 
 void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Provisioned>)> done) {
-  const std::string device_id = csr.common_name;
-  const std::string key_sha256 = Sha256Hex(csr.spki_der);
+  auto shared = std::make_shared<const pki::Csr>(std::move(csr));
+  devices_.Find(shared->common_name,
+                [this, shared, done = std::move(done)](Result<std::optional<store::DeviceRecord>> device) {
+                  Authorized(shared, std::move(device), done);
+                });
+}
+
+void ProvisionService::Authorized(const std::shared_ptr<const pki::Csr>& csr,
+                                  Result<std::optional<store::DeviceRecord>> device,
+                                  const std::function<void(Result<Provisioned>)>& done) {
+  const std::string device_id = csr->common_name;
+  const std::string key_sha256 = Sha256Hex(csr->spki_der);
   std::shared_ptr<const registry::ProvisioningTemplate> tmpl;
-  Result<void> authorized = store_.Transact(
-      [&](store::Tx& tx) -> Result<void> {
-        CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, device_id));
-        CF_RETURN_IF_ERROR(registry::Registry::AuthorizeDeviceKey(device, device_id, key_sha256));
-        CF_ASSIGN_OR_RETURN(tmpl, TemplateFor(tx, device->batch));
-        if (!tmpl) {
-          return MakeError(ErrorCode::kFailedPrecondition,
-                           fmt::format("no provisioning template for device {} (batch '{}') and no default template",
-                                       device_id, device->batch));
-        }
-        return Ok();
-      },
-      store::TxMode::kReadEach);
+  Result<void> authorized = [&]() -> Result<void> {
+    if (!device.ok()) return device.error();
+    CF_RETURN_IF_ERROR(registry::Registry::AuthorizeDeviceKey(*device, device_id, key_sha256));
+    CF_ASSIGN_OR_RETURN(tmpl, TemplateFor((*device)->batch));
+    if (!tmpl) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       fmt::format("no provisioning template for device {} (batch '{}') and no default template",
+                                   device_id, (*device)->batch));
+    }
+    return Ok();
+  }();
   if (!authorized.ok()) return done(authorized.error());
 
   issuance::IssueRequest request;
@@ -72,7 +81,7 @@ void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Pr
   request.subject = store::SubjectKind::kDevice;
   request.parent = tmpl->ca_fqdn;
   request.validity_days = tmpl->validity_days;
-  request.csr = std::make_shared<const pki::Csr>(std::move(csr));
+  request.csr = csr;
   // One audit entry for the certificate and what provisioning wrote with it.
   request.audit = {"device.provision", {{"device_id", device_id}, {"template", tmpl->name}}};
   const int64_t now = clock_.NowMillis();
@@ -87,15 +96,13 @@ void ProvisionService::ProvisionAsync(pki::Csr csr, std::function<void(Result<Pr
     return registry::Registry::RecordProvisioning(tx, *tmpl, device_id, rec.serial, now, revoke_at);
   };
   issuer_.IssueAsync(
-      std::move(request), kActor,
-      [done = std::move(done), device_id, endpoint = tmpl->endpoint](Result<issuance::Issued> created) {
+      std::move(request), kActor, [done, device_id, endpoint = tmpl->endpoint](Result<issuance::Issued> created) {
         if (!created.ok()) return done(created.error());
         done(Provisioned{std::move(created->record), std::move(created->chain_pem), device_id, endpoint});
       });
 }
 
-Result<std::shared_ptr<const registry::ProvisioningTemplate>> ProvisionService::TemplateFor(store::Tx& tx,
-                                                                                            const std::string& batch) {
+Result<std::shared_ptr<const registry::ProvisioningTemplate>> ProvisionService::TemplateFor(const std::string& batch) {
   const int64_t now = clock_.NowMillis();
   // Read before the store: a change committed after this makes the entry stale at once.
   const uint64_t changes = registry_.TemplateChanges();
@@ -106,7 +113,8 @@ Result<std::shared_ptr<const registry::ProvisioningTemplate>> ProvisionService::
       return it->second.tmpl;
     }
   }
-  CF_ASSIGN_OR_RETURN(auto found, registry::Registry::TemplateFor(tx, batch));
+  CF_ASSIGN_OR_RETURN(auto found,
+                      store::Read(store_, [&](store::Tx& tx) { return registry::Registry::TemplateFor(tx, batch); }));
   std::shared_ptr<const registry::ProvisioningTemplate> tmpl;
   if (found) tmpl = std::make_shared<const registry::ProvisioningTemplate>(std::move(*found));
   std::lock_guard lock(mu_);

@@ -16,6 +16,8 @@
 #include "issuance/issuer.h"
 #include "pki/csr.h"
 #include "registry/registry.h"
+#include "store/batched_lookup.h"
+#include "store/devices_repo.h"
 #include "store/store.h"
 
 namespace certfleet::provision {
@@ -58,6 +60,9 @@ class ProvisionService {
     std::string url_key;                     // HMAC key that signs them
     int64_t device_rate_per_minute = 10;     // 0: no limit
     int64_t address_rate_per_minute = 6000;  // a factory provisions through one address
+    // Where provisioning goes on once its device is read (signing, the write handed over): the
+    // HTTP server's threads. Null: on the thread that read the device.
+    store::BatchedLookup<store::DeviceRecord>::Post post;
   };
 
   ProvisionService(store::Store& store, issuance::Issuer& issuer, registry::Registry& registry, const Clock& clock,
@@ -75,7 +80,8 @@ class ProvisionService {
   // The authorizer, then issuance: kNotFound if the CSR's device is not registered,
   // kPermissionDenied if it is disabled or the CSR's key is not the registered one,
   // kFailedPrecondition if no provisioning template applies. `done` runs as for
-  // CaService::CreateAsync.
+  // CaService::CreateAsync. The device is read with those of concurrent requests, in one
+  // statement, off the caller's thread.
   void ProvisionAsync(pki::Csr csr, std::function<void(Result<Provisioned>)> done);
   Result<Provisioned> Provision(pki::Csr csr);
 
@@ -103,7 +109,10 @@ class ProvisionService {
   // The batch's template (or the default one; null if none), remembered for
   // kTemplateCacheMs, or until this process changes a template: a provisioning burst reads
   // it once, not once per device.
-  Result<std::shared_ptr<const registry::ProvisioningTemplate>> TemplateFor(store::Tx& tx, const std::string& batch);
+  Result<std::shared_ptr<const registry::ProvisioningTemplate>> TemplateFor(const std::string& batch);
+  // ProvisionAsync once the device was read.
+  void Authorized(const std::shared_ptr<const pki::Csr>& csr, Result<std::optional<store::DeviceRecord>> device,
+                  const std::function<void(Result<Provisioned>)>& done);
 
   // How long a template is remembered: other nodes' changes to templates reach provisioning
   // within this.
@@ -124,6 +133,8 @@ class ProvisionService {
   };
   std::mutex mu_;
   std::map<std::string, CachedTemplate, std::less<>> templates_;  // by batch
+  // Last: its thread, which may run Authorized, stops before the rest goes.
+  store::BatchedLookup<store::DeviceRecord> devices_;
 };
 
 }  // namespace certfleet::provision

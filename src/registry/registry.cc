@@ -398,22 +398,20 @@ Result<void> Registry::RecordProvisioning(store::Tx& tx, const ProvisioningTempl
                                           std::string_view serial, int64_t now, int64_t revoke_superseded_at) {
   const std::string thing_name(thing);
   const std::string serial_s(serial);
-  // A statement per table and kind of write, whatever the template's groups and policies.
-  std::vector<store::RegistryObject> objects{ThingRow(thing_name, tmpl.thing_type, now)};
-  std::vector<store::RegistryLink> links;
+  store::ProvisioningWrites writes{
+      {ThingRow(thing_name, tmpl.thing_type, now)},
+      {},
+      {{LinkKind(Link::kThingCertificate), thing_name, serial_s, std::string(kAttachmentActive), std::nullopt, now},
+       std::string(kAttachmentSuperseded),
+       revoke_superseded_at}};
   for (const auto& group : tmpl.thing_groups) {
-    links.push_back({LinkKind(Link::kGroupThing), group, thing_name, "", std::nullopt, now});
+    writes.links.push_back({LinkKind(Link::kGroupThing), group, thing_name, "", std::nullopt, now});
   }
   for (const auto& p : tmpl.policies) {
-    objects.push_back(Encode(Policy{p.name, p.document}, now, now));
-    links.push_back({LinkKind(Link::kPolicyCertificate), p.name, serial_s, "", std::nullopt, now});
+    writes.objects.push_back(Encode(Policy{p.name, p.document}, now, now));
+    writes.links.push_back({LinkKind(Link::kPolicyCertificate), p.name, serial_s, "", std::nullopt, now});
   }
-  CF_RETURN_IF_ERROR(store::InsertObjectsIfMissing(tx, objects));
-  CF_RETURN_IF_ERROR(store::SetLinkStates(tx, store::kThingCertificate, thing, kAttachmentActive, kAttachmentSuperseded,
-                                          revoke_superseded_at));
-  CF_RETURN_IF_ERROR(store::PutLink(tx, {LinkKind(Link::kThingCertificate), thing_name, serial_s,
-                                         std::string(kAttachmentActive), std::nullopt, now}));
-  return store::AddLinksIfMissing(tx, links);
+  return store::GatherProvisioningWrites(tx, std::move(writes));
 }
 
 Result<int> Registry::MoveTemplates(store::Tx& tx, std::string_view old_ca, std::string_view new_ca, int64_t now) {

@@ -70,7 +70,8 @@ class Registry {
   // (created with the template's type, or found), the certificate attached to it, the thing
   // added to the template's groups, its policies (created if missing) attached to the
   // certificate. The thing's earlier active certificates become superseded, due for
-  // revocation at `revoke_superseded_at`.
+  // revocation at `revoke_superseded_at`. Written at the transaction's end, with those of
+  // the other provisionings of a group commit.
   static Result<void> RecordProvisioning(store::Tx& tx, const ProvisioningTemplate& tmpl, std::string_view thing,
                                          std::string_view serial, int64_t now, int64_t revoke_superseded_at);
   // The profile `name`, once everything it names is known to exist (as Thingpress checks

@@ -105,8 +105,9 @@ Result<void> Run(const Config& config, const Clock& clock) {
   registry::Registry registry(store, clock);
   ca::CaService ca(issuer, clock, {std::chrono::hours(config.GetInt("ca.renew_grace_hours"))});
   provision::DeviceRegistry devices(store, clock);
-  const provision::ProvisionService::Options provision_options =
+  provision::ProvisionService::Options provision_options =
       provision::ProvisionOptions(config, issuer_options.public_url, master_key);
+  provision_options.post = [&server](std::function<void()> fn) { server.Post(std::move(fn)); };
   provision::ProvisionService provision(store, issuer, registry, clock, provision_options);
   enroll::EnrollService enrollment(store, issuer, registry, clock,
                                    enroll::EnrollOptions(config, master_key, provision_options.supersede_grace));

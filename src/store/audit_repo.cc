@@ -62,8 +62,9 @@ std::string AuditHash(const AuditEntry& e) {
 Result<void> AppendAudit(Tx& tx, int64_t at, std::string_view actor, std::string_view action, std::string_view object,
                          std::string_view details_json) {
   // Gathered until the transaction's end: a group commit's entries take the chain's head
-  // once (on PostgreSQL its row lock, held from then to the commit) and go in one statement.
-  tx.Gathered<AuditEntry>("audit", WriteAudit)
+  // once (on PostgreSQL its row lock, held from then to the commit, so written last) and go
+  // in one statement.
+  tx.Gathered<AuditEntry>("audit", WriteAudit, /*last=*/true)
       .push_back(AuditEntry{0, at, std::string(actor), std::string(action), std::string(object),
                             details_json.empty() ? "{}" : std::string(details_json), "", ""});
   return Ok();

@@ -44,10 +44,13 @@ namespace {
 
 constexpr std::string_view kAuthColumns = "SELECT key_sha256, batch, status FROM devices WHERE device_id = ?";
 
+DeviceRecord AuthRecord(std::string device_id, const Row& row) {
+  return DeviceRecord{std::move(device_id), "", row.Text(0), row.Text(1), row.Text(2), 0, 0};
+}
+
 std::optional<DeviceRecord> AuthRecord(std::string_view device_id, const Rows& rows) {
   if (rows.empty()) return std::nullopt;
-  const Row& row = rows.front();
-  return DeviceRecord{std::string(device_id), "", row.Text(0), row.Text(1), row.Text(2), 0, 0};
+  return AuthRecord(std::string(device_id), rows.front());
 }
 
 }  // namespace
@@ -55,6 +58,19 @@ std::optional<DeviceRecord> AuthRecord(std::string_view device_id, const Rows& r
 Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view device_id) {
   CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(kAuthColumns, {std::string(device_id)}));
   return AuthRecord(device_id, rows);
+}
+
+Result<std::map<std::string, DeviceRecord>> FindDevicesForAuth(Tx& tx, const std::vector<std::string>& device_ids) {
+  Params params;
+  const std::string in = InValues(tx, "device_id", device_ids, params);
+  CF_ASSIGN_OR_RETURN(Rows rows,
+                      tx.Query("SELECT key_sha256, batch, status, device_id FROM devices WHERE " + in, params));
+  std::map<std::string, DeviceRecord> out;
+  for (const auto& row : rows) {
+    std::string id = row.Text(3);
+    out.emplace(id, AuthRecord(id, row));
+  }
+  return out;
 }
 
 Result<void> CheckDeviceForAuth(Tx& tx, std::string_view device_id, DeviceCheck check) {

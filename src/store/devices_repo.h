@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,6 +36,8 @@ Result<std::optional<DeviceRecord>> FindDevice(Tx& tx, std::string_view device_i
 // The same without the public key (empty), for the provisioning authorizer, which compares
 // key_sha256 only.
 Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view device_id);
+// The same for many devices in one statement (a BatchedLookup's fetch): those found, by id.
+Result<std::map<std::string, DeviceRecord>> FindDevicesForAuth(Tx& tx, const std::vector<std::string>& device_ids);
 // The authorizer's check again inside the write transaction that issues: `check` gets the
 // device as FindDeviceForAuth finds it, and on PostgreSQL the row stays locked until the
 // transaction ends, so that a concurrent disable or new key commits before or after it,

@@ -116,7 +116,8 @@ void GroupCommitter::RunBatch(const std::deque<std::unique_ptr<Pending>>& batch)
       for (const auto& p : batch) {
         CF_RETURN_IF_ERROR(tx.Savepoint("piece"));
         p->result = p->piece(tx);
-        if (p->result.ok()) p->result = tx.Flush();
+        // What the piece gathered is written inside its savepoint too.
+        if (p->result.ok()) p->result = tx.FlushAll();
         if (!p->result.ok()) CF_RETURN_IF_ERROR(tx.RollbackTo("piece"));
         CF_RETURN_IF_ERROR(tx.Exec("RELEASE SAVEPOINT piece"));
       }

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <map>
+#include <set>
+
 namespace certfleet::store {
 namespace {
 
@@ -150,12 +153,53 @@ Result<std::vector<RegistryLink>> LinksDue(Tx& tx, std::string_view kind, int64_
   return Links(tx, "kind = ? AND due_at <= ? ORDER BY due_at LIMIT ?", {std::string(kind), now, int64_t{limit}});
 }
 
-Result<void> SetLinkStates(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view from_state,
-                           std::string_view to_state, std::optional<int64_t> due_at) {
-  return tx.ExecDeferred(
-      "UPDATE registry_links SET state = ?, due_at = ? WHERE kind = ? AND from_name = ? AND state = ?",
-      {std::string(to_state), OptionalValue(due_at), std::string(kind), std::string(from_name),
-       std::string(from_state)});
+namespace {
+
+// The replacing links as written: one replaced by a later one of the same transaction is
+// replaced at once.
+std::vector<RegistryLink> ReplacingLinks(const std::vector<LinkReplacement>& replacing) {
+  std::vector<RegistryLink> out;
+  std::map<std::pair<std::string, std::string>, size_t> latest;  // by (kind, from_name): in out
+  for (const auto& r : replacing) {
+    const auto key = std::make_pair(r.link.kind, r.link.from_name);
+    if (auto it = latest.find(key); it != latest.end()) {
+      out[it->second].state = r.replaced_state;
+      out[it->second].due_at = r.replaced_due_at;
+    }
+    latest[key] = out.size();
+    out.push_back(r.link);
+  }
+  return out;
+}
+
+Result<void> WriteProvisioning(Tx& tx, std::vector<ProvisioningWrites>& writes) {
+  std::vector<Params> objects;
+  std::vector<RegistryLink> links;
+  std::vector<LinkReplacement> replacing;
+  for (auto& w : writes) {
+    for (const auto& o : w.objects) objects.push_back(ObjectRow(o));
+    links.insert(links.end(), w.links.begin(), w.links.end());
+    replacing.push_back(std::move(w.replacing));
+  }
+  CF_RETURN_IF_ERROR(InsertRows(tx, "registry_objects", kObjectTypes, objects, "ON CONFLICT (kind, name) DO NOTHING"));
+  // The links replaced, a statement per from_name: one for them all (UPDATE … FROM unnest)
+  // would be planned once per connection, while the table is small, as a scan of all of it.
+  std::set<std::pair<std::string, std::string>> replaced;
+  for (const auto& r : replacing) {
+    if (!replaced.emplace(r.link.kind, r.link.from_name).second) continue;
+    CF_RETURN_IF_ERROR(tx.ExecDeferred(
+        "UPDATE registry_links SET state = ?, due_at = ? WHERE kind = ? AND from_name = ? AND state = ?",
+        {r.replaced_state, OptionalValue(r.replaced_due_at), r.link.kind, r.link.from_name, r.link.state}));
+  }
+  CF_RETURN_IF_ERROR(PutLinks(tx, ReplacingLinks(replacing)));
+  return AddLinksIfMissing(tx, links);
+}
+
+}  // namespace
+
+Result<void> GatherProvisioningWrites(Tx& tx, ProvisioningWrites writes) {
+  tx.Gathered<ProvisioningWrites>("provisioning", WriteProvisioning).push_back(std::move(writes));
+  return Ok();
 }
 
 Result<RegistryCounts> CountRegistry(Tx& tx) {

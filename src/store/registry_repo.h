@@ -92,10 +92,25 @@ Result<std::vector<RegistryLink>> LinksFrom(Tx& tx, std::string_view kind, std::
 Result<std::vector<RegistryLink>> LinksTo(Tx& tx, std::string_view kind, std::string_view to_name, int limit = 10'000);
 // Links of the kind whose due time has come (due_at <= now), oldest first, at most `limit`.
 Result<std::vector<RegistryLink>> LinksDue(Tx& tx, std::string_view kind, int64_t now, int limit);
-// Moves every link of the kind from `from_name` in state `from_state` to `to_state` with the
-// due time given.
-Result<void> SetLinkStates(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view from_state,
-                           std::string_view to_state, std::optional<int64_t> due_at);
+// What provisioning writes with a certificate, gathered until the transaction's end (see
+// Tx::Gathered), so that a group commit's provisionings take three statements on PostgreSQL
+// whatever their number, and one per thing for the replaced links:
+//   - `objects`, added unless they exist (the thing, the template's policies);
+//   - `links`, added unless they exist (the thing's groups, the certificate's policies);
+//   - `replacing`, a link in state `active_state` (a thing's certificate) that replaces its
+//     from_name's links of its kind in that state: they move to `replaced_state`, due at
+//     `replaced_due_at`. Of several for one from_name in a transaction, the last stays active.
+struct LinkReplacement {
+  RegistryLink link;
+  std::string replaced_state;
+  std::optional<int64_t> replaced_due_at;
+};
+struct ProvisioningWrites {
+  std::vector<RegistryObject> objects;
+  std::vector<RegistryLink> links;
+  LinkReplacement replacing;
+};
+Result<void> GatherProvisioningWrites(Tx& tx, ProvisioningWrites writes);
 
 // The registry's counts: objects by kind; certificates attached to things by source
 // ("certfleet" for those issued here, else the W3 supplier) and status.

@@ -26,7 +26,11 @@ std::optional<int64_t> Row::OptInt(size_t i) const {
 }
 
 Result<void> Tx::FlushAll() {
-  for (auto& g : gathered_) CF_RETURN_IF_ERROR(g.write(*this));
+  for (const bool last : {false, true}) {
+    for (auto& g : gathered_) {
+      if (g.last == last) CF_RETURN_IF_ERROR(g.write(*this));
+    }
+  }
   gathered_.clear();
   return Flush();
 }

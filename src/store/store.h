@@ -90,10 +90,12 @@ class Tx {
   // What a repository gathers over a transaction to write in one go at its end (the audit
   // entries of a group commit, under one look at the chain's head, whose row lock is then held
   // only from there to the commit): the vector of T kept under `key`, empty on first use.
-  // `write` writes it at FlushAll. A rollback to a savepoint (RollbackTo) drops what was
-  // gathered since.
+  // `write` writes it at FlushAll, in the order of first use, except that a gathering made
+  // `last` (the audit log's, which locks the chain's head) is written after the others. A
+  // rollback to a savepoint (RollbackTo) drops what was gathered since.
   template <typename T>
-  std::vector<T>& Gathered(std::string_view key, std::function<Result<void>(Tx&, std::vector<T>&)> write);
+  std::vector<T>& Gathered(std::string_view key, std::function<Result<void>(Tx&, std::vector<T>&)> write,
+                           bool last = false);
   // Writes what was gathered, then waits for the deferred statements: the end of a write
   // transaction, which the drivers reach before COMMIT.
   Result<void> FlushAll();
@@ -109,6 +111,7 @@ class Tx {
     std::function<Result<void>(Tx&)> write;
     std::function<size_t()> size;
     std::function<void(size_t)> truncate;
+    bool last = false;
   };
   std::set<std::string> facts_;
   std::vector<Gathering> gathered_;
@@ -118,7 +121,7 @@ class Tx {
 };
 
 template <typename T>
-std::vector<T>& Tx::Gathered(std::string_view key, std::function<Result<void>(Tx&, std::vector<T>&)> write) {
+std::vector<T>& Tx::Gathered(std::string_view key, std::function<Result<void>(Tx&, std::vector<T>&)> write, bool last) {
   for (auto& g : gathered_) {
     if (g.key == key) return *static_cast<std::vector<T>*>(g.state.get());
   }
@@ -127,7 +130,7 @@ std::vector<T>& Tx::Gathered(std::string_view key, std::function<Result<void>(Tx
   gathered_.push_back(
       Gathering{std::string(key), state, [state, write = std::move(write)](Tx& tx) { return write(tx, *state); },
                 [state] { return state->size(); },
-                [state](size_t n) { state->erase(state->begin() + static_cast<ptrdiff_t>(n), state->end()); }});
+                [state](size_t n) { state->erase(state->begin() + static_cast<ptrdiff_t>(n), state->end()); }, last});
   return out;
 }
 

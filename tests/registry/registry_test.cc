@@ -159,6 +159,42 @@ TEST_P(RegistryTest, AttachmentsShowInTheThingAndBlockDeletes) {
   EXPECT_TRUE(registry_->Delete(Kind::kThingGroup, "plant", "t").ok());
 }
 
+// Provisioning's registry writes wait for the transaction's end, where a group commit's go
+// together: a thing provisioned twice in one transaction keeps the last certificate active.
+TEST_P(RegistryTest, ProvisioningTwiceInOneTransactionKeepsTheLastCertificateActive) {
+  Made(Kind::kThingGroup, {{"name", "plant"}});
+  ProvisioningTemplate tmpl;
+  tmpl.name = "t";
+  tmpl.thing_groups = {"plant"};
+  PolicyDocument connect;
+  connect.text = json::serialize(kPolicy);
+  tmpl.policies.push_back({"connect", connect});
+  auto provision = [&](const std::vector<std::pair<std::string, std::string>>& things) {
+    return store_->Transact([&](store::Tx& tx) -> Result<void> {
+      for (const auto& [thing, serial] : things) {
+        CF_RETURN_IF_ERROR(Registry::RecordProvisioning(tx, tmpl, thing, serial, 1000, 5000));
+      }
+      return Ok();
+    });
+  };
+  ASSERT_TRUE(provision({{"dev-1", "0a"}}).ok());
+  ASSERT_TRUE(provision({{"dev-1", "0b"}, {"dev-2", "0c"}, {"dev-1", "0d"}}).ok());
+  auto links = store::Read(
+      *store_, [](store::Tx& tx) { return store::LinksFrom(tx, store::kThingCertificate, "dev-1", "", 10); });
+  ASSERT_TRUE(links.ok());
+  ASSERT_EQ(links->size(), 3u);
+  std::map<std::string, std::pair<std::string, std::optional<int64_t>>> by_serial;
+  for (const auto& l : *links) by_serial[l.to_name] = {l.state, l.due_at};
+  EXPECT_EQ(by_serial["0a"], std::make_pair(std::string("superseded"), std::optional<int64_t>(5000)));
+  EXPECT_EQ(by_serial["0b"], std::make_pair(std::string("superseded"), std::optional<int64_t>(5000)));
+  EXPECT_EQ(by_serial["0d"], std::make_pair(std::string("active"), std::optional<int64_t>()));
+  auto policies =
+      store::Read(*store_, [](store::Tx& tx) { return store::LinksTo(tx, store::kPolicyCertificate, "0c", 10); });
+  ASSERT_EQ(policies->size(), 1u) << "the template's policy, created once, is attached to each certificate";
+  auto members = registry_->List(Kind::kThing, {{}, std::string("plant"), {}, 100});
+  EXPECT_EQ(members->size(), 2u);
+}
+
 TEST_P(RegistryTest, ABatchBelongsToOneTemplateAndOneTemplateIsTheDefault) {
   IssueDevice();  // makes the CA
   Made(Kind::kTemplate, {{"name", "a"}, {"ca_fqdn", "Example.com"}, {"batches", {"b-1"}}, {"default", true}});

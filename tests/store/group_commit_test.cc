@@ -202,6 +202,56 @@ TEST_P(GroupCommitTest, ALoneCallerAfterABusySpellWaitsOneGapNotTheWholeGatherin
   EXPECT_LT(std::chrono::steady_clock::now() - start, wait / 2) << "held back for the whole gathering time";
 }
 
+// What a piece gathers for the transaction's end (Tx::Gathered) is its own too: a gathered
+// row that fails fails its piece alone, and a `last` gathering is written after the others.
+TEST_P(GroupCommitTest, AGatheredWriteThatFailsFailsItsPieceAlone) {
+  auto write = [](Tx& tx, std::vector<Params>& rows) -> Result<void> {
+    for (const auto& row : rows) CF_RETURN_IF_ERROR(tx.ExecDeferred("INSERT INTO items (id, name) VALUES (?, ?)", row));
+    return Ok();
+  };
+  ASSERT_TRUE(store_->Exec("CREATE TABLE log (n INTEGER PRIMARY KEY, items INTEGER NOT NULL)").ok());
+  // Written last: how many items there were by then.
+  auto count_items = [](Tx& tx, std::vector<int64_t>& ns) -> Result<void> {
+    for (int64_t n : ns) {
+      CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO log (n, items) SELECT ?, COUNT(*) FROM items", {n}));
+    }
+    return Ok();
+  };
+  GroupCommitter group(*store_);
+  // The committer is held in a first piece until the four are queued: they form one group.
+  std::promise<void> queued;
+  std::shared_future<void> all_queued = queued.get_future().share();
+  group.Submit(
+      [all_queued](Tx&) -> Result<void> {
+        all_queued.wait();
+        return Ok();
+      },
+      [](Result<void>) {});
+  std::vector<std::future<Result<void>>> results;
+  for (int64_t i = 0; i < 4; ++i) {
+    auto promise = std::make_shared<std::promise<Result<void>>>();
+    results.push_back(promise->get_future());
+    group.Submit(
+        [&, i](Tx& tx) -> Result<void> {
+          tx.Gathered<int64_t>("log", count_items, /*last=*/true).push_back(i);
+          tx.Gathered<Params>("items", write).push_back({i, i == 2 ? std::string("n1") : "n" + std::to_string(i)});
+          return Ok();
+        },
+        [promise](Result<void> r) { promise->set_value(std::move(r)); });
+  }
+  queued.set_value();
+  for (int64_t i = 0; i < 4; ++i) {
+    Result<void> r = results[i].get();
+    EXPECT_EQ(r.ok(), i != 2) << "piece " << i;
+  }
+  auto items = store_->Query("SELECT id FROM items ORDER BY id");
+  ASSERT_EQ(items->size(), 3u);
+  EXPECT_EQ(items->at(2).Int(0), 3);
+  auto log = store_->Query("SELECT n, items FROM log ORDER BY n");
+  ASSERT_EQ(log->size(), 3u) << "the failed piece's `last` gathering went with it";
+  EXPECT_EQ(log->at(0).Int(1), 1) << "a `last` gathering is written after its piece's other gatherings";
+}
+
 INSTANTIATE_TEST_SUITE_P(Drivers, GroupCommitTest, testing::kBothDialects, testing::DialectName);
 
 }  // namespace
