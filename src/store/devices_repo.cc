@@ -60,35 +60,83 @@ Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view d
   return AuthRecord(device_id, rows);
 }
 
-Result<std::map<std::string, DeviceRecord>> FindDevicesForAuth(Tx& tx, const std::vector<std::string>& device_ids) {
-  Params params;
-  const std::string in = InValues(tx, "device_id", device_ids, params);
-  CF_ASSIGN_OR_RETURN(Rows rows,
-                      tx.Query("SELECT key_sha256, batch, status, device_id FROM devices WHERE " + in, params));
+namespace {
+
+// The statement that reads `device_ids`; `lock`: see WriteChecks.
+std::string AuthQuery(const Tx& tx, const std::vector<std::string>& device_ids, bool lock, Params& params) {
+  return "SELECT key_sha256, batch, status, device_id FROM devices WHERE " +
+         InValues(tx, "device_id", device_ids, params) +
+         (lock && tx.postgres() ? " ORDER BY device_id FOR NO KEY UPDATE" : "");
+}
+
+// Its rows, by id.
+std::map<std::string, DeviceRecord> AuthRecords(const Rows& rows) {
   std::map<std::string, DeviceRecord> out;
-  for (const auto& row : rows) {
-    std::string id = row.Text(3);
-    out.emplace(id, AuthRecord(id, row));
-  }
+  for (const auto& row : rows) out.emplace(row.Text(3), AuthRecord(row.Text(3), row));
   return out;
 }
 
-Result<void> CheckDeviceForAuth(Tx& tx, std::string_view device_id, DeviceCheck check) {
+}  // namespace
+
+Result<std::map<std::string, DeviceRecord>> FindDevicesForAuth(Tx& tx, const std::vector<std::string>& device_ids) {
+  Params params;
+  const std::string sql = AuthQuery(tx, device_ids, false, params);
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(sql, params));
+  return AuthRecords(rows);
+}
+
+namespace {
+
+struct PendingCheck {
+  std::string device_id;
+  DeviceCheck check;
+};
+
+Result<void> WriteChecks(Tx& tx, std::vector<PendingCheck>& checks) {
+  std::vector<std::string> ids;
+  for (const auto& c : checks) ids.push_back(c.device_id);
   // SQLite has one writer: its transactions hold the whole database already. PostgreSQL: the
-  // lock the transaction's own update of the row (MarkDeviceProvisioned) takes, so that two
+  // lock the transaction's own update of the rows (MarkDeviceProvisioned) takes, so that two
   // provisionings of one device at once wait for each other rather than both share-locking it
-  // and deadlocking on the upgrade.
-  const std::string sql = std::string(kAuthColumns) + (tx.postgres() ? " FOR NO KEY UPDATE" : "");
-  return tx.QueryDeferred(sql, {std::string(device_id)},
-                          [id = std::string(device_id), check = std::move(check)](const Rows& rows) {
-                            return check(AuthRecord(id, rows));
-                          });
+  // and deadlocking on the upgrade; taken in the order of the ids, so that two groups with
+  // devices in common lock them in the same order.
+  Params params;
+  const std::string sql = AuthQuery(tx, ids, true, params);
+  // Deferred (no round trip of its own): the checks are looked at once the rows are in.
+  return tx.QueryDeferred(sql, params, [checks = std::move(checks)](const Rows& rows) -> Result<void> {
+    const std::map<std::string, DeviceRecord> found = AuthRecords(rows);
+    for (const auto& c : checks) {
+      auto it = found.find(c.device_id);
+      CF_RETURN_IF_ERROR(c.check(it == found.end() ? std::nullopt : std::optional<DeviceRecord>(it->second)));
+    }
+    return Ok();
+  });
+}
+
+Result<void> WriteMarks(Tx& tx, std::vector<std::pair<std::string, int64_t>>& marks) {
+  std::vector<std::string> ids;
+  int64_t now = 0;
+  for (const auto& [id, at] : marks) {
+    ids.push_back(id);
+    now = std::max(now, at);
+  }
+  Params params{std::string(kDeviceProvisioned), now};
+  const std::string in = InValues(tx, "device_id", ids, params);
+  params.emplace_back(std::string(kDeviceRegistered));
+  return tx.ExecDeferred("UPDATE devices SET status = ?, updated_at = ? WHERE " + in + " AND status = ?", params);
+}
+
+}  // namespace
+
+Result<void> CheckDeviceForAuth(Tx& tx, std::string_view device_id, DeviceCheck check) {
+  tx.Gathered<PendingCheck>("device-checks", WriteChecks).push_back({std::string(device_id), std::move(check)});
+  return Ok();
 }
 
 Result<void> MarkDeviceProvisioned(Tx& tx, std::string_view device_id, int64_t now) {
-  return tx.ExecDeferred(
-      "UPDATE devices SET status = ?, updated_at = ? WHERE device_id = ? AND status = ?",
-      {std::string(kDeviceProvisioned), now, std::string(device_id), std::string(kDeviceRegistered)});
+  // Gathered after the checks: the first use of the checks' gathering comes first.
+  tx.Gathered<std::pair<std::string, int64_t>>("device-marks", WriteMarks).emplace_back(std::string(device_id), now);
+  return Ok();
 }
 
 Result<bool> DeleteDevice(Tx& tx, std::string_view device_id) {

@@ -41,12 +41,13 @@ Result<std::map<std::string, DeviceRecord>> FindDevicesForAuth(Tx& tx, const std
 // The authorizer's check again inside the write transaction that issues: `check` gets the
 // device as FindDeviceForAuth finds it, and on PostgreSQL the row stays locked until the
 // transaction ends, so that a concurrent disable or new key commits before or after it,
-// never between the check and the certificate it allows. Deferred (Tx::QueryDeferred): an
-// error `check` returns fails the transaction, and the check costs no round trip.
+// never between the check and the certificate it allows. Made at the transaction's end (see
+// Tx::Gathered), for all the devices of a group commit in one statement, which locks their
+// rows in the order of their ids: an error `check` returns fails the transaction.
 using DeviceCheck = std::function<Result<void>(const std::optional<DeviceRecord>&)>;
 Result<void> CheckDeviceForAuth(Tx& tx, std::string_view device_id, DeviceCheck check);
 // A registered device's first certificate: registered -> provisioned; other states stay.
-// Deferred (see Tx::ExecDeferred).
+// At the transaction's end, after the checks: one statement for a group commit's devices.
 Result<void> MarkDeviceProvisioned(Tx& tx, std::string_view device_id, int64_t now);
 // False if there was no such device.
 Result<bool> DeleteDevice(Tx& tx, std::string_view device_id);

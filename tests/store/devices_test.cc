@@ -57,7 +57,7 @@ TEST_P(DevicesTest, AHeldAuthorizerCheckKeepsADisableWaitingUntilItCommits) {
         EXPECT_EQ(d->key_sha256, HexEncode("key"));
         return Ok();
       }));
-      CF_RETURN_IF_ERROR(tx.Flush());  // the check's answer is in: the row is held
+      CF_RETURN_IF_ERROR(tx.FlushAll());  // the check (made at the end) is in: the row is held
       checked = true;
       // Gives the disable below every chance to run now if nothing holds it back.
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
