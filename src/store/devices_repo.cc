@@ -94,6 +94,7 @@ struct PendingCheck {
 
 Result<void> WriteChecks(Tx& tx, std::vector<PendingCheck>& checks) {
   std::vector<std::string> ids;
+  ids.reserve(checks.size());
   for (const auto& c : checks) ids.push_back(c.device_id);
   // SQLite has one writer: its transactions hold the whole database already. PostgreSQL: the
   // lock the transaction's own update of the rows (MarkDeviceProvisioned) takes, so that two
@@ -115,6 +116,7 @@ Result<void> WriteChecks(Tx& tx, std::vector<PendingCheck>& checks) {
 
 Result<void> WriteMarks(Tx& tx, std::vector<std::pair<std::string, int64_t>>& marks) {
   std::vector<std::string> ids;
+  ids.reserve(marks.size());
   int64_t now = 0;
   for (const auto& [id, at] : marks) {
     ids.push_back(id);
