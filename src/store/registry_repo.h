@@ -97,9 +97,9 @@ Result<std::vector<RegistryLink>> LinksDue(Tx& tx, std::string_view kind, int64_
 // whatever their number, and one per thing for the replaced links:
 //   - `objects`, added unless they exist (the thing, the template's policies);
 //   - `links`, added unless they exist (the thing's groups, the certificate's policies);
-//   - `replacing`, a link in state `active_state` (a thing's certificate) that replaces its
-//     from_name's links of its kind in that state: they move to `replaced_state`, due at
-//     `replaced_due_at`. Of several for one from_name in a transaction, the last stays active.
+//   - `replacing`, a link (a thing's certificate, in state "active") that replaces its
+//     from_name's links of its kind in the same state: they move to `replaced_state`, due at
+//     `replaced_due_at`. Of several for one from_name in a transaction, the last stays.
 struct LinkReplacement {
   RegistryLink link;
   std::string replaced_state;
