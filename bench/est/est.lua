@@ -9,9 +9,16 @@ end
 local next_csr = 0
 local headers = {["Content-Type"] = "application/pkcs10"}
 
+-- As provision.lua: each wrk thread starts at its own place, spread evenly over the list
+-- (BENCH_THREADS: wrk's -t), so that no two enroll the same device at once.
+local threads = 0
+function setup(thread)
+  thread:set("index", threads)
+  threads = threads + 1
+end
+
 function init(args)
-  -- As provision.lua (LuaJIT's math.random is not seeded, so every thread draws the same start).
-  next_csr = math.random(#csrs)
+  next_csr = math.floor(index * #csrs / tonumber(os.getenv("BENCH_THREADS") or "1"))
 end
 
 function request()
