@@ -17,7 +17,8 @@ function setup(thread)
 end
 
 function init(args)
-  next_csr = math.floor(index * #csrs / tonumber(os.getenv("BENCH_THREADS") or "1"))
+  local threads = tonumber(os.getenv("BENCH_THREADS")) or error("BENCH_THREADS: wrk's -t, for the threads' places")
+  next_csr = math.floor(index * #csrs / threads)
 end
 
 function request()

@@ -35,7 +35,10 @@ Result<void> ValidNow(X509* cert, std::string_view what) {
 
 // A new device's id is not a thing yet: a batch's secret or a manufacturer CA's certificate
 // enrolls new devices, never one the registry knows (and whose groups and policies it would take).
+// Both look at registry rows that an earlier enrollment of the same group commit may have
+// gathered for the transaction's end: written first.
 Result<void> NewThing(store::Tx& tx, std::string_view device, std::string_view why) {
+  CF_RETURN_IF_ERROR(store::FlushProvisioningWrites(tx));
   CF_ASSIGN_OR_RETURN(auto thing, store::FindObject(tx, store::kObjectThing, device));
   if (thing) return Denied(fmt::format("thing {} exists already; {} enrolls a new device only", device, why));
   return Ok();
@@ -44,6 +47,7 @@ Result<void> NewThing(store::Tx& tx, std::string_view device, std::string_view w
 // The certificate is still the thing's current one: a superseded certificate (whose key the
 // device rotated away from) renews nothing.
 Result<void> CurrentCertificate(store::Tx& tx, std::string_view serial) {
+  CF_RETURN_IF_ERROR(store::FlushProvisioningWrites(tx));
   CF_ASSIGN_OR_RETURN(store::CertStatus status, store::CertificateStatus(tx, serial));
   if (status != store::CertStatus::kActive) return Denied("the client's certificate is revoked");
   CF_ASSIGN_OR_RETURN(auto links, store::LinksTo(tx, store::kThingCertificate, serial, 1));

@@ -83,6 +83,7 @@ class ProvisionService {
   // CaService::CreateAsync. The device is read with those of concurrent requests, in one
   // statement, off the caller's thread.
   void ProvisionAsync(pki::Csr csr, std::function<void(Result<Provisioned>)> done);
+  // The same, waiting: not on a thread of Options::post's executor, which it would wait for.
   Result<Provisioned> Provision(pki::Csr csr);
 
   RetrieveLink MakeRetrieveLink(std::string_view serial) const;

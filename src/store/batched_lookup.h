@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -32,6 +33,7 @@ class BatchedLookup {
   using Done = std::function<void(Result<std::optional<V>>)>;
   // Runs each `done`: by default on the lookup's thread, which reads the next batch only once
   // they returned; an executor (the HTTP server's threads) for dones that do more than a little.
+  // Dones posted to an executor that stopped (a server shut down) are dropped, unanswered.
   using Post = std::function<void(std::function<void()>)>;
 
   BatchedLookup(Store& store, Fetch fetch, Post post = nullptr, size_t max_batch = 256)

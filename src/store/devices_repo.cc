@@ -93,6 +93,7 @@ struct PendingCheck {
 };
 
 Result<void> WriteChecks(Tx& tx, std::vector<PendingCheck>& checks) {
+  if (checks.empty()) return Ok();
   std::vector<std::string> ids;
   ids.reserve(checks.size());
   for (const auto& c : checks) ids.push_back(c.device_id);
@@ -115,6 +116,7 @@ Result<void> WriteChecks(Tx& tx, std::vector<PendingCheck>& checks) {
 }
 
 Result<void> WriteMarks(Tx& tx, std::vector<std::pair<std::string, int64_t>>& marks) {
+  if (marks.empty()) return Ok();
   std::vector<std::string> ids;
   ids.reserve(marks.size());
   int64_t now = 0;

@@ -116,8 +116,10 @@ void GroupCommitter::RunBatch(const std::deque<std::unique_ptr<Pending>>& batch)
       for (const auto& p : batch) {
         CF_RETURN_IF_ERROR(tx.Savepoint("piece"));
         p->result = p->piece(tx);
-        // What the piece gathered is written inside its savepoint too.
-        if (p->result.ok()) p->result = tx.FlushAll();
+        // What the piece gathered is written inside its savepoint too, but for the audit
+        // entries (`last`), which wait for the group's end: locking the chain's head here would
+        // take it before the next pieces' rows, in the other order than a group's first pass.
+        if (p->result.ok()) p->result = tx.FlushAll(/*last_too=*/false);
         if (!p->result.ok()) CF_RETURN_IF_ERROR(tx.RollbackTo("piece"));
         CF_RETURN_IF_ERROR(tx.Exec("RELEASE SAVEPOINT piece"));
       }

@@ -173,6 +173,7 @@ std::vector<RegistryLink> ReplacingLinks(const std::vector<LinkReplacement>& rep
 }
 
 Result<void> WriteProvisioning(Tx& tx, std::vector<ProvisioningWrites>& writes) {
+  if (writes.empty()) return Ok();
   std::vector<Params> objects;
   std::vector<RegistryLink> links;
   std::vector<LinkReplacement> replacing;
@@ -195,12 +196,16 @@ Result<void> WriteProvisioning(Tx& tx, std::vector<ProvisioningWrites>& writes) 
   return AddLinksIfMissing(tx, links);
 }
 
+constexpr std::string_view kProvisioningGathering = "provisioning";
+
 }  // namespace
 
 Result<void> GatherProvisioningWrites(Tx& tx, ProvisioningWrites writes) {
-  tx.Gathered<ProvisioningWrites>("provisioning", WriteProvisioning).push_back(std::move(writes));
+  tx.Gathered<ProvisioningWrites>(kProvisioningGathering, WriteProvisioning).push_back(std::move(writes));
   return Ok();
 }
+
+Result<void> FlushProvisioningWrites(Tx& tx) { return tx.FlushGathered(kProvisioningGathering); }
 
 Result<RegistryCounts> CountRegistry(Tx& tx) {
   RegistryCounts out;

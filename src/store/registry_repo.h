@@ -110,7 +110,9 @@ struct ProvisioningWrites {
   std::vector<RegistryLink> links;
   LinkReplacement replacing;
 };
+// Reads in the same transaction see these rows only after FlushProvisioningWrites.
 Result<void> GatherProvisioningWrites(Tx& tx, ProvisioningWrites writes);
+Result<void> FlushProvisioningWrites(Tx& tx);
 
 // The registry's counts: objects by kind; certificates attached to things by source
 // ("certfleet" for those issued here, else the W3 supplier) and status.

@@ -25,14 +25,28 @@ std::optional<int64_t> Row::OptInt(size_t i) const {
   return v;
 }
 
-Result<void> Tx::FlushAll() {
+Result<void> Tx::FlushAll(bool last_too) {
   for (const bool last : {false, true}) {
+    if (last && !last_too) break;
     for (auto& g : gathered_) {
-      if (g.last == last) CF_RETURN_IF_ERROR(g.write(*this));
+      if (g.last == last) {
+        CF_RETURN_IF_ERROR(g.write(*this));
+        g.truncate(0);
+      }
     }
   }
-  gathered_.clear();
+  if (last_too) gathered_.clear();
   return Flush();
+}
+
+Result<void> Tx::FlushGathered(std::string_view key) {
+  for (auto& g : gathered_) {
+    if (g.key == key) {
+      CF_RETURN_IF_ERROR(g.write(*this));
+      g.truncate(0);
+    }
+  }
+  return Ok();
 }
 
 Result<void> Tx::Savepoint(std::string_view name) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -97,8 +98,12 @@ class Tx {
   std::vector<T>& Gathered(std::string_view key, std::function<Result<void>(Tx&, std::vector<T>&)> write,
                            bool last = false);
   // Writes what was gathered, then waits for the deferred statements: the end of a write
-  // transaction, which the drivers reach before COMMIT.
-  Result<void> FlushAll();
+  // transaction, which the drivers reach before COMMIT. Without `last_too`, the `last`
+  // gatherings wait for the next FlushAll (a group commit's pieces flush each alone, and the
+  // audit chain's head is locked once, at the group's end).
+  Result<void> FlushAll(bool last_too = true);
+  // Writes what was gathered under `key` now, so that reads later in the transaction see it.
+  Result<void> FlushGathered(std::string_view key);
   // SAVEPOINT name, and what was gathered until then.
   Result<void> Savepoint(std::string_view name);
   // ROLLBACK TO SAVEPOINT name, and what was gathered since is dropped.
@@ -130,7 +135,10 @@ std::vector<T>& Tx::Gathered(std::string_view key, std::function<Result<void>(Tx
   gathered_.push_back(
       Gathering{std::string(key), state, [state, write = std::move(write)](Tx& tx) { return write(tx, *state); },
                 [state] { return state->size(); },
-                [state](size_t n) { state->erase(state->begin() + static_cast<ptrdiff_t>(n), state->end()); }, last});
+                [state](size_t n) {
+                  state->erase(state->begin() + static_cast<ptrdiff_t>(std::min(n, state->size())), state->end());
+                },
+                last});
   return out;
 }
 

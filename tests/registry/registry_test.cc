@@ -193,6 +193,20 @@ TEST_P(RegistryTest, ProvisioningTwiceInOneTransactionKeepsTheLastCertificateAct
   ASSERT_EQ(policies->size(), 1u) << "the template's policy, created once, is attached to each certificate";
   auto members = registry_->List(Kind::kThing, {{}, std::string("plant"), {}, 100});
   EXPECT_EQ(members->size(), 2u);
+  // A read later in the transaction (enrollment's "is this a new thing?") sees them once
+  // they are flushed.
+  auto seen = store_->Transact([&](store::Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(Registry::RecordProvisioning(tx, tmpl, "dev-3", "0e", 1000, 5000));
+    CF_ASSIGN_OR_RETURN(auto before, store::FindObject(tx, store::kObjectThing, "dev-3"));
+    EXPECT_FALSE(before.has_value()) << "gathered for the transaction's end";
+    CF_RETURN_IF_ERROR(store::FlushProvisioningWrites(tx));
+    CF_ASSIGN_OR_RETURN(auto after, store::FindObject(tx, store::kObjectThing, "dev-3"));
+    EXPECT_TRUE(after.has_value());
+    CF_ASSIGN_OR_RETURN(auto links, store::LinksTo(tx, store::kThingCertificate, "0e", 1));
+    EXPECT_EQ(links.size(), 1u);
+    return Ok();
+  });
+  EXPECT_TRUE(seen.ok()) << seen.error().message;
 }
 
 TEST_P(RegistryTest, ABatchBelongsToOneTemplateAndOneTemplateIsTheDefault) {
