@@ -42,37 +42,19 @@ Result<std::optional<DeviceRecord>> FindDevice(Tx& tx, std::string_view device_i
 
 namespace {
 
-constexpr std::string_view kAuthColumns = "SELECT key_sha256, batch, status FROM devices WHERE device_id = ?";
-
-DeviceRecord AuthRecord(std::string device_id, const Row& row) {
-  return DeviceRecord{std::move(device_id), "", row.Text(0), row.Text(1), row.Text(2), 0, 0};
-}
-
-std::optional<DeviceRecord> AuthRecord(std::string_view device_id, const Rows& rows) {
-  if (rows.empty()) return std::nullopt;
-  return AuthRecord(std::string(device_id), rows.front());
-}
-
-}  // namespace
-
-Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view device_id) {
-  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(kAuthColumns, {std::string(device_id)}));
-  return AuthRecord(device_id, rows);
-}
-
-namespace {
-
-// The statement that reads `device_ids`; `lock`: see WriteChecks.
+// The statement that reads `device_ids` for the authorizer; `lock`: see WriteChecks.
 std::string AuthQuery(const Tx& tx, const std::vector<std::string>& device_ids, bool lock, Params& params) {
   return "SELECT key_sha256, batch, status, device_id FROM devices WHERE " +
          InValues(tx, "device_id", device_ids, params) +
          (lock && tx.postgres() ? " ORDER BY device_id FOR NO KEY UPDATE" : "");
 }
 
-// Its rows, by id.
+// Its rows, by id (without the public key).
 std::map<std::string, DeviceRecord> AuthRecords(const Rows& rows) {
   std::map<std::string, DeviceRecord> out;
-  for (const auto& row : rows) out.emplace(row.Text(3), AuthRecord(row.Text(3), row));
+  for (const auto& row : rows) {
+    out.emplace(row.Text(3), DeviceRecord{row.Text(3), "", row.Text(0), row.Text(1), row.Text(2), 0, 0});
+  }
   return out;
 }
 
@@ -83,6 +65,12 @@ Result<std::map<std::string, DeviceRecord>> FindDevicesForAuth(Tx& tx, const std
   const std::string sql = AuthQuery(tx, device_ids, false, params);
   CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(sql, params));
   return AuthRecords(rows);
+}
+
+Result<std::optional<DeviceRecord>> FindDeviceForAuth(Tx& tx, std::string_view device_id) {
+  CF_ASSIGN_OR_RETURN(auto found, FindDevicesForAuth(tx, {std::string(device_id)}));
+  if (found.empty()) return std::optional<DeviceRecord>();
+  return std::optional<DeviceRecord>(std::move(found.begin()->second));
 }
 
 namespace {
