@@ -76,8 +76,7 @@ AcmeService::AcmeService(store::Store& store, issuance::Issuer& issuer, const Va
       clock_(clock),
       options_(std::move(options)),
       // The embedded store is one node: its nonces need not be shared.
-      local_nonces_(store.dialect() == store::Dialect::kSqlite ? std::make_unique<LocalNonces>() : nullptr),
-      writes_(store) {}
+      local_nonces_(store.dialect() == store::Dialect::kSqlite ? std::make_unique<LocalNonces>() : nullptr) {}
 
 std::string AcmeService::Url(std::string_view profile, std::string_view path) const {
   return fmt::format("{}/acme/{}/{}", options_.base_url, profile, path);

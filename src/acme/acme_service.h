@@ -126,17 +126,24 @@ class AcmeService {
   Result<AcmeAnswer> AccountOrders(std::string_view profile, int64_t account_id, int64_t cursor,
                                    const Checked& request);
 
+  // An answer given once its write has committed, without a thread waiting for it: `Answer`
+  // is called once, from any thread (the store's committing thread after a write), with what
+  // makes the answer, which the caller runs where it chooses (a server thread). Errors carry
+  // the problem types the other methods' do.
+  using MakeAnswer = std::function<Result<AcmeAnswer>()>;
+  using Answer = std::function<void(MakeAnswer)>;
+
   // newOrder (7.4): identifiers dns (wildcards allowed) and ip (RFC 8738), each with a new
   // authorization and its challenges. Audited as acme.order.create.
-  Result<AcmeAnswer> NewOrder(std::string_view profile, const Checked& request);
+  void NewOrder(std::string_view profile, const Checked& request, Answer answer);
   Result<AcmeAnswer> Order(std::string_view profile, int64_t id, const Checked& request);
   // POST-as-GET, or {"status": "deactivated"} (7.5.2).
   Result<AcmeAnswer> Authorization(std::string_view profile, int64_t id, const Checked& request);
   // POST-as-GET, or {} to have the challenge validated (7.5.1): a validation job is queued.
-  Result<AcmeAnswer> Challenge(std::string_view profile, int64_t id, const Checked& request);
+  void Challenge(std::string_view profile, int64_t id, const Checked& request, Answer answer);
   // finalize (7.4): the CSR's names must be the order's; the certificate is issued under the
   // profile's CA into the inventory, created by "acme:account/<id>/order/<id>".
-  Result<AcmeAnswer> Finalize(std::string_view profile, int64_t order_id, const Checked& request);
+  void Finalize(std::string_view profile, int64_t order_id, const Checked& request, Answer answer);
   // The certificate chain (7.4.2): `alternate` 0 ends below the root, 1 includes the root.
   Result<AcmeCertificate> Certificate(std::string_view profile, std::string_view serial, int alternate,
                                       const Checked& request);
@@ -177,11 +184,12 @@ class AcmeService {
   // A new order's `replaces`: a certificate of the account, not replaced by another order.
   Result<void> CheckReplaces(std::string_view profile, int64_t account_id,
                              std::string_view cert_id);  // acme.ca's profile, if it is set
-  // Runs `write` through writes_ and gives back what it returned; it may run more than once.
+  // Runs `write` in a group commit of issuance's committer and gives back what it returned;
+  // it may run more than once.
   template <typename T, typename Write>
   Result<T> Batched(Write write) {
     std::optional<T> out;
-    CF_RETURN_IF_ERROR(writes_.Run([&](store::Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(issuer_.Committer().Run([&](store::Tx& tx) -> Result<void> {
       CF_ASSIGN_OR_RETURN(out, write(tx));
       return Ok();
     }));
@@ -192,7 +200,18 @@ class AcmeService {
   // The order, if it belongs to the account of `request` and the profile; expired pending
   // orders are answered as invalid.
   Result<store::AcmeOrderRecord> OwnedOrder(std::string_view profile, int64_t id, const Checked& request);
+  // The same check of an order read already (nullopt: none).
+  Result<store::AcmeOrderRecord> Owned(std::string_view profile, std::optional<store::AcmeOrderRecord> order,
+                                       const Checked& request) const;
+  AcmeAnswer ChallengeAnswer(std::string_view profile, const store::AcmeChallengeRecord& challenge,
+                             int64_t authz_id) const;
   Result<AcmeAnswer> OrderAnswer(std::string_view profile, const store::AcmeOrderRecord& order, int status = 200);
+  // The same for an order whose authorizations' ids are known (no read).
+  AcmeAnswer OrderAnswer(std::string_view profile, const store::AcmeOrderRecord& order,
+                         const std::vector<int64_t>& authz_ids, int status) const;
+  // The checks and issuance request of a finalize, before anything is written.
+  Result<issuance::IssueRequest> FinalizeRequest(std::string_view profile, const store::AcmeOrderRecord& order,
+                                                 const Checked& request);
   boost::json::object ChallengeJson(std::string_view profile, const store::AcmeChallengeRecord& c) const;
   // Records a failed validation: the challenge, its authorization and order become invalid.
   Result<void> Invalidate(const store::AcmeChallengeRecord& challenge, const store::AcmeAuthzRecord& authz,
@@ -211,9 +230,6 @@ class AcmeService {
   std::mutex keys_mu_;
   std::map<int64_t, std::pair<std::string, std::shared_ptr<EVP_PKEY>>> account_keys_;
   ValidationCounts validations_;
-  // The writes of requests and validations (used nonces, orders, challenges) commit in groups:
-  // one sync for many under load. Last, so that it finishes what is queued first.
-  store::GroupCommitter writes_;
 };
 
 }  // namespace certfleet::acme

@@ -139,6 +139,11 @@ std::string Actor(int64_t account_id) { return fmt::format("acme:account/{}", ac
 
 Result<store::AcmeOrderRecord> AcmeService::OwnedOrder(std::string_view profile, int64_t id, const Checked& request) {
   CF_ASSIGN_OR_RETURN(auto order, store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeOrder(tx, id); }));
+  return Owned(profile, std::move(order), request);
+}
+
+Result<store::AcmeOrderRecord> AcmeService::Owned(std::string_view profile, std::optional<store::AcmeOrderRecord> order,
+                                                  const Checked& request) const {
   if (!order || order->profile != profile) return Problem(ErrorCode::kNotFound, "malformed", "no such order");
   if (!request.account || order->account_id != request.account->id) {
     return Unauthorized("the order belongs to another account");
@@ -150,8 +155,15 @@ Result<store::AcmeOrderRecord> AcmeService::OwnedOrder(std::string_view profile,
 Result<AcmeAnswer> AcmeService::OrderAnswer(std::string_view profile, const store::AcmeOrderRecord& order, int status) {
   CF_ASSIGN_OR_RETURN(auto authzs,
                       store::Read(store_, [&](store::Tx& tx) { return store::AcmeAuthzsOfOrder(tx, order.id); }));
+  std::vector<int64_t> ids;
+  for (const auto& a : authzs) ids.push_back(a.id);
+  return OrderAnswer(profile, order, ids, status);
+}
+
+AcmeAnswer AcmeService::OrderAnswer(std::string_view profile, const store::AcmeOrderRecord& order,
+                                    const std::vector<int64_t>& authz_ids, int status) const {
   json::array urls;
-  for (const auto& a : authzs) urls.emplace_back(Url(profile, fmt::format("authz/{}", a.id)));
+  for (const int64_t id : authz_ids) urls.emplace_back(Url(profile, fmt::format("authz/{}", id)));
   AcmeAnswer answer;
   answer.status = status;
   answer.body = {{"status", order.status},
@@ -197,54 +209,74 @@ Result<AcmeAnswer> AcmeService::AccountOrders(std::string_view profile, int64_t 
   return answer;
 }
 
-Result<AcmeAnswer> AcmeService::NewOrder(std::string_view profile, const Checked& request) {
-  const store::AcmeAccountRecord& account = *request.account;
-  CF_ASSIGN_OR_RETURN(json::object payload, PayloadObject(request.jws));
-  if (payload.contains("notBefore") || payload.contains("notAfter")) {
-    return Malformed("notBefore and notAfter are not accepted: the profile sets the validity");
-  }
-  CF_ASSIGN_OR_RETURN(std::vector<Ordered> identifiers, ParseIdentifiers(payload.if_contains("identifiers")));
-  CF_ASSIGN_OR_RETURN(Profile found, FindProfile(profile));
-  for (const auto& o : identifiers) CF_RETURN_IF_ERROR(CheckIdentifier(found, o.id.type, o.id.value));
-  std::optional<std::string> replaces;
-  if (const json::value* r = payload.if_contains("replaces")) {
-    if (!r->is_string() || r->as_string().empty() || r->as_string().size() > 256) {
-      return Malformed("replaces must be a certificate identifier (RFC 9773)");
+void AcmeService::NewOrder(std::string_view profile, const Checked& request, Answer answer) {
+  // What the order's transaction writes, checked first.
+  struct Planned {
+    store::AcmeOrderRecord order;
+    std::vector<Ordered> identifiers;
+    json::array listed;
+    std::vector<int64_t> authz_ids;  // written
+  };
+  auto planned = std::make_shared<Planned>();
+  Result<void> checked = [&]() -> Result<void> {
+    const store::AcmeAccountRecord& account = *request.account;
+    CF_ASSIGN_OR_RETURN(json::object payload, PayloadObject(request.jws));
+    if (payload.contains("notBefore") || payload.contains("notAfter")) {
+      return Malformed("notBefore and notAfter are not accepted: the profile sets the validity");
     }
-    replaces = std::string(r->as_string());
-    CF_RETURN_IF_ERROR(CheckReplaces(profile, account.id, *replaces));
-  }
-  json::array listed;
-  for (const auto& o : identifiers) listed.push_back(json::object{{"type", o.id.type}, {"value", o.value}});
-  const int64_t now = clock_.NowMillis();
-  store::AcmeOrderRecord order;
-  order.account_id = account.id;
-  order.profile = std::string(profile);
-  order.status = "pending";
-  order.identifiers = json::serialize(listed);
-  order.expires_at = now + Millis(kOrderLifetime);
-  order.replaces = replaces;
-  order.created_at = now;
-  order.updated_at = now;
-  CF_ASSIGN_OR_RETURN(
-      order.id, Batched<int64_t>([&](store::Tx& tx) -> Result<int64_t> {
-        CF_ASSIGN_OR_RETURN(int64_t id, store::InsertAcmeOrder(tx, order));
-        for (const auto& o : identifiers) {
-          store::AcmeAuthzRecord authz{0,          id,         account.id, o.id.type,
-                                       o.id.value, o.wildcard, "pending",  order.expires_at};
-          CF_ASSIGN_OR_RETURN(int64_t authz_id, store::InsertAcmeAuthz(tx, authz));
-          for (const std::string_view type : ChallengeTypesFor(o.id, o.wildcard)) {
-            store::AcmeChallengeRecord c{0,         authz_id,     std::string(type), RandomToken(kTokenBytes),
-                                         "pending", std::nullopt, std::nullopt};
-            CF_RETURN_IF_ERROR(store::InsertAcmeChallenge(tx, c));
-          }
-        }
-        CF_RETURN_IF_ERROR(
-            store::AppendAudit(tx, now, Actor(account.id), "acme.order.create", fmt::format("acme-order:{}", id),
-                               json::serialize(json::object{{"profile", profile}, {"identifiers", listed}})));
-        return id;
-      }));
-  return OrderAnswer(profile, order, 201);
+    CF_ASSIGN_OR_RETURN(planned->identifiers, ParseIdentifiers(payload.if_contains("identifiers")));
+    CF_ASSIGN_OR_RETURN(Profile found, FindProfile(profile));
+    for (const auto& o : planned->identifiers) CF_RETURN_IF_ERROR(CheckIdentifier(found, o.id.type, o.id.value));
+    std::optional<std::string> replaces;
+    if (const json::value* r = payload.if_contains("replaces")) {
+      if (!r->is_string() || r->as_string().empty() || r->as_string().size() > 256) {
+        return Malformed("replaces must be a certificate identifier (RFC 9773)");
+      }
+      replaces = std::string(r->as_string());
+      CF_RETURN_IF_ERROR(CheckReplaces(profile, account.id, *replaces));
+    }
+    for (const auto& o : planned->identifiers) {
+      planned->listed.push_back(json::object{{"type", o.id.type}, {"value", o.value}});
+    }
+    const int64_t now = clock_.NowMillis();
+    store::AcmeOrderRecord& order = planned->order;
+    order.account_id = account.id;
+    order.profile = std::string(profile);
+    order.status = "pending";
+    order.identifiers = json::serialize(planned->listed);
+    order.expires_at = now + Millis(kOrderLifetime);
+    order.replaces = replaces;
+    order.created_at = now;
+    order.updated_at = now;
+    return Ok();
+  }();
+  if (!checked.ok()) return answer([e = checked.error()]() -> Result<AcmeAnswer> { return e; });
+  // The write reads nothing of this service's, so it holds no pointer to it.
+  auto write = [planned](store::Tx& tx) -> Result<void> {
+    store::AcmeOrderRecord& order = planned->order;
+    planned->authz_ids.clear();  // the transaction may run again
+    CF_ASSIGN_OR_RETURN(order.id, store::InsertAcmeOrder(tx, order));
+    for (const auto& o : planned->identifiers) {
+      store::AcmeAuthzRecord authz{0,          order.id,   order.account_id, o.id.type,
+                                   o.id.value, o.wildcard, "pending",        order.expires_at};
+      CF_ASSIGN_OR_RETURN(int64_t authz_id, store::InsertAcmeAuthz(tx, authz));
+      planned->authz_ids.push_back(authz_id);
+      for (const std::string_view type : ChallengeTypesFor(o.id, o.wildcard)) {
+        store::AcmeChallengeRecord c{0,         authz_id,     std::string(type), RandomToken(kTokenBytes),
+                                     "pending", std::nullopt, std::nullopt};
+        CF_RETURN_IF_ERROR(store::InsertAcmeChallenge(tx, c));
+      }
+    }
+    return store::AppendAudit(
+        tx, order.created_at, Actor(order.account_id), "acme.order.create", fmt::format("acme-order:{}", order.id),
+        json::serialize(json::object{{"profile", order.profile}, {"identifiers", planned->listed}}));
+  };
+  issuer_.Committer().Submit(std::move(write), [this, planned, answer = std::move(answer)](Result<void> written) {
+    answer([this, planned, written = std::move(written)]() -> Result<AcmeAnswer> {
+      CF_RETURN_IF_ERROR(written);
+      return OrderAnswer(planned->order.profile, planned->order, planned->authz_ids, 201);
+    });
+  });
 }
 
 Result<AcmeAnswer> AcmeService::Order(std::string_view profile, int64_t id, const Checked& request) {
@@ -267,7 +299,7 @@ Result<AcmeAnswer> AcmeService::Authorization(std::string_view profile, int64_t 
       return Malformed(fmt::format("the authorization is {}", authz->status));
     }
     const std::string from = authz->status;
-    CF_RETURN_IF_ERROR(writes_.Run([&](store::Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(issuer_.Committer().Run([&](store::Tx& tx) -> Result<void> {
       CF_RETURN_IF_ERROR(store::SetAcmeAuthzStatus(tx, id, from, "deactivated"));
       for (const char* s : {"pending", "ready"}) {
         CF_RETURN_IF_ERROR(store::SetAcmeOrderStatus(tx, order.id, s, "invalid", std::nullopt, std::nullopt, now));
@@ -299,49 +331,85 @@ Result<AcmeAnswer> AcmeService::Authorization(std::string_view profile, int64_t 
   return answer;
 }
 
-Result<AcmeAnswer> AcmeService::Challenge(std::string_view profile, int64_t id, const Checked& request) {
-  CF_ASSIGN_OR_RETURN(auto challenge,
-                      store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeChallenge(tx, id); }));
-  if (!challenge) return Problem(ErrorCode::kNotFound, "malformed", "no such challenge");
-  CF_ASSIGN_OR_RETURN(
-      auto authz, store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeAuthz(tx, challenge->authz_id); }));
-  if (!authz) return MakeError(ErrorCode::kInternal, "a challenge has no authorization");
-  CF_ASSIGN_OR_RETURN(auto order, OwnedOrder(profile, authz->order_id, request));
-  // A POST of {} asks for validation (7.5.1); a POST-as-GET only reads.
-  if (!request.jws.payload.empty() && challenge->status == "pending") {
-    CF_ASSIGN_OR_RETURN(json::object payload, PayloadObject(request.jws));
-    (void)payload;  // {} by the RFC; anything else is ignored as it allows
-    if (authz->status != "pending" || order.status != "pending") {
-      return Malformed(fmt::format("the authorization is {} and its order {}", authz->status, order.status));
-    }
-    const int64_t now = clock_.NowMillis();
-    const store::NewJob job{std::string(kValidateJob), json::serialize(json::object{{"challenge", id}}), now,
-                            options_.validation_attempts, fmt::format("{}:{}", kValidateJob, id)};
-    std::optional<store::Job> here;
-    CF_ASSIGN_OR_RETURN(bool started, Batched<bool>([&](store::Tx& tx) -> Result<bool> {
-                          CF_ASSIGN_OR_RETURN(bool moved, store::SetAcmeChallengeStatus(tx, id, "pending", "processing",
-                                                                                        std::nullopt, std::nullopt));
-                          if (!moved) return false;
-                          if (workers_ != nullptr) {
-                            CF_ASSIGN_OR_RETURN(here, workers_->EnqueueHere(tx, job));
-                          } else {
-                            CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));
-                          }
-                          return true;
-                        }));
-    if (started) {
-      challenge->status = "processing";
-      if (here) workers_->RunHere(std::move(*here));
-    } else {
-      CF_ASSIGN_OR_RETURN(challenge,
-                          store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeChallenge(tx, id); }));
-    }
-  }
+AcmeAnswer AcmeService::ChallengeAnswer(std::string_view profile, const store::AcmeChallengeRecord& challenge,
+                                        int64_t authz_id) const {
   AcmeAnswer answer;
-  answer.body = ChallengeJson(profile, *challenge);
-  answer.links.push_back(fmt::format("<{}>;rel=\"up\"", Url(profile, fmt::format("authz/{}", authz->id))));
-  if (challenge->status == "processing") answer.retry_after = kRetryAfterSeconds;
+  answer.body = ChallengeJson(profile, challenge);
+  answer.links.push_back(fmt::format("<{}>;rel=\"up\"", Url(profile, fmt::format("authz/{}", authz_id))));
+  if (challenge.status == "processing") answer.retry_after = kRetryAfterSeconds;
   return answer;
+}
+
+void AcmeService::Challenge(std::string_view profile, int64_t id, const Checked& request, Answer answer) {
+  auto fail = [&answer](Error e) { answer([e = std::move(e)]() -> Result<AcmeAnswer> { return e; }); };
+  struct Found {
+    std::optional<store::AcmeChallengeRecord> challenge;
+    std::optional<store::AcmeAuthzRecord> authz;
+    std::optional<store::AcmeOrderRecord> order;
+  };
+  auto found = store::Read(store_, [&](store::Tx& tx) -> Result<Found> {
+    Found out;
+    CF_ASSIGN_OR_RETURN(out.challenge, store::FindAcmeChallenge(tx, id));
+    if (!out.challenge) return out;
+    CF_ASSIGN_OR_RETURN(out.authz, store::FindAcmeAuthz(tx, out.challenge->authz_id));
+    if (!out.authz) return out;
+    CF_ASSIGN_OR_RETURN(out.order, store::FindAcmeOrder(tx, out.authz->order_id));
+    return out;
+  });
+  if (!found.ok()) return fail(found.error());
+  if (!found->challenge) return fail(Problem(ErrorCode::kNotFound, "malformed", "no such challenge"));
+  if (!found->authz) return fail(MakeError(ErrorCode::kInternal, "a challenge has no authorization"));
+  auto order = Owned(profile, std::move(found->order), request);
+  if (!order.ok()) return fail(order.error());
+  const store::AcmeChallengeRecord& challenge = *found->challenge;
+  const store::AcmeAuthzRecord& authz = *found->authz;
+  // A POST of {} asks for validation (7.5.1); a POST-as-GET only reads.
+  if (request.jws.payload.empty() || challenge.status != "pending") {
+    return answer([a = ChallengeAnswer(profile, challenge, authz.id)]() -> Result<AcmeAnswer> { return a; });
+  }
+  // {} by the RFC; anything else is ignored as it allows, if it is a JSON object.
+  if (auto payload = PayloadObject(request.jws); !payload.ok()) return fail(payload.error());
+  if (authz.status != "pending" || order->status != "pending") {
+    return fail(Malformed(fmt::format("the authorization is {} and its order {}", authz.status, order->status)));
+  }
+  const int64_t now = clock_.NowMillis();
+  const store::NewJob job{std::string(kValidateJob), json::serialize(json::object{{"challenge", id}}), now,
+                          options_.validation_attempts, fmt::format("{}:{}", kValidateJob, id)};
+  struct Started {
+    bool moved = false;              // pending -> processing by this request
+    std::optional<store::Job> here;  // its validation, for this node's workers
+  };
+  auto started = std::make_shared<Started>();
+  auto write = [id, job, now, started, workers = workers_](store::Tx& tx) -> Result<void> {
+    *started = Started{};  // the transaction may run again
+    CF_ASSIGN_OR_RETURN(started->moved,
+                        store::SetAcmeChallengeStatus(tx, id, "pending", "processing", std::nullopt, std::nullopt));
+    if (!started->moved) return Ok();
+    if (workers == nullptr) {
+      CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));
+    } else {
+      CF_ASSIGN_OR_RETURN(started->here, workers->EnqueueHere(tx, job));
+    }
+    return Ok();
+  };
+  issuer_.Committer().Submit(std::move(write), [this, started, challenge, authz_id = authz.id,
+                                                profile = std::string(profile),
+                                                answer = std::move(answer)](Result<void> written) {
+    if (written.ok() && started->here) workers_->RunHere(std::move(*started->here));
+    answer([this, started, challenge, authz_id, profile, written = std::move(written)]() -> Result<AcmeAnswer> {
+      CF_RETURN_IF_ERROR(written);
+      if (started->moved) {
+        store::AcmeChallengeRecord processing = challenge;
+        processing.status = "processing";
+        return ChallengeAnswer(profile, processing, authz_id);
+      }
+      // Another request started it first: as it is now.
+      CF_ASSIGN_OR_RETURN(
+          auto now_as, store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeChallenge(tx, challenge.id); }));
+      if (!now_as) return Problem(ErrorCode::kNotFound, "malformed", "no such challenge");
+      return ChallengeAnswer(profile, *now_as, authz_id);
+    });
+  });
 }
 
 Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_attempts, const TxStep& done) {
@@ -380,7 +448,7 @@ Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_at
     ++validations_.invalid;
     return Invalidate(challenge, authz, outcome.error(), done);
   }
-  CF_RETURN_IF_ERROR(writes_.Run([&](store::Tx& tx) -> Result<void> {
+  CF_RETURN_IF_ERROR(issuer_.Committer().Run([&](store::Tx& tx) -> Result<void> {
     if (done) {
       CF_RETURN_IF_ERROR(done(tx));
     }
@@ -417,7 +485,7 @@ Result<void> AcmeService::Invalidate(const store::AcmeChallengeRecord& challenge
       {"type", error.at("type")},
       {"detail", fmt::format("{} of {} failed: {}", challenge.type, authz.identifier_value, problem.message)},
       {"subproblems", json::array{subproblem}}};
-  return writes_.Run([&](store::Tx& tx) -> Result<void> {
+  return issuer_.Committer().Run([&](store::Tx& tx) -> Result<void> {
     if (done) {
       CF_RETURN_IF_ERROR(done(tx));
     }
@@ -441,8 +509,9 @@ Result<void> AcmeService::Invalidate(const store::AcmeChallengeRecord& challenge
   });
 }
 
-Result<AcmeAnswer> AcmeService::Finalize(std::string_view profile, int64_t order_id, const Checked& request) {
-  CF_ASSIGN_OR_RETURN(auto order, OwnedOrder(profile, order_id, request));
+Result<issuance::IssueRequest> AcmeService::FinalizeRequest(std::string_view profile,
+                                                            const store::AcmeOrderRecord& order,
+                                                            const Checked& request) {
   if (order.status != "ready") {
     return Problem(ErrorCode::kPermissionDenied, "orderNotReady",
                    fmt::format("the order is {}, not ready to be finalized", order.status));
@@ -496,22 +565,37 @@ Result<AcmeAnswer> AcmeService::Finalize(std::string_view profile, int64_t order
   req.audit.details = {{"acme_account", std::to_string(order.account_id)},
                        {"acme_order", std::to_string(order.id)},
                        {"acme_profile", std::string(profile)}};
+  return req;
+}
+
+void AcmeService::Finalize(std::string_view profile, int64_t order_id, const Checked& request, Answer answer) {
+  auto order = OwnedOrder(profile, order_id, request);
+  auto req = order.ok() ? FinalizeRequest(profile, *order, request) : Result<issuance::IssueRequest>(order.error());
+  if (!req.ok()) return answer([e = req.error()]() -> Result<AcmeAnswer> { return e; });
+  auto finalized = std::make_shared<const store::AcmeOrderRecord>(std::move(*order));
   const int64_t now = clock_.NowMillis();
-  req.in_transaction = [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
+  req->in_transaction = [finalized, now](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
     CF_ASSIGN_OR_RETURN(bool moved,
-                        store::SetAcmeOrderStatus(tx, order.id, "ready", "valid", std::nullopt, cert.serial, now));
+                        store::SetAcmeOrderStatus(tx, finalized->id, "ready", "valid", std::nullopt, cert.serial, now));
     if (!moved) return Problem(ErrorCode::kPermissionDenied, "orderNotReady", "the order was finalized already");
     return Ok();
   };
-  auto issued = issuer_.Issue(std::move(req), fmt::format("acme:account/{}/order/{}", order.account_id, order.id));
-  if (!issued.ok()) {
-    Error e = issued.error();
-    if (e.code == ErrorCode::kInvalidArgument && e.reason.empty()) e.reason = "badCSR";
-    return e;
-  }
-  order.status = "valid";
-  order.serial = issued->record.serial;
-  return OrderAnswer(profile, order);
+  const std::string actor = fmt::format("acme:account/{}/order/{}", finalized->account_id, finalized->id);
+  issuer_.IssueAsync(
+      std::move(*req), actor,
+      [this, finalized, profile = std::string(profile), answer = std::move(answer)](Result<issuance::Issued> issued) {
+        answer([this, finalized, profile, issued = std::move(issued)]() -> Result<AcmeAnswer> {
+          if (!issued.ok()) {
+            Error e = issued.error();
+            if (e.code == ErrorCode::kInvalidArgument && e.reason.empty()) e.reason = "badCSR";
+            return e;
+          }
+          store::AcmeOrderRecord order = *finalized;
+          order.status = "valid";
+          order.serial = issued->record.serial;
+          return OrderAnswer(profile, order);
+        });
+      });
 }
 
 Result<AcmeCertificate> AcmeService::Certificate(std::string_view profile, std::string_view serial, int alternate,

@@ -53,11 +53,11 @@ Response Finish(const ApiContext& ctx, std::string_view profile, Response res) {
   return res;
 }
 
-Response Problem(const ApiContext& ctx, const Request& req, std::string_view profile, const Error& e) {
+Response Problem(const ApiContext& ctx, std::string_view request_id, std::string_view profile, const Error& e) {
   auto [type, status] = ProblemOf(e);
   std::string detail = e.message;
   if (status >= 500) {
-    log::Error("ACME request failed", {{"request_id", req.request_id}, {"error", e.message}});
+    log::Error("ACME request failed", {{"request_id", request_id}, {"error", e.message}});
     detail = "the server could not complete the request; see its log";
   }
   Response res;
@@ -93,30 +93,78 @@ Result<int64_t> IdParam(const Request& req, const std::string& name) {
 using Signer = acme::AcmeService::Signer;
 using Checked = acme::AcmeService::Checked;
 
-// Runs `answer` for a signed POST after the checks every ACME POST passes. `url_path` is the
-// request's path with its query, as the JWS url names it.
+// The checks every ACME POST passes: a served profile, the JOSE content type and the JWS
+// (AcmeService::Check). `url_path` is the request's path with its query, as the JWS url names
+// it. The problem response when one fails.
+struct CheckedPost {
+  std::optional<Checked> checked;
+  Response refused;  // when checked is empty
+};
+CheckedPost CheckPost(const ApiContext& ctx, const Request& req, Signer signer, const std::string& url_path) {
+  const std::string& profile = req.params.at("profile");
+  if (auto known = ctx.acme->FindProfile(profile); !known.ok()) {
+    return {std::nullopt, Problem(ctx, req.request_id, profile, known.error())};
+  }
+  if (req.Header("content-type").value_or("") != "application/jose+json") {
+    Response res = Problem(ctx, req.request_id, profile,
+                           MakeError(ErrorCode::kInvalidArgument, "Content-Type must be application/jose+json"));
+    res.status = 415;
+    return {std::nullopt, std::move(res)};
+  }
+  auto checked = ctx.acme->Check(profile, url_path.empty() ? req.path : url_path, req.body, signer);
+  if (!checked.ok()) return {std::nullopt, Problem(ctx, req.request_id, profile, checked.error())};
+  return {std::move(*checked), {}};
+}
+
+// Runs `answer` for a signed POST that passed CheckPost.
 template <typename Answer>
 Response SignedPost(const ApiContext& ctx, const Request& req, Signer signer, Answer answer,
                     const std::string& url_path = {}) {
+  CheckedPost post = CheckPost(ctx, req, signer, url_path);
+  if (!post.checked) return std::move(post.refused);
   const std::string& profile = req.params.at("profile");
-  if (auto known = ctx.acme->FindProfile(profile); !known.ok()) return Problem(ctx, req, profile, known.error());
-  if (req.Header("content-type").value_or("") != "application/jose+json") {
-    Response res = Problem(ctx, req, profile,
-                           MakeError(ErrorCode::kInvalidArgument, "Content-Type must be application/jose+json"));
-    res.status = 415;
-    return res;
-  }
-  auto checked = ctx.acme->Check(profile, url_path.empty() ? req.path : url_path, req.body, signer);
-  if (!checked.ok()) return Problem(ctx, req, profile, checked.error());
-  Result<Response> out = answer(profile, *checked);
-  if (!out.ok()) return Problem(ctx, req, profile, out.error());
+  Result<Response> out = answer(profile, *post.checked);
+  if (!out.ok()) return Problem(ctx, req.request_id, profile, out.error());
   return std::move(*out);
+}
+
+// A signed POST by an account whose answer comes once its write has committed (AcmeService's
+// methods that take an Answer), so that no server thread waits for the commit. `start` gets the
+// profile, the checked request and the Answer, or returns the error that stops it first.
+template <typename Start>
+void LaterPost(const ApiContext& ctx, const Request& req, const Responder& respond, Start start) {
+  CheckedPost post = CheckPost(ctx, req, Signer::kKid, {});
+  if (!post.checked) return respond([res = std::move(post.refused)]() -> Result<Response> { return res; });
+  const std::string& profile = req.params.at("profile");
+  acme::AcmeService::Answer answer = [c = &ctx, respond, id = req.request_id,
+                                      profile](acme::AcmeService::MakeAnswer make) {
+    respond([c, id, profile, make = std::move(make)]() -> Result<Response> {
+      Result<acme::AcmeAnswer> made = make();
+      if (!made.ok()) return Problem(*c, id, profile, made.error());
+      return AcmeJson(*c, profile, *made);
+    });
+  };
+  if (Result<void> started = start(profile, *post.checked, answer); !started.ok()) {
+    respond([res = Problem(ctx, req.request_id, profile, started.error())]() -> Result<Response> { return res; });
+  }
+}
+
+// The same about the resource `param` names, with `method` (of AcmeService).
+template <typename Method>
+void LaterResourcePost(const ApiContext& ctx, const Request& req, const Responder& respond, const std::string& param,
+                       Method method) {
+  LaterPost(ctx, req, respond,
+            [&](std::string_view profile, const Checked& checked, acme::AcmeService::Answer answer) -> Result<void> {
+              CF_ASSIGN_OR_RETURN(int64_t id, IdParam(req, param));
+              (ctx.acme->*method)(profile, id, checked, std::move(answer));
+              return Ok();
+            });
 }
 
 Response Directory(const ApiContext& ctx, const Request& req) {
   const std::string& profile = req.params.at("profile");
   auto found = ctx.acme->FindProfile(profile);
-  if (!found.ok()) return Problem(ctx, req, profile, found.error());
+  if (!found.ok()) return Problem(ctx, req.request_id, profile, found.error());
   return JsonResponse(200, ctx.acme->Directory(*found));
 }
 
@@ -124,13 +172,14 @@ Response Directory(const ApiContext& ctx, const Request& req) {
 Response RenewalInfo(const ApiContext& ctx, const Request& req) {
   const std::string& profile = req.params.at("profile");
   auto answer = ctx.acme->RenewalInfo(profile, req.params.at("id"));
-  if (!answer.ok()) return Problem(ctx, req, profile, answer.error());
+  if (!answer.ok()) return Problem(ctx, req.request_id, profile, answer.error());
   return AcmeJson(ctx, profile, *answer);
 }
 
 Response NewNonce(const ApiContext& ctx, const Request& req) {
   const std::string& profile = req.params.at("profile");
-  if (auto known = ctx.acme->FindProfile(profile); !known.ok()) return Problem(ctx, req, profile, known.error());
+  if (auto known = ctx.acme->FindProfile(profile); !known.ok())
+    return Problem(ctx, req.request_id, profile, known.error());
   Response res;
   res.status = req.method == "HEAD" ? 200 : 204;  // RFC 8555 7.2
   res.content_type.clear();
@@ -160,7 +209,7 @@ Response KeyChange(const ApiContext& ctx, const Request& req) {
     auto account = ctx.acme->ChangeKey(profile, checked);
     if (!account.ok() && account.error().code == ErrorCode::kAlreadyExists) {
       // RFC 8555 7.3.5: 409 with the account that has the key as Location.
-      Response res = Problem(ctx, req, profile,
+      Response res = Problem(ctx, req.request_id, profile,
                              acme::Problem(ErrorCode::kAlreadyExists, "malformed", "another account has this key"));
       res.status = 409;
       res.headers.emplace_back("Location", account.error().message);
@@ -177,7 +226,8 @@ Response AccountOrders(const ApiContext& ctx, const Request& req) {
   if (auto c = req.query.find("cursor"); c != req.query.end()) {
     const auto parsed = acme::AcmeService::ParseAccountId(c->second);
     if (!parsed)
-      return Problem(ctx, req, req.params.at("profile"), MakeError(ErrorCode::kInvalidArgument, "bad cursor"));
+      return Problem(ctx, req.request_id, req.params.at("profile"),
+                     MakeError(ErrorCode::kInvalidArgument, "bad cursor"));
     cursor = *parsed;
     url_path = fmt::format("{}?cursor={}", req.path, cursor);
   }
@@ -201,11 +251,12 @@ Response ResourcePost(const ApiContext& ctx, const Request& req, const std::stri
   });
 }
 
-Response NewOrder(const ApiContext& ctx, const Request& req) {
-  return SignedPost(ctx, req, Signer::kKid, [&](std::string_view profile, const Checked& checked) -> Result<Response> {
-    CF_ASSIGN_OR_RETURN(auto answer, ctx.acme->NewOrder(profile, checked));
-    return AcmeJson(ctx, profile, answer);
-  });
+void NewOrder(const ApiContext& ctx, const Request& req, const Responder& respond) {
+  LaterPost(ctx, req, respond,
+            [&](std::string_view profile, const Checked& checked, acme::AcmeService::Answer answer) -> Result<void> {
+              ctx.acme->NewOrder(profile, checked, std::move(answer));
+              return Ok();
+            });
 }
 
 Response Certificate(const ApiContext& ctx, const Request& req, int alternate) {
@@ -304,15 +355,19 @@ void AddAcmeRoutes(Router& router, const ApiContext& ctx) {
   router.Add("POST", "/acme/{profile}/account/{id}", signed_post, [c](Request& r) { return Account(*c, r); });
   router.Add("POST", "/acme/{profile}/account/{id}/orders", signed_post,
              [c](Request& r) { return AccountOrders(*c, r); });
-  router.Add("POST", "/acme/{profile}/new-order", signed_post, [c](Request& r) { return NewOrder(*c, r); });
+  router.AddAsync("POST", "/acme/{profile}/new-order", signed_post,
+                  [c](Request& r, const Responder& respond) { NewOrder(*c, r, respond); });
   router.Add("POST", "/acme/{profile}/order/{id}", signed_post,
              [c](Request& r) { return ResourcePost(*c, r, "id", &acme::AcmeService::Order); });
-  router.Add("POST", "/acme/{profile}/order/{id}/finalize", signed_post,
-             [c](Request& r) { return ResourcePost(*c, r, "id", &acme::AcmeService::Finalize); });
+  router.AddAsync("POST", "/acme/{profile}/order/{id}/finalize", signed_post,
+                  [c](Request& r, const Responder& respond) {
+                    LaterResourcePost(*c, r, respond, "id", &acme::AcmeService::Finalize);
+                  });
   router.Add("POST", "/acme/{profile}/authz/{id}", signed_post,
              [c](Request& r) { return ResourcePost(*c, r, "id", &acme::AcmeService::Authorization); });
-  router.Add("POST", "/acme/{profile}/chall/{id}", signed_post,
-             [c](Request& r) { return ResourcePost(*c, r, "id", &acme::AcmeService::Challenge); });
+  router.AddAsync("POST", "/acme/{profile}/chall/{id}", signed_post, [c](Request& r, const Responder& respond) {
+    LaterResourcePost(*c, r, respond, "id", &acme::AcmeService::Challenge);
+  });
   router.Add("POST", "/acme/{profile}/cert/{serial}", signed_post, [c](Request& r) { return Certificate(*c, r, 0); });
   router.Add("POST", "/acme/{profile}/cert/{serial}/1", signed_post, [c](Request& r) { return Certificate(*c, r, 1); });
   router.Add("POST", "/acme/{profile}/key-change", signed_post, [c](Request& r) { return KeyChange(*c, r); });

@@ -101,6 +101,9 @@ class Issuer {
   // is refused before anything is written, else on the store's committing thread (keep it
   // short there: hand the result to another thread).
   void IssueAsync(IssueRequest request, std::string_view actor, std::function<void(Result<Issued>)> done);
+  // The committer of issuance's writes, which other workflows' small writes join (ACME's
+  // orders and validations): one group, one sync, for all of them under load.
+  store::GroupCommitter& Committer() { return writes_; }
   // A new intermediate under the same parent as the intermediate `fqdn`, with its subject's
   // country, state and organization, to take over its issuing (`in_transaction` moves what
   // pointed at it). `new_fqdn` names it; empty: the next generation of the old name
