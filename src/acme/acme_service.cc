@@ -83,8 +83,27 @@ std::string AcmeService::Url(std::string_view profile, std::string_view path) co
 }
 
 Result<Profile> AcmeService::FindProfile(std::string_view name) {
+  const int64_t now = clock_.NowMillis();
+  {
+    std::lock_guard lock(profiles_mu_);
+    if (auto it = profiles_.find(name); it != profiles_.end() && now - it->second.second < kProfileReadMs) {
+      return it->second.first;
+    }
+  }
   const std::optional<Profile> configured = Configured();
-  return acme::FindProfile(store_, configured ? &*configured : nullptr, name);
+  Result<Profile> found = acme::FindProfile(store_, configured ? &*configured : nullptr, name);
+  if (!found.ok()) {
+    ForgetProfile(name);
+    return found;
+  }
+  std::lock_guard lock(profiles_mu_);
+  profiles_.insert_or_assign(std::string(name), std::pair{*found, now});
+  return found;
+}
+
+void AcmeService::ForgetProfile(std::string_view name) {
+  std::lock_guard lock(profiles_mu_);
+  if (auto it = profiles_.find(name); it != profiles_.end()) profiles_.erase(it);
 }
 
 std::optional<Profile> AcmeService::Configured() const {
@@ -131,12 +150,13 @@ Result<AcmeService::PutAnswer> AcmeService::PutProfile(std::string_view name, co
                                                               json::serialize(ProfileJson(profile))));
                         return is_new;
                       }));
+  ForgetProfile(name);
   return PutAnswer{std::move(profile), created};
 }
 
 Result<void> AcmeService::DeleteProfile(std::string_view name, std::string_view actor) {
   const int64_t now = clock_.NowMillis();
-  return store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+  Result<void> deleted = store::Write(store_, [&](store::Tx& tx) -> Result<void> {
     CF_ASSIGN_OR_RETURN(bool deleted, store::DeleteAcmeProfile(tx, name));
     if (!deleted) {
       return MakeError(ErrorCode::kNotFound, fmt::format("no stored ACME profile {} (acme.ca's default is configured, "
@@ -147,6 +167,8 @@ Result<void> AcmeService::DeleteProfile(std::string_view name, std::string_view 
         store::AppendAudit(tx, now, actor, "acme.profile.delete", fmt::format("acme-profile:{}", name), "{}"));
     return Ok();
   });
+  ForgetProfile(name);
+  return deleted;
 }
 
 Result<EabCredentials> AcmeService::NewEab(std::string_view profile, std::string_view actor) {

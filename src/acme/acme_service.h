@@ -76,7 +76,8 @@ class AcmeService {
   // base_url + "/acme/<profile>/<path>".
   std::string Url(std::string_view profile, std::string_view path) const;
   // A profile kept in the store, else acme.ca's "default"; kNotFound (reason malformed) for
-  // one that is not served.
+  // one that is not served. Read from the store at most once a second per profile: a change
+  // made on another node is seen within a second, one made here at once.
   Result<Profile> FindProfile(std::string_view name);
   boost::json::object Directory(const Profile& profile) const;
 
@@ -230,6 +231,11 @@ class AcmeService {
   std::mutex keys_mu_;
   std::map<int64_t, std::pair<std::string, std::shared_ptr<EVP_PKEY>>> account_keys_;
   ValidationCounts validations_;
+  static constexpr int64_t kProfileReadMs = 1000;
+  std::mutex profiles_mu_;
+  // Profiles found, by name, with when they were read; only served ones, so as many as there are.
+  std::map<std::string, std::pair<Profile, int64_t>, std::less<>> profiles_;
+  void ForgetProfile(std::string_view name);
 };
 
 }  // namespace certfleet::acme

@@ -285,9 +285,22 @@ Result<AcmeAnswer> AcmeService::Order(std::string_view profile, int64_t id, cons
 }
 
 Result<AcmeAnswer> AcmeService::Authorization(std::string_view profile, int64_t id, const Checked& request) {
-  CF_ASSIGN_OR_RETURN(auto authz, store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeAuthz(tx, id); }));
+  struct Found {
+    std::optional<store::AcmeAuthzRecord> authz;
+    std::optional<store::AcmeOrderRecord> order;
+    std::vector<store::AcmeChallengeRecord> challenges;  // deactivating leaves them as they are
+  };
+  CF_ASSIGN_OR_RETURN(Found found, store::Read(store_, [&](store::Tx& tx) -> Result<Found> {
+                        Found out;
+                        CF_ASSIGN_OR_RETURN(out.authz, store::FindAcmeAuthz(tx, id));
+                        if (!out.authz) return out;
+                        CF_ASSIGN_OR_RETURN(out.order, store::FindAcmeOrder(tx, out.authz->order_id));
+                        CF_ASSIGN_OR_RETURN(out.challenges, store::AcmeChallengesOfAuthz(tx, id));
+                        return out;
+                      }));
+  std::optional<store::AcmeAuthzRecord>& authz = found.authz;
   if (!authz) return Problem(ErrorCode::kNotFound, "malformed", "no such authorization");
-  CF_ASSIGN_OR_RETURN(auto order, OwnedOrder(profile, authz->order_id, request));
+  CF_ASSIGN_OR_RETURN(auto order, Owned(profile, std::move(found.order), request));
   const int64_t now = clock_.NowMillis();
   if (!request.jws.payload.empty()) {
     CF_ASSIGN_OR_RETURN(json::object payload, PayloadObject(request.jws));
@@ -311,13 +324,11 @@ Result<AcmeAnswer> AcmeService::Authorization(std::string_view profile, int64_t 
     }));
     authz->status = "deactivated";
   }
-  CF_ASSIGN_OR_RETURN(auto challenges,
-                      store::Read(store_, [&](store::Tx& tx) { return store::AcmeChallengesOfAuthz(tx, id); }));
   std::string status = authz->status;
   if (status == "pending" && authz->expires_at <= now) status = "expired";
   json::array list;
   bool processing = false;
-  for (const auto& c : challenges) {
+  for (const auto& c : found.challenges) {
     list.push_back(ChallengeJson(profile, c));
     processing = processing || c.status == "processing";
   }

@@ -439,9 +439,24 @@ check(ip_leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).va
     x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")], "the certificate names the address as an IP SAN")
 responder.stop()
 
+# ---- a profile changed is served so at once by the node that changed it (which had just read it) ----
+check(cf.api("GET", "/acme/partners/directory", bearer="-")["meta"]["externalAccountRequired"] is True,
+      "the partners profile needs EAB")
+cf.api("PUT", "/v1/acme/profiles/partners", {"ca": "iot.example.com", "dns_suffixes": ["partner.test"]})
+check(cf.api("GET", "/acme/partners/directory", bearer="-")["meta"]["externalAccountRequired"] is False,
+      "changed to need no EAB, its directory says so at once")
+
 # ---- two nodes on one PostgreSQL: a nonce made by one is taken once by either ----
 if DB_KIND == "postgres":
     node2 = cf.another_node()
+    # Each node reads a profile at most once a second: the second node sees a change within it.
+    check(node2.api("GET", "/acme/partners/directory", bearer="-")["meta"]["externalAccountRequired"] is False,
+          "the second node serves the changed profile")
+    cf.api("PUT", "/v1/acme/profiles/partners", {"ca": "iot.example.com", "eab_required": True})
+    deadline = time.monotonic() + 5
+    while node2.api("GET", "/acme/partners/directory", bearer="-")["meta"]["externalAccountRequired"] is False:
+        check(time.monotonic() < deadline, "the second node sees a profile changed on the first within 5 s")
+        time.sleep(0.05)
     used = nonce()  # made by the first node
     status, out, _ = node2.request("POST", kid.removeprefix(cf.url), body=json.dumps(sign(account_key, {
         "alg": "ES256", "nonce": used, "url": kid, "kid": kid}, {})), headers={"Content-Type": "application/jose+json"})
@@ -453,5 +468,9 @@ if DB_KIND == "postgres":
         "Content-Type": "application/jose+json"})
     check(status == 200 and out["status"] == "invalid", f"an order made through one node, read through the other")
     node2.stop()
+status, _, _ = cf.request("DELETE", "/v1/acme/profiles/partners", bearer=cf.token)
+check(status == 204, f"DELETE a profile: {status}")
+status, out, _ = cf.request("GET", "/acme/partners/directory")
+check(status == 404 and out["type"].endswith(":malformed"), f"a deleted profile is not served at once: {status} {out}")
 cf.stop()
 finish("acme_e2e")
