@@ -156,6 +156,7 @@ Result<AcmeAnswer> AcmeService::OrderAnswer(std::string_view profile, const stor
   CF_ASSIGN_OR_RETURN(auto authzs,
                       store::Read(store_, [&](store::Tx& tx) { return store::AcmeAuthzsOfOrder(tx, order.id); }));
   std::vector<int64_t> ids;
+  ids.reserve(authzs.size());
   for (const auto& a : authzs) ids.push_back(a.id);
   return OrderAnswer(profile, order, ids, status);
 }
@@ -273,7 +274,7 @@ void AcmeService::NewOrder(std::string_view profile, const Checked& request, Ans
   };
   issuer_.Committer().Submit(std::move(write), [this, planned, answer = std::move(answer)](Result<void> written) {
     answer([this, planned, written = std::move(written)]() -> Result<AcmeAnswer> {
-      CF_RETURN_IF_ERROR(written);
+      if (!written.ok()) return written.error();
       return OrderAnswer(planned->order.profile, planned->order, planned->authz_ids, 201);
     });
   });
@@ -408,7 +409,7 @@ void AcmeService::Challenge(std::string_view profile, int64_t id, const Checked&
                                                 answer = std::move(answer)](Result<void> written) {
     if (written.ok() && started->here) workers_->RunHere(std::move(*started->here));
     answer([this, started, challenge, authz_id, profile, written = std::move(written)]() -> Result<AcmeAnswer> {
-      CF_RETURN_IF_ERROR(written);
+      if (!written.ok()) return written.error();
       if (started->moved) {
         store::AcmeChallengeRecord processing = challenge;
         processing.status = "processing";
