@@ -84,25 +84,30 @@ std::string AcmeService::Url(std::string_view profile, std::string_view path) co
 
 Result<Profile> AcmeService::FindProfile(std::string_view name) {
   const int64_t now = clock_.NowMillis();
+  uint64_t forgotten = 0;
   {
     std::lock_guard lock(profiles_mu_);
-    if (auto it = profiles_.find(name); it != profiles_.end() && now - it->second.second < kProfileReadMs) {
+    // A read in the future (the clock stepped back) is as stale as an old one.
+    if (auto it = profiles_.find(name);
+        it != profiles_.end() && now >= it->second.second && now - it->second.second < kProfileReadMs) {
       return it->second.first;
     }
+    forgotten = profiles_forgotten_;
   }
   const std::optional<Profile> configured = Configured();
   Result<Profile> found = acme::FindProfile(store_, configured ? &*configured : nullptr, name);
-  if (!found.ok()) {
-    ForgetProfile(name);
-    return found;
-  }
   std::lock_guard lock(profiles_mu_);
-  profiles_.insert_or_assign(std::string(name), std::pair{*found, now});
+  if (!found.ok()) {
+    if (auto it = profiles_.find(name); it != profiles_.end()) profiles_.erase(it);
+  } else if (forgotten == profiles_forgotten_) {
+    profiles_.insert_or_assign(std::string(name), std::pair{*found, now});
+  }
   return found;
 }
 
 void AcmeService::ForgetProfile(std::string_view name) {
   std::lock_guard lock(profiles_mu_);
+  ++profiles_forgotten_;
   if (auto it = profiles_.find(name); it != profiles_.end()) profiles_.erase(it);
 }
 

@@ -235,6 +235,8 @@ class AcmeService {
   std::mutex profiles_mu_;
   // Profiles found, by name, with when they were read; only served ones, so as many as there are.
   std::map<std::string, std::pair<Profile, int64_t>, std::less<>> profiles_;
+  // Counts ForgetProfile: a read that began before a change here does not keep what it read.
+  uint64_t profiles_forgotten_ = 0;
   void ForgetProfile(std::string_view name);
 };
 

@@ -194,6 +194,9 @@ Result<void> Run(const Config& config, const Clock& clock) {
   server.Run();
   renewals.Stop();
   scheduler.Stop();
+  // Writes still queued by requests the shutdown's grace cut short (an ACME challenge's hands
+  // its validation to the pool) finish while what they use is there.
+  issuer.Committer().Drain();
   pool.Stop();
   log::Info("stopped");
   return Ok();

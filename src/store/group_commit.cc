@@ -57,6 +57,11 @@ Result<void> GroupCommitter::Run(Piece piece) {
   return *waiter->result;
 }
 
+void GroupCommitter::Drain() {
+  std::unique_lock lock(mu_);
+  idle_.wait(lock, [&] { return queue_.empty() && running_ == 0; });
+}
+
 void GroupCommitter::Loop() {
   size_t last_batch = 0;  // this committer's
   std::unique_lock lock(mu_);
@@ -71,10 +76,12 @@ void GroupCommitter::Loop() {
       queue_.pop_front();
     }
     last_batch = batch.size();
+    ++running_;
     lock.unlock();
     RunBatch(batch);
     for (auto& p : batch) p->done(std::move(p->result));
     lock.lock();
+    if (--running_ == 0 && queue_.empty()) idle_.notify_all();
   }
 }
 

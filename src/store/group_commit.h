@@ -55,6 +55,9 @@ class GroupCommitter {
   void Submit(Piece piece, Done done);
   // Queues `piece` and waits for its result.
   Result<void> Run(Piece piece);
+  // Waits until nothing is queued or being committed: every piece queued before has had its
+  // result. For a shutdown, before what the queued pieces use goes away.
+  void Drain();
 
  private:
   struct Pending {
@@ -74,6 +77,8 @@ class GroupCommitter {
   std::condition_variable work_;
   std::deque<std::unique_ptr<Pending>> queue_;  // guarded by mu_
   bool stopping_ = false;                       // guarded by mu_
+  size_t running_ = 0;                          // groups taken and not yet answered; guarded by mu_
+  std::condition_variable idle_;                // signalled when the queue is empty and nothing runs
   std::vector<std::thread> committers_;
 };
 
