@@ -109,7 +109,7 @@ TEST_P(GroupCommitTest, DrainReturnsOnceEveryQueuedAndRunningPieceHasItsResult) 
         CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, name) VALUES (1, 'n1')"));
         return Ok();
       },
-      [&](Result<void> r) {
+      [&](const Result<void>& r) {
         EXPECT_TRUE(r.ok());
         ++answered;
       });
@@ -118,7 +118,7 @@ TEST_P(GroupCommitTest, DrainReturnsOnceEveryQueuedAndRunningPieceHasItsResult) 
         [id](Tx& tx) {
           return tx.ExecDeferred("INSERT INTO items (id, name) VALUES (?, ?)", {id, std::to_string(id)});
         },
-        [&](Result<void> r) {
+        [&](const Result<void>& r) {
           EXPECT_TRUE(r.ok());
           ++answered;
         });
