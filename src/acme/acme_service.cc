@@ -189,35 +189,55 @@ std::string AcmeService::NewNonce() const {
   return Base64UrlEncode(body + HmacSha256(options_.nonce_key, body).substr(0, kNonceMacBytes));
 }
 
-Result<void> AcmeService::UseNonce(std::string_view nonce) {
+void AcmeService::UseNonce(std::string_view nonce, std::function<void(Result<void>)> then) {
   const Error bad = Problem(ErrorCode::kInvalidArgument, "badNonce", "the nonce is unknown, used or expired");
   if (local_nonces_) {
-    if (!local_nonces_->Use(nonce, clock_.NowMillis())) return bad;
-    return Ok();
+    if (!local_nonces_->Use(nonce, clock_.NowMillis())) return then(bad);
+    return then(Ok());
   }
   const std::optional<std::string> raw = Base64UrlDecode(nonce);
   constexpr size_t kBodyBytes = kNonceRandomBytes + 8;
-  if (!raw || raw->size() != kBodyBytes + kNonceMacBytes) return bad;
+  if (!raw || raw->size() != kBodyBytes + kNonceMacBytes) return then(bad);
   const std::string_view body = std::string_view(*raw).substr(0, kBodyBytes);
   if (!ConstantTimeEquals(raw->substr(kBodyBytes), HmacSha256(options_.nonce_key, body).substr(0, kNonceMacBytes))) {
-    return bad;
+    return then(bad);
   }
   int64_t expires_at = 0;
   for (size_t i = kNonceRandomBytes; i < kBodyBytes; ++i)
     expires_at = (expires_at << 8) | static_cast<uint8_t>(body[i]);
   const int64_t now = clock_.NowMillis();
-  if (expires_at <= now) return bad;
+  if (expires_at <= now) return then(bad);
   const bool sweep = nonces_used_.fetch_add(1) % kSweepEvery == 0;
-  CF_ASSIGN_OR_RETURN(bool fresh, Batched<bool>([&](store::Tx& tx) -> Result<bool> {
-                        if (sweep) CF_RETURN_IF_ERROR(store::DeleteExpiredAcmeNonces(tx, now));
-                        return store::UseAcmeNonce(tx, nonce, expires_at);
-                      }));
-  if (!fresh) return bad;
-  return Ok();
+  auto fresh = std::make_shared<bool>(false);
+  issuer_.Committer().Submit(
+      [sweep, now, expires_at, fresh, nonce = std::string(nonce)](store::Tx& tx) -> Result<void> {
+        if (sweep) CF_RETURN_IF_ERROR(store::DeleteExpiredAcmeNonces(tx, now));
+        CF_ASSIGN_OR_RETURN(*fresh, store::UseAcmeNonce(tx, nonce, expires_at));
+        return Ok();
+      },
+      [post = options_.post, fresh, bad, then = std::move(then)](Result<void> written) mutable {
+        auto go = [fresh, bad, written = std::move(written), then = std::move(then)] {
+          if (!written.ok()) return then(written.error());
+          then(*fresh ? Ok() : Result<void>(bad));
+        };
+        if (post) return post(std::move(go));
+        go();
+      });
 }
 
-Result<AcmeService::Checked> AcmeService::Check(std::string_view profile, std::string_view path, std::string_view body,
-                                                Signer signer) {
+void AcmeService::Check(std::string_view profile, std::string_view path, std::string_view body, Signer signer,
+                        Then then) {
+  Result<Checked> checked = CheckSigned(profile, path, body, signer);
+  if (!checked.ok()) return then(checked.error());
+  auto request = std::make_shared<Checked>(std::move(*checked));
+  UseNonce(request->jws.nonce, [request, then = std::move(then)](Result<void> used) {
+    if (!used.ok()) return then(used.error());
+    then(std::move(*request));
+  });
+}
+
+Result<AcmeService::Checked> AcmeService::CheckSigned(std::string_view profile, std::string_view path,
+                                                      std::string_view body, Signer signer) {
   auto parsed = ParseJws(body);
   if (!parsed.ok()) return Problem(ErrorCode::kInvalidArgument, "malformed", parsed.error().message);
   Checked out{std::move(*parsed), std::nullopt};
@@ -259,8 +279,6 @@ Result<AcmeService::Checked> AcmeService::Check(std::string_view profile, std::s
   if (auto verified = VerifyJws(jws, key.get()); !verified.ok()) {
     return Problem(ErrorCode::kInvalidArgument, "malformed", verified.error().message);
   }
-  // Used last, so that a forged request cannot use up another client's nonce.
-  CF_RETURN_IF_ERROR(UseNonce(jws.nonce));
   return out;
 }
 

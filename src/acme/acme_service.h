@@ -61,6 +61,9 @@ class AcmeService {
     int64_t validity_days = 90;   // of the certificates issued (acme.validity_days)
     int validation_attempts = 5;  // tries of one challenge before it is invalid (acme.validation_attempts)
     Validator::Options validation;
+    // Runs a request's continuation on a server thread once its nonce's use has committed (the
+    // nonces kept in the store: PostgreSQL); unset: on the store's committing thread.
+    std::function<void(std::function<void()>)> post;
   };
   // The job that validates a challenge; payload {"challenge": id}.
   static constexpr std::string_view kValidateJob = "acme.validate";
@@ -106,7 +109,11 @@ class AcmeService {
     Jws jws;
     std::optional<store::AcmeAccountRecord> account;  // for kid requests
   };
-  Result<Checked> Check(std::string_view profile, std::string_view path, std::string_view body, Signer signer);
+  // Checks a request without a thread waiting for its nonce's write: `then` gets the result
+  // on the calling thread, or, when the nonce's use is written to the store (PostgreSQL),
+  // through Options::post once it has committed.
+  using Then = std::function<void(Result<Checked>)>;
+  void Check(std::string_view profile, std::string_view path, std::string_view body, Signer signer, Then then);
 
   struct AccountAnswer {
     store::AcmeAccountRecord account;
@@ -185,19 +192,12 @@ class AcmeService {
   // A new order's `replaces`: a certificate of the account, not replaced by another order.
   Result<void> CheckReplaces(std::string_view profile, int64_t account_id,
                              std::string_view cert_id);  // acme.ca's profile, if it is set
-  // Runs `write` in a group commit of issuance's committer and gives back what it returned;
-  // it may run more than once.
-  template <typename T, typename Write>
-  Result<T> Batched(Write write) {
-    std::optional<T> out;
-    CF_RETURN_IF_ERROR(issuer_.Committer().Run([&](store::Tx& tx) -> Result<void> {
-      CF_ASSIGN_OR_RETURN(out, write(tx));
-      return Ok();
-    }));
-    return std::move(*out);
-  }
-  // badNonce unless `nonce` was made here (by any node), is unexpired and was not used before.
-  Result<void> UseNonce(std::string_view nonce);
+  // Check's steps: everything but the nonce, which is used last, so that a forged request
+  // cannot use up another client's nonce.
+  Result<Checked> CheckSigned(std::string_view profile, std::string_view path, std::string_view body, Signer signer);
+  // badNonce unless `nonce` was made here (by any node), is unexpired and was not used before;
+  // `then` as Check's.
+  void UseNonce(std::string_view nonce, std::function<void(Result<void>)> then);
   // The order, if it belongs to the account of `request` and the profile; expired pending
   // orders are answered as invalid.
   Result<store::AcmeOrderRecord> OwnedOrder(std::string_view profile, int64_t id, const Checked& request);

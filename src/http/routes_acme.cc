@@ -83,82 +83,93 @@ Response AcmeJson(const ApiContext& ctx, std::string_view profile, const acme::A
   return Finish(ctx, profile, std::move(res));
 }
 
-// An id from a route segment, or a 404 problem.
-Result<int64_t> IdParam(const Request& req, const std::string& name) {
-  const auto id = acme::AcmeService::ParseAccountId(req.params.at(name));
-  if (!id) return MakeError(ErrorCode::kNotFound, fmt::format("no such {}", name));
-  return *id;
-}
-
 using Signer = acme::AcmeService::Signer;
 using Checked = acme::AcmeService::Checked;
 
-// The checks every ACME POST passes: a served profile, the JOSE content type and the JWS
-// (AcmeService::Check). `url_path` is the request's path with its query, as the JWS url names
-// it. The problem response when one fails.
-struct CheckedPost {
-  std::optional<Checked> checked;
-  Response refused;  // when checked is empty
-};
-CheckedPost CheckPost(const ApiContext& ctx, const Request& req, Signer signer, const std::string& url_path) {
-  const std::string& profile = req.params.at("profile");
-  if (auto known = ctx.acme->FindProfile(profile); !known.ok()) {
-    return {std::nullopt, Problem(ctx, req.request_id, profile, known.error())};
+// A signed POST as its answer needs it, which may be made after the handler has returned
+// (when the nonce's use is written to the store) and so without the Request.
+struct Asked {
+  const ApiContext* ctx;
+  std::string request_id;
+  std::string profile;
+  std::map<std::string, std::string> params;  // the route's
+  Responder respond;
+
+  void Reply(Response res) const {
+    respond([res = std::move(res)]() -> Result<Response> { return res; });
   }
+  void Fail(const Error& e) const { Reply(Problem(*ctx, request_id, profile, e)); }
+  // Answers with what `make` gives: a response, or the error's problem document.
+  template <typename Make>
+  void Answer(Make make) const {
+    Result<Response> out = make();
+    if (!out.ok()) return Fail(out.error());
+    Reply(std::move(*out));
+  }
+  // For AcmeService's methods that answer once their write has committed: the answer is made
+  // on a server thread.
+  acme::AcmeService::Answer Later() const {
+    return [c = ctx, id = request_id, profile = profile, respond = respond](acme::AcmeService::MakeAnswer make) {
+      respond([c, id, profile, make = std::move(make)]() -> Result<Response> {
+        Result<acme::AcmeAnswer> made = make();
+        if (!made.ok()) return Problem(*c, id, profile, made.error());
+        return AcmeJson(*c, profile, *made);
+      });
+    };
+  }
+  // An id from a route segment, or a 404 problem.
+  Result<int64_t> Id(const std::string& name) const {
+    const auto id = acme::AcmeService::ParseAccountId(params.at(name));
+    if (!id) return MakeError(ErrorCode::kNotFound, fmt::format("no such {}", name));
+    return *id;
+  }
+};
+
+// Every signed POST: a served profile, the JOSE content type and the JWS (AcmeService::Check,
+// which holds no server thread while a nonce's use commits). Then `handle` gets the Asked and
+// the checked request, and answers once through the Asked. `url_path` is the request's path
+// with its query, as the JWS url names it.
+template <typename Handle>
+void SignedPost(const ApiContext& ctx, const Request& req, const Responder& respond, Signer signer, Handle handle,
+                const std::string& url_path = {}) {
+  auto asked =
+      std::make_shared<const Asked>(Asked{&ctx, req.request_id, req.params.at("profile"), req.params, respond});
+  if (auto known = ctx.acme->FindProfile(asked->profile); !known.ok()) return asked->Fail(known.error());
   if (req.Header("content-type").value_or("") != "application/jose+json") {
-    Response res = Problem(ctx, req.request_id, profile,
+    Response res = Problem(ctx, req.request_id, asked->profile,
                            MakeError(ErrorCode::kInvalidArgument, "Content-Type must be application/jose+json"));
     res.status = 415;
-    return {std::nullopt, std::move(res)};
+    return asked->Reply(std::move(res));
   }
-  auto checked = ctx.acme->Check(profile, url_path.empty() ? req.path : url_path, req.body, signer);
-  if (!checked.ok()) return {std::nullopt, Problem(ctx, req.request_id, profile, checked.error())};
-  return {std::move(*checked), {}};
+  ctx.acme->Check(asked->profile, url_path.empty() ? req.path : url_path, req.body, signer,
+                  [asked, handle = std::move(handle)](Result<Checked> checked) {
+                    if (!checked.ok()) return asked->Fail(checked.error());
+                    handle(*asked, *checked);
+                  });
 }
 
-// Runs `answer` for a signed POST that passed CheckPost.
-template <typename Answer>
-Response SignedPost(const ApiContext& ctx, const Request& req, Signer signer, Answer answer,
-                    const std::string& url_path = {}) {
-  CheckedPost post = CheckPost(ctx, req, signer, url_path);
-  if (!post.checked) return std::move(post.refused);
-  const std::string& profile = req.params.at("profile");
-  Result<Response> out = answer(profile, *post.checked);
-  if (!out.ok()) return Problem(ctx, req.request_id, profile, out.error());
-  return std::move(*out);
-}
-
-// A signed POST by an account whose answer comes once its write has committed (AcmeService's
-// methods that take an Answer), so that no server thread waits for the commit. `start` gets the
-// profile, the checked request and the Answer, or returns the error that stops it first.
-template <typename Start>
-void LaterPost(const ApiContext& ctx, const Request& req, const Responder& respond, Start start) {
-  CheckedPost post = CheckPost(ctx, req, Signer::kKid, {});
-  if (!post.checked) return respond([res = std::move(post.refused)]() -> Result<Response> { return res; });
-  const std::string& profile = req.params.at("profile");
-  acme::AcmeService::Answer answer = [c = &ctx, respond, id = req.request_id,
-                                      profile](acme::AcmeService::MakeAnswer make) {
-    respond([c, id, profile, make = std::move(make)]() -> Result<Response> {
-      Result<acme::AcmeAnswer> made = make();
-      if (!made.ok()) return Problem(*c, id, profile, made.error());
-      return AcmeJson(*c, profile, *made);
+// A signed POST by an account about the resource `param` names, answered by `method`.
+template <typename Method>
+void ResourcePost(const ApiContext& ctx, const Request& req, const Responder& respond, const std::string& param,
+                  Method method) {
+  SignedPost(ctx, req, respond, Signer::kKid, [param, method](const Asked& a, const Checked& checked) {
+    a.Answer([&]() -> Result<Response> {
+      CF_ASSIGN_OR_RETURN(int64_t id, a.Id(param));
+      CF_ASSIGN_OR_RETURN(auto answer, (a.ctx->acme->*method)(a.profile, id, checked));
+      return AcmeJson(*a.ctx, a.profile, answer);
     });
-  };
-  if (Result<void> started = start(profile, *post.checked, answer); !started.ok()) {
-    respond([res = Problem(ctx, req.request_id, profile, started.error())]() -> Result<Response> { return res; });
-  }
+  });
 }
 
-// The same about the resource `param` names, with `method` (of AcmeService).
+// The same with a method that answers once its write has committed.
 template <typename Method>
 void LaterResourcePost(const ApiContext& ctx, const Request& req, const Responder& respond, const std::string& param,
                        Method method) {
-  LaterPost(ctx, req, respond,
-            [&](std::string_view profile, const Checked& checked, acme::AcmeService::Answer answer) -> Result<void> {
-              CF_ASSIGN_OR_RETURN(int64_t id, IdParam(req, param));
-              (ctx.acme->*method)(profile, id, checked, std::move(answer));
-              return Ok();
-            });
+  SignedPost(ctx, req, respond, Signer::kKid, [param, method](const Asked& a, const Checked& checked) {
+    auto id = a.Id(param);
+    if (!id.ok()) return a.Fail(id.error());
+    (a.ctx->acme->*method)(a.profile, *id, checked, a.Later());
+  });
 }
 
 Response Directory(const ApiContext& ctx, const Request& req) {
@@ -186,100 +197,97 @@ Response NewNonce(const ApiContext& ctx, const Request& req) {
   return Finish(ctx, profile, std::move(res));
 }
 
-Response NewAccount(const ApiContext& ctx, const Request& req) {
-  return SignedPost(ctx, req, Signer::kJwk,
-                    [&](std::string_view profile, const acme::AcmeService::Checked& checked) -> Result<Response> {
-                      CF_ASSIGN_OR_RETURN(auto answer, ctx.acme->NewAccount(profile, checked));
-                      return AcmeJson(ctx, profile, answer.created ? 201 : 200,
-                                      ctx.acme->AccountJson(profile, answer.account),
-                                      ctx.acme->Url(profile, fmt::format("account/{}", answer.account.id)));
-                    });
-}
-
-Response Account(const ApiContext& ctx, const Request& req) {
-  return SignedPost(ctx, req, Signer::kKid, [&](std::string_view profile, const Checked& checked) -> Result<Response> {
-    CF_ASSIGN_OR_RETURN(int64_t id, IdParam(req, "id"));
-    CF_ASSIGN_OR_RETURN(auto account, ctx.acme->UpdateAccount(profile, id, checked));
-    return AcmeJson(ctx, profile, 200, ctx.acme->AccountJson(profile, account));
+void NewAccount(const ApiContext& ctx, const Request& req, const Responder& respond) {
+  SignedPost(ctx, req, respond, Signer::kJwk, [](const Asked& a, const Checked& checked) {
+    a.Answer([&]() -> Result<Response> {
+      CF_ASSIGN_OR_RETURN(auto answer, a.ctx->acme->NewAccount(a.profile, checked));
+      return AcmeJson(*a.ctx, a.profile, answer.created ? 201 : 200,
+                      a.ctx->acme->AccountJson(a.profile, answer.account),
+                      a.ctx->acme->Url(a.profile, fmt::format("account/{}", answer.account.id)));
+    });
   });
 }
 
-Response KeyChange(const ApiContext& ctx, const Request& req) {
-  return SignedPost(ctx, req, Signer::kKid, [&](std::string_view profile, const Checked& checked) -> Result<Response> {
-    auto account = ctx.acme->ChangeKey(profile, checked);
+void Account(const ApiContext& ctx, const Request& req, const Responder& respond) {
+  SignedPost(ctx, req, respond, Signer::kKid, [](const Asked& a, const Checked& checked) {
+    a.Answer([&]() -> Result<Response> {
+      CF_ASSIGN_OR_RETURN(int64_t id, a.Id("id"));
+      CF_ASSIGN_OR_RETURN(auto account, a.ctx->acme->UpdateAccount(a.profile, id, checked));
+      return AcmeJson(*a.ctx, a.profile, 200, a.ctx->acme->AccountJson(a.profile, account));
+    });
+  });
+}
+
+void KeyChange(const ApiContext& ctx, const Request& req, const Responder& respond) {
+  SignedPost(ctx, req, respond, Signer::kKid, [](const Asked& a, const Checked& checked) {
+    auto account = a.ctx->acme->ChangeKey(a.profile, checked);
     if (!account.ok() && account.error().code == ErrorCode::kAlreadyExists) {
       // RFC 8555 7.3.5: 409 with the account that has the key as Location.
-      Response res = Problem(ctx, req.request_id, profile,
+      Response res = Problem(*a.ctx, a.request_id, a.profile,
                              acme::Problem(ErrorCode::kAlreadyExists, "malformed", "another account has this key"));
       res.status = 409;
       res.headers.emplace_back("Location", account.error().message);
-      return res;
+      return a.Reply(std::move(res));
     }
-    if (!account.ok()) return account.error();
-    return AcmeJson(ctx, profile, 200, ctx.acme->AccountJson(profile, *account));
+    if (!account.ok()) return a.Fail(account.error());
+    a.Reply(AcmeJson(*a.ctx, a.profile, 200, a.ctx->acme->AccountJson(a.profile, *account)));
   });
 }
 
-Response AccountOrders(const ApiContext& ctx, const Request& req) {
+void AccountOrders(const ApiContext& ctx, const Request& req, const Responder& respond) {
   int64_t cursor = 0;
   std::string url_path;
   if (auto c = req.query.find("cursor"); c != req.query.end()) {
     const auto parsed = acme::AcmeService::ParseAccountId(c->second);
-    if (!parsed)
-      return Problem(ctx, req.request_id, req.params.at("profile"),
-                     MakeError(ErrorCode::kInvalidArgument, "bad cursor"));
+    if (!parsed) {
+      Response res =
+          Problem(ctx, req.request_id, req.params.at("profile"), MakeError(ErrorCode::kInvalidArgument, "bad cursor"));
+      return respond([res = std::move(res)]() -> Result<Response> { return res; });
+    }
     cursor = *parsed;
     url_path = fmt::format("{}?cursor={}", req.path, cursor);
   }
-  return SignedPost(
-      ctx, req, Signer::kKid,
-      [&](std::string_view profile, const Checked& checked) -> Result<Response> {
-        CF_ASSIGN_OR_RETURN(int64_t id, IdParam(req, "id"));
-        CF_ASSIGN_OR_RETURN(auto answer, ctx.acme->AccountOrders(profile, id, cursor, checked));
-        return AcmeJson(ctx, profile, answer);
+  SignedPost(
+      ctx, req, respond, Signer::kKid,
+      [cursor](const Asked& a, const Checked& checked) {
+        a.Answer([&]() -> Result<Response> {
+          CF_ASSIGN_OR_RETURN(int64_t id, a.Id("id"));
+          CF_ASSIGN_OR_RETURN(auto answer, a.ctx->acme->AccountOrders(a.profile, id, cursor, checked));
+          return AcmeJson(*a.ctx, a.profile, answer);
+        });
       },
       url_path);
 }
 
-// A signed POST by an account about the resource `param` names, answered by `method`.
-template <typename Method>
-Response ResourcePost(const ApiContext& ctx, const Request& req, const std::string& param, Method method) {
-  return SignedPost(ctx, req, Signer::kKid, [&](std::string_view profile, const Checked& checked) -> Result<Response> {
-    CF_ASSIGN_OR_RETURN(int64_t id, IdParam(req, param));
-    CF_ASSIGN_OR_RETURN(auto answer, (ctx.acme->*method)(profile, id, checked));
-    return AcmeJson(ctx, profile, answer);
-  });
-}
-
 void NewOrder(const ApiContext& ctx, const Request& req, const Responder& respond) {
-  LaterPost(ctx, req, respond,
-            [&](std::string_view profile, const Checked& checked, acme::AcmeService::Answer answer) -> Result<void> {
-              ctx.acme->NewOrder(profile, checked, std::move(answer));
-              return Ok();
-            });
+  SignedPost(ctx, req, respond, Signer::kKid,
+             [](const Asked& a, const Checked& checked) { a.ctx->acme->NewOrder(a.profile, checked, a.Later()); });
 }
 
-Response Certificate(const ApiContext& ctx, const Request& req, int alternate) {
-  return SignedPost(ctx, req, Signer::kKid, [&](std::string_view profile, const Checked& checked) -> Result<Response> {
-    const std::optional<std::string> serial = pki::CanonicalSerial(req.params.at("serial"));
-    if (!serial) return MakeError(ErrorCode::kNotFound, "no such certificate");
-    CF_ASSIGN_OR_RETURN(auto cert, ctx.acme->Certificate(profile, *serial, alternate, checked));
-    Response res;
-    res.content_type = "application/pem-certificate-chain";
-    res.body = std::move(cert.pem);
-    for (const auto& link : cert.links) res.headers.emplace_back("Link", link);
-    return Finish(ctx, profile, std::move(res));
+void Certificate(const ApiContext& ctx, const Request& req, const Responder& respond, int alternate) {
+  SignedPost(ctx, req, respond, Signer::kKid, [alternate](const Asked& a, const Checked& checked) {
+    a.Answer([&]() -> Result<Response> {
+      const std::optional<std::string> serial = pki::CanonicalSerial(a.params.at("serial"));
+      if (!serial) return MakeError(ErrorCode::kNotFound, "no such certificate");
+      CF_ASSIGN_OR_RETURN(auto cert, a.ctx->acme->Certificate(a.profile, *serial, alternate, checked));
+      Response res;
+      res.content_type = "application/pem-certificate-chain";
+      res.body = std::move(cert.pem);
+      for (const auto& link : cert.links) res.headers.emplace_back("Link", link);
+      return Finish(*a.ctx, a.profile, std::move(res));
+    });
   });
 }
 
-Response RevokeCert(const ApiContext& ctx, const Request& req) {
-  return SignedPost(ctx, req, Signer::kEither,
-                    [&](std::string_view profile, const Checked& checked) -> Result<Response> {
-                      CF_RETURN_IF_ERROR(ctx.acme->RevokeCertificate(profile, checked));
-                      Response res;
-                      res.content_type.clear();
-                      return Finish(ctx, profile, std::move(res));
-                    });
+void RevokeCert(const ApiContext& ctx, const Request& req, const Responder& respond) {
+  SignedPost(ctx, req, respond, Signer::kEither, [](const Asked& a, const Checked& checked) {
+    a.Answer([&]() -> Result<Response> {
+      CF_RETURN_IF_ERROR(a.ctx->acme->RevokeCertificate(a.profile, checked));
+      Response res;
+      res.content_type.clear();
+      return Finish(*a.ctx, a.profile, std::move(res));
+    });
+  });
 }
 
 // /v1/acme/profiles and /v1/acme/eab: the operator's side.
@@ -351,27 +359,35 @@ void AddAcmeRoutes(Router& router, const ApiContext& ctx) {
   router.Add("GET", "/acme/{profile}/renewal-info/{id}", {Access::kPublic},
              [c](Request& r) { return RenewalInfo(*c, r); });
   router.Add("GET", "/acme/{profile}/new-nonce", {Access::kPublic}, [c](Request& r) { return NewNonce(*c, r); });
-  router.Add("POST", "/acme/{profile}/new-account", signed_post, [c](Request& r) { return NewAccount(*c, r); });
-  router.Add("POST", "/acme/{profile}/account/{id}", signed_post, [c](Request& r) { return Account(*c, r); });
-  router.Add("POST", "/acme/{profile}/account/{id}/orders", signed_post,
-             [c](Request& r) { return AccountOrders(*c, r); });
-  router.AddAsync("POST", "/acme/{profile}/new-order", signed_post,
-                  [c](Request& r, const Responder& respond) { NewOrder(*c, r, respond); });
-  router.Add("POST", "/acme/{profile}/order/{id}", signed_post,
-             [c](Request& r) { return ResourcePost(*c, r, "id", &acme::AcmeService::Order); });
-  router.AddAsync("POST", "/acme/{profile}/order/{id}/finalize", signed_post,
-                  [c](Request& r, const Responder& respond) {
-                    LaterResourcePost(*c, r, respond, "id", &acme::AcmeService::Finalize);
-                  });
-  router.Add("POST", "/acme/{profile}/authz/{id}", signed_post,
-             [c](Request& r) { return ResourcePost(*c, r, "id", &acme::AcmeService::Authorization); });
-  router.AddAsync("POST", "/acme/{profile}/chall/{id}", signed_post, [c](Request& r, const Responder& respond) {
+  // Signed POSTs answer through a Responder: on PostgreSQL once the nonce's use has committed.
+  auto signed_route = [&router, &signed_post](const std::string& pattern, auto handle) {
+    router.AddAsync("POST", pattern, signed_post, std::move(handle));
+  };
+  signed_route("/acme/{profile}/new-account",
+               [c](Request& r, const Responder& respond) { NewAccount(*c, r, respond); });
+  signed_route("/acme/{profile}/account/{id}", [c](Request& r, const Responder& respond) { Account(*c, r, respond); });
+  signed_route("/acme/{profile}/account/{id}/orders",
+               [c](Request& r, const Responder& respond) { AccountOrders(*c, r, respond); });
+  signed_route("/acme/{profile}/new-order", [c](Request& r, const Responder& respond) { NewOrder(*c, r, respond); });
+  signed_route("/acme/{profile}/order/{id}", [c](Request& r, const Responder& respond) {
+    ResourcePost(*c, r, respond, "id", &acme::AcmeService::Order);
+  });
+  signed_route("/acme/{profile}/order/{id}/finalize", [c](Request& r, const Responder& respond) {
+    LaterResourcePost(*c, r, respond, "id", &acme::AcmeService::Finalize);
+  });
+  signed_route("/acme/{profile}/authz/{id}", [c](Request& r, const Responder& respond) {
+    ResourcePost(*c, r, respond, "id", &acme::AcmeService::Authorization);
+  });
+  signed_route("/acme/{profile}/chall/{id}", [c](Request& r, const Responder& respond) {
     LaterResourcePost(*c, r, respond, "id", &acme::AcmeService::Challenge);
   });
-  router.Add("POST", "/acme/{profile}/cert/{serial}", signed_post, [c](Request& r) { return Certificate(*c, r, 0); });
-  router.Add("POST", "/acme/{profile}/cert/{serial}/1", signed_post, [c](Request& r) { return Certificate(*c, r, 1); });
-  router.Add("POST", "/acme/{profile}/key-change", signed_post, [c](Request& r) { return KeyChange(*c, r); });
-  router.Add("POST", "/acme/{profile}/revoke-cert", signed_post, [c](Request& r) { return RevokeCert(*c, r); });
+  signed_route("/acme/{profile}/cert/{serial}",
+               [c](Request& r, const Responder& respond) { Certificate(*c, r, respond, 0); });
+  signed_route("/acme/{profile}/cert/{serial}/1",
+               [c](Request& r, const Responder& respond) { Certificate(*c, r, respond, 1); });
+  signed_route("/acme/{profile}/key-change", [c](Request& r, const Responder& respond) { KeyChange(*c, r, respond); });
+  signed_route("/acme/{profile}/revoke-cert",
+               [c](Request& r, const Responder& respond) { RevokeCert(*c, r, respond); });
   router.Add("GET", "/v1/acme/profiles", {Access::kReader}, [c](Request&) { return ListProfiles(*c); });
   router.Add("GET", "/v1/acme/profiles/{name}", {Access::kReader}, [c](Request& r) { return GetProfile(*c, r); });
   router.Add("PUT", "/v1/acme/profiles/{name}", {Access::kAdmin}, [c](Request& r) { return PutProfile(*c, r); });

@@ -135,7 +135,8 @@ Result<void> Run(const Config& config, const Clock& clock) {
   CF_ASSIGN_OR_RETURN(auto webhook_options, Named(events::WebhookOptions(config), "webhooks"));
   events::WebhookDispatcher webhooks(store, clock, webhook_options);
 
-  const acme::AcmeService::Options acme_options = acme::AcmeOptions(config, issuer_options.public_url, master_key);
+  acme::AcmeService::Options acme_options = acme::AcmeOptions(config, issuer_options.public_url, master_key);
+  acme_options.post = [&server](std::function<void()> fn) { server.Post(std::move(fn)); };
   CF_ASSIGN_OR_RETURN(const acme::Validator acme_validator,
                       Named(acme::Validator::Make(acme_options.validation), "ACME validation"));
   acme::AcmeService acme(store, issuer, acme_validator, clock, acme_options);
