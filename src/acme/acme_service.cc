@@ -230,7 +230,7 @@ void AcmeService::Check(std::string_view profile, std::string_view path, std::st
   Result<Checked> checked = CheckSigned(profile, path, body, signer);
   if (!checked.ok()) return then(checked.error());
   auto request = std::make_shared<Checked>(std::move(*checked));
-  UseNonce(request->jws.nonce, [request, then = std::move(then)](Result<void> used) {
+  UseNonce(request->jws.nonce, [request, then = std::move(then)](const Result<void>& used) {
     if (!used.ok()) return then(used.error());
     then(std::move(*request));
   });
