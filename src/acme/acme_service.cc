@@ -266,7 +266,7 @@ Result<AcmeService::Checked> AcmeService::CheckSigned(std::string_view profile, 
       return Problem(ErrorCode::kInvalidArgument, "accountDoesNotExist", "kid is not an account URL of this profile");
     }
     CF_ASSIGN_OR_RETURN(auto account,
-                        store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeAccount(tx, *id); }));
+                        store::ReadEach(store_, [&](store::Tx& tx) { return store::FindAcmeAccount(tx, *id); }));
     if (!account || account->profile != profile) {
       return Problem(ErrorCode::kInvalidArgument, "accountDoesNotExist", "no such account");
     }

@@ -138,7 +138,7 @@ std::string Actor(int64_t account_id) { return fmt::format("acme:account/{}", ac
 }  // namespace
 
 Result<store::AcmeOrderRecord> AcmeService::OwnedOrder(std::string_view profile, int64_t id, const Checked& request) {
-  CF_ASSIGN_OR_RETURN(auto order, store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeOrder(tx, id); }));
+  CF_ASSIGN_OR_RETURN(auto order, store::ReadEach(store_, [&](store::Tx& tx) { return store::FindAcmeOrder(tx, id); }));
   return Owned(profile, std::move(order), request);
 }
 
@@ -154,7 +154,7 @@ Result<store::AcmeOrderRecord> AcmeService::Owned(std::string_view profile, std:
 
 Result<AcmeAnswer> AcmeService::OrderAnswer(std::string_view profile, const store::AcmeOrderRecord& order, int status) {
   CF_ASSIGN_OR_RETURN(auto authzs,
-                      store::Read(store_, [&](store::Tx& tx) { return store::AcmeAuthzsOfOrder(tx, order.id); }));
+                      store::ReadEach(store_, [&](store::Tx& tx) { return store::AcmeAuthzsOfOrder(tx, order.id); }));
   std::vector<int64_t> ids;
   ids.reserve(authzs.size());
   for (const auto& a : authzs) ids.push_back(a.id);
@@ -291,7 +291,8 @@ Result<AcmeAnswer> AcmeService::Authorization(std::string_view profile, int64_t 
     std::optional<store::AcmeOrderRecord> order;
     std::vector<store::AcmeChallengeRecord> challenges;  // deactivating leaves them as they are
   };
-  CF_ASSIGN_OR_RETURN(Found found, store::Read(store_, [&](store::Tx& tx) -> Result<Found> {
+  // Each statement on its own: what is answered may be a moment apart, as any later look is.
+  CF_ASSIGN_OR_RETURN(Found found, store::ReadEach(store_, [&](store::Tx& tx) -> Result<Found> {
                         Found out;
                         CF_ASSIGN_OR_RETURN(out.authz, store::FindAcmeAuthz(tx, id));
                         if (!out.authz) return out;
@@ -359,7 +360,8 @@ void AcmeService::Challenge(std::string_view profile, int64_t id, const Checked&
     std::optional<store::AcmeAuthzRecord> authz;
     std::optional<store::AcmeOrderRecord> order;
   };
-  auto found = store::Read(store_, [&](store::Tx& tx) -> Result<Found> {
+  // Each statement on its own: the write below moves the challenge only if it is still pending.
+  auto found = store::ReadEach(store_, [&](store::Tx& tx) -> Result<Found> {
     Found out;
     CF_ASSIGN_OR_RETURN(out.challenge, store::FindAcmeChallenge(tx, id));
     if (!out.challenge) return out;
@@ -404,24 +406,25 @@ void AcmeService::Challenge(std::string_view profile, int64_t id, const Checked&
     }
     return Ok();
   };
-  issuer_.Committer().Submit(std::move(write), [this, started, challenge, authz_id = authz.id,
-                                                profile = std::string(profile),
-                                                answer = std::move(answer)](Result<void> written) {
-    if (written.ok() && started->here) workers_->RunHere(std::move(*started->here));
-    answer([this, started, challenge, authz_id, profile, written = std::move(written)]() -> Result<AcmeAnswer> {
-      if (!written.ok()) return written.error();
-      if (started->moved) {
-        store::AcmeChallengeRecord processing = challenge;
-        processing.status = "processing";
-        return ChallengeAnswer(profile, processing, authz_id);
-      }
-      // Another request started it first: as it is now.
-      CF_ASSIGN_OR_RETURN(
-          auto now_as, store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeChallenge(tx, challenge.id); }));
-      if (!now_as) return Problem(ErrorCode::kNotFound, "malformed", "no such challenge");
-      return ChallengeAnswer(profile, *now_as, authz_id);
-    });
-  });
+  issuer_.Committer().Submit(
+      std::move(write), [this, started, challenge, authz_id = authz.id, profile = std::string(profile),
+                         answer = std::move(answer)](Result<void> written) {
+        if (written.ok() && started->here) workers_->RunHere(std::move(*started->here));
+        answer([this, started, challenge, authz_id, profile, written = std::move(written)]() -> Result<AcmeAnswer> {
+          if (!written.ok()) return written.error();
+          if (started->moved) {
+            store::AcmeChallengeRecord processing = challenge;
+            processing.status = "processing";
+            return ChallengeAnswer(profile, processing, authz_id);
+          }
+          // Another request started it first: as it is now.
+          CF_ASSIGN_OR_RETURN(auto now_as, store::ReadEach(store_, [&](store::Tx& tx) {
+                                return store::FindAcmeChallenge(tx, challenge.id);
+                              }));
+          if (!now_as) return Problem(ErrorCode::kNotFound, "malformed", "no such challenge");
+          return ChallengeAnswer(profile, *now_as, authz_id);
+        });
+      });
 }
 
 Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_attempts, const TxStep& done) {
@@ -431,7 +434,8 @@ Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_at
     std::optional<store::AcmeOrderRecord> order;
     std::optional<store::AcmeAccountRecord> account;
   };
-  CF_ASSIGN_OR_RETURN(Found f, store::Read(store_, [&](store::Tx& tx) -> Result<Found> {
+  // Each statement on its own: the outcome's write locks the order and checks the states again.
+  CF_ASSIGN_OR_RETURN(Found f, store::ReadEach(store_, [&](store::Tx& tx) -> Result<Found> {
                         Found out;
                         CF_ASSIGN_OR_RETURN(out.challenge, store::FindAcmeChallenge(tx, challenge_id));
                         if (!out.challenge) return out;
@@ -613,7 +617,7 @@ void AcmeService::Finalize(std::string_view profile, int64_t order_id, const Che
 Result<AcmeCertificate> AcmeService::Certificate(std::string_view profile, std::string_view serial, int alternate,
                                                  const Checked& request) {
   CF_ASSIGN_OR_RETURN(auto order,
-                      store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeOrderBySerial(tx, serial); }));
+                      store::ReadEach(store_, [&](store::Tx& tx) { return store::FindAcmeOrderBySerial(tx, serial); }));
   if (!order || order->profile != profile) return Problem(ErrorCode::kNotFound, "malformed", "no such certificate");
   if (!request.account || order->account_id != request.account->id) {
     return Unauthorized("the certificate belongs to another account");

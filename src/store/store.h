@@ -231,6 +231,11 @@ template <typename Fn>
 auto Read(Store& store, Fn&& fn) {
   return InTransaction(store, TxMode::kRead, std::forward<Fn>(fn));
 }
+// The same with TxMode::kReadEach: each statement on its own (one round trip on PostgreSQL).
+template <typename Fn>
+auto ReadEach(Store& store, Fn&& fn) {
+  return InTransaction(store, TxMode::kReadEach, std::forward<Fn>(fn));
+}
 template <typename Fn>
 auto Write(Store& store, Fn&& fn) {
   return InTransaction(store, TxMode::kWrite, std::forward<Fn>(fn));
