@@ -206,6 +206,14 @@ class AcmeService {
                                        const Checked& request) const;
   AcmeAnswer ChallengeAnswer(std::string_view profile, const store::AcmeChallengeRecord& challenge,
                              int64_t authz_id) const;
+  // A challenge with its authorization and order (and the account, if asked), each if found.
+  struct FoundChallenge {
+    std::optional<store::AcmeChallengeRecord> challenge;
+    std::optional<store::AcmeAuthzRecord> authz;
+    std::optional<store::AcmeOrderRecord> order;
+    std::optional<store::AcmeAccountRecord> account;
+  };
+  Result<FoundChallenge> FindChallenge(int64_t id, bool with_account);
   Result<AcmeAnswer> OrderAnswer(std::string_view profile, const store::AcmeOrderRecord& order, int status = 200);
   // The same for an order whose authorizations' ids are known (no read).
   AcmeAnswer OrderAnswer(std::string_view profile, const store::AcmeOrderRecord& order,

@@ -344,6 +344,22 @@ Result<AcmeAnswer> AcmeService::Authorization(std::string_view profile, int64_t 
   return answer;
 }
 
+Result<AcmeService::FoundChallenge> AcmeService::FindChallenge(int64_t id, bool with_account) {
+  // Each statement on its own: callers check again whatever they write.
+  return store::ReadEach(store_, [&](store::Tx& tx) -> Result<FoundChallenge> {
+    FoundChallenge out;
+    CF_ASSIGN_OR_RETURN(out.challenge, store::FindAcmeChallenge(tx, id));
+    if (!out.challenge) return out;
+    CF_ASSIGN_OR_RETURN(out.authz, store::FindAcmeAuthz(tx, out.challenge->authz_id));
+    if (!out.authz) return out;
+    CF_ASSIGN_OR_RETURN(out.order, store::FindAcmeOrder(tx, out.authz->order_id));
+    if (with_account) {
+      CF_ASSIGN_OR_RETURN(out.account, store::FindAcmeAccount(tx, out.authz->account_id));
+    }
+    return out;
+  });
+}
+
 AcmeAnswer AcmeService::ChallengeAnswer(std::string_view profile, const store::AcmeChallengeRecord& challenge,
                                         int64_t authz_id) const {
   AcmeAnswer answer;
@@ -355,21 +371,8 @@ AcmeAnswer AcmeService::ChallengeAnswer(std::string_view profile, const store::A
 
 void AcmeService::Challenge(std::string_view profile, int64_t id, const Checked& request, Answer answer) {
   auto fail = [&answer](Error e) { answer([e = std::move(e)]() -> Result<AcmeAnswer> { return e; }); };
-  struct Found {
-    std::optional<store::AcmeChallengeRecord> challenge;
-    std::optional<store::AcmeAuthzRecord> authz;
-    std::optional<store::AcmeOrderRecord> order;
-  };
-  // Each statement on its own: the write below moves the challenge only if it is still pending.
-  auto found = store::ReadEach(store_, [&](store::Tx& tx) -> Result<Found> {
-    Found out;
-    CF_ASSIGN_OR_RETURN(out.challenge, store::FindAcmeChallenge(tx, id));
-    if (!out.challenge) return out;
-    CF_ASSIGN_OR_RETURN(out.authz, store::FindAcmeAuthz(tx, out.challenge->authz_id));
-    if (!out.authz) return out;
-    CF_ASSIGN_OR_RETURN(out.order, store::FindAcmeOrder(tx, out.authz->order_id));
-    return out;
-  });
+  // The write below moves the challenge only if it is still pending.
+  auto found = FindChallenge(id, /*with_account=*/false);
   if (!found.ok()) return fail(found.error());
   if (!found->challenge) return fail(Problem(ErrorCode::kNotFound, "malformed", "no such challenge"));
   if (!found->authz) return fail(MakeError(ErrorCode::kInternal, "a challenge has no authorization"));
@@ -428,23 +431,8 @@ void AcmeService::Challenge(std::string_view profile, int64_t id, const Checked&
 }
 
 Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_attempts, const TxStep& done) {
-  struct Found {
-    std::optional<store::AcmeChallengeRecord> challenge;
-    std::optional<store::AcmeAuthzRecord> authz;
-    std::optional<store::AcmeOrderRecord> order;
-    std::optional<store::AcmeAccountRecord> account;
-  };
-  // Each statement on its own: the outcome's write locks the order and checks the states again.
-  CF_ASSIGN_OR_RETURN(Found f, store::ReadEach(store_, [&](store::Tx& tx) -> Result<Found> {
-                        Found out;
-                        CF_ASSIGN_OR_RETURN(out.challenge, store::FindAcmeChallenge(tx, challenge_id));
-                        if (!out.challenge) return out;
-                        CF_ASSIGN_OR_RETURN(out.authz, store::FindAcmeAuthz(tx, out.challenge->authz_id));
-                        if (!out.authz) return out;
-                        CF_ASSIGN_OR_RETURN(out.order, store::FindAcmeOrder(tx, out.authz->order_id));
-                        CF_ASSIGN_OR_RETURN(out.account, store::FindAcmeAccount(tx, out.authz->account_id));
-                        return out;
-                      }));
+  // The outcome's write locks the order and checks the states again.
+  CF_ASSIGN_OR_RETURN(FoundChallenge f, FindChallenge(challenge_id, /*with_account=*/true));
   // Already decided (this job ran before and lost its lease) or gone: nothing to do.
   if (!f.challenge || f.challenge->status != "processing" || !f.authz || !f.order || !f.account) return Ok();
   const store::AcmeChallengeRecord& challenge = *f.challenge;
