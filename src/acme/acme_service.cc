@@ -10,6 +10,7 @@
 #include "core/crypto.h"
 #include "core/text.h"
 #include "store/audit_repo.h"
+#include "store/group_commit.h"
 
 namespace certfleet::acme {
 namespace {

@@ -24,7 +24,6 @@
 #include "issuance/issuer.h"
 #include "jobs/worker_pool.h"
 #include "store/acme_repo.h"
-#include "store/group_commit.h"
 #include "store/store.h"
 
 namespace certfleet::acme {

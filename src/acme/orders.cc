@@ -20,6 +20,7 @@
 #include "pki/key.h"
 #include "pki/profile.h"
 #include "store/audit_repo.h"
+#include "store/group_commit.h"
 #include "store/jobs_repo.h"
 
 namespace certfleet::acme {
@@ -134,6 +135,11 @@ bool Expired(const store::AcmeOrderRecord& order, int64_t now) {
 }
 
 std::string Actor(int64_t account_id) { return fmt::format("acme:account/{}", account_id); }
+
+// An answer known already: a resource, or the error that stopped the request.
+AcmeService::MakeAnswer Ready(Result<AcmeAnswer> answer) {
+  return [answer = std::move(answer)] { return answer; };
+}
 
 }  // namespace
 
@@ -251,7 +257,7 @@ void AcmeService::NewOrder(std::string_view profile, const Checked& request, Ans
     order.updated_at = now;
     return Ok();
   }();
-  if (!checked.ok()) return answer([e = checked.error()]() -> Result<AcmeAnswer> { return e; });
+  if (!checked.ok()) return answer(Ready(checked.error()));
   // The write reads nothing of this service's, so it holds no pointer to it.
   auto write = [planned](store::Tx& tx) -> Result<void> {
     store::AcmeOrderRecord& order = planned->order;
@@ -370,7 +376,7 @@ AcmeAnswer AcmeService::ChallengeAnswer(std::string_view profile, const store::A
 }
 
 void AcmeService::Challenge(std::string_view profile, int64_t id, const Checked& request, Answer answer) {
-  auto fail = [&answer](Error e) { answer([e = std::move(e)]() -> Result<AcmeAnswer> { return e; }); };
+  auto fail = [&answer](Error e) { answer(Ready(std::move(e))); };
   // The write below moves the challenge only if it is still pending.
   auto found = FindChallenge(id, /*with_account=*/false);
   if (!found.ok()) return fail(found.error());
@@ -382,7 +388,7 @@ void AcmeService::Challenge(std::string_view profile, int64_t id, const Checked&
   const store::AcmeAuthzRecord& authz = *found->authz;
   // A POST of {} asks for validation (7.5.1); a POST-as-GET only reads.
   if (request.jws.payload.empty() || challenge.status != "pending") {
-    return answer([a = ChallengeAnswer(profile, challenge, authz.id)]() -> Result<AcmeAnswer> { return a; });
+    return answer(Ready(ChallengeAnswer(profile, challenge, authz.id)));
   }
   // {} by the RFC; anything else is ignored as it allows, if it is a JSON object.
   if (auto payload = PayloadObject(request.jws); !payload.ok()) return fail(payload.error());
@@ -575,7 +581,7 @@ Result<issuance::IssueRequest> AcmeService::FinalizeRequest(std::string_view pro
 void AcmeService::Finalize(std::string_view profile, int64_t order_id, const Checked& request, Answer answer) {
   auto order = OwnedOrder(profile, order_id, request);
   auto req = order.ok() ? FinalizeRequest(profile, *order, request) : Result<issuance::IssueRequest>(order.error());
-  if (!req.ok()) return answer([e = req.error()]() -> Result<AcmeAnswer> { return e; });
+  if (!req.ok()) return answer(Ready(req.error()));
   auto finalized = std::make_shared<const store::AcmeOrderRecord>(std::move(*order));
   const int64_t now = clock_.NowMillis();
   req->in_transaction = [finalized, now](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {

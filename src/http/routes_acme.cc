@@ -86,6 +86,11 @@ Response AcmeJson(const ApiContext& ctx, std::string_view profile, const acme::A
 using Signer = acme::AcmeService::Signer;
 using Checked = acme::AcmeService::Checked;
 
+// A response made already, for a Responder.
+MakeResponse Ready(Response res) {
+  return [res = std::move(res)]() -> Result<Response> { return res; };
+}
+
 // A signed POST as its answer needs it, which may be made after the handler has returned
 // (when the nonce's use is written to the store) and so without the Request.
 struct Asked {
@@ -95,9 +100,7 @@ struct Asked {
   std::map<std::string, std::string> params;  // the route's
   Responder respond;
 
-  void Reply(Response res) const {
-    respond([res = std::move(res)]() -> Result<Response> { return res; });
-  }
+  void Reply(Response res) const { respond(Ready(std::move(res))); }
   void Fail(const Error& e) const { Reply(Problem(*ctx, request_id, profile, e)); }
   // Answers with what `make` gives: a response, or the error's problem document.
   template <typename Make>
@@ -242,7 +245,7 @@ void AccountOrders(const ApiContext& ctx, const Request& req, const Responder& r
     if (!parsed) {
       Response res =
           Problem(ctx, req.request_id, req.params.at("profile"), MakeError(ErrorCode::kInvalidArgument, "bad cursor"));
-      return respond([res = std::move(res)]() -> Result<Response> { return res; });
+      return respond(Ready(std::move(res)));
     }
     cursor = *parsed;
     url_path = fmt::format("{}?cursor={}", req.path, cursor);
