@@ -1,5 +1,6 @@
 // Routes of the platform itself: health, metrics, audit log, jobs and API tokens.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <boost/json.hpp>
 
@@ -18,6 +19,7 @@ namespace json = boost::json;
 // last_used_at is written at most this often per token, so reads do not all become writes.
 constexpr int64_t kLastUsedResolutionMs = 60'000;
 constexpr size_t kMaxNameLength = 200;
+constexpr size_t kMaxCursorChains = 64;  // an audit cursor names each chain at most once: 8
 
 json::object JobJson(const store::Job& j) {
   json::value payload = json::parse(j.payload);
@@ -64,14 +66,23 @@ Result<Response> ListAudit(const ApiContext& ctx, const Request& req) {
   CF_ASSIGN_OR_RETURN(Page page, ParsePage(req));
   store::AuditFilter filter;
   filter.limit = page.limit;
-  CF_ASSIGN_OR_RETURN(filter.after_seq, AfterNumber(page));
+  // The cursor: the last row read of each chain, comma-separated.
+  const std::string cursor = page.after.value_or("");
+  for (std::string_view rest = cursor; !rest.empty();) {
+    const size_t comma = rest.find(',');
+    if (filter.after.size() == kMaxCursorChains) return MakeError(ErrorCode::kInvalidArgument, "next: too many chains");
+    CF_ASSIGN_OR_RETURN(int64_t seq, ParseInt(rest.substr(0, comma), "next"));
+    filter.after.push_back(seq);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+  }
   CF_ASSIGN_OR_RETURN(filter.actor, QueryParam(req, "actor", kMaxNameLength));
   CF_ASSIGN_OR_RETURN(filter.action, QueryParam(req, "action", kMaxNameLength));
   CF_ASSIGN_OR_RETURN(auto rows, store::Read(ctx.store, [&](store::Tx& tx) { return store::ListAudit(tx, filter); }));
   json::array items;
-  for (const auto& e : rows) {
+  for (const auto& e : rows.entries) {
     json::value details = json::parse(e.details);
     items.push_back(json::object{{"seq", e.seq},
+                                 {"chain", store::AuditChainOf(e.seq)},
                                  {"at", FormatRfc3339(e.at)},
                                  {"actor", e.actor},
                                  {"action", e.action},
@@ -80,7 +91,8 @@ Result<Response> ListAudit(const ApiContext& ctx, const Request& req) {
                                  {"prev_hash", e.prev_hash},
                                  {"hash", e.hash}});
   }
-  auto next = NextCursor(rows.size(), filter.limit, [&] { return std::to_string(rows.back().seq); });
+  auto next =
+      NextCursor(rows.entries.size(), filter.limit, [&] { return fmt::format("{}", fmt::join(rows.next, ",")); });
   return JsonResponse(200, PageJson(std::move(items), next));
 }
 

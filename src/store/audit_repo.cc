@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "core/crypto.h"
 
 namespace certfleet::store {
@@ -24,14 +26,32 @@ void AddField(std::string& out, std::string_view v) {
 constexpr Column kAuditColumns[] = {{"seq", "bigint"},  {"at", "bigint"},    {"actor", "text"},     {"action", "text"},
                                     {"object", "text"}, {"details", "text"}, {"prev_hash", "text"}, {"hash", "text"}};
 
-// Chains `entries` onto the head and writes them, with the new head.
+int64_t ChainBase(int64_t chain) { return (chain - 1) * kAuditChainSpan; }
+
+// Takes a chain's head for this transaction: on PostgreSQL the first one no other transaction
+// holds, or chain 1 (waiting for it) while every chain is taken.
+Result<Row> LockChainHead(Tx& tx) {
+  std::optional<Row> head;
+  if (tx.postgres()) {
+    CF_ASSIGN_OR_RETURN(head,
+                        tx.QueryOne("SELECT id, seq, hash FROM audit_head ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"));
+    if (!head) {
+      CF_ASSIGN_OR_RETURN(head, tx.QueryOne("SELECT id, seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"));
+    }
+  } else {
+    CF_ASSIGN_OR_RETURN(head, tx.QueryOne("SELECT id, seq, hash FROM audit_head WHERE id = 1"));
+  }
+  if (!head) return MakeError(ErrorCode::kInternal, "audit_head row missing: the schema was altered by hand");
+  return *head;
+}
+
+// Chains `entries` onto a chain's head and writes them, with the new head.
 Result<void> WriteAudit(Tx& tx, std::vector<AuditEntry>& entries) {
   if (entries.empty()) return Ok();
-  CF_ASSIGN_OR_RETURN(auto head, tx.QueryOne(tx.postgres() ? "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
-                                                           : "SELECT seq, hash FROM audit_head WHERE id = 1"));
-  if (!head) return MakeError(ErrorCode::kInternal, "audit_head row missing: the schema was altered by hand");
-  int64_t seq = head->Int(0);
-  std::string prev = head->Text(1);
+  CF_ASSIGN_OR_RETURN(Row head, LockChainHead(tx));
+  const int64_t chain = head.Int(0);
+  int64_t seq = head.Int(1);
+  std::string prev = head.Text(2);
   std::vector<Params> rows;
   rows.reserve(entries.size());
   for (AuditEntry& e : entries) {
@@ -41,7 +61,7 @@ Result<void> WriteAudit(Tx& tx, std::vector<AuditEntry>& entries) {
     prev = e.hash;
     rows.push_back({e.seq, e.at, e.actor, e.action, e.object, e.details, e.prev_hash, e.hash});
   }
-  CF_RETURN_IF_ERROR(tx.ExecDeferred("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", {seq, prev}));
+  CF_RETURN_IF_ERROR(tx.ExecDeferred("UPDATE audit_head SET seq = ?, hash = ? WHERE id = ?", {seq, prev, chain}));
   return InsertRows(tx, "audit_log", kAuditColumns, rows);
 }
 
@@ -70,63 +90,95 @@ Result<void> AppendAudit(Tx& tx, int64_t at, std::string_view actor, std::string
   return Ok();
 }
 
-Result<std::vector<AuditEntry>> ListAudit(Tx& tx, const AuditFilter& filter) {
-  std::string sql = fmt::format("SELECT {} FROM audit_log WHERE seq > ?", kColumns);
-  Params params{filter.after_seq.value_or(0)};
-  if (filter.actor) {
-    sql += " AND actor = ?";
-    params.emplace_back(*filter.actor);
-  }
-  if (filter.action) {
-    sql += " AND action = ?";
-    params.emplace_back(*filter.action);
-  }
+Result<AuditPage> ListAudit(Tx& tx, const AuditFilter& filter) {
+  std::string sql = fmt::format("SELECT {} FROM audit_log WHERE seq > ? AND seq <= ?", kColumns);
+  if (filter.actor) sql += " AND actor = ?";
+  if (filter.action) sql += " AND action = ?";
   sql += " ORDER BY seq LIMIT ?";
-  params.emplace_back(int64_t{filter.limit});
-  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(sql, params));
-  std::vector<AuditEntry> out;
-  out.reserve(rows.size());
-  for (const auto& r : rows) out.push_back(FromRow(r));
-  return out;
+  // Each chain's next rows, in its order; then merged oldest first.
+  CF_ASSIGN_OR_RETURN(Rows heads, tx.Query("SELECT id FROM audit_head ORDER BY id"));
+  AuditPage page;
+  std::vector<std::vector<AuditEntry>> chains;
+  for (const auto& h : heads) {
+    const int64_t base = ChainBase(h.Int(0));
+    int64_t after = base;
+    for (int64_t a : filter.after) {
+      if (AuditChainOf(a) == h.Int(0)) after = std::max(after, a);
+    }
+    if (after > base) page.next.push_back(after);
+    Params params{after, base + kAuditChainSpan};
+    if (filter.actor) params.emplace_back(*filter.actor);
+    if (filter.action) params.emplace_back(*filter.action);
+    params.emplace_back(int64_t{filter.limit});
+    CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(sql, params));
+    auto& chain = chains.emplace_back();
+    for (const auto& r : rows) chain.push_back(FromRow(r));
+  }
+  std::vector<size_t> taken(chains.size(), 0);
+  std::vector<int64_t> last(chains.size(), 0);
+  while (page.entries.size() < static_cast<size_t>(filter.limit)) {
+    std::optional<size_t> oldest;
+    for (size_t c = 0; c < chains.size(); ++c) {
+      if (taken[c] == chains[c].size()) continue;
+      const AuditEntry& e = chains[c][taken[c]];
+      const AuditEntry* o = oldest ? &chains[*oldest][taken[*oldest]] : nullptr;
+      if (!o || std::pair(e.at, e.seq) < std::pair(o->at, o->seq)) oldest = c;
+    }
+    if (!oldest) break;
+    last[*oldest] = chains[*oldest][taken[*oldest]].seq;
+    page.entries.push_back(std::move(chains[*oldest][taken[*oldest]++]));
+  }
+  // The cursor: per chain, the last row taken, or where the reader was.
+  for (int64_t seq : last) {
+    if (seq == 0) continue;
+    std::erase_if(page.next, [&](int64_t a) { return AuditChainOf(a) == AuditChainOf(seq); });
+    page.next.push_back(seq);
+  }
+  std::sort(page.next.begin(), page.next.end());
+  return page;
 }
 
 Result<AuditVerifyReport> VerifyAuditChain(Store& store) {
   AuditVerifyReport report;
-  std::string prev_hash(64, '0');
-  int64_t expected_seq = 1;
-  int64_t cursor = 0;
-  for (;;) {
-    CF_ASSIGN_OR_RETURN(
-        Rows rows, store.Query(fmt::format("SELECT {} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", kColumns),
-                               {cursor, int64_t{kVerifyPage}}));
-    for (const auto& r : rows) {
-      AuditEntry e = FromRow(r);
-      auto broken = [&](std::string reason) {
-        report.first_broken_seq = e.seq;
-        report.reason = std::move(reason);
-        return report;
-      };
-      if (e.seq != expected_seq)
-        return broken(fmt::format("expected row {}, found row {} (rows removed)", expected_seq, e.seq));
-      if (e.prev_hash != prev_hash) return broken("prev_hash does not match the previous row's hash");
-      if (AuditHash(e) != e.hash) return broken("the row's contents do not match its hash (row altered)");
-      prev_hash = e.hash;
-      ++expected_seq;
-      ++report.rows_checked;
-      cursor = e.seq;
+  // The heads first: rows appended while this runs are past them and wait for the next run.
+  CF_ASSIGN_OR_RETURN(Rows heads, store.Query("SELECT id, seq, hash FROM audit_head ORDER BY id"));
+  for (const auto& head : heads) {
+    const int64_t base = ChainBase(head.Int(0));
+    std::string prev_hash(64, '0');
+    int64_t expected_seq = base + 1;
+    auto broken = [&](int64_t seq, std::string reason) {
+      report.first_broken_seq = seq;
+      report.reason = std::move(reason);
+      return report;
+    };
+    for (int64_t cursor = base;;) {
+      CF_ASSIGN_OR_RETURN(Rows rows, store.Query(fmt::format("SELECT {} FROM audit_log WHERE seq > ? AND seq <= ? "
+                                                             "ORDER BY seq LIMIT ?",
+                                                             kColumns),
+                                                 {cursor, head.Int(1), int64_t{kVerifyPage}}));
+      for (const auto& r : rows) {
+        AuditEntry e = FromRow(r);
+        if (e.seq != expected_seq) {
+          return broken(e.seq, fmt::format("expected row {}, found row {} (rows removed)", expected_seq, e.seq));
+        }
+        if (e.prev_hash != prev_hash) return broken(e.seq, "prev_hash does not match the previous row's hash");
+        if (AuditHash(e) != e.hash) return broken(e.seq, "the row's contents do not match its hash (row altered)");
+        prev_hash = e.hash;
+        ++expected_seq;
+        ++report.rows_checked;
+        cursor = e.seq;
+      }
+      if (rows.size() < static_cast<size_t>(kVerifyPage)) break;
     }
-    if (rows.size() < static_cast<size_t>(kVerifyPage)) break;
-  }
-  CF_ASSIGN_OR_RETURN(Rows head, store.Query("SELECT seq, hash FROM audit_head WHERE id = 1"));
-  if (head.empty() || head[0].Int(0) != expected_seq - 1 || head[0].Text(1) != prev_hash) {
-    report.first_broken_seq = expected_seq;
-    report.reason = "the chain's last rows were removed (head does not match the last row)";
+    if (head.Int(1) != expected_seq - 1 || head.Text(2) != prev_hash) {
+      return broken(expected_seq, "the chain's last rows were removed (head does not match the last row)");
+    }
   }
   return report;
 }
 
 Result<int64_t> AuditHeadSeq(Tx& tx) {
-  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT seq FROM audit_head WHERE id = 1"));
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT CAST(COALESCE(SUM(seq), 0) AS BIGINT) FROM audit_head"));
   return rows.empty() ? int64_t{0} : rows.front().Int(0);
 }
 

@@ -607,6 +607,16 @@ CREATE TABLE ca_keys (
   created_at BIGINT NOT NULL
 );
 )sql"},
+    {24, "audit chains", "", R"sql(
+-- The audit log's chains 2 to 8 (audit_repo.h): groups committing at once append to different
+-- chains instead of each waiting for the commit of the one before. Chain c numbers its rows
+-- from (c - 1) * 2^48 + 1. Chain 1 is the log so far; a node of an older release keeps
+-- appending to it.
+ALTER TABLE audit_head DROP CONSTRAINT IF EXISTS audit_head_id_check;
+INSERT INTO audit_head (id, seq, hash)
+  SELECT g, (g - 1) * 281474976710656, '0000000000000000000000000000000000000000000000000000000000000000'
+  FROM generate_series(2, 8) AS g;
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {
@@ -649,7 +659,8 @@ Result<int> Migrate(Store& store) {
       CF_ASSIGN_OR_RETURN(auto done,
                           tx.QueryOne("SELECT 1 FROM schema_migrations WHERE version = ?", {int64_t{m.version}}));
       if (done) return Ok();
-      CF_RETURN_IF_ERROR(tx.ExecScript(Expand(m.sql, tx.dialect())));
+      if (!m.sql.empty()) CF_RETURN_IF_ERROR(tx.ExecScript(Expand(m.sql, tx.dialect())));
+      if (tx.postgres() && !m.postgres_sql.empty()) CF_RETURN_IF_ERROR(tx.ExecScript(m.postgres_sql));
       CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                                  {int64_t{m.version}, std::string(m.name), SystemClock::Instance().NowMillis()}));
       ran = true;

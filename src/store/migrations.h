@@ -7,11 +7,13 @@
 namespace certfleet::store {
 
 // A schema change. `sql` is written once for both databases; `{{id}}` becomes an
-// auto-incrementing 64-bit primary key in each dialect.
+// auto-incrementing 64-bit primary key in each dialect. `postgres_sql` runs after it on
+// PostgreSQL only (what only several writers at once need).
 struct Migration {
   int version;
   std::string_view name;
   std::string_view sql;
+  std::string_view postgres_sql = {};
 };
 
 // Applies, in order and each in its own transaction, the migrations not applied yet.

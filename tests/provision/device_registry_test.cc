@@ -44,7 +44,7 @@ class DeviceRegistryTest : public ::testing::TestWithParam<store::Dialect> {
     return r.ok() ? *r : RegisterReport{};
   }
   std::vector<store::AuditEntry> Audit() {
-    return *store::Read(*store_, [](store::Tx& tx) { return store::ListAudit(tx, {}); });
+    return store::Read(*store_, [](store::Tx& tx) { return store::ListAudit(tx, {}); })->entries;
   }
   ManualClock clock_;
   std::unique_ptr<store::Store> store_;

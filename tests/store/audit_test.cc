@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <future>
+#include <set>
 #include <thread>
 
 #include "store/audit_repo.h"
@@ -21,6 +23,23 @@ class AuditTest : public ::testing::TestWithParam<Dialect> {
       return Ok();
     });
     ASSERT_TRUE(r.ok()) << r.error().message;
+  }
+  AuditPage List(const AuditFilter& filter) {
+    auto page = Read(*store_, [&](Tx& tx) { return ListAudit(tx, filter); });
+    EXPECT_TRUE(page.ok()) << page.error().message;
+    return page.ok() ? *page : AuditPage{};
+  }
+  // Every entry, following the cursor in pages of `limit`.
+  std::vector<AuditEntry> ReadAll(int limit) {
+    std::vector<AuditEntry> all;
+    AuditFilter filter{std::nullopt, std::nullopt, {}, limit};
+    for (int pages = 0; pages < 1000; ++pages) {
+      AuditPage page = List(filter);
+      all.insert(all.end(), page.entries.begin(), page.entries.end());
+      if (page.entries.size() < static_cast<size_t>(limit)) break;
+      filter.after = page.next;
+    }
+    return all;
   }
   std::unique_ptr<Store> store_;
 };
@@ -96,7 +115,7 @@ TEST_P(AuditTest, RemovedRowsAreFound) {
   EXPECT_EQ(*tail->first_broken_seq, 3);
 }
 
-TEST_P(AuditTest, ConcurrentAppendsKeepOneChain) {
+TEST_P(AuditTest, ConcurrentAppendsKeepEveryChainIntactAndTheCursorMissesNone) {
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
@@ -108,24 +127,74 @@ TEST_P(AuditTest, ConcurrentAppendsKeepOneChain) {
   ASSERT_TRUE(report.ok());
   EXPECT_EQ(report->rows_checked, 100);
   EXPECT_FALSE(report->first_broken_seq.has_value()) << report->reason;
+  std::set<std::string> seen;
+  for (const AuditEntry& e : ReadAll(7)) EXPECT_TRUE(seen.insert(e.object).second) << e.object << " listed twice";
+  EXPECT_EQ(seen.size(), 100u);
 }
 
 TEST_P(AuditTest, ListsWithFiltersAndCursor) {
   for (int i = 0; i < 5; ++i) Append(i);
-  std::vector<AuditEntry> page;
-  ASSERT_TRUE(
-      store_
-          ->Transact([&](Tx& tx) -> Result<void> {
-            CF_ASSIGN_OR_RETURN(page, ListAudit(tx, AuditFilter{std::nullopt, std::string("thing.create"), 2, 2}));
-            return Ok();
-          })
-          .ok());
-  ASSERT_EQ(page.size(), 2u);
-  EXPECT_EQ(page[0].seq, 3);
-  EXPECT_EQ(page[1].object, "thing:3");
+  auto page = List(AuditFilter{std::nullopt, std::string("thing.create"), {2}, 2});
+  ASSERT_EQ(page.entries.size(), 2u);
+  EXPECT_EQ(page.entries[0].seq, 3);
+  EXPECT_EQ(page.entries[1].object, "thing:3");
+  EXPECT_EQ(page.next, std::vector<int64_t>{4});
+  EXPECT_EQ(List(AuditFilter{std::nullopt, std::string("other.action"), {}, 2}).entries.size(), 0u);
+}
+
+// PostgreSQL only: SQLite has one writer, and one chain.
+class AuditChainsTest : public AuditTest {};
+
+// A transaction appending while another holds chain 1 (until its commit) appends to chain 2 at
+// once, and readers and the verifier see both chains.
+TEST_P(AuditChainsTest, AnAppendWhileAnotherIsUncommittedTakesTheNextChain) {
+  Append(0);
+  std::promise<void> holding, appended;
+  std::thread holder([&] {
+    Result<void> r = store_->Transact([&](Tx& tx) -> Result<void> {
+      CF_RETURN_IF_ERROR(AppendAudit(tx, 2000, "cli", "held.open", "x:1", "{}"));
+      CF_RETURN_IF_ERROR(tx.FlushGathered("audit"));  // chain 1's head is locked from here
+      holding.set_value();
+      appended.get_future().wait();
+      return Ok();
+    });
+    EXPECT_TRUE(r.ok()) << r.error().message;
+  });
+  holding.get_future().wait();
+  Append(1);  // does not wait for the holder: it would never commit
+  appended.set_value();
+  holder.join();
+  Append(2);
+  auto rows = store_->Query("SELECT seq, object FROM audit_log ORDER BY seq");
+  ASSERT_EQ(rows->size(), 4u);
+  EXPECT_EQ(rows->at(0).Int(0), 1);
+  EXPECT_EQ(rows->at(1).Int(0), 2);
+  EXPECT_EQ(rows->at(2).Int(0), 3) << "chain 1 is free again";
+  EXPECT_EQ(rows->at(3).Int(0), kAuditChainSpan + 1);
+  EXPECT_EQ(rows->at(3).Text(1), "thing:1");
+  EXPECT_EQ(AuditChainOf(rows->at(3).Int(0)), 2);
+  auto report = VerifyAuditChain(*store_);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->rows_checked, 4);
+  EXPECT_FALSE(report->first_broken_seq.has_value()) << report->reason;
+
+  // Pages of one across both chains, oldest first; a cursor from before the chains (one
+  // number) still reads chain 1 from there and the others from their start.
+  std::vector<std::string> objects;
+  for (const AuditEntry& e : ReadAll(1)) objects.push_back(e.object);
+  EXPECT_EQ(objects, (std::vector<std::string>{"thing:0", "thing:1", "x:1", "thing:2"}));
+  auto page = List(AuditFilter{std::nullopt, std::nullopt, {1}, 10});
+  ASSERT_EQ(page.entries.size(), 3u);
+  EXPECT_EQ(page.next, (std::vector<int64_t>{3, kAuditChainSpan + 1}));
+
+  ASSERT_TRUE(store_->Exec("UPDATE audit_log SET object = 'thing:9' WHERE seq = ?", {kAuditChainSpan + 1}).ok());
+  report = VerifyAuditChain(*store_);
+  ASSERT_TRUE(report->first_broken_seq.has_value());
+  EXPECT_EQ(*report->first_broken_seq, kAuditChainSpan + 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, AuditTest, testing::kBothDialects, testing::DialectName);
+INSTANTIATE_TEST_SUITE_P(Drivers, AuditChainsTest, ::testing::Values(Dialect::kPostgres), testing::DialectName);
 
 }  // namespace
 }  // namespace certfleet::store
