@@ -77,7 +77,8 @@ int AuditVerify(const Config& config) {
                              *report->first_broken_seq, report->reason, report->rows_checked);
     return 2;
   }
-  std::cout << fmt::format("audit chain intact: {} rows verified\n", report->rows_checked);
+  std::cout << fmt::format("audit chain intact: {} rows verified on {} chain{}\n", report->rows_checked, report->chains,
+                           report->chains == 1 ? "" : "s");
   return 0;
 }
 

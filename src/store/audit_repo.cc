@@ -143,6 +143,7 @@ Result<AuditVerifyReport> VerifyAuditChain(Store& store) {
   // The heads first: rows appended while this runs are past them and wait for the next run.
   CF_ASSIGN_OR_RETURN(Rows heads, store.Query("SELECT id, seq, hash FROM audit_head ORDER BY id"));
   for (const auto& head : heads) {
+    ++report.chains;
     const int64_t base = ChainBase(head.Int(0));
     std::string prev_hash(64, '0');
     int64_t expected_seq = base + 1;

@@ -56,6 +56,7 @@ struct AuditPage {
 Result<AuditPage> ListAudit(Tx& tx, const AuditFilter& filter);
 
 struct AuditVerifyReport {
+  int64_t chains = 0;  // chains looked at (up to the broken one)
   int64_t rows_checked = 0;
   std::optional<int64_t> first_broken_seq;
   std::string reason;

@@ -49,6 +49,7 @@ TEST_P(AuditTest, AnIntactChainVerifies) {
   auto report = VerifyAuditChain(*store_);
   ASSERT_TRUE(report.ok()) << report.error().message;
   EXPECT_EQ(report->rows_checked, 5);
+  EXPECT_EQ(report->chains, GetParam() == Dialect::kPostgres ? 8 : 1) << "SQLite has one writer and one chain";
   EXPECT_FALSE(report->first_broken_seq.has_value()) << report->reason;
 }
 
