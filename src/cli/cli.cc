@@ -73,7 +73,7 @@ int AuditVerify(const Config& config) {
   auto report = store::VerifyAuditChain(**st);
   if (!report.ok()) return Fail(report.error());
   if (report->first_broken_seq) {
-    std::cout << fmt::format("audit chain BROKEN at row {}: {} ({} rows before it verified)\n",
+    std::cout << fmt::format("audit chain BROKEN at row {}: {} ({} rows verified before it)\n",
                              *report->first_broken_seq, report->reason, report->rows_checked);
     return 2;
   }

@@ -67,13 +67,17 @@ Result<Response> ListAudit(const ApiContext& ctx, const Request& req) {
   store::AuditFilter filter;
   filter.limit = page.limit;
   // The cursor: the last row read of each chain, comma-separated.
-  const std::string cursor = page.after.value_or("");
-  for (std::string_view rest = cursor; !rest.empty();) {
-    const size_t comma = rest.find(',');
-    if (filter.after.size() == kMaxCursorChains) return MakeError(ErrorCode::kInvalidArgument, "next: too many chains");
-    CF_ASSIGN_OR_RETURN(int64_t seq, ParseInt(rest.substr(0, comma), "next"));
-    filter.after.push_back(seq);
-    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+  if (page.after) {
+    for (size_t start = 0;;) {
+      const size_t comma = page.after->find(',', start);
+      if (filter.after.size() == kMaxCursorChains)
+        return MakeError(ErrorCode::kInvalidArgument, "next: too many chains");
+      CF_ASSIGN_OR_RETURN(int64_t seq, ParseInt(std::string_view(*page.after).substr(start, comma - start), "next"));
+      if (seq < 1) return MakeError(ErrorCode::kInvalidArgument, "next is not a cursor from a previous page");
+      filter.after.push_back(seq);
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
   }
   CF_ASSIGN_OR_RETURN(filter.actor, QueryParam(req, "actor", kMaxNameLength));
   CF_ASSIGN_OR_RETURN(filter.action, QueryParam(req, "action", kMaxNameLength));
@@ -91,9 +95,11 @@ Result<Response> ListAudit(const ApiContext& ctx, const Request& req) {
                                  {"prev_hash", e.prev_hash},
                                  {"hash", e.hash}});
   }
-  auto next =
-      NextCursor(rows.entries.size(), filter.limit, [&] { return fmt::format("{}", fmt::join(rows.next, ",")); });
-  return JsonResponse(200, PageJson(std::move(items), next));
+  const std::string cursor = fmt::format("{}", fmt::join(rows.next, ","));
+  json::object out = PageJson(std::move(items), NextCursor(rows.entries.size(), filter.limit, [&] { return cursor; }));
+  // Where a reader at the end resumes later to read what was appended since (next is null then).
+  out["cursor"] = cursor.empty() ? json::value(nullptr) : json::value(Base64UrlEncode(cursor));
+  return JsonResponse(200, out);
 }
 
 Result<Response> ListJobs(const ApiContext& ctx, const Request& req) {

@@ -26,6 +26,8 @@ void AddField(std::string& out, std::string_view v) {
 constexpr Column kAuditColumns[] = {{"seq", "bigint"},  {"at", "bigint"},    {"actor", "text"},     {"action", "text"},
                                     {"object", "text"}, {"details", "text"}, {"prev_hash", "text"}, {"hash", "text"}};
 
+constexpr int64_t kPostgresChains = 8;  // made by migration 24
+
 int64_t ChainBase(int64_t chain) { return (chain - 1) * kAuditChainSpan; }
 
 // Takes a chain's head for this transaction: on PostgreSQL the first one no other transaction
@@ -140,18 +142,24 @@ Result<AuditPage> ListAudit(Tx& tx, const AuditFilter& filter) {
 
 Result<AuditVerifyReport> VerifyAuditChain(Store& store) {
   AuditVerifyReport report;
+  auto broken = [&](int64_t seq, std::string reason) {
+    report.first_broken_seq = seq;
+    report.reason = std::move(reason);
+    return report;
+  };
   // The heads first: rows appended while this runs are past them and wait for the next run.
   CF_ASSIGN_OR_RETURN(Rows heads, store.Query("SELECT id, seq, hash FROM audit_head ORDER BY id"));
+  const int64_t chains = store.dialect() == Dialect::kPostgres ? kPostgresChains : 1;
+  for (int64_t id = 1; id <= chains; ++id) {
+    if (static_cast<int64_t>(heads.size()) < id || heads[id - 1].Int(0) != id) {
+      return broken(ChainBase(id) + 1, fmt::format("chain {}'s head row is missing", id));
+    }
+  }
   for (const auto& head : heads) {
     ++report.chains;
     const int64_t base = ChainBase(head.Int(0));
     std::string prev_hash(64, '0');
     int64_t expected_seq = base + 1;
-    auto broken = [&](int64_t seq, std::string reason) {
-      report.first_broken_seq = seq;
-      report.reason = std::move(reason);
-      return report;
-    };
     for (int64_t cursor = base;;) {
       CF_ASSIGN_OR_RETURN(Rows rows, store.Query(fmt::format("SELECT {} FROM audit_log WHERE seq > ? AND seq <= ? "
                                                              "ORDER BY seq LIMIT ?",
@@ -174,6 +182,15 @@ Result<AuditVerifyReport> VerifyAuditChain(Store& store) {
     if (head.Int(1) != expected_seq - 1 || head.Text(2) != prev_hash) {
       return broken(expected_seq, "the chain's last rows were removed (head does not match the last row)");
     }
+  }
+  // Rows no chain leads to: past their chain's head (in one statement, so that rows and heads
+  // committed together are seen together), or outside every chain.
+  CF_ASSIGN_OR_RETURN(Rows stray, store.Query("SELECT MIN(l.seq) FROM audit_log l LEFT JOIN audit_head h "
+                                              "ON h.id = (l.seq - 1) / ? + 1 WHERE h.id IS NULL OR l.seq < 1 OR "
+                                              "l.seq > h.seq",
+                                              {kAuditChainSpan}));
+  if (!stray.empty() && !stray[0].IsNull(0)) {
+    return broken(stray[0].Int(0), "a row past its chain's head (the head was moved back, or the row added)");
   }
   return report;
 }

@@ -6,6 +6,7 @@ usage: server_e2e.py CERTFLEET_BINARY sqlite|postgres
 Python's ssl module is the independent TLS client: it verifies the server certificate
 against var/tls/ca.pem and the IP address 127.0.0.1, as a user's client would.
 """
+import base64
 import http.client
 import json
 import os
@@ -66,6 +67,14 @@ status, body, _ = request("GET", f"/v1/audit?limit=1&next={body['next']}", beare
 check(status == 200 and body["items"][0]["seq"] == 2, "audit cursor")
 check(request("GET", "/v1/audit?limit=5000", bearer=token)[0] == 400, "limit over 1000: 400")
 check(request("GET", "/v1/audit?next=!!", bearer=token)[0] == 400, "a cursor that is not one: 400")
+for bad in ("0", "1,", "-5", ",", "1,,2"):
+    cursor = base64.urlsafe_b64encode(bad.encode()).decode().rstrip("=")
+    check(request("GET", f"/v1/audit?next={cursor}", bearer=token)[0] == 400, f"a cursor {bad!r}: 400")
+status, body, _ = request("GET", "/v1/audit?limit=1000", bearer=token)
+check(status == 200 and body["next"] is None and body["cursor"], f"the last page has a cursor to resume from: {body}")
+status, later, _ = request("GET", f"/v1/audit?next={body['cursor']}", bearer=token)
+check(status == 200 and later["cursor"] and not {e["seq"] for e in later["items"]} & {e["seq"] for e in body["items"]},
+      f"resuming from it reads only what was appended since: {later}")
 
 status, body, _ = request("GET", "/v1/jobs?state=dead", bearer=reader)
 check(status == 200 and body["items"] == [], f"jobs?state=dead: {status} {body}")

@@ -116,6 +116,36 @@ TEST_P(AuditTest, RemovedRowsAreFound) {
   EXPECT_EQ(*tail->first_broken_seq, 3);
 }
 
+TEST_P(AuditTest, AHeadMovedBackOrRemovedAndRowsOutsideEveryChainAreFound) {
+  for (int i = 0; i < 5; ++i) Append(i);
+  auto third = store_->Query("SELECT hash FROM audit_log WHERE seq = 3");
+  ASSERT_TRUE(third.ok());
+  // The head set back to row 3, as if rows 4 and 5 were never appended: they could then be
+  // altered at will.
+  ASSERT_TRUE(store_->Exec("UPDATE audit_head SET seq = 3, hash = ? WHERE id = 1", {third->at(0).Text(0)}).ok());
+  auto report = VerifyAuditChain(*store_);
+  ASSERT_TRUE(report.ok());
+  ASSERT_TRUE(report->first_broken_seq.has_value());
+  EXPECT_EQ(*report->first_broken_seq, 4) << report->reason;
+
+  store_ = testing::FreshStore(GetParam());
+  Append(0);
+  ASSERT_TRUE(store_
+                  ->Exec("INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash) "
+                         "VALUES (?, 1, 'x', 'x', 'x', '{}', '', '')",
+                         {int64_t{40} * kAuditChainSpan + 1})
+                  .ok());
+  report = VerifyAuditChain(*store_);
+  ASSERT_TRUE(report->first_broken_seq.has_value());
+  EXPECT_EQ(*report->first_broken_seq, int64_t{40} * kAuditChainSpan + 1) << "a row outside every chain";
+
+  ASSERT_TRUE(store_->Exec("DELETE FROM audit_head WHERE id = 1").ok());
+  report = VerifyAuditChain(*store_);
+  ASSERT_TRUE(report->first_broken_seq.has_value());
+  EXPECT_EQ(*report->first_broken_seq, 1);
+  EXPECT_EQ(report->reason, "chain 1's head row is missing");
+}
+
 TEST_P(AuditTest, ConcurrentAppendsKeepEveryChainIntactAndTheCursorMissesNone) {
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
@@ -192,6 +222,13 @@ TEST_P(AuditChainsTest, AnAppendWhileAnotherIsUncommittedTakesTheNextChain) {
   report = VerifyAuditChain(*store_);
   ASSERT_TRUE(report->first_broken_seq.has_value());
   EXPECT_EQ(*report->first_broken_seq, kAuditChainSpan + 1);
+
+  // A chain removed whole, with its head, is missed no more than a row.
+  ASSERT_TRUE(store_->Exec("DELETE FROM audit_log WHERE seq > ?", {kAuditChainSpan}).ok());
+  ASSERT_TRUE(store_->Exec("DELETE FROM audit_head WHERE id = 2").ok());
+  report = VerifyAuditChain(*store_);
+  ASSERT_TRUE(report->first_broken_seq.has_value());
+  EXPECT_EQ(report->reason, "chain 2's head row is missing");
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, AuditTest, testing::kBothDialects, testing::DialectName);
