@@ -95,11 +95,11 @@ Result<Response> ListAudit(const ApiContext& ctx, const Request& req) {
                                  {"prev_hash", e.prev_hash},
                                  {"hash", e.hash}});
   }
-  const std::string cursor = fmt::format("{}", fmt::join(rows.next, ","));
+  std::string cursor = fmt::format("{}", fmt::join(rows.next, ","));
   json::object out = PageJson(std::move(items), NextCursor(rows.entries.size(), filter.limit, [&] { return cursor; }));
   // Where a reader at the end resumes later to read what was appended since (next is null then).
   out["cursor"] = cursor.empty() ? json::value(nullptr) : json::value(Base64UrlEncode(cursor));
-  return JsonResponse(200, out);
+  return JsonResponse(200, std::move(out));
 }
 
 Result<Response> ListJobs(const ApiContext& ctx, const Request& req) {
