@@ -101,13 +101,15 @@ Result<AuditPage> ListAudit(Tx& tx, const AuditFilter& filter) {
   CF_ASSIGN_OR_RETURN(Rows heads, tx.Query("SELECT id FROM audit_head ORDER BY id"));
   AuditPage page;
   std::vector<std::vector<AuditEntry>> chains;
+  std::vector<int64_t> bases, read;  // per chain: its base, and the last row read (its base: none)
   for (const auto& h : heads) {
     const int64_t base = ChainBase(h.Int(0));
     int64_t after = base;
     for (int64_t a : filter.after) {
       if (AuditChainOf(a) == h.Int(0)) after = std::max(after, a);
     }
-    if (after > base) page.next.push_back(after);
+    bases.push_back(base);
+    read.push_back(after);
     Params params{after, base + kAuditChainSpan};
     if (filter.actor) params.emplace_back(*filter.actor);
     if (filter.action) params.emplace_back(*filter.action);
@@ -117,7 +119,6 @@ Result<AuditPage> ListAudit(Tx& tx, const AuditFilter& filter) {
     for (const auto& r : rows) chain.push_back(FromRow(r));
   }
   std::vector<size_t> taken(chains.size(), 0);
-  std::vector<int64_t> last(chains.size(), 0);
   while (page.entries.size() < static_cast<size_t>(filter.limit)) {
     std::optional<size_t> oldest;
     for (size_t c = 0; c < chains.size(); ++c) {
@@ -127,16 +128,12 @@ Result<AuditPage> ListAudit(Tx& tx, const AuditFilter& filter) {
       if (!o || std::pair(e.at, e.seq) < std::pair(o->at, o->seq)) oldest = c;
     }
     if (!oldest) break;
-    last[*oldest] = chains[*oldest][taken[*oldest]].seq;
+    read[*oldest] = chains[*oldest][taken[*oldest]].seq;
     page.entries.push_back(std::move(chains[*oldest][taken[*oldest]++]));
   }
-  // The cursor: per chain, the last row taken, or where the reader was.
-  for (int64_t seq : last) {
-    if (seq == 0) continue;
-    std::erase_if(page.next, [&](int64_t a) { return AuditChainOf(a) == AuditChainOf(seq); });
-    page.next.push_back(seq);
+  for (size_t c = 0; c < chains.size(); ++c) {
+    if (read[c] > bases[c]) page.next.push_back(read[c]);
   }
-  std::sort(page.next.begin(), page.next.end());
   return page;
 }
 
