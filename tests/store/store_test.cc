@@ -213,6 +213,16 @@ TEST_P(StoreTest, OneLeaderAtATime) {
   auto third = (*other)->TryLead("scheduler");
   ASSERT_TRUE(third.ok());
   EXPECT_NE(*third, nullptr);
+  // A lease given up is free at once, for the other node trying right after (handed over
+  // back and forth, as nodes that step down and take over do).
+  std::unique_ptr<LeaderLease> held = std::move(*third);
+  for (int i = 0; i < 20; ++i) {
+    held.reset();
+    auto next = (i % 2 == 0 ? store_ : *other)->TryLead("scheduler");
+    ASSERT_TRUE(next.ok());
+    ASSERT_NE(*next, nullptr) << "handover " << i;
+    held = std::move(*next);
+  }
 }
 
 TEST_P(StoreTest, TokenIdsCanBeTypedOnACommandLine) {

@@ -208,6 +208,14 @@ Result<std::unique_ptr<Connection>> Connect(const std::string& url) {
 class AdvisoryLease final : public LeaderLease {
  public:
   explicit AdvisoryLease(std::unique_ptr<Connection> conn) : conn_(std::move(conn)) {}
+  // Released at once: closing the connection alone releases the lock only once the server gets
+  // round to it, and another node trying right after (a step-down, a handover) would not lead.
+  ~AdvisoryLease() override {
+    if (conn_->Broken()) return;
+    PgResultPtr res(PQexec(conn_->get(), "SELECT pg_advisory_unlock_all()"), &PQclear);
+  }
+  AdvisoryLease(const AdvisoryLease&) = delete;
+  AdvisoryLease& operator=(const AdvisoryLease&) = delete;
   bool Held() override {
     PgResultPtr res(PQexec(conn_->get(), "SELECT 1"), &PQclear);
     return PQresultStatus(res.get()) == PGRES_TUPLES_OK;
