@@ -85,31 +85,12 @@ std::string AcmeService::Url(std::string_view profile, std::string_view path) co
 
 Result<Profile> AcmeService::FindProfile(std::string_view name) {
   const int64_t now = clock_.NowMillis();
-  uint64_t forgotten = 0;
-  {
-    std::lock_guard lock(profiles_mu_);
-    // A read in the future (the clock stepped back) is as stale as an old one.
-    if (auto it = profiles_.find(name);
-        it != profiles_.end() && now >= it->second.second && now - it->second.second < kProfileReadMs) {
-      return it->second.first;
-    }
-    forgotten = profiles_forgotten_;
-  }
+  const uint64_t changes = profile_changes_.load();  // before the store: see ReadCache
+  if (auto cached = profiles_.Find(name, now, changes)) return *cached;
   const std::optional<Profile> configured = Configured();
   Result<Profile> found = acme::FindProfile(store_, configured ? &*configured : nullptr, name);
-  std::lock_guard lock(profiles_mu_);
-  if (!found.ok()) {
-    if (auto it = profiles_.find(name); it != profiles_.end()) profiles_.erase(it);
-  } else if (forgotten == profiles_forgotten_) {
-    profiles_.insert_or_assign(std::string(name), std::pair{*found, now});
-  }
+  if (found.ok()) profiles_.Put(name, *found, now, changes);
   return found;
-}
-
-void AcmeService::ForgetProfile(std::string_view name) {
-  std::lock_guard lock(profiles_mu_);
-  ++profiles_forgotten_;
-  if (auto it = profiles_.find(name); it != profiles_.end()) profiles_.erase(it);
 }
 
 std::optional<Profile> AcmeService::Configured() const {
@@ -156,7 +137,7 @@ Result<AcmeService::PutAnswer> AcmeService::PutProfile(std::string_view name, co
                                                               json::serialize(ProfileJson(profile))));
                         return is_new;
                       }));
-  ForgetProfile(name);
+  ++profile_changes_;
   return PutAnswer{std::move(profile), created};
 }
 
@@ -173,7 +154,7 @@ Result<void> AcmeService::DeleteProfile(std::string_view name, std::string_view 
         store::AppendAudit(tx, now, actor, "acme.profile.delete", fmt::format("acme-profile:{}", name), "{}"));
     return Ok();
   });
-  ForgetProfile(name);
+  ++profile_changes_;
   return deleted;
 }
 

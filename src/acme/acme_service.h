@@ -20,6 +20,7 @@
 #include "acme/profiles.h"
 #include "acme/validation.h"
 #include "core/clock.h"
+#include "core/read_cache.h"
 #include "core/result.h"
 #include "issuance/issuer.h"
 #include "jobs/worker_pool.h"
@@ -238,13 +239,12 @@ class AcmeService {
   std::mutex keys_mu_;
   std::map<int64_t, std::pair<std::string, std::shared_ptr<EVP_PKEY>>> account_keys_;
   ValidationCounts validations_;
+  // Served profiles, by name (so as many as there are); its changes are profile_changes_,
+  // counted by PutProfile and DeleteProfile.
   static constexpr int64_t kProfileReadMs = 1000;
-  std::mutex profiles_mu_;
-  // Profiles found, by name, with when they were read; only served ones, so as many as there are.
-  std::map<std::string, std::pair<Profile, int64_t>, std::less<>> profiles_;
-  // Counts ForgetProfile: a read that began before a change here does not keep what it read.
-  uint64_t profiles_forgotten_ = 0;
-  void ForgetProfile(std::string_view name);
+  static constexpr size_t kMaxCachedProfiles = 1000;
+  ReadCache<Profile> profiles_{kProfileReadMs, kMaxCachedProfiles};
+  std::atomic<uint64_t> profile_changes_{0};
 };
 
 }  // namespace certfleet::acme

@@ -182,20 +182,18 @@ Result<EnrollService::Authorized> EnrollService::Authenticate(const Profile& pro
     Authorized who{csr.common_name, AuthWay::kRegisteredKey};
     who.key_sha256 = Sha256Hex(csr.spki_der);
     // One round trip on PostgreSQL: the issuing transaction checks the device again.
-    CF_RETURN_IF_ERROR(store_.Transact(
-        [&](store::Tx& tx) -> Result<void> {
-          CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, csr.common_name));
-          CF_RETURN_IF_ERROR(registry::Registry::AuthorizeDeviceKey(device, csr.common_name, who.key_sha256));
-          // The device's batch chose its template (as W2 provisions it): a profile of another
-          // template would give it other groups and policies.
-          CF_ASSIGN_OR_RETURN(auto batch_template, registry::Registry::TemplateNameFor(tx, device->batch));
-          if (batch_template && *batch_template != profile.template_name) {
-            return Denied(fmt::format("device {} is provisioned by template {}, not by this profile's {}",
-                                      csr.common_name, *batch_template, profile.template_name));
-          }
-          return Ok();
-        },
-        store::TxMode::kReadEach));
+    CF_RETURN_IF_ERROR(store::ReadEach(store_, [&](store::Tx& tx) -> Result<void> {
+      CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, csr.common_name));
+      CF_RETURN_IF_ERROR(registry::Registry::AuthorizeDeviceKey(device, csr.common_name, who.key_sha256));
+      // The device's batch chose its template (as W2 provisions it): a profile of another
+      // template would give it other groups and policies.
+      CF_ASSIGN_OR_RETURN(auto batch_template, registry::Registry::TemplateNameFor(tx, device->batch));
+      if (batch_template && *batch_template != profile.template_name) {
+        return Denied(fmt::format("device {} is provisioned by template {}, not by this profile's {}", csr.common_name,
+                                  *batch_template, profile.template_name));
+      }
+      return Ok();
+    }));
     return who;
   }
 

@@ -38,28 +38,18 @@ Result<std::shared_ptr<const EnrollService::Served>> EnrollService::ServedProfil
   const int64_t now = clock_.NowMillis();
   // Read before the store: a change committed after this makes the entry stale at once.
   const uint64_t changes = registry_.TemplateChanges() + profile_changes_.load();
-  {
-    std::lock_guard lock(mu_);
-    if (auto it = cache_.find(label);
-        it != cache_.end() && it->second.changes == changes && now - it->second.fetched_at < kCacheMs) {
-      return it->second.served;
-    }
-  }
+  if (auto cached = cache_.Find(label, now, changes)) return *cached;
   auto served = std::make_shared<Served>();
-  CF_RETURN_IF_ERROR(store_.Transact(
-      [&](store::Tx& tx) -> Result<void> {
-        CF_ASSIGN_OR_RETURN(auto record, store::FindEnrollProfile(tx, label));
-        if (!record) return NoProfile(label);
-        CF_ASSIGN_OR_RETURN(served->profile, ProfileFromRecord(*record));
-        auto tmpl = registry::Registry::TemplateNamed(tx, served->profile.template_name);
-        if (!tmpl.ok()) return tmpl.error().Wrap(fmt::format("enrollment profile {}", served->profile.label));
-        served->tmpl = std::move(*tmpl);
-        return Ok();
-      },
-      store::TxMode::kReadEach));
-  std::lock_guard lock(mu_);
-  if (cache_.size() >= kMaxCachedProfiles) cache_.clear();
-  cache_[std::string(label)] = Cached{served, now, changes};
+  CF_RETURN_IF_ERROR(store::ReadEach(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(auto record, store::FindEnrollProfile(tx, label));
+    if (!record) return NoProfile(label);
+    CF_ASSIGN_OR_RETURN(served->profile, ProfileFromRecord(*record));
+    auto tmpl = registry::Registry::TemplateNamed(tx, served->profile.template_name);
+    if (!tmpl.ok()) return tmpl.error().Wrap(fmt::format("enrollment profile {}", served->profile.label));
+    served->tmpl = std::move(*tmpl);
+    return Ok();
+  }));
+  cache_.Put(label, served, now, changes);
   return std::shared_ptr<const Served>(served);
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "core/read_cache.h"
 #include "core/result.h"
 #include "enroll/profiles.h"
 #include "issuance/issuer.h"
@@ -186,13 +187,8 @@ class EnrollService {
   registry::Registry& registry_;
   const Clock& clock_;
   const Options options_;
-  struct Cached {
-    std::shared_ptr<const Served> served;
-    int64_t fetched_at = 0;
-    uint64_t changes = 0;  // registry_.TemplateChanges() + profile_changes_ when read
-  };
-  std::mutex mu_;
-  std::map<std::string, Cached, std::less<>> cache_;  // by label
+  // By label; its changes are registry_.TemplateChanges() + profile_changes_.
+  ReadCache<std::shared_ptr<const Served>> cache_{kCacheMs, kMaxCachedProfiles};
   std::atomic<uint64_t> profile_changes_{0};
 };
 
