@@ -282,6 +282,20 @@ Result<std::shared_ptr<EVP_PKEY>> AcmeService::AccountKey(const store::AcmeAccou
   return key;
 }
 
+namespace {
+
+// The account a key already has; a deactivated one takes no more requests signed by its key
+// (RFC 8555 7.3.6), new-account's included.
+Result<AcmeService::AccountAnswer> Existing(store::AcmeAccountRecord account) {
+  if (account.status != "valid") {
+    return Problem(ErrorCode::kUnauthenticated, "unauthorized",
+                   fmt::format("the account with this key is {}", account.status));
+  }
+  return AcmeService::AccountAnswer{std::move(account), false};
+}
+
+}  // namespace
+
 Result<AcmeService::AccountAnswer> AcmeService::NewAccount(std::string_view profile, const Checked& request) {
   CF_ASSIGN_OR_RETURN(json::object payload, PayloadObject(request.jws));
   CF_ASSIGN_OR_RETURN(std::string thumbprint, JwkThumbprint(*request.jws.jwk));
@@ -294,7 +308,7 @@ Result<AcmeService::AccountAnswer> AcmeService::NewAccount(std::string_view prof
   CF_ASSIGN_OR_RETURN(auto existing, store::Read(store_, [&](store::Tx& tx) {
                         return store::FindAcmeAccountByKey(tx, profile, thumbprint);
                       }));
-  if (existing) return AccountAnswer{std::move(*existing), false};
+  if (existing) return Existing(std::move(*existing));
   std::optional<std::string> eab_kid;
   if (const json::value* binding = payload.if_contains("externalAccountBinding"); binding && !find_only) {
     CF_ASSIGN_OR_RETURN(eab_kid, VerifyEab(store_, options_.master_key, profile, *binding, request.jws));
@@ -302,7 +316,7 @@ Result<AcmeService::AccountAnswer> AcmeService::NewAccount(std::string_view prof
   const int64_t now = clock_.NowMillis();
   return store::Write(store_, [&](store::Tx& tx) -> Result<AccountAnswer> {
     CF_ASSIGN_OR_RETURN(auto existing, store::FindAcmeAccountByKey(tx, profile, thumbprint));
-    if (existing) return AccountAnswer{std::move(*existing), false};
+    if (existing) return Existing(std::move(*existing));
     if (find_only) return Problem(ErrorCode::kInvalidArgument, "accountDoesNotExist", "no account has this key");
     if (found.eab_required && !eab_kid) {
       return Problem(ErrorCode::kUnauthenticated, "externalAccountRequired",

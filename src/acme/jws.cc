@@ -34,6 +34,21 @@ Result<std::string> Base64Member(const json::object& o, std::string_view key, st
   return *decoded;
 }
 
+// A JWK's key member: base64url as RFC 7515 2 writes it (no padding, no stray bits in the
+// last character) and, for RSA's integers, without leading zero octets (RFC 7518 6.3.1.1).
+// Every key then has one spelling, so its thumbprint (RFC 7638), which accounts are unique by,
+// names the key and not how a client wrote it.
+Result<std::string> KeyMember(const json::object& jwk, std::string_view key, bool integer = false) {
+  CF_ASSIGN_OR_RETURN(std::string decoded, Base64Member(jwk, key, "the JWK"));
+  if (Base64UrlEncode(decoded) != jwk.at(key).as_string()) {
+    return Malformed(fmt::format("the JWK member \"{}\" is not in canonical base64url", key));
+  }
+  if (integer && (decoded.empty() || decoded.front() == '\0')) {
+    return Malformed(fmt::format("the JWK member \"{}\" is empty or has leading zero octets", key));
+  }
+  return decoded;
+}
+
 struct Curve {
   std::string_view jwk_name;
   const char* group;
@@ -130,8 +145,8 @@ Result<pki::PkeyPtr> PublicKeyFromJwk(const json::object& jwk) {
     CF_ASSIGN_OR_RETURN(std::string crv, StringMember(jwk, "crv", "the JWK"));
     const Curve* curve = CurveNamed(crv);
     if (!curve) return Malformed(fmt::format("curve {} is not accepted (P-256, P-384)", crv));
-    CF_ASSIGN_OR_RETURN(std::string x, Base64Member(jwk, "x", "the JWK"));
-    CF_ASSIGN_OR_RETURN(std::string y, Base64Member(jwk, "y", "the JWK"));
+    CF_ASSIGN_OR_RETURN(std::string x, KeyMember(jwk, "x"));
+    CF_ASSIGN_OR_RETURN(std::string y, KeyMember(jwk, "y"));
     if (x.size() != curve->coordinate_bytes || y.size() != curve->coordinate_bytes) {
       return Malformed(fmt::format("the JWK's coordinates are not {} bytes each", curve->coordinate_bytes));
     }
@@ -143,8 +158,8 @@ Result<pki::PkeyPtr> PublicKeyFromJwk(const json::object& jwk) {
     return FromParams("EC", bld.get());
   }
   if (kty == "RSA") {
-    CF_ASSIGN_OR_RETURN(std::string n, Base64Member(jwk, "n", "the JWK"));
-    CF_ASSIGN_OR_RETURN(std::string e, Base64Member(jwk, "e", "the JWK"));
+    CF_ASSIGN_OR_RETURN(std::string n, KeyMember(jwk, "n", /*integer=*/true));
+    CF_ASSIGN_OR_RETURN(std::string e, KeyMember(jwk, "e", /*integer=*/true));
     pki::BignumPtr bn_n(
         BN_bin2bn(reinterpret_cast<const unsigned char*>(n.data()), static_cast<int>(n.size()), nullptr));
     pki::BignumPtr bn_e(
@@ -163,7 +178,7 @@ Result<pki::PkeyPtr> PublicKeyFromJwk(const json::object& jwk) {
   if (kty == "OKP") {
     CF_ASSIGN_OR_RETURN(std::string crv, StringMember(jwk, "crv", "the JWK"));
     if (crv != "Ed25519") return Malformed(fmt::format("curve {} is not accepted (Ed25519)", crv));
-    CF_ASSIGN_OR_RETURN(std::string x, Base64Member(jwk, "x", "the JWK"));
+    CF_ASSIGN_OR_RETURN(std::string x, KeyMember(jwk, "x"));
     EVP_PKEY* key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr,
                                                 reinterpret_cast<const unsigned char*>(x.data()), x.size());
     if (!key) {

@@ -2,6 +2,7 @@
 // certificate download and revocation (RFC 8555 7.1.3-7.6).
 #include <arpa/inet.h>
 #include <fmt/format.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -30,6 +31,8 @@ namespace json = boost::json;
 
 // An order names at most this many identifiers; a certificate carries at most as many names.
 constexpr size_t kMaxIdentifiers = 100;
+// The most characters of a certificate's subject common name (RFC 5280's ub-common-name).
+constexpr size_t kMaxCommonName = 64;
 // How long an order and its authorizations wait to be validated and finalized: a week, as
 // public CAs give, enough for a client that retries over a weekend.
 constexpr std::chrono::hours kOrderLifetime{24 * 7};
@@ -78,6 +81,12 @@ std::optional<std::string> CanonicalAddress(std::string_view text) {
   return std::nullopt;
 }
 
+// A POST-as-GET (6.3) has the empty string for its payload.
+Result<void> PostAsGet(const Jws& jws) {
+  if (!jws.payload_b64.empty()) return Malformed("this resource is read with a POST-as-GET: an empty payload");
+  return Ok();
+}
+
 Result<Ordered> ParseIdentifier(const json::value& v) {
   if (!v.is_object()) return Malformed("an identifier is not an object");
   const json::value* type = v.as_object().if_contains("type");
@@ -98,7 +107,12 @@ Result<Ordered> ParseIdentifier(const json::value& v) {
   std::string name = AsciiLower(text);
   const bool wildcard = name.starts_with("*.");
   std::string base = wildcard ? name.substr(2) : name;
-  if (!pki::IsValidDnsName(base) || CanonicalAddress(base)) {
+  // A name whose last label is all digits is no domain name (RFC 1123 2.1): resolvers read
+  // "10.1" or "167772161" as an address, which the profile's IP ranges would not have allowed.
+  const std::string_view last_label = std::string_view(base).substr(base.rfind('.') + 1);
+  const bool numeric = !last_label.empty() &&
+                       std::all_of(last_label.begin(), last_label.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (!pki::IsValidDnsName(base) || numeric || CanonicalAddress(base)) {
     return Problem(ErrorCode::kInvalidArgument, "rejectedIdentifier",
                    fmt::format("{} is not a DNS name certfleet issues for", Escaped(text.substr(0, 256))));
   }
@@ -116,6 +130,12 @@ Result<std::vector<Ordered>> ParseIdentifiers(const json::value* v) {
   for (const auto& item : v->as_array()) {
     CF_ASSIGN_OR_RETURN(Ordered o, ParseIdentifier(item));
     if (seen.emplace(o.id.type, o.value).second) out.push_back(std::move(o));
+  }
+  // The certificate's subject CN is one of them, and a CN has at most 64 characters (RFC 5280).
+  if (std::none_of(out.begin(), out.end(), [](const Ordered& o) { return o.value.size() <= kMaxCommonName; })) {
+    return Problem(
+        ErrorCode::kInvalidArgument, "rejectedIdentifier",
+        fmt::format("one identifier must have at most {} characters: the certificate's common name", kMaxCommonName));
   }
   return out;
 }
@@ -196,6 +216,7 @@ json::object AcmeService::ChallengeJson(std::string_view profile, const store::A
 
 Result<AcmeAnswer> AcmeService::AccountOrders(std::string_view profile, int64_t account_id, int64_t cursor,
                                               const Checked& request) {
+  CF_RETURN_IF_ERROR(PostAsGet(request.jws));
   if (!request.account || request.account->id != account_id) {
     return Unauthorized("an account's orders are listed only to itself");
   }
@@ -287,6 +308,7 @@ void AcmeService::NewOrder(std::string_view profile, const Checked& request, Ans
 }
 
 Result<AcmeAnswer> AcmeService::Order(std::string_view profile, int64_t id, const Checked& request) {
+  CF_RETURN_IF_ERROR(PostAsGet(request.jws));
   CF_ASSIGN_OR_RETURN(auto order, OwnedOrder(profile, id, request));
   return OrderAnswer(profile, order);
 }
@@ -536,6 +558,14 @@ Result<issuance::IssueRequest> AcmeService::FinalizeRequest(std::string_view pro
   auto parsed = pki::ParseCsr(*der);
   if (!parsed.ok()) return Problem(ErrorCode::kInvalidArgument, "badCSR", parsed.error().message);
   auto csr = std::make_shared<const pki::Csr>(std::move(*parsed));
+  // Not the account's key (11.1): whoever held the server's key would hold the account.
+  if (request.account) {
+    CF_ASSIGN_OR_RETURN(std::shared_ptr<EVP_PKEY> account_key, AccountKey(*request.account));
+    if (EVP_PKEY_eq(csr->public_key.get(), account_key.get()) == 1) {
+      return Problem(ErrorCode::kInvalidArgument, "badCSR",
+                     "the CSR's key is the account's key: the certificate needs a key of its own");
+    }
+  }
   CF_ASSIGN_OR_RETURN(Profile found, FindProfile(profile));
   CF_ASSIGN_OR_RETURN(pki::KeyType key_type, pki::KeyTypeOf(csr->public_key.get()));
   CF_RETURN_IF_ERROR(CheckKeyType(found, pki::KeyTypeName(key_type)));
@@ -555,11 +585,15 @@ Result<issuance::IssueRequest> AcmeService::FinalizeRequest(std::string_view pro
     return Problem(ErrorCode::kInvalidArgument, "badCSR",
                    fmt::format("the CSR names {} but the order {}", joined(requested), joined(ordered)));
   }
-  // The certificate's name: its CN if it has one, else the first DNS name that is not a wildcard.
+  // The certificate's name: its CN if it has one, else the first DNS name that is not a
+  // wildcard and fits in a CN, else the first name that fits (newOrder made sure of one).
   std::string name = cn;
   if (name.empty()) {
-    auto plain = std::find_if(ordered.begin(), ordered.end(),
-                              [](const std::string& n) { return !n.starts_with("*.") && !CanonicalAddress(n); });
+    auto fits = [](const std::string& n) { return n.size() <= kMaxCommonName; };
+    auto plain = std::find_if(ordered.begin(), ordered.end(), [&](const std::string& n) {
+      return fits(n) && !n.starts_with("*.") && !CanonicalAddress(n);
+    });
+    if (plain == ordered.end()) plain = std::find_if(ordered.begin(), ordered.end(), fits);
     name = plain != ordered.end() ? *plain : *ordered.begin();
   }
   issuance::IssueRequest req;
@@ -610,6 +644,7 @@ void AcmeService::Finalize(std::string_view profile, int64_t order_id, const Che
 
 Result<AcmeCertificate> AcmeService::Certificate(std::string_view profile, std::string_view serial, int alternate,
                                                  const Checked& request) {
+  CF_RETURN_IF_ERROR(PostAsGet(request.jws));
   CF_ASSIGN_OR_RETURN(auto order,
                       store::ReadEach(store_, [&](store::Tx& tx) { return store::FindAcmeOrderBySerial(tx, serial); }));
   if (!order || order->profile != profile) return Problem(ErrorCode::kNotFound, "malformed", "no such certificate");

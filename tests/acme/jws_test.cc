@@ -179,5 +179,35 @@ TEST(Jws, WeakPrivateOrOddKeysAreRefused) {
   EXPECT_FALSE(PublicKeyFromJwk(json::object{{"kty", "oct"}, {"k", "AAAA"}}).ok());
 }
 
+// Accounts are unique by their key's thumbprint, so a key must have one spelling: another
+// spelling of the same key would make a second account for it.
+TEST(Jws, AKeyHasOneSpelling) {
+  auto ec = pki::GenerateKey(pki::KeyType::kEcP256);
+  const json::object jwk = JwkOf(ec->get());
+  ASSERT_TRUE(PublicKeyFromJwk(jwk).ok());
+  // 32 bytes are 43 characters of 6 bits: the last one's 2 low bits are not part of the value.
+  json::object stray_bits = jwk;
+  std::string x(jwk.at("x").as_string());
+  const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  x.back() = alphabet[alphabet.find(x.back()) ^ 1];
+  ASSERT_EQ(Base64UrlDecode(x), Base64UrlDecode(jwk.at("x").as_string())) << "the same coordinate";
+  stray_bits["x"] = x;
+  EXPECT_FALSE(PublicKeyFromJwk(stray_bits).ok());
+  json::object padded = jwk;
+  padded["y"] = std::string(jwk.at("y").as_string()) + "=";
+  EXPECT_FALSE(PublicKeyFromJwk(padded).ok());
+
+  auto rsa = pki::GenerateKey(pki::KeyType::kRsa2048);
+  const json::object rsa_jwk = JwkOf(rsa->get());
+  ASSERT_TRUE(PublicKeyFromJwk(rsa_jwk).ok());
+  for (const char* member : {"n", "e"}) {
+    json::object leading_zero = rsa_jwk;
+    leading_zero[member] = Base64UrlEncode(std::string(1, '\0') + *Base64UrlDecode(rsa_jwk.at(member).as_string()));
+    auto refused = PublicKeyFromJwk(leading_zero);
+    ASSERT_FALSE(refused.ok()) << member;
+    EXPECT_NE(refused.error().message.find("leading zero"), std::string::npos) << refused.error().message;
+  }
+}
+
 }  // namespace
 }  // namespace certfleet::acme

@@ -283,6 +283,15 @@ status, out, _ = post("/acme/default/new-account", {}, rsa.generate_private_key(
 check(status == 400 and out["type"].endswith(":badPublicKey"), f"a 1024-bit RSA key: {out}")
 status, out, _ = post("/acme/default/new-account", {"contact": ["tel:+4612345"]}, ec.generate_private_key(ec.SECP256R1()))
 check(status == 400 and out["type"].endswith(":unsupportedContact"), f"a tel: contact: {out}")
+gone = ec.generate_private_key(ec.SECP256R1())
+_, _, resp = post("/acme/default/new-account", {"termsOfServiceAgreed": True}, gone)
+gone_kid = resp.getheader("Location")
+status, out, _ = post(gone_kid, {"status": "deactivated"}, gone, kid=gone_kid)
+check(status == 200 and out["status"] == "deactivated", f"an account deactivated: {status} {out}")
+for what, (status, out, _) in (("a request of the deactivated account", post(gone_kid, None, gone, kid=gone_kid)),
+                               ("new-account with its key", post("/acme/default/new-account",
+                                                                 {"termsOfServiceAgreed": True}, gone))):
+    check(status == 403 and out["type"].endswith(":unauthorized"), f"{what}: unauthorized: {status} {out}")
 status, out, _ = cf.request("POST", "/acme/default/new-account", body="{}", headers={"Content-Type": "application/json"})
 check(status == 415, f"a body that is not application/jose+json: {status} {out}")
 
@@ -324,9 +333,23 @@ status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns
 check(status == 400 and out["type"].endswith(":rejectedIdentifier"), f"a name certfleet does not issue for: {out}")
 status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "email", "value": "a@example.test"}]})
 check(status == 400 and out["type"].endswith(":unsupportedIdentifier"), f"an email identifier: {out}")
+for name in ("10.1", "167772161", "www.example.123"):  # resolvers read the first two as addresses
+    status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": name}]})
+    check(status == 400 and out["type"].endswith(":rejectedIdentifier"), f"a name whose last label is a number: {out}")
+long_name = "a" * 60 + ".example.test"
+status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": long_name}]})
+check(status == 400 and out["type"].endswith(":rejectedIdentifier") and "64" in out["detail"],
+      f"an order with no name that fits a common name: {out}")
 
 order_url, order, _ = order_dns01("c.example.test", None)
 check(order["status"] == "ready", f"a right dns-01 answer makes the order ready: {order}")
+status, out, _ = kpost(order_url, {"status": "valid"})
+check(status == 400 and out["type"].endswith(":malformed"), f"a POST-as-GET with a payload: {out}")
+csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).add_extension(
+    x509.SubjectAlternativeName([x509.DNSName("c.example.test")]), critical=False).sign(account_key, hashes.SHA256())
+status, out, _ = kpost(order["finalize"], {"csr": b64(csr.public_bytes(serialization.Encoding.DER))})
+check(status == 400 and out["type"].endswith(":badCSR") and "account's key" in out["detail"],
+      f"a CSR with the account's own key: {out}")
 other_key = ec.generate_private_key(ec.SECP256R1())
 csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).add_extension(
     x509.SubjectAlternativeName([x509.DNSName("other.example.test")]), critical=False).sign(other_key, hashes.SHA256())
@@ -378,8 +401,9 @@ check(status == 200 and datetime.datetime.fromisoformat(info["suggestedWindow"][
 
 # ---- key rollover (RFC 8555 7.3.5): the inner JWS signed by the new key ----
 def sign(key, header, payload):
+    """A flattened JWS of `payload` (None: the empty payload of a POST-as-GET)."""
     protected = b64(json.dumps(header).encode())
-    body = b64(json.dumps(payload).encode())
+    body = "" if payload is None else b64(json.dumps(payload).encode())
     r, s_ = utils.decode_dss_signature(key.sign(f"{protected}.{body}".encode(), ec.ECDSA(hashes.SHA256())))
     return {"protected": protected, "payload": body, "signature": b64(r.to_bytes(32, "big") + s_.to_bytes(32, "big"))}
 
@@ -464,7 +488,7 @@ if DB_KIND == "postgres":
     status, out, _ = post(kid, None, account_key, kid=kid, nonce_value=used)
     check(status == 400 and out["type"].endswith(":badNonce"), f"and the first node refuses it then: {out}")
     status, out, _ = node2.request("POST", order_url.removeprefix(cf.url), body=json.dumps(sign(account_key, {
-        "alg": "ES256", "nonce": nonce(), "url": order_url, "kid": kid}, {})), headers={
+        "alg": "ES256", "nonce": nonce(), "url": order_url, "kid": kid}, None)), headers={
         "Content-Type": "application/jose+json"})
     check(status == 200 and out["status"] == "invalid", f"an order made through one node, read through the other")
     node2.stop()
