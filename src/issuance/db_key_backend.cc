@@ -97,7 +97,8 @@ Result<std::vector<std::string>> MoveFileKeys(store::Store& store, pki::KeyBacke
       return changed;
     });
     if (!pointed.ok() || !*pointed) {
-      static_cast<void>(keys.Remove(new_ref));  // the CA kept its key: the copy is not needed
+      // The CA kept its key: the copy is not needed (unless the move may have committed).
+      if (pointed.ok() || !store::MayHaveCommitted(pointed.error())) static_cast<void>(keys.Remove(new_ref));
       if (!pointed.ok()) return pointed.error();
       continue;
     }

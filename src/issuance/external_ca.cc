@@ -95,7 +95,7 @@ Result<store::PendingCaRecord> Issuer::RequestCa(const std::string& name, pki::K
     }));
     return pending;
   }();
-  if (!made.ok()) (void)keys_.Remove(ref);
+  if (!made.ok() && !store::MayHaveCommitted(made.error())) (void)keys_.Remove(ref);
   return made;
 }
 
@@ -204,7 +204,7 @@ Result<std::vector<store::CertificateRecord>> Issuer::ImportCa(X509* cert_in, EV
     chain.push_back({*it, "", NameFor(it->get()), "ca.external"});
   chain.push_back({cert, ref, name, "ca.import"});
   auto adopted = Adopt(std::move(chain), nullptr, actor);
-  if (!adopted.ok()) (void)keys_.Remove(ref);
+  if (!adopted.ok() && !store::MayHaveCommitted(adopted.error())) (void)keys_.Remove(ref);
   return adopted;
 }
 

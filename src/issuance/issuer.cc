@@ -344,7 +344,7 @@ Result<void> Issuer::Persist(const std::shared_ptr<Built>& w, std::function<void
   };
   writes_.Submit(std::move(piece), [this, w, done = std::move(done)](const Result<void>& written) {
     if (!written.ok()) {
-      if (w->is_ca) (void)keys_.Remove(w->key_ref);
+      if (w->is_ca && !store::MayHaveCommitted(written.error())) (void)keys_.Remove(w->key_ref);
       return done(written.error());
     }
     const store::CertificateRecord& rec = w->out.record;

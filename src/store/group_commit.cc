@@ -127,6 +127,9 @@ void GroupCommitter::RunBatch(const std::deque<std::unique_ptr<Pending>>& batch)
         // entries (`last`), which wait for the group's end: locking the chain's head here would
         // take it before the next pieces' rows, in the other order than a group's first pass.
         if (p->result.ok()) p->result = tx.FlushAll(/*last_too=*/false);
+        // A deadlock, a serialization failure or a lost connection is the transaction's, not
+        // the piece's: the whole pass runs again, as the first one would have.
+        if (!p->result.ok() && p->result.error().code == ErrorCode::kUnavailable) return p->result.error();
         if (!p->result.ok()) CF_RETURN_IF_ERROR(tx.RollbackTo("piece"));
         CF_RETURN_IF_ERROR(tx.Exec("RELEASE SAVEPOINT piece"));
       }

@@ -60,6 +60,19 @@ class Pool {
     return Lease(this, std::move(made).value());
   }
 
+  // Closes the idle connections: after one was found broken (the server restarted or failed
+  // over), the others opened before are most likely broken too, and trying each in turn
+  // would use up a caller's attempts.
+  void DropIdle() {
+    std::vector<std::unique_ptr<Conn>> dropped;
+    {
+      std::lock_guard lock(mu_);
+      dropped.swap(idle_);
+      open_ -= static_cast<int>(dropped.size());
+    }
+    cv_.notify_all();
+  }
+
  private:
   // Long enough to ride out a burst, short enough that a stuck pool shows up as errors.
   static constexpr std::chrono::seconds kAcquireTimeout{30};

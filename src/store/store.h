@@ -159,6 +159,12 @@ enum class TxMode {
   kReadEach,
 };
 
+// The reason of the error Transact returns when the connection broke after COMMIT was sent:
+// the transaction may have committed or not, and is not run again. Whoever undoes work outside
+// the database when a write fails must not on this error, since committed rows may point at it.
+inline constexpr std::string_view kCommitOutcomeUnknown = "commit outcome unknown";
+inline bool MayHaveCommitted(const Error& e) { return e.reason == kCommitOutcomeUnknown; }
+
 // A Store is the database: a connection pool and transactions. Thread-safe.
 class Store {
  public:
@@ -172,8 +178,9 @@ class Store {
 
   virtual Dialect dialect() const = 0;
   // Runs `fn` in one transaction: commits if it returns ok, rolls back otherwise. On a
-  // serialization failure or deadlock the whole `fn` runs again, so it must change nothing
-  // outside the transaction.
+  // serialization failure or deadlock, or a connection that broke before COMMIT, the whole
+  // `fn` runs again, so it must change nothing outside the transaction. A connection that
+  // broke once COMMIT was sent gives kCommitOutcomeUnknown (see MayHaveCommitted).
   virtual Result<void> Transact(const std::function<Result<void>(Tx&)>& fn, TxMode mode = TxMode::kWrite) = 0;
   // True when a round trip to the database works.
   virtual Result<void> Ping() = 0;

@@ -142,6 +142,57 @@ TEST_P(GroupCommitTest, ALonePiecesDeferredFailureIsItsResult) {
   EXPECT_EQ(r.error().code, ErrorCode::kAlreadyExists);
 }
 
+// When a piece fails, the group runs again with a savepoint per piece. A deadlock there (what
+// kUnavailable stands for) is the transaction's: the pass runs again, rather than failing the
+// piece that happened to meet it.
+TEST_P(GroupCommitTest, ADeadlockInTheSavepointPassRunsThePassAgain) {
+  GroupCommitter group(*store_);
+  ASSERT_TRUE(store_->Exec("INSERT INTO items (id, name) VALUES (1, 'taken')").ok());
+  // The first group holds the committer until the three pieces below are queued: they then
+  // go as one group.
+  std::promise<void> queued, running;
+  std::shared_future<void> go = queued.get_future().share();
+  std::future<Result<void>> first = std::async(std::launch::async, [&] {
+    return group.Run([&running, go](Tx&) -> Result<void> {
+      running.set_value();  // a lone piece that succeeds runs once
+      go.wait();
+      return Ok();
+    });
+  });
+  running.get_future().wait();
+  std::atomic<int> b_runs{0};
+  std::vector<std::future<Result<void>>> results;
+  auto submit = [&](GroupCommitter::Piece piece) {
+    auto done = std::make_shared<std::promise<Result<void>>>();
+    results.push_back(done->get_future());
+    group.Submit(std::move(piece), [done](Result<void> r) { done->set_value(std::move(r)); });
+  };
+  submit([](Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, name) VALUES (2, 'taken')"));
+    return Ok();
+  });
+  submit([&](Tx& tx) -> Result<void> {
+    // The first pass stops at the piece before, so its first run is in the savepoint pass: a
+    // deadlock there.
+    if (++b_runs == 1) return MakeError(ErrorCode::kUnavailable, "deadlock detected");
+    CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, name) VALUES (3, 'b')"));
+    return Ok();
+  });
+  submit([](Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, name) VALUES (4, 'c')"));
+    return Ok();
+  });
+  queued.set_value();
+  ASSERT_TRUE(first.get().ok());
+  Result<void> a = results[0].get(), b = results[1].get(), c = results[2].get();
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.error().code, ErrorCode::kAlreadyExists);
+  EXPECT_TRUE(b.ok()) << b.error().message;
+  EXPECT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(b_runs.load(), 2) << "the savepoint pass (deadlock), and that pass again";
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM items WHERE id IN (3, 4)")->at(0).Int(0), 2);
+}
+
 TEST_P(GroupCommitTest, APieceSeesWhatEarlierPiecesOfItsGroupWrote) {
   GroupCommitter group(*store_);
   ASSERT_TRUE(group

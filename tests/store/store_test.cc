@@ -1,7 +1,15 @@
 #include "store/store.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <latch>
 #include <thread>
 
 #include "store/migrations.h"
@@ -277,6 +285,141 @@ TEST_P(StoreTest, TokensAuthenticateUntilRevoked) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, StoreTest, testing::kBothDialects, testing::DialectName);
+
+// How the PostgreSQL driver lives with connections that break.
+class PgConnectionsTest : public StoreTest {};
+
+// A TCP relay to the PostgreSQL server of a URL. Armed, it passes a client's COMMIT on to the
+// server, waits for the server's answer and closes the connection instead of passing it back:
+// the client cannot know whether its transaction committed.
+class CommitCutter {
+ public:
+  explicit CommitCutter(const std::string& url) {
+    PGconn* conn = PQconnectdb(url.c_str());
+    target_.sin_family = AF_INET;
+    target_.sin_port = htons(static_cast<uint16_t>(std::stoi(PQport(conn))));
+    inet_pton(AF_INET, "127.0.0.1", &target_.sin_addr);
+    PQfinish(conn);
+    listener_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    socklen_t len = sizeof(addr);
+    bind(listener_, reinterpret_cast<sockaddr*>(&addr), len);
+    listen(listener_, 8);
+    getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+    url_ = url + (url.find('?') == std::string::npos ? "?" : "&") +
+           "host=127.0.0.1&port=" + std::to_string(ntohs(addr.sin_port));
+    thread_ = std::thread([this] { Accept(); });
+  }
+  ~CommitCutter() {
+    stop_ = true;
+    shutdown(listener_, SHUT_RDWR);
+    thread_.join();
+    close(listener_);
+  }
+  const std::string& url() const { return url_; }
+  void Arm() { armed_ = true; }
+
+ private:
+  void Accept() {
+    std::vector<std::thread> relays;
+    for (;;) {
+      const int client = accept(listener_, nullptr, nullptr);
+      if (client < 0 || stop_) break;
+      relays.emplace_back([this, client] { Relay(client); });
+    }
+    for (auto& t : relays) t.join();
+  }
+  void Relay(int client) {
+    const int server = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(server, reinterpret_cast<const sockaddr*>(&target_), sizeof(target_)) == 0) {
+      char buf[16384];
+      pollfd fds[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
+      while (!stop_ && poll(fds, 2, 100) >= 0) {
+        if (fds[0].revents != 0) {
+          const ssize_t n = read(client, buf, sizeof(buf));
+          if (n <= 0 || write(server, buf, static_cast<size_t>(n)) != n) break;
+          if (armed_ && std::string_view(buf, static_cast<size_t>(n)).find("COMMIT") != std::string_view::npos) {
+            armed_ = false;
+            pollfd answer{server, POLLIN, 0};
+            poll(&answer, 1, 10'000);  // the server has committed (or not) and answered
+            break;
+          }
+        }
+        if (fds[1].revents != 0) {
+          const ssize_t n = read(server, buf, sizeof(buf));
+          if (n <= 0 || write(client, buf, static_cast<size_t>(n)) != n) break;
+        }
+      }
+    }
+    close(server);
+    close(client);
+  }
+
+  sockaddr_in target_{};
+  int listener_ = -1;
+  std::string url_;
+  std::thread thread_;
+  std::atomic<bool> armed_{false}, stop_{false};
+};
+
+// The server committed, but its answer was lost with the connection: running the transaction
+// again could do its work twice, so the caller hears that the outcome is unknown.
+TEST_P(PgConnectionsTest, ACommitWhoseAnswerIsLostIsNotRunAgain) {
+  CommitCutter cutter(url_);
+  auto opened = Store::Open(cutter.url(), {1});
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  cutter.Arm();
+  int runs = 0;
+  Result<void> r = (*opened)->Transact([&](Tx& tx) -> Result<void> {
+    ++runs;
+    CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, name) VALUES (1, 'once')"));
+    return Ok();
+  });
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(MayHaveCommitted(r.error())) << r.error().message;
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+  EXPECT_EQ(runs, 1);
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM items")->at(0).Int(0), 1) << "the server did commit";
+  // The next transaction gets a new connection.
+  EXPECT_TRUE((*opened)->Query("SELECT COUNT(*) FROM items").ok());
+}
+
+// After a restart every pooled connection is broken: finding one broken closes the others, so
+// the next attempt opens a new connection instead of trying the dead ones until it gives up.
+TEST_P(PgConnectionsTest, AfterARestartATransactionNeedsOneMoreAttemptNotAll) {
+  constexpr int kConnections = 8;  // more than a transaction's attempts
+  auto opened = Store::Open(url_, {kConnections});
+  ASSERT_TRUE(opened.ok());
+  Store& store = **opened;
+  std::latch inside(kConnections);  // so many transactions at once open so many connections
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kConnections; ++i) {
+    threads.emplace_back([&] {
+      EXPECT_TRUE(store
+                      .Transact(
+                          [&](Tx& tx) -> Result<void> {
+                            CF_RETURN_IF_ERROR(tx.Query("SELECT 1"));
+                            inside.arrive_and_wait();
+                            return Ok();
+                          },
+                          TxMode::kRead)
+                      .ok());
+    });
+  }
+  for (auto& t : threads) t.join();
+  // What a restart does to them (waiting up to 5 s for each to end).
+  auto ended = store_->Query(
+      "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+      "AND CASE WHEN pid = pg_backend_pid() THEN false ELSE pg_terminate_backend(pid, 5000) END");
+  ASSERT_TRUE(ended.ok()) << ended.error().message;
+  ASSERT_GE(ended->at(0).Int(0), kConnections);
+  auto after = store.Query("SELECT 1");
+  EXPECT_TRUE(after.ok()) << after.error().message;
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, PgConnectionsTest, ::testing::Values(Dialect::kPostgres), testing::DialectName);
 
 }  // namespace
 }  // namespace certfleet::store

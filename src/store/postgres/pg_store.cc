@@ -234,9 +234,24 @@ class PgStore final : public Store {
   Result<void> Transact(const std::function<Result<void>(Tx&)>& fn, TxMode mode) override {
     for (int attempt = 1;; ++attempt) {
       CF_ASSIGN_OR_RETURN(auto conn, pool_.Acquire());
-      Result<void> r = RunOnce(*conn, fn, mode);
-      if (conn->Broken()) conn.Discard();
-      if (r.ok() || r.error().code != ErrorCode::kUnavailable || attempt >= kMaxAttempts) return r;
+      bool committing = false;
+      Result<void> r = RunOnce(*conn, fn, mode, committing);
+      const bool broken = conn->Broken();
+      if (broken) {
+        conn.Discard();
+        pool_.DropIdle();
+      }
+      if (r.ok()) return r;
+      // Whether the server committed before the connection broke cannot be known here: running
+      // `fn` again could do its work twice.
+      if (broken && committing) {
+        return Error{ErrorCode::kUnavailable,
+                     "the connection to PostgreSQL broke while the transaction committed: it may or may not have "
+                     "committed (" +
+                         r.error().message + ")",
+                     std::string(kCommitOutcomeUnknown)};
+      }
+      if (r.error().code != ErrorCode::kUnavailable || attempt >= kMaxAttempts) return r;
     }
   }
 
@@ -262,7 +277,9 @@ class PgStore final : public Store {
   }
 
  private:
-  static Result<void> RunOnce(Connection& conn, const std::function<Result<void>(Tx&)>& fn, TxMode mode) {
+  // `committing` turns true once COMMIT is sent.
+  static Result<void> RunOnce(Connection& conn, const std::function<Result<void>(Tx&)>& fn, TxMode mode,
+                              bool& committing) {
     PgTx tx(conn);
     if (mode == TxMode::kReadEach) return fn(tx);
     CF_RETURN_IF_ERROR(tx.ExecScript(mode == TxMode::kWrite ? "BEGIN" : "BEGIN READ ONLY"));
@@ -274,6 +291,7 @@ class PgStore final : public Store {
       PgResultPtr res(PQexec(conn.get(), "ROLLBACK"), &PQclear);
       return r;
     }
+    committing = true;
     Result<void> c = tx.ExecScript("COMMIT");
     if (!c.ok()) PgResultPtr(PQexec(conn.get(), "ROLLBACK"), &PQclear);
     return c;
