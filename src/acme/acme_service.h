@@ -219,6 +219,7 @@ class AcmeService {
   AcmeAnswer OrderAnswer(std::string_view profile, const store::AcmeOrderRecord& order,
                          const std::vector<int64_t>& authz_ids, int status) const;
   // The checks and issuance request of a finalize, before anything is written.
+  Result<void> AuthorizedForAll(int64_t account_id, X509* cert);
   Result<issuance::IssueRequest> FinalizeRequest(std::string_view profile, const store::AcmeOrderRecord& order,
                                                  const Checked& request);
   boost::json::object ChallengeJson(std::string_view profile, const store::AcmeChallengeRecord& c) const;

@@ -669,6 +669,26 @@ Result<AcmeCertificate> AcmeService::Certificate(std::string_view profile, std::
   return out;
 }
 
+// An account that did not order a certificate may revoke it when it holds valid authorizations
+// for every name the certificate has (7.6).
+Result<void> AcmeService::AuthorizedForAll(int64_t account_id, X509* cert) {
+  std::set<std::string> names;
+  std::vector<std::string> values;
+  for (const std::string& san : pki::SubjectAltNames(cert)) {
+    const std::string name = CanonicalAddress(san).value_or(AsciiLower(san));
+    names.insert(name);
+    values.push_back(name.starts_with("*.") ? name.substr(2) : name);
+  }
+  const int64_t now = clock_.NowMillis();
+  CF_ASSIGN_OR_RETURN(std::set<std::string> authorized, store::Read(store_, [&](store::Tx& tx) {
+                        return store::AcmeAuthorizedNames(tx, account_id, values, now);
+                      }));
+  if (names.empty() || !std::includes(authorized.begin(), authorized.end(), names.begin(), names.end())) {
+    return Unauthorized("the certificate was not ordered by this account, which is not authorized for all its names");
+  }
+  return Ok();
+}
+
 Result<void> AcmeService::RevokeCertificate(std::string_view profile, const Checked& request) {
   CF_ASSIGN_OR_RETURN(json::object payload, PayloadObject(request.jws));
   const json::value* cert_text = payload.if_contains("certificate");
@@ -698,9 +718,8 @@ Result<void> AcmeService::RevokeCertificate(std::string_view profile, const Chec
     CF_ASSIGN_OR_RETURN(auto order, store::Read(store_, [&](store::Tx& tx) {
                           return store::FindAcmeOrderBySerial(tx, record->serial);
                         }));
-    if (!order || order->profile != profile || order->account_id != request.account->id) {
-      return Unauthorized("the certificate was not ordered by this account");
-    }
+    const bool ordered = order && order->profile == profile && order->account_id == request.account->id;
+    if (!ordered) CF_RETURN_IF_ERROR(AuthorizedForAll(request.account->id, cert.get()));
     actor = Actor(request.account->id);
   } else {
     CF_ASSIGN_OR_RETURN(pki::PkeyPtr key, PublicKeyFromJwk(*request.jws.jwk));

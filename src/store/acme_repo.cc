@@ -122,6 +122,27 @@ Result<std::optional<AcmeOrderRecord>> FindAcmeOrderBySerial(Tx& tx, std::string
   return std::optional<AcmeOrderRecord>(OrderFromRow(*row));
 }
 
+Result<std::set<std::string>> AcmeAuthorizedNames(Tx& tx, int64_t account_id, const std::vector<std::string>& values,
+                                                  int64_t now) {
+  std::set<std::string> out;
+  if (values.empty()) return out;
+  Params params{account_id, now};
+  std::string in;
+  for (const auto& v : values) {
+    in += in.empty() ? "?" : ", ?";
+    params.emplace_back(v);
+  }
+  CF_ASSIGN_OR_RETURN(auto rows,
+                      tx.Query(fmt::format("SELECT DISTINCT a.identifier_value, a.wildcard FROM acme_orders o "
+                                           "JOIN acme_authzs a ON a.order_id = o.id WHERE o.account_id = ? "
+                                           "AND a.status = 'valid' AND a.expires_at > ? "
+                                           "AND a.identifier_value IN ({})",
+                                           in),
+                               params));
+  for (const Row& r : rows) out.insert((r.Int(1) != 0 ? "*." : "") + r.Text(0));
+  return out;
+}
+
 Result<bool> AcmeOrderReplaces(Tx& tx, std::string_view cert_id) {
   CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT id FROM acme_orders WHERE replaces = ? AND status <> 'invalid'",
                                             {std::string(cert_id)}));

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -87,6 +88,11 @@ Result<std::optional<AcmeOrderRecord>> FindAcmeOrder(Tx& tx, int64_t id);
 Result<void> LockAcmeOrder(Tx& tx, int64_t id);
 // The order that got the certificate `serial`.
 Result<std::optional<AcmeOrderRecord>> FindAcmeOrderBySerial(Tx& tx, std::string_view serial);
+// Of the names `values` (identifier values: a wildcard's without "*."), those an account holds
+// a valid authorization for, unexpired at `now`, as a certificate names them ("*." before a
+// wildcard's). Searches the account's orders: for revocation (RFC 8555 7.6), which is rare.
+Result<std::set<std::string>> AcmeAuthorizedNames(Tx& tx, int64_t account_id, const std::vector<std::string>& values,
+                                                  int64_t now);
 // Whether an order that is not invalid replaces the certificate `cert_id` (RFC 9773).
 Result<bool> AcmeOrderReplaces(Tx& tx, std::string_view cert_id);
 // The ids of an account's orders, oldest first, after `after_id`, at most `limit`.

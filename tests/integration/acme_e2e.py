@@ -308,15 +308,21 @@ def kpost(path, payload):
     return post(path, payload, account_key, kid=kid)
 
 
-def order_dns01(name, txt):
+def order_dns01(name, txt, account=None):
     """An order for `name` whose dns-01 challenge is answered with the TXT value `txt` (None: the
-    right one); returns the order's URL once validation has decided."""
+    right one), by `account` (key, kid, thumbprint; None: the account above); returns the
+    order's URL once validation has decided."""
+    signer, signer_kid, signer_thumbprint = account or (account_key, kid, thumbprint)
+
+    def kpost(path, payload):
+        return post(path, payload, signer, kid=signer_kid)
+
     status, order, resp = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": name}]})
     check(status == 201 and order["status"] == "pending", f"new order for {name}: {status} {order}")
     order_url = resp.getheader("Location")
     _, authz, _ = kpost(order["authorizations"][0], None)
     challenge = next(c for c in authz["challenges"] if c["type"] == "dns-01")
-    key_authorization = f"{challenge['token']}.{thumbprint}"
+    key_authorization = f"{challenge['token']}.{signer_thumbprint}"
     dns.set_txt(f"_acme-challenge.{name}", txt or b64(hashlib.sha256(key_authorization.encode()).digest()))
     status, answered, resp = kpost(challenge["url"], {})
     check(status == 200 and answered["status"] in ("processing", "valid", "invalid") and "rel=\"up\"" in ",".join(
@@ -369,6 +375,34 @@ check(status == 200 and root_pem.strip() in str(alt_chain) and root_pem.strip() 
       and str(alt_chain).startswith(str(chain)), "the alternate chain is the default one and the root")
 status, _, _ = post(out["certificate"], None, ec.generate_private_key(ec.SECP256R1()), kid=kid)
 check(status == 400, "a certificate download signed by another key than the account's is refused")
+
+# ---- revokeCert by an account that did not order the certificate (RFC 8555 7.6) ----
+def another_account():
+    other = ec.generate_private_key(ec.SECP256R1())
+    _, _, created = post("/acme/default/new-account", {"termsOfServiceAgreed": True}, other)
+    other_jwk = jwk_of(other)
+    return other, created.getheader("Location"), b64(hashlib.sha256(json.dumps(
+        other_jwk, separators=(",", ":"), sort_keys=True).encode()).digest())
+
+
+_, order, _ = order_dns01("r.example.test", None)
+csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).add_extension(
+    x509.SubjectAlternativeName([x509.DNSName("r.example.test")]), critical=False).sign(other_key, hashes.SHA256())
+_, out, _ = kpost(order["finalize"], {"csr": b64(csr.public_bytes(serialization.Encoding.DER))})
+_, r_chain, _ = kpost(out["certificate"], None)
+r_cert = x509.load_pem_x509_certificate(r_chain if isinstance(r_chain, bytes) else r_chain.encode())
+revocation = {"certificate": b64(r_cert.public_bytes(serialization.Encoding.DER))}
+stranger, stranger_kid, _ = another_account()
+status, out, _ = post("/acme/default/revoke-cert", revocation, stranger, kid=stranger_kid)
+check(status == 403 and out["type"].endswith(":unauthorized"),
+      f"an account with no authorization for its names may not revoke it: {status} {out}")
+holder = another_account()
+_, held, _ = order_dns01("r.example.test", None, account=holder)
+check(held["status"] == "ready", f"another account validates r.example.test: {held}")
+status, out, _ = post("/acme/default/revoke-cert", revocation, holder[0], kid=holder[1])
+check(status == 200, f"an account authorized for every name of the certificate may revoke it: {status} {out}")
+check(cf.api("GET", f"/v1/certificates/{format(r_cert.serial_number, 'x')}")["status"] == "revoked",
+      "and the certificate is revoked")
 
 # ---- ACME Renewal Information (RFC 9773) ----
 leaf = x509.load_pem_x509_certificate(chain if isinstance(chain, bytes) else chain.encode())
