@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <latch>
+#include <stdexcept>
 #include <thread>
 
 #include "store/migrations.h"
@@ -282,6 +283,21 @@ TEST_P(StoreTest, TokensAuthenticateUntilRevoked) {
                   })
                   .ok());
   EXPECT_FALSE(auth(token.bearer).has_value());
+}
+
+// A function that throws leaves nothing behind: what it wrote is rolled back, and its
+// connection does not carry the open transaction into the next one.
+TEST_P(StoreTest, AnExceptionInATransactionRollsItBack) {
+  auto opened = Store::Open(url_, {1});
+  ASSERT_TRUE(opened.ok());
+  Store& store = **opened;
+  EXPECT_THROW((void)store.Transact([](Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, name) VALUES (1, 'thrown')"));
+    throw std::runtime_error("a bug");
+  }),
+               std::runtime_error);
+  ASSERT_TRUE(store.Exec("INSERT INTO items (id, name) VALUES (2, 'next')").ok());
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM items")->at(0).Int(0), 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, StoreTest, testing::kBothDialects, testing::DialectName);

@@ -235,7 +235,15 @@ class PgStore final : public Store {
     for (int attempt = 1;; ++attempt) {
       CF_ASSIGN_OR_RETURN(auto conn, pool_.Acquire());
       bool committing = false;
-      Result<void> r = RunOnce(*conn, fn, mode, committing);
+      Result<void> r = Ok();
+      try {
+        r = RunOnce(*conn, fn, mode, committing);
+      } catch (...) {
+        // Closed rather than pooled: it may be inside the transaction, or in pipeline mode, and
+        // closing it rolls back.
+        conn.Discard();
+        throw;
+      }
       const bool broken = conn->Broken();
       if (broken) {
         conn.Discard();

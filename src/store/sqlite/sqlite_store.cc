@@ -312,7 +312,14 @@ class SqliteStore final : public Store {
     int rc = Control(conn, mode == TxMode::kWrite ? "BEGIN IMMEDIATE" : "BEGIN");
     if (rc != SQLITE_OK) return SqliteError(conn.db(), rc, "begin");
     SqliteTx tx(conn);
-    Result<void> r = fn(tx);
+    Result<void> r = Ok();
+    try {
+      r = fn(tx);
+    } catch (...) {
+      // Else the connection (the writer, for every write after) would stay inside the transaction.
+      Control(conn, "ROLLBACK");
+      throw;
+    }
     if (r.ok()) r = tx.FlushAll();  // what was gathered for the end
     if (!r.ok()) {
       Control(conn, "ROLLBACK");
