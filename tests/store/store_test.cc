@@ -435,6 +435,19 @@ TEST_P(PgConnectionsTest, AfterARestartATransactionNeedsOneMoreAttemptNotAll) {
   EXPECT_TRUE(after.ok()) << after.error().message;
 }
 
+// On PostgreSQL a failed statement aborts its transaction, whose COMMIT then rolls back: a
+// function that went on past the failure hears that nothing was stored.
+TEST_P(PgConnectionsTest, ACommitThatRollsBackIsAnError) {
+  Result<void> r = store_->Transact([](Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, name) VALUES (1, 'a')"));
+    (void)tx.Exec("INSERT INTO items (id, name) VALUES (1, 'again')");  // fails, and is ignored
+    return Ok();
+  });
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("rolled back"), std::string::npos) << r.error().message;
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM items")->at(0).Int(0), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Drivers, PgConnectionsTest, ::testing::Values(Dialect::kPostgres), testing::DialectName);
 
 }  // namespace

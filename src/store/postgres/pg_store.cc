@@ -300,9 +300,18 @@ class PgStore final : public Store {
       return r;
     }
     committing = true;
-    Result<void> c = tx.ExecScript("COMMIT");
-    if (!c.ok()) PgResultPtr(PQexec(conn.get(), "ROLLBACK"), &PQclear);
-    return c;
+    PgResultPtr res(PQexec(conn.get(), "COMMIT"), &PQclear);
+    if (PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
+      Error e = conn.ResultError(res.get(), "COMMIT");
+      PgResultPtr(PQexec(conn.get(), "ROLLBACK"), &PQclear);
+      return e;
+    }
+    // A transaction a failed statement aborted ends with ROLLBACK whatever was asked: when
+    // `fn` went on past that failure, none of its writes are stored, and saying so is the truth.
+    if (std::string_view(PQcmdStatus(res.get())) != "COMMIT") {
+      return MakeError(ErrorCode::kInternal, "the transaction was rolled back: one of its statements had failed");
+    }
+    return Ok();
   }
 
   const std::string url_;
