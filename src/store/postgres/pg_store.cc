@@ -303,7 +303,7 @@ class PgStore final : public Store {
     PgResultPtr res(PQexec(conn.get(), "COMMIT"), &PQclear);
     if (PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
       Error e = conn.ResultError(res.get(), "COMMIT");
-      PgResultPtr(PQexec(conn.get(), "ROLLBACK"), &PQclear);
+      PgResultPtr rollback(PQexec(conn.get(), "ROLLBACK"), &PQclear);
       return e;
     }
     // A transaction a failed statement aborted ends with ROLLBACK whatever was asked: when
