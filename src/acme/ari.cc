@@ -1,6 +1,7 @@
 // AcmeService's ACME Renewal Information (RFC 9773): renewalInfo windows and the `replaces`
 // field of new orders.
 #include <fmt/format.h>
+#include <openssl/bn.h>
 #include <openssl/x509v3.h>
 
 #include <boost/json.hpp>
@@ -9,6 +10,7 @@
 #include "acme/problem.h"
 #include "core/crypto.h"
 #include "pki/certificate.h"
+#include "pki/ossl.h"
 
 namespace certfleet::acme {
 namespace {
@@ -47,7 +49,15 @@ Result<AcmeService::Identified> AcmeService::IdentifyCertificate(std::string_vie
                                             static_cast<size_t>(ASN1_STRING_length(key_id))) != *aki) {
     return NotFound();
   }
-  return Identified{std::move(*order), std::move(*record)};
+  // The id as the certificate spells it: a client may write the serial with leading zero
+  // octets, and every spelling of one certificate must count as one (an order replaces it once).
+  pki::BignumPtr serial_bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr));
+  if (!serial_bn) return pki::OpenSslError("reading a serial");
+  std::string content(static_cast<size_t>(BN_num_bytes(serial_bn.get())), '\0');
+  BN_bn2bin(serial_bn.get(), reinterpret_cast<unsigned char*>(content.data()));
+  if (content.empty() || (static_cast<unsigned char>(content.front()) & 0x80) != 0) content.insert(0, 1, '\0');
+  std::string id = Base64UrlEncode(*aki) + "." + Base64UrlEncode(content);
+  return Identified{std::move(*order), std::move(*record), std::move(id)};
 }
 
 Result<AcmeAnswer> AcmeService::RenewalInfo(std::string_view profile, std::string_view cert_id) {
@@ -71,7 +81,7 @@ Result<AcmeAnswer> AcmeService::RenewalInfo(std::string_view profile, std::strin
   return answer;
 }
 
-Result<void> AcmeService::CheckReplaces(std::string_view profile, int64_t account_id, std::string_view cert_id) {
+Result<std::string> AcmeService::CheckReplaces(std::string_view profile, int64_t account_id, std::string_view cert_id) {
   auto found = IdentifyCertificate(profile, cert_id);
   if (!found.ok()) {
     return Problem(ErrorCode::kInvalidArgument, "malformed", fmt::format("replaces: {}", found.error().message));
@@ -80,11 +90,11 @@ Result<void> AcmeService::CheckReplaces(std::string_view profile, int64_t accoun
     return Problem(ErrorCode::kPermissionDenied, "unauthorized", "replaces names another account's certificate");
   }
   CF_ASSIGN_OR_RETURN(bool replaced,
-                      store::Read(store_, [&](store::Tx& tx) { return store::AcmeOrderReplaces(tx, cert_id); }));
+                      store::Read(store_, [&](store::Tx& tx) { return store::AcmeOrderReplaces(tx, found->id); }));
   if (replaced) {
     return Problem(ErrorCode::kAlreadyExists, "alreadyReplaced", "another order replaces this certificate already");
   }
-  return Ok();
+  return found->id;
 }
 
 }  // namespace certfleet::acme

@@ -260,8 +260,7 @@ void AcmeService::NewOrder(std::string_view profile, const Checked& request, Ans
       if (!r->is_string() || r->as_string().empty() || r->as_string().size() > 256) {
         return Malformed("replaces must be a certificate identifier (RFC 9773)");
       }
-      replaces = std::string(r->as_string());
-      CF_RETURN_IF_ERROR(CheckReplaces(profile, account.id, *replaces));
+      CF_ASSIGN_OR_RETURN(replaces, CheckReplaces(profile, account.id, r->as_string()));
     }
     for (const auto& o : planned->identifiers) {
       planned->listed.push_back(json::object{{"type", o.id.type}, {"value", o.value}});

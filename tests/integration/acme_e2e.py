@@ -424,6 +424,11 @@ check(status == 201 and replacing["replaces"] == cert_id, f"an order that replac
 status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "c.example.test"}],
                                                    "replaces": cert_id})
 check(status == 409 and out["type"].endswith(":alreadyReplaced"), f"a second order replacing it: {status} {out}")
+respelled = f"{b64(aki)}.{b64(bytes(1) + serial.to_bytes(serial.bit_length() // 8 + 1, 'big'))}"
+status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "c.example.test"}],
+                                                   "replaces": respelled})
+check(status == 409 and out["type"].endswith(":alreadyReplaced"),
+      f"its id spelled with a leading zero octet names the same certificate: {status} {out}")
 status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "c.example.test"}],
                                                    "replaces": "AAAA.AAAA"})
 check(status == 400 and out["type"].endswith(":malformed"), f"replaces naming no certificate: {out}")
