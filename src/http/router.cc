@@ -91,6 +91,11 @@ Router::Match Router::Find(std::string_view method, std::string_view path) const
 }
 
 std::optional<Response> Router::Dispatch(const Match& match, Request& req, const Responder& respond) const {
+  if (std::optional<Response> refused = Admit(match, req)) return refused;
+  return Run(match, req, respond);
+}
+
+std::optional<Response> Router::Admit(const Match& match, Request& req) const {
   if (!match.route) {
     if (match.status == 405) {
       Response r = ErrorResponse(405, "method_not_allowed", req.method + " is not allowed on " + req.path);
@@ -130,6 +135,11 @@ std::optional<Response> Router::Dispatch(const Match& match, Request& req, const
                                " role; the token has " + std::string(store::RoleName(req.principal.role)));
     }
   }
+  return std::nullopt;
+}
+
+std::optional<Response> Router::Run(const Match& match, Request& req, const Responder& respond) const {
+  const Route& route = *match.route;
   if (!route.async_handler) return Answer(req.request_id, route.pattern, [&] { return route.handler(req); });
   bool taken = false;
   Response refused = Answer(req.request_id, route.pattern, [&]() -> Result<Response> {

@@ -67,6 +67,12 @@ class Router {
   // Authenticates, authorizes and runs the matched route; never throws. The response, or
   // nothing when an asynchronous route took the request: it answers through `respond`.
   std::optional<Response> Dispatch(const Match& match, Request& req, const Responder& respond) const;
+  // Dispatch's first half, which needs the request's headers only (the server runs it before
+  // it reads a body): the refusal (no such route, no client certificate, no or a weak token),
+  // or nothing and `req` carries the route's params and the principal.
+  std::optional<Response> Admit(const Match& match, Request& req) const;
+  // Dispatch's second half: runs the route of a request Admit let in.
+  std::optional<Response> Run(const Match& match, Request& req, const Responder& respond) const;
 
   const std::vector<Route>& routes() const { return routes_; }
 

@@ -300,7 +300,27 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
       return Reply(ErrorResponse(400, "invalid_argument", "an HTTP/1.1 request needs exactly one Host header"), true);
     }
     ParseTarget(std::string_view(h.target().data(), h.target().size()), req_);
+    // No path names a control character; decoded, one could end up in an answer's header.
+    if (std::any_of(req_.path.begin(), req_.path.end(),
+                    [](char c) { return std::iscntrl(static_cast<unsigned char>(c)); })) {
+      unread_body_ = !parser_->is_done();
+      return Reply(ErrorResponse(400, "invalid_argument", "the path holds a control character"), true);
+    }
+    for (const auto& f : h) req_.headers.emplace_back(AsciiLower(f.name_string()), std::string(f.value()));
+    if (auto rid = req_.Header("x-request-id"); rid && ValidRequestId(*rid)) req_.request_id = std::string(*rid);
+    req_.remote_address = remote_;
+    req_.client_cert = client_cert_;
+    req_.peer = peer_;
     match_ = server_.router.Find(req_.method, req_.path);
+    // Authenticated from the headers, before the body is read (or 100-continue sent): no one
+    // without a token makes the server take in a route's body, up to its limit.
+    if (std::optional<Response> refused = server_.router.Admit(match_, req_)) {
+      unread_body_ = !parser_->is_done();
+      keep_alive_ = h.keep_alive();
+      version_ = h.version();
+      head_ = h.method() == bhttp::verb::head;
+      return Reply(std::move(*refused), unread_body_);
+    }
     const size_t limit = match_.route && match_.route->options.body_limit ? match_.route->options.body_limit
                                                                           : server_.options.body_limit;
     if (parser_->content_length() && *parser_->content_length() > limit) {
@@ -342,14 +362,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     }
 
     auto msg = parser_->release();
-    for (const auto& f : msg) {
-      req_.headers.emplace_back(AsciiLower(f.name_string()), std::string(f.value()));
-    }
     req_.body = std::move(msg.body());
-    if (auto rid = req_.Header("x-request-id"); rid && ValidRequestId(*rid)) req_.request_id = std::string(*rid);
-    req_.remote_address = remote_;
-    req_.client_cert = client_cert_;
-    req_.peer = peer_;
     keep_alive_ = msg.keep_alive();
     version_ = msg.version();
     head_ = msg.method() == bhttp::verb::head;
@@ -358,7 +371,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     // An asynchronous route may wait long (a long poll): no read or write is pending meanwhile,
     // so the timeouts of reading the request must not run out under it. Reply sets the next.
     if (async) beast::get_lowest_layer(stream_).expires_never();
-    std::optional<Response> res = server_.router.Dispatch(match_, req_, async ? MakeResponder() : Responder());
+    std::optional<Response> res = server_.router.Run(match_, req_, async ? MakeResponder() : Responder());
     if (res) Reply(std::move(*res), false);
   }
 
@@ -394,7 +407,15 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     out->set(bhttp::field::server, "certfleet");
     if (!res.content_type.empty()) out->set(bhttp::field::content_type, res.content_type);
     if (!req_.request_id.empty()) out->set("X-Request-Id", req_.request_id);
-    for (const auto& [k, v] : res.headers) out->insert(k, v);
+    for (const auto& [k, v] : res.headers) {
+      // A value with a line break would end the header early (and a NUL cut it): never sent.
+      if (v.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+        log::Warn("a header value with a control character was not sent",
+                  {{"request_id", req_.request_id}, {"header", k}});
+        continue;
+      }
+      out->insert(k, v);
+    }
     out->body() = std::move(res.body);
     out->keep_alive(!close);
     out->prepare_payload();

@@ -128,6 +128,30 @@ for _ in range(2):
 check(r.status == 200 and not r.will_close, "keep-alive")
 conn.close()
 
+
+def raw(head):
+    """Sends a request's head on a new connection; the first 4 KiB of the answer."""
+    sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="127.0.0.1")
+    sock.sendall(head)
+    answer = sock.recv(4096)
+    sock.close()
+    return answer
+
+
+# A body is taken in only once its sender is authenticated: an upload announced without a
+# token is refused from its headers, with no 100 Continue first.
+answer = raw(b"POST /v1/imports HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 268435456\r\n"
+             b"Expect: 100-continue\r\n\r\n")
+check(answer.startswith(b"HTTP/1.1 401"), f"a 256 MiB upload without a token: 401 at once: {answer[:60]!r}")
+weak = cli("token", "create", "--role", "reader", "--name", "uploads").stdout.strip()
+answer = raw(b"POST /v1/imports HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + weak.encode() +
+             b"\r\nContent-Length: 268435456\r\nExpect: 100-continue\r\n\r\n")
+check(answer.startswith(b"HTTP/1.1 403"), f"and with a token whose role may not import: 403: {answer[:60]!r}")
+# A path that decodes to a line break could end up in an answer's header.
+answer = raw(b"GET /acme/x%0d%0aSet-Cookie:%20a=b%0d%0a/directory HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+check(answer.startswith(b"HTTP/1.1 400") and b"Set-Cookie" not in answer,
+      f"a path with an encoded CR LF: 400, nothing injected: {answer[:200]!r}")
+
 # Graceful shutdown: a request in flight when SIGTERM arrives still gets its answer, an idle
 # keep-alive connection does not hold the exit up, and the process exits 0 within 5 s.
 idle = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1")
