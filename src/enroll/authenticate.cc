@@ -85,8 +85,26 @@ Result<store::CertificateRecord> EnrollService::PresentedDeviceCertificate(std::
   return std::move(*record);
 }
 
-Result<EnrollService::Authorized> EnrollService::Authenticate(const Profile& profile, const EnrollRequest& request,
+namespace {
+
+// A device whose batch chose its template (as W2 provisions it) enrolls only through a profile
+// of that template: another template would give it other groups, policies and CA.
+Result<void> SameTemplate(store::Tx& tx, std::string_view device_id, const Profile& profile) {
+  CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, device_id));
+  if (!device) return Ok();
+  CF_ASSIGN_OR_RETURN(auto batch_template, registry::Registry::TemplateNameFor(tx, device->batch));
+  if (batch_template && *batch_template != profile.template_name) {
+    return detail::Denied(fmt::format("device {} is provisioned by template {}, not by this profile's {}", device_id,
+                                      *batch_template, profile.template_name));
+  }
+  return Ok();
+}
+
+}  // namespace
+
+Result<EnrollService::Authorized> EnrollService::Authenticate(const Served& served, const EnrollRequest& request,
                                                               const pki::Csr& csr) {
+  const Profile& profile = served.profile;
   const Credentials& c = request.credentials;
   const int64_t now = clock_.NowMillis();
   if (request.operation == Operation::kReenroll) {
@@ -100,6 +118,15 @@ Result<EnrollService::Authorized> EnrollService::Authenticate(const Profile& pro
     if (csr.common_name != record.fqdn) {
       return Denied(fmt::format("re-enrollment keeps the subject: the CSR's CN must be {}", record.fqdn));
     }
+    // It renews the device's enrollment, not a new one: through a profile that issues from the
+    // same CA, and of the device's template.
+    if (record.parent_fqdn != served.tmpl.ca_fqdn) {
+      return Denied(
+          fmt::format("re-enrollment renews under the CA that issued the certificate ({}); this profile "
+                      "issues from {}",
+                      record.parent_fqdn, served.tmpl.ca_fqdn));
+    }
+    CF_RETURN_IF_ERROR(store::Read(store_, [&](store::Tx& tx) { return SameTemplate(tx, record.fqdn, profile); }));
     Authorized who{record.fqdn, AuthWay::kReenroll};
     who.presented_serial = record.serial;
     return who;
@@ -149,6 +176,7 @@ Result<EnrollService::Authorized> EnrollService::Authenticate(const Profile& pro
       // A supplier's manifest bound this certificate to its thing.
       CF_RETURN_IF_ERROR(ValidNow(leaf.get(), "the factory certificate"));
       CF_RETURN_IF_ERROR(CsrNames(csr, it->second, "the factory certificate's"));
+      CF_RETURN_IF_ERROR(store::Read(store_, [&](store::Tx& tx) { return SameTemplate(tx, it->second, profile); }));
       return Authorized{it->second, AuthWay::kFactory};
     }
     if (!profile.factory_anchors.empty()) {
@@ -185,14 +213,7 @@ Result<EnrollService::Authorized> EnrollService::Authenticate(const Profile& pro
     CF_RETURN_IF_ERROR(store::ReadEach(store_, [&](store::Tx& tx) -> Result<void> {
       CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, csr.common_name));
       CF_RETURN_IF_ERROR(registry::Registry::AuthorizeDeviceKey(device, csr.common_name, who.key_sha256));
-      // The device's batch chose its template (as W2 provisions it): a profile of another
-      // template would give it other groups and policies.
-      CF_ASSIGN_OR_RETURN(auto batch_template, registry::Registry::TemplateNameFor(tx, device->batch));
-      if (batch_template && *batch_template != profile.template_name) {
-        return Denied(fmt::format("device {} is provisioned by template {}, not by this profile's {}", csr.common_name,
-                                  *batch_template, profile.template_name));
-      }
-      return Ok();
+      return SameTemplate(tx, csr.common_name, profile);
     }));
     return who;
   }

@@ -224,7 +224,7 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
         store_, [&](store::Tx& tx) { return store::FindEnrollRequestByCsr(tx, profile->label, csr_sha256); });
     if (!existing.ok()) return fail(existing.error());
     if (!*existing) {
-      Result<Authorized> asked = Authenticate(*profile, request, *csr);
+      Result<Authorized> asked = Authenticate(**served, request, *csr);
       if (!asked.ok()) return fail(asked.error());
       if (Result<void> bound = CheckBinding(request, *csr); !bound.ok()) return fail(bound.error());
       return Hold(*profile, request.protocol, template_request, *csr, *asked, done);
@@ -248,7 +248,7 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
     who = Authorized{r.device_id, AuthWay::kRegisteredKey};
     who.approved_request = r.id;
   } else {
-    Result<Authorized> auth = Authenticate(*profile, request, *csr);
+    Result<Authorized> auth = Authenticate(**served, request, *csr);
     if (!auth.ok()) return fail(auth.error());
     if (Result<void> bound = CheckBinding(request, *csr); !bound.ok()) return fail(bound.error());
     who = std::move(*auth);

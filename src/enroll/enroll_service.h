@@ -162,7 +162,7 @@ class EnrollService {
   // kCacheMs or until this process changes a profile or template: an enrollment burst reads
   // them once, not once per device.
   Result<std::shared_ptr<const Served>> ServedProfile(std::string_view label);
-  Result<Authorized> Authenticate(const Profile& profile, const EnrollRequest& request, const pki::Csr& csr);
+  Result<Authorized> Authenticate(const Served& served, const EnrollRequest& request, const pki::Csr& csr);
   // The device certificate a client presents (DER), if certfleet issued it and it is active
   // and unexpired: kUnauthenticated or kPermissionDenied otherwise.
   Result<store::CertificateRecord> PresentedDeviceCertificate(std::string_view der);

@@ -200,6 +200,49 @@ TEST_P(EnrollTest, ReenrollmentNeedsTheDevicesActiveUnexpiredCertificate) {
             ErrorCode::kPermissionDenied);
 }
 
+// Re-enrolling renews a device's enrollment: through a profile of another CA or of another
+// template, the device would get another CA's certificate, or other groups and policies.
+TEST_P(EnrollTest, ReenrollmentStaysWithTheDevicesCaAndTemplate) {
+  issuance::IssueRequest other_ca;
+  other_ca.type = pki::CertType::kIntermediate;
+  other_ca.name = "other.example.com";
+  other_ca.parent = "example.com";
+  ASSERT_TRUE(issuer_->Issue(other_ca, "test").ok());
+  ASSERT_TRUE(testing::CreateJson(*registry_, registry::Kind::kTemplate,
+                                  json::object{{"name", "other-line"},
+                                               {"ca_fqdn", "other.example.com"},
+                                               {"endpoint", "mqtts://o:8883"},
+                                               {"thing_type", "meter"}},
+                                  "t")
+                  .ok());
+  Profile({{"template", "other-line"}, {"auth", {"reenroll"}}}, "elsewhere");
+  pki::PkeyPtr key = NewKey();
+  Register("dev-1", key.get());
+  auto first = Enroll(Operation::kEnroll, CsrFor(key.get(), "dev-1"));
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  EXPECT_EQ(Refusal(Operation::kReenroll, CsrFor(NewKey().get(), "dev-1"), Presenting(first->record), "elsewhere"),
+            ErrorCode::kPermissionDenied)
+      << "a profile issuing from another CA";
+
+  ASSERT_TRUE(testing::CreateJson(*registry_, registry::Kind::kTemplate,
+                                  json::object{{"name", "gateways"},
+                                               {"ca_fqdn", "iot.example.com"},
+                                               {"endpoint", "mqtts://g:8883"},
+                                               {"batches", {"b-gw"}}},
+                                  "t")
+                  .ok());
+  Profile({{"template", "gateways"}, {"auth", {"registered_key"}}}, "gw");
+  pki::PkeyPtr gateway = NewKey();
+  Register("gw-1", gateway.get(), "b-gw");
+  auto enrolled = Enroll(Operation::kEnroll, CsrFor(gateway.get(), "gw-1"), {}, "gw");
+  ASSERT_TRUE(enrolled.ok()) << enrolled.error().message;
+  EXPECT_EQ(Refusal(Operation::kReenroll, CsrFor(NewKey().get(), "gw-1"), Presenting(enrolled->record)),
+            ErrorCode::kPermissionDenied)
+      << "the default profile's template is not the one of the gateway's batch";
+  auto renewed = Enroll(Operation::kReenroll, CsrFor(NewKey().get(), "dev-1"), Presenting(first->record));
+  EXPECT_TRUE(renewed.ok()) << "its own profile still renews it: " << renewed.error().message;
+}
+
 TEST_P(EnrollTest, ABatchSecretEnrollsOnlyANewDevice) {
   pki::PkeyPtr key = NewKey();
   Register("dev-1", key.get());
