@@ -201,21 +201,21 @@ Result<Enrolled> AgentService::IssuedBefore(const store::HostRecord& host, std::
   return out;
 }
 
-Result<store::HostRecord> AgentService::Authenticate(std::string_view serial) {
+Result<store::HostRecord> AgentService::Authenticate(std::string_view serial, std::string_view fingerprint) {
   auto refused = [] {
     return MakeError(ErrorCode::kPermissionDenied,
                      "the client certificate is not a current certificate of a host (revoked, or not a host's)");
   };
-  CF_ASSIGN_OR_RETURN(
-      auto found, store::Read(store_, [&](store::Tx& tx) -> Result<std::optional<store::HostRecord>> {
-        CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, serial));
-        // Only certificates issued to the host itself (enrollment, renewal):
-        // a W1 server certificate with the same name is not an agent's.
-        if (!cert || cert->status != store::CertStatus::kActive || cert->subject_kind != store::SubjectKind::kHost) {
-          return std::optional<store::HostRecord>();
-        }
-        return store::FindHost(tx, cert->fqdn);
-      }));
+  CF_ASSIGN_OR_RETURN(auto found, store::Read(store_, [&](store::Tx& tx) -> Result<std::optional<store::HostRecord>> {
+                        CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, serial));
+                        // Only certificates issued to the host itself (enrollment, renewal):
+                        // a W1 server certificate with the same name is not an agent's.
+                        if (!cert || cert->fingerprint != fingerprint || cert->status != store::CertStatus::kActive ||
+                            cert->subject_kind != store::SubjectKind::kHost) {
+                          return std::optional<store::HostRecord>();
+                        }
+                        return store::FindHost(tx, cert->fqdn);
+                      }));
   if (!found || found->status == store::HostStatus::kRevoked) return refused();
   return std::move(*found);
 }

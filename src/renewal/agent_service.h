@@ -60,8 +60,10 @@ class AgentService {
   Result<Enrolled> IssuedBefore(const store::HostRecord& host, std::string_view serial, const std::string& csr_pem);
   // The host an agent's TLS client certificate (verified by the server) speaks for: a
   // certificate certfleet issued to that host and has not revoked, the host not revoked.
-  // kPermissionDenied otherwise.
-  Result<store::HostRecord> Authenticate(std::string_view serial);
+  // Named by serial and SHA-256 fingerprint: a serial alone is no identity, since any CA the
+  // server trusts for clients could issue a certificate with a host's serial (which every
+  // TLS client of the host sees). kPermissionDenied otherwise.
+  Result<store::HostRecord> Authenticate(std::string_view serial, std::string_view fingerprint);
   // The CA that issues host certificates now: the one set while serving, else renewal.ca
   // ("" when neither).
   Result<std::string> RenewalCa();

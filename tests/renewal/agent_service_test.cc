@@ -122,10 +122,15 @@ TEST_P(EnrollTest, OnlyAHostsOwnCurrentCertificateAuthenticatesItsAgent) {
   auto enrolled =
       agents_->Enroll("web-1.example.com", *hosts_->CreateToken("web-1.example.com", "t"), Csr("web-1.example.com"));
   ASSERT_TRUE(enrolled.ok());
-  auto host = agents_->Authenticate(enrolled->record.serial);
+  auto host = agents_->Authenticate(enrolled->record.serial, enrolled->record.fingerprint);
   ASSERT_TRUE(host.ok()) << host.error().message;
   EXPECT_EQ(host->host_id, "web-1.example.com");
-  EXPECT_EQ(agents_->Authenticate("abcdef").error().code, ErrorCode::kPermissionDenied) << "unknown serial";
+  EXPECT_EQ(agents_->Authenticate("abcdef", enrolled->record.fingerprint).error().code, ErrorCode::kPermissionDenied)
+      << "unknown serial";
+  // Another certificate with the host's serial (from another CA the server trusts for clients).
+  EXPECT_EQ(agents_->Authenticate(enrolled->record.serial, std::string(64, 'a')).error().code,
+            ErrorCode::kPermissionDenied)
+      << "the host's serial on another certificate";
 
   // A W1 server certificate named like a host is not that host's agent.
   HostSpec spec;
@@ -137,10 +142,13 @@ TEST_P(EnrollTest, OnlyAHostsOwnCurrentCertificateAuthenticatesItsAgent) {
   w1.parent = "hosts.example.com";
   auto server = issuer_->Issue(w1, "token:ops");
   ASSERT_TRUE(server.ok()) << server.error().message;
-  EXPECT_EQ(agents_->Authenticate(server->record.serial).error().code, ErrorCode::kPermissionDenied);
+  EXPECT_EQ(agents_->Authenticate(server->record.serial, server->record.fingerprint).error().code,
+            ErrorCode::kPermissionDenied);
 
   ASSERT_TRUE(agents_->Revoke("web-1.example.com", "keyCompromise", "t").ok());
-  EXPECT_EQ(agents_->Authenticate(enrolled->record.serial).error().code, ErrorCode::kPermissionDenied) << "revoked";
+  EXPECT_EQ(agents_->Authenticate(enrolled->record.serial, enrolled->record.fingerprint).error().code,
+            ErrorCode::kPermissionDenied)
+      << "revoked";
 }
 
 TEST_P(EnrollTest, AFleetCredentialEnrollsNewMatchingHostsUpToItsUsesEachAudited) {
