@@ -187,6 +187,7 @@ Authenticator MakeStoreAuthenticator(store::Store& store, const Clock& clock, To
   return [&store, &clock, &cache](std::string_view bearer) -> Result<std::optional<Principal>> {
     const int64_t now = clock.NowMillis();
     if (auto cached = cache.Find(bearer, now)) return cached;
+    const uint64_t generation = cache.Generation();
     CF_ASSIGN_OR_RETURN(auto token,
                         store::Read(store, [&](store::Tx& tx) { return store::AuthenticateBearer(tx, bearer); }));
     if (!token) return std::optional<Principal>();
@@ -195,7 +196,7 @@ Authenticator MakeStoreAuthenticator(store::Store& store, const Clock& clock, To
       if (!touched.ok()) log::Warn("recording token use", {{"error", touched.error().message}});
     }
     Principal principal{true, token->id, token->name, token->role};
-    cache.Put(bearer, principal, now);
+    cache.Put(bearer, principal, now, generation);
     return std::optional<Principal>(std::move(principal));
   };
 }

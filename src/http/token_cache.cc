@@ -17,10 +17,16 @@ std::optional<Principal> TokenCache::Find(std::string_view bearer, int64_t now_m
   return it->second.principal;
 }
 
-void TokenCache::Put(std::string_view bearer, const Principal& principal, int64_t now_ms) {
+uint64_t TokenCache::Generation() {
+  std::lock_guard lock(mu_);
+  return generation_;
+}
+
+void TokenCache::Put(std::string_view bearer, const Principal& principal, int64_t now_ms, uint64_t generation) {
   if (ttl_ms_ <= 0) return;
   std::string key = Sha256(bearer);
   std::lock_guard lock(mu_);
+  if (generation != generation_) return;
   if (entries_.size() >= kMaxEntries) entries_.clear();
   entries_[std::move(key)] = Entry{principal, now_ms};
 }
@@ -28,6 +34,7 @@ void TokenCache::Put(std::string_view bearer, const Principal& principal, int64_
 void TokenCache::Clear() {
   std::lock_guard lock(mu_);
   entries_.clear();
+  ++generation_;
 }
 
 }  // namespace certfleet::http

@@ -20,7 +20,11 @@ class TokenCache {
   explicit TokenCache(int64_t ttl_ms) : ttl_ms_(ttl_ms) {}
 
   std::optional<Principal> Find(std::string_view bearer, int64_t now_ms);
-  void Put(std::string_view bearer, const Principal& principal, int64_t now_ms);
+  // How many times the cache was cleared: a lookup takes it before it reads the store and
+  // hands it to Put, which keeps nothing if a Clear came in between (the token read as valid
+  // may be the one just revoked).
+  uint64_t Generation();
+  void Put(std::string_view bearer, const Principal& principal, int64_t now_ms, uint64_t generation);
   void Clear();
 
  private:
@@ -34,6 +38,7 @@ class TokenCache {
   const int64_t ttl_ms_;
   std::mutex mu_;
   std::unordered_map<std::string, Entry> entries_;  // by SHA-256 of the bearer
+  uint64_t generation_ = 0;
 };
 
 }  // namespace certfleet::http

@@ -65,6 +65,19 @@ TEST_F(TokenCacheTest, ClearingTheCacheRefusesARevokedTokenAtOnce) {
   EXPECT_FALSE(Accepted(auth, token_.bearer));
 }
 
+// A request that read the token as valid just before a revocation on this node cleared the
+// cache must not put it back.
+TEST_F(TokenCacheTest, ALookupThatBeganBeforeAClearCachesNothing) {
+  TokenCache cache(60'000);
+  const Principal principal{true, token_.record.id, "ci", store::Role::kOperator};
+  const uint64_t began = cache.Generation();
+  cache.Clear();  // the revocation, committed while the lookup was reading
+  cache.Put(token_.bearer, principal, clock_.NowMillis(), began);
+  EXPECT_FALSE(cache.Find(token_.bearer, clock_.NowMillis()));
+  cache.Put(token_.bearer, principal, clock_.NowMillis(), cache.Generation());
+  EXPECT_TRUE(cache.Find(token_.bearer, clock_.NowMillis()));
+}
+
 TEST_F(TokenCacheTest, AWrongSecretNeverMatchesACachedToken) {
   TokenCache cache(60'000);
   Authenticator auth = MakeStoreAuthenticator(*store_, clock_, cache);
