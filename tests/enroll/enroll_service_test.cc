@@ -61,6 +61,17 @@ class EnrollTest : public ::testing::TestWithParam<store::Dialect> {
     ASSERT_TRUE(put.ok()) << put.error().message;
   }
 
+  // A second template, of the same CA, serving the batch b-gw.
+  void GatewaysTemplate() {
+    ASSERT_TRUE(testing::CreateJson(*registry_, registry::Kind::kTemplate,
+                                    json::object{{"name", "gateways"},
+                                                 {"ca_fqdn", "iot.example.com"},
+                                                 {"endpoint", "mqtts://g:8883"},
+                                                 {"batches", {"b-gw"}}},
+                                    "t")
+                    .ok());
+  }
+
   void Register(const std::string& id, EVP_PKEY* key, const std::string& batch = "") {
     store::DeviceRecord d;
     d.device_id = id;
@@ -135,13 +146,7 @@ TEST_P(EnrollTest, ARegisteredKeyEnrollsItsDeviceThroughTheTemplate) {
   EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(key.get(), "dev-1"), {}, "nope"), ErrorCode::kNotFound);
 
   // A device whose batch another template serves cannot take this profile's.
-  ASSERT_TRUE(testing::CreateJson(*registry_, registry::Kind::kTemplate,
-                                  json::object{{"name", "gateways"},
-                                               {"ca_fqdn", "iot.example.com"},
-                                               {"endpoint", "mqtts://g:8883"},
-                                               {"batches", {"b-gw"}}},
-                                  "t")
-                  .ok());
+  GatewaysTemplate();
   pki::PkeyPtr sensor = NewKey();
   Register("sensor-1", sensor.get(), "b-gw");
   EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(sensor.get(), "sensor-1")), ErrorCode::kPermissionDenied);
@@ -224,13 +229,7 @@ TEST_P(EnrollTest, ReenrollmentStaysWithTheDevicesCaAndTemplate) {
             ErrorCode::kPermissionDenied)
       << "a profile issuing from another CA";
 
-  ASSERT_TRUE(testing::CreateJson(*registry_, registry::Kind::kTemplate,
-                                  json::object{{"name", "gateways"},
-                                               {"ca_fqdn", "iot.example.com"},
-                                               {"endpoint", "mqtts://g:8883"},
-                                               {"batches", {"b-gw"}}},
-                                  "t")
-                  .ok());
+  GatewaysTemplate();
   Profile({{"template", "gateways"}, {"auth", {"registered_key"}}}, "gw");
   pki::PkeyPtr gateway = NewKey();
   Register("gw-1", gateway.get(), "b-gw");
