@@ -717,8 +717,13 @@ Result<void> AcmeService::RevokeCertificate(std::string_view profile, const Chec
     CF_ASSIGN_OR_RETURN(auto order, store::Read(store_, [&](store::Tx& tx) {
                           return store::FindAcmeOrderBySerial(tx, record->serial);
                         }));
-    const bool ordered = order && order->profile == profile && order->account_id == request.account->id;
-    if (!ordered) CF_RETURN_IF_ERROR(AuthorizedForAll(request.account->id, cert.get()));
+    if (!order || order->profile != profile) {
+      // Certificates issued otherwise (the API, enrollment, CAs) are not ACME's to revoke.
+      return Unauthorized("the certificate was not issued through this ACME profile");
+    }
+    if (order->account_id != request.account->id) {
+      CF_RETURN_IF_ERROR(AuthorizedForAll(request.account->id, cert.get()));
+    }
     actor = Actor(request.account->id);
   } else {
     CF_ASSIGN_OR_RETURN(pki::PkeyPtr key, PublicKeyFromJwk(*request.jws.jwk));
