@@ -66,6 +66,19 @@ int64_t DeviceLockKey(std::string_view device) {
   return key;
 }
 
+// A device whose batch chose its template (as W2 provisions it) enrolls only through a profile
+// of that template: another template would give it other groups, policies and CA.
+Result<void> SameTemplate(store::Tx& tx, std::string_view device_id, const Profile& profile) {
+  CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, device_id));
+  if (!device) return Ok();
+  CF_ASSIGN_OR_RETURN(auto batch_template, registry::Registry::TemplateNameFor(tx, device->batch));
+  if (batch_template && *batch_template != profile.template_name) {
+    return Denied(fmt::format("device {} is provisioned by template {}, not by this profile's {}", device_id,
+                              *batch_template, profile.template_name));
+  }
+  return Ok();
+}
+
 }  // namespace
 
 Result<store::CertificateRecord> EnrollService::PresentedDeviceCertificate(std::string_view der) {
@@ -84,23 +97,6 @@ Result<store::CertificateRecord> EnrollService::PresentedDeviceCertificate(std::
   if (record->not_after <= clock_.NowMillis()) return Denied("the client's certificate has expired");
   return std::move(*record);
 }
-
-namespace {
-
-// A device whose batch chose its template (as W2 provisions it) enrolls only through a profile
-// of that template: another template would give it other groups, policies and CA.
-Result<void> SameTemplate(store::Tx& tx, std::string_view device_id, const Profile& profile) {
-  CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, device_id));
-  if (!device) return Ok();
-  CF_ASSIGN_OR_RETURN(auto batch_template, registry::Registry::TemplateNameFor(tx, device->batch));
-  if (batch_template && *batch_template != profile.template_name) {
-    return detail::Denied(fmt::format("device {} is provisioned by template {}, not by this profile's {}", device_id,
-                                      *batch_template, profile.template_name));
-  }
-  return Ok();
-}
-
-}  // namespace
 
 Result<EnrollService::Authorized> EnrollService::Authenticate(const Served& served, const EnrollRequest& request,
                                                               const pki::Csr& csr) {

@@ -299,6 +299,9 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
       unread_body_ = !parser_->is_done();
       return Reply(ErrorResponse(400, "invalid_argument", "an HTTP/1.1 request needs exactly one Host header"), true);
     }
+    keep_alive_ = h.keep_alive();
+    version_ = h.version();
+    head_ = h.method() == bhttp::verb::head;
     ParseTarget(std::string_view(h.target().data(), h.target().size()), req_);
     // No path names a control character; decoded, one could end up in an answer's header.
     if (std::any_of(req_.path.begin(), req_.path.end(),
@@ -316,9 +319,6 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     // without a token makes the server take in a route's body, up to its limit.
     if (std::optional<Response> refused = server_.router.Admit(match_, req_)) {
       unread_body_ = !parser_->is_done();
-      keep_alive_ = h.keep_alive();
-      version_ = h.version();
-      head_ = h.method() == bhttp::verb::head;
       return Reply(std::move(*refused), unread_body_);
     }
     const size_t limit = match_.route && match_.route->options.body_limit ? match_.route->options.body_limit
@@ -363,9 +363,6 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
 
     auto msg = parser_->release();
     req_.body = std::move(msg.body());
-    keep_alive_ = msg.keep_alive();
-    version_ = msg.version();
-    head_ = msg.method() == bhttp::verb::head;
 
     const bool async = match_.route && match_.route->async_handler;
     // An asynchronous route may wait long (a long poll): no read or write is pending meanwhile,
