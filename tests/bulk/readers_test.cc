@@ -128,6 +128,21 @@ TEST(Readers, ACorruptedEntryIsReportedAndItsNeighboursRead) {
   EXPECT_EQ(Good(entries), 9u);
   EXPECT_NE(entries[4].problem.find("does not verify"), std::string::npos) << entries[4].problem;
 
+  // Microchip: the unsigned header names another thing than the signed payload.
+  json = Slurp(Fixture("ECC608C-TNGTLSU-B.json"));
+  const std::string first_id = "\"uniqueId\": \"0123f2408ea1fcf201\"";
+  ASSERT_NE(json.find(first_id), std::string::npos);
+  json.replace(json.find(first_id), first_id.size(), "\"uniqueId\": \"victim01\"");
+  std::ofstream(dir + "/renamed.json") << json;
+  entries = ReadAll("microchip", dir + "/renamed.json", microchip);
+  ASSERT_EQ(entries.size(), 10u);
+  EXPECT_EQ(Good(entries), 9u);
+  EXPECT_NE(entries[0].problem.find("header.uniqueId victim01 differs from the signed payload's uniqueId "
+                                    "0123f2408ea1fcf201"),
+            std::string::npos)
+      << entries[0].problem;
+  EXPECT_EQ(entries[1].thing_name, "01237fa064679e6a01") << "the thing named by the signed payload";
+
   // Generated: line 50 is not base64 of a PEM.
   std::istringstream lines(Slurp(Fixture("certificates_test.txt")));
   std::ofstream out(dir + "/generated.txt");

@@ -236,10 +236,14 @@ class MicrochipReader final : public FileManifestReader {
                          std::string_view(*kid));
     std::optional<json::value> payload = JsonOfBase64Url(payload_b64);
     if (!payload) return "the JWS payload is not base64url JSON";
-    if (e.thing_name.empty()) {
-      if (const json::string* id = StringAt(*payload, "uniqueId")) e.thing_name = std::string(*id);
-    }
-    if (e.thing_name.empty()) return "the entry has no uniqueId";
+    // The thing is the signed payload's uniqueId: the unprotected header's copy is covered by
+    // no signature, so it must say the same or the entry is refused.
+    const json::string* signed_id = StringAt(*payload, "uniqueId");
+    if (!signed_id || signed_id->empty()) return "the signed payload has no uniqueId";
+    if (!e.thing_name.empty() && e.thing_name != *signed_id)
+      return fmt::format("header.uniqueId {} differs from the signed payload's uniqueId {}", e.thing_name,
+                         std::string_view(*signed_id));
+    e.thing_name = std::string(*signed_id);
     const json::value* x5c = nullptr;
     if (const json::value* set = payload->get_object().if_contains("publicKeySet"); set && set->is_object()) {
       const json::value* keys = set->get_object().if_contains("keys");
