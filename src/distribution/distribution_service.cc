@@ -31,7 +31,7 @@ DistributionService::DistributionService(store::Store& store, blob::BlobStore& i
 
 Result<store::WarehouseSettings> DistributionService::PutWarehouse(const std::string& name,
                                                                    std::vector<std::string> recipients,
-                                                                   std::optional<std::string> zip_password,
+                                                                   const PasswordChange& zip_password,
                                                                    std::string_view actor) {
   auto invalid = [](std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); };
   if (!IsWarehouseName(name)) return invalid("a warehouse name is 1 to 64 letters, digits, '_', '-' or '.'");
@@ -41,21 +41,28 @@ Result<store::WarehouseSettings> DistributionService::PutWarehouse(const std::st
   for (const auto& r : recipients) {
     if (!mail::IsMailAddress(r)) return invalid("recipients must be mail addresses (name@domain)");
   }
-  if (zip_password && (zip_password->size() < kMinPasswordChars || zip_password->size() > kMaxPasswordChars)) {
+  using Kind = PasswordChange::Kind;
+  const std::string& password = zip_password.password;
+  if (zip_password.kind == Kind::kSet &&
+      (password.size() < kMinPasswordChars || password.size() > kMaxPasswordChars)) {
     return invalid(
         fmt::format("zip_password: {} to {} characters, or null for plain ZIPs", kMinPasswordChars, kMaxPasswordChars));
   }
   store::WarehouseSettings w;
   w.name = name;
   w.recipients = std::move(recipients);
-  if (zip_password) {
+  if (zip_password.kind == Kind::kSet) {
     w.zip_password = options_.master_key.empty()
-                         ? *zip_password
-                         : SealSecret(options_.master_key, fmt::format("zip-password:{}", name), *zip_password);
+                         ? password
+                         : SealSecret(options_.master_key, fmt::format("zip-password:{}", name), password);
   }
   w.updated_at = clock_.NowMillis();
   w.updated_by = std::string(actor);
   CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    if (zip_password.kind == Kind::kKeep) {
+      CF_ASSIGN_OR_RETURN(auto stored, store::FindWarehouse(tx, name));
+      w.zip_password = stored ? stored->zip_password : std::nullopt;
+    }
     CF_RETURN_IF_ERROR(store::PutWarehouse(tx, w));
     json::object details{{"recipients", json::value_from(w.recipients)}, {"zip_encrypted", w.zip_password.has_value()}};
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, w.updated_at, actor, "distribution.warehouse.put", "warehouse:" + name,

@@ -91,10 +91,17 @@ class DistributionService {
   // kFailedPrecondition while another run (on any node) is in progress.
   Result<SendResult> SendPending(const std::function<void(int64_t, int64_t)>& progress = {});
 
-  // Sets a warehouse's recipients and optional ZIP password (kept sealed with the master
-  // key); kInvalidArgument for a bad name, address or password. Audited as `actor`.
+  // What a PUT does to a warehouse's ZIP password: a body that names none keeps the stored
+  // one (so that reading the settings and writing them back, which never shows the password,
+  // does not turn encryption off); null removes it; a string replaces it.
+  struct PasswordChange {
+    enum class Kind { kKeep, kRemove, kSet } kind = Kind::kKeep;
+    std::string password;  // with kSet
+  };
+  // Sets a warehouse's recipients and ZIP password (kept sealed with the master key);
+  // kInvalidArgument for a bad name, address or password. Audited as `actor`.
   Result<store::WarehouseSettings> PutWarehouse(const std::string& name, std::vector<std::string> recipients,
-                                                std::optional<std::string> zip_password, std::string_view actor);
+                                                const PasswordChange& zip_password, std::string_view actor);
   Result<std::vector<store::WarehouseSettings>> Warehouses();
   Result<std::vector<store::DistributionRecord>> Records(const store::RecordFilter& filter);
   // Newest first, ids below `before` when given.

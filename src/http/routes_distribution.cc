@@ -161,14 +161,17 @@ Response PutWarehouse(const ApiContext& ctx, const Request& req) {
     }
     recipients.emplace_back(r.as_string());
   }
-  std::optional<std::string> password;
-  if (const json::value* pw = body->if_contains("zip_password"); pw && !pw->is_null()) {
+  distribution::DistributionService::PasswordChange password;
+  using Kind = distribution::DistributionService::PasswordChange::Kind;
+  if (const json::value* pw = body->if_contains("zip_password"); pw && pw->is_null()) {
+    password.kind = Kind::kRemove;
+  } else if (pw) {
     if (!pw->is_string() || pw->as_string().size() > kMaxField) {
       return ErrorResponse(400, "invalid_argument", "zip_password must be a string or null");
     }
-    password = std::string(pw->as_string());
+    password = {Kind::kSet, std::string(pw->as_string())};
   }
-  auto saved = ctx.distribution->PutWarehouse(req.params.at("name"), std::move(recipients), std::move(password),
+  auto saved = ctx.distribution->PutWarehouse(req.params.at("name"), std::move(recipients), password,
                                               req.principal.Actor());
   if (!saved.ok()) return Fail(req, saved.error());
   return JsonResponse(200, WarehouseJson(*saved));

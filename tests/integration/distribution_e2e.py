@@ -190,6 +190,17 @@ check(cf.request("POST", "/v1/distribution/run")[0] == 401, "run needs a token")
 status, resp, _ = cf.request("PUT", "/v1/distribution/warehouses/Warehouse_UK",
                              body={"recipients": ["uk-certs@certs.test"], "zip_password": UK_PASSWORD}, bearer=T)
 check(status == 200 and resp["zip_encrypted"] is True and "zip_password" not in resp, f"UK settings saved: {resp}")
+# Writing back what a GET shows (no password in it) keeps the password: the UK ZIPs below are
+# still AES. null removes it.
+status, resp, _ = cf.request("PUT", "/v1/distribution/warehouses/Warehouse_UK",
+                             body={"recipients": ["uk-certs@certs.test"]}, bearer=T)
+check(status == 200 and resp["zip_encrypted"] is True, f"a PUT without zip_password keeps it: {resp}")
+cf.api("PUT", "/v1/distribution/warehouses/Warehouse_SPARE", {"recipients": ["a@b.c"], "zip_password": UK_PASSWORD})
+status, resp, _ = cf.request("PUT", "/v1/distribution/warehouses/Warehouse_SPARE",
+                             body={"recipients": ["a@b.c"], "zip_password": None}, bearer=T)
+listed = {w["name"]: w for w in cf.api("GET", "/v1/distribution/warehouses")["items"]}
+check(status == 200 and resp["zip_encrypted"] is False and listed["Warehouse_SPARE"]["zip_encrypted"] is False
+      and listed["Warehouse_UK"]["zip_encrypted"] is True, f"zip_password null removes it: {resp} {listed}")
 stored_sql = "SELECT zip_password FROM distribution_warehouses WHERE name = 'Warehouse_UK'"
 if DB_KIND == "postgres":
     stored = psql(cf.env["CERTFLEET_DB"], stored_sql).strip()
