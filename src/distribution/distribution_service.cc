@@ -43,8 +43,7 @@ Result<store::WarehouseSettings> DistributionService::PutWarehouse(const std::st
   }
   using Kind = PasswordChange::Kind;
   const std::string& password = zip_password.password;
-  if (zip_password.kind == Kind::kSet &&
-      (password.size() < kMinPasswordChars || password.size() > kMaxPasswordChars)) {
+  if (zip_password.kind == Kind::kSet && (password.size() < kMinPasswordChars || password.size() > kMaxPasswordChars)) {
     return invalid(
         fmt::format("zip_password: {} to {} characters, or null for plain ZIPs", kMinPasswordChars, kMaxPasswordChars));
   }

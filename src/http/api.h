@@ -1,6 +1,7 @@
 #pragma once
 
 #include <boost/json/object.hpp>
+#include <functional>
 #include <string_view>
 
 #include "core/clock.h"
@@ -59,9 +60,10 @@ struct ApiContext {
   store::Store& store;
   const Clock& clock;
   Metrics& metrics;
-  TokenCache& tokens;                  // the authenticator's; revoking a token clears it
-  TokenService& api_tokens;            // /v1/tokens
-  issuance::Issuer* issuer = nullptr;  // W1 routes are added when set, with `ca`
+  TokenCache& tokens;                        // the authenticator's; revoking a token clears it
+  TokenService& api_tokens;                  // /v1/tokens
+  std::function<bool()> draining = nullptr;  // true once the server is shutting down: /readyz answers 503
+  issuance::Issuer* issuer = nullptr;        // W1 routes are added when set, with `ca`
   ca::CaService* ca = nullptr;
   distribution::DistributionService* distribution = nullptr;  // W5, with the one below
   distribution::SnsVerifier* sns = nullptr;

@@ -165,9 +165,12 @@ Response Router::Answer(std::string_view request_id, std::string_view route, con
 }
 
 std::optional<std::string_view> Request::BearerToken() const {
+  // The scheme in any case (RFC 9110 11.1).
   constexpr std::string_view kBearer = "Bearer ";
   auto header = Header("authorization");
-  if (!header || !header->starts_with(kBearer) || header->size() == kBearer.size()) return std::nullopt;
+  if (!header || header->size() <= kBearer.size() || AsciiLower(header->substr(0, kBearer.size())) != "bearer ") {
+    return std::nullopt;
+  }
   return header->substr(kBearer.size());
 }
 

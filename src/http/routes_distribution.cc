@@ -171,8 +171,8 @@ Response PutWarehouse(const ApiContext& ctx, const Request& req) {
     }
     password = {Kind::kSet, std::string(pw->as_string())};
   }
-  auto saved = ctx.distribution->PutWarehouse(req.params.at("name"), std::move(recipients), password,
-                                              req.principal.Actor());
+  auto saved =
+      ctx.distribution->PutWarehouse(req.params.at("name"), std::move(recipients), password, req.principal.Actor());
   if (!saved.ok()) return Fail(req, saved.error());
   return JsonResponse(200, WarehouseJson(*saved));
 }

@@ -54,6 +54,8 @@ json::object TokenJson(const store::ApiToken& t) {
 Response Healthz(const Request&) { return JsonResponse(200, json::object{{"status", "ok"}}); }
 
 Response Readyz(const ApiContext& ctx, const Request& req) {
+  // A node taken out before it stops: its balancer sends the next connections elsewhere.
+  if (ctx.draining && ctx.draining()) return ErrorResponse(503, "unavailable", "this node is shutting down");
   Result<void> ping = ctx.store.Ping();
   if (!ping.ok()) {
     log::Warn("not ready: store unreachable", {{"request_id", req.request_id}, {"error", ping.error().message}});

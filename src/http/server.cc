@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <sys/resource.h>
 
 #include <array>
 #include <atomic>
@@ -16,6 +17,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <cerrno>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -49,8 +51,13 @@ constexpr size_t kDrainChunk = 16384;
 // With threads = 0: issuing certificates holds no thread while the commit is pending, and
 // the other handlers' waits on the store are short, so a few threads per core keep it busy.
 constexpr int kMinAutoThreads = 4;
-// Pending connections the kernel queues before accept.
+// Pending connections the kernel queues before accept (and while at max_connections).
 constexpr int kListenBacklog = 512;
+// Descriptors kept for the rest of the process (the store, files, outgoing connections) when
+// max_connections is fitted under the open-file limit.
+constexpr uint64_t kReservedFds = 256;
+// After an accept that failed for want of descriptors or memory: the wait before the next.
+constexpr std::chrono::milliseconds kAcceptRetry{100};
 // TLS 1.2 suites offered: ECDHE with AES-GCM or ChaCha20-Poly1305 (Mozilla's "intermediate").
 constexpr const char* kTls12Ciphers =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
@@ -180,8 +187,11 @@ struct Server::Impl {
         ioc(options.threads),
         ctx(ssl::context::tls_server),
         acceptor(asio::make_strand(ioc)),
-        signals(ioc, SIGINT, SIGTERM),
-        grace_timer(ioc) {}
+        accept_retry(acceptor.get_executor()),
+        control(asio::make_strand(ioc)),
+        signals(control, SIGINT, SIGTERM),
+        drain_timer(control),
+        grace_timer(control) {}
   // Sessions still held by unfinished handlers die with `ioc`; they must not call back.
   ~Impl() { destroying = true; }
 
@@ -192,7 +202,10 @@ struct Server::Impl {
   }
 
   Result<void> Listen();
+  void FitConnectionLimit();
   void Accept();
+  void AwaitSignal();
+  void Stop();
   void BeginShutdown();
   void SessionStarted(const std::shared_ptr<Session>& s);
   void SessionEnded(Session* s);
@@ -203,13 +216,20 @@ struct Server::Impl {
   const std::shared_ptr<ClientTrust> trust;
   // Declared before `ioc` so that they outlive the sessions it destroys.
   std::atomic<bool> destroying{false};
+  std::atomic<bool> draining{false};  // from the first signal on; shutting_down follows the drain
   std::atomic<bool> shutting_down{false};
   std::mutex mu;
   std::map<Session*, std::weak_ptr<Session>> sessions;
+  size_t max_connections = 0;  // options.max_connections, fitted under the open-file limit
+  bool accept_paused = false;  // at max_connections: accepting again when a session ends
   asio::io_context ioc;
   ssl::context ctx;
   tcp::acceptor acceptor;
+  asio::steady_timer accept_retry;  // on the acceptor's strand
+  // Signals, Shutdown() and the shutdown's timers: one at a time.
+  asio::strand<asio::io_context::executor_type> control;
   asio::signal_set signals;
+  asio::steady_timer drain_timer;
   asio::steady_timer grace_timer;
 };
 
@@ -398,7 +418,7 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
                           {"remote", remote_},
                           {"actor", req_.principal.Actor()}});
 
-    close = close || !keep_alive_ || server_.shutting_down;
+    close = close || !keep_alive_ || server_.draining;
     auto out = std::make_shared<bhttp::response<bhttp::string_body>>(static_cast<bhttp::status>(res.status),
                                                                      version_ ? version_ : 11);
     out->set(bhttp::field::server, "certfleet");
@@ -538,14 +558,57 @@ Result<void> Server::Impl::Listen() {
   if (!ec) acceptor.listen(kListenBacklog, ec);
   if (ec)
     return MakeError(ErrorCode::kFailedPrecondition, fmt::format("listening on {}: {}", options.listen, ec.message()));
+  FitConnectionLimit();
   return Ok();
 }
 
+// Each connection holds a descriptor: the soft open-file limit is raised to the hard one (a
+// service manager's soft default, 1024, would cap the server far below what the machine
+// allows), and max_connections is lowered under it if it does not fit.
+void Server::Impl::FitConnectionLimit() {
+  max_connections = options.max_connections;
+  rlimit fds{};
+  if (getrlimit(RLIMIT_NOFILE, &fds) != 0) return;
+  if (fds.rlim_cur < fds.rlim_max) {
+    rlimit raised = fds;
+    raised.rlim_cur = fds.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) fds = raised;
+  }
+  if (fds.rlim_cur == RLIM_INFINITY) return;
+  const uint64_t fit = fds.rlim_cur > 2 * kReservedFds ? fds.rlim_cur - kReservedFds : fds.rlim_cur / 2;
+  if (max_connections > fit) {
+    log::Warn(
+        "server.max_connections lowered to fit the open-file limit",
+        {{"max_connections", static_cast<int64_t>(fit)}, {"open_file_limit", static_cast<int64_t>(fds.rlim_cur)}});
+    max_connections = fit;
+  }
+}
+
 void Server::Impl::Accept() {
+  {
+    // At the limit, new connections wait in the kernel's queue until a session ends.
+    std::lock_guard lock(mu);
+    if (sessions.size() >= max_connections) {
+      if (!accept_paused) {
+        log::Warn("server.max_connections reached: new connections wait", {{"max_connections", max_connections}});
+      }
+      accept_paused = true;
+      return;
+    }
+  }
   acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
     if (ec) {
       if (!acceptor.is_open() || shutting_down) return;
       log::Warn("accept failed", {{"error", ec.message()}});
+      // Out of descriptors or memory: accepting again at once would spin.
+      if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space || ec == asio::error::no_memory ||
+          ec.value() == ENFILE) {
+        accept_retry.expires_after(kAcceptRetry);
+        accept_retry.async_wait([this](beast::error_code waited) {
+          if (!waited) Accept();
+        });
+        return;
+      }
     } else {
       auto session = std::make_shared<Session>(*this, std::move(socket));
       SessionStarted(session);
@@ -564,13 +627,38 @@ void Server::Impl::SessionEnded(Session* s) {
   if (destroying) return;
   std::lock_guard lock(mu);
   sessions.erase(s);
+  if (accept_paused && !shutting_down && sessions.size() < max_connections) {
+    accept_paused = false;
+    asio::post(acceptor.get_executor(), [this] { Accept(); });
+  }
   if (shutting_down && sessions.empty()) {
-    asio::post(ioc, [this] { grace_timer.cancel(); });
+    asio::post(control, [this] { grace_timer.cancel(); });
   }
 }
 
+void Server::Impl::AwaitSignal() {
+  signals.async_wait([this](beast::error_code ec, int) {
+    if (ec) return;
+    Stop();
+    if (!shutting_down) AwaitSignal();  // a second one ends the drain
+  });
+}
+
+// A signal or Shutdown(): the drain first when there is one, else (or on a second call) the shutdown.
+void Server::Impl::Stop() {
+  if (options.shutdown_drain.count() == 0 || draining.exchange(true)) return BeginShutdown();
+  log::Info("draining: serving on while /readyz answers 503, then shutting down",
+            {{"drain_seconds", options.shutdown_drain.count()}});
+  drain_timer.expires_after(options.shutdown_drain);
+  drain_timer.async_wait([this](beast::error_code ec) {
+    if (!ec) BeginShutdown();
+  });
+}
+
 void Server::Impl::BeginShutdown() {
+  draining = true;
   if (shutting_down.exchange(true)) return;
+  drain_timer.cancel();
   log::Info("shutting down: finishing in-flight requests", {{"grace_seconds", options.shutdown_grace.count()}});
   asio::post(acceptor.get_executor(), [this] {
     beast::error_code ec;
@@ -593,7 +681,7 @@ void Server::Impl::BeginShutdown() {
   });
   live.clear();
   std::lock_guard lock(mu);
-  if (sessions.empty()) asio::post(ioc, [this] { grace_timer.cancel(); });
+  if (sessions.empty()) asio::post(control, [this] { grace_timer.cancel(); });
 }
 
 ServerOptions ServerOptionsFrom(const Config& config) {
@@ -608,6 +696,8 @@ ServerOptions ServerOptionsFrom(const Config& config) {
   o.body_timeout = std::chrono::seconds(config.GetInt("server.body_timeout"));
   o.idle_timeout = std::chrono::seconds(config.GetInt("server.idle_timeout"));
   o.shutdown_grace = std::chrono::seconds(config.GetInt("server.shutdown_grace"));
+  o.shutdown_drain = std::chrono::seconds(config.GetInt("server.shutdown_drain"));
+  o.max_connections = static_cast<size_t>(config.GetInt("server.max_connections"));
   return o;
 }
 
@@ -624,9 +714,7 @@ uint16_t Server::port() const {
 }
 
 void Server::Run() {
-  impl_->signals.async_wait([this](beast::error_code ec, int) {
-    if (!ec) impl_->BeginShutdown();
-  });
+  impl_->AwaitSignal();
   impl_->Accept();
   std::vector<std::thread> threads;
   for (int i = 1; i < impl_->options.threads; ++i) {
@@ -642,7 +730,9 @@ void Server::Run() {
 void Server::Post(std::function<void()> fn) { asio::post(impl_->ioc, std::move(fn)); }
 
 void Server::Shutdown() {
-  asio::post(impl_->ioc, [this] { impl_->BeginShutdown(); });
+  asio::post(impl_->control, [this] { impl_->Stop(); });
 }
+
+bool Server::Draining() const { return impl_->draining; }
 
 }  // namespace certfleet::http

@@ -23,7 +23,10 @@ struct ServerOptions {
   // The CAs of client certificates, changed while serving (agents' CAs) beside those of
   // client_ca_file; null: client_ca_file's alone.
   std::shared_ptr<ClientTrust> client_trust;
-  int threads = 0;              // 0: twice the CPU cores, at least kMinAutoThreads
+  int threads = 0;  // 0: twice the CPU cores, at least kMinAutoThreads
+  // Open connections at once; more wait in the kernel's queue. Lowered to fit the open-file
+  // limit (whose soft value Listen raises to the hard one).
+  size_t max_connections = 10000;
   size_t body_limit = 1 << 20;  // 1 MiB for routes that set none: every JSON body fits; uploads set their own
   // For the request line and headers: 10 s, so that a slow-loris client holds a connection briefly.
   std::chrono::seconds header_timeout{10};
@@ -33,6 +36,9 @@ struct ServerOptions {
   std::chrono::seconds idle_timeout{60};
   // For in-flight requests at shutdown: 5 s, inside a service manager's stop timeout.
   std::chrono::seconds shutdown_grace{5};
+  // Before that, serving on while Draining() says so (a balancer's health check sees it);
+  // 0: none.
+  std::chrono::seconds shutdown_drain{0};
 };
 
 // The server.* keys (listen, TLS files, client CAs, threads, limits, timeouts).
@@ -50,10 +56,14 @@ class Server {
   // Loads the TLS files and binds the listen address.
   Result<void> Listen();
   uint16_t port() const;
-  // Serves until SIGTERM, SIGINT or Shutdown(); then stops accepting, lets in-flight
-  // requests finish within shutdown_grace, closes idle connections and returns.
+  // Serves until SIGTERM, SIGINT or Shutdown(); then goes on serving for shutdown_drain (a
+  // second signal or Shutdown() cuts it short), stops accepting, lets in-flight requests
+  // finish within shutdown_grace, closes idle connections and returns.
   void Run();
   void Shutdown();
+  // True from the first signal or Shutdown() on: /readyz answers 503, and answers close
+  // their connections.
+  bool Draining() const;
   // Runs `fn` on one of the server's threads.
   void Post(std::function<void()> fn);
 

@@ -19,6 +19,10 @@ constexpr ConfigKey kKeys[] = {
      "PEM file of CAs whose client certificates are accepted (mTLS routes), beside the agents' CAs."},
     {"server.threads", ConfigType::kInt, "0",
      "Threads serving HTTPS connections and running handlers; 0: twice the CPU cores, at least 4.", 0, 256},
+    {"server.max_connections", ConfigType::kInt, "10000",
+     "Connections open at once; more wait in the kernel's queue until one closes. Lowered to fit the open-file "
+     "limit, whose soft value is raised to the hard one.",
+     1, 10000000},
     {"server.body_limit", ConfigType::kInt, "1048576", "Largest request body in bytes; larger ones get 413.", 1024,
      1024 * kMiB},
     {"server.header_timeout", ConfigType::kInt, "10",
@@ -27,6 +31,10 @@ constexpr ConfigKey kKeys[] = {
     {"server.idle_timeout", ConfigType::kInt, "60", "Seconds an idle keep-alive connection stays open.", 1, 3600},
     {"server.shutdown_grace", ConfigType::kInt, "5", "Seconds in-flight requests get to finish on SIGTERM/SIGINT.", 0,
      300},
+    {"server.shutdown_drain", ConfigType::kInt, "0",
+     "Seconds a node keeps serving on SIGTERM/SIGINT while /readyz answers 503, so that a load balancer takes it "
+     "out before it stops accepting; a second signal ends it. 0: stop accepting at once.",
+     0, 300},
 };
 
 }  // namespace

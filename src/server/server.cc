@@ -143,6 +143,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
 
   // Routes.
   http::ApiContext api{store, clock, metrics, tokens, api_tokens};
+  api.draining = [&server] { return server.Draining(); };
   api.acme = &acme;
   api.enroll = &enrollment;
   api.cmp = cmp.get();

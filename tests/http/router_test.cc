@@ -138,5 +138,19 @@ TEST(RequestTest, BasicCredentialsAreUserAndPassword) {
   EXPECT_FALSE(Request{}.BasicCredentials());
 }
 
+TEST(RequestTest, TheBearerSchemeIsReadInAnyCase) {
+  auto with = [](std::string value) {
+    Request req;
+    req.headers.emplace_back("authorization", std::move(value));
+    return req.BearerToken();
+  };
+  EXPECT_EQ(with("Bearer cf_abc"), "cf_abc");
+  EXPECT_EQ(with("bearer cf_abc"), "cf_abc");
+  EXPECT_EQ(with("BEARER cf_abc"), "cf_abc");
+  EXPECT_FALSE(with("Bearer "));
+  EXPECT_FALSE(with("Basic cf_abc"));
+  EXPECT_FALSE(Request{}.BearerToken());
+}
+
 }  // namespace
 }  // namespace certfleet::http

@@ -94,6 +94,9 @@ env = {
     "CERTFLEET_JOBS_LEASE_SECONDS": "5", "CERTFLEET_JOBS_POLL_MS": "100",
     "CERTFLEET_BULK_BATCH_SIZE": "2", "CERTFLEET_BULK_WRITERS": "1", "CERTFLEET_BULK_SCAN_SECONDS": "5",
     "CERTFLEET_CA_RENEW_GRACE_HOURS": "0",
+    # A node told to stop serves on for 2 s with /readyz at 503: haproxy (checks every 300 ms,
+    # down after 2 failures) takes it out before it stops accepting.
+    "CERTFLEET_SERVER_SHUTDOWN_DRAIN": "2",
     "CERTFLEET_RENEWAL_CA": "hosts.example.com",
     "CERTFLEET_MAIL": f"smtp://127.0.0.1:{smtp.port}",
     "CERTFLEET_DISTRIBUTION_INBOUND": f"s3://{BUCKET}?endpoint={s3.endpoint}&region=us-east-1",
@@ -372,6 +375,7 @@ class Agents:
 
     def stop(self):
         for p in self.procs:
+            p.send_signal(signal.SIGCONT)  # one paused by a failed check would not stop
             p.terminate()
         for p in self.procs:
             p.wait(timeout=20)
@@ -389,6 +393,11 @@ def count(sql):
 
 wait_for("200 agents to enroll through the balancer",
          lambda: count("SELECT COUNT(*) FROM hosts WHERE status = 'active'") == AGENTS, timeout=120)
+# Half the agents are paused until the node is killed, so that the run cannot have ended by then
+# however fast the other half renews.
+paused = agents.procs[AGENTS // 2:]
+for p in paused:
+    p.send_signal(signal.SIGSTOP)
 renewal_run = lb.api("POST", "/v1/renewals/run", {"all": True}, expect=201)
 check(renewal_run["queued"] == AGENTS, f"a run of every host: {renewal_run}")
 in_run = f"FROM renewals WHERE run_id = {renewal_run['run_id']}"
@@ -399,6 +408,8 @@ victim.server.send_signal(signal.SIGKILL)
 victim.server.wait()
 validated_at_kill = count(f"SELECT COUNT(*) {in_run} AND state = 'validated'")
 check(validated_at_kill < AGENTS, f"killed during the run ({validated_at_kill} of {AGENTS} renewed)")
+for p in paused:
+    p.send_signal(signal.SIGCONT)
 wait_for("every renewal to end", lambda: count(f"SELECT COUNT(*) {in_run} AND state IN ('validated', 'failed')")
          == AGENTS, timeout=120)
 check(count(f"SELECT COUNT(*) {in_run} AND state = 'validated'") == AGENTS, "every host renewed")

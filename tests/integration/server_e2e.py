@@ -15,11 +15,12 @@ import signal
 import socket
 import sqlite3
 import stat
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from checks import check, failed, finish  # noqa: E402
+from checks import check, failed, finish, wait_for  # noqa: E402
 from harness import Certfleet, psql  # noqa: E402
 
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
@@ -185,6 +186,49 @@ cf.log.close()
 lines = [json.loads(l) for l in open(log_path) if l.startswith("{")]
 check(lines and all("ts" in l and "level" in l and "msg" in l for l in lines), "logs are JSON lines")
 check(token.split("_", 2)[2] not in open(log_path).read(), "no token secret in the log")
+
+# server.max_connections: at the limit a new connection waits in the kernel's queue, and is
+# taken in when another closes.
+cf.env["CERTFLEET_SERVER_MAX_CONNECTIONS"] = "3"
+cf.env["CERTFLEET_SERVER_SHUTDOWN_DRAIN"] = "300"
+cf.start()
+server = cf.server
+held = [ctx.wrap_socket(socket.create_connection(("127.0.0.1", cf.port), timeout=10), server_hostname="127.0.0.1")
+        for _ in range(3)]
+waiting = ctx.wrap_socket(socket.create_connection(("127.0.0.1", cf.port), timeout=1), server_hostname="127.0.0.1",
+                          do_handshake_on_connect=False)
+try:
+    waiting.do_handshake()
+    check(False, "a fourth connection over server.max_connections 3 is not taken in")
+except (socket.timeout, TimeoutError):
+    pass
+held.pop().close()
+waiting.settimeout(10)
+waiting.do_handshake()
+waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+check(waiting.recv(4096).startswith(b"HTTP/1.1 200"), "the waiting connection is served once another closes")
+for s in held + [waiting]:
+    s.close()
+
+# Draining (server.shutdown_drain): after SIGTERM the node serves on while /readyz answers 503,
+# so that a load balancer takes it out before it stops accepting; every answer closes its
+# connection (a client's next one goes to another node); a second signal ends the drain.
+check(request("GET", "/readyz")[0] == 200, "ready before the signal")
+server.send_signal(signal.SIGTERM)
+status, body, _ = wait_for("/readyz to answer 503 once draining", lambda: (r := request("GET", "/readyz"))[0] == 503 and r)
+check(body["error"]["message"] == "this node is shutting down", f"the 503 says why: {body}")
+status, body, resp = request("GET", "/v1/jobs", bearer=token)
+check(status == 200 and resp.getheader("Connection") == "close", f"a draining node serves, closing: {status}")
+check(server.poll() is None, "the drain holds the exit")
+server.send_signal(signal.SIGTERM)
+try:
+    code = server.wait(timeout=10)
+except subprocess.TimeoutExpired:
+    server.kill()
+    code = None
+check(code == 0, f"a second signal ends the drain: serve exits 0 (got {code})")
+cf.log.close()
+del cf.env["CERTFLEET_SERVER_SHUTDOWN_DRAIN"], cf.env["CERTFLEET_SERVER_MAX_CONNECTIONS"]
 
 # The audit chain verifies, and a row altered behind certfleet's back is found.
 check("intact" in cli("audit", "verify").stdout, "audit verify on an intact chain")
