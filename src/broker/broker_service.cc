@@ -187,10 +187,14 @@ Result<std::shared_ptr<const BrokerService::Current>> BrokerService::Latest() {
   const int64_t build_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
   std::lock_guard lock(mu_);
+  next->generation = *seq;
   current_seq_ = *seq;
   rebuilt_at_ = now;
-  // Nothing brokers see changed: the same snapshot (and its View, if one was parsed).
-  if (current_ && current_->etag == next->etag) return current_;
+  // Nothing brokers see changed: the same snapshot (and its View, if one was parsed), newer.
+  if (current_ && current_->etag == next->etag) {
+    current_->generation = std::max(current_->generation.load(), *seq);
+    return current_;
+  }
   for (const auto& [name, document] : s.policies) {
     auto compiled = registry::CompiledPolicy::Compile(name, document);
     if (!compiled.ok()) {

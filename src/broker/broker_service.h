@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -37,6 +38,10 @@ class BrokerService {
     std::string json;
     std::string etag;
     size_t certificates = 0;  // in it
+    // The audit log's head (the sum of its chains' heads, which only grows) the snapshot is
+    // known to reflect: raised when a rebuild finds the same snapshot. Sent with it, so that a
+    // broker polling several nodes through a balancer takes no snapshot older than its own.
+    mutable std::atomic<int64_t> generation{0};
     // Its View, parsed from `json` the first time it is asked for (EMQX's hooks decide from
     // it; a node that only serves the snapshot never builds one).
     Result<std::shared_ptr<const View>> view() const;

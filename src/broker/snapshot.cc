@@ -1,5 +1,8 @@
 #include "broker/snapshot.h"
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <boost/json.hpp>
 
 #include "core/text.h"
@@ -84,6 +87,21 @@ Result<Snapshot> SnapshotFrom(const json::value& v) {
     s.certificates.push_back(std::move(cert));
   }
   return s;
+}
+
+// Whether a policy document has a statement with "Effect": "Deny" (an unreadable one has none
+// to honour).
+bool HasDeny(std::string_view document) {
+  boost::system::error_code ec;
+  json::value doc = json::parse(document, ec);
+  const json::value* statements = !ec && doc.is_object() ? doc.get_object().if_contains("Statement") : nullptr;
+  if (statements == nullptr) return false;
+  auto denies = [](const json::value& statement) {
+    const json::value* effect = statement.is_object() ? statement.get_object().if_contains("Effect") : nullptr;
+    return effect != nullptr && effect->is_string() && effect->get_string() == "Deny";
+  };
+  if (!statements->is_array()) return denies(*statements);
+  return std::any_of(statements->get_array().begin(), statements->get_array().end(), denies);
 }
 
 }  // namespace
@@ -194,6 +212,7 @@ std::shared_ptr<const View> View::Make(Snapshot snapshot) {
   for (const auto& [name, document] : s.policies) {
     auto compiled = registry::CompiledPolicy::Compile(name, document);
     if (!compiled.ok()) view->skipped_.push_back(name + ": " + compiled.error().message);
+    view->unknown_deny_.push_back(!compiled.ok() && HasDeny(document));
     view->compiled_.push_back(compiled.ok() ? std::optional(std::move(*compiled)) : std::nullopt);
   }
   view->by_fingerprint_.reserve(s.certificates.size());
@@ -238,10 +257,23 @@ Result<View::Session> View::Open(std::string_view fingerprint, std::string_view 
                      "the certificate is unknown, revoked, attached to no thing, or its device is disabled");
   }
   const Snapshot::Certificate& c = snapshot_.certificates[it->second];
+  // A thing deleted while the snapshot was read leaves its certificate with none.
+  if (c.things.empty()) return MakeError(ErrorCode::kPermissionDenied, "the certificate is attached to no thing");
+  for (uint32_t p : c.policies) {
+    if (unknown_deny_[p]) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       fmt::format("the policy {} has a Deny statement certfleet does not evaluate, so the "
+                                   "certificate gets nothing",
+                                   snapshot_.policies[p].first));
+    }
+  }
   if (c.not_after && *c.not_after <= now) return MakeError(ErrorCode::kPermissionDenied, "the certificate has expired");
   if (c.revoke_after && *c.revoke_after <= now) {
     return MakeError(ErrorCode::kPermissionDenied, "the certificate was superseded and its grace period is over");
   }
+  // The certificate is known by its fingerprint, so its CN is too: a caller that does not
+  // say it (the policy simulator) gets the one the broker would see.
+  if (!common_name) common_name = c.common_name;
   return SessionOf(c, client_id, std::move(common_name));
 }
 

@@ -59,6 +59,7 @@ class View {
   };
   // The session of a client presenting the certificate `fingerprint` (hex, any case) with
   // `client_id`, at `now` (ms); kPermissionDenied saying why when the certificate gets nothing.
+  // Without `common_name`, the certificate's own.
   Result<Session> Open(std::string_view fingerprint, std::string_view client_id, std::optional<std::string> common_name,
                        int64_t now) const;
   // The sessions that the thing's usable certificates with subject CN `common_name` give
@@ -70,7 +71,8 @@ class View {
 
   const Snapshot& snapshot() const { return snapshot_; }
   // Policies that did not compile (written before certfleet evaluated them): they grant
-  // nothing. "name: why" each.
+  // nothing, and a certificate one of them with a Deny statement is attached to gets nothing
+  // (what it denies cannot be told). "name: why" each.
   const std::vector<std::string>& skipped_policies() const { return skipped_; }
 
  private:
@@ -79,6 +81,8 @@ class View {
 
   Snapshot snapshot_;
   std::vector<std::optional<registry::CompiledPolicy>> compiled_;  // by policy index
+  // By policy index: it did not compile and has a Deny statement, which cannot be honoured.
+  std::vector<bool> unknown_deny_;
   std::unordered_map<std::string, uint32_t> by_fingerprint_;
   std::unordered_map<std::string, std::vector<uint32_t>> by_thing_;  // thing name -> certificates
   std::vector<std::string> skipped_;

@@ -6,6 +6,7 @@
 #include "core/text.h"
 #include "http/api.h"
 #include "http/json.h"
+#include "pki/certificate.h"
 
 namespace certfleet::http {
 namespace {
@@ -32,7 +33,10 @@ json::object EmqxResult(bool allowed) { return {{"result", allowed ? "allow" : "
 
 Result<Response> Snapshot(const ApiContext& ctx, const Request& req) {
   CF_ASSIGN_OR_RETURN(auto current, ctx.broker->Latest());
-  std::vector<std::pair<std::string, std::string>> headers = {{"ETag", current->etag}, {"Cache-Control", "no-cache"}};
+  std::vector<std::pair<std::string, std::string>> headers = {
+      {"ETag", current->etag},
+      {"Cache-Control", "no-cache"},
+      {"X-Certfleet-Generation", std::to_string(current->generation.load())}};
   if (auto seen = req.Header("if-none-match"); seen && *seen == current->etag) {
     return Response{304, "application/json", "", std::move(headers)};
   }
@@ -45,6 +49,12 @@ Result<Response> Evaluate(const ApiContext& ctx, const Request& req) {
   CF_ASSIGN_OR_RETURN(e.serial, OptionalString(body, "serial", kMaxSerial));
   CF_ASSIGN_OR_RETURN(e.fingerprint, OptionalString(body, "fingerprint", kMaxFingerprint));
   if (e.fingerprint) e.fingerprint = AsciiLower(*e.fingerprint);
+  if (e.serial) {
+    // Written as the inventory keeps it, whatever the case, leading zeros or colons.
+    std::optional<std::string> serial = pki::CanonicalSerial(*e.serial);
+    if (!serial) return MakeError(ErrorCode::kInvalidArgument, "serial must be hexadecimal");
+    e.serial = std::move(serial);
+  }
   if (e.serial.has_value() == e.fingerprint.has_value()) {
     return MakeError(ErrorCode::kInvalidArgument, "name the certificate by serial or by fingerprint (one of them)");
   }

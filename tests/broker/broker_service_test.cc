@@ -94,6 +94,8 @@ TEST_P(BrokerServiceTest, TheSnapshotHoldsWhatMayConnectWithItsThingAndPolicies)
   ASSERT_TRUE(session.ok());
   EXPECT_TRUE(View::Decide(*session, MqttAction::kPublish, "lyon/dev-1/t").allowed);
 
+  const int64_t generation = (*current)->generation;
+  EXPECT_GT(generation, 0) << "the audit log's head the snapshot was built at";
   Evaluate(serial, MqttAction::kConnect, "");  // reads only
   clock_.Advance(std::chrono::seconds(2));
   auto again = broker_->Latest();
@@ -110,6 +112,7 @@ TEST_P(BrokerServiceTest, TheSnapshotHoldsWhatMayConnectWithItsThingAndPolicies)
   auto rebuilt = broker_->Latest();
   ASSERT_TRUE(rebuilt.ok());
   EXPECT_EQ((*rebuilt)->etag, (*current)->etag) << "a rebuild that changes nothing keeps its ETag";
+  EXPECT_GT((*rebuilt)->generation, generation) << "and says it reaches further into the audit log";
 }
 
 TEST_P(BrokerServiceTest, EmqxHooksNeedTheCertificatesCommonName) {
@@ -172,6 +175,19 @@ TEST_P(BrokerServiceTest, EvaluateSaysWhatDecidedAndWhyACertificateGetsNothing) 
   auto missing = broker_->Evaluate(unknown);
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
+}
+
+TEST_P(BrokerServiceTest, EvaluateKnowsTheCertificatesCommonNameAsTheBrokerDoes) {
+  const std::string serial = Device("dev-1");
+  ASSERT_TRUE(
+      testing::CreateJson(*registry_, Kind::kPolicy, json::parse(R"({"name": "by-cn", "document": {"Statement": [
+        {"Effect": "Allow", "Action": "iot:Publish", "Resource": "topic/cn/${iot:Certificate.Subject.CommonName}"}]}})"))
+          .ok());
+  ASSERT_TRUE(registry_->Attach(Link::kPolicyCertificate, "by-cn", serial, "t").ok());
+  auto own = Evaluate(serial, MqttAction::kPublish, "cn/dev-1");
+  EXPECT_TRUE(own.decision.allowed) << own.decision.reason;
+  EXPECT_EQ(own.decision.policy, "by-cn");
+  EXPECT_FALSE(Evaluate(serial, MqttAction::kPublish, "cn/dev-2").decision.allowed);
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, BrokerServiceTest, testing::kBothDialects, testing::DialectName);

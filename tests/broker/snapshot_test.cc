@@ -14,12 +14,16 @@ Snapshot Sample() {
   s.policies = {{"telemetry", R"({"Statement":[
       {"Effect":"Allow","Action":"iot:Connect","Resource":"client/${iot:Connection.Thing.ThingName}"},
       {"Effect":"Allow","Action":"iot:Publish","Resource":"topic/telemetry/${iot:ClientId}/*"}]})"},
-                {"legacy", R"({"Statement":{"Effect":"Allow","Action":"iot:GetThingShadow","Resource":"*"}})"}};
+                {"legacy", R"({"Statement":{"Effect":"Allow","Action":"iot:GetThingShadow","Resource":"*"}})"},
+                {"legacy-deny", R"({"Statement":[{"Effect":"Deny","Action":"iot:Publish","Resource":"topic/admin/*",
+                   "Condition":{"IpAddress":{"aws:SourceIp":"10.0.0.0/8"}}}]})"}};
   s.things = {{"dev-1", "sensor", {{"site", "lyon"}, {"note", "a \"quoted\" \\ value"}}}, {"dev-2", std::nullopt, {}}};
   s.certificates = {{"aa11", {0}, {0, 1}, kNow + 1000, std::nullopt, "dev-1"},
                     {"bb22", {1}, {0}, std::nullopt, kNow - 1, "dev-2"},
                     {"cc33", {0, 1}, {0}, kNow - 1, std::nullopt, "dev-1"},
-                    {"dd44", {0}, {0}, std::nullopt, std::nullopt, "someone-else"}};
+                    {"dd44", {0}, {0}, std::nullopt, std::nullopt, "someone-else"},
+                    {"ee66", {}, {0}, std::nullopt, std::nullopt, "dev-3"},
+                    {"ff77", {1}, {0, 2}, std::nullopt, std::nullopt, "dev-2"}};
   return s;
 }
 
@@ -28,7 +32,7 @@ TEST(SnapshotTest, ItsJsonReadsBackAsTheSameSnapshot) {
   auto view = View::Parse(text);
   ASSERT_TRUE(view.ok()) << view.error().message;
   EXPECT_EQ(ToJson((*view)->snapshot()), text);
-  ASSERT_EQ((*view)->skipped_policies().size(), 1u);
+  ASSERT_EQ((*view)->skipped_policies().size(), 2u);
   EXPECT_TRUE((*view)->skipped_policies()[0].starts_with("legacy: ")) << (*view)->skipped_policies()[0];
 }
 
@@ -49,6 +53,7 @@ TEST(SnapshotTest, ACertificateGetsWhatItsPoliciesSay) {
   EXPECT_FALSE(other_id->connection.thing_attached) << "the thing is not the one the client id names";
   EXPECT_EQ(other_id->connection.thing_name, "dev-1") << "the certificate's one thing still resolves";
   EXPECT_FALSE(View::Decide(*other_id, MqttAction::kConnect, "someone").allowed);
+  EXPECT_EQ(other_id->connection.common_name, "dev-1") << "without a CN, the certificate's own";
 }
 
 TEST(SnapshotTest, WhatGetsNothing) {
@@ -65,6 +70,13 @@ TEST(SnapshotTest, WhatGetsNothing) {
   EXPECT_NE(expired.error().message.find("expired"), std::string::npos);
   auto late = view->Open("aa11", "dev-1", std::nullopt, kNow + 1000);
   EXPECT_FALSE(late.ok()) << "expiry is compared with the reader's clock";
+  auto unknown_deny = view->Open("ff77", "dev-2", std::nullopt, kNow);
+  ASSERT_FALSE(unknown_deny.ok()) << "what the Deny it cannot evaluate would refuse cannot be told";
+  EXPECT_NE(unknown_deny.error().message.find("legacy-deny has a Deny statement"), std::string::npos)
+      << unknown_deny.error().message;
+  auto thingless = view->Open("ee66", "dev-3", std::nullopt, kNow);
+  ASSERT_FALSE(thingless.ok()) << "a thing deleted while the snapshot was read";
+  EXPECT_EQ(thingless.error().message, "the certificate is attached to no thing");
 }
 
 TEST(SnapshotTest, AThingsCertificatesForBrokersThatDoNotSayWhichOne) {

@@ -337,6 +337,42 @@ class Http01Responder:
         self.server.server_close()
 
 
+class FixedHttpsAnswer:
+    """An HTTPS server on a loopback port that answers every GET with one status, headers and
+    body: a stand-in for a certfleet node (its TLS identity, `cert_file` holding the chain and
+    `key_file` the key) that serves what it was given. `requests` counts the GETs."""
+
+    def __init__(self, port, cert_file, key_file, body, headers):
+        import ssl
+        owner = self
+        self.requests = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                owner.requests += 1
+                self.send_response(200)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert_file, key_file)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class Haproxy:
     """haproxy (Debian) in front of certfleet nodes: TCP pass-through (TLS ends at the nodes),
     round robin, and a health check of each node's GET /readyz over TLS every 300 ms (down

@@ -25,11 +25,13 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -93,7 +95,7 @@ struct Plugin {
   uint64_t checks = 0, denied = 0, kicked = 0;
 
   // Either thread.
-  std::atomic<uint64_t> fetches{0}, fetch_errors{0}, snapshots{0};
+  std::atomic<uint64_t> fetches{0}, fetch_errors{0}, snapshots{0}, older_snapshots{0};
   std::atomic<int64_t> snapshot_bytes{0}, parse_ms{0}, last_success_at{0};
 };
 
@@ -104,19 +106,36 @@ size_t Collect(char* data, size_t size, size_t count, void* out) {
   return size * count;
 }
 
+// What the answer's headers say of the snapshot.
+struct Fetched {
+  std::string etag;
+  std::optional<int64_t> generation;  // X-Certfleet-Generation
+};
+
 size_t CollectHeader(char* data, size_t size, size_t count, void* out) {
   std::string_view line(data, size * count);
-  if (line.size() > 5 && strncasecmp(line.data(), "etag:", 5) == 0) {
-    std::string value(line.substr(5));
+  auto value_of = [&](std::string_view name) -> std::optional<std::string> {
+    if (line.size() <= name.size() || strncasecmp(line.data(), name.data(), name.size()) != 0) return std::nullopt;
+    std::string value(line.substr(name.size()));
     value.erase(0, value.find_first_not_of(" \t"));
     value.erase(value.find_last_not_of(" \t\r\n") + 1);
-    *static_cast<std::string*>(out) = value;
+    return value;
+  };
+  auto& fetched = *static_cast<Fetched*>(out);
+  if (auto etag = value_of("etag:")) fetched.etag = std::move(*etag);
+  if (auto generation = value_of("x-certfleet-generation:")) {
+    int64_t n = 0;
+    auto [end, ec] = std::from_chars(generation->data(), generation->data() + generation->size(), n);
+    if (ec == std::errc() && end == generation->data() + generation->size()) fetched.generation = n;
   }
   return size * count;
 }
 
-// One GET of the snapshot: a new View, nullptr when it has not changed, or an error.
-certfleet::Result<std::shared_ptr<const View>> Fetch(Plugin& p, std::string& etag, std::string& body) {
+// One GET of the snapshot: a new View, nullptr when it has not changed (or is older than the
+// one taken last: another node behind a balancer that has not seen the latest change yet), or
+// an error. `etag` and `generation` are the last one taken's.
+certfleet::Result<std::shared_ptr<const View>> Fetch(Plugin& p, std::string& etag, int64_t& generation,
+                                                     std::string& body) {
   CURL* curl = curl_easy_init();
   if (curl == nullptr) return certfleet::MakeError(certfleet::ErrorCode::kInternal, "curl_easy_init failed");
   std::string url = p.url + "/v1/broker/snapshot";
@@ -124,14 +143,14 @@ certfleet::Result<std::shared_ptr<const View>> Fetch(Plugin& p, std::string& eta
   std::string match = "If-None-Match: " + etag;
   curl_slist* headers = curl_slist_append(nullptr, auth.c_str());
   if (!etag.empty()) headers = curl_slist_append(headers, match.c_str());
-  std::string new_etag;
+  Fetched fetched;
   body.clear();
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Collect);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, CollectHeader);
-  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &new_etag);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &fetched);
   curl_easy_setopt(curl, CURLOPT_TIMEOUT, kFetchTimeoutSeconds);
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   if (!p.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, p.ca_file.c_str());
@@ -148,12 +167,17 @@ certfleet::Result<std::shared_ptr<const View>> Fetch(Plugin& p, std::string& eta
     return certfleet::MakeError(certfleet::ErrorCode::kUnavailable,
                                 "HTTP " + std::to_string(status) + ": " + body.substr(0, 200));
   }
+  if (fetched.generation && *fetched.generation < generation) {
+    p.older_snapshots++;
+    return std::shared_ptr<const View>();
+  }
   const auto started = Clock::now();
   auto view = View::Parse(body);
   if (!view.ok()) return view.error();
   p.parse_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
   p.snapshot_bytes = static_cast<int64_t>(body.size());
-  etag = new_etag;
+  etag = fetched.etag;
+  generation = fetched.generation.value_or(generation);
   return *view;
 }
 
@@ -186,12 +210,13 @@ void KeepCopy(const Plugin& p, const std::string& body) {
 
 void FetchLoop(Plugin* p) {
   std::string etag, body;
+  int64_t generation = 0;
   bool failing = false;
   std::unique_lock lock(p->mu);
   while (!p->stop) {
     lock.unlock();
     p->fetches++;
-    auto fetched = Fetch(*p, etag, body);
+    auto fetched = Fetch(*p, etag, generation, body);
     if (fetched.ok()) {
       p->last_success_at = NowMillis();
       if (failing) LogLater(*p, MOSQ_LOG_NOTICE, "certfleet: snapshot fetched again");
@@ -283,14 +308,16 @@ void Recheck(Plugin& p) {
 }
 
 // Between snapshots: the clients whose certificate has expired or whose grace period has
-// ended, and the offline clients remembered long enough.
+// ended, online or not (an offline one's delayed will and queued messages are refused from
+// then on), and the offline clients remembered long enough.
 void ExpireClients(Plugin& p) {
   const int64_t now = NowMillis();
   std::vector<std::pair<const mosquitto*, std::string>> gone;
   for (const auto& [client, c] : p.clients) {
+    const bool ended = c.session.ends_at && *c.session.ends_at <= now;
     if (c.offline_since) {
-      if (now - *c.offline_since >= kOfflineKeepMs) gone.emplace_back(client, "");
-    } else if (c.session.ends_at && *c.session.ends_at <= now) {
+      if (ended || now - *c.offline_since >= kOfflineKeepMs) gone.emplace_back(client, "");
+    } else if (ended) {
       mosquitto_log_printf(MOSQ_LOG_NOTICE,
                            "certfleet: disconnecting %s: its certificate has expired or was superseded", c.id.c_str());
       gone.emplace_back(client, c.id);
@@ -321,7 +348,8 @@ void WriteStats(const Plugin& p) {
     << ",\"p99_ns\":" << Percentile(p, 0.99) << ",\"clients\":" << p.clients.size() - offline
     << ",\"offline\":" << offline << ",\"kicked\":" << p.kicked << ",\"fetches\":" << p.fetches
     << ",\"fetch_errors\":" << p.fetch_errors << ",\"snapshots\":" << p.snapshots
-    << ",\"snapshot_bytes\":" << p.snapshot_bytes << ",\"parse_ms\":" << p.parse_ms
+    << ",\"older_snapshots\":" << p.older_snapshots << ",\"snapshot_bytes\":" << p.snapshot_bytes
+    << ",\"parse_ms\":" << p.parse_ms
     << ",\"certificates\":" << (p.active ? p.active->snapshot().certificates.size() : 0)
     << ",\"last_success_at\":" << p.last_success_at << "}\n";
   const std::string tmp = p.stats_file + ".tmp";
