@@ -1,6 +1,7 @@
 #include "bulk/import_service.h"
 
 #include <fmt/format.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <boost/json.hpp>
@@ -443,6 +444,19 @@ Result<store::ImportRecord> ImportService::Run(int64_t id, const Progress& progr
   return imp;
 }
 
+Result<void> ImportService::RunAttempt(int64_t id, int attempt, int max_attempts, const Progress& progress) {
+  Result<store::ImportRecord> ran = Run(id, progress);
+  if (ran.ok()) return Ok();
+  if (ran.error().code != ErrorCode::kInvalidArgument && attempt < max_attempts) return ran.error();
+  // The job ends here: an import it left unfinished ends too.
+  auto imp = Get(id);
+  if (imp.ok() && (imp->state == "queued" || imp->state == "running")) {
+    (void)Fail(
+        id, MakeError(ran.error().code, fmt::format("given up after {} attempts: {}", attempt, ran.error().message)));
+  }
+  return ran.error();
+}
+
 Result<store::ImportRecord> ImportService::Fail(int64_t id, const Error& e) {
   CF_RETURN_IF_ERROR(Finish(id, "failed", e.message));
   log::Error("import failed", {{"import", id}, {"error", e.message}});
@@ -487,6 +501,9 @@ Result<store::ImportVerifier> ImportService::AddVerifier(std::string_view pem, s
   auto certs = pki::CertificatesFromPem(pem);
   if (!certs.ok()) return invalid(certs.error().message);
   if (certs->size() != 1) return invalid(fmt::format("this holds {}", certs->size()));
+  if (X509_get0_subject_key_id(certs->front().get()) == nullptr) {
+    return invalid("it has no SubjectKeyIdentifier, by which manifests name their signer (kid)");
+  }
   CF_ASSIGN_OR_RETURN(pki::CertificateFacts facts, pki::Inspect(certs->front().get()));
   store::ImportVerifier v;
   v.fingerprint = facts.sha256_fingerprint;

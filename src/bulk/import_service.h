@@ -60,6 +60,10 @@ class ImportService {
   // Runs the import, or resumes it with the batches not committed before. Returns at once for an import that is
   // done, failed or cancelled.
   Result<store::ImportRecord> Run(int64_t id, const Progress& progress = {});
+  // Run as attempt `attempt` of a job's `max_attempts`: when it fails and the job will not run
+  // again (its last attempt, or a failure that retrying cannot help), the import ends failed
+  // with the error and its manifest is deleted, rather than showing queued or running for ever.
+  Result<void> RunAttempt(int64_t id, int attempt, int max_attempts, const Progress& progress = {});
   Result<store::ImportRecord> Get(int64_t id);
   Result<std::vector<store::ImportRecord>> List(std::optional<int64_t> before, int limit);
   Result<std::vector<store::ImportRow>> Rows(int64_t id, std::optional<std::string> status, int64_t after, int limit);

@@ -55,10 +55,10 @@ Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, Im
     CF_ASSIGN_OR_RETURN(int64_t id, job.PayloadInt("import_id"));
     // The job shows the share of the manifest read; the import itself has the counts.
     constexpr int64_t kScale = 1000;
-    CF_RETURN_IF_ERROR(imports.Run(id, [&job](const store::ImportRecord&, double fraction) {
-      job.Progress(static_cast<int64_t>(fraction * kScale), kScale);
-    }));
-    return Ok();
+    return imports.RunAttempt(id, job.job().attempts, job.job().max_attempts,
+                              [&job](const store::ImportRecord&, double fraction) {
+                                job.Progress(static_cast<int64_t>(fraction * kScale), kScale);
+                              });
   });
   pool.Register(std::string(ImportService::kScanJob), [&imports, &inbound](jobs::JobContext&) -> Result<void> {
     CF_RETURN_IF_ERROR(imports.ScanInbound(inbound));

@@ -376,6 +376,24 @@ TEST_P(ImportTest, ManifestsAreDeletedWhenTheirImportEnds) {
   EXPECT_EQ(files(), 0);
 }
 
+TEST_P(ImportTest, AnImportWhoseJobGivesUpEndsFailedWithItsManifestDeleted) {
+  const fs::path kept = dir_ + "/manifests";
+  auto started = imports_->Start("generated", "trackers", "", Copy("certificates_test.txt"), "t");
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  imports_->fail_after_batches = 1;
+  auto first = imports_->RunAttempt(started->id, 1, 3);
+  ASSERT_FALSE(first.ok());
+  EXPECT_EQ(imports_->Get(started->id)->state, "running") << "another attempt will resume it";
+  EXPECT_FALSE(fs::is_empty(kept));
+  auto last = imports_->RunAttempt(started->id, 3, 3);
+  ASSERT_FALSE(last.ok());
+  EXPECT_EQ(last.error().code, ErrorCode::kUnavailable) << "the job records the error it got";
+  auto failed = imports_->Get(started->id);
+  EXPECT_EQ(failed->state, "failed");
+  EXPECT_EQ(failed->error.value_or(""), "given up after 3 attempts: stopped for a test");
+  EXPECT_TRUE(fs::is_empty(kept)) << "its manifest is deleted";
+}
+
 TEST_P(ImportTest, AManifestWaitingInTheObjectStoreIsResumedByAnotherNodeAndDeletedAtTheEnd) {
   auto blobs = blob::OpenBlobStore("file://" + dir_ + "/blobs", {});
   ASSERT_TRUE(blobs.ok());

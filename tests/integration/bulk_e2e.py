@@ -94,6 +94,16 @@ for name in SIGNERS:
     signer_ids.append(added["id"])
 api("POST", "/v1/imports/verifiers", {"certificate_pem": pem.decode()}, expect=409)  # the same one again
 api("POST", "/v1/imports/verifiers", {"certificate_pem": "not a certificate"}, expect=400)
+# A certificate without a SubjectKeyIdentifier cannot be named by a manifest's kid: refused,
+# so that it cannot stop every Microchip import.
+no_ski_key = ec.generate_private_key(ec.SECP256R1())
+no_ski_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signer without SKI")])
+no_ski = (x509.CertificateBuilder().subject_name(no_ski_name).issuer_name(no_ski_name)
+          .public_key(no_ski_key.public_key()).serial_number(7).not_valid_before(datetime.datetime(2026, 1, 1))
+          .not_valid_after(datetime.datetime(2036, 1, 1)).sign(no_ski_key, hashes.SHA256()))
+out = api("POST", "/v1/imports/verifiers", {"certificate_pem": no_ski.public_bytes(serialization.Encoding.PEM).decode()},
+          expect=400)
+check("SubjectKeyIdentifier" in out["error"]["message"], f"a signer without a SubjectKeyIdentifier: 400: {out}")
 listed = api("GET", "/v1/imports/verifiers")
 check(len(listed["items"]) == len(SIGNERS) and listed["verifier_dir"] == 0 and
       all(v["source"] == "api" and len(v["fingerprint"]) == 64 for v in listed["items"]),
