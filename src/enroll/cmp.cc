@@ -464,10 +464,14 @@ Result<std::string> CmpServer::Handle(std::string_view label_view, std::string_v
   OPENSSL_free(out);
 
   // Keep a transaction whose certificate was answered or waits, for its certConf or pollReq;
-  // end it after a confirmation or a refusal. Only this transaction's own entry is touched.
+  // end it after a confirmation or a refusal, and once a certificate is answered under
+  // implicitConfirm (granted whenever asked: no certConf follows). Only this transaction's
+  // own entry is touched.
   const int64_t now = clock_.NowMillis();
   const int answered = OSSL_CMP_MSG_get_bodytype(rsp.get());
-  const bool keep = t->awaiting && !t->refusal && answered != cmp::kPkiConf && answered != cmp::kError;
+  const bool confirmed_implicitly = t->first.implicit_confirm && !t->issued_serial.empty();
+  const bool keep =
+      t->awaiting && !t->refusal && !confirmed_implicitly && answered != cmp::kPkiConf && answered != cmp::kError;
   const std::string& id = t->first.transaction_id;
   std::lock_guard lock(mu_);
   for (auto it = transactions_.begin(); it != transactions_.end();) {

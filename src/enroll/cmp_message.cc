@@ -49,6 +49,17 @@ Result<void> ReadHeader(std::string_view header, Request& out) {
       CF_ASSIGN_OR_RETURN(DerElement id, inner.Next(pki::kDerOctetString, "transactionID"));
       if (id.contents.size() > kMaxIdBytes) return Invalid("the transactionID is too long");
       out.transaction_id = std::string(id.contents);
+    } else if (field.tag == kContext(8)) {
+      // generalInfo: SEQUENCE OF InfoTypeAndValue; id-it-implicitConfirm (1.3.6.1.5.5.7.4.13).
+      constexpr std::string_view kImplicitConfirm = "\x2b\x06\x01\x05\x05\x07\x04\x0d";
+      CF_ASSIGN_OR_RETURN(DerElement all, inner.Next(pki::kDerSequence, "generalInfo"));
+      DerReader items(all.contents);
+      while (!items.done()) {
+        CF_ASSIGN_OR_RETURN(DerElement item, items.Next(pki::kDerSequence, "InfoTypeAndValue"));
+        DerReader parts(item.contents);
+        CF_ASSIGN_OR_RETURN(DerElement type, parts.Next(pki::kDerOid, "infoType"));
+        out.implicit_confirm = out.implicit_confirm || type.contents == kImplicitConfirm;
+      }
     }
   }
   return Ok();

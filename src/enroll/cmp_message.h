@@ -42,6 +42,7 @@ struct Request {
   std::string transaction_id;             // raw bytes; empty when absent
   std::optional<std::string> sender_kid;  // raw bytes
   bool mac_protected = false;             // PasswordBasedMac or PBMAC1
+  bool implicit_confirm = false;          // generalInfo asks for implicitConfirm (no certConf follows)
   std::vector<std::string> extra_certs;   // DER, the protection certificate first (RFC 9483 3.3)
   std::optional<Template> cert_template;  // ir, cr, kur: the first request's
   std::optional<std::string> p10cr;       // p10cr: the PKCS#10 DER

@@ -14,13 +14,20 @@ using pki::Der;
 
 constexpr uint8_t kCtx(int n) { return static_cast<uint8_t>(0xa0 + n); }
 
-std::string Header(bool mac) {
+std::string Header(bool mac, bool implicit_confirm = false) {
   std::string h = Der(pki::kDerInteger, "\x02");
   h += Der(kCtx(4), Der(pki::kDerSequence, ""));  // sender: directoryName, empty
   h += Der(kCtx(4), Der(pki::kDerSequence, ""));  // recipient
   h += Der(kCtx(1), Der(pki::kDerSequence, pki::DerOid(mac ? NID_id_PasswordBasedMAC : NID_ecdsa_with_SHA256)));
   h += Der(kCtx(2), Der(pki::kDerOctetString, "kid-1"));
   h += Der(kCtx(4), Der(pki::kDerOctetString, "transaction"));
+  if (implicit_confirm) {  // generalInfo: another InfoTypeAndValue, then implicitConfirm with its NULL
+    const std::string other = Der(
+        pki::kDerSequence, pki::DerOid(NID_id_it_confirmWaitTime) + Der(pki::kDerGeneralizedTime, "20260101000000Z"));
+    const std::string implicit =
+        Der(pki::kDerSequence, pki::DerOid(NID_id_it_implicitConfirm) + Der(pki::kDerNull, ""));
+    h += Der(kCtx(8), Der(pki::kDerSequence, other + implicit));
+  }
   return Der(pki::kDerSequence, h);
 }
 
@@ -52,6 +59,10 @@ TEST(CmpMessage, ReadsTheHeaderTheTemplateAndTheExtraCertificates) {
   EXPECT_EQ(r->cert_template->public_key, spki);
   EXPECT_TRUE(r->cert_template->extensions.empty());
   EXPECT_EQ(r->extra_certs, (std::vector<std::string>{cert, cert}));
+  EXPECT_FALSE(r->implicit_confirm);
+  auto implicit = ReadRequest(Message(Header(true, true), kIr, messages));
+  ASSERT_TRUE(implicit.ok()) << implicit.error().message;
+  EXPECT_TRUE(implicit->implicit_confirm) << "found among the generalInfo";
 
   auto signed_genm = ReadRequest(Message(Header(false), kGenm, Der(pki::kDerSequence, "")));
   ASSERT_TRUE(signed_genm.ok()) << signed_genm.error().message;
