@@ -37,6 +37,8 @@ store::GroupCommitter::Options CommitOptions(const store::Store& store) {
 
 // The event each revoked certificate writes; its newest id tells every node of revocations.
 constexpr std::string_view kRevokedEvent = "certificates/revoked";
+// The advisory lock revocations take before appending their events (PostgreSQL).
+constexpr int64_t kRevokedEventLock = 0x6365727472766b64;  // "certrvkd"
 
 namespace json = boost::json;
 
@@ -194,7 +196,15 @@ Result<std::shared_ptr<const Issuer::Parent>> Issuer::Validate(const IssueReques
     if (existing) return MakeError(ErrorCode::kAlreadyExists, fmt::format("a CA {} exists", req.name));
   }
   if (req.type == pki::CertType::kRoot) return std::shared_ptr<const Parent>();
-  return FindParent(req.parent);
+  CF_ASSIGN_OR_RETURN(auto parent, FindParent(req.parent));
+  // By the inventory's type, not only the parent's pathLen: a CA activated from a certificate
+  // signed outside certfleet may have none.
+  if (req.type == pki::CertType::kIntermediate && parent->cert.type != pki::CertType::kRoot) {
+    return MakeError(
+        ErrorCode::kInvalidArgument,
+        fmt::format("the parent {} is an intermediate: it signs server and device certificates only", req.parent));
+  }
+  return parent;
 }
 
 Result<Issuer::SubjectKey> Issuer::MakeKey(const IssueRequest& req) {
@@ -449,6 +459,7 @@ Result<std::string> Issuer::ChainOf(const store::CertificateRecord& record) {
 }
 
 Result<void> Issuer::ResignCrl(store::Tx& tx, std::string_view ca_fqdn, int64_t now) {
+  CF_RETURN_IF_ERROR(store::LockCaForCrl(tx, ca_fqdn));
   CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, ca_fqdn));
   if (!ca) return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", ca_fqdn));
   CF_ASSIGN_OR_RETURN(auto cert_row, store::FindCertificate(tx, ca->serial));
@@ -532,6 +543,10 @@ Result<Revoked> Issuer::Revoke(std::string_view serial, std::string_view reason_
       CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, fqdn));
       if (ca && !ca->key_ref.empty()) CF_RETURN_IF_ERROR(ResignCrl(tx, fqdn, now));  // an external CA's is not ours
     }
+    // Revocation events take their ids in the order their transactions commit: every node's
+    // OCSP cache goes stale when the newest id moves (RevocationsSeen), and an id taken before
+    // another but committed after it would not move it.
+    CF_RETURN_IF_ERROR(store::LockForTransaction(tx, kRevokedEventLock));
     for (const auto& t : touched) {
       json::object details = RecordSummary(t);
       details["reason"] = reason_name.empty() ? "unspecified" : std::string(reason_name);
@@ -574,11 +589,24 @@ Result<std::string> Issuer::Crl(std::string_view ca_fqdn) {
 
 Result<int> Issuer::RefreshDueCrls() {
   const int64_t now = clock_.NowMillis();
-  return store::Write(store_, [&](store::Tx& tx) -> Result<int> {
-    CF_ASSIGN_OR_RETURN(auto due, store::CasWithCrlDue(tx, now + Millis(options_.crl_validity) / 2));
-    for (const auto& fqdn : due) CF_RETURN_IF_ERROR(ResignCrl(tx, fqdn, now));
-    return static_cast<int>(due.size());
-  });
+  const int64_t due_before = now + Millis(options_.crl_validity) / 2;
+  CF_ASSIGN_OR_RETURN(auto due,
+                      store::Read(store_, [&](store::Tx& tx) { return store::CasWithCrlDue(tx, due_before); }));
+  // Each CA in a transaction of its own: one whose key cannot be used (its token down, say)
+  // holds up no other's CRL.
+  int resigned = 0;
+  std::optional<Error> failed;
+  for (const auto& fqdn : due) {
+    Result<void> done = store::Write(store_, [&](store::Tx& tx) { return ResignCrl(tx, fqdn, now); });
+    if (done.ok()) {
+      ++resigned;
+      continue;
+    }
+    log::Error("a CA's CRL could not be re-signed", {{"ca", fqdn}, {"error", done.error().message}});
+    if (!failed) failed = done.error();
+  }
+  if (failed) return *failed;  // the job runs again for what is still due
+  return resigned;
 }
 
 std::string Issuer::Ocsp(std::string_view request_der) {

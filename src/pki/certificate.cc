@@ -213,6 +213,16 @@ Result<std::string> Extensions(const CertificateSpec& spec, EVP_PKEY* subject_ke
   return Der(kDerContext3, Der(kDerSequence, exts));
 }
 
+}  // namespace
+
+const EVP_MD* SigningDigest(EVP_PKEY* issuer_key) {
+  if (EVP_PKEY_is_a(issuer_key, "ED25519")) return nullptr;
+  if (EVP_PKEY_is_a(issuer_key, "EC") && EVP_PKEY_get_bits(issuer_key) == 384) return EVP_sha384();
+  return EVP_sha256();
+}
+
+namespace {
+
 // How an issuer key signs: the AlgorithmIdentifier and the digest (null: none, Ed25519).
 struct SignatureAlgorithmInfo {
   std::string der;

@@ -55,6 +55,9 @@ Result<IssuedCertificate> IssueCertificate(const CertificateSpec& spec, EVP_PKEY
 // The same, as an OpenSSL object.
 Result<X509Ptr> SignCertificate(const CertificateSpec& spec, EVP_PKEY* subject_key, X509* issuer, EVP_PKEY* issuer_key,
                                 std::string_view subject_spki_der = {});
+// The digest an issuer's key signs certificates, CRLs and OCSP responses with: SHA-384 for a
+// P-384 key, none for Ed25519, SHA-256 otherwise.
+const EVP_MD* SigningDigest(EVP_PKEY* issuer_key);
 Result<std::string> CertificateToPem(X509* cert);
 // PEM text of DER bytes under `label` ("CERTIFICATE"), in 64-character lines.
 std::string PemEncode(std::string_view label, std::string_view der);

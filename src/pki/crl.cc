@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <openssl/x509v3.h>
 
+#include "pki/certificate.h"
+
 namespace certfleet::pki {
 namespace {
 
@@ -64,9 +66,11 @@ Result<std::string> BuildCrl(X509* ca, EVP_PKEY* ca_key, const std::vector<Revok
     CF_ASSIGN_OR_RETURN(Asn1IntegerPtr serial, SerialFromHex(e.serial_hex));
     Asn1TimePtr when(ASN1_TIME_set(nullptr, static_cast<time_t>(e.revoked_at_millis / 1000)));
     ASN1_ENUMERATED* reason = ASN1_ENUMERATED_new();
+    // unspecified (0) is said by leaving the reasonCode out (RFC 5280 5.3.1).
     bool ok = rev && when && reason && X509_REVOKED_set_serialNumber(rev, serial.get()) == 1 &&
-              X509_REVOKED_set_revocationDate(rev, when.get()) == 1 && ASN1_ENUMERATED_set(reason, e.reason) == 1 &&
-              X509_REVOKED_add1_ext_i2d(rev, NID_crl_reason, reason, 0, 0) == 1;
+              X509_REVOKED_set_revocationDate(rev, when.get()) == 1 &&
+              (e.reason == 0 || (ASN1_ENUMERATED_set(reason, e.reason) == 1 &&
+                                 X509_REVOKED_add1_ext_i2d(rev, NID_crl_reason, reason, 0, 0) == 1));
     ASN1_ENUMERATED_free(reason);
     if (!ok || X509_CRL_add0_revoked(crl.get(), rev) != 1) {
       X509_REVOKED_free(rev);
@@ -86,8 +90,7 @@ Result<std::string> BuildCrl(X509* ca, EVP_PKEY* ca_key, const std::vector<Revok
   X509ExtPtr aki(X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always"));
   if (!aki || X509_CRL_add_ext(crl.get(), aki.get(), -1) != 1) return OpenSslError("CRL AKI");
 
-  const EVP_MD* md = EVP_PKEY_is_a(ca_key, "ED25519") ? nullptr : EVP_sha256();
-  if (X509_CRL_sign(crl.get(), ca_key, md) <= 0) return OpenSslError("signing CRL");
+  if (X509_CRL_sign(crl.get(), ca_key, SigningDigest(ca_key)) <= 0) return OpenSslError("signing CRL");
   return I2d<i2d_X509_CRL>(crl.get(), "the CRL");
 }
 

@@ -60,14 +60,16 @@ Result<std::string> BuildOcspResponse(const OcspRequest& request, X509* ca, EVP_
     Asn1TimePtr revoked(a.status == OcspStatus::kRevoked
                             ? ASN1_TIME_set(nullptr, static_cast<time_t>(a.revoked_at_millis / 1000))
                             : nullptr);
-    if (!OCSP_basic_add1_status(basic.get(), id, status, a.reason, revoked.get(), this_update.get(),
-                                next_update.get())) {
+    // unspecified (0): no revocationReason, as in the CRL.
+    const int reason = a.reason == 0 ? OCSP_REVOKED_STATUS_NOSTATUS : a.reason;
+    if (!OCSP_basic_add1_status(basic.get(), id, status, reason, revoked.get(), this_update.get(), next_update.get())) {
       return OpenSslError("OCSP status");
     }
   }
   if (OCSP_copy_nonce(basic.get(), request.req.get()) <= 0) return OpenSslError("OCSP nonce");
-  const EVP_MD* md = EVP_PKEY_is_a(ca_key, "ED25519") ? nullptr : EVP_sha256();
-  if (OCSP_basic_sign(basic.get(), ca, ca_key, md, nullptr, OCSP_NOCERTS) != 1) return OpenSslError("signing OCSP");
+  if (OCSP_basic_sign(basic.get(), ca, ca_key, SigningDigest(ca_key), nullptr, OCSP_NOCERTS) != 1) {
+    return OpenSslError("signing OCSP");
+  }
   OcspResponsePtr resp(OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, basic.get()));
   if (!resp) return OpenSslError("OCSP response");
   return I2d<i2d_OCSP_RESPONSE>(resp.get(), "the OCSP response");

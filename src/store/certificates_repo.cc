@@ -163,6 +163,12 @@ Result<std::vector<CertificateRecord>> RevokedChildren(Tx& tx, std::string_view 
               {std::string(issuer_serial)});
 }
 
+Result<void> LockCaForCrl(Tx& tx, std::string_view ca_fqdn) {
+  if (!tx.postgres()) return Ok();
+  CF_RETURN_IF_ERROR(tx.Query("SELECT fqdn FROM cas WHERE fqdn = ? FOR NO KEY UPDATE", {std::string(ca_fqdn)}));
+  return Ok();
+}
+
 Result<void> SaveCrl(Tx& tx, std::string_view ca_fqdn, int64_t number, const std::string& der, int64_t this_update,
                      int64_t next_update) {
   CF_RETURN_IF_ERROR(

@@ -92,6 +92,10 @@ Result<bool> RevokeCertificate(Tx& tx, std::string_view serial, int64_t at, int 
 Result<std::vector<std::string>> ActiveChildren(Tx& tx, std::string_view issuer_serial);
 // The revoked certificates `issuer_serial` signed, for its CRL.
 Result<std::vector<CertificateRecord>> RevokedChildren(Tx& tx, std::string_view issuer_serial);
+// Holds the CA's row until the transaction ends, before its CRL is built: two nodes re-signing
+// it at once take turns, and the second sees the first's revocations and CRL number. (SQLite's
+// writers take turns anyway.)
+Result<void> LockCaForCrl(Tx& tx, std::string_view ca_fqdn);
 Result<void> SaveCrl(Tx& tx, std::string_view ca_fqdn, int64_t number, const std::string& der, int64_t this_update,
                      int64_t next_update);
 // CAs whose CRL is missing or due for re-signing before `before` (external CAs never are).

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <thread>
 
 #include "ca/fqdn.h"
 #include "pki/certificate.h"
@@ -210,6 +211,36 @@ TEST_P(CaServiceTest, CascadingRevocationAndCrls) {
   ASSERT_TRUE(refreshed.ok());
   EXPECT_EQ(*refreshed, 2);
   EXPECT_EQ(number("iot.example.com"), before + 1);
+}
+
+TEST_P(CaServiceTest, RevocationsAtOnceAreEachOnTheCrlWithNumbersInTurn) {
+  Hierarchy();
+  constexpr int kLeaves = 8;
+  std::vector<std::string> serials;
+  for (int i = 0; i < kLeaves; ++i) serials.push_back(Ok(Req(CertType::kDevice, "", "iot.example.com")).record.serial);
+  auto number = [&] {
+    return store_->Query("SELECT crl_number FROM cas WHERE fqdn = 'iot.example.com'")->at(0).Int(0);
+  };
+  const int64_t before = number();
+  // As nodes revoking under one CA at once would: each re-signs its CRL in its own transaction.
+  std::vector<std::thread> threads;
+  for (const auto& serial : serials) {
+    threads.emplace_back([&, serial] { EXPECT_TRUE(issuer_->Revoke(serial, "keyCompromise", false, "test").ok()); });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(number(), before + kLeaves) << "one CRL number each, none built twice";
+  auto crl_der = issuer_->Crl("iot.example.com");
+  ASSERT_TRUE(crl_der.ok());
+  const auto* p = reinterpret_cast<const unsigned char*>(crl_der->data());
+  std::unique_ptr<X509_CRL, decltype(&X509_CRL_free)> crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(crl_der->size())),
+                                                          X509_CRL_free);
+  ASSERT_TRUE(crl);
+  std::set<std::string> listed;
+  STACK_OF(X509_REVOKED)* revoked = X509_CRL_get_REVOKED(crl.get());
+  for (int i = 0; i < sk_X509_REVOKED_num(revoked); ++i) {
+    listed.insert(pki::SerialHex(X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(revoked, i))));
+  }
+  EXPECT_EQ(listed, std::set<std::string>(serials.begin(), serials.end())) << "no revocation dropped";
 }
 
 // An OCSP request (DER) about `serial_hex` under the CA certificate `ca_pem`, without a nonce.

@@ -143,6 +143,10 @@ verify_everywhere(server["certificate_pem"], certs[1]["certificate_pem"], path("
 out = cf.api("POST", "/v1/certificates/intermediate", {"fqdn": "more.example.com", "parent_fqdn": "acme-offline-root"},
              expect=409)
 check("external" in out["error"]["message"], f"nothing is issued under the external root: {out}")
+# The offline root signed it without a pathLen (CA_EXT): still no intermediate under it.
+out = cf.api("POST", "/v1/certificates/intermediate", {"fqdn": "sub.iot.example.com", "parent_fqdn": "iot.example.com"},
+             expect=400)
+check("is an intermediate" in out["error"]["message"], f"no intermediate under an intermediate: {out}")
 
 cf.api("POST", f"/v1/certificates/{device['serial']}/revoke", {"reason": "keyCompromise"})
 status, der, _ = cf.request("GET", "/crl/iot.example.com.crl", raw=True)

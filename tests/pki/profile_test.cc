@@ -200,15 +200,20 @@ TEST_F(Profiles, InspectGivesTheFactsAndThePemOpenSslWrites) {
 }
 
 TEST_F(Profiles, CrlListsRevokedSerialsWithReasons) {
-  auto der = BuildCrl(inter_.cert.get(), inter_.key.get(), {{"abcdef01", kNow, 1}}, 7, kNow, kNow + kDay);
+  auto der = BuildCrl(inter_.cert.get(), inter_.key.get(), {{"abcdef01", kNow, 1}, {"abcdef02", kNow, 0}}, 7, kNow,
+                      kNow + kDay);
   ASSERT_TRUE(der.ok()) << der.error().message;
   const auto* p = reinterpret_cast<const unsigned char*>(der->data());
   X509CrlPtr crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(der->size())));
   ASSERT_TRUE(crl);
   EXPECT_EQ(X509_CRL_verify(crl.get(), inter_.key.get()), 1);
-  ASSERT_EQ(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl.get())), 1);
+  ASSERT_EQ(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl.get())), 2);
   X509_REVOKED* r = sk_X509_REVOKED_value(X509_CRL_get_REVOKED(crl.get()), 0);
   EXPECT_EQ(SerialHex(X509_REVOKED_get0_serialNumber(r)), "abcdef01");
+  EXPECT_GE(X509_REVOKED_get_ext_by_NID(r, NID_crl_reason, -1), 0);
+  X509_REVOKED* unspecified = sk_X509_REVOKED_value(X509_CRL_get_REVOKED(crl.get()), 1);
+  EXPECT_EQ(X509_REVOKED_get_ext_by_NID(unspecified, NID_crl_reason, -1), -1)
+      << "unspecified is said by leaving the reasonCode out (RFC 5280 5.3.1)";
   Asn1IntegerPtr number(static_cast<ASN1_INTEGER*>(X509_CRL_get_ext_d2i(crl.get(), NID_crl_number, nullptr, nullptr)));
   EXPECT_EQ(ASN1_INTEGER_get(number.get()), 7);
   EXPECT_EQ(ParseRevocationReason("keyCompromise").value(), 1);
@@ -251,7 +256,14 @@ TEST(KeyTypes, EveryKeyTypeSignsCertificatesCrlsAndOcsp) {
     Issued root = Make(CertType::kRoot, "example.com", nullptr, kt);
     Issued leaf = Make(CertType::kServer, "a.example.com", &root, kt);
     EXPECT_EQ(X509_verify(leaf.cert.get(), root.key.get()), 1);
-    EXPECT_TRUE(BuildCrl(root.cert.get(), root.key.get(), {{"01", kNow, 0}}, 1, kNow, kNow + kDay).ok());
+    auto crl_der = BuildCrl(root.cert.get(), root.key.get(), {{"01", kNow, 0}}, 1, kNow, kNow + kDay);
+    ASSERT_TRUE(crl_der.ok());
+    const auto* crl_p = reinterpret_cast<const unsigned char*>(crl_der->data());
+    X509CrlPtr crl(d2i_X509_CRL(nullptr, &crl_p, static_cast<long>(crl_der->size())));
+    ASSERT_TRUE(crl);
+    // The certificates' digest: a P-384 CA's CRLs and OCSP responses are SHA-384 too.
+    const int expected_sig = X509_get_signature_nid(leaf.cert.get());
+    EXPECT_EQ(X509_CRL_get_signature_nid(crl.get()), expected_sig);
     OcspRequestPtr req(OCSP_REQUEST_new());
     OCSP_request_add0_id(req.get(), OCSP_cert_to_id(nullptr, leaf.cert.get(), root.cert.get()));
     unsigned char* der = nullptr;
@@ -261,7 +273,13 @@ TEST(KeyTypes, EveryKeyTypeSignsCertificatesCrlsAndOcsp) {
     ASSERT_TRUE(parsed.ok());
     auto resp =
         BuildOcspResponse(*parsed, root.cert.get(), root.key.get(), {OcspAnswer{OcspStatus::kGood}}, kNow, kNow + kDay);
-    EXPECT_TRUE(resp.ok()) << resp.error().message;
+    ASSERT_TRUE(resp.ok()) << resp.error().message;
+    const auto* resp_p = reinterpret_cast<const unsigned char*>(resp->data());
+    std::unique_ptr<OCSP_RESPONSE, Deleter<OCSP_RESPONSE_free>> r(
+        d2i_OCSP_RESPONSE(nullptr, &resp_p, static_cast<long>(resp->size())));
+    std::unique_ptr<OCSP_BASICRESP, Deleter<OCSP_BASICRESP_free>> basic(OCSP_response_get1_basic(r.get()));
+    ASSERT_TRUE(basic);
+    EXPECT_EQ(OBJ_obj2nid(OCSP_resp_get0_tbs_sigalg(basic.get())->algorithm), expected_sig);
   }
   EXPECT_TRUE(GenerateKey(KeyType::kRsa3072).ok());
   EXPECT_FALSE(ParseKeyType("rsa-1024").ok());
