@@ -1,5 +1,6 @@
 // The agent's work after enrollment: long-poll for tasks, renew, report, back off.
 #include <fmt/format.h>
+#include <openssl/x509.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -65,6 +66,16 @@ Result<pki::CertificateFacts> FactsOf(const std::string& cert_file) {
   CF_ASSIGN_OR_RETURN(std::string pem, ReadFile(cert_file, kMaxPemBytes));
   CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromPem(pem));
   return pki::Inspect(cert.get());
+}
+
+// Whether the private key in `key_file` is the one of the certificate in `cert_file`.
+bool KeyIsCertificates(const std::string& key_file, const std::string& cert_file) {
+  auto key_pem = ReadFile(key_file, kMaxPemBytes);
+  auto cert_pem = ReadFile(cert_file, kMaxPemBytes);
+  if (!key_pem.ok() || !cert_pem.ok()) return false;
+  auto key = pki::PrivateKeyFromPem(*key_pem);
+  auto cert = pki::CertificateFromPem(*cert_pem);
+  return key.ok() && cert.ok() && X509_check_private_key(cert->get(), key->get()) == 1;
 }
 
 // Runs the reload command through /bin/sh in a process group of its own; its exit status
@@ -343,9 +354,11 @@ Result<void> Recover(const Identity& id) {
   }
   if (!interrupted) return Ok();
   // The identity records the serial once a renewal completed: a certificate in place that
-  // is not the recorded one belongs to a renewal that was cut short.
+  // is not the recorded one belongs to a renewal that was cut short, and so does a key in
+  // place that is not its certificate's (a swap cut short after the key, before the
+  // certificate, leaves the old certificate, whose serial the identity still holds).
   auto facts = FactsOf(id.files.cert);
-  if (facts.ok() && facts->serial_hex == id.serial) {
+  if (facts.ok() && facts->serial_hex == id.serial && KeyIsCertificates(id.files.key, id.files.cert)) {
     for (const auto& f : FinalNames(files)) RemoveQuietly(f + std::string(kPrev));
     return Ok();
   }

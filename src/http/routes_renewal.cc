@@ -245,7 +245,8 @@ Response Revoke(const ApiContext& ctx, const Request& req) {
   if (!body.ok()) return Fail(req, body.error());
   auto reason = OptionalString(*body, "reason", 40);
   if (!reason.ok()) return Fail(req, reason.error());
-  auto h = ctx.agents->Revoke(req.params.at("id"), reason->value_or("cessationOfOperation"), req.principal.Actor());
+  auto h =
+      ctx.renewals->RevokeHost(req.params.at("id"), reason->value_or("cessationOfOperation"), req.principal.Actor());
   if (!h.ok()) return Fail(req, h.error());
   return JsonResponse(200, HostJson(*ctx.hosts, *h));
 }

@@ -251,25 +251,44 @@ Result<void> RenewalService::DeleteHost(std::string_view host_id, bool revoke, s
   }
   const int64_t now = clock_.NowMillis();
   return store_.Transact([&](store::Tx& tx) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(auto open, store::OpenRenewalOf(tx, host.host_id));
-    if (open) {
-      constexpr std::string_view kDeleted = "the host was deleted";
-      // What this attempt issued goes as a failed attempt's does.
-      if (open->serial && revoke) CF_RETURN_IF_ERROR(RevokeLater(tx, *open->serial, now));
-      open->state = store::RenewalState::kFailed;
-      open->error = std::string(kDeleted);
-      open->finished_at = now;
-      AppendHistory(*open, now, {{"error", kDeleted}});
-      CF_RETURN_IF_ERROR(store::UpdateRenewal(tx, *open));
-    }
+    // What its attempt issued goes as a failed attempt's does.
+    CF_ASSIGN_OR_RETURN(auto open,
+                        EndOpenRenewal(tx, host.host_id, "the host was deleted",
+                                       revoke ? std::optional(now + Millis(options_.grace)) : std::nullopt, now));
     CF_ASSIGN_OR_RETURN(bool deleted, store::DeleteHost(tx, host.host_id));
     if (!deleted) return NoSuchHost(host.host_id);
     const json::object details{{"revoked", revoke && host.serial ? json::value(*host.serial) : nullptr},
-                               {"open_renewal", open ? json::value(open->id) : nullptr}};
+                               {"open_renewal", open ? json::value(*open) : nullptr}};
     CF_RETURN_IF_ERROR(
         store::AppendAudit(tx, now, actor, "host.delete", "host:" + host.host_id, json::serialize(details)));
     return Ok();
   });
+}
+
+Result<store::HostRecord> RenewalService::RevokeHost(std::string_view host_id, std::string_view reason,
+                                                     std::string_view actor) {
+  CF_ASSIGN_OR_RETURN(store::HostRecord host, agents_.Revoke(host_id, reason, actor));
+  const int64_t now = clock_.NowMillis();
+  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(EndOpenRenewal(tx, host.host_id, "the host was revoked", now, now));
+    return Ok();
+  }));
+  return host;
+}
+
+Result<std::optional<int64_t>> RenewalService::EndOpenRenewal(store::Tx& tx, std::string_view host_id,
+                                                              std::string_view why, std::optional<int64_t> revoke_at,
+                                                              int64_t now) {
+  CF_ASSIGN_OR_RETURN(auto open, store::OpenRenewalOf(tx, host_id));
+  if (!open) return std::optional<int64_t>();
+  if (open->serial && revoke_at)
+    CF_RETURN_IF_ERROR(issuance::RevokeSupersededAfter(tx, *open->serial, *revoke_at, now));
+  open->state = store::RenewalState::kFailed;
+  open->error = std::string(why);
+  open->finished_at = now;
+  AppendHistory(*open, now, {{"error", why}});
+  CF_RETURN_IF_ERROR(store::UpdateRenewal(tx, *open));
+  return std::optional<int64_t>(open->id);
 }
 
 Result<void> RenewalService::RevokeLater(store::Tx& tx, const std::string& serial, int64_t now) {

@@ -118,6 +118,9 @@ class RenewalService {
   // open renewal ends failed, its enrollment tokens go; its renewals and audit entries stay
   // as history, and its id may be registered again. kNotFound for an unknown host.
   Result<void> DeleteHost(std::string_view host_id, bool revoke, std::string_view actor);
+  // Revokes a host's certificate (AgentService::Revoke) and ends its open renewal failed:
+  // a queued one never starts, and what its attempt issued is revoked at once.
+  Result<store::HostRecord> RevokeHost(std::string_view host_id, std::string_view reason, std::string_view actor);
 
   Result<store::RenewalRecord> Get(int64_t renewal_id);
   Result<std::vector<store::RenewalRecord>> List(const store::RenewalFilter& filter);
@@ -187,6 +190,10 @@ class RenewalService {
                            std::string_view actor, int64_t now);
   // Queues the revocation (superseded) of `serial` after the grace period.
   Result<void> RevokeLater(store::Tx& tx, const std::string& serial, int64_t now);
+  // Ends the host's open renewal, if any, failed with `why`; what its attempt issued is
+  // revoked at `revoke_at` (ms), or kept without one. The renewal's id, or nullopt.
+  Result<std::optional<int64_t>> EndOpenRenewal(store::Tx& tx, std::string_view host_id, std::string_view why,
+                                                std::optional<int64_t> revoke_at, int64_t now);
   // Pump(), returning the hosts whose tasks it started.
   Result<std::vector<std::string>> PumpStarted();
   void Loop();

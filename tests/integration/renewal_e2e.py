@@ -444,6 +444,21 @@ check(done["agent-4"]["state"] == "validated" and serial_of(files_of("agent-4")[
 agents["agent-1"].terminate()
 check(agents["agent-1"].wait(timeout=10) == 0, "the agent stops on SIGTERM")
 before = serial_of(files_of("agent-1")["cert"])
+# A swap cut short after the key, before the certificate: the old certificate (the serial the
+# agent records) beside another key. Undone when the agent starts again: the old key is back.
+own_key = open(files_of("agent-1")["key"], "rb").read()
+for f in files_of("agent-1").values():
+    shutil.copy2(f, f + ".prev")
+os.chmod(files_of("agent-1")["key"], 0o600)
+shutil.copy(files_of("agent-2")["key"], files_of("agent-1")["key"])
+start_agent("agent-1")
+wait_for("the key-only swap undone", lambda: "interrupted renewal was undone" in
+         open(os.path.join(cf.work, "agent-1.log")).read())
+check(open(files_of("agent-1")["key"], "rb").read() == own_key and not os.path.exists(files_of("agent-1")["key"] + ".prev"),
+      "the agent's own key is back beside its certificate")
+agents["agent-1"].terminate()
+check(agents["agent-1"].wait(timeout=10) == 0, "the agent stops on SIGTERM")
+open(os.path.join(cf.work, "agent-1.log"), "w").close()
 # A renewal cut short after the swap (here: another certificate in place, the old files kept
 # as *.prev) is undone when the agent starts again.
 for f in files_of("agent-1").values():

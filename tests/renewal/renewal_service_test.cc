@@ -381,6 +381,33 @@ TEST_P(RenewalTest, ADeletedHostsCertificateIsRevokedAndItsHistoryStays) {
   EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_log WHERE action = 'host.delete'"), 2);
 }
 
+TEST_P(RenewalTest, ARevokedHostsOpenRenewalEndsAndWhatItIssuedIsRevokedAtOnce) {
+  Enroll(3);
+  ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
+  ASSERT_EQ(*renewals_->Pump(), 2) << "concurrency 2: one host stays queued";
+  const auto working = InState(store::RenewalState::kAwaitingCsr);
+  const store::RenewalRecord issued = working.at(0);
+  auto enrolled = renewals_->SubmitCsr(Host(issued.host_id), issued.id, Csr(issued.host_id));
+  ASSERT_TRUE(enrolled.ok()) << enrolled.error().message;
+  const auto queued = InState(store::RenewalState::kQueued);
+  ASSERT_EQ(queued.size(), 1u);
+
+  for (const auto& id : {issued.host_id, queued.front().host_id}) {
+    auto revoked = renewals_->RevokeHost(id, "keyCompromise", "token:ops");
+    ASSERT_TRUE(revoked.ok()) << revoked.error().message;
+    EXPECT_EQ(revoked->status, store::HostStatus::kRevoked);
+  }
+  EXPECT_EQ(Renewal(issued.id).state, store::RenewalState::kFailed);
+  EXPECT_EQ(Renewal(issued.id).error, "the host was revoked");
+  EXPECT_EQ(Renewal(queued.front().id).state, store::RenewalState::kFailed) << "a queued one never starts";
+  EXPECT_EQ(*renewals_->Pump(), 0);
+  auto job = store::Write(*store_, [&](store::Tx& tx) {
+    return store::LeaseJob(tx, {std::string(issuance::kRevokeSupersededJob)}, "w", clock_.NowMillis(), 1000);
+  });
+  ASSERT_TRUE(job.ok() && job->has_value()) << "what the open attempt issued is revoked now, not after the grace";
+  EXPECT_NE((*job)->payload.find(enrolled->record.serial), std::string::npos);
+}
+
 TEST_P(RenewalTest, ARevokedHostIsReactivatedAndEnrollsAgain) {
   Enroll(1);
   EXPECT_EQ(hosts_->Reactivate("h1", "t").error().code, ErrorCode::kFailedPrecondition) << "active";
