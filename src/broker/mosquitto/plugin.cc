@@ -50,6 +50,9 @@ constexpr size_t kMaxSnapshotBytes = size_t{1} << 30;  // refuse anything larger
 constexpr auto kRecheck = std::chrono::seconds(1);     // expiry and grace ends, between snapshots
 constexpr auto kStatsEvery = std::chrono::seconds(1);
 constexpr auto kFirstFetchWait = std::chrono::seconds(5);  // at start, before deciding anything
+// How long only snapshots older than the one taken may come before they are taken anyway: far
+// longer than a node behind a balancer lags (broker.snapshot_min_rebuild_ms).
+constexpr auto kOlderTolerance = std::chrono::minutes(2);
 // A disconnected client is remembered this long (or until its id connects again): its will,
 // delayed or not, and the messages queued for its persistent session are decided as its own.
 constexpr int64_t kOfflineKeepMs = 3'600'000;
@@ -131,18 +134,26 @@ size_t CollectHeader(char* data, size_t size, size_t count, void* out) {
   return size * count;
 }
 
+// The fetching thread's memory of the snapshot it took last.
+struct Taken {
+  std::string etag;
+  int64_t generation = 0;
+  // Since when only older snapshots have come: past kOlderTolerance they are taken (the
+  // database restored from a backup, whose audit log is shorter), not left for ever.
+  std::optional<Clock::time_point> older_since;
+};
+
 // One GET of the snapshot: a new View, nullptr when it has not changed (or is older than the
 // one taken last: another node behind a balancer that has not seen the latest change yet), or
-// an error. `etag` and `generation` are the last one taken's.
-certfleet::Result<std::shared_ptr<const View>> Fetch(Plugin& p, std::string& etag, int64_t& generation,
-                                                     std::string& body) {
+// an error.
+certfleet::Result<std::shared_ptr<const View>> Fetch(Plugin& p, Taken& taken, std::string& body) {
   CURL* curl = curl_easy_init();
   if (curl == nullptr) return certfleet::MakeError(certfleet::ErrorCode::kInternal, "curl_easy_init failed");
   std::string url = p.url + "/v1/broker/snapshot";
   std::string auth = "Authorization: Bearer " + p.token;
-  std::string match = "If-None-Match: " + etag;
+  std::string match = "If-None-Match: " + taken.etag;
   curl_slist* headers = curl_slist_append(nullptr, auth.c_str());
-  if (!etag.empty()) headers = curl_slist_append(headers, match.c_str());
+  if (!taken.etag.empty()) headers = curl_slist_append(headers, match.c_str());
   Fetched fetched;
   body.clear();
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
@@ -167,17 +178,21 @@ certfleet::Result<std::shared_ptr<const View>> Fetch(Plugin& p, std::string& eta
     return certfleet::MakeError(certfleet::ErrorCode::kUnavailable,
                                 "HTTP " + std::to_string(status) + ": " + body.substr(0, 200));
   }
-  if (fetched.generation && *fetched.generation < generation) {
-    p.older_snapshots++;
-    return std::shared_ptr<const View>();
+  if (fetched.generation && *fetched.generation < taken.generation) {
+    if (!taken.older_since) taken.older_since = Clock::now();
+    if (Clock::now() - *taken.older_since < kOlderTolerance) {
+      p.older_snapshots++;
+      return std::shared_ptr<const View>();
+    }
   }
   const auto started = Clock::now();
   auto view = View::Parse(body);
   if (!view.ok()) return view.error();
   p.parse_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
   p.snapshot_bytes = static_cast<int64_t>(body.size());
-  etag = fetched.etag;
-  generation = fetched.generation.value_or(generation);
+  taken.etag = fetched.etag;
+  if (fetched.generation) taken.generation = *fetched.generation;
+  taken.older_since.reset();
   return *view;
 }
 
@@ -209,14 +224,14 @@ void KeepCopy(const Plugin& p, const std::string& body) {
 }
 
 void FetchLoop(Plugin* p) {
-  std::string etag, body;
-  int64_t generation = 0;
+  Taken taken;
+  std::string body;
   bool failing = false;
   std::unique_lock lock(p->mu);
   while (!p->stop) {
     lock.unlock();
     p->fetches++;
-    auto fetched = Fetch(*p, etag, generation, body);
+    auto fetched = Fetch(*p, taken, body);
     if (fetched.ok()) {
       p->last_success_at = NowMillis();
       if (failing) LogLater(*p, MOSQ_LOG_NOTICE, "certfleet: snapshot fetched again");
