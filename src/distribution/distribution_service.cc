@@ -196,7 +196,14 @@ Result<SendResult> DistributionService::SendPending(const std::function<void(int
   const int64_t now = clock_.NowMillis();
   const std::string run_dir = fmt::format("{}/run-{}-{}", options_.work_dir, Stamp(now), HexEncode(RandomBytes(4)));
   int64_t done = 0;
+  std::optional<std::string> lost_before;
   for (const auto& warehouse : warehouses) {
+    // A lease lost midway (its database connection broke) lets another node's run start: this
+    // one stops before its next warehouse, so that no files go twice.
+    if (!lease->Held()) {
+      lost_before = warehouse;
+      break;
+    }
     SendResult w;  // what this warehouse gets in this run
     w.warehouses = 1;
     WarehouseRun run({store_, inbound_, mailer_, clock_, options_, counters_}, warehouse,
@@ -221,6 +228,10 @@ Result<SendResult> DistributionService::SendPending(const std::function<void(int
   }
   std::error_code ec;
   fs::remove_all(run_dir, ec);
+  if (lost_before) {
+    log::Error("the distribution run lost its lease and stopped", {{"next_warehouse", *lost_before}});
+    return MakeError(ErrorCode::kUnavailable, "the distribution run lost its lease before " + *lost_before);
+  }
   log::Info("distribution run finished", {{"warehouses", result.warehouses},
                                           {"gateways_sent", result.gateways_sent},
                                           {"gateways_failed", result.gateways_failed},

@@ -321,6 +321,30 @@ TEST_P(ServiceTest, OneRunAtATime) {
   EXPECT_EQ(mailer_->sent.size(), 1u);
 }
 
+TEST_P(ServiceTest, ARunThatLosesItsLeaseStopsBeforeItsNextWarehouse) {
+  if (GetParam() != store::Dialect::kPostgres) GTEST_SKIP() << "SQLite's lease is a file lock, never lost";
+  Gateway("W1", 1, 100);
+  Gateway("W2", 2, 100);
+  auto& svc = Service();
+  ASSERT_TRUE(svc.Scan().ok());
+  // The connection holding the lease ends while the first warehouse is mailed.
+  mailer_->hook = [&] {
+    mailer_->hook = nullptr;
+    ASSERT_TRUE(store_
+                    ->Query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND "
+                            "pid <> pg_backend_pid()")
+                    .ok());
+  };
+  auto run = svc.SendPending();
+  ASSERT_FALSE(run.ok()) << "the run goes on without its lease";
+  EXPECT_EQ(run.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(run.error().message.find("lost its lease"), std::string::npos) << run.error().message;
+  EXPECT_EQ(mailer_->sent.size(), 1u) << "the second warehouse is left for the next run";
+  auto next = svc.SendPending();
+  ASSERT_TRUE(next.ok()) << next.error().message;
+  EXPECT_EQ(mailer_->sent.size(), 2u);
+}
+
 TEST_P(ServiceTest, NoRecipientFailsTheRecordsWithTheReason) {
   options_.default_recipient.clear();
   Gateway("W1", 1, 100);
