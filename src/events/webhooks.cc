@@ -45,6 +45,24 @@ Result<void> WebhookDispatcher::Subscribe() {
   });
 }
 
+Result<void> WebhookDispatcher::StopAtUncommitted(store::Tx& tx, int64_t after_id, int64_t now,
+                                                  std::vector<store::EventRecord>& events) {
+  // The cursor moves past an event once delivered: one not committed yet with a lower id than
+  // a delivered one would never be sent. So delivery stops before the first missing id, unless
+  // events after it are older than any transaction runs (the missing one was rolled back).
+  int64_t from = after_id;
+  for (int gaps = 0; !events.empty() && gaps < kMaxGapsPassed; ++gaps) {
+    CF_ASSIGN_OR_RETURN(auto gap, store::FirstEventGap(tx, from, events.back().id));
+    if (!gap) return Ok();
+    if (now - gap->next_at < kGapWaitMs) {
+      std::erase_if(events, [&](const store::EventRecord& e) { return e.id > gap->missing_id; });
+      return Ok();
+    }
+    from = gap->missing_id;
+  }
+  return Ok();
+}
+
 Result<int> WebhookDispatcher::Deliver() {
   if (options_.urls.empty()) return 0;
   CF_ASSIGN_OR_RETURN(auto lease, store_.TryLead("webhooks"));
@@ -57,7 +75,9 @@ Result<int> WebhookDispatcher::Deliver() {
                         store::Read(store_, [&](store::Tx& tx) -> Result<std::vector<store::EventRecord>> {
                           CF_ASSIGN_OR_RETURN(auto cursor, store::WebhookCursor(tx, url));
                           last = cursor.value_or(0);
-                          return store::EventsAfter(tx, last, options_.types, kBatch);
+                          CF_ASSIGN_OR_RETURN(auto events, store::EventsAfter(tx, last, options_.types, kBatch));
+                          CF_RETURN_IF_ERROR(StopAtUncommitted(tx, last, clock_.NowMillis(), events));
+                          return events;
                         }));
     for (const auto& e : pending) {
       boost::system::error_code ec;

@@ -6,6 +6,7 @@
 
 #include "core/clock.h"
 #include "core/result.h"
+#include "store/events_repo.h"
 #include "store/store.h"
 
 namespace certfleet::events {
@@ -34,6 +35,14 @@ class WebhookDispatcher {
 
   static constexpr std::string_view kJob = "webhooks.deliver";
   static constexpr int kBatch = 100;  // events read per URL and call, so a backlog drains in steps
+  // A missing event id with events after it older than this is a rolled-back insert, not one
+  // still to commit: far longer than any of certfleet's transactions.
+  static constexpr int64_t kGapWaitMs = 60'000;
+  static constexpr int kMaxGapsPassed = 100;  // rolled-back ids passed per call
+
+  // Drops from `events` (read after `after_id`) those past an id not committed yet.
+  static Result<void> StopAtUncommitted(store::Tx& tx, int64_t after_id, int64_t now,
+                                        std::vector<store::EventRecord>& events);
 
  private:
   // POSTs one event; kUnavailable for a transport failure or an answer other than 2xx.

@@ -21,6 +21,25 @@ Result<std::vector<EventRecord>> EventsAfter(Tx& tx, int64_t after_id, const std
   return out;
 }
 
+Result<std::optional<EventGap>> FirstEventGap(Tx& tx, int64_t after_id, int64_t upto) {
+  CF_ASSIGN_OR_RETURN(auto count,
+                      tx.QueryOne("SELECT COUNT(*) FROM events WHERE id > ? AND id <= ?", {after_id, upto}));
+  if (count->Int(0) == upto - after_id) return std::optional<EventGap>();
+  // The first id missing: right after `after_id`, or right after an event whose successor is not there.
+  CF_ASSIGN_OR_RETURN(auto missing,
+                      tx.QueryOne("SELECT MIN(m) FROM (SELECT CAST(? AS BIGINT) + 1 AS m WHERE NOT EXISTS "
+                                  "(SELECT 1 FROM events WHERE id = CAST(? AS BIGINT) + 1) UNION ALL "
+                                  "SELECT e.id + 1 FROM events e WHERE e.id > ? AND e.id < ? AND NOT EXISTS "
+                                  "(SELECT 1 FROM events f WHERE f.id = e.id + 1)) gaps",
+                                  {after_id, after_id, after_id, upto}));
+  EventGap gap;
+  gap.missing_id = missing->Int(0);
+  CF_ASSIGN_OR_RETURN(auto next,
+                      tx.QueryOne("SELECT at FROM events WHERE id > ? ORDER BY id LIMIT 1", {gap.missing_id}));
+  gap.next_at = next ? next->Int(0) : 0;
+  return std::optional<EventGap>(gap);
+}
+
 Result<int64_t> LastEventId(Tx& tx) {
   CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT COALESCE(MAX(id), 0) FROM events"));
   return row->Int(0);

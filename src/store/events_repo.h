@@ -22,6 +22,15 @@ struct EventRecord {
 // Events after `after_id` of one of `types`, in id order.
 Result<std::vector<EventRecord>> EventsAfter(Tx& tx, int64_t after_id, const std::vector<std::string>& types,
                                              int limit);
+// The first id in (after_id, upto] that no event has, with the time of the first event after
+// it; nullopt when every one is there. On PostgreSQL an id is taken at insert, not at commit: a
+// missing id is an event not committed yet (or one rolled back, for good), and an event with a
+// higher id may already be visible.
+struct EventGap {
+  int64_t missing_id = 0;
+  int64_t next_at = 0;  // ms
+};
+Result<std::optional<EventGap>> FirstEventGap(Tx& tx, int64_t after_id, int64_t upto);
 // The id of the newest event; 0 when there is none.
 Result<int64_t> LastEventId(Tx& tx);
 // The id of the newest event of `type` (through the (type, id) index); 0 if there is none.
