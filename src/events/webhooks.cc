@@ -19,14 +19,9 @@ namespace json = boost::json;
 constexpr long kConnectTimeoutSeconds = 10;
 // A receiver acknowledges an event; it should queue work, not do it before answering.
 constexpr long kRequestTimeoutSeconds = 30;
-// Only the status matters; a receiver's body is read up to this and dropped.
-constexpr size_t kMaxAnswerBytes = size_t{64} * 1024;
-
-size_t Drop(char*, size_t size, size_t n, void* seen) {
-  auto* total = static_cast<size_t*>(seen);
-  *total += size * n;
-  return *total > kMaxAnswerBytes ? 0 : size * n;
-}
+// Only the status matters: a receiver's body (a page, say) is read and dropped, within the
+// request's time limit.
+size_t Drop(char*, size_t size, size_t n, void*) { return size * n; }
 
 }  // namespace
 
@@ -119,13 +114,11 @@ Result<void> WebhookDispatcher::Post(const std::string& url, const std::string& 
   }
   for (const auto& l : lines) headers.reset(curl_slist_append(headers.release(), l.c_str()));
   CURL* c = curl.get();
-  size_t answered = 0;
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
   curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
   curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Drop);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &answered);
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, kConnectTimeoutSeconds);
   curl_easy_setopt(c, CURLOPT_TIMEOUT, kRequestTimeoutSeconds);
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);

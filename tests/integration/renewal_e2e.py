@@ -40,8 +40,8 @@ smtp = SmtpServer(mail_dir)
 
 
 class Hooks(http.server.BaseHTTPRequestHandler):
-    """A webhook receiver: keeps each POST's headers and JSON body; refuses the next
-    `failures` POSTs with 500 (their delivery ids in `refused`)."""
+    """A webhook receiver: keeps each POST's headers and JSON body, answering 200 with a large
+    page; refuses the next `failures` POSTs with 500 (their delivery ids in `refused`)."""
     received = []
     refused = []
     failures = 0
@@ -53,8 +53,14 @@ class Hooks(http.server.BaseHTTPRequestHandler):
             Hooks.refused.append(self.headers["X-Certfleet-Delivery"])
             self.send_response(500)
         else:
+            # Accepted with a page of 100 KiB, as some receivers answer: only the status counts.
             Hooks.received.append((dict(self.headers), body))
-            self.send_response(204)
+            page = b"<html>" + b"x" * 100 * 1024 + b"</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+            return
         self.end_headers()
 
     def log_message(self, *args):
