@@ -247,6 +247,10 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
     }
     who = Authorized{r.device_id, AuthWay::kRegisteredKey};
     who.approved_request = r.id;
+    // What was true when it asked is checked again as it is issued: a thing made since for a
+    // new device, or a certificate replaced or revoked since the re-enrollment asked, refuses it.
+    who.new_device = r.new_device;
+    who.presented_serial = r.presented_serial;
   } else {
     Result<Authorized> auth = Authenticate(**served, request, *csr);
     if (!auth.ok()) return fail(auth.error());
@@ -313,7 +317,9 @@ void EnrollService::Hold(const Profile& profile, const std::string& protocol, bo
       std::nullopt,
       now,
       std::nullopt,
-      std::nullopt};
+      std::nullopt,
+      who.new_device,
+      who.presented_serial};
   auto id = store::Write(store_, [&](store::Tx& tx) -> Result<int64_t> {
     // One waiting request a device: a device cannot fill the queue with fresh CSRs.
     CF_ASSIGN_OR_RETURN(auto waiting, store::PendingEnrollRequestOf(tx, profile.label, who.device_id));

@@ -21,11 +21,12 @@ EnrollSecretRecord SecretFromRow(const Row& r) {
 }
 
 constexpr std::string_view kRequestColumns =
-    "id, profile, csr_sha256, device_id, csr_pem, state, serial, created_at, decided_at, decided_by";
+    "id, profile, csr_sha256, device_id, csr_pem, state, serial, created_at, decided_at, decided_by, new_device, "
+    "presented_serial";
 
 EnrollRequestRecord RequestFromRow(const Row& r) {
-  return EnrollRequestRecord{r.Int(0),  r.Text(1),    r.Text(2), r.Text(3),   r.Text(4),
-                             r.Text(5), r.OptText(6), r.Int(7),  r.OptInt(8), r.OptText(9)};
+  return EnrollRequestRecord{r.Int(0),     r.Text(1), r.Text(2),   r.Text(3),    r.Text(4),      r.Text(5),
+                             r.OptText(6), r.Int(7),  r.OptInt(8), r.OptText(9), r.Int(10) != 0, r.OptText(11)};
 }
 
 Result<std::optional<EnrollRequestRecord>> OneRequest(Tx& tx, std::string_view where, const Params& params) {
@@ -127,9 +128,10 @@ Result<std::vector<EnrollSecretRecord>> ListEnrollSecrets(Tx& tx, const std::opt
 
 Result<int64_t> InsertEnrollRequest(Tx& tx, const EnrollRequestRecord& r) {
   return InsertReturningId(tx,
-                           "INSERT INTO enroll_requests (profile, csr_sha256, device_id, csr_pem, state, created_at) "
-                           "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                           {r.profile, r.csr_sha256, r.device_id, r.csr_pem, r.state, r.created_at});
+                           "INSERT INTO enroll_requests (profile, csr_sha256, device_id, csr_pem, state, created_at, "
+                           "new_device, presented_serial) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                           {r.profile, r.csr_sha256, r.device_id, r.csr_pem, r.state, r.created_at,
+                            int64_t{r.new_device ? 1 : 0}, OptionalValue(r.presented_serial)});
 }
 
 Result<std::optional<EnrollRequestRecord>> FindEnrollRequest(Tx& tx, int64_t id) {

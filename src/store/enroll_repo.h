@@ -70,6 +70,9 @@ struct EnrollRequestRecord {
   int64_t created_at = 0;
   std::optional<int64_t> decided_at;
   std::optional<std::string> decided_by;
+  // How the device authenticated when it asked: checked again when the approved request is issued.
+  bool new_device = false;                      // a batch's secret or a manufacturer CA: no such thing yet
+  std::optional<std::string> presented_serial;  // a re-enrollment: the certificate it presented
 };
 
 // The request's id; kAlreadyExists if the profile has one for this CSR.

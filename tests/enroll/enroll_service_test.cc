@@ -289,6 +289,24 @@ TEST_P(EnrollTest, ApprovalHoldsARequestUntilAnOperatorDecides) {
   EXPECT_EQ(listed->front().serial, issued->record.serial);
 }
 
+TEST_P(EnrollTest, AnApprovedRequestIsCheckedAgainAsItWasWhenItAsked) {
+  Profile({{"template", "est-line"}, {"auth", {"secret"}}, {"approval", true}}, "approve");
+  auto minted = service_->CreateSecrets("approve", std::nullopt, "b-1", 1, std::chrono::hours(1), "token:ops");
+  ASSERT_TRUE(minted.ok()) << minted.error().message;
+  Credentials c;
+  c.secret = {(*minted)[0].record.id, (*minted)[0].secret};
+  const std::string csr = CsrFor(NewKey().get(), "dev-7");
+  auto held = Enroll(Operation::kEnroll, csr, c, "approve");
+  ASSERT_TRUE(held.ok() && held->pending) << "a new device's request waits";
+  // Meanwhile the real dev-7 is provisioned another way: its thing exists now.
+  pki::PkeyPtr key = NewKey();
+  Register("dev-7", key.get());
+  ASSERT_TRUE(Enroll(Operation::kEnroll, CsrFor(key.get(), "dev-7")).ok());
+  ASSERT_TRUE(service_->Decide(*held->pending, true, "token:ops").ok());
+  EXPECT_EQ(Refusal(Operation::kEnroll, csr, c, "approve"), ErrorCode::kPermissionDenied)
+      << "approved for a device that was new when it asked: not issued over the thing made since";
+}
+
 TEST_P(EnrollTest, AChangedProfileOrTemplateAppliesAtOnce) {
   pki::PkeyPtr key = NewKey();
   Register("dev-1", key.get());
