@@ -295,8 +295,15 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
 Result<void> EnrollService::CheckBinding(const EnrollRequest& request, const pki::Csr& csr) {
   // RFC 7030 3.5: a challengePassword that carries the channel binding ties the CSR to this
   // TLS connection.
-  if (csr.challenge_password && !request.credentials.channel_binding.empty() &&
-      !ConstantTimeEquals(*csr.challenge_password, Base64Encode(request.credentials.channel_binding))) {
+  if (!csr.challenge_password || request.protocol != "est") return Ok();
+  // A connection without one (TLS 1.2 without the extended master secret) cannot vouch for
+  // it: a CSR relayed from another connection would pass.
+  if (request.credentials.channel_binding.empty()) {
+    return detail::Denied(
+        "the CSR has a challengePassword, but this TLS connection has no channel binding to check it against "
+        "(TLS 1.3, or TLS 1.2 with the extended master secret, has one)");
+  }
+  if (!ConstantTimeEquals(*csr.challenge_password, Base64Encode(request.credentials.channel_binding))) {
     return detail::Denied("the CSR's challengePassword is not this TLS connection's channel binding (RFC 7030 3.5)");
   }
   return Ok();

@@ -342,9 +342,15 @@ check(sh("openssl", "x509", "-noout", "-pubkey", "-in", kcert) == sh("openssl", 
 check(cn_of(kcert)[0] == "dev-k1", "serverkeygen's certificate is the secret's device's")
 
 # ---- the tls-unique binding (RFC 7030 3.5), with Python's ssl on TLS 1.2 ----
-def bound_enroll(cn, secret_item, tamper=False):
+# OpenSSL's SSL_OP_NO_EXTENDED_MASTER_SECRET (bit 0), which Python's ssl does not name.
+NO_EXTENDED_MASTER_SECRET = 0x1
+
+
+def bound_enroll(cn, secret_item, tamper=False, no_ems=False):
     ctx = ssl.create_default_context(cafile=TLS_CA)
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    if no_ems:
+        ctx.options |= NO_EXTENDED_MASTER_SECRET
     with socket.create_connection(("127.0.0.1", cf.port)) as raw, ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
         binding = s.get_channel_binding("tls-unique")
         value = base64.b64encode(binding if not tamper else bytes(len(binding))).decode()
@@ -363,8 +369,10 @@ def bound_enroll(cn, secret_item, tamper=False):
         return int(answer.split(b" ", 2)[1])
 
 
-tb = api("POST", "/v1/enrollment/secrets", {"profile": "default", "batch": "b-tls", "count": 2}, expect=201)["items"]
+tb = api("POST", "/v1/enrollment/secrets", {"profile": "default", "batch": "b-tls", "count": 3}, expect=201)["items"]
 check(bound_enroll("dev-t1", tb[0], tamper=True) == 403, "a challengePassword that is not the channel binding: 403")
+check(bound_enroll("dev-t1", tb[2], no_ems=True) == 403,
+      "a challengePassword on TLS 1.2 without the extended master secret (no tls-unique to check it against): 403")
 check(bound_enroll("dev-t1", tb[1]) == 200, "the CSR bound to its TLS connection by tls-unique enrolls")
 
 # ---- approval: 202 with Retry-After until an operator decides ----
