@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <boost/json.hpp>
 
+#include "core/crypto.h"
 #include "http/api.h"
 #include "http/json.h"
 #include "pki/csr.h"
@@ -189,7 +190,11 @@ void Provision(const ApiContext& ctx, const Request& req, const Responder& respo
   if (!data.ok()) return answer(Fail(req, data.error()));
   auto csr = provision::ProvisionService::ReadCsr(*data);
   if (!csr.ok()) return answer(Fail(req, csr.error()));
-  if (auto wait = ctx.provision->AdmitDevice(csr->common_name)) return answer(RateLimited(*wait, "device"));
+  // By device id and key: CSRs for the device made with another key (refused further on) do
+  // not use up the device's own requests.
+  if (auto wait = ctx.provision->AdmitDevice(csr->common_name + "/" + Sha256Hex(csr->spki_der))) {
+    return answer(RateLimited(*wait, "device"));
+  }
   ctx.provision->ProvisionAsync(
       std::move(*csr), [respond, deferred, svc = ctx.provision, id = req.request_id](Result<provision::Provisioned> r) {
         respond([r = std::move(r), deferred, svc, id]() -> Response {

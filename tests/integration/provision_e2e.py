@@ -217,6 +217,10 @@ status, body, _ = cf.request("GET", target, raw=True)
 check(status == 410, f"a replayed URL after expiry: 410, got {status}")
 
 # ---- rate limit per device (4 a minute in this run) ----
+# CSRs for dev-5 made with another key are refused, and do not use up dev-5's own requests.
+for _ in range(5):
+    status, out, _ = cf.request("POST", "/v1/provision", headers={"device-csr": escaped(csr_for(new_key(), "dev-5"))})
+    check(status == 403, f"a CSR for dev-5 with another key: 403, got {status} {out}")
 limited = None
 for _ in range(6):
     status, out, resp = cf.request("POST", "/v1/provision", headers={"device-csr": escaped(csr_for(keys["dev-5"], "dev-5"))})
