@@ -309,49 +309,17 @@ class DnsServer:
         self.sock.close()
 
 
-class Http01Responder:
-    """An ACME http-01 responder on a loopback port for one account: it answers every token with
-    the token and the account's key thumbprint (RFC 8555 8.3), as the account's own server
-    would. `thumbprint` is called per request (a key change changes it); port 0 picks one."""
+class LoopbackGetServer:
+    """A threaded HTTP/1.1 server on a loopback port that answers every GET with 200 and what
+    `answer(path)` gives, (headers, body); HTTPS with `tls`, (cert_file, key_file). Port 0
+    picks one."""
 
-    def __init__(self, port, thumbprint):
+    def __init__(self, port, answer, tls=None):
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):
-                body = f"{self.path.rsplit('/', 1)[-1]}.{thumbprint()}".encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class FixedHttpsAnswer:
-    """An HTTPS server on a loopback port that answers every GET with one status, headers and
-    body: a stand-in for a certfleet node (its TLS identity, `cert_file` holding the chain and
-    `key_file` the key) that serves what it was given. `requests` counts the GETs."""
-
-    def __init__(self, port, cert_file, key_file, body, headers):
-        import ssl
-        owner = self
-        self.requests = 0
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                owner.requests += 1
+                headers, body = answer(self.path)
                 self.send_response(200)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -363,14 +331,34 @@ class FixedHttpsAnswer:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert_file, key_file)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        if tls:
+            import ssl
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class Http01Responder(LoopbackGetServer):
+    """An ACME http-01 responder on a loopback port for one account: it answers every token with
+    the token and the account's key thumbprint (RFC 8555 8.3), as the account's own server
+    would. `thumbprint` is called per request (a key change changes it); port 0 picks one."""
+
+    def __init__(self, port, thumbprint):
+        super().__init__(port, lambda path: ({}, f"{path.rsplit('/', 1)[-1]}.{thumbprint()}".encode()))
+
+
+class FixedHttpsAnswer(LoopbackGetServer):
+    """A stand-in for a certfleet node (its TLS identity: `cert_file` holds the chain, `key_file`
+    the key) that answers every GET with the same headers and body."""
+
+    def __init__(self, port, cert_file, key_file, body, headers):
+        super().__init__(port, lambda path: (headers, body), tls=(cert_file, key_file))
 
 
 class Haproxy:
