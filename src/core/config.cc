@@ -9,6 +9,8 @@
 #include <charconv>
 #include <filesystem>
 
+#include "core/text.h"
+
 extern char** environ;
 
 namespace certfleet {
@@ -214,7 +216,10 @@ std::string Config::Show() const {
   return out;
 }
 
-std::string MaskUrlCredentials(std::string_view url) {
+namespace {
+
+// The password of `url`'s authority (user:password@host) masked.
+std::string MaskUserinfo(std::string_view url) {
   auto scheme = url.find("://");
   if (scheme == std::string_view::npos) return std::string(url);
   auto authority_start = scheme + 3;
@@ -224,6 +229,29 @@ std::string MaskUrlCredentials(std::string_view url) {
   auto colon = url.find(':', authority_start);
   if (colon == std::string_view::npos || colon > at) return std::string(url);
   return std::string(url.substr(0, colon + 1)) + "***" + std::string(url.substr(at));
+}
+
+// Every password=… parameter of `url`'s query masked.
+std::string MaskQueryPassword(std::string url) {
+  constexpr std::string_view kParam = "password=";
+  const size_t query = url.find('?');
+  if (query == std::string::npos) return url;
+  for (size_t at = query; (at = AsciiLower(url).find(kParam, at + 1)) != std::string::npos;) {
+    if (url[at - 1] != '?' && url[at - 1] != '&') continue;
+    const size_t value = at + kParam.size();
+    const size_t end = std::min(url.find_first_of("&#", value), url.size());
+    url.replace(value, end - value, "***");
+  }
+  return url;
+}
+
+}  // namespace
+
+std::string MaskUrlCredentials(std::string_view url) {
+  if (const size_t comma = url.find(','); comma != std::string_view::npos) {
+    return MaskUrlCredentials(url.substr(0, comma)) + "," + MaskUrlCredentials(url.substr(comma + 1));
+  }
+  return MaskQueryPassword(MaskUserinfo(url));
 }
 
 std::vector<std::string> SplitList(std::string_view s) {

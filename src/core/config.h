@@ -72,7 +72,8 @@ class Config {
 // The items of a comma-separated list value, trimmed; empty ones dropped.
 std::vector<std::string> SplitList(std::string_view s);
 
-// "postgresql://u:secret@h/db" -> "postgresql://u:***@h/db".
+// "postgresql://u:secret@h/db" -> "postgresql://u:***@h/db"; a password in the query
+// ("?password=secret", as libpq takes it) too; each URL of a comma-separated list.
 std::string MaskUrlCredentials(std::string_view url);
 
 }  // namespace certfleet

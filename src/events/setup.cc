@@ -8,7 +8,7 @@ namespace certfleet::events {
 namespace {
 
 constexpr ConfigKey kKeys[] = {
-    {"webhooks.urls", ConfigType::kString, "",
+    {"webhooks.urls", ConfigType::kUrl, "",
      "URLs (comma-separated, http:// or https://) each event of webhooks.events is POSTed to; empty: none."},
     {"webhooks.events", ConfigType::kString, "crl/published,renewal/failed,renewal/run-finished",
      "Event types sent to webhooks (comma-separated): crl/published, renewal/failed, renewal/run-finished, "

@@ -122,6 +122,13 @@ TEST(Config, MasksOnlyPasswords) {
   EXPECT_EQ(MaskUrlCredentials("sqlite://./var/x.db"), "sqlite://./var/x.db");
   EXPECT_EQ(MaskUrlCredentials("postgresql://user@h/db"), "postgresql://user@h/db");
   EXPECT_EQ(MaskUrlCredentials("s3://b/p?endpoint=http://h:9000"), "s3://b/p?endpoint=http://h:9000");
+  EXPECT_EQ(MaskUrlCredentials("postgresql://h/db?user=cf&password=s3cret&sslmode=require"),
+            "postgresql://h/db?user=cf&password=***&sslmode=require");
+  EXPECT_EQ(MaskUrlCredentials("postgresql://h/db?Password=s3cret"), "postgresql://h/db?Password=***");
+  EXPECT_EQ(MaskUrlCredentials("https://h/x?nopassword=1"), "https://h/x?nopassword=1");
+  EXPECT_EQ(MaskUrlCredentials("https://u:s3cret@a/x,https://b/y?password=p"),
+            "https://u:***@a/x,https://b/y?password=***")
+      << "each URL of a list";
 }
 
 }  // namespace
