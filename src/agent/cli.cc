@@ -9,6 +9,7 @@
 
 #include "agent/agent.h"
 #include "agent/common.h"
+#include "core/files.h"
 #include "core/log.h"
 
 namespace certfleet::agent {
@@ -28,7 +29,15 @@ int Main(int argc, char** argv) {
       "in the folders the server names. The first start needs --bootstrap-token (certfleet host token ID)."};
   app.add_option("--server", options.server, "The certfleet API, https://host:port")->required();
   app.add_option("--host-id", options.host_id, "This host's id, as registered (POST /v1/hosts)")->required();
-  app.add_option("--bootstrap-token", token, "Single-use enrollment token, for the first start");
+  // Kept off the command line (where ps and /proc show it to every local user) with the
+  // environment variable or the file.
+  auto* token_option = app.add_option("--bootstrap-token", token,
+                                      "Enrollment token (single-use) or fleet secret, for the first start; also "
+                                      "from CERTFLEET_AGENT_BOOTSTRAP_TOKEN")
+                           ->envname("CERTFLEET_AGENT_BOOTSTRAP_TOKEN");
+  std::string token_file;
+  app.add_option("--bootstrap-token-file", token_file, "A file holding the enrollment token or fleet secret")
+      ->excludes(token_option);
   app.add_option("--ca-file", options.ca_file,
                  "PEM file of the CA that signed the server's TLS certificate "
                  "(default: the system store)");
@@ -64,6 +73,12 @@ int Main(int argc, char** argv) {
     log::Error(what, {{"error", e.message}});
     return 1;
   };
+  if (!token_file.empty()) {
+    constexpr size_t kMaxTokenFileBytes = 4096;
+    auto text = ReadFile(token_file, kMaxTokenFileBytes);
+    if (!text.ok()) return fail("cannot read --bootstrap-token-file", text.error());
+    token = text->substr(0, text->find_first_of("\r\n"));
+  }
   auto identity = LoadIdentity(options.state_dir);
   if (!identity.ok()) return fail("cannot read the agent's state", identity.error());
   // Never act as another host: two agents sharing one state folder would.

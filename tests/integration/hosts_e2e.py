@@ -136,10 +136,14 @@ p = cf.cli("host", "reactivate", "web-1")
 check(p.returncode == 0 and len(p.stdout.strip()) >= 40, f"certfleet host reactivate prints a token: {p.stderr}")
 
 # Delete: the certificate is revoked (on the CRL openssl reads) unless told not to; history stays.
-p = subprocess.run(agent_cmd("web-2", "--enroll-only", "--bootstrap-token", cf.cli("host", "token", "web-2").stdout
-                             .strip(), state=os.path.join(cf.work, "web-2-state")), capture_output=True, text=True,
-                   timeout=60)
-check(p.returncode == 0, f"web-2 enrolls: {p.stderr}")
+# The token from a file (--bootstrap-token-file), off the command line.
+token_file = os.path.join(cf.work, "web-2.token")
+with open(token_file, "w") as f:
+    f.write(cf.cli("host", "token", "web-2").stdout)
+os.chmod(token_file, 0o600)
+p = subprocess.run(agent_cmd("web-2", "--enroll-only", "--bootstrap-token-file", token_file,
+                             state=os.path.join(cf.work, "web-2-state")), capture_output=True, text=True, timeout=60)
+check(p.returncode == 0, f"web-2 enrolls with its token from a file: {p.stderr}")
 web2_serial = api("GET", "/v1/hosts/web-2")["certificate"]["serial"]
 api("DELETE", "/v1/hosts/web-2?revoke=maybe", expect=400)
 api("DELETE", "/v1/hosts/web-2", expect=204)
@@ -168,9 +172,10 @@ api("POST", "/v1/certificates/intermediate", {"fqdn": "hosts2.example.com", "org
 home = os.path.join(cf.work, "swap-1")
 api("POST", "/v1/hosts", {"host_id": "swap-1", "cert_path": f"{home}/certs", "key_path": f"{home}/private",
                           "cacert_path": f"{home}/ca"}, expect=201)
-p = subprocess.run(agent_cmd("swap-1", "--enroll-only", "--bootstrap-token", cf.cli("host", "token", "swap-1").stdout
-                             .strip()), capture_output=True, text=True, timeout=60)
-check(p.returncode == 0, f"swap-1 enrolls under hosts.example.com: {p.stderr}")
+# The token from the environment, off the command line.
+p = subprocess.run(agent_cmd("swap-1", "--enroll-only"), capture_output=True, text=True, timeout=60,
+                   env=dict(os.environ, CERTFLEET_AGENT_BOOTSTRAP_TOKEN=cf.cli("host", "token", "swap-1").stdout.strip()))
+check(p.returncode == 0, f"swap-1 enrolls under hosts.example.com, its token from the environment: {p.stderr}")
 api("PUT", "/v1/renewal/settings", {"ca": "hosts2.example.com"})
 agent = subprocess.Popen(agent_cmd("swap-1"), stdout=subprocess.DEVNULL, stderr=open(f"{home}.log", "a"))
 for n in range(2):  # the second renewal: the agent authenticates with the new CA's certificate
