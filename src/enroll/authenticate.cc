@@ -237,7 +237,12 @@ Result<void> EnrollService::CheckAgain(store::Tx& tx, const Authorized& who, int
         return Ok();
       }));
   CF_RETURN_IF_ERROR(store::MarkDeviceProvisioned(tx, who.device_id, now));  // a device registered before
-  if (who.presented_serial) CF_RETURN_IF_ERROR(CurrentCertificate(tx, *who.presented_serial));
+  if (who.presented_serial) {
+    // Two re-enrollments with one certificate at once (on two nodes): the second waits for the
+    // first to commit, then finds the certificate replaced.
+    CF_RETURN_IF_ERROR(store::LockForTransaction(tx, DeviceLockKey(who.device_id)));
+    CF_RETURN_IF_ERROR(CurrentCertificate(tx, *who.presented_serial));
+  }
   if (who.secret_id) {
     CF_ASSIGN_OR_RETURN(bool used, store::UseEnrollSecret(tx, *who.secret_id, who.device_id, now));
     if (!used) return Unauthenticated(std::string(detail::kSecretRefused));

@@ -205,6 +205,36 @@ TEST_P(EnrollTest, ReenrollmentNeedsTheDevicesActiveUnexpiredCertificate) {
             ErrorCode::kPermissionDenied);
 }
 
+TEST_P(EnrollTest, OneCertificateReenrollsOnceWhenTwoNodesAreAskedAtOnce) {
+  // A second node: its own issuer (and group commits) and service, the same store and CA keys.
+  issuance::Issuer other_issuer(*store_, *ca_.keys, clock_, issuance::Issuer::Options{"https://ca.test"});
+  registry::Registry other_registry(*store_, clock_);
+  EnrollService::Options options;
+  options.master_key = std::string(32, 'm');
+  options.supersede_grace = std::chrono::hours(1);
+  EnrollService other(*store_, other_issuer, other_registry, clock_, options);
+  for (int i = 0; i < 5; ++i) {
+    const std::string device = "dev-race-" + std::to_string(i);
+    pki::PkeyPtr key = NewKey();
+    Register(device, key.get());
+    auto first = Enroll(Operation::kEnroll, CsrFor(key.get(), device));
+    ASSERT_TRUE(first.ok()) << first.error().message;
+    std::promise<Result<Enrolled>> here, there;
+    for (auto [svc, promise] : {std::pair{service_.get(), &here}, std::pair{&other, &there}}) {
+      EnrollRequest request;
+      request.label = "default";
+      request.operation = Operation::kReenroll;
+      request.csr = CsrFor(NewKey().get(), device);
+      request.credentials = Presenting(first->record);
+      request.protocol = "test";
+      svc->EnrollAsync(std::move(request), [promise](Result<Enrolled> r) { promise->set_value(std::move(r)); });
+    }
+    const bool a = here.get_future().get().ok();
+    const bool b = there.get_future().get().ok();
+    EXPECT_NE(a, b) << device << ": one certificate renews into one, on whichever node asks first";
+  }
+}
+
 // Re-enrolling renews a device's enrollment: through a profile of another CA or of another
 // template, the device would get another CA's certificate, or other groups and policies.
 TEST_P(EnrollTest, ReenrollmentStaysWithTheDevicesCaAndTemplate) {
