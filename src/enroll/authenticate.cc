@@ -57,8 +57,7 @@ Result<void> CurrentCertificate(store::Tx& tx, std::string_view serial) {
   return Ok();
 }
 
-// Serializes the enrollments of one device id among nodes (PostgreSQL; SQLite's writers are
-// serialized already), so that two new-device enrollments cannot both find no thing.
+// The advisory lock of one device id (EnrollService::LockDevice).
 int64_t DeviceLockKey(std::string_view device) {
   const std::string digest = Sha256("certfleet enroll device:" + std::string(device));
   int64_t key = 0;
@@ -222,9 +221,13 @@ Result<EnrollService::Authorized> EnrollService::Authenticate(const Served& serv
   return Unauthenticated(fmt::format("enrollment profile {} takes: {}", profile.label, ways.empty() ? "none" : ways));
 }
 
+Result<void> EnrollService::LockDevice(store::Tx& tx, std::string_view device_id) {
+  return store::LockForTransaction(tx, DeviceLockKey(device_id));
+}
+
 Result<void> EnrollService::CheckAgain(store::Tx& tx, const Authorized& who, int64_t now) {
   if (who.new_device) {
-    CF_RETURN_IF_ERROR(store::LockForTransaction(tx, DeviceLockKey(who.device_id)));
+    CF_RETURN_IF_ERROR(LockDevice(tx, who.device_id));
     CF_RETURN_IF_ERROR(NewThing(tx, who.device_id, "this credential"));
   }
   // The device may have been disabled or re-keyed meanwhile; held until the commit.
@@ -240,7 +243,7 @@ Result<void> EnrollService::CheckAgain(store::Tx& tx, const Authorized& who, int
   if (who.presented_serial) {
     // Two re-enrollments with one certificate at once (on two nodes): the second waits for the
     // first to commit, then finds the certificate replaced.
-    CF_RETURN_IF_ERROR(store::LockForTransaction(tx, DeviceLockKey(who.device_id)));
+    CF_RETURN_IF_ERROR(LockDevice(tx, who.device_id));
     CF_RETURN_IF_ERROR(CurrentCertificate(tx, *who.presented_serial));
   }
   if (who.secret_id) {

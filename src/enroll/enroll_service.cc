@@ -328,8 +328,10 @@ void EnrollService::Hold(const Profile& profile, const std::string& protocol, bo
       who.new_device,
       who.presented_serial};
   auto id = store::Write(store_, [&](store::Tx& tx) -> Result<int64_t> {
-    // One waiting request a device: a device cannot fill the queue with fresh CSRs.
-    CF_ASSIGN_OR_RETURN(auto waiting, store::PendingEnrollRequestOf(tx, profile.label, who.device_id));
+    // One waiting request a device, whatever the profile and node: a device cannot fill the
+    // queue with fresh CSRs.
+    CF_RETURN_IF_ERROR(LockDevice(tx, who.device_id));
+    CF_ASSIGN_OR_RETURN(auto waiting, store::PendingEnrollRequestOf(tx, who.device_id));
     if (waiting) {
       return MakeError(
           ErrorCode::kAlreadyExists,

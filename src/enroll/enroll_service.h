@@ -169,6 +169,10 @@ class EnrollService {
   // Authenticate's checks again, where they count: in the transaction that issues (the device
   // may have been disabled, re-keyed or enrolled meanwhile); uses the secret.
   static Result<void> CheckAgain(store::Tx& tx, const Authorized& who, int64_t now);
+  // Held until `tx` ends: the writes about one device (a new device's first certificate, a
+  // re-enrollment, a request kept for approval) take turns among nodes (PostgreSQL; SQLite's
+  // writers take turns anyway), so that each sees what the one before committed.
+  static Result<void> LockDevice(store::Tx& tx, std::string_view device_id);
   // RFC 7030 3.5: a CSR's challengePassword, when there is one and the connection has a
   // channel binding, must be that binding (base64).
   static Result<void> CheckBinding(const EnrollRequest& request, const pki::Csr& csr);

@@ -138,10 +138,10 @@ Result<std::optional<EnrollRequestRecord>> FindEnrollRequest(Tx& tx, int64_t id)
   return OneRequest(tx, "id = ?", {id});
 }
 
-Result<std::optional<int64_t>> PendingEnrollRequestOf(Tx& tx, std::string_view profile, std::string_view device_id) {
-  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT id FROM enroll_requests WHERE profile = ? AND device_id = ? AND "
-                                            "state = 'pending'",
-                                            {std::string(profile), std::string(device_id)}));
+Result<std::optional<int64_t>> PendingEnrollRequestOf(Tx& tx, std::string_view device_id) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT id FROM enroll_requests WHERE device_id = ? AND state = 'pending' "
+                                            "LIMIT 1",
+                                            {std::string(device_id)}));
   if (!row) return std::optional<int64_t>();
   return std::optional<int64_t>(row->Int(0));
 }

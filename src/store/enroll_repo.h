@@ -78,8 +78,8 @@ struct EnrollRequestRecord {
 // The request's id; kAlreadyExists if the profile has one for this CSR.
 Result<int64_t> InsertEnrollRequest(Tx& tx, const EnrollRequestRecord& request);
 Result<std::optional<EnrollRequestRecord>> FindEnrollRequest(Tx& tx, int64_t id);
-// The id of the device's request waiting under the profile, if there is one.
-Result<std::optional<int64_t>> PendingEnrollRequestOf(Tx& tx, std::string_view profile, std::string_view device_id);
+// The id of the device's request waiting (under any profile), if there is one.
+Result<std::optional<int64_t>> PendingEnrollRequestOf(Tx& tx, std::string_view device_id);
 Result<std::optional<EnrollRequestRecord>> FindEnrollRequestByCsr(Tx& tx, std::string_view profile,
                                                                   std::string_view csr_sha256);
 // Moves the request from `from` to `to` (with who decided, or the serial issued): false if it

@@ -617,12 +617,14 @@ INSERT INTO audit_head (id, seq, hash)
   SELECT g, (g - 1) * 281474976710656, '0000000000000000000000000000000000000000000000000000000000000000'
   FROM generate_series(2, 8) AS g;
 )sql"},
-    {25, "enrollment requests remember their authentication", R"sql(
+    {25, "enrollment requests remember their authentication; one waiting a device", R"sql(
 -- What an approved request's issuance checks again, as the request's first answer did: a
 -- device that was new then must still have no thing; the certificate it re-enrolled with must
 -- still be the thing's current one.
 ALTER TABLE enroll_requests ADD COLUMN new_device INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE enroll_requests ADD COLUMN presented_serial TEXT;
+-- A device's waiting request, whatever the profile.
+CREATE INDEX enroll_requests_waiting ON enroll_requests (device_id, state);
 )sql"},
 };
 

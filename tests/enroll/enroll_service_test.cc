@@ -8,6 +8,7 @@
 
 #include <boost/json.hpp>
 #include <future>
+#include <thread>
 
 #include "core/crypto.h"
 #include "pki/certificate.h"
@@ -205,33 +206,80 @@ TEST_P(EnrollTest, ReenrollmentNeedsTheDevicesActiveUnexpiredCertificate) {
             ErrorCode::kPermissionDenied);
 }
 
+// A second node: its own issuer (and group commits) and service, the same store and CA keys.
+struct OtherNode {
+  OtherNode(store::Store& store, pki::KeyBackend& keys, const Clock& clock)
+      : issuer(store, keys, clock, issuance::Issuer::Options{"https://ca.test"}),
+        registry(store, clock),
+        service(store, issuer, registry, clock, ServiceOptions()) {}
+  static EnrollService::Options ServiceOptions() {
+    EnrollService::Options options;
+    options.master_key = std::string(32, 'm');
+    options.supersede_grace = std::chrono::hours(1);
+    return options;
+  }
+  issuance::Issuer issuer;
+  registry::Registry registry;
+  EnrollService service;
+};
+
+// Requests `make` makes, sent to this node and to `other` at once: their answers.
+std::pair<Result<Enrolled>, Result<Enrolled>> AtOnce(EnrollService& here, EnrollService& other,
+                                                     const std::function<EnrollRequest()>& make) {
+  std::promise<Result<Enrolled>> a, b;
+  EnrollRequest first = make(), second = make();
+  std::thread there(
+      [&] { other.EnrollAsync(std::move(second), [&b](Result<Enrolled> r) { b.set_value(std::move(r)); }); });
+  here.EnrollAsync(std::move(first), [&a](Result<Enrolled> r) { a.set_value(std::move(r)); });
+  there.join();
+  return {a.get_future().get(), b.get_future().get()};
+}
+
 TEST_P(EnrollTest, OneCertificateReenrollsOnceWhenTwoNodesAreAskedAtOnce) {
-  // A second node: its own issuer (and group commits) and service, the same store and CA keys.
-  issuance::Issuer other_issuer(*store_, *ca_.keys, clock_, issuance::Issuer::Options{"https://ca.test"});
-  registry::Registry other_registry(*store_, clock_);
-  EnrollService::Options options;
-  options.master_key = std::string(32, 'm');
-  options.supersede_grace = std::chrono::hours(1);
-  EnrollService other(*store_, other_issuer, other_registry, clock_, options);
+  OtherNode other(*store_, *ca_.keys, clock_);
   for (int i = 0; i < 5; ++i) {
     const std::string device = "dev-race-" + std::to_string(i);
     pki::PkeyPtr key = NewKey();
     Register(device, key.get());
     auto first = Enroll(Operation::kEnroll, CsrFor(key.get(), device));
     ASSERT_TRUE(first.ok()) << first.error().message;
-    std::promise<Result<Enrolled>> here, there;
-    for (auto [svc, promise] : {std::pair{service_.get(), &here}, std::pair{&other, &there}}) {
+    const std::string csr = CsrFor(NewKey().get(), device);
+    auto [a, b] = AtOnce(*service_, other.service, [&] {
       EnrollRequest request;
       request.label = "default";
       request.operation = Operation::kReenroll;
-      request.csr = CsrFor(NewKey().get(), device);
+      request.csr = csr;
       request.credentials = Presenting(first->record);
       request.protocol = "test";
-      svc->EnrollAsync(std::move(request), [promise](Result<Enrolled> r) { promise->set_value(std::move(r)); });
-    }
-    const bool a = here.get_future().get().ok();
-    const bool b = there.get_future().get().ok();
-    EXPECT_NE(a, b) << device << ": one certificate renews into one, on whichever node asks first";
+      return request;
+    });
+    EXPECT_NE(a.ok(), b.ok()) << device << ": one certificate renews into one, on whichever node asks first";
+  }
+}
+
+TEST_P(EnrollTest, ADeviceHasOneRequestWaitingWhateverTheNodeOrProfile) {
+  Profile({{"template", "est-line"}, {"auth", {"registered_key"}}, {"approval", true}}, "approve");
+  Profile({{"template", "est-line"}, {"auth", {"registered_key"}}, {"approval", true}}, "approve-too");
+  OtherNode other(*store_, *ca_.keys, clock_);
+  for (int i = 0; i < 5; ++i) {
+    const std::string device = "dev-wait-" + std::to_string(i);
+    pki::PkeyPtr key = NewKey();
+    Register(device, key.get());
+    auto [a, b] = AtOnce(*service_, other.service, [&] {
+      EnrollRequest request;
+      request.label = "approve";
+      request.operation = Operation::kEnroll;
+      request.csr = CsrFor(key.get(), device);  // a CSR of its own each: another request each
+      request.protocol = "test";
+      return request;
+    });
+    const bool a_held = a.ok() && a->pending;
+    const bool b_held = b.ok() && b->pending;
+    EXPECT_NE(a_held, b_held) << device << ": one request waits, the other is refused";
+    const Result<Enrolled>& refused = a_held ? b : a;
+    EXPECT_TRUE(!refused.ok() && refused.error().code == ErrorCode::kAlreadyExists) << device;
+    EXPECT_EQ(Refusal(Operation::kEnroll, CsrFor(key.get(), device), {}, "approve-too"), ErrorCode::kAlreadyExists)
+        << "nor under another profile";
   }
 }
 
