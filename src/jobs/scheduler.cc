@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "core/log.h"
 #include "core/thread_name.h"
 
@@ -37,30 +39,43 @@ Result<int> Scheduler::Tick() {
     lease_.reset();
   }
   if (!lease_) {
+    next_due_.reset();
     CF_ASSIGN_OR_RETURN(lease_, store_.TryLead("scheduler"));
     if (!lease_) return 0;
     log::Info("scheduler is the leader on this node");
   }
   int enqueued = 0;
   const int64_t now = clock_.NowMillis();
+  std::optional<int64_t> next_due;
   for (const Entry& e : entries_) {
     Result<void> r = store_.Transact([&](store::Tx& tx) -> Result<void> {
+      auto put = [&](store::ScheduleState next) {
+        next_due = std::min(next_due.value_or(next.next_run_at), next.next_run_at);
+        return store::PutSchedule(tx, e.name, next);
+      };
       CF_ASSIGN_OR_RETURN(auto state, store::GetSchedule(tx, e.name));
       if (!state || state->spec != e.spec.text()) {
         // New or changed schedule: first firing from now on.
-        return store::PutSchedule(tx, e.name,
-                                  {e.spec.text(), e.spec.NextAfter(now), state ? state->last_run_at : std::nullopt});
+        return put({e.spec.text(), e.spec.NextAfter(now), state ? state->last_run_at : std::nullopt});
       }
-      if (state->next_run_at > now) return Ok();
+      if (state->next_run_at > now) {
+        next_due = std::min(next_due.value_or(state->next_run_at), state->next_run_at);
+        return Ok();
+      }
       store::NewJob job = e.job;
       job.run_at = now;
       job.dedupe_key = fmt::format("schedule:{}:{}", e.name, state->next_run_at);
       CF_ASSIGN_OR_RETURN(auto id, store::EnqueueJob(tx, job, now));
       if (id) ++enqueued;
-      return store::PutSchedule(tx, e.name, {e.spec.text(), e.spec.NextAfter(now), now});
+      // The next firing counts from the one due, so that a late tick does not stretch an
+      // interval; one missed while no node ran is made up once.
+      int64_t next = e.spec.NextAfter(state->next_run_at);
+      if (next <= now) next = e.spec.NextAfter(now);
+      return put({e.spec.text(), next, now});
     });
     if (!r.ok()) log::Error("schedule", {{"schedule", e.name}, {"error", r.error().message}});
   }
+  next_due_ = next_due;
   return enqueued;
 }
 
@@ -72,7 +87,13 @@ void Scheduler::Start(std::chrono::milliseconds interval) {
       Result<int> r = Tick();
       if (!r.ok()) log::Error("scheduler tick", {{"error", r.error().message}});
       std::unique_lock lock(mu_);
-      if (clock_.WaitFor(cv_, lock, interval, [&] { return stopping_; })) return;
+      // Until the next tick, or the next firing due before it (an interval shorter than a tick).
+      auto wait = interval;
+      if (next_due_) {
+        wait = std::clamp(std::chrono::milliseconds(*next_due_ - clock_.NowMillis()), std::chrono::milliseconds(0),
+                          interval);
+      }
+      if (clock_.WaitFor(cv_, lock, wait, [&] { return stopping_; })) return;
     }
   });
 }

@@ -3,6 +3,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,7 +19,8 @@ namespace certfleet::jobs {
 // Turns schedules into jobs. Among all nodes sharing a database one scheduler is active
 // (a leader lease: an advisory lock on PostgreSQL, a file lock on SQLite); each firing
 // enqueues one job with a dedupe key, so even two leaders could not enqueue it twice.
-// A firing missed while no node ran is made up once at the next tick. Thread-safe.
+// A firing missed while no node ran is made up once at the next tick. Start's loop ticks at
+// its interval, and sooner when a firing is due sooner. Thread-safe.
 class Scheduler {
  public:
   Scheduler(store::Store& store, const Clock& clock);
@@ -49,6 +51,7 @@ class Scheduler {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::unique_ptr<store::LeaderLease> lease_;
+  std::optional<int64_t> next_due_;  // ms: the earliest next firing the last tick saw, when leading
   bool stopping_ = false;
   std::thread thread_;
 };

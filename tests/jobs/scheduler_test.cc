@@ -59,6 +59,26 @@ TEST_P(SchedulerTest, OnlyOneSchedulerLeads) {
   EXPECT_EQ(Jobs(), 2);
 }
 
+TEST_P(SchedulerTest, AnIntervalKeepsItsCadenceAndOneShorterThanATickIsKept) {
+  Scheduler s(*store_, clock_);
+  ASSERT_TRUE(s.Add("report", "@every 5s", store::NewJob{"report", "{}", 0, 3, std::nullopt}).ok());
+  EXPECT_EQ(*s.Tick(), 0);  // due in 5 s
+  clock_.Advance(milliseconds(6'000));
+  EXPECT_EQ(*s.Tick(), 1) << "a second late";
+  clock_.Advance(milliseconds(4'000));
+  EXPECT_EQ(*s.Tick(), 1) << "10 s after the first sight, not 5 s after the late tick";
+  // Ticking every 10 s, the loop still fires it every 5 s.
+  s.Start(milliseconds(10'000));
+  ASSERT_TRUE(clock_.WaitForSleepers(1));
+  const int64_t before = Jobs();
+  for (int i = 0; i < 4; ++i) {
+    clock_.Advance(milliseconds(5'000));
+    ASSERT_TRUE(clock_.WaitForSleepers(1));
+  }
+  s.Stop();
+  EXPECT_EQ(Jobs() - before, 4) << "four firings in 20 s";
+}
+
 INSTANTIATE_TEST_SUITE_P(Drivers, SchedulerTest, testing::kBothDialects, testing::DialectName);
 
 }  // namespace
