@@ -49,7 +49,7 @@ Result<int> Scheduler::Tick() {
   std::optional<int64_t> next_due;
   for (const Entry& e : entries_) {
     Result<void> r = store_.Transact([&](store::Tx& tx) -> Result<void> {
-      auto put = [&](store::ScheduleState next) {
+      auto put = [&](const store::ScheduleState& next) {
         next_due = std::min(next_due.value_or(next.next_run_at), next.next_run_at);
         return store::PutSchedule(tx, e.name, next);
       };
