@@ -47,10 +47,11 @@ Result<int> Scheduler::Tick() {
   int enqueued = 0;
   const int64_t now = clock_.NowMillis();
   std::optional<int64_t> next_due;
+  auto note = [&](int64_t at) { next_due = std::min(next_due.value_or(at), at); };
   for (const Entry& e : entries_) {
     Result<void> r = store_.Transact([&](store::Tx& tx) -> Result<void> {
       auto put = [&](const store::ScheduleState& next) {
-        next_due = std::min(next_due.value_or(next.next_run_at), next.next_run_at);
+        note(next.next_run_at);
         return store::PutSchedule(tx, e.name, next);
       };
       CF_ASSIGN_OR_RETURN(auto state, store::GetSchedule(tx, e.name));
@@ -59,7 +60,7 @@ Result<int> Scheduler::Tick() {
         return put({e.spec.text(), e.spec.NextAfter(now), state ? state->last_run_at : std::nullopt});
       }
       if (state->next_run_at > now) {
-        next_due = std::min(next_due.value_or(state->next_run_at), state->next_run_at);
+        note(state->next_run_at);
         return Ok();
       }
       store::NewJob job = e.job;

@@ -330,18 +330,17 @@ _, before_revocation, resp = cf.request("GET", "/v1/broker/snapshot", bearer=cf.
 before_headers = {"ETag": resp.getheader("ETag"), "X-Certfleet-Generation": resp.getheader("X-Certfleet-Generation")}
 check(before_headers["X-Certfleet-Generation"] and int(before_headers["X-Certfleet-Generation"]) > 0,
       f"the snapshot says its generation: {before_headers}")
-# The cache cannot be written meanwhile (a folder holds its temporary file's name): the broker's
+# The cache cannot be written meanwhile (its folder is closed to Mosquitto's user): the broker's
 # log says so, and the cache there stays whole.
-cache_tmp = path("snapshot.json") + ".tmp"
 cached_before = open(path("snapshot.json"), "rb").read()
-os.mkdir(cache_tmp)
+os.chmod(files.dir, 0o555)
 api("POST", f"/v1/certificates/{serials['dev-3']}/revoke", {"reason": "keyCompromise"})
 taken["certificate revoked"] = within("a revoked certificate is refused",
                                       lambda: pub("dev-3", "telemetry/dev-3/x", "revoked")[0] != 0)
 within("the broker's log to say the cache was not written",
        lambda: "cannot keep the snapshot in" in open(path("mosquitto.log")).read())
 check(open(path("snapshot.json"), "rb").read() == cached_before, "the cache kept is whole, the one before")
-os.rmdir(cache_tmp)
+os.chmod(files.dir, 0o777)
 
 # ---- certfleet stopped: the broker keeps deciding; started again: changes flow ----
 cf.stop()

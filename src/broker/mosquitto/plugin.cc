@@ -15,25 +15,20 @@
 //                                                           while certfleet is down)
 //   plugin_opt_stats_file /run/mosquitto/certfleet.stats   (optional: counters, JSON)
 #include <curl/curl.h>
-#include <fcntl.h>
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
-#include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -43,6 +38,7 @@
 #include <unordered_map>
 
 #include "broker/snapshot.h"
+#include "core/files.h"
 
 namespace {
 
@@ -50,10 +46,10 @@ using certfleet::broker::View;
 using certfleet::registry::MqttAction;
 using Clock = std::chrono::steady_clock;
 
-constexpr long kFetchTimeoutSeconds = 30;                   // a 100,000-device snapshot is tens of MB
-constexpr size_t kMaxSnapshotBytes = size_t{1} << 30;       // refuse anything larger than 1 GiB
-constexpr uintmax_t kMaxTokenBytes = uintmax_t{64} * 1024;  // plugin_opt_token_file
-constexpr auto kRecheck = std::chrono::seconds(1);          // expiry and grace ends, between snapshots
+constexpr long kFetchTimeoutSeconds = 30;              // a 100,000-device snapshot is tens of MB
+constexpr size_t kMaxSnapshotBytes = size_t{1} << 30;  // refuse anything larger than 1 GiB
+constexpr size_t kMaxTokenBytes = size_t{64} * 1024;   // plugin_opt_token_file
+constexpr auto kRecheck = std::chrono::seconds(1);     // expiry and grace ends, between snapshots
 constexpr auto kStatsEvery = std::chrono::seconds(1);
 constexpr auto kFirstFetchWait = std::chrono::seconds(5);  // at start, before deciding anything
 // How long only snapshots older than the one taken may come before they are taken anyway: far
@@ -218,27 +214,13 @@ void LogLater(Plugin& p, int level, std::string line) {
   p.logs.emplace_back(level, std::move(line));
 }
 
-// Replaces the cache file with `body` whole, or leaves the one there: written beside it, on
-// disk (fsync), then renamed over it. A failure (a full disk, a folder not writable) is logged.
+// Replaces the cache file with `body` whole, or leaves the one there (a full disk, a folder
+// not writable): a failure is logged.
 void KeepCopy(Plugin& p, const std::string& body) {
   if (p.cache_file.empty()) return;
-  const std::string tmp = p.cache_file + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  bool ok = fd >= 0;
-  for (size_t done = 0; ok && done < body.size();) {
-    const ssize_t n = ::write(fd, body.data() + done, body.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    ok = n > 0;
-    if (ok) done += static_cast<size_t>(n);
-  }
-  const int error = ok ? 0 : errno;
-  ok = ok && ::fsync(fd) == 0;
-  if (fd >= 0 && ::close(fd) != 0) ok = false;
-  ok = ok && std::rename(tmp.c_str(), p.cache_file.c_str()) == 0;
-  if (!ok) {
-    ::unlink(tmp.c_str());
+  if (auto written = certfleet::WriteFileAtomically(p.cache_file, body, 0600); !written.ok()) {
     LogLater(p, MOSQ_LOG_WARNING,
-             "certfleet: cannot keep the snapshot in " + p.cache_file + ": " + std::strerror(error ? error : errno));
+             "certfleet: cannot keep the snapshot in " + p.cache_file + ": " + written.error().message);
   }
 }
 
@@ -516,19 +498,6 @@ int OnDisconnect(int, void* event_data, void* userdata) {
   return MOSQ_ERR_SUCCESS;
 }
 
-// The whole file, if it holds at most `max_bytes`.
-bool ReadWhole(const std::string& path, std::string& out, uintmax_t max_bytes) {
-  std::error_code ec;
-  const uintmax_t size = std::filesystem::file_size(path, ec);
-  if (ec || size > max_bytes) return false;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream s;
-  s << in.rdbuf();
-  out = s.str();
-  return true;
-}
-
 }  // namespace
 
 // The plugin's entry points, the only symbols it exports.
@@ -571,16 +540,20 @@ CERTFLEET_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, vo
     mosquitto_log_printf(MOSQ_LOG_ERR, "certfleet: plugin_opt_url and plugin_opt_token_file are required");
     return MOSQ_ERR_INVAL;
   }
-  if (!ReadWhole(token_file, p->token, kMaxTokenBytes)) {
-    mosquitto_log_printf(MOSQ_LOG_ERR, "certfleet: cannot read %s", token_file.c_str());
+  auto token = certfleet::ReadFile(token_file, kMaxTokenBytes);
+  if (!token.ok()) {
+    mosquitto_log_printf(MOSQ_LOG_ERR, "certfleet: %s", token.error().message.c_str());
     return MOSQ_ERR_INVAL;
   }
+  p->token = std::move(*token);
   p->token.erase(p->token.find_last_not_of(" \t\r\n") + 1);
   curl_global_init(CURL_GLOBAL_DEFAULT);
 
   // The last snapshot kept, if any, decides until a fresh one arrives.
-  if (std::string cached; !p->cache_file.empty() && ReadWhole(p->cache_file, cached, kMaxSnapshotBytes)) {
-    auto view = View::Parse(cached);
+  if (auto cached = p->cache_file.empty() ? certfleet::Result<std::string>(std::string())
+                                          : certfleet::ReadFile(p->cache_file, kMaxSnapshotBytes);
+      cached.ok() && !cached->empty()) {
+    auto view = View::Parse(*cached);
     if (view.ok()) p->active = *view;
   }
   p->fetcher = std::thread(FetchLoop, p.get());
