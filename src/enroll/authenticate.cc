@@ -57,14 +57,6 @@ Result<void> CurrentCertificate(store::Tx& tx, std::string_view serial) {
   return Ok();
 }
 
-// The advisory lock of one device id (EnrollService::LockDevice).
-int64_t DeviceLockKey(std::string_view device) {
-  const std::string digest = Sha256("certfleet enroll device:" + std::string(device));
-  int64_t key = 0;
-  for (int i = 0; i < 8; ++i) key = (key << 8) | static_cast<uint8_t>(digest[i]);
-  return key;
-}
-
 // A device whose batch chose its template (as W2 provisions it) enrolls only through a profile
 // of that template: another template would give it other groups, policies and CA.
 Result<void> SameTemplate(store::Tx& tx, std::string_view device_id, const Profile& profile) {
@@ -222,7 +214,7 @@ Result<EnrollService::Authorized> EnrollService::Authenticate(const Served& serv
 }
 
 Result<void> EnrollService::LockDevice(store::Tx& tx, std::string_view device_id) {
-  return store::LockForTransaction(tx, DeviceLockKey(device_id));
+  return store::LockForTransaction(tx, "enroll device:" + std::string(device_id));
 }
 
 Result<void> EnrollService::CheckAgain(store::Tx& tx, const Authorized& who, int64_t now) {

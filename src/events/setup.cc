@@ -43,7 +43,8 @@ Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, We
     if (sent > 0) log::Info("webhooks sent", {{"events", sent}});
     return Ok();
   });
-  // The next firing is the retry.
+  // The next firing is the retry: a URL that fails does not fail the job, so an endpoint
+  // that is down leaves no dead job per firing (certfleet_webhook_failing shows it).
   return scheduler.Add("webhooks", fmt::format("@every {}s", config.GetInt("webhooks.every_seconds")),
                        WebhookDispatcher::kJob, 1);
 }

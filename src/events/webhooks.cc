@@ -63,13 +63,12 @@ Result<int> WebhookDispatcher::Deliver() {
   CF_ASSIGN_OR_RETURN(auto lease, store_.TryLead("webhooks"));
   if (!lease) return 0;  // another node delivers
   int delivered = 0;
-  std::vector<std::string> failed;
   for (const auto& url : options_.urls) {
     int64_t last = 0;  // the last event this URL took
     CF_ASSIGN_OR_RETURN(auto pending,
                         store::Read(store_, [&](store::Tx& tx) -> Result<std::vector<store::EventRecord>> {
                           CF_ASSIGN_OR_RETURN(auto cursor, store::WebhookCursor(tx, url));
-                          last = cursor.value_or(0);
+                          last = cursor ? cursor->last_event_id : 0;
                           CF_ASSIGN_OR_RETURN(auto events, store::EventsAfter(tx, last, options_.types, kBatch));
                           CF_RETURN_IF_ERROR(StopAtUncommitted(tx, last, clock_.NowMillis(), events));
                           return events;
@@ -90,16 +89,23 @@ Result<int> WebhookDispatcher::Deliver() {
       if (!sent.ok()) {
         log::Warn("webhook delivery failed; retried later",
                   {{"url", MaskUrlCredentials(url)}, {"event", e.id}, {"error", sent.error().message}});
-        failed.push_back(MaskUrlCredentials(url));
         break;
       }
       ++delivered;
     }
   }
-  if (!failed.empty()) {
-    return MakeError(ErrorCode::kUnavailable, fmt::format("webhooks failed: {}", fmt::join(failed, ", ")));
-  }
   return delivered;
+}
+
+Result<std::vector<WebhookDispatcher::UrlState>> WebhookDispatcher::States() {
+  return store::Read(store_, [&](store::Tx& tx) -> Result<std::vector<UrlState>> {
+    std::vector<UrlState> out;
+    for (const auto& url : options_.urls) {
+      CF_ASSIGN_OR_RETURN(auto cursor, store::WebhookCursor(tx, url));
+      out.push_back(UrlState{MaskUrlCredentials(url), cursor.value_or(store::WebhookCursorRecord{})});
+    }
+    return out;
+  });
 }
 
 Result<void> WebhookDispatcher::Post(const std::string& url, const std::string& type, int64_t id,

@@ -30,8 +30,15 @@ class WebhookDispatcher {
   // A URL seen for the first time starts after the newest event: it gets what happens from
   // now on, not the history. Run at start.
   Result<void> Subscribe();
-  // Sends what is pending; how many deliveries succeeded. An error names the URLs that failed.
+  // Sends what is pending; how many deliveries succeeded. A URL that fails is logged and keeps
+  // the error in its cursor (States()); the next call is its retry. An error is the store's.
   Result<int> Deliver();
+  // Each URL (its password masked) with where it stands, from the store: the same on every node.
+  struct UrlState {
+    std::string url;
+    store::WebhookCursorRecord cursor;
+  };
+  Result<std::vector<UrlState>> States();
 
   static constexpr std::string_view kJob = "webhooks.deliver";
   static constexpr int kBatch = 100;  // events read per URL and call, so a backlog drains in steps

@@ -49,6 +49,9 @@ class CmpServer;
 namespace certfleet::broker {
 class BrokerService;
 }
+namespace certfleet::events {
+class WebhookDispatcher;
+}  // namespace certfleet::events
 namespace certfleet::store {
 struct CertificateRecord;
 }
@@ -73,11 +76,12 @@ struct ApiContext {
   bulk::ImportService* imports = nullptr;  // W3
   renewal::HostService* hosts = nullptr;   // W4, with the one below
   renewal::AgentService* agents = nullptr;
-  renewal::RenewalService* renewals = nullptr;  // W4's renewal workflow and the agent's tasks
-  acme::AcmeService* acme = nullptr;            // ACME, served when acme.ca is set
-  enroll::EnrollService* enroll = nullptr;      // EST and the enrollment profiles, secrets and requests
-  enroll::CmpServer* cmp = nullptr;             // lightweight CMP, with `enroll`
-  broker::BrokerService* broker = nullptr;      // broker enforcement: the snapshot, EMQX's hooks
+  renewal::RenewalService* renewals = nullptr;    // W4's renewal workflow and the agent's tasks
+  acme::AcmeService* acme = nullptr;              // ACME, served when acme.ca is set
+  enroll::EnrollService* enroll = nullptr;        // EST and the enrollment profiles, secrets and requests
+  enroll::CmpServer* cmp = nullptr;               // lightweight CMP, with `enroll`
+  broker::BrokerService* broker = nullptr;        // broker enforcement: the snapshot, EMQX's hooks
+  events::WebhookDispatcher* webhooks = nullptr;  // its URLs' state in /metrics, when webhooks.urls is set
 };
 
 // Bearer tokens checked against the store's api_tokens table, remembered in `cache`.

@@ -394,7 +394,7 @@ Response Enroll(const ApiContext& ctx, const Request& req) {
 
 // The host an agent's verified client certificate speaks for.
 Result<store::HostRecord> AgentHost(const ApiContext& ctx, const Request& req) {
-  return ctx.agents->Authenticate(req.client_cert->serial, req.client_cert->sha256_fingerprint);
+  return ctx.renewals->AuthenticateAgent(req.client_cert->serial, req.client_cert->sha256_fingerprint);
 }
 
 json::object RenewalJson(const store::RenewalRecord& r) {

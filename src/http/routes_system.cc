@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 
 #include "core/log.h"
+#include "events/webhooks.h"
 #include "http/api.h"
 #include "http/json.h"
 #include "store/audit_repo.h"
@@ -183,6 +184,24 @@ std::string JobCountsText(store::Store& store) {
   return out;
 }
 
+// Each webhook URL's state, from the store (the same on every node).
+std::string WebhookText(events::WebhookDispatcher& webhooks) {
+  auto states = webhooks.States();
+  std::string failing =
+      "# HELP certfleet_webhook_failing 1 while a webhook URL's last delivery failed (it is tried again every "
+      "webhooks.every_seconds).\n# TYPE certfleet_webhook_failing gauge\n";
+  std::string last =
+      "# HELP certfleet_webhook_last_event The id of the last event a webhook URL took.\n"
+      "# TYPE certfleet_webhook_last_event gauge\n";
+  if (!states.ok()) return failing + last;
+  for (const auto& s : *states) {
+    const std::string url = EscapeLabel(s.url);
+    failing += fmt::format("certfleet_webhook_failing{{url=\"{}\"}} {}\n", url, s.cursor.last_error ? 1 : 0);
+    last += fmt::format("certfleet_webhook_last_event{{url=\"{}\"}} {}\n", url, s.cursor.last_event_id);
+  }
+  return failing + last;
+}
+
 }  // namespace
 
 Authenticator MakeStoreAuthenticator(store::Store& store, const Clock& clock, TokenCache& cache) {
@@ -214,6 +233,7 @@ void AddSystemRoutes(Router& router, const ApiContext& ctx) {
     return res;
   });
   ctx.metrics.AddCollector([c] { return JobCountsText(c->store); });
+  if (ctx.webhooks != nullptr) ctx.metrics.AddCollector([c] { return WebhookText(*c->webhooks); });
   router.Add("GET", "/v1/audit", {Access::kAdmin}, [c](Request& r) { return ListAudit(*c, r); });
   router.Add("GET", "/v1/jobs", {Access::kReader}, [c](Request& r) { return ListJobs(*c, r); });
   router.Add("GET", "/v1/jobs/{id}", {Access::kReader}, [c](Request& r) { return GetJob(*c, r); });

@@ -81,6 +81,9 @@ json::object RecordSummary(const store::CertificateRecord& c) {
 
 constexpr std::string_view kRootParent = "Root";  // the parent_fqdn of roots, as in the seed
 
+// The dedupe key of the revocation RevokeSupersededAfter queues for `serial`.
+std::string SupersededJobKey(std::string_view serial) { return "revoke-superseded:" + std::string(serial); }
+
 }  // namespace
 
 // What the write and its completion share; they outlive IssueAsync.
@@ -405,9 +408,13 @@ Result<void> RevokeSupersededAfter(store::Tx& tx, const std::string& serial, int
   job.payload = boost::json::serialize(boost::json::object{{"serial", serial}});
   job.run_at = run_at;
   job.max_attempts = kRevokeAttempts;
-  job.dedupe_key = "revoke-superseded:" + serial;
+  job.dedupe_key = SupersededJobKey(serial);
   CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));
   return Ok();
+}
+
+Result<bool> KeepSuperseded(store::Tx& tx, const std::string& serial) {
+  return store::CancelWaitingJob(tx, SupersededJobKey(serial));
 }
 
 std::string NextGeneration(std::string_view fqdn) {

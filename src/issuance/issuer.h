@@ -234,6 +234,9 @@ class Issuer {
 // and its enqueuing, once per serial, in the transaction that issued the replacement.
 inline constexpr std::string_view kRevokeSupersededJob = "ca.revoke_superseded";
 Result<void> RevokeSupersededAfter(store::Tx& tx, const std::string& serial, int64_t run_at, int64_t now);
+// Takes back the revocation RevokeSupersededAfter queued for `serial`, while it waits: the
+// certificate turned out to be in use. False if none was waiting.
+Result<bool> KeepSuperseded(store::Tx& tx, const std::string& serial);
 
 // The name of a CA that takes over from `fqdn`: its first label with a generation suffix
 // added or counted up ("iot.example.com" -> "iot-g2.example.com" -> "iot-g3.example.com").

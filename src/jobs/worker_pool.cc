@@ -2,8 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <exception>
+#include <iterator>
 #include <random>
 
 #include "core/crypto.h"
@@ -193,7 +195,7 @@ Result<void> WorkerPool::Execute(const store::Job& job) {
   }
   {
     std::lock_guard lock(mu_);
-    running_ids_.erase(job.id);
+    running_ids_.erase(running_ids_.find(job.id));
     auto kind = kinds_.find(job.kind);
     if (kind != kinds_.end()) --kind->second.running;
   }
@@ -250,7 +252,7 @@ void WorkerPool::HeartbeatLoop() {
     {
       std::unique_lock lock(mu_);
       if (clock_.WaitFor(heartbeat_cv_, lock, interval, [&] { return stopping_; })) return;
-      ids.assign(running_ids_.begin(), running_ids_.end());
+      std::unique_copy(running_ids_.begin(), running_ids_.end(), std::back_inserter(ids));
     }
     if (ids.empty()) continue;
     const int64_t now = clock_.NowMillis();

@@ -123,7 +123,9 @@ class WorkerPool {
   std::condition_variable cv_;            // workers wait on it
   std::condition_variable heartbeat_cv_;  // the heartbeat waits on it
   std::map<std::string, Kind> kinds_;
-  std::set<int64_t> running_ids_;  // leases this node renews: the jobs running and those in here_
+  // Leases this node renews: the jobs running and those in here_, once per run (a job whose
+  // lease ran out while it ran may be leased again here before that run ends).
+  std::multiset<int64_t> running_ids_;
   std::deque<store::Job> here_;
   bool stopping_ = false;
   uint64_t wakes_ = 0;  // counts RunHere(); a worker that saw another count looks again

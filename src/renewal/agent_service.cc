@@ -214,7 +214,11 @@ Result<store::HostRecord> AgentService::Authenticate(std::string_view serial, st
                             cert->subject_kind != store::SubjectKind::kHost) {
                           return std::optional<store::HostRecord>();
                         }
-                        return store::FindHost(tx, cert->fqdn);
+                        CF_ASSIGN_OR_RETURN(auto host, store::FindHost(tx, cert->fqdn));
+                        // Nor one issued before the host was registered: a deleted host's,
+                        // whose id was registered again.
+                        if (host && cert->created_at < host->created_at) return std::optional<store::HostRecord>();
+                        return host;
                       }));
   if (!found || found->status == store::HostStatus::kRevoked) return refused();
   return std::move(*found);

@@ -59,7 +59,8 @@ class AgentService {
   // connection broke), without issuing a second certificate. kFailedPrecondition otherwise.
   Result<Enrolled> IssuedBefore(const store::HostRecord& host, std::string_view serial, const std::string& csr_pem);
   // The host an agent's TLS client certificate (verified by the server) speaks for: a
-  // certificate certfleet issued to that host and has not revoked, the host not revoked.
+  // certificate certfleet issued to that host since it was registered and has not revoked,
+  // the host not revoked.
   // Named by serial and SHA-256 fingerprint: a serial alone is no identity, since any CA the
   // server trusts for clients could issue a certificate with a host's serial (which every
   // TLS client of the host sees). kPermissionDenied otherwise.

@@ -11,6 +11,7 @@
 #include "store/certificates_repo.h"
 #include "store/hosts_repo.h"
 #include "store/jobs_repo.h"
+#include "store/renewals_repo.h"
 
 namespace certfleet::renewal {
 namespace {
@@ -92,6 +93,12 @@ json::object DigestJson(const Digest& d) {
           {"waiting", d.waiting}};
 }
 
+// Serializes the changes of one host's renewal and certificate among all nodes: the agent's
+// reports, the certificate it is seen using, and the pump timing its attempt out.
+Result<void> LockHost(store::Tx& tx, std::string_view host_id) {
+  return store::LockForTransaction(tx, "renewal host:" + std::string(host_id));
+}
+
 // The step that was due when an attempt in `state` ran out of time.
 std::string_view StepDue(store::RenewalState state) {
   if (state == store::RenewalState::kAwaitingCsr) return "csr";
@@ -162,10 +169,14 @@ Result<std::vector<std::string>> RenewalService::PumpStarted() {
   return store::Write(store_, [&](store::Tx& tx) -> Result<std::vector<std::string>> {
     CF_RETURN_IF_ERROR(store::LockForTransaction(tx, kPumpLockKey));
     CF_ASSIGN_OR_RETURN(auto overdue, store::OverdueRenewals(tx, now, kMaxOverduePerPump));
-    for (auto& r : overdue) {
+    for (const auto& seen : overdue) {
+      // Read again under the host's lock: the agent's report may have just committed.
+      CF_RETURN_IF_ERROR(LockHost(tx, seen.host_id));
+      CF_ASSIGN_OR_RETURN(auto r, store::FindRenewal(tx, seen.id));
+      if (!r || r->state != seen.state || r->attempt != seen.attempt) continue;
       const std::string error =
-          fmt::format("the agent did not finish before the deadline (it was {})", store::RenewalStateName(r.state));
-      CF_RETURN_IF_ERROR(FailAttempt(tx, r, StepDue(r.state), error, "certfleet", now));
+          fmt::format("the agent did not finish before the deadline (it was {})", store::RenewalStateName(r->state));
+      CF_RETURN_IF_ERROR(FailAttempt(tx, *r, StepDue(r->state), error, "certfleet", now));
     }
     std::vector<std::string> started;
     CF_ASSIGN_OR_RETURN(int64_t active, store::CountActiveRenewals(tx));
@@ -361,6 +372,7 @@ Result<store::RenewalRecord> RenewalService::Report(const store::HostRecord& hos
   auto reported = store::Write(store_, [&](store::Tx& tx) -> Result<store::RenewalRecord> {
     finished = false;
     const int64_t now = clock_.NowMillis();
+    CF_RETURN_IF_ERROR(LockHost(tx, host.host_id));
     CF_ASSIGN_OR_RETURN(auto r, store::FindRenewal(tx, renewal_id));
     if (!r || r->host_id != host.host_id) {
       return MakeError(ErrorCode::kNotFound, fmt::format("no renewal {}", renewal_id));
@@ -381,35 +393,88 @@ Result<store::RenewalRecord> RenewalService::Report(const store::HostRecord& hos
                        fmt::format("renewal {} is {}: it cannot become {}", renewal_id,
                                    store::RenewalStateName(r->state), store::RenewalStateName(state)));
     }
-    r->state = state;
     if (state == store::RenewalState::kDeployed) {
+      r->state = state;
       AppendHistory(*r, now, {});
       CF_RETURN_IF_ERROR(store::UpdateRenewal(tx, *r));
       return std::move(*r);
     }
-    // Validated: the host's certificate is the new one from now on.
     CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
     if (!h) return NoSuchHost(host.host_id);
-    if (h->serial && h->serial != r->serial) {
-      r->old_serial = h->serial;
-      CF_RETURN_IF_ERROR(RevokeLater(tx, *h->serial, now));
-    }
-    hosts_.SetCertificate(*h, *r->serial, *r->not_after, now);
-    h->last_run = r->id;
-    CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
-    r->finished_at = now;
-    AppendHistory(*r, now, {});
-    CF_RETURN_IF_ERROR(store::UpdateRenewal(tx, *r));
-    CF_RETURN_IF_ERROR(store::AppendAudit(
-        tx, now, actor, "renewal.validate", "host:" + host.host_id,
-        json::serialize(json::object{{"renewal_id", r->id},
-                                     {"serial", *r->serial},
-                                     {"old_serial", r->old_serial ? json::value(*r->old_serial) : nullptr}})));
+    CF_RETURN_IF_ERROR(Validate(tx, *h, *r, now));
     finished = true;
     return std::move(*r);
   });
   if (reported.ok() && finished) Wake();
   return reported;
+}
+
+Result<void> RenewalService::Validate(store::Tx& tx, store::HostRecord& h, store::RenewalRecord& r, int64_t now) {
+  // The host's certificate is the new one from now on.
+  r.state = store::RenewalState::kValidated;
+  if (h.serial && h.serial != r.serial) {
+    r.old_serial = h.serial;
+    CF_RETURN_IF_ERROR(RevokeLater(tx, *h.serial, now));
+  }
+  hosts_.SetCertificate(h, *r.serial, *r.not_after, now);
+  h.last_run = r.id;
+  CF_RETURN_IF_ERROR(store::UpdateHost(tx, h));
+  r.finished_at = now;
+  AppendHistory(r, now, {});
+  CF_RETURN_IF_ERROR(store::UpdateRenewal(tx, r));
+  return store::AppendAudit(
+      tx, now, "host:" + h.host_id, "renewal.validate", "host:" + h.host_id,
+      json::serialize(json::object{{"renewal_id", r.id},
+                                   {"serial", *r.serial},
+                                   {"old_serial", r.old_serial ? json::value(*r.old_serial) : nullptr}}));
+}
+
+Result<store::HostRecord> RenewalService::AuthenticateAgent(std::string_view serial, std::string_view fingerprint) {
+  CF_ASSIGN_OR_RETURN(store::HostRecord host, agents_.Authenticate(serial, fingerprint));
+  if (!host.serial || *host.serial == serial) return host;
+  bool validated = false;
+  auto taken = store::Write(store_, [&](store::Tx& tx) -> Result<store::HostRecord> {
+    validated = false;
+    const int64_t now = clock_.NowMillis();
+    CF_RETURN_IF_ERROR(LockHost(tx, host.host_id));
+    CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
+    if (!h) return NoSuchHost(host.host_id);
+    if (!h->serial || *h->serial == serial) return std::move(*h);
+    CF_ASSIGN_OR_RETURN(auto presented, store::FindCertificate(tx, serial));
+    CF_ASSIGN_OR_RETURN(auto current, store::FindCertificate(tx, *h->serial));
+    // An older certificate of the host (still active until its revocation): it authenticates
+    // and changes nothing.
+    if (!presented || (current && presented->created_at <= current->created_at)) return std::move(*h);
+    // A newer one is in use: the agent switches to a renewal's certificate only once it has
+    // swapped it in, reloaded and kept it, which is what `validated` reports.
+    CF_ASSIGN_OR_RETURN(auto open, store::OpenRenewalOf(tx, h->host_id));
+    if (open && open->serial == presented->serial &&
+        (open->state == store::RenewalState::kIssued || open->state == store::RenewalState::kDeployed)) {
+      CF_RETURN_IF_ERROR(Validate(tx, *h, *open, now));
+      validated = true;
+      return std::move(*h);
+    }
+    // The certificate of an attempt that ended without the agent's report (it was lost, or
+    // came after the deadline): the host keeps it rather than have it revoked under it.
+    const std::optional<std::string> old_serial = h->serial;
+    CF_ASSIGN_OR_RETURN(bool kept, issuance::KeepSuperseded(tx, presented->serial));
+    CF_RETURN_IF_ERROR(RevokeLater(tx, *old_serial, now));
+    hosts_.SetCertificate(*h, presented->serial, presented->not_after, now);
+    CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
+    CF_RETURN_IF_ERROR(
+        store::AppendAudit(tx, now, "host:" + h->host_id, "renewal.adopt", "host:" + h->host_id,
+                           json::serialize(json::object{{"serial", presented->serial},
+                                                        {"old_serial", *old_serial},
+                                                        {"revocation_cancelled", kept},
+                                                        {"open_renewal", open ? json::value(open->id) : nullptr}})));
+    log::Warn(
+        "an agent uses the certificate of a renewal attempt that ended without its report: it is now the "
+        "host's",
+        {{"host_id", h->host_id}, {"serial", presented->serial}, {"old_serial", *old_serial}});
+    return std::move(*h);
+  });
+  if (taken.ok() && validated) Wake();
+  return taken;
 }
 
 Result<store::RenewalRecord> RenewalService::Get(int64_t renewal_id) {

@@ -114,6 +114,13 @@ class RenewalService {
   Result<store::RenewalRecord> Report(const store::HostRecord& host, int64_t renewal_id, store::RenewalState state,
                                       std::string_view step, std::string_view error);
 
+  // The host an agent's verified TLS client certificate speaks for (AgentService::Authenticate).
+  // An agent seen with a certificate issued after its host's current one has swapped it in:
+  // the renewal that issued it, awaiting the agent's report, is validated; one whose attempt
+  // ended without the report (lost, or late) leaves it to the host, its revocation taken back
+  // and the replaced certificate revoked after the grace (audited as renewal.adopt).
+  Result<store::HostRecord> AuthenticateAgent(std::string_view serial, std::string_view fingerprint);
+
   // Removes a host: its certificate is revoked (cessationOfOperation) when `revoke`, its
   // open renewal ends failed, its enrollment tokens go; its renewals and audit entries stay
   // as history, and its id may be registered again. kNotFound for an unknown host.
@@ -188,6 +195,8 @@ class RenewalService {
   // notification queued). A certificate issued in the attempt is revoked after the grace.
   Result<void> FailAttempt(store::Tx& tx, store::RenewalRecord& r, std::string_view step, std::string_view error,
                            std::string_view actor, int64_t now);
+  // Makes the certificate of `r` (issued or deployed) the host's, audited as renewal.validate.
+  Result<void> Validate(store::Tx& tx, store::HostRecord& h, store::RenewalRecord& r, int64_t now);
   // Queues the revocation (superseded) of `serial` after the grace period.
   Result<void> RevokeLater(store::Tx& tx, const std::string& serial, int64_t now);
   // Ends the host's open renewal, if any, failed with `why`; what its attempt issued is

@@ -160,6 +160,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
   api.renewals = &renewals;
   api.distribution = &distribution;
   api.sns = &sns;
+  if (!webhook_options.urls.empty()) api.webhooks = &webhooks;
   http::AddSystemRoutes(router, api);
   http::AddRegistryRoutes(router, api);
   http::AddCaRoutes(router, api);

@@ -51,11 +51,12 @@ Result<int64_t> LastEventIdOf(Tx& tx, std::string_view type) {
   return row->Int(0);
 }
 
-Result<std::optional<int64_t>> WebhookCursor(Tx& tx, std::string_view url) {
-  CF_ASSIGN_OR_RETURN(auto row,
-                      tx.QueryOne("SELECT last_event_id FROM webhook_cursors WHERE url = ?", {std::string(url)}));
-  if (!row) return std::optional<int64_t>();
-  return std::optional<int64_t>(row->Int(0));
+Result<std::optional<WebhookCursorRecord>> WebhookCursor(Tx& tx, std::string_view url) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT last_event_id, last_error, updated_at FROM webhook_cursors "
+                                            "WHERE url = ?",
+                                            {std::string(url)}));
+  if (!row) return std::optional<WebhookCursorRecord>();
+  return std::optional<WebhookCursorRecord>(WebhookCursorRecord{row->Int(0), row->OptText(1), row->Int(2)});
 }
 
 Result<void> PutWebhookCursor(Tx& tx, std::string_view url, int64_t last_event_id,

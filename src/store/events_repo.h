@@ -36,8 +36,15 @@ Result<int64_t> LastEventId(Tx& tx);
 // The id of the newest event of `type` (through the (type, id) index); 0 if there is none.
 Result<int64_t> LastEventIdOf(Tx& tx, std::string_view type);
 
-// Where a webhook stands: the last event it took; nullopt for a URL not seen before.
-Result<std::optional<int64_t>> WebhookCursor(Tx& tx, std::string_view url);
+// Where a webhook stands: the last event it took, and the error of its last try (nullopt
+// after a success).
+struct WebhookCursorRecord {
+  int64_t last_event_id = 0;
+  std::optional<std::string> last_error;
+  int64_t updated_at = 0;
+};
+// Nullopt for a URL not seen before.
+Result<std::optional<WebhookCursorRecord>> WebhookCursor(Tx& tx, std::string_view url);
 // Records the last event taken and the last error (nullopt after a success).
 Result<void> PutWebhookCursor(Tx& tx, std::string_view url, int64_t last_event_id,
                               const std::optional<std::string>& last_error, int64_t now);

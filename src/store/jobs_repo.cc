@@ -156,9 +156,12 @@ Result<bool> SetJobProgress(Tx& tx, int64_t id, std::string_view owner, int64_t 
 }
 
 Result<bool> RetryDeadJob(Tx& tx, int64_t id, int64_t now) {
-  CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec("UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?, updated_at = ?, "
-                                         "finished_at = NULL WHERE id = ? AND state = 'dead'",
-                                         {now, now, id}));
+  // The attempts go on counting: a run of the last attempt may still be working somewhere (its
+  // lease ran out), and must not complete an attempt of the same number later.
+  CF_ASSIGN_OR_RETURN(int64_t n,
+                      tx.Exec("UPDATE jobs SET state = 'queued', max_attempts = max_attempts + attempts, "
+                              "run_at = ?, updated_at = ?, finished_at = NULL WHERE id = ? AND state = 'dead'",
+                              {now, now, id}));
   return n == 1;
 }
 
@@ -197,6 +200,12 @@ Result<std::vector<JobCount>> CountJobs(Tx& tx) {
     if (state.ok()) out.push_back(JobCount{r.Text(0), *state, r.Int(2)});
   }
   return out;
+}
+
+Result<bool> CancelWaitingJob(Tx& tx, std::string_view dedupe_key) {
+  CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec("DELETE FROM jobs WHERE dedupe_key = ? AND state IN ('queued', 'failed')",
+                                         {std::string(dedupe_key)}));
+  return n > 0;
 }
 
 Result<int64_t> DeleteFinishedJobs(Tx& tx, int64_t before) {

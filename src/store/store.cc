@@ -4,6 +4,7 @@
 
 #include <charconv>
 
+#include "core/crypto.h"
 #include "store/postgres/pg_store.h"
 #include "store/sqlite/sqlite_store.h"
 
@@ -117,6 +118,15 @@ Result<void> LockForTransaction(Tx& tx, int64_t key) {
   if (!tx.postgres()) return Ok();
   CF_RETURN_IF_ERROR(tx.Query("SELECT pg_advisory_xact_lock(?)", {key}));
   return Ok();
+}
+
+Result<void> LockForTransaction(Tx& tx, std::string_view name) {
+  if (!tx.postgres()) return Ok();
+  const std::string digest = Sha256("certfleet lock:" + std::string(name));
+  int64_t key = 0;
+  for (int i = 0; i < 8; ++i)
+    key = static_cast<int64_t>((static_cast<uint64_t>(key) << 8) | static_cast<uint8_t>(digest[i]));
+  return LockForTransaction(tx, key);
 }
 
 Result<void> InsertRows(Tx& tx, std::string_view table, std::span<const Column> columns,

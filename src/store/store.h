@@ -210,6 +210,9 @@ Result<int64_t> InsertReturningId(Tx& tx, std::string_view sql, const Params& pa
 // PostgreSQL an advisory lock held until the transaction ends; SQLite's writers are
 // serialized already.
 Result<void> LockForTransaction(Tx& tx, int64_t key);
+// The same with a key made from `name` (a SHA-256 prefix), for locks of one row's identity
+// ("enroll device:d1", "renewal host:h1") that hold before the row is read or even exists.
+Result<void> LockForTransaction(Tx& tx, std::string_view name);
 // `column IN <values>` for a WHERE clause, the values appended to `params` as one parameter,
 // so that the statement is prepared once whatever their number.
 std::string InValues(const Tx& tx, std::string_view column, const std::vector<std::string>& values, Params& params);

@@ -17,6 +17,7 @@ import http.client
 import http.server
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import ssl
@@ -73,6 +74,10 @@ s3 = S3Server(mail_dir, "crls") if DB_KIND == "postgres" else None
 blobs_env = {"CERTFLEET_BLOBS": f"s3://crls?endpoint={s3.endpoint}&region=us-east-1",
              "CERTFLEET_S3_ACCESS_KEY_ID": "S3RVER", "CERTFLEET_S3_SECRET_ACCESS_KEY": "S3RVER"} if s3 else {}
 threading.Thread(target=hooks.serve_forever, daemon=True).start()
+# A second webhook URL that refuses connections: its port is bound, never listened on.
+refusing = socket.socket()
+refusing.bind(("127.0.0.1", 0))
+down_url = f"http://hook:down-pw@127.0.0.1:{refusing.getsockname()[1]}/down"
 # Short deadlines and grace, one attempt: a killed agent's renewal fails within seconds.
 cf = Certfleet(BINARY, DB_KIND, "renewal-e2e", extra_env={
     "CERTFLEET_RENEWAL_KEY_PATH": "/etc/pki/private", "CERTFLEET_RENEWAL_THRESHOLD_DAYS": "7",
@@ -80,7 +85,7 @@ cf = Certfleet(BINARY, DB_KIND, "renewal-e2e", extra_env={
     "CERTFLEET_RENEWAL_DEADLINE_SECONDS": "6", "CERTFLEET_RENEWAL_MAX_ATTEMPTS": "1",
     "CERTFLEET_RENEWAL_GRACE_SECONDS": "3", "CERTFLEET_RENEWAL_NOTIFY": "ops@example.com",
     "CERTFLEET_MAIL": f"smtp://127.0.0.1:{smtp.port}",
-    "CERTFLEET_WEBHOOKS_URLS": f"http://127.0.0.1:{hooks.server_address[1]}/hook",
+    "CERTFLEET_WEBHOOKS_URLS": f"http://127.0.0.1:{hooks.server_address[1]}/hook,{down_url}",
     "CERTFLEET_WEBHOOKS_SECRET": "hook-s3cret", "CERTFLEET_WEBHOOKS_EVERY_SECONDS": "1", **blobs_env})
 cf.init()
 cf.start()
@@ -410,6 +415,15 @@ failed_hooks = wait_for("the renewal/failed webhooks", lambda: (lambda h: h if l
 hook3 = [h for h in failed_hooks if h["data"]["host_id"] == "agent-3"]
 check(len(hook3) == 1 and hook3[0]["data"]["step"] == "reload" and "exit status 3" in hook3[0]["data"]["error"],
       f"a renewal/failed event for agent-3: {failed_hooks}")
+# The URL that refuses: shown failing, its password masked, while the other takes every event;
+# its failures leave no dead job.
+metrics = cf.request("GET", "/metrics", bearer=cf.token)[1]
+down_masked = down_url.replace("down-pw", "***")
+check(f'certfleet_webhook_failing{{url="{down_masked}"}} 1' in metrics and
+      f'certfleet_webhook_failing{{url="http://127.0.0.1:{hooks.server_address[1]}/hook"}} 0' in metrics and
+      "down-pw" not in metrics, "/metrics: the refusing webhook URL is failing, the other is not")
+dead = api("GET", "/v1/jobs?state=dead&kind=webhooks.deliver")["items"]
+check(not dead, f"a failing webhook URL leaves no dead jobs: {dead[:3]}")
 
 # After the grace period the superseded certificates are on the CRL.
 def crl_text():

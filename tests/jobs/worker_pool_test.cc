@@ -138,6 +138,14 @@ TEST_P(WorkerPoolTest, AJobThatAlwaysFailsEndsDeadWithItsLastError) {
                   .ok());
   EXPECT_TRUE(retried);
   EXPECT_EQ(Get(id).state, store::JobState::kQueued);
+  EXPECT_EQ(Get(id).max_attempts, 6) << "three more";
+  // Its attempts count on: a late run of attempt 3 (its lease ran out) cannot complete it.
+  auto leased = store::Write(
+      *store_, [&](store::Tx& tx) { return store::LeaseJob(tx, {"flaky"}, "a", clock_.NowMillis(), 1000); });
+  ASSERT_TRUE(leased.ok() && leased->has_value());
+  EXPECT_EQ((*leased)->attempts, 4);
+  EXPECT_FALSE(
+      *store::Write(*store_, [&](store::Tx& tx) { return store::CompleteJob(tx, id, "a", 3, clock_.NowMillis()); }));
 }
 
 TEST_P(WorkerPoolTest, InvalidArgumentIsPermanent) {
@@ -231,6 +239,45 @@ TEST_P(WorkerPoolTest, AJobWhoseLeaseIsNotRenewedIsTakenOver) {
   first.join();
   EXPECT_EQ(held.runs, 1);
   EXPECT_EQ(Get(id).state, store::JobState::kDone) << "the first run's late completion changes nothing";
+}
+
+// A run whose lease ran out (its node lost the database for longer) may still be working
+// when the same node leases the job again: the first run's end must not stop the renewal of
+// the second's lease.
+TEST_P(WorkerPoolTest, TwoRunsOfOneJobOnOneNodeEachKeepTheLeaseRenewed) {
+  const int64_t id = Enqueue("slow");
+  std::counting_semaphore<> started{0};
+  std::binary_semaphore release_first{0};
+  std::binary_semaphore release_second{0};
+  WorkerPool::Options one = PoolOptions("a", milliseconds(900));  // renewed every 300 ms
+  one.workers = 1;
+  WorkerPool a(*store_, clock_, one);
+  a.Register(
+      "slow",
+      [&](JobContext& ctx) -> Result<void> {
+        started.release();
+        (ctx.job().attempts == 1 ? release_first : release_second).acquire();
+        return Ok();
+      },
+      HandlerOptions{2});
+  std::thread first([&] { EXPECT_TRUE(*a.RunOne()); });
+  ASSERT_TRUE(started.try_acquire_for(std::chrono::seconds(60)));
+  clock_.Advance(milliseconds(901));
+  std::thread second([&] { EXPECT_TRUE(*a.RunOne()); });  // reclaims the lease, runs attempt 2
+  ASSERT_TRUE(started.try_acquire_for(std::chrono::seconds(60)));
+  release_first.release();
+  first.join();
+  const int64_t leased_until = Get(id).lease_expires_at.value_or(0);
+  a.Start();
+  ASSERT_TRUE(clock_.WaitForSleepers(2)) << "the heartbeat and the idle worker";
+  clock_.Advance(milliseconds(300));
+  ASSERT_TRUE(clock_.WaitForSleepers(2));
+  EXPECT_EQ(Get(id).lease_expires_at, leased_until + 300) << "the second run's lease is renewed";
+  release_second.release();
+  second.join();
+  a.Stop();
+  EXPECT_EQ(Get(id).state, store::JobState::kDone);
+  EXPECT_EQ(Get(id).attempts, 2);
 }
 
 TEST_P(WorkerPoolTest, AJobQueuedHereRunsWithoutALeaseAndOtherwiseAfterItsLeaseRunsOut) {

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <functional>
 #include <future>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -379,6 +380,77 @@ TEST_P(RenewalTest, ADeletedHostsCertificateIsRevokedAndItsHistoryStays) {
   ASSERT_TRUE(renewals_->DeleteHost("h1", /*revoke=*/false, "t").ok());
   EXPECT_EQ(issuer_->Get(*h1.serial)->status, store::CertStatus::kActive) << "told not to revoke";
   EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_log WHERE action = 'host.delete'"), 2);
+  // The deleted host's agent does not speak for a host registered later with its id.
+  const std::string fingerprint = issuer_->Get(*h1.serial)->fingerprint;
+  clock_.Advance(seconds(1));
+  HostSpec h1_again;
+  h1_again.host_id = "h1";
+  ASSERT_TRUE(hosts_->Create(h1_again, "t").ok());
+  EXPECT_EQ(renewals_->AuthenticateAgent(*h1.serial, fingerprint).error().code, ErrorCode::kPermissionDenied);
+}
+
+// An agent that swapped in its new certificate is seen using it: that validates the renewal
+// even when its report never comes, and after the attempt ended the host keeps the
+// certificate instead of having it revoked under the agent.
+TEST_P(RenewalTest, TheCertificateAnAgentIsSeenUsingIsTheHostsEvenWhenItsReportWasLost) {
+  options_.max_attempts = 1;
+  Restart();
+  Enroll(2);
+  const std::string old1 = *Host("h1").serial;
+  const std::string old2 = *Host("h2").serial;
+  clock_.Advance(seconds(1));  // the renewals' certificates are newer than the enrollments'
+  ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
+  ASSERT_EQ(*renewals_->Pump(), 2);
+  std::map<std::string, store::RenewalRecord> open;
+  for (const auto& r : InState(store::RenewalState::kAwaitingCsr)) open[r.host_id] = r;
+  std::map<std::string, std::string> serial, fingerprint;
+  for (const auto& [host, r] : open) {
+    auto issued = renewals_->SubmitCsr(Host(host), r.id, Csr(host));
+    ASSERT_TRUE(issued.ok()) << issued.error().message;
+    serial[host] = issued->record.serial;
+    fingerprint[host] = issued->record.fingerprint;
+    ASSERT_TRUE(renewals_->Report(Host(host), r.id, store::RenewalState::kDeployed, "", "").ok());
+  }
+  auto waiting_revocation = [&](const std::string& s) {
+    return Count(
+        "SELECT COUNT(*) FROM jobs WHERE kind = 'ca.revoke_superseded' AND state = 'queued' AND "
+        "payload LIKE '%" +
+        s + "%'");
+  };
+
+  // h1's agent polls with its new certificate before its report: validated now.
+  auto h1 = renewals_->AuthenticateAgent(serial["h1"], fingerprint["h1"]);
+  ASSERT_TRUE(h1.ok()) << h1.error().message;
+  EXPECT_EQ(h1->serial, serial["h1"]);
+  EXPECT_EQ(Renewal(open["h1"].id).state, store::RenewalState::kValidated);
+  EXPECT_EQ(Renewal(open["h1"].id).old_serial, old1);
+  EXPECT_EQ(waiting_revocation(old1), 1);
+  auto report = renewals_->Report(*h1, open["h1"].id, store::RenewalState::kValidated, "", "");
+  ASSERT_TRUE(report.ok()) << "its report, when it comes, is taken";
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_log WHERE action = 'renewal.validate'"), 1);
+
+  // h2's agent's report is lost and its only attempt times out: its certificate, in use,
+  // would be revoked after the grace.
+  clock_.Advance(seconds(61));
+  ASSERT_EQ(*renewals_->Pump(), 0);
+  EXPECT_EQ(Renewal(open["h2"].id).state, store::RenewalState::kFailed);
+  EXPECT_EQ(Host("h2").status, store::HostStatus::kFailed);
+  EXPECT_EQ(waiting_revocation(serial["h2"]), 1);
+  // Its old certificate still authenticates and changes nothing.
+  auto old = renewals_->AuthenticateAgent(old2, issuer_->Get(old2)->fingerprint);
+  ASSERT_TRUE(old.ok()) << old.error().message;
+  EXPECT_EQ(old->serial, old2);
+  // Seen with the new one, the host takes it.
+  auto h2 = renewals_->AuthenticateAgent(serial["h2"], fingerprint["h2"]);
+  ASSERT_TRUE(h2.ok()) << h2.error().message;
+  EXPECT_EQ(h2->serial, serial["h2"]);
+  EXPECT_EQ(h2->status, store::HostStatus::kActive);
+  EXPECT_EQ(Host("h2").serial, serial["h2"]);
+  EXPECT_EQ(waiting_revocation(serial["h2"]), 0) << "its revocation is taken back";
+  EXPECT_EQ(waiting_revocation(old2), 1) << "the replaced one goes after the grace";
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_log WHERE action = 'renewal.adopt'"), 1);
+  ASSERT_TRUE(renewals_->AuthenticateAgent(serial["h2"], fingerprint["h2"]).ok());
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_log WHERE action = 'renewal.adopt'"), 1) << "once";
 }
 
 TEST_P(RenewalTest, ARevokedHostsOpenRenewalEndsAndWhatItIssuedIsRevokedAtOnce) {
