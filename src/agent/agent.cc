@@ -9,6 +9,7 @@
 #include "agent/client.h"
 #include "agent/common.h"
 #include "core/files.h"
+#include "core/log.h"
 #include "pki/certificate.h"
 #include "pki/csr.h"
 #include "pki/key.h"
@@ -20,6 +21,10 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 
 constexpr std::string_view kIdentityFile = "identity.json";
+// The key of an enrollment under way: kept until the certificate is, so that an agent that
+// stopped, or lost the server's answer, asks again for the same key (the server answers with
+// the certificate it issued for it) instead of spending a second token on a new one.
+constexpr std::string_view kEnrollKeyFile = "enroll-key.pem";
 // identity.json holds a few paths and a serial.
 constexpr size_t kMaxStateBytes = size_t{64} * 1024;
 
@@ -80,7 +85,25 @@ Result<std::optional<Identity>> LoadIdentity(const std::string& state_dir) {
 
 Result<Identity> Enroll(const AgentOptions& options, const std::string& token) {
   CF_ASSIGN_OR_RETURN(pki::KeyType key_type, pki::ParseKeyType(options.key_type));
-  CF_ASSIGN_OR_RETURN(pki::PkeyPtr key, pki::GenerateKey(key_type));
+  const fs::path kept = fs::path(options.state_dir) / kEnrollKeyFile;
+  pki::PkeyPtr key;
+  if (std::error_code ec; fs::exists(kept, ec)) {
+    auto pem = ReadFile(kept.string(), kMaxStateBytes);
+    if (pem.ok()) {
+      auto parsed = pki::PrivateKeyFromPem(*pem);
+      if (parsed.ok()) key = std::move(*parsed);
+    }
+    if (key) {
+      log::Info("enrolling again with the key of an enrollment cut short", {{"file", kept.string()}});
+    } else {
+      log::Warn("the key of an earlier enrollment is unreadable: making a new one", {{"file", kept.string()}});
+    }
+  }
+  if (!key) {
+    CF_ASSIGN_OR_RETURN(key, pki::GenerateKey(key_type));
+    CF_ASSIGN_OR_RETURN(std::string kept_pem, pki::PrivateKeyToPem(key.get()));
+    CF_RETURN_IF_ERROR(WriteFileAtomically(kept.string(), kept_pem, 0600));
+  }
   CF_ASSIGN_OR_RETURN(std::string csr, pki::MakeCsrPem(key.get(), options.host_id, {}));
   Client client({options.server, options.ca_file, "", ""});
   CF_ASSIGN_OR_RETURN(HttpResponse r,
@@ -104,6 +127,8 @@ Result<Identity> Enroll(const AgentOptions& options, const std::string& token) {
   CF_RETURN_IF_ERROR(WriteFileAtomically(id.files.cert, cert_pem, 0644));
   CF_RETURN_IF_ERROR(WriteFileAtomically(id.files.chain, chain_pem, 0644));
   CF_RETURN_IF_ERROR(SaveIdentity(options.state_dir, options.server, id));
+  std::error_code ec;
+  fs::remove(kept, ec);
   return id;
 }
 

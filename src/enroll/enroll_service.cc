@@ -208,6 +208,9 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
   const bool template_request = request.checked.has_value();
   Result<pki::Csr> csr = template_request ? Result<pki::Csr>(std::move(*request.checked)) : pki::ParseCsr(request.csr);
   if (!csr.ok()) return fail(csr.error());
+  if (request.operation == Operation::kServerKeygen) {
+    if (Result<void> plain = KeyGoesOverTls(*csr); !plain.ok()) return fail(plain.error());
+  }
 
   const int64_t now = clock_.NowMillis();
   Authorized who;
@@ -290,6 +293,22 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
     done(Enrolled{std::move(created->record), std::move(created->chain_pem), std::move(created->private_key_pem),
                   std::nullopt});
   });
+}
+
+Result<void> EnrollService::KeyGoesOverTls(const pki::Csr& csr) {
+  // RFC 7030 4.4.1.1 and 4.4.1.2: a client that names a key to encrypt the private key to
+  // must get it encrypted, or no key; certfleet sends it as PKCS#8 inside the TLS connection.
+  constexpr std::string_view kDecryptKeyId = "1.2.840.113549.1.9.16.2.37";       // id-aa-decryptKeyID
+  constexpr std::string_view kAsymmDecryptKeyId = "1.2.840.113549.1.9.16.2.54";  // id-aa-asymmDecryptKeyID
+  for (const auto& oid : csr.other_attributes) {
+    if (oid == kDecryptKeyId || oid == kAsymmDecryptKeyId) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       fmt::format("the CSR asks for the generated key encrypted ({} attribute): certfleet sends it "
+                                   "unencrypted inside this TLS connection only; send the CSR without the attribute",
+                                   oid == kDecryptKeyId ? "DecryptKeyIdentifier" : "AsymmetricDecryptKeyIdentifier"));
+    }
+  }
+  return Ok();
 }
 
 Result<void> EnrollService::CheckBinding(const EnrollRequest& request, const pki::Csr& csr) {

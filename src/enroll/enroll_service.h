@@ -176,6 +176,9 @@ class EnrollService {
   // RFC 7030 3.5: a CSR's challengePassword, when there is one and the connection has a
   // channel binding, must be that binding (base64).
   static Result<void> CheckBinding(const EnrollRequest& request, const pki::Csr& csr);
+  // kInvalidArgument for a serverkeygen CSR that asks for the key encrypted to a key of its
+  // own (RFC 7030 4.4.1.1/4.4.1.2), which certfleet does not do.
+  static Result<void> KeyGoesOverTls(const pki::Csr& csr);
   // Keeps the authenticated request for an operator's decision (using its secret) and
   // answers it pending.
   void Hold(const Profile& profile, const std::string& protocol, bool template_request, const pki::Csr& csr,

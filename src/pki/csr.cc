@@ -7,6 +7,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include <array>
 #include <map>
 #include <mutex>
 
@@ -180,7 +181,7 @@ Result<void> RequestedNames(std::string_view extensions_der, Csr& csr) {
 }
 
 // The DNS names and IP addresses of the subjectAltName in the request's extensionRequest
-// attribute, and its challengePassword, if any, into `csr`.
+// attribute, its challengePassword, if any, and the OIDs of its other attributes into `csr`.
 Result<void> RequestedAttributes(std::string_view attributes, Csr& csr) {
   DerReader reader(attributes);
   while (!reader.done()) {
@@ -200,7 +201,14 @@ Result<void> RequestedAttributes(std::string_view attributes, Csr& csr) {
                                      static_cast<size_t>(ASN1_STRING_length(text)));
       continue;
     }
-    if (nid != NID_ext_req) continue;
+    if (nid != NID_ext_req) {
+      constexpr int kMaxOid = 128;
+      std::array<char, kMaxOid> oid{};
+      if (OBJ_obj2txt(oid.data(), kMaxOid, X509_ATTRIBUTE_get0_object(attr.get()), 1) > 0) {
+        csr.other_attributes.emplace_back(oid.data());
+      }
+      continue;
+    }
     if (value == nullptr || value->type != V_ASN1_SEQUENCE) return Invalid("the CSR's extension request is not valid");
     const ASN1_STRING* seq = value->value.sequence;
     CF_RETURN_IF_ERROR(RequestedNames(std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(seq)),

@@ -23,6 +23,7 @@ struct Csr {
   std::vector<std::string> dns_names;
   std::vector<std::string> ip_addresses;          // as text, from the subjectAltName
   std::optional<std::string> challenge_password;  // the PKCS#9 attribute, when there is one
+  std::vector<std::string> other_attributes;      // the OIDs (dotted) of the request's other attributes
 };
 
 // Parses a PEM or DER CSR and checks its self-signature; kInvalidArgument otherwise.

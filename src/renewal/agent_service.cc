@@ -34,7 +34,11 @@ Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view
   CF_ASSIGN_OR_RETURN(auto owner, store::Read(store_, [&](store::Tx& tx) {
                         return store::HostTokenOwner(tx, token_sha256, clock_.NowMillis());
                       }));
-  if (!owner) return EnrollWithCredential(host_id, token_sha256, csr_pem);
+  if (!owner) {
+    CF_ASSIGN_OR_RETURN(auto before, EnrolledBefore(host_id, token_sha256, csr_pem));
+    if (before) return std::move(*before);
+    return EnrollWithCredential(host_id, token_sha256, csr_pem);
+  }
   CF_ASSIGN_OR_RETURN(store::HostRecord host, hosts_.Get(host_id));
   if (host.status == store::HostStatus::kRevoked) {
     return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} is revoked", host.host_id));
@@ -184,21 +188,46 @@ Result<Enrolled> AgentService::Issue(const store::HostRecord& host, const std::s
   return out;
 }
 
-Result<Enrolled> AgentService::IssuedBefore(const store::HostRecord& host, std::string_view serial,
-                                            const std::string& csr_pem) {
+Result<std::optional<Enrolled>> AgentService::IssuedFor(const store::HostRecord& host, std::string_view serial,
+                                                        const std::string& csr_pem) {
   CF_ASSIGN_OR_RETURN(pki::Csr csr, pki::ParseCsr(csr_pem));
   CF_ASSIGN_OR_RETURN(store::CertificateRecord record, issuer_.Get(serial));
   CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromPem(record.certificate_pem));
   if (record.fqdn != host.host_id || EVP_PKEY_eq(X509_get0_pubkey(cert.get()), csr.public_key.get()) != 1) {
-    return MakeError(ErrorCode::kFailedPrecondition,
-                     "a certificate was issued for this renewal already, for another key");
+    return std::optional<Enrolled>();
   }
   Enrolled out;
   out.settings = hosts_.SettingsOf(host);
   CF_ASSIGN_OR_RETURN(out.chain_pem, issuer_.ChainOf(record));
   out.certificate_pem = record.certificate_pem;
   out.record = std::move(record);
-  return out;
+  return std::optional<Enrolled>(std::move(out));
+}
+
+Result<Enrolled> AgentService::IssuedBefore(const store::HostRecord& host, std::string_view serial,
+                                            const std::string& csr_pem) {
+  CF_ASSIGN_OR_RETURN(auto issued, IssuedFor(host, serial, csr_pem));
+  if (!issued) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     "a certificate was issued for this renewal already, for another key");
+  }
+  return std::move(*issued);
+}
+
+Result<std::optional<Enrolled>> AgentService::EnrolledBefore(std::string_view host_id, const std::string& token_sha256,
+                                                             const std::string& csr_pem) {
+  CF_ASSIGN_OR_RETURN(auto host, hosts_.Find(host_id));
+  if (!host || !host->serial || host->status == store::HostStatus::kRevoked) return std::optional<Enrolled>();
+  // The token enrolled this host (spent on it), or is a fleet credential not revoked. The
+  // certificate is public; the key check below is what keeps it to its key's holder.
+  CF_ASSIGN_OR_RETURN(bool token_fits, store::Read(store_, [&](store::Tx& tx) -> Result<bool> {
+                        CF_ASSIGN_OR_RETURN(auto spent_on, store::SpentHostTokenOwner(tx, token_sha256));
+                        if (spent_on) return *spent_on == host->host_id;
+                        CF_ASSIGN_OR_RETURN(auto credential, store::FindEnrollmentCredential(tx, token_sha256));
+                        return credential && !credential->revoked_at;
+                      }));
+  if (!token_fits) return std::optional<Enrolled>();
+  return IssuedFor(*host, *host->serial, csr_pem);
 }
 
 Result<store::HostRecord> AgentService::Authenticate(std::string_view serial, std::string_view fingerprint) {

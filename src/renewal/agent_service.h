@@ -47,7 +47,10 @@ class AgentService {
   // defaults if it is not, enrolls only a host that never enrolled, and takes one of its
   // uses (audited with the host). kPermissionDenied for a token that is unknown, spent,
   // expired, revoked or another host's; kNotFound for an unknown host with a host token;
-  // kFailedPrecondition for a revoked host or when renewal.ca is not set.
+  // kFailedPrecondition for a revoked host or when renewal.ca is not set. Sent again after
+  // its answer was lost (the agent keeps its key until it has its certificate), with the
+  // token it spent or the fleet credential, it gets the host's certificate again if that
+  // certifies the CSR's key; nothing is issued or spent.
   Result<Enrolled> Enroll(std::string_view host_id, std::string_view token, const std::string& csr_pem);
   // Issues a certificate of the host for the key of `csr_pem`, with `in_transaction` in its
   // transaction and `audit_action` naming the change. When `renewing`, it may overlap the
@@ -85,6 +88,13 @@ class AgentService {
  private:
   Result<Enrolled> EnrollWithCredential(std::string_view host_id, const std::string& token_sha256,
                                         const std::string& csr_pem);
+  // The host's certificate `serial` with its chain and settings if it certifies the key of
+  // `csr_pem`; nullopt otherwise.
+  Result<std::optional<Enrolled>> IssuedFor(const store::HostRecord& host, std::string_view serial,
+                                            const std::string& csr_pem);
+  // The enrollment answered already (see Enroll): nullopt if it was not.
+  Result<std::optional<Enrolled>> EnrolledBefore(std::string_view host_id, const std::string& token_sha256,
+                                                 const std::string& csr_pem);
 
   store::Store& store_;
   HostService& hosts_;

@@ -147,6 +147,14 @@ Result<std::optional<std::string>> HostTokenOwner(Tx& tx, std::string_view token
   return std::optional<std::string>(row->Text(0));
 }
 
+Result<std::optional<std::string>> SpentHostTokenOwner(Tx& tx, std::string_view token_sha256) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT host_id FROM host_tokens WHERE token_sha256 = ? AND used_at IS "
+                                            "NOT NULL",
+                                            {std::string(token_sha256)}));
+  if (!row) return std::optional<std::string>();
+  return std::optional<std::string>(row->Text(0));
+}
+
 Result<std::optional<std::string>> SpendHostToken(Tx& tx, std::string_view token_sha256, int64_t now) {
   // One statement, so that two enrollments with the same token cannot both spend it.
   CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("UPDATE host_tokens SET used_at = ? WHERE token_sha256 = ? AND used_at IS "

@@ -77,6 +77,8 @@ Result<void> InsertHostToken(Tx& tx, std::string_view token_sha256, std::string_
 Result<std::optional<std::string>> HostTokenOwner(Tx& tx, std::string_view token_sha256, int64_t now);
 // Spends the token: the host it is for, or nullopt if it is unknown, spent or expired.
 Result<std::optional<std::string>> SpendHostToken(Tx& tx, std::string_view token_sha256, int64_t now);
+// The host a spent token was for; nullopt if it is unknown or not spent.
+Result<std::optional<std::string>> SpentHostTokenOwner(Tx& tx, std::string_view token_sha256);
 
 // A setting changed while serving (the settings table): nullopt if it was never set.
 Result<std::optional<std::string>> GetSetting(Tx& tx, std::string_view name);

@@ -340,6 +340,17 @@ kcert = certs_of(parts["application/pkcs7-mime"], "dev-k1.pem")
 check(sh("openssl", "x509", "-noout", "-pubkey", "-in", kcert) == sh("openssl", "pkey", "-pubout", "-in", genkey),
       "the certificate is for the key served with it")
 check(cn_of(kcert)[0] == "dev-k1", "serverkeygen's certificate is the secret's device's")
+# A CSR that asks for the key encrypted to a key of its own (RFC 7030 4.4.1.1) gets no key,
+# and leaves the secret unspent.
+sk2 = api("POST", "/v1/enrollment/secrets", {"profile": "default", "device_id": "dev-k2"}, expect=201)["items"][0]
+encrypted = x509.CertificateSigningRequestBuilder().subject_name(
+    x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dev-k2")])).add_attribute(
+    x509.ObjectIdentifier("1.2.840.113549.1.9.16.2.37"), b"kek-1").sign(ec.generate_private_key(ec.SECP256R1()),
+                                                                           hashes.SHA256())
+_, body = enroll("serverkeygen", write("csr-k2.b64", base64.encodebytes(encrypted.public_bytes(
+    serialization.Encoding.DER))), "-u", f"{sk2['id']}:{sk2['secret']}", expect=400)
+check(b"DecryptKeyIdentifier" in body, f"the refusal names the attribute: {body[:300]}")
+enroll("serverkeygen", openssl_csr(openssl_key("throwaway2"), "dev-k2", "csr-k3"), "-u", f"{sk2['id']}:{sk2['secret']}")
 
 # ---- the tls-unique binding (RFC 7030 3.5), with Python's ssl on TLS 1.2 ----
 # OpenSSL's SSL_OP_NO_EXTENDED_MASTER_SECRET (bit 0), which Python's ssl does not name.

@@ -22,6 +22,9 @@ from checks import check, finish, wait_for  # noqa: E402
 from harness import Certfleet  # noqa: E402
 
 from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.x509.oid import NameOID  # noqa: E402
 
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
 AGENT = os.path.join(os.path.dirname(BINARY), "certfleet-agent")
@@ -82,6 +85,33 @@ p = subprocess.run(agent_cmd("web-1", "--enroll-only", "--bootstrap-token", toke
 check(p.returncode == 0 and '"msg":"enrolled"' in p.stderr, f"the agent enrolls: {p.stderr}")
 first = certificate("web-1")
 check(sans(first) == ["web-1.example.com"], f"first certificate's names: {sans(first)}")
+
+# An enrollment whose answer was lost: the agent had kept its key (state/enroll-key.pem) and
+# asks again with it and the token it spent; it gets the certificate issued then, not a second.
+home_lost = os.path.join(cf.work, "lost-1")
+api("POST", "/v1/hosts", {"host_id": "lost-1", "sans": ["lost-1.example.com"], "cert_path": f"{home_lost}/certs",
+                          "key_path": f"{home_lost}/private", "cacert_path": f"{home_lost}/ca"}, expect=201)
+lost_token = cf.cli("host", "token", "lost-1").stdout.strip()
+lost_key = ec.generate_private_key(ec.SECP256R1())
+os.makedirs(files_of("lost-1")["state"], exist_ok=True)
+with open(os.path.join(files_of("lost-1")["state"], "enroll-key.pem"), "wb") as f:
+    f.write(lost_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+lost_csr = x509.CertificateSigningRequestBuilder().subject_name(
+    x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lost-1")])).sign(lost_key, hashes.SHA256())
+status, answer, _ = cf.request("POST", "/v1/agent/enroll", {"host_id": "lost-1", "csr": lost_csr.public_bytes(
+    serialization.Encoding.PEM).decode()}, bearer=lost_token)
+check(status == 201, f"the first enrollment, whose answer the agent never read: {status} {answer}")
+p = subprocess.run(agent_cmd("lost-1", "--enroll-only", "--bootstrap-token", lost_token), capture_output=True,
+                   text=True, timeout=60)
+check(p.returncode == 0 and "enrolling again with the key of an enrollment cut short" in p.stderr,
+      f"the agent enrolls with the key it kept and the spent token: {p.stderr}")
+check(p.returncode == 0 and certificate("lost-1").serial_number == int(answer["serial"], 16) and
+      not os.path.exists(os.path.join(files_of("lost-1")["state"], "enroll-key.pem")),
+      "it got the certificate issued the first time, and dropped the kept key")
+enrolls = [e for e in api("GET", "/v1/audit?limit=500")["items"]
+           if e["action"] == "host.enroll" and e["actor"] == "host:lost-1"]
+check(len(enrolls) == 1, f"one certificate issued for the host: {enrolls}")
 
 # Change: PATCH is a merge patch; the renewal date follows a new threshold.
 changed = api("PATCH", "/v1/hosts/web-1", {"sans": ["web-1.example.com", "www.example.com"],

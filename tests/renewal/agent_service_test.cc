@@ -8,6 +8,7 @@
 
 #include "pki/certificate.h"
 #include "pki/csr.h"
+#include "pki/key.h"
 #include "renewal/fixture.h"
 
 namespace certfleet::renewal {
@@ -27,6 +28,11 @@ class EnrollTest : public HostsFixture {
     }
   }
   std::string Csr(const std::string& cn) { return *pki::MakeCsrPem(key_.get(), cn, {cn, "evil.example.net"}); }
+  // A CSR for another key than key_'s.
+  std::string OtherCsr(const std::string& cn) {
+    auto other = pki::GenerateKey(pki::KeyType::kEcP256);
+    return *pki::MakeCsrPem(other->get(), cn, {});
+  }
   int64_t Certificates() {
     return store_
         ->Query(
@@ -60,9 +66,19 @@ TEST_P(EnrollTest, AnAgentGetsACertificateForItsKeyWithTheHostsNamesOnce) {
   EXPECT_EQ(host.renew_at, enrolled->record.not_after - 30 * kDayMs);
   EXPECT_NEAR(static_cast<double>(enrolled->record.not_after - clock_.NowMillis()), 90.0 * kDayMs, kDayMs);
 
+  auto other_key = agents_->Enroll("web-1.example.com", token, OtherCsr("web-1.example.com"));
+  ASSERT_FALSE(other_key.ok());
+  EXPECT_EQ(other_key.error().code, ErrorCode::kPermissionDenied) << "single use";
+  // Its answer lost, the agent asks again for the key it kept: the same certificate, once.
+  const int64_t issued = Certificates();
   auto again = agents_->Enroll("web-1.example.com", token, Csr("web-1.example.com"));
-  ASSERT_FALSE(again.ok());
-  EXPECT_EQ(again.error().code, ErrorCode::kPermissionDenied) << "single use";
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(again->record.serial, enrolled->record.serial);
+  EXPECT_EQ(again->chain_pem, enrolled->chain_pem);
+  EXPECT_EQ(Certificates(), issued);
+  EXPECT_EQ(agents_->Enroll("web-1.example.com", "made-up", Csr("web-1.example.com")).error().code,
+            ErrorCode::kPermissionDenied)
+      << "only with the token it spent";
   auto audit = store_->Query("SELECT actor FROM audit_log WHERE action = 'host.enroll'");
   ASSERT_EQ(audit->size(), 1u);
   EXPECT_EQ(audit->at(0).Text(0), "host:web-1.example.com");
@@ -169,9 +185,12 @@ TEST_P(EnrollTest, AFleetCredentialEnrollsNewMatchingHostsUpToItsUsesEachAudited
 
   // Refusals take no use and issue nothing.
   const int64_t before = Certificates();
-  auto enrolled_before = agents_->Enroll("web-1.example.com", secret, Csr("web-1.example.com"));
+  auto enrolled_before = agents_->Enroll("web-1.example.com", secret, OtherCsr("web-1.example.com"));
   ASSERT_FALSE(enrolled_before.ok());
   EXPECT_EQ(enrolled_before.error().code, ErrorCode::kFailedPrecondition) << "never takes over an enrolled host";
+  auto asked_again = agents_->Enroll("web-1.example.com", secret, Csr("web-1.example.com"));
+  ASSERT_TRUE(asked_again.ok()) << "its own key again: the answer it lost, " << asked_again.error().message;
+  EXPECT_EQ(asked_again->record.serial, registered->record.serial);
   auto other = agents_->Enroll("web-1.eu.example.com", secret, Csr("web-1.eu.example.com"));
   ASSERT_FALSE(other.ok());
   EXPECT_EQ(other.error().code, ErrorCode::kPermissionDenied) << "'*' stays within a label";
