@@ -8,6 +8,7 @@
 
 #include "agent/client.h"
 #include "agent/common.h"
+#include "core/crypto.h"
 #include "core/files.h"
 #include "core/log.h"
 #include "pki/certificate.h"
@@ -85,24 +86,28 @@ Result<std::optional<Identity>> LoadIdentity(const std::string& state_dir) {
 
 Result<Identity> Enroll(const AgentOptions& options, const std::string& token) {
   CF_ASSIGN_OR_RETURN(pki::KeyType key_type, pki::ParseKeyType(options.key_type));
+  // The key is kept for this token only (its hash on the file's first line, which PEM
+  // readers skip): a new token, after a reactivation say, gets a new key.
   const fs::path kept = fs::path(options.state_dir) / kEnrollKeyFile;
+  const std::string for_token = "token-sha256: " + Sha256Hex(token) + "\n";
   pki::PkeyPtr key;
   if (std::error_code ec; fs::exists(kept, ec)) {
     auto pem = ReadFile(kept.string(), kMaxStateBytes);
-    if (pem.ok()) {
+    if (pem.ok() && pem->starts_with(for_token)) {
       auto parsed = pki::PrivateKeyFromPem(*pem);
       if (parsed.ok()) key = std::move(*parsed);
     }
     if (key) {
       log::Info("enrolling again with the key of an enrollment cut short", {{"file", kept.string()}});
     } else {
-      log::Warn("the key of an earlier enrollment is unreadable: making a new one", {{"file", kept.string()}});
+      log::Warn("the key kept by an earlier enrollment is for another token, or unreadable: making a new one",
+                {{"file", kept.string()}});
     }
   }
   if (!key) {
     CF_ASSIGN_OR_RETURN(key, pki::GenerateKey(key_type));
     CF_ASSIGN_OR_RETURN(std::string kept_pem, pki::PrivateKeyToPem(key.get()));
-    CF_RETURN_IF_ERROR(WriteFileAtomically(kept.string(), kept_pem, 0600));
+    CF_RETURN_IF_ERROR(WriteFileAtomically(kept.string(), for_token + kept_pem, 0600));
   }
   CF_ASSIGN_OR_RETURN(std::string csr, pki::MakeCsrPem(key.get(), options.host_id, {}));
   Client client({options.server, options.ca_file, "", ""});

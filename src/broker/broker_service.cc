@@ -45,6 +45,15 @@ Result<std::shared_ptr<const View>> BrokerService::Current::view() const {
 BrokerService::BrokerService(store::Store& store, const Clock& clock, Options options)
     : store_(store), clock_(clock), options_(options) {}
 
+BrokerService::~BrokerService() {
+  std::thread refresher;
+  {
+    std::lock_guard lock(refresh_mu_);
+    refresher.swap(refresher_);
+  }
+  if (refresher.joinable()) refresher.join();  // it takes refresh_mu_ as it ends
+}
+
 Result<void> BrokerService::AddImportedFacts(store::Tx& tx, std::vector<store::BrokerCertificate>& rows) {
   std::lock_guard lock(facts_mu_);
   std::vector<std::string> missing;
@@ -244,9 +253,40 @@ Result<BrokerService::EvaluateAnswer> BrokerService::Evaluate(const EvaluateRequ
   });
 }
 
+Result<std::shared_ptr<const View>> BrokerService::HookView() {
+  std::shared_ptr<const Current> current;
+  bool due = false;
+  {
+    std::lock_guard lock(mu_);
+    current = current_;
+    due = clock_.NowMillis() - checked_at_ >= options_.min_rebuild.count();
+  }
+  if (!current) {
+    CF_ASSIGN_OR_RETURN(current, Latest());
+  } else if (due) {
+    std::lock_guard lock(refresh_mu_);
+    if (!refreshing_) {
+      refreshing_ = true;
+      if (refresher_.joinable()) refresher_.join();  // it has ended: refreshing_ was false
+      refresher_ = std::thread([this] {
+        auto latest = Latest();
+        if (latest.ok()) (void)(*latest)->view();
+        std::lock_guard done(refresh_mu_);
+        refreshing_ = false;
+        refreshed_.notify_all();
+      });
+    }
+  }
+  return current->view();
+}
+
+void BrokerService::WaitForRefresh() {
+  std::unique_lock lock(refresh_mu_);
+  refreshed_.wait(lock, [this] { return !refreshing_; });
+}
+
 Result<bool> BrokerService::Authenticate(const std::string& client_id, const std::optional<std::string>& common_name) {
-  CF_ASSIGN_OR_RETURN(auto current, Latest());
-  CF_ASSIGN_OR_RETURN(auto view, current->view());
+  CF_ASSIGN_OR_RETURN(auto view, HookView());
   for (const auto& session : view->OpenByThing(client_id, client_id, common_name, clock_.NowMillis())) {
     if (View::Decide(session, registry::MqttAction::kConnect, client_id).allowed) return true;
   }
@@ -255,8 +295,7 @@ Result<bool> BrokerService::Authenticate(const std::string& client_id, const std
 
 Result<bool> BrokerService::Authorize(const std::string& client_id, const std::optional<std::string>& common_name,
                                       registry::MqttAction action, const std::string& topic) {
-  CF_ASSIGN_OR_RETURN(auto current, Latest());
-  CF_ASSIGN_OR_RETURN(auto view, current->view());
+  CF_ASSIGN_OR_RETURN(auto view, HookView());
   for (const auto& session : view->OpenByThing(client_id, client_id, common_name, clock_.NowMillis())) {
     if (View::Decide(session, action, topic).allowed) return true;
   }

@@ -2,11 +2,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -32,6 +34,7 @@ class BrokerService {
     std::chrono::milliseconds max_age{std::chrono::minutes(5)};
   };
   BrokerService(store::Store& store, const Clock& clock, Options options);
+  ~BrokerService();  // waits for a rebuild under way
 
   // The snapshot as served: its JSON and its ETag (a hash of the JSON).
   struct Current {
@@ -76,12 +79,18 @@ class BrokerService {
 
   // EMQX's HTTP authentication and authorization: the client id names the thing; allowed if
   // one of its usable certificates allows the action (EMQX does not say which certificate the
-  // client presented). From the snapshot.
+  // client presented). From the snapshot there is: one that is due for a look at the store is
+  // rebuilt in the background (its View parsed there too), so that no hook waits for a rebuild
+  // (EMQX times its hooks out); only a node's first snapshot is waited for.
   Result<bool> Authenticate(const std::string& client_id, const std::optional<std::string>& common_name);
   Result<bool> Authorize(const std::string& client_id, const std::optional<std::string>& common_name,
                          registry::MqttAction action, const std::string& topic);
+  // Returns once no background rebuild is under way (tests).
+  void WaitForRefresh();
 
  private:
+  // The snapshot the hooks decide from (see Authenticate).
+  Result<std::shared_ptr<const View>> HookView();
   // A snapshot of all certificates, or of the one `fingerprint`.
   Result<broker::Snapshot> Build(store::Tx& tx, std::optional<std::string_view> fingerprint);
   // The CN and expiry of the imported certificates among `rows`, from their DER (read once
@@ -101,6 +110,10 @@ class BrokerService {
     std::optional<std::string> common_name;
     std::optional<int64_t> not_after;
   };
+  std::mutex refresh_mu_;  // guards the three below
+  std::condition_variable refreshed_;
+  bool refreshing_ = false;
+  std::thread refresher_;                                          // the background rebuild, the last one started
   std::mutex facts_mu_;                                            // guards imported_facts_
   std::unordered_map<std::string, ImportedFacts> imported_facts_;  // by fingerprint
 };

@@ -23,6 +23,16 @@ constexpr long kRequestTimeoutSeconds = 30;
 // request's time limit.
 size_t Drop(char*, size_t size, size_t n, void*) { return size * n; }
 
+// A URL as /metrics shows it: its scheme, host and port, without credentials, path or query
+// (where receivers such as chat services keep their secret).
+std::string Shown(const std::string& url) {
+  std::string masked = MaskUrlCredentials(url);
+  const size_t authority = masked.find("://");
+  const size_t path = masked.find_first_of("/?#", authority == std::string::npos ? 0 : authority + 3);
+  if (path != std::string::npos) masked = masked.substr(0, path) + "/...";
+  return masked;
+}
+
 }  // namespace
 
 WebhookDispatcher::WebhookDispatcher(store::Store& store, const Clock& clock, Options options)
@@ -102,7 +112,7 @@ Result<std::vector<WebhookDispatcher::UrlState>> WebhookDispatcher::States() {
     std::vector<UrlState> out;
     for (const auto& url : options_.urls) {
       CF_ASSIGN_OR_RETURN(auto cursor, store::WebhookCursor(tx, url));
-      out.push_back(UrlState{MaskUrlCredentials(url), cursor.value_or(store::WebhookCursorRecord{})});
+      out.push_back(UrlState{Shown(url), cursor.value_or(store::WebhookCursorRecord{})});
     }
     return out;
   });

@@ -33,7 +33,8 @@ class WebhookDispatcher {
   // Sends what is pending; how many deliveries succeeded. A URL that fails is logged and keeps
   // the error in its cursor (States()); the next call is its retry. An error is the store's.
   Result<int> Deliver();
-  // Each URL (its password masked) with where it stands, from the store: the same on every node.
+  // Each URL of webhooks.urls, in order, with where it stands, from the store: the same on
+  // every node. The URL as shown: scheme, host and port, no credentials, path or query.
   struct UrlState {
     std::string url;
     store::WebhookCursorRecord cursor;

@@ -194,10 +194,12 @@ std::string WebhookText(events::WebhookDispatcher& webhooks) {
       "# HELP certfleet_webhook_last_event The id of the last event a webhook URL took.\n"
       "# TYPE certfleet_webhook_last_event gauge\n";
   if (!states.ok()) return failing + last;
-  for (const auto& s : *states) {
-    const std::string url = EscapeLabel(s.url);
-    failing += fmt::format("certfleet_webhook_failing{{url=\"{}\"}} {}\n", url, s.cursor.last_error ? 1 : 0);
-    last += fmt::format("certfleet_webhook_last_event{{url=\"{}\"}} {}\n", url, s.cursor.last_event_id);
+  for (size_t i = 0; i < states->size(); ++i) {
+    const auto& s = (*states)[i];
+    // The index (from 1, in webhooks.urls' order) tells apart URLs shown alike.
+    const std::string labels = fmt::format("index=\"{}\",url=\"{}\"", i + 1, EscapeLabel(s.url));
+    failing += fmt::format("certfleet_webhook_failing{{{}}} {}\n", labels, s.cursor.last_error ? 1 : 0);
+    last += fmt::format("certfleet_webhook_last_event{{{}}} {}\n", labels, s.cursor.last_event_id);
   }
   return failing + last;
 }

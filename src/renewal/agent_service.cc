@@ -227,7 +227,9 @@ Result<std::optional<Enrolled>> AgentService::EnrolledBefore(std::string_view ho
                         return credential && !credential->revoked_at;
                       }));
   if (!token_fits) return std::optional<Enrolled>();
-  return IssuedFor(*host, *host->serial, csr_pem);
+  CF_ASSIGN_OR_RETURN(auto issued, IssuedFor(*host, *host->serial, csr_pem));
+  if (issued && issued->record.status != store::CertStatus::kActive) return std::optional<Enrolled>();
+  return issued;
 }
 
 Result<store::HostRecord> AgentService::Authenticate(std::string_view serial, std::string_view fingerprint) {
@@ -246,7 +248,9 @@ Result<store::HostRecord> AgentService::Authenticate(std::string_view serial, st
                         CF_ASSIGN_OR_RETURN(auto host, store::FindHost(tx, cert->fqdn));
                         // Nor one issued before the host was registered: a deleted host's,
                         // whose id was registered again.
-                        if (host && cert->created_at < host->created_at) return std::optional<store::HostRecord>();
+                        if (host && cert->serial != host->serial && cert->created_at < host->created_at) {
+                          return std::optional<store::HostRecord>();
+                        }
                         return host;
                       }));
   if (!found || found->status == store::HostStatus::kRevoked) return refused();

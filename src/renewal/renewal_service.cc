@@ -93,6 +93,18 @@ json::object DigestJson(const Digest& d) {
           {"waiting", d.waiting}};
 }
 
+// Whether an attempt of `r` issued `serial` (its history keeps each failed attempt's).
+bool IssuedIn(const store::RenewalRecord& r, std::string_view serial) {
+  boost::system::error_code ec;
+  const json::value history = json::parse(r.history, ec);
+  if (ec || !history.is_array()) return false;
+  for (const auto& entry : history.get_array()) {
+    const json::value* s = entry.is_object() ? entry.get_object().if_contains("serial") : nullptr;
+    if (s != nullptr && s->is_string() && s->get_string() == serial) return true;
+  }
+  return false;
+}
+
 // Serializes the changes of one host's renewal and certificate among all nodes: the agent's
 // reports, the certificate it is seen using, and the pump timing its attempt out.
 Result<void> LockHost(store::Tx& tx, std::string_view host_id) {
@@ -176,7 +188,7 @@ Result<std::vector<std::string>> RenewalService::PumpStarted() {
       if (!r || r->state != seen.state || r->attempt != seen.attempt) continue;
       const std::string error =
           fmt::format("the agent did not finish before the deadline (it was {})", store::RenewalStateName(r->state));
-      CF_RETURN_IF_ERROR(FailAttempt(tx, *r, StepDue(r->state), error, "certfleet", now));
+      CF_RETURN_IF_ERROR(FailAttempt(tx, *r, r->attempt, StepDue(r->state), error, "certfleet", now));
     }
     std::vector<std::string> started;
     CF_ASSIGN_OR_RETURN(int64_t active, store::CountActiveRenewals(tx));
@@ -188,11 +200,12 @@ Result<std::vector<std::string>> RenewalService::PumpStarted() {
     for (const auto& r : startable) ids.push_back(r.host_id);
     CF_ASSIGN_OR_RETURN(auto has_certificate, store::HostsHaveCertificate(tx, ids));
     for (auto& r : startable) {
+      const int stored_attempt = r.attempt;
       ++r.attempt;
       if (!has_certificate[r.host_id]) {
         // Its agent cannot authenticate: no attempt can succeed until it enrolls.
         r.attempt = r.max_attempts;
-        CF_RETURN_IF_ERROR(FailAttempt(tx, r, "enroll",
+        CF_RETURN_IF_ERROR(FailAttempt(tx, r, stored_attempt, "enroll",
                                        "the host has no certificate: its agent has not enrolled (certfleet host token)",
                                        "certfleet", now));
         continue;
@@ -209,8 +222,18 @@ Result<std::vector<std::string>> RenewalService::PumpStarted() {
   });
 }
 
-Result<void> RenewalService::FailAttempt(store::Tx& tx, store::RenewalRecord& r, std::string_view step,
-                                         std::string_view error, std::string_view actor, int64_t now) {
+Result<void> RenewalService::FailAttempt(store::Tx& tx, store::RenewalRecord& r, int stored_attempt,
+                                         std::string_view step, std::string_view error, std::string_view actor,
+                                         int64_t now) {
+  // Written only over the state it was read in: a CSR's issuance (which takes no host lock)
+  // may have moved it on since.
+  const store::RenewalState read_state = r.state;
+  auto update = [&]() -> Result<void> {
+    CF_ASSIGN_OR_RETURN(bool updated, store::UpdateRenewalFrom(tx, r, read_state, stored_attempt));
+    if (!updated)
+      return MakeError(ErrorCode::kFailedPrecondition, fmt::format("renewal {} changed meanwhile; try again", r.id));
+    return Ok();
+  };
   if (r.serial) CF_RETURN_IF_ERROR(RevokeLater(tx, *r.serial, now));
   AppendHistory(r, now,
                 {{"state", "attempt_failed"},
@@ -225,14 +248,14 @@ Result<void> RenewalService::FailAttempt(store::Tx& tx, store::RenewalRecord& r,
     r.state = store::RenewalState::kQueued;
     r.due_at = now + std::min(Millis(options_.backoff) << std::max(shift, 0), Millis(options_.backoff_max));
     AppendHistory(r, now, {});
-    return store::UpdateRenewal(tx, r);
+    return update();
   }
   r.state = store::RenewalState::kFailed;
   r.failed_step = std::string(step);
   r.error = std::string(error);
   r.finished_at = now;
   AppendHistory(r, now, {});
-  CF_RETURN_IF_ERROR(store::UpdateRenewal(tx, r));
+  CF_RETURN_IF_ERROR(update());
   CF_ASSIGN_OR_RETURN(auto host, store::FindHost(tx, r.host_id));
   if (host && host->status != store::HostStatus::kRevoked) {
     host->status = store::HostStatus::kFailed;
@@ -352,7 +375,16 @@ Result<Enrolled> RenewalService::SubmitCsr(const store::HostRecord& host, int64_
                          current->serial = cert.serial;
                          current->not_after = cert.not_after;
                          AppendHistory(*current, now, {{"serial", cert.serial}});
-                         return store::UpdateRenewal(tx, *current);
+                         // Unless the pump timed the attempt out meanwhile (it takes no
+                         // issuance's lock): then nothing is issued.
+                         CF_ASSIGN_OR_RETURN(
+                             bool updated,
+                             store::UpdateRenewalFrom(tx, *current, store::RenewalState::kAwaitingCsr, attempt));
+                         if (!updated) {
+                           return MakeError(ErrorCode::kFailedPrecondition,
+                                            fmt::format("renewal {} timed out as its CSR came", renewal_id));
+                         }
+                         return Ok();
                        });
 }
 
@@ -384,7 +416,7 @@ Result<store::RenewalRecord> RenewalService::Report(const store::HostRecord& hos
         return MakeError(ErrorCode::kFailedPrecondition,
                          fmt::format("renewal {} is {}", renewal_id, store::RenewalStateName(r->state)));
       }
-      CF_RETURN_IF_ERROR(FailAttempt(tx, *r, step, Truncated(error), actor, now));
+      CF_RETURN_IF_ERROR(FailAttempt(tx, *r, r->attempt, step, Truncated(error), actor, now));
       finished = true;
       return std::move(*r);
     }
@@ -432,48 +464,72 @@ Result<void> RenewalService::Validate(store::Tx& tx, store::HostRecord& h, store
 Result<store::HostRecord> RenewalService::AuthenticateAgent(std::string_view serial, std::string_view fingerprint) {
   CF_ASSIGN_OR_RETURN(store::HostRecord host, agents_.Authenticate(serial, fingerprint));
   if (!host.serial || *host.serial == serial) return host;
-  bool validated = false;
+  enum class Seen { kNothing, kValidated, kAdopted };
+  Seen seen = Seen::kNothing;
+  std::optional<std::string> replaced;
   auto taken = store::Write(store_, [&](store::Tx& tx) -> Result<store::HostRecord> {
-    validated = false;
+    seen = Seen::kNothing;
     const int64_t now = clock_.NowMillis();
     CF_RETURN_IF_ERROR(LockHost(tx, host.host_id));
     CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
     if (!h) return NoSuchHost(host.host_id);
-    if (!h->serial || *h->serial == serial) return std::move(*h);
+    // Only a host at work takes a certificate this way: not one revoked, nor one reactivated
+    // (enrolling again, with a token).
+    if (!h->serial || *h->serial == serial ||
+        (h->status != store::HostStatus::kActive && h->status != store::HostStatus::kFailed)) {
+      return std::move(*h);
+    }
     CF_ASSIGN_OR_RETURN(auto presented, store::FindCertificate(tx, serial));
     CF_ASSIGN_OR_RETURN(auto current, store::FindCertificate(tx, *h->serial));
     // An older certificate of the host (still active until its revocation): it authenticates
     // and changes nothing.
-    if (!presented || (current && presented->created_at <= current->created_at)) return std::move(*h);
+    if (!presented || presented->status != store::CertStatus::kActive ||
+        (current && presented->created_at <= current->created_at)) {
+      return std::move(*h);
+    }
     // A newer one is in use: the agent switches to a renewal's certificate only once it has
     // swapped it in, reloaded and kept it, which is what `validated` reports.
     CF_ASSIGN_OR_RETURN(auto open, store::OpenRenewalOf(tx, h->host_id));
     if (open && open->serial == presented->serial &&
         (open->state == store::RenewalState::kIssued || open->state == store::RenewalState::kDeployed)) {
       CF_RETURN_IF_ERROR(Validate(tx, *h, *open, now));
-      validated = true;
+      seen = Seen::kValidated;
       return std::move(*h);
     }
-    // The certificate of an attempt that ended without the agent's report (it was lost, or
-    // came after the deadline): the host keeps it rather than have it revoked under it.
-    const std::optional<std::string> old_serial = h->serial;
+    // The certificate of an attempt that ended without the agent's report (lost, or after the
+    // deadline), waiting for its revocation: the host keeps it instead. Not once that
+    // revocation runs (or ran), nor one an operator ordered.
     CF_ASSIGN_OR_RETURN(bool kept, issuance::KeepSuperseded(tx, presented->serial));
-    CF_RETURN_IF_ERROR(RevokeLater(tx, *old_serial, now));
-    hosts_.SetCertificate(*h, presented->serial, presented->not_after, now);
-    CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
-    CF_RETURN_IF_ERROR(
-        store::AppendAudit(tx, now, "host:" + h->host_id, "renewal.adopt", "host:" + h->host_id,
-                           json::serialize(json::object{{"serial", presented->serial},
-                                                        {"old_serial", *old_serial},
-                                                        {"revocation_cancelled", kept},
-                                                        {"open_renewal", open ? json::value(open->id) : nullptr}})));
-    log::Warn(
-        "an agent uses the certificate of a renewal attempt that ended without its report: it is now the "
-        "host's",
-        {{"host_id", h->host_id}, {"serial", presented->serial}, {"old_serial", *old_serial}});
+    if (!kept) return std::move(*h);
+    replaced = h->serial;
+    const json::object details{{"serial", presented->serial},
+                               {"old_serial", *replaced},
+                               {"open_renewal", open ? json::value(open->id) : nullptr}};
+    if (open && !open->serial && IssuedIn(*open, presented->serial)) {
+      // Its renewal, retried since: done, with this certificate.
+      open->serial = presented->serial;
+      open->not_after = presented->not_after;
+      CF_RETURN_IF_ERROR(Validate(tx, *h, *open, now));
+    } else {
+      CF_RETURN_IF_ERROR(RevokeLater(tx, *replaced, now));
+      hosts_.SetCertificate(*h, presented->serial, presented->not_after, now);
+      CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
+    }
+    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, "host:" + h->host_id, "renewal.adopt", "host:" + h->host_id,
+                                          json::serialize(details)));
+    seen = Seen::kAdopted;
     return std::move(*h);
   });
-  if (taken.ok() && validated) Wake();
+  if (!taken.ok()) {
+    // The agent is who it says; what its certificate tells is looked at again next time.
+    log::Warn("recording the certificate an agent uses", {{"host_id", host.host_id}, {"error", taken.error().message}});
+    return host;
+  }
+  if (seen == Seen::kAdopted) {
+    log::Warn("an agent uses the certificate of a renewal attempt that ended without its report: it is now the host's",
+              {{"host_id", host.host_id}, {"serial", std::string(serial)}, {"old_serial", replaced.value_or("")}});
+  }
+  if (seen != Seen::kNothing) Wake();
   return taken;
 }
 

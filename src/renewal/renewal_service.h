@@ -193,8 +193,10 @@ class RenewalService {
   };
   // Fails the attempt in `tx`: retried after backoff, or failed for good (host marked,
   // notification queued). A certificate issued in the attempt is revoked after the grace.
-  Result<void> FailAttempt(store::Tx& tx, store::RenewalRecord& r, std::string_view step, std::string_view error,
-                           std::string_view actor, int64_t now);
+  // `r` is written only if the store still has it in its state at `stored_attempt` (as read);
+  // kFailedPrecondition otherwise.
+  Result<void> FailAttempt(store::Tx& tx, store::RenewalRecord& r, int stored_attempt, std::string_view step,
+                           std::string_view error, std::string_view actor, int64_t now);
   // Makes the certificate of `r` (issued or deployed) the host's, audited as renewal.validate.
   Result<void> Validate(store::Tx& tx, store::HostRecord& h, store::RenewalRecord& r, int64_t now);
   // Queues the revocation (superseded) of `serial` after the grace period.

@@ -203,8 +203,9 @@ Result<std::vector<JobCount>> CountJobs(Tx& tx) {
 }
 
 Result<bool> CancelWaitingJob(Tx& tx, std::string_view dedupe_key) {
-  CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec("DELETE FROM jobs WHERE dedupe_key = ? AND state IN ('queued', 'failed')",
-                                         {std::string(dedupe_key)}));
+  CF_ASSIGN_OR_RETURN(int64_t n,
+                      tx.Exec("DELETE FROM jobs WHERE dedupe_key = ? AND state IN ('queued', 'failed', 'dead')",
+                              {std::string(dedupe_key)}));
   return n > 0;
 }
 

@@ -65,8 +65,8 @@ Result<bool> CompleteJob(Tx& tx, int64_t id, std::string_view owner, int attempt
 Result<bool> FailJob(Tx& tx, int64_t id, std::string_view owner, int attempt, std::string_view error, int64_t retry_at,
                      bool permanent, int64_t now);
 Result<bool> SetJobProgress(Tx& tx, int64_t id, std::string_view owner, int64_t done, int64_t total, int64_t now);
-// Deletes the job of `dedupe_key` while it waits for its first run or a retry (queued or
-// failed); false if there is none, or it is running or over.
+// Deletes the job of `dedupe_key` unless it is running or done (queued, failed and waiting
+// for a retry, or dead); false if there was none to delete.
 Result<bool> CancelWaitingJob(Tx& tx, std::string_view dedupe_key);
 // A dead job queued again with fresh attempts (as many as it had; they count on from its
 // last); false if it is not dead.

@@ -54,6 +54,26 @@ Result<std::optional<RenewalRecord>> First(Result<std::vector<RenewalRecord>> fo
   return std::optional<RenewalRecord>(std::move(found->front()));
 }
 
+constexpr std::string_view kUpdateRenewal =
+    "UPDATE renewals SET state = ?, attempt = ?, max_attempts = ?, due_at = ?, serial = ?, "
+    "old_serial = ?, not_after = ?, failed_step = ?, error = ?, history = ?, updated_at = ?, "
+    "finished_at = ? WHERE id = ?";
+
+Params RenewalParams(const RenewalRecord& r) {
+  return {std::string(RenewalStateName(r.state)),
+          int64_t{r.attempt},
+          int64_t{r.max_attempts},
+          r.due_at,
+          OptionalValue(r.serial),
+          OptionalValue(r.old_serial),
+          OptionalValue(r.not_after),
+          OptionalValue(r.failed_step),
+          OptionalValue(r.error),
+          r.history,
+          r.updated_at,
+          OptionalValue(r.finished_at),
+          r.id};
+}
 }  // namespace
 
 Result<int64_t> InsertRenewalRun(Tx& tx, const RenewalRunRecord& run) {
@@ -100,14 +120,14 @@ Result<std::optional<RenewalRecord>> OpenRenewalOf(Tx& tx, std::string_view host
   return First(Renewals(tx, "WHERE host_id = ? AND state NOT IN ('validated', 'failed')", {std::string(host_id)}));
 }
 
-Result<void> UpdateRenewal(Tx& tx, const RenewalRecord& r) {
-  return tx.ExecDeferred(
-      "UPDATE renewals SET state = ?, attempt = ?, max_attempts = ?, due_at = ?, serial = ?, "
-      "old_serial = ?, not_after = ?, failed_step = ?, error = ?, history = ?, updated_at = ?, "
-      "finished_at = ? WHERE id = ?",
-      {std::string(RenewalStateName(r.state)), int64_t{r.attempt}, int64_t{r.max_attempts}, r.due_at,
-       OptionalValue(r.serial), OptionalValue(r.old_serial), OptionalValue(r.not_after), OptionalValue(r.failed_step),
-       OptionalValue(r.error), r.history, r.updated_at, OptionalValue(r.finished_at), r.id});
+Result<void> UpdateRenewal(Tx& tx, const RenewalRecord& r) { return tx.ExecDeferred(kUpdateRenewal, RenewalParams(r)); }
+
+Result<bool> UpdateRenewalFrom(Tx& tx, const RenewalRecord& r, RenewalState state, int attempt) {
+  Params params = RenewalParams(r);
+  params.emplace_back(std::string(RenewalStateName(state)));
+  params.emplace_back(int64_t{attempt});
+  CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec(std::string(kUpdateRenewal) + " AND state = ? AND attempt = ?", params));
+  return n == 1;
 }
 
 Result<int64_t> CountActiveRenewals(Tx& tx) {

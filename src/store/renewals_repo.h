@@ -75,6 +75,9 @@ Result<std::optional<RenewalRecord>> FindRenewal(Tx& tx, int64_t id);
 Result<std::optional<RenewalRecord>> OpenRenewalOf(Tx& tx, std::string_view host_id);
 // Writes every field but id, run_id, host_id and created_at.
 Result<void> UpdateRenewal(Tx& tx, const RenewalRecord& r);
+// The same if the renewal is still in `state` at `attempt` (as it was read); false if another
+// transaction changed it since (on PostgreSQL the row's latest version is the one compared).
+Result<bool> UpdateRenewalFrom(Tx& tx, const RenewalRecord& r, RenewalState state, int attempt);
 
 // Renewals in states awaiting_csr, issued or deployed.
 Result<int64_t> CountActiveRenewals(Tx& tx);

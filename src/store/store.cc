@@ -122,7 +122,8 @@ Result<void> LockForTransaction(Tx& tx, int64_t key) {
 
 Result<void> LockForTransaction(Tx& tx, std::string_view name) {
   if (!tx.postgres()) return Ok();
-  const std::string digest = Sha256("certfleet lock:" + std::string(name));
+  // "certfleet enroll device:<id>" is the key nodes of earlier releases took for a device.
+  const std::string digest = Sha256("certfleet " + std::string(name));
   int64_t key = 0;
   for (int i = 0; i < 8; ++i)
     key = static_cast<int64_t>((static_cast<uint64_t>(key) << 8) | static_cast<uint8_t>(digest[i]));

@@ -125,6 +125,18 @@ TEST_P(BrokerServiceTest, EmqxHooksNeedTheCertificatesCommonName) {
   EXPECT_FALSE(*broker_->Authorize("dev-1", std::string("dev-1"), MqttAction::kPublish, "lyon/dev-2/t"));
 }
 
+// A hook never waits for a rebuild: it answers from the snapshot there is and starts one.
+TEST_P(BrokerServiceTest, EmqxHooksAnswerAtOnceWhileTheSnapshotIsRebuilt) {
+  Device("dev-1");
+  EXPECT_TRUE(*broker_->Authenticate("dev-1", std::string("dev-1"))) << "the first snapshot is waited for";
+  Device("dev-2");
+  clock_.Advance(std::chrono::milliseconds(1000));
+  EXPECT_FALSE(*broker_->Authenticate("dev-2", std::string("dev-2"))) << "answered from the snapshot there was";
+  broker_->WaitForRefresh();
+  EXPECT_TRUE(*broker_->Authenticate("dev-2", std::string("dev-2"))) << "from the one rebuilt meanwhile";
+  EXPECT_TRUE(*broker_->Authorize("dev-2", std::string("dev-2"), MqttAction::kPublish, "lyon/dev-2/t"));
+}
+
 TEST_P(BrokerServiceTest, ChangesShowAfterTheLeastRebuildTime) {
   const std::string one = Device("dev-1");
   auto first = broker_->Latest();

@@ -12,6 +12,7 @@ agents enrolled under the old one still authenticate.
 usage: hosts_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
 import datetime
+import hashlib
 import os
 import subprocess
 import sys
@@ -86,8 +87,9 @@ check(p.returncode == 0 and '"msg":"enrolled"' in p.stderr, f"the agent enrolls:
 first = certificate("web-1")
 check(sans(first) == ["web-1.example.com"], f"first certificate's names: {sans(first)}")
 
-# An enrollment whose answer was lost: the agent had kept its key (state/enroll-key.pem) and
-# asks again with it and the token it spent; it gets the certificate issued then, not a second.
+# An enrollment whose answer was lost: the agent had kept its key (state/enroll-key.pem, for
+# that token) and asks again with it and the token it spent; it gets the certificate issued
+# then, not a second.
 home_lost = os.path.join(cf.work, "lost-1")
 api("POST", "/v1/hosts", {"host_id": "lost-1", "sans": ["lost-1.example.com"], "cert_path": f"{home_lost}/certs",
                           "key_path": f"{home_lost}/private", "cacert_path": f"{home_lost}/ca"}, expect=201)
@@ -95,7 +97,8 @@ lost_token = cf.cli("host", "token", "lost-1").stdout.strip()
 lost_key = ec.generate_private_key(ec.SECP256R1())
 os.makedirs(files_of("lost-1")["state"], exist_ok=True)
 with open(os.path.join(files_of("lost-1")["state"], "enroll-key.pem"), "wb") as f:
-    f.write(lost_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+    f.write(f"token-sha256: {hashlib.sha256(lost_token.encode()).hexdigest()}\n".encode() +
+            lost_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                    serialization.NoEncryption()))
 lost_csr = x509.CertificateSigningRequestBuilder().subject_name(
     x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lost-1")])).sign(lost_key, hashes.SHA256())

@@ -148,7 +148,7 @@ csr = (x509.CertificateSigningRequestBuilder()
        .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
 
 
-def enroll(host_id, bearer, expect):
+def enroll(host_id, bearer, expect, csr=csr):
     status, out, _ = cf.request("POST", "/v1/agent/enroll", body={"host_id": host_id, "csr": csr},
                                 headers={"Authorization": f"Bearer {bearer}"} if bearer else None)
     check(status == expect, f"enroll {host_id}: {status}, wanted {expect}: {str(out)[:300]}")
@@ -159,7 +159,13 @@ enroll("web-1.example.com", token, 403)  # another host's token
 enroll("db-1", None, 401)
 enroll("db-1", "x" * 43, 403)
 got = enroll("db-1", token, 201)
-enroll("db-1", token, 403)  # single use
+other_csr = (x509.CertificateSigningRequestBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "db-1")]))
+             .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+             .public_bytes(serialization.Encoding.PEM).decode())
+enroll("db-1", token, 403, csr=other_csr)  # single use
+again = enroll("db-1", token, 201)  # the same key again (an answer lost): the same certificate
+check(again.get("serial") == got["serial"], f"asked again, the certificate issued before: {again.get('serial')}")
 cert = x509.load_pem_x509_certificate(got["certificate"].encode())
 check(cert.public_key().public_numbers() == key.public_key().public_numbers(), "the certificate is for the agent's key")
 check(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "db-1", "CN = host id")
@@ -418,10 +424,11 @@ check(len(hook3) == 1 and hook3[0]["data"]["step"] == "reload" and "exit status 
 # The URL that refuses: shown failing, its password masked, while the other takes every event;
 # its failures leave no dead job.
 metrics = cf.request("GET", "/metrics", bearer=cf.token)[1]
-down_masked = down_url.replace("down-pw", "***")
-check(f'certfleet_webhook_failing{{url="{down_masked}"}} 1' in metrics and
-      f'certfleet_webhook_failing{{url="http://127.0.0.1:{hooks.server_address[1]}/hook"}} 0' in metrics and
-      "down-pw" not in metrics, "/metrics: the refusing webhook URL is failing, the other is not")
+down_shown = f"http://hook:***@127.0.0.1:{refusing.getsockname()[1]}/..."
+check(f'certfleet_webhook_failing{{index="2",url="{down_shown}"}} 1' in metrics and
+      f'certfleet_webhook_failing{{index="1",url="http://127.0.0.1:{hooks.server_address[1]}/..."}} 0' in metrics and
+      "down-pw" not in metrics and "/down" not in metrics,
+      "/metrics: the refusing webhook URL is failing, the other is not; no password or path is shown")
 dead = api("GET", "/v1/jobs?state=dead&kind=webhooks.deliver")["items"]
 check(not dead, f"a failing webhook URL leaves no dead jobs: {dead[:3]}")
 

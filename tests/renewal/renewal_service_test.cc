@@ -453,6 +453,47 @@ TEST_P(RenewalTest, TheCertificateAnAgentIsSeenUsingIsTheHostsEvenWhenItsReportW
   EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_log WHERE action = 'renewal.adopt'"), 1) << "once";
 }
 
+// The certificate of an attempt that timed out, seen in use while its renewal waits for a
+// retry: the renewal ends validated with it. Seen once the host was revoked and reactivated:
+// nothing changes, and it is revoked as queued.
+TEST_P(RenewalTest, AnEndedAttemptsCertificateSeenInUseEndsItsRenewalUnlessTheHostWasRevoked) {
+  Enroll(2);
+  clock_.Advance(seconds(1));
+  ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
+  ASSERT_EQ(*renewals_->Pump(), 2);
+  std::map<std::string, store::RenewalRecord> open;
+  std::map<std::string, store::CertificateRecord> issued;
+  for (const auto& r : InState(store::RenewalState::kAwaitingCsr)) {
+    open[r.host_id] = r;
+    auto got = renewals_->SubmitCsr(Host(r.host_id), r.id, Csr(r.host_id));
+    ASSERT_TRUE(got.ok()) << got.error().message;
+    issued[r.host_id] = got->record;
+  }
+  clock_.Advance(seconds(61));
+  ASSERT_EQ(*renewals_->Pump(), 0);
+  ASSERT_EQ(Renewal(open["h1"].id).state, store::RenewalState::kQueued) << "waits for its retry";
+
+  auto h1 = renewals_->AuthenticateAgent(issued["h1"].serial, issued["h1"].fingerprint);
+  ASSERT_TRUE(h1.ok()) << h1.error().message;
+  EXPECT_EQ(h1->serial, issued["h1"].serial);
+  const store::RenewalRecord done = Renewal(open["h1"].id);
+  EXPECT_EQ(done.state, store::RenewalState::kValidated);
+  EXPECT_EQ(done.serial, issued["h1"].serial);
+  EXPECT_EQ(*renewals_->Pump(), 0) << "no second attempt";
+
+  const std::string old2 = *Host("h2").serial;
+  ASSERT_TRUE(renewals_->RevokeHost("h2", "keyCompromise", "token:ops").ok());
+  ASSERT_TRUE(hosts_->Reactivate("h2", "token:ops").ok());
+  auto h2 = renewals_->AuthenticateAgent(issued["h2"].serial, issued["h2"].fingerprint);
+  ASSERT_TRUE(h2.ok()) << h2.error().message;
+  EXPECT_EQ(Host("h2").serial, old2) << "a reactivated host enrolls with its token";
+  EXPECT_EQ(Host("h2").status, store::HostStatus::kEnrolling);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs WHERE kind = 'ca.revoke_superseded' AND payload LIKE '%" +
+                  issued["h2"].serial + "%'"),
+            1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_log WHERE action = 'renewal.adopt'"), 1) << "h1's only";
+}
+
 TEST_P(RenewalTest, ARevokedHostsOpenRenewalEndsAndWhatItIssuedIsRevokedAtOnce) {
   Enroll(3);
   ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
