@@ -8,6 +8,7 @@
 #include "core/crypto.h"
 #include "core/text.h"
 #include "pki/certificate.h"
+#include "pki/crl.h"
 #include "pki/csr.h"
 #include "store/audit_repo.h"
 #include "store/certificates_repo.h"
@@ -259,24 +260,30 @@ Result<store::HostRecord> AgentService::Authenticate(std::string_view serial, st
 
 Result<store::HostRecord> AgentService::Revoke(std::string_view host_id, std::string_view reason,
                                                std::string_view actor) {
+  CF_RETURN_IF_ERROR(pki::ParseRevocationReason(reason.empty() ? "unspecified" : reason));
   CF_ASSIGN_OR_RETURN(store::HostRecord host, hosts_.Get(host_id));
   if (!host.serial) {
     return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} has no certificate", host.host_id));
   }
-  // Idempotent: a certificate revoked before stays as it was.
-  CF_RETURN_IF_ERROR(issuer_.Revoke(*host.serial, reason, /*cascade=*/false, actor));
+  // The host first, under its lock: from then on it takes no other certificate (a renewal's
+  // report, one its agent is seen using), so the one revoked next is its last.
   const int64_t now = clock_.NowMillis();
-  return store::Write(store_, [&](store::Tx& tx) -> Result<store::HostRecord> {
-    CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
-    if (!h) return NoSuchHost(host.host_id);
-    if (h->status == store::HostStatus::kRevoked) return std::move(*h);
-    h->status = store::HostStatus::kRevoked;
-    h->updated_at = now;
-    CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
-    CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "host.revoke", "host:" + h->host_id,
-                                          json::serialize(json::object{{"serial", *h->serial}, {"reason", reason}})));
-    return std::move(*h);
-  });
+  CF_ASSIGN_OR_RETURN(store::HostRecord marked, store::Write(store_, [&](store::Tx& tx) -> Result<store::HostRecord> {
+                        CF_RETURN_IF_ERROR(HostService::Lock(tx, host.host_id));
+                        CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
+                        if (!h) return NoSuchHost(host.host_id);
+                        if (h->status == store::HostStatus::kRevoked) return std::move(*h);
+                        h->status = store::HostStatus::kRevoked;
+                        h->updated_at = now;
+                        CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
+                        CF_RETURN_IF_ERROR(store::AppendAudit(
+                            tx, now, actor, "host.revoke", "host:" + h->host_id,
+                            json::serialize(json::object{{"serial", *h->serial}, {"reason", reason}})));
+                        return std::move(*h);
+                      }));
+  // Idempotent: a certificate revoked before stays as it was; run again, this completes.
+  CF_RETURN_IF_ERROR(issuer_.Revoke(*marked.serial, reason, /*cascade=*/false, actor));
+  return marked;
 }
 
 }  // namespace certfleet::renewal

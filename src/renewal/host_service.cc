@@ -225,10 +225,15 @@ Result<std::vector<RowResult>> HostService::CreateMany(const std::vector<Result<
   });
 }
 
+Result<void> HostService::Lock(store::Tx& tx, std::string_view host_id) {
+  return store::LockForTransaction(tx, "renewal host:" + std::string(host_id));
+}
+
 Result<store::HostRecord> HostService::Update(std::string_view host_id, const Change& change, std::string_view actor) {
   constexpr int64_t kDayMs = int64_t{24} * 3600 * 1000;
   const int64_t now = clock_.NowMillis();
   return store::Write(store_, [&](store::Tx& tx) -> Result<store::HostRecord> {
+    CF_RETURN_IF_ERROR(Lock(tx, host_id));
     CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host_id));
     if (!h) return NoSuchHost(host_id);
     CF_ASSIGN_OR_RETURN(HostSpec spec, change(SpecOf(*h)));
@@ -267,6 +272,7 @@ HostSpec HostService::SpecOf(const store::HostRecord& host) {
 Result<std::string> HostService::Reactivate(std::string_view host_id, std::string_view actor) {
   const int64_t now = clock_.NowMillis();
   return store::Write(store_, [&](store::Tx& tx) -> Result<std::string> {
+    CF_RETURN_IF_ERROR(Lock(tx, host_id));
     CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host_id));
     if (!h) return NoSuchHost(host_id);
     if (h->status != store::HostStatus::kRevoked && h->status != store::HostStatus::kFailed) {

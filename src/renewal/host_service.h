@@ -89,6 +89,11 @@ class HostService {
   // The record of a new host registered as `spec`, checked as Create checks it: enrolling,
   // due at once.
   static Result<store::HostRecord> NewRecord(const HostSpec& spec, int64_t now);
+  // Held until `tx` ends: the single-host writes of a host's row and its renewal (settings,
+  // reactivation, revocation, the agent's reports, the certificate it is seen using, the
+  // pump's timeouts) take turns among nodes (PostgreSQL; SQLite's writers take turns anyway),
+  // so that none writes back a row another changed meanwhile.
+  static Result<void> Lock(store::Tx& tx, std::string_view host_id);
   // Inserts a new host and audits it. kAlreadyExists naming it if it exists.
   static Result<void> Insert(store::Tx& tx, const store::HostRecord& host, std::string_view actor, int64_t now);
   // The host's settings as `change` makes them from its current ones (SpecOf), checked as

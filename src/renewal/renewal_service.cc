@@ -105,12 +105,6 @@ bool IssuedIn(const store::RenewalRecord& r, std::string_view serial) {
   return false;
 }
 
-// Serializes the changes of one host's renewal and certificate among all nodes: the agent's
-// reports, the certificate it is seen using, and the pump timing its attempt out.
-Result<void> LockHost(store::Tx& tx, std::string_view host_id) {
-  return store::LockForTransaction(tx, "renewal host:" + std::string(host_id));
-}
-
 // The step that was due when an attempt in `state` ran out of time.
 std::string_view StepDue(store::RenewalState state) {
   if (state == store::RenewalState::kAwaitingCsr) return "csr";
@@ -183,7 +177,7 @@ Result<std::vector<std::string>> RenewalService::PumpStarted() {
     CF_ASSIGN_OR_RETURN(auto overdue, store::OverdueRenewals(tx, now, kMaxOverduePerPump));
     for (const auto& seen : overdue) {
       // Read again under the host's lock: the agent's report may have just committed.
-      CF_RETURN_IF_ERROR(LockHost(tx, seen.host_id));
+      CF_RETURN_IF_ERROR(HostService::Lock(tx, seen.host_id));
       CF_ASSIGN_OR_RETURN(auto r, store::FindRenewal(tx, seen.id));
       if (!r || r->state != seen.state || r->attempt != seen.attempt) continue;
       const std::string error =
@@ -285,6 +279,7 @@ Result<void> RenewalService::DeleteHost(std::string_view host_id, bool revoke, s
   }
   const int64_t now = clock_.NowMillis();
   return store_.Transact([&](store::Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(HostService::Lock(tx, host.host_id));
     // What its attempt issued goes as a failed attempt's does.
     CF_ASSIGN_OR_RETURN(auto open,
                         EndOpenRenewal(tx, host.host_id, "the host was deleted",
@@ -304,6 +299,7 @@ Result<store::HostRecord> RenewalService::RevokeHost(std::string_view host_id, s
   CF_ASSIGN_OR_RETURN(store::HostRecord host, agents_.Revoke(host_id, reason, actor));
   const int64_t now = clock_.NowMillis();
   CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(HostService::Lock(tx, host.host_id));
     CF_RETURN_IF_ERROR(EndOpenRenewal(tx, host.host_id, "the host was revoked", now, now));
     return Ok();
   }));
@@ -404,7 +400,7 @@ Result<store::RenewalRecord> RenewalService::Report(const store::HostRecord& hos
   auto reported = store::Write(store_, [&](store::Tx& tx) -> Result<store::RenewalRecord> {
     finished = false;
     const int64_t now = clock_.NowMillis();
-    CF_RETURN_IF_ERROR(LockHost(tx, host.host_id));
+    CF_RETURN_IF_ERROR(HostService::Lock(tx, host.host_id));
     CF_ASSIGN_OR_RETURN(auto r, store::FindRenewal(tx, renewal_id));
     if (!r || r->host_id != host.host_id) {
       return MakeError(ErrorCode::kNotFound, fmt::format("no renewal {}", renewal_id));
@@ -442,6 +438,11 @@ Result<store::RenewalRecord> RenewalService::Report(const store::HostRecord& hos
 }
 
 Result<void> RenewalService::Validate(store::Tx& tx, store::HostRecord& h, store::RenewalRecord& r, int64_t now) {
+  // A host revoked meanwhile keeps the certificate it was revoked with: the renewal's is
+  // revoked with its end (RevokeHost).
+  if (h.status == store::HostStatus::kRevoked) {
+    return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} is revoked", h.host_id));
+  }
   // The host's certificate is the new one from now on.
   r.state = store::RenewalState::kValidated;
   if (h.serial && h.serial != r.serial) {
@@ -470,7 +471,7 @@ Result<store::HostRecord> RenewalService::AuthenticateAgent(std::string_view ser
   auto taken = store::Write(store_, [&](store::Tx& tx) -> Result<store::HostRecord> {
     seen = Seen::kNothing;
     const int64_t now = clock_.NowMillis();
-    CF_RETURN_IF_ERROR(LockHost(tx, host.host_id));
+    CF_RETURN_IF_ERROR(HostService::Lock(tx, host.host_id));
     CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
     if (!h) return NoSuchHost(host.host_id);
     // Only a host at work takes a certificate this way: not one revoked, nor one reactivated

@@ -521,6 +521,25 @@ TEST_P(RenewalTest, ARevokedHostsOpenRenewalEndsAndWhatItIssuedIsRevokedAtOnce) 
   EXPECT_NE((*job)->payload.find(enrolled->record.serial), std::string::npos);
 }
 
+// A host revoked while its agent finishes a renewal keeps the certificate it was revoked with.
+TEST_P(RenewalTest, AHostRevokedMeanwhileTakesNoRenewedCertificate) {
+  Enroll(1);
+  const std::string old_serial = *Host("h1").serial;
+  ASSERT_TRUE(renewals_->StartRun(All(), "manual", "t").ok());
+  ASSERT_EQ(*renewals_->Pump(), 1);
+  const auto r = InState(store::RenewalState::kAwaitingCsr).front();
+  const store::HostRecord agent_seen = Host("h1");  // as the agent's request authenticated it
+  ASSERT_TRUE(renewals_->SubmitCsr(agent_seen, r.id, Csr("h1")).ok());
+  EXPECT_EQ(agents_->Revoke("h1", "no-such-reason", "t").error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Host("h1").status, store::HostStatus::kActive) << "a bad reason changes nothing";
+  ASSERT_TRUE(agents_->Revoke("h1", "keyCompromise", "token:ops").ok());
+  auto late = renewals_->Report(agent_seen, r.id, store::RenewalState::kValidated, "", "");
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(Host("h1").serial, old_serial);
+  EXPECT_EQ(issuer_->Get(old_serial)->status, store::CertStatus::kRevoked);
+}
+
 TEST_P(RenewalTest, ARevokedHostIsReactivatedAndEnrollsAgain) {
   Enroll(1);
   EXPECT_EQ(hosts_->Reactivate("h1", "t").error().code, ErrorCode::kFailedPrecondition) << "active";
