@@ -217,17 +217,18 @@ Result<Enrolled> AgentService::IssuedBefore(const store::HostRecord& host, std::
 
 Result<std::optional<Enrolled>> AgentService::EnrolledBefore(std::string_view host_id, const std::string& token_sha256,
                                                              const std::string& csr_pem) {
-  CF_ASSIGN_OR_RETURN(auto host, hosts_.Find(host_id));
-  if (!host || !host->serial || host->status == store::HostStatus::kRevoked) return std::optional<Enrolled>();
-  // The token enrolled this host (spent on it), or is a fleet credential not revoked. The
-  // certificate is public; the key check below is what keeps it to its key's holder.
-  CF_ASSIGN_OR_RETURN(bool token_fits, store::Read(store_, [&](store::Tx& tx) -> Result<bool> {
+  // An enrolled host, and a token that enrolled it (spent on it) or a fleet credential not
+  // revoked. The certificate is public; the key check below keeps it to its key's holder.
+  CF_ASSIGN_OR_RETURN(auto host, store::Read(store_, [&](store::Tx& tx) -> Result<std::optional<store::HostRecord>> {
+                        CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host_id));
+                        const std::optional<store::HostRecord> none;
+                        if (!h || !h->serial || h->status == store::HostStatus::kRevoked) return none;
                         CF_ASSIGN_OR_RETURN(auto spent_on, store::SpentHostTokenOwner(tx, token_sha256));
-                        if (spent_on) return *spent_on == host->host_id;
+                        if (spent_on) return *spent_on == h->host_id ? h : none;
                         CF_ASSIGN_OR_RETURN(auto credential, store::FindEnrollmentCredential(tx, token_sha256));
-                        return credential && !credential->revoked_at;
+                        return credential && !credential->revoked_at ? h : none;
                       }));
-  if (!token_fits) return std::optional<Enrolled>();
+  if (!host) return std::optional<Enrolled>();
   CF_ASSIGN_OR_RETURN(auto issued, IssuedFor(*host, *host->serial, csr_pem));
   if (issued && issued->record.status != store::CertStatus::kActive) return std::optional<Enrolled>();
   return issued;

@@ -437,6 +437,19 @@ Result<store::RenewalRecord> RenewalService::Report(const store::HostRecord& hos
   return reported;
 }
 
+Result<std::optional<std::string>> RenewalService::TakeCertificate(store::Tx& tx, store::HostRecord& h,
+                                                                   const std::string& serial, int64_t not_after,
+                                                                   int64_t now) {
+  std::optional<std::string> replaced;
+  if (h.serial && *h.serial != serial) {
+    replaced = h.serial;
+    CF_RETURN_IF_ERROR(RevokeLater(tx, *replaced, now));
+  }
+  hosts_.SetCertificate(h, serial, not_after, now);
+  CF_RETURN_IF_ERROR(store::UpdateHost(tx, h));
+  return replaced;
+}
+
 Result<void> RenewalService::Validate(store::Tx& tx, store::HostRecord& h, store::RenewalRecord& r, int64_t now) {
   // A host revoked meanwhile keeps the certificate it was revoked with: the renewal's is
   // revoked with its end (RevokeHost).
@@ -445,13 +458,9 @@ Result<void> RenewalService::Validate(store::Tx& tx, store::HostRecord& h, store
   }
   // The host's certificate is the new one from now on.
   r.state = store::RenewalState::kValidated;
-  if (h.serial && h.serial != r.serial) {
-    r.old_serial = h.serial;
-    CF_RETURN_IF_ERROR(RevokeLater(tx, *h.serial, now));
-  }
-  hosts_.SetCertificate(h, *r.serial, *r.not_after, now);
   h.last_run = r.id;
-  CF_RETURN_IF_ERROR(store::UpdateHost(tx, h));
+  CF_ASSIGN_OR_RETURN(auto replaced, TakeCertificate(tx, h, *r.serial, *r.not_after, now));
+  if (replaced) r.old_serial = std::move(replaced);
   r.finished_at = now;
   AppendHistory(r, now, {});
   CF_RETURN_IF_ERROR(store::UpdateRenewal(tx, r));
@@ -512,9 +521,7 @@ Result<store::HostRecord> RenewalService::AuthenticateAgent(std::string_view ser
       open->not_after = presented->not_after;
       CF_RETURN_IF_ERROR(Validate(tx, *h, *open, now));
     } else {
-      CF_RETURN_IF_ERROR(RevokeLater(tx, *replaced, now));
-      hosts_.SetCertificate(*h, presented->serial, presented->not_after, now);
-      CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
+      CF_RETURN_IF_ERROR(TakeCertificate(tx, *h, presented->serial, presented->not_after, now));
     }
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, "host:" + h->host_id, "renewal.adopt", "host:" + h->host_id,
                                           json::serialize(details)));

@@ -197,6 +197,10 @@ class RenewalService {
   // kFailedPrecondition otherwise.
   Result<void> FailAttempt(store::Tx& tx, store::RenewalRecord& r, int stored_attempt, std::string_view step,
                            std::string_view error, std::string_view actor, int64_t now);
+  // Makes `serial` the host's certificate (written), the one it replaces revoked after the
+  // grace; that one's serial, if any.
+  Result<std::optional<std::string>> TakeCertificate(store::Tx& tx, store::HostRecord& h, const std::string& serial,
+                                                     int64_t not_after, int64_t now);
   // Makes the certificate of `r` (issued or deployed) the host's, audited as renewal.validate.
   Result<void> Validate(store::Tx& tx, store::HostRecord& h, store::RenewalRecord& r, int64_t now);
   // Queues the revocation (superseded) of `serial` after the grace period.

@@ -70,6 +70,11 @@ class RenewalTest : public HostsFixture {
     return std::move(renewals_->List(f)).value();
   }
   int64_t Count(const std::string& sql) { return store_->Query(sql)->at(0).Int(0); }
+  // Jobs that revoke `serial` as superseded, in `state` if one is named.
+  int64_t RevocationJobs(const std::string& serial, const std::string& state = "") {
+    return Count("SELECT COUNT(*) FROM jobs WHERE kind = 'ca.revoke_superseded' AND payload LIKE '%" + serial + "%'" +
+                 (state.empty() ? "" : " AND state = '" + state + "'"));
+  }
   // The mails written so far, whole.
   std::vector<std::string> Mails() {
     std::vector<std::string> out;
@@ -190,9 +195,7 @@ TEST_P(RenewalTest, AMissedDeadlineIsRetriedWithBackoffThenFailsAndTellsPeople) 
   EXPECT_EQ(host.last_error, "deploy: " + *r.error);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM events WHERE type = 'renewal/failed'"), 1);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_log WHERE action = 'renewal.fail'"), 1);
-  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs WHERE kind = 'ca.revoke_superseded' AND payload LIKE '%" + unused + "%'"),
-            1)
-      << "the certificate of the failed attempt is revoked after the grace";
+  EXPECT_EQ(RevocationJobs(unused), 1) << "the certificate of the failed attempt is revoked after the grace";
 
   ASSERT_TRUE(renewals_->NotifyFailure(id).ok());
   const std::vector<std::string> mails = Mails();
@@ -411,12 +414,7 @@ TEST_P(RenewalTest, TheCertificateAnAgentIsSeenUsingIsTheHostsEvenWhenItsReportW
     fingerprint[host] = issued->record.fingerprint;
     ASSERT_TRUE(renewals_->Report(Host(host), r.id, store::RenewalState::kDeployed, "", "").ok());
   }
-  auto waiting_revocation = [&](const std::string& s) {
-    return Count(
-        "SELECT COUNT(*) FROM jobs WHERE kind = 'ca.revoke_superseded' AND state = 'queued' AND "
-        "payload LIKE '%" +
-        s + "%'");
-  };
+  auto waiting_revocation = [&](const std::string& s) { return RevocationJobs(s, "queued"); };
 
   // h1's agent polls with its new certificate before its report: validated now.
   auto h1 = renewals_->AuthenticateAgent(serial["h1"], fingerprint["h1"]);
@@ -488,9 +486,7 @@ TEST_P(RenewalTest, AnEndedAttemptsCertificateSeenInUseEndsItsRenewalUnlessTheHo
   ASSERT_TRUE(h2.ok()) << h2.error().message;
   EXPECT_EQ(Host("h2").serial, old2) << "a reactivated host enrolls with its token";
   EXPECT_EQ(Host("h2").status, store::HostStatus::kEnrolling);
-  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs WHERE kind = 'ca.revoke_superseded' AND payload LIKE '%" +
-                  issued["h2"].serial + "%'"),
-            1);
+  EXPECT_EQ(RevocationJobs(issued["h2"].serial), 1);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM audit_log WHERE action = 'renewal.adopt'"), 1) << "h1's only";
 }
 
