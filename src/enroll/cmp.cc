@@ -284,6 +284,12 @@ void OnError(OSSL_CMP_SRV_CTX* /*srv*/, const OSSL_CMP_MSG* /*req*/, const OSSL_
   log::Info("a CMP client sent an error message");
 }
 
+// RFC 9483 4.1.1: a certificate the client rejects is revoked.
+void RevokeRejected(const CmpServer::Transaction& t) {
+  Result<void> revoked = t.server->enroll().RevokeRejected(t.issued_serial);
+  if (!revoked.ok()) log::Error("revoking a certificate a CMP client rejected", {{"error", revoked.error().message}});
+}
+
 int OnCertConfirm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/, int /*cert_req_id*/,
                   const ASN1_OCTET_STRING* /*cert_hash*/, const OSSL_CMP_PKISI* /*status*/) {
   CmpServer::Transaction& t = *Of(srv);
@@ -292,9 +298,7 @@ int OnCertConfirm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/, int /*cert
     return 0;
   }
   if (!t.current.cert_accepted) {
-    // RFC 9483 4.1.1: a certificate the client rejects is revoked.
-    Result<void> revoked = t.server->enroll().RevokeRejected(t.issued_serial);
-    if (!revoked.ok()) log::Error("revoking a certificate a CMP client rejected", {{"error", revoked.error().message}});
+    RevokeRejected(t);
     return 1;
   }
   // The hash of the certificate answered, with its signature's hash (SHA-256 or SHA-384 here).
@@ -469,6 +473,12 @@ Result<std::string> CmpServer::Handle(std::string_view label_view, std::string_v
   // own entry is touched.
   const int64_t now = clock_.NowMillis();
   const int answered = OSSL_CMP_MSG_get_bodytype(rsp.get());
+  // A certConf holding no CertStatus rejects every certificate (RFC 4210 5.3.18); OpenSSL
+  // confirms it without calling OnCertConfirm, so its certificate is revoked here.
+  if (t->current.body == cmp::kCertConf && t->current.cert_statuses == 0 && answered == cmp::kPkiConf &&
+      !t->issued_serial.empty()) {
+    RevokeRejected(*t);
+  }
   const bool confirmed_implicitly = t->first.implicit_confirm && !t->issued_serial.empty();
   const bool keep =
       t->awaiting && !t->refusal && !confirmed_implicitly && answered != cmp::kPkiConf && answered != cmp::kError;

@@ -126,6 +126,9 @@ Result<void> ReadConfirmation(std::string_view content, Request& out) {
   DerReader statuses(all.contents);
   if (statuses.done()) return Ok();  // confirms nothing: rejects (RFC 4210 5.3.18)
   CF_ASSIGN_OR_RETURN(DerElement first, statuses.Next(pki::kDerSequence, "CertStatus"));
+  for (out.cert_statuses = 1; !statuses.done(); ++out.cert_statuses) {
+    CF_RETURN_IF_ERROR(statuses.Next(pki::kDerSequence, "CertStatus"));
+  }
   DerReader parts(first.contents);
   CF_ASSIGN_OR_RETURN(DerElement hash, parts.Next(pki::kDerOctetString, "certHash"));
   out.cert_hash = std::string(hash.contents);

@@ -49,6 +49,7 @@ struct Request {
   int revocation_reason = 0;              // rr: the first request's reasonCode (unspecified when absent)
   std::string cert_hash;                  // certConf: the first CertStatus's certHash
   bool cert_accepted = true;              // certConf: its status, accepted when absent
+  size_t cert_statuses = 0;               // certConf: how many CertStatus it holds (none rejects all)
 };
 
 // Longest transactionID and senderKID taken: RFC 9483 3.1 asks 128 random bits and a key

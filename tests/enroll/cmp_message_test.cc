@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <openssl/obj_mac.h>
 
+#include <optional>
+
 #include "pki/der.h"
 
 namespace certfleet::enroll::cmp {
@@ -69,6 +71,31 @@ TEST(CmpMessage, ReadsTheHeaderTheTemplateAndTheExtraCertificates) {
   EXPECT_EQ(signed_genm->body, kGenm);
   EXPECT_FALSE(signed_genm->mac_protected);
   EXPECT_FALSE(signed_genm->cert_template);
+}
+
+TEST(CmpMessage, ReadsWhatACertConfConfirms) {
+  auto status = [](std::string_view hash, std::optional<char> pki_status) {
+    std::string s = Der(pki::kDerOctetString, hash) + Der(pki::kDerInteger, std::string(1, '\0'));
+    if (pki_status) s += Der(pki::kDerSequence, Der(pki::kDerInteger, std::string(1, *pki_status)));
+    return Der(pki::kDerSequence, s);
+  };
+  auto conf = [](std::string_view statuses) {
+    return ReadRequest(Message(Header(true), kCertConf, Der(pki::kDerSequence, statuses)));
+  };
+  auto accepted = conf(status("hash-1", std::nullopt) + status("hash-2", '\2'));
+  ASSERT_TRUE(accepted.ok()) << accepted.error().message;
+  EXPECT_EQ(accepted->cert_statuses, 2u);
+  EXPECT_EQ(accepted->cert_hash, "hash-1") << "the first CertStatus is the one answered";
+  EXPECT_TRUE(accepted->cert_accepted) << "an absent statusInfo accepts";
+  auto rejected = conf(status("hash-1", '\2'));
+  ASSERT_TRUE(rejected.ok()) << rejected.error().message;
+  EXPECT_EQ(rejected->cert_statuses, 1u);
+  EXPECT_FALSE(rejected->cert_accepted) << "status rejection (2)";
+  auto none = conf("");
+  ASSERT_TRUE(none.ok()) << none.error().message;
+  EXPECT_EQ(none->cert_statuses, 0u);
+  EXPECT_FALSE(none->cert_accepted) << "confirms nothing: rejects every certificate (RFC 4210 5.3.18)";
+  EXPECT_FALSE(conf(status("hash-1", std::nullopt) + "x").ok()) << "a second CertStatus that is not one";
 }
 
 TEST(CmpMessage, RefusesWhatIsNotOne) {

@@ -1,17 +1,24 @@
 #!/usr/bin/python3
 """Lightweight CMP (RFC 9483) end to end with OpenSSL 3's own client, `openssl cmp`, over
 HTTPS: ir, cr and p10cr MAC-protected with one-time secrets (with certConf, and with implicit
-confirmation), kur signed with the issued certificate, genm for the CA certificates and the
-root CA update, rr of the device's own certificate, polling while a request waits for
-approval, and refusals as CMP error messages (a wrong secret, a replayed transaction, a
+confirmation; a certificate the client rejects in its certConf, or with an empty certConf made
+by a proxy that MACs it again, is revoked), kur signed with the issued certificate, genm for
+the CA certificates and the root CA update, rr of the device's own certificate, polling while
+a request waits for approval, and refusals as CMP error messages (a wrong secret, a replayed transaction, a
 request for another device, a revoked certificate). Issued certificates verify with openssl
 and GnuTLS certtool.
 
 usage: cmp_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
+import hashlib
+import hmac
+import http.server
 import os
+import ssl
 import subprocess
 import sys
+import threading
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish, wait_for  # noqa: E402
@@ -121,6 +128,101 @@ key3 = new_key("plc-3")
 openssl_cmp(*cmp_args("cr"), *with_secret(secret_for(batch="line-3")), "-newkey", key3, "-subject", "/CN=plc-3",
             "-certout", path("plc-3.pem"))
 check(subject_cn(path("plc-3.pem")) == "plc-3", "cr with a batch's secret enrolls a new device")
+
+# ---- a certificate the client rejects is revoked (RFC 9483 4.1.1) ----
+def certificates_of(device):
+    return [api("GET", f"/v1/certificates/{c['serial']}") for c in api("GET", f"/v1/things/{device}")["certificates"]]
+
+
+# openssl cmp rejects a certificate it cannot verify against -out_trusted (here a CA that did
+# not issue it) with a certConf whose status is a rejection.
+out = openssl_cmp(*cmp_args("ir"), *with_secret(secret_for("plc-r1")), "-newkey", new_key("plc-r1"), "-subject",
+                  "/CN=plc-r1", "-out_trusted", os.path.join(TLS, "ca.pem"), "-certout", path("x.pem"), ok=False)
+check("sending CERTCONF" in out, f"the client rejects the certificate in its certConf: {out[-500:]}")
+certs = certificates_of("plc-r1")
+check([c["status"] for c in certs] == ["revoked"], f"the rejected certificate is revoked: {certs[:1]}")
+
+
+def der_item(data, at):
+    """(start of contents, end) of the DER item at `at`."""
+    n, at = data[at + 1], at + 2
+    if n & 0x80:
+        n, at = int.from_bytes(data[at:at + (n & 0x7f)], "big"), at + (n & 0x7f)
+    return at, at + n
+
+
+def der(tag, contents):
+    n = len(contents)
+    width = (n.bit_length() + 7) // 8
+    return bytes([tag]) + (bytes([n]) if n < 0x80 else bytes([0x80 | width]) + n.to_bytes(width, "big")) + contents
+
+
+def items(data):
+    out, at = [], 0
+    while at < len(data):
+        start, end = der_item(data, at)
+        out.append((data[at], data[at:end], data[start:end]))
+        at = end
+    return out
+
+
+def oid_name(encoded):
+    return {b"\x2b\x0e\x03\x02\x1a": "sha1", b"\x60\x86\x48\x01\x65\x03\x04\x02\x01": "sha256",
+            b"\x2a\x86\x48\x86\xf7\x0d\x02\x07": "sha1", b"\x2b\x06\x01\x05\x05\x08\x01\x02": "sha1",
+            b"\x2a\x86\x48\x86\xf7\x0d\x02\x09": "sha256"}[encoded]
+
+
+def empty_cert_conf(message, secret):
+    """The certConf `message` with no CertStatus at all (rejecting every certificate, RFC 4210
+    5.3.18), MAC-protected again with the PasswordBasedMac of its header (RFC 4211 4.4)."""
+    (_, header, header_fields), (body_tag, _, _), *rest = items(items(message)[0][2])
+    assert body_tag == 0xb8, "a certConf"
+    body = der(0xb8, der(0x30, b""))
+    alg = next(c for t, _, c in items(header_fields) if t == 0xa1)
+    pbm = items(items(items(alg)[0][2])[1][2])  # salt, owf, iterationCount, mac
+    salt, owf, count = pbm[0][2], oid_name(items(pbm[1][2])[0][2]), int.from_bytes(pbm[2][2], "big")
+    key = hashlib.new(owf, secret + salt).digest()
+    for _ in range(count - 1):
+        key = hashlib.new(owf, key).digest()
+    mac = hmac.new(key, der(0x30, header + body), oid_name(items(pbm[3][2])[0][2])).digest()
+    extra = [whole for t, whole, _ in rest if t == 0xa1]
+    return der(0x30, header + body + der(0xa0, der(0x03, b"\0" + mac)) + b"".join(extra))
+
+
+class Rewriter(http.server.BaseHTTPRequestHandler):
+    """Passes CMP messages on to certfleet, with each certConf emptied."""
+    secret = b""
+
+    def do_POST(self):
+        data = self.rfile.read(int(self.headers["Content-Length"]))
+        if items(items(data)[0][2])[1][0] == 0xb8:
+            data = empty_cert_conf(data, self.secret)
+        request = urllib.request.Request(f"https://127.0.0.1:{cf.port}{self.path}", data=data,
+                                         headers={"Content-Type": "application/pkixcmp"})
+        tls = ssl.create_default_context(cafile=os.path.join(TLS, "ca.pem"))
+        with urllib.request.urlopen(request, context=tls) as answer:
+            body = answer.read()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/pkixcmp")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+s_r2 = secret_for("plc-r2")
+Rewriter.secret = s_r2["secret"].encode()
+proxy = http.server.HTTPServer(("127.0.0.1", 0), Rewriter)
+threading.Thread(target=proxy.serve_forever, daemon=True).start()
+out = openssl_cmp("openssl", "cmp", "-cmd", "ir", "-server", f"127.0.0.1:{proxy.server_address[1]}", "-path",
+                  ".well-known/cmp/p/default", "-msg_timeout", "20", *with_secret(s_r2), "-newkey", new_key("plc-r2"),
+                  "-subject", "/CN=plc-r2", "-certout", path("plc-r2.pem"))
+proxy.shutdown()
+check("sending CERTCONF" in out and "received PKICONF" in out, f"an empty certConf is confirmed: {out[-500:]}")
+certs = certificates_of("plc-r2")
+check([c["status"] for c in certs] == ["revoked"], f"a certConf confirming nothing revokes: {certs[:1]}")
 
 # ---- kur signed with the current certificate; the old one is superseded ----
 key1b = new_key("plc-1b")
