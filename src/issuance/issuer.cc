@@ -318,14 +318,12 @@ Result<std::shared_ptr<Issuer::Built>> Issuer::Build(IssueRequest req, const std
 Result<void> Issuer::Persist(const std::shared_ptr<Built>& w, std::function<void(Result<Issued>)>& done) {
   auto piece = [this, w](store::Tx& tx) -> Result<void> {
     const store::CertificateRecord& rec = w->out.record;
-    // The parent may have been revoked (here or on another node) since it was cached: looked
-    // at once per transaction, which holds a group of certificates.
-    if (w->parent && !tx.Knows("active:" + w->parent->cert.serial)) {
-      CF_ASSIGN_OR_RETURN(auto status, store::CertificateStatus(tx, w->parent->cert.serial));
-      if (status != store::CertStatus::kActive) {
-        return MakeError(ErrorCode::kFailedPrecondition, fmt::format("the CA {} is revoked", w->parent->ca.fqdn));
-      }
-      tx.Learn("active:" + w->parent->cert.serial);
+    // The parent may have been revoked (here or on another node) since it was cached, or be
+    // revoked by a cascade while this transaction runs: looked at when it ends, once for the
+    // group of certificates it holds.
+    if (w->parent) {
+      CF_RETURN_IF_ERROR(store::CheckIssuerActive(tx, w->parent->cert.serial,
+                                                  fmt::format("the CA {} is revoked", w->parent->ca.fqdn)));
     }
     if (w->one_active) {
       CF_ASSIGN_OR_RETURN(auto active, store::ActiveSerialForFqdn(tx, rec.fqdn));
@@ -524,16 +522,18 @@ Result<Revoked> Issuer::Revoke(std::string_view serial, std::string_view reason_
     if (!cert) return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial {}", serial));
     Revoked out;
     std::vector<store::CertificateRecord> touched;  // newly revoked ones
-    std::vector<std::string> queue{cert->serial};
+    std::vector<store::ActiveChild> queue{{cert->serial, IsCa(cert->type)}};
     for (size_t i = 0; i < queue.size() && i < kMaxCascade; ++i) {
-      CF_ASSIGN_OR_RETURN(bool revoked, store::RevokeCertificate(tx, queue[i], now, reason));
+      // A CA's children are read under its lock: none being written at the time is missed.
+      if (cascade && queue[i].ca) CF_RETURN_IF_ERROR(store::LockIssuer(tx, queue[i].serial));
+      CF_ASSIGN_OR_RETURN(bool revoked, store::RevokeCertificate(tx, queue[i].serial, now, reason));
       if (revoked) {
         ++out.newly_revoked;
-        CF_ASSIGN_OR_RETURN(auto row, store::FindCertificate(tx, queue[i]));
+        CF_ASSIGN_OR_RETURN(auto row, store::FindCertificate(tx, queue[i].serial));
         touched.push_back(std::move(*row));
       }
-      if (cascade) {
-        CF_ASSIGN_OR_RETURN(auto children, store::ActiveChildren(tx, queue[i]));
+      if (cascade && queue[i].ca) {
+        CF_ASSIGN_OR_RETURN(auto children, store::ActiveChildren(tx, queue[i].serial));
         queue.insert(queue.end(), children.begin(), children.end());
       }
     }

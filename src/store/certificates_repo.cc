@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <set>
+
 #include "core/crypto.h"
 
 namespace certfleet::store {
@@ -147,13 +149,56 @@ Result<bool> RevokeCertificate(Tx& tx, std::string_view serial, int64_t at, int 
   return n == 1;
 }
 
-Result<std::vector<std::string>> ActiveChildren(Tx& tx, std::string_view issuer_serial) {
+Result<std::vector<ActiveChild>> ActiveChildren(Tx& tx, std::string_view issuer_serial) {
   CF_ASSIGN_OR_RETURN(Rows rows,
-                      tx.Query("SELECT serial FROM certificates WHERE issuer_serial = ? AND status = 'active'",
+                      tx.Query("SELECT serial, type FROM certificates WHERE issuer_serial = ? AND status = 'active'",
                                {std::string(issuer_serial)}));
-  std::vector<std::string> out;
-  for (const auto& r : rows) out.push_back(r.Text(0));
+  std::vector<ActiveChild> out;
+  for (const auto& r : rows) {
+    CF_ASSIGN_OR_RETURN(CertType type, r.Enum<CertType>(1, "certificates.type", kCertTypeNames));
+    out.push_back({r.Text(0), IsCa(type)});
+  }
   return out;
+}
+
+Result<void> LockIssuer(Tx& tx, std::string_view serial) {
+  if (!tx.postgres()) return Ok();  // SQLite: one writer, which this transaction is
+  CF_RETURN_IF_ERROR(tx.Query("SELECT serial FROM certificates WHERE serial = ? FOR UPDATE", {std::string(serial)}));
+  return Ok();
+}
+
+namespace {
+
+struct IssuerCheck {
+  std::string serial;
+  std::string refusal;
+};
+
+Result<void> WriteIssuerChecks(Tx& tx, std::vector<IssuerCheck>& checks) {
+  if (checks.empty()) return Ok();
+  std::set<std::string> distinct;
+  for (const auto& c : checks) distinct.insert(c.serial);
+  Params params;
+  const std::string in = InValues(tx, "serial", {distinct.begin(), distinct.end()}, params);
+  // Deferred (no round trip of its own), and after the transaction's inserts.
+  return tx.QueryDeferred("SELECT serial FROM certificates WHERE " + in + " AND status = 'active'", params,
+                          [checks = std::move(checks)](const Rows& rows) -> Result<void> {
+                            std::set<std::string> active;
+                            for (const auto& r : rows) active.insert(r.Text(0));
+                            for (const auto& c : checks) {
+                              if (!active.contains(c.serial))
+                                return MakeError(ErrorCode::kFailedPrecondition, c.refusal);
+                            }
+                            return Ok();
+                          });
+}
+
+}  // namespace
+
+Result<void> CheckIssuerActive(Tx& tx, std::string_view issuer_serial, std::string refusal) {
+  tx.Gathered<IssuerCheck>("issuer-checks", WriteIssuerChecks)
+      .push_back({std::string(issuer_serial), std::move(refusal)});
+  return Ok();
 }
 
 Result<std::vector<CertificateRecord>> RevokedChildren(Tx& tx, std::string_view issuer_serial) {

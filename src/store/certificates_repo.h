@@ -88,8 +88,23 @@ std::string ListCertificatesSql(const CertificateFilter& filter, Params& params)
 
 // Marks an active certificate revoked; false if it was not active.
 Result<bool> RevokeCertificate(Tx& tx, std::string_view serial, int64_t at, int reason);
-// Serials of the active certificates `issuer_serial` signed.
-Result<std::vector<std::string>> ActiveChildren(Tx& tx, std::string_view issuer_serial);
+// The active certificates `issuer_serial` signed.
+struct ActiveChild {
+  std::string serial;
+  bool ca = false;  // a root or intermediate, which may have children of its own
+};
+Result<std::vector<ActiveChild>> ActiveChildren(Tx& tx, std::string_view issuer_serial);
+// Holds a CA's row until the transaction ends, for a cascade that revokes it: on PostgreSQL
+// FOR UPDATE, which waits for the transactions writing a certificate it signed (their foreign
+// key check holds KEY SHARE on the row) and keeps new ones waiting, so that ActiveChildren,
+// read after it, misses none and a certificate written after the revocation is refused by
+// CheckIssuerActive. SQLite has one writer: nothing to do.
+Result<void> LockIssuer(Tx& tx, std::string_view serial);
+// Checks at the transaction's end, after the certificates it writes (whose foreign keys hold
+// their issuers' rows, see LockIssuer), that `issuer_serial` is active; kFailedPrecondition
+// `refusal` if it is not. One statement for all of a transaction's checks, without a round
+// trip of its own.
+Result<void> CheckIssuerActive(Tx& tx, std::string_view issuer_serial, std::string refusal);
 // The revoked certificates `issuer_serial` signed, for its CRL.
 Result<std::vector<CertificateRecord>> RevokedChildren(Tx& tx, std::string_view issuer_serial);
 // Holds the CA's row until the transaction ends, before its CRL is built: two nodes re-signing

@@ -83,11 +83,6 @@ class Tx {
   Result<std::optional<Row>> QueryOne(std::string_view sql, const Params& params = {});
   bool postgres() const { return dialect() == Dialect::kPostgres; }
 
-  // Facts this transaction established that hold until it ends (a CA found active), so
-  // that the pieces of a group commit (GroupCommitter) establish each once.
-  bool Knows(const std::string& fact) const { return facts_.contains(fact); }
-  void Learn(std::string fact) { facts_.insert(std::move(fact)); }
-
   // What a repository gathers over a transaction to write in one go at its end (the audit
   // entries of a group commit, under one look at the chain's head, whose row lock is then held
   // only from there to the commit): the vector of T kept under `key`, empty on first use.
@@ -118,7 +113,6 @@ class Tx {
     std::function<void(size_t)> truncate;
     bool last = false;
   };
-  std::set<std::string> facts_;
   std::vector<Gathering> gathered_;
   // Per savepoint, each gathering's size when it was taken, in gathered_'s order (which
   // only grows until FlushAll).

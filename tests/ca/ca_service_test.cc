@@ -4,8 +4,10 @@
 #include <openssl/ocsp.h>
 #include <openssl/pem.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <latch>
 #include <set>
 #include <thread>
 
@@ -13,6 +15,7 @@
 #include "pki/certificate.h"
 #include "pki/file/file_key_backend.h"
 #include "pki/key.h"
+#include "store/certificates_repo.h"
 #include "testing/db.h"
 
 namespace certfleet::ca {
@@ -416,6 +419,93 @@ TEST_P(CaServiceTest, ARenewalKeepsTheNamesOverlapsAndRevokesTheOldAfterTheGrace
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, CaServiceTest, testing::kBothDialects, testing::DialectName);
+
+// A cascade and a certificate being written under the CA it revokes, at once, as on two nodes
+// of one PostgreSQL (SQLite has one writer: one of the two waits for the other whole).
+class CascadeRaceTest : public CaServiceTest {
+ protected:
+  // Until a backend of this database waits for a lock, or `ended` (the side that would wait
+  // finished without waiting); whether one waits.
+  bool SomeoneWaitsForALock(const std::atomic<bool>& ended) {
+    for (int i = 0; i < 100'000 && !ended; ++i) {
+      auto rows = store_->Query(
+          "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
+      if (rows.ok() && rows->at(0).Int(0) > 0) return true;
+    }
+    return false;
+  }
+  issuance::IssueRequest Device(std::string name) {
+    issuance::IssueRequest r;
+    r.type = CertType::kDevice;
+    r.name = std::move(name);
+    r.parent = "iot.example.com";
+    return r;
+  }
+};
+
+TEST_P(CascadeRaceTest, ACascadeWaitsForACertificateBeingWrittenUnderItsCaAndRevokesItToo) {
+  Hierarchy();
+  const std::string ca = issuer_->Get("iot.example.com")->serial;
+  std::latch written(1);
+  std::latch go(1);
+  issuance::IssueRequest r = Device("in-flight");
+  r.in_transaction = [&](store::Tx& tx, const store::CertificateRecord&) -> Result<void> {
+    CF_RETURN_IF_ERROR(tx.Flush());  // its row is in: its foreign key holds the CA's row
+    written.count_down();
+    go.wait();
+    return certfleet::Ok();
+  };
+  Result<issuance::Issued> issued = Error{};
+  std::thread writer([&] { issued = issuer_->Issue(r, "test"); });
+  written.wait();
+  std::atomic<bool> revoked{false};
+  std::thread revoker([&] {
+    EXPECT_TRUE(issuer_->Revoke(ca, "cACompromise", true, "test").ok());
+    revoked = true;
+  });
+  EXPECT_TRUE(SomeoneWaitsForALock(revoked)) << "the cascade waits for the certificate being written";
+  go.count_down();
+  writer.join();
+  revoker.join();
+  ASSERT_TRUE(issued.ok()) << issued.error().message;
+  EXPECT_EQ(issuer_->Get(issued->record.serial)->status, store::CertStatus::kRevoked)
+      << "the cascade read the CA's children after the write committed";
+}
+
+TEST_P(CascadeRaceTest, ACertificateWrittenWhileACascadeRunsIsRefused) {
+  Hierarchy();
+  const std::string ca = issuer_->Get("iot.example.com")->serial;
+  std::latch locked(1);
+  std::latch go(1);
+  // The cascade's first steps, held open: the CA locked and marked revoked.
+  std::thread cascade([&] {
+    EXPECT_TRUE(store_
+                    ->Transact([&](store::Tx& tx) -> Result<void> {
+                      CF_RETURN_IF_ERROR(store::LockIssuer(tx, ca));
+                      CF_RETURN_IF_ERROR(store::RevokeCertificate(tx, ca, clock_.NowMillis(), 2));
+                      locked.count_down();
+                      go.wait();
+                      return certfleet::Ok();
+                    })
+                    .ok());
+  });
+  locked.wait();
+  std::atomic<bool> ended{false};
+  Result<issuance::Issued> issued = Error{};
+  std::thread writer([&] {
+    issued = issuer_->Issue(Device("late"), "test");
+    ended = true;
+  });
+  EXPECT_TRUE(SomeoneWaitsForALock(ended)) << "the write waits for the cascade";
+  go.count_down();
+  cascade.join();
+  writer.join();
+  ASSERT_FALSE(issued.ok()) << "issued " << issued->record.serial << " under a revoked CA";
+  EXPECT_EQ(issued.error().code, ErrorCode::kFailedPrecondition) << issued.error().message;
+  EXPECT_EQ(Count("certificates WHERE fqdn = 'late'"), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, CascadeRaceTest, ::testing::Values(store::Dialect::kPostgres), testing::DialectName);
 
 }  // namespace
 }  // namespace certfleet::ca
