@@ -57,15 +57,20 @@ Result<void> CurrentCertificate(store::Tx& tx, std::string_view serial) {
   return Ok();
 }
 
-// A device whose batch chose its template (as W2 provisions it) enrolls only through a profile
-// of that template: another template would give it other groups, policies and CA.
+// A device whose batch chose its template (as W2 provisions it), or a new thing that enrolled
+// through a template, enrolls only through a profile of that template: another template would
+// give it other groups, policies and CA.
 Result<void> SameTemplate(store::Tx& tx, std::string_view device_id, const Profile& profile) {
   CF_ASSIGN_OR_RETURN(auto device, store::FindDeviceForAuth(tx, device_id));
-  if (!device) return Ok();
-  CF_ASSIGN_OR_RETURN(auto batch_template, registry::Registry::TemplateNameFor(tx, device->batch));
-  if (batch_template && *batch_template != profile.template_name) {
+  std::optional<std::string> its_template;
+  if (device) {
+    CF_ASSIGN_OR_RETURN(its_template, registry::Registry::TemplateNameFor(tx, device->batch));
+  } else {
+    CF_ASSIGN_OR_RETURN(its_template, registry::Registry::EnrolledThrough(tx, device_id));
+  }
+  if (its_template && *its_template != profile.template_name) {
     return Denied(fmt::format("device {} is provisioned by template {}, not by this profile's {}", device_id,
-                              *batch_template, profile.template_name));
+                              *its_template, profile.template_name));
   }
   return Ok();
 }

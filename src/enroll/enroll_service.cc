@@ -286,7 +286,7 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
                                                                     std::nullopt, rec.serial, now));
       if (!issued) return detail::Denied("the enrollment request was answered already");
     }
-    return registry::Registry::RecordProvisioning(tx, *tmpl, who.device_id, rec.serial, now, revoke_at);
+    return registry::Registry::RecordProvisioning(tx, *tmpl, who.device_id, rec.serial, now, revoke_at, who.new_device);
   };
   issuer_.IssueAsync(std::move(issue), kActor, [done = std::move(done)](Result<issuance::Issued> created) {
     if (!created.ok()) return done(created.error());

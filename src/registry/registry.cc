@@ -305,14 +305,13 @@ Result<void> Registry::Delete(Kind kind, std::string_view name, std::string_view
                        fmt::format("{} {} is in use: {}", KindName(kind), row->name, dependency));
     }
     if (kind == Kind::kThing) {
-      CF_ASSIGN_OR_RETURN(auto groups, store::LinksTo(tx, store::kGroupThing, row->name));
-      for (const auto& g : groups) {
-        CF_RETURN_IF_ERROR(store::DeleteLink(tx, store::kGroupThing, g.from_name, row->name));
-      }
+      CF_RETURN_IF_ERROR(store::DeleteLinksTo(tx, store::kGroupThing, row->name));
+      CF_RETURN_IF_ERROR(store::DeleteLinksTo(tx, store::kTemplateThing, row->name));
     }
     if (kind == Kind::kTemplate) {
-      CF_ASSIGN_OR_RETURN(auto batches, store::LinksTo(tx, kBatchTemplate, row->name));
-      for (const auto& b : batches) CF_RETURN_IF_ERROR(store::DeleteLink(tx, kBatchTemplate, b.from_name, row->name));
+      CF_RETURN_IF_ERROR(store::DeleteLinksTo(tx, kBatchTemplate, row->name));
+      // Its things re-enroll through another template of their CA, as before it was kept.
+      CF_RETURN_IF_ERROR(store::DeleteLinksFrom(tx, store::kTemplateThing, row->name));
       ++template_changes_;
     }
     CF_RETURN_IF_ERROR(store::DeleteObject(tx, KindName(kind), row->name));
@@ -372,6 +371,12 @@ Result<std::optional<ProvisioningTemplate>> Registry::TemplateFor(store::Tx& tx,
   return std::optional<ProvisioningTemplate>(std::move(t));
 }
 
+Result<std::optional<std::string>> Registry::EnrolledThrough(store::Tx& tx, std::string_view thing) {
+  CF_ASSIGN_OR_RETURN(auto link, store::LinksTo(tx, store::kTemplateThing, thing, 1));
+  if (link.empty()) return std::optional<std::string>();
+  return std::optional<std::string>(std::move(link.front().from_name));
+}
+
 Result<ProvisioningTemplate> Registry::TemplateNamed(store::Tx& tx, std::string_view name) {
   CF_ASSIGN_OR_RETURN(Object o, MustFind(tx, Kind::kTemplate, name));
   return std::get<ProvisioningTemplate>(std::move(o.body));
@@ -395,7 +400,8 @@ store::RegistryObject Registry::ThingRow(const std::string& name, const std::opt
 }
 
 Result<void> Registry::RecordProvisioning(store::Tx& tx, const ProvisioningTemplate& tmpl, std::string_view thing,
-                                          std::string_view serial, int64_t now, int64_t revoke_superseded_at) {
+                                          std::string_view serial, int64_t now, int64_t revoke_superseded_at,
+                                          bool new_thing) {
   const std::string thing_name(thing);
   const std::string serial_s(serial);
   store::ProvisioningWrites writes{
@@ -407,6 +413,8 @@ Result<void> Registry::RecordProvisioning(store::Tx& tx, const ProvisioningTempl
   for (const auto& group : tmpl.thing_groups) {
     writes.links.push_back({LinkKind(Link::kGroupThing), group, thing_name, "", std::nullopt, now});
   }
+  if (new_thing)
+    writes.links.push_back({std::string(store::kTemplateThing), tmpl.name, thing_name, "", std::nullopt, now});
   for (const auto& p : tmpl.policies) {
     writes.objects.push_back(Encode(Policy{p.name, p.document}, now, now));
     writes.links.push_back({LinkKind(Link::kPolicyCertificate), p.name, serial_s, "", std::nullopt, now});

@@ -71,9 +71,15 @@ class Registry {
   // added to the template's groups, its policies (created if missing) attached to the
   // certificate. The thing's earlier active certificates become superseded, due for
   // revocation at `revoke_superseded_at`. Written at the transaction's end, with those of
-  // the other provisionings of a group commit.
+  // the other provisionings of a group commit. A `new_thing` (one no registered device stands
+  // for: enrolled by a batch's secret or a manufacturer CA) keeps the template it enrolled
+  // through (EnrolledThrough), as a registered device has its batch's.
   static Result<void> RecordProvisioning(store::Tx& tx, const ProvisioningTemplate& tmpl, std::string_view thing,
-                                         std::string_view serial, int64_t now, int64_t revoke_superseded_at);
+                                         std::string_view serial, int64_t now, int64_t revoke_superseded_at,
+                                         bool new_thing = false);
+  // The template a new thing enrolled through (RecordProvisioning); nullopt for one enrolled
+  // otherwise, before this was kept, or whose template was deleted since.
+  static Result<std::optional<std::string>> EnrolledThrough(store::Tx& tx, std::string_view thing);
   // The profile `name`, once everything it names is known to exist (as Thingpress checks
   // first): kNotFound for no such profile, kFailedPrecondition naming what is missing.
   static Result<ProductProfile> ProfileFor(store::Tx& tx, std::string_view name);

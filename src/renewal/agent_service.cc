@@ -100,6 +100,9 @@ Result<Enrolled> AgentService::EnrollWithCredential(std::string_view host_id, co
   }
   return Issue(host, csr_pem, /*renewing=*/false, "host.enroll",
                [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
+                 // Two first enrollments of one host at once (two agents, or one asking twice,
+                 // on any nodes): the second to commit sees the first's certificate and is refused.
+                 CF_RETURN_IF_ERROR(HostService::Lock(tx, host.host_id));
                  CF_ASSIGN_OR_RETURN(auto use, store::UseEnrollmentCredential(tx, credential.id, now));
                  if (!use) {
                    return MakeError(

@@ -138,6 +138,16 @@ Result<bool> DeleteLink(Tx& tx, std::string_view kind, std::string_view from_nam
   return changed > 0;
 }
 
+Result<int64_t> DeleteLinksFrom(Tx& tx, std::string_view kind, std::string_view from_name) {
+  return tx.Exec("DELETE FROM registry_links WHERE kind = ? AND from_name = ?",
+                 {std::string(kind), std::string(from_name)});
+}
+
+Result<int64_t> DeleteLinksTo(Tx& tx, std::string_view kind, std::string_view to_name) {
+  return tx.Exec("DELETE FROM registry_links WHERE kind = ? AND to_name = ?",
+                 {std::string(kind), std::string(to_name)});
+}
+
 Result<std::vector<RegistryLink>> LinksFrom(Tx& tx, std::string_view kind, std::string_view from_name,
                                             std::string_view after, int limit) {
   return Links(tx, "kind = ? AND from_name = ? AND to_name > ? ORDER BY to_name LIMIT ?",

@@ -24,6 +24,8 @@ inline constexpr std::string_view kThingCertificate = "thing-certificate";    //
 inline constexpr std::string_view kPolicyCertificate = "policy-certificate";  // policy -> certificate
 inline constexpr std::string_view kGroupThing = "group-thing";                // group -> thing
 inline constexpr std::string_view kBatchTemplate = "batch-template";          // batch -> template
+// template -> thing, for a thing no registered device stands for: the template it enrolled through
+inline constexpr std::string_view kTemplateThing = "template-thing";
 // States of a thing-certificate link.
 inline constexpr std::string_view kAttachmentActive = "active";
 inline constexpr std::string_view kAttachmentSuperseded = "superseded";
@@ -85,6 +87,9 @@ Result<void> PutLinks(Tx& tx, const std::vector<RegistryLink>& links);
 Result<void> AddLinksIfMissing(Tx& tx, const std::vector<RegistryLink>& links);
 // False if there was no such link.
 Result<bool> DeleteLink(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view to_name);
+// Every link of the kind from `from_name`, or to `to_name`; how many there were.
+Result<int64_t> DeleteLinksFrom(Tx& tx, std::string_view kind, std::string_view from_name);
+Result<int64_t> DeleteLinksTo(Tx& tx, std::string_view kind, std::string_view to_name);
 // Links of the kind from `from_name` with to_name after `after`, in to_name order, at most `limit`.
 Result<std::vector<RegistryLink>> LinksFrom(Tx& tx, std::string_view kind, std::string_view from_name,
                                             std::string_view after = "", int limit = 10'000);

@@ -335,6 +335,15 @@ TEST_P(EnrollTest, ABatchSecretEnrollsOnlyANewDevice) {
   EXPECT_EQ(fresh->record.fqdn, "dev-new");
   EXPECT_FALSE(service_->CreateSecrets("default", "dev-1", "b-1", 1, std::chrono::hours(1), "token:ops").ok());  // both
   EXPECT_FALSE(service_->CreateSecrets("default", std::nullopt, "b-1", 1001, std::chrono::hours(1), "t").ok());
+
+  // The new thing keeps the template it enrolled through: another of the same CA renews it not.
+  GatewaysTemplate();
+  Profile({{"template", "gateways"}, {"auth", {"reenroll"}}}, "gw");
+  EXPECT_EQ(Refusal(Operation::kReenroll, CsrFor(NewKey().get(), "dev-new"), Presenting(fresh->record), "gw"),
+            ErrorCode::kPermissionDenied)
+      << "re-enrolled through a template with other groups and policies";
+  auto renewed = Enroll(Operation::kReenroll, CsrFor(NewKey().get(), "dev-new"), Presenting(fresh->record));
+  ASSERT_TRUE(renewed.ok()) << "its own template renews it: " << renewed.error().message;
 }
 
 TEST_P(EnrollTest, ApprovalHoldsARequestUntilAnOperatorDecides) {

@@ -6,6 +6,11 @@
 #include <gtest/gtest.h>
 #include <openssl/x509v3.h>
 
+#include <atomic>
+#include <latch>
+#include <thread>
+#include <vector>
+
 #include "pki/certificate.h"
 #include "pki/csr.h"
 #include "pki/key.h"
@@ -261,6 +266,71 @@ TEST(HostPattern, StarMatchesWithinOneLabelCaseInsensitively) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, EnrollTest, testing::kBothDialects, testing::DialectName);
+
+// Two first enrollments of one host at once, on two nodes of one PostgreSQL, each with a fleet
+// credential of its own (each use of one credential waits for the one before).
+class EnrollRaceTest : public EnrollTest {
+ protected:
+  // Until `n` backends of this database wait for a lock; false if `ended` first.
+  bool LockWaiters(int64_t n, const std::atomic<int>& ended) {
+    for (int i = 0; i < 100'000 && ended == 0; ++i) {
+      auto rows = store_->Query(
+          "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
+      if (rows.ok() && rows->at(0).Int(0) >= n) return true;
+    }
+    return false;
+  }
+};
+
+TEST_P(EnrollRaceTest, FirstEnrollmentsOfOneHostAtOnceIssueOneCertificate) {
+  std::vector<std::string> secrets;
+  for (int i = 0; i < 2; ++i) {
+    auto minted = hosts_->CreateCredential({{"web-*.example.com"}, 10, std::chrono::hours(72)}, "t");
+    ASSERT_TRUE(minted.ok()) << minted.error().message;
+    secrets.push_back(minted->secret);
+  }
+  issuance::Issuer issuer2(*store_, *keys_, clock_, issuance::Issuer::Options{"https://ca.test"});
+  HostService hosts2(*store_, clock_, HostService::Options{});
+  AgentService agents2(*store_, hosts2, issuer2, clock_, AgentService::Options{"hosts.example.com", 90});
+  // The host's row held by another transaction, so that the first enrollment waits with its
+  // write of the host, after it looked at it.
+  std::latch held(1);
+  std::latch release(1);
+  std::thread holder([&] {
+    EXPECT_TRUE(store_
+                    ->Transact([&](store::Tx& tx) -> Result<void> {
+                      CF_RETURN_IF_ERROR(
+                          tx.Query("SELECT host_id FROM hosts WHERE host_id = 'web-1.example.com' FOR UPDATE"));
+                      held.count_down();
+                      release.wait();
+                      return certfleet::Ok();
+                    })
+                    .ok());
+  });
+  held.wait();
+  std::atomic<int> ended{0};
+  std::vector<Result<Enrolled>> results(2, Error{});
+  std::thread first([&] {
+    results[0] = agents_->Enroll("web-1.example.com", secrets[0], OtherCsr("web-1.example.com"));
+    ++ended;
+  });
+  ASSERT_TRUE(LockWaiters(1, ended)) << "the first enrollment waits for the host's row";
+  std::thread second([&] {
+    results[1] = agents2.Enroll("web-1.example.com", secrets[1], OtherCsr("web-1.example.com"));
+    ++ended;
+  });
+  EXPECT_TRUE(LockWaiters(2, ended)) << "the second enrollment waits too";
+  release.count_down();
+  holder.join();
+  first.join();
+  second.join();
+  EXPECT_TRUE(results[0].ok()) << results[0].error().message;
+  ASSERT_FALSE(results[1].ok()) << "a second certificate, " << results[1]->record.serial << ", the host would not know";
+  EXPECT_EQ(results[1].error().code, ErrorCode::kFailedPrecondition) << results[1].error().message;
+  EXPECT_EQ(Certificates(), 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, EnrollRaceTest, ::testing::Values(store::Dialect::kPostgres), testing::DialectName);
 
 }  // namespace
 }  // namespace certfleet::renewal
