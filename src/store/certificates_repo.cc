@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include <set>
+#include <map>
 
 #include "core/crypto.h"
 
@@ -175,22 +175,21 @@ struct IssuerCheck {
 };
 
 Result<void> WriteIssuerChecks(Tx& tx, std::vector<IssuerCheck>& checks) {
-  if (checks.empty()) return Ok();
-  std::set<std::string> distinct;
-  for (const auto& c : checks) distinct.insert(c.serial);
-  Params params;
-  const std::string in = InValues(tx, "serial", {distinct.begin(), distinct.end()}, params);
-  // Deferred (no round trip of its own), and after the transaction's inserts.
-  return tx.QueryDeferred("SELECT serial FROM certificates WHERE " + in + " AND status = 'active'", params,
-                          [checks = std::move(checks)](const Rows& rows) -> Result<void> {
-                            std::set<std::string> active;
-                            for (const auto& r : rows) active.insert(r.Text(0));
-                            for (const auto& c : checks) {
-                              if (!active.contains(c.serial))
-                                return MakeError(ErrorCode::kFailedPrecondition, c.refusal);
-                            }
-                            return Ok();
-                          });
+  // A statement per CA (a group has one or two), deferred (no round trip of its own) and after
+  // the transaction's inserts. One for them all (serial = ANY) was planned as a scan of the
+  // active certificates: 0.9 ms a group against 7 µs in bench/postgres.
+  std::map<std::string, std::string> refusals;  // serial -> the first refusal naming it
+  for (auto& c : checks) refusals.emplace(std::move(c.serial), std::move(c.refusal));
+  for (auto& [serial, refusal] : refusals) {
+    CF_RETURN_IF_ERROR(tx.QueryDeferred("SELECT status FROM certificates WHERE serial = ?", {serial},
+                                        [refusal = std::move(refusal)](const Rows& rows) -> Result<void> {
+                                          if (rows.size() != 1 || rows.front().Text(0) != "active") {
+                                            return MakeError(ErrorCode::kFailedPrecondition, refusal);
+                                          }
+                                          return Ok();
+                                        }));
+  }
+  return Ok();
 }
 
 }  // namespace
