@@ -102,8 +102,7 @@ Result<std::vector<ActiveChild>> ActiveChildren(Tx& tx, std::string_view issuer_
 Result<void> LockIssuer(Tx& tx, std::string_view serial);
 // Checks at the transaction's end, after the certificates it writes (whose foreign keys hold
 // their issuers' rows, see LockIssuer), that `issuer_serial` is active; kFailedPrecondition
-// `refusal` if it is not. One statement for all of a transaction's checks, without a round
-// trip of its own.
+// `refusal` if it is not. One statement per CA, without a round trip of its own.
 Result<void> CheckIssuerActive(Tx& tx, std::string_view issuer_serial, std::string refusal);
 // The revoked certificates `issuer_serial` signed, for its CRL.
 Result<std::vector<CertificateRecord>> RevokedChildren(Tx& tx, std::string_view issuer_serial);
