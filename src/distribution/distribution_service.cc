@@ -125,7 +125,7 @@ Result<ScanResult> DistributionService::Scan() {
   ScanResult result;
   CF_RETURN_IF_ERROR(inbound_.List(options_.prefix, [&](std::vector<blob::ObjectInfo>& page) -> Result<void> {
     result.objects += static_cast<int64_t>(page.size());
-    CF_ASSIGN_OR_RETURN(int64_t marked, MarkChanged(page));
+    CF_ASSIGN_OR_RETURN(int64_t marked, Record(page, /*listed=*/true));
     result.marked += marked;
     return Ok();
   }));
@@ -137,7 +137,7 @@ Result<ScanResult> DistributionService::Scan() {
   return result;
 }
 
-Result<int64_t> DistributionService::MarkChanged(const std::vector<blob::ObjectInfo>& objects) {
+Result<int64_t> DistributionService::Record(const std::vector<blob::ObjectInfo>& objects, bool listed) {
   std::vector<store::DistributionObject> known;
   known.reserve(objects.size());
   for (const auto& o : objects) {
@@ -151,7 +151,7 @@ Result<int64_t> DistributionService::MarkChanged(const std::vector<blob::ObjectI
   }
   const int64_t now = clock_.NowMillis();
   return store::Write(store_, [&](store::Tx& tx) -> Result<int64_t> {
-    CF_ASSIGN_OR_RETURN(int64_t marked, store::RecordObjects(tx, known, now));
+    CF_ASSIGN_OR_RETURN(int64_t marked, store::RecordObjects(tx, known, listed, now));
     if (marked > 0) {
       CF_RETURN_IF_ERROR(
           store::AppendAudit(tx, now, kDistributionActor, "distribution.mark_pending", "inbound",

@@ -85,8 +85,9 @@ class DistributionService {
   // Lists the inbound store and marks the records of new or changed objects PENDING_EMAIL.
   Result<ScanResult> Scan();
   // The same for objects named by an event (S3 event notifications); returns records marked.
-  // Objects outside the layout are logged and ignored.
-  Result<int64_t> MarkChanged(const std::vector<blob::ObjectInfo>& objects);
+  // Objects outside the layout are logged and ignored; so is an event of a version older than
+  // the one recorded (store::RecordObjects).
+  Result<int64_t> MarkChanged(const std::vector<blob::ObjectInfo>& objects) { return Record(objects, false); }
   // Mails every warehouse its pending files. `progress(done, total)` counts gateways.
   // kFailedPrecondition while another run (on any node) is in progress.
   Result<SendResult> SendPending(const std::function<void(int64_t, int64_t)>& progress = {});
@@ -123,6 +124,8 @@ class DistributionService {
   const Options& options() const { return options_; }
 
  private:
+  // MarkChanged, and each page of Scan's listing (`listed`).
+  Result<int64_t> Record(const std::vector<blob::ObjectInfo>& objects, bool listed);
   // Objects outside the layout, as "key\netag", so each is warned about once per change
   // rather than on every scan. Cleared when full.
   bool FirstWarning(const blob::ObjectInfo& object);

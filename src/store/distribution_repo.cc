@@ -53,7 +53,7 @@ std::string ToSend(std::string_view t) {
 
 }  // namespace
 
-Result<int64_t> RecordObjects(Tx& tx, const std::vector<DistributionObject>& objects, int64_t now) {
+Result<int64_t> RecordObjects(Tx& tx, const std::vector<DistributionObject>& objects, bool listed, int64_t now) {
   if (objects.empty()) return int64_t{0};
   // What is recorded of these keys, in one query.
   std::string sql = "SELECT object_key, etag, last_modified, size FROM distribution_objects WHERE object_key IN (";
@@ -87,6 +87,10 @@ Result<int64_t> RecordObjects(Tx& tx, const std::vector<DistributionObject>& obj
       continue;
     }
     if (it != known.end() && it->second.etag == o.etag && it->second.last_modified == o.last_modified) continue;
+    // An event of another version, seen before the one recorded (delivered late, out of order
+    // or replayed): the object has changed since, and what it was then is neither recorded nor
+    // sent. A listing's LastModified has whole seconds: within one second both are taken.
+    if (!listed && it != known.end() && o.last_modified + 1000 < it->second.last_modified) continue;
     CF_RETURN_IF_ERROR(
         tx.Exec("INSERT INTO distribution_objects (object_key, warehouse, gateway_eui, etag, last_modified, size) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (object_key) DO UPDATE SET etag = excluded.etag, "

@@ -45,9 +45,11 @@ struct DistributionRecord {
   int64_t file_bytes = 0;
 };
 
-// Records the objects of one listing page that are new or changed (ETag or LastModified
-// differ) and marks their records PENDING_EMAIL; returns the records marked.
-Result<int64_t> RecordObjects(Tx& tx, const std::vector<DistributionObject>& objects, int64_t now);
+// Records the objects of one listing page, or of an event, that are new or changed (ETag or
+// LastModified differ) and marks their records PENDING_EMAIL; returns the records marked. A
+// listing shows objects as they are (`listed`); an event may come late, out of order or be
+// replayed: one of another version more than a second older than the one recorded is ignored.
+Result<int64_t> RecordObjects(Tx& tx, const std::vector<DistributionObject>& objects, bool listed, int64_t now);
 Result<void> DeleteObject(Tx& tx, std::string_view key);
 Result<std::vector<DistributionObject>> ObjectsOf(Tx& tx, std::string_view warehouse, std::string_view gateway_eui);
 

@@ -255,6 +255,49 @@ TEST_P(ServiceTest, AnObjectMarkedByAnEventAndThenScannedWithTheSameETagIsMailed
   EXPECT_EQ(Statuses("W1")["00800000d0000001"], "EMAILED");
 }
 
+TEST_P(ServiceTest, AnEventOfAnOlderVersionThanTheOneRecordedChangesNothing) {
+  Gateway("W1", 1, 500);
+  std::vector<blob::ObjectInfo> listed;
+  ASSERT_TRUE(inbound_
+                  ->List("Inbound/",
+                         [&](std::vector<blob::ObjectInfo>& page) -> Result<void> {
+                           listed.insert(listed.end(), page.begin(), page.end());
+                           return Ok();
+                         })
+                  .ok());
+  auto& svc = Service();
+  ASSERT_EQ(*svc.MarkChanged(listed), 1);
+  ASSERT_TRUE(svc.SendPending().ok());
+  ASSERT_EQ(mailer_->sent.size(), 1u);
+  // A signed event replayed, or delivered late: another ETag, a minute before the one recorded.
+  auto stale = listed;
+  for (auto& o : stale) {
+    o.etag = "\"replayed\"";
+    o.last_modified_millis -= 60'000;
+  }
+  EXPECT_EQ(*svc.MarkChanged(stale), 0);
+  ASSERT_TRUE(svc.Scan().ok());
+  ASSERT_TRUE(svc.SendPending().ok());
+  EXPECT_EQ(mailer_->sent.size(), 1u) << "nothing recorded of the old version, nothing mailed again";
+  // Within a second (a listing's LastModified has whole seconds) another version counts.
+  auto close = listed;
+  for (auto& o : close) {
+    o.etag = "\"new\"";
+    o.last_modified_millis -= 900;
+  }
+  EXPECT_EQ(*svc.MarkChanged(close), 1);
+  // A listing shows the objects as they are, whatever time an event recorded before.
+  auto ahead = listed;
+  for (auto& o : ahead) {
+    o.etag = "\"ahead\"";
+    o.last_modified_millis += 3'600'000;
+  }
+  EXPECT_EQ(*svc.MarkChanged(ahead), 1);
+  auto scanned = svc.Scan();
+  ASSERT_TRUE(scanned.ok());
+  EXPECT_EQ(scanned->marked, 1);
+}
+
 TEST_P(ServiceTest, SharedFilesAloneWaitForTheFirstGatewayAndMissingObjectsChangeNothing) {
   ASSERT_TRUE(inbound_->Put("Inbound/W1/endpoints_r_1.json", "{}").ok());
   auto& svc = Service();

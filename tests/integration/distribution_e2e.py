@@ -5,7 +5,8 @@ real SMTP server (aiosmtpd); every mail is parsed, its ZIP opened (Python zipfil
 AES-256) and compared file by file with what was uploaded. Bucket notifications come as S3
 sends them, and as SNS delivers them (subscription confirmation and signed notifications,
 verified against a signing certificate of a CA of the test's own); an object marked by an
-event and then seen by the scan with the same ETag is mailed once. The S3 keys come from an
+event and then seen by the scan with the same ETag is mailed once, and a signed notification
+of an earlier version, replayed after the gateway changed, marks nothing. The S3 keys come from an
 AWS CLI credentials file (a profile with a session token), replaced while serving as a helper
 renewing temporary credentials would.
 
@@ -317,7 +318,9 @@ check(all(d["message_bytes"] <= MAIL_MAX and d["parts"] == len(got) for d in del
 gateway("Warehouse_UK", uk[0])
 sync()
 key = f"Inbound/Warehouse_UK/{uk[0]}/{uk[0][-5:]}.pem"
-event = {"Records": [{"eventName": "ObjectCreated:Put", "eventTime": "2026-11-23T08:46:28.000Z",
+# The event of a new upload: its time is now, after the version a scan recorded before.
+now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+event = {"Records": [{"eventName": "ObjectCreated:Put", "eventTime": now,
                       "s3": {"bucket": {"name": BUCKET}, "object": {"key": key, "size": 10, "eTag": "abc123"}}},
                      {"eventName": "ObjectRemoved:Delete", "s3": {"object": {"key": key}}}]}
 status, resp, _ = cf.request("POST", "/v1/distribution/events", body=event, bearer=T)
@@ -446,6 +449,15 @@ run_once()
 got = mails()
 check(len(got) == 1 and sns_gw in got[0]["text"],
       f"marked by the event, seen by the scan: one mail ({len(got)}): {records('Warehouse_US').get(('Warehouse_US', sns_gw))}")
+# The gateway changes and is mailed; then the signed notification of its earlier version comes
+# again (replayed, or delivered late): it is older than what the scan recorded, and marks nothing.
+gateway("Warehouse_US", sns_gw)
+sync()
+run_once()
+check(len(mails()) == 1, "the changed gateway is mailed")
+status, out, _ = sns_post(sns.message("Notification", TOPIC, s3_event))
+check(status == 202 and out["marked_pending"] == 0, f"a notification of an earlier version marks nothing: {out}")
+check(not records("Warehouse_US", "PENDING_EMAIL"), "nothing pending after the stale notification")
 
 # 10. Temporary credentials: keys that no longer work fail the run; the helper writes new
 # ones and the next run works, without a restart.
