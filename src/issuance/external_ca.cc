@@ -250,7 +250,12 @@ Result<std::vector<store::CertificateRecord>> Issuer::Adopt(std::vector<Adopting
       rec.fqdn = a.name;
       rec.type = parent ? pki::CertType::kIntermediate : pki::CertType::kRoot;
       rec.parent_fqdn = parent ? parent->fqdn : "Root";
-      if (parent) rec.issuer_serial = parent->serial;
+      if (parent) {
+        rec.issuer_serial = parent->serial;
+        // Looked at again at the transaction's end: a cascade revoking it meanwhile misses nothing.
+        CF_RETURN_IF_ERROR(
+            store::CheckIssuerActive(tx, parent->serial, fmt::format("the CA {} above it is revoked", parent->fqdn)));
+      }
       rec.status = store::CertStatus::kActive;
       rec.not_before = facts.not_before_millis;
       rec.not_after = facts.not_after_millis;

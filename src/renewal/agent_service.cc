@@ -53,6 +53,8 @@ Result<Enrolled> AgentService::Enroll(std::string_view host_id, std::string_view
         const int64_t now = clock_.NowMillis();
         CF_ASSIGN_OR_RETURN(auto spent, store::SpendHostToken(tx, token_sha256, now));
         if (spent != host.host_id) return BadToken();
+        // As a fleet credential's enrollment does: one at the same time is seen, and superseded.
+        CF_RETURN_IF_ERROR(HostService::Lock(tx, host.host_id));
         CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
         if (!h || h->status == store::HostStatus::kRevoked) {
           return MakeError(ErrorCode::kFailedPrecondition, fmt::format("host {} is gone or revoked", host.host_id));

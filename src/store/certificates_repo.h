@@ -94,15 +94,14 @@ struct ActiveChild {
   bool ca = false;  // a root or intermediate, which may have children of its own
 };
 Result<std::vector<ActiveChild>> ActiveChildren(Tx& tx, std::string_view issuer_serial);
-// Holds a CA's row until the transaction ends, for a cascade that revokes it: on PostgreSQL
-// FOR UPDATE, which waits for the transactions writing a certificate it signed (their foreign
-// key check holds KEY SHARE on the row) and keeps new ones waiting, so that ActiveChildren,
-// read after it, misses none and a certificate written after the revocation is refused by
-// CheckIssuerActive. SQLite has one writer: nothing to do.
+// Takes a CA's lock alone until the transaction ends, for a cascade that revokes it
+// (PostgreSQL; SQLite has one writer): it waits for the transactions that checked the CA
+// active (CheckIssuerActive shares the lock), so that ActiveChildren, read after it, sees
+// their certificates; those checking after it wait, and find the CA revoked.
 Result<void> LockIssuer(Tx& tx, std::string_view serial);
-// Checks at the transaction's end, after the certificates it writes (whose foreign keys hold
-// their issuers' rows, see LockIssuer), that `issuer_serial` is active; kFailedPrecondition
-// `refusal` if it is not. One statement per CA, without a round trip of its own.
+// Checks at the transaction's end, after the certificates it writes, that `issuer_serial` is
+// active, under the CA's lock shared (LockIssuer); kFailedPrecondition `refusal` if it is not.
+// Deferred: no round trip of its own.
 Result<void> CheckIssuerActive(Tx& tx, std::string_view issuer_serial, std::string refusal);
 // The revoked certificates `issuer_serial` signed, for its CRL.
 Result<std::vector<CertificateRecord>> RevokedChildren(Tx& tx, std::string_view issuer_serial);

@@ -120,14 +120,27 @@ Result<void> LockForTransaction(Tx& tx, int64_t key) {
   return Ok();
 }
 
-Result<void> LockForTransaction(Tx& tx, std::string_view name) {
-  if (!tx.postgres()) return Ok();
+namespace {
+
+int64_t LockKey(std::string_view name) {
   // "certfleet enroll device:<id>" is the key nodes of earlier releases took for a device.
   const std::string digest = Sha256("certfleet " + std::string(name));
   int64_t key = 0;
   for (int i = 0; i < 8; ++i)
     key = static_cast<int64_t>((static_cast<uint64_t>(key) << 8) | static_cast<uint8_t>(digest[i]));
-  return LockForTransaction(tx, key);
+  return key;
+}
+
+}  // namespace
+
+Result<void> LockForTransaction(Tx& tx, std::string_view name) {
+  if (!tx.postgres()) return Ok();
+  return LockForTransaction(tx, LockKey(name));
+}
+
+Result<void> LockSharedForTransaction(Tx& tx, std::string_view name) {
+  if (!tx.postgres()) return Ok();
+  return tx.ExecDeferred("SELECT pg_advisory_xact_lock_shared(?)", {LockKey(name)});
 }
 
 Result<void> InsertRows(Tx& tx, std::string_view table, std::span<const Column> columns,

@@ -207,6 +207,11 @@ Result<void> LockForTransaction(Tx& tx, int64_t key);
 // The same with a key made from `name` (a SHA-256 prefix), for locks of one row's identity
 // ("enroll device:d1", "renewal host:h1") that hold before the row is read or even exists.
 Result<void> LockForTransaction(Tx& tx, std::string_view name);
+// The same lock shared: transactions that share it run at once, one that takes it alone
+// (LockForTransaction) waits for them, and those asking after it wait for it (PostgreSQL
+// queues lock requests: a stream of sharers never starves it). Deferred (see
+// Tx::ExecDeferred): it is held from when the statements before it have run.
+Result<void> LockSharedForTransaction(Tx& tx, std::string_view name);
 // `column IN <values>` for a WHERE clause, the values appended to `params` as one parameter,
 // so that the statement is prepared once whatever their number.
 std::string InValues(const Tx& tx, std::string_view column, const std::vector<std::string>& values, Params& params);

@@ -443,14 +443,50 @@ class CascadeRaceTest : public CaServiceTest {
   }
 };
 
-TEST_P(CascadeRaceTest, ACascadeWaitsForACertificateBeingWrittenUnderItsCaAndRevokesItToo) {
+TEST_P(CascadeRaceTest, ACascadeWaitsForACertificateWhoseCaWasCheckedAndRevokesItToo) {
+  Hierarchy();
+  const std::string ca = issuer_->Get("iot.example.com")->serial;
+  // A certificate written and its CA checked active, not committed yet (as a group commit is
+  // between its end and its commit).
+  store::CertificateRecord row = Ok(Req(CertType::kDevice, "", "iot.example.com")).record;
+  row.serial = "1c0ffee0c0ffee0c0ffee0c0ffee0c0f";
+  row.fingerprint = std::string(64, 'f');
+  std::latch checked(1);
+  std::latch go(1);
+  std::thread writer([&] {
+    EXPECT_TRUE(store_
+                    ->Transact([&](store::Tx& tx) -> Result<void> {
+                      CF_RETURN_IF_ERROR(store::InsertCertificate(tx, row));
+                      CF_RETURN_IF_ERROR(store::CheckIssuerActive(tx, ca, "revoked"));
+                      CF_RETURN_IF_ERROR(tx.FlushAll(/*last_too=*/false));
+                      checked.count_down();
+                      go.wait();
+                      return certfleet::Ok();
+                    })
+                    .ok());
+  });
+  checked.wait();
+  std::atomic<bool> revoked{false};
+  std::thread revoker([&] {
+    EXPECT_TRUE(issuer_->Revoke(ca, "cACompromise", true, "test").ok());
+    revoked = true;
+  });
+  EXPECT_TRUE(SomeoneWaitsForALock(revoked)) << "the cascade waits for the write";
+  go.count_down();
+  writer.join();
+  revoker.join();
+  EXPECT_EQ(issuer_->Get(row.serial)->status, store::CertStatus::kRevoked)
+      << "the cascade read the CA's children after the write committed";
+}
+
+TEST_P(CascadeRaceTest, ACertificateBeingWrittenWhenACascadeRunsIsRefused) {
   Hierarchy();
   const std::string ca = issuer_->Get("iot.example.com")->serial;
   std::latch written(1);
   std::latch go(1);
   issuance::IssueRequest r = Device("in-flight");
   r.in_transaction = [&](store::Tx& tx, const store::CertificateRecord&) -> Result<void> {
-    CF_RETURN_IF_ERROR(tx.Flush());  // its row is in: its foreign key holds the CA's row
+    CF_RETURN_IF_ERROR(tx.Flush());  // its row is in, its CA not checked yet
     written.count_down();
     go.wait();
     return certfleet::Ok();
@@ -458,18 +494,12 @@ TEST_P(CascadeRaceTest, ACascadeWaitsForACertificateBeingWrittenUnderItsCaAndRev
   Result<issuance::Issued> issued = Error{};
   std::thread writer([&] { issued = issuer_->Issue(r, "test"); });
   written.wait();
-  std::atomic<bool> revoked{false};
-  std::thread revoker([&] {
-    EXPECT_TRUE(issuer_->Revoke(ca, "cACompromise", true, "test").ok());
-    revoked = true;
-  });
-  EXPECT_TRUE(SomeoneWaitsForALock(revoked)) << "the cascade waits for the certificate being written";
+  ASSERT_TRUE(issuer_->Revoke(ca, "cACompromise", true, "test").ok());
   go.count_down();
   writer.join();
-  revoker.join();
-  ASSERT_TRUE(issued.ok()) << issued.error().message;
-  EXPECT_EQ(issuer_->Get(issued->record.serial)->status, store::CertStatus::kRevoked)
-      << "the cascade read the CA's children after the write committed";
+  ASSERT_FALSE(issued.ok()) << "issued " << issued->record.serial << " under a revoked CA";
+  EXPECT_EQ(issued.error().code, ErrorCode::kFailedPrecondition) << issued.error().message;
+  EXPECT_EQ(Count("certificates WHERE fqdn = 'in-flight'"), 0);
 }
 
 TEST_P(CascadeRaceTest, ACertificateWrittenWhileACascadeRunsIsRefused) {
