@@ -165,12 +165,6 @@ namespace {
 
 std::string IssuerLock(std::string_view serial) { return "issuer " + std::string(serial); }
 
-}  // namespace
-
-Result<void> LockIssuer(Tx& tx, std::string_view serial) { return LockForTransaction(tx, IssuerLock(serial)); }
-
-namespace {
-
 struct IssuerCheck {
   std::string serial;
   std::string refusal;
@@ -197,6 +191,8 @@ Result<void> WriteIssuerChecks(Tx& tx, std::vector<IssuerCheck>& checks) {
 }
 
 }  // namespace
+
+Result<void> LockIssuer(Tx& tx, std::string_view serial) { return LockForTransaction(tx, IssuerLock(serial)); }
 
 Result<void> CheckIssuerActive(Tx& tx, std::string_view issuer_serial, std::string refusal) {
   tx.Gathered<IssuerCheck>("issuer-checks", WriteIssuerChecks)

@@ -157,6 +157,18 @@ class ServiceTest : public ::testing::TestWithParam<store::Dialect> {
     ASSERT_TRUE(
         inbound_->Put(fmt::format("Inbound/{}/{}/{}.key", warehouse, eui, eui.substr(11)), RandomBytes(200)).ok());
   }
+  // The inbound objects as the store lists them.
+  std::vector<blob::ObjectInfo> Inbound() {
+    std::vector<blob::ObjectInfo> listed;
+    EXPECT_TRUE(inbound_
+                    ->List("Inbound/",
+                           [&](std::vector<blob::ObjectInfo>& page) -> Result<void> {
+                             listed.insert(listed.end(), page.begin(), page.end());
+                             return Ok();
+                           })
+                    .ok());
+    return listed;
+  }
   std::map<std::string, std::string> Statuses(const std::string& warehouse) {
     store::RecordFilter f;
     f.warehouse = warehouse;
@@ -234,14 +246,7 @@ TEST_P(ServiceTest, AChangeDuringSendingStaysPending) {
 
 TEST_P(ServiceTest, AnObjectMarkedByAnEventAndThenScannedWithTheSameETagIsMailedOnce) {
   Gateway("W1", 1, 500);
-  std::vector<blob::ObjectInfo> listed;
-  ASSERT_TRUE(inbound_
-                  ->List("Inbound/",
-                         [&](std::vector<blob::ObjectInfo>& page) -> Result<void> {
-                           listed.insert(listed.end(), page.begin(), page.end());
-                           return Ok();
-                         })
-                  .ok());
+  std::vector<blob::ObjectInfo> listed = Inbound();
   ASSERT_EQ(listed.size(), 2u);
   // The event's eventTime is not the listing's LastModified.
   for (auto& o : listed) o.last_modified_millis += 1234;
@@ -257,14 +262,7 @@ TEST_P(ServiceTest, AnObjectMarkedByAnEventAndThenScannedWithTheSameETagIsMailed
 
 TEST_P(ServiceTest, AnEventOfAnOlderVersionThanTheOneRecordedChangesNothing) {
   Gateway("W1", 1, 500);
-  std::vector<blob::ObjectInfo> listed;
-  ASSERT_TRUE(inbound_
-                  ->List("Inbound/",
-                         [&](std::vector<blob::ObjectInfo>& page) -> Result<void> {
-                           listed.insert(listed.end(), page.begin(), page.end());
-                           return Ok();
-                         })
-                  .ok());
+  std::vector<blob::ObjectInfo> listed = Inbound();
   auto& svc = Service();
   ASSERT_EQ(*svc.MarkChanged(listed), 1);
   ASSERT_TRUE(svc.SendPending().ok());
