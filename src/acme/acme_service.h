@@ -64,6 +64,12 @@ class AcmeService {
     // Runs a request's continuation on a server thread once its nonce's use has committed (the
     // nonces kept in the store: PostgreSQL); unset: on the store's committing thread.
     std::function<void(std::function<void()>)> post;
+    // How long a challenge's POST waits for the first attempt of its validation, run on this
+    // node, before it is answered as processing (acme.challenge_wait_ms); 0: not at all.
+    std::chrono::milliseconds challenge_wait{2000};
+    // Runs a function on a server thread once a delay has passed; unset: challenges are
+    // answered at once.
+    std::function<void(std::chrono::milliseconds, std::function<void()>)> post_after;
   };
   // The job that validates a challenge; payload {"challenge": id}.
   static constexpr std::string_view kValidateJob = "acme.validate";
@@ -147,7 +153,9 @@ class AcmeService {
   Result<AcmeAnswer> Order(std::string_view profile, int64_t id, const Checked& request);
   // POST-as-GET, or {"status": "deactivated"} (7.5.2).
   Result<AcmeAnswer> Authorization(std::string_view profile, int64_t id, const Checked& request);
-  // POST-as-GET, or {} to have the challenge validated (7.5.1): a validation job is queued.
+  // POST-as-GET, or {} to have the challenge validated (7.5.1): a validation job is queued,
+  // and the answer waits for its first attempt (Options::challenge_wait): a client that sees
+  // the challenge valid or invalid need not poll (lego does not).
   void Challenge(std::string_view profile, int64_t id, const Checked& request, Answer answer);
   // finalize (7.4): the CSR's names must be the order's; the certificate is issued under the
   // profile's CA into the inventory, created by "acme:account/<id>/order/<id>".
@@ -224,9 +232,25 @@ class AcmeService {
   Result<issuance::IssueRequest> FinalizeRequest(std::string_view profile, const store::AcmeOrderRecord& order,
                                                  const Checked& request);
   boost::json::object ChallengeJson(std::string_view profile, const store::AcmeChallengeRecord& c) const;
+  // One attempt of Validate: the challenge as it decided it, nullopt if it is still
+  // processing (an error: the job tries again) or another decided it.
+  using Decided = std::optional<store::AcmeChallengeRecord>;
+  Result<Decided> Attempt(int64_t challenge_id, int attempt, int max_attempts, const TxStep& done);
   // Records a failed validation: the challenge, its authorization and order become invalid.
-  Result<void> Invalidate(const store::AcmeChallengeRecord& challenge, const store::AcmeAuthzRecord& authz,
-                          const Error& problem, const TxStep& done);
+  Result<Decided> Invalidate(const store::AcmeChallengeRecord& challenge, const store::AcmeAuthzRecord& authz,
+                             const Error& problem, const TxStep& done);
+  // A challenge's POST waiting for its validation's attempt: answered once, by the attempt's
+  // end or by the wait's end, whichever comes first.
+  struct Waiter {
+    Answer answer;
+    std::string profile;
+    int64_t authz_id = 0;
+    AcmeAnswer processing;  // the answer if the wait ends first
+    std::atomic<bool> answered{false};
+    bool Take() { return !answered.exchange(true); }
+  };
+  // Answers the POSTs waiting for `challenge_id` with the attempt's decision, or as processing.
+  void AnswerWaiters(int64_t challenge_id, const Decided& decided);
 
   store::Store& store_;
   issuance::Issuer& issuer_;
@@ -241,6 +265,8 @@ class AcmeService {
   std::mutex keys_mu_;
   std::map<int64_t, std::pair<std::string, std::shared_ptr<EVP_PKEY>>> account_keys_;
   ValidationCounts validations_;
+  std::mutex waiters_mu_;
+  std::multimap<int64_t, std::shared_ptr<Waiter>> waiters_;  // by challenge id; guarded by waiters_mu_
   // Served profiles, by name (so as many as there are); its changes are profile_changes_,
   // counted by PutProfile and DeleteProfile.
   static constexpr int64_t kProfileReadMs = 1000;

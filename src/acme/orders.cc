@@ -438,8 +438,30 @@ void AcmeService::Challenge(std::string_view profile, int64_t id, const Checked&
   };
   issuer_.Committer().Submit(
       std::move(write), [this, started, challenge, authz_id = authz.id, profile = std::string(profile),
-                         answer = std::move(answer)](Result<void> written) {
-        if (written.ok() && started->here) workers_->RunHere(std::move(*started->here));
+                         answer = std::move(answer)](Result<void> written) mutable {
+        if (written.ok() && started->here) {
+          if (options_.post_after && options_.challenge_wait.count() > 0) {
+            // Waits for the attempt, registered before it can end.
+            auto waiter = std::make_shared<Waiter>();
+            waiter->answer = std::move(answer);
+            waiter->profile = profile;
+            waiter->authz_id = authz_id;
+            store::AcmeChallengeRecord processing = challenge;
+            processing.status = "processing";
+            waiter->processing = ChallengeAnswer(profile, processing, authz_id);
+            {
+              std::lock_guard lock(waiters_mu_);
+              waiters_.emplace(challenge.id, waiter);
+            }
+            workers_->RunHere(std::move(*started->here));
+            // Holds the waiter only: it may run after this service is gone.
+            options_.post_after(options_.challenge_wait, [waiter] {
+              if (waiter->Take()) waiter->answer(Ready(waiter->processing));
+            });
+            return;
+          }
+          workers_->RunHere(std::move(*started->here));
+        }
         answer([this, started, challenge, authz_id, profile, written = std::move(written)]() -> Result<AcmeAnswer> {
           if (!written.ok()) return written.error();
           if (started->moved) {
@@ -458,10 +480,34 @@ void AcmeService::Challenge(std::string_view profile, int64_t id, const Checked&
 }
 
 Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_attempts, const TxStep& done) {
+  Result<Decided> decided = Attempt(challenge_id, attempt, max_attempts, done);
+  AnswerWaiters(challenge_id, decided.ok() ? *decided : std::nullopt);
+  if (!decided.ok()) return decided.error();
+  return Ok();
+}
+
+void AcmeService::AnswerWaiters(int64_t challenge_id, const Decided& decided) {
+  std::vector<std::shared_ptr<Waiter>> waiting;
+  {
+    std::lock_guard lock(waiters_mu_);
+    auto [from, to] = waiters_.equal_range(challenge_id);
+    for (auto it = from; it != to; ++it) waiting.push_back(std::move(it->second));
+    waiters_.erase(from, to);
+  }
+  for (const auto& w : waiting) {
+    if (!w->Take()) continue;  // its wait ended first
+    w->answer(Ready(decided ? ChallengeAnswer(w->profile, *decided, w->authz_id) : w->processing));
+  }
+}
+
+Result<AcmeService::Decided> AcmeService::Attempt(int64_t challenge_id, int attempt, int max_attempts,
+                                                  const TxStep& done) {
   // The outcome's write locks the order and checks the states again.
   CF_ASSIGN_OR_RETURN(FoundChallenge f, FindChallenge(challenge_id, /*with_account=*/true));
   // Already decided (this job ran before and lost its lease) or gone: nothing to do.
-  if (!f.challenge || f.challenge->status != "processing" || !f.authz || !f.order || !f.account) return Ok();
+  if (!f.challenge || f.challenge->status != "processing" || !f.authz || !f.order || !f.account) {
+    return f.challenge && f.challenge->status != "processing" ? f.challenge : std::nullopt;
+  }
   const store::AcmeChallengeRecord& challenge = *f.challenge;
   const store::AcmeAuthzRecord& authz = *f.authz;
   const int64_t now = clock_.NowMillis();
@@ -479,12 +525,13 @@ Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_at
     ++validations_.invalid;
     return Invalidate(challenge, authz, outcome.error(), done);
   }
+  bool moved = false;
   CF_RETURN_IF_ERROR(issuer_.Committer().Run([&](store::Tx& tx) -> Result<void> {
     if (done) {
       CF_RETURN_IF_ERROR(done(tx));
     }
     CF_RETURN_IF_ERROR(store::LockAcmeOrder(tx, authz.order_id));
-    CF_ASSIGN_OR_RETURN(bool moved,
+    CF_ASSIGN_OR_RETURN(moved,
                         store::SetAcmeChallengeStatus(tx, challenge.id, "processing", "valid", now, std::nullopt));
     if (!moved) return Ok();
     CF_RETURN_IF_ERROR(store::SetAcmeAuthzStatus(tx, authz.id, "pending", "valid"));
@@ -503,11 +550,16 @@ Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_at
     return Ok();
   }));
   ++validations_.valid;
-  return Ok();
+  if (!moved) return Decided();
+  store::AcmeChallengeRecord valid = challenge;
+  valid.status = "valid";
+  valid.validated_at = now;
+  return Decided(std::move(valid));
 }
 
-Result<void> AcmeService::Invalidate(const store::AcmeChallengeRecord& challenge, const store::AcmeAuthzRecord& authz,
-                                     const Error& problem, const TxStep& done) {
+Result<AcmeService::Decided> AcmeService::Invalidate(const store::AcmeChallengeRecord& challenge,
+                                                     const store::AcmeAuthzRecord& authz, const Error& problem,
+                                                     const TxStep& done) {
   const int64_t now = clock_.NowMillis();
   const json::object error = ProblemObject(problem);
   json::object subproblem = error;
@@ -516,13 +568,14 @@ Result<void> AcmeService::Invalidate(const store::AcmeChallengeRecord& challenge
       {"type", error.at("type")},
       {"detail", fmt::format("{} of {} failed: {}", challenge.type, authz.identifier_value, problem.message)},
       {"subproblems", json::array{subproblem}}};
-  return issuer_.Committer().Run([&](store::Tx& tx) -> Result<void> {
+  bool moved = false;
+  CF_RETURN_IF_ERROR(issuer_.Committer().Run([&](store::Tx& tx) -> Result<void> {
     if (done) {
       CF_RETURN_IF_ERROR(done(tx));
     }
     CF_RETURN_IF_ERROR(store::LockAcmeOrder(tx, authz.order_id));
-    CF_ASSIGN_OR_RETURN(bool moved, store::SetAcmeChallengeStatus(tx, challenge.id, "processing", "invalid",
-                                                                  std::nullopt, json::serialize(error)));
+    CF_ASSIGN_OR_RETURN(moved, store::SetAcmeChallengeStatus(tx, challenge.id, "processing", "invalid", std::nullopt,
+                                                             json::serialize(error)));
     if (!moved) return Ok();
     // Another challenge of the authorization may have made it valid already: then the order stays.
     CF_ASSIGN_OR_RETURN(bool failed, store::SetAcmeAuthzStatus(tx, authz.id, "pending", "invalid"));
@@ -537,7 +590,12 @@ Result<void> AcmeService::Invalidate(const store::AcmeChallengeRecord& challenge
                                                                        {"identifier", authz.identifier_value},
                                                                        {"error", error}})));
     return Ok();
-  });
+  }));
+  if (!moved) return Decided();
+  store::AcmeChallengeRecord invalid = challenge;
+  invalid.status = "invalid";
+  invalid.error = json::serialize(error);
+  return Decided(std::move(invalid));
 }
 
 Result<issuance::IssueRequest> AcmeService::FinalizeRequest(std::string_view profile,

@@ -25,6 +25,10 @@ constexpr ConfigKey kKeys[] = {
      "Tries of a challenge that cannot be reached (no connection, no DNS record yet) before it is invalid; the "
      "waits between them double from 2 s.",
      1, 20},
+    {"acme.challenge_wait_ms", ConfigType::kInt, "2000",
+     "How long a client's POST to a challenge waits for the first attempt of its validation before it is "
+     "answered as processing; 0: answered at once.",
+     0, 30000},
     {"acme.validation_workers", ConfigType::kInt, "8",
      "Challenges validated at once on each node (each waits on the network, not the CPU).", 1, 256},
 };
@@ -46,6 +50,7 @@ AcmeService::Options AcmeOptions(const Config& config, std::string_view public_u
   o.nonce_ttl = std::chrono::minutes(config.GetInt("acme.nonce_minutes"));
   o.validity_days = config.GetInt("acme.validity_days");
   o.validation_attempts = static_cast<int>(config.GetInt("acme.validation_attempts"));
+  o.challenge_wait = std::chrono::milliseconds(config.GetInt("acme.challenge_wait_ms"));
   o.validation.http01_port = static_cast<int>(config.GetInt("acme.http01_port"));
   o.validation.tlsalpn01_port = static_cast<int>(config.GetInt("acme.tlsalpn01_port"));
   o.validation.resolver = config.Get("acme.resolver");

@@ -729,6 +729,13 @@ void Server::Run() {
 
 void Server::Post(std::function<void()> fn) { asio::post(impl_->ioc, std::move(fn)); }
 
+void Server::PostAfter(std::chrono::milliseconds delay, std::function<void()> fn) {
+  auto timer = std::make_shared<asio::steady_timer>(impl_->ioc, delay);
+  timer->async_wait([timer, fn = std::move(fn)](const boost::system::error_code& ec) {
+    if (!ec) fn();
+  });
+}
+
 void Server::Shutdown() {
   asio::post(impl_->control, [this] { impl_->Stop(); });
 }

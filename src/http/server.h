@@ -66,6 +66,8 @@ class Server {
   bool Draining() const;
   // Runs `fn` on one of the server's threads.
   void Post(std::function<void()> fn);
+  // The same once `delay` has passed; dropped, not run, if the server stops first.
+  void PostAfter(std::chrono::milliseconds delay, std::function<void()> fn);
 
  private:
   struct Impl;

@@ -137,6 +137,9 @@ Result<void> Run(const Config& config, const Clock& clock) {
 
   acme::AcmeService::Options acme_options = acme::AcmeOptions(config, issuer_options.public_url, master_key);
   acme_options.post = [&server](std::function<void()> fn) { server.Post(std::move(fn)); };
+  acme_options.post_after = [&server](std::chrono::milliseconds delay, std::function<void()> fn) {
+    server.PostAfter(delay, std::move(fn));
+  };
   CF_ASSIGN_OR_RETURN(const acme::Validator acme_validator,
                       Named(acme::Validator::Make(acme_options.validation), "ACME validation"));
   acme::AcmeService acme(store, issuer, acme_validator, clock, acme_options);
