@@ -242,12 +242,13 @@ class AcmeService {
   // A challenge's POST waiting for its validation's attempt: answered once, by the attempt's
   // end or by the wait's end, whichever comes first.
   struct Waiter {
-    Answer answer;
+    Answer answer;  // holds the client's connection: let go of as soon as it is taken
     std::string profile;
     int64_t authz_id = 0;
     AcmeAnswer processing;  // the answer if the wait ends first
     std::atomic<bool> answered{false};
-    bool Take() { return !answered.exchange(true); }
+    // The answer for the first caller, nullptr for the other.
+    Answer Take() { return answered.exchange(true) ? nullptr : std::move(answer); }
   };
   // Answers the POSTs waiting for `challenge_id` with the attempt's decision, or as processing.
   void AnswerWaiters(int64_t challenge_id, const Decided& decided);

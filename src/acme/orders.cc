@@ -454,9 +454,9 @@ void AcmeService::Challenge(std::string_view profile, int64_t id, const Checked&
               waiters_.emplace(challenge.id, waiter);
             }
             workers_->RunHere(std::move(*started->here));
-            // Holds the waiter only: it may run after this service is gone.
+            // The waiter stays in waiters_ until the attempt ends, without the answer.
             options_.post_after(options_.challenge_wait, [waiter] {
-              if (waiter->Take()) waiter->answer(Ready(waiter->processing));
+              if (Answer taken = waiter->Take()) taken(Ready(waiter->processing));
             });
             return;
           }
@@ -480,9 +480,15 @@ void AcmeService::Challenge(std::string_view profile, int64_t id, const Checked&
 }
 
 Result<void> AcmeService::Validate(int64_t challenge_id, int attempt, int max_attempts, const TxStep& done) {
-  Result<Decided> decided = Attempt(challenge_id, attempt, max_attempts, done);
-  AnswerWaiters(challenge_id, decided.ok() ? *decided : std::nullopt);
-  if (!decided.ok()) return decided.error();
+  Decided decided;
+  // However the attempt ends (an exception too), the POSTs waiting for it are answered.
+  struct AnswerAtEnd {
+    AcmeService& service;
+    int64_t id;
+    const Decided& decided;
+    ~AnswerAtEnd() { service.AnswerWaiters(id, decided); }
+  } at_end{*this, challenge_id, decided};
+  CF_ASSIGN_OR_RETURN(decided, Attempt(challenge_id, attempt, max_attempts, done));
   return Ok();
 }
 
@@ -495,8 +501,9 @@ void AcmeService::AnswerWaiters(int64_t challenge_id, const Decided& decided) {
     waiters_.erase(from, to);
   }
   for (const auto& w : waiting) {
-    if (!w->Take()) continue;  // its wait ended first
-    w->answer(Ready(decided ? ChallengeAnswer(w->profile, *decided, w->authz_id) : w->processing));
+    Answer taken = w->Take();
+    if (!taken) continue;  // its wait ended first
+    taken(Ready(decided ? ChallengeAnswer(w->profile, *decided, w->authz_id) : w->processing));
   }
 }
 

@@ -27,8 +27,8 @@ constexpr ConfigKey kKeys[] = {
      1, 20},
     {"acme.challenge_wait_ms", ConfigType::kInt, "2000",
      "How long a client's POST to a challenge waits for the first attempt of its validation before it is "
-     "answered as processing; 0: answered at once.",
-     0, 30000},
+     "answered as processing; 0: answered at once. Keep it well below clients' HTTP timeouts (30 s and more).",
+     0, 10000},
     {"acme.validation_workers", ConfigType::kInt, "8",
      "Challenges validated at once on each node (each waits on the network, not the CPU).", 1, 256},
 };

@@ -19,12 +19,13 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish  # noqa: E402
 from harness import Certfleet, Files  # noqa: E402
-from servers import DnsServer, Http01Responder, free_port  # noqa: E402
+from servers import DnsServer, Http01Responder, LoopbackGetServer, free_port  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -40,7 +41,7 @@ cf = Certfleet(BINARY, DB_KIND, "acme-e2e", extra_env={
     "CERTFLEET_ACME_VALIDATION_ATTEMPTS": "3",
     # A challenge's POST is answered at the end of its validation's first attempt, well within
     # this: what it says is decided by the validation, not by how busy the machine is.
-    "CERTFLEET_ACME_CHALLENGE_WAIT_MS": "30000"})
+    "CERTFLEET_ACME_CHALLENGE_WAIT_MS": "10000"})
 cf.init()
 cf.start()
 cf.api("POST", "/v1/certificates/root", {"fqdn": "example.com"}, expect=201)
@@ -565,6 +566,43 @@ if DB_KIND == "postgres":
         "Content-Type": "application/jose+json"})
     check(status == 200 and out["status"] == "invalid", f"an order made through one node, read through the other")
     node2.stop()
+# ---- the wait runs out first: an http-01 server that answers only once the test lets it ----
+released = threading.Event()
+
+
+def held_answer(path):
+    released.wait(60)
+    return {}, f"{path.rsplit('/', 1)[-1]}.{thumbprint}".encode()
+
+
+held = LoopbackGetServer(0, held_answer)
+cf.stop()
+cf.env.update({"CERTFLEET_SERVER_LISTEN": f"127.0.0.1:{cf.port}", "CERTFLEET_ACME_CHALLENGE_WAIT_MS": "300",
+               "CERTFLEET_ACME_HTTP01_PORT": str(held.port)})
+cf.start()
+
+
+def retried():
+    metrics = cf.request("GET", "/metrics", bearer=cf.token)[1]
+    return int(re.search(r'certfleet_acme_validations_total\{outcome="retried"\} (\d+)', metrics).group(1))
+
+
+retried_before = retried()
+status, order, resp = kpost("/acme/default/new-order", {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]})
+held_url = resp.getheader("Location")
+_, authz, _ = kpost(order["authorizations"][0], None)
+status, answered, resp = kpost(next(c["url"] for c in authz["challenges"] if c["type"] == "http-01"), {})
+check(status == 200 and answered["status"] == "processing" and resp.getheader("Retry-After") == "1",
+      f"a validation still waiting for its server when acme.challenge_wait_ms ends: processing: {answered}")
+released.set()
+for _ in range(600):
+    _, order, _ = kpost(held_url, None)
+    if order["status"] != "pending":
+        break
+    time.sleep(0.05)
+check(order["status"] == "ready", f"and the validation goes on: the order is ready once the server answered: {order}")
+check(retried() == retried_before, "answered by the wait's end, not by a first attempt that timed out")
+held.stop()
 status, _, _ = cf.request("DELETE", "/v1/acme/profiles/partners", bearer=cf.token)
 check(status == 204, f"DELETE a profile: {status}")
 status, out, _ = cf.request("GET", "/acme/partners/directory")
