@@ -380,8 +380,8 @@ class Haproxy:
 defaults
     mode tcp
     timeout connect 2s
-    timeout client 60s
-    timeout server 60s
+    timeout client 75s
+    timeout server 75s
     retries 2
     option redispatch
 
