@@ -89,8 +89,9 @@ Result<std::string> AcmeService::CheckReplaces(std::string_view profile, int64_t
   if (found->order.account_id != account_id) {
     return Problem(ErrorCode::kPermissionDenied, "unauthorized", "replaces names another account's certificate");
   }
-  CF_ASSIGN_OR_RETURN(bool replaced,
-                      store::Read(store_, [&](store::Tx& tx) { return store::AcmeOrderReplaces(tx, found->id); }));
+  CF_ASSIGN_OR_RETURN(bool replaced, store::Read(store_, [&](store::Tx& tx) {
+                        return store::AcmeOrderReplaces(tx, found->id, clock_.NowMillis());
+                      }));
   if (replaced) {
     return Problem(ErrorCode::kAlreadyExists, "alreadyReplaced", "another order replaces this certificate already");
   }

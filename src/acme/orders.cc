@@ -81,6 +81,15 @@ std::optional<std::string> CanonicalAddress(std::string_view text) {
   return std::nullopt;
 }
 
+// A notBefore or notAfter a client sends without asking for it: Go's zero time, which the step
+// CLI puts in every order (its request type's time.Time fields are never omitted), or null.
+bool UnsetTime(const json::value& v) {
+  if (v.is_null()) return true;
+  if (!v.is_string()) return false;
+  const std::optional<int64_t> at = ParseRfc3339(v.as_string());
+  return at && *at == ParseRfc3339("0001-01-01T00:00:00Z");
+}
+
 // A POST-as-GET (6.3) has the empty string for its payload.
 Result<void> PostAsGet(const Jws& jws) {
   if (!jws.payload_b64.empty()) return Malformed("this resource is read with a POST-as-GET: an empty payload");
@@ -249,8 +258,10 @@ void AcmeService::NewOrder(std::string_view profile, const Checked& request, Ans
   Result<void> checked = [&]() -> Result<void> {
     const store::AcmeAccountRecord& account = *request.account;
     CF_ASSIGN_OR_RETURN(json::object payload, PayloadObject(request.jws));
-    if (payload.contains("notBefore") || payload.contains("notAfter")) {
-      return Malformed("notBefore and notAfter are not accepted: the profile sets the validity");
+    for (const char* field : {"notBefore", "notAfter"}) {
+      if (const json::value* v = payload.if_contains(field); v && !UnsetTime(*v)) {
+        return Malformed("notBefore and notAfter are not accepted: the profile sets the validity");
+      }
     }
     CF_ASSIGN_OR_RETURN(planned->identifiers, ParseIdentifiers(payload.if_contains("identifiers")));
     CF_ASSIGN_OR_RETURN(Profile found, FindProfile(profile));

@@ -143,9 +143,10 @@ Result<std::set<std::string>> AcmeAuthorizedNames(Tx& tx, int64_t account_id, co
   return out;
 }
 
-Result<bool> AcmeOrderReplaces(Tx& tx, std::string_view cert_id) {
-  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT id FROM acme_orders WHERE replaces = ? AND status <> 'invalid'",
-                                            {std::string(cert_id)}));
+Result<bool> AcmeOrderReplaces(Tx& tx, std::string_view cert_id, int64_t now) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT id FROM acme_orders WHERE replaces = ? AND status <> 'invalid' "
+                                            "AND NOT (status IN ('pending', 'ready') AND expires_at <= ?)",
+                                            {std::string(cert_id), now}));
   return row.has_value();
 }
 

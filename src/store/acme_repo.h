@@ -93,8 +93,9 @@ Result<std::optional<AcmeOrderRecord>> FindAcmeOrderBySerial(Tx& tx, std::string
 // wildcard's). Searches the account's orders: for revocation (RFC 8555 7.6), which is rare.
 Result<std::set<std::string>> AcmeAuthorizedNames(Tx& tx, int64_t account_id, const std::vector<std::string>& values,
                                                   int64_t now);
-// Whether an order that is not invalid replaces the certificate `cert_id` (RFC 9773).
-Result<bool> AcmeOrderReplaces(Tx& tx, std::string_view cert_id);
+// Whether an order that is not invalid replaces the certificate `cert_id` (RFC 9773); one left
+// pending or ready past its expiry (abandoned: it reads as invalid) does not count.
+Result<bool> AcmeOrderReplaces(Tx& tx, std::string_view cert_id, int64_t now);
 // The ids of an account's orders, oldest first, after `after_id`, at most `limit`.
 Result<std::vector<int64_t>> ListAcmeOrderIds(Tx& tx, int64_t account_id, int64_t after_id, int limit);
 // Moves an order from `from` to `to` (compare and set): false if it was not in `from`.

@@ -353,6 +353,13 @@ def order_dns01(name, txt, account=None):
     check(False, f"the validation of {name} ended")
 
 
+status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "z.example.test"}],
+                                                  "notBefore": "0001-01-01T00:00:00Z", "notAfter": "0001-01-01T00:00:00Z"})
+check(status == 201 and "notAfter" not in out, f"an order with Go's zero times, as the step CLI sends: {status} {out}")
+status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "z.example.test"}],
+                                                  "notAfter": "2030-01-01T00:00:00Z"})
+check(status == 400 and out["type"].endswith(":malformed") and "notAfter" in out["detail"],
+      f"an order asking for its own notAfter: the profile sets the validity: {out}")
 status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "bad_name.example.test"}]})
 check(status == 400 and out["type"].endswith(":rejectedIdentifier"), f"a name certfleet does not issue for: {out}")
 status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "email", "value": "a@example.test"}]})
