@@ -534,7 +534,12 @@ Result<AcmeService::Decided> AcmeService::Attempt(int64_t challenge_id, int atte
   }
   const std::string key_authorization = challenge.token + "." + f.account->thumbprint;
   const Identifier identifier{authz.identifier_type, authz.identifier_value};
-  Result<void> outcome = validator_.Validate(challenge.type, identifier, challenge.token, key_authorization);
+  // An http-01 redirect may lead to the names and addresses the order's profile issues for.
+  auto may_reach = [this, &profile = f.order->profile](const Identifier& host) {
+    auto found = FindProfile(profile);
+    return found.ok() && CheckIdentifier(*found, host.type, host.value).ok();
+  };
+  Result<void> outcome = validator_.Validate(challenge.type, identifier, challenge.token, key_authorization, may_reach);
   if (!outcome.ok()) {
     if (outcome.error().code == ErrorCode::kUnavailable && attempt < max_attempts) {
       ++validations_.retried;

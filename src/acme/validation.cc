@@ -140,8 +140,8 @@ std::string ReverseName(std::string_view address) {
 }
 
 Result<void> Validator::Validate(std::string_view type, const Identifier& identifier, std::string_view token,
-                                 std::string_view key_authorization) const {
-  if (type == "http-01") return Http01(identifier, token, key_authorization);
+                                 std::string_view key_authorization, const MayReach& may_reach) const {
+  if (type == "http-01") return Http01(identifier, token, key_authorization, may_reach);
   if (type == "dns-01") return Dns01(identifier, key_authorization);
   if (type == "tls-alpn-01") return TlsAlpn01(identifier, key_authorization);
   return Problem(ErrorCode::kInvalidArgument, "malformed", fmt::format("no challenge type {}", Escaped(type)));
@@ -153,45 +153,96 @@ Result<std::string> Validator::AddressOf(const Identifier& identifier) const {
   return addresses.front();
 }
 
-Result<void> Validator::Http01(const Identifier& identifier, std::string_view token,
-                               std::string_view key_authorization) const {
-  CF_ASSIGN_OR_RETURN(std::string address, AddressOf(identifier));
-  const std::string url =
-      fmt::format("http://{}/.well-known/acme-challenge/{}", HostPort(identifier.value, options_.http01_port), token);
+Result<Validator::Fetched> Validator::Fetch(const std::string& url, const Identifier& host, int port) const {
+  CF_ASSIGN_OR_RETURN(std::string address, AddressOf(host));
   std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
   if (!curl) return Unreachable("no HTTP client");
   // The name is connected to at the address found here, through the configured resolver.
-  const std::string pin = fmt::format("{}:{}", HostPort(identifier.value, options_.http01_port), address);
+  const std::string pin = fmt::format("{}:{}", HostPort(host.value, port), address);
   std::unique_ptr<curl_slist, void (*)(curl_slist*)> resolve(
-      identifier.type == "dns" ? curl_slist_append(nullptr, pin.c_str()) : nullptr, curl_slist_free_all);
-  std::string body;
+      host.type == "dns" ? curl_slist_append(nullptr, pin.c_str()) : nullptr, curl_slist_free_all);
+  Fetched out;
   CURL* c = curl.get();
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());
   if (resolve) curl_easy_setopt(c, CURLOPT_RESOLVE, resolve.get());
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
-  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);  // each redirect is checked first
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
   curl_easy_setopt(c, CURLOPT_NOPROXY, "*");  // validation reaches the identifier itself
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(std::chrono::milliseconds(options_.timeout).count()));
   curl_easy_setopt(c, CURLOPT_USERAGENT, "certfleet-acme-validation");
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, CollectBody);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &out.body);
   const CURLcode rc = curl_easy_perform(c);
   if (rc == CURLE_WRITE_ERROR) return Incorrect(fmt::format("{} answered more than {} bytes", url, kMaxHttp01Body));
   if (rc != CURLE_OK) return Unreachable(fmt::format("fetching {}: {}", url, curl_easy_strerror(rc)));
-  long status = 0;
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  if (status != 200) {
-    return Problem(ErrorCode::kFailedPrecondition, "unauthorized",
-                   fmt::format("{} answered HTTP {}, not 200 with the key authorization", url, status));
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out.status);
+  char* location = nullptr;
+  if (curl_easy_getinfo(c, CURLINFO_REDIRECT_URL, &location) == CURLE_OK && location) out.location = location;
+  return out;
+}
+
+Result<void> Validator::Http01(const Identifier& identifier, std::string_view token, std::string_view key_authorization,
+                               const MayReach& may_reach) const {
+  constexpr int kMaxRedirects = 10;
+  std::string url =
+      fmt::format("http://{}/.well-known/acme-challenge/{}", HostPort(identifier.value, options_.http01_port), token);
+  Identifier host = identifier;
+  int port = options_.http01_port;
+  for (int redirects = 0;; ++redirects) {
+    CF_ASSIGN_OR_RETURN(Fetched fetched, Fetch(url, host, port));
+    const long status = fetched.status;
+    const bool redirect = status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+    if (!redirect || fetched.location.empty()) {
+      if (status != 200) {
+        return Problem(ErrorCode::kFailedPrecondition, "unauthorized",
+                       fmt::format("{} answered HTTP {}, not 200 with the key authorization", url, status));
+      }
+      // Whitespace at the end is ignored (RFC 8555 8.3).
+      std::string& body = fetched.body;
+      while (!body.empty() && std::isspace(static_cast<unsigned char>(body.back()))) body.pop_back();
+      if (body != key_authorization) {
+        return Incorrect(fmt::format("{} answered {}, not the key authorization {}", url, Escaped(body.substr(0, 128)),
+                                     key_authorization));
+      }
+      return Ok();
+    }
+    auto refused = [&](std::string why) {
+      return Problem(ErrorCode::kFailedPrecondition, "unauthorized",
+                     fmt::format("{} redirects to {}: {}", url, Escaped(fetched.location.substr(0, 256)), why));
+    };
+    if (redirects == kMaxRedirects) return refused(fmt::format("more than {} redirects", kMaxRedirects));
+    std::unique_ptr<CURLU, void (*)(CURLU*)> target(curl_url(), curl_url_cleanup);
+    char* scheme = nullptr;
+    char* name = nullptr;
+    char* port_text = nullptr;
+    const bool parsed = target && curl_url_set(target.get(), CURLUPART_URL, fetched.location.c_str(), 0) == CURLUE_OK &&
+                        curl_url_get(target.get(), CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+                        curl_url_get(target.get(), CURLUPART_HOST, &name, 0) == CURLUE_OK &&
+                        curl_url_get(target.get(), CURLUPART_PORT, &port_text, CURLU_DEFAULT_PORT) == CURLUE_OK;
+    const std::string scheme_s = scheme ? scheme : "", name_s = name ? name : "", port_s = port_text ? port_text : "";
+    curl_free(scheme);
+    curl_free(name);
+    curl_free(port_text);
+    if (!parsed) return refused("not a URL");
+    const int to_port = std::atoi(port_s.c_str());
+    if (!((scheme_s == "http" && to_port == options_.http01_port) ||
+          (scheme_s == "https" && to_port == options_.tlsalpn01_port))) {
+      return refused(fmt::format("only http on port {} and https on port {} are followed", options_.http01_port,
+                                 options_.tlsalpn01_port));
+    }
+    std::string bare = name_s.size() > 2 && name_s.front() == '[' ? name_s.substr(1, name_s.size() - 2) : name_s;
+    unsigned char raw[16];
+    const bool address = inet_pton(AF_INET, bare.c_str(), raw) == 1 || inet_pton(AF_INET6, bare.c_str(), raw) == 1;
+    Identifier next{address ? "ip" : "dns", address ? bare : AsciiLower(bare)};
+    const bool same = next.type == identifier.type && next.value == identifier.value;
+    if (!same && !(may_reach && may_reach(next))) return refused("a host this ACME profile does not issue for");
+    url = fetched.location;
+    host = std::move(next);
+    port = to_port;
   }
-  // Whitespace at the end is ignored (RFC 8555 8.3).
-  while (!body.empty() && std::isspace(static_cast<unsigned char>(body.back()))) body.pop_back();
-  if (body != key_authorization) {
-    return Incorrect(fmt::format("{} answered {}, not the key authorization {}", url, Escaped(body.substr(0, 128)),
-                                 key_authorization));
-  }
-  return Ok();
 }
 
 Result<void> Validator::Dns01(const Identifier& identifier, std::string_view key_authorization) const {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -32,14 +33,28 @@ class Validator {
   // Ok when the challenge is met. Otherwise a problem (Error::reason): kUnavailable when the
   // attempt could not complete (no connection, no DNS answer yet) and may be retried; any other
   // code when the answer was wrong (incorrectResponse, unauthorized, tls).
+  // `may_reach` says which hosts an http-01 redirect may lead to (the order's profile allows
+  // them); unset: the identifier's own only.
+  using MayReach = std::function<bool(const Identifier&)>;
   Result<void> Validate(std::string_view type, const Identifier& identifier, std::string_view token,
-                        std::string_view key_authorization) const;
+                        std::string_view key_authorization, const MayReach& may_reach = nullptr) const;
 
  private:
   Validator(Options options, Resolver resolver) : options_(std::move(options)), resolver_(resolver) {}
   // The address to connect to: the identifier's own, or its first DNS address.
   Result<std::string> AddressOf(const Identifier& identifier) const;
-  Result<void> Http01(const Identifier& identifier, std::string_view token, std::string_view key_authorization) const;
+  // Follows up to ten redirects (RFC 8555 8.3: SHOULD), as Let's Encrypt does: to http on
+  // http01_port or https on tlsalpn01_port (80 and 443 in production; the certificate is not
+  // checked, the key authorization is the proof), to hosts `may_reach` allows.
+  Result<void> Http01(const Identifier& identifier, std::string_view token, std::string_view key_authorization,
+                      const MayReach& may_reach) const;
+  // One GET of an http-01 URL on `host`, connected to through the configured resolver.
+  struct Fetched {
+    long status = 0;
+    std::string body;
+    std::string location;  // of a redirect, absolute
+  };
+  Result<Fetched> Fetch(const std::string& url, const Identifier& host, int port) const;
   Result<void> Dns01(const Identifier& identifier, std::string_view key_authorization) const;
   Result<void> TlsAlpn01(const Identifier& identifier, std::string_view key_authorization) const;
 

@@ -544,6 +544,47 @@ check(ip_leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).va
     x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")], "the certificate names the address as an IP SAN")
 responder.stop()
 
+# ---- http-01 through redirects (RFC 8555 8.3: SHOULD), as Let's Encrypt follows them: to http
+# on acme.http01_port or https on acme.tlsalpn01_port, to hosts the profile issues for ----
+redirect_to = {}
+
+
+def redirecting(path):
+    token = path.rsplit("/", 1)[-1]
+    if path.startswith("/.well-known/acme-challenge/"):
+        return 302, {"Location": redirect_to["target"].format(token=token)}, b""
+    return 200, {}, f"{token}.{thumbprint}".encode()
+
+
+def http01_answer(value):
+    """The answer to an http-01 challenge of an order for the address `value`."""
+    _, order, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "ip", "value": value}]})
+    _, authz, _ = kpost(order["authorizations"][0], None)
+    return kpost(next(c["url"] for c in authz["challenges"] if c["type"] == "http-01"), {})[1]
+
+
+redirector = LoopbackGetServer(HTTP01_PORT, redirecting)
+redirect_to["target"] = "/moved/{token}"
+answered = http01_answer("127.0.0.1")
+check(answered["status"] == "valid", f"http-01 answered through a redirect to another path: {answered}")
+redirect_to["target"] = f"http://moved.example.test:{HTTP01_PORT}/moved/{{token}}"
+answered = http01_answer("127.0.0.1")
+check(answered["status"] == "valid", f"through a redirect to a name, looked up through acme.resolver: {answered}")
+redirect_to["target"] = f"http://127.0.0.1:{free_port()}/moved/{{token}}"
+answered = http01_answer("127.0.0.1")
+check(answered["status"] == "invalid" and answered["error"]["type"].endswith(":unauthorized")
+      and "only http on port" in answered["error"]["detail"], f"a redirect to another port: {answered}")
+# A default profile stored with a DNS suffix: a redirect to a name outside it is not followed.
+cf.api("PUT", "/v1/acme/profiles/default", {"ca": "iot.example.com", "dns_suffixes": ["example.test"]}, expect=201)
+redirect_to["target"] = f"http://elsewhere.test:{HTTP01_PORT}/moved/{{token}}"
+answered = http01_answer("127.0.0.1")
+check(answered["status"] == "invalid" and "does not issue for" in answered["error"]["detail"],
+      f"a redirect to a host the profile does not issue for: {answered}")
+check(not any(q[0] == "elsewhere.test" for q in dns.queries), "and that host was not even looked up")
+status, _, _ = cf.request("DELETE", "/v1/acme/profiles/default", bearer=cf.token)
+check(status == 204, f"the stored default profile removed: {status}")
+redirector.stop()
+
 # ---- a profile changed is served so at once by the node that changed it (which had just read it) ----
 check(cf.api("GET", "/acme/partners/directory", bearer="-")["meta"]["externalAccountRequired"] is True,
       "the partners profile needs EAB")

@@ -310,17 +310,18 @@ class DnsServer:
 
 
 class LoopbackGetServer:
-    """A threaded HTTP/1.1 server on a loopback port that answers every GET with 200 and what
-    `answer(path)` gives, (headers, body); HTTPS with `tls`, (cert_file, key_file). Port 0
-    picks one."""
+    """A threaded HTTP/1.1 server on a loopback port that answers every GET with what
+    `answer(path)` gives: (headers, body) with 200, or (status, headers, body); HTTPS with
+    `tls`, (cert_file, key_file). Port 0 picks one."""
 
     def __init__(self, port, answer, tls=None):
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):
-                headers, body = answer(self.path)
-                self.send_response(200)
+                answered = answer(self.path)
+                status, headers, body = answered if len(answered) == 3 else (200, *answered)
+                self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
