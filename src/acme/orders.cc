@@ -210,6 +210,7 @@ AcmeAnswer AcmeService::OrderAnswer(std::string_view profile, const store::AcmeO
   if (order.serial) answer.body["certificate"] = Url(profile, "cert/" + *order.serial);
   if (order.error) answer.body["error"] = json::parse(*order.error);
   if (order.replaces) answer.body["replaces"] = *order.replaces;
+  if (order.not_after) answer.body["notAfter"] = FormatRfc3339(*order.not_after);
   if (order.status == "pending" || order.status == "processing") answer.retry_after = kRetryAfterSeconds;
   answer.location = Url(profile, fmt::format("order/{}", order.id));
   return answer;
@@ -258,13 +259,25 @@ void AcmeService::NewOrder(std::string_view profile, const Checked& request, Ans
   Result<void> checked = [&]() -> Result<void> {
     const store::AcmeAccountRecord& account = *request.account;
     CF_ASSIGN_OR_RETURN(json::object payload, PayloadObject(request.jws));
-    for (const char* field : {"notBefore", "notAfter"}) {
-      if (const json::value* v = payload.if_contains(field); v && !UnsetTime(*v)) {
-        return Malformed("notBefore and notAfter are not accepted: the profile sets the validity");
-      }
+    if (const json::value* v = payload.if_contains("notBefore"); v && !UnsetTime(*v)) {
+      return Malformed("notBefore is not accepted: a certificate is valid from when it is issued");
     }
     CF_ASSIGN_OR_RETURN(planned->identifiers, ParseIdentifiers(payload.if_contains("identifiers")));
     CF_ASSIGN_OR_RETURN(Profile found, FindProfile(profile));
+    const int64_t now = clock_.NowMillis();
+    if (const json::value* v = payload.if_contains("notAfter"); v && !UnsetTime(*v)) {
+      // A shorter life than the profile's (cert-manager's duration, Caddy's lifetime): the
+      // certificate ends then; a later end than the profile's validity allows is refused.
+      const std::optional<int64_t> at = v->is_string() ? ParseRfc3339(v->as_string()) : std::nullopt;
+      const int64_t longest = now + found.validity_days * Millis(std::chrono::hours(24));
+      if (!at || *at <= now || *at > longest) {
+        return Malformed(
+            fmt::format("notAfter must be an RFC 3339 time after now and at most {} days ahead (the "
+                        "profile's validity)",
+                        found.validity_days));
+      }
+      planned->order.not_after = *at;
+    }
     for (const auto& o : planned->identifiers) CF_RETURN_IF_ERROR(CheckIdentifier(found, o.id.type, o.id.value));
     std::optional<std::string> replaces;
     if (const json::value* r = payload.if_contains("replaces")) {
@@ -276,7 +289,6 @@ void AcmeService::NewOrder(std::string_view profile, const Checked& request, Ans
     for (const auto& o : planned->identifiers) {
       planned->listed.push_back(json::object{{"type", o.id.type}, {"value", o.value}});
     }
-    const int64_t now = clock_.NowMillis();
     store::AcmeOrderRecord& order = planned->order;
     order.account_id = account.id;
     order.profile = std::string(profile);
@@ -685,6 +697,14 @@ Result<issuance::IssueRequest> AcmeService::FinalizeRequest(std::string_view pro
   }
   req.csr = csr;
   req.validity_days = found.validity_days;
+  if (order.not_after && *order.not_after <= clock_.NowMillis()) {
+    return Malformed("the notAfter this order asked for has passed: order again");
+  }
+  if (order.not_after) {
+    // The profile's validity, which may have shrunk since the order, bounds it still.
+    req.not_after_millis =
+        std::min(*order.not_after, clock_.NowMillis() + found.validity_days * Millis(std::chrono::hours(24)));
+  }
   req.overlap = issuance::Overlap::kAllowed;  // a renewal overlaps the certificate it replaces
   req.audit.details = {{"acme_account", std::to_string(order.account_id)},
                        {"acme_order", std::to_string(order.id)},

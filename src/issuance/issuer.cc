@@ -255,7 +255,8 @@ Result<std::shared_ptr<Issuer::Built>> Issuer::Build(IssueRequest req, const std
   input.state = req.state;
   input.organization = req.organization;
   input.not_before_millis = now - kBackdateMs;
-  input.not_after_millis = now + req.validity_days.value_or(DefaultValidityDays(req.type)) * kDayMs;
+  input.not_after_millis =
+      req.not_after_millis.value_or(now + req.validity_days.value_or(DefaultValidityDays(req.type)) * kDayMs);
   if (parent) {
     input.crl_url = CrlUrl(parent->ca.fqdn);
     input.ocsp_url = options_.public_url + "/ocsp";

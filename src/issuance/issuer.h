@@ -59,6 +59,7 @@ struct IssueRequest {
   std::string state;
   std::string organization;
   std::optional<int64_t> validity_days;                // default by type: 10 years, 5, 1
+  std::optional<int64_t> not_after_millis;             // instead of validity_days: the end asked for (ACME)
   pki::ServerUsage usage = pki::ServerUsage::kServer;  // what a server certificate authenticates
   Overlap overlap = Overlap::kRefused;
   AuditEntry audit;

@@ -19,14 +19,15 @@ Result<std::optional<AcmeAccountRecord>> OneAccount(Tx& tx, const std::string& w
 }
 
 constexpr std::string_view kOrderColumns =
-    "id, account_id, profile, status, identifiers, expires_at, error, serial, replaces, created_at, updated_at";
+    "id, account_id, profile, status, identifiers, expires_at, error, serial, replaces, created_at, updated_at, "
+    "not_after";
 constexpr std::string_view kAuthzColumns =
     "id, order_id, account_id, identifier_type, identifier_value, wildcard, status, expires_at";
 constexpr std::string_view kChallengeColumns = "id, authz_id, type, token, status, validated_at, error";
 
 AcmeOrderRecord OrderFromRow(const Row& r) {
   return AcmeOrderRecord{r.Int(0),     r.Int(1),     r.Text(2),    r.Text(3), r.Text(4), r.Int(5),
-                         r.OptText(6), r.OptText(7), r.OptText(8), r.Int(9),  r.Int(10)};
+                         r.OptText(6), r.OptText(7), r.OptText(8), r.Int(9),  r.Int(10), r.OptInt(11)};
 }
 
 AcmeAuthzRecord AuthzFromRow(const Row& r) {
@@ -81,9 +82,9 @@ Result<int64_t> InsertAcmeOrder(Tx& tx, const AcmeOrderRecord& o) {
   return InsertReturningId(
       tx,
       "INSERT INTO acme_orders (account_id, profile, status, identifiers, expires_at, error, "
-      "serial, replaces, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+      "serial, replaces, created_at, updated_at, not_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
       {o.account_id, o.profile, o.status, o.identifiers, o.expires_at, OptionalValue(o.error), OptionalValue(o.serial),
-       OptionalValue(o.replaces), o.created_at, o.updated_at});
+       OptionalValue(o.replaces), o.created_at, o.updated_at, OptionalValue(o.not_after)});
 }
 
 Result<int64_t> InsertAcmeAuthz(Tx& tx, const AcmeAuthzRecord& a) {

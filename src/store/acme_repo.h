@@ -50,6 +50,7 @@ struct AcmeOrderRecord {
   std::optional<std::string> replaces;  // the ARI certificate id (RFC 9773) it replaces
   int64_t created_at = 0;
   int64_t updated_at = 0;
+  std::optional<int64_t> not_after;  // the certificate's end the client asked for (RFC 8555 7.4)
 };
 
 // An authorization of one identifier for one order. Status: pending, valid, invalid,

@@ -626,6 +626,9 @@ ALTER TABLE enroll_requests ADD COLUMN presented_serial TEXT;
 -- A device's waiting request, whatever the profile.
 CREATE INDEX enroll_requests_waiting ON enroll_requests (device_id, state);
 )sql"},
+    {26, "ACME orders keep the notAfter their client asked for", R"sql(
+ALTER TABLE acme_orders ADD COLUMN not_after BIGINT;
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

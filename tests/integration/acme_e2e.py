@@ -500,6 +500,30 @@ check(order["status"] == "invalid" and challenge["status"] == "invalid"
       and challenge["error"]["type"].endswith(":incorrectResponse")
       and order["error"]["subproblems"][0]["identifier"]["value"] == "d.example.test",
       f"a challenge answered wrongly: invalid, incorrectResponse: {challenge} {order}")
+# ---- an order's notAfter (RFC 8555 7.4), as cert-manager's duration and Caddy's lifetime ask:
+# a shorter life than the profile's; a notBefore or a longer life is refused ----
+status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "short.example.test"}],
+                                                  "notBefore": "2030-01-01T00:00:00Z"})
+check(status == 400 and out["type"].endswith(":malformed") and "notBefore" in out["detail"],
+      f"an order asking for its own notBefore: {out}")
+wanted = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) + datetime.timedelta(days=2)
+status, order, resp = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "short.example.test"}],
+                                                      "notAfter": wanted.strftime("%Y-%m-%dT%H:%M:%SZ")})
+check(status == 201 and order["notAfter"].startswith(wanted.strftime("%Y-%m-%dT%H:%M:%S")),
+      f"an order for a two-day certificate echoes its notAfter: {status} {order}")
+_, authz, _ = kpost(order["authorizations"][0], None)
+challenge = next(c for c in authz["challenges"] if c["type"] == "dns-01")
+dns.set_txt("_acme-challenge.short.example.test",
+            b64(hashlib.sha256(f"{challenge['token']}.{thumbprint}".encode()).digest()))
+check(kpost(challenge["url"], {})[1]["status"] == "valid", "the two-day order's dns-01 challenge is valid")
+csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).add_extension(
+    x509.SubjectAlternativeName([x509.DNSName("short.example.test")]), critical=False).sign(other_key, hashes.SHA256())
+status, order, _ = kpost(order["finalize"], {"csr": b64(csr.public_bytes(serialization.Encoding.DER))})
+_, pem, _ = post(order["certificate"], None, account_key, kid=kid)
+short_leaf = x509.load_pem_x509_certificate(pem if isinstance(pem, bytes) else pem.encode())
+check(short_leaf.not_valid_after == wanted.replace(tzinfo=None),
+      f"the certificate ends at the notAfter asked for: {short_leaf.not_valid_after} {wanted}")
+
 # ---- a TXT record not there yet: answered as processing when the first attempt ends, valid
 # once it is there and the validation is tried again ----
 status, order, resp = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "late.example.test"}]})
