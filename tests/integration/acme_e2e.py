@@ -324,6 +324,16 @@ def kpost(path, payload):
     return post(path, payload, account_key, kid=kid)
 
 
+def settled(order_url):
+    """The order once its validation has decided, or as it is after 30 s of looking."""
+    for _ in range(600):
+        _, order, _ = kpost(order_url, None)
+        if order["status"] != "pending":
+            break
+        time.sleep(0.05)
+    return order
+
+
 def order_dns01(name, txt, account=None):
     """An order for `name` whose dns-01 challenge is answered with the TXT value `txt` (None: the
     right one), by `account` (key, kid, thumbprint; None: the account above); returns the
@@ -535,11 +545,7 @@ check(status == 200 and answered["status"] == "processing" and resp.getheader("R
       f"a challenge whose record is not there yet: processing, Retry-After: {answered}")
 dns.set_txt("_acme-challenge.late.example.test",
             b64(hashlib.sha256(f"{challenge['token']}.{thumbprint}".encode()).digest()))
-for _ in range(600):  # the retry comes after a backoff of about 2 s
-    _, order, _ = kpost(late_url, None)
-    if order["status"] != "pending":
-        break
-    time.sleep(0.05)
+order = settled(late_url)  # the retry comes after a backoff of about 2 s
 check(order["status"] == "ready", f"the record there, the retried validation makes the order ready: {order}")
 status, out, _ = post("/acme/partners/new-account", {"termsOfServiceAgreed": True}, ec.generate_private_key(
     ec.SECP256R1()))
@@ -552,11 +558,7 @@ _, authz, _ = kpost(order["authorizations"][0], None)
 check(sorted(c["type"] for c in authz["challenges"]) == ["http-01", "tls-alpn-01"] and authz["identifier"] == {
     "type": "ip", "value": "127.0.0.1"}, f"an address is offered http-01 and tls-alpn-01: {authz}")
 kpost(next(c["url"] for c in authz["challenges"] if c["type"] == "http-01"), {})
-for _ in range(600):
-    _, order, _ = kpost(ip_order_url, None)
-    if order["status"] != "pending":
-        break
-    time.sleep(0.05)
+order = settled(ip_order_url)
 check(order["status"] == "ready", f"http-01 on the address validates: {order}")
 csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).add_extension(
     x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False).sign(
@@ -636,7 +638,8 @@ if DB_KIND == "postgres":
     status, out, _ = node2.request("POST", order_url.removeprefix(cf.url), body=json.dumps(sign(account_key, {
         "alg": "ES256", "nonce": nonce(), "url": order_url, "kid": kid}, None)), headers={
         "Content-Type": "application/jose+json"})
-    check(status == 200 and out["status"] == "invalid", f"an order made through one node, read through the other")
+    check(status == 200 and out["status"] == "invalid",
+          f"an order made through one node, read through the other: {status} {out}")
     node2.stop()
 # ---- the wait runs out first: an http-01 server that answers only once the test lets it ----
 released = threading.Event()
@@ -667,11 +670,7 @@ status, answered, resp = kpost(next(c["url"] for c in authz["challenges"] if c["
 check(status == 200 and answered["status"] == "processing" and resp.getheader("Retry-After") == "1",
       f"a validation still waiting for its server when acme.challenge_wait_ms ends: processing: {answered}")
 released.set()
-for _ in range(600):
-    _, order, _ = kpost(held_url, None)
-    if order["status"] != "pending":
-        break
-    time.sleep(0.05)
+order = settled(held_url)
 check(order["status"] == "ready", f"and the validation goes on: the order is ready once the server answered: {order}")
 check(retried() == retried_before, "answered by the wait's end, not by a first attempt that timed out")
 held.stop()
