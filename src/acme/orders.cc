@@ -1,6 +1,5 @@
 // AcmeService's orders, authorizations, challenges and their validation, finalization,
 // certificate download and revocation (RFC 8555 7.1.3-7.6).
-#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -69,17 +68,6 @@ struct Ordered {
   bool wildcard = false;
   std::string value;  // as ordered and as the certificate names it
 };
-
-// Canonical text of an address (RFC 8738 3: as inet_ntop writes it), nullopt if not one.
-std::optional<std::string> CanonicalAddress(std::string_view text) {
-  const std::string s(text);
-  unsigned char raw[16] = {};
-  char out[INET6_ADDRSTRLEN] = {};
-  for (const int family : {AF_INET, AF_INET6}) {
-    if (inet_pton(family, s.c_str(), raw) == 1 && inet_ntop(family, raw, out, sizeof(out)) != nullptr) return out;
-  }
-  return std::nullopt;
-}
 
 // A notBefore or notAfter a client sends without asking for it: Go's zero time, which the step
 // CLI puts in every order (its request type's time.Time fields are never omitted), or null.
@@ -697,13 +685,11 @@ Result<issuance::IssueRequest> AcmeService::FinalizeRequest(std::string_view pro
   }
   req.csr = csr;
   req.validity_days = found.validity_days;
-  if (order.not_after && *order.not_after <= clock_.NowMillis()) {
-    return Malformed("the notAfter this order asked for has passed: order again");
-  }
   if (order.not_after) {
+    const int64_t now = clock_.NowMillis();
+    if (*order.not_after <= now) return Malformed("the notAfter this order asked for has passed: order again");
     // The profile's validity, which may have shrunk since the order, bounds it still.
-    req.not_after_millis =
-        std::min(*order.not_after, clock_.NowMillis() + found.validity_days * Millis(std::chrono::hours(24)));
+    req.not_after_millis = std::min(*order.not_after, now + found.validity_days * Millis(std::chrono::hours(24)));
   }
   req.overlap = issuance::Overlap::kAllowed;  // a renewal overlaps the certificate it replaces
   req.audit.details = {{"acme_account", std::to_string(order.account_id)},

@@ -42,6 +42,33 @@ std::string HostPort(std::string_view host, int port) {
   return IsIpv6(host) ? fmt::format("[{}]:{}", host, port) : fmt::format("{}:{}", host, port);
 }
 
+// Where a redirect of an http-01 fetch leads: its scheme, host (as an identifier) and port;
+// nullopt if `location` is no URL.
+struct Redirect {
+  std::string scheme;
+  Identifier host;
+  int port = 0;
+};
+std::optional<Redirect> ParseRedirect(const std::string& location) {
+  std::unique_ptr<CURLU, void (*)(CURLU*)> url(curl_url(), curl_url_cleanup);
+  if (!url || curl_url_set(url.get(), CURLUPART_URL, location.c_str(), 0) != CURLUE_OK) return std::nullopt;
+  auto part = [&](CURLUPart which, unsigned int flags) -> std::optional<std::string> {
+    char* text = nullptr;
+    if (curl_url_get(url.get(), which, &text, flags) != CURLUE_OK || !text) return std::nullopt;
+    std::string out(text);
+    curl_free(text);
+    return out;
+  };
+  const auto scheme = part(CURLUPART_SCHEME, 0);
+  auto name = part(CURLUPART_HOST, 0);
+  const auto port = part(CURLUPART_PORT, CURLU_DEFAULT_PORT);
+  if (!scheme || !name || !port) return std::nullopt;
+  if (name->size() > 2 && name->front() == '[') *name = name->substr(1, name->size() - 2);  // an IPv6 address
+  std::optional<std::string> address = CanonicalAddress(*name);
+  Identifier host = address ? Identifier{"ip", *address} : Identifier{"dns", AsciiLower(*name)};
+  return Redirect{*scheme, std::move(host), std::atoi(port->c_str())};
+}
+
 // A TCP connection to `address`:`port` within `timeout`, its reads and writes bounded by it too.
 Result<int> Connect(const std::string& address, int port, std::chrono::seconds timeout) {
   sockaddr_storage ss{};
@@ -116,6 +143,16 @@ std::vector<std::string_view> ChallengeTypesFor(const Identifier& identifier, bo
   if (wildcard) return {"dns-01"};
   if (identifier.type == "ip") return {"http-01", "tls-alpn-01"};
   return {"http-01", "dns-01", "tls-alpn-01"};
+}
+
+std::optional<std::string> CanonicalAddress(std::string_view text) {
+  const std::string s(text);
+  unsigned char raw[16] = {};
+  char out[INET6_ADDRSTRLEN] = {};
+  for (const int family : {AF_INET, AF_INET6}) {
+    if (inet_pton(family, s.c_str(), raw) == 1 && inet_ntop(family, raw, out, sizeof(out)) != nullptr) return out;
+  }
+  return std::nullopt;
 }
 
 std::string ReverseName(std::string_view address) {
@@ -214,34 +251,18 @@ Result<void> Validator::Http01(const Identifier& identifier, std::string_view to
                      fmt::format("{} redirects to {}: {}", url, Escaped(fetched.location.substr(0, 256)), why));
     };
     if (redirects == kMaxRedirects) return refused(fmt::format("more than {} redirects", kMaxRedirects));
-    std::unique_ptr<CURLU, void (*)(CURLU*)> target(curl_url(), curl_url_cleanup);
-    char* scheme = nullptr;
-    char* name = nullptr;
-    char* port_text = nullptr;
-    const bool parsed = target && curl_url_set(target.get(), CURLUPART_URL, fetched.location.c_str(), 0) == CURLUE_OK &&
-                        curl_url_get(target.get(), CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-                        curl_url_get(target.get(), CURLUPART_HOST, &name, 0) == CURLUE_OK &&
-                        curl_url_get(target.get(), CURLUPART_PORT, &port_text, CURLU_DEFAULT_PORT) == CURLUE_OK;
-    const std::string scheme_s = scheme ? scheme : "", name_s = name ? name : "", port_s = port_text ? port_text : "";
-    curl_free(scheme);
-    curl_free(name);
-    curl_free(port_text);
-    if (!parsed) return refused("not a URL");
-    const int to_port = std::atoi(port_s.c_str());
-    if (!((scheme_s == "http" && to_port == options_.http01_port) ||
-          (scheme_s == "https" && to_port == options_.tlsalpn01_port))) {
+    std::optional<Redirect> to = ParseRedirect(fetched.location);
+    if (!to) return refused("not a URL");
+    if (!((to->scheme == "http" && to->port == options_.http01_port) ||
+          (to->scheme == "https" && to->port == options_.tlsalpn01_port))) {
       return refused(fmt::format("only http on port {} and https on port {} are followed", options_.http01_port,
                                  options_.tlsalpn01_port));
     }
-    std::string bare = name_s.size() > 2 && name_s.front() == '[' ? name_s.substr(1, name_s.size() - 2) : name_s;
-    unsigned char raw[16];
-    const bool address = inet_pton(AF_INET, bare.c_str(), raw) == 1 || inet_pton(AF_INET6, bare.c_str(), raw) == 1;
-    Identifier next{address ? "ip" : "dns", address ? bare : AsciiLower(bare)};
-    const bool same = next.type == identifier.type && next.value == identifier.value;
-    if (!same && !(may_reach && may_reach(next))) return refused("a host this ACME profile does not issue for");
+    const bool same = to->host.type == identifier.type && to->host.value == identifier.value;
+    if (!same && !(may_reach && may_reach(to->host))) return refused("a host this ACME profile does not issue for");
     url = fetched.location;
-    host = std::move(next);
-    port = to_port;
+    host = std::move(to->host);
+    port = to->port;
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -65,6 +66,9 @@ class Validator {
 // The challenge types offered for an identifier: dns-01 only for a wildcard (RFC 8555 7.1.3),
 // no dns-01 for an address (RFC 8738 7).
 std::vector<std::string_view> ChallengeTypesFor(const Identifier& identifier, bool wildcard);
+
+// Canonical text of an address (RFC 8738 3: as inet_ntop writes it), nullopt if not one.
+std::optional<std::string> CanonicalAddress(std::string_view text);
 
 // The name a tls-alpn-01 client sends as SNI for an address (RFC 8738 6): its reverse-DNS name.
 std::string ReverseName(std::string_view address);
