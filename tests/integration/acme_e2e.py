@@ -3,7 +3,8 @@
 certfleet, updates its contact and deactivates it, then obtains (standalone http-01), renews
 and revokes a certificate, which openssl verifies against certfleet's chain and finds revoked
 in the CRL and by OCSP; lego obtains certificates through http-01, tls-alpn-01 and dns-01 (a
-wildcard, its TXT record in a small DNS server the test runs) and renews one. Requests signed
+wildcard, its TXT record in a small DNS server the test runs) and renews one; Caddy gets a
+site's certificate and serves it, and curl verifies it against certfleet's root. Requests signed
 here (Python cryptography) get the RFC 8555 problem documents for a bad nonce, a wrong url, a
 forged signature, a weak key, a forbidden name, a CSR that differs from its order and a
 challenge answered wrongly.
@@ -23,7 +24,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from checks import check, finish  # noqa: E402
+from checks import check, finish, wait_for  # noqa: E402
 from harness import Certfleet, Files  # noqa: E402
 from servers import DnsServer, Http01Responder, LoopbackGetServer, free_port  # noqa: E402
 
@@ -188,6 +189,50 @@ check(any(q == ("_acme-challenge.w.example.test", 16) for q in dns.queries),
 before = serial_of(lego_cert("h.example.test"))
 lego("--http", "--http.port", f"127.0.0.1:{HTTP01_PORT}", "-d", "h.example.test", "renew", "--days", "1000", "--no-random-sleep")
 check(serial_of(lego_cert("h.example.test")) != before, "lego renew got a new certificate")
+
+# ---- Caddy: its automatic HTTPS gets a site's certificate from certfleet and serves it ----
+CADDY_NAME = "caddy.example.test"
+caddyfile = files.write("Caddyfile", f"""{{
+\tadmin off
+\tstorage file_system {files.path("caddy-data")}
+\tacme_ca {DIRECTORY}
+\tacme_ca_root {TLS_CA}
+\temail caddy@example.com
+\thttp_port {HTTP01_PORT}
+\thttps_port {TLSALPN01_PORT}
+}}
+{CADDY_NAME} {{
+\trespond "served by caddy"
+}}
+""")
+caddy_log = files.path("caddy.log")
+caddy_env = dict(os.environ, HOME=files.path("caddy-home"), XDG_CONFIG_HOME=files.path("caddy-config"))
+with open(caddy_log, "w") as log:
+    caddy = subprocess.Popen(["caddy", "run", "--config", caddyfile, "--adapter", "caddyfile"], env=caddy_env,
+                             stdout=log, stderr=subprocess.STDOUT)
+
+
+def caddy_said(*events):
+    """The first of `events` (its JSON log's messages) Caddy has logged, or None."""
+    lines = [json.loads(line) for line in open(caddy_log) if line.startswith("{")]
+    return next((line for line in lines if line.get("msg") in events), None)
+
+
+wait_for("Caddy to obtain its certificate or give up", lambda: caddy_said(
+    "certificate obtained successfully", "could not get certificate from issuer") or caddy.poll() is not None, timeout=60)
+check(caddy_said("certificate obtained successfully") is not None,
+      f"Caddy obtained {CADDY_NAME}'s certificate: {open(caddy_log).read()[-3000:]}")
+served = sh("curl", "-sS", "--cacert", chain_files["root"], "--resolve", f"{CADDY_NAME}:{TLSALPN01_PORT}:127.0.0.1",
+            "-w", "\n%{certs}", f"https://{CADDY_NAME}:{TLSALPN01_PORT}/")
+if check(served.returncode == 0 and served.stdout.startswith("served by caddy") and "-----BEGIN" in served.stdout,
+         f"Caddy serves it, and curl verifies it against certfleet's root: {served.stdout[:300]} {served.stderr}"):
+    caddy_serial = serial_of(files.write("caddy.pem", served.stdout[served.stdout.index("-----BEGIN"):]))
+    record = cf.api("GET", f"/v1/certificates/{caddy_serial}")
+    check(record["fqdn"] == CADDY_NAME and record["created_by"].startswith("acme:account/"),
+          f"Caddy's certificate is in the inventory, by its ACME account: {record}")
+caddy.terminate()
+caddy.wait(timeout=30)
+
 # ---- a profile of its own: names under partner.test, P-256 keys, 30 days, EAB required ----
 status, out, _ = cf.request("PUT", "/v1/acme/profiles/partners", bearer=cf.token, body={
     "ca": "iot.example.com", "dns_suffixes": ["partner.test"], "key_types": ["ec-p256"], "validity_days": 30,
