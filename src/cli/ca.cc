@@ -109,7 +109,9 @@ int CaImport(const Config& config, const Clock& clock, const CaImportArgs& args)
   if (!loaded.ok()) return fail(loaded.error());
   auto opened = OpenKeys(config, clock);
   if (!opened.ok()) return fail(opened.error());
-  issuance::Issuer issuer(*opened->store, *opened->keys, clock, issuance::IssuerOptions(config, ""));
+  auto options = issuance::IssuerOptions(config, "");
+  if (!options.ok()) return fail(options.error());
+  issuance::Issuer issuer(*opened->store, *opened->keys, clock, *options);
   auto written = issuer.ImportCa(loaded->cert.get(), loaded->key.get(), loaded->chain_pem, args.key_backend, args.fqdn,
                                  CliActor());
   if (!written.ok()) return fail(written.error());

@@ -21,7 +21,8 @@ constexpr ConfigKey kCoreKeys[] = {
      "Folder for the database, TLS files, blobs and outbox of the embedded defaults."},
     {"log_level", ConfigType::kString, "info", "debug, info, warn or error."},
     {"public_url", ConfigType::kString, "",
-     "Base URL clients reach this server at, put in certificates (CRL and OCSP); empty: https://<server.listen>."},
+     "Base URL clients reach this server at, put in certificates (CRL and OCSP) unless ca.revocation_url is set; "
+     "empty: https://<server.listen>."},
 };
 
 const ConfigKey* FindKey(std::span<const ConfigKey> keys, std::string_view name) {

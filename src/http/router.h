@@ -23,6 +23,9 @@ struct RouteOptions {
   // When set and true for a request, that request carries its own credential (a signature
   // the handler verifies, as SNS messages do) instead of a bearer token.
   std::function<bool(const Request&)> signed_request = nullptr;
+  // Also served over plain HTTP (server.http_listen): only public routes that relying
+  // parties fetch without TLS (CRLs, OCSP), whose answers are signed.
+  bool plain_http = false;
 };
 
 // A route's handler: the response, or the Error the router answers with its status and code

@@ -174,10 +174,48 @@ bool ClientGone(const beast::error_code& ec) {
          ec == asio::error::connection_reset || ec == asio::error::broken_pipe;
 }
 
+// Opens `acceptor` on `listen` (host:port, the value of the key `key`).
+Result<void> Bind(tcp::acceptor& acceptor, std::string_view key, const std::string& listen) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos)
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} must be host:port", key));
+  std::string host = listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  int port = 0;
+  try {
+    port = std::stoi(listen.substr(colon + 1));
+  } catch (...) {
+    port = -1;
+  }
+  if (port < 0 || port > 65535) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{}: bad port", key));
+  beast::error_code ec;
+  auto address = asio::ip::make_address(host, ec);
+  if (ec) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{}: '{}' is not an IP address", key, host));
+  tcp::endpoint endpoint(address, static_cast<uint16_t>(port));
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(kListenBacklog, ec);
+  if (ec) return MakeError(ErrorCode::kFailedPrecondition, fmt::format("listening on {}: {}", listen, ec.message()));
+  return Ok();
+}
+
 }  // namespace
 
 struct Server::Impl {
+  class SessionBase;
+  template <bool kTls>
   class Session;
+
+  // A listening socket: HTTPS (server.listen) or plain HTTP (server.http_listen).
+  struct Listener {
+    Listener(asio::io_context& ioc, bool tls)
+        : acceptor(asio::make_strand(ioc)), retry(acceptor.get_executor()), tls(tls) {}
+    tcp::acceptor acceptor;
+    asio::steady_timer retry;  // on the acceptor's strand
+    const bool tls;
+    bool paused = false;  // at max_connections: accepting again when a session ends; guarded by mu
+  };
 
   Impl(const Router& r, Metrics& m, ServerOptions o)
       : router(r),
@@ -186,8 +224,7 @@ struct Server::Impl {
         trust(options.client_trust ? options.client_trust : std::make_shared<ClientTrust>()),
         ioc(options.threads),
         ctx(ssl::context::tls_server),
-        acceptor(asio::make_strand(ioc)),
-        accept_retry(acceptor.get_executor()),
+        https(ioc, true),
         control(asio::make_strand(ioc)),
         signals(control, SIGINT, SIGTERM),
         drain_timer(control),
@@ -203,12 +240,13 @@ struct Server::Impl {
 
   Result<void> Listen();
   void FitConnectionLimit();
-  void Accept();
+  void Accept(Listener& listener);
+  template <class S>
+  void Start(const std::shared_ptr<S>& session);  // counted in `sessions` until it ends
   void AwaitSignal();
   void Stop();
   void BeginShutdown();
-  void SessionStarted(const std::shared_ptr<Session>& s);
-  void SessionEnded(Session* s);
+  void SessionEnded(SessionBase* s);
 
   const Router& router;
   Metrics& metrics;
@@ -219,13 +257,12 @@ struct Server::Impl {
   std::atomic<bool> draining{false};  // from the first signal on; shutting_down follows the drain
   std::atomic<bool> shutting_down{false};
   std::mutex mu;
-  std::map<Session*, std::weak_ptr<Session>> sessions;
+  std::map<SessionBase*, std::weak_ptr<SessionBase>> sessions;
   size_t max_connections = 0;  // options.max_connections, fitted under the open-file limit
-  bool accept_paused = false;  // at max_connections: accepting again when a session ends
   asio::io_context ioc;
   ssl::context ctx;
-  tcp::acceptor acceptor;
-  asio::steady_timer accept_retry;  // on the acceptor's strand
+  Listener https;
+  std::unique_ptr<Listener> http;  // with server.http_listen
   // Signals, Shutdown() and the shutdown's timers: one at a time.
   asio::strand<asio::io_context::executor_type> control;
   asio::signal_set signals;
@@ -233,33 +270,57 @@ struct Server::Impl {
   asio::steady_timer grace_timer;
 };
 
-// One connection: owns its TLS stream and lives as long as its pending I/O. All of its
-// handlers run on its strand.
-class Server::Impl::Session : public std::enable_shared_from_this<Session> {
+// What the server keeps of a connection to close it at shutdown.
+class Server::Impl::SessionBase {
  public:
-  Session(Impl& server, tcp::socket socket) : server_(server), stream_(std::move(socket), server.ctx) {
+  virtual ~SessionBase() = default;
+  // Closes the connection if it is waiting for a new request (shutdown).
+  virtual void CloseIfIdle() = 0;
+};
+
+// One connection: owns its stream (TLS, or plain TCP on server.http_listen) and lives as
+// long as its pending I/O. All of its handlers run on its strand.
+template <bool kTls>
+class Server::Impl::Session : public SessionBase, public std::enable_shared_from_this<Session<kTls>> {
+  using Stream = std::conditional_t<kTls, beast::ssl_stream<beast::tcp_stream>, beast::tcp_stream>;
+  using std::enable_shared_from_this<Session<kTls>>::shared_from_this;
+
+ public:
+  Session(Impl& server, tcp::socket socket) : server_(server), stream_(MakeStream(server, std::move(socket))) {
     beast::error_code ec;
     auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
     if (!ec) remote_ = fmt::format("{}:{}", ep.address().to_string(), ep.port());
   }
   // Only a failing mutex could throw here, and then terminating is right.
-  ~Session() { server_.SessionEnded(this); }  // NOLINT(bugprone-exception-escape)
+  ~Session() override { server_.SessionEnded(this); }  // NOLINT(bugprone-exception-escape)
 
   void Start() {
     asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
-      beast::get_lowest_layer(self->stream_).expires_after(self->server_.options.header_timeout);
-      self->stream_.async_handshake(ssl::stream_base::server, [self](beast::error_code ec) { self->OnHandshake(ec); });
+      if constexpr (kTls) {
+        beast::get_lowest_layer(self->stream_).expires_after(self->server_.options.header_timeout);
+        self->stream_.async_handshake(ssl::stream_base::server,
+                                      [self](beast::error_code ec) { self->OnHandshake(ec); });
+      } else {
+        self->ReadHeader();
+      }
     });
   }
 
-  // Closes the connection if it is waiting for a new request (shutdown).
-  void CloseIfIdle() {
+  void CloseIfIdle() override {
     asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
       if (self->idle_ && self->buffer_.size() == 0) beast::get_lowest_layer(self->stream_).cancel();
     });
   }
 
  private:
+  static Stream MakeStream(Impl& server, tcp::socket socket) {
+    if constexpr (kTls) {
+      return Stream(std::move(socket), server.ctx);
+    } else {
+      return Stream(std::move(socket));
+    }
+  }
+
   void OnHandshake(beast::error_code ec) {
     if (ec) {
       log::Debug("TLS handshake failed", {{"remote", remote_}, {"error", ec.message()}});
@@ -335,6 +396,11 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
     req_.client_cert = client_cert_;
     req_.peer = peer_;
     match_ = server_.router.Find(req_.method, req_.path);
+    // Plain HTTP serves only what relying parties fetch without TLS (CRLs, OCSP).
+    if (!kTls && match_.route && !match_.route->options.plain_http) {
+      unread_body_ = !parser_->is_done();
+      return Reply(ErrorResponse(404, "not_found", "this path is served over HTTPS only"), unread_body_);
+    }
     // Authenticated from the headers, before the body is read (or 100-continue sent): no one
     // without a token makes the server take in a route's body, up to its limit.
     if (std::optional<Response> refused = server_.router.Admit(match_, req_)) {
@@ -471,16 +537,21 @@ class Server::Impl::Session : public std::enable_shared_from_this<Session> {
   }
 
   void Close() {
-    beast::get_lowest_layer(stream_).expires_after(kCloseTimeout);
-    stream_.async_shutdown([self = shared_from_this()](beast::error_code) {
+    auto close_socket = [self = shared_from_this()] {
       beast::error_code ignored;
       beast::get_lowest_layer(self->stream_).socket().shutdown(tcp::socket::shutdown_both, ignored);
       beast::get_lowest_layer(self->stream_).close();
-    });
+    };
+    if constexpr (kTls) {
+      beast::get_lowest_layer(stream_).expires_after(kCloseTimeout);
+      stream_.async_shutdown([close_socket](beast::error_code) { close_socket(); });
+    } else {
+      close_socket();
+    }
   }
 
   Impl& server_;
-  beast::ssl_stream<beast::tcp_stream> stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::string remote_;
@@ -538,26 +609,11 @@ Result<void> Server::Impl::Listen() {
   static const unsigned char kSessionContext[] = "certfleet";
   SSL_CTX_set_session_id_context(ctx.native_handle(), kSessionContext, sizeof(kSessionContext) - 1);
 
-  auto colon = options.listen.rfind(':');
-  if (colon == std::string::npos) return MakeError(ErrorCode::kInvalidArgument, "server.listen must be host:port");
-  std::string host = options.listen.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  int port = 0;
-  try {
-    port = std::stoi(options.listen.substr(colon + 1));
-  } catch (...) {
-    port = -1;
+  CF_RETURN_IF_ERROR(Bind(https.acceptor, "server.listen", options.listen));
+  if (!options.http_listen.empty()) {
+    http = std::make_unique<Listener>(ioc, false);
+    CF_RETURN_IF_ERROR(Bind(http->acceptor, "server.http_listen", options.http_listen));
   }
-  if (port < 0 || port > 65535) return MakeError(ErrorCode::kInvalidArgument, "server.listen: bad port");
-  auto address = asio::ip::make_address(host, ec);
-  if (ec) return MakeError(ErrorCode::kInvalidArgument, "server.listen: '" + host + "' is not an IP address");
-  tcp::endpoint endpoint(address, static_cast<uint16_t>(port));
-  acceptor.open(endpoint.protocol(), ec);
-  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor.bind(endpoint, ec);
-  if (!ec) acceptor.listen(kListenBacklog, ec);
-  if (ec)
-    return MakeError(ErrorCode::kFailedPrecondition, fmt::format("listening on {}: {}", options.listen, ec.message()));
   FitConnectionLimit();
   return Ok();
 }
@@ -584,52 +640,58 @@ void Server::Impl::FitConnectionLimit() {
   }
 }
 
-void Server::Impl::Accept() {
+void Server::Impl::Accept(Listener& listener) {
   {
     // At the limit, new connections wait in the kernel's queue until a session ends.
     std::lock_guard lock(mu);
     if (sessions.size() >= max_connections) {
-      if (!accept_paused) {
+      if (!https.paused && !(http && http->paused)) {
         log::Warn("server.max_connections reached: new connections wait", {{"max_connections", max_connections}});
       }
-      accept_paused = true;
+      listener.paused = true;
       return;
     }
   }
-  acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+  listener.acceptor.async_accept(asio::make_strand(ioc), [this, &listener](beast::error_code ec, tcp::socket socket) {
     if (ec) {
-      if (!acceptor.is_open() || shutting_down) return;
+      if (!listener.acceptor.is_open() || shutting_down) return;
       log::Warn("accept failed", {{"error", ec.message()}});
       // Out of descriptors or memory: accepting again at once would spin.
       if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space || ec == asio::error::no_memory ||
           ec.value() == ENFILE) {
-        accept_retry.expires_after(kAcceptRetry);
-        accept_retry.async_wait([this](beast::error_code waited) {
-          if (!waited) Accept();
+        listener.retry.expires_after(kAcceptRetry);
+        listener.retry.async_wait([this, &listener](beast::error_code waited) {
+          if (!waited) Accept(listener);
         });
         return;
       }
+    } else if (listener.tls) {
+      Start(std::make_shared<Session<true>>(*this, std::move(socket)));
     } else {
-      auto session = std::make_shared<Session>(*this, std::move(socket));
-      SessionStarted(session);
-      session->Start();
+      Start(std::make_shared<Session<false>>(*this, std::move(socket)));
     }
-    Accept();
+    Accept(listener);
   });
 }
 
-void Server::Impl::SessionStarted(const std::shared_ptr<Session>& s) {
-  std::lock_guard lock(mu);
-  sessions[s.get()] = s;
+template <class S>
+void Server::Impl::Start(const std::shared_ptr<S>& session) {
+  {
+    std::lock_guard lock(mu);
+    sessions[session.get()] = session;
+  }
+  session->Start();
 }
 
-void Server::Impl::SessionEnded(Session* s) {
+void Server::Impl::SessionEnded(SessionBase* s) {
   if (destroying) return;
   std::lock_guard lock(mu);
   sessions.erase(s);
-  if (accept_paused && !shutting_down && sessions.size() < max_connections) {
-    accept_paused = false;
-    asio::post(acceptor.get_executor(), [this] { Accept(); });
+  for (Listener* listener : {&https, http.get()}) {
+    if (listener && listener->paused && !shutting_down && sessions.size() < max_connections) {
+      listener->paused = false;
+      asio::post(listener->acceptor.get_executor(), [this, listener] { Accept(*listener); });
+    }
   }
   if (shutting_down && sessions.empty()) {
     asio::post(control, [this] { grace_timer.cancel(); });
@@ -660,12 +722,15 @@ void Server::Impl::BeginShutdown() {
   if (shutting_down.exchange(true)) return;
   drain_timer.cancel();
   log::Info("shutting down: finishing in-flight requests", {{"grace_seconds", options.shutdown_grace.count()}});
-  asio::post(acceptor.get_executor(), [this] {
-    beast::error_code ec;
-    acceptor.close(ec);
-  });
+  for (Listener* listener : {&https, http.get()}) {
+    if (!listener) continue;
+    asio::post(listener->acceptor.get_executor(), [listener] {
+      beast::error_code ec;
+      listener->acceptor.close(ec);
+    });
+  }
   signals.cancel();
-  std::vector<std::shared_ptr<Session>> live;
+  std::vector<std::shared_ptr<SessionBase>> live;
   {
     std::lock_guard lock(mu);
     for (auto& [ptr, weak] : sessions) {
@@ -687,6 +752,7 @@ void Server::Impl::BeginShutdown() {
 ServerOptions ServerOptionsFrom(const Config& config) {
   ServerOptions o;
   o.listen = config.Get("server.listen");
+  o.http_listen = config.Get("server.http_listen");
   o.tls_cert_file = config.Get("server.tls_cert");
   o.tls_key_file = config.Get("server.tls_key");
   o.client_ca_file = config.Get("server.client_ca");
@@ -710,12 +776,18 @@ Result<void> Server::Listen() { return impl_->Listen(); }
 
 uint16_t Server::port() const {
   beast::error_code ec;
-  return impl_->acceptor.local_endpoint(ec).port();
+  return impl_->https.acceptor.local_endpoint(ec).port();
+}
+
+uint16_t Server::http_port() const {
+  beast::error_code ec;
+  return impl_->http ? impl_->http->acceptor.local_endpoint(ec).port() : 0;
 }
 
 void Server::Run() {
   impl_->AwaitSignal();
-  impl_->Accept();
+  impl_->Accept(impl_->https);
+  if (impl_->http) impl_->Accept(*impl_->http);
   std::vector<std::thread> threads;
   for (int i = 1; i < impl_->options.threads; ++i) {
     threads.emplace_back([this] {

@@ -17,6 +17,8 @@ namespace certfleet::http {
 
 struct ServerOptions {
   std::string listen = "127.0.0.1:8443";  // host:port; port 0 picks a free one
+  // Plain HTTP, for the routes that allow it (RouteOptions::plain_http: CRLs, OCSP); empty: none.
+  std::string http_listen;
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string client_ca_file;  // CAs of client certificates, fixed (server.client_ca); may be empty
@@ -45,7 +47,8 @@ struct ServerOptions {
 ServerOptions ServerOptionsFrom(const Config& config);
 
 // The HTTPS server: TLS 1.2/1.3, HTTP/1.1 keep-alive, per-request body limits and
-// timeouts, optional client certificates, graceful shutdown on SIGTERM/SIGINT.
+// timeouts, optional client certificates, graceful shutdown on SIGTERM/SIGINT. With
+// http_listen, also plain HTTP for the routes relying parties fetch without TLS.
 // Handlers run on the server's threads. Thread contract: Listen, then Run from one
 // thread; Shutdown from any thread.
 class Server {
@@ -55,7 +58,8 @@ class Server {
 
   // Loads the TLS files and binds the listen address.
   Result<void> Listen();
-  uint16_t port() const;
+  uint16_t port() const;       // the HTTPS one
+  uint16_t http_port() const;  // server.http_listen's; 0 without one
   // Serves until SIGTERM, SIGINT or Shutdown(); then goes on serving for shutdown_drain (a
   // second signal or Shutdown() cuts it short), stops accepting, lets in-flight requests
   // finish within shutdown_grace, closes idle connections and returns.

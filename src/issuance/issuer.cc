@@ -101,8 +101,12 @@ struct Issuer::Built {
 Issuer::Issuer(store::Store& store, pki::KeyBackend& keys, const Clock& clock, Options options)
     : store_(store), keys_(keys), clock_(clock), options_(std::move(options)), writes_(store, CommitOptions(store)) {}
 
+const std::string& Issuer::RevocationUrl() const {
+  return options_.revocation_url.empty() ? options_.public_url : options_.revocation_url;
+}
+
 std::string Issuer::CrlUrl(std::string_view ca_fqdn) const {
-  return fmt::format("{}/crl/{}.crl", options_.public_url, ca_fqdn);
+  return fmt::format("{}/crl/{}.crl", RevocationUrl(), ca_fqdn);
 }
 
 Result<std::shared_ptr<X509>> Issuer::CaCertificate(const store::CertificateRecord& record) {
@@ -259,7 +263,7 @@ Result<std::shared_ptr<Issuer::Built>> Issuer::Build(IssueRequest req, const std
       req.not_after_millis.value_or(now + req.validity_days.value_or(DefaultValidityDays(req.type)) * kDayMs);
   if (parent) {
     input.crl_url = CrlUrl(parent->ca.fqdn);
-    input.ocsp_url = options_.public_url + "/ocsp";
+    input.ocsp_url = RevocationUrl() + "/ocsp";
   }
   CF_ASSIGN_OR_RETURN(pki::ProfiledSpec profiled, pki::ApplyProfile(input, key.key.get(), issuer));
   CF_ASSIGN_OR_RETURN(

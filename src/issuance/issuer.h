@@ -84,7 +84,8 @@ struct Revoked {
 class Issuer {
  public:
   struct Options {
-    std::string public_url;  // base of the CRL and OCSP URLs put in certificates
+    std::string public_url;           // the base URL clients reach certfleet at
+    std::string revocation_url = {};  // base of the CRL and OCSP URLs put in certificates; empty: public_url
     // How long a CRL is valid (its nextUpdate): a day, republished at half-time, so a
     // relying party that caches it sees a revocation within a day at worst (ca.crl_hours).
     std::chrono::hours crl_validity{24};
@@ -205,6 +206,7 @@ class Issuer {
   // How stale another node's revocation may be here: an OCSP answer cached before it is not
   // served once this much has passed (the cost: one indexed read a second).
   static constexpr int64_t kRevocationCheckMs = 1000;
+  const std::string& RevocationUrl() const;  // the base of CRL and OCSP URLs
   std::string CrlUrl(std::string_view ca_fqdn) const;
 
   store::Store& store_;

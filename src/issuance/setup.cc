@@ -17,6 +17,9 @@ constexpr ConfigKey kKeys[] = {
      int64_t{24} * 90},
     {"ca.ocsp_minutes", ConfigType::kInt, "60", "An OCSP response's validity (nextUpdate) and how long it is cached.",
      1, 10080},
+    {"ca.revocation_url", ConfigType::kString, "",
+     "Base URL of the CRL and OCSP URLs put in certificates (e.g. http://pki.example.com, answered by "
+     "server.http_listen or a proxy in front); empty: public_url."},
 };
 
 // CRLs are re-signed once half their validity has passed; checking this often keeps them fresh.
@@ -27,9 +30,20 @@ constexpr int kRefreshAttempts = 3;
 
 std::span<const ConfigKey> ConfigKeys() { return kKeys; }
 
-Issuer::Options IssuerOptions(const Config& config, std::string_view served_url) {
+Result<Issuer::Options> IssuerOptions(const Config& config, std::string_view served_url) {
   Issuer::Options o;
   o.public_url = config.Get("public_url").empty() ? std::string(served_url) : config.Get("public_url");
+  std::string revocation = config.Get("ca.revocation_url");
+  while (!revocation.empty() && revocation.back() == '/') revocation.pop_back();
+  if (!revocation.empty()) {
+    const bool web = revocation.starts_with("http://") || revocation.starts_with("https://");
+    const size_t host = revocation.find("://") + 3;
+    if (!web || revocation.size() == host || revocation.find_first_of("?# \t", host) != std::string::npos) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       fmt::format("ca.revocation_url '{}' is not an http:// or https:// base URL", revocation));
+    }
+  }
+  o.revocation_url = std::move(revocation);
   o.crl_validity = std::chrono::hours(config.GetInt("ca.crl_hours"));
   o.ocsp_validity = std::chrono::minutes(config.GetInt("ca.ocsp_minutes"));
   return o;

@@ -17,8 +17,9 @@ namespace certfleet::issuance {
 // The configuration keys of issuance (ca.*): written once, here.
 std::span<const ConfigKey> ConfigKeys();
 
-// The issuer's options from the ca.* keys and public_url (`served_url` when it is empty).
-Issuer::Options IssuerOptions(const Config& config, std::string_view served_url);
+// The issuer's options from the ca.* keys and public_url (`served_url` when it is empty);
+// kInvalidArgument for a ca.revocation_url that is not an http:// or https:// URL.
+Result<Issuer::Options> IssuerOptions(const Config& config, std::string_view served_url);
 // Every CA key backend: pki's (file, PKCS#11) and the database's (db), new keys going to
 // ca.key_backend, or when it is empty to db on PostgreSQL and file on SQLite (one machine).
 // kFailedPrecondition for a ca.key_backend that is none of them.

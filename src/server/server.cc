@@ -100,7 +100,8 @@ Result<void> Run(const Config& config, const Clock& clock) {
   const std::string url = fmt::format("https://{}:{}", listen.substr(0, listen.rfind(':')), server.port());
 
   // The shared floors and the workflows.
-  const issuance::Issuer::Options issuer_options = issuance::IssuerOptions(config, url);
+  CF_ASSIGN_OR_RETURN(const issuance::Issuer::Options issuer_options,
+                      Named(issuance::IssuerOptions(config, url), "ca.revocation_url"));
   issuance::Issuer issuer(store, keys, clock, issuer_options);
   registry::Registry registry(store, clock);
   ca::CaService ca(issuer, clock, {std::chrono::hours(config.GetInt("ca.renew_grace_hours"))});

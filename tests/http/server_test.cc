@@ -46,6 +46,10 @@ class ServerTest : public ::testing::Test {
     router_.Add("POST", "/echo", {Access::kPublic, false, 64}, [](Request& r) {
       return JsonResponse(200, boost::json::object{{"bytes", r.body.size()}});
     });
+    // Also on the plain HTTP listener, as CRLs and OCSP are.
+    router_.Add("GET", "/signed/{name}", {.access = Access::kPublic, .plain_http = true}, [](Request& r) {
+      return JsonResponse(200, boost::json::object{{"name", r.params.at("name")}});
+    });
     router_.Add("GET", "/whoami", {Access::kPublic, true}, [](Request& r) {
       return JsonResponse(200, boost::json::object{{"subject", r.client_cert->subject}});
     });
@@ -69,6 +73,7 @@ class ServerTest : public ::testing::Test {
 
     ServerOptions o;
     o.listen = "127.0.0.1:0";
+    o.http_listen = "127.0.0.1:0";
     o.tls_cert_file = dir_ + "/server.pem";
     o.tls_key_file = dir_ + "/server.key";
     o.client_ca_file = dir_ + "/client-ca.pem";
@@ -108,12 +113,16 @@ class ServerTest : public ::testing::Test {
   // After Shutdown(): true once a new connection is refused (the server stops accepting
   // as soon as one of its threads runs the shutdown it was handed).
   bool RefusesNewConnections() {
+    return RefusesNewConnections([this] { return server_->port(); }) &&
+           RefusesNewConnections([this] { return server_->http_port(); });
+  }
+  bool RefusesNewConnections(const std::function<uint16_t()>& port) {
     constexpr int kAttempts = 100'000;
     for (int attempt = 0; attempt < kAttempts; ++attempt) {
       boost::asio::io_context io;
       boost::asio::ip::tcp::socket socket(io);
       boost::system::error_code ec;
-      socket.connect({boost::asio::ip::make_address("127.0.0.1"), server_->port()}, ec);
+      socket.connect({boost::asio::ip::make_address("127.0.0.1"), port()}, ec);
       if (ec == boost::asio::error::connection_refused) return true;
       std::this_thread::yield();
     }
@@ -157,6 +166,9 @@ class ServerTest : public ::testing::Test {
     return out;
   }
   std::string Url(const std::string& path) { return "https://127.0.0.1:" + std::to_string(server_->port()) + path; }
+  std::string PlainUrl(const std::string& path) {
+    return "http://127.0.0.1:" + std::to_string(server_->http_port()) + path;
+  }
 
   // Sends `bytes` as they are over TLS (openssl s_client) and returns all the server wrote
   // back before it closed the connection (or 10 s passed).
@@ -199,6 +211,24 @@ TEST_F(ServerTest, ServesOverVerifiedTlsWithDecodedQueries) {
   auto wrong_name = Fetch("--resolve wrong.test:" + std::to_string(server_->port()) +
                           ":127.0.0.1 https://wrong.test:" + std::to_string(server_->port()) + "/hello");
   EXPECT_EQ(wrong_name.status, 0) << "curl must refuse a certificate without the name";
+}
+
+TEST_F(ServerTest, PlainHttpServesOnlyTheRoutesThatAllowIt) {
+  auto signed_answer = Fetch(PlainUrl("/signed/crl"));
+  EXPECT_EQ(signed_answer.status, 200) << signed_answer.body;
+  EXPECT_EQ(boost::json::parse(signed_answer.body).at("name").as_string(), "crl");
+  EXPECT_EQ(Fetch(Url("/signed/crl")).status, 200) << "and over HTTPS too";
+  auto https_only = Fetch(PlainUrl("/hello"));
+  EXPECT_EQ(https_only.status, 404) << https_only.body;
+  EXPECT_NE(https_only.body.find("served over HTTPS only"), std::string::npos) << https_only.body;
+  // Refused before its body is read, and answered without a reset.
+  auto body = Fetch("-X POST --data-binary @/etc/services " + PlainUrl("/echo"));
+  EXPECT_EQ(body.status, 404) << body.body;
+  EXPECT_EQ(Fetch(PlainUrl("/nowhere")).status, 404);
+  auto kept = Fetch("-v " + PlainUrl("/signed/a") + " " + PlainUrl("/signed/b"));
+  EXPECT_NE(kept.body.find("Re-using existing connection"), std::string::npos) << kept.body;
+  EXPECT_EQ(Fetch("https://127.0.0.1:" + std::to_string(server_->http_port()) + "/signed/crl").status, 0)
+      << "no TLS on the plain port";
 }
 
 TEST_F(ServerTest, RefusesOldTlsVersions) {

@@ -36,10 +36,13 @@ BINARY, DB_KIND = sys.argv[1], sys.argv[2]
 files = Files("certfleet-acme-e2e-")
 dns = DnsServer(files.path("dns"))
 HTTP01_PORT, TLSALPN01_PORT = free_port(), free_port()
+# CRLs and OCSP over plain HTTP, as relying parties fetch them (Caddy staples OCSP from it).
+REVOCATION_URL = f"http://127.0.0.1:{free_port()}"
 cf = Certfleet(BINARY, DB_KIND, "acme-e2e", extra_env={
     "CERTFLEET_ACME_CA": "iot.example.com", "CERTFLEET_ACME_RESOLVER": f"127.0.0.1:{dns.port}",
     "CERTFLEET_ACME_HTTP01_PORT": str(HTTP01_PORT), "CERTFLEET_ACME_TLSALPN01_PORT": str(TLSALPN01_PORT),
     "CERTFLEET_ACME_VALIDATION_ATTEMPTS": "3",
+    "CERTFLEET_SERVER_HTTP_LISTEN": REVOCATION_URL.removeprefix("http://"), "CERTFLEET_CA_REVOCATION_URL": REVOCATION_URL,
     # A challenge's POST is answered at the end of its validation's first attempt, well within
     # this: what it says is decided by the validation, not by how busy the machine is.
     "CERTFLEET_ACME_CHALLENGE_WAIT_MS": "10000"})
@@ -128,14 +131,21 @@ certbot("revoke", "--cert-path", f"{live}/cert.pem", "--reason", "keycompromise"
 record = cf.api("GET", f"/v1/certificates/{renewed_serial}")
 check(record["status"] == "revoked" and record.get("revocation_reason") in ("keyCompromise", 1),
       f"certbot revoke: revoked in the inventory: {record}")
-status, crl, _ = cf.request("GET", "/crl/iot.example.com.crl", raw=True)
-crl_text = sh("openssl", "crl", "-inform", "DER", "-noout", "-text", stdin=crl).stdout.decode()
-check(status == 200 and renewed_serial.upper() in crl_text.upper().replace(":", ""),
-      "the revoked certificate is on iot.example.com's CRL")
+# Fetched where the certificate says, over plain HTTP (server.http_listen, ca.revocation_url).
+ext = sh("openssl", "x509", "-noout", "-ext", "crlDistributionPoints,authorityInfoAccess", "-in",
+         f"{live}/cert.pem").stdout
+crl_url, ocsp_url = f"{REVOCATION_URL}/crl/iot.example.com.crl", f"{REVOCATION_URL}/ocsp"
+check(f"URI:{crl_url}" in ext and f"OCSP - URI:{ocsp_url}" in ext, f"the certificate's CRL and OCSP URLs: {ext}")
+crl = sh("curl", "-sS", "--fail", crl_url, stdin=b"")
+crl_text = sh("openssl", "crl", "-inform", "DER", "-noout", "-text", stdin=crl.stdout).stdout.decode()
+check(crl.returncode == 0 and renewed_serial.upper() in crl_text.upper().replace(":", ""),
+      "the revoked certificate is on iot.example.com's CRL, fetched over plain HTTP")
 ocsp = sh("openssl", "ocsp", "-issuer", files.write("int.pem", cf.api("GET", "/v1/certificates/iot.example.com")[
-    "certificate_pem"]), "-cert", f"{live}/cert.pem", "-url", f"{cf.url}/ocsp", "-CAfile", chain_files["root"],
+    "certificate_pem"]), "-cert", f"{live}/cert.pem", "-url", ocsp_url, "-CAfile", chain_files["root"],
            "-verify_other", files.path("int.pem"), "-no_nonce")
-check(": revoked" in ocsp.stdout, f"OCSP answers revoked: {ocsp.stdout} {ocsp.stderr}")
+check(": revoked" in ocsp.stdout, f"OCSP over plain HTTP answers revoked: {ocsp.stdout} {ocsp.stderr}")
+api = sh("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"{REVOCATION_URL}/v1/certificates?limit=1")
+check(api.stdout == "404", f"plain HTTP serves CRLs and OCSP only, not the API: {api.stdout}")
 
 # ---- lego: http-01, tls-alpn-01, dns-01 (a wildcard), renewal ----
 lego_env = dict(os.environ, LEGO_CA_CERTIFICATES=TLS_CA, EXEC_PATH=files.write("dns-hook.sh", f"""#!/bin/sh
@@ -230,6 +240,17 @@ if check(served.returncode == 0 and served.stdout.startswith("served by caddy") 
     record = cf.api("GET", f"/v1/certificates/{caddy_serial}")
     check(record["fqdn"] == CADDY_NAME and record["created_by"].startswith("acme:account/"),
           f"Caddy's certificate is in the inventory, by its ACME account: {record}")
+
+def stapled():
+    """What `openssl s_client -status` reads of the OCSP response Caddy staples, once it has one."""
+    out = sh("openssl", "s_client", "-connect", f"127.0.0.1:{TLSALPN01_PORT}", "-servername", CADDY_NAME, "-status",
+             stdin=b"").stdout.decode(errors="replace")
+    return out if "OCSP Response Status: successful" in out else None
+
+
+# Caddy fetches its OCSP response from the certificate's http:// URL and staples it.
+response = wait_for("Caddy to staple an OCSP response", stapled, timeout=30) or ""
+check("Cert Status: good" in response, f"Caddy staples certfleet's OCSP response, good: {response[:1500]}")
 caddy.terminate()
 caddy.wait(timeout=30)
 

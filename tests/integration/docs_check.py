@@ -21,11 +21,14 @@ src, binary = sys.argv[1], sys.argv[2]
 roles = {"kPublic": "public", "kReader": "reader", "kOperator": "operator", "kAdmin": "admin"}
 openapi = open(os.path.join(src, "docs", "openapi.yaml")).read()
 routes = []
+plain_http = []  # paths also served over server.http_listen
 for root, _, files in os.walk(os.path.join(src, "src", "http")):
     for f in files:
         text = open(os.path.join(root, f)).read()
         routes += [(m, p, a, c == "true") for m, p, a, c in
-                   re.findall(r'router\.Add(?:Async)?\("([A-Z]+)", "([^"]+)", \{Access::(\w+)(?:, (true|false))?', text)]
+                   re.findall(r'router\.Add(?:Async)?\("([A-Z]+)", "([^"]+)", \{(?:\.access = )?Access::(\w+)'
+                              r'(?:, (true|false))?', text)]
+        plain_http += re.findall(r'router\.Add(?:Async)?\("[A-Z]+", "([^"]+)", \{[^}]*\.plain_http = true', text)
         # The registry's: five routes per kind (AddRegistryKindRoutes), two per link route.
         for kind in re.findall(r'\{(?:RegistryKindRoute\{|registry::)?Kind::\w+, "([a-z-]+)", "\w*"\}', text):
             routes += [("POST", f"/v1/{kind}", "kOperator", False), ("GET", f"/v1/{kind}", "kReader", False),
@@ -35,6 +38,11 @@ for root, _, files in os.walk(os.path.join(src, "src", "http")):
         for link in re.findall(r'AddLinkRoutes\(router, c, [\w:]+, "([^"]+)"\)', text):
             routes += [("PUT", link, "kOperator", False), ("DELETE", link, "kOperator", False)]
 check(len(routes) >= 10, f"found the registered routes ({len(routes)})")
+check(len(plain_http) >= 3, f"found the routes served over plain HTTP too ({plain_http})")
+for path in plain_http:
+    m = re.search(r"^  " + re.escape(path.replace("{*", "{")) + r":\n((?:    .*\n|\n)*)", openapi, re.M)
+    check(m is not None and re.search(r"^    servers:\n(?:      .*\n)*      - url: http://", m.group(1), re.M),
+          f"{path} documents that server.http_listen serves it too")
 for method, path, access, client_cert in routes:
     path = path.replace("{*", "{")  # a rest-of-path parameter is a plain one in OpenAPI
     m = re.search(r"^  " + re.escape(path) + r":\n((?:    .*\n|\n)*)", openapi, re.M)
