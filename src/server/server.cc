@@ -100,8 +100,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
   const std::string url = fmt::format("https://{}:{}", listen.substr(0, listen.rfind(':')), server.port());
 
   // The shared floors and the workflows.
-  CF_ASSIGN_OR_RETURN(const issuance::Issuer::Options issuer_options,
-                      Named(issuance::IssuerOptions(config, url), "ca.revocation_url"));
+  CF_ASSIGN_OR_RETURN(const issuance::Issuer::Options issuer_options, issuance::IssuerOptions(config, url));
   issuance::Issuer issuer(store, keys, clock, issuer_options);
   registry::Registry registry(store, clock);
   ca::CaService ca(issuer, clock, {std::chrono::hours(config.GetInt("ca.renew_grace_hours"))});
@@ -198,6 +197,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
                           {"port", server.port()},
                           {"node", pool_options.node_id},
                           {"db", MaskUrlCredentials(config.Get("db"))}});
+  if (server.http_port() != 0) log::Info("listening on plain HTTP for CRLs and OCSP", {{"port", server.http_port()}});
   server.Run();
   renewals.Stop();
   scheduler.Stop();

@@ -220,7 +220,11 @@ TEST_F(ServerTest, PlainHttpServesOnlyTheRoutesThatAllowIt) {
   EXPECT_EQ(Fetch(Url("/signed/crl")).status, 200) << "and over HTTPS too";
   auto https_only = Fetch(PlainUrl("/hello"));
   EXPECT_EQ(https_only.status, 404) << https_only.body;
-  EXPECT_NE(https_only.body.find("served over HTTPS only"), std::string::npos) << https_only.body;
+  EXPECT_NE(https_only.body.find("use HTTPS"), std::string::npos) << https_only.body;
+  // Not even a method HTTPS would name in an Allow header.
+  auto method = Fetch("-i -X PUT " + PlainUrl("/hello"));
+  EXPECT_EQ(method.status, 404) << method.body;
+  EXPECT_EQ(method.body.find("Allow:"), std::string::npos) << method.body;
   // Refused before its body is read, and answered without a reset.
   auto body = Fetch("-X POST --data-binary @/etc/services " + PlainUrl("/echo"));
   EXPECT_EQ(body.status, 404) << body.body;

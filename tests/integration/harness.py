@@ -83,6 +83,8 @@ class Certfleet:
             shutil.copy2(os.path.join(self.data, "master.key"), node.data)
             node.env["CERTFLEET_DATA_DIR"] = node.data
         node.env["CERTFLEET_SERVER_LISTEN"] = f"127.0.0.1:{port}"
+        if node.env.get("CERTFLEET_SERVER_HTTP_LISTEN"):  # its own plain HTTP port too
+            node.env["CERTFLEET_SERVER_HTTP_LISTEN"] = "127.0.0.1:0"
         node.server, node.port = None, None
         node.log_path = os.path.join(node.work, "serve.log")
         node.start()
