@@ -23,8 +23,8 @@ struct RouteOptions {
   // When set and true for a request, that request carries its own credential (a signature
   // the handler verifies, as SNS messages do) instead of a bearer token.
   std::function<bool(const Request&)> signed_request = nullptr;
-  // Also served over plain HTTP (server.http_listen): only public routes that relying
-  // parties fetch without TLS (CRLs, OCSP), whose answers are signed.
+  // Also served over plain HTTP (server.http_listen): only public routes whose messages and
+  // answers are signed themselves (CRLs, OCSP, CMP).
   bool plain_http = false;
 };
 

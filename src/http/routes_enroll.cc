@@ -283,10 +283,13 @@ void AddEnrollRoutes(Router& router, const ApiContext& ctx) {
                   enroll_as(enroll::Operation::kServerKeygen));
   if (ctx.cmp) {
     // RFC 9483 6.1: /.well-known/cmp serves the profile "default", /p/<label> the others.
-    const RouteOptions cmp_post{Access::kPublic, false, kCmpBodyLimit};
-    router.AddAsync("POST", "/.well-known/cmp", cmp_post,
+    // Over plain HTTP too (server.http_listen), as CMP clients commonly send it: every
+    // message is protected by its own MAC or signature, and so is every answer.
+    router.AddAsync("POST", "/.well-known/cmp",
+                    {.access = Access::kPublic, .body_limit = kCmpBodyLimit, .plain_http = true},
                     [c](Request& r, const Responder& respond) { Cmp(*c, r, respond); });
-    router.AddAsync("POST", "/.well-known/cmp/p/{label}", cmp_post,
+    router.AddAsync("POST", "/.well-known/cmp/p/{label}",
+                    {.access = Access::kPublic, .body_limit = kCmpBodyLimit, .plain_http = true},
                     [c](Request& r, const Responder& respond) { Cmp(*c, r, respond); });
   }
   router.Add("GET", "/v1/enrollment/profiles", {Access::kReader}, [c](Request&) { return ListProfiles(*c); });

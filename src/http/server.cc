@@ -396,11 +396,11 @@ class Server::Impl::Session : public SessionBase, public std::enable_shared_from
     req_.client_cert = client_cert_;
     req_.peer = peer_;
     match_ = server_.router.Find(req_.method, req_.path);
-    // Plain HTTP serves only what relying parties fetch without TLS (CRLs, OCSP): anything
-    // else is not found there, whatever HTTPS would answer (an Allow header included).
+    // Plain HTTP serves only what needs no TLS (CRLs, OCSP, CMP): anything else is not
+    // found there, whatever HTTPS would answer (an Allow header included).
     if (!kTls && !(match_.route && match_.route->options.plain_http)) {
       unread_body_ = !parser_->is_done();
-      return Reply(ErrorResponse(404, "not_found", "plain HTTP serves CRLs and OCSP only: use HTTPS"), unread_body_);
+      return Reply(ErrorResponse(404, "not_found", "not served over plain HTTP: use HTTPS"), unread_body_);
     }
     // Authenticated from the headers, before the body is read (or 100-continue sent): no one
     // without a token makes the server take in a route's body, up to its limit.

@@ -17,7 +17,7 @@ namespace certfleet::http {
 
 struct ServerOptions {
   std::string listen = "127.0.0.1:8443";  // host:port; port 0 picks a free one
-  // Plain HTTP, for the routes that allow it (RouteOptions::plain_http: CRLs, OCSP); empty: none.
+  // Plain HTTP, for the routes that allow it (RouteOptions::plain_http: CRLs, OCSP, CMP); empty: none.
   std::string http_listen;
   std::string tls_cert_file;
   std::string tls_key_file;
@@ -48,7 +48,7 @@ ServerOptions ServerOptionsFrom(const Config& config);
 
 // The HTTPS server: TLS 1.2/1.3, HTTP/1.1 keep-alive, per-request body limits and
 // timeouts, optional client certificates, graceful shutdown on SIGTERM/SIGINT. With
-// http_listen, also plain HTTP for the routes relying parties fetch without TLS.
+// http_listen, also plain HTTP for the routes that need no TLS.
 // Handlers run on the server's threads. Thread contract: Listen, then Run from one
 // thread; Shutdown from any thread.
 class Server {

@@ -197,7 +197,8 @@ Result<void> Run(const Config& config, const Clock& clock) {
                           {"port", server.port()},
                           {"node", pool_options.node_id},
                           {"db", MaskUrlCredentials(config.Get("db"))}});
-  if (server.http_port() != 0) log::Info("listening on plain HTTP for CRLs and OCSP", {{"port", server.http_port()}});
+  if (server.http_port() != 0)
+    log::Info("listening on plain HTTP for CRLs, OCSP and CMP", {{"port", server.http_port()}});
   server.Run();
   renewals.Stop();
   scheduler.Stop();

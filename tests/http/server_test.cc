@@ -46,7 +46,7 @@ class ServerTest : public ::testing::Test {
     router_.Add("POST", "/echo", {Access::kPublic, false, 64}, [](Request& r) {
       return JsonResponse(200, boost::json::object{{"bytes", r.body.size()}});
     });
-    // Also on the plain HTTP listener, as CRLs and OCSP are.
+    // Also on the plain HTTP listener, as CRLs, OCSP and CMP are.
     router_.Add("GET", "/signed/{name}", {.access = Access::kPublic, .plain_http = true}, [](Request& r) {
       return JsonResponse(200, boost::json::object{{"name", r.params.at("name")}});
     });

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Lightweight CMP (RFC 9483) end to end with OpenSSL 3's own client, `openssl cmp`, over
-HTTPS: ir, cr and p10cr MAC-protected with one-time secrets (with certConf, and with implicit
+HTTPS (and an ir over plain HTTP, server.http_listen): ir, cr and p10cr MAC-protected with one-time secrets (with certConf, and with implicit
 confirmation; a certificate the client rejects in its certConf, or with an empty certConf made
 by a proxy that MACs it again, is revoked), kur signed with the issued certificate, genm for
 the CA certificates and the root CA update, rr of the device's own certificate, polling while
@@ -23,9 +23,12 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish, wait_for  # noqa: E402
 from harness import Certfleet, Files, run  # noqa: E402
+from servers import free_port  # noqa: E402
 
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
-cf = Certfleet(BINARY, DB_KIND, "cmp-e2e", extra_env={"CERTFLEET_ENROLL_RETRY_AFTER_SECONDS": "1"})
+PLAIN_PORT = free_port()  # server.http_listen: CMP over plain HTTP (RFC 6712)
+cf = Certfleet(BINARY, DB_KIND, "cmp-e2e", extra_env={"CERTFLEET_ENROLL_RETRY_AFTER_SECONDS": "1",
+                                                      "CERTFLEET_SERVER_HTTP_LISTEN": f"127.0.0.1:{PLAIN_PORT}"})
 cf.init()
 cf.start()
 files = Files("certfleet-cmp-e2e-")
@@ -114,6 +117,18 @@ check(open(path("capubs.pem")).read().strip() == open(path("root.pem")).read().s
       "ir with a MAC: caPubs holds the root")
 thing = api("GET", "/v1/things/plc-1")
 check(thing["thing_type"] == "plc" and thing["certificates"][0]["attachment"] == "active", f"the thing: {thing}")
+
+# ---- ir over plain HTTP (openssl cmp without TLS), at /.well-known/cmp: the profile "default" ----
+s_plain = secret_for("plc-plain")
+out = openssl_cmp("openssl", "cmp", "-cmd", "ir", "-server", f"127.0.0.1:{PLAIN_PORT}", "-path", ".well-known/cmp",
+                  "-msg_timeout", "20", "-total_timeout", "60", *with_secret(s_plain), "-newkey", new_key("plc-plain"),
+                  "-subject", "/CN=plc-plain", "-certout", path("plc-plain.pem"))
+check("sending CERTCONF" in out and "received PKICONF" in out, f"ir over plain HTTP, then certConf: {out[-500:]}")
+check(subject_cn(path("plc-plain.pem")) == "plc-plain", "ir over plain HTTP: the secret's device's certificate")
+verify(path("plc-plain.pem"), "the certificate enrolled over plain HTTP")
+rc, est = run("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "--data-binary", "x",
+              f"http://127.0.0.1:{PLAIN_PORT}/.well-known/est/simpleenroll")
+check(est == "404", f"EST, which needs TLS, is not served over plain HTTP: {est}")
 
 # ---- p10cr and cr with secrets, implicitly confirmed ----
 key2 = new_key("plc-2")
