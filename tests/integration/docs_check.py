@@ -28,6 +28,11 @@ for root, _, files in os.walk(os.path.join(src, "src", "http")):
         routes += [(m, p, a, c == "true") for m, p, a, c in
                    re.findall(r'router\.Add(?:Async)?\("([A-Z]+)", "([^"]+)", \{(?:\.access = )?Access::(\w+)'
                               r'(?:, (true|false))?', text)]
+        # Routes whose options are a named RouteOptions of the same file.
+        named = {n: (a, c == "true") for n, a, c in
+                 re.findall(r'RouteOptions (\w+)\{(?:\.access = )?Access::(\w+)(?:, (true|false))?', text)}
+        routes += [(m, p, *named[n]) for m, p, n in
+                   re.findall(r'router\.Add(?:Async)?\("([A-Z]+)", "([^"]+)",\s+(\w+),', text) if n in named]
         plain_http += re.findall(r'router\.Add(?:Async)?\("[A-Z]+", "([^"]+)", \{[^}]*\.plain_http = true', text)
         # The registry's: five routes per kind (AddRegistryKindRoutes), two per link route.
         for kind in re.findall(r'\{(?:RegistryKindRoute\{|registry::)?Kind::\w+, "([a-z-]+)", "\w*"\}', text):
