@@ -12,8 +12,8 @@ constexpr ConfigKey kKeys[] = {
     {"server.listen", ConfigType::kString, "127.0.0.1:8443",
      "HTTPS listen address host:port (port 0 picks a free port)."},
     {"server.http_listen", ConfigType::kString, "",
-     "Plain HTTP listen address host:port for CRLs, OCSP and CMP only, which need no TLS (nginx and Caddy staple "
-     "OCSP only from http:// URLs; CMP messages are protected themselves); put its URL in certificates with "
+     "Plain HTTP listen address host:port for CRLs, OCSP and CMP only, which need no TLS (relying parties fetch "
+     "revocation without it; CMP messages are protected themselves); put its URL in certificates with "
      "ca.revocation_url. Empty: none."},
     {"server.tls_cert", ConfigType::kPath, "{data_dir}/tls/server.pem", "Server certificate chain (PEM)."},
     {"server.tls_key", ConfigType::kPath, "{data_dir}/tls/server.key", "Server private key (PEM)."},
