@@ -320,8 +320,8 @@ void AddCaRoutes(Router& router, const ApiContext& ctx) {
   router.Add("GET", "/v1/cas/pending", {Access::kReader}, [c](Request& r) { return ListPendingCas(*c, r); });
   router.Add("POST", "/v1/cas/{fqdn}/certificate", {Access::kAdmin, false, kActivateBodyLimit},
              [c](Request& r) { return ActivateCa(*c, r); });
-  // Relying parties fetch these over plain HTTP too (server.http_listen), trusting no TLS
-  // certificate (Caddy staples OCSP so): CRLs and OCSP answers are signed.
+  // Relying parties fetch these over plain HTTP too (server.http_listen): nginx staples
+  // OCSP only from http:// URLs, and CRLs and OCSP answers are signed.
   router.Add("GET", "/crl/{name}", {.access = Access::kPublic, .plain_http = true},
              [c](Request& r) { return Crl(*c, r); });
   router.Add("POST", "/ocsp", {.access = Access::kPublic, .body_limit = pki::kMaxOcspRequestBytes, .plain_http = true},

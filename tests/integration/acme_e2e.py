@@ -4,7 +4,8 @@ certfleet, updates its contact and deactivates it, then obtains (standalone http
 and revokes a certificate, which openssl verifies against certfleet's chain and finds revoked
 in the CRL and by OCSP; lego obtains certificates through http-01, tls-alpn-01 and dns-01 (a
 wildcard, its TXT record in a small DNS server the test runs) and renews one; Caddy gets a
-site's certificate and serves it, and curl verifies it against certfleet's root. Requests signed
+site's certificate and serves it, and curl verifies it against certfleet's root; Caddy and nginx
+staple certfleet's OCSP answers, fetched over plain HTTP. Requests signed
 here (Python cryptography) get the RFC 8555 problem documents for a bad nonce, a wrong url, a
 forged signature, a weak key, a forbidden name, a CSR that differs from its order and a
 challenge answered wrongly.
@@ -253,6 +254,44 @@ response = wait_for("Caddy to staple an OCSP response", stapled, timeout=30) or 
 check("Cert Status: good" in response, f"Caddy staples certfleet's OCSP response, good: {response[:1500]}")
 caddy.terminate()
 caddy.wait(timeout=30)
+
+# ---- nginx staples OCSP for lego's certificate (nginx takes only http:// responders) ----
+NGINX_PORT = free_port()
+nginx_conf = files.write("nginx.conf", f"""daemon off;
+pid {files.path("nginx.pid")};
+error_log {files.path("nginx-error.log")} info;
+events {{ worker_connections 16; }}
+http {{
+  access_log off;
+  client_body_temp_path {files.dir};
+  server {{
+    listen 127.0.0.1:{NGINX_PORT} ssl;
+    ssl_certificate {lego_cert("h.example.test")};
+    ssl_certificate_key {LEGO_PATH}/certificates/h.example.test.key;
+    ssl_stapling on;
+    ssl_stapling_verify on;
+    ssl_trusted_certificate {files.write("nginx-trusted.pem", open(
+        os.path.join(LEGO_PATH, "certificates", "h.example.test.issuer.crt")).read() + root_pem)};
+    location / {{ return 200 "served by nginx"; }}
+  }}
+}}
+""")
+with open(files.path("nginx-stderr.log"), "w") as log:
+    nginx = subprocess.Popen(["nginx", "-c", nginx_conf, "-p", files.dir], stdout=log, stderr=subprocess.STDOUT)
+
+
+def nginx_stapled():
+    """nginx fetches its OCSP response once a handshake asks for one, and staples it from then on."""
+    out = sh("openssl", "s_client", "-connect", f"127.0.0.1:{NGINX_PORT}", "-servername", "h.example.test",
+             "-status", stdin=b"").stdout.decode(errors="replace")
+    return out if "OCSP Response Status: successful" in out else None
+
+
+response = wait_for("nginx to staple an OCSP response", nginx_stapled, timeout=30) or ""
+check("Cert Status: good" in response, f"nginx staples certfleet's OCSP response, good: {response[:1500]} "
+      f"{open(files.path('nginx-stderr.log')).read()[-500:]}")
+nginx.terminate()
+nginx.wait(timeout=30)
 
 # ---- a profile of its own: names under partner.test, P-256 keys, 30 days, EAB required ----
 status, out, _ = cf.request("PUT", "/v1/acme/profiles/partners", bearer=cf.token, body={
