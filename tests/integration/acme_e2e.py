@@ -43,7 +43,8 @@ cf = Certfleet(BINARY, DB_KIND, "acme-e2e", extra_env={
     "CERTFLEET_ACME_CA": "iot.example.com", "CERTFLEET_ACME_RESOLVER": f"127.0.0.1:{dns.port}",
     "CERTFLEET_ACME_HTTP01_PORT": str(HTTP01_PORT), "CERTFLEET_ACME_TLSALPN01_PORT": str(TLSALPN01_PORT),
     "CERTFLEET_ACME_VALIDATION_ATTEMPTS": "3",
-    "CERTFLEET_SERVER_HTTP_LISTEN": REVOCATION_URL.removeprefix("http://"), "CERTFLEET_CA_REVOCATION_URL": REVOCATION_URL,
+    "CERTFLEET_SERVER_HTTP_LISTEN": REVOCATION_URL.removeprefix("http://"),
+    "CERTFLEET_CA_REVOCATION_URL": REVOCATION_URL,
     # A challenge's POST is answered at the end of its validation's first attempt, well within
     # this: what it says is decided by the validation, not by how busy the machine is.
     "CERTFLEET_ACME_CHALLENGE_WAIT_MS": "10000"})
@@ -229,8 +230,9 @@ def caddy_said(*events):
     return next((line for line in lines if line.get("msg") in events), None)
 
 
-wait_for("Caddy to obtain its certificate or give up", lambda: caddy_said(
-    "certificate obtained successfully", "could not get certificate from issuer") or caddy.poll() is not None, timeout=60)
+wait_for("Caddy to obtain its certificate or give up",
+         lambda: caddy_said("certificate obtained successfully", "could not get certificate from issuer")
+         or caddy.poll() is not None, timeout=60)
 check(caddy_said("certificate obtained successfully") is not None,
       f"Caddy obtained {CADDY_NAME}'s certificate: {open(caddy_log).read()[-3000:]}")
 served = sh("curl", "-sS", "--cacert", chain_files["root"], "--resolve", f"{CADDY_NAME}:{TLSALPN01_PORT}:127.0.0.1",
@@ -242,15 +244,17 @@ if check(served.returncode == 0 and served.stdout.startswith("served by caddy") 
     check(record["fqdn"] == CADDY_NAME and record["created_by"].startswith("acme:account/"),
           f"Caddy's certificate is in the inventory, by its ACME account: {record}")
 
-def stapled():
-    """What `openssl s_client -status` reads of the OCSP response Caddy staples, once it has one."""
-    out = sh("openssl", "s_client", "-connect", f"127.0.0.1:{TLSALPN01_PORT}", "-servername", CADDY_NAME, "-status",
+def stapled(port, name):
+    """What `openssl s_client -status` reads of the OCSP response the server on `port` staples
+    for `name`, once it staples one (a server fetches it once a handshake asks for one)."""
+    out = sh("openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", name, "-status",
              stdin=b"").stdout.decode(errors="replace")
     return out if "OCSP Response Status: successful" in out else None
 
 
 # Caddy fetches its OCSP response from the certificate's http:// URL and staples it.
-response = wait_for("Caddy to staple an OCSP response", stapled, timeout=30) or ""
+response = wait_for("Caddy to staple an OCSP response", lambda: stapled(TLSALPN01_PORT, CADDY_NAME),
+                    timeout=30) or ""
 check("Cert Status: good" in response, f"Caddy staples certfleet's OCSP response, good: {response[:1500]}")
 caddy.terminate()
 caddy.wait(timeout=30)
@@ -280,14 +284,8 @@ with open(files.path("nginx-stderr.log"), "w") as log:
     nginx = subprocess.Popen(["nginx", "-c", nginx_conf, "-p", files.dir], stdout=log, stderr=subprocess.STDOUT)
 
 
-def nginx_stapled():
-    """nginx fetches its OCSP response once a handshake asks for one, and staples it from then on."""
-    out = sh("openssl", "s_client", "-connect", f"127.0.0.1:{NGINX_PORT}", "-servername", "h.example.test",
-             "-status", stdin=b"").stdout.decode(errors="replace")
-    return out if "OCSP Response Status: successful" in out else None
-
-
-response = wait_for("nginx to staple an OCSP response", nginx_stapled, timeout=30) or ""
+response = wait_for("nginx to staple an OCSP response", lambda: stapled(NGINX_PORT, "h.example.test"),
+                    timeout=30) or ""
 check("Cert Status: good" in response, f"nginx staples certfleet's OCSP response, good: {response[:1500]} "
       f"{open(files.path('nginx-stderr.log')).read()[-500:]}")
 nginx.terminate()
