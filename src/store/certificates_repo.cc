@@ -15,6 +15,21 @@ constexpr std::string_view kColumns =
 constexpr std::string_view kCaColumns =
     "fqdn, serial, key_ref, key_hash, crl_number, crl_der, crl_this_update, crl_next_update";
 
+constexpr std::string_view kGathering = "certificates";
+constexpr Column kInsertTypes[] = {{"serial", "text"},          {"fqdn", "text"},          {"type", "text"},
+                                   {"parent_fqdn", "text"},     {"issuer_serial", "text"}, {"status", "text"},
+                                   {"not_before", "bigint"},    {"not_after", "bigint"},   {"fingerprint", "text"},
+                                   {"certificate_pem", "text"}, {"created_at", "bigint"},  {"created_by", "text"},
+                                   {"subject_kind", "text"}};
+
+Result<void> WriteCertificates(Tx& tx, std::vector<Params>& rows) {
+  return InsertRows(tx, "certificates", kInsertTypes, rows);
+}
+
+// What this transaction inserted so far, written, so that a read or an update of the
+// certificates in it sees them.
+Result<void> Written(Tx& tx) { return tx.FlushGathered(kGathering); }
+
 Result<CertificateRecord> FromRow(const Row& r) {
   CertificateRecord c;
   c.serial = r.Text(0);
@@ -49,6 +64,7 @@ CaRecord CaFromRow(const Row& r) {
 }
 
 Result<std::vector<CertificateRecord>> Many(Tx& tx, const std::string& sql, const Params& params) {
+  CF_RETURN_IF_ERROR(Written(tx));
   CF_ASSIGN_OR_RETURN(Rows rows, tx.Query(sql, params));
   std::vector<CertificateRecord> out;
   out.reserve(rows.size());
@@ -62,22 +78,25 @@ Result<std::vector<CertificateRecord>> Many(Tx& tx, const std::string& sql, cons
 }  // namespace
 
 Result<void> InsertCertificate(Tx& tx, const CertificateRecord& c) {
-  static const std::string kInsert =
-      fmt::format("INSERT INTO certificates ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?)", kColumns);
-  CF_RETURN_IF_ERROR(tx.ExecDeferred(
-      kInsert, {c.serial, c.fqdn, std::string(CertTypeName(c.type)), c.parent_fqdn, OptionalValue(c.issuer_serial),
-                std::string(CertStatusName(c.status)), c.not_before, c.not_after, c.fingerprint, c.certificate_pem,
-                c.created_at, c.created_by, std::string(SubjectKindName(c.subject_kind))}));
+  // Gathered until the transaction's end: a group commit's certificates go in one statement,
+  // which on PostgreSQL costs about half as much a row as a statement a row (the executor's
+  // start, the table's nine indexes opened, its checks prepared, once for the group).
+  tx.Gathered<Params>(kGathering, WriteCertificates)
+      .push_back({c.serial, c.fqdn, std::string(CertTypeName(c.type)), c.parent_fqdn, OptionalValue(c.issuer_serial),
+                  std::string(CertStatusName(c.status)), c.not_before, c.not_after, c.fingerprint, c.certificate_pem,
+                  c.created_at, c.created_by, std::string(SubjectKindName(c.subject_kind))});
   return Ok();
 }
 
 Result<void> InsertCa(Tx& tx, const CaRecord& ca) {
+  CF_RETURN_IF_ERROR(Written(tx));
   CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO cas (fqdn, serial, key_ref, key_hash, crl_number) VALUES (?, ?, ?, ?, 0)",
                              {ca.fqdn, ca.serial, ca.key_ref, ca.key_hash}));
   return Ok();
 }
 
 Result<std::optional<CertificateRecord>> FindCertificate(Tx& tx, std::string_view serial) {
+  CF_RETURN_IF_ERROR(Written(tx));
   CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(fmt::format("SELECT {} FROM certificates WHERE serial = ?", kColumns),
                                             {std::string(serial)}));
   if (!row) return std::optional<CertificateRecord>();
@@ -86,6 +105,7 @@ Result<std::optional<CertificateRecord>> FindCertificate(Tx& tx, std::string_vie
 }
 
 Result<std::optional<std::string>> ActiveSerialForFqdn(Tx& tx, std::string_view fqdn) {
+  CF_RETURN_IF_ERROR(Written(tx));
   CF_ASSIGN_OR_RETURN(
       auto row,
       tx.QueryOne("SELECT serial FROM certificates WHERE fqdn = ? AND status = 'active' LIMIT 1", {std::string(fqdn)}));
@@ -106,6 +126,7 @@ Result<std::optional<CaRecord>> FindCa(Tx& tx, std::string_view fqdn) {
 }
 
 Result<CertStatus> CertificateStatus(Tx& tx, std::string_view serial) {
+  CF_RETURN_IF_ERROR(Written(tx));
   CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT status FROM certificates WHERE serial = ?", {std::string(serial)}));
   if (!row) return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial {}", serial));
   return row->Enum<CertStatus>(0, "certificates.status", kCertStatusNames);
@@ -143,6 +164,7 @@ Result<std::vector<CertificateRecord>> ListCertificates(Tx& tx, const Certificat
 }
 
 Result<bool> RevokeCertificate(Tx& tx, std::string_view serial, int64_t at, int reason) {
+  CF_RETURN_IF_ERROR(Written(tx));
   CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec("UPDATE certificates SET status = 'revoked', revoked_at = ?, "
                                          "revocation_reason = ? WHERE serial = ? AND status = 'active'",
                                          {at, int64_t{reason}, std::string(serial)}));
@@ -150,6 +172,7 @@ Result<bool> RevokeCertificate(Tx& tx, std::string_view serial, int64_t at, int 
 }
 
 Result<std::vector<ActiveChild>> ActiveChildren(Tx& tx, std::string_view issuer_serial) {
+  CF_RETURN_IF_ERROR(Written(tx));
   CF_ASSIGN_OR_RETURN(Rows rows,
                       tx.Query("SELECT serial, type FROM certificates WHERE issuer_serial = ? AND status = 'active'",
                                {std::string(issuer_serial)}));
@@ -171,6 +194,7 @@ struct IssuerCheck {
 };
 
 Result<void> WriteIssuerChecks(Tx& tx, std::vector<IssuerCheck>& checks) {
+  CF_RETURN_IF_ERROR(Written(tx));
   // A statement per CA (a group has one or two), deferred (no round trip of its own) and after
   // the transaction's inserts. One for them all (serial = ANY) was planned as a scan of the
   // active certificates: 0.9 ms a group against 7 µs in bench/postgres.
@@ -230,9 +254,16 @@ Result<std::vector<std::string>> CasWithCrlDue(Tx& tx, int64_t before) {
   return out;
 }
 
+namespace {
+
+constexpr Column kEventTypes[] = {{"at", "bigint"}, {"type", "text"}, {"payload", "text"}};
+
+Result<void> WriteEvents(Tx& tx, std::vector<Params>& rows) { return InsertRows(tx, "events", kEventTypes, rows); }
+
+}  // namespace
+
 Result<void> AppendEvent(Tx& tx, int64_t at, std::string_view type, std::string_view payload_json) {
-  CF_RETURN_IF_ERROR(tx.ExecDeferred("INSERT INTO events (at, type, payload) VALUES (?, ?, ?)",
-                                     {at, std::string(type), std::string(payload_json)}));
+  tx.Gathered<Params>("events", WriteEvents).push_back({at, std::string(type), std::string(payload_json)});
   return Ok();
 }
 

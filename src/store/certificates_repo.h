@@ -54,7 +54,9 @@ struct CaRecord {
   std::optional<int64_t> crl_next_update;
 };
 
-// Deferred (Tx::ExecDeferred): a failure shows at the Tx's next statement or its commit.
+// Gathered (Tx::Gathered) until the transaction's end, or until a function here next reads or
+// updates the certificates in it: a group's certificates go in one statement. A failure shows
+// then, or at the commit.
 Result<void> InsertCertificate(Tx& tx, const CertificateRecord& c);
 Result<void> InsertCa(Tx& tx, const CaRecord& ca);
 Result<std::optional<CertificateRecord>> FindCertificate(Tx& tx, std::string_view serial);
@@ -131,8 +133,8 @@ Result<void> DeletePendingCa(Tx& tx, std::string_view fqdn);
 // Every CA, by fqdn.
 Result<std::vector<CaRecord>> ListCas(Tx& tx);
 
-// Appends an event to the bus.
-// Deferred, like InsertCertificate.
+// Appends an event to the bus. Gathered until the transaction's end, like InsertCertificate:
+// events are read by other transactions, once this one committed.
 Result<void> AppendEvent(Tx& tx, int64_t at, std::string_view type, std::string_view payload_json);
 
 }  // namespace certfleet::store

@@ -13,6 +13,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "store/certificates_repo.h"
+#include "store/events_repo.h"
 #include "store/migrations.h"
 #include "store/tokens_repo.h"
 #include "testing/db.h"
@@ -128,6 +130,60 @@ TEST_P(StoreTest, AFailingDeferredStatementFailsItsTransactionAndLeavesNothing) 
   EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM items")->at(0).Int(0), 1);
   // The connection is usable afterwards.
   EXPECT_TRUE(store_->Exec("INSERT INTO items (id, name) VALUES (6, 'f')").ok());
+}
+
+// Certificates and events are gathered until a transaction's end (one statement a group on
+// PostgreSQL): the transaction's own reads and updates of certificates see them all the same.
+TEST_P(StoreTest, GatheredCertificatesAreSeenByTheirTransactionAndUndoneWithItsSavepoint) {
+  auto cert = [](const std::string& serial, std::string fqdn, std::optional<std::string> issuer) {
+    CertificateRecord c;
+    c.serial = serial;
+    c.fqdn = std::move(fqdn);
+    c.type = issuer ? CertType::kDevice : CertType::kRoot;
+    c.parent_fqdn = issuer ? "root.example" : "Root";
+    c.issuer_serial = std::move(issuer);
+    c.fingerprint = "fp-" + serial;
+    c.certificate_pem = "-----BEGIN CERTIFICATE-----\n\"quoted\" \\ {braces}, NULL ?\n-----END CERTIFICATE-----\n";
+    c.created_by = "it's";
+    return c;
+  };
+  Result<void> written = store_->Transact([&](Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(InsertCertificate(tx, cert("aa", "root.example", std::nullopt)));
+    CF_RETURN_IF_ERROR(InsertCa(tx, CaRecord{"root.example", "aa", "key", "hash", 0, {}, {}, {}}));
+    CF_RETURN_IF_ERROR(InsertCertificate(tx, cert("bb", "d.example", "aa")));
+    CF_RETURN_IF_ERROR(AppendEvent(tx, 1, "certificates/created", R"({"Serial":"bb"})"));
+    CF_ASSIGN_OR_RETURN(auto active, ActiveSerialForFqdn(tx, "d.example"));
+    if (active != "bb") return MakeError(ErrorCode::kInternal, "the active-name check missed bb");
+    CF_ASSIGN_OR_RETURN(auto children, ActiveChildren(tx, "aa"));
+    if (children.size() != 1) return MakeError(ErrorCode::kInternal, "the children of aa missed bb");
+    CF_RETURN_IF_ERROR(tx.Savepoint("piece"));
+    CF_RETURN_IF_ERROR(InsertCertificate(tx, cert("cc", "e.example", "aa")));
+    CF_RETURN_IF_ERROR(AppendEvent(tx, 2, "certificates/created", R"({"Serial":"cc"})"));
+    CF_RETURN_IF_ERROR(tx.RollbackTo("piece"));
+    CF_RETURN_IF_ERROR(InsertCertificate(tx, cert("dd", "f.example", "aa")));
+    CF_ASSIGN_OR_RETURN(bool revoked, RevokeCertificate(tx, "dd", 3, 1));
+    if (!revoked) return MakeError(ErrorCode::kInternal, "dd was not there to revoke");
+    return Ok();
+  });
+  ASSERT_TRUE(written.ok()) << written.error().message;
+
+  auto read = store_->Transact([&](Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(auto bb, FindCertificate(tx, "bb"));
+    if (!bb || bb->certificate_pem != cert("bb", "", "aa").certificate_pem || bb->created_by != "it's" ||
+        bb->issuer_serial != "aa") {
+      return MakeError(ErrorCode::kInternal, "bb is not as written");
+    }
+    CF_ASSIGN_OR_RETURN(auto cc, FindCertificate(tx, "cc"));
+    if (cc) return MakeError(ErrorCode::kInternal, "cc was rolled back, yet stored");
+    CF_ASSIGN_OR_RETURN(CertStatus dd, CertificateStatus(tx, "dd"));
+    if (dd != CertStatus::kRevoked) return MakeError(ErrorCode::kInternal, "dd is not revoked");
+    CF_ASSIGN_OR_RETURN(auto events, EventsAfter(tx, 0, {"certificates/created"}, 10));
+    if (events.size() != 1 || events.front().payload != R"({"Serial":"bb"})") {
+      return MakeError(ErrorCode::kInternal, "the events are not bb's alone");
+    }
+    return Ok();
+  });
+  ASSERT_TRUE(read.ok()) << read.error().message;
 }
 
 TEST_P(StoreTest, ManyRowsGoInOneWriteWithAnyTextAndFindOneParameterAway) {
