@@ -41,9 +41,9 @@ class GroupCommitter {
     size_t gather_target = 24;
     std::chrono::microseconds gather_gap{300};
     std::chrono::microseconds gather_wait{3000};
-    // Groups in flight at once, each a transaction on a connection of its own: on PostgreSQL
-    // one group's statements run while another's commit is waited for, on another core of
-    // the database. SQLite has one writer: 1.
+    // Groups in flight at once, each a transaction on a connection of its own: with more than
+    // one, a group's statements run while another's commit is waited for, but groups close
+    // smaller (and commits cost the database more CPU a piece). SQLite has one writer: 1.
     size_t committers = 1;
   };
 
