@@ -373,7 +373,8 @@ TEST_P(ServiceTest, ARunThatLosesItsLeaseStopsBeforeItsNextWarehouse) {
     mailer_->hook = nullptr;
     ASSERT_TRUE(store_
                     ->Query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND "
-                            "pid <> pg_backend_pid()")
+                            "pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = "
+                            "current_database())")
                     .ok());
   };
   auto run = svc.SendPending();
