@@ -285,11 +285,10 @@ void AddEnrollRoutes(Router& router, const ApiContext& ctx) {
     // RFC 9483 6.1: /.well-known/cmp serves the profile "default", /p/<label> the others.
     // Over plain HTTP too (server.http_listen), as CMP clients commonly send it: every
     // message is protected by its own MAC or signature, and so is every answer.
-    router.AddAsync("POST", "/.well-known/cmp",
-                    {.access = Access::kPublic, .body_limit = kCmpBodyLimit, .plain_http = true},
+    const RouteOptions cmp_post{.access = Access::kPublic, .body_limit = kCmpBodyLimit, .plain_http = true};
+    router.AddAsync("POST", "/.well-known/cmp", cmp_post,
                     [c](Request& r, const Responder& respond) { Cmp(*c, r, respond); });
-    router.AddAsync("POST", "/.well-known/cmp/p/{label}",
-                    {.access = Access::kPublic, .body_limit = kCmpBodyLimit, .plain_http = true},
+    router.AddAsync("POST", "/.well-known/cmp/p/{label}", cmp_post,
                     [c](Request& r, const Responder& respond) { Cmp(*c, r, respond); });
   }
   router.Add("GET", "/v1/enrollment/profiles", {Access::kReader}, [c](Request&) { return ListProfiles(*c); });

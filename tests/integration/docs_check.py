@@ -34,6 +34,9 @@ for root, _, files in os.walk(os.path.join(src, "src", "http")):
         routes += [(m, p, *named[n]) for m, p, n in
                    re.findall(r'router\.Add(?:Async)?\("([A-Z]+)", "([^"]+)",\s+(\w+),', text) if n in named]
         plain_http += re.findall(r'router\.Add(?:Async)?\("[A-Z]+", "([^"]+)", \{[^}]*\.plain_http = true', text)
+        plain_named = set(re.findall(r'RouteOptions (\w+)\{[^}]*\.plain_http = true', text))
+        plain_http += [p for p, n in re.findall(r'router\.Add(?:Async)?\("[A-Z]+", "([^"]+)",\s+(\w+),', text)
+                       if n in plain_named]
         # The registry's: five routes per kind (AddRegistryKindRoutes), two per link route.
         for kind in re.findall(r'\{(?:RegistryKindRoute\{|registry::)?Kind::\w+, "([a-z-]+)", "\w*"\}', text):
             routes += [("POST", f"/v1/{kind}", "kOperator", False), ("GET", f"/v1/{kind}", "kReader", False),
