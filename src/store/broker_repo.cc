@@ -1,11 +1,13 @@
 #include "store/broker_repo.h"
 
 #include "core/crypto.h"
+#include "store/certificates_repo.h"
 #include "store/registry_repo.h"
 
 namespace certfleet::store {
 
 Result<std::vector<BrokerCertificate>> BrokerCertificates(Tx& tx, std::optional<std::string_view> fingerprint) {
+  CF_RETURN_IF_ERROR(WriteGatheredCertificates(tx));
   // Issued certificates, then a supplier's (W3): the same link, another table.
   const std::string usable =
       "l.kind = ? AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.device_id = l.from_name AND d.status = 'disabled')";
@@ -68,6 +70,7 @@ Result<std::vector<std::pair<std::string, std::string>>> PolicyGrants(Tx& tx, st
 
 Result<std::optional<CertificateIdentity>> FindCertificateIdentity(Tx& tx, std::optional<std::string_view> serial,
                                                                    std::optional<std::string_view> fingerprint) {
+  CF_RETURN_IF_ERROR(WriteGatheredCertificates(tx));
   Rows rows;
   if (serial) {
     CF_ASSIGN_OR_RETURN(rows, tx.Query("SELECT serial, fingerprint, status, 0 FROM certificates WHERE serial = ?",

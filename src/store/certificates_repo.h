@@ -58,6 +58,9 @@ struct CaRecord {
 // updates the certificates in it: a group's certificates go in one statement. A failure shows
 // then, or at the commit.
 Result<void> InsertCertificate(Tx& tx, const CertificateRecord& c);
+// Writes the certificates gathered so far: a read of the certificates outside this file, in a
+// transaction that may have inserted some, calls it first (those here do).
+Result<void> WriteGatheredCertificates(Tx& tx);
 Result<void> InsertCa(Tx& tx, const CaRecord& ca);
 Result<std::optional<CertificateRecord>> FindCertificate(Tx& tx, std::string_view serial);
 // The serial of the active certificate with this fqdn, if there is one.

@@ -2,6 +2,8 @@
 
 #include <limits>
 
+#include "store/certificates_repo.h"
+
 namespace certfleet::store {
 namespace {
 
@@ -180,6 +182,7 @@ Result<void> PutSetting(Tx& tx, std::string_view name, std::string_view value, s
 }
 
 Result<std::vector<std::string>> HostCertificateIssuers(Tx& tx) {
+  CF_RETURN_IF_ERROR(WriteGatheredCertificates(tx));
   CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT DISTINCT c.parent_fqdn FROM hosts h JOIN certificates c ON c.serial "
                                           "= h.serial WHERE c.status = 'active' ORDER BY c.parent_fqdn"));
   std::vector<std::string> out;

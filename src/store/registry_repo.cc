@@ -5,6 +5,8 @@
 #include <map>
 #include <set>
 
+#include "store/certificates_repo.h"
+
 namespace certfleet::store {
 namespace {
 
@@ -222,6 +224,7 @@ Result<RegistryCounts> CountRegistry(Tx& tx) {
   CF_ASSIGN_OR_RETURN(Rows objects,
                       tx.Query("SELECT kind, COUNT(*) FROM registry_objects GROUP BY kind ORDER BY kind"));
   for (const auto& r : objects) out.objects.emplace_back(r.Text(0), r.Int(1));
+  CF_RETURN_IF_ERROR(WriteGatheredCertificates(tx));
   CF_ASSIGN_OR_RETURN(
       Rows issued,
       tx.Query("SELECT c.status, COUNT(DISTINCT c.serial) FROM registry_links l JOIN certificates c ON c.serial = "
