@@ -340,7 +340,10 @@ tokens = {"agent-2": add_host("agent-2", reload_command=f"cp {files_of('agent-2'
 start_agent("agent-1")
 for name, token in tokens.items():
     start_agent(name, token, *(["--reload-timeout", "1"] if name == "agent-5" else []))
+# The host is active once the server has issued; its agent writes the files after the answer.
 wait_for("the agents to enroll", lambda: all(api("GET", f"/v1/hosts/{n}")["status"] == "active" for n in tokens))
+wait_for("the agents to write what they enrolled with",
+         lambda: all(os.path.exists(p) for n in ["agent-1", *tokens] for p in files_of(n).values()))
 old = {n: serial_of(files_of(n)["cert"]) for n in ["agent-1", *tokens]}
 
 # Operators' mistakes are refused.
