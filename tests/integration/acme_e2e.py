@@ -226,7 +226,8 @@ with open(caddy_log, "w") as log:
 
 def caddy_said(*events):
     """The first of `events` (its JSON log's messages) Caddy has logged, or None."""
-    lines = [json.loads(line) for line in open(caddy_log) if line.startswith("{")]
+    # A line still being written (no newline yet) is read next time.
+    lines = [json.loads(line) for line in open(caddy_log) if line.startswith("{") and line.endswith("\n")]
     return next((line for line in lines if line.get("msg") in events), None)
 
 
@@ -235,8 +236,13 @@ wait_for("Caddy to obtain its certificate or give up",
          or caddy.poll() is not None, timeout=60)
 check(caddy_said("certificate obtained successfully") is not None,
       f"Caddy obtained {CADDY_NAME}'s certificate: {open(caddy_log).read()[-3000:]}")
-served = sh("curl", "-sS", "--cacert", chain_files["root"], "--resolve", f"{CADDY_NAME}:{TLSALPN01_PORT}:127.0.0.1",
-            "-w", "\n%{certs}", f"https://{CADDY_NAME}:{TLSALPN01_PORT}/")
+# Caddy logs that it obtained the certificate before it has put it in its cache (after fetching
+# its OCSP answer): until then a handshake for the name fails.
+attempts = []
+wait_for("Caddy to serve its certificate", lambda: attempts.append(
+    sh("curl", "-sS", "--cacert", chain_files["root"], "--resolve", f"{CADDY_NAME}:{TLSALPN01_PORT}:127.0.0.1",
+       "-w", "\n%{certs}", f"https://{CADDY_NAME}:{TLSALPN01_PORT}/")) or attempts[-1].returncode == 0, timeout=30)
+served = attempts[-1]
 if check(served.returncode == 0 and served.stdout.startswith("served by caddy") and "-----BEGIN" in served.stdout,
          f"Caddy serves it, and curl verifies it against certfleet's root: {served.stdout[:300]} {served.stderr}"):
     caddy_serial = serial_of(files.write("caddy.pem", served.stdout[served.stdout.index("-----BEGIN"):]))

@@ -15,7 +15,7 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from checks import check, finish  # noqa: E402
+from checks import check, finish, wait_for  # noqa: E402
 from harness import Certfleet, Files, psql  # noqa: E402
 
 from cryptography.hazmat.primitives import serialization  # noqa: E402
@@ -65,8 +65,7 @@ def backup(folder, *flags):
 
 thread = threading.Thread(target=load)
 thread.start()
-while len(issued_during) < 5:
-    pass
+wait_for("issuance under way", lambda: len(issued_during) >= 5)
 plain = files.path("plain")
 out = backup(plain)
 with_key = files.path("with-key")

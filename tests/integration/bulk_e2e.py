@@ -142,15 +142,24 @@ rows = api("GET", f"/v1/imports/{tampered['id']}/rows?status=rejected")
 check(len(rows["items"]) == 1 and rows["items"][0]["index"] == 5 and "does not verify" in rows["items"][0]["reason"],
       f"the rejected row and its reason: {rows}")
 
+def drop(key, data):
+    """Puts an object into the inbound store. Into a folder as an operator should: written under
+    a name the scan skips, then renamed, so that no scan sees it half written."""
+    if s3:
+        path = os.path.join(cf.work, "drop.tmp")
+        with open(path, "wb") as f:
+            f.write(data)
+        s3.aws("s3", "cp", "--only-show-errors", path, f"s3://inbound/{key}")
+    else:
+        target = os.path.join(cf.data, "inbound", key)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target + ".certfleet-tmp", "wb") as f:
+            f.write(data)
+        os.replace(target + ".certfleet-tmp", target)
+
+
 # A manifest dropped into the inbound store (a folder, or a bucket) is imported by itself.
-if s3:
-    s3.aws("s3", "cp", "--only-show-errors", os.path.join(FIXTURES, "manifest-espressif.csv"),
-           "s3://inbound/imports/espressif/trackers/reel-9.csv")
-else:
-    inbound = os.path.join(cf.data, "inbound", "imports", "espressif", "trackers")
-    os.makedirs(inbound, exist_ok=True)
-    with open(os.path.join(inbound, "reel-9.csv"), "wb") as f:
-        f.write(open(os.path.join(FIXTURES, "manifest-espressif.csv"), "rb").read())
+drop("imports/espressif/trackers/reel-9.csv", open(os.path.join(FIXTURES, "manifest-espressif.csv"), "rb").read())
 deadline = time.time() + 60
 dropped = None
 while time.time() < deadline and dropped is None:
@@ -167,18 +176,6 @@ for i in signer_ids:
 api("DELETE", f"/v1/imports/verifiers/{signer_ids[0]}", expect=404)
 start_import("microchip", open(MCHP, "rb").read(), expect=409)
 
-
-def drop(key, data):
-    if s3:
-        path = os.path.join(cf.work, "drop.tmp")
-        with open(path, "wb") as f:
-            f.write(data)
-        s3.aws("s3", "cp", "--only-show-errors", path, f"s3://inbound/{key}")
-    else:
-        target = os.path.join(cf.data, "inbound", key)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "wb") as f:
-            f.write(data)
 
 
 for name in SIGNERS:

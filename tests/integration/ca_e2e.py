@@ -12,12 +12,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, failed, finish, wait_for  # noqa: E402
 from harness import Certfleet, Files, run  # noqa: E402
-from servers import free_port, mosquitto_publish  # noqa: E402
+from servers import free_port, mosquitto_publish, wait_port  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -120,9 +119,9 @@ check(certs["device"].serial_number.bit_length() > 100, "serials are 128-bit ran
 # TLS handshake with the issued server certificate.
 port = free_port()
 s_server = subprocess.Popen(["openssl", "s_server", "-accept", str(port), "-cert", path("server.pem"), "-key",
-                             path("server.key"), "-cert_chain", path("inter.pem"), "-naccept", "1", "-quiet"],
+                             path("server.key"), "-cert_chain", path("inter.pem"), "-quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-time.sleep(0.5)
+wait_port(port, s_server, "openssl s_server")
 rc, out = run("openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", path("root.pem"),
               "-verify_return_error", "-verify_hostname", "mqtt.iot.example.com", "-brief", stdin="")
 check(rc == 0 and "Verification: OK" in out, f"s_client verifies the issued server certificate: {out[-300:]}")

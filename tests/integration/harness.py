@@ -108,11 +108,12 @@ class Certfleet:
             atexit.register(self.stop)  # a test that dies leaves no server behind
             self._stopped_at_exit = True
         self.log = open(self.log_path, "a")
-        logged = self.log.tell()
+        logged = self.log_offset = self.log.tell()  # where this run's log begins
         self.port = None
         self.server = subprocess.Popen([self.binary, "serve"], env=self.env, cwd=self.work, stderr=self.log,
                                        stdout=subprocess.DEVNULL)
-        for _ in range(100):
+        deadline = time.monotonic() + 60  # a loaded machine, a migration to apply
+        while time.monotonic() < deadline and self.server.poll() is None:
             with open(self.log_path) as f:
                 f.seek(logged)
                 m = re.search(r'"msg":"listening".*"port":(\d+)', f.read())
@@ -120,7 +121,7 @@ class Certfleet:
                 self.port = int(m.group(1))
                 break
             time.sleep(0.1)
-        check(self.port is not None, "serve logs the port it listens on")
+        check(self.port is not None, f"serve logs the port it listens on (exit status {self.server.poll()})")
         self.ctx = ssl.create_default_context(cafile=os.path.join(self.data, "tls", "ca.pem"))
         self.url = f"https://127.0.0.1:{self.port}"
 

@@ -78,11 +78,12 @@ threading.Thread(target=hooks.serve_forever, daemon=True).start()
 refusing = socket.socket()
 refusing.bind(("127.0.0.1", 0))
 down_url = f"http://hook:down-pw@127.0.0.1:{refusing.getsockname()[1]}/down"
-# Short deadlines and grace, one attempt: a killed agent's renewal fails within seconds.
+# Short deadlines and grace, one attempt: a killed agent's renewal fails within seconds. The
+# deadline leaves room for agent-5's two reload timeouts and four agents' fsynced swaps at once.
 cf = Certfleet(BINARY, DB_KIND, "renewal-e2e", extra_env={
     "CERTFLEET_RENEWAL_KEY_PATH": "/etc/pki/private", "CERTFLEET_RENEWAL_THRESHOLD_DAYS": "7",
     "CERTFLEET_RENEWAL_CA": "hosts.example.com", "CERTFLEET_RENEWAL_VALIDITY_DAYS": "30",
-    "CERTFLEET_RENEWAL_DEADLINE_SECONDS": "6", "CERTFLEET_RENEWAL_MAX_ATTEMPTS": "1",
+    "CERTFLEET_RENEWAL_DEADLINE_SECONDS": "15", "CERTFLEET_RENEWAL_MAX_ATTEMPTS": "1",
     "CERTFLEET_RENEWAL_GRACE_SECONDS": "3", "CERTFLEET_RENEWAL_NOTIFY": "ops@example.com",
     "CERTFLEET_MAIL": f"smtp://127.0.0.1:{smtp.port}",
     "CERTFLEET_WEBHOOKS_URLS": f"http://127.0.0.1:{hooks.server_address[1]}/hook,{down_url}",
@@ -457,7 +458,7 @@ wait_for("agent-4's task", lambda: api("GET", f"/v1/renewals?run={run['run_id']}
 agents["agent-4"].kill()
 agents["agent-4"].wait()
 r4 = wait_for("agent-4's renewal to fail", lambda: (lambda r: r if r["state"] == "failed" else None)(
-    api("GET", f"/v1/renewals?run={run['run_id']}")["items"][0]))
+    api("GET", f"/v1/renewals?run={run['run_id']}")["items"][0]), timeout=60)
 check(r4["failed_step"] == "csr" and "deadline" in r4["error"], f"it failed at its deadline, at the CSR: {r4}")
 mails = []
 wait_for("the second failure mail and its digest",

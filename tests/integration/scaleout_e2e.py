@@ -26,6 +26,7 @@ import atexit
 import base64
 import datetime
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -278,15 +279,24 @@ check(counts.get("seen") == IMPORT_ENTRIES and counts.get("imported") == IMPORT_
       counts.get("already_present") == 0, f"exact counts after the crash: {counts}")
 rows = psql(first.env["CERTFLEET_DB"], "SELECT COUNT(*), COUNT(DISTINCT fingerprint) FROM imported_certificates")
 check(rows.strip() == f"{IMPORT_ENTRIES}|{IMPORT_ENTRIES}", f"no duplicate rows: {rows.strip()}")
-check(".manifest" not in s3.aws("s3api", "list-objects-v2", "--bucket", BUCKET, "--prefix", "manifests/"),
-      "the manifest is deleted when its import ends")
+# Deleted right after the import's end is committed.
+wait_for("the manifest deleted when its import ends",
+         lambda: ".manifest" not in s3.aws("s3api", "list-objects-v2", "--bucket", BUCKET, "--prefix", "manifests/"))
 victim.start()
 wait_for("the restarted node to be up again", lambda: list(lb_proxy.servers().values()) == ["UP"] * 3, timeout=20)
 
 
 # ---- kill -9 of the scheduler's leader ----
 def leaders():
-    return [n for n in nodes if "scheduler is the leader" in open(n.log_path).read()]
+    """The running nodes whose scheduler says last, since they started, that it leads."""
+    out = []
+    for n in nodes:
+        with open(n.log_path) as f:
+            f.seek(n.log_offset)
+            said = re.findall(r"scheduler (is the leader|lost its leader lease)", f.read())
+        if n.server.poll() is None and said and said[-1] == "is the leader":
+            out.append(n)
+    return out
 
 
 def scan_firings():

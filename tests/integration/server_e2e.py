@@ -156,11 +156,21 @@ check(answer.startswith(b"HTTP/1.1 400") and b"Set-Cookie" not in answer,
 # Graceful shutdown: a request in flight when SIGTERM arrives still gets its answer, an idle
 # keep-alive connection does not hold the exit up, and the process exits 0 within 5 s.
 idle = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1")
-inflight = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1")
+inflight = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30), server_hostname="127.0.0.1")
 payload = b'{"role":"reader","name":"in-flight"}'
+# Expect: 100-continue: the server's "100 Continue" says it has read and authenticated the
+# header, so the request is in flight when the signal comes.
 inflight.sendall(b"POST /v1/tokens HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token.encode() +
-                 b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload[:10])
-time.sleep(0.3)
+                 b"\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: " +
+                 str(len(payload)).encode() + b"\r\n\r\n")
+interim = b""
+while b"\r\n\r\n" not in interim:
+    chunk = inflight.recv(65536)
+    if not chunk:
+        break
+    interim += chunk
+check(interim.startswith(b"HTTP/1.1 100"), f"100 Continue before the body: {interim[:60]!r}")
+inflight.sendall(payload[:10])
 started = time.monotonic()
 server.send_signal(signal.SIGTERM)
 time.sleep(0.3)

@@ -26,8 +26,10 @@ def free_port():
     return port
 
 
-def wait_port(port, proc, what):
-    for _ in range(200):
+def wait_port(port, proc, what, timeout=60):
+    """Until `proc` listens on `port`: a RuntimeError if it exits first or after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
         try:
@@ -35,7 +37,7 @@ def wait_port(port, proc, what):
             return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on {port}")
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout} s")
 
 
 def mosquitto_publish(folder, server_chain, server_key, ca, crls, client_chain, client_key):

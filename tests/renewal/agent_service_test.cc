@@ -7,7 +7,10 @@
 #include <openssl/x509v3.h>
 
 #include <atomic>
+#include <chrono>
 #include <latch>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -271,12 +274,19 @@ INSTANTIATE_TEST_SUITE_P(Drivers, EnrollTest, testing::kBothDialects, testing::D
 // credential of its own (each use of one credential waits for the one before).
 class EnrollRaceTest : public EnrollTest {
  protected:
-  // Until `n` backends of this database wait for a lock; false if `ended` first.
-  bool LockWaiters(int64_t n, const std::atomic<int>& ended) {
-    for (int i = 0; i < 100'000 && ended == 0; ++i) {
-      auto rows = store_->Query(
-          "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
-      if (rows.ok() && rows->at(0).Int(0) >= n) return true;
+  // Until a backend of this database waits for a lock of the kind `wait_events` names (a
+  // row: "'transactionid', 'tuple'"; an advisory lock: "'advisory'"); false if an enrollment
+  // ended first, or after a minute.
+  bool LockWaiter(std::string_view wait_events, const std::atomic<int>& ended) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+    const std::string sql = fmt::format(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+        "AND wait_event IN ({})",
+        wait_events);
+    while (ended == 0 && std::chrono::steady_clock::now() < deadline) {
+      auto rows = store_->Query(sql);
+      if (rows.ok() && rows->at(0).Int(0) >= 1) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a poll, leaving the cores to the enrollments
     }
     return false;
   }
@@ -305,6 +315,7 @@ TEST_P(EnrollRaceTest, FirstEnrollmentsOfOneHostAtOnceIssueOneCertificate) {
       return certfleet::Ok();
     });
     EXPECT_TRUE(r.ok()) << r.error().message;
+    if (holder_runs == 0) held.count_down();  // failed before it held the row: the waits below tell
   });
   held.wait();
   std::atomic<int> ended{0};
@@ -314,12 +325,14 @@ TEST_P(EnrollRaceTest, FirstEnrollmentsOfOneHostAtOnceIssueOneCertificate) {
     ++ended;
   });
   // EXPECT, not ASSERT: the threads are released and joined whatever happens.
-  EXPECT_TRUE(LockWaiters(1, ended)) << "the first enrollment waits for the host's row (" << ended << " ended)";
+  EXPECT_TRUE(LockWaiter("'transactionid', 'tuple'", ended))
+      << "the first enrollment waits for the host's row (" << ended << " ended)";
   std::thread second([&] {
     results[1] = agents2.Enroll("web-1.example.com", secrets[1], OtherCsr("web-1.example.com"));
     ++ended;
   });
-  EXPECT_TRUE(LockWaiters(2, ended)) << "the second enrollment waits too (" << ended << " ended)";
+  EXPECT_TRUE(LockWaiter("'advisory'", ended))
+      << "the second enrollment waits for the host's lock (" << ended << " ended)";
   release.count_down();
   holder.join();
   first.join();
