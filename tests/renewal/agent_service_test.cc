@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <latch>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -270,13 +271,47 @@ TEST(HostPattern, StarMatchesWithinOneLabelCaseInsensitively) {
 
 INSTANTIATE_TEST_SUITE_P(Drivers, EnrollTest, testing::kBothDialects, testing::DialectName);
 
-// Two first enrollments of one host at once, on two nodes of one PostgreSQL, each with a fleet
-// credential of its own (each use of one credential waits for the one before).
+// Two first enrollments of one host at once, on two nodes of one PostgreSQL (the second
+// node: agents2_ over an issuer of its own), each with a fleet credential of its own (each
+// use of one credential waits for the one before).
 class EnrollRaceTest : public EnrollTest {
  protected:
+  void SetUp() override {
+    EnrollTest::SetUp();
+    for (int i = 0; i < 2; ++i) {
+      auto minted = hosts_->CreateCredential({{"web-*.example.com"}, 10, std::chrono::hours(72)}, "t");
+      ASSERT_TRUE(minted.ok()) << minted.error().message;
+      secrets_.push_back(minted->secret);
+    }
+    issuer2_ =
+        std::make_unique<issuance::Issuer>(*store_, *keys_, clock_, issuance::Issuer::Options{"https://ca.test"});
+    hosts2_ = std::make_unique<HostService>(*store_, clock_, HostService::Options{});
+    agents2_ = std::make_unique<AgentService>(*store_, *hosts2_, *issuer2_, clock_,
+                                              AgentService::Options{"hosts.example.com", 90});
+  }
+
+  // A transaction of its own that runs `sql`, taking a lock, and holds it until `release`:
+  // started once the lock is held (or the transaction failed). `runs` counts its runs; more
+  // than one, it was run again and the lock let go meanwhile.
+  std::thread Hold(std::string sql, std::latch& release, int& runs) {
+    auto held = std::make_shared<std::latch>(1);
+    std::thread holder([this, sql = std::move(sql), held, &release, &runs] {
+      Result<void> r = store_->Transact([&](store::Tx& tx) -> Result<void> {
+        CF_RETURN_IF_ERROR(tx.Query(sql));
+        if (++runs == 1) held->count_down();
+        release.wait();
+        return certfleet::Ok();
+      });
+      EXPECT_TRUE(r.ok()) << sql << ": " << r.error().message;
+      if (runs == 0) held->count_down();  // failed before it held the lock: the waits tell
+    });
+    held->wait();
+    return holder;
+  }
+
   // Until a backend of this database waits for a lock of the kind `wait_events` names (a
-  // row: "'transactionid', 'tuple'"; an advisory lock: "'advisory'"); false if an enrollment
-  // ended first, or after a minute.
+  // row: "'transactionid', 'tuple'"; an advisory lock: "'advisory'"; a table: "'relation'");
+  // false if an enrollment ended first, or after a minute.
   bool LockWaiter(std::string_view wait_events, const std::atomic<int>& ended) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
     const std::string sql = fmt::format(
@@ -290,45 +325,33 @@ class EnrollRaceTest : public EnrollTest {
     }
     return false;
   }
+
+  static constexpr std::string_view kHoldHost =
+      "SELECT host_id FROM hosts WHERE host_id = 'web-1.example.com' FOR UPDATE";
+
+  std::vector<std::string> secrets_;
+  std::unique_ptr<issuance::Issuer> issuer2_;
+  std::unique_ptr<HostService> hosts2_;
+  std::unique_ptr<AgentService> agents2_;
 };
 
 TEST_P(EnrollRaceTest, FirstEnrollmentsOfOneHostAtOnceIssueOneCertificate) {
-  std::vector<std::string> secrets;
-  for (int i = 0; i < 2; ++i) {
-    auto minted = hosts_->CreateCredential({{"web-*.example.com"}, 10, std::chrono::hours(72)}, "t");
-    ASSERT_TRUE(minted.ok()) << minted.error().message;
-    secrets.push_back(minted->secret);
-  }
-  issuance::Issuer issuer2(*store_, *keys_, clock_, issuance::Issuer::Options{"https://ca.test"});
-  HostService hosts2(*store_, clock_, HostService::Options{});
-  AgentService agents2(*store_, hosts2, issuer2, clock_, AgentService::Options{"hosts.example.com", 90});
   // The host's row held by another transaction, so that the first enrollment waits with its
   // write of the host, after it looked at it.
-  std::latch held(1);
   std::latch release(1);
-  int holder_runs = 0;  // more than one: its transaction was run again, and the row let go meanwhile
-  std::thread holder([&] {
-    Result<void> r = store_->Transact([&](store::Tx& tx) -> Result<void> {
-      CF_RETURN_IF_ERROR(tx.Query("SELECT host_id FROM hosts WHERE host_id = 'web-1.example.com' FOR UPDATE"));
-      if (++holder_runs == 1) held.count_down();
-      release.wait();
-      return certfleet::Ok();
-    });
-    EXPECT_TRUE(r.ok()) << r.error().message;
-    if (holder_runs == 0) held.count_down();  // failed before it held the row: the waits below tell
-  });
-  held.wait();
+  int holder_runs = 0;
+  std::thread holder = Hold(std::string(kHoldHost), release, holder_runs);
   std::atomic<int> ended{0};
   std::vector<Result<Enrolled>> results(2, Error{});
   std::thread first([&] {
-    results[0] = agents_->Enroll("web-1.example.com", secrets[0], OtherCsr("web-1.example.com"));
+    results[0] = agents_->Enroll("web-1.example.com", secrets_[0], OtherCsr("web-1.example.com"));
     ++ended;
   });
   // EXPECT, not ASSERT: the threads are released and joined whatever happens.
   EXPECT_TRUE(LockWaiter("'transactionid', 'tuple'", ended))
       << "the first enrollment waits for the host's row (" << ended << " ended)";
   std::thread second([&] {
-    results[1] = agents2.Enroll("web-1.example.com", secrets[1], OtherCsr("web-1.example.com"));
+    results[1] = agents2_->Enroll("web-1.example.com", secrets_[1], OtherCsr("web-1.example.com"));
     ++ended;
   });
   EXPECT_TRUE(LockWaiter("'advisory'", ended))
@@ -341,6 +364,47 @@ TEST_P(EnrollRaceTest, FirstEnrollmentsOfOneHostAtOnceIssueOneCertificate) {
   EXPECT_TRUE(results[0].ok()) << results[0].error().message;
   ASSERT_FALSE(results[1].ok()) << "a second certificate, " << results[1]->record.serial << ", the host would not know";
   EXPECT_EQ(results[1].error().code, ErrorCode::kFailedPrecondition) << results[1].error().message;
+  EXPECT_EQ(Certificates(), 1);
+}
+
+// The other order: the second enrollment looks at the host before the first commits, and its
+// transaction begins after. The issuer's one active certificate for the name refuses it; the
+// answer is the same as the host's lock gives.
+TEST_P(EnrollRaceTest, OneThatLookedBeforeTheOtherCommittedIsRefusedAsOneThatWaited) {
+  std::latch release_row(1);
+  int row_runs = 0;
+  std::thread row_holder = Hold(std::string(kHoldHost), release_row, row_runs);
+  std::atomic<int> ended{0};
+  std::vector<Result<Enrolled>> results(2, Error{});
+  std::thread first([&] {
+    results[0] = agents_->Enroll("web-1.example.com", secrets_[0], OtherCsr("web-1.example.com"));
+    ++ended;
+  });
+  EXPECT_TRUE(LockWaiter("'transactionid', 'tuple'", ended))
+      << "the first enrollment waits for the host's row (" << ended << " ended)";
+  // The settings locked: the second enrollment looks at the host, then waits to read which CA
+  // issues host certificates, before anything is signed.
+  std::latch release_settings(1);
+  int settings_runs = 0;
+  std::thread settings_holder = Hold("LOCK TABLE settings IN ACCESS EXCLUSIVE MODE", release_settings, settings_runs);
+  std::thread second([&] {
+    results[1] = agents2_->Enroll("web-1.example.com", secrets_[1], OtherCsr("web-1.example.com"));
+    ++ended;
+  });
+  EXPECT_TRUE(LockWaiter("'relation'", ended))
+      << "the second enrollment waits for the settings (" << ended << " ended)";
+  release_row.count_down();
+  row_holder.join();
+  first.join();  // committed: the host is enrolled
+  release_settings.count_down();
+  settings_holder.join();
+  second.join();
+  EXPECT_EQ(row_runs, 1);
+  EXPECT_EQ(settings_runs, 1);
+  EXPECT_TRUE(results[0].ok()) << results[0].error().message;
+  ASSERT_FALSE(results[1].ok()) << "a second certificate, " << results[1]->record.serial << ", the host would not know";
+  EXPECT_EQ(results[1].error().code, ErrorCode::kFailedPrecondition) << results[1].error().message;
+  EXPECT_NE(results[1].error().message.find("enrolls a host once"), std::string::npos) << results[1].error().message;
   EXPECT_EQ(Certificates(), 1);
 }
 
