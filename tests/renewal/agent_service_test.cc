@@ -326,45 +326,58 @@ class EnrollRaceTest : public EnrollTest {
     return false;
   }
 
+  // Enrollment `i` of web-1 in a thread: 0 on this node, 1 on the second, each with a
+  // credential of its own and a key of its own.
+  std::thread Enroll(int i) {
+    return std::thread([this, i] {
+      results_[i] =
+          (i == 0 ? agents_ : agents2_)->Enroll("web-1.example.com", secrets_[i], OtherCsr("web-1.example.com"));
+      ++ended_;
+    });
+  }
+
+  // The first enrolled; the second refused, saying the host is enrolled; one certificate.
+  void ExpectOneEnrolled() {
+    EXPECT_TRUE(results_[0].ok()) << results_[0].error().message;
+    ASSERT_FALSE(results_[1].ok()) << "a second certificate, " << results_[1]->record.serial
+                                   << ", the host would not know";
+    EXPECT_EQ(results_[1].error().code, ErrorCode::kFailedPrecondition) << results_[1].error().message;
+    EXPECT_NE(results_[1].error().message.find("enrolls a host once"), std::string::npos)
+        << results_[1].error().message;
+    EXPECT_EQ(Certificates(), 1);
+  }
+
   static constexpr std::string_view kHoldHost =
       "SELECT host_id FROM hosts WHERE host_id = 'web-1.example.com' FOR UPDATE";
+  static constexpr std::string_view kRowWait = "'transactionid', 'tuple'";
 
   std::vector<std::string> secrets_;
   std::unique_ptr<issuance::Issuer> issuer2_;
   std::unique_ptr<HostService> hosts2_;
   std::unique_ptr<AgentService> agents2_;
+  std::vector<Result<Enrolled>> results_ = std::vector<Result<Enrolled>>(2, Error{});
+  std::atomic<int> ended_{0};  // enrollments ended
 };
+
+// EXPECT, not ASSERT, below: the threads are released and joined whatever happens.
 
 TEST_P(EnrollRaceTest, FirstEnrollmentsOfOneHostAtOnceIssueOneCertificate) {
   // The host's row held by another transaction, so that the first enrollment waits with its
-  // write of the host, after it looked at it.
+  // write of the host, after it looked at it; the second waits for the host's lock.
   std::latch release(1);
   int holder_runs = 0;
   std::thread holder = Hold(std::string(kHoldHost), release, holder_runs);
-  std::atomic<int> ended{0};
-  std::vector<Result<Enrolled>> results(2, Error{});
-  std::thread first([&] {
-    results[0] = agents_->Enroll("web-1.example.com", secrets_[0], OtherCsr("web-1.example.com"));
-    ++ended;
-  });
-  // EXPECT, not ASSERT: the threads are released and joined whatever happens.
-  EXPECT_TRUE(LockWaiter("'transactionid', 'tuple'", ended))
-      << "the first enrollment waits for the host's row (" << ended << " ended)";
-  std::thread second([&] {
-    results[1] = agents2_->Enroll("web-1.example.com", secrets_[1], OtherCsr("web-1.example.com"));
-    ++ended;
-  });
-  EXPECT_TRUE(LockWaiter("'advisory'", ended))
-      << "the second enrollment waits for the host's lock (" << ended << " ended)";
+  std::thread first = Enroll(0);
+  EXPECT_TRUE(LockWaiter(kRowWait, ended_)) << "the first enrollment waits for the host's row (" << ended_ << " ended)";
+  std::thread second = Enroll(1);
+  EXPECT_TRUE(LockWaiter("'advisory'", ended_))
+      << "the second enrollment waits for the host's lock (" << ended_ << " ended)";
   release.count_down();
   holder.join();
   first.join();
   second.join();
   EXPECT_EQ(holder_runs, 1) << "the transaction holding the host's row ran again";
-  EXPECT_TRUE(results[0].ok()) << results[0].error().message;
-  ASSERT_FALSE(results[1].ok()) << "a second certificate, " << results[1]->record.serial << ", the host would not know";
-  EXPECT_EQ(results[1].error().code, ErrorCode::kFailedPrecondition) << results[1].error().message;
-  EXPECT_EQ(Certificates(), 1);
+  ExpectOneEnrolled();
 }
 
 // The other order: the second enrollment looks at the host before the first commits, and its
@@ -374,25 +387,16 @@ TEST_P(EnrollRaceTest, OneThatLookedBeforeTheOtherCommittedIsRefusedAsOneThatWai
   std::latch release_row(1);
   int row_runs = 0;
   std::thread row_holder = Hold(std::string(kHoldHost), release_row, row_runs);
-  std::atomic<int> ended{0};
-  std::vector<Result<Enrolled>> results(2, Error{});
-  std::thread first([&] {
-    results[0] = agents_->Enroll("web-1.example.com", secrets_[0], OtherCsr("web-1.example.com"));
-    ++ended;
-  });
-  EXPECT_TRUE(LockWaiter("'transactionid', 'tuple'", ended))
-      << "the first enrollment waits for the host's row (" << ended << " ended)";
+  std::thread first = Enroll(0);
+  EXPECT_TRUE(LockWaiter(kRowWait, ended_)) << "the first enrollment waits for the host's row (" << ended_ << " ended)";
   // The settings locked: the second enrollment looks at the host, then waits to read which CA
   // issues host certificates, before anything is signed.
   std::latch release_settings(1);
   int settings_runs = 0;
   std::thread settings_holder = Hold("LOCK TABLE settings IN ACCESS EXCLUSIVE MODE", release_settings, settings_runs);
-  std::thread second([&] {
-    results[1] = agents2_->Enroll("web-1.example.com", secrets_[1], OtherCsr("web-1.example.com"));
-    ++ended;
-  });
-  EXPECT_TRUE(LockWaiter("'relation'", ended))
-      << "the second enrollment waits for the settings (" << ended << " ended)";
+  std::thread second = Enroll(1);
+  EXPECT_TRUE(LockWaiter("'relation'", ended_))
+      << "the second enrollment waits for the settings (" << ended_ << " ended)";
   release_row.count_down();
   row_holder.join();
   first.join();  // committed: the host is enrolled
@@ -401,11 +405,7 @@ TEST_P(EnrollRaceTest, OneThatLookedBeforeTheOtherCommittedIsRefusedAsOneThatWai
   second.join();
   EXPECT_EQ(row_runs, 1);
   EXPECT_EQ(settings_runs, 1);
-  EXPECT_TRUE(results[0].ok()) << results[0].error().message;
-  ASSERT_FALSE(results[1].ok()) << "a second certificate, " << results[1]->record.serial << ", the host would not know";
-  EXPECT_EQ(results[1].error().code, ErrorCode::kFailedPrecondition) << results[1].error().message;
-  EXPECT_NE(results[1].error().message.find("enrolls a host once"), std::string::npos) << results[1].error().message;
-  EXPECT_EQ(Certificates(), 1);
+  ExpectOneEnrolled();
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, EnrollRaceTest, ::testing::Values(store::Dialect::kPostgres), testing::DialectName);
