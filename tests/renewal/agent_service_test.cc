@@ -336,6 +336,17 @@ class EnrollRaceTest : public EnrollTest {
     });
   }
 
+  // The host's row held by another transaction until `release` (the holder returned), and
+  // the first enrollment started: it waits with its write of the host, after it looked at it.
+  std::thread HoldTheHostForTheFirst(std::latch& release, int& runs, std::thread& first) {
+    std::thread holder =
+        Hold("SELECT host_id FROM hosts WHERE host_id = 'web-1.example.com' FOR UPDATE", release, runs);
+    first = Enroll(0);
+    EXPECT_TRUE(LockWaiter("'transactionid', 'tuple'", ended_))
+        << "the first enrollment waits for the host's row (" << ended_ << " ended)";
+    return holder;
+  }
+
   // The first enrolled; the second refused, saying the host is enrolled; one certificate.
   void ExpectOneEnrolled() {
     EXPECT_TRUE(results_[0].ok()) << results_[0].error().message;
@@ -346,10 +357,6 @@ class EnrollRaceTest : public EnrollTest {
         << results_[1].error().message;
     EXPECT_EQ(Certificates(), 1);
   }
-
-  static constexpr std::string_view kHoldHost =
-      "SELECT host_id FROM hosts WHERE host_id = 'web-1.example.com' FOR UPDATE";
-  static constexpr std::string_view kRowWait = "'transactionid', 'tuple'";
 
   std::vector<std::string> secrets_;
   std::unique_ptr<issuance::Issuer> issuer2_;
@@ -362,13 +369,11 @@ class EnrollRaceTest : public EnrollTest {
 // EXPECT, not ASSERT, below: the threads are released and joined whatever happens.
 
 TEST_P(EnrollRaceTest, FirstEnrollmentsOfOneHostAtOnceIssueOneCertificate) {
-  // The host's row held by another transaction, so that the first enrollment waits with its
-  // write of the host, after it looked at it; the second waits for the host's lock.
+  // The first waits with its write of the host, the second for the host's lock.
   std::latch release(1);
   int holder_runs = 0;
-  std::thread holder = Hold(std::string(kHoldHost), release, holder_runs);
-  std::thread first = Enroll(0);
-  EXPECT_TRUE(LockWaiter(kRowWait, ended_)) << "the first enrollment waits for the host's row (" << ended_ << " ended)";
+  std::thread first;
+  std::thread holder = HoldTheHostForTheFirst(release, holder_runs, first);
   std::thread second = Enroll(1);
   EXPECT_TRUE(LockWaiter("'advisory'", ended_))
       << "the second enrollment waits for the host's lock (" << ended_ << " ended)";
@@ -386,9 +391,8 @@ TEST_P(EnrollRaceTest, FirstEnrollmentsOfOneHostAtOnceIssueOneCertificate) {
 TEST_P(EnrollRaceTest, OneThatLookedBeforeTheOtherCommittedIsRefusedAsOneThatWaited) {
   std::latch release_row(1);
   int row_runs = 0;
-  std::thread row_holder = Hold(std::string(kHoldHost), release_row, row_runs);
-  std::thread first = Enroll(0);
-  EXPECT_TRUE(LockWaiter(kRowWait, ended_)) << "the first enrollment waits for the host's row (" << ended_ << " ended)";
+  std::thread first;
+  std::thread row_holder = HoldTheHostForTheFirst(release_row, row_runs, first);
   // The settings locked: the second enrollment looks at the host, then waits to read which CA
   // issues host certificates, before anything is signed.
   std::latch release_settings(1);
