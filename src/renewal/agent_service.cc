@@ -105,17 +105,18 @@ Result<Enrolled> AgentService::EnrollWithCredential(std::string_view host_id, co
             [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
               // Two first enrollments of one host at once (two agents, or one asking twice,
               // on any nodes): the second to commit sees the first's certificate and is refused.
+              // The host looked at before the credential's use, so that the refused one hears
+              // the host is enrolled even when both used the last use of one credential.
               CF_RETURN_IF_ERROR(HostService::Lock(tx, host.host_id));
+              CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
+              if (h) CF_RETURN_IF_ERROR(first_enrollment(*h));
               CF_ASSIGN_OR_RETURN(auto use, store::UseEnrollmentCredential(tx, credential.id, now));
               if (!use) {
                 return MakeError(
                     ErrorCode::kPermissionDenied,
                     fmt::format("enrollment credential {} was spent, revoked or expired meanwhile", credential.id));
               }
-              CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
-              if (h) {
-                CF_RETURN_IF_ERROR(first_enrollment(*h));
-              } else {
+              if (!h) {
                 CF_RETURN_IF_ERROR(HostService::Insert(tx, host, actor, now));
                 h = host;
               }
@@ -126,12 +127,13 @@ Result<Enrolled> AgentService::EnrollWithCredential(std::string_view host_id, co
                   json::serialize(json::object{{"host_id", h->host_id}, {"serial", cert.serial}, {"use", *use}})));
               return Ok();
             });
-  // Another first enrollment of the host committed after the look above and before this
-  // one's transaction began (or in the same group): the issuer refused a second active
-  // certificate for the name. Refused as one that waited for the host's lock is.
+  // Another first enrollment of the host committed after the look above and before the
+  // issuer looked for an active certificate of the name (or came earlier in the same group):
+  // the issuer refused a second one. Refused as one that waited for the host's lock is.
   if (!enrolled.ok() && enrolled.error().code == ErrorCode::kAlreadyExists) {
-    CF_ASSIGN_OR_RETURN(auto now_enrolled, hosts_.Find(host_id));
-    if (now_enrolled) CF_RETURN_IF_ERROR(first_enrollment(*now_enrolled));
+    if (auto now_enrolled = hosts_.Find(host_id); now_enrolled.ok() && *now_enrolled) {
+      CF_RETURN_IF_ERROR(first_enrollment(**now_enrolled));
+    }
   }
   return enrolled;
 }

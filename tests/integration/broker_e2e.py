@@ -310,10 +310,10 @@ check(monitor.delivered("still-ok"), f"what the changed policy allows still flow
 api("PUT", "/v1/policies/telemetry", {"document": TELEMETRY})
 
 # A connected device whose policy is detached is disconnected.
+connected_before = open(path("mosquitto.log")).read().count(" as dev-2 ")
 listener = subprocess.Popen(["mosquitto_sub", *TLS, "--cert", path("dev-2.pem"), "--key", path("dev-2.key"),
                              "-i", "dev-2", "-t", "telemetry/dev-2/#", "-V", "mqttv5"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-connected_before = open(path("mosquitto.log")).read().count(" as dev-2 ")
 within("dev-2 connects", lambda: open(path("mosquitto.log")).read().count(" as dev-2 ") > connected_before)
 api("DELETE", f"/v1/policies/telemetry/certificates/{serials['dev-2']}", expect=204)
 taken["policy detached"] = within("dev-2 is disconnected once its policy is detached",

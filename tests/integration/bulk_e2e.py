@@ -142,6 +142,7 @@ rows = api("GET", f"/v1/imports/{tampered['id']}/rows?status=rejected")
 check(len(rows["items"]) == 1 and rows["items"][0]["index"] == 5 and "does not verify" in rows["items"][0]["reason"],
       f"the rejected row and its reason: {rows}")
 
+
 def drop(key, data):
     """Puts an object into the inbound store. Into a folder as an operator should: written under
     a name the scan skips, then renamed, so that no scan sees it half written."""
@@ -175,8 +176,6 @@ for i in signer_ids:
     api("DELETE", f"/v1/imports/verifiers/{i}", expect=204)
 api("DELETE", f"/v1/imports/verifiers/{signer_ids[0]}", expect=404)
 start_import("microchip", open(MCHP, "rb").read(), expect=409)
-
-
 
 for name in SIGNERS:
     drop(f"imports/microchip/trackers/{name}", open(os.path.join(FIXTURES, "mchp_verifiers", name), "rb").read())

@@ -365,7 +365,7 @@ check(len(notices) == 1 and us[0] in notices[0]["text"], f"the operators are tol
 run_once()
 check(records("Warehouse_US")[("Warehouse_US", us[0])]["attempts"] == 3, "no retries past max_attempts")
 check(mails() == [], "and no more mails about it")
-check(f"/v1/distribution/warehouses/Warehouse_US/resend" in notices[0]["text"], "the notice names the way back")
+check("/v1/distribution/warehouses/Warehouse_US/resend" in notices[0]["text"], "the notice names the way back")
 # Out of attempts it is not retried (above); once the cause is fixed, a resend of the failed
 # records mails it on the next run.
 

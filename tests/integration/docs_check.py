@@ -13,7 +13,7 @@ import sys
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from checks import check, failed, finish  # noqa: E402
+from checks import check, finish  # noqa: E402
 
 src, binary = sys.argv[1], sys.argv[2]
 

@@ -12,7 +12,6 @@ import shutil
 import socket
 import stat
 import string
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -81,7 +81,7 @@ policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": [
 out = api("POST", "/v1/policies", {"name": "bad", "document": {"Statement": [{"Effect": "Perhaps"}]}}, expect=400)
 check("Effect must be Allow or Deny" in out["error"]["message"], f"policy documents are validated: {out}")
 tmpl = api("POST", "/v1/provisioning-templates", {
-    "name": "line-7", "ca_fqdn": "iot.example.com", "endpoint": f"mqtts://localhost:8883",
+    "name": "line-7", "ca_fqdn": "iot.example.com", "endpoint": "mqtts://localhost:8883",
     "thing_type": "sensor", "thing_groups": ["factory-7"], "batches": ["batch-7"],
     "policies": [{"name": "telemetry", "document": policy}]}, expect=201)
 check(tmpl["ca_fqdn"] == "iot.example.com" and tmpl["batches"] == ["batch-7"], f"template: {tmpl}")
@@ -248,7 +248,7 @@ check(report["inserted"] == 99_980 and report["rejected"] == 20, f"100,000 rows:
 print(f"100,000-row upload ({len(body) / 1e6:.1f} MB): {time.time() - started:.1f} s")
 total, after = 0, ""
 while True:
-    page = api("GET", f"/v1/devices?batch=bulk&limit=1000" + (f"&next={after}" if after else ""))
+    page = api("GET", "/v1/devices?batch=bulk&limit=1000" + (f"&next={after}" if after else ""))
     total += len(page["items"])
     if not page["next"]:
         break

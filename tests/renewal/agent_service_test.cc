@@ -297,6 +297,7 @@ class EnrollRaceTest : public EnrollTest {
     auto held = std::make_shared<std::latch>(1);
     std::thread holder([this, sql = std::move(sql), held, &release, &runs] {
       Result<void> r = store_->Transact([&](store::Tx& tx) -> Result<void> {
+        CF_RETURN_IF_ERROR(tx.Exec(fmt::format("SET LOCAL lock_timeout = {}", kPatience.count() * 1000)));
         CF_RETURN_IF_ERROR(tx.Query(sql));
         if (++runs == 1) held->count_down();
         release.wait();
@@ -309,25 +310,35 @@ class EnrollRaceTest : public EnrollTest {
     return holder;
   }
 
+  // Until `done()`; false after kPatience.
+  static bool Until(const std::function<bool()>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + kPatience;
+    while (!done()) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(kPoll);
+    }
+    return true;
+  }
+
   // Until a backend of this database waits for a lock of the kind `wait_events` names (a
   // row: "'transactionid', 'tuple'"; an advisory lock: "'advisory'"; a table: "'relation'");
-  // false if an enrollment ended first, or after a minute.
-  bool LockWaiter(std::string_view wait_events, const std::atomic<int>& ended) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+  // false if an enrollment ended first, or after kPatience.
+  bool LockWaiter(std::string_view wait_events) {
     const std::string sql = fmt::format(
         "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
         "AND wait_event IN ({})",
         wait_events);
-    while (ended == 0 && std::chrono::steady_clock::now() < deadline) {
+    bool waiting = false;
+    Until([&] {
       auto rows = store_->Query(sql);
-      if (rows.ok() && rows->at(0).Int(0) >= 1) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a poll, leaving the cores to the enrollments
-    }
-    return false;
+      waiting = rows.ok() && rows->at(0).Int(0) >= 1;
+      return waiting || ended_ > 0;
+    });
+    return waiting;
   }
 
-  // Enrollment `i` of web-1 in a thread: 0 on this node, 1 on the second, each with a
-  // credential of its own and a key of its own.
+  // Enrollment `i` of web-1 in a thread, with secrets_[i] and a key of its own: 0 on this
+  // node, 1 on the second.
   std::thread Enroll(int i) {
     return std::thread([this, i] {
       results_[i] =
@@ -342,9 +353,25 @@ class EnrollRaceTest : public EnrollTest {
     std::thread holder =
         Hold("SELECT host_id FROM hosts WHERE host_id = 'web-1.example.com' FOR UPDATE", release, runs);
     first = Enroll(0);
-    EXPECT_TRUE(LockWaiter("'transactionid', 'tuple'", ended_))
+    EXPECT_TRUE(LockWaiter("'transactionid', 'tuple'"))
         << "the first enrollment waits for the host's row (" << ended_ << " ended)";
     return holder;
+  }
+
+  // The first waits with its write of the host, the second for the host's lock.
+  void EnrollTheSecondWaitingForTheLock() {
+    std::latch release(1);
+    int holder_runs = 0;
+    std::thread first;
+    std::thread holder = HoldTheHostForTheFirst(release, holder_runs, first);
+    std::thread second = Enroll(1);
+    EXPECT_TRUE(LockWaiter("'advisory'")) << "the second enrollment waits for the host's lock (" << ended_ << " ended)";
+    release.count_down();
+    holder.join();
+    first.join();
+    second.join();
+    EXPECT_EQ(holder_runs, 1) << "the transaction holding the host's row ran again";
+    ExpectOneEnrolled();
   }
 
   // The first enrolled; the second refused, saying the host is enrolled; one certificate.
@@ -364,25 +391,22 @@ class EnrollRaceTest : public EnrollTest {
   std::unique_ptr<AgentService> agents2_;
   std::vector<Result<Enrolled>> results_ = std::vector<Result<Enrolled>>(2, Error{});
   std::atomic<int> ended_{0};  // enrollments ended
+
+  static constexpr std::chrono::seconds kPatience{60};  // for a wait on a loaded machine
+  static constexpr std::chrono::milliseconds kPoll{2};
 };
 
 // EXPECT, not ASSERT, below: the threads are released and joined whatever happens.
 
-TEST_P(EnrollRaceTest, FirstEnrollmentsOfOneHostAtOnceIssueOneCertificate) {
-  // The first waits with its write of the host, the second for the host's lock.
-  std::latch release(1);
-  int holder_runs = 0;
-  std::thread first;
-  std::thread holder = HoldTheHostForTheFirst(release, holder_runs, first);
-  std::thread second = Enroll(1);
-  EXPECT_TRUE(LockWaiter("'advisory'", ended_))
-      << "the second enrollment waits for the host's lock (" << ended_ << " ended)";
-  release.count_down();
-  holder.join();
-  first.join();
-  second.join();
-  EXPECT_EQ(holder_runs, 1) << "the transaction holding the host's row ran again";
-  ExpectOneEnrolled();
+TEST_P(EnrollRaceTest, FirstEnrollmentsOfOneHostAtOnceIssueOneCertificate) { EnrollTheSecondWaitingForTheLock(); }
+
+// Both with the last use of one credential: the one that waited hears that the host is
+// enrolled, not that the credential was spent meanwhile.
+TEST_P(EnrollRaceTest, TwoAtOnceWithTheLastUseOfOneCredential) {
+  auto minted = hosts_->CreateCredential({{"web-*.example.com"}, 1, std::chrono::hours(72)}, "t");
+  ASSERT_TRUE(minted.ok()) << minted.error().message;
+  secrets_ = {minted->secret, minted->secret};
+  EnrollTheSecondWaitingForTheLock();
 }
 
 // The other order: the second enrollment looks at the host before the first commits, and its
@@ -399,16 +423,16 @@ TEST_P(EnrollRaceTest, OneThatLookedBeforeTheOtherCommittedIsRefusedAsOneThatWai
   int settings_runs = 0;
   std::thread settings_holder = Hold("LOCK TABLE settings IN ACCESS EXCLUSIVE MODE", release_settings, settings_runs);
   std::thread second = Enroll(1);
-  EXPECT_TRUE(LockWaiter("'relation'", ended_))
-      << "the second enrollment waits for the settings (" << ended_ << " ended)";
+  EXPECT_TRUE(LockWaiter("'relation'")) << "the second enrollment waits for the settings (" << ended_ << " ended)";
   release_row.count_down();
   row_holder.join();
-  first.join();  // committed: the host is enrolled
+  EXPECT_TRUE(Until([&] { return ended_ > 0; })) << "the first enrollment ends while the settings are locked";
   release_settings.count_down();
   settings_holder.join();
+  first.join();
   second.join();
-  EXPECT_EQ(row_runs, 1);
-  EXPECT_EQ(settings_runs, 1);
+  EXPECT_EQ(row_runs, 1) << "the transaction holding the host's row ran again";
+  EXPECT_EQ(settings_runs, 1) << "the transaction holding the settings ran again";
   ExpectOneEnrolled();
 }
 
