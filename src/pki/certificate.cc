@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <ctime>
 #include <optional>
 
@@ -17,7 +18,9 @@
 namespace certfleet::pki {
 namespace {
 
-constexpr size_t kSerialBytes = 16;  // 128 bits, as CA/B Forum and RFC 5280 allow (<= 20 octets)
+// Serials of 128 bits, as CA/B Forum and RFC 5280 allow (<= 20 octets): 48 of time, 80 random.
+constexpr size_t kSerialTimeBytes = 6;
+constexpr size_t kSerialRandomBytes = 10;
 // Upper bounds of X.520 (RFC 5280 appendix A), in characters.
 constexpr size_t kUbCommonName = 64;
 constexpr size_t kUbOrganization = 64;
@@ -256,8 +259,17 @@ Result<IssuedCertificate> IssueCertificate(const CertificateSpec& spec, EVP_PKEY
   CF_ASSIGN_OR_RETURN(PublicKeyInfo spki, SplitPublicKeyInfo(subject_spki_der));
   CF_ASSIGN_OR_RETURN(auto algorithm, SignatureAlgorithm(issuer_key));
 
-  std::string serial = RandomBytes(kSerialBytes);
-  serial[0] = static_cast<char>(serial[0] & 0x7f);  // positive, as RFC 5280 requires
+  // The issuance time in milliseconds, then random bits: unpredictable, as CA/Browser Forum
+  // asks (at least 64 bits from a CSPRNG), while the indexes on serials (the inventory's
+  // primary key, the registry's links to certificates) grow at one end instead of being
+  // written all over, which costs the database less per certificate.
+  const auto ms = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  std::string serial(kSerialTimeBytes, '\0');
+  for (size_t i = 0; i < kSerialTimeBytes; ++i) serial[i] = static_cast<char>(ms >> (8 * (kSerialTimeBytes - 1 - i)));
+  serial[0] = static_cast<char>(serial[0] & 0x7f);  // positive, as RFC 5280 requires (until the year 6429)
+  serial += RandomBytes(kSerialRandomBytes);
 
   CF_ASSIGN_OR_RETURN(std::string subject, SubjectName(spec));
   std::string issuer_name = subject;

@@ -45,7 +45,8 @@ struct IssuedCertificate {
   CertificateFacts facts;
 };
 
-// Builds and signs a certificate with a 128-bit random serial. With `issuer` null the
+// Builds and signs a certificate with a 128-bit serial: the time in milliseconds (48 bits),
+// then 80 random bits. With `issuer` null the
 // certificate is self-signed by `issuer_key` (which must then be the subject's key).
 // `subject_spki_der`, when given (a CSR's SubjectPublicKeyInfo), is copied into the
 // certificate as it is instead of encoding `subject_key` anew: OpenSSL 3.0 runs its encoder

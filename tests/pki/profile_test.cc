@@ -4,6 +4,10 @@
 #include <gtest/gtest.h>
 #include <openssl/pem.h>
 
+#include <chrono>
+#include <string>
+#include <vector>
+
 #include "pki/certificate.h"
 #include "pki/crl.h"
 #include "pki/key.h"
@@ -102,7 +106,29 @@ TEST_F(Profiles, ServerWithRsaHasKeyEnciphermentAndSans) {
   }
   auto facts = Inspect(c);
   ASSERT_TRUE(facts.ok());
-  EXPECT_EQ(facts->serial_hex.size() >= 30, true) << facts->serial_hex;  // 128 random bits, top bit clear
+  EXPECT_EQ(facts->serial_hex.size() >= 30, true) << facts->serial_hex;  // 128 bits, top bit clear
+}
+
+// A serial is the time of issue in milliseconds (48 bits), then 80 random bits.
+TEST_F(Profiles, SerialsBeginWithTheTimeOfIssueThenRandomBits) {
+  auto now_ms = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  const int64_t before = now_ms();
+  std::vector<std::string> serials;
+  for (int i = 0; i < 2; ++i) {
+    auto facts = Inspect(Make(CertType::kServer, "api.iot.example.com", &inter_).cert.get());
+    ASSERT_TRUE(facts.ok());
+    serials.push_back(std::string(32 - facts->serial_hex.size(), '0') + facts->serial_hex);  // 16 bytes
+  }
+  const int64_t after = now_ms();
+  for (const auto& serial : serials) {
+    const int64_t at = std::stoll(serial.substr(0, 12), nullptr, 16);
+    EXPECT_TRUE(before <= at && at <= after) << serial << " " << before << ".." << after;
+  }
+  EXPECT_NE(serials[0].substr(12), serials[1].substr(12)) << "the random part";
+  EXPECT_LE(serials[0].substr(0, 12), serials[1].substr(0, 12)) << "issued later, sorted later";
 }
 
 TEST_F(Profiles, DeviceIsClientAuthWithTheDeviceIdAsCn) {
