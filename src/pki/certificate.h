@@ -46,8 +46,8 @@ struct IssuedCertificate {
 };
 
 // Builds and signs a certificate with a 128-bit serial: the time in milliseconds (48 bits),
-// then 80 random bits. With `issuer` null the
-// certificate is self-signed by `issuer_key` (which must then be the subject's key).
+// then 80 random bits. With `issuer` null the certificate is self-signed by `issuer_key`
+// (which must then be the subject's key).
 // `subject_spki_der`, when given (a CSR's SubjectPublicKeyInfo), is copied into the
 // certificate as it is instead of encoding `subject_key` anew: OpenSSL 3.0 runs its encoder
 // and decoder for that, which costs more than the signature.
