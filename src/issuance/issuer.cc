@@ -92,6 +92,7 @@ struct Issuer::Built {
   pki::PkeyPtr ca_key;      // a new CA's, until the key backend holds it
   std::string key_ref, issuer_key_hash, audit_action, audit_details, event_payload, first_crl, actor;
   int64_t now = 0;
+  BeforeChecks before_checks;
   InTransaction in_transaction;
 };
 
@@ -292,6 +293,7 @@ Result<std::shared_ptr<Issuer::Built>> Issuer::Build(IssueRequest req, const std
   w->one_active = !is_ca && req.type != pki::CertType::kDevice && req.overlap == Overlap::kRefused;
   w->now = now;
   w->actor = std::string(actor);
+  w->before_checks = std::move(req.before_checks);
   w->in_transaction = std::move(req.in_transaction);
 
   // Everything that needs no database is made before the write: writes run one after
@@ -327,6 +329,7 @@ Result<void> Issuer::Persist(const std::shared_ptr<Built>& w, std::function<void
       CF_RETURN_IF_ERROR(store::CheckIssuerActive(tx, w->parent->cert.serial,
                                                   fmt::format("the CA {} is revoked", w->parent->ca.fqdn)));
     }
+    if (w->before_checks) CF_RETURN_IF_ERROR(w->before_checks(tx));
     if (w->one_active) {
       CF_ASSIGN_OR_RETURN(auto active, store::ActiveSerialForFqdn(tx, rec.fqdn));
       if (active) {

@@ -30,6 +30,11 @@ namespace certfleet::issuance {
 // written; a failure refuses the certificate. Run again if the transaction is retried.
 using InTransaction = std::function<Result<void>(store::Tx&, const store::CertificateRecord&)>;
 
+// What a caller looks at in the certificate's transaction before the issuer's own checks (an
+// active certificate of the name): its refusal comes first, whatever else ran at the same
+// time. Run again if the transaction is retried.
+using BeforeChecks = std::function<Result<void>(store::Tx&)>;
+
 // How the audit log names an issuance: a caller whose InTransaction belongs to the same
 // change (W2's provisioning) records it in this one entry.
 struct AuditEntry {
@@ -63,6 +68,7 @@ struct IssueRequest {
   pki::ServerUsage usage = pki::ServerUsage::kServer;  // what a server certificate authenticates
   Overlap overlap = Overlap::kRefused;
   AuditEntry audit;
+  BeforeChecks before_checks;    // optional
   InTransaction in_transaction;  // optional
 };
 

@@ -100,42 +100,38 @@ Result<Enrolled> AgentService::EnrollWithCredential(std::string_view host_id, co
     spec.host_id = std::string(host_id);
     CF_ASSIGN_OR_RETURN(host, HostService::NewRecord(spec, now));
   }
-  Result<Enrolled> enrolled =
-      Issue(host, csr_pem, /*renewing=*/false, "host.enroll",
-            [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
-              // Two first enrollments of one host at once (two agents, or one asking twice,
-              // on any nodes): the second to commit sees the first's certificate and is refused.
-              // The host looked at before the credential's use, so that the refused one hears
-              // the host is enrolled even when both used the last use of one credential.
-              CF_RETURN_IF_ERROR(HostService::Lock(tx, host.host_id));
-              CF_ASSIGN_OR_RETURN(auto h, store::FindHost(tx, host.host_id));
-              if (h) CF_RETURN_IF_ERROR(first_enrollment(*h));
-              CF_ASSIGN_OR_RETURN(auto use, store::UseEnrollmentCredential(tx, credential.id, now));
-              if (!use) {
-                return MakeError(
-                    ErrorCode::kPermissionDenied,
-                    fmt::format("enrollment credential {} was spent, revoked or expired meanwhile", credential.id));
-              }
-              if (!h) {
-                CF_RETURN_IF_ERROR(HostService::Insert(tx, host, actor, now));
-                h = host;
-              }
-              hosts_.SetCertificate(*h, cert.serial, cert.not_after, now);
-              CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
-              CF_RETURN_IF_ERROR(store::AppendAudit(
-                  tx, now, actor, "credential.use", actor,
-                  json::serialize(json::object{{"host_id", h->host_id}, {"serial", cert.serial}, {"use", *use}})));
-              return Ok();
-            });
-  // Another first enrollment of the host committed after the look above and before the
-  // issuer looked for an active certificate of the name (or came earlier in the same group):
-  // the issuer refused a second one. Refused as one that waited for the host's lock is.
-  if (!enrolled.ok() && enrolled.error().code == ErrorCode::kAlreadyExists) {
-    if (auto now_enrolled = hosts_.Find(host_id); now_enrolled.ok() && *now_enrolled) {
-      CF_RETURN_IF_ERROR(first_enrollment(**now_enrolled));
-    }
-  }
-  return enrolled;
+  // Two first enrollments of one host at once (two agents, or one asking twice, on any
+  // nodes): the second to commit sees the first's certificate and is refused. The host is
+  // looked at before the issuer's check of an active certificate of the name and before the
+  // credential's use, so that the refused one hears the host is enrolled in every order.
+  std::optional<store::HostRecord> h;
+  auto host_first = [&](store::Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(HostService::Lock(tx, host.host_id));
+    CF_ASSIGN_OR_RETURN(h, store::FindHost(tx, host.host_id));
+    if (h) CF_RETURN_IF_ERROR(first_enrollment(*h));
+    return Ok();
+  };
+  return Issue(
+      host, csr_pem, /*renewing=*/false, "host.enroll",
+      [&](store::Tx& tx, const store::CertificateRecord& cert) -> Result<void> {
+        CF_ASSIGN_OR_RETURN(auto use, store::UseEnrollmentCredential(tx, credential.id, now));
+        if (!use) {
+          return MakeError(
+              ErrorCode::kPermissionDenied,
+              fmt::format("enrollment credential {} was spent, revoked or expired meanwhile", credential.id));
+        }
+        if (!h) {
+          CF_RETURN_IF_ERROR(HostService::Insert(tx, host, actor, now));
+          h = host;
+        }
+        hosts_.SetCertificate(*h, cert.serial, cert.not_after, now);
+        CF_RETURN_IF_ERROR(store::UpdateHost(tx, *h));
+        CF_RETURN_IF_ERROR(store::AppendAudit(
+            tx, now, actor, "credential.use", actor,
+            json::serialize(json::object{{"host_id", h->host_id}, {"serial", cert.serial}, {"use", *use}})));
+        return Ok();
+      },
+      host_first);
 }
 
 Result<std::string> AgentService::RenewalCa() {
@@ -177,7 +173,8 @@ Result<std::string> AgentService::TrustBundle() {
 }
 
 Result<Enrolled> AgentService::Issue(const store::HostRecord& host, const std::string& csr_pem, bool renewing,
-                                     std::string audit_action, issuance::InTransaction in_transaction) {
+                                     std::string audit_action, issuance::InTransaction in_transaction,
+                                     issuance::BeforeChecks before_checks) {
   CF_ASSIGN_OR_RETURN(std::string ca_fqdn, RenewalCa());
   if (ca_fqdn.empty()) {
     return MakeError(ErrorCode::kFailedPrecondition,
@@ -197,6 +194,7 @@ Result<Enrolled> AgentService::Issue(const store::HostRecord& host, const std::s
   req.usage = out.settings.profile == "client" ? pki::ServerUsage::kClient : pki::ServerUsage::kHost;
   req.audit.action = std::move(audit_action);
   req.overlap = renewing ? issuance::Overlap::kAllowed : issuance::Overlap::kRefused;
+  req.before_checks = std::move(before_checks);
   req.in_transaction = std::move(in_transaction);
   CF_ASSIGN_OR_RETURN(issuance::Issued created, issuer_.Issue(std::move(req), "host:" + host.host_id));
   out.record = std::move(created.record);

@@ -53,10 +53,12 @@ class AgentService {
   // certifies the CSR's key; nothing is issued or spent.
   Result<Enrolled> Enroll(std::string_view host_id, std::string_view token, const std::string& csr_pem);
   // Issues a certificate of the host for the key of `csr_pem`, with `in_transaction` in its
-  // transaction and `audit_action` naming the change. When `renewing`, it may overlap the
-  // host's current certificate (revoked after the grace).
+  // transaction (and `before_checks`, before the issuer's) and `audit_action` naming the
+  // change. When `renewing`, it may overlap the host's current certificate (revoked after the
+  // grace).
   Result<Enrolled> Issue(const store::HostRecord& host, const std::string& csr_pem, bool renewing,
-                         std::string audit_action, issuance::InTransaction in_transaction);
+                         std::string audit_action, issuance::InTransaction in_transaction,
+                         issuance::BeforeChecks before_checks = {});
   // The host's certificate `serial` again, when it certifies the key of `csr_pem`: the
   // answer to a CSR sent again because the first answer was lost (a node stopped, a
   // connection broke), without issuing a second certificate. kFailedPrecondition otherwise.
