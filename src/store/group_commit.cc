@@ -114,7 +114,8 @@ void GroupCommitter::RunBatch(const std::deque<std::unique_ptr<Pending>>& batch)
     }
     // A deferred statement's error may show only now, or in a later piece than its own: the
     // batch then runs again piece by piece, where each piece's own errors stay its own.
-    Result<void> flushed = tx.FlushAll();
+    // The audit entries' statements are the group's, not a piece's: they go with the COMMIT.
+    Result<void> flushed = tx.FlushAll(/*last_too=*/true, /*answer_last=*/false);
     if (!flushed.ok()) piece_failed = true;
     return flushed;
   });

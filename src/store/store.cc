@@ -26,17 +26,20 @@ std::optional<int64_t> Row::OptInt(size_t i) const {
   return v;
 }
 
-Result<void> Tx::FlushAll(bool last_too) {
+Result<void> Tx::FlushAll(bool last_too, bool answer_last) {
+  bool wrote_last = false;
   for (const bool last : {false, true}) {
     if (last && !last_too) break;
     for (auto& g : gathered_) {
       if (g.last == last) {
+        wrote_last = wrote_last || (last && g.size() > 0);
         CF_RETURN_IF_ERROR(g.write(*this));
         g.truncate(0);
       }
     }
   }
   if (last_too) gathered_.clear();
+  if (wrote_last && !answer_last) return Ok();
   return Flush();
 }
 

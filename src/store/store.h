@@ -95,8 +95,11 @@ class Tx {
   // Writes what was gathered, then waits for the deferred statements: the end of a write
   // transaction, which the drivers reach before COMMIT. Without `last_too`, the `last`
   // gatherings wait for the next FlushAll (a group commit's pieces flush each alone, and the
-  // audit chain's head is locked once, at the group's end).
-  Result<void> FlushAll(bool last_too = true);
+  // audit chain's head is locked once, at the group's end). A `last` gathering's write waits
+  // for what was deferred before it (the audit log's reads the chain's head); without
+  // `answer_last`, its own statements may still wait for the COMMIT, which the driver sends
+  // behind them (PostgreSQL: one round trip for both).
+  Result<void> FlushAll(bool last_too = true, bool answer_last = true);
   // Writes what was gathered under `key` now, so that reads later in the transaction see it.
   Result<void> FlushGathered(std::string_view key);
   // SAVEPOINT name, and what was gathered until then.

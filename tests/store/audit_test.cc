@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "store/audit_repo.h"
+#include "store/certificates_repo.h"
 #include "testing/db.h"
 
 namespace certfleet::store {
@@ -87,6 +88,31 @@ TEST_P(AuditTest, EntriesGatheredAfterASavepointGoWithItsRollback) {
   EXPECT_EQ(rows->at(0).Text(1), "kept.before");
   EXPECT_EQ(rows->at(1).Text(1), "kept.after");
   EXPECT_EQ(rows->at(1).Int(0), 2) << "no gap in the chain";
+  EXPECT_FALSE(VerifyAuditChain(*store_)->first_broken_seq.has_value());
+}
+
+// The entries are written last and, on PostgreSQL, sent with the COMMIT: when their write
+// fails there (here a row already holds the next number of the chain), the transaction's
+// other writes are not stored either, and the caller hears why.
+TEST_P(AuditTest, AnEntryThatCannotBeWrittenAtTheCommitFailsTheWholeTransaction) {
+  Append(1);
+  ASSERT_TRUE(store_
+                  ->Exec("INSERT INTO audit_log (seq, at, actor, action, object, details, prev_hash, hash) "
+                         "VALUES (2, 0, 'x', 'x', 'x', '{}', 'x', 'x')")
+                  .ok());
+  Result<void> r = store_->Transact([&](Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(AppendEvent(tx, 2, "tests/never-stored", "{}"));
+    CF_RETURN_IF_ERROR(AppendAudit(tx, 2, "cli", "never.stored", "x:2", "{}"));
+    return Ok();
+  });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kAlreadyExists) << r.error().message;
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM audit_log WHERE action = 'never.stored'")->at(0).Int(0), 0);
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM events WHERE type = 'tests/never-stored'")->at(0).Int(0), 0)
+      << "the transaction's other write was rolled back";
+  // The store goes on: the next transaction on the same connections commits.
+  ASSERT_TRUE(store_->Exec("DELETE FROM audit_log WHERE seq = 2").ok());
+  Append(3);
   EXPECT_FALSE(VerifyAuditChain(*store_)->first_broken_seq.has_value());
 }
 

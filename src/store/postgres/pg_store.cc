@@ -44,7 +44,10 @@ class Connection {
       code = ErrorCode::kAlreadyExists;
     } else if (sqlstate == "23503") {
       code = ErrorCode::kFailedPrecondition;
-    } else if (sqlstate == "40001" || sqlstate == "40P01" || Broken() || sqlstate.starts_with("08")) {
+    } else if (sqlstate == "40001" || sqlstate == "40P01" || Broken() || sqlstate.starts_with("08") ||
+               sqlstate.starts_with("57P")) {
+      // A server shutting down or restarting (57P01-57P03) ends the connection with an answer
+      // of its own, read before libpq sees the connection closed (a pipelined BEGIN's).
       code = ErrorCode::kUnavailable;
     }
     std::string msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn_);
@@ -107,6 +110,7 @@ class PgTx final : public Tx {
       if (!first && p.check) {
         if (Result<void> checked = p.check(RowsOf(res.get())); !checked.ok()) first = checked.error();
       }
+      if (p.commit && status == PGRES_COMMAND_OK) committed_ = std::string_view(PQcmdStatus(res.get())) == "COMMIT";
       while (PGresult* rest = PQgetResult(conn_.get())) PQclear(rest);  // the null that ends each statement's answer
     }
     // The sync point's own answer.
@@ -121,13 +125,36 @@ class PgTx final : public Tx {
     return Ok();
   }
 
+  // BEGIN, deferred: it goes with the transaction's first statements.
+  Result<void> Begin(TxMode mode) {
+    return Send(mode == TxMode::kWrite ? "BEGIN" : "BEGIN READ ONLY", nullptr, /*commit=*/false, [&](const char* sql) {
+      return PQsendQueryParams(conn_.get(), sql, 0, nullptr, nullptr, nullptr, nullptr, 0);
+    });
+  }
+
+  // COMMIT behind the statements still deferred, and waits for them all: one round trip.
+  // A transaction a failed statement aborted ends with ROLLBACK whatever was asked: when the
+  // caller went on past that failure, none of its writes are stored, and saying so is the truth.
+  Result<void> Commit() {
+    committed_ = false;
+    CF_RETURN_IF_ERROR(Send("COMMIT", nullptr, /*commit=*/true, [&](const char* sql) {
+      return PQsendQueryParams(conn_.get(), sql, 0, nullptr, nullptr, nullptr, nullptr, 0);
+    }));
+    CF_RETURN_IF_ERROR(Flush());
+    if (!committed_) {
+      return MakeError(ErrorCode::kInternal, "the transaction was rolled back: one of its statements had failed");
+    }
+    return Ok();
+  }
+
  private:
   static constexpr size_t kSqlInErrors = 200;  // how much of a statement an error message quotes
 
   // A deferred statement sent and not yet answered.
   struct Pending {
-    std::string sql;  // its start, for errors
-    RowsCheck check;  // for a QueryDeferred
+    std::string sql;      // its start, for errors
+    RowsCheck check;      // for a QueryDeferred
+    bool commit = false;  // the transaction's COMMIT
   };
 
   static Rows RowsOf(PGresult* res) {
@@ -149,16 +176,26 @@ class PgTx final : public Tx {
     // Preparing waits for its answer, which cannot happen inside a pipeline.
     if (!conn_.IsPrepared(sql)) CF_RETURN_IF_ERROR(Flush());
     CF_ASSIGN_OR_RETURN(std::string name, conn_.Prepared(sql, static_cast<int>(params.size())));
-    if (pending_.empty() && PQenterPipelineMode(conn_.get()) != 1) return conn_.ResultError(nullptr, sql);
     Bound bound(params);
-    if (PQsendQueryPrepared(conn_.get(), name.c_str(), static_cast<int>(params.size()), bound.values.data(), nullptr,
-                            nullptr, 0) != 1) {
+    return Send(sql, std::move(check), /*commit=*/false, [&](const char*) {
+      return PQsendQueryPrepared(conn_.get(), name.c_str(), static_cast<int>(params.size()), bound.values.data(),
+                                 nullptr, nullptr, 0);
+    });
+  }
+
+  // Sends a statement in pipeline mode (`send` is libpq's call, given the SQL); its answer
+  // waits for Flush.
+  template <typename SendFn>
+  Result<void> Send(std::string_view sql, RowsCheck check, bool commit, SendFn send) {
+    const std::string head(sql.substr(0, kSqlInErrors));
+    if (pending_.empty() && PQenterPipelineMode(conn_.get()) != 1) return conn_.ResultError(nullptr, sql);
+    if (send(head.c_str()) != 1) {
       Error e = conn_.ResultError(nullptr, sql);
       if (pending_.empty()) PQexitPipelineMode(conn_.get());
       Result<void> drained = Flush();
       return drained.ok() ? e : drained;
     }
-    pending_.push_back(Pending{std::string(sql.substr(0, kSqlInErrors)), std::move(check)});
+    pending_.push_back(Pending{head, std::move(check), commit});
     return Ok();
   }
 
@@ -191,6 +228,7 @@ class PgTx final : public Tx {
 
   Connection& conn_;
   std::vector<Pending> pending_;
+  bool committed_ = false;  // what the last Commit's COMMIT answered
 };
 
 Result<std::unique_ptr<Connection>> Connect(const std::string& url) {
@@ -290,28 +328,19 @@ class PgStore final : public Store {
                               bool& committing) {
     PgTx tx(conn);
     if (mode == TxMode::kReadEach) return fn(tx);
-    CF_RETURN_IF_ERROR(tx.ExecScript(mode == TxMode::kWrite ? "BEGIN" : "BEGIN READ ONLY"));
+    CF_RETURN_IF_ERROR(tx.Begin(mode));
     Result<void> r = fn(tx);
-    // What was gathered written, and deferred statements answered, before COMMIT or ROLLBACK.
-    Result<void> flushed = r.ok() ? tx.FlushAll() : tx.Flush();
-    if (r.ok() && !flushed.ok()) r = flushed;
+    // What was gathered written before COMMIT or ROLLBACK; the audit entries go with COMMIT.
+    if (r.ok()) r = tx.FlushAll(/*last_too=*/true, /*answer_last=*/false);
+    if (r.ok()) {
+      committing = true;
+      r = tx.Commit();
+    }
     if (!r.ok()) {
+      (void)tx.Flush();  // what is still deferred answered, so that ROLLBACK can be sent
       PgResultPtr res(PQexec(conn.get(), "ROLLBACK"), &PQclear);
-      return r;
     }
-    committing = true;
-    PgResultPtr res(PQexec(conn.get(), "COMMIT"), &PQclear);
-    if (PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
-      Error e = conn.ResultError(res.get(), "COMMIT");
-      PgResultPtr rollback(PQexec(conn.get(), "ROLLBACK"), &PQclear);
-      return e;
-    }
-    // A transaction a failed statement aborted ends with ROLLBACK whatever was asked: when
-    // `fn` went on past that failure, none of its writes are stored, and saying so is the truth.
-    if (std::string_view(PQcmdStatus(res.get())) != "COMMIT") {
-      return MakeError(ErrorCode::kInternal, "the transaction was rolled back: one of its statements had failed");
-    }
-    return Ok();
+    return r;
   }
 
   const std::string url_;
