@@ -14,15 +14,40 @@ GroupCommitter::GroupCommitter(Store& store, Options options) : store_(store), o
       Loop();
     });
   }
+  completer_ = std::thread([this] {
+    NameThisThread("cf-committed");
+    Answer();
+  });
 }
 
 GroupCommitter::~GroupCommitter() {
+  Drain();  // an answer may queue more pieces: none is left behind
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
   }
   work_.notify_all();
   for (auto& t : committers_) t.join();
+  {
+    std::lock_guard lock(mu_);
+    committed_all_ = true;
+  }
+  answer_.notify_all();
+  completer_.join();
+}
+
+void GroupCommitter::Answer() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    answer_.wait(lock, [&] { return committed_all_ || !answered_.empty(); });
+    if (answered_.empty()) return;  // stopping, and every group answered
+    std::deque<std::unique_ptr<Pending>> batch = std::move(answered_.front());
+    answered_.pop_front();
+    lock.unlock();
+    for (auto& p : batch) p->done(std::move(p->result));
+    lock.lock();
+    if (--running_ == 0 && queue_.empty()) idle_.notify_all();
+  }
 }
 
 void GroupCommitter::Submit(Piece piece, Done done) {
@@ -79,9 +104,9 @@ void GroupCommitter::Loop() {
     ++running_;
     lock.unlock();
     RunBatch(batch);
-    for (auto& p : batch) p->done(std::move(p->result));
     lock.lock();
-    if (--running_ == 0 && queue_.empty()) idle_.notify_all();
+    answered_.push_back(std::move(batch));
+    answer_.notify_one();
   }
 }
 

@@ -25,8 +25,9 @@ namespace certfleet::store {
 class GroupCommitter {
  public:
   using Piece = std::function<Result<void>(Tx&)>;
-  // Called on the committer's thread, which runs the next batch only once it returns: keep
-  // it short (hand the result over to another thread).
+  // Called on a thread of the committer's own, in commit order, while the committer runs
+  // the next group; the next answers wait until it returns: keep it short (hand the result
+  // over to another thread).
   using Done = std::function<void(Result<void>)>;
 
   struct Options {
@@ -67,6 +68,9 @@ class GroupCommitter {
     std::chrono::steady_clock::time_point queued_at;
   };
   void Loop();
+  // Gives each committed group's pieces their results, in commit order, on a thread of its
+  // own: the committer goes on to the next group meanwhile.
+  void Answer();
   // Waits, lock held, while the group in the queue can still grow (see Options).
   void Gather(std::unique_lock<std::mutex>& lock);
   void RunBatch(const std::deque<std::unique_ptr<Pending>>& batch);
@@ -75,11 +79,15 @@ class GroupCommitter {
   const Options options_;
   std::mutex mu_;
   std::condition_variable work_;
-  std::deque<std::unique_ptr<Pending>> queue_;  // guarded by mu_
-  bool stopping_ = false;                       // guarded by mu_
-  size_t running_ = 0;                          // groups taken and not yet answered; guarded by mu_
-  std::condition_variable idle_;                // signalled when the queue is empty and nothing runs
+  std::deque<std::unique_ptr<Pending>> queue_;                 // guarded by mu_
+  bool stopping_ = false;                                      // guarded by mu_
+  size_t running_ = 0;                                         // groups taken and not yet answered; guarded by mu_
+  std::condition_variable idle_;                               // signalled when the queue is empty and nothing runs
+  std::deque<std::deque<std::unique_ptr<Pending>>> answered_;  // committed groups to answer; guarded by mu_
+  bool committed_all_ = false;                                 // the committers stopped; guarded by mu_
+  std::condition_variable answer_;
   std::vector<std::thread> committers_;
+  std::thread completer_;
 };
 
 }  // namespace certfleet::store

@@ -96,6 +96,45 @@ TEST_P(GroupCommitTest, SubmittedPiecesGetTheirResultsWithoutWaiting) {
   EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM items")->at(0).Int(0), 19);
 }
 
+// A group's answers are given on a thread of their own: the committer runs the next group
+// meanwhile. Here the first piece's answer waits for a second piece, submitted by that
+// answer, to run: with answers on the committer's thread it never would.
+TEST_P(GroupCommitTest, TheNextGroupRunsWhileAnAnswerIsGiven) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool second_ran = false, second_answered = false;
+  std::optional<bool> ran_while_answering;
+  {
+    GroupCommitter group(*store_);
+    auto second = [&](Tx& tx) -> Result<void> {
+      CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, name) VALUES (2, 'second')"));
+      std::lock_guard lock(mu);
+      second_ran = true;
+      cv.notify_all();
+      return Ok();
+    };
+    auto first = [](Tx& tx) -> Result<void> {
+      CF_RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, name) VALUES (1, 'first')"));
+      return Ok();
+    };
+    group.Submit(first, [&](Result<void> written) {
+      ASSERT_TRUE(written.ok()) << written.error().message;
+      group.Submit(second, [&](Result<void> r) {
+        EXPECT_TRUE(r.ok());
+        std::lock_guard lock(mu);
+        second_answered = true;
+        cv.notify_all();
+      });
+      std::unique_lock lock(mu);
+      ran_while_answering = cv.wait_for(lock, std::chrono::seconds(30), [&] { return second_ran; });
+    });
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return second_answered; }));
+  }
+  EXPECT_EQ(ran_while_answering, std::optional<bool>(true));
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM items")->at(0).Int(0), 2);
+}
+
 TEST_P(GroupCommitTest, DrainReturnsOnceEveryQueuedAndRunningPieceHasItsResult) {
   // Two groups in flight on PostgreSQL: the first piece's group still runs after the others'
   // committed and the queue is empty. SQLite has one writer: the others wait in the queue.
