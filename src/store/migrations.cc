@@ -629,6 +629,14 @@ CREATE INDEX enroll_requests_waiting ON enroll_requests (device_id, state);
     {26, "ACME orders keep the notAfter their client asked for", R"sql(
 ALTER TABLE acme_orders ADD COLUMN not_after BIGINT;
 )sql"},
+    {27, "certificates name their issuer without a foreign key on PostgreSQL", "", R"sql(
+-- The key's check locked the issuing CA's row (FOR KEY SHARE) once per certificate: a write
+-- to that row's page per group, and a multixact whenever two groups (two nodes) issue under
+-- one CA at once. The issuer's status is checked in the same transaction under the issuer's
+-- advisory lock (store::CheckIssuerActive), and certificates are never deleted, so the
+-- reference stays true without it. SQLite's check is an in-process lookup and stays.
+ALTER TABLE certificates DROP CONSTRAINT IF EXISTS certificates_issuer_serial_fkey;
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {
