@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include "core/crypto.h"
@@ -26,20 +27,25 @@ std::optional<int64_t> Row::OptInt(size_t i) const {
   return v;
 }
 
-Result<void> Tx::FlushAll(bool last_too, bool answer_last) {
-  bool wrote_last = false;
+Result<void> Tx::WriteGathered(bool last_too) {
   for (const bool last : {false, true}) {
     if (last && !last_too) break;
     for (auto& g : gathered_) {
       if (g.last == last) {
-        wrote_last = wrote_last || (last && g.size() > 0);
         CF_RETURN_IF_ERROR(g.write(*this));
         g.truncate(0);
       }
     }
   }
   if (last_too) gathered_.clear();
-  if (wrote_last && !answer_last) return Ok();
+  return Ok();
+}
+
+Result<void> Tx::FlushAll(bool last_too, bool answer_last) {
+  const bool writes_last =
+      last_too && std::any_of(gathered_.begin(), gathered_.end(), [](const auto& g) { return g.last && g.size() > 0; });
+  CF_RETURN_IF_ERROR(WriteGathered(last_too));
+  if (writes_last && !answer_last) return Ok();
   return Flush();
 }
 

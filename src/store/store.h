@@ -100,6 +100,9 @@ class Tx {
   // `answer_last`, its own statements may still wait for the COMMIT, which the driver sends
   // behind them (PostgreSQL: one round trip for both).
   Result<void> FlushAll(bool last_too = true, bool answer_last = true);
+  // Writes what was gathered, as FlushAll does, without waiting for the answers: a driver
+  // sends its COMMIT behind them.
+  Result<void> WriteGathered(bool last_too = true);
   // Writes what was gathered under `key` now, so that reads later in the transaction see it.
   Result<void> FlushGathered(std::string_view key);
   // SAVEPOINT name, and what was gathered until then.

@@ -127,9 +127,7 @@ class PgTx final : public Tx {
 
   // BEGIN, deferred: it goes with the transaction's first statements.
   Result<void> Begin(TxMode mode) {
-    return Send(mode == TxMode::kWrite ? "BEGIN" : "BEGIN READ ONLY", nullptr, /*commit=*/false, [&](const char* sql) {
-      return PQsendQueryParams(conn_.get(), sql, 0, nullptr, nullptr, nullptr, nullptr, 0);
-    });
+    return SendControl(mode == TxMode::kWrite ? "BEGIN" : "BEGIN READ ONLY", /*commit=*/false);
   }
 
   // COMMIT behind the statements still deferred, and waits for them all: one round trip.
@@ -137,9 +135,7 @@ class PgTx final : public Tx {
   // caller went on past that failure, none of its writes are stored, and saying so is the truth.
   Result<void> Commit() {
     committed_ = false;
-    CF_RETURN_IF_ERROR(Send("COMMIT", nullptr, /*commit=*/true, [&](const char* sql) {
-      return PQsendQueryParams(conn_.get(), sql, 0, nullptr, nullptr, nullptr, nullptr, 0);
-    }));
+    CF_RETURN_IF_ERROR(SendControl("COMMIT", /*commit=*/true));
     CF_RETURN_IF_ERROR(Flush());
     if (!committed_) {
       return MakeError(ErrorCode::kInternal, "the transaction was rolled back: one of its statements had failed");
@@ -177,25 +173,29 @@ class PgTx final : public Tx {
     if (!conn_.IsPrepared(sql)) CF_RETURN_IF_ERROR(Flush());
     CF_ASSIGN_OR_RETURN(std::string name, conn_.Prepared(sql, static_cast<int>(params.size())));
     Bound bound(params);
-    return Send(sql, std::move(check), /*commit=*/false, [&](const char*) {
+    return Send(sql, std::move(check), /*commit=*/false, [&] {
       return PQsendQueryPrepared(conn_.get(), name.c_str(), static_cast<int>(params.size()), bound.values.data(),
                                  nullptr, nullptr, 0);
     });
   }
 
-  // Sends a statement in pipeline mode (`send` is libpq's call, given the SQL); its answer
-  // waits for Flush.
+  // A transaction's BEGIN or COMMIT, deferred.
+  Result<void> SendControl(const char* sql, bool commit) {
+    return Send(sql, nullptr, commit,
+                [&] { return PQsendQueryParams(conn_.get(), sql, 0, nullptr, nullptr, nullptr, nullptr, 0); });
+  }
+
+  // Sends a statement in pipeline mode (`send` makes libpq's call); its answer waits for Flush.
   template <typename SendFn>
   Result<void> Send(std::string_view sql, RowsCheck check, bool commit, SendFn send) {
-    const std::string head(sql.substr(0, kSqlInErrors));
     if (pending_.empty() && PQenterPipelineMode(conn_.get()) != 1) return conn_.ResultError(nullptr, sql);
-    if (send(head.c_str()) != 1) {
+    if (send() != 1) {
       Error e = conn_.ResultError(nullptr, sql);
       if (pending_.empty()) PQexitPipelineMode(conn_.get());
       Result<void> drained = Flush();
       return drained.ok() ? e : drained;
     }
-    pending_.push_back(Pending{head, std::move(check), commit});
+    pending_.push_back(Pending{std::string(sql.substr(0, kSqlInErrors)), std::move(check), commit});
     return Ok();
   }
 
@@ -330,8 +330,9 @@ class PgStore final : public Store {
     if (mode == TxMode::kReadEach) return fn(tx);
     CF_RETURN_IF_ERROR(tx.Begin(mode));
     Result<void> r = fn(tx);
-    // What was gathered written before COMMIT or ROLLBACK; the audit entries go with COMMIT.
-    if (r.ok()) r = tx.FlushAll(/*last_too=*/true, /*answer_last=*/false);
+    // What was gathered written before COMMIT or ROLLBACK; what is still deferred (the audit
+    // entries) goes with COMMIT.
+    if (r.ok()) r = tx.WriteGathered();
     if (r.ok()) {
       committing = true;
       r = tx.Commit();
