@@ -36,7 +36,8 @@ Result<Row> LockChainHead(Tx& tx) {
   std::optional<Row> head;
   if (tx.postgres()) {
     // Sent behind the transaction's deferred statements (a group's rows): one round trip for
-    // them all, which also answers them before the entries are written (Tx::FlushAll).
+    // them all, which also answers them before the entries are written (Tx::FlushAll's
+    // `answer_last`).
     CF_RETURN_IF_ERROR(
         tx.QueryDeferred("SELECT id, seq, hash FROM audit_head ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED", {},
                          [&head](const Rows& rows) -> Result<void> {

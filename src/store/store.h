@@ -92,16 +92,16 @@ class Tx {
   template <typename T>
   std::vector<T>& Gathered(std::string_view key, std::function<Result<void>(Tx&, std::vector<T>&)> write,
                            bool last = false);
-  // Writes what was gathered, then waits for the deferred statements: the end of a write
-  // transaction, which the drivers reach before COMMIT. Without `last_too`, the `last`
-  // gatherings wait for the next FlushAll (a group commit's pieces flush each alone, and the
-  // audit chain's head is locked once, at the group's end). A `last` gathering's write waits
-  // for what was deferred before it (the audit log's reads the chain's head); without
-  // `answer_last`, its own statements may still wait for the COMMIT, which the driver sends
-  // behind them (PostgreSQL: one round trip for both).
+  // Writes what was gathered, then waits for the deferred statements, so that their errors
+  // are known before the transaction goes on (a group commit's pieces). Without `last_too`,
+  // the `last` gatherings wait for the next FlushAll or WriteGathered (a group commit's pieces
+  // flush each alone, and the audit chain's head is locked once, at the group's end). A `last`
+  // gathering's write waits for what was deferred before it (the audit log's reads the
+  // chain's head); without `answer_last`, its own statements may still wait for the COMMIT.
   Result<void> FlushAll(bool last_too = true, bool answer_last = true);
-  // Writes what was gathered, as FlushAll does, without waiting for the answers: a driver
-  // sends its COMMIT behind them.
+  // Writes what was gathered, without waiting for the answers: the end of a write
+  // transaction, which the drivers reach before COMMIT (PostgreSQL sends COMMIT behind what
+  // is still deferred, one round trip for both).
   Result<void> WriteGathered(bool last_too = true);
   // Writes what was gathered under `key` now, so that reads later in the transaction see it.
   Result<void> FlushGathered(std::string_view key);

@@ -320,7 +320,7 @@ class SqliteStore final : public Store {
       Control(conn, "ROLLBACK");
       throw;
     }
-    if (r.ok()) r = tx.FlushAll();  // what was gathered for the end
+    if (r.ok()) r = tx.WriteGathered();  // what was gathered for the end (statements run at once here)
     if (!r.ok()) {
       Control(conn, "ROLLBACK");
       return r;
