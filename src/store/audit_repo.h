@@ -33,8 +33,8 @@ struct AuditEntry {
 
 // Appends within the caller's transaction, so the entry commits with the change it
 // records. hash = SHA-256 over prev_hash and the row's fields. The entries of a transaction
-// are gathered and chained at its end (Tx::Gathered, Tx::FlushAll): one look at a chain's
-// head and one statement for a whole group commit.
+// are gathered (Tx::Gathered) and chained at its end, by Tx::FlushAll or, with the commit,
+// Tx::WriteGathered: one look at a chain's head and one statement for a whole group commit.
 Result<void> AppendAudit(Tx& tx, int64_t at, std::string_view actor, std::string_view action, std::string_view object,
                          std::string_view details_json);
 
