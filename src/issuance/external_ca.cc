@@ -28,9 +28,16 @@ Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgumen
 
 bool SelfSigned(X509* cert) { return X509_check_issued(cert, cert) == X509_V_OK; }
 
-// A CA certificate certfleet can keep: cA, keyCertSign, valid at `now`.
+// A CA certificate certfleet can keep: basicConstraints cA (RFC 5280 4.2.1.9: keyCertSign
+// alone, or a version 1 certificate, is not enough), keyCertSign, a key the lint accepts,
+// valid at `now`.
 Result<void> CheckCaCertificate(X509* cert, int64_t now) {
-  if (X509_check_ca(cert) < 1) return Invalid(fmt::format("{} is not a CA certificate", pki::SubjectText(cert)));
+  if (X509_check_ca(cert) != 1) {
+    return Invalid(fmt::format("{} is not a CA certificate (no basicConstraints cA)", pki::SubjectText(cert)));
+  }
+  if (Result<void> linted = pki::LintPublicKey(X509_get0_pubkey(cert)); !linted.ok()) {
+    return Invalid(fmt::format("{}: {}", pki::SubjectText(cert), linted.error().message));
+  }
   if ((X509_get_extension_flags(cert) & EXFLAG_KUSAGE) == 0 || (X509_get_key_usage(cert) & KU_KEY_CERT_SIGN) == 0) {
     return Invalid(fmt::format("{} has no keyUsage keyCertSign", pki::SubjectText(cert)));
   }

@@ -176,7 +176,8 @@ Result<std::string> Extensions(const CertificateSpec& spec, EVP_PKEY* subject_ke
       bc += DerUnsignedInteger(magnitude);
     }
     AppendExtension(exts, NID_basic_constraints, true, Der(kDerSequence, bc));
-    AppendExtension(exts, NID_key_usage, true, KeyUsageBits({kKeyCertSign, kCrlSign}));
+    // digitalSignature too: the CA's key signs its OCSP responses (RFC 5280 4.2.1.3).
+    AppendExtension(exts, NID_key_usage, true, KeyUsageBits({kDigitalSignature, kKeyCertSign, kCrlSign}));
   } else {
     AppendExtension(exts, NID_basic_constraints, true, Der(kDerSequence, ""));
     AppendExtension(exts, NID_key_usage, true,
@@ -221,6 +222,7 @@ Result<std::string> Extensions(const CertificateSpec& spec, EVP_PKEY* subject_ke
 const EVP_MD* SigningDigest(EVP_PKEY* issuer_key) {
   if (EVP_PKEY_is_a(issuer_key, "ED25519")) return nullptr;
   if (EVP_PKEY_is_a(issuer_key, "EC") && EVP_PKEY_get_bits(issuer_key) == 384) return EVP_sha384();
+  if (EVP_PKEY_is_a(issuer_key, "EC") && EVP_PKEY_get_bits(issuer_key) == 521) return EVP_sha512();
   return EVP_sha256();
 }
 
@@ -234,8 +236,12 @@ struct SignatureAlgorithmInfo {
 Result<SignatureAlgorithmInfo> SignatureAlgorithm(EVP_PKEY* key) {
   if (EVP_PKEY_is_a(key, "ED25519")) return SignatureAlgorithmInfo{Der(kDerSequence, DerOid(NID_ED25519)), nullptr};
   if (EVP_PKEY_is_a(key, "EC")) {
+    // Each curve with its digest (RFC 5480 4).
     if (EVP_PKEY_get_bits(key) == 384) {
       return SignatureAlgorithmInfo{Der(kDerSequence, DerOid(NID_ecdsa_with_SHA384)), "SHA384"};
+    }
+    if (EVP_PKEY_get_bits(key) == 521) {
+      return SignatureAlgorithmInfo{Der(kDerSequence, DerOid(NID_ecdsa_with_SHA512)), "SHA512"};
     }
     return SignatureAlgorithmInfo{Der(kDerSequence, DerOid(NID_ecdsa_with_SHA256)), "SHA256"};
   }

@@ -303,6 +303,13 @@ Result<void> LintPublicKey(EVP_PKEY* key) {
       return MakeError(ErrorCode::kInvalidArgument, fmt::format("RSA keys must have {} to {} bits; this one has {}",
                                                                 kMinRsaBits, kMaxRsaBits, bits));
     }
+    // An odd exponent of at least 3: with e = 1 a "signature" is the padded digest itself,
+    // which anyone can make (CA/Browser Forum Baseline Requirements 6.1.6).
+    BIGNUM* e = nullptr;
+    const bool odd_enough = EVP_PKEY_get_bn_param(key, "e", &e) == 1 && BN_is_odd(e) && !BN_is_one(e);
+    BN_free(e);
+    if (!odd_enough)
+      return MakeError(ErrorCode::kInvalidArgument, "the RSA public exponent must be odd and at least 3");
     return Ok();
   }
   if (EVP_PKEY_is_a(key, "EC")) {

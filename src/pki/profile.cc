@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include "pki/csr.h"
@@ -56,6 +57,9 @@ bool IsValidDnsName(std::string_view name, bool allow_wildcard) {
     first = false;
     start = end + 1;
   }
+  // A wildcard covers names under a registered domain: never every name (`*`) nor a whole
+  // top-level domain (`*.com`).
+  if (name.starts_with("*") && std::count(name.begin(), name.end(), '.') < 2) return false;
   return name.back() != '.';
 }
 
@@ -152,6 +156,10 @@ Result<ProfiledSpec> ApplyProfile(const ProfileInput& in, EVP_PKEY* subject_key,
     if (server && IsIpAddress(san)) {
       if (san != in.fqdn) s.ip_addresses.push_back(san);
       continue;
+    }
+    if (IsIpAddress(san)) {  // `10.0.0.5` reads as a DNS name too, but is none (RFC 1123 2.1)
+      return MakeError(ErrorCode::kInvalidArgument,
+                       fmt::format("san '{}' is an IP address: only server certificates name addresses", san));
     }
     if (!IsValidDnsName(san, /*allow_wildcard=*/in.type == CertType::kServer)) {
       return MakeError(ErrorCode::kInvalidArgument, fmt::format("san '{}' is not a valid DNS name", san));

@@ -121,7 +121,7 @@ TEST(IssueCertificate, EveryProfileIsCanonicalDerWithTheFactsOpenSslReads) {
         X509_EXTENSION_get_data(X509_get_ext(m.cert.get(), X509_get_ext_by_NID(m.cert.get(), NID_key_usage, -1)));
     return Bytes(ASN1_STRING_get0_data(v), ASN1_STRING_length(v));
   };
-  EXPECT_EQ(key_usage(root), std::string("\x03\x02\x01\x06", 4));    // keyCertSign, cRLSign
+  EXPECT_EQ(key_usage(root), std::string("\x03\x02\x01\x86", 4));    // digitalSignature, keyCertSign, cRLSign
   EXPECT_EQ(key_usage(server), std::string("\x03\x02\x05\xa0", 4));  // digitalSignature, keyEncipherment
   EXPECT_EQ(key_usage(device), std::string("\x03\x02\x07\x80", 4));  // digitalSignature
   EXPECT_EQ(X509_verify(root.cert.get(), root.key.get()), 1);

@@ -3,6 +3,7 @@
 #include "pki/csr.h"
 
 #include <gtest/gtest.h>
+#include <openssl/param_build.h>
 #include <openssl/pem.h>
 
 #include "pki/certificate.h"
@@ -229,6 +230,41 @@ TEST(Csr, KeepsItsDerAndChallengePassword) {
   parsed = ParseCsr(Der(bound.get()));
   ASSERT_TRUE(parsed.ok()) << parsed.error().message;
   EXPECT_EQ(parsed->challenge_password, "dGxzLXVuaXF1ZQ==");
+}
+
+// With e = 1 an RSA "signature" is the padded digest, which anyone can make; an even exponent
+// is no RSA key.
+TEST(Csr, TheLintRefusesRsaExponentsThatAreOneOrEven) {
+  auto real = GenerateKey(KeyType::kRsa2048);
+  ASSERT_TRUE(real.ok());
+  BIGNUM* n = nullptr;
+  ASSERT_EQ(EVP_PKEY_get_bn_param(real->get(), "n", &n), 1);
+  for (unsigned long exponent : {1UL, 65536UL, 65537UL}) {
+    SCOPED_TRACE(exponent);
+    BIGNUM* e = BN_new();
+    BN_set_word(e, exponent);
+    OSSL_PARAM_BLD* bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM_BLD_push_BN(bld, "n", n);
+    OSSL_PARAM_BLD_push_BN(bld, "e", e);
+    OSSL_PARAM* params = OSSL_PARAM_BLD_to_param(bld);
+    EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_name(nullptr, "RSA", nullptr);
+    EVP_PKEY* key = nullptr;
+    ASSERT_EQ(EVP_PKEY_fromdata_init(ctx), 1);
+    ASSERT_EQ(EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params), 1);
+    Result<void> linted = LintPublicKey(key);
+    if (exponent == 65537UL) {
+      EXPECT_TRUE(linted.ok()) << linted.error().message;
+    } else {
+      ASSERT_FALSE(linted.ok());
+      EXPECT_NE(linted.error().message.find("exponent"), std::string::npos);
+    }
+    EVP_PKEY_free(key);
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(e);
+  }
+  BN_free(n);
 }
 
 }  // namespace

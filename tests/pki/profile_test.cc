@@ -72,7 +72,7 @@ TEST_F(Profiles, Root) {
   EXPECT_TRUE(Critical(c, NID_basic_constraints));
   EXPECT_EQ(X509_get_pathlen(c), -1);
   EXPECT_TRUE(Critical(c, NID_key_usage));
-  EXPECT_EQ(X509_get_key_usage(c), static_cast<uint32_t>(KU_KEY_CERT_SIGN | KU_CRL_SIGN));
+  EXPECT_EQ(X509_get_key_usage(c), static_cast<uint32_t>(KU_DIGITAL_SIGNATURE | KU_KEY_CERT_SIGN | KU_CRL_SIGN));
   EXPECT_TRUE(Has(c, NID_subject_key_identifier));
   EXPECT_FALSE(Has(c, NID_crl_distribution_points));
   EXPECT_EQ(X509_check_issued(c, c), X509_V_OK);
@@ -82,7 +82,7 @@ TEST_F(Profiles, Intermediate) {
   X509* c = inter_.cert.get();
   EXPECT_TRUE(Critical(c, NID_basic_constraints));
   EXPECT_EQ(X509_get_pathlen(c), 0);
-  EXPECT_EQ(X509_get_key_usage(c), static_cast<uint32_t>(KU_KEY_CERT_SIGN | KU_CRL_SIGN));
+  EXPECT_EQ(X509_get_key_usage(c), static_cast<uint32_t>(KU_DIGITAL_SIGNATURE | KU_KEY_CERT_SIGN | KU_CRL_SIGN));
   EXPECT_TRUE(Has(c, NID_subject_key_identifier));
   EXPECT_TRUE(Has(c, NID_authority_key_identifier));
   EXPECT_TRUE(Has(c, NID_crl_distribution_points));
@@ -190,6 +190,18 @@ TEST_F(Profiles, LintRefusals) {
   ProfileInput country = Input(CertType::kServer, "a.example.com");
   country.country = "Sweden";
   refuse(country, inter_.cert.get(), "country");
+
+  // A device names DNS names only: an IPv4 address would pass for one.
+  ProfileInput device_ip = Input(CertType::kDevice, "d.iot.example.com");
+  device_ip.sans = {"10.0.0.5"};
+  refuse(device_ip, inter_.cert.get(), "IP address");
+  ProfileInput every_name = Input(CertType::kServer, "a.example.com");
+  every_name.sans = {"*.com"};
+  refuse(every_name, inter_.cert.get(), "not a valid DNS name");
+  EXPECT_FALSE(IsValidDnsName("*", true));
+  EXPECT_FALSE(IsValidDnsName("*.com", true));
+  EXPECT_TRUE(IsValidDnsName("*.example.com", true));
+  EXPECT_FALSE(IsValidDnsName("*.example.com", false));
 
   auto weak = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{1024});
   ProfileInput ok = Input(CertType::kServer, "a.example.com");
