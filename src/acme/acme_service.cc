@@ -314,7 +314,7 @@ Result<AcmeService::AccountAnswer> AcmeService::NewAccount(std::string_view prof
     CF_ASSIGN_OR_RETURN(eab_kid, VerifyEab(store_, options_.master_key, profile, *binding, request.jws));
   }
   const int64_t now = clock_.NowMillis();
-  return store::Write(store_, [&](store::Tx& tx) -> Result<AccountAnswer> {
+  Result<AccountAnswer> made = store::Write(store_, [&](store::Tx& tx) -> Result<AccountAnswer> {
     CF_ASSIGN_OR_RETURN(auto existing, store::FindAcmeAccountByKey(tx, profile, thumbprint));
     if (existing) return Existing(std::move(*existing));
     if (find_only) return Problem(ErrorCode::kInvalidArgument, "accountDoesNotExist", "no account has this key");
@@ -340,6 +340,15 @@ Result<AcmeService::AccountAnswer> AcmeService::NewAccount(std::string_view prof
                                      {"eab_kid", eab_kid ? json::value(*eab_kid) : json::value(nullptr)}})));
     return AccountAnswer{std::move(account), true};
   });
+  // The same key registered at the same time by another request, which committed first (on
+  // PostgreSQL neither saw the other's account): that account is the answer (RFC 8555 7.3.1).
+  if (!made.ok() && made.error().code == ErrorCode::kAlreadyExists && made.error().reason.empty()) {
+    CF_ASSIGN_OR_RETURN(auto winner, store::Read(store_, [&](store::Tx& tx) {
+                          return store::FindAcmeAccountByKey(tx, profile, thumbprint);
+                        }));
+    if (winner) return Existing(std::move(*winner));
+  }
+  return made;
 }
 
 Result<store::AcmeAccountRecord> AcmeService::UpdateAccount(std::string_view profile, int64_t id,

@@ -41,6 +41,10 @@ using tcp = asio::ip::tcp;
 
 // Request line plus headers; larger ones are refused (431) to bound memory per connection.
 constexpr uint32_t kHeaderLimit = 16 * 1024;
+// What a connection's read buffer holds before the parser takes it: the headers, and a chunk's
+// size line or the trailer, which no other limit bounds (Beast reads them until their line
+// ends). A body's bytes go on to the body as they come, so this bounds none.
+constexpr size_t kReadBufferLimit = 64 * 1024;
 // How long a closing connection gets for the TLS close_notify exchange.
 constexpr std::chrono::seconds kCloseTimeout{2};
 // How long and how much of a refused body is read and dropped before closing (see Linger).
@@ -553,7 +557,7 @@ class Server::Impl::Session : public SessionBase, public std::enable_shared_from
 
   Impl& server_;
   Stream stream_;
-  beast::flat_buffer buffer_;
+  beast::flat_buffer buffer_{kReadBufferLimit};
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::string remote_;
   std::optional<ClientCert> client_cert_;

@@ -303,6 +303,16 @@ TEST_F(ServerTest, RequestsAProxyCouldFrameDifferentlyAreRefusedAndClosed) {
   EXPECT_NE(out.find("{\"bytes\":3}"), std::string::npos) << out;
 }
 
+// A chunk's extensions and the trailer have no size of their own that the body limit counts:
+// the read buffer's bound ends them (else a client could fill memory until body_timeout).
+TEST_F(ServerTest, EndlessChunkExtensionsAndTrailersAreRefused) {
+  const std::string endless(1024 * 1024, 'a');
+  for (const std::string& body : {"1;" + endless, "0\r\nX-Trailer: " + endless}) {
+    const std::string out = Raw("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body);
+    EXPECT_TRUE(out.starts_with("HTTP/1.1 400")) << out.substr(0, 200);
+  }
+}
+
 TEST_F(ServerTest, Http11NeedsExactlyOneHost) {
   EXPECT_TRUE(Raw("GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n").starts_with("HTTP/1.1 400"));
   EXPECT_TRUE(

@@ -419,6 +419,18 @@ for what, (status, out, _) in (("a request of the deactivated account", post(gon
     check(status == 403 and out["type"].endswith(":unauthorized"), f"{what}: unauthorized: {status} {out}")
 status, out, _ = cf.request("POST", "/acme/default/new-account", body="{}", headers={"Content-Type": "application/json"})
 check(status == 415, f"a body that is not application/jose+json: {status} {out}")
+# One key registered by several requests at once (on PostgreSQL none sees the others' account
+# before it commits): one account, every answer 200 or 201 with its URL, no store error.
+racing = ec.generate_private_key(ec.SECP256R1())
+raced = [None] * 12
+racers = [threading.Thread(target=lambda i=i: raced.__setitem__(
+    i, post("/acme/default/new-account", {"termsOfServiceAgreed": True}, racing))) for i in range(len(raced))]
+for t in racers:
+    t.start()
+for t in racers:
+    t.join()
+check(all(status in (200, 201) for status, _, _ in raced) and len({r.getheader("Location") for _, _, r in raced}) == 1,
+      f"one key registered {len(raced)} times at once: one account: {[(st, str(o)[:120]) for st, o, _ in raced]}")
 
 # ---- orders from a client written here: the problems of bad orders, CSRs and answers ----
 account_key = ec.generate_private_key(ec.SECP256R1())

@@ -50,6 +50,12 @@ class Connection {
       // of its own, read before libpq sees the connection closed (a pipelined BEGIN's).
       code = ErrorCode::kUnavailable;
     }
+    // A broken constraint is the caller's to explain, and its message may reach a client
+    // (a 409): the constraint, not the statement or the row's values.
+    if (code == ErrorCode::kAlreadyExists || code == ErrorCode::kFailedPrecondition) {
+      const char* primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+      return Error{code, fmt::format("postgresql {}: {}", sqlstate, primary ? primary : "a constraint failed")};
+    }
     std::string msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn_);
     while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
     return Error{code, fmt::format("postgresql {}: {} in: {}", sqlstate, msg, sql.substr(0, 200))};

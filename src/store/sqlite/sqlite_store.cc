@@ -159,7 +159,10 @@ class SqliteTx final : public Tx {
   Error Finish(sqlite3_stmt* stmt, int rc, std::string_view sql) {
     Error e = SqliteError(conn_.db(), rc, "step");
     sqlite3_reset(stmt);
-    e.message += fmt::format(" in: {}", sql.substr(0, 200));
+    // As on PostgreSQL, a broken constraint's message names the constraint, not the statement.
+    if (e.code != ErrorCode::kAlreadyExists && e.code != ErrorCode::kFailedPrecondition) {
+      e.message += fmt::format(" in: {}", sql.substr(0, 200));
+    }
     return e;
   }
 
