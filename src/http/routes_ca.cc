@@ -3,6 +3,7 @@
 
 #include <boost/json.hpp>
 #include <charconv>
+#include <ctime>
 
 #include "ca/ca_service.h"
 #include "core/crypto.h"
@@ -287,10 +288,37 @@ Response Crl(const ApiContext& ctx, const Request& req) {
   return res;
 }
 
-Response OcspAnswer(const ApiContext& ctx, std::string_view der) {
+// How long an HTTP cache in front may serve a GET's OCSP answer: also how long it may go on
+// serving "good" after a revocation, so short, yet long enough to take a popular
+// certificate's load (RFC 5019 6.2 asks for a max-age between thisUpdate and nextUpdate).
+constexpr int64_t kOcspMaxAgeSeconds = 60;
+
+std::string HttpDate(int64_t millis) {
+  const time_t t = static_cast<time_t>(millis / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char out[64];
+  return std::string(out, std::strftime(out, sizeof(out), "%a, %d %b %Y %H:%M:%S GMT", &tm));
+}
+
+Response OcspAnswer(const ApiContext& ctx, std::string_view der, bool cacheable) {
   Response res;
   res.content_type = "application/ocsp-response";
   res.body = ctx.issuer->Ocsp(der);
+  // GET answers are for HTTP caches (RFC 5019 6.2); one that echoes a nonce answers its
+  // request only, and an error answers nothing for long.
+  const auto times = pki::OcspResponseTimes(res.body);
+  const int64_t now = ctx.clock.NowMillis();
+  if (cacheable && times && !times->has_nonce && times->next_update_millis > now) {
+    const int64_t max_age = std::min(kOcspMaxAgeSeconds, (times->next_update_millis - now) / 1000);
+    res.headers.emplace_back("Cache-Control",
+                             fmt::format("max-age={}, public, no-transform, must-revalidate", max_age));
+    res.headers.emplace_back("Last-Modified", HttpDate(times->this_update_millis));
+    res.headers.emplace_back("Expires", HttpDate(now + max_age * 1000));
+    res.headers.emplace_back("ETag", fmt::format("\"{}\"", Sha256Hex(res.body)));
+  } else {
+    res.headers.emplace_back("Cache-Control", "no-cache");
+  }
   return res;
 }
 
@@ -325,10 +353,10 @@ void AddCaRoutes(Router& router, const ApiContext& ctx) {
   router.Add("GET", "/crl/{name}", {.access = Access::kPublic, .plain_http = true},
              [c](Request& r) { return Crl(*c, r); });
   router.Add("POST", "/ocsp", {.access = Access::kPublic, .body_limit = pki::kMaxOcspRequestBytes, .plain_http = true},
-             [c](Request& r) { return OcspAnswer(*c, r.body); });
+             [c](Request& r) { return OcspAnswer(*c, r.body, /*cacheable=*/false); });
   router.Add("GET", "/ocsp/{*request}", {.access = Access::kPublic, .plain_http = true}, [c](Request& r) {
     auto der = Base64Decode(r.params.at("request"));
-    return OcspAnswer(*c, der ? *der : std::string());
+    return OcspAnswer(*c, der ? *der : std::string(), /*cacheable=*/true);
   });
 }
 

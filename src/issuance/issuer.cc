@@ -641,28 +641,23 @@ std::string Issuer::Ocsp(std::string_view request_der) {
       return it->second.der;
     }
   }
-  const auto& first = request->questions.front();
   bool all_known = true;  // every question names a certificate of this CA by its exact CertID
   int64_t revocations = 0;
   auto answered = store::Read(store_, [&](store::Tx& tx) -> Result<std::string> {
     all_known = true;
     // Read first: a revocation committed after it makes this answer stale, and so unserved.
     CF_ASSIGN_OR_RETURN(revocations, store::LastEventIdOf(tx, kRevokedEvent));
-    if (first.hash_nid != NID_sha1) return std::string();
-    CF_ASSIGN_OR_RETURN(auto ca, store::FindCaByKeyHash(tx, HexEncode(first.issuer_key_hash)));
-    if (!ca || ca->key_ref.empty()) return std::string();  // not ours to answer for
-    CF_ASSIGN_OR_RETURN(auto ca_row, store::FindCertificate(tx, ca->serial));
-    if (!ca_row) return MakeError(ErrorCode::kInternal, "CA " + ca->fqdn + " has no inventory row");
-    CF_ASSIGN_OR_RETURN(auto ca_cert, CaCertificate(*ca_row));
-    const std::string name_hash = pki::IssuerNameHash(ca_cert.get());
+    CF_ASSIGN_OR_RETURN(auto responder, OcspResponder(tx, request->questions.front()));
+    if (!responder) return std::string();  // not ours to answer for
+    const auto& [ca, ca_cert] = *responder;
     std::vector<pki::OcspAnswer> answers;
     for (const auto& q : request->questions) {
       pki::OcspAnswer a;
-      // A CertID that does not name this CA exactly (another hash, a wrong name hash) is
-      // answered "unknown": RFC 6960 matches responses to requests by the whole CertID.
-      if (q.hash_nid == NID_sha1 && q.issuer_key_hash == first.issuer_key_hash && q.issuer_name_hash == name_hash) {
+      // A CertID that does not name this CA exactly (a wrong name hash, another CA's key)
+      // is answered "unknown": RFC 6960 matches responses to requests by the whole CertID.
+      if (NamesCa(q, ca_cert.get())) {
         CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, q.serial_hex));
-        if (cert && cert->issuer_serial == ca->serial) {
+        if (cert && cert->issuer_serial == ca.serial) {
           a.status = cert->status == store::CertStatus::kRevoked ? pki::OcspStatus::kRevoked : pki::OcspStatus::kGood;
           a.revoked_at_millis = cert->revoked_at.value_or(0);
           a.reason = cert->revocation_reason.value_or(0);
@@ -671,7 +666,7 @@ std::string Issuer::Ocsp(std::string_view request_der) {
       all_known = all_known && a.status != pki::OcspStatus::kUnknown;
       answers.push_back(a);
     }
-    CF_ASSIGN_OR_RETURN(auto key, keys_.Get(ca->key_ref));
+    CF_ASSIGN_OR_RETURN(auto key, keys_.Get(ca.key_ref));
     return pki::BuildOcspResponse(*request, ca_cert.get(), key.get(), answers, now,
                                   now + Millis(options_.ocsp_validity));
   });
@@ -683,6 +678,51 @@ std::string Issuer::Ocsp(std::string_view request_der) {
   // Unknown serials are answered afresh each time: anyone may ask about any number of them.
   if (!has_nonce && all_known) CacheOcsp(std::move(cache_key), *answered, now, revocations);
   return *answered;
+}
+
+namespace {
+
+// The digests a CertID may name its issuer with (RFC 6960 4.1.1: the client's choice).
+bool CertIdDigest(int nid) { return nid == NID_sha1 || nid == NID_sha256 || nid == NID_sha384 || nid == NID_sha512; }
+
+}  // namespace
+
+bool Issuer::NamesCa(const pki::OcspQuestion& q, X509* ca) {
+  return CertIdDigest(q.hash_nid) && q.issuer_key_hash == pki::IssuerKeyHash(ca, q.hash_nid) &&
+         q.issuer_name_hash == pki::IssuerNameHash(ca, q.hash_nid);
+}
+
+Result<std::optional<std::pair<store::CaRecord, std::shared_ptr<X509>>>> Issuer::OcspResponder(
+    store::Tx& tx, const pki::OcspQuestion& q) {
+  using Found = std::optional<std::pair<store::CaRecord, std::shared_ptr<X509>>>;
+  if (!CertIdDigest(q.hash_nid)) return Found();
+  // The issuer of the certificate asked about, then (SHA-1 being how the CAs are indexed) the
+  // CAs with the CertID's key: the first whose name and key the CertID names exactly.
+  std::vector<store::CaRecord> candidates;
+  CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, q.serial_hex));
+  if (cert && cert->issuer_serial) {
+    CF_ASSIGN_OR_RETURN(auto issuer, store::FindCertificate(tx, *cert->issuer_serial));
+    if (issuer) {
+      CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, issuer->fqdn));
+      if (ca && ca->serial == issuer->serial) candidates.push_back(std::move(*ca));
+    }
+  }
+  if (q.hash_nid == NID_sha1) {
+    CF_ASSIGN_OR_RETURN(auto same_key, store::FindCasByKeyHash(tx, HexEncode(q.issuer_key_hash)));
+    candidates.insert(candidates.end(), same_key.begin(), same_key.end());
+  }
+  Found by_key;  // else the first with the CertID's key, which answers "unknown" to a wrong name
+  for (auto& ca : candidates) {
+    if (ca.key_ref.empty()) continue;  // an external CA: its key signs its answers elsewhere
+    CF_ASSIGN_OR_RETURN(auto ca_row, store::FindCertificate(tx, ca.serial));
+    if (!ca_row) return MakeError(ErrorCode::kInternal, "CA " + ca.fqdn + " has no inventory row");
+    CF_ASSIGN_OR_RETURN(auto ca_cert, CaCertificate(*ca_row));
+    if (NamesCa(q, ca_cert.get())) return Found(std::pair(std::move(ca), std::move(ca_cert)));
+    if (!by_key && q.issuer_key_hash == pki::IssuerKeyHash(ca_cert.get(), q.hash_nid)) {
+      by_key.emplace(std::move(ca), std::move(ca_cert));
+    }
+  }
+  return by_key;
 }
 
 int64_t Issuer::RevocationsSeen(int64_t now) {

@@ -19,6 +19,7 @@
 #include "pki/csr.h"
 #include "pki/key.h"
 #include "pki/key_backend.h"
+#include "pki/ocsp.h"
 #include "pki/profile.h"
 #include "store/certificates_repo.h"
 #include "store/group_commit.h"
@@ -204,6 +205,12 @@ class Issuer {
   Result<std::vector<store::CertificateRecord>> Adopt(std::vector<Adopting> chain, InTransaction in_transaction,
                                                       std::string_view actor);
   Result<std::shared_ptr<X509>> CaCertificate(const store::CertificateRecord& record);
+  // The CA that answers an OCSP request whose first CertID is `q`, with its certificate:
+  // the one the CertID names by its name and key hashes (in the CertID's digest); none when
+  // certfleet holds no such CA's key.
+  Result<std::optional<std::pair<store::CaRecord, std::shared_ptr<X509>>>> OcspResponder(store::Tx& tx,
+                                                                                         const pki::OcspQuestion& q);
+  static bool NamesCa(const pki::OcspQuestion& q, X509* ca);
   Result<void> ResignCrl(store::Tx& tx, std::string_view ca_fqdn, int64_t now);
   void CacheOcsp(std::string key, const std::string& der, int64_t now, int64_t revocations);
   // The newest revocation event any node wrote, read from the store at most once every

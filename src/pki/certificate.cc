@@ -494,13 +494,11 @@ std::string NameEntry(const X509_NAME* name, int nid) {
   return out;
 }
 
-namespace {
 int64_t TimeMillis(const ASN1_TIME* t) {
   std::tm tm{};
   if (ASN1_TIME_to_tm(t, &tm) != 1) return 0;
   return static_cast<int64_t>(timegm(&tm)) * 1000;
 }
-}  // namespace
 
 int64_t NotBeforeMillis(const X509* cert) { return TimeMillis(X509_get0_notBefore(cert)); }
 int64_t NotAfterMillis(const X509* cert) { return TimeMillis(X509_get0_notAfter(cert)); }

@@ -91,6 +91,8 @@ std::string SubjectText(X509* cert);
 // The first entry of `nid` in `name` as UTF-8; "" if there is none or it is not text.
 std::string NameEntry(const X509_NAME* name, int nid);
 Result<CertificateFacts> Inspect(X509* cert);
+// An ASN1_TIME as milliseconds since the epoch (0 if it cannot be read).
+int64_t TimeMillis(const ASN1_TIME* t);
 // The certificate's notBefore and notAfter in ms since the epoch; 0 if OpenSSL cannot read one.
 int64_t NotBeforeMillis(const X509* cert);
 int64_t NotAfterMillis(const X509* cert);

@@ -1,5 +1,8 @@
 #include "pki/ocsp.h"
 
+#include <fmt/format.h>
+#include <openssl/err.h>
+
 #include "pki/certificate.h"
 
 namespace certfleet::pki {
@@ -23,6 +26,20 @@ Result<OcspRequest> ParseOcspRequest(std::string_view der) {
   }
   const int n = OCSP_request_onereq_count(out.req.get());
   if (n <= 0) return MakeError(ErrorCode::kInvalidArgument, "the OCSP request asks about no certificate");
+  // A nonce of 1 to 128 octets (RFC 9654 2.1: others are a malformed request). Its extnValue
+  // is an OCTET STRING holding the nonce; a client that sent the bare nonce is measured so.
+  if (const int at = OCSP_REQUEST_get_ext_by_NID(out.req.get(), NID_id_pkix_OCSP_Nonce, -1); at >= 0) {
+    const ASN1_OCTET_STRING* value = X509_EXTENSION_get_data(OCSP_REQUEST_get_ext(out.req.get(), at));
+    const unsigned char* inner = ASN1_STRING_get0_data(value);
+    std::unique_ptr<ASN1_OCTET_STRING, Deleter<ASN1_OCTET_STRING_free>> nonce(
+        d2i_ASN1_OCTET_STRING(nullptr, &inner, ASN1_STRING_length(value)));
+    ERR_clear_error();
+    const int length = nonce ? ASN1_STRING_length(nonce.get()) : ASN1_STRING_length(value);
+    if (length < 1 || length > kMaxOcspNonceBytes) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       fmt::format("the OCSP nonce has {} octets, not 1 to {}", length, kMaxOcspNonceBytes));
+    }
+  }
   for (int i = 0; i < n; ++i) {
     OCSP_CERTID* id = OCSP_onereq_get0_id(OCSP_request_onereq_get0(out.req.get(), i));
     ASN1_OCTET_STRING* name_hash = nullptr;
@@ -73,6 +90,25 @@ Result<std::string> BuildOcspResponse(const OcspRequest& request, X509* ca, EVP_
   OcspResponsePtr resp(OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, basic.get()));
   if (!resp) return OpenSslError("OCSP response");
   return I2d<i2d_OCSP_RESPONSE>(resp.get(), "the OCSP response");
+}
+
+std::optional<OcspTimes> OcspResponseTimes(std::string_view der) {
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  OcspResponsePtr resp(d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(der.size())));
+  if (!resp || OCSP_response_status(resp.get()) != OCSP_RESPONSE_STATUS_SUCCESSFUL) return std::nullopt;
+  OcspBasicPtr basic(OCSP_response_get1_basic(resp.get()));
+  OCSP_SINGLERESP* single = basic ? OCSP_resp_get0(basic.get(), 0) : nullptr;
+  ASN1_GENERALIZEDTIME* this_update = nullptr;
+  ASN1_GENERALIZEDTIME* next_update = nullptr;
+  if (!single || OCSP_single_get0_status(single, nullptr, nullptr, &this_update, &next_update) < 0 || !this_update ||
+      !next_update) {
+    return std::nullopt;
+  }
+  OcspTimes out;
+  out.this_update_millis = TimeMillis(this_update);
+  out.next_update_millis = TimeMillis(next_update);
+  out.has_nonce = OCSP_BASICRESP_get_ext_by_NID(basic.get(), NID_id_pkix_OCSP_Nonce, -1) >= 0;
+  return out;
 }
 
 std::string OcspErrorResponse(int status) {

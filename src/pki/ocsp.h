@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,6 +18,8 @@ using OcspRequestPtr = std::unique_ptr<OCSP_REQUEST, Deleter<OCSP_REQUEST_free>>
 
 // Largest OCSP request accepted; one with a few CertIDs and a nonce is under 1 KiB.
 inline constexpr size_t kMaxOcspRequestBytes = size_t{8} * 1024;
+// The longest nonce a request may carry (RFC 9654 2.1).
+inline constexpr int kMaxOcspNonceBytes = 128;
 
 // One certificate asked about (a CertID): hashes of the issuer's name and public key, and the serial.
 struct OcspQuestion {
@@ -45,6 +48,14 @@ struct OcspAnswer {
 Result<std::string> BuildOcspResponse(const OcspRequest& request, X509* ca, EVP_PKEY* ca_key,
                                       const std::vector<OcspAnswer>& answers, int64_t this_update_millis,
                                       int64_t next_update_millis);
+// Of a successful response: its first answer's thisUpdate and nextUpdate, and whether it
+// echoes a nonce (then it answers one request only). Nullopt for any other response.
+struct OcspTimes {
+  int64_t this_update_millis = 0;
+  int64_t next_update_millis = 0;
+  bool has_nonce = false;
+};
+std::optional<OcspTimes> OcspResponseTimes(std::string_view der);
 // An unsuccessful response: OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, _UNAUTHORIZED, ...
 std::string OcspErrorResponse(int status);
 // The hash of a CA's public key as CertIDs carry it, for the digest `hash_nid`.

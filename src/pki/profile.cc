@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <ctime>
 
+#include "pki/certificate.h"
 #include "pki/csr.h"
 
 namespace certfleet::pki {
@@ -29,12 +30,6 @@ Result<void> CheckText(std::string_view field, const std::string& value, size_t 
     }
   }
   return Ok();
-}
-
-int64_t AsnTimeMillis(const ASN1_TIME* t) {
-  std::tm tm{};
-  if (ASN1_TIME_to_tm(t, &tm) != 1) return 0;
-  return static_cast<int64_t>(timegm(&tm)) * 1000;
 }
 
 }  // namespace
@@ -127,8 +122,8 @@ Result<ProfiledSpec> ApplyProfile(const ProfileInput& in, EVP_PKEY* subject_key,
     return MakeError(ErrorCode::kInvalidArgument,
                      "the parent is an intermediate (pathLen 0): it signs server and device certificates only");
   }
-  const int64_t issuer_not_before = AsnTimeMillis(X509_get0_notBefore(issuer));
-  const int64_t issuer_not_after = AsnTimeMillis(X509_get0_notAfter(issuer));
+  const int64_t issuer_not_before = TimeMillis(X509_get0_notBefore(issuer));
+  const int64_t issuer_not_after = TimeMillis(X509_get0_notAfter(issuer));
   if (s.not_before_millis < issuer_not_before) s.not_before_millis = issuer_not_before;
   if (s.not_after_millis > issuer_not_after) {
     s.not_after_millis = issuer_not_after;

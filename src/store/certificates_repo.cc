@@ -135,11 +135,13 @@ Result<CertStatus> CertificateStatus(Tx& tx, std::string_view serial) {
   return row->Enum<CertStatus>(0, "certificates.status", kCertStatusNames);
 }
 
-Result<std::optional<CaRecord>> FindCaByKeyHash(Tx& tx, std::string_view key_hash_hex) {
-  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne(fmt::format("SELECT {} FROM cas WHERE key_hash = ?", kCaColumns),
-                                            {std::string(key_hash_hex)}));
-  if (!row) return std::optional<CaRecord>();
-  return std::optional<CaRecord>(CaFromRow(*row));
+Result<std::vector<CaRecord>> FindCasByKeyHash(Tx& tx, std::string_view key_hash_hex) {
+  CF_ASSIGN_OR_RETURN(Rows rows,
+                      tx.Query(fmt::format("SELECT {} FROM cas WHERE key_hash = ? ORDER BY fqdn", kCaColumns),
+                               {std::string(key_hash_hex)}));
+  std::vector<CaRecord> out;
+  for (const auto& r : rows) out.push_back(CaFromRow(r));
+  return out;
 }
 
 std::string ListCertificatesSql(const CertificateFilter& f, Params& params) {

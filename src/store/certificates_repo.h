@@ -70,7 +70,8 @@ Result<std::vector<CertificateRecord>> FindCertificatesByFqdn(Tx& tx, std::strin
 Result<std::optional<CaRecord>> FindCa(Tx& tx, std::string_view fqdn);
 // kNotFound if there is no such certificate.
 Result<CertStatus> CertificateStatus(Tx& tx, std::string_view serial);
-Result<std::optional<CaRecord>> FindCaByKeyHash(Tx& tx, std::string_view key_hash_hex);
+// Every CA with this key (a CA certified again for its key, say, is two).
+Result<std::vector<CaRecord>> FindCasByKeyHash(Tx& tx, std::string_view key_hash_hex);
 
 // Where a page of certificates ends: the last row's issuance time and serial.
 struct CertificateCursor {

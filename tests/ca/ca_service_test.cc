@@ -15,6 +15,7 @@
 #include "pki/certificate.h"
 #include "pki/file/file_key_backend.h"
 #include "pki/key.h"
+#include "pki/profile.h"
 #include "store/certificates_repo.h"
 #include "testing/db.h"
 
@@ -252,7 +253,8 @@ struct OcspAsk {
   std::unique_ptr<OCSP_CERTID, decltype(&OCSP_CERTID_free)> id{nullptr, OCSP_CERTID_free};
   std::string der;
 };
-OcspAsk AskOcsp(const std::string& ca_pem, const std::string& serial_hex, const X509_NAME* name_of = nullptr) {
+OcspAsk AskOcsp(const std::string& ca_pem, const std::string& serial_hex, const X509_NAME* name_of = nullptr,
+                const EVP_MD* digest = EVP_sha1()) {
   auto ca = pki::CertificateFromPem(ca_pem);
   EXPECT_TRUE(ca.ok());
   BIGNUM* bn = nullptr;
@@ -262,7 +264,7 @@ OcspAsk AskOcsp(const std::string& ca_pem, const std::string& serial_hex, const 
   BN_free(bn);
   const X509_NAME* name = name_of != nullptr ? name_of : X509_get_subject_name(ca->get());
   OcspAsk out;
-  out.id.reset(OCSP_cert_id_new(EVP_sha1(), name, X509_get0_pubkey_bitstr(ca->get()), serial.get()));
+  out.id.reset(OCSP_cert_id_new(digest, name, X509_get0_pubkey_bitstr(ca->get()), serial.get()));
   std::unique_ptr<OCSP_REQUEST, decltype(&OCSP_REQUEST_free)> req(OCSP_REQUEST_new(), OCSP_REQUEST_free);
   OCSP_request_add0_id(req.get(), OCSP_CERTID_dup(out.id.get()));
   unsigned char* der = nullptr;
@@ -307,6 +309,50 @@ TEST_P(CaServiceTest, OcspAnswersTheCertIdAskedAndCannotBePoisoned) {
 
   // Bytes after the request are refused.
   EXPECT_EQ(OcspStatusFor(issuer_->Ocsp(right.der + "junk"), right.id.get()), -2);
+}
+
+// RFC 6960 4.1.1: the client chooses the CertID's digest.
+TEST_P(CaServiceTest, OcspAnswersCertIdsOfSha256AndSha512) {
+  Hierarchy();
+  auto leaf = Ok(Req(CertType::kDevice, "", "iot.example.com"));
+  auto good = Ok(Req(CertType::kDevice, "", "iot.example.com"));
+  const std::string inter_pem = issuer_->Get("iot.example.com")->certificate_pem;
+  ASSERT_TRUE(issuer_->Revoke(leaf.record.serial, "keyCompromise", false, "test").ok());
+  for (const EVP_MD* digest : {EVP_sha256(), EVP_sha512(), EVP_sha1()}) {
+    SCOPED_TRACE(EVP_MD_get0_name(digest));
+    OcspAsk revoked = AskOcsp(inter_pem, leaf.record.serial, nullptr, digest);
+    EXPECT_EQ(OcspStatusFor(issuer_->Ocsp(revoked.der), revoked.id.get()), V_OCSP_CERTSTATUS_REVOKED);
+    OcspAsk fine = AskOcsp(inter_pem, good.record.serial, nullptr, digest);
+    EXPECT_EQ(OcspStatusFor(issuer_->Ocsp(fine.der), fine.id.get()), V_OCSP_CERTSTATUS_GOOD);
+  }
+}
+
+// Two CAs with one key and one name (a CA certified again, imported under another name): the
+// certificate asked about is answered by the CA that issued it.
+TEST_P(CaServiceTest, OcspFindsTheIssuerAmongCasSharingAKey) {
+  auto key = pki::GenerateKey(pki::KeyType::kEcP256);
+  ASSERT_TRUE(key.ok());
+  std::vector<std::string> pems;
+  for (const char* name : {"first.example.org", "second.example.org"}) {
+    pki::ProfileInput in;
+    in.type = CertType::kRoot;
+    in.fqdn = "shared.example.org";
+    in.not_before_millis = clock_.NowMillis() - 1000;
+    in.not_after_millis = clock_.NowMillis() + 3650LL * 86'400'000;
+    auto spec = pki::ApplyProfile(in, key->get(), nullptr);
+    ASSERT_TRUE(spec.ok()) << spec.error().message;
+    auto cert = pki::SignCertificate(spec->spec, key->get(), nullptr, key->get());
+    ASSERT_TRUE(cert.ok()) << cert.error().message;
+    auto imported = issuer_->ImportCa(cert->get(), key->get(), "", "file", name, "test");
+    ASSERT_TRUE(imported.ok()) << imported.error().message;
+    pems.push_back(imported->back().certificate_pem);
+  }
+  for (size_t i = 0; i < pems.size(); ++i) {
+    auto leaf = Ok(Req(CertType::kDevice, "", i == 0 ? "first.example.org" : "second.example.org"));
+    ASSERT_TRUE(issuer_->Revoke(leaf.record.serial, "keyCompromise", false, "test").ok());
+    OcspAsk ask = AskOcsp(pems[i], leaf.record.serial);
+    EXPECT_EQ(OcspStatusFor(issuer_->Ocsp(ask.der), ask.id.get()), V_OCSP_CERTSTATUS_REVOKED) << i;
+  }
 }
 
 TEST_P(CaServiceTest, OcspCachesKnownCertificatesOnlyAndBoundsTheCache) {

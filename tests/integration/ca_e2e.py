@@ -9,6 +9,7 @@ usage: ca_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
 import base64
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -183,6 +184,14 @@ write("resp.der", body)
 rc, out = run("openssl", "ocsp", "-respin", path("resp.der"), "-issuer", path("inter.pem"), "-cert", path("server.pem"),
               "-CAfile", path("root.pem"))
 check(status == 200 and "server.pem: good" in out, f"OCSP over GET: {out}")
+cache_control = resp.getheader("Cache-Control") or ""
+check(re.search(r"max-age=\d+", cache_control) and "public" in cache_control and resp.getheader("Last-Modified")
+      and resp.getheader("Expires") and resp.getheader("ETag"),
+      f"a GET's answer carries RFC 5019's caching headers: {resp.getheaders()}")
+# A SHA-256 CertID (RFC 6960 lets the client choose), through openssl's client.
+rc, out = run("openssl", "ocsp", "-sha256", "-issuer", path("inter.pem"), "-cert", path("server.pem"), "-url",
+              f"{cf.url}/ocsp", "-CAfile", path("root.pem"))
+check(rc == 0 and "server.pem: good" in out, f"openssl ocsp -sha256: {out}")
 
 # Renew the server certificate for a key of openssl's; the old one is revoked superseded.
 rc, out = run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",

@@ -286,6 +286,28 @@ TEST_F(Profiles, OcspAnswersGoodAndRevoked) {
   EXPECT_EQ(status, V_OCSP_CERTSTATUS_REVOKED);
   EXPECT_EQ(reason, 1);
   EXPECT_FALSE(ParseOcspRequest("nonsense").ok());
+
+  // A nonce of 1 to 128 octets (RFC 9654 2.1); others make a malformed request.
+  for (int length : {0, 1, 32, 128, 129, 200}) {
+    SCOPED_TRACE(length);
+    OcspRequestPtr with_nonce(OCSP_REQUEST_new());
+    OCSP_request_add0_id(with_nonce.get(), OCSP_cert_to_id(nullptr, d.cert.get(), inter_.cert.get()));
+    // extnValue: the DER of an OCTET STRING holding the nonce.
+    std::string inner = length < 128 ? std::string{'\x04', static_cast<char>(length)}
+                                     : std::string{'\x04', '\x81', static_cast<char>(length)};
+    inner += std::string(static_cast<size_t>(length), 'n');
+    std::unique_ptr<ASN1_OCTET_STRING, Deleter<ASN1_OCTET_STRING_free>> value(ASN1_OCTET_STRING_new());
+    ASN1_OCTET_STRING_set(value.get(), reinterpret_cast<const unsigned char*>(inner.data()),
+                          static_cast<int>(inner.size()));
+    std::unique_ptr<X509_EXTENSION, Deleter<X509_EXTENSION_free>> ext(
+        X509_EXTENSION_create_by_NID(nullptr, NID_id_pkix_OCSP_Nonce, 0, value.get()));
+    ASSERT_EQ(OCSP_REQUEST_add_ext(with_nonce.get(), ext.get(), -1), 1);
+    unsigned char* nonce_der = nullptr;
+    const int nonce_len = i2d_OCSP_REQUEST(with_nonce.get(), &nonce_der);
+    auto asked = ParseOcspRequest(std::string(reinterpret_cast<char*>(nonce_der), static_cast<size_t>(nonce_len)));
+    OPENSSL_free(nonce_der);
+    EXPECT_EQ(asked.ok(), length >= 1 && length <= 128) << (asked.ok() ? "" : asked.error().message);
+  }
 }
 
 TEST(KeyTypes, EveryKeyTypeSignsCertificatesCrlsAndOcsp) {
