@@ -180,6 +180,9 @@ void AcmeService::UseNonce(std::string_view nonce, std::function<void(Result<voi
   const std::optional<std::string> raw = Base64UrlDecode(nonce);
   constexpr size_t kBodyBytes = kNonceRandomBytes + 8;
   if (!raw || raw->size() != kBodyBytes + kNonceMacBytes) return then(bad);
+  // Only the spelling made here: base64url leaves spare bits in the last character, and the
+  // store records the nonce as spelled, so another spelling would be a second use.
+  if (Base64UrlEncode(*raw) != nonce) return then(bad);
   const std::string_view body = std::string_view(*raw).substr(0, kBodyBytes);
   if (!ConstantTimeEquals(raw->substr(kBodyBytes), HmacSha256(options_.nonce_key, body).substr(0, kNonceMacBytes))) {
     return then(bad);

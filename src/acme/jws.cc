@@ -5,6 +5,7 @@
 #include <openssl/err.h>
 #include <openssl/param_build.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 
 #include "core/crypto.h"
@@ -133,7 +134,8 @@ Result<Jws> ParseJws(std::string_view body, JwsRole role) {
 }
 
 bool SupportedAlgorithm(std::string_view alg) {
-  return alg == "ES256" || alg == "ES384" || alg == "RS256" || alg == "EdDSA";
+  return std::find(std::begin(kSupportedAlgorithms), std::end(kSupportedAlgorithms), alg) !=
+         std::end(kSupportedAlgorithms);
 }
 
 Result<pki::PkeyPtr> PublicKeyFromJwk(const json::object& jwk) {

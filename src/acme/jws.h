@@ -39,6 +39,7 @@ Result<Jws> ParseJws(std::string_view body, JwsRole role = JwsRole::kRequest);
 // ES256, ES384, RS256 and EdDSA: the algorithms certfleet verifies (RFC 8555 6.2 asks ES256
 // and EdDSA at least).
 bool SupportedAlgorithm(std::string_view alg);
+inline constexpr std::string_view kSupportedAlgorithms[] = {"ES256", "ES384", "RS256", "EdDSA"};
 
 // The public key of a JWK (RFC 7517): EC P-256 or P-384, RSA of 2048 to 8192 bits, OKP
 // Ed25519; kInvalidArgument for anything else, a private key or a malformed member.

@@ -353,7 +353,8 @@ Result<AcmeAnswer> AcmeService::Authorization(std::string_view profile, int64_t 
     }
     const std::string from = authz->status;
     CF_RETURN_IF_ERROR(issuer_.Committer().Run([&](store::Tx& tx) -> Result<void> {
-      CF_RETURN_IF_ERROR(store::SetAcmeAuthzStatus(tx, id, from, "deactivated"));
+      CF_ASSIGN_OR_RETURN(bool changed, store::SetAcmeAuthzStatus(tx, id, from, "deactivated"));
+      if (!changed) return Malformed("the authorization changed while it was being deactivated: look at it again");
       for (const char* s : {"pending", "ready"}) {
         CF_RETURN_IF_ERROR(store::SetAcmeOrderStatus(tx, order.id, s, "invalid", std::nullopt, std::nullopt, now));
       }
@@ -365,7 +366,8 @@ Result<AcmeAnswer> AcmeService::Authorization(std::string_view profile, int64_t 
     authz->status = "deactivated";
   }
   std::string status = authz->status;
-  if (status == "pending" && authz->expires_at <= now) status = "expired";
+  // A valid authorization expires too (RFC 8555 7.1.6); what the store keeps is unchanged.
+  if ((status == "pending" || status == "valid") && authz->expires_at <= now) status = "expired";
   json::array list;
   bool processing = false;
   for (const auto& c : found.challenges) {
@@ -799,15 +801,15 @@ Result<void> AcmeService::RevokeCertificate(std::string_view profile, const Chec
   CF_ASSIGN_OR_RETURN(pki::X509Ptr ours, record.ok() ? pki::CertificateFromPem(record->certificate_pem)
                                                      : Result<pki::X509Ptr>(record.error()));
   if (X509_cmp(ours.get(), cert.get()) != 0) return Problem(ErrorCode::kNotFound, "malformed", "no such certificate");
+  CF_ASSIGN_OR_RETURN(
+      auto order, store::Read(store_, [&](store::Tx& tx) { return store::FindAcmeOrderBySerial(tx, record->serial); }));
+  if (!order || order->profile != profile) {
+    // Certificates issued otherwise (the API, enrollment, CAs) are not ACME's to revoke,
+    // whoever signs: their owners revoke them where they got them.
+    return Unauthorized("the certificate was not issued through this ACME profile");
+  }
   std::string actor;
   if (request.account) {
-    CF_ASSIGN_OR_RETURN(auto order, store::Read(store_, [&](store::Tx& tx) {
-                          return store::FindAcmeOrderBySerial(tx, record->serial);
-                        }));
-    if (!order || order->profile != profile) {
-      // Certificates issued otherwise (the API, enrollment, CAs) are not ACME's to revoke.
-      return Unauthorized("the certificate was not issued through this ACME profile");
-    }
     if (order->account_id != request.account->id) {
       CF_RETURN_IF_ERROR(AuthorizedForAll(request.account->id, cert.get()));
     }

@@ -185,9 +185,22 @@ Result<void> Validator::Validate(std::string_view type, const Identifier& identi
 }
 
 Result<std::string> Validator::AddressOf(const Identifier& identifier) const {
-  if (identifier.type == "ip") return identifier.value;
-  CF_ASSIGN_OR_RETURN(std::vector<std::string> addresses, resolver_.Addresses(identifier.value));
-  return addresses.front();
+  std::string address = identifier.value;
+  if (identifier.type != "ip") {
+    CF_ASSIGN_OR_RETURN(std::vector<std::string> addresses, resolver_.Addresses(identifier.value));
+    address = addresses.front();
+  }
+  // Link-local addresses are the hosts' own (a cloud's metadata service is 169.254.169.254),
+  // never a name's server; an unspecified one is this host.
+  unsigned char raw[16] = {};
+  const bool link_local = (inet_pton(AF_INET, address.c_str(), raw) == 1 && raw[0] == 169 && raw[1] == 254) ||
+                          (inet_pton(AF_INET6, address.c_str(), raw) == 1 && raw[0] == 0xfe && (raw[1] & 0xc0) == 0x80);
+  if (link_local || address == "0.0.0.0" || address == "::") {
+    return Problem(ErrorCode::kFailedPrecondition, "rejectedIdentifier",
+                   fmt::format("{} is at {}, which validation does not connect to (link-local or unspecified)",
+                               Escaped(identifier.value), address));
+  }
+  return address;
 }
 
 Result<Validator::Fetched> Validator::Fetch(const std::string& url, const Identifier& host, int port) const {
@@ -240,8 +253,10 @@ Result<void> Validator::Http01(const Identifier& identifier, std::string_view to
       // Whitespace at the end is ignored (RFC 8555 8.3).
       std::string& body = fetched.body;
       while (!body.empty() && std::isspace(static_cast<unsigned char>(body.back()))) body.pop_back();
+      // What was answered is not quoted: the client reads this detail, and the fetch may have
+      // been redirected to a server only certfleet reaches.
       if (body != key_authorization) {
-        return Incorrect(fmt::format("{} answered {}, not the key authorization {}", url, Escaped(body.substr(0, 128)),
+        return Incorrect(fmt::format("{} answered {} bytes that are not the key authorization {}", url, body.size(),
                                      key_authorization));
       }
       return Ok();

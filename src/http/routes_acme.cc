@@ -53,18 +53,27 @@ Response Finish(const ApiContext& ctx, std::string_view profile, Response res) {
   return res;
 }
 
-Response Problem(const ApiContext& ctx, std::string_view request_id, std::string_view profile, const Error& e) {
-  auto [type, status] = ProblemOf(e);
+// `status`: the HTTP status, when not the error's own (the document says the one it comes with).
+Response Problem(const ApiContext& ctx, std::string_view request_id, std::string_view profile, const Error& e,
+                 int status = 0) {
+  auto [type, own_status] = ProblemOf(e);
+  if (status == 0) status = own_status;
   std::string detail = e.message;
   if (status >= 500) {
     log::Error("ACME request failed", {{"request_id", request_id}, {"error", e.message}});
     detail = "the server could not complete the request; see its log";
   }
+  json::object body{{"type", std::string(kProblemPrefix) + type}, {"detail", detail}, {"status", status}};
+  // The algorithms accepted, with the problem that names one that is not (RFC 8555 6.2).
+  if (type == "badSignatureAlgorithm") {
+    json::array algorithms;
+    for (std::string_view alg : acme::kSupportedAlgorithms) algorithms.emplace_back(alg);
+    body["algorithms"] = std::move(algorithms);
+  }
   Response res;
   res.status = status;
   res.content_type = "application/problem+json";
-  res.body = json::serialize(
-      json::object{{"type", std::string(kProblemPrefix) + type}, {"detail", detail}, {"status", status}});
+  res.body = json::serialize(body);
   return Finish(ctx, profile, std::move(res));
 }
 
@@ -139,10 +148,9 @@ void SignedPost(const ApiContext& ctx, const Request& req, const Responder& resp
       std::make_shared<const Asked>(Asked{&ctx, req.request_id, req.params.at("profile"), req.params, respond});
   if (auto known = ctx.acme->FindProfile(asked->profile); !known.ok()) return asked->Fail(known.error());
   if (req.Header("content-type").value_or("") != "application/jose+json") {
-    Response res = Problem(ctx, req.request_id, asked->profile,
-                           MakeError(ErrorCode::kInvalidArgument, "Content-Type must be application/jose+json"));
-    res.status = 415;
-    return asked->Reply(std::move(res));
+    return asked->Reply(Problem(ctx, req.request_id, asked->profile,
+                                MakeError(ErrorCode::kInvalidArgument, "Content-Type must be application/jose+json"),
+                                415));
   }
   ctx.acme->Check(asked->profile, url_path.empty() ? req.path : url_path, req.body, signer,
                   [asked, handle = std::move(handle)](Result<Checked> checked) {

@@ -418,7 +418,7 @@ for what, (status, out, _) in (("a request of the deactivated account", post(gon
                                                                  {"termsOfServiceAgreed": True}, gone))):
     check(status == 403 and out["type"].endswith(":unauthorized"), f"{what}: unauthorized: {status} {out}")
 status, out, _ = cf.request("POST", "/acme/default/new-account", body="{}", headers={"Content-Type": "application/json"})
-check(status == 415, f"a body that is not application/jose+json: {status} {out}")
+check(status == 415 and out["status"] == 415, f"a body that is not application/jose+json: {status} {out}")
 # One key registered by several requests at once (on PostgreSQL none sees the others' account
 # before it commits): one account, every answer 200 or 201 with its URL, no store error.
 racing = ec.generate_private_key(ec.SECP256R1())
@@ -560,6 +560,16 @@ check(status == 200, f"an account authorized for every name of the certificate m
 check(cf.api("GET", f"/v1/certificates/{format(r_cert.serial_number, 'x')}")["status"] == "revoked",
       "and the certificate is revoked")
 
+# Revocation by a certificate's own key: only of certificates this profile issued.
+api_cert = cf.api("POST", "/v1/certificates/server", {"fqdn": "api-issued.iot.example.com",
+                                                      "parent_fqdn": "iot.example.com"}, expect=201)
+api_key = serialization.load_pem_private_key(api_cert["private_key_pem"].encode(), None)
+api_der = x509.load_pem_x509_certificate(api_cert["certificate_pem"].encode()).public_bytes(serialization.Encoding.DER)
+status, out, _ = post("/acme/default/revoke-cert", {"certificate": b64(api_der)}, api_key)
+check(status == 403 and out["type"].endswith(":unauthorized") and cf.api(
+    "GET", f"/v1/certificates/{api_cert['serial']}")["status"] == "active",
+      f"a certificate issued through the API is not revoked through ACME, even signed by its key: {status} {out}")
+
 # ---- ACME Renewal Information (RFC 9773) ----
 leaf = x509.load_pem_x509_certificate(chain if isinstance(chain, bytes) else chain.encode())
 aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
@@ -610,6 +620,11 @@ status, out, _ = post(key_change, inner, account_key, kid=kid)
 check(status == 200 and out["status"] == "valid", f"key change: {status} {out}")
 status, _, _ = post(kid, None, account_key, kid=kid)
 check(status == 400, "the old key no longer signs for the account")
+status, out, _ = cf.request("POST", "/acme/default/new-account", body=json.dumps(sign(
+    new_key, {"alg": "PS256", "nonce": nonce(), "url": f"{cf.url}/acme/default/new-account", "jwk": jwk_of(new_key)},
+    {})), headers={"Content-Type": "application/jose+json"})
+check(status == 400 and out["type"].endswith(":badSignatureAlgorithm") and out.get("algorithms") == [
+    "ES256", "ES384", "RS256", "EdDSA"], f"an algorithm not accepted: the problem lists those that are: {out}")
 account_key = new_key
 jwk = jwk_of(new_key)
 thumbprint = b64(hashlib.sha256(json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"),
@@ -700,6 +715,8 @@ def redirecting(path):
     token = path.rsplit("/", 1)[-1]
     if path.startswith("/.well-known/acme-challenge/"):
         return 302, {"Location": redirect_to["target"].format(token=token)}, b""
+    if path.startswith("/internal/"):
+        return 200, {}, b"internal-secret"
     return 200, {}, f"{token}.{thumbprint}".encode()
 
 
@@ -721,6 +738,14 @@ redirect_to["target"] = f"http://127.0.0.1:{free_port()}/moved/{{token}}"
 answered = http01_answer("127.0.0.1")
 check(answered["status"] == "invalid" and answered["error"]["type"].endswith(":unauthorized")
       and "only http on port" in answered["error"]["detail"], f"a redirect to another port: {answered}")
+# Validation may reach servers only certfleet reaches: what they answer is never shown.
+redirect_to["target"] = "/internal/{token}"
+answered = http01_answer("127.0.0.1")
+check(answered["status"] == "invalid" and answered["error"]["type"].endswith(":incorrectResponse")
+      and "internal-secret" not in json.dumps(answered), f"a wrong answer is not quoted to the client: {answered}")
+answered = http01_answer("169.254.169.254")
+check(answered["status"] == "invalid" and answered["error"]["type"].endswith(":rejectedIdentifier")
+      and "link-local" in answered["error"]["detail"], f"a link-local address is not connected to: {answered}")
 # A default profile stored with a DNS suffix: a redirect to a name outside it is not followed.
 cf.api("PUT", "/v1/acme/profiles/default", {"ca": "iot.example.com", "dns_suffixes": ["example.test"]}, expect=201)
 redirect_to["target"] = f"http://elsewhere.test:{HTTP01_PORT}/moved/{{token}}"
