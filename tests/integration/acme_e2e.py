@@ -399,6 +399,13 @@ post("/acme/default/new-account", {}, key, nonce_value=used)
 status, out, resp = post("/acme/default/new-account", {}, key, nonce_value=used)
 check(status == 400 and out["type"].endswith(":badNonce") and resp.getheader("Replay-Nonce"),
       f"a nonce used twice: badNonce with a fresh nonce: {out}")
+# The same nonce spelled otherwise: base64url's last character has spare low bits.
+alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+used = nonce()
+post("/acme/default/new-account", {}, key, nonce_value=used)
+respelled = used[:-1] + alphabet[alphabet.index(used[-1]) ^ 1]
+status, out, _ = post("/acme/default/new-account", {}, key, nonce_value=respelled)
+check(status == 400 and out["type"].endswith(":badNonce"), f"a used nonce spelled otherwise: badNonce: {status} {out}")
 status, out, _ = post("/acme/default/new-account", {}, key, url=f"{cf.url}/acme/default/elsewhere")
 check(status == 403 and out["type"].endswith(":unauthorized"), f"a JWS url of another request: {out}")
 status, out, _ = post("/acme/default/new-account", {}, key, forge=True)
