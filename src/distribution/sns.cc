@@ -164,10 +164,34 @@ Result<void> SnsVerifier::Confirm(const SnsMessage& m) {
 }
 
 Result<std::shared_ptr<X509>> SnsVerifier::SigningCertificate(const std::string& url) {
-  {
+  constexpr size_t kMaxKept = 64;  // SNS rotates its certificate yearly: a few URLs at most
+  auto known = [&]() -> std::optional<Result<std::shared_ptr<X509>>> {
     std::lock_guard lock(mu_);
     if (auto it = certificates_.find(url); it != certificates_.end()) return it->second;
+    if (auto it = failed_.find(url); it != failed_.end() && it->second.second > clock_.NowMillis()) {
+      return it->second.first;
+    }
+    return std::nullopt;
+  };
+  if (auto answer = known()) return *answer;
+  std::unique_lock fetching(fetching_, std::try_to_lock);
+  if (!fetching.owns_lock()) {
+    return MakeError(ErrorCode::kUnavailable, "another signing certificate is being fetched: deliver again");
   }
+  if (auto answer = known()) return *answer;  // fetched while this one waited for the lock
+  Result<std::shared_ptr<X509>> fetched = FetchSigningCertificate(url);
+  std::lock_guard lock(mu_);
+  if (fetched.ok()) {
+    if (certificates_.size() >= kMaxKept) certificates_.clear();
+    certificates_[url] = *fetched;
+  } else {
+    if (failed_.size() >= kMaxKept) failed_.clear();
+    failed_[url] = {fetched.error(), clock_.NowMillis() + kFailureMillis};
+  }
+  return fetched;
+}
+
+Result<std::shared_ptr<X509>> SnsVerifier::FetchSigningCertificate(const std::string& url) {
   CF_ASSIGN_OR_RETURN(std::string pem, Get(url, /*https_only=*/true));
   auto certs = pki::CertificatesFromPem(pem);
   if (!certs.ok()) return Denied("the signing certificate is not a PEM certificate");
@@ -209,10 +233,6 @@ Result<std::shared_ptr<X509>> SnsVerifier::SigningCertificate(const std::string&
   if (X509_check_host(leaf.get(), kSigningName.data(), kSigningName.size(), 0, nullptr) != 1) {
     return Denied(fmt::format("the signing certificate is not issued to {}", kSigningName));
   }
-  std::lock_guard lock(mu_);
-  constexpr size_t kMaxKept = 64;  // SNS rotates its certificate yearly: a few URLs at most
-  if (certificates_.size() >= kMaxKept) certificates_.clear();
-  certificates_[url] = leaf;
   return leaf;
 }
 

@@ -62,21 +62,27 @@ class SnsVerifier {
   SnsVerifier(const Clock& clock, Options options) : clock_(clock), options_(std::move(options)) {}
 
   // The message of `body` if it passes every check: kPermissionDenied saying which failed,
-  // kUnavailable if the signing certificate cannot be fetched now.
+  // kUnavailable if the signing certificate cannot be fetched now. Anyone may send a message
+  // naming any SNS URL, so one certificate is fetched at a time (kUnavailable meanwhile:
+  // SNS delivers again) and a URL that failed is not fetched again for kFailureMillis.
   Result<SnsMessage> Verify(std::string_view body);
   // Confirms a verified SubscriptionConfirmation: GET its SubscribeURL.
   Result<void> Confirm(const SnsMessage& m);
 
   static constexpr size_t kMaxCertificateBytes = size_t{64} * 1024;
+  static constexpr int64_t kFailureMillis = 10'000;  // below SNS's 20 s between deliveries
 
  private:
   Result<std::shared_ptr<X509>> SigningCertificate(const std::string& url);
+  Result<std::shared_ptr<X509>> FetchSigningCertificate(const std::string& url);
   Result<std::string> Get(const std::string& url, bool https_only);
 
   const Clock& clock_;
   const Options options_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<X509>> certificates_;  // verified, by URL
+  std::map<std::string, std::pair<Error, int64_t>> failed_;    // by URL: why, and until when
+  std::mutex fetching_;                                        // held by the one fetch
 };
 
 }  // namespace certfleet::distribution

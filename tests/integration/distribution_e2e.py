@@ -436,6 +436,12 @@ for message, why in refusals:
     status, out, _ = sns_post(message)
     check(status == 403 and why in out["error"]["message"], f"refused ({why}): {status} {out}")
 check(not records("Warehouse_US", "PENDING_EMAIL"), "nothing refused marked anything")
+# A signing certificate URL that fails is not fetched again at once: anyone may name one.
+missing = f"https://{sns.host}/SimpleNotificationService-missing.pem"
+for _ in range(2):
+    status, out, _ = sns_post(sns.message("Notification", TOPIC, s3_event, cert_url=missing))
+    check(status == 503, f"a signing certificate that cannot be fetched: 503, for SNS to deliver again: {status} {out}")
+check(sns.gets.count("/SimpleNotificationService-missing.pem") == 1, f"and it was fetched once: {sns.gets}")
 status, out, _ = cf.request("POST", "/v1/distribution/events", body=s3_event)
 check(status == 401, f"a plain S3 event still needs a token: {status}")
 status, out, _ = sns_post(sns.message("Notification", TOPIC, s3_event, version="1", subject="Amazon S3 Notification"))

@@ -193,11 +193,13 @@ class SnsEndpoint:
         self.cert_path = "/SimpleNotificationService-test.pem"
         self.confirmed = []  # the query strings of confirmation GETs
         self.fetches = 0
+        self.gets = []  # the path of every GET
         signing_pem = pem(signing)
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
+                owner.gets.append(self.path)
                 if self.path == owner.cert_path:
                     owner.fetches += 1
                     body = signing_pem
