@@ -412,8 +412,12 @@ class Server::Impl::Session : public SessionBase, public std::enable_shared_from
       unread_body_ = !parser_->is_done();
       return Reply(std::move(*refused), unread_body_);
     }
-    const size_t limit = match_.route && match_.route->options.body_limit ? match_.route->options.body_limit
-                                                                          : server_.options.body_limit;
+    // GET and HEAD take no body (RFC 9110 9.3.1: it has no meaning): none is read, so none
+    // makes a public route take in server.body_limit bytes for nothing.
+    const bool bodiless = h.method() == bhttp::verb::get || h.method() == bhttp::verb::head;
+    const size_t limit = bodiless                                           ? 0
+                         : match_.route && match_.route->options.body_limit ? match_.route->options.body_limit
+                                                                            : server_.options.body_limit;
     if (parser_->content_length() && *parser_->content_length() > limit) {
       unread_body_ = true;
       return Reply(ErrorResponse(413, "payload_too_large", fmt::format("the body is larger than {} bytes", limit)),

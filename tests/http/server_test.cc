@@ -313,6 +313,15 @@ TEST_F(ServerTest, EndlessChunkExtensionsAndTrailersAreRefused) {
   }
 }
 
+TEST_F(ServerTest, GetAndHeadTakeNoBody) {
+  std::string out = Raw("GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nabcde");
+  EXPECT_TRUE(out.starts_with("HTTP/1.1 413")) << out;
+  out = Raw("GET /hello HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n");
+  EXPECT_TRUE(out.starts_with("HTTP/1.1 413")) << out;
+  EXPECT_TRUE(Raw("GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                  .starts_with("HTTP/1.1 200"));
+}
+
 TEST_F(ServerTest, Http11NeedsExactlyOneHost) {
   EXPECT_TRUE(Raw("GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n").starts_with("HTTP/1.1 400"));
   EXPECT_TRUE(
