@@ -44,7 +44,7 @@ constexpr uint32_t kHeaderLimit = 16 * 1024;
 // What a connection's read buffer holds before the parser takes it: the headers, and a chunk's
 // size line or the trailer, which no other limit bounds (Beast reads them until their line
 // ends). A body's bytes go on to the body as they come, so this bounds none.
-constexpr size_t kReadBufferLimit = 64 * 1024;
+constexpr size_t kReadBufferLimit = size_t{64} * 1024;
 // How long a closing connection gets for the TLS close_notify exchange.
 constexpr std::chrono::seconds kCloseTimeout{2};
 // How long and how much of a refused body is read and dropped before closing (see Linger).
