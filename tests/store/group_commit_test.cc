@@ -348,14 +348,19 @@ TEST_P(GroupCommitTest, AGatheredWriteThatFailsFailsItsPieceAlone) {
   };
   GroupCommitter group(*store_);
   // The committer is held in a first piece until the four are queued: they form one group.
+  // They are queued once it runs that piece, else (a committer slow to wake) the first of
+  // them could join its group.
   std::promise<void> queued;
   std::shared_future<void> all_queued = queued.get_future().share();
+  std::promise<void> holding;
   group.Submit(
-      [all_queued](Tx&) -> Result<void> {
+      [all_queued, &holding](Tx&) -> Result<void> {
+        holding.set_value();  // a lone piece that succeeds runs once
         all_queued.wait();
         return Ok();
       },
       [](Result<void>) {});
+  holding.get_future().wait();
   std::vector<std::future<Result<void>>> results;
   for (int64_t i = 0; i < 4; ++i) {
     auto promise = std::make_shared<std::promise<Result<void>>>();
