@@ -178,8 +178,10 @@ store::AcmeProfileRecord ProfileRecord(const Profile& p, int64_t now) {
 }
 
 Result<void> CheckIdentifier(const Profile& profile, std::string_view type, std::string_view value) {
+  // A profile that limits names or addresses limits both: a list left empty beside the other
+  // one issues for none of its kind (a partner's names, not any address it asks for).
+  if (profile.dns_suffixes.empty() && profile.ip_ranges.empty()) return Ok();
   if (type == "dns") {
-    if (profile.dns_suffixes.empty()) return Ok();
     for (const auto& suffix : profile.dns_suffixes) {
       if (value == suffix ||
           (value.size() > suffix.size() && value.ends_with(suffix) && value[value.size() - suffix.size() - 1] == '.')) {
@@ -187,7 +189,6 @@ Result<void> CheckIdentifier(const Profile& profile, std::string_view type, std:
       }
     }
   } else {
-    if (profile.ip_ranges.empty()) return Ok();
     for (const auto& text : profile.ip_ranges) {
       if (auto range = ParseRange(text); range && InRange(*range, value)) return Ok();
     }

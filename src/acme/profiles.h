@@ -17,8 +17,10 @@ namespace certfleet::acme {
 struct Profile {
   std::string name;
   std::string ca;
-  std::vector<std::string> dns_suffixes;  // a name must be one of these or end in "." + one; empty: any
-  std::vector<std::string> ip_ranges;     // CIDRs an address must be in; empty: any
+  // A name must be one of dns_suffixes or end in "." + one; an address must be in one of the
+  // CIDRs of ip_ranges. Both empty: any name or address; one empty: none of its kind.
+  std::vector<std::string> dns_suffixes;
+  std::vector<std::string> ip_ranges;
   int64_t validity_days = 90;
   std::vector<std::string> key_types;  // pki key type names ("ec-p256", …); empty: any the linter accepts
   bool eab_required = false;

@@ -58,6 +58,11 @@ TEST(ProfileTest, NamesUnderASuffixOnly) {
   EXPECT_EQ(refused.error().reason, "rejectedIdentifier");
   EXPECT_FALSE(CheckIdentifier(p, "dns", "partner.test.evil").ok());
   EXPECT_TRUE(CheckIdentifier(Parse(R"({"ca": "x"})"), "dns", "anything.example").ok());
+  EXPECT_TRUE(CheckIdentifier(Parse(R"({"ca": "x"})"), "ip", "203.0.113.9").ok());
+  // Limited to names, the profile issues for no address.
+  auto address = CheckIdentifier(p, "ip", "203.0.113.9");
+  ASSERT_FALSE(address.ok());
+  EXPECT_EQ(address.error().reason, "rejectedIdentifier");
 }
 
 TEST(ProfileTest, AddressesInsideTheRanges) {
@@ -68,6 +73,8 @@ TEST(ProfileTest, AddressesInsideTheRanges) {
   EXPECT_FALSE(CheckIdentifier(p, "ip", "2001:db9::5").ok());
   EXPECT_TRUE(CheckIdentifier(p, "ip", "192.0.2.7").ok());
   EXPECT_FALSE(CheckIdentifier(p, "ip", "192.0.2.8").ok());
+  // Limited to addresses, the profile issues for no name.
+  EXPECT_FALSE(CheckIdentifier(p, "dns", "www.example.com").ok());
 }
 
 TEST(ProfileTest, KeyTypes) {

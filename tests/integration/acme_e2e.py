@@ -753,8 +753,14 @@ check(answered["status"] == "invalid" and answered["error"]["type"].endswith(":i
 answered = http01_answer("169.254.169.254")
 check(answered["status"] == "invalid" and answered["error"]["type"].endswith(":rejectedIdentifier")
       and "link-local" in answered["error"]["detail"], f"a link-local address is not connected to: {answered}")
-# A default profile stored with a DNS suffix: a redirect to a name outside it is not followed.
+# A default profile stored with a DNS suffix only issues for no address.
 cf.api("PUT", "/v1/acme/profiles/default", {"ca": "iot.example.com", "dns_suffixes": ["example.test"]}, expect=201)
+status, refused, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]})
+check(status == 400 and refused["type"].endswith(":rejectedIdentifier"),
+      f"a profile limited to names refuses an address: {status} {refused}")
+# With loopback in its ranges too: a redirect to a name outside its suffixes is not followed.
+cf.api("PUT", "/v1/acme/profiles/default", {"ca": "iot.example.com", "dns_suffixes": ["example.test"],
+                                             "ip_ranges": ["127.0.0.0/8"]})
 redirect_to["target"] = f"http://elsewhere.test:{HTTP01_PORT}/moved/{{token}}"
 answered = http01_answer("127.0.0.1")
 check(answered["status"] == "invalid" and "does not issue for" in answered["error"]["detail"],
