@@ -198,9 +198,11 @@ class AcmeService {
     std::string id;  // the certificate's id as the certificate spells it (no leading zero octets)
   };
   Result<Identified> IdentifyCertificate(std::string_view profile, std::string_view cert_id);
-  // A new order's `replaces`: a certificate of the account, not replaced by another order.
-  // Returns the id in its one spelling, which orders keep.
-  Result<std::string> CheckReplaces(std::string_view profile, int64_t account_id, std::string_view cert_id);
+  // A new order's `replaces`: a certificate of the account, not replaced by another order,
+  // sharing one of the order's `identifiers` (as orders list them). Returns the id in its one
+  // spelling, which orders keep.
+  Result<std::string> CheckReplaces(std::string_view profile, int64_t account_id, std::string_view cert_id,
+                                    const boost::json::array& identifiers);
   // Check's steps: everything but the nonce, which is used last, so that a forged request
   // cannot use up another client's nonce.
   Result<Checked> CheckSigned(std::string_view profile, std::string_view path, std::string_view body, Signer signer);

@@ -4,6 +4,7 @@
 #include <openssl/bn.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 
 #include "acme/acme_service.h"
@@ -81,7 +82,8 @@ Result<AcmeAnswer> AcmeService::RenewalInfo(std::string_view profile, std::strin
   return answer;
 }
 
-Result<std::string> AcmeService::CheckReplaces(std::string_view profile, int64_t account_id, std::string_view cert_id) {
+Result<std::string> AcmeService::CheckReplaces(std::string_view profile, int64_t account_id, std::string_view cert_id,
+                                               const json::array& identifiers) {
   auto found = IdentifyCertificate(profile, cert_id);
   if (!found.ok()) {
     return Problem(ErrorCode::kInvalidArgument, "malformed", fmt::format("replaces: {}", found.error().message));
@@ -89,12 +91,21 @@ Result<std::string> AcmeService::CheckReplaces(std::string_view profile, int64_t
   if (found->order.account_id != account_id) {
     return Problem(ErrorCode::kPermissionDenied, "unauthorized", "replaces names another account's certificate");
   }
+  // RFC 9773 section 5: a renewal shares at least one identifier with what it replaces.
+  boost::system::error_code ec;
+  const json::value before = json::parse(found->order.identifiers, ec);
+  const bool shared =
+      !ec && before.is_array() && std::any_of(identifiers.begin(), identifiers.end(), [&](const auto& id) {
+        return std::find(before.as_array().begin(), before.as_array().end(), id) != before.as_array().end();
+      });
+  if (!shared) {
+    return Problem(ErrorCode::kInvalidArgument, "malformed",
+                   "replaces names a certificate that shares no identifier with this order");
+  }
   CF_ASSIGN_OR_RETURN(bool replaced, store::Read(store_, [&](store::Tx& tx) {
                         return store::AcmeOrderReplaces(tx, found->id, clock_.NowMillis());
                       }));
-  if (replaced) {
-    return Problem(ErrorCode::kAlreadyExists, "alreadyReplaced", "another order replaces this certificate already");
-  }
+  if (replaced) return AlreadyReplaced();
   return found->id;
 }
 

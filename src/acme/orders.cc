@@ -267,15 +267,15 @@ void AcmeService::NewOrder(std::string_view profile, const Checked& request, Ans
       planned->order.not_after = *at;
     }
     for (const auto& o : planned->identifiers) CF_RETURN_IF_ERROR(CheckIdentifier(found, o.id.type, o.id.value));
+    for (const auto& o : planned->identifiers) {
+      planned->listed.push_back(json::object{{"type", o.id.type}, {"value", o.value}});
+    }
     std::optional<std::string> replaces;
     if (const json::value* r = payload.if_contains("replaces")) {
       if (!r->is_string() || r->as_string().empty() || r->as_string().size() > 256) {
         return Malformed("replaces must be a certificate identifier (RFC 9773)");
       }
-      CF_ASSIGN_OR_RETURN(replaces, CheckReplaces(profile, account.id, r->as_string()));
-    }
-    for (const auto& o : planned->identifiers) {
-      planned->listed.push_back(json::object{{"type", o.id.type}, {"value", o.value}});
+      CF_ASSIGN_OR_RETURN(replaces, CheckReplaces(profile, account.id, r->as_string(), planned->listed));
     }
     store::AcmeOrderRecord& order = planned->order;
     order.account_id = account.id;
@@ -293,6 +293,13 @@ void AcmeService::NewOrder(std::string_view profile, const Checked& request, Ans
   auto write = [planned](store::Tx& tx) -> Result<void> {
     store::AcmeOrderRecord& order = planned->order;
     planned->authz_ids.clear();  // the transaction may run again
+    if (order.replaces) {
+      // Checked again where it is written: orders replacing one certificate at once, on any
+      // node, are taken one after the other, and all but the first are refused.
+      CF_RETURN_IF_ERROR(store::LockForTransaction(tx, "acme replaces:" + *order.replaces));
+      CF_ASSIGN_OR_RETURN(bool replaced, store::AcmeOrderReplaces(tx, *order.replaces, order.created_at));
+      if (replaced) return AlreadyReplaced();
+    }
     CF_ASSIGN_OR_RETURN(order.id, store::InsertAcmeOrder(tx, order));
     for (const auto& o : planned->identifiers) {
       store::AcmeAuthzRecord authz{0,          order.id,   order.account_id, o.id.type,

@@ -15,4 +15,9 @@ inline Error Problem(ErrorCode code, std::string_view type, std::string detail) 
   return e;
 }
 
+// An order's `replaces` names a certificate another order replaces already (RFC 9773).
+inline Error AlreadyReplaced() {
+  return Problem(ErrorCode::kAlreadyExists, "alreadyReplaced", "another order replaces this certificate already");
+}
+
 }  // namespace certfleet::acme

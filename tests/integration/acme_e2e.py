@@ -367,6 +367,15 @@ def nonce():
 def post(path, payload, key, url=None, nonce_value=None, forge=False, kid=None):
     """A JWS POST signed with `key`, named by `kid` (an account URL) or its jwk; payload None is
     a POST-as-GET. `path` may be a full URL of this server."""
+    return send(*signed(path, payload, key, url, nonce_value, forge, kid))
+
+
+def send(path, jws):
+    return cf.request("POST", path, body=jws, headers={"Content-Type": "application/jose+json"})
+
+
+def signed(path, payload, key, url=None, nonce_value=None, forge=False, kid=None):
+    """What post() sends: the path and the JWS."""
     path = path.removeprefix(cf.url)
     alg = "RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256"
     header = {"alg": alg, "nonce": nonce_value or nonce(), "url": url or f"{cf.url}{path}"}
@@ -381,10 +390,7 @@ def post(path, payload, key, url=None, nonce_value=None, forge=False, kid=None):
         sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
     if forge:
         sig = bytes([sig[0] ^ 1]) + sig[1:]
-    status, out, resp = cf.request("POST", path, body=json.dumps({"protected": protected, "payload": body,
-                                                                 "signature": b64(sig)}),
-                                   headers={"Content-Type": "application/jose+json"})
-    return status, out, resp
+    return path, json.dumps({"protected": protected, "payload": body, "signature": b64(sig)})
 
 
 key = ec.generate_private_key(ec.SECP256R1())
@@ -591,9 +597,31 @@ check(status == 200 and resp.getheader("Retry-After") and time.time() + 50 * 864
     window["end"].replace("Z", "+00:00")).timestamp(), f"renewalInfo: a window in the last third of its life: {info}")
 status, info, _ = cf.request("GET", "/acme/default/renewal-info/AAAA.AAAA")
 check(status == 404, f"renewalInfo of an unknown certificate: {status} {info}")
-status, replacing, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "c.example.test"}],
-                                                         "replaces": cert_id})
-check(status == 201 and replacing["replaces"] == cert_id, f"an order that replaces it: {status} {replacing}")
+status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "other.example.test"}],
+                                                   "replaces": cert_id})
+check(status == 400 and out["type"].endswith(":malformed") and "shares no identifier" in out["detail"],
+      f"an order replacing a certificate it shares no name with: {status} {out}")
+# Several orders replacing it at once (signed before, sent together): the first written is
+# taken, the others are refused.
+requests = [signed("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "c.example.test"}],
+                                               "replaces": cert_id}, account_key, kid=kid) for _ in range(8)]
+raced, start = [None] * len(requests), threading.Barrier(len(requests))
+
+
+def race(i):
+    start.wait()
+    raced[i] = send(*requests[i])
+
+
+racers = [threading.Thread(target=race, args=(i,)) for i in range(len(raced))]
+for t in racers:
+    t.start()
+for t in racers:
+    t.join()
+taken = [out for status, out, _ in raced if status == 201]
+check(len(taken) == 1 and taken[0]["replaces"] == cert_id
+      and all(out["type"].endswith(":alreadyReplaced") for status, out, _ in raced if status != 201),
+      f"{len(raced)} orders replacing it at once: one taken: {[(st, str(o)[:100]) for st, o, _ in raced]}")
 status, out, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "dns", "value": "c.example.test"}],
                                                    "replaces": cert_id})
 check(status == 409 and out["type"].endswith(":alreadyReplaced"), f"a second order replacing it: {status} {out}")
