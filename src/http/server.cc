@@ -45,6 +45,8 @@ constexpr uint32_t kHeaderLimit = 16 * 1024;
 // size line or the trailer, which no other limit bounds (Beast reads them until their line
 // ends). A body's bytes go on to the body as they come, so this bounds none.
 constexpr size_t kReadBufferLimit = size_t{64} * 1024;
+// What a read of a request's first bytes after a keep-alive wait takes at most.
+constexpr size_t kFirstRead = 4096;
 // How long a closing connection gets for the TLS close_notify exchange.
 constexpr std::chrono::seconds kCloseTimeout{2};
 // How long and how much of a refused body is read and dropped before closing (see Linger).
@@ -341,8 +343,21 @@ class Server::Impl::Session : public SessionBase, public std::enable_shared_from
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(boost::none);  // the route's limit is set once the headers say which route
     idle_ = true;
-    beast::get_lowest_layer(stream_).expires_after(first_ ? server_.options.header_timeout
-                                                          : server_.options.idle_timeout);
+    if (first_ || buffer_.size() > 0) return ReadHeaderRest();
+    // Between requests the next one's first bytes may take server.idle_timeout; from them on,
+    // its headers have server.header_timeout, as a first request's do, so that a client
+    // sending a byte now and then cannot hold the connection for an idle timeout each time.
+    beast::get_lowest_layer(stream_).expires_after(server_.options.idle_timeout);
+    stream_.async_read_some(buffer_.prepare(kFirstRead), [self = shared_from_this()](beast::error_code ec, size_t n) {
+      self->buffer_.commit(n);
+      if (ec) return self->OnHeader(ec);
+      self->ReadHeaderRest();
+    });
+  }
+
+  // Reads the rest of a request's headers (all of them if none came yet) within header_timeout.
+  void ReadHeaderRest() {
+    beast::get_lowest_layer(stream_).expires_after(server_.options.header_timeout);
     bhttp::async_read_header(stream_, buffer_, *parser_,
                              [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
   }

@@ -2,6 +2,8 @@
 #include "http/server.h"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/json/parse.hpp>
@@ -258,6 +260,57 @@ TEST_F(ServerTest, BodyLimitsPerRoute) {
 TEST_F(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   auto r = Fetch("-v " + Url("/hello") + " " + Url("/hello"));
   EXPECT_NE(r.body.find("Re-using existing connection"), std::string::npos) << r.body;
+}
+
+// A kept-alive connection waits server.idle_timeout for the next request's first bytes; from
+// them on its headers have server.header_timeout, so a client sending a byte now and then
+// cannot hold the connection for an idle timeout each time.
+TEST_F(ServerTest, KeptAliveRequestsHeadersHaveTheHeaderTimeout) {
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.http_listen = "127.0.0.1:0";
+  o.tls_cert_file = dir_ + "/server.pem";
+  o.tls_key_file = dir_ + "/server.key";
+  o.threads = 1;
+  o.header_timeout = std::chrono::seconds(1);
+  o.idle_timeout = std::chrono::seconds(300);
+  Server server(router_, metrics_, o);
+  ASSERT_TRUE(server.Listen().ok());
+  std::thread running([&] { server.Run(); });
+
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::socket socket(io);
+  socket.connect({boost::asio::ip::make_address("127.0.0.1"), server.http_port()});
+  const int fd = socket.native_handle();
+  // A broken server would keep the connection for idle_timeout: the test gives up after 60 s.
+  const timeval bound{60, 0};
+  ASSERT_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof(bound)), 0);
+  auto send_all = [fd](const std::string& bytes) {
+    return ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
+  };
+  // Reads until the server closes (true), or fails on the bound (false); `until` ends it sooner.
+  auto receive = [fd](std::string& out, std::string_view until = {}) {
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+      if (n == 0) return true;
+      if (n < 0) return false;
+      out.append(buf, static_cast<size_t>(n));
+      if (!until.empty() && out.find(until) != std::string::npos) return true;
+    }
+  };
+  ASSERT_TRUE(send_all("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::string first;
+  ASSERT_TRUE(receive(first, "\r\n\r\n"));
+  EXPECT_TRUE(first.starts_with("HTTP/1.1 404")) << first;  // /hello is HTTPS only: answered, kept alive
+  // The first request's answer is in, so these bytes start a read of their own.
+  ASSERT_TRUE(send_all("GET /hello HTTP/1.1\r\nHo"));
+  std::string rest;
+  EXPECT_TRUE(receive(rest)) << "the server closes the connection within header_timeout, not idle_timeout";
+  EXPECT_EQ(rest.find("HTTP/1.1"), std::string::npos) << rest;
+
+  server.Shutdown();
+  running.join();
 }
 
 TEST_F(ServerTest, ClientCertificatesAreVerifiedPerRoute) {
