@@ -275,6 +275,33 @@ Response ActivateCa(const ApiContext& ctx, const Request& req) {
   return JsonResponse(201, json::object{{"certificates", std::move(items)}});
 }
 
+// How long an HTTP cache in front may serve a CRL or a GET's OCSP answer: also how long it
+// may go on serving one from before a revocation, so short, yet long enough to take a
+// popular CA's load (RFC 5019 6.2 asks for a max-age between thisUpdate and nextUpdate).
+constexpr int64_t kMaxAgeSeconds = 60;
+
+std::string HttpDate(int64_t millis) {
+  const time_t t = static_cast<time_t>(millis / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char out[64];
+  return std::string(out, std::strftime(out, sizeof(out), "%a, %d %b %Y %H:%M:%S GMT", &tm));
+}
+
+// Lets HTTP caches keep `res`, a signed answer valid from `this_update` to `next_update`, for
+// kMaxAgeSeconds at most; one past its nextUpdate not at all.
+void CacheUntil(Response& res, int64_t this_update, int64_t next_update, int64_t now) {
+  if (next_update <= now) {
+    res.headers.emplace_back("Cache-Control", "no-cache");
+    return;
+  }
+  const int64_t max_age = std::min(kMaxAgeSeconds, (next_update - now) / 1000);
+  res.headers.emplace_back("Cache-Control", fmt::format("max-age={}, public, no-transform, must-revalidate", max_age));
+  res.headers.emplace_back("Last-Modified", HttpDate(this_update));
+  res.headers.emplace_back("Expires", HttpDate(now + max_age * 1000));
+  res.headers.emplace_back("ETag", fmt::format("\"{}\"", Sha256Hex(res.body)));
+}
+
 Response Crl(const ApiContext& ctx, const Request& req) {
   std::string name = req.params.at("name");
   constexpr std::string_view kSuffix = ".crl";
@@ -285,20 +312,13 @@ Response Crl(const ApiContext& ctx, const Request& req) {
   Response res;
   res.content_type = "application/pkix-crl";
   res.body = std::move(*der);
+  const auto times = pki::CrlUpdateTimes(res.body);
+  if (times) {
+    CacheUntil(res, times->this_update_millis, times->next_update_millis, ctx.clock.NowMillis());
+  } else {
+    res.headers.emplace_back("Cache-Control", "no-cache");
+  }
   return res;
-}
-
-// How long an HTTP cache in front may serve a GET's OCSP answer: also how long it may go on
-// serving "good" after a revocation, so short, yet long enough to take a popular
-// certificate's load (RFC 5019 6.2 asks for a max-age between thisUpdate and nextUpdate).
-constexpr int64_t kOcspMaxAgeSeconds = 60;
-
-std::string HttpDate(int64_t millis) {
-  const time_t t = static_cast<time_t>(millis / 1000);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char out[64];
-  return std::string(out, std::strftime(out, sizeof(out), "%a, %d %b %Y %H:%M:%S GMT", &tm));
 }
 
 Response OcspAnswer(const ApiContext& ctx, std::string_view der, bool cacheable) {
@@ -308,14 +328,8 @@ Response OcspAnswer(const ApiContext& ctx, std::string_view der, bool cacheable)
   // GET answers are for HTTP caches (RFC 5019 6.2); one that echoes a nonce answers its
   // request only, and an error answers nothing for long.
   const auto times = pki::OcspResponseTimes(res.body);
-  const int64_t now = ctx.clock.NowMillis();
-  if (cacheable && times && !times->has_nonce && times->next_update_millis > now) {
-    const int64_t max_age = std::min(kOcspMaxAgeSeconds, (times->next_update_millis - now) / 1000);
-    res.headers.emplace_back("Cache-Control",
-                             fmt::format("max-age={}, public, no-transform, must-revalidate", max_age));
-    res.headers.emplace_back("Last-Modified", HttpDate(times->this_update_millis));
-    res.headers.emplace_back("Expires", HttpDate(now + max_age * 1000));
-    res.headers.emplace_back("ETag", fmt::format("\"{}\"", Sha256Hex(res.body)));
+  if (cacheable && times && !times->has_nonce) {
+    CacheUntil(res, times->this_update_millis, times->next_update_millis, ctx.clock.NowMillis());
   } else {
     res.headers.emplace_back("Cache-Control", "no-cache");
   }

@@ -8,6 +8,7 @@ require_certificate and a CRL, openssl crl and openssl ocsp. A server certificat
 usage: ca_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
 import base64
+import hashlib
 import os
 import re
 import shutil
@@ -132,6 +133,11 @@ s_server.kill()
 def fetch_crl(name):
     status, der, resp = cf.request("GET", f"/crl/{name}.crl", raw=True)
     check(status == 200 and resp.getheader("Content-Type") == "application/pkix-crl", f"CRL of {name}: {status}")
+    max_age = re.search(r"max-age=(\d+)", resp.getheader("Cache-Control") or "")
+    check(max_age and 0 < int(max_age.group(1)) <= 60 and "must-revalidate" in resp.getheader("Cache-Control")
+          and resp.getheader("Last-Modified") and resp.getheader("Expires")
+          and resp.getheader("ETag") == f'"{hashlib.sha256(der).hexdigest()}"',
+          f"the CRL of {name} may be cached for a minute at most: {resp.getheaders()}")
     write(f"{name}.crl", der)
     rc, pem = run("openssl", "crl", "-inform", "DER", "-in", path(f"{name}.crl"))
     write(f"{name}.crl.pem", pem)
