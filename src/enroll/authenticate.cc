@@ -48,8 +48,8 @@ Result<void> NewThing(store::Tx& tx, std::string_view device, std::string_view w
 // device rotated away from) renews nothing.
 Result<void> CurrentCertificate(store::Tx& tx, std::string_view serial) {
   CF_RETURN_IF_ERROR(store::FlushProvisioningWrites(tx));
-  CF_ASSIGN_OR_RETURN(store::CertStatus status, store::CertificateStatus(tx, serial));
-  if (status != store::CertStatus::kActive) return Denied("the client's certificate is revoked");
+  CF_ASSIGN_OR_RETURN(store::CertStatus status, store::ChainStatus(tx, serial));
+  if (status != store::CertStatus::kActive) return Denied("the client's certificate or a CA above it is revoked");
   CF_ASSIGN_OR_RETURN(auto links, store::LinksTo(tx, store::kThingCertificate, serial, 1));
   if (links.empty() || links.front().state != store::kAttachmentActive) {
     return Denied("the client's certificate was replaced; re-enroll with the current one");

@@ -251,7 +251,8 @@ Result<std::optional<Enrolled>> AgentService::EnrolledBefore(std::string_view ho
 Result<store::HostRecord> AgentService::Authenticate(std::string_view serial, std::string_view fingerprint) {
   auto refused = [] {
     return MakeError(ErrorCode::kPermissionDenied,
-                     "the client certificate is not a current certificate of a host (revoked, or not a host's)");
+                     "the client certificate is not a current certificate of a host (it or its CA revoked, or not a "
+                     "host's)");
   };
   CF_ASSIGN_OR_RETURN(auto found, store::Read(store_, [&](store::Tx& tx) -> Result<std::optional<store::HostRecord>> {
                         CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, serial));
@@ -261,6 +262,9 @@ Result<store::HostRecord> AgentService::Authenticate(std::string_view serial, st
                             cert->subject_kind != store::SubjectKind::kHost) {
                           return std::optional<store::HostRecord>();
                         }
+                        // Nor one whose CA is revoked (without its certificates): TLS took it.
+                        CF_ASSIGN_OR_RETURN(store::CertStatus chain, store::ChainStatus(tx, cert->serial));
+                        if (chain != store::CertStatus::kActive) return std::optional<store::HostRecord>();
                         CF_ASSIGN_OR_RETURN(auto host, store::FindHost(tx, cert->fqdn));
                         // Nor one issued before the host was registered: a deleted host's,
                         // whose id was registered again.

@@ -135,6 +135,25 @@ Result<CertStatus> CertificateStatus(Tx& tx, std::string_view serial) {
   return row->Enum<CertStatus>(0, "certificates.status", kCertStatusNames);
 }
 
+Result<CertStatus> ChainStatus(Tx& tx, std::string_view serial) {
+  CF_RETURN_IF_ERROR(WriteGatheredCertificates(tx));
+  // Deeper than any hierarchy certfleet makes; bounds a loop in bad data.
+  constexpr int kMaxDepth = 16;
+  std::string at(serial);
+  std::optional<CertStatus> own;
+  for (int depth = 0; depth < kMaxDepth; ++depth) {
+    CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT status, issuer_serial FROM certificates WHERE serial = ?", {at}));
+    if (!row && !own) return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial {}", serial));
+    if (!row) break;  // an issuer certfleet does not hold
+    CF_ASSIGN_OR_RETURN(CertStatus status, row->Enum<CertStatus>(0, "certificates.status", kCertStatusNames));
+    if (status == CertStatus::kRevoked) return status;
+    if (!own) own = status;
+    if (row->IsNull(1) || row->Text(1) == at) break;  // a root
+    at = row->Text(1);
+  }
+  return *own;
+}
+
 Result<std::vector<CaRecord>> FindCasByKeyHash(Tx& tx, std::string_view key_hash_hex) {
   CF_ASSIGN_OR_RETURN(Rows rows,
                       tx.Query(fmt::format("SELECT {} FROM cas WHERE key_hash = ? ORDER BY fqdn", kCaColumns),

@@ -70,6 +70,10 @@ Result<std::vector<CertificateRecord>> FindCertificatesByFqdn(Tx& tx, std::strin
 Result<std::optional<CaRecord>> FindCa(Tx& tx, std::string_view fqdn);
 // kNotFound if there is no such certificate.
 Result<CertStatus> CertificateStatus(Tx& tx, std::string_view serial);
+// The same, but revoked also when a CA above the certificate (its issuer, that one's issuer, up
+// to a root or a CA certfleet does not hold) is revoked: for a client certificate, which TLS
+// verified against the CAs without their CRLs.
+Result<CertStatus> ChainStatus(Tx& tx, std::string_view serial);
 // Every CA with this key (a CA certified again for its key, say, is two).
 Result<std::vector<CaRecord>> FindCasByKeyHash(Tx& tx, std::string_view key_hash_hex);
 

@@ -201,7 +201,8 @@ check(actions.count("host.update") == 2 and actions.count("host.delete") == 2 an
 
 # The renewal CA changes while serving: agents enrolled under the old one still authenticate,
 # and their next renewal comes from the new one.
-api("POST", "/v1/certificates/intermediate", {"fqdn": "hosts2.example.com", "organization": "Acme"}, expect=201)
+hosts2 = api("POST", "/v1/certificates/intermediate", {"fqdn": "hosts2.example.com", "organization": "Acme"},
+             expect=201)
 home = os.path.join(cf.work, "swap-1")
 api("POST", "/v1/hosts", {"host_id": "swap-1", "cert_path": f"{home}/certs", "key_path": f"{home}/private",
                           "cacert_path": f"{home}/ca"}, expect=201)
@@ -220,6 +221,22 @@ for n in range(2):  # the second renewal: the agent authenticates with the new C
 agent.terminate()
 agent.wait(timeout=10)
 check("renewal.settings" in audit_actions(), "the change is audited")
+
+
+def agent_tasks(name):
+    """curl's GET /v1/agent/tasks with the host's certificate and key: the HTTP status."""
+    p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", CA_FILE, "--cert",
+                        files_of(name)["cert"], "--key", files_of(name)["key"], f"{cf.url}/v1/agent/tasks?wait=0"],
+                       capture_output=True, text=True, timeout=30)
+    return p.stdout
+
+
+check(agent_tasks("swap-1") == "204", "the agent's certificate is taken (no task for it: 204)")
+# Its CA revoked alone (no cascade): TLS still verifies the certificate, certfleet refuses it.
+api("POST", f"/v1/certificates/{hosts2['serial']}/revoke", {"reason": "cACompromise"})
+check(api("GET", f"/v1/certificates/{certificate('swap-1').serial_number:x}")["status"] == "active"
+      and agent_tasks("swap-1") == "403", "a certificate whose CA is revoked authenticates no agent")
+api("PUT", "/v1/renewal/settings", {"ca": "hosts.example.com"})
 
 # Onboarding in bulk: a JSON array and CSV (text/csv), answered row by row.
 out = api("POST", "/v1/hosts", [{"host_id": "app-1", "sans": ["app-1.example.com"]}, {"host_id": "web-2"},

@@ -186,6 +186,45 @@ TEST_P(StoreTest, GatheredCertificatesAreSeenByTheirTransactionAndUndoneWithItsS
   ASSERT_TRUE(read.ok()) << read.error().message;
 }
 
+// A client certificate is as good as the CAs above it: one revoked without its certificates
+// (no cascade) makes them revoked for ChainStatus, not for CertificateStatus.
+TEST_P(StoreTest, ChainStatusIsRevokedBelowARevokedCa) {
+  auto cert = [](const std::string& serial, std::optional<std::string> issuer) {
+    CertificateRecord c;
+    c.serial = serial;
+    c.fqdn = serial + ".example";
+    c.type = issuer ? CertType::kDevice : CertType::kRoot;
+    c.parent_fqdn = issuer ? *issuer + ".example" : "Root";
+    c.issuer_serial = std::move(issuer);
+    c.fingerprint = "fp-" + serial;
+    c.certificate_pem = "pem";
+    return c;
+  };
+  auto statuses = [&](std::string_view serial) {
+    return Read(*store_, [&](Tx& tx) -> Result<std::pair<CertStatus, CertStatus>> {
+      CF_ASSIGN_OR_RETURN(CertStatus own, CertificateStatus(tx, serial));
+      CF_ASSIGN_OR_RETURN(CertStatus chain, ChainStatus(tx, serial));
+      return std::pair{own, chain};
+    });
+  };
+  ASSERT_TRUE(store_
+                  ->Transact([&](Tx& tx) -> Result<void> {
+                    CF_RETURN_IF_ERROR(InsertCertificate(tx, cert("aa", std::nullopt)));
+                    CF_RETURN_IF_ERROR(InsertCertificate(tx, cert("bb", "aa")));
+                    return InsertCertificate(tx, cert("cc", "bb"));
+                  })
+                  .ok());
+  const auto active = std::pair{CertStatus::kActive, CertStatus::kActive};
+  EXPECT_EQ(*statuses("cc"), active);
+  ASSERT_TRUE(Write(*store_, [](Tx& tx) { return RevokeCertificate(tx, "bb", 5, 1); }).ok());
+  EXPECT_EQ(*statuses("cc"), std::pair(CertStatus::kActive, CertStatus::kRevoked));
+  EXPECT_EQ(*statuses("bb"), std::pair(CertStatus::kRevoked, CertStatus::kRevoked));
+  EXPECT_EQ(*statuses("aa"), active);
+  auto none = Read(*store_, [](Tx& tx) { return ChainStatus(tx, "ee"); });
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code, ErrorCode::kNotFound);
+}
+
 TEST_P(StoreTest, ManyRowsGoInOneWriteWithAnyTextAndFindOneParameterAway) {
   static constexpr Column kColumns[] = {{"id", "bigint"}, {"name", "text"}, {"n", "bigint"}};
   // Text that array literals and JSON must escape, an empty one, a NULL and a "NULL".
