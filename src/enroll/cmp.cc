@@ -72,12 +72,23 @@ struct CmpServer::Transaction {
   bool awaiting = false;               // a certificate was answered or waits: certConf or pollReq follows
   bool waiting = false;                // its request waits for approval: pollReq is answered
   std::string issued_serial;
-  std::string issued_der;
+  std::string issued_hash;   // what the certConf's certHash must be
+  bool handed_back = false;  // issued_serial was issued for an earlier transaction: a rejection leaves it
   int64_t expires_at = 0;
   std::mutex mu;  // one message of a transaction at a time
 };
 
 namespace {
+
+// A certConf's certHash of `cert` (RFC 4210 5.3.18, RFC 9480 2.10): the hash its signature
+// algorithm uses, SHA-512 for Ed25519; OpenSSL's client computes it the same way.
+Result<std::string> CertHash(X509* cert) {
+  std::unique_ptr<ASN1_OCTET_STRING, decltype(&ASN1_OCTET_STRING_free)> hash(X509_digest_sig(cert, nullptr, nullptr),
+                                                                             &ASN1_OCTET_STRING_free);
+  if (!hash) return pki::OpenSslError("hashing the certificate");
+  return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(hash.get())),
+                     static_cast<size_t>(ASN1_STRING_length(hash.get())));
+}
 
 // The transaction's ID, recorded once its first message's protection verified: a replayed
 // ID is refused on any node (RFC 9483 3.6.4 transactionIdInUse).
@@ -185,13 +196,14 @@ OSSL_CMP_PKISI* OnCertRequest(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/
   t.waiting = false;
   Result<pki::X509Ptr> cert = pki::CertificateFromPem(enrolled->record.certificate_pem);
   Result<std::vector<pki::X509Ptr>> chain = Certificates(enrolled->chain_pem);
-  Result<std::string> der = cert.ok() ? pki::CertificateToDer(cert->get()) : cert.error();
-  if (!cert.ok() || !chain.ok() || !der.ok()) {
+  Result<std::string> hash = cert.ok() ? CertHash(cert->get()) : cert.error();
+  if (!cert.ok() || !chain.ok() || !hash.ok()) {
     Refuse("the issued certificate does not read");
     return nullptr;
   }
   t.issued_serial = enrolled->record.serial;
-  t.issued_der = std::move(*der);
+  t.issued_hash = std::move(*hash);
+  t.handed_back = enrolled->handed_back;
   t.awaiting = true;
   // A MAC-protected initial request may take the root from caPubs (RFC 9483 4.1.1).
   if (t.first.mac_protected && t.first.body == cmp::kIr && !chain->empty()) {
@@ -298,12 +310,10 @@ int OnCertConfirm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/, int /*cert
     return 0;
   }
   if (!t.current.cert_accepted) {
-    RevokeRejected(t);
+    if (!t.handed_back) RevokeRejected(t);
     return 1;
   }
-  // The hash of the certificate answered, with its signature's hash (SHA-256 or SHA-384 here).
-  if (!ConstantTimeEquals(t.current.cert_hash, Sha256(t.issued_der)) &&
-      !ConstantTimeEquals(t.current.cert_hash, Sha384(t.issued_der))) {
+  if (!ConstantTimeEquals(t.current.cert_hash, t.issued_hash)) {
     Refuse("certHash is not the hash of the certificate answered");
     return 0;
   }

@@ -243,7 +243,7 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
       if (!record.ok()) return fail(record.error());
       auto chain = issuer_.ChainOf(*record);
       if (!chain.ok()) return fail(chain.error());
-      return done(Enrolled{std::move(*record), std::move(*chain), std::nullopt, std::nullopt});
+      return done(Enrolled{std::move(*record), std::move(*chain), std::nullopt, std::nullopt, /*handed_back=*/true});
     }
     if (r.state != "approved") {
       return fail(detail::Denied(fmt::format("enrollment request {} was answered already", r.id)));

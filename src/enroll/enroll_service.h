@@ -58,6 +58,9 @@ struct Enrolled {
   std::string chain_pem;                       // the issuers up to the root
   std::optional<std::string> private_key_pem;  // kServerKeygen only; never stored
   std::optional<int64_t> pending;              // set: waiting for approval (this request id), nothing issued
+  // Issued for this request before (an approved request asked again) and handed back: whoever
+  // asks again gets it, but cannot reject it (CMP certConf) to have it revoked.
+  bool handed_back = false;
 };
 
 // A newly minted one-time secret: `secret` is shown this once.

@@ -321,6 +321,16 @@ p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--ca
                     url.replace("/p/default", "/p/nope")], capture_output=True)
 check(p.stdout.decode() == "404", f"an unknown label: 404, got {p.stdout}")
 
+# ---- certConf under an Ed25519 CA: certHash is SHA-512, the hash its signature algorithm uses ----
+api("POST", "/v1/certificates/intermediate", {"fqdn": "ed.example.com", "organization": "Acme", "key_type": "ed25519"},
+    expect=201)
+api("POST", "/v1/provisioning-templates", {"name": "cmp-ed", "ca_fqdn": "ed.example.com", "endpoint":
+                                           "mqtts://localhost:8883", "thing_type": "plc", "policies": []}, expect=201)
+api("PUT", "/v1/enrollment/profiles/ed", {"template": "cmp-ed", "auth": ["secret"]}, expect=201)
+out = openssl_cmp(*cmp_args("ir", "ed"), *with_secret(secret_for("plc-ed", profile="ed")), "-newkey", new_key("plc-ed"),
+                  "-subject", "/CN=plc-ed", "-certout", path("plc-ed.pem"))
+check("sending CERTCONF" in out and "received PKICONF" in out, f"ir under an Ed25519 CA, confirmed: {out[-500:]}")
+
 enrolled = [e for e in api("GET", "/v1/audit?limit=500")["items"] if e["action"] == "device.enroll"]
 check(len(enrolled) >= 6 and all(e["details"]["protocol"] == "cmp" for e in enrolled),
       f"enrollments over CMP are audited: {enrolled[:1]}")
