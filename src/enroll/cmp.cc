@@ -43,6 +43,18 @@ void Refuse(const std::string& reason) {
   ERR_raise_data(ERR_LIB_CMP, CMP_R_REQUEST_REJECTED_BY_SERVER, "%s", reason.c_str());
 }
 
+// Refuses with what the client may learn of `error`: the server's own failures (the store's, a
+// key's, a bug) are logged and named only as such, as the HTTP API does with 5xx answers.
+void Refuse(const Error& error) {
+  if (error.code == ErrorCode::kInternal || error.code == ErrorCode::kUnavailable ||
+      error.code == ErrorCode::kDeadlineExceeded) {
+    log::Error("CMP: the server could not answer a request", {{"error", error.message}});
+    return Refuse(error.code == ErrorCode::kInternal ? "the server could not complete the request; see its log"
+                                                     : "the server is busy or cannot reach its store; try again later");
+  }
+  Refuse(error.message);
+}
+
 OSSL_CMP_PKISI* Status(int status, const char* text = nullptr) { return OSSL_CMP_STATUSINFO_new(status, 0, text); }
 
 STACK_OF(X509) * Stack(std::vector<pki::X509Ptr> certs) {
@@ -110,7 +122,7 @@ bool Fresh(CmpServer::Transaction& t) {
     return store::BeginCmpTransaction(tx, HexEncode(t.first.transaction_id), now, forget);
   });
   if (!fresh.ok()) {
-    Refuse(fresh.error().message);
+    Refuse(fresh.error());
     return false;
   }
   t.recorded = true;
@@ -181,12 +193,12 @@ OSSL_CMP_PKISI* OnCertRequest(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/
   }
   Result<EnrollRequest> request = EnrollmentOf(t);
   if (!request.ok()) {
-    Refuse(request.error().message);
+    Refuse(request.error());
     return nullptr;
   }
   Result<Enrolled> enrolled = EnrollNow(t.server->enroll(), std::move(*request));
   if (!enrolled.ok()) {
-    Refuse(enrolled.error().message);
+    Refuse(enrolled.error());
     return nullptr;
   }
   if (enrolled->pending) {
@@ -227,7 +239,7 @@ OSSL_CMP_PKISI* OnRevocation(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/,
   Result<void> revoked = t.server->enroll().RevokePresented(t.first.extra_certs.front(), pki::SerialHex(serial),
                                                             t.first.revocation_reason);
   if (!revoked.ok()) {
-    Refuse(revoked.error().message);
+    Refuse(revoked.error());
     return nullptr;
   }
   return Status(OSSL_CMP_PKISTATUS_accepted);
@@ -237,7 +249,7 @@ OSSL_CMP_PKISI* OnRevocation(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/,
 ASN1_TYPE* CaCertsValue(CmpServer::Transaction& t) {
   Result<std::string> pem = t.server->enroll().CaCertificatesPem(t.label);
   if (!pem.ok()) {
-    Refuse(pem.error().message);
+    Refuse(pem.error());
     return nullptr;
   }
   std::string seq;
@@ -333,7 +345,7 @@ int OnPoll(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/, int /*cert_req_id
       request.ok() ? t.server->enroll().IsPending(t.label, request->checked ? request->checked->der : request->csr)
                    : request.error();
   if (!pending.ok()) {
-    Refuse(pending.error().message);
+    Refuse(pending.error());
     return 0;
   }
   if (*pending) {
