@@ -11,6 +11,7 @@
 #include "registry/codec.h"
 #include "store/audit_repo.h"
 #include "store/broker_repo.h"
+#include "store/certificates_repo.h"
 #include "store/registry_repo.h"
 
 namespace certfleet::broker {
@@ -231,7 +232,13 @@ Result<BrokerService::EvaluateAnswer> BrokerService::Evaluate(const EvaluateRequ
     if (!session.ok()) {
       // Say why precisely, from the store.
       CF_ASSIGN_OR_RETURN(auto links, store::LinksTo(tx, store::kThingCertificate, id->ref));
+      bool ca_revoked = false;
+      if (!id->imported && !id->revoked) {
+        CF_ASSIGN_OR_RETURN(store::CertStatus chain, store::ChainStatus(tx, id->ref));
+        ca_revoked = chain == store::CertStatus::kRevoked;
+      }
       answer.decision.reason = id->revoked     ? "the certificate is revoked"
+                               : ca_revoked    ? "a CA above the certificate is revoked"
                                : links.empty() ? "the certificate is attached to no thing"
                                : view->snapshot().certificates.empty()
                                    ? "the device of every thing the certificate is attached to is disabled"

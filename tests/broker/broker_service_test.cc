@@ -42,12 +42,12 @@ class BrokerServiceTest : public ::testing::TestWithParam<store::Dialect> {
   }
 
   // A device certificate attached to thing `name` (site lyon) with the telemetry policy.
-  std::string Device(const std::string& name) {
+  std::string Device(const std::string& name, const std::string& parent = "example.com") {
     issuance::IssueRequest device;
     device.type = pki::CertType::kDevice;
     device.name = name;
     device.subject = store::SubjectKind::kDevice;
-    device.parent = "example.com";
+    device.parent = parent;
     auto issued = issuer_->Issue(device, "t");
     EXPECT_TRUE(issued.ok());
     std::string serial = issued->record.serial;
@@ -153,6 +153,29 @@ TEST_P(BrokerServiceTest, ChangesShowAfterTheLeastRebuildTime) {
   ASSERT_TRUE(registry_->Detach(Link::kThingCertificate, "dev-2", two, "t").ok());
   clock_.Advance(std::chrono::milliseconds(1000));
   EXPECT_EQ((*broker_->Latest())->certificates, 0u) << "a revoked certificate and a detached one get nothing";
+}
+
+// A CA revoked without its certificates (no cascade): what it issued gets nothing either.
+TEST_P(BrokerServiceTest, CertificatesUnderARevokedCaGetNothing) {
+  issuance::IssueRequest ca;
+  ca.type = pki::CertType::kIntermediate;
+  ca.name = "sub.example.com";
+  ca.parent = "example.com";
+  auto sub = issuer_->Issue(ca, "t");
+  ASSERT_TRUE(sub.ok()) << sub.error().message;
+  const std::string serial = Device("dev-1", "sub.example.com");
+  Device("dev-2");
+  EXPECT_EQ((*broker_->Latest())->certificates, 2u);
+  ASSERT_TRUE(issuer_->Revoke(sub->record.serial, "keyCompromise", /*cascade=*/false, "t").ok());
+  clock_.Advance(std::chrono::milliseconds(1000));
+  EXPECT_EQ((*broker_->Latest())->certificates, 1u) << "dev-1's CA is revoked; dev-2's certificate stays";
+  BrokerService::EvaluateRequest asked;
+  asked.serial = serial;
+  asked.client_id = "dev-1";
+  auto answer = broker_->Evaluate(asked);
+  ASSERT_TRUE(answer.ok()) << answer.error().message;
+  EXPECT_FALSE(answer->decision.allowed);
+  EXPECT_EQ(answer->decision.reason, "a CA above the certificate is revoked");
 }
 
 TEST_P(BrokerServiceTest, EvaluateSaysWhatDecidedAndWhyACertificateGetsNothing) {
