@@ -175,7 +175,11 @@ certfleet::Result<std::shared_ptr<const View>> Fetch(Plugin& p, Taken& taken, st
   if (rc != CURLE_OK) {
     return certfleet::MakeError(certfleet::ErrorCode::kUnavailable, std::string(curl_easy_strerror(rc)));
   }
-  if (status == 304) return std::shared_ptr<const View>();
+  if (status == 304) {
+    // A node that has the snapshot taken: older ones come only from nodes behind it, for now.
+    taken.older_since.reset();
+    return std::shared_ptr<const View>();
+  }
   if (status != 200) {
     return certfleet::MakeError(certfleet::ErrorCode::kUnavailable,
                                 "HTTP " + std::to_string(status) + ": " + body.substr(0, 200));
