@@ -289,9 +289,10 @@ int Restore(const Config& config, const std::string& dir) {
     undo.Add(db);
     undo.Add(db.string() + "-wal");
     undo.Add(db.string() + "-shm");
-    fs::copy_file(in / kSqliteCopy, db, ec);
-    fs::permissions(db, fs::perms::owner_read | fs::perms::owner_write, ec);
-    if (ec) return fail(MakeError(ErrorCode::kUnavailable, fmt::format("copying the database: {}", ec.message())));
+    // Whole or not at all: a copy cut short (a full disk, a crash) never stands as the database.
+    if (auto copied = CopyFileAtomically(in / kSqliteCopy, db, 0600); !copied.ok()) {
+      return fail(MakeError(ErrorCode::kUnavailable, "copying the database: " + copied.error().message));
+    }
   } else {
     // Read as restored, before any migration could make an empty database look like one.
     auto unmigrated = store::Store::Open(config.Get("db"), {});
