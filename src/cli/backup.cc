@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <openssl/evp.h>
 
+#include <array>
 #include <boost/json.hpp>
 #include <filesystem>
 #include <fstream>
@@ -162,6 +163,20 @@ int Backup(const Config& config, const std::string& dir, bool include_master_key
         "certfleet backup {} again to add the CA keys and the manifest\n",
         (out / kPgDump).string(), MaskUrlCredentials(config.Get("db")), dir);
     return 1;
+  }
+  if (!sqlite) {
+    // pg_dump's custom format opens with "PGDMP": an empty file (a pg_dump that failed, a full
+    // disk) or anything else gets no manifest that would vouch for it.
+    std::ifstream dump(out / kPgDump, std::ios::binary);
+    std::array<char, 5> magic{};
+    dump.read(magic.data(), magic.size());
+    if (dump.gcount() != static_cast<std::streamsize>(magic.size()) ||
+        std::string_view(magic.data(), magic.size()) != "PGDMP") {
+      return fail(MakeError(ErrorCode::kInvalidArgument,
+                            fmt::format("{} is not a pg_dump archive in the custom format: run pg_dump again",
+                                        (out / kPgDump).string())));
+    }
+    fs::permissions(out / kPgDump, fs::perms::owner_read | fs::perms::owner_write, ec);
   }
   auto st = server::OpenStore(config);
   if (!st.ok()) return fail(st.error());

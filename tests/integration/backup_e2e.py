@@ -63,6 +63,16 @@ def backup(folder, *flags):
     return cf.cli("backup", folder, *flags).stdout
 
 
+if DB_KIND == "postgres":
+    # A pg_dump that failed leaves an empty or partial file: no manifest vouches for it.
+    broken = files.path("broken")
+    cf.cli("backup", broken, expect=1)
+    with open(os.path.join(broken, "certfleet.pgdump"), "wb") as f:
+        f.write(b"")
+    out = cf.cli("backup", broken, expect=1)
+    check("is not a pg_dump archive" in out.stderr and not os.path.exists(os.path.join(broken, "manifest.json")),
+          f"an empty dump is refused: {out.stderr}")
+
 thread = threading.Thread(target=load)
 thread.start()
 wait_for("issuance under way", lambda: len(issued_during) >= 5)
