@@ -149,6 +149,13 @@ conf = write("mosquitto.conf", "\n".join([
     "log_type all", ""]))
 for name in ("server.pem", "server.key", "ca.pem"):  # certfleet's own TLS identity serves the broker too
     write(name, open(os.path.join(cf.data, "tls", name)).read())
+# Not over plain HTTP: the token would go in clear, and anyone on the way could answer.
+plain_conf = write("plain.conf", open(conf).read().replace(f"plugin_opt_url {cf.url}",
+                                                           f"plugin_opt_url {cf.url.replace('https', 'http')}")
+                   .replace(f"listener {MQTT} ", f"listener {free_port()} "))
+p = subprocess.run(["mosquitto", "-c", plain_conf], capture_output=True, text=True, timeout=30)
+check(p.returncode != 0 and "must be an https:// URL" in p.stdout + p.stderr,
+      f"the plugin refuses an http:// URL: {p.returncode} {(p.stdout + p.stderr)[-300:]}")
 broker_log = open(path("mosquitto.log"), "w")
 broker = subprocess.Popen(["mosquitto", "-c", conf], stdout=broker_log, stderr=subprocess.STDOUT)
 wait_port(MQTT, broker, "mosquitto")

@@ -159,6 +159,7 @@ certfleet::Result<std::shared_ptr<const View>> Fetch(Plugin& p, Taken& taken, st
   Fetched fetched;
   body.clear();
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https");
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Collect);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
@@ -542,6 +543,11 @@ CERTFLEET_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, vo
   }
   if (p->url.empty() || token_file.empty()) {
     mosquitto_log_printf(MOSQ_LOG_ERR, "certfleet: plugin_opt_url and plugin_opt_token_file are required");
+    return MOSQ_ERR_INVAL;
+  }
+  // The token goes with every fetch, and the snapshot decides who connects: never in clear.
+  if (!p->url.starts_with("https://")) {
+    mosquitto_log_printf(MOSQ_LOG_ERR, "certfleet: plugin_opt_url must be an https:// URL");
     return MOSQ_ERR_INVAL;
   }
   auto token = certfleet::ReadFile(token_file, kMaxTokenBytes);
