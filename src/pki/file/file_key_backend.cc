@@ -109,9 +109,16 @@ Result<std::string> LoadMasterKey(const std::string& from_env, const std::string
     return from_env;
   }
   if (fs::exists(path)) {
+    // It opens every CA key: as the PKCS#11 PIN file, none but its owner may read it.
+    std::error_code ec;
+    const fs::perms perms = fs::status(path, ec).permissions();
+    if (!ec && (perms & (fs::perms::group_all | fs::perms::others_all)) != fs::perms::none) {
+      return MakeError(ErrorCode::kFailedPrecondition, path + " (the master key) may be read by others: chmod 600 it");
+    }
     std::ifstream in(path);
     std::string key;
     std::getline(in, key);
+    if (!key.empty() && key.back() == '\r') key.pop_back();  // written on Windows
     if (key.size() < kMinMasterKeyChars)
       return MakeError(ErrorCode::kFailedPrecondition, path + " holds no master key");
     return key;
