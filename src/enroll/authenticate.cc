@@ -75,7 +75,43 @@ Result<void> SameTemplate(store::Tx& tx, std::string_view device_id, const Profi
   return Ok();
 }
 
+// Whether `leaf`, the first of `chain` (DER, the leaf first), chains to one of the profile's
+// factory_anchors through the others.
+Result<bool> FactoryAnchorsVouch(const Profile& profile, X509* leaf, const std::vector<std::string>& chain) {
+  if (profile.factory_anchors.empty()) return false;
+  CF_ASSIGN_OR_RETURN(auto anchors, pki::CertificatesFromPem(profile.factory_anchors));
+  std::vector<pki::X509Ptr> sent;
+  for (size_t i = 1; i < chain.size(); ++i) {
+    CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromDer(chain[i]));
+    sent.push_back(std::move(cert));
+  }
+  std::vector<X509*> untrusted;
+  std::vector<X509*> trusted;
+  untrusted.reserve(sent.size());
+  trusted.reserve(anchors.size());
+  for (const auto& s : sent) untrusted.push_back(s.get());
+  for (const auto& a : anchors) trusted.push_back(a.get());
+  return pki::VerifyToAnchors(leaf, untrusted, trusted, X509_PURPOSE_SSL_CLIENT).ok();
+}
+
 }  // namespace
+
+Result<bool> EnrollService::KnownSigner(std::string_view label, const std::vector<std::string>& chain) {
+  if (chain.empty()) return false;
+  CF_ASSIGN_OR_RETURN(pki::X509Ptr leaf, pki::CertificateFromDer(chain.front()));
+  const std::string serial = pki::SerialHex(X509_get0_serialNumber(leaf.get()));
+  const std::string fingerprint = Sha256Hex(chain.front());
+  CF_ASSIGN_OR_RETURN(bool known, store::Read(store_, [&](store::Tx& tx) -> Result<bool> {
+                        CF_ASSIGN_OR_RETURN(auto issued, store::FindCertificate(tx, serial));
+                        if (issued && issued->fingerprint == fingerprint) return true;
+                        CF_ASSIGN_OR_RETURN(auto imported, store::ImportedCertificateThings(tx, {fingerprint}));
+                        return !imported.empty();
+                      }));
+  if (known) return true;
+  CF_ASSIGN_OR_RETURN(Profile profile, FindProfile(label));
+  if (!profile.Allows(AuthWay::kFactory)) return false;
+  return FactoryAnchorsVouch(profile, leaf.get(), chain);
+}
 
 Result<store::CertificateRecord> EnrollService::PresentedDeviceCertificate(std::string_view der) {
   CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromDer(der));
@@ -172,19 +208,8 @@ Result<EnrollService::Authorized> EnrollService::Authenticate(const Served& serv
       return Authorized{it->second, AuthWay::kFactory};
     }
     if (!profile.factory_anchors.empty()) {
-      CF_ASSIGN_OR_RETURN(auto anchors, pki::CertificatesFromPem(profile.factory_anchors));
-      std::vector<pki::X509Ptr> sent;
-      for (size_t i = 1; i < c.tls_certificates.size(); ++i) {
-        CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromDer(c.tls_certificates[i]));
-        sent.push_back(std::move(cert));
-      }
-      std::vector<X509*> untrusted;
-      std::vector<X509*> trusted;
-      untrusted.reserve(sent.size());
-      trusted.reserve(anchors.size());
-      for (const auto& s : sent) untrusted.push_back(s.get());
-      for (const auto& a : anchors) trusted.push_back(a.get());
-      if (pki::VerifyToAnchors(leaf.get(), untrusted, trusted, X509_PURPOSE_SSL_CLIENT).ok()) {
+      CF_ASSIGN_OR_RETURN(bool vouched, FactoryAnchorsVouch(profile, leaf.get(), c.tls_certificates));
+      if (vouched) {
         // Only the manufacturer vouches for this one, and for every other device of its CA:
         // it enrolls a new thing, never one the registry knows.
         Authorized who{pki::NameEntry(X509_get_subject_name(leaf.get()), NID_commonName), AuthWay::kFactory};

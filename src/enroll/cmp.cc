@@ -475,6 +475,14 @@ Result<std::string> CmpServer::Handle(std::string_view label_view, std::string_v
       if (known) secret = std::move(*known);  // else the MAC cannot verify and OpenSSL refuses
     }
     CF_ASSIGN_OR_RETURN(t, Begin(label, request, *req, secret));
+    if (!request.mac_protected) {
+      CF_ASSIGN_OR_RETURN(bool known, enroll_.KnownSigner(label, request.extra_certs));
+      if (!known) {
+        t->refusal =
+            "the message is signed with a certificate certfleet neither issued nor holds, and no factory "
+            "anchor of this profile vouches for";
+      }
+    }
   }
 
   std::lock_guard transaction_lock(t->mu);

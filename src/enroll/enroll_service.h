@@ -90,6 +90,11 @@ class EnrollService {
   Result<Profile> FindProfile(std::string_view label);
   // The same as the protocols see it (remembered for a second), without the profile.
   Result<void> Serves(std::string_view label);
+  // Whether `chain`'s first certificate (DER, the leaf first), a signed CMP message's signer,
+  // is one certfleet knows: issued here, imported from a supplier's manifest, or vouched for
+  // by the factory anchors of profile `label` (when it takes factory certificates). Anyone
+  // else's signature proves nothing, so such a message is refused before anything is written.
+  Result<bool> KnownSigner(std::string_view label, const std::vector<std::string>& chain);
   Result<std::vector<Profile>> ListProfiles();
   struct PutAnswer {
     Profile profile;

@@ -309,6 +309,22 @@ out, _ = client.communicate(timeout=60)
 check(client.returncode == 0 and "received POLLREP" in out, f"ir polled until approved: {out[-600:]}")
 check(subject_cn(path("plc-5.pem")) == "plc-5", "the approved certificate")
 
+# A signature by a certificate certfleet does not know proves nothing: refused before anything
+# is written (not even the transaction's ID).
+rc, out = run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+              path("stranger-ca.key"), "-out", path("stranger-ca.pem"), "-subj", "/CN=stranger CA", "-days", "1")
+check(rc == 0, f"a CA of a stranger's: {out}")
+rc, out = run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+              path("anyone.key"), "-out", path("anyone.csr"), "-subj", "/CN=plc-5")
+rc2, out2 = run("openssl", "x509", "-req", "-in", path("anyone.csr"), "-CA", path("stranger-ca.pem"), "-CAkey",
+                path("stranger-ca.key"), "-CAcreateserial", "-days", "1", "-out", path("anyone.pem"), "-extfile",
+                write("anyone.ext", "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                                    "subjectKeyIdentifier=hash\n"))
+check(rc == 0 and rc2 == 0, f"its certificate for plc-5: {out} {out2}")
+out = openssl_cmp(*cmp_args("genm", "approve"), *signed_by(path("anyone.pem"), path("anyone.key")), "-infotype",
+                  "caCerts", ok=False)
+check("received ERROR" in out and "neither issued nor holds" in out, f"a genm signed by a stranger: {out[-1500:]}")
+
 # ---- bad input over HTTP ----
 url = f"https://127.0.0.1:{cf.port}/.well-known/cmp/p/default"
 for data, ctype, want in ((b"\x30\x03\x02\x01\x05", "application/pkixcmp", "400"),
