@@ -45,10 +45,12 @@ Result<void> NewThing(store::Tx& tx, std::string_view device, std::string_view w
 }
 
 // The certificate is still the thing's current one: a superseded certificate (whose key the
-// device rotated away from) renews nothing.
-Result<void> CurrentCertificate(store::Tx& tx, std::string_view serial) {
+// device rotated away from) renews nothing, nor does one under a CA revoked without its
+// certificates. `for_revocation`: a device revoking its own certificate may, whatever its CA.
+Result<void> CurrentCertificate(store::Tx& tx, std::string_view serial, bool for_revocation = false) {
   CF_RETURN_IF_ERROR(store::FlushProvisioningWrites(tx));
-  CF_ASSIGN_OR_RETURN(store::CertStatus status, store::ChainStatus(tx, serial));
+  CF_ASSIGN_OR_RETURN(store::CertStatus status,
+                      for_revocation ? store::CertificateStatus(tx, serial) : store::ChainStatus(tx, serial));
   if (status != store::CertStatus::kActive) return Denied("the client's certificate or a CA above it is revoked");
   CF_ASSIGN_OR_RETURN(auto links, store::LinksTo(tx, store::kThingCertificate, serial, 1));
   if (links.empty() || links.front().state != store::kAttachmentActive) {
@@ -113,7 +115,7 @@ Result<bool> EnrollService::KnownSigner(std::string_view label, const std::vecto
   return FactoryAnchorsVouch(profile, leaf.get(), chain);
 }
 
-Result<store::CertificateRecord> EnrollService::PresentedDeviceCertificate(std::string_view der) {
+Result<store::CertificateRecord> EnrollService::PresentedDeviceCertificate(std::string_view der, bool for_revocation) {
   CF_ASSIGN_OR_RETURN(pki::X509Ptr cert, pki::CertificateFromDer(der));
   const std::string serial = pki::SerialHex(X509_get0_serialNumber(cert.get()));
   std::optional<store::CertificateRecord> record;
@@ -124,7 +126,7 @@ Result<store::CertificateRecord> EnrollService::PresentedDeviceCertificate(std::
     }
     if (record->subject_kind != store::SubjectKind::kDevice)
       return Denied("the client's certificate is not a device's");
-    return CurrentCertificate(tx, record->serial);
+    return CurrentCertificate(tx, record->serial, for_revocation);
   }));
   if (record->not_after <= clock_.NowMillis()) return Denied("the client's certificate has expired");
   return std::move(*record);

@@ -506,7 +506,7 @@ Result<std::string> CmpServer::Handle(std::string_view label_view, std::string_v
   // A certConf holding no CertStatus rejects every certificate (RFC 4210 5.3.18); OpenSSL
   // confirms it without calling OnCertConfirm, so its certificate is revoked here.
   if (t->current.body == cmp::kCertConf && t->current.cert_statuses == 0 && answered == cmp::kPkiConf &&
-      !t->issued_serial.empty()) {
+      !t->issued_serial.empty() && !t->handed_back) {
     RevokeRejected(*t);
   }
   const bool confirmed_implicitly = t->first.implicit_confirm && !t->issued_serial.empty();

@@ -191,7 +191,8 @@ Result<std::string> EnrollService::CaCertificatesPem(std::string_view label) {
 }
 
 Result<void> EnrollService::RevokePresented(std::string_view certificate_der, std::string_view serial, int reason) {
-  CF_ASSIGN_OR_RETURN(store::CertificateRecord record, PresentedDeviceCertificate(certificate_der));
+  CF_ASSIGN_OR_RETURN(store::CertificateRecord record,
+                      PresentedDeviceCertificate(certificate_der, /*for_revocation=*/true));
   if (record.serial != serial) return detail::Denied("a device revokes its own certificate only");
   CF_RETURN_IF_ERROR(issuer_.Revoke(record.serial, pki::RevocationReasonName(reason), /*cascade=*/false,
                                     fmt::format("device:{}", record.fqdn)));

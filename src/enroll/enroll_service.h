@@ -172,8 +172,9 @@ class EnrollService {
   Result<std::shared_ptr<const Served>> ServedProfile(std::string_view label);
   Result<Authorized> Authenticate(const Served& served, const EnrollRequest& request, const pki::Csr& csr);
   // The device certificate a client presents (DER), if certfleet issued it and it is active
-  // and unexpired: kUnauthenticated or kPermissionDenied otherwise.
-  Result<store::CertificateRecord> PresentedDeviceCertificate(std::string_view der);
+  // and unexpired (and its CAs are, unless `for_revocation`: a device may revoke its own
+  // certificate under a revoked CA): kUnauthenticated or kPermissionDenied otherwise.
+  Result<store::CertificateRecord> PresentedDeviceCertificate(std::string_view der, bool for_revocation = false);
   // Authenticate's checks again, where they count: in the transaction that issues (the device
   // may have been disabled, re-keyed or enrolled meanwhile); uses the secret.
   static Result<void> CheckAgain(store::Tx& tx, const Authorized& who, int64_t now);

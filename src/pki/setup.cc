@@ -17,7 +17,8 @@ constexpr ConfigKey kKeys[] = {
     {"master_key", ConfigType::kSecret, "",
      "Master key encrypting CA keys (at least 32 characters); empty: master_key_file."},
     {"master_key_file", ConfigType::kPath, "{data_dir}/master.key",
-     "File holding the master key; `certfleet init` creates it (0600). Refused if its group or others may read it."},
+     "File holding the master key; `certfleet init` creates it (0600). Refused if users outside its owner and group "
+     "may read it."},
     {"key_dir", ConfigType::kPath, "{data_dir}/keys", "Folder of the encrypted CA keys (PKCS#8, AES-256)."},
     {"ca.key_backend", ConfigType::kString, "",
      "Where a new CA's key is made unless its request names one: `db` (the database, sealed with the master "

@@ -137,21 +137,21 @@ Result<CertStatus> CertificateStatus(Tx& tx, std::string_view serial) {
 
 Result<CertStatus> ChainStatus(Tx& tx, std::string_view serial) {
   CF_RETURN_IF_ERROR(WriteGatheredCertificates(tx));
-  // Deeper than any hierarchy certfleet makes; bounds a loop in bad data.
-  constexpr int kMaxDepth = 16;
-  std::string at(serial);
-  std::optional<CertStatus> own;
-  for (int depth = 0; depth < kMaxDepth; ++depth) {
-    CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT status, issuer_serial FROM certificates WHERE serial = ?", {at}));
-    if (!row && !own) return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial {}", serial));
-    if (!row) break;  // an issuer certfleet does not hold
-    CF_ASSIGN_OR_RETURN(CertStatus status, row->Enum<CertStatus>(0, "certificates.status", kCertStatusNames));
+  // The certificate and its issuers, up to a root (its own issuer) or a CA certfleet does not
+  // hold, in one round trip; the depth bounds a loop in bad data.
+  CF_ASSIGN_OR_RETURN(
+      Rows rows,
+      tx.Query("WITH RECURSIVE up(serial, status, issuer_serial, depth) AS (SELECT serial, status, issuer_serial, 0 "
+               "FROM certificates WHERE serial = ? UNION ALL SELECT c.serial, c.status, c.issuer_serial, up.depth + 1 "
+               "FROM certificates c JOIN up ON c.serial = up.issuer_serial WHERE up.issuer_serial <> up.serial AND "
+               "up.depth < 16) SELECT status FROM up ORDER BY depth",
+               {std::string(serial)}));
+  if (rows.empty()) return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial {}", serial));
+  for (const Row& r : rows) {
+    CF_ASSIGN_OR_RETURN(CertStatus status, r.Enum<CertStatus>(0, "certificates.status", kCertStatusNames));
     if (status == CertStatus::kRevoked) return status;
-    if (!own) own = status;
-    if (row->IsNull(1) || row->Text(1) == at) break;  // a root
-    at = row->Text(1);
   }
-  return *own;
+  return CertStatus::kActive;
 }
 
 Result<std::vector<CaRecord>> FindCasByKeyHash(Tx& tx, std::string_view key_hash_hex) {

@@ -109,11 +109,13 @@ Result<std::string> LoadMasterKey(const std::string& from_env, const std::string
     return from_env;
   }
   if (fs::exists(path)) {
-    // It opens every CA key: as the PKCS#11 PIN file, none but its owner may read it.
+    // It opens every CA key: no user outside its owner and group may read it (a group lets a
+    // root-owned file serve a service account: 0640).
     std::error_code ec;
     const fs::perms perms = fs::status(path, ec).permissions();
-    if (!ec && (perms & (fs::perms::group_all | fs::perms::others_all)) != fs::perms::none) {
-      return MakeError(ErrorCode::kFailedPrecondition, path + " (the master key) may be read by others: chmod 600 it");
+    if (!ec && (perms & fs::perms::others_all) != fs::perms::none) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       path + " (the master key) may be read by any user: chmod o-rwx it (0600 or 0640)");
     }
     std::ifstream in(path);
     std::string key;
