@@ -375,10 +375,18 @@ stale = FixedHttpsAnswer(PORT, os.path.join(cf.data, "tls", "server.pem"), os.pa
                          before_revocation, before_headers)
 within("the plugin to be offered the older snapshot", lambda: stats().get("older_snapshots", 0) > 0)
 check(pub("dev-3", "telemetry/dev-3/x", "stale")[0] != 0, "an older snapshot does not readmit a revoked certificate")
+# Nor after a restart of the broker while only that node answers: the cached snapshot's
+# generation is kept beside it.
+monitor.proc.terminate()
+broker.terminate()
+broker.wait(timeout=10)
+broker = subprocess.Popen(["mosquitto", "-c", conf], stdout=broker_log, stderr=subprocess.STDOUT)
+wait_port(MQTT, broker, "mosquitto")
+check(pub("dev-3", "telemetry/dev-3/x", "stale-restart")[0] != 0,
+      "a restarted broker does not take an older snapshot than its cached one")
 stale.stop()
 
 # The broker restarted while certfleet is down decides from its cached snapshot.
-monitor.proc.terminate()
 broker.terminate()
 broker.wait(timeout=10)
 broker = subprocess.Popen(["mosquitto", "-c", conf], stdout=broker_log, stderr=subprocess.STDOUT)

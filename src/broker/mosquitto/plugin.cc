@@ -80,6 +80,7 @@ struct Plugin {
   mosquitto_plugin_id_t* id = nullptr;
   std::string url, token, ca_file, cache_file, stats_file;
   std::chrono::milliseconds poll{1000};
+  int64_t cached_generation = 0;  // of the snapshot read from cache_file at start
 
   // The fetching thread hands snapshots to the broker's thread through `pending`.
   std::mutex mu;
@@ -223,11 +224,18 @@ void LogLater(Plugin& p, int level, std::string line) {
   p.logs.emplace_back(level, std::move(line));
 }
 
+// Beside the cache file: the generation of the snapshot in it.
+std::string GenerationFile(const Plugin& p) { return p.cache_file + ".generation"; }
+
 // Replaces the cache file with `body` whole, or leaves the one there (a full disk, a folder
-// not writable): a failure is logged.
-void KeepCopy(Plugin& p, const std::string& body) {
+// not writable): a failure is logged. Then its generation, so that a broker restarted while
+// only a node behind the others answers does not take that node's older snapshot (written
+// second: a crash between leaves a lower generation, which errs towards taking snapshots).
+void KeepCopy(Plugin& p, const std::string& body, int64_t generation) {
   if (p.cache_file.empty()) return;
-  if (auto written = certfleet::WriteFileAtomically(p.cache_file, body, 0600); !written.ok()) {
+  auto written = certfleet::WriteFileAtomically(p.cache_file, body, 0600);
+  if (written.ok()) written = certfleet::WriteFileAtomically(GenerationFile(p), std::to_string(generation), 0600);
+  if (!written.ok()) {
     LogLater(p, MOSQ_LOG_WARNING,
              "certfleet: cannot keep the snapshot in " + p.cache_file + ": " + written.error().message);
   }
@@ -235,6 +243,7 @@ void KeepCopy(Plugin& p, const std::string& body) {
 
 void FetchLoop(Plugin* p) {
   Taken taken;
+  taken.generation = p->cached_generation;
   std::string body;
   bool failing = false;
   std::unique_lock lock(p->mu);
@@ -247,7 +256,7 @@ void FetchLoop(Plugin* p) {
       if (failing) LogLater(*p, MOSQ_LOG_NOTICE, "certfleet: snapshot fetched again");
       failing = false;
       if (*fetched) {
-        KeepCopy(*p, body);
+        KeepCopy(*p, body, taken.generation);
         Offer(*p, *fetched);
       }
     } else {
@@ -569,6 +578,12 @@ CERTFLEET_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, vo
       cached.ok() && !cached->empty()) {
     auto view = View::Parse(*cached);
     if (view.ok()) p->active = *view;
+    // A cache from before its generation was kept beside it: 0, any snapshot is newer.
+    if (auto kept = certfleet::ReadFile(GenerationFile(*p), 32); view.ok() && kept.ok()) {
+      int64_t n = 0;
+      auto [end, ec] = std::from_chars(kept->data(), kept->data() + kept->size(), n);
+      if (ec == std::errc() && end == kept->data() + kept->size()) p->cached_generation = n;
+    }
   }
   p->fetcher = std::thread(FetchLoop, p.get());
   {
