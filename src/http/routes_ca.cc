@@ -307,17 +307,12 @@ Response Crl(const ApiContext& ctx, const Request& req) {
   constexpr std::string_view kSuffix = ".crl";
   if (!name.ends_with(kSuffix)) return ErrorResponse(404, "not_found", "CRLs are at /crl/<ca fqdn>.crl");
   name.resize(name.size() - kSuffix.size());
-  auto der = ctx.issuer->Crl(name);
-  if (!der.ok()) return Fail(req, der.error());
+  auto crl = ctx.issuer->Crl(name);
+  if (!crl.ok()) return Fail(req, crl.error());
   Response res;
   res.content_type = "application/pkix-crl";
-  res.body = std::move(*der);
-  const auto times = pki::CrlUpdateTimes(res.body);
-  if (times) {
-    CacheUntil(res, times->this_update_millis, times->next_update_millis, ctx.clock.NowMillis());
-  } else {
-    res.headers.emplace_back("Cache-Control", "no-cache");
-  }
+  res.body = std::move(crl->der);
+  CacheUntil(res, crl->this_update_millis, crl->next_update_millis, ctx.clock.NowMillis());
   return res;
 }
 

@@ -582,7 +582,7 @@ Result<Revoked> Issuer::Revoke(std::string_view serial, std::string_view reason_
   return result;
 }
 
-Result<std::string> Issuer::Crl(std::string_view ca_fqdn) {
+Result<Issuer::CurrentCrl> Issuer::Crl(std::string_view ca_fqdn) {
   const std::string fqdn = AsciiLower(ca_fqdn);
   CF_ASSIGN_OR_RETURN(auto ca, store::Read(store_, [&](store::Tx& tx) { return store::FindCa(tx, fqdn); }));
   if (!ca) return MakeError(ErrorCode::kNotFound, fmt::format("no CA {}", ca_fqdn));
@@ -591,11 +591,14 @@ Result<std::string> Issuer::Crl(std::string_view ca_fqdn) {
                      fmt::format("the CA {} is external: whoever holds its key publishes its CRL", ca_fqdn));
   }
   const int64_t now = clock_.NowMillis();
-  if (ca->crl_der && ca->crl_next_update && *ca->crl_next_update > now) return *ca->crl_der;
-  return store::Write(store_, [&](store::Tx& tx) -> Result<std::string> {
+  auto current = [](const store::CaRecord& r) {
+    return CurrentCrl{*r.crl_der, r.crl_this_update.value_or(0), r.crl_next_update.value_or(0)};
+  };
+  if (ca->crl_der && ca->crl_next_update && *ca->crl_next_update > now) return current(*ca);
+  return store::Write(store_, [&](store::Tx& tx) -> Result<CurrentCrl> {
     CF_RETURN_IF_ERROR(ResignCrl(tx, fqdn, now));
     CF_ASSIGN_OR_RETURN(auto fresh, store::FindCa(tx, fqdn));
-    return *fresh->crl_der;
+    return current(*fresh);
   });
 }
 

@@ -149,8 +149,13 @@ class Issuer {
   // Idempotent: revoking a revoked certificate changes nothing. `cascade` on a CA revokes
   // every active certificate below it too. CRLs of the affected CAs are re-signed.
   Result<Revoked> Revoke(std::string_view serial, std::string_view reason, bool cascade, std::string_view actor);
-  // The CA's current CRL (DER), re-signed first if it is due.
-  Result<std::string> Crl(std::string_view ca_fqdn);
+  // The CA's current CRL, re-signed first if it is due.
+  struct CurrentCrl {
+    std::string der;
+    int64_t this_update_millis = 0;
+    int64_t next_update_millis = 0;
+  };
+  Result<CurrentCrl> Crl(std::string_view ca_fqdn);
   // Re-signs the CRLs past half their validity; returns how many. Run by a schedule.
   Result<int> RefreshDueCrls();
   // Writes the CA's current CRL to `blob` as crl/<fqdn>.crl (as the seed's CRL bucket) and

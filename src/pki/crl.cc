@@ -94,11 +94,4 @@ Result<std::string> BuildCrl(X509* ca, EVP_PKEY* ca_key, const std::vector<Revok
   return I2d<i2d_X509_CRL>(crl.get(), "the CRL");
 }
 
-std::optional<CrlTimes> CrlUpdateTimes(std::string_view der) {
-  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
-  X509CrlPtr crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(der.size())));
-  if (!crl || !X509_CRL_get0_lastUpdate(crl.get()) || !X509_CRL_get0_nextUpdate(crl.get())) return std::nullopt;
-  return CrlTimes{TimeMillis(X509_CRL_get0_lastUpdate(crl.get())), TimeMillis(X509_CRL_get0_nextUpdate(crl.get()))};
-}
-
 }  // namespace certfleet::pki

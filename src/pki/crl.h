@@ -1,7 +1,6 @@
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,12 +28,5 @@ struct RevokedEntry {
 // thisUpdate and nextUpdate. Returns DER.
 Result<std::string> BuildCrl(X509* ca, EVP_PKEY* ca_key, const std::vector<RevokedEntry>& entries, int64_t crl_number,
                              int64_t this_update_millis, int64_t next_update_millis);
-
-// A CRL's thisUpdate and nextUpdate (DER); nullopt if it cannot be read or has no nextUpdate.
-struct CrlTimes {
-  int64_t this_update_millis = 0;
-  int64_t next_update_millis = 0;
-};
-std::optional<CrlTimes> CrlUpdateTimes(std::string_view der);
 
 }  // namespace certfleet::pki

@@ -127,8 +127,8 @@ TEST_P(EnrollTest, ARevokedHostsCertificateIsOnItsCasCrlAndTheHostIsNoLongerRene
   EXPECT_EQ(issuer_->Get(enrolled->record.serial)->status, store::CertStatus::kRevoked);
   auto crl_der = issuer_->Crl("hosts.example.com");
   ASSERT_TRUE(crl_der.ok());
-  const auto* p = reinterpret_cast<const unsigned char*>(crl_der->data());
-  pki::X509CrlPtr crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(crl_der->size())));
+  const auto* p = reinterpret_cast<const unsigned char*>(crl_der->der.data());
+  pki::X509CrlPtr crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(crl_der->der.size())));
   ASSERT_NE(crl, nullptr);
   X509_REVOKED* entry = nullptr;
   EXPECT_EQ(X509_CRL_get0_by_serial(crl.get(), &entry,
