@@ -379,6 +379,20 @@ Result<void> EnrollService::Serves(std::string_view label) {
 }
 
 Result<void> EnrollService::RevokeRejected(std::string_view serial) {
+  // The device keeps the certificate it had: the one the refused certificate superseded is its
+  // current one again, and no longer due for revocation (RFC 4210 5.3.18: a rejected
+  // certificate is not taken into use).
+  const int64_t now = clock_.NowMillis();
+  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(auto links, store::LinksTo(tx, store::kThingCertificate, serial, 1));
+    if (links.empty()) return Ok();
+    const std::string& device = links.front().from_name;
+    CF_ASSIGN_OR_RETURN(auto restored, registry::Registry::TakeBackProvisioning(tx, device, serial, now));
+    return store::AppendAudit(
+        tx, now, kActor, "device.enroll.refused", fmt::format("certificate:{}", serial),
+        json::serialize(json::object{{"device_id", device},
+                                     {"restored", restored ? json::value(*restored) : json::value(nullptr)}}));
+  }));
   CF_RETURN_IF_ERROR(issuer_.Revoke(serial, "unspecified", /*cascade=*/false, kActor));
   return Ok();
 }

@@ -422,6 +422,41 @@ Result<void> Registry::RecordProvisioning(store::Tx& tx, const ProvisioningTempl
   return store::GatherProvisioningWrites(tx, std::move(writes));
 }
 
+Result<std::optional<std::string>> Registry::TakeBackProvisioning(store::Tx& tx, std::string_view thing,
+                                                                  std::string_view serial, int64_t now) {
+  CF_RETURN_IF_ERROR(store::FlushProvisioningWrites(tx));
+  CF_ASSIGN_OR_RETURN(auto links, store::LinksFrom(tx, store::kThingCertificate, thing));
+  const auto refused = std::find_if(links.begin(), links.end(), [&](const auto& l) { return l.to_name == serial; });
+  if (refused == links.end() || refused->state != kAttachmentActive) return std::optional<std::string>();
+  const store::RegistryLink* restore = nullptr;
+  for (const auto& l : links) {
+    // One whose revocation is due already (or was refused itself) is not brought back.
+    if (l.state != kAttachmentSuperseded || !l.due_at || *l.due_at <= now ||
+        (restore && restore->created_at >= l.created_at)) {
+      continue;
+    }
+    CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, l.to_name));
+    bool usable = false;
+    if (cert) {
+      usable = cert->status == store::CertStatus::kActive && cert->not_after > now;
+    } else {
+      CF_ASSIGN_OR_RETURN(auto imported, store::FindImportedCertificate(tx, l.to_name));
+      usable = imported.has_value();  // a supplier's certificate (W3): active while attached
+    }
+    if (usable) restore = &l;
+  }
+  store::RegistryLink taken_back = *refused;
+  taken_back.state = std::string(kAttachmentSuperseded);
+  taken_back.due_at = now;
+  CF_RETURN_IF_ERROR(store::PutLink(tx, taken_back));
+  if (!restore) return std::optional<std::string>();
+  store::RegistryLink again = *restore;
+  again.state = std::string(kAttachmentActive);
+  again.due_at = std::nullopt;
+  CF_RETURN_IF_ERROR(store::PutLink(tx, again));
+  return std::optional<std::string>(again.to_name);
+}
+
 Result<int> Registry::MoveTemplates(store::Tx& tx, std::string_view old_ca, std::string_view new_ca, int64_t now) {
   CF_ASSIGN_OR_RETURN(
       auto rows,

@@ -77,6 +77,14 @@ class Registry {
   static Result<void> RecordProvisioning(store::Tx& tx, const ProvisioningTemplate& tmpl, std::string_view thing,
                                          std::string_view serial, int64_t now, int64_t revoke_superseded_at,
                                          bool new_thing = false);
+  // Takes back what RecordProvisioning did for `serial`, a certificate its device refused (a
+  // CMP certConf rejecting it): its link to `thing` is superseded and due at once (so that the
+  // revocation sweep takes it even if the caller's revocation fails), and the certificate it
+  // replaced (the newest superseded one that is active, unexpired and not yet due for
+  // revocation, if any) is the thing's active certificate again, no longer due. The serial restored, or
+  // nullopt; nothing changes unless `serial` is the thing's active certificate.
+  static Result<std::optional<std::string>> TakeBackProvisioning(store::Tx& tx, std::string_view thing,
+                                                                 std::string_view serial, int64_t now);
   // The template a new thing enrolled through (RecordProvisioning); nullopt for one enrolled
   // otherwise, before this was kept, or whose template was deleted since.
   static Result<std::optional<std::string>> EnrolledThrough(store::Tx& tx, std::string_view thing);

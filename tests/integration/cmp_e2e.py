@@ -2,7 +2,7 @@
 """Lightweight CMP (RFC 9483) end to end with OpenSSL 3's own client, `openssl cmp`, over
 HTTPS (and an ir over plain HTTP, server.http_listen): ir, cr and p10cr MAC-protected with one-time secrets (with certConf, and with implicit
 confirmation; a certificate the client rejects in its certConf, or with an empty certConf made
-by a proxy that MACs it again, is revoked), kur signed with the issued certificate, genm for
+by a proxy that MACs it again, is revoked, and after a rejected kur the device's certificate is its current one again), kur signed with the issued certificate, genm for
 the CA certificates and the root CA update, rr of the device's own certificate, polling while
 a request waits for approval, and refusals as CMP error messages (a wrong secret, a replayed transaction, a
 request for another device, a revoked certificate). Issued certificates verify with openssl
@@ -247,6 +247,21 @@ verify(path("plc-1b.pem"), "the kur certificate")
 states = {c["serial"]: c["attachment"] for c in api("GET", "/v1/things/plc-1")["certificates"]}
 check(states.get(serial_of(path("plc-1.pem"))) == "superseded" and
       states.get(serial_of(path("plc-1b.pem"))) == "active", f"the replaced certificate is superseded: {states}")
+
+# A kur certificate the client rejects in its certConf is revoked, and the device keeps the one
+# it had: active again, no longer due for revocation, so that the device can update again.
+out = openssl_cmp(*cmp_args("kur"), *signed_by(path("plc-1b.pem"), key1b), "-newkey", new_key("plc-1r"),
+                  "-out_trusted", os.path.join(TLS, "ca.pem"), "-certout", path("x.pem"), ok=False)
+check("sending CERTCONF" in out, f"the client rejects the kur certificate in its certConf: {out[-500:]}")
+attached = {c["serial"]: c for c in api("GET", "/v1/things/plc-1")["certificates"]}
+kept = attached.get(serial_of(path("plc-1b.pem")), {})
+check(kept.get("attachment") == "active" and kept.get("revoke_after") is None,
+      f"after a rejected kur the device's certificate is its active one again: {kept}")
+refused = [c for s, c in attached.items() if s not in (serial_of(path("plc-1.pem")), serial_of(path("plc-1b.pem")))]
+check(len(refused) == 1 and refused[0]["status"] == "revoked" and refused[0]["attachment"] == "superseded",
+      f"the rejected kur certificate is revoked: {refused}")
+check(attached.get(serial_of(path("plc-1.pem")), {}).get("attachment") == "superseded",
+      "the certificate replaced before stays superseded")
 
 out = openssl_cmp(*cmp_args("kur"), *signed_by(path("plc-1.pem"), key1), "-newkey", key1b, "-certout", path("x.pem"),
                   "-unprotected_errors", ok=False)

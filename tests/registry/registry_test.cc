@@ -209,6 +209,54 @@ TEST_P(RegistryTest, ProvisioningTwiceInOneTransactionKeepsTheLastCertificateAct
   EXPECT_TRUE(seen.ok()) << seen.error().message;
 }
 
+// A certificate its device refused (CMP certConf) is taken back: the newest certificate it
+// replaced that is still usable is the thing's active one again, not due for revocation.
+TEST_P(RegistryTest, TakingBackARefusedCertificateRestoresTheNewestUsableOneItReplaced) {
+  ProvisioningTemplate tmpl;
+  tmpl.name = "t";
+  const std::string a = IssueDevice(), b = IssueDevice(), c = IssueDevice();
+  int64_t at = 1000;
+  for (const auto& serial : {a, b, c}) {
+    at += 1000;
+    ASSERT_TRUE(store_
+                    ->Transact([&](store::Tx& tx) {
+                      return Registry::RecordProvisioning(tx, tmpl, "dev", serial, at, at + 100'000);
+                    })
+                    .ok());
+  }
+  ASSERT_TRUE(issuer_->Revoke(b, "keyCompromise", false, "t").ok());
+  auto take_back = [&](const std::string& serial) {
+    return store::Write(*store_,
+                        [&](store::Tx& tx) { return Registry::TakeBackProvisioning(tx, "dev", serial, 9000); });
+  };
+  auto states = [&] {
+    std::map<std::string, std::pair<std::string, std::optional<int64_t>>> by_serial;
+    auto links =
+        store::Read(*store_, [](store::Tx& tx) { return store::LinksFrom(tx, store::kThingCertificate, "dev"); });
+    EXPECT_TRUE(links.ok());
+    for (const auto& l : *links) by_serial[l.to_name] = {l.state, l.due_at};
+    return by_serial;
+  };
+  auto restored = take_back(c);
+  ASSERT_TRUE(restored.ok()) << restored.error().message;
+  EXPECT_EQ(*restored, a) << "b, newer, is revoked";
+  auto after = states();
+  EXPECT_EQ(after[a], std::make_pair(std::string("active"), std::optional<int64_t>()));
+  EXPECT_EQ(after[b].first, "superseded");
+  EXPECT_EQ(after[c], std::make_pair(std::string("superseded"), std::optional<int64_t>(9000)))
+      << "due at once, for the revocation sweep";
+  // Not the active certificate (any more): nothing changes.
+  restored = take_back(c);
+  ASSERT_TRUE(restored.ok());
+  EXPECT_FALSE(restored->has_value());
+  EXPECT_EQ(states(), after);
+  // The only usable one refused: nothing to restore, and it is superseded all the same.
+  restored = take_back(a);
+  ASSERT_TRUE(restored.ok());
+  EXPECT_FALSE(restored->has_value());
+  EXPECT_EQ(states()[a], std::make_pair(std::string("superseded"), std::optional<int64_t>(9000)));
+}
+
 TEST_P(RegistryTest, ABatchBelongsToOneTemplateAndOneTemplateIsTheDefault) {
   IssueDevice();  // makes the CA
   Made(Kind::kTemplate, {{"name", "a"}, {"ca_fqdn", "Example.com"}, {"batches", {"b-1"}}, {"default", true}});
