@@ -5,7 +5,8 @@ policies attached to them. Devices provisioned by W2 and imported by W3 connect;
 policies lack is refused, and what is delivered is checked with mosquitto_sub. Revoking a
 certificate, disabling a device, detaching a policy and changing a policy document each take
 effect at the broker within 5 s; with certfleet stopped the broker keeps deciding from its
-last snapshot, and changes flow again once certfleet is back. Also: POST /v1/policies/evaluate,
+last snapshot (with plugin_opt_max_stale_s, only for that long), and changes flow again once
+certfleet is back. Also: POST /v1/policies/evaluate,
 EMQX's HTTP hooks, the snapshot's ETag, policies refused at write time.
 
 usage: broker_e2e.py CERTFLEET_BINARY PLUGIN_SO sqlite|postgres
@@ -393,6 +394,24 @@ broker = subprocess.Popen(["mosquitto", "-c", conf], stdout=broker_log, stderr=s
 wait_port(MQTT, broker, "mosquitto")
 check(pub("dev-2", "telemetry/dev-2/x", "cached")[0] == 0, "a restarted broker decides from its cached snapshot")
 check(pub("dev-3", "telemetry/dev-3/x", "cached")[0] != 0, "and still refuses the revoked certificate")
+broker.terminate()
+broker.wait(timeout=10)
+
+# With plugin_opt_max_stale_s, a snapshot certfleet has not confirmed for longer decides
+# nothing: the cached one, written two minutes ago (its file's time), refuses dev-2 now.
+limited_conf = write("limited.conf", open(conf).read() + "plugin_opt_max_stale_s 60\n")
+aged = time.time() - 120
+os.utime(path("snapshot.json"), (aged, aged))
+broker = subprocess.Popen(["mosquitto", "-c", limited_conf], stdout=broker_log, stderr=subprocess.STDOUT)
+wait_port(MQTT, broker, "mosquitto")
+rc, text = pub("dev-2", "telemetry/dev-2/x", "too-old")
+check(rc != 0, f"a snapshot older than plugin_opt_max_stale_s admits nobody: {text}")
+within("the broker's log to say why",
+       lambda: "more than plugin_opt_max_stale_s 60 (certfleet cannot be reached)" in open(path("mosquitto.log")).read())
+# certfleet back: the snapshot is confirmed, and deciding resumes.
+cf.start()
+within("deciding resumes once certfleet answers", lambda: pub("dev-2", "telemetry/dev-2/x", "current")[0] == 0)
+check(pub("dev-3", "telemetry/dev-3/x", "current")[0] != 0, "the revoked certificate is still refused")
 broker.terminate()
 broker.wait(timeout=10)
 listener.kill()

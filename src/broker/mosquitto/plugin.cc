@@ -14,6 +14,8 @@
 //   plugin_opt_cache_file /var/lib/mosquitto/certfleet.snapshot (optional: decide after a restart
 //                                                           while certfleet is down)
 //   plugin_opt_stats_file /run/mosquitto/certfleet.stats   (optional: counters, JSON)
+//   plugin_opt_max_stale_s 3600                            (optional: refuse everything once the
+//                                                           snapshot is older; 0, the default: never)
 #include <curl/curl.h>
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
@@ -21,6 +23,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <array>
@@ -80,6 +83,7 @@ struct Plugin {
   mosquitto_plugin_id_t* id = nullptr;
   std::string url, token, ca_file, cache_file, stats_file;
   std::chrono::milliseconds poll{1000};
+  int64_t max_stale_ms = 0;       // 0: the last snapshot decides however old it is
   int64_t cached_generation = 0;  // of the snapshot read from cache_file at start
 
   // The fetching thread hands snapshots to the broker's thread through `pending`.
@@ -97,13 +101,26 @@ struct Plugin {
   std::unordered_map<std::string, const mosquitto*> by_id;  // a client id's latest connection
   Clock::time_point next_recheck{}, next_stats{};
   bool recheck_due = false;  // a snapshot was taken outside a tick
+  bool too_old = false;      // what the last tick found: logged when it changes
   std::array<uint64_t, kBuckets> histogram{};
   uint64_t checks = 0, denied = 0, kicked = 0;
 
   // Either thread.
   std::atomic<uint64_t> fetches{0}, fetch_errors{0}, snapshots{0}, older_snapshots{0};
+  // last_success_at: the last fetch that found the snapshot current (or, at start, when the
+  // cached one was written).
   std::atomic<int64_t> snapshot_bytes{0}, parse_ms{0}, last_success_at{0};
 };
+
+// Why nothing is decided from the snapshot any more: certfleet has not been reached for longer
+// than plugin_opt_max_stale_s, and revocations made since may be missing. nullopt while it may.
+std::optional<std::string> TooOld(const Plugin& p, int64_t now) {
+  if (p.max_stale_ms == 0) return std::nullopt;
+  const int64_t age = now - p.last_success_at.load();
+  if (age <= p.max_stale_ms) return std::nullopt;
+  return "the snapshot was last confirmed " + std::to_string(age / 1000) + " s ago, more than plugin_opt_max_stale_s " +
+         std::to_string(p.max_stale_ms / 1000) + " (certfleet cannot be reached)";
+}
 
 size_t Collect(char* data, size_t size, size_t count, void* out) {
   auto* body = static_cast<std::string*>(out);
@@ -420,6 +437,14 @@ int OnTick(int, void*, void* userdata) {
     ExpireClients(p);
     p.next_recheck = now + kRecheck;
   }
+  if (auto old = TooOld(p, NowMillis()); old.has_value() != p.too_old) {
+    p.too_old = old.has_value();
+    if (old) {
+      mosquitto_log_printf(MOSQ_LOG_WARNING, "certfleet: refusing every client and message: %s", old->c_str());
+    } else {
+      mosquitto_log_printf(MOSQ_LOG_NOTICE, "certfleet: the snapshot is current again, deciding from it");
+    }
+  }
   if (now >= p.next_stats) {
     WriteStats(p);
     p.next_stats = now + kStatsEvery;
@@ -439,6 +464,11 @@ int OnBasicAuth(int, void* event_data, void* userdata) {
     if (cert != nullptr) X509_free(cert);
     mosquitto_log_printf(MOSQ_LOG_NOTICE, "certfleet: refusing %s: %s", client_id ? client_id : "?",
                          cert == nullptr ? "no client certificate" : "no snapshot yet");
+    return MOSQ_ERR_AUTH;
+  }
+  if (auto old = TooOld(p, NowMillis())) {
+    X509_free(cert);
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, "certfleet: refusing %s: %s", client_id, old->c_str());
     return MOSQ_ERR_AUTH;
   }
   Client c;
@@ -481,7 +511,7 @@ int OnAclCheck(int, void* event_data, void* userdata) {
   const auto started = Clock::now();
   auto it = p.clients.find(ev->client);
   bool allowed = false;
-  if (it != p.clients.end()) {
+  if (it != p.clients.end() && !p.too_old) {
     const View::Session& s = it->second.session;
     switch (ev->access) {
       case MOSQ_ACL_SUBSCRIBE:
@@ -549,6 +579,8 @@ CERTFLEET_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, vo
       p->stats_file = value;
     } else if (key == "poll_ms") {
       p->poll = std::chrono::milliseconds(std::max(100, std::atoi(value.c_str())));
+    } else if (key == "max_stale_s") {
+      p->max_stale_ms = int64_t{std::max(0, std::atoi(value.c_str()))} * 1000;
     } else {
       mosquitto_log_printf(MOSQ_LOG_ERR, "certfleet: unknown option plugin_opt_%s", key.c_str());
       return MOSQ_ERR_INVAL;
@@ -578,6 +610,10 @@ CERTFLEET_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, vo
       cached.ok() && !cached->empty()) {
     auto view = View::Parse(*cached);
     if (view.ok()) p->active = *view;
+    // Written when it was fetched: as old as certfleet's last word.
+    if (struct stat st{}; view.ok() && stat(p->cache_file.c_str(), &st) == 0) {
+      p->last_success_at = int64_t{st.st_mtim.tv_sec} * 1000 + st.st_mtim.tv_nsec / 1'000'000;
+    }
     // A cache from before its generation was kept beside it: 0, any snapshot is newer.
     if (auto kept = certfleet::ReadFile(GenerationFile(*p), 32); view.ok() && kept.ok()) {
       int64_t n = 0;
