@@ -69,6 +69,8 @@ int Main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  // Read: the reload commands this process runs do not inherit it.
+  unsetenv("CERTFLEET_AGENT_BOOTSTRAP_TOKEN");
   auto fail = [](std::string_view what, const Error& e) {
     log::Error(what, {{"error", e.message}});
     return 1;

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """packaging/certfleet.service is a unit systemd accepts without a warning (systemd-analyze
-verify, with ExecStart pointing at the built binary) and keeps its hardening.
+verify, with ExecStart pointing at the built binary) and keeps its hardening; the agent's unit
+passes its enrollment secret in the environment, not in its arguments.
 
 usage: packaging_check.py SOURCE_DIR CERTFLEET_BINARY
 """
@@ -25,4 +26,10 @@ with tempfile.TemporaryDirectory() as tmp:
     p = subprocess.run(["systemd-analyze", "verify", path], capture_output=True, text=True, timeout=60)
     check(p.returncode == 0 and not (p.stdout + p.stderr).strip(),
           f"systemd-analyze verify accepts it without a word: {p.returncode} {p.stdout}{p.stderr}")
+# The agent's unit keeps the enrollment secret off the command line (ps shows it to every
+# local user): the agent reads it from the environment variable the env file sets.
+agent_unit = open(os.path.join(src, "packaging", "certfleet-agent.service")).read()
+exec_start = agent_unit.split("ExecStart=", 1)[1].split("\n\n", 1)[0].split("\nStateDirectory", 1)[0]
+check("--bootstrap-token" not in exec_start, f"the agent's unit passes no token in its arguments: {exec_start}")
+check("CERTFLEET_AGENT_BOOTSTRAP_TOKEN=" in agent_unit, "the agent's unit names the variable the agent reads")
 finish("packaging_check")
