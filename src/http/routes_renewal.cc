@@ -9,6 +9,7 @@
 #include "core/clock.h"
 #include "core/csv.h"
 #include "core/enum_names.h"
+#include "core/json.h"
 #include "core/text.h"
 #include "http/api.h"
 #include "http/json.h"
@@ -193,9 +194,8 @@ Result<Response> Create(const ApiContext& ctx, const Request& req) {
   if (MediaType(req) == "text/csv") {
     CF_ASSIGN_OR_RETURN(rows, ParseHostCsv(req.body));
   } else {
-    boost::system::error_code ec;
-    json::value body = json::parse(req.body, ec);
-    if (ec || !(body.is_object() || body.is_array())) {
+    CF_ASSIGN_OR_RETURN(json::value body, ParseJson(req.body));
+    if (!(body.is_object() || body.is_array())) {
       return MakeError(ErrorCode::kInvalidArgument,
                        "the body must be a JSON object (a host), a JSON array of hosts, or CSV sent as text/csv");
     }

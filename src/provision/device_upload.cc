@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/csv.h"
+#include "core/json.h"
 
 namespace certfleet::provision {
 namespace {
@@ -25,9 +26,7 @@ void StringField(const json::object& entry, std::string_view name, std::string& 
 }
 
 Result<void> ForEachJsonRow(std::string_view body, const std::function<Result<void>(const UploadRow&)>& row) {
-  boost::system::error_code ec;
-  json::value doc = json::parse(body, ec);
-  if (ec) return MakeError(ErrorCode::kInvalidArgument, "the upload is not JSON: " + ec.message());
+  CF_ASSIGN_OR_RETURN(json::value doc, ParseJson(body));
   if (!doc.is_array()) return MakeError(ErrorCode::kInvalidArgument, "the upload must be a JSON array of devices");
   size_t number = 0;
   for (const json::value& entry : doc.get_array()) {

@@ -4,6 +4,7 @@
 
 #include <boost/json/parse.hpp>
 
+#include "core/json.h"
 #include "core/text.h"
 
 namespace certfleet::http {
@@ -19,6 +20,8 @@ TEST(Json, KeysGivenTwiceInOneObjectAreRefused) {
   EXPECT_NE(twice.error().message.find("\"role\" appears twice"), std::string::npos) << twice.error().message;
   EXPECT_FALSE(ParseJsonObject(R"({"a":{"k":1,"k":2}})").ok()) << "nested";
   EXPECT_FALSE(ParseJsonObject(R"({"role":1,"\u0072ole":2})").ok()) << "the same key, escaped differently";
+  EXPECT_FALSE(ParseJson(R"([{"k":1},{"k":1,"k":2}])").ok()) << "in an array's object";
+  EXPECT_TRUE(ParseJson(R"([{"k":1},{"k":2}])").ok());
 }
 
 TEST(Json, StringFieldsRefuseControlCharacters) {

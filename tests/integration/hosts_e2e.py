@@ -76,6 +76,16 @@ def audit_actions():
     return [e["action"] for e in api("GET", "/v1/audit?limit=500")["items"]]
 
 
+# A key given twice is refused (parsers differ on which one counts), in a host and in a list.
+for raw in ('{"host_id": "dup-1", "reload_command": "true", "reload_command": "rm -rf /"}',
+            '[{"host_id": "dup-2"}, {"host_id": "dup-3", "host_id": "dup-4"}]'):
+    status, out, _ = cf.request("POST", "/v1/hosts", body=raw, bearer=cf.token,
+                                headers={"Content-Type": "application/json"})
+    check(status == 400 and "appears twice" in str(out), f"a key given twice in {raw}: {status} {out}")
+status, out, _ = cf.request("POST", "/v1/devices/keys", body='[{"device_id": "d-1", "device_id": "d-2"}]',
+                            bearer=cf.token, headers={"Content-Type": "application/json"})
+check(status == 400 and "appears twice" in str(out), f"a key given twice in a device upload: {status} {out}")
+
 # A host and its agent, enrolled.
 home = os.path.join(cf.work, "web-1")
 api("POST", "/v1/hosts", {"host_id": "web-1", "cert_path": f"{home}/certs", "key_path": f"{home}/private",
