@@ -98,7 +98,7 @@ Result<int> WebhookDispatcher::Deliver() {
       }));
       if (!sent.ok()) {
         log::Warn("webhook delivery failed; retried later",
-                  {{"url", MaskUrlCredentials(url)}, {"event", e.id}, {"error", sent.error().message}});
+                  {{"url", Shown(url)}, {"event", e.id}, {"error", sent.error().message}});
         break;
       }
       ++delivered;

@@ -433,6 +433,9 @@ check(f'certfleet_webhook_failing{{index="2",url="{down_shown}"}} 1' in metrics 
       f'certfleet_webhook_failing{{index="1",url="http://127.0.0.1:{hooks.server_address[1]}/..."}} 0' in metrics and
       "down-pw" not in metrics and "/down" not in metrics,
       "/metrics: the refusing webhook URL is failing, the other is not; no password or path is shown")
+served_log = open(cf.log_path).read()
+check("webhook delivery failed" in served_log and "down-pw" not in served_log and "/down" not in served_log,
+      "the log names the failing webhook URL without its password or path (where receivers keep secrets)")
 dead = api("GET", "/v1/jobs?state=dead&kind=webhooks.deliver")["items"]
 check(not dead, f"a failing webhook URL leaves no dead jobs: {dead[:3]}")
 
