@@ -311,7 +311,12 @@ Result<Response> ListProfiles(const ApiContext& ctx) {
 
 Result<Response> GetProfile(const ApiContext& ctx, const Request& req) {
   auto found = ctx.acme->FindProfile(req.params.at("name"));
-  if (!found.ok()) return MakeError(ErrorCode::kNotFound, found.error().message);
+  if (!found.ok()) {
+    // Without the ACME problem type the directory's answer carries; a failure of the store
+    // stays a server error (its details logged, not sent).
+    if (found.error().code != ErrorCode::kNotFound) return found.error();
+    return MakeError(ErrorCode::kNotFound, found.error().message);
+  }
   return JsonResponse(200, acme::ProfileJson(*found));
 }
 
