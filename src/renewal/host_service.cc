@@ -157,6 +157,12 @@ Result<void> CheckThresholdDays(int64_t days) {
 
 Result<store::HostRecord> HostService::NewRecord(const HostSpec& spec, int64_t now) {
   CF_RETURN_IF_ERROR(CheckSpec(spec));
+  // Host names compare without case (in DNS and in certificates): a new host in capitals
+  // could be another's twin, enrolled by a fleet secret whose pattern matches both.
+  if (AsciiLower(spec.host_id) != spec.host_id) {
+    return Invalid(
+        fmt::format("host_id must be lower case (host names compare without case): {}", AsciiLower(spec.host_id)));
+  }
   store::HostRecord h;
   h.host_id = spec.host_id;
   ApplySpec(h, spec);

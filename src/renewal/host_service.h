@@ -86,8 +86,8 @@ class HostService {
   // host exists with other settings). A row that could not be read comes as its error.
   // kInvalidArgument for more than kMaxBulkHosts rows.
   Result<std::vector<RowResult>> CreateMany(const std::vector<Result<HostSpec>>& rows, std::string_view actor);
-  // The record of a new host registered as `spec`, checked as Create checks it: enrolling,
-  // due at once.
+  // The record of a new host registered as `spec`, checked as Create checks it (its id in
+  // lower case): enrolling, due at once.
   static Result<store::HostRecord> NewRecord(const HostSpec& spec, int64_t now);
   // Held until `tx` ends: the single-host writes of a host's row and its renewal (settings,
   // reactivation, revocation, the agent's reports, the certificate it is seen using, the

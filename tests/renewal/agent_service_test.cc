@@ -200,6 +200,11 @@ TEST_P(EnrollTest, AFleetCredentialEnrollsNewMatchingHostsUpToItsUsesEachAudited
   auto asked_again = agents_->Enroll("web-1.example.com", secret, Csr("web-1.example.com"));
   ASSERT_TRUE(asked_again.ok()) << "its own key again: the answer it lost, " << asked_again.error().message;
   EXPECT_EQ(asked_again->record.serial, registered->record.serial);
+  // The enrolled host's id in capitals is the same host name: not a new host to enroll.
+  auto twin = agents_->Enroll("WEB-1.example.com", secret, Csr("WEB-1.example.com"));
+  ASSERT_FALSE(twin.ok());
+  EXPECT_EQ(twin.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(twin.error().message.find("must be lower case"), std::string::npos) << twin.error().message;
   auto other = agents_->Enroll("web-1.eu.example.com", secret, Csr("web-1.eu.example.com"));
   ASSERT_FALSE(other.ok());
   EXPECT_EQ(other.error().code, ErrorCode::kPermissionDenied) << "'*' stays within a label";
