@@ -200,6 +200,26 @@ TEST(Readers, AnInfineonReelWithFilesBeforeTheBundleInASolidBlockReads) {
   EXPECT_EQ(Good(entries), 200u);
 }
 
+// A reel holding a file whose name is not ASCII (a datasheet): libarchive, in certfleet's C
+// locale, answers its header with a warning (the name cannot be converted), not an error.
+TEST(Readers, AnInfineonReelWithANonAsciiFileNameReads) {
+  const std::string dir = testing::TempDir() + "/non-ascii";
+  const std::string bundle = "78211223032C7EFA_b41425b9-b42b-47fd-95c2-f981b4c61561_E0E1_Certs.7z";
+  ASSERT_EQ(std::system(("mkdir -p " + dir + " && cd " + dir + " && 7z x -y " + Fixture("manifest-infineon.7z") + " " +
+                         bundle +
+                         " >/dev/null && echo sheet > 'Datenblatt-\xc3\xbc.pdf' && LC_ALL=C.UTF-8 7z a reel.7z "
+                         "'Datenblatt-\xc3\xbc.pdf' " +
+                         bundle + " >/dev/null")
+                            .c_str()),
+            0);
+  ReaderOptions infineon;
+  infineon.bundle_type = "E0E1";
+  std::string error;
+  auto entries = ReadAll("infineon", dir + "/reel.7z", infineon, &error);
+  EXPECT_EQ(error, "");
+  EXPECT_EQ(Good(entries), 200u);
+}
+
 TEST(Readers, AFileThatIsNotItsFormatIsAnErrorNotAnEndlessRead) {
   const std::string dir = testing::TempDir();
   std::ofstream(dir + "/noise.bin") << std::string(size_t{2} << 20, 'x');

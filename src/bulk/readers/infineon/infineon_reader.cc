@@ -31,6 +31,16 @@ Error ArchiveError(archive* a, std::string_view what) {
   return MakeError(ErrorCode::kInvalidArgument, fmt::format("{}: {}", what, msg ? msg : "unreadable"));
 }
 
+// An entry's name in UTF-8. libarchive converts names to the locale's character set, and
+// certfleet runs in the C locale, where a name that is not ASCII (a datasheet's, say) cannot
+// be converted: its header comes with ARCHIVE_WARN, which is no error, and the name is read
+// in UTF-8 instead.
+std::string NameOf(archive_entry* entry) {
+  const char* utf8 = archive_entry_pathname_utf8(entry);
+  const char* local = utf8 ? utf8 : archive_entry_pathname(entry);
+  return local ? local : "";
+}
+
 class InfineonReader final : public ManifestReader {
  public:
   InfineonReader(ArchivePtr outer, std::string suffix, ArchiveLimits limits)
@@ -47,9 +57,9 @@ class InfineonReader final : public ManifestReader {
           inner_data_.clear();
           continue;
         }
-        if (rc != ARCHIVE_OK) return ArchiveError(inner_.get(), "the bundle archive");
+        if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) return ArchiveError(inner_.get(), "the bundle archive");
         CF_RETURN_IF_ERROR(Count(entry));
-        const std::string name = archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "";
+        const std::string name = NameOf(entry);
         if (!name.ends_with(".pem")) {  // folders, READMEs
           CF_RETURN_IF_ERROR(Drain(inner_.get(), name));
           continue;
@@ -74,9 +84,9 @@ class InfineonReader final : public ManifestReader {
         done_ = true;  // libarchive may not be asked for another header after its end
         return std::optional<ManifestEntry>();
       }
-      if (rc != ARCHIVE_OK) return ArchiveError(outer_.get(), "the manifest archive");
+      if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) return ArchiveError(outer_.get(), "the manifest archive");
       CF_RETURN_IF_ERROR(Count(entry));
-      const std::string name = archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "";
+      const std::string name = NameOf(entry);
       if (!name.ends_with(suffix_)) {  // other bundle types, the encrypted keys, README, a datasheet
         CF_RETURN_IF_ERROR(Drain(outer_.get(), name));
         continue;
