@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "blob/blob_store.h"
+#include "core/crypto.h"
 #include "pki/certificate.h"
 #include "pki/key.h"
 #include "registry/registry.h"
@@ -262,6 +263,24 @@ TEST_P(ImportTest, RejectedEntriesAreListedWithTheirReason) {
   ASSERT_EQ(rows->size(), 1u);
   EXPECT_EQ((*rows)[0].index, done->counts.seen);
   EXPECT_NE((*rows)[0].reason.find("base64 of a PEM"), std::string::npos) << (*rows)[0].reason;
+}
+
+// A reason quotes what the manifest says (a kid, a uniqueId); a NUL byte there, which no
+// database text holds, is written escaped and rejects its entry only.
+TEST_P(ImportTest, AReasonQuotingAControlCharacterIsStoredEscaped) {
+  std::string json = Slurp(Fixture("ECC608C-TNGTLSU-B.json"));
+  const size_t at = json.find('"', json.find(':', json.find("\"protected\""))) + 1;
+  json.replace(at, json.find('"', at) - at, Base64UrlEncode(R"({"alg":"ES256","kid":"a\u0000b"})"));
+  std::ofstream(dir_ + "/nul.json") << json;
+  auto started = imports_->Start("microchip", "trackers", "", dir_ + "/nul.json", "t");
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  auto done = imports_->Run(started->id);
+  ASSERT_TRUE(done.ok()) << done.error().message;
+  EXPECT_EQ(done->counts.rejected, 1);
+  EXPECT_EQ(done->counts.imported, 9);
+  auto rows = imports_->Rows(started->id, std::string("rejected"), 0, 10);
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_NE((*rows)[0].reason.find("kid a\\x00b"), std::string::npos) << (*rows)[0].reason;
 }
 
 TEST_P(ImportTest, ACancelledImportStopsAndStaysCancelled) {

@@ -11,6 +11,7 @@
 
 #include "core/crypto.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "pki/certificate.h"
 #include "pki/ossl.h"
 
@@ -234,10 +235,10 @@ class MicrochipReader final : public FileManifestReader {
         break;
       }
     }
-    if (!named) return fmt::format("no verification certificate has kid {}", std::string_view(*kid));
+    // What the manifest says is quoted escaped: it may hold anything, a NUL byte included.
+    if (!named) return fmt::format("no verification certificate has kid {}", Escaped(*kid));
     if (!verified)
-      return fmt::format("the JWS signature ({}) does not verify with the signer {}", std::string_view(*alg),
-                         std::string_view(*kid));
+      return fmt::format("the JWS signature ({}) does not verify with the signer {}", Escaped(*alg), Escaped(*kid));
     std::optional<json::value> payload = JsonOfBase64Url(payload_b64);
     if (!payload) return "the JWS payload is not base64url JSON";
     // The thing is the signed payload's uniqueId: the unprotected header's copy is covered by
@@ -245,8 +246,8 @@ class MicrochipReader final : public FileManifestReader {
     const json::string* signed_id = StringAt(*payload, "uniqueId");
     if (!signed_id || signed_id->empty()) return "the signed payload has no uniqueId";
     if (!e.thing_name.empty() && e.thing_name != *signed_id)
-      return fmt::format("header.uniqueId {} differs from the signed payload's uniqueId {}", e.thing_name,
-                         std::string_view(*signed_id));
+      return fmt::format("header.uniqueId {} differs from the signed payload's uniqueId {}", Escaped(e.thing_name),
+                         Escaped(*signed_id));
     e.thing_name = std::string(*signed_id);
     const json::value* x5c = nullptr;
     if (const json::value* set = payload->get_object().if_contains("publicKeySet"); set && set->is_object()) {
