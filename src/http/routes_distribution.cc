@@ -166,10 +166,10 @@ Response PutWarehouse(const ApiContext& ctx, const Request& req) {
   if (const json::value* pw = body->if_contains("zip_password"); pw && pw->is_null()) {
     password.kind = Kind::kRemove;
   } else if (pw) {
-    if (!pw->is_string() || pw->as_string().size() > kMaxField) {
-      return ErrorResponse(400, "invalid_argument", "zip_password must be a string or null");
-    }
-    password = {Kind::kSet, std::string(pw->as_string())};
+    // No control characters: a NUL would end the password libzip is given.
+    auto text = OptionalString(*body, "zip_password", kMaxField);
+    if (!text.ok()) return Fail(req, text.error());
+    password = {Kind::kSet, **text};
   }
   auto saved =
       ctx.distribution->PutWarehouse(req.params.at("name"), std::move(recipients), password, req.principal.Actor());

@@ -179,6 +179,8 @@ for method, path_, body, want in [
         ("PUT", "/v1/distribution/warehouses/..bad", {"recipients": ["a@b.c"]}, 400),
         ("PUT", "/v1/distribution/warehouses/Warehouse_UK", {"recipients": ["not an address"]}, 400),
         ("PUT", "/v1/distribution/warehouses/Warehouse_UK", {"recipients": ["a@b.c"], "zip_password": "short"}, 400),
+        ("PUT", "/v1/distribution/warehouses/Warehouse_UK", {"recipients": ["a@b.c"],
+                                                             "zip_password": "\u0000" + "a" * 20}, 400),
         ("PUT", "/v1/distribution/warehouses/Warehouse_UK", {"recipients": []}, 400),
         ("POST", "/v1/distribution/events", "not json", 400),
         ("POST", "/v1/distribution/events", {"Records": [{"eventName": "ObjectCreated:Put"}]}, 400),
