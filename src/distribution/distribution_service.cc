@@ -206,14 +206,15 @@ Result<SendResult> DistributionService::SendPending(const std::function<void(int
     }
     SendResult w;  // what this warehouse gets in this run
     w.warehouses = 1;
-    WarehouseRun run({store_, inbound_, mailer_, clock_, options_, counters_}, warehouse,
-                     fmt::format("{}/{}", run_dir, warehouse), w, [&](int64_t n) {
+    WarehouseRun run({store_, inbound_, mailer_, clock_, options_, counters_, [&lease] { return lease->Held(); }},
+                     warehouse, fmt::format("{}/{}", run_dir, warehouse), w, [&](int64_t n) {
                        done += n;
                        if (progress) progress(done, 0);
                      });
     const int64_t started = clock_.NowMillis();
     Result<void> r = run.Run();
     if (!r.ok()) log::Error("distribution failed", {{"warehouse", warehouse}, {"error", r.error().message}});
+    if (!r.ok() && !lease->Held()) lost_before = warehouse;
     // The seed's per-group processor line.
     log::Info("warehouse distributed", {{"warehouse", warehouse},
                                         {"gateways_mailed", w.gateways_sent},
@@ -223,14 +224,17 @@ Result<SendResult> DistributionService::SendPending(const std::function<void(int
                                         {"bytes", w.bytes_sent},
                                         {"millis", clock_.NowMillis() - started}});
     result += w;
-    std::lock_guard lock(totals_mu_);
-    totals_[warehouse] += w;
+    {
+      std::lock_guard lock(totals_mu_);
+      totals_[warehouse] += w;
+    }
+    if (lost_before) break;
   }
   std::error_code ec;
   fs::remove_all(run_dir, ec);
   if (lost_before) {
     log::Error("the distribution run lost its lease and stopped", {{"next_warehouse", *lost_before}});
-    return MakeError(ErrorCode::kUnavailable, "the distribution run lost its lease before " + *lost_before);
+    return MakeError(ErrorCode::kUnavailable, "the distribution run lost its lease at " + *lost_before);
   }
   log::Info("distribution run finished", {{"warehouses", result.warehouses},
                                           {"gateways_sent", result.gateways_sent},

@@ -398,6 +398,12 @@ Result<void> WarehouseRun::Send(std::vector<Part>& parts) {
       return FailAll("the ZIP " + part.zip_path + " changed or vanished before sending");
     m.attachments.push_back({zip_name, "application/zip", std::move(zip)});
 
+    if (env_.leading && !env_.leading()) {
+      return MakeError(ErrorCode::kUnavailable,
+                       fmt::format("the distribution run lost its lease before part {} of {} of {}; it goes in the "
+                                   "next run",
+                                   i + 1, parts.size(), warehouse_));
+    }
     Result<mail::Sent> sent = SendWithRetries(env_, m);
     const int64_t now = env_.clock.NowMillis();
     if (sent.ok()) {

@@ -33,6 +33,9 @@ class WarehouseRun {
     const Clock& clock;
     const DistributionService::Options& options;
     DistributionService::Counters& counters;
+    // Whether the run still holds its lease, asked before each mail: a run that lost it (its
+    // database connection broke) stops, as another node's run may have started.
+    std::function<bool()> leading = nullptr;
   };
 
   WarehouseRun(Env env, std::string warehouse, std::string dir, SendResult& result,

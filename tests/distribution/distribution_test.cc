@@ -387,6 +387,34 @@ TEST_P(ServiceTest, ARunThatLosesItsLeaseStopsBeforeItsNextWarehouse) {
   EXPECT_EQ(mailer_->sent.size(), 2u);
 }
 
+// Within one warehouse too: a run that lost its lease sends no further part of it.
+TEST_P(ServiceTest, ARunThatLosesItsLeaseStopsBeforeItsNextPart) {
+  if (GetParam() != store::Dialect::kPostgres) GTEST_SKIP() << "SQLite's lease is a file lock, never lost";
+  options_.zip_max_bytes = 40'000;
+  for (int i = 0; i < 30; ++i) Gateway("W1", i, 2500);
+  auto& svc = Service();
+  ASSERT_TRUE(svc.Scan().ok());
+  mailer_->hook = [&] {
+    mailer_->hook = nullptr;
+    ASSERT_TRUE(store_
+                    ->Query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND "
+                            "pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = "
+                            "current_database())")
+                    .ok());
+  };
+  auto run = svc.SendPending();
+  ASSERT_FALSE(run.ok()) << "the run goes on without its lease";
+  EXPECT_NE(run.error().message.find("lost its lease"), std::string::npos) << run.error().message;
+  ASSERT_EQ(mailer_->sent.size(), 1u) << "no part after the lease was lost";
+  int pending = 0;
+  for (const auto& [eui, status] : Statuses("W1")) pending += status == "PENDING_EMAIL";
+  EXPECT_GT(pending, 0);
+  auto next = svc.SendPending();
+  ASSERT_TRUE(next.ok()) << next.error().message;
+  EXPECT_EQ(next->gateways_sent, pending) << "the rest goes in the next run, nothing twice";
+  for (const auto& [eui, status] : Statuses("W1")) EXPECT_EQ(status, "EMAILED") << eui;
+}
+
 TEST_P(ServiceTest, NoRecipientFailsTheRecordsWithTheReason) {
   options_.default_recipient.clear();
   Gateway("W1", 1, 100);
