@@ -112,8 +112,9 @@ Result<int64_t> DistributionService::RequestRun(std::string_view actor) {
     const int64_t now = clock_.NowMillis();
     store::NewJob job;
     job.kind = std::string(kRunJob);
-    // Retried when another run holds the lock; failed records carry their own retries.
-    job.max_attempts = 3;
+    // Retried while another run holds the lock (see RegisterJobs); failed records carry their
+    // own retries.
+    job.max_attempts = kRunJobAttempts;
     CF_ASSIGN_OR_RETURN(auto id, store::EnqueueJob(tx, job, now));
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "distribution.run", fmt::format("job:{}", *id), "{}"));
     return *id;

@@ -78,6 +78,9 @@ class DistributionService {
   static constexpr std::string_view kScanJob = "distribution.scan";
   static constexpr std::string_view kSendJob = "distribution.send";
   static constexpr std::string_view kRunJob = "distribution.run";  // scan, then send
+  // Attempts of a run asked for (RequestRun): with its backoff, five to ten minutes of waiting
+  // for a run in progress.
+  static constexpr int kRunJobAttempts = 12;
 
   DistributionService(store::Store& store, blob::BlobStore& inbound, mail::Mailer& mailer, const Clock& clock,
                       Options options);

@@ -94,10 +94,16 @@ Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, Di
     }
     return sent.ok() ? Ok() : Result<void>(sent.error());
   });
-  pool.Register(std::string(DistributionService::kRunJob), [&dist, send](jobs::JobContext& job) -> Result<void> {
-    CF_RETURN_IF_ERROR(dist.Scan());
-    return send(job);
-  });
+  // A run asked for while another is in progress waits for it: retried every 15 s, then at
+  // most every minute (DistributionService::kRunJobAttempts), longer than a large run lasts.
+  pool.Register(
+      std::string(DistributionService::kRunJob),
+      [&dist, send](jobs::JobContext& job) -> Result<void> {
+        CF_RETURN_IF_ERROR(dist.Scan());
+        return send(job);
+      },
+      jobs::HandlerOptions{
+          .concurrency = 1, .backoff_base = std::chrono::seconds(15), .backoff_max = std::chrono::seconds(60)});
   // One attempt each: the next firing is the retry.
   CF_RETURN_IF_ERROR(scheduler.Add("distribution-scan",
                                    fmt::format("@every {}s", config.GetInt("distribution.scan_seconds")),
