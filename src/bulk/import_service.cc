@@ -26,6 +26,11 @@
 namespace certfleet::bulk {
 namespace {
 
+// Whether fetching an inbound object failed for the object itself (too large), which no later
+// scan changes, rather than for the store (unreachable, credentials expired or refused, the
+// object gone while listed), which the next scan may find fixed.
+bool FailedForTheObject(const Error& fetch_error) { return fetch_error.code == ErrorCode::kResourceExhausted; }
+
 namespace fs = std::filesystem;
 namespace json = boost::json;
 
@@ -580,6 +585,10 @@ Result<void> ImportService::AddInboundVerifier(blob::BlobStore& inbound, const b
   fs::create_directories(options_.manifest_dir, ec);
   const std::string path = (fs::path(options_.manifest_dir) / (RandomToken(12) + ".signer")).string();
   Result<void> fetched = inbound.GetToFile(object.key, path, kMaxVerifierBytes);
+  if (!fetched.ok() && !FailedForTheObject(fetched.error())) {
+    fs::remove(path, ec);
+    return MakeError(ErrorCode::kUnavailable, fetched.error().message);  // the next scan tries again
+  }
   Result<std::string> pem = fetched.ok() ? ReadFile(path, kMaxVerifierBytes) : Result<std::string>(fetched.error());
   fs::remove(path, ec);
   if (!pem.ok() && pem.error().code == ErrorCode::kUnavailable) return pem.error();  // the next scan tries again
@@ -655,6 +664,12 @@ Result<int> ImportService::ScanInbound(blob::BlobStore& inbound) {
     fs::create_directories(options_.manifest_dir, ec);
     const std::string path = (fs::path(options_.manifest_dir) / (RandomToken(12) + ".inbound")).string();
     Result<void> fetched = inbound.GetToFile(o.key, path, kMaxInboundBytes);
+    if (!fetched.ok() && !FailedForTheObject(fetched.error())) {
+      fs::remove(path, ec);
+      log::Warn("cannot fetch from the inbound store; the next scan tries again",
+                {{"key", o.key}, {"error", fetched.error().message}});
+      continue;
+    }
     if (fetched.ok()) {
       imp = Start(where.supplier, where.profile, where.bundle_type, path, "inbound:" + o.key, true, source);
       fs::remove(path, ec);  // left only if Start refused before keeping it

@@ -321,6 +321,48 @@ TEST_P(ImportTest, ManifestsDroppedIntoTheInboundStoreAreImportedOnce) {
   EXPECT_EQ(imports_->Run((*again)[0].id)->counts.already_present, 100);
 }
 
+// An inbound store that refuses the next `refusals` fetches (expired credentials, say).
+class RefusingStore final : public blob::BlobStore {
+ public:
+  RefusingStore(blob::BlobStore& real, int refusals) : real_(real), refusals_(refusals) {}
+  Result<void> List(std::string_view prefix, const blob::PageFn& page) override { return real_.List(prefix, page); }
+  Result<std::string> Get(std::string_view key, size_t max_bytes) override { return real_.Get(key, max_bytes); }
+  Result<void> GetToFile(std::string_view key, const std::string& path, size_t max_bytes) override {
+    if (refusals_ > 0) {
+      --refusals_;
+      return MakeError(ErrorCode::kPermissionDenied, "HTTP 400 ExpiredToken");
+    }
+    return real_.GetToFile(key, path, max_bytes);
+  }
+  Result<void> Put(std::string_view key, std::string_view bytes) override { return real_.Put(key, bytes); }
+  Result<void> PutFile(std::string_view key, const std::string& path) override { return real_.PutFile(key, path); }
+  Result<void> Delete(std::string_view key) override { return real_.Delete(key); }
+  std::string Describe() const override { return real_.Describe(); }
+
+ private:
+  blob::BlobStore& real_;
+  int refusals_;
+};
+
+// A fetch the store refuses fails nothing: the object is the store's to give, and the next
+// scan takes it.
+TEST_P(ImportTest, AnInboundObjectTheStoreRefusesOnceIsImportedByTheNextScan) {
+  auto real = blob::OpenBlobStore("file://" + dir_ + "/inbound", {});
+  ASSERT_TRUE(real.ok());
+  ASSERT_TRUE((*real)->Put("imports/generated/trackers/batch-1.txt", Slurp(Fixture("certificates_test.txt"))).ok());
+  RefusingStore inbound(**real, 1);
+  auto first = imports_->ScanInbound(inbound);
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  EXPECT_EQ(*first, 0);
+  EXPECT_TRUE(imports_->List(std::nullopt, 10)->empty()) << "nothing recorded as failed";
+  auto second = imports_->ScanInbound(inbound);
+  ASSERT_TRUE(second.ok()) << second.error().message;
+  EXPECT_EQ(*second, 1);
+  auto list = imports_->List(std::nullopt, 10);
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ(imports_->Run((*list)[0].id)->counts.imported, 100);
+}
+
 TEST_P(ImportTest, ThingNamesFromManifestsFollowTheRegistrysRule) {
   // A PEM manifest whose certificates' CNs name things: one good, three that the registry's
   // API refuses (and that could then never be read or deleted by name).
