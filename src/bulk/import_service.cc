@@ -462,6 +462,17 @@ Result<void> ImportService::RunAttempt(int64_t id, int attempt, int max_attempts
   return ran.error();
 }
 
+Result<int> ImportService::FailOrphaned() {
+  CF_ASSIGN_OR_RETURN(auto orphaned,
+                      store::Read(store_, [](store::Tx& tx) { return store::ImportsOfDeadJobs(tx, kJob); }));
+  for (const auto& [id, last_error] : orphaned) {
+    (void)Fail(id,
+               MakeError(ErrorCode::kUnavailable, fmt::format("its job ended without finishing it: {}",
+                                                              last_error.empty() ? "no error recorded" : last_error)));
+  }
+  return static_cast<int>(orphaned.size());
+}
+
 Result<store::ImportRecord> ImportService::Fail(int64_t id, const Error& e) {
   CF_RETURN_IF_ERROR(Finish(id, "failed", e.message));
   log::Error("import failed", {{"import", id}, {"error", e.message}});

@@ -64,6 +64,9 @@ class ImportService {
   // again (its last attempt, or a failure that retrying cannot help), the import ends failed
   // with the error and its manifest is deleted, rather than showing queued or running for ever.
   Result<void> RunAttempt(int64_t id, int attempt, int max_attempts, const Progress& progress = {});
+  // The same for every import whose job died without finishing it (its worker lost during the
+  // last attempt, which RunAttempt never sees end); how many. Run with each scan.
+  Result<int> FailOrphaned();
   Result<store::ImportRecord> Get(int64_t id);
   Result<std::vector<store::ImportRecord>> List(std::optional<int64_t> before, int limit);
   Result<std::vector<store::ImportRow>> Rows(int64_t id, std::optional<std::string> status, int64_t after, int limit);

@@ -61,6 +61,7 @@ Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, Im
                               });
   });
   pool.Register(std::string(ImportService::kScanJob), [&imports, &inbound](jobs::JobContext&) -> Result<void> {
+    CF_RETURN_IF_ERROR(imports.FailOrphaned());
     CF_RETURN_IF_ERROR(imports.ScanInbound(inbound));
     return Ok();
   });

@@ -192,4 +192,17 @@ Result<void> InsertImportedCertificates(Tx& tx, const std::vector<ImportedCertif
   return InsertRows(tx, "imported_certificates", kColumns, rows);
 }
 
+Result<std::vector<std::pair<int64_t, std::string>>> ImportsOfDeadJobs(Tx& tx, std::string_view job_kind) {
+  // The payload is {"import_id":N}, as ImportService writes it: N starts at its 14th character.
+  CF_ASSIGN_OR_RETURN(
+      Rows rows,
+      tx.Query("SELECT i.id, COALESCE(j.last_error, '') FROM jobs j JOIN imports i ON i.id = "
+               "CAST(substr(j.payload, 14, length(j.payload) - 14) AS BIGINT) WHERE j.kind = ? AND j.state = 'dead' "
+               "AND j.payload LIKE '{\"import_id\":%}' AND i.state IN ('queued', 'running') ORDER BY i.id",
+               {std::string(job_kind)}));
+  std::vector<std::pair<int64_t, std::string>> out;
+  for (const auto& r : rows) out.emplace_back(r.Int(0), r.Text(1));
+  return out;
+}
+
 }  // namespace certfleet::store

@@ -50,6 +50,11 @@ struct ImportRecord {
   std::optional<std::string> source;  // the inbound store object it came from, "<key> <etag>"
 };
 
+// Imports still queued or running whose job (of `job_kind`, payload {"import_id": N}) is dead:
+// it ended without finishing them, as a worker lost during its last attempt leaves them. The
+// import's id and the job's last error.
+Result<std::vector<std::pair<int64_t, std::string>>> ImportsOfDeadJobs(Tx& tx, std::string_view job_kind);
+
 // A Microchip manifest signer added while serving.
 struct ImportVerifier {
   int64_t id = 0;

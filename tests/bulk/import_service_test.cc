@@ -363,6 +363,34 @@ TEST_P(ImportTest, AnInboundObjectTheStoreRefusesOnceIsImportedByTheNextScan) {
   EXPECT_EQ(imports_->Run((*list)[0].id)->counts.imported, 100);
 }
 
+// A job that dies without its handler seeing it (its lease expired on the last attempt) leaves
+// its import to the scan, which ends it as failed and deletes its manifest.
+TEST_P(ImportTest, AnImportWhoseJobDiedUnseenIsFailedByTheNextScan) {
+  auto orphan = imports_->Start("generated", "trackers", "", Copy("certificates_test.txt"), "t");
+  auto alive = imports_->Start("generated", "trackers", "", Copy("certificates_test.txt"), "t");
+  ASSERT_TRUE(orphan.ok() && alive.ok());
+  ASSERT_TRUE(store_
+                  ->Transact([&](store::Tx& tx) -> Result<void> {
+                    CF_ASSIGN_OR_RETURN(int64_t changed,
+                                        tx.Exec("UPDATE jobs SET state = 'dead', last_error = 'lease expired' WHERE "
+                                                "kind = 'bulk.import' AND payload = ?",
+                                                {fmt::format("{{\"import_id\":{}}}", orphan->id)}));
+                    EXPECT_EQ(changed, 1);
+                    return Ok();
+                  })
+                  .ok());
+  auto failed = imports_->FailOrphaned();
+  ASSERT_TRUE(failed.ok()) << failed.error().message;
+  EXPECT_EQ(*failed, 1);
+  auto ended = imports_->Get(orphan->id);
+  EXPECT_EQ(ended->state, "failed");
+  EXPECT_NE(ended->error.value_or("").find("its job ended without finishing it: lease expired"), std::string::npos)
+      << ended->error.value_or("");
+  EXPECT_FALSE(fs::exists(ended->manifest)) << "its manifest is deleted";
+  EXPECT_EQ(imports_->Get(alive->id)->state, "queued") << "an import whose job lives is left alone";
+  EXPECT_EQ(*imports_->FailOrphaned(), 0) << "once";
+}
+
 TEST_P(ImportTest, ThingNamesFromManifestsFollowTheRegistrysRule) {
   // A PEM manifest whose certificates' CNs name things: one good, three that the registry's
   // API refuses (and that could then never be read or deleted by name).
