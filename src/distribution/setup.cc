@@ -24,7 +24,9 @@ constexpr ConfigKey kKeys[] = {
      "Largest whole mail (headers, text and base64 attachment), e.g. SES's 10 MB.", 131072, 1024 * kMiB},
     {"distribution.max_attempts", ConfigType::kInt, "5",
      "Runs a FAILED_EMAIL record is retried in before it stays failed and the operators are told.", 1, 100},
-    {"distribution.send_tries", ConfigType::kInt, "3", "Tries per mail within one run when the server is unavailable.",
+    {"distribution.send_tries", ConfigType::kInt, "3",
+     "Tries per mail within one run when the server is unavailable (and to record a mail sent while the database is "
+     "not).",
      1, 10},
     {"distribution.send_backoff_ms", ConfigType::kInt, "1000", "Wait before the second try of a mail; doubles after.",
      0, 600000},
@@ -96,14 +98,17 @@ Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, Di
   });
   // A run asked for while another is in progress waits for it: retried every 15 s, then at
   // most every minute (DistributionService::kRunJobAttempts), longer than a large run lasts.
+  // Any other failure ends it (the schedule's next send tries again).
   pool.Register(
       std::string(DistributionService::kRunJob),
       [&dist, send](jobs::JobContext& job) -> Result<void> {
         CF_RETURN_IF_ERROR(dist.Scan());
         return send(job);
       },
-      jobs::HandlerOptions{
-          .concurrency = 1, .backoff_base = std::chrono::seconds(15), .backoff_max = std::chrono::seconds(60)});
+      jobs::HandlerOptions{.concurrency = 1,
+                           .backoff_base = std::chrono::seconds(15),
+                           .backoff_max = std::chrono::seconds(60),
+                           .retried = [](const Error& e) { return e.code == ErrorCode::kFailedPrecondition; }});
   // One attempt each: the next firing is the retry.
   CF_RETURN_IF_ERROR(scheduler.Add("distribution-scan",
                                    fmt::format("@every {}s", config.GetInt("distribution.scan_seconds")),

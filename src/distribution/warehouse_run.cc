@@ -132,9 +132,10 @@ Result<void> WarehouseRun::Run() {
   for (size_t i = 0; i < parts.size() && !stopped_; ++i) CF_RETURN_IF_ERROR(Build(parts[i], i));
   if (stopped_) return Ok();
   std::erase_if(parts, [](const Part& p) { return p.zip_path.empty(); });
-  if (!parts.empty()) CF_RETURN_IF_ERROR(Send(parts));
+  // The operators hear of records that ran out of attempts however the sending ended.
+  Result<void> sent = parts.empty() ? Ok() : Send(parts);
   Notify();
-  return Ok();
+  return sent;
 }
 
 Result<void> WarehouseRun::Load() {
@@ -420,23 +421,44 @@ Result<void> WarehouseRun::Send(std::vector<Part>& parts) {
       d.part = static_cast<int>(i + 1);
       d.parts = static_cast<int>(parts.size());
       for (const auto& [eui, version] : part.gateways) d.gateways.push_back(eui);
-      CF_RETURN_IF_ERROR(store::Write(env_.store, [&](store::Tx& tx) -> Result<void> {
-        CF_ASSIGN_OR_RETURN(int64_t id, store::InsertDelivery(tx, d));
-        for (const auto& [eui, version] : part.gateways) {
-          CF_RETURN_IF_ERROR(store::MarkEmailed(tx, warehouse_, eui, version, now));
-        }
-        if (shared_to_send_) {
-          CF_RETURN_IF_ERROR(store::MarkEmailed(tx, warehouse_, store::kSharedFiles, shared_record_->version, now));
-        }
-        json::object details{{"delivery", id},
-                             {"zip", zip_name},
-                             {"gateways", d.gateways.size()},
-                             {"bytes", d.message_bytes},
-                             {"recipients", json::value_from(recipients_)}};
-        CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, kDistributionActor, "distribution.mail",
-                                              "warehouse:" + warehouse_, json::serialize(details)));
-        return Ok();
-      }));
+      // The mail is out: recording it is retried as a send is, or the next run would mail its
+      // gateways again.
+      auto record = [&] {
+        return store::Write(env_.store, [&](store::Tx& tx) -> Result<void> {
+          CF_ASSIGN_OR_RETURN(int64_t id, store::InsertDelivery(tx, d));
+          for (const auto& [eui, version] : part.gateways) {
+            CF_RETURN_IF_ERROR(store::MarkEmailed(tx, warehouse_, eui, version, now));
+          }
+          if (shared_to_send_) {
+            CF_RETURN_IF_ERROR(store::MarkEmailed(tx, warehouse_, store::kSharedFiles, shared_record_->version, now));
+          }
+          json::object details{{"delivery", id},
+                               {"zip", zip_name},
+                               {"gateways", d.gateways.size()},
+                               {"bytes", d.message_bytes},
+                               {"recipients", json::value_from(recipients_)}};
+          CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, kDistributionActor, "distribution.mail",
+                                                "warehouse:" + warehouse_, json::serialize(details)));
+          return Ok();
+        });
+      };
+      Result<void> recorded = record();
+      auto delay = env_.options.send_backoff;
+      for (int attempt = 1; !recorded.ok() && attempt < env_.options.send_tries; ++attempt) {
+        log::Warn("a mail sent could not be recorded, retrying",
+                  {{"warehouse", warehouse_}, {"zip", zip_name}, {"error", recorded.error().message}});
+        std::this_thread::sleep_for(delay);
+        delay *= 2;
+        recorded = record();
+      }
+      if (!recorded.ok()) {
+        log::Error("a mail sent could not be recorded: the next run mails its gateways again",
+                   {{"warehouse", warehouse_},
+                    {"zip", zip_name},
+                    {"message_id", sent->message_id},
+                    {"error", recorded.error().message}});
+        return recorded.error();
+      }
       env_.counters.mails_sent.fetch_add(1);
       env_.counters.bytes_sent.fetch_add(static_cast<int64_t>(sent->bytes));
       ++result_.mails_sent;

@@ -208,7 +208,8 @@ Result<void> WorkerPool::Execute(const store::Job& job) {
     if (outcome.ok()) {
       CF_ASSIGN_OR_RETURN(recorded, store::CompleteJob(tx, job.id, owner_, job.attempts, finished));
     } else {
-      const bool permanent = outcome.error().code == ErrorCode::kInvalidArgument;
+      const bool permanent = outcome.error().code == ErrorCode::kInvalidArgument ||
+                             (handler_options.retried && !handler_options.retried(outcome.error()));
       CF_ASSIGN_OR_RETURN(recorded,
                           store::FailJob(tx, job.id, owner_, job.attempts, outcome.error().message,
                                          finished + BackoffMillis(handler_options, job.attempts), permanent, finished));

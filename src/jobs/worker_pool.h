@@ -58,6 +58,9 @@ struct HandlerOptions {
   int concurrency = 1;                           // at most this many jobs of the kind at once on this node
   std::chrono::milliseconds backoff_base{1000};  // first retry delay; doubles per attempt
   std::chrono::milliseconds backoff_max{3600 * 1000};
+  // Which errors are worth another attempt; nullptr: every error but kInvalidArgument. The
+  // others mark the job dead at once.
+  std::function<bool(const Error&)> retried = nullptr;
 };
 
 // A pool of worker threads that lease due jobs from the store's job table, run their

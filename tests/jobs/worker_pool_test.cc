@@ -158,6 +158,25 @@ TEST_P(WorkerPoolTest, InvalidArgumentIsPermanent) {
   EXPECT_EQ(Get(id).attempts, 1);
 }
 
+// A kind may retry some errors only: the others end the job at once.
+TEST_P(WorkerPoolTest, AKindRetriesOnlyTheErrorsItNames) {
+  const int64_t busy = Enqueue("picky", 5);
+  const int64_t broken = Enqueue("picky", 5);
+  WorkerPool pool(*store_, clock_, PoolOptions("n1"));
+  pool.Register(
+      "picky",
+      [&](JobContext& ctx) -> Result<void> {
+        if (ctx.job().id == busy) return MakeError(ErrorCode::kFailedPrecondition, "busy");
+        return MakeError(ErrorCode::kUnavailable, "refused");
+      },
+      HandlerOptions{.retried = [](const Error& e) { return e.code == ErrorCode::kFailedPrecondition; }});
+  ASSERT_TRUE(pool.RunOne().ok());
+  ASSERT_TRUE(pool.RunOne().ok());
+  EXPECT_EQ(Get(busy).state, store::JobState::kFailed) << "retried later";
+  EXPECT_EQ(Get(broken).state, store::JobState::kDead);
+  EXPECT_EQ(Get(broken).attempts, 1);
+}
+
 TEST_P(WorkerPoolTest, ProgressIsRecorded) {
   const int64_t id = Enqueue("long");
   WorkerPool pool(*store_, clock_, PoolOptions("n1"));
