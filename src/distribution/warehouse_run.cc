@@ -94,7 +94,7 @@ struct WarehouseRun::Part {
 
 WarehouseRun::WarehouseRun(Env env, std::string warehouse, std::string dir, SendResult& result,
                            std::function<void(int64_t)> gateways_done)
-    : env_(env),
+    : env_(std::move(env)),
       warehouse_(std::move(warehouse)),
       dir_(std::move(dir)),
       result_(result),

@@ -50,7 +50,7 @@ WorkerPool::~WorkerPool() { Stop(); }
 
 void WorkerPool::Register(std::string kind, JobHandler handler, HandlerOptions options) {
   std::lock_guard lock(mu_);
-  kinds_[std::move(kind)] = Kind{std::move(handler), options, 0};
+  kinds_[std::move(kind)] = Kind{std::move(handler), std::move(options), 0};
 }
 
 void WorkerPool::Start() {

@@ -59,7 +59,7 @@ TEST(DeviceUpload, JsonRowsInOrderWithTheirProblems) {
   EXPECT_EQ(rows[4].problem, "");
 
   ExpectRefused("{\"device_id\":\"d1\"}", UploadFormat::kJson, "JSON array");
-  ExpectRefused("[{\"device_id\":", UploadFormat::kJson, "not JSON");
+  ExpectRefused("[{\"device_id\":", UploadFormat::kJson, "malformed JSON");
 }
 
 TEST(DeviceUpload, CsvWithHeaderQuotedPemsAndCrLf) {
