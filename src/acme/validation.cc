@@ -191,11 +191,28 @@ Result<std::string> Validator::AddressOf(const Identifier& identifier) const {
     address = addresses.front();
   }
   // Link-local addresses are the hosts' own (a cloud's metadata service is 169.254.169.254),
-  // never a name's server; an unspecified one is this host.
+  // never a name's server; an unspecified one is this host. An IPv6 address that carries an
+  // IPv4 one (IPv4-mapped ::ffff:0:0/96, which the kernel connects to over IPv4, or NAT64's
+  // 64:ff9b::/96) is judged by the IPv4 address it carries.
   unsigned char raw[16] = {};
-  const bool link_local = (inet_pton(AF_INET, address.c_str(), raw) == 1 && raw[0] == 169 && raw[1] == 254) ||
-                          (inet_pton(AF_INET6, address.c_str(), raw) == 1 && raw[0] == 0xfe && (raw[1] & 0xc0) == 0x80);
-  if (link_local || address == "0.0.0.0" || address == "::") {
+  bool link_local = false, unspecified = false;
+  if (inet_pton(AF_INET, address.c_str(), raw) == 1) {
+    link_local = raw[0] == 169 && raw[1] == 254;
+    unspecified = raw[0] == 0 && raw[1] == 0 && raw[2] == 0 && raw[3] == 0;
+  } else if (inet_pton(AF_INET6, address.c_str(), raw) == 1) {
+    static constexpr unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static constexpr unsigned char kNat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+    if (std::memcmp(raw, kMapped, 12) == 0 || std::memcmp(raw, kNat64, 12) == 0) {
+      const unsigned char* v4 = raw + 12;
+      link_local = v4[0] == 169 && v4[1] == 254;
+      unspecified = v4[0] == 0 && v4[1] == 0 && v4[2] == 0 && v4[3] == 0;
+    } else {
+      static constexpr unsigned char kZero[16] = {};
+      link_local = raw[0] == 0xfe && (raw[1] & 0xc0) == 0x80;
+      unspecified = std::memcmp(raw, kZero, 16) == 0;
+    }
+  }
+  if (link_local || unspecified) {
     return Problem(ErrorCode::kFailedPrecondition, "rejectedIdentifier",
                    fmt::format("{} is at {}, which validation does not connect to (link-local or unspecified)",
                                Escaped(identifier.value), address));

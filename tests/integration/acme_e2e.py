@@ -781,6 +781,10 @@ check(answered["status"] == "invalid" and answered["error"]["type"].endswith(":i
 answered = http01_answer("169.254.169.254")
 check(answered["status"] == "invalid" and answered["error"]["type"].endswith(":rejectedIdentifier")
       and "link-local" in answered["error"]["detail"], f"a link-local address is not connected to: {answered}")
+# Nor the same address inside IPv6 (IPv4-mapped: the kernel would connect to it over IPv4).
+answered = http01_answer("::ffff:169.254.169.254")
+check(answered["status"] == "invalid" and answered["error"]["type"].endswith(":rejectedIdentifier")
+      and "link-local" in answered["error"]["detail"], f"an IPv4-mapped link-local address: {answered}")
 # A default profile stored with a DNS suffix only issues for no address.
 cf.api("PUT", "/v1/acme/profiles/default", {"ca": "iot.example.com", "dns_suffixes": ["example.test"]}, expect=201)
 status, refused, _ = kpost("/acme/default/new-order", {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]})
