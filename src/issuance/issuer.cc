@@ -527,7 +527,7 @@ Result<Revoked> Issuer::Revoke(std::string_view serial, std::string_view reason_
     if (!cert) return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial {}", serial));
     Revoked out;
     std::vector<store::CertificateRecord> touched;  // newly revoked ones
-    std::vector<store::ActiveChild> queue{{cert->serial, IsCa(cert->type)}};
+    std::vector<store::CascadeChild> queue{{cert->serial, IsCa(cert->type)}};
     for (size_t i = 0; i < queue.size() && i < kMaxCascade; ++i) {
       // A CA's children are read under its lock: none being written at the time is missed.
       if (cascade && queue[i].ca) CF_RETURN_IF_ERROR(store::LockIssuer(tx, queue[i].serial));
@@ -538,7 +538,7 @@ Result<Revoked> Issuer::Revoke(std::string_view serial, std::string_view reason_
         touched.push_back(std::move(*row));
       }
       if (cascade && queue[i].ca) {
-        CF_ASSIGN_OR_RETURN(auto children, store::ActiveChildren(tx, queue[i].serial));
+        CF_ASSIGN_OR_RETURN(auto children, store::CascadeChildren(tx, queue[i].serial));
         queue.insert(queue.end(), children.begin(), children.end());
       }
     }

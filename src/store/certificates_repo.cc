@@ -195,12 +195,12 @@ Result<bool> RevokeCertificate(Tx& tx, std::string_view serial, int64_t at, int 
   return n == 1;
 }
 
-Result<std::vector<ActiveChild>> ActiveChildren(Tx& tx, std::string_view issuer_serial) {
+Result<std::vector<CascadeChild>> CascadeChildren(Tx& tx, std::string_view issuer_serial) {
   CF_RETURN_IF_ERROR(WriteGatheredCertificates(tx));
-  CF_ASSIGN_OR_RETURN(Rows rows,
-                      tx.Query("SELECT serial, type FROM certificates WHERE issuer_serial = ? AND status = 'active'",
-                               {std::string(issuer_serial)}));
-  std::vector<ActiveChild> out;
+  CF_ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT serial, type FROM certificates WHERE issuer_serial = ? AND "
+                                          "(status = 'active' OR type IN ('root', 'intermediate'))",
+                                          {std::string(issuer_serial)}));
+  std::vector<CascadeChild> out;
   for (const auto& r : rows) {
     CF_ASSIGN_OR_RETURN(CertType type, r.Enum<CertType>(1, "certificates.type", kCertTypeNames));
     out.push_back({r.Text(0), IsCa(type)});

@@ -98,12 +98,14 @@ std::string ListCertificatesSql(const CertificateFilter& filter, Params& params)
 
 // Marks an active certificate revoked; false if it was not active.
 Result<bool> RevokeCertificate(Tx& tx, std::string_view serial, int64_t at, int reason);
-// The active certificates `issuer_serial` signed.
-struct ActiveChild {
+// What a cascading revocation visits below `issuer_serial`: the active certificates it signed,
+// and the CAs it signed whatever their status (one revoked before, without its certificates,
+// still has active ones below it).
+struct CascadeChild {
   std::string serial;
   bool ca = false;  // a root or intermediate, which may have children of its own
 };
-Result<std::vector<ActiveChild>> ActiveChildren(Tx& tx, std::string_view issuer_serial);
+Result<std::vector<CascadeChild>> CascadeChildren(Tx& tx, std::string_view issuer_serial);
 // Takes a CA's lock alone until the transaction ends, for a cascade that revokes it
 // (PostgreSQL; SQLite has one writer): it waits for the transactions that checked the CA
 // active (CheckIssuerActive shares the lock), so that ActiveChildren, read after it, sees

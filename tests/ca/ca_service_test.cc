@@ -217,6 +217,28 @@ TEST_P(CaServiceTest, CascadingRevocationAndCrls) {
   EXPECT_EQ(number("iot.example.com"), before + 1);
 }
 
+// A cascade goes through a CA revoked before without its certificates: what is still active
+// below it is revoked too, and on that CA's CRL.
+TEST_P(CaServiceTest, ACascadeReachesBelowACaRevokedBeforeAlone) {
+  Hierarchy();
+  auto leaf = Ok(Req(CertType::kDevice, "", "iot.example.com"));
+  auto inter = issuer_->Get("iot.example.com");
+  auto root = issuer_->Get("example.com");
+  ASSERT_TRUE(issuer_->Revoke(inter->serial, "keyCompromise", false, "test").ok());
+  ASSERT_EQ(issuer_->Get(leaf.record.serial)->status, store::CertStatus::kActive);
+  auto cascade = issuer_->Revoke(root->serial, "cACompromise", true, "test");
+  ASSERT_TRUE(cascade.ok()) << cascade.error().message;
+  EXPECT_EQ(cascade->newly_revoked, 2) << "the root and the device below the revoked intermediate";
+  EXPECT_EQ(issuer_->Get(leaf.record.serial)->status, store::CertStatus::kRevoked);
+  auto crl_der = issuer_->Crl("iot.example.com");
+  ASSERT_TRUE(crl_der.ok());
+  const auto* p = reinterpret_cast<const unsigned char*>(crl_der->der.data());
+  std::unique_ptr<X509_CRL, decltype(&X509_CRL_free)> crl(
+      d2i_X509_CRL(nullptr, &p, static_cast<long>(crl_der->der.size())), X509_CRL_free);
+  ASSERT_NE(crl, nullptr);
+  EXPECT_EQ(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl.get())), 1) << "the device, on its CA's CRL";
+}
+
 TEST_P(CaServiceTest, RevocationsAtOnceAreEachOnTheCrlWithNumbersInTurn) {
   Hierarchy();
   constexpr int kLeaves = 8;

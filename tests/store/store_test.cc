@@ -154,7 +154,7 @@ TEST_P(StoreTest, GatheredCertificatesAreSeenByTheirTransactionAndUndoneWithItsS
     CF_RETURN_IF_ERROR(AppendEvent(tx, 1, "certificates/created", R"({"Serial":"bb"})"));
     CF_ASSIGN_OR_RETURN(auto active, ActiveSerialForFqdn(tx, "d.example"));
     if (active != "bb") return MakeError(ErrorCode::kInternal, "the active-name check missed bb");
-    CF_ASSIGN_OR_RETURN(auto children, ActiveChildren(tx, "aa"));
+    CF_ASSIGN_OR_RETURN(auto children, CascadeChildren(tx, "aa"));
     if (children.size() != 1) return MakeError(ErrorCode::kInternal, "the children of aa missed bb");
     CF_RETURN_IF_ERROR(tx.Savepoint("piece"));
     CF_RETURN_IF_ERROR(InsertCertificate(tx, cert("cc", "e.example", "aa")));
