@@ -15,6 +15,9 @@
 namespace certfleet::acme {
 namespace {
 
+// An account deactivated by another request while this one was checked (RFC 8555 7.3.6: final).
+Error Deactivated() { return Problem(ErrorCode::kUnauthenticated, "unauthorized", "the account is deactivated"); }
+
 namespace json = boost::json;
 
 constexpr size_t kNonceRandomBytes = 16;
@@ -376,7 +379,8 @@ Result<store::AcmeAccountRecord> AcmeService::UpdateAccount(std::string_view pro
   if (status == account.status && contact == account.contact) return account;
   const int64_t now = clock_.NowMillis();
   CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
-    CF_RETURN_IF_ERROR(store::UpdateAcmeAccount(tx, id, status, contact));
+    CF_ASSIGN_OR_RETURN(bool changed, store::UpdateAcmeAccount(tx, id, status, contact));
+    if (!changed) return Deactivated();
     CF_RETURN_IF_ERROR(store::AppendAudit(
         tx, now, fmt::format("acme:account/{}", id),
         status != account.status ? "acme.account.deactivate" : "acme.account.update",
@@ -424,7 +428,8 @@ Result<store::AcmeAccountRecord> AcmeService::ChangeKey(std::string_view profile
     if (holder) {
       return Problem(ErrorCode::kAlreadyExists, "malformed", Url(profile, fmt::format("account/{}", holder->id)));
     }
-    CF_RETURN_IF_ERROR(store::ChangeAcmeAccountKey(tx, account.id, thumbprint, jwk));
+    CF_ASSIGN_OR_RETURN(bool changed, store::ChangeAcmeAccountKey(tx, account.id, thumbprint, jwk));
+    if (!changed) return Deactivated();
     CF_RETURN_IF_ERROR(store::AppendAudit(
         tx, now, fmt::format("acme:account/{}", account.id), "acme.account.key_change",
         fmt::format("acme-account:{}", account.id),

@@ -66,16 +66,18 @@ Result<std::optional<AcmeAccountRecord>> FindAcmeAccountByKey(Tx& tx, std::strin
   return OneAccount(tx, "profile = ? AND thumbprint = ?", {std::string(profile), std::string(thumbprint)});
 }
 
-Result<void> UpdateAcmeAccount(Tx& tx, int64_t id, std::string_view status, std::string_view contact) {
-  CF_RETURN_IF_ERROR(tx.Exec("UPDATE acme_accounts SET status = ?, contact = ? WHERE id = ?",
-                             {std::string(status), std::string(contact), id}));
-  return Ok();
+Result<bool> UpdateAcmeAccount(Tx& tx, int64_t id, std::string_view status, std::string_view contact) {
+  CF_ASSIGN_OR_RETURN(int64_t changed,
+                      tx.Exec("UPDATE acme_accounts SET status = ?, contact = ? WHERE id = ? AND status = 'valid'",
+                              {std::string(status), std::string(contact), id}));
+  return changed > 0;
 }
 
-Result<void> ChangeAcmeAccountKey(Tx& tx, int64_t id, std::string_view thumbprint, std::string_view jwk) {
-  CF_RETURN_IF_ERROR(tx.Exec("UPDATE acme_accounts SET thumbprint = ?, jwk = ? WHERE id = ?",
-                             {std::string(thumbprint), std::string(jwk), id}));
-  return Ok();
+Result<bool> ChangeAcmeAccountKey(Tx& tx, int64_t id, std::string_view thumbprint, std::string_view jwk) {
+  CF_ASSIGN_OR_RETURN(int64_t changed,
+                      tx.Exec("UPDATE acme_accounts SET thumbprint = ?, jwk = ? WHERE id = ? AND status = 'valid'",
+                              {std::string(thumbprint), std::string(jwk), id}));
+  return changed > 0;
 }
 
 Result<int64_t> InsertAcmeOrder(Tx& tx, const AcmeOrderRecord& o) {

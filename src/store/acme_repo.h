@@ -33,9 +33,11 @@ Result<int64_t> InsertAcmeAccount(Tx& tx, const AcmeAccountRecord& account);
 Result<std::optional<AcmeAccountRecord>> FindAcmeAccount(Tx& tx, int64_t id);
 Result<std::optional<AcmeAccountRecord>> FindAcmeAccountByKey(Tx& tx, std::string_view profile,
                                                               std::string_view thumbprint);
-Result<void> UpdateAcmeAccount(Tx& tx, int64_t id, std::string_view status, std::string_view contact);
+// Both change a valid account only: false if it is deactivated (meanwhile, by another request:
+// a deactivation is final, RFC 8555 7.3.6).
+Result<bool> UpdateAcmeAccount(Tx& tx, int64_t id, std::string_view status, std::string_view contact);
 // A key rollover (the unique index refuses a key another account of the profile has).
-Result<void> ChangeAcmeAccountKey(Tx& tx, int64_t id, std::string_view thumbprint, std::string_view jwk);
+Result<bool> ChangeAcmeAccountKey(Tx& tx, int64_t id, std::string_view thumbprint, std::string_view jwk);
 
 // An order (RFC 8555 7.1.3). Status: pending, ready, processing, valid, invalid.
 struct AcmeOrderRecord {

@@ -41,6 +41,23 @@ class AcmeRepoTest : public ::testing::TestWithParam<Dialect> {
   int64_t account_ = 0;
 };
 
+// A change checked against the account as it was read does not undo a deactivation that
+// committed since: the account stays deactivated (RFC 8555 7.3.6: final).
+TEST_P(AcmeRepoTest, ADeactivatedAccountIsNotChangedBackByARequestReadBefore) {
+  auto write = [&](auto fn) {
+    auto r = Write(*store_, fn);
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    return r.ok() && *r;
+  };
+  EXPECT_TRUE(write([&](Tx& tx) { return UpdateAcmeAccount(tx, account_, "deactivated", "[]"); }));
+  EXPECT_FALSE(write([&](Tx& tx) { return UpdateAcmeAccount(tx, account_, "valid", R"(["mailto:x@example.test"])"); }));
+  EXPECT_FALSE(write([&](Tx& tx) { return ChangeAcmeAccountKey(tx, account_, "other", "{}"); }));
+  auto account = Read(*store_, [&](Tx& tx) { return FindAcmeAccount(tx, account_); });
+  ASSERT_TRUE(account.ok() && *account);
+  EXPECT_EQ((*account)->status, "deactivated");
+  EXPECT_EQ((*account)->thumbprint, "thumbprint");
+}
+
 TEST_P(AcmeRepoTest, AnAbandonedReplacementOrderNoLongerHoldsTheCertificate) {
   Order("pending.1", "pending", 5000);
   Order("ready.1", "ready", 5000);
