@@ -331,6 +331,12 @@ Result<void> Issuer::Persist(const std::shared_ptr<Built>& w, std::function<void
     }
     if (w->before_checks) CF_RETURN_IF_ERROR(w->before_checks(tx));
     if (w->one_active) {
+      // Another node may be issuing for the name at this moment, unseen until it commits.
+      CF_ASSIGN_OR_RETURN(bool alone, store::TryLockForTransaction(tx, "active name:" + rec.fqdn));
+      if (!alone) {
+        return MakeError(ErrorCode::kAlreadyExists,
+                         fmt::format("a certificate for {} is being issued by another request", rec.fqdn));
+      }
       CF_ASSIGN_OR_RETURN(auto active, store::ActiveSerialForFqdn(tx, rec.fqdn));
       if (active) {
         return MakeError(

@@ -147,6 +147,13 @@ Result<void> LockForTransaction(Tx& tx, std::string_view name) {
   return LockForTransaction(tx, LockKey(name));
 }
 
+Result<bool> TryLockForTransaction(Tx& tx, std::string_view name) {
+  if (!tx.postgres()) return true;
+  CF_ASSIGN_OR_RETURN(auto row,
+                      tx.QueryOne("SELECT CASE WHEN pg_try_advisory_xact_lock(?) THEN 1 ELSE 0 END", {LockKey(name)}));
+  return row && row->Int(0) == 1;
+}
+
 Result<void> LockSharedForTransaction(Tx& tx, std::string_view name) {
   if (!tx.postgres()) return Ok();
   return tx.ExecDeferred("SELECT pg_advisory_xact_lock_shared(?)", {LockKey(name)});

@@ -213,6 +213,10 @@ Result<void> LockForTransaction(Tx& tx, int64_t key);
 // The same with a key made from `name` (a SHA-256 prefix), for locks of one row's identity
 // ("enroll device:d1", "renewal host:h1") that hold before the row is read or even exists.
 Result<void> LockForTransaction(Tx& tx, std::string_view name);
+// The same lock if no other transaction holds it (true), without waiting: for a transaction
+// that holds several such locks (a group commit's), where waiting could deadlock with another
+// holding them in another order.
+Result<bool> TryLockForTransaction(Tx& tx, std::string_view name);
 // The same lock shared: transactions that share it run at once, one that takes it alone
 // (LockForTransaction) waits for them, and those asking after it wait for it (PostgreSQL
 // queues lock requests: a stream of sharers never starves it). Deferred (see

@@ -603,6 +603,37 @@ TEST_P(CascadeRaceTest, ACertificateWrittenWhileACascadeRunsIsRefused) {
   EXPECT_EQ(Count("certificates WHERE fqdn = 'late'"), 0);
 }
 
+// Two nodes issuing a server certificate for one name at once: one gets it, the other a 409,
+// where each saw no active certificate for the name before the other committed.
+TEST_P(CascadeRaceTest, TwoNodesIssuingOneNameAtOnceLeaveOneActiveCertificate) {
+  Hierarchy();
+  issuance::Issuer other_node(*store_, *keys_, clock_, issuance::Issuer::Options{"https://ca.test"});
+  std::latch written(1);
+  std::latch go(1);
+  issuance::IssueRequest first;
+  first.type = CertType::kServer;
+  first.name = "race.iot.example.com";
+  first.parent = "iot.example.com";
+  issuance::IssueRequest second = first;
+  first.in_transaction = [&](store::Tx& tx, const store::CertificateRecord&) -> Result<void> {
+    CF_RETURN_IF_ERROR(tx.Flush());  // its row is in, not committed
+    written.count_down();
+    go.wait();
+    return certfleet::Ok();
+  };
+  std::thread node_a([&] { EXPECT_TRUE(issuer_->Issue(first, "test").ok()); });
+  written.wait();
+  auto refused = other_node.Issue(second, "test");
+  go.count_down();
+  node_a.join();
+  ASSERT_FALSE(refused.ok()) << "a second active certificate for the name";
+  EXPECT_EQ(refused.error().code, ErrorCode::kAlreadyExists) << refused.error().message;
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM certificates WHERE fqdn = 'race.iot.example.com' AND status = 'active'")
+                ->at(0)
+                .Int(0),
+            1);
+}
+
 INSTANTIATE_TEST_SUITE_P(Drivers, CascadeRaceTest, ::testing::Values(store::Dialect::kPostgres), testing::DialectName);
 
 }  // namespace
