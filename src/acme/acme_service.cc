@@ -423,20 +423,33 @@ Result<store::AcmeAccountRecord> AcmeService::ChangeKey(std::string_view profile
   CF_ASSIGN_OR_RETURN(std::string thumbprint, JwkThumbprint(*inner->jwk));
   const std::string jwk = json::serialize(*inner->jwk);
   const int64_t now = clock_.NowMillis();
-  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+  // The other account that has the key: its URL is the conflict's message (the route's Location).
+  auto held_by = [&](int64_t id) {
+    return Problem(ErrorCode::kAlreadyExists, "malformed", Url(profile, fmt::format("account/{}", id)));
+  };
+  bool raced = false;  // another node gave the key to an account after the look below
+  Result<void> changed_key = store::Write(store_, [&](store::Tx& tx) -> Result<void> {
     CF_ASSIGN_OR_RETURN(auto holder, store::FindAcmeAccountByKey(tx, profile, thumbprint));
-    if (holder) {
-      return Problem(ErrorCode::kAlreadyExists, "malformed", Url(profile, fmt::format("account/{}", holder->id)));
-    }
-    CF_ASSIGN_OR_RETURN(bool changed, store::ChangeAcmeAccountKey(tx, account.id, thumbprint, jwk));
-    if (!changed) return Deactivated();
+    if (holder) return held_by(holder->id);
+    Result<bool> changed = store::ChangeAcmeAccountKey(tx, account.id, thumbprint, jwk);
+    raced = !changed.ok() && changed.error().code == ErrorCode::kAlreadyExists;
+    if (!changed.ok()) return changed.error();
+    if (!*changed) return Deactivated();
     CF_RETURN_IF_ERROR(store::AppendAudit(
         tx, now, fmt::format("acme:account/{}", account.id), "acme.account.key_change",
         fmt::format("acme-account:{}", account.id),
         json::serialize(
             json::object{{"profile", profile}, {"old_thumbprint", account.thumbprint}, {"thumbprint", thumbprint}})));
     return Ok();
-  }));
+  });
+  if (raced) {
+    CF_ASSIGN_OR_RETURN(auto holder, store::Read(store_, [&](store::Tx& tx) {
+                          return store::FindAcmeAccountByKey(tx, profile, thumbprint);
+                        }));
+    if (holder) return held_by(holder->id);
+    return Problem(ErrorCode::kUnavailable, "serverInternal", "the key was being given to another account: try again");
+  }
+  CF_RETURN_IF_ERROR(changed_key);
   account.thumbprint = thumbprint;
   account.jwk = jwk;
   return account;
