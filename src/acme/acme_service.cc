@@ -449,7 +449,7 @@ Result<store::AcmeAccountRecord> AcmeService::ChangeKey(std::string_view profile
     if (holder) return held_by(holder->id);
     return Problem(ErrorCode::kUnavailable, "serverInternal", "the key was being given to another account: try again");
   }
-  CF_RETURN_IF_ERROR(changed_key);
+  if (!changed_key.ok()) return changed_key.error();
   account.thumbprint = thumbprint;
   account.jwk = jwk;
   return account;

@@ -183,6 +183,18 @@ class ServiceTest : public ::testing::TestWithParam<store::Dialect> {
   std::unique_ptr<store::Store> store_;
   std::string root_;
   std::unique_ptr<blob::BlobStore> inbound_;
+  // The connection holding the run's lease ends while the first mail is sent (PostgreSQL).
+  void LoseTheLeaseAtTheFirstMail() {
+    mailer_->hook = [this] {
+      mailer_->hook = nullptr;
+      ASSERT_TRUE(store_
+                      ->Query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND "
+                              "pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = "
+                              "current_database())")
+                      .ok());
+    };
+  }
+
   std::unique_ptr<HookedMailer> mailer_;
   DistributionService::Options options_;
   std::unique_ptr<DistributionService> service_;
@@ -368,15 +380,7 @@ TEST_P(ServiceTest, ARunThatLosesItsLeaseStopsBeforeItsNextWarehouse) {
   Gateway("W2", 2, 100);
   auto& svc = Service();
   ASSERT_TRUE(svc.Scan().ok());
-  // The connection holding the lease ends while the first warehouse is mailed.
-  mailer_->hook = [&] {
-    mailer_->hook = nullptr;
-    ASSERT_TRUE(store_
-                    ->Query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND "
-                            "pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = "
-                            "current_database())")
-                    .ok());
-  };
+  LoseTheLeaseAtTheFirstMail();
   auto run = svc.SendPending();
   ASSERT_FALSE(run.ok()) << "the run goes on without its lease";
   EXPECT_EQ(run.error().code, ErrorCode::kUnavailable);
@@ -394,14 +398,7 @@ TEST_P(ServiceTest, ARunThatLosesItsLeaseStopsBeforeItsNextPart) {
   for (int i = 0; i < 30; ++i) Gateway("W1", i, 2500);
   auto& svc = Service();
   ASSERT_TRUE(svc.Scan().ok());
-  mailer_->hook = [&] {
-    mailer_->hook = nullptr;
-    ASSERT_TRUE(store_
-                    ->Query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND "
-                            "pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = "
-                            "current_database())")
-                    .ok());
-  };
+  LoseTheLeaseAtTheFirstMail();
   auto run = svc.SendPending();
   ASSERT_FALSE(run.ok()) << "the run goes on without its lease";
   EXPECT_NE(run.error().message.find("lost its lease"), std::string::npos) << run.error().message;
