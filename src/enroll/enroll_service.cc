@@ -383,7 +383,7 @@ Result<void> EnrollService::RevokeRejected(std::string_view serial) {
   // current one again, and no longer due for revocation (RFC 4210 5.3.18: a rejected
   // certificate is not taken into use).
   const int64_t now = clock_.NowMillis();
-  CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+  Result<void> restored_old = store::Write(store_, [&](store::Tx& tx) -> Result<void> {
     CF_ASSIGN_OR_RETURN(auto links, store::LinksTo(tx, store::kThingCertificate, serial, 1));
     if (links.empty()) return Ok();
     const std::string& device = links.front().from_name;
@@ -392,9 +392,10 @@ Result<void> EnrollService::RevokeRejected(std::string_view serial) {
         tx, now, kActor, "device.enroll.refused", fmt::format("certificate:{}", serial),
         json::serialize(json::object{{"device_id", device},
                                      {"restored", restored ? json::value(*restored) : json::value(nullptr)}}));
-  }));
+  });
+  // Revoked whatever became of the restoring: the client refused it.
   CF_RETURN_IF_ERROR(issuer_.Revoke(serial, "unspecified", /*cascade=*/false, kActor));
-  return Ok();
+  return restored_old;
 }
 
 Result<bool> EnrollService::IsPending(std::string_view label, std::string_view request_der) {

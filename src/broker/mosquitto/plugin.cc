@@ -17,6 +17,7 @@
 //   plugin_opt_max_stale_s 3600                            (optional: refuse everything once the
 //                                                           snapshot is older; 0, the default: never)
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
@@ -275,6 +276,9 @@ void FetchLoop(Plugin* p) {
       if (*fetched) {
         KeepCopy(*p, body, taken.generation);
         Offer(*p, *fetched);
+      } else if (!p->cache_file.empty()) {
+        // Confirmed current: the kept copy's time says so (plugin_opt_max_stale_s after a restart).
+        utimensat(AT_FDCWD, p->cache_file.c_str(), nullptr, 0);
       }
     } else {
       p->fetch_errors++;
@@ -610,7 +614,7 @@ CERTFLEET_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, vo
       cached.ok() && !cached->empty()) {
     auto view = View::Parse(*cached);
     if (view.ok()) p->active = *view;
-    // Written when it was fetched: as old as certfleet's last word.
+    // Written when it was fetched, touched when certfleet confirmed it: as old as its last word.
     if (struct stat st{}; view.ok() && stat(p->cache_file.c_str(), &st) == 0) {
       p->last_success_at = int64_t{st.st_mtim.tv_sec} * 1000 + st.st_mtim.tv_nsec / 1'000'000;
     }
