@@ -196,16 +196,17 @@ Result<std::string> Validator::AddressOf(const Identifier& identifier) const {
   // 64:ff9b::/96) is judged by the IPv4 address it carries.
   unsigned char raw[16] = {};
   bool link_local = false, unspecified = false;
+  auto judge_ipv4 = [&](const unsigned char* v4) {
+    link_local = v4[0] == 169 && v4[1] == 254;
+    unspecified = (v4[0] | v4[1] | v4[2] | v4[3]) == 0;
+  };
   if (inet_pton(AF_INET, address.c_str(), raw) == 1) {
-    link_local = raw[0] == 169 && raw[1] == 254;
-    unspecified = raw[0] == 0 && raw[1] == 0 && raw[2] == 0 && raw[3] == 0;
+    judge_ipv4(raw);
   } else if (inet_pton(AF_INET6, address.c_str(), raw) == 1) {
     static constexpr unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     static constexpr unsigned char kNat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
     if (std::memcmp(raw, kMapped, 12) == 0 || std::memcmp(raw, kNat64, 12) == 0) {
-      const unsigned char* v4 = raw + 12;
-      link_local = v4[0] == 169 && v4[1] == 254;
-      unspecified = v4[0] == 0 && v4[1] == 0 && v4[2] == 0 && v4[3] == 0;
+      judge_ipv4(raw + 12);
     } else {
       static constexpr unsigned char kZero[16] = {};
       link_local = raw[0] == 0xfe && (raw[1] & 0xc0) == 0x80;

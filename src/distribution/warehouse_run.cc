@@ -60,6 +60,20 @@ std::string JoinComma(const std::vector<std::string>& items) {
   return out;
 }
 
+// `fn` tried up to options.send_tries times while it fails with an error `retried` takes,
+// waiting options.send_backoff, doubled after each try.
+template <typename Fn>
+auto Retried(const WarehouseRun::Env& env, std::string_view what, bool (*retried)(const Error&), Fn fn) {
+  auto delay = env.options.send_backoff;
+  for (int attempt = 1;; ++attempt) {
+    auto r = fn();
+    if (r.ok() || !retried(r.error()) || attempt >= env.options.send_tries) return r;
+    log::Warn(what, {{"attempt", attempt}, {"error", r.error().message}});
+    std::this_thread::sleep_for(delay);
+    delay *= 2;
+  }
+}
+
 }  // namespace
 
 std::string Stamp(int64_t millis) {
@@ -442,15 +456,8 @@ Result<void> WarehouseRun::Send(std::vector<Part>& parts) {
           return Ok();
         });
       };
-      Result<void> recorded = record();
-      auto delay = env_.options.send_backoff;
-      for (int attempt = 1; !recorded.ok() && attempt < env_.options.send_tries; ++attempt) {
-        log::Warn("a mail sent could not be recorded, retrying",
-                  {{"warehouse", warehouse_}, {"zip", zip_name}, {"error", recorded.error().message}});
-        std::this_thread::sleep_for(delay);
-        delay *= 2;
-        recorded = record();
-      }
+      Result<void> recorded = Retried(
+          env_, "a mail sent could not be recorded, retrying", [](const Error&) { return true; }, record);
       if (!recorded.ok()) {
         log::Error("a mail sent could not be recorded: the next run mails its gateways again",
                    {{"warehouse", warehouse_},
@@ -524,15 +531,10 @@ Result<void> WarehouseRun::FailAll(const std::string& error) {
 }
 
 Result<mail::Sent> WarehouseRun::SendWithRetries(const Env& env, const mail::Message& message) {
-  auto delay = env.options.send_backoff;
-  for (int attempt = 1;; ++attempt) {
-    Result<mail::Sent> sent = env.mailer.Send(message);
-    // Only transient failures are worth another try within this run.
-    if (sent.ok() || sent.error().code != ErrorCode::kUnavailable || attempt >= env.options.send_tries) return sent;
-    log::Warn("mail not accepted, retrying", {{"attempt", attempt}, {"error", sent.error().message}});
-    std::this_thread::sleep_for(delay);
-    delay *= 2;
-  }
+  // Only transient failures are worth another try within this run.
+  return Retried(
+      env, "mail not accepted, retrying", [](const Error& e) { return e.code == ErrorCode::kUnavailable; },
+      [&] { return env.mailer.Send(message); });
 }
 
 // Tells the operators, once, about records that ran out of attempts in this run.
