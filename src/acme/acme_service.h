@@ -73,6 +73,8 @@ class AcmeService {
   };
   // The job that validates a challenge; payload {"challenge": id}.
   static constexpr std::string_view kValidateJob = "acme.validate";
+  // The scheduled job that runs FailAbandoned.
+  static constexpr std::string_view kSweepJob = "acme.sweep";
   // The profile served until ACME profiles are configurable.
   static constexpr std::string_view kDefaultProfile = "default";
 
@@ -172,6 +174,10 @@ class AcmeService {
   // `done`, if given, runs in the transaction that records the outcome (the job's completion).
   using TxStep = std::function<Result<void>(store::Tx&)>;
   Result<void> Validate(int64_t challenge_id, int attempt, int max_attempts, const TxStep& done = nullptr);
+  // Challenges whose validation job ended without deciding them (a node died during the last
+  // attempt, or the store failed then) become invalid (serverInternal), as their orders do: their
+  // clients stop waiting. Run by the job kSweepJob; returns how many.
+  Result<int> FailAbandoned();
 
   // renewalInfo (RFC 9773 4.2): the window in which to renew the certificate `cert_id` names
   // (earlier when it is revoked or its CA revoked or replaced), with a Retry-After.

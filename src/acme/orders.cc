@@ -12,6 +12,7 @@
 #include "acme/acme_service.h"
 #include "acme/problem.h"
 #include "core/crypto.h"
+#include "core/log.h"
 #include "core/text.h"
 #include "pki/certificate.h"
 #include "pki/crl.h"
@@ -628,6 +629,29 @@ Result<AcmeService::Decided> AcmeService::Invalidate(const store::AcmeChallengeR
   invalid.status = "invalid";
   invalid.error = json::serialize(error);
   return Decided(std::move(invalid));
+}
+
+Result<int> AcmeService::FailAbandoned() {
+  CF_ASSIGN_OR_RETURN(auto abandoned, store::ReadEach(store_, [](store::Tx& tx) {
+                        return store::AcmeChallengesOfDeadJobs(tx, kValidateJob);
+                      }));
+  int failed = 0;
+  for (const auto& [id, last_error] : abandoned) {
+    CF_ASSIGN_OR_RETURN(FoundChallenge f, FindChallenge(id, /*with_account=*/false));
+    if (!f.challenge || !f.authz) continue;
+    // What stopped it stays in the log: a store's or a node's trouble is not the client's to read.
+    log::Warn("ACME validation abandoned", {{"challenge", id}, {"job_error", last_error}});
+    CF_ASSIGN_OR_RETURN(Decided decided,
+                        Invalidate(*f.challenge, *f.authz,
+                                   Problem(ErrorCode::kInternal, "serverInternal",
+                                           "the validation stopped before it was decided; order again"),
+                                   nullptr));
+    if (decided) {
+      ++validations_.invalid;
+      ++failed;
+    }
+  }
+  return failed;
 }
 
 Result<issuance::IssueRequest> AcmeService::FinalizeRequest(std::string_view profile,

@@ -29,6 +29,10 @@ constexpr ConfigKey kKeys[] = {
      "How long a client's POST to a challenge waits for the first attempt of its validation before it is "
      "answered as processing; 0: answered at once. Keep it well below clients' HTTP timeouts (30 s and more).",
      0, 10000},
+    {"acme.sweep_seconds", ConfigType::kInt, "60",
+     "How often challenges whose validation stopped undecided (a node died during the last attempt) are made "
+     "invalid, so that their clients stop waiting.",
+     5, 3600},
     {"acme.validation_workers", ConfigType::kInt, "8",
      "Challenges validated at once on each node (each waits on the network, not the CPU).", 1, 256},
 };
@@ -57,7 +61,7 @@ AcmeService::Options AcmeOptions(const Config& config, std::string_view public_u
   return o;
 }
 
-Result<void> RegisterJobs(jobs::WorkerPool& pool, AcmeService& acme, const Config& config) {
+Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, AcmeService& acme, const Config& config) {
   jobs::HandlerOptions options;
   options.concurrency = static_cast<int>(config.GetInt("acme.validation_workers"));
   options.backoff_base = kValidationBackoff;
@@ -70,7 +74,13 @@ Result<void> RegisterJobs(jobs::WorkerPool& pool, AcmeService& acme, const Confi
       },
       options);
   acme.UseWorkers(pool);
-  return Ok();
+  pool.Register(std::string(AcmeService::kSweepJob), [&acme](jobs::JobContext&) -> Result<void> {
+    CF_RETURN_IF_ERROR(acme.FailAbandoned());
+    return Ok();
+  });
+  // The next firing is the retry.
+  return scheduler.Add("acme-sweep", fmt::format("@every {}s", config.GetInt("acme.sweep_seconds")),
+                       AcmeService::kSweepJob, 1);
 }
 
 }  // namespace certfleet::acme

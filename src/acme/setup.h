@@ -5,6 +5,7 @@
 
 #include "acme/acme_service.h"
 #include "core/config.h"
+#include "jobs/scheduler.h"
 #include "jobs/worker_pool.h"
 
 namespace certfleet::acme {
@@ -16,7 +17,8 @@ std::span<const ConfigKey> ConfigKeys();
 // MACed with a key derived from `master_key`.
 AcmeService::Options AcmeOptions(const Config& config, std::string_view public_url, std::string_view master_key);
 
-// The validation job (acme.validate), run by `pool`, which is woken as soon as one is queued.
-Result<void> RegisterJobs(jobs::WorkerPool& pool, AcmeService& acme, const Config& config);
+// The validation job (acme.validate), run by `pool`, which is woken as soon as one is queued,
+// and the sweep (acme.sweep) that `scheduler` fires every acme.sweep_seconds.
+Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, AcmeService& acme, const Config& config);
 
 }  // namespace certfleet::acme

@@ -188,7 +188,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
   CF_RETURN_IF_ERROR(Named(renewal::RegisterJobs(pool, scheduler, renewals, config), "renewal jobs"));
   CF_RETURN_IF_ERROR(Named(distribution::RegisterJobs(pool, scheduler, distribution, config), "distribution jobs"));
   CF_RETURN_IF_ERROR(Named(events::RegisterJobs(pool, scheduler, webhooks, config), "webhooks"));
-  CF_RETURN_IF_ERROR(Named(acme::RegisterJobs(pool, acme, config), "ACME jobs"));
+  CF_RETURN_IF_ERROR(Named(acme::RegisterJobs(pool, scheduler, acme, config), "ACME jobs"));
 
   pool.Start();
   scheduler.Start(kSchedulerTick);

@@ -231,6 +231,20 @@ Result<bool> SetAcmeChallengeStatus(Tx& tx, int64_t id, std::string_view from, s
   return n == 1;
 }
 
+Result<std::vector<std::pair<int64_t, std::string>>> AcmeChallengesOfDeadJobs(Tx& tx, std::string_view job_kind) {
+  // Dead jobs are few (the index on kind and state finds them); each names its challenge.
+  CF_ASSIGN_OR_RETURN(Rows rows,
+                      tx.Query("SELECT c.id, COALESCE(j.last_error, '') FROM jobs j JOIN acme_challenges c ON c.id = "
+                               "CAST(substr(j.dedupe_key, length(j.kind) + 2) AS BIGINT) WHERE j.kind = ? AND "
+                               "j.state = 'dead' AND j.dedupe_key LIKE j.kind || ':%' AND c.status = 'processing' "
+                               "ORDER BY c.id",
+                               {std::string(job_kind)}));
+  std::vector<std::pair<int64_t, std::string>> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.emplace_back(r.Int(0), r.Text(1));
+  return out;
+}
+
 namespace {
 
 constexpr std::string_view kProfileColumns =

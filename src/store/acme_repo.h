@@ -119,6 +119,10 @@ Result<std::vector<AcmeChallengeRecord>> AcmeChallengesOfAuthz(Tx& tx, int64_t a
 // Compare and set; `validated_at` and `error` are written when given.
 Result<bool> SetAcmeChallengeStatus(Tx& tx, int64_t id, std::string_view from, std::string_view to,
                                     std::optional<int64_t> validated_at, const std::optional<std::string>& error);
+// The challenges still processing whose validation job (`job_kind`, deduplicated as
+// "<job_kind>:<challenge id>") is dead: its last attempt ended without deciding them (a node
+// died during it, or the store failed), with the job's last error.
+Result<std::vector<std::pair<int64_t, std::string>>> AcmeChallengesOfDeadJobs(Tx& tx, std::string_view job_kind);
 
 // An ACME profile kept in the store (acme.ca's "default" is not one unless replaced here).
 struct AcmeProfileRecord {

@@ -865,6 +865,44 @@ order = settled(held_url)
 check(order["status"] == "ready", f"and the validation goes on: the order is ready once the server answered: {order}")
 check(retried() == retried_before, "answered by the wait's end, not by a first attempt that timed out")
 held.stop()
+
+# ---- a node dies during a validation's last attempt: once the job's lease has run out, the
+# challenge, its authorization and order are invalid (serverInternal), not processing forever ----
+reached, let_go = threading.Event(), threading.Event()
+
+
+def stalled_answer(path):
+    reached.set()
+    let_go.wait(60)
+    return {}, b"too late"
+
+
+stalled = LoopbackGetServer(0, stalled_answer)
+cf.stop()
+cf.env.update({"CERTFLEET_ACME_HTTP01_PORT": str(stalled.port), "CERTFLEET_ACME_VALIDATION_ATTEMPTS": "1",
+               "CERTFLEET_JOBS_LEASE_SECONDS": "5", "CERTFLEET_ACME_SWEEP_SECONDS": "5"})
+cf.start()
+status, order, resp = kpost("/acme/default/new-order", {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]})
+lost_url = resp.getheader("Location")
+_, authz, _ = kpost(order["authorizations"][0], None)
+lost_challenge = next(c["url"] for c in authz["challenges"] if c["type"] == "http-01")
+status, answered, _ = kpost(lost_challenge, {})
+check(status == 200 and answered["status"] == "processing", f"the validation waits on its server: {answered}")
+check(reached.wait(30), "its only attempt reached the http-01 server")
+cf.kill()
+cf.start()
+lost = wait_for("the lost validation's order to be decided",
+                lambda: (lambda o: o if o["status"] != "pending" else None)(kpost(lost_url, None)[1]), timeout=90)
+_, authz, _ = kpost(order["authorizations"][0], None)
+_, challenge, _ = kpost(lost_challenge, None)
+check(lost["status"] == "invalid" and lost["error"]["type"].endswith(":serverInternal")
+      and authz["status"] == "invalid" and challenge["status"] == "invalid"
+      and challenge["error"]["type"].endswith(":serverInternal") and "lease" not in json.dumps(challenge),
+      f"a validation whose node died is invalid once its job is dead, without the node's story: {lost} {challenge}")
+check(re.search(r'"msg":"ACME validation abandoned".*lease expired', open(cf.log_path).read()),
+      "the log says why: the lease of its job ran out")
+let_go.set()
+stalled.stop()
 status, _, _ = cf.request("DELETE", "/v1/acme/profiles/partners", bearer=cf.token)
 check(status == 204, f"DELETE a profile: {status}")
 status, out, _ = cf.request("GET", "/acme/partners/directory")

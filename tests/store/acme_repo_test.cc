@@ -1,8 +1,10 @@
 // ACME's rows: what a new order's `replaces` (RFC 9773) finds already replacing a certificate.
 #include "store/acme_repo.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "store/jobs_repo.h"
 #include "testing/db.h"
 
 namespace certfleet::store {
@@ -70,6 +72,42 @@ TEST_P(AcmeRepoTest, AnAbandonedReplacementOrderNoLongerHoldsTheCertificate) {
   EXPECT_FALSE(Replaced("ready.1", 5000));
   EXPECT_TRUE(Replaced("valid.1", 5000));
   EXPECT_FALSE(Replaced("none.1", 0));
+}
+
+// A challenge left processing by a validation job that died is found, with the job's error;
+// one whose job still runs, one already decided, and another kind's dead job are not.
+TEST_P(AcmeRepoTest, FindsTheChallengesOfDeadValidationJobs) {
+  const int64_t order = Order("", "pending", 5000);
+  auto ids = Write(*store_, [&](Tx& tx) -> Result<std::vector<int64_t>> {
+    CF_ASSIGN_OR_RETURN(int64_t authz,
+                        InsertAcmeAuthz(tx, {0, order, account_, "dns", "a.example.test", false, "pending", 5000}));
+    std::vector<int64_t> out;
+    for (const char* status : {"processing", "processing", "valid", "processing", "processing"}) {
+      CF_ASSIGN_OR_RETURN(int64_t id, InsertAcmeChallenge(tx, {0, authz, "http-01", "token", status, {}, {}}));
+      out.push_back(id);
+    }
+    // The first's job died; the second's still runs; the third's died after deciding it; the
+    // fourth has a dead job of another kind; the fifth's runs until its lease expires.
+    for (size_t i = 0; i < out.size(); ++i) {
+      const std::string kind = i == 3 ? "other.job" : "acme.validate";
+      const NewJob job{kind, "{}", 0, 1, fmt::format("{}:{}", kind, out[i])};
+      CF_ASSIGN_OR_RETURN(auto leased, EnqueueLeasedJob(tx, job, "node", 100, i == 1 ? 100'000 : 1000));
+      if (!leased) return MakeError(ErrorCode::kInternal, "not queued");
+      if (i == 1 || i == 4) continue;
+      CF_ASSIGN_OR_RETURN(bool failed, FailJob(tx, leased->id, "node", 1, "store down", 200, false, 200));
+      if (!failed) return MakeError(ErrorCode::kInternal, "not failed");
+    }
+    return out;
+  });
+  ASSERT_TRUE(ids.ok()) << ids.error().message;
+  // Out of attempts when its lease expires, the fifth's job is dead too.
+  ASSERT_TRUE(Write(*store_, [](Tx& tx) { return ReclaimExpiredLeases(tx, 2000); }).ok());
+  auto dead = Read(*store_, [](Tx& tx) { return AcmeChallengesOfDeadJobs(tx, "acme.validate"); });
+  ASSERT_TRUE(dead.ok()) << dead.error().message;
+  ASSERT_EQ(dead->size(), 2U);
+  EXPECT_EQ((*dead)[0].first, (*ids)[0]);
+  EXPECT_EQ((*dead)[0].second, "store down");
+  EXPECT_EQ((*dead)[1].first, (*ids)[4]);
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, AcmeRepoTest, testing::kBothDialects, testing::DialectName);
