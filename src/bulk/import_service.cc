@@ -169,7 +169,7 @@ Result<BatchOutcome> BatchWriter::Write(const Batch& batch) {
       }
       owners.emplace(fp, e.thing_name);
       // Zero-padded, so that refs sort in the order they are written.
-      const std::string ref = fmt::format("import:{:010}:{:010}", id, e.index);
+      const std::string ref = store::ImportedRef(id, e.index);
       certificates.push_back({fp, ref, supplier, e.thing_name, e.certificate, id, now});
       if (thing_names.insert(e.thing_name).second) {
         things.push_back(registry::Registry::ThingRow(e.thing_name, profile.thing_type, now));

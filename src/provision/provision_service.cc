@@ -12,6 +12,7 @@
 #include "registry/registry.h"
 #include "store/audit_repo.h"
 #include "store/devices_repo.h"
+#include "store/imports_repo.h"
 
 namespace certfleet::provision {
 namespace {
@@ -176,13 +177,22 @@ Result<int> ProvisionService::RevokeDueSuperseded() {
                         return store::LinksDue(tx, store::kThingCertificate, now, kRevokeBatch);
                       }));
   int revoked = 0;
+  int retired = 0;
   for (auto& link : due) {
-    CF_ASSIGN_OR_RETURN(issuance::Revoked r, issuer_.Revoke(link.to_name, "superseded", false, kActor));
-    revoked += r.newly_revoked;
-    link.due_at.reset();  // done: the link stays, superseded
+    if (store::IsImportedRef(link.to_name)) {
+      // A supplier's certificate (W3): not this CA's to revoke. Retired, brokers refuse it.
+      link.state = std::string(store::kAttachmentRetired);
+      ++retired;
+    } else {
+      CF_ASSIGN_OR_RETURN(issuance::Revoked r, issuer_.Revoke(link.to_name, "superseded", false, kActor));
+      revoked += r.newly_revoked;
+    }
+    link.due_at.reset();  // done: the link stays
     CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) { return store::PutLink(tx, link); }));
   }
-  if (revoked > 0) log::Info("revoked superseded device certificates", {{"count", revoked}});
+  if (revoked > 0 || retired > 0) {
+    log::Info("ended superseded device certificates", {{"revoked", revoked}, {"retired_supplier", retired}});
+  }
   return revoked;
 }
 

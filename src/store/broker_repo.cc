@@ -27,7 +27,7 @@ Result<std::vector<BrokerCertificate>> BrokerCertificates(Tx& tx, std::optional<
       "x.issuer_serial) AND " +
       usable + one +
       " UNION ALL SELECT l.to_name, x.fingerprint, l.from_name, l.due_at, NULL, NULL, 1 FROM registry_links l JOIN "
-      "imported_certificates x ON x.ref = l.to_name WHERE " +
+      "imported_certificates x ON x.ref = l.to_name WHERE l.state <> 'retired' AND " +
       usable + one;
   Params params = {std::string(kThingCertificate)};
   if (fingerprint) params.emplace_back(std::string(*fingerprint));

@@ -1,5 +1,7 @@
 #include "store/imports_repo.h"
 
+#include <fmt/format.h>
+
 #include "core/crypto.h"
 
 namespace certfleet::store {
@@ -191,6 +193,16 @@ Result<void> InsertImportedCertificates(Tx& tx, const std::vector<ImportedCertif
   }
   return InsertRows(tx, "imported_certificates", kColumns, rows);
 }
+
+namespace {
+constexpr std::string_view kImportedRefPrefix = "import:";
+}  // namespace
+
+std::string ImportedRef(int64_t import_id, int64_t entry) {
+  return fmt::format("{}{:010}:{:010}", kImportedRefPrefix, import_id, entry);
+}
+
+bool IsImportedRef(std::string_view ref) { return ref.starts_with(kImportedRefPrefix); }
 
 Result<std::vector<std::pair<int64_t, std::string>>> ImportsOfDeadJobs(Tx& tx, std::string_view job_kind) {
   // The payload is {"import_id":N}, as ImportService writes it: N starts at its 14th character.

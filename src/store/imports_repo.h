@@ -115,6 +115,11 @@ Result<void> InsertImportRows(Tx& tx, int64_t import_id, const std::vector<Impor
 Result<std::vector<ImportRow>> ListImportRows(Tx& tx, int64_t import_id, std::optional<std::string> status,
                                               int64_t after, int limit);
 
+// How registry links name the imported certificate of an import's entry, and whether a link's
+// target is one (else it is the serial of a certificate certfleet issued).
+std::string ImportedRef(int64_t import_id, int64_t entry);
+bool IsImportedRef(std::string_view ref);
+
 // A supplier's certificate as imported: by the SHA-256 of its DER.
 struct ImportedCertificate {
   std::string fingerprint;  // hex

@@ -29,6 +29,9 @@ inline constexpr std::string_view kTemplateThing = "template-thing";
 // States of a thing-certificate link.
 inline constexpr std::string_view kAttachmentActive = "active";
 inline constexpr std::string_view kAttachmentSuperseded = "superseded";
+// A supplier's certificate (W3) superseded past its grace: not certfleet's to revoke, it is
+// retired instead, and brokers refuse it.
+inline constexpr std::string_view kAttachmentRetired = "retired";
 
 // An object of the W2 registry (a thing, thing type, thing group, policy or provisioning
 // template): its kind, name, the JSON body the registry service validated, and `ref`, the

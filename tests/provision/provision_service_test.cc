@@ -14,7 +14,10 @@
 #include "pki/key.h"
 #include "provision/device_registry.h"
 #include "registry/registry.h"
+#include "store/broker_repo.h"
 #include "store/certificates_repo.h"
+#include "store/imports_repo.h"
+#include "store/registry_repo.h"
 #include "testing/db.h"
 #include "testing/issuance.h"
 #include "testing/registry.h"
@@ -197,6 +200,46 @@ TEST_P(ProvisionTest, ANewCertificateSupersedesTheOldOneWhichIsRevokedAfterTheGr
   EXPECT_EQ(old->status, store::CertStatus::kRevoked);
   EXPECT_EQ(old->revocation_reason.value_or(0), 4) << "RFC 5280 superseded";
   EXPECT_EQ(issuer_->Get(second->record.serial)->status, store::CertStatus::kActive);
+  EXPECT_EQ(*service_->RevokeDueSuperseded(), 0) << "once";
+}
+
+// A thing's supplier certificate (W3) superseded by its first provisioning is not this CA's to
+// revoke: past the grace it is retired (brokers refuse it), and the revocation of the device's
+// own superseded certificates, due after it, goes on.
+TEST_P(ProvisionTest, ASuppliersSupersededCertificateIsRetiredAndRevocationGoesOn) {
+  pki::PkeyPtr key = Register("dev-1");
+  const std::string ref = store::ImportedRef(1, 0);
+  const std::string fingerprint(64, 'f');
+  ASSERT_TRUE(store::Write(*store_, [&](store::Tx& tx) -> Result<void> {
+                CF_RETURN_IF_ERROR(store::InsertImportedCertificates(
+                    tx, {{fingerprint, ref, "supplier", "dev-1", "der", 1, clock_.NowMillis()}}));
+                return store::PutLink(tx, {std::string(store::kThingCertificate), "dev-1", ref,
+                                           std::string(store::kAttachmentActive), std::nullopt, clock_.NowMillis()});
+              }).ok());
+  auto first = Provision(key.get(), {"dev-1"});
+  ASSERT_TRUE(first.ok());
+  clock_.Advance(std::chrono::minutes(1));
+  ASSERT_TRUE(Provision(key.get(), {"dev-1"}).ok());
+  auto admitted = [&] {
+    auto all = store::Read(*store_, [](store::Tx& tx) { return store::BrokerCertificates(tx, std::nullopt); });
+    EXPECT_TRUE(all.ok());
+    return all.ok() && std::any_of(all->begin(), all->end(), [&](const auto& c) { return c.ref == ref; });
+  };
+  EXPECT_TRUE(admitted()) << "within its grace";
+
+  clock_.Advance(std::chrono::milliseconds(kGraceMs));
+  auto ended = service_->RevokeDueSuperseded();
+  ASSERT_TRUE(ended.ok()) << ended.error().message;
+  EXPECT_EQ(*ended, 1) << "the device's first certificate";
+  EXPECT_EQ(issuer_->Get(first->record.serial)->status, store::CertStatus::kRevoked);
+  auto links =
+      store::Read(*store_, [](store::Tx& tx) { return store::LinksFrom(tx, store::kThingCertificate, "dev-1"); });
+  ASSERT_TRUE(links.ok());
+  auto supplier = std::find_if(links->begin(), links->end(), [&](const auto& l) { return l.to_name == ref; });
+  ASSERT_NE(supplier, links->end());
+  EXPECT_EQ(supplier->state, store::kAttachmentRetired);
+  EXPECT_FALSE(supplier->due_at.has_value());
+  EXPECT_FALSE(admitted()) << "a retired supplier certificate";
   EXPECT_EQ(*service_->RevokeDueSuperseded(), 0) << "once";
 }
 
