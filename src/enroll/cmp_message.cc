@@ -4,6 +4,7 @@
 #include <openssl/objects.h>
 #include <openssl/x509v3.h>
 
+#include "pki/certificate.h"
 #include "pki/der.h"
 #include "pki/ossl.h"
 
@@ -37,7 +38,15 @@ Result<void> ReadHeader(std::string_view header, Request& out) {
   while (!fields.done()) {
     CF_ASSIGN_OR_RETURN(DerElement field, fields.NextAny("header field"));
     DerReader inner(field.contents);
-    if (field.tag == kContext(1)) {
+    if (field.tag == kContext(0)) {
+      CF_ASSIGN_OR_RETURN(DerElement time, inner.Next(pki::kDerGeneralizedTime, "messageTime"));
+      const auto* p = reinterpret_cast<const unsigned char*>(time.encoding.data());
+      ASN1_GENERALIZEDTIME* parsed = d2i_ASN1_GENERALIZEDTIME(nullptr, &p, static_cast<long>(time.encoding.size()));
+      const int64_t millis = parsed ? pki::TimeMillis(parsed) : 0;
+      ASN1_GENERALIZEDTIME_free(parsed);
+      if (millis == 0) return Invalid("the messageTime is not a GeneralizedTime");
+      out.message_time = millis;
+    } else if (field.tag == kContext(1)) {
       CF_ASSIGN_OR_RETURN(DerElement alg, inner.Next(pki::kDerSequence, "protectionAlg"));
       const int nid = AlgorithmNid(alg);
       out.mac_protected = nid == NID_id_PasswordBasedMAC || nid == NID_pbmac1;

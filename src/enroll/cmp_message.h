@@ -40,6 +40,7 @@ struct Template {
 struct Request {
   int body = -1;
   std::string transaction_id;             // raw bytes; empty when absent
+  std::optional<int64_t> message_time;    // ms since the epoch; absent when the header has none
   std::optional<std::string> sender_kid;  // raw bytes
   bool mac_protected = false;             // PasswordBasedMac or PBMAC1
   bool implicit_confirm = false;          // generalInfo asks for implicitConfirm (no certConf follows)

@@ -16,10 +16,11 @@ using pki::Der;
 
 constexpr uint8_t kCtx(int n) { return static_cast<uint8_t>(0xa0 + n); }
 
-std::string Header(bool mac, bool implicit_confirm = false) {
+std::string Header(bool mac, bool implicit_confirm = false, std::string_view message_time = {}) {
   std::string h = Der(pki::kDerInteger, "\x02");
   h += Der(kCtx(4), Der(pki::kDerSequence, ""));  // sender: directoryName, empty
   h += Der(kCtx(4), Der(pki::kDerSequence, ""));  // recipient
+  if (!message_time.empty()) h += Der(kCtx(0), Der(pki::kDerGeneralizedTime, message_time));
   h += Der(kCtx(1), Der(pki::kDerSequence, pki::DerOid(mac ? NID_id_PasswordBasedMAC : NID_ecdsa_with_SHA256)));
   h += Der(kCtx(2), Der(pki::kDerOctetString, "kid-1"));
   h += Der(kCtx(4), Der(pki::kDerOctetString, "transaction"));
@@ -62,9 +63,12 @@ TEST(CmpMessage, ReadsTheHeaderTheTemplateAndTheExtraCertificates) {
   EXPECT_TRUE(r->cert_template->extensions.empty());
   EXPECT_EQ(r->extra_certs, (std::vector<std::string>{cert, cert}));
   EXPECT_FALSE(r->implicit_confirm);
-  auto implicit = ReadRequest(Message(Header(true, true), kIr, messages));
+  EXPECT_FALSE(r->message_time);
+  auto implicit = ReadRequest(Message(Header(true, true, "20261206120000Z"), kIr, messages));
   ASSERT_TRUE(implicit.ok()) << implicit.error().message;
   EXPECT_TRUE(implicit->implicit_confirm) << "found among the generalInfo";
+  EXPECT_EQ(implicit->message_time, int64_t{1796558400000});
+  EXPECT_FALSE(ReadRequest(Message(Header(true, true, "not a time"), kIr, messages)).ok());
 
   auto signed_genm = ReadRequest(Message(Header(false), kGenm, Der(pki::kDerSequence, "")));
   ASSERT_TRUE(signed_genm.ok()) << signed_genm.error().message;

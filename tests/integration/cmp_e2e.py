@@ -10,6 +10,7 @@ and GnuTLS certtool.
 
 usage: cmp_e2e.py CERTFLEET_BINARY sqlite|postgres
 """
+import datetime
 import hashlib
 import hmac
 import http.server
@@ -187,13 +188,10 @@ def oid_name(encoded):
             b"\x2a\x86\x48\x86\xf7\x0d\x02\x09": "sha256"}[encoded]
 
 
-def empty_cert_conf(message, secret):
-    """The certConf `message` with no CertStatus at all (rejecting every certificate, RFC 4210
-    5.3.18), MAC-protected again with the PasswordBasedMac of its header (RFC 4211 4.4)."""
-    (_, header, header_fields), (body_tag, _, _), *rest = items(items(message)[0][2])
-    assert body_tag == 0xb8, "a certConf"
-    body = der(0xb8, der(0x30, b""))
-    alg = next(c for t, _, c in items(header_fields) if t == 0xa1)
+def protected_again(header, body, rest, secret):
+    """A PKIMessage of `header` and `body`, MAC-protected with the PasswordBasedMac its header
+    names (RFC 4211 4.4), with the extraCerts among `rest`."""
+    alg = next(c for t, _, c in items(items(header)[0][2]) if t == 0xa1)
     pbm = items(items(items(alg)[0][2])[1][2])  # salt, owf, iterationCount, mac
     salt, owf, count = pbm[0][2], oid_name(items(pbm[1][2])[0][2]), int.from_bytes(pbm[2][2], "big")
     key = hashlib.new(owf, secret + salt).digest()
@@ -202,6 +200,33 @@ def empty_cert_conf(message, secret):
     mac = hmac.new(key, der(0x30, header + body), oid_name(items(pbm[3][2])[0][2])).digest()
     extra = [whole for t, whole, _ in rest if t == 0xa1]
     return der(0x30, header + body + der(0xa0, der(0x03, b"\0" + mac)) + b"".join(extra))
+
+
+def empty_cert_conf(message, secret):
+    """The certConf `message` with no CertStatus at all (rejecting every certificate, RFC 4210
+    5.3.18), MAC-protected again."""
+    (_, header, _), (body_tag, _, _), *rest = items(items(message)[0][2])
+    assert body_tag == 0xb8, "a certConf"
+    return protected_again(header, der(0xb8, der(0x30, b"")), rest, secret)
+
+
+def with_message_time(message, secret, time):
+    """`message` with its header's messageTime `time` (GeneralizedTime text; None: without one),
+    MAC-protected again."""
+    (_, header, fields), (_, body, _), *rest = items(items(message)[0][2])
+    kept = [whole for t, whole, _ in items(fields) if t != 0xa0]
+    if time:  # after pvno, sender and recipient
+        kept.insert(3, der(0xa0, der(0x18, time.encode())))
+    return protected_again(der(0x30, b"".join(kept)), body, rest, secret)
+
+
+def post_cmp(message):
+    """The body type of certfleet's answer to `message` (a PKIMessage's [n] tag), and the answer."""
+    request = urllib.request.Request(f"https://127.0.0.1:{cf.port}/.well-known/cmp/p/default", data=message,
+                                     headers={"Content-Type": "application/pkixcmp"})
+    with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=os.path.join(TLS, "ca.pem"))) as r:
+        answer = r.read()
+    return items(items(answer)[0][2])[1][0], answer
 
 
 class Rewriter(http.server.BaseHTTPRequestHandler):
@@ -296,6 +321,20 @@ openssl_cmp(*cmp_args("ir"), *with_secret(s4), "-newkey", key4, "-subject", "/CN
 out = openssl_cmp(*cmp_args("ir"), *with_secret(s4), "-newkey", key4, "-subject", "/CN=plc-4", "-reqin",
                   path("ir-4.der"), "-certout", path("x.pem"), "-unprotected_errors", ok=False)
 check("received ERROR" in out and "transactionIdInUse" in out, f"a replayed transaction: {out[-400:]}")
+# A request made days ago, or that does not say when it was made, is refused (badTime): once its
+# transaction ID is forgotten (after a week), a replay cannot pass for new. The request is
+# made by openssl cmp (sent nowhere), its time changed here and its MAC made again.
+s6 = secret_for("plc-6")
+openssl_cmp("openssl", "cmp", "-cmd", "ir", "-server", f"127.0.0.1:{free_port()}", "-msg_timeout", "2",
+            *with_secret(s6), "-newkey", new_key("plc-6"), "-subject", "/CN=plc-6", "-implicit_confirm",
+            "-reqout", path("ir-6.der"), "-certout", path("x.pem"), ok=False)
+made = open(path("ir-6.der"), "rb").read()
+four_days_ago = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=4)).strftime("%Y%m%d%H%M%SZ")
+for time, what in ((four_days_ago, "made four days ago"), (None, "without a messageTime")):
+    body_type, answer = post_cmp(with_message_time(made, s6["secret"].encode(), time))
+    check(body_type == 0xb7 and b"badTime" in answer, f"a request {what}: a CMP error (badTime): {answer[-200:]}")
+body_type, answer = post_cmp(made)
+check(body_type == 0xa1, f"the same request with its own time: a certificate (ip): {answer[-200:]}")
 
 # ---- rr of the device's own certificate ----
 out = openssl_cmp(*cmp_args("rr"), *signed_by(path("plc-1b.pem"), key1b), "-oldcert", path("plc-1b.pem"),
