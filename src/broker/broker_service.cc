@@ -237,12 +237,15 @@ Result<BrokerService::EvaluateAnswer> BrokerService::Evaluate(const EvaluateRequ
         CF_ASSIGN_OR_RETURN(store::CertStatus chain, store::ChainStatus(tx, id->ref));
         ca_revoked = chain == store::CertStatus::kRevoked;
       }
-      answer.decision.reason = id->revoked     ? "the certificate is revoked"
-                               : ca_revoked    ? "a CA above the certificate is revoked"
-                               : links.empty() ? "the certificate is attached to no thing"
-                               : view->snapshot().certificates.empty()
-                                   ? "the device of every thing the certificate is attached to is disabled"
-                                   : session.error().message;
+      answer.decision.reason =
+          id->revoked     ? "the certificate is revoked"
+          : ca_revoked    ? "a CA above the certificate is revoked"
+          : links.empty() ? "the certificate is attached to no thing"
+          : std::all_of(links.begin(), links.end(), [](const auto& l) { return l.state == store::kAttachmentRetired; })
+              ? "the certificate is retired from every thing it is attached to"
+          : view->snapshot().certificates.empty()
+              ? "the device of every thing the certificate is attached to is disabled"
+              : session.error().message;
       return answer;
     }
     const broker::Snapshot& one = view->snapshot();

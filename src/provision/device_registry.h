@@ -49,7 +49,8 @@ class DeviceRegistry {
   // certificate, registered otherwise. kNotFound if unknown.
   Result<store::DeviceRecord> Enable(std::string_view device_id, std::string_view actor);
   // Removes the device: its CSRs are refused from then on as an unknown device's. Its
-  // certificates, thing and audit entries stay. kNotFound if unknown.
+  // certificates, thing and audit entries stay; a disabled device's certificates are retired
+  // from its thing, so that brokers go on refusing them. kNotFound if unknown.
   Result<void> Delete(std::string_view device_id, std::string_view actor);
 
   // Rows written per transaction: large uploads go in steps, each short for the writer lock.

@@ -10,7 +10,8 @@ Result<std::vector<BrokerCertificate>> BrokerCertificates(Tx& tx, std::optional<
   CF_RETURN_IF_ERROR(WriteGatheredCertificates(tx));
   // Issued certificates, then a supplier's (W3): the same link, another table.
   const std::string usable =
-      "l.kind = ? AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.device_id = l.from_name AND d.status = 'disabled')";
+      "l.kind = ? AND l.state <> 'retired' AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.device_id = l.from_name AND "
+      "d.status = 'disabled')";
   const std::string one = fingerprint ? " AND x.fingerprint = ?" : "";
   // An issued certificate under a CA revoked without its certificates (no cascade) is not
   // usable either: the broker's TLS trusts the CA, and may not read its parent's CRL. `dead`:
@@ -27,7 +28,7 @@ Result<std::vector<BrokerCertificate>> BrokerCertificates(Tx& tx, std::optional<
       "x.issuer_serial) AND " +
       usable + one +
       " UNION ALL SELECT l.to_name, x.fingerprint, l.from_name, l.due_at, NULL, NULL, 1 FROM registry_links l JOIN "
-      "imported_certificates x ON x.ref = l.to_name WHERE l.state <> 'retired' AND " +
+      "imported_certificates x ON x.ref = l.to_name WHERE " +
       usable + one;
   Params params = {std::string(kThingCertificate)};
   if (fingerprint) params.emplace_back(std::string(*fingerprint));

@@ -140,6 +140,14 @@ Result<bool> DeleteLink(Tx& tx, std::string_view kind, std::string_view from_nam
   return changed > 0;
 }
 
+Result<int64_t> RetireThingCertificates(Tx& tx, std::string_view thing) {
+  return tx.Exec(
+      "UPDATE registry_links SET state = ?, due_at = NULL WHERE kind = ? AND from_name = ? AND state IN "
+      "(?, ?)",
+      {std::string(kAttachmentRetired), std::string(kThingCertificate), std::string(thing),
+       std::string(kAttachmentActive), std::string(kAttachmentSuperseded)});
+}
+
 Result<int64_t> DeleteLinksFrom(Tx& tx, std::string_view kind, std::string_view from_name) {
   return tx.Exec("DELETE FROM registry_links WHERE kind = ? AND from_name = ?",
                  {std::string(kind), std::string(from_name)});

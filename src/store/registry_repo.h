@@ -90,6 +90,9 @@ Result<void> PutLinks(Tx& tx, const std::vector<RegistryLink>& links);
 Result<void> AddLinksIfMissing(Tx& tx, const std::vector<RegistryLink>& links);
 // False if there was no such link.
 Result<bool> DeleteLink(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view to_name);
+// Retires the thing's active and superseded certificates (kAttachmentRetired, no due time):
+// brokers refuse them. How many.
+Result<int64_t> RetireThingCertificates(Tx& tx, std::string_view thing);
 // Every link of the kind from `from_name`, or to `to_name`; how many there were.
 Result<int64_t> DeleteLinksFrom(Tx& tx, std::string_view kind, std::string_view from_name);
 Result<int64_t> DeleteLinksTo(Tx& tx, std::string_view kind, std::string_view to_name);

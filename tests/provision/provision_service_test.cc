@@ -114,6 +114,12 @@ class ProvisionTest : public ::testing::TestWithParam<store::Dialect> {
   }
   int64_t Certificates() { return store_->Query("SELECT COUNT(*) FROM certificates")->at(0).Int(0); }
   json::object Thing(const std::string& name) { return *testing::GetJson(*registry_, Kind::kThing, name); }
+  // Whether brokers admit the certificate `ref` (a serial or a supplier certificate's ref).
+  bool Admitted(const std::string& ref) {
+    auto all = store::Read(*store_, [](store::Tx& tx) { return store::BrokerCertificates(tx, std::nullopt); });
+    EXPECT_TRUE(all.ok());
+    return all.ok() && std::any_of(all->begin(), all->end(), [&](const auto& c) { return c.ref == ref; });
+  }
 
   ManualClock clock_{1'795'456'605'000};
   std::unique_ptr<store::Store> store_;
@@ -220,12 +226,7 @@ TEST_P(ProvisionTest, ASuppliersSupersededCertificateIsRetiredAndRevocationGoesO
   ASSERT_TRUE(first.ok());
   clock_.Advance(std::chrono::minutes(1));
   ASSERT_TRUE(Provision(key.get(), {"dev-1"}).ok());
-  auto admitted = [&] {
-    auto all = store::Read(*store_, [](store::Tx& tx) { return store::BrokerCertificates(tx, std::nullopt); });
-    EXPECT_TRUE(all.ok());
-    return all.ok() && std::any_of(all->begin(), all->end(), [&](const auto& c) { return c.ref == ref; });
-  };
-  EXPECT_TRUE(admitted()) << "within its grace";
+  EXPECT_TRUE(Admitted(ref)) << "within its grace";
 
   clock_.Advance(std::chrono::milliseconds(kGraceMs));
   auto ended = service_->RevokeDueSuperseded();
@@ -239,8 +240,27 @@ TEST_P(ProvisionTest, ASuppliersSupersededCertificateIsRetiredAndRevocationGoesO
   ASSERT_NE(supplier, links->end());
   EXPECT_EQ(supplier->state, store::kAttachmentRetired);
   EXPECT_FALSE(supplier->due_at.has_value());
-  EXPECT_FALSE(admitted()) << "a retired supplier certificate";
+  EXPECT_FALSE(Admitted(ref)) << "a retired supplier certificate";
   EXPECT_EQ(*service_->RevokeDueSuperseded(), 0) << "once";
+}
+
+// Brokers refuse a disabled device's certificates, and go on refusing them once the device is
+// deleted (its certificates are retired from its thing); a device deleted while enabled keeps
+// its certificate usable until it expires, as documented.
+TEST_P(ProvisionTest, ADeviceDeletedWhileDisabledStaysRefusedAtBrokers) {
+  pki::PkeyPtr key = Register("dev-1");
+  auto disabled = Provision(key.get(), {"dev-1"});
+  ASSERT_TRUE(disabled.ok());
+  pki::PkeyPtr key2 = Register("dev-2");
+  auto enabled = Provision(key2.get(), {"dev-2"});
+  ASSERT_TRUE(enabled.ok());
+  EXPECT_TRUE(Admitted(disabled->record.serial));
+  ASSERT_TRUE(devices_->Disable("dev-1", "t").ok());
+  EXPECT_FALSE(Admitted(disabled->record.serial));
+  ASSERT_TRUE(devices_->Delete("dev-1", "t").ok());
+  EXPECT_FALSE(Admitted(disabled->record.serial)) << "deleted while disabled";
+  ASSERT_TRUE(devices_->Delete("dev-2", "t").ok());
+  EXPECT_TRUE(Admitted(enabled->record.serial)) << "deleted while enabled";
 }
 
 TEST_P(ProvisionTest, ATemplateChangedOnThisNodeAppliesToTheNextDevice) {
