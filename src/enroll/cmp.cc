@@ -478,6 +478,16 @@ Result<std::string> CmpServer::Handle(std::string_view label_view, std::string_v
       t = it->second;
     }
   }
+  if (const std::shared_ptr<Transaction> found = t) {
+    // Only the transaction's own client may go on with it: a message whose protection does
+    // not verify (anyone can copy a transactionID seen on plain HTTP) is answered as one
+    // nobody here knows, and the transaction waits on for the genuine one.
+    std::lock_guard transaction_lock(found->mu);
+    ERR_clear_error();
+    const bool genuine = OSSL_CMP_validate_msg(OSSL_CMP_SRV_CTX_get0_cmp_ctx(found->srv.get()), req.get()) == 1;
+    ERR_clear_error();
+    if (!genuine) t = nullptr;
+  }
   if (!t) {
     // A new transaction (or a continuation nobody here knows, which OpenSSL refuses).
     std::string secret;

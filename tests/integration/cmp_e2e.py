@@ -5,6 +5,7 @@ confirmation; a certificate the client rejects in its certConf, or with an empty
 by a proxy that MACs it again, is revoked, and after a rejected kur the device's certificate is its current one again), kur signed with the issued certificate, genm for
 the CA certificates and the root CA update, rr of the device's own certificate, polling while
 a request waits for approval, and refusals as CMP error messages (a wrong secret, a replayed transaction, a
+request made days ago or that does not say when, a certConf forged with another client's transactionID, a
 request for another device, a revoked certificate). Issued certificates verify with openssl
 and GnuTLS certtool.
 
@@ -230,18 +231,15 @@ def post_cmp(message):
 
 
 class Rewriter(http.server.BaseHTTPRequestHandler):
-    """Passes CMP messages on to certfleet, with each certConf emptied."""
-    secret = b""
+    """Passes CMP messages on to certfleet (on the default profile), each certConf as
+    `cert_conf` makes it."""
+    cert_conf = None
 
     def do_POST(self):
         data = self.rfile.read(int(self.headers["Content-Length"]))
         if items(items(data)[0][2])[1][0] == 0xb8:
-            data = empty_cert_conf(data, self.secret)
-        request = urllib.request.Request(f"https://127.0.0.1:{cf.port}{self.path}", data=data,
-                                         headers={"Content-Type": "application/pkixcmp"})
-        tls = ssl.create_default_context(cafile=os.path.join(TLS, "ca.pem"))
-        with urllib.request.urlopen(request, context=tls) as answer:
-            body = answer.read()
+            data = Rewriter.cert_conf(data)
+        _, body = post_cmp(data)
         self.send_response(200)
         self.send_header("Content-Type", "application/pkixcmp")
         self.send_header("Content-Length", str(len(body)))
@@ -253,7 +251,7 @@ class Rewriter(http.server.BaseHTTPRequestHandler):
 
 
 s_r2 = secret_for("plc-r2")
-Rewriter.secret = s_r2["secret"].encode()
+Rewriter.cert_conf = lambda message: empty_cert_conf(message, s_r2["secret"].encode())
 proxy = http.server.HTTPServer(("127.0.0.1", 0), Rewriter)
 threading.Thread(target=proxy.serve_forever, daemon=True).start()
 out = openssl_cmp("openssl", "cmp", "-cmd", "ir", "-server", f"127.0.0.1:{proxy.server_address[1]}", "-path",
@@ -263,6 +261,30 @@ proxy.shutdown()
 check("sending CERTCONF" in out and "received PKICONF" in out, f"an empty certConf is confirmed: {out[-500:]}")
 certs = certificates_of("plc-r2")
 check([c["status"] for c in certs] == ["revoked"], f"a certConf confirming nothing revokes: {certs[:1]}")
+
+# ---- a certConf forged with the client's transactionID (seen on plain HTTP) but a wrong MAC
+# gets an error, and leaves the transaction to the client's own ----
+forged_answers = []
+
+
+def forged_first(message):
+    (_, header, _), (_, body, _), (_, _, protection), *rest = items(items(message)[0][2])
+    wrong = der(0xa0, protection[:-1] + bytes([protection[-1] ^ 1]))
+    forged_answers.append(post_cmp(der(0x30, header + body + wrong + b"".join(w for _, w, _ in rest)))[0])
+    return message
+
+
+s_r3 = secret_for("plc-r3")
+Rewriter.cert_conf = forged_first
+proxy = http.server.HTTPServer(("127.0.0.1", 0), Rewriter)
+threading.Thread(target=proxy.serve_forever, daemon=True).start()
+out = openssl_cmp("openssl", "cmp", "-cmd", "ir", "-server", f"127.0.0.1:{proxy.server_address[1]}", "-path",
+                  ".well-known/cmp/p/default", "-msg_timeout", "20", *with_secret(s_r3), "-newkey", new_key("plc-r3"),
+                  "-subject", "/CN=plc-r3", "-certout", path("plc-r3.pem"))
+proxy.shutdown()
+check(forged_answers == [0xb7], f"the forged certConf: a CMP error ({forged_answers})")
+check("received PKICONF" in out and [c["status"] for c in certificates_of("plc-r3")] == ["active"],
+      f"the client's own certConf, after it, is confirmed: {out[-300:]}")
 
 # ---- kur signed with the current certificate; the old one is superseded ----
 key1b = new_key("plc-1b")
