@@ -217,8 +217,18 @@ Result<EnrollService::Authorized> EnrollService::Authenticate(const Served& serv
         Authorized who{pki::NameEntry(X509_get_subject_name(leaf.get()), NID_commonName), AuthWay::kFactory};
         if (!registry::IsValidDeviceId(who.device_id)) return Denied("the factory certificate's CN is not a device id");
         CF_RETURN_IF_ERROR(CsrNames(csr, who.device_id, "the factory certificate's"));
-        CF_RETURN_IF_ERROR(store::Read(
-            store_, [&](store::Tx& tx) { return NewThing(tx, who.device_id, "a manufacturer CA's certificate"); }));
+        CF_RETURN_IF_ERROR(store::Read(store_, [&](store::Tx& tx) -> Result<void> {
+          CF_RETURN_IF_ERROR(NewThing(tx, who.device_id, "a manufacturer CA's certificate"));
+          // Nor a device registered with its key (W2), thing or not: it enrolls with that key.
+          CF_ASSIGN_OR_RETURN(auto registered, store::FindDeviceForAuth(tx, who.device_id));
+          if (registered) {
+            return Denied(
+                fmt::format("device {} is registered with its key: it enrolls with that key, not a "
+                            "manufacturer CA's certificate",
+                            who.device_id));
+          }
+          return Ok();
+        }));
         who.new_device = true;
         return who;
       }

@@ -275,6 +275,13 @@ api("PUT", "/v1/enrollment/profiles/factory-ca", {"template": "est-line", "auth"
 _, body = enroll("simpleenroll", openssl_csr(lkey, UID2, "csr-u2"), "--cert", icert2, "--key", ikey2,
                  label="factory-ca")
 check(cn_of(certs_of(body, "ldev2.pem"))[0] == UID2, "a certificate from a manufacturer anchor identifies its thing")
+# Not a device registered with its key (W2) that has no thing yet: the manufacturer vouches for
+# the name, not for the key or the template the operator chose for it.
+UID4 = "0123f2408ea1fcf2dd"
+api("POST", "/v1/devices/keys", [{"device_id": UID4, "public_key_pem": other_pub, "batch": "b-7"}])
+ikey4, icert4 = factory_device(UID4)
+enroll("simpleenroll", openssl_csr(lkey, UID4, "csr-u4"), "--cert", icert4, "--key", ikey4, label="factory-ca",
+       expect=403)
 
 # A factory certificate that has expired, though its manifest was imported: refused.
 UID3 = "0123f2408ea1fcf2cc"
