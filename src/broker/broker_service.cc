@@ -1,5 +1,7 @@
 #include "broker/broker_service.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <boost/json.hpp>
 #include <tuple>
@@ -177,6 +179,7 @@ Result<std::shared_ptr<const BrokerService::Current>> BrokerService::Latest() {
     if (!current_) return e;
     log::Warn("the broker snapshot cannot be rebuilt; serving the last one", {{"error", e.message}});
     checked_at_ = clock_.NowMillis();  // tried again after min_rebuild
+    failure_ = e;
     return current_;
   };
   auto seq = store::Read(store_, [](store::Tx& tx) { return store::AuditHeadSeq(tx); });
@@ -184,7 +187,10 @@ Result<std::shared_ptr<const BrokerService::Current>> BrokerService::Latest() {
   {
     std::lock_guard lock(mu_);
     checked_at_ = now;
-    if (current_ && *seq == current_seq_ && now - rebuilt_at_ < options_.max_age.count()) return current_;
+    if (current_ && *seq == current_seq_ && now - rebuilt_at_ < options_.max_age.count()) {
+      failure_.reset();
+      return current_;
+    }
   }
   const auto started = std::chrono::steady_clock::now();
   auto built = store::Read(store_, [&](store::Tx& tx) { return Build(tx, std::nullopt); });
@@ -200,6 +206,7 @@ Result<std::shared_ptr<const BrokerService::Current>> BrokerService::Latest() {
   next->generation = *seq;
   current_seq_ = *seq;
   rebuilt_at_ = now;
+  failure_.reset();
   // Nothing brokers see changed: the same snapshot (and its View, if one was parsed), newer.
   if (current_ && current_->etag == next->etag) {
     current_->generation = std::max(current_->generation.load(), *seq);
@@ -216,6 +223,16 @@ Result<std::shared_ptr<const BrokerService::Current>> BrokerService::Latest() {
             {{"certificates", next->certificates}, {"bytes", next->json.size()}, {"build_ms", build_ms}});
   current_ = std::move(next);
   return current_;
+}
+
+Result<std::shared_ptr<const BrokerService::Current>> BrokerService::Confirmed() {
+  CF_ASSIGN_OR_RETURN(auto latest, Latest());
+  std::lock_guard lock(mu_);
+  if (failure_) {
+    return MakeError(ErrorCode::kUnavailable,
+                     fmt::format("the broker snapshot cannot be confirmed current: {}", failure_->message));
+  }
+  return latest;
 }
 
 Result<BrokerService::EvaluateAnswer> BrokerService::Evaluate(const EvaluateRequest& request) {

@@ -53,7 +53,13 @@ class BrokerService {
     mutable std::mutex mu_;
     mutable std::shared_ptr<const View> view_;
   };
+  // The snapshot there is: when the store cannot be read or the snapshot rebuilt, the last one
+  // (EMQX's hooks go on deciding from it).
   Result<std::shared_ptr<const Current>> Latest();
+  // The same, confirmed current by the last look at the store: kUnavailable while that failed,
+  // so that a broker fetching it (GET /v1/broker/snapshot) does not count it as confirmed
+  // (the Mosquitto plugin's plugin_opt_max_stale_s).
+  Result<std::shared_ptr<const Current>> Confirmed();
 
   // POST /v1/policies/evaluate: a certificate (serial or fingerprint), a client id, an action
   // and its topic (or topic filter; none for iot:Connect).
@@ -101,11 +107,12 @@ class BrokerService {
   const Clock& clock_;
   const Options options_;
   std::mutex build_mu_;  // held by the one rebuild at a time
-  std::mutex mu_;        // guards the four below
+  std::mutex mu_;        // guards the five below
   std::shared_ptr<const Current> current_;
-  int64_t current_seq_ = -1;  // the audit log's head when current_ was built
-  int64_t checked_at_ = 0;    // when the head was last looked at (ms)
-  int64_t rebuilt_at_ = 0;    // when the snapshot was last built, changed or not (ms)
+  int64_t current_seq_ = -1;      // the audit log's head when current_ was built
+  int64_t checked_at_ = 0;        // when the head was last looked at (ms)
+  int64_t rebuilt_at_ = 0;        // when the snapshot was last built, changed or not (ms)
+  std::optional<Error> failure_;  // why the last look at the store or rebuild failed; none once one succeeds
   struct ImportedFacts {
     std::optional<std::string> common_name;
     std::optional<int64_t> not_after;

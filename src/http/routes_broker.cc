@@ -32,7 +32,7 @@ Result<std::optional<std::string>> HookField(const json::object& o, std::string_
 json::object EmqxResult(bool allowed) { return {{"result", allowed ? "allow" : "deny"}, {"is_superuser", false}}; }
 
 Result<Response> Snapshot(const ApiContext& ctx, const Request& req) {
-  CF_ASSIGN_OR_RETURN(auto current, ctx.broker->Latest());
+  CF_ASSIGN_OR_RETURN(auto current, ctx.broker->Confirmed());
   std::vector<std::pair<std::string, std::string>> headers = {
       {"ETag", current->etag},
       {"Cache-Control", "no-cache"},

@@ -9,6 +9,8 @@
 
 #include "issuance/issuer.h"
 #include "pki/file/file_key_backend.h"
+#include "store/audit_repo.h"
+#include "store/registry_repo.h"
 #include "testing/db.h"
 #include "testing/registry.h"
 
@@ -153,6 +155,35 @@ TEST_P(BrokerServiceTest, ChangesShowAfterTheLeastRebuildTime) {
   ASSERT_TRUE(registry_->Detach(Link::kThingCertificate, "dev-2", two, "t").ok());
   clock_.Advance(std::chrono::milliseconds(1000));
   EXPECT_EQ((*broker_->Latest())->certificates, 0u) << "a revoked certificate and a detached one get nothing";
+}
+
+// A snapshot that cannot be rebuilt is still served (EMQX's hooks decide from it), but not
+// confirmed to brokers that fetch it, until a rebuild succeeds again.
+TEST_P(BrokerServiceTest, ASnapshotThatCannotBeRebuiltIsNotConfirmed) {
+  Device("dev-1");
+  ASSERT_TRUE(broker_->Confirmed().ok());
+  auto set_policy = [&](const std::string& body) {
+    return store::Write(*store_, [&](store::Tx& tx) -> Result<void> {
+      CF_ASSIGN_OR_RETURN(auto policy, store::FindObject(tx, store::kObjectPolicy, "telemetry"));
+      if (!policy) return MakeError(ErrorCode::kNotFound, "no policy");
+      policy->body = body;
+      CF_RETURN_IF_ERROR(store::UpdateObject(tx, *policy));
+      return store::AppendAudit(tx, clock_.NowMillis(), "t", "test", "policy:telemetry", "{}");
+    });
+  };
+  auto kept =
+      store::Read(*store_, [](store::Tx& tx) { return store::FindObject(tx, store::kObjectPolicy, "telemetry"); });
+  ASSERT_TRUE(kept.ok() && *kept);
+  ASSERT_TRUE(set_policy("not json").ok());  // a stored body the rebuild cannot read
+  clock_.Advance(std::chrono::milliseconds(1000));
+  EXPECT_TRUE(broker_->Latest().ok()) << "the last snapshot, served";
+  auto unconfirmed = broker_->Confirmed();
+  ASSERT_FALSE(unconfirmed.ok());
+  EXPECT_EQ(unconfirmed.error().code, ErrorCode::kUnavailable);
+  EXPECT_FALSE(broker_->Confirmed().ok()) << "within min_rebuild too";
+  ASSERT_TRUE(set_policy((*kept)->body).ok());
+  clock_.Advance(std::chrono::milliseconds(1000));
+  EXPECT_TRUE(broker_->Confirmed().ok()) << "rebuilt again";
 }
 
 // A CA revoked without its certificates (no cascade): what it issued gets nothing either.
