@@ -191,6 +191,15 @@ CmpServer::Transaction* Of(OSSL_CMP_SRV_CTX* srv) {
   return static_cast<CmpServer::Transaction*>(OSSL_CMP_SRV_CTX_get0_custom_ctx(srv));
 }
 
+// RFC 9483 4.1.1: a certificate the client rejects is revoked, and waits for no certConf.
+void RevokeRejected(const CmpServer::Transaction& t) {
+  Result<void> revoked = t.server->enroll().RevokeRejected(t.issued_serial);
+  if (!revoked.ok()) log::Error("revoking a certificate a CMP client rejected", {{"error", revoked.error().message}});
+  (void)store::Write(t.server->store(), [&](store::Tx& tx) {
+    return store::EndCmpConfirmation(tx, HexEncode(t.first.transaction_id), t.issued_serial);
+  });
+}
+
 OSSL_CMP_PKISI* OnCertRequest(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/, int /*cert_req_id*/,
                               const OSSL_CRMF_MSG* /*crm*/, const X509_REQ* /*p10cr*/, X509** cert_out,
                               STACK_OF(X509) * *chain_out, STACK_OF(X509) * *ca_pubs) {
@@ -228,6 +237,20 @@ OSSL_CMP_PKISI* OnCertRequest(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/
   t.issued_hash = std::move(*hash);
   t.handed_back = enrolled->handed_back;
   t.awaiting = true;
+  // Until its certConf comes, the certificate waits in the store: unconfirmed by then, any
+  // node's sweep revokes it (RFC 9483 4.1.1). Implicitly confirmed, it is final now.
+  if (!t.handed_back && !t.first.implicit_confirm) {
+    const int64_t confirm_by =
+        t.server->clock().NowMillis() + std::chrono::duration_cast<std::chrono::milliseconds>(t.server->ttl()).count();
+    Result<void> waits = store::Write(t.server->store(), [&](store::Tx& tx) {
+      return store::AwaitCmpConfirmation(tx, HexEncode(t.first.transaction_id), t.issued_serial, confirm_by);
+    });
+    if (!waits.ok()) {
+      RevokeRejected(t);
+      Refuse(waits.error());
+      return nullptr;
+    }
+  }
   // A MAC-protected initial request may take the root from caPubs (RFC 9483 4.1.1).
   if (t.first.mac_protected && t.first.body == cmp::kIr && !chain->empty()) {
     std::vector<pki::X509Ptr> root;
@@ -319,12 +342,6 @@ void OnError(OSSL_CMP_SRV_CTX* /*srv*/, const OSSL_CMP_MSG* /*req*/, const OSSL_
   log::Info("a CMP client sent an error message");
 }
 
-// RFC 9483 4.1.1: a certificate the client rejects is revoked.
-void RevokeRejected(const CmpServer::Transaction& t) {
-  Result<void> revoked = t.server->enroll().RevokeRejected(t.issued_serial);
-  if (!revoked.ok()) log::Error("revoking a certificate a CMP client rejected", {{"error", revoked.error().message}});
-}
-
 int OnCertConfirm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/, int /*cert_req_id*/,
                   const ASN1_OCTET_STRING* /*cert_hash*/, const OSSL_CMP_PKISI* /*status*/) {
   CmpServer::Transaction& t = *Of(srv);
@@ -338,6 +355,18 @@ int OnCertConfirm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/, int /*cert
   }
   if (!ConstantTimeEquals(t.current.cert_hash, t.issued_hash)) {
     Refuse("certHash is not the hash of the certificate answered");
+    return 0;
+  }
+  if (t.handed_back) return 1;
+  Result<bool> confirmed = store::Write(t.server->store(), [&](store::Tx& tx) {
+    return store::EndCmpConfirmation(tx, HexEncode(t.first.transaction_id), t.issued_serial);
+  });
+  if (!confirmed.ok()) {
+    Refuse(confirmed.error());
+    return 0;
+  }
+  if (!*confirmed) {
+    Refuse("the certConf came too late: the certificate was revoked unconfirmed");
     return 0;
   }
   return 1;

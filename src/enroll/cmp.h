@@ -39,7 +39,8 @@ class CmpServer {
     std::string signer_certificate_pem;  // signs answers to signed requests
     std::string signer_key_pem;
     // How long a transaction waits for its next message (certConf, pollReq): at least twice
-    // the wait a polling client is told.
+    // the wait a polling client is told. A certificate unconfirmed by then is revoked
+    // (enroll.cmp_confirm_seconds).
     std::chrono::seconds transaction_ttl{600};
     int threads = 4;  // messages processed at once; each may wait for an issuance's commit
   };
@@ -62,6 +63,8 @@ class CmpServer {
   bool HasRoom();
   store::Store& store() { return store_; }
   const Clock& clock() const { return clock_; }
+  // How long a transaction waits for its next message, and a certificate for its certConf.
+  std::chrono::seconds ttl() const { return ttl_; }
 
   // A transaction's state; public for OpenSSL's callbacks only.
   struct Transaction;

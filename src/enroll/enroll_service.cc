@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 
 #include "core/crypto.h"
+#include "core/log.h"
 #include "core/text.h"
 #include "enroll/errors.h"
 #include "pki/certificate.h"
@@ -13,6 +14,7 @@
 #include "registry/registry.h"
 #include "store/audit_repo.h"
 #include "store/certificates_repo.h"
+#include "store/enroll_repo.h"
 
 namespace certfleet::enroll {
 namespace {
@@ -396,6 +398,29 @@ Result<void> EnrollService::RevokeRejected(std::string_view serial) {
   // Revoked whatever became of the restoring: the client refused it.
   CF_RETURN_IF_ERROR(issuer_.Revoke(serial, "unspecified", /*cascade=*/false, kActor));
   return restored_old;
+}
+
+Result<int> EnrollService::RevokeUnconfirmed() {
+  constexpr int kBatch = 100;  // a run's; the next run goes on
+  CF_ASSIGN_OR_RETURN(auto overdue, store::Read(store_, [now = clock_.NowMillis()](store::Tx& tx) {
+                        return store::UnconfirmedCmpCertificates(tx, now, kBatch);
+                      }));
+  int revoked = 0;
+  for (const auto& u : overdue) {
+    CF_ASSIGN_OR_RETURN(bool taken, store::Write(store_, [&](store::Tx& tx) {
+                          return store::EndCmpConfirmation(tx, u.transaction_id, u.serial);
+                        }));
+    if (!taken) continue;  // confirmed or rejected meanwhile
+    if (Result<void> r = RevokeRejected(u.serial); !r.ok()) {
+      (void)store::Write(store_, [&](store::Tx& tx) {
+        return store::AwaitCmpConfirmation(tx, u.transaction_id, u.serial, u.confirm_by);
+      });
+      return r.error();
+    }
+    log::Warn("revoked a CMP certificate its client never confirmed", {{"serial", u.serial}});
+    ++revoked;
+  }
+  return revoked;
 }
 
 Result<bool> EnrollService::IsPending(std::string_view label, std::string_view request_der) {

@@ -134,6 +134,12 @@ class EnrollService {
 
   // Revokes a certificate the client refused in its confirmation (CMP certConf).
   Result<void> RevokeRejected(std::string_view serial);
+  // CMP certificates whose certConf did not come in time (store::UnconfirmedCmpCertificates):
+  // each is taken from the wait first (a certConf arriving then is refused), then revoked as a
+  // rejected one; one that could not be revoked waits again for the next run. How many.
+  Result<int> RevokeUnconfirmed();
+  // The scheduled job that runs RevokeUnconfirmed.
+  static constexpr std::string_view kUnconfirmedJob = "enroll.cmp_unconfirmed";
 
   // Whether the request `request_der` (a CSR's DER, or Csr::der of a checked request) waits
   // for approval under the profile.

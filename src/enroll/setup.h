@@ -7,6 +7,8 @@
 #include "core/config.h"
 #include "enroll/cmp.h"
 #include "enroll/enroll_service.h"
+#include "jobs/scheduler.h"
+#include "jobs/worker_pool.h"
 
 namespace certfleet::enroll {
 
@@ -20,7 +22,12 @@ EnrollService::Options EnrollOptions(const Config& config, std::string_view mast
 
 // The CMP server, signing with the certificate and key in these PEM files (the server's TLS
 // identity); kFailedPrecondition if they do not read.
-Result<std::unique_ptr<CmpServer>> MakeCmpServer(EnrollService& enroll, store::Store& store, const Clock& clock,
-                                                 const std::string& certificate_file, const std::string& key_file);
+Result<std::unique_ptr<CmpServer>> MakeCmpServer(const Config& config, EnrollService& enroll, store::Store& store,
+                                                 const Clock& clock, const std::string& certificate_file,
+                                                 const std::string& key_file);
+
+// The sweep (enroll.cmp_unconfirmed) that revokes CMP certificates whose certConf never came.
+Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, EnrollService& enroll,
+                          const Config& config);
 
 }  // namespace certfleet::enroll

@@ -112,8 +112,8 @@ Result<void> Run(const Config& config, const Clock& clock) {
   enroll::EnrollService enrollment(store, issuer, registry, clock,
                                    enroll::EnrollOptions(config, master_key, provision_options.supersede_grace));
   // CMP signs its answers to signed requests with the server's TLS identity.
-  CF_ASSIGN_OR_RETURN(auto cmp, Named(enroll::MakeCmpServer(enrollment, store, clock, server_options.tls_cert_file,
-                                                            server_options.tls_key_file),
+  CF_ASSIGN_OR_RETURN(auto cmp, Named(enroll::MakeCmpServer(config, enrollment, store, clock,
+                                                            server_options.tls_cert_file, server_options.tls_key_file),
                                       "CMP"));
   CF_ASSIGN_OR_RETURN(auto import_options, Named(bulk::ImportOptions(config), "bulk.verifier_dir"));
   CF_ASSIGN_OR_RETURN(const bool manifests_in_blobs, bulk::ManifestsInBlobs(config, store.dialect()));
@@ -189,6 +189,7 @@ Result<void> Run(const Config& config, const Clock& clock) {
   CF_RETURN_IF_ERROR(Named(distribution::RegisterJobs(pool, scheduler, distribution, config), "distribution jobs"));
   CF_RETURN_IF_ERROR(Named(events::RegisterJobs(pool, scheduler, webhooks, config), "webhooks"));
   CF_RETURN_IF_ERROR(Named(acme::RegisterJobs(pool, scheduler, acme, config), "ACME jobs"));
+  CF_RETURN_IF_ERROR(Named(enroll::RegisterJobs(pool, scheduler, enrollment, config), "enrollment jobs"));
 
   pool.Start();
   scheduler.Start(kSchedulerTick);

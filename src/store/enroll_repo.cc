@@ -183,11 +183,39 @@ Result<std::vector<EnrollRequestRecord>> ListEnrollRequests(Tx& tx, const std::o
 }
 
 Result<bool> BeginCmpTransaction(Tx& tx, std::string_view transaction_id, int64_t now, int64_t forget_before) {
-  CF_RETURN_IF_ERROR(tx.Exec("DELETE FROM cmp_transactions WHERE created_at < ?", {forget_before}));
+  CF_RETURN_IF_ERROR(
+      tx.Exec("DELETE FROM cmp_transactions WHERE created_at < ? AND awaiting_serial IS NULL", {forget_before}));
   CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec("INSERT INTO cmp_transactions (transaction_id, created_at) VALUES (?, ?) ON "
                                          "CONFLICT (transaction_id) DO NOTHING",
                                          {std::string(transaction_id), now}));
   return n == 1;
+}
+
+Result<void> AwaitCmpConfirmation(Tx& tx, std::string_view transaction_id, std::string_view serial,
+                                  int64_t confirm_by) {
+  CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec("UPDATE cmp_transactions SET awaiting_serial = ?, confirm_by = ? WHERE "
+                                         "transaction_id = ?",
+                                         {std::string(serial), confirm_by, std::string(transaction_id)}));
+  if (n != 1) return MakeError(ErrorCode::kNotFound, "no such CMP transaction");
+  return Ok();
+}
+
+Result<bool> EndCmpConfirmation(Tx& tx, std::string_view transaction_id, std::string_view serial) {
+  CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec("UPDATE cmp_transactions SET awaiting_serial = NULL, confirm_by = NULL "
+                                         "WHERE transaction_id = ? AND awaiting_serial = ?",
+                                         {std::string(transaction_id), std::string(serial)}));
+  return n == 1;
+}
+
+Result<std::vector<UnconfirmedCmpCertificate>> UnconfirmedCmpCertificates(Tx& tx, int64_t now, int limit) {
+  CF_ASSIGN_OR_RETURN(auto rows, tx.Query("SELECT transaction_id, awaiting_serial, confirm_by FROM cmp_transactions "
+                                          "WHERE awaiting_serial IS NOT NULL AND confirm_by < ? ORDER BY confirm_by "
+                                          "LIMIT ?",
+                                          {now, int64_t{limit}}));
+  std::vector<UnconfirmedCmpCertificate> out;
+  out.reserve(rows.size());
+  for (const Row& r : rows) out.push_back({r.Text(0), r.Text(1), r.Int(2)});
+  return out;
 }
 
 }  // namespace certfleet::store

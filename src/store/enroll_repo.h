@@ -94,5 +94,16 @@ Result<std::vector<EnrollRequestRecord>> ListEnrollRequests(Tx& tx, const std::o
 // Records a new CMP transaction ID (hex): false if it was seen already. Forgets those seen
 // before `forget_before`.
 Result<bool> BeginCmpTransaction(Tx& tx, std::string_view transaction_id, int64_t now, int64_t forget_before);
+// The certificate `serial` the transaction answered waits for its certConf until `confirm_by`.
+Result<void> AwaitCmpConfirmation(Tx& tx, std::string_view transaction_id, std::string_view serial, int64_t confirm_by);
+// It waits no more (confirmed, rejected, or taken by a sweep): false if it was not waiting.
+Result<bool> EndCmpConfirmation(Tx& tx, std::string_view transaction_id, std::string_view serial);
+struct UnconfirmedCmpCertificate {
+  std::string transaction_id;
+  std::string serial;
+  int64_t confirm_by = 0;
+};
+// Those whose confirm_by is before `now`, the longest overdue first, at most `limit`.
+Result<std::vector<UnconfirmedCmpCertificate>> UnconfirmedCmpCertificates(Tx& tx, int64_t now, int limit);
 
 }  // namespace certfleet::store

@@ -637,6 +637,14 @@ ALTER TABLE acme_orders ADD COLUMN not_after BIGINT;
 -- reference stays true without it. SQLite's check is an in-process lookup and stays.
 ALTER TABLE certificates DROP CONSTRAINT IF EXISTS certificates_issuer_serial_fkey;
 )sql"},
+    {28, "CMP certificates waiting for their certConf", R"sql(
+-- A certificate answered without implicit confirmation, until its client's certConf: revoked
+-- by whichever node sweeps once confirm_by has passed (RFC 9483 4.1.1), whatever became of
+-- the node that answered it.
+ALTER TABLE cmp_transactions ADD COLUMN awaiting_serial TEXT;
+ALTER TABLE cmp_transactions ADD COLUMN confirm_by BIGINT;
+CREATE INDEX cmp_transactions_awaiting ON cmp_transactions (confirm_by) WHERE awaiting_serial IS NOT NULL;
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

@@ -30,6 +30,7 @@ from servers import free_port  # noqa: E402
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
 PLAIN_PORT = free_port()  # server.http_listen: CMP over plain HTTP (RFC 6712)
 cf = Certfleet(BINARY, DB_KIND, "cmp-e2e", extra_env={"CERTFLEET_ENROLL_RETRY_AFTER_SECONDS": "1",
+                                                      "CERTFLEET_ENROLL_CMP_CONFIRM_SECONDS": "10",
                                                       "CERTFLEET_SERVER_HTTP_LISTEN": f"127.0.0.1:{PLAIN_PORT}"})
 cf.init()
 cf.start()
@@ -232,13 +233,18 @@ def post_cmp(message):
 
 class Rewriter(http.server.BaseHTTPRequestHandler):
     """Passes CMP messages on to certfleet (on the default profile), each certConf as
-    `cert_conf` makes it."""
+    `cert_conf` makes it (None: lost on the way, the client gets a 503)."""
     cert_conf = None
 
     def do_POST(self):
         data = self.rfile.read(int(self.headers["Content-Length"]))
         if items(items(data)[0][2])[1][0] == 0xb8:
             data = Rewriter.cert_conf(data)
+        if data is None:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         _, body = post_cmp(data)
         self.send_response(200)
         self.send_header("Content-Type", "application/pkixcmp")
@@ -285,6 +291,22 @@ proxy.shutdown()
 check(forged_answers == [0xb7], f"the forged certConf: a CMP error ({forged_answers})")
 check("received PKICONF" in out and [c["status"] for c in certificates_of("plc-r3")] == ["active"],
       f"the client's own certConf, after it, is confirmed: {out[-300:]}")
+
+# ---- a certConf that never arrives: once enroll.cmp_confirm_seconds (10 here) have passed,
+# the certificate is revoked (RFC 9483 4.1.1), by whichever node sweeps ----
+s_r4 = secret_for("plc-r4")
+Rewriter.cert_conf = lambda message: None
+proxy = http.server.HTTPServer(("127.0.0.1", 0), Rewriter)
+threading.Thread(target=proxy.serve_forever, daemon=True).start()
+out = openssl_cmp("openssl", "cmp", "-cmd", "ir", "-server", f"127.0.0.1:{proxy.server_address[1]}", "-path",
+                  ".well-known/cmp/p/default", "-msg_timeout", "20", *with_secret(s_r4), "-newkey", new_key("plc-r4"),
+                  "-subject", "/CN=plc-r4", "-certout", path("plc-r4.pem"), ok=False)
+proxy.shutdown()
+check("sending CERTCONF" in out, f"the client sent its certConf, which was lost: {out[-300:]}")
+unconfirmed = wait_for("the unconfirmed certificate to be revoked",
+                       lambda: (lambda certs: certs if certs and certs[0]["status"] == "revoked" else None)(
+                           certificates_of("plc-r4")), timeout=90)
+check(len(unconfirmed) == 1, f"one certificate, revoked unconfirmed: {unconfirmed}")
 
 # ---- kur signed with the current certificate; the old one is superseded ----
 key1b = new_key("plc-1b")
