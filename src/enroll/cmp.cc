@@ -492,10 +492,20 @@ Result<std::shared_ptr<CmpServer::Transaction>> CmpServer::Begin(const std::stri
 }
 
 Result<std::string> CmpServer::Handle(std::string_view label_view, std::string_view der) {
-  CF_ASSIGN_OR_RETURN(cmp::Request request, cmp::ReadRequest(der));
   const auto* p = reinterpret_cast<const unsigned char*>(der.data());
   MsgPtr req(d2i_OSSL_CMP_MSG(nullptr, &p, static_cast<long>(der.size())));
   if (!req) return MakeError(ErrorCode::kInvalidArgument, "the PKIMessage does not read as CMP");
+  // A PKIMessage certfleet refuses is answered as one (RFC 9483 3.5), as a new transaction of
+  // nobody's that OpenSSL or Fresh refuses.
+  Result<cmp::Request> read = cmp::ReadRequest(der);
+  if (!read.ok() && read.error().code != ErrorCode::kInvalidArgument) return read.error();
+  cmp::Request request;
+  if (read.ok()) {
+    request = std::move(*read);
+  } else {
+    request.body = OSSL_CMP_MSG_get_bodytype(req.get());
+    request.refusal = read.error().message;
+  }
   const std::string label(label_view);
   CF_RETURN_IF_ERROR(enroll_.Serves(label));
   const bool continues = request.body == cmp::kCertConf || request.body == cmp::kPollReq;
@@ -525,7 +535,8 @@ Result<std::string> CmpServer::Handle(std::string_view label_view, std::string_v
       if (known) secret = std::move(*known);  // else the MAC cannot verify and OpenSSL refuses
     }
     CF_ASSIGN_OR_RETURN(t, Begin(label, request, *req, secret));
-    if (!request.mac_protected) {
+    t->refusal = request.refusal;
+    if (!t->refusal && !request.mac_protected) {
       CF_ASSIGN_OR_RETURN(bool known, enroll_.KnownSigner(label, request.extra_certs));
       if (!known) {
         t->refusal =

@@ -52,12 +52,18 @@ Result<void> ReadHeader(std::string_view header, Request& out) {
       out.mac_protected = nid == NID_id_PasswordBasedMAC || nid == NID_pbmac1;
     } else if (field.tag == kContext(2)) {
       CF_ASSIGN_OR_RETURN(DerElement kid, inner.Next(pki::kDerOctetString, "senderKID"));
-      if (kid.contents.size() > kMaxIdBytes) return Invalid("the senderKID is too long");
-      out.sender_kid = std::string(kid.contents);
+      if (kid.contents.size() > kMaxIdBytes) {
+        out.refusal = fmt::format("the senderKID is longer than {} bytes", kMaxIdBytes);
+      } else {
+        out.sender_kid = std::string(kid.contents);
+      }
     } else if (field.tag == kContext(4)) {
       CF_ASSIGN_OR_RETURN(DerElement id, inner.Next(pki::kDerOctetString, "transactionID"));
-      if (id.contents.size() > kMaxIdBytes) return Invalid("the transactionID is too long");
-      out.transaction_id = std::string(id.contents);
+      if (id.contents.size() > kMaxIdBytes) {
+        out.refusal = fmt::format("the transactionID is longer than {} bytes", kMaxIdBytes);
+      } else {
+        out.transaction_id = std::string(id.contents);
+      }
     } else if (field.tag == kContext(8)) {
       // generalInfo: SEQUENCE OF InfoTypeAndValue; id-it-implicitConfirm (1.3.6.1.5.5.7.4.13).
       constexpr std::string_view kImplicitConfirm = "\x2b\x06\x01\x05\x05\x07\x04\x0d";

@@ -51,6 +51,9 @@ struct Request {
   std::string cert_hash;                  // certConf: the first CertStatus's certHash
   bool cert_accepted = true;              // certConf: its status, accepted when absent
   size_t cert_statuses = 0;               // certConf: how many CertStatus it holds (none rejects all)
+  // Why the message is refused though it reads: an ID longer than kMaxIdBytes (then left
+  // empty); answered with a CMP error message.
+  std::optional<std::string> refusal;
 };
 
 // Longest transactionID and senderKID taken: RFC 9483 3.1 asks 128 random bits and a key

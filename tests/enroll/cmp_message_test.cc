@@ -16,14 +16,15 @@ using pki::Der;
 
 constexpr uint8_t kCtx(int n) { return static_cast<uint8_t>(0xa0 + n); }
 
-std::string Header(bool mac, bool implicit_confirm = false, std::string_view message_time = {}) {
+std::string Header(bool mac, bool implicit_confirm = false, std::string_view message_time = {},
+                   const std::string& transaction_id = "transaction") {
   std::string h = Der(pki::kDerInteger, "\x02");
   h += Der(kCtx(4), Der(pki::kDerSequence, ""));  // sender: directoryName, empty
   h += Der(kCtx(4), Der(pki::kDerSequence, ""));  // recipient
   if (!message_time.empty()) h += Der(kCtx(0), Der(pki::kDerGeneralizedTime, message_time));
   h += Der(kCtx(1), Der(pki::kDerSequence, pki::DerOid(mac ? NID_id_PasswordBasedMAC : NID_ecdsa_with_SHA256)));
   h += Der(kCtx(2), Der(pki::kDerOctetString, "kid-1"));
-  h += Der(kCtx(4), Der(pki::kDerOctetString, "transaction"));
+  h += Der(kCtx(4), Der(pki::kDerOctetString, transaction_id));
   if (implicit_confirm) {  // generalInfo: another InfoTypeAndValue, then implicitConfirm with its NULL
     const std::string other = Der(
         pki::kDerSequence, pki::DerOid(NID_id_it_confirmWaitTime) + Der(pki::kDerGeneralizedTime, "20260101000000Z"));
@@ -113,6 +114,23 @@ TEST(CmpMessage, RefusesWhatIsNotOne) {
   }
   const std::string good = Message(Header(true), kGenm, Der(pki::kDerSequence, ""));
   for (size_t cut = 0; cut < good.size(); ++cut) EXPECT_FALSE(ReadRequest(good.substr(0, cut)).ok()) << cut;
+}
+
+// An ID longer than kMaxIdBytes is not kept, and the message reads with the reason to refuse
+// it (as a CMP error message, RFC 9483 3.5); its senderKID still finds its secret.
+TEST(CmpMessage, AnIdTooLongIsARefusalNotAnUnreadableMessage) {
+  auto r = ReadRequest(
+      Message(Header(true, false, {}, std::string(kMaxIdBytes + 1, 't')), kGenm, Der(pki::kDerSequence, "")));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(r->transaction_id.empty());
+  ASSERT_TRUE(r->refusal);
+  EXPECT_NE(r->refusal->find("transactionID"), std::string::npos);
+  EXPECT_EQ(r->sender_kid, "kid-1");
+  auto longest =
+      ReadRequest(Message(Header(true, false, {}, std::string(kMaxIdBytes, 't')), kGenm, Der(pki::kDerSequence, "")));
+  ASSERT_TRUE(longest.ok());
+  EXPECT_FALSE(longest->refusal);
+  EXPECT_EQ(longest->transaction_id.size(), kMaxIdBytes);
 }
 
 }  // namespace

@@ -212,14 +212,21 @@ def empty_cert_conf(message, secret):
     return protected_again(header, der(0xb8, der(0x30, b"")), rest, secret)
 
 
-def with_message_time(message, secret, time):
-    """`message` with its header's messageTime `time` (GeneralizedTime text; None: without one),
-    MAC-protected again."""
+def with_header_field(message, secret, tag, field):
+    """`message` with its header's field [tag] (0xa0 + n) replaced by `field` (DER; None:
+    without one), MAC-protected again."""
     (_, header, fields), (_, body, _), *rest = items(items(message)[0][2])
-    kept = [whole for t, whole, _ in items(fields) if t != 0xa0]
-    if time:  # after pvno, sender and recipient
-        kept.insert(3, der(0xa0, der(0x18, time.encode())))
-    return protected_again(der(0x30, b"".join(kept)), body, rest, secret)
+    first, optional = items(fields)[:3], items(fields)[3:]  # pvno, sender and recipient (GeneralNames)
+    kept = [(t, whole) for t, whole, _ in optional if t != tag]
+    if field:  # in tag order
+        kept.insert(next((i for i, (t, _) in enumerate(kept) if t > tag), len(kept)), (tag, field))
+    return protected_again(der(0x30, b"".join(w for _, w, _ in first) + b"".join(w for _, w in kept)), body, rest,
+                           secret)
+
+
+def with_message_time(message, secret, time):
+    """`message` with its header's messageTime `time` (GeneralizedTime text; None: without one)."""
+    return with_header_field(message, secret, 0xa0, der(0xa0, der(0x18, time.encode())) if time else None)
 
 
 def post_cmp(message):
@@ -377,8 +384,11 @@ four_days_ago = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedel
 for time, what in ((four_days_ago, "made four days ago"), (None, "without a messageTime")):
     body_type, answer = post_cmp(with_message_time(made, s6["secret"].encode(), time))
     check(body_type == 0xb7 and b"badTime" in answer, f"a request {what}: a CMP error (badTime): {answer[-200:]}")
+body_type, answer = post_cmp(with_header_field(made, s6["secret"].encode(), 0xa4, der(0xa4, der(0x04, b"t" * 65))))
+check(body_type == 0xb7 and b"transactionID is longer than 64 bytes" in answer,
+      f"a transactionID over 64 bytes: a CMP error message, not an HTTP error: {answer[-200:]}")
 body_type, answer = post_cmp(made)
-check(body_type == 0xa1, f"the same request with its own time: a certificate (ip): {answer[-200:]}")
+check(body_type == 0xa1, f"the same request with its own time and ID: a certificate (ip): {answer[-200:]}")
 
 # ---- rr of the device's own certificate ----
 out = openssl_cmp(*cmp_args("rr"), *signed_by(path("plc-1b.pem"), key1b), "-oldcert", path("plc-1b.pem"),
