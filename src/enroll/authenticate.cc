@@ -46,14 +46,17 @@ Result<void> NewThing(store::Tx& tx, std::string_view device, std::string_view w
 
 // The certificate is still the thing's current one: a superseded certificate (whose key the
 // device rotated away from) renews nothing, nor does one under a CA revoked without its
-// certificates. `for_revocation`: a device revoking its own certificate may, whatever its CA.
+// certificates. `for_revocation`: a device revoking its own certificate may, whatever its CA,
+// and a superseded one in its grace period too (its key may be why it rotated).
 Result<void> CurrentCertificate(store::Tx& tx, std::string_view serial, bool for_revocation = false) {
   CF_RETURN_IF_ERROR(store::FlushProvisioningWrites(tx));
   CF_ASSIGN_OR_RETURN(store::CertStatus status,
                       for_revocation ? store::CertificateStatus(tx, serial) : store::ChainStatus(tx, serial));
   if (status != store::CertStatus::kActive) return Denied("the client's certificate or a CA above it is revoked");
   CF_ASSIGN_OR_RETURN(auto links, store::LinksTo(tx, store::kThingCertificate, serial, 1));
-  if (links.empty() || links.front().state != store::kAttachmentActive) {
+  const bool usable = !links.empty() && (links.front().state == store::kAttachmentActive ||
+                                         (for_revocation && links.front().state == store::kAttachmentSuperseded));
+  if (!usable) {
     return Denied("the client's certificate was replaced; re-enroll with the current one");
   }
   return Ok();

@@ -342,6 +342,12 @@ check(attached.get(serial_of(path("plc-1.pem")), {}).get("attachment") == "super
 out = openssl_cmp(*cmp_args("kur"), *signed_by(path("plc-1.pem"), key1), "-newkey", key1b, "-certout", path("x.pem"),
                   "-unprotected_errors", ok=False)
 check("received ERROR" in out and "replaced" in out, f"kur with the replaced certificate: {out[-400:]}")
+# But it may revoke itself in its grace period: the device may have rotated because its key leaked.
+out = openssl_cmp(*cmp_args("rr"), *signed_by(path("plc-1.pem"), key1), "-oldcert", path("plc-1.pem"),
+                  "-revreason", "1")
+check("revocation accepted" in out, f"rr of the superseded certificate with itself: {out[-300:]}")
+cert = api("GET", f"/v1/certificates/{serial_of(path('plc-1.pem'))}")
+check(cert["status"] == "revoked" and cert["revocation_reason"] == "keyCompromise", f"revoked: {cert}")
 
 # ---- genm: the CA certificates, and the root CA update (none: roots are not rolled in place) ----
 out = openssl_cmp(*cmp_args("genm"), *signed_by(path("plc-1b.pem"), key1b), "-infotype", "caCerts",
