@@ -16,12 +16,20 @@ std::optional<int64_t> RateLimiter::Take(std::string_view key) {
   const double capacity = static_cast<double>(per_minute_);
   const double per_ms = capacity / kMinuteMs;
   std::lock_guard lock(mu_);
-  if (buckets_.size() >= kMaxKeys) {
-    std::erase_if(buckets_, [&](const auto& kv) { return now - kv.second.at_ms >= kMinuteMs; });
-    // Still full: so many keys within a minute that forgetting them all is the lesser harm.
-    if (buckets_.size() >= kMaxKeys) buckets_.clear();
+  auto it = buckets_.find(key);
+  if (it == buckets_.end()) {
+    if (buckets_.size() >= kMaxKeys && now - swept_at_ms_ >= kSweepMs) {
+      // Buckets refilled since: they hold nothing a new one would not.
+      std::erase_if(buckets_, [&](const auto& kv) {
+        return kv.second.tokens + static_cast<double>(now - kv.second.at_ms) * per_ms >= capacity;
+      });
+      swept_at_ms_ = now;
+    }
+    // Still full: so many keys held down at once that a new one waits, rather than every key's
+    // limit being forgotten (which flooding with new keys would otherwise buy).
+    if (buckets_.size() >= kMaxKeys) return 1;
+    it = buckets_.emplace(std::string(key), Bucket{capacity, now}).first;
   }
-  auto [it, fresh] = buckets_.try_emplace(std::string(key), Bucket{capacity, now});
   Bucket& b = it->second;
   b.tokens = std::min(capacity, b.tokens + static_cast<double>(now - b.at_ms) * per_ms);
   b.at_ms = now;
