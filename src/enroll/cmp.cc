@@ -195,9 +195,7 @@ CmpServer::Transaction* Of(OSSL_CMP_SRV_CTX* srv) {
 void RevokeRejected(const CmpServer::Transaction& t) {
   Result<void> revoked = t.server->enroll().RevokeRejected(t.issued_serial);
   if (!revoked.ok()) log::Error("revoking a certificate a CMP client rejected", {{"error", revoked.error().message}});
-  (void)store::Write(t.server->store(), [&](store::Tx& tx) {
-    return store::EndCmpConfirmation(tx, HexEncode(t.first.transaction_id), t.issued_serial);
-  });
+  (void)store::Write(t.server->store(), [&](store::Tx& tx) { return store::EndCmpConfirmation(tx, t.issued_serial); });
 }
 
 OSSL_CMP_PKISI* OnCertRequest(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/, int /*cert_req_id*/,
@@ -357,15 +355,15 @@ int OnCertConfirm(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/, int /*cert
     Refuse("certHash is not the hash of the certificate answered");
     return 0;
   }
-  if (t.handed_back) return 1;
-  Result<bool> confirmed = store::Write(t.server->store(), [&](store::Tx& tx) {
-    return store::EndCmpConfirmation(tx, HexEncode(t.first.transaction_id), t.issued_serial);
-  });
+  // A certificate handed back may still wait in the transaction that issued it (whose answer
+  // was lost): confirmed now, it waits no more there either.
+  Result<bool> confirmed =
+      store::Write(t.server->store(), [&](store::Tx& tx) { return store::EndCmpConfirmation(tx, t.issued_serial); });
   if (!confirmed.ok()) {
     Refuse(confirmed.error());
     return 0;
   }
-  if (!*confirmed) {
+  if (!*confirmed && !t.handed_back) {
     Refuse("the certConf came too late: the certificate was revoked unconfirmed");
     return 0;
   }

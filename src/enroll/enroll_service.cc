@@ -244,6 +244,12 @@ void EnrollService::EnrollAsync(EnrollRequest request, std::function<void(Result
     if (r.state == "issued" && r.serial) {
       auto record = issuer_.Get(*r.serial);
       if (!record.ok()) return fail(record.error());
+      if (record->status != store::CertStatus::kActive) {
+        return fail(detail::Denied(fmt::format(
+            "the certificate issued for enrollment request {} was revoked (unconfirmed, or refused): send a new "
+            "request",
+            r.id)));
+      }
       auto chain = issuer_.ChainOf(*record);
       if (!chain.ok()) return fail(chain.error());
       return done(Enrolled{std::move(*record), std::move(*chain), std::nullopt, std::nullopt, /*handed_back=*/true});
@@ -407,9 +413,8 @@ Result<int> EnrollService::RevokeUnconfirmed() {
                       }));
   int revoked = 0;
   for (const auto& u : overdue) {
-    CF_ASSIGN_OR_RETURN(bool taken, store::Write(store_, [&](store::Tx& tx) {
-                          return store::EndCmpConfirmation(tx, u.transaction_id, u.serial);
-                        }));
+    CF_ASSIGN_OR_RETURN(bool taken,
+                        store::Write(store_, [&](store::Tx& tx) { return store::EndCmpConfirmation(tx, u.serial); }));
     if (!taken) continue;  // confirmed or rejected meanwhile
     if (Result<void> r = RevokeRejected(u.serial); !r.ok()) {
       (void)store::Write(store_, [&](store::Tx& tx) {

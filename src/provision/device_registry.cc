@@ -137,12 +137,11 @@ Result<store::DeviceRecord> DeviceRegistry::Enable(std::string_view device_id, s
 Result<void> DeviceRegistry::Delete(std::string_view device_id, std::string_view actor) {
   const int64_t now = clock_.NowMillis();
   return store_.Transact([&](store::Tx& tx) -> Result<void> {
-    CF_ASSIGN_OR_RETURN(auto found, store::FindDevice(tx, device_id));
-    CF_ASSIGN_OR_RETURN(bool deleted, store::DeleteDevice(tx, device_id));
-    if (!found || !deleted) return MakeError(ErrorCode::kNotFound, fmt::format("no device {}", device_id));
+    CF_ASSIGN_OR_RETURN(auto status, store::DeleteDevice(tx, device_id));
+    if (!status) return MakeError(ErrorCode::kNotFound, fmt::format("no device {}", device_id));
     // Brokers refuse a disabled device's certificates by its row: without it, by their links.
     int64_t retired = 0;
-    if (found->status == store::kDeviceDisabled) {
+    if (*status == store::kDeviceDisabled) {
       CF_ASSIGN_OR_RETURN(retired, store::RetireThingCertificates(tx, device_id));
     }
     CF_RETURN_IF_ERROR(store::AppendAudit(tx, now, actor, "device.delete", "device:" + std::string(device_id),

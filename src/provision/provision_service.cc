@@ -178,17 +178,17 @@ Result<int> ProvisionService::RevokeDueSuperseded() {
                       }));
   int revoked = 0;
   int retired = 0;
-  for (auto& link : due) {
+  for (const auto& link : due) {
+    std::optional<std::string_view> state;  // the link's stays, whatever it is now
     if (store::IsImportedRef(link.to_name)) {
       // A supplier's certificate (W3): not this CA's to revoke. Retired, brokers refuse it.
-      link.state = std::string(store::kAttachmentRetired);
+      state = store::kAttachmentRetired;
       ++retired;
     } else {
       CF_ASSIGN_OR_RETURN(issuance::Revoked r, issuer_.Revoke(link.to_name, "superseded", false, kActor));
       revoked += r.newly_revoked;
     }
-    link.due_at.reset();  // done: the link stays
-    CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) { return store::PutLink(tx, link); }));
+    CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) { return store::EndLinkDue(tx, link, state); }));
   }
   if (revoked > 0 || retired > 0) {
     log::Info("ended superseded device certificates", {{"revoked", revoked}, {"retired_supplier", retired}});

@@ -131,9 +131,11 @@ Result<void> MarkDeviceProvisioned(Tx& tx, std::string_view device_id, int64_t n
   return Ok();
 }
 
-Result<bool> DeleteDevice(Tx& tx, std::string_view device_id) {
-  CF_ASSIGN_OR_RETURN(int64_t deleted, tx.Exec("DELETE FROM devices WHERE device_id = ?", {std::string(device_id)}));
-  return deleted > 0;
+Result<std::optional<std::string>> DeleteDevice(Tx& tx, std::string_view device_id) {
+  CF_ASSIGN_OR_RETURN(
+      auto deleted, tx.QueryOne("DELETE FROM devices WHERE device_id = ? RETURNING status", {std::string(device_id)}));
+  if (!deleted) return std::optional<std::string>();
+  return std::optional<std::string>(deleted->Text(0));
 }
 
 Result<bool> SetDeviceStatus(Tx& tx, std::string_view device_id, std::string_view status, int64_t now) {

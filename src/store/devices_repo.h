@@ -49,8 +49,9 @@ Result<void> CheckDeviceForAuth(Tx& tx, std::string_view device_id, DeviceCheck 
 // A registered device's first certificate: registered -> provisioned; other states stay.
 // At the transaction's end, after the checks: one statement for a group commit's devices.
 Result<void> MarkDeviceProvisioned(Tx& tx, std::string_view device_id, int64_t now);
-// False if there was no such device.
-Result<bool> DeleteDevice(Tx& tx, std::string_view device_id);
+// The deleted device's status as it was deleted (a change committed meanwhile included);
+// nullopt if there was no such device.
+Result<std::optional<std::string>> DeleteDevice(Tx& tx, std::string_view device_id);
 // False if there is no such device.
 Result<bool> SetDeviceStatus(Tx& tx, std::string_view device_id, std::string_view status, int64_t now);
 

@@ -200,11 +200,11 @@ Result<void> AwaitCmpConfirmation(Tx& tx, std::string_view transaction_id, std::
   return Ok();
 }
 
-Result<bool> EndCmpConfirmation(Tx& tx, std::string_view transaction_id, std::string_view serial) {
+Result<bool> EndCmpConfirmation(Tx& tx, std::string_view serial) {
   CF_ASSIGN_OR_RETURN(int64_t n, tx.Exec("UPDATE cmp_transactions SET awaiting_serial = NULL, confirm_by = NULL "
-                                         "WHERE transaction_id = ? AND awaiting_serial = ?",
-                                         {std::string(transaction_id), std::string(serial)}));
-  return n == 1;
+                                         "WHERE awaiting_serial = ?",
+                                         {std::string(serial)}));
+  return n > 0;
 }
 
 Result<std::vector<UnconfirmedCmpCertificate>> UnconfirmedCmpCertificates(Tx& tx, int64_t now, int limit) {

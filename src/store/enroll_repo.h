@@ -96,8 +96,9 @@ Result<std::vector<EnrollRequestRecord>> ListEnrollRequests(Tx& tx, const std::o
 Result<bool> BeginCmpTransaction(Tx& tx, std::string_view transaction_id, int64_t now, int64_t forget_before);
 // The certificate `serial` the transaction answered waits for its certConf until `confirm_by`.
 Result<void> AwaitCmpConfirmation(Tx& tx, std::string_view transaction_id, std::string_view serial, int64_t confirm_by);
-// It waits no more (confirmed, rejected, or taken by a sweep): false if it was not waiting.
-Result<bool> EndCmpConfirmation(Tx& tx, std::string_view transaction_id, std::string_view serial);
+// The certificate waits no more (confirmed, rejected, or taken by a sweep), in whichever
+// transaction answered it: false if it was not waiting.
+Result<bool> EndCmpConfirmation(Tx& tx, std::string_view serial);
 struct UnconfirmedCmpCertificate {
   std::string transaction_id;
   std::string serial;

@@ -644,6 +644,7 @@ ALTER TABLE certificates DROP CONSTRAINT IF EXISTS certificates_issuer_serial_fk
 ALTER TABLE cmp_transactions ADD COLUMN awaiting_serial TEXT;
 ALTER TABLE cmp_transactions ADD COLUMN confirm_by BIGINT;
 CREATE INDEX cmp_transactions_awaiting ON cmp_transactions (confirm_by) WHERE awaiting_serial IS NOT NULL;
+CREATE INDEX cmp_transactions_awaiting_serial ON cmp_transactions (awaiting_serial) WHERE awaiting_serial IS NOT NULL;
 )sql"},
 };
 

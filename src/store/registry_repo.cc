@@ -141,11 +141,17 @@ Result<bool> DeleteLink(Tx& tx, std::string_view kind, std::string_view from_nam
 }
 
 Result<int64_t> RetireThingCertificates(Tx& tx, std::string_view thing) {
-  return tx.Exec(
-      "UPDATE registry_links SET state = ?, due_at = NULL WHERE kind = ? AND from_name = ? AND state IN "
-      "(?, ?)",
-      {std::string(kAttachmentRetired), std::string(kThingCertificate), std::string(thing),
-       std::string(kAttachmentActive), std::string(kAttachmentSuperseded)});
+  return tx.Exec("UPDATE registry_links SET state = ? WHERE kind = ? AND from_name = ? AND state IN (?, ?)",
+                 {std::string(kAttachmentRetired), std::string(kThingCertificate), std::string(thing),
+                  std::string(kAttachmentActive), std::string(kAttachmentSuperseded)});
+}
+
+Result<void> EndLinkDue(Tx& tx, const RegistryLink& link, std::optional<std::string_view> state) {
+  CF_RETURN_IF_ERROR(
+      tx.Exec("UPDATE registry_links SET due_at = NULL, state = COALESCE(?, state) WHERE kind = ? AND from_name = ? "
+              "AND to_name = ?",
+              {state ? Value(std::string(*state)) : Value(nullptr), link.kind, link.from_name, link.to_name}));
+  return Ok();
 }
 
 Result<int64_t> DeleteLinksFrom(Tx& tx, std::string_view kind, std::string_view from_name) {

@@ -90,9 +90,12 @@ Result<void> PutLinks(Tx& tx, const std::vector<RegistryLink>& links);
 Result<void> AddLinksIfMissing(Tx& tx, const std::vector<RegistryLink>& links);
 // False if there was no such link.
 Result<bool> DeleteLink(Tx& tx, std::string_view kind, std::string_view from_name, std::string_view to_name);
-// Retires the thing's active and superseded certificates (kAttachmentRetired, no due time):
-// brokers refuse them. How many.
+// Retires the thing's active and superseded certificates (kAttachmentRetired): brokers refuse
+// them. A superseded one keeps its due time, when it is revoked. How many.
 Result<int64_t> RetireThingCertificates(Tx& tx, std::string_view thing);
+// A link's due time is past and done with: cleared, and its state set to `state` if given (as
+// it is now otherwise, whatever it was when it was found due).
+Result<void> EndLinkDue(Tx& tx, const RegistryLink& link, std::optional<std::string_view> state);
 // Every link of the kind from `from_name`, or to `to_name`; how many there were.
 Result<int64_t> DeleteLinksFrom(Tx& tx, std::string_view kind, std::string_view from_name);
 Result<int64_t> DeleteLinksTo(Tx& tx, std::string_view kind, std::string_view to_name);

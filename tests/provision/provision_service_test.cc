@@ -245,10 +245,14 @@ TEST_P(ProvisionTest, ASuppliersSupersededCertificateIsRetiredAndRevocationGoesO
 }
 
 // Brokers refuse a disabled device's certificates, and go on refusing them once the device is
-// deleted (its certificates are retired from its thing); a device deleted while enabled keeps
-// its certificate usable until it expires, as documented.
+// deleted (its certificates are retired from its thing; one superseded is still revoked at the
+// end of its grace); a device deleted while enabled keeps its certificate usable until it
+// expires, as documented.
 TEST_P(ProvisionTest, ADeviceDeletedWhileDisabledStaysRefusedAtBrokers) {
   pki::PkeyPtr key = Register("dev-1");
+  auto superseded = Provision(key.get(), {"dev-1"});
+  ASSERT_TRUE(superseded.ok());
+  clock_.Advance(std::chrono::minutes(1));
   auto disabled = Provision(key.get(), {"dev-1"});
   ASSERT_TRUE(disabled.ok());
   pki::PkeyPtr key2 = Register("dev-2");
@@ -261,6 +265,11 @@ TEST_P(ProvisionTest, ADeviceDeletedWhileDisabledStaysRefusedAtBrokers) {
   EXPECT_FALSE(Admitted(disabled->record.serial)) << "deleted while disabled";
   ASSERT_TRUE(devices_->Delete("dev-2", "t").ok());
   EXPECT_TRUE(Admitted(enabled->record.serial)) << "deleted while enabled";
+  clock_.Advance(std::chrono::milliseconds(kGraceMs));
+  EXPECT_EQ(*service_->RevokeDueSuperseded(), 1);
+  EXPECT_EQ(issuer_->Get(superseded->record.serial)->status, store::CertStatus::kRevoked);
+  EXPECT_EQ(issuer_->Get(disabled->record.serial)->status, store::CertStatus::kActive) << "retired, not revoked";
+  EXPECT_FALSE(Admitted(disabled->record.serial));
 }
 
 TEST_P(ProvisionTest, ATemplateChangedOnThisNodeAppliesToTheNextDevice) {

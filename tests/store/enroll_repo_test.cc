@@ -19,8 +19,8 @@ class EnrollRepoTest : public ::testing::TestWithParam<Dialect> {
     EXPECT_TRUE(r.ok()) << r.error().message;
     return r.ok() ? *r : std::vector<UnconfirmedCmpCertificate>{};
   }
-  bool End(std::string_view id, std::string_view serial) {
-    auto r = Write(*store_, [&](Tx& tx) { return EndCmpConfirmation(tx, id, serial); });
+  bool End(std::string_view serial) {
+    auto r = Write(*store_, [&](Tx& tx) { return EndCmpConfirmation(tx, serial); });
     EXPECT_TRUE(r.ok()) << r.error().message;
     return r.ok() && *r;
   }
@@ -50,9 +50,9 @@ TEST_P(EnrollRepoTest, ACertificateWaitsForItsCertConfUntilEndedOnce) {
   auto replayed = Write(*store_, [](Tx& tx) { return BeginCmpTransaction(tx, "bb", 1000, 500); });
   ASSERT_TRUE(replayed.ok());
   EXPECT_TRUE(*replayed) << "a forgotten ID that did not wait";
-  EXPECT_FALSE(End("aa", "02")) << "another certificate";
-  EXPECT_TRUE(End("aa", "01"));
-  EXPECT_FALSE(End("aa", "01")) << "once";
+  EXPECT_FALSE(End("02")) << "another certificate";
+  EXPECT_TRUE(End("01"));
+  EXPECT_FALSE(End("01")) << "once";
   EXPECT_TRUE(Overdue(101).empty());
 }
 
