@@ -206,8 +206,16 @@ Result<EnrollService::Authorized> EnrollService::Authenticate(const Served& serv
                           return store::ImportedCertificateThings(tx, {fingerprint});
                         }));
     if (auto it = owners.find(fingerprint); it != owners.end()) {
-      // A supplier's manifest bound this certificate to its thing.
+      // A supplier's manifest bound this certificate to its thing, unless it was retired since.
       CF_RETURN_IF_ERROR(ValidNow(leaf.get(), "the factory certificate"));
+      CF_ASSIGN_OR_RETURN(auto attachment, store::Read(store_, [&](store::Tx& tx) {
+                            return store::ImportedCertificateAttachment(tx, fingerprint);
+                          }));
+      if (attachment == store::kAttachmentRetired) {
+        return Denied(
+            "the factory certificate was retired (its device deleted while disabled, or replaced past its "
+            "grace period)");
+      }
       CF_RETURN_IF_ERROR(CsrNames(csr, it->second, "the factory certificate's"));
       CF_RETURN_IF_ERROR(store::Read(store_, [&](store::Tx& tx) { return SameTemplate(tx, it->second, profile); }));
       return Authorized{it->second, AuthWay::kFactory};
@@ -269,10 +277,15 @@ Result<void> EnrollService::CheckAgain(store::Tx& tx, const Authorized& who, int
   }
   // The device may have been disabled or re-keyed meanwhile; held until the commit.
   const bool key_registered = who.way == AuthWay::kRegisteredKey && !who.approved_request;
+  // A manufacturer CA vouches for new devices only: not one registered since (an approval's wait).
+  const bool anchor_vouched = who.way == AuthWay::kFactory && who.new_device;
   CF_RETURN_IF_ERROR(store::CheckDeviceForAuth(
       tx, who.device_id,
-      [key_registered, id = who.device_id, key = who.key_sha256](const auto& device) -> Result<void> {
+      [key_registered, anchor_vouched, id = who.device_id, key = who.key_sha256](const auto& device) -> Result<void> {
         if (key_registered) return registry::Registry::AuthorizeDeviceKey(device, id, key);
+        if (device && anchor_vouched) {
+          return Denied(fmt::format("device {} is registered with its key: it enrolls with that key", id));
+        }
         if (device && device->status == store::kDeviceDisabled) return Denied(fmt::format("device {} is disabled", id));
         return Ok();
       }));

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "core/crypto.h"
+#include "store/registry_repo.h"
 
 namespace certfleet::store {
 namespace {
@@ -197,6 +198,14 @@ Result<void> InsertImportedCertificates(Tx& tx, const std::vector<ImportedCertif
 namespace {
 constexpr std::string_view kImportedRefPrefix = "import:";
 }  // namespace
+
+Result<std::optional<std::string>> ImportedCertificateAttachment(Tx& tx, std::string_view fingerprint) {
+  CF_ASSIGN_OR_RETURN(auto row, tx.QueryOne("SELECT l.state FROM imported_certificates x JOIN registry_links l ON "
+                                            "l.to_name = x.ref AND l.kind = ? WHERE x.fingerprint = ?",
+                                            {std::string(kThingCertificate), std::string(fingerprint)}));
+  if (!row) return std::optional<std::string>();
+  return std::optional<std::string>(row->Text(0));
+}
 
 std::string ImportedRef(int64_t import_id, int64_t entry) {
   return fmt::format("{}{:010}:{:010}", kImportedRefPrefix, import_id, entry);

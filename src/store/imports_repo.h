@@ -136,6 +136,9 @@ Result<std::map<std::string, std::string>> ImportedCertificateThings(Tx& tx,
                                                                      const std::vector<std::string>& fingerprints);
 // Deferred, in one write (see InsertRows); kAlreadyExists (at the latest on commit) if one was imported before.
 Result<void> InsertImportedCertificates(Tx& tx, const std::vector<ImportedCertificate>& certificates);
+// The state of the attachment of the imported certificate `fingerprint` to its thing
+// (kAttachmentActive, ...); nullopt when it is attached to none.
+Result<std::optional<std::string>> ImportedCertificateAttachment(Tx& tx, std::string_view fingerprint);
 // The imported certificate a link names (by its ref), without its DER.
 Result<std::optional<ImportedCertificate>> FindImportedCertificate(Tx& tx, std::string_view ref);
 

@@ -280,8 +280,9 @@ check(cn_of(certs_of(body, "ldev2.pem"))[0] == UID2, "a certificate from a manuf
 UID4 = "0123f2408ea1fcf2dd"
 api("POST", "/v1/devices/keys", [{"device_id": UID4, "public_key_pem": other_pub, "batch": "b-7"}])
 ikey4, icert4 = factory_device(UID4)
-enroll("simpleenroll", openssl_csr(lkey, UID4, "csr-u4"), "--cert", icert4, "--key", ikey4, label="factory-ca",
-       expect=403)
+_, body = enroll("simpleenroll", openssl_csr(lkey, UID4, "csr-u4"), "--cert", icert4, "--key", ikey4,
+                 label="factory-ca", expect=403)
+check("registered with its key" in str(body), f"refused as a registered device: {body}")
 
 # A factory certificate that has expired, though its manifest was imported: refused.
 UID3 = "0123f2408ea1fcf2cc"
@@ -299,6 +300,22 @@ imp = import_manifest(json.dumps([manifest_entry(UID3, path("idev-old.pem"))]).e
 check(imp["state"] == "done" and imp["counts"]["imported"] == 1, f"the expired certificate's manifest: {imp}")
 enroll("simpleenroll", openssl_csr(lkey, UID3, "csr-old"), "--cert", path("idev-old.pem"), "--key",
        path("idev-old.key"), label="factory", expect=403)
+
+# A factory certificate retired with its device (deleted while disabled): refused too, or it
+# would enroll the deleted device again and get a certificate brokers admit.
+UID5 = "0123f2408ea1fcf2ee"
+ikey5, icert5 = factory_device(UID5)
+imp = import_manifest(json.dumps([manifest_entry(UID5, icert5)]).encode())
+check(imp["state"] == "done" and imp["counts"]["imported"] == 1, f"UID5's manifest: {imp}")
+api("POST", "/v1/devices/keys", [{"device_id": UID5, "public_key_pem": other_pub, "batch": "b-7"}])
+api("POST", f"/v1/devices/{UID5}/disable", {})
+deleted = api("DELETE", f"/v1/devices/{UID5}")
+check(deleted["deleted"] is True, f"deleted while disabled: {deleted}")
+check([c["attachment"] for c in api("GET", f"/v1/things/{UID5}")["certificates"]] == ["retired"],
+      "its factory certificate is retired")
+_, body = enroll("simpleenroll", openssl_csr(lkey, UID5, "csr-u5"), "--cert", icert5, "--key", ikey5, label="factory",
+                 expect=403)
+check("retired" in str(body), f"refused as retired: {body}")
 
 # The real Microchip fixture: the fingerprints W3 keeps are the SHA-256 of each x5c[0], what EST
 # compares a TLS client certificate's DER with.
