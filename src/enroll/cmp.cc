@@ -26,9 +26,9 @@ using MsgPtr = std::unique_ptr<OSSL_CMP_MSG, pki::Deleter<OSSL_CMP_MSG_free>>;
 
 // Transaction IDs are remembered this long to refuse replays (RFC 9483 3.1: unique).
 constexpr std::chrono::hours kReplayWindow{24 * 7};
-// A transaction's first message must say when it was made (messageTime), at most this far from
-// certfleet's clock either way: half the window, so that a message replayed once its ID is
-// forgotten is refused for its time.
+// A transaction's first signed message must say when it was made (messageTime), at most this
+// far from certfleet's clock either way: half the window, so that a message replayed once its
+// ID is forgotten is refused for its time.
 constexpr std::chrono::hours kClockSkew = kReplayWindow / 2;
 // id-it-rootCaCert (RFC 9480), which OpenSSL 3.0 has no name for.
 constexpr std::string_view kRootCaCertOid = "1.3.6.1.5.5.7.4.20";
@@ -122,7 +122,10 @@ bool Fresh(CmpServer::Transaction& t) {
   CmpServer& server = *t.server;
   const int64_t now = server.clock().NowMillis();
   const int64_t skew = std::chrono::duration_cast<std::chrono::milliseconds>(kClockSkew).count();
-  if (!t.first.message_time || *t.first.message_time < now - skew || *t.first.message_time > now + skew) {
+  // A MAC-protected request is good once (its secret is one-time): its time is not judged, as
+  // a device's clock may not be set yet.
+  const std::optional<int64_t>& time = t.first.message_time;
+  if (!t.first.mac_protected && (!time || *time < now - skew || *time > now + skew)) {
     t.refusal = fmt::format("badTime: the messageTime must be present and within {} hours of the server's clock",
                             kClockSkew.count());
     Refuse(*t.refusal);

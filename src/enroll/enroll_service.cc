@@ -407,24 +407,31 @@ Result<void> EnrollService::RevokeRejected(std::string_view serial) {
 }
 
 Result<int> EnrollService::RevokeUnconfirmed() {
-  constexpr int kBatch = 100;  // a run's; the next run goes on
+  constexpr int kBatch = 100;           // a run's; the next run goes on
+  constexpr int64_t kRetryMs = 60'000;  // a failed revocation's next try
   CF_ASSIGN_OR_RETURN(auto overdue, store::Read(store_, [now = clock_.NowMillis()](store::Tx& tx) {
                         return store::UnconfirmedCmpCertificates(tx, now, kBatch);
                       }));
   int revoked = 0;
+  std::optional<Error> failed;
   for (const auto& u : overdue) {
     CF_ASSIGN_OR_RETURN(bool taken,
                         store::Write(store_, [&](store::Tx& tx) { return store::EndCmpConfirmation(tx, u.serial); }));
     if (!taken) continue;  // confirmed or rejected meanwhile
     if (Result<void> r = RevokeRejected(u.serial); !r.ok()) {
+      // Waits again, tried after the others (a minute on), so that one that keeps failing holds
+      // none of them back.
+      log::Error("revoking a CMP certificate never confirmed", {{"serial", u.serial}, {"error", r.error().message}});
       (void)store::Write(store_, [&](store::Tx& tx) {
-        return store::AwaitCmpConfirmation(tx, u.transaction_id, u.serial, u.confirm_by);
+        return store::AwaitCmpConfirmation(tx, u.transaction_id, u.serial, clock_.NowMillis() + kRetryMs);
       });
-      return r.error();
+      failed = r.error();
+      continue;
     }
     log::Warn("revoked a CMP certificate its client never confirmed", {{"serial", u.serial}});
     ++revoked;
   }
+  if (failed) return *failed;
   return revoked;
 }
 

@@ -126,7 +126,7 @@ struct AttachedCertificate {
   std::optional<std::string> fingerprint;  // else a supplier's certificate a W3 import brought
   std::optional<std::string> source;       // the import's supplier
   std::string status;                      // the certificate's: active, revoked, expired...
-  std::string attachment;                  // active or superseded
+  std::string attachment;                  // active, superseded or retired (store::kAttachment*)
   std::optional<int64_t> not_after;
   std::optional<int64_t> revoke_after;  // a superseded certificate's revocation time
 };

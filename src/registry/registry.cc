@@ -150,7 +150,7 @@ Result<ThingDetail> DetailOf(store::Tx& tx, const std::string& thing) {
       c.source = imported->source;
       c.status = "active";
       d.certificates.push_back(std::move(c));
-      CF_RETURN_IF_ERROR(add_policies(link.to_name));
+      if (link.state != store::kAttachmentRetired) CF_RETURN_IF_ERROR(add_policies(link.to_name));
       continue;
     }
     c.serial = cert->serial;
@@ -158,7 +158,9 @@ Result<ThingDetail> DetailOf(store::Tx& tx, const std::string& thing) {
     c.not_after = cert->not_after;
     c.revoke_after = link.due_at;
     d.certificates.push_back(std::move(c));
-    if (cert->status == store::CertStatus::kActive) CF_RETURN_IF_ERROR(add_policies(cert->serial));
+    if (cert->status == store::CertStatus::kActive && link.state != store::kAttachmentRetired) {
+      CF_RETURN_IF_ERROR(add_policies(cert->serial));
+    }
   }
   for (const auto& name : policy_names) {
     CF_ASSIGN_OR_RETURN(auto policy, Find(tx, Kind::kPolicy, name));

@@ -22,6 +22,9 @@ import sys
 import threading
 import urllib.request
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish, wait_for  # noqa: E402
 from harness import Certfleet, Files, run  # noqa: E402
@@ -212,21 +215,29 @@ def empty_cert_conf(message, secret):
     return protected_again(header, der(0xb8, der(0x30, b"")), rest, secret)
 
 
-def with_header_field(message, secret, tag, field):
+def signed_again(header, body, rest, key_file):
+    """A PKIMessage of `header` and `body` signed with the EC key in `key_file` (ECDSA with
+    SHA-256, as its header's protectionAlg says), with the extraCerts among `rest`."""
+    key = serialization.load_pem_private_key(open(key_file, "rb").read(), None)
+    signature = key.sign(der(0x30, header + body), ec.ECDSA(hashes.SHA256()))
+    extra = [whole for t, whole, _ in rest if t == 0xa1]
+    return der(0x30, header + body + der(0xa0, der(0x03, b"\0" + signature)) + b"".join(extra))
+
+
+def with_header_field(message, protect, tag, field):
     """`message` with its header's field [tag] (0xa0 + n) replaced by `field` (DER; None:
-    without one), MAC-protected again."""
+    without one), protected again by `protect(header, body, rest)`."""
     (_, header, fields), (_, body, _), *rest = items(items(message)[0][2])
     first, optional = items(fields)[:3], items(fields)[3:]  # pvno, sender and recipient (GeneralNames)
     kept = [(t, whole) for t, whole, _ in optional if t != tag]
     if field:  # in tag order
         kept.insert(next((i for i, (t, _) in enumerate(kept) if t > tag), len(kept)), (tag, field))
-    return protected_again(der(0x30, b"".join(w for _, w, _ in first) + b"".join(w for _, w in kept)), body, rest,
-                           secret)
+    return protect(der(0x30, b"".join(w for _, w, _ in first) + b"".join(w for _, w in kept)), body, rest)
 
 
-def with_message_time(message, secret, time):
+def with_message_time(message, protect, time):
     """`message` with its header's messageTime `time` (GeneralizedTime text; None: without one)."""
-    return with_header_field(message, secret, 0xa0, der(0xa0, der(0x18, time.encode())) if time else None)
+    return with_header_field(message, protect, 0xa0, der(0xa0, der(0x18, time.encode())) if time else None)
 
 
 def post_cmp(message):
@@ -378,23 +389,30 @@ openssl_cmp(*cmp_args("ir"), *with_secret(s4), "-newkey", key4, "-subject", "/CN
 out = openssl_cmp(*cmp_args("ir"), *with_secret(s4), "-newkey", key4, "-subject", "/CN=plc-4", "-reqin",
                   path("ir-4.der"), "-certout", path("x.pem"), "-unprotected_errors", ok=False)
 check("received ERROR" in out and "transactionIdInUse" in out, f"a replayed transaction: {out[-400:]}")
-# A request made days ago, or that does not say when it was made, is refused (badTime): once its
-# transaction ID is forgotten (after a week), a replay cannot pass for new. The request is
-# made by openssl cmp (sent nowhere), its time changed here and its MAC made again.
+# A signed request made days ago, or that does not say when it was made, is refused (badTime):
+# once its transaction ID is forgotten (after a week), a replay cannot pass for new. The
+# requests are made by openssl cmp (sent nowhere), changed here and signed or MACed again.
+openssl_cmp("openssl", "cmp", "-cmd", "kur", "-server", f"127.0.0.1:{free_port()}", "-msg_timeout", "2",
+            *signed_by(path("plc-1b.pem"), key1b), "-newkey", new_key("plc-1k"), "-reqout", path("kur-1.der"),
+            "-certout", path("x.pem"), ok=False)
+kur = open(path("kur-1.der"), "rb").read()
+four_days_ago = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=4)).strftime("%Y%m%d%H%M%SZ")
+for time, what in ((four_days_ago, "made four days ago"), (None, "without a messageTime")):
+    body_type, answer = post_cmp(with_message_time(kur, lambda h, b, r: signed_again(h, b, r, key1b), time))
+    check(body_type == 0xb7 and b"badTime" in answer, f"a signed kur {what}: a CMP error (badTime): {answer[-200:]}")
+# A MAC-protected request is good once (its secret is one-time): its time is not judged, as a
+# device's clock may not be set yet.
 s6 = secret_for("plc-6")
 openssl_cmp("openssl", "cmp", "-cmd", "ir", "-server", f"127.0.0.1:{free_port()}", "-msg_timeout", "2",
             *with_secret(s6), "-newkey", new_key("plc-6"), "-subject", "/CN=plc-6", "-implicit_confirm",
             "-reqout", path("ir-6.der"), "-certout", path("x.pem"), ok=False)
 made = open(path("ir-6.der"), "rb").read()
-four_days_ago = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=4)).strftime("%Y%m%d%H%M%SZ")
-for time, what in ((four_days_ago, "made four days ago"), (None, "without a messageTime")):
-    body_type, answer = post_cmp(with_message_time(made, s6["secret"].encode(), time))
-    check(body_type == 0xb7 and b"badTime" in answer, f"a request {what}: a CMP error (badTime): {answer[-200:]}")
-body_type, answer = post_cmp(with_header_field(made, s6["secret"].encode(), 0xa4, der(0xa4, der(0x04, b"t" * 65))))
+mac_again = lambda h, b, r: protected_again(h, b, r, s6["secret"].encode())  # noqa: E731
+body_type, answer = post_cmp(with_header_field(made, mac_again, 0xa4, der(0xa4, der(0x04, b"t" * 65))))
 check(body_type == 0xb7 and b"transactionID is longer than 64 bytes" in answer,
       f"a transactionID over 64 bytes: a CMP error message, not an HTTP error: {answer[-200:]}")
-body_type, answer = post_cmp(made)
-check(body_type == 0xa1, f"the same request with its own time and ID: a certificate (ip): {answer[-200:]}")
+body_type, answer = post_cmp(with_message_time(made, mac_again, None))
+check(body_type == 0xa1, f"a MAC-protected ir without a messageTime: a certificate (ip): {answer[-200:]}")
 
 # ---- rr of the device's own certificate ----
 out = openssl_cmp(*cmp_args("rr"), *signed_by(path("plc-1b.pem"), key1b), "-oldcert", path("plc-1b.pem"),

@@ -263,6 +263,8 @@ TEST_P(ProvisionTest, ADeviceDeletedWhileDisabledStaysRefusedAtBrokers) {
   EXPECT_FALSE(Admitted(disabled->record.serial));
   ASSERT_TRUE(devices_->Delete("dev-1", "t").ok());
   EXPECT_FALSE(Admitted(disabled->record.serial)) << "deleted while disabled";
+  EXPECT_FALSE(Thing("dev-2")["effective_policies"].as_array().empty());
+  EXPECT_TRUE(Thing("dev-1")["effective_policies"].as_array().empty()) << "none from retired certificates";
   ASSERT_TRUE(devices_->Delete("dev-2", "t").ok());
   EXPECT_TRUE(Admitted(enabled->record.serial)) << "deleted while enabled";
   clock_.Advance(std::chrono::milliseconds(kGraceMs));
