@@ -274,14 +274,22 @@ class Rewriter(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def ir_through_proxy(device, secret_item, cert_conf, ok=True):
+    """openssl cmp's ir for `device` with its secret, through a Rewriter whose certConfs
+    `cert_conf` makes; what the client printed."""
+    Rewriter.cert_conf = cert_conf
+    proxy = http.server.HTTPServer(("127.0.0.1", 0), Rewriter)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        return openssl_cmp("openssl", "cmp", "-cmd", "ir", "-server", f"127.0.0.1:{proxy.server_address[1]}", "-path",
+                           ".well-known/cmp/p/default", "-msg_timeout", "20", *with_secret(secret_item), "-newkey",
+                           new_key(device), "-subject", f"/CN={device}", "-certout", path(f"{device}.pem"), ok=ok)
+    finally:
+        proxy.shutdown()
+
+
 s_r2 = secret_for("plc-r2")
-Rewriter.cert_conf = lambda message: empty_cert_conf(message, s_r2["secret"].encode())
-proxy = http.server.HTTPServer(("127.0.0.1", 0), Rewriter)
-threading.Thread(target=proxy.serve_forever, daemon=True).start()
-out = openssl_cmp("openssl", "cmp", "-cmd", "ir", "-server", f"127.0.0.1:{proxy.server_address[1]}", "-path",
-                  ".well-known/cmp/p/default", "-msg_timeout", "20", *with_secret(s_r2), "-newkey", new_key("plc-r2"),
-                  "-subject", "/CN=plc-r2", "-certout", path("plc-r2.pem"))
-proxy.shutdown()
+out = ir_through_proxy("plc-r2", s_r2, lambda message: empty_cert_conf(message, s_r2["secret"].encode()))
 check("sending CERTCONF" in out and "received PKICONF" in out, f"an empty certConf is confirmed: {out[-500:]}")
 certs = certificates_of("plc-r2")
 check([c["status"] for c in certs] == ["revoked"], f"a certConf confirming nothing revokes: {certs[:1]}")
@@ -298,28 +306,14 @@ def forged_first(message):
     return message
 
 
-s_r3 = secret_for("plc-r3")
-Rewriter.cert_conf = forged_first
-proxy = http.server.HTTPServer(("127.0.0.1", 0), Rewriter)
-threading.Thread(target=proxy.serve_forever, daemon=True).start()
-out = openssl_cmp("openssl", "cmp", "-cmd", "ir", "-server", f"127.0.0.1:{proxy.server_address[1]}", "-path",
-                  ".well-known/cmp/p/default", "-msg_timeout", "20", *with_secret(s_r3), "-newkey", new_key("plc-r3"),
-                  "-subject", "/CN=plc-r3", "-certout", path("plc-r3.pem"))
-proxy.shutdown()
+out = ir_through_proxy("plc-r3", secret_for("plc-r3"), forged_first)
 check(forged_answers == [0xb7], f"the forged certConf: a CMP error ({forged_answers})")
 check("received PKICONF" in out and [c["status"] for c in certificates_of("plc-r3")] == ["active"],
       f"the client's own certConf, after it, is confirmed: {out[-300:]}")
 
 # ---- a certConf that never arrives: once enroll.cmp_confirm_seconds (10 here) have passed,
 # the certificate is revoked (RFC 9483 4.1.1), by whichever node sweeps ----
-s_r4 = secret_for("plc-r4")
-Rewriter.cert_conf = lambda message: None
-proxy = http.server.HTTPServer(("127.0.0.1", 0), Rewriter)
-threading.Thread(target=proxy.serve_forever, daemon=True).start()
-out = openssl_cmp("openssl", "cmp", "-cmd", "ir", "-server", f"127.0.0.1:{proxy.server_address[1]}", "-path",
-                  ".well-known/cmp/p/default", "-msg_timeout", "20", *with_secret(s_r4), "-newkey", new_key("plc-r4"),
-                  "-subject", "/CN=plc-r4", "-certout", path("plc-r4.pem"), ok=False)
-proxy.shutdown()
+out = ir_through_proxy("plc-r4", secret_for("plc-r4"), lambda message: None, ok=False)
 check("sending CERTCONF" in out, f"the client sent its certConf, which was lost: {out[-300:]}")
 unconfirmed = wait_for("the unconfirmed certificate to be revoked",
                        lambda: (lambda certs: certs if certs and certs[0]["status"] == "revoked" else None)(
