@@ -271,10 +271,14 @@ Result<void> EnrollService::LockDevice(store::Tx& tx, std::string_view device_id
 }
 
 Result<void> EnrollService::CheckAgain(store::Tx& tx, const Authorized& who, int64_t now) {
-  if (who.new_device) {
+  // One enrollment of the device at a time, on any node, where no device row (locked below)
+  // stands for it or its certificate is checked again: a new device, a factory certificate's
+  // thing (two at once would both become its active certificate), a re-enrollment (the second
+  // waits for the first to commit, then finds the certificate replaced).
+  if (who.new_device || who.way == AuthWay::kFactory || who.presented_serial) {
     CF_RETURN_IF_ERROR(LockDevice(tx, who.device_id));
-    CF_RETURN_IF_ERROR(NewThing(tx, who.device_id, "this credential"));
   }
+  if (who.new_device) CF_RETURN_IF_ERROR(NewThing(tx, who.device_id, "this credential"));
   // The device may have been disabled or re-keyed meanwhile; held until the commit.
   const bool key_registered = who.way == AuthWay::kRegisteredKey && !who.approved_request;
   // A manufacturer CA vouches for new devices only: not one registered since (an approval's wait).
@@ -290,12 +294,7 @@ Result<void> EnrollService::CheckAgain(store::Tx& tx, const Authorized& who, int
         return Ok();
       }));
   CF_RETURN_IF_ERROR(store::MarkDeviceProvisioned(tx, who.device_id, now));  // a device registered before
-  if (who.presented_serial) {
-    // Two re-enrollments with one certificate at once (on two nodes): the second waits for the
-    // first to commit, then finds the certificate replaced.
-    CF_RETURN_IF_ERROR(LockDevice(tx, who.device_id));
-    CF_RETURN_IF_ERROR(CurrentCertificate(tx, *who.presented_serial));
-  }
+  if (who.presented_serial) CF_RETURN_IF_ERROR(CurrentCertificate(tx, *who.presented_serial));
   if (who.secret_id) {
     CF_ASSIGN_OR_RETURN(bool used, store::UseEnrollSecret(tx, *who.secret_id, who.device_id, now));
     if (!used) return Unauthenticated(std::string(detail::kSecretRefused));
