@@ -22,6 +22,8 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "core/crypto.h"
 #include "core/log.h"
@@ -247,6 +249,9 @@ struct Server::Impl {
   Result<void> Listen();
   void FitConnectionLimit();
   void Accept(Listener& listener);
+  // Whether the socket's client may open another connection (server.max_connections_per_client);
+  // `client` is set to its address when counted. Closes the socket when not.
+  bool Admit(tcp::socket& socket, std::string& client);
   template <class S>
   void Start(const std::shared_ptr<S>& session);  // counted in `sessions` until it ends
   void AwaitSignal();
@@ -265,6 +270,10 @@ struct Server::Impl {
   std::mutex mu;
   std::map<SessionBase*, std::weak_ptr<SessionBase>> sessions;
   size_t max_connections = 0;  // options.max_connections, fitted under the open-file limit
+  // Open connections by client address (with server.max_connections_per_client), and the
+  // addresses refused since they last had fewer (logged once).
+  std::unordered_map<std::string, size_t> per_client;
+  std::unordered_set<std::string> refused_clients;
   asio::io_context ioc;
   ssl::context ctx;
   Listener https;
@@ -282,6 +291,8 @@ class Server::Impl::SessionBase {
   virtual ~SessionBase() = default;
   // Closes the connection if it is waiting for a new request (shutdown).
   virtual void CloseIfIdle() = 0;
+  // The client's address, counted against server.max_connections_per_client; "" when not.
+  std::string client;
 };
 
 // One connection: owns its stream (TLS, or plain TCP on server.http_listen) and lives as
@@ -292,7 +303,9 @@ class Server::Impl::Session : public SessionBase, public std::enable_shared_from
   using std::enable_shared_from_this<Session<kTls>>::shared_from_this;
 
  public:
-  Session(Impl& server, tcp::socket socket) : server_(server), stream_(MakeStream(server, std::move(socket))) {
+  Session(Impl& server, tcp::socket socket, std::string client)
+      : server_(server), stream_(MakeStream(server, std::move(socket))) {
+    this->client = std::move(client);
     beast::error_code ec;
     auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
     if (!ec) remote_ = fmt::format("{}:{}", ep.address().to_string(), ep.port());
@@ -689,13 +702,37 @@ void Server::Impl::Accept(Listener& listener) {
         });
         return;
       }
-    } else if (listener.tls) {
-      Start(std::make_shared<Session<true>>(*this, std::move(socket)));
-    } else {
-      Start(std::make_shared<Session<false>>(*this, std::move(socket)));
+    } else if (std::string client; Admit(socket, client)) {
+      if (listener.tls) {
+        Start(std::make_shared<Session<true>>(*this, std::move(socket), std::move(client)));
+      } else {
+        Start(std::make_shared<Session<false>>(*this, std::move(socket), std::move(client)));
+      }
     }
     Accept(listener);
   });
+}
+
+bool Server::Impl::Admit(tcp::socket& socket, std::string& client) {
+  const size_t limit = options.max_connections_per_client;
+  if (limit == 0) return true;
+  beast::error_code ec;
+  const tcp::endpoint peer = socket.remote_endpoint(ec);
+  if (ec) return false;  // gone already
+  std::string address = peer.address().to_string();
+  std::lock_guard lock(mu);
+  size_t& open = per_client[address];
+  if (open >= limit) {
+    if (refused_clients.insert(address).second) {
+      log::Warn("server.max_connections_per_client reached: the client's new connections are closed",
+                {{"client", address}, {"max_connections_per_client", limit}});
+    }
+    socket.close(ec);
+    return false;
+  }
+  ++open;
+  client = std::move(address);
+  return true;
 }
 
 template <class S>
@@ -711,6 +748,10 @@ void Server::Impl::SessionEnded(SessionBase* s) {
   if (destroying) return;
   std::lock_guard lock(mu);
   sessions.erase(s);
+  if (!s->client.empty()) {
+    if (auto it = per_client.find(s->client); it != per_client.end() && --it->second == 0) per_client.erase(it);
+    refused_clients.erase(s->client);
+  }
   for (Listener* listener : {&https, http.get()}) {
     if (listener && listener->paused && !shutting_down && sessions.size() < max_connections) {
       listener->paused = false;
@@ -788,6 +829,7 @@ ServerOptions ServerOptionsFrom(const Config& config) {
   o.shutdown_grace = std::chrono::seconds(config.GetInt("server.shutdown_grace"));
   o.shutdown_drain = std::chrono::seconds(config.GetInt("server.shutdown_drain"));
   o.max_connections = static_cast<size_t>(config.GetInt("server.max_connections"));
+  o.max_connections_per_client = static_cast<size_t>(config.GetInt("server.max_connections_per_client"));
   return o;
 }
 

@@ -29,6 +29,9 @@ struct ServerOptions {
   // Open connections at once; more wait in the kernel's queue. Lowered to fit the open-file
   // limit (whose soft value Listen raises to the hard one).
   size_t max_connections = 10000;
+  // Open connections at once from one client address; more are closed as they come. 0: no
+  // limit (behind a load balancer every connection comes from its address).
+  size_t max_connections_per_client = 0;
   size_t body_limit = 1 << 20;  // 1 MiB for routes that set none: every JSON body fits; uploads set their own
   // For the request line and headers: 10 s, so that a slow-loris client holds a connection briefly.
   std::chrono::seconds header_timeout{10};

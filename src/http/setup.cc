@@ -27,6 +27,10 @@ constexpr ConfigKey kKeys[] = {
      "Connections open at once; more wait in the kernel's queue until one closes. Lowered to fit the open-file "
      "limit, whose soft value is raised to the hard one.",
      1, 10000000},
+    {"server.max_connections_per_client", ConfigType::kInt, "0",
+     "Connections open at once from one client address; more are closed as they come (logged once while at "
+     "the limit). 0: no limit, as behind a load balancer, from whose address every connection comes.",
+     0, 10000000},
     {"server.body_limit", ConfigType::kInt, "1048576", "Largest request body in bytes; larger ones get 413.", 1024,
      1024 * kMiB},
     {"server.header_timeout", ConfigType::kInt, "10",

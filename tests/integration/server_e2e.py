@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import sqlite3
 import stat
 import subprocess
@@ -196,6 +197,35 @@ cf.log.close()
 lines = [json.loads(l) for l in open(log_path) if l.startswith("{")]
 check(lines and all("ts" in l and "level" in l and "msg" in l for l in lines), "logs are JSON lines")
 check(token.split("_", 2)[2] not in open(log_path).read(), "no token secret in the log")
+
+# server.max_connections_per_client: an address's connections past the limit are closed as they
+# come (logged once), and taken again once one of its own has closed.
+cf.env["CERTFLEET_SERVER_MAX_CONNECTIONS_PER_CLIENT"] = "2"
+cf.start()
+
+
+def healthz_on_a_new_connection():
+    """Whether a new connection is served (False: closed at once)."""
+    try:
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", cf.port), timeout=10),
+                             server_hostname="127.0.0.1") as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            return s.recv(4096).startswith(b"HTTP/1.1 200")
+    except (OSError, ssl.SSLError):
+        return False
+
+
+held = [ctx.wrap_socket(socket.create_connection(("127.0.0.1", cf.port), timeout=10), server_hostname="127.0.0.1")
+        for _ in range(2)]
+check(not healthz_on_a_new_connection(), "a third connection from one address over the limit of 2 is closed")
+check(not healthz_on_a_new_connection(), "and a fourth")
+held.pop().close()
+wait_for("a new connection to be served once one of the address's own closed", healthz_on_a_new_connection)
+for s in held:
+    s.close()
+cf.stop()
+check(open(cf.log_path).read().count("server.max_connections_per_client reached") == 1, "logged once")
+del cf.env["CERTFLEET_SERVER_MAX_CONNECTIONS_PER_CLIENT"]
 
 # server.max_connections: at the limit a new connection waits in the kernel's queue, and is
 # taken in when another closes.
