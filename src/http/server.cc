@@ -252,8 +252,10 @@ struct Server::Impl {
   // Whether the socket's client may open another connection (server.max_connections_per_client);
   // `client` is set to its address when counted. Closes the socket when not.
   bool Admit(tcp::socket& socket, std::string& client);
+  // Counted in `sessions` until it ends, and against its client's connections (Admit) if
+  // `client` is given.
   template <class S>
-  void Start(const std::shared_ptr<S>& session);  // counted in `sessions` until it ends
+  void Start(const std::shared_ptr<S>& session, const std::string& client);
   void AwaitSignal();
   void Stop();
   void BeginShutdown();
@@ -303,9 +305,7 @@ class Server::Impl::Session : public SessionBase, public std::enable_shared_from
   using std::enable_shared_from_this<Session<kTls>>::shared_from_this;
 
  public:
-  Session(Impl& server, tcp::socket socket, std::string client)
-      : server_(server), stream_(MakeStream(server, std::move(socket))) {
-    this->client = std::move(client);
+  Session(Impl& server, tcp::socket socket) : server_(server), stream_(MakeStream(server, std::move(socket))) {
     beast::error_code ec;
     auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
     if (!ec) remote_ = fmt::format("{}:{}", ep.address().to_string(), ep.port());
@@ -704,9 +704,9 @@ void Server::Impl::Accept(Listener& listener) {
       }
     } else if (std::string client; Admit(socket, client)) {
       if (listener.tls) {
-        Start(std::make_shared<Session<true>>(*this, std::move(socket), std::move(client)));
+        Start(std::make_shared<Session<true>>(*this, std::move(socket)), client);
       } else {
-        Start(std::make_shared<Session<false>>(*this, std::move(socket), std::move(client)));
+        Start(std::make_shared<Session<false>>(*this, std::move(socket)), client);
       }
     }
     Accept(listener);
@@ -736,7 +736,8 @@ bool Server::Impl::Admit(tcp::socket& socket, std::string& client) {
 }
 
 template <class S>
-void Server::Impl::Start(const std::shared_ptr<S>& session) {
+void Server::Impl::Start(const std::shared_ptr<S>& session, const std::string& client) {
+  session->client = client;
   {
     std::lock_guard lock(mu);
     sessions[session.get()] = session;
