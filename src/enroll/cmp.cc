@@ -106,6 +106,9 @@ Result<std::string> CertHash(X509* cert) {
                      static_cast<size_t>(ASN1_STRING_length(hash.get())));
 }
 
+// The transaction's ID as the store keeps it.
+std::string IdHex(const CmpServer::Transaction& t) { return HexEncode(t.first.transaction_id); }
+
 // The transaction's ID, recorded once its first message's protection verified: a replayed
 // ID is refused on any node (RFC 9483 3.6.4 transactionIdInUse).
 bool Fresh(CmpServer::Transaction& t) {
@@ -132,9 +135,8 @@ bool Fresh(CmpServer::Transaction& t) {
     return false;
   }
   const int64_t forget = now - std::chrono::duration_cast<std::chrono::milliseconds>(kReplayWindow).count();
-  Result<bool> fresh = store::Write(server.store(), [&](store::Tx& tx) {
-    return store::BeginCmpTransaction(tx, HexEncode(t.first.transaction_id), now, forget);
-  });
+  Result<bool> fresh = store::Write(
+      server.store(), [&](store::Tx& tx) { return store::BeginCmpTransaction(tx, IdHex(t), now, forget); });
   if (!fresh.ok()) {
     Refuse(fresh.error());
     return false;
@@ -241,10 +243,9 @@ OSSL_CMP_PKISI* OnCertRequest(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* /*req*/
   // Until its certConf comes, the certificate waits in the store: unconfirmed by then, any
   // node's sweep revokes it (RFC 9483 4.1.1). Implicitly confirmed, it is final now.
   if (!t.handed_back && !t.first.implicit_confirm) {
-    const int64_t confirm_by =
-        t.server->clock().NowMillis() + std::chrono::duration_cast<std::chrono::milliseconds>(t.server->ttl()).count();
+    const int64_t confirm_by = t.server->clock().NowMillis() + t.server->ttl_ms();
     Result<void> waits = store::Write(t.server->store(), [&](store::Tx& tx) {
-      return store::AwaitCmpConfirmation(tx, HexEncode(t.first.transaction_id), t.issued_serial, confirm_by);
+      return store::AwaitCmpConfirmation(tx, IdHex(t), t.issued_serial, confirm_by);
     });
     if (!waits.ok()) {
       RevokeRejected(t);
@@ -581,7 +582,7 @@ Result<std::string> CmpServer::Handle(std::string_view label_view, std::string_v
   }
   auto it = transactions_.find(id);
   if (keep) {
-    t->expires_at = now + std::chrono::duration_cast<std::chrono::milliseconds>(ttl_).count();
+    t->expires_at = now + ttl_ms();
     if (it == transactions_.end() && transactions_.size() < kMaxTransactions) transactions_.emplace(id, t);
   } else if (it != transactions_.end() && it->second == t) {
     transactions_.erase(it);

@@ -63,8 +63,8 @@ class CmpServer {
   bool HasRoom();
   store::Store& store() { return store_; }
   const Clock& clock() const { return clock_; }
-  // How long a transaction waits for its next message, and a certificate for its certConf.
-  std::chrono::seconds ttl() const { return ttl_; }
+  // How long a transaction waits for its next message, and a certificate for its certConf (ms).
+  int64_t ttl_ms() const { return std::chrono::duration_cast<std::chrono::milliseconds>(ttl_).count(); }
 
   // A transaction's state; public for OpenSSL's callbacks only.
   struct Transaction;
