@@ -511,6 +511,8 @@ Result<std::string> CmpServer::Handle(std::string_view label_view, std::string_v
   const std::string label(label_view);
   CF_RETURN_IF_ERROR(enroll_.Serves(label));
   const bool continues = request.body == cmp::kCertConf || request.body == cmp::kPollReq;
+  // A MAC that costs too much is not computed: OpenSSL refuses it for want of a secret.
+  const bool verifiable = !request.mac_protected || request.pbm_iterations <= cmp::kMaxPbmIterations;
 
   std::shared_ptr<Transaction> t;
   if (continues) {
@@ -525,14 +527,15 @@ Result<std::string> CmpServer::Handle(std::string_view label_view, std::string_v
     // nobody here knows, and the transaction waits on for the genuine one.
     std::lock_guard transaction_lock(found->mu);
     ERR_clear_error();
-    const bool genuine = OSSL_CMP_validate_msg(OSSL_CMP_SRV_CTX_get0_cmp_ctx(found->srv.get()), req.get()) == 1;
+    const bool genuine =
+        verifiable && OSSL_CMP_validate_msg(OSSL_CMP_SRV_CTX_get0_cmp_ctx(found->srv.get()), req.get()) == 1;
     ERR_clear_error();
     if (!genuine) t = nullptr;
   }
   if (!t) {
     // A new transaction (or a continuation nobody here knows, which OpenSSL refuses).
     std::string secret;
-    if (request.mac_protected && request.sender_kid) {
+    if (request.mac_protected && request.sender_kid && verifiable) {
       CF_ASSIGN_OR_RETURN(auto known, enroll_.MacSecret(label, *request.sender_kid));
       if (known) secret = std::move(*known);  // else the MAC cannot verify and OpenSSL refuses
     }
@@ -551,6 +554,8 @@ Result<std::string> CmpServer::Handle(std::string_view label_view, std::string_v
   std::lock_guard transaction_lock(t->mu);
   t->current = std::move(request);
   ERR_clear_error();
+  // OpenSSL's error answer names the earliest error queued: why, rather than "missing secret".
+  if (!verifiable) Refuse(t->current.refusal.value_or("the MAC costs too much to verify"));
   MsgPtr rsp(OSSL_CMP_SRV_process_request(t->srv.get(), req.get()));
   ERR_clear_error();
   if (!rsp) return MakeError(ErrorCode::kInternal, "OpenSSL's CMP server made no answer");

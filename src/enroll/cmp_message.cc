@@ -30,6 +30,27 @@ int AlgorithmNid(const DerElement& algorithm) {
   return nid;
 }
 
+// The iterationCount of a PasswordBasedMac AlgorithmIdentifier's PBMParameter (RFC 4211 4.4:
+// salt, owf, iterationCount, mac); INT64_MAX for one too long to hold.
+Result<int64_t> PbmIterations(const DerElement& algorithm) {
+  DerReader reader(algorithm.contents);
+  CF_RETURN_IF_ERROR(reader.Next(pki::kDerOid, "algorithm"));
+  CF_ASSIGN_OR_RETURN(DerElement params, reader.Next(pki::kDerSequence, "PBMParameter"));
+  DerReader fields(params.contents);
+  CF_RETURN_IF_ERROR(fields.Next(pki::kDerOctetString, "salt"));
+  CF_RETURN_IF_ERROR(fields.Next(pki::kDerSequence, "owf"));
+  CF_ASSIGN_OR_RETURN(DerElement count, fields.Next(pki::kDerInteger, "iterationCount"));
+  std::string_view magnitude = count.contents;
+  while (magnitude.size() > 1 && magnitude.front() == '\0') magnitude.remove_prefix(1);
+  if (magnitude.empty() || (static_cast<uint8_t>(magnitude.front()) & 0x80) != 0) {
+    return Invalid("the PasswordBasedMac's iterationCount is not a positive INTEGER");
+  }
+  if (magnitude.size() > sizeof(int64_t) - 1) return INT64_MAX;
+  int64_t value = 0;
+  for (const char byte : magnitude) value = (value << 8) | static_cast<uint8_t>(byte);
+  return value;
+}
+
 Result<void> ReadHeader(std::string_view header, Request& out) {
   DerReader fields(header);
   CF_RETURN_IF_ERROR(fields.Next(pki::kDerInteger, "pvno"));
@@ -50,6 +71,15 @@ Result<void> ReadHeader(std::string_view header, Request& out) {
       CF_ASSIGN_OR_RETURN(DerElement alg, inner.Next(pki::kDerSequence, "protectionAlg"));
       const int nid = AlgorithmNid(alg);
       out.mac_protected = nid == NID_id_PasswordBasedMAC || nid == NID_pbmac1;
+      if (nid == NID_id_PasswordBasedMAC) {
+        CF_ASSIGN_OR_RETURN(out.pbm_iterations, PbmIterations(alg));
+        if (out.pbm_iterations > kMaxPbmIterations && !out.refusal) {
+          out.refusal = fmt::format(
+              "the PasswordBasedMac's iterationCount is above {}: the secrets certfleet hands out are random "
+              "keys, which more iterations do not strengthen",
+              kMaxPbmIterations);
+        }
+      }
     } else if (field.tag == kContext(2)) {
       CF_ASSIGN_OR_RETURN(DerElement kid, inner.Next(pki::kDerOctetString, "senderKID"));
       if (kid.contents.size() > kMaxIdBytes) {

@@ -43,6 +43,7 @@ struct Request {
   std::optional<int64_t> message_time;    // ms since the epoch; absent when the header has none
   std::optional<std::string> sender_kid;  // raw bytes
   bool mac_protected = false;             // PasswordBasedMac or PBMAC1
+  int64_t pbm_iterations = 0;             // PasswordBasedMac: its iterationCount
   bool implicit_confirm = false;          // generalInfo asks for implicitConfirm (no certConf follows)
   std::vector<std::string> extra_certs;   // DER, the protection certificate first (RFC 9483 3.3)
   std::optional<Template> cert_template;  // ir, cr, kur: the first request's
@@ -52,9 +53,14 @@ struct Request {
   bool cert_accepted = true;              // certConf: its status, accepted when absent
   size_t cert_statuses = 0;               // certConf: how many CertStatus it holds (none rejects all)
   // Why the message is refused though it reads: an ID longer than kMaxIdBytes (then left
-  // empty); answered with a CMP error message.
+  // empty), a PasswordBasedMac of more than kMaxPbmIterations; answered with a CMP error message.
   std::optional<std::string> refusal;
 };
+
+// Most PasswordBasedMac iterations verified: the sender chooses them, and OpenSSL runs up to
+// 100,000 before it compares the MAC. Clients use 500 (OpenSSL) to 1,024 (EJBCA); a message
+// asking more is refused unverified.
+inline constexpr int64_t kMaxPbmIterations = 10000;
 
 // Longest transactionID and senderKID taken: RFC 9483 3.1 asks 128 random bits and a key
 // identifier; a longer one is refused rather than stored.

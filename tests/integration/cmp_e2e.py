@@ -240,6 +240,17 @@ def with_message_time(message, protect, time):
     return with_header_field(message, protect, 0xa0, der(0xa0, der(0x18, time.encode())) if time else None)
 
 
+def with_pbm_iterations(message, secret, count):
+    """`message` with its PasswordBasedMac's iterationCount `count`, MAC-protected again."""
+    (_, _, fields), *_ = items(items(message)[0][2])
+    alg = next(c for t, _, c in items(fields) if t == 0xa1)
+    oid, (_, _, params) = items(items(alg)[0][2])
+    salt, owf, _, mac = items(params)
+    pbm = der(0x30, salt[1] + owf[1] + der(0x02, count.to_bytes((count.bit_length() + 8) // 8, "big")) + mac[1])
+    return with_header_field(message, lambda h, b, r: protected_again(h, b, r, secret), 0xa1,
+                             der(0xa1, der(0x30, oid[1] + pbm)))
+
+
 def post_cmp(message):
     """The body type of certfleet's answer to `message` (a PKIMessage's [n] tag), and the answer."""
     request = urllib.request.Request(f"https://127.0.0.1:{cf.port}/.well-known/cmp/p/default", data=message,
@@ -405,8 +416,14 @@ mac_again = lambda h, b, r: protected_again(h, b, r, s6["secret"].encode())  # n
 body_type, answer = post_cmp(with_header_field(made, mac_again, 0xa4, der(0xa4, der(0x04, b"t" * 65))))
 check(body_type == 0xb7 and b"transactionID is longer than 64 bytes" in answer,
       f"a transactionID over 64 bytes: a CMP error message, not an HTTP error: {answer[-200:]}")
-body_type, answer = post_cmp(with_message_time(made, mac_again, None))
-check(body_type == 0xa1, f"a MAC-protected ir without a messageTime: a certificate (ip): {answer[-200:]}")
+# The sender chooses the MAC's iterations, and each costs a hash before the MAC is compared: more
+# than 10,000 are refused unverified (OpenSSL would run up to 100,000).
+body_type, answer = post_cmp(with_pbm_iterations(made, s6["secret"].encode(), 10001))
+check(body_type == 0xb7 and b"iterationCount is above 10000" in answer,
+      f"a MAC of 10,001 iterations: a CMP error message: {answer[-200:]}")
+body_type, answer = post_cmp(with_message_time(with_pbm_iterations(made, s6["secret"].encode(), 10000), mac_again, None))
+check(body_type == 0xa1,
+      f"a MAC-protected ir of 10,000 iterations without a messageTime: a certificate (ip): {answer[-200:]}")
 
 # ---- rr of the device's own certificate ----
 out = openssl_cmp(*cmp_args("rr"), *signed_by(path("plc-1b.pem"), key1b), "-oldcert", path("plc-1b.pem"),
