@@ -115,16 +115,28 @@ Result<void> CheckReferences(store::Tx& tx, const Body& body) {
   return Ok();
 }
 
-// A template's batch links (and default slot) as it says.
+// A template's batch links (and default slot) as it says. A batch is one template's (a unique
+// index): another template claiming it at the same moment, which CheckReferences could not see
+// yet, makes this write fail. Linked in name order, so that two such writes do not deadlock.
 Result<void> LinkBatches(store::Tx& tx, const ProvisioningTemplate& t, int64_t now) {
   CF_ASSIGN_OR_RETURN(auto old, store::LinksTo(tx, kBatchTemplate, t.name));
   for (const auto& l : old) CF_RETURN_IF_ERROR(store::DeleteLink(tx, kBatchTemplate, l.from_name, t.name));
   std::vector<std::string> batches = t.batches;
   if (t.is_default) batches.emplace_back(kDefaultBatch);
-  for (const auto& b : batches) {
-    CF_RETURN_IF_ERROR(store::PutLink(tx, {std::string(kBatchTemplate), b, t.name, "", std::nullopt, now}));
+  std::sort(batches.begin(), batches.end());
+  std::vector<store::RegistryLink> links;
+  for (const auto& b : batches) links.push_back({std::string(kBatchTemplate), b, t.name, "", std::nullopt, now});
+  CF_RETURN_IF_ERROR(store::PutLinks(tx, links));
+  // The inserts' errors show here, not at the commit, where they would read as the store's.
+  Result<void> linked = tx.Flush();
+  if (!linked.ok() && linked.error().code == ErrorCode::kAlreadyExists) {
+    std::vector<std::string> names;
+    for (const auto& b : batches) names.push_back(b == kDefaultBatch ? "the default slot" : "batch " + b);
+    const std::string which = names.size() == 1 ? names.front() : fmt::format("one of {}", fmt::join(names, ", "));
+    return MakeError(ErrorCode::kAlreadyExists,
+                     fmt::format("{} was given to another provisioning template meanwhile; try again", which));
   }
-  return Ok();
+  return linked;
 }
 
 Result<ThingDetail> DetailOf(store::Tx& tx, const std::string& thing) {

@@ -646,6 +646,16 @@ ALTER TABLE cmp_transactions ADD COLUMN confirm_by BIGINT;
 CREATE INDEX cmp_transactions_awaiting ON cmp_transactions (confirm_by) WHERE awaiting_serial IS NOT NULL;
 CREATE INDEX cmp_transactions_awaiting_serial ON cmp_transactions (awaiting_serial) WHERE awaiting_serial IS NOT NULL;
 )sql"},
+    {29, "a batch belongs to one provisioning template", R"sql(
+-- Two templates claiming one batch at once on two nodes (or connections) of PostgreSQL each
+-- found it free. Where that happened, the batch stays with the template provisioning used (the
+-- first by name); the other's body still names it, and its next update is refused until the
+-- batch is taken out of it.
+DELETE FROM registry_links WHERE kind = 'batch-template' AND EXISTS (
+  SELECT 1 FROM registry_links o
+  WHERE o.kind = 'batch-template' AND o.from_name = registry_links.from_name AND o.to_name < registry_links.to_name);
+CREATE UNIQUE INDEX registry_links_one_template ON registry_links (from_name) WHERE kind = 'batch-template';
+)sql"},
 };
 
 std::string Expand(std::string_view sql, Dialect dialect) {

@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <boost/json.hpp>
+#include <latch>
+#include <thread>
 
 #include "issuance/issuer.h"
 #include "pki/file/file_key_backend.h"
@@ -345,6 +348,57 @@ TEST_P(RegistryTest, TheSummaryCountsObjectsAndAttachedCertificates) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, RegistryTest, testing::kBothDialects, testing::DialectName);
+
+// Two writers at once on one PostgreSQL, as on two nodes (SQLite has one writer: one of the two
+// waits for the other whole, and then sees its claim).
+using RegistryRaceTest = RegistryTest;
+
+TEST_P(RegistryRaceTest, TwoTemplatesClaimingOneBatchAtOnceLeaveItToOne) {
+  IssueDevice();  // makes the CA
+  Made(Kind::kTemplate, {{"name", "a"}, {"ca_fqdn", "example.com"}});
+  // Template a's claim of batch b-1 is written and not committed yet when b's is checked.
+  std::latch claimed(1);
+  std::latch go(1);
+  std::thread first([&] {
+    EXPECT_TRUE(store_
+                    ->Transact([&](store::Tx& tx) -> Result<void> {
+                      CF_RETURN_IF_ERROR(store::PutLink(
+                          tx, {std::string(store::kBatchTemplate), "b-1", "a", "", std::nullopt, clock_.NowMillis()}));
+                      CF_RETURN_IF_ERROR(tx.FlushAll(/*last_too=*/false));
+                      claimed.count_down();
+                      go.wait();
+                      return certfleet::Ok();
+                    })
+                    .ok());
+  });
+  claimed.wait();
+  std::atomic<bool> ended{false};
+  Result<json::object> second = Error{};
+  std::thread late([&] {
+    second = Create(Kind::kTemplate, {{"name", "b"}, {"ca_fqdn", "example.com"}, {"batches", {"b-1"}}});
+    ended = true;
+  });
+  bool waited = false;
+  for (int i = 0; i < 100'000 && !ended && !waited; ++i) {
+    auto rows = store_->Query(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
+    waited = rows.ok() && rows->at(0).Int(0) > 0;
+  }
+  EXPECT_TRUE(waited) << "the second claim waits for the first";
+  go.count_down();
+  first.join();
+  late.join();
+  std::string message;
+  EXPECT_EQ(Refused(second, &message), ErrorCode::kAlreadyExists);
+  EXPECT_NE(message.find("batch b-1 was given to another provisioning template meanwhile"), std::string::npos)
+      << message;
+  auto owners = store::Read(*store_, [](store::Tx& tx) { return store::LinksFrom(tx, store::kBatchTemplate, "b-1"); });
+  ASSERT_TRUE(owners.ok());
+  ASSERT_EQ(owners->size(), 1u);
+  EXPECT_EQ(owners->front().to_name, "a");
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, RegistryRaceTest, ::testing::Values(store::Dialect::kPostgres), testing::DialectName);
 
 }  // namespace
 }  // namespace certfleet::registry
