@@ -125,12 +125,14 @@ Result<void> LinkBatches(store::Tx& tx, const ProvisioningTemplate& t, int64_t n
   if (t.is_default) batches.emplace_back(kDefaultBatch);
   std::sort(batches.begin(), batches.end());
   std::vector<store::RegistryLink> links;
+  links.reserve(batches.size());
   for (const auto& b : batches) links.push_back({std::string(kBatchTemplate), b, t.name, "", std::nullopt, now});
   CF_RETURN_IF_ERROR(store::PutLinks(tx, links));
   // The inserts' errors show here, not at the commit, where they would read as the store's.
   Result<void> linked = tx.Flush();
   if (!linked.ok() && linked.error().code == ErrorCode::kAlreadyExists) {
     std::vector<std::string> names;
+    names.reserve(batches.size());
     for (const auto& b : batches) names.push_back(b == kDefaultBatch ? "the default slot" : "batch " + b);
     const std::string which = names.size() == 1 ? names.front() : fmt::format("one of {}", fmt::join(names, ", "));
     return MakeError(ErrorCode::kAlreadyExists,
