@@ -6,6 +6,7 @@
 
 #include "http/api.h"
 #include "http/json.h"
+#include "pki/certificate.h"
 #include "registry/codec.h"
 #include "registry/registry.h"
 
@@ -44,12 +45,18 @@ Result<Response> ListKind(const ApiContext& ctx, const RegistryKindRoute& k, con
 
 // PUT attaches, DELETE detaches: /v1/<from kind>/{from}/<to>/{to}.
 void AddLinkRoutes(Router& router, const ApiContext* c, registry::Link link, const std::string& pattern) {
-  router.Add("PUT", pattern, {Access::kOperator}, [c, link](Request& r) -> Result<Response> {
-    CF_RETURN_IF_ERROR(c->registry->Attach(link, r.params.at("from"), r.params.at("to"), r.principal.Actor()));
+  // A certificate's serial in any spelling (as W1's routes take it), as the inventory keeps it.
+  auto to = [link](const Request& r) -> std::string {
+    const std::string& given = r.params.at("to");
+    if (link == registry::Link::kGroupThing) return given;
+    return pki::CanonicalSerial(given).value_or(given);
+  };
+  router.Add("PUT", pattern, {Access::kOperator}, [c, link, to](Request& r) -> Result<Response> {
+    CF_RETURN_IF_ERROR(c->registry->Attach(link, r.params.at("from"), to(r), r.principal.Actor()));
     return JsonResponse(200, json::object{{"attached", true}});
   });
-  router.Add("DELETE", pattern, {Access::kOperator}, [c, link](Request& r) -> Result<Response> {
-    CF_RETURN_IF_ERROR(c->registry->Detach(link, r.params.at("from"), r.params.at("to"), r.principal.Actor()));
+  router.Add("DELETE", pattern, {Access::kOperator}, [c, link, to](Request& r) -> Result<Response> {
+    CF_RETURN_IF_ERROR(c->registry->Detach(link, r.params.at("from"), to(r), r.principal.Actor()));
     return Response{204, "application/json", "", {}};
   });
 }

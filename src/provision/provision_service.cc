@@ -185,8 +185,16 @@ Result<int> ProvisionService::RevokeDueSuperseded() {
       state = store::kAttachmentRetired;
       ++retired;
     } else {
-      CF_ASSIGN_OR_RETURN(issuance::Revoked r, issuer_.Revoke(link.to_name, "superseded", false, kActor));
-      revoked += r.newly_revoked;
+      CF_ASSIGN_OR_RETURN(auto cert,
+                          store::Read(store_, [&](store::Tx& tx) { return store::FindCertificate(tx, link.to_name); }));
+      if (cert && cert->type == CertType::kDevice) {
+        CF_ASSIGN_OR_RETURN(issuance::Revoked r, issuer_.Revoke(link.to_name, "superseded", false, kActor));
+        revoked += r.newly_revoked;
+      } else {
+        // Attached before attachments took device certificates only: ended, never revoked.
+        log::Warn("a superseded attachment is not a device certificate; left unrevoked",
+                  {{"thing", link.from_name}, {"serial", link.to_name}});
+      }
     }
     CF_RETURN_IF_ERROR(store::Write(store_, [&](store::Tx& tx) { return store::EndLinkDue(tx, link, state); }));
   }

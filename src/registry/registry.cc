@@ -347,6 +347,17 @@ Result<void> Registry::Attach(Link link, std::string_view from, std::string_view
       CF_RETURN_IF_ERROR(MustFind(tx, link == Link::kThingCertificate ? Kind::kThing : Kind::kPolicy, from));
       CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, to));
       if (!cert) return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial {}", to));
+      // A thing's certificates are ended with it (superseded, then revoked): a CA's or a
+      // server's must not be among them.
+      if (cert->type != CertType::kDevice) {
+        return MakeError(ErrorCode::kFailedPrecondition,
+                         fmt::format("certificate {} is a {} certificate; only device certificates are attached to "
+                                     "things and policies",
+                                     to, CertTypeName(cert->type)));
+      }
+      if (cert->status == store::CertStatus::kRevoked) {
+        return MakeError(ErrorCode::kFailedPrecondition, fmt::format("certificate {} is revoked", to));
+      }
     }
     const std::string state(link == Link::kThingCertificate ? kAttachmentActive : "");
     CF_RETURN_IF_ERROR(

@@ -73,7 +73,8 @@ def provision(headers=None, body=None, expect=200, query=""):
 
 # ---- the CA hierarchy and the registry ----
 api("POST", "/v1/certificates/root", {"fqdn": "example.com", "organization": "Acme", "country": "SE"}, expect=201)
-api("POST", "/v1/certificates/intermediate", {"fqdn": "iot.example.com", "organization": "Acme"}, expect=201)
+ca_serial = api("POST", "/v1/certificates/intermediate", {"fqdn": "iot.example.com", "organization": "Acme"},
+                expect=201)["serial"]
 api("POST", "/v1/thing-types", {"name": "sensor", "description": "temperature sensor"}, expect=201)
 api("POST", "/v1/thing-groups", {"name": "factory-7", "attributes": {"site": "Lund"}}, expect=201)
 policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["iot:Connect", "iot:Publish"],
@@ -194,6 +195,11 @@ out, _ = provision({"device-csr": escaped(csr_for(keys["dev-2"], "dev-2"))})
 certs = {c["serial"]: c for c in api("GET", "/v1/things/dev-2")["certificates"]}
 check(certs[first]["attachment"] == "superseded" and certs[first]["revoke_after"] and
       certs[out["serial"]]["attachment"] == "active", f"the old certificate is superseded: {certs}")
+# Attachments take a device certificate by its serial in any spelling, and no CA's or server's
+# (a thing's certificates are revoked once superseded).
+api("DELETE", f"/v1/policies/telemetry/certificates/00{out['serial'].upper()}", expect=204)
+api("PUT", f"/v1/policies/telemetry/certificates/{out['serial'].upper()}")
+api("PUT", f"/v1/things/dev-2/certificates/{ca_serial}", expect=409)
 
 # ---- delayed retrieval ----
 out, resp = provision({"device-csr": escaped(csr_for(keys["dev-3"], "dev-3")), "Prefer": "respond-async"}, expect=202)

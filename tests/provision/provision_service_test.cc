@@ -209,6 +209,28 @@ TEST_P(ProvisionTest, ANewCertificateSupersedesTheOldOneWhichIsRevokedAfterTheGr
   EXPECT_EQ(*service_->RevokeDueSuperseded(), 0) << "once";
 }
 
+// A CA's certificate attached to a thing (as the registry let an operator do before it took
+// device certificates only) is superseded with the thing's others, and never revoked for it.
+TEST_P(ProvisionTest, ASupersededAttachmentThatIsNoDeviceCertificateIsNotRevoked) {
+  pki::PkeyPtr key = Register("dev-1");
+  const std::string ca = issuer_->Get("iot.example.com")->serial;
+  ASSERT_TRUE(Provision(key.get(), {"dev-1"}).ok());
+  EXPECT_EQ(registry_->Attach(registry::Link::kThingCertificate, "dev-1", ca, "t").error().code,
+            ErrorCode::kFailedPrecondition);
+  ASSERT_TRUE(store::Write(*store_, [&](store::Tx& tx) {
+                return store::PutLink(tx, {std::string(store::kThingCertificate), "dev-1", ca,
+                                           std::string(store::kAttachmentActive), std::nullopt, clock_.NowMillis()});
+              }).ok());
+  clock_.Advance(std::chrono::minutes(1));
+  ASSERT_TRUE(Provision(key.get(), {"dev-1"}).ok());
+  clock_.Advance(std::chrono::milliseconds(kGraceMs));
+  auto ended = service_->RevokeDueSuperseded();
+  ASSERT_TRUE(ended.ok()) << ended.error().message;
+  EXPECT_EQ(*ended, 1) << "the device's first certificate only";
+  EXPECT_EQ(issuer_->Get(ca)->status, store::CertStatus::kActive);
+  EXPECT_EQ(*service_->RevokeDueSuperseded(), 0) << "its due ended";
+}
+
 // A thing's supplier certificate (W3) superseded by its first provisioning is not this CA's to
 // revoke: past the grace it is retired (brokers refuse it), and the revocation of the device's
 // own superseded certificates, due after it, goes on.

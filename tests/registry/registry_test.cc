@@ -140,6 +140,16 @@ TEST_P(RegistryTest, AttachmentsShowInTheThingAndBlockDeletes) {
   ASSERT_TRUE(registry_->Attach(Link::kGroupThing, "plant", "dev-1", "t").ok());
   EXPECT_EQ(registry_->Attach(Link::kThingCertificate, "dev-1", "00ff", "t").error().code, ErrorCode::kNotFound);
   EXPECT_EQ(registry_->Attach(Link::kGroupThing, "plant", "dev-404", "t").error().code, ErrorCode::kNotFound);
+  // Only a device's certificate, not revoked: a thing's are superseded and revoked with it.
+  const std::string root = issuer_->Get("example.com")->serial;
+  EXPECT_EQ(registry_->Attach(Link::kThingCertificate, "dev-1", root, "t").error().code,
+            ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(registry_->Attach(Link::kPolicyCertificate, "connect", root, "t").error().code,
+            ErrorCode::kFailedPrecondition);
+  const std::string revoked = IssueDevice();
+  ASSERT_TRUE(issuer_->Revoke(revoked, "keyCompromise", false, "t").ok());
+  EXPECT_NE(registry_->Attach(Link::kThingCertificate, "dev-1", revoked, "t").error().message.find("is revoked"),
+            std::string::npos);
 
   json::object thing = *testing::GetJson(*registry_, Kind::kThing, "dev-1");
   EXPECT_EQ(thing["thing_groups"], json::array({"plant"}));
