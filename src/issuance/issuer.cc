@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 #include <charconv>
 #include <future>
+#include <map>
 #include <set>
 
 #include "core/crypto.h"
@@ -528,7 +529,10 @@ Result<Revoked> Issuer::Revoke(std::string_view serial, std::string_view reason_
   if (!canonical) return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial {}", serial));
   const std::string& key = *canonical;
   const int64_t now = clock_.NowMillis();
+  // The CAs whose CRLs list a newly revoked certificate, with their CRL's number then.
+  std::map<std::string, int64_t> crls;
   auto result = store::Write(store_, [&](store::Tx& tx) -> Result<Revoked> {
+    crls.clear();
     CF_ASSIGN_OR_RETURN(auto cert, store::FindCertificate(tx, key));
     if (!cert) return MakeError(ErrorCode::kNotFound, fmt::format("no certificate with serial {}", serial));
     Revoked out;
@@ -552,14 +556,23 @@ Result<Revoked> Issuer::Revoke(std::string_view serial, std::string_view reason_
       out.record = *cert;
       return out;  // already revoked: nothing to do
     }
-    // Re-sign every CRL that lists a newly revoked certificate.
-    std::set<std::string> crls;
+    // Every CRL that lists a newly revoked certificate is re-signed after the commit, by a job
+    // if not at once: the revocation does not wait on the CA's key.
     for (const auto& t : touched) {
-      if (t.type != CertType::kRoot) crls.insert(t.parent_fqdn);
-    }
-    for (const auto& fqdn : crls) {
-      CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, fqdn));
-      if (ca && !ca->key_ref.empty()) CF_RETURN_IF_ERROR(ResignCrl(tx, fqdn, now));  // an external CA's is not ours
+      if (t.type == CertType::kRoot) continue;
+      if (crls.contains(t.parent_fqdn)) continue;
+      // Under the CRL's lock: a CRL numbered above this one is signed after the commit.
+      CF_RETURN_IF_ERROR(store::LockCaForCrl(tx, t.parent_fqdn));
+      CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, t.parent_fqdn));
+      if (!ca || ca->key_ref.empty()) continue;  // an external CA's is not ours
+      crls.emplace(t.parent_fqdn, ca->crl_number);
+      store::NewJob resign;
+      resign.kind = std::string(kCrlResignJob);
+      resign.payload = json::serialize(json::object{{"ca", t.parent_fqdn}, {"crl_number", ca->crl_number}});
+      resign.run_at = now;
+      resign.max_attempts = kPublishAttempts;
+      resign.dedupe_key = fmt::format("crl-resign:{}:{}", t.parent_fqdn, ca->crl_number);
+      CF_RETURN_IF_ERROR(store::EnqueueJob(tx, resign, now));
     }
     // Revocation events take their ids in the order their transactions commit: every node's
     // OCSP cache goes stale when the newest id moves (RevocationsSeen), and an id taken before
@@ -580,12 +593,29 @@ Result<Revoked> Issuer::Revoke(std::string_view serial, std::string_view reason_
     return out;
   });
   if (result.ok() && result->newly_revoked > 0) {
-    std::lock_guard lock(mu_);
-    ocsp_cache_.clear();
-    ocsp_order_.clear();
-    parents_.clear();
+    {
+      std::lock_guard lock(mu_);
+      ocsp_cache_.clear();
+      ocsp_order_.clear();
+      parents_.clear();
+    }
+    for (const auto& [fqdn, number] : crls) {
+      if (Result<void> done = ResignCrlAfter(fqdn, number); !done.ok()) {
+        log::Warn("a CRL could not be re-signed after a revocation; a job tries again",
+                  {{"ca", fqdn}, {"error", done.error().message}});
+      }
+    }
   }
   return result;
+}
+
+Result<void> Issuer::ResignCrlAfter(std::string_view ca_fqdn, int64_t crl_number) {
+  return store::Write(store_, [&](store::Tx& tx) -> Result<void> {
+    CF_RETURN_IF_ERROR(store::LockCaForCrl(tx, ca_fqdn));
+    CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, ca_fqdn));
+    if (!ca || ca->crl_number > crl_number) return Ok();  // signed since
+    return ResignCrl(tx, ca_fqdn, clock_.NowMillis());
+  });
 }
 
 Result<Issuer::CurrentCrl> Issuer::Crl(std::string_view ca_fqdn) {

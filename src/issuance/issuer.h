@@ -147,7 +147,9 @@ class Issuer {
   Result<store::CertificateRecord> Get(std::string_view id);
   Result<std::string> ChainOf(const store::CertificateRecord& record);
   // Idempotent: revoking a revoked certificate changes nothing. `cascade` on a CA revokes
-  // every active certificate below it too. CRLs of the affected CAs are re-signed.
+  // every active certificate below it too. CRLs of the affected CAs are re-signed once the
+  // revocation committed; one whose key cannot sign then (its token down, say) is re-signed by
+  // a job, and the revocation stands meanwhile.
   Result<Revoked> Revoke(std::string_view serial, std::string_view reason, bool cascade, std::string_view actor);
   // The CA's current CRL, re-signed first if it is due.
   struct CurrentCrl {
@@ -166,7 +168,12 @@ class Issuer {
 
   static constexpr std::string_view kCrlRefreshJob = "ca.crl_refresh";
   static constexpr std::string_view kCrlPublishJob = "ca.crl_publish";  // payload {"ca": fqdn}
+  // Payload {"ca": fqdn, "crl_number": n}: re-signs the CA's CRL unless one numbered above n
+  // (the CRL when a revocation committed) was signed since.
+  static constexpr std::string_view kCrlResignJob = "ca.crl_resign";
   static constexpr int kPublishAttempts = 20;
+  // Runs a kCrlResignJob.
+  Result<void> ResignCrlAfter(std::string_view ca_fqdn, int64_t crl_number);
 
  private:
   // An issuing CA as issuance needs it. Cached by fqdn: a CA's certificate and chain never

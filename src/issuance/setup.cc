@@ -62,6 +62,11 @@ Result<void> RegisterJobs(jobs::WorkerPool& pool, jobs::Scheduler& scheduler, Is
   };
   pool.Register(std::string(kRevokeSupersededJob), revoke_superseded);
   pool.Register("renewal.revoke", revoke_superseded);  // its name when W4 alone queued it
+  pool.Register(std::string(Issuer::kCrlResignJob), [&issuer](jobs::JobContext& job) -> Result<void> {
+    CF_ASSIGN_OR_RETURN(std::string fqdn, job.PayloadString("ca"));
+    CF_ASSIGN_OR_RETURN(int64_t number, job.PayloadInt("crl_number"));
+    return issuer.ResignCrlAfter(fqdn, number);
+  });
   pool.Register(std::string(Issuer::kCrlRefreshJob), [&issuer](jobs::JobContext&) -> Result<void> {
     CF_ASSIGN_OR_RETURN(int resigned, issuer.RefreshDueCrls());
     if (resigned > 0) log::Info("re-signed CRLs", {{"count", resigned}});

@@ -16,13 +16,23 @@ using pki::Der;
 
 constexpr uint8_t kCtx(int n) { return static_cast<uint8_t>(0xa0 + n); }
 
+// A PasswordBasedMac AlgorithmIdentifier of `iterations` (RFC 4211 4.4), the count's INTEGER
+// contents as given.
+std::string PasswordBasedMac(std::string_view iterations) {
+  const std::string params = Der(pki::kDerOctetString, "salt") + Der(pki::kDerSequence, pki::DerOid(NID_sha256)) +
+                             Der(pki::kDerInteger, iterations) +
+                             Der(pki::kDerSequence, pki::DerOid(NID_hmacWithSHA256));
+  return Der(pki::kDerSequence, pki::DerOid(NID_id_PasswordBasedMAC) + Der(pki::kDerSequence, params));
+}
+
 std::string Header(bool mac, bool implicit_confirm = false, std::string_view message_time = {},
-                   const std::string& transaction_id = "transaction") {
+                   const std::string& transaction_id = "transaction",
+                   std::string_view iterations = std::string_view("\x01\xf4", 2)) {
   std::string h = Der(pki::kDerInteger, "\x02");
   h += Der(kCtx(4), Der(pki::kDerSequence, ""));  // sender: directoryName, empty
   h += Der(kCtx(4), Der(pki::kDerSequence, ""));  // recipient
   if (!message_time.empty()) h += Der(kCtx(0), Der(pki::kDerGeneralizedTime, message_time));
-  h += Der(kCtx(1), Der(pki::kDerSequence, pki::DerOid(mac ? NID_id_PasswordBasedMAC : NID_ecdsa_with_SHA256)));
+  h += Der(kCtx(1), mac ? PasswordBasedMac(iterations) : Der(pki::kDerSequence, pki::DerOid(NID_ecdsa_with_SHA256)));
   h += Der(kCtx(2), Der(pki::kDerOctetString, "kid-1"));
   h += Der(kCtx(4), Der(pki::kDerOctetString, transaction_id));
   if (implicit_confirm) {  // generalInfo: another InfoTypeAndValue, then implicitConfirm with its NULL
@@ -131,6 +141,26 @@ TEST(CmpMessage, AnIdTooLongIsARefusalNotAnUnreadableMessage) {
   ASSERT_TRUE(longest.ok());
   EXPECT_FALSE(longest->refusal);
   EXPECT_EQ(longest->transaction_id.size(), kMaxIdBytes);
+}
+
+// A PasswordBasedMac's iterations are the sender's choice and each costs a hash before the MAC
+// is compared: more than kMaxPbmIterations is a refusal, read before anything is computed.
+TEST(CmpMessage, AMacOfTooManyIterationsIsARefusal) {
+  auto at = [](std::string_view count) {
+    return ReadRequest(Message(Header(true, false, {}, "transaction", count), kGenm, Der(pki::kDerSequence, "")));
+  };
+  auto limit = at(std::string_view("\x27\x10", 2));  // 10,000
+  ASSERT_TRUE(limit.ok()) << limit.error().message;
+  EXPECT_EQ(limit->pbm_iterations, kMaxPbmIterations);
+  EXPECT_FALSE(limit->refusal);
+  auto over = at(std::string_view("\x27\x11", 2));
+  ASSERT_TRUE(over.ok());
+  ASSERT_TRUE(over->refusal);
+  EXPECT_NE(over->refusal->find("iterationCount is above 10000"), std::string::npos) << *over->refusal;
+  auto huge = at(std::string("\x7f") + std::string(20, '\xff'));
+  ASSERT_TRUE(huge.ok());
+  EXPECT_TRUE(huge->refusal);
+  EXPECT_FALSE(at(std::string_view("\xff\x00", 2)).ok()) << "a negative count";
 }
 
 }  // namespace
