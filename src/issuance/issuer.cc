@@ -146,6 +146,13 @@ Result<std::shared_ptr<const Issuer::Parent>> Issuer::FindParent(const std::stri
         if (cert->status != store::CertStatus::kActive) {
           return MakeError(ErrorCode::kFailedPrecondition, fmt::format("the CA {} is revoked", parent_fqdn));
         }
+        // A CA revoked alone leaves the CAs below it active, but their chain is broken: nothing
+        // new is issued under them.
+        CF_ASSIGN_OR_RETURN(store::CertStatus chain, store::ChainStatus(tx, cert->serial));
+        if (chain != store::CertStatus::kActive) {
+          return MakeError(ErrorCode::kFailedPrecondition,
+                           fmt::format("a CA above {} is revoked: its chain is broken", parent_fqdn));
+        }
         parent->ca = std::move(*ca);
         parent->cert = std::move(*cert);
         return Ok();
@@ -290,8 +297,9 @@ Result<std::shared_ptr<Issuer::Built>> Issuer::Build(IssueRequest req, const std
   w->out.validity_clamped = profiled.validity_clamped;
   w->parent = parent;
   w->is_ca = is_ca;
-  // A device's certificate named by a fresh UUID or an id has its own rules of uniqueness.
-  w->one_active = !is_ca && req.type != pki::CertType::kDevice && req.overlap == Overlap::kRefused;
+  // A device's certificate named by a fresh UUID or an id has its own rules of uniqueness. A
+  // CA's name is unique among CAs (InsertCa), and may not be an active leaf's either.
+  w->one_active = (is_ca || req.type != pki::CertType::kDevice) && req.overlap == Overlap::kRefused;
   w->now = now;
   w->actor = std::string(actor);
   w->before_checks = std::move(req.before_checks);

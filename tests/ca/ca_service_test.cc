@@ -233,6 +233,21 @@ TEST_P(CaServiceTest, ARevocationStandsWhenItsCrlCannotBeSignedAndAJobSignsItLat
   EXPECT_EQ(crl_number(), number + 1) << "signed once";
 }
 
+TEST_P(CaServiceTest, ACaTakesNoActiveLeafsNameAndNothingIsIssuedBelowARevokedCa) {
+  Hierarchy();
+  Ok(Req(CertType::kServer, "s1.iot.example.com", "iot.example.com"));
+  Error taken = Refused(Req(CertType::kIntermediate, "s1.iot.example.com", "example.com"));
+  EXPECT_EQ(taken.code, ErrorCode::kAlreadyExists);
+  EXPECT_NE(taken.message.find("an active certificate for s1.iot.example.com exists"), std::string::npos)
+      << taken.message;
+  // The root revoked alone: the intermediate stays active, and issues nothing more.
+  ASSERT_TRUE(issuer_->Revoke(issuer_->Get("example.com")->serial, "cACompromise", false, "test").ok());
+  EXPECT_EQ(issuer_->Get("iot.example.com")->status, store::CertStatus::kActive);
+  Error broken = Refused(Req(CertType::kServer, "s2.iot.example.com", "iot.example.com"));
+  EXPECT_EQ(broken.code, ErrorCode::kFailedPrecondition);
+  EXPECT_NE(broken.message.find("a CA above iot.example.com is revoked"), std::string::npos) << broken.message;
+}
+
 TEST_P(CaServiceTest, CascadingRevocationAndCrls) {
   Hierarchy();
   auto leaf = Ok(Req(CertType::kServer, "api.iot.example.com"));
