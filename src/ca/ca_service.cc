@@ -146,7 +146,14 @@ Result<issuance::Issued> CaService::Renew(std::string_view serial, const RenewRe
     const int64_t revoke_at = clock_.NowMillis() + Millis(options_.renew_grace);
     req.in_transaction = [serial = old.serial, revoke_at, this](store::Tx& tx,
                                                                 const store::CertificateRecord&) -> Result<void> {
-      return issuance::RevokeSupersededAfter(tx, serial, revoke_at, clock_.NowMillis());
+      CF_ASSIGN_OR_RETURN(bool first, issuance::RevokeSupersededAfter(tx, serial, revoke_at, clock_.NowMillis()));
+      if (!first) {
+        return MakeError(ErrorCode::kAlreadyExists,
+                         fmt::format("certificate {} was renewed already; renew its successor, or renew with "
+                                     "\"keep\": true to have another certificate beside it",
+                                     serial));
+      }
+      return Ok();
     };
   }
   return issuer_.Issue(std::move(req), actor);

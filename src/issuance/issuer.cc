@@ -419,7 +419,7 @@ Result<Issued> Issuer::Rotate(std::string_view fqdn, std::string_view new_fqdn, 
   return Issue(std::move(request), actor);
 }
 
-Result<void> RevokeSupersededAfter(store::Tx& tx, const std::string& serial, int64_t run_at, int64_t now) {
+Result<bool> RevokeSupersededAfter(store::Tx& tx, const std::string& serial, int64_t run_at, int64_t now) {
   constexpr int kRevokeAttempts = 10;
   store::NewJob job;
   job.kind = std::string(kRevokeSupersededJob);
@@ -427,8 +427,8 @@ Result<void> RevokeSupersededAfter(store::Tx& tx, const std::string& serial, int
   job.run_at = run_at;
   job.max_attempts = kRevokeAttempts;
   job.dedupe_key = SupersededJobKey(serial);
-  CF_RETURN_IF_ERROR(store::EnqueueJob(tx, job, now));
-  return Ok();
+  CF_ASSIGN_OR_RETURN(std::optional<int64_t> queued, store::EnqueueJob(tx, job, now));
+  return queued.has_value();
 }
 
 Result<bool> KeepSuperseded(store::Tx& tx, const std::string& serial) {

@@ -261,7 +261,9 @@ class Issuer {
 // ended, whichever workflow replaced it (a W1 renewal, a W4 host's renewal or enrollment),
 // and its enqueuing, once per serial, in the transaction that issued the replacement.
 inline constexpr std::string_view kRevokeSupersededJob = "ca.revoke_superseded";
-Result<void> RevokeSupersededAfter(store::Tx& tx, const std::string& serial, int64_t run_at, int64_t now);
+// Whether it was queued: false when one was queued for `serial` before (it was replaced
+// already).
+Result<bool> RevokeSupersededAfter(store::Tx& tx, const std::string& serial, int64_t run_at, int64_t now);
 // Takes back the revocation RevokeSupersededAfter queued for `serial`, while it waits: the
 // certificate turned out to be in use. False if none was waiting.
 Result<bool> KeepSuperseded(store::Tx& tx, const std::string& serial);

@@ -322,7 +322,8 @@ Result<std::optional<int64_t>> RenewalService::EndOpenRenewal(store::Tx& tx, std
 }
 
 Result<void> RenewalService::RevokeLater(store::Tx& tx, const std::string& serial, int64_t now) {
-  return issuance::RevokeSupersededAfter(tx, serial, now + Millis(options_.grace), now);
+  CF_RETURN_IF_ERROR(issuance::RevokeSupersededAfter(tx, serial, now + Millis(options_.grace), now));
+  return Ok();
 }
 
 Result<std::optional<RenewalTask>> RenewalService::TaskFor(std::string_view host_id) {

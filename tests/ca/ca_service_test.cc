@@ -537,6 +537,13 @@ TEST_P(CaServiceTest, ARenewalKeepsTheNamesOverlapsAndRevokesTheOldAfterTheGrace
   EXPECT_EQ(job->at(0).Int(0), clock_.NowMillis() + int64_t{24} * 3600 * 1000);
   EXPECT_NE(job->at(0).Text(1).find(old.record.serial), std::string::npos);
   EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM audit_log WHERE action = 'certificate.renew'")->at(0).Int(0), 1);
+  // Renewed once: a second renewal of it would leave two successors active.
+  auto again = ca_->Renew(old.record.serial, {}, "test");
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code, ErrorCode::kAlreadyExists);
+  EXPECT_NE(again.error().message.find("was renewed already"), std::string::npos) << again.error().message;
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM certificates WHERE fqdn = 'api.iot.example.com'")->at(0).Int(0), 2)
+      << "nothing issued";
 
   // With a CSR, and kept: no revocation queued.
   auto key = pki::GenerateKey(pki::KeyType::kEcP256);
