@@ -210,6 +210,12 @@ Result<std::shared_ptr<const Issuer::Parent>> Issuer::Validate(const IssueReques
   }
   if (req.type == pki::CertType::kRoot) return std::shared_ptr<const Parent>();
   CF_ASSIGN_OR_RETURN(auto parent, FindParent(req.parent));
+  // A certificate cut to its issuer's life would be born expired (notBefore is set back a
+  // little for clocks behind).
+  if (parent->cert.not_after <= clock_.NowMillis()) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     fmt::format("the CA {} expired at {}", req.parent, FormatRfc3339(parent->cert.not_after)));
+  }
   // By the inventory's type, not only the parent's pathLen: a CA activated from a certificate
   // signed outside certfleet may have none.
   if (req.type == pki::CertType::kIntermediate && parent->cert.type != pki::CertType::kRoot) {

@@ -248,6 +248,18 @@ TEST_P(CaServiceTest, ACaTakesNoActiveLeafsNameAndNothingIsIssuedBelowARevokedCa
   EXPECT_NE(broken.message.find("a CA above iot.example.com is revoked"), std::string::npos) << broken.message;
 }
 
+TEST_P(CaServiceTest, NothingIsIssuedUnderAnExpiredCa) {
+  CreateRequest root = Req(CertType::kRoot, "example.com");
+  root.validity_days = 2;
+  Ok(root);
+  clock_.Advance(std::chrono::hours(47));
+  Ok(Req(CertType::kIntermediate, "iot.example.com"));  // cut to the root's last hour
+  clock_.Advance(std::chrono::hours(2));
+  Error expired = Refused(Req(CertType::kServer, "s.iot.example.com", "iot.example.com"));
+  EXPECT_EQ(expired.code, ErrorCode::kFailedPrecondition);
+  EXPECT_NE(expired.message.find("the CA iot.example.com expired at"), std::string::npos) << expired.message;
+}
+
 TEST_P(CaServiceTest, CascadingRevocationAndCrls) {
   Hierarchy();
   auto leaf = Ok(Req(CertType::kServer, "api.iot.example.com"));
