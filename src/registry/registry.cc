@@ -207,6 +207,11 @@ Result<std::string> Dependency(store::Tx& tx, Kind kind, const std::string& name
     case Kind::kPolicy: {
       CF_ASSIGN_OR_RETURN(auto certs, store::LinksFrom(tx, store::kPolicyCertificate, name, "", 1));
       if (!certs.empty()) return fmt::format("it is attached to certificate {}", certs.front().to_name);
+      CF_ASSIGN_OR_RETURN(auto tmpl, TemplateNaming(tx, [&](const ProvisioningTemplate& t) {
+                            return std::any_of(t.policies.begin(), t.policies.end(),
+                                               [&](const TemplatePolicy& p) { return p.name == name; });
+                          }));
+      if (tmpl) return fmt::format("provisioning template {} names it", *tmpl);
       return std::string();
     }
     case Kind::kThing: {

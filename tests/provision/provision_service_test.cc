@@ -181,6 +181,22 @@ TEST_P(ProvisionTest, ACertificateComesWithItsThingGroupsAndPolicies) {
   EXPECT_EQ(devices_->Get("dev-1")->status, store::kDeviceProvisioned);
 }
 
+// A template names its policies with their documents; one of them is not deleted while the
+// template names it, as a thing type or group it names is not.
+TEST_P(ProvisionTest, APolicyATemplateNamesIsNotDeleted) {
+  Make(Kind::kPolicy, {{"name", "telemetry"},
+                       {"document",
+                        {{"Version", "2012-10-17"},
+                         {"Statement", {{{"Effect", "Allow"}, {"Action", "iot:Publish"}, {"Resource", "*"}}}}}}});
+  auto refused = registry_->Delete(Kind::kPolicy, "telemetry", "t");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_NE(refused.error().message.find("provisioning template line-7 names it"), std::string::npos)
+      << refused.error().message;
+  ASSERT_TRUE(registry_->Delete(Kind::kTemplate, "line-7", "t").ok());
+  EXPECT_TRUE(registry_->Delete(Kind::kPolicy, "telemetry", "t").ok());
+}
+
 TEST_P(ProvisionTest, ANewCertificateSupersedesTheOldOneWhichIsRevokedAfterTheGracePeriod) {
   pki::PkeyPtr key = Register("dev-1");
   auto first = Provision(key.get(), {"dev-1"});
