@@ -38,6 +38,23 @@ size_t Utf8SequenceLength(std::string_view s) {
   return 0;
 }
 
+// A C1 control character (U+0080 to U+009F, CSI and NEL among them) in UTF-8 at `s`'s start.
+bool IsC1(std::string_view s) {
+  return s.size() >= 2 && static_cast<unsigned char>(s[0]) == 0xC2 && static_cast<unsigned char>(s[1]) >= 0x80 &&
+         static_cast<unsigned char>(s[1]) <= 0x9F;
+}
+
+// Whether `text` holds a C0 control (but for line breaks and tabs when `allow_line_breaks`),
+// DEL or a C1 control.
+bool FindsControl(std::string_view text, bool allow_line_breaks) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (IsControl(c) && !(allow_line_breaks && (c == '\t' || c == '\r' || c == '\n'))) return true;
+    if (IsC1(text.substr(i))) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 bool IsValidName(std::string_view name, size_t max_bytes) {
@@ -60,15 +77,12 @@ std::string AsciiLower(std::string_view text) {
   return out;
 }
 
-bool HasControlCharacter(std::string_view text) {
-  return std::any_of(text.begin(), text.end(), [](char c) { return IsControl(c); });
-}
+bool HasControlCharacter(std::string_view text) { return FindsControl(text, false); }
 
 Result<void> CheckPrintable(std::string_view field, std::string_view text, bool allow_line_breaks) {
-  const bool refused = std::any_of(text.begin(), text.end(), [&](char c) {
-    return IsControl(c) && !(allow_line_breaks && (c == '\t' || c == '\r' || c == '\n'));
-  });
-  if (refused) return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} must not hold control characters", field));
+  if (FindsControl(text, allow_line_breaks)) {
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("{} must not hold control characters", field));
+  }
   return Ok();
 }
 
@@ -102,7 +116,7 @@ std::string Escaped(std::string_view text) {
   out.reserve(text.size());
   while (!text.empty()) {
     const size_t n = Utf8SequenceLength(text);
-    if (n == 0 || IsControl(text.front()) || text.front() == '\\') {
+    if (n == 0 || IsControl(text.front()) || IsC1(text) || text.front() == '\\') {
       out += fmt::format("\\x{:02x}", static_cast<unsigned char>(text.front()));
       text.remove_prefix(1);
     } else {

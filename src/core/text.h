@@ -23,8 +23,8 @@ std::string NameRule(std::string_view field, size_t max_bytes = kMaxNameBytes);
 // `text` with A-Z made a-z, whatever the process's locale (DNS names, serials, media types).
 std::string AsciiLower(std::string_view text);
 
-// True if `text` holds an ASCII control character (C0 or DEL). Such characters in a name
-// move a terminal's cursor or change its colours when the name is printed.
+// True if `text` holds a control character: C0, DEL or C1 (U+0080 to U+009F in UTF-8). Such
+// characters in a name move a terminal's cursor or change its colours when the name is printed.
 bool HasControlCharacter(std::string_view text);
 // kInvalidArgument naming `field` if `text` has a control character; `allow_line_breaks`
 // lets tabs, CR and LF through (PEM, commands' error output).

@@ -31,6 +31,21 @@ TEST(Text, ControlCharactersAreFoundAndRefused) {
   EXPECT_FALSE(CheckPrintable("csr", "-----BEGIN-----\r\nAA\tA\n").ok());
   EXPECT_TRUE(CheckPrintable("csr", "-----BEGIN-----\r\nAA\tA\n", true).ok());
   EXPECT_FALSE(CheckPrintable("csr", "a\x1b", true).ok());
+  // C1 controls in UTF-8: CSI (U+009B) and NEL (U+0085); U+00A0 and U+00E9 are printable.
+  EXPECT_TRUE(
+      HasControlCharacter("Acme\xc2\x9b"
+                          "31mX"));
+  EXPECT_FALSE(CheckPrintable("reload_command",
+                              "a\xc2\x85"
+                              "b",
+                              true)
+                   .ok());
+  EXPECT_FALSE(
+      HasControlCharacter("no\xc2\xa0"
+                          "break caf\xc3\xa9"));
+  EXPECT_EQ(Escaped("a\xc2\x9b"
+                    "b"),
+            "a\\xc2\\x9bb");
 }
 
 TEST(Text, InvalidUtf8IsReplacedSoEchoedTextStaysValid) {
