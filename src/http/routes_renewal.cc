@@ -91,15 +91,22 @@ constexpr std::string_view kCsvColumns[] = {"host_id",       "sans",     "cert_p
 // A CSV list of hosts (header first), each row as the JSON object POST /v1/hosts takes:
 // empty cells follow the defaults, SANs are separated by spaces or ';'.
 Result<std::vector<Result<renewal::HostSpec>>> ParseHostCsv(std::string_view text) {
+  // As a JSON body's strings must be.
+  if (!IsValidUtf8(text)) return MakeError(ErrorCode::kInvalidArgument, "the CSV is not valid UTF-8");
   CsvReader reader = CsvReader::OfText(text);
   std::vector<std::string> header;
   CF_ASSIGN_OR_RETURN(bool any, reader.Next(header));
   if (!any) return MakeError(ErrorCode::kInvalidArgument, "the CSV is empty: its first line names the columns");
-  for (const auto& column : header) {
+  for (size_t i = 0; i < header.size(); ++i) {
+    const std::string& column = header[i];
     if (std::find(std::begin(kCsvColumns), std::end(kCsvColumns), column) == std::end(kCsvColumns)) {
       return MakeError(ErrorCode::kInvalidArgument,
                        fmt::format("unknown CSV column '{}'; the columns are {}", Escaped(column.substr(0, 64)),
                                    fmt::join(kCsvColumns, ", ")));
+    }
+    if (std::find(header.begin(), header.begin() + static_cast<std::ptrdiff_t>(i), column) !=
+        header.begin() + static_cast<std::ptrdiff_t>(i)) {
+      return MakeError(ErrorCode::kInvalidArgument, fmt::format("the CSV column {} is named twice", column));
     }
   }
   if (std::find(header.begin(), header.end(), "host_id") == header.end()) {

@@ -8,6 +8,7 @@
 
 #include "core/csv.h"
 #include "core/json.h"
+#include "core/text.h"
 
 namespace certfleet::provision {
 namespace {
@@ -45,6 +46,7 @@ Result<void> ForEachJsonRow(std::string_view body, const std::function<Result<vo
 }
 
 Result<void> ForEachCsvRow(std::string_view body, const std::function<Result<void>(const UploadRow&)>& row) {
+  if (!IsValidUtf8(body)) return MakeError(ErrorCode::kInvalidArgument, "the CSV is not valid UTF-8");
   CsvReader reader = CsvReader::OfText(body);
   std::vector<std::string> fields;
   size_t number = 0;

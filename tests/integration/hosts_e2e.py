@@ -268,6 +268,10 @@ check(app2["sans"] == ["app-2.example.com", "alt-2.example.com"] and app2["key_t
       app2["renewal_threshold_days"] == 10, f"a CSV row's settings: {app2}")
 status, out, _ = cf.request("POST", "/v1/hosts", body="name\nx\n", bearer=cf.token, headers={"Content-Type": "text/csv"})
 check(status == 400 and "unknown CSV column 'name'" in out["error"]["message"], f"a bad header: {status} {out}")
+for body, why in (("host_id,host_id\nbulk-10.example.com,bulk-11.example.com\n", "column host_id is named twice"),
+                  (b"host_id,reload_command\nbulk-12.example.com,\xff\xfe\n", "not valid UTF-8")):
+    status, out, _ = cf.request("POST", "/v1/hosts", body=body, bearer=cf.token, headers={"Content-Type": "text/csv"})
+    check(status == 400 and why in out["error"]["message"], f"a CSV whose {why}: {status} {out}")
 many = [{"host_id": f"node-{i:05d}.fleet.example.com"} for i in range(10000)]
 out = api("POST", "/v1/hosts", many)
 check(out["created"] == 10000, f"10,000 hosts in one request: {out['created']}, {out['rejected']}")
