@@ -83,6 +83,12 @@ TEST_P(HostTest, BadSettingsAreRefusedNamingTheField) {
   refused(Spec("web_1"), "host_id");
   refused(Spec("web/1"), "host_id");
   refused(Spec(std::string(254, 'a')), "host_id");
+  // The certificate's common name: 64 characters at most, a host name's labels.
+  refused(Spec(std::string(61, 'a') + ".com"), "host_id");
+  EXPECT_TRUE(Create(Spec(std::string(60, 'a') + ".com")).ok());
+  refused(Spec("-a.com"), "host_id");
+  refused(Spec("a-.com"), "host_id");
+  refused(Spec(std::string(64, 'b')), "host_id");
   refused(Spec("h", [](HostSpec& s) { s.cert_path = "certs"; }), "cert_path");
   refused(Spec("h", [](HostSpec& s) { s.key_path = "/etc/../root"; }), "key_path");
   refused(Spec("h", [](HostSpec& s) { s.cacert_path = "/etc/pki/.."; }), "cacert_path");
@@ -96,7 +102,7 @@ TEST_P(HostTest, BadSettingsAreRefusedNamingTheField) {
   refused(Spec("h", [](HostSpec& s) { s.reload_command = "systemctl reload nginx\nrm -rf /"; }), "reload_command");
   EXPECT_TRUE(Create(Spec("h", [](HostSpec& s) { s.cert_path = "/etc/pki..d/x"; })).ok())
       << "'..' inside a name is a name";
-  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM hosts")->at(0).Int(0), 1);
+  EXPECT_EQ(store_->Query("SELECT COUNT(*) FROM hosts")->at(0).Int(0), 2) << "h and the 64-character one";
 }
 
 TEST_P(HostTest, HostsListByStatusAndDueDateAndARunTakesTheEarliestFirst) {
