@@ -28,9 +28,9 @@ Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgumen
 
 bool SelfSigned(X509* cert) { return X509_check_issued(cert, cert) == X509_V_OK; }
 
-// A CA certificate certfleet can keep: basicConstraints cA (RFC 5280 4.2.1.9: keyCertSign
-// alone, or a version 1 certificate, is not enough), keyCertSign, a key the lint accepts,
-// valid at `now`.
+// A CA certificate certfleet can keep and sign with: basicConstraints cA (RFC 5280 4.2.1.9:
+// keyCertSign alone, or a version 1 certificate, is not enough), keyCertSign, a key the lint
+// accepts, a subjectKeyIdentifier, valid at `now`.
 Result<void> CheckCaCertificate(X509* cert, int64_t now) {
   if (X509_check_ca(cert) != 1) {
     return Invalid(fmt::format("{} is not a CA certificate (no basicConstraints cA)", pki::SubjectText(cert)));
@@ -47,6 +47,14 @@ Result<void> CheckCaCertificate(X509* cert, int64_t now) {
   }
   if (X509_cmp_time(X509_get0_notBefore(cert), const_cast<time_t*>(&at)) > 0) {
     return Invalid(fmt::format("{} is not valid yet", pki::SubjectText(cert)));
+  }
+  // What its CRLs and certificates name it by (their authorityKeyIdentifier); RFC 5280 4.2.1.2
+  // asks it of every CA certificate.
+  if (X509_get0_subject_key_id(cert) == nullptr) {
+    return Invalid(
+        fmt::format("{} has no subjectKeyIdentifier (RFC 5280 4.2.1.2): certify it again with one "
+                    "(OpenSSL: subjectKeyIdentifier=hash)",
+                    pki::SubjectText(cert)));
   }
   return Ok();
 }
@@ -233,6 +241,14 @@ Result<std::vector<store::CertificateRecord>> Issuer::Adopt(std::vector<Adopting
       Adopting& a = chain[i];
       CF_ASSIGN_OR_RETURN(pki::CertificateFacts facts, pki::Inspect(a.cert.get()));
       CF_ASSIGN_OR_RETURN(auto existing, store::FindCertificate(tx, facts.serial_hex));
+      if (existing && existing->fingerprint != facts.sha256_fingerprint) {
+        // Serials are unique per issuer only (two offline roots made alike both start at 1000):
+        // the inventory keys certificates by serial, so this one cannot be kept beside it.
+        return MakeError(ErrorCode::kAlreadyExists,
+                         fmt::format("another certificate with serial {} ({}) is in the inventory; certfleet keeps "
+                                     "one certificate a serial",
+                                     existing->serial, existing->fqdn));
+      }
       if (existing) {
         CF_ASSIGN_OR_RETURN(auto as_ca, store::FindCa(tx, existing->fqdn));
         if (!as_ca || as_ca->serial != existing->serial || !a.key_ref.empty()) {

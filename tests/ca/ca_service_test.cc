@@ -8,6 +8,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <latch>
 #include <set>
 #include <thread>
@@ -460,6 +461,67 @@ TEST_P(CaServiceTest, OcspFindsTheIssuerAmongCasSharingAKey) {
     OcspAsk ask = AskOcsp(pems[i], leaf.record.serial);
     EXPECT_EQ(OcspStatusFor(issuer_->Ocsp(ask.der), ask.id.get()), V_OCSP_CERTSTATUS_REVOKED) << i;
   }
+}
+
+// A root made elsewhere, of `key`, changed by `edit` and signed again, read back from DER.
+pki::X509Ptr ExternalRoot(const std::string& fqdn, EVP_PKEY* key, int64_t now, const std::function<void(X509*)>& edit) {
+  pki::ProfileInput in;
+  in.type = CertType::kRoot;
+  in.fqdn = fqdn;
+  in.not_before_millis = now - 1000;
+  in.not_after_millis = now + 3650LL * 86'400'000;
+  auto spec = pki::ApplyProfile(in, key, nullptr);
+  EXPECT_TRUE(spec.ok());
+  auto cert = pki::SignCertificate(spec->spec, key, nullptr, key);
+  EXPECT_TRUE(cert.ok());
+  edit(cert->get());
+  EXPECT_GT(X509_sign(cert->get(), key, EVP_sha256()), 0);
+  unsigned char* der = nullptr;
+  const int len = i2d_X509(cert->get(), &der);
+  const unsigned char* p = der;
+  pki::X509Ptr out(d2i_X509(nullptr, &p, len));
+  OPENSSL_free(der);
+  return out;
+}
+
+TEST_P(CaServiceTest, AnImportedCaNeedsAKeyIdentifierAndASerialOfItsOwn) {
+  auto key = pki::GenerateKey(pki::KeyType::kEcP256);
+  auto other = pki::GenerateKey(pki::KeyType::kEcP256);
+  ASSERT_TRUE(key.ok() && other.ok());
+  pki::X509Ptr no_ski = ExternalRoot("plain.example.org", key->get(), clock_.NowMillis(), [](X509* c) {
+    X509_EXTENSION_free(X509_delete_ext(c, X509_get_ext_by_NID(c, NID_subject_key_identifier, -1)));
+  });
+  auto refused = issuer_->ImportCa(no_ski.get(), key->get(), "", "file", "", "test");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("no subjectKeyIdentifier"), std::string::npos) << refused.error().message;
+
+  // Two roots made alike elsewhere, both numbered 1000 (`openssl ca`'s serial file).
+  auto numbered = [](X509* c) {
+    std::unique_ptr<ASN1_INTEGER, decltype(&ASN1_INTEGER_free)> serial(ASN1_INTEGER_new(), ASN1_INTEGER_free);
+    ASN1_INTEGER_set(serial.get(), 0x1000);
+    X509_set_serialNumber(c, serial.get());
+  };
+  pki::X509Ptr first = ExternalRoot("one.example.org", key->get(), clock_.NowMillis(), numbered);
+  ASSERT_TRUE(issuer_->ImportCa(first.get(), key->get(), "", "file", "", "test").ok());
+  pki::X509Ptr second = ExternalRoot("two.example.org", other->get(), clock_.NowMillis(), numbered);
+  auto collided = issuer_->ImportCa(second.get(), other->get(), "", "file", "", "test");
+  ASSERT_FALSE(collided.ok());
+  EXPECT_EQ(collided.error().code, ErrorCode::kAlreadyExists);
+  // The second root as the chain above an intermediate imported: not taken for the first.
+  auto sub_key = pki::GenerateKey(pki::KeyType::kEcP256);
+  pki::ProfileInput in;
+  in.type = CertType::kIntermediate;
+  in.fqdn = "sub.two.example.org";
+  in.not_before_millis = clock_.NowMillis() - 1000;
+  in.not_after_millis = clock_.NowMillis() + 365LL * 86'400'000;
+  auto spec = pki::ApplyProfile(in, sub_key->get(), second.get());
+  ASSERT_TRUE(spec.ok()) << spec.error().message;
+  auto sub = pki::SignCertificate(spec->spec, sub_key->get(), second.get(), other->get());
+  ASSERT_TRUE(sub.ok()) << sub.error().message;
+  auto under = issuer_->ImportCa(sub->get(), sub_key->get(), *pki::CertificateToPem(second.get()), "file", "", "test");
+  ASSERT_FALSE(under.ok()) << "adopted under " << issuer_->Get("sub.two.example.org")->parent_fqdn;
+  EXPECT_NE(under.error().message.find("another certificate with serial 1000"), std::string::npos)
+      << under.error().message;
 }
 
 TEST_P(CaServiceTest, OcspCachesKnownCertificatesOnlyAndBoundsTheCache) {
