@@ -28,6 +28,10 @@ constexpr ConfigKey kKeys[] = {
     {"pkcs11.token_label", ConfigType::kString, "certfleet", "Label of the PKCS#11 token that holds CA keys."},
     {"pkcs11.pin_file", ConfigType::kPath, "",
      "File holding the token's user PIN (mode 0600 or 0400); the PIN is never taken from the config itself."},
+    {"pkcs11.max_sessions", ConfigType::kInt, "32",
+     "Sessions opened on the token at most (fewer if the token reports a lower limit); signers beyond them wait "
+     "up to 10 s for a free one.",
+     1, 1024},
 };
 
 // A PIN longer than this is not a PIN but the wrong file.
@@ -59,7 +63,10 @@ Result<std::unique_ptr<KeyBackends>> OpenKeyBackends(const Config& config, const
   auto backends = std::make_unique<KeyBackends>(default_backend);
   backends->Add("file", std::make_unique<file::FileKeyBackend>(config.Get("key_dir"), master_key));
   if (!config.Get("pkcs11.module").empty()) {
-    pkcs11::Options options{config.Get("pkcs11.module"), config.Get("pkcs11.token_label"), {}};
+    pkcs11::Options options{config.Get("pkcs11.module"),
+                            config.Get("pkcs11.token_label"),
+                            {},
+                            static_cast<size_t>(config.GetInt("pkcs11.max_sessions"))};
     CF_ASSIGN_OR_RETURN(options.pin, ReadPin(config.Get("pkcs11.pin_file")));
     auto token = pkcs11::Pkcs11KeyBackend::Open(options);
     OPENSSL_cleanse(options.pin.data(), options.pin.size());

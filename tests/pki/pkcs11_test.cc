@@ -2,7 +2,10 @@
 // OpenSSL verifies with the public key alone; imports; a token that goes away and comes back.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
+#include <vector>
 
 #include "pki/certificate.h"
 #include "pki/crl.h"
@@ -59,6 +62,37 @@ TEST_F(Pkcs11Test, KeysMadeOnTheTokenSignCertificatesAndCrls) {
     ASSERT_TRUE(crl);
     EXPECT_EQ(X509_CRL_verify(crl.get(), X509_get0_pubkey(cert->get())), 1);
   }
+}
+
+// Signers beyond pkcs11.max_sessions wait for a session instead of opening more (a token with
+// a limit answers CKR_SESSION_COUNT, which used to log every signer in afresh).
+TEST(Pkcs11Sessions, SignersShareAtMostTheSessionsAllowed) {
+  SoftHsmToken token = testing::MakeSoftHsmToken();
+  auto opened = Pkcs11KeyBackend::Open({SoftHsmToken::kModule, SoftHsmToken::kLabel, SoftHsmToken::kPin, 2});
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  std::unique_ptr<Pkcs11KeyBackend> keys = std::move(*opened);
+  auto ref = keys->Generate(KeyType::kEcP256, "");
+  ASSERT_TRUE(ref.ok()) << ref.error().message;
+  auto key = keys->Get(*ref);
+  ASSERT_TRUE(key.ok()) << key.error().message;
+  std::vector<std::thread> signers;
+  std::atomic<int> signed_ok{0};
+  for (int t = 0; t < 6; ++t) {
+    signers.emplace_back([&] {
+      for (int i = 0; i < 20; ++i) {
+        CertificateSpec spec;
+        spec.common_name = "hsm.example.com";
+        spec.is_ca = true;
+        spec.not_before_millis = kNow;
+        spec.not_after_millis = kNow + kYear;
+        if (SignCertificate(spec, key->get(), nullptr, key->get()).ok()) ++signed_ok;
+      }
+    });
+  }
+  for (auto& t : signers) t.join();
+  EXPECT_EQ(signed_ok, 120);
+  EXPECT_LE(keys->OpenSessions(), 2u);
+  EXPECT_GE(keys->OpenSessions(), 1u);
 }
 
 TEST_F(Pkcs11Test, RefusesKeyTypesAndBackendsItDoesNotHold) {

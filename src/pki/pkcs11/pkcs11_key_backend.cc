@@ -13,6 +13,7 @@
 #include <p11-kit/pkcs11.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <optional>
 #include <type_traits>
@@ -81,19 +82,16 @@ std::string RvName(CK_RV rv) {
   }
 }
 
-// Errors after which the sessions (or the login) are gone and must be made again; any other
-// is the operation's own, and a new login would only stall every signer.
+// Errors after which the login is gone and must be made again; any other is the operation's
+// own (CKR_SESSION_COUNT, CKR_DEVICE_MEMORY: the token is full or busy, and a new login would
+// only stall every signer) or its session's (SessionLost).
 bool LostConnection(CK_RV rv) {
   switch (rv) {
     case CKR_GENERAL_ERROR:
     case CKR_DEVICE_ERROR:
     case CKR_DEVICE_REMOVED:
-    case CKR_DEVICE_MEMORY:
     case CKR_TOKEN_NOT_PRESENT:
     case CKR_TOKEN_NOT_RECOGNIZED:
-    case CKR_SESSION_HANDLE_INVALID:
-    case CKR_SESSION_CLOSED:
-    case CKR_SESSION_COUNT:
     case CKR_USER_NOT_LOGGED_IN:
     case CKR_CRYPTOKI_NOT_INITIALIZED:
     case CKR_OBJECT_HANDLE_INVALID:
@@ -103,6 +101,16 @@ bool LostConnection(CK_RV rv) {
       return false;
   }
 }
+
+// Errors after which one session is gone (a network HSM's idle timeout, a failover): it is
+// dropped and the operation tried once more on another.
+bool SessionLost(CK_RV rv) { return rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED; }
+
+// The last PKCS#11 error this thread's operation met (Failed), for WithSession to judge.
+thread_local CK_RV last_failure = CKR_OK;
+
+// How long an operation waits for a session when the token has no more to open.
+constexpr std::chrono::seconds kSessionWait{10};
 
 // Login errors that another try would make worse: each wrong PIN counts towards locking it.
 bool LoginRefused(CK_RV rv) { return rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_EXPIRED; }
@@ -382,6 +390,7 @@ Result<std::unique_ptr<Pkcs11KeyBackend>> Pkcs11KeyBackend::Open(Options options
 }
 
 Error Pkcs11KeyBackend::Failed(std::string_view what, unsigned long rv) {
+  last_failure = rv;
   if (LostConnection(rv)) broken_ = true;
   return MakeError(ErrorCode::kUnavailable,
                    fmt::format("the PKCS#11 token '{}' failed {}: {}", options_.token_label, what, RvName(rv)));
@@ -393,6 +402,7 @@ void Pkcs11KeyBackend::DisconnectLocked() {
   connected_ = false;
   std::lock_guard lock(mu_);
   idle_sessions_.clear();
+  open_sessions_ = 0;
   private_handles_.clear();
 }
 
@@ -428,6 +438,13 @@ Result<void> Pkcs11KeyBackend::ConnectLocked() {
     if (label == options_.token_label) {
       slot_ = slot;
       found = true;
+      // Sessions opened at most: the token's own limit when it has one, else options_'.
+      size_t most = options_.max_sessions;
+      if (info.ulMaxSessionCount != CK_EFFECTIVELY_INFINITE && info.ulMaxSessionCount != CK_UNAVAILABLE_INFORMATION) {
+        most = std::min<size_t>(most, info.ulMaxSessionCount);
+      }
+      std::lock_guard lock(mu_);
+      max_sessions_ = std::max<size_t>(1, most);
       break;
     }
     seen += (seen.empty() ? "'" : ", '") + label + "'";
@@ -460,6 +477,7 @@ Result<void> Pkcs11KeyBackend::ConnectLocked() {
   broken_ = false;
   std::lock_guard lock(mu_);
   idle_sessions_.push_back(session);
+  open_sessions_ = 1;
   return Ok();
 }
 
@@ -478,26 +496,62 @@ Result<T> Pkcs11KeyBackend::WithSession(std::string_view what, Op op) {
   if (!connected_) {
     return MakeError(ErrorCode::kUnavailable, fmt::format("the PKCS#11 token '{}' is away", options_.token_label));
   }
-  CK_SESSION_HANDLE session = 0;
-  {
-    std::lock_guard pool(mu_);
-    if (!idle_sessions_.empty()) {
-      session = idle_sessions_.back();
-      idle_sessions_.pop_back();
+  for (int attempt = 1;; ++attempt) {
+    CF_ASSIGN_OR_RETURN(CK_SESSION_HANDLE session, TakeSession(what));
+    last_failure = CKR_OK;
+    Result<T> out = op(session);
+    const bool session_lost = !out.ok() && SessionLost(last_failure);
+    {
+      std::lock_guard pool(mu_);
+      if (broken_ || session_lost) {
+        if (session_lost) module_->f->C_CloseSession(session);
+        if (open_sessions_ > 0) --open_sessions_;
+      } else {
+        idle_sessions_.push_back(session);
+      }
     }
+    session_free_.notify_one();
+    if (!session_lost || attempt == 2) return out;
   }
-  if (session == 0) {
-    if (CK_RV rv = module_->f->C_OpenSession(slot_, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &session);
-        rv != CKR_OK) {
+}
+
+Result<unsigned long> Pkcs11KeyBackend::TakeSession(std::string_view what) {
+  std::unique_lock pool(mu_);
+  const auto deadline = std::chrono::steady_clock::now() + kSessionWait;
+  for (;;) {
+    if (!idle_sessions_.empty()) {
+      const CK_SESSION_HANDLE session = idle_sessions_.back();
+      idle_sessions_.pop_back();
+      return session;
+    }
+    if (open_sessions_ < max_sessions_) {
+      ++open_sessions_;
+      pool.unlock();
+      CK_SESSION_HANDLE session = 0;
+      const CK_RV rv =
+          module_->f->C_OpenSession(slot_, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &session);
+      pool.lock();
+      if (rv == CKR_OK) return session;
+      --open_sessions_;
+      // The token (shared with another process, say) has no more: wait for one of ours.
+      if (rv == CKR_SESSION_COUNT && open_sessions_ > 0) {
+        max_sessions_ = open_sessions_;
+        continue;
+      }
+      pool.unlock();
       return Failed(fmt::format("opening a session for {}", what), rv);
     }
+    if (session_free_.wait_until(pool, deadline) == std::cv_status::timeout) {
+      return MakeError(ErrorCode::kUnavailable,
+                       fmt::format("all {} sessions of the PKCS#11 token '{}' stayed busy for {} s ({})", max_sessions_,
+                                   options_.token_label, kSessionWait.count(), what));
+    }
   }
-  Result<T> out = op(session);
-  if (!broken_) {
-    std::lock_guard pool(mu_);
-    idle_sessions_.push_back(session);
-  }
-  return out;
+}
+
+size_t Pkcs11KeyBackend::OpenSessions() {
+  std::lock_guard pool(mu_);
+  return open_sessions_;
 }
 
 Result<std::optional<unsigned long>> Pkcs11KeyBackend::FindObject(unsigned long session, const std::string& id,

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -18,9 +19,10 @@ struct KeyContext;  // what the OpenSSL keys made by Get sign through
 
 // Where the token is and how to log in to it.
 struct Options {
-  std::string module;       // the PKCS#11 module to load (a .so path)
-  std::string token_label;  // the token that holds certfleet's CA keys
-  std::string pin;          // its user PIN (from pkcs11.pin_file; never logged)
+  std::string module;        // the PKCS#11 module to load (a .so path)
+  std::string token_label;   // the token that holds certfleet's CA keys
+  std::string pin;           // its user PIN (from pkcs11.pin_file; never logged)
+  size_t max_sessions = 32;  // sessions opened at most (fewer if the token says so)
 };
 
 // CA keys on a PKCS#11 token: made on it (sensitive, never extractable), signed with through
@@ -51,6 +53,8 @@ class Pkcs11KeyBackend final : public KeyBackend {
   // The signature of `data` by the private key with CKA_ID `id` (mechanism CKM_ECDSA over a
   // digest, or CKM_RSA_PKCS over a DigestInfo). Called by the keys Get returns.
   Result<std::string> Sign(const std::string& id, unsigned long mechanism, std::string_view data);
+  // Sessions open now (idle or in use).
+  size_t OpenSessions();
 
  private:
   struct Module;
@@ -59,9 +63,13 @@ class Pkcs11KeyBackend final : public KeyBackend {
   // Logs in when not connected or after a failure; called with conn_mu_ held exclusively.
   Result<void> ConnectLocked();
   void DisconnectLocked();
-  // Runs `op` on a pooled session: Result<T> op(unsigned long session).
+  // Runs `op` on a pooled session: Result<T> op(unsigned long session); once more on another
+  // if its session was lost.
   template <typename T, typename Op>
   Result<T> WithSession(std::string_view what, Op op);
+  // An idle session, or a new one while fewer than max_sessions_ are open, or the first to be
+  // given back within kSessionWait; called with conn_mu_ shared.
+  Result<unsigned long> TakeSession(std::string_view what);
   // A failed PKCS#11 call: kUnavailable naming `what` and the return value; the token is
   // logged in to afresh before the next call.
   Error Failed(std::string_view what, unsigned long rv);
@@ -81,8 +89,11 @@ class Pkcs11KeyBackend final : public KeyBackend {
   std::string login_refused_;  // set when the token refused the PIN: no more tries until restart
   std::atomic<bool> broken_{false};
   unsigned long slot_ = 0;
-  std::mutex mu_;  // guards what follows
+  std::mutex mu_;                         // guards what follows
+  std::condition_variable session_free_;  // a session was given back (or dropped)
   std::vector<unsigned long> idle_sessions_;
+  size_t open_sessions_ = 0;  // idle or in use
+  size_t max_sessions_ = 1;
   std::map<std::string, unsigned long, std::less<>> private_handles_;  // by CKA_ID, valid until logged out
   std::map<std::string, std::shared_ptr<EVP_PKEY>, std::less<>> keys_;
   std::map<std::string, std::unique_ptr<KeyContext>, std::less<>> contexts_;  // what keys_' callbacks point at
