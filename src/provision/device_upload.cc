@@ -46,7 +46,6 @@ Result<void> ForEachJsonRow(std::string_view body, const std::function<Result<vo
 }
 
 Result<void> ForEachCsvRow(std::string_view body, const std::function<Result<void>(const UploadRow&)>& row) {
-  if (!IsValidUtf8(body)) return MakeError(ErrorCode::kInvalidArgument, "the CSV is not valid UTF-8");
   CsvReader reader = CsvReader::OfText(body);
   std::vector<std::string> fields;
   size_t number = 0;
