@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 
 #include "distribution/distribution_service.h"
@@ -70,7 +71,10 @@ Result<std::vector<blob::ObjectInfo>> CreatedObjects(const ApiContext& ctx, cons
     info.etag = Str(o.if_contains("eTag"));
     if (info.etag.empty()) info.etag = Str(o.if_contains("sequencer"));
     if (const json::value* size = o.if_contains("size"); size && size->is_int64()) info.size = size->as_int64();
-    info.last_modified_millis = ParseRfc3339(Str(rec->if_contains("eventTime"))).value_or(ctx.clock.NowMillis());
+    // Never later than now: a time from the future would make every real event after it look
+    // older than what is recorded, and be ignored.
+    const int64_t now = ctx.clock.NowMillis();
+    info.last_modified_millis = std::min(ParseRfc3339(Str(rec->if_contains("eventTime"))).value_or(now), now);
     objects.push_back(std::move(info));
   }
   return objects;

@@ -328,6 +328,13 @@ event = {"Records": [{"eventName": "ObjectCreated:Put", "eventTime": now,
 status, resp, _ = cf.request("POST", "/v1/distribution/events", body=event, bearer=T)
 check(status == 202 and resp["marked_pending"] == 1, f"event accepted: {status} {resp}")
 check(records("Warehouse_UK", "PENDING_EMAIL").keys() == {("Warehouse_UK", uk[0])}, "the event marked the gateway")
+# An event dated in the future is taken as of now: else every real event after it would look
+# older than what it recorded, and be ignored.
+future = {"Records": [dict(event["Records"][0], eventTime="9999-12-31T00:00:00.000Z",
+                           s3={"bucket": {"name": BUCKET}, "object": {"key": key, "size": 10, "eTag": "abc124"}})]}
+status, resp, _ = cf.request("POST", "/v1/distribution/events", body=future, bearer=T)
+r = records("Warehouse_UK")[("Warehouse_UK", uk[0])]
+check(status == 202 and not str(r["last_modified"]).startswith("9999"), f"a future eventTime is not kept: {resp} {r}")
 
 # 6. SMTP down: FAILED_EMAIL with the error; back up: EMAILED on the next run.
 smtp.stop()
