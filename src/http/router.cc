@@ -52,11 +52,12 @@ void Router::AddAsync(std::string method, std::string pattern, RouteOptions opti
   routes_.back().async_handler = std::move(handler);
 }
 
-Router::Match Router::Find(std::string_view method, std::string_view path) const {
+Router::Match Router::Find(std::string_view method, std::string_view raw_path) const {
   Match m;
   m.status = 404;
-  if (!path.starts_with('/')) return m;
-  const auto segments = SplitPath(path);
+  if (!raw_path.starts_with('/')) return m;
+  auto segments = SplitPath(raw_path);
+  for (auto& segment : segments) segment = PercentDecode(segment, false);
   for (const Route& r : routes_) {
     // A last segment {*name} takes the rest of the path, slashes included.
     const bool rest = !r.segments.empty() && r.segments.back().starts_with("{*");
@@ -188,6 +189,51 @@ std::optional<std::pair<std::string, std::string>> Request::BasicCredentials() c
   const size_t colon = decoded->find(':');
   if (colon == std::string::npos) return std::nullopt;
   return std::make_pair(decoded->substr(0, colon), decoded->substr(colon + 1));
+}
+
+std::string PercentDecode(std::string_view in, bool plus_is_space) {
+  std::string out;
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    const char c = in[i];
+    if (c == '%' && i + 2 < in.size() && std::isxdigit(static_cast<unsigned char>(in[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(in[i + 2]))) {
+      out.push_back(static_cast<char>(std::stoi(std::string(in.substr(i + 1, 2)), nullptr, 16)));
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      out.push_back(' ');
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+void Request::SetTarget(std::string_view target) {
+  for (std::string_view scheme : {"http://", "https://"}) {
+    if (target.size() >= scheme.size() && AsciiLower(target.substr(0, scheme.size())) == scheme) {
+      const size_t slash = target.find_first_of("/?", scheme.size());
+      target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+      break;
+    }
+  }
+  const size_t q = target.find('?');
+  raw_path = std::string(target.substr(0, q));
+  if (raw_path.empty()) raw_path = "/";
+  path = PercentDecode(raw_path, false);
+  query.clear();
+  if (q == std::string_view::npos) return;
+  std::string_view rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    const size_t amp = rest.find('&');
+    const std::string_view pair = rest.substr(0, amp);
+    const size_t eq = pair.find('=');
+    std::string key = PercentDecode(pair.substr(0, eq), true);
+    std::string value = eq == std::string_view::npos ? "" : PercentDecode(pair.substr(eq + 1), true);
+    if (!key.empty()) query[key] = value;
+    if (amp == std::string_view::npos) break;
+    rest.remove_prefix(amp + 1);
+  }
 }
 
 std::optional<std::string_view> Request::Header(std::string_view lowercase_name) const {

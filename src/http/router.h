@@ -65,7 +65,9 @@ class Router {
     int status = 200;   // 404 no such path, 405 path exists with other methods
     std::string allow;  // for 405
   };
-  Match Find(std::string_view method, std::string_view path) const;
+  // By the path as sent: split at its slashes before each segment is percent-decoded, so that
+  // an encoded slash (`/v1%2Fjobs`) stays inside its segment and names no route.
+  Match Find(std::string_view method, std::string_view raw_path) const;
 
   // Authenticates, authorizes and runs the matched route; never throws. The response, or
   // nothing when an asynchronous route took the request: it answers through `respond`.
@@ -87,5 +89,8 @@ class Router {
   Authenticator authenticator_;
   std::vector<Route> routes_;
 };
+
+// `in` with its %XX escapes decoded (and '+' as a space when `plus_is_space`, as in a query).
+std::string PercentDecode(std::string_view in, bool plus_is_space);
 
 }  // namespace certfleet::http

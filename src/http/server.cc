@@ -71,41 +71,6 @@ constexpr const char* kTls12Ciphers =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
-std::string PercentDecode(std::string_view in, bool plus_is_space) {
-  std::string out;
-  out.reserve(in.size());
-  for (size_t i = 0; i < in.size(); ++i) {
-    char c = in[i];
-    if (c == '%' && i + 2 < in.size() && std::isxdigit(static_cast<unsigned char>(in[i + 1])) &&
-        std::isxdigit(static_cast<unsigned char>(in[i + 2]))) {
-      out.push_back(static_cast<char>(std::stoi(std::string(in.substr(i + 1, 2)), nullptr, 16)));
-      i += 2;
-    } else if (c == '+' && plus_is_space) {
-      out.push_back(' ');
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
-
-void ParseTarget(std::string_view target, Request& req) {
-  auto q = target.find('?');
-  req.path = PercentDecode(target.substr(0, q), false);
-  if (q == std::string_view::npos) return;
-  std::string_view query = target.substr(q + 1);
-  while (!query.empty()) {
-    auto amp = query.find('&');
-    std::string_view pair = query.substr(0, amp);
-    auto eq = pair.find('=');
-    std::string key = PercentDecode(pair.substr(0, eq), true);
-    std::string value = eq == std::string_view::npos ? "" : PercentDecode(pair.substr(eq + 1), true);
-    if (!key.empty()) req.query[key] = value;
-    if (amp == std::string_view::npos) break;
-    query.remove_prefix(amp + 1);
-  }
-}
-
 bool ValidRequestId(std::string_view id) {
   if (id.empty() || id.size() > 64) return false;
   for (char c : id) {
@@ -415,7 +380,7 @@ class Server::Impl::Session : public SessionBase, public std::enable_shared_from
     keep_alive_ = h.keep_alive();
     version_ = h.version();
     head_ = h.method() == bhttp::verb::head;
-    ParseTarget(std::string_view(h.target().data(), h.target().size()), req_);
+    req_.SetTarget(std::string_view(h.target().data(), h.target().size()));
     // No path names a control character; decoded, one could end up in an answer's header.
     if (std::any_of(req_.path.begin(), req_.path.end(),
                     [](char c) { return std::iscntrl(static_cast<unsigned char>(c)); })) {
@@ -427,7 +392,7 @@ class Server::Impl::Session : public SessionBase, public std::enable_shared_from
     req_.remote_address = remote_;
     req_.client_cert = client_cert_;
     req_.peer = peer_;
-    match_ = server_.router.Find(req_.method, req_.path);
+    match_ = server_.router.Find(req_.method, req_.raw_path);
     // Plain HTTP serves only what needs no TLS (CRLs, OCSP, CMP): anything else is not
     // found there, whatever HTTPS would answer (an Allow header included).
     if (!kTls && !(match_.route && match_.route->options.plain_http)) {

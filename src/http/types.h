@@ -42,8 +42,9 @@ struct Principal {
 // An HTTP request as handlers see it: plain types, no Beast.
 struct Request {
   std::string method;
-  std::string path;                                          // percent-decoded, without the query
-  std::map<std::string, std::string> query;                  // percent-decoded; a repeated key keeps its last value
+  std::string path;                          // percent-decoded, without the query
+  std::string raw_path;                      // as sent (origin-form): routes match its segments, each decoded alone
+  std::map<std::string, std::string> query;  // percent-decoded; a repeated key keeps its last value
   std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
   std::string body;
   std::map<std::string, std::string> params;  // from {name} segments of the route
@@ -54,6 +55,9 @@ struct Request {
   Principal principal;
 
   std::optional<std::string_view> Header(std::string_view lowercase_name) const;
+  // Sets path, raw_path and query from a request-target in origin-form (`/p?q`) or
+  // absolute-form (`https://host/p?q`, RFC 9112 3.2.2: its authority is not the path's).
+  void SetTarget(std::string_view target);
   // The token of `Authorization: Bearer <token>`; nullopt when there is none.
   std::optional<std::string_view> BearerToken() const;
   // The user and password of `Authorization: Basic …` (RFC 7617); nullopt when there is none

@@ -215,6 +215,19 @@ TEST_F(ServerTest, ServesOverVerifiedTlsWithDecodedQueries) {
   EXPECT_EQ(wrong_name.status, 0) << "curl must refuse a certificate without the name";
 }
 
+// Routes match the path as sent, split at its slashes before decoding: an encoded slash stays
+// in its segment (a balancer's rule on /signed/… is not passed by /signed%2F…), and a
+// parameter is decoded. The absolute form of a target is taken too (RFC 9112 3.2.2).
+TEST_F(ServerTest, RoutesSplitThePathBeforeDecodingItAndTakeTheAbsoluteForm) {
+  std::string out = Raw("GET /signed%2Fx HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_TRUE(out.starts_with("HTTP/1.1 404")) << out;
+  out = Raw("GET /signed/a%2Fb%20c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_TRUE(out.starts_with("HTTP/1.1 200")) << out;
+  EXPECT_NE(out.find("a/b c"), std::string::npos) << out;
+  out = Raw("GET https://x/hello?q=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_TRUE(out.starts_with("HTTP/1.1 200")) << out;
+}
+
 TEST_F(ServerTest, PlainHttpServesOnlyTheRoutesThatAllowIt) {
   auto signed_answer = Fetch(PlainUrl("/signed/crl"));
   EXPECT_EQ(signed_answer.status, 200) << signed_answer.body;
