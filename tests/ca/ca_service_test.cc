@@ -249,6 +249,19 @@ TEST_P(CaServiceTest, ACaTakesNoActiveLeafsNameAndNothingIsIssuedBelowARevokedCa
   EXPECT_NE(broken.message.find("a CA above iot.example.com is revoked"), std::string::npos) << broken.message;
 }
 
+// A W1 device certificate is named <uuid>.<parent>, its common name: a parent of more than 27
+// characters is refused naming the limit, not with the name certfleet made.
+TEST_P(CaServiceTest, ADeviceUnderACaWhoseNameIsTooLongIsRefusedNamingTheLimit) {
+  Ok(Req(CertType::kRoot, "example.com"));
+  const std::string longest = "iot-devices-prod.example.com";  // 28 characters
+  Ok(Req(CertType::kIntermediate, longest));
+  Error refused = Refused(Req(CertType::kDevice, "", longest));
+  EXPECT_EQ(refused.code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(refused.message.find("at most 27 characters"), std::string::npos) << refused.message;
+  Ok(Req(CertType::kIntermediate, "iot-devices-pro.example.com"));
+  Ok(Req(CertType::kDevice, "", "iot-devices-pro.example.com"));
+}
+
 TEST_P(CaServiceTest, NothingIsIssuedUnderAnExpiredCa) {
   CreateRequest root = Req(CertType::kRoot, "example.com");
   root.validity_days = 2;
