@@ -226,13 +226,16 @@ Result<std::vector<store::CertificateRecord>> Issuer::ImportCa(X509* cert_in, EV
 Result<std::vector<store::CertificateRecord>> Issuer::Adopt(std::vector<Adopting> chain, InTransaction in_transaction,
                                                             std::string_view actor) {
   const int64_t now = clock_.NowMillis();
+  // A CA made elsewhere has published CRLs of its own, numbered from 1 most likely: certfleet's
+  // go on from the time in seconds, above them, so that none reads as older (RFC 5280 5.2.3).
+  const int64_t first_number = now / 1000;
   // Everything signed is signed before the write: the first CRL of each CA certfleet holds.
   std::vector<std::string> first_crls(chain.size());
   for (size_t i = 0; i < chain.size(); ++i) {
     if (chain[i].key_ref.empty()) continue;
     CF_ASSIGN_OR_RETURN(auto key, keys_.Get(chain[i].key_ref));
-    CF_ASSIGN_OR_RETURN(first_crls[i],
-                        pki::BuildCrl(chain[i].cert.get(), key.get(), {}, 1, now, now + Millis(options_.crl_validity)));
+    CF_ASSIGN_OR_RETURN(first_crls[i], pki::BuildCrl(chain[i].cert.get(), key.get(), {}, first_number, now,
+                                                     now + Millis(options_.crl_validity)));
   }
   return store::Write(store_, [&](store::Tx& tx) -> Result<std::vector<store::CertificateRecord>> {
     std::vector<store::CertificateRecord> written;
@@ -291,7 +294,9 @@ Result<std::vector<store::CertificateRecord>> Issuer::Adopt(std::vector<Adopting
           tx, store::CaRecord{
                   rec.fqdn, rec.serial, a.key_ref, HexEncode(pki::IssuerKeyHash(a.cert.get())), 0, {}, {}, {}}));
       if (!first_crls[i].empty()) {
-        CF_RETURN_IF_ERROR(store::SaveCrl(tx, rec.fqdn, 1, first_crls[i], now, now + Millis(options_.crl_validity)));
+        CF_RETURN_IF_ERROR(
+            store::SaveCrl(tx, rec.fqdn, first_number, first_crls[i], now, now + Millis(options_.crl_validity)));
+        CF_RETURN_IF_ERROR(QueuePublish(tx, rec.fqdn, first_number, now));
       }
       const json::object details{{"fqdn", rec.fqdn},
                                  {"type", CertTypeName(rec.type)},

@@ -375,6 +375,7 @@ Result<void> Issuer::Persist(const std::shared_ptr<Built>& w, std::function<void
     CF_RETURN_IF_ERROR(store::AppendEvent(tx, w->now, "certificates/created", w->event_payload));
     if (w->is_ca) {
       CF_RETURN_IF_ERROR(store::SaveCrl(tx, rec.fqdn, 1, w->first_crl, w->now, w->now + Millis(options_.crl_validity)));
+      CF_RETURN_IF_ERROR(QueuePublish(tx, rec.fqdn, 1, w->now));
     }
     if (w->in_transaction) CF_RETURN_IF_ERROR(w->in_transaction(tx, rec));
     return Ok();
@@ -506,6 +507,10 @@ Result<void> Issuer::ResignCrl(store::Tx& tx, std::string_view ca_fqdn, int64_t 
   CF_ASSIGN_OR_RETURN(std::string der,
                       pki::BuildCrl(cert.get(), key.get(), entries, number, now, now + Millis(options_.crl_validity)));
   CF_RETURN_IF_ERROR(store::SaveCrl(tx, ca_fqdn, number, der, now, now + Millis(options_.crl_validity)));
+  return QueuePublish(tx, ca_fqdn, number, now);
+}
+
+Result<void> Issuer::QueuePublish(store::Tx& tx, std::string_view ca_fqdn, int64_t number, int64_t now) {
   // Published after the commit, by a job, so that a failing blob store delays it, never loses it.
   store::NewJob publish;
   publish.kind = std::string(kCrlPublishJob);

@@ -224,6 +224,8 @@ class Issuer {
                                                                                          const pki::OcspQuestion& q);
   static bool NamesCa(const pki::OcspQuestion& q, X509* ca);
   Result<void> ResignCrl(store::Tx& tx, std::string_view ca_fqdn, int64_t now);
+  // Queues the job that writes CRL `number` of the CA to the object store once it committed.
+  static Result<void> QueuePublish(store::Tx& tx, std::string_view ca_fqdn, int64_t number, int64_t now);
   void CacheOcsp(std::string key, const std::string& der, int64_t now, int64_t revocations);
   // The newest revocation event any node wrote, read from the store at most once every
   // kRevocationCheckMs; -1 when it cannot be read (no cached answer is then used).

@@ -516,6 +516,14 @@ TEST_P(CaServiceTest, AnImportedCaNeedsAKeyIdentifierAndASerialOfItsOwn) {
   };
   pki::X509Ptr first = ExternalRoot("one.example.org", key->get(), clock_.NowMillis(), numbered);
   ASSERT_TRUE(issuer_->ImportCa(first.get(), key->get(), "", "file", "", "test").ok());
+  // Its CRLs go on above any it published before (numbered from the time in seconds), and the
+  // first is queued for the object store as every later one is.
+  EXPECT_EQ(store_->Query("SELECT crl_number FROM cas WHERE fqdn = 'one.example.org'")->at(0).Int(0),
+            clock_.NowMillis() / 1000);
+  EXPECT_EQ(Count("jobs WHERE kind = 'ca.crl_publish' AND payload LIKE '%one.example.org%'"), 1);
+  Ok(Req(CertType::kIntermediate, "iot.one.example.org", "one.example.org"));
+  EXPECT_EQ(Count("jobs WHERE kind = 'ca.crl_publish' AND payload LIKE '%iot.one.example.org%'"), 1)
+      << "a CA made here publishes its first CRL too";
   pki::X509Ptr second = ExternalRoot("two.example.org", other->get(), clock_.NowMillis(), numbered);
   auto collided = issuer_->ImportCa(second.get(), other->get(), "", "file", "", "test");
   ASSERT_FALSE(collided.ok());
