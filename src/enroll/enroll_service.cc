@@ -124,7 +124,7 @@ Result<std::vector<MintedSecret>> EnrollService::CreateSecrets(std::string_view 
                      fmt::format("count is 1 for a device, 1 to {} for a batch", kMaxSecretsAtOnce));
   }
   if (ttl.count() < 1 || ttl > kMaxSecretTtl) {
-    return MakeError(ErrorCode::kInvalidArgument, fmt::format("ttl_hours is at most {}", kMaxSecretTtl.count() / 3600));
+    return MakeError(ErrorCode::kInvalidArgument, fmt::format("ttl_hours is 1 to {}", kMaxSecretTtl.count() / 3600));
   }
   CF_ASSIGN_OR_RETURN(Profile p, FindProfile(profile));
   if (!p.Allows(AuthWay::kSecret)) {

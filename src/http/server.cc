@@ -388,6 +388,11 @@ class Server::Impl::Session : public SessionBase, public std::enable_shared_from
       return Reply(ErrorResponse(400, "invalid_argument", "the path holds a control character"), true);
     }
     for (const auto& f : h) req_.headers.emplace_back(AsciiLower(f.name_string()), std::string(f.value()));
+    // Which of two credentials counts is for no proxy and no server to guess.
+    if (h.count(bhttp::field::authorization) > 1) {
+      unread_body_ = !parser_->is_done();
+      return Reply(ErrorResponse(400, "invalid_argument", "a request carries one Authorization header"), true);
+    }
     if (auto rid = req_.Header("x-request-id"); rid && ValidRequestId(*rid)) req_.request_id = std::string(*rid);
     req_.remote_address = remote_;
     req_.client_cert = client_cert_;

@@ -226,6 +226,8 @@ TEST_F(ServerTest, RoutesSplitThePathBeforeDecodingItAndTakeTheAbsoluteForm) {
   EXPECT_NE(out.find("a/b c"), std::string::npos) << out;
   out = Raw("GET https://x/hello?q=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   EXPECT_TRUE(out.starts_with("HTTP/1.1 200")) << out;
+  out = Raw("GET /hello HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n");
+  EXPECT_TRUE(out.starts_with("HTTP/1.1 400")) << "which of two credentials counts is not guessed: " << out;
 }
 
 TEST_F(ServerTest, PlainHttpServesOnlyTheRoutesThatAllowIt) {
