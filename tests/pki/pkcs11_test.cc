@@ -1,6 +1,7 @@
 // CA keys on a real PKCS#11 token (SoftHSM2): made there, signing certificates and CRLs that
 // OpenSSL verifies with the public key alone; imports; a token that goes away and comes back.
 #include <gtest/gtest.h>
+#include <openssl/ec.h>
 
 #include <atomic>
 #include <filesystem>
@@ -98,6 +99,12 @@ TEST(Pkcs11Sessions, SignersShareAtMostTheSessionsAllowed) {
 TEST_F(Pkcs11Test, RefusesKeyTypesAndBackendsItDoesNotHold) {
   EXPECT_EQ(keys_->Generate(KeyType::kEd25519, "").error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(keys_->Generate(KeyType::kEcP256, "file").error().code, ErrorCode::kInvalidArgument);
+  // A P-521 key (a CA imported with one) is refused naming what the token holds.
+  PkeyPtr p521(EVP_EC_gen("P-521"));
+  ASSERT_NE(p521, nullptr);
+  auto refused = keys_->Put(p521.get(), "pkcs11");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("P-256/P-384 and RSA"), std::string::npos) << refused.error().message;
 }
 
 TEST_F(Pkcs11Test, ImportedKeysSignAsTheOriginalAndCanBeRemoved) {

@@ -312,7 +312,13 @@ struct KeyValues {
 };
 
 Result<void> ReadKeyValues(EVP_PKEY* key, KeyValues& out) {
-  CF_ASSIGN_OR_RETURN(KeyType type, KeyTypeOf(key));
+  const Result<KeyType> typed = KeyTypeOf(key);
+  if (!typed.ok() || *typed == KeyType::kEd25519) {
+    // P-521, Ed25519, RSA of other sizes: certfleet holds them in files or the database only.
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "the pkcs11 key backend holds EC P-256/P-384 and RSA 2048/3072/4096 keys only");
+  }
+  const KeyType type = *typed;
   auto bn = [key](const char* name) -> Result<BignumPtr> {
     BIGNUM* value = nullptr;
     if (EVP_PKEY_get_bn_param(key, name, &value) != 1) return OpenSslError(std::string("reading the key's ") + name);
@@ -330,9 +336,6 @@ Result<void> ReadKeyValues(EVP_PKEY* key, KeyValues& out) {
     out.private_values = {{CKA_EC_PARAMS, params}, {CKA_VALUE, BigEndian(d.get(), (EVP_PKEY_get_bits(key) + 7) / 8)}};
     out.public_values = {{CKA_EC_PARAMS, params}, {CKA_EC_POINT, Der(kDerOctetString, point_str)}};
     return Ok();
-  }
-  if (type == KeyType::kEd25519) {
-    return MakeError(ErrorCode::kInvalidArgument, "the pkcs11 key backend holds EC P-256/P-384 and RSA keys");
   }
   out.type = CKK_RSA;
   constexpr std::pair<CK_ATTRIBUTE_TYPE, const char*> kRsaParams[] = {
