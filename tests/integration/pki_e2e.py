@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 BINARY, DB_KIND = sys.argv[1], sys.argv[2]
 files = Files("certfleet-pki-e2e-")
 path, write = files.path, files.write
-CA_EXT = ("[v3_ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n"
+CA_EXT = ("[v3_ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, digitalSignature, keyCertSign, cRLSign\n"
           "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n")
 write("ca.ext", CA_EXT)
 write("leaf.ext", "[v3_leaf]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n")
