@@ -99,6 +99,12 @@ Result<void> CheckReferences(store::Tx& tx, const Body& body) {
   if (t == nullptr) return Ok();
   CF_ASSIGN_OR_RETURN(auto ca, store::FindCa(tx, t->ca_fqdn));
   if (!ca) return Invalid(fmt::format("there is no CA {}", t->ca_fqdn));
+  // A template under a revoked CA would fail every provisioning; said now, not then.
+  CF_ASSIGN_OR_RETURN(store::CertStatus status, store::ChainStatus(tx, ca->serial));
+  if (status != store::CertStatus::kActive) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     fmt::format("the CA {} (or a CA above it) is revoked", t->ca_fqdn));
+  }
   if (t->thing_type) CF_RETURN_IF_ERROR(MustExist(tx, Kind::kThingType, *t->thing_type));
   for (const auto& g : t->thing_groups) CF_RETURN_IF_ERROR(MustExist(tx, Kind::kThingGroup, g));
   std::vector<std::string> batches = t->batches;

@@ -197,6 +197,15 @@ TEST_P(ProvisionTest, APolicyATemplateNamesIsNotDeleted) {
   EXPECT_TRUE(registry_->Delete(Kind::kPolicy, "telemetry", "t").ok());
 }
 
+TEST_P(ProvisionTest, ATemplateUnderARevokedCaIsRefusedWhenWritten) {
+  ASSERT_TRUE(issuer_->Revoke(issuer_->Get("iot.example.com")->serial, "cACompromise", false, "t").ok());
+  auto refused = testing::CreateJson(*registry_, Kind::kTemplate,
+                                     json::value{{"name", "line-8"}, {"ca_fqdn", "iot.example.com"}}, "token:ops");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_NE(refused.error().message.find("is revoked"), std::string::npos) << refused.error().message;
+}
+
 TEST_P(ProvisionTest, ANewCertificateSupersedesTheOldOneWhichIsRevokedAfterTheGracePeriod) {
   pki::PkeyPtr key = Register("dev-1");
   auto first = Provision(key.get(), {"dev-1"});
