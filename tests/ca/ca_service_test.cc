@@ -667,16 +667,8 @@ INSTANTIATE_TEST_SUITE_P(Drivers, CaServiceTest, testing::kBothDialects, testing
 // of one PostgreSQL (SQLite has one writer: one of the two waits for the other whole).
 class CascadeRaceTest : public CaServiceTest {
  protected:
-  // Until a backend of this database waits for a lock, or `ended` (the side that would wait
-  // finished without waiting); whether one waits.
-  bool SomeoneWaitsForALock(const std::atomic<bool>& ended) {
-    for (int i = 0; i < 100'000 && !ended; ++i) {
-      auto rows = store_->Query(
-          "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
-      if (rows.ok() && rows->at(0).Int(0) > 0) return true;
-    }
-    return false;
-  }
+  // See testing::SomeoneWaitsForALock.
+  bool SomeoneWaitsForALock(const std::atomic<bool>& ended) { return testing::SomeoneWaitsForALock(*store_, ended); }
   issuance::IssueRequest Device(std::string name) {
     issuance::IssueRequest r;
     r.type = CertType::kDevice;

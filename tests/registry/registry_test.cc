@@ -388,13 +388,7 @@ TEST_P(RegistryRaceTest, TwoTemplatesClaimingOneBatchAtOnceLeaveItToOne) {
     second = Create(Kind::kTemplate, {{"name", "b"}, {"ca_fqdn", "example.com"}, {"batches", {"b-1"}}});
     ended = true;
   });
-  bool waited = false;
-  for (int i = 0; i < 100'000 && !ended && !waited; ++i) {
-    auto rows = store_->Query(
-        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
-    waited = rows.ok() && rows->at(0).Int(0) > 0;
-  }
-  EXPECT_TRUE(waited) << "the second claim waits for the first";
+  EXPECT_TRUE(testing::SomeoneWaitsForALock(*store_, ended)) << "the second claim waits for the first";
   go.count_down();
   first.join();
   late.join();

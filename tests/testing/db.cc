@@ -52,4 +52,13 @@ std::unique_ptr<store::Store> FreshStore(store::Dialect dialect, std::string* ur
   return std::move(st).value();
 }
 
+bool SomeoneWaitsForALock(store::Store& store, const std::atomic<bool>& ended) {
+  for (int i = 0; i < 100'000 && !ended; ++i) {
+    auto rows = store.Query(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
+    if (rows.ok() && rows->at(0).Int(0) > 0) return true;
+  }
+  return false;
+}
+
 }  // namespace certfleet::testing

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -23,5 +24,9 @@ inline std::string DialectName(const ::testing::TestParamInfo<store::Dialect>& i
 
 // A fresh temporary folder.
 std::string TempDir();
+
+// Until a backend of the store's PostgreSQL database waits for a lock, or `ended` (the side
+// that would wait finished without waiting); whether one waits. Bounded in tries, not time.
+bool SomeoneWaitsForALock(store::Store& store, const std::atomic<bool>& ended);
 
 }  // namespace certfleet::testing
