@@ -31,8 +31,6 @@ namespace json = boost::json;
 
 // An order names at most this many identifiers; a certificate carries at most as many names.
 constexpr size_t kMaxIdentifiers = 100;
-// The most characters of a certificate's subject common name (RFC 5280's ub-common-name).
-constexpr size_t kMaxCommonName = 64;
 // How long an order and its authorizations wait to be validated and finalized: a week, as
 // public CAs give, enough for a client that retries over a weekend.
 constexpr std::chrono::hours kOrderLifetime{24 * 7};
@@ -130,10 +128,10 @@ Result<std::vector<Ordered>> ParseIdentifiers(const json::value* v) {
     if (seen.emplace(o.id.type, o.value).second) out.push_back(std::move(o));
   }
   // The certificate's subject CN is one of them, and a CN has at most 64 characters (RFC 5280).
-  if (std::none_of(out.begin(), out.end(), [](const Ordered& o) { return o.value.size() <= kMaxCommonName; })) {
-    return Problem(
-        ErrorCode::kInvalidArgument, "rejectedIdentifier",
-        fmt::format("one identifier must have at most {} characters: the certificate's common name", kMaxCommonName));
+  if (std::none_of(out.begin(), out.end(), [](const Ordered& o) { return o.value.size() <= pki::kMaxCommonName; })) {
+    return Problem(ErrorCode::kInvalidArgument, "rejectedIdentifier",
+                   fmt::format("one identifier must have at most {} characters: the certificate's common name",
+                               pki::kMaxCommonName));
   }
   return out;
 }
@@ -702,7 +700,7 @@ Result<issuance::IssueRequest> AcmeService::FinalizeRequest(std::string_view pro
   // wildcard and fits in a CN, else the first name that fits (newOrder made sure of one).
   std::string name = cn;
   if (name.empty()) {
-    auto fits = [](const std::string& n) { return n.size() <= kMaxCommonName; };
+    auto fits = [](const std::string& n) { return n.size() <= pki::kMaxCommonName; };
     auto plain = std::find_if(ordered.begin(), ordered.end(), [&](const std::string& n) {
       return fits(n) && !n.starts_with("*.") && !CanonicalAddress(n);
     });

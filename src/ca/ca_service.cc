@@ -11,6 +11,7 @@
 #include "pki/certificate.h"
 #include "pki/csr.h"
 #include "pki/key.h"
+#include "pki/profile.h"
 
 namespace certfleet::ca {
 namespace {
@@ -28,8 +29,7 @@ std::string Uuid4() {
 
 Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
 
-// RFC 5280's ub-common-name, and the length of the UUID a device certificate's name starts with.
-constexpr size_t kMaxCommonName = 64;
+// The length of the UUID a device certificate's name starts with.
 constexpr size_t kUuidChars = 36;
 
 // The name and parent by the seed's rules: `parent` is the given parent_fqdn, lowercased.
@@ -40,11 +40,11 @@ Result<void> ResolveNames(const CreateRequest& r, const std::optional<std::strin
     if (!parent || parent->empty()) return Invalid("parent_fqdn is required for a device certificate");
     if (!out.name.empty()) return Invalid("a device's fqdn is made by certfleet");
     out.name = Uuid4() + "." + *parent;
-    if (out.name.size() > kMaxCommonName) {
+    if (out.name.size() > pki::kMaxCommonName) {
       return Invalid(
           fmt::format("a device certificate is named <uuid>.{} ({} characters), longer than the {} of a "
                       "common name: issue devices under a CA whose name has at most {} characters",
-                      *parent, out.name.size(), kMaxCommonName, kMaxCommonName - kUuidChars - 1));
+                      *parent, out.name.size(), pki::kMaxCommonName, pki::kMaxCommonName - kUuidChars - 1));
     }
     out.parent = *parent;
     return Ok();

@@ -13,7 +13,6 @@ namespace certfleet::pki {
 namespace {
 
 // RFC 5280 upper bounds (ub-common-name, ub-organization-name, ub-state-name).
-constexpr size_t kMaxCommonName = 64;
 constexpr size_t kMaxOrganization = 64;
 constexpr size_t kMaxState = 128;
 constexpr size_t kMaxDnsName = 253;

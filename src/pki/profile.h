@@ -54,6 +54,8 @@ Result<ProfiledSpec> ApplyProfile(const ProfileInput& input, EVP_PKEY* subject_k
 // True if `name` is a DNS name certfleet issues for: 1 to 253 characters, labels of 1 to 63
 // letters, digits and hyphens not at either end; a leftmost "*" label if `allow_wildcard`.
 bool IsValidDnsName(std::string_view name, bool allow_wildcard = false);
+// RFC 5280's ub-common-name: the most characters a certificate's CN may have.
+inline constexpr size_t kMaxCommonName = 64;
 // An IPv4 or IPv6 address in text form.
 bool IsIpAddress(std::string_view text);
 

@@ -19,8 +19,6 @@ namespace json = boost::json;
 
 // Enrollment tokens: 32 random bytes, as API tokens.
 constexpr size_t kTokenBytes = 32;
-// RFC 5280's ub-common-name.
-constexpr size_t kMaxCommonName = 64;
 
 Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
 
@@ -38,11 +36,11 @@ Result<void> CheckHostId(std::string_view id) {
     return Invalid("host_id is labels separated by single dots, like a host name ('.' and '..' are refused)");
   }
   // It is the common name of the host's certificate, which the lint holds to a host name's rules.
-  if (id.size() > kMaxCommonName) {
+  if (id.size() > pki::kMaxCommonName) {
     return Invalid(
         fmt::format("host_id must have at most {} characters: it is the common name of the host's "
                     "certificate (RFC 5280's upper bound)",
-                    kMaxCommonName));
+                    pki::kMaxCommonName));
   }
   if (!pki::IsValidDnsName(id)) {
     return Invalid("host_id's labels are 1 to 63 letters, digits and '-', none starting or ending with '-'");
